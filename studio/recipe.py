@@ -1,0 +1,260 @@
+"""The run configuration: small dataclasses, one per concern, with a JSON round trip.
+
+Every field carries a one-line ``doc`` in its metadata; the UI shows it as the tooltip and the
+CLI as help. Old files are migrated by ``schema_version``, unknown keys produce warnings (never
+a crash) and ``validate()`` returns every problem at once, each with a way to fix it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+QUANT_MODES = ("4bit", "8bit", "none")
+OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+ATTN_IMPLS = ("sdpa", "eager", "flash_attention_2")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def _f(default: Any, doc: str, **kw: Any) -> Any:
+    """A dataclass field with its user-facing one-line doc."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass
+class ModelSpec:
+    name_or_path: str = _f("demo", "Base model: 'demo', a local folder, a Hugging Face cache id or a catalog id.")
+    trust_remote_code: bool = _f(False, "Run Python code shipped with the model (only for models you trust).")
+    allow_pickle: bool = _f(False, "Accept .bin/.pt weights (loaded with weights_only=True); safetensors otherwise.")
+
+
+@dataclass
+class DataSpec:
+    path: str = _f("", "Dataset file or folder (JSONL, JSON, CSV, TSV, Parquet, text, datasets folder).")
+    format: str = _f("auto", "Dataset format, or 'auto' to detect it.")
+    columns: dict = _f({}, "Column mapping override, e.g. {'prompt': 'question', 'completion': 'answer'}.")
+    val_fraction: float = _f(0.05, "Fraction of examples held out for validation (0 to disable).")
+    seed: int = _f(42, "Seed for the train/validation split and shuffling.")
+    train_on: str = _f("assistant", "Which tokens carry the loss: 'assistant' turns only, or 'all'.")
+
+
+@dataclass
+class LoraSpec:
+    rank: int = _f(16, "LoRA rank r: capacity of the adapter; memory grows linearly with it.")
+    alpha: int = _f(32, "LoRA alpha: the update is scaled by alpha / rank.")
+    dropout: float = _f(0.05, "Dropout on the LoRA input during training.")
+    targets: list = _f(["all-linear"], "Modules to adapt: ['all-linear'] or names such as q_proj, v_proj.")
+
+
+@dataclass
+class QuantSpec:
+    mode: str = _f("4bit", "Base weights: '4bit' (QLoRA, NF4), '8bit' (LLM.int8) or 'none' (16-bit).")
+    double_quant: bool = _f(True, "Quantise the 4-bit scales too (saves about 0.4 bit per weight).")
+    quant_type: str = _f("nf4", "4-bit data type: 'nf4' (normal float) or 'fp4'.")
+    compute_dtype: str = _f("auto", "Dtype of matmuls and trainable weights: auto = bf16 on GPUs that have it, else fp16; fp32 on CPU.")
+
+
+@dataclass
+class TrainSpec:
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run the epochs).")
+    epochs: float = _f(1.0, "Passes over the training set when max_steps is -1.")
+    micro_batch: int = _f(4, "Examples per forward pass on the GPU.")
+    grad_accum: int = _f(4, "Micro-batches accumulated per optimizer step (effective batch = micro_batch x this).")
+    seq_len: int = _f(1024, "Longest example in tokens; longer ones are truncated.")
+    lr: float = _f(2e-4, "Peak learning rate.")
+    scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.")
+    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming the learning rate up.")
+    optimizer: str = _f("adamw_torch", "Optimizer: adamw_torch, adamw_8bit, paged_adamw_8bit or paged_adamw_32bit.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    grad_ckpt: bool = _f(True, "Gradient checkpointing: recompute activations to save memory (about 30% slower).")
+    attn: str = _f("sdpa", "Attention implementation: sdpa, eager or flash_attention_2.")
+    seed: int = _f(42, "Seed for weights of the adapter, dropout and data order.")
+    logging_steps: int = _f(1, "Emit a metric event every N optimizer steps.")
+    eval_steps: int = _f(0, "Evaluate on the validation split every N steps (0: at the end only).")
+    save_steps: int = _f(50, "Write a checkpoint every N optimizer steps.")
+    keep_checkpoints: int = _f(2, "How many checkpoints to keep (older ones are deleted).")
+
+
+@dataclass
+class Recipe:
+    name: str = _f("", "A short name for the run (defaults to the model and dataset names).")
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    schema_version: int = SCHEMA_VERSION
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, raw: dict, warnings: list[str] | None = None) -> "Recipe":
+        """Build a recipe from a dict, migrating old versions; unknown keys become warnings."""
+        warnings = warnings if warnings is not None else []
+        raw = migrate(dict(raw), warnings)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in raw:
+                continue
+            value = raw.pop(f.name)
+            sub = _SECTIONS.get(f.name)
+            kwargs[f.name] = _section_from_dict(sub, value, f.name, warnings) if sub else value
+        for key in raw:
+            warnings.append(f"recipe: unknown key '{key}' ignored")
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path, warnings: list[str] | None = None) -> "Recipe":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RecipeError(f"{path}: recipe file not found") from None
+        except json.JSONDecodeError as e:
+            raise RecipeError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{path}: a recipe is a JSON object, found {type(raw).__name__}")
+        return cls.from_dict(raw, warnings)
+
+    def save(self, path: str | Path) -> None:
+        from studio.fsutil import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_json())
+
+    # -- checks -----------------------------------------------------------------------------
+    def validate(self) -> list["Problem"]:
+        """Every problem at once, each with the field and how to fix it."""
+        return [p for check in _CHECKS for p in check(self)]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be read or used; the message says where and what to do."""
+
+
+@dataclass
+class Problem:
+    field: str
+    message: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message} ({self.hint})"
+
+
+_SECTIONS = {"model": ModelSpec, "data": DataSpec, "lora": LoraSpec, "quant": QuantSpec, "train": TrainSpec}
+
+
+def _section_from_dict(cls: type, value: Any, name: str, warnings: list[str]) -> Any:
+    if not isinstance(value, dict):
+        warnings.append(f"recipe: '{name}' should be an object; defaults used")
+        return cls()
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in known:
+            warnings.append(f"recipe: unknown key '{name}.{key}' ignored")
+    return cls(**{k: v for k, v in value.items() if k in known})
+
+
+def migrate(raw: dict, warnings: list[str]) -> dict:
+    """Bring an older recipe dict up to SCHEMA_VERSION (version 0 had no schema_version)."""
+    version = raw.get("schema_version", 0)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        warnings.append(f"recipe: schema_version {version!r} is newer than this studio ({SCHEMA_VERSION}); "
+                        "reading what is known")
+    elif version == 0:
+        # v0 kept LoRA targets as a comma string and the quant mode as "load_in_4bit".
+        lora = raw.get("lora") or {}
+        if isinstance(lora.get("targets"), str):
+            lora["targets"] = [t.strip() for t in lora["targets"].split(",") if t.strip()]
+        quant = raw.get("quant") or {}
+        if "load_in_4bit" in quant:
+            quant["mode"] = "4bit" if quant.pop("load_in_4bit") else "none"
+    raw["schema_version"] = SCHEMA_VERSION
+    return raw
+
+
+def field_doc(section: str, name: str) -> str:
+    """The one-line doc of ``section.name`` (for tooltips and --help)."""
+    cls = _SECTIONS[section]
+    return next(f.metadata.get("doc", "") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _check_types(r: Recipe) -> list[Problem]:
+    out = []
+    for section, cls in _SECTIONS.items():
+        obj = getattr(r, section)
+        for f in dataclasses.fields(cls):
+            value = getattr(obj, f.name)
+            want = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
+            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                out.append(Problem(f"{section}.{f.name}", f"expected {want.__name__}, got {value!r}",
+                                   f"set it to a {want.__name__}, e.g. {f.default if f.default is not dataclasses.MISSING else f.default_factory()!r}"))
+    return out
+
+
+def _choice(field_name: str, value: Any, allowed: tuple) -> list[Problem]:
+    if value in allowed:
+        return []
+    return [Problem(field_name, f"{value!r} is not one of {', '.join(allowed)}", f"use one of: {', '.join(allowed)}")]
+
+
+def _check_choices(r: Recipe) -> list[Problem]:
+    return (_choice("quant.mode", r.quant.mode, QUANT_MODES) + _choice("quant.quant_type", r.quant.quant_type, ("nf4", "fp4"))
+            + _choice("quant.compute_dtype", r.quant.compute_dtype, DTYPES)
+            + _choice("train.optimizer", r.train.optimizer, OPTIMIZERS) + _choice("train.attn", r.train.attn, ATTN_IMPLS)
+            + _choice("train.scheduler", r.train.scheduler, SCHEDULERS)
+            + _choice("data.train_on", r.data.train_on, ("assistant", "all")))
+
+
+def _positive(name: str, value: Any, minimum: float = 1) -> list[Problem]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < minimum:
+        return [Problem(name, f"must be at least {minimum}, got {value}", f"set {name} to {minimum} or more")]
+    return []
+
+
+def _check_ranges(r: Recipe) -> list[Problem]:
+    t, lo = r.train, r.lora
+    out = (_positive("lora.rank", lo.rank) + _positive("lora.alpha", lo.alpha) + _positive("train.micro_batch", t.micro_batch)
+           + _positive("train.grad_accum", t.grad_accum) + _positive("train.seq_len", t.seq_len, 16)
+           + _positive("train.save_steps", t.save_steps) + _positive("train.keep_checkpoints", t.keep_checkpoints))
+    if isinstance(t.lr, (int, float)) and not 0 < t.lr < 1:
+        out.append(Problem("train.lr", f"{t.lr} is outside (0, 1)", "typical LoRA learning rates are 1e-5 to 5e-4"))
+    if isinstance(lo.dropout, (int, float)) and not 0 <= lo.dropout < 1:
+        out.append(Problem("lora.dropout", f"{lo.dropout} is outside [0, 1)", "use 0 to 0.1"))
+    if isinstance(r.data.val_fraction, (int, float)) and not 0 <= r.data.val_fraction < 0.5:
+        out.append(Problem("data.val_fraction", f"{r.data.val_fraction} is outside [0, 0.5)", "use 0 to disable or about 0.05"))
+    if isinstance(t.max_steps, int) and t.max_steps == 0 or (isinstance(t.max_steps, int) and t.max_steps < -1):
+        out.append(Problem("train.max_steps", f"{t.max_steps} steps would train nothing", "use -1 (epochs) or a positive number"))
+    if t.max_steps == -1 and isinstance(t.epochs, (int, float)) and t.epochs <= 0:
+        out.append(Problem("train.epochs", f"{t.epochs} epochs would train nothing", "use a positive number such as 1"))
+    if isinstance(lo.targets, list) and not lo.targets:
+        out.append(Problem("lora.targets", "no modules to adapt", "use ['all-linear'] or names such as q_proj, v_proj"))
+    return out
+
+
+def _check_required(r: Recipe) -> list[Problem]:
+    out = []
+    if not str(r.model.name_or_path).strip():
+        out.append(Problem("model.name_or_path", "no base model given", "use 'demo', a folder or a catalog id"))
+    if not str(r.data.path).strip():
+        out.append(Problem("data.path", "no dataset given", "point it at a JSONL, CSV, Parquet or text file"))
+    return out
+
+
+_CHECKS = (_check_required, _check_types, _check_choices, _check_ranges)

@@ -1,0 +1,120 @@
+"""The run folder and the registry of runs (DESIGN.md, "The run folder").
+
+    runs/<run-id>/recipe.json  plan.json  events.jsonl  state.json  checkpoints/  adapter/  exports/
+
+A run folder is self-describing: export, resume and the UI need nothing else.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studio import paths
+from studio.fsutil import atomic_write_json, read_json
+from studio.recipe import Recipe
+
+STATUSES = ("created", "running", "stopped", "failed", "finished", "interrupted")
+RECIPE, PLAN, EVENTS, STATE = "recipe.json", "plan.json", "events.jsonl", "state.json"
+ADAPTER, CHECKPOINTS, EXPORTS = "adapter", "checkpoints", "exports"
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return text[:40] or "run"
+
+
+def new_run_id(recipe: Recipe) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = recipe.name or Path(str(recipe.model.name_or_path)).name
+    return f"{stamp}-{_slug(base)}"
+
+
+def create(recipe: Recipe, runs_root: Path | None = None, plan: dict | None = None) -> Path:
+    """Make a fresh run folder holding the recipe (and plan) as started."""
+    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    run_id = new_run_id(recipe)
+    run_dir = root / run_id
+    n = 1
+    while True:
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            run_dir = root / f"{run_id}-{n}"
+    recipe.save(run_dir / RECIPE)
+    if plan is not None:
+        atomic_write_json(run_dir / PLAN, plan)
+    write_state(run_dir, status="created")
+    return run_dir
+
+
+def read_state(run_dir: Path) -> dict:
+    return read_json(Path(run_dir) / STATE, default={}) or {}
+
+
+def write_state(run_dir: Path, **updates: Any) -> dict:
+    """Merge ``updates`` into state.json atomically; returns the new state."""
+    state = read_state(run_dir)
+    state.update(updates)
+    state["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
+    atomic_write_json(Path(run_dir) / STATE, state)
+    return state
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    id: str
+    status: str
+    model: str
+    dataset: str
+    final_loss: float | None
+    step: int
+    created: str
+
+    @property
+    def live(self) -> bool:
+        return self.status == "running"
+
+
+def summarize(run_dir: Path) -> RunSummary | None:
+    run_dir = Path(run_dir)
+    raw = read_json(run_dir / RECIPE)
+    if not isinstance(raw, dict):
+        return None
+    state = read_state(run_dir)
+    status = state.get("status", "created")
+    if status == "running" and not pid_alive(state.get("pid")):
+        status = "interrupted"  # the worker died without saying so (power loss, SIGKILL)
+    model = (raw.get("model") or {}).get("name_or_path", "?")
+    dataset = (raw.get("data") or {}).get("path", "")
+    created = state.get("created") or _dt.datetime.fromtimestamp(run_dir.stat().st_mtime).isoformat(timespec="seconds")
+    return RunSummary(path=run_dir, id=run_dir.name, status=status, model=str(model), dataset=str(dataset),
+                      final_loss=state.get("last_loss"), step=int(state.get("step", 0) or 0), created=created)
+
+
+def list_runs(runs_root: Path | None = None) -> list[RunSummary]:
+    """Every readable run under the runs folder, newest first."""
+    root = Path(runs_root) if runs_root else paths.runs_dir()
+    if not root.is_dir():
+        return []
+    out = [s for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (s := summarize(d))]
+    return sorted(out, key=lambda s: s.id, reverse=True)

@@ -1,0 +1,83 @@
+"""Tiny models and a tokenizer made locally, so tests never download anything.
+
+``make_tokenizer`` trains a small byte-level BPE on a fixed corpus and gives it a ChatML chat
+template (the same shape as SmolLM2's); ``make_model`` saves a 2-layer Llama (or another
+architecture) beside it as a normal safetensors model folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "ANSWER: Paris. WHY: It is the capital of France.",
+    "user assistant system What is two plus two? Four.",
+    "Fine-tuning adapts a pretrained model to new data with low-rank adapters.",
+    "Numbers 0 1 2 3 4 5 6 7 8 9 10 100 1000, punctuation: ; - ( ) [ ] { } ' \" ?",
+    "Hello world, hello studio. Bonjour, ça va? Grüße, naïve café.",
+]
+
+
+def make_tokenizer(out_dir: Path, vocab_size: int = 384):
+    """Train and save a byte-level BPE tokenizer with a ChatML template; returns the tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def make_model(out_dir: Path, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0,
+               tie: bool = False, dtype: str = "float32") -> Path:
+    """Save a tiny randomly initialised model and its tokenizer into ``out_dir``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    out_dir = Path(out_dir)
+    tok = make_tokenizer(out_dir)
+    kw = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+              tie_word_embeddings=tie, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+              pad_token_id=tok.pad_token_id)
+    config = AutoConfig.for_model(arch, **kw)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    model.save_pretrained(out_dir, safe_serialization=True)
+    GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id).save_pretrained(out_dir)
+    return out_dir
+
+
+def write_chat_jsonl(path: Path, n: int = 48) -> Path:
+    """A small messages-format dataset with a learnable pattern (answers follow a fixed format)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            a, b = i % 10, (i * 3) % 10
+            row = {"messages": [
+                {"role": "user", "content": f"What is {a} plus {b}?"},
+                {"role": "assistant", "content": f"ANSWER: {a + b}. WHY: {a} plus {b} is {a + b}."},
+            ]}
+            fh.write(json.dumps(row) + "\n")
+    return path
