@@ -1,0 +1,48 @@
+"""How the studio starts its workers: which interpreter, which environment.
+
+Workers run under a configurable Python (DESIGN.md): ``LORA_STUDIO_PYTHON`` if set, else the
+managed ML runtime when one is installed (a packaged GUI has no torch of its own), else the
+interpreter running the studio.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from studio.paths import REPO_ROOT
+
+# Set before any import in the worker: no hub access unless the user asks for a download.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+
+
+def worker_python() -> str:
+    explicit = os.environ.get("LORA_STUDIO_PYTHON")
+    if explicit:
+        return explicit
+    try:
+        from studio.runtime import runtime_python  # the managed runtime (installer issue)
+    except ImportError:
+        runtime_python = None
+    if runtime_python is not None:
+        found = runtime_python()
+        if found:
+            return str(found)
+    return sys.executable
+
+
+def worker_argv(module: str, *args: str) -> list[str]:
+    """The command line of a worker: ``[python, -m, module, *args]`` (no shell, ever)."""
+    return [worker_python(), "-m", module, *[str(a) for a in args]]
+
+
+def worker_env(base: dict | None = None) -> dict:
+    """The environment of a worker: offline by default, and the studio's code importable."""
+    env = dict(os.environ if base is None else base)
+    env.update(OFFLINE_ENV)
+    root = str(getattr(sys, "_MEIPASS", REPO_ROOT))
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in parts and (Path(root) / "studio").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join([root, *parts])
+    return env
