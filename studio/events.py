@@ -158,6 +158,21 @@ class Emitter:
             self._log = None
 
 
+def reserve_stdout() -> IO[bytes]:
+    """Keep stdout for events only: return a stream on the real stdout and point fd 1 at stderr.
+
+    Libraries print (the Trainer's log dicts, warnings from C extensions); after this call those
+    prints land in stderr, and the protocol stream carries nothing but events.
+    """
+    import os
+
+    sys.stdout.flush()
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(events_fd, "wb", buffering=0)
+
+
 def encode_command(name: str, **args: Any) -> bytes:
     if name not in COMMANDS:
         raise ValueError(f"unknown command {name!r}")

@@ -43,6 +43,7 @@ class DataSpec:
     val_fraction: float = _f(0.05, "Fraction of examples held out for validation (0 to disable).")
     seed: int = _f(42, "Seed for the train/validation split and shuffling.")
     train_on: str = _f("assistant", "Which tokens carry the loss: 'assistant' turns only, or 'all'.")
+    heldout: str = _f("", "Optional held-out prompts (JSONL) answered before and after training to show the change.")
 
 
 @dataclass

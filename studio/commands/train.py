@@ -1,0 +1,166 @@
+"""`lora-studio train RECIPE.json` and `lora-studio train --demo`: run the training worker headless."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from studio import runs
+from studio.events import ERROR, METRIC, PROGRESS, WARNING, EventReader, encode_command
+from studio.procs import worker_argv, worker_env
+from studio.recipe import Recipe, RecipeError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune a model (headless): a recipe file, or --demo",
+                       description="Start a training run in a worker process and follow it. Ctrl-C stops "
+                                   "the run cleanly (the adapter is saved); a second Ctrl-C ends it at once.")
+    p.add_argument("recipe", nargs="?", type=Path, help="a recipe JSON file (see docs/ARCHITECTURE.md)")
+    p.add_argument("--demo", action="store_true",
+                   help="fine-tune the embedded demo model (SmolLM2-135M-Instruct) on the demo dataset")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the recipe)")
+    p.add_argument("--runs-dir", type=Path, help="where run folders go (default: the studio's data folder)")
+    p.set_defaults(func=run)
+
+
+def demo_recipe() -> Recipe:
+    """The demo: QLoRA on SmolLM2-135M-Instruct teaching the 'answer card' format."""
+    from studio.demo import demo_dataset, demo_eval_set
+
+    r = Recipe(name="demo")
+    r.model.name_or_path = "demo"
+    r.data.path = str(demo_dataset())
+    r.data.heldout = str(demo_eval_set())
+    r.data.val_fraction = 0.05
+    r.lora.rank, r.lora.alpha, r.lora.dropout = 16, 32, 0.0
+    r.train.seq_len, r.train.micro_batch, r.train.grad_accum = 256, 4, 2
+    r.train.lr, r.train.warmup_ratio, r.train.scheduler = 1e-3, 0.05, "cosine"
+    r.train.grad_ckpt = False  # 135M parameters: memory is no concern, speed is
+    return r
+
+
+def _recipe_from(args: argparse.Namespace) -> Recipe:
+    if args.demo == bool(args.recipe):
+        from studio.cli import UserError
+
+        raise UserError("give either a recipe file or --demo")
+    if args.demo:
+        recipe = demo_recipe()
+    else:
+        warnings: list[str] = []
+        try:
+            recipe = Recipe.load(args.recipe, warnings)
+        except RecipeError as e:
+            from studio.cli import UserError
+
+            raise UserError(str(e)) from None
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    if args.max_steps is not None:
+        recipe.train.max_steps = args.max_steps
+    return recipe
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = _recipe_from(args)
+    problems = recipe.validate()
+    if problems:
+        from studio.cli import UserError
+
+        raise UserError("the recipe has problems:\n  " + "\n  ".join(str(p) for p in problems))
+    if recipe.model.name_or_path == "demo":
+        from studio.commands.demo_model import ensure_with_progress
+
+        ensure_with_progress()
+    run_dir = runs.create(recipe, args.runs_dir)
+    print(f"run folder: {run_dir}")
+    result = follow(run_dir)
+    return _report(run_dir, result)
+
+
+def follow(run_dir: Path) -> dict:
+    """Start the worker detached from our terminal and show its events until it ends."""
+    from tqdm import tqdm
+
+    log = open(run_dir / "worker.log", "ab")
+    proc = subprocess.Popen(worker_argv("workers.train", run_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=log, env=worker_env(), start_new_session=True)
+    reader, bar, result = EventReader(), None, {"samples": {}}
+    stopping_since = None
+    while True:
+        try:
+            chunk = proc.stdout.read1(65536)
+            if not chunk:
+                break
+            for ev in reader.feed(chunk):
+                bar = _show(ev, bar, result, tqdm)
+        except KeyboardInterrupt:
+            if stopping_since is None:
+                print("\nstopping: saving the adapter (Ctrl-C again to end at once)", file=sys.stderr)
+                stopping_since = time.time()
+                try:
+                    proc.stdin.write(encode_command("stop"))
+                    proc.stdin.flush()
+                except OSError:
+                    pass
+            else:
+                proc.kill()
+    proc.wait()
+    if bar:
+        bar.close()
+    log.close()
+    result["returncode"] = proc.returncode
+    return result
+
+
+def _show(ev, bar, result: dict, tqdm):
+    d = ev.data
+    if ev.type == PROGRESS and d.get("phase") == "train":
+        if bar is None:
+            bar = tqdm(total=d.get("total") or None, unit="step", desc="training", dynamic_ncols=True)
+        bar.n = d.get("done", 0)
+        bar.refresh()
+    elif ev.type == PROGRESS:
+        print(f"{d.get('phase')}: {d.get('done')}/{d.get('total')}", file=sys.stderr)
+    elif ev.type == METRIC:
+        if "loss" in d and bar is not None:
+            bar.set_postfix(loss=f"{d['loss']:.4f}", lr=f"{d.get('learning_rate', 0):.2e}", refresh=True)
+        for when in ("before", "after"):
+            if f"heldout_score_{when}" in d:
+                result["samples"][when] = (d[f"heldout_score_{when}"], d.get("sample_prompt"), d.get("sample_answer"))
+        if "eval_loss" in d:
+            result["eval_loss"] = d["eval_loss"]
+    elif ev.type == WARNING:
+        (bar.write if bar else print)(f"warning: {d.get('message')}")
+    elif ev.type == ERROR:
+        result["error"] = d
+    elif ev.type == "done":
+        result["done"] = d
+    return bar
+
+
+def _report(run_dir: Path, result: dict) -> int:
+    err = result.get("error")
+    if err:
+        print(f"\ntraining failed ({err.get('kind')}): {err.get('message')}\nwhat to do: {err.get('hint')}",
+              file=sys.stderr)
+        print(f"worker log: {run_dir / 'worker.log'}", file=sys.stderr)
+        return 1
+    done = result.get("done")
+    if not done:
+        print(f"\nthe worker ended without finishing (exit code {result['returncode']}); "
+              f"log: {run_dir / 'worker.log'}", file=sys.stderr)
+        return 1
+    print(f"\n{done['status']} at step {done.get('step')}, last loss {done.get('last_loss')}")
+    if "eval_loss" in result:
+        print(f"validation loss: {result['eval_loss']:.4f}")
+    samples = result["samples"]
+    if "before" in samples and "after" in samples:
+        (b, prompt, ans_b), (a, _, ans_a) = samples["before"], samples["after"]
+        print(f"held-out score (answer format): before {b:.0%}, after {a:.0%}")
+        print(f"\nprompt: {prompt}\n--- before ---\n{ans_b}\n--- after ---\n{ans_a}\n")
+    print(f"adapter: {done.get('adapter')}")
+    print(f"run folder: {run_dir}")
+    return 0

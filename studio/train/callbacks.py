@@ -1,0 +1,123 @@
+"""Trainer callbacks that turn training into protocol events, and the stdin command reader."""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from studio import runs
+from studio.events import METRIC, MEMORY, PROGRESS, Emitter, decode_command
+
+
+class Control:
+    """Commands from the controller (stdin), read on a daemon thread."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+
+    def listen(self, stream: Any = None) -> None:
+        stream = stream if stream is not None else sys.stdin.buffer
+        threading.Thread(target=self._read, args=(stream,), daemon=True, name="commands").start()
+
+    def _read(self, stream: Any) -> None:
+        try:
+            for line in stream:
+                cmd = decode_command(line)
+                if cmd is None:
+                    continue
+                name = cmd["cmd"]
+                if name == "stop":
+                    self.stop.set()
+                    self.paused.clear()
+                elif name == "pause":
+                    self.paused.set()
+                elif name == "resume":
+                    self.paused.clear()
+        except (OSError, ValueError):
+            pass  # stdin closed: the controller went away; keep training (events.jsonl is the record)
+
+    def wait_while_paused(self) -> None:
+        while self.paused.is_set() and not self.stop.is_set():
+            time.sleep(0.2)
+
+
+def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None) -> dict:
+    """Allocator figures on a GPU (what the planner predicts); process RSS on the CPU."""
+    import torch
+
+    out: dict[str, Any] = {"budget": budget, "predicted_peak": predicted_peak}
+    if torch.cuda.is_available():
+        out.update(device="cuda", allocated=torch.cuda.memory_allocated(), reserved=torch.cuda.memory_reserved(),
+                   peak_allocated=torch.cuda.max_memory_allocated(), peak_reserved=torch.cuda.max_memory_reserved())
+        try:
+            from studio.hardware import gpu_memory_used
+
+            out["device_used"] = gpu_memory_used(torch.cuda.current_device())
+        except Exception:  # NVML missing or failing never stops a run
+            out["device_used"] = None
+    else:
+        import psutil
+
+        rss = psutil.Process().memory_info().rss
+        out.update(device="cpu", allocated=rss, reserved=rss, device_used=None)
+    return out
+
+
+class EventCallback(TrainerCallback):
+    """Emits metric, progress and memory events; honours stop and pause between steps."""
+
+    def __init__(self, emitter: Emitter, control: Control, run_dir: Any, budget: int | None = None,
+                 predicted_peak: int | None = None) -> None:
+        self.em, self.ctl, self.run_dir = emitter, control, run_dir
+        self.budget, self.predicted_peak = budget, predicted_peak
+        self._t0 = self._last_t = time.time()
+        self._last_tokens = 0
+        self._step0 = 0
+        self.last_loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._t0 = self._last_t = time.time()
+        self._last_tokens = state.num_input_tokens_seen
+        self._step0 = state.global_step
+        self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps)
+
+    def on_step_end(self, args, state, control, **kw):
+        self.ctl.wait_while_paused()
+        if self.ctl.stop.is_set():
+            control.should_training_stop = True
+        self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps,
+                     eta_s=self._eta(state))
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = dict(logs or {})
+        now = time.time()
+        tokens = state.num_input_tokens_seen
+        data: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        if "loss" in logs:
+            data["loss"] = float(logs["loss"])
+            self.last_loss = data["loss"]
+            dt = max(now - self._last_t, 1e-9)
+            data["tokens_per_s"] = round((tokens - self._last_tokens) / dt, 2)
+            self._last_t, self._last_tokens = now, tokens
+        for src, dst in (("learning_rate", "learning_rate"), ("grad_norm", "grad_norm"), ("eval_loss", "eval_loss")):
+            if src in logs:
+                data[dst] = float(logs[src])
+        if len(data) > 2:
+            self.em.emit(METRIC, **data)
+            self.em.emit(MEMORY, step=state.global_step, **memory_snapshot(self.budget, self.predicted_peak))
+            runs.write_state(self.run_dir, step=state.global_step, last_loss=self.last_loss)
+        return control
+
+    def _eta(self, state) -> float | None:
+        done = state.global_step - self._step0
+        if not state.max_steps or done <= 0:
+            return None
+        per_step = (time.time() - self._t0) / done
+        eta = per_step * (state.max_steps - state.global_step)
+        return round(eta, 1) if math.isfinite(eta) else None

@@ -1,0 +1,125 @@
+"""Load the base model as the recipe says (4-bit NF4, 8-bit or 16-bit) and attach LoRA.
+
+The planner predicts memory for exactly what this file does (docs/planner.md): everything that is
+not quantised (embeddings, lm_head, norms) stays in the compute dtype; peft keeps the adapter in
+fp32; we do not call ``prepare_model_for_kbit_training`` because it upcasts all of that to fp32.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from studio.recipe import Recipe
+
+
+class LoadError(RuntimeError):
+    """The base model cannot be loaded; the message says what to do."""
+
+
+def resolve_base(recipe: Recipe) -> Path:
+    """A local folder holding the base model ('demo' is converted on first use)."""
+    name = str(recipe.model.name_or_path).strip()
+    if name == "demo":
+        from studio.demo import ensure_demo_model
+
+        return ensure_demo_model()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    try:
+        from studio.models import resolve  # catalog ids and Hugging Face cache ids
+    except ImportError:
+        resolve = None
+    if resolve is not None:
+        info = resolve(name, trust_remote_code=recipe.model.trust_remote_code)
+        if getattr(info, "path", None) and Path(info.path).is_dir() and _has_weights(Path(info.path)):
+            return Path(info.path)
+    raise LoadError(f"model '{name}': no local weights found. Give a folder with config.json and "
+                    "*.safetensors, a model already in the Hugging Face cache, or 'demo'")
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
+
+
+def check_weights_are_safe(folder: Path, allow_pickle: bool) -> None:
+    """Refuse pickle-based weights unless the user opted in for this model."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in [*folder.glob("*.bin"), *folder.glob("*.pt")])
+    if pickles and not allow_pickle:
+        raise LoadError(f"{folder}: weights are pickle files ({', '.join(pickles[:3])}), which can run code when "
+                        "loaded. Convert them to safetensors, or set model.allow_pickle if you trust this model "
+                        "(they are then loaded with weights_only=True)")
+    if not pickles:
+        raise LoadError(f"{folder}: no weights (*.safetensors) found")
+
+
+def compute_dtype(recipe: Recipe) -> Any:
+    """bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU (unless the recipe says)."""
+    import torch
+
+    if recipe.quant.compute_dtype != "auto":
+        return getattr(torch, recipe.quant.compute_dtype)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def quantization_config(recipe: Recipe, dtype: Any) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    q = recipe.quant
+    if q.mode == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                                  bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype)
+    if q.mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_tokenizer(folder: Path, recipe: Recipe) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=recipe.model.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
+    """The quantised (or 16-bit) base with LoRA attached, ready for the Trainer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_weights_are_safe(folder, recipe.model.allow_pickle)
+    dtype = compute_dtype(recipe)
+    kwargs: dict[str, Any] = dict(dtype=dtype, attn_implementation=recipe.train.attn,
+                                  trust_remote_code=recipe.model.trust_remote_code,
+                                  use_safetensors=not recipe.model.allow_pickle or None)
+    qconf = quantization_config(recipe, dtype)
+    if qconf is not None:
+        kwargs["quantization_config"] = qconf
+        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    if qconf is None:
+        model.to(device)
+    model.config.use_cache = False
+    if recipe.train.grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    torch.manual_seed(recipe.train.seed)
+    return attach_lora(model, recipe)
+
+
+def attach_lora(model: Any, recipe: Recipe) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets = recipe.lora.targets
+    target_modules = "all-linear" if targets == ["all-linear"] or targets == "all-linear" else list(targets)
+    config = LoraConfig(r=recipe.lora.rank, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+                        target_modules=target_modules, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        raise LoadError(f"lora.targets {targets}: {e}. Use ['all-linear'] or module names of this model") from None

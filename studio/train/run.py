@@ -1,0 +1,180 @@
+"""The training recipe, torch side: ``setup()``, ``train()``, ``cleanup()`` over one run folder.
+
+The worker entry point (workers/train.py) drives this class; everything it needs is in the run
+folder (recipe.json, plan.json), and everything it produces goes back there (events.jsonl,
+state.json, data_report.json, adapter/).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from studio import runs
+from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
+from studio.fsutil import atomic_dir, atomic_write_json, read_json
+from studio.recipe import Recipe, RecipeError
+from studio.train.callbacks import Control, EventCallback
+
+
+class TrainingRun:
+    def __init__(self, run_dir: Path, emitter: Emitter, control: Control) -> None:
+        self.run_dir = Path(run_dir)
+        self.em = emitter
+        self.ctl = control
+        self.recipe: Recipe | None = None
+        self.trainer: Any = None
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.base: Path | None = None
+        self.heldout: list[dict] = []
+        self.callback: EventCallback | None = None
+
+    # -- setup ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.recipe = self._load_recipe()
+        import torch
+        from transformers import set_seed
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._hello(device)
+        runs.write_state(self.run_dir, status="running", pid=os.getpid(), device=device,
+                         started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        from studio.train import dataset, loading
+
+        self.em.emit(PROGRESS, phase="load", done=0, total=3)
+        self.base = loading.resolve_base(self.recipe)
+        runs.write_state(self.run_dir, base_model=str(self.base))
+        self.tokenizer = loading.load_tokenizer(self.base, self.recipe)
+        self.em.emit(PROGRESS, phase="load", done=1, total=3)
+        data = dataset.build(self.tokenizer, self.recipe)
+        self._report_data(data)
+        self.em.emit(PROGRESS, phase="load", done=2, total=3)
+        set_seed(self.recipe.train.seed)
+        self.model = loading.load_model(self.base, self.recipe, device)
+        self._log_trainable()
+        self.em.emit(PROGRESS, phase="load", done=3, total=3)
+        self.trainer = self._build_trainer(data, device)
+
+    def _load_recipe(self) -> Recipe:
+        warnings: list[str] = []
+        recipe = Recipe.load(self.run_dir / runs.RECIPE, warnings)
+        for w in warnings:
+            self.em.emit(WARNING, message=w)
+        problems = recipe.validate()
+        if problems:
+            raise RecipeError("; ".join(str(p) for p in problems))
+        return recipe
+
+    def _hello(self, device: str) -> None:
+        import bitsandbytes
+        import peft
+        import torch
+        import transformers
+
+        name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
+        self.em.emit(HELLO, pid=os.getpid(), device=device, device_name=name, python=platform.python_version(),
+                     versions={"torch": torch.__version__, "transformers": transformers.__version__,
+                               "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__},
+                     run_dir=str(self.run_dir))
+
+    def _report_data(self, data: Any) -> None:
+        report = data.report
+        as_dict = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        atomic_write_json(self.run_dir / "data_report.json", as_dict)
+        fingerprint = as_dict.get("fingerprint")
+        runs.write_state(self.run_dir, data_fingerprint=fingerprint)
+        self.em.emit(LOG, message=f"dataset: {len(data.train)} training and {len(data.val) if data.val else 0} "
+                                  f"validation examples, {data.trained_tokens} trained tokens",
+                     train_examples=len(data.train), val_examples=len(data.val) if data.val else 0,
+                     skipped=as_dict.get("skipped", 0), fingerprint=fingerprint)
+        if data.truncated:
+            self.em.emit(WARNING, message=f"{data.truncated} examples are longer than train.seq_len="
+                                          f"{self.recipe.train.seq_len} tokens and were truncated")
+
+    def _log_trainable(self) -> None:
+        trainable, total = self.model.get_nb_trainable_parameters()
+        self.em.emit(LOG, message=f"LoRA: {trainable:,} trainable of {total:,} parameters",
+                     trainable_params=trainable, total_params=total)
+
+    def _build_trainer(self, data: Any, device: str) -> Any:
+        import torch
+        from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+        r, t = self.recipe, self.recipe.train
+        dtype = self.model.get_base_model().dtype if hasattr(self.model, "get_base_model") else torch.float32
+        use_eval = data.val is not None
+        args = TrainingArguments(
+            output_dir=str(self.run_dir / runs.CHECKPOINTS), max_steps=t.max_steps, num_train_epochs=t.epochs,
+            per_device_train_batch_size=t.micro_batch, per_device_eval_batch_size=t.micro_batch,
+            gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.scheduler,
+            warmup_steps=t.warmup_ratio, optim=t.optimizer, weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, seed=t.seed, data_seed=r.data.seed,
+            eval_strategy="steps" if use_eval and t.eval_steps > 0 else "no", eval_steps=t.eval_steps or None,
+            save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=device == "cpu",
+            bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
+            include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+            dataloader_num_workers=0, gradient_checkpointing=False)  # enabled on the model by loading.py
+        plan = read_json(self.run_dir / runs.PLAN, default={}) or {}
+        predicted = (plan.get("predicted") or {}).get("device_total_bytes")
+        self.callback = EventCallback(self.em, self.ctl, self.run_dir, budget=plan.get("budget_bytes"),
+                                      predicted_peak=predicted)
+        from transformers.trainer_callback import PrinterCallback
+
+        collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
+        trainer = Trainer(model=self.model, args=args, train_dataset=data.train,
+                       eval_dataset=data.val if use_eval else None, data_collator=collator,
+                       callbacks=[self.callback])
+        trainer.remove_callback(PrinterCallback)  # it prints log dicts; our events carry them
+        return trainer
+
+    # -- train ------------------------------------------------------------------------------
+    def train(self) -> str:
+        """Train to the end (or until stopped); returns the final status."""
+        before = self._sample("before")
+        self.trainer.train()
+        stopped = self.ctl.stop.is_set()
+        if self.trainer.eval_dataset is not None and not stopped:
+            self.trainer.evaluate()  # the callback reports eval_loss as a metric event
+        self.save_adapter()
+        after = self._sample("after")
+        if before is not None and after is not None:
+            runs.write_state(self.run_dir, heldout_before=before, heldout_after=after)
+        return "stopped" if stopped else "finished"
+
+    def save_adapter(self) -> Path:
+        """The PEFT adapter, written to a temp folder and renamed: never half a folder."""
+        final = self.run_dir / runs.ADAPTER
+        with atomic_dir(final, overwrite=True) as tmp:
+            self.model.save_pretrained(str(tmp), safe_serialization=True)
+            cfg_path = tmp / "adapter_config.json"
+            cfg = read_json(cfg_path, default={})
+            cfg["base_model_name_or_path"] = str(self.base)
+            atomic_write_json(cfg_path, cfg)
+        self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final))
+        return final
+
+    def _sample(self, when: str) -> float | None:
+        """Answer the held-out prompts (if the recipe has them) and report the score."""
+        if not self.recipe.data.heldout:
+            return None
+        from studio.train.sampling import generate, load_prompts, score
+
+        if not self.heldout:
+            self.heldout = load_prompts(Path(self.recipe.data.heldout))
+        self.em.emit(PROGRESS, phase=f"sample-{when}", done=0, total=len(self.heldout))
+        answers = generate(self.model, self.tokenizer, self.heldout)
+        value = score(answers, self.heldout)
+        self.em.emit(METRIC, step=self.trainer.state.global_step, **{f"heldout_score_{when}": value},
+                     sample_prompt=self.heldout[0]["messages"][-1]["content"], sample_answer=answers[0])
+        return value
+
+    # -- cleanup ----------------------------------------------------------------------------
+    def finish(self, status: str) -> None:
+        state = runs.write_state(self.run_dir, status=status, pid=None,
+                                 finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.em.emit(DONE, status=status, adapter=str(self.run_dir / runs.ADAPTER),
+                     step=state.get("step"), last_loss=state.get("last_loss"),
+                     heldout_before=state.get("heldout_before"), heldout_after=state.get("heldout_after"))

@@ -1,0 +1,89 @@
+"""Training worker: ``python -m workers.train RUN_DIR``.
+
+Events go to stdout (one JSON line each) and to RUN_DIR/events.jsonl; logs and tracebacks go to
+stderr. Commands (stop, pause, resume) arrive as JSON lines on stdin. Exit code 0 when the run
+finished or was stopped on request, 1 when it failed (after an ``error`` event with a hint).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from studio.procs import OFFLINE_ENV
+
+for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are imported
+    os.environ.setdefault(_k, _v)
+
+import argparse  # noqa: E402
+import errno  # noqa: E402
+import signal  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from studio import runs  # noqa: E402
+from studio.events import ERROR, Emitter, reserve_stdout  # noqa: E402
+from studio.recipe import RecipeError  # noqa: E402
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """The error kind of the protocol and a hint that says what to do."""
+    from studio.data import DataError
+
+    name = type(exc).__name__
+    if name == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+        return "oom", "lower the micro-batch or sequence length, or let the planner fit the settings again"
+    if isinstance(exc, DataError):
+        return "data", "fix the dataset file (see 'lora-studio data inspect FILE') and start again"
+    if isinstance(exc, RecipeError):
+        return "config", "fix the recipe fields named above and start again"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "io", "free disk space; the last checkpoint is intact"
+    if isinstance(exc, OSError):
+        return "io", "check the path and its permissions"
+    from studio.train.loading import LoadError
+
+    if isinstance(exc, LoadError):
+        return "config", "pick a local model folder with safetensors weights, or 'demo'"
+    return "internal", "this is a bug in LoRA Studio: the traceback is in the log (stderr)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.train", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a run folder holding recipe.json")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    if not (run_dir / runs.RECIPE).is_file():
+        print(f"{run_dir}: no {runs.RECIPE} here; create a run with 'lora-studio train'", file=sys.stderr)
+        return 2
+    emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=reserve_stdout())
+    from studio.train.callbacks import Control
+
+    control = Control()
+    control.listen()
+    # SIGTERM is a polite stop (save the adapter, exit 0); the controller escalates to SIGKILL.
+    signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
+    run = None
+    try:
+        from studio.train.run import TrainingRun
+
+        run = TrainingRun(run_dir, emitter, control)
+        run.setup()
+        status = run.train()
+        run.finish(status)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - the worker reports every failure as an event
+        if isinstance(exc, SystemExit):
+            raise
+        kind, hint = classify(exc)
+        if kind == "internal":
+            traceback.print_exc(file=sys.stderr)
+        message = str(exc) or type(exc).__name__
+        emitter.emit(ERROR, kind=kind, message=message, hint=hint)
+        runs.write_state(run_dir, status="failed", pid=None, error={"kind": kind, "message": message})
+        return 1
+    finally:
+        emitter.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
