@@ -1,0 +1,121 @@
+"""Read a PEFT LoRA adapter as per-weight deltas, and export the adapter folder itself.
+
+A LoRA weight update is ``scale * B @ A`` with ``scale = alpha / r`` (or ``alpha / sqrt(r)`` with
+rsLoRA), where ``r`` and ``alpha`` may be overridden per module by ``rank_pattern`` and
+``alpha_pattern`` (peft's own matching rule is reused for those).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.export.errors import UnsupportedModel
+
+PREFIX = "base_model.model."
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
+
+
+@dataclass
+class LoraDelta:
+    a: object  # torch.Tensor (r, in) ; for embeddings (r, num_embeddings)
+    b: object  # torch.Tensor (out, r); for embeddings (dim, r)
+    scale: float
+    embedding: bool = False
+
+    def delta(self):
+        """The dense update in float32, shaped like the base weight."""
+        a, b = self.a.float(), self.b.float()
+        d = (b @ a) * self.scale
+        return d.T if self.embedding else d
+
+
+@dataclass
+class Adapter:
+    config: dict
+    deltas: dict[str, LoraDelta]  # base weight name -> update
+    replacements: dict[str, object]  # base weight name -> full tensor (modules_to_save)
+
+
+def load_adapter(adapter_dir: Path) -> Adapter:
+    """All LoRA pairs of an adapter keyed by the base weight they update; refuses what it cannot merge."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+    _check_config(cfg, adapter_dir)
+    tensors = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    pairs: dict[str, dict[str, object]] = {}
+    replacements: dict[str, object] = {}
+    for key, t in tensors.items():
+        module, part = _split_key(key, adapter_dir)
+        if part is None:
+            replacements[module] = t
+        else:
+            pairs.setdefault(module, {})[part] = t
+    deltas = {}
+    for module, p in pairs.items():
+        emb = "lora_embedding_A" in p
+        a, b = (p.get("lora_embedding_A"), p.get("lora_embedding_B")) if emb else (p.get("lora_A"), p.get("lora_B"))
+        if a is None or b is None:
+            raise UnsupportedModel(f"{adapter_dir}: module {module} has only half of its LoRA pair",
+                                   "the adapter file is damaged; export from a checkpoint or train again")
+        deltas[f"{module}.weight"] = LoraDelta(a, b, _scale(cfg, module), emb)
+    return Adapter(cfg, deltas, replacements)
+
+
+def _check_config(cfg: dict, where: Path) -> None:
+    peft_type = str(cfg.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        raise UnsupportedModel(f"{where}: adapter type {peft_type} cannot be merged (only LoRA)",
+                               "export it with --format adapter instead")
+    if cfg.get("use_dora"):
+        raise UnsupportedModel(f"{where}: DoRA adapters are not merged by this exporter",
+                               "export it with --format adapter, or train without DoRA")
+    if cfg.get("fan_in_fan_out"):
+        raise UnsupportedModel(f"{where}: fan_in_fan_out adapters (GPT-2 style Conv1D) are not supported",
+                               "export it with --format adapter")
+
+
+def _split_key(key: str, where: Path) -> tuple[str, str | None]:
+    """``base_model.model.X.lora_A.weight`` -> (``X``, ``lora_A``); full tensors -> (weight name, None)."""
+    name = key.removeprefix(PREFIX)
+    for part in ("lora_embedding_A", "lora_embedding_B", "lora_A", "lora_B"):
+        for suffix in (f".{part}.weight", f".{part}"):
+            if name.endswith(suffix):
+                return name[: -len(suffix)], part
+    if "lora_magnitude_vector" in name:
+        raise UnsupportedModel(f"{where}: DoRA magnitude vectors cannot be merged", "export with --format adapter")
+    if ".modules_to_save." in name or name.endswith((".weight", ".bias")):
+        return name.replace(".modules_to_save", ""), None
+    raise UnsupportedModel(f"{where}: adapter tensor {key} is not a LoRA weight this exporter knows",
+                           "export it with --format adapter")
+
+
+def _scale(cfg: dict, module: str) -> float:
+    r = int(cfg.get("r", 8))
+    alpha = float(cfg.get("lora_alpha", r))
+    ranks, alphas = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
+    if ranks or alphas:
+        from peft.utils.other import get_pattern_key  # peft's own rule for which pattern names a module
+    if ranks:
+        r = int(ranks.get(get_pattern_key(ranks.keys(), module), r))
+    if alphas:
+        alpha = float(alphas.get(get_pattern_key(alphas.keys(), module), alpha))
+    return alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+
+
+def copy_adapter(adapter_dir: Path, out: Path, base_dir: Path, model_name: str) -> list[Path]:
+    """The PEFT folder as it is, with the base model named in adapter_config.json."""
+    written = []
+    for name in ADAPTER_FILES:
+        src = Path(adapter_dir) / name
+        if src.is_file():
+            shutil.copy2(src, out / name)
+            written.append(out / name)
+    cfg_path = out / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["base_model_name_or_path"] = str(base_dir)
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    return written

@@ -1,0 +1,162 @@
+"""The tokenizer part of a GGUF: tokens, token types, merges or scores, pre-tokenizer, special ids.
+
+Byte-level BPE (GPT-2 style, as SmolLM, Qwen2 and Llama 3 use) is read from ``tokenizer.json``;
+SentencePiece (Llama 2, Mistral) from ``tokenizer.model`` or a byte-fallback ``tokenizer.json``
+through the ``gguf`` package's own vocab readers. Special ids, merges, add-BOS/EOS and the chat
+template come from ``gguf.SpecialVocab``, the same reader llama.cpp's converter uses.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studio.export.errors import UnsupportedModel
+
+# Vocabularies whose reference tokenizer is known even when the folder's tokenizer.json lost its
+# pre-tokenizer: the demo model is converted from a GGUF, and transformers rebuilds SmolLM's
+# tokenizer as plain byte-level (no digit splitting). sha256 of the tokens by id, one per line.
+KNOWN_VOCABS = {
+    "d1f2ce856b324081b621d9e2e8dbd22879f462329f3fd4aa39fa758dddb2ce55": "smollm",  # SmolLM / SmolLM2, 49152
+}
+# llama.cpp's name for each pre-tokenizer regex transformers knows (GGUF_PRE_TOKENIZER_SPLITS maps
+# names to regexes; several names share one regex, the first of these wins).
+_PREFERRED_NAMES = ("llama-bpe", "qwen2", "gpt-4o", "tekken", "qwen35")
+
+
+@dataclass
+class GgufVocab:
+    model: str  # tokenizer.ggml.model: gpt2 | llama
+    pre: str  # tokenizer.ggml.pre
+    tokens: list[str]
+    types: list[int]
+    scores: list[float] | None
+    special: Any  # gguf.SpecialVocab
+    notes: list[str] = field(default_factory=list)
+
+    def add_to(self, w) -> None:
+        w.add_tokenizer_model(self.model)
+        w.add_tokenizer_pre(self.pre)
+        w.add_token_list(self.tokens)
+        if self.scores is not None:
+            w.add_token_scores(self.scores)
+        w.add_token_types(self.types)
+        self.special.add_to_gguf(w, quiet=True)
+
+
+def build_vocab(folder: Path, config: dict) -> GgufVocab:
+    """Read the folder's tokenizer the way llama.cpp expects it; unknown kinds fail before any writing."""
+    import gguf
+
+    n_vocab = int(config["vocab_size"])
+    tok_json = _read_json(folder / "tokenizer.json")
+    model = (tok_json or {}).get("model") or {}
+    if model.get("type") == "BPE" and not model.get("byte_fallback") and \
+            ((tok_json.get("decoder") or {}).get("type") == "ByteLevel"):
+        tokens, types = _bpe_tokens(tok_json, n_vocab)
+        special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=n_vocab)
+        vocab = GgufVocab("gpt2", detect_pre(tok_json, tokens), tokens, types, None, special)
+    elif (folder / "tokenizer.model").is_file() or model.get("byte_fallback"):
+        vocab = _sentencepiece(folder, n_vocab)
+    else:
+        raise UnsupportedModel(f"{folder / 'tokenizer.json'}: tokenizer kind '{model.get('type')}' cannot be "
+                               "written to GGUF", "supported: byte-level BPE and SentencePiece (llama) tokenizers")
+    _set_add_special(folder, vocab)
+    return vocab
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _bpe_tokens(tok_json: dict, n_vocab: int) -> tuple[list[str], list[int]]:
+    """Tokens by id with llama.cpp token types; ids the model has but the tokenizer lacks become [PADn]."""
+    import gguf
+
+    by_id: dict[int, str] = {i: t for t, i in tok_json["model"]["vocab"].items()}
+    kinds: dict[int, int] = {}
+    for added in tok_json.get("added_tokens", []):
+        by_id[int(added["id"])] = added["content"]
+        kinds[int(added["id"])] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+    if max(by_id) >= n_vocab:
+        raise UnsupportedModel(f"the tokenizer has {max(by_id) + 1} tokens but the model only {n_vocab}",
+                               "the tokenizer does not belong to this model")
+    tokens, types = [], []
+    for i in range(n_vocab):
+        if i in by_id:
+            tokens.append(by_id[i])
+            types.append(int(kinds.get(i, gguf.TokenType.NORMAL)))
+        else:
+            tokens.append(f"[PAD{i}]")
+            types.append(int(gguf.TokenType.UNUSED))
+    return tokens, types
+
+
+def detect_pre(tok_json: dict, tokens: list[str]) -> str:
+    """llama.cpp's pre-tokenizer name for this tokenizer.json (how text is split before BPE)."""
+    known = KNOWN_VOCABS.get(hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest())
+    if known:
+        return known
+    pre = tok_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
+        return "smollm"  # llama.cpp splits like StarCoder: single digits, then the GPT-2 regex
+    if kinds[:1] == ["Split"] and kinds[1:] in ([], ["ByteLevel"]):
+        name = _name_for_regex((steps[0].get("pattern") or {}).get("Regex"))
+        if name:
+            return name
+    raise UnsupportedModel(f"tokenizer.json pre-tokenizer {kinds} is not one llama.cpp knows by name",
+                           "GGUF export supports GPT-2, SmolLM/StarCoder, Llama 3 and Qwen2 style tokenizers")
+
+
+def _name_for_regex(regex: str | None) -> str | None:
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    names = [n for n, r in GGUF_PRE_TOKENIZER_SPLITS.items() if r == regex]
+    for preferred in _PREFERRED_NAMES:
+        if preferred in names:
+            return preferred
+    return names[0] if names else None
+
+
+def _sentencepiece(folder: Path, n_vocab: int) -> GgufVocab:
+    import gguf
+
+    reader = gguf.SentencePieceVocab if (folder / "tokenizer.model").is_file() else gguf.LlamaHfVocab
+    try:
+        sp = reader(folder)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        raise UnsupportedModel(f"{folder}: cannot read the SentencePiece tokenizer ({e})",
+                               "GGUF export needs tokenizer.model or a llama-style tokenizer.json") from None
+    tokens, scores, types = [], [], []
+    for text, score, ttype in sp.all_tokens():
+        tokens.append(text.decode("utf-8") if isinstance(text, bytes) else text)
+        scores.append(float(score))
+        types.append(int(ttype))
+    while len(tokens) < n_vocab:
+        tokens.append(f"[PAD{len(tokens)}]")
+        scores.append(-1000.0)
+        types.append(int(gguf.TokenType.UNUSED))
+    special = gguf.SpecialVocab(folder, load_merges=False, n_vocab=n_vocab)
+    return GgufVocab("llama", "default", tokens[:n_vocab], types[:n_vocab], scores[:n_vocab], special)
+
+
+def _set_add_special(folder: Path, vocab: GgufVocab) -> None:
+    """Record whether the tokenizer adds BOS/EOS by watching it encode, and the chat template it uses."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = tok("a")["input_ids"]
+    vocab.special.add_special_token["bos"] = bool(tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id])
+    vocab.special.add_special_token["eos"] = bool(tok.eos_token_id is not None and ids[-1:] == [tok.eos_token_id]
+                                                  and len(ids) > 1)
+    if vocab.special.chat_template is None and getattr(tok, "chat_template", None):
+        vocab.special.chat_template = tok.chat_template

@@ -1,0 +1,258 @@
+"""Write a merged model folder as one GGUF file with the ``gguf`` package (no llama.cpp checkout).
+
+Supported: the Llama family (``llama``, ``mistral``, ``qwen2``; SmolLM is ``llama``). Facts about
+the format follow llama.cpp's ``convert_hf_to_gguf.py`` (key names, the q/k rotary permutation for
+llama-arch, F32 for 1-D tensors, pre-tokenizer names); the code here is our own. Tensors are read
+from the safetensors files one at a time and written as soon as they are converted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studio.export.errors import Progress, UnsupportedModel, no_progress
+from studio.export.safetensors_io import TensorMeta, model_tensors, read_tensor
+
+QUANTS = ("f16", "bf16", "q8_0", "q4_0")
+
+
+@dataclass(frozen=True)
+class GgufArch:
+    """How one transformers ``model_type`` is written: llama.cpp arch name and the q/k permutation."""
+
+    model_type: str
+    arch: str  # gguf MODEL_ARCH name
+    permute_qk: bool  # llama-arch files store q/k rows interleaved for llama.cpp's rotary layout
+
+
+ARCHES = {a.model_type: a for a in (
+    GgufArch("llama", "llama", True),
+    GgufArch("mistral", "llama", True),  # llama.cpp writes Mistral as llama-arch
+    GgufArch("qwen2", "qwen2", False),  # NeoX rotary: no permutation; q/k/v carry biases
+)}
+SUPPORTED_ROPE = ("default", "linear", "llama3")
+
+
+def check_supported(config: dict) -> GgufArch:
+    """The architecture entry for ``config``, or a clear error before any work starts."""
+    arch = ARCHES.get(str(config.get("model_type")))
+    if arch is None:
+        raise UnsupportedModel(
+            f"GGUF export does not support model type '{config.get('model_type')}'",
+            f"supported: {', '.join(sorted(ARCHES))}; export --format merged or adapter instead")
+    rope = rope_params(config)
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    if kind not in SUPPORTED_ROPE:
+        raise UnsupportedModel(f"GGUF export does not support rope scaling '{kind}'",
+                               f"supported: {', '.join(SUPPORTED_ROPE)}; export --format merged instead")
+    return arch
+
+
+def rope_params(config: dict) -> dict:
+    """transformers 5 keeps rope settings in ``rope_parameters``; older configs use rope_theta/rope_scaling."""
+    params = dict(config.get("rope_parameters") or {})
+    scaling = config.get("rope_scaling") or {}
+    params = {**scaling, **params}
+    params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    return params
+
+
+# -- tensors -------------------------------------------------------------------------------------
+
+def permute_qk(w, n_head: int):
+    """HF (rotate-half) row order -> llama.cpp's interleaved pairs; transformers' GGUF loader undoes it."""
+    rows = w.shape[0]
+    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str):
+    """The GGML type of one tensor: 1-D stays F32; quantised types fall back where rows don't fit blocks."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    if len(shape) <= 1:
+        return T.F32
+    wanted = {"f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}[quant]
+    if wanted == T.Q4_0 and gguf_name.startswith(("token_embd.", "output.")):
+        wanted = T.Q8_0  # embeddings and output suffer most from 4 bits (llama.cpp keeps them higher too)
+    block = gguf.GGML_QUANT_SIZES[wanted][0]
+    if shape[-1] % block:
+        return T.F16
+    return wanted
+
+
+def nbytes(shape: tuple[int, ...], qtype) -> int:
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    n = math.prod(shape)
+    return n // block * size
+
+
+def encode_tensor(t, qtype):
+    """A float tensor as the numpy bytes of ``qtype``."""
+    import gguf
+    import numpy as np
+
+    arr = t.float().numpy()
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return arr.astype(np.float32, copy=False)
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return arr.astype(np.float16)
+    return gguf.quants.quantize(arr, qtype)
+
+
+@dataclass
+class PlannedTensor:
+    hf_name: str
+    gguf_name: str
+    shape: tuple[int, ...]
+    qtype: Any
+    meta: TensorMeta | None  # None for tensors computed here (rope_freqs)
+
+
+def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str) -> list[PlannedTensor]:
+    import gguf
+
+    n_layers = int(config["num_hidden_layers"])
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], n_layers)
+    tied = bool(config.get("tie_word_embeddings", False))
+    out: list[PlannedTensor] = []
+    freqs = llama3_rope_factors(config)
+    if freqs is not None:
+        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+        out.append(PlannedTensor("", name, tuple(freqs.shape), gguf.GGMLQuantizationType.F32, None))
+    for m in model_tensors(folder):
+        if m.name.endswith("rotary_emb.inv_freq") or (tied and m.name == "lm_head.weight"):
+            continue
+        gname = name_map.get_name(m.name, try_suffixes=(".weight", ".bias"))
+        if gname is None:
+            raise UnsupportedModel(f"GGUF export: no llama.cpp name for tensor {m.name} of {arch.model_type}",
+                                   "export --format merged instead")
+        out.append(PlannedTensor(m.name, gname, tuple(m.shape), tensor_type(gname, tuple(m.shape), quant), m))
+    return out
+
+
+def llama3_rope_factors(config: dict):
+    """llama.cpp keeps Llama-3.1 style rope scaling as a ``rope_freqs`` tensor of per-frequency factors."""
+    import torch
+
+    rope = rope_params(config)
+    if (rope.get("rope_type") or rope.get("type")) != "llama3":
+        return None
+    dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+    base = float(rope["rope_theta"])
+    factor, low, high = float(rope["factor"]), float(rope["low_freq_factor"]), float(rope["high_freq_factor"])
+    old_ctx = float(rope["original_max_position_embeddings"])
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    wavelen = 2 * math.pi / freqs
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    mid = 1 / ((1 - smooth) / factor + smooth)
+    return torch.where(wavelen < old_ctx / high, torch.ones_like(freqs),
+                       torch.where(wavelen > old_ctx / low, torch.full_like(freqs, factor), mid))
+
+
+def convert_tensor(p: PlannedTensor, t, config: dict, arch: GgufArch):
+    if arch.permute_qk and ".attn_q." in p.gguf_name:
+        t = permute_qk(t, int(config["num_attention_heads"]))
+    elif arch.permute_qk and ".attn_k." in p.gguf_name:
+        t = permute_qk(t, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
+    return encode_tensor(t, p.qtype)
+
+
+# -- metadata ------------------------------------------------------------------------------------
+
+def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
+    """Hyper-parameters under llama.cpp's key names."""
+    n_head = int(config["num_attention_heads"])
+    head_dim = int(config.get("head_dim") or config["hidden_size"] // n_head)
+    rope = rope_params(config)
+    w.add_context_length(int(config.get("max_position_embeddings", 4096)))
+    w.add_embedding_length(int(config["hidden_size"]))
+    w.add_block_count(int(config["num_hidden_layers"]))
+    w.add_feed_forward_length(int(config["intermediate_size"]))
+    w.add_head_count(n_head)
+    w.add_head_count_kv(int(config.get("num_key_value_heads") or n_head))
+    w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    w.add_rope_freq_base(float(rope["rope_theta"]))
+    w.add_rope_dimension_count(head_dim)
+    if head_dim != int(config["hidden_size"]) // n_head:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_vocab_size(vocab_size)
+    if (rope.get("rope_type") or rope.get("type")) == "linear":
+        import gguf
+
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rope["factor"]))
+
+
+def file_type(quant: str) -> int:
+    import gguf
+
+    F = gguf.LlamaFileType
+    return {"f16": F.MOSTLY_F16, "bf16": F.MOSTLY_BF16, "q8_0": F.MOSTLY_Q8_0, "q4_0": F.MOSTLY_Q4_0}[quant]
+
+
+def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "", progress: Progress = no_progress,
+               extra_kv: dict | None = None) -> Path:
+    """Write ``folder`` (a merged model) as ``out_path`` in GGUF; returns the path."""
+    import gguf
+
+    from studio.export.gguf_vocab import build_vocab
+
+    if quant not in QUANTS:
+        raise UnsupportedModel(f"GGUF quantisation '{quant}' is not supported", f"choose one of {', '.join(QUANTS)}")
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    arch = check_supported(config)
+    vocab = build_vocab(Path(folder), config)
+    plan = plan_tensors(Path(folder), config, arch, quant)
+    w = gguf.GGUFWriter(str(out_path), arch.arch)
+    w.add_name(name or Path(folder).name)
+    w.add_file_type(file_type(quant))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    add_hparams(w, config, arch, len(vocab.tokens))
+    vocab.add_to(w)
+    for key, value in (extra_kv or {}).items():
+        w.add_string(key, str(value))
+    for p in plan:
+        w.add_tensor_info(p.gguf_name, p.shape, _np_float32(), nbytes(p.shape, p.qtype), raw_dtype=p.qtype)
+    try:
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        _write_data(w, plan, config, arch, progress)
+    finally:
+        w.close()
+    return out_path
+
+
+def _write_data(w, plan: list[PlannedTensor], config: dict, arch: GgufArch, progress: Progress) -> None:
+    total = sum(p.meta.nbytes for p in plan if p.meta)
+    done = 0
+    progress("gguf", 0, total)
+    for p in plan:
+        t = read_tensor(p.meta) if p.meta else llama3_rope_factors(config)
+        w.write_tensor_data(convert_tensor(p, t, config, arch))
+        done += p.meta.nbytes if p.meta else 0
+        progress("gguf", done, total)
+    w.flush()
+    for fh in w.fout or []:
+        import os
+
+        os.fsync(fh.fileno())
+
+
+def _np_float32():
+    import numpy as np
+
+    return np.dtype(np.float32)
+
+
+def vocab_fingerprint(tokens: list[str]) -> str:
+    """sha256 of the token list (one per line, by id): identifies a known vocabulary."""
+    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()

@@ -1,0 +1,64 @@
+"""What an export reads from a run folder: the base model folder and the PEFT adapter.
+
+The training worker records the resolved local base model in ``state.json`` (``base_model``) and
+saves the adapter in ``adapter/`` with ``base_model_name_or_path`` pointing at the same folder.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio import runs
+from studio.export.errors import ConfigError
+from studio.export.safetensors_io import model_files
+
+
+@dataclass
+class ExportInputs:
+    run_dir: Path
+    base_dir: Path
+    adapter_dir: Path
+    config: dict  # the base model's config.json
+    model_name: str  # what the user called the base model (recipe), for names and metadata
+
+    @property
+    def model_type(self) -> str:
+        return str(self.config.get("model_type", ""))
+
+
+def load_inputs(run_dir: Path) -> ExportInputs:
+    """Check the run folder has everything an export needs; every problem names the file to look at."""
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / runs.RECIPE).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {runs.RECIPE})",
+                          "pass the folder of a training run, e.g. one listed by 'lora-studio runs'")
+    adapter = run_dir / runs.ADAPTER
+    if not (adapter / "adapter_config.json").is_file() or not (adapter / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"{adapter} has no adapter_config.json + adapter_model.safetensors",
+                          "the run has not finished training; export it after training saves the adapter")
+    base = _base_dir(run_dir, adapter)
+    config_path = base / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{config_path}: cannot read the base model's config ({e})",
+                          "the base model folder was moved or damaged; restore it and export again") from None
+    if not model_files(base):
+        raise ConfigError(f"{base} has no safetensors weights (model.safetensors or an index)",
+                          "export needs the base model in safetensors format")
+    recipe = json.loads((run_dir / runs.RECIPE).read_text(encoding="utf-8"))
+    name = str((recipe.get("model") or {}).get("name_or_path") or base.name)
+    return ExportInputs(run_dir, base, adapter, config, name)
+
+
+def _base_dir(run_dir: Path, adapter: Path) -> Path:
+    state = runs.read_state(run_dir)
+    candidates = [state.get("base_model")]
+    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    candidates.append(cfg.get("base_model_name_or_path"))
+    for c in candidates:
+        if c and Path(c).is_dir() and (Path(c) / "config.json").is_file():
+            return Path(c)
+    raise ConfigError(f"{run_dir / runs.STATE}: the base model folder ({candidates[0] or candidates[1]}) is missing",
+                      "restore the base model folder (or convert the demo model again with 'lora-studio demo-model')")

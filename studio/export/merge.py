@@ -1,0 +1,169 @@
+"""Streaming merge: base shard tensors in, ``W + scale * B @ A`` out, one tensor in memory at a time.
+
+The adapter was trained against a 4-bit copy of the base, but the merge goes into the original
+16/32-bit weights read from the base folder, so nothing is lost to quantisation. Peak memory is
+about the largest tensor plus the adapter, whatever the model size.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.export.adapter import Adapter
+from studio.export.errors import Progress, UnsupportedModel, VerificationFailed, no_progress
+from studio.export.safetensors_io import StreamingWriter, TensorMeta, model_tensors, read_tensor
+
+INDEX = "model.safetensors.index.json"
+DEFAULT_SHARD_BYTES = 2 << 30
+# Files of a model folder that are not weights and travel with the merged model.
+_SIDE_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".py")
+_NOT_COPIED = {INDEX, "lora-studio-demo.json", "adapter_config.json"}
+_FLOATS = ("F64", "F32", "F16", "BF16")
+
+
+@dataclass
+class MergeReport:
+    out_dir: Path
+    tensors: int = 0
+    merged: int = 0
+    replaced: int = 0
+    bytes: int = 0
+    shards: list[str] = field(default_factory=list)
+
+
+def check_mergeable(base_dir: Path, adapter: Adapter) -> list[TensorMeta]:
+    """Every adapter update has a base weight of the right shape (checked before any writing)."""
+    metas = model_tensors(base_dir)
+    by_name = {m.name: m for m in metas}
+    for name, d in adapter.deltas.items():
+        m = by_name.get(name)
+        if m is None:
+            raise UnsupportedModel(f"the adapter updates {name}, which {base_dir} has no weight for",
+                                   "tied embeddings cannot take a separate lm_head adapter; "
+                                   "export with --format adapter")
+        rows, cols = (d.a.shape[1], d.b.shape[0]) if d.embedding else (d.b.shape[0], d.a.shape[1])
+        if tuple(m.shape) != (rows, cols):
+            raise UnsupportedModel(f"the adapter update for {name} is {rows}x{cols} but the base weight is "
+                                   f"{'x'.join(map(str, m.shape))}", "the adapter was trained on another model")
+    for name in adapter.replacements:
+        if name not in by_name:
+            raise UnsupportedModel(f"the adapter replaces {name}, which {base_dir} has no weight for",
+                                   "export with --format adapter")
+    return metas
+
+
+def plan_shards(metas: list[TensorMeta], max_bytes: int) -> list[list[TensorMeta]]:
+    """Group tensors, in order, into output shards of at most ``max_bytes`` (a bigger tensor gets its own)."""
+    shards: list[list[TensorMeta]] = [[]]
+    size = 0
+    for m in metas:
+        if shards[-1] and size + m.nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(m)
+        size += m.nbytes
+    return shards
+
+
+def merge_to_folder(base_dir: Path, adapter: Adapter, out_dir: Path, progress: Progress = no_progress,
+                    max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> MergeReport:
+    """Write the merged model (weights, index, config, tokenizer, generation config) into ``out_dir``."""
+    metas = check_mergeable(base_dir, adapter)
+    shards = plan_shards(metas, max_shard_bytes)
+    report = MergeReport(out_dir=out_dir)
+    total = sum(m.nbytes for m in metas)
+    weight_map: dict[str, str] = {}
+    progress("merge", 0, total)
+    for i, group in enumerate(shards, 1):
+        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        _write_shard(out_dir / fname, group, adapter, report, progress, total)
+        weight_map.update({m.name: fname for m in group})
+        report.shards.append(fname)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    copy_side_files(base_dir, out_dir)
+    return report
+
+
+def _write_shard(path: Path, group: list[TensorMeta], adapter: Adapter, report: MergeReport,
+                 progress: Progress, total: int) -> None:
+    writer = StreamingWriter(path, [(m.name, m.dtype, m.shape) for m in group])
+    handles: dict[Path, object] = {}
+    try:
+        for m in group:
+            fh = handles.get(m.file) or handles.setdefault(m.file, open(m.file, "rb"))
+            writer.write(m.name, merged_tensor(m, read_tensor(m, fh), adapter, report))
+            report.bytes += m.nbytes
+            progress("merge", report.bytes, total)
+    finally:
+        for fh in handles.values():
+            fh.close()
+        if writer.next == len(writer.order):
+            writer.close()
+        else:
+            writer.fh.close()
+
+
+def merged_tensor(meta: TensorMeta, t, adapter: Adapter, report: MergeReport):
+    """One base tensor after its LoRA update (or replacement), in the base dtype, checked finite."""
+    import torch
+
+    report.tensors += 1
+    if meta.name in adapter.replacements:
+        t = adapter.replacements[meta.name].to(t.dtype).reshape(t.shape)
+        report.replaced += 1
+    elif meta.name in adapter.deltas:
+        t = (t.float() + adapter.deltas[meta.name].delta()).to(t.dtype)
+        report.merged += 1
+    if meta.dtype in _FLOATS and not bool(torch.isfinite(t).all()):
+        raise VerificationFailed(f"merged tensor {meta.name} has NaN or infinite values",
+                                 "the adapter is damaged (training diverged?); export an earlier checkpoint",
+                                 kind="nan")
+    return t
+
+
+def copy_side_files(base_dir: Path, out_dir: Path) -> None:
+    """Config without quantisation settings, tokenizer, chat template, generation config with the EOS ids."""
+    for src in sorted(Path(base_dir).iterdir()):
+        if src.is_file() and src.suffix in _SIDE_SUFFIXES and src.name not in _NOT_COPIED:
+            shutil.copy2(src, out_dir / src.name)
+    cfg = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    cfg.pop("quantization_config", None)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    _fix_generation_config(out_dir, cfg)
+
+
+def _fix_generation_config(out_dir: Path, cfg: dict) -> None:
+    path = out_dir / "generation_config.json"
+    gen = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for key in ("bos_token_id", "pad_token_id"):
+        if gen.get(key) is None and cfg.get(key) is not None:
+            gen[key] = cfg[key]
+    eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    tok_eos = tokenizer_eos_id(out_dir)
+    if tok_eos is not None and tok_eos not in ids:
+        ids.append(tok_eos)  # the chat template ends turns with the tokenizer's EOS: generation must stop there
+    if ids:
+        gen["eos_token_id"] = ids[0] if len(ids) == 1 else ids
+    path.write_text(json.dumps(gen, indent=2) + "\n", encoding="utf-8")
+
+
+def tokenizer_eos_id(folder: Path) -> int | None:
+    """The id of tokenizer_config's eos_token, read from the JSON files (no tokenizer load)."""
+    try:
+        tcfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tok = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    eos = tcfg.get("eos_token")
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    if not isinstance(eos, str):
+        return None
+    for added in tok.get("added_tokens", []):
+        if added.get("content") == eos:
+            return int(added["id"])
+    vocab = (tok.get("model") or {}).get("vocab")
+    return int(vocab[eos]) if isinstance(vocab, dict) and eos in vocab else None
