@@ -2,40 +2,50 @@
 
 Training-facing API (the worker uses exactly this path, so what was inspected is what is trained):
 ``load_examples(path, fmt, columns) -> (examples, report)``, ``split_examples(examples, fraction, seed)``
-and ``template.encode_example(tokenizer, example, seq_len, train_on)``.
+and ``template.encode_example(tokenizer, example, seq_len, train_on)``. The GUI and the CLI use
+``inspect(...) -> DatasetReport`` and ``formats()``.
+
+This package imports neither torch, transformers nor datasets at module level: readers and
+tokenisation import them when they run.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+from typing import Any
+
+from studio.data.formats import FORMATS, describe
+from studio.data.report import ERROR, WARNING, DatasetReport, Problem, TokenStats
+from studio.data.scan import detect, iter_examples
+from studio.data.sources import READERS, DataError
+
+__all__ = ["DataError", "DatasetReport", "Problem", "TokenStats", "load_examples", "split_examples",
+           "inspect", "formats", "readers", "iter_examples", "detect", "FORMATS"]
 
 
-class DataError(ValueError):
-    """A dataset that cannot be used; the message names the file and what to do."""
+def formats() -> dict[str, str]:
+    """Format name -> description (the GUI's format menu; 'auto' is offered on top of these)."""
+    return describe()
 
 
-def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None) -> tuple[list[dict], dict]:
-    """Normalised examples (``{"messages": [...]}`` or ``{"text": ...}``) and a small report."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    examples, skipped = [], []
-    with path.open(encoding="utf-8-sig") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                msgs = row["messages"]
-                assert isinstance(msgs, list) and msgs and msgs[-1]["role"] == "assistant"
-            except (ValueError, KeyError, TypeError, AssertionError):
-                skipped.append(line_no)
-                continue
-            examples.append({"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]})
+def readers() -> list[str]:
+    """File containers that can be read (jsonl, json, csv, tsv, parquet, text, arrow)."""
+    return list(READERS)
+
+
+def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None) -> tuple[list[dict], DatasetReport]:
+    """Normalised examples (``{"messages": [...]}`` or ``{"text": ...}``) and the import report."""
+    report = DatasetReport()
+    examples = [ex for _, _, ex in iter_examples(path, fmt or "auto", columns or None, report)]
     if not examples:
-        raise DataError(f"{path}: no usable rows (expected JSONL with a 'messages' list per line)")
-    return examples, {"format": "messages", "usable": len(examples), "skipped": len(skipped)}
+        raise DataError(_none_usable(report))
+    return examples, report
+
+
+def _none_usable(report: DatasetReport) -> str:
+    groups = report.groups()
+    why = f"; most common problem: {groups[0]['example']} ({groups[0]['count']}x)" if groups else ""
+    return f"{report.path}: no usable rows out of {report.rows}{why}. Run 'lora-studio data inspect' for every problem"
 
 
 def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -48,3 +58,50 @@ def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list
     val = sorted(order[:n_val])
     val_set = set(val)
     return [examples[i] for i in range(len(examples)) if i not in val_set], [examples[i] for i in val]
+
+
+def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, tokenizer: Any = None,
+            seq_len: int | None = None, preview_rows: int = 50, train_on: str = "assistant") -> DatasetReport:
+    """Read and check the whole file; with a tokenizer (or a model name) add token statistics."""
+    report = DatasetReport()
+    if isinstance(tokenizer, (str, Path)):
+        from studio.data.tokens import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer)
+    collector = _collector(tokenizer, report) if tokenizer is not None else None
+    for row, line, example in iter_examples(path, fmt or "auto", columns or None, report, preview_rows):
+        if collector is not None:
+            collector.add(example, row, line)
+    if collector is not None:
+        _token_report(report, collector, tokenizer, seq_len, train_on)
+    return report
+
+
+def _collector(tokenizer: Any, report: DatasetReport):
+    from studio.data.tokens import LengthCollector
+
+    def on_error(exc: Exception, row: int, line: int | None) -> None:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        report.add(Problem(first,
+                           "change the turns (e.g. make user and assistant alternate) or remove this row",
+                           None, row=row, line=line, severity=ERROR, code="template"))
+        report.usable -= 1
+        report.skipped += 1
+
+    return LengthCollector(tokenizer, on_error)
+
+
+def _token_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str) -> None:
+    from studio.data.tokens import mask_view, stats
+
+    collector.flush()
+    report.tokens = stats(collector.lengths, seq_len, tokenizer)
+    if report.tokens.template != "model":
+        report.notes.append("the model has no chat template; conversations are rendered as ChatML")
+    for item in report.preview:
+        example = {k: v for k, v in item.items() if k != "row"}
+        try:
+            report.mask_view = mask_view(tokenizer, example, seq_len, train_on)
+            break
+        except Exception:  # this example fails the template (already reported); try the next
+            continue

@@ -25,12 +25,18 @@ class TemplateError(ValueError):
 
 
 def chat_template(tokenizer: Any) -> str:
+    """The model's own template, or ChatML when it has none."""
     return getattr(tokenizer, "chat_template", None) or DEFAULT_TEMPLATE
 
 
 def render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         chat_template=chat_template(tokenizer))
+    """The conversation as the chat template writes it; a template that refuses it raises TemplateError."""
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             chat_template=chat_template(tokenizer))
+    except Exception as e:  # jinja's own errors, or raise_exception() calls inside the template
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise TemplateError(f"the chat template cannot render this conversation: {first}") from e
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -57,12 +63,29 @@ def encode_example(tokenizer: Any, example: dict, seq_len: int, train_on: str = 
 
     ``example`` is ``{"messages": [...]}`` (chat) or ``{"text": "..."}`` (continued pre-training).
     """
+    enc = encode_with_offsets(tokenizer, example, train_on)
+    ids, labels = enc["input_ids"], enc["labels"]
+    truncated = len(ids) > seq_len
+    ids, labels = ids[:seq_len], labels[:seq_len]
+    return {"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids), "truncated": truncated}
+
+
+def example_text(tokenizer: Any, example: dict) -> str:
+    """The exact text that is tokenised for an example (chat template, or text plus end-of-sequence)."""
+    if "messages" in example:
+        return render(tokenizer, example["messages"])
+    text = example["text"]
+    if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
+        text += tokenizer.eos_token
+    return text
+
+
+def encode_with_offsets(tokenizer: Any, example: dict, train_on: str = "assistant") -> dict:
+    """Untruncated ids and labels plus the rendered text and each token's character span in it."""
     if "messages" in example:
         text, spans = assistant_spans(tokenizer, example["messages"])
     else:
-        text = example["text"]
-        if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
-            text += tokenizer.eos_token
+        text = example_text(tokenizer, example)
         spans = [(0, len(text))]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
@@ -70,9 +93,7 @@ def encode_example(tokenizer: Any, example: dict, seq_len: int, train_on: str = 
         labels = list(ids)
     else:
         labels = [tok if _inside(off, spans) else IGNORE for tok, off in zip(ids, offsets)]
-    truncated = len(ids) > seq_len
-    ids, labels = ids[:seq_len], labels[:seq_len]
-    return {"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids), "truncated": truncated}
+    return {"text": text, "input_ids": ids, "labels": labels, "offsets": [tuple(o) for o in offsets]}
 
 
 def _inside(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:

@@ -1,0 +1,180 @@
+"""`lora-studio data inspect FILE`: what a dataset file holds and what is wrong with it, before training.
+
+Exit codes: 0 when the file has usable rows; 2 when it has none or cannot be read (one line on
+stderr, no traceback). ``--json`` prints one object (``DatasetReport.to_dict()``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+SHOWN_PROBLEMS = 20
+
+
+def register(subparsers: Any) -> None:
+    """Add `data` with its `inspect` action."""
+    from studio.data.formats import FORMATS
+
+    parser = subparsers.add_parser("data", help="check a dataset file before training",
+                                   description="Inspect dataset files: format, problems by row, token lengths.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    p = actions.add_parser("inspect", help="read a dataset and report its format, problems and token statistics",
+                           description="Read FILE (JSONL, JSON, CSV, TSV, Parquet, text, a datasets folder; "
+                                       "gzip and UTF-16 too) and report what training would see.")
+    p.add_argument("file", metavar="FILE", help="dataset file or datasets.save_to_disk folder")
+    p.add_argument("--model", help="model whose tokenizer and chat template count tokens ('demo', a folder, an id)")
+    p.add_argument("--seq-len", type=int, default=None, metavar="S",
+                   help="sequence length to count truncated examples against (default: the recipe's 1024)")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="format override (default: detect)")
+    p.add_argument("--columns", default=None, metavar="MAP",
+                   help="column mapping, e.g. prompt=question,completion=answer or a JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the readable report")
+    p.add_argument("--preview", type=int, default=3, metavar="N", help="example rows to show (default 3)")
+    p.add_argument("--train-on", default="assistant", choices=["assistant", "all"],
+                   help="which tokens the loss-mask view marks as trained")
+    p.set_defaults(func=run)
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def parse_columns(text: str | None) -> dict:
+    """``a=b,c=d`` or a JSON object -> ``{"a": "b", "c": "d"}``."""
+    from studio.cli import UserError
+
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            raise UserError(f"--columns is not valid JSON ({e}); write it as prompt=question,completion=answer")
+        return {str(k): str(v) for k, v in value.items()}
+    pairs = [p for p in text.split(",") if p.strip()]
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise UserError(f"--columns: '{bad[0]}' is not FIELD=COLUMN; write it as prompt=question,completion=answer")
+    return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Inspect the file and print the report; exit 2 when nothing in it is usable."""
+    from studio.cli import UserError
+    from studio.data import DataError, inspect
+
+    seq_len = args.seq_len
+    if args.model and seq_len is None:
+        from studio.recipe import TrainSpec
+
+        seq_len = TrainSpec().seq_len
+    if seq_len is not None and seq_len < 1:
+        raise UserError(f"--seq-len must be a positive number of tokens, not {seq_len}")
+    try:
+        report = inspect(args.file, args.format, parse_columns(args.columns), tokenizer=args.model,
+                         seq_len=seq_len, preview_rows=max(args.preview, 1), train_on=args.train_on)
+    except (DataError, UnicodeError, OSError) as e:
+        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    if args.json:
+        d = report.to_dict()
+        d["preview"] = d["preview"][: args.preview]
+        print(json.dumps(d, ensure_ascii=False))
+    else:
+        print(render(report, args.preview))
+    if report.usable == 0:
+        print(f"lora-studio data: {report.path}: no usable rows out of {report.rows}; fix the problems listed",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+# ------------------------------------------------------------------ readable report
+
+def render(report: Any, preview: int = 3) -> str:
+    """The human report: summary, grouped problems, the first problems by line, tokens, mask, preview."""
+    parts = [_summary(report), _groups(report), _first_problems(report), _tokens(report), _mask(report),
+             _preview(report, preview)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _summary(r: Any) -> str:
+    comp = f", {r.compression}" if r.compression else ""
+    lines = [f"{r.path}", f"  read as    {r.reader} ({r.encoding}{comp})",
+             f"  format     {r.format} (confidence {r.confidence:.2f})",
+             f"  columns    {', '.join(map(str, r.columns)) or '-'}" +
+             (f"  (mapped: {', '.join(f'{k}={v}' for k, v in r.column_map.items())})" if r.column_map else ""),
+             f"  rows       {r.rows}: {r.usable} usable, {r.skipped} skipped, {r.duplicates} duplicate(s), "
+             f"{r.warnings} warning(s)",
+             f"  fingerprint {r.fingerprint[:16]}"]
+    lines += [f"  note: {n}" for n in r.notes]
+    return "\n".join(lines)
+
+
+def _groups(r: Any) -> str:
+    groups = r.groups()
+    if not groups:
+        return "No problems found."
+    lines = ["Problems by kind:"]
+    for g in groups:
+        where = f" [{g['field']}]" if g["field"] else ""
+        lines.append(f"  {g['count']:>7}x {g['severity']:<7} {g['example']}{where}\n"
+                     f"            fix: {g['hint']}")
+    return "\n".join(lines)
+
+
+def _first_problems(r: Any) -> str:
+    if not r.problems:
+        return ""
+    lines = [f"First problems (of {r.problems_total}; --json lists up to 1000):"]
+    for p in r.problems[:SHOWN_PROBLEMS]:
+        field = f" {p.field}:" if p.field else ""
+        lines.append(f"  {r.path}:{p.where()}:{field} {p.severity}: {p.message}")
+    return "\n".join(lines)
+
+
+def _tokens(r: Any) -> str:
+    t = r.tokens
+    if t is None:
+        return ""
+    if not t.count:
+        return "Tokens: no example could be rendered with this model's chat template."
+    lines = [f"Tokens ({t.tokenizer}, {t.template} chat template), {t.count} examples:",
+             f"  min {t.min}  p50 {t.p50}  p95 {t.p95}  max {t.max}  mean {t.mean}",
+             f"  {t.truncated} example(s) longer than seq-len {t.seq_len} would be truncated"]
+    counts, edges = t.histogram["counts"], t.histogram["edges"]
+    top = max(counts or [1]) or 1
+    for i, c in enumerate(counts):
+        lines.append(f"  {edges[i]:>7}-{edges[i + 1] - 1:<7} {'#' * max(1 if c else 0, round(30 * c / top))} {c}")
+    return "\n".join(lines)
+
+
+def _mask(r: Any) -> str:
+    if not r.mask_view:
+        return ""
+    text = "".join(f"[{t}]" if m else t for t, m in r.mask_view)
+    trained = sum(1 for _, m in r.mask_view if m)
+    return (f"Loss mask of the first example ({trained} of {len(r.mask_view)} tokens trained, shown in [brackets]):\n"
+            + "\n".join("  " + line for line in text.splitlines()))
+
+
+def _preview(r: Any, n: int) -> str:
+    rows = r.preview[:n]
+    if not rows:
+        return ""
+    lines = ["Preview:"]
+    for item in rows:
+        if "messages" in item:
+            body = " | ".join(f"{m['role']}: {_short(m['content'])}" for m in item["messages"])
+        else:
+            body = _short(item["text"])
+        lines.append(f"  row {item['row']}: {body}")
+    return "\n".join(lines)
+
+
+def _short(text: str, width: int = 70) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"

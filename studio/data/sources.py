@@ -1,0 +1,495 @@
+"""Read records from a dataset file: find the container, the compression and the encoding, then stream.
+
+Every reader yields ``Record(row, line, value, problem)`` in file order: ``row`` is the 1-based
+record number, ``line`` the 1-based line where the record starts (None where lines mean nothing,
+as in Parquet), ``value`` the parsed record (a dict, or a str for plain text) or None when the record
+could not be parsed, in which case ``problem`` says why. Readers never stop at a bad record.
+The user's file is only ever opened for reading.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+from studio.data.report import WARNING, Problem
+
+SNIFF_BYTES = 1 << 16
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message names the file and what to do."""
+
+
+class Record(NamedTuple):
+    row: int
+    line: int | None
+    value: Any
+    problem: Problem | None
+
+
+@dataclass
+class Source:
+    """A dataset file (or folder) and how to decode it."""
+
+    path: Path
+    kind: str  # a key of READERS
+    encoding: str = "utf-8"
+    compression: str | None = None
+    notes: list = field(default_factory=list)
+
+    def open_binary(self) -> io.BufferedIOBase:
+        """The raw bytes, decompressed; read-only."""
+        return gzip.open(self.path, "rb") if self.compression == "gzip" else open(self.path, "rb")
+
+    def open_text(self, errors: str = "strict") -> io.TextIOBase:
+        """Decoded text with universal newlines off (readers handle CR LF themselves)."""
+        return io.TextIOWrapper(self.open_binary(), encoding=self.encoding, errors=errors, newline="")
+
+
+# Extensions -> container; content sniffing settles unknown or misleading names.
+EXTENSIONS = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonlines": "jsonl", ".json": "json",
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
+    ".txt": "text", ".text": "text", ".md": "text",
+}
+UNSUPPORTED = {
+    ".xlsx": "Excel workbooks are not read directly: save the sheet as 'CSV UTF-8' and import that",
+    ".xls": "Excel workbooks are not read directly: save the sheet as 'CSV UTF-8' and import that",
+    ".zip": "zip archives are not read: unpack it and import the data file inside",
+    ".tar": "tar archives are not read: unpack it and import the data file inside",
+    ".arrow": "a single Arrow cache file is not read: import the folder written by save_to_disk",
+}
+
+
+def open_source(path: str | Path) -> Source:
+    """Work out container, compression and encoding of ``path`` (raises DataError when unreadable)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; check the path")
+    if path.is_dir():
+        return _folder_source(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from None
+    compression = "gzip" if magic[:2] == b"\x1f\x8b" else None
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".gzip"):
+        suffixes = suffixes[:-1]
+        if compression is None:
+            raise DataError(f"{path}: the name ends in .gz but the file is not gzip-compressed; rename or re-compress it")
+    ext = suffixes[-1] if suffixes else ""
+    if ext in UNSUPPORTED:
+        raise DataError(f"{path}: {UNSUPPORTED[ext]}")
+    if magic == b"PAR1" or ext in (".parquet", ".pq"):
+        return Source(path, "parquet")
+    src = Source(path, EXTENSIONS.get(ext, ""), compression=compression)
+    head = _head(src)
+    if not head.strip():
+        raise DataError(f"{path}: the file is empty; export some rows into it first")
+    src.encoding = _encoding(head, src.notes)
+    src.kind = _sniff_kind(src, _decode_head(head, src.encoding))
+    return src
+
+
+def _head(src: Source) -> bytes:
+    try:
+        with src.open_binary() as fh:
+            return fh.read(SNIFF_BYTES)
+    except (OSError, EOFError) as e:
+        raise DataError(f"{src.path}: cannot be read ({e}); is the file complete?") from None
+
+
+def _folder_source(path: Path) -> Source:
+    if any((path / n).is_file() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        return Source(path, "arrow", encoding="binary")
+    raise DataError(f"{path}: a folder is read only when datasets.save_to_disk wrote it "
+                    "(it has dataset_info.json); pass the data file inside instead")
+
+
+def _encoding(head: bytes, notes: list) -> str:
+    """BOMs first, then UTF-16 without BOM (NUL pattern), then UTF-8, else Windows-1252 with a note."""
+    if head.startswith(codecs.BOM_UTF32_LE) or head.startswith(codecs.BOM_UTF32_BE):
+        return "utf-32"
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
+        return "utf-16"
+    sample = head[:4096]
+    if len(sample) >= 4 and sample.count(0) >= len(sample) // 4:
+        return "utf-16-le" if sample[1::2].count(0) > sample[0::2].count(0) else "utf-16-be"
+    try:
+        head.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as e:
+        if e.start >= len(head) - 3 and len(head) == SNIFF_BYTES:  # a character cut by the sample's end
+            return "utf-8"
+    notes.append("the file is not UTF-8; it was read as Windows-1252 (Excel's default). If characters look "
+                 "wrong, save it again as UTF-8")
+    return "cp1252"
+
+
+def _decode_head(head: bytes, encoding: str) -> str:
+    return head.decode(encoding, errors="replace")
+
+
+def _sniff_kind(src: Source, text: str) -> str:
+    """Trust the content over the name for JSON vs JSONL; use the name for tables and text."""
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if src.kind in ("csv", "tsv", "text"):
+        return src.kind
+    if stripped.startswith("["):
+        return "json"
+    if stripped.startswith("{"):
+        first = stripped.split("\n", 1)[0].strip().rstrip(",")
+        try:
+            json.loads(first)
+            return "jsonl"
+        except ValueError:
+            return "json" if src.kind in ("json", "") or _looks_multiline_json(stripped) else "jsonl"
+    if src.kind:
+        return src.kind
+    first = stripped.split("\n", 1)[0]
+    if "\t" in first:
+        return "tsv"
+    return "csv" if first.count(",") + first.count(";") >= 1 and len(first) < 2000 else "text"
+
+
+def _looks_multiline_json(text: str) -> bool:
+    """A pretty-printed object: the first line is just an opening brace or an unfinished object."""
+    first = text.split("\n", 1)[0].strip()
+    return first in ("{", "[") or first.endswith(("{", "[", ":", ","))
+
+
+# ---------------------------------------------------------------------------- readers
+
+def read_jsonl(src: Source) -> Iterator[Record]:
+    """One JSON value per line; a bad line is a problem for that line, never the end of the import."""
+    binary = src.encoding in ("utf-8", "utf-8-sig")
+    fh = src.open_binary() if binary else src.open_text()
+    row = 0
+    with fh:
+        for line_no, raw in _lines(src, fh):
+            if binary and line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            row += 1
+            yield _parse_json_line(raw, row, line_no)
+
+
+def _lines(src: Source, fh) -> Iterator[tuple[int, Any]]:
+    """Numbered lines; a truncated compressed file ends the stream with a note instead of a crash."""
+    line_no = 0
+    try:
+        for line_no, raw in enumerate(fh, 1):
+            yield line_no, raw
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+        src.notes.append(f"reading stopped after line {line_no}: the file is damaged or cut short ({e})")
+
+
+def _parse_json_line(raw: bytes | str, row: int, line: int) -> Record:
+    try:
+        return Record(row, line, json.loads(raw), None)
+    except UnicodeDecodeError:
+        return Record(row, line, None, Problem(
+            "the line is not valid UTF-8 text", "save the file as UTF-8, or fix the characters on this line",
+            row=row, line=line, code="encoding"))
+    except ValueError as e:
+        fixed = _trailing_comma(raw)
+        if fixed is not None:
+            return Record(row, line, fixed, Problem(
+                "the line ends with a comma (JSON array punctuation); it was read without it",
+                "remove the trailing comma: JSONL has one object per line and no separators",
+                row=row, line=line, severity=WARNING, code="trailing_comma"))
+        return Record(row, line, None, _json_problem(e, row, line, raw))
+
+
+def _trailing_comma(raw: bytes | str) -> Any:
+    text = raw.strip()
+    comma = b"," if isinstance(text, bytes) else ","
+    if not text.endswith(comma) or len(text) < 3:
+        return None
+    try:
+        return json.loads(text[:-1])
+    except ValueError:
+        return None
+
+
+def _json_problem(e: ValueError, row: int, line: int, raw: Any) -> Problem:
+    msg = getattr(e, "msg", str(e))
+    col = getattr(e, "colno", None)
+    text = raw.strip() if isinstance(raw, (bytes, str)) else b""
+    if text in (b"[", b"]", "[", "]", b",", ","):
+        return Problem(f"'{text if isinstance(text, str) else text.decode()}' on its own is not a JSON object",
+                       "delete this line: a JSONL file holds one object per line, not an array",
+                       row=row, line=line, code="json")
+    chars = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    if getattr(e, "pos", 0) >= len(chars):
+        return Problem("the JSON object is incomplete: the line ends before its closing brackets",
+                       "complete or delete this line: each line must be one whole JSON object",
+                       row=row, line=line, code="json")
+    where = f" at column {col}" if col else ""
+    return Problem(f"not valid JSON ({msg}{where})",
+                   "fix or delete this line: each line must be one complete JSON object",
+                   row=row, line=line, code="json")
+
+
+def read_json(src: Source) -> Iterator[Record]:
+    """A JSON array, an object holding one, a single object, or concatenated objects."""
+    text = _read_all_text(src)
+    pos = _skip_ws(text, 0)
+    if text.startswith("[", pos):
+        yield from _walk(text, pos + 1, "]", src)
+        return
+    try:
+        value, end = json.JSONDecoder().raw_decode(text, pos)
+    except ValueError:
+        yield from _walk(text, pos, None, src)  # broken or concatenated objects: recover per object
+        return
+    if _skip_ws(text, end) < len(text):
+        yield from _walk(text, pos, None, src)  # JSON Lines or concatenated objects in a .json file
+        return
+    yield from _from_object(value, src)
+
+
+def _from_object(value: Any, src: Source) -> Iterator[Record]:
+    """An object holding the records: pick its largest list of objects (e.g. {"data": [...]})."""
+    if isinstance(value, dict):
+        lists = [(k, v) for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+        record_like = {"messages", "conversations", "text", "instruction", "prompt", "question"}
+        if lists and not record_like & set(value):
+            key, items = max(lists, key=lambda kv: len(kv[1]))
+            if len(lists) > 1:
+                src.notes.append(f"the file holds several lists; read '{key}' ({len(items)} records)")
+            for i, item in enumerate(items, 1):
+                yield Record(i, None, item, None)
+            return
+        yield Record(1, 1, value, None)
+        return
+    yield Record(1, 1, None, Problem("the file holds a single JSON value, not records",
+                                     "write a list of objects, one per example", row=1, line=1, code="json"))
+
+
+def _read_all_text(src: Source) -> str:
+    try:
+        with src.open_text(errors="replace") as fh:
+            text = fh.read()
+    except (EOFError, OSError) as e:
+        raise DataError(f"{src.path}: cannot be read ({e}); is the file complete?") from None
+    return text.lstrip("\ufeff")
+
+
+_WS = re.compile(r"[\s,]*")
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    return _WS.match(text, pos).end()
+
+
+def _walk(text: str, pos: int, close: str | None, src: Source) -> Iterator[Record]:
+    """Decode values one by one (array items or concatenated objects), recovering after a bad one."""
+    decoder = json.JSONDecoder()
+    row, line, last = 0, 1 + text.count("\n", 0, pos), pos
+    while True:
+        pos = _skip_ws(text, pos)
+        if pos >= len(text):
+            if close:
+                src.notes.append(f"the JSON array is not closed with '{close}'; is the file cut short?")
+            return
+        if close and text[pos] == close:
+            return
+        row += 1
+        line += text.count("\n", last, pos)
+        last = pos
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+            yield Record(row, line, value, None)
+        except ValueError as e:
+            yield Record(row, line, None, Problem(
+                f"not valid JSON ({getattr(e, 'msg', e)} at line {getattr(e, 'lineno', line)}, "
+                f"column {getattr(e, 'colno', '?')})",
+                "fix this record; the records after it were read on", row=row, line=line, code="json"))
+            pos = _resync(text, pos, max(getattr(e, "pos", pos), pos + 1))
+
+
+def _resync(text: str, start: int, err: int) -> int:
+    """Next line whose first character is '{' at the column where the bad record began."""
+    col = start - (text.rfind("\n", 0, start) + 1)
+    found = re.compile(r"\n[ \t]{%d}\{" % col).search(text, err)
+    return found.end() - 1 if found else len(text)
+
+
+def read_csv(src: Source, delimiter: str | None = None) -> Iterator[Record]:
+    """A header row then records; quoted fields may hold delimiters, quotes and newlines."""
+    csv.field_size_limit(2**31 - 1)
+    with src.open_text(errors="replace") as fh:
+        delimiter = delimiter or _delimiter(fh)
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = _header(src, reader, delimiter)
+        yield from _csv_rows(src, reader, header)
+
+
+def read_tsv(src: Source) -> Iterator[Record]:
+    return read_csv(src, "\t")
+
+
+def _delimiter(fh) -> str:
+    first = fh.readline()
+    fh.seek(0)
+    counts = {d: first.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _header(src: Source, reader, delimiter: str) -> list[str]:
+    try:
+        names = next(reader)
+    except StopIteration:
+        raise DataError(f"{src.path}: the file has no header row; add one naming the columns") from None
+    except csv.Error as e:
+        raise DataError(f"{src.path}: the header row cannot be read ({e})") from None
+    header, seen = [], set()
+    for i, name in enumerate(names, 1):
+        name = name.strip().lstrip("\ufeff").strip() or f"column_{i}"
+        while name in seen:
+            name += "_"
+        seen.add(name)
+        header.append(name)
+    while header and header[-1].startswith("column_") and len(header) > 1:
+        header.pop()  # trailing empty header cells (spreadsheets export them)
+    if len(header) == 1 and delimiter != "\t" and "\t" in names[0]:
+        src.notes.append("the header has tabs in it: is this a TSV file? rename it to .tsv")
+    return header
+
+
+def _csv_rows(src: Source, reader, header: list[str]) -> Iterator[Record]:
+    row, start = 0, reader.line_num + 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            row += 1
+            yield Record(row, start, None, Problem(f"the row cannot be read as CSV ({e})",
+                                                   "check the quotes on this row", row=row, line=start, code="csv"))
+            start = reader.line_num + 1
+            continue
+        line, start = start, reader.line_num + 1
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        row += 1
+        yield _csv_record(header, fields, row, line)
+
+
+def _csv_record(header: list[str], fields: list[str], row: int, line: int) -> Record:
+    extra = fields[len(header):]
+    if any(f.strip() for f in extra):
+        return Record(row, line, None, Problem(
+            f"the row has {len(fields)} fields but the header has {len(header)}",
+            "wrap fields that contain the delimiter, quotes or line breaks in double quotes",
+            row=row, line=line, code="columns"))
+    value = {name: (fields[i] if i < len(fields) else None) for i, name in enumerate(header)}
+    return Record(row, line, value, None)
+
+
+def read_text(src: Source) -> Iterator[Record]:
+    """Plain text: paragraphs (separated by blank lines) are documents; without blank lines, lines are."""
+    with src.open_text(errors="replace") as fh:
+        head = fh.read(SNIFF_BYTES)
+        fh.seek(0)
+        paragraphs = re.search(r"\n[ \t\r]*\n\s*\S", head) is not None
+        yield from (_paragraphs(fh) if paragraphs else _text_lines(fh))
+
+
+def _text_lines(fh) -> Iterator[Record]:
+    row = 0
+    for line_no, line in enumerate(fh, 1):
+        text = line.rstrip("\r\n").lstrip("\ufeff") if line_no == 1 else line.rstrip("\r\n")
+        if text.strip():
+            row += 1
+            yield Record(row, line_no, text, None)
+
+
+def _paragraphs(fh) -> Iterator[Record]:
+    row, start, buf = 0, 0, []
+    for line_no, line in enumerate(fh, 1):
+        line = line.rstrip("\r\n")
+        if line_no == 1:
+            line = line.lstrip("\ufeff")
+        if line.strip():
+            if not buf:
+                start = line_no
+            buf.append(line)
+        elif buf:
+            row += 1
+            yield Record(row, start, "\n".join(buf), None)
+            buf = []
+    if buf:
+        yield Record(row + 1, start, "\n".join(buf), None)
+
+
+def read_parquet(src: Source, batch_size: int = 2048) -> Iterator[Record]:
+    """Streamed in record batches through Arrow, so big files are never loaded whole."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(src.path)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise DataError(f"{src.path}: not a readable Parquet file ({e})") from None
+    yield from _arrow_batches(pf.iter_batches(batch_size=batch_size), src)
+
+
+def read_arrow(src: Source, batch_size: int = 2048) -> Iterator[Record]:
+    """A folder from datasets.save_to_disk: memory-mapped Arrow, read in batches (train split if several)."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(src.path))
+    except Exception as e:  # damaged or foreign folders raise many types
+        raise DataError(f"{src.path}: not a readable datasets folder ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        split = "train" if "train" in ds else next(iter(ds))
+        src.notes.append(f"the folder holds splits {sorted(ds)}; read '{split}'")
+        ds = ds[split]
+    yield from _arrow_batches(ds.data.to_batches(max_chunksize=batch_size), src)
+
+
+def _arrow_batches(batches, src: Source) -> Iterator[Record]:
+    row = 0
+    try:
+        for batch in batches:
+            for value in batch.to_pylist():
+                row += 1
+                yield Record(row, None, value, None)
+    except OSError as e:
+        src.notes.append(f"reading stopped after row {row}: the file is damaged ({e})")
+
+
+def arrow_columns(src: Source) -> list[str]:
+    """Column names straight from the schema (no rows read)."""
+    if src.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(src.path).names)
+    return []
+
+
+READERS: dict[str, Callable[[Source], Iterator[Record]]] = {
+    "jsonl": read_jsonl, "json": read_json, "csv": read_csv, "tsv": read_tsv,
+    "text": read_text, "parquet": read_parquet, "arrow": read_arrow,
+}
+
+
+def records(src: Source) -> Iterator[Record]:
+    """All records of ``src`` in file order."""
+    return READERS[src.kind](src)

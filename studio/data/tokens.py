@@ -1,0 +1,131 @@
+"""Token-level view of a dataset with a model's tokenizer: lengths, truncation, and a loss-mask view.
+
+transformers is imported only inside these functions. Texts are rendered with the model's chat
+template (``template.example_text``) and tokenised in batches by the fast (Rust) tokenizer, which
+spreads each batch over all cores.
+"""
+from __future__ import annotations
+
+from array import array
+from pathlib import Path
+from typing import Any, Iterable
+
+from studio.data.report import TokenStats
+from studio.data.sources import DataError
+from studio.data.template import DEFAULT_TEMPLATE, encode_with_offsets, example_text
+
+BATCH = 1024
+BINS = 20
+
+
+def load_tokenizer(model: str | Path) -> Any:
+    """The fast tokenizer of 'demo', a model folder, or a model id found offline (never downloads)."""
+    folder = _model_folder(str(model))
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:  # transformers raises OSError/ValueError/… for a folder without a tokenizer
+        raise DataError(f"model '{model}': no usable tokenizer in {folder} ({str(e).splitlines()[0]})") from None
+    if not getattr(tok, "is_fast", False):
+        raise DataError(f"model '{model}': only a slow tokenizer is available; loss masks need a fast one "
+                        "(tokenizer.json)")
+    return tok
+
+
+def _model_folder(model: str) -> Path:
+    if model == "demo":
+        from studio.demo import ensure_demo_model
+
+        return ensure_demo_model()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    from studio.models import ModelError, resolve
+
+    try:
+        info = resolve(model)
+    except ModelError as e:
+        raise DataError(str(e)) from None
+    if not info.path:
+        raise DataError(f"model '{model}': its files are not on this machine, so its tokenizer cannot be used; "
+                        "download it first or give its folder")
+    return Path(info.path)
+
+
+def template_name(tokenizer: Any) -> str:
+    """Which chat template renders the conversations: the model's own, or the ChatML default."""
+    return "model" if getattr(tokenizer, "chat_template", None) else "default (ChatML)"
+
+
+def render_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Token counts of already-rendered texts, one Rust batch call (parallel across cores)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is not None:
+        encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+class LengthCollector:
+    """Renders examples as they stream by and tokenises them a batch at a time."""
+
+    def __init__(self, tokenizer: Any, on_error=None):
+        self.tokenizer, self.on_error = tokenizer, on_error
+        self.lengths = array("I")
+        self.texts: list[str] = []
+
+    def add(self, example: dict, row: int, line: int | None) -> None:
+        try:
+            self.texts.append(example_text(self.tokenizer, example))
+        except Exception as e:  # jinja raises its own errors for conversations a template rejects
+            if self.on_error:
+                self.on_error(e, row, line)
+            return
+        if len(self.texts) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.texts:
+            self.lengths.extend(render_lengths(self.tokenizer, self.texts))
+            self.texts = []
+
+
+def stats(lengths: Iterable[int], seq_len: int | None, tokenizer: Any = None) -> TokenStats:
+    """min / p50 / p95 / max, the truncation count at ``seq_len`` and a 20-bin histogram."""
+    import numpy as np
+
+    arr = np.asarray(lengths if isinstance(lengths, array) else list(lengths), dtype=np.int64)
+    out = TokenStats(seq_len=seq_len)
+    if tokenizer is not None:
+        out.template = template_name(tokenizer)
+        out.tokenizer = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+    if arr.size == 0:
+        return out
+    out.count = int(arr.size)
+    out.min, out.max, out.mean = int(arr.min()), int(arr.max()), round(float(arr.mean()), 1)
+    out.p50 = int(np.percentile(arr, 50, method="higher"))
+    out.p95 = int(np.percentile(arr, 95, method="higher"))
+    out.truncated = int((arr > seq_len).sum()) if seq_len else 0
+    edges = np.unique(np.linspace(out.min, out.max + 1, BINS + 1).round().astype(np.int64))
+    if edges.size < 2:
+        edges = np.array([out.min, out.min + 1])
+    counts, _ = np.histogram(arr, bins=edges)
+    out.histogram = {"edges": [int(x) for x in edges], "counts": [int(c) for c in counts]}
+    return out
+
+
+def mask_view(tokenizer: Any, example: dict, seq_len: int | None = None,
+              train_on: str = "assistant") -> list[tuple[str, bool]]:
+    """Each token's text and whether it carries the loss, as training will see the example."""
+    enc = encode_with_offsets(tokenizer, example, train_on)
+    text, view = enc["text"], []
+    limit = seq_len or len(enc["input_ids"])
+    for tok, label, (start, end) in list(zip(enc["input_ids"], enc["labels"], enc["offsets"]))[:limit]:
+        piece = text[start:end] if end > start else tokenizer.decode([tok])
+        view.append((piece, label != -100))
+    return view
+
+
+__all__ = ["load_tokenizer", "stats", "mask_view", "LengthCollector", "render_lengths", "template_name",
+           "DEFAULT_TEMPLATE"]
