@@ -1,0 +1,358 @@
+"""What a base model is, from its ``config.json`` alone: shapes, exact parameter counts, linear layers.
+
+``resolve()`` turns what the user typed ('demo', a folder, a Hugging Face cache id such as
+``Qwen/Qwen2.5-7B-Instruct`` or a catalog id) into a :class:`ModelInfo`. Parameter counts are
+exact: the model is built on PyTorch's ``meta`` device (no memory, no weights) and every
+parameter is counted and put in a group. The catalog in ``resources/catalog.json`` stores the
+same counts precomputed, so planning a catalog model needs neither torch nor transformers
+(``python -m studio.models refresh`` recomputes them; a test checks they still agree).
+
+This module imports neither Qt nor torch at import time.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CATALOG_FILE = "catalog.json"
+DEMO_CATALOG_ID = "smollm2-135m-instruct"
+GROUPS = ("embeddings", "attention", "mlp", "experts", "router", "norms", "lm_head", "other")
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or read; the message says what to do."""
+
+
+@dataclass
+class LinearGroup:
+    """Linear layers sharing a name and shape (e.g. the 32 ``q_proj`` of a Llama)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    count: int
+    bias: bool = False
+    quantized: bool = True  # bitsandbytes replaces it (transformers skips lm_head and tied weights)
+    lora_all_linear: bool = True  # peft's "all-linear" adapts it (never the output layer)
+
+    @property
+    def weight_numel(self) -> int:
+        return self.in_features * self.out_features * self.count
+
+
+@dataclass
+class ModelInfo:
+    """Shapes and exact parameter counts of a causal LM; Qt-free and torch-free."""
+
+    name: str
+    source: str  # "folder" | "hf-cache" | "catalog" | "demo"
+    architecture: str
+    model_type: str
+    vocab: int
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    context: int
+    tied: bool
+    has_chat_template: bool
+    params: dict[str, int] = field(default_factory=dict)
+    linears: list[LinearGroup] = field(default_factory=list)
+    num_experts: int = 0
+    experts_per_token: int = 0
+    norms_per_layer: int = 2
+    path: str | None = None
+    note: str = ""
+
+    @property
+    def total_params(self) -> int:
+        return sum(self.params.values())
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["total_params"] = self.total_params
+        return d
+
+    def summary(self) -> str:
+        return (f"{self.name}: {self.architecture}, {self.total_params / 1e9:.2f}B parameters, "
+                f"{self.layers} layers, hidden {self.hidden}, vocab {self.vocab}, context {self.context}")
+
+
+@dataclass
+class CatalogEntry:
+    """A popular model's public config facts, with parameter counts precomputed on the meta device."""
+
+    id: str
+    name: str
+    hf_id: str
+    family: str
+    config: dict
+    chat_template: bool = True
+    published_params_b: float = 0.0  # the model card's size in billions, a cross-check of the counts
+    params: dict[str, int] = field(default_factory=dict)
+    linears: list[dict] = field(default_factory=list)
+
+    @property
+    def total_params(self) -> int:
+        return sum(self.params.values())
+
+
+# --- catalog ------------------------------------------------------------------------------------
+_CATALOG: list[CatalogEntry] | None = None
+
+
+def catalog_path() -> Path:
+    from studio.paths import resources_dir
+
+    return resources_dir() / CATALOG_FILE
+
+
+def catalog() -> list[CatalogEntry]:
+    """Every catalog entry (read once per process)."""
+    global _CATALOG
+    if _CATALOG is None:
+        raw = json.loads(catalog_path().read_text(encoding="utf-8"))
+        _CATALOG = [CatalogEntry(**e) for e in raw["models"]]
+    return _CATALOG
+
+
+def find_catalog(name: str) -> CatalogEntry | None:
+    """The entry whose id, Hugging Face id or display name matches (case-insensitive)."""
+    key = name.strip().lower()
+    for entry in catalog():
+        if key in (entry.id.lower(), entry.hf_id.lower(), entry.name.lower()):
+            return entry
+    return None
+
+
+# --- resolve -------------------------------------------------------------------------------------
+def resolve(name_or_path: str, trust_remote_code: bool = False) -> ModelInfo:
+    """'demo', a local folder, a Hugging Face cache repo id or a catalog id -> ModelInfo."""
+    name = str(name_or_path).strip()
+    if not name:
+        raise ModelError("no model given: use 'demo', a folder with config.json, a Hugging Face id or a catalog id "
+                         "(lora-studio models lists the catalog)")
+    if name == "demo":
+        return _resolve_demo()
+    path = Path(name).expanduser()
+    if path.is_file() and path.name == "config.json":
+        path = path.parent
+    if path.is_dir():
+        return from_folder(path, trust_remote_code=trust_remote_code, source="folder")
+    if path.suffix == ".gguf":
+        raise ModelError(f"{name}: GGUF files are for inference; give the original Hugging Face folder "
+                         "(config.json + safetensors) to fine-tune it")
+    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name):
+        cached = _hf_cache_folder(name)
+        if cached is not None:
+            return from_folder(cached, trust_remote_code=trust_remote_code, source="hf-cache", name=name)
+    entry = find_catalog(name)
+    if entry is not None:
+        return from_catalog(entry)
+    raise ModelError(f"model '{name}' not found: it is not a folder, not in the local Hugging Face cache and not "
+                     "a catalog id. Download it first (huggingface-cli download ID), give its folder, or pick one "
+                     "from 'lora-studio models'")
+
+
+def _resolve_demo() -> ModelInfo:
+    from studio import demo
+
+    folder = demo.demo_model_dir()
+    if demo.is_converted(folder):
+        info = from_folder(folder, source="demo", name="demo")
+        return info
+    info = from_catalog(find_catalog(DEMO_CATALOG_ID))  # same shapes as the converted demo
+    info.name, info.source = "demo", "demo"
+    info.note = "demo model not converted yet (lora-studio demo-model); shapes taken from the catalog"
+    return info
+
+
+def _hf_cache_folder(repo_id: str) -> Path | None:
+    """The cached snapshot folder of ``repo_id``, read from the local cache only (never the network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, or huggingface_hub missing: the caller tries the catalog next
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def from_catalog(entry: CatalogEntry) -> ModelInfo:
+    """ModelInfo from a catalog entry's stored config and counts (no torch needed)."""
+    info = _shape_from_config(entry.config, name=entry.id, source="catalog")
+    info.params = dict(entry.params)
+    info.linears = [LinearGroup(**g) for g in entry.linears]
+    info.has_chat_template = entry.chat_template
+    return info
+
+
+def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "folder",
+                name: str | None = None) -> ModelInfo:
+    """ModelInfo from a model folder's config.json, counted on the meta device."""
+    folder = Path(folder)
+    cfg_file = folder / "config.json"
+    try:
+        config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{folder}: no config.json; a model folder holds config.json and *.safetensors") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{cfg_file}: not valid JSON at line {e.lineno}: {e.msg}") from None
+    info = _shape_from_config(config, name=name or folder.name, source=source)
+    info.path = str(folder.resolve())
+    info.has_chat_template = _folder_has_chat_template(folder)
+    info.params, info.linears = count_parameters(config, folder=folder, trust_remote_code=trust_remote_code)
+    return info
+
+
+def _folder_has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    tok_cfg = folder / "tokenizer_config.json"
+    try:
+        return bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError):
+        return False
+
+
+def _text_config(config: dict) -> dict:
+    """Multimodal configs nest the language model under text_config."""
+    inner = config.get("text_config")
+    return {**config, **inner} if isinstance(inner, dict) else config
+
+
+def _shape_from_config(config: dict, name: str, source: str) -> ModelInfo:
+    """The shape facts straight from config.json (counts are filled in separately)."""
+    c = _text_config(config)
+
+    def get(*keys: str, default: Any = None) -> Any:
+        return next((c[k] for k in keys if c.get(k) is not None), default)
+
+    hidden = int(get("hidden_size", "n_embd", "d_model", default=0))
+    heads = int(get("num_attention_heads", "n_head", default=1))
+    if not hidden or "vocab_size" not in c:
+        raise ModelError(f"{name}: config.json lacks hidden_size or vocab_size; is this a causal language model?")
+    archs = c.get("architectures") or [""]
+    return ModelInfo(
+        name=name, source=source, architecture=archs[0], model_type=str(c.get("model_type", "")),
+        vocab=int(c["vocab_size"]), layers=int(get("num_hidden_layers", "n_layer", default=0)), hidden=hidden,
+        intermediate=int(get("intermediate_size", "moe_intermediate_size", "n_inner", default=4 * hidden)),
+        heads=heads, kv_heads=int(get("num_key_value_heads", default=heads)),
+        head_dim=int(get("head_dim", default=hidden // heads)),
+        context=int(get("max_position_embeddings", "n_positions", "seq_length", default=2048)),
+        tied=bool(c.get("tie_word_embeddings", True)), has_chat_template=False,
+        num_experts=int(get("num_local_experts", "num_experts", "n_routed_experts", default=0)),
+        experts_per_token=int(get("num_experts_per_tok", "top_k", default=0)),
+        norms_per_layer=4 if c.get("model_type") in ("gemma2", "gemma3", "gemma3_text", "olmo2") else 2)
+
+
+# --- exact counts on the meta device ----------------------------------------------------------------
+def count_parameters(config: dict, folder: Path | None = None,
+                     trust_remote_code: bool = False) -> tuple[dict[str, int], list[LinearGroup]]:
+    """Build the model on the meta device and count every parameter by group, plus its linear layers."""
+    model = _meta_model(config, folder, trust_remote_code)
+    return _group_counts(model), _linear_groups(model)
+
+
+def _meta_model(config: dict, folder: Path | None, trust_remote_code: bool) -> Any:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        if folder is not None:
+            cfg = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        else:
+            kw = {k: v for k, v in config.items() if k != "model_type"}
+            cfg = AutoConfig.for_model(config["model_type"], **kw)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        hint = " (it ships its own code: allow trust_remote_code for this model if you trust it)" \
+            if "trust_remote_code" in str(e) else ""
+        raise ModelError(f"{folder or config.get('model_type')}: transformers cannot build this model: "
+                         f"{str(e).splitlines()[0]}{hint}") from None
+
+
+def _group_of(name: str, is_moe: bool) -> str:
+    n = name.lower()
+    if "norm" in n or re.search(r"(^|\.)ln_", n):
+        return "norms"
+    if "expert" in n:
+        return "experts"
+    if is_moe and re.search(r"\.(gate|router)(\.|$)", n):
+        return "router"
+    if re.search(r"attn|attention", n):
+        return "attention"
+    if re.search(r"mlp|feed_forward|ffn", n):
+        return "mlp"
+    return "other"
+
+
+def _group_counts(model: Any) -> dict[str, int]:
+    """Parameters per group; tied weights are counted once (as embeddings)."""
+    emb = model.get_input_embeddings()
+    out = model.get_output_embeddings()
+    ids = {id(p): "embeddings" for p in emb.parameters()}
+    if out is not None:
+        ids.update({id(p): "lm_head" for p in out.parameters() if id(p) not in ids})
+    is_moe = bool(getattr(model.config, "num_local_experts", 0) or getattr(model.config, "num_experts", 0))
+    counts = dict.fromkeys(GROUPS, 0)
+    for name, p in model.named_parameters():  # remove_duplicate=True: a tied weight appears once
+        counts[ids.get(id(p)) or _group_of(name, is_moe)] += p.numel()
+    return {k: v for k, v in counts.items() if v}
+
+
+def _linear_groups(model: Any) -> list[LinearGroup]:
+    """Linear layers grouped by short name and shape, with what bitsandbytes and peft do to each."""
+    import torch.nn as nn
+
+    out = model.get_output_embeddings()
+    in_w = model.get_input_embeddings().weight
+    groups: dict[tuple, LinearGroup] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        is_output = module is out or module.weight is in_w
+        key = (name.rsplit(".", 1)[-1], module.in_features, module.out_features, module.bias is not None, is_output)
+        if key not in groups:
+            groups[key] = LinearGroup(name=key[0], in_features=key[1], out_features=key[2], count=0, bias=key[3],
+                                      quantized=type(module) is nn.Linear and not is_output,
+                                      lora_all_linear=not is_output)
+        groups[key].count += 1
+    return list(groups.values())
+
+
+def refresh_catalog(path: Path | None = None) -> int:
+    """Recompute every catalog entry's counts on the meta device and rewrite the file atomically."""
+    from studio.fsutil import atomic_write_text
+
+    path = path or catalog_path()
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    for e in raw["models"]:
+        params, linears = count_parameters(e["config"])
+        e["params"], e["linears"] = params, [asdict(g) for g in linears]
+    atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
+    global _CATALOG
+    _CATALOG = None
+    return len(raw["models"])
+
+
+if __name__ == "__main__":  # python -m studio.models refresh
+    if sys.argv[1:] == ["refresh"]:
+        print(f"refreshed {refresh_catalog()} catalog entries")
+    else:
+        print("usage: python -m studio.models refresh")

@@ -1,0 +1,320 @@
+"""Fit QLoRA settings to a VRAM budget, preferring quality, and explain the choice.
+
+``fit()`` enumerates quantisation, rank, micro-batch, sequence length, gradient checkpointing
+and optimizer (targets and attention follow the user or the defaults), predicts each candidate
+with :mod:`studio.memory`, drops every candidate whose predicted device total exceeds the budget
+minus a safety margin, and keeps the best by a fixed order of preference:
+
+1. sequence length: cover the dataset's p95 length (or the default length) before anything else;
+2. quantisation: 16-bit, then 8-bit, then 4-bit NF4 (less quantisation error);
+3. LoRA rank: higher first (more capacity);
+4. speed: no gradient checkpointing, a bigger micro-batch, plain AdamW.
+
+Settings the user fixed are never changed. When nothing fits, the plan says so and names the
+smallest change that fits: dropping a fixed setting, a shorter length, a bigger budget or a
+smaller model.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio import memory
+from studio.memory import GiB, MiB
+
+SETTING_KEYS = ("quant", "double_quant", "rank", "alpha", "targets", "micro_batch", "grad_accum", "seq_len",
+                "grad_ckpt", "attn", "optimizer", "compute_dtype")
+QUANT_ORDER = ("none", "8bit", "4bit")  # best quality first
+RANKS = (64, 32, 16, 8)
+MICRO_BATCHES = (16, 8, 4, 2, 1)
+OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")  # paged_adamw_32bit only when asked for
+DEFAULT_SEQ_LEN = 2048
+MIN_SEQ_LEN = 128
+MARGIN_FRACTION = 0.05
+MARGIN_MIN = 512 * MiB
+
+
+def margin_bytes(budget: int) -> int:
+    """The safety margin kept free: 5% of the budget, at least 512 MiB (other processes, spikes)."""
+    return max(MARGIN_MIN, int(budget * MARGIN_FRACTION))
+
+
+@dataclass
+class Plan:
+    """Settings that fit (or the best try), the predicted memory and the reasons, in plain sentences."""
+
+    fits: bool
+    budget_bytes: int
+    margin_bytes: int
+    settings: dict
+    predicted: dict
+    components: dict[str, int]
+    sources: dict[str, str]
+    reasons: list[str] = field(default_factory=list)
+    suggestion: str | None = None
+    suggestion_change: dict | None = None
+    model: str = ""
+    target_seq_len: int = 0
+    dropout: float = 0.05
+
+    def to_dict(self) -> dict:
+        """The JSON the CLI prints (``lora-studio plan --json``) and the run folder keeps."""
+        return {"fits": self.fits, "model": self.model, "budget_bytes": self.budget_bytes,
+                "margin_bytes": self.margin_bytes, "settings": dict(self.settings), "predicted": dict(self.predicted),
+                "components": dict(self.components), "sources": dict(self.sources), "reasons": list(self.reasons),
+                "suggestion": self.suggestion, "suggestion_change": self.suggestion_change,
+                "target_seq_len": self.target_seq_len}
+
+    def apply(self, recipe: Any) -> Any:
+        """A copy of ``recipe`` with this plan's settings written in (the worker then does exactly this)."""
+        r = copy.deepcopy(recipe)
+        s = self.settings
+        r.quant.mode, r.quant.double_quant = s["quant"], bool(s["double_quant"])
+        if s.get("compute_dtype") in ("bfloat16", "float16", "float32") and r.quant.compute_dtype != "auto":
+            r.quant.compute_dtype = s["compute_dtype"]
+        r.lora.rank, r.lora.alpha = int(s["rank"]), int(s["alpha"])
+        r.lora.targets = list(s["targets"]) if not isinstance(s["targets"], str) else [s["targets"]]
+        t = r.train
+        t.micro_batch, t.grad_accum, t.seq_len = int(s["micro_batch"]), int(s["grad_accum"]), int(s["seq_len"])
+        t.grad_ckpt, t.attn, t.optimizer = bool(s["grad_ckpt"]), s["attn"], s["optimizer"]
+        return r
+
+
+# --- inputs ---------------------------------------------------------------------------------------------
+def _tokens_stat(dataset_report: Any, key: str) -> int | None:
+    tokens = getattr(dataset_report, "tokens", None)
+    if tokens is None and isinstance(dataset_report, dict):
+        tokens = dataset_report.get("tokens")
+    if tokens is None:
+        return None
+    value = tokens.get(key) if isinstance(tokens, dict) else getattr(tokens, key, None)
+    return int(value) if value else None
+
+
+def target_length(info: Any, dataset_report: Any = None) -> tuple[int, str]:
+    """The sequence length to aim for, and why: the dataset's p95 (rounded up), else a default."""
+    p95 = _tokens_stat(dataset_report, "p95")
+    if p95:
+        want, why = max(MIN_SEQ_LEN, _round_up(p95, 64)), f"the dataset's 95th-percentile example is {p95} tokens"
+    else:
+        want, why = DEFAULT_SEQ_LEN, f"no dataset given, so the default length {DEFAULT_SEQ_LEN}"
+    if info.context and want > info.context:
+        want, why = info.context, why + f", capped at the model's context of {info.context}"
+    return int(want), why
+
+
+def _round_up(x: int, to: int) -> int:
+    return ((x + to - 1) // to) * to
+
+
+def _seq_candidates(target: int) -> list[int]:
+    out, s = [target], target
+    while s > MIN_SEQ_LEN:
+        s = max(MIN_SEQ_LEN, _round_up(s // 2, 64) if s // 2 >= 64 else s // 2)
+        out.append(s)
+    return out
+
+
+def _space(fixed: dict, target: int, effective_batch: int) -> dict[str, list]:
+    """The candidate values of every setting; a fixed setting has exactly one."""
+    space = {
+        "quant": list(QUANT_ORDER), "double_quant": [True], "rank": list(RANKS), "targets": [["all-linear"]],
+        "micro_batch": [b for b in MICRO_BATCHES if b <= max(1, effective_batch)] or [1],
+        "seq_len": _seq_candidates(target), "grad_ckpt": [False, True], "attn": ["sdpa"],
+        "optimizer": list(OPTIMIZERS), "compute_dtype": ["bfloat16"],
+    }
+    for key, value in fixed.items():
+        if key in space and value is not None:
+            space[key] = [_norm_targets(value) if key == "targets" else value]
+    return space
+
+
+def _norm_targets(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return list(value)
+
+
+def _score(s: dict, target: int) -> tuple:
+    """Bigger is better: coverage, less quantisation, rank, then speed."""
+    return (min(s["seq_len"], target), -QUANT_ORDER.index(s["quant"]), s["rank"], not s["grad_ckpt"],
+            s["micro_batch"], -OPTIMIZERS.index(s["optimizer"]) if s["optimizer"] in OPTIMIZERS else -9)
+
+
+# --- search ---------------------------------------------------------------------------------------------
+def _complete(s: dict, fixed: dict, effective_batch: int) -> dict:
+    s = dict(s)
+    s["alpha"] = int(fixed.get("alpha") or 2 * s["rank"])
+    s["grad_accum"] = int(fixed.get("grad_accum") or max(1, math.ceil(effective_batch / s["micro_batch"])))
+    return {k: s[k] for k in SETTING_KEYS}
+
+
+def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
+          dropout: float) -> tuple[dict | None, memory.Estimate | None]:
+    """The best-scoring candidate whose device total is within ``limit`` (ordered search, early exit)."""
+    keys = list(space)
+    candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
+    candidates.sort(key=lambda s: _score(s, target), reverse=True)
+    for cand in candidates:
+        s = _complete(cand, fixed, effective_batch)
+        est = memory.estimate(info, s, dropout=dropout)
+        if est.device_total <= limit:
+            return s, est
+    return None, None
+
+
+def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: dict | None = None,
+        effective_batch: int = 16) -> Plan:
+    """Settings that fit ``budget_bytes`` (device total minus a margin), best quality first."""
+    fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
+    dropout = float(fixed.pop("dropout", 0.05))
+    target, target_why = target_length(model_info, dataset_report)
+    if "seq_len" in fixed:
+        target = int(fixed["seq_len"])
+    margin = margin_bytes(budget_bytes)
+    space = _space(fixed, target, effective_batch)
+    settings, est = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout)
+    if settings is not None:
+        plan = _make_plan(model_info, True, budget_bytes, margin, settings, est, target, dropout)
+        plan.reasons = _reasons(model_info, plan, fixed, target_why, space)
+        return plan
+    return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space)
+
+
+def _make_plan(info: Any, fits: bool, budget: int, margin: int, settings: dict, est: memory.Estimate,
+               target: int, dropout: float) -> Plan:
+    return Plan(fits=fits, budget_bytes=int(budget), margin_bytes=margin, settings=settings,
+                predicted={**est.predicted(), "device_total_bytes": est.device_total}, components=est.components,
+                sources=est.sources, model=info.name, target_seq_len=target, dropout=dropout)
+
+
+def _gib(x: float) -> str:
+    return f"{x / GiB:.1f} GiB"
+
+
+def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -> list[str]:
+    s, out = plan.settings, []
+    out.append(f"Predicted peak {_gib(plan.predicted['device_total_bytes'])} on the device (nvidia-smi), "
+               f"within the budget of {_gib(plan.budget_bytes)} minus a {_gib(plan.margin_bytes)} safety margin.")
+    if s["seq_len"] >= plan.target_seq_len:
+        out.append(f"Sequence length {s['seq_len']}: {target_why}.")
+    else:
+        out.append(f"Sequence length {s['seq_len']} is shorter than the {plan.target_seq_len} wanted ({target_why}): "
+                   "longer examples will be truncated; a bigger budget would cover them.")
+    quant_why = {"none": "the budget allows 16-bit base weights, the most faithful choice",
+                 "8bit": "16-bit base weights do not fit, 8-bit (LLM.int8) does",
+                 "4bit": "the base weights are quantised to 4-bit NF4 (QLoRA) to fit"}
+    for key, sentence in (("quant", f"Base weights {s['quant']}: {quant_why[s['quant']]}."),
+                          ("rank", f"LoRA rank {s['rank']} (alpha {s['alpha']}) on {', '.join(s['targets'])}: "
+                                   + ("the highest rank tried that fits." if s["rank"] == RANKS[0]
+                                      else "higher ranks do not fit with the settings above.")),
+                          ("micro_batch", f"Micro-batch {s['micro_batch']} x {s['grad_accum']} accumulation steps "
+                                          f"= effective batch {s['micro_batch'] * s['grad_accum']}."),
+                          ("grad_ckpt", "Gradient checkpointing on: activations are recomputed to save memory "
+                                        "(about 30% slower)." if s["grad_ckpt"]
+                           else "Gradient checkpointing off: activations fit, so training runs faster."),
+                          ("optimizer", f"Optimizer {s['optimizer']}" + (": 8-bit states to save memory." if "8bit" in
+                                        s["optimizer"] else ".") )):
+        out.append(sentence + (" (you fixed this)" if key in fixed else ""))
+    if info.num_experts and not any(g.name.startswith(("w1", "experts")) for g in info.linears):
+        out.append("Mixture-of-experts weights are fused tensors that bitsandbytes does not quantise and LoRA "
+                   "all-linear does not adapt; they stay in 16-bit.")
+    return out
+
+
+# --- when nothing fits ---------------------------------------------------------------------------------
+def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout: float) -> tuple[dict, memory.Estimate]:
+    """The leanest settings (honouring fixed ones) at ``seq_len``."""
+    base = {"quant": "4bit", "double_quant": True, "rank": 8, "targets": ["all-linear"], "micro_batch": 1,
+            "seq_len": seq_len, "grad_ckpt": True, "attn": "sdpa", "optimizer": "paged_adamw_8bit",
+            "compute_dtype": "bfloat16"}
+    for k, v in fixed.items():
+        if k in base:
+            base[k] = _norm_targets(v) if k == "targets" else v
+    base["seq_len"] = seq_len
+    s = _complete(base, fixed, effective_batch)
+    return s, memory.estimate(info, s, dropout=dropout)
+
+
+def _no_fit(info: Any, budget: int, margin: int, fixed: dict, target: int, effective_batch: int,
+            dropout: float, space: dict) -> Plan:
+    s, est = _minimal(info, fixed, target, effective_batch, dropout)
+    plan = _make_plan(info, False, budget, margin, s, est, target, dropout)
+    limit = budget - margin
+    plan.reasons = [f"Nothing fits: even the leanest settings need {_gib(est.device_total)} on the device, "
+                    f"more than the budget of {_gib(budget)} minus the {_gib(margin)} margin."]
+    change = _suggest(info, fixed, target, effective_batch, dropout, limit, est)
+    plan.suggestion_change = change
+    plan.suggestion = _describe(change, info)
+    plan.reasons.append(plan.suggestion)
+    return plan
+
+
+def _suggest(info: Any, fixed: dict, target: int, effective_batch: int, dropout: float, limit: int,
+             lean: memory.Estimate) -> dict:
+    """The smallest single change that fits: unfix settings, a shorter length, a budget, a smaller model."""
+    user_fixed = {k: v for k, v in fixed.items() if k not in ("seq_len",)}
+    if user_fixed:
+        _, est = _minimal(info, {}, int(fixed.get("seq_len", target)), effective_batch, dropout)
+        if est.device_total <= limit:
+            return {"unfix": sorted(user_fixed)}
+    seq = _longest_fitting(info, fixed, target, effective_batch, dropout, limit)
+    if seq is not None and seq >= min(target, 256):
+        return {"seq_len": seq}
+    budget = _budget_for(lean.device_total)
+    smaller = _smaller_model(info, budget_limit=limit, fixed=fixed, target=target, eb=effective_batch, dropout=dropout)
+    return {"budget_bytes": budget, **({"model": smaller} if smaller else {})}
+
+
+def _longest_fitting(info: Any, fixed: dict, target: int, eb: int, dropout: float, limit: int) -> int | None:
+    """The longest length (a multiple of 64, at least MIN_SEQ_LEN) whose leanest plan fits, by bisection."""
+    lengths = list(range(MIN_SEQ_LEN, target + 1, 64))
+
+    def fits(seq: int) -> bool:
+        return _minimal(info, fixed, seq, eb, dropout)[1].device_total <= limit
+
+    if not lengths or not fits(lengths[0]):
+        return None
+    lo, hi = 0, len(lengths) - 1  # invariant: lengths[lo] fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(lengths[mid]) else (lo, mid - 1)
+    return lengths[lo]
+
+
+def _budget_for(device_total: int) -> int:
+    """The budget (whole GiB) whose limit after the margin holds ``device_total``."""
+    gib = math.ceil(device_total / GiB)
+    while gib * GiB - margin_bytes(gib * GiB) < device_total:
+        gib += 1
+    return gib * GiB
+
+
+def _smaller_model(info: Any, budget_limit: int, fixed: dict, target: int, eb: int, dropout: float) -> str | None:
+    """The biggest catalog model smaller than this one whose leanest plan fits."""
+    from studio.models import catalog, from_catalog
+
+    best = None
+    for entry in sorted(catalog(), key=lambda e: e.total_params, reverse=True):
+        if entry.total_params >= info.total_params:
+            continue
+        cand = from_catalog(entry)
+        if _minimal(cand, fixed, min(target, cand.context), eb, dropout)[1].device_total <= budget_limit:
+            best = entry.id
+            break
+    return best
+
+
+def _describe(change: dict, info: Any) -> str:
+    if "unfix" in change:
+        return (f"It fits if the planner may choose {', '.join(change['unfix'])} itself "
+                f"(drop those options).")
+    if "seq_len" in change:
+        return f"It fits with a shorter sequence length: --seq-len {change['seq_len']} (longer examples are truncated)."
+    text = f"It needs a GPU budget of at least {change['budget_bytes'] / GiB:.0f} GiB (--vram-gb {change['budget_bytes'] // GiB})"
+    if change.get("model"):
+        text += f", or a smaller model such as {change['model']}"
+    return text + "."
