@@ -1,0 +1,95 @@
+"""Entry point of the desktop window: ``lora-studio`` with no command calls ``run_app([])``.
+
+    lora-studio-gui [--demo] [--model M] [--data FILE] [--page NAME]
+
+``--demo`` preselects the demo model and the demo dataset (``make run``). The window is shown
+before anything slow happens; pyqtgraph, hardware detection and the run history load right after.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+T0 = time.perf_counter()
+
+PAGES = ("model", "data", "plan", "train", "runs", "export")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="lora-studio", description="Open the LoRA Studio window.")
+    p.add_argument("--demo", action="store_true", help="preselect the demo model and the demo dataset")
+    p.add_argument("--model", help="preselect a model: 'demo', a folder or a catalog id")
+    p.add_argument("--data", help="preselect a dataset file")
+    p.add_argument("--page", choices=PAGES, help="open on this page")
+    p.add_argument("--quit-after-shown", action="store_true", help=argparse.SUPPRESS)  # bench/gui_startup.py
+    return p.parse_args(argv)
+
+
+def build_app(argv: list[str] | None = None):
+    """The QApplication with name, icon and theme (reused by tests and benches)."""
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(["lora-studio", *(argv or [])])
+    app.setApplicationName("LoRA Studio")
+    app.setOrganizationName("LoRA Studio")
+    app.setApplicationDisplayName("LoRA Studio")
+    app.setDesktopFileName("lora-studio")
+    from ui import theme
+
+    theme.apply(app)
+    app.setWindowIcon(theme.icon("app"))
+    return app
+
+
+def apply_choices(window, args: argparse.Namespace) -> None:
+    """Preselect what the command line asked for, else what the user chose last time."""
+    if args.demo or args.model or args.data:
+        model = args.model or ("demo" if args.demo else None)
+        data = args.data
+        if args.demo and not data:
+            from studio.demo import demo_dataset
+
+            data = str(demo_dataset())
+        if model:
+            window.model_page.choose(model)
+        if data:
+            window.data_page.load(Path(data))
+        if args.demo and not args.page:
+            window.show_page(window.plan_page)
+    else:
+        window.restore_choices()
+    if args.page:
+        window.show_page(PAGES.index(args.page))
+
+
+def run_app(argv: list[str]) -> int:
+    """Open the window and run the event loop; returns the exit code."""
+    args = parse_args(argv)
+    app = build_app()
+    from PySide6.QtCore import QTimer
+
+    from ui.main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+    if args.quit_after_shown:
+        app.processEvents()
+        print(f"shown_after_s={time.perf_counter() - T0:.3f}", flush=True)
+        return 0
+
+    def later() -> None:
+        window.finish_startup()
+        apply_choices(window, args)
+
+    QTimer.singleShot(0, later)
+    return app.exec()
+
+
+def main() -> None:
+    sys.exit(run_app(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+"""Controllers: one QObject per worker process, parsing ``studio.events`` into typed signals.
+
+Workers are started with ``subprocess.Popen(start_new_session=True)`` rather than ``QProcess``:
+``QProcess`` kills its child when it is destroyed, and a training run must be able to outlive the
+window ("keep running" when the user closes it). Two small reader threads turn the pipes into
+Qt signals (queued into the GUI thread), so nothing ever blocks the event loop. A worker whose
+stderr goes to a file (training: ``RUN/worker.log``) keeps working after the GUI is gone; the
+events it writes are always in ``RUN/events.jsonl`` too.
+
+Shutdown escalates like jupyter_client: a polite ``stop`` command on stdin, then SIGTERM, then
+SIGKILL, each after a grace period.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from studio import events as ev
+from studio import procs, runs
+
+READ_CHUNK = 1 << 16
+STDERR_TAIL_MS = 250
+
+
+class _PipeReader(QObject):
+    """Reads one pipe on a daemon thread; each chunk arrives in the GUI thread as ``chunk``."""
+
+    chunk = Signal(bytes)
+    closed = Signal()
+
+    def __init__(self, stream, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._stream = stream
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        fd = self._stream.fileno()
+        try:
+            while True:
+                data = os.read(fd, READ_CHUNK)
+                if not data:
+                    break
+                self.chunk.emit(data)
+        except (OSError, ValueError):
+            pass
+        except RuntimeError:  # the QObject went away (application shutting down)
+            return
+        try:
+            self.closed.emit()
+        except RuntimeError:
+            pass
+
+
+class _FileTail(QObject):
+    """Follows a growing text file (a worker's stderr log) with a cheap timer."""
+
+    text = Signal(str)
+
+    def __init__(self, path: Path, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.path = Path(path)
+        self._pos = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(STDERR_TAIL_MS)
+        self._timer.timeout.connect(self.poll)
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+        self.poll()
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._pos)
+                data = fh.read(READ_CHUNK * 4)
+        except OSError:
+            return
+        if data:
+            self._pos += len(data)
+            self.text.emit(data.decode("utf-8", "replace"))
+
+
+class WorkerController(QObject):
+    """Owns one worker process; emits a typed signal per event type plus lifecycle signals."""
+
+    sig_started = Signal(int)                 # pid
+    sig_event = Signal(object)                # every studio.events.Event, in order
+    sig_hello = Signal(dict)
+    sig_log = Signal(str)                     # log events and stderr lines
+    sig_progress = Signal(str, int, int)      # phase, done, total
+    sig_metric = Signal(dict)
+    sig_memory = Signal(dict)
+    sig_checkpoint = Signal(dict)
+    sig_warning = Signal(str)
+    sig_error = Signal(str, str, str)         # kind, message, hint
+    sig_done = Signal(dict)
+    sig_malformed = Signal(int, str)          # count so far, last bad line
+    sig_finished = Signal(int, bool)          # exit code, whether a `done` event was seen
+    sig_busy = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None, stop_grace_s: float = 30.0, term_grace_s: float = 5.0) -> None:
+        super().__init__(parent)
+        self.stop_grace_s = stop_grace_s
+        self.term_grace_s = term_grace_s
+        self.proc: subprocess.Popen | None = None
+        self.reader = ev.EventReader()
+        self.saw_done = False
+        self.saw_error = False
+        self.detached = False
+        self._open_pipes = 0
+        self._readers: list[_PipeReader] = []
+        self._tail: _FileTail | None = None
+        self._stderr_file = None
+        self._stderr_buf = ""
+        self._escalate = QTimer(self)
+        self._escalate.setSingleShot(True)
+        self._escalate.timeout.connect(self._escalate_step)
+        self._stage = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, argv: Sequence[str], env: dict | None = None, cwd: Path | None = None,
+              stderr_path: Path | None = None) -> None:
+        """Launch ``argv``; with ``stderr_path`` the worker's stderr goes to that file (and is tailed)."""
+        if self.running:
+            raise RuntimeError("a worker is already running")
+        self.reader = ev.EventReader()
+        self.saw_done = self.saw_error = self.detached = False
+        self._stage = 0
+        self._stderr_buf = ""
+        stderr = subprocess.PIPE
+        if stderr_path is not None:
+            self._stderr_file = open(stderr_path, "ab")
+            stderr = self._stderr_file
+        self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                     env=env if env is not None else procs.worker_env(), cwd=cwd,
+                                     start_new_session=True, close_fds=True)
+        self._readers = [self._make_reader(self.proc.stdout, self._on_stdout)]
+        if stderr_path is None:
+            self._readers.append(self._make_reader(self.proc.stderr, self._on_stderr))
+        else:
+            self._tail = _FileTail(stderr_path, self)
+            self._tail.text.connect(self._on_stderr_text)
+            self._tail.start()
+        self._open_pipes = len(self._readers)
+        for r in self._readers:
+            r.start()
+        self.sig_busy.emit(True)
+        self.sig_started.emit(self.proc.pid)
+
+    def _make_reader(self, stream, slot) -> _PipeReader:
+        reader = _PipeReader(stream, self)
+        reader.chunk.connect(slot)
+        reader.closed.connect(self._on_pipe_closed)
+        return reader
+
+    def send(self, name: str, **args) -> bool:
+        """Write a protocol command to the worker's stdin; False when it cannot be delivered."""
+        if not self.running or self.proc.stdin is None:
+            return False
+        try:
+            self.proc.stdin.write(ev.encode_command(name, **args))
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        """Ask politely (the worker saves and exits), then terminate, then kill."""
+        if not self.running:
+            return
+        self._stage = 1
+        if not self.send("stop"):
+            self._escalate_step()
+            return
+        self._escalate.start(int(self.stop_grace_s * 1000))
+
+    def pause(self) -> bool:
+        return self.send("pause")
+
+    def resume(self) -> bool:
+        return self.send("resume")
+
+    def kill_now(self) -> None:
+        """Terminate at once (window closing, tests); no grace."""
+        if self.running:
+            self._signal(signal.SIGKILL)
+
+    def detach(self) -> None:
+        """Let the worker run on without us: close our pipe ends; it keeps writing events.jsonl."""
+        self.detached = True
+        self._escalate.stop()
+        if self._tail:
+            self._tail.stop()
+        if self.proc and self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def _escalate_step(self) -> None:
+        if not self.running:
+            return
+        if self._stage <= 1:
+            self._stage = 2
+            self._signal(signal.SIGTERM)
+            self._escalate.start(int(self.term_grace_s * 1000))
+        else:
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)  # the worker leads its own session: its children go too
+        except (ProcessLookupError, PermissionError, OSError):
+            try:
+                self.proc.send_signal(sig)
+            except OSError:
+                pass
+
+    # -- reading ------------------------------------------------------------------------------
+    def _on_stdout(self, data: bytes) -> None:
+        before = self.reader.malformed
+        for event in self.reader.feed(data):
+            self._dispatch(event)
+        if self.reader.malformed != before:
+            self.sig_malformed.emit(self.reader.malformed, self.reader.last_malformed.decode("utf-8", "replace"))
+
+    def _on_stderr(self, data: bytes) -> None:
+        self._on_stderr_text(data.decode("utf-8", "replace"))
+
+    def _on_stderr_text(self, text: str) -> None:
+        self._stderr_buf += text.replace("\r", "\n")
+        *lines, self._stderr_buf = self._stderr_buf.split("\n")
+        for line in lines:
+            if line.strip():
+                self.sig_log.emit(line)
+
+    def _dispatch(self, event: ev.Event) -> None:
+        self.sig_event.emit(event)
+        d = event.data
+        t = event.type
+        if t == ev.HELLO:
+            self.sig_hello.emit(d)
+        elif t == ev.LOG:
+            self.sig_log.emit(str(d.get("message", d.get("text", ""))))
+        elif t == ev.PROGRESS:
+            self.sig_progress.emit(str(d.get("phase", "")), _int(d.get("done")), _int(d.get("total")))
+        elif t == ev.METRIC:
+            self.sig_metric.emit(d)
+        elif t == ev.MEMORY:
+            self.sig_memory.emit(d)
+        elif t == ev.CHECKPOINT:
+            self.sig_checkpoint.emit(d)
+        elif t == ev.WARNING:
+            self.sig_warning.emit(str(d.get("message", "")))
+        elif t == ev.ERROR:
+            self.saw_error = True
+            self.sig_error.emit(str(d.get("kind", "internal")), str(d.get("message", "")), str(d.get("hint", "")))
+        elif t == ev.DONE:
+            self.saw_done = True
+            self.sig_done.emit(d)
+        # unknown types: ignored (newer workers may send more)
+
+    def _on_pipe_closed(self) -> None:
+        self._open_pipes -= 1
+        if self._open_pipes > 0:
+            return
+        for event in self.reader.close():
+            self._dispatch(event)
+        if self._stderr_buf.strip():
+            self.sig_log.emit(self._stderr_buf)
+            self._stderr_buf = ""
+        # Both pipes are at EOF: the process has exited or is about to; reap it without blocking long.
+        self._reap_timer = QTimer(self)
+        self._reap_timer.setInterval(20)
+        self._reap_timer.timeout.connect(self._try_reap)
+        self._reap_timer.start()
+
+    def _try_reap(self) -> None:
+        if self.proc is None or self.proc.poll() is None:
+            return
+        self._reap_timer.stop()
+        self._escalate.stop()
+        if self._tail:
+            self._tail.stop()
+            self._tail = None
+        if self._stderr_file:
+            self._stderr_file.close()
+            self._stderr_file = None
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+        code = self.proc.returncode
+        if code != 0 and not self.saw_error and not self.saw_done:
+            reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            self.saw_error = True
+            self.sig_error.emit("internal", f"The worker {reason} without reporting an error.",
+                                "See the log panel for its last output.")
+        self.sig_busy.emit(False)
+        self.sig_finished.emit(code, self.saw_done)
+
+
+def _int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+class TrainController(WorkerController):
+    """Runs ``workers.train RUN_DIR``; stderr goes to ``RUN_DIR/worker.log`` so the run can outlive us."""
+
+    def __init__(self, parent: QObject | None = None, **kw) -> None:
+        super().__init__(parent, **kw)
+        self.run_dir: Path | None = None
+
+    def start_run(self, run_dir: Path, argv: Sequence[str] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        argv = list(argv) if argv else procs.worker_argv("workers.train", str(self.run_dir))
+        self.start(argv, env=procs.worker_env(), stderr_path=self.run_dir / "worker.log")
+
+
+class ExportController(WorkerController):
+    """Runs ``workers.export RUN_DIR --format F [--quant Q]``."""
+
+    def start_export(self, run_dir: Path, fmt: str, quant: str | None = None) -> None:
+        args = [str(run_dir), "--format", fmt] + (["--quant", quant] if quant else [])
+        self.start(procs.worker_argv("workers.export", *args), env=procs.worker_env())
+
+
+class JsonCommandController(QObject):
+    """Runs a command that prints one JSON document (e.g. ``lora-studio data inspect --json``)."""
+
+    sig_result = Signal(object)
+    sig_failed = Signal(str)
+    sig_busy = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._worker = WorkerController(self, stop_grace_s=0.1, term_grace_s=1.0)
+        self._out = bytearray()
+        self._err: list[str] = []
+        self._worker.reader = None  # type: ignore[assignment]
+        self._worker.sig_log.connect(self._err.append)
+        self._worker.sig_finished.connect(self._finished)
+        self._worker.sig_busy.connect(self.sig_busy)
+
+    @property
+    def running(self) -> bool:
+        return self._worker.running
+
+    def start(self, argv: Sequence[str]) -> None:
+        if self._worker.running:
+            self._worker.kill_now()
+        self._out.clear()
+        self._err.clear()
+        self._worker.start(argv, env=procs.worker_env())
+        self._worker.reader = _RawSink(self._out)  # stdout is one JSON document, not events
+
+    def _finished(self, code: int, _done: bool) -> None:
+        try:
+            doc = json.loads(bytes(self._out).decode("utf-8")) if self._out.strip() else None
+        except ValueError:
+            doc = None
+        if code == 0 and doc is not None:
+            self.sig_result.emit(doc)
+        elif isinstance(doc, dict) and doc.get("error"):
+            self.sig_failed.emit(str(doc["error"]))
+        else:
+            msg = next((line for line in reversed(self._err) if line.strip()), f"the command ended with code {code}")
+            self.sig_failed.emit(msg.strip())
+
+
+class _RawSink:
+    """Stands in for EventReader when stdout is a plain document: just collects the bytes."""
+
+    def __init__(self, buf: bytearray) -> None:
+        self.buf = buf
+        self.malformed = 0
+        self.last_malformed = b""
+
+    def feed(self, chunk: bytes) -> list:
+        self.buf.extend(chunk)
+        return []
+
+    def close(self) -> list:
+        return []
+
+
+def run_is_live(run_dir: Path) -> bool:
+    """True when the run's state says running and its worker pid is alive (a detached run)."""
+    state = runs.read_state(run_dir)
+    return state.get("status") == "running" and runs.pid_alive(state.get("pid"))

@@ -1,0 +1,296 @@
+"""Data: drop a file (anywhere on the window) or pick one; see the format, a preview, the problems
+with their row numbers, token lengths against the sequence length, and which tokens are trained on.
+
+``studio.data.inspect`` (pure Python) runs on a background thread so a large file never freezes
+the window; token statistics need the model's tokenizer (transformers), so they come from a
+``lora-studio data inspect FILE --model M --json`` subprocess.
+"""
+from __future__ import annotations
+
+import html
+import threading
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QSplitter,
+                               QTabWidget, QTextBrowser, QVBoxLayout, QWidget, QFrame)
+
+from studio import procs
+from ui.controllers import JsonCommandController
+from ui.session import Session, core
+from ui.widgets.common import Busy, Page, label
+from ui.widgets.table import RowsModel, fast_table
+
+
+def as_dict(report: Any) -> dict:
+    """The report as a plain dict, whether it is a DatasetReport or the CLI's --json output."""
+    if report is None:
+        return {}
+    if isinstance(report, dict):
+        return report
+    return report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
+
+
+class _Inspector(QObject):
+    """Runs ``studio.data.inspect`` on a daemon thread; the result arrives in the GUI thread."""
+
+    done = Signal(object, object)   # path, report
+    failed = Signal(object, str)    # path, message
+
+    def run(self, path: Path, fmt: str = "auto") -> None:
+        threading.Thread(target=self._work, args=(path, fmt), daemon=True).start()
+
+    def _work(self, path: Path, fmt: str) -> None:
+        data = core("studio.data")
+        inspect = getattr(data, "inspect", None) if data else None
+        if inspect is None:
+            self.failed.emit(path, "Dataset inspection is not available in this build.")
+            return
+        try:
+            self.done.emit(path, inspect(path, fmt=fmt))
+        except Exception as e:  # DataError and friends carry a user-facing message
+            self.failed.emit(path, str(e))
+
+
+class DropZone(QFrame):
+    """The visible target; the whole window accepts drops (see MainWindow.dropEvent)."""
+
+    clicked = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("dropzone")
+        self.setMinimumHeight(84)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(18, 12, 18, 12)
+        text = QVBoxLayout()
+        self.headline = label("Drop a dataset file anywhere on the window", "value")
+        self.detail = label("JSONL, JSON, CSV, TSV, Parquet or text: chat messages, prompt/completion, "
+                            "instruction/output, question/answer or plain text.", "muted", wrap=True)
+        text.addWidget(self.headline)
+        text.addWidget(self.detail)
+        lay.addLayout(text, 1)
+        self.browse = QPushButton("Choose file…")
+        self.browse.setToolTip("Open a dataset file (Ctrl+O)")
+        self.browse.clicked.connect(self.clicked)
+        lay.addWidget(self.browse)
+
+    def highlight(self, on: bool) -> None:
+        self.setProperty("hot", on)
+        self.setStyleSheet("QFrame#dropzone { border-style: solid; }" if on else "")
+
+
+class DataPage(Page):
+    title = "Data"
+    subtitle = "Bring your examples. The studio detects the format, checks every row and shows what will be trained."
+    icon_name = "data"
+    sig_busy = Signal(bool)
+    sig_loaded = Signal(object)
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.path: Path | None = None
+        self.report: Any = None
+        self._inspector = _Inspector(self)
+        self._inspector.done.connect(self._inspected)
+        self._inspector.failed.connect(self._failed)
+        self.tokens = JsonCommandController(self)
+        self.tokens.sig_result.connect(self._tokens_ready)
+        self.tokens.sig_failed.connect(lambda m: self.token_status.setText(f"Token statistics unavailable: {m}"))
+        self.tokens.sig_busy.connect(self._token_busy)
+        self._hist = None
+        self._build()
+        session.sig_model.connect(lambda _i: self.request_tokens())
+
+    def _build(self) -> None:
+        self.drop = DropZone()
+        self.drop.clicked.connect(self.browse)
+        self.content.addWidget(self.drop)
+        self.busy = Busy()
+        self.content.addWidget(self.busy)
+        self.summary = label("No dataset yet.", "muted", wrap=True)
+        self.content.addWidget(self.summary)
+
+        self.tabs = QTabWidget()
+        self.preview_model = RowsModel()
+        self.preview = fast_table(self.preview_model)
+        self.tabs.addTab(self.preview, "Preview")
+        self.problems = QListWidget()
+        self.problems.setAlternatingRowColors(True)
+        self.tabs.addTab(self.problems, "Problems")
+        tok = QWidget()
+        tl = QVBoxLayout(tok)
+        tl.setContentsMargins(6, 6, 6, 6)
+        self.token_status = label("Token lengths appear once a model is chosen.", "muted", wrap=True)
+        self.token_busy = Busy()
+        tl.addWidget(self.token_status)
+        tl.addWidget(self.token_busy)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.hist_host = QWidget()
+        self.hist_layout = QVBoxLayout(self.hist_host)
+        self.hist_layout.setContentsMargins(0, 0, 0, 0)
+        split.addWidget(self.hist_host)
+        self.example = QTextBrowser()
+        self.example.setPlaceholderText("One example rendered with the chat template; highlighted tokens carry the loss.")
+        split.addWidget(self.example)
+        split.setSizes([500, 500])
+        tl.addWidget(split, 1)
+        self.tabs.addTab(tok, "Tokens")
+        self.content.addWidget(self.tabs, 1)
+
+    # -- loading ------------------------------------------------------------------------------
+    def browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a dataset", "",
+                                              "Datasets (*.jsonl *.json *.csv *.tsv *.parquet *.txt);;All files (*)")
+        if path:
+            self.load(Path(path))
+
+    def set_drop_highlight(self, on: bool) -> None:
+        self.drop.highlight(on)
+
+    def load(self, path: Path) -> None:
+        """Inspect ``path`` in the background; the page fills in when the report arrives."""
+        self.path = Path(path)
+        self.drop.headline.setText(self.path.name)
+        self.drop.detail.setText(str(self.path))
+        self.summary.setText("Reading and checking every row…")
+        self.busy.set_busy(True)
+        self.sig_busy.emit(True)
+        self._inspector.run(self.path)
+
+    def _inspected(self, path: Path, report: Any) -> None:
+        self._end_busy()
+        if path != self.path:
+            return  # a newer file was dropped meanwhile
+        self.report = report
+        self.show_report(as_dict(report))
+        self.session.set_dataset(path, report)
+        self.sig_loaded.emit(report)
+        self.request_tokens()
+
+    def _failed(self, path: Path, message: str) -> None:
+        self._end_busy()
+        if path != self.path:
+            return
+        self.summary.setText(f"<span style='color:#CF222E'>{html.escape(message)}</span>")
+
+    def _end_busy(self) -> None:
+        self.busy.set_busy(False)
+        self.sig_busy.emit(False)
+
+    # -- display ------------------------------------------------------------------------------
+    def show_report(self, d: dict) -> None:
+        fmt = d.get("format") or "?"
+        conf = d.get("confidence")
+        rows, usable, skipped = d.get("rows", 0), d.get("usable", 0), d.get("skipped", 0)
+        parts = [f"<b>{html.escape(str(fmt))}</b>" + (f" ({float(conf):.0%} sure)" if conf else ""),
+                 f"{d.get('reader', '')} file", f"{rows:,} rows", f"<b>{usable:,}</b> usable"]
+        if skipped:
+            parts.append(f"<span style='color:#CF222E'>{skipped:,} skipped</span>")
+        if d.get("duplicates"):
+            parts.append(f"{d['duplicates']:,} duplicates")
+        self.summary.setText(" · ".join(parts))
+        preview = d.get("preview") or []
+        columns = list(d.get("columns") or (preview[0].keys() if preview and isinstance(preview[0], dict) else []))
+        if preview and isinstance(preview[0], dict):
+            extra = [k for k in preview[0] if k not in columns]
+            columns += extra
+        self.preview_model.set_rows(preview, columns)
+        self._show_problems(d)
+
+    def _show_problems(self, d: dict) -> None:
+        self.problems.clear()
+        for g in d.get("problem_groups") or []:
+            item = QListWidgetItem(f"{g['count']:,} × {g.get('field') or 'row'}: {g['example']}" +
+                                   (f"  →  {g['hint']}" if g.get("hint") else ""))
+            f = item.font()
+            f.setBold(True)
+            item.setFont(f)
+            self.problems.addItem(item)
+        for p in d.get("problems") or []:
+            where = f"line {p['line']}" if p.get("line") is not None else f"row {p.get('row')}" if p.get("row") is not None else "file"
+            text = f"{where}: " + (f"{p['field']}: " if p.get("field") else "") + str(p.get("message", ""))
+            if p.get("hint"):
+                text += f"  →  {p['hint']}"
+            self.problems.addItem(QListWidgetItem(text))
+        total = d.get("problems_total", len(d.get("problems") or []))
+        self.tabs.setTabText(1, f"Problems ({total:,})" if total else "Problems")
+
+    # -- tokens (subprocess: needs the model's tokenizer) ---------------------------------------
+    def request_tokens(self) -> None:
+        model = self.session.recipe.model.name_or_path
+        if not self.path or not model or self.report is None:
+            return
+        seq_len = self.session.resolved_recipe().train.seq_len
+        self.token_status.setText(f"Tokenising with {model}'s chat template…")
+        self.tokens.start(procs.worker_argv("studio.cli", "data", "inspect", str(self.path), "--model", model,
+                                            "--seq-len", str(seq_len), "--json"))
+
+    def _token_busy(self, on: bool) -> None:
+        self.token_busy.set_busy(on)
+        self.sig_busy.emit(on)
+
+    def _tokens_ready(self, d: dict) -> None:
+        tokens = d.get("tokens") if isinstance(d, dict) else None
+        if not tokens:
+            self.token_status.setText("No token statistics in the answer.")
+            return
+        self._attach_tokens(tokens)
+        seq = tokens.get("seq_len")
+        self.token_status.setText(
+            f"{tokens.get('count', 0):,} examples · median {tokens.get('p50')} · 95th percentile {tokens.get('p95')} · "
+            f"longest {tokens.get('max')} tokens" + (f" · {tokens.get('truncated', 0):,} longer than seq_len {seq}" if seq else "")
+            + f" · {tokens.get('trained_tokens', 0):,} tokens carry the loss")
+        self.show_histogram(tokens.get("histogram") or {}, seq)
+        self.show_mask(d.get("mask_view"))
+
+    def _attach_tokens(self, tokens: dict) -> None:
+        """Give the in-process report its token statistics so the planner sees real lengths."""
+        report_mod = core("studio.data.report")
+        if report_mod is None or self.report is None or isinstance(self.report, dict):
+            return
+        known = set(report_mod.TokenStats.__dataclass_fields__)
+        try:
+            self.report.tokens = report_mod.TokenStats(**{k: v for k, v in tokens.items() if k in known})
+        except TypeError:
+            return
+        self.session.set_dataset(self.path, self.report)
+
+    def show_histogram(self, hist: dict, seq_len: int | None) -> None:
+        import pyqtgraph as pg
+
+        from ui.charts import LiveChart
+
+        if self._hist is None:
+            self._hist = LiveChart("Token length per example", "examples", x_label="tokens")
+            self._hist.getPlotItem().legend.hide()
+            self.hist_layout.addWidget(self._hist)
+        plot = self._hist.getPlotItem()
+        for item in list(plot.items):
+            if isinstance(item, pg.BarGraphItem):
+                plot.removeItem(item)
+        edges, counts = hist.get("edges") or [], hist.get("counts") or []
+        if len(edges) == len(counts) + 1 and counts:
+            xs = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+            widths = [(b - a) * 0.9 for a, b in zip(edges, edges[1:])]
+            plot.addItem(pg.BarGraphItem(x=xs, height=counts, width=widths, brush="#0072B2"))
+        self._hist.set_hline("seq_len", None)
+        if seq_len:
+            line = pg.InfiniteLine(pos=seq_len, angle=90, pen=pg.mkPen("#CF222E", width=2), label=f"seq_len {seq_len}",
+                                   labelOpts={"position": 0.9, "color": "#CF222E"})
+            plot.addItem(line)
+            self._hist.lines["seq_len"] = line
+
+    def show_mask(self, mask_view: list | None) -> None:
+        if not mask_view:
+            self.example.setHtml("<i>No example available.</i>")
+            return
+        spans = []
+        for text, trained in mask_view:
+            t = html.escape(str(text)).replace("\n", "↵<br>")
+            spans.append(f"<span style='background:#FFD33D55; color:inherit'>{t}</span>" if trained else
+                         f"<span style='opacity:0.7'>{t}</span>")
+        self.example.setHtml("<p><b>Example as the model sees it</b> — highlighted tokens carry the loss.</p>"
+                             f"<pre style='white-space:pre-wrap; font-family:monospace'>{''.join(spans)}</pre>")

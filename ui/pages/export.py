@@ -1,0 +1,177 @@
+"""Export: one button per target the export worker offers (adapter, merged safetensors, GGUF,
+Ollama…), with progress from ``python -m workers.export RUN --format F [--quant Q]``.
+
+The targets come from the export registry (``studio.export``), read without importing torch;
+if the registry is not importable torch-free, the page asks ``python -m workers.export --list``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton,
+                               QWidget)
+
+from studio import runs
+from ui.controllers import ExportController
+from ui.session import Session, core
+from ui.widgets.common import Banner, Card, Page, label
+
+
+def export_targets() -> list[dict]:
+    """[{name, title, description, quants}] from the export registry, or [] when it is not there."""
+    mod = core("studio.export")
+    if mod is None:
+        return []
+    for attr in ("targets", "formats", "registry", "TARGETS", "FORMATS", "REGISTRY"):
+        found = getattr(mod, attr, None)
+        if found is None:
+            continue
+        items = found() if callable(found) else found
+        items = list(items.values()) if isinstance(items, dict) else list(items)
+        return [_target_dict(t) for t in items]
+    return []
+
+
+def _target_dict(t: Any) -> dict:
+    get = (lambda k, d=None: t.get(k, d)) if isinstance(t, dict) else (lambda k, d=None: getattr(t, k, d))
+    name = str(get("name") or get("id") or t)
+    return {"name": name, "title": str(get("title") or get("label") or name),
+            "description": str(get("description") or get("doc") or ""), "quants": list(get("quants") or get("quantizations") or [])}
+
+
+class ExportPage(Page):
+    title = "Export"
+    subtitle = "Turn a finished run into something you can use: the adapter, a merged model, GGUF for llama.cpp or Ollama."
+    icon_name = "export"
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.controller = ExportController(self, stop_grace_s=2, term_grace_s=3)
+        self.buttons: dict[str, QPushButton] = {}
+        self.targets: list[dict] = []
+        row = QHBoxLayout()
+        row.addWidget(label("Run:"))
+        self.run_combo = QComboBox()
+        self.run_combo.setMinimumWidth(420)
+        self.run_combo.setToolTip("Runs that saved an adapter")
+        row.addWidget(self.run_combo, 1)
+        self.open_btn = QPushButton("Open exports folder")
+        self.open_btn.clicked.connect(self.open_exports)
+        row.addWidget(self.open_btn)
+        self.content.addLayout(row)
+        self.card = Card("Targets")
+        self.grid = QGridLayout()
+        self.card.body.addLayout(self.grid)
+        self.empty = label("", "muted", wrap=True)
+        self.card.body.addWidget(self.empty)
+        self.content.addWidget(self.card)
+        prog = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.controller.stop)
+        prog.addWidget(self.progress, 1)
+        prog.addWidget(self.cancel_btn)
+        self.content.addLayout(prog)
+        self.banner = Banner()
+        self.content.addWidget(self.banner)
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("log")
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(2000)
+        self.content.addWidget(self.log, 1)
+        c = self.controller
+        c.sig_progress.connect(self._progress)
+        c.sig_log.connect(self.log.appendPlainText)
+        c.sig_warning.connect(lambda m: self.log.appendPlainText(f"warning: {m}"))
+        c.sig_error.connect(lambda k, m, h: self.banner.show_message(f"Export failed: {m}", h))
+        c.sig_done.connect(self._done)
+        c.sig_finished.connect(self._finished)
+
+    def on_enter(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        current = self.run_combo.currentData()
+        self.run_combo.clear()
+        for s in runs.list_runs():
+            if (s.path / runs.ADAPTER).is_dir():
+                self.run_combo.addItem(f"{s.id}  ({s.status}, loss {s.final_loss if s.final_loss is not None else '–'})", str(s.path))
+        if current:
+            i = self.run_combo.findData(current)
+            if i >= 0:
+                self.run_combo.setCurrentIndex(i)
+        if not self.targets:
+            self.targets = export_targets()
+            self._make_buttons()
+        if self.run_combo.count() == 0:
+            self.empty.setText("No run with a saved adapter yet: train one first.")
+        elif not self.targets:
+            self.empty.setText("The export worker is not installed in this build.")
+        else:
+            self.empty.setText("")
+
+    def select_run(self, run_dir: Path) -> None:
+        self.reload()
+        i = self.run_combo.findData(str(run_dir))
+        if i >= 0:
+            self.run_combo.setCurrentIndex(i)
+
+    def _make_buttons(self) -> None:
+        for i, t in enumerate(self.targets):
+            b = QPushButton(t["title"])
+            b.setToolTip(t["description"])
+            b.setMinimumHeight(34)
+            quant = None
+            if t["quants"]:
+                quant = QComboBox()
+                quant.addItems(t["quants"])
+                quant.setToolTip("Quantisation of the exported weights")
+            b.clicked.connect(lambda _=False, t=t, q=quant: self.export(t["name"], q.currentText() if q else None))
+            self.grid.addWidget(b, i, 0)
+            if quant:
+                self.grid.addWidget(quant, i, 1)
+            self.grid.addWidget(label(t["description"], "muted", wrap=True), i, 2)
+            self.buttons[t["name"]] = b
+        self.grid.setColumnStretch(2, 1)
+
+    def export(self, fmt: str, quant: str | None = None) -> None:
+        run_dir = self.run_combo.currentData()
+        if not run_dir or self.controller.running:
+            return
+        self.banner.hide()
+        self.log.clear()
+        self.progress.setRange(0, 0)
+        for b in self.buttons.values():
+            b.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.controller.start_export(Path(run_dir), fmt, quant)
+
+    def _progress(self, phase: str, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 0))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{phase}: %p%" if total else phase)
+
+    def _done(self, d: dict) -> None:
+        where = d.get("path") or d.get("output") or ""
+        self.log.appendPlainText(f"done{': ' + str(where) if where else ''}")
+
+    def _finished(self, code: int, saw_done: bool) -> None:
+        for b in self.buttons.values():
+            b.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if saw_done and code == 0 else 0)
+
+    def open_exports(self) -> None:
+        run_dir = self.run_combo.currentData()
+        if run_dir:
+            folder = Path(run_dir) / runs.EXPORTS
+            folder.mkdir(exist_ok=True)
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))

@@ -1,0 +1,312 @@
+"""Plan: a VRAM budget, the settings the planner fitted with its reasons, the predicted memory as a
+stacked bar against the budget, and an advanced panel where a changed field stays fixed while
+the planner re-fits the rest."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+
+from studio import recipe as rc
+from ui.session import DEFAULT_BUDGET, GIB, Session, core
+from ui.widgets.common import Card, Page, human_bytes, label, primary_button
+from ui.widgets.memory_bar import MemoryBar
+
+STEP = GIB // 4            # the slider moves in quarter GiB
+ADVANCED = ("lora", "quant", "train")
+CHOICES = {("quant", "mode"): rc.QUANT_MODES, ("quant", "quant_type"): ("nf4", "fp4"),
+           ("quant", "compute_dtype"): rc.DTYPES, ("train", "optimizer"): rc.OPTIMIZERS,
+           ("train", "attn"): rc.ATTN_IMPLS, ("train", "scheduler"): rc.SCHEDULERS,
+           ("data", "train_on"): ("assistant", "all")}
+RANGES = {"rank": (1, 1024), "alpha": (1, 4096), "micro_batch": (1, 1024), "grad_accum": (1, 4096),
+          "seq_len": (16, 262144), "max_steps": (-1, 10_000_000), "logging_steps": (1, 100000),
+          "eval_steps": (0, 1_000_000), "save_steps": (1, 1_000_000), "keep_checkpoints": (1, 1000),
+          "seed": (0, 2 ** 31 - 1)}
+PLAN_ROWS = [("Quantisation", "quant.mode"), ("LoRA rank / alpha", "lora.rank"), ("Sequence length", "train.seq_len"),
+             ("Micro-batch × accumulation", "train.micro_batch"), ("Gradient checkpointing", "train.grad_ckpt"),
+             ("Optimizer", "train.optimizer"), ("Learning rate", "train.lr")]
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+class FieldEditor(QWidget):
+    """One recipe field: an editor that pins the value when the user changes it, and a reset button."""
+
+    def __init__(self, section: str, f: dataclasses.Field, on_pin, on_unpin) -> None:
+        super().__init__()
+        self.key = f"{section}.{f.name}"
+        self.kind = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.editor = self._make(section, f.name)
+        self.editor.setToolTip(f.metadata.get("doc", ""))
+        self.reset = QToolButton()
+        self.reset.setText("↺")
+        self.reset.setToolTip("Let the planner choose this again")
+        self.reset.setAutoRaise(True)
+        self.reset.clicked.connect(lambda: on_unpin(self.key))
+        self.reset.setVisible(False)
+        lay.addWidget(self.editor, 1)
+        lay.addWidget(self.reset)
+        self._on_pin = on_pin
+        self._connect()
+
+    def _make(self, section: str, name: str) -> QWidget:
+        choices = CHOICES.get((section, name))
+        if choices:
+            w = QComboBox()
+            w.addItems(list(choices))
+            return w
+        if self.kind is bool:
+            return QCheckBox()
+        if self.kind is int:
+            w = QSpinBox()
+            lo, hi = RANGES.get(name, (0, 1_000_000))
+            w.setRange(lo, hi)
+            return w
+        if self.kind is float:
+            w = QDoubleSpinBox()
+            w.setDecimals(6 if name == "lr" else 3)
+            w.setRange(0.0, 1000.0)
+            w.setSingleStep(1e-5 if name == "lr" else 0.05)
+            return w
+        return QLineEdit()
+
+    def _connect(self) -> None:
+        w = self.editor
+        if isinstance(w, QComboBox):
+            w.currentTextChanged.connect(lambda v: self._changed(v))
+        elif isinstance(w, QCheckBox):
+            w.toggled.connect(lambda v: self._changed(bool(v)))
+        elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            w.valueChanged.connect(lambda v: self._changed(v))
+        else:
+            w.editingFinished.connect(lambda: self._changed(self._text_value()))
+
+    def _text_value(self) -> Any:
+        text = self.editor.text()
+        if self.kind is list:
+            return [t.strip() for t in text.split(",") if t.strip()]
+        return text
+
+    def _changed(self, value: Any) -> None:
+        self._on_pin(self.key, value)
+
+    def set_value(self, value: Any, pinned: bool) -> None:
+        w = self.editor
+        w.blockSignals(True)
+        if isinstance(w, QComboBox):
+            w.setCurrentText(str(value))
+        elif isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            w.setValue(value)
+        else:
+            w.setText(", ".join(value) if isinstance(value, list) else str(value))
+        w.blockSignals(False)
+        self.reset.setVisible(pinned)
+        font = w.font()
+        font.setBold(pinned)
+        w.setFont(font)
+
+
+class PlanPage(Page):
+    title = "Plan"
+    subtitle = "Set how much GPU memory the run may use. The planner picks settings that fit and explains why."
+    icon_name = "plan"
+    sig_train = Signal()
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent, scroll=True)
+        self.session = session
+        self.editors: dict[str, FieldEditor] = {}
+        self._pending_budget = session.budget
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(40)
+        self._debounce.timeout.connect(lambda: self.session.set_budget(self._pending_budget))
+        self._build()
+        session.sig_plan.connect(self.show_plan)
+        session.sig_plan_error.connect(lambda m: self.reasons.setText(f"<span style='color:#CF222E'>{m}</span>"))
+        session.sig_model.connect(lambda _i: self._sync_editors())
+
+    # -- layout -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        budget = Card("GPU memory budget")
+        row = QHBoxLayout()
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(4, 80 * 4)  # 1 GiB to 80 GiB in quarter steps
+        self.slider.setPageStep(4)
+        self.slider.setToolTip("How much GPU memory the run may use (defaults to your GPU's memory; 24 GB without one)")
+        self.slider.valueChanged.connect(self._slider_moved)
+        self.budget_label = label(human_bytes(self.session.budget), "value")
+        self.budget_label.setMinimumWidth(90)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.budget_label)
+        budget.body.addLayout(row)
+        self.gpu_label = label("Detecting GPUs…", "muted", wrap=True)
+        budget.body.addWidget(self.gpu_label)
+        self.content.addWidget(budget)
+
+        pred = Card("Predicted memory")
+        self.bar = MemoryBar()
+        pred.body.addWidget(self.bar)
+        self.fit_label = label("Choose a model to see a plan.", "muted", wrap=True)
+        pred.body.addWidget(self.fit_label)
+        self.content.addWidget(pred)
+
+        settings = Card("Fitted settings")
+        grid = QGridLayout()
+        grid.setColumnStretch(1, 1)
+        self.plan_values: dict[str, QLabel] = {}
+        for i, (title, key) in enumerate(PLAN_ROWS):
+            grid.addWidget(label(title + ":", "muted"), i, 0)
+            self.plan_values[key] = label("–", "value")
+            grid.addWidget(self.plan_values[key], i, 1)
+        settings.body.addLayout(grid)
+        self.reasons = label("", wrap=True)
+        self.reasons.setTextFormat(Qt.TextFormat.RichText)
+        settings.body.addWidget(self.reasons)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.train_btn = primary_button("Train with this plan")
+        self.train_btn.setToolTip("Go to Train and start (Ctrl+R)")
+        self.train_btn.clicked.connect(self.sig_train)
+        buttons.addWidget(self.train_btn)
+        settings.body.addLayout(buttons)
+        self.content.addWidget(settings)
+
+        adv = Card("")
+        head = QHBoxLayout()
+        self.adv_toggle = QToolButton()
+        self.adv_toggle.setText("Advanced settings")
+        self.adv_toggle.setCheckable(True)
+        self.adv_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.adv_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.adv_toggle.setAutoRaise(True)
+        head.addWidget(self.adv_toggle)
+        head.addWidget(label("A field you change stays fixed; the planner re-fits the rest. ↺ releases it.", "muted"), 1)
+        adv.body.addLayout(head)
+        self.adv_body = QWidget()
+        cols = QHBoxLayout(self.adv_body)
+        cols.setContentsMargins(0, 0, 0, 0)
+        for section in (*ADVANCED, "data"):
+            form = QFormLayout()
+            form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+            form.addRow(label(section.upper(), "muted"))
+            cls = rc._SECTIONS[section]
+            for f in dataclasses.fields(cls):
+                if section == "data" and f.name in ("path", "format", "columns"):
+                    continue
+                ed = FieldEditor(section, f, self.session.pin, self._unpin)
+                self.editors[ed.key] = ed
+                lab = QLabel(f.name.replace("_", " ") + ":")
+                lab.setToolTip(f.metadata.get("doc", ""))
+                form.addRow(lab, ed)
+            col = QVBoxLayout()
+            col.addLayout(form)
+            col.addStretch(1)
+            cols.addLayout(col, 1)
+        self.adv_body.setVisible(False)
+        adv.body.addWidget(self.adv_body)
+        self.adv_toggle.toggled.connect(self._toggle_advanced)
+        self.content.addWidget(adv)
+        self.content.addStretch(1)
+        self._sync_editors()
+
+    def _toggle_advanced(self, on: bool) -> None:
+        self.adv_body.setVisible(on)
+        self.adv_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    # -- budget -------------------------------------------------------------------------------
+    def detect_hardware(self) -> None:
+        """Default the budget to the detected GPU (24 GiB when there is none)."""
+        hw = core("studio.hardware")
+        gpus, budget = [], DEFAULT_BUDGET
+        if hw is not None:
+            try:
+                gpus = list(hw.detect_gpus())
+                budget = int(hw.default_budget_bytes())
+            except Exception as e:  # NVML trouble never blocks the window
+                self.gpu_label.setText(f"GPU detection failed ({e}); using {human_bytes(budget)}.")
+        if gpus:
+            g = gpus[0]
+            self.gpu_label.setText(f"{_get(g, 'name', 'GPU')}: {human_bytes(_get(g, 'total', _get(g, 'memory_total')))} total, "
+                                   f"{human_bytes(_get(g, 'free', _get(g, 'memory_free')))} free.")
+        elif hw is not None and "failed" not in self.gpu_label.text():
+            self.gpu_label.setText(f"No NVIDIA GPU detected: planning for a {human_bytes(budget)} card.")
+        self.slider.setMaximum(max(80 * 4, int(budget / STEP)))
+        self.set_budget_bytes(budget)
+
+    def set_budget_bytes(self, value: int) -> None:
+        self.slider.setValue(max(self.slider.minimum(), round(value / STEP)))
+        self._pending_budget = int(value)
+        self.budget_label.setText(human_bytes(value))
+        self.session.set_budget(int(value))
+
+    def _slider_moved(self, v: int) -> None:
+        self._pending_budget = v * STEP
+        self.budget_label.setText(human_bytes(self._pending_budget))
+        self._debounce.start()
+
+    # -- plan ---------------------------------------------------------------------------------
+    def _unpin(self, key: str) -> None:
+        self.session.unpin(key)
+        self._sync_editors()
+
+    def show_plan(self, plan: Any) -> None:
+        if plan is None:
+            self.bar.set_components([], self.session.budget)
+            self.fit_label.setText("No plan yet: choose a model (and a dataset for real sequence lengths).")
+            self._sync_editors()
+            return
+        comps = _get(plan, "components", {}) or {}
+        sources = _get(plan, "sources", {}) or {}
+        parts = []
+        if isinstance(comps, dict):
+            for name, size in comps.items():
+                if isinstance(size, (int, float)):
+                    parts.append((str(name), float(size), str(sources.get(name, "")) if isinstance(sources, dict) else ""))
+        else:
+            parts = [(str(_get(c, "name")), float(_get(c, "bytes", 0) or 0), str(_get(c, "source", "") or "")) for c in comps]
+        predicted = _get(plan, "predicted", {}) or {}
+        device_total = _get(predicted, "device_total") if not isinstance(predicted, (int, float)) else predicted
+        if isinstance(device_total, (int, float)) and device_total > sum(b for _, b, _ in parts):
+            parts.append(("allocator cache + CUDA context", float(device_total) - sum(b for _, b, _ in parts),
+                          "what nvidia-smi shows beyond the tensors: caching allocator, CUDA context, kernels"))
+        self.bar.set_components(parts, self.session.budget)
+        fits = bool(_get(plan, "fits", False))
+        total = self.bar.total
+        verdict = (f"<b style='color:#1A7F37'>Fits:</b> about {human_bytes(total)} of {human_bytes(self.session.budget)}."
+                   if fits else f"<b style='color:#CF222E'>Does not fit:</b> about {human_bytes(total)} needed, "
+                   f"budget {human_bytes(self.session.budget)}.")
+        suggestion = _get(plan, "suggestion")
+        if suggestion and not fits:
+            verdict += f" {suggestion}"
+        self.fit_label.setText(verdict)
+        reasons = _get(plan, "reasons", []) or []
+        self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(f"<li>{r}</li>" for r in reasons) + "</ul>"
+                             if reasons else "")
+        self._sync_editors()
+
+    def _sync_editors(self) -> None:
+        """Show the values a run would start with; pinned fields in bold with a reset button."""
+        recipe = self.session.resolved_recipe()
+        for key, ed in self.editors.items():
+            section, name = key.split(".", 1)
+            ed.set_value(getattr(getattr(recipe, section), name), key in self.session.fixed)
+        t, lo, q = recipe.train, recipe.lora, recipe.quant
+        values = {"quant.mode": f"{q.mode}" + (f" ({q.quant_type}{', double quant' if q.double_quant else ''})" if q.mode == "4bit" else ""),
+                  "lora.rank": f"{lo.rank} / {lo.alpha}  on {', '.join(lo.targets)}",
+                  "train.seq_len": f"{t.seq_len} tokens", "train.micro_batch": f"{t.micro_batch} × {t.grad_accum} = {t.micro_batch * t.grad_accum} examples per step",
+                  "train.grad_ckpt": "on" if t.grad_ckpt else "off", "train.optimizer": t.optimizer,
+                  "train.lr": f"{t.lr:g} ({t.scheduler}, warm-up {t.warmup_ratio:g})"}
+        for key, text in values.items():
+            self.plan_values[key].setText(text + ("  (fixed)" if key in self.session.fixed else ""))

@@ -1,0 +1,335 @@
+"""Train: start the worker, follow it live (loss, learning rate, throughput, GPU memory), stop it.
+
+The page only renders what the TrainController reports; the controller owns the process.
+Charts come from ``ui.charts`` (pyqtgraph), built after the window is first shown so that
+opening the studio stays fast.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit, QProgressBar,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from studio import runs
+from ui.controllers import TrainController
+from ui.session import GIB, Session
+from ui.widgets.common import Banner, Page, label, primary_button
+
+LOG_MAX_LINES = 2000
+ERROR_TITLES = {"oom": "Out of GPU memory", "nan": "The loss became NaN", "data": "A problem with the dataset",
+                "io": "A file could not be read or written", "config": "A setting cannot be used",
+                "internal": "The training worker failed"}
+
+
+def _num(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v and abs(v) != float("inf") else None
+
+
+class TrainPage(Page):
+    title = "Train"
+    subtitle = "Start a run and follow it live. Training runs in its own process, so the window never freezes."
+    icon_name = "train"
+
+    sig_run_started = Signal(object)   # run dir
+    sig_run_ended = Signal(object, str)
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.controller = TrainController(self)
+        self.run_dir: Path | None = None
+        self.charts: dict = {}
+        self._refresher = None
+        self._t0: float | None = None
+        self._progress_t: list[tuple[float, int]] = []
+        self._last_step = 0
+        self._paused = False
+        self._status = "idle"
+        self._build()
+        self._wire()
+
+    # -- layout -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        bar = QHBoxLayout()
+        self.start_btn = primary_button("Start training")
+        self.start_btn.setToolTip("Create a run with the current plan and start it (Ctrl+R)")
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setToolTip("Pause after the current step; Resume continues (Ctrl+P)")
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setToolTip("Stop the run: the worker saves a checkpoint and the adapter, then exits (Ctrl+.)")
+        for b in (self.pause_btn, self.stop_btn):
+            b.setEnabled(False)
+        bar.addWidget(self.start_btn)
+        bar.addWidget(self.pause_btn)
+        bar.addWidget(self.stop_btn)
+        bar.addSpacing(16)
+        self.status_label = label("No run yet.", "muted")
+        bar.addWidget(self.status_label, 1)
+        self.content.addLayout(bar)
+
+        prog = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.eta_label = label("", "muted")
+        self.eta_label.setMinimumWidth(180)
+        self.eta_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        prog.addWidget(self.progress, 1)
+        prog.addWidget(self.eta_label)
+        self.content.addLayout(prog)
+
+        self.banner = Banner()
+        self.content.addWidget(self.banner)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.chart_host = QWidget()
+        self.chart_grid = QGridLayout(self.chart_host)
+        self.chart_grid.setContentsMargins(0, 0, 0, 0)
+        self.chart_grid.setSpacing(8)
+        self.chart_placeholder = label("Charts appear here when a run starts.", "muted")
+        self.chart_grid.addWidget(self.chart_placeholder, 0, 0)
+        split.addWidget(self.chart_host)
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("log")
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(LOG_MAX_LINES)
+        self.log.setPlaceholderText("Worker log (stderr) appears here.")
+        split.addWidget(self.log)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 1)
+        self.content.addWidget(split, 1)
+
+    def ensure_charts(self) -> None:
+        """Build the pyqtgraph charts (imports pyqtgraph; done once, after the window is up)."""
+        if self.charts:
+            return
+        from ui.charts import ChartRefresher, LiveChart
+
+        self.chart_placeholder.hide()
+        loss = LiveChart("Loss", "loss")
+        loss.add_series("train", "#0072B2")
+        loss.add_series("validation", "#D55E00", width=2.5)
+        lr = LiveChart("Learning rate", "lr")
+        lr.add_series("lr", "#009E73")
+        tput = LiveChart("Throughput", "tokens/s")
+        tput.add_series("tokens/s", "#CC79A7")
+        mem = LiveChart("GPU memory", "GiB", x_label="seconds")
+        mem.add_series("allocated", "#0072B2")
+        mem.add_series("reserved", "#E69F00")
+        mem.add_series("device used", "#009E73")
+        self.charts = {"loss": loss, "lr": lr, "throughput": tput, "memory": mem}
+        for i, chart in enumerate(self.charts.values()):
+            self.chart_grid.addWidget(chart, i // 2, i % 2)
+        self._refresher = ChartRefresher(list(self.charts.values()), self)
+
+    # -- wiring -------------------------------------------------------------------------------
+    def _wire(self) -> None:
+        c = self.controller
+        self.start_btn.clicked.connect(self.start)
+        self.stop_btn.clicked.connect(self.stop)
+        self.pause_btn.clicked.connect(self.toggle_pause)
+        c.sig_hello.connect(self._on_hello)
+        c.sig_log.connect(self.append_log)
+        c.sig_progress.connect(self._on_progress)
+        c.sig_metric.connect(self._on_metric)
+        c.sig_memory.connect(self._on_memory)
+        c.sig_checkpoint.connect(lambda d: self.append_log(f"checkpoint saved: {d.get('path', d.get('step', ''))}"))
+        c.sig_warning.connect(lambda m: self.append_log(f"warning: {m}"))
+        c.sig_error.connect(self._on_error)
+        c.sig_done.connect(self._on_done)
+        c.sig_malformed.connect(lambda n, line: self.append_log(f"(ignored {n} unreadable line(s) from the worker: {line[:80]})"))
+        c.sig_finished.connect(self._on_finished)
+        self._eta_timer = QTimer(self)
+        self._eta_timer.setInterval(1000)
+        self._eta_timer.timeout.connect(self._update_eta)
+
+    @property
+    def training(self) -> bool:
+        return self.controller.running
+
+    def start(self) -> None:
+        """Create the run folder from the session's recipe and plan, then launch the worker."""
+        if self.controller.running:
+            return
+        recipe = self.session.resolved_recipe()
+        problems = recipe.validate()
+        if problems:
+            QMessageBox.warning(self, "Cannot start yet", "Fix these first:\n\n" + "\n".join(f"• {p}" for p in problems))
+            return
+        if self.session.plan is not None and getattr(self.session.plan, "fits", True) is False:
+            answer = QMessageBox.question(
+                self, "The plan does not fit", "The planner predicts this run needs more memory than the budget. "
+                "Start anyway?", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        run_dir = runs.create(recipe, plan=self.session.plan_dict())
+        self.start_run_dir(run_dir)
+
+    def start_run_dir(self, run_dir: Path, argv: list[str] | None = None) -> None:
+        """Launch the worker on an existing run folder (a fresh run, or a resume)."""
+        self.ensure_charts()
+        self._reset_view()
+        self.run_dir = Path(run_dir)
+        self.append_log(f"run folder: {self.run_dir}")
+        try:
+            self.controller.start_run(self.run_dir, argv=argv)
+        except OSError as e:
+            self._on_error("internal", f"Could not start the training worker: {e}", "Check the Python runtime in Help ▸ About.")
+            return
+        self._t0 = time.monotonic()
+        self._set_status("running", f"Running {self.run_dir.name}")
+        self._set_buttons(True)
+        self._eta_timer.start()
+        self.sig_run_started.emit(self.run_dir)
+
+    def stop(self) -> None:
+        if self.controller.running:
+            self._set_status("stopping", "Stopping: the worker is saving a checkpoint and the adapter…")
+            self.stop_btn.setEnabled(False)
+            self.controller.stop()
+
+    def toggle_pause(self) -> None:
+        if not self.controller.running:
+            return
+        if self._paused:
+            if self.controller.resume():
+                self._paused = False
+                self.pause_btn.setText("Pause")
+                self._set_status("running", f"Running {self.run_dir.name}")
+        elif self.controller.pause():
+            self._paused = True
+            self.pause_btn.setText("Resume")
+            self._set_status("paused", "Paused (the worker waits after the current step).")
+
+    # -- events -------------------------------------------------------------------------------
+    def _on_hello(self, d: dict) -> None:
+        device = d.get("device") or d.get("gpu") or "?"
+        self.append_log(f"worker started on {device}")
+
+    def _on_progress(self, phase: str, done: int, total: int) -> None:
+        if phase in ("train", "training", "step", "steps"):
+            self.progress.setFormat("%v / %m steps")
+            self.progress.setRange(0, max(total, 1))
+            self.progress.setValue(min(done, max(total, 1)))
+            self._progress_t.append((time.monotonic(), done))
+            self._progress_t = self._progress_t[-50:]
+        else:
+            self.progress.setFormat(f"{phase}: %p%" if total else phase)
+            self.progress.setRange(0, max(total, 0))
+            self.progress.setValue(done)
+            self.eta_label.setText(phase)
+
+    def _on_metric(self, d: dict) -> None:
+        step = _num(d.get("step"))
+        if step is None or not self.charts:
+            return
+        self._last_step = int(step)
+        c = self.charts
+        for key, chart, series in (("loss", c["loss"], "train"), ("eval_loss", c["loss"], "validation"),
+                                   ("learning_rate", c["lr"], "lr"), ("tokens_per_s", c["throughput"], "tokens/s")):
+            v = _num(d.get(key))
+            if v is not None:
+                chart.append(series, step, v)
+        loss = _num(d.get("loss"))
+        if loss is not None:
+            self.status_label.setText(f"step {int(step)} · loss {loss:.4f}")
+
+    def _on_memory(self, d: dict) -> None:
+        if not self.charts or self._t0 is None:
+            return
+        t = time.monotonic() - self._t0
+        mem = self.charts["memory"]
+        for key, series in (("allocated", "allocated"), ("reserved", "reserved"), ("device_used", "device used")):
+            v = _num(d.get(key))
+            if v is not None:
+                mem.append(series, t, v / GIB)
+        budget, peak = _num(d.get("budget")), _num(d.get("predicted_peak"))
+        mem.set_hline("budget", budget / GIB if budget else None, "#CF222E")
+        mem.set_hline("predicted peak", peak / GIB if peak else None, "#8250DF")
+
+    def _on_error(self, kind: str, message: str, hint: str) -> None:
+        title = ERROR_TITLES.get(kind, "The run failed")
+        self.banner.show_message(f"{title}: {message}", hint)
+        self.append_log(f"error ({kind}): {message}" + (f" — {hint}" if hint else ""))
+
+    def _on_done(self, d: dict) -> None:
+        status = str(d.get("status", "finished"))
+        self.append_log(f"done: {status}" + (f", adapter in {d['adapter']}" if d.get("adapter") else ""))
+
+    def _on_finished(self, code: int, saw_done: bool) -> None:
+        self._eta_timer.stop()
+        self._set_buttons(False)
+        if self.controller.saw_error:
+            status = "failed"
+            self._set_status(status, "Failed. The error and what to do are shown above.")
+        elif saw_done and code == 0:
+            state = runs.read_state(self.run_dir) if self.run_dir else {}
+            status = state.get("status", "finished")
+            self._set_status(status, f"{status.capitalize()}: {self.run_dir.name if self.run_dir else ''}")
+            if status == "finished":
+                self.progress.setValue(self.progress.maximum())
+        else:
+            status = "stopped"
+            self._set_status(status, f"Stopped (exit code {code}).")
+        for chart in self.charts.values():
+            chart.refresh()
+        self.sig_run_ended.emit(self.run_dir, status)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def append_log(self, line: str) -> None:
+        self.log.appendPlainText(line)
+
+    def _reset_view(self) -> None:
+        self.banner.hide()
+        self.log.clear()
+        self._progress_t = []
+        self._last_step = 0
+        self._paused = False
+        self.pause_btn.setText("Pause")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.eta_label.setText("")
+        for chart in self.charts.values():
+            chart.clear_data()
+            for name in list(chart.lines):
+                chart.set_hline(name, None)
+
+    def _set_buttons(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.pause_btn.setEnabled(running)
+        self.stop_btn.setEnabled(running)
+
+    def _set_status(self, status: str, text: str) -> None:
+        self._status = status
+        self.status_label.setText(text)
+        self.session.sig_status.emit(text)
+
+    def _update_eta(self) -> None:
+        if len(self._progress_t) < 2 or self._paused:
+            return
+        (t0, s0), (t1, s1) = self._progress_t[0], self._progress_t[-1]
+        if s1 <= s0 or t1 <= t0:
+            return
+        remaining = (self.progress.maximum() - s1) / ((s1 - s0) / (t1 - t0))
+        elapsed = time.monotonic() - (self._t0 or time.monotonic())
+        self.eta_label.setText(f"elapsed {_fmt(elapsed)} · left ≈ {_fmt(remaining)}")
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+
+def _fmt(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
