@@ -34,5 +34,23 @@ test: $(VENV)/.dev-installed
 demo: $(VENV)/.ml-installed
 	$(VENV)/bin/lora-studio train --demo --max-steps 40
 
+# The double-click app (installer/README.md): PyInstaller, one folder, no torch inside; the ML
+# runtime is created by the app on first run. app-test runs the built binary offscreen.
+APP := dist/lora-studio/lora-studio
+
+$(VENV)/.app-installed: $(VENV)/bin/python pyproject.toml $(LOCK)
+	$(PIP) install -c $(LOCK) -e ".[gui,app]"
+	touch $@
+
+app: $(VENV)/.app-installed
+	$(PY) -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller installer/lora-studio.spec
+
+app-test: app
+	$(PY) installer/app_test.py $(APP) $(if $(wildcard $(VENV)/.ml-installed),--runtime-python $(abspath $(PY)))
+
+# Launcher entry, icon and dataset MIME types for this user ($$XDG_DATA_HOME, default ~/.local/share).
+install-desktop:
+	$(PYTHON) installer/desktop.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
