@@ -1,0 +1,199 @@
+"""`lora-studio probe`: train a few real steps on this GPU and compare measured with predicted memory.
+
+The model is built at random from the config (nothing is downloaded), saved as safetensors in a
+temporary folder, then loaded by the training code's own loader (``studio.train.loading``) with
+the plan's settings, and trained for a few steps with the same Trainer settings as the worker on
+fixed-length batches (the worst case of per-batch padding). Measured: torch's peak allocated
+and reserved memory and NVML's device memory in use. Without a GPU the probe says so and stops.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+GiB = 1024 ** 3
+
+
+class NoGpu(RuntimeError):
+    """There is no CUDA GPU to measure on."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("probe", help="Measure real peak GPU memory of a plan (3 training steps) vs the prediction.",
+                              description="Build the model at random from its config, train a few steps with the "
+                                          "planned settings and report measured against predicted peak memory.")
+    p.add_argument("--model", required=True, help="'demo', a model folder, a Hugging Face cache id or a catalog id")
+    p.add_argument("--vram-gb", type=float, help="budget to plan for (default: this GPU's memory)")
+    for flag, kw in (("--quant", {"choices": ("4bit", "8bit", "none")}), ("--rank", {"type": int}),
+                     ("--targets", {}), ("--batch", {"type": int}), ("--seq-len", {"type": int}),
+                     ("--attn", {"choices": ("sdpa", "eager", "flash_attention_2")}),
+                     ("--optimizer", {"choices": ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")})):
+        p.add_argument(flag, **kw)
+    p.add_argument("--grad-ckpt", dest="grad_ckpt", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--double-quant", dest="double_quant", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--steps", type=int, default=3, help="training steps to run (default 3)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def require_gpu() -> Any:
+    """The first GPU, or NoGpu with the reason (driver missing, CPU-only torch, no device)."""
+    from studio.hardware import detect_gpus
+
+    gpus = detect_gpus()
+    if not gpus:
+        raise NoGpu(f"no NVIDIA GPU found: {gpus.reason}")
+    try:
+        import torch
+    except ImportError:
+        raise NoGpu("PyTorch is not installed in this environment") from None
+    if not torch.cuda.is_available():
+        raise NoGpu(f"{gpus[0].name} found, but this PyTorch build has no CUDA support")
+    return gpus[0]
+
+
+def random_model_folder(info: Any, out: Path) -> Path:
+    """Save a randomly initialised model with ``info``'s config as safetensors (no download)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if info.path:
+        config = AutoConfig.from_pretrained(info.path)
+    else:
+        from studio.models import find_catalog
+
+        raw = dict(find_catalog(info.name).config)
+        config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
+    del model
+    return out
+
+
+def recipe_for(settings: dict, dropout: float = 0.05) -> Any:
+    """A Recipe carrying the plan's settings, as the studio would start the run."""
+    from studio.planner import Plan
+    from studio.recipe import Recipe
+
+    recipe = Recipe()
+    recipe.lora.dropout = dropout
+    plan = Plan(fits=True, budget_bytes=0, margin_bytes=0, settings=settings, predicted={}, components={}, sources={})
+    return plan.apply(recipe)
+
+
+class _PeakCallback:
+    """Reads torch's peaks and NVML's device use after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def __call__(self, step: int) -> None:
+        import torch
+
+        from studio.hardware import gpu_memory_used
+
+        torch.cuda.synchronize()
+        self.rows.append({"step": step, "peak_allocated": torch.cuda.max_memory_allocated(),
+                          "peak_reserved": torch.cuda.max_memory_reserved(),
+                          "device_used": gpu_memory_used(torch.cuda.current_device())})
+
+
+def _trainer(model: Any, recipe: Any, steps: int, data: Any, out: Path, on_step: Any) -> Any:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+
+    t = recipe.train
+    dtype = model.get_base_model().dtype
+    args = TrainingArguments(  # the memory-relevant arguments of studio/train/run.py
+        output_dir=str(out / "ckpt"), max_steps=steps, per_device_train_batch_size=t.micro_batch,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, optim=t.optimizer,
+        max_grad_norm=t.max_grad_norm, save_strategy="no", report_to="none", disable_tqdm=True,
+        logging_steps=1, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, remove_unused_columns=False,
+        dataloader_num_workers=0, gradient_checkpointing=False)
+
+    class Cb(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            on_step(state.global_step)
+
+    return Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator, callbacks=[Cb()])
+
+
+def _random_batches(vocab: int, seq_len: int, count: int) -> list[dict]:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(count):
+        ids = torch.randint(0, vocab, (seq_len,), generator=g)
+        rows.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()})
+    return rows
+
+
+def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, workdir: Path | None = None) -> dict:
+    """Train ``steps`` optimizer steps of ``settings`` on a random ``info`` model; return measured peaks."""
+    require_gpu()
+    import gc
+
+    import torch
+
+    from studio.train.loading import load_model
+
+    recipe = recipe_for(settings, dropout)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        folder = random_model_folder(info, Path(tmp) / "model")
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        model = load_model(folder, recipe, "cuda")
+        cb = _PeakCallback()
+        data = _random_batches(info.vocab, settings["seq_len"], steps * settings["micro_batch"] * settings["grad_accum"])
+        _trainer(model, recipe, steps, data, Path(tmp), cb).train()
+        result = {"steps": cb.rows, **{k: max(r[k] or 0 for r in cb.rows) for k in ("peak_allocated", "peak_reserved", "device_used")}}
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+    return result
+
+
+def compare(info: Any, settings: dict, measured: dict, dropout: float = 0.05) -> dict:
+    """Predicted and measured side by side, with the relative error of each figure."""
+    from studio.memory import estimate
+
+    est = estimate(info, settings, dropout=dropout)
+    pairs = {"peak_allocated": est.peak_allocated, "peak_reserved": est.peak_reserved, "device_used": est.device_total}
+    return {k: {"predicted": p, "measured": measured.get(k),
+                "error": (p - measured[k]) / measured[k] if measured.get(k) else None} for k, p in pairs.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from studio import models, planner
+    from studio.cli import UserError
+    from studio.commands.plan import fixed_from_args
+
+    try:
+        gpu = require_gpu()
+    except NoGpu as e:
+        print(f"lora-studio probe: {e}. The probe measures real training on an NVIDIA GPU; nothing was run. "
+              "Use 'lora-studio plan' to predict memory without a GPU.")
+        return 1
+    try:
+        info = models.resolve(args.model)
+    except models.ModelError as e:
+        raise UserError(str(e)) from None
+    args.alpha = args.grad_accum = args.dropout = None
+    budget = int(args.vram_gb * GiB) if args.vram_gb else gpu.total_bytes
+    plan = planner.fit(info, budget, fixed=fixed_from_args(args))
+    measured = measure(info, plan.settings, steps=args.steps)
+    result = {"gpu": gpu.name, "model": info.name, "settings": plan.settings, "fits": plan.fits,
+              "comparison": compare(info, plan.settings, measured), "measured_steps": measured["steps"]}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{gpu.name}: {info.name}")
+        for k, v in result["comparison"].items():
+            err = f"{v['error']:+.1%}" if v["error"] is not None else "n/a"
+            print(f"  {k:<16} predicted {v['predicted'] / GiB:6.2f} GiB  measured "
+                  f"{(v['measured'] or 0) / GiB:6.2f} GiB  error {err}")
+    return 0
