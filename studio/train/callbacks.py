@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -20,26 +21,38 @@ class Control:
         self.stop = threading.Event()
         self.paused = threading.Event()
 
-    def listen(self, stream: Any = None) -> None:
-        stream = stream if stream is not None else sys.stdin.buffer
-        threading.Thread(target=self._read, args=(stream,), daemon=True, name="commands").start()
+    def listen(self, fd: int | None = None) -> None:
+        """Read commands from ``fd`` (stdin) on a daemon thread.
 
-    def _read(self, stream: Any) -> None:
-        try:
-            for line in stream:
-                cmd = decode_command(line)
-                if cmd is None:
-                    continue
-                name = cmd["cmd"]
-                if name == "stop":
-                    self.stop.set()
-                    self.paused.clear()
-                elif name == "pause":
-                    self.paused.set()
-                elif name == "resume":
-                    self.paused.clear()
-        except (OSError, ValueError):
-            pass  # stdin closed: the controller went away; keep training (events.jsonl is the record)
+        It reads the raw descriptor with os.read: a daemon thread blocked inside the buffered
+        sys.stdin holds its lock and makes interpreter shutdown abort.
+        """
+        fd = sys.stdin.fileno() if fd is None else fd
+        threading.Thread(target=self._read, args=(fd,), daemon=True, name="commands").start()
+
+    def _read(self, fd: int) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return  # stdin closed: the controller went away; keep training (events.jsonl is the record)
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                self.handle(decode_command(line))
+
+    def handle(self, cmd: dict | None) -> None:
+        name = cmd["cmd"] if cmd else None
+        if name == "stop":
+            self.stop.set()
+            self.paused.clear()
+        elif name == "pause":
+            self.paused.set()
+        elif name == "resume":
+            self.paused.clear()
 
     def wait_while_paused(self) -> None:
         while self.paused.is_set() and not self.stop.is_set():

@@ -31,7 +31,10 @@ def resolve_base(recipe: Recipe) -> Path:
     except ImportError:
         resolve = None
     if resolve is not None:
-        info = resolve(name, trust_remote_code=recipe.model.trust_remote_code)
+        try:
+            info = resolve(name, trust_remote_code=recipe.model.trust_remote_code)
+        except ValueError as e:  # studio.models.ModelError: unknown id, unreadable config
+            raise LoadError(f"model '{name}': {e}") from None
         if getattr(info, "path", None) and Path(info.path).is_dir() and _has_weights(Path(info.path)):
             return Path(info.path)
     raise LoadError(f"model '{name}': no local weights found. Give a folder with config.json and "
