@@ -17,6 +17,8 @@ from studio.recipe import Recipe
 
 GIB = 1024 ** 3
 DEFAULT_BUDGET = 24 * GIB
+# Recipe fields whose planner setting has another name (studio/planner.py SETTING_KEYS).
+PLANNER_KEYS = {"quant.mode": "quant", "lora.dropout": "dropout"}
 
 
 def core(module: str) -> Any | None:
@@ -86,7 +88,7 @@ class Session(QObject):
     # -- planning -----------------------------------------------------------------------------
     def fixed_for_planner(self) -> dict:
         """The pinned settings as the planner takes them: ``{"seq_len": 512, "rank": 8, ...}``."""
-        return {k.split(".", 1)[1]: v for k, v in self.fixed.items()}
+        return {PLANNER_KEYS.get(k, k.split(".", 1)[1]): v for k, v in self.fixed.items()}
 
     def refit(self) -> None:
         planner = core("studio.planner")

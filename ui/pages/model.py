@@ -290,7 +290,7 @@ class ModelPage(Page):
             self.fields["fit"].setText("–")
             return
         predicted = _get(plan, "predicted", default=None)
-        peak = predicted if isinstance(predicted, (int, float)) else _get(predicted, "peak", "total", default=None)
+        peak = predicted if isinstance(predicted, (int, float)) else _get(predicted, "device_total_bytes", "peak_reserved_bytes", default=None)
         fits = bool(getattr(plan, "fits", False))
         text = (f"yes: about {human_bytes(peak)} of {budget}" if fits else f"no: needs about {human_bytes(peak)}, budget {budget}")
         self.fields["fit"].setText(text)

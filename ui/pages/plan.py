@@ -238,8 +238,8 @@ class PlanPage(Page):
                 self.gpu_label.setText(f"GPU detection failed ({e}); using {human_bytes(budget)}.")
         if gpus:
             g = gpus[0]
-            self.gpu_label.setText(f"{_get(g, 'name', 'GPU')}: {human_bytes(_get(g, 'total', _get(g, 'memory_total')))} total, "
-                                   f"{human_bytes(_get(g, 'free', _get(g, 'memory_free')))} free.")
+            self.gpu_label.setText(f"{_get(g, 'name', 'GPU')}: {human_bytes(_get(g, 'total_bytes', _get(g, 'total')))} total, "
+                                   f"{human_bytes(_get(g, 'free_bytes', _get(g, 'free')))} free.")
         elif hw is not None and "failed" not in self.gpu_label.text():
             self.gpu_label.setText(f"No NVIDIA GPU detected: planning for a {human_bytes(budget)} card.")
         self.slider.setMaximum(max(80 * 4, int(budget / STEP)))
@@ -277,7 +277,7 @@ class PlanPage(Page):
         else:
             parts = [(str(_get(c, "name")), float(_get(c, "bytes", 0) or 0), str(_get(c, "source", "") or "")) for c in comps]
         predicted = _get(plan, "predicted", {}) or {}
-        device_total = _get(predicted, "device_total") if not isinstance(predicted, (int, float)) else predicted
+        device_total = _get(predicted, "device_total_bytes") if not isinstance(predicted, (int, float)) else predicted
         if isinstance(device_total, (int, float)) and device_total > sum(b for _, b, _ in parts):
             parts.append(("allocator cache + CUDA context", float(device_total) - sum(b for _, b, _ in parts),
                           "what nvidia-smi shows beyond the tensors: caching allocator, CUDA context, kernels"))

@@ -1,0 +1,1 @@
+"""Fake workers: tiny scripts that speak (or break) the worker protocol, for controller tests."""

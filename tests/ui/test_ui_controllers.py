@@ -1,0 +1,153 @@
+"""The worker controller against fake workers that finish, crash, fail, hang, flood and print garbage."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from studio import procs
+from ui.controllers import JsonCommandController, WorkerController
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Recorder:
+    """Collects every signal of a controller."""
+
+    def __init__(self, c: WorkerController) -> None:
+        self.metrics, self.memory, self.errors, self.logs, self.done, self.progress = [], [], [], [], [], []
+        self.malformed = 0
+        c.sig_metric.connect(self.metrics.append)
+        c.sig_memory.connect(self.memory.append)
+        c.sig_error.connect(lambda *a: self.errors.append(a))
+        c.sig_log.connect(self.logs.append)
+        c.sig_done.connect(self.done.append)
+        c.sig_progress.connect(lambda *a: self.progress.append(a))
+        c.sig_malformed.connect(lambda n, _l: setattr(self, "malformed", n))
+
+
+def run_to_end(qtbot, c: WorkerController, argv, timeout=20000, **kw):
+    with qtbot.waitSignal(c.sig_finished, timeout=timeout) as blocker:
+        c.start(argv, env=procs.worker_env(), **kw)
+    return blocker.args
+
+
+def test_a_normal_run_delivers_every_event_in_order(qtbot, fake_argv):
+    c = WorkerController()
+    rec = Recorder(c)
+    code, saw_done = run_to_end(qtbot, c, fake_argv("ok"))
+    assert (code, saw_done) == (0, True)
+    assert [m["step"] for m in rec.metrics] == [1, 2, 3, 4, 5]
+    assert rec.metrics[-1]["loss"] == pytest.approx(0.4)
+    assert rec.progress[-1] == ("train", 5, 5)
+    assert len(rec.memory) == 5 and rec.memory[0]["budget"] == 8 * 1024 ** 3
+    assert rec.errors == [] and rec.done == [{"status": "finished"}]
+
+
+def test_a_crash_without_an_error_event_is_reported_not_silent(qtbot, fake_argv):
+    c = WorkerController()
+    rec = Recorder(c)
+    code, saw_done = run_to_end(qtbot, c, fake_argv("crash"))
+    assert code == -9 and not saw_done
+    assert len(rec.errors) == 1 and rec.errors[0][0] == "internal" and "signal 9" in rec.errors[0][1]
+    assert any("fake crash" in line for line in rec.logs)  # stderr reached the log panel
+
+
+def test_the_workers_error_and_hint_come_through_once(qtbot, fake_argv):
+    c = WorkerController()
+    rec = Recorder(c)
+    code, _ = run_to_end(qtbot, c, fake_argv("error"))
+    assert code == 1
+    assert rec.errors == [("oom", "CUDA out of memory at step 3", "lower the micro-batch")]
+
+
+def test_garbage_lines_are_counted_and_skipped(qtbot, fake_argv):
+    c = WorkerController()
+    rec = Recorder(c)
+    code, _ = run_to_end(qtbot, c, fake_argv("garbage"))
+    assert code == 0
+    assert [m["step"] for m in rec.metrics] == [1, 2, 3]  # the last one had no final newline
+    assert rec.malformed >= 3
+    assert rec.errors == []
+
+
+def test_stop_is_a_polite_command_first(qtbot, fake_argv):
+    c = WorkerController(stop_grace_s=10)
+    rec = Recorder(c)
+    with qtbot.waitSignal(c.sig_hello, timeout=10000):
+        c.start(fake_argv("obey"), env=procs.worker_env())
+    with qtbot.waitSignal(c.sig_finished, timeout=10000) as blocker:
+        c.stop()
+    assert blocker.args == [0, True]
+    assert rec.done == [{"status": "stopped"}]
+
+
+def test_a_hung_worker_is_terminated_then_killed(qtbot, fake_argv):
+    c = WorkerController(stop_grace_s=0.3, term_grace_s=0.3)
+    rec = Recorder(c)
+    with qtbot.waitSignal(c.sig_hello, timeout=10000):
+        c.start(fake_argv("hang"), env=procs.worker_env())
+    with qtbot.waitSignal(c.sig_finished, timeout=10000) as blocker:
+        c.stop()
+    assert blocker.args[0] == -9  # it ignored stop and SIGTERM
+    assert not c.running
+    assert rec.errors and rec.errors[0][0] == "internal"
+
+
+def test_stderr_to_a_file_is_tailed_into_the_log(qtbot, fake_argv, tmp_path):
+    c = WorkerController()
+    rec = Recorder(c)
+    log = tmp_path / "worker.log"
+    run_to_end(qtbot, c, fake_argv("stderr"), stderr_path=log)
+    assert [l for l in rec.logs if l.startswith("stderr line")] == ["stderr line 0", "stderr line 1", "stderr line 2"]
+    assert log.read_text().count("stderr line") == 3
+
+
+def test_a_flood_is_parsed_completely(qtbot, fake_argv):
+    c = WorkerController()
+    rec = Recorder(c)
+    code, saw_done = run_to_end(qtbot, c, fake_argv("flood", 2000, 1))
+    assert (code, saw_done) == (0, True)
+    assert len(rec.metrics) == 2000 and rec.malformed == 0
+
+
+def test_a_detached_worker_outlives_its_window(tmp_path, fake_argv):
+    """The GUI process exits after detach (\"keep running\"); the worker finishes on its own."""
+    marker = tmp_path / "finished.txt"
+    gui = textwrap.dedent(f"""
+        import sys
+        from PySide6.QtCore import QCoreApplication, QTimer
+        from studio import procs
+        from ui.controllers import WorkerController
+        app = QCoreApplication([])
+        c = WorkerController()
+        def hello(_d):
+            c.detach()
+            print("pid", c.pid, flush=True)
+            QTimer.singleShot(0, app.quit)
+        c.sig_hello.connect(hello)
+        c.start({fake_argv("survive", marker)!r}, env=procs.worker_env())
+        app.exec()
+        sys.stdout.flush()
+        import os; os._exit(0)
+    """)
+    out = subprocess.run([sys.executable, "-c", gui], capture_output=True, text=True, timeout=30,
+                         env=procs.worker_env())
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.read_text().startswith("finished stdout_ok=False")  # kept going after its reader left
+
+
+def test_json_command_controller_reads_one_document(qtbot):
+    c = JsonCommandController()
+    with qtbot.waitSignal(c.sig_result, timeout=10000) as blocker:
+        c.start([sys.executable, "-c", "import json; print(json.dumps({'a': [1, 2]}))"])
+    assert blocker.args == [{"a": [1, 2]}]
+    with qtbot.waitSignal(c.sig_failed, timeout=10000) as blocker:
+        c.start([sys.executable, "-c", "import json; print(json.dumps({'error': 'no such model'})); raise SystemExit(2)"])
+    assert blocker.args == ["no such model"]
