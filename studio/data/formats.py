@@ -117,7 +117,7 @@ def _turn(msg: Any, i: int, field: str, keys: tuple) -> tuple[str, str | None] |
         raise RowProblem(f"turn {i + 1} is not an object", "write each turn as {\"role\": ..., \"content\": ...}",
                          where, code="not_object")
     role_key, content_key = keys
-    raw_role = msg.get(role_key, msg.get("role", msg.get("from")))
+    raw_role = _first_of(msg, role_key, "role", "from")
     if not isinstance(raw_role, str):
         raise RowProblem(f"turn {i + 1} has no role", "give each turn a 'role' of system, user or assistant",
                          f"{where}.{role_key}", code="unknown_role")
@@ -128,21 +128,35 @@ def _turn(msg: Any, i: int, field: str, keys: tuple) -> tuple[str, str | None] |
         raise RowProblem(f"unknown role '{raw_role}' in turn {i + 1}",
                          "use system, user or assistant (human/gpt are understood too)", f"{where}.{role_key}",
                          code="unknown_role")
-    content = msg.get(content_key, msg.get("content", msg.get("value")))
-    return ROLES[role], _content(content, f"{where}.{content_key}")
+    return ROLES[role], _content(_first_of(msg, content_key, "content", "value"), f"{where}.{content_key}")
+
+
+def _first_of(msg: dict, *keys: str) -> Any:
+    for k in keys:
+        value = msg.get(k)
+        if value is not None:
+            return value
+    return None
 
 
 def conversation(turns: list, field: str, warn: Warn, keys: tuple = ("role", "content")) -> list[dict]:
     """Check a list of turns and return ``[{"role", "content"}, ...]`` ending with the assistant."""
     out, tools = [], 0
+    role_key, content_key = keys
     for i, msg in enumerate(turns):
+        # Fast path for the common, clean turn; anything unusual takes the careful path below.
+        if type(msg) is dict:
+            role, content = ROLES.get(msg.get(role_key)), msg.get(content_key)
+            if role is not None and type(content) is str and content.strip():
+                out.append({"role": role, "content": content})
+                continue
         turn = _turn(msg, i, field, keys)
         if turn is None:
             tools += 1
             continue
         role, content = turn
-        where = f"{field}[{i}].{keys[1]}"
         if not (content or "").strip():
+            where = f"{field}[{i}].{content_key}"
             if role == "assistant":
                 raise RowProblem(f"assistant turn {i + 1} is empty", "write the reply or remove this row", where,
                                  code="empty_assistant")
@@ -152,10 +166,10 @@ def conversation(turns: list, field: str, warn: Warn, keys: tuple = ("role", "co
     if tools:
         warn(Problem(f"{tools} tool turn(s) ignored", "tool calls are not trained; the other turns are", field,
                      severity=WARNING, code="tool_turns"))
-    if not any(m["role"] == "assistant" for m in out):
-        raise RowProblem("the conversation has no assistant turn", "add the assistant's reply; only it is trained",
-                         field, code="no_assistant")
-    if out[-1]["role"] != "assistant":
+    if not out or out[-1]["role"] != "assistant":
+        if not any(m["role"] == "assistant" for m in out):
+            raise RowProblem("the conversation has no assistant turn", "add the assistant's reply; only it is trained",
+                             field, code="no_assistant")
         raise RowProblem(f"the conversation ends with a {out[-1]['role']} turn, not the assistant",
                          "add the assistant's reply at the end or remove the last turn", field,
                          code="not_ending_assistant")
@@ -175,13 +189,13 @@ def _is_turns(value: Any, keys: tuple) -> bool:
 def _messages(record: dict, colmap: dict, warn: Warn) -> dict:
     field = colmap["messages"]
     keys = (colmap.get("role", "role"), colmap.get("content", "content"))
-    return {"messages": conversation(_as_list(record.get(field), field), field, warn, keys)}
+    return {"messages": conversation(_as_list(_get(record, colmap, "messages"), field), field, warn, keys)}
 
 
 def _sharegpt(record: dict, colmap: dict, warn: Warn) -> dict:
     field = colmap["conversations"]
     keys = (colmap.get("role", "from"), colmap.get("content", "value"))
-    msgs = conversation(_as_list(record.get(field), field), field, warn, keys)
+    msgs = conversation(_as_list(_get(record, colmap, "conversations"), field), field, warn, keys)
     system = colmap.get("system")
     if system and isinstance(record.get(system), str) and record[system].strip() and msgs[0]["role"] != "system":
         msgs.insert(0, {"role": "system", "content": record[system]})
@@ -202,9 +216,13 @@ def _with_system(record: dict, colmap: dict, user: str, assistant: str) -> dict:
 
 def _get(record: dict, colmap: dict, name: str) -> Any:
     col = colmap[name]
-    if col not in record:
-        raise RowProblem(f"column '{col}' is missing", f"add '{col}' to this row", col, code="missing")
-    return record[col]
+    try:
+        return record[col]
+    except KeyError:
+        have = ", ".join(map(str, list(record)[:8])) or "nothing"
+        raise RowProblem(f"column '{col}' is missing (this row has: {have})",
+                         f"add '{col}' to this row, or map your column with --columns {name}=NAME", col,
+                         code="missing") from None
 
 
 def _pair(record: dict, colmap: dict, warn: Warn, ask: str, reply: str) -> dict:

@@ -90,7 +90,7 @@ def open_source(path: str | Path) -> Source:
     if ext in UNSUPPORTED:
         raise DataError(f"{path}: {UNSUPPORTED[ext]}")
     if magic == b"PAR1" or ext in (".parquet", ".pq"):
-        return Source(path, "parquet")
+        return Source(path, "parquet", encoding="binary", compression=compression)
     src = Source(path, EXTENSIONS.get(ext, ""), compression=compression)
     head = _head(src)
     if not head.strip():
@@ -196,9 +196,12 @@ def _lines(src: Source, fh) -> Iterator[tuple[int, Any]]:
         src.notes.append(f"reading stopped after line {line_no}: the file is damaged or cut short ({e})")
 
 
+_decode = json.JSONDecoder().decode
+
+
 def _parse_json_line(raw: bytes | str, row: int, line: int) -> Record:
     try:
-        return Record(row, line, json.loads(raw), None)
+        return Record(row, line, _decode(raw.decode("utf-8") if type(raw) is bytes else raw), None)
     except UnicodeDecodeError:
         return Record(row, line, None, Problem(
             "the line is not valid UTF-8 text", "save the file as UTF-8, or fix the characters on this line",
