@@ -1,0 +1,180 @@
+"""Held-out scoring: does each answer follow the expected format?
+
+A held-out file is chat JSONL where every row carries its prompt (``messages`` ending with a user
+turn) and, optionally, ``pattern``: the regular expression an answer must match. A row without a
+pattern is scored with ``FORMAT_PATTERN``, the demo's "answer card". Generation (torch) is imported
+only inside the functions that need it, so the UI and CLI can import this module cheaply.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+# The demo's "answer card": one "Answer:" line, "Key points:" with 2 or 3 "- " bullets, then
+# "Confidence: high|medium|low". Leading/trailing whitespace and a final period are tolerated;
+# anything else (prose before "Answer:", a missing section, extra lines) is not.
+FORMAT_REGEX = (
+    r"\A\s*Answer: \S[^\n]*\n"
+    r"Key points:\n"
+    r"(?:- \S[^\n]*\n){2,3}"
+    r"Confidence: (?:high|medium|low)\.?\s*\Z"
+)
+FORMAT_PATTERN = re.compile(FORMAT_REGEX)
+
+ROLES = ("system", "user", "assistant")
+
+
+class PromptFileError(ValueError):
+    """A held-out file cannot be read; the message names the file, the line and the fix."""
+
+
+@dataclass
+class EvalResult:
+    """Answers to held-out prompts and which of them matched their pattern."""
+
+    prompts: list[str]
+    answers: list[str]
+    matched: list[bool] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        """Fraction of answers that matched (0.0 for an empty set)."""
+        return sum(self.matched) / len(self.matched) if self.matched else 0.0
+
+
+def matches(answer: str, pattern: str | re.Pattern[str] | None = None) -> bool:
+    """Whether one answer matches its pattern (the answer card when ``pattern`` is None)."""
+    if pattern is None:
+        rx = FORMAT_PATTERN
+    elif isinstance(pattern, re.Pattern):
+        rx = pattern
+    else:
+        rx = re.compile(pattern)
+    return rx.search(answer) is not None
+
+
+def score_answers(answers: Sequence[str], patterns: Sequence[str | None]) -> float:
+    """Fraction of answers that match their pattern; ``None`` means ``FORMAT_PATTERN``."""
+    if len(answers) != len(patterns):
+        raise ValueError(f"{len(answers)} answers but {len(patterns)} patterns: pass one pattern "
+                         f"(or None) per answer")
+    if not answers:
+        return 0.0
+    return sum(matches(a, p) for a, p in zip(answers, patterns)) / len(answers)
+
+
+def _check_messages(messages: Any, where: str) -> None:
+    """Raise PromptFileError unless ``messages`` is a non-empty list of role/content objects."""
+    if not isinstance(messages, list) or not messages:
+        raise PromptFileError(f"{where}: 'messages' must be a non-empty list of "
+                              f'{{"role": ..., "content": ...}} objects')
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or msg.get("role") not in ROLES \
+                or not isinstance(msg.get("content"), str):
+            raise PromptFileError(f"{where}: message {i} must be an object with 'role' (one of "
+                                  f"{', '.join(ROLES)}) and a string 'content'")
+
+
+def _parse_row(line: str, where: str) -> dict[str, Any]:
+    """One held-out row: messages up to the last user turn, its pattern, any reference answer."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise PromptFileError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                              f"each line must be one JSON object") from None
+    if not isinstance(row, dict):
+        raise PromptFileError(f"{where}: expected a JSON object with 'messages', "
+                              f"got {type(row).__name__}")
+    messages = row.get("messages")
+    _check_messages(messages, where)
+    reference = None
+    if messages[-1]["role"] == "assistant":  # a training-style row: keep its answer as reference
+        reference = messages[-1]["content"]
+        messages = messages[:-1]
+    if not messages or messages[-1]["role"] != "user":
+        raise PromptFileError(f"{where}: the conversation must end with a user message "
+                              f"(the prompt to answer)")
+    pattern = row.get("pattern")
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise PromptFileError(f"{where}: 'pattern' must be a string (a regular expression)")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise PromptFileError(f"{where}: 'pattern' is not a valid regular expression "
+                                  f"({exc}); fix or remove it") from None
+    return {"messages": messages, "pattern": pattern, "reference": reference}
+
+
+def load_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """Read a held-out JSONL file into rows of ``messages``, ``pattern`` and ``reference``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PromptFileError(f"{path}: file not found; pass a JSONL file of prompts") from None
+    except UnicodeDecodeError as exc:
+        raise PromptFileError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    rows = [_parse_row(line, f"{path}:{n}")
+            for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not rows:
+        raise PromptFileError(f"{path}: no prompts found; add one JSON object per line")
+    return rows
+
+
+def evaluate(answers: Sequence[str], rows: Sequence[dict[str, Any]]) -> EvalResult:
+    """Score answers against the rows they answer (as returned by ``load_prompts``)."""
+    if len(answers) != len(rows):
+        raise ValueError(f"{len(answers)} answers for {len(rows)} prompts")
+    return EvalResult(prompts=[r["messages"][-1]["content"] for r in rows],
+                      answers=list(answers),
+                      matched=[matches(a, r.get("pattern")) for a, r in zip(answers, rows)])
+
+
+def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
+                     max_new_tokens: int = 96) -> list[str]:
+    """Greedy answers from a loaded causal LM, one prompt at a time (chat template applied)."""
+    import torch  # deferred: importing this module must stay cheap
+
+    answers = []
+    device = next(model.parameters()).device
+    for row in rows:
+        ids = tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        ids = {k: v.to(device) for k, v in ids.items()}
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        new = out[0, ids["input_ids"].shape[1]:]
+        answers.append(tokenizer.decode(new, skip_special_tokens=True))
+    return answers
+
+
+def _pct(score: float, n: int | None) -> str:
+    """'7/20 (35%)' when the count is known, else '35%'."""
+    if n is None:
+        return f"{score:.0%}"
+    return f"{round(score * n)}/{n} ({score:.0%})"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in (text.strip() or "(empty)").splitlines())
+
+
+def format_report(before: EvalResult | float, after: EvalResult | float) -> str:
+    """Human-readable before/after summary: the scores and one sample answer before and after."""
+    n = len(after.matched) if isinstance(after, EvalResult) else None
+    b = before.score if isinstance(before, EvalResult) else float(before)
+    a = after.score if isinstance(after, EvalResult) else float(after)
+    lines = [f"Held-out format score: {_pct(b, n)} before -> {_pct(a, n)} after"]
+    if isinstance(before, EvalResult) and isinstance(after, EvalResult) and after.answers:
+        # Prefer a prompt the training fixed; else the first one.
+        pick = next((i for i, (x, y) in enumerate(zip(before.matched, after.matched))
+                     if y and not x), 0)
+        lines += [f"Sample prompt: {after.prompts[pick]}",
+                  "  Before:", _indent(before.answers[pick]),
+                  "  After:", _indent(after.answers[pick])]
+    return "\n".join(lines)
