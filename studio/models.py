@@ -215,8 +215,36 @@ def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "fo
     info = _shape_from_config(config, name=name or folder.name, source=source)
     info.path = str(folder.resolve())
     info.has_chat_template = _folder_has_chat_template(folder)
-    info.params, info.linears = count_parameters(config, folder=folder, trust_remote_code=trust_remote_code)
+    info.params, info.linears = _cached_counts(cfg_file, config, folder, trust_remote_code)
     return info
+
+
+def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code: bool) -> tuple[dict, list]:
+    """Meta-device counts, cached per config.json content and transformers version (building is slow)."""
+    import hashlib
+    import importlib.metadata
+
+    from studio import paths
+    from studio.fsutil import atomic_write_json
+
+    try:
+        version = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        version = "none"
+    key = hashlib.sha256(cfg_file.read_bytes() + version.encode()).hexdigest()[:24]
+    cache = paths.data_dir() / "cache" / "model-counts" / f"{key}.json"
+    try:
+        raw = json.loads(cache.read_text(encoding="utf-8"))
+        return raw["params"], [LinearGroup(**g) for g in raw["linears"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    params, linears = count_parameters(config, folder=folder, trust_remote_code=trust_remote_code)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cache, {"params": params, "linears": [asdict(g) for g in linears]})
+    except OSError:  # a read-only data folder only costs speed
+        pass
+    return params, linears
 
 
 def _folder_has_chat_template(folder: Path) -> bool:

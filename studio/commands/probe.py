@@ -55,17 +55,17 @@ def require_gpu() -> Any:
     return gpus[0]
 
 
-def random_model_folder(info: Any, out: Path) -> Path:
-    """Save a randomly initialised model with ``info``'s config as safetensors (no download)."""
+def random_model_folder(info: Any, out: Path, config_dict: dict | None = None) -> Path:
+    """Save a randomly initialised model with ``info``'s config (or ``config_dict``) as safetensors."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if info.path:
+    if config_dict is None and info.path:
         config = AutoConfig.from_pretrained(info.path)
     else:
         from studio.models import find_catalog
 
-        raw = dict(find_catalog(info.name).config)
+        raw = dict(config_dict or find_catalog(info.name).config)
         config = AutoConfig.for_model(raw.pop("model_type"), **raw)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
@@ -132,7 +132,8 @@ def _random_batches(vocab: int, seq_len: int, count: int) -> list[dict]:
     return rows
 
 
-def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, workdir: Path | None = None) -> dict:
+def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, workdir: Path | None = None,
+            config_dict: dict | None = None) -> dict:
     """Train ``steps`` optimizer steps of ``settings`` on a random ``info`` model; return measured peaks."""
     require_gpu()
     import gc
@@ -143,7 +144,7 @@ def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, wo
 
     recipe = recipe_for(settings, dropout)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        folder = random_model_folder(info, Path(tmp) / "model")
+        folder = random_model_folder(info, Path(tmp) / "model", config_dict)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         model = load_model(folder, recipe, "cuda")
