@@ -28,7 +28,10 @@ from studio.recipe import RecipeError  # noqa: E402
 def classify(exc: BaseException) -> tuple[str, str]:
     """The error kind of the protocol and a hint that says what to do."""
     from studio.data import DataError
+    from studio.train.errors import TrainingFault
 
+    if isinstance(exc, TrainingFault):  # nan, oom after the ladder, checkpoint writes: they explain themselves
+        return exc.kind, exc.hint
     name = type(exc).__name__
     if name == "OutOfMemoryError" or "out of memory" in str(exc).lower():
         return "oom", "lower the micro-batch or sequence length, or let the planner fit the settings again"
@@ -50,12 +53,16 @@ def classify(exc: BaseException) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.train", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder holding recipe.json")
+    parser.add_argument("--resume", action="store_true", help="continue from the last good checkpoint")
     args = parser.parse_args(argv)
     run_dir = args.run_dir.resolve()
     if not (run_dir / runs.RECIPE).is_file():
         print(f"{run_dir}: no {runs.RECIPE} here; create a run with 'lora-studio train'", file=sys.stderr)
         return 2
-    emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=reserve_stdout())
+    from studio.attach import last_seq
+
+    emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=reserve_stdout(),
+                      start_seq=last_seq(run_dir / runs.EVENTS))  # a resumed run continues the numbering
     from studio.train.callbacks import Control
 
     control = Control()
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from studio.train.run import TrainingRun
 
-        run = TrainingRun(run_dir, emitter, control)
+        run = TrainingRun(run_dir, emitter, control, resume=args.resume)
         run.setup()
         status = run.train()
         run.finish(status)
@@ -78,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "internal":
             traceback.print_exc(file=sys.stderr)
         message = str(exc) or type(exc).__name__
-        emitter.emit(ERROR, kind=kind, message=message, hint=hint)
+        details = getattr(exc, "details", {}) or {}
+        emitter.emit(ERROR, kind=kind, message=message, hint=hint, **details)
         runs.write_state(run_dir, status="failed", pid=None, error={"kind": kind, "message": message})
         return 1
     finally:

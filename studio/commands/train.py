@@ -80,12 +80,12 @@ def run(args: argparse.Namespace) -> int:
     return _report(run_dir, result)
 
 
-def follow(run_dir: Path) -> dict:
+def follow(run_dir: Path, *worker_args: str) -> dict:
     """Start the worker detached from our terminal and show its events until it ends."""
     from tqdm import tqdm
 
     log = open(run_dir / "worker.log", "ab")
-    proc = subprocess.Popen(worker_argv("workers.train", run_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(worker_argv("workers.train", run_dir, *worker_args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=log, env=worker_env(), start_new_session=True)
     reader, bar, result = EventReader(), None, {"samples": {}}
     stopping_since = None

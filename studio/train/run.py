@@ -16,12 +16,18 @@ from studio import runs
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_dir, atomic_write_json, read_json
 from studio.recipe import Recipe, RecipeError
+from studio.train import checkpoint, safety
 from studio.train.callbacks import Control, EventCallback
+from studio.train.errors import OutOfMemory
 
 
 class TrainingRun:
-    def __init__(self, run_dir: Path, emitter: Emitter, control: Control) -> None:
+    def __init__(self, run_dir: Path, emitter: Emitter, control: Control, resume: bool = False) -> None:
         self.run_dir = Path(run_dir)
+        self.resume = resume  # continue from the last good checkpoint (lora-studio resume)
+        self.data: Any = None
+        self.device = "cpu"
+        self.phase = "load"
         self.em = emitter
         self.ctl = control
         self.recipe: Recipe | None = None
@@ -36,31 +42,66 @@ class TrainingRun:
     def setup(self) -> None:
         self.recipe = self._load_recipe()
         import torch
-        from transformers import set_seed
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._hello(device)
+        checkpoint.clean_partial(self.run_dir)  # staging folders of a worker that was killed
         runs.write_state(self.run_dir, status="running", pid=os.getpid(), device=device,
                          started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         from studio.train import dataset, loading
 
         self.em.emit(PROGRESS, phase="load", done=0, total=3)
+        safety.check_model_path(self.recipe.model.name_or_path)
         self.base = loading.resolve_base(self.recipe)
+        for w in safety.check_remote_code(self.base, self.recipe.model.trust_remote_code):
+            self.em.emit(WARNING, message=w)
         runs.write_state(self.run_dir, base_model=str(self.base))
         self.tokenizer = loading.load_tokenizer(self.base, self.recipe)
         self.em.emit(PROGRESS, phase="load", done=1, total=3)
-        data = dataset.build(self.tokenizer, self.recipe)
+        data = self.data = dataset.build(self.tokenizer, self.recipe)
         self._report_data(data)
         self.em.emit(PROGRESS, phase="load", done=2, total=3)
-        set_seed(self.recipe.train.seed)
-        self.model = loading.load_model(self.base, self.recipe, device)
+        self._load_model()
         self._log_trainable()
         self.em.emit(PROGRESS, phase="load", done=3, total=3)
         self.trainer = self._build_trainer(data, device)
 
+    def _load_model(self) -> None:
+        from transformers import set_seed
+
+        from studio.train import loading, recovery
+
+        set_seed(self.recipe.train.seed)
+        self.phase = "load"
+        try:
+            self.model = loading.load_model(self.base, self.recipe, self.device)
+        except Exception as exc:
+            if not recovery.is_oom(exc):
+                raise
+            raise OutOfMemory(f"out of memory while loading {self.base}: the model's weights alone do not fit. "
+                              f"What may fit: {recovery.what_might_fit(self.recipe)}",
+                              "use quant.mode '4bit' or a smaller model, and close other programs using the GPU",
+                              where="load") from None
+
+    def rebuild(self, reload_data: bool = False) -> None:
+        """Load the model and Trainer again with the current (stepped-down) settings after an OOM."""
+        from studio.train import dataset, recovery
+
+        self.trainer = self.model = None
+        recovery.free_memory()
+        if reload_data:
+            self.data = dataset.build(self.tokenizer, self.recipe)
+        self._load_model()
+        self.trainer = self._build_trainer(self.data, self.device)
+
     def _load_recipe(self) -> Recipe:
+        from studio.train import recovery
+
         warnings: list[str] = []
-        recipe = Recipe.load(self.run_dir / runs.RECIPE, warnings)
+        recipe, effective = recovery.load_recipe(self.run_dir, warnings)
+        if effective:
+            warnings.append(f"using the settings that last worked after running out of memory "
+                            f"({recovery.EFFECTIVE_RECIPE}): {recovery.settings_of(recipe)}")
         for w in warnings:
             self.em.emit(WARNING, message=w)
         problems = recipe.validate()
@@ -101,7 +142,7 @@ class TrainingRun:
 
     def _build_trainer(self, data: Any, device: str) -> Any:
         import torch
-        from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+        from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
         r, t = self.recipe, self.recipe.train
         dtype = self.model.get_base_model().dtype if hasattr(self.model, "get_base_model") else torch.float32
@@ -113,7 +154,8 @@ class TrainingRun:
             warmup_steps=t.warmup_ratio, optim=t.optimizer, weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, seed=t.seed, data_seed=r.data.seed,
             eval_strategy="steps" if use_eval and t.eval_steps > 0 else "no", eval_steps=t.eval_steps or None,
-            save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=device == "cpu",
+            save_strategy="steps", save_steps=t.save_steps, save_total_limit=None, logging_nan_inf_filter=False,
+            report_to="none", disable_tqdm=True, use_cpu=device == "cpu",
             bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
             include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
             dataloader_num_workers=0, gradient_checkpointing=False)  # enabled on the model by loading.py
@@ -124,17 +166,24 @@ class TrainingRun:
         from transformers.trainer_callback import PrinterCallback
 
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
-        trainer = Trainer(model=self.model, args=args, train_dataset=data.train,
-                       eval_dataset=data.val if use_eval else None, data_collator=collator,
-                       callbacks=[self.callback])
+        from studio.train.recovery import settings_of
+        from studio.train.trainer import SaveOnStop, StudioTrainer
+
+        trainer = StudioTrainer(model=self.model, args=args, train_dataset=data.train,
+                                eval_dataset=data.val if use_eval else None, data_collator=collator,
+                                callbacks=[self.callback, SaveOnStop(self.ctl)], run_dir=self.run_dir, emitter=self.em,
+                                keep=t.keep_checkpoints, settings=settings_of(r))
         trainer.remove_callback(PrinterCallback)  # it prints log dicts; our events carry them
         return trainer
 
     # -- train ------------------------------------------------------------------------------
     def train(self) -> str:
         """Train to the end (or until stopped); returns the final status."""
+        from studio.train import recovery
+
         before = self._sample("before")
-        self.trainer.train()
+        start = recovery.resume_point(self.run_dir, self.em) if self.resume else None
+        recovery.train_with_recovery(self, start)
         stopped = self.ctl.stop.is_set()
         if self.trainer.eval_dataset is not None and not stopped:
             self.trainer.evaluate()  # the callback reports eval_loss as a metric event

@@ -1,0 +1,112 @@
+"""Reattach to runs whose worker outlived the GUI or CLI that started it (torch-free, Qt-free).
+
+The worker runs in its own session and keeps training when its controller goes away; its
+record is the run folder. Reopening the studio finds live runs through state.json (status
+``running`` and a pid that is alive and really is that run's worker) and tails events.jsonl
+from a byte offset, so a reader that comes back later continues exactly where it stopped.
+
+    for summary in live_runs():                 # RunSummary of each running run
+        tail = EventTail(summary.path)          # or EventTail(path, offset=saved_offset)
+        events = tail.poll()                    # new complete events; tail.offset to save
+    request_stop(run_dir)                       # polite stop (SIGTERM): checkpoint, adapter, exit
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+from studio import runs
+from studio.events import Event, EventReader
+
+_TAIL_BYTES = 1 << 16
+
+
+def worker_pid(run_dir: Path) -> int | None:
+    """The pid of the live worker training ``run_dir``, or None (dead, finished, or a reused pid)."""
+    state = runs.read_state(run_dir)
+    pid = state.get("pid")
+    if state.get("status") != "running" or not runs.pid_alive(pid):
+        return None
+    try:
+        import psutil
+
+        cmdline = " ".join(psutil.Process(int(pid)).cmdline())
+    except ImportError:
+        return int(pid)
+    except Exception:  # psutil.NoSuchProcess / AccessDenied: not ours to drive
+        return None
+    if "workers.train" not in cmdline or Path(run_dir).name not in cmdline:
+        return None  # the pid was reused by an unrelated process
+    return int(pid)
+
+
+def live_runs(runs_root: Path | None = None) -> list[runs.RunSummary]:
+    """Runs whose worker is still training (newest first)."""
+    return [s for s in runs.list_runs(runs_root) if s.status == "running" and worker_pid(s.path)]
+
+
+class EventTail:
+    """Reads events.jsonl incrementally; ``offset`` is the byte after the last complete line read."""
+
+    def __init__(self, run_dir: Path, offset: int = 0) -> None:
+        self.path = Path(run_dir) / runs.EVENTS
+        self.offset = offset
+        self.malformed = 0
+
+    def poll(self, max_bytes: int = 1 << 22) -> list[Event]:
+        """New complete events since the last call; a line still being written waits for the next call."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        reader = EventReader()
+        events = reader.feed(data[: end + 1])
+        self.malformed += reader.malformed
+        self.offset += end + 1
+        return events
+
+
+def follow(run_dir: Path, offset: int = 0, poll_s: float = 0.25) -> Iterator[Event]:
+    """Yield the run's events from ``offset`` until its worker has exited and the file is drained."""
+    tail = EventTail(run_dir, offset)
+    while True:
+        alive = worker_pid(run_dir) is not None
+        events = tail.poll()
+        yield from events
+        if not events and not alive:
+            yield from tail.poll()
+            return
+        if not events:
+            time.sleep(poll_s)
+
+
+def request_stop(run_dir: Path) -> bool:
+    """Ask a reattached worker to stop cleanly (it checkpoints and saves the adapter); False if none."""
+    pid = worker_pid(run_dir)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    return True
+
+
+def last_seq(events_path: Path) -> int:
+    """The highest ``seq`` in an events.jsonl (0 when empty), so a resumed worker continues it."""
+    try:
+        with open(events_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - _TAIL_BYTES))
+            data = fh.read()
+    except FileNotFoundError:
+        return 0
+    reader = EventReader()
+    events = reader.feed(data) + reader.close()
+    return max((e.seq for e in events), default=0)

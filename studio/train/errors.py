@@ -1,0 +1,50 @@
+"""Failures the worker explains itself: each carries its protocol error kind, a hint and details."""
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+
+class TrainingFault(RuntimeError):
+    """A failure with a user-facing message, an error ``kind`` of the protocol and a ``hint``."""
+
+    kind = "internal"
+
+    def __init__(self, message: str, hint: str, **details: object) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.details = details
+
+
+class NonFiniteLoss(TrainingFault):
+    kind = "nan"
+
+    def __init__(self, step: int, value: float, last_good: Path | None) -> None:
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        super().__init__(
+            f"the loss became {value} at step {step}; training stopped before that step changed the adapter "
+            f"or the optimizer, and {where}",
+            "lower train.lr (halve it) or keep train.max_grad_norm at 1.0, and check the dataset for empty or "
+            "extreme examples; then start a new run",
+            step=step, value=str(value), last_good_checkpoint=str(last_good) if last_good else None)
+
+
+class CheckpointWriteError(TrainingFault):
+    kind = "io"
+
+    def __init__(self, step: int, run_dir: Path, exc: OSError) -> None:
+        from studio.train import checkpoint
+
+        previous = checkpoint.list_checkpoints(run_dir)
+        kept = f"the previous checkpoint {previous[0].path} is intact" if previous else "no earlier checkpoint exists"
+        what = "the disk is full" if exc.errno == errno.ENOSPC else f"the write failed ({exc.strerror or exc})"
+        super().__init__(
+            f"could not write the checkpoint of step {step} in {checkpoint.root(run_dir)}: {what}. Nothing partial "
+            f"was kept; {kept}",
+            f"free disk space on {checkpoint.root(run_dir)} (or fix the error above), then run "
+            f"'lora-studio resume {run_dir}'",
+            step=step, errno=exc.errno, last_good_checkpoint=str(previous[0].path) if previous else None)
+
+
+class OutOfMemory(TrainingFault):
+    kind = "oom"

@@ -1,0 +1,207 @@
+"""Out-of-memory recovery and resume: find where to continue from, and step down a memory ladder.
+
+The ladder keeps the effective batch (micro_batch x grad_accum) and so the training maths:
+1. halve the micro-batch and double gradient accumulation (down to a micro-batch of 1),
+2. enable gradient checkpointing,
+3. shorten the sequence length to the dataset's 95th percentile,
+4. switch to the paged 8-bit AdamW optimizer (GPU only).
+After each step down the run continues from the last good checkpoint; the settings that worked
+are recorded in ``effective_recipe.json``, which a later resume uses instead of recipe.json.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studio import runs
+from studio.events import LOG, WARNING, Emitter
+from studio.fsutil import read_json
+from studio.recipe import Recipe
+from studio.train import checkpoint
+from studio.train.errors import OutOfMemory
+
+EFFECTIVE_RECIPE = "effective_recipe.json"
+PAGED_OPTIMIZER = "paged_adamw_8bit"
+
+
+def settings_of(recipe: Recipe) -> dict:
+    """The memory-relevant settings, as recorded in checkpoints and state.json."""
+    t = recipe.train
+    return {"micro_batch": t.micro_batch, "grad_accum": t.grad_accum, "grad_ckpt": t.grad_ckpt,
+            "seq_len": t.seq_len, "optimizer": t.optimizer}
+
+
+def is_oom(exc: BaseException) -> bool:
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@dataclass
+class Change:
+    words: str
+    fields: dict = field(default_factory=dict)  # "train.x": [old, new]
+    needs_data: bool = False
+
+
+def _smaller_micro_batch(mb: int) -> int:
+    """The largest divisor of ``mb`` not above mb/2, so the effective batch stays exact."""
+    return next(d for d in range(mb // 2, 0, -1) if mb % d == 0)
+
+
+def next_change(recipe: Recipe, p95: int | None, device: str) -> Change | None:
+    """Apply the next rung of the ladder to ``recipe``; None when nothing is left to try."""
+    t = recipe.train
+    if t.micro_batch > 1:
+        mb = _smaller_micro_batch(t.micro_batch)
+        ga = t.grad_accum * (t.micro_batch // mb)
+        change = Change(f"micro-batch {t.micro_batch} -> {mb} and gradient accumulation {t.grad_accum} -> {ga} "
+                        f"(the effective batch stays {mb * ga})",
+                        {"train.micro_batch": [t.micro_batch, mb], "train.grad_accum": [t.grad_accum, ga]})
+        t.micro_batch, t.grad_accum = mb, ga
+        return change
+    if not t.grad_ckpt:
+        t.grad_ckpt = True
+        return Change("gradient checkpointing turned on (activations are recomputed: about 30% slower)",
+                      {"train.grad_ckpt": [False, True]})
+    if p95 and p95 < t.seq_len:
+        new = max(16, p95)
+        change = Change(f"sequence length {t.seq_len} -> {new} tokens (95% of the examples fit; longer ones "
+                        "are truncated)", {"train.seq_len": [t.seq_len, new]}, needs_data=True)
+        t.seq_len = new
+        return change
+    if device == "cuda" and t.optimizer != PAGED_OPTIMIZER:
+        change = Change(f"optimizer {t.optimizer} -> {PAGED_OPTIMIZER} (8-bit states, paged to CPU memory under "
+                        "pressure; its state starts fresh)", {"train.optimizer": [t.optimizer, PAGED_OPTIMIZER]})
+        t.optimizer = PAGED_OPTIMIZER
+        return change
+    return None
+
+
+def p95_length(train_set: Any) -> int | None:
+    """95th percentile of tokenised example lengths (after truncation to seq_len)."""
+    import numpy as np
+
+    try:
+        lengths = [len(ids) for ids in train_set["input_ids"]]
+    except (KeyError, TypeError):
+        return None
+    return int(np.ceil(np.percentile(lengths, 95))) if lengths else None
+
+
+def what_might_fit(recipe: Recipe) -> str:
+    """Concrete next settings that lower memory further (the ladder has used the automatic ones)."""
+    t, options = recipe.train, []
+    if t.seq_len > 64:
+        options.append(f"train.seq_len {t.seq_len // 2} (now {t.seq_len})")
+    if recipe.lora.rank > 4:
+        options.append(f"lora.rank {recipe.lora.rank // 2} (now {recipe.lora.rank})")
+    if recipe.quant.mode != "4bit":
+        options.append(f"quant.mode '4bit' (now '{recipe.quant.mode}')")
+    options.append("a smaller base model")
+    return "; ".join(options)
+
+
+def _memory_words() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return ""
+    free, total = torch.cuda.mem_get_info()
+    peak = torch.cuda.max_memory_reserved()
+    return f" (peak {peak / 2**30:.1f} GiB reserved of {total / 2**30:.1f} GiB on the GPU)"
+
+
+def exhausted(recipe: Recipe, where: str, step: int, tried: list[str]) -> OutOfMemory:
+    t = recipe.train
+    return OutOfMemory(
+        f"out of memory during {where} at step {step}{_memory_words()}, even with micro-batch {t.micro_batch}, "
+        f"gradient checkpointing {'on' if t.grad_ckpt else 'off'}, sequence length {t.seq_len} and optimizer "
+        f"{t.optimizer}. What may fit: {what_might_fit(recipe)}",
+        "change those fields in the recipe (or let 'lora-studio plan' fit a budget) and start a new run; "
+        "close other programs that use the GPU",
+        where=where, step=step, tried=tried, settings=settings_of(recipe))
+
+
+def record(run_dir: Path, recipe: Recipe, change: Change, where: str, step: int) -> None:
+    """Write the settings about to be used, so a later resume starts from what works."""
+    recipe.save(Path(run_dir) / EFFECTIVE_RECIPE)
+    state = runs.read_state(run_dir)
+    history = list(state.get("oom_recoveries") or [])
+    history.append({"where": where, "step": step, "change": change.words, "fields": change.fields,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    runs.write_state(run_dir, settings=settings_of(recipe), oom_recoveries=history)
+
+
+def load_recipe(run_dir: Path, warnings: list[str]) -> tuple[Recipe, bool]:
+    """The effective recipe when an OOM recovery wrote one, else the recipe as started."""
+    effective = Path(run_dir) / EFFECTIVE_RECIPE
+    if effective.is_file():
+        return Recipe.load(effective, warnings), True
+    return Recipe.load(Path(run_dir) / runs.RECIPE, warnings), False
+
+
+def resume_point(run_dir: Path, em: Emitter) -> checkpoint.Checkpoint | None:
+    """The newest checkpoint passing its manifest; bad ones are set aside with a warning each."""
+    def skipped(ck: checkpoint.Checkpoint, problem: str) -> None:
+        moved = checkpoint.quarantine(ck)
+        em.emit(WARNING, message=f"checkpoint {ck.path.name} is damaged and was skipped: {problem} "
+                                 f"(moved to {moved.name})", checkpoint=str(ck.path), step=ck.step, problem=problem)
+
+    ck = checkpoint.latest_good(run_dir, on_bad=skipped)
+    if ck is None:
+        em.emit(WARNING, message=f"no usable checkpoint in {checkpoint.root(run_dir)}: training starts again "
+                                 "from step 0 with the same data order")
+    else:
+        em.emit(LOG, message=f"resuming from checkpoint {ck.path.name} (step {ck.step})", resumed_from_step=ck.step,
+                checkpoint=str(ck.path))
+        runs.write_state(run_dir, resumed_from_step=ck.step)
+    return ck
+
+
+def free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _fresh_optimizer(ck: checkpoint.Checkpoint | None, recipe: Recipe) -> bool:
+    if ck is None:
+        return False
+    manifest = read_json(ck.path / checkpoint.MANIFEST, default={}) or {}
+    saved = (manifest.get("settings") or {}).get("optimizer")
+    return saved is not None and saved != recipe.train.optimizer
+
+
+def train_with_recovery(run: Any, start: checkpoint.Checkpoint | None) -> None:
+    """``trainer.train()`` from ``start``; on out-of-memory step down the ladder and continue."""
+    tried: list[str] = []
+    while True:
+        run.trainer.fresh_optimizer = _fresh_optimizer(start, run.recipe)
+        try:
+            run.trainer.train(resume_from_checkpoint=str(start.path) if start else None)
+            return
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
+            if not is_oom(exc):
+                raise
+            where = run.trainer.phase
+            step = run.trainer.state.global_step + (1 if where == "step" else 0)
+        run.trainer = None  # drop the failed Trainer (and its references to activations) first
+        free_memory()
+        change = next_change(run.recipe, p95_length(run.data.train), run.device)
+        if change is None:
+            raise exhausted(run.recipe, where, step, tried)
+        tried.append(change.words)
+        record(run.run_dir, run.recipe, change, where, step)
+        start = checkpoint.latest_good(run.run_dir)
+        origin = f"checkpoint step {start.step}" if start else "step 0 (no checkpoint yet)"
+        run.em.emit(WARNING, message=f"out of memory during {where} at step {step}: changed {change.words}; "
+                                     f"continuing from {origin}", kind="oom_recovery", where=where, step=step,
+                    fields=change.fields, settings=settings_of(run.recipe))
+        run.rebuild(reload_data=change.needs_data)

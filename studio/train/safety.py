@@ -1,0 +1,62 @@
+"""Safe by default: no code from model folders, no pickle files, unless the user opts in per model.
+
+A model folder can ask transformers to import its own Python files (``auto_map`` in config.json
+or tokenizer_config.json); that code runs with the user's rights. Pickle weights (.bin, .pt,
+.pkl) can run code while being loaded. Both are refused unless the recipe says otherwise for
+that model, and even then the user is told which files would run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from studio.fsutil import read_json
+from studio.train.loading import LoadError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+CODE_CONFIGS = ("config.json", "tokenizer_config.json", "processor_config.json")
+
+
+def _module_names(auto_map: dict) -> set[str]:
+    """'modeling_x.XForCausalLM' or 'repo--modeling_x.X' or [slow, fast] -> {'modeling_x.py'}."""
+    names: set[str] = set()
+    for ref in auto_map.values():
+        for item in ref if isinstance(ref, (list, tuple)) else [ref]:
+            if isinstance(item, str) and "." in item:
+                module = item.split("--")[-1].rsplit(".", 1)[0]
+                names.add(module.replace(".", "/") + ".py")
+    return names
+
+
+def remote_code_files(folder: Path) -> list[str]:
+    """The Python files a model folder asks transformers to run (empty when it asks for none)."""
+    folder = Path(folder)
+    asked: set[str] = set()
+    for name in CODE_CONFIGS:
+        config = read_json(folder / name, default={})
+        if isinstance(config, dict) and isinstance(config.get("auto_map"), dict):
+            asked |= _module_names(config["auto_map"])
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")}
+    return sorted(asked | (present if asked else set()))
+
+
+def check_remote_code(folder: Path, trusted: bool) -> list[str]:
+    """Refuse a model that needs its own code unless trusted; when trusted, warnings naming the files."""
+    files = remote_code_files(folder)
+    if not files:
+        return []
+    listed = ", ".join(files)
+    if not trusted:
+        raise LoadError(f"{folder}: this model asks to run Python code shipped in its folder ({listed}). "
+                        "LoRA Studio does not run code from model folders. If you trust its author, read those "
+                        "files and set model.trust_remote_code to true in the recipe for this model")
+    return [f"model.trust_remote_code is on: transformers will run these files from {folder}: {listed}"]
+
+
+def check_model_path(name_or_path: str) -> None:
+    """A recipe that names a single weights file rather than a model folder: say so (and never load it)."""
+    path = Path(str(name_or_path)).expanduser()
+    if path.is_file():
+        kind = "a pickle file, which can run code when loaded" if path.suffix.lower() in PICKLE_SUFFIXES \
+            else "a file"
+        raise LoadError(f"model.name_or_path {path} is {kind}; give a model folder with config.json and "
+                        "*.safetensors weights (convert pickle weights to safetensors first)")

@@ -1,0 +1,110 @@
+"""The Trainer with the studio's safety layer around its own checkpoint and resume machinery.
+
+- ``_save_checkpoint``: the Trainer writes its usual checkpoint into a staging folder; we add a
+  manifest, fsync and rename it to ``checkpoints/step-N`` (studio.train.checkpoint), keep the
+  last K and emit a ``checkpoint`` event. A failed write leaves nothing under a final name.
+- ``training_step``: a loss that is NaN or infinite stops the run before the optimizer applies
+  that step, so no checkpoint ever holds the bad step's optimizer state.
+- ``phase`` says where an out-of-memory error happened (step, eval, save) for recovery.py.
+"""
+from __future__ import annotations
+
+import errno
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from studio.events import CHECKPOINT, Emitter
+from studio.train import checkpoint, faults
+from studio.train.errors import CheckpointWriteError, NonFiniteLoss
+
+
+class SaveOnStop(TrainerCallback):
+    """A stop request (command or SIGTERM) ends the run with a checkpoint, so resume loses nothing."""
+
+    def __init__(self, control: Any) -> None:
+        self.ctl = control
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.ctl.stop.is_set():
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class StudioTrainer(Trainer):
+    def __init__(self, *args: Any, run_dir: Path, emitter: Emitter, keep: int = 2,
+                 settings: dict | None = None, fresh_optimizer: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_dir = Path(run_dir)
+        self.em = emitter
+        self.keep = keep
+        self.settings = settings or {}
+        self.fresh_optimizer = fresh_optimizer  # the optimizer type changed (OOM ladder): do not load its state
+        self.phase = "step"
+
+    # -- NaN / inf ------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, *args: Any, **kwargs: Any):
+        out = super().compute_loss(model, inputs, *args, **kwargs)
+        if faults.due("nan", f"step={self.state.global_step + 1}"):  # test-only (faults.py)
+            out = (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
+        return out
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.phase = "step"
+        step = self.state.global_step + 1
+        if faults.due("oom", f"step={step}"):  # test-only: a CPU has no OOM to provoke
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {faults.ENV} at step {step})")
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        value = float(loss.detach().float().item())
+        if not math.isfinite(value):
+            last = checkpoint.latest_good(self.run_dir)
+            raise NonFiniteLoss(step, value, last.path if last else None)
+        return loss
+
+    def evaluate(self, *args: Any, **kwargs: Any):
+        previous, self.phase = self.phase, "eval"
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.phase = previous
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial) -> None:
+        self.phase = "save"
+        step = self.state.global_step
+        staging = checkpoint.staging_dir(self.run_dir, step)
+        real_output = self.args.output_dir
+        try:
+            self.args.output_dir = str(staging)  # the Trainer writes staging/checkpoint-N
+            super()._save_checkpoint(model, trial)
+            self.args.output_dir = real_output
+            final = checkpoint.commit(staging / f"checkpoint-{step}", self.run_dir, step, self.settings)
+        except OSError as exc:
+            raise CheckpointWriteError(step, self.run_dir, exc) from exc
+        finally:
+            self.args.output_dir = real_output
+            shutil.rmtree(staging, ignore_errors=True)
+        deleted = checkpoint.prune(self.run_dir, self.keep)
+        kept = [c.step for c in checkpoint.list_checkpoints(self.run_dir)]
+        self.em.emit(CHECKPOINT, step=step, path=str(final), bytes=checkpoint.size_bytes(final),
+                     kept=kept, deleted=deleted)
+        self.phase = "step"
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if faults.due("enospc", f"save={self.state.global_step}"):  # test-only: a disk that fills mid-write
+            with open(os.path.join(output_dir, "optimizer.pt"), "wb") as fh:
+                fh.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(output_dir, "optimizer.pt"))
+        super()._save_optimizer_and_scheduler(output_dir)
+
+    def _load_optimizer_and_scheduler(self, ck: str | None) -> None:
+        if ck is None or not self.fresh_optimizer:
+            return super()._load_optimizer_and_scheduler(ck)
+        # A different optimizer cannot take the old one's state; the schedule continues where it was.
+        self.lr_scheduler.load_state_dict(torch.load(os.path.join(ck, "scheduler.pt"), weights_only=True))
