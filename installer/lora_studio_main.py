@@ -1,0 +1,109 @@
+"""Entry point of the bundled app: no arguments opens the window, arguments run the CLI.
+
+``--gui [FILE]`` opens the window with a dataset file preselected (the desktop entry's
+``Exec=... --gui %f``, so a double-clicked .jsonl/.csv/.parquet opens in the studio).
+
+``--smoke-test`` (used by ``make app-test``) opens the real window offscreen, waits until it is
+shown, checks the title, the version and the ML runtime (found, or offered to be created), prints
+one JSON line with what it saw and exits 0 when everything holds, 1 otherwise.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+SMOKE_FLAG = "--smoke-test"
+GUI_FLAG = "--gui"
+SMOKE_TIMEOUT_S = 60.0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == [SMOKE_FLAG]:
+        return smoke_test()
+    if argv[:1] == [GUI_FLAG]:
+        from ui.app import run_app
+
+        return run_app(["--data", argv[1]] if len(argv) > 1 else [])
+    from studio.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+def smoke_test() -> int:
+    """Start the real window, then check it from inside its own event loop."""
+    from PySide6.QtCore import QTimer
+
+    from ui.app import build_app, run_app
+
+    app = build_app()
+    started = time.monotonic()
+    result: dict = {}
+
+    def check() -> None:
+        window = _main_window(app)
+        if window is None and time.monotonic() - started < SMOKE_TIMEOUT_S:
+            QTimer.singleShot(100, check)
+            return
+        result.update(_inspect(window, time.monotonic() - started))
+        app.exit(0 if result["ok"] else 1)
+
+    QTimer.singleShot(100, check)
+    code = run_app([])
+    result.setdefault("ok", False)
+    print(json.dumps(result), flush=True)
+    return code if result["ok"] else 1
+
+
+def _main_window(app):
+    from PySide6.QtWidgets import QMainWindow
+
+    for widget in app.topLevelWidgets():
+        if isinstance(widget, QMainWindow) and widget.isVisible():
+            return widget
+    return None
+
+
+def _inspect(window, waited_s: float) -> dict:
+    """What a user would see: the window, its version, and where the ML runtime stands."""
+    from studio import __version__, paths, runtime
+
+    title = window.windowTitle() if window is not None else None
+    status = runtime.status()
+    needs = runtime.needs_setup()
+    offer = _runtime_offer(window)
+    checks = {
+        "window_shown": window is not None,
+        "title_ok": bool(title and title.startswith("LoRA Studio")),
+        "resources_found": (paths.resources_dir() / "icons").is_dir(),
+        "lock_found": runtime.lock_path().is_file(),
+        "worker_sources_found": _worker_sources_found(),
+        # Found (ready, or another interpreter can run the workers), or offered to be created.
+        "runtime_found_or_offered": status["state"] == "ready" or not needs or offer,
+    }
+    return {"ok": all(checks.values()), "checks": checks, "title": title, "version": __version__,
+            "runtime": status["state"], "needs_setup": needs, "setup_offered": offer,
+            "frozen": bool(getattr(sys, "frozen", False)), "shown_after_s": round(waited_s, 2)}
+
+
+def _runtime_offer(window) -> bool:
+    """True when the window shows the offer to set up the runtime (ui/runtime_dialog.py)."""
+    if window is None:
+        return False
+    try:
+        from ui.runtime_dialog import offer_visible
+    except ImportError:
+        return False
+    return offer_visible(window)
+
+
+def _worker_sources_found() -> bool:
+    """The runtime's interpreter imports studio and workers from the bundle's folder as sources."""
+    from pathlib import Path
+
+    base = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parent.parent))
+    return (base / "studio" / "runtime.py").is_file() and (base / "workers").is_dir()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
