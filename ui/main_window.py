@@ -235,31 +235,36 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.train_page.training and not self._closing_after_stop:
-            box = QMessageBox(self)
-            box.setIcon(QMessageBox.Icon.Question)
-            box.setWindowTitle("A run is still training")
-            box.setText("A run is still training. Stop it, or keep it running after the window closes?")
-            box.setInformativeText("Stopping saves a checkpoint and the adapter first. A run kept going writes its "
-                                   "progress to its run folder; the Runs page shows it next time.")
-            stop = box.addButton("Stop and save", QMessageBox.ButtonRole.DestructiveRole)
-            keep = box.addButton("Keep running", QMessageBox.ButtonRole.AcceptRole)
-            box.addButton(QMessageBox.StandardButton.Cancel)
-            box.setDefaultButton(keep)
-            box.exec()
-            clicked = box.clickedButton()
-            if clicked is stop:
+            choice = self.ask_close_choice()
+            if choice == "stop":
                 self._closing_after_stop = True
                 self.train_page.stop()
                 self.status_text.setText("Stopping the run before closing…")
                 event.ignore()
                 return
-            if clicked is not keep:
+            if choice != "keep":
                 event.ignore()
                 return
             self.train_page.controller.detach()
         self.export_page.controller.kill_now()
         self.remember_choices()
         event.accept()
+
+    def ask_close_choice(self) -> str:
+        """Ask what to do with a run that is still training: 'stop', 'keep' or 'cancel'."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("A run is still training")
+        box.setText("A run is still training. Stop it, or keep it running after the window closes?")
+        box.setInformativeText("Stopping saves a checkpoint and the adapter first. A run kept going writes its "
+                               "progress to its run folder; the Runs page shows it next time.")
+        stop = box.addButton("Stop and save", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep running", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "keep" if clicked is keep else "cancel"
 
     def _after_training_finished(self, *_):
         if self._closing_after_stop:

@@ -32,7 +32,7 @@ def core(module: str) -> Any | None:
 class Session(QObject):
     sig_model = Signal(object)     # ModelInfo or None
     sig_data = Signal(object)      # DatasetReport or None
-    sig_budget = Signal(int)       # bytes
+    sig_budget = Signal(object)    # bytes (may exceed a C int)
     sig_plan = Signal(object)      # Plan or None
     sig_plan_error = Signal(str)
     sig_recipe = Signal()          # any recipe field changed

@@ -25,21 +25,15 @@ def export_targets() -> list[dict]:
     mod = core("studio.export")
     if mod is None:
         return []
-    for attr in ("targets", "formats", "registry", "TARGETS", "FORMATS", "REGISTRY"):
-        found = getattr(mod, attr, None)
-        if found is None:
-            continue
-        items = found() if callable(found) else found
-        items = list(items.values()) if isinstance(items, dict) else list(items)
-        return [_target_dict(t) for t in items]
-    return []
+    found = getattr(mod, "TARGETS", None) or {}
+    return [_target_dict(t) for t in (found.values() if isinstance(found, dict) else found)]
 
 
 def _target_dict(t: Any) -> dict:
     get = (lambda k, d=None: t.get(k, d)) if isinstance(t, dict) else (lambda k, d=None: getattr(t, k, d))
     name = str(get("name") or get("id") or t)
     return {"name": name, "title": str(get("title") or get("label") or name),
-            "description": str(get("description") or get("doc") or ""), "quants": list(get("quants") or get("quantizations") or [])}
+            "description": str(get("description") or get("doc") or ""), "quants": list(get("quants") or []), "default_quant": get("default_quant")}
 
 
 class ExportPage(Page):
@@ -132,6 +126,8 @@ class ExportPage(Page):
             if t["quants"]:
                 quant = QComboBox()
                 quant.addItems(t["quants"])
+                if t.get("default_quant") in t["quants"]:
+                    quant.setCurrentText(t["default_quant"])
                 quant.setToolTip("Quantisation of the exported weights")
             b.clicked.connect(lambda _=False, t=t, q=quant: self.export(t["name"], q.currentText() if q else None))
             self.grid.addWidget(b, i, 0)

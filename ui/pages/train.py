@@ -162,7 +162,9 @@ class TrainPage(Page):
         recipe = self.session.resolved_recipe()
         problems = recipe.validate()
         if problems:
-            QMessageBox.warning(self, "Cannot start yet", "Fix these first:\n\n" + "\n".join(f"• {p}" for p in problems))
+            self.banner.show_message("Cannot start yet: " + "; ".join(p.message if p.field in p.message else f"{p.field}: {p.message}"
+                                                                 for p in problems),
+                                     " ".join(f"{p.hint[0].upper()}{p.hint[1:]}." for p in problems if p.hint))
             return
         if self.session.plan is not None and getattr(self.session.plan, "fits", True) is False:
             answer = QMessageBox.question(

@@ -1,0 +1,235 @@
+"""Each page with its core objects: model, data, plan, train (fake worker), runs; the window's
+conventions (title, shortcuts, settings, closing during training) and the torch-free GUI process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QAction, QDropEvent
+
+from studio import events as ev
+from studio import procs, runs
+from studio.recipe import Recipe
+from ui.main_window import APP_TITLE, MainWindow, settings
+from ui.widgets.table import RowsModel, fast_table
+
+pytestmark = pytest.mark.timeout(90)
+GIB = 1024 ** 3
+CATALOG_MODEL = "qwen2.5-7b-instruct"
+
+
+@pytest.fixture
+def window(qtbot):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    for c in (w.train_page.controller, w.export_page.controller, w.model_page.converter):
+        c.kill_now()
+
+
+def drop(window: MainWindow, path: Path) -> None:
+    """Drop a local file on the window, as a file manager would."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+
+
+def test_window_title_pages_and_shortcuts(window):
+    assert window.windowTitle().startswith("LoRA Studio") and APP_TITLE == "LoRA Studio"
+    assert [p.title for p in window.pages] == ["Model", "Data", "Plan", "Train", "Runs", "Export"]
+    shortcuts = {a.text(): a.shortcut().toString() for a in window.findChildren(QAction) if a.shortcut().toString()}
+    assert shortcuts["&Start training"] == "Ctrl+R" and shortcuts["S&top"] == "Ctrl+."
+    assert shortcuts["Plan"] == "Ctrl+3"
+
+
+def test_catalog_model_plan_and_budget(window, qtbot):
+    window.finish_startup()
+    with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
+        window.model_page.choose(CATALOG_MODEL)
+    assert window.model_page.fields["arch"].text() == "Qwen2ForCausalLM"
+    assert "tokens" in window.model_page.fields["context"].text()
+    big = window.plan_page.bar.total
+    assert window.session.plan.fits
+    with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
+        window.plan_page.set_budget_bytes(8 * GIB)
+    assert window.plan_page.bar.budget == 8 * GIB
+    assert window.plan_page.bar.total < big  # the planner re-fitted to the smaller budget
+    assert "4bit" in window.plan_page.plan_values["quant.mode"].text()
+
+
+def test_a_pinned_setting_stays_while_the_rest_refits(window, qtbot):
+    window.model_page.choose(CATALOG_MODEL)
+    editor = window.plan_page.editors["train.seq_len"]
+    with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
+        editor.editor.setValue(512)
+    assert window.session.fixed == {"train.seq_len": 512}
+    assert window.session.plan.settings["seq_len"] == 512
+    with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
+        window.plan_page.set_budget_bytes(12 * GIB)
+    assert window.session.resolved_recipe().train.seq_len == 512 and not editor.reset.isHidden()
+    with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
+        editor.reset.click()
+    assert window.session.fixed == {}
+    assert window.plan_page.editors["train.seq_len"].editor.toolTip().startswith("Longest example")
+
+
+def test_dropping_a_dataset_shows_format_preview_and_problems(window, qtbot, tmp_path, chat_jsonl):
+    bad = tmp_path / "bad.jsonl"
+    lines = chat_jsonl.read_text().splitlines()[:5]
+    lines.insert(2, '{"messages": [{"role": "user", "content": "unterminated"')
+    bad.write_text("\n".join(lines) + "\n")
+    with qtbot.waitSignal(window.session.sig_data, timeout=10000):
+        drop(window, bad)
+    assert window.stack.currentWidget() is window.data_page
+    assert "messages" in window.data_page.summary.text()
+    assert window.data_page.preview_model.rowCount() == 5
+    problems = [window.data_page.problems.item(i).text() for i in range(window.data_page.problems.count())]
+    assert any(p.startswith("line 3") for p in problems), problems
+    assert window.session.recipe.data.path == str(bad)
+
+
+def test_the_preview_table_model_handles_a_million_rows(qtbot):
+    class Rows(Sequence):
+        def __len__(self):
+            return 1_000_000
+
+        def __getitem__(self, i):
+            if not 0 <= i < len(self):
+                raise IndexError(i)
+            return {"prompt": f"question {i}", "completion": "x" * 500}
+
+    model = RowsModel(Rows(), ["prompt", "completion"])
+    view = fast_table(model)
+    qtbot.addWidget(view)
+    view.show()
+    view.scrollToBottom()
+    assert model.rowCount() == 1_000_000
+    assert model.data(model.index(999_999, 0)) == "question 999999"
+    assert model.data(model.index(0, 1)).endswith("…")  # long cells are cut for display
+
+
+def test_train_page_charts_and_error_banner_from_a_worker(window, qtbot, tmp_path, fake_argv):
+    page = window.train_page
+    run_dir = runs.create(Recipe(), tmp_path)
+    with qtbot.waitSignal(page.controller.sig_finished, timeout=20000):
+        page.start_run_dir(run_dir, argv=fake_argv("flood", 400, 0.5))
+    for chart in page.charts.values():
+        chart.refresh()
+    assert page.charts["loss"].points("train") > 100
+    assert page.charts["memory"].points("allocated") > 10
+    assert "budget" in page.charts["memory"].lines and "predicted peak" in page.charts["memory"].lines
+    assert page.status == "finished" or page.status in runs.STATUSES
+    assert page.log.blockCount() > 1
+    with qtbot.waitSignal(page.controller.sig_finished, timeout=20000):
+        page.start_run_dir(runs.create(Recipe(), tmp_path), argv=fake_argv("error"))
+    assert page.status == "failed"
+    assert not page.banner.isHidden() and "Out of GPU memory" in page.banner.headline.text()
+    assert page.banner.detail.text() == "lower the micro-batch"
+
+
+def test_start_without_a_dataset_explains_what_is_missing(window):
+    window.train_page.start()
+    assert not window.train_page.training
+    assert "no dataset given" in window.train_page.banner.headline.text()
+
+
+def _fake_run(root: Path, name: str, losses: list[float]) -> Path:
+    r = Recipe(name=name)
+    r.data.path = "/data/x.jsonl"
+    run_dir = runs.create(r, root)
+    em = ev.Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=open("/dev/null", "wb"))
+    for i, loss in enumerate(losses, 1):
+        em.emit(ev.METRIC, step=i, loss=loss)
+    em.close()
+    runs.write_state(run_dir, status="finished", last_loss=losses[-1], step=len(losses))
+    return run_dir
+
+
+def test_runs_history_and_overlaid_loss_curves(window, qtbot):
+    _fake_run(runs.paths.runs_dir(), "first", [2.0, 1.5, 1.2])
+    _fake_run(runs.paths.runs_dir(), "second", [2.2, 1.1])
+    page = window.runs_page
+    window.show_page(page)
+    assert page.model.rowCount() == 2
+    assert {page.model.data(page.model.index(r, 4)) for r in range(2)} == {"1.2000", "1.1000"}
+    page.table.selectAll()
+    assert sorted(s.n for s in page.chart.series.values()) == [2, 3]
+
+
+def test_choices_and_geometry_are_remembered(qtbot, chat_jsonl):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    w.session.recipe.model.name_or_path = CATALOG_MODEL
+    w.session.recipe.data.path = str(chat_jsonl)
+    w.session.budget = 10 * GIB
+    w.show_page(2)
+    w.resize(w.minimumSizeHint().width(), 640)  # the offscreen screen is only 800 pixels high
+    qtbot.waitUntil(lambda: w.height() == 640, timeout=2000)
+    w.remember_choices()
+    s = settings()
+    assert s.value("model") == CATALOG_MODEL and s.value("dataset") == str(chat_jsonl) and int(s.value("budget")) == 10 * GIB
+    w2 = MainWindow()
+    qtbot.addWidget(w2)
+    w2.show()
+    assert w2.sidebar.currentRow() == 2
+    assert abs(w2.height() - 640) < 30 and w2.height() < 700  # not the 820 default
+    with qtbot.waitSignal(w2.session.sig_data, timeout=10000):
+        w2.restore_choices()
+    assert w2.session.recipe.model.name_or_path == CATALOG_MODEL and w2.session.budget == 10 * GIB
+
+
+@pytest.mark.parametrize("choice", ["keep", "cancel", "stop"])
+def test_closing_during_training_asks(window, qtbot, tmp_path, fake_argv, monkeypatch, choice):
+    page = window.train_page
+    with qtbot.waitSignal(page.controller.sig_hello, timeout=10000):  # obey stops on request; hang never ends
+        page.start_run_dir(runs.create(Recipe(), tmp_path), argv=fake_argv("obey" if choice == "stop" else "hang"))
+    monkeypatch.setattr(window, "ask_close_choice", lambda: choice)
+    if choice == "stop":
+        with qtbot.waitSignal(page.controller.sig_finished, timeout=10000):
+            assert window.close() is False  # waits for the worker to save and exit, then closes
+        qtbot.waitUntil(lambda: not window.isVisible(), timeout=5000)
+        assert page.controller.saw_done
+        return
+    closed = window.close()
+    assert closed is (choice == "keep")
+    assert page.controller.running  # kept running, or the close was cancelled
+    assert page.controller.detached is (choice == "keep")
+    page.controller.kill_now()
+
+
+def test_the_gui_process_never_imports_ml_libraries(tmp_path, chat_jsonl):
+    """Build the window in a fresh interpreter, visit and use every page, then look at sys.modules."""
+    script = f"""
+import sys, json
+from ui.app import build_app
+app = build_app()
+from ui.main_window import MainWindow
+w = MainWindow(); w.show(); w.finish_startup()
+w.model_page.choose({CATALOG_MODEL!r})
+import time
+w.data_page.load(__import__('pathlib').Path({str(chat_jsonl)!r}))
+deadline = time.monotonic() + 20
+while w.session.dataset_report is None and time.monotonic() < deadline:
+    app.processEvents()
+for i in range(len(w.pages)):
+    w.show_page(i); app.processEvents()
+w.plan_page.set_budget_bytes(8 * 1024 ** 3)
+w.runs_page.reload(); w.export_page.reload()
+heavy = sorted(m for m in ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate") if m in sys.modules)
+print(json.dumps({{"heavy": heavy, "plan": w.session.plan is not None, "data": w.session.dataset_report is not None}}))
+"""
+    env = procs.worker_env()
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"heavy": [], "plan": True, "data": True}
