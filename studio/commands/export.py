@@ -1,0 +1,205 @@
+"""`lora-studio export RUN_DIR --format merged|adapter|gguf|ollama`: run the export worker and report.
+
+Ctrl-C cancels: the worker is asked to stop, then terminated, then killed; its temporary folder
+is removed in every case, so nothing ever stands under the final name.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader, encode_command
+from studio.procs import worker_argv, worker_env
+
+FORMATS = ("merged", "adapter", "gguf", "ollama")
+QUANTS = ("f16", "bf16", "q8_0", "q4_0")
+STOP_GRACE_S = 10.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a trained run: merged model, adapter, GGUF or Ollama",
+                       description="Export a finished run folder. Every export is verified before it gets "
+                                   "its final name; Ctrl-C cancels and leaves nothing behind.")
+    p.add_argument("run_dir", type=Path, help="the run folder (see 'lora-studio runs')")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="merged: safetensors model folder; adapter: PEFT folder; gguf: llama.cpp file; "
+                        "ollama: GGUF + Modelfile")
+    p.add_argument("--quant", choices=QUANTS, help="GGUF weight type (gguf/ollama only; default q8_0)")
+    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/exports/FORMAT[-QUANT])")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from studio.cli import UserError
+
+    run_dir = args.run_dir.resolve()
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a folder; pass a run folder (see 'lora-studio runs')")
+    if args.quant and args.format not in ("gguf", "ollama"):
+        raise UserError(f"--quant applies to gguf and ollama only, not {args.format}")
+    extra = [f"--format={args.format}"] + ([f"--quant={args.quant}"] if args.quant else [])
+    extra += [f"--out={args.out.resolve()}"] if args.out else []
+    extra += ["--force"] if args.force else []
+    result = follow(run_dir, extra)
+    return report(run_dir, result)
+
+
+def follow(run_dir: Path, extra: list[str]) -> dict:
+    """Start the worker in its own session, show its events, and cancel it cleanly on Ctrl-C."""
+    log_path = run_dir / "export.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(worker_argv("workers.export", run_dir, *extra), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=log, env=worker_env(), start_new_session=True)
+        view, reader = _View(), EventReader()
+        result: dict = {"log": str(log_path)}
+        cancelled = False
+        while True:
+            try:
+                chunk = proc.stdout.read1(65536)
+                if not chunk:
+                    break
+                for ev in reader.feed(chunk):
+                    view.show(ev, result)
+            except KeyboardInterrupt:
+                cancelled = True
+                view.close()
+                print("\ncancelling the export...", file=sys.stderr)
+                _stop(proc)
+                break
+        proc.wait()
+        view.close()
+    result["returncode"] = proc.returncode
+    if cancelled:
+        result["cancelled"] = True
+        _remove_partials(run_dir, extra)
+    return result
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ask politely (stop command), then terminate, then kill."""
+    try:
+        proc.stdin.write(encode_command("stop"))
+        proc.stdin.flush()
+    except OSError:
+        pass
+    for escalate in (proc.terminate, proc.kill):
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            escalate()
+        except KeyboardInterrupt:
+            escalate()
+    proc.wait()
+
+
+def _remove_partials(run_dir: Path, extra: list[str]) -> None:
+    """A killed worker cannot clean up: remove its temporary folders (``.NAME.*.partial``) beside the output."""
+    from studio.export.targets import default_out
+
+    args = dict(a.lstrip("-").split("=", 1) for a in extra if "=" in a)
+    final = Path(args["out"]) if "out" in args else default_out(run_dir, args["format"], _quant(args))
+    if final.parent.is_dir():
+        for tmp in final.parent.glob(f".{final.name}.*.partial"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quant(args: dict) -> str | None:
+    from studio.export.targets import TARGETS
+
+    return args.get("quant") or TARGETS[args["format"]].default_quant
+
+
+class _View:
+    """Progress bars per phase on stderr, verification lines as they come."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.phase = None
+
+    def show(self, ev, result: dict) -> None:
+        d = ev.data
+        if ev.type == PROGRESS:
+            self._progress(d)
+        elif ev.type in (LOG, WARNING) and d.get("check"):
+            result.setdefault("checks", []).append(d)
+            self._write(f"{_mark(d.get('ok'))} {d.get('message')}")
+        elif ev.type == WARNING:
+            self._write(f"warning: {d.get('message')}")
+        elif ev.type == ERROR:
+            result["error"] = d
+        elif ev.type == DONE:
+            result["done"] = d
+
+    def _progress(self, d: dict) -> None:
+        from tqdm import tqdm
+
+        if d.get("phase") != self.phase:
+            self.close()
+            self.phase = d.get("phase")
+            big = (d.get("total") or 0) > 1
+            self.bar = tqdm(total=d.get("total") or None, desc=self.phase, unit="B" if big else "",
+                            unit_scale=big, dynamic_ncols=True, file=sys.stderr, leave=False)
+        self.bar.n = d.get("done", 0)
+        self.bar.refresh()
+
+    def _write(self, line: str) -> None:
+        self.close()
+        print(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.phase = None, None
+
+
+def _mark(ok) -> str:
+    return {True: "  ok  ", False: "  FAIL", None: "  skip"}[ok]
+
+
+def report(run_dir: Path, result: dict) -> int:
+    """Print the outcome; the exit code says whether an export now stands under its final name."""
+    from studio.cli import UserError
+
+    if result.get("cancelled"):
+        print("export cancelled: nothing was written", file=sys.stderr)
+        return 130
+    err = result.get("error")
+    if err:
+        if err.get("kind") in ("config", "io"):
+            raise UserError(f"{err.get('message')}; {err.get('hint')}")
+        print(f"export failed ({err.get('kind')}): {err.get('message')}\nwhat to do: {err.get('hint')}\n"
+              f"worker log: {result['log']}", file=sys.stderr)
+        return 1
+    done = result.get("done") or {}
+    if done.get("status") != "exported":
+        print(f"the export worker ended without finishing (exit code {result['returncode']}); "
+              f"log: {result['log']}", file=sys.stderr)
+        return 1
+    _print_done(done)
+    return 0
+
+
+def _print_done(done: dict) -> None:
+    quant = f" ({done['quant']})" if done.get("quant") else ""
+    print(f"exported {done['format']}{quant}: {done['path']}")
+    for f in done.get("files", []):
+        print(f"  {f['name']:<40} {_size(f['bytes']):>10}")
+    print("verification:")
+    for c in done.get("checks", []):
+        print(f"{_mark(c.get('ok'))} {c.get('summary')}")
+    if done["format"] == "ollama":
+        print(f"next: ollama create my-model -f {Path(done['path']) / 'Modelfile'}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)

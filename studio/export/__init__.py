@@ -1,0 +1,13 @@
+"""Export a finished run: merged safetensors, adapter, GGUF, Ollama (DESIGN.md, ``export/``).
+
+    from studio.export import export, TARGETS
+    result = export(run_dir, "gguf", quant="q8_0")
+"""
+from studio.export.errors import Cancelled, ConfigError, DiskError, ExportError, UnsupportedModel, VerificationFailed
+from studio.export.targets import TARGETS, ExportResult, ExportTarget, default_out, export, prepare
+
+SUPPORTED_GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2")  # SmolLM is llama; see gguf_writer.ARCHES
+
+__all__ = ["TARGETS", "ExportTarget", "ExportResult", "export", "prepare", "default_out", "ExportError",
+           "ConfigError", "DiskError", "UnsupportedModel", "VerificationFailed", "Cancelled",
+           "SUPPORTED_GGUF_ARCHITECTURES"]

@@ -1,0 +1,248 @@
+"""The export targets (a registry the CLI and the UI fill their menus from) and the one entry point.
+
+Every export: checks everything it can before writing (format, quantisation, architecture,
+tokenizer, chat template, free space, existing output), writes into a temporary folder beside the
+destination, verifies what it wrote, and only then renames the folder to its final name.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from studio import runs
+from studio.export import verify
+from studio.export.adapter import Adapter, copy_adapter, load_adapter
+from studio.export.errors import ConfigError, DiskError, Progress, VerificationFailed, no_progress
+from studio.export.inputs import ExportInputs, load_inputs
+from studio.export.merge import check_mergeable, merge_to_folder
+from studio.fsutil import atomic_dir
+
+GGUF_QUANTS = ("f16", "bf16", "q8_0", "q4_0")
+_GGUF_BYTES_PER_PARAM = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+MARGIN_BYTES = 64 << 20
+REPORT = "export.json"
+
+
+@dataclass
+class Job:
+    inputs: ExportInputs
+    fmt: str
+    quant: str | None
+    progress: Progress = no_progress
+    adapter: Adapter | None = None
+    chat: Any = None  # ollama.OllamaChat
+    checks: list = field(default_factory=list)
+    on_check: Callable[[Any], None] = lambda check: None
+
+    def record(self, check: "verify.Check") -> None:
+        self.checks.append(check)
+        self.on_check(check)
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    name: str
+    label: str
+    description: str
+    quants: tuple[str, ...]
+    default_quant: str | None
+    needs_merge: bool
+    build: Callable[[Job, Path], None]
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    quant: str | None
+    files: list[dict]
+    checks: list[dict]
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "format": self.format, "quant": self.quant, "files": self.files,
+                "checks": self.checks}
+
+
+# -- builders ------------------------------------------------------------------------------------
+
+def _build_adapter(job: Job, tmp: Path) -> None:
+    job.progress("adapter", 0, 1)
+    copy_adapter(job.inputs.adapter_dir, tmp, job.inputs.base_dir, job.inputs.model_name)
+    job.progress("adapter", 1, 1)
+    job.progress("verify", 0, 1)
+    job.record(verify.check_adapter(job.inputs.adapter_dir, tmp))
+
+
+def _build_merged(job: Job, tmp: Path) -> None:
+    merge_to_folder(job.inputs.base_dir, job.adapter, tmp, job.progress)
+    job.progress("verify", 0, 1)
+    job.record(verify.check_merge(job.inputs.base_dir, job.inputs.adapter_dir, tmp))
+
+
+def _build_gguf(job: Job, tmp: Path) -> Path:
+    from studio.export.gguf_writer import write_gguf
+
+    scratch = tmp / ".merged"  # inside the temp folder: cancel or failure removes it with the rest
+    scratch.mkdir()
+    merge_to_folder(job.inputs.base_dir, job.adapter, scratch, job.progress)  # checked by the GGUF comparison
+    gguf_path = tmp / f"model-{job.quant}.gguf"
+    write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress)
+    job.progress("verify", 0, 1)
+    job.record(verify.check_gguf(scratch, gguf_path, job.quant))
+    shutil.rmtree(scratch)
+    return gguf_path
+
+
+def _build_ollama(job: Job, tmp: Path) -> None:
+    from studio.export.merge import tokenizer_eos_id
+    from studio.export.ollama import modelfile, sampling_params
+
+    gguf_path = _build_gguf(job, tmp)
+    eos = _token_text(job.inputs.base_dir, tokenizer_eos_id(job.inputs.base_dir))
+    text = modelfile(gguf_path.name, job.chat, [eos] if eos else [], sampling_params())
+    (tmp / "Modelfile").write_text(text, encoding="utf-8")
+    job.record(verify.Check("ollama_template", True,
+                            f"Modelfile TEMPLATE ({job.chat.family.name}) renders {job.chat.checked} probe "
+                            "conversations exactly as the tokenizer's chat template",
+                            {"family": job.chat.family.name, "system": job.chat.system}))
+
+
+TARGETS: dict[str, ExportTarget] = {t.name: t for t in (
+    ExportTarget("merged", "Merged model (safetensors)",
+                 "The base model with the adapter merged in: a folder transformers, vLLM and others load as is.",
+                 (), None, True, _build_merged),
+    ExportTarget("adapter", "Adapter only (PEFT)",
+                 "The small LoRA adapter; load it on top of the base model with peft or a LoRA-capable server.",
+                 (), None, False, _build_adapter),
+    ExportTarget("gguf", "GGUF (llama.cpp)",
+                 "One file for llama.cpp, LM Studio and friends (Llama, Mistral, Qwen2, SmolLM).",
+                 GGUF_QUANTS, "q8_0", True, _build_gguf),
+    ExportTarget("ollama", "Ollama",
+                 "A GGUF and a Modelfile with the chat template and stop tokens: 'ollama create NAME -f Modelfile'.",
+                 GGUF_QUANTS, "q8_0", True, _build_ollama),
+)}
+
+
+# -- the entry point -----------------------------------------------------------------------------
+
+def default_out(run_dir: Path, fmt: str, quant: str | None) -> Path:
+    return Path(run_dir) / runs.EXPORTS / (f"{fmt}-{quant}" if quant else fmt)
+
+
+def check_options(fmt: str, quant: str | None) -> ExportTarget:
+    """The target for ``fmt``, refusing unknown formats and quantisations that do not apply."""
+    target = TARGETS.get(fmt)
+    if target is None:
+        raise ConfigError(f"unknown export format '{fmt}'", f"choose one of {', '.join(TARGETS)}")
+    if quant and quant not in target.quants:
+        allowed = ", ".join(target.quants) or "none (this format keeps the base model's dtype)"
+        raise ConfigError(f"--quant {quant} does not apply to {fmt}", f"allowed: {allowed}")
+    return target
+
+
+def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
+    """Every check that needs no writing: fails fast, before any work, with what to do."""
+    target = check_options(fmt, quant)
+    job = Job(load_inputs(run_dir), fmt, quant or target.default_quant)
+    if target.needs_merge:
+        job.adapter = load_adapter(job.inputs.adapter_dir)
+        check_mergeable(job.inputs.base_dir, job.adapter)
+    if fmt in ("gguf", "ollama"):
+        from studio.export.gguf_vocab import build_vocab
+        from studio.export.gguf_writer import check_supported
+
+        check_supported(job.inputs.config)
+        build_vocab(job.inputs.base_dir, job.inputs.config)
+    if fmt == "ollama":
+        from transformers import AutoTokenizer
+
+        from studio.export.ollama import detect_chat
+
+        job.chat = detect_chat(AutoTokenizer.from_pretrained(str(job.inputs.base_dir)))
+    return job
+
+
+def estimate_bytes(job: Job) -> int:
+    """What the export will write, temporary files included."""
+    base = verify.model_bytes(job.inputs.base_dir)
+    if job.fmt == "adapter":
+        return sum(f.stat().st_size for f in job.inputs.adapter_dir.iterdir() if f.is_file())
+    if job.fmt == "merged":
+        return base
+    params = verify.model_bytes(job.inputs.base_dir, 1)
+    return base + int(params * _GGUF_BYTES_PER_PARAM[job.quant])
+
+
+def check_free_space(dest: Path, need: int) -> None:
+    probe = Path(dest)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    want = int(need * 1.1) + MARGIN_BYTES
+    if free < want:
+        raise DiskError(f"not enough free space in {probe}: the export needs about {want / 2**30:.2f} GB, "
+                        f"{free / 2**30:.2f} GB is free", "free some space or choose another folder with --out")
+
+
+def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None = None, force: bool = False,
+           progress: Progress = no_progress, on_check: Callable[[Any], None] = lambda c: None) -> ExportResult:
+    """Export a run: prepare, check space, build in a temp folder, verify, rename; nothing partial remains."""
+    target = check_options(fmt, quant)
+    final = Path(out) if out else default_out(Path(run_dir).resolve(), fmt, quant or target.default_quant)
+    if final.exists() and not force:
+        raise ConfigError(f"{final} already exists", "pass --force to replace it, or choose another --out")
+    job = prepare(run_dir, fmt, quant)
+    job.progress, job.on_check = progress, on_check
+    check_free_space(final.parent, estimate_bytes(job))
+    try:
+        with atomic_dir(final, overwrite=force) as tmp:
+            TARGETS[fmt].build(job, tmp)
+            _fail_on_checks(job)
+            _write_report(job, tmp)
+            files = _list_files(tmp)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskError(f"the disk filled up while writing {final}; nothing was left behind",
+                            "free some space or choose another folder with --out") from None
+        raise
+    return ExportResult(final, fmt, job.quant, files, [c.to_dict() for c in job.checks])
+
+
+def _fail_on_checks(job: Job) -> None:
+    for check in job.checks:
+        lossy = check.name == "gguf_greedy" and job.quant == "q4_0"  # 4-bit may change greedy picks: reported
+        if check.ok is False and not lossy:
+            raise VerificationFailed(f"verification failed: {check.summary}",
+                                     "the output was not kept; please report this with the run folder")
+
+
+def _write_report(job: Job, tmp: Path) -> None:
+    report = {"format": job.fmt, "quant": job.quant, "run": str(job.inputs.run_dir),
+              "base_model": str(job.inputs.base_dir), "model": job.inputs.model_name,
+              "created": _dt.datetime.now().isoformat(timespec="seconds"),
+              "checks": [c.to_dict() for c in job.checks]}
+    (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def _list_files(folder: Path) -> list[dict]:
+    return [{"name": str(p.relative_to(folder)), "bytes": p.stat().st_size}
+            for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def _model_title(job: Job) -> str:
+    return f"{Path(job.inputs.model_name).name} (LoRA {job.inputs.run_dir.name})"
+
+
+def _token_text(folder: Path, token_id: int | None) -> str | None:
+    if token_id is None:
+        return None
+    tok = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    for added in tok.get("added_tokens", []):
+        if added.get("id") == token_id:
+            return added["content"]
+    return None

@@ -1,0 +1,177 @@
+"""Checks run after every export, before the output gets its final name.
+
+* merged model vs base + adapter (peft, on the original 16/32-bit base): logits on fixed prompts;
+* GGUF loaded back with transformers (``gguf_file=``) vs the merged model: greedy tokens;
+* Ollama TEMPLATE vs the tokenizer's chat template (see ollama.py).
+
+A check that would need more memory than is free is skipped with the reason, never silently.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROMPTS = ("What is 2 plus 3?", "Write one sentence about the sea.", "Name three colours.")
+# Largest logit difference accepted, relative to the largest reference logit, by weight dtype.
+LOGIT_RTOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+# A greedy token may differ from the merged model's only where the merged model itself hesitates:
+# its logit for the GGUF's token is within this much of its top logit (relative to the logit spread).
+TIE_RTOL = {"f16": 0.02, "bf16": 0.05, "q8_0": 0.05, "q4_0": 0.25}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: skipped
+    summary: str
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_bytes(folder: Path, bytes_per_param: int | None = None) -> int:
+    """Bytes needed to hold the model, at its stored dtype or at ``bytes_per_param``."""
+    from studio.export.safetensors_io import _SIZES, model_tensors
+
+    metas = model_tensors(folder)
+    if bytes_per_param is None:
+        return sum(m.nbytes for m in metas)
+    return sum(m.nbytes // _SIZES[m.dtype] * bytes_per_param for m in metas)
+
+
+def memory_ok(need: int) -> tuple[bool, str]:
+    import psutil
+
+    free = psutil.virtual_memory().available
+    if free > need * 1.3:
+        return True, ""
+    return False, f"needs about {need / 2**30:.1f} GB of RAM, {free / 2**30:.1f} GB free"
+
+
+def prompt_ids(tokenizer: Any) -> list[list[int]]:
+    """The fixed prompts, formatted with the chat template when there is one."""
+    out = []
+    for text in PROMPTS:
+        if getattr(tokenizer, "chat_template", None):
+            rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                     add_generation_prompt=True)
+            out.append(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        else:
+            out.append(tokenizer(text)["input_ids"])
+    return out
+
+
+def _logits(model: Any, ids: list[list[int]]):
+    import torch
+
+    with torch.no_grad():
+        return [model(torch.tensor([p])).logits[0].float() for p in ids]
+
+
+def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> Check:
+    """Merged logits == base + adapter logits (peft, unmerged) within the dtype's tolerance."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ok, why = memory_ok(model_bytes(base_dir) * 2)
+    if not ok:
+        return Check("merge_logits", None, f"skipped: {why}")
+    tok = AutoTokenizer.from_pretrained(str(merged_dir))
+    ids = prompt_ids(tok)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype="auto")
+    dtype = str(base.dtype).removeprefix("torch.")
+    plain = _logits(base, ids)
+    peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
+    ref = _logits(peft_model, ids)
+    del peft_model, base
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype="auto")
+    out = _logits(merged, ids)
+    del merged
+    diff = max(float((a - b).abs().max()) for a, b in zip(ref, out))
+    effect = max(float((a - b).abs().max()) for a, b in zip(ref, plain))
+    scale = max(float(r.abs().max()) for r in ref)
+    tol = LOGIT_RTOL.get(dtype, 5e-2) * max(scale, 1.0)
+    details = {"max_abs_diff": diff, "tolerance": tol, "adapter_effect": effect, "dtype": dtype,
+               "prompts": len(ids)}
+    passed = diff <= tol and math.isfinite(diff)
+    summary = f"merged vs base+adapter logits: max diff {diff:.2e} (tolerance {tol:.1e}; adapter changes them by {effect:.2e})"
+    return Check("merge_logits", passed, summary, details)
+
+
+def greedy(model: Any, ids: list[int], n: int) -> list[int]:
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, min_new_tokens=n,
+                             pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 12) -> Check:
+    """Greedy tokens of the GGUF (read back by transformers) == those of the merged model.
+
+    Where they differ, the merged model's own margin at that step is reported: a flip between two
+    tokens the merged model scores within TIE_RTOL of each other is quantisation noise, not an error.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ok, why = memory_ok(model_bytes(merged_dir, 4) * 2)
+    if not ok:
+        return Check("gguf_greedy", None, f"skipped: {why}")
+    tok = AutoTokenizer.from_pretrained(str(merged_dir))
+    ids = prompt_ids(tok)
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    want = [greedy(merged, p, new_tokens) for p in ids]
+    del merged
+    gg = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    got = [greedy(gg, p, new_tokens) for p in ids]
+    del gg
+    tok_gguf = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    same_tokenizer = all(tok_gguf(t)["input_ids"] == tok(t)["input_ids"] for t in PROMPTS)
+    exact = sum(a == b for a, b in zip(want, got))
+    near = _near_ties(merged_dir, ids, want, got, quant) if exact < len(ids) else 0
+    passed = same_tokenizer and exact + near == len(ids)
+    summary = (f"GGUF greedy tokens vs merged model: {exact}/{len(ids)} prompts identical"
+               + (f", {near} differ only at a near-tie" if near else "")
+               + ("" if same_tokenizer else "; the GGUF tokenizer splits text differently"))
+    return Check("gguf_greedy", passed, summary, {"identical": exact, "near_ties": near, "prompts": len(ids),
+                                                   "tokens_per_prompt": new_tokens, "tokenizer_match": same_tokenizer})
+
+
+def _near_ties(merged_dir: Path, ids: list[list[int]], want: list[list[int]], got: list[list[int]], quant: str) -> int:
+    """How many differing prompts first diverge where the merged model's top two choices nearly tie."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    count = 0
+    for p, w, g in zip(ids, want, got):
+        if w == g:
+            continue
+        k = next(i for i, (a, b) in enumerate(zip(w, g)) if a != b)
+        with torch.no_grad():
+            logits = merged(torch.tensor([p + w[:k]])).logits[0, -1]
+        spread = float(logits.max() - logits.min()) or 1.0
+        if float(logits[w[k]] - logits[g[k]]) <= TIE_RTOL.get(quant, 0.05) * spread:
+            count += 1
+    return count
+
+
+def check_adapter(original: Path, exported: Path) -> Check:
+    """The exported adapter parses as a peft config and carries the same tensors as the run's."""
+    from peft import PeftConfig
+    from safetensors import safe_open
+
+    cfg = PeftConfig.from_pretrained(str(exported))
+    names = []
+    for folder in (original, exported):
+        with safe_open(str(Path(folder) / "adapter_model.safetensors"), "pt") as f:
+            names.append(sorted(f.keys()))
+    same = names[0] == names[1]
+    pairs = sum(1 for n in names[1] if ".lora_A" in n or ".lora_embedding_A" in n)
+    summary = f"peft reads the adapter ({cfg.peft_type}, r={getattr(cfg, 'r', '?')}, {pairs} LoRA pairs)"
+    return Check("adapter_files", same, summary, {"pairs": pairs, "base_model": cfg.base_model_name_or_path})

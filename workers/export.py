@@ -1,0 +1,123 @@
+"""Export worker: ``python -m workers.export RUN_DIR --format FORMAT [--quant Q] [--out DIR] [--force]``.
+
+Events go to stdout (one JSON line each): ``hello``, ``progress`` (phase, done, total), ``log`` for
+each verification result (``warning`` when one fails or is skipped), then ``done`` with the output
+path, its files and the verification results, or ``error`` (kind, message, hint). Logs and
+tracebacks go to stderr. A ``stop`` command on stdin, SIGINT or SIGTERM cancels: the temporary
+folder is removed and nothing stands under the final name. Exit codes: 0 exported, 1 failed,
+3 cancelled.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from studio.procs import OFFLINE_ENV
+
+for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are imported
+    os.environ.setdefault(_k, _v)
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, WARNING, Emitter, decode_command, reserve_stdout  # noqa: E402
+from studio.export.errors import Cancelled, ExportError  # noqa: E402
+
+EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
+
+
+class Reporter:
+    """Turns export callbacks into events, throttled to whole percents, and raises when cancelled."""
+
+    def __init__(self, em: Emitter, cancel: threading.Event) -> None:
+        self.em, self.cancel = em, cancel
+        self._last: tuple[str, int] | None = None
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("export cancelled")
+        pct = int(100 * done / total) if total else 100
+        if (phase, pct) != self._last:
+            self._last = (phase, pct)
+            self.em.emit(PROGRESS, phase=phase, done=int(done), total=int(total))
+
+    def check(self, check) -> None:
+        kind = LOG if check.ok else WARNING
+        self.em.emit(kind, message=check.summary, check=check.name, ok=check.ok, details=check.details)
+
+
+def listen_for_stop(cancel: threading.Event) -> None:
+    """Read stdin commands on a daemon thread (raw fd: a blocked buffered read would hang shutdown)."""
+    def read() -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(sys.stdin.fileno(), 4096)
+            except (OSError, ValueError):
+                return
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            if any((decode_command(line) or {}).get("cmd") == "stop" for line in lines):
+                cancel.set()
+
+    threading.Thread(target=read, daemon=True, name="commands").start()
+
+
+def _on_signal(cancel: threading.Event):
+    def handler(signum, frame):  # noqa: ARG001
+        cancel.set()
+        raise Cancelled(f"export cancelled by signal {signum}")
+    return handler
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m workers.export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a finished run folder (holds recipe.json and adapter/)")
+    parser.add_argument("--format", required=True, help="merged, adapter, gguf or ollama")
+    parser.add_argument("--quant", default=None, help="GGUF type: f16, bf16, q8_0 (default) or q4_0")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/exports/FORMAT[-QUANT])")
+    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    run_dir = args.run_dir.resolve()
+    em = Emitter(run=run_dir.name, stream=reserve_stdout())
+    cancel = threading.Event()
+    listen_for_stop(cancel)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal(cancel))
+    rep = Reporter(em, cancel)
+    em.emit(HELLO, pid=os.getpid(), worker="export", python=platform.python_version(), run_dir=str(run_dir),
+            format=args.format, quant=args.quant)
+    try:
+        from studio.export import export
+
+        result = export(run_dir, args.format, args.quant, args.out, args.force, rep.progress, rep.check)
+        em.emit(DONE, status="exported", **result.to_dict())
+        return EXIT_OK
+    except Cancelled as e:
+        em.emit(DONE, status="cancelled", path=None, message=f"{e.message}; nothing was written")
+        return EXIT_CANCELLED
+    except ExportError as e:
+        em.emit(ERROR, kind=e.kind, message=e.message, hint=e.hint)
+        return EXIT_FAILED
+    except Exception as e:  # a bug: the traceback goes to stderr, the event says where to look
+        traceback.print_exc(file=sys.stderr)
+        em.emit(ERROR, kind="internal", message=f"{type(e).__name__}: {e}",
+                hint="this is a bug in LoRA Studio: the traceback is in the log (stderr)")
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        em.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
