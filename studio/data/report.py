@@ -61,7 +61,6 @@ class TokenStats:
     mean: float = 0.0
     seq_len: int | None = None
     truncated: int = 0  # examples longer than seq_len
-    trained_tokens: int = 0  # tokens that carry the loss (within seq_len)
     histogram: dict = field(default_factory=lambda: {"edges": [], "counts": []})
     template: str = "model"  # "model" or "default (ChatML)" when the tokenizer has none
     tokenizer: str = ""

@@ -101,11 +101,17 @@ def open_source(path: str | Path) -> Source:
 
 
 def _head(src: Source) -> bytes:
+    """The first bytes (decompressed); a damaged file still gives what comes before the damage."""
+    chunks, size = [], 0
     try:
         with src.open_binary() as fh:
-            return fh.read(SNIFF_BYTES)
+            while size < SNIFF_BYTES and (chunk := fh.read(4096)):
+                chunks.append(chunk)
+                size += len(chunk)
     except (OSError, EOFError) as e:
-        raise DataError(f"{src.path}: cannot be read ({e}); is the file complete?") from None
+        if not chunks:
+            raise DataError(f"{src.path}: cannot be read ({e}); is the file complete?") from None
+    return b"".join(chunks)
 
 
 def _folder_source(path: Path) -> Source:
@@ -401,7 +407,8 @@ def _csv_record(header: list[str], fields: list[str], row: int, line: int) -> Re
             f"the row has {len(fields)} fields but the header has {len(header)}",
             "wrap fields that contain the delimiter, quotes or line breaks in double quotes",
             row=row, line=line, code="columns"))
-    value = {name: (fields[i] if i < len(fields) else None) for i, name in enumerate(header)}
+    # Spreadsheets write line breaks inside cells as CR LF; training text uses LF.
+    value = {name: (fields[i].replace("\r\n", "\n") if i < len(fields) else None) for i, name in enumerate(header)}
     return Record(row, line, value, None)
 
 

@@ -68,12 +68,20 @@ def render_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
 
 
 class LengthCollector:
-    """Renders examples as they stream by and tokenises them a batch at a time."""
+    """Renders examples as they stream by; a background thread tokenises full batches meanwhile.
+
+    The Rust tokenizer releases the GIL and spreads a batch over all cores, so rendering the next
+    batch (Python, jinja) overlaps with tokenising the previous one.
+    """
 
     def __init__(self, tokenizer: Any, on_error=None):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.tokenizer, self.on_error = tokenizer, on_error
         self.lengths = array("I")
         self.texts: list[str] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenise")
+        self._pending: list = []
 
     def add(self, example: dict, row: int, line: int | None) -> None:
         try:
@@ -83,12 +91,21 @@ class LengthCollector:
                 self.on_error(e, row, line)
             return
         if len(self.texts) >= BATCH:
-            self.flush()
+            self._submit()
+
+    def _submit(self) -> None:
+        self._pending.append(self._pool.submit(render_lengths, self.tokenizer, self.texts))
+        self.texts = []
+        while len(self._pending) > 2:  # bounded: at most two batches of text in flight
+            self.lengths.extend(self._pending.pop(0).result())
 
     def flush(self) -> None:
         if self.texts:
-            self.lengths.extend(render_lengths(self.tokenizer, self.texts))
-            self.texts = []
+            self._submit()
+        for fut in self._pending:
+            self.lengths.extend(fut.result())
+        self._pending = []
+        self._pool.shutdown(wait=True)
 
 
 def stats(lengths: Iterable[int], seq_len: int | None, tokenizer: Any = None) -> TokenStats:
