@@ -2,6 +2,7 @@
 shortcuts, drag-and-drop of files and folders anywhere, remembered geometry and choices."""
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 from pathlib import Path
@@ -14,12 +15,6 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 
 from studio import __version__, paths
 from ui import theme
-from ui.pages.data import DataPage
-from ui.pages.export import ExportPage
-from ui.pages.model import ModelPage, looks_like_model
-from ui.pages.plan import PlanPage
-from ui.pages.runs import RunsPage
-from ui.pages.train import TrainPage
 from ui.session import Session
 from ui.widgets.common import Busy
 
@@ -34,7 +29,19 @@ def settings() -> QSettings:
     return QSettings()
 
 
+# (module, class, title, icon, one line): the sidebar is drawn from this before any page exists.
+PAGES = (("ui.pages.model", "ModelPage", "Model", "model", "Pick the base model"),
+         ("ui.pages.data", "DataPage", "Data", "data", "Bring your dataset"),
+         ("ui.pages.plan", "PlanPage", "Plan", "plan", "Fit the settings to your GPU memory"),
+         ("ui.pages.train", "TrainPage", "Train", "train", "Train and watch it live"),
+         ("ui.pages.runs", "RunsPage", "Runs", "runs", "Compare past runs"),
+         ("ui.pages.export", "ExportPage", "Export", "export", "Export the result"))
+
+
 class MainWindow(QMainWindow):
+    """Pages are built on first use (the one on screen first, the rest right after the window
+    is shown), so the window appears quickly."""
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle(f"{APP_TITLE} {__version__}")
@@ -42,18 +49,65 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.settings = settings()
         self.session = Session(self)
-        self.model_page = ModelPage(self.session)
-        self.data_page = DataPage(self.session)
-        self.plan_page = PlanPage(self.session)
-        self.train_page = TrainPage(self.session)
-        self.runs_page = RunsPage(self.session)
-        self.export_page = ExportPage(self.session)
-        self.pages = [self.model_page, self.data_page, self.plan_page, self.train_page, self.runs_page, self.export_page]
+        self._pages: list = [None] * len(PAGES)
         self._closing_after_stop = False
+        self._busy_count = 0
         self._build()
         self._menus()
-        self._wire()
+        self.sidebar.currentRowChanged.connect(self._on_page)
+        self.session.sig_status.connect(self.status_text.setText)
         self._restore()
+
+    # -- pages, built on demand ---------------------------------------------------------------
+    def page(self, index: int):
+        """The page at ``index``, building (and wiring) it the first time it is needed."""
+        if self._pages[index] is None:
+            module, cls, *_ = PAGES[index]
+            page = getattr(importlib.import_module(module), cls)(self.session)
+            self._pages[index] = page
+            placeholder = self.stack.widget(index)
+            self.stack.insertWidget(index, page)
+            self.stack.removeWidget(placeholder)
+            placeholder.deleteLater()
+            self._wire_page(index, page)
+        return self._pages[index]
+
+    @property
+    def pages(self) -> list:
+        return [self.page(i) for i in range(len(PAGES))]
+
+    model_page = property(lambda self: self.page(0))
+    data_page = property(lambda self: self.page(1))
+    plan_page = property(lambda self: self.page(2))
+    train_page = property(lambda self: self.page(3))
+    runs_page = property(lambda self: self.page(4))
+    export_page = property(lambda self: self.page(5))
+
+    def _built(self, index: int):
+        return self._pages[index]
+
+    def _wire_page(self, index: int, page) -> None:
+        name = PAGES[index][1]
+        if name in ("ModelPage", "DataPage"):
+            page.sig_busy.connect(self._busy)
+        elif name == "ExportPage":
+            page.controller.sig_busy.connect(self._busy)
+        elif name == "TrainPage":
+            page.sig_run_ended.connect(self._run_ended)
+            page.controller.sig_finished.connect(self._after_training_finished)
+        elif name == "PlanPage":
+            page.sig_train.connect(self._start)
+        elif name == "RunsPage":
+            page.sig_export.connect(self._export_run)
+
+    def _run_ended(self, *_args) -> None:
+        for i in (4, 5):
+            if self._built(i) is not None:
+                self._built(i).reload()
+
+    def _export_run(self, run_dir) -> None:
+        self.show_page(5)
+        self.export_page.select_run(run_dir)
 
     # -- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -66,11 +120,11 @@ class MainWindow(QMainWindow):
         self.sidebar.setFixedWidth(168)
         self.sidebar.setIconSize(QSize(20, 20))
         self.stack = QStackedWidget()
-        for i, page in enumerate(self.pages):
-            item = QListWidgetItem(theme.icon(page.icon_name), page.title)
-            item.setToolTip(f"{page.subtitle} (Ctrl+{i + 1})")
+        for i, (_m, _c, title, icon, tip) in enumerate(PAGES):
+            item = QListWidgetItem(theme.icon(icon), title)
+            item.setToolTip(f"{tip} (Ctrl+{i + 1})")
             self.sidebar.addItem(item)
-            self.stack.addWidget(page)
+            self.stack.addWidget(QWidget())
         lay.addWidget(self.sidebar)
         lay.addWidget(self.stack, 1)
         self.setCentralWidget(central)
@@ -95,45 +149,39 @@ class MainWindow(QMainWindow):
         f = mb.addMenu("&File")
         self._action(f, "Open &dataset…", self.open_dataset, QKeySequence.StandardKey.Open, "Choose a dataset file")
         self._action(f, "Open &model folder…", self.open_model_folder, "Ctrl+Shift+O", "Choose a local model folder")
-        self._action(f, "Open &runs folder", self.runs_page.open_runs_folder, None, "Show the runs folder")
+        self._action(f, "Open &runs folder", lambda: self.runs_page.open_runs_folder(), None, "Show the runs folder")
         f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         r = mb.addMenu("&Run")
         self.act_start = self._action(r, "&Start training", self._start, "Ctrl+R", "Start a run with the current plan")
-        self.act_pause = self._action(r, "&Pause / Resume", self.train_page.toggle_pause, "Ctrl+P")
-        self.act_stop = self._action(r, "S&top", self.train_page.stop, "Ctrl+.", "Stop the run, saving the adapter")
+        self.act_pause = self._action(r, "&Pause / Resume", lambda: self.train_page.toggle_pause(), "Ctrl+P")
+        self.act_stop = self._action(r, "S&top", lambda: self.train_page.stop(), "Ctrl+.", "Stop the run, saving the adapter")
         v = mb.addMenu("&View")
-        for i, page in enumerate(self.pages):
-            self._action(v, page.title, lambda _=False, i=i: self.show_page(i), f"Ctrl+{i + 1}")
+        for i, spec in enumerate(PAGES):
+            self._action(v, spec[2], lambda _=False, i=i: self.show_page(i), f"Ctrl+{i + 1}")
         h = mb.addMenu("&Help")
         self._action(h, "&About LoRA Studio", self.about, QKeySequence.StandardKey.HelpContents)
 
-    def _wire(self) -> None:
-        self.sidebar.currentRowChanged.connect(self._on_page)
-        self.session.sig_status.connect(self.status_text.setText)
-        self.model_page.sig_busy.connect(self._busy)
-        self.data_page.sig_busy.connect(self._busy)
-        self.export_page.controller.sig_busy.connect(self._busy)
-        self.train_page.sig_run_ended.connect(lambda *_: self.runs_page.reload())
-        self.train_page.sig_run_ended.connect(lambda *_: self.export_page.reload())
-        self.train_page.controller.sig_finished.connect(self._after_training_finished)
-        self.plan_page.sig_train.connect(self._start)
-
     def _busy(self, on: bool) -> None:
-        self._busy_count = max(0, getattr(self, "_busy_count", 0) + (1 if on else -1))
+        self._busy_count = max(0, self._busy_count + (1 if on else -1))
         self.busy.set_busy(self._busy_count > 0)
 
     def _on_page(self, row: int) -> None:
-        self.stack.setCurrentIndex(row)
-        if 0 <= row < len(self.pages):
-            self.pages[row].on_enter()
+        if 0 <= row < len(PAGES):
+            page = self.page(row)
+            self.stack.setCurrentIndex(row)
+            page.on_enter()
 
     def show_page(self, index_or_page) -> None:
-        index = index_or_page if isinstance(index_or_page, int) else self.pages.index(index_or_page)
+        index = index_or_page if isinstance(index_or_page, int) else self._pages.index(index_or_page)
+        if self.sidebar.currentRow() == index:
+            self._on_page(index)
         self.sidebar.setCurrentRow(index)
 
     def finish_startup(self) -> None:
-        """Work done once the window is on screen: charts (pyqtgraph), hardware, run history."""
+        """Work done once the window is on screen: the other pages, charts (pyqtgraph), hardware, history."""
+        for i in range(len(PAGES)):
+            self.page(i)
         self.train_page.ensure_charts()
         self.plan_page.detect_hardware()
         self.runs_page.reload()
@@ -162,6 +210,8 @@ class MainWindow(QMainWindow):
 
     def open_path(self, path: Path) -> None:
         """A dropped or chosen path: a model folder goes to Model, anything else to Data."""
+        from ui.pages.model import looks_like_model
+
         if looks_like_model(path):
             self.show_page(self.model_page)
             self.model_page.choose(str(path))
@@ -187,10 +237,11 @@ class MainWindow(QMainWindow):
             self.data_page.set_drop_highlight(True)
 
     def dragLeaveEvent(self, event) -> None:
-        self.data_page.set_drop_highlight(False)
+        if self._built(1) is not None:
+            self._built(1).set_drop_highlight(False)
 
     def dropEvent(self, event) -> None:
-        self.data_page.set_drop_highlight(False)
+        self.dragLeaveEvent(event)
         urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
         if urls:
             event.acceptProposedAction()
@@ -234,7 +285,8 @@ class MainWindow(QMainWindow):
             self.data_page.load(Path(str(dataset)))
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.train_page.training and not self._closing_after_stop:
+        train = self._built(3)
+        if train is not None and train.training and not self._closing_after_stop:
             choice = self.ask_close_choice()
             if choice == "stop":
                 self._closing_after_stop = True
@@ -246,7 +298,8 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
             self.train_page.controller.detach()
-        self.export_page.controller.kill_now()
+        if self._built(5) is not None:
+            self._built(5).controller.kill_now()
         self.remember_choices()
         event.accept()
 

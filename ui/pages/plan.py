@@ -136,6 +136,11 @@ class PlanPage(Page):
         session.sig_plan.connect(self.show_plan)
         session.sig_plan_error.connect(lambda m: self.reasons.setText(f"<span style='color:#CF222E'>{m}</span>"))
         session.sig_model.connect(lambda _i: self._sync_editors())
+        self.slider.blockSignals(True)
+        self.slider.setValue(max(self.slider.minimum(), round(session.budget / STEP)))
+        self.slider.blockSignals(False)
+        if session.plan is not None:  # built after a model was chosen
+            self.show_plan(session.plan)
 
     # -- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -203,7 +208,7 @@ class PlanPage(Page):
             form.addRow(label(section.upper(), "muted"))
             cls = rc._SECTIONS[section]
             for f in dataclasses.fields(cls):
-                if section == "data" and f.name in ("path", "format", "columns"):
+                if section == "data" and f.name in ("path", "format", "columns", "heldout"):
                     continue
                 ed = FieldEditor(section, f, self.session.pin, self._unpin)
                 self.editors[ed.key] = ed
