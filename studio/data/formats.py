@@ -16,6 +16,7 @@ Warn = Callable[[Problem], None]
 
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant",
          "bot": "assistant", "model": "assistant", "ai": "assistant", "chatgpt": "assistant", "developer": "system"}
+TURN_KEYS = ("role", "content")
 TOOL_ROLES = {"tool", "function", "ipython", "function_call", "observation", "tool_call", "tool_response"}
 
 
@@ -46,6 +47,9 @@ class Format:
                 colmap[f.name] = actual
             elif f.required:
                 return None
+        for key in TURN_KEYS:  # keys inside each turn, for conversation formats
+            if key in columns:
+                colmap[key] = str(columns[key])
         return colmap
 
     def fits(self, record: Any, columns: dict) -> dict | None:

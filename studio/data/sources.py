@@ -132,12 +132,13 @@ def _encoding(head: bytes, notes: list) -> str:
     sample = head[:4096]
     if len(sample) >= 4 and sample.count(0) >= len(sample) // 4:
         return "utf-16-le" if sample[1::2].count(0) > sample[0::2].count(0) else "utf-16-be"
-    try:
-        head.decode("utf-8")
+    text = head.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    if len(head) == SNIFF_BYTES and text.endswith("\ufffd"):
+        bad -= 1  # a character cut by the sample's end
+    # A few bad bytes among real UTF-8 text are damaged lines (reported per line), not another encoding.
+    if bad == 0 or sum(1 for c in text if c > "\x7f") > bad:
         return "utf-8"
-    except UnicodeDecodeError as e:
-        if e.start >= len(head) - 3 and len(head) == SNIFF_BYTES:  # a character cut by the sample's end
-            return "utf-8"
     notes.append("the file is not UTF-8; it was read as Windows-1252 (Excel's default). If characters look "
                  "wrong, save it again as UTF-8")
     return "cp1252"
