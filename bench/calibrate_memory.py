@@ -116,7 +116,7 @@ def fit_coefficients(rows: list[dict]) -> dict:
         if not m or not m.get("peak_allocated"):
             continue
         c = r["components"]
-        act = sum(v for k, v in c.items() if k in ("activations", "recomputed_layer", "lora_dropout_activations",
+        act = sum(v for k, v in c.items() if k in ("activations", "recomputed_layer", "lora_activations",
                                                      "attention_scores"))
         rest = r["predicted"]["peak_allocated"] - act
         if act:

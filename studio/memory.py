@@ -169,12 +169,13 @@ def _activations(info, s: dict, dropout: float, stack: Stack) -> tuple[dict, dic
         if layer + (lora + eager) * tokens > logits:  # the recomputed layer is the peak, not the loss
             c.update(recomputed_layer=layer, logits_and_loss=0)
             src["recomputed_layer"] = "one decoder layer recomputed in backward, with its gradients"
-            _add(c, src, "lora_dropout_activations", int(lora * tokens), "one layer's LoRA inputs after dropout")
+            _add(c, src, "lora_activations", int(lora * tokens), "one layer's LoRA A outputs (and inputs after dropout)")
             _add(c, src, "attention_scores", int(eager * tokens), "eager attention keeps one layer's score matrix")
     else:
         c = {"activations": int(L * base * tokens), "logits_and_loss": logits}
         src = {"activations": f"no checkpointing: {L} layers x {base:,.0f} bytes saved per token x {tokens:,} tokens"}
-        _add(c, src, "lora_dropout_activations", int(L * lora * tokens), f"{L} layers' LoRA inputs after dropout {dropout}")
+        _add(c, src, "lora_activations", int(L * lora * tokens),
+             f"{L} layers' LoRA A outputs" + (f" and inputs after dropout {dropout}" if dropout > 0 else ""))
         _add(c, src, "attention_scores", int(L * eager * tokens),
              f"eager attention: {L} layers x {info.heads} heads x {s['seq_len']}^2 scores (fp32 + copy)")
     src["logits_and_loss"] = lsrc

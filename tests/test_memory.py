@@ -1,0 +1,131 @@
+"""studio.memory: every component scales as it should, and the counts match peft and bitsandbytes."""
+from __future__ import annotations
+
+import pytest
+
+from studio import memory, models
+
+BASE = dict(quant="4bit", double_quant=True, rank=16, alpha=32, targets=["all-linear"], micro_batch=2, grad_accum=8,
+            seq_len=1024, grad_ckpt=False, attn="sdpa", optimizer="adamw_torch", compute_dtype="bfloat16")
+WEIGHTS = ("base_weights_4bit", "quant_constants", "unquantized_weights", "lora_weights", "lora_grads",
+           "optimizer_state")
+
+
+@pytest.fixture(scope="module")
+def llama8b():
+    return models.resolve("llama-3.1-8b-instruct")
+
+
+def est(info, dropout=0.05, **changes):
+    return memory.estimate(info, {**BASE, **changes}, dropout=dropout)
+
+
+def test_doubling_batch_doubles_activations_not_weights(llama8b):
+    one, two = est(llama8b, micro_batch=2), est(llama8b, micro_batch=4)
+    for name in ("activations", "logits_and_loss", "lora_activations"):
+        assert two.components[name] == 2 * one.components[name]
+    for name in WEIGHTS:
+        assert two.components[name] == one.components[name]
+
+
+def test_sequence_length_scales_linearly_and_eager_scores_quadratically(llama8b):
+    a, b = est(llama8b, seq_len=512, attn="eager"), est(llama8b, seq_len=1024, attn="eager")
+    assert b.components["activations"] == 2 * a.components["activations"]
+    assert b.components["attention_scores"] == 4 * a.components["attention_scores"]
+    assert "attention_scores" not in est(llama8b, attn="sdpa").components
+    assert "attention_scores" not in est(llama8b, attn="flash_attention_2").components
+
+
+def test_gradient_checkpointing_keeps_only_layer_inputs(llama8b):
+    full, ckpt = est(llama8b, grad_ckpt=False), est(llama8b, grad_ckpt=True)
+    tokens = BASE["micro_batch"] * BASE["seq_len"]
+    assert ckpt.components["activations"] == llama8b.layers * 2 * llama8b.hidden * tokens
+    assert ckpt.peak_allocated < full.peak_allocated
+
+
+def test_quantisation_bytes(llama8b):
+    qn = sum(g.weight_numel for g in llama8b.linears if g.quantized)
+    four = est(llama8b, quant="4bit", double_quant=False).components
+    assert four["base_weights_4bit"] == qn // 2
+    assert four["quant_constants"] == int(qn * 4 / 64)  # one fp32 absmax per 64 weights
+    dq = est(llama8b, quant="4bit", double_quant=True).components["quant_constants"]
+    assert dq == int(qn * (1 / 64 + 4 / (64 * 256)))  # 4.127 bits per weight in all (QLoRA paper: 4.127)
+    eight = est(llama8b, quant="8bit").components["base_weights_8bit"]
+    sixteen = est(llama8b, quant="none").components["base_weights_16bit"]
+    assert four["base_weights_4bit"] < eight < sixteen == 2 * qn
+    rest = llama8b.total_params - qn
+    assert four["unquantized_weights"] == 2 * rest  # kept in bf16, not upcast to fp32
+
+
+def test_rank_and_optimizer(llama8b):
+    r8, r16 = est(llama8b, rank=8), est(llama8b, rank=16)
+    assert r16.trainable_params == 2 * r8.trainable_params
+    assert r16.components["lora_weights"] == 4 * r16.trainable_params
+    adam, adam8 = est(llama8b, optimizer="adamw_torch"), est(llama8b, optimizer="adamw_8bit")
+    assert adam.components["optimizer_state"] == 8 * adam.trainable_params
+    assert adam8.components["optimizer_state"] < adam.components["optimizer_state"] / 3
+    paged = est(llama8b, optimizer="paged_adamw_8bit")
+    assert paged.components["optimizer_state"] == 0
+    assert paged.components["paged_optimizer_state"] == adam8.components["optimizer_state"]
+    assert paged.device_total - paged.peak_reserved == memory.CUDA_CONTEXT + paged.components["paged_optimizer_state"]
+
+
+def test_dropout_adds_the_dropped_inputs(llama8b):
+    tokens = BASE["micro_batch"] * BASE["seq_len"]
+    a_outputs = 2 * BASE["rank"] * sum(g.count for g in memory.targeted(llama8b, ["all-linear"])) * tokens
+    assert est(llama8b, dropout=0.0).components["lora_activations"] == a_outputs
+    inputs = sum(g.in_features * g.count for g in memory.targeted(llama8b, ["all-linear"])) * tokens
+    assert est(llama8b, dropout=0.1).components["lora_activations"] == a_outputs + 3 * inputs  # bf16 copy + mask
+
+
+def test_three_figures_add_up(llama8b):
+    for changes in ({}, {"grad_ckpt": True}, {"quant": "none"}, {"optimizer": "paged_adamw_32bit"}):
+        e = est(llama8b, **changes)
+        outside = {"allocator_overhead", "cuda_context", "paged_optimizer_state"}
+        assert e.peak_allocated == sum(v for k, v in e.components.items() if k not in outside)
+        assert e.peak_reserved == e.peak_allocated + e.components["allocator_overhead"]
+        assert e.device_total == sum(e.components.values())
+        assert set(e.sources) == set(e.components)
+
+
+def test_vocabulary_drives_the_logits(llama8b):
+    small = models.resolve("mistral-7b-instruct-v0.3")  # same layers, vocab 32768 instead of 128256
+    big_l, small_l = est(llama8b).components["logits_and_loss"], est(small).components["logits_and_loss"]
+    assert big_l / small_l == pytest.approx(128256 / 32768)
+
+
+def test_lora_parameter_count_matches_peft(tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    info = models.resolve(str(tiny_model_dir))
+    for targets in (["all-linear"], ["q_proj", "v_proj"]):
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+        peft_model = get_peft_model(model, LoraConfig(r=8, target_modules=targets[0] if targets == ["all-linear"]
+                                                       else targets, task_type="CAUSAL_LM"))
+        trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+        assert memory.lora_params(info, 8, targets) == trainable
+
+
+def test_4bit_storage_matches_bitsandbytes(tiny_model_dir):
+    import bitsandbytes as bnb
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    info = models.resolve(str(tiny_model_dir))
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
+                           bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), quantization_config=q, dtype=torch.float32,
+                                                 device_map={"": "cpu"})
+    packed = absmax = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            packed += m.weight.numel() * m.weight.element_size()
+            absmax += m.weight.quant_state.absmax.numel() * m.weight.quant_state.absmax.element_size()
+    e = memory.estimate(info, {**BASE, "double_quant": False, "compute_dtype": "float32"})
+    assert packed == e.components["base_weights_4bit"]
+    assert absmax == e.components["quant_constants"]
+    rest = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+               if not isinstance(p, bnb.nn.Params4bit))
+    assert rest == e.components["unquantized_weights"]

@@ -1,0 +1,126 @@
+"""The CLI contract of `lora-studio plan` (and `probe`, `models`, the calibration script without a GPU)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from studio.cli import main
+
+GiB = 1024 ** 3
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_json(capsys, *argv) -> dict:
+    assert main(["plan", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_json_contract(capsys):
+    d = run_json(capsys, "--model", "llama-3.1-8b-instruct", "--vram-gb", "24")
+    assert d["budget_bytes"] == 24 * GiB and d["fits"] is True
+    assert set(d["settings"]) >= {"quant", "double_quant", "rank", "alpha", "targets", "micro_batch", "grad_accum",
+                                  "seq_len", "grad_ckpt", "attn", "optimizer", "compute_dtype"}
+    assert set(d["predicted"]) == {"peak_allocated_bytes", "peak_reserved_bytes", "device_total_bytes"}
+    assert d["predicted"]["device_total_bytes"] <= 24 * GiB
+    assert all(isinstance(v, int) for v in d["components"].values())
+    assert d["reasons"] and all(r.endswith((".", ")")) for r in d["reasons"])
+
+
+def test_given_settings_are_used_as_they_are(capsys):
+    d = run_json(capsys, "--model", "llama-3.2-3b-instruct", "--vram-gb", "24", "--quant", "8bit", "--no-double-quant",
+                 "--rank", "8", "--targets", "q_proj,v_proj", "--batch", "2", "--seq-len", "512", "--no-grad-ckpt",
+                 "--attn", "eager", "--optimizer", "adamw_8bit")
+    given = {"quant": "8bit", "double_quant": False, "rank": 8, "targets": ["q_proj", "v_proj"], "micro_batch": 2,
+             "seq_len": 512, "grad_ckpt": False, "attn": "eager", "optimizer": "adamw_8bit"}
+    assert {k: d["settings"][k] for k in given} == given
+    assert d["settings"]["grad_accum"] == 8  # keeps the effective batch of 16
+
+
+def test_no_fit_still_answers_with_a_suggestion(capsys):
+    d = run_json(capsys, "--model", "llama-3.1-70b-instruct", "--vram-gb", "12")
+    assert d["fits"] is False and d["suggestion"] and "--vram-gb" in d["suggestion"]
+
+
+def test_text_output_has_a_bar_per_component(capsys):
+    assert main(["plan", "--model", "qwen2.5-0.5b-instruct", "--vram-gb", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "FITS in 8.0 GiB" in out and "peak allocated" in out and "nvidia-smi" in out
+    assert sum(1 for line in out.splitlines() if line.rstrip().endswith(("#", ".")) and "GiB" in line) >= 5
+
+
+def test_default_budget_without_a_gpu_is_24_gib(capsys):
+    assert run_json(capsys, "--model", "smollm2-135m-instruct")["budget_bytes"] == 24 * GiB
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "nowhere/none"], "not found"),
+    (["--model", "demo", "--rank", "0"], "--rank 0"),
+    (["--model", "demo", "--vram-gb", "-3"], "--vram-gb"),
+])
+def test_user_errors_are_one_line_and_exit_2(capsys, argv, words):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_dataset_lengths_set_the_sequence_length(capsys, tiny_model_dir, chat_jsonl):
+    d = run_json(capsys, "--model", str(tiny_model_dir), "--vram-gb", "8", "--dataset", str(chat_jsonl))
+    assert d["settings"]["seq_len"] < 2048 and d["settings"]["seq_len"] % 64 == 0
+    assert any("95th-percentile" in r for r in d["reasons"])
+
+
+def test_probe_says_there_is_no_gpu(capsys):
+    assert main(["probe", "--model", "demo"]) == 1
+    out = capsys.readouterr().out
+    assert "no NVIDIA GPU" in out and "nothing was run" in out
+
+
+def test_models_lists_the_catalog(capsys):
+    assert main(["models", "--json"]) == 0
+    ids = [e["id"] for e in json.loads(capsys.readouterr().out)]
+    assert "llama-3.1-70b-instruct" in ids and len(ids) >= 15
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_script_without_a_gpu(capsys):
+    cal = _bench("calibrate_memory")
+    assert cal.main([]) == 1
+    assert "needs an NVIDIA GPU" in capsys.readouterr().out
+    assert cal.main(["--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(cal.VOCABS) * len(cal.LENGTHS) * len(cal.ATTNS) * len(cal.GC)
+
+
+def test_calibration_fit_recovers_known_coefficients():
+    cal = _bench("calibrate_memory")
+    rows = []
+    for info, settings, _ in cal.grid(lengths=(512, 1024), vocabs=(32000, 151936)):
+        row = cal._row(info, settings, None)
+        c, p = row["components"], row["predicted"]
+        act = sum(v for k, v in c.items() if k in ("activations", "recomputed_layer", "lora_activations",
+                                                     "attention_scores"))
+        alloc = p["peak_allocated"] + int(0.2 * act)  # reality: 20% more activation memory than counted
+        reserved = int(alloc * 1.1)
+        row["measured"] = {"peak_allocated": alloc, "peak_reserved": reserved, "device_used": reserved + 500 * 2**20
+                           + 2**30, "baseline_device_used": 2**30}
+        rows.append(row)
+    fitted = cal.fit_coefficients(rows)
+    assert fitted["ACT_SCALE"] == pytest.approx(1.2, abs=0.01)
+    assert fitted["ALLOCATOR_OVERHEAD"] == pytest.approx(0.1, abs=0.001)
+    assert fitted["CUDA_CONTEXT_MiB"] == 500
+
+
+def test_accuracy_bench_meets_its_targets():
+    acc = _bench("planner_accuracy")
+    assert len(acc.ROWS) >= 12 and all(r["source"].startswith("https://") for r in acc.ROWS)
+    assert acc.main() == 0
