@@ -155,9 +155,13 @@ def _tokens(r: Any) -> str:
 def _mask(r: Any) -> str:
     if not r.mask_view:
         return ""
-    text = "".join(f"[{t}]" if m else t for t, m in r.mask_view)
-    trained = sum(1 for _, m in r.mask_view if m)
-    return (f"Loss mask of the first example ({trained} of {len(r.mask_view)} tokens trained, shown in [brackets]):\n"
+    seq_len = r.tokens.seq_len if r.tokens else None
+    view = r.mask_view
+    text = "".join(f"[{t}]" if m else t for t, m in view[:seq_len])
+    if seq_len and len(view) > seq_len:
+        text += "  <-- cut here at seq-len; the rest is not trained: " + "".join(t for t, _ in view[seq_len:])
+    trained = sum(1 for _, m in view if m)
+    return (f"Loss mask of the first example ({trained} of {len(view)} tokens trained, shown in [brackets]):\n"
             + "\n".join("  " + line for line in text.splitlines()))
 
 

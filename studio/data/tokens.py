@@ -134,13 +134,13 @@ def stats(lengths: Iterable[int], seq_len: int | None, tokenizer: Any = None) ->
 
 def mask_view(tokenizer: Any, example: dict, seq_len: int | None = None,
               train_on: str = "assistant") -> list[tuple[str, bool]]:
-    """Each token's text and whether it carries the loss, as training will see the example."""
+    """Each token's text and whether it carries the loss; tokens past ``seq_len`` are cut, so never trained."""
     enc = encode_with_offsets(tokenizer, example, train_on)
     text, view = enc["text"], []
     limit = seq_len or len(enc["input_ids"])
-    for tok, label, (start, end) in list(zip(enc["input_ids"], enc["labels"], enc["offsets"]))[:limit]:
+    for i, (tok, label, (start, end)) in enumerate(zip(enc["input_ids"], enc["labels"], enc["offsets"])):
         piece = text[start:end] if end > start else tokenizer.decode([tok])
-        view.append((piece, label != -100))
+        view.append((piece, label != -100 and i < limit))
     return view
 
 
