@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -79,17 +80,26 @@ def run(args: argparse.Namespace) -> int:
                          seq_len=seq_len, preview_rows=max(args.preview, 1), train_on=args.train_on)
     except (DataError, UnicodeError, OSError) as e:
         raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    if args.json:
-        d = report.to_dict()
-        d["preview"] = d["preview"][: args.preview]
-        print(json.dumps(d, ensure_ascii=False))
-    else:
-        print(render(report, args.preview))
+    _emit(report, args)
     if report.usable == 0:
         print(f"lora-studio data: {report.path}: no usable rows out of {report.rows}; fix the problems listed",
               file=sys.stderr)
         return 2
     return 0
+
+
+def _emit(report: Any, args: argparse.Namespace) -> None:
+    """Print the report; a reader that stops early (``| head``) is not an error."""
+    if args.json:
+        d = report.to_dict()
+        d["preview"] = d["preview"][: args.preview]
+        text = json.dumps(d, ensure_ascii=False)
+    else:
+        text = render(report, args.preview)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
 
 
 # ------------------------------------------------------------------ readable report

@@ -236,8 +236,8 @@ def _pair(record: dict, colmap: dict, warn: Warn, ask: str, reply: str) -> dict:
         turns = (prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}])
         turns = turns + (answer if isinstance(answer, list) else [{"role": "assistant", "content": answer}])
         return {"messages": conversation(turns, colmap[ask], warn)}
-    user = _text(prompt, colmap[ask], what="the prompt")
-    assistant = _text(answer, colmap[reply], what="the answer")
+    user = _text(prompt, colmap[ask], what=f"'{colmap[ask]}'")
+    assistant = _text(answer, colmap[reply], what=f"'{colmap[reply]}'")
     if "context" in colmap:
         context = _text(record.get(colmap["context"]), colmap["context"], required=False)
         user = f"{context}\n\n{user}" if context else user

@@ -35,6 +35,8 @@ def detect(sample: list, fmt: str = "auto", columns: dict | None = None, path: A
     if values and all(isinstance(v, str) for v in values):
         return Detection("text", 1.0, {"text": 1.0}, {})
     dicts = [v for v in values if isinstance(v, dict)]
+    if not sample:
+        raise DataError(f"{path}: the file holds no records; add some examples to it")
     if not dicts:
         first = next((r.problem for r in sample if r.problem), None)
         why = f"; {first.where()}: {first.message}" if first else ""
@@ -155,7 +157,9 @@ def _judge(rec: Record, f: Format, colmap: dict, sink: _Sink) -> dict | None:
         sink.report.add(rec.problem)
     value = rec.value
     if not isinstance(value, (dict, str)) or (isinstance(value, str) and f.name != "text"):
-        sink.bad(Problem(f"the record is {type(value).__name__}, not an object with columns",
+        kind = {"NoneType": "null", "list": "a list", "int": "a number", "float": "a number", "str": "text",
+                "bool": "true/false"}.get(type(value).__name__, type(value).__name__)
+        sink.bad(Problem(f"the record is {kind}, not an object with columns",
                          "write each record as an object, e.g. {\"messages\": [...]}", code="not_object"),
                  rec.row, rec.line)
         return None

@@ -96,6 +96,7 @@ def open_source(path: str | Path) -> Source:
     if not head.strip():
         raise DataError(f"{path}: the file is empty; export some rows into it first")
     src.encoding = _encoding(head, src.notes)
+    _refuse_binary(src, _decode_head(head, src.encoding))
     src.kind = _sniff_kind(src, _decode_head(head, src.encoding))
     return src
 
@@ -144,30 +145,55 @@ def _encoding(head: bytes, notes: list) -> str:
     return "cp1252"
 
 
+def _refuse_binary(src: Source, text: str) -> None:
+    """Control characters that no text format uses mean a binary file (an image, a model, a database)."""
+    controls = sum(1 for c in text[:8192] if c < " " and c not in "\t\n\r\f\v\x1b")
+    if controls > max(8, len(text[:8192]) // 100):
+        raise DataError(f"{src.path}: this looks like a binary file, not a dataset; export the data as JSONL, CSV "
+                        "or Parquet")
+
+
 def _decode_head(head: bytes, encoding: str) -> str:
     return head.decode(encoding, errors="replace")
+
+
+KNOWN_COLUMNS = {"messages", "conversations", "text", "instruction", "input", "output", "prompt", "completion",
+                 "question", "answer", "response", "system"}
 
 
 def _sniff_kind(src: Source, text: str) -> str:
     """Trust the content over the name for JSON vs JSONL; use the name for tables and text."""
     stripped = text.lstrip("\ufeff \t\r\n")
+    first = stripped.split("\n", 1)[0]
+    if src.kind == "text" and "\t" in first and KNOWN_COLUMNS & {c.strip().strip('"').lower() for c in first.split("\t")}:
+        src.notes.append("the text file has a tab-separated header row; it was read as TSV (Excel 'Unicode Text')")
+        return "tsv"
     if src.kind in ("csv", "tsv", "text"):
         return src.kind
     if stripped.startswith("["):
         return "json"
     if stripped.startswith("{"):
-        first = stripped.split("\n", 1)[0].strip().rstrip(",")
-        try:
-            json.loads(first)
-            return "jsonl"
-        except ValueError:
-            return "json" if src.kind in ("json", "") or _looks_multiline_json(stripped) else "jsonl"
-    if src.kind:
+        return _json_or_jsonl(src, stripped)
+    if src.kind in ("json", "jsonl"):
+        lines = [x.lstrip() for x in stripped.splitlines()[:50] if x.strip()]
+        if sum(x.startswith(("{", "[")) for x in lines) * 2 >= len(lines):
+            return "jsonl"  # JSON lines after a stray first line: those lines are reported one by one
+        src.notes.append(f"the file is named .{src.kind} but does not start with JSON; it was read by its content")
+    elif src.kind:
         return src.kind
-    first = stripped.split("\n", 1)[0]
     if "\t" in first:
         return "tsv"
     return "csv" if first.count(",") + first.count(";") >= 1 and len(first) < 2000 else "text"
+
+
+def _json_or_jsonl(src: Source, text: str) -> str:
+    """One object per line (JSONL), or one document (a single object, pretty-printed objects)."""
+    lines = [x for x in text.split("\n", 2)[:2] if x.strip()]
+    try:
+        json.loads(lines[0].strip().rstrip(","))
+    except ValueError:
+        return "json" if src.kind in ("json", "") or _looks_multiline_json(text) else "jsonl"
+    return "jsonl" if len(lines) > 1 or src.kind != "json" else "json"
 
 
 def _looks_multiline_json(text: str) -> bool:
@@ -247,10 +273,18 @@ def _json_problem(e: ValueError, row: int, line: int, raw: Any) -> Problem:
         return Problem("the JSON object is incomplete: the line ends before its closing brackets",
                        "complete or delete this line: each line must be one whole JSON object",
                        row=row, line=line, code="json")
-    where = f" at column {col}" if col else ""
-    return Problem(f"not valid JSON ({msg}{where})",
+    return Problem(f"not valid JSON: {_json_msg(e, with_line=False)}",
                    "fix or delete this line: each line must be one complete JSON object",
                    row=row, line=line, code="json")
+
+
+def _json_msg(e: ValueError, with_line: bool) -> str:
+    """'Expecting value at column 3' from a JSONDecodeError (its own text repeats the whole position)."""
+    msg = getattr(e, "msg", str(e))
+    if not hasattr(e, "colno"):
+        return msg
+    where = f"line {e.lineno}, column {e.colno}" if with_line else f"column {e.colno}"
+    return f"{msg} {where}" if msg.endswith(" at") else f"{msg} at {where}"
 
 
 def read_json(src: Source) -> Iterator[Record]:
@@ -277,7 +311,8 @@ def _from_object(value: Any, src: Source) -> Iterator[Record]:
         lists = [(k, v) for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
         record_like = {"messages", "conversations", "text", "instruction", "prompt", "question"}
         if lists and not record_like & set(value):
-            key, items = max(lists, key=lambda kv: len(kv[1]))
+            preferred = [kv for name in ("train", "data", "examples", "rows", "records") for kv in lists if kv[0] == name]
+            key, items = preferred[0] if preferred else max(lists, key=lambda kv: len(kv[1]))
             if len(lists) > 1:
                 src.notes.append(f"the file holds several lists; read '{key}' ({len(items)} records)")
             for i, item in enumerate(items, 1):
@@ -325,8 +360,7 @@ def _walk(text: str, pos: int, close: str | None, src: Source) -> Iterator[Recor
             yield Record(row, line, value, None)
         except ValueError as e:
             yield Record(row, line, None, Problem(
-                f"not valid JSON ({getattr(e, 'msg', e)} at line {getattr(e, 'lineno', line)}, "
-                f"column {getattr(e, 'colno', '?')})",
+                f"not valid JSON: {_json_msg(e, with_line=True)}",
                 "fix this record; the records after it were read on", row=row, line=line, code="json"))
             pos = _resync(text, pos, max(getattr(e, "pos", pos), pos + 1))
 
