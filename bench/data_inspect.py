@@ -37,7 +37,7 @@ def generate(path: Path, rows: int, seed: int = 0, broken_every: int = 1000) -> 
             msgs = [{"role": "system", "content": "You are a concise assistant."}] if i % 3 == 0 else []
             for _ in range(rng.choice((1, 1, 2, 3))):
                 msgs.append({"role": "user", "content": _sentence(rng, rng.randint(5, 16))})
-                msgs.append({"role": "assistant", "content": _sentence(rng, rng.randint(8, 32))})
+                msgs.append({"role": "assistant", "content": _sentence(rng, rng.randint(8, 26))})
             line = json.dumps({"messages": msgs}, ensure_ascii=False)
             fh.write((line[: len(line) // 2] if broken_every and i % broken_every == 7 else line) + "\n")
     tmp.replace(path)
