@@ -52,7 +52,7 @@ def grid(base: str = BASE_MODEL, vocabs=VOCABS, lengths=LENGTHS, attns=ATTNS, gc
 
 def _counts(entry, vocab: int) -> tuple[dict, list]:
     """The entry's counts with the embedding (and untied lm_head) resized to ``vocab``."""
-    params = dict(entry.params)
+    params = dict(entry.param_groups)
     params["embeddings"] = vocab * entry.config["hidden_size"]
     if "lm_head" in params:
         params["lm_head"] = vocab * entry.config["hidden_size"]

@@ -30,18 +30,34 @@ STDERR_TAIL_MS = 250
 
 
 class _PipeReader(QObject):
-    """Reads one pipe on a daemon thread; each chunk arrives in the GUI thread as ``chunk``."""
+    """Reads one pipe on a daemon thread and hands the bytes to the GUI thread in batches.
 
-    chunk = Signal(bytes)
+    The thread only appends to a buffer; it posts one ``ready`` signal when the buffer goes from
+    empty to non-empty, so a flood of small writes costs the event loop one call per batch,
+    never one per line (timers and repaints keep running).
+    """
+
+    ready = Signal()
     closed = Signal()
 
     def __init__(self, stream, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._stream = stream
+        self._lock = threading.Lock()
+        self._buf = bytearray()
+        self._posted = False
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def take(self) -> bytes:
+        """Everything read so far (called in the GUI thread)."""
+        with self._lock:
+            data = bytes(self._buf)
+            self._buf.clear()
+            self._posted = False
+        return data
 
     def _loop(self) -> None:
         fd = self._stream.fileno()
@@ -50,7 +66,11 @@ class _PipeReader(QObject):
                 data = os.read(fd, READ_CHUNK)
                 if not data:
                     break
-                self.chunk.emit(data)
+                with self._lock:
+                    self._buf.extend(data)
+                    post, self._posted = not self._posted, True
+                if post:
+                    self.ready.emit()
         except (OSError, ValueError):
             pass
         except RuntimeError:  # the QObject went away (application shutting down)
@@ -170,8 +190,8 @@ class WorkerController(QObject):
 
     def _make_reader(self, stream, slot) -> _PipeReader:
         reader = _PipeReader(stream, self)
-        reader.chunk.connect(slot)
-        reader.closed.connect(self._on_pipe_closed)
+        reader.ready.connect(lambda: slot(reader.take()))
+        reader.closed.connect(lambda: (slot(reader.take()), self._on_pipe_closed()))
         return reader
 
     def send(self, name: str, **args) -> bool:
