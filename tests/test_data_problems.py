@@ -144,3 +144,14 @@ def test_package_import_stays_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_progress_callback_sees_growing_counts(tmp_path, monkeypatch):
+    import studio.data as data
+
+    monkeypatch.setattr(data, "PROGRESS_EVERY", 50)
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(120)), encoding="utf-8")
+    seen = []
+    data.inspect(path, progress=lambda r: seen.append(r.usable))
+    assert seen == [50, 100]

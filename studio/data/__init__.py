@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from studio.data.formats import FORMATS, describe
 from studio.data.report import ERROR, WARNING, DatasetReport, Problem, TokenStats
 from studio.data.scan import detect, iter_examples
 from studio.data.sources import READERS, DataError
+
+PROGRESS_EVERY = 10_000
 
 __all__ = ["DataError", "DatasetReport", "Problem", "TokenStats", "load_examples", "split_examples",
            "inspect", "formats", "readers", "iter_examples", "detect", "FORMATS"]
@@ -61,8 +63,12 @@ def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list
 
 
 def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, tokenizer: Any = None,
-            seq_len: int | None = None, preview_rows: int = 50, train_on: str = "assistant") -> DatasetReport:
-    """Read and check the whole file; with a tokenizer (or a model name) add token statistics."""
+            seq_len: int | None = None, preview_rows: int = 50, train_on: str = "assistant",
+            progress: Callable[[DatasetReport], None] | None = None) -> DatasetReport:
+    """Read and check the whole file; with a tokenizer (or a model name) add token statistics.
+
+    ``progress(report)`` is called every 10,000 usable rows (the GUI shows counts and may raise to cancel).
+    """
     report = DatasetReport()
     if isinstance(tokenizer, (str, Path)):
         from studio.data.tokens import load_tokenizer
@@ -72,6 +78,8 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
     for row, line, example in iter_examples(path, fmt or "auto", columns or None, report, preview_rows):
         if collector is not None:
             collector.add(example, row, line)
+        if progress is not None and report.usable % PROGRESS_EVERY == 0:
+            progress(report)
     if collector is not None:
         _token_report(report, collector, tokenizer, seq_len, train_on)
     return report

@@ -33,6 +33,8 @@ def detect(sample: list, fmt: str = "auto", columns: dict | None = None, path: A
     columns = dict(columns or {})
     values = [r.value for r in sample if r.value is not None]
     if values and all(isinstance(v, str) for v in values):
+        if fmt not in ("auto", "text"):
+            raise DataError(f"{path}: a plain text file can only be read as format 'text', not '{fmt}'")
         return Detection("text", 1.0, {"text": 1.0}, {})
     dicts = [v for v in values if isinstance(v, dict)]
     if not sample:
