@@ -87,6 +87,14 @@ class ModelInfo:
         d["total_params"] = self.total_params
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelInfo":
+        """Rebuild from ``to_dict()`` (e.g. a GUI reading a subprocess's answer)."""
+        known = set(cls.__dataclass_fields__)
+        d = {k: v for k, v in d.items() if k in known}
+        d["linears"] = [g if isinstance(g, LinearGroup) else LinearGroup(**g) for g in d.get("linears", [])]
+        return cls(**d)
+
     def summary(self) -> str:
         return (f"{self.name}: {self.architecture}, {self.total_params / 1e9:.2f}B parameters, "
                 f"{self.layers} layers, hidden {self.hidden}, vocab {self.vocab}, context {self.context}")
@@ -103,12 +111,21 @@ class CatalogEntry:
     config: dict
     chat_template: bool = True
     published_params_b: float = 0.0  # the model card's size in billions, a cross-check of the counts
-    params: dict[str, int] = field(default_factory=dict)
+    param_groups: dict[str, int] = field(default_factory=dict)  # exact counts per group (meta device)
     linears: list[dict] = field(default_factory=list)
 
     @property
+    def params(self) -> int:
+        """Total parameter count."""
+        return sum(self.param_groups.values())
+
+    @property
     def total_params(self) -> int:
-        return sum(self.params.values())
+        return self.params
+
+    @property
+    def display_name(self) -> str:
+        return self.name
 
 
 # --- catalog ------------------------------------------------------------------------------------
@@ -195,7 +212,7 @@ def _hf_cache_folder(repo_id: str) -> Path | None:
 def from_catalog(entry: CatalogEntry) -> ModelInfo:
     """ModelInfo from a catalog entry's stored config and counts (no torch needed)."""
     info = _shape_from_config(entry.config, name=entry.id, source="catalog")
-    info.params = dict(entry.params)
+    info.params = dict(entry.param_groups)
     info.linears = [LinearGroup(**g) for g in entry.linears]
     info.has_chat_template = entry.chat_template
     return info
@@ -372,7 +389,7 @@ def refresh_catalog(path: Path | None = None) -> int:
     raw = json.loads(path.read_text(encoding="utf-8"))
     for e in raw["models"]:
         params, linears = count_parameters(e["config"])
-        e["params"], e["linears"] = params, [asdict(g) for g in linears]
+        e["param_groups"], e["linears"] = params, [asdict(g) for g in linears]
     atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
     global _CATALOG
     _CATALOG = None

@@ -20,7 +20,7 @@ CATALOG_IDS = [e.id for e in models.catalog()]
 def test_catalog_counts_equal_meta_device_counts(entry_id):
     entry = models.find_catalog(entry_id)
     params, linears = models.count_parameters(entry.config)
-    assert params == entry.params
+    assert params == entry.param_groups and entry.params == sum(params.values())
     assert [dataclasses.asdict(g) for g in linears] == entry.linears
 
 
@@ -58,6 +58,7 @@ def test_tiny_model_exact_counts(tiny_model_dir):
     assert (info.layers, info.hidden, info.heads, info.kv_heads, info.head_dim) == (2, 64, 4, 2, 16)
     assert info.source == "folder" and info.path == str(tiny_model_dir.resolve())
     assert info.has_chat_template and not info.tied
+    assert models.ModelInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
     lm_head = [g for g in info.linears if g.name == "lm_head"]
     assert lm_head and not lm_head[0].quantized and not lm_head[0].lora_all_linear
     assert {g.name for g in info.linears if g.lora_all_linear} == {
