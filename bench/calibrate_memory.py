@@ -72,8 +72,13 @@ def _row(info, settings: dict, measured: dict | None) -> dict:
                          "device_used": est.device_total},
            "components": est.components}
     if measured:
-        row["measured"] = {k: measured[k] for k in ("peak_allocated", "peak_reserved", "device_used")}
-        row["measured"]["baseline_device_used"] = measured.get("baseline_device_used")
+        row["measured"] = {k: measured[k] for k in ("peak_allocated", "peak_reserved")}
+        base = measured.get("baseline_device_used")
+        row["measured"]["device_used_raw"] = measured.get("device_used")
+        row["measured"]["baseline_device_used"] = base
+        # this run's share of nvidia-smi's figure (CUDA context included): comparable with device_total
+        row["measured"]["device_used"] = (measured["device_used"] - base) if measured.get("device_used") and \
+            base is not None else None
     return row
 
 
@@ -93,11 +98,10 @@ def measure_grid(points: list, steps: int) -> list[dict]:
     from studio.hardware import gpu_memory_used
 
     rows = []
+    baseline = gpu_memory_used(0)  # before this process creates its CUDA context
     for info, settings, config in points:
-        baseline = gpu_memory_used(0)
         try:
-            measured = measure(info, settings, steps=steps, config_dict=config)
-            measured["baseline_device_used"] = baseline
+            measured = measure(info, settings, steps=steps, config_dict=config, baseline=baseline)
         except Exception as e:  # an OOM at one point must not lose the others
             print(f"  failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
             measured = None
@@ -123,8 +127,8 @@ def fit_coefficients(rows: list[dict]) -> dict:
             num += act * (m["peak_allocated"] - rest)
             den += act * act
         ratios.append(m["peak_reserved"] / m["peak_allocated"] - 1)
-        if m.get("device_used") and m.get("baseline_device_used") is not None:
-            contexts.append(m["device_used"] - m["baseline_device_used"] - m["peak_reserved"])
+        if m.get("device_used"):
+            contexts.append(m["device_used"] - m["peak_reserved"])
     return {"ACT_SCALE": round(memory.ACT_SCALE * num / den, 3) if den else None,
             "ALLOCATOR_OVERHEAD": round(statistics.median(ratios), 3) if ratios else None,
             "CUDA_CONTEXT_MiB": round(statistics.median(contexts) / 2**20) if contexts else None,

@@ -111,8 +111,9 @@ def test_calibration_fit_recovers_known_coefficients():
                                                      "attention_scores"))
         alloc = p["peak_allocated"] + int(0.2 * act)  # reality: 20% more activation memory than counted
         reserved = int(alloc * 1.1)
-        row["measured"] = {"peak_allocated": alloc, "peak_reserved": reserved, "device_used": reserved + 500 * 2**20
-                           + 2**30, "baseline_device_used": 2**30}
+        measured = {"peak_allocated": alloc, "peak_reserved": reserved, "device_used": reserved + 500 * 2**20 + 2**30,
+                    "baseline_device_used": 2**30}
+        row = cal._row(info, settings, measured)
         rows.append(row)
     fitted = cal.fit_coefficients(rows)
     assert fitted["ACT_SCALE"] == pytest.approx(1.2, abs=0.01)

@@ -133,8 +133,16 @@ def _random_batches(vocab: int, seq_len: int, count: int) -> list[dict]:
 
 
 def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, workdir: Path | None = None,
-            config_dict: dict | None = None) -> dict:
-    """Train ``steps`` optimizer steps of ``settings`` on a random ``info`` model; return measured peaks."""
+            config_dict: dict | None = None, baseline: int | None = None) -> dict:
+    """Train ``steps`` optimizer steps of ``settings`` on a random ``info`` model; return measured peaks.
+
+    ``baseline`` is NVML's device use before this process touched CUDA (read here when not given),
+    so that device use minus baseline is this run's share, CUDA context included.
+    """
+    from studio.hardware import gpu_memory_used
+
+    if baseline is None:
+        baseline = gpu_memory_used(0)
     require_gpu()
     import gc
 
@@ -151,7 +159,8 @@ def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, wo
         cb = _PeakCallback()
         data = _random_batches(info.vocab, settings["seq_len"], steps * settings["micro_batch"] * settings["grad_accum"])
         _trainer(model, recipe, steps, data, Path(tmp), cb).train()
-        result = {"steps": cb.rows, **{k: max(r[k] or 0 for r in cb.rows) for k in ("peak_allocated", "peak_reserved", "device_used")}}
+        result = {"steps": cb.rows, "baseline_device_used": baseline,
+                  **{k: max(r[k] or 0 for r in cb.rows) for k in ("peak_allocated", "peak_reserved", "device_used")}}
         del model
         gc.collect()
         torch.cuda.empty_cache()
@@ -164,8 +173,11 @@ def compare(info: Any, settings: dict, measured: dict, dropout: float = 0.05) ->
 
     est = estimate(info, settings, dropout=dropout)
     pairs = {"peak_allocated": est.peak_allocated, "peak_reserved": est.peak_reserved, "device_used": est.device_total}
-    return {k: {"predicted": p, "measured": measured.get(k),
-                "error": (p - measured[k]) / measured[k] if measured.get(k) else None} for k, p in pairs.items()}
+    got = dict(measured)
+    if got.get("device_used") and got.get("baseline_device_used") is not None:
+        got["device_used"] -= got["baseline_device_used"]  # this run's share of nvidia-smi's figure
+    return {k: {"predicted": p, "measured": got.get(k),
+                "error": (p - got[k]) / got[k] if got.get(k) else None} for k, p in pairs.items()}
 
 
 def run(args: argparse.Namespace) -> int:
