@@ -60,7 +60,10 @@ def check_window(binary: Path, env: dict) -> str:
 
 def check_doctor(binary: Path, env: dict, probe: bool) -> str:
     out = run(binary, "doctor", "--json", *([] if probe else ["--no-probe"]), env=env)
-    report = last_json(out.stdout)
+    try:
+        report = json.loads(out.stdout)
+    except ValueError:
+        raise AssertionError(f"no JSON report (exit {out.returncode}): {out.stderr[-800:]}") from None
     assert report["app"]["frozen"], "the doctor did not run inside the bundle"
     if not probe:
         return f"runtime {report['runtime']['state']}, {report['disk']['free_gb']} GB free"
@@ -74,7 +77,7 @@ def check_no_torch(binary: Path) -> str:
     found = [p for p in internal.rglob("*") if p.name in ("torch", "transformers", "peft", "bitsandbytes")
              or p.name.startswith("libtorch")]
     assert not found, f"the bundle contains ML packages: {found[:5]}"
-    size = sum(p.stat().st_size for p in binary.parent.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in binary.parent.rglob("*") if p.is_file() and not p.is_symlink())
     return f"no torch inside; bundle is {size / 1e6:.0f} MB"
 
 

@@ -21,35 +21,52 @@ SMOKE_TIMEOUT_S = 60.0
 def main(argv: list[str]) -> int:
     if argv[:1] == [SMOKE_FLAG]:
         return smoke_test()
-    if argv[:1] == [GUI_FLAG]:
-        from ui.app import run_app
-
-        return run_app(["--data", argv[1]] if len(argv) > 1 else [])
+    if not argv or argv[0] == GUI_FLAG:
+        return open_window(["--data", argv[1]] if len(argv) > 1 else [])
     from studio.cli import main as cli_main
 
     return cli_main(argv)
 
 
-def smoke_test() -> int:
-    """Start the real window, then check it from inside its own event loop."""
+def open_window(gui_args: list[str], on_attached=None) -> int:
+    """The studio window, with the runtime offer and Help > Diagnostics (ui/runtime_dialog.py)."""
     from PySide6.QtCore import QTimer
 
     from ui.app import build_app, run_app
 
     app = build_app()
     started = time.monotonic()
-    result: dict = {}
 
-    def check() -> None:
+    def attach_when_shown() -> None:
         window = _main_window(app)
         if window is None and time.monotonic() - started < SMOKE_TIMEOUT_S:
-            QTimer.singleShot(100, check)
+            QTimer.singleShot(50, attach_when_shown)
             return
-        result.update(_inspect(window, time.monotonic() - started))
-        app.exit(0 if result["ok"] else 1)
+        if window is not None:
+            from ui.runtime_dialog import attach
 
-    QTimer.singleShot(100, check)
-    code = run_app([])
+            attach(window)
+        if on_attached is not None:
+            on_attached(window, time.monotonic() - started)
+
+    QTimer.singleShot(0, attach_when_shown)
+    return run_app(gui_args)
+
+
+def smoke_test() -> int:
+    """Start the real window, then check it from inside its own event loop."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    result: dict = {}
+
+    def check(window, waited_s: float) -> None:
+        def inspect() -> None:  # one more turn of the loop so the offer bar is laid out and shown
+            result.update(_inspect(window, waited_s))
+            QApplication.instance().exit(0 if result["ok"] else 1)
+        QTimer.singleShot(200, inspect)
+
+    code = open_window([], on_attached=check)
     result.setdefault("ok", False)
     print(json.dumps(result), flush=True)
     return code if result["ok"] else 1

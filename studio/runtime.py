@@ -303,18 +303,27 @@ def _python_ok(cmd: list[str]) -> bool:
     return out.returncode == 0 and len(parts) == 2 and tuple(map(int, parts)) >= MIN_PYTHON
 
 
-def child_env(base: dict | None = None) -> dict:
-    """An environment for programs outside the bundle: PyInstaller's library path undone."""
-    env = dict(os.environ if base is None else base)
+def undo_bundle_env(env: dict) -> dict:
+    """``env`` with PyInstaller's library path undone, for any program started from the bundle.
+
+    The bootloader prepends its own folder to LD_LIBRARY_PATH (DYLD_LIBRARY_PATH on macOS) and
+    keeps the user's value in ``*_ORIG`` (PyInstaller manual, "Run-time information"); another
+    Python must not load the bundle's libstdc++, libssl or libpython.
+    """
+    env = dict(env)
     if getattr(sys, "frozen", False):
-        # The bootloader prepends its own folder and keeps the user's value in *_ORIG
-        # (PyInstaller manual, "Run-time information"); a system Python must not load our libs.
         for var in ("LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH"):
             orig = env.pop(f"{var}_ORIG", None)
             if orig is not None:
                 env[var] = orig
             else:
                 env.pop(var, None)
+    return env
+
+
+def child_env(base: dict | None = None) -> dict:
+    """An environment for pip and the base Python: the bundle's library path and PYTHON* undone."""
+    env = undo_bundle_env(os.environ if base is None else base)
     for var in ("PYTHONHOME", "PYTHONPATH", "PYTHONEXECUTABLE"):
         env.pop(var, None)
     return env
@@ -411,14 +420,14 @@ class RuntimeSetup:
                 steps = self.steps()
             except RuntimeSetupError as e:
                 log.write(f"FAILED before starting: {e}\n")
-                raise RuntimeSetupError(f"{e} The log is {self.log}.", self.log, "prepare") from None
+                raise RuntimeSetupError(f"{str(e).rstrip('.')}. The log is {self.log}.", self.log, "prepare") from None
             probe_out: list[str] = []
             for done, step in enumerate(steps):
                 if progress:
                     progress(done, len(steps), step.label)
                 sink = _tee(log, output, probe_out if step.key == "check" else None)
                 self._run_step(step, log, sink)
-            versions = _parse_probe(probe_out) if self.check else {}
+            versions = self._verified(probe_out) if self.check else {}
             self._write_marker(versions)
             log.write(f"DONE: runtime ready at {self.root}\n")
         if progress:
@@ -456,6 +465,17 @@ class RuntimeSetup:
         log.flush()
         if code != 0:
             raise RuntimeSetupError(_failure_words(step, code, "".join(tail), self.log), self.log, step.key)
+
+    def _verified(self, probe_lines: list[str]) -> dict:
+        """The probe's versions; a runtime whose torch does not import is not a runtime."""
+        answer = _last_json("\n".join(probe_lines)) or {}
+        problem = answer.get("torch_error") or (None if answer.get("versions", {}).get("torch")
+                                                else "the probe gave no torch version")
+        if problem:
+            raise RuntimeSetupError(f"Setting up the ML runtime failed at 'Checking the runtime': torch was "
+                                    f"installed but does not work ({problem}). The full log is {self.log}.",
+                                    self.log, "check")
+        return answer["versions"]
 
     def _write_marker(self, versions: dict) -> None:
         atomic_write_json(self.root / MARKER, {
@@ -498,10 +518,6 @@ def _failure_words(step: Step, code: int, tail: str, log: Path) -> str:
     return f"Setting up the ML runtime failed at '{step.label}': {hint} The full log is {log}."
 
 
-def _parse_probe(lines: list[str]) -> dict:
-    return (_last_json("\n".join(lines)) or {}).get("versions", {})
-
-
 def default_setup() -> RuntimeSetup:
     """The setup a user gets: the lock shipped with the app and the torch build for this machine."""
     return RuntimeSetup(torch=without_unreachable_index(choose_torch()))
@@ -538,11 +554,18 @@ def ensure_runtime(progress: Progress | None = None, output: OutputSink | None =
     return default_setup().run(progress, output)
 
 
+def cli_command(*args: str) -> list[str]:
+    """The argv that runs ``lora-studio ARGS`` from this app (frozen or not), for a QProcess."""
+    if not getattr(sys, "frozen", False):
+        return [sys.executable, "-m", "studio.cli", *args]
+    exe = Path(sys.executable)
+    twin = exe.with_name(f"{exe.stem}-cli{exe.suffix}")  # Windows: the windowed exe has no stdout
+    return [str(twin if os.name == "nt" and twin.is_file() else exe), *args]
+
+
 def setup_command(*args: str) -> list[str]:
-    """The argv that runs ``lora-studio runtime setup`` from this app (frozen or not), for a QProcess."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable, "runtime", "setup", *args]
-    return [sys.executable, "-m", "studio.cli", "runtime", "setup", *args]
+    """The argv of ``lora-studio runtime setup`` (the GUI's first-run dialog runs it)."""
+    return cli_command("runtime", "setup", *args)
 
 
 def remove_runtime() -> bool:

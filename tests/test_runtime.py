@@ -112,10 +112,10 @@ def offline(tmp_path_factory):
     return {"house": house, "lock": lock}
 
 
-def _setup(offline, root: Path, packages: list[str], **kw) -> runtime.RuntimeSetup:
+def _setup(offline, root: Path, packages: list[str], check: bool = False) -> runtime.RuntimeSetup:
     return runtime.RuntimeSetup(root=root, lock=offline["lock"], torch=None, packages=packages, demo=False,
-                                check=False, pip_args=["--no-index", "--find-links", str(offline["house"])],
-                                log=root.parent / "setup.log", **kw)
+                                check=check, pip_args=["--no-index", "--find-links", str(offline["house"])],
+                                log=root.parent / "setup.log")
 
 
 def test_real_setup_installs_the_pinned_version_then_reports_a_failure_in_words(offline):
@@ -141,6 +141,9 @@ def test_real_setup_installs_the_pinned_version_then_reports_a_failure_in_words(
     log = (root.parent / "setup.log").read_text()
     assert "studiodoesnotexist" in log and "exit code 1" in log
     assert (root / runtime.MARKER).read_text() == first_marker  # a failed repair keeps the old marker
+
+    with pytest.raises(runtime.RuntimeSetupError, match="torch was installed but does not work"):
+        _setup(offline, root, [], check=True).run()  # the probe runs for real: this venv has no torch
 
     (root / runtime.MARKER).unlink()  # as after an interrupted first setup
     assert runtime.status()["state"] == "incomplete" and runtime.runtime_python() is None

@@ -266,7 +266,9 @@ def attach(window: QMainWindow) -> None:
             action.triggered.connect(slot)
             help_menu.addAction(action)
     if runtime.needs_setup() and window.findChild(QToolBar, OFFER_NAME) is None:
-        window.addToolBar(Qt.ToolBarArea.TopToolBarArea, RuntimeOffer(window))
+        bar = RuntimeOffer(window)
+        window.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+        bar.show()  # a bar added to a window that is already shown stays hidden until asked
 
 
 def offer_visible(window: QMainWindow) -> bool:
