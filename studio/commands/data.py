@@ -158,6 +158,8 @@ def _tokens(r: Any) -> str:
     counts, edges = t.histogram["counts"], t.histogram["edges"]
     top = max(counts or [1]) or 1
     for i, c in enumerate(counts):
+        if not c:
+            continue  # empty bins say nothing in a text report (--json keeps them)
         lines.append(f"  {edges[i]:>7}-{edges[i + 1] - 1:<7} {'#' * max(1 if c else 0, round(30 * c / top))} {c}")
     return "\n".join(lines)
 

@@ -17,7 +17,8 @@ from studio.data.formats import FORMATS, Format
 from studio.data.report import WARNING, DatasetReport, Problem, RowProblem
 from studio.data.sources import DataError, Record, Source, arrow_columns, open_source, records
 
-SAMPLE = 200  # records read ahead to detect the format
+SAMPLE = 200  # readable records read ahead to detect the format
+SAMPLE_MAX = 5000  # records read ahead at most, however many are broken
 
 
 @dataclass
@@ -39,6 +40,10 @@ def detect(sample: list, fmt: str = "auto", columns: dict | None = None, path: A
     dicts = [v for v in values if isinstance(v, dict)]
     if not sample:
         raise DataError(f"{path}: the file holds no records; add some examples to it")
+    if not dicts and values:
+        kinds = sorted({type(v).__name__.replace("list", "lists").replace("NoneType", "nulls") for v in values})
+        raise DataError(f"{path}: the records are {', '.join(kinds)}, not objects with named columns; write each "
+                        "record as an object such as {\"prompt\": ..., \"completion\": ...}")
     if not dicts:
         first = next((r.problem for r in sample if r.problem), None)
         why = f"; {first.where()}: {first.message}" if first else ""
@@ -93,6 +98,17 @@ def _single_column(dicts: list[dict], path: Any) -> Detection:
                     "columns with --columns, e.g. prompt=question,completion=answer")
 
 
+def _sample(stream: Iterator[Record]) -> list[Record]:
+    """The first SAMPLE readable records (reading on past broken ones, up to SAMPLE_MAX records)."""
+    sample, readable = [], 0
+    for rec in stream:
+        sample.append(rec)
+        readable += rec.value is not None
+        if readable >= SAMPLE or len(sample) >= SAMPLE_MAX:
+            break
+    return sample
+
+
 def digest(example: dict) -> bytes:
     """16 bytes identifying a normalised example's content (roles and text, nothing else)."""
     if "messages" in example:
@@ -137,7 +153,7 @@ def iter_examples(path: str | Path, fmt: str = "auto", columns: dict | None = No
     report = report if report is not None else DatasetReport()
     src = open_source(path)
     stream = records(src)
-    sample = list(itertools.islice(stream, SAMPLE))
+    sample = _sample(stream)
     det = detect(sample, fmt or "auto", columns, src.path)
     _describe(report, src, det, sample)
     f, colmap, sink = FORMATS[det.format], det.colmap, _Sink(report, preview_rows, dedupe)

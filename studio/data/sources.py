@@ -43,6 +43,7 @@ class Source:
     encoding: str = "utf-8"
     compression: str | None = None
     notes: list = field(default_factory=list)
+    cr_only: bool = False  # classic Mac line endings: lines end with CR alone
 
     def open_binary(self) -> io.BufferedIOBase:
         """The raw bytes, decompressed; read-only."""
@@ -96,6 +97,7 @@ def open_source(path: str | Path) -> Source:
     if not head.strip():
         raise DataError(f"{path}: the file is empty; export some rows into it first")
     src.encoding = _encoding(head, src.notes)
+    src.cr_only = b"\r" in head and b"\n" not in head
     _refuse_binary(src, _decode_head(head, src.encoding))
     src.kind = _sniff_kind(src, _decode_head(head, src.encoding))
     return src
@@ -206,13 +208,12 @@ def _looks_multiline_json(text: str) -> bool:
 
 def read_jsonl(src: Source) -> Iterator[Record]:
     """One JSON value per line; a bad line is a problem for that line, never the end of the import."""
-    binary = src.encoding in ("utf-8", "utf-8-sig")
-    fh = src.open_binary() if binary else src.open_text()
+    # Bytes are fastest for UTF-8; other encodings and old-Mac CR-only files go through text mode.
+    binary = src.encoding in ("utf-8", "utf-8-sig") and not src.cr_only
+    fh = src.open_binary() if binary else src.open_text(errors="replace")
     row = 0
     with fh:
         for line_no, raw in _lines(src, fh):
-            if binary and line_no == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[3:]
             if not raw.strip():
                 continue
             row += 1
@@ -239,30 +240,31 @@ def _parse_json_line(raw: bytes | str, row: int, line: int) -> Record:
         return Record(row, line, None, Problem(
             "the line is not valid UTF-8 text", "save the file as UTF-8, or fix the characters on this line",
             row=row, line=line, code="encoding"))
-    except ValueError as e:
-        fixed = _trailing_comma(raw)
-        if fixed is not None:
-            return Record(row, line, fixed, Problem(
-                "the line ends with a comma (JSON array punctuation); it was read without it",
-                "remove the trailing comma: JSONL has one object per line and no separators",
-                row=row, line=line, severity=WARNING, code="trailing_comma"))
-        return Record(row, line, None, _json_problem(e, row, line, raw))
+    except (ValueError, RecursionError) as e:
+        return _lenient(raw, row, line, e)
 
 
-def _trailing_comma(raw: bytes | str) -> Any:
-    text = raw.strip()
-    comma = b"," if isinstance(text, bytes) else ","
-    if not text.endswith(comma) or len(text) < 3:
-        return None
+def _lenient(raw: bytes | str, row: int, line: int, error: Exception) -> Record:
+    """Forgive what is clearly meant (a byte-order mark, a trailing comma) with a warning; else the error."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    text = text.strip().lstrip("\ufeff").strip()
+    comma = text.endswith(",") and len(text) > 2
     try:
-        return json.loads(text[:-1])
-    except ValueError:
-        return None
+        value = json.loads(text[:-1] if comma else text)
+    except (ValueError, RecursionError):
+        return Record(row, line, None, _json_problem(error, row, line, raw))
+    if not comma:  # only the byte-order mark was in the way (files joined together)
+        return Record(row, line, value, None)
+    return Record(row, line, value, Problem(
+        "the line ends with a comma (JSON array punctuation); it was read without it",
+        "remove the trailing comma: JSONL has one object per line and no separators",
+        row=row, line=line, severity=WARNING, code="trailing_comma"))
 
 
 def _json_problem(e: ValueError, row: int, line: int, raw: Any) -> Problem:
-    msg = getattr(e, "msg", str(e))
-    col = getattr(e, "colno", None)
+    if isinstance(e, RecursionError):
+        return Problem("the JSON is nested too deeply to read", "flatten this record", row=row, line=line,
+                       code="json")
     text = raw.strip() if isinstance(raw, (bytes, str)) else b""
     if text in (b"[", b"]", "[", "]", b",", ","):
         return Problem(f"'{text if isinstance(text, str) else text.decode()}' on its own is not a JSON object",
@@ -316,6 +318,11 @@ def _from_object(value: Any, src: Source) -> Iterator[Record]:
             if len(lists) > 1:
                 src.notes.append(f"the file holds several lists; read '{key}' ({len(items)} records)")
             for i, item in enumerate(items, 1):
+                yield Record(i, None, item, None)
+            return
+        if len(value) > 1 and all(isinstance(v, dict) for v in value.values()) and not record_like & set(value):
+            src.notes.append("the file is an object of objects; each value was read as a record")
+            for i, item in enumerate(value.values(), 1):
                 yield Record(i, None, item, None)
             return
         yield Record(1, 1, value, None)
@@ -516,7 +523,7 @@ def _arrow_batches(batches, src: Source) -> Iterator[Record]:
             for value in batch.to_pylist():
                 row += 1
                 yield Record(row, None, value, None)
-    except OSError as e:
+    except Exception as e:  # pyarrow raises OSError or ArrowInvalid for a damaged file
         src.notes.append(f"reading stopped after row {row}: the file is damaged ({e})")
 
 
