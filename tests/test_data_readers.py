@@ -175,3 +175,27 @@ def test_user_files_are_never_modified():
 def test_format_registry_lists_the_contract_names():
     assert list(formats()) == ["messages", "sharegpt", "alpaca", "prompt_completion", "question_answer", "text"]
     assert all(isinstance(v, str) and v for v in formats().values())
+
+
+@pytest.mark.parametrize("name, content, fmt, usable", [
+    ("cr.jsonl", b'{"text": "a"}\r{"text": "b"}\r', "text", 2),  # classic Mac line endings
+    ("joined.jsonl", b'{"text": "a"}\n\xef\xbb\xbf{"text": "b"}\n', "text", 2),  # BOM of a second file
+    ("byid.json", b'{"1": {"prompt": "a", "completion": "b"}, "2": {"prompt": "c", "completion": "d"}}',
+     "prompt_completion", 2),
+    ("unicode.txt", "instruction\toutput\r\nSay hi\tHi\r\n".encode("utf-16"), "alpaca", 1),  # Excel Unicode Text
+    ("named.jsonl", b"prompt,completion\na,b\n", "prompt_completion", 1),  # CSV behind a .jsonl name
+])
+def test_messy_files_others_write(tmp_path, name, content, fmt, usable):
+    path = tmp_path / name
+    path.write_bytes(content)
+    r = inspect(path)
+    assert (r.format, r.usable, r.skipped) == (fmt, usable, 0)
+
+
+def test_records_that_are_not_objects_and_binary_files_are_refused(tmp_path):
+    (tmp_path / "pairs.json").write_text('[["a", "b"], ["c", "d"]]', encoding="utf-8")
+    with pytest.raises(DataError, match="not objects with named columns"):
+        inspect(tmp_path / "pairs.json")
+    (tmp_path / "blob.jsonl").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(DataError, match="binary file"):
+        inspect(tmp_path / "blob.jsonl")
