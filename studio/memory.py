@@ -197,6 +197,12 @@ def _transients(info, s: dict) -> tuple[dict, dict]:
 
 
 # --- the estimate -------------------------------------------------------------------------------------
+def static_bytes(info, settings: dict, stack: Stack = OURS) -> int:
+    """A lower bound of the device total that ignores activations: weights, adapter, optimizer, context."""
+    parts = {**_weights(info, settings, stack)[0], **_trainable(info, settings)[0]}
+    return int(sum(parts.values()) * (1 + ALLOCATOR_OVERHEAD)) + CUDA_CONTEXT
+
+
 def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS) -> Estimate:
     """Predict the three peak figures for ``settings`` (the plan's settings dict) on ``info``."""
     s = settings

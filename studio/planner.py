@@ -158,8 +158,14 @@ def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effectiv
     keys = list(space)
     candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
     candidates.sort(key=lambda s: _score(s, target), reverse=True)
+    floor: dict[tuple, int] = {}  # weights + adapter + optimizer per (quant, rank, ...): skips hopeless ones cheaply
     for cand in candidates:
         s = _complete(cand, fixed, effective_batch)
+        key = (s["quant"], s["double_quant"], s["rank"], tuple(s["targets"]), s["optimizer"], s["compute_dtype"])
+        if key not in floor:
+            floor[key] = memory.static_bytes(info, s)
+        if floor[key] > limit:
+            continue
         est = memory.estimate(info, s, dropout=dropout)
         if est.device_total <= limit:
             return s, est

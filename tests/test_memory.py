@@ -129,3 +129,9 @@ def test_4bit_storage_matches_bitsandbytes(tiny_model_dir):
     rest = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
                if not isinstance(p, bnb.nn.Params4bit))
     assert rest == e.components["unquantized_weights"]
+
+
+def test_static_bytes_is_a_lower_bound_of_the_device_total(llama8b):
+    for changes in ({}, {"quant": "none"}, {"optimizer": "paged_adamw_8bit"}, {"grad_ckpt": True, "seq_len": 128}):
+        s = {**BASE, **changes}
+        assert memory.static_bytes(llama8b, s) <= memory.estimate(llama8b, s).device_total
