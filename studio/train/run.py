@@ -76,6 +76,8 @@ class TrainingRun:
         try:
             self.model = loading.load_model(self.base, self.recipe, self.device)
         except Exception as exc:
+            if type(exc).__name__ == "UnpicklingError":  # weights_only=True refused what the pickle holds
+                raise safety.refused_pickle(self.base, exc) from None
             if not recovery.is_oom(exc):
                 raise
             raise OutOfMemory(f"out of memory while loading {self.base}: the model's weights alone do not fit. "
@@ -214,7 +216,9 @@ class TrainingRun:
         if not self.heldout:
             self.heldout = load_prompts(Path(self.recipe.data.heldout))
         self.em.emit(PROGRESS, phase=f"sample-{when}", done=0, total=len(self.heldout))
-        answers = generate(self.model, self.tokenizer, self.heldout)
+        total = len(self.heldout)
+        answers = generate(self.model, self.tokenizer, self.heldout,
+                           on_batch=lambda n: self.em.emit(PROGRESS, phase=f"sample-{when}", done=n, total=total))
         value = score(answers, self.heldout)
         self.em.emit(METRIC, step=self.trainer.state.global_step, **{f"heldout_score_{when}": value},
                      sample_prompt=self.heldout[0]["messages"][-1]["content"], sample_answer=answers[0])

@@ -60,3 +60,12 @@ def check_model_path(name_or_path: str) -> None:
             else "a file"
         raise LoadError(f"model.name_or_path {path} is {kind}; give a model folder with config.json and "
                         "*.safetensors weights (convert pickle weights to safetensors first)")
+
+
+def refused_pickle(folder: Path, exc: BaseException) -> LoadError:
+    """The error for pickle weights that ``torch.load(weights_only=True)`` would not load."""
+    names = ", ".join(sorted(p.name for p in Path(folder).iterdir() if p.suffix.lower() in PICKLE_SUFFIXES))
+    first = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+    return LoadError(f"{folder}: the pickle weights ({names}) hold more than tensors and were refused "
+                     f"(loaded with weights_only=True: {first}). Loading them fully could run code; get "
+                     "safetensors weights for this model instead")
