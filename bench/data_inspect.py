@@ -65,7 +65,7 @@ def child_tokens(path: str, rows: int) -> dict:
     from studio.demo import ensure_demo_model
 
     tok = load_tokenizer(ensure_demo_model())
-    head = Path(path).with_name(f"bench-head-{rows}.jsonl")
+    head = Path(path).with_name(f"{Path(path).stem}-head-{rows}.jsonl")
     if not head.exists():
         with open(path, "rb") as src, open(head, "wb") as dst:
             dst.writelines(islice(src, rows))

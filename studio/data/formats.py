@@ -171,13 +171,17 @@ def conversation(turns: list, field: str, warn: Warn, keys: tuple = ("role", "co
         warn(Problem(f"{tools} tool turn(s) ignored", "tool calls are not trained; the other turns are", field,
                      severity=WARNING, code="tool_turns"))
     if not out or out[-1]["role"] != "assistant":
-        if not any(m["role"] == "assistant" for m in out):
-            raise RowProblem("the conversation has no assistant turn", "add the assistant's reply; only it is trained",
-                             field, code="no_assistant")
-        raise RowProblem(f"the conversation ends with a {out[-1]['role']} turn, not the assistant",
-                         "add the assistant's reply at the end or remove the last turn", field,
-                         code="not_ending_assistant")
+        _not_ending_with_assistant(out, field)
     return out
+
+
+def _not_ending_with_assistant(out: list[dict], field: str) -> None:
+    if not any(m["role"] == "assistant" for m in out):
+        raise RowProblem("the conversation has no assistant turn", "add the assistant's reply; only it is trained",
+                         field, code="no_assistant")
+    raise RowProblem(f"the conversation ends with a {out[-1]['role']} turn, not the assistant",
+                     "add the assistant's reply at the end or remove the last turn", field,
+                     code="not_ending_assistant")
 
 
 def _is_turns(value: Any, keys: tuple) -> bool:

@@ -76,6 +76,23 @@ def open_source(path: str | Path) -> Source:
         raise DataError(f"{path}: no such file or folder; check the path")
     if path.is_dir():
         return _folder_source(path)
+    magic, ext, compression = _name_and_magic(path)
+    if magic == b"PAR1" or ext in (".parquet", ".pq"):
+        return Source(path, "parquet", encoding="binary", compression=compression)
+    src = Source(path, EXTENSIONS.get(ext, ""), compression=compression)
+    head = _head(src)
+    if not head.strip():
+        raise DataError(f"{path}: the file is empty; export some rows into it first")
+    src.encoding = _encoding(head, src.notes)
+    src.cr_only = b"\r" in head and b"\n" not in head
+    text = _decode_head(head, src.encoding)
+    _refuse_binary(src, text)
+    src.kind = _sniff_kind(src, text)
+    return src
+
+
+def _name_and_magic(path: Path) -> tuple[bytes, str, str | None]:
+    """First four bytes, the extension that names the container (under .gz) and the compression."""
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -86,21 +103,12 @@ def open_source(path: str | Path) -> Source:
     if suffixes and suffixes[-1] in (".gz", ".gzip"):
         suffixes = suffixes[:-1]
         if compression is None:
-            raise DataError(f"{path}: the name ends in .gz but the file is not gzip-compressed; rename or re-compress it")
+            raise DataError(f"{path}: the name ends in .gz but the file is not gzip-compressed; "
+                            "rename or re-compress it")
     ext = suffixes[-1] if suffixes else ""
     if ext in UNSUPPORTED:
         raise DataError(f"{path}: {UNSUPPORTED[ext]}")
-    if magic == b"PAR1" or ext in (".parquet", ".pq"):
-        return Source(path, "parquet", encoding="binary", compression=compression)
-    src = Source(path, EXTENSIONS.get(ext, ""), compression=compression)
-    head = _head(src)
-    if not head.strip():
-        raise DataError(f"{path}: the file is empty; export some rows into it first")
-    src.encoding = _encoding(head, src.notes)
-    src.cr_only = b"\r" in head and b"\n" not in head
-    _refuse_binary(src, _decode_head(head, src.encoding))
-    src.kind = _sniff_kind(src, _decode_head(head, src.encoding))
-    return src
+    return magic, ext, compression
 
 
 def _head(src: Source) -> bytes:
@@ -167,7 +175,8 @@ def _sniff_kind(src: Source, text: str) -> str:
     """Trust the content over the name for JSON vs JSONL; use the name for tables and text."""
     stripped = text.lstrip("\ufeff \t\r\n")
     first = stripped.split("\n", 1)[0]
-    if src.kind == "text" and "\t" in first and KNOWN_COLUMNS & {c.strip().strip('"').lower() for c in first.split("\t")}:
+    cells = {c.strip().strip('"').lower() for c in first.split("\t")} if "\t" in first else set()
+    if src.kind == "text" and KNOWN_COLUMNS & cells:
         src.notes.append("the text file has a tab-separated header row; it was read as TSV (Excel 'Unicode Text')")
         return "tsv"
     if src.kind in ("csv", "tsv", "text"):
@@ -313,7 +322,8 @@ def _from_object(value: Any, src: Source) -> Iterator[Record]:
         lists = [(k, v) for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
         record_like = {"messages", "conversations", "text", "instruction", "prompt", "question"}
         if lists and not record_like & set(value):
-            preferred = [kv for name in ("train", "data", "examples", "rows", "records") for kv in lists if kv[0] == name]
+            preferred = [kv for name in ("train", "data", "examples", "rows", "records")
+                         for kv in lists if kv[0] == name]
             key, items = preferred[0] if preferred else max(lists, key=lambda kv: len(kv[1]))
             if len(lists) > 1:
                 src.notes.append(f"the file holds several lists; read '{key}' ({len(items)} records)")
