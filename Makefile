@@ -52,5 +52,10 @@ app-test: app
 install-desktop:
 	$(PYTHON) installer/desktop.py
 
+# Renders every page (after a real 20-step demo run) into docs/screenshots/*.png under a virtual
+# display; needs xvfb-run (Debian/Ubuntu: apt-get install -y xvfb libxcb-cursor0).
+screenshots: $(VENV)/.ml-installed
+	xvfb-run -a -s "-screen 0 1440x900x24" $(PY) -m ui.screenshots --out docs/screenshots
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -380,25 +380,36 @@ class JsonCommandController(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._worker = WorkerController(self, stop_grace_s=0.1, term_grace_s=1.0)
         self._out = bytearray()
         self._err: list[str] = []
-        self._worker.reader = None  # type: ignore[assignment]
-        self._worker.sig_log.connect(self._err.append)
-        self._worker.sig_finished.connect(self._finished)
-        self._worker.sig_busy.connect(self.sig_busy)
+        self._worker: WorkerController | None = None
 
     @property
     def running(self) -> bool:
-        return self._worker.running
+        return self._worker is not None and self._worker.running
 
     def start(self, argv: Sequence[str]) -> None:
-        if self._worker.running:
-            self._worker.kill_now()
+        """Run ``argv``; a command still running from an earlier request is abandoned and killed."""
+        if self._worker is not None:
+            old, self._worker = self._worker, None
+            for sig in (old.sig_log, old.sig_finished, old.sig_busy):
+                sig.disconnect()
+            if old.running:
+                old.kill_now()
+                self.sig_busy.emit(False)
         self._out.clear()
         self._err.clear()
-        self._worker.start(argv, env=procs.worker_env())
-        self._worker.reader = _RawSink(self._out)  # stdout is one JSON document, not events
+        worker = WorkerController(self, stop_grace_s=0.1, term_grace_s=1.0)
+        worker.sig_log.connect(self._err.append)
+        worker.sig_finished.connect(self._finished)
+        worker.sig_busy.connect(self.sig_busy)
+        self._worker = worker
+        worker.start(argv, env=procs.worker_env())
+        worker.reader = _RawSink(self._out)  # stdout is one JSON document, not events
+
+    def kill_now(self) -> None:
+        if self._worker is not None:
+            self._worker.kill_now()
 
     def _finished(self, code: int, _done: bool) -> None:
         try:

@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
         self.status_text = QLabel("Ready.")
         self.statusBar().addWidget(self.status_text, 1)
         self.statusBar().addPermanentWidget(self.busy)
+        self.busy.hide()  # addPermanentWidget shows it
 
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
         act = QAction(text, self)

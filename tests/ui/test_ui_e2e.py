@@ -52,4 +52,4 @@ def test_drop_plan_train_to_completion(qtbot, tiny_model_dir):
         assert w.export_page.run_combo.count() == 1
     finally:
         w.train_page.controller.kill_now()
-        w.data_page.tokens._worker.kill_now()
+        w.data_page.tokens.kill_now()

@@ -101,8 +101,10 @@ class DataPage(Page):
         self.tokens.sig_failed.connect(lambda m: self.token_status.setText(f"Token statistics unavailable: {m}"))
         self.tokens.sig_busy.connect(self._token_busy)
         self._hist = None
+        self._hist_data: dict = {}
         self._build()
         session.sig_model.connect(lambda _i: self.request_tokens())
+        session.sig_plan.connect(lambda _p: self._hist_data and self.show_histogram(self._hist_data))
 
     def _build(self) -> None:
         self.drop = DropZone()
@@ -238,12 +240,8 @@ class DataPage(Page):
             self.token_status.setText("No token statistics in the answer.")
             return
         self._attach_tokens(tokens)
-        seq = tokens.get("seq_len")
-        self.token_status.setText(
-            f"{tokens.get('count', 0):,} examples · median {tokens.get('p50')} · 95th percentile {tokens.get('p95')} · "
-            f"longest {tokens.get('max')} tokens" + (f" · {tokens.get('truncated', 0):,} longer than seq_len {seq}" if seq else "")
-            + f" · {tokens.get('trained_tokens', 0):,} tokens carry the loss")
-        self.show_histogram(tokens.get("histogram") or {}, seq)
+        self._tokens = tokens
+        self.show_histogram(tokens.get("histogram") or {})
         self.show_mask(d.get("mask_view"))
 
     def _attach_tokens(self, tokens: dict) -> None:
@@ -258,11 +256,15 @@ class DataPage(Page):
             return
         self.session.set_dataset(self.path, self.report)
 
-    def show_histogram(self, hist: dict, seq_len: int | None) -> None:
+    def show_histogram(self, hist: dict) -> None:
+        """Token lengths as bars, with the sequence length the run would use (it follows the plan)."""
         import pyqtgraph as pg
 
         from ui.charts import LiveChart
 
+        self._hist_data = hist
+        seq_len = self.session.resolved_recipe().train.seq_len
+        self.token_status.setText(self._token_summary(getattr(self, "_tokens", {}) or {}, hist, seq_len))
         if self._hist is None:
             self._hist = LiveChart("Token length per example", "examples", x_label="tokens")
             self._hist.getPlotItem().legend.hide()
@@ -275,22 +277,39 @@ class DataPage(Page):
         if len(edges) == len(counts) + 1 and counts:
             xs = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
             widths = [(b - a) * 0.9 for a, b in zip(edges, edges[1:])]
-            plot.addItem(pg.BarGraphItem(x=xs, height=counts, width=widths, brush="#0072B2"))
-        self._hist.set_hline("seq_len", None)
+            plot.addItem(pg.BarGraphItem(x=xs, height=counts, width=widths, brush=pg.mkBrush("#0072B2"),
+                                         pen=pg.mkPen("#0072B2")))
+        old = self._hist.lines.pop("seq_len", None)
+        if old is not None:
+            plot.removeItem(old)
         if seq_len:
             line = pg.InfiniteLine(pos=seq_len, angle=90, pen=pg.mkPen("#CF222E", width=2), label=f"seq_len {seq_len}",
                                    labelOpts={"position": 0.9, "color": "#CF222E"})
             plot.addItem(line)
             self._hist.lines["seq_len"] = line
 
+    @staticmethod
+    def _token_summary(tokens: dict, hist: dict, seq_len: int) -> str:
+        """One line: lengths, and how many examples the run's sequence length would cut."""
+        text = (f"{tokens.get('count', 0):,} examples · median {tokens.get('p50')} · 95th percentile "
+                f"{tokens.get('p95')} · longest {tokens.get('max')} tokens")
+        if (tokens.get("max") or 0) <= seq_len:
+            return text + f" · all fit in the planned sequence length of {seq_len}"
+        edges, counts = hist.get("edges") or [], hist.get("counts") or []
+        over = sum(c for lo, c in zip(edges, counts) if lo >= seq_len)
+        return text + f" · about {over:,} longer than the planned {seq_len} (they are truncated)"
+
     def show_mask(self, mask_view: list | None) -> None:
         if not mask_view:
             self.example.setHtml("<i>No example available.</i>")
             return
+        from PySide6.QtWidgets import QApplication
+
+        dark = bool(QApplication.instance().property("studio_dark"))
+        mark = "background-color:#5C4B00; color:#FFF3C4" if dark else "background-color:#FFE58F; color:#3D2E00"
         spans = []
         for text, trained in mask_view:
             t = html.escape(str(text)).replace("\n", "↵<br>")
-            spans.append(f"<span style='background:#FFD33D55; color:inherit'>{t}</span>" if trained else
-                         f"<span style='opacity:0.7'>{t}</span>")
+            spans.append(f"<span style='{mark}'>{t}</span>" if trained else f"<span>{t}</span>")
         self.example.setHtml("<p><b>Example as the model sees it</b> — highlighted tokens carry the loss.</p>"
                              f"<pre style='white-space:pre-wrap; font-family:monospace'>{''.join(spans)}</pre>")
