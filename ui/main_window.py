@@ -99,11 +99,16 @@ class MainWindow(QMainWindow):
             page.sig_train.connect(self._start)
         elif name == "RunsPage":
             page.sig_export.connect(self._export_run)
+            page.sig_resume.connect(self._resume_run)
 
     def _run_ended(self, *_args) -> None:
         for i in (4, 5):
             if self._built(i) is not None:
                 self._built(i).reload()
+
+    def _resume_run(self, run_dir) -> None:
+        self.show_page(3)
+        self.train_page.resume_run(run_dir)
 
     def _export_run(self, run_dir) -> None:
         self.show_page(5)

@@ -233,3 +233,15 @@ print(json.dumps({{"heavy": heavy, "plan": w.session.plan is not None, "data": w
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"heavy": [], "plan": True, "data": True}
+
+
+def test_a_stopped_run_with_a_checkpoint_offers_resume(window, qtbot, tmp_path, fake_argv):
+    page = window.train_page
+    run_dir = runs.create(Recipe(), tmp_path)
+    (run_dir / runs.CHECKPOINTS / "step-2").mkdir(parents=True)
+    with qtbot.waitSignal(page.controller.sig_hello, timeout=10000):
+        page.start_run_dir(run_dir, argv=fake_argv("obey"))
+    assert page.resume_btn.isHidden()
+    with qtbot.waitSignal(page.controller.sig_finished, timeout=10000):
+        page.stop()
+    assert page.status == "stopped" and not page.resume_btn.isHidden()

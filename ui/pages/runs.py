@@ -48,6 +48,7 @@ class RunsPage(Page):
     subtitle = "Every run kept in your runs folder. Select two or more to compare their loss curves."
     icon_name = "runs"
     sig_export = Signal(object)
+    sig_resume = Signal(object)
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -65,7 +66,10 @@ class RunsPage(Page):
         self.export_btn = QPushButton("Export…")
         self.export_btn.setToolTip("Export the selected run's adapter or merged model")
         self.export_btn.clicked.connect(lambda: self.selected() and self.sig_export.emit(self.selected()[0].path))
-        for b in (self.refresh_btn, self.open_btn, self.export_btn):
+        self.resume_btn = QPushButton("Resume")
+        self.resume_btn.setToolTip("Continue a stopped or interrupted run from its last checkpoint")
+        self.resume_btn.clicked.connect(lambda: self.selected() and self.sig_resume.emit(self.selected()[0].path))
+        for b in (self.refresh_btn, self.open_btn, self.export_btn, self.resume_btn):
             bar.addWidget(b)
         self.count_label = label("", "muted")
         bar.addWidget(self.count_label, 1)

@@ -64,11 +64,15 @@ class TrainPage(Page):
         self.pause_btn.setToolTip("Pause after the current step; Resume continues (Ctrl+P)")
         self.stop_btn = QPushButton("Stop")
         self.stop_btn.setToolTip("Stop the run: the worker saves a checkpoint and the adapter, then exits (Ctrl+.)")
+        self.resume_btn = QPushButton("Resume run")
+        self.resume_btn.setToolTip("Continue the stopped run from its last checkpoint")
+        self.resume_btn.setVisible(False)
         for b in (self.pause_btn, self.stop_btn):
             b.setEnabled(False)
         bar.addWidget(self.start_btn)
         bar.addWidget(self.pause_btn)
         bar.addWidget(self.stop_btn)
+        bar.addWidget(self.resume_btn)
         bar.addSpacing(16)
         self.status_label = label("No run yet.", "muted")
         bar.addWidget(self.status_label, 1)
@@ -136,6 +140,7 @@ class TrainPage(Page):
         self.start_btn.clicked.connect(self.start)
         self.stop_btn.clicked.connect(self.stop)
         self.pause_btn.clicked.connect(self.toggle_pause)
+        self.resume_btn.clicked.connect(lambda: self.run_dir and self.resume_run(self.run_dir))
         c.sig_hello.connect(self._on_hello)
         c.sig_log.connect(self.append_log)
         c.sig_progress.connect(self._on_progress)
@@ -192,6 +197,18 @@ class TrainPage(Page):
         self._set_buttons(True)
         self._eta_timer.start()
         self.sig_run_started.emit(self.run_dir)
+
+    def resume_run(self, run_dir: Path) -> None:
+        """Continue a stopped or interrupted run from its last good checkpoint (``--resume``)."""
+        from studio.procs import worker_argv
+
+        if not self.controller.running:
+            self.start_run_dir(Path(run_dir), argv=worker_argv("workers.train", str(run_dir), "--resume"))
+
+    @staticmethod
+    def can_resume(run_dir: Path | None) -> bool:
+        ckpt = Path(run_dir) / runs.CHECKPOINTS if run_dir else None
+        return bool(ckpt and ckpt.is_dir() and any(ckpt.glob("step-*")))
 
     def stop(self) -> None:
         if self.controller.running:
@@ -265,23 +282,23 @@ class TrainPage(Page):
 
     def _on_done(self, d: dict) -> None:
         status = str(d.get("status", "finished"))
+        self._done_status = status
         self.append_log(f"done: {status}" + (f", adapter in {d['adapter']}" if d.get("adapter") else ""))
 
     def _on_finished(self, code: int, saw_done: bool) -> None:
         self._eta_timer.stop()
-        self._set_buttons(False)
         if self.controller.saw_error:
             status = "failed"
             self._set_status(status, "Failed. The error and what to do are shown above.")
         elif saw_done and code == 0:
-            state = runs.read_state(self.run_dir) if self.run_dir else {}
-            status = state.get("status", "finished")
+            status = getattr(self, "_done_status", None) or runs.read_state(self.run_dir).get("status", "finished")
             self._set_status(status, f"{status.capitalize()}: {self.run_dir.name if self.run_dir else ''}")
             if status == "finished":
                 self.progress.setValue(self.progress.maximum())
         else:
             status = "stopped"
             self._set_status(status, f"Stopped (exit code {code}).")
+        self._set_buttons(False)
         for chart in self.charts.values():
             chart.refresh()
         self.sig_run_ended.emit(self.run_dir, status)
@@ -293,6 +310,7 @@ class TrainPage(Page):
     def _reset_view(self) -> None:
         self.banner.hide()
         self.log.clear()
+        self._done_status = None
         self._progress_t = []
         self._last_step = 0
         self._paused = False
@@ -306,6 +324,8 @@ class TrainPage(Page):
                 chart.set_hline(name, None)
 
     def _set_buttons(self, running: bool) -> None:
+        self.resume_btn.setVisible(not running and self._status in ("stopped", "failed", "interrupted")
+                                   and self.can_resume(self.run_dir))
         self.start_btn.setEnabled(not running)
         self.pause_btn.setEnabled(running)
         self.stop_btn.setEnabled(running)
