@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     window.show_page(window.plan_page)
     shoot(app, window, "plan", args.out)
 
+    # A short run: small steps so a CPU-only machine renders the Train page in a few minutes.
     for key, value in (("train.max_steps", args.steps), ("train.eval_steps", max(1, args.steps // 4)),
-                       ("train.save_steps", args.steps)):
+                       ("train.save_steps", args.steps), ("train.micro_batch", 4), ("train.grad_accum", 1),
+                       ("train.lr", 1e-3)):
         window.session.pin(key, value)
     train = window.train_page
     window.show_page(train)
