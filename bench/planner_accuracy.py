@@ -41,6 +41,7 @@ LEGACY_HF = memory.Stack(logits_bytes_per_vocab=16, upcast_unquantized_fp32=True
 
 UNSLOTH_DOCS = "https://docs.unsloth.ai/basics/unsloth-benchmarks"
 UNSLOTH_LLAMA3 = "https://unsloth.ai/blog/llama3"
+UNSLOTH_GEMMA2 = "https://unsloth.ai/blog/gemma2"
 SMOLLM_CARD = "https://huggingface.co/HuggingFaceTB/SmolLM-135M (README, 'Memory footprint')"
 QWEN_DEVTO = "https://dev.to/sumanpro/qlora-fine-tuning-a-7b-model-on-a-16gb-gpu-it-shrank-to-54gb-in-front-of-me-28n4"
 
@@ -53,8 +54,8 @@ _UNSLOTH = dict(quant="4bit", double_quant=True, rank=32, alpha=32, targets=["al
                 compute_dtype="bfloat16")
 
 
-def _maxlen(model: str, gib: int, seq: int, url: str, note: str = "") -> dict:
-    return {"kind": "max_len", "model": model, "settings": dict(_UNSLOTH, seq_len=seq), "measured": gib * GiB,
+def _maxlen(model: str, gib: int, seq: int, url: str, note: str = "", **changes) -> dict:
+    return {"kind": "max_len", "model": model, "settings": dict(_UNSLOTH, seq_len=seq, **changes), "measured": gib * GiB,
             "what": f"longest length ({seq:,} tokens) that trained in a {gib} GB GPU (HF + FA2)",
             "source": url, "stack": LEGACY_HF, "dropout": 0.0, "note": note}
 
@@ -75,6 +76,10 @@ ROWS = [
     _maxlen("llama-3.3-70b-instruct", 80, 6916, UNSLOTH_DOCS),
     _maxlen("llama-3.1-70b-instruct", 80, 7500, UNSLOTH_LLAMA3,
             "Llama-3 70B (same shapes as 3.1); the blog rounds the length ('7.5K')"),
+    # Gemma 2: soft-capped attention has no FA2/sdpa path in transformers, so HF ran eager attention
+    # (the blog: "attention matrices actually use O(N^2) memory"); lengths rounded in the source.
+    _maxlen("gemma-2-9b-it", 24, 2600, UNSLOTH_GEMMA2, "the blog: 'HF+FA2 fits 2.6K lengths'", attn="eager"),
+    _maxlen("gemma-2-27b-it", 40, 3000, UNSLOTH_GEMMA2, "the blog: 'HF+FA2 only allows 3K lengths'", attn="eager"),
     _footprint("smollm2-135m-instruct", "none", "bfloat16", 269.03e6, SMOLLM_CARD,
                "get_memory_footprint(), SmolLM-135M in bfloat16: 269.03 MB"),
     _footprint("smollm2-135m-instruct", "8bit", "float16", 162.87e6, SMOLLM_CARD,

@@ -148,7 +148,8 @@ def layer_bytes_per_token(info, s: dict, dropout: float) -> tuple[float, float, 
     for g in targeted(info, s["targets"]):
         per_layer = g.count / max(1, info.layers)
         lora += per_layer * (a * s["rank"] + ((a + 1) * g.in_features if dropout > 0 else 0))
-    eager = info.heads * s["seq_len"] * (4 + a) if s["attn"] == "eager" else 0.0
+    per_score = 4 + a + (a if getattr(info, "attn_softcap", False) else 0)  # fp32 softmax, its copy, tanh output
+    eager = info.heads * s["seq_len"] * per_score if s["attn"] == "eager" else 0.0
     return float(norms + attn + mlp), lora, float(eager)
 
 
@@ -157,9 +158,11 @@ def _activations(info, s: dict, dropout: float, stack: Stack) -> tuple[dict, dic
     tokens = s["micro_batch"] * s["seq_len"]
     base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout))
     backward_ws = a * (2 * info.hidden + 2 * info.intermediate)  # grads flowing through the layer being done
-    logits = int(tokens * info.vocab * stack.logits_bytes_per_vocab)
-    lsrc = (f"{tokens:,} tokens x vocab {info.vocab:,} x {stack.logits_bytes_per_vocab:g} bytes "
-            "(fp32 log-softmax output, its gradient and the upcast logits' gradient)")
+    per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
+    logits = int(tokens * info.vocab * per_vocab)
+    lsrc = (f"{tokens:,} tokens x vocab {info.vocab:,} x {per_vocab:g} bytes "
+            "(fp32 log-softmax output, its gradient and the upcast logits' gradient"
+            + (", plus the tanh output of the logit soft-capping)" if getattr(info, "logit_softcap", False) else ")"))
     L = info.layers
     if s["grad_ckpt"]:
         ckpt = int(L * a * info.hidden * tokens)

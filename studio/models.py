@@ -67,6 +67,9 @@ class ModelInfo:
     num_experts: int = 0
     experts_per_token: int = 0
     norms_per_layer: int = 2
+    supports_sdpa: bool = True  # False: transformers refuses attn_implementation="sdpa" (e.g. Gemma 2)
+    logit_softcap: bool = False  # tanh soft-capping of the final logits (Gemma 2)
+    attn_softcap: bool = False  # tanh soft-capping of the attention scores (Gemma 2, eager only)
     path: str | None = None
     note: str = ""
 
@@ -113,6 +116,7 @@ class CatalogEntry:
     published_params_b: float = 0.0  # the model card's size in billions, a cross-check of the counts
     param_groups: dict[str, int] = field(default_factory=dict)  # exact counts per group (meta device)
     linears: list[dict] = field(default_factory=list)
+    supports_sdpa: bool = True
 
     @property
     def params(self) -> int:
@@ -214,6 +218,7 @@ def from_catalog(entry: CatalogEntry) -> ModelInfo:
     info = _shape_from_config(entry.config, name=entry.id, source="catalog")
     info.params = dict(entry.param_groups)
     info.linears = [LinearGroup(**g) for g in entry.linears]
+    info.supports_sdpa = entry.supports_sdpa
     info.has_chat_template = entry.chat_template
     return info
 
@@ -232,11 +237,11 @@ def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "fo
     info = _shape_from_config(config, name=name or folder.name, source=source)
     info.path = str(folder.resolve())
     info.has_chat_template = _folder_has_chat_template(folder)
-    info.params, info.linears = _cached_counts(cfg_file, config, folder, trust_remote_code)
+    info.params, info.linears, info.supports_sdpa = _cached_counts(cfg_file, config, folder, trust_remote_code)
     return info
 
 
-def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code: bool) -> tuple[dict, list]:
+def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code: bool) -> tuple[dict, list, bool]:
     """Meta-device counts, cached per config.json content and transformers version (building is slow)."""
     import hashlib
     import importlib.metadata
@@ -252,16 +257,17 @@ def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code
     cache = paths.data_dir() / "cache" / "model-counts" / f"{key}.json"
     try:
         raw = json.loads(cache.read_text(encoding="utf-8"))
-        return raw["params"], [LinearGroup(**g) for g in raw["linears"]]
+        return raw["params"], [LinearGroup(**g) for g in raw["linears"]], raw["supports_sdpa"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    params, linears = count_parameters(config, folder=folder, trust_remote_code=trust_remote_code)
+    model = _meta_model(config, folder, trust_remote_code)
+    params, linears, sdpa = _group_counts(model), _linear_groups(model), _supports_sdpa(model)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cache, {"params": params, "linears": [asdict(g) for g in linears]})
+        atomic_write_json(cache, {"params": params, "linears": [asdict(g) for g in linears], "supports_sdpa": sdpa})
     except OSError:  # a read-only data folder only costs speed
         pass
-    return params, linears
+    return params, linears, sdpa
 
 
 def _folder_has_chat_template(folder: Path) -> bool:
@@ -302,7 +308,8 @@ def _shape_from_config(config: dict, name: str, source: str) -> ModelInfo:
         tied=bool(c.get("tie_word_embeddings", True)), has_chat_template=False,
         num_experts=int(get("num_local_experts", "num_experts", "n_routed_experts", default=0)),
         experts_per_token=int(get("num_experts_per_tok", "top_k", default=0)),
-        norms_per_layer=4 if c.get("model_type") in ("gemma2", "gemma3", "gemma3_text", "olmo2") else 2)
+        norms_per_layer=4 if c.get("model_type") in ("gemma2", "gemma3", "gemma3_text", "olmo2") else 2,
+        logit_softcap=bool(c.get("final_logit_softcapping")), attn_softcap=bool(c.get("attn_logit_softcapping")))
 
 
 # --- exact counts on the meta device ----------------------------------------------------------------
@@ -311,6 +318,11 @@ def count_parameters(config: dict, folder: Path | None = None,
     """Build the model on the meta device and count every parameter by group, plus its linear layers."""
     model = _meta_model(config, folder, trust_remote_code)
     return _group_counts(model), _linear_groups(model)
+
+
+def _supports_sdpa(model: Any) -> bool:
+    """Whether transformers accepts attn_implementation="sdpa" for this model class."""
+    return bool(getattr(type(model), "_supports_sdpa", True))
 
 
 def _meta_model(config: dict, folder: Path | None, trust_remote_code: bool) -> Any:
@@ -388,8 +400,9 @@ def refresh_catalog(path: Path | None = None) -> int:
     path = path or catalog_path()
     raw = json.loads(path.read_text(encoding="utf-8"))
     for e in raw["models"]:
-        params, linears = count_parameters(e["config"])
-        e["param_groups"], e["linears"] = params, [asdict(g) for g in linears]
+        model = _meta_model(e["config"], None, False)
+        e["param_groups"], e["linears"] = _group_counts(model), [asdict(g) for g in _linear_groups(model)]
+        e["supports_sdpa"] = _supports_sdpa(model)
     atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
     global _CATALOG
     _CATALOG = None

@@ -118,12 +118,13 @@ def _seq_candidates(target: int) -> list[int]:
     return out
 
 
-def _space(fixed: dict, target: int, effective_batch: int) -> dict[str, list]:
+def _space(fixed: dict, target: int, effective_batch: int, info: Any = None) -> dict[str, list]:
     """The candidate values of every setting; a fixed setting has exactly one."""
+    attn = "sdpa" if getattr(info, "supports_sdpa", True) else "eager"
     space = {
         "quant": list(QUANT_ORDER), "double_quant": [True], "rank": list(RANKS), "targets": [["all-linear"]],
         "micro_batch": [b for b in MICRO_BATCHES if b <= max(1, effective_batch)] or [1],
-        "seq_len": _seq_candidates(target), "grad_ckpt": [False, True], "attn": ["sdpa"],
+        "seq_len": _seq_candidates(target), "grad_ckpt": [False, True], "attn": [attn],
         "optimizer": list(OPTIMIZERS), "compute_dtype": ["bfloat16"],
     }
     for key, value in fixed.items():
@@ -181,7 +182,7 @@ def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: d
     if "seq_len" in fixed:
         target = int(fixed["seq_len"])
     margin = margin_bytes(budget_bytes)
-    space = _space(fixed, target, effective_batch)
+    space = _space(fixed, target, effective_batch, model_info)
     settings, est = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout)
     if settings is not None:
         plan = _make_plan(model_info, True, budget_bytes, margin, settings, est, target, dropout)
@@ -225,6 +226,9 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
                           ("optimizer", f"Optimizer {s['optimizer']}" + (": 8-bit states to save memory." if "8bit" in
                                         s["optimizer"] else ".") )):
         out.append(sentence + (" (you fixed this)" if key in fixed else ""))
+    if s["attn"] == "eager" and "attn" not in fixed and not getattr(info, "supports_sdpa", True):
+        out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
+                   "soft-capped), so the score matrix of each layer is kept.")
     if info.num_experts and not any(g.name.startswith(("w1", "experts")) for g in info.linears):
         out.append("Mixture-of-experts weights are fused tensors that bitsandbytes does not quantise and LoRA "
                    "all-linear does not adapt; they stay in 16-bit.")
@@ -235,8 +239,8 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
 def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout: float) -> tuple[dict, memory.Estimate]:
     """The leanest settings (honouring fixed ones) at ``seq_len``."""
     base = {"quant": "4bit", "double_quant": True, "rank": 8, "targets": ["all-linear"], "micro_batch": 1,
-            "seq_len": seq_len, "grad_ckpt": True, "attn": "sdpa", "optimizer": "paged_adamw_8bit",
-            "compute_dtype": "bfloat16"}
+            "seq_len": seq_len, "grad_ckpt": True, "attn": "sdpa" if getattr(info, "supports_sdpa", True) else "eager",
+            "optimizer": "paged_adamw_8bit", "compute_dtype": "bfloat16"}
     for k, v in fixed.items():
         if k in base:
             base[k] = _norm_targets(v) if k == "targets" else v

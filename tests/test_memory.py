@@ -135,3 +135,12 @@ def test_static_bytes_is_a_lower_bound_of_the_device_total(llama8b):
     for changes in ({}, {"quant": "none"}, {"optimizer": "paged_adamw_8bit"}, {"grad_ckpt": True, "seq_len": 128}):
         s = {**BASE, **changes}
         assert memory.static_bytes(llama8b, s) <= memory.estimate(llama8b, s).device_total
+
+
+def test_soft_capping_adds_its_tanh_outputs():
+    gemma = models.resolve("gemma-2-9b-it")
+    assert gemma.logit_softcap and gemma.attn_softcap and not gemma.supports_sdpa
+    e = memory.estimate(gemma, {**BASE, "attn": "eager"})
+    tokens = BASE["micro_batch"] * BASE["seq_len"]
+    assert e.components["logits_and_loss"] == tokens * gemma.vocab * (memory.LOGITS_BYTES_PER_VOCAB + 2)
+    assert e.components["attention_scores"] == gemma.layers * gemma.heads * BASE["seq_len"] * (4 + 2 + 2) * tokens

@@ -138,3 +138,10 @@ def test_to_dict_has_the_cli_contract_keys(infos):
     assert {"fits", "budget_bytes", "settings", "predicted", "components", "reasons", "sources"} <= set(d)
     assert set(d["predicted"]) == {"peak_allocated_bytes", "peak_reserved_bytes", "device_total_bytes"}
     assert set(d["settings"]) == set(planner.SETTING_KEYS)
+
+
+def test_models_without_sdpa_get_eager_attention():
+    plan = planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB)
+    assert plan.settings["attn"] == "eager" and any("no sdpa path" in r for r in plan.reasons)
+    assert planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB, fixed={"attn": "flash_attention_2"}).settings[
+        "attn"] == "flash_attention_2"
