@@ -318,10 +318,15 @@ def _smaller_model(info: Any, budget_limit: int, fixed: dict, target: int, eb: i
     return best
 
 
+FLAGS = {"quant": "--quant", "double_quant": "--double-quant", "rank": "--rank", "alpha": "--alpha",
+         "targets": "--targets", "micro_batch": "--batch", "grad_accum": "--grad-accum", "seq_len": "--seq-len",
+         "grad_ckpt": "--grad-ckpt", "attn": "--attn", "optimizer": "--optimizer"}
+
+
 def _describe(change: dict, info: Any) -> str:
     if "unfix" in change:
-        return (f"It fits if the planner may choose {', '.join(change['unfix'])} itself "
-                f"(drop those options).")
+        flags = ", ".join(FLAGS.get(k, k) for k in change["unfix"])
+        return f"It fits if the planner may choose {', '.join(change['unfix'])} itself (drop {flags})."
     if "seq_len" in change:
         return f"It fits with a shorter sequence length: --seq-len {change['seq_len']} (longer examples are truncated)."
     text = f"It needs a GPU budget of at least {change['budget_bytes'] / GiB:.0f} GiB (--vram-gb {change['budget_bytes'] // GiB})"
