@@ -46,7 +46,7 @@ app: $(VENV)/.app-installed
 	$(PY) -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller installer/lora-studio.spec
 
 app-test: app
-	$(PY) installer/app_test.py $(APP) $(if $(wildcard $(VENV)/.ml-installed),--runtime-python $(abspath $(PY)))
+	$(PY) installer/app_test.py $(APP) --runtime-python $(abspath $(PY))
 
 # Launcher entry, icon and dataset MIME types for this user ($$XDG_DATA_HOME, default ~/.local/share).
 install-desktop:
@@ -59,3 +59,7 @@ screenshots: $(VENV)/.ml-installed
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# Dataset import speed and memory (issue 4): 1M-row JSONL in /tmp, rows/s and peak RSS.
+bench-data: $(VENV)/.ml-installed
+	$(PY) bench/data_inspect.py
