@@ -199,3 +199,11 @@ def test_records_that_are_not_objects_and_binary_files_are_refused(tmp_path):
     (tmp_path / "blob.jsonl").write_bytes(bytes(range(256)) * 8)
     with pytest.raises(DataError, match="binary file"):
         inspect(tmp_path / "blob.jsonl")
+
+
+def test_csv_unclosed_quote_is_named(tmp_path):
+    path = tmp_path / "unclosed.csv"
+    path.write_text('prompt,completion\na,b\n"c,d\ne,f\ng,h\n', encoding="utf-8")
+    r = inspect(path)
+    (p,) = r.problems
+    assert (p.row, p.line, p.code, r.usable) == (2, 3, "csv", 1) and "lines 3-5" in p.message

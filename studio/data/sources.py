@@ -449,6 +449,12 @@ def _csv_rows(src: Source, reader, header: list[str]) -> Iterator[Record]:
         if not fields or all(not f.strip() for f in fields):
             continue
         row += 1
+        if len(fields) < len(header) and any("\n" in f for f in fields):
+            yield Record(row, line, None, Problem(
+                f"a quote opened on this row is never closed, so lines {line}-{start - 1} were read as one cell",
+                'close the quote; a quote inside a quoted cell is written twice ("")', row=row, line=line,
+                code="csv"))
+            continue
         yield _csv_record(header, fields, row, line)
 
 
