@@ -72,6 +72,11 @@ def check_doctor(binary: Path, env: dict, probe: bool) -> str:
     return f"torch {ml['versions']['torch']} under {ml['python_path']}, 4-bit: {ml['bnb_4bit']}"
 
 
+def has_torch(python: str) -> bool:
+    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"
+    return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
+
+
 def check_no_torch(binary: Path) -> str:
     internal = binary.parent / "_internal"
     found = [p for p in internal.rglob("*") if p.name in ("torch", "transformers", "peft", "bitsandbytes")
@@ -84,7 +89,7 @@ def check_no_torch(binary: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("binary", type=Path)
-    p.add_argument("--runtime-python", help="an interpreter with torch, for the doctor's probe")
+    p.add_argument("--runtime-python", help="an interpreter with torch, for the doctor's probe (skipped without)")
     args = p.parse_args(argv)
     if not args.binary.is_file():
         print(f"app-test: {args.binary} does not exist: build it with 'make app'", file=sys.stderr)
@@ -96,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
               ("window", lambda: check_window(args.binary, env)),
               ("doctor", lambda: check_doctor(args.binary, env, probe=False)),
               ("contents", lambda: check_no_torch(args.binary))]
-    if args.runtime_python:
+    if args.runtime_python and has_torch(args.runtime_python):
         probe_env = {**env, "LORA_STUDIO_PYTHON": args.runtime_python}
         checks.append(("probe", lambda: check_doctor(args.binary, probe_env, probe=True)))
+    elif args.runtime_python:
+        print(f"skip probe: {args.runtime_python} has no torch (make run installs it)")
     failures = 0
     for name, check in checks:
         try:

@@ -23,6 +23,8 @@ def main(argv: list[str]) -> int:
         return smoke_test()
     if not argv or argv[0] == GUI_FLAG:
         return open_window(["--data", argv[1]] if len(argv) > 1 else [])
+    if argv[0] == "-m":
+        return no_runtime_worker(argv[1:2])
     from studio.cli import main as cli_main
 
     return cli_main(argv)
@@ -70,6 +72,19 @@ def smoke_test() -> int:
     result.setdefault("ok", False)
     print(json.dumps(result), flush=True)
     return code if result["ok"] else 1
+
+
+def no_runtime_worker(module: list[str]) -> int:
+    """Asked to be a worker's Python (``-m workers.train``): the bundle has no torch, so say so in
+    the worker protocol, which the window shows as the run's error with its hint."""
+    from studio import events
+
+    events.Emitter(stream=sys.stdout.buffer).emit(
+        events.ERROR, kind="config", message=f"{' '.join(module) or 'this worker'} needs the ML runtime "
+        "(PyTorch and friends), which is not set up yet.",
+        hint="Use Help > Set up the ML runtime… (or the bar at the top of the window), then start again.")
+    print("the ML runtime is not set up: run 'lora-studio runtime setup'", file=sys.stderr)
+    return 2
 
 
 def _main_window(app):

@@ -408,6 +408,10 @@ class RuntimeSetup:
         if self.check:
             steps.append(Step("check", "Checking the runtime", [py, "-m", "studio.runtime", "probe"],
                               env=_studio_env()))
+        if self.demo and self.check:
+            # The GGUF and torch live here, not in the GUI: convert the demo model now, once.
+            steps.append(Step("demo-model", "Preparing the demo model", [py, "-m", "studio.cli", "demo-model"],
+                              env=_studio_env()))
         return steps
 
     def run(self, progress: Progress | None = None, output: OutputSink | None = None) -> Path:

@@ -108,3 +108,13 @@ def test_smoke_test_opens_the_real_window_offscreen(tmp_path):
     assert out.returncode == 0 and report["ok"], (report, out.stderr[-2000:])
     assert report["title"].startswith("LoRA Studio") and report["version"] == __version__
     assert report["frozen"] is False and report["runtime"] == "missing" and report["needs_setup"] is False
+
+
+def test_a_worker_started_without_a_runtime_fails_in_the_protocol():
+    from studio import events
+
+    out = subprocess.run([sys.executable, str(ROOT / "installer" / "lora_studio_main.py"), "-m", "workers.train", "RUN"],
+                         capture_output=True, timeout=60)
+    got = events.EventReader().feed(out.stdout)
+    assert out.returncode == 2 and [e.type for e in got] == [events.ERROR]
+    assert "needs the ML runtime" in got[0].data["message"] and "Set up the ML runtime" in got[0].data["hint"]

@@ -1,0 +1,1 @@
+"""Build and desktop-integration scripts for the double-click app (see README.md here)."""
