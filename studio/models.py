@@ -114,6 +114,7 @@ class CatalogEntry:
     config: dict
     chat_template: bool = True
     published_params_b: float = 0.0  # the model card's size in billions, a cross-check of the counts
+    aliases: list[str] = field(default_factory=list)  # other Hugging Face ids with the same shapes (base/chat)
     param_groups: dict[str, int] = field(default_factory=dict)  # exact counts per group (meta device)
     linears: list[dict] = field(default_factory=list)
     supports_sdpa: bool = True
@@ -152,10 +153,11 @@ def catalog() -> list[CatalogEntry]:
 
 
 def find_catalog(name: str) -> CatalogEntry | None:
-    """The entry whose id, Hugging Face id or display name matches (case-insensitive)."""
+    """The entry whose id, Hugging Face id, alias or display name matches (case-insensitive)."""
     key = name.strip().lower()
     for entry in catalog():
-        if key in (entry.id.lower(), entry.hf_id.lower(), entry.name.lower()):
+        names = [entry.id, entry.hf_id, entry.name, *entry.aliases]
+        if key in (n.lower() for n in names):
             return entry
     return None
 
