@@ -82,14 +82,14 @@ class _PipeReader(QObject):
 
 
 class _FileTail(QObject):
-    """Follows a growing text file (a worker's stderr log) with a cheap timer."""
+    """Follows a growing file (a worker's log, a run's events.jsonl) with a cheap timer."""
 
-    text = Signal(str)
+    chunk = Signal(bytes)
 
-    def __init__(self, path: Path, parent: QObject | None = None) -> None:
+    def __init__(self, path: Path, parent: QObject | None = None, start: int = 0) -> None:
         super().__init__(parent)
         self.path = Path(path)
-        self._pos = 0
+        self._pos = start
         self._timer = QTimer(self)
         self._timer.setInterval(STDERR_TAIL_MS)
         self._timer.timeout.connect(self.poll)
@@ -110,7 +110,7 @@ class _FileTail(QObject):
             return
         if data:
             self._pos += len(data)
-            self.text.emit(data.decode("utf-8", "replace"))
+            self.chunk.emit(data)
 
 
 class WorkerController(QObject):
@@ -149,21 +149,66 @@ class WorkerController(QObject):
         self._escalate.setSingleShot(True)
         self._escalate.timeout.connect(self._escalate_step)
         self._stage = 0
+        self._follow_pid: int | None = None
+        self._follow_tails: list[_FileTail] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
     def running(self) -> bool:
+        if self._follow_pid is not None:
+            return runs.pid_alive(self._follow_pid)
         return self.proc is not None and self.proc.poll() is None
 
     @property
     def pid(self) -> int | None:
+        if self._follow_pid is not None:
+            return self._follow_pid
         return self.proc.pid if self.proc else None
+
+    def follow(self, run_dir: Path, pid: int, term_grace_s: float = 120.0) -> None:
+        """Attach to a run an earlier window left running: tail its events and log; stop = SIGTERM."""
+        run_dir = Path(run_dir)
+        self.proc = None
+        self._follow_pid = int(pid)
+        self.term_grace_s = term_grace_s  # the worker saves a checkpoint and the adapter on SIGTERM
+        self.reader = ev.EventReader()
+        self.saw_done = self.saw_error = self.detached = False
+        self._stage = 0
+        events = _FileTail(run_dir / runs.EVENTS, self)
+        events.chunk.connect(self._on_stdout)
+        log = run_dir / "worker.log"
+        self._tail = _FileTail(log, self, start=max(0, log.stat().st_size - READ_CHUNK) if log.exists() else 0)
+        self._tail.chunk.connect(self._on_stderr)
+        self._follow_tails = [events, self._tail]
+        for t in self._follow_tails:
+            t.start()
+        self._watch = QTimer(self)
+        self._watch.setInterval(500)
+        self._watch.timeout.connect(self._check_followed)
+        self._watch.start()
+        self.sig_busy.emit(True)
+        self.sig_started.emit(self._follow_pid)
+
+    def _check_followed(self) -> None:
+        if runs.pid_alive(self._follow_pid):
+            return
+        self._watch.stop()
+        self._escalate.stop()
+        for t in self._follow_tails:
+            t.stop()
+        for event in self.reader.close():
+            self._dispatch(event)
+        self._follow_pid = None
+        self._tail = None
+        self.sig_busy.emit(False)
+        self.sig_finished.emit(0 if self.saw_done else -1, self.saw_done)
 
     def start(self, argv: Sequence[str], env: dict | None = None, cwd: Path | None = None,
               stderr_path: Path | None = None) -> None:
         """Launch ``argv``; with ``stderr_path`` the worker's stderr goes to that file (and is tailed)."""
         if self.running:
             raise RuntimeError("a worker is already running")
+        self._follow_pid = None
         self.reader = ev.EventReader()
         self.saw_done = self.saw_error = self.detached = False
         self._stage = 0
@@ -180,7 +225,7 @@ class WorkerController(QObject):
             self._readers.append(self._make_reader(self.proc.stderr, self._on_stderr))
         else:
             self._tail = _FileTail(stderr_path, self)
-            self._tail.text.connect(self._on_stderr_text)
+            self._tail.chunk.connect(self._on_stderr)
             self._tail.start()
         self._open_pipes = len(self._readers)
         for r in self._readers:
@@ -196,7 +241,7 @@ class WorkerController(QObject):
 
     def send(self, name: str, **args) -> bool:
         """Write a protocol command to the worker's stdin; False when it cannot be delivered."""
-        if not self.running or self.proc.stdin is None:
+        if not self.running or self.proc is None or self.proc.stdin is None:
             return False
         try:
             self.proc.stdin.write(ev.encode_command(name, **args))
@@ -230,6 +275,8 @@ class WorkerController(QObject):
         """Let the worker run on without us: close our pipe ends; it keeps writing events.jsonl."""
         self.detached = True
         self._escalate.stop()
+        for t in self._follow_tails:
+            t.stop()
         if self._tail:
             self._tail.stop()
         if self.proc and self.proc.stdin:
@@ -249,6 +296,12 @@ class WorkerController(QObject):
             self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
+        if self._follow_pid is not None:
+            try:
+                os.kill(self._follow_pid, sig)
+            except OSError:
+                pass
+            return
         try:
             os.killpg(self.proc.pid, sig)  # the worker leads its own session: its children go too
         except (ProcessLookupError, PermissionError, OSError):

@@ -107,8 +107,18 @@ class MainWindow(QMainWindow):
                 self._built(i).reload()
 
     def _resume_run(self, run_dir) -> None:
+        """A live run (kept running by an earlier window) is followed; a stopped one resumed."""
         self.show_page(3)
-        self.train_page.resume_run(run_dir)
+        if not self.train_page.attach(run_dir):
+            self.train_page.resume_run(run_dir)
+
+    def attach_live_run(self) -> None:
+        """Follow the newest run an earlier window left training, if any."""
+        from studio import runs
+
+        live = [s for s in runs.list_runs() if s.status == "running"]
+        if live and self.train_page.attach(live[0].path):
+            self.status_text.setText(f"Following {live[0].id}, still training from an earlier session.")
 
     def _export_run(self, run_dir) -> None:
         self.show_page(5)
@@ -193,6 +203,7 @@ class MainWindow(QMainWindow):
         self.runs_page.reload()
         self.export_page.reload()
         self.model_page.populate()
+        self.attach_live_run()
 
     # -- actions ------------------------------------------------------------------------------
     def _start(self) -> None:

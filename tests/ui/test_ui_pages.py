@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -245,3 +246,26 @@ def test_a_stopped_run_with_a_checkpoint_offers_resume(window, qtbot, tmp_path, 
     with qtbot.waitSignal(page.controller.sig_finished, timeout=10000):
         page.stop()
     assert page.status == "stopped" and not page.resume_btn.isHidden()
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_run_left_running_by_an_earlier_window_is_followed(window, qtbot, tmp_path, fake_argv, stop):
+    run_dir = runs.create(Recipe(), runs.paths.runs_dir())
+    worker = subprocess.Popen(fake_argv("record", run_dir, 30 if stop else 5), env=procs.worker_env(),
+                              start_new_session=True)
+    threading.Thread(target=worker.wait, daemon=True).start()  # reap it as init would (no zombie)
+    try:
+        qtbot.waitUntil(lambda: runs.read_state(run_dir).get("status") == "running", timeout=10000)
+        window.attach_live_run()
+        page = window.train_page
+        assert page.training and page.status == "running" and not page.pause_btn.isEnabled()
+        with qtbot.waitSignal(page.controller.sig_finished, timeout=20000) as done:
+            if stop:
+                qtbot.waitUntil(lambda: page.charts["loss"].series["train"].total > 3, timeout=10000)
+                page.stop()  # SIGTERM: the worker saves and says done
+        assert done.args == [0, True]
+        assert page.status == ("stopped" if stop else "finished")
+        assert page.charts["loss"].series["train"].total > 3 and page.charts["memory"].points("allocated") > 3
+    finally:
+        worker.kill()
+        worker.wait()

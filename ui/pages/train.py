@@ -51,6 +51,7 @@ class TrainPage(Page):
         self._progress_t: list[tuple[float, int]] = []
         self._last_step = 0
         self._paused = False
+        self._ts0 = self._ts = 0.0
         self._status = "idle"
         self._build()
         self._wire()
@@ -141,6 +142,7 @@ class TrainPage(Page):
         self.stop_btn.clicked.connect(self.stop)
         self.pause_btn.clicked.connect(self.toggle_pause)
         self.resume_btn.clicked.connect(lambda: self.run_dir and self.resume_run(self.run_dir))
+        c.sig_event.connect(self._on_event_time)
         c.sig_hello.connect(self._on_hello)
         c.sig_log.connect(self.append_log)
         c.sig_progress.connect(self._on_progress)
@@ -210,6 +212,24 @@ class TrainPage(Page):
         ckpt = Path(run_dir) / runs.CHECKPOINTS if run_dir else None
         return bool(ckpt and ckpt.is_dir() and any(ckpt.glob("step-*")))
 
+    def attach(self, run_dir: Path) -> bool:
+        """Follow a run that an earlier window left running (its worker is alive); False if it is not."""
+        state = runs.read_state(run_dir)
+        pid = state.get("pid")
+        if self.controller.running or state.get("status") != "running" or not runs.pid_alive(pid):
+            return False
+        self.ensure_charts()
+        self._reset_view()
+        self.run_dir = Path(run_dir)
+        self.append_log(f"following {self.run_dir} (worker pid {pid}, started by an earlier window)")
+        self.controller.follow(self.run_dir, int(pid))
+        self._t0 = time.monotonic()
+        self._set_status("running", f"Following {self.run_dir.name}")
+        self._set_buttons(True)
+        self.pause_btn.setEnabled(False)  # its stdin belonged to the window that started it
+        self._eta_timer.start()
+        return True
+
     def stop(self) -> None:
         if self.controller.running:
             self._set_status("stopping", "Stopping: the worker is saving a checkpoint and the adapter…")
@@ -262,10 +282,15 @@ class TrainPage(Page):
         if loss is not None:
             self.status_label.setText(f"step {int(step)} · loss {loss:.4f}")
 
+    def _on_event_time(self, event) -> None:
+        if event.ts:
+            self._ts0 = self._ts0 or event.ts
+            self._ts = event.ts
+
     def _on_memory(self, d: dict) -> None:
         if not self.charts or self._t0 is None:
             return
-        t = time.monotonic() - self._t0
+        t = (self._ts - self._ts0) if self._ts0 else time.monotonic() - self._t0  # replayed runs keep their times
         mem = self.charts["memory"]
         for key, series in (("allocated", "allocated"), ("reserved", "reserved"), ("device_used", "device used")):
             v = _num(d.get(key))
@@ -311,6 +336,7 @@ class TrainPage(Page):
         self.banner.hide()
         self.log.clear()
         self._done_status = None
+        self._ts0 = self._ts = 0.0
         self._progress_t = []
         self._last_step = 0
         self._paused = False

@@ -110,9 +110,36 @@ def survive(em: Emitter, marker: str) -> int:
     return 0
 
 
+def record(run_dir: str, seconds: float) -> int:
+    """A run started by an earlier window: events only in events.jsonl, state.json says running."""
+    from pathlib import Path
+
+    from studio import runs
+
+    run = Path(run_dir)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    em = Emitter(run=run.name, log_path=run / runs.EVENTS, stream=open(os.devnull, "wb"))
+    runs.write_state(run, status="running", pid=os.getpid())
+    em.emit(HELLO, device="fake")
+    t0 = time.monotonic()
+    step = 0
+    while time.monotonic() - t0 < seconds and not stop:
+        step += 1
+        em.emit(METRIC, step=step, loss=1.0 / step)
+        em.emit(MEMORY, step=step, allocated=GIB, reserved=GIB, device_used=None, budget=8 * GIB)
+        time.sleep(0.05)
+    status = "stopped" if stop else "finished"
+    em.emit(DONE, status=status)
+    runs.write_state(run, status=status, pid=None)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     em = Emitter(run="fake", stream=sys.stdout.buffer)
     mode = argv[0]
+    if mode == "record":
+        return record(argv[1], float(argv[2]))
     if mode == "survive":
         return survive(em, argv[1])
     if mode == "flood":
