@@ -63,3 +63,8 @@ clean:
 # Dataset import speed and memory (issue 4): 1M-row JSONL in /tmp, rows/s and peak RSS.
 bench-data: $(VENV)/.ml-installed
 	$(PY) bench/data_inspect.py
+
+# Planner: accuracy against published measurements, and speed (a GPU run: bench/calibrate_memory.py).
+bench-planner: $(VENV)/.ml-installed
+	$(PY) bench/planner_accuracy.py
+	$(PY) bench/planner_speed.py
