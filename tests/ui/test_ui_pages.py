@@ -91,7 +91,10 @@ def test_dropping_a_dataset_shows_format_preview_and_problems(window, qtbot, tmp
         drop(window, bad)
     assert window.stack.currentWidget() is window.data_page
     assert "messages" in window.data_page.summary.text()
-    assert window.data_page.preview_model.rowCount() == 5
+    model = window.data_page.preview_model
+    assert model.rowCount() == 5
+    assert [model.headerData(i, Qt.Orientation.Horizontal) for i in range(3)] == ["user", "assistant", "turns"]
+    assert model.data(model.index(0, 0)) == "What is 0 plus 0?"
     problems = [window.data_page.problems.item(i).text() for i in range(window.data_page.problems.count())]
     assert any(p.startswith("line 3") for p in problems), problems
     assert window.session.recipe.data.path == str(bad)

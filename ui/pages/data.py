@@ -32,6 +32,30 @@ def as_dict(report: Any) -> dict:
     return report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
 
 
+def preview_table(preview: list, columns: list) -> tuple[list, list, list | None]:
+    """Rows, column names and row numbers for the preview: chat turns become one column per role."""
+    if not preview or not isinstance(preview[0], dict):
+        return preview, list(columns), None
+    numbers = [r.get("row", i + 1) for i, r in enumerate(preview)] if "row" in preview[0] else None
+    if "messages" in preview[0]:
+        rows = [_turns(r.get("messages") or []) for r in preview]
+        roles = [role for role in ("system", "user", "assistant") if any(role in r for r in rows)]
+        extra = sorted({k for r in rows for k in r} - set(roles) - {"turns"})
+        return rows, roles + extra + ["turns"], numbers
+    cols = [c for c in (list(columns) or list(preview[0])) if c != "row"]
+    cols += [k for k in preview[0] if k not in cols and k != "row"]
+    return preview, cols, numbers
+
+
+def _turns(messages: list) -> dict:
+    """The first message of each role (what a reader wants to see) and the number of turns."""
+    out: dict = {"turns": len(messages)}
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") and m["role"] not in out:
+            out[str(m["role"])] = m.get("content", "")
+    return out
+
+
 class _Inspector(QObject):
     """Runs ``studio.data.inspect`` on a daemon thread; the result arrives in the GUI thread."""
 
@@ -194,12 +218,9 @@ class DataPage(Page):
         if d.get("duplicates"):
             parts.append(f"{d['duplicates']:,} duplicates")
         self.summary.setText(" · ".join(parts))
-        preview = d.get("preview") or []
-        columns = list(d.get("columns") or (preview[0].keys() if preview and isinstance(preview[0], dict) else []))
-        if preview and isinstance(preview[0], dict):
-            extra = [k for k in preview[0] if k not in columns]
-            columns += extra
-        self.preview_model.set_rows(preview, columns)
+        rows, columns, numbers = preview_table(d.get("preview") or [], d.get("columns") or [])
+        self.preview_model.set_rows(rows, columns, numbers)
+        self.tabs.setTabText(0, f"Preview ({len(rows):,} of {d.get('rows', 0):,} rows)")
         self._show_problems(d)
 
     def _show_problems(self, d: dict) -> None:
