@@ -272,3 +272,20 @@ def test_a_run_left_running_by_an_earlier_window_is_followed(window, qtbot, tmp_
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_export_offers_the_registry_targets_and_reports_the_workers_error(window, qtbot):
+    r = Recipe()
+    r.data.path = "/data/x.jsonl"
+    run_dir = runs.create(r)
+    (run_dir / runs.ADAPTER).mkdir()  # an adapter folder without the adapter files
+    page = window.export_page
+    window.show_page(page)
+    from studio.export import TARGETS
+
+    assert set(page.buttons) == set(TARGETS) and page.run_combo.count() == 1
+    with qtbot.waitSignal(page.controller.sig_finished, timeout=30000):
+        page.buttons["adapter"].click()
+    assert not page.banner.isHidden() and "adapter_config.json" in page.banner.headline.text()
+    assert page.banner.detail.text().startswith("the run has not finished training")
+    assert all(b.isEnabled() for b in page.buttons.values())
