@@ -77,8 +77,9 @@ class EventTail:
 def follow(run_dir: Path, offset: int = 0, poll_s: float = 0.25) -> Iterator[Event]:
     """Yield the run's events from ``offset`` until its worker has exited and the file is drained."""
     tail = EventTail(run_dir, offset)
+    pid = worker_pid(run_dir)  # the process, not state.json: the worker writes "finished" before its last event
     while True:
-        alive = worker_pid(run_dir) is not None
+        alive = _alive(pid)
         events = tail.poll()
         yield from events
         if not events and not alive:
@@ -86,6 +87,19 @@ def follow(run_dir: Path, offset: int = 0, poll_s: float = 0.25) -> Iterator[Eve
             return
         if not events:
             time.sleep(poll_s)
+
+
+def _alive(pid: int | None) -> bool:
+    if not runs.pid_alive(pid):
+        return False
+    try:
+        import psutil
+
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except ImportError:
+        return True
+    except Exception:  # gone between the two checks
+        return False
 
 
 def request_stop(run_dir: Path) -> bool:

@@ -1,0 +1,86 @@
+"""The CLI going away does not kill the run; a new reader finds it and follows its events."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from conftest import MAX_STEPS, adapter_tensors, losses, max_diff, tiny_recipe
+from studio import attach, runs
+from studio.events import read_events
+from studio.procs import worker_env
+
+
+def _wait_for(predicate, timeout=180.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def _first_metric(root: Path):
+    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    if folders and any(e.type == "metric" for e in read_events(folders[0] / runs.EVENTS)):
+        return folders[0]
+    return None
+
+
+def test_killed_cli_leaves_the_worker_training_attach_follows_and_stops_it(tmp_path, tiny_model_dir, chat_jsonl,
+                                                                           reference_run):
+    tiny_recipe(tiny_model_dir, chat_jsonl).save(tmp_path / "recipe.json")
+    root = tmp_path / "runs"
+    exe = Path(sys.executable).with_name("lora-studio")
+    cli = subprocess.Popen([str(exe), "train", str(tmp_path / "recipe.json"), "--runs-dir", str(root)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=worker_env())
+    run_dir = _wait_for(lambda: _first_metric(root))
+    pid = runs.read_state(run_dir)["pid"]
+    os.kill(pid, signal.SIGSTOP)  # hold the worker still while we look (the test, not the product, needs this)
+    try:
+        cli.send_signal(signal.SIGKILL)  # the terminal (or the GUI) is gone
+        cli.wait(timeout=30)
+        live = attach.live_runs(root)
+        assert [s.path for s in live] == [run_dir] and attach.worker_pid(run_dir) == pid
+        listening = [c for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert listening == []
+        tail = attach.EventTail(run_dir)
+        before = tail.poll()
+        assert before and before[0].type == "hello" and any(e.type == "metric" for e in before)
+        step_at_kill = max(e.data.get("done", 0) for e in before if e.type == "progress")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    after, stop_sent = [], False
+    for ev in attach.follow(run_dir, offset=tail.offset, poll_s=0.05):
+        after.append(ev)
+        if ev.type == "progress" and ev.data.get("done", 0) >= step_at_kill + 2 and not stop_sent:
+            stop_sent = attach.request_stop(run_dir)  # it kept training; now the reattached reader stops it
+    assert stop_sent and after[-1].type == "done" and after[-1].data["status"] == "stopped"
+    stopped_at = after[-1].data["step"]
+    assert step_at_kill + 2 <= stopped_at < MAX_STEPS
+    saved = [e.data["step"] for e in after if e.type == "checkpoint"]
+    assert saved[-1] == stopped_at  # a stop always ends with a checkpoint, so resume loses nothing
+    seqs = [e.seq for e in before + after]
+    assert seqs == list(range(1, len(seqs) + 1))  # every event exactly once across the two readers
+    assert attach.live_runs(root) == [] and runs.summarize(run_dir).status == "stopped"
+
+    result = subprocess.run([str(exe), "resume", str(run_dir)], capture_output=True, text=True, env=worker_env(),
+                            timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max_diff(adapter_tensors(run_dir), adapter_tensors(reference_run)) <= 1e-6
+    assert losses(run_dir) == losses(reference_run)
+
+
+def test_worker_pid_rejects_a_reused_pid(tmp_path):
+    """A stale state.json whose pid now belongs to another process is not a live run."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    runs.write_state(run_dir, status="running", pid=os.getpid())  # pytest is alive, but is not a worker
+    assert attach.worker_pid(run_dir) is None
+    assert attach.request_stop(run_dir) is False
