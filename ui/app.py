@@ -48,6 +48,10 @@ def apply_choices(window, args: argparse.Namespace) -> None:
     if args.demo or args.model or args.data:
         model = args.model or ("demo" if args.demo else None)
         data = args.data
+        if args.demo:
+            from studio.commands.train import demo_recipe  # the demo's learning rate, held-out set…
+
+            window.session.recipe = demo_recipe()
         if args.demo and not data:
             from studio.demo import demo_dataset
 
