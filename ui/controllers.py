@@ -156,7 +156,9 @@ class WorkerController(QObject):
     @property
     def running(self) -> bool:
         if self._follow_pid is not None:
-            return runs.pid_alive(self._follow_pid)
+            from studio.attach import _alive  # a zombie is not alive
+
+            return _alive(self._follow_pid)
         return self.proc is not None and self.proc.poll() is None
 
     @property
@@ -190,7 +192,7 @@ class WorkerController(QObject):
         self.sig_started.emit(self._follow_pid)
 
     def _check_followed(self) -> None:
-        if runs.pid_alive(self._follow_pid):
+        if self.running:
             return
         self._watch.stop()
         self._escalate.stop()

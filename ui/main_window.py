@@ -114,9 +114,9 @@ class MainWindow(QMainWindow):
 
     def attach_live_run(self) -> None:
         """Follow the newest run an earlier window left training, if any."""
-        from studio import runs
+        from studio.attach import live_runs
 
-        live = [s for s in runs.list_runs() if s.status == "running"]
+        live = live_runs()
         if live and self.train_page.attach(live[0].path):
             self.status_text.setText(f"Following {live[0].id}, still training from an earlier session.")
 

@@ -254,7 +254,8 @@ def test_a_stopped_run_with_a_checkpoint_offers_resume(window, qtbot, tmp_path, 
 @pytest.mark.parametrize("stop", [False, True])
 def test_a_run_left_running_by_an_earlier_window_is_followed(window, qtbot, tmp_path, fake_argv, stop):
     run_dir = runs.create(Recipe(), runs.paths.runs_dir())
-    worker = subprocess.Popen(fake_argv("record", run_dir, 30 if stop else 5), env=procs.worker_env(),
+    # "workers.train" on the command line: studio.attach only follows processes that are training workers
+    worker = subprocess.Popen(fake_argv("record", run_dir, 30 if stop else 5, "workers.train"), env=procs.worker_env(),
                               start_new_session=True)
     threading.Thread(target=worker.wait, daemon=True).start()  # reap it as init would (no zombie)
     try:

@@ -214,9 +214,10 @@ class TrainPage(Page):
 
     def attach(self, run_dir: Path) -> bool:
         """Follow a run that an earlier window left running (its worker is alive); False if it is not."""
-        state = runs.read_state(run_dir)
-        pid = state.get("pid")
-        if self.controller.running or state.get("status") != "running" or not runs.pid_alive(pid):
+        from studio.attach import worker_pid  # checks the pid really is this run's worker
+
+        pid = worker_pid(run_dir)
+        if self.controller.running or pid is None:
             return False
         self.ensure_charts()
         self._reset_view()
