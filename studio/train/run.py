@@ -58,6 +58,8 @@ class TrainingRun:
         runs.write_state(self.run_dir, base_model=str(self.base))
         self.tokenizer = loading.load_tokenizer(self.base, self.recipe)
         self.em.emit(PROGRESS, phase="load", done=1, total=3)
+        safety.check_input_path(self.recipe.data.path, "data.path")
+        safety.check_input_path(self.recipe.data.heldout, "data.heldout")
         data = self.data = dataset.build(self.tokenizer, self.recipe)
         self._report_data(data)
         self.em.emit(PROGRESS, phase="load", done=2, total=3)

@@ -9,11 +9,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import stat
+
 from studio.fsutil import read_json
+from studio.train.errors import TrainingFault
 from studio.train.loading import LoadError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 CODE_CONFIGS = ("config.json", "tokenizer_config.json", "processor_config.json")
+
+
+class UnsafeInput(TrainingFault):
+    kind = "config"
+
+
+def check_input_path(value: str, field: str) -> Path | None:
+    """A dataset path resolved and checked: a regular file or folder, never a pipe, device or socket.
+
+    Reading /dev/zero or a FIFO would hang or exhaust the worker; the path is only ever opened
+    as a file, never passed to a shell.
+    """
+    if not str(value).strip():
+        return None
+    path = Path(str(value)).expanduser().resolve()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None  # the dataset loader reports a missing file with its own message
+    except OSError as e:
+        raise UnsafeInput(f"{field} {path}: cannot be read ({e.strerror})",
+                          f"point {field} at an existing file or folder") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UnsafeInput(f"{field} {path}: not a regular file or folder (a device, pipe or socket)",
+                          f"point {field} at a dataset file or folder")
+    return path
 
 
 def _module_names(auto_map: dict) -> set[str]:
@@ -46,9 +75,11 @@ def check_remote_code(folder: Path, trusted: bool) -> list[str]:
         return []
     listed = ", ".join(files)
     if not trusted:
-        raise LoadError(f"{folder}: this model asks to run Python code shipped in its folder ({listed}). "
-                        "LoRA Studio does not run code from model folders. If you trust its author, read those "
-                        "files and set model.trust_remote_code to true in the recipe for this model")
+        raise UnsafeInput(f"{folder}: this model asks to run Python code shipped in its folder ({listed}). "
+                          "LoRA Studio does not run code from model folders. If you trust its author, read those "
+                          "files and set model.trust_remote_code to true in the recipe for this model",
+                          "pick a model that runs with the code in transformers, or opt in for this model as "
+                          "described above", files=files)
     return [f"model.trust_remote_code is on: transformers will run these files from {folder}: {listed}"]
 
 

@@ -101,6 +101,7 @@ def test_model_asking_for_remote_code_is_refused(tmp_path, tiny_model_dir, chat_
     assert err["kind"] == "config"
     assert "asks to run Python code shipped in its folder (configuration_evil.py, modeling_evil.py)" in err["message"]
     assert "set model.trust_remote_code to true" in err["message"]
+    assert err["files"] == ["configuration_evil.py", "modeling_evil.py"]
     assert not canary.exists()
     assert runs.read_state(run_dir)["status"] == "failed"
 
@@ -126,3 +127,15 @@ def test_no_shell_and_no_listening_sockets_in_the_code():
     offenders = [f"{p.relative_to(ROOT)}:{i}" for folder in ("studio", "workers") for p in (ROOT / folder).rglob("*.py")
                  for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+def test_dataset_paths_that_are_devices_or_pipes_are_refused(tmp_path, chat_jsonl):
+    import os
+
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)  # reading it would block the worker forever
+    for bad in (str(fifo), "/dev/zero"):
+        with pytest.raises(safety.UnsafeInput, match="not a regular file or folder"):
+            safety.check_input_path(bad, "data.path")
+    assert safety.check_input_path(str(chat_jsonl), "data.path") == chat_jsonl.resolve()
+    assert safety.check_input_path("", "data.heldout") is None
