@@ -155,3 +155,10 @@ def test_progress_callback_sees_growing_counts(tmp_path, monkeypatch):
     seen = []
     data.inspect(path, progress=lambda r: seen.append(r.usable))
     assert seen == [50, 100]
+
+
+def test_mapping_to_a_column_the_file_lacks(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("ask,reply\nHi?,Hello.\n", encoding="utf-8")
+    with pytest.raises(DataError, match="needs column\\(s\\) completion"):
+        inspect(path, fmt="prompt_completion", columns={"prompt": "ask", "completion": "answer"})

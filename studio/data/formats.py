@@ -66,6 +66,16 @@ class Format:
 
 # ------------------------------------------------------------------ value checks
 
+_KINDS = {"NoneType": "null", "list": "a list", "dict": "an object", "int": "a number", "float": "a number",
+          "str": "text", "bool": "true/false"}
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in the words a problem message uses."""
+    name = type(value).__name__
+    return _KINDS.get(name, name)
+
+
 def _text(value: Any, field: str, *, required: bool = True, what: str = "") -> str:
     """A string field; numbers, lists and blanks are problems (named, with the fix)."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -74,10 +84,7 @@ def _text(value: Any, field: str, *, required: bool = True, what: str = "") -> s
         raise RowProblem(f"{what or field} is empty", f"fill in '{field}' or remove this row", field, code="empty")
     if isinstance(value, str):
         return value
-    kind = "a number" if isinstance(value, (int, float)) else type(value).__name__
-    if isinstance(value, bool):
-        kind = "true/false"
-    raise RowProblem(f"'{field}' holds {kind}, not text", f"write '{field}' as a string (in quotes)", field,
+    raise RowProblem(f"'{field}' holds {kind_of(value)}, not text", f"write '{field}' as a string (in quotes)", field,
                      code="not_text")
 
 

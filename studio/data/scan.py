@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from studio.data.formats import FORMATS, Format
+from studio.data.formats import FORMATS, Format, kind_of
 from studio.data.report import WARNING, DatasetReport, Problem, RowProblem
 from studio.data.sources import DataError, Record, Source, arrow_columns, open_source, records
 
@@ -41,8 +41,8 @@ def detect(sample: list, fmt: str = "auto", columns: dict | None = None, path: A
     if not sample:
         raise DataError(f"{path}: the file holds no records; add some examples to it")
     if not dicts and values:
-        kinds = sorted({type(v).__name__.replace("list", "lists").replace("NoneType", "nulls") for v in values})
-        raise DataError(f"{path}: the records are {', '.join(kinds)}, not objects with named columns; write each "
+        kinds = sorted({kind_of(v) for v in values})
+        raise DataError(f"{path}: the records are {' or '.join(kinds)}, not objects with named columns; write each "
                         "record as an object such as {\"prompt\": ..., \"completion\": ...}")
     if not dicts:
         first = next((r.problem for r in sample if r.problem), None)
@@ -78,13 +78,19 @@ def _forced(fmt: str, dicts: list[dict], columns: dict, path: Any) -> Detection:
     keys = {str(k).strip().lower(): k for d in dicts for k in d}
     colmap = f.resolve(keys, columns)
     if colmap is None:
-        need = [x.name for x in f.fields if x.required and x.name not in columns and
-                not any(a in keys for a in x.aliases)]
+        need = [x.name for x in f.fields if x.required and _absent(x, keys, columns)]
         have = ", ".join(map(str, dict.fromkeys(k for d in dicts for k in d)))
         raise DataError(f"{path}: format '{fmt}' needs column(s) {', '.join(need)} but the file has: {have}; "
                         f"map them with --columns, e.g. {need[0]}=YOUR_COLUMN")
     share = sum(1 for d in dicts if f.fits(d, columns) is not None) / len(dicts)
     return Detection(fmt, share, {fmt: round(share, 3)}, colmap)
+
+
+def _absent(field: Any, keys: dict, columns: dict) -> bool:
+    """The file has no column for this field (under the mapped name, or any usual name)."""
+    if field.name in columns:
+        return str(columns[field.name]).strip().lower() not in keys
+    return not any(a in keys for a in field.aliases)
 
 
 def _single_column(dicts: list[dict], path: Any) -> Detection:
@@ -175,9 +181,7 @@ def _judge(rec: Record, f: Format, colmap: dict, sink: _Sink) -> dict | None:
         sink.report.add(rec.problem)
     value = rec.value
     if not isinstance(value, (dict, str)) or (isinstance(value, str) and f.name != "text"):
-        kind = {"NoneType": "null", "list": "a list", "int": "a number", "float": "a number", "str": "text",
-                "bool": "true/false"}.get(type(value).__name__, type(value).__name__)
-        sink.bad(Problem(f"the record is {kind}, not an object with columns",
+        sink.bad(Problem(f"the record is {kind_of(value)}, not an object with columns",
                          "write each record as an object, e.g. {\"messages\": [...]}", code="not_object"),
                  rec.row, rec.line)
         return None
