@@ -11,7 +11,7 @@ from PySide6 import __version__ as PYSIDE_VERSION
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
-                               QMessageBox, QStackedWidget, QWidget)
+                               QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from studio import __version__, paths
 from ui import theme
@@ -56,6 +56,7 @@ class MainWindow(QMainWindow):
         self._menus()
         self.sidebar.currentRowChanged.connect(self._on_page)
         self.session.sig_status.connect(self.status_text.setText)
+        self.session.sig_budget.connect(lambda _b: self._show_device())
         self._restore()
 
     # -- pages, built on demand ---------------------------------------------------------------
@@ -101,6 +102,12 @@ class MainWindow(QMainWindow):
             page.sig_export.connect(self._export_run)
             page.sig_resume.connect(self._resume_run)
 
+    def _show_device(self) -> None:
+        """The sidebar footer: the GPU (or none) and the budget the planner uses."""
+        gpu = getattr(self._built(2), "gpu_name", "") if self._built(2) is not None else ""
+        budget = self.session.budget / 1024 ** 3
+        self.device_label.setText(f"{gpu or 'No GPU detected'}<br>Budget {budget:.1f} GiB")
+
     def _run_ended(self, *_args) -> None:
         for i in (4, 5):
             if self._built(i) is not None:
@@ -130,17 +137,31 @@ class MainWindow(QMainWindow):
         lay = QHBoxLayout(central)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
+        side = QWidget()
+        side.setObjectName("sidepanel")
+        side.setFixedWidth(180)
+        side_lay = QVBoxLayout(side)
+        side_lay.setContentsMargins(0, 0, 0, 0)
+        side_lay.setSpacing(0)
+        brand = QLabel(f"<img src='{theme.icon_path('app')}' width='26' height='26' style='vertical-align:middle'>"
+                       f"&nbsp;&nbsp;<b>LoRA Studio</b>")
+        brand.setObjectName("brand")
+        side_lay.addWidget(brand)
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")
-        self.sidebar.setFixedWidth(168)
         self.sidebar.setIconSize(QSize(20, 20))
+        side_lay.addWidget(self.sidebar, 1)
+        self.device_label = QLabel("")
+        self.device_label.setObjectName("device")
+        self.device_label.setWordWrap(True)
+        side_lay.addWidget(self.device_label)
         self.stack = QStackedWidget()
         for i, (_m, _c, title, icon, tip) in enumerate(PAGES):
             item = QListWidgetItem(theme.icon(icon), title)
             item.setToolTip(f"{tip} (Ctrl+{i + 1})")
             self.sidebar.addItem(item)
             self.stack.addWidget(QWidget())
-        lay.addWidget(self.sidebar)
+        lay.addWidget(side)
         lay.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.busy = Busy()
@@ -200,6 +221,7 @@ class MainWindow(QMainWindow):
             self.page(i)
         self.train_page.ensure_charts()
         self.plan_page.detect_hardware()
+        self._show_device()
         self.runs_page.reload()
         self.export_page.reload()
         self.model_page.populate()

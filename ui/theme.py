@@ -81,6 +81,10 @@ def _apply_scheme(app: QApplication) -> None:
     app.setProperty("studio_dark", dark)
 
 
+def icon_path(name: str) -> str:
+    return str(paths.resources_dir() / "icons" / f"{name}.svg")
+
+
 def icon(name: str):
     """An icon from resources/icons (SVG), tinted for the current scheme by a themed twin if present."""
     from PySide6.QtGui import QIcon

@@ -241,8 +241,10 @@ class PlanPage(Page):
                 budget = int(hw.default_budget_bytes())
             except Exception as e:  # NVML trouble never blocks the window
                 self.gpu_label.setText(f"GPU detection failed ({e}); using {human_bytes(budget)}.")
+        self.gpu_name = ""
         if gpus:
             g = gpus[0]
+            self.gpu_name = str(_get(g, "name", "GPU"))
             self.gpu_label.setText(f"{_get(g, 'name', 'GPU')}: {human_bytes(_get(g, 'total_bytes', _get(g, 'total')))} total, "
                                    f"{human_bytes(_get(g, 'free_bytes', _get(g, 'free')))} free.")
         elif hw is not None and "failed" not in self.gpu_label.text():

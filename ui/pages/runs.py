@@ -78,6 +78,7 @@ class RunsPage(Page):
         self.model = RowsModel()
         self.table = fast_table(self.model)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.verticalHeader().hide()
         self.table.selectionModel().selectionChanged.connect(lambda *_: self.compare())
         self.split.addWidget(self.table)
         self.chart_host = QWidget()

@@ -81,7 +81,7 @@ class TrainPage(Page):
 
         prog = QHBoxLayout()
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
+        self.progress.setFormat("not started")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.eta_label = label("", "muted")
@@ -344,6 +344,7 @@ class TrainPage(Page):
         self.pause_btn.setText("Pause")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("starting…")
         self.eta_label.setText("")
         for chart in self.charts.values():
             chart.clear_data()
