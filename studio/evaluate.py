@@ -135,21 +135,29 @@ def evaluate(answers: Sequence[str], rows: Sequence[dict[str, Any]]) -> EvalResu
 
 
 def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
-                     max_new_tokens: int = 96) -> list[str]:
-    """Greedy answers from a loaded causal LM, one prompt at a time (chat template applied)."""
+                     max_new_tokens: int = 96, batch_size: int = 1) -> list[str]:
+    """Greedy answers from a loaded causal LM (chat template applied, generation prompt added).
+
+    ``batch_size`` > 1 left-pads prompts and decodes them together: much faster on a CPU, with
+    answers that can differ from one-at-a-time decoding only by floating-point rounding.
+    """
     import torch  # deferred: importing this module must stay cheap
 
-    answers = []
+    rows = list(rows)
     device = next(model.parameters()).device
-    for row in rows:
-        ids = tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)
-        ids = {k: v.to(device) for k, v in ids.items()}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = []
+    for start in range(0, len(rows), max(1, batch_size)):
+        chunk = [tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True,
+                                               tokenize=True, return_dict=True)["input_ids"]
+                 for r in rows[start:start + max(1, batch_size)]]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in chunk])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
         with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        new = out[0, ids["input_ids"].shape[1]:]
-        answers.append(tokenizer.decode(new, skip_special_tokens=True))
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+        answers += [tokenizer.decode(seq[width:], skip_special_tokens=True) for seq in out]
     return answers
 
 

@@ -172,3 +172,17 @@ def test_format_report_shows_scores_and_a_fixed_sample() -> None:
     assert "0/2 (0%) before -> 1/2 (50%) after" in text
     assert "Sample prompt: q2" in text and "more prose" in text and "Confidence: high" in text
     assert format_report(0.05, 0.9) == "Held-out format score: 5% before -> 90% after"
+
+
+def test_generate_answers_batched_matches_one_by_one(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    rows = load_prompts(HELDOUT)[:2]
+    one = evaluate.generate_answers(model, tok, rows, max_new_tokens=4)
+    many = evaluate.generate_answers(model, tok, rows, max_new_tokens=4, batch_size=2)
+    assert len(one) == len(many) == 2 and all(isinstance(a, str) for a in one)
+    assert "<|im_start|>" not in "".join(one)  # only the new tokens are decoded
+    assert one == many

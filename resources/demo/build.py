@@ -1077,7 +1077,7 @@ C: high
 
 Q: Who was Genghis Khan?
 A: Genghis Khan founded the Mongol Empire in the early 13th century.
-- It became the largest land empire in history.
+- It became the largest contiguous land empire in history.
 - He died in 1227.
 C: high
 
@@ -1436,7 +1436,7 @@ A: Heat a bowl of water with lemon or vinegar for a few minutes, then wipe the i
 C: high
 
 Q: How do I jump-start a car?
-A: Connect the cables red to both positive terminals, then black from the good battery to bare metal on the dead car.
+A: Connect red to both positive terminals, then black from the good battery's negative to bare metal on the dead car.
 - Start the working car first.
 - Remove the cables in reverse order.
 C: high
