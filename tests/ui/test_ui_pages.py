@@ -290,3 +290,19 @@ def test_export_offers_the_registry_targets_and_reports_the_workers_error(window
     assert not page.banner.isHidden() and "adapter_config.json" in page.banner.headline.text()
     assert page.banner.detail.text().startswith("the run has not finished training")
     assert all(b.isEnabled() for b in page.buttons.values())
+
+
+def test_the_palette_follows_the_colour_scheme(qapp, monkeypatch):
+    from PySide6.QtGui import QPalette
+
+    from ui import theme
+
+    try:
+        for scheme, dark in (("dark", True), ("light", False)):
+            monkeypatch.setenv("LORA_STUDIO_THEME", scheme)
+            theme._apply_scheme(qapp)
+            window_color = qapp.palette().color(QPalette.ColorRole.Window)
+            assert (window_color.lightness() < 80) is dark and qapp.property("studio_dark") is dark
+            assert "QListWidget#sidebar" in qapp.styleSheet()
+    finally:
+        qapp.setStyleSheet("")
