@@ -33,7 +33,7 @@ class Format:
     description: str
     fields: tuple
     normalise: Callable[[Any, dict, Warn], dict]
-    probe: Callable[[Any], bool] | None = None  # extra check on the main field's value
+    probe: Callable[[Any, dict], bool] | None = None  # extra check on the main field's value
 
     def resolve(self, keys: dict, columns: dict) -> dict | None:
         """Canonical field -> column for a record with ``keys`` (lower-case -> actual), or None if unfit."""
@@ -59,7 +59,7 @@ class Format:
         colmap = self.resolve({str(k).strip().lower(): k for k in record}, columns)
         if colmap is None:
             return None
-        if self.probe and not self.probe(record.get(colmap[self.fields[0].name])):
+        if self.probe and not self.probe(record.get(colmap[self.fields[0].name]), columns):
             return None
         return colmap
 
@@ -191,7 +191,9 @@ def _not_ending_with_assistant(out: list[dict], field: str) -> None:
                      code="not_ending_assistant")
 
 
-def _is_turns(value: Any, keys: tuple) -> bool:
+def _is_turns(value: Any, keys: tuple, columns: dict) -> bool:
+    """The value is a list of turns with these keys (or the --columns role/content names)."""
+    keys = keys + tuple(str(columns[k]) for k in TURN_KEYS if k in columns)
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
             value = json.loads(value)
@@ -243,6 +245,8 @@ def _get(record: dict, colmap: dict, name: str) -> Any:
 def _pair(record: dict, colmap: dict, warn: Warn, ask: str, reply: str) -> dict:
     """Prompt/completion shapes: plain strings, or TRL-style lists of turns on either side."""
     prompt, answer = _get(record, colmap, ask), _get(record, colmap, reply)
+    if isinstance(answer, dict) and isinstance(answer.get("text"), list) and answer["text"]:
+        answer = answer["text"][0]  # SQuAD: {"text": [...], "answer_start": [...]}; the first answer
     if isinstance(prompt, list) or isinstance(answer, list):
         turns = (prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}])
         turns = turns + (answer if isinstance(answer, list) else [{"role": "assistant", "content": answer}])
@@ -284,10 +288,10 @@ SYSTEM = Field("system", ("system", "system_prompt", "instructions_system"), req
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("messages", "OpenAI chat: a 'messages' list of {role, content} (system/user/assistant)",
            (Field("messages", ("messages", "conversation", "conversations", "chat", "dialog", "dialogue")),),
-           _messages, probe=lambda v: _is_turns(v, ("role", "content"))),
+           _messages, probe=lambda v, cols: _is_turns(v, ("role", "content"), cols)),
     Format("sharegpt", "ShareGPT: a 'conversations' list of {from, value} (human/gpt)",
            (Field("conversations", ("conversations", "conversation", "messages", "items")), SYSTEM),
-           _sharegpt, probe=lambda v: _is_turns(v, ("from", "value"))),
+           _sharegpt, probe=lambda v, cols: _is_turns(v, ("from", "value"), cols)),
     Format("alpaca", "Alpaca: instruction, optional input, output",
            (Field("instruction", ("instruction", "instructions")), Field("input", ("input", "context"), False),
             Field("output", ("output", "response")), SYSTEM), _alpaca),
