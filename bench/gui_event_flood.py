@@ -44,6 +44,7 @@ def main() -> int:
     window = MainWindow()
     window.show()
     window.finish_startup()
+    window.park_long_lived()  # as run_app does
     window.show_page(window.train_page)
     page = window.train_page
     proc = psutil.Process()

@@ -86,6 +86,7 @@ def run_app(argv: list[str]) -> int:
     def later() -> None:
         window.finish_startup()
         apply_choices(window, args)
+        window.park_long_lived()
 
     QTimer.singleShot(0, later)
     return app.exec()
