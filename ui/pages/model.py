@@ -78,6 +78,7 @@ class ModelPage(Page):
         row = QHBoxLayout()
         left = QVBoxLayout()
         self.list = QListWidget()
+        self.list.setObjectName("models")
         self.list.setMinimumWidth(320)
         self.list.itemActivated.connect(self._activated)
         self.list.itemClicked.connect(self._activated)
