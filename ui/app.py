@@ -68,9 +68,22 @@ def apply_choices(window, args: argparse.Namespace) -> None:
         window.show_page(PAGES.index(args.page))
 
 
+def no_display() -> bool:
+    """On Linux without X11 or Wayland Qt would abort; say so instead."""
+    import os
+
+    return (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
+
+
 def run_app(argv: list[str]) -> int:
     """Open the window and run the event loop; returns the exit code."""
     args = parse_args(argv)
+    if no_display():
+        print("lora-studio: no display to open the window on (DISPLAY and WAYLAND_DISPLAY are unset). "
+              "Run it in a desktop session, under xvfb-run, or use the commands: lora-studio --help",
+              file=sys.stderr)
+        return 2
     app = build_app()
     from PySide6.QtCore import QTimer
 
