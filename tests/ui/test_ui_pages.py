@@ -306,3 +306,15 @@ def test_the_palette_follows_the_colour_scheme(qapp, monkeypatch):
             assert "QListWidget#sidebar" in qapp.styleSheet()
     finally:
         qapp.setStyleSheet("")
+
+
+def test_a_broken_model_folder_says_what_is_wrong(window, qtbot, tmp_path):
+    folder = tmp_path / "broken-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+    page = window.model_page
+    qtbot.waitUntil(lambda: not page.prober.running, timeout=1000)
+    drop(window, folder)
+    assert window.stack.currentWidget() is page
+    qtbot.waitUntil(lambda: "not valid JSON" in page.status.text(), timeout=30000)
+    assert str(folder / "config.json") in page.status.text() and window.session.model_info is None
