@@ -64,11 +64,18 @@ def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list
 
 def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, tokenizer: Any = None,
             seq_len: int | None = None, preview_rows: int = 50, train_on: str = "assistant",
-            progress: Callable[[DatasetReport], None] | None = None) -> DatasetReport:
+            progress: Callable[[DatasetReport], None] | None = None, workers: int | None = None) -> DatasetReport:
     """Read and check the whole file; with a tokenizer (or a model name) add token statistics.
 
     ``progress(report)`` is called every 10,000 usable rows (the GUI shows counts and may raise to cancel).
+    A big plain JSONL file without a tokenizer is read on all cores (``workers=1`` forces one).
     """
+    if tokenizer is None and progress is None and workers != 1:
+        from studio.data import parallel
+        from studio.data.sources import open_source
+
+        if parallel.eligible(open_source(path), tokenizer):
+            return parallel.inspect_parallel(path, fmt or "auto", columns or None, preview_rows, workers)
     report = DatasetReport()
     if isinstance(tokenizer, (str, Path)):
         from studio.data.tokens import load_tokenizer

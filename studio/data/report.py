@@ -114,7 +114,8 @@ class DatasetReport:
     def groups(self) -> list[dict]:
         """Problems grouped by kind, largest first: what the summary line and the GUI list show."""
         out = []
-        for (code, sev, fld), n in self.problem_counts.most_common():
+        ordered = sorted(self.problem_counts.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1], kv[0][2] or ""))
+        for (code, sev, fld), n in ordered:
             message, hint = self.problem_examples[(code, sev, fld)]
             out.append({"code": code, "severity": sev, "field": fld, "count": n, "example": message, "hint": hint})
         return out

@@ -19,6 +19,7 @@ from studio.data.sources import DataError, Record, Source, arrow_columns, open_s
 
 SAMPLE = 200  # readable records read ahead to detect the format
 SAMPLE_MAX = 5000  # records read ahead at most, however many are broken
+FINGERPRINT_SEED = b"lora-studio-data-v1"  # change it when the digest changes, so old fingerprints differ
 
 
 @dataclass
@@ -124,13 +125,18 @@ def digest(example: dict) -> bytes:
     return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-class _Sink:
+def duplicate_problem(first: int, row: int, line: int | None) -> Problem:
+    return Problem(f"exact duplicate of row {first}", "remove it, or it is trained on twice", None,
+                   row=row, line=line, severity=WARNING, code="duplicate")
+
+
+class Sink:
     """Receives rows as they are judged: counts, problems, duplicates, fingerprint, preview."""
 
     def __init__(self, report: DatasetReport, preview_rows: int, dedupe: bool):
         self.report, self.preview_rows = report, preview_rows
         self.seen: dict[bytes, int] | None = {} if dedupe else None
-        self.hash = hashlib.sha256(b"lora-studio-data-v1")
+        self.hash = hashlib.sha256(FINGERPRINT_SEED)
 
     def bad(self, problem: Problem, row: int, line: int | None) -> None:
         problem.row, problem.line = row, line
@@ -146,10 +152,20 @@ class _Sink:
             first = self.seen.setdefault(d, row)
             if first != row:
                 rep.duplicates += 1
-                rep.add(Problem(f"exact duplicate of row {first}", "remove it, or it is trained on twice", None,
-                                row=row, line=line, severity=WARNING, code="duplicate"))
+                rep.add(duplicate_problem(first, row, line))
         if len(rep.preview) < self.preview_rows:
             rep.preview.append({"row": row, **example})
+
+
+def open_and_detect(path: str | Path, fmt: str | None, columns: dict | None,
+                    report: DatasetReport) -> tuple[Source, Detection, list[Record], Iterator[Record]]:
+    """Open the file, read ahead to detect the format and describe both in ``report``."""
+    src = open_source(path)
+    stream = records(src)
+    sample = _sample(stream)
+    det = detect(sample, fmt or "auto", columns, src.path)
+    _describe(report, src, det, sample)
+    return src, det, sample, stream
 
 
 def iter_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None,
@@ -157,14 +173,10 @@ def iter_examples(path: str | Path, fmt: str = "auto", columns: dict | None = No
                   dedupe: bool = True) -> Iterator[tuple[int, int | None, dict]]:
     """Yield ``(row, line, example)`` for every usable record while ``report`` collects the rest."""
     report = report if report is not None else DatasetReport()
-    src = open_source(path)
-    stream = records(src)
-    sample = _sample(stream)
-    det = detect(sample, fmt or "auto", columns, src.path)
-    _describe(report, src, det, sample)
-    f, colmap, sink = FORMATS[det.format], det.colmap, _Sink(report, preview_rows, dedupe)
+    src, det, sample, stream = open_and_detect(path, fmt, columns, report)
+    f, colmap, sink = FORMATS[det.format], det.colmap, Sink(report, preview_rows, dedupe)
     for rec in itertools.chain(sample, stream):
-        example = _judge(rec, f, colmap, sink)
+        example = judge(rec, f, colmap, sink)
         if example is not None:
             yield rec.row, rec.line, example
     report.rows = report.usable + report.skipped
@@ -172,7 +184,7 @@ def iter_examples(path: str | Path, fmt: str = "auto", columns: dict | None = No
     report.notes.extend(n for n in src.notes if n not in report.notes)
 
 
-def _judge(rec: Record, f: Format, colmap: dict, sink: _Sink) -> dict | None:
+def judge(rec: Record, f: Format, colmap: dict, sink: Sink) -> dict | None:
     """Normalise one record, or report why it cannot be used."""
     if rec.problem is not None and rec.value is None:
         sink.bad(rec.problem, rec.row, rec.line)

@@ -1,0 +1,145 @@
+"""Inspect a big UTF-8 JSONL file on all cores: byte ranges split at line starts, merged in file order.
+
+Each worker process judges the records of its range exactly as the serial pass does
+(``scan.judge``) and returns counts, problems, a preview and one 16-byte digest per usable row.
+The parent numbers rows and lines across ranges, finds duplicates and computes the fingerprint,
+so the report is identical to the serial one (a test checks it). Only ``inspect`` without a
+tokenizer takes this path; training and token statistics stream serially.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from array import array
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from studio.data.formats import FORMATS
+from studio.data.report import MAX_PROBLEMS, DatasetReport
+from studio.data.scan import FINGERPRINT_SEED, Sink, duplicate_problem, judge, open_and_detect
+from studio.data.sources import Source, _parse_json_line
+
+MIN_BYTES = 64 << 20  # smaller files are done before worker processes would have started
+
+
+def eligible(src: Source, tokenizer: Any) -> bool:
+    """Plain (uncompressed, byte-oriented) JSONL, big enough, on a machine with more than one core.
+
+    Never in a frozen (PyInstaller) app: spawning a worker there would start the app again.
+    """
+    return (tokenizer is None and not getattr(sys, "frozen", False) and src.kind == "jsonl" and src.compression is None and not src.cr_only
+            and src.encoding in ("utf-8", "utf-8-sig") and (os.cpu_count() or 1) > 1
+            and src.path.stat().st_size >= MIN_BYTES)
+
+
+def ranges(path: Path, parts: int) -> list[tuple[int, int]]:
+    """``parts`` byte ranges whose boundaries fall at line starts."""
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as fh:
+        for k in range(1, parts):
+            fh.seek(max(size * k // parts, cuts[-1]))
+            fh.readline()  # move to the start of the next line
+            cuts.append(min(fh.tell(), size))
+    cuts.append(size)
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+class _RangeSink(Sink):
+    """Keeps digests, rows and lines of usable examples for the parent instead of deduplicating."""
+
+    def __init__(self, report: DatasetReport, preview_rows: int):
+        super().__init__(report, preview_rows, dedupe=False)
+        self.digests, self.rows, self.lines = bytearray(), array("I"), array("I")
+
+    def good(self, example: dict, row: int, line: int | None) -> None:
+        from studio.data.scan import digest
+
+        self.report.usable += 1
+        self.digests += digest(example)
+        self.rows.append(row)
+        self.lines.append(line or 0)
+        if len(self.report.preview) < self.preview_rows:
+            self.report.preview.append({"row": row, **example})
+
+
+def scan_range(path: str, start: int, end: int, fmt: str, colmap: dict, preview_rows: int) -> dict:
+    """Worker: judge every record in [start, end); rows and lines are numbered from 1 within the range."""
+    f, report = FORMATS[fmt], DatasetReport()
+    sink = _RangeSink(report, preview_rows)
+    row = line = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        pos = start
+        while pos < end:
+            raw = fh.readline()
+            if not raw:
+                break
+            pos += len(raw)
+            line += 1
+            if raw.strip():
+                row += 1
+                judge(_parse_json_line(raw, row, line), f, colmap, sink)
+    return {"records": row, "lines": line, "usable": report.usable, "skipped": report.skipped,
+            "counts": report.problem_counts, "examples": report.problem_examples, "problems": report.problems,
+            "preview": report.preview, "digests": bytes(sink.digests), "rows": sink.rows, "row_lines": sink.lines}
+
+
+def inspect_parallel(path: str | Path, fmt: str, columns: dict | None, preview_rows: int,
+                     workers: int | None = None) -> DatasetReport:
+    """The serial ``inspect`` report, computed on ``workers`` processes (default: all cores)."""
+    report = DatasetReport()
+    src, det, _, stream = open_and_detect(path, fmt, columns, report)
+    stream.close()
+    parts = ranges(src.path, workers or os.cpu_count() or 2)
+    with ProcessPoolExecutor(len(parts), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(scan_range, str(src.path), a, b, det.format, det.colmap, preview_rows)
+                   for a, b in parts]
+        results = [fut.result() for fut in futures]
+    _merge(report, results, preview_rows)
+    return report
+
+
+def _merge(report: DatasetReport, results: list[dict], preview_rows: int) -> None:
+    """Renumber and combine range results in file order; duplicates and fingerprint over the whole file."""
+    seen: dict[bytes, int] = {}
+    fingerprint = hashlib.sha256(FINGERPRINT_SEED)
+    problems, row_off, line_off = [], 0, 0
+    for res in results:
+        report.usable += res["usable"]
+        report.skipped += res["skipped"]
+        report.problem_counts.update(res["counts"])
+        for key, value in res["examples"].items():
+            report.problem_examples.setdefault(key, value)
+        for p in res["problems"]:
+            p.row, p.line = p.row + row_off, p.line + line_off
+            problems.append(p)
+        problems += _duplicates(report, res, seen, row_off, line_off)
+        fingerprint.update(res["digests"])
+        report.preview += [{"row": item["row"] + row_off, **{k: v for k, v in item.items() if k != "row"}}
+                           for item in res["preview"]]
+        row_off, line_off = row_off + res["records"], line_off + res["lines"]
+    report.preview = report.preview[:preview_rows]
+    problems.sort(key=lambda p: p.row)  # stable: a row's own problems stay before its duplicate warning
+    report.problems = problems[:MAX_PROBLEMS]
+    report.rows = report.usable + report.skipped
+    report.fingerprint = fingerprint.hexdigest()
+
+
+def _duplicates(report: DatasetReport, res: dict, seen: dict, row_off: int, line_off: int) -> list:
+    found, blob = [], res["digests"]
+    for i, (row, line) in enumerate(zip(res["rows"], res["row_lines"])):
+        row += row_off
+        first = seen.setdefault(blob[16 * i:16 * i + 16], row)
+        if first != row:
+            report.duplicates += 1
+            problem = duplicate_problem(first, row, line + line_off)
+            key = (problem.code, problem.severity, problem.field)
+            report.problem_counts[key] += 1
+            report.problem_examples.setdefault(key, (problem.message, problem.hint))
+            if len(found) < MAX_PROBLEMS:
+                found.append(problem)
+    return found
