@@ -11,6 +11,7 @@ tokenisation import them when they run.
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,7 +76,12 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
         from studio.data.sources import open_source
 
         if parallel.eligible(open_source(path), tokenizer):
-            return parallel.inspect_parallel(path, fmt or "auto", columns or None, preview_rows, workers)
+            try:
+                return parallel.inspect_parallel(path, fmt or "auto", columns or None, preview_rows, workers)
+            except DataError:
+                raise
+            except Exception as e:  # a worker that could not start or died: the serial pass still works
+                print(f"note: reading on one core ({type(e).__name__}: {e})", file=sys.stderr)
     report = DatasetReport()
     if isinstance(tokenizer, (str, Path)):
         from studio.data.tokens import load_tokenizer
