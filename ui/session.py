@@ -58,9 +58,6 @@ class Session(QObject):
 
     def set_dataset(self, path: Path | str, report: Any) -> None:
         self.recipe.data.path = str(path)
-        fmt = getattr(report, "format", None)
-        if fmt:
-            self.recipe.data.format = "auto"
         self.dataset_report = report
         self.sig_data.emit(report)
         self.sig_recipe.emit()

@@ -8,7 +8,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QPushButton, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                               QLineEdit, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from studio import recipe as rc
 from ui.session import DEFAULT_BUDGET, GIB, Session, core
