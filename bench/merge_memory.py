@@ -86,6 +86,9 @@ def build_adapter(folder: Path, base: Path, rank: int = 16) -> None:
 
 def child(kind: str, base: Path, adapter: Path, out: Path) -> None:
     """One merge, timed from the first byte read to the last byte written (imports excluded)."""
+    import safetensors.torch  # noqa: F401  (imports are not part of the timing, for either side)
+    import torch  # noqa: F401
+
     if kind == "studio":
         from studio.export.adapter import load_adapter
         from studio.export.merge import merge_to_folder
@@ -107,10 +110,9 @@ def child(kind: str, base: Path, adapter: Path, out: Path) -> None:
 
 def measure(kind: str, base: Path, adapter: Path, out: Path) -> dict:
     """Run ``child`` in a fresh interpreter; its own peak RSS comes from wait4."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", kind, str(base), str(adapter), str(out)],
-                            stdout=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, env=_env())
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -120,21 +122,34 @@ def measure(kind: str, base: Path, adapter: Path, out: Path) -> dict:
             "process_s": time.perf_counter() - start}
 
 
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a 30 M-parameter model, for a quick check")
     parser.add_argument("--work", type=Path, help="working folder (default: a temp folder, removed after)")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "BASE", "ADAPTER", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, base, adapter, out = args.child
         child(kind, Path(base), Path(adapter), Path(out))
         return
+    if args.build:
+        params = build_base(args.build / "base", SMALL if args.small else BIG)
+        build_adapter(args.build / "adapter", args.build / "base")
+        print(params)
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="merge-bench-"))
     try:
         t = time.perf_counter()
-        params = build_base(work / "base", SMALL if args.small else BIG)
-        build_adapter(work / "adapter", work / "base")
+        # Built in a subprocess too: this process must stay small, because a child's ru_maxrss
+        # starts from the size of the process it was forked from.
+        built = subprocess.run([sys.executable, __file__, "--build", str(work)] + (["--small"] if args.small else []),
+                               stdout=subprocess.PIPE, check=True, env=_env())
+        params = int(built.stdout.decode().split()[-1])
         print(f"model: {params / 1e9:.2f} B parameters, bf16, "
               f"{sum(f.stat().st_size for f in (work / 'base').glob('*.safetensors')) / 2**30:.2f} GiB in "
               f"{len(list((work / 'base').glob('*.safetensors')))} shards; rank-16 adapter on {len(TARGETS)} "

@@ -31,6 +31,13 @@ class LoraDelta:
         d = (b @ a) * self.scale
         return d.T if self.embedding else d
 
+    def add_to(self, w) -> None:
+        """``w += scale * B @ A`` in place (``w`` float32): no second weight-sized tensor."""
+        if self.embedding:
+            w.add_(self.delta())
+        else:
+            w.addmm_(self.b.float(), self.a.float(), alpha=self.scale)
+
 
 @dataclass
 class Adapter:

@@ -108,20 +108,28 @@ def _write_shard(path: Path, group: list[TensorMeta], adapter: Adapter, report: 
 
 def merged_tensor(meta: TensorMeta, t, adapter: Adapter, report: MergeReport):
     """One base tensor after its LoRA update (or replacement), in the base dtype, checked finite."""
-    import torch
-
     report.tensors += 1
     if meta.name in adapter.replacements:
         t = adapter.replacements[meta.name].to(t.dtype).reshape(t.shape)
         report.replaced += 1
     elif meta.name in adapter.deltas:
-        t = (t.float() + adapter.deltas[meta.name].delta()).to(t.dtype)
+        w = t.float()
+        adapter.deltas[meta.name].add_to(w)
+        t = w.to(t.dtype)  # back to the base dtype (an fp16 overflow shows up as inf just below)
         report.merged += 1
-    if meta.dtype in _FLOATS and not bool(torch.isfinite(t).all()):
+    if meta.dtype in _FLOATS and t.numel() and not _finite(t):
         raise VerificationFailed(f"merged tensor {meta.name} has NaN or infinite values",
                                  "the adapter is damaged (training diverged?); export an earlier checkpoint",
                                  kind="nan")
     return t
+
+
+def _finite(t) -> bool:
+    """All values finite: min and max are (NaN propagates through both); one pass, no mask tensor."""
+    import torch
+
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo) and torch.isfinite(hi))
 
 
 def copy_side_files(base_dir: Path, out_dir: Path) -> None:

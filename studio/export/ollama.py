@@ -196,7 +196,7 @@ def _quote(text: str) -> str:
 def sampling_params() -> dict:
     """Training's sample generation is greedy; Ollama's defaults (temperature 0.8, repeat penalty 1.1) are not."""
     try:
-        from studio.train.sampling import SAMPLE_PARAMS
+        from studio.evaluate import SAMPLE_PARAMS
 
         temperature = float(SAMPLE_PARAMS.get("temperature", 0.0))
     except ImportError:

@@ -110,7 +110,7 @@ def greedy(model: Any, ids: list[int], n: int) -> list[int]:
     return out[0, len(ids):].tolist()
 
 
-def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 12) -> Check:
+def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8) -> Check:
     """Greedy tokens of the GGUF (read back by transformers) == those of the merged model.
 
     Where they differ, the merged model's own margin at that step is reported: a flip between two
