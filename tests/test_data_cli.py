@@ -87,3 +87,10 @@ def test_console_script_end_to_end(tmp_path):
     out = subprocess.run([*cmd, "data", "inspect", str(FIX / "sharegpt.json"), "--json"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and json.loads(out.stdout)["format"] == "sharegpt"
+
+
+def test_format_names_people_use(capsys):
+    code, d, _ = _json(capsys, str(FIX / "prompt_completion.csv"), "--format", "prompt-completion")
+    assert (code, d["format"]) == (0, "prompt_completion")
+    code, d, _ = _json(capsys, str(FIX / "messages.jsonl"), "--format", "OpenAI")
+    assert (code, d["format"]) == (0, "messages")

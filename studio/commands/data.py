@@ -16,7 +16,7 @@ SHOWN_PROBLEMS = 20
 
 def register(subparsers: Any) -> None:
     """Add `data` with its `inspect` action."""
-    from studio.data.formats import FORMATS
+    from studio.data.formats import FORMATS, canonical
 
     parser = subparsers.add_parser("data", help="check a dataset file before training",
                                    description="Inspect dataset files: format, problems by row, token lengths.")
@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", help="model whose tokenizer and chat template count tokens ('demo', a folder, an id)")
     p.add_argument("--seq-len", type=int, default=None, metavar="S",
                    help="sequence length to count truncated examples against (default: the recipe's 1024)")
-    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="format override (default: detect)")
+    p.add_argument("--format", default="auto", type=canonical, choices=["auto", *FORMATS],
+                   help="format override (default: detect)")
     p.add_argument("--columns", default=None, metavar="MAP",
                    help="column mapping, e.g. prompt=question,completion=answer or a JSON object")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the readable report")

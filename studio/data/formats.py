@@ -306,6 +306,21 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 )}
 
 
+# Other names people use for the same formats (accepted by --format and inspect(fmt=...)).
+ALIASES = {"openai": "messages", "chat": "messages", "chatml": "messages", "conversations": "sharegpt",
+           "prompt-completion": "prompt_completion", "completion": "prompt_completion",
+           "question-answer": "question_answer", "qa": "question_answer", "instruction": "alpaca",
+           "plain": "text", "raw": "text", "pretraining": "text", "auto": "auto"}
+
+
+def canonical(name: str) -> str:
+    """The registry name for ``name`` (case, dashes and the usual aliases forgiven); unknown names unchanged."""
+    key = str(name).strip().lower()
+    if key in FORMATS:
+        return key
+    return ALIASES.get(key, ALIASES.get(key.replace("_", "-"), key.replace("-", "_")))
+
+
 def describe() -> dict[str, str]:
     """Format name -> one-line description, in menu order."""
     return {name: f.description for name, f in FORMATS.items()}

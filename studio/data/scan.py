@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from studio.data.formats import FORMATS, Format, kind_of
+from studio.data.formats import FORMATS, Format, canonical, kind_of
 from studio.data.report import WARNING, DatasetReport, Problem, RowProblem
 from studio.data.sources import DataError, Record, Source, arrow_columns, open_source, records
 
@@ -33,6 +33,7 @@ class Detection:
 def detect(sample: list, fmt: str = "auto", columns: dict | None = None, path: Any = "") -> Detection:
     """Pick the format most sampled records fit (ties go to the format with more matched fields)."""
     columns = dict(columns or {})
+    fmt = canonical(fmt or "auto")
     values = [r.value for r in sample if r.value is not None]
     if values and all(isinstance(v, str) for v in values):
         if fmt not in ("auto", "text"):
