@@ -47,6 +47,7 @@ class Session(QObject):
         self.plan: Any = None
         self.budget = DEFAULT_BUDGET
         self.fixed: dict[str, Any] = {}   # "section.field" -> value the user pinned in the advanced panel
+        self.preparing_model = False      # the demo model is being converted by a subprocess
 
     # -- choices ------------------------------------------------------------------------------
     def set_model(self, name_or_path: str, info: Any) -> None:

@@ -252,12 +252,14 @@ class ModelPage(Page):
         if self.converter.running:
             return
         self.busy.set_busy(True)
+        self.session.preparing_model = True
         self.status.setText("Preparing the demo model (first use: converting the bundled GGUF, under a minute)…")
         self.converter.start(procs.worker_argv("studio.cli", "demo-model"), env=procs.worker_env())
         self.converter.reader = _Lines()
 
     def _conversion_finished(self, code: int, _done: bool) -> None:
         self.busy.set_busy(False)
+        self.session.preparing_model = False
         if code == 0 and self._demo_ready():
             self.status.setText("Demo model ready.")
         else:

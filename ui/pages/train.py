@@ -166,6 +166,10 @@ class TrainPage(Page):
         """Create the run folder from the session's recipe and plan, then launch the worker."""
         if self.controller.running:
             return
+        if self.session.preparing_model:
+            self.banner.show_message("The demo model is still being prepared.",
+                                     "Training can start as soon as the Model page says it is ready.")
+            return
         recipe = self.session.resolved_recipe()
         problems = recipe.validate()
         if problems:
