@@ -206,17 +206,23 @@ def _is_turns(value: Any, keys: tuple, columns: dict) -> bool:
 def _messages(record: dict, colmap: dict, warn: Warn) -> dict:
     field = colmap["messages"]
     keys = (colmap.get("role", "role"), colmap.get("content", "content"))
-    return {"messages": conversation(_as_list(_get(record, colmap, "messages"), field), field, warn, keys)}
+    msgs = conversation(_as_list(_get(record, colmap, "messages"), field), field, warn, keys)
+    return {"messages": _prepend_system(record, colmap, msgs)}
 
 
 def _sharegpt(record: dict, colmap: dict, warn: Warn) -> dict:
     field = colmap["conversations"]
     keys = (colmap.get("role", "from"), colmap.get("content", "value"))
     msgs = conversation(_as_list(_get(record, colmap, "conversations"), field), field, warn, keys)
-    system = colmap.get("system")
-    if system and isinstance(record.get(system), str) and record[system].strip() and msgs[0]["role"] != "system":
-        msgs.insert(0, {"role": "system", "content": record[system]})
-    return {"messages": msgs}
+    return {"messages": _prepend_system(record, colmap, msgs)}
+
+
+def _prepend_system(record: dict, colmap: dict, msgs: list[dict]) -> list[dict]:
+    """A separate system column becomes the first turn, unless the conversation has its own."""
+    system = record.get(colmap["system"]) if "system" in colmap else None
+    if isinstance(system, str) and system.strip() and msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "content": system})
+    return msgs
 
 
 # ------------------------------------------------------------------ single-turn formats
@@ -287,7 +293,7 @@ def _text_format(record: Any, colmap: dict, warn: Warn) -> dict:
 SYSTEM = Field("system", ("system", "system_prompt", "instructions_system"), required=False)
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("messages", "OpenAI chat: a 'messages' list of {role, content} (system/user/assistant)",
-           (Field("messages", ("messages", "conversation", "conversations", "chat", "dialog", "dialogue")),),
+           (Field("messages", ("messages", "conversation", "conversations", "chat", "dialog", "dialogue")), SYSTEM),
            _messages, probe=lambda v, cols: _is_turns(v, ("role", "content"), cols)),
     Format("sharegpt", "ShareGPT: a 'conversations' list of {from, value} (human/gpt)",
            (Field("conversations", ("conversations", "conversation", "messages", "items")), SYSTEM),
