@@ -162,3 +162,11 @@ def test_mapping_to_a_column_the_file_lacks(tmp_path):
     path.write_text("ask,reply\nHi?,Hello.\n", encoding="utf-8")
     with pytest.raises(DataError, match="needs column\\(s\\) completion"):
         inspect(path, fmt="prompt_completion", columns={"prompt": "ask", "completion": "answer"})
+
+
+def test_unknown_turn_keys_get_a_mapping_suggestion(tmp_path):
+    path = tmp_path / "dlg.jsonl"
+    path.write_text(json.dumps({"dialog": [{"speaker": "user", "text": "x"}, {"speaker": "assistant", "text": "y"}]})
+                    + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="--columns messages=dialog,role=speaker,content=text"):
+        inspect(path)

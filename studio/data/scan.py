@@ -101,9 +101,23 @@ def _single_column(dicts: list[dict], path: Any) -> Detection:
     texty = [k for k in names if all(isinstance(d.get(k), (str, type(None))) for d in dicts)]
     if len(names) == 1 and texty:
         return Detection("text", 0.5, {"text": 0.5}, {"text": names[0]})
+    turns = _turn_keys(dicts)
+    if turns:
+        col, keys = turns
+        raise DataError(f"{path}: the '{col}' turns have keys {', '.join(keys)}, not role/content; map them, e.g. "
+                        f"--format messages --columns messages={col},role={keys[0]},content={keys[-1]}")
     raise DataError(f"{path}: no known format: the columns are {', '.join(map(str, names[:12]))}; name the format "
                     "with --format (messages, sharegpt, alpaca, prompt_completion, question_answer, text) and map "
                     "columns with --columns, e.g. prompt=question,completion=answer")
+
+
+def _turn_keys(dicts: list[dict]) -> tuple[str, list[str]] | None:
+    """A column holding lists of objects (turns with keys nobody told us about): its name and their keys."""
+    for d in dicts:
+        for col, value in d.items():
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                return str(col), [str(k) for k in value[0]]
+    return None
 
 
 def _sample(stream: Iterator[Record]) -> list[Record]:
