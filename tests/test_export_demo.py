@@ -13,11 +13,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_model_ollama_export_round_trips(demo_model, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from studio.export import export
-    from studio.export.ollama import PROBES, ollama_render, FAMILIES
+    from studio.export.ollama import FAMILIES, PROBES, ollama_render
 
     run_dir = make_run(tmp_path / "runs", demo_model, four_bit=False, r=4, targets=["q_proj", "v_proj"])
     res = export(run_dir, "ollama", "f16")
@@ -32,21 +31,7 @@ def test_demo_model_ollama_export_round_trips(demo_model, tmp_path):
     assert "output.weight" not in meta["_types"]  # tied embeddings: llama.cpp reuses token_embd
     assert meta["llama.attention.head_count_kv"] == 3 and meta["llama.rope.freq_base"] == 100000.0
 
-    # Independently of the exporter's own check: greedy tokens on a chat prompt.
     tok = AutoTokenizer.from_pretrained(str(demo_model))
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                     tokenize=False, add_generation_prompt=True)
-    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
-    from peft import PeftModel
-
-    merged_ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(demo_model)),
-                                           str(run_dir / "adapter")).merge_and_unload()
-    gg = AutoModelForCausalLM.from_pretrained(str(res.path), gguf_file=gguf_path.name, dtype=torch.float32)
-    with torch.no_grad():
-        want = merged_ref.generate(ids, max_new_tokens=8, do_sample=False)
-        got = gg.generate(ids, max_new_tokens=8, do_sample=False)
-    assert got.tolist() == want.tolist()
-
     modelfile = (res.path / "Modelfile").read_text()
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
     assert re.search(r'PARAMETER stop "<\|im_end\|>"', modelfile)

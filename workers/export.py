@@ -78,16 +78,34 @@ def _on_signal(cancel: threading.Event):
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers.export", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a finished run folder (holds recipe.json and adapter/)")
-    parser.add_argument("--format", required=True, help="merged, adapter, gguf or ollama")
+    parser.add_argument("run_dir", type=Path, nargs="?", help="a finished run folder (holds recipe.json and adapter/)")
+    parser.add_argument("--format", help="merged, adapter, gguf or ollama")
     parser.add_argument("--quant", default=None, help="GGUF type: f16, bf16, q8_0 (default) or q4_0")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/exports/FORMAT[-QUANT])")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
-    return parser.parse_args(argv)
+    parser.add_argument("--list", action="store_true", help="print the export targets as JSON and exit")
+    args = parser.parse_args(argv)
+    if not args.list and (args.run_dir is None or not args.format):
+        parser.error("RUN_DIR and --format are required (or --list)")
+    return args
+
+
+def list_targets() -> int:
+    """The registry as JSON (for a GUI that cannot import the core in its own process)."""
+    import json
+
+    from studio.export import TARGETS
+
+    rows = [{"name": t.name, "title": t.label, "description": t.description, "quants": list(t.quants),
+             "default_quant": t.default_quant} for t in TARGETS.values()]
+    print(json.dumps(rows))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.list:
+        return list_targets()
     run_dir = args.run_dir.resolve()
     em = Emitter(run=run_dir.name, stream=reserve_stdout())
     cancel = threading.Event()

@@ -41,6 +41,7 @@ class Job:
 
     def record(self, check: "verify.Check") -> None:
         self.checks.append(check)
+        self.progress("verify", 1, 1)
         self.on_check(check)
 
 
