@@ -68,3 +68,11 @@ bench-data: $(VENV)/.ml-installed
 bench-planner: $(VENV)/.ml-installed
 	$(PY) bench/planner_accuracy.py
 	$(PY) bench/planner_speed.py
+
+# Fault injection (issue 7): kill, corrupt, fill and OOM real worker runs on a tiny model.
+faults: $(VENV)/.dev-installed
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider tests/faults
+
+# Export: peak RSS and time of the streaming merge vs peft merge_and_unload (1.57 B model, ~10 GB of disk).
+bench-export: $(VENV)/.ml-installed
+	$(PY) bench/merge_memory.py
