@@ -207,3 +207,12 @@ def test_csv_unclosed_quote_is_named(tmp_path):
     r = inspect(path)
     (p,) = r.problems
     assert (p.row, p.line, p.code, r.usable) == (2, 3, "csv", 1) and "lines 3-5" in p.message
+
+
+def test_pipes_are_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        inspect(fifo)

@@ -76,6 +76,8 @@ def open_source(path: str | Path) -> Source:
         raise DataError(f"{path}: no such file or folder; check the path")
     if path.is_dir():
         return _folder_source(path)
+    if not path.is_file():  # a pipe or a device would block or never end
+        raise DataError(f"{path}: not a regular file (a pipe or a device); save the data to a file first")
     magic, ext, compression = _name_and_magic(path)
     if magic == b"PAR1" or ext in (".parquet", ".pq"):
         return Source(path, "parquet", encoding="binary", compression=compression)
