@@ -350,3 +350,26 @@ def test_cli_export_reports_path_and_verification(qlora_run, tmp_path, capsys):
     assert (out / "export.json").is_file() and not list(tmp_path.glob(".*partial"))
     assert main(["export", str(qlora_run), "--format", "adapter", "--quant", "q8_0"]) == 2
     assert "--quant applies to gguf and ollama only" in capsys.readouterr().err
+
+
+def test_worker_lists_targets_without_torch():
+    code = ("import sys, runpy\nsys.argv = ['x', '--list']\ntry:\n    runpy.run_module('workers.export', run_name='__main__')\n"
+            "except SystemExit:\n    pass\nprint('torch loaded:', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, env=_env(), timeout=60)
+    lines = out.stdout.decode().strip().splitlines()
+    assert lines[-1] == "torch loaded: False"
+    rows = json.loads(lines[-2])
+    assert [r["name"] for r in rows] == ["merged", "adapter", "gguf", "ollama"]
+    assert rows[2]["quants"] == ["f16", "bf16", "q8_0", "q4_0"] and rows[2]["default_quant"] == "q8_0"
+
+
+def test_cli_cleans_a_killed_workers_temp_folder(tmp_path):
+    from studio.commands.export import _remove_partials
+
+    partial = tmp_path / "exports" / ".gguf-q8_0.x1y2.partial"
+    partial.mkdir(parents=True)
+    (partial / "model-q8_0.gguf").write_bytes(b"half")
+    other = tmp_path / "exports" / "merged"
+    other.mkdir()
+    _remove_partials(tmp_path, ["--format=gguf"])
+    assert not partial.exists() and other.is_dir()
