@@ -227,6 +227,10 @@ class MainWindow(QMainWindow):
         self.export_page.reload()
         self.model_page.populate()
         self.attach_live_run()
+        # Help > Diagnostics and the first-run ML runtime offer (ui/runtime_dialog.py, installer issue).
+        from ui.runtime_dialog import attach as attach_runtime_ui
+
+        attach_runtime_ui(self)
 
     @staticmethod
     def park_long_lived() -> None:
