@@ -38,8 +38,10 @@ demo: $(VENV)/.ml-installed
 # runtime is created by the app on first run. app-test runs the built binary offscreen.
 APP := dist/lora-studio/lora-studio
 
-$(VENV)/.app-installed: $(VENV)/bin/python pyproject.toml $(LOCK)
-	$(PIP) install -c $(LOCK) -e ".[gui,app]"
+# Built from the same environment as `make run` (torch is excluded from the bundle by the spec),
+# so the GUI's in-process libraries (pyarrow for .parquet, huggingface_hub) are the tested ones.
+$(VENV)/.app-installed: $(VENV)/.ml-installed
+	$(PIP) install -c $(LOCK) -e ".[ml,gui,app]"
 	touch $@
 
 app: $(VENV)/.app-installed
