@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from studio import runs
 from studio.events import Event, EventReader
@@ -109,6 +109,30 @@ def request_stop(run_dir: Path) -> bool:
         return False
     os.kill(pid, signal.SIGTERM)
     return True
+
+
+LOCK = ".worker.lock"
+
+
+def hold_run_lock(run_dir: Path) -> IO | None:
+    """An exclusive lock on the run folder for this process's lifetime; None if another worker has it."""
+    handle = open(Path(run_dir) / LOCK, "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # Windows: msvcrt locks a byte range of the same file
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            handle.close()
+            return None
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def last_seq(events_path: Path) -> int:

@@ -59,8 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (run_dir / runs.RECIPE).is_file():
         print(f"{run_dir}: no {runs.RECIPE} here; create a run with 'lora-studio train'", file=sys.stderr)
         return 2
-    from studio.attach import last_seq
+    from studio.attach import hold_run_lock, last_seq
 
+    lock = hold_run_lock(run_dir)  # held until exit: one worker per run folder
+    if lock is None:
+        # Report on stdout only: this run's events.jsonl belongs to the worker that holds the lock.
+        Emitter(run=run_dir.name, stream=reserve_stdout()).emit(
+            ERROR, kind="config", message=f"{run_dir}: another worker is already training this run",
+            hint=f"follow it with 'lora-studio attach {run_dir}' instead of starting it again")
+        return 1
     emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=reserve_stdout(),
                       start_seq=last_seq(run_dir / runs.EVENTS))  # a resumed run continues the numbering
     from studio.train.callbacks import Control

@@ -24,7 +24,8 @@ def _pick(args: argparse.Namespace) -> Path:
     if args.run_dir is not None:
         run_dir = args.run_dir.expanduser().resolve()
         if attach.worker_pid(run_dir) is None:
-            status = runs.read_state(run_dir).get("status", "unknown")
+            summary = runs.summarize(run_dir)  # "interrupted" when state.json says running but the worker died
+            status = summary.status if summary else runs.read_state(run_dir).get("status", "unknown")
             raise UserError(f"{run_dir}: no worker is training it (status: {status}); "
                             f"'lora-studio resume {run_dir}' continues a stopped or killed run")
         return run_dir

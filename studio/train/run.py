@@ -46,8 +46,8 @@ class TrainingRun:
         device = self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._hello(device)
         checkpoint.clean_partial(self.run_dir)  # staging folders of a worker that was killed
-        runs.write_state(self.run_dir, status="running", pid=os.getpid(), device=device,
-                         started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        runs.write_state(self.run_dir, status="running", pid=os.getpid(), device=device, error=None,
+                         started=time.strftime("%Y-%m-%dT%H:%M:%S"))  # error=None: a resume clears the last one
         from studio.train import dataset, loading
 
         self.em.emit(PROGRESS, phase="load", done=0, total=3)
@@ -71,11 +71,13 @@ class TrainingRun:
     def _load_model(self) -> None:
         from transformers import set_seed
 
-        from studio.train import loading, recovery
+        from studio.train import faults, loading, recovery
 
         set_seed(self.recipe.train.seed)
         self.phase = "load"
         try:
+            if faults.due("oom", "load"):  # test-only (faults.py)
+                raise RuntimeError("CUDA out of memory (injected by LORA_STUDIO_TEST_FAULT at load)")
             self.model = loading.load_model(self.base, self.recipe, self.device)
         except Exception as exc:
             if type(exc).__name__ == "UnpicklingError":  # weights_only=True refused what the pickle holds
@@ -135,6 +137,10 @@ class TrainingRun:
                                   f"validation examples, {data.trained_tokens} trained tokens",
                      train_examples=len(data.train), val_examples=len(data.val) if data.val else 0,
                      skipped=as_dict.get("skipped", 0), fingerprint=fingerprint)
+        if data.refused:
+            self.em.emit(WARNING, message=f"{data.refused} conversations were skipped because the model's chat "
+                                          "template refuses them; 'lora-studio data inspect FILE --model MODEL' "
+                                          "lists them")
         if data.truncated:
             self.em.emit(WARNING, message=f"{data.truncated} examples are longer than train.seq_len="
                                           f"{self.recipe.train.seq_len} tokens and were truncated")
@@ -213,17 +219,19 @@ class TrainingRun:
         """Answer the held-out prompts (if the recipe has them) and report the score."""
         if not self.recipe.data.heldout:
             return None
-        from studio.train.sampling import generate, load_prompts, score
+        from studio.evaluate import evaluate, generate_answers, load_prompts
 
         if not self.heldout:
             self.heldout = load_prompts(Path(self.recipe.data.heldout))
-        self.em.emit(PROGRESS, phase=f"sample-{when}", done=0, total=len(self.heldout))
         total = len(self.heldout)
-        answers = generate(self.model, self.tokenizer, self.heldout,
-                           on_batch=lambda n: self.em.emit(PROGRESS, phase=f"sample-{when}", done=n, total=total))
-        value = score(answers, self.heldout)
+        self.em.emit(PROGRESS, phase=f"sample-{when}", done=0, total=total)
+        answers = generate_answers(self.model, self.tokenizer, self.heldout, batch_size=total,
+                                   on_batch=lambda n: self.em.emit(PROGRESS, phase=f"sample-{when}", done=n,
+                                                                   total=total))
+        # Rows without a pattern are samples to read, not a score (the default pattern is the demo's format).
+        value = evaluate(answers, self.heldout).score if any(r.get("pattern") for r in self.heldout) else None
         self.em.emit(METRIC, step=self.trainer.state.global_step, **{f"heldout_score_{when}": value},
-                     sample_prompt=self.heldout[0]["messages"][-1]["content"], sample_answer=answers[0])
+                     sample_prompt=self.heldout[0]["messages"][-1]["content"], sample_answer=answers[0].strip())
         return value
 
     # -- cleanup ----------------------------------------------------------------------------

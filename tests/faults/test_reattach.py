@@ -84,3 +84,34 @@ def test_worker_pid_rejects_a_reused_pid(tmp_path):
     runs.write_state(run_dir, status="running", pid=os.getpid())  # pytest is alive, but is not a worker
     assert attach.worker_pid(run_dir) is None
     assert attach.request_stop(run_dir) is False
+
+
+def test_a_second_worker_on_the_same_run_is_refused(tmp_path):
+    """Two resumes at once (GUI and CLI) must not train one folder twice."""
+    from conftest import run_worker
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / runs.RECIPE).write_text("{}")
+    held = attach.hold_run_lock(run_dir)
+    assert held is not None
+    try:
+        rc, events = run_worker(run_dir, "--resume")
+    finally:
+        held.close()
+    assert rc == 1 and [e.type for e in events] == ["error"]
+    assert events[0].data["message"] == f"{run_dir}: another worker is already training this run"
+    assert not (run_dir / runs.EVENTS).exists()  # the live run's record is not touched
+    assert attach.hold_run_lock(run_dir) is not None  # free again once the holder let go
+
+
+def test_attach_to_a_run_that_is_not_training_says_how_to_continue(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / runs.RECIPE).write_text("{}")
+    runs.write_state(run_dir, status="running", pid=999999999)  # the worker died without saying so
+    exe = Path(sys.executable).with_name("lora-studio")
+    out = subprocess.run([str(exe), "attach", str(run_dir)], capture_output=True, text=True, env=worker_env(),
+                         timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"no worker is training it (status: interrupted); 'lora-studio resume {run_dir}'" in out.stderr
