@@ -134,30 +134,48 @@ def evaluate(answers: Sequence[str], rows: Sequence[dict[str, Any]]) -> EvalResu
                       matched=[matches(a, r.get("pattern")) for a, r in zip(answers, rows)])
 
 
+# Sample generation is greedy, so before/after comparisons are reproducible; the Ollama Modelfile
+# records the same parameters.
+SAMPLE_PARAMS = {"temperature": 0.0, "max_new_tokens": 96, "do_sample": False}
+
+
 def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
-                     max_new_tokens: int = 96, batch_size: int = 1) -> list[str]:
+                     max_new_tokens: int = SAMPLE_PARAMS["max_new_tokens"], batch_size: int = 1,
+                     on_batch: Any = None) -> list[str]:
     """Greedy answers from a loaded causal LM (chat template applied, generation prompt added).
 
     ``batch_size`` > 1 left-pads prompts and decodes them together: much faster on a CPU, with
     answers that can differ from one-at-a-time decoding only by floating-point rounding.
+    ``on_batch(n_done)`` is called after each batch (progress events).
     """
     import torch  # deferred: importing this module must stay cheap
+
+    from studio.data.template import chat_template
 
     rows = list(rows)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
     answers: list[str] = []
-    for start in range(0, len(rows), max(1, batch_size)):
-        chunk = [tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True,
-                                               tokenize=True, return_dict=True)["input_ids"]
-                 for r in rows[start:start + max(1, batch_size)]]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in chunk])
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
-        with torch.no_grad():
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
-        answers += [tokenizer.decode(seq[width:], skip_special_tokens=True) for seq in out]
+    try:
+        for start in range(0, len(rows), max(1, batch_size)):
+            chunk = [tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True, chat_template=chat_template(tokenizer)
+                                                   )["input_ids"]
+                     for r in rows[start:start + max(1, batch_size)]]
+            width = max(len(ids) for ids in chunk)
+            input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in chunk])
+            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
+            with torch.no_grad():
+                out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                     max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                     eos_token_id=tokenizer.eos_token_id, use_cache=True)
+            answers += [tokenizer.decode(seq[width:], skip_special_tokens=True) for seq in out]
+            if on_batch:
+                on_batch(len(answers))
+    finally:
+        model.train(was_training)
     return answers
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from studio.data import load_examples, split_examples
-from studio.data.template import encode_example
+from studio.data.template import TemplateError, encode_example
 from studio.recipe import Recipe
 
 
@@ -16,16 +16,22 @@ class TrainData:
     report: Any
     truncated: int
     trained_tokens: int
+    refused: int = 0
 
 
-def _encode_all(tokenizer: Any, examples: list[dict], recipe: Recipe) -> tuple[list[dict], int]:
-    rows, truncated = [], 0
+def _encode_all(tokenizer: Any, examples: list[dict], recipe: Recipe) -> tuple[list[dict], int, int]:
+    """Encoded rows, how many were truncated, and how many the chat template refused."""
+    rows, truncated, refused = [], 0, 0
     for ex in examples:
-        enc = encode_example(tokenizer, ex, recipe.train.seq_len, recipe.data.train_on)
+        try:
+            enc = encode_example(tokenizer, ex, recipe.train.seq_len, recipe.data.train_on)
+        except TemplateError:  # reported row by row by `data inspect --model`; skipped here, counted
+            refused += 1
+            continue
         truncated += enc.pop("truncated")
         if any(label != -100 for label in enc["labels"]):  # nothing to learn after truncation: skip
             rows.append(enc)
-    return rows, truncated
+    return rows, truncated, refused
 
 
 def build(tokenizer: Any, recipe: Recipe) -> TrainData:
@@ -34,8 +40,8 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
 
     examples, report = load_examples(recipe.data.path, recipe.data.format, recipe.data.columns or None)
     train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
-    train_rows, truncated = _encode_all(tokenizer, train_ex, recipe)
-    val_rows, _ = _encode_all(tokenizer, val_ex, recipe)
+    train_rows, truncated, refused = _encode_all(tokenizer, train_ex, recipe)
+    val_rows, _, refused_val = _encode_all(tokenizer, val_ex, recipe)
     if not train_rows:
         from studio.data import DataError
 
@@ -43,4 +49,4 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
                         f"{recipe.train.seq_len}; raise the sequence length")
     trained = sum(sum(1 for x in r["labels"] if x != -100) for r in train_rows)
     return TrainData(train=Dataset.from_list(train_rows), val=Dataset.from_list(val_rows) if val_rows else None,
-                     report=report, truncated=truncated, trained_tokens=trained)
+                     report=report, truncated=truncated, trained_tokens=trained, refused=refused + refused_val)

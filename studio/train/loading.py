@@ -104,7 +104,14 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     if qconf is not None:
         kwargs["quantization_config"] = qconf
         kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except ValueError as e:
+        if kwargs["attn_implementation"] == "eager" or "attn" not in str(e).lower():
+            raise
+        # Some architectures (Gemma 2 in transformers 5) refuse sdpa/flash; the planner predicts eager for them.
+        kwargs["attn_implementation"] = "eager"
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     if qconf is None:
         model.to(device)
     model.config.use_cache = False
