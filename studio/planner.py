@@ -83,6 +83,15 @@ class Plan:
         return r
 
 
+def fixed_from_recipe(recipe: Any) -> dict:
+    """Every memory-relevant setting of a recipe as ``fixed`` for fit(): predicts exactly that run."""
+    t, q, lo = recipe.train, recipe.quant, recipe.lora
+    return {"quant": q.mode, "double_quant": q.double_quant, "rank": lo.rank, "alpha": lo.alpha,
+            "targets": list(lo.targets), "micro_batch": t.micro_batch, "grad_accum": t.grad_accum,
+            "seq_len": t.seq_len, "grad_ckpt": t.grad_ckpt, "attn": t.attn, "optimizer": t.optimizer,
+            "dropout": lo.dropout}
+
+
 # --- inputs ---------------------------------------------------------------------------------------------
 def _tokens_stat(dataset_report: Any, key: str) -> int | None:
     tokens = getattr(dataset_report, "tokens", None)

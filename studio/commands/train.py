@@ -77,10 +77,28 @@ def run(args: argparse.Namespace) -> int:
         from studio.commands.demo_model import ensure_with_progress
 
         ensure_with_progress()
-    run_dir = runs.create(recipe, args.runs_dir)
+    run_dir = runs.create(recipe, args.runs_dir, plan=_predict(recipe))
     print(f"run folder: {run_dir}")
     result = follow(run_dir)
     return _report(run_dir, result)
+
+
+def _predict(recipe: Recipe) -> dict | None:
+    """The planner's prediction for exactly this recipe (the charts draw it; a warning if it won't fit)."""
+    from studio import hardware, models, planner
+
+    try:
+        info = models.resolve(str(recipe.model.name_or_path))
+    except ValueError:
+        return None  # the worker reports an unusable model with its own error event
+    t = recipe.train
+    plan = planner.fit(info, hardware.default_budget_bytes(), fixed=planner.fixed_from_recipe(recipe),
+                       effective_batch=t.micro_batch * t.grad_accum)
+    if not plan.fits and hardware.detect_gpus():
+        print(f"warning: the planner predicts {plan.predicted['device_total_bytes'] / 2**30:.1f} GiB, over the "
+              f"{plan.budget_bytes / 2**30:.1f} GiB budget; {plan.suggestion or 'run lora-studio plan'}",
+              file=sys.stderr)
+    return plan.to_dict()
 
 
 def follow(run_dir: Path, *worker_args: str) -> dict:
