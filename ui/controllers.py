@@ -151,6 +151,7 @@ class WorkerController(QObject):
         self._stage = 0
         self._follow_pid: int | None = None
         self._follow_tails: list[_FileTail] = []
+        self._live = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -159,7 +160,7 @@ class WorkerController(QObject):
             from studio.attach import _alive  # a zombie is not alive
 
             return _alive(self._follow_pid)
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self._live  # until sig_finished: the last events are delivered
 
     @property
     def pid(self) -> int | None:
@@ -219,9 +220,16 @@ class WorkerController(QObject):
         if stderr_path is not None:
             self._stderr_file = open(stderr_path, "ab")
             stderr = self._stderr_file
-        self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                     env=env if env is not None else procs.worker_env(), cwd=cwd,
-                                     start_new_session=True, close_fds=True)
+        try:
+            self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                         env=env if env is not None else procs.worker_env(), cwd=cwd,
+                                         start_new_session=True, close_fds=True)
+        except OSError:
+            if self._stderr_file:
+                self._stderr_file.close()
+                self._stderr_file = None
+            raise
+        self._live = True
         self._readers = [self._make_reader(self.proc.stdout, self._on_stdout)]
         if stderr_path is None:
             self._readers.append(self._make_reader(self.proc.stderr, self._on_stderr))
@@ -389,6 +397,7 @@ class WorkerController(QObject):
             except OSError:
                 pass
         code = self.proc.returncode
+        self._live = False
         if code != 0 and not self.saw_error and not self.saw_done:
             reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             self.saw_error = True
@@ -438,10 +447,17 @@ class JsonCommandController(QObject):
         self._out = bytearray()
         self._err: list[str] = []
         self._worker: WorkerController | None = None
+        self._busy = False
 
     @property
     def running(self) -> bool:
         return self._worker is not None and self._worker.running
+
+    def _set_busy(self, on: bool) -> None:
+        """Forward busy changes, balanced even when a running command is replaced."""
+        if on != self._busy:
+            self._busy = on
+            self.sig_busy.emit(on)
 
     def start(self, argv: Sequence[str]) -> None:
         """Run ``argv``; a command still running from an earlier request is abandoned and killed."""
@@ -449,15 +465,15 @@ class JsonCommandController(QObject):
             old, self._worker = self._worker, None
             for sig in (old.sig_log, old.sig_finished, old.sig_busy):
                 sig.disconnect()
-            if old.running:
-                old.kill_now()
-                self.sig_busy.emit(False)
+            old.kill_now()
+            if self._busy:
+                self._set_busy(False)
         self._out.clear()
         self._err.clear()
         worker = WorkerController(self, stop_grace_s=0.1, term_grace_s=1.0)
         worker.sig_log.connect(self._err.append)
         worker.sig_finished.connect(self._finished)
-        worker.sig_busy.connect(self.sig_busy)
+        worker.sig_busy.connect(self._set_busy)
         self._worker = worker
         worker.start(argv, env=procs.worker_env())
         worker.reader = _RawSink(self._out)  # stdout is one JSON document, not events
@@ -494,9 +510,3 @@ class _RawSink:
 
     def close(self) -> list:
         return []
-
-
-def run_is_live(run_dir: Path) -> bool:
-    """True when the run's state says running and its worker pid is alive (a detached run)."""
-    state = runs.read_state(run_dir)
-    return state.get("status") == "running" and runs.pid_alive(state.get("pid"))

@@ -151,3 +151,15 @@ def test_json_command_controller_reads_one_document(qtbot):
     with qtbot.waitSignal(c.sig_failed, timeout=10000) as blocker:
         c.start([sys.executable, "-c", "import json; print(json.dumps({'error': 'no such model'})); raise SystemExit(2)"])
     assert blocker.args == ["no such model"]
+
+
+def test_replacing_a_running_command_keeps_busy_balanced(qtbot):
+    c = JsonCommandController()
+    busy = []
+    c.sig_busy.connect(busy.append)
+    c.start([sys.executable, "-c", "import time; time.sleep(30)"])
+    with qtbot.waitSignal(c.sig_result, timeout=10000) as blocker:
+        c.start([sys.executable, "-c", "print('[1]')"])
+    assert blocker.args == [[1]]
+    qtbot.waitUntil(lambda: len(busy) == 4, timeout=5000)
+    assert busy == [True, False, True, False] and not c.running
