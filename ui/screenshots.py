@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("train.save_steps", args.steps), ("train.micro_batch", 4), ("train.grad_accum", 1),
                        ("train.lr", 1e-3)):
         window.session.pin(key, value)
+    if hasattr(window.session.recipe.data, "heldout"):
+        window.session.recipe.data.heldout = ""  # skip the before/after sampling: minutes on a CPU
     train = window.train_page
     window.show_page(train)
     train.start()
