@@ -373,3 +373,48 @@ def test_cli_cleans_a_killed_workers_temp_folder(tmp_path):
     other.mkdir()
     _remove_partials(tmp_path, ["--format=gguf"])
     assert not partial.exists() and other.is_dir()
+
+
+def _sentencepiece_style_model(folder: Path) -> Path:
+    """A tiny Llama with a Llama-2/Mistral style tokenizer.json: BPE with byte fallback, '▁' for spaces."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(tiny._CORPUS * 4, trainer=trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                                                          show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(folder)
+    cfg = AutoConfig.for_model("llama", vocab_size=len(fast), hidden_size=64, intermediate_size=128,
+                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                               bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    return folder
+
+
+def test_gguf_sentencepiece_style_tokenizer(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio.export.gguf_writer import write_gguf
+
+    folder = _sentencepiece_style_model(tmp_path / "sp")
+    write_gguf(folder, tmp_path / "m.gguf", "q8_0")
+    meta = _gguf_fields(tmp_path / "m.gguf")
+    assert (meta["tokenizer.ggml.model"], meta["tokenizer.ggml.pre"]) == ("llama", "default")
+    from gguf import GGUFReader
+
+    types = GGUFReader(str(tmp_path / "m.gguf")).fields["tokenizer.ggml.token_type"].contents()
+    assert types[:4] == [3, 3, 3, 6]  # <unk> <s> </s> control, then byte tokens
+    want_tok, got_tok = AutoTokenizer.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="m.gguf")
+    for text in ("Hello world, ça va? The quick brown fox 123.", "Fine-tuning adapts a pretrained model"):
+        assert got_tok(text)["input_ids"] == want_tok(text)["input_ids"]
+    want = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    got = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", dtype=torch.float32)
+    torch.testing.assert_close(_logits(got, IDS), _logits(want, IDS), atol=2e-2, rtol=0)  # q8_0

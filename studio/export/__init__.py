@@ -6,7 +6,9 @@
 from studio.export.errors import Cancelled, ConfigError, DiskError, ExportError, UnsupportedModel, VerificationFailed
 from studio.export.targets import TARGETS, ExportResult, ExportTarget, default_out, export, prepare
 
-SUPPORTED_GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2")  # SmolLM is llama; see gguf_writer.ARCHES
+from studio.export.gguf_writer import ARCHES as _ARCHES
+
+SUPPORTED_GGUF_ARCHITECTURES = tuple(sorted(_ARCHES))  # model_type values; SmolLM is llama
 
 __all__ = ["TARGETS", "ExportTarget", "ExportResult", "export", "prepare", "default_out", "ExportError",
            "ConfigError", "DiskError", "UnsupportedModel", "VerificationFailed", "Cancelled",

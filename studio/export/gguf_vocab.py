@@ -99,7 +99,7 @@ def _bpe_tokens(tok_json: dict, n_vocab: int) -> tuple[list[str], list[int]]:
 
 def detect_pre(tok_json: dict, tokens: list[str]) -> str:
     """llama.cpp's pre-tokenizer name for this tokenizer.json (how text is split before BPE)."""
-    known = KNOWN_VOCABS.get(hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest())
+    known = KNOWN_VOCABS.get(vocab_fingerprint(tokens))
     if known:
         return known
     pre = tok_json.get("pre_tokenizer") or {}
@@ -115,6 +115,11 @@ def detect_pre(tok_json: dict, tokens: list[str]) -> str:
             return name
     raise UnsupportedModel(f"tokenizer.json pre-tokenizer {kinds} is not one llama.cpp knows by name",
                            "GGUF export supports GPT-2, SmolLM/StarCoder, Llama 3 and Qwen2 style tokenizers")
+
+
+def vocab_fingerprint(tokens: list[str]) -> str:
+    """sha256 of the tokens by id, one per line: identifies a known vocabulary."""
+    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()
 
 
 def _name_for_regex(regex: str | None) -> str | None:
@@ -137,15 +142,18 @@ def _sentencepiece(folder: Path, n_vocab: int) -> GgufVocab:
         raise UnsupportedModel(f"{folder}: cannot read the SentencePiece tokenizer ({e})",
                                "GGUF export needs tokenizer.model or a llama-style tokenizer.json") from None
     tokens, scores, types = [], [], []
-    for text, score, ttype in sp.all_tokens():
+    from_json = reader is gguf.LlamaHfVocab
+    for i, (text, score, ttype) in enumerate(sp.all_tokens()):
         tokens.append(text.decode("utf-8") if isinstance(text, bytes) else text)
-        scores.append(float(score))
+        # tokenizer.json has no scores (the gguf reader writes -1000 for all); BPE trainers number
+        # tokens in merge order, so -id ranks them the way SentencePiece scores would.
+        scores.append(float(-i) if from_json and int(ttype) == int(gguf.TokenType.NORMAL) else float(score))
         types.append(int(ttype))
     while len(tokens) < n_vocab:
         tokens.append(f"[PAD{len(tokens)}]")
         scores.append(-1000.0)
         types.append(int(gguf.TokenType.UNUSED))
-    special = gguf.SpecialVocab(folder, load_merges=False, n_vocab=n_vocab)
+    special = gguf.SpecialVocab(folder, load_merges=from_json, n_vocab=n_vocab)
     return GgufVocab("llama", "default", tokens[:n_vocab], types[:n_vocab], scores[:n_vocab], special)
 
 

@@ -7,7 +7,6 @@ from the safetensors files one at a time and written as soon as they are convert
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -251,8 +250,3 @@ def _np_float32():
     import numpy as np
 
     return np.dtype(np.float32)
-
-
-def vocab_fingerprint(tokens: list[str]) -> str:
-    """sha256 of the token list (one per line, by id): identifies a known vocabulary."""
-    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()
