@@ -93,8 +93,8 @@ def test_dropping_a_dataset_shows_format_preview_and_problems(window, qtbot, tmp
     assert "messages" in window.data_page.summary.text()
     model = window.data_page.preview_model
     assert model.rowCount() == 5
-    assert [model.headerData(i, Qt.Orientation.Horizontal) for i in range(3)] == ["user", "assistant", "turns"]
-    assert model.data(model.index(0, 0)) == "What is 0 plus 0?"
+    assert [model.headerData(i, Qt.Orientation.Horizontal) for i in range(3)] == ["turns", "user", "assistant"]
+    assert model.data(model.index(0, 1)) == "What is 0 plus 0?"
     problems = [window.data_page.problems.item(i).text() for i in range(window.data_page.problems.count())]
     assert any(p.startswith("line 3") for p in problems), problems
     assert window.session.recipe.data.path == str(bad)

@@ -39,9 +39,9 @@ def preview_table(preview: list, columns: list) -> tuple[list, list, list | None
     numbers = [r.get("row", i + 1) for i, r in enumerate(preview)] if "row" in preview[0] else None
     if "messages" in preview[0]:
         rows = [_turns(r.get("messages") or []) for r in preview]
-        roles = [role for role in ("system", "user", "assistant") if any(role in r for r in rows)]
-        extra = sorted({k for r in rows for k in r} - set(roles) - {"turns"})
-        return rows, roles + extra + ["turns"], numbers
+        roles = [role for role in ("system", "user", "assistant") if any(r.get(role) for r in rows)]
+        extra = sorted({k for r in rows for k in r} - {"system", "user", "assistant", "turns"})
+        return rows, ["turns", *extra, *roles], numbers  # the assistant's answer last: it gets the spare width
     cols = [c for c in (list(columns) or list(preview[0])) if c != "row"]
     cols += [k for k in preview[0] if k not in cols and k != "row"]
     return preview, cols, numbers
@@ -220,6 +220,8 @@ class DataPage(Page):
         self.summary.setText(" · ".join(parts))
         rows, columns, numbers = preview_table(d.get("preview") or [], d.get("columns") or [])
         self.preview_model.set_rows(rows, columns, numbers)
+        if columns and columns[0] == "turns":
+            self.preview.setColumnWidth(0, self.preview.fontMetrics().horizontalAdvance("turns") + 24)
         self.tabs.setTabText(0, f"Preview ({len(rows):,} of {d.get('rows', 0):,} rows)")
         self._show_problems(d)
 
