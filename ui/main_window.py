@@ -102,6 +102,7 @@ class MainWindow(QMainWindow):
         elif name == "RunsPage":
             page.sig_export.connect(self._export_run)
             page.sig_resume.connect(self._resume_run)
+            page.sig_show.connect(self._show_run)
 
     def _show_device(self) -> None:
         """The sidebar footer: the GPU (or none) and the budget the planner uses."""
@@ -113,6 +114,10 @@ class MainWindow(QMainWindow):
         for i in (4, 5):
             if self._built(i) is not None:
                 self._built(i).reload()
+
+    def _show_run(self, run_dir) -> None:
+        if self.train_page.show_run(run_dir):
+            self.show_page(3)
 
     def _resume_run(self, run_dir) -> None:
         """A live run (kept running by an earlier window) is followed; a stopped one resumed."""

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps of the real demo run shown on Train")
     ap.add_argument("--home", type=Path, help="studio data folder (default: a fresh temporary one)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="show the newest finished run of --home on the Train page instead of training again")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ["LORA_STUDIO_HOME"] = str(args.home or tempfile.mkdtemp(prefix="lora-studio-shots-"))
@@ -87,9 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         window.session.recipe.data.heldout = ""  # skip the before/after sampling: minutes on a CPU
     train = window.train_page
     window.show_page(train)
-    train.start()
-    if not wait_until(app, lambda: train.training, 10) or not wait_until(app, lambda: not train.training, 1800):
-        print(f"the demo run did not finish: {train.status}", file=sys.stderr)
+    from studio import runs
+
+    finished = [r for r in runs.list_runs() if r.status == "finished"]
+    if args.reuse and finished:
+        train.show_run(finished[0].path)  # its real events, replayed from events.jsonl
+    else:
+        train.start()
+        if not wait_until(app, lambda: train.training, 10) or not wait_until(app, lambda: not train.training, 1800):
+            print(f"the demo run did not finish: {train.status}", file=sys.stderr)
     shoot(app, window, "train", args.out)
 
     window.show_page(window.runs_page)

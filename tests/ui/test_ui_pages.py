@@ -318,3 +318,13 @@ def test_a_broken_model_folder_says_what_is_wrong(window, qtbot, tmp_path):
     assert window.stack.currentWidget() is page
     qtbot.waitUntil(lambda: "not valid JSON" in page.status.text(), timeout=30000)
     assert str(folder / "config.json") in page.status.text() and window.session.model_info is None
+
+
+def test_double_clicking_a_past_run_shows_its_charts(window, qtbot):
+    run_dir = _fake_run(runs.paths.runs_dir(), "past", [2.0, 1.5, 1.2, 1.0])
+    window.show_page(window.runs_page)
+    table = window.runs_page.table
+    table.doubleClicked.emit(window.runs_page.model.index(0, 0))
+    assert window.stack.currentWidget() is window.train_page
+    assert window.train_page.run_dir == run_dir and window.train_page.status == "finished"
+    assert window.train_page.charts["loss"].points("train") == 4

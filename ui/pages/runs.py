@@ -48,6 +48,7 @@ class RunsPage(Page):
     icon_name = "runs"
     sig_export = Signal(object)
     sig_resume = Signal(object)
+    sig_show = Signal(object)
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -78,6 +79,8 @@ class RunsPage(Page):
         self.table = fast_table(self.model)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.verticalHeader().hide()
+        self.table.setToolTip("Double-click a run to see its charts on the Train page")
+        self.table.doubleClicked.connect(lambda idx: self.sig_show.emit(self.summaries[idx.row()].path))
         self.table.selectionModel().selectionChanged.connect(lambda *_: self.compare())
         self.split.addWidget(self.table)
         self.chart_host = QWidget()

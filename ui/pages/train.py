@@ -235,6 +235,25 @@ class TrainPage(Page):
         self._eta_timer.start()
         return True
 
+    def show_run(self, run_dir: Path) -> bool:
+        """Draw a past run's charts and log from its events.jsonl (when nothing is training)."""
+        if self.controller.running:
+            return False
+        from studio.events import read_events
+
+        self.ensure_charts()
+        self._reset_view()
+        self.run_dir = Path(run_dir)
+        self._t0 = time.monotonic()
+        for event in read_events(self.run_dir / runs.EVENTS):
+            self.controller._dispatch(event)
+        status = runs.read_state(self.run_dir).get("status", "created")
+        self._set_status(status, f"{status.capitalize()}: {self.run_dir.name} (from its run folder)")
+        self._set_buttons(False)
+        for chart in self.charts.values():
+            chart.refresh()
+        return True
+
     def stop(self) -> None:
         if self.controller.running:
             self._set_status("stopping", "Stopping: the worker is saving a checkpoint and the adapter…")
