@@ -18,6 +18,7 @@ Configuration (environment variables, all optional; see docs/installer.md):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from studio import __version__, paths
 from studio.fsutil import atomic_write_json, read_json
@@ -416,6 +417,10 @@ class RuntimeSetup:
 
     def run(self, progress: Progress | None = None, output: OutputSink | None = None) -> Path:
         """Run every step, then write the marker; raises RuntimeSetupError with words and the log path."""
+        with setup_lock(self.root.with_name(self.root.name + ".setup-lock")):
+            return self._run(progress, output)
+
+    def _run(self, progress: Progress | None, output: OutputSink | None) -> Path:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "w", encoding="utf-8") as log:
             _log_header(log, self)
@@ -430,7 +435,13 @@ class RuntimeSetup:
                 if progress:
                     progress(done, len(steps), step.label)
                 sink = _tee(log, output, probe_out if step.key == "check" else None)
-                self._run_step(step, log, sink)
+                try:
+                    self._run_step(step, log, sink)
+                except KeyboardInterrupt:
+                    log.write("CANCELLED\n")
+                    raise RuntimeSetupError(f"The setup was cancelled at '{step.label}'. What was installed is "
+                                            f"kept: run the setup again to finish it. The log is {self.log}.",
+                                            self.log, step.key) from None
             versions = self._verified(probe_out) if self.check else {}
             self._write_marker(versions)
             log.write(f"DONE: runtime ready at {self.root}\n")
@@ -461,10 +472,14 @@ class RuntimeSetup:
                                     self.log, step.key) from None
         assert proc.stdout is not None
         tail: list[str] = []
-        for line in proc.stdout:
-            sink(line.rstrip("\n"))
-            tail = (tail + [line])[-200:]
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                sink(line.rstrip("\n"))
+                tail = (tail + [line])[-200:]
+            code = proc.wait()
+        except BaseException:  # cancelled (SIGTERM/Ctrl-C): never leave pip running on its own
+            _end(proc)
+            raise
         log.write(f"--- exit code {code} after {time.monotonic() - started:.1f} s\n")
         log.flush()
         if code != 0:
@@ -486,6 +501,47 @@ class RuntimeSetup:
             "complete": True, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "app_version": __version__,
             "lock_sha256": lock_digest(self.lock), "torch_variant": self.torch.variant if self.torch else None,
             "torch_reason": self.torch.reason if self.torch else None, "versions": versions})
+
+
+def _end(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def setup_lock(path: Path) -> Iterator[None]:
+    """One setup at a time per runtime: a lock file holding the pid; a dead holder's lock is taken over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = _lock_holder(path)
+        if holder is not None:
+            raise RuntimeSetupError(f"another setup of the ML runtime is running (process {holder}): wait for it "
+                                    f"to finish, or end it and try again") from None
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The pid in the lock file if that process is still alive, else None (a stale lock)."""
+    import psutil
+
+    try:
+        pid = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and psutil.pid_exists(pid) else None
 
 
 def _studio_env() -> dict:

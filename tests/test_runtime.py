@@ -11,10 +11,13 @@ import hashlib
 import os
 import re
 import subprocess
+import sys
+import time
 import tomllib
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from studio import events, runtime
@@ -173,3 +176,48 @@ def test_needs_setup_is_false_when_this_interpreter_has_torch(monkeypatch):
     monkeypatch.delenv("LORA_STUDIO_PYTHON", raising=False)
     assert runtime.current_python_has_ml() is True  # the dev venv has the ML extra
     assert runtime.needs_setup() is False
+
+
+def _failing_setup(tmp_path) -> runtime.RuntimeSetup:
+    return runtime.RuntimeSetup(root=tmp_path / "runtime", lock=runtime.lock_path(), torch=None, packages=[],
+                                demo=False, check=False, base_python=[str(tmp_path / "no-python")],
+                                log=tmp_path / "setup.log")
+
+
+def test_one_setup_at_a_time_and_a_stale_lock_is_taken_over(tmp_path):
+    lock = tmp_path / "runtime.setup-lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(str(holder.pid))
+        with pytest.raises(runtime.RuntimeSetupError, match=f"another setup .* running \\(process {holder.pid}\\)"):
+            _failing_setup(tmp_path).run()
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(runtime.RuntimeSetupError, match="could not start"):  # the dead holder's lock is taken
+        _failing_setup(tmp_path).run()
+    assert not lock.exists()
+
+
+def test_cancel_stops_the_running_step_and_says_so(tmp_path):
+    pidfile = tmp_path / "step.pid"
+    fake = tmp_path / "python3"  # answers the version check, then hangs in 'python -m venv'
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\n'
+                    f'echo $$ > {pidfile}\nexec sleep 60\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "LORA_STUDIO_HOME": str(tmp_path), "LORA_STUDIO_BASE_PYTHON": str(fake),
+           "LORA_STUDIO_TORCH_INDEX": "http://127.0.0.1:9/", "PYTHONPATH": str(ROOT)}
+    env.pop("LORA_STUDIO_PYTHON", None)
+    proc = subprocess.Popen(runtime.setup_command("--events"), stdout=subprocess.PIPE, env=env)
+    reader = events.EventReader()
+    got = reader.feed(proc.stdout.readline())
+    assert got[0].type == events.PROGRESS and got[0].data["label"] == "Creating the Python environment"
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.terminate()  # what the window's Cancel does
+    got = reader.feed(proc.stdout.read()) + reader.close()
+    assert proc.wait(timeout=30) == 1
+    assert got[-1].type == events.ERROR and "cancelled at 'Creating the Python environment'" in got[-1].data["message"]
+    step_pid = int(pidfile.read_text())
+    assert not psutil.pid_exists(step_pid) or psutil.Process(step_pid).status() == psutil.STATUS_ZOMBIE

@@ -6,6 +6,7 @@ dialog can drive it as a QProcess and show progress, the current pip line and th
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 from studio import events, runtime
@@ -28,7 +29,12 @@ def run(args) -> int:
         removed = runtime.remove_runtime()
         print(f"removed {runtime.runtime_dir()}" if removed else f"no runtime at {runtime.runtime_dir()}")
         return 0
+    signal.signal(signal.SIGTERM, _interrupt)  # the window's Cancel: stop pip, then report
     return _setup_events() if args.events else _setup_text()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _status(as_json: bool) -> int:
