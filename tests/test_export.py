@@ -418,3 +418,26 @@ def test_gguf_sentencepiece_style_tokenizer(tmp_path):
     want = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     got = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", dtype=torch.float32)
     torch.testing.assert_close(_logits(got, IDS), _logits(want, IDS), atol=2e-2, rtol=0)  # q8_0
+
+
+LLAMA3_TEMPLATE = (
+    "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+
+def test_ollama_chat_families(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from studio.export import UnsupportedModel
+    from studio.export.ollama import detect_chat
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert detect_chat(tok).family.name == "chatml"
+    tok.chat_template = LLAMA3_TEMPLATE
+    chat = detect_chat(tok)
+    assert (chat.family.name, chat.system, chat.checked) == ("llama3", None, 4)
+    assert "<|eot_id|>" in chat.family.stops
+    tok.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(UnsupportedModel, match="not one the Ollama export can translate"):
+        detect_chat(tok)
