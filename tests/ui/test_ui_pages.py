@@ -328,3 +328,15 @@ def test_double_clicking_a_past_run_shows_its_charts(window, qtbot):
     assert window.stack.currentWidget() is window.train_page
     assert window.train_page.run_dir == run_dir and window.train_page.status == "finished"
     assert window.train_page.charts["loss"].points("train") == 4
+
+
+def test_a_plan_that_does_not_fit_offers_the_planners_fix(window, qtbot):
+    window.model_page.choose(CATALOG_MODEL)
+    window.plan_page.set_budget_bytes(12 * GIB)
+    window.session.pin("train.seq_len", 8192)
+    page = window.plan_page
+    assert not window.session.plan.fits and not page.suggest_btn.isHidden()
+    assert page.suggest_btn.text().startswith("Use sequence length")
+    page.suggest_btn.click()
+    assert window.session.plan.fits and page.suggest_btn.isHidden()
+    assert window.session.fixed["train.seq_len"] < 8192

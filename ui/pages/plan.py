@@ -164,7 +164,15 @@ class PlanPage(Page):
         self.bar = MemoryBar()
         pred.body.addWidget(self.bar)
         self.fit_label = label("Choose a model to see a plan.", "muted", wrap=True)
-        pred.body.addWidget(self.fit_label)
+        fit_row = QHBoxLayout()
+        fit_row.addWidget(self.fit_label, 1)
+        self.suggest_btn = QToolButton()
+        self.suggest_btn.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.suggest_btn.setToolTip("Apply the planner's smallest change that fits")
+        self.suggest_btn.clicked.connect(self._apply_suggestion)
+        self.suggest_btn.hide()
+        fit_row.addWidget(self.suggest_btn)
+        pred.body.addLayout(fit_row)
         self.content.addWidget(pred)
 
         settings = Card("Fitted settings")
@@ -298,9 +306,35 @@ class PlanPage(Page):
         if suggestion and not fits:
             verdict += f" {suggestion}"
         self.fit_label.setText(verdict)
+        self._suggestion = (_get(plan, "suggestion_change") or {}) if not fits else {}
+        self.suggest_btn.setText(self._suggestion_text(self._suggestion))
+        self.suggest_btn.setVisible(bool(self.suggest_btn.text()))
         reasons = _get(plan, "reasons", []) or []
         self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(f"<li>{r}</li>" for r in reasons) + "</ul>"
                              if reasons else "")
+        self._sync_editors()
+
+    @staticmethod
+    def _suggestion_text(change: dict) -> str:
+        if "seq_len" in change:
+            return f"Use sequence length {change['seq_len']}"
+        if change.get("unfix"):
+            return "Release the fixed settings"
+        if "budget_bytes" in change:
+            return f"Set the budget to {human_bytes(change['budget_bytes'])}"
+        return ""
+
+    def _apply_suggestion(self) -> None:
+        """Do what the planner suggested: a shorter length, release pins, or a bigger budget."""
+        change = getattr(self, "_suggestion", {}) or {}
+        if "seq_len" in change:
+            self.session.pin("train.seq_len", int(change["seq_len"]))
+        elif change.get("unfix"):
+            for key in list(self.session.fixed):
+                if key.split(".", 1)[1] in change["unfix"] or key == "quant.mode" and "quant" in change["unfix"]:
+                    self.session.unpin(key)
+        elif "budget_bytes" in change:
+            self.set_budget_bytes(int(change["budget_bytes"]))
         self._sync_editors()
 
     def _sync_editors(self) -> None:
