@@ -109,8 +109,9 @@ class LiveChart(pg.PlotWidget):
         self.series[name].append(float(x), float(y))
         self._dirty = True
 
-    def set_hline(self, name: str, y: float | None, color: str = "#888888") -> None:
-        """A labelled horizontal line (budget, predicted peak); None removes it."""
+    def set_hline(self, name: str, y: float | None, color: str = "#888888", below: bool = False) -> None:
+        """A labelled horizontal line (budget, predicted peak); None removes it. ``below`` puts the
+        label under the line (for a line that is usually the top of the chart)."""
         line = self.lines.get(name)
         if y is None or not math.isfinite(y):
             if line is not None:
@@ -119,7 +120,8 @@ class LiveChart(pg.PlotWidget):
             return
         if line is None:
             line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DashLine),
-                                   label=name, labelOpts={"position": 0.05, "color": color, "anchors": [(0, 1), (0, 1)]})
+                                   label=name, labelOpts={"position": 0.05, "color": color,
+                                                          "anchors": [(0, 0), (0, 0)] if below else [(0, 1), (0, 1)]})
             self.getPlotItem().addItem(line)
             self.lines[name] = line
         line.setValue(y)

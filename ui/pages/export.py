@@ -67,6 +67,7 @@ class ExportPage(Page):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("idle")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         self.cancel_btn.clicked.connect(self.controller.stop)
@@ -79,6 +80,7 @@ class ExportPage(Page):
         self.log.setObjectName("log")
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
+        self.log.setPlaceholderText("The export worker's progress and log appear here.")
         self.content.addWidget(self.log, 1)
         c = self.controller
         c.sig_progress.connect(self._progress)
@@ -96,7 +98,8 @@ class ExportPage(Page):
         self.run_combo.clear()
         for s in runs.list_runs():
             if (s.path / runs.ADAPTER).is_dir():
-                self.run_combo.addItem(f"{s.id}  ({s.status}, loss {s.final_loss if s.final_loss is not None else '–'})", str(s.path))
+                loss = f"{s.final_loss:.4f}" if isinstance(s.final_loss, (int, float)) else "–"
+                self.run_combo.addItem(f"{s.id}  ({s.status}, final loss {loss})", str(s.path))
         if current:
             i = self.run_combo.findData(current)
             if i >= 0:
@@ -163,7 +166,9 @@ class ExportPage(Page):
             b.setEnabled(True)
         self.cancel_btn.setEnabled(False)
         self.progress.setRange(0, 1)
-        self.progress.setValue(1 if saw_done and code == 0 else 0)
+        ok = saw_done and code == 0
+        self.progress.setValue(1 if ok else 0)
+        self.progress.setFormat("done" if ok else "failed" if code else "idle")
 
     def open_exports(self) -> None:
         run_dir = self.run_combo.currentData()

@@ -249,6 +249,7 @@ class TrainPage(Page):
             self.controller._dispatch(event)
         status = runs.read_state(self.run_dir).get("status", "created")
         self._set_status(status, f"{status.capitalize()}: {self.run_dir.name} (from its run folder)")
+        self.eta_label.setText("")
         self._set_buttons(False)
         for chart in self.charts.values():
             chart.refresh()
@@ -320,8 +321,13 @@ class TrainPage(Page):
             v = _num(d.get(key))
             if v is not None:
                 mem.append(series, t, v / GIB)
+        on_cpu = d.get("device") == "cpu"
+        if on_cpu != getattr(self, "_mem_on_cpu", False):
+            self._mem_on_cpu = on_cpu
+            mem.getPlotItem().setTitle("Memory (no GPU: the worker process)" if on_cpu else "GPU memory",
+                                       color=mem.getPlotItem().titleLabel.opts.get("color"), size="10pt")
         budget, peak = _num(d.get("budget")), _num(d.get("predicted_peak"))
-        mem.set_hline("budget", budget / GIB if budget else None, "#CF222E")
+        mem.set_hline("budget", budget / GIB if budget else None, "#CF222E", below=True)
         mem.set_hline("predicted peak", peak / GIB if peak else None, "#8250DF")
 
     def _on_error(self, kind: str, message: str, hint: str) -> None:
