@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import shutil
 from pathlib import Path
 
 
@@ -32,18 +33,29 @@ class NonFiniteLoss(TrainingFault):
 class CheckpointWriteError(TrainingFault):
     kind = "io"
 
-    def __init__(self, step: int, run_dir: Path, exc: OSError) -> None:
+    def __init__(self, step: int, run_dir: Path, exc: BaseException) -> None:
         from studio.train import checkpoint
 
         previous = checkpoint.list_checkpoints(run_dir)
         kept = f"the previous checkpoint {previous[0].path} is intact" if previous else "no earlier checkpoint exists"
-        what = "the disk is full" if exc.errno == errno.ENOSPC else f"the write failed ({exc.strerror or exc})"
+        what = _why_write_failed(exc, checkpoint.root(run_dir), checkpoint.size_bytes(previous[0].path) if previous else 0)
         super().__init__(
             f"could not write the checkpoint of step {step} in {checkpoint.root(run_dir)}: {what}. Nothing partial "
             f"was kept; {kept}",
             f"free disk space on {checkpoint.root(run_dir)} (or fix the error above), then run "
             f"'lora-studio resume {run_dir}'",
-            step=step, errno=exc.errno, last_good_checkpoint=str(previous[0].path) if previous else None)
+            step=step, errno=getattr(exc, "errno", None),
+            last_good_checkpoint=str(previous[0].path) if previous else None)
+
+
+def _why_write_failed(exc: BaseException, folder: Path, needed: int) -> str:
+    """'the disk is full' when it is (torch.save says so only as 'unexpected pos'), else the error itself."""
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return "the disk is full"
+    free = shutil.disk_usage(folder).free if folder.exists() else None
+    if free is not None and needed and free < needed * 1.5:
+        return f"the disk is full ({free / 2**20:.1f} MiB free; a checkpoint needs about {needed / 2**20:.1f} MiB)"
+    return f"the write failed ({getattr(exc, 'strerror', None) or exc})"
 
 
 class OutOfMemory(TrainingFault):

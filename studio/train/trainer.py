@@ -20,7 +20,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
-from studio.train import checkpoint, faults
+from studio.train import checkpoint, faults, recovery
 from studio.train.errors import CheckpointWriteError, NonFiniteLoss
 
 
@@ -85,7 +85,9 @@ class StudioTrainer(Trainer):
             super()._save_checkpoint(model, trial)
             self.args.output_dir = real_output
             final = checkpoint.commit(staging / f"checkpoint-{step}", self.run_dir, step, self.settings)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            if recovery.is_oom(exc):
+                raise
             raise CheckpointWriteError(step, self.run_dir, exc) from exc
         finally:
             self.args.output_dir = real_output

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+
+import pytest
 
 from conftest import MAX_STEPS, losses, new_run, of_type, read_json, run_worker, start_worker
 from studio import runs
@@ -105,3 +108,31 @@ def test_disk_full_then_resume_then_nan_loss(tmp_path, tiny_model_dir, chat_json
     assert runs.read_state(run_dir)["error"]["kind"] == "nan"
     got, want = losses(run_dir), losses(reference_run)  # the steps redone after the full disk are exact
     assert got == {step: want[step] for step in range(1, 7)}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 300 KiB filesystem (tmpfs) to fill; needs the right to mount (root), else the test is skipped."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root); the injected ENOSPC test covers the logic")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_really_full_disk_during_a_checkpoint(tmp_path, tiny_model_dir, chat_jsonl, tiny_disk):
+    """No injection: the checkpoints folder lives on a tiny filesystem that fills at the second checkpoint."""
+    run_dir = new_run(tmp_path, tiny_model_dir, chat_jsonl, max_steps=4)
+    (tiny_disk / "checkpoints").mkdir()
+    (run_dir / runs.CHECKPOINTS).symlink_to(tiny_disk / "checkpoints")
+    rc, events = run_worker(run_dir)
+    assert rc == 1
+    err = _error(events)
+    folder = run_dir / runs.CHECKPOINTS
+    assert err["kind"] == "io" and err["step"] == 4
+    assert err["message"].startswith(f"could not write the checkpoint of step 4 in {folder}: the disk is full")
+    assert err["message"].endswith(f"Nothing partial was kept; the previous checkpoint {folder / 'step-2'} is intact")
+    assert sorted(p.name for p in folder.iterdir()) == ["step-2"]
+    assert checkpoint.verify(folder / "step-2") is None
