@@ -353,9 +353,7 @@ class TrainPage(Page):
         else:
             status = "stopped"
             self._set_status(status, f"Stopped (exit code {code}).")
-        self._set_buttons(False)
-        for chart in self.charts.values():
-            chart.refresh()
+        self._set_buttons(False)  # the chart refresher draws the last points on its next ticks
         self.sig_run_ended.emit(self.run_dir, status)
 
     # -- helpers ------------------------------------------------------------------------------
