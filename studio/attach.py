@@ -26,7 +26,10 @@ _TAIL_BYTES = 1 << 16
 
 def worker_pid(run_dir: Path) -> int | None:
     """The pid of the live worker training ``run_dir``, or None (dead, finished, or a reused pid)."""
-    state = runs.read_state(run_dir)
+    try:
+        state = runs.read_state(run_dir)
+    except (OSError, ValueError):  # a damaged state.json: not a run we can drive
+        return None
     pid = state.get("pid")
     if state.get("status") != "running" or not runs.pid_alive(pid):
         return None

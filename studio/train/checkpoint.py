@@ -75,7 +75,10 @@ def write_manifest(folder: Path, step: int, settings: dict | None = None) -> dic
 
 def verify(folder: Path) -> str | None:
     """None when the checkpoint matches its manifest, else what is wrong (one line)."""
-    manifest = read_json(folder / MANIFEST)
+    try:
+        manifest = read_json(folder / MANIFEST)
+    except (OSError, ValueError):  # binary garbage is not JSON either (UnicodeDecodeError)
+        manifest = None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         return "no readable manifest.json"
     files: dict = manifest["files"]

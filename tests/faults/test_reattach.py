@@ -84,6 +84,8 @@ def test_worker_pid_rejects_a_reused_pid(tmp_path):
     runs.write_state(run_dir, status="running", pid=os.getpid())  # pytest is alive, but is not a worker
     assert attach.worker_pid(run_dir) is None
     assert attach.request_stop(run_dir) is False
+    (run_dir / runs.STATE).write_bytes(b"\xff\xfe\x00 garbage")  # a damaged state.json is not a live run
+    assert attach.worker_pid(run_dir) is None
 
 
 def test_a_second_worker_on_the_same_run_is_refused(tmp_path):

@@ -83,6 +83,8 @@ def test_manifest_that_omits_a_file_or_points_outside_is_refused(tmp_path, kille
     manifest["files"]["rng_state.pth"] = manifest["files"]["../../recipe.json"] = {"size": 1, "sha256": "x"}
     (ck.path / checkpoint.MANIFEST).write_text(json.dumps(manifest))
     assert "outside the checkpoint" in checkpoint.verify(ck.path) or "rng_state.pth" in checkpoint.verify(ck.path)
+    (ck.path / checkpoint.MANIFEST).write_bytes(b"\xff\xfe\x00 not json")
+    assert checkpoint.verify(ck.path) == "no readable manifest.json"
     (ck.path / checkpoint.MANIFEST).unlink()
     assert checkpoint.verify(ck.path) == "no readable manifest.json"
 
