@@ -61,7 +61,13 @@ class TrainingRun:
         safety.check_input_path(self.recipe.data.path, "data.path")
         safety.check_input_path(self.recipe.data.heldout, "data.heldout")
         data = self.data = dataset.build(self.tokenizer, self.recipe)
+        started_with = runs.read_state(self.run_dir).get("data_fingerprint")
         self._report_data(data)
+        now = runs.read_state(self.run_dir).get("data_fingerprint")
+        if self.resume and started_with and now != started_with:
+            self.em.emit(WARNING, message=f"the dataset {self.recipe.data.path} changed since this run started: "
+                                          "the resumed steps will not see the same examples in the same order",
+                         fingerprint_before=started_with, fingerprint_now=now)
         self.em.emit(PROGRESS, phase="load", done=2, total=3)
         self._load_model()
         self._log_trainable()
