@@ -93,3 +93,21 @@ def test_resume_refuses_a_finished_run(reference_run):
     result = cli("resume", str(reference_run))
     assert result.returncode != 0
     assert "already finished" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_folders_left_by_a_kill_mid_write_are_cleaned_and_never_used(tmp_path, killed_run):
+    """A SIGKILL during a checkpoint write or a prune leaves only hidden folders; the next start removes them."""
+    run_dir = copy_run(killed_run, tmp_path)
+    folder = run_dir / runs.CHECKPOINTS
+    newest = checkpoint.list_checkpoints(run_dir)[0]
+    staging = checkpoint.staging_dir(run_dir, newest.step + 2)
+    (staging / f"checkpoint-{newest.step + 2}").mkdir()
+    (staging / f"checkpoint-{newest.step + 2}" / "adapter_model.safetensors").write_bytes(b"half")
+    (folder / ".deleting-step-0-123").mkdir()
+    assert checkpoint.list_checkpoints(run_dir)[0] == newest  # hidden names are never candidates
+    removed = checkpoint.clean_partial(run_dir)
+    assert sorted(p.name for p in removed) == sorted([staging.name, ".deleting-step-0-123"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(c.path.name for c in checkpoint.list_checkpoints(run_dir))
+    older = [c.step for c in checkpoint.list_checkpoints(run_dir)[1:]]
+    assert checkpoint.prune(run_dir, keep=1) == older
+    assert [c.step for c in checkpoint.list_checkpoints(run_dir)] == [newest.step]
