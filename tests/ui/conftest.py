@@ -14,3 +14,20 @@ def fake_argv():
     def make(mode: str, *args: str) -> list[str]:
         return [sys.executable, str(FAKE), mode, *map(str, args)]
     return make
+
+
+def drop_path(window, path: Path) -> None:
+    """Drop a local file or folder on the window, as a file manager would."""
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+
+
+@pytest.fixture
+def drop():
+    return drop_path

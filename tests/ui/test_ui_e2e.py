@@ -8,12 +8,10 @@ from studio import runs
 from studio.demo import demo_dataset
 from ui.main_window import MainWindow
 
-from test_ui_pages import drop
-
 pytestmark = pytest.mark.timeout(240)
 
 
-def test_drop_plan_train_to_completion(qtbot, tiny_model_dir):
+def test_drop_plan_train_to_completion(qtbot, tiny_model_dir, drop):
     w = MainWindow()
     qtbot.addWidget(w)
     w.show()

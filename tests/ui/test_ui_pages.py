@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QAction, QDropEvent
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
 
 from studio import events as ev
 from studio import procs, runs
@@ -32,15 +32,6 @@ def window(qtbot):
     yield w
     for c in (w.train_page.controller, w.export_page.controller, w.model_page.converter):
         c.kill_now()
-
-
-def drop(window: MainWindow, path: Path) -> None:
-    """Drop a local file on the window, as a file manager would."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(path))])
-    event = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
-                       Qt.KeyboardModifier.NoModifier)
-    window.dropEvent(event)
 
 
 def test_window_title_pages_and_shortcuts(window):
@@ -82,7 +73,7 @@ def test_a_pinned_setting_stays_while_the_rest_refits(window, qtbot):
     assert window.plan_page.editors["train.seq_len"].editor.toolTip().startswith("Longest example")
 
 
-def test_dropping_a_dataset_shows_format_preview_and_problems(window, qtbot, tmp_path, chat_jsonl):
+def test_dropping_a_dataset_shows_format_preview_and_problems(window, qtbot, tmp_path, chat_jsonl, drop):
     bad = tmp_path / "bad.jsonl"
     lines = chat_jsonl.read_text().splitlines()[:5]
     lines.insert(2, '{"messages": [{"role": "user", "content": "unterminated"')
@@ -308,7 +299,7 @@ def test_the_palette_follows_the_colour_scheme(qapp, monkeypatch):
         qapp.setStyleSheet("")
 
 
-def test_a_broken_model_folder_says_what_is_wrong(window, qtbot, tmp_path):
+def test_a_broken_model_folder_says_what_is_wrong(window, qtbot, tmp_path, drop):
     folder = tmp_path / "broken-model"
     folder.mkdir()
     (folder / "config.json").write_text("{not json")
