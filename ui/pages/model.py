@@ -283,8 +283,24 @@ class ModelPage(Page):
         f["vocab"].setText(f"{vocab:,}" if isinstance(vocab, int) else str(vocab or "–"))
         tmpl = _get(info, "has_chat_template", "chat_template")
         f["template"].setText("yes" if tmpl else "no (plain text training only)" if tmpl is not None else "–")
-        f["path"].setText(str(_get(info, "path", "folder", "source", default=name)))
+        f["path"].setText(self._location(name, info))
         self._show_fit()
+
+    def _location(self, name: str, info) -> str:
+        """Where the weights are (or will come from), in words."""
+        source = _get(info, "source", default="")
+        if _get(info, "path"):
+            return str(info.path)
+        if source == "demo":
+            from studio.demo import demo_model_dir
+
+            return f"{demo_model_dir()} (prepared from the bundled file on first use)"
+        if source == "catalog":
+            models = core("studio.models")
+            entry = models.find_catalog(name) if models else None
+            hf_id = getattr(entry, "hf_id", "") or name
+            return f"catalog entry: plan with it now; to train, download {hf_id} into your Hugging Face cache"
+        return name
 
     def _show_fit(self) -> None:
         plan = self.session.plan
