@@ -24,9 +24,10 @@ $(VENV)/.dev-installed: $(VENV)/.ml-installed
 	$(PIP) install -c $(LOCK) -e ".[ml,gui,dev]"
 	touch $@
 
+# Opens the studio with the demo model (converted once, with a progress bar) and dataset selected.
 run: $(VENV)/.ml-installed
 	$(VENV)/bin/lora-studio demo-model
-	$(VENV)/bin/lora-studio train --demo
+	$(VENV)/bin/lora-studio gui --demo
 
 test: $(VENV)/.dev-installed
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
