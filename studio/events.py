@@ -134,6 +134,7 @@ class Emitter:
         self._log = open(log_path, "ab") if log_path else None
         self._lock = threading.Lock()
         self.stdout_ok = True
+        self.log_ok = True
 
     def emit(self, type: str, **data: Any) -> Event:
         with self._lock:
@@ -141,8 +142,11 @@ class Emitter:
             event = Event(type=type, data=data, seq=self.seq, ts=round(time.time(), 3), run=self.run)
             line = encode(event)
             if self._log:
-                self._log.write(line)
-                self._log.flush()
+                try:
+                    self._log.write(line)
+                    self._log.flush()
+                except OSError:  # a full disk must not swallow the event (often the error saying so)
+                    self.log_ok = False
             if self.stdout_ok:
                 try:
                     self._stream.write(line)

@@ -52,7 +52,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON: all read as "no value"
         return default
 
 

@@ -68,3 +68,16 @@ def test_emitter_keeps_recording_when_stdout_is_gone(tmp_path):
     em.emit("log", message="two")
     em.close()
     assert [e.data["message"] for e in read_events(tmp_path / "e.jsonl")] == ["one", "two"]
+
+
+def test_a_failing_record_does_not_swallow_the_event(tmp_path):
+    class Full(io.BytesIO):
+        def write(self, _):
+            raise OSError(28, "No space left on device")
+
+    out = io.BytesIO()
+    em = Emitter(run="r", stream=out)
+    em._log = Full()
+    em.emit("error", kind="io", message="disk full")
+    assert decode(out.getvalue()).data["message"] == "disk full"
+    assert em.log_ok is False
