@@ -113,7 +113,7 @@ def _scale(cfg: dict, module: str) -> float:
     return alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
 
 
-def copy_adapter(adapter_dir: Path, out: Path, base_dir: Path, model_name: str) -> list[Path]:
+def copy_adapter(adapter_dir: Path, out: Path, base_dir: Path) -> list[Path]:
     """The PEFT folder as it is, with the base model named in adapter_config.json."""
     written = []
     for name in ADAPTER_FILES:

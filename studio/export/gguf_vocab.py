@@ -50,8 +50,14 @@ def build_vocab(folder: Path, config: dict) -> GgufVocab:
     """Read the folder's tokenizer the way llama.cpp expects it; unknown kinds fail before any writing."""
     import gguf
 
+    from transformers import AutoTokenizer
+
     n_vocab = int(config["vocab_size"])
-    tok_json = _read_json(folder / "tokenizer.json")
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    # The tokenizer as transformers runs it, which is what training saw: transformers 5 may rebuild
+    # it by model class (a qwen2 folder gets Qwen2's split regex whatever tokenizer.json says).
+    backend = getattr(tok, "backend_tokenizer", None)
+    tok_json = json.loads(backend.to_str()) if backend is not None else _read_json(folder / "tokenizer.json")
     model = (tok_json or {}).get("model") or {}
     if model.get("type") == "BPE" and not model.get("byte_fallback") and \
             ((tok_json.get("decoder") or {}).get("type") == "ByteLevel"):
@@ -63,7 +69,7 @@ def build_vocab(folder: Path, config: dict) -> GgufVocab:
     else:
         raise UnsupportedModel(f"{folder / 'tokenizer.json'}: tokenizer kind '{model.get('type')}' cannot be "
                                "written to GGUF", "supported: byte-level BPE and SentencePiece (llama) tokenizers")
-    _set_add_special(folder, vocab)
+    _set_add_special(tok, vocab)
     return vocab
 
 
@@ -157,11 +163,8 @@ def _sentencepiece(folder: Path, n_vocab: int) -> GgufVocab:
     return GgufVocab("llama", "default", tokens[:n_vocab], types[:n_vocab], scores[:n_vocab], special)
 
 
-def _set_add_special(folder: Path, vocab: GgufVocab) -> None:
+def _set_add_special(tok: Any, vocab: GgufVocab) -> None:
     """Record whether the tokenizer adds BOS/EOS by watching it encode, and the chat template it uses."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(folder))
     ids = tok("a")["input_ids"]
     vocab.special.add_special_token["bos"] = bool(tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id])
     vocab.special.add_special_token["eos"] = bool(tok.eos_token_id is not None and ids[-1:] == [tok.eos_token_id]

@@ -73,7 +73,7 @@ class ExportResult:
 
 def _build_adapter(job: Job, tmp: Path) -> None:
     job.progress("adapter", 0, 1)
-    copy_adapter(job.inputs.adapter_dir, tmp, job.inputs.base_dir, job.inputs.model_name)
+    copy_adapter(job.inputs.adapter_dir, tmp, job.inputs.base_dir)
     job.progress("adapter", 1, 1)
     job.progress("verify", 0, 1)
     job.record(verify.check_adapter(job.inputs.adapter_dir, tmp))
