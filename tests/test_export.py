@@ -198,6 +198,9 @@ def test_gguf_other_llama_family_architectures(arch, tmp_path):
     write_gguf(folder, tmp_path / "m.gguf", "f16", name=f"tiny-{arch}")
     meta = _gguf_fields(tmp_path / "m.gguf")
     assert meta["general.architecture"] == ("qwen2" if arch == "qwen2" else "llama")
+    # transformers runs a qwen2 folder's tokenizer with Qwen2's split regex (single digits), so
+    # llama.cpp must be told "qwen2", not what the plain byte-level tokenizer.json suggests
+    assert meta["tokenizer.ggml.pre"] == ("qwen2" if arch == "qwen2" else "gpt-2")
     want = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     got = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", dtype=torch.float32)
     torch.testing.assert_close(_logits(got, IDS), _logits(want, IDS), atol=2e-3, rtol=0)

@@ -101,13 +101,17 @@ def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> Check:
     return Check("merge_logits", passed, summary, details)
 
 
-def greedy(model: Any, ids: list[int], n: int) -> list[int]:
+def greedy(model: Any, prompts: list[list[int]], n: int, pad_id: int) -> list[list[int]]:
+    """``n`` greedy tokens for each prompt, generated as one left-padded batch (both models alike)."""
     import torch
 
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, min_new_tokens=n,
-                             pad_token_id=0)
-    return out[0, len(ids):].tolist()
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False, pad_token_id=pad_id)
+    return out[:, width:].tolist()
 
 
 def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8) -> Check:
@@ -124,11 +128,12 @@ def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 
         return Check("gguf_greedy", None, f"skipped: {why}")
     tok = AutoTokenizer.from_pretrained(str(merged_dir))
     ids = prompt_ids(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
-    want = [greedy(merged, p, new_tokens) for p in ids]
+    want = greedy(merged, ids, new_tokens, pad)
     del merged
     gg = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
-    got = [greedy(gg, p, new_tokens) for p in ids]
+    got = greedy(gg, ids, new_tokens, pad)
     del gg
     tok_gguf = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     same_tokenizer = all(tok_gguf(t)["input_ids"] == tok(t)["input_ids"] for t in PROMPTS)
