@@ -115,11 +115,27 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     if qconf is None:
         model.to(device)
     model.config.use_cache = False
+    if device == "cpu" and qconf is not None:
+        keep_cpu_4bit_layout(model)
     if recipe.train.grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     torch.manual_seed(recipe.train.seed)
     return attach_lora(model, recipe)
+
+
+def keep_cpu_4bit_layout(model: Any) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference while we train.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50's ``Linear4bit.forward`` converts its weight in
+    place to a packed layout the first time it runs in eval mode without grad (sample generation,
+    ``Trainer.evaluate``) and never converts back; every backward pass after that computes wrong
+    gradients (measured: 92% relative error on the LoRA gradients), so training silently diverges.
+    The packed kernel is an inference speed-up only, so training runs keep the standard layout.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def attach_lora(model: Any, recipe: Recipe) -> Any:
