@@ -82,7 +82,7 @@ def follow(run_dir: Path, offset: int = 0, poll_s: float = 0.25) -> Iterator[Eve
     tail = EventTail(run_dir, offset)
     pid = worker_pid(run_dir)  # the process, not state.json: the worker writes "finished" before its last event
     while True:
-        alive = _alive(pid)
+        alive = runs.pid_alive(pid)
         events = tail.poll()
         yield from events
         if not events and not alive:
@@ -90,19 +90,6 @@ def follow(run_dir: Path, offset: int = 0, poll_s: float = 0.25) -> Iterator[Eve
             return
         if not events:
             time.sleep(poll_s)
-
-
-def _alive(pid: int | None) -> bool:
-    if not runs.pid_alive(pid):
-        return False
-    try:
-        import psutil
-
-        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
-    except ImportError:
-        return True
-    except Exception:  # gone between the two checks
-        return False
 
 
 def request_stop(run_dir: Path) -> bool:

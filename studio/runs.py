@@ -50,7 +50,7 @@ def create(recipe: Recipe, runs_root: Path | None = None, plan: dict | None = No
     recipe.save(run_dir / RECIPE)
     if plan is not None:
         atomic_write_json(run_dir / PLAN, plan)
-    write_state(run_dir, status="created")
+    write_state(run_dir, status="created", created=_dt.datetime.now().isoformat(timespec="seconds"))
     return run_dir
 
 
@@ -68,6 +68,7 @@ def write_state(run_dir: Path, **updates: Any) -> dict:
 
 
 def pid_alive(pid: int | None) -> bool:
+    """True while process ``pid`` exists and has not exited (a zombie awaiting its parent has)."""
     if not pid:
         return False
     try:
@@ -76,7 +77,12 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    import psutil
+
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone between the two checks
+        return False
 
 
 @dataclass

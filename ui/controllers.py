@@ -157,9 +157,7 @@ class WorkerController(QObject):
     @property
     def running(self) -> bool:
         if self._follow_pid is not None:
-            from studio.attach import _alive  # a zombie is not alive
-
-            return _alive(self._follow_pid)
+            return runs.pid_alive(self._follow_pid)  # a zombie is not alive
         return self.proc is not None and self._live  # until sig_finished: the last events are delivered
 
     @property

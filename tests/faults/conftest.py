@@ -1,106 +1,11 @@
-"""Shared pieces for the fault tests: tiny runs driven through the real worker process."""
+"""Fixtures for the fault tests (helpers live in faultkit.py)."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from studio import runs
-from studio.events import EventReader, read_events
-from studio.procs import worker_argv, worker_env
-from studio.recipe import Recipe
-
-MAX_STEPS = 8
-
-
-def tiny_recipe(model_dir: Path, data: Path, **train: object) -> Recipe:
-    r = Recipe(name="fault")
-    r.model.name_or_path, r.data.path, r.data.val_fraction = str(model_dir), str(data), 0.0
-    r.lora.rank, r.lora.alpha = 4, 8  # dropout stays on: resume must restore the RNG to be exact
-    t = r.train
-    t.max_steps, t.micro_batch, t.grad_accum, t.seq_len, t.grad_ckpt = MAX_STEPS, 2, 2, 48, False
-    t.save_steps, t.keep_checkpoints, t.warmup_ratio, t.lr = 2, 3, 0.0, 1e-3
-    for k, v in train.items():
-        setattr(t, k, v)
-    return r
-
-
-def new_run(root: Path, model_dir: Path, data: Path, **train: object) -> Path:
-    return runs.create(tiny_recipe(model_dir, data, **train), root)
-
-
-def start_worker(run_dir: Path, *args: str, fault: str | None = None) -> subprocess.Popen:
-    env = worker_env()
-    env.pop("LORA_STUDIO_TEST_FAULT", None)
-    if fault:
-        env["LORA_STUDIO_TEST_FAULT"] = fault
-    return subprocess.Popen(worker_argv("workers.train", run_dir, *args), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=open(Path(run_dir) / "worker.log", "ab"), env=env,
-                            start_new_session=True)
-
-
-def run_worker(run_dir: Path, *args: str, fault: str | None = None, timeout: float = 240) -> tuple[int, list]:
-    """Run the worker to its end; its exit code and the events it printed on stdout."""
-    proc = start_worker(run_dir, *args, fault=fault)
-    out, _ = proc.communicate(timeout=timeout)
-    reader = EventReader()
-    return proc.returncode, reader.feed(out) + reader.close()
-
-
-def kill_at_step(run_dir: Path, step: int) -> int:
-    """Start the worker and SIGKILL it once it reports ``step``; returns the step last reported."""
-    proc = start_worker(run_dir)
-    reader, seen = EventReader(), 0
-    while True:
-        chunk = proc.stdout.read1(65536)
-        if not chunk:
-            break
-        for ev in reader.feed(chunk):
-            if ev.type == "progress" and ev.data.get("phase") == "train":
-                seen = max(seen, ev.data.get("done", 0))
-        if seen >= step:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    return seen
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    """step -> logged training loss (a step logged twice, before a kill and after resume, must agree)."""
-    out: dict[int, float] = {}
-    for ev in read_events(Path(run_dir) / runs.EVENTS):
-        if ev.type == "metric" and "loss" in ev.data:
-            step, loss = ev.data["step"], ev.data["loss"]
-            assert out.get(step, loss) == loss, f"step {step} logged {out[step]} then {loss}"
-            out[step] = loss
-    return out
-
-
-def adapter_tensors(run_dir: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(run_dir) / runs.ADAPTER / "adapter_model.safetensors"))
-
-
-def max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-
-
-def of_type(events: list, kind: str) -> list:
-    return [e for e in events if e.type == kind]
-
-
-def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("lora-studio")  # the installed entry point, as a user runs it
-    return subprocess.run([str(exe), *args], capture_output=True, text=True,
-                          timeout=timeout, env=worker_env())
+from faultkit import kill_at_step, new_run, run_worker
 
 
 @pytest.fixture(scope="session")
@@ -118,13 +23,3 @@ def killed_run(tmp_path_factory, tiny_model_dir, chat_jsonl) -> Path:
     run_dir = new_run(tmp_path_factory.mktemp("killed"), tiny_model_dir, chat_jsonl)
     kill_at_step(run_dir, 5)
     return run_dir
-
-
-def copy_run(run_dir: Path, dest_root: Path) -> Path:
-    dest = dest_root / run_dir.name
-    shutil.copytree(run_dir, dest)
-    return dest
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

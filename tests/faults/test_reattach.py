@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from conftest import MAX_STEPS, adapter_tensors, losses, max_diff, tiny_recipe
+from faultkit import MAX_STEPS, adapter_tensors, losses, max_diff, tiny_recipe
 from studio import attach, runs
 from studio.events import read_events
 from studio.procs import worker_env
@@ -90,7 +90,7 @@ def test_worker_pid_rejects_a_reused_pid(tmp_path):
 
 def test_a_second_worker_on_the_same_run_is_refused(tmp_path):
     """Two resumes at once (GUI and CLI) must not train one folder twice."""
-    from conftest import run_worker
+    from faultkit import run_worker
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

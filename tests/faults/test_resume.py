@@ -5,7 +5,7 @@ import io
 import json
 import random
 
-from conftest import (MAX_STEPS, adapter_tensors, cli, copy_run, kill_at_step, losses, max_diff, new_run,
+from faultkit import (MAX_STEPS, adapter_tensors, cli, copy_run, kill_at_step, losses, max_diff, new_run,
                       of_type)
 from studio import runs
 from studio.events import EventReader, Emitter, read_events

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import new_run, of_type, run_worker
+from faultkit import new_run, of_type, run_worker
 from studio import runs
 from studio.procs import worker_env
 from studio.recipe import Recipe

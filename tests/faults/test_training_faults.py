@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import MAX_STEPS, losses, new_run, of_type, read_json, run_worker, start_worker
+from faultkit import MAX_STEPS, losses, new_run, of_type, read_json, run_worker, start_worker
 from studio import runs
 from studio.train import checkpoint, recovery
 
