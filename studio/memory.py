@@ -213,7 +213,6 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS) -
     for part in (_weights(info, s, stack), _trainable(info, s)):
         comps.update(part[0])
         srcs.update(part[1])
-    static = sum(comps.values())
     act, act_src = _activations(info, s, dropout, stack)
     tr, tr_src = _transients(info, s)
     train_phase = sum(act.values()) + sum(tr.values())

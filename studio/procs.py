@@ -7,8 +7,10 @@ interpreter running the studio.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from studio.paths import REPO_ROOT
 
@@ -64,3 +66,26 @@ def worker_env(base: dict | None = None) -> dict:
     if root not in parts and (Path(root) / "studio").is_dir():
         env["PYTHONPATH"] = os.pathsep.join([root, *parts])
     return env
+
+
+def start_worker(argv: list[str], stderr: Any, env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
+    """A worker in its own session, stdin/stdout piped for commands and events.
+
+    Its own session means Ctrl-C in a terminal reaches only the CLI (which turns it into a stop
+    command), and a closed terminal or window does not kill a training run.
+    """
+    return subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                            env=env if env is not None else worker_env(), cwd=cwd,
+                            start_new_session=True, close_fds=True)
+
+
+def send_command(proc: subprocess.Popen, name: str, **args: Any) -> bool:
+    """Write a protocol command to the worker's stdin; False when the worker is already gone."""
+    from studio.events import encode_command
+
+    try:
+        proc.stdin.write(encode_command(name, **args))
+        proc.stdin.flush()
+        return True
+    except (OSError, ValueError):
+        return False

@@ -219,9 +219,7 @@ class WorkerController(QObject):
             self._stderr_file = open(stderr_path, "ab")
             stderr = self._stderr_file
         try:
-            self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                         env=env if env is not None else procs.worker_env(), cwd=cwd,
-                                         start_new_session=True, close_fds=True)
+            self.proc = procs.start_worker(argv, stderr=stderr, env=env, cwd=cwd)
         except OSError:
             if self._stderr_file:
                 self._stderr_file.close()
@@ -251,12 +249,7 @@ class WorkerController(QObject):
         """Write a protocol command to the worker's stdin; False when it cannot be delivered."""
         if not self.running or self.proc is None or self.proc.stdin is None:
             return False
-        try:
-            self.proc.stdin.write(ev.encode_command(name, **args))
-            self.proc.stdin.flush()
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
+        return procs.send_command(self.proc, name, **args)
 
     def stop(self) -> None:
         """Ask politely (the worker saves and exits), then terminate, then kill."""

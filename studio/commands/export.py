@@ -9,11 +9,10 @@ import argparse
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader, encode_command
-from studio.procs import worker_argv, worker_env
+from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader
+from studio.procs import send_command, start_worker, worker_argv
 
 FORMATS = ("merged", "adapter", "gguf", "ollama")
 QUANTS = ("f16", "bf16", "q8_0", "q4_0")
@@ -53,8 +52,7 @@ def follow(run_dir: Path, extra: list[str]) -> dict:
     """Start the worker in its own session, show its events, and cancel it cleanly on Ctrl-C."""
     log_path = run_dir / "export.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(worker_argv("workers.export", run_dir, *extra), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=log, env=worker_env(), start_new_session=True)
+        proc = start_worker(worker_argv("workers.export", run_dir, *extra), stderr=log)
         view, reader = _View(), EventReader()
         result: dict = {"log": str(log_path)}
         cancelled = False
@@ -82,11 +80,7 @@ def follow(run_dir: Path, extra: list[str]) -> dict:
 
 def _stop(proc: subprocess.Popen) -> None:
     """Ask politely (stop command), then terminate, then kill."""
-    try:
-        proc.stdin.write(encode_command("stop"))
-        proc.stdin.flush()
-    except OSError:
-        pass
+    send_command(proc, "stop")
     for escalate in (proc.terminate, proc.kill):
         try:
             proc.wait(timeout=STOP_GRACE_S)

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from studio import runs
-from studio.events import ERROR, METRIC, PROGRESS, WARNING, EventReader, encode_command
-from studio.procs import worker_argv, worker_env
+from studio.events import ERROR, METRIC, PROGRESS, WARNING, EventReader
+from studio.procs import send_command, start_worker, worker_argv
 from studio.recipe import Recipe, RecipeError
 
 
@@ -106,8 +105,7 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
     from tqdm import tqdm
 
     log = open(run_dir / "worker.log", "ab")
-    proc = subprocess.Popen(worker_argv("workers.train", run_dir, *worker_args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=log, env=worker_env(), start_new_session=True)
+    proc = start_worker(worker_argv("workers.train", run_dir, *worker_args), stderr=log)
     reader, bar, result = EventReader(), None, {"samples": {}}
     stopping_since = None
     while True:
@@ -121,11 +119,7 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
             if stopping_since is None:
                 print("\nstopping: saving the adapter (Ctrl-C again to end at once)", file=sys.stderr)
                 stopping_since = time.time()
-                try:
-                    proc.stdin.write(encode_command("stop"))
-                    proc.stdin.flush()
-                except OSError:
-                    pass
+                send_command(proc, "stop")
             else:
                 proc.kill()
     proc.wait()
