@@ -89,3 +89,16 @@ def send_command(proc: subprocess.Popen, name: str, **args: Any) -> bool:
         return True
     except (OSError, ValueError):
         return False
+
+
+def pump_events(proc: subprocess.Popen, reader: Any, on_event: Any) -> bool:
+    """Read one chunk of the worker's stdout and hand its events to ``on_event``; False at the end.
+
+    One chunk per call, so a caller can catch Ctrl-C between reads and keep following the worker.
+    """
+    chunk = proc.stdout.read1(65536)
+    if not chunk:
+        return False
+    for event in reader.feed(chunk):
+        on_event(event)
+    return True

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader
-from studio.procs import send_command, start_worker, worker_argv
+from studio.procs import pump_events, send_command, start_worker, worker_argv
 
 FORMATS = ("merged", "adapter", "gguf", "ollama")
 QUANTS = ("f16", "bf16", "q8_0", "q4_0")
@@ -58,11 +58,8 @@ def follow(run_dir: Path, extra: list[str]) -> dict:
         cancelled = False
         while True:
             try:
-                chunk = proc.stdout.read1(65536)
-                if not chunk:
+                if not pump_events(proc, reader, lambda ev: view.show(ev, result)):
                     break
-                for ev in reader.feed(chunk):
-                    view.show(ev, result)
             except KeyboardInterrupt:
                 cancelled = True
                 view.close()

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from studio import runs
 from studio.events import ERROR, METRIC, PROGRESS, WARNING, EventReader
-from studio.procs import send_command, start_worker, worker_argv
+from studio.procs import pump_events, send_command, start_worker, worker_argv
 from studio.recipe import Recipe, RecipeError
 
 
@@ -104,28 +103,29 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
     """Start the worker detached from our terminal and show its events until it ends."""
     from tqdm import tqdm
 
-    log = open(run_dir / "worker.log", "ab")
-    proc = start_worker(worker_argv("workers.train", run_dir, *worker_args), stderr=log)
     reader, bar, result = EventReader(), None, {"samples": {}}
-    stopping_since = None
-    while True:
-        try:
-            chunk = proc.stdout.read1(65536)
-            if not chunk:
-                break
-            for ev in reader.feed(chunk):
-                bar = _show(ev, bar, result, tqdm)
-        except KeyboardInterrupt:
-            if stopping_since is None:
-                print("\nstopping: saving the adapter (Ctrl-C again to end at once)", file=sys.stderr)
-                stopping_since = time.time()
-                send_command(proc, "stop")
-            else:
-                proc.kill()
-    proc.wait()
+
+    def on_event(ev) -> None:
+        nonlocal bar
+        bar = _show(ev, bar, result, tqdm)
+
+    with open(run_dir / "worker.log", "ab") as log:
+        proc = start_worker(worker_argv("workers.train", run_dir, *worker_args), stderr=log)
+        stopping = False
+        while True:
+            try:
+                if not pump_events(proc, reader, on_event):
+                    break
+            except KeyboardInterrupt:
+                if stopping:
+                    proc.kill()
+                else:
+                    print("\nstopping: saving the adapter (Ctrl-C again to end at once)", file=sys.stderr)
+                    stopping = True
+                    send_command(proc, "stop")
+        proc.wait()
     if bar:
         bar.close()
-    log.close()
     result["returncode"] = proc.returncode
     return result
 
