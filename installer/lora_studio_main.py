@@ -23,6 +23,8 @@ def main(argv: list[str]) -> int:
         return smoke_test()
     if not argv or argv[0] == GUI_FLAG:
         return open_window(["--data", argv[1]] if len(argv) > 1 else [])
+    if argv[0] == "gui":
+        return open_window(argv[1:])
     if argv[0] == "-m":
         return no_runtime_worker(argv[1:2])
     from studio.cli import main as cli_main
@@ -98,17 +100,18 @@ def _main_window(app):
 
 def _inspect(window, waited_s: float) -> dict:
     """What a user would see: the window, its version, and where the ML runtime stands."""
-    from studio import __version__, paths, runtime
+    from studio import __version__, paths
+    from studio.runtime import state
 
     title = window.windowTitle() if window is not None else None
-    status = runtime.status()
-    needs = runtime.needs_setup()
+    status = state.status()
+    needs = state.needs_setup()
     offer = _runtime_offer(window)
     checks = {
         "window_shown": window is not None,
         "title_ok": bool(title and title.startswith("LoRA Studio")),
         "resources_found": (paths.resources_dir() / "icons").is_dir(),
-        "lock_found": runtime.lock_path().is_file(),
+        "lock_found": state.lock_path().is_file(),
         "worker_sources_found": _worker_sources_found(),
         # Found (ready, or another interpreter can run the workers), or offered to be created.
         "runtime_found_or_offered": status["state"] == "ready" or not needs or offer,
@@ -134,7 +137,7 @@ def _worker_sources_found() -> bool:
     from pathlib import Path
 
     base = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parent.parent))
-    return (base / "studio" / "runtime.py").is_file() and (base / "workers").is_dir()
+    return (base / "studio" / "runtime" / "state.py").is_file() and (base / "workers").is_dir()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,12 @@
 
 Subcommands live one per module in ``studio.commands``; each module has
 ``register(subparsers)`` that adds its parser and sets ``func(args) -> int``. The list is
-discovered, so adding a command is adding a module. With no arguments the desktop window opens.
+discovered, so adding a command is adding a module. The ``lora-studio`` program (``lora_studio``)
+opens the window when no command is given; this module never imports the window.
+
+A one-shot command that the window runs as a subprocess takes ``--events`` (``add_events_flag``):
+stdout then carries only the worker protocol, ``args.emitter`` is set, and the command ends with a
+``done`` event whose data is its result (or an ``error`` event).
 """
 from __future__ import annotations
 
@@ -11,17 +16,21 @@ import importlib
 import pkgutil
 import sys
 
-from studio import __version__
+from studio import __version__, events
+from studio.errors import UserError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-class UserError(Exception):
-    """An error the user can fix; printed as one line, no traceback, exit code 2."""
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are UserErrors: one line on stderr, exit code 2, like every other."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message.removeprefix("argument "))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lora-studio",
         description="Fine-tune an open LLM on your own GPU, privately. With no command, opens the studio window.")
     parser.add_argument("--version", action="version", version=f"lora-studio {__version__}")
@@ -36,30 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        return _open_gui()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UserError as e:
+        print(f"lora-studio: {e} (see lora-studio --help)", file=sys.stderr)
+        return EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    args.emitter = events.Emitter(stream=events.reserve_stdout()) if getattr(args, "events", False) else None
     try:
         return int(args.func(args) or 0)
     except UserError as e:
+        if args.emitter is not None:  # the window reads the error from the protocol, in the same words
+            args.emitter.emit(events.ERROR, kind="config", message=str(e), hint="")
         print(f"lora-studio {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def _open_gui() -> int:
-    try:
-        from ui.app import run_app
-    except ImportError as e:
-        print(f"the desktop window is not available ({e}); try 'lora-studio --help'", file=sys.stderr)
-        return EXIT_FAIL
-    return run_app([])
 
 
 if __name__ == "__main__":

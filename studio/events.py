@@ -113,6 +113,13 @@ class EventReader:
         self.last_malformed = line[:200]
 
 
+def result_of(data: bytes) -> dict | None:
+    """The data of the last ``done`` event in ``data``: the answer of a one-shot command (a probe)."""
+    reader = EventReader()
+    done = [ev for ev in reader.feed(data) + reader.close() if ev.type == DONE]
+    return done[-1].data if done else None
+
+
 def read_events(path: Path) -> list[Event]:
     """All events of a run's events.jsonl (malformed or truncated lines skipped)."""
     reader = EventReader()

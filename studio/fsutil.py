@@ -90,3 +90,11 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def existing_parent(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (to ask the file system about free space)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

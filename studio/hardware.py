@@ -33,12 +33,14 @@ class GpuInfo:
 class GpuList(list):
     """A list of GpuInfo that also says why it is empty (``reason``)."""
 
-    def __init__(self, items: list | None = None, reason: str = ""):
+    def __init__(self, items: list | None = None, reason: str = "", cuda_driver: str | None = None):
         super().__init__(items or [])
         self.reason = reason
+        self.cuda_driver = cuda_driver
 
 
 def _nvml() -> Any:
+    """pynvml, initialised; a missing package is an install bug and raises ImportError, loudly."""
     import pynvml
 
     pynvml.nvmlInit()
@@ -74,13 +76,14 @@ def detect_gpus() -> GpuList:
     try:
         nv = _nvml()
     except ImportError:
-        return GpuList(reason="nvidia-ml-py (pynvml) is not installed")
+        raise
     except Exception as e:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
         return GpuList(reason=f"no NVIDIA driver found ({_text(e) or type(e).__name__})")
     try:
         driver = _text(nv.nvmlSystemGetDriverVersion())
         gpus = [_one(nv, i, driver) for i in range(nv.nvmlDeviceGetCount())]
-        return GpuList(gpus, reason="" if gpus else "the NVIDIA driver reports no GPU")
+        return GpuList(gpus, reason="" if gpus else "the NVIDIA driver reports no GPU",
+                       cuda_driver=_cuda_version(nv.nvmlSystemGetCudaDriverVersion()))
     except Exception as e:
         return GpuList(reason=f"NVML error: {_text(e) or type(e).__name__}")
     finally:
@@ -111,3 +114,18 @@ def gpu_memory_used(index: int = 0) -> int | None:
             nv.nvmlShutdown()
         except Exception:
             pass
+
+
+
+def nvidia_gpus() -> dict:
+    """The doctor's view of the GPUs: each one's memory, the driver and its CUDA version, or why none."""
+    gpus = detect_gpus()
+    return {"gpus": [{"index": g.index, "name": g.name, "memory_total_mb": g.total_bytes // 2**20,
+                      "memory_free_mb": g.free_bytes // 2**20} for g in gpus],
+            "driver": gpus[0].driver if gpus else None, "cuda_driver": gpus.cuda_driver,
+            "error": None if gpus else gpus.reason}
+
+
+def _cuda_version(code: int) -> str:
+    """NVML encodes the driver's CUDA version as 1000*major + 10*minor (12080 -> 12.8)."""
+    return f"{code // 1000}.{(code % 1000) // 10}"

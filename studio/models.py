@@ -23,6 +23,12 @@ DEMO_CATALOG_ID = "smollm2-135m-instruct"
 GROUPS = ("embeddings", "attention", "mlp", "experts", "router", "norms", "lm_head", "other")
 
 
+def looks_like_model(path: str | Path) -> bool:
+    """A folder with config.json (or a .gguf file) is a model; anything else is treated as data."""
+    path = Path(path)
+    return (path.is_dir() and (path / "config.json").is_file()) or path.suffix.lower() == ".gguf"
+
+
 class ModelError(ValueError):
     """A model that cannot be found or read; the message says what to do."""
 

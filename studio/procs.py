@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.paths import REPO_ROOT
+from studio.runtime.state import runtime_python
 
 # Set before any import in the worker: no hub access unless the user asks for a download.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -23,15 +24,8 @@ def worker_python() -> str:
     explicit = os.environ.get("LORA_STUDIO_PYTHON")
     if explicit:
         return explicit
-    try:
-        from studio.runtime import runtime_python  # the managed runtime (installer issue)
-    except ImportError:
-        runtime_python = None
-    if runtime_python is not None:
-        found = runtime_python()
-        if found:
-            return str(found)
-    return sys.executable
+    found = runtime_python()  # the managed runtime (docs/installer.md)
+    return str(found) if found else sys.executable
 
 
 def worker_argv(module: str, *args: str) -> list[str]:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from studio import runtime
+from studio.runtime import doctor
 from studio.commands.doctor import format_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def test_doctor_json_without_probe_is_fast_and_torch_free(tmp_path):
 
 
 def test_probe_reports_the_interpreter_the_workers_use():
-    ml = runtime.run_probe(sys.executable)
+    ml = doctor.run_probe(sys.executable)
     assert "error" not in ml and "torch_error" not in ml
     assert ml["versions"]["torch"] == importlib.metadata.version("torch")
     assert ml["versions"]["bitsandbytes"] == importlib.metadata.version("bitsandbytes")
@@ -46,7 +46,7 @@ def test_probe_failure_is_words_not_a_traceback(tmp_path):
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'boom: no interpreter here' >&2\nexit 3\n")
     broken.chmod(0o755)
-    ml = runtime.run_probe(str(broken))
+    ml = doctor.run_probe(str(broken))
     assert ml["error"].startswith(f"the probe failed under {broken} (exit code 3)") and "boom" in ml["error"]
 
 
@@ -67,19 +67,19 @@ def _report(**over) -> dict:
 
 def test_a_healthy_gpu_machine_has_no_problems():
     report = _report()
-    assert runtime.problems(report) == []
+    assert doctor.problems(report) == []
     text = format_report({**report, "problems": []})
     assert "RTX 4090" in text and "supports CUDA 12.8" in text and "No problems found." in text
 
 
 def test_problems_say_what_to_do():
     cpu_torch = _report(ml={"cuda_available": False, "torch_cuda": None})
-    assert any("cannot use it" in p and "LORA_STUDIO_TORCH_VARIANT=cuda" in p for p in runtime.problems(cpu_torch))
+    assert any("cannot use it" in p and "LORA_STUDIO_TORCH_VARIANT=cuda" in p for p in doctor.problems(cpu_torch))
     old_driver = _report(nvidia={"cuda_driver": "12.2"})
-    assert any("update the NVIDIA driver" in p for p in runtime.problems(old_driver))
+    assert any("update the NVIDIA driver" in p for p in doctor.problems(old_driver))
     no_bnb = _report(ml={"bnb_4bit": {"ok": False, "error": "libbitsandbytes_cuda.so missing"}})
-    assert any("libbitsandbytes_cuda.so missing" in p for p in runtime.problems(no_bnb))
+    assert any("libbitsandbytes_cuda.so missing" in p for p in doctor.problems(no_bnb))
     full = _report(disk={"free_gb": 3.2})
-    assert any("Only 3.2 GB is free" in p for p in runtime.problems(full))
+    assert any("Only 3.2 GB is free" in p for p in doctor.problems(full))
     missing = _report(runtime={"state": "missing"}, needs_setup=True, ml={"error": "no ML runtime is set up yet"})
-    assert any("lora-studio runtime setup" in p for p in runtime.problems(missing))
+    assert any("lora-studio runtime setup" in p for p in doctor.problems(missing))

@@ -30,7 +30,7 @@ def test_spec_compiles_and_keeps_the_ml_stack_out():
 
 def test_bundle_carries_resources_lock_and_worker_sources():
     pairs = {(Path(src).relative_to(ROOT).as_posix(), dest) for src, dest in bundle.datas_for(ROOT)}
-    for needed in [("installer/runtime-lock.txt", "installer"), ("studio/runtime.py", "studio"),
+    for needed in [("installer/runtime-lock.txt", "installer"), ("studio/runtime/state.py", "studio/runtime"),
                    ("workers/train.py", "workers"), ("resources/icons/lora-studio.svg", "resources/icons"),
                    ("resources/lora-studio.desktop", "resources")]:
         assert needed in pairs

@@ -20,33 +20,34 @@ from pathlib import Path
 import psutil
 import pytest
 
-from studio import events, runtime
+from studio import events
+from studio.runtime import setup, state
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _names(requirements: list[str]) -> set[str]:
-    return {runtime.normalise(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]) for r in requirements}
+    return {state.normalise(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]) for r in requirements}
 
 
 def test_shipped_lock_pins_torch_and_every_runtime_package():
-    pins = runtime.read_lock()
-    assert pins["torch"] == runtime.TORCH_VERSION == "2.13.0"  # no local suffix: CPU or CUDA by index
-    missing = [p for p in (*runtime.ML_PACKAGES, *runtime.CORE_PACKAGES) if runtime.normalise(p) not in pins]
+    pins = state.read_lock()
+    assert pins["torch"] == setup.TORCH_VERSION == "2.13.0"  # no local suffix: CPU or CUDA by index
+    missing = [p for p in (*setup.ML_PACKAGES, *setup.CORE_PACKAGES) if state.normalise(p) not in pins]
     assert missing == []
 
 
 def test_runtime_packages_follow_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = _names(project["optional-dependencies"]["ml"]) | _names(project["dependencies"])
-    assert wanted - {"torch"} == _names([*runtime.ML_PACKAGES, *runtime.CORE_PACKAGES])
+    assert wanted - {"torch"} == _names([*setup.ML_PACKAGES, *setup.CORE_PACKAGES])
 
 
 def test_read_lock_names_the_bad_line(tmp_path):
     lock = tmp_path / "lock.txt"
     lock.write_text("# pins\nnumpy==2.0\n\ntorch>=2\n")
     with pytest.raises(ValueError, match=r"line 4: expected 'name==version'"):
-        runtime.read_lock(lock)
+        state.read_lock(lock)
 
 
 GPU = {"gpus": [{"index": 0, "name": "NVIDIA GeForce RTX 4090", "memory_total_mb": 24564}]}
@@ -55,32 +56,32 @@ NO_GPU = {"gpus": []}
 
 @pytest.mark.parametrize("gpus, system, variant, extra", [
     (GPU, "Linux", "cuda", []),                                       # PyPI's Linux wheel is CUDA
-    (NO_GPU, "Linux", "cpu", ["--extra-index-url", runtime.CPU_INDEX]),
-    (GPU, "Windows", "cuda", ["--extra-index-url", runtime.WINDOWS_CUDA_INDEX]),
+    (NO_GPU, "Linux", "cpu", ["--extra-index-url", setup.CPU_INDEX]),
+    (GPU, "Windows", "cuda", ["--extra-index-url", setup.WINDOWS_CUDA_INDEX]),
     (NO_GPU, "Windows", "cpu", []),                                   # PyPI's Windows wheel is CPU
     (GPU, "Darwin", "cpu", []),
 ])
 def test_choose_torch_by_machine(monkeypatch, gpus, system, variant, extra):
     monkeypatch.delenv("LORA_STUDIO_TORCH_VARIANT", raising=False)
     monkeypatch.delenv("LORA_STUDIO_TORCH_INDEX", raising=False)
-    choice = runtime.choose_torch(gpus, system)
+    choice = setup.choose_torch(gpus, system)
     assert (choice.variant, choice.requirement, choice.pip_args) == (variant, "torch==2.13.0", extra)
 
 
 def test_choose_torch_settings_override(monkeypatch):
     monkeypatch.setenv("LORA_STUDIO_TORCH_VARIANT", "cpu")
     monkeypatch.setenv("LORA_STUDIO_TORCH_INDEX", "https://mirror.example/whl/cpu")
-    choice = runtime.choose_torch(GPU, "Linux")
+    choice = setup.choose_torch(GPU, "Linux")
     assert choice.variant == "cpu" and choice.pip_args == ["--extra-index-url", "https://mirror.example/whl/cpu"]
     monkeypatch.setenv("LORA_STUDIO_TORCH_VARIANT", "rocm")
-    with pytest.raises(runtime.RuntimeSetupError, match="LORA_STUDIO_TORCH_VARIANT"):
-        runtime.choose_torch(GPU, "Linux")
+    with pytest.raises(setup.RuntimeSetupError, match="LORA_STUDIO_TORCH_VARIANT"):
+        setup.choose_torch(GPU, "Linux")
 
 
 def test_unreachable_default_index_is_dropped(monkeypatch):
     monkeypatch.delenv("LORA_STUDIO_TORCH_INDEX", raising=False)
-    dead = runtime.TorchChoice("cpu", "torch==2.13.0", ["--extra-index-url", "http://127.0.0.1:9/whl/cpu"], "x")
-    kept = runtime.without_unreachable_index(dead)
+    dead = setup.TorchChoice("cpu", "torch==2.13.0", ["--extra-index-url", "http://127.0.0.1:9/whl/cpu"], "x")
+    kept = setup.without_unreachable_index(dead)
     assert kept.pip_args == [] and "did not answer" in kept.reason
 
 
@@ -115,56 +116,56 @@ def offline(tmp_path_factory):
     return {"house": house, "lock": lock}
 
 
-def _setup(offline, root: Path, packages: list[str], check: bool = False) -> runtime.RuntimeSetup:
-    return runtime.RuntimeSetup(root=root, lock=offline["lock"], torch=None, packages=packages, demo=False,
+def _setup(offline, root: Path, packages: list[str], check: bool = False) -> setup.RuntimeSetup:
+    return setup.RuntimeSetup(root=root, lock=offline["lock"], torch=None, packages=packages, demo=False,
                                 check=check, pip_args=["--no-index", "--find-links", str(offline["house"])],
                                 log=root.parent / "setup.log")
 
 
 def test_real_setup_installs_the_pinned_version_then_reports_a_failure_in_words(offline):
-    root = runtime.runtime_dir()  # inside this test's LORA_STUDIO_HOME
-    assert runtime.status()["state"] == "missing" and runtime.runtime_python() is None
+    root = state.runtime_dir()  # inside this test's LORA_STUDIO_HOME
+    assert state.status()["state"] == "missing" and state.runtime_python() is None
     seen: list[tuple[int, int, str]] = []
     python = _setup(offline, root, ["studiotinypkg"]).run(progress=lambda *a: seen.append(a))
 
-    assert python == runtime.runtime_python() and python.is_file()
+    assert python == state.runtime_python() and python.is_file()
     assert [s[2] for s in seen] == ["Creating the Python environment", "Installing the training libraries",
                                     "The ML runtime is ready"]
     version = subprocess.run([str(python), "-c", "import studiotinypkg; print(studiotinypkg.VERSION)"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert version == "1.0"  # the lock, not the newest wheel
-    assert runtime.status()["state"] == "outdated"  # made from a lock other than the shipped one
-    first_marker = (root / runtime.MARKER).read_text()
+    assert state.status()["state"] == "outdated"  # made from a lock other than the shipped one
+    first_marker = (root / state.MARKER).read_text()
 
-    with pytest.raises(runtime.RuntimeSetupError) as info:
+    with pytest.raises(setup.RuntimeSetupError) as info:
         _setup(offline, root, ["studiodoesnotexist"]).run()
     message = str(info.value)
     assert "Installing the training libraries" in message and "could not find" in message
     assert str(root.parent / "setup.log") in message and info.value.step == "packages"
     log = (root.parent / "setup.log").read_text()
     assert "studiodoesnotexist" in log and "exit code 1" in log
-    assert (root / runtime.MARKER).read_text() == first_marker  # a failed repair keeps the old marker
+    assert (root / state.MARKER).read_text() == first_marker  # a failed repair keeps the old marker
 
-    with pytest.raises(runtime.RuntimeSetupError, match="torch was installed but does not work"):
+    with pytest.raises(setup.RuntimeSetupError, match="torch was installed but does not work"):
         _setup(offline, root, [], check=True).run()  # the probe runs for real: this venv has no torch
 
-    (root / runtime.MARKER).unlink()  # as after an interrupted first setup
-    assert runtime.status()["state"] == "incomplete" and runtime.runtime_python() is None
+    (root / state.MARKER).unlink()  # as after an interrupted first setup
+    assert state.status()["state"] == "incomplete" and state.runtime_python() is None
 
 
 def test_missing_base_python_is_reported_with_the_setting_to_change(tmp_path):
-    setup = runtime.RuntimeSetup(root=tmp_path / "rt", lock=runtime.lock_path(), torch=None, packages=[],
-                                 demo=False, check=False, base_python=[str(tmp_path / "no-python")],
-                                 log=tmp_path / "setup.log")
-    with pytest.raises(runtime.RuntimeSetupError, match="could not start .*no-python.*The log is"):
-        setup.run()
+    broken = setup.RuntimeSetup(root=tmp_path / "rt", lock=state.lock_path(), torch=None, packages=[],
+                                demo=False, check=False, base_python=[str(tmp_path / "no-python")],
+                                log=tmp_path / "setup.log")
+    with pytest.raises(setup.RuntimeSetupError, match="could not start .*no-python.*The log is"):
+        broken.run()
 
 
 def test_cli_setup_events_carry_the_error_for_the_gui(tmp_path):
     env = {**os.environ, "LORA_STUDIO_HOME": str(tmp_path), "LORA_STUDIO_BASE_PYTHON": str(tmp_path / "nope"),
            "LORA_STUDIO_TORCH_INDEX": "http://127.0.0.1:9/", "PYTHONPATH": str(ROOT)}
     env.pop("LORA_STUDIO_PYTHON", None)
-    out = subprocess.run(runtime.setup_command("--events"), capture_output=True, env=env, timeout=60)
+    out = subprocess.run(setup.setup_command("--events"), capture_output=True, env=env, timeout=60)
     reader = events.EventReader()
     got = reader.feed(out.stdout) + reader.close()
     assert out.returncode == 1 and reader.malformed == 0
@@ -174,27 +175,27 @@ def test_cli_setup_events_carry_the_error_for_the_gui(tmp_path):
 
 def test_needs_setup_is_false_when_this_interpreter_has_torch(monkeypatch):
     monkeypatch.delenv("LORA_STUDIO_PYTHON", raising=False)
-    assert runtime.current_python_has_ml() is True  # the dev venv has the ML extra
-    assert runtime.needs_setup() is False
+    assert state.current_python_has_ml() is True  # the dev venv has the ML extra
+    assert state.needs_setup() is False
 
 
-def _failing_setup(tmp_path) -> runtime.RuntimeSetup:
-    return runtime.RuntimeSetup(root=tmp_path / "runtime", lock=runtime.lock_path(), torch=None, packages=[],
+def _failing_setup(tmp_path) -> setup.RuntimeSetup:
+    return setup.RuntimeSetup(root=tmp_path / "runtime", lock=state.lock_path(), torch=None, packages=[],
                                 demo=False, check=False, base_python=[str(tmp_path / "no-python")],
                                 log=tmp_path / "setup.log")
 
 
 def test_one_setup_at_a_time_and_a_stale_lock_is_taken_over(tmp_path):
-    lock = tmp_path / "runtime.setup-lock"
+    lock = tmp_path / "setup.setup-lock"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock.write_text(str(holder.pid))
-        with pytest.raises(runtime.RuntimeSetupError, match=f"another setup .* running \\(process {holder.pid}\\)"):
+        with pytest.raises(setup.RuntimeSetupError, match=f"another setup .* running \\(process {holder.pid}\\)"):
             _failing_setup(tmp_path).run()
     finally:
         holder.kill()
         holder.wait()
-    with pytest.raises(runtime.RuntimeSetupError, match="could not start"):  # the dead holder's lock is taken
+    with pytest.raises(setup.RuntimeSetupError, match="could not start"):  # the dead holder's lock is taken
         _failing_setup(tmp_path).run()
     assert not lock.exists()
 
@@ -208,7 +209,7 @@ def test_cancel_stops_the_running_step_and_says_so(tmp_path):
     env = {**os.environ, "LORA_STUDIO_HOME": str(tmp_path), "LORA_STUDIO_BASE_PYTHON": str(fake),
            "LORA_STUDIO_TORCH_INDEX": "http://127.0.0.1:9/", "PYTHONPATH": str(ROOT)}
     env.pop("LORA_STUDIO_PYTHON", None)
-    proc = subprocess.Popen(runtime.setup_command("--events"), stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(setup.setup_command("--events"), stdout=subprocess.PIPE, env=env)
     reader = events.EventReader()
     got = reader.feed(proc.stdout.readline())
     assert got[0].type == events.PROGRESS and got[0].data["label"] == "Creating the Python environment"

@@ -12,7 +12,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtGui import QAction  # noqa: E402
 from PySide6.QtWidgets import QMainWindow  # noqa: E402
 
-from studio import runtime  # noqa: E402
+from studio.runtime import setup, state
 from ui import runtime_dialog  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,6 @@ FAKE_SETUP = textwrap.dedent("""
     e.emit("done", python="/x/bin/python", log="/x/setup.log")
 """)
 
-
 @pytest.fixture
 def window(qtbot):
     w = QMainWindow()
@@ -35,7 +34,6 @@ def window(qtbot):
     qtbot.addWidget(w)
     w.show()
     return w
-
 
 def test_setup_dialog_shows_progress_output_and_success(qtbot, window):
     dialog = runtime_dialog.RuntimeSetupDialog(window, [sys.executable, "-c", FAKE_SETUP])
@@ -47,7 +45,6 @@ def test_setup_dialog_shows_progress_output_and_success(qtbot, window):
     assert dialog.bar.value() == dialog.bar.maximum() and "ready" in dialog.message.text()
     assert dialog.cancel_button.text() == "Close" and dialog.log_button.isHidden()
 
-
 def test_a_real_failed_setup_is_shown_in_words_with_the_log(qtbot, window, tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_STUDIO_BASE_PYTHON", str(tmp_path / "no-python"))
     monkeypatch.setenv("LORA_STUDIO_TORCH_INDEX", "http://127.0.0.1:9/")  # no network in this test
@@ -58,9 +55,8 @@ def test_a_real_failed_setup_is_shown_in_words_with_the_log(qtbot, window, tmp_p
     with qtbot.waitSignal(dialog.sig_done, timeout=60000) as done:
         dialog.start()
     assert done.args == [False]
-    assert "LORA_STUDIO_BASE_PYTHON" in dialog.message.text() and str(runtime.log_path()) in dialog.message.text()
+    assert "LORA_STUDIO_BASE_PYTHON" in dialog.message.text() and str(state.log_path()) in dialog.message.text()
     assert not dialog.log_button.isHidden() and Path(dialog.log_path).is_file()
-
 
 def test_a_setup_that_dies_without_a_word_is_still_reported(qtbot, window):
     dialog = runtime_dialog.RuntimeSetupDialog(window, [sys.executable, "-c", "import sys; sys.exit(3)"])
@@ -69,10 +65,9 @@ def test_a_setup_that_dies_without_a_word_is_still_reported(qtbot, window):
         dialog.start()
     assert done.args == [False] and "exit code 3" in dialog.message.text()
 
-
 def test_attach_offers_setup_once_and_adds_help_entries(qtbot, window, monkeypatch):
     monkeypatch.delenv("LORA_STUDIO_PYTHON", raising=False)
-    monkeypatch.setattr(runtime, "current_python_has_ml", lambda: False)  # as in the bundle: no torch here
+    monkeypatch.setattr(state, "current_python_has_ml", lambda: False)  # as in the bundle: no torch here
     runtime_dialog.attach(window)
     runtime_dialog.attach(window)
     qtbot.waitUntil(lambda: runtime_dialog.offer_visible(window), timeout=5000)
@@ -81,18 +76,16 @@ def test_attach_offers_setup_once_and_adds_help_entries(qtbot, window, monkeypat
     runtime_dialog._hide_offer(window)
     assert not runtime_dialog.offer_visible(window)
 
-
 def test_no_offer_when_this_interpreter_can_train(qtbot, window, monkeypatch):
     monkeypatch.delenv("LORA_STUDIO_PYTHON", raising=False)
     runtime_dialog.attach(window)  # the dev venv has torch: nothing to set up
     assert not runtime_dialog.offer_visible(window)
 
-
 def test_diagnostics_dialog_shows_the_doctor_report(qtbot, window, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    dialog = runtime_dialog.DiagnosticsDialog(window, runtime.cli_command("doctor", "--json", "--no-probe"))
+    dialog = runtime_dialog.DiagnosticsDialog(window, setup.cli_command("doctor", "--events", "--no-probe"))
     qtbot.addWidget(dialog)
     with qtbot.waitSignal(dialog.process.sig_finished, timeout=60000):
         dialog.start()
     assert dialog.report is not None and "Disk:" in dialog.text.toPlainText()
-    assert dialog.report["runtime"]["path"] == str(runtime.runtime_dir())
+    assert dialog.report["runtime"]["path"] == str(state.runtime_dir())

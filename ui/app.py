@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from studio.demo import demo_dataset, demo_recipe
+
 T0 = time.perf_counter()
 
 PAGES = ("model", "data", "plan", "train", "runs", "export")
@@ -49,12 +51,8 @@ def apply_choices(window, args: argparse.Namespace) -> None:
         model = args.model or ("demo" if args.demo else None)
         data = args.data
         if args.demo:
-            from studio.commands.train import demo_recipe  # the demo's learning rate, held-out set…
-
-            window.session.recipe = demo_recipe()
+            window.session.recipe = demo_recipe()  # the demo's learning rate, held-out set…
         if args.demo and not data:
-            from studio.demo import demo_dataset
-
             data = str(demo_dataset())
         if model:
             window.model_page.choose(model)

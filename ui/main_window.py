@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import gc
 import importlib
-import os
 import platform
 from pathlib import Path
 
 from PySide6 import __version__ as PYSIDE_VERSION
-from PySide6.QtCore import QSettings, QSize, QTimer, qVersion
+from PySide6.QtCore import QSize, QTimer, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
                                QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from studio import __version__, paths
+from studio.models import looks_like_model
 from ui import theme
+from ui.prefs import settings
 from ui.session import Session
 from ui.widgets.common import Busy
 
 APP_TITLE = "LoRA Studio"
-
-
-def settings() -> QSettings:
-    """QSettings in the platform's place; beside the data folder when LORA_STUDIO_HOME is set (tests)."""
-    home = os.environ.get("LORA_STUDIO_HOME")
-    if home:
-        return QSettings(str(Path(home) / "studio-settings.ini"), QSettings.Format.IniFormat)
-    return QSettings()
 
 
 # (module, class, title, icon, one line): the sidebar is drawn from this before any page exists.
@@ -270,8 +263,6 @@ class MainWindow(QMainWindow):
 
     def open_path(self, path: Path) -> None:
         """A dropped or chosen path: a model folder goes to Model, anything else to Data."""
-        from ui.pages.model import looks_like_model
-
         if looks_like_model(path):
             self.show_page(self.model_page)
             self.model_page.choose(str(path))

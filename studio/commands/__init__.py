@@ -1,0 +1,52 @@
+"""The ``lora-studio`` commands, one module each, discovered by ``studio.cli``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def add_events_flag(parser: argparse.ArgumentParser) -> None:
+    """``--events``: speak the worker protocol on stdout and end with a ``done`` event (for the window)."""
+    parser.add_argument("--events", action="store_true",
+                        help="JSON-lines events on stdout, ending with a 'done' event that carries the result")
+
+
+def add_setting_args(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+    """One option per recipe setting, its type, choices, bounds and help read from the recipe's metadata."""
+    from studio.recipe import setting_field, setting_flag
+
+    for key in keys:
+        f = setting_field(key)
+        meta, kind = f.metadata, type(f.default) if f.default is not dataclasses.MISSING else list
+        kw: dict = {"dest": key, "default": None, "help": meta.get("doc", "")}
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif meta.get("choices"):
+            kw["choices"] = meta["choices"]
+        else:
+            kw["type"] = _parse_list if kind is list else _bounded(kind, meta, setting_flag(key))
+        parser.add_argument(setting_flag(key), **kw)
+
+
+def settings_from_args(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
+    """The settings the user gave on the command line, by recipe name."""
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _parse_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _bounded(kind: type, meta: dict, flag: str):
+    from studio.recipe import bounds_text, in_bounds
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if bounds_text(meta) and not in_bounds(value, meta):
+            raise argparse.ArgumentTypeError(f"{flag} {text} is out of range: it must be {bounds_text(meta)}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse

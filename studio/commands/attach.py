@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from studio import attach, runs
+from studio.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pick(args: argparse.Namespace) -> Path:
-    from studio.cli import UserError
-
     if args.run_dir is not None:
         run_dir = args.run_dir.expanduser().resolve()
         if attach.worker_pid(run_dir) is None:

@@ -1,7 +1,8 @@
 """`lora-studio data inspect FILE`: what a dataset file holds and what is wrong with it, before training.
 
 Exit codes: 0 when the file has usable rows; 2 when it has none or cannot be read (one line on
-stderr, no traceback). ``--json`` prints one object (``DatasetReport.to_dict()``).
+stderr, no traceback). ``--json`` prints one object (``DatasetReport.to_dict()``); ``--events`` sends
+the same object as the ``report`` of a ``done`` event (the window).
 """
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import json
 import os
 import sys
 from typing import Any
+
+from studio import events
+from studio.commands import add_events_flag
+from studio.errors import UserError
 
 SHOWN_PROBLEMS = 20
 
@@ -33,6 +38,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--columns", default=None, metavar="MAP",
                    help="column mapping, e.g. prompt=question,completion=answer or a JSON object")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the readable report")
+    add_events_flag(p)
     p.add_argument("--preview", type=int, default=3, metavar="N", help="example rows to show (default 3)")
     p.add_argument("--train-on", default="assistant", choices=["assistant", "all"],
                    help="which tokens the loss-mask view marks as trained")
@@ -47,15 +53,13 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def parse_columns(text: str | None) -> dict:
     """``a=b,c=d`` or a JSON object -> ``{"a": "b", "c": "d"}``."""
-    from studio.cli import UserError
-
     if not text:
         return {}
     if text.lstrip().startswith("{"):
         try:
             value = json.loads(text)
         except ValueError as e:
-            raise UserError(f"--columns is not valid JSON ({e}); write it as prompt=question,completion=answer")
+            raise UserError(f"--columns is not valid JSON ({e}); write it as prompt=question,completion=answer") from None
         return {str(k): str(v) for k, v in value.items()}
     pairs = [p for p in text.split(",") if p.strip()]
     bad = [p for p in pairs if "=" not in p]
@@ -66,7 +70,6 @@ def parse_columns(text: str | None) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Inspect the file and print the report; exit 2 when nothing in it is usable."""
-    from studio.cli import UserError
     from studio.data import DataError, inspect
 
     seq_len = args.seq_len
@@ -91,9 +94,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _emit(report: Any, args: argparse.Namespace) -> None:
     """Print the report; a reader that stops early (``| head``) is not an error."""
-    if args.json:
+    if args.json or args.emitter:
         d = report.to_dict()
         d["preview"] = d["preview"][: args.preview]
+        if args.emitter:
+            args.emitter.emit(events.DONE, report=d)
+            return
         text = json.dumps(d, ensure_ascii=False)
     else:
         text = render(report, args.preview)

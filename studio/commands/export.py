@@ -11,11 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from studio.errors import UserError
 from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader
+from studio.export.targets import TARGETS
 from studio.procs import pump_events, send_command, start_worker, worker_argv
 
-FORMATS = ("merged", "adapter", "gguf", "ollama")
-QUANTS = ("f16", "bf16", "q8_0", "q4_0")
+FORMATS = tuple(TARGETS)
+QUANTS = tuple(dict.fromkeys(q for t in TARGETS.values() for q in t.quants))  # every target's, in order
 STOP_GRACE_S = 10.0
 
 
@@ -25,17 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "its final name; Ctrl-C cancels and leaves nothing behind.")
     p.add_argument("run_dir", type=Path, help="the run folder (see 'lora-studio runs')")
     p.add_argument("--format", required=True, choices=FORMATS,
-                   help="merged: safetensors model folder; adapter: PEFT folder; gguf: llama.cpp file; "
-                        "ollama: GGUF + Modelfile")
-    p.add_argument("--quant", choices=QUANTS, help="GGUF weight type (gguf/ollama only; default q8_0)")
+                   help="; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()))
+    p.add_argument("--quant", choices=QUANTS, help="weight type of the formats that take one ("
+                   + ", ".join(f"{t.name}: default {t.default_quant}" for t in TARGETS.values() if t.quants) + ")")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/exports/FORMAT[-QUANT])")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.cli import UserError
-
     run_dir = args.run_dir.resolve()
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a folder; pass a run folder (see 'lora-studio runs')")
@@ -155,8 +155,6 @@ def _mark(ok) -> str:
 
 def report(run_dir: Path, result: dict) -> int:
     """Print the outcome; the exit code says whether an export now stands under its final name."""
-    from studio.cli import UserError
-
     if result.get("cancelled"):
         print("export cancelled: nothing was written", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ script (``make run``) preselect the demo model and dataset or any other model an
 from __future__ import annotations
 
 import argparse
+from studio.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -19,12 +20,4 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from ui.app import run_app
-    except ImportError as e:
-        from studio.cli import UserError
-
-        raise UserError(f"the desktop window is not available ({e}); install the 'gui' extra") from None
-    argv = (["--demo"] if args.demo else []) + (["--model", args.model] if args.model else []) \
-        + (["--data", args.data] if args.data else []) + (["--page", args.page] if args.page else [])
-    return run_app(argv)
+    raise UserError("the window opens from the lora-studio program (lora-studio gui), not from python -m studio.cli")

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from studio import events
+from studio.commands import add_events_flag
+from studio.errors import UserError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("models", help="List the model catalog, or show one model's facts.",
@@ -11,19 +15,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "from a model ('demo', a folder, a Hugging Face cache id, a catalog id).")
     p.add_argument("model", nargs="?", help="show this model's facts instead of the list")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_events_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from studio import models
-    from studio.cli import UserError
 
     if args.model:
         try:
             info = models.resolve(args.model)
         except models.ModelError as e:
             raise UserError(str(e)) from None
-        if args.json:
+        if args.emitter:  # the window: counting on the meta device needs torch, which it never imports
+            args.emitter.emit(events.DONE, model=info.to_dict())
+        elif args.json:
             print(json.dumps(info.to_dict(), indent=2))
         else:
             print(info.summary())

@@ -9,7 +9,9 @@ import argparse
 import json
 from typing import Any
 
-from studio.recipe import ATTN_IMPLS, OPTIMIZERS, QUANT_MODES
+from studio.commands import add_setting_args, settings_from_args
+from studio.errors import UserError
+from studio.recipe import PLANNED
 
 GiB = 1024 ** 3
 BAR_WIDTH = 30
@@ -21,52 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "Settings you give are kept; the rest are fitted.")
     p.add_argument("--model", required=True, help="'demo', a model folder, a Hugging Face cache id or a catalog id")
     p.add_argument("--vram-gb", type=float, help="budget in GiB (default: the detected GPU's memory, else 24)")
-    p.add_argument("--quant", choices=QUANT_MODES, help="base weights: 4bit (NF4), 8bit or none (16-bit)")
-    p.add_argument("--double-quant", dest="double_quant", action=argparse.BooleanOptionalAction, default=None,
-                   help="quantise the 4-bit scales too")
-    p.add_argument("--rank", type=int, help="LoRA rank")
-    p.add_argument("--alpha", type=int, help="LoRA alpha (default: 2 x rank)")
-    p.add_argument("--targets", help="all-linear, or module names separated by commas (q_proj,v_proj)")
-    p.add_argument("--batch", type=int, help="micro-batch size (examples per forward pass)")
-    p.add_argument("--grad-accum", type=int, help="gradient accumulation steps (default: keep --effective-batch)")
+    add_setting_args(p, PLANNED)
     p.add_argument("--effective-batch", type=int, default=16, help="examples per optimizer step to keep (default 16)")
-    p.add_argument("--seq-len", type=int, help="maximum sequence length in tokens")
-    p.add_argument("--grad-ckpt", dest="grad_ckpt", action=argparse.BooleanOptionalAction, default=None,
-                   help="gradient checkpointing")
-    p.add_argument("--attn", choices=ATTN_IMPLS, help="attention implementation")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer")
-    p.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
     p.add_argument("--dataset", help="a dataset file: its token lengths set the sequence length")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (trusted models only)")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.set_defaults(func=run)
 
 
-def fixed_from_args(args: argparse.Namespace) -> dict:
-    """The settings the user gave, in the planner's names."""
-    fixed = {"quant": args.quant, "double_quant": args.double_quant, "rank": args.rank, "alpha": args.alpha,
-             "targets": args.targets, "micro_batch": args.batch, "grad_accum": args.grad_accum,
-             "seq_len": args.seq_len, "grad_ckpt": args.grad_ckpt, "attn": args.attn, "optimizer": args.optimizer,
-             "dropout": args.dropout}
-    return {k: v for k, v in fixed.items() if v is not None}
-
-
 def _check(args: argparse.Namespace) -> None:
-    from studio.cli import UserError
-
-    for name in ("rank", "batch", "grad_accum", "effective_batch"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} {value}: must be 1 or more")
-    if args.seq_len is not None and args.seq_len < 16:
-        raise UserError(f"--seq-len {args.seq_len}: must be at least 16 tokens")
+    if args.effective_batch < 1:
+        raise UserError(f"--effective-batch {args.effective_batch}: must be 1 or more")
     if args.vram_gb is not None and args.vram_gb <= 0:
         raise UserError(f"--vram-gb {args.vram_gb}: give the GPU memory in GiB, e.g. --vram-gb 24")
 
 
 def _dataset_report(path: str, info: Any) -> Any:
-    from studio.cli import UserError
-
     try:
         from studio.data import inspect
     except ImportError as e:
@@ -80,8 +52,6 @@ def _dataset_report(path: str, info: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from studio import hardware, models, planner
-    from studio.cli import UserError
-
     _check(args)
     try:
         info = models.resolve(args.model, trust_remote_code=args.trust_remote_code)
@@ -89,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     budget = int(args.vram_gb * GiB) if args.vram_gb else hardware.default_budget_bytes()
     report = _dataset_report(args.dataset, info) if args.dataset else None
-    plan = planner.fit(info, budget, dataset_report=report, fixed=fixed_from_args(args),
+    plan = planner.fit(info, budget, dataset_report=report, fixed=settings_from_args(args, PLANNED),
                        effective_batch=args.effective_batch)
     if args.dataset and getattr(report, "tokens", None) is None:
         plan.reasons.append("The dataset's token lengths need the model's tokenizer (a local model folder); "
@@ -112,7 +82,7 @@ def render(plan: Any, info: Any) -> str:
     lines = [info.summary(), "",
              ("FITS" if plan.fits else "DOES NOT FIT") + f" in {plan.budget_bytes / GiB:.1f} GiB "
              f"(margin {plan.margin_bytes / GiB:.1f} GiB)", "", "Settings:"]
-    lines += [f"  {k:<14}{', '.join(v) if isinstance(v, list) else v}" for k, v in s.items()]
+    lines += [f"  {k:<22}{', '.join(v) if isinstance(v, list) else v}" for k, v in s.items()]
     lines += ["", f"Memory (bar scale: budget {plan.budget_bytes / GiB:.1f} GiB):"]
     for name, value in sorted(plan.components.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {name:<26}{value / GiB:7.2f} GiB  {_bar(value, plan.budget_bytes)}")

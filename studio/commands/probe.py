@@ -14,7 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from studio.commands import add_setting_args, settings_from_args
+from studio.errors import UserError
+from studio.recipe import PLANNED
+
 GiB = 1024 ** 3
+# Three steps measure memory, not learning: alpha, accumulation and dropout stay the planner's.
+PROBED = tuple(k for k in PLANNED if k not in ("lora.alpha", "train.grad_accum", "lora.dropout"))
 
 
 class NoGpu(RuntimeError):
@@ -27,13 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "planned settings and report measured against predicted peak memory.")
     p.add_argument("--model", required=True, help="'demo', a model folder, a Hugging Face cache id or a catalog id")
     p.add_argument("--vram-gb", type=float, help="budget to plan for (default: this GPU's memory)")
-    for flag, kw in (("--quant", {"choices": ("4bit", "8bit", "none")}), ("--rank", {"type": int}),
-                     ("--targets", {}), ("--batch", {"type": int}), ("--seq-len", {"type": int}),
-                     ("--attn", {"choices": ("sdpa", "eager", "flash_attention_2")}),
-                     ("--optimizer", {"choices": ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")})):
-        p.add_argument(flag, **kw)
-    p.add_argument("--grad-ckpt", dest="grad_ckpt", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--double-quant", dest="double_quant", action=argparse.BooleanOptionalAction, default=None)
+    add_setting_args(p, PROBED)
     p.add_argument("--steps", type=int, default=3, help="training steps to run (default 3)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -157,7 +157,7 @@ def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, wo
         torch.cuda.reset_peak_memory_stats()
         model = load_model(folder, recipe, "cuda")
         cb = _PeakCallback()
-        data = _random_batches(info.vocab, settings["seq_len"], steps * settings["micro_batch"] * settings["grad_accum"])
+        data = _random_batches(info.vocab, settings["train.seq_len"], steps * settings["train.micro_batch"] * settings["train.grad_accum"])
         _trainer(model, recipe, steps, data, Path(tmp), cb).train()
         result = {"steps": cb.rows, "baseline_device_used": baseline,
                   **{k: max(r[k] or 0 for r in cb.rows) for k in ("peak_allocated", "peak_reserved", "device_used")}}
@@ -182,9 +182,6 @@ def compare(info: Any, settings: dict, measured: dict, dropout: float = 0.05) ->
 
 def run(args: argparse.Namespace) -> int:
     from studio import models, planner
-    from studio.cli import UserError
-    from studio.commands.plan import fixed_from_args
-
     try:
         gpu = require_gpu()
     except NoGpu as e:
@@ -195,9 +192,8 @@ def run(args: argparse.Namespace) -> int:
         info = models.resolve(args.model)
     except models.ModelError as e:
         raise UserError(str(e)) from None
-    args.alpha = args.grad_accum = args.dropout = None
     budget = int(args.vram_gb * GiB) if args.vram_gb else gpu.total_bytes
-    plan = planner.fit(info, budget, fixed=fixed_from_args(args))
+    plan = planner.fit(info, budget, fixed=settings_from_args(args, PROBED))
     measured = measure(info, plan.settings, steps=args.steps)
     result = {"gpu": gpu.name, "model": info.name, "settings": plan.settings, "fits": plan.fits,
               "comparison": compare(info, plan.settings, measured), "measured_steps": measured["steps"]}

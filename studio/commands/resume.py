@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from studio import runs
+from studio.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def check_resumable(run_dir: Path) -> Path:
     """The resolved run folder, or a UserError saying why it cannot be resumed."""
     from studio.attach import worker_pid
-    from studio.cli import UserError
-
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / runs.RECIPE).is_file():
         raise UserError(f"{run_dir}: not a run folder (no {runs.RECIPE}); give a folder listed by 'lora-studio runs'")

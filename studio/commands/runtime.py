@@ -9,7 +9,9 @@ import json
 import signal
 import sys
 
-from studio import events, runtime
+from studio import events
+from studio.commands import add_events_flag
+from studio.runtime import setup, state
 
 
 def register(subparsers) -> None:
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
                                           "holds torch, transformers, peft and bitsandbytes for the workers.")
     p.add_argument("action", choices=("status", "setup", "remove"), help="what to do")
     p.add_argument("--json", action="store_true", help="status: print JSON")
-    p.add_argument("--events", action="store_true", help="setup: JSON-lines events on stdout (for the GUI)")
+    add_events_flag(p)
     p.set_defaults(func=run)
 
 
@@ -26,11 +28,11 @@ def run(args) -> int:
     if args.action == "status":
         return _status(args.json)
     if args.action == "remove":
-        removed = runtime.remove_runtime()
-        print(f"removed {runtime.runtime_dir()}" if removed else f"no runtime at {runtime.runtime_dir()}")
+        removed = setup.remove_runtime()
+        print(f"removed {state.runtime_dir()}" if removed else f"no runtime at {state.runtime_dir()}")
         return 0
     signal.signal(signal.SIGTERM, _interrupt)  # the window's Cancel: stop pip, then report
-    return _setup_events() if args.events else _setup_text()
+    return _setup_events(args.emitter) if args.emitter else _setup_text()
 
 
 def _interrupt(signum, frame) -> None:
@@ -38,7 +40,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def _status(as_json: bool) -> int:
-    info = runtime.status()
+    info = state.status()
     if as_json:
         print(json.dumps(info, indent=2))
     else:
@@ -55,17 +57,15 @@ def _setup_text() -> int:
         print(f"[{done}/{total}] {label}", flush=True)
 
     try:
-        python = runtime.ensure_runtime(progress)
-    except runtime.RuntimeSetupError as e:
+        python = setup.ensure_runtime(progress)
+    except setup.RuntimeSetupError as e:
         print(f"lora-studio runtime: {e}", file=sys.stderr)
         return 1
     print(f"runtime ready: {python}")
     return 0
 
 
-def _setup_events() -> int:
-    emitter = events.Emitter(stream=sys.stdout.buffer)
-
+def _setup_events(emitter: events.Emitter) -> int:
     def progress(done: int, total: int, label: str) -> None:
         emitter.emit(events.PROGRESS, phase="runtime", done=done, total=total, label=label)
 
@@ -73,10 +73,10 @@ def _setup_events() -> int:
         emitter.emit(events.LOG, line=line)
 
     try:
-        python = runtime.ensure_runtime(progress, output)
-    except runtime.RuntimeSetupError as e:
+        python = setup.ensure_runtime(progress, output)
+    except setup.RuntimeSetupError as e:
         emitter.emit(events.ERROR, kind="io", message=str(e), hint=f"see the log: {e.log_path}",
                      log=str(e.log_path) if e.log_path else None, step=e.step)
         return 1
-    emitter.emit(events.DONE, python=str(python), log=str(runtime.log_path()))
+    emitter.emit(events.DONE, python=str(python), log=str(state.log_path()))
     return 0

@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 from studio import runs
+from studio.demo import demo_recipe
 from studio.events import ERROR, METRIC, PROGRESS, WARNING, EventReader
 from studio.procs import pump_events, send_command, start_worker, worker_argv
+from studio.errors import UserError
 from studio.recipe import Recipe, RecipeError
 
 
@@ -23,29 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def demo_recipe() -> Recipe:
-    """The demo: QLoRA on SmolLM2-135M-Instruct teaching the 'answer card' format."""
-    from studio.demo import demo_dataset, demo_eval_set
-
-    r = Recipe(name="demo")
-    r.model.name_or_path = "demo"
-    r.data.path = str(demo_dataset())
-    r.data.heldout = str(demo_eval_set())
-    r.data.val_fraction = 0.05
-    r.lora.rank, r.lora.alpha, r.lora.dropout = 16, 32, 0.0
-    # Effective batch 4 and a high learning rate: the format is learned in a few dozen steps, which
-    # keeps the demo to minutes on a 2-core CPU (examples are about 90 tokens; 256 covers them all).
-    r.train.seq_len, r.train.micro_batch, r.train.grad_accum = 256, 4, 1
-    r.train.max_steps = 60
-    r.train.lr, r.train.warmup_ratio, r.train.scheduler = 1e-3, 0.05, "cosine"
-    r.train.grad_ckpt = False  # 135M parameters: memory is no concern, speed is
-    return r
-
-
 def _recipe_from(args: argparse.Namespace) -> Recipe:
     if args.demo == bool(args.recipe):
-        from studio.cli import UserError
-
         raise UserError("give either a recipe file or --demo")
     if args.demo:
         recipe = demo_recipe()
@@ -54,8 +35,6 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
         try:
             recipe = Recipe.load(args.recipe, warnings)
         except RecipeError as e:
-            from studio.cli import UserError
-
             raise UserError(str(e)) from None
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -68,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     recipe = _recipe_from(args)
     problems = recipe.validate()
     if problems:
-        from studio.cli import UserError
-
         raise UserError("the recipe has problems:\n  " + "\n  ".join(str(p) for p in problems))
     if recipe.model.name_or_path == "demo":
         from studio.commands.demo_model import ensure_with_progress

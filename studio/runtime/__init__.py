@@ -1,0 +1,14 @@
+"""The managed ML runtime: a virtual environment in the user's data folder that holds torch and friends.
+
+A packaged GUI carries no torch (the window never imports it), so the first run creates
+``data_dir()/runtime`` from a Python 3.10+ found on the machine and installs the pinned versions of
+the lock shipped with the app. The modules split by who calls them:
+
+- ``state``: where the runtime is and whether it is ready (the window, the workers' launcher);
+- ``setup``: creating or repairing it (``lora-studio runtime setup``, the first-run dialog);
+- ``doctor``: what is wrong with this machine, in words (``lora-studio doctor``, Help > Diagnostics);
+- ``probe``: versions and devices as the workers see them (``python -m studio.runtime.probe``, run
+  under the runtime's own interpreter; it imports torch).
+
+Nothing here but ``probe`` imports torch.
+"""
