@@ -43,9 +43,10 @@ def grid(base: str = BASE_MODEL, vocabs=VOCABS, lengths=LENGTHS, attns=ATTNS, gc
         config = dict(entry.config, vocab_size=vocab)
         info = models._shape_from_config(config, name=f"{base}-v{vocab}", source="catalog")
         info.params, info.linears = _counts(entry, vocab)
-        settings = dict(quant="4bit", double_quant=True, rank=16, alpha=32, targets=["all-linear"], micro_batch=2,
-                        grad_accum=1, seq_len=seq, grad_ckpt=gc, attn=attn, optimizer="adamw_torch",
-                        compute_dtype="bfloat16")
+        settings = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 16, "lora.alpha": 32,
+                    "lora.targets": ["all-linear"], "train.micro_batch": 2, "train.grad_accum": 1, "train.seq_len": seq,
+                    "train.grad_ckpt": gc, "train.attn": attn, "train.optimizer": "adamw_torch",
+                    "quant.compute_dtype": "bfloat16"}
         points.append((info, settings, config))
     return points
 
@@ -84,7 +85,7 @@ def _row(info, settings: dict, measured: dict | None) -> dict:
 
 def _print(row: dict) -> None:
     s = row["settings"]
-    head = f"v{row['vocab']:<7} seq {s['seq_len']:<5} {'gc' if s['grad_ckpt'] else 'no-gc':<5} {s['attn']:<6}"
+    head = f"v{row['vocab']:<7} seq {s['train.seq_len']:<5} {'gc' if s['train.grad_ckpt'] else 'no-gc':<5} {s['train.attn']:<6}"
     parts = []
     for k in ("peak_allocated", "peak_reserved", "device_used"):
         p = row["predicted"][k] / 2**30

@@ -49,21 +49,22 @@ QWEN_DEVTO = "https://dev.to/sumanpro/qlora-fine-tuning-a-7b-model-on-a-16gb-gpu
 # (q, k, v, o, gate, up, down), rank 32, batch size 1, sequences padded to the length, bf16 on an
 # A100. Assumed where the page is silent: double quant on, adamw_8bit (Unsloth's notebooks), LoRA
 # dropout 0, gradient checkpointing on (HF's standard setting for long-context QLoRA).
-_UNSLOTH = dict(quant="4bit", double_quant=True, rank=32, alpha=32, targets=["all-linear"], micro_batch=1,
-                grad_accum=4, grad_ckpt=True, attn="flash_attention_2", optimizer="adamw_8bit",
-                compute_dtype="bfloat16")
+_UNSLOTH = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 32, "lora.alpha": 32,
+            "lora.targets": ["all-linear"], "train.micro_batch": 1, "train.grad_accum": 4, "train.grad_ckpt": True,
+            "train.attn": "flash_attention_2", "train.optimizer": "adamw_8bit", "quant.compute_dtype": "bfloat16"}
 
 
-def _maxlen(model: str, gib: int, seq: int, url: str, note: str = "", **changes) -> dict:
-    return {"kind": "max_len", "model": model, "settings": dict(_UNSLOTH, seq_len=seq, **changes), "measured": gib * GiB,
+def _maxlen(model: str, gib: int, seq: int, url: str, note: str = "", attn: str = "flash_attention_2") -> dict:
+    settings = {**_UNSLOTH, "train.seq_len": seq, "train.attn": attn}
+    return {"kind": "max_len", "model": model, "settings": settings, "measured": gib * GiB,
             "what": f"longest length ({seq:,} tokens) that trained in a {gib} GB GPU (HF + FA2)",
-            "source": url, "stack": LEGACY_HF, "dropout": 0.0, "note": note}
+            "source": url, "stack": LEGACY_HF, "lora.dropout": 0.0, "note": note}
 
 
 def _footprint(model: str, quant: str, dtype: str, measured: float, url: str, what: str) -> dict:
-    settings = dict(_UNSLOTH, quant=quant, compute_dtype=dtype, seq_len=1)
+    settings = {**_UNSLOTH, "quant.mode": quant, "quant.compute_dtype": dtype, "train.seq_len": 1}
     return {"kind": "footprint", "model": model, "settings": settings, "measured": measured,
-            "what": what, "source": url, "stack": memory.OURS, "dropout": 0.0, "note": ""}
+            "what": what, "source": url, "stack": memory.OURS, "lora.dropout": 0.0, "note": ""}
 
 
 ROWS = [
@@ -93,9 +94,9 @@ ROWS = [
 
 def footprint_bytes(info, settings: dict) -> int:
     """What get_memory_footprint() counts: stored parameters and buffers (not the 4-bit absmax)."""
-    a = memory.dtype_bytes(settings["compute_dtype"])
+    a = memory.dtype_bytes(settings["quant.compute_dtype"])
     qn = sum(g.weight_numel for g in info.linears if g.quantized)
-    stored = {"4bit": qn // 2, "8bit": qn, "none": qn * a}[settings["quant"]]
+    stored = {"4bit": qn // 2, "8bit": qn, "none": qn * a}[settings["quant.mode"]]
     return stored + (info.total_params - qn) * a
 
 
@@ -103,7 +104,7 @@ def predict(row: dict) -> int:
     info = models.resolve(row["model"])
     if row["kind"] == "footprint":
         return footprint_bytes(info, row["settings"])
-    return memory.estimate(info, row["settings"], dropout=row["dropout"], stack=row["stack"]).device_total
+    return memory.estimate(info, row["settings"], dropout=row["lora.dropout"], stack=row["stack"]).device_total
 
 
 def fit_allocator_overhead() -> float:
@@ -112,7 +113,7 @@ def fit_allocator_overhead() -> float:
     for row in ROWS:
         if row["kind"] != "max_len":
             continue
-        est = memory.estimate(models.resolve(row["model"]), row["settings"], dropout=row["dropout"], stack=row["stack"])
+        est = memory.estimate(models.resolve(row["model"]), row["settings"], dropout=row["lora.dropout"], stack=row["stack"])
         rest = est.device_total - est.peak_reserved  # context (+ paged state): outside the allocator
         num += est.peak_allocated * (row["measured"] - rest - est.peak_allocated)
         den += est.peak_allocated ** 2
@@ -125,13 +126,13 @@ def main() -> int:
               f"(now {memory.ALLOCATOR_OVERHEAD})")
         return 0
     errors = []
-    print(f"{'#':>2} {'model':<24} {'quant':<5} {'seq':>6} {'measured':>11} {'predicted':>11} {'error':>7}  what / source")
+    print(f"{'#':>2} {'model':<24} {'quant.mode':<5} {'seq':>6} {'measured':>11} {'predicted':>11} {'error':>7}  what / source")
     for i, row in enumerate(ROWS, 1):
         pred = predict(row)
         err = (pred - row["measured"]) / row["measured"]
         errors.append(abs(err))
         s = row["settings"]
-        print(f"{i:>2} {row['model']:<24} {s['quant']:<5} {s['seq_len']:>6} {row['measured'] / GiB:>9.3f}Gi "
+        print(f"{i:>2} {row['model']:<24} {s['quant.mode']:<5} {s['train.seq_len']:>6} {row['measured'] / GiB:>9.3f}Gi "
               f"{pred / GiB:>9.3f}Gi {err:>+7.1%}  {row['what']}; {row['source']}"
               + (f" ({row['note']})" if row["note"] else ""))
     med, worst = statistics.median(errors), max(errors)

@@ -46,7 +46,7 @@ def main() -> int:
     print(f"model: {info.summary()}")
     print(f"one prediction (memory.estimate):           {timed(lambda: memory.estimate(info, fixed), 50):8.2f} ms")
     for gb in (24, 48, 80):
-        print(f"full fit, nothing fixed, {gb:>2} GiB budget:       {timed(lambda: planner.fit(info, gb * GiB)):8.2f} ms")
+        print(f"full fit, nothing fixed, {gb:>2} GiB budget:       {timed(lambda gb=gb: planner.fit(info, gb * GiB)):8.2f} ms")
     print(f"plan with every setting fixed (48 GiB):     {timed(lambda: planner.fit(info, 48 * GiB, fixed=fixed)):8.2f} ms")
     from studio.cli import main as cli
 

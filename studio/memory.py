@@ -84,25 +84,25 @@ def lora_params(info, rank: int, targets) -> int:
 
 # --- components ----------------------------------------------------------------------------------------
 def _weights(info, s: dict, stack: Stack) -> tuple[dict, dict]:
-    a = dtype_bytes(s["compute_dtype"])
+    a = dtype_bytes(s["quant.compute_dtype"])
     qn = sum(g.weight_numel for g in info.linears if g.quantized)
     rows = sum(g.out_features * g.count for g in info.linears if g.quantized)
     rest = info.total_params - qn
     rest_bytes = 4 if stack.upcast_unquantized_fp32 else a
     c, src = {}, {}
-    if s["quant"] == "4bit":
+    if s["quant.mode"] == "4bit":
         c["base_weights_4bit"] = qn // 2
         src["base_weights_4bit"] = f"{qn:,} linear weights x 4 bit (NF4, packed two per byte)"
-        per = (1 / NF4_BLOCK + 4 / (NF4_BLOCK * NESTED_BLOCK)) if s["double_quant"] else 4 / NF4_BLOCK
+        per = (1 / NF4_BLOCK + 4 / (NF4_BLOCK * NESTED_BLOCK)) if s["quant.double_quant"] else 4 / NF4_BLOCK
         c["quant_constants"] = int(qn * per)
         src["quant_constants"] = ("one 8-bit absmax per 64 weights + one fp32 per 256 blocks (double quant)"
-                                  if s["double_quant"] else "one fp32 absmax per 64 weights")
-    elif s["quant"] == "8bit":
+                                  if s["quant.double_quant"] else "one fp32 absmax per 64 weights")
+    elif s["quant.mode"] == "8bit":
         c["base_weights_8bit"] = qn + 4 * rows
         src["base_weights_8bit"] = f"{qn:,} linear weights x 1 byte (LLM.int8) + one fp32 scale per output row"
     else:
         c["base_weights_16bit"] = qn * a
-        src["base_weights_16bit"] = f"{qn:,} linear weights x {a} bytes ({s['compute_dtype']})"
+        src["base_weights_16bit"] = f"{qn:,} linear weights x {a} bytes ({s['quant.compute_dtype']})"
     c["unquantized_weights"] = rest * rest_bytes
     src["unquantized_weights"] = (f"{rest:,} embedding/lm_head/norm/bias/expert parameters x {rest_bytes} bytes "
                                   "(kept in the compute dtype, not quantised)")
@@ -110,33 +110,33 @@ def _weights(info, s: dict, stack: Stack) -> tuple[dict, dict]:
 
 
 def _optimizer_state_bytes(info, s: dict) -> int:
-    if s["optimizer"] not in EIGHT_BIT_OPT:
-        return 8 * lora_params(info, s["rank"], s["targets"])
+    if s["train.optimizer"] not in EIGHT_BIT_OPT:
+        return 8 * lora_params(info, s["lora.rank"], s["lora.targets"])
     total = 0
-    for g in targeted(info, s["targets"]):
-        for numel in (s["rank"] * g.in_features, s["rank"] * g.out_features):
+    for g in targeted(info, s["lora.targets"]):
+        for numel in (s["lora.rank"] * g.in_features, s["lora.rank"] * g.out_features):
             per = 2 + 8 / OPT8_BLOCK if numel >= OPT8_MIN_NUMEL else 8
             total += int(numel * per) * g.count
     return total
 
 
 def _trainable(info, s: dict) -> tuple[dict, dict]:
-    n = lora_params(info, s["rank"], s["targets"])
+    n = lora_params(info, s["lora.rank"], s["lora.targets"])
     opt = _optimizer_state_bytes(info, s)
-    paged = s["optimizer"] in PAGED
+    paged = s["train.optimizer"] in PAGED
     c = {"lora_weights": 4 * n, "lora_grads": 4 * n, "optimizer_state": 0 if paged else opt}
-    src = {"lora_weights": f"{n:,} adapter parameters (rank {s['rank']}) x 4 bytes (peft keeps them in fp32)",
-           "lora_grads": f"{n:,} fp32 gradients, kept across {s['grad_accum']} accumulation steps",
-           "optimizer_state": (f"{s['optimizer']}: two moments per adapter parameter "
-                               + ("in 8 bit (blockwise)" if s["optimizer"] in EIGHT_BIT_OPT else "in fp32"))}
+    src = {"lora_weights": f"{n:,} adapter parameters (rank {s['lora.rank']}) x 4 bytes (peft keeps them in fp32)",
+           "lora_grads": f"{n:,} fp32 gradients, kept across {s['train.grad_accum']} accumulation steps",
+           "optimizer_state": (f"{s['train.optimizer']}: two moments per adapter parameter "
+                               + ("in 8 bit (blockwise)" if s["train.optimizer"] in EIGHT_BIT_OPT else "in fp32"))}
     if paged:
-        src["optimizer_state"] = f"{s['optimizer']}: in paged (unified) memory, outside the PyTorch allocator"
+        src["optimizer_state"] = f"{s['train.optimizer']}: in paged (unified) memory, outside the PyTorch allocator"
     return c, src
 
 
 def layer_bytes_per_token(info, s: dict, dropout: float) -> tuple[float, float, float]:
     """Bytes one decoder layer saves for backward per token: (base, lora, eager scores)."""
-    a = dtype_bytes(s["compute_dtype"])
+    a = dtype_bytes(s["quant.compute_dtype"])
     h, qd, kvd = info.hidden, info.q_dim, info.kv_dim
     experts = max(1, info.experts_per_token) if info.num_experts else 1
     norms = info.norms_per_layer * (4 * h + a * h)  # fp32 upcast saved for the variance, normalised output
@@ -145,17 +145,17 @@ def layer_bytes_per_token(info, s: dict, dropout: float) -> tuple[float, float, 
     if info.num_experts:
         mlp += a * 2 * h * experts  # tokens gathered per expert and scattered back
     lora = 0.0
-    for g in targeted(info, s["targets"]):
+    for g in targeted(info, s["lora.targets"]):
         per_layer = g.count / max(1, info.layers)
-        lora += per_layer * (a * s["rank"] + ((a + 1) * g.in_features if dropout > 0 else 0))
+        lora += per_layer * (a * s["lora.rank"] + ((a + 1) * g.in_features if dropout > 0 else 0))
     per_score = 4 + a + (a if getattr(info, "attn_softcap", False) else 0)  # fp32 softmax, its copy, tanh output
-    eager = info.heads * s["seq_len"] * per_score if s["attn"] == "eager" else 0.0
+    eager = info.heads * s["train.seq_len"] * per_score if s["train.attn"] == "eager" else 0.0
     return float(norms + attn + mlp), lora, float(eager)
 
 
 def _activations(info, s: dict, dropout: float, stack: Stack) -> tuple[dict, dict]:
-    a = dtype_bytes(s["compute_dtype"])
-    tokens = s["micro_batch"] * s["seq_len"]
+    a = dtype_bytes(s["quant.compute_dtype"])
+    tokens = s["train.micro_batch"] * s["train.seq_len"]
     base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout))
     backward_ws = a * (2 * info.hidden + 2 * info.intermediate)  # grads flowing through the layer being done
     per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
@@ -164,7 +164,7 @@ def _activations(info, s: dict, dropout: float, stack: Stack) -> tuple[dict, dic
             "(fp32 log-softmax output, its gradient and the upcast logits' gradient"
             + (", plus the tanh output of the logit soft-capping)" if getattr(info, "logit_softcap", False) else ")"))
     L = info.layers
-    if s["grad_ckpt"]:
+    if s["train.grad_ckpt"]:
         ckpt = int(L * a * info.hidden * tokens)
         layer = int((base + backward_ws) * tokens)
         c = {"activations": ckpt, "logits_and_loss": logits}
@@ -180,7 +180,7 @@ def _activations(info, s: dict, dropout: float, stack: Stack) -> tuple[dict, dic
         _add(c, src, "lora_activations", int(L * lora * tokens),
              f"{L} layers' LoRA A outputs" + (f" and inputs after dropout {dropout}" if dropout > 0 else ""))
         _add(c, src, "attention_scores", int(L * eager * tokens),
-             f"eager attention: {L} layers x {info.heads} heads x {s['seq_len']}^2 scores (fp32 + copy)")
+             f"eager attention: {L} layers x {info.heads} heads x {s['train.seq_len']}^2 scores (fp32 + copy)")
     src["logits_and_loss"] = lsrc
     return c, src
 
@@ -191,8 +191,8 @@ def _add(c: dict, src: dict, name: str, value: int, why: str) -> None:
 
 
 def _transients(info, s: dict) -> tuple[dict, dict]:
-    a = dtype_bytes(s["compute_dtype"])
-    if s["quant"] == "none":
+    a = dtype_bytes(s["quant.compute_dtype"])
+    if s["quant.mode"] == "none":
         return {}, {}
     biggest = max((g.in_features * g.out_features for g in info.linears if g.quantized), default=0)
     return ({"dequant_workspace": biggest * a},
@@ -216,8 +216,8 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS) -
     act, act_src = _activations(info, s, dropout, stack)
     tr, tr_src = _transients(info, s)
     train_phase = sum(act.values()) + sum(tr.values())
-    n = lora_params(info, s["rank"], s["targets"])
-    step_phase = 4 * n if s["optimizer"] == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
+    n = lora_params(info, s["lora.rank"], s["lora.targets"])
+    step_phase = 4 * n if s["train.optimizer"] == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
     if step_phase > train_phase:
         comps["optimizer_step_temp"] = step_phase
         srcs["optimizer_step_temp"] = "AdamW (foreach) temporaries at the optimizer step"
@@ -233,9 +233,9 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS) -
     reserved = allocated + overhead
     comps["cuda_context"] = CUDA_CONTEXT
     srcs["cuda_context"] = "CUDA context and kernels (cuBLAS, bitsandbytes), outside the allocator"
-    paged = _optimizer_state_bytes(info, s) if s["optimizer"] in PAGED else 0
+    paged = _optimizer_state_bytes(info, s) if s["train.optimizer"] in PAGED else 0
     if paged:
         comps["paged_optimizer_state"] = paged
-        srcs["paged_optimizer_state"] = f"{s['optimizer']} state in unified memory (resident on the GPU while it fits)"
+        srcs["paged_optimizer_state"] = f"{s['train.optimizer']} state in unified memory (resident on the GPU while it fits)"
     return Estimate(peak_allocated=allocated, peak_reserved=reserved, device_total=reserved + CUDA_CONTEXT + paged,
                     components=comps, sources=srcs, trainable_params=n)

@@ -24,9 +24,10 @@ from typing import Any
 
 from studio import memory
 from studio.memory import GiB, MiB
+from studio.recipe import PLANNED, get_setting, is_setting, set_setting, setting_flag
 
-SETTING_KEYS = ("quant", "double_quant", "rank", "alpha", "targets", "micro_batch", "grad_accum", "seq_len",
-                "grad_ckpt", "attn", "optimizer", "compute_dtype")
+# A plan's settings, by their recipe names (studio.recipe.PLANNED); dropout is an input, not a choice.
+SETTING_KEYS = tuple(k for k in PLANNED if k != "lora.dropout")
 QUANT_ORDER = ("none", "8bit", "4bit")  # best quality first
 RANKS = (64, 32, 16, 8)
 MICRO_BATCHES = (16, 8, 4, 2, 1)
@@ -71,25 +72,17 @@ class Plan:
     def apply(self, recipe: Any) -> Any:
         """A copy of ``recipe`` with this plan's settings written in (the worker then does exactly this)."""
         r = copy.deepcopy(recipe)
-        s = self.settings
-        r.quant.mode, r.quant.double_quant = s["quant"], bool(s["double_quant"])
-        if s.get("compute_dtype") in ("bfloat16", "float16", "float32") and r.quant.compute_dtype != "auto":
-            r.quant.compute_dtype = s["compute_dtype"]
-        r.lora.rank, r.lora.alpha = int(s["rank"]), int(s["alpha"])
-        r.lora.targets = list(s["targets"]) if not isinstance(s["targets"], str) else [s["targets"]]
-        t = r.train
-        t.micro_batch, t.grad_accum, t.seq_len = int(s["micro_batch"]), int(s["grad_accum"]), int(s["seq_len"])
-        t.grad_ckpt, t.attn, t.optimizer = bool(s["grad_ckpt"]), s["attn"], s["optimizer"]
+        for key in SETTING_KEYS:
+            if key == "quant.compute_dtype" and r.quant.compute_dtype == "auto":
+                continue  # "auto" picks the dtype on the device the run really gets
+            value = self.settings[key]
+            set_setting(r, key, _norm_targets(value) if key == "lora.targets" else value)
         return r
 
 
 def fixed_from_recipe(recipe: Any) -> dict:
     """Every memory-relevant setting of a recipe as ``fixed`` for fit(): predicts exactly that run."""
-    t, q, lo = recipe.train, recipe.quant, recipe.lora
-    return {"quant": q.mode, "double_quant": q.double_quant, "rank": lo.rank, "alpha": lo.alpha,
-            "targets": list(lo.targets), "micro_batch": t.micro_batch, "grad_accum": t.grad_accum,
-            "seq_len": t.seq_len, "grad_ckpt": t.grad_ckpt, "attn": t.attn, "optimizer": t.optimizer,
-            "dropout": lo.dropout}
+    return {key: get_setting(recipe, key) for key in PLANNED if key != "quant.compute_dtype"}
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -131,14 +124,14 @@ def _space(fixed: dict, target: int, effective_batch: int, info: Any = None) -> 
     """The candidate values of every setting; a fixed setting has exactly one."""
     attn = "sdpa" if getattr(info, "supports_sdpa", True) else "eager"
     space = {
-        "quant": list(QUANT_ORDER), "double_quant": [True], "rank": list(RANKS), "targets": [["all-linear"]],
-        "micro_batch": [b for b in MICRO_BATCHES if b <= max(1, effective_batch)] or [1],
-        "seq_len": _seq_candidates(target), "grad_ckpt": [False, True], "attn": [attn],
-        "optimizer": list(OPTIMIZERS), "compute_dtype": ["bfloat16"],
+        "quant.mode": list(QUANT_ORDER), "quant.double_quant": [True], "lora.rank": list(RANKS), "lora.targets": [["all-linear"]],
+        "train.micro_batch": [b for b in MICRO_BATCHES if b <= max(1, effective_batch)] or [1],
+        "train.seq_len": _seq_candidates(target), "train.grad_ckpt": [False, True], "train.attn": [attn],
+        "train.optimizer": list(OPTIMIZERS), "quant.compute_dtype": ["bfloat16"],
     }
     for key, value in fixed.items():
         if key in space and value is not None:
-            space[key] = [_norm_targets(value) if key == "targets" else value]
+            space[key] = [_norm_targets(value) if key == "lora.targets" else value]
     return space
 
 
@@ -150,15 +143,15 @@ def _norm_targets(value: Any) -> list[str]:
 
 def _score(s: dict, target: int) -> tuple:
     """Bigger is better: coverage, less quantisation, rank, then speed."""
-    return (min(s["seq_len"], target), -QUANT_ORDER.index(s["quant"]), s["rank"], not s["grad_ckpt"],
-            s["micro_batch"], -OPTIMIZERS.index(s["optimizer"]) if s["optimizer"] in OPTIMIZERS else -9)
+    return (min(s["train.seq_len"], target), -QUANT_ORDER.index(s["quant.mode"]), s["lora.rank"], not s["train.grad_ckpt"],
+            s["train.micro_batch"], -OPTIMIZERS.index(s["train.optimizer"]) if s["train.optimizer"] in OPTIMIZERS else -9)
 
 
 # --- search ---------------------------------------------------------------------------------------------
 def _complete(s: dict, fixed: dict, effective_batch: int) -> dict:
     s = dict(s)
-    s["alpha"] = int(fixed.get("alpha") or 2 * s["rank"])
-    s["grad_accum"] = int(fixed.get("grad_accum") or max(1, math.ceil(effective_batch / s["micro_batch"])))
+    s["lora.alpha"] = int(fixed.get("lora.alpha") or 2 * s["lora.rank"])
+    s["train.grad_accum"] = int(fixed.get("train.grad_accum") or max(1, math.ceil(effective_batch / s["train.micro_batch"])))
     return {k: s[k] for k in SETTING_KEYS}
 
 
@@ -171,7 +164,7 @@ def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effectiv
     floor: dict[tuple, int] = {}  # weights + adapter + optimizer per (quant, rank, ...): skips hopeless ones cheaply
     for cand in candidates:
         s = _complete(cand, fixed, effective_batch)
-        key = (s["quant"], s["double_quant"], s["rank"], tuple(s["targets"]), s["optimizer"], s["compute_dtype"])
+        key = (s["quant.mode"], s["quant.double_quant"], s["lora.rank"], tuple(s["lora.targets"]), s["train.optimizer"], s["quant.compute_dtype"])
         if key not in floor:
             floor[key] = memory.static_bytes(info, s)
         if floor[key] > limit:
@@ -184,12 +177,19 @@ def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effectiv
 
 def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: dict | None = None,
         effective_batch: int = 16) -> Plan:
-    """Settings that fit ``budget_bytes`` (device total minus a margin), best quality first."""
-    fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
-    dropout = float(fixed.pop("dropout", 0.05))
+    """Settings that fit ``budget_bytes`` (device total minus a margin), best quality first.
+
+    ``fixed`` holds settings by their recipe names (``{"lora.rank": 8}``); recipe fields that do not
+    change memory (``train.lr``) are accepted and play no part; any other name is a ValueError.
+    """
+    unknown = sorted(k for k in (fixed or {}) if not is_setting(k))
+    if unknown:
+        raise ValueError(f"unknown settings {', '.join(unknown)}: use recipe names such as lora.rank")
+    fixed = {k: v for k, v in (fixed or {}).items() if v is not None and k in PLANNED}
+    dropout = float(fixed.pop("lora.dropout", 0.05))
     target, target_why = target_length(model_info, dataset_report)
-    if "seq_len" in fixed:
-        target = int(fixed["seq_len"])
+    if "train.seq_len" in fixed:
+        target = int(fixed["train.seq_len"])
     margin = margin_bytes(budget_bytes)
     space = _space(fixed, target, effective_batch, model_info)
     settings, est = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout)
@@ -215,27 +215,27 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
     s, out = plan.settings, []
     out.append(f"Predicted peak {_gib(plan.predicted['device_total_bytes'])} on the device (nvidia-smi), "
                f"within the budget of {_gib(plan.budget_bytes)} minus a {_gib(plan.margin_bytes)} safety margin.")
-    if s["seq_len"] >= plan.target_seq_len:
-        out.append(f"Sequence length {s['seq_len']}: {target_why}.")
+    if s["train.seq_len"] >= plan.target_seq_len:
+        out.append(f"Sequence length {s['train.seq_len']}: {target_why}.")
     else:
-        out.append(f"Sequence length {s['seq_len']} is shorter than the {plan.target_seq_len} wanted ({target_why}): "
+        out.append(f"Sequence length {s['train.seq_len']} is shorter than the {plan.target_seq_len} wanted ({target_why}): "
                    "longer examples will be truncated; a bigger budget would cover them.")
     quant_why = {"none": "the budget allows 16-bit base weights, the most faithful choice",
                  "8bit": "16-bit base weights do not fit, 8-bit (LLM.int8) does",
                  "4bit": "the base weights are quantised to 4-bit NF4 (QLoRA) to fit"}
-    for key, sentence in (("quant", f"Base weights {s['quant']}: {quant_why[s['quant']]}."),
-                          ("rank", f"LoRA rank {s['rank']} (alpha {s['alpha']}) on {', '.join(s['targets'])}: "
-                                   + ("the highest rank tried that fits." if s["rank"] == RANKS[0]
+    for key, sentence in (("quant.mode", f"Base weights {s['quant.mode']}: {quant_why[s['quant.mode']]}."),
+                          ("lora.rank", f"LoRA rank {s['lora.rank']} (alpha {s['lora.alpha']}) on {', '.join(s['lora.targets'])}: "
+                                   + ("the highest rank tried that fits." if s["lora.rank"] == RANKS[0]
                                       else "higher ranks do not fit with the settings above.")),
-                          ("micro_batch", f"Micro-batch {s['micro_batch']} x {s['grad_accum']} accumulation steps "
-                                          f"= effective batch {s['micro_batch'] * s['grad_accum']}."),
-                          ("grad_ckpt", "Gradient checkpointing on: activations are recomputed to save memory "
-                                        "(about 30% slower)." if s["grad_ckpt"]
+                          ("train.micro_batch", f"Micro-batch {s['train.micro_batch']} x {s['train.grad_accum']} accumulation steps "
+                                          f"= effective batch {s['train.micro_batch'] * s['train.grad_accum']}."),
+                          ("train.grad_ckpt", "Gradient checkpointing on: activations are recomputed to save memory "
+                                        "(about 30% slower)." if s["train.grad_ckpt"]
                            else "Gradient checkpointing off: activations fit, so training runs faster."),
-                          ("optimizer", f"Optimizer {s['optimizer']}" + (": 8-bit states to save memory." if "8bit" in
-                                        s["optimizer"] else ".") )):
+                          ("train.optimizer", f"Optimizer {s['train.optimizer']}" + (": 8-bit states to save memory." if "8bit" in
+                                        s["train.optimizer"] else ".") )):
         out.append(sentence + (" (you fixed this)" if key in fixed else ""))
-    if s["attn"] == "eager" and "attn" not in fixed and not getattr(info, "supports_sdpa", True):
+    if s["train.attn"] == "eager" and "train.attn" not in fixed and not getattr(info, "supports_sdpa", True):
         out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
                    "soft-capped), so the score matrix of each layer is kept.")
     if info.num_experts and not any(g.name.startswith(("w1", "experts")) for g in info.linears):
@@ -247,13 +247,13 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
 # --- when nothing fits ---------------------------------------------------------------------------------
 def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout: float) -> tuple[dict, memory.Estimate]:
     """The leanest settings (honouring fixed ones) at ``seq_len``."""
-    base = {"quant": "4bit", "double_quant": True, "rank": 8, "targets": ["all-linear"], "micro_batch": 1,
-            "seq_len": seq_len, "grad_ckpt": True, "attn": "sdpa" if getattr(info, "supports_sdpa", True) else "eager",
-            "optimizer": "paged_adamw_8bit", "compute_dtype": "bfloat16"}
+    base = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 8, "lora.targets": ["all-linear"], "train.micro_batch": 1,
+            "train.seq_len": seq_len, "train.grad_ckpt": True, "train.attn": "sdpa" if getattr(info, "supports_sdpa", True) else "eager",
+            "train.optimizer": "paged_adamw_8bit", "quant.compute_dtype": "bfloat16"}
     for k, v in fixed.items():
         if k in base:
-            base[k] = _norm_targets(v) if k == "targets" else v
-    base["seq_len"] = seq_len
+            base[k] = _norm_targets(v) if k == "lora.targets" else v
+    base["train.seq_len"] = seq_len
     s = _complete(base, fixed, effective_batch)
     return s, memory.estimate(info, s, dropout=dropout)
 
@@ -275,14 +275,14 @@ def _no_fit(info: Any, budget: int, margin: int, fixed: dict, target: int, effec
 def _suggest(info: Any, fixed: dict, target: int, effective_batch: int, dropout: float, limit: int,
              lean: memory.Estimate) -> dict:
     """The smallest single change that fits: unfix settings, a shorter length, a budget, a smaller model."""
-    user_fixed = {k: v for k, v in fixed.items() if k not in ("seq_len",)}
+    user_fixed = {k: v for k, v in fixed.items() if k not in ("train.seq_len",)}
     if user_fixed:
-        _, est = _minimal(info, {}, int(fixed.get("seq_len", target)), effective_batch, dropout)
+        _, est = _minimal(info, {}, int(fixed.get("train.seq_len", target)), effective_batch, dropout)
         if est.device_total <= limit:
             return {"unfix": sorted(user_fixed)}
     seq = _longest_fitting(info, fixed, target, effective_batch, dropout, limit)
     if seq is not None and seq >= min(target, 256):
-        return {"seq_len": seq}
+        return {"train.seq_len": seq}
     budget = _budget_for(lean.device_total)
     smaller = _smaller_model(info, budget_limit=limit, fixed=fixed, target=target, eb=effective_batch, dropout=dropout)
     return {"budget_bytes": budget, **({"model": smaller} if smaller else {})}
@@ -327,17 +327,12 @@ def _smaller_model(info: Any, budget_limit: int, fixed: dict, target: int, eb: i
     return best
 
 
-FLAGS = {"quant": "--quant", "double_quant": "--double-quant", "rank": "--rank", "alpha": "--alpha",
-         "targets": "--targets", "micro_batch": "--batch", "grad_accum": "--grad-accum", "seq_len": "--seq-len",
-         "grad_ckpt": "--grad-ckpt", "attn": "--attn", "optimizer": "--optimizer"}
-
-
 def _describe(change: dict, info: Any) -> str:
     if "unfix" in change:
-        flags = ", ".join(FLAGS.get(k, k) for k in change["unfix"])
+        flags = ", ".join(setting_flag(k) for k in change["unfix"])
         return f"It fits if the planner may choose {', '.join(change['unfix'])} itself (drop {flags})."
-    if "seq_len" in change:
-        return f"It fits with a shorter sequence length: --seq-len {change['seq_len']} (longer examples are truncated)."
+    if "train.seq_len" in change:
+        return f"It fits with a shorter sequence length: {setting_flag('train.seq_len')} {change['train.seq_len']} (longer examples are truncated)."
     text = f"It needs a GPU budget of at least {change['budget_bytes'] / GiB:.0f} GiB (--vram-gb {change['budget_bytes'] // GiB})"
     if change.get("model"):
         text += f", or a smaller model such as {change['model']}"

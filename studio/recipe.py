@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,21 @@ OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bi
 ATTN_IMPLS = ("sdpa", "eager", "flash_attention_2")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANT_TYPES = ("nf4", "fp4")
+TRAIN_ON = ("assistant", "all")
+# The settings the planner chooses (and a run's memory depends on), by their recipe names.
+PLANNED = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
+           "lora.dropout", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.grad_ckpt", "train.attn",
+           "train.optimizer")
 
 
 def _f(default: Any, doc: str, **kw: Any) -> Any:
-    """A dataclass field with its user-facing one-line doc."""
+    """A dataclass field with its user-facing one-line doc and its vocabulary.
+
+    ``choices``: the allowed values; ``min``/``max``: inclusive bounds, ``gt``/``lt``: exclusive
+    ones; ``flag``: the command-line flag when it is not ``--name-with-dashes``. ``validate()``, the
+    Plan page's editors and the commands' argparse options all read these, nowhere else.
+    """
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
     return field(default=default, metadata={"doc": doc, **kw})
@@ -40,48 +52,48 @@ class DataSpec:
     path: str = _f("", "Dataset file or folder (JSONL, JSON, CSV, TSV, Parquet, text, datasets folder).")
     format: str = _f("auto", "Dataset format, or 'auto' to detect it.")
     columns: dict = _f({}, "Column mapping override, e.g. {'prompt': 'question', 'completion': 'answer'}.")
-    val_fraction: float = _f(0.05, "Fraction of examples held out for validation (0 to disable).")
-    seed: int = _f(42, "Seed for the train/validation split and shuffling.")
-    train_on: str = _f("assistant", "Which tokens carry the loss: 'assistant' turns only, or 'all'.")
+    val_fraction: float = _f(0.05, "Fraction of examples held out for validation (0 to disable).", min=0.0, lt=0.5)
+    seed: int = _f(42, "Seed for the train/validation split and shuffling.", min=0, max=2**31 - 1)
+    train_on: str = _f("assistant", "Which tokens carry the loss: 'assistant' turns only, or 'all'.", choices=TRAIN_ON)
     heldout: str = _f("", "Optional held-out prompts (JSONL) answered before and after training to show the change.")
 
 
 @dataclass
 class LoraSpec:
-    rank: int = _f(16, "LoRA rank r: capacity of the adapter; memory grows linearly with it.")
-    alpha: int = _f(32, "LoRA alpha: the update is scaled by alpha / rank.")
-    dropout: float = _f(0.05, "Dropout on the LoRA input during training.")
+    rank: int = _f(16, "LoRA rank r: capacity of the adapter; memory grows linearly with it.", min=1, max=4096)
+    alpha: int = _f(32, "LoRA alpha: the update is scaled by alpha / rank.", min=1, max=65536)
+    dropout: float = _f(0.05, "Dropout on the LoRA input during training.", min=0.0, lt=1.0)
     targets: list = _f(["all-linear"], "Modules to adapt: ['all-linear'] or names such as q_proj, v_proj.")
 
 
 @dataclass
 class QuantSpec:
-    mode: str = _f("4bit", "Base weights: '4bit' (QLoRA, NF4), '8bit' (LLM.int8) or 'none' (16-bit).")
+    mode: str = _f("4bit", "Base weights: '4bit' (QLoRA, NF4), '8bit' (LLM.int8) or 'none' (16-bit).", choices=QUANT_MODES, flag="--quant")
     double_quant: bool = _f(True, "Quantise the 4-bit scales too (saves about 0.4 bit per weight).")
-    quant_type: str = _f("nf4", "4-bit data type: 'nf4' (normal float) or 'fp4'.")
-    compute_dtype: str = _f("auto", "Dtype of matmuls and trainable weights: auto = bf16 on GPUs that have it, else fp16; fp32 on CPU.")
+    quant_type: str = _f("nf4", "4-bit data type: 'nf4' (normal float) or 'fp4'.", choices=QUANT_TYPES)
+    compute_dtype: str = _f("auto", "Dtype of matmuls and trainable weights: auto = bf16 on GPUs that have it, else fp16; fp32 on CPU.", choices=DTYPES)
 
 
 @dataclass
 class TrainSpec:
-    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run the epochs).")
-    epochs: float = _f(1.0, "Passes over the training set when max_steps is -1.")
-    micro_batch: int = _f(4, "Examples per forward pass on the GPU.")
-    grad_accum: int = _f(4, "Micro-batches accumulated per optimizer step (effective batch = micro_batch x this).")
-    seq_len: int = _f(1024, "Longest example in tokens; longer ones are truncated.")
-    lr: float = _f(2e-4, "Peak learning rate.")
-    scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.")
-    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming the learning rate up.")
-    optimizer: str = _f("adamw_torch", "Optimizer: adamw_torch, adamw_8bit, paged_adamw_8bit or paged_adamw_32bit.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run the epochs).", min=-1, max=10_000_000)
+    epochs: float = _f(1.0, "Passes over the training set when max_steps is -1.", min=0.0, max=1000.0)
+    micro_batch: int = _f(4, "Examples per forward pass on the GPU.", min=1, max=4096, flag="--batch")
+    grad_accum: int = _f(4, "Micro-batches accumulated per optimizer step (effective batch = micro_batch x this).", min=1, max=65536)
+    seq_len: int = _f(1024, "Longest example in tokens; longer ones are truncated.", min=16, max=1_048_576)
+    lr: float = _f(2e-4, "Peak learning rate.", gt=0.0, lt=1.0)
+    scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
+    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming the learning rate up.", min=0.0, max=1.0)
+    optimizer: str = _f("adamw_torch", "Optimizer: adamw_torch, adamw_8bit, paged_adamw_8bit or paged_adamw_32bit.", choices=OPTIMIZERS)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0, max=10.0)
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.", min=0.0, max=1e6)
     grad_ckpt: bool = _f(True, "Gradient checkpointing: recompute activations to save memory (about 30% slower).")
-    attn: str = _f("sdpa", "Attention implementation: sdpa, eager or flash_attention_2.")
-    seed: int = _f(42, "Seed for weights of the adapter, dropout and data order.")
-    logging_steps: int = _f(1, "Emit a metric event every N optimizer steps.")
-    eval_steps: int = _f(0, "Evaluate on the validation split every N steps (0: at the end only).")
-    save_steps: int = _f(50, "Write a checkpoint every N optimizer steps.")
-    keep_checkpoints: int = _f(2, "How many checkpoints to keep (older ones are deleted).")
+    attn: str = _f("sdpa", "Attention implementation: sdpa, eager or flash_attention_2.", choices=ATTN_IMPLS)
+    seed: int = _f(42, "Seed for weights of the adapter, dropout and data order.", min=0, max=2**31 - 1)
+    logging_steps: int = _f(1, "Emit a metric event every N optimizer steps.", min=1, max=1_000_000)
+    eval_steps: int = _f(0, "Evaluate on the validation split every N steps (0: at the end only).", min=0, max=10_000_000)
+    save_steps: int = _f(50, "Write a checkpoint every N optimizer steps.", min=1, max=10_000_000)
+    keep_checkpoints: int = _f(2, "How many checkpoints to keep (older ones are deleted).", min=1, max=1000)
 
 
 @dataclass
@@ -155,7 +167,7 @@ class Problem:
         return f"{self.field}: {self.message} ({self.hint})"
 
 
-_SECTIONS = {"model": ModelSpec, "data": DataSpec, "lora": LoraSpec, "quant": QuantSpec, "train": TrainSpec}
+SECTIONS = _SECTIONS = {"model": ModelSpec, "data": DataSpec, "lora": LoraSpec, "quant": QuantSpec, "train": TrainSpec}
 
 
 def _section_from_dict(cls: type, value: Any, name: str, warnings: list[str]) -> Any:
@@ -209,38 +221,56 @@ def _check_types(r: Recipe) -> list[Problem]:
     return out
 
 
-def _choice(field_name: str, value: Any, allowed: tuple) -> list[Problem]:
-    if value in allowed:
-        return []
-    return [Problem(field_name, f"{value!r} is not one of {', '.join(allowed)}", f"use one of: {', '.join(allowed)}")]
+def _fields() -> list[tuple[str, dataclasses.Field]]:
+    return [(f"{section}.{f.name}", f) for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
 def _check_choices(r: Recipe) -> list[Problem]:
-    return (_choice("quant.mode", r.quant.mode, QUANT_MODES) + _choice("quant.quant_type", r.quant.quant_type, ("nf4", "fp4"))
-            + _choice("quant.compute_dtype", r.quant.compute_dtype, DTYPES)
-            + _choice("train.optimizer", r.train.optimizer, OPTIMIZERS) + _choice("train.attn", r.train.attn, ATTN_IMPLS)
-            + _choice("train.scheduler", r.train.scheduler, SCHEDULERS)
-            + _choice("data.train_on", r.data.train_on, ("assistant", "all")))
+    out = []
+    for key, f in _fields():
+        allowed, value = f.metadata.get("choices"), get_setting(r, key)
+        if allowed and value not in allowed:
+            out.append(Problem(key, f"{value!r} is not one of {', '.join(allowed)}", f"use one of: {', '.join(allowed)}"))
+    return out
 
 
-def _positive(name: str, value: Any, minimum: float = 1) -> list[Problem]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < minimum:
-        return [Problem(name, f"must be at least {minimum}, got {value}", f"set {name} to {minimum} or more")]
-    return []
+def bounds_text(meta: dict) -> str:
+    """``at least 1 and at most 4096``, ``above 0 and below 1``: a field's range in words."""
+    parts = [f"{word} {_num(meta[k])}" for k, word in (("min", "at least"), ("gt", "above"), ("max", "at most"),
+                                                   ("lt", "below")) if k in meta]
+    return " and ".join(parts)
+
+
+def _num(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def in_bounds(value: float, meta: dict) -> bool:
+    """Whether a number is finite and inside the field's bounds (NaN is never in bounds)."""
+    if not math.isfinite(value):
+        return False
+    return (value >= meta.get("min", -math.inf) and value > meta.get("gt", -math.inf)
+            and value <= meta.get("max", math.inf) and value < meta.get("lt", math.inf))
+
+
+def _check_bounds(r: Recipe) -> list[Problem]:
+    out = []
+    for key, f in _fields():
+        value = get_setting(r, key)
+        if not bounds_text(f.metadata) or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if not in_bounds(value, f.metadata):
+            what = "is not a finite number" if not math.isfinite(value) else f"is {_num(value)}"
+            out.append(Problem(key, f"{what}; it must be {bounds_text(f.metadata)}",
+                               f"set {key} to a number {bounds_text(f.metadata)}, e.g. {f.default!r}"))
+    return out
 
 
 def _check_ranges(r: Recipe) -> list[Problem]:
+    """What bounds alone cannot say: combinations of fields."""
     t, lo = r.train, r.lora
-    out = (_positive("lora.rank", lo.rank) + _positive("lora.alpha", lo.alpha) + _positive("train.micro_batch", t.micro_batch)
-           + _positive("train.grad_accum", t.grad_accum) + _positive("train.seq_len", t.seq_len, 16)
-           + _positive("train.save_steps", t.save_steps) + _positive("train.keep_checkpoints", t.keep_checkpoints))
-    if isinstance(t.lr, (int, float)) and not 0 < t.lr < 1:
-        out.append(Problem("train.lr", f"{t.lr} is outside (0, 1)", "typical LoRA learning rates are 1e-5 to 5e-4"))
-    if isinstance(lo.dropout, (int, float)) and not 0 <= lo.dropout < 1:
-        out.append(Problem("lora.dropout", f"{lo.dropout} is outside [0, 1)", "use 0 to 0.1"))
-    if isinstance(r.data.val_fraction, (int, float)) and not 0 <= r.data.val_fraction < 0.5:
-        out.append(Problem("data.val_fraction", f"{r.data.val_fraction} is outside [0, 0.5)", "use 0 to disable or about 0.05"))
-    if isinstance(t.max_steps, int) and t.max_steps == 0 or (isinstance(t.max_steps, int) and t.max_steps < -1):
+    out = []
+    if isinstance(t.max_steps, int) and t.max_steps == 0:
         out.append(Problem("train.max_steps", f"{t.max_steps} steps would train nothing", "use -1 (epochs) or a positive number"))
     if t.max_steps == -1 and isinstance(t.epochs, (int, float)) and t.epochs <= 0:
         out.append(Problem("train.epochs", f"{t.epochs} epochs would train nothing", "use a positive number such as 1"))
@@ -258,4 +288,31 @@ def _check_required(r: Recipe) -> list[Problem]:
     return out
 
 
-_CHECKS = (_check_required, _check_types, _check_choices, _check_ranges)
+_CHECKS = (_check_required, _check_types, _check_choices, _check_bounds, _check_ranges)
+
+
+def setting_field(key: str) -> dataclasses.Field:
+    """The dataclass field of ``"section.name"`` (its metadata holds the doc, choices and bounds)."""
+    section, name = key.split(".", 1)
+    return next(f for f in dataclasses.fields(_SECTIONS[section]) if f.name == name)
+
+
+def is_setting(key: str) -> bool:
+    """Whether ``key`` names a recipe field (``"lora.rank"``)."""
+    section, _, name = key.partition(".")
+    return section in _SECTIONS and name in {f.name for f in dataclasses.fields(_SECTIONS[section])}
+
+
+def setting_flag(key: str) -> str:
+    """The command-line flag of a setting: ``--quant`` for quant.mode, ``--seq-len`` for train.seq_len."""
+    return setting_field(key).metadata.get("flag") or "--" + key.split(".", 1)[1].replace("_", "-")
+
+
+def get_setting(recipe: Recipe, key: str) -> Any:
+    section, name = key.split(".", 1)
+    return getattr(getattr(recipe, section), name)
+
+
+def set_setting(recipe: Recipe, key: str, value: Any) -> None:
+    section, name = key.split(".", 1)
+    setattr(getattr(recipe, section), name, value)

@@ -4,9 +4,12 @@ from __future__ import annotations
 import pytest
 
 from studio import memory, models
+from studio.recipe import PLANNED
 
-BASE = dict(quant="4bit", double_quant=True, rank=16, alpha=32, targets=["all-linear"], micro_batch=2, grad_accum=8,
-            seq_len=1024, grad_ckpt=False, attn="sdpa", optimizer="adamw_torch", compute_dtype="bfloat16")
+SHORT = {key.split(".", 1)[1] if key != "quant.mode" else "quant": key for key in PLANNED}  # est(x, rank=8)
+BASE = {SHORT[k]: v for k, v in dict(
+    quant="4bit", double_quant=True, rank=16, alpha=32, targets=["all-linear"], micro_batch=2, grad_accum=8,
+    seq_len=1024, grad_ckpt=False, attn="sdpa", optimizer="adamw_torch", compute_dtype="bfloat16").items()}
 WEIGHTS = ("base_weights_4bit", "quant_constants", "unquantized_weights", "lora_weights", "lora_grads",
            "optimizer_state")
 
@@ -17,7 +20,7 @@ def llama8b():
 
 
 def est(info, dropout=0.05, **changes):
-    return memory.estimate(info, {**BASE, **changes}, dropout=dropout)
+    return memory.estimate(info, {**BASE, **{SHORT.get(k, k): v for k, v in changes.items()}}, dropout=dropout)
 
 
 def test_doubling_batch_doubles_activations_not_weights(llama8b):
@@ -38,7 +41,7 @@ def test_sequence_length_scales_linearly_and_eager_scores_quadratically(llama8b)
 
 def test_gradient_checkpointing_keeps_only_layer_inputs(llama8b):
     full, ckpt = est(llama8b, grad_ckpt=False), est(llama8b, grad_ckpt=True)
-    tokens = BASE["micro_batch"] * BASE["seq_len"]
+    tokens = BASE["train.micro_batch"] * BASE["train.seq_len"]
     assert ckpt.components["activations"] == llama8b.layers * 2 * llama8b.hidden * tokens
     assert ckpt.peak_allocated < full.peak_allocated
 
@@ -71,8 +74,8 @@ def test_rank_and_optimizer(llama8b):
 
 
 def test_dropout_adds_the_dropped_inputs(llama8b):
-    tokens = BASE["micro_batch"] * BASE["seq_len"]
-    a_outputs = 2 * BASE["rank"] * sum(g.count for g in memory.targeted(llama8b, ["all-linear"])) * tokens
+    tokens = BASE["train.micro_batch"] * BASE["train.seq_len"]
+    a_outputs = 2 * BASE["lora.rank"] * sum(g.count for g in memory.targeted(llama8b, ["all-linear"])) * tokens
     assert est(llama8b, dropout=0.0).components["lora_activations"] == a_outputs
     inputs = sum(g.in_features * g.count for g in memory.targeted(llama8b, ["all-linear"])) * tokens
     assert est(llama8b, dropout=0.1).components["lora_activations"] == a_outputs + 3 * inputs  # bf16 copy + mask
@@ -123,7 +126,7 @@ def test_4bit_storage_matches_bitsandbytes(tiny_model_dir):
         if isinstance(m, bnb.nn.Linear4bit):
             packed += m.weight.numel() * m.weight.element_size()
             absmax += m.weight.quant_state.absmax.numel() * m.weight.quant_state.absmax.element_size()
-    e = memory.estimate(info, {**BASE, "double_quant": False, "compute_dtype": "float32"})
+    e = memory.estimate(info, {**BASE, "quant.double_quant": False, "quant.compute_dtype": "float32"})
     assert packed == e.components["base_weights_4bit"]
     assert absmax == e.components["quant_constants"]
     rest = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
@@ -132,7 +135,7 @@ def test_4bit_storage_matches_bitsandbytes(tiny_model_dir):
 
 
 def test_static_bytes_is_a_lower_bound_of_the_device_total(llama8b):
-    for changes in ({}, {"quant": "none"}, {"optimizer": "paged_adamw_8bit"}, {"grad_ckpt": True, "seq_len": 128}):
+    for changes in ({}, {"quant.mode": "none"}, {"train.optimizer": "paged_adamw_8bit"}, {"train.grad_ckpt": True, "train.seq_len": 128}):
         s = {**BASE, **changes}
         assert memory.static_bytes(llama8b, s) <= memory.estimate(llama8b, s).device_total
 
@@ -140,7 +143,7 @@ def test_static_bytes_is_a_lower_bound_of_the_device_total(llama8b):
 def test_soft_capping_adds_its_tanh_outputs():
     gemma = models.resolve("gemma-2-9b-it")
     assert gemma.logit_softcap and gemma.attn_softcap and not gemma.supports_sdpa
-    e = memory.estimate(gemma, {**BASE, "attn": "eager"})
-    tokens = BASE["micro_batch"] * BASE["seq_len"]
+    e = memory.estimate(gemma, {**BASE, "train.attn": "eager"})
+    tokens = BASE["train.micro_batch"] * BASE["train.seq_len"]
     assert e.components["logits_and_loss"] == tokens * gemma.vocab * (memory.LOGITS_BYTES_PER_VOCAB + 2)
-    assert e.components["attention_scores"] == gemma.layers * gemma.heads * BASE["seq_len"] * (4 + 2 + 2) * tokens
+    assert e.components["attention_scores"] == gemma.layers * gemma.heads * BASE["train.seq_len"] * (4 + 2 + 2) * tokens

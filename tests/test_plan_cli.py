@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,8 @@ def run_json(capsys, *argv) -> dict:
 def test_json_contract(capsys):
     d = run_json(capsys, "--model", "llama-3.1-8b-instruct", "--vram-gb", "24")
     assert d["budget_bytes"] == 24 * GiB and d["fits"] is True
-    assert set(d["settings"]) >= {"quant", "double_quant", "rank", "alpha", "targets", "micro_batch", "grad_accum",
-                                  "seq_len", "grad_ckpt", "attn", "optimizer", "compute_dtype"}
+    assert set(d["settings"]) >= {"quant.mode", "quant.double_quant", "lora.rank", "lora.alpha", "lora.targets", "train.micro_batch", "train.grad_accum",
+                                  "train.seq_len", "train.grad_ckpt", "train.attn", "train.optimizer", "quant.compute_dtype"}
     assert set(d["predicted"]) == {"peak_allocated_bytes", "peak_reserved_bytes", "device_total_bytes"}
     assert d["predicted"]["device_total_bytes"] <= 24 * GiB
     assert all(isinstance(v, int) for v in d["components"].values())
@@ -34,10 +33,10 @@ def test_given_settings_are_used_as_they_are(capsys):
     d = run_json(capsys, "--model", "llama-3.2-3b-instruct", "--vram-gb", "24", "--quant", "8bit", "--no-double-quant",
                  "--rank", "8", "--targets", "q_proj,v_proj", "--batch", "2", "--seq-len", "512", "--no-grad-ckpt",
                  "--attn", "eager", "--optimizer", "adamw_8bit")
-    given = {"quant": "8bit", "double_quant": False, "rank": 8, "targets": ["q_proj", "v_proj"], "micro_batch": 2,
-             "seq_len": 512, "grad_ckpt": False, "attn": "eager", "optimizer": "adamw_8bit"}
+    given = {"quant.mode": "8bit", "quant.double_quant": False, "lora.rank": 8, "lora.targets": ["q_proj", "v_proj"], "train.micro_batch": 2,
+             "train.seq_len": 512, "train.grad_ckpt": False, "train.attn": "eager", "train.optimizer": "adamw_8bit"}
     assert {k: d["settings"][k] for k in given} == given
-    assert d["settings"]["grad_accum"] == 8  # keeps the effective batch of 16
+    assert d["settings"]["train.grad_accum"] == 8  # keeps the effective batch of 16
 
 
 def test_no_fit_still_answers_with_a_suggestion(capsys):
@@ -69,7 +68,7 @@ def test_user_errors_are_one_line_and_exit_2(capsys, argv, words):
 
 def test_dataset_lengths_set_the_sequence_length(capsys, tiny_model_dir, chat_jsonl):
     d = run_json(capsys, "--model", str(tiny_model_dir), "--vram-gb", "8", "--dataset", str(chat_jsonl))
-    assert d["settings"]["seq_len"] < 2048 and d["settings"]["seq_len"] % 64 == 0
+    assert d["settings"]["train.seq_len"] < 2048 and d["settings"]["train.seq_len"] % 64 == 0
     assert any("95th-percentile" in r for r in d["reasons"])
 
 

@@ -29,7 +29,7 @@ def test_auto_fit_never_exceeds_budget_minus_margin(infos, model, gib):
         check = memory.estimate(info, plan.settings, dropout=plan.dropout)  # predict again, independently
         assert check.device_total == plan.predicted["device_total_bytes"]
         assert check.device_total <= budget - planner.margin_bytes(budget)
-        assert plan.settings["micro_batch"] * plan.settings["grad_accum"] >= 16
+        assert plan.settings["train.micro_batch"] * plan.settings["train.grad_accum"] >= 16
         assert set(plan.settings) == set(planner.SETTING_KEYS)
     else:
         assert plan.suggestion and plan.suggestion_change
@@ -44,11 +44,11 @@ def test_grid_has_both_answers(infos):
 
 
 FIXED_CASES = [
-    {"quant": "8bit"},
-    {"rank": 8, "targets": "q_proj,v_proj"},
-    {"micro_batch": 2, "seq_len": 512, "grad_ckpt": False},
-    {"attn": "eager", "optimizer": "adamw_8bit", "double_quant": False},
-    {"quant": "4bit", "rank": 32, "alpha": 16, "grad_accum": 3, "optimizer": "paged_adamw_32bit"},
+    {"quant.mode": "8bit"},
+    {"lora.rank": 8, "lora.targets": "q_proj,v_proj"},
+    {"train.micro_batch": 2, "train.seq_len": 512, "train.grad_ckpt": False},
+    {"train.attn": "eager", "train.optimizer": "adamw_8bit", "quant.double_quant": False},
+    {"quant.mode": "4bit", "lora.rank": 32, "lora.alpha": 16, "train.grad_accum": 3, "train.optimizer": "paged_adamw_32bit"},
 ]
 
 
@@ -57,30 +57,30 @@ def test_fixed_settings_are_honoured(infos, fixed):
     plan = planner.fit(infos["llama-3.2-3b-instruct"], 24 * GiB, fixed=fixed)
     assert plan.fits
     for key, value in fixed.items():
-        want = planner._norm_targets(value) if key == "targets" else value
+        want = planner._norm_targets(value) if key == "lora.targets" else value
         assert plan.settings[key] == want, key
-    assert any("(you fixed this)" in r for r in plan.reasons) or set(fixed) <= {"alpha", "grad_accum", "attn",
-                                                                                   "double_quant", "targets"}
+    assert any("(you fixed this)" in r for r in plan.reasons) or set(fixed) <= {"lora.alpha", "train.grad_accum", "train.attn",
+                                                                                   "quant.double_quant", "lora.targets"}
 
 
 def test_prefers_quality_when_memory_allows(infos):
     roomy = planner.fit(infos["qwen2.5-0.5b-instruct"], 48 * GiB)
-    assert roomy.settings["quant"] == "none" and roomy.settings["rank"] == planner.RANKS[0]
-    assert roomy.settings["seq_len"] == planner.DEFAULT_SEQ_LEN
+    assert roomy.settings["quant.mode"] == "none" and roomy.settings["lora.rank"] == planner.RANKS[0]
+    assert roomy.settings["train.seq_len"] == planner.DEFAULT_SEQ_LEN
     tight = planner.fit(infos["llama-3.1-8b-instruct"], 12 * GiB)
-    assert tight.fits and tight.settings["quant"] == "4bit"
+    assert tight.fits and tight.settings["quant.mode"] == "4bit"
     assert any("4-bit" in r for r in tight.reasons)
 
 
 def test_dataset_p95_sets_the_length(infos):
     report = SimpleNamespace(tokens=SimpleNamespace(min=12, p50=150, p95=300, max=2000))
     plan = planner.fit(infos["llama-3.2-3b-instruct"], 24 * GiB, dataset_report=report)
-    assert plan.settings["seq_len"] == 320 and plan.target_seq_len == 320
+    assert plan.settings["train.seq_len"] == 320 and plan.target_seq_len == 320
     assert any("95th-percentile example is 300 tokens" in r for r in plan.reasons)
     as_dict = planner.fit(infos["llama-3.2-3b-instruct"], 24 * GiB, dataset_report={"tokens": {"p95": 300}})
     assert as_dict.settings == plan.settings
     no_tokens = planner.fit(infos["llama-3.2-3b-instruct"], 24 * GiB, dataset_report=SimpleNamespace(tokens=None))
-    assert no_tokens.settings["seq_len"] == planner.DEFAULT_SEQ_LEN
+    assert no_tokens.settings["train.seq_len"] == planner.DEFAULT_SEQ_LEN
 
 
 def test_length_is_capped_at_the_model_context(infos):
@@ -92,8 +92,8 @@ def test_length_is_capped_at_the_model_context(infos):
 def _apply_change(info, change, fixed):
     if "budget_bytes" in change:
         return planner.fit(info, change["budget_bytes"], fixed=fixed)
-    if "seq_len" in change:
-        return planner.fit(info, BUDGET, fixed={**fixed, "seq_len": change["seq_len"]})
+    if "train.seq_len" in change:
+        return planner.fit(info, BUDGET, fixed={**fixed, "train.seq_len": change["train.seq_len"]})
     if "unfix" in change:
         return planner.fit(info, BUDGET, fixed={k: v for k, v in fixed.items() if k not in change["unfix"]})
     raise AssertionError(change)
@@ -104,8 +104,8 @@ BUDGET = 12 * GiB
 
 @pytest.mark.parametrize("model, fixed, kind", [
     ("llama-3.1-70b-instruct", {}, "budget_bytes"),
-    ("llama-3.1-8b-instruct", {"seq_len": 65536}, "seq_len"),
-    ("llama-3.1-8b-instruct", {"quant": "none"}, "unfix"),
+    ("llama-3.1-8b-instruct", {"train.seq_len": 65536}, "train.seq_len"),
+    ("llama-3.1-8b-instruct", {"quant.mode": "none"}, "unfix"),
 ])
 def test_no_fit_names_a_change_that_then_fits(infos, model, fixed, kind):
     info = infos[model]
@@ -120,15 +120,15 @@ def test_no_fit_names_a_change_that_then_fits(infos, model, fixed, kind):
 
 
 def test_apply_writes_settings_into_a_recipe_copy(infos):
-    plan = planner.fit(infos["llama-3.2-3b-instruct"], 16 * GiB, fixed={"targets": ["q_proj", "v_proj"]})
+    plan = planner.fit(infos["llama-3.2-3b-instruct"], 16 * GiB, fixed={"lora.targets": ["q_proj", "v_proj"]})
     original = Recipe()
     recipe = plan.apply(original)
     s = plan.settings
-    assert (recipe.quant.mode, recipe.quant.double_quant) == (s["quant"], s["double_quant"])
-    assert (recipe.lora.rank, recipe.lora.alpha, recipe.lora.targets) == (s["rank"], s["alpha"], ["q_proj", "v_proj"])
+    assert (recipe.quant.mode, recipe.quant.double_quant) == (s["quant.mode"], s["quant.double_quant"])
+    assert (recipe.lora.rank, recipe.lora.alpha, recipe.lora.targets) == (s["lora.rank"], s["lora.alpha"], ["q_proj", "v_proj"])
     t = recipe.train
     assert (t.micro_batch, t.grad_accum, t.seq_len, t.grad_ckpt, t.attn, t.optimizer) == (
-        s["micro_batch"], s["grad_accum"], s["seq_len"], s["grad_ckpt"], s["attn"], s["optimizer"])
+        s["train.micro_batch"], s["train.grad_accum"], s["train.seq_len"], s["train.grad_ckpt"], s["train.attn"], s["train.optimizer"])
     assert original.lora.targets == ["all-linear"]  # the input is not modified
     assert not recipe.validate() or all(p.field == "data.path" for p in recipe.validate())
 
@@ -142,6 +142,6 @@ def test_to_dict_has_the_cli_contract_keys(infos):
 
 def test_models_without_sdpa_get_eager_attention():
     plan = planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB)
-    assert plan.settings["attn"] == "eager" and any("no sdpa path" in r for r in plan.reasons)
-    assert planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB, fixed={"attn": "flash_attention_2"}).settings[
-        "attn"] == "flash_attention_2"
+    assert plan.settings["train.attn"] == "eager" and any("no sdpa path" in r for r in plan.reasons)
+    assert planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB, fixed={"train.attn": "flash_attention_2"}).settings[
+        "train.attn"] == "flash_attention_2"

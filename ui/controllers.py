@@ -12,13 +12,12 @@ SIGKILL, each after a grace period.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -131,12 +130,14 @@ class WorkerController(QObject):
     sig_finished = Signal(int, bool)          # exit code, whether a `done` event was seen
     sig_busy = Signal(bool)
 
-    def __init__(self, parent: QObject | None = None, stop_grace_s: float = 30.0, term_grace_s: float = 5.0) -> None:
+    def __init__(self, parent: QObject | None = None, stop_grace_s: float = 30.0, term_grace_s: float = 5.0,
+                 parser: Callable[[], Any] = ev.EventReader) -> None:
         super().__init__(parent)
         self.stop_grace_s = stop_grace_s
         self.term_grace_s = term_grace_s
+        self.parser = parser  # makes the stdout parser of each start: feed(bytes) / close() -> events
         self.proc: subprocess.Popen | None = None
-        self.reader = ev.EventReader()
+        self.reader = parser()
         self.saw_done = False
         self.saw_error = False
         self.detached = False
@@ -172,7 +173,7 @@ class WorkerController(QObject):
         self.proc = None
         self._follow_pid = int(pid)
         self.term_grace_s = term_grace_s  # the worker saves a checkpoint and the adapter on SIGTERM
-        self.reader = ev.EventReader()
+        self.reader = self.parser()
         self.saw_done = self.saw_error = self.detached = False
         self._stage = 0
         events = _FileTail(run_dir / runs.EVENTS, self)
@@ -210,7 +211,7 @@ class WorkerController(QObject):
         if self.running:
             raise RuntimeError("a worker is already running")
         self._follow_pid = None
-        self.reader = ev.EventReader()
+        self.reader = self.parser()
         self.saw_done = self.saw_error = self.detached = False
         self._stage = 0
         self._stderr_buf = ""
@@ -260,6 +261,12 @@ class WorkerController(QObject):
             self._escalate_step()
             return
         self._escalate.start(int(self.stop_grace_s * 1000))
+
+    def terminate(self) -> None:
+        """Ask with SIGTERM (a command that reads no stdin: the runtime setup), then kill after the grace."""
+        if self.running:
+            self._stage = 1
+            self._escalate_step()
 
     def pause(self) -> bool:
         return self.send("pause")
@@ -426,78 +433,32 @@ class ExportController(WorkerController):
         self.start(procs.worker_argv("workers.export", *args), env=procs.worker_env())
 
 
-class JsonCommandController(QObject):
-    """Runs a command that prints one JSON document (e.g. ``lora-studio data inspect --json``)."""
+class CommandController(WorkerController):
+    """Runs a one-shot ``lora-studio COMMAND … --events`` (a model's facts, token statistics, the doctor).
 
-    sig_result = Signal(object)
-    sig_failed = Signal(str)
-    sig_busy = Signal(bool)
+    The command answers with one ``done`` event whose data is the result; a newer request replaces
+    one still running (the old process is killed and its signals never reach the page).
+    """
 
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._out = bytearray()
-        self._err: list[str] = []
-        self._worker: WorkerController | None = None
-        self._busy = False
+    def __init__(self, parent: QObject | None = None, **kw) -> None:
+        super().__init__(parent, **{"stop_grace_s": 0.1, "term_grace_s": 1.0, **kw})
 
-    @property
-    def running(self) -> bool:
-        return self._worker is not None and self._worker.running
+    def run_command(self, *args: str) -> None:
+        self.run_argv(procs.worker_argv("studio.cli", *args, "--events"))
 
-    def _set_busy(self, on: bool) -> None:
-        """Forward busy changes, balanced even when a running command is replaced."""
-        if on != self._busy:
-            self._busy = on
-            self.sig_busy.emit(on)
+    def run_argv(self, argv: Sequence[str]) -> None:
+        if self.running:
+            self.kill_now()
+            self._abandon()
+        self.start(argv, env=procs.worker_env())
 
-    def start(self, argv: Sequence[str]) -> None:
-        """Run ``argv``; a command still running from an earlier request is abandoned and killed."""
-        if self._worker is not None:
-            old, self._worker = self._worker, None
-            for sig in (old.sig_log, old.sig_finished, old.sig_busy):
-                sig.disconnect()
-            old.kill_now()
-            if self._busy:
-                self._set_busy(False)
-        self._out.clear()
-        self._err.clear()
-        worker = WorkerController(self, stop_grace_s=0.1, term_grace_s=1.0)
-        worker.sig_log.connect(self._err.append)
-        worker.sig_finished.connect(self._finished)
-        worker.sig_busy.connect(self._set_busy)
-        self._worker = worker
-        worker.start(argv, env=procs.worker_env())
-        worker.reader = _RawSink(self._out)  # stdout is one JSON document, not events
-
-    def kill_now(self) -> None:
-        if self._worker is not None:
-            self._worker.kill_now()
-
-    def _finished(self, code: int, _done: bool) -> None:
-        try:
-            doc = json.loads(bytes(self._out).decode("utf-8")) if self._out.strip() else None
-        except ValueError:
-            doc = None
-        if code == 0 and doc is not None:
-            self.sig_result.emit(doc)
-        elif isinstance(doc, dict) and doc.get("error"):
-            self.sig_failed.emit(str(doc["error"]))
-        else:
-            msg = next((line for line in reversed(self._err) if line.strip()), f"the command ended with code {code}")
-            self.sig_failed.emit(msg.strip())
-
-
-class _RawSink:
-    """Stands in for EventReader when stdout is a plain document: just collects the bytes."""
-
-    def __init__(self, buf: bytearray) -> None:
-        self.buf = buf
-        self.malformed = 0
-        self.last_malformed = b""
-
-    def feed(self, chunk: bytes) -> list:
-        self.buf.extend(chunk)
-        return []
-
-    def close(self) -> list:
-        return []
+    def _abandon(self) -> None:
+        """Forget the process being replaced: its last events and its exit are not this request's."""
+        for reader in self._readers:
+            try:
+                reader.ready.disconnect()
+                reader.closed.disconnect()
+            except (RuntimeError, TypeError):
+                pass
+        self._live = False
+        self.sig_busy.emit(False)

@@ -2,82 +2,33 @@
 
 ``attach(window)`` adds Help > "Diagnostics…" and "Set up the ML runtime…", and when nothing can
 run the workers yet (``studio.runtime.needs_setup()``) shows a bar at the top of the window that
-offers the setup. The setup runs ``lora-studio runtime setup --events`` in a QProcess (so it can
-be cancelled and never freezes the window) and speaks the worker protocol: progress, pip's lines
-and, on failure, the error in words with the log's path. The doctor runs the same way.
+offers the setup. The setup runs ``lora-studio runtime setup --events`` under the one process driver
+(``ui.controllers.WorkerController``: it can be cancelled and never freezes the window) and speaks the
+worker protocol: progress, pip's lines and, on failure, the error in words with the log's path. The
+doctor runs the same way (``lora-studio doctor --events``) and answers with its report in a ``done`` event.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QMainWindow, QPlainTextEdit,
                                QProgressBar, QPushButton, QToolBar, QVBoxLayout, QWidget)
 
-from studio import events, runtime
+from studio import events, procs
+from studio.commands.doctor import format_report
+from studio.runtime import setup, state
+from ui.controllers import WorkerController
 
 OFFER_NAME = "runtimeOffer"
 LOG_LINES = 2000  # the dialog's log view keeps the last lines only; the file keeps everything
-KILL_AFTER_MS = 3000
+KILL_AFTER_S = 3.0
 
 
-class CliProcess(QObject):
-    """Runs a ``lora-studio`` command in a QProcess and turns its event lines into signals."""
-
-    sig_event = Signal(object)      # studio.events.Event
-    sig_stderr = Signal(str)
-    sig_finished = Signal(int)      # exit code (-1 when it crashed or was killed)
-
-    def __init__(self, argv: list[str], parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.argv = argv
-        self.reader = events.EventReader()
-        self.stdout = bytearray()
-        self.proc = QProcess(self)
-        self.proc.readyReadStandardOutput.connect(self._stdout)
-        self.proc.readyReadStandardError.connect(self._stderr)
-        self.proc.finished.connect(self._finished)
-        self.proc.errorOccurred.connect(self._error)
-
-    def start(self) -> None:
-        self.proc.start(self.argv[0], self.argv[1:])
-
-    def running(self) -> bool:
-        return self.proc.state() != QProcess.ProcessState.NotRunning
-
-    def stop(self) -> None:
-        """Polite first (terminate), then kill if it is still there."""
-        if self.running():
-            self.proc.terminate()
-            QTimer.singleShot(KILL_AFTER_MS, self._kill)
-
-    def _kill(self) -> None:
-        if self.running():
-            self.proc.kill()
-
-    def _stdout(self) -> None:
-        chunk = bytes(self.proc.readAllStandardOutput())
-        self.stdout += chunk
-        for event in self.reader.feed(chunk):
-            self.sig_event.emit(event)
-
-    def _stderr(self) -> None:
-        text = bytes(self.proc.readAllStandardError()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            self.sig_stderr.emit(line)
-
-    def _finished(self, code: int, status) -> None:
-        for event in self.reader.close():
-            self.sig_event.emit(event)
-        crashed = status == QProcess.ExitStatus.CrashExit
-        self.sig_finished.emit(-1 if crashed else code)
-
-    def _error(self, error) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self.sig_stderr.emit(f"could not start {self.argv[0]}: {self.proc.errorString()}")
-            self.sig_finished.emit(-1)
+def _driver(parent, argv: list[str] | None, default: list[str]) -> tuple[WorkerController, list[str]]:
+    """The process driver of a dialog and the command it runs (tests pass a fake one)."""
+    return WorkerController(parent, stop_grace_s=0.0, term_grace_s=KILL_AFTER_S), list(argv or default)
 
 
 class RuntimeSetupDialog(QDialog):
@@ -91,16 +42,16 @@ class RuntimeSetupDialog(QDialog):
         self.setMinimumWidth(620)
         self.ok: bool | None = None
         self.log_path: str | None = None
-        self.process = CliProcess(argv or runtime.setup_command("--events"), self)
+        self.process, self.argv = _driver(self, argv, setup.setup_command("--events"))
         self._build()
         self.process.sig_event.connect(self._event)
-        self.process.sig_stderr.connect(self._line)
-        self.process.sig_finished.connect(self._finished)
+        self.process.sig_log.connect(self._stderr_line)
+        self.process.sig_finished.connect(lambda code, _done: self._finished(code))
 
     def _build(self) -> None:
         lay = QVBoxLayout(self)
         intro = QLabel("Training needs PyTorch, transformers, peft and bitsandbytes. They go into a private "
-                       f"Python environment in <code>{runtime.runtime_dir()}</code> (a few GB; needs the "
+                       f"Python environment in <code>{state.runtime_dir()}</code> (a few GB; needs the "
                        "internet once). Nothing else on this computer is changed.")
         intro.setWordWrap(True)
         self.step = QLabel("Starting…")
@@ -124,7 +75,11 @@ class RuntimeSetupDialog(QDialog):
             lay.addWidget(w)
 
     def start(self) -> None:
-        self.process.start()
+        try:
+            self.process.start(self.argv, env=procs.worker_env())
+        except OSError as e:
+            self._line(f"could not start {self.argv[0]}: {e.strerror or e}")
+            self._finished(-1)
 
     def _event(self, event) -> None:
         if event.type == events.PROGRESS:
@@ -143,11 +98,15 @@ class RuntimeSetupDialog(QDialog):
     def _line(self, text: str) -> None:
         self.output.appendPlainText(text)
 
+    def _stderr_line(self, text: str) -> None:
+        if self.ok is None or text.strip():  # the protocol's log events arrive through _event
+            self._line(text)
+
     def _finished(self, code: int) -> None:
         if self.ok is None:  # ended without a done or error event: crashed, killed or cancelled
             self._finish(False, f"The setup stopped before it finished (exit code {code}). "
-                                f"The log is {runtime.log_path()}.")
-            self.log_path = str(runtime.log_path())
+                                f"The log is {state.log_path()}.")
+            self.log_path = str(state.log_path())
             self.log_button.setVisible(Path(self.log_path).is_file())
 
     def _finish(self, ok: bool, text: str) -> None:
@@ -163,9 +122,9 @@ class RuntimeSetupDialog(QDialog):
         self.sig_done.emit(ok)
 
     def _cancel(self) -> None:
-        if self.process.running():
+        if self.process.running:
             self.step.setText("Cancelling…")
-            self.process.stop()
+            self.process.terminate()
         else:
             self.done(QDialog.DialogCode.Accepted if self.ok else QDialog.DialogCode.Rejected)
 
@@ -174,7 +133,7 @@ class RuntimeSetupDialog(QDialog):
             QDesktopServices.openUrl(QUrl.fromLocalFile(self.log_path))
 
     def reject(self) -> None:  # Esc or the window's close button: cancel a running setup first
-        if self.process.running():
+        if self.process.running:
             self._cancel()
         else:
             super().reject()
@@ -197,22 +156,27 @@ class DiagnosticsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         lay.addWidget(self.text)
         lay.addWidget(buttons)
-        self.process = CliProcess(argv or runtime.cli_command("doctor", "--json"), self)
+        self.process, self.argv = _driver(self, argv, setup.cli_command("doctor", "--events"))
+        self.process.sig_event.connect(self._event)
         self.process.sig_finished.connect(self._finished)
 
     def start(self) -> None:
-        self.process.start()
-
-    def _finished(self, code: int) -> None:
-        from studio.commands.doctor import format_report
-
         try:
-            self.report = json.loads(bytes(self.process.stdout).decode("utf-8", "replace"))
-        except ValueError:
+            self.process.start(self.argv, env=procs.worker_env())
+        except OSError as e:
+            self.text.setPlainText(f"The diagnostics could not start ({e.strerror or e}).")
+
+    def _event(self, event) -> None:
+        if event.type == events.PROGRESS:
+            self.text.setPlainText(str(event.data.get("label", "")))
+        elif event.type == events.DONE:
+            self.report = event.data["report"]
+            self.text.setPlainText(format_report(self.report))
+
+    def _finished(self, code: int, saw_done: bool) -> None:
+        if not saw_done:
             self.text.setPlainText(f"The diagnostics could not run (exit code {code}). "
                                    "Run 'lora-studio doctor' in a terminal to see why.")
-            return
-        self.text.setPlainText(format_report(self.report))
 
 
 class RuntimeOffer(QToolBar):
@@ -265,7 +229,7 @@ def attach(window: QMainWindow) -> None:
             action.setObjectName(name)
             action.triggered.connect(slot)
             help_menu.addAction(action)
-    if runtime.needs_setup() and window.findChild(QToolBar, OFFER_NAME) is None:
+    if state.needs_setup() and window.findChild(QToolBar, OFFER_NAME) is None:
         bar = RuntimeOffer(window)
         window.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
         bar.show()  # a bar added to a window that is already shown stays hidden until asked

@@ -7,26 +7,19 @@ session owns no business logic beyond asking the planner to re-fit.
 from __future__ import annotations
 
 import copy
-import importlib
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from studio.recipe import Recipe
+from studio import planner
+from studio.data.report import DatasetReport
+from studio.models import ModelInfo
+from studio.planner import Plan
+from studio.recipe import Recipe, set_setting
 
 GIB = 1024 ** 3
 DEFAULT_BUDGET = 24 * GIB
-# Recipe fields whose planner setting has another name (studio/planner.py SETTING_KEYS).
-PLANNER_KEYS = {"quant.mode": "quant", "lora.dropout": "dropout"}
-
-
-def core(module: str) -> Any | None:
-    """Import a core module if it exists yet (the studio is assembled in parallel)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
 
 
 class Session(QObject):
@@ -42,22 +35,22 @@ class Session(QObject):
         super().__init__(parent)
         self.recipe = Recipe()
         self.recipe.model.name_or_path = ""
-        self.model_info: Any = None
-        self.dataset_report: Any = None
-        self.plan: Any = None
+        self.model_info: ModelInfo | None = None
+        self.dataset_report: DatasetReport | None = None
+        self.plan: Plan | None = None
         self.budget = DEFAULT_BUDGET
         self.fixed: dict[str, Any] = {}   # "section.field" -> value the user pinned in the advanced panel
         self.preparing_model = False      # the demo model is being converted by a subprocess
 
     # -- choices ------------------------------------------------------------------------------
-    def set_model(self, name_or_path: str, info: Any) -> None:
+    def set_model(self, name_or_path: str, info: ModelInfo | None) -> None:
         self.recipe.model.name_or_path = str(name_or_path)
         self.model_info = info
         self.sig_model.emit(info)
         self.sig_recipe.emit()
         self.refit()
 
-    def set_dataset(self, path: Path | str, report: Any) -> None:
+    def set_dataset(self, path: Path | str, report: DatasetReport | None) -> None:
         self.recipe.data.path = str(path)
         self.dataset_report = report
         self.sig_data.emit(report)
@@ -73,8 +66,7 @@ class Session(QObject):
 
     def pin(self, key: str, value: Any) -> None:
         """Fix one setting (``"train.seq_len"``); the planner re-fits everything else."""
-        section, name = key.split(".", 1)
-        setattr(getattr(self.recipe, section), name, value)
+        set_setting(self.recipe, key, value)
         self.fixed[key] = value
         self.sig_recipe.emit()
         self.refit()
@@ -84,18 +76,12 @@ class Session(QObject):
         self.refit()
 
     # -- planning -----------------------------------------------------------------------------
-    def fixed_for_planner(self) -> dict:
-        """The pinned settings as the planner takes them: ``{"seq_len": 512, "rank": 8, ...}``."""
-        return {PLANNER_KEYS.get(k, k.split(".", 1)[1]): v for k, v in self.fixed.items()}
-
     def refit(self) -> None:
-        planner = core("studio.planner")
-        if planner is None or self.model_info is None:
+        if self.model_info is None:
             return
         try:
-            plan = planner.fit(self.model_info, self.budget, dataset_report=self.dataset_report,
-                               fixed=self.fixed_for_planner())
-        except Exception as e:  # the planner's own errors are user-facing messages
+            plan = planner.fit(self.model_info, self.budget, dataset_report=self.dataset_report, fixed=self.fixed)
+        except ValueError as e:  # the planner's own errors are user-facing messages
             self.plan = None
             self.sig_plan_error.emit(str(e))
             self.sig_plan.emit(None)
@@ -105,16 +91,10 @@ class Session(QObject):
 
     def resolved_recipe(self) -> Recipe:
         """The recipe a run would start with: the plan applied, then the user's pins on top."""
-        recipe = copy.deepcopy(self.recipe)
-        if self.plan is not None and hasattr(self.plan, "apply"):
-            applied = self.plan.apply(recipe)
-            recipe = applied if isinstance(applied, Recipe) else recipe
+        recipe = self.plan.apply(self.recipe) if self.plan is not None else copy.deepcopy(self.recipe)
         for key, value in self.fixed.items():
-            section, name = key.split(".", 1)
-            setattr(getattr(recipe, section), name, value)
+            set_setting(recipe, key, value)
         return recipe
 
     def plan_dict(self) -> dict | None:
-        if self.plan is not None and hasattr(self.plan, "to_dict"):
-            return self.plan.to_dict()
-        return None
+        return self.plan.to_dict() if self.plan is not None else None

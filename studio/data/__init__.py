@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.data.formats import FORMATS, describe
-from studio.data.report import ERROR, WARNING, DatasetReport, Problem, TokenStats
+from studio.data.report import ERROR, DatasetReport, Problem, TokenStats
 from studio.data.scan import detect, iter_examples
 from studio.data.sources import READERS, DataError
 

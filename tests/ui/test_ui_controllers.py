@@ -9,7 +9,7 @@ import time
 import pytest
 
 from studio import procs
-from ui.controllers import JsonCommandController, WorkerController
+from ui.controllers import CommandController, WorkerController
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,7 +102,7 @@ def test_stderr_to_a_file_is_tailed_into_the_log(qtbot, fake_argv, tmp_path):
     rec = Recorder(c)
     log = tmp_path / "worker.log"
     run_to_end(qtbot, c, fake_argv("stderr"), stderr_path=log)
-    assert [l for l in rec.logs if l.startswith("stderr line")] == ["stderr line 0", "stderr line 1", "stderr line 2"]
+    assert [line for line in rec.logs if line.startswith("stderr line")] == ["stderr line 0", "stderr line 1", "stderr line 2"]
     assert log.read_text().count("stderr line") == 3
 
 
@@ -143,23 +143,24 @@ def test_a_detached_worker_outlives_its_window(tmp_path, fake_argv):
     assert marker.read_text().startswith("finished stdout_ok=False")  # kept going after its reader left
 
 
-def test_json_command_controller_reads_one_document(qtbot):
-    c = JsonCommandController()
-    with qtbot.waitSignal(c.sig_result, timeout=10000) as blocker:
-        c.start([sys.executable, "-c", "import json; print(json.dumps({'a': [1, 2]}))"])
-    assert blocker.args == [{"a": [1, 2]}]
-    with qtbot.waitSignal(c.sig_failed, timeout=10000) as blocker:
-        c.start([sys.executable, "-c", "import json; print(json.dumps({'error': 'no such model'})); raise SystemExit(2)"])
-    assert blocker.args == ["no such model"]
+def test_command_controller_answers_with_the_done_event_or_the_error(qtbot):
+    c = CommandController()
+    with qtbot.waitSignal(c.sig_done, timeout=30000) as blocker:
+        c.run_command("models", "demo")
+    assert blocker.args[0]["model"]["architecture"] == "LlamaForCausalLM"
+    with qtbot.waitSignal(c.sig_error, timeout=30000) as blocker:
+        c.run_command("models", "no-such-model")
+    kind, message, _hint = blocker.args
+    assert kind == "config" and "no-such-model" in message and "not found" in message
 
 
 def test_replacing_a_running_command_keeps_busy_balanced(qtbot):
-    c = JsonCommandController()
-    busy = []
+    c = CommandController()
+    busy, done = [], []
     c.sig_busy.connect(busy.append)
-    c.start([sys.executable, "-c", "import time; time.sleep(30)"])
-    with qtbot.waitSignal(c.sig_result, timeout=10000) as blocker:
-        c.start([sys.executable, "-c", "print('[1]')"])
-    assert blocker.args == [[1]]
+    c.sig_done.connect(done.append)
+    c.run_argv([sys.executable, "-c", "import time; time.sleep(30)"])
+    with qtbot.waitSignal(c.sig_finished, timeout=30000):
+        c.run_command("models", "demo")
     qtbot.waitUntil(lambda: len(busy) == 4, timeout=5000)
-    assert busy == [True, False, True, False] and not c.running
+    assert busy == [True, False, True, False] and not c.running and len(done) == 1

@@ -3,7 +3,7 @@ with their row numbers, token lengths against the sequence length, and which tok
 
 ``studio.data.inspect`` (pure Python) runs on a background thread so a large file never freezes
 the window; token statistics need the model's tokenizer (transformers), so they come from a
-``lora-studio data inspect FILE --model M --json`` subprocess.
+``lora-studio data inspect FILE --model M --events`` subprocess.
 """
 from __future__ import annotations
 
@@ -16,20 +16,12 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QSplitter,
                                QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
-from studio import procs
-from ui.controllers import JsonCommandController
-from ui.session import Session, core
+from studio.data import inspect
+from studio.data.report import DatasetReport, TokenStats
+from ui.controllers import CommandController
+from ui.session import Session
 from ui.widgets.common import Busy, Page, label
 from ui.widgets.table import RowsModel, fast_table
-
-
-def as_dict(report: Any) -> dict:
-    """The report as a plain dict, whether it is a DatasetReport or the CLI's --json output."""
-    if report is None:
-        return {}
-    if isinstance(report, dict):
-        return report
-    return report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
 
 
 def preview_table(preview: list, columns: list) -> tuple[list, list, list | None]:
@@ -66,11 +58,6 @@ class _Inspector(QObject):
         threading.Thread(target=self._work, args=(path, fmt), daemon=True).start()
 
     def _work(self, path: Path, fmt: str) -> None:
-        data = core("studio.data")
-        inspect = getattr(data, "inspect", None) if data else None
-        if inspect is None:
-            self.failed.emit(path, "Dataset inspection is not available in this build.")
-            return
         try:
             self.done.emit(path, inspect(path, fmt=fmt))
         except Exception as e:  # DataError and friends carry a user-facing message
@@ -116,13 +103,13 @@ class DataPage(Page):
         super().__init__(parent)
         self.session = session
         self.path: Path | None = None
-        self.report: Any = None
+        self.report: DatasetReport | None = None
         self._inspector = _Inspector(self)
         self._inspector.done.connect(self._inspected)
         self._inspector.failed.connect(self._failed)
-        self.tokens = JsonCommandController(self)
-        self.tokens.sig_result.connect(self._tokens_ready)
-        self.tokens.sig_failed.connect(lambda m: self.token_status.setText(f"Token statistics unavailable: {m}"))
+        self.tokens = CommandController(self)
+        self.tokens.sig_done.connect(lambda d: self._tokens_ready(d["report"]))
+        self.tokens.sig_error.connect(lambda _k, m, _h: self.token_status.setText(f"Token statistics unavailable: {m}"))
         self.tokens.sig_busy.connect(self._token_busy)
         self._hist = None
         self._hist_data: dict = {}
@@ -191,7 +178,7 @@ class DataPage(Page):
         if path != self.path:
             return  # a newer file was dropped meanwhile
         self.report = report
-        self.show_report(as_dict(report))
+        self.show_report(report.to_dict())
         self.session.set_dataset(path, report)
         self.sig_loaded.emit(report)
         self.request_tokens()
@@ -250,15 +237,14 @@ class DataPage(Page):
             return
         seq_len = self.session.resolved_recipe().train.seq_len
         self.token_status.setText(f"Tokenising with {model}'s chat template…")
-        self.tokens.start(procs.worker_argv("studio.cli", "data", "inspect", str(self.path), "--model", model,
-                                            "--seq-len", str(seq_len), "--json"))
+        self.tokens.run_command("data", "inspect", str(self.path), "--model", model, "--seq-len", str(seq_len))
 
     def _token_busy(self, on: bool) -> None:
         self.token_busy.set_busy(on)
         self.sig_busy.emit(on)
 
     def _tokens_ready(self, d: dict) -> None:
-        tokens = d.get("tokens") if isinstance(d, dict) else None
+        tokens = d.get("tokens")
         if not tokens:
             self.token_status.setText("No token statistics in the answer.")
             return
@@ -269,14 +255,10 @@ class DataPage(Page):
 
     def _attach_tokens(self, tokens: dict) -> None:
         """Give the in-process report its token statistics so the planner sees real lengths."""
-        report_mod = core("studio.data.report")
-        if report_mod is None or self.report is None or isinstance(self.report, dict):
+        if self.report is None:
             return
-        known = set(report_mod.TokenStats.__dataclass_fields__)
-        try:
-            self.report.tokens = report_mod.TokenStats(**{k: v for k, v in tokens.items() if k in known})
-        except TypeError:
-            return
+        known = set(TokenStats.__dataclass_fields__)
+        self.report.tokens = TokenStats(**{k: v for k, v in tokens.items() if k in known})
         self.session.set_dataset(self.path, self.report)
 
     def show_histogram(self, hist: dict) -> None:

@@ -1,13 +1,11 @@
 """Export: one button per target the export worker offers (adapter, merged safetensors, GGUF,
 Ollama…), with progress from ``python -m workers.export RUN --format F [--quant Q]``.
 
-The targets come from the export registry (``studio.export``), read without importing torch;
-if the registry is not importable torch-free, the page asks ``python -m workers.export --list``.
+The targets come from the export registry (``studio.export.TARGETS``), read without importing torch.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices
@@ -15,25 +13,10 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QPlainTextEd
                                QWidget)
 
 from studio import runs
+from studio.export import TARGETS, ExportTarget
 from ui.controllers import ExportController
-from ui.session import Session, core
+from ui.session import Session
 from ui.widgets.common import Banner, Card, Page, label
-
-
-def export_targets() -> list[dict]:
-    """[{name, title, description, quants}] from the export registry, or [] when it is not there."""
-    mod = core("studio.export")
-    if mod is None:
-        return []
-    found = getattr(mod, "TARGETS", None) or {}
-    return [_target_dict(t) for t in (found.values() if isinstance(found, dict) else found)]
-
-
-def _target_dict(t: Any) -> dict:
-    get = (lambda k, d=None: t.get(k, d)) if isinstance(t, dict) else (lambda k, d=None: getattr(t, k, d))
-    name = str(get("name") or get("id") or t)
-    return {"name": name, "title": str(get("title") or get("label") or name),
-            "description": str(get("description") or get("doc") or ""), "quants": list(get("quants") or []), "default_quant": get("default_quant")}
 
 
 class ExportPage(Page):
@@ -46,7 +29,7 @@ class ExportPage(Page):
         self.session = session
         self.controller = ExportController(self, stop_grace_s=2, term_grace_s=3)
         self.buttons: dict[str, QPushButton] = {}
-        self.targets: list[dict] = []
+        self.targets: list[ExportTarget] = list(TARGETS.values())
         row = QHBoxLayout()
         row.addWidget(label("Run:"))
         self.run_combo = QComboBox()
@@ -104,15 +87,9 @@ class ExportPage(Page):
             i = self.run_combo.findData(current)
             if i >= 0:
                 self.run_combo.setCurrentIndex(i)
-        if not self.targets:
-            self.targets = export_targets()
+        if not self.buttons:
             self._make_buttons()
-        if self.run_combo.count() == 0:
-            self.empty.setText("No run with a saved adapter yet: train one first.")
-        elif not self.targets:
-            self.empty.setText("The export worker is not installed in this build.")
-        else:
-            self.empty.setText("")
+        self.empty.setText("" if self.run_combo.count() else "No run with a saved adapter yet: train one first.")
 
     def select_run(self, run_dir: Path) -> None:
         self.reload()
@@ -122,22 +99,22 @@ class ExportPage(Page):
 
     def _make_buttons(self) -> None:
         for i, t in enumerate(self.targets):
-            b = QPushButton(t["title"])
-            b.setToolTip(t["description"])
+            b = QPushButton(t.label)
+            b.setToolTip(t.description)
             b.setMinimumHeight(34)
             quant = None
-            if t["quants"]:
+            if t.quants:
                 quant = QComboBox()
-                quant.addItems(t["quants"])
-                if t.get("default_quant") in t["quants"]:
-                    quant.setCurrentText(t["default_quant"])
+                quant.addItems(list(t.quants))
+                if t.default_quant in t.quants:
+                    quant.setCurrentText(t.default_quant)
                 quant.setToolTip("Quantisation of the exported weights")
-            b.clicked.connect(lambda _=False, t=t, q=quant: self.export(t["name"], q.currentText() if q else None))
+            b.clicked.connect(lambda _=False, t=t, q=quant: self.export(t.name, q.currentText() if q else None))
             self.grid.addWidget(b, i, 0)
             if quant:
                 self.grid.addWidget(quant, i, 1)
-            self.grid.addWidget(label(t["description"], "muted", wrap=True), i, 2)
-            self.buttons[t["name"]] = b
+            self.grid.addWidget(label(t.description, "muted", wrap=True), i, 2)
+            self.buttons[t.name] = b
         self.grid.setColumnStretch(2, 1)
 
     def export(self, fmt: str, quant: str | None = None) -> None:

@@ -13,18 +13,15 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QVBoxLayout, QWidget)
 
-from studio import procs
-from ui.controllers import JsonCommandController, WorkerController
-from ui.session import Session, core
+from studio import models
+from studio.demo import demo_model_dir, is_converted
+from studio.models import ModelInfo
+from ui.controllers import CommandController
+from ui.prefs import settings
+from ui.session import Session
 from ui.widgets.common import Busy, Card, Page, human_bytes, human_count, label
 
 ROLE_ID = Qt.ItemDataRole.UserRole
-
-
-def looks_like_model(path: Path) -> bool:
-    """A folder with config.json (or a .gguf file) is a model; anything else is treated as data."""
-    path = Path(path)
-    return (path.is_dir() and (path / "config.json").is_file()) or path.suffix.lower() == ".gguf"
 
 
 def hf_cache_models() -> list[tuple[str, str]]:
@@ -44,14 +41,6 @@ def hf_cache_models() -> list[tuple[str, str]]:
     return out
 
 
-def _get(info, *names, default=None):
-    for n in names:
-        v = info.get(n) if isinstance(info, dict) else getattr(info, n, None)
-        if v is not None:
-            return v
-    return default
-
-
 class ModelPage(Page):
     title = "Model"
     subtitle = "Pick the base model to fine-tune: the built-in demo, a catalog model, your Hugging Face cache or a folder."
@@ -62,13 +51,14 @@ class ModelPage(Page):
         super().__init__(parent)
         self.session = session
         self._pending: str | None = None
-        self.converter = WorkerController(self, stop_grace_s=1, term_grace_s=2)
+        self.converter = CommandController(self, stop_grace_s=1, term_grace_s=2)
         self.converter.sig_finished.connect(self._conversion_finished)
         self.converter.sig_busy.connect(self.sig_busy)
-        self.converter.sig_log.connect(lambda line: self.status.setText(line.strip()[-160:]))
-        self.prober = JsonCommandController(self)
-        self.prober.sig_result.connect(self._probed)
-        self.prober.sig_failed.connect(self._probe_failed)
+        self.converter.sig_progress.connect(self._conversion_progress)
+        self.prober = CommandController(self)
+        self.prober.sig_done.connect(self._probed)
+        self.prober.sig_error.connect(lambda _kind, message, _hint: self._probe_failed(message))
+        self.prober.sig_finished.connect(self._probe_ended)
         self.prober.sig_busy.connect(self.sig_busy)
         self._build()
         session.sig_plan.connect(lambda _p: self._show_fit())
@@ -117,20 +107,9 @@ class ModelPage(Page):
         self.list.clear()
         self._header("Built in")
         self._item("demo", "SmolLM2-135M-Instruct (demo)", "A 135M-parameter chat model shipped with the studio.")
-        models = core("studio.models")
-        catalog = []
-        if models is not None and hasattr(models, "catalog"):
-            try:
-                catalog = list(models.catalog())
-            except Exception as e:  # a broken catalog file must not stop the window
-                self.status.setText(f"catalog unavailable: {e}")
-        if catalog:
-            self._header("Catalog")
-            for entry in catalog:
-                cid = str(_get(entry, "id", "name", default="?"))
-                size = _get(entry, "total_params", "n_params")
-                text = f"{_get(entry, 'display_name', 'title', 'name', default=cid)}" + (f"  ·  {human_count(size)}" if size else "")
-                self._item(cid, text, str(_get(entry, "description", "hf_id", "repo", default=cid)))
+        self._header("Catalog")
+        for entry in models.catalog():
+            self._item(entry.id, f"{entry.name}  ·  {human_count(entry.total_params)}", entry.hf_id)
         cached = hf_cache_models()
         if cached:
             self._header("Hugging Face cache")
@@ -158,14 +137,10 @@ class ModelPage(Page):
         self.list.addItem(item)
 
     def _recent(self) -> list[str]:
-        from ui.main_window import settings
-
         value = settings().value("recent_models") or []
         return [value] if isinstance(value, str) else list(value)
 
     def _remember(self, folder: str) -> None:
-        from ui.main_window import settings
-
         recent = [folder] + [p for p in self._recent() if p != folder]
         settings().setValue("recent_models", recent[:8])
 
@@ -185,13 +160,8 @@ class ModelPage(Page):
 
         Catalog models (and the demo, which has the same shapes as its catalog entry) resolve
         in-process from stored counts; folders are counted on torch's meta device, so they go
-        through ``python -m ui.probe`` in a subprocess while a busy bar shows.
+        through ``lora-studio models NAME --events`` in a subprocess while a busy bar shows.
         """
-        models = core("studio.models")
-        if models is None:
-            self.status.setText("Model inspection is not available in this build.")
-            self.session.set_model(name_or_path, None)
-            return
         if name_or_path == "demo":
             info = models.from_catalog(models.find_catalog(models.DEMO_CATALOG_ID))
             info.name, info.source = "demo", "demo"
@@ -206,29 +176,29 @@ class ModelPage(Page):
         self._pending = name_or_path
         self.busy.set_busy(True)
         self.status.setText(f"Reading {name_or_path}…")
-        self.prober.start(procs.worker_argv("ui.probe", "model", name_or_path))
+        self.prober.run_command("models", name_or_path)
 
-    def _probed(self, result) -> None:
+    def _probed(self, result: dict) -> None:
         self.busy.set_busy(False)
         name, self._pending = self._pending, None
-        if not isinstance(result, dict) or "error" in result:
-            msg = result.get("error") if isinstance(result, dict) else "unreadable answer"
-            self._probe_failed(str(msg), name)
-            return
-        from ui.probe import info_from_dict
-
+        info = ModelInfo.from_dict(result["model"])
         if name and Path(name).is_dir():
             self._remember(str(Path(name).resolve()))
-        self._accept(name or result.get("name", "?"), info_from_dict(result))
+        self._accept(name or info.name, info)
 
-    def _probe_failed(self, message: str, name: str | None = None) -> None:
+    def _probe_failed(self, message: str) -> None:
         self.busy.set_busy(False)
         self.status.setText(message)
-        self._show_info(name or self._pending or "?", None)
+        self._show_info(self._pending or "?", None)
         self._pending = None
 
-    def _accept(self, name_or_path: str, info) -> None:
-        self.status.setText(getattr(info, "note", "") or "")
+    def _probe_ended(self, code: int, saw_done: bool) -> None:
+        if self._pending is not None and not saw_done and not self.prober.saw_error:
+            self._probe_failed(f"Reading the model failed (exit code {code}); run 'lora-studio models "
+                               f"{self._pending}' in a terminal to see why.")
+
+    def _accept(self, name_or_path: str, info: ModelInfo) -> None:
+        self.status.setText(info.note)
         self._show_info(name_or_path, info)
         self.session.set_model(name_or_path, info)
         self._select(name_or_path)
@@ -240,8 +210,6 @@ class ModelPage(Page):
                 return
 
     def _demo_ready(self) -> bool:
-        from studio.demo import demo_model_dir, is_converted
-
         return is_converted(demo_model_dir())
 
     @property
@@ -254,8 +222,11 @@ class ModelPage(Page):
         self.busy.set_busy(True)
         self.session.preparing_model = True
         self.status.setText("Preparing the demo model (first use: converting the bundled GGUF, under a minute)…")
-        self.converter.start(procs.worker_argv("studio.cli", "demo-model"), env=procs.worker_env())
-        self.converter.reader = _Lines()
+        self.converter.run_command("demo-model")
+
+    def _conversion_progress(self, _phase: str, done: int, total: int) -> None:
+        self.status.setText(f"Preparing the demo model: step {done + 1} of {total}…" if done < total
+                            else "Preparing the demo model: done.")
 
     def _conversion_finished(self, code: int, _done: bool) -> None:
         self.busy.set_busy(False)
@@ -267,38 +238,30 @@ class ModelPage(Page):
                                 "Run 'lora-studio demo-model' in a terminal to see why.")
 
     # -- display ------------------------------------------------------------------------------
-    def _show_info(self, name: str, info) -> None:
+    def _show_info(self, name: str, info: ModelInfo | None) -> None:
         f = self.fields
-        f["name"].setText(str(_get(info, "name", "display_name", default=name)) if info else name)
+        f["name"].setText(info.name if info else name)
         if info is None:
             for key in ("arch", "params", "context", "vocab", "template", "path", "fit"):
                 f[key].setText("–")
             return
-        f["arch"].setText(str(_get(info, "architecture", "arch", "model_type", default="–")))
-        params = _get(info, "total_params", "n_params", "params", "num_params")
-        f["params"].setText(human_count(params) if isinstance(params, (int, float)) else str(params or "–"))
-        ctx = _get(info, "context_length", "max_position_embeddings", "context")
-        f["context"].setText(f"{ctx:,} tokens" if isinstance(ctx, int) else str(ctx or "–"))
-        vocab = _get(info, "vocab_size", "vocab")
-        f["vocab"].setText(f"{vocab:,}" if isinstance(vocab, int) else str(vocab or "–"))
-        tmpl = _get(info, "has_chat_template", "chat_template")
-        f["template"].setText("yes" if tmpl else "no (plain text training only)" if tmpl is not None else "–")
+        f["arch"].setText(info.architecture)
+        f["params"].setText(human_count(info.total_params))
+        f["context"].setText(f"{info.context:,} tokens")
+        f["vocab"].setText(f"{info.vocab:,}")
+        f["template"].setText("yes" if info.has_chat_template else "no (plain text training only)")
         f["path"].setText(self._location(name, info))
         self._show_fit()
 
-    def _location(self, name: str, info) -> str:
+    def _location(self, name: str, info: ModelInfo) -> str:
         """Where the weights are (or will come from), in words."""
-        source = _get(info, "source", default="")
-        if _get(info, "path"):
+        if info.path:
             return str(info.path)
-        if source == "demo":
-            from studio.demo import demo_model_dir
-
+        if info.source == "demo":
             return f"{demo_model_dir()} (prepared from the bundled file on first use)"
-        if source == "catalog":
-            models = core("studio.models")
-            entry = models.find_catalog(name) if models else None
-            hf_id = getattr(entry, "hf_id", "") or name
+        if info.source == "catalog":
+            entry = models.find_catalog(name)
+            hf_id = entry.hf_id if entry else name
             return f"catalog entry: plan with it now; to train, download {hf_id} into your Hugging Face cache"
         return name
 
@@ -308,22 +271,9 @@ class ModelPage(Page):
         if plan is None:
             self.fields["fit"].setText("–")
             return
-        predicted = _get(plan, "predicted", default=None)
-        peak = predicted if isinstance(predicted, (int, float)) else _get(predicted, "device_total_bytes", "peak_reserved_bytes", default=None)
-        fits = bool(getattr(plan, "fits", False))
+        peak = plan.predicted["device_total_bytes"]
+        fits = plan.fits
         text = (f"yes: about {human_bytes(peak)} of {budget}" if fits else f"no: needs about {human_bytes(peak)}, budget {budget}")
         self.fields["fit"].setText(text)
         self.fields["fit"].setStyleSheet(f"color: {'#1A7F37' if fits else '#CF222E'};")
 
-
-class _Lines:
-    """EventReader stand-in for a command whose stdout is plain text (shown as status)."""
-
-    malformed = 0
-    last_malformed = b""
-
-    def feed(self, chunk: bytes) -> list:
-        return []
-
-    def close(self) -> list:
-        return []

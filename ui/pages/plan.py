@@ -10,30 +10,18 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
                                QLineEdit, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
+from studio import hardware
 from studio import recipe as rc
-from ui.session import DEFAULT_BUDGET, GIB, Session, core
+from studio.planner import Plan
+from ui.session import GIB, Session
 from ui.widgets.common import Card, Page, human_bytes, label, primary_button
 from ui.widgets.memory_bar import MemoryBar
 
 STEP = GIB // 4            # the slider moves in quarter GiB
 ADVANCED = ("lora", "quant", "train")
-CHOICES = {("quant", "mode"): rc.QUANT_MODES, ("quant", "quant_type"): ("nf4", "fp4"),
-           ("quant", "compute_dtype"): rc.DTYPES, ("train", "optimizer"): rc.OPTIMIZERS,
-           ("train", "attn"): rc.ATTN_IMPLS, ("train", "scheduler"): rc.SCHEDULERS,
-           ("data", "train_on"): ("assistant", "all")}
-RANGES = {"rank": (1, 1024), "alpha": (1, 4096), "micro_batch": (1, 1024), "grad_accum": (1, 4096),
-          "seq_len": (16, 262144), "max_steps": (-1, 10_000_000), "logging_steps": (1, 100000),
-          "eval_steps": (0, 1_000_000), "save_steps": (1, 1_000_000), "keep_checkpoints": (1, 1000),
-          "seed": (0, 2 ** 31 - 1)}
 PLAN_ROWS = [("Quantisation", "quant.mode"), ("LoRA rank / alpha", "lora.rank"), ("Sequence length", "train.seq_len"),
              ("Micro-batch × accumulation", "train.micro_batch"), ("Gradient checkpointing", "train.grad_ckpt"),
              ("Optimizer", "train.optimizer"), ("Learning rate", "train.lr")]
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 class FieldEditor(QWidget):
@@ -45,7 +33,7 @@ class FieldEditor(QWidget):
         self.kind = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        self.editor = self._make(section, f.name)
+        self.editor = self._make(f)
         self.editor.setToolTip(f.metadata.get("doc", ""))
         self.reset = QToolButton()
         self.reset.setText("↺")
@@ -58,24 +46,26 @@ class FieldEditor(QWidget):
         self._on_pin = on_pin
         self._connect()
 
-    def _make(self, section: str, name: str) -> QWidget:
-        choices = CHOICES.get((section, name))
-        if choices:
+    def _make(self, f: dataclasses.Field) -> QWidget:
+        """The editor the field's metadata asks for: its choices, or a spin box within its bounds."""
+        meta = f.metadata
+        if meta.get("choices"):
             w = QComboBox()
-            w.addItems(list(choices))
+            w.addItems(list(meta["choices"]))
             return w
         if self.kind is bool:
             return QCheckBox()
         if self.kind is int:
             w = QSpinBox()
-            lo, hi = RANGES.get(name, (0, 1_000_000))
-            w.setRange(lo, hi)
+            w.setRange(int(meta.get("min", 0)), int(min(meta.get("max", 1_000_000), 2**31 - 1)))
             return w
         if self.kind is float:
+            small = f.name == "lr"
             w = QDoubleSpinBox()
-            w.setDecimals(6 if name == "lr" else 3)
-            w.setRange(0.0, 1000.0)
-            w.setSingleStep(1e-5 if name == "lr" else 0.05)
+            w.setDecimals(6 if small else 3)
+            step = 10 ** -w.decimals()  # an exclusive bound becomes the nearest value the box can show
+            w.setRange(meta.get("min", meta.get("gt", 0.0) + step), meta.get("max", meta.get("lt", 1000.0) - step))
+            w.setSingleStep(1e-5 if small else 0.05)
             return w
         return QLineEdit()
 
@@ -127,6 +117,7 @@ class PlanPage(Page):
         super().__init__(parent, scroll=True)
         self.session = session
         self.editors: dict[str, FieldEditor] = {}
+        self._suggestion: dict = {}
         self._pending_budget = session.budget
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
@@ -214,7 +205,7 @@ class PlanPage(Page):
             form = QFormLayout()
             form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
             form.addRow(label(section.upper(), "muted"))
-            cls = rc._SECTIONS[section]
+            cls = rc.SECTIONS[section]
             for f in dataclasses.fields(cls):
                 if section == "data" and f.name in ("path", "format", "columns", "heldout"):
                     continue
@@ -241,22 +232,14 @@ class PlanPage(Page):
     # -- budget -------------------------------------------------------------------------------
     def detect_hardware(self) -> None:
         """Default the budget to the detected GPU (24 GiB when there is none)."""
-        hw = core("studio.hardware")
-        gpus, budget = [], DEFAULT_BUDGET
-        if hw is not None:
-            try:
-                gpus = list(hw.detect_gpus())
-                budget = int(hw.default_budget_bytes())
-            except Exception as e:  # NVML trouble never blocks the window
-                self.gpu_label.setText(f"GPU detection failed ({e}); using {human_bytes(budget)}.")
-        self.gpu_name = ""
+        gpus = hardware.detect_gpus()
+        budget = gpus[0].total_bytes if gpus else hardware.DEFAULT_BUDGET
+        self.gpu_name = gpus[0].name if gpus else ""
         if gpus:
             g = gpus[0]
-            self.gpu_name = str(_get(g, "name", "GPU"))
-            self.gpu_label.setText(f"{_get(g, 'name', 'GPU')}: {human_bytes(_get(g, 'total_bytes', _get(g, 'total')))} total, "
-                                   f"{human_bytes(_get(g, 'free_bytes', _get(g, 'free')))} free.")
-        elif hw is not None and "failed" not in self.gpu_label.text():
-            self.gpu_label.setText(f"No NVIDIA GPU detected: planning for a {human_bytes(budget)} card.")
+            self.gpu_label.setText(f"{g.name}: {human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free.")
+        else:
+            self.gpu_label.setText(f"No NVIDIA GPU detected ({gpus.reason}): planning for a {human_bytes(budget)} card.")
         self.slider.setMaximum(max(80 * 4, int(budget / STEP)))
         self.set_budget_bytes(budget)
 
@@ -276,48 +259,37 @@ class PlanPage(Page):
         self.session.unpin(key)
         self._sync_editors()
 
-    def show_plan(self, plan: Any) -> None:
+    def show_plan(self, plan: Plan | None) -> None:
         if plan is None:
             self.bar.set_components([], self.session.budget)
             self.fit_label.setText("No plan yet: choose a model (and a dataset for real sequence lengths).")
             self._sync_editors()
             return
-        comps = _get(plan, "components", {}) or {}
-        sources = _get(plan, "sources", {}) or {}
-        parts = []
-        if isinstance(comps, dict):
-            for name, size in comps.items():
-                if isinstance(size, (int, float)):
-                    parts.append((str(name), float(size), str(sources.get(name, "")) if isinstance(sources, dict) else ""))
-        else:
-            parts = [(str(_get(c, "name")), float(_get(c, "bytes", 0) or 0), str(_get(c, "source", "") or "")) for c in comps]
-        predicted = _get(plan, "predicted", {}) or {}
-        device_total = _get(predicted, "device_total_bytes") if not isinstance(predicted, (int, float)) else predicted
-        if isinstance(device_total, (int, float)) and device_total > sum(b for _, b, _ in parts):
+        parts = [(name, float(size), plan.sources.get(name, "")) for name, size in plan.components.items()]
+        device_total = plan.predicted["device_total_bytes"]
+        if device_total > sum(b for _, b, _ in parts):
             parts.append(("allocator cache + CUDA context", float(device_total) - sum(b for _, b, _ in parts),
                           "what nvidia-smi shows beyond the tensors: caching allocator, CUDA context, kernels"))
         self.bar.set_components(parts, self.session.budget)
-        fits = bool(_get(plan, "fits", False))
+        fits = plan.fits
         total = self.bar.total
         verdict = (f"<b style='color:#1A7F37'>Fits:</b> about {human_bytes(total)} of {human_bytes(self.session.budget)}."
                    if fits else f"<b style='color:#CF222E'>Does not fit:</b> about {human_bytes(total)} needed, "
                    f"budget {human_bytes(self.session.budget)}.")
-        suggestion = _get(plan, "suggestion")
-        if suggestion and not fits:
-            verdict += f" {suggestion}"
+        if plan.suggestion and not fits:
+            verdict += f" {plan.suggestion}"
         self.fit_label.setText(verdict)
-        self._suggestion = (_get(plan, "suggestion_change") or {}) if not fits else {}
+        self._suggestion = (plan.suggestion_change or {}) if not fits else {}
         self.suggest_btn.setText(self._suggestion_text(self._suggestion))
         self.suggest_btn.setVisible(bool(self.suggest_btn.text()))
-        reasons = _get(plan, "reasons", []) or []
-        self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(f"<li>{r}</li>" for r in reasons) + "</ul>"
-                             if reasons else "")
+        self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(f"<li>{r}</li>" for r in plan.reasons)
+                             + "</ul>" if plan.reasons else "")
         self._sync_editors()
 
     @staticmethod
     def _suggestion_text(change: dict) -> str:
-        if "seq_len" in change:
-            return f"Use sequence length {change['seq_len']}"
+        if "train.seq_len" in change:
+            return f"Use sequence length {change['train.seq_len']}"
         if change.get("unfix"):
             return "Release the fixed settings"
         if "budget_bytes" in change:
@@ -326,13 +298,12 @@ class PlanPage(Page):
 
     def _apply_suggestion(self) -> None:
         """Do what the planner suggested: a shorter length, release pins, or a bigger budget."""
-        change = getattr(self, "_suggestion", {}) or {}
-        if "seq_len" in change:
-            self.session.pin("train.seq_len", int(change["seq_len"]))
+        change = self._suggestion
+        if "train.seq_len" in change:
+            self.session.pin("train.seq_len", int(change["train.seq_len"]))
         elif change.get("unfix"):
-            for key in list(self.session.fixed):
-                if key.split(".", 1)[1] in change["unfix"] or key == "quant.mode" and "quant" in change["unfix"]:
-                    self.session.unpin(key)
+            for key in change["unfix"]:
+                self.session.unpin(key)
         elif "budget_bytes" in change:
             self.set_budget_bytes(int(change["budget_bytes"]))
         self._sync_editors()
