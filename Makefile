@@ -30,6 +30,7 @@ run: $(VENV)/.ml-installed
 	$(VENV)/bin/lora-studio gui --demo
 
 test: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check lora_studio studio ui workers tests bench installer resources
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 
 demo: $(VENV)/.ml-installed

@@ -186,7 +186,7 @@ def _failing_setup(tmp_path) -> setup.RuntimeSetup:
 
 
 def test_one_setup_at_a_time_and_a_stale_lock_is_taken_over(tmp_path):
-    lock = tmp_path / "setup.setup-lock"
+    lock = tmp_path / "runtime.setup-lock"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock.write_text(str(holder.pid))

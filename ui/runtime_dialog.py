@@ -17,8 +17,8 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, Q
                                QProgressBar, QPushButton, QToolBar, QVBoxLayout, QWidget)
 
 from studio import events, procs
-from studio.commands.doctor import format_report
 from studio.runtime import setup, state
+from studio.runtime.doctor import format_report
 from ui.controllers import WorkerController
 
 OFFER_NAME = "runtimeOffer"

@@ -101,3 +101,45 @@ def _ml_problems(nvidia: dict, ml: dict, disk: dict) -> list[str]:
 
 def _ver(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in str(text).split(".") if p.isdigit())
+
+
+def format_report(report: dict) -> str:
+    """The report as the text the terminal and Help > Diagnostics show."""
+    lines = [f"LoRA Studio {report['app']['version']} (Python {report['app']['python']}, "
+             f"{report['app']['platform']}{', bundled app' if report['app']['frozen'] else ''})"]
+    lines += _gpu_lines(report["nvidia"])
+    lines += _ml_lines(report.get("ml"))
+    rt = report["runtime"]
+    lines.append(f"ML runtime:   {rt['state']} ({rt['path']})" + (f", torch {rt['variant']} build" if rt["variant"] else ""))
+    lines.append(f"Workers run:  {report['workers_python']}")
+    disk = report["disk"]
+    lines.append(f"Disk:         {disk['free_gb']} GB free of {disk['total_gb']} GB ({disk['path']})")
+    lines.append("")
+    lines += [f"! {p}" for p in report["problems"]] or ["No problems found."]
+    return "\n".join(lines)
+
+
+def _gpu_lines(nvidia: dict) -> list[str]:
+    if not nvidia["gpus"]:
+        return [f"GPU:          none ({nvidia.get('error') or 'no NVIDIA GPU'})"]
+    lines = [f"GPU {g['index']}:        {g['name']}, {g['memory_total_mb'] / 1024:.1f} GiB "
+             f"({g['memory_free_mb'] / 1024:.1f} GiB free)" for g in nvidia["gpus"]]
+    lines.append(f"Driver:       {nvidia['driver']} (supports CUDA {nvidia['cuda_driver']})")
+    return lines
+
+
+def _ml_lines(ml: dict | None) -> list[str]:
+    if ml is None:
+        return ["ML runtime facts: skipped (--no-probe)"]
+    if ml.get("error"):
+        return [f"ML probe:     failed: {ml['error']}"]
+    v = ml.get("versions", {})
+    cuda = (f"CUDA {ml['torch_cuda']}, " if ml.get("torch_cuda") else "CPU build, ") + \
+           ("GPU usable" if ml.get("cuda_available") else "no GPU in use")
+    bnb = ml.get("bnb_4bit") or {}
+    bnb_state = "4-bit NF4 works" if bnb.get("ok") else f"4-bit NF4 fails: {bnb.get('error', 'wrong result')}"
+    return [f"Interpreter:  {ml.get('python_path')} (Python {ml.get('python')})",
+            f"torch:        {v.get('torch')} ({cuda})",
+            f"bitsandbytes: {v.get('bitsandbytes')} on {bnb.get('device')} ({bnb_state})",
+            "Libraries:    " + ", ".join(f"{k} {v[k]}" for k in ("transformers", "peft", "accelerate",
+                                                                    "datasets", "safetensors", "gguf") if v.get(k))]
