@@ -102,17 +102,13 @@ class _PeakCallback:
 
 
 def _trainer(model: Any, recipe: Any, steps: int, data: Any, out: Path, on_step: Any) -> Any:
-    import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+    from transformers import Trainer, TrainerCallback, default_data_collator
 
-    t = recipe.train
-    dtype = model.get_base_model().dtype
-    args = TrainingArguments(  # the memory-relevant arguments of studio/train/run.py
-        output_dir=str(out / "ckpt"), max_steps=steps, per_device_train_batch_size=t.micro_batch,
-        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, optim=t.optimizer,
-        max_grad_norm=t.max_grad_norm, save_strategy="no", report_to="none", disable_tqdm=True,
-        logging_steps=1, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, remove_unused_columns=False,
-        dataloader_num_workers=0, gradient_checkpointing=False)
+    from studio.train.arguments import training_arguments
+
+    # Exactly the worker's arguments (studio/train/run.py), only shorter and without checkpoints.
+    args = training_arguments(recipe, out / "ckpt", "cuda", model.get_base_model().dtype, max_steps=steps,
+                              save_strategy="no", logging_steps=1)
 
     class Cb(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001

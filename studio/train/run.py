@@ -158,23 +158,13 @@ class TrainingRun:
 
     def _build_trainer(self, data: Any, device: str) -> Any:
         import torch
-        from transformers import DataCollatorForSeq2Seq, TrainingArguments
+        from transformers import DataCollatorForSeq2Seq
 
-        r, t = self.recipe, self.recipe.train
+        from studio.train.arguments import training_arguments
+
         dtype = self.model.get_base_model().dtype if hasattr(self.model, "get_base_model") else torch.float32
-        use_eval = data.val is not None
-        args = TrainingArguments(
-            output_dir=str(self.run_dir / runs.CHECKPOINTS), max_steps=t.max_steps, num_train_epochs=t.epochs,
-            per_device_train_batch_size=t.micro_batch, per_device_eval_batch_size=t.micro_batch,
-            gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.scheduler,
-            warmup_steps=t.warmup_ratio, optim=t.optimizer, weight_decay=t.weight_decay,
-            max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, seed=t.seed, data_seed=r.data.seed,
-            eval_strategy="steps" if use_eval and t.eval_steps > 0 else "no", eval_steps=t.eval_steps or None,
-            save_strategy="steps", save_steps=t.save_steps, save_total_limit=None, logging_nan_inf_filter=False,
-            report_to="none", disable_tqdm=True, use_cpu=device == "cpu",
-            bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
-            include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
-            dataloader_num_workers=0, gradient_checkpointing=False)  # enabled on the model by loading.py
+        args = training_arguments(self.recipe, self.run_dir / runs.CHECKPOINTS, device, dtype,
+                                  use_eval=data.val is not None)
         plan = read_json(self.run_dir / runs.PLAN, default={}) or {}
         predicted = (plan.get("predicted") or {}).get("device_total_bytes")
         self.callback = EventCallback(self.em, self.ctl, self.run_dir, budget=plan.get("budget_bytes"),
@@ -186,9 +176,9 @@ class TrainingRun:
         from studio.train.trainer import SaveOnStop, StudioTrainer
 
         trainer = StudioTrainer(model=self.model, args=args, train_dataset=data.train,
-                                eval_dataset=data.val if use_eval else None, data_collator=collator,
+                                eval_dataset=data.val, data_collator=collator,
                                 callbacks=[self.callback, SaveOnStop(self.ctl)], run_dir=self.run_dir, emitter=self.em,
-                                keep=t.keep_checkpoints, settings=settings_of(r))
+                                keep=self.recipe.train.keep_checkpoints, settings=settings_of(self.recipe))
         trainer.remove_callback(PrinterCallback)  # it prints log dicts; our events carry them
         return trainer
 

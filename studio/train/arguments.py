@@ -1,0 +1,32 @@
+"""The Trainer's arguments of a recipe, built in one place: the worker and the memory probe run the same."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def training_arguments(recipe: Any, output_dir: Path, device: str, dtype: Any, use_eval: bool = False,
+                       **overrides: Any) -> Any:
+    """``TrainingArguments`` for ``recipe`` on ``device`` with weights in ``dtype``; ``overrides`` win.
+
+    Gradient checkpointing is switched on the model by ``loading.py``, never here (the Trainer
+    would wrap it a second time).
+    """
+    import torch
+    from transformers import TrainingArguments
+
+    r, t = recipe, recipe.train
+    kwargs = dict(
+        output_dir=str(output_dir), max_steps=t.max_steps, num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.micro_batch, per_device_eval_batch_size=t.micro_batch,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio, optim=t.optimizer, weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, seed=t.seed, data_seed=r.data.seed,
+        eval_strategy="steps" if use_eval and t.eval_steps > 0 else "no", eval_steps=t.eval_steps or None,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=None, logging_nan_inf_filter=False,
+        report_to="none", disable_tqdm=True, use_cpu=device == "cpu",
+        bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
+        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        dataloader_num_workers=0, gradient_checkpointing=False)
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
