@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from studio.data.template import chat_template
+
 # The demo's "answer card": one "Answer:" line, "Key points:" with 2 or 3 "- " bullets, then
 # "Confidence: high|medium|low". Leading/trailing whitespace and a final period are tolerated;
 # anything else (prose before "Answer:", a missing section, extra lines) is not.
@@ -149,8 +151,6 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
     ``on_batch(n_done)`` is called after each batch (progress events).
     """
     import torch  # deferred: importing this module must stay cheap
-
-    from studio.data.template import chat_template
 
     rows = list(rows)
     device = next(model.parameters()).device

@@ -18,6 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio import demo, paths
+from studio.fsutil import atomic_write_json, atomic_write_text
+from studio.paths import resources_dir
+
 CATALOG_FILE = "catalog.json"
 DEMO_CATALOG_ID = "smollm2-135m-instruct"
 GROUPS = ("embeddings", "attention", "mlp", "experts", "router", "norms", "lm_head", "other")
@@ -144,8 +148,6 @@ _CATALOG: list[CatalogEntry] | None = None
 
 
 def catalog_path() -> Path:
-    from studio.paths import resources_dir
-
     return resources_dir() / CATALOG_FILE
 
 
@@ -198,8 +200,6 @@ def resolve(name_or_path: str, trust_remote_code: bool = False) -> ModelInfo:
 
 
 def _resolve_demo() -> ModelInfo:
-    from studio import demo
-
     folder = demo.demo_model_dir()
     if demo.is_converted(folder):
         info = from_folder(folder, source="demo", name="demo")
@@ -253,9 +253,6 @@ def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code
     """Meta-device counts, cached per config.json content and transformers version (building is slow)."""
     import hashlib
     import importlib.metadata
-
-    from studio import paths
-    from studio.fsutil import atomic_write_json
 
     try:
         version = importlib.metadata.version("transformers")
@@ -403,8 +400,6 @@ def _linear_groups(model: Any) -> list[LinearGroup]:
 
 def refresh_catalog(path: Path | None = None) -> int:
     """Recompute every catalog entry's counts on the meta device and rewrite the file atomically."""
-    from studio.fsutil import atomic_write_text
-
     path = path or catalog_path()
     raw = json.loads(path.read_text(encoding="utf-8"))
     for e in raw["models"]:

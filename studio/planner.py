@@ -24,6 +24,7 @@ from typing import Any
 
 from studio import memory
 from studio.memory import GiB, MiB
+from studio.models import catalog, from_catalog
 from studio.recipe import PLANNED, get_setting, is_setting, set_setting, setting_flag
 
 # A plan's settings, by their recipe names (studio.recipe.PLANNED); dropout is an input, not a choice.
@@ -314,8 +315,6 @@ def _budget_for(device_total: int) -> int:
 
 def _smaller_model(info: Any, budget_limit: int, fixed: dict, target: int, eb: int, dropout: float) -> str | None:
     """The biggest catalog model smaller than this one whose leanest plan fits."""
-    from studio.models import catalog, from_catalog
-
     best = None
     for entry in sorted(catalog(), key=lambda e: e.total_params, reverse=True):
         if entry.total_params >= info.total_params:

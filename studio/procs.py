@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from studio.events import encode_command
 from studio.paths import REPO_ROOT
 from studio.runtime.state import runtime_python
 
@@ -75,8 +76,6 @@ def start_worker(argv: list[str], stderr: Any, env: dict | None = None, cwd: str
 
 def send_command(proc: subprocess.Popen, name: str, **args: Any) -> bool:
     """Write a protocol command to the worker's stdin; False when the worker is already gone."""
-    from studio.events import encode_command
-
     try:
         proc.stdin.write(encode_command(name, **args))
         proc.stdin.flush()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.fsutil import atomic_write_text
+
 SCHEMA_VERSION = 1
 
 QUANT_MODES = ("4bit", "8bit", "none")
@@ -143,8 +145,6 @@ class Recipe:
         return cls.from_dict(raw, warnings)
 
     def save(self, path: str | Path) -> None:
-        from studio.fsutil import atomic_write_text
-
         atomic_write_text(Path(path), self.to_json())
 
     # -- checks -----------------------------------------------------------------------------

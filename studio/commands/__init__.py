@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from studio.recipe import bounds_text, in_bounds, setting_field, setting_flag
+
 
 def add_events_flag(parser: argparse.ArgumentParser) -> None:
     """``--events``: speak the worker protocol on stdout and end with a ``done`` event (for the window)."""
@@ -13,8 +15,6 @@ def add_events_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_setting_args(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
     """One option per recipe setting, its type, choices, bounds and help read from the recipe's metadata."""
-    from studio.recipe import setting_field, setting_flag
-
     for key in keys:
         f = setting_field(key)
         meta, kind = f.metadata, type(f.default) if f.default is not dataclasses.MISSING else list
@@ -38,8 +38,6 @@ def _parse_list(text: str) -> list[str]:
 
 
 def _bounded(kind: type, meta: dict, flag: str):
-    from studio.recipe import bounds_text, in_bounds
-
     def parse(text: str):
         try:
             value = kind(text)

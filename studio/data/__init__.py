@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from studio.data import parallel
 from studio.data.formats import FORMATS, describe
 from studio.data.report import ERROR, DatasetReport, Problem, TokenStats
 from studio.data.scan import detect, iter_examples
-from studio.data.sources import READERS, DataError
+from studio.data.sources import READERS, DataError, open_source
+from studio.data.tokens import LengthCollector, load_tokenizer, mask_view, stats
 
 PROGRESS_EVERY = 10_000
 
@@ -72,9 +74,6 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
     A big plain JSONL file without a tokenizer is read on all cores (``workers=1`` forces one).
     """
     if tokenizer is None and progress is None and workers != 1:
-        from studio.data import parallel
-        from studio.data.sources import open_source
-
         if parallel.eligible(open_source(path), tokenizer):
             try:
                 return parallel.inspect_parallel(path, fmt or "auto", columns or None, preview_rows, workers)
@@ -84,8 +83,6 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
                 print(f"note: reading on one core ({type(e).__name__}: {e})", file=sys.stderr)
     report = DatasetReport()
     if isinstance(tokenizer, (str, Path)):
-        from studio.data.tokens import load_tokenizer
-
         tokenizer = load_tokenizer(tokenizer)
     collector = _collector(tokenizer, report) if tokenizer is not None else None
     for row, line, example in iter_examples(path, fmt or "auto", columns or None, report, preview_rows):
@@ -99,8 +96,6 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
 
 
 def _collector(tokenizer: Any, report: DatasetReport):
-    from studio.data.tokens import LengthCollector
-
     def on_error(exc: Exception, row: int, line: int | None) -> None:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         report.add(Problem(first,
@@ -113,8 +108,6 @@ def _collector(tokenizer: Any, report: DatasetReport):
 
 
 def _token_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str) -> None:
-    from studio.data.tokens import mask_view, stats
-
     collector.flush()
     report.tokens = stats(collector.lengths, seq_len, tokenizer)
     if report.tokens.template != "model":

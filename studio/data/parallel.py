@@ -19,7 +19,7 @@ from typing import Any
 
 from studio.data.formats import FORMATS
 from studio.data.report import MAX_PROBLEMS, DatasetReport
-from studio.data.scan import FINGERPRINT_SEED, Sink, duplicate_problem, judge, open_and_detect
+from studio.data.scan import FINGERPRINT_SEED, Sink, digest, duplicate_problem, judge, open_and_detect
 from studio.data.sources import Source, _parse_json_line
 
 MIN_BYTES = 64 << 20  # smaller files are done before worker processes would have started
@@ -56,8 +56,6 @@ class _RangeSink(Sink):
         self.digests, self.rows, self.lines = bytearray(), array("I"), array("I")
 
     def good(self, example: dict, row: int, line: int | None) -> None:
-        from studio.data.scan import digest
-
         self.report.usable += 1
         self.digests += digest(example)
         self.rows.append(row)

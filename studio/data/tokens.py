@@ -13,6 +13,8 @@ from typing import Any, Iterable
 from studio.data.report import TokenStats
 from studio.data.sources import DataError
 from studio.data.template import DEFAULT_TEMPLATE, encode_with_offsets, example_text
+from studio.demo import ensure_demo_model
+from studio.models import ModelError, resolve
 
 BATCH = 1024
 BINS = 20
@@ -35,13 +37,10 @@ def load_tokenizer(model: str | Path) -> Any:
 
 def _model_folder(model: str) -> Path:
     if model == "demo":
-        from studio.demo import ensure_demo_model
-
         return ensure_demo_model()
     path = Path(model).expanduser()
     if path.is_dir():
         return path
-    from studio.models import ModelError, resolve
 
     try:
         info = resolve(model)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.export.errors import Progress, UnsupportedModel, no_progress
+from studio.export.gguf_vocab import build_vocab
 from studio.export.safetensors_io import TensorMeta, model_tensors, read_tensor
 
 QUANTS = ("f16", "bf16", "q8_0", "q4_0")
@@ -201,8 +202,6 @@ def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "",
                extra_kv: dict | None = None) -> Path:
     """Write ``folder`` (a merged model) as ``out_path`` in GGUF; returns the path."""
     import gguf
-
-    from studio.export.gguf_vocab import build_vocab
 
     if quant not in QUANTS:
         raise UnsupportedModel(f"GGUF quantisation '{quant}' is not supported", f"choose one of {', '.join(QUANTS)}")

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from studio.evaluate import SAMPLE_PARAMS
 from studio.export.errors import UnsupportedModel
 
 
@@ -196,8 +197,6 @@ def _quote(text: str) -> str:
 def sampling_params() -> dict:
     """Training's sample generation is greedy; Ollama's defaults (temperature 0.8, repeat penalty 1.1) are not."""
     try:
-        from studio.evaluate import SAMPLE_PARAMS
-
         temperature = float(SAMPLE_PARAMS.get("temperature", 0.0))
     except ImportError:
         temperature = 0.0

@@ -18,8 +18,11 @@ from studio import runs
 from studio.export import verify
 from studio.export.adapter import Adapter, copy_adapter, load_adapter
 from studio.export.errors import ConfigError, DiskError, Progress, VerificationFailed, no_progress
+from studio.export.gguf_vocab import build_vocab
+from studio.export.gguf_writer import check_supported, write_gguf
 from studio.export.inputs import ExportInputs, load_inputs
-from studio.export.merge import check_mergeable, merge_to_folder
+from studio.export.merge import check_mergeable, merge_to_folder, tokenizer_eos_id
+from studio.export.ollama import detect_chat, modelfile, sampling_params
 from studio.fsutil import atomic_dir
 
 GGUF_QUANTS = ("f16", "bf16", "q8_0", "q4_0")
@@ -86,8 +89,6 @@ def _build_merged(job: Job, tmp: Path) -> None:
 
 
 def _build_gguf(job: Job, tmp: Path) -> Path:
-    from studio.export.gguf_writer import write_gguf
-
     scratch = tmp / ".merged"  # inside the temp folder: cancel or failure removes it with the rest
     scratch.mkdir()
     merge_to_folder(job.inputs.base_dir, job.adapter, scratch, job.progress)  # checked by the GGUF comparison
@@ -100,9 +101,6 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
 
 
 def _build_ollama(job: Job, tmp: Path) -> None:
-    from studio.export.merge import tokenizer_eos_id
-    from studio.export.ollama import modelfile, sampling_params
-
     gguf_path = _build_gguf(job, tmp)
     eos = _token_text(job.inputs.base_dir, tokenizer_eos_id(job.inputs.base_dir))
     text = modelfile(gguf_path.name, job.chat, [eos] if eos else [], sampling_params())
@@ -154,15 +152,10 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
         job.adapter = load_adapter(job.inputs.adapter_dir)
         check_mergeable(job.inputs.base_dir, job.adapter)
     if fmt in ("gguf", "ollama"):
-        from studio.export.gguf_vocab import build_vocab
-        from studio.export.gguf_writer import check_supported
-
         check_supported(job.inputs.config)
         build_vocab(job.inputs.base_dir, job.inputs.config)
     if fmt == "ollama":
         from transformers import AutoTokenizer
-
-        from studio.export.ollama import detect_chat
 
         job.chat = detect_chat(AutoTokenizer.from_pretrained(str(job.inputs.base_dir)))
     return job

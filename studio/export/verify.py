@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.export.safetensors_io import _SIZES, model_tensors
+
 PROMPTS = ("What is 2 plus 3?", "Write one sentence about the sea.", "Name three colours.")
 # Largest logit difference accepted, relative to the largest reference logit, by weight dtype.
 LOGIT_RTOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -34,8 +36,6 @@ class Check:
 
 def model_bytes(folder: Path, bytes_per_param: int | None = None) -> int:
     """Bytes needed to hold the model, at its stored dtype or at ``bytes_per_param``."""
-    from studio.export.safetensors_io import _SIZES, model_tensors
-
     metas = model_tensors(folder)
     if bytes_per_param is None:
         return sum(m.nbytes for m in metas)

@@ -11,7 +11,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from studio import runs
-from studio.events import METRIC, MEMORY, PROGRESS, Emitter, decode_command
+from studio.events import MEMORY, METRIC, PROGRESS, Emitter, decode_command
+from studio.hardware import gpu_memory_used
 
 
 class Control:
@@ -68,8 +69,6 @@ def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None
         out.update(device="cuda", allocated=torch.cuda.memory_allocated(), reserved=torch.cuda.memory_reserved(),
                    peak_allocated=torch.cuda.max_memory_allocated(), peak_reserved=torch.cuda.max_memory_reserved())
         try:
-            from studio.hardware import gpu_memory_used
-
             out["device_used"] = gpu_memory_used(torch.cuda.current_device())
         except Exception:  # NVML missing or failing never stops a run
             out["device_used"] = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from studio.data import load_examples, split_examples
+from studio.data import DataError, load_examples, split_examples
 from studio.data.template import TemplateError, encode_example
 from studio.recipe import Recipe
 
@@ -43,8 +43,6 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
     train_rows, truncated, refused = _encode_all(tokenizer, train_ex, recipe)
     val_rows, _, refused_val = _encode_all(tokenizer, val_ex, recipe)
     if not train_rows:
-        from studio.data import DataError
-
         raise DataError(f"{recipe.data.path}: no example has assistant tokens within train.seq_len="
                         f"{recipe.train.seq_len}; raise the sequence length")
     trained = sum(sum(1 for x in r["labels"] if x != -100) for r in train_rows)

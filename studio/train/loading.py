@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from studio.demo import ensure_demo_model
+from studio.models import ModelError, resolve
 from studio.recipe import Recipe
 
 
@@ -20,23 +22,16 @@ def resolve_base(recipe: Recipe) -> Path:
     """A local folder holding the base model ('demo' is converted on first use)."""
     name = str(recipe.model.name_or_path).strip()
     if name == "demo":
-        from studio.demo import ensure_demo_model
-
         return ensure_demo_model()
     path = Path(name).expanduser()
     if path.is_dir():
         return path.resolve()
-    try:
-        from studio.models import resolve  # catalog ids and Hugging Face cache ids
-    except ImportError:
-        resolve = None
-    if resolve is not None:
-        try:
-            info = resolve(name, trust_remote_code=recipe.model.trust_remote_code)
-        except ValueError as e:  # studio.models.ModelError: unknown id, unreadable config
-            raise LoadError(f"model '{name}': {e}") from None
-        if getattr(info, "path", None) and Path(info.path).is_dir() and _has_weights(Path(info.path)):
-            return Path(info.path)
+    try:  # catalog ids and Hugging Face cache ids
+        info = resolve(name, trust_remote_code=recipe.model.trust_remote_code)
+    except ModelError as e:  # unknown id, unreadable config
+        raise LoadError(f"model '{name}': {e}") from None
+    if info.path and Path(info.path).is_dir() and _has_weights(Path(info.path)):
+        return Path(info.path)
     raise LoadError(f"model '{name}': no local weights found. Give a folder with config.json and "
                     "*.safetensors, a model already in the Hugging Face cache, or 'demo'")
 

@@ -35,6 +35,11 @@ class TrainingRun:
         self.model: Any = None
         self.tokenizer: Any = None
         self.base: Path | None = None
+        from studio.train import faults, loading
+        from studio.train.trainer import StudioTrainer
+
+        # The one place tests/faults/ reach in: unchanged unless LORA_STUDIO_TEST_FAULT is set.
+        self.trainer_cls, self.load_model = faults.hook(StudioTrainer, loading.load_model)
         self.heldout: list[dict] = []
         self.callback: EventCallback | None = None
 
@@ -77,14 +82,12 @@ class TrainingRun:
     def _load_model(self) -> None:
         from transformers import set_seed
 
-        from studio.train import faults, loading, recovery
+        from studio.train import recovery
 
         set_seed(self.recipe.train.seed)
         self.phase = "load"
         try:
-            if faults.due("oom", "load"):  # test-only (faults.py)
-                raise RuntimeError("CUDA out of memory (injected by LORA_STUDIO_TEST_FAULT at load)")
-            self.model = loading.load_model(self.base, self.recipe, self.device)
+            self.model = self.load_model(self.base, self.recipe, self.device)
         except Exception as exc:
             if type(exc).__name__ == "UnpicklingError":  # weights_only=True refused what the pickle holds
                 raise safety.refused_pickle(self.base, exc) from None
@@ -173,9 +176,9 @@ class TrainingRun:
 
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
         from studio.train.recovery import settings_of
-        from studio.train.trainer import SaveOnStop, StudioTrainer
+        from studio.train.trainer import SaveOnStop
 
-        trainer = StudioTrainer(model=self.model, args=args, train_dataset=data.train,
+        trainer = self.trainer_cls(model=self.model, args=args, train_dataset=data.train,
                                 eval_dataset=data.val, data_collator=collator,
                                 callbacks=[self.callback, SaveOnStop(self.ctl)], run_dir=self.run_dir, emitter=self.em,
                                 keep=self.recipe.train.keep_checkpoints, settings=settings_of(self.recipe))

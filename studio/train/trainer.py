@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import errno
 import math
 import os
 import shutil
@@ -20,7 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
-from studio.train import checkpoint, faults, recovery
+from studio.train import checkpoint, recovery
 from studio.train.errors import CheckpointWriteError, NonFiniteLoss
 
 
@@ -49,17 +48,9 @@ class StudioTrainer(Trainer):
         self.phase = "step"
 
     # -- NaN / inf ------------------------------------------------------------------------
-    def compute_loss(self, model, inputs, *args: Any, **kwargs: Any):
-        out = super().compute_loss(model, inputs, *args, **kwargs)
-        if faults.due("nan", f"step={self.state.global_step + 1}"):  # test-only (faults.py)
-            out = (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
-        return out
-
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.phase = "step"
         step = self.state.global_step + 1
-        if faults.due("oom", f"step={step}"):  # test-only: a CPU has no OOM to provoke
-            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {faults.ENV} at step {step})")
         loss = super().training_step(model, inputs, num_items_in_batch)
         value = float(loss.detach().float().item())
         if not math.isfinite(value):
@@ -97,13 +88,6 @@ class StudioTrainer(Trainer):
         self.em.emit(CHECKPOINT, step=step, path=str(final), bytes=checkpoint.size_bytes(final),
                      kept=kept, deleted=deleted)
         self.phase = "step"
-
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        if faults.due("enospc", f"save={self.state.global_step}"):  # test-only: a disk that fills mid-write
-            with open(os.path.join(output_dir, "optimizer.pt"), "wb") as fh:
-                fh.write(b"\0" * 1000)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(output_dir, "optimizer.pt"))
-        super()._save_optimizer_and_scheduler(output_dir)
 
     def _load_optimizer_and_scheduler(self, ck: str | None) -> None:
         if ck is None or not self.fresh_optimizer:
