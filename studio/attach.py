@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
+import psutil
+
 from studio import runs
 from studio.events import Event, EventReader
 
@@ -34,11 +36,7 @@ def worker_pid(run_dir: Path) -> int | None:
     if state.get("status") != "running" or not runs.pid_alive(pid):
         return None
     try:
-        import psutil
-
         cmdline = " ".join(psutil.Process(int(pid)).cmdline())
-    except ImportError:
-        return int(pid)
     except Exception:  # psutil.NoSuchProcess / AccessDenied: not ours to drive
         return None
     if "workers.train" not in cmdline or Path(run_dir).name not in cmdline:

@@ -75,7 +75,7 @@ def detect_gpus() -> GpuList:
     """Every NVIDIA GPU, or an empty list with ``reason`` (no driver, no GPU, NVML missing)."""
     try:
         nv = _nvml()
-    except ImportError:
+    except ImportError:  # nvidia-ml-py is a dependency: its absence is a broken install, said loudly
         raise
     except Exception as e:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
         return GpuList(reason=f"no NVIDIA driver found ({_text(e) or type(e).__name__})")

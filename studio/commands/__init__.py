@@ -18,13 +18,15 @@ def add_setting_args(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> 
     for key in keys:
         f = setting_field(key)
         meta, kind = f.metadata, type(f.default) if f.default is not dataclasses.MISSING else list
-        kw: dict = {"dest": key, "default": None, "help": meta.get("doc", "")}
+        bounds = bounds_text(meta)
+        kw: dict = {"dest": key, "default": None, "help": meta.get("doc", "") + (f" ({bounds})" if bounds else "")}
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif meta.get("choices"):
             kw["choices"] = meta["choices"]
         else:
             kw["type"] = _parse_list if kind is list else _bounded(kind, meta, setting_flag(key))
+            kw["metavar"] = key.split(".", 1)[1].upper()
         parser.add_argument(setting_flag(key), **kw)
 
 

@@ -39,10 +39,8 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _dataset_report(path: str, info: Any) -> Any:
-    try:
-        from studio.data import inspect
-    except ImportError as e:
-        raise UserError(f"--dataset: dataset inspection is not available ({e})") from None
+    from studio.data import inspect
+
     tokenizer = info.path if info.path else None
     try:
         return inspect(path, tokenizer=tokenizer)

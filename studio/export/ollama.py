@@ -196,10 +196,7 @@ def _quote(text: str) -> str:
 
 def sampling_params() -> dict:
     """Training's sample generation is greedy; Ollama's defaults (temperature 0.8, repeat penalty 1.1) are not."""
-    try:
-        temperature = float(SAMPLE_PARAMS.get("temperature", 0.0))
-    except ImportError:
-        temperature = 0.0
+    temperature = float(SAMPLE_PARAMS.get("temperature", 0.0))
     return {"temperature": _num(temperature), "top_k": 1, "repeat_penalty": 1}
 
 
