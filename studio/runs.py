@@ -19,6 +19,7 @@ from studio.recipe import Recipe
 
 STATUSES = ("created", "running", "stopped", "failed", "finished", "interrupted")
 RECIPE, PLAN, EVENTS, STATE = "recipe.json", "plan.json", "events.jsonl", "state.json"
+COMMANDS = "commands.jsonl"  # the inbox of a worker whose stdin belongs to a window that went away
 ADAPTER, CHECKPOINTS, EXPORTS = "adapter", "checkpoints", "exports"
 
 
@@ -28,9 +29,27 @@ def _slug(text: str) -> str:
 
 
 def new_run_id(recipe: Recipe) -> str:
+    """``20261129-201500-<name>``: the recipe's name, else the model's and the dataset's."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = recipe.name or Path(str(recipe.model.name_or_path)).name
+    model = Path(str(recipe.model.name_or_path)).name
+    data = Path(str(recipe.data.path)).stem if str(recipe.data.path).strip() else ""
+    base = recipe.name or (f"{model}-{data}" if data else model)
     return f"{stamp}-{_slug(base)}"
+
+
+def send_command(run_dir: Path, name: str) -> None:
+    """Ask the run's worker to ``stop``, ``pause`` or ``resume`` through its inbox (one appended line).
+
+    The worker polls ``commands.jsonl`` as well as its stdin, so a window that reattached to a run
+    (or ``lora-studio attach``) can drive it. Lines written before the worker started are ignored.
+    """
+    from studio.events import encode_command
+
+    fd = os.open(Path(run_dir) / COMMANDS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, encode_command(name))  # one write of one short line: appends never interleave
+    finally:
+        os.close(fd)
 
 
 def create(recipe: Recipe, runs_root: Path | None = None, plan: dict | None = None) -> Path:

@@ -151,6 +151,7 @@ class WorkerController(QObject):
         self._escalate.timeout.connect(self._escalate_step)
         self._stage = 0
         self._follow_pid: int | None = None
+        self._follow_dir: Path | None = None
         self._follow_tails: list[_FileTail] = []
         self._live = False
 
@@ -168,9 +169,14 @@ class WorkerController(QObject):
         return self.proc.pid if self.proc else None
 
     def follow(self, run_dir: Path, pid: int, term_grace_s: float = 120.0) -> None:
-        """Attach to a run an earlier window left running: tail its events and log; stop = SIGTERM."""
+        """Attach to a run an earlier window left running: tail its events and log.
+
+        Commands go through the run's inbox (``runs.send_command``): its stdin belonged to the window
+        that started it.
+        """
         run_dir = Path(run_dir)
         self.proc = None
+        self._follow_dir = run_dir
         self._follow_pid = int(pid)
         self.term_grace_s = term_grace_s  # the worker saves a checkpoint and the adapter on SIGTERM
         self.reader = self.parser()
@@ -247,8 +253,16 @@ class WorkerController(QObject):
         return reader
 
     def send(self, name: str, **args) -> bool:
-        """Write a protocol command to the worker's stdin; False when it cannot be delivered."""
-        if not self.running or self.proc is None or self.proc.stdin is None:
+        """Write a protocol command to the worker's stdin (or a followed run's inbox); False if it cannot."""
+        if not self.running:
+            return False
+        if self._follow_pid is not None:
+            try:
+                runs.send_command(self._follow_dir, name)
+            except OSError:
+                return False
+            return True
+        if self.proc is None or self.proc.stdin is None:
             return False
         return procs.send_command(self.proc, name, **args)
 

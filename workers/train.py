@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     control = Control()
     control.listen()
+    control.watch(run_dir / runs.COMMANDS)
     # SIGTERM is a polite stop (save the adapter, exit 0); the controller escalates to SIGKILL.
     signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
     run = None

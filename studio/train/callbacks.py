@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -16,7 +17,7 @@ from studio.hardware import gpu_memory_used
 
 
 class Control:
-    """Commands from the controller (stdin), read on a daemon thread."""
+    """Commands from the controller (stdin) and from the run's inbox (``commands.jsonl``), on daemon threads."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -44,6 +45,31 @@ class Control:
             *lines, buf = buf.split(b"\n")
             for line in lines:
                 self.handle(decode_command(line))
+
+    def watch(self, path: Path, interval_s: float = 0.3) -> None:
+        """Also take commands appended to ``path`` from now on (a reattached window has no stdin to us)."""
+        try:
+            start = path.stat().st_size
+        except OSError:
+            start = 0
+        threading.Thread(target=self._poll, args=(path, start, interval_s), daemon=True, name="inbox").start()
+
+    def _poll(self, path: Path, pos: int, interval_s: float) -> None:
+        buf = b""
+        while not self.stop.is_set():
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read(65536)
+            except OSError:
+                chunk = b""
+            pos += len(chunk)
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                self.handle(decode_command(line))  # anything else is ignored, like on stdin
+            buf = buf[-65536:]  # a line with no end is garbage: never let it grow
+            time.sleep(interval_s)
 
     def handle(self, cmd: dict | None) -> None:
         name = cmd["cmd"] if cmd else None

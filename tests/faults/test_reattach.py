@@ -117,3 +117,29 @@ def test_attach_to_a_run_that_is_not_training_says_how_to_continue(tmp_path):
                          timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"no worker is training it (status: interrupted); 'lora-studio resume {run_dir}'" in out.stderr
+
+
+def _steps_done(run_dir: Path) -> int:
+    return max((e.data.get("done", 0) for e in read_events(run_dir / runs.EVENTS)
+                if e.type == "progress" and e.data.get("phase") == "train"), default=0)
+
+
+def test_a_worker_without_its_window_takes_pause_and_stop_from_the_run_inbox(tmp_path, tiny_model_dir, chat_jsonl):
+    """A reattached window has no stdin to the worker: commands go through RUN/commands.jsonl."""
+    from faultkit import new_run, start_worker
+
+    run_dir = new_run(tmp_path, tiny_model_dir, chat_jsonl, max_steps=400, save_steps=1000)
+    runs.send_command(run_dir, "stop")  # written before the worker started: must be ignored
+    proc = start_worker(run_dir)
+    proc.stdin.close()  # the window that started it went away
+    _wait_for(lambda: _steps_done(run_dir) >= 2)
+    runs.send_command(run_dir, "pause")
+    time.sleep(1.5)  # the step in flight finishes, then the worker waits
+    held = _steps_done(run_dir)
+    time.sleep(1.5)
+    assert _steps_done(run_dir) == held < 400 and proc.poll() is None
+    runs.send_command(run_dir, "resume")
+    _wait_for(lambda: _steps_done(run_dir) > held, timeout=60)
+    runs.send_command(run_dir, "stop")
+    assert proc.wait(timeout=120) == 0
+    assert runs.read_state(run_dir)["status"] == "stopped" and (run_dir / runs.ADAPTER).is_dir()

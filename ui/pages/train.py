@@ -230,8 +230,7 @@ class TrainPage(Page):
         self.controller.follow(self.run_dir, int(pid))
         self._t0 = time.monotonic()
         self._set_status("running", f"Following {self.run_dir.name}")
-        self._set_buttons(True)
-        self.pause_btn.setEnabled(False)  # its stdin belonged to the window that started it
+        self._set_buttons(True)  # pause and stop reach it through the run's inbox (commands.jsonl)
         self._eta_timer.start()
         return True
 
@@ -284,7 +283,8 @@ class TrainPage(Page):
             self.progress.setFormat("%v / %m steps")
             self.progress.setRange(0, max(total, 1))
             self.progress.setValue(min(done, max(total, 1)))
-            self._progress_t.append((time.monotonic(), done))
+            # The event's own time: a run followed after a reattach replays its progress all at once.
+            self._progress_t.append((self._ts or time.time(), done))
             self._progress_t = self._progress_t[-50:]
         else:
             self.progress.setFormat(f"{phase}: %p%" if total else phase)
@@ -309,7 +309,8 @@ class TrainPage(Page):
 
     def _on_event_time(self, event) -> None:
         if event.ts:
-            self._ts0 = self._ts0 or event.ts
+            if event.type == "hello" or not self._ts0:  # elapsed counts from this worker's start
+                self._ts0 = event.ts
             self._ts = event.ts
 
     def _on_memory(self, d: dict) -> None:
@@ -396,8 +397,8 @@ class TrainPage(Page):
         (t0, s0), (t1, s1) = self._progress_t[0], self._progress_t[-1]
         if s1 <= s0 or t1 <= t0:
             return
-        remaining = (self.progress.maximum() - s1) / ((s1 - s0) / (t1 - t0))
-        elapsed = time.monotonic() - (self._t0 or time.monotonic())
+        remaining = (self.progress.maximum() - s1) / ((s1 - s0) / (t1 - t0)) - (time.time() - t1)
+        elapsed = time.time() - self._ts0 if self._ts0 else time.monotonic() - (self._t0 or time.monotonic())
         self.eta_label.setText(f"elapsed {_fmt(elapsed)} · left ≈ {_fmt(remaining)}")
 
     @property
