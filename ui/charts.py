@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication
 
 MAX_POINTS = 4096
 REFRESH_MS = 250
+FEW_POINTS = 40  # up to this many points a curve also draws its points: one point is visible
 
 # Colours that read on both light and dark backgrounds (Okabe-Ito, colour-blind safe).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442"]
@@ -62,6 +63,18 @@ class Series:
         return self.x[: self.n], self.y[: self.n]
 
 
+class CountAxis(pg.AxisItem):
+    """An axis of whole things (steps, examples): ticks at integers only, never 1.1, 1.2, …"""
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float):  # noqa: N802 - pyqtgraph's name
+        levels = super().tickSpacing(minVal, maxVal, size)
+        return [(max(1.0, round(spacing)), offset) for spacing, offset in levels]
+
+    def tickValues(self, minVal: float, maxVal: float, size: float):  # noqa: N802
+        return [(spacing, [v for v in values if float(v).is_integer()])
+                for spacing, values in super().tickValues(minVal, maxVal, size)]
+
+
 def _fg() -> QColor:
     app = QApplication.instance()
     return app.palette().color(QPalette.ColorRole.WindowText) if app else QColor("black")
@@ -73,10 +86,20 @@ def _bg() -> QColor:
 
 
 class LiveChart(pg.PlotWidget):
-    """A titled plot with named, bounded series and horizontal reference lines."""
+    """A titled plot with named, bounded series and horizontal reference lines.
 
-    def __init__(self, title: str, y_label: str = "", x_label: str = "step", parent=None) -> None:
-        super().__init__(parent=parent, background=_bg())
+    A series enters the legend when its first point arrives (no "validation" entry for a run
+    without validation), the legend shows only when two or more series have points, a flat curve
+    gets a readable range instead of pyqtgraph's ±0.5 around it, and axis labels never switch to SI
+    prefixes (the learning rate stays "lr", not "lr (x0.001)" in one run and "lr" in the next).
+    ``count_x``/``count_y``: that axis counts whole things (steps, examples): integer ticks only.
+    """
+
+    def __init__(self, title: str, y_label: str = "", x_label: str = "step", parent=None,
+                 count_x: bool | None = None, count_y: bool = False) -> None:
+        count_x = x_label == "step" if count_x is None else count_x
+        axes = {k: CountAxis(orientation=k) for k, on in (("bottom", count_x), ("left", count_y)) if on}
+        super().__init__(parent=parent, background=_bg(), axisItems=axes)
         self.setMinimumHeight(160)
         fg = _fg()
         item = self.getPlotItem()
@@ -88,12 +111,17 @@ class LiveChart(pg.PlotWidget):
         for axis in ("left", "bottom"):
             item.getAxis(axis).setPen(pg.mkPen(fg))
             item.getAxis(axis).setTextPen(pg.mkPen(fg))
+            item.getAxis(axis).enableAutoSIPrefix(False)
         item.setClipToView(True)
         item.setDownsampling(auto=True, mode="peak")
-        item.addLegend(offset=(-10, 10), labelTextColor=fg.name())
+        bg = _bg()
+        bg.setAlpha(210)  # the legend sits over the plot: let the curves show through it
+        self.legend = item.addLegend(offset=(-10, 10), labelTextColor=fg.name(), brush=pg.mkBrush(bg))
+        self.legend.hide()
         self.setMenuEnabled(False)
         self.series: dict[str, Series] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self._named: set[str] = set()  # series shown in the legend (they have points)
         self.lines: dict[str, pg.InfiniteLine] = {}
         self._dirty = False
 
@@ -101,7 +129,7 @@ class LiveChart(pg.PlotWidget):
         color = color or PALETTE[len(self.series) % len(PALETTE)]
         pen = pg.mkPen(color, width=width, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
         self.series[name] = Series()
-        self.curves[name] = self.getPlotItem().plot([], [], pen=pen, name=name)
+        self.curves[name] = self.getPlotItem().plot([], [], pen=pen, symbolBrush=color, symbolPen=None, symbolSize=5)
 
     def append(self, name: str, x: float, y: float) -> None:
         if name not in self.series:
@@ -135,14 +163,39 @@ class LiveChart(pg.PlotWidget):
         if not self._dirty:
             return
         self._dirty = False
+        lo, hi = math.inf, -math.inf
         for name, s in self.series.items():
             x, y = s.data()
-            self.curves[name].setData(x.copy(), y.copy())
+            curve = self.curves[name]
+            curve.setData(x.copy(), y.copy(), symbol="o" if 0 < s.n <= FEW_POINTS else None)
+            if s.n and name not in self._named:
+                self._named.add(name)
+                self.legend.addItem(curve, name)
+            if s.n:
+                lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
+        self.legend.setVisible(len(self._named) > 1)
+        self._fit_flat(lo, hi)
+
+    def _fit_flat(self, lo: float, hi: float) -> None:
+        """A flat curve (one point, a constant learning rate) gets a range around its value."""
+        vb = self.getPlotItem().getViewBox()
+        if not math.isfinite(lo) or hi - lo > 1e-9 * max(abs(hi), abs(lo), 1e-300):
+            vb.enableAutoRange(axis="y")
+            return
+        pad = abs(hi) * 0.25 or 1.0
+        vb.setYRange(hi - pad, hi + pad, padding=0)
 
     def clear_data(self) -> None:
+        """Empty every series and start the next run on fresh axes."""
         for name, s in self.series.items():
             s.clear()
             self.curves[name].setData([], [])
+        self.legend.clear()
+        self.legend.hide()
+        self._named.clear()
+        vb = self.getPlotItem().getViewBox()
+        vb.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        vb.enableAutoRange()
 
 
 class ChartRefresher:

@@ -271,7 +271,7 @@ class WorkerController(QObject):
         if not self.running:
             return
         self._stage = 1
-        if not self.send("stop"):
+        if self._follow_pid is not None or not self.send("stop"):  # a followed worker: SIGTERM is its stop
             self._escalate_step()
             return
         self._escalate.start(int(self.stop_grace_s * 1000))

@@ -51,6 +51,8 @@ class Session(QObject):
         self.refit()
 
     def set_dataset(self, path: Path | str, report: DatasetReport | None) -> None:
+        if self.recipe.name and self.recipe.data.path and Path(self.recipe.data.path) != Path(path):
+            self.recipe.name = ""  # the demo's name described the demo data: the run is named after this file
         self.recipe.data.path = str(path)
         self.dataset_report = report
         self.sig_data.emit(report)

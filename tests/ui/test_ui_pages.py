@@ -16,7 +16,8 @@ from PySide6.QtGui import QAction
 from studio import events as ev
 from studio import procs, runs
 from studio.recipe import Recipe
-from ui.main_window import APP_TITLE, MainWindow, settings
+from ui.main_window import APP_TITLE, MainWindow
+from ui.prefs import settings
 from ui.widgets.table import RowsModel, fast_table
 
 pytestmark = pytest.mark.timeout(90)
@@ -89,6 +90,23 @@ def test_dropping_a_dataset_shows_format_preview_and_problems(window, qtbot, tmp
     problems = [window.data_page.problems.item(i).text() for i in range(window.data_page.problems.count())]
     assert any(p.startswith("line 3") for p in problems), problems
     assert window.session.recipe.data.path == str(bad)
+
+
+def test_a_clean_file_says_no_problems_and_a_new_file_clears_the_old_tokens(window, qtbot, tmp_path, drop):
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                                                      {"role": "assistant", "content": f"{2 * i}."}]}) + "\n"
+                             for i in range(6)))
+    page = window.data_page
+    page._tokens = {"count": 9, "p50": 12, "p95": 20, "max": 30}
+    page.example.setHtml("<p>the previous file's example</p>")
+    page.token_status.setText("9 examples · median 12 (previous file)")
+    with qtbot.waitSignal(window.session.sig_data, timeout=10000):
+        drop(window, clean)
+    problems = [page.problems.item(i).text() for i in range(page.problems.count())]
+    assert problems == ["No problems found: all 6 rows are usable."]
+    assert page.example.toPlainText() == "" and "previous file" not in page.token_status.text()
+    assert page._tokens == {}
 
 
 def test_the_preview_table_model_handles_a_million_rows(qtbot):
@@ -253,7 +271,10 @@ def test_a_run_left_running_by_an_earlier_window_is_followed(window, qtbot, tmp_
         qtbot.waitUntil(lambda: runs.read_state(run_dir).get("status") == "running", timeout=10000)
         window.attach_live_run()
         page = window.train_page
-        assert page.training and page.status == "running" and not page.pause_btn.isEnabled()
+        assert page.training and page.status == "running" and page.pause_btn.isEnabled()  # through the inbox
+        page.toggle_pause()
+        assert [ev.decode_command(line)["cmd"] for line in (run_dir / runs.COMMANDS).read_bytes().splitlines()] \
+            == ["pause"] and page.status == "paused"
         with qtbot.waitSignal(page.controller.sig_finished, timeout=20000) as done:
             if stop:
                 qtbot.waitUntil(lambda: page.charts["loss"].series["train"].total > 3, timeout=10000)

@@ -113,6 +113,7 @@ class DataPage(Page):
         self.tokens.sig_busy.connect(self._token_busy)
         self._hist = None
         self._hist_data: dict = {}
+        self._tokens: dict = {}
         self._build()
         session.sig_model.connect(lambda _i: self.request_tokens())
         session.sig_plan.connect(lambda _p: self._hist_data and self.show_histogram(self._hist_data))
@@ -171,7 +172,17 @@ class DataPage(Page):
         self.summary.setText("Reading and checking every row…")
         self.busy.set_busy(True)
         self.sig_busy.emit(True)
+        self.clear_tokens(f"Waiting for {self.path.name} to be read…")
         self._inspector.run(self.path)
+
+    def clear_tokens(self, status: str) -> None:
+        """Nothing of the previous file stays on the Tokens tab while this one is tokenised."""
+        self._tokens = {}
+        self._hist_data = {}
+        if self._hist is not None:
+            self.show_histogram({})
+        self.example.clear()
+        self.token_status.setText(status)
 
     def _inspected(self, path: Path, report: Any) -> None:
         self._end_busy()
@@ -229,6 +240,10 @@ class DataPage(Page):
             self.problems.addItem(QListWidgetItem(text))
         total = d.get("problems_total", len(d.get("problems") or []))
         self.tabs.setTabText(1, f"Problems ({total:,})" if total else "Problems")
+        if not total and not d.get("problem_groups"):
+            item = QListWidgetItem(f"No problems found: all {d.get('rows', 0):,} rows are usable.")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.problems.addItem(item)
 
     # -- tokens (subprocess: needs the model's tokenizer) ---------------------------------------
     def request_tokens(self) -> None:
@@ -236,7 +251,7 @@ class DataPage(Page):
         if not self.path or not model or self.report is None:
             return
         seq_len = self.session.resolved_recipe().train.seq_len
-        self.token_status.setText(f"Tokenising with {model}'s chat template…")
+        self.clear_tokens(f"Tokenising {self.path.name} with {model}'s chat template…")
         self.tokens.run_command("data", "inspect", str(self.path), "--model", model, "--seq-len", str(seq_len))
 
     def _token_busy(self, on: bool) -> None:
@@ -269,10 +284,10 @@ class DataPage(Page):
 
         self._hist_data = hist
         seq_len = self.session.resolved_recipe().train.seq_len
-        self.token_status.setText(self._token_summary(getattr(self, "_tokens", {}) or {}, hist, seq_len))
+        if hist:
+            self.token_status.setText(self._token_summary(self._tokens, hist, seq_len))
         if self._hist is None:
-            self._hist = LiveChart("Token length per example", "examples", x_label="tokens")
-            self._hist.getPlotItem().legend.hide()
+            self._hist = LiveChart("Token length per example", "examples", x_label="tokens", count_y=True)
             self.hist_layout.addWidget(self._hist)
         plot = self._hist.getPlotItem()
         for item in list(plot.items):

@@ -111,11 +111,10 @@ class RunsPage(Page):
             self.chart = LiveChart("Training loss", "loss")
             self.chart_layout.addWidget(self.chart)
         plot = self.chart.getPlotItem()
+        self.chart.clear_data()
         for name in list(self.chart.curves):
             plot.removeItem(self.chart.curves.pop(name))
             self.chart.series.pop(name, None)
-        if plot.legend is not None:
-            plot.legend.clear()
         for i, s in enumerate(self.selected()[:MAX_OVERLAY]):
             xs, ys = loss_curve(s.path)
             self.chart.add_series(s.id, PALETTE[i % len(PALETTE)])
