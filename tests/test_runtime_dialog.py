@@ -81,6 +81,7 @@ def test_no_offer_when_this_interpreter_can_train(qtbot, window, monkeypatch):
     runtime_dialog.attach(window)  # the dev venv has torch: nothing to set up
     assert not runtime_dialog.offer_visible(window)
 
+
 def test_diagnostics_dialog_shows_the_doctor_report(qtbot, window, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     dialog = runtime_dialog.DiagnosticsDialog(window, setup.cli_command("doctor", "--events", "--no-probe"))
@@ -89,3 +90,24 @@ def test_diagnostics_dialog_shows_the_doctor_report(qtbot, window, monkeypatch):
         dialog.start()
     assert dialog.report is not None and "Disk:" in dialog.text.toPlainText()
     assert dialog.report["runtime"]["path"] == str(state.runtime_dir())
+    # a source install runs the workers under its own Python: no managed runtime is "missing"
+    assert "ML runtime:   none needed" in dialog.text.toPlainText() and dialog.bar.isHidden()
+
+
+def test_diagnostics_show_the_fast_facts_while_the_probe_runs(qtbot, window, monkeypatch, tmp_path):
+    slow = tmp_path / "slow_doctor.py"  # stands in for the real doctor: its probe takes a while
+    slow.write_text(
+        "import sys, time\n"
+        "from studio import events\n"
+        "from studio.runtime import doctor\n"
+        "em = events.Emitter(stream=events.reserve_stdout())\n"
+        "report = doctor.diagnose(probe_ml=False)\n"
+        "em.emit('progress', phase='doctor', done=0, total=1, report=report, label='Asking the ML runtime')\n"
+        "time.sleep(30)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    dialog = runtime_dialog.DiagnosticsDialog(window, [sys.executable, str(slow)])
+    qtbot.addWidget(dialog)
+    dialog.start()
+    qtbot.waitUntil(lambda: "Disk:" in dialog.text.toPlainText(), timeout=30000)
+    assert "Asking the ML runtime" in dialog.text.toPlainText() and not dialog.bar.isHidden()
+    dialog.process.kill_now()

@@ -154,7 +154,11 @@ class DiagnosticsDialog(QDialog):
         copy = buttons.addButton("Copy", QDialogButtonBox.ButtonRole.ActionRole)
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.text.toPlainText()))
         buttons.rejected.connect(self.reject)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 0)  # busy until the report is complete
+        self.bar.setTextVisible(False)
         lay.addWidget(self.text)
+        lay.addWidget(self.bar)
         lay.addWidget(buttons)
         self.process, self.argv = _driver(self, argv, setup.cli_command("doctor", "--events"))
         self.process.sig_event.connect(self._event)
@@ -168,12 +172,15 @@ class DiagnosticsDialog(QDialog):
 
     def _event(self, event) -> None:
         if event.type == events.PROGRESS:
-            self.text.setPlainText(str(event.data.get("label", "")))
+            partial = event.data.get("report")
+            label = str(event.data.get("label", ""))
+            self.text.setPlainText(f"{format_report(partial)}\n\n{label}" if partial else label)
         elif event.type == events.DONE:
             self.report = event.data["report"]
             self.text.setPlainText(format_report(self.report))
 
     def _finished(self, code: int, saw_done: bool) -> None:
+        self.bar.hide()
         if not saw_done:
             self.text.setPlainText(f"The diagnostics could not run (exit code {code}). "
                                    "Run 'lora-studio doctor' in a terminal to see why.")

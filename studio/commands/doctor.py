@@ -23,10 +23,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.emitter and not args.no_probe:
-        args.emitter.emit(events.PROGRESS, phase="doctor", done=0, total=1,
-                          label="Asking the ML runtime for its versions and devices (it imports torch)…")
-    report = doctor.diagnose(probe_ml=not args.no_probe)
+    report = doctor.diagnose(probe_ml=False)
+    if not args.no_probe:
+        if args.emitter:  # the window shows the fast facts while the probe imports torch
+            args.emitter.emit(events.PROGRESS, phase="doctor", done=0, total=1, report=report,
+                              label="Asking the ML runtime for its versions and devices (it imports torch)…")
+        report = doctor.with_probe(report)
     if args.emitter:
         args.emitter.emit(events.DONE, report=report)
     else:

@@ -50,8 +50,15 @@ def diagnose(probe_ml: bool = True) -> dict:
         "runtime": status(),
         "needs_setup": needs_setup(),
         "workers_python": worker_python(),
-        "ml": run_probe() if probe_ml else None,
+        "ml": None,
     }
+    report["problems"] = problems(report)
+    return with_probe(report) if probe_ml else report
+
+
+def with_probe(report: dict) -> dict:
+    """The report with the ML facts from the probe (the slow part: the probe imports torch)."""
+    report = {**report, "ml": run_probe()}
     report["problems"] = problems(report)
     return report
 
@@ -110,7 +117,10 @@ def format_report(report: dict) -> str:
     lines += _gpu_lines(report["nvidia"])
     lines += _ml_lines(report.get("ml"))
     rt = report["runtime"]
-    lines.append(f"ML runtime:   {rt['state']} ({rt['path']})" + (f", torch {rt['variant']} build" if rt["variant"] else ""))
+    if rt["state"] != "ready" and not report["needs_setup"]:  # a source install: this Python has torch
+        lines.append("ML runtime:   none needed: the workers' Python has the ML libraries")
+    else:
+        lines.append(f"ML runtime:   {rt['state']} ({rt['path']})" + (f", torch {rt['variant']} build" if rt["variant"] else ""))
     lines.append(f"Workers run:  {report['workers_python']}")
     disk = report["disk"]
     lines.append(f"Disk:         {disk['free_gb']} GB free of {disk['total_gb']} GB ({disk['path']})")
