@@ -97,6 +97,11 @@ def _tokens_stat(dataset_report: Any, key: str) -> int | None:
     return int(value) if value else None
 
 
+def _usable_rows(dataset_report: Any) -> int | None:
+    rows = dataset_report.get("usable") if isinstance(dataset_report, dict) else getattr(dataset_report, "usable", None)
+    return int(rows) if isinstance(rows, int) and rows > 0 else None
+
+
 def target_length(info: Any, dataset_report: Any = None) -> tuple[int, str]:
     """The sequence length to aim for, and why: the dataset's p95 (rounded up), else a default."""
     p95 = _tokens_stat(dataset_report, "p95")
@@ -126,7 +131,8 @@ def _space(fixed: dict, target: int, effective_batch: int, info: Any = None) -> 
     attn = "sdpa" if getattr(info, "supports_sdpa", True) else "eager"
     space = {
         "quant.mode": list(QUANT_ORDER), "quant.double_quant": [True], "lora.rank": list(RANKS), "lora.targets": [["all-linear"]],
-        "train.micro_batch": [b for b in MICRO_BATCHES if b <= max(1, effective_batch)] or [1],
+        "train.micro_batch": sorted({b for b in MICRO_BATCHES if b <= effective_batch} | {max(1, effective_batch)}
+                                    if effective_batch < MICRO_BATCHES[0] else set(MICRO_BATCHES), reverse=True),
         "train.seq_len": _seq_candidates(target), "train.grad_ckpt": [False, True], "train.attn": [attn],
         "train.optimizer": list(OPTIMIZERS), "quant.compute_dtype": ["bfloat16"],
     }
@@ -152,7 +158,7 @@ def _score(s: dict, target: int) -> tuple:
 def _complete(s: dict, fixed: dict, effective_batch: int) -> dict:
     s = dict(s)
     s["lora.alpha"] = int(fixed.get("lora.alpha") or 2 * s["lora.rank"])
-    s["train.grad_accum"] = int(fixed.get("train.grad_accum") or max(1, math.ceil(effective_batch / s["train.micro_batch"])))
+    s["train.grad_accum"] = int(fixed.get("train.grad_accum") or max(1, round(effective_batch / s["train.micro_batch"])))
     return {k: s[k] for k in SETTING_KEYS}
 
 
@@ -188,6 +194,10 @@ def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: d
         raise ValueError(f"unknown settings {', '.join(unknown)}: use recipe names such as lora.rank")
     fixed = {k: v for k, v in (fixed or {}).items() if v is not None and k in PLANNED}
     dropout = float(fixed.pop("lora.dropout", 0.05))
+    rows = _usable_rows(dataset_report)
+    small_data = rows is not None and rows < effective_batch
+    if small_data:  # no point in a batch bigger than the dataset: 16 examples a step from 9 repeats them
+        effective_batch = max(1, rows)
     target, target_why = target_length(model_info, dataset_report)
     if "train.seq_len" in fixed:
         target = int(fixed["train.seq_len"])
@@ -197,6 +207,9 @@ def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: d
     if settings is not None:
         plan = _make_plan(model_info, True, budget_bytes, margin, settings, est, target, dropout)
         plan.reasons = _reasons(model_info, plan, fixed, target_why, space)
+        if small_data:
+            plan.reasons.append(f"The dataset has {rows} usable example{'s' if rows != 1 else ''}, so a step "
+                                f"takes at most {effective_batch} (a bigger batch would repeat examples).")
         return plan
     return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space)
 

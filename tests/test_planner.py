@@ -145,3 +145,19 @@ def test_models_without_sdpa_get_eager_attention():
     assert plan.settings["train.attn"] == "eager" and any("no sdpa path" in r for r in plan.reasons)
     assert planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB, fixed={"train.attn": "flash_attention_2"}).settings[
         "train.attn"] == "flash_attention_2"
+
+
+def test_a_tiny_dataset_caps_the_batch_at_its_size():
+    from studio import models
+    from studio.data.report import DatasetReport
+    from studio.planner import fit
+
+    info = models.resolve("smollm2-135m-instruct")
+    report = DatasetReport()
+    report.usable = 9
+    plan = fit(info, 24 * 2**30, dataset_report=report)
+    s = plan.settings
+    assert s["train.micro_batch"] <= 9 and s["train.micro_batch"] * s["train.grad_accum"] <= 9
+    assert any("9 usable examples" in r for r in plan.reasons)
+    roomy = fit(info, 24 * 2**30).settings  # the same budget without the small dataset
+    assert roomy["train.micro_batch"] * roomy["train.grad_accum"] == 16

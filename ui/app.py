@@ -36,7 +36,6 @@ def build_app(argv: list[str] | None = None):
     app = QApplication.instance() or QApplication(["lora-studio", *(argv or [])])
     app.setApplicationName("LoRA Studio")
     app.setOrganizationName("LoRA Studio")
-    app.setApplicationDisplayName("LoRA Studio")
     app.setDesktopFileName("lora-studio")
     from ui import theme
 

@@ -82,7 +82,7 @@ class ExportPage(Page):
         for s in runs.list_runs():
             if (s.path / runs.ADAPTER).is_dir():
                 loss = f"{s.final_loss:.4f}" if isinstance(s.final_loss, (int, float)) else "–"
-                self.run_combo.addItem(f"{s.id}  ({s.status}, final loss {loss})", str(s.path))
+                self.run_combo.addItem(f"{s.id}  ({s.status}, last loss {loss})", str(s.path))
         if current:
             i = self.run_combo.findData(current)
             if i >= 0:

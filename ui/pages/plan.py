@@ -58,6 +58,8 @@ class FieldEditor(QWidget):
         if self.kind is int:
             w = QSpinBox()
             w.setRange(int(meta.get("min", 0)), int(min(meta.get("max", 1_000_000), 2**31 - 1)))
+            if f.name == "max_steps":
+                w.setSpecialValueText("use epochs")  # -1 means: run train.epochs passes
             return w
         if self.kind is float:
             small = f.name == "lr"
@@ -178,14 +180,13 @@ class PlanPage(Page):
         self.reasons = label("", wrap=True)
         self.reasons.setTextFormat(Qt.TextFormat.RichText)
         settings.body.addWidget(self.reasons)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
+        self.content.addWidget(settings)
+        self.footer_fit = label("", "muted")
+        self.footer.addWidget(self.footer_fit, 1)
         self.train_btn = primary_button("Train with this plan")
         self.train_btn.setToolTip("Go to Train and start (Ctrl+R)")
         self.train_btn.clicked.connect(self.sig_train)
-        buttons.addWidget(self.train_btn)
-        settings.body.addLayout(buttons)
-        self.content.addWidget(settings)
+        self.footer.addWidget(self.train_btn)
 
         adv = Card("")
         head = QHBoxLayout()
@@ -279,6 +280,7 @@ class PlanPage(Page):
         if plan.suggestion and not fits:
             verdict += f" {plan.suggestion}"
         self.fit_label.setText(verdict)
+        self.footer_fit.setText(f"Fits in {human_bytes(self.session.budget)}" if fits else "Does not fit the budget")
         self._suggestion = (plan.suggestion_change or {}) if not fits else {}
         self.suggest_btn.setText(self._suggestion_text(self._suggestion))
         self.suggest_btn.setVisible(bool(self.suggest_btn.text()))

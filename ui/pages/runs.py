@@ -14,14 +14,14 @@ from ui.session import Session
 from ui.widgets.common import Page, label
 from ui.widgets.table import RowsModel, fast_table
 
-COLUMNS = ["run", "status", "model", "dataset", "final loss", "steps", "date"]
+COLUMNS = ["run", "status", "model", "dataset", "last loss", "steps", "date"]  # a running run has no final loss
 MAX_OVERLAY = 4
 
 
 def run_row(s: runs.RunSummary) -> dict:
     loss = s.final_loss
     return {"run": s.id, "status": s.status, "model": Path(s.model).name if "/" in s.model else s.model,
-            "dataset": Path(s.dataset).name if s.dataset else "", "final loss": f"{loss:.4f}" if isinstance(loss, (int, float)) else "",
+            "dataset": Path(s.dataset).name if s.dataset else "", "last loss": f"{loss:.4f}" if isinstance(loss, (int, float)) else "",
             "steps": s.step, "date": _date(s.created)}
 
 

@@ -69,6 +69,10 @@ class Page(QWidget):
             outer.addWidget(area, 1)
         else:
             outer.addWidget(holder, 1)
+        # Below the (scrolling) content: a page's main action stays in view however long the page is.
+        self.footer = QHBoxLayout()
+        self.footer.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(self.footer)
 
     def on_enter(self) -> None:
         """Called when the page becomes visible."""
