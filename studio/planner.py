@@ -248,7 +248,7 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
                            else "Gradient checkpointing off: activations fit, so training runs faster."),
                           ("train.optimizer", f"Optimizer {s['train.optimizer']}" + (": 8-bit states to save memory." if "8bit" in
                                         s["train.optimizer"] else ".") )):
-        out.append(sentence + (" (you fixed this)" if key in fixed else ""))
+        out.append(sentence + (" (fixed)" if key in fixed else ""))
     if s["train.attn"] == "eager" and "train.attn" not in fixed and not getattr(info, "supports_sdpa", True):
         out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
                    "soft-capped), so the score matrix of each layer is kept.")

@@ -59,7 +59,7 @@ def test_fixed_settings_are_honoured(infos, fixed):
     for key, value in fixed.items():
         want = planner._norm_targets(value) if key == "lora.targets" else value
         assert plan.settings[key] == want, key
-    assert any("(you fixed this)" in r for r in plan.reasons) or set(fixed) <= {"lora.alpha", "train.grad_accum", "train.attn",
+    assert any("(fixed)" in r for r in plan.reasons) or set(fixed) <= {"lora.alpha", "train.grad_accum", "train.attn",
                                                                                    "quant.double_quant", "lora.targets"}
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from studio import planner
 from studio.demo import demo_dataset, demo_recipe
 
 T0 = time.perf_counter()
@@ -49,8 +50,8 @@ def apply_choices(window, args: argparse.Namespace) -> None:
     if args.demo or args.model or args.data:
         model = args.model or ("demo" if args.demo else None)
         data = args.data
-        if args.demo:
-            window.session.recipe = demo_recipe()  # the demo's learning rate, held-out set…
+        if args.demo:  # what the README promises: 4-bit QLoRA at the demo's rank, batch and length
+            window.session.use_recipe(demo_recipe(), pin=planner.fixed_from_recipe(demo_recipe()))
         if args.demo and not data:
             data = str(demo_dataset())
         if model:

@@ -66,6 +66,13 @@ class Session(QObject):
         self.sig_budget.emit(self.budget)
         self.refit()
 
+    def use_recipe(self, recipe: Recipe, pin: dict | None = None) -> None:
+        """Start from ``recipe`` (the demo's); the settings in ``pin`` stay as given while the rest are fitted."""
+        self.recipe = copy.deepcopy(recipe)
+        self.fixed.update(pin or {})
+        self.sig_recipe.emit()
+        self.refit()
+
     def pin(self, key: str, value: Any) -> None:
         """Fix one setting (``"train.seq_len"``); the planner re-fits everything else."""
         set_setting(self.recipe, key, value)

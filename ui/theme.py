@@ -59,7 +59,7 @@ def stylesheet(dark: bool) -> str:
             "@card": "#232428" if dark else "#FFFFFF", "@muted": "#9AA0A6" if dark else "#57606A",
             "@accent": ACCENT, "@hover": "#2A2C31" if dark else "#E1E4E8",
             "@banner": "#3D1F22" if dark else "#FFEBE9", "@bannerborder": "#8E3A3F" if dark else "#FF8182",
-            "@drop": "#1B2A40" if dark else "#EEF4FF"}
+            "@drop": "#1B2A40" if dark else "#EEF4FF", "@focus": "#F0B429" if dark else "#0B3D91"}
     for key in sorted(subs, key=len, reverse=True):
         qss = qss.replace(key, subs[key])
     return qss

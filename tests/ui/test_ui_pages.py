@@ -74,6 +74,31 @@ def test_a_pinned_setting_stays_while_the_rest_refits(window, qtbot):
     assert window.plan_page.editors["train.seq_len"].editor.toolTip().startswith("Longest example")
 
 
+def test_tab_walks_the_advanced_settings_in_reading_order(window, qtbot):
+    page = window.plan_page
+    window.show_page(page)
+    page.adv_toggle.setChecked(True)
+    editors = {ed.editor: key for key, ed in page.editors.items()}
+    order, widget = [], page.editors["lora.rank"].editor
+    for _ in range(200):  # follow the focus chain from the first editor
+        if widget in editors and editors[widget] not in order:
+            order.append(editors[widget])
+        widget = widget.nextInFocusChain()
+    grid = page.adv_body.layout()
+    cells = [grid.getItemPosition(grid.indexOf(page.editors[k]))[:2] for k in order]  # (row, column)
+    assert len(order) == len(page.editors) and cells == sorted(cells)  # row by row, left to right
+
+
+def test_the_window_demo_trains_what_the_readme_says(window, qtbot):
+    from ui.app import apply_choices, parse_args
+
+    with qtbot.waitSignal(window.session.sig_plan, timeout=10000):
+        apply_choices(window, parse_args(["--demo"]))
+    r = window.session.resolved_recipe()
+    assert (r.quant.mode, r.lora.rank, r.train.seq_len, r.train.micro_batch, r.train.max_steps) == ("4bit", 16, 256, 4, 60)
+    assert window.session.recipe.data.heldout  # the before/after score needs the held-out prompts
+
+
 def test_dropping_a_dataset_shows_format_preview_and_problems(window, qtbot, tmp_path, chat_jsonl, drop):
     bad = tmp_path / "bad.jsonl"
     lines = chat_jsonl.read_text().splitlines()[:5]

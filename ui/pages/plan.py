@@ -7,8 +7,8 @@ import dataclasses
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QSlider, QSpinBox, QToolButton, QWidget)
 
 from studio import hardware
 from studio import recipe as rc
@@ -19,6 +19,7 @@ from ui.widgets.memory_bar import MemoryBar
 
 STEP = GIB // 4            # the slider moves in quarter GiB
 ADVANCED = ("lora", "quant", "train")
+ADV_COLUMNS = 3  # fields per row in the advanced panel
 PLAN_ROWS = [("Quantisation", "quant.mode"), ("LoRA rank / alpha", "lora.rank"), ("Sequence length", "train.seq_len"),
              ("Micro-batch × accumulation", "train.micro_batch"), ("Gradient checkpointing", "train.grad_ckpt"),
              ("Optimizer", "train.optimizer"), ("Learning rate", "train.lr")]
@@ -200,25 +201,30 @@ class PlanPage(Page):
         head.addWidget(label("A field you change stays fixed; the planner re-fits the rest. ↺ releases it.", "muted"), 1)
         adv.body.addLayout(head)
         self.adv_body = QWidget()
-        cols = QHBoxLayout(self.adv_body)
-        cols.setContentsMargins(0, 0, 0, 0)
+        # Sections one under the other, fields left to right: Tab then moves the way a reader does,
+        # and the page scrolls one way instead of jumping between the tops and bottoms of columns.
+        grid = QGridLayout(self.adv_body)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(10)
+        row = 0
         for section in (*ADVANCED, "data"):
-            form = QFormLayout()
-            form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-            form.addRow(label(section.upper(), "muted"))
-            cls = rc.SECTIONS[section]
-            for f in dataclasses.fields(cls):
-                if section == "data" and f.name in ("path", "format", "columns", "heldout"):
-                    continue
+            grid.addWidget(label(section.upper(), "muted"), row, 0, 1, 2 * ADV_COLUMNS)
+            row += 1
+            fields = [f for f in dataclasses.fields(rc.SECTIONS[section])
+                      if not (section == "data" and f.name in ("path", "format", "columns", "heldout"))]
+            for i, f in enumerate(fields):
                 ed = FieldEditor(section, f, self.session.pin, self._unpin)
                 self.editors[ed.key] = ed
                 lab = QLabel(f.name.replace("_", " ") + ":")
                 lab.setToolTip(f.metadata.get("doc", ""))
-                form.addRow(lab, ed)
-            col = QVBoxLayout()
-            col.addLayout(form)
-            col.addStretch(1)
-            cols.addLayout(col, 1)
+                lab.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                lab.setBuddy(ed.editor)
+                r, c = row + i // ADV_COLUMNS, 2 * (i % ADV_COLUMNS)
+                grid.addWidget(lab, r, c)
+                grid.addWidget(ed, r, c + 1)
+            row += (len(fields) + ADV_COLUMNS - 1) // ADV_COLUMNS
+        for c in range(ADV_COLUMNS):
+            grid.setColumnStretch(2 * c + 1, 1)
         self.adv_body.setVisible(False)
         adv.body.addWidget(self.adv_body)
         self.adv_toggle.toggled.connect(self._toggle_advanced)

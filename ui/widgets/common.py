@@ -65,6 +65,7 @@ class Page(QWidget):
             area = QScrollArea()
             area.setWidgetResizable(True)
             area.setFrameShape(QFrame.Shape.NoFrame)
+            area.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab goes to the controls, not the scroller
             area.setWidget(holder)
             outer.addWidget(area, 1)
         else:
