@@ -25,6 +25,7 @@ from studio import events as ev
 from studio import procs, runs
 
 READ_CHUNK = 1 << 16
+EXPORT_LOG = "export.log"
 STDERR_TAIL_MS = 250
 
 
@@ -118,7 +119,8 @@ class WorkerController(QObject):
     sig_started = Signal(int)                 # pid
     sig_event = Signal(object)                # every studio.events.Event, in order
     sig_hello = Signal(dict)
-    sig_log = Signal(str)                     # log events and stderr lines
+    sig_log = Signal(str)                     # the worker's own log events: what a user reads
+    sig_stderr = Signal(str)                  # library output (stderr lines): for the log file and tests
     sig_progress = Signal(str, int, int)      # phase, done, total
     sig_metric = Signal(dict)
     sig_memory = Signal(dict)
@@ -348,7 +350,7 @@ class WorkerController(QObject):
         *lines, self._stderr_buf = self._stderr_buf.split("\n")
         for line in lines:
             if line.strip():
-                self.sig_log.emit(line)
+                self.sig_stderr.emit(line)
 
     def _dispatch(self, event: ev.Event) -> None:
         self.sig_event.emit(event)
@@ -383,7 +385,7 @@ class WorkerController(QObject):
         for event in self.reader.close():
             self._dispatch(event)
         if self._stderr_buf.strip():
-            self.sig_log.emit(self._stderr_buf)
+            self.sig_stderr.emit(self._stderr_buf)
             self._stderr_buf = ""
         # Both pipes are at EOF: the process has exited or is about to; reap it without blocking long.
         self._reap_timer = QTimer(self)
@@ -443,8 +445,10 @@ class ExportController(WorkerController):
     """Runs ``workers.export RUN_DIR --format F [--quant Q]``."""
 
     def start_export(self, run_dir: Path, fmt: str, quant: str | None = None) -> None:
+        """Library output goes to ``RUN/export.log`` (as from the CLI), not to the page's log."""
         args = [str(run_dir), "--format", fmt] + (["--quant", quant] if quant else [])
-        self.start(procs.worker_argv("workers.export", *args), env=procs.worker_env())
+        self.start(procs.worker_argv("workers.export", *args), env=procs.worker_env(),
+                   stderr_path=Path(run_dir) / EXPORT_LOG)
 
 
 class CommandController(WorkerController):

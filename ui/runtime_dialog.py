@@ -45,7 +45,7 @@ class RuntimeSetupDialog(QDialog):
         self.process, self.argv = _driver(self, argv, setup.setup_command("--events"))
         self._build()
         self.process.sig_event.connect(self._event)
-        self.process.sig_log.connect(self._stderr_line)
+        self.process.sig_stderr.connect(self._stderr_line)
         self.process.sig_finished.connect(lambda code, _done: self._finished(code))
 
     def _build(self) -> None:

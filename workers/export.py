@@ -24,6 +24,7 @@ import threading  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from studio import notices  # noqa: E402
 from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, WARNING, Emitter, decode_command, reserve_stdout  # noqa: E402
 from studio.export.errors import Cancelled, ExportError  # noqa: E402
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return list_targets()
     run_dir = args.run_dir.resolve()
     em = Emitter(run=run_dir.name, stream=reserve_stdout())
+    notices.install(lambda sentence: em.emit(WARNING, message=sentence, kind="library"))
     cancel = threading.Event()
     listen_for_stop(cancel)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -20,8 +20,8 @@ import signal  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from studio import runs  # noqa: E402
-from studio.events import ERROR, Emitter, reserve_stdout  # noqa: E402
+from studio import notices, runs  # noqa: E402
+from studio.events import ERROR, WARNING, Emitter, reserve_stdout  # noqa: E402
 from studio.recipe import RecipeError  # noqa: E402
 
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=reserve_stdout(),
                       start_seq=last_seq(run_dir / runs.EVENTS))  # a resumed run continues the numbering
+    notices.install(lambda sentence: emitter.emit(WARNING, message=sentence, kind="library"))
     from studio.train.callbacks import Control
 
     control = Control()

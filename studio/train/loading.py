@@ -113,7 +113,7 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     if device == "cpu" and qconf is not None:
         keep_cpu_4bit_layout(model)
     if recipe.train.grad_ckpt:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     torch.manual_seed(recipe.train.seed)
     return attach_lora(model, recipe)

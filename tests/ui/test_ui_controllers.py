@@ -24,6 +24,7 @@ class Recorder:
         c.sig_memory.connect(self.memory.append)
         c.sig_error.connect(lambda *a: self.errors.append(a))
         c.sig_log.connect(self.logs.append)
+        c.sig_stderr.connect(self.logs.append)
         c.sig_done.connect(self.done.append)
         c.sig_progress.connect(lambda *a: self.progress.append(a))
         c.sig_malformed.connect(lambda n, _l: setattr(self, "malformed", n))

@@ -63,7 +63,8 @@ class ExportPage(Page):
         self.log.setObjectName("log")
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
-        self.log.setPlaceholderText("The export worker's progress and log appear here.")
+        self.log.setPlaceholderText("The export's steps and checks appear here; what the libraries print goes to "
+                                    "the run's export.log.")
         self.content.addWidget(self.log, 1)
         c = self.controller
         c.sig_progress.connect(self._progress)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton,
                                QSplitter, QWidget)
 
@@ -77,6 +78,11 @@ class TrainPage(Page):
         bar.addSpacing(16)
         self.status_label = label("No run yet.", "muted")
         bar.addWidget(self.status_label, 1)
+        self.worker_log_btn = QPushButton("Worker log")
+        self.worker_log_btn.setToolTip("Open the run's worker.log: everything torch, transformers and peft printed")
+        self.worker_log_btn.setEnabled(False)
+        self.worker_log_btn.clicked.connect(self.open_worker_log)
+        bar.addWidget(self.worker_log_btn)
         self.content.addLayout(bar)
 
         prog = QHBoxLayout()
@@ -106,7 +112,8 @@ class TrainPage(Page):
         self.log.setObjectName("log")
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(LOG_MAX_LINES)
-        self.log.setPlaceholderText("Worker log (stderr) appears here.")
+        self.log.setPlaceholderText("The run's messages appear here. What the libraries print goes to the "
+                                    "run's worker.log (Worker log button).")
         split.addWidget(self.log)
         split.setStretchFactor(0, 4)
         split.setStretchFactor(1, 1)
@@ -358,6 +365,10 @@ class TrainPage(Page):
         self.sig_run_ended.emit(self.run_dir, status)
 
     # -- helpers ------------------------------------------------------------------------------
+    def open_worker_log(self) -> None:
+        if self.run_dir is not None and (self.run_dir / "worker.log").is_file():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.run_dir / "worker.log")))
+
     def append_log(self, line: str) -> None:
         self.log.appendPlainText(line)
 
@@ -380,6 +391,7 @@ class TrainPage(Page):
                 chart.set_hline(name, None)
 
     def _set_buttons(self, running: bool) -> None:
+        self.worker_log_btn.setEnabled(self.run_dir is not None)
         self.resume_btn.setVisible(not running and self._status in ("stopped", "failed", "interrupted")
                                    and self.can_resume(self.run_dir))
         self.start_btn.setEnabled(not running)
