@@ -27,6 +27,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data", help="preselect a dataset file")
     p.add_argument("--page", choices=PAGES, help="open on this page")
     p.add_argument("--quit-after-shown", action="store_true", help=argparse.SUPPRESS)  # bench/gui_startup.py
+    p.add_argument("--quit-when-ready", action="store_true", help=argparse.SUPPRESS)  # bench/gui_startup.py
     return p.parse_args(argv)
 
 
@@ -83,7 +84,6 @@ def run_app(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     app = build_app()
-    from PySide6.QtCore import QTimer
 
     from ui.main_window import MainWindow
 
@@ -93,14 +93,52 @@ def run_app(argv: list[str]) -> int:
         app.processEvents()
         print(f"shown_after_s={time.perf_counter() - T0:.3f}", flush=True)
         return 0
-
-    def later() -> None:
-        window.finish_startup()
-        apply_choices(window, args)
-        window.park_long_lived()
-
-    QTimer.singleShot(0, later)
+    steps = [*window.startup_steps(), lambda: apply_choices(window, args), window.park_long_lived]
+    longest: list[float] = []
+    if args.quit_when_ready:
+        steps.append(lambda: _report_ready(app, longest))
+    run_in_turns(steps, longest)
+    if args.quit_when_ready:
+        _probe_input(app, window)
     return app.exec()
+
+
+def run_in_turns(steps: list, longest: list[float] | None = None) -> None:
+    """Run ``steps`` one per turn of the event loop: a click or a key between two steps is handled
+    at once instead of waiting for all the start-up work (the window accepts input right away).
+    ``longest`` keeps the longest step's seconds: the worst wait an input can have."""
+    from PySide6.QtCore import QTimer
+
+    def step() -> None:
+        t = time.perf_counter()
+        steps.pop(0)()
+        if longest is not None:
+            longest[:] = [max([time.perf_counter() - t, *longest])]
+        if steps:
+            QTimer.singleShot(0, step)
+
+    QTimer.singleShot(0, step)
+
+
+def _probe_input(app, window) -> None:
+    """bench/gui_startup.py: an input event posted as the window appears; print when it is handled."""
+    from PySide6.QtCore import QCoreApplication, QEvent, QObject
+
+    class Probe(QObject):
+        def event(self, e) -> bool:  # noqa: N802 - Qt's name
+            if e.type() == QEvent.Type.User:
+                print(f"input_handled_after_s={time.perf_counter() - T0:.3f}", flush=True)
+                return True
+            return super().event(e)
+
+    app._startup_probe = Probe()
+    QCoreApplication.postEvent(app._startup_probe, QEvent(QEvent.Type.User))
+
+
+def _report_ready(app, longest: list[float]) -> None:
+    print(f"startup_done_after_s={time.perf_counter() - T0:.3f}", flush=True)
+    print(f"longest_step_s={longest[0] if longest else 0:.3f}", flush=True)
+    app.quit()
 
 
 def main() -> None:

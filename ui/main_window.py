@@ -214,18 +214,23 @@ class MainWindow(QMainWindow):
             self._on_page(index)
         self.sidebar.setCurrentRow(index)
 
+    def startup_steps(self) -> list:
+        """The work done once the window is on screen, in short steps (the app runs one per turn of
+        the event loop, so input is handled between them): the other pages, the charts (pyqtgraph),
+        the hardware, the run history, the model list, the runtime offer."""
+        steps = [lambda i=i: self.page(i) for i in range(len(PAGES))]
+        steps += [self.train_page.ensure_charts, self.plan_page.detect_hardware, self._show_device,
+                  self.runs_page.reload, self.export_page.reload, self.model_page.populate,
+                  self.attach_live_run, self._attach_runtime_ui]
+        return steps
+
     def finish_startup(self) -> None:
-        """Work done once the window is on screen: the other pages, charts (pyqtgraph), hardware, history."""
-        for i in range(len(PAGES)):
-            self.page(i)
-        self.train_page.ensure_charts()
-        self.plan_page.detect_hardware()
-        self._show_device()
-        self.runs_page.reload()
-        self.export_page.reload()
-        self.model_page.populate()
-        self.attach_live_run()
-        # Help > Diagnostics and the first-run ML runtime offer (ui/runtime_dialog.py, installer issue).
+        """All the start-up steps at once (tests and screenshots, which need the whole window)."""
+        for step in self.startup_steps():
+            step()
+
+    def _attach_runtime_ui(self) -> None:
+        # Help > Diagnostics and the first-run ML runtime offer (ui/runtime_dialog.py).
         from ui.runtime_dialog import attach as attach_runtime_ui
 
         attach_runtime_ui(self)
