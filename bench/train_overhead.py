@@ -45,8 +45,8 @@ threading.Thread(target=watch, daemon=True).start()
 tok = AutoTokenizer.from_pretrained(folder)
 rows = [json.loads(line) for line in open(data, encoding="utf-8")]
 def encode(row):
-    ids = tok.apply_chat_template(row["messages"], tokenize=True, truncation=True, max_length=256)
-    ids = ids["input_ids"] if isinstance(ids, dict) else ids
+    text = tok.apply_chat_template(row["messages"], tokenize=False)
+    ids = tok(text, add_special_tokens=False, truncation=True, max_length=256)["input_ids"]
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
 ds = Dataset.from_list([encode(r) for r in rows])
 q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -96,7 +96,9 @@ def _plain(steps: int, work: Path) -> dict:
 
     t0 = time.time()
     out = subprocess.run([sys.executable, "-c", PLAIN, str(ensure_demo_model()), str(demo_dataset()), str(steps),
-                          str(work / "plain")], capture_output=True, text=True, env=worker_env(), check=True)
+                          str(work / "plain")], capture_output=True, text=True, env=worker_env())
+    if out.returncode:
+        raise SystemExit(f"the plain script failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return {"spawn": t0, **result}
 
