@@ -22,7 +22,7 @@ from studio.data.sources import READERS, DataError
 
 PROGRESS_EVERY = 10_000
 
-__all__ = ["DataError", "DatasetReport", "Problem", "TokenStats", "load_examples", "split_examples",
+__all__ = ["DataError", "DatasetReport", "Problem", "TokenStats", "load_examples", "split_examples", "note_tool_support",
            "inspect", "formats", "readers", "iter_examples", "detect", "FORMATS"]
 
 
@@ -36,10 +36,16 @@ def readers() -> list[str]:
     return list(READERS)
 
 
-def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None) -> tuple[list[dict], DatasetReport]:
-    """Normalised examples (``{"messages": [...]}`` or ``{"text": ...}``) and the import report."""
+def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None, roles: dict | None = None,
+                  label_filter: bool = True) -> tuple[list[dict], DatasetReport]:
+    """Normalised examples (``{"messages": [...]}`` or ``{"text": ...}``) and the import report.
+
+    ``roles`` maps role values to system/user/assistant/tool (``{"bing": "assistant"}``);
+    ``label_filter`` leaves out rows a good/bad label column marks bad (when the file has one).
+    """
     report = DatasetReport()
-    examples = [ex for _, _, ex in iter_examples(path, fmt or "auto", columns or None, report)]
+    examples = [ex for _, _, ex in iter_examples(path, fmt or "auto", columns or None, report, roles=roles,
+                                                 label_filter=label_filter)]
     if not examples:
         raise DataError(_none_usable(report))
     return examples, report
@@ -65,7 +71,8 @@ def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list
 
 def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, tokenizer: Any = None,
             seq_len: int | None = None, preview_rows: int = 50, train_on: str = "assistant",
-            progress: Callable[[DatasetReport], None] | None = None, workers: int | None = None) -> DatasetReport:
+            progress: Callable[[DatasetReport], None] | None = None, workers: int | None = None,
+            roles: dict | None = None, label_filter: bool = True) -> DatasetReport:
     """Read and check the whole file; with a tokenizer (or a model name) add token statistics.
 
     ``progress(report)`` is called every 10,000 usable rows (the GUI shows counts and may raise to cancel).
@@ -77,7 +84,8 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
 
         if parallel.eligible(open_source(path), tokenizer):
             try:
-                return parallel.inspect_parallel(path, fmt or "auto", columns or None, preview_rows, workers)
+                return parallel.inspect_parallel(path, fmt or "auto", columns or None, preview_rows, workers,
+                                                 roles, label_filter)
             except DataError:
                 raise
             except Exception as e:  # a worker that could not start or died: the serial pass still works
@@ -88,7 +96,8 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
 
         tokenizer = load_tokenizer(tokenizer)
     collector = _collector(tokenizer, report) if tokenizer is not None else None
-    for row, line, example in iter_examples(path, fmt or "auto", columns or None, report, preview_rows):
+    for row, line, example in iter_examples(path, fmt or "auto", columns or None, report, preview_rows,
+                                            roles=roles, label_filter=label_filter):
         if collector is not None:
             collector.add(example, row, line)
         if progress is not None and report.usable % PROGRESS_EVERY == 0:
@@ -112,6 +121,14 @@ def _collector(tokenizer: Any, report: DatasetReport):
     return LengthCollector(tokenizer, on_error)
 
 
+def note_tool_support(report: DatasetReport, tokenizer: Any) -> None:
+    """Say how tool calls are rendered when the file has them and the model's template cannot write them."""
+    from studio.data.template import FALLBACK_NOTE, tool_support
+
+    if report.tool_rows and not tool_support(tokenizer) and FALLBACK_NOTE not in report.notes:
+        report.notes.append(FALLBACK_NOTE)
+
+
 def _token_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str) -> None:
     from studio.data.tokens import mask_view, stats
 
@@ -119,6 +136,7 @@ def _token_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len
     report.tokens = stats(collector.lengths, seq_len, tokenizer)
     if report.tokens.template != "model":
         report.notes.append("the model has no chat template; conversations are rendered as ChatML")
+    note_tool_support(report, tokenizer)
     for item in report.preview:
         example = {k: v for k, v in item.items() if k != "row"}
         try:
