@@ -254,6 +254,16 @@ def _first_of(msg: dict, *keys: str) -> Any:
     return None
 
 
+class Turns(list):
+    """The messages ``conversation`` returns; ``special`` is False when every turn was a plain text turn
+    without '<' in it, so the per-row checks for tools and media markers can skip it (speed)."""
+
+    __slots__ = ("special",)
+
+
+_PLAIN_ROLES = frozenset({"system", "user", "assistant"})
+
+
 def conversation(turns: list, field: str, warn: Warn, keys: tuple = ("role", "content"),
                  roles: dict | None = None) -> list[dict]:
     """Check a list of turns and return template messages ending with an assistant turn.
@@ -261,16 +271,20 @@ def conversation(turns: list, field: str, warn: Warn, keys: tuple = ("role", "co
     Assistant turns may call tools (``tool_calls``); tool results are ``tool`` turns. Both are kept
     and rendered with the model's chat template.
     """
-    out = []
+    out = Turns()
+    out.special = False
     roles = roles or ROLES
     role_key, content_key = keys
     for i, msg in enumerate(turns):
         # Fast path for the common, clean turn; anything unusual takes the careful path below.
         if type(msg) is dict and len(msg) == 2:
             role, content = roles.get(msg.get(role_key)), msg.get(content_key)
-            if role is not None and role != "tool_call" and type(content) is str and content.strip():
+            if role in _PLAIN_ROLES and type(content) is str and content.strip():
                 out.append({"role": role, "content": content})
+                if "<" in content:
+                    out.special = True
                 continue
+        out.special = True
         turn = _turn(msg, i, field, keys, roles, warn)
         if not turn["content"].strip() and not turn.get("tool_calls"):
             where = f"{field}[{i}].{content_key}"

@@ -188,7 +188,8 @@ class Sink:
                 self.tool_rows += 1
                 return
         msgs = example.get("messages")
-        if msgs is not None and any(len(m) > 2 or m["role"] == "tool" for m in msgs):
+        if msgs is not None and getattr(msgs, "special", True) and any(len(m) > 2 or m["role"] == "tool"
+                                                                         for m in msgs):
             self.tool_rows += 1
 
     def bad(self, problem: Problem, row: int, line: int | None) -> None:
@@ -299,8 +300,9 @@ def judge(rec: Record, f: Format, colmap: dict, sink: Sink) -> dict | None:
     warnings: list[Problem] = []
     try:
         example = f.normalise(value, colmap, warnings.append)
-        if "messages" in example and (sink.media or _has_marker(example["messages"])):
-            _media(example["messages"], value, sink.media, warnings.append)
+        msgs = example.get("messages")
+        if msgs is not None and (sink.media or (getattr(msgs, "special", True) and _has_marker(msgs))):
+            _media(msgs, value, sink.media, warnings.append)
     except RowProblem as e:
         sink.bad(e.problem, rec.row, rec.line)
         return None
