@@ -216,7 +216,7 @@ class PlanPage(Page):
             form.addRow(label(section.upper(), "muted"))
             cls = rc._SECTIONS[section]
             for f in dataclasses.fields(cls):
-                if section == "data" and f.name in ("path", "format", "columns", "heldout"):
+                if section == "data" and f.name in ("path", "format", "columns", "heldout", "roles", "label_filter"):
                     continue
                 ed = FieldEditor(section, f, self.session.pin, self._unpin)
                 self.editors[ed.key] = ed
