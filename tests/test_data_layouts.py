@@ -195,6 +195,7 @@ def test_role_values_mapped():
     ("pref_openai.jsonl", 2, 2, "preferred/non-preferred outputs after 'input'"),
     ("pref_ranking.json", 2, 3, "a ranked 'output' list, best first, after 'instruction'"),
     ("pref_implicit.jsonl", 2, 2, "chosen + rejected conversations (shared prompt)"),
+    ("pref_full_conversations.jsonl", 2, 2, "prompt + chosen + rejected"),
 ])
 def test_preference_pairs_recognised_and_counted(name, rows, pairs, layout):
     r = inspect(FIX / name, preview_rows=10)
@@ -205,6 +206,22 @@ def test_preference_pairs_recognised_and_counted(name, rows, pairs, layout):
     for ex in r.preview:
         assert ex["messages"][-1]["role"] == "assistant" and ex["rejected"]
         assert any(m["role"] == "user" for m in ex["messages"][:ex["prompt_len"]])
+
+
+def test_whole_conversations_in_chosen_do_not_repeat_the_prompt():
+    r = inspect(FIX / "pref_full_conversations.jsonl", preview_rows=5)
+    assert r.preview[0]["messages"] == [{"role": "user", "content": "Name a fruit that is yellow."},
+                                        {"role": "assistant", "content": "A banana."}]
+    assert r.unused_columns == {"prompt_id": 2, "messages": 2, "score_chosen": 2, "score_rejected": 2}
+
+
+def test_system_question_response_and_structured_tool_results():
+    r = inspect(FIX / "system_question_response.jsonl", preview_rows=5)
+    assert (r.format, r.usable, r.column_map["system"], r.unused_columns) == (
+        "question_answer", 2, "system_prompt", {"id": 2})
+    assert r.preview[0]["messages"][0] == {"role": "system", "content": "You are a careful tutor."}
+    tool = load_examples(FIX / "tools_structured_result.jsonl")[0][0]["messages"][2]
+    assert tool == {"role": "tool", "content": '{"temp_c": 21, "sky": "clear"}'}
 
 
 def test_preference_sides_are_right():

@@ -234,6 +234,8 @@ def _turn(msg: Any, i: int, field: str, keys: tuple, roles: dict, warn: Warn) ->
                      "to silence this", f"{field}[].{unused[0]}", severity=WARNING, code="unused_key"))
     if role == "tool_call":  # ShareGPT: the value is the call itself
         return {"role": "assistant", "content": "", "tool_calls": tool_calls(raw, f"{where}.{content_key}")}
+    if role == "tool" and isinstance(raw, (dict, list)) and not _is_parts(raw):
+        raw = json.dumps(raw, ensure_ascii=False)  # a structured tool result is written as JSON text
     content = _content(raw, f"{where}.{content_key}", warn)
     out = {"role": role, "content": content or ""}
     if role == "assistant" and (msg.get("tool_calls") or msg.get("function_call")):
@@ -244,6 +246,11 @@ def _turn(msg: Any, i: int, field: str, keys: tuple, roles: dict, warn: Warn) ->
             if isinstance(msg.get(key), str):
                 out[key] = msg[key]
     return out
+
+
+def _is_parts(value: Any) -> bool:
+    """A list of typed content parts (``[{"type": "text", ...}, ...]``)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(p, dict) and "type" in p for p in value)
 
 
 def _first_of(msg: dict, *keys: str) -> Any:
@@ -528,6 +535,8 @@ def _preference(record: dict, colmap: dict, warn: Warn) -> dict:
     else:
         chosen = _side(chosen_value, chosen_field, warn, roles)
         rejected = [_side(r, rejected_field, warn, roles) for r in rejected_values]
+    if prompt and any(m["role"] == "user" for m in chosen):
+        prompt = []  # both sides are whole conversations (UltraFeedback style): the prompt column repeats them
     if not prompt:  # implicit prompt: the turns both sides share
         n = 0
         while all(len(r) > n + 1 and n + 1 < len(chosen) and r[n] == chosen[n] for r in rejected):
@@ -581,12 +590,13 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            (Field("prompt", ("prompt",)), Field("completion", ("completion", "response", "chosen")), SYSTEM, TOOLS),
            _prompt_completion),
     Format("question_answer", "Question and answer columns (optional context)",
-           (Field("question", ("question", "query", "q")), Field("answer", ("answer", "answers", "a")),
+           (Field("question", ("question", "query", "q")), Field("answer", ("answer", "answers", "a", "response")),
             Field("context", ("context",), False), SYSTEM), _question_answer),
     Format("preference", "Preference pairs: prompt (or conversations, or input) with chosen and rejected answers, "
                          "or a ranked 'output' list; SFT trains the chosen answers",
-           (Field("chosen", ("chosen", "preferred_output", "chosen_response", "response_chosen", "output")),
-            Field("rejected", ("rejected", "non_preferred_output", "rejected_response", "response_rejected"), False),
+           (Field("chosen", ("chosen", "preferred_output", "chosen_response", "response_chosen", "response_j", "output")),
+            Field("rejected", ("rejected", "non_preferred_output", "rejected_response", "response_rejected",
+                               "response_k"), False),
             Field("prompt", ("prompt", "conversations", "messages", "instruction", "question", "query", "input"), False),
             Field("input", ("input",), False), SYSTEM, TOOLS),
            _preference, probe=_preference_fits),

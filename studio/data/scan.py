@@ -411,7 +411,7 @@ def _row_options(det: Detection, dicts: list[dict], roles: dict, label_filter: b
                         opts["label"] = name
                     break
     media = {name: MEDIA_COLUMNS[str(name).strip().lower()] for name in names
-             if str(name).strip().lower() in MEDIA_COLUMNS}
+             if str(name).strip().lower() in MEDIA_COLUMNS and det.format != "text"}
     if media:
         opts["media"] = media
         report.media_columns = {str(k): v for k, v in media.items()}
@@ -447,7 +447,9 @@ def finish(report: DatasetReport, unused: Counter, pairs: int, tool_rows: int) -
                             "on the chosen answers; the rejected answers are kept for a preference objective, "
                             "which needs a training method the studio does not have yet")
     label = {report.label_column} if report.label_column else set()
-    report.unused_columns = {str(k): n for k, n in unused.most_common() if str(k) not in label}
+    order = {c: i for i, c in enumerate(report.columns)}
+    ranked = sorted(unused.items(), key=lambda kv: (-kv[1], order.get(str(kv[0]), len(order)), str(kv[0])))
+    report.unused_columns = {str(k): n for k, n in ranked if str(k) not in label}
     if report.unused_columns:
         report.notes.append("column(s) not used: " + ", ".join(
             f"{k} ({n} row(s))" for k, n in report.unused_columns.items()))
