@@ -165,6 +165,13 @@ def test_label_column_filters_rows_marked_bad_by_default():
     assert load_examples(FIX / "kto_label.jsonl")[1].filtered == 2  # training takes the same path
 
 
+def test_a_file_of_rows_marked_bad_says_so(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b", "label": false}\n' * 3, encoding="utf-8")
+    with pytest.raises(DataError, match="all 3 rows are marked bad by the 'label' column.*--label-filter off"):
+        load_examples(path)
+
+
 def test_images_named_markers_removed_and_image_only_files_refused():
     r = inspect(FIX / "images_sharegpt.json", preview_rows=10)
     assert (r.usable, r.skipped) == (3, 1)

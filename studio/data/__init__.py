@@ -52,6 +52,10 @@ def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = No
 
 
 def _none_usable(report: DatasetReport) -> str:
+    if report.filtered and not report.skipped:
+        return (f"{report.path}: all {report.filtered} rows are marked bad by the '{report.label_column}' column, so "
+                "none is left to train; turn the label filter off (--label-filter off, or data.label_filter: false) "
+                "to train them anyway")
     groups = report.groups()
     why = f"; most common problem: {groups[0]['example']} ({groups[0]['count']}x)" if groups else ""
     return f"{report.path}: no usable rows out of {report.rows}{why}. Run 'lora-studio data inspect' for every problem"

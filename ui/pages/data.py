@@ -317,6 +317,9 @@ class DataPage(Page):
             return
         self._attach_tokens(tokens)
         self._tokens = tokens
+        if d.get("notes"):  # with the model: how its template writes tool calls, among the rest
+            self.notes.setText("<br>".join(html.escape(str(n)) for n in d["notes"]))
+            self.notes.setVisible(True)
         self.show_histogram(tokens.get("histogram") or {})
         self.show_mask(d.get("mask_view"))
 
