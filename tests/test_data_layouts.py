@@ -185,7 +185,8 @@ def test_images_named_markers_removed_and_image_only_files_refused():
 
 def test_role_values_mapped():
     plain = inspect(FIX / "roles_custom.jsonl")
-    assert plain.usable == 0 and "--roles bing=assistant" in plain.problems[0].hint
+    assert plain.usable == 0 and "--roles bing=ROLE" in plain.problems[0].hint
+    assert plain.suggestions[0] == {"format": "sharegpt", "columns": {}, "roles": {"bard": "assistant", "bing": "assistant"}}
     r = inspect(FIX / "roles_custom.jsonl", roles={"bing": "assistant", "BARD": "assistant"}, preview_rows=5)
     assert (r.usable, r.skipped) == (3, 0)
     assert [m["role"] for m in r.preview[2]["messages"]] == ["user", "assistant"]

@@ -169,8 +169,9 @@ def _role(raw_role: Any, i: int, where: str, roles: dict) -> str:
     role = roles.get(raw_role) or roles.get(raw_role.strip().lower())
     if role is None:
         raise RowProblem(f"unknown role '{raw_role}' in turn {i + 1}",
-                         f"use system, user or assistant (human/gpt are understood too), or map it: "
-                         f"--roles {raw_role.strip().lower()}=assistant", where, code="unknown_role")
+                         f"use system, user or assistant (human/gpt are understood too), or map it with "
+                         f"--roles {raw_role.strip()}=ROLE (system, user, assistant or tool)", where,
+                         code="unknown_role")
     return role
 
 
