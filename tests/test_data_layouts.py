@@ -355,3 +355,42 @@ def test_recipe_roles_and_label_filter_reach_training(tmp_path):
     recipe.data.path = str(FIX / "tools_openai.jsonl")
     data = build(tok, recipe)
     assert len(data.train) == 4 and any("no tools support" in n for n in data.report.notes)
+
+
+def test_odd_values_anywhere_are_row_problems_not_crashes():
+    """Every fixture layout with values swapped for other JSON kinds: each row is judged, none raises."""
+    import copy
+    import random
+
+    from studio.data.formats import FORMATS
+    from studio.data.scan import Sink, _row_options, _sample, detect, judge, role_mapping
+    from studio.data.sources import Record, open_source, records
+    from studio.data.report import DatasetReport
+
+    kinds = [None, 1, 2.5, True, [], {}, "", "x", "<image>", ["a"], [{"a": 1}], {"type": "image"},
+             [{"type": "text"}], "[1", "{}", [[1, 2]], [["a"]], {"role": "user"}]
+    rng = random.Random(13)
+
+    def mutate(v):
+        if rng.random() < 0.15:
+            return copy.deepcopy(rng.choice(kinds))
+        if isinstance(v, dict):
+            return {k: mutate(x) for k, x in v.items()}
+        return [mutate(x) for x in v] if isinstance(v, list) else v
+
+    judged = 0
+    for path in sorted(p for p in FIX.iterdir() if p.suffix in (".json", ".jsonl") and "utf16" not in p.name):
+        src = open_source(path)
+        sample = _sample(records(src))
+        try:
+            det = detect(sample, "auto", {}, path)
+        except DataError:
+            continue
+        dicts = [r.value for r in sample if isinstance(r.value, dict)]
+        report = DatasetReport()
+        colmap = {**det.colmap, **_row_options(det, dicts, role_mapping({"bing": "assistant"}), True, report)}
+        sink = Sink(report, 0, True, colmap)
+        for n in range(200):
+            judge(Record(n + 1, None, mutate(rng.choice(dicts)), None), FORMATS[det.format], colmap, sink)
+            judged += 1
+    assert judged > 4000

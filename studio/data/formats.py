@@ -286,7 +286,8 @@ def conversation(turns: list, field: str, warn: Warn, keys: tuple = ("role", "co
     for i, msg in enumerate(turns):
         # Fast path for the common, clean turn; anything unusual takes the careful path below.
         if type(msg) is dict and len(msg) == 2:
-            role, content = roles.get(msg.get(role_key)), msg.get(content_key)
+            raw, content = msg.get(role_key), msg.get(content_key)
+            role = roles.get(raw) if type(raw) is str else None
             if role in _PLAIN_ROLES and type(content) is str and content.strip():
                 out.append({"role": role, "content": content})
                 if "<" in content:
