@@ -186,7 +186,8 @@ def test_images_named_markers_removed_and_image_only_files_refused():
 def test_role_values_mapped():
     plain = inspect(FIX / "roles_custom.jsonl")
     assert plain.usable == 0 and "--roles bing=ROLE" in plain.problems[0].hint
-    assert plain.suggestions[0] == {"format": "sharegpt", "columns": {}, "roles": {"bard": "assistant", "bing": "assistant"}}
+    assert plain.suggestions[0] == {"format": "sharegpt", "columns": {},
+                                    "roles": {"bard": "assistant", "bing": "assistant"}}
     r = inspect(FIX / "roles_custom.jsonl", roles={"bing": "assistant", "BARD": "assistant"}, preview_rows=5)
     assert (r.usable, r.skipped) == (3, 0)
     assert [m["role"] for m in r.preview[2]["messages"]] == ["user", "assistant"]
@@ -303,7 +304,8 @@ def test_every_suggestion_works_when_applied():
             assert r.usable > 0 and r.usable * 2 >= r.rows, (path.name, s)
     # the layouts that need a mapping get one, and it names sensible fields
     assert offered["speaker_turns.jsonl"][0] == {"format": "messages", "columns": {
-        "messages": "dialog", "role": "speaker", "content": "utterance"}, "roles": {"agent": "assistant", "customer": "user"}}
+        "messages": "dialog", "role": "speaker", "content": "utterance"},
+        "roles": {"agent": "assistant", "customer": "user"}}
     assert offered["source_target.csv"][0] == {"format": "prompt_completion",
                                                "columns": {"prompt": "source", "completion": "target"}}
     assert offered["roles_custom.jsonl"][0] == {"format": "sharegpt", "columns": {},

@@ -22,7 +22,8 @@ from studio.data.sources import READERS, DataError
 
 PROGRESS_EVERY = 10_000
 
-__all__ = ["DataError", "DatasetReport", "Problem", "TokenStats", "load_examples", "split_examples", "note_tool_support",
+__all__ = ["DataError", "DatasetReport", "Problem", "TokenStats", "load_examples", "split_examples",
+           "note_tool_support",
            "inspect", "formats", "readers", "iter_examples", "detect", "FORMATS"]
 
 

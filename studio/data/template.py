@@ -71,7 +71,9 @@ def tool_support(tokenizer: Any) -> bool:
 
 
 def uses_tools(example: dict) -> bool:
-    return "tools" in example or any(m.get("role") == "tool" or m.get("tool_calls") for m in example.get("messages", ()))
+    """The example has a tools schema, tool calls or tool results."""
+    return "tools" in example or any(m.get("role") == "tool" or m.get("tool_calls")
+                                     for m in example.get("messages", ()))
 
 
 def prepare(tokenizer: Any, example: dict) -> tuple[list[dict], list | None]:
@@ -115,7 +117,8 @@ def fallback_messages(messages: list[dict], tools: list | None) -> list[dict]:
 
 # ------------------------------------------------------------------ masks
 
-def assistant_spans(tokenizer: Any, messages: list[dict], tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(tokenizer: Any, messages: list[dict],
+                    tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The rendered text and the character spans of every assistant turn (end marker included).
 
     Assistant turns that call tools are spans like any other: the calls carry the loss.
