@@ -54,6 +54,8 @@ class DataSpec:
     path: str = _f("", "Dataset file or folder (JSONL, JSON, CSV, TSV, Parquet, text, datasets folder).")
     format: str = _f("auto", "Dataset format, or 'auto' to detect it.")
     columns: dict = _f({}, "Column mapping override, e.g. {'prompt': 'question', 'completion': 'answer'}.")
+    roles: dict = _f({}, "Role value mapping, e.g. {'bing': 'assistant', 'human': 'user'}.")
+    label_filter: bool = _f(True, "Train only rows a good/bad label column (KTO label, tag) marks good, when found.")
     val_fraction: float = _f(0.05, "Fraction of examples held out for validation (0 to disable).", min=0.0, lt=0.5)
     seed: int = _f(42, "Seed for the train/validation split and shuffling.", min=0, max=2**31 - 1)
     train_on: str = _f("assistant", "Which tokens carry the loss: 'assistant' turns only, or 'all'.", choices=TRAIN_ON)

@@ -11,6 +11,12 @@ def _messy_jsonl(path, n: int = 3000) -> None:
         for i in range(n):
             row = {"messages": [{"role": "user", "content": f"q{i % 700}"},
                                 {"role": "assistant", "content": f"a{i % 700}" if i % 97 else ""}]}
+            row.update(id=i, tag="bad" if i % 7 == 0 else "good")  # an unused column and a label filter
+            if i % 11 == 0:  # tool calls and results
+                row["messages"][1:1] = [{"role": "assistant", "content": "", "tool_calls": [
+                    {"function": {"name": "f", "arguments": {"i": i}}}]}, {"role": "tool", "content": "r"}]
+            if i % 13 == 0:  # an image with its marker
+                row["images"], row["messages"][0]["content"] = ["x.jpg"], "<image>" + row["messages"][0]["content"]
             line = json.dumps(row)
             if i % 101 == 0:
                 line = line[:-3]  # broken JSON
@@ -30,6 +36,8 @@ def test_parallel_report_equals_serial(tmp_path, monkeypatch):
     multi = inspect(path, workers=3, preview_rows=7).to_dict()
     assert len(calls) == 1
     assert serial["duplicates"] > 0 and serial["skipped"] > 0 and serial["warnings"] > serial["duplicates"]
+    assert serial["filtered"] > 0 and serial["tool_rows"] > 0 and serial["unused_columns"]["id"] > 2000
+    assert serial["media_columns"] == {"images": "images"} and any("carry images" in n for n in serial["notes"])
     assert multi == serial
 
 

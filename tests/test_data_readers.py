@@ -57,13 +57,15 @@ def test_formats_normalise_to_chat_messages():
         "text": "Quantising the frozen base to four bits leaves room on the GPU\nfor longer sequences and larger batches."}
 
 
-def test_tool_turns_are_dropped_with_a_warning_and_text_parts_joined():
+def test_tool_turns_are_kept_and_text_parts_joined():
     r = inspect(FIX / "messages_tools.jsonl")
     first = r.preview[0]["messages"]
-    assert [m["role"] for m in first] == ["user", "assistant"] and first[1]["content"] == "It is 3 °C in Oslo."
+    assert [m["role"] for m in first] == ["user", "assistant", "tool", "assistant"]
+    assert first[1]["tool_calls"] == [{"type": "function", "id": "c1",
+                                       "function": {"name": "weather", "arguments": {"city": "Oslo"}}}]
+    assert first[2] == {"role": "tool", "content": "{\"temp\": 3}", "tool_call_id": "c1"}
     assert r.preview[1]["messages"][0]["content"] == "Hello there"
-    (warn,) = r.problems
-    assert (warn.code, warn.severity, warn.line) == ("tool_turns", "warning", 1)
+    assert r.problems == [] and r.tool_rows == 1
 
 
 def test_csv_quoted_newlines_keep_line_numbers(tmp_path):
@@ -173,7 +175,8 @@ def test_user_files_are_never_modified():
 
 
 def test_format_registry_lists_the_contract_names():
-    assert list(formats()) == ["messages", "sharegpt", "alpaca", "prompt_completion", "question_answer", "text"]
+    assert list(formats()) == ["messages", "sharegpt", "alpaca", "prompt_completion", "question_answer",
+                               "preference", "text"]
     assert all(isinstance(v, str) and v for v in formats().values())
 
 

@@ -37,6 +37,11 @@ def register(subparsers: Any) -> None:
                    help="format override (default: detect)")
     p.add_argument("--columns", default=None, metavar="MAP",
                    help="column mapping, e.g. prompt=question,completion=answer or a JSON object")
+    p.add_argument("--roles", default=None, metavar="MAP",
+                   help="map role values to system/user/assistant/tool, e.g. bing=assistant,human=user")
+    p.add_argument("--label-filter", default="on", choices=["on", "off"],
+                   help="with a good/bad label column (KTO label, tag): on = train only rows marked good "
+                        "(default), off = keep every row")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the readable report")
     add_events_flag(p)
     p.add_argument("--preview", type=int, default=3, metavar="N", help="example rows to show (default 3)")
@@ -51,7 +56,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def parse_columns(text: str | None) -> dict:
+def parse_columns(text: str | None, option: str = "--columns",
+                  example: str = "prompt=question,completion=answer", what: str = "FIELD=COLUMN") -> dict:
     """``a=b,c=d`` or a JSON object -> ``{"a": "b", "c": "d"}``."""
     if not text:
         return {}
@@ -59,13 +65,26 @@ def parse_columns(text: str | None) -> dict:
         try:
             value = json.loads(text)
         except ValueError as e:
-            raise UserError(f"--columns is not valid JSON ({e}); write it as prompt=question,completion=answer") from None
+            raise UserError(f"{option} is not valid JSON ({e}); write it as {example}") from None
+        if not isinstance(value, dict):
+            raise UserError(f"{option} must be a JSON object or {what} pairs; write it as {example}")
         return {str(k): str(v) for k, v in value.items()}
     pairs = [p for p in text.split(",") if p.strip()]
     bad = [p for p in pairs if "=" not in p]
     if bad:
-        raise UserError(f"--columns: '{bad[0]}' is not FIELD=COLUMN; write it as prompt=question,completion=answer")
+        raise UserError(f"{option}: '{bad[0]}' is not {what}; write it as {example}")
     return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+
+
+def parse_roles(text: str | None) -> dict:
+    """``bing=assistant,human=user`` -> ``{"bing": "assistant", "human": "user"}`` (targets checked)."""
+    from studio.data.formats import ROLE_TARGETS
+
+    roles = parse_columns(text, "--roles", "bing=assistant,human=user", "ROLE=system|user|assistant|tool")
+    for k, v in roles.items():
+        if v.lower() not in ROLE_TARGETS:
+            raise UserError(f"--roles {k}={v}: map a role to one of {', '.join(ROLE_TARGETS)}")
+    return roles
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seq-len must be a positive number of tokens, not {seq_len}")
     try:
         report = inspect(args.file, args.format, parse_columns(args.columns), tokenizer=args.model,
-                         seq_len=seq_len, preview_rows=max(args.preview, 1), train_on=args.train_on)
+                         seq_len=seq_len, preview_rows=max(args.preview, 1), train_on=args.train_on,
+                         roles=parse_roles(args.roles), label_filter=args.label_filter == "on")
     except (DataError, UnicodeError, OSError) as e:
         raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     _emit(report, args)
@@ -124,8 +144,9 @@ def _summary(r: Any) -> str:
              f"  format     {r.format} (confidence {r.confidence:.2f})",
              f"  columns    {', '.join(map(str, r.columns)) or '-'}" +
              (f"  (mapped: {', '.join(f'{k}={v}' for k, v in r.column_map.items())})" if r.column_map else ""),
-             f"  rows       {r.rows}: {r.usable} usable, {r.skipped} skipped, {r.duplicates} duplicate(s), "
-             f"{r.warnings} warning(s)",
+             f"  rows       {r.rows}: {r.usable} usable, {r.skipped} skipped, " +
+             (f"{r.filtered} marked bad (left out), " if r.filtered else "") +
+             f"{r.duplicates} duplicate(s), {r.warnings} warning(s)",
              f"  fingerprint {r.fingerprint[:16]}"]
     lines += [f"  note: {n}" for n in r.notes]
     return "\n".join(lines)
@@ -191,11 +212,18 @@ def _preview(r: Any, n: int) -> str:
     lines = ["Preview:"]
     for item in rows:
         if "messages" in item:
-            body = " | ".join(f"{m['role']}: {_short(m['content'])}" for m in item["messages"])
+            body = " | ".join(f"{m['role']}: {_short(_turn_text(m))}" for m in item["messages"])
         else:
             body = _short(item["text"])
         lines.append(f"  row {item['row']}: {body}")
     return "\n".join(lines)
+
+
+def _turn_text(m: dict) -> str:
+    """A turn's text, with its tool calls written as name(arguments)."""
+    calls = [f"{c['function']['name']}({json.dumps(c['function']['arguments'], ensure_ascii=False)})"
+             for c in m.get("tool_calls") or []]
+    return " ".join([m["content"]] * bool(m["content"]) + [f"→ {c}" for c in calls])
 
 
 def _short(text: str, width: int = 70) -> str:

@@ -25,6 +25,7 @@ from studio.data.tokens import LengthCollector, load_tokenizer, mask_view, stats
 PROGRESS_EVERY = 10_000
 
 __all__ = ["DataError", "DatasetReport", "Problem", "TokenStats", "load_examples", "split_examples",
+           "note_tool_support",
            "inspect", "formats", "readers", "iter_examples", "detect", "FORMATS"]
 
 
@@ -38,16 +39,26 @@ def readers() -> list[str]:
     return list(READERS)
 
 
-def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None) -> tuple[list[dict], DatasetReport]:
-    """Normalised examples (``{"messages": [...]}`` or ``{"text": ...}``) and the import report."""
+def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None, roles: dict | None = None,
+                  label_filter: bool = True) -> tuple[list[dict], DatasetReport]:
+    """Normalised examples (``{"messages": [...]}`` or ``{"text": ...}``) and the import report.
+
+    ``roles`` maps role values to system/user/assistant/tool (``{"bing": "assistant"}``);
+    ``label_filter`` leaves out rows a good/bad label column marks bad (when the file has one).
+    """
     report = DatasetReport()
-    examples = [ex for _, _, ex in iter_examples(path, fmt or "auto", columns or None, report)]
+    examples = [ex for _, _, ex in iter_examples(path, fmt or "auto", columns or None, report, roles=roles,
+                                                 label_filter=label_filter)]
     if not examples:
         raise DataError(_none_usable(report))
     return examples, report
 
 
 def _none_usable(report: DatasetReport) -> str:
+    if report.filtered and not report.skipped:
+        return (f"{report.path}: all {report.filtered} rows are marked bad by the '{report.label_column}' column, so "
+                "none is left to train; turn the label filter off (--label-filter off, or data.label_filter: false) "
+                "to train them anyway")
     groups = report.groups()
     why = f"; most common problem: {groups[0]['example']} ({groups[0]['count']}x)" if groups else ""
     return f"{report.path}: no usable rows out of {report.rows}{why}. Run 'lora-studio data inspect' for every problem"
@@ -67,7 +78,8 @@ def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list
 
 def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, tokenizer: Any = None,
             seq_len: int | None = None, preview_rows: int = 50, train_on: str = "assistant",
-            progress: Callable[[DatasetReport], None] | None = None, workers: int | None = None) -> DatasetReport:
+            progress: Callable[[DatasetReport], None] | None = None, workers: int | None = None,
+            roles: dict | None = None, label_filter: bool = True) -> DatasetReport:
     """Read and check the whole file; with a tokenizer (or a model name) add token statistics.
 
     ``progress(report)`` is called every 10,000 usable rows (the GUI shows counts and may raise to cancel).
@@ -76,7 +88,8 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
     if tokenizer is None and progress is None and workers != 1:
         if parallel.eligible(open_source(path), tokenizer):
             try:
-                return parallel.inspect_parallel(path, fmt or "auto", columns or None, preview_rows, workers)
+                return parallel.inspect_parallel(path, fmt or "auto", columns or None, preview_rows, workers,
+                                                 roles, label_filter)
             except DataError:
                 raise
             except Exception as e:  # a worker that could not start or died: the serial pass still works
@@ -85,7 +98,8 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
     if isinstance(tokenizer, (str, Path)):
         tokenizer = load_tokenizer(tokenizer)
     collector = _collector(tokenizer, report) if tokenizer is not None else None
-    for row, line, example in iter_examples(path, fmt or "auto", columns or None, report, preview_rows):
+    for row, line, example in iter_examples(path, fmt or "auto", columns or None, report, preview_rows,
+                                            roles=roles, label_filter=label_filter):
         if collector is not None:
             collector.add(example, row, line)
         if progress is not None and report.usable % PROGRESS_EVERY == 0:
@@ -107,11 +121,20 @@ def _collector(tokenizer: Any, report: DatasetReport):
     return LengthCollector(tokenizer, on_error)
 
 
+def note_tool_support(report: DatasetReport, tokenizer: Any) -> None:
+    """Say how tool calls are rendered when the file has them and the model's template cannot write them."""
+    from studio.data.template import FALLBACK_NOTE, tool_support
+
+    if report.tool_rows and not tool_support(tokenizer) and FALLBACK_NOTE not in report.notes:
+        report.notes.append(FALLBACK_NOTE)
+
+
 def _token_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str) -> None:
     collector.flush()
     report.tokens = stats(collector.lengths, seq_len, tokenizer)
     if report.tokens.template != "model":
         report.notes.append("the model has no chat template; conversations are rendered as ChatML")
+    note_tool_support(report, tokenizer)
     for item in report.preview:
         example = {k: v for k, v in item.items() if k != "row"}
         try:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import sys
 from array import array
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 
 from studio.data.formats import FORMATS
 from studio.data.report import MAX_PROBLEMS, DatasetReport
-from studio.data.scan import FINGERPRINT_SEED, Sink, digest, duplicate_problem, judge, open_and_detect
+from studio.data.scan import (FINGERPRINT_SEED, Sink, digest, duplicate_problem, finish, judge, open_and_detect,
+                              suggest_if_mostly_unusable)
 from studio.data.sources import Source, _parse_json_line
 
 MIN_BYTES = 64 << 20  # smaller files are done before worker processes would have started
@@ -51,12 +53,13 @@ def ranges(path: Path, parts: int) -> list[tuple[int, int]]:
 class _RangeSink(Sink):
     """Keeps digests, rows and lines of usable examples for the parent instead of deduplicating."""
 
-    def __init__(self, report: DatasetReport, preview_rows: int):
-        super().__init__(report, preview_rows, dedupe=False)
+    def __init__(self, report: DatasetReport, preview_rows: int, colmap: dict):
+        super().__init__(report, preview_rows, dedupe=False, colmap=colmap)
         self.digests, self.rows, self.lines = bytearray(), array("I"), array("I")
 
     def good(self, example: dict, row: int, line: int | None) -> None:
         self.report.usable += 1
+        self.count(example)
         self.digests += digest(example)
         self.rows.append(row)
         self.lines.append(line or 0)
@@ -67,7 +70,7 @@ class _RangeSink(Sink):
 def scan_range(path: str, start: int, end: int, fmt: str, colmap: dict, preview_rows: int) -> dict:
     """Worker: judge every record in [start, end); rows and lines are numbered from 1 within the range."""
     f, report = FORMATS[fmt], DatasetReport()
-    sink = _RangeSink(report, preview_rows)
+    sink = _RangeSink(report, preview_rows, colmap)
     row = line = 0
     with open(path, "rb") as fh:
         fh.seek(start)
@@ -82,15 +85,17 @@ def scan_range(path: str, start: int, end: int, fmt: str, colmap: dict, preview_
                 row += 1
                 judge(_parse_json_line(raw, row, line), f, colmap, sink)
     return {"records": row, "lines": line, "usable": report.usable, "skipped": report.skipped,
+            "filtered": report.filtered, "unused": sink.unused, "pairs": sink.pairs, "tool_rows": sink.tool_rows,
             "counts": report.problem_counts, "examples": report.problem_examples, "problems": report.problems,
             "preview": report.preview, "digests": bytes(sink.digests), "rows": sink.rows, "row_lines": sink.lines}
 
 
 def inspect_parallel(path: str | Path, fmt: str, columns: dict | None, preview_rows: int,
-                     workers: int | None = None) -> DatasetReport:
+                     workers: int | None = None, roles: dict | None = None,
+                     label_filter: bool = True) -> DatasetReport:
     """The serial ``inspect`` report, computed on ``workers`` processes (default: all cores)."""
     report = DatasetReport()
-    src, det, _, stream = open_and_detect(path, fmt, columns, report)
+    src, det, sample, stream = open_and_detect(path, fmt, columns, report, roles, label_filter)
     stream.close()
     parts = ranges(src.path, workers or os.cpu_count() or 2)
     with ProcessPoolExecutor(len(parts), mp_context=get_context("spawn")) as pool:
@@ -98,6 +103,11 @@ def inspect_parallel(path: str | Path, fmt: str, columns: dict | None, preview_r
                    for a, b in parts]
         results = [fut.result() for fut in futures]
     _merge(report, results, preview_rows)
+    unused = Counter()
+    for res in results:
+        unused.update(res["unused"])
+    finish(report, unused, sum(r["pairs"] for r in results), sum(r["tool_rows"] for r in results))
+    suggest_if_mostly_unusable(report, sample, det.colmap)
     return report
 
 
@@ -109,6 +119,7 @@ def _merge(report: DatasetReport, results: list[dict], preview_rows: int) -> Non
     for res in results:
         report.usable += res["usable"]
         report.skipped += res["skipped"]
+        report.filtered += res["filtered"]
         report.problem_counts.update(res["counts"])
         for key, value in res["examples"].items():
             report.problem_examples.setdefault(key, value)
@@ -123,7 +134,7 @@ def _merge(report: DatasetReport, results: list[dict], preview_rows: int) -> Non
     report.preview = report.preview[:preview_rows]
     problems.sort(key=lambda p: p.row)  # stable: a row's own problems stay before its duplicate warning
     report.problems = problems[:MAX_PROBLEMS]
-    report.rows = report.usable + report.skipped
+    report.rows = report.usable + report.skipped + report.filtered
     report.fingerprint = fingerprint.hexdigest()
 
 

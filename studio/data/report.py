@@ -81,11 +81,20 @@ class DatasetReport:
     confidence: float = 0.0
     detection: dict = field(default_factory=dict)  # format -> share of sampled records it fits
     column_map: dict = field(default_factory=dict)  # canonical field -> column in the file
-    rows: int = 0
+    rows: int = 0  # usable + skipped + filtered
     usable: int = 0
     skipped: int = 0
+    filtered: int = 0  # rows left out on purpose: marked bad by the label column
     duplicates: int = 0
     columns: list = field(default_factory=list)
+    unused_columns: dict = field(default_factory=dict)  # column -> rows carrying it; not read by the format
+    roles: dict = field(default_factory=dict)  # --roles mapping applied (role value -> role)
+    label_column: str | None = None  # a good/bad column (KTO label, tag) found in the file
+    label_filter: bool = True  # rows marked bad are left out when a label column is found
+    media_columns: dict = field(default_factory=dict)  # column -> images/audio/video (not used in training)
+    tool_rows: int = 0  # usable conversations with tool calls, tool results or a tools schema
+    preference: dict | None = None  # {"layout": ..., "pairs": N} for chosen/rejected data
+    suggestions: list = field(default_factory=list)  # [{"format", "columns", "roles"}], each checked to work
     problems: list = field(default_factory=list)
     problem_counts: Counter = field(default_factory=Counter)  # (code, severity, field) -> count
     problem_examples: dict = field(default_factory=dict)  # same key -> first message and hint
@@ -124,7 +133,9 @@ class DatasetReport:
         """JSON-ready view (the CLI ``--json`` object and ``data_report.json``)."""
         d = {k: getattr(self, k) for k in (
             "path", "reader", "encoding", "compression", "format", "confidence", "detection", "column_map",
-            "rows", "usable", "skipped", "duplicates", "columns", "notes", "fingerprint")}
+            "rows", "usable", "skipped", "filtered", "duplicates", "columns", "unused_columns", "roles",
+            "label_column", "label_filter", "media_columns", "tool_rows", "preference", "suggestions", "notes",
+            "fingerprint")}
         d["confidence"] = round(self.confidence, 3)
         d["warnings"] = self.warnings
         d["problems"] = [p.to_dict() for p in self.problems]

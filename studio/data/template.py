@@ -7,6 +7,7 @@ characters fall inside an assistant span carry the loss; everything else gets la
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 IGNORE = -100
@@ -29,26 +30,108 @@ def chat_template(tokenizer: Any) -> str:
     return getattr(tokenizer, "chat_template", None) or DEFAULT_TEMPLATE
 
 
-def render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False) -> str:
+def render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False,
+           tools: list | None = None) -> str:
     """The conversation as the chat template writes it; a template that refuses it raises TemplateError."""
     try:
+        extra = {"tools": tools} if tools else {}
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             chat_template=chat_template(tokenizer))
+                                             chat_template=chat_template(tokenizer), **extra)
     except Exception as e:  # jinja's own errors, or raise_exception() calls inside the template
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise TemplateError(f"the chat template cannot render this conversation: {first}") from e
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered text and the character spans of every assistant turn (end marker included)."""
-    text = render(tokenizer, messages)
+# ------------------------------------------------------------------ tools
+
+_PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool_zq", "description": "probe",
+                                                "parameters": {"type": "object", "properties": {}}}}
+_PROBE = [{"role": "user", "content": "hi"},
+          {"role": "assistant", "content": "", "tool_calls": [
+              {"type": "function", "function": {"name": "probe_call_zq", "arguments": {"x": 1}}}]},
+          {"role": "tool", "content": "probe_result_zq", "name": "probe_call_zq"},
+          {"role": "assistant", "content": "done"}]
+_SUPPORT: dict[str, bool] = {}  # chat template text -> tools support
+
+FALLBACK_NOTE = ("the model's chat template has no tools support: tool calls are written into the assistant's text "
+                 "as <tool_call>{\"name\": …, \"arguments\": …}</tool_call>, tool results as user turns in "
+                 "<tool_response> tags, and the tool list into the system turn (docs/data.md, 'Tool calls')")
+
+
+def tool_support(tokenizer: Any) -> bool:
+    """Whether the chat template writes assistant tool calls and tool results (tried on a probe conversation)."""
+    key = str(chat_template(tokenizer))
+    if key not in _SUPPORT:
+        try:
+            text = render(tokenizer, _PROBE, tools=[_PROBE_TOOL])
+            _SUPPORT[key] = "probe_call_zq" in text and "probe_result_zq" in text
+        except TemplateError:
+            _SUPPORT[key] = False
+    return _SUPPORT[key]
+
+
+def uses_tools(example: dict) -> bool:
+    """The example has a tools schema, tool calls or tool results."""
+    return "tools" in example or any(m.get("role") == "tool" or m.get("tool_calls")
+                                     for m in example.get("messages", ()))
+
+
+def prepare(tokenizer: Any, example: dict) -> tuple[list[dict], list | None]:
+    """The messages and tools the chat template is given; without tools support, the documented fallback."""
+    messages = example["messages"]
+    if not uses_tools(example):
+        return messages, None
+    if tool_support(tokenizer):
+        return messages, example.get("tools")
+    return fallback_messages(messages, example.get("tools")), None
+
+
+def fallback_messages(messages: list[dict], tools: list | None) -> list[dict]:
+    """Tool calls and results as plain text turns any chat template can write (Hermes-style tags)."""
+    out: list[dict] = []
+    for m in messages:
+        if m["role"] == "tool":
+            body = f"<tool_response>\n{m['content']}\n</tool_response>"
+            if out and out[-1].get("_tool"):
+                out[-1]["content"] += "\n" + body
+            else:
+                out.append({"role": "user", "content": body, "_tool": True})
+        elif m.get("tool_calls"):
+            calls = "\n".join("<tool_call>\n" + json.dumps(
+                {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}, ensure_ascii=False)
+                + "\n</tool_call>" for c in m["tool_calls"])
+            out.append({"role": "assistant", "content": f"{m['content']}\n{calls}" if m["content"] else calls})
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    out = [{k: v for k, v in m.items() if k != "_tool"} for m in out]
+    if tools:
+        listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+        intro = ("You can call these tools. To call one, answer with <tool_call>{\"name\": ..., \"arguments\": "
+                 f"{{...}}}}</tool_call>.\n<tools>\n{listing}\n</tools>")
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{intro}"}
+        else:
+            out.insert(0, {"role": "system", "content": intro})
+    return out
+
+
+# ------------------------------------------------------------------ masks
+
+def assistant_spans(tokenizer: Any, messages: list[dict],
+                    tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered text and the character spans of every assistant turn (end marker included).
+
+    Assistant turns that call tools are spans like any other: the calls carry the loss.
+    """
+    text = render(tokenizer, messages, tools=tools)
     spans: list[tuple[int, int]] = []
     for i, msg in enumerate(messages):
         if msg.get("role") != "assistant":
             continue
-        start = len(render(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
-        end = len(render(tokenizer, messages[: i + 1]))
-        if not text.startswith(render(tokenizer, messages[: i + 1])):
+        start = len(render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)) if i else 0
+        upto = render(tokenizer, messages[: i + 1], tools=tools)
+        end = len(upto)
+        if not text.startswith(upto):
             raise TemplateError("the chat template renders a conversation differently from its prefixes; "
                                 "train with train_on='all' or pick a model with a standard template")
         # The end of a turn may carry trailing whitespace the model never predicts; keep the marker.
@@ -73,7 +156,8 @@ def encode_example(tokenizer: Any, example: dict, seq_len: int, train_on: str = 
 def example_text(tokenizer: Any, example: dict) -> str:
     """The exact text that is tokenised for an example (chat template, or text plus end-of-sequence)."""
     if "messages" in example:
-        return render(tokenizer, example["messages"])
+        messages, tools = prepare(tokenizer, example)
+        return render(tokenizer, messages, tools=tools)
     text = example["text"]
     if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
         text += tokenizer.eos_token
@@ -83,7 +167,8 @@ def example_text(tokenizer: Any, example: dict) -> str:
 def encode_with_offsets(tokenizer: Any, example: dict, train_on: str = "assistant") -> dict:
     """Untruncated ids and labels plus the rendered text and each token's character span in it."""
     if "messages" in example:
-        text, spans = assistant_spans(tokenizer, example["messages"])
+        messages, tools = prepare(tokenizer, example)
+        text, spans = assistant_spans(tokenizer, messages, tools)
     else:
         text = example_text(tokenizer, example)
         spans = [(0, len(text))]

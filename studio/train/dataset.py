@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from studio.data import DataError, load_examples, split_examples
+from studio.data import DataError, load_examples, note_tool_support, split_examples
 from studio.data.template import TemplateError, encode_example
 from studio.recipe import Recipe
 
@@ -38,7 +38,9 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
     """Load, split and tokenise the recipe's dataset exactly as `data inspect` sees it."""
     from datasets import Dataset
 
-    examples, report = load_examples(recipe.data.path, recipe.data.format, recipe.data.columns or None)
+    examples, report = load_examples(recipe.data.path, recipe.data.format, recipe.data.columns or None,
+                                     recipe.data.roles or None, recipe.data.label_filter)
+    note_tool_support(report, tokenizer)
     train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
     train_rows, truncated, refused = _encode_all(tokenizer, train_ex, recipe)
     val_rows, _, refused_val = _encode_all(tokenizer, val_ex, recipe)

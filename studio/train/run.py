@@ -146,6 +146,8 @@ class TrainingRun:
                                   f"validation examples, {data.trained_tokens} trained tokens",
                      train_examples=len(data.train), val_examples=len(data.val) if data.val else 0,
                      skipped=as_dict.get("skipped", 0), fingerprint=fingerprint)
+        for note in as_dict.get("notes") or []:  # what the import left out or changed, said at the start
+            self.em.emit(LOG, message=f"dataset: {note}")
         if data.refused:
             self.em.emit(WARNING, message=f"{data.refused} conversations were skipped because the model's chat "
                                           "template refuses them; 'lora-studio data inspect FILE --model MODEL' "

@@ -377,3 +377,24 @@ def test_a_plan_that_does_not_fit_offers_the_planners_fix(window, qtbot):
     page.suggest_btn.click()
     assert window.session.plan.fits and page.suggest_btn.isHidden()
     assert window.session.fixed["train.seq_len"] < 8192
+
+
+def test_data_page_maps_roles_and_shows_what_was_left_out(window, qtbot):
+    fix = Path(__file__).parents[1] / "fixtures" / "data"
+    page = window.data_page
+    with qtbot.waitSignal(window.session.sig_data, timeout=10000):
+        page.load(fix / "roles_custom.jsonl")
+    assert "<b>0</b> usable" in page.summary.text()
+    assert "this works" in page.notes.text() and not page.notes.isHidden()
+    page.roles.setText("bing=assistant, bard=assistant")
+    with qtbot.waitSignal(window.session.sig_data, timeout=10000):
+        page.roles.editingFinished.emit()
+    assert "<b>3</b> usable" in page.summary.text()
+    assert window.session.recipe.data.roles == {"bing": "assistant", "bard": "assistant"}
+    window.session.recipe.data.roles = {}
+    with qtbot.waitSignal(window.session.sig_data, timeout=10000):
+        page.load(fix / "kto_label.jsonl")
+    assert not page.label_filter.isHidden() and "2 marked bad" in page.summary.text()
+    with qtbot.waitSignal(window.session.sig_data, timeout=10000):
+        page.label_filter.setChecked(False)
+    assert "<b>5</b> usable" in page.summary.text() and window.session.recipe.data.label_filter is False

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QSplitter,
-                               QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFrame, QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem,
+                               QPushButton, QSplitter, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
 from studio.data import inspect
 from studio.data.report import DatasetReport, TokenStats
@@ -54,12 +54,12 @@ class _Inspector(QObject):
     done = Signal(object, object)   # path, report
     failed = Signal(object, str)    # path, message
 
-    def run(self, path: Path, fmt: str = "auto") -> None:
-        threading.Thread(target=self._work, args=(path, fmt), daemon=True).start()
+    def run(self, path: Path, fmt: str = "auto", roles: dict | None = None, label_filter: bool = True) -> None:
+        threading.Thread(target=self._work, args=(path, fmt, roles or {}, label_filter), daemon=True).start()
 
-    def _work(self, path: Path, fmt: str) -> None:
+    def _work(self, path: Path, fmt: str, roles: dict, label_filter: bool) -> None:
         try:
-            self.done.emit(path, inspect(path, fmt=fmt))
+            self.done.emit(path, inspect(path, fmt=fmt, roles=roles or None, label_filter=label_filter))
         except Exception as e:  # DataError and friends carry a user-facing message
             self.failed.emit(path, str(e))
 
@@ -126,6 +126,22 @@ class DataPage(Page):
         self.content.addWidget(self.busy)
         self.summary = label("No dataset yet.", "muted", wrap=True)
         self.content.addWidget(self.summary)
+        self.notes = label("", "muted", wrap=True)  # what the import left out or changed (never silent)
+        self.notes.hide()
+        self.content.addWidget(self.notes)
+        options = QHBoxLayout()
+        self.roles = QLineEdit()
+        self.roles.setPlaceholderText("Role names, e.g. bing=assistant, human=user")
+        self.roles.setToolTip("Map role values in your file to system, user, assistant or tool (like --roles)")
+        self.roles.editingFinished.connect(self._options_changed)
+        options.addWidget(self.roles, 1)
+        self.label_filter = QCheckBox("Train only rows marked good")
+        self.label_filter.setChecked(True)
+        self.label_filter.setToolTip("The file has a good/bad label column: rows marked bad are left out")
+        self.label_filter.hide()
+        self.label_filter.toggled.connect(self._options_changed)
+        options.addWidget(self.label_filter)
+        self.content.addLayout(options)
 
         self.tabs = QTabWidget()
         self.preview_model = RowsModel()
@@ -173,7 +189,35 @@ class DataPage(Page):
         self.busy.set_busy(True)
         self.sig_busy.emit(True)
         self.clear_tokens(f"Waiting for {self.path.name} to be read…")
-        self._inspector.run(self.path)
+        data = self.session.recipe.data
+        self._inspector.run(self.path, roles=dict(data.roles or {}), label_filter=bool(data.label_filter))
+
+    def parse_roles(self, text: str) -> dict:
+        """``bing=assistant, human=user`` -> a mapping; raises ValueError naming the bad part."""
+        out = {}
+        for part in (p.strip() for p in text.replace(";", ",").split(",")):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip() or value.strip().lower() not in ("system", "user", "assistant", "tool"):
+                raise ValueError(f"'{part}': write ROLE=system|user|assistant|tool, e.g. bing=assistant")
+            out[key.strip()] = value.strip().lower()
+        return out
+
+    def _options_changed(self, *_: Any) -> None:
+        """Role mapping or label filter changed: store them in the recipe and read the file again."""
+        try:
+            roles = self.parse_roles(self.roles.text())
+        except ValueError as e:
+            self.roles.setToolTip(str(e))
+            self.summary.setText(f"<span style='color:#CF222E'>Role names: {html.escape(str(e))}</span>")
+            return
+        data = self.session.recipe.data
+        if roles == (data.roles or {}) and self.label_filter.isChecked() == bool(data.label_filter):
+            return
+        data.roles, data.label_filter = roles, self.label_filter.isChecked()
+        if self.path is not None:
+            self.load(self.path)
 
     def clear_tokens(self, status: str) -> None:
         """Nothing of the previous file stays on the Tokens tab while this one is tokenised."""
@@ -215,7 +259,13 @@ class DataPage(Page):
             parts.append(f"<span style='color:#CF222E'>{skipped:,} skipped</span>")
         if d.get("duplicates"):
             parts.append(f"{d['duplicates']:,} duplicates")
+        if d.get("filtered"):
+            parts.append(f"{d['filtered']:,} marked bad (left out)")
         self.summary.setText(" · ".join(parts))
+        notes = d.get("notes") or []
+        self.notes.setText("<br>".join(html.escape(str(n)) for n in notes))
+        self.notes.setVisible(bool(notes))
+        self.label_filter.setVisible(bool(d.get("label_column")))
         rows, columns, numbers = preview_table(d.get("preview") or [], d.get("columns") or [])
         self.preview_model.set_rows(rows, columns, numbers)
         if columns and columns[0] == "turns":
@@ -252,7 +302,10 @@ class DataPage(Page):
             return
         seq_len = self.session.resolved_recipe().train.seq_len
         self.clear_tokens(f"Tokenising {self.path.name} with {model}'s chat template…")
-        self.tokens.run_command("data", "inspect", str(self.path), "--model", model, "--seq-len", str(seq_len))
+        data = self.session.recipe.data
+        extra = ["--roles", ",".join(f"{k}={v}" for k, v in data.roles.items())] if data.roles else []
+        extra += [] if data.label_filter else ["--label-filter", "off"]
+        self.tokens.run_command("data", "inspect", str(self.path), "--model", model, "--seq-len", str(seq_len), *extra)
 
     def _token_busy(self, on: bool) -> None:
         self.token_busy.set_busy(on)
@@ -265,6 +318,9 @@ class DataPage(Page):
             return
         self._attach_tokens(tokens)
         self._tokens = tokens
+        if d.get("notes"):  # with the model: how its template writes tool calls, among the rest
+            self.notes.setText("<br>".join(html.escape(str(n)) for n in d["notes"]))
+            self.notes.setVisible(True)
         self.show_histogram(tokens.get("histogram") or {})
         self.show_mask(d.get("mask_view"))
 

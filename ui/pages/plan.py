@@ -211,7 +211,7 @@ class PlanPage(Page):
             grid.addWidget(label(section.upper(), "muted"), row, 0, 1, 2 * ADV_COLUMNS)
             row += 1
             fields = [f for f in dataclasses.fields(rc.SECTIONS[section])
-                      if not (section == "data" and f.name in ("path", "format", "columns", "heldout"))]
+                      if not (section == "data" and f.name in ("path", "format", "columns", "heldout", "roles", "label_filter"))]
             for i, f in enumerate(fields):
                 ed = FieldEditor(section, f, self.session.pin, self._unpin)
                 self.editors[ed.key] = ed
