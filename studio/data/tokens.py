@@ -1,6 +1,6 @@
 """Token-level view of a dataset with a model's tokenizer: lengths, truncation, and a loss-mask view.
 
-transformers is imported only inside these functions. Texts are rendered with the model's chat
+transformers is not needed: ``load_tokenizer`` reads tokenizer.json with the ``tokenizers`` package. Texts are rendered with the model's chat
 template (``template.example_text``) and tokenised in batches by the fast (Rust) tokenizer, which
 spreads each batch over all cores.
 """
@@ -10,6 +10,7 @@ from array import array
 from pathlib import Path
 from typing import Any, Iterable
 
+from studio.data.light_tokenizer import LightTokenizer
 from studio.data.report import TokenStats
 from studio.data.sources import DataError
 from studio.data.template import DEFAULT_TEMPLATE, encode_with_offsets, example_text
@@ -21,8 +22,19 @@ BINS = 20
 
 
 def load_tokenizer(model: str | Path) -> Any:
-    """The fast tokenizer of 'demo', a model folder, or a model id found offline (never downloads)."""
+    """The fast tokenizer of 'demo', a model folder, or a model id found offline (never downloads).
+
+    With a ``tokenizer.json`` (every fast tokenizer has one) it is read without transformers, so
+    ``data inspect --model`` never imports torch (``light_tokenizer``: same rendering and tokens, a
+    test checks it); an older folder with only a sentencepiece model goes through transformers.
+    """
     folder = _model_folder(str(model))
+    if LightTokenizer.can_read(folder):
+        try:
+            return LightTokenizer(folder)
+        except Exception as e:  # tokenizers' own errors for a damaged tokenizer.json
+            raise DataError(f"model '{model}': {folder / 'tokenizer.json'} cannot be read "
+                            f"({str(e).splitlines()[0]})") from None
     try:
         from transformers import AutoTokenizer
 

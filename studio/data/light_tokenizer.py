@@ -1,0 +1,138 @@
+"""A model's fast tokenizer and chat template without transformers (and so without torch).
+
+``lora-studio data inspect --model`` only needs to render conversations with the model's chat
+template and tokenise them with offsets. transformers takes seconds to import (it pulls in torch);
+the ``tokenizers`` package reads ``tokenizer.json`` directly and jinja2 renders the template, in a
+fraction of that. ``LightTokenizer`` offers the few members the studio's data code calls
+(``apply_chat_template``, ``__call__`` with offsets, ``decode``, the special tokens,
+``chat_template``), and ``tests/test_light_tokenizer.py`` checks that it renders, tokenises and masks
+exactly like the transformers tokenizer the training worker uses, on every fixture.
+
+The template environment follows what the Hugging Face chat-template documentation promises a
+template author: a sandboxed jinja2 environment with ``trim_blocks`` and ``lstrip_blocks``, the
+``loopcontrols`` extension, a ``tojson`` filter that keeps non-ASCII text, ``raise_exception`` and
+``strftime_now`` functions, ``{% generation %}`` blocks (rendered as their content), and the
+special tokens as variables.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from studio.data.sources import DataError
+
+SPECIALS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+
+
+class LightTokenizer:
+    """The fast tokenizer of a model folder, read with ``tokenizers`` and jinja2 only."""
+
+    is_fast = True
+
+    def __init__(self, folder: Path) -> None:
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        self.name_or_path = str(folder)
+        self.backend_tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        config = _read_json(folder / "tokenizer_config.json")
+        for name in SPECIALS:
+            setattr(self, name, _token_text(config.get(name)))
+        self.chat_template = _chat_template(folder, config)
+        self._compiled: dict[str, Any] = {}
+
+    @classmethod
+    def can_read(cls, folder: Path) -> bool:
+        """A ``tokenizer.json`` is there (legacy sentencepiece-only folders need transformers)."""
+        return (Path(folder) / "tokenizer.json").is_file()
+
+    # -- tokenising ---------------------------------------------------------------------------------
+    def __call__(self, text: str | list[str], add_special_tokens: bool = True,
+                 return_offsets_mapping: bool = False) -> dict:
+        batch = [text] if isinstance(text, str) else list(text)
+        encs = self.backend_tokenizer.encode_batch(batch, add_special_tokens=add_special_tokens)
+        out: dict[str, Any] = {"input_ids": [e.ids for e in encs]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [[tuple(o) for o in e.offsets] for e in encs]
+        return {k: v[0] for k, v in out.items()} if isinstance(text, str) else out
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return self.backend_tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    # -- chat template ------------------------------------------------------------------------------
+    def apply_chat_template(self, conversation: list[dict], tools: list | None = None, documents: list | None = None,
+                            chat_template: str | None = None, add_generation_prompt: bool = False,
+                            tokenize: bool = True, **kwargs: Any) -> Any:
+        source = chat_template or self.chat_template
+        if not source:
+            raise ValueError("this tokenizer has no chat template")
+        specials = {name: getattr(self, name) for name in SPECIALS if getattr(self, name)}
+        text = self._template(source).render(messages=conversation, tools=tools, documents=documents,
+                                             add_generation_prompt=add_generation_prompt, **specials, **kwargs)
+        return self(text, add_special_tokens=False)["input_ids"] if tokenize else text
+
+    def _template(self, source: str) -> Any:
+        if source not in self._compiled:
+            self._compiled[source] = _environment().from_string(source)
+        return self._compiled[source]
+
+
+def _environment() -> Any:
+    from jinja2 import nodes
+    from jinja2.exceptions import TemplateError
+    from jinja2.ext import Extension
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(Extension):
+        """``{% generation %}…{% endgeneration %}`` marks what the assistant writes; here it renders as is."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):  # noqa: ANN001, ANN201 - jinja2's extension API
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.Scope(body, lineno=lineno)
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                       extensions=["jinja2.ext.loopcontrols", Generation])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: _dt.datetime.now().strftime(fmt)
+    return env
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not readable JSON ({e}); the model folder may be damaged") from None
+    return value if isinstance(value, dict) else {}
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as written in tokenizer_config.json: a string or an AddedToken object."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _chat_template(folder: Path, config: dict) -> str | None:
+    """The default chat template: chat_template.jinja, chat_template.json, or tokenizer_config.json."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    value = _read_json(folder / "chat_template.json").get("chat_template") or config.get("chat_template")
+    if isinstance(value, list):  # named templates: the "default" one
+        value = next((t.get("template") for t in value if isinstance(t, dict) and t.get("name") == "default"), None)
+    return value if isinstance(value, str) else None
