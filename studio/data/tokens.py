@@ -19,12 +19,24 @@ BINS = 20
 
 
 def load_tokenizer(model: str | Path) -> Any:
-    """The fast tokenizer of 'demo', a model folder, or a model id found offline (never downloads)."""
+    """The fast tokenizer of 'demo', a model folder, or a model id found offline (never downloads).
+
+    Never runs code from the model folder: one that asks for it (``auto_map``) is refused with the
+    files named, and transformers gets ``trust_remote_code=False`` so it cannot ask on the terminal.
+    """
     folder = _model_folder(str(model))
+    from studio.train.safety import UnsafeInput, check_remote_code
+
+    try:
+        check_remote_code(folder, trusted=False)
+    except UnsafeInput as e:
+        raise DataError(f"model '{model}': {folder} asks to run Python code shipped in its folder "
+                        f"({', '.join(e.details.get('files', []))}); data inspect never runs model code. "
+                        "Use a model whose tokenizer is built into transformers") from None
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # transformers raises OSError/ValueError/… for a folder without a tokenizer
         raise DataError(f"model '{model}': no usable tokenizer in {folder} ({str(e).splitlines()[0]})") from None
     if not getattr(tok, "is_fast", False):

@@ -21,6 +21,7 @@ class ExportInputs:
     adapter_dir: Path
     config: dict  # the base model's config.json
     model_name: str  # what the user called the base model (recipe), for names and metadata
+    trust_remote_code: bool = False  # the recipe's model.trust_remote_code, passed to every transformers load
 
     @property
     def model_type(self) -> str:
@@ -48,8 +49,21 @@ def load_inputs(run_dir: Path) -> ExportInputs:
         raise ConfigError(f"{base} has no safetensors weights (model.safetensors or an index)",
                           "export needs the base model in safetensors format")
     recipe = json.loads((run_dir / runs.RECIPE).read_text(encoding="utf-8"))
-    name = str((recipe.get("model") or {}).get("name_or_path") or base.name)
-    return ExportInputs(run_dir, base, adapter, config, name)
+    model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    name = str(model.get("name_or_path") or base.name)
+    trust = model.get("trust_remote_code") is True
+    _check_remote_code(base, trust)
+    return ExportInputs(run_dir, base, adapter, config, name, trust)
+
+
+def _check_remote_code(base: Path, trust: bool) -> None:
+    """The same refusal as training: a base folder that asks to run its own code needs the recipe's opt-in."""
+    from studio.train.safety import UnsafeInput, check_remote_code
+
+    try:
+        check_remote_code(base, trust)
+    except UnsafeInput as e:
+        raise ConfigError(str(e), e.hint) from None
 
 
 def _base_dir(run_dir: Path, adapter: Path) -> Path:

@@ -82,7 +82,7 @@ def _build_adapter(job: Job, tmp: Path) -> None:
 def _build_merged(job: Job, tmp: Path) -> None:
     merge_to_folder(job.inputs.base_dir, job.adapter, tmp, job.progress)
     job.progress("verify", 0, 1)
-    job.record(verify.check_merge(job.inputs.base_dir, job.inputs.adapter_dir, tmp))
+    job.record(verify.check_merge(job.inputs.base_dir, job.inputs.adapter_dir, tmp, job.inputs.trust_remote_code))
 
 
 def _build_gguf(job: Job, tmp: Path) -> Path:
@@ -92,9 +92,10 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
     scratch.mkdir()
     merge_to_folder(job.inputs.base_dir, job.adapter, scratch, job.progress)  # checked by the GGUF comparison
     gguf_path = tmp / f"model-{job.quant}.gguf"
-    write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress)
+    write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress,
+               trust=job.inputs.trust_remote_code)
     job.progress("verify", 0, 1)
-    job.record(verify.check_gguf(scratch, gguf_path, job.quant))
+    job.record(verify.check_gguf(scratch, gguf_path, job.quant, trust=job.inputs.trust_remote_code))
     shutil.rmtree(scratch)
     return gguf_path
 
@@ -158,13 +159,14 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
         from studio.export.gguf_writer import check_supported
 
         check_supported(job.inputs.config)
-        build_vocab(job.inputs.base_dir, job.inputs.config)
+        build_vocab(job.inputs.base_dir, job.inputs.config, job.inputs.trust_remote_code)
     if fmt == "ollama":
         from transformers import AutoTokenizer
 
         from studio.export.ollama import detect_chat
 
-        job.chat = detect_chat(AutoTokenizer.from_pretrained(str(job.inputs.base_dir)))
+        job.chat = detect_chat(AutoTokenizer.from_pretrained(str(job.inputs.base_dir),
+                                                            trust_remote_code=job.inputs.trust_remote_code))
     return job
 
 
