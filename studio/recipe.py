@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; a megabyte is not one
 
 QUANT_MODES = ("4bit", "8bit", "none")
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
@@ -121,11 +122,23 @@ class Recipe:
     def load(cls, path: str | Path, warnings: list[str] | None = None) -> "Recipe":
         path = Path(path)
         try:
+            if path.is_dir():
+                raise RecipeError(f"{path}: is a folder, not a recipe file; give the recipe.json inside it")
+            if path.stat().st_size > MAX_RECIPE_BYTES:
+                raise RecipeError(f"{path}: {path.stat().st_size} bytes is far too large for a recipe "
+                                  f"(at most {MAX_RECIPE_BYTES // 1024} KiB); give the recipe.json of a run")
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RecipeError(f"{path}: recipe file not found") from None
+        except UnicodeDecodeError as e:
+            raise RecipeError(f"{path}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8 JSON") from None
         except json.JSONDecodeError as e:
             raise RecipeError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise RecipeError(f"{path}: nested too deeply to be a recipe; a recipe is one object of sections "
+                              "(model, data, lora, quant, train) holding plain values") from None
+        except OSError as e:
+            raise RecipeError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a JSON object, found {type(raw).__name__}")
         return cls.from_dict(raw, warnings)
@@ -223,26 +236,54 @@ def _check_choices(r: Recipe) -> list[Problem]:
             + _choice("data.train_on", r.data.train_on, ("assistant", "all")))
 
 
-def _positive(name: str, value: Any, minimum: float = 1) -> list[Problem]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < minimum:
-        return [Problem(name, f"must be at least {minimum}, got {value}", f"set {name} to {minimum} or more")]
-    return []
+# Every number a recipe may hold: (lowest, highest) inclusive. Wider than anyone trains with, narrow
+# enough that a typo (rank 1e9, warmup_ratio -5) or NaN is a problem named before any work starts.
+NUMERIC_RANGES: dict[str, tuple[float, float]] = {
+    "data.val_fraction": (0.0, 0.5), "data.seed": (0, 2**32 - 1),
+    "lora.rank": (1, 4096), "lora.alpha": (1, 65536), "lora.dropout": (0.0, 0.99),
+    "train.max_steps": (-1, 10_000_000), "train.epochs": (0.0, 1000.0), "train.micro_batch": (1, 4096),
+    "train.grad_accum": (1, 65536), "train.seq_len": (16, 1 << 20), "train.lr": (0.0, 1.0),
+    "train.warmup_ratio": (0.0, 1.0), "train.weight_decay": (0.0, 10.0), "train.max_grad_norm": (0.0, 1e6),
+    "train.seed": (0, 2**32 - 1), "train.logging_steps": (1, 1_000_000), "train.eval_steps": (0, 10_000_000),
+    "train.save_steps": (1, 10_000_000), "train.keep_checkpoints": (1, 1000),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_numbers(r: Recipe) -> list[Problem]:
+    """Finite and inside NUMERIC_RANGES: NaN compares false with everything, so it is named first."""
+    import math
+
+    out = []
+    for name, (low, high) in NUMERIC_RANGES.items():
+        section, key = name.split(".")
+        value = getattr(getattr(r, section), key)
+        if not _is_number(value):
+            continue  # _check_types names it
+        if not math.isfinite(value):
+            out.append(Problem(name, f"{value} is not a finite number", f"set {name} to a number between {low} and {high}"))
+        elif not low <= value <= high:
+            out.append(Problem(name, f"{value} is outside [{low}, {high}]", f"set {name} to a number in that range"))
+    return out
 
 
 def _check_ranges(r: Recipe) -> list[Problem]:
+    """What NUMERIC_RANGES cannot say: open bounds and values that would train nothing."""
+    import math
+
     t, lo = r.train, r.lora
-    out = (_positive("lora.rank", lo.rank) + _positive("lora.alpha", lo.alpha) + _positive("train.micro_batch", t.micro_batch)
-           + _positive("train.grad_accum", t.grad_accum) + _positive("train.seq_len", t.seq_len, 16)
-           + _positive("train.save_steps", t.save_steps) + _positive("train.keep_checkpoints", t.keep_checkpoints))
-    if isinstance(t.lr, (int, float)) and not 0 < t.lr < 1:
+    finite = lambda v: _is_number(v) and math.isfinite(v)  # noqa: E731 - non-finite ones are named already
+    out = []
+    if finite(t.lr) and t.lr in (0, 1):
         out.append(Problem("train.lr", f"{t.lr} is outside (0, 1)", "typical LoRA learning rates are 1e-5 to 5e-4"))
-    if isinstance(lo.dropout, (int, float)) and not 0 <= lo.dropout < 1:
-        out.append(Problem("lora.dropout", f"{lo.dropout} is outside [0, 1)", "use 0 to 0.1"))
-    if isinstance(r.data.val_fraction, (int, float)) and not 0 <= r.data.val_fraction < 0.5:
+    if finite(r.data.val_fraction) and r.data.val_fraction == 0.5:
         out.append(Problem("data.val_fraction", f"{r.data.val_fraction} is outside [0, 0.5)", "use 0 to disable or about 0.05"))
-    if isinstance(t.max_steps, int) and t.max_steps == 0 or (isinstance(t.max_steps, int) and t.max_steps < -1):
+    if isinstance(t.max_steps, int) and t.max_steps == 0:
         out.append(Problem("train.max_steps", f"{t.max_steps} steps would train nothing", "use -1 (epochs) or a positive number"))
-    if t.max_steps == -1 and isinstance(t.epochs, (int, float)) and t.epochs <= 0:
+    if t.max_steps == -1 and finite(t.epochs) and t.epochs == 0:
         out.append(Problem("train.epochs", f"{t.epochs} epochs would train nothing", "use a positive number such as 1"))
     if isinstance(lo.targets, list) and not lo.targets:
         out.append(Problem("lora.targets", "no modules to adapt", "use ['all-linear'] or names such as q_proj, v_proj"))
@@ -258,4 +299,4 @@ def _check_required(r: Recipe) -> list[Problem]:
     return out
 
 
-_CHECKS = (_check_required, _check_types, _check_choices, _check_ranges)
+_CHECKS = (_check_required, _check_types, _check_choices, _check_numbers, _check_ranges)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from studio import runs
 from studio.export import verify
-from studio.export.adapter import Adapter, copy_adapter, load_adapter
+from studio.export.adapter import Adapter, check_adapter_weights, copy_adapter, load_adapter
 from studio.export.errors import ConfigError, DiskError, Progress, VerificationFailed, no_progress
 from studio.export.inputs import ExportInputs, load_inputs
 from studio.export.merge import check_mergeable, merge_to_folder
@@ -151,6 +151,7 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
     """Every check that needs no writing: fails fast, before any work, with what to do."""
     target = check_options(fmt, quant)
     job = Job(load_inputs(run_dir), fmt, quant or target.default_quant)
+    check_adapter_weights(job.inputs.adapter_dir)  # damaged or non-finite adapters: refused for every format
     if target.needs_merge:
         job.adapter = load_adapter(job.inputs.adapter_dir)
         check_mergeable(job.inputs.base_dir, job.adapter)

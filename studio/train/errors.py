@@ -30,6 +30,22 @@ class NonFiniteLoss(TrainingFault):
             step=step, value=str(value), last_good_checkpoint=str(last_good) if last_good else None)
 
 
+class NonFiniteWeights(TrainingFault):
+    """The adapter holds NaN or infinite values: never saved as a checkpoint or as the final adapter."""
+
+    kind = "nan"
+
+    def __init__(self, step: int, names: list[str], last_good: Path | None, what: str) -> None:
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        super().__init__(
+            f"the adapter's weights became NaN or infinite by step {step} ({shown}); the {what} was not written, "
+            f"and {where}",
+            "lower train.lr (halve it), keep train.max_grad_norm at 1.0 and train.weight_decay small (0 to 0.1); "
+            "then start a new run",
+            step=step, tensors=names[:20], last_good_checkpoint=str(last_good) if last_good else None)
+
+
 class CheckpointWriteError(TrainingFault):
     kind = "io"
 

@@ -211,7 +211,11 @@ class TrainingRun:
 
     def save_adapter(self) -> Path:
         """The PEFT adapter, written to a temp folder and renamed: never half a folder."""
+        from studio.train.trainer import check_finite_adapter
+
         final = self.run_dir / runs.ADAPTER
+        step = self.trainer.state.global_step if self.trainer is not None else 0
+        check_finite_adapter(self.model, self.run_dir, step, "final adapter")
         with atomic_dir(final, overwrite=True) as tmp:
             self.model.save_pretrained(str(tmp), safe_serialization=True)
             cfg_path = tmp / "adapter_config.json"

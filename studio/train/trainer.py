@@ -21,7 +21,21 @@ from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
 from studio.train import checkpoint, faults, recovery
-from studio.train.errors import CheckpointWriteError, NonFiniteLoss
+from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights
+
+
+def nonfinite_params(model: Any) -> list[str]:
+    """Names of trainable (adapter) parameters holding NaN or inf; one fused reduction per tensor."""
+    return [name for name, p in model.named_parameters()
+            if p.requires_grad and p.numel() and not bool(torch.isfinite(p.detach()).all())]
+
+
+def check_finite_adapter(model: Any, run_dir: Path, step: int, what: str) -> None:
+    """Refuse to write a checkpoint or adapter whose weights are not finite (a loss can stay finite a step longer)."""
+    bad = nonfinite_params(model)
+    if bad:
+        last = checkpoint.latest_good(run_dir)
+        raise NonFiniteWeights(step, bad, last.path if last else None, what)
 
 
 class SaveOnStop(TrainerCallback):
@@ -61,6 +75,9 @@ class StudioTrainer(Trainer):
         if faults.due("oom", f"step={step}"):  # test-only: a CPU has no OOM to provoke
             raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {faults.ENV} at step {step})")
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if faults.due("nanweights", f"step={step}"):  # test-only: weights poisoned while the loss is finite
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
         value = float(loss.detach().float().item())
         if not math.isfinite(value):
             last = checkpoint.latest_good(self.run_dir)
@@ -78,6 +95,7 @@ class StudioTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         self.phase = "save"
         step = self.state.global_step
+        check_finite_adapter(model, self.run_dir, step, f"checkpoint of step {step}")
         staging = checkpoint.staging_dir(self.run_dir, step)
         real_output = self.args.output_dir
         try:
