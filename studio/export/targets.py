@@ -198,6 +198,9 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
     """Export a run: prepare, check space, build in a temp folder, verify, rename; nothing partial remains."""
     target = check_options(fmt, quant)
     final = Path(out) if out else default_out(Path(run_dir).resolve(), fmt, quant or target.default_quant)
+    inputs = load_inputs(run_dir)
+    check_not_training(inputs.run_dir)
+    check_out(final, inputs)
     if final.exists() and not force:
         raise ConfigError(f"{final} already exists", "pass --force to replace it, or choose another --out")
     job = prepare(run_dir, fmt, quant)
@@ -217,6 +220,44 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
     return ExportResult(final, fmt, job.quant, files, [c.to_dict() for c in job.checks])
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out(final: Path, inputs: ExportInputs) -> None:
+    """Refuse an output that is, holds or lies inside what the export reads, whatever --force says.
+
+    Replacing such a folder would delete the export's own inputs (the base weights, the adapter, the
+    run's recipe, events and checkpoints). Only the run's ``exports/`` folder may hold outputs.
+    """
+    out = Path(final).expanduser().resolve()
+    run, exports = inputs.run_dir.resolve(), (inputs.run_dir / runs.EXPORTS).resolve()
+    protected = [("the run folder", run), ("the base model folder", inputs.base_dir.resolve()),
+                 ("the run's adapter", inputs.adapter_dir.resolve())]
+    for what, folder in protected:
+        if _inside(folder, out):
+            raise ConfigError(f"--out {final} {'is' if out == folder else 'holds'} {what} ({folder}); writing there "
+                              "would delete what the export reads", "choose an output folder outside it")
+        if what != "the run folder" and _inside(out, folder):
+            raise ConfigError(f"--out {final} is inside {what} ({folder}); writing there would change what the "
+                              "export reads", "choose an output folder outside it")
+    if _inside(out, run) and not (exports in out.parents):
+        raise ConfigError(f"--out {final} is inside the run folder {run} but not in its {runs.EXPORTS}/ folder; "
+                          "it could replace the run's own files", f"use a folder under {exports} or outside the run")
+
+
+def check_not_training(run_dir: Path) -> None:
+    """A run whose worker is still training has no final adapter yet: refuse rather than export a stale one."""
+    from studio.attach import worker_pid
+
+    pid = worker_pid(run_dir)
+    if pid is not None:
+        step = runs.read_state(run_dir).get("step")
+        raise ConfigError(f"{run_dir} is still training (worker pid {pid}, step {step}); its adapter is not final",
+                          f"wait until it finishes, or stop it ('lora-studio attach {run_dir}' then Ctrl-C, or the "
+                          "Stop button) so it saves the adapter, then export")
+
+
 def _fail_on_checks(job: Job) -> None:
     for check in job.checks:
         lossy = check.name == "gguf_greedy" and job.quant == "q4_0"  # 4-bit may change greedy picks: reported
@@ -226,7 +267,9 @@ def _fail_on_checks(job: Job) -> None:
 
 
 def _write_report(job: Job, tmp: Path) -> None:
+    state = runs.read_state(job.inputs.run_dir)
     report = {"format": job.fmt, "quant": job.quant, "run": str(job.inputs.run_dir),
+              "step": state.get("adapter_step", state.get("step")), "run_status": state.get("status"),
               "base_model": str(job.inputs.base_dir), "model": job.inputs.model_name,
               "created": _dt.datetime.now().isoformat(timespec="seconds"),
               "checks": [c.to_dict() for c in job.checks]}

@@ -222,7 +222,8 @@ class TrainingRun:
             cfg = read_json(cfg_path, default={})
             cfg["base_model_name_or_path"] = str(self.base)
             atomic_write_json(cfg_path, cfg)
-        self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final))
+        runs.write_state(self.run_dir, adapter_step=step)  # export.json records which step it exported
+        self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final), step=step)
         return final
 
     def _sample(self, when: str) -> float | None:

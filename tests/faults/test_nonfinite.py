@@ -5,11 +5,9 @@ not leave through any export.
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from faultkit import new_run, of_type, run_worker
+from faultkit import fake_run_with_adapter as _fake_run_with_adapter, new_run, of_type, run_worker
 from studio import runs
 from studio.recipe import NUMERIC_RANGES, Recipe
 from studio.train import checkpoint
@@ -66,22 +64,6 @@ def test_weights_that_become_nan_never_make_a_checkpoint_or_a_finished_adapter(t
     assert not (run_dir / runs.ADAPTER).exists()
     assert runs.read_state(run_dir)["status"] == "failed"
     assert not of_type(events, "done")
-
-
-def _fake_run_with_adapter(tmp_path, base, tensors) -> "Path":  # noqa: F821
-    from safetensors.torch import save_file
-
-    recipe = Recipe(name="x")
-    recipe.model.name_or_path, recipe.data.path = str(base), "d.jsonl"
-    run_dir = runs.create(recipe, tmp_path / "runs")
-    adapter = run_dir / runs.ADAPTER
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "base_model_name_or_path": str(base),
-         "target_modules": ["q_proj"]}))
-    save_file(tensors, str(adapter / "adapter_model.safetensors"))
-    runs.write_state(run_dir, status="finished", base_model=str(base))
-    return run_dir
 
 
 @pytest.mark.parametrize("fmt", ["adapter", "merged"])
