@@ -121,21 +121,47 @@ def request_stop(run_dir: Path) -> bool:
 LOCK = ".worker.lock"
 
 
-def hold_run_lock(run_dir: Path) -> IO | None:
-    """An exclusive lock on the run folder for this process's lifetime; None if another worker has it."""
-    handle = open(Path(run_dir) / LOCK, "a+")
+class _DirLock:
+    """An open descriptor of the run folder itself, flock()ed; closing it releases the lock."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def hold_run_lock(run_dir: Path) -> "_DirLock | IO | None":
+    """An exclusive lock on the run folder for this process's lifetime; None if another worker has it.
+
+    On POSIX the lock is taken on the run folder's own inode (an open descriptor of the folder), not
+    on a file inside it: a lock file can be deleted and recreated, and the next worker would lock the
+    new inode while the first still trains. The folder cannot be unlinked while it holds the run.
+    """
     try:
         import fcntl
+    except ImportError:  # Windows: a folder cannot be opened; msvcrt locks a byte range of a file, which
+        return _windows_lock(run_dir)  # Windows also refuses to delete while it is open
+    fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return _DirLock(fd)
 
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # Windows: msvcrt locks a byte range of the same file
-        import msvcrt
 
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            handle.close()
-            return None
+def _windows_lock(run_dir: Path) -> IO | None:
+    import msvcrt
+
+    handle = open(Path(run_dir) / LOCK, "a+")
+    try:
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
     except OSError:
         handle.close()
         return None

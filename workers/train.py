@@ -68,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             ERROR, kind="config", message=f"{run_dir}: another worker is already training this run",
             hint=f"follow it with 'lora-studio attach {run_dir}' instead of starting it again")
         return 1
+    from studio.attach import worker_pid
+
+    other = worker_pid(run_dir)  # a second line of defence: the lock holder also records its pid
+    if other is not None and other != os.getpid():
+        Emitter(run=run_dir.name, stream=reserve_stdout()).emit(
+            ERROR, kind="config", message=f"{run_dir}: another worker (pid {other}) is already training this run",
+            hint=f"follow it with 'lora-studio attach {run_dir}' instead of starting it again")
+        return 1
     emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=reserve_stdout(),
                       start_seq=last_seq(run_dir / runs.EVENTS))  # a resumed run continues the numbering
     from studio.train.callbacks import Control
