@@ -14,6 +14,19 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; a megabyte is not one
+MAX_RECIPE_DEPTH = 16
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest (iterative: a hostile file must not exhaust the stack here)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= MAX_RECIPE_DEPTH:
+                stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 QUANT_MODES = ("4bit", "8bit", "none")
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
@@ -141,6 +154,9 @@ class Recipe:
             raise RecipeError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a JSON object, found {type(raw).__name__}")
+        if _depth(raw) > MAX_RECIPE_DEPTH:
+            raise RecipeError(f"{path}: nested more than {MAX_RECIPE_DEPTH} levels deep; a recipe is one object of "
+                              "sections (model, data, lora, quant, train) holding plain values")
         return cls.from_dict(raw, warnings)
 
     def save(self, path: str | Path) -> None:
@@ -208,6 +224,8 @@ def field_doc(section: str, name: str) -> str:
 
 def _check_types(r: Recipe) -> list[Problem]:
     out = []
+    if not isinstance(r.name, str):
+        out.append(Problem("name", f"expected str, got {r.name!r}", "set it to a short text, e.g. \"my-run\""))
     for section, cls in _SECTIONS.items():
         obj = getattr(r, section)
         for f in dataclasses.fields(cls):

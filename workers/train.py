@@ -15,7 +15,6 @@ for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are 
     os.environ.setdefault(_k, _v)
 
 import argparse  # noqa: E402
-import errno  # noqa: E402
 import signal  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -39,8 +38,13 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "data", "fix the dataset file (see 'lora-studio data inspect FILE') and start again"
     if isinstance(exc, RecipeError):
         return "config", "fix the recipe fields named above and start again"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    from studio.train.errors import disk_full
+
+    if (isinstance(exc, OSError) or name == "SafetensorError") and disk_full(exc):
         return "io", "free disk space; the last checkpoint is intact"
+    if name == "SafetensorError":  # reading: a header that lies or a file cut short
+        return "config", ("a .safetensors file (of the base model or a checkpoint) is damaged or cut short; "
+                          "restore it from its source, or resume from an earlier checkpoint")
     if isinstance(exc, OSError):
         return "io", "check the path and its permissions"
     from studio.train.loading import LoadError

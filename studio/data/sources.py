@@ -79,6 +79,8 @@ def open_source(path: str | Path) -> Source:
     """Work out container, compression and encoding of ``path`` (raises DataError when unreadable)."""
     path = Path(path).expanduser()
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(f"{path}: a symbolic link that loops or points nowhere; give the real file's path")
         raise DataError(f"{path}: no such file or folder; check the path")
     if path.is_dir():
         return _folder_source(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from studio import runs
 from studio.export.errors import ConfigError
-from studio.export.safetensors_io import model_files
+from studio.export.safetensors_io import DamagedFile, model_files, read_header
 
 
 @dataclass
@@ -45,7 +45,16 @@ def load_inputs(run_dir: Path) -> ExportInputs:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{config_path}: cannot read the base model's config ({e})",
                           "the base model folder was moved or damaged; restore it and export again") from None
-    if not model_files(base):
+    try:
+        files = model_files(base)
+        for f in files:
+            read_header(f)  # a header that lies or a file cut short: named now, not deep inside a merge
+    except DamagedFile as e:
+        raise ConfigError(str(e), "restore the base model folder and export again") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ConfigError(f"{base / 'model.safetensors.index.json'}: the weights index cannot be read ({e})",
+                          "restore the base model folder and export again") from None
+    if not files:
         raise ConfigError(f"{base} has no safetensors weights (model.safetensors or an index)",
                           "export needs the base model in safetensors format")
     recipe = json.loads((run_dir / runs.RECIPE).read_text(encoding="utf-8"))

@@ -7,7 +7,6 @@ destination, verifies what it wrote, and only then renames the folder to its fin
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -212,11 +211,16 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
             _fail_on_checks(job)
             _write_report(job, tmp)
             files = _list_files(tmp)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as e:  # OSError, or safetensors' SafetensorError; numpy's tofile says only "requested and 0 written"
+        from studio.train.errors import disk_full, is_write_error
+
+        if not is_write_error(e):
+            raise
+        if disk_full(e) or _nearly_full(final):
             raise DiskError(f"the disk filled up while writing {final}; nothing was left behind",
                             "free some space or choose another folder with --out") from None
-        raise
+        raise DiskError(f"writing {final} failed ({e}); nothing was left behind",
+                        "check that the folder is writable and has space, or choose another folder with --out") from None
     return ExportResult(final, fmt, job.quant, files, [c.to_dict() for c in job.checks])
 
 
@@ -256,6 +260,16 @@ def check_not_training(run_dir: Path) -> None:
         raise ConfigError(f"{run_dir} is still training (worker pid {pid}, step {step}); its adapter is not final",
                           f"wait until it finishes, or stop it ('lora-studio attach {run_dir}' then Ctrl-C, or the "
                           "Stop button) so it saves the adapter, then export")
+
+
+def _nearly_full(final: Path) -> bool:
+    probe = Path(final)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free < MARGIN_BYTES
+    except OSError:
+        return False
 
 
 def _fail_on_checks(job: Job) -> None:

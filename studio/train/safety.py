@@ -31,7 +31,11 @@ def check_input_path(value: str, field: str) -> Path | None:
     """
     if not str(value).strip():
         return None
-    path = Path(str(value)).expanduser().resolve()
+    try:
+        path = Path(str(value)).expanduser().resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a symlink loop, 3.13 OSError
+        raise UnsafeInput(f"{field} {value}: a symbolic link that loops back on itself",
+                          f"point {field} at the real dataset file or folder") from None
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

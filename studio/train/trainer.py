@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
 from studio.train import checkpoint, faults, recovery
-from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights
+from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights, is_write_error
 
 
 def nonfinite_params(model: Any) -> list[str]:
@@ -103,8 +103,8 @@ class StudioTrainer(Trainer):
             super()._save_checkpoint(model, trial)
             self.args.output_dir = real_output
             final = checkpoint.commit(staging / f"checkpoint-{step}", self.run_dir, step, self.settings)
-        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
-            if recovery.is_oom(exc):
+        except Exception as exc:  # torch.save: RuntimeError; safetensors: SafetensorError; else OSError
+            if recovery.is_oom(exc) or not (isinstance(exc, RuntimeError) or is_write_error(exc)):
                 raise
             raise CheckpointWriteError(step, self.run_dir, exc) from exc
         finally:
