@@ -214,13 +214,10 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
     except Exception as e:  # OSError, or safetensors' SafetensorError; numpy's tofile says only "requested and 0 written"
         from studio.train.errors import disk_full, is_write_error
 
-        if not is_write_error(e):
-            raise
-        if disk_full(e) or _nearly_full(final):
+        if is_write_error(e) and (disk_full(e) or _nearly_full(final)):
             raise DiskError(f"the disk filled up while writing {final}; nothing was left behind",
                             "free some space or choose another folder with --out") from None
-        raise DiskError(f"writing {final} failed ({e}); nothing was left behind",
-                        "check that the folder is writable and has space, or choose another folder with --out") from None
+        raise
     return ExportResult(final, fmt, job.quant, files, [c.to_dict() for c in job.checks])
 
 

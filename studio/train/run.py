@@ -78,9 +78,8 @@ class TrainingRun:
     def _check_config(self) -> None:
         """A damaged or absurd config.json (10,000 layers) is refused before transformers spends minutes on it."""
         from studio import models
-        from studio.train.loading import LoadError
-
         from studio.export.safetensors_io import DamagedFile, read_header
+        from studio.train.loading import LoadError
 
         try:
             models._shape_from_config(models.read_config(self.base), name=str(self.base), source="folder")
