@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from studio.attach import hold_run_lock, last_seq
 
-    lock = hold_run_lock(run_dir)  # held until exit: one worker per run folder
+    try:
+        lock = hold_run_lock(run_dir)  # held until exit: one worker per run folder
+    except OSError as e:
+        print(f"{run_dir}: cannot be opened to lock it ({e.strerror or e}); check its permissions", file=sys.stderr)
+        return 2
     if lock is None:
         # Report on stdout only: this run's events.jsonl belongs to the worker that holds the lock.
         Emitter(run=run_dir.name, stream=reserve_stdout()).emit(

@@ -77,3 +77,28 @@ def test_a_run_that_is_still_training_is_refused(tmp_path, base):
         proc.wait()
     runs.write_state(run_dir, status="interrupted", pid=None)
     assert export(run_dir, "adapter").path.is_dir()
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("state.json", b"[1, 2]", "the base model folder"),           # read as no state: the adapter's base is used
+    ("adapter/adapter_config.json", b"\xff garbage", "adapter_config.json: not a readable JSON object"),
+    ("recipe.json", b"[" * 50000 + b"]" * 50000, None),            # too deep: read as no recipe, export goes on
+    ("base/config.json", b'{"model_type": "llama", "hidden_size": 64, "vocab_size": 10, '
+                         b'"num_hidden_layers": 10000}', "layers = 10000"),
+])
+def test_hostile_run_folder_files_are_named_not_tracebacks(tmp_path, base, name, content, words):
+    run_dir = fake_run_with_adapter(tmp_path, base)
+    if name == "state.json":
+        (run_dir / runs.STATE).write_bytes(content)
+        cfg = json.loads((run_dir / runs.ADAPTER / "adapter_config.json").read_text())
+        cfg["base_model_name_or_path"] = 5  # and the adapter names no usable folder either
+        (run_dir / runs.ADAPTER / "adapter_config.json").write_text(json.dumps(cfg))
+    elif name.startswith("base/"):
+        (base / "config.json").write_bytes(content)
+    else:
+        (run_dir / name).write_bytes(content)
+    if words is None:
+        assert export(run_dir, "adapter").path.is_dir()
+    else:
+        with pytest.raises(ConfigError, match=words):
+            export(run_dir, "adapter")
