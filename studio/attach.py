@@ -56,17 +56,34 @@ class EventTail:
         self.path = Path(run_dir) / runs.EVENTS
         self.offset = offset
         self.malformed = 0
+        self._skipping = False  # inside a line longer than one read: skip to its end
 
     def poll(self, max_bytes: int = 1 << 22) -> list[Event]:
-        """New complete events since the last call; a line still being written waits for the next call."""
+        """New complete events since the last call; a line still being written waits for the next call.
+
+        A line longer than ``max_bytes`` cannot be an event: it is counted once and skipped, so the
+        tail always moves on to the events after it.
+        """
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
                 data = fh.read(max_bytes)
         except FileNotFoundError:
             return []
+        if self._skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self.offset += len(data)
+                return []
+            self._skipping = False
+            self.offset += nl + 1
+            data = data[nl + 1:]
         end = data.rfind(b"\n")
         if end < 0:
+            if len(data) >= max_bytes:  # no newline in a whole read: an over-long line, never an event
+                self.malformed += 1
+                self.offset += len(data)
+                self._skipping = True
             return []
         reader = EventReader()
         events = reader.feed(data[: end + 1])
@@ -102,21 +119,47 @@ def request_stop(run_dir: Path) -> bool:
 LOCK = ".worker.lock"
 
 
-def hold_run_lock(run_dir: Path) -> IO | None:
-    """An exclusive lock on the run folder for this process's lifetime; None if another worker has it."""
-    handle = open(Path(run_dir) / LOCK, "a+")
+class _DirLock:
+    """An open descriptor of the run folder itself, flock()ed; closing it releases the lock."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def hold_run_lock(run_dir: Path) -> "_DirLock | IO | None":
+    """An exclusive lock on the run folder for this process's lifetime; None if another worker has it.
+
+    On POSIX the lock is taken on the run folder's own inode (an open descriptor of the folder), not
+    on a file inside it: a lock file can be deleted and recreated, and the next worker would lock the
+    new inode while the first still trains. The folder cannot be unlinked while it holds the run.
+    """
     try:
         import fcntl
+    except ImportError:  # Windows: a folder cannot be opened; msvcrt locks a byte range of a file, which
+        return _windows_lock(run_dir)  # Windows also refuses to delete while it is open
+    fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return _DirLock(fd)
 
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # Windows: msvcrt locks a byte range of the same file
-        import msvcrt
 
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            handle.close()
-            return None
+def _windows_lock(run_dir: Path) -> IO | None:
+    import msvcrt
+
+    handle = open(Path(run_dir) / LOCK, "a+")
+    try:
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
     except OSError:
         handle.close()
         return None
@@ -124,15 +167,23 @@ def hold_run_lock(run_dir: Path) -> IO | None:
 
 
 def last_seq(events_path: Path) -> int:
-    """The highest ``seq`` in an events.jsonl (0 when empty), so a resumed worker continues it."""
+    """The highest ``seq`` in an events.jsonl (0 when empty), so a resumed worker continues it.
+
+    Reads the tail, and a larger tail while it holds no parseable event (a huge or garbage last
+    line must not restart the numbering); bad lines are skipped, never fatal.
+    """
     try:
         with open(events_path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - _TAIL_BYTES))
-            data = fh.read()
+            window = _TAIL_BYTES
+            while True:
+                fh.seek(max(0, size - window))
+                data = fh.read(window)
+                reader = EventReader()
+                events = reader.feed(data) + reader.close()
+                if events or window >= size:
+                    return max((e.seq for e in events), default=0)
+                window *= 4
     except FileNotFoundError:
         return 0
-    reader = EventReader()
-    events = reader.feed(data) + reader.close()
-    return max((e.seq for e in events), default=0)

@@ -87,16 +87,17 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
     total = 5
     src, name = str(gguf_path.parent), gguf_path.name
     step("reading tokenizer", 0, total)
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=name, trust_remote_code=False)
     step("reading weights", 1, total)
-    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32,
+                                                      trust_remote_code=False)
     step("building model", 2, total)
-    config = AutoConfig.from_pretrained(src, gguf_file=name)
+    config = AutoConfig.from_pretrained(src, gguf_file=name, trust_remote_code=False)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
     model.load_state_dict(gguf_model.state_dict(), assign=True, strict=True)
     model.tie_weights()
     del gguf_model

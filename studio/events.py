@@ -4,8 +4,10 @@ This module is the only code that encodes or parses it (DESIGN.md, "The worker p
 
     {"v": 1, "type": "metric", "seq": 42, "ts": 1764000000.12, "run": "...", "data": {...}}
 
-A reader keeps a byte buffer and splits on newlines; a malformed line is counted and kept for
-the report, never fatal. Unknown event types are passed through so older readers can ignore them.
+A reader keeps a byte buffer and splits on newlines; a malformed line (not JSON, nested too deep
+for the parser, longer than MAX_LINE_BYTES, cut short by a kill) is counted and kept for the
+report, never fatal, and reading always moves past it. Unknown event types are passed through so
+older readers can ignore them.
 """
 from __future__ import annotations
 
@@ -105,8 +107,8 @@ class EventReader:
     def _parse(self, line: bytes, out: list[Event]) -> None:
         try:
             out.append(decode(line))
-        except (ValueError, TypeError, UnicodeDecodeError):
-            self._bad(line)
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError, OverflowError):
+            self._bad(line)  # RecursionError: [[[[... 30,000 deep is valid JSON the parser cannot hold
 
     def _bad(self, line: bytes) -> None:
         self.malformed += 1
@@ -120,14 +122,17 @@ def result_of(data: bytes) -> dict | None:
     return done[-1].data if done else None
 
 
-def read_events(path: Path) -> list[Event]:
-    """All events of a run's events.jsonl (malformed or truncated lines skipped)."""
-    reader = EventReader()
+def read_events(path: Path, reader: EventReader | None = None) -> list[Event]:
+    """All events of a run's events.jsonl (malformed or truncated lines skipped; pass ``reader`` to count them)."""
+    reader = reader if reader is not None else EventReader()
+    out: list[Event] = []
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):  # streamed: memory bounded by MAX_LINE_BYTES, not the file
+                out += reader.feed(chunk)
     except FileNotFoundError:
         return []
-    return reader.feed(data) + reader.close()
+    return out + reader.close()
 
 
 class Emitter:
@@ -139,6 +144,8 @@ class Emitter:
         self.seq = start_seq
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._log = open(log_path, "ab") if log_path else None
+        if self._log is not None:
+            _end_partial_line(self._log)
         self._lock = threading.Lock()
         self.stdout_ok = True
         self.log_ok = True
@@ -167,6 +174,22 @@ class Emitter:
         if self._log:
             self._log.close()
             self._log = None
+
+
+def _end_partial_line(log: IO[bytes]) -> None:
+    """A worker killed mid-write leaves a line without its newline; end it so our first event stands alone."""
+    import os
+
+    try:
+        size = os.fstat(log.fileno()).st_size
+        if size:
+            with open(log.name, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    log.write(b"\n")
+                    log.flush()
+    except OSError:
+        pass
 
 
 def reserve_stdout() -> IO[bytes]:

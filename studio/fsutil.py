@@ -52,7 +52,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON: all read as "no value"
+    except (OSError, ValueError, RecursionError):  # missing, unreadable, not UTF-8, not JSON, too deep: "no value"
         return default
 
 

@@ -236,17 +236,52 @@ def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "fo
     """ModelInfo from a model folder's config.json, counted on the meta device."""
     folder = Path(folder)
     cfg_file = folder / "config.json"
-    try:
-        config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{folder}: no config.json; a model folder holds config.json and *.safetensors") from None
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{cfg_file}: not valid JSON at line {e.lineno}: {e.msg}") from None
+    config = read_config(folder)
     info = _shape_from_config(config, name=name or folder.name, source=source)
     info.path = str(folder.resolve())
     info.has_chat_template = _folder_has_chat_template(folder)
     info.params, info.linears, info.supports_sdpa = _cached_counts(cfg_file, config, folder, trust_remote_code)
     return info
+
+
+MAX_CONFIG_BYTES = 4 << 20  # real config.json files are a few kilobytes
+
+
+def read_config(folder: Path) -> dict:
+    """A model folder's config.json as a dict, or ModelError naming the file and what is wrong."""
+    cfg_file = Path(folder) / "config.json"
+    try:
+        if cfg_file.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelError(f"{cfg_file}: {cfg_file.stat().st_size} bytes is not a model config (they are a few "
+                             "kilobytes); is the file damaged?")
+        config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{folder}: no config.json; a model folder holds config.json and *.safetensors") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{cfg_file}: not valid JSON at line {e.lineno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"{cfg_file}: not UTF-8 text; is the file damaged?") from None
+    except RecursionError:
+        raise ModelError(f"{cfg_file}: nested too deeply to be a model config; is the file damaged?") from None
+    except OSError as e:
+        raise ModelError(f"{cfg_file}: cannot be read ({e.strerror or e}); check the path and permissions") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{cfg_file}: a model config is a JSON object, found {type(config).__name__}")
+    return config
+
+
+# What a config may ask for. Building a model on the meta device costs time per layer, so a config
+# asking for 10,000 layers would spin for minutes; the largest published models are far below these.
+CONFIG_LIMITS = {"layers": 1024, "hidden": 131072, "intermediate": 1 << 20, "vocab": 4 << 20, "heads": 4096,
+                 "kv_heads": 4096, "head_dim": 65536, "num_experts": 4096, "context": 1 << 24}
+
+
+def _check_limits(info: "ModelInfo", name: str) -> None:
+    for key, limit in CONFIG_LIMITS.items():
+        value = getattr(info, key)
+        if value < 0 or value > limit:
+            raise ModelError(f"{name}: config.json asks for {key} = {value}, outside what LoRA Studio handles "
+                             f"(0 to {limit}); is the config damaged?")
 
 
 def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code: bool) -> tuple[dict, list, bool]:
@@ -298,6 +333,18 @@ def _shape_from_config(config: dict, name: str, source: str) -> ModelInfo:
     def get(*keys: str, default: Any = None) -> Any:
         return next((c[k] for k in keys if c.get(k) is not None), default)
 
+    try:
+        info = _info_from_config(c, get, name, source)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
+        if isinstance(e, ModelError):
+            raise
+        raise ModelError(f"{name}: config.json has a value that is not a usable number ({e}); is the config "
+                         "damaged?") from None
+    _check_limits(info, name)
+    return info
+
+
+def _info_from_config(c: dict, get: Any, name: str, source: str) -> ModelInfo:
     hidden = int(get("hidden_size", "n_embd", "d_model", default=0))
     heads = int(get("num_attention_heads", "n_head", default=1))
     if not hidden or "vocab_size" not in c:

@@ -16,6 +16,20 @@ from typing import Any
 from studio.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; a megabyte is not one
+MAX_RECIPE_DEPTH = 16
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest (iterative: a hostile file must not exhaust the stack here)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= MAX_RECIPE_DEPTH:
+                stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 QUANT_MODES = ("4bit", "8bit", "none")
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
@@ -137,13 +151,28 @@ class Recipe:
     def load(cls, path: str | Path, warnings: list[str] | None = None) -> "Recipe":
         path = Path(path)
         try:
+            if path.is_dir():
+                raise RecipeError(f"{path}: is a folder, not a recipe file; give the recipe.json inside it")
+            if path.stat().st_size > MAX_RECIPE_BYTES:
+                raise RecipeError(f"{path}: {path.stat().st_size} bytes is far too large for a recipe "
+                                  f"(at most {MAX_RECIPE_BYTES // 1024} KiB); give the recipe.json of a run")
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RecipeError(f"{path}: recipe file not found") from None
+        except UnicodeDecodeError as e:
+            raise RecipeError(f"{path}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8 JSON") from None
         except json.JSONDecodeError as e:
             raise RecipeError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise RecipeError(f"{path}: nested too deeply to be a recipe; a recipe is one object of sections "
+                              "(model, data, lora, quant, train) holding plain values") from None
+        except OSError as e:
+            raise RecipeError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a JSON object, found {type(raw).__name__}")
+        if _depth(raw) > MAX_RECIPE_DEPTH:
+            raise RecipeError(f"{path}: nested more than {MAX_RECIPE_DEPTH} levels deep; a recipe is one object of "
+                              "sections (model, data, lora, quant, train) holding plain values")
         return cls.from_dict(raw, warnings)
 
     def save(self, path: str | Path) -> None:
@@ -209,6 +238,8 @@ def field_doc(section: str, name: str) -> str:
 
 def _check_types(r: Recipe) -> list[Problem]:
     out = []
+    if not isinstance(r.name, str):
+        out.append(Problem("name", f"expected str, got {r.name!r}", "set it to a short text, e.g. \"my-run\""))
     for section, cls in _SECTIONS.items():
         obj = getattr(r, section)
         for f in dataclasses.fields(cls):
@@ -274,7 +305,7 @@ def _check_ranges(r: Recipe) -> list[Problem]:
     out = []
     if isinstance(t.max_steps, int) and t.max_steps == 0:
         out.append(Problem("train.max_steps", f"{t.max_steps} steps would train nothing", "use -1 (epochs) or a positive number"))
-    if t.max_steps == -1 and isinstance(t.epochs, (int, float)) and t.epochs <= 0:
+    if t.max_steps == -1 and isinstance(t.epochs, (int, float)) and t.epochs == 0:
         out.append(Problem("train.epochs", f"{t.epochs} epochs would train nothing", "use a positive number such as 1"))
     if isinstance(lo.targets, list) and not lo.targets:
         out.append(Problem("lora.targets", "no modules to adapt", "use ['all-linear'] or names such as q_proj, v_proj"))

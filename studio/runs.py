@@ -74,7 +74,8 @@ def create(recipe: Recipe, runs_root: Path | None = None, plan: dict | None = No
 
 
 def read_state(run_dir: Path) -> dict:
-    return read_json(Path(run_dir) / STATE, default={}) or {}
+    state = read_json(Path(run_dir) / STATE, default={})
+    return state if isinstance(state, dict) else {}  # damaged or hostile: read as no state
 
 
 def write_state(run_dir: Path, **updates: Any) -> dict:

@@ -15,7 +15,6 @@ for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are 
     os.environ.setdefault(_k, _v)
 
 import argparse  # noqa: E402
-import errno  # noqa: E402
 import signal  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -39,8 +38,13 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "data", "fix the dataset file (see 'lora-studio data inspect FILE') and start again"
     if isinstance(exc, RecipeError):
         return "config", "fix the recipe fields named above and start again"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    from studio.train.errors import disk_full
+
+    if (isinstance(exc, OSError) or name == "SafetensorError") and disk_full(exc):
         return "io", "free disk space; the last checkpoint is intact"
+    if name == "SafetensorError":  # reading: a header that lies or a file cut short
+        return "config", ("a .safetensors file (of the base model or a checkpoint) is damaged or cut short; "
+                          "restore it from its source, or resume from an earlier checkpoint")
     if isinstance(exc, OSError):
         return "io", "check the path and its permissions"
     from studio.train.loading import LoadError
@@ -61,11 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from studio.attach import hold_run_lock, last_seq
 
-    lock = hold_run_lock(run_dir)  # held until exit: one worker per run folder
+    try:
+        lock = hold_run_lock(run_dir)  # held until exit: one worker per run folder
+    except OSError as e:
+        print(f"{run_dir}: cannot be opened to lock it ({e.strerror or e}); check its permissions", file=sys.stderr)
+        return 2
     if lock is None:
         # Report on stdout only: this run's events.jsonl belongs to the worker that holds the lock.
         Emitter(run=run_dir.name, stream=reserve_stdout()).emit(
             ERROR, kind="config", message=f"{run_dir}: another worker is already training this run",
+            hint=f"follow it with 'lora-studio attach {run_dir}' instead of starting it again")
+        return 1
+    from studio.attach import worker_pid
+
+    other = worker_pid(run_dir)  # a second line of defence: the lock holder also records its pid
+    if other is not None and other != os.getpid():
+        Emitter(run=run_dir.name, stream=reserve_stdout()).emit(
+            ERROR, kind="config", message=f"{run_dir}: another worker (pid {other}) is already training this run",
             hint=f"follow it with 'lora-studio attach {run_dir}' instead of starting it again")
         return 1
     emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=reserve_stdout(),

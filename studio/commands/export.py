@@ -23,15 +23,18 @@ STOP_GRACE_S = 10.0
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a trained run: merged model, adapter, GGUF or Ollama",
-                       description="Export a finished run folder. Every export is verified before it gets "
-                                   "its final name; Ctrl-C cancels and leaves nothing behind.")
+                       description="Export a finished run folder (a run still training is refused). Every export "
+                                   "is verified before it gets its final name; Ctrl-C cancels and leaves nothing "
+                                   "behind.")
     p.add_argument("run_dir", type=Path, help="the run folder (see 'lora-studio runs')")
     p.add_argument("--format", required=True, choices=FORMATS,
                    help="; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()))
     p.add_argument("--quant", choices=QUANTS, help="weight type of the formats that take one ("
                    + ", ".join(f"{t.name}: default {t.default_quant}" for t in TARGETS.values() if t.quants) + ")")
-    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/exports/FORMAT[-QUANT])")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/exports/FORMAT[-QUANT]); never the run "
+                                            "folder outside exports/, its adapter or the base model folder")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder (never one the export "
+                                                         "reads from)")
     p.set_defaults(func=run)
 
 

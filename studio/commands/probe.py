@@ -61,13 +61,13 @@ def random_model_folder(info: Any, out: Path, config_dict: dict | None = None) -
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if config_dict is None and info.path:
-        config = AutoConfig.from_pretrained(info.path)
+        config = AutoConfig.from_pretrained(info.path, trust_remote_code=False)
     else:
         from studio.models import find_catalog
 
         raw = dict(config_dict or find_catalog(info.name).config)
         config = AutoConfig.for_model(raw.pop("model_type"), **raw)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, trust_remote_code=False)
     model.save_pretrained(out, safe_serialization=True)
     del model
     return out

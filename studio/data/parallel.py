@@ -22,7 +22,7 @@ from studio.data.formats import FORMATS
 from studio.data.report import MAX_PROBLEMS, DatasetReport
 from studio.data.scan import (FINGERPRINT_SEED, Sink, digest, duplicate_problem, finish, judge, open_and_detect,
                               suggest_if_mostly_unusable)
-from studio.data.sources import Source, _parse_json_line
+from studio.data.sources import Record, Source, TooLong, _parse_json_line, bounded_line
 
 MIN_BYTES = 64 << 20  # smaller files are done before worker processes would have started
 
@@ -44,7 +44,7 @@ def ranges(path: Path, parts: int) -> list[tuple[int, int]]:
     with open(path, "rb") as fh:
         for k in range(1, parts):
             fh.seek(max(size * k // parts, cuts[-1]))
-            fh.readline()  # move to the start of the next line
+            bounded_line(fh)  # move to the start of the next line (memory bounded on a huge one)
             cuts.append(min(fh.tell(), size))
     cuts.append(size)
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
@@ -76,12 +76,15 @@ def scan_range(path: str, start: int, end: int, fmt: str, colmap: dict, preview_
         fh.seek(start)
         pos = start
         while pos < end:
-            raw = fh.readline()
+            raw = bounded_line(fh)
             if not raw:
                 break
-            pos += len(raw)
+            pos += raw.size if isinstance(raw, TooLong) else len(raw)
             line += 1
-            if raw.strip():
+            if isinstance(raw, TooLong):
+                row += 1
+                judge(Record(row, line, None, raw.problem(row, line)), f, colmap, sink)
+            elif raw.strip():
                 row += 1
                 judge(_parse_json_line(raw, row, line), f, colmap, sink)
     return {"records": row, "lines": line, "usable": report.usable, "skipped": report.skipped,

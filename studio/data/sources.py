@@ -21,6 +21,12 @@ from typing import Any, Callable, Iterator, NamedTuple
 from studio.data.report import WARNING, Problem
 
 SNIFF_BYTES = 1 << 16
+# One record (a line of JSONL, text or CSV, one item of a JSON array) is at most this big: a
+# training example is kilobytes, and a 1 GiB "record" would cost gigabytes to parse. Longer
+# records are reported by line and skipped while streaming, so memory stays bounded by this.
+MAX_RECORD_BYTES = 32 << 20
+# A .json file is parsed as one document, so it is read whole; beyond this it should be JSONL.
+MAX_JSON_DOCUMENT_BYTES = 512 << 20
 
 
 class DataError(ValueError):
@@ -73,6 +79,8 @@ def open_source(path: str | Path) -> Source:
     """Work out container, compression and encoding of ``path`` (raises DataError when unreadable)."""
     path = Path(path).expanduser()
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(f"{path}: a symbolic link that loops or points nowhere; give the real file's path")
         raise DataError(f"{path}: no such file or folder; check the path")
     if path.is_dir():
         return _folder_source(path)
@@ -225,17 +233,57 @@ def read_jsonl(src: Source) -> Iterator[Record]:
     row = 0
     with fh:
         for line_no, raw in _lines(src, fh):
+            if isinstance(raw, TooLong):
+                row += 1
+                yield Record(row, line_no, None, raw.problem(row, line_no))
+                continue
             if not raw.strip():
                 continue
             row += 1
             yield _parse_json_line(raw, row, line_no)
 
 
+class TooLong(NamedTuple):
+    """A line longer than MAX_RECORD_BYTES, skipped without being held in memory."""
+
+    size: int
+
+    def problem(self, row: int, line: int, what: str = "the record") -> Problem:
+        return Problem(f"{what} on line {line} is {_size(self.size)} or more; a record may be at most "
+                       f"{_size(MAX_RECORD_BYTES)}, so it was skipped",
+                       "split or shorten it (is a newline missing between records?)", row=row, line=line,
+                       code="size")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def bounded_line(fh, limit: int | None = None) -> Any:
+    """The next line (bytes or str, '' or b'' at the end), or TooLong after skipping the rest of it."""
+    limit = MAX_RECORD_BYTES if limit is None else limit
+    raw = fh.readline(limit + 1)
+    if len(raw) <= limit or raw.endswith(("\n", "\r") if isinstance(raw, str) else b"\n"):
+        return raw
+    size = len(raw)
+    del raw
+    while True:  # drop the rest of the line a megabyte at a time
+        more = fh.readline(1 << 20)
+        size += len(more)
+        if not more or more.endswith(("\n", "\r") if isinstance(more, str) else b"\n"):
+            return TooLong(size)
+
+
+def _bounded_lines(fh) -> Iterator[Any]:
+    while raw := bounded_line(fh):
+        yield raw
+
+
 def _lines(src: Source, fh) -> Iterator[tuple[int, Any]]:
-    """Numbered lines; a truncated compressed file ends the stream with a note instead of a crash."""
+    """Numbered lines (TooLong for over-long ones); a truncated compressed file ends with a note, not a crash."""
     line_no = 0
     try:
-        for line_no, raw in enumerate(fh, 1):
+        for line_no, raw in enumerate(_bounded_lines(fh), 1):
             yield line_no, raw
     except (EOFError, OSError, gzip.BadGzipFile) as e:
         src.notes.append(f"reading stopped after line {line_no}: the file is damaged or cut short ({e})")
@@ -309,7 +357,7 @@ def read_json(src: Source) -> Iterator[Record]:
         return
     try:
         value, end = json.JSONDecoder().raw_decode(text, pos)
-    except ValueError:
+    except (ValueError, RecursionError):
         yield from _walk(text, pos, None, src)  # broken or concatenated objects: recover per object
         return
     if _skip_ws(text, end) < len(text):
@@ -346,9 +394,12 @@ def _from_object(value: Any, src: Source) -> Iterator[Record]:
 def _read_all_text(src: Source) -> str:
     try:
         with src.open_text(errors="replace") as fh:
-            text = fh.read()
+            text = fh.read(MAX_JSON_DOCUMENT_BYTES + 1)  # decompressed as it is read, never past the cap
     except (EOFError, OSError) as e:
         raise DataError(f"{src.path}: cannot be read ({e}); is the file complete?") from None
+    if len(text) > MAX_JSON_DOCUMENT_BYTES:
+        raise DataError(f"{src.path}: a .json document over {_size(MAX_JSON_DOCUMENT_BYTES)} is read whole and "
+                        "would not fit in memory; convert it to JSONL (one record per line), which is streamed")
     return text.lstrip("\ufeff")
 
 
@@ -375,13 +426,24 @@ def _walk(text: str, pos: int, close: str | None, src: Source) -> Iterator[Recor
         line += text.count("\n", last, pos)
         last = pos
         try:
-            value, pos = decoder.raw_decode(text, pos)
-            yield Record(row, line, value, None)
+            value, end = decoder.raw_decode(text, pos)
+        except RecursionError:
+            yield Record(row, line, None, Problem(
+                "the JSON record is nested too deeply to read", "flatten this record; the records after it "
+                "were read on", row=row, line=line, code="json"))
+            pos = _resync(text, pos, pos + 1)
+            continue
         except ValueError as e:
             yield Record(row, line, None, Problem(
                 f"not valid JSON: {_json_msg(e, with_line=True)}",
                 "fix this record; the records after it were read on", row=row, line=line, code="json"))
             pos = _resync(text, pos, max(getattr(e, "pos", pos), pos + 1))
+            continue
+        if end - pos > MAX_RECORD_BYTES:
+            yield Record(row, line, None, TooLong(end - pos).problem(row, line))
+        else:
+            yield Record(row, line, value, None)
+        pos = end
 
 
 def _resync(text: str, start: int, err: int) -> int:
@@ -393,12 +455,33 @@ def _resync(text: str, start: int, err: int) -> int:
 
 def read_csv(src: Source, delimiter: str | None = None) -> Iterator[Record]:
     """A header row then records; quoted fields may hold delimiters, quotes and newlines."""
-    csv.field_size_limit(2**31 - 1)
+    csv.field_size_limit(MAX_RECORD_BYTES - 1)
     with src.open_text(errors="replace") as fh:
         delimiter = delimiter or _delimiter(fh)
-        reader = csv.reader(fh, delimiter=delimiter)
+        lines = _CsvLines(fh)
+        reader = csv.reader(lines, delimiter=delimiter)
         header = _header(src, reader, delimiter)
-        yield from _csv_rows(src, reader, header)
+        yield from _csv_rows(src, reader, header, lines)
+
+
+class _CsvLines:
+    """The file's lines for csv.reader, each at most MAX_RECORD_BYTES; over-long ones are cut and remembered."""
+
+    def __init__(self, fh) -> None:
+        self.fh, self.line, self.too_long = fh, 0, {}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        raw = bounded_line(self.fh)
+        if not raw:
+            raise StopIteration
+        self.line += 1
+        if isinstance(raw, TooLong):
+            self.too_long[self.line] = raw
+            return "\n"  # an empty row stands in; _csv_rows reports the line
+        return raw
 
 
 def read_tsv(src: Source) -> Iterator[Record]:
@@ -406,7 +489,7 @@ def read_tsv(src: Source) -> Iterator[Record]:
 
 
 def _delimiter(fh) -> str:
-    first = fh.readline()
+    first = fh.readline(SNIFF_BYTES)
     fh.seek(0)
     counts = {d: first.count(d) for d in (",", ";", "\t", "|")}
     best = max(counts, key=counts.get)
@@ -434,7 +517,7 @@ def _header(src: Source, reader, delimiter: str) -> list[str]:
     return header
 
 
-def _csv_rows(src: Source, reader, header: list[str]) -> Iterator[Record]:
+def _csv_rows(src: Source, reader, header: list[str], lines: _CsvLines) -> Iterator[Record]:
     row, start = 0, reader.line_num + 1
     while True:
         try:
@@ -443,11 +526,20 @@ def _csv_rows(src: Source, reader, header: list[str]) -> Iterator[Record]:
             return
         except csv.Error as e:
             row += 1
+            if "field larger than field limit" in str(e):
+                yield Record(row, start, None, TooLong(MAX_RECORD_BYTES).problem(row, start, "a cell of the row"))
+                start = reader.line_num + 1
+                continue
             yield Record(row, start, None, Problem(f"the row cannot be read as CSV ({e})",
                                                    "check the quotes on this row", row=row, line=start, code="csv"))
             start = reader.line_num + 1
             continue
         line, start = start, reader.line_num + 1
+        cut = [n for n in range(line, start) if n in lines.too_long]
+        if cut:
+            row += 1
+            yield Record(row, cut[0], None, lines.too_long.pop(cut[0]).problem(row, cut[0], "the row"))
+            continue
         if not fields or all(not f.strip() for f in fields):
             continue
         row += 1
@@ -483,7 +575,11 @@ def read_text(src: Source) -> Iterator[Record]:
 
 def _text_lines(fh) -> Iterator[Record]:
     row = 0
-    for line_no, line in enumerate(fh, 1):
+    for line_no, line in enumerate(_bounded_lines(fh), 1):
+        if isinstance(line, TooLong):
+            row += 1
+            yield Record(row, line_no, None, line.problem(row, line_no, "the line"))
+            continue
         text = line.rstrip("\r\n").lstrip("\ufeff") if line_no == 1 else line.rstrip("\r\n")
         if text.strip():
             row += 1
@@ -491,8 +587,16 @@ def _text_lines(fh) -> Iterator[Record]:
 
 
 def _paragraphs(fh) -> Iterator[Record]:
-    row, start, buf = 0, 0, []
-    for line_no, line in enumerate(fh, 1):
+    row, start, buf, size = 0, 0, [], 0
+    for line_no, line in enumerate(_bounded_lines(fh), 1):
+        if isinstance(line, TooLong) or size + len(line) > MAX_RECORD_BYTES:
+            row += 1  # the paragraph so far and this line: one record too big to keep
+            yield Record(row, start or line_no, None, TooLong(size + (line.size if isinstance(line, TooLong)
+                                                                          else len(line))).problem(
+                row, start or line_no, "the paragraph starting"))
+            buf, size, start = [], 0, 0
+            continue
+        size += len(line)
         line = line.rstrip("\r\n")
         if line_no == 1:
             line = line.lstrip("\ufeff")
@@ -503,7 +607,7 @@ def _paragraphs(fh) -> Iterator[Record]:
         elif buf:
             row += 1
             yield Record(row, start, "\n".join(buf), None)
-            buf = []
+            buf, size = [], 0
     if buf:
         yield Record(row + 1, start, "\n".join(buf), None)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from studio.data.light_tokenizer import LightTokenizer
+from studio.train.safety import UnsafeInput, check_remote_code
 from studio.data.report import TokenStats
 from studio.data.sources import DataError
 from studio.data.template import DEFAULT_TEMPLATE, encode_with_offsets, example_text
@@ -27,8 +28,16 @@ def load_tokenizer(model: str | Path) -> Any:
     With a ``tokenizer.json`` (every fast tokenizer has one) it is read without transformers, so
     ``data inspect --model`` never imports torch (``light_tokenizer``: same rendering and tokens, a
     test checks it); an older folder with only a sentencepiece model goes through transformers.
+    Never runs code from the model folder: one that asks for it (``auto_map``) is refused with the
+    files named, and transformers gets ``trust_remote_code=False`` so it cannot ask on the terminal.
     """
     folder = _model_folder(str(model))
+    try:
+        check_remote_code(folder, trusted=False)
+    except UnsafeInput as e:
+        raise DataError(f"model '{model}': {folder} asks to run Python code shipped in its folder "
+                        f"({', '.join(e.details.get('files', []))}); data inspect never runs model code. "
+                        "Use a model whose tokenizer is built into transformers") from None
     if LightTokenizer.can_read(folder):
         try:
             return LightTokenizer(folder)
@@ -38,7 +47,7 @@ def load_tokenizer(model: str | Path) -> Any:
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # transformers raises OSError/ValueError/… for a folder without a tokenizer
         raise DataError(f"model '{model}': no usable tokenizer in {folder} ({str(e).splitlines()[0]})") from None
     if not getattr(tok, "is_fast", False):

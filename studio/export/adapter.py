@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.export.errors import UnsupportedModel
+from studio.export.errors import ConfigError, UnsupportedModel
 
 PREFIX = "base_model.model."
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
@@ -70,6 +70,37 @@ def load_adapter(adapter_dir: Path) -> Adapter:
                                    "the adapter file is damaged; export from a checkpoint or train again")
         deltas[f"{module}.weight"] = LoraDelta(a, b, _scale(cfg, module), emb)
     return Adapter(cfg, deltas, replacements)
+
+
+def check_adapter_weights(adapter_dir: Path) -> int:
+    """Every tensor of the adapter file readable and finite; the tensor count. Every export calls it first.
+
+    A file cut short or with a header that lies about its offsets, and weights that became NaN or
+    infinite in training, are refused with the file named, before anything is written.
+    """
+    import torch
+    from safetensors import safe_open
+
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    bad: list[str] = []
+    try:
+        with safe_open(str(path), "pt") as f:
+            names = list(f.keys())
+            for name in names:
+                t = f.get_tensor(name)
+                if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+                    bad.append(name)
+    except Exception as e:  # safetensors raises SafetensorError (not an OSError) for damaged files
+        if isinstance(e, (MemoryError, KeyboardInterrupt)):
+            raise
+        raise ConfigError(f"{path}: the adapter file is damaged and cannot be read ({str(e).splitlines()[0][:200]})",
+                          "export from a run whose adapter is intact, or resume or train the run again") from None
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ConfigError(f"{path}: the adapter holds NaN or infinite weights ({shown}); exporting it would give "
+                          "a broken model",
+                          "train again with a lower train.lr and a small train.weight_decay (see docs/reliability.md)")
+    return len(names)
 
 
 def _check_config(cfg: dict, where: Path) -> None:

@@ -46,14 +46,14 @@ class GgufVocab:
         self.special.add_to_gguf(w, quiet=True)
 
 
-def build_vocab(folder: Path, config: dict) -> GgufVocab:
+def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     """Read the folder's tokenizer the way llama.cpp expects it; unknown kinds fail before any writing."""
     import gguf
 
     from transformers import AutoTokenizer
 
     n_vocab = int(config["vocab_size"])
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
     # The tokenizer as transformers runs it, which is what training saw: transformers 5 may rebuild
     # it by model class (a qwen2 folder gets Qwen2's split regex whatever tokenizer.json says).
     backend = getattr(tok, "backend_tokenizer", None)

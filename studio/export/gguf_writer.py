@@ -199,7 +199,7 @@ def file_type(quant: str) -> int:
 
 
 def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "", progress: Progress = no_progress,
-               extra_kv: dict | None = None) -> Path:
+               extra_kv: dict | None = None, trust: bool = False) -> Path:
     """Write ``folder`` (a merged model) as ``out_path`` in GGUF; returns the path."""
     import gguf
 
@@ -207,7 +207,7 @@ def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "",
         raise UnsupportedModel(f"GGUF quantisation '{quant}' is not supported", f"choose one of {', '.join(QUANTS)}")
     config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
-    vocab = build_vocab(Path(folder), config)
+    vocab = build_vocab(Path(folder), config, trust)
     plan = plan_tensors(Path(folder), config, arch, quant)
     w = gguf.GGUFWriter(str(out_path), arch.arch)
     w.add_name(name or Path(folder).name)

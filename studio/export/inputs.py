@@ -5,13 +5,13 @@ saves the adapter in ``adapter/`` with ``base_model_name_or_path`` pointing at t
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio import runs
+from studio import models, runs
 from studio.export.errors import ConfigError
-from studio.export.safetensors_io import model_files
+from studio.fsutil import read_json
+from studio.export.safetensors_io import DamagedFile, model_files, read_header
 
 
 @dataclass
@@ -21,6 +21,7 @@ class ExportInputs:
     adapter_dir: Path
     config: dict  # the base model's config.json
     model_name: str  # what the user called the base model (recipe), for names and metadata
+    trust_remote_code: bool = False  # the recipe's model.trust_remote_code, passed to every transformers load
 
     @property
     def model_type(self) -> str:
@@ -38,27 +39,52 @@ def load_inputs(run_dir: Path) -> ExportInputs:
         raise ConfigError(f"{adapter} has no adapter_config.json + adapter_model.safetensors",
                           "the run has not finished training; export it after training saves the adapter")
     base = _base_dir(run_dir, adapter)
-    config_path = base / "config.json"
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{config_path}: cannot read the base model's config ({e})",
-                          "the base model folder was moved or damaged; restore it and export again") from None
-    if not model_files(base):
+        config = models.read_config(base)  # damaged, too deep, absurd (10,000 layers): named here
+        models._shape_from_config(config, name=str(base), source="folder")
+    except models.ModelError as e:
+        raise ConfigError(f"{e}", "the base model folder was moved or damaged; restore it and export again") from None
+    try:
+        files = model_files(base)
+        for f in files:
+            read_header(f)  # a header that lies or a file cut short: named now, not deep inside a merge
+    except DamagedFile as e:
+        raise ConfigError(str(e), "restore the base model folder and export again") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ConfigError(f"{base / 'model.safetensors.index.json'}: the weights index cannot be read ({e})",
+                          "restore the base model folder and export again") from None
+    if not files:
         raise ConfigError(f"{base} has no safetensors weights (model.safetensors or an index)",
                           "export needs the base model in safetensors format")
-    recipe = json.loads((run_dir / runs.RECIPE).read_text(encoding="utf-8"))
-    name = str((recipe.get("model") or {}).get("name_or_path") or base.name)
-    return ExportInputs(run_dir, base, adapter, config, name)
+    recipe = read_json(run_dir / runs.RECIPE, default={})
+    recipe = recipe if isinstance(recipe, dict) else {}
+    model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    name = str(model.get("name_or_path") or base.name)
+    trust = model.get("trust_remote_code") is True
+    _check_remote_code(base, trust)
+    return ExportInputs(run_dir, base, adapter, config, name, trust)
+
+
+def _check_remote_code(base: Path, trust: bool) -> None:
+    """The same refusal as training: a base folder that asks to run its own code needs the recipe's opt-in."""
+    from studio.train.safety import UnsafeInput, check_remote_code
+
+    try:
+        check_remote_code(base, trust)
+    except UnsafeInput as e:
+        raise ConfigError(str(e), e.hint) from None
 
 
 def _base_dir(run_dir: Path, adapter: Path) -> Path:
     state = runs.read_state(run_dir)
     candidates = [state.get("base_model")]
-    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    cfg = read_json(adapter / "adapter_config.json")
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{adapter / 'adapter_config.json'}: not a readable JSON object (damaged?)",
+                          "export from a run whose adapter is intact, or resume or train the run again")
     candidates.append(cfg.get("base_model_name_or_path"))
     for c in candidates:
-        if c and Path(c).is_dir() and (Path(c) / "config.json").is_file():
+        if isinstance(c, str) and c and Path(c).is_dir() and (Path(c) / "config.json").is_file():
             return Path(c)
     raise ConfigError(f"{run_dir / runs.STATE}: the base model folder ({candidates[0] or candidates[1]}) is missing",
                       "restore the base model folder (or convert the demo model again with 'lora-studio demo-model')")

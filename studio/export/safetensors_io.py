@@ -16,6 +16,16 @@ from typing import IO, Iterable
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 _ALIGN = 8
+MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
+
+
+class DamagedFile(ValueError):
+    """A safetensors file whose header lies or that is cut short; the message names the file."""
+
+
+def _damaged(path: Path, what: str) -> DamagedFile:
+    return DamagedFile(f"{path}: the safetensors file is damaged ({what}); restore it from its source "
+                       "(download or copy it again)")
 
 
 @dataclass(frozen=True)
@@ -31,16 +41,36 @@ class TensorMeta:
 def read_header(path: Path) -> list[TensorMeta]:
     """The tensors of one safetensors file, in file order, without reading their data."""
     path = Path(path)
+    total = path.stat().st_size
     with open(path, "rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(size))
+        first = fh.read(8)
+        if len(first) < 8:
+            raise _damaged(path, f"{total} bytes, shorter than a header")
+        (size,) = struct.unpack("<Q", first)
+        if size > min(MAX_HEADER_BYTES, total - 8):
+            raise _damaged(path, f"the header claims {size} bytes, the file has {total}")
+        try:
+            header = json.loads(fh.read(size))
+        except (ValueError, RecursionError):
+            raise _damaged(path, "the header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _damaged(path, "the header is not a JSON object")
     base = 8 + size
     out = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        start, end = info["data_offsets"]
-        out.append(TensorMeta(name, info["dtype"], tuple(info["shape"]), path, base + start, end - start))
+        try:
+            start, end = (int(x) for x in info["data_offsets"])
+            meta = TensorMeta(name, str(info["dtype"]), tuple(int(d) for d in info["shape"]), path, base + start,
+                              end - start)
+        except (KeyError, TypeError, ValueError):
+            raise _damaged(path, f"the header entry of tensor {name} is malformed") from None
+        if meta.dtype not in _SIZES or start < 0 or end < start or _nbytes(meta.dtype, meta.shape) != end - start:
+            raise _damaged(path, f"tensor {name}: its dtype, shape and byte range do not agree")
+        if base + end > total:
+            raise _damaged(path, f"tensor {name} ends at byte {base + end}, the file has {total} (cut short?)")
+        out.append(meta)
     return sorted(out, key=lambda m: m.start)
 
 

@@ -7,7 +7,6 @@ destination, verifies what it wrote, and only then renames the folder to its fin
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any, Callable
 
 from studio import runs
 from studio.export import verify
-from studio.export.adapter import Adapter, copy_adapter, load_adapter
+from studio.export.adapter import Adapter, check_adapter_weights, copy_adapter, load_adapter
 from studio.export.errors import ConfigError, DiskError, Progress, VerificationFailed, no_progress
 from studio.export.gguf_vocab import build_vocab
 from studio.export.gguf_writer import check_supported, write_gguf
@@ -85,7 +84,7 @@ def _build_adapter(job: Job, tmp: Path) -> None:
 def _build_merged(job: Job, tmp: Path) -> None:
     merge_to_folder(job.inputs.base_dir, job.adapter, tmp, job.progress)
     job.progress("verify", 0, 1)
-    job.record(verify.check_merge(job.inputs.base_dir, job.inputs.adapter_dir, tmp))
+    job.record(verify.check_merge(job.inputs.base_dir, job.inputs.adapter_dir, tmp, job.inputs.trust_remote_code))
 
 
 def _build_gguf(job: Job, tmp: Path) -> Path:
@@ -93,9 +92,10 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
     scratch.mkdir()
     merge_to_folder(job.inputs.base_dir, job.adapter, scratch, job.progress)  # checked by the GGUF comparison
     gguf_path = tmp / f"model-{job.quant}.gguf"
-    write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress)
+    write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress,
+               trust=job.inputs.trust_remote_code)
     job.progress("verify", 0, 1)
-    job.record(verify.check_gguf(scratch, gguf_path, job.quant))
+    job.record(verify.check_gguf(scratch, gguf_path, job.quant, trust=job.inputs.trust_remote_code))
     shutil.rmtree(scratch)
     return gguf_path
 
@@ -148,16 +148,18 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
     """Every check that needs no writing: fails fast, before any work, with what to do."""
     target = check_options(fmt, quant)
     job = Job(load_inputs(run_dir), fmt, quant or target.default_quant)
+    check_adapter_weights(job.inputs.adapter_dir)  # damaged or non-finite adapters: refused for every format
     if target.needs_merge:
         job.adapter = load_adapter(job.inputs.adapter_dir)
         check_mergeable(job.inputs.base_dir, job.adapter)
     if fmt in ("gguf", "ollama"):
         check_supported(job.inputs.config)
-        build_vocab(job.inputs.base_dir, job.inputs.config)
+        build_vocab(job.inputs.base_dir, job.inputs.config, job.inputs.trust_remote_code)
     if fmt == "ollama":
         from transformers import AutoTokenizer
 
-        job.chat = detect_chat(AutoTokenizer.from_pretrained(str(job.inputs.base_dir)))
+        job.chat = detect_chat(AutoTokenizer.from_pretrained(str(job.inputs.base_dir),
+                                                            trust_remote_code=job.inputs.trust_remote_code))
     return job
 
 
@@ -188,6 +190,9 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
     """Export a run: prepare, check space, build in a temp folder, verify, rename; nothing partial remains."""
     target = check_options(fmt, quant)
     final = Path(out) if out else default_out(Path(run_dir).resolve(), fmt, quant or target.default_quant)
+    inputs = load_inputs(run_dir)
+    check_not_training(inputs.run_dir)
+    check_out(final, inputs)
     if final.exists() and not force:
         raise ConfigError(f"{final} already exists", "pass --force to replace it, or choose another --out")
     job = prepare(run_dir, fmt, quant)
@@ -199,12 +204,62 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
             _fail_on_checks(job)
             _write_report(job, tmp)
             files = _list_files(tmp)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as e:  # OSError, or safetensors' SafetensorError; numpy's tofile says only "requested and 0 written"
+        from studio.train.errors import disk_full, is_write_error
+
+        if is_write_error(e) and (disk_full(e) or _nearly_full(final)):
             raise DiskError(f"the disk filled up while writing {final}; nothing was left behind",
                             "free some space or choose another folder with --out") from None
         raise
     return ExportResult(final, fmt, job.quant, files, [c.to_dict() for c in job.checks])
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out(final: Path, inputs: ExportInputs) -> None:
+    """Refuse an output that is, holds or lies inside what the export reads, whatever --force says.
+
+    Replacing such a folder would delete the export's own inputs (the base weights, the adapter, the
+    run's recipe, events and checkpoints). Only the run's ``exports/`` folder may hold outputs.
+    """
+    out = Path(final).expanduser().resolve()
+    run, exports = inputs.run_dir.resolve(), (inputs.run_dir / runs.EXPORTS).resolve()
+    protected = [("the run folder", run), ("the base model folder", inputs.base_dir.resolve()),
+                 ("the run's adapter", inputs.adapter_dir.resolve())]
+    for what, folder in protected:
+        if _inside(folder, out):
+            raise ConfigError(f"--out {final} {'is' if out == folder else 'holds'} {what} ({folder}); writing there "
+                              "would delete what the export reads", "choose an output folder outside it")
+        if what != "the run folder" and _inside(out, folder):
+            raise ConfigError(f"--out {final} is inside {what} ({folder}); writing there would change what the "
+                              "export reads", "choose an output folder outside it")
+    if _inside(out, run) and exports not in out.parents:
+        raise ConfigError(f"--out {final} is inside the run folder {run} but not in its {runs.EXPORTS}/ folder; "
+                          "it could replace the run's own files", f"use a folder under {exports} or outside the run")
+
+
+def check_not_training(run_dir: Path) -> None:
+    """A run whose worker is still training has no final adapter yet: refuse rather than export a stale one."""
+    from studio.attach import worker_pid
+
+    pid = worker_pid(run_dir)
+    if pid is not None:
+        step = runs.read_state(run_dir).get("step")
+        raise ConfigError(f"{run_dir} is still training (worker pid {pid}, step {step}); its adapter is not final",
+                          f"wait until it finishes, or stop it ('lora-studio attach {run_dir}' then Ctrl-C, or the "
+                          "Stop button) so it saves the adapter, then export")
+
+
+def _nearly_full(final: Path) -> bool:
+    probe = Path(final)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free < MARGIN_BYTES
+    except OSError:
+        return False
 
 
 def _fail_on_checks(job: Job) -> None:
@@ -216,7 +271,9 @@ def _fail_on_checks(job: Job) -> None:
 
 
 def _write_report(job: Job, tmp: Path) -> None:
+    state = runs.read_state(job.inputs.run_dir)
     report = {"format": job.fmt, "quant": job.quant, "run": str(job.inputs.run_dir),
+              "step": state.get("adapter_step", state.get("step")), "run_status": state.get("status"),
               "base_model": str(job.inputs.base_dir), "model": job.inputs.model_name,
               "created": _dt.datetime.now().isoformat(timespec="seconds"),
               "checks": [c.to_dict() for c in job.checks]}

@@ -71,7 +71,7 @@ def _logits(model: Any, ids: list[list[int]]):
         return [model(torch.tensor([p])).logits[0].float() for p in ids]
 
 
-def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> Check:
+def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: bool = False) -> Check:
     """Merged logits == base + adapter logits (peft, unmerged) within the dtype's tolerance."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -79,15 +79,15 @@ def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> Check:
     ok, why = memory_ok(model_bytes(base_dir) * 2)
     if not ok:
         return Check("merge_logits", None, f"skipped: {why}")
-    tok = AutoTokenizer.from_pretrained(str(merged_dir))
+    tok = AutoTokenizer.from_pretrained(str(merged_dir), trust_remote_code=trust)
     ids = prompt_ids(tok)
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype="auto")
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype="auto", trust_remote_code=trust)
     dtype = str(base.dtype).removeprefix("torch.")
     plain = _logits(base, ids)
     peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
     ref = _logits(peft_model, ids)
     del peft_model, base
-    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype="auto")
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype="auto", trust_remote_code=trust)
     out = _logits(merged, ids)
     del merged
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, out))
@@ -114,7 +114,7 @@ def greedy(model: Any, prompts: list[list[int]], n: int, pad_id: int) -> list[li
     return out[:, width:].tolist()
 
 
-def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8) -> Check:
+def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8, trust: bool = False) -> Check:
     """Greedy tokens of the GGUF (read back by transformers) == those of the merged model.
 
     Where they differ, the merged model's own margin at that step is reported: a flip between two
@@ -126,19 +126,21 @@ def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 
     ok, why = memory_ok(model_bytes(merged_dir, 4) * 2)
     if not ok:
         return Check("gguf_greedy", None, f"skipped: {why}")
-    tok = AutoTokenizer.from_pretrained(str(merged_dir))
+    tok = AutoTokenizer.from_pretrained(str(merged_dir), trust_remote_code=trust)
     ids = prompt_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, trust_remote_code=trust)
     want = greedy(merged, ids, new_tokens, pad)
     del merged
-    gg = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    gg = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32,
+                                              trust_remote_code=False)
     got = greedy(gg, ids, new_tokens, pad)
     del gg
-    tok_gguf = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tok_gguf = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                             trust_remote_code=False)
     same_tokenizer = all(tok_gguf(t)["input_ids"] == tok(t)["input_ids"] for t in PROMPTS)
     exact = sum(a == b for a, b in zip(want, got))
-    near = _near_ties(merged_dir, ids, want, got, quant) if exact < len(ids) else 0
+    near = _near_ties(merged_dir, ids, want, got, quant, trust) if exact < len(ids) else 0
     passed = same_tokenizer and exact + near == len(ids)
     summary = (f"GGUF greedy tokens vs merged model: {exact}/{len(ids)} prompts identical"
                + (f", {near} differ only at a near-tie" if near else "")
@@ -147,12 +149,13 @@ def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 
                                                    "tokens_per_prompt": new_tokens, "tokenizer_match": same_tokenizer})
 
 
-def _near_ties(merged_dir: Path, ids: list[list[int]], want: list[list[int]], got: list[list[int]], quant: str) -> int:
+def _near_ties(merged_dir: Path, ids: list[list[int]], want: list[list[int]], got: list[list[int]], quant: str,
+               trust: bool = False) -> int:
     """How many differing prompts first diverge where the merged model's top two choices nearly tie."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, trust_remote_code=trust)
     count = 0
     for p, w, g in zip(ids, want, got):
         if w == g:

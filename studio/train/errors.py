@@ -30,6 +30,22 @@ class NonFiniteLoss(TrainingFault):
             step=step, value=str(value), last_good_checkpoint=str(last_good) if last_good else None)
 
 
+class NonFiniteWeights(TrainingFault):
+    """The adapter holds NaN or infinite values: never saved as a checkpoint or as the final adapter."""
+
+    kind = "nan"
+
+    def __init__(self, step: int, names: list[str], last_good: Path | None, what: str) -> None:
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        super().__init__(
+            f"the adapter's weights became NaN or infinite by step {step} ({shown}); the {what} was not written, "
+            f"and {where}",
+            "lower train.lr (halve it), keep train.max_grad_norm at 1.0 and train.weight_decay small (0 to 0.1); "
+            "then start a new run",
+            step=step, tensors=names[:20], last_good_checkpoint=str(last_good) if last_good else None)
+
+
 class CheckpointWriteError(TrainingFault):
     kind = "io"
 
@@ -48,9 +64,34 @@ class CheckpointWriteError(TrainingFault):
             last_good_checkpoint=str(previous[0].path) if previous else None)
 
 
+def is_write_error(exc: BaseException) -> bool:
+    """An OSError, or safetensors' SafetensorError (it wraps the I/O error of a full disk in its own type)."""
+    return isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError"
+
+
+def disk_full(exc: BaseException) -> bool:
+    text = str(exc)
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text \
+        or "os error 28" in text or "Disk quota exceeded" in text
+
+
+class AdapterWriteError(TrainingFault):
+    kind = "io"
+
+    def __init__(self, final: Path, run_dir: Path, exc: BaseException) -> None:
+        from studio.train import checkpoint
+
+        previous = checkpoint.list_checkpoints(run_dir)
+        kept = f"the last checkpoint {previous[0].path} is intact" if previous else "no checkpoint exists"
+        what = "the disk is full" if disk_full(exc) else f"the write failed ({getattr(exc, 'strerror', None) or exc})"
+        super().__init__(f"could not write the final adapter {final}: {what}. Nothing partial was kept; {kept}",
+                         f"free disk space on {final.parent} (or fix the error above), then run "
+                         f"'lora-studio resume {run_dir}'", last_good_checkpoint=str(previous[0].path) if previous else None)
+
+
 def _why_write_failed(exc: BaseException, folder: Path, needed: int) -> str:
     """'the disk is full' when it is (torch.save says so only as 'unexpected pos'), else the error itself."""
-    if getattr(exc, "errno", None) == errno.ENOSPC:
+    if disk_full(exc):
         return "the disk is full"
     free = shutil.disk_usage(folder).free if folder.exists() else None
     if free is not None and needed and free < needed * 1.5:

@@ -69,7 +69,11 @@ def _faulty_trainer(base: type) -> type:
             if due("oom", f"step={step}"):  # a CPU has no out-of-memory error to provoke
                 self.phase = "step"
                 raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {ENV} at step {step})")
-            return super().training_step(model, inputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if due("nanweights", f"step={step}"):  # weights poisoned while the loss stays finite
+                with torch.no_grad():
+                    next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+            return loss
 
         def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
             if due("enospc", f"save={self.state.global_step}"):  # a disk that fills mid-write

@@ -58,6 +58,7 @@ class TrainingRun:
         self.em.emit(PROGRESS, phase="load", done=0, total=3)
         safety.check_model_path(self.recipe.model.name_or_path)
         self.base = loading.resolve_base(self.recipe)
+        self._check_config()
         for w in safety.check_remote_code(self.base, self.recipe.model.trust_remote_code):
             self.em.emit(WARNING, message=w)
         runs.write_state(self.run_dir, base_model=str(self.base))
@@ -78,6 +79,19 @@ class TrainingRun:
         self._log_trainable()
         self.em.emit(PROGRESS, phase="load", done=3, total=3)
         self.trainer = self._build_trainer(data, device)
+
+    def _check_config(self) -> None:
+        """A damaged or absurd config.json (10,000 layers) is refused before transformers spends minutes on it."""
+        from studio import models
+        from studio.export.safetensors_io import DamagedFile, read_header
+        from studio.train.loading import LoadError
+
+        try:
+            models._shape_from_config(models.read_config(self.base), name=str(self.base), source="folder")
+            for f in sorted(self.base.glob("*.safetensors")):
+                read_header(f)  # a lying or cut-short header: named here, not as safetensors' own error
+        except (models.ModelError, DamagedFile) as e:
+            raise LoadError(str(e)) from None
 
     def _load_model(self) -> None:
         from transformers import set_seed
@@ -206,14 +220,26 @@ class TrainingRun:
 
     def save_adapter(self) -> Path:
         """The PEFT adapter, written to a temp folder and renamed: never half a folder."""
+        from studio.train.trainer import check_finite_adapter
+
         final = self.run_dir / runs.ADAPTER
-        with atomic_dir(final, overwrite=True) as tmp:
-            self.model.save_pretrained(str(tmp), safe_serialization=True)
-            cfg_path = tmp / "adapter_config.json"
-            cfg = read_json(cfg_path, default={})
-            cfg["base_model_name_or_path"] = str(self.base)
-            atomic_write_json(cfg_path, cfg)
-        self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final))
+        step = self.trainer.state.global_step if self.trainer is not None else 0
+        check_finite_adapter(self.model, self.run_dir, step, "final adapter")
+        try:
+            with atomic_dir(final, overwrite=True) as tmp:
+                self.model.save_pretrained(str(tmp), safe_serialization=True)
+                cfg_path = tmp / "adapter_config.json"
+                cfg = read_json(cfg_path, default={})
+                cfg["base_model_name_or_path"] = str(self.base)
+                atomic_write_json(cfg_path, cfg)
+        except Exception as exc:  # OSError, or safetensors' own SafetensorError for a full disk
+            from studio.train.errors import AdapterWriteError, is_write_error
+
+            if not is_write_error(exc):
+                raise
+            raise AdapterWriteError(final, self.run_dir, exc) from exc
+        runs.write_state(self.run_dir, adapter_step=step)  # export.json records which step it exported
+        self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final), step=step)
         return final
 
     def _sample(self, when: str) -> float | None:

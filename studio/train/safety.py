@@ -31,7 +31,11 @@ def check_input_path(value: str, field: str) -> Path | None:
     """
     if not str(value).strip():
         return None
-    path = Path(str(value)).expanduser().resolve()
+    try:
+        path = Path(str(value)).expanduser().resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a symlink loop, 3.13 OSError
+        raise UnsafeInput(f"{field} {value}: a symbolic link that loops back on itself",
+                          f"point {field} at the real dataset file or folder") from None
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -45,10 +49,15 @@ def check_input_path(value: str, field: str) -> Path | None:
     return path
 
 
-def _module_names(auto_map: dict) -> set[str]:
-    """'modeling_x.XForCausalLM' or 'repo--modeling_x.X' or [slow, fast] -> {'modeling_x.py'}."""
+def _module_names(auto_map: dict | list) -> set[str]:
+    """'modeling_x.XForCausalLM' or 'repo--modeling_x.X' or [slow, fast] -> {'modeling_x.py'}.
+
+    Old tokenizer_config.json files hold the legacy list form ``"auto_map": [slow, fast]``, which
+    transformers still honours for AutoTokenizer; it asks for code just the same.
+    """
     names: set[str] = set()
-    for ref in auto_map.values():
+    refs = auto_map.values() if isinstance(auto_map, dict) else auto_map
+    for ref in refs:
         for item in ref if isinstance(ref, (list, tuple)) else [ref]:
             if isinstance(item, str) and "." in item:
                 module = item.split("--")[-1].rsplit(".", 1)[0]
@@ -62,14 +71,18 @@ def remote_code_files(folder: Path) -> list[str]:
     asked: set[str] = set()
     for name in CODE_CONFIGS:
         config = read_json(folder / name, default={})
-        if isinstance(config, dict) and isinstance(config.get("auto_map"), dict):
+        if isinstance(config, dict) and isinstance(config.get("auto_map"), (dict, list)):
             asked |= _module_names(config["auto_map"])
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")}
     return sorted(asked | (present if asked else set()))
 
 
 def check_remote_code(folder: Path, trusted: bool) -> list[str]:
-    """Refuse a model that needs its own code unless trusted; when trusted, warnings naming the files."""
+    """Refuse a model that needs its own code unless trusted; when trusted, warnings naming the files.
+
+    Every place that loads a tokenizer, config or model from a folder calls this first and then
+    passes ``trust_remote_code`` explicitly, so transformers never asks on the terminal.
+    """
     files = remote_code_files(folder)
     if not files:
         return []

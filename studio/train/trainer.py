@@ -20,7 +20,21 @@ from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
 from studio.train import checkpoint, recovery
-from studio.train.errors import CheckpointWriteError, NonFiniteLoss
+from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights, is_write_error
+
+
+def nonfinite_params(model: Any) -> list[str]:
+    """Names of trainable (adapter) parameters holding NaN or inf; one fused reduction per tensor."""
+    return [name for name, p in model.named_parameters()
+            if p.requires_grad and p.numel() and not bool(torch.isfinite(p.detach()).all())]
+
+
+def check_finite_adapter(model: Any, run_dir: Path, step: int, what: str) -> None:
+    """Refuse to write a checkpoint or adapter whose weights are not finite (a loss can stay finite a step longer)."""
+    bad = nonfinite_params(model)
+    if bad:
+        last = checkpoint.latest_good(run_dir)
+        raise NonFiniteWeights(step, bad, last.path if last else None, what)
 
 
 class SaveOnStop(TrainerCallback):
@@ -69,6 +83,7 @@ class StudioTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         self.phase = "save"
         step = self.state.global_step
+        check_finite_adapter(model, self.run_dir, step, f"checkpoint of step {step}")
         staging = checkpoint.staging_dir(self.run_dir, step)
         real_output = self.args.output_dir
         try:
@@ -76,8 +91,8 @@ class StudioTrainer(Trainer):
             super()._save_checkpoint(model, trial)
             self.args.output_dir = real_output
             final = checkpoint.commit(staging / f"checkpoint-{step}", self.run_dir, step, self.settings)
-        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
-            if recovery.is_oom(exc):
+        except Exception as exc:  # torch.save: RuntimeError; safetensors: SafetensorError; else OSError
+            if recovery.is_oom(exc) or not (isinstance(exc, RuntimeError) or is_write_error(exc)):
                 raise
             raise CheckpointWriteError(step, self.run_dir, exc) from exc
         finally:

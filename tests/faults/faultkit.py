@@ -113,3 +113,27 @@ def copy_run(run_dir: Path, dest_root: Path) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def lora_tensors(width: int = 64, rank: int = 2) -> dict:
+    import torch
+
+    key = "base_model.model.model.layers.0.self_attn.q_proj"
+    return {f"{key}.lora_A.weight": torch.zeros(rank, width), f"{key}.lora_B.weight": torch.zeros(width, rank)}
+
+
+def fake_run_with_adapter(tmp_path: Path, base: Path, tensors: dict | None = None, **state: object) -> Path:
+    """A run folder as a finished training leaves it (recipe, state, adapter/) without training: export tests."""
+    from safetensors.torch import save_file
+
+    recipe = Recipe(name="x")
+    recipe.model.name_or_path, recipe.data.path = str(base), "d.jsonl"
+    run_dir = runs.create(recipe, Path(tmp_path) / "runs")
+    adapter = run_dir / runs.ADAPTER
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2, "lora_alpha": 4,
+         "base_model_name_or_path": str(base), "target_modules": ["q_proj"]}))
+    save_file(tensors if tensors is not None else lora_tensors(), str(adapter / "adapter_model.safetensors"))
+    runs.write_state(run_dir, **{"status": "finished", "base_model": str(base), "step": 8, **state})
+    return run_dir
