@@ -155,13 +155,21 @@ class ChatClient:
                 raise WorkerFailed(str(ev.data.get("message")))
 
     def generate(self, messages: list[dict], variant: str = BASE, settings: dict | None = None,
-                 on_text: Callable[[str], None] | None = None) -> dict:
+                 on_text: Callable[[str], None] | None = None, stop_on_interrupt: bool = False) -> dict:
+        """The answer event's data; with ``stop_on_interrupt`` Ctrl-C ends the answer, not the program."""
         gid = f"q{next(self._ids)}"
         if not send_command(self.proc, "generate", id=gid, variant=variant, messages=messages,
                             settings=settings or {}):
             raise WorkerFailed(f"the chat worker is gone: {self.log_tail()}")
         while True:
-            ev = self._next()
+            try:
+                ev = self._next()
+            except KeyboardInterrupt:
+                if not stop_on_interrupt:
+                    raise
+                stop_on_interrupt = False  # a second Ctrl-C leaves
+                self.stop()
+                continue
             if ev.data.get("id") != gid:
                 continue
             if ev.type == TOKEN and on_text:
@@ -190,3 +198,22 @@ class ChatClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def run_variants(run_dir: Path, runs_root: Path | None = None) -> list[Variant]:
+    """What can answer in a run's Playground: its base, its adapter, its checkpoints, and the
+    adapters of other runs on the same base model."""
+    from studio.train import checkpoint
+
+    run_dir = Path(run_dir)
+    model = run_model(run_dir)
+    out = [Variant(BASE, run_dir, model, None)]
+    if (run_dir / runs.ADAPTER / "adapter_config.json").is_file():
+        out.append(Variant(run_dir.name, run_dir, model, run_dir / runs.ADAPTER))
+    for ck in checkpoint.list_checkpoints(run_dir):
+        if (ck.path / "adapter_config.json").is_file():
+            out.append(Variant(f"{run_dir.name}@{ck.step}", run_dir, model, ck.path))
+    for s in runs.list_runs(runs_root):
+        if s.path != run_dir and s.model == model and (s.path / runs.ADAPTER / "adapter_config.json").is_file():
+            out.append(Variant(s.id, s.path, model, s.path / runs.ADAPTER))
+    return out
