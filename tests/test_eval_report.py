@@ -13,6 +13,9 @@ from studio.events import EventReader
 from studio.procs import worker_argv, worker_env
 from test_train_worker import tiny_recipe
 
+# `python -m studio.cli` would make studio.cli.UserError a second class (__main__'s); call main() as the script does.
+CLI = [sys.executable, "-c", "import sys; from studio.cli import main; sys.exit(main())"]
+
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):
@@ -90,7 +93,7 @@ def test_eval_command_recomputes_the_same_numbers(trained_run, heldout, tmp_path
     run_dir, _recipe, _ = trained_run
     before = evalreport.read(run_dir)
     (run_dir / evalreport.EVAL_FILE).unlink()
-    proc = subprocess.run([sys.executable, "-m", "studio.cli", "eval", str(run_dir), "--prompts", str(heldout),
+    proc = subprocess.run([*CLI, "eval", str(run_dir), "--prompts", str(heldout),
                            "--json"], env=worker_env(), capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     out = json.loads(proc.stdout)
@@ -101,6 +104,6 @@ def test_eval_command_recomputes_the_same_numbers(trained_run, heldout, tmp_path
     assert evalreport.read(run_dir) == out
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": "hi"}\n')
-    proc = subprocess.run([sys.executable, "-m", "studio.cli", "eval", str(run_dir), "--prompts", str(bad)],
+    proc = subprocess.run([*CLI, "eval", str(run_dir), "--prompts", str(bad)],
                           env=worker_env(), capture_output=True, timeout=60)
     assert proc.returncode == 2 and b"bad.jsonl:1" in proc.stderr and b"Traceback" not in proc.stderr
