@@ -107,3 +107,36 @@ def test_eval_command_recomputes_the_same_numbers(trained_run, heldout, tmp_path
     proc = subprocess.run([*CLI, "eval", str(run_dir), "--prompts", str(bad)],
                           env=worker_env(), capture_output=True, timeout=60)
     assert proc.returncode == 2 and b"bad.jsonl:1" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_a_stop_during_training_skips_the_heldout_answers(tiny_model_dir, chat_jsonl, heldout, tmp_path):
+    import time
+
+    from studio.events import encode_command
+    from studio.procs import start_worker
+
+    recipe = tiny_recipe(tiny_model_dir, chat_jsonl, max_steps=500)
+    recipe.data.heldout = str(heldout)
+    run_dir = runs.create(recipe, tmp_path)
+    proc = start_worker(worker_argv("workers.train", run_dir), stderr=subprocess.DEVNULL, env=worker_env())
+    reader, events = EventReader(), []
+    try:
+        while not any(e.type == "progress" and e.data.get("phase") == "train" and e.data.get("done", 0) >= 2
+                      for e in events):
+            chunk = proc.stdout.read1(65536)
+            assert chunk, "the worker ended before training"
+            events += reader.feed(chunk)
+        t0 = time.monotonic()
+        proc.stdin.write(encode_command("stop"))
+        proc.stdin.flush()
+        events += reader.feed(proc.stdout.read()) + reader.close()
+        assert proc.wait(timeout=60) == 0
+        assert time.monotonic() - t0 < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert events[-1].type == "done" and events[-1].data["status"] == "stopped"
+    assert not any(e.type == "progress" and e.data.get("phase") == "sample-after" for e in events)
+    assert (run_dir / runs.ADAPTER / "adapter_config.json").is_file()
+    assert evalreport.read(run_dir) is None  # 'lora-studio eval RUN' writes it when asked
+    assert any("lora-studio eval" in str(e.data.get("message", "")) for e in events if e.type == "log")
