@@ -67,3 +67,25 @@ def test_playground_streams_both_panes_votes_and_saves(qtbot, tiny_run):
         assert saved["panes"]["b"]["variant"] == tiny_run.name and len(saved["panes"]["b"]["messages"]) == 4
     finally:
         page.controller.kill_now()
+
+
+def test_train_page_shows_the_evaluation_of_a_finished_run(qtbot, tmp_path):
+    """The metric event a finished run ends with (eval_text) fills the Evaluation card."""
+    from studio.events import Emitter
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    run_dir = runs.create(Recipe(name="done"), tmp_path)
+    em = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=open("/dev/null", "wb"))
+    em.emit("progress", phase="sample-after", done=3, total=20, eta_s=42.0)
+    em.emit("metric", step=20, loss=1.2)
+    em.emit("metric", step=20, eval_report=str(run_dir / "eval.json"), val_loss_base=3.1, val_loss_adapter=1.5,
+            eval_text="held-out format score 0/20 \u2192 20/20\nprompt: What is the capital of Italy?\n  base:\n"
+                      "    The capital of Italy is Rome.\n  fine-tuned:\n    Answer: Rome.")
+    em.close()
+    page = w.train_page
+    assert page.eval_card.isHidden()
+    assert page.show_run(run_dir)
+    assert not page.eval_card.isHidden()
+    assert "held-out format score 0/20 → 20/20" in page.eval_text.text()
+    assert "Answer: Rome." in page.eval_text.text()

@@ -288,6 +288,7 @@ class TrainPage(Page):
     def _on_progress(self, phase: str, done: int, total: int) -> None:
         if phase in ("train", "training", "step", "steps"):
             self.progress.setFormat("%v / %m steps")
+            self._train_total = max(total, 1)
             self.progress.setRange(0, max(total, 1))
             self.progress.setValue(min(done, max(total, 1)))
             self._progress_t.append((time.monotonic(), done))
@@ -375,6 +376,10 @@ class TrainPage(Page):
             status = getattr(self, "_done_status", None) or runs.read_state(self.run_dir).get("status", "finished")
             self._set_status(status, f"{status.capitalize()}: {self.run_dir.name if self.run_dir else ''}")
             if status == "finished":
+                total = getattr(self, "_train_total", 0)
+                if total:  # after the evaluation phases: end on the steps bar
+                    self.progress.setFormat("%v / %m steps")
+                    self.progress.setRange(0, total)
                 self.progress.setValue(self.progress.maximum())
         else:
             status = "stopped"
@@ -390,6 +395,7 @@ class TrainPage(Page):
         self.banner.hide()
         self.eval_card.hide()
         self._after_train_s = 0.0
+        self._train_total = 0
         self.log.clear()
         self._done_status = None
         self._ts0 = self._ts = 0.0
