@@ -28,7 +28,8 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 
 
 def cli(*args, timeout=120):
-    return subprocess.run([*CLI, *map(str, args)], env=worker_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CLI, *map(str, args)], env=worker_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def test_chat_json_answers_with_the_adapter_or_the_base(tiny_run):

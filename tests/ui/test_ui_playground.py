@@ -1,6 +1,7 @@
 """The Playground page driving the real chat worker on a tiny run: streamed side-by-side answers, votes, saving."""
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -76,7 +77,7 @@ def test_train_page_shows_the_evaluation_of_a_finished_run(qtbot, tmp_path):
     w = MainWindow()
     qtbot.addWidget(w)
     run_dir = runs.create(Recipe(name="done"), tmp_path)
-    em = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=open("/dev/null", "wb"))
+    em = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=io.BytesIO())
     em.emit("progress", phase="sample-after", done=3, total=20, eta_s=42.0)
     em.emit("metric", step=20, loss=1.2)
     em.emit("metric", step=20, eval_report=str(run_dir / "eval.json"), val_loss_base=3.1, val_loss_adapter=1.5,
