@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     def on_event(ev) -> None:
         d = ev.data
         if ev.type == PROGRESS:
-            eta = f", about {d['eta_s']:.0f} s left" if isinstance(d.get("eta_s"), (int, float)) else ""
+            eta = (f", about {d['eta_s']:.0f} s left" if isinstance(d.get("eta_s"), (int, float))
+                   and d.get("done") != d.get("total") else "")
             print(f"{d.get('phase')}: {d.get('done')}/{d.get('total')}{eta}", file=sys.stderr)
         elif ev.type in (ERROR, DONE):
             result[ev.type] = d
