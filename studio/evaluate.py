@@ -143,16 +143,56 @@ SAMPLE_PARAMS = {"temperature": 0.0, "max_new_tokens": 96, "do_sample": False}
 
 def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
                      max_new_tokens: int = SAMPLE_PARAMS["max_new_tokens"], batch_size: int = 1,
-                     on_batch: Any = None) -> list[str]:
+                     on_batch: Any = None, on_progress: Any = None, should_stop: Any = None) -> list[str]:
     """Greedy answers from a loaded causal LM (chat template applied, generation prompt added).
 
     ``batch_size`` > 1 left-pads prompts and decodes them together: much faster on a CPU, with
     answers that can differ from one-at-a-time decoding only by floating-point rounding.
-    ``on_batch(n_done)`` is called after each batch (progress events).
+    ``on_batch(n_done)`` is called after each batch. ``on_progress(n_done, total, eta_s)`` is
+    called whenever a prompt's answer is complete, also inside a batch (a row is complete when it
+    emits the end-of-text token), with an ETA from the measured time per decoding step (an upper
+    bound: the rest of the batch may finish early). ``should_stop()`` true ends the answers at
+    the next token; the prompts not reached get an empty answer.
     """
+    import time
+
     import torch  # deferred: importing this module must stay cheap
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
     rows = list(rows)
+    total = len(rows)
+    t_start = time.perf_counter()
+    steps_done = [0]  # decoding steps over all batches, for the ETA
+
+    class _Watch(StoppingCriteria):
+        """Counts finished rows after every decoding step; ends the batch on a stop request."""
+
+        def __init__(self, first: int, size: int, width: int) -> None:
+            self.first, self.width, self.finished = first, width, [False] * size
+            self.reported = 0
+
+        def __call__(self, input_ids, scores, **kw):
+            steps_done[0] += 1
+            eos = tokenizer.eos_token_id
+            for i, tok in enumerate(input_ids[:, -1].tolist()):
+                self.finished[i] = self.finished[i] or tok == eos
+            done_now = sum(self.finished)
+            if on_progress and done_now > self.reported:
+                self.reported = done_now
+                on_progress(self.first + done_now, total,
+                            _eta(self.first + len(self.finished), input_ids.shape[1] - self.width))
+            stop = bool(should_stop and should_stop())
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    def _eta(batch_end: int, step_in_batch: int) -> float | None:
+        """Seconds left: the rest of this batch's steps and every later batch at max_new_tokens."""
+        if steps_done[0] == 0:
+            return None
+        per_step = (time.perf_counter() - t_start) / steps_done[0]
+        size = max(1, batch_size)
+        later = -(-(total - batch_end) // size)
+        return round(per_step * (max(0, max_new_tokens - step_in_batch) + later * max_new_tokens), 1)
+
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
@@ -167,11 +207,18 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
             width = max(len(ids) for ids in chunk)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in chunk])
             mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
+            if should_stop and should_stop():
+                answers += [""] * (total - len(answers))
+                break
+            watch = _Watch(len(answers), len(chunk), width)
             with torch.no_grad():
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                      max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                     eos_token_id=tokenizer.eos_token_id, use_cache=True)
+                                     eos_token_id=tokenizer.eos_token_id, use_cache=True,
+                                     stopping_criteria=StoppingCriteriaList([watch]))
             answers += [tokenizer.decode(seq[width:], skip_special_tokens=True) for seq in out]
+            if on_progress and watch.reported < len(chunk):  # rows that ran to max_new_tokens
+                on_progress(len(answers), total, _eta(len(answers), max_new_tokens))
             if on_batch:
                 on_batch(len(answers))
     finally:

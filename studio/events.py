@@ -25,9 +25,15 @@ EVENT_KEYS = ("v", "type", "seq", "ts", "run", "data")
 
 HELLO, LOG, PROGRESS, METRIC, MEMORY = "hello", "log", "progress", "metric", "memory"
 CHECKPOINT, WARNING, ERROR, DONE = "checkpoint", "warning", "error", "done"
-EVENT_TYPES = (HELLO, LOG, PROGRESS, METRIC, MEMORY, CHECKPOINT, WARNING, ERROR, DONE)
+# The chat worker (workers/chat.py): a piece of a streamed answer, and the end of one answer.
+TOKEN, ANSWER = "token", "answer"
+EVENT_TYPES = (HELLO, LOG, PROGRESS, METRIC, MEMORY, CHECKPOINT, WARNING, ERROR, DONE, TOKEN, ANSWER)
 ERROR_KINDS = ("oom", "nan", "data", "io", "config", "internal")
-COMMANDS = ("stop", "pause", "resume")
+# The exact data keys of the chat worker's events (tests hold the worker to them).
+TOKEN_KEYS = ("id", "variant", "index", "text")
+ANSWER_KEYS = ("id", "variant", "text", "tokens", "time_to_first_token_s", "tokens_per_s", "stopped", "finish")
+# stop/pause/resume: the training worker. stop/generate/adapter: the chat worker (stop ends the answer).
+COMMANDS = ("stop", "pause", "resume", "generate", "adapter")
 MAX_LINE_BYTES = 1 << 20  # a line longer than this is garbage, not an event
 
 

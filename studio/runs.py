@@ -115,6 +115,7 @@ class RunSummary:
     final_loss: float | None
     step: int
     created: str
+    eval: dict | None = None   # studio.evalreport.summary of eval.json (val losses, held-out scores)
 
     @property
     def live(self) -> bool:
@@ -134,7 +135,8 @@ def summarize(run_dir: Path) -> RunSummary | None:
     dataset = (raw.get("data") or {}).get("path", "")
     created = state.get("created") or _dt.datetime.fromtimestamp(run_dir.stat().st_mtime).isoformat(timespec="seconds")
     return RunSummary(path=run_dir, id=run_dir.name, status=status, model=str(model), dataset=str(dataset),
-                      final_loss=state.get("last_loss"), step=int(state.get("step", 0) or 0), created=created)
+                      final_loss=state.get("last_loss"), step=int(state.get("step", 0) or 0), created=created,
+                      eval=state.get("eval") if isinstance(state.get("eval"), dict) else None)
 
 
 def list_runs(runs_root: Path | None = None) -> list[RunSummary]:

@@ -451,6 +451,60 @@ class ExportController(WorkerController):
                    stderr_path=Path(run_dir) / EXPORT_LOG)
 
 
+class ChatController(WorkerController):
+    """Runs ``workers.chat``: one warm base model, adapters attached on demand, one answer at a time.
+
+    ``stop`` here ends the running answer (the worker stays up); ``shutdown`` ends the worker
+    (stdin closed, then the usual SIGTERM/SIGKILL escalation).
+    """
+
+    sig_token = Signal(str, str, str)   # id, variant, text piece
+    sig_answer = Signal(dict)           # the answer event's data (studio.events.ANSWER_KEYS)
+    sig_adapter = Signal(str)           # an adapter was attached
+    sig_failed = Signal(str, str)       # id (or adapter name, or ""), message
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent, stop_grace_s=5.0, term_grace_s=2.0)
+        self.sig_event.connect(self._on_chat_event)
+        self.args: list[str] = []
+
+    def start_chat(self, args: Sequence[str], argv: Sequence[str] | None = None) -> None:
+        self.args = list(args)
+        self.start(list(argv) if argv else procs.worker_argv("workers.chat", *self.args), env=procs.worker_env())
+
+    def generate(self, gid: str, variant: str, messages: list, settings: dict) -> bool:
+        return self.send("generate", id=gid, variant=variant, messages=messages, settings=settings)
+
+    def attach_adapter(self, name: str, path: Path) -> bool:
+        return self.send("adapter", adapter=name, path=str(path))
+
+    def stop(self) -> None:
+        """End the running answer at the next token."""
+        self.send("stop")
+
+    def shutdown(self) -> None:
+        if not self.running:
+            return
+        self._stage = 1
+        if self.proc is not None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()  # the worker exits when its stdin closes
+            except OSError:
+                pass
+        self._escalate.start(int(self.stop_grace_s * 1000))
+
+    def _on_chat_event(self, event) -> None:
+        d = event.data
+        if event.type == ev.TOKEN:
+            self.sig_token.emit(str(d.get("id", "")), str(d.get("variant", "")), str(d.get("text", "")))
+        elif event.type == ev.ANSWER:
+            self.sig_answer.emit(d)
+        elif event.type == ev.LOG and d.get("adapter"):
+            self.sig_adapter.emit(str(d["adapter"]))
+        elif event.type == ev.ERROR and ("id" in d or "adapter" in d):
+            self.sig_failed.emit(str(d.get("id", d.get("adapter", ""))), str(d.get("message", "")))
+
+
 class CommandController(WorkerController):
     """Runs a one-shot ``lora-studio COMMAND … --events`` (a model's facts, token statistics, the doctor).
 

@@ -29,7 +29,8 @@ PAGES = (("ui.pages.model", "ModelPage", "Model", "model", "Pick the base model"
          ("ui.pages.plan", "PlanPage", "Plan", "plan", "Fit the settings to your GPU memory"),
          ("ui.pages.train", "TrainPage", "Train", "train", "Train and watch it live"),
          ("ui.pages.runs", "RunsPage", "Runs", "runs", "Compare past runs"),
-         ("ui.pages.export", "ExportPage", "Export", "export", "Export the result"))
+         ("ui.pages.export", "ExportPage", "Export", "export", "Export the result"),
+         ("ui.pages.playground", "PlaygroundPage", "Playground", "playground", "Chat with the fine-tuned model"))
 
 
 class MainWindow(QMainWindow):
@@ -77,6 +78,7 @@ class MainWindow(QMainWindow):
     train_page = property(lambda self: self.page(3))
     runs_page = property(lambda self: self.page(4))
     export_page = property(lambda self: self.page(5))
+    playground_page = property(lambda self: self.page(6))
 
     def _built(self, index: int):
         return self._pages[index]
@@ -96,6 +98,9 @@ class MainWindow(QMainWindow):
             page.sig_export.connect(self._export_run)
             page.sig_resume.connect(self._resume_run)
             page.sig_show.connect(self._show_run)
+            page.sig_chat.connect(self._chat_run)
+        elif name == "PlaygroundPage":
+            page.sig_voted.connect(lambda _r: self._built(4) is not None and self._built(4).reload())
 
     def _show_device(self) -> None:
         """The sidebar footer: the GPU (or none) and the budget the planner uses."""
@@ -103,8 +108,12 @@ class MainWindow(QMainWindow):
         budget = self.session.budget / 1024 ** 3
         self.device_label.setText(f"{gpu or 'No GPU detected'}<br>Budget {budget:.1f} GiB")
 
+    def _chat_run(self, run_dir) -> None:
+        self.show_page(6)
+        self.playground_page.select_run(run_dir)
+
     def _run_ended(self, *_args) -> None:
-        for i in (4, 5):
+        for i in (4, 5, 6):
             if self._built(i) is not None:
                 self._built(i).reload()
 
@@ -356,6 +365,8 @@ class MainWindow(QMainWindow):
             self.train_page.controller.detach()
         if self._built(5) is not None:
             self._built(5).controller.kill_now()
+        if self._built(6) is not None:
+            self._built(6).controller.kill_now()  # an answer is disposable; the model reloads next time
         self.remember_choices()
         event.accept()
 

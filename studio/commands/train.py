@@ -115,7 +115,9 @@ def _show(ev, bar, result: dict, tqdm):
         bar.n = d.get("done", 0)
         bar.refresh()
     elif ev.type == PROGRESS:
-        print(f"{d.get('phase')}: {d.get('done')}/{d.get('total')}", file=sys.stderr)
+        eta = f" (about {d['eta_s']:.0f} s left)" if isinstance(d.get("eta_s"), (int, float)) and \
+            d.get("done") != d.get("total") else ""
+        print(f"{d.get('phase')}: {d.get('done')}/{d.get('total')}{eta}", file=sys.stderr)
     elif ev.type == METRIC:
         if "loss" in d and bar is not None:
             bar.set_postfix(loss=f"{d['loss']:.4f}", lr=f"{d.get('learning_rate', 0):.2e}", refresh=True)
@@ -124,6 +126,8 @@ def _show(ev, bar, result: dict, tqdm):
                 result["samples"][when] = (d[f"heldout_score_{when}"], d.get("sample_prompt"), d.get("sample_answer"))
         if "eval_loss" in d:
             result["eval_loss"] = d["eval_loss"]
+        if d.get("eval_text"):
+            result["eval_text"] = d["eval_text"]
     elif ev.type == WARNING:
         (bar.write if bar else print)(f"warning: {d.get('message')}")
     elif ev.type == ERROR:
@@ -149,7 +153,9 @@ def _report(run_dir: Path, result: dict) -> int:
     if "eval_loss" in result:
         print(f"validation loss: {result['eval_loss']:.4f}")
     samples = result["samples"]
-    if "before" in samples and "after" in samples:
+    if result.get("eval_text"):
+        print(f"\n{result['eval_text']}\nevaluation report: {run_dir / 'eval.json'}\n")
+    elif "before" in samples and "after" in samples:
         (b, prompt, ans_b), (a, _, ans_a) = samples["before"], samples["after"]
         print(f"held-out score (answer format): before {b:.0%}, after {a:.0%}")
         print(f"\nprompt: {prompt}\n--- before ---\n{ans_b}\n--- after ---\n{ans_a}\n")

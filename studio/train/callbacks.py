@@ -117,6 +117,7 @@ class EventCallback(TrainerCallback):
         self._last_tokens = 0
         self._step0 = 0
         self.last_loss: float | None = None
+        self.after_train_s = 0.0  # work after the last step (held-out answers, eval.json): part of the ETA
 
     def on_train_begin(self, args, state, control, **kw):
         self._t0 = self._last_t = time.time()
@@ -157,5 +158,5 @@ class EventCallback(TrainerCallback):
         if not state.max_steps or done <= 0:
             return None
         per_step = (time.time() - self._t0) / done
-        eta = per_step * (state.max_steps - state.global_step)
+        eta = per_step * (state.max_steps - state.global_step) + self.after_train_s
         return round(eta, 1) if math.isfinite(eta) else None

@@ -17,6 +17,7 @@ class TrainData:
     truncated: int
     trained_tokens: int
     refused: int = 0
+    val_examples: list | None = None  # the raw validation conversations (eval.json's fallback prompts)
 
 
 def _encode_all(tokenizer: Any, examples: list[dict], recipe: Recipe) -> tuple[list[dict], int, int]:
@@ -49,4 +50,5 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
                         f"{recipe.train.seq_len}; raise the sequence length")
     trained = sum(sum(1 for x in r["labels"] if x != -100) for r in train_rows)
     return TrainData(train=Dataset.from_list(train_rows), val=Dataset.from_list(val_rows) if val_rows else None,
-                     report=report, truncated=truncated, trained_tokens=trained, refused=refused + refused_val)
+                     report=report, truncated=truncated, trained_tokens=trained, refused=refused + refused_val,
+                     val_examples=val_ex)

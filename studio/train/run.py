@@ -41,6 +41,7 @@ class TrainingRun:
         # The one place tests/faults/ reach in: unchanged unless LORA_STUDIO_TEST_FAULT is set.
         self.trainer_cls, self.load_model = faults.hook(StudioTrainer, loading.load_model)
         self.heldout: list[dict] = []
+        self.answers: dict[str, list[str]] = {}  # held-out answers "before" and "after" training
         self.callback: EventCallback | None = None
 
     # -- setup ------------------------------------------------------------------------------
@@ -203,20 +204,74 @@ class TrainingRun:
 
     # -- train ------------------------------------------------------------------------------
     def train(self) -> str:
-        """Train to the end (or until stopped); returns the final status."""
+        """Train to the end (or until stopped); returns the final status.
+
+        A finished run answers the held-out prompts again and writes eval.json; a stopped one
+        only saves its adapter (the user asked to stop: 'lora-studio eval RUN' evaluates it later).
+        """
         from studio.train import recovery
 
+        t0 = time.time()
         before = self._sample("before")
+        if self.callback is not None:  # answering them again after training takes about as long
+            self.callback.after_train_s = round((time.time() - t0) * (2 if self.data.val else 1), 1)
         start = recovery.resume_point(self.run_dir, self.em) if self.resume else None
         recovery.train_with_recovery(self, start)
         stopped = self.ctl.stop.is_set()
         if self.trainer.eval_dataset is not None and not stopped:
             self.trainer.evaluate()  # the callback reports eval_loss as a metric event
         self.save_adapter()
+        if stopped:
+            self.em.emit(LOG, message=f"stopped: the held-out answers and eval.json were skipped; "
+                                      f"'lora-studio eval {self.run_dir}' writes them")
+            return "stopped"
         after = self._sample("after")
         if before is not None and after is not None:
             runs.write_state(self.run_dir, heldout_before=before, heldout_after=after)
-        return "stopped" if stopped else "finished"
+        if not self.ctl.stop.is_set():
+            self.write_eval()
+        return "stopped" if self.ctl.stop.is_set() else "finished"
+
+    def write_eval(self) -> None:
+        """eval.json: validation loss of base and adapter on the same tokens, held-out answers of both."""
+        from studio import evalreport
+
+        val = [self.data.val[i] for i in range(len(self.data.val))] if self.data.val else []
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.em.emit(PROGRESS, phase="eval-loss", done=0, total=2)
+        loss_adapter, tokens = evalreport.validation_loss(self.model, val, pad, self.recipe.train.micro_batch)
+        self.em.emit(PROGRESS, phase="eval-loss", done=1, total=2)
+        with self.model.disable_adapter():
+            loss_base, _ = evalreport.validation_loss(self.model, val, pad, self.recipe.train.micro_batch)
+        self.em.emit(PROGRESS, phase="eval-loss", done=2, total=2)
+        if self.heldout:
+            rows, source = self.heldout, str(self.recipe.data.heldout)
+            answers = dict(self.answers)  # before = the fresh adapter (B = 0): exactly the base model
+        else:
+            rows, source = evalreport.fallback_rows(self.data.val_examples or []), "validation examples"
+            answers = {}
+            if rows:
+                answers["adapter"] = self._answer(rows, "eval-adapter")
+                with self.model.disable_adapter():
+                    answers["base"] = self._answer(rows, "eval-base")
+        scored = any(r.get("pattern") for r in rows)
+        report = evalreport.build({"base": loss_base, "adapter": loss_adapter}, tokens, len(val), rows,
+                                  {"base": answers.get("before", answers.get("base", [])),
+                                   "adapter": answers.get("after", answers.get("adapter", []))},
+                                  source, scored, stopped=self.ctl.stop.is_set(),
+                                  adapter=str(self.run_dir / runs.ADAPTER), base_model=str(self.base))
+        path = evalreport.write(self.run_dir, report)
+        summary = evalreport.summary(report)
+        runs.write_state(self.run_dir, eval=summary)
+        self.em.emit(METRIC, step=self.trainer.state.global_step, eval_report=str(path), **summary,
+                     eval_text=evalreport.format_text(report))
+
+    def _answer(self, rows: list[dict], phase: str) -> list[str]:
+        from studio import evalreport
+
+        return evalreport.answer_rows(self.model, self.tokenizer, rows, phase,
+                                      lambda **kw: self.em.emit(PROGRESS, **kw), self.ctl.stop.is_set,
+                                      batch_size=len(rows))
 
     def save_adapter(self) -> Path:
         """The PEFT adapter, written to a temp folder and renamed: never half a folder."""
@@ -243,18 +298,21 @@ class TrainingRun:
         return final
 
     def _sample(self, when: str) -> float | None:
-        """Answer the held-out prompts (if the recipe has them) and report the score."""
+        """Answer the held-out prompts (if the recipe has them) and report the score.
+
+        One batch on the CPU (much faster than one prompt at a time), with progress per prompt as
+        each answer completes, and an ETA; a stop request ends the answers at the next token.
+        """
         if not self.recipe.data.heldout:
             return None
-        from studio.evaluate import evaluate, generate_answers, load_prompts
+        from studio.evaluate import evaluate, load_prompts
 
         if not self.heldout:
             self.heldout = load_prompts(Path(self.recipe.data.heldout))
-        total = len(self.heldout)
-        self.em.emit(PROGRESS, phase=f"sample-{when}", done=0, total=total)
-        answers = generate_answers(self.model, self.tokenizer, self.heldout, batch_size=total,
-                                   on_batch=lambda n: self.em.emit(PROGRESS, phase=f"sample-{when}", done=n,
-                                                                   total=total))
+        answers = self._answer(self.heldout, f"sample-{when}")
+        if self.ctl.stop.is_set():
+            return None  # cut short: not a score
+        self.answers[when] = answers
         # Rows without a pattern are samples to read, not a score (the default pattern is the demo's format).
         value = evaluate(answers, self.heldout).score if any(r.get("pattern") for r in self.heldout) else None
         self.em.emit(METRIC, step=self.trainer.state.global_step, **{f"heldout_score_{when}": value},
@@ -267,4 +325,5 @@ class TrainingRun:
                                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.em.emit(DONE, status=status, adapter=str(self.run_dir / runs.ADAPTER),
                      step=state.get("step"), last_loss=state.get("last_loss"),
-                     heldout_before=state.get("heldout_before"), heldout_after=state.get("heldout_after"))
+                     heldout_before=state.get("heldout_before"), heldout_after=state.get("heldout_after"),
+                     eval=state.get("eval") if status == "finished" else None)

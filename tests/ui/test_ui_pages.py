@@ -37,7 +37,7 @@ def window(qtbot):
 
 def test_window_title_pages_and_shortcuts(window):
     assert window.windowTitle().startswith("LoRA Studio") and APP_TITLE == "LoRA Studio"
-    assert [p.title for p in window.pages] == ["Model", "Data", "Plan", "Train", "Runs", "Export"]
+    assert [p.title for p in window.pages] == ["Model", "Data", "Plan", "Train", "Runs", "Export", "Playground"]
     shortcuts = {a.text(): a.shortcut().toString() for a in window.findChildren(QAction) if a.shortcut().toString()}
     assert shortcuts["&Start training"] == "Ctrl+R" and shortcuts["S&top"] == "Ctrl+."
     assert shortcuts["Plan"] == "Ctrl+3"

@@ -14,14 +14,22 @@ from ui.session import Session
 from ui.widgets.common import Page, label
 from ui.widgets.table import RowsModel, fast_table
 
-COLUMNS = ["run", "status", "model", "dataset", "last loss", "steps", "date"]  # a running run has no final loss
+COLUMNS = ["run", "status", "model", "dataset", "last loss", "val loss", "score", "votes", "steps", "date"]  # a running run has no final loss
 MAX_OVERLAY = 4
 
 
 def run_row(s: runs.RunSummary) -> dict:
+    from studio import playground
+
     loss = s.final_loss
+    ev_ = s.eval or {}
+    vb, va = ev_.get("val_loss_base"), ev_.get("val_loss_adapter")
+    val = f"{vb:.3f} → {va:.3f}" if isinstance(vb, (int, float)) and isinstance(va, (int, float)) else ""
+    score = (f"{ev_['score_base']}/{ev_['score_total']} → {ev_['score_adapter']}/{ev_['score_total']}"
+             if ev_.get("score_total") else "")
     return {"run": s.id, "status": s.status, "model": Path(s.model).name if "/" in s.model else s.model,
             "dataset": Path(s.dataset).name if s.dataset else "", "last loss": f"{loss:.4f}" if isinstance(loss, (int, float)) else "",
+            "val loss": val, "score": score, "votes": playground.tally_text(playground.tally(s.path)),
             "steps": s.step, "date": _date(s.created)}
 
 
@@ -49,6 +57,7 @@ class RunsPage(Page):
     sig_export = Signal(object)
     sig_resume = Signal(object)
     sig_show = Signal(object)
+    sig_chat = Signal(object)
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,7 +78,10 @@ class RunsPage(Page):
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("Continue a stopped or interrupted run from its last checkpoint")
         self.resume_btn.clicked.connect(lambda: self.selected() and self.sig_resume.emit(self.selected()[0].path))
-        for b in (self.refresh_btn, self.open_btn, self.export_btn, self.resume_btn):
+        self.chat_btn = QPushButton("Chat…")
+        self.chat_btn.setToolTip("Open the selected run in the Playground: chat with it, base vs fine-tuned side by side")
+        self.chat_btn.clicked.connect(lambda: self.selected() and self.sig_chat.emit(self.selected()[0].path))
+        for b in (self.refresh_btn, self.open_btn, self.export_btn, self.resume_btn, self.chat_btn):
             bar.addWidget(b)
         self.count_label = label("", "muted")
         bar.addWidget(self.count_label, 1)

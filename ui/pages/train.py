@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QMessageBox, QPlainText
 from studio import runs
 from ui.controllers import TrainController
 from ui.session import GIB, Session
-from ui.widgets.common import Banner, Page, label, primary_button
+from ui.widgets.common import Banner, Card, Page, label, primary_button
 
 LOG_MAX_LINES = 2000
 ERROR_TITLES = {"oom": "Out of GPU memory", "nan": "The loss became NaN", "data": "A problem with the dataset",
@@ -99,6 +99,12 @@ class TrainPage(Page):
 
         self.banner = Banner()
         self.content.addWidget(self.banner)
+        self.eval_card = Card("Evaluation")
+        self.eval_text = label("", wrap=True)
+        self.eval_text.setObjectName("evalText")
+        self.eval_card.body.addWidget(self.eval_text)
+        self.eval_card.hide()
+        self.content.addWidget(self.eval_card)
 
         split = QSplitter(Qt.Orientation.Vertical)
         self.chart_host = QWidget()
@@ -288,6 +294,7 @@ class TrainPage(Page):
     def _on_progress(self, phase: str, done: int, total: int) -> None:
         if phase in ("train", "training", "step", "steps"):
             self.progress.setFormat("%v / %m steps")
+            self._train_total = max(total, 1)
             self.progress.setRange(0, max(total, 1))
             self.progress.setValue(min(done, max(total, 1)))
             # The event's own time: a run followed after a reattach replays its progress all at once.
@@ -297,9 +304,13 @@ class TrainPage(Page):
             self.progress.setFormat(f"{phase}: %p%" if total else phase)
             self.progress.setRange(0, max(total, 0))
             self.progress.setValue(done)
-            self.eta_label.setText(phase)
+            eta = getattr(self, "_phase_eta", None)
+            self.eta_label.setText((f"{phase}: {done}/{total}" if total else phase)
+                                   + (f" · left ≈ {_fmt(eta)}" if eta is not None and done < total else ""))
 
     def _on_metric(self, d: dict) -> None:
+        if d.get("eval_text"):  # the end of a finished run: eval.json's summary
+            self.show_eval(str(d["eval_text"]))
         step = _num(d.get("step"))
         if step is None or not self.charts:
             return
@@ -314,7 +325,23 @@ class TrainPage(Page):
         if loss is not None:
             self.status_label.setText(f"step {int(step)} · loss {loss:.4f}")
 
+    def show_eval(self, text: str) -> None:
+        """The evaluation at the end of a run: the held-out score before → after, losses, one answer each."""
+        self.eval_text.setText(text)
+        self.eval_card.show()
+        first = text.splitlines()[0] if text else ""
+        if first:
+            self.append_log(first)
+
     def _on_event_time(self, event) -> None:
+        d = event.data
+        if event.type == "progress" and d.get("phase") not in ("train", None):
+            phase = str(d.get("phase"))
+            if phase == "sample-before" and d.get("done") == 0:
+                self._before_t0 = time.monotonic()
+            elif phase == "sample-before" and d.get("done") == d.get("total") and getattr(self, "_before_t0", None):
+                self._after_train_s = time.monotonic() - self._before_t0  # answering again after training
+            self._phase_eta = _num(d.get("eta_s"))  # shown by _on_progress, which runs next
         if event.ts:
             if event.type == "hello" or not self._ts0:  # elapsed counts from this worker's start
                 self._ts0 = event.ts
@@ -357,6 +384,10 @@ class TrainPage(Page):
             status = getattr(self, "_done_status", None) or runs.read_state(self.run_dir).get("status", "finished")
             self._set_status(status, f"{status.capitalize()}: {self.run_dir.name if self.run_dir else ''}")
             if status == "finished":
+                total = getattr(self, "_train_total", 0)
+                if total:  # after the evaluation phases: end on the steps bar
+                    self.progress.setFormat("%v / %m steps")
+                    self.progress.setRange(0, total)
                 self.progress.setValue(self.progress.maximum())
         else:
             status = "stopped"
@@ -374,6 +405,9 @@ class TrainPage(Page):
 
     def _reset_view(self) -> None:
         self.banner.hide()
+        self.eval_card.hide()
+        self._after_train_s = 0.0
+        self._train_total = 0
         self.log.clear()
         self._done_status = None
         self._ts0 = self._ts = 0.0
@@ -409,7 +443,8 @@ class TrainPage(Page):
         (t0, s0), (t1, s1) = self._progress_t[0], self._progress_t[-1]
         if s1 <= s0 or t1 <= t0:
             return
-        remaining = (self.progress.maximum() - s1) / ((s1 - s0) / (t1 - t0)) - (time.time() - t1)
+        remaining = ((self.progress.maximum() - s1) / ((s1 - s0) / (t1 - t0)) - (time.time() - t1)
+                     + self._after_train_s)
         elapsed = time.time() - self._ts0 if self._ts0 else time.monotonic() - (self._t0 or time.monotonic())
         self.eta_label.setText(f"elapsed {_fmt(elapsed)} · left ≈ {_fmt(remaining)}")
 

@@ -1,0 +1,96 @@
+"""`lora-studio compare A B --prompts FILE.jsonl`: the same prompts answered by two variants."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from studio import chat
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="answer the same prompts with two variants (runs, checkpoints, base)",
+                       description="Answer every prompt of FILE.jsonl with A and with B, greedily, and score the "
+                                   "answers where a row carries a 'pattern' (a regular expression). A and B are "
+                                   "each a run (its adapter), RUN@N (its checkpoint at step N), or 'base' (the "
+                                   "base model of the other one). Both must share one base model: it is loaded "
+                                   "once.")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--prompts", type=Path, required=True,
+                   help="JSONL: one {\"messages\": [...], \"pattern\": optional regex} per line")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def resolve_pair(a: str, b: str) -> tuple[chat.Variant, chat.Variant]:
+    from studio.errors import UserError
+
+    try:
+        if a == chat.BASE and b == chat.BASE:
+            raise UserError("A and B are both 'base': name a run for at least one of them")
+        va = chat.resolve(a) if a != chat.BASE else None
+        vb = chat.resolve(b, base_of=va) if b != chat.BASE or va else None
+        if va is None:
+            va = chat.resolve(a, base_of=vb)
+    except chat.VariantError as e:
+        raise UserError(str(e)) from None
+    if not chat.same_base(va, vb):
+        raise UserError(f"{va.label} and {vb.label} have different base models ({va.model} and {vb.model}); "
+                        "compare variants of one base model")
+    if va.name == vb.name and va.adapter == vb.adapter:
+        raise UserError(f"A and B are the same ({va.label})")
+    return va, vb
+
+
+def run(args: argparse.Namespace) -> int:
+    from studio.errors import UserError
+    from studio.commands.chat import start
+    from studio.evaluate import PromptFileError, load_prompts, matches
+
+    try:
+        rows = load_prompts(args.prompts)
+    except PromptFileError as e:
+        raise UserError(str(e)) from None
+    va, vb = resolve_pair(args.a, args.b)
+    if va.adapter is not None and vb.adapter is not None and va.name == vb.name:
+        vb = chat.Variant(vb.label + " (B)", vb.run_dir, vb.model, vb.adapter)
+    client = start([va, vb])
+    settings = {"max_new_tokens": args.max_new_tokens}
+    scored = any(r.get("pattern") for r in rows)
+    items = []
+    try:
+        for i, row in enumerate(rows, start=1):
+            item = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern")}
+            for key, v in (("a", va), ("b", vb)):
+                ans = client.generate(row["messages"], v.name, settings, stop_on_interrupt=False)
+                item[key] = {"text": ans["text"], "tokens": ans["tokens"],
+                             "time_to_first_token_s": ans["time_to_first_token_s"],
+                             "tokens_per_s": ans["tokens_per_s"],
+                             "match": matches(ans["text"], row.get("pattern")) if scored else None}
+            items.append(item)
+            if not args.json:
+                print(f"[{i}/{len(rows)}] {item['prompt']}\n--- A: {va.label}"
+                      f"{_mark(item['a']['match'])} ---\n{item['a']['text'].strip()}\n--- B: {vb.label}"
+                      f"{_mark(item['b']['match'])} ---\n{item['b']['text'].strip()}\n")
+            else:
+                print(f"{i}/{len(rows)}", file=sys.stderr)
+    except chat.WorkerFailed as e:
+        raise UserError(str(e)) from None
+    finally:
+        client.close()
+    score = ({"a": sum(bool(it["a"]["match"]) for it in items), "b": sum(bool(it["b"]["match"]) for it in items),
+              "total": len(items)} if scored else None)
+    if args.json:
+        print(json.dumps({"a": va.label, "b": vb.label, "prompts": str(args.prompts), "score": score,
+                          "items": items}, ensure_ascii=False, indent=1))
+    elif score:
+        print(f"score (rows matching their pattern): A {va.label} {score['a']}/{score['total']}, "
+              f"B {vb.label} {score['b']}/{score['total']}")
+    return 0
+
+
+def _mark(match) -> str:
+    return "" if match is None else (" \u2713 matches" if match else " \u2717 no match")

@@ -1,0 +1,177 @@
+"""The evaluation report of a run: ``RUN/eval.json``.
+
+Validation loss and perplexity of the base (adapter disabled) and of the adapter on the same
+validation tokens, and held-out prompts answered by both, scored where the prompts carry a
+pattern. Written at the end of training (workers/train.py) and on demand (``lora-studio eval``,
+workers/evaluate.py). The torch parts are imported inside the functions; reading a report and
+summarising it (the CLI, the GUI) needs no torch.
+
+    {"version": 1, "created": "...", "adapter": "RUN/adapter", "base_model": "...",
+     "val_examples": 21, "val_tokens": 1874,
+     "val_loss": {"base": 2.31, "adapter": 0.84}, "perplexity": {"base": 10.1, "adapter": 2.3},
+     "heldout": {"source": "...", "scored": true, "total": 20, "stopped": false,
+                 "matched": {"base": 0, "adapter": 20}, "score": {"base": 0.0, "adapter": 1.0},
+                 "items": [{"prompt": "...", "pattern": "...", "reference": null,
+                            "base": "...", "adapter": "...", "base_match": false, "adapter_match": true}]}}
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from studio.fsutil import atomic_write_json, read_json
+
+EVAL_FILE = "eval.json"
+EVAL_VERSION = 1
+FALLBACK_PROMPTS = 5  # validation examples answered when the recipe has no held-out file
+
+
+def validation_loss(model: Any, rows: Sequence[dict], pad_id: int, batch_size: int = 4) -> tuple[float | None, int]:
+    """Mean cross-entropy per label token over ``rows`` (``input_ids``/``labels`` lists), and the token count.
+
+    Every label token counts once, whatever the batching (the Trainer's eval_loss averages batch
+    means instead, so it weighs short examples more).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            width = max(len(r["input_ids"]) for r in batch)
+            ids = torch.tensor([list(r["input_ids"]) + [pad_id] * (width - len(r["input_ids"])) for r in batch])
+            labels = torch.tensor([list(r["labels"]) + [-100] * (width - len(r["labels"])) for r in batch])
+            mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
+            shift_labels = labels[:, 1:].reshape(-1).to(device)
+            total += float(F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum"))
+            count += int((shift_labels != -100).sum())
+    finally:
+        model.train(was_training)
+    return (total / count if count else None), count
+
+
+def fallback_rows(val_examples: Sequence[dict], n: int = FALLBACK_PROMPTS) -> list[dict]:
+    """Held-out rows made from validation conversations (up to their last user turn), unscored."""
+    rows = []
+    for ex in val_examples:
+        msgs = ex.get("messages") if isinstance(ex, dict) else None
+        if not msgs:
+            continue
+        last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=None)
+        if last_user is None:
+            continue
+        reference = next((m["content"] for m in msgs[last_user + 1:] if m.get("role") == "assistant"), None)
+        rows.append({"messages": msgs[:last_user + 1], "pattern": None, "reference": reference})
+        if len(rows) >= n:
+            break
+    return rows
+
+
+def _perplexity(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    try:
+        return round(math.exp(loss), 4)
+    except OverflowError:
+        return float("inf")
+
+
+def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int, rows: Sequence[dict],
+          answers: dict[str, Sequence[str]], source: str, scored: bool, stopped: bool = False,
+          adapter: str = "", base_model: str = "") -> dict:
+    """The report as a dict (see the module docstring); ``answers`` has ``base`` and ``adapter`` lists."""
+    from studio.evaluate import matches
+
+    items = []
+    for i, row in enumerate(rows):
+        item = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern"),
+                "reference": row.get("reference")}
+        for who in ("base", "adapter"):
+            text = answers.get(who, [""] * len(rows))[i] if i < len(answers.get(who, [])) else ""
+            item[who] = text
+            item[f"{who}_match"] = bool(matches(text, row.get("pattern"))) if scored else None
+        items.append(item)
+    matched = {w: sum(1 for it in items if it[f"{w}_match"]) for w in ("base", "adapter")} if scored else None
+    return {
+        "version": EVAL_VERSION, "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "adapter": adapter, "base_model": base_model,
+        "val_examples": val_examples, "val_tokens": val_tokens,
+        "val_loss": {k: (round(v, 6) if v is not None else None) for k, v in val_loss.items()},
+        "perplexity": {k: _perplexity(v) for k, v in val_loss.items()},
+        "heldout": {"source": source, "scored": scored, "total": len(items), "stopped": stopped,
+                    "matched": matched,
+                    "score": {w: matched[w] / len(items) for w in matched} if scored and items else None,
+                    "items": items},
+    }
+
+
+def write(run_dir: Path, report: dict) -> Path:
+    path = Path(run_dir) / EVAL_FILE
+    atomic_write_json(path, report)
+    return path
+
+
+def read(run_dir: Path) -> dict | None:
+    report = read_json(Path(run_dir) / EVAL_FILE, default=None)
+    return report if isinstance(report, dict) else None
+
+
+def summary(report: dict | None) -> dict:
+    """The few numbers the Runs table and the events show: val losses and held-out scores."""
+    if not report:
+        return {}
+    vl, h = report.get("val_loss") or {}, report.get("heldout") or {}
+    out = {"val_loss_base": vl.get("base"), "val_loss_adapter": vl.get("adapter")}
+    if h.get("scored") and h.get("matched") is not None:
+        out.update(score_base=h["matched"]["base"], score_adapter=h["matched"]["adapter"], score_total=h["total"])
+    return out
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in (text.strip() or "(empty)").splitlines())
+
+
+def format_text(report: dict) -> str:
+    """What a person reads: the score before and after, the losses, and one answer before and after."""
+    lines = []
+    h = report.get("heldout") or {}
+    if h.get("scored") and h.get("matched") is not None:
+        lines.append(f"held-out format score {h['matched']['base']}/{h['total']} \u2192 "
+                     f"{h['matched']['adapter']}/{h['total']}")
+    vl, ppl = report.get("val_loss") or {}, report.get("perplexity") or {}
+    if vl.get("base") is not None and vl.get("adapter") is not None:
+        lines.append(f"validation loss {vl['base']:.4f} \u2192 {vl['adapter']:.4f} (perplexity "
+                     f"{ppl.get('base', 0):.2f} \u2192 {ppl.get('adapter', 0):.2f}) on {report.get('val_tokens')} "
+                     f"tokens")
+    if h.get("stopped"):
+        lines.append("held-out answering was stopped before the end")
+    items = h.get("items") or []
+    if items:
+        pick = next((i for i, it in enumerate(items) if it.get("adapter_match") and not it.get("base_match")), 0)
+        it = items[pick]
+        lines += [f"prompt: {it['prompt']}", "  base:", _indent(it.get("base") or ""),
+                  "  fine-tuned:", _indent(it.get("adapter") or "")]
+    return "\n".join(lines)
+
+
+def answer_rows(model: Any, tokenizer: Any, rows: Sequence[dict], phase: str,
+                progress: Callable[..., Any] | None, should_stop: Callable[[], bool] | None,
+                batch_size: int) -> list[str]:
+    """Greedy answers to ``rows`` with per-prompt progress (``progress(phase=, done=, total=, eta_s=)``)."""
+    from studio.evaluate import generate_answers
+
+    total = len(rows)
+    if progress:
+        progress(phase=phase, done=0, total=total, eta_s=None)
+    return generate_answers(model, tokenizer, rows, batch_size=batch_size, should_stop=should_stop,
+                            on_progress=(lambda d, t, eta: progress(phase=phase, done=d, total=t, eta_s=eta))
+                            if progress else None)

@@ -1,0 +1,281 @@
+"""Answering prompts with a base model and any number of LoRA adapters (torch side; imports torch lazily).
+
+One ``ChatEngine`` holds one copy of the base weights. Adapters are attached with peft under names
+(``PeftModel.from_pretrained`` for the first, ``load_adapter`` for the rest) and chosen per answer
+with ``set_adapter``; the bare base is answered inside ``disable_adapter()``. Nothing reloads the
+base. ``generate`` streams the answer piece by piece through a transformers streamer and ends at
+once when ``should_stop`` turns true (a StoppingCriteria checked after every token).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+BASE = "base"  # the variant name of the bare base model (adapters disabled)
+QUANT_MODES = ("auto", "4bit", "8bit", "none")
+
+
+class SettingsError(ValueError):
+    """A generation setting is out of range; the message names it and the allowed range."""
+
+
+@dataclass
+class GenSettings:
+    """Generation settings. ``temperature`` 0 means greedy decoding (the default)."""
+
+    system: str = ""
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "GenSettings":
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise SettingsError("settings must be an object")
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(cls.__dataclass_fields__)}")
+        s = cls()
+        try:
+            if raw.get("system") is not None:
+                if not isinstance(raw["system"], str):
+                    raise SettingsError("system must be a string")
+                s.system = raw["system"]
+            for name, conv in (("temperature", float), ("top_p", float), ("repetition_penalty", float),
+                               ("max_new_tokens", int)):
+                if raw.get(name) is not None:
+                    if isinstance(raw[name], bool):
+                        raise TypeError
+                    setattr(s, name, conv(raw[name]))
+            if raw.get("seed") is not None:
+                s.seed = int(raw["seed"])
+        except (TypeError, ValueError) as e:
+            if isinstance(e, SettingsError):
+                raise
+            raise SettingsError(f"a setting has the wrong type: {raw}") from None
+        if not 0.0 <= s.temperature <= 5.0:
+            raise SettingsError(f"temperature {s.temperature} is outside 0..5 (0 = greedy)")
+        if not 0.0 < s.top_p <= 1.0:
+            raise SettingsError(f"top_p {s.top_p} is outside (0, 1]")
+        if not 1 <= s.max_new_tokens <= 32768:
+            raise SettingsError(f"max_new_tokens {s.max_new_tokens} is outside 1..32768")
+        if not 0.0 < s.repetition_penalty <= 10.0:
+            raise SettingsError(f"repetition_penalty {s.repetition_penalty} is outside (0, 10]")
+        return s
+
+
+def check_messages(messages: Any) -> list[dict]:
+    """A conversation that ends with a user turn; raises SettingsError naming what is wrong."""
+    if not isinstance(messages, list) or not messages:
+        raise SettingsError("messages must be a non-empty list of {role, content} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                or not isinstance(m.get("content"), str):
+            raise SettingsError(f"message {i} must have a role (system, user or assistant) and string content")
+    if messages[-1]["role"] != "user":
+        raise SettingsError("the conversation must end with a user message")
+    return messages
+
+
+def choose_quant(requested: str, device: str, recipe_mode: str | None, weights_16bit_bytes: int,
+                 free_bytes: int | None) -> str:
+    """The quantisation to load the base with.
+
+    An explicit choice wins. ``auto``: on the CPU what training used (the run's recipe), 16-bit
+    weights for a bare model; on a GPU 4-bit NF4 when the 16-bit weights plus a working margin
+    (KV cache and activations for a chat: 20% and 512 MiB) do not fit in the free memory.
+    """
+    if requested != "auto":
+        return requested
+    if device != "cuda":
+        return recipe_mode if recipe_mode in ("4bit", "8bit") else "none"
+    if free_bytes is not None and weights_16bit_bytes * 1.2 + (512 << 20) > free_bytes:
+        return "4bit"
+    return "none"
+
+
+def weights_16bit_bytes(folder: Path) -> int:
+    """Bytes of the base weights in 16 bits (from the safetensors headers: no tensor is read)."""
+    import json
+    import struct
+
+    total = 0
+    for f in Path(folder).glob("*.safetensors"):
+        with open(f, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+        for name, meta in header.items():
+            if name != "__metadata__":
+                count = 1
+                for d in meta.get("shape", []):
+                    count *= d
+                total += 2 * count
+    return total
+
+
+class _Streamer:
+    """A transformers streamer: decodes the generated ids so far and hands on the new text.
+
+    The first ``put`` is the prompt (skipped). Text that ends inside a multi-byte character
+    (U+FFFD) waits for the next token; ``end`` hands on whatever is left, so the pieces always
+    add up to the decoded answer.
+    """
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str, int], None]) -> None:
+        self.tok = tokenizer
+        self.on_text = on_text
+        self.ids: list[int] = []
+        self.sent = ""
+        self.prompt_seen = False
+        self.first_token_t: float | None = None
+        self.pieces = 0
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        if self.first_token_t is None:
+            self.first_token_t = time.perf_counter()
+        self.ids.extend(int(x) for x in value.reshape(-1).tolist())
+        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        self._send(text)
+
+    def _send(self, text: str) -> None:
+        if text.startswith(self.sent) and len(text) > len(self.sent):
+            piece, self.sent = text[len(self.sent):], text
+            self.on_text(piece, self.pieces)
+            self.pieces += 1
+
+    def end(self) -> None:
+        self._send(self.tok.decode(self.ids, skip_special_tokens=True))
+
+
+class ChatEngine:
+    """A base model kept warm, with named adapters switched per answer."""
+
+    def __init__(self, base: Path, recipe: Any, device: str | None = None, quant: str = "auto") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from studio.train import loading
+
+        self.base_path = Path(base)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        loading.check_weights_are_safe(self.base_path, recipe.model.allow_pickle)
+        free = torch.cuda.mem_get_info()[0] if self.device == "cuda" else None
+        self.quant = choose_quant(quant, self.device, recipe.quant.mode, weights_16bit_bytes(self.base_path), free)
+        self.tokenizer = loading.load_tokenizer(self.base_path, recipe)
+        dtype = loading.compute_dtype(recipe)
+        kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=recipe.model.trust_remote_code,
+                                      use_safetensors=not recipe.model.allow_pickle or None)
+        if self.quant in ("4bit", "8bit"):
+            recipe.quant.mode = self.quant
+            kwargs["quantization_config"] = loading.quantization_config(recipe, dtype)
+            kwargs["device_map"] = {"": 0} if self.device == "cuda" else {"": "cpu"}
+        model = AutoModelForCausalLM.from_pretrained(str(self.base_path), **kwargs)
+        if "quantization_config" not in kwargs:
+            model.to(self.device)
+        model.eval()
+        model.config.use_cache = True
+        self.model: Any = model
+        self.adapters: dict[str, Path] = {}
+
+    # -- adapters -------------------------------------------------------------------------------
+    def add_adapter(self, name: str, path: Path) -> None:
+        """Attach the adapter in ``path`` as ``name`` (the base weights are shared, never copied)."""
+        from peft import PeftModel
+
+        path = Path(path)
+        if not name or name == BASE:
+            raise SettingsError(f"an adapter cannot be named {name!r}")
+        if name in self.adapters:
+            raise SettingsError(f"an adapter named {name!r} is already attached ({self.adapters[name]})")
+        if not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{path}: no adapter_config.json here; give a run's adapter/ folder or "
+                                    "one of its checkpoints")
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+        self.model.eval()
+        self.adapters[name] = path
+
+    def variant(self, name: str | None) -> contextlib.AbstractContextManager:
+        """A context in which the model answers as ``name`` (an adapter) or as the bare base."""
+        name = name or BASE
+        if name == BASE:
+            return self.model.disable_adapter() if self.adapters else contextlib.nullcontext()
+        if name not in self.adapters:
+            raise SettingsError(f"no adapter named {name!r}; attached: {', '.join(self.adapters) or 'none'}")
+        self.model.set_adapter(name)
+        return contextlib.nullcontext()
+
+    def base_parameter_count(self) -> int:
+        """Parameters that are not LoRA weights: one copy of the base however many adapters are attached."""
+        return sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n)
+
+    # -- answers --------------------------------------------------------------------------------
+    def prompt_ids(self, messages: list[dict], settings: GenSettings) -> Any:
+        from studio.data.template import chat_template
+
+        msgs = list(messages)
+        if settings.system and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": settings.system}] + msgs
+        enc = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                                 return_tensors="pt", chat_template=chat_template(self.tokenizer))
+        return enc["input_ids"]
+
+    def generate(self, messages: list[dict], variant: str | None = None, settings: GenSettings | None = None,
+                 on_text: Callable[[str, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> dict:
+        """Answer the conversation; ``on_text(piece, index)`` gets the answer as it is generated."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        settings = settings or GenSettings()
+        check_messages(messages)
+        stop = should_stop or (lambda: False)
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):
+                return torch.full((input_ids.shape[0],), bool(stop()), dtype=torch.bool, device=input_ids.device)
+
+        input_ids = self.prompt_ids(messages, settings).to(self._input_device())
+        streamer = _Streamer(self.tokenizer, on_text or (lambda *_: None))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
+                                      eos_token_id=self.tokenizer.eos_token_id, use_cache=True,
+                                      repetition_penalty=settings.repetition_penalty, streamer=streamer,
+                                      stopping_criteria=StoppingCriteriaList([_Stop()]))
+        if settings.temperature > 0:
+            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        t0 = time.perf_counter()
+        with self.variant(variant), torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        t1 = time.perf_counter()
+        new = out[0, input_ids.shape[1]:].tolist()
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        n = len(new)
+        ttft = (streamer.first_token_t - t0) if streamer.first_token_t is not None else None
+        stopped = bool(stop())
+        finish = "stop" if stopped else ("eos" if new and new[-1] == self.tokenizer.eos_token_id else "length")
+        return {"text": text, "tokens": n, "time_to_first_token_s": round(ttft, 4) if ttft is not None else None,
+                "tokens_per_s": round(n / (t1 - t0), 2) if n and t1 > t0 else None, "stopped": stopped,
+                "finish": finish, "streamed": streamer.sent}
+
+    def _input_device(self) -> Any:
+        return next(self.model.parameters()).device

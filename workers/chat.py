@@ -1,0 +1,209 @@
+"""Chat worker: ``python -m workers.chat (--run RUN_DIR | --model MODEL) [--adapter NAME=DIR ...]``.
+
+Loads the base model once and keeps it warm; answers ``generate`` commands one at a time, streaming
+``token`` events and ending each answer with an ``answer`` event (studio/events.py has the keys).
+Commands on stdin, one JSON line each:
+
+    {"v":1, "cmd":"generate", "id":"q1", "variant":"base"|ADAPTER, "messages":[...], "settings":{...}}
+    {"v":1, "cmd":"adapter", "adapter":"ckpt-20", "path":"RUN/checkpoints/step-20"}
+    {"v":1, "cmd":"stop"}        ends the running answer at once (the worker stays up)
+
+A ``generate`` while an answer is running is refused with an ``error`` event naming both ids; a
+line that is not a command gets an ``error`` event too. The worker exits (``done`` event) when
+stdin closes. Events go to stdout only; logs and tracebacks go to stderr.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from studio.procs import OFFLINE_ENV
+
+for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are imported
+    os.environ.setdefault(_k, _v)
+
+import argparse  # noqa: E402
+import queue  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from studio.events import ANSWER, DONE, ERROR, HELLO, LOG, TOKEN, Emitter, decode_command, reserve_stdout  # noqa: E402
+
+
+def _base_recipe(run: Path | None, model: str | None):
+    """The recipe that says how to load the base: the run's own, or a default one for a bare model."""
+    from studio.recipe import Recipe
+
+    if run is not None:
+        from studio.train.recovery import load_recipe
+
+        recipe, _ = load_recipe(run, [])
+        return recipe
+    recipe = Recipe(name="chat")
+    recipe.model.name_or_path = model
+    recipe.quant.mode = "none"  # a bare model: 16-bit unless it does not fit the GPU (choose_quant)
+    return recipe
+
+
+class ChatWorker:
+    def __init__(self, emitter: Emitter, engine) -> None:
+        self.em = emitter
+        self.engine = engine
+        self.stop = threading.Event()
+        self.jobs: queue.Queue = queue.Queue()
+        self.lock = threading.Lock()
+        self.running_id: str | None = None
+
+    # -- commands (reader thread) ------------------------------------------------------------------
+    def listen(self, fd: int) -> None:
+        threading.Thread(target=self._read, args=(fd,), daemon=True, name="commands").start()
+
+    def _read(self, fd: int) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.stop.set()
+                self.jobs.put(None)  # stdin closed: finish and exit
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    self.handle(line)
+
+    def handle(self, line: bytes) -> None:
+        cmd = decode_command(line)
+        if cmd is None:
+            shown = line[:120].decode("utf-8", "replace")
+            self.em.emit(ERROR, kind="config", message=f"not a command: {shown!r}",
+                         hint='send one JSON object per line, e.g. {"v":1,"cmd":"generate",...}')
+            return
+        name = cmd["cmd"]
+        if name == "stop":
+            self.stop.set()
+        elif name == "generate":
+            with self.lock:
+                busy = self.running_id
+                if busy is None:
+                    self.running_id = str(cmd.get("id", ""))
+                    self.stop.clear()
+            if busy is not None:
+                self.em.emit(ERROR, kind="config", id=str(cmd.get("id", "")),
+                             message=f"busy: answer {busy!r} is still being generated",
+                             hint="wait for its answer event, or send stop first")
+                return
+            self.jobs.put(cmd)
+        elif name == "adapter":
+            self.jobs.put(cmd)
+        else:  # pause/resume belong to the training worker
+            self.em.emit(ERROR, kind="config", message=f"the chat worker does not take {name!r}",
+                         hint="commands here: generate, adapter, stop")
+
+    # -- work (main thread) ------------------------------------------------------------------------
+    def serve(self) -> None:
+        while True:
+            cmd = self.jobs.get()
+            if cmd is None:
+                return
+            if cmd["cmd"] == "adapter":
+                self._adapter(cmd)
+            else:
+                self._generate(cmd)
+
+    def _finish(self, type: str, **data) -> None:
+        """The last event of an answer; the next generate is welcome from the moment it is sent."""
+        with self.lock:
+            self.running_id = None
+        self.em.emit(type, **data)
+
+    def _adapter(self, cmd: dict) -> None:
+        name, path = cmd.get("adapter"), cmd.get("path")
+        try:
+            if not isinstance(name, str) or not isinstance(path, str):
+                raise ValueError("adapter needs a string 'adapter' (its name) and 'path'")
+            self.engine.add_adapter(name, Path(path))
+        except Exception as e:  # noqa: BLE001 - a bad adapter is reported, the worker stays up
+            self.em.emit(ERROR, kind="config", adapter=str(name), message=f"adapter {name!r}: {e}",
+                         hint="give a run's adapter/ folder or a checkpoint trained on this base model")
+            return
+        self.em.emit(LOG, message=f"adapter {name!r} attached from {path}", adapter=name,
+                     adapters=list(self.engine.adapters))
+
+    def _generate(self, cmd: dict) -> None:
+        from studio.inference import GenSettings, SettingsError
+
+        gid, variant = str(cmd.get("id", "")), cmd.get("variant") or "base"
+        try:
+            settings = GenSettings.from_dict(cmd.get("settings"))
+            result = self.engine.generate(
+                cmd.get("messages"), variant, settings,
+                on_text=lambda text, i: self.em.emit(TOKEN, id=gid, variant=variant, index=i, text=text),
+                should_stop=self.stop.is_set)
+        except SettingsError as e:
+            self._finish(ERROR, kind="config", id=gid, message=str(e), hint="fix the generate command")
+            return
+        except Exception as e:  # noqa: BLE001
+            kind = "oom" if "out of memory" in str(e).lower() else "internal"
+            traceback.print_exc(file=sys.stderr)
+            self._finish(ERROR, kind=kind, id=gid, message=str(e) or type(e).__name__,
+                         hint="lower max new tokens" if kind == "oom" else "the traceback is in the log (stderr)")
+            return
+        result.pop("streamed", None)
+        self._finish(ANSWER, id=gid, variant=variant, **result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.chat", description=__doc__.splitlines()[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="a run folder: its base model, loaded as its training did")
+    src.add_argument("--model", help="a model folder, catalog id or 'demo' (the bare base)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                        help="attach an adapter folder under NAME (repeatable)")
+    parser.add_argument("--quant", default="auto", choices=("auto", "4bit", "8bit", "none"))
+    args = parser.parse_args(argv)
+    stream = reserve_stdout()
+    label = args.run.name if args.run else str(args.model)
+    em = Emitter(run=label, stream=stream)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # nothing to save: an answer is disposable
+    try:
+        import torch
+
+        from studio.inference import ChatEngine
+        from studio.train import loading
+
+        recipe = _base_recipe(args.run.resolve() if args.run else None, args.model)
+        base = loading.resolve_base(recipe)
+        engine = ChatEngine(base, recipe, quant=args.quant)
+        for spec in args.adapter:
+            name, sep, path = spec.partition("=")
+            if not sep:
+                raise ValueError(f"--adapter {spec!r}: write NAME=DIR")
+            engine.add_adapter(name, Path(path))
+    except Exception as e:  # noqa: BLE001 - the worker reports every failure as an event
+        from workers.train import classify
+
+        kind, hint = classify(e)
+        if isinstance(e, ValueError) and kind == "internal":
+            kind, hint = "config", "pick a run folder with recipe.json, a local model folder, or 'demo'"
+        if kind == "internal":
+            traceback.print_exc(file=sys.stderr)
+        em.emit(ERROR, kind=kind, message=str(e) or type(e).__name__, hint=hint)
+        return 1
+    em.emit(HELLO, pid=os.getpid(), device=engine.device, base=str(base), quant=engine.quant,
+            adapters=list(engine.adapters), torch=torch.__version__,
+            chat_template=bool(getattr(engine.tokenizer, "chat_template", None)))
+    worker = ChatWorker(em, engine)
+    worker.listen(sys.stdin.fileno())
+    worker.serve()
+    em.emit(DONE, status="finished")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Evaluation worker: ``python -m workers.evaluate RUN_DIR [--prompts FILE.jsonl]`` writes RUN_DIR/eval.json.
+
+Loads the run's base model once (as ``workers.chat`` does) with the run's adapter attached, then
+measures the validation loss of the adapter and of the base (adapter disabled) on the run's own
+validation split, and answers the held-out prompts (``--prompts``, else the recipe's
+``data.heldout``, else a few validation conversations) with both. Progress events per prompt;
+``stop`` on stdin ends the answers at the next token (the report then says it was stopped).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from studio.procs import OFFLINE_ENV
+
+for _k, _v in OFFLINE_ENV.items():
+    os.environ.setdefault(_k, _v)
+
+import argparse  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from studio import runs  # noqa: E402
+from studio.events import DONE, ERROR, HELLO, PROGRESS, Emitter, reserve_stdout  # noqa: E402
+
+
+def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, quant: str = "auto") -> Path:
+    from studio import evalreport
+    from studio.evaluate import load_prompts
+    from studio.inference import ChatEngine
+    from studio.train import dataset, loading
+    from studio.train.recovery import load_recipe
+
+    adapter = run_dir / runs.ADAPTER
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no adapter yet (adapter/adapter_config.json); "
+                                "finish or stop the run first")
+    recipe, _ = load_recipe(run_dir, [])
+    em.emit(PROGRESS, phase="load", done=0, total=2)
+    base = loading.resolve_base(recipe)
+    engine = ChatEngine(base, recipe, quant=quant)
+    engine.add_adapter("adapter", adapter)
+    em.emit(HELLO, pid=os.getpid(), device=engine.device, base=str(base), quant=engine.quant, run_dir=str(run_dir))
+    data = dataset.build(engine.tokenizer, recipe)  # the same split and tokens as training
+    em.emit(PROGRESS, phase="load", done=2, total=2)
+    val = [data.val[i] for i in range(len(data.val))] if data.val else []
+    tok = engine.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    losses = {}
+    for i, who in enumerate(("adapter", "base")):
+        em.emit(PROGRESS, phase="eval-loss", done=i, total=2)
+        with engine.variant(who):
+            losses[who], tokens = evalreport.validation_loss(engine.model, val, pad, recipe.train.micro_batch)
+    em.emit(PROGRESS, phase="eval-loss", done=2, total=2)
+    if prompts is not None:
+        rows, source = load_prompts(prompts), str(prompts)
+    elif recipe.data.heldout:
+        rows, source = load_prompts(Path(recipe.data.heldout)), str(recipe.data.heldout)
+    else:
+        rows, source = evalreport.fallback_rows(data.val_examples or []), "validation examples"
+    answers = {}
+
+    def progress(**kw) -> None:
+        em.emit(PROGRESS, **kw)
+
+    for who in ("base", "adapter"):
+        with engine.variant(who):
+            answers[who] = evalreport.answer_rows(engine.model, tok, rows, f"eval-{who}", progress, should_stop,
+                                                  batch_size=min(len(rows), 20) or 1)
+    report = evalreport.build(losses, tokens if val else 0, len(val), rows, answers, source,
+                              scored=any(r.get("pattern") for r in rows), stopped=bool(should_stop()),
+                              adapter=str(adapter), base_model=str(base))
+    path = evalreport.write(run_dir, report)
+    runs.write_state(run_dir, eval=evalreport.summary(report))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--prompts", type=Path, help="held-out prompts (JSONL with messages and optional pattern)")
+    parser.add_argument("--quant", default="auto", choices=("auto", "4bit", "8bit", "none"))
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    em = Emitter(run=run_dir.name, stream=reserve_stdout())
+    from studio.train.callbacks import Control
+
+    control = Control()
+    control.listen()
+    try:
+        path = evaluate_run(run_dir, args.prompts, em, control.stop.is_set, args.quant)
+    except Exception as e:  # noqa: BLE001 - the worker reports every failure as an event
+        from studio.evaluate import PromptFileError
+        from workers.train import classify
+
+        kind, hint = classify(e)
+        if isinstance(e, PromptFileError):
+            kind, hint = "data", "fix the prompts file (one JSON object with 'messages' per line)"
+        if kind == "internal":
+            traceback.print_exc(file=sys.stderr)
+        em.emit(ERROR, kind=kind, message=str(e) or type(e).__name__, hint=hint)
+        return 1
+    em.emit(DONE, status="stopped" if control.stop.is_set() else "finished", path=str(path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
