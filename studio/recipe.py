@@ -293,8 +293,8 @@ def _check_bounds(r: Recipe) -> list[Problem]:
         if not bounds_text(f.metadata) or not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
         if not in_bounds(value, f.metadata):
-            what = "is not a finite number" if not math.isfinite(value) else f"is {_num(value)}"
-            out.append(Problem(key, f"{what}; it must be {bounds_text(f.metadata)}",
+            what = "is not a finite number" if not math.isfinite(value) else "is outside its range"
+            out.append(Problem(key, f"{value} {what}: it must be {bounds_text(f.metadata)}",
                                f"set {key} to a number {bounds_text(f.metadata)}, e.g. {f.default!r}"))
     return out
 
