@@ -141,6 +141,22 @@ def evaluate(answers: Sequence[str], rows: Sequence[dict[str, Any]]) -> EvalResu
 SAMPLE_PARAMS = {"temperature": 0.0, "max_new_tokens": 96, "do_sample": False}
 
 
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The token ids that end an answer: end-of-sequence and the chat template's end-of-turn marker
+    (``<|im_end|>``, ``<|eot_id|>``), when that is a token of its own."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "\u00a7"}],
+                                             tokenize=False, chat_template=chat_template(tokenizer))
+    except Exception:  # a template that refuses this tiny conversation: end-of-sequence only
+        return ids
+    marker = text.rsplit("\u00a7", 1)[-1].strip()
+    token = tokenizer.convert_tokens_to_ids(marker) if marker else None
+    if isinstance(token, int) and token != tokenizer.unk_token_id and token not in ids:
+        ids.append(token)
+    return ids
+
+
 def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
                      max_new_tokens: int = SAMPLE_PARAMS["max_new_tokens"], batch_size: int = 1,
                      on_batch: Any = None, on_progress: Any = None, should_stop: Any = None) -> list[str]:
@@ -173,9 +189,8 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
 
         def __call__(self, input_ids, scores, **kw):
             steps_done[0] += 1
-            eos = tokenizer.eos_token_id
             for i, tok in enumerate(input_ids[:, -1].tolist()):
-                self.finished[i] = self.finished[i] or tok == eos
+                self.finished[i] = self.finished[i] or tok in stop_ids
             done_now = sum(self.finished)
             if on_progress and done_now > self.reported:
                 self.reported = done_now
@@ -194,6 +209,7 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
         return round(per_step * (max(0, max_new_tokens - step_in_batch) + later * max_new_tokens), 1)
 
     device = next(model.parameters()).device
+    stop_ids = end_of_turn_ids(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
@@ -214,7 +230,7 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
             with torch.no_grad():
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                      max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                     eos_token_id=tokenizer.eos_token_id, use_cache=True,
+                                     eos_token_id=stop_ids, use_cache=True,
                                      stopping_criteria=StoppingCriteriaList([watch]))
             answers += [tokenizer.decode(seq[width:], skip_special_tokens=True) for seq in out]
             if on_progress and watch.reported < len(chunk):  # rows that ran to max_new_tokens

@@ -42,6 +42,7 @@ class TrainingRun:
         self.trainer_cls, self.load_model = faults.hook(StudioTrainer, loading.load_model)
         self.heldout: list[dict] = []
         self.answers: dict[str, list[str]] = {}  # held-out answers "before" and "after" training
+        self.before_seconds = 0.0  # how long the base model's held-out answers took (or took when cached)
         self.callback: EventCallback | None = None
 
     # -- setup ------------------------------------------------------------------------------
@@ -211,10 +212,9 @@ class TrainingRun:
         """
         from studio.train import recovery
 
-        t0 = time.time()
         before = self._sample("before")
         if self.callback is not None:  # answering them again after training takes about as long
-            self.callback.after_train_s = round((time.time() - t0) * (2 if self.data.val else 1), 1)
+            self.callback.after_train_s = round(self.before_seconds * (2 if self.data.val else 1), 1)
         start = recovery.resume_point(self.run_dir, self.em) if self.resume else None
         recovery.train_with_recovery(self, start)
         stopped = self.ctl.stop.is_set()
@@ -305,11 +305,15 @@ class TrainingRun:
         """
         if not self.recipe.data.heldout:
             return None
-        from studio.evaluate import evaluate, load_prompts
+        from studio.evaluate import SAMPLE_PARAMS, end_of_turn_ids, evaluate, load_prompts
 
         if not self.heldout:
             self.heldout = load_prompts(Path(self.recipe.data.heldout))
-        answers = self._answer(self.heldout, f"sample-{when}")
+            ends = ", ".join(self.tokenizer.convert_ids_to_tokens(end_of_turn_ids(self.tokenizer)))
+            self.em.emit(LOG, message=f"held-out prompts: {len(self.heldout)}, answered greedily before and after "
+                                      f"training, each ending at {ends} or after {SAMPLE_PARAMS['max_new_tokens']} "
+                                      "new tokens")
+        answers = self._base_answers() if when == "before" else self._answer(self.heldout, f"sample-{when}")
         if self.ctl.stop.is_set():
             return None  # cut short: not a score
         self.answers[when] = answers
@@ -318,6 +322,38 @@ class TrainingRun:
         self.em.emit(METRIC, step=self.trainer.state.global_step, **{f"heldout_score_{when}": value},
                      sample_prompt=self.heldout[0]["messages"][-1]["content"], sample_answer=answers[0].strip())
         return value
+
+    def _base_answers(self) -> list[str]:
+        """The held-out answers before training: the base model's (the fresh adapter adds exactly 0),
+        from the cache when a run on the same base, prompts and settings already computed them."""
+        from studio import heldout_cache
+        from studio.evaluate import SAMPLE_PARAMS
+        from studio.train.loading import compute_dtype
+
+        q = self.recipe.quant
+        load = {"quant": q.mode, "double_quant": q.double_quant, "quant_type": q.quant_type,
+                "dtype": str(compute_dtype(self.recipe)), "attn": self.recipe.train.attn, "device": self.device}
+        generation = {**SAMPLE_PARAMS, "batch": len(self.heldout), "stop_at": self.tokenizer.eos_token}
+        key = heldout_cache.key(self.base, Path(self.recipe.data.heldout), load, generation,
+                                getattr(self.tokenizer, "chat_template", None))
+        n = len(self.heldout)
+        cached = heldout_cache.load(key, n)
+        if cached is not None:
+            self.before_seconds = float(cached.get("seconds") or 0.0)
+            self.em.emit(PROGRESS, phase="sample-before", done=n, total=n, eta_s=0, cached=True)
+            self.em.emit(LOG, message=f"held-out answers before training: the base model's, from the cache "
+                                      f"(computed by run {cached.get('run')} on {cached.get('created')}; same weights, "
+                                      "prompts, quantisation, generation settings and library versions)")
+            return list(cached["answers"])
+        t0 = time.time()
+        answers = self._answer(self.heldout, "sample-before")
+        self.before_seconds = time.time() - t0
+        if not self.ctl.stop.is_set():
+            try:
+                heldout_cache.save(key, answers, self.before_seconds, self.run_dir.name)
+            except OSError as e:
+                self.em.emit(LOG, message=f"the held-out answers could not be kept for the next run ({e})")
+        return answers
 
     # -- cleanup ----------------------------------------------------------------------------
     def finish(self, status: str) -> None:

@@ -20,11 +20,11 @@ from studio.train import checkpoint
     ("train.max_grad_norm", float("-inf"), "not a finite number"),
     ("lora.dropout", float("nan"), "not a finite number"),
     ("data.val_fraction", float("nan"), "not a finite number"),
-    ("train.warmup_ratio", -5, "outside [0.0, 1.0]"),
-    ("train.logging_steps", 0, "outside [1, 1000000]"),
-    ("lora.rank", 1_000_000_000, "outside [1, 4096]"),
-    ("train.seed", -1, "outside [0, 4294967295]"),
-    ("train.keep_checkpoints", 10**9, "outside [1, 1000]"),
+    ("train.warmup_ratio", -5, "outside its range: it must be at least 0 and at most 1"),
+    ("train.logging_steps", 0, "outside its range: it must be at least 1 and at most 1,000,000"),
+    ("lora.rank", 1_000_000_000, "outside its range: it must be at least 1 and at most 4,096"),
+    ("train.seed", -1, "outside its range: it must be at least 0 and at most 2,147,483,647"),
+    ("train.keep_checkpoints", 10**9, "outside its range: it must be at least 1 and at most 1,000"),
 ])
 def test_every_numeric_field_is_finite_and_in_range(field, value, words):
     r = Recipe()
