@@ -15,7 +15,7 @@ from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader
 from studio.procs import pump_events, send_command, start_worker, worker_argv
 
 FORMATS = ("merged", "adapter", "gguf", "ollama")
-QUANTS = ("f16", "bf16", "q8_0", "q4_0")
+QUANTS = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")  # = studio.export.targets.GGUF_QUANTS
 STOP_GRACE_S = 10.0
 
 

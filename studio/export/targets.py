@@ -22,8 +22,9 @@ from studio.export.inputs import ExportInputs, load_inputs
 from studio.export.merge import check_mergeable, merge_to_folder
 from studio.fsutil import atomic_dir
 
-GGUF_QUANTS = ("f16", "bf16", "q8_0", "q4_0")
-_GGUF_BYTES_PER_PARAM = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+GGUF_QUANTS = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+# quantisations whose greedy tokens may drift from the float model's: a greedy mismatch is a warning
+LOSSY_GREEDY = ("q4_0", "q4_k_m", "q5_k_m")
 MARGIN_BYTES = 64 << 20
 REPORT = "export.json"
 
@@ -94,6 +95,7 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
     gguf_path = tmp / f"model-{job.quant}.gguf"
     write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress)
     job.progress("verify", 0, 1)
+    job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant))
     job.record(verify.check_gguf(scratch, gguf_path, job.quant))
     shutil.rmtree(scratch)
     return gguf_path
@@ -175,8 +177,10 @@ def estimate_bytes(job: Job) -> int:
         return sum(f.stat().st_size for f in job.inputs.adapter_dir.iterdir() if f.is_file())
     if job.fmt == "merged":
         return base
-    params = verify.model_bytes(job.inputs.base_dir, 1)
-    return base + int(params * _GGUF_BYTES_PER_PARAM[job.quant])
+    from studio.export.gguf_writer import check_supported, nbytes, plan_tensors
+
+    plan = plan_tensors(job.inputs.base_dir, job.inputs.config, check_supported(job.inputs.config), job.quant)
+    return base + sum(nbytes(p.shape, p.qtype) for p in plan)
 
 
 def check_free_space(dest: Path, need: int) -> None:
@@ -216,7 +220,7 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
 
 def _fail_on_checks(job: Job) -> None:
     for check in job.checks:
-        lossy = check.name == "gguf_greedy" and job.quant == "q4_0"  # 4-bit may change greedy picks: reported
+        lossy = check.name == "gguf_greedy" and job.quant in LOSSY_GREEDY  # may change greedy picks: reported
         if check.ok is False and not lossy:
             raise VerificationFailed(f"verification failed: {check.summary}",
                                      "the output was not kept; please report this with the run folder")

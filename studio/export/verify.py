@@ -18,7 +18,11 @@ PROMPTS = ("What is 2 plus 3?", "Write one sentence about the sea.", "Name three
 LOGIT_RTOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 # A greedy token may differ from the merged model's only where the merged model itself hesitates:
 # its logit for the GGUF's token is within this much of its top logit (relative to the logit spread).
-TIE_RTOL = {"f16": 0.02, "bf16": 0.05, "q8_0": 0.05, "q4_0": 0.25}
+TIE_RTOL = {"f16": 0.02, "bf16": 0.05, "q8_0": 0.05, "q4_0": 0.25, "q6_k": 0.05, "q5_k_m": 0.1, "q4_k_m": 0.25}
+# Largest accepted error of one tensor read back from the GGUF (dequantised by the gguf package):
+# ||read - merged|| / ||merged||, by GGML type. About twice what each type gives on Gaussian weights.
+WEIGHT_RTOL = {"F32": 1e-6, "F16": 1e-3, "BF16": 8e-3, "Q8_0": 0.012, "Q6_K": 0.04, "Q5_K": 0.08, "Q5_1": 0.09,
+               "Q5_0": 0.09, "Q4_K": 0.15, "Q4_0": 0.18}
 
 
 @dataclass
@@ -145,6 +149,52 @@ def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 
                + ("" if same_tokenizer else "; the GGUF tokenizer splits text differently"))
     return Check("gguf_greedy", passed, summary, {"identical": exact, "near_ties": near, "prompts": len(ids),
                                                    "tokens_per_prompt": new_tokens, "tokenizer_match": same_tokenizer})
+
+
+def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str) -> Check:
+    """Every tensor of the GGUF, dequantised by the ``gguf`` package (not by our encoder), matches the
+    merged model's weight within its type's error bound; the worst tensor per type is reported."""
+    import json
+
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from studio.export.gguf_writer import check_supported, oriented, plan_tensors
+    from studio.export.safetensors_io import read_tensor
+
+    config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
+    arch = check_supported(config)
+    reader = GGUFReader(str(gguf_path))
+    stored = {t.name: t for t in reader.tensors}
+    worst: dict[str, tuple[float, str]] = {}
+    bad, missing = [], []
+    for p in plan_tensors(Path(merged_dir), config, arch, quant):
+        t = stored.get(p.gguf_name)
+        if t is None or p.meta is None:
+            if p.meta is not None:
+                missing.append(p.gguf_name)
+            continue
+        kind = t.tensor_type.name
+        ref = oriented(p, read_tensor(p.meta), config, arch).float().numpy()  # same q/k permutation, float
+        got = dequantize(np.asarray(t.data), t.tensor_type).reshape(ref.shape)
+        norm = float(np.linalg.norm(ref)) or 1.0
+        err = float(np.linalg.norm(got - ref)) / norm
+        if not math.isfinite(err) or err > WEIGHT_RTOL.get(kind, 0.2):
+            bad.append(f"{p.gguf_name} ({kind}): {err:.3g}")
+        if err >= worst.get(kind, (-1.0, ""))[0]:
+            worst[kind] = (err, p.gguf_name)
+    counts: dict[str, int] = {}
+    for t in reader.tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+    passed = not bad and not missing
+    types = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    summary = (f"GGUF weights read back (gguf package) vs merged: {len(reader.tensors)} tensors ({types}) "
+               + ("within each type's error bound" if passed else
+                  f"{len(bad)} over the bound, {len(missing)} missing: {'; '.join((bad + missing)[:3])}"))
+    details = {"types": counts, "worst_rel_error": {k: {"error": v[0], "tensor": v[1]} for k, v in worst.items()},
+               "bounds": {k: WEIGHT_RTOL.get(k) for k in counts}, "over_bound": bad, "missing": missing}
+    return Check("gguf_weights", passed, summary, details)
 
 
 def _near_ties(merged_dir: Path, ids: list[list[int]], want: list[list[int]], got: list[list[int]], quant: str) -> int:
