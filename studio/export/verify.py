@@ -230,3 +230,51 @@ def check_adapter(original: Path, exported: Path) -> Check:
     pairs = sum(1 for n in names[1] if ".lora_A" in n or ".lora_embedding_A" in n)
     summary = f"peft reads the adapter ({cfg.peft_type}, r={getattr(cfg, 'r', '?')}, {pairs} LoRA pairs)"
     return Check("adapter_files", same, summary, {"pairs": pairs, "base_model": cfg.base_model_name_or_path})
+
+
+def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
+    """The LoRA GGUF read back (gguf package) carries llama.cpp's adapter keys and, applied the way
+    llama.cpp applies it (``alpha / r * b @ a``, rows of ``a`` for embeddings), gives each weight's update."""
+    import json
+
+    import numpy as np
+
+    from studio.export.gguf_writer import check_supported, permute_qk
+    from studio.export.lora_gguf import lora_tensors, read_lora_gguf
+
+    config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
+    arch = check_supported(config)
+    meta, pairs = read_lora_gguf(lora_path)
+    keys_ok = (meta.get("general.type") == "adapter" and meta.get("adapter.type") == "lora"
+               and meta.get("general.architecture") == arch.arch and "adapter.lora.alpha" in meta)
+    alpha = float(meta.get("adapter.lora.alpha", 0.0))
+    import gguf
+
+    names = {g for g, _, _ in lora_tensors(adapter, config)}
+    worst, missing = 0.0, sorted(names - set(pairs))
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], int(config["num_hidden_layers"]))
+    for hf_name, d in adapter.deltas.items():
+        gname = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gname not in pairs or any(x is None for x in pairs[gname]):
+            continue
+        a, b = pairs[gname]
+        want = d.delta().numpy()
+        if d.embedding:
+            got = alpha / a.shape[1] * (a @ b.T)
+        else:
+            got = alpha / a.shape[0] * (b @ a)
+            if arch.permute_qk and ".attn_q." in gname:
+                want = permute_qk(want, int(config["num_attention_heads"]))
+            elif arch.permute_qk and ".attn_k." in gname:
+                want = permute_qk(want, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
+        scale = float(np.abs(want).max()) or 1.0
+        worst = max(worst, float(np.abs(got - want).max()) / scale if got.shape == want.shape else float("inf"))
+    missing += sorted(g for g, (a, b) in pairs.items() if a is None or b is None)
+    passed = keys_ok and not missing and len(pairs) == len(names) and worst <= 1e-4
+    summary = (f"LoRA GGUF read back: {len(pairs)} adapted weights, alpha {alpha:g}; updates rebuilt as llama.cpp "
+               f"applies them match the adapter (max relative diff {worst:.1e})"
+               + ("" if keys_ok else "; adapter metadata keys are wrong")
+               + (f"; missing {', '.join(missing[:3])}" if missing else ""))
+    return Check("lora_gguf", passed, summary, {"pairs": len(pairs), "alpha": alpha, "max_rel_diff": worst,
+                                                "metadata_ok": keys_ok, "missing": missing})
+
