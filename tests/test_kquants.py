@@ -131,3 +131,15 @@ def test_k_quant_export_reads_back_with_gguf(wide_run, tmp_path, quant, file_typ
     assert expected < path.stat().st_size < expected + 200_000  # weights + metadata, nothing else
     report = json.loads((tmp_path / quant / "export.json").read_text())
     assert report["quant"] == quant
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q5_0", "Q4_0"])
+def test_other_block_types_in_chunks_equal_the_gguf_package(name, monkeypatch):
+    import gguf
+
+    from studio.export import kquants
+
+    monkeypatch.setattr(kquants, "CHUNK_VALUES", 4096)
+    x = _weights(rows=40, cols=512)
+    qtype = gguf.GGMLQuantizationType[name]
+    assert np.array_equal(kquants.quantize_in_chunks(x, qtype), gguf.quants.quantize(x, qtype))

@@ -115,7 +115,7 @@ def encode_tensor(t, qtype):
 
     if kquants.is_k_type(qtype):
         return kquants.quantize(arr, qtype)  # the gguf package reads K-quants but cannot write them
-    return gguf.quants.quantize(arr, qtype)
+    return kquants.quantize_in_chunks(arr, qtype)  # gguf.quants.quantize, a chunk of rows at a time
 
 
 @dataclass

@@ -160,20 +160,29 @@ def is_k_type(qtype: Any) -> bool:
 
 def quantize(arr: np.ndarray, qtype: Any) -> np.ndarray:
     """``arr`` (..., n*256) float as K-quant bytes shaped (..., n*block_bytes), like ``gguf.quants.quantize``."""
+    name = getattr(qtype, "name", str(qtype))
+    return quantize_in_chunks(arr, qtype, _ENCODERS[name])
+
+
+def quantize_in_chunks(arr: np.ndarray, qtype: Any, encode=None) -> np.ndarray:
+    """Any block type, a chunk of rows at a time, into one preallocated output: the temporaries
+    of the encoder (ours for K-types, else ``gguf.quants.quantize``) never cover the whole tensor."""
     import gguf
 
-    name = getattr(qtype, "name", str(qtype))
-    encode = _ENCODERS[name]
-    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[name]]
+    qtype = gguf.GGMLQuantizationType[getattr(qtype, "name", str(qtype))]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
     if arr.shape[-1] % block:
-        raise ValueError(f"{name} needs rows that are a multiple of {block} values, got {arr.shape[-1]}")
+        raise ValueError(f"{qtype.name} needs rows that are a multiple of {block} values, got {arr.shape[-1]}")
     rows = arr.reshape(-1, arr.shape[-1])
     per_row = arr.shape[-1] // block
     out = np.empty((rows.shape[0], per_row * size), dtype=np.uint8)
     step = max(1, CHUNK_VALUES // arr.shape[-1])
     for i in range(0, rows.shape[0], step):
-        chunk = np.asarray(rows[i:i + step], dtype=np.float32).reshape(-1, block)
-        out[i:i + step] = encode(chunk).reshape(-1, per_row * size)
+        chunk = np.asarray(rows[i:i + step], dtype=np.float32)
+        if encode is None:
+            out[i:i + step] = gguf.quants.quantize(chunk, qtype)
+        else:
+            out[i:i + step] = encode(chunk.reshape(-1, block)).reshape(-1, per_row * size)
     return out.reshape(*arr.shape[:-1], per_row * size)
 
 
