@@ -151,7 +151,7 @@ def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 
                                                    "tokens_per_prompt": new_tokens, "tokenizer_match": same_tokenizer})
 
 
-def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str) -> Check:
+def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: str = "merged") -> Check:
     """Every tensor of the GGUF, dequantised by the ``gguf`` package (not by our encoder), matches the
     merged model's weight within its type's error bound; the worst tensor per type is reported."""
     import json
@@ -189,7 +189,7 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str) -> Check:
         counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
     passed = not bad and not missing
     types = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    summary = (f"GGUF weights read back (gguf package) vs merged: {len(reader.tensors)} tensors ({types}) "
+    summary = (f"GGUF weights read back (gguf package) vs {source}: {len(reader.tensors)} tensors ({types}) "
                + ("within each type's error bound" if passed else
                   f"{len(bad)} over the bound, {len(missing)} missing: {'; '.join((bad + missing)[:3])}"))
     details = {"types": counts, "worst_rel_error": {k: {"error": v[0], "tensor": v[1]} for k, v in worst.items()},
