@@ -129,7 +129,7 @@ def _build_ollama_lora(job: Job, tmp: Path) -> None:
     job.progress("verify", 0, 1)
     job.record(verify.check_lora_gguf(job.adapter, job.inputs.base_dir, lora_path))
     job.record(verify.check_gguf_weights(job.inputs.base_dir, base_path, job.quant, source="base"))
-    job.record(verify.check_gguf(job.inputs.base_dir, base_path, job.quant))
+    job.record(verify.check_gguf(job.inputs.base_dir, base_path, job.quant, source="base"))
     _write_modelfile(job, tmp, base_path.name, lora_path.name)
 
 

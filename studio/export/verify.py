@@ -118,7 +118,7 @@ def greedy(model: Any, prompts: list[list[int]], n: int, pad_id: int) -> list[li
     return out[:, width:].tolist()
 
 
-def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8) -> Check:
+def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8, source: str = "merged") -> Check:
     """Greedy tokens of the GGUF (read back by transformers) == those of the merged model.
 
     Where they differ, the merged model's own margin at that step is reported: a flip between two
@@ -144,7 +144,7 @@ def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 
     exact = sum(a == b for a, b in zip(want, got))
     near = _near_ties(merged_dir, ids, want, got, quant) if exact < len(ids) else 0
     passed = same_tokenizer and exact + near == len(ids)
-    summary = (f"GGUF greedy tokens vs merged model: {exact}/{len(ids)} prompts identical"
+    summary = (f"GGUF greedy tokens vs {source} model: {exact}/{len(ids)} prompts identical"
                + (f", {near} differ only at a near-tie" if near else "")
                + ("" if same_tokenizer else "; the GGUF tokenizer splits text differently"))
     return Check("gguf_greedy", passed, summary, {"identical": exact, "near_ties": near, "prompts": len(ids),
