@@ -8,7 +8,9 @@ and of llama.cpp's own tools on the same folder when a llama.cpp checkout is giv
 Each conversion runs in a fresh subprocess, so its peak RSS (ru_maxrss from wait4) is its own.
 llama.cpp's converter writes f16 and q8_0 itself; its q4_k_m is convert (f16) + ``llama-quantize``,
 timed together, and measured only when a built ``llama-quantize`` is found in the checkout
-(build/bin, bin or the top folder). Without ``--llama-cpp`` those rows are skipped.
+(build/bin, bin or the top folder). Without ``--llama-cpp`` those rows are skipped. The converter
+needs llama.cpp's Python requirements (its ``requirements/requirements-convert_hf_to_gguf.txt``,
+e.g. mistral_common); a PYTHONPATH you set is passed on to every subprocess.
 """
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ def main() -> None:
     if args.measure:
         _measure_main(json.loads(args.measure))
         return
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    paths = [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if args.model:
         model = args.model.resolve()
     else:
@@ -130,7 +133,9 @@ def main() -> None:
             f16 = work / "llama-f16.gguf"
             if quantize is None:
                 print(f"llama.cpp: no built llama-quantize in {llama}; its q4_k_m row is skipped")
-            elif f16.is_file():
+            elif not f16.is_file():
+                print("llama.cpp: its f16 conversion failed, so its q4_k_m row is skipped")
+            else:
                 out = work / "llama-q4_k_m.gguf"
                 r = measure([str(quantize), str(f16), str(out), "Q4_K_M"], lenv)
                 conv = next(x[2] for x in rows if x[0] == "llama.cpp convert" and x[1] == "f16")
