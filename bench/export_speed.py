@@ -49,7 +49,7 @@ def measure(argv: list[str], env: dict) -> dict:
     """Wall time and peak RSS of ``argv``, run under a small intermediate interpreter that runs only
     that command, so its RUSAGE_CHILDREN peak is that command's own (this process may be large)."""
     wrapper = [sys.executable, __file__, "--measure", json.dumps(argv)]
-    proc = subprocess.run(wrapper, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.run(wrapper, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
@@ -60,7 +60,7 @@ def _measure_main(argv: list[str]) -> None:
     import resource
 
     start = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]

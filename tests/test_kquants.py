@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 import tiny
 
 K_TYPES = ("Q4_K", "Q5_K", "Q6_K")

@@ -7,7 +7,6 @@ import re
 
 import numpy as np
 import pytest
-
 import tiny
 
 
@@ -34,9 +33,9 @@ def test_ollama_lora_export_is_base_plus_adapter(lora_run, tmp_path):
     from studio.export import export
     from studio.export.adapter import load_adapter
     from studio.export.gguf_writer import write_gguf
+    from studio.export.inputs import load_inputs
     from studio.export.lora_gguf import read_lora_gguf
     from studio.export.merge import merge_to_folder
-    from studio.export.inputs import load_inputs
 
     out = tmp_path / "ol"
     res = export(lora_run, "ollama-lora", "f16", out=out)
@@ -118,7 +117,7 @@ def test_cli_prints_files_folder_source_and_ollama_command(lora_run, tmp_path, c
     report = json.loads((out / "export.json").read_text())
     assert re.search(r"model-f16\.gguf\s+[\d.]+ kB\s+merged model \(GGUF\), f16", printed)
     assert f"folder: {out}" in printed
-    assert f"next: ollama create " in printed and f" -f {out / 'Modelfile'}" in printed
+    assert "next: ollama create " in printed and f" -f {out / 'Modelfile'}" in printed
     assert report["next_command"] in printed
     assert report["run"] == str(lora_run) and len(report["adapter_sha256"]) == 64
     assert "step" in report and report["source"]["run_id"] == lora_run.name
