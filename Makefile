@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 LOCK   := installer/runtime-lock.txt
 TORCH  := torch==2.13.0
 
-.PHONY: run test demo bench screenshots app app-test install-desktop clean
+.PHONY: run test demo bench screenshots app app-test install-desktop clean bench-export-speed
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,3 +80,7 @@ faults: $(VENV)/.dev-installed
 # Export: peak RSS and time of the streaming merge vs peft merge_and_unload (1.57 B model, ~10 GB of disk).
 bench-export: $(VENV)/.ml-installed
 	$(PY) bench/merge_memory.py
+
+# GGUF export: wall time and peak RSS of f16/q8_0/q4_k_m on the demo model; LLAMA_CPP=DIR adds llama.cpp's converter.
+bench-export-speed: $(VENV)/.ml-installed
+	$(PY) bench/export_speed.py $(if $(LLAMA_CPP),--llama-cpp $(LLAMA_CPP))

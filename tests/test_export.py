@@ -351,7 +351,7 @@ def test_cli_export_reports_path_and_verification(qlora_run, tmp_path, capsys):
     assert re.search(r"ok\s+merged vs base\+adapter logits: max diff", printed)
     assert (out / "export.json").is_file() and not list(tmp_path.glob(".*partial"))
     assert main(["export", str(qlora_run), "--format", "adapter", "--quant", "q8_0"]) == 2
-    assert "--quant applies to gguf and ollama only" in capsys.readouterr().err
+    assert "--quant applies to gguf, ollama, ollama-lora only" in capsys.readouterr().err
 
 
 def test_worker_lists_targets_without_torch():
@@ -361,8 +361,10 @@ def test_worker_lists_targets_without_torch():
     lines = out.stdout.decode().strip().splitlines()
     assert lines[-1] == "torch loaded: False"
     rows = json.loads(lines[-2])
-    assert [r["name"] for r in rows] == ["merged", "adapter", "gguf", "ollama"]
-    assert rows[2]["quants"] == ["f16", "bf16", "q8_0", "q4_0"] and rows[2]["default_quant"] == "q8_0"
+    assert [r["name"] for r in rows] == ["merged", "adapter", "gguf", "ollama", "ollama-lora"]
+    assert rows[2]["quants"] == ["f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"] and rows[2]["default_quant"] == "q8_0"
+    from studio.commands.export import FORMATS, QUANTS
+    assert list(QUANTS) == rows[2]["quants"] and list(FORMATS) == [r["name"] for r in rows]  # the CLI offers the same
 
 
 def test_cli_cleans_a_killed_workers_temp_folder(tmp_path):

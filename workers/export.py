@@ -80,8 +80,8 @@ def _on_signal(cancel: threading.Event):
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers.export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, nargs="?", help="a finished run folder (holds recipe.json and adapter/)")
-    parser.add_argument("--format", help="merged, adapter, gguf or ollama")
-    parser.add_argument("--quant", default=None, help="GGUF type: f16, bf16, q8_0 (default) or q4_0")
+    parser.add_argument("--format", help="merged, adapter, gguf, ollama or ollama-lora")
+    parser.add_argument("--quant", default=None, help="GGUF type: f16, bf16, q8_0 (default), q6_k, q5_k_m, q4_k_m or q4_0")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/exports/FORMAT[-QUANT])")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--list", action="store_true", help="print the export targets as JSON and exit")

@@ -1,4 +1,4 @@
-"""`lora-studio export RUN_DIR --format merged|adapter|gguf|ollama`: run the export worker and report.
+"""`lora-studio export RUN_DIR --format merged|adapter|gguf|ollama|ollama-lora`: run the export worker and report.
 
 Ctrl-C cancels: the worker is asked to stop, then terminated, then killed; its temporary folder
 is removed in every case, so nothing ever stands under the final name.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from studio.errors import UserError
 from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader
-from studio.export.targets import TARGETS
+from studio.export.targets import GGUF_FORMATS, TARGETS
 from studio.procs import pump_events, send_command, start_worker, worker_argv
 
 FORMATS = tuple(TARGETS)
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=FORMATS,
                    help="; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()))
     p.add_argument("--quant", choices=QUANTS, help="weight type of the formats that take one ("
-                   + ", ".join(f"{t.name}: default {t.default_quant}" for t in TARGETS.values() if t.quants) + ")")
+                   + ", ".join(f"{t.name}: default {t.default_quant}" for t in TARGETS.values() if t.quants)
+                   + "); q4_k_m, q5_k_m and q6_k are llama.cpp's mixed K-quant recipes, written without llama.cpp")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/exports/FORMAT[-QUANT]); never the run "
                                             "folder outside exports/, its adapter or the base model folder")
     p.add_argument("--force", action="store_true", help="replace an existing output folder (never one the export "
@@ -42,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir.resolve()
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a folder; pass a run folder (see 'lora-studio runs')")
-    if args.quant and args.format not in ("gguf", "ollama"):
-        raise UserError(f"--quant applies to gguf and ollama only, not {args.format}")
+    if args.quant and args.format not in GGUF_FORMATS:
+        raise UserError(f"--quant applies to {', '.join(GGUF_FORMATS)} only, not {args.format}")
     extra = [f"--format={args.format}"] + ([f"--quant={args.quant}"] if args.quant else [])
     extra += [f"--out={args.out.resolve()}"] if args.out else []
     extra += ["--force"] if args.force else []
@@ -180,13 +181,21 @@ def report(run_dir: Path, result: dict) -> int:
 def _print_done(done: dict) -> None:
     quant = f" ({done['quant']})" if done.get("quant") else ""
     print(f"exported {done['format']}{quant}: {done['path']}")
+    source = done.get("source") or {}
+    if source:
+        step = source.get("step")
+        print(f"from run {source.get('run_id')}" + (f", step {step}" if step is not None else "")
+              + f", adapter sha256 {str(source.get('adapter_sha256'))[:12]}")
+    print("files:")
     for f in done.get("files", []):
-        print(f"  {f['name']:<40} {_size(f['bytes']):>10}")
+        what = ", ".join(str(x) for x in (f.get("kind"), f.get("quant")) if x)
+        print(f"  {f['name']:<34} {_size(f['bytes']):>10}  {what}".rstrip())
+    print(f"folder: {done['path']}")
     print("verification:")
     for c in done.get("checks", []):
         print(f"{_mark(c.get('ok'))} {c.get('summary')}")
-    if done["format"] == "ollama":
-        print(f"next: ollama create my-model -f {Path(done['path']) / 'Modelfile'}")
+    if done.get("next_command"):
+        print(f"next: {done['next_command']}")
 
 
 def _size(n: int) -> str:

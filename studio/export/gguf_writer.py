@@ -17,7 +17,8 @@ from studio.export.errors import Progress, UnsupportedModel, no_progress
 from studio.export.gguf_vocab import build_vocab
 from studio.export.safetensors_io import TensorMeta, model_tensors, read_tensor
 
-QUANTS = ("f16", "bf16", "q8_0", "q4_0")
+QUANTS = ("f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+K_RECIPES = ("q4_k_m", "q5_k_m", "q6_k")  # mixed recipes: kquants.recipe_type picks each tensor's type
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,19 @@ def permute_qk(w, n_head: int):
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str):
-    """The GGML type of one tensor: 1-D stays F32; quantised types fall back where rows don't fit blocks."""
+def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str, n_layers: int = 0, has_output: bool = True):
+    """The GGML type of one tensor: 1-D stays F32; quantised types fall back where rows don't fit blocks.
+
+    The K recipes (q4_k_m, q5_k_m, q6_k) mix types by tensor and layer (``kquants.recipe_type``),
+    which needs the layer count and whether the output layer is its own tensor.
+    """
     import gguf
 
     T = gguf.GGMLQuantizationType
+    if quant in K_RECIPES:
+        from studio.export.kquants import recipe_type
+
+        return T[recipe_type(gguf_name, shape, quant, n_layers, has_output)]
     if len(shape) <= 1:
         return T.F32
     wanted = {"f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}[quant]
@@ -103,7 +112,11 @@ def encode_tensor(t, qtype):
         return arr.astype(np.float32, copy=False)
     if qtype == gguf.GGMLQuantizationType.F16:
         return arr.astype(np.float16)
-    return gguf.quants.quantize(arr, qtype)
+    from studio.export import kquants
+
+    if kquants.is_k_type(qtype):
+        return kquants.quantize(arr, qtype)  # the gguf package reads K-quants but cannot write them
+    return kquants.quantize_in_chunks(arr, qtype)  # gguf.quants.quantize, a chunk of rows at a time
 
 
 @dataclass
@@ -121,19 +134,22 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str) -> list
     n_layers = int(config["num_hidden_layers"])
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], n_layers)
     tied = bool(config.get("tie_word_embeddings", False))
+    metas = model_tensors(folder)
+    has_output = not tied and any(m.name == "lm_head.weight" for m in metas)
     out: list[PlannedTensor] = []
     freqs = llama3_rope_factors(config)
     if freqs is not None:
         name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
         out.append(PlannedTensor("", name, tuple(freqs.shape), gguf.GGMLQuantizationType.F32, None))
-    for m in model_tensors(folder):
+    for m in metas:
         if m.name.endswith("rotary_emb.inv_freq") or (tied and m.name == "lm_head.weight"):
             continue
         gname = name_map.get_name(m.name, try_suffixes=(".weight", ".bias"))
         if gname is None:
             raise UnsupportedModel(f"GGUF export: no llama.cpp name for tensor {m.name} of {arch.model_type}",
                                    "export --format merged instead")
-        out.append(PlannedTensor(m.name, gname, tuple(m.shape), tensor_type(gname, tuple(m.shape), quant), m))
+        qtype = tensor_type(gname, tuple(m.shape), quant, n_layers, has_output)
+        out.append(PlannedTensor(m.name, gname, tuple(m.shape), qtype, m))
     return out
 
 
@@ -156,12 +172,17 @@ def llama3_rope_factors(config: dict):
                        torch.where(wavelen > old_ctx / low, torch.full_like(freqs, factor), mid))
 
 
-def convert_tensor(p: PlannedTensor, t, config: dict, arch: GgufArch):
+def oriented(p: PlannedTensor, t, config: dict, arch: GgufArch):
+    """The float tensor in llama.cpp's layout (q/k rows permuted for llama-arch), before encoding."""
     if arch.permute_qk and ".attn_q." in p.gguf_name:
         t = permute_qk(t, int(config["num_attention_heads"]))
     elif arch.permute_qk and ".attn_k." in p.gguf_name:
         t = permute_qk(t, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
-    return encode_tensor(t, p.qtype)
+    return t
+
+
+def convert_tensor(p: PlannedTensor, t, config: dict, arch: GgufArch):
+    return encode_tensor(oriented(p, t, config, arch), p.qtype)
 
 
 # -- metadata ------------------------------------------------------------------------------------
@@ -195,7 +216,8 @@ def file_type(quant: str) -> int:
     import gguf
 
     F = gguf.LlamaFileType
-    return {"f16": F.MOSTLY_F16, "bf16": F.MOSTLY_BF16, "q8_0": F.MOSTLY_Q8_0, "q4_0": F.MOSTLY_Q4_0}[quant]
+    return {"f16": F.MOSTLY_F16, "bf16": F.MOSTLY_BF16, "q8_0": F.MOSTLY_Q8_0, "q4_0": F.MOSTLY_Q4_0,
+            "q4_k_m": F.MOSTLY_Q4_K_M, "q5_k_m": F.MOSTLY_Q5_K_M, "q6_k": F.MOSTLY_Q6_K}[quant]
 
 
 def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "", progress: Progress = no_progress,

@@ -174,13 +174,16 @@ def _default_system(family: ChatFamily, tokenizer: Any) -> str | None:
     return None
 
 
-def modelfile(gguf_name: str, chat: OllamaChat, eos_tokens: list[str], params: dict) -> str:
-    """The Modelfile text: FROM, TEMPLATE, SYSTEM (if the template has a default), stops, parameters."""
+def modelfile(gguf_name: str, chat: OllamaChat, eos_tokens: list[str], params: dict,
+              adapter_name: str | None = None) -> str:
+    """The Modelfile text: FROM, ADAPTER (a LoRA GGUF on top of the base), TEMPLATE, SYSTEM (if the
+    template has a default), stops, parameters."""
     for text in (chat.family.template, chat.system or ""):
         if '"""' in text:
             raise UnsupportedModel('the chat template contains """, which a Modelfile cannot quote',
                                    "export --format gguf and write the Modelfile by hand")
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{chat.family.template}"""']
+    lines = [f"FROM ./{gguf_name}"] + ([f"ADAPTER ./{adapter_name}"] if adapter_name else [])
+    lines.append(f'TEMPLATE """{chat.family.template}"""')
     if chat.system is not None:
         lines.append(f'SYSTEM """{chat.system}"""')
     for stop in dict.fromkeys([*chat.family.stops, *eos_tokens]):
@@ -202,3 +205,9 @@ def sampling_params() -> dict:
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def model_name(text: str) -> str:
+    """A name ``ollama create`` accepts (lower case letters, digits, '-', '_', '.'), from ``text``."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return name[:80] or "my-model"

@@ -7,6 +7,7 @@ destination, verifies what it wrote, and only then renames the folder to its fin
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from studio.export.gguf_vocab import build_vocab
 from studio.export.gguf_writer import check_supported, write_gguf
 from studio.export.inputs import ExportInputs, load_inputs
 from studio.export.merge import check_mergeable, merge_to_folder, tokenizer_eos_id
-from studio.export.ollama import detect_chat, modelfile, sampling_params
+from studio.export.ollama import detect_chat, model_name, modelfile, sampling_params
 from studio.fsutil import atomic_dir
 
-GGUF_QUANTS = ("f16", "bf16", "q8_0", "q4_0")
-_GGUF_BYTES_PER_PARAM = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+GGUF_QUANTS = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+# quantisations whose greedy tokens may drift from the float model's: a greedy mismatch is a warning
+LOSSY_GREEDY = ("q4_0", "q4_k_m", "q5_k_m")
+GGUF_FORMATS = ("gguf", "ollama", "ollama-lora")
 MARGIN_BYTES = 64 << 20
 REPORT = "export.json"
 
@@ -40,6 +43,8 @@ class Job:
     chat: Any = None  # ollama.OllamaChat
     checks: list = field(default_factory=list)
     on_check: Callable[[Any], None] = lambda check: None
+    files: dict = field(default_factory=dict)  # file name -> {"kind", "quant"} for the report
+    ollama_name: str | None = None  # the model name in the `ollama create` command
 
     def record(self, check: "verify.Check") -> None:
         self.checks.append(check)
@@ -63,12 +68,14 @@ class ExportResult:
     path: Path
     format: str
     quant: str | None
-    files: list[dict]
+    files: list[dict]  # {"name", "bytes", and for model files "kind", "quant"}
     checks: list[dict]
+    next_command: str | None = None  # for Ollama: the exact `ollama create NAME -f .../Modelfile`
+    source: dict = field(default_factory=dict)  # run, step, adapter hash (as in export.json)
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "format": self.format, "quant": self.quant, "files": self.files,
-                "checks": self.checks}
+                "checks": self.checks, "next_command": self.next_command, "source": self.source}
 
 
 # -- builders ------------------------------------------------------------------------------------
@@ -76,6 +83,7 @@ class ExportResult:
 def _build_adapter(job: Job, tmp: Path) -> None:
     job.progress("adapter", 0, 1)
     copy_adapter(job.inputs.adapter_dir, tmp, job.inputs.base_dir)
+    job.files["adapter_model.safetensors"] = {"kind": "LoRA adapter (PEFT)", "quant": None}
     job.progress("adapter", 1, 1)
     job.progress("verify", 0, 1)
     job.record(verify.check_adapter(job.inputs.adapter_dir, tmp))
@@ -83,6 +91,7 @@ def _build_adapter(job: Job, tmp: Path) -> None:
 
 def _build_merged(job: Job, tmp: Path) -> None:
     merge_to_folder(job.inputs.base_dir, job.adapter, tmp, job.progress)
+    job.files["*.safetensors"] = {"kind": "merged model", "quant": _dtype_name(job.inputs.config)}
     job.progress("verify", 0, 1)
     job.record(verify.check_merge(job.inputs.base_dir, job.inputs.adapter_dir, tmp, job.inputs.trust_remote_code))
 
@@ -94,17 +103,44 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
     gguf_path = tmp / f"model-{job.quant}.gguf"
     write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress,
                trust=job.inputs.trust_remote_code)
+    job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": job.quant}
     job.progress("verify", 0, 1)
+    job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant))
     job.record(verify.check_gguf(scratch, gguf_path, job.quant, trust=job.inputs.trust_remote_code))
     shutil.rmtree(scratch)
     return gguf_path
 
 
 def _build_ollama(job: Job, tmp: Path) -> None:
-    gguf_path = _build_gguf(job, tmp)
+    _write_modelfile(job, tmp, _build_gguf(job, tmp).name)
+
+
+def _build_ollama_lora(job: Job, tmp: Path) -> None:
+    """The base model as GGUF (not merged), the LoRA as an adapter GGUF, and a Modelfile joining them."""
+    from studio.export.lora_gguf import write_lora_gguf
+
+    base_name = Path(job.inputs.model_name).name
+    base_path = tmp / f"base-{job.quant}.gguf"
+    write_gguf(job.inputs.base_dir, base_path, job.quant, name=base_name, progress=job.progress,
+               trust=job.inputs.trust_remote_code)
+    job.files[base_path.name] = {"kind": "base model (GGUF)", "quant": job.quant}
+    lora_path = tmp / "adapter-f32.gguf"
+    write_lora_gguf(job.adapter, job.inputs.base_dir, lora_path, name=f"{base_name} LoRA {job.inputs.run_dir.name}")
+    job.files[lora_path.name] = {"kind": "LoRA adapter (GGUF)", "quant": "f32"}
+    job.progress("verify", 0, 1)
+    job.record(verify.check_lora_gguf(job.adapter, job.inputs.base_dir, lora_path))
+    job.record(verify.check_gguf_weights(job.inputs.base_dir, base_path, job.quant, source="base"))
+    job.record(verify.check_gguf(job.inputs.base_dir, base_path, job.quant, source="base",
+                                 trust=job.inputs.trust_remote_code))
+    _write_modelfile(job, tmp, base_path.name, lora_path.name)
+
+
+def _write_modelfile(job: Job, tmp: Path, gguf_name: str, adapter_name: str | None = None) -> None:
     eos = _token_text(job.inputs.base_dir, tokenizer_eos_id(job.inputs.base_dir))
-    text = modelfile(gguf_path.name, job.chat, [eos] if eos else [], sampling_params())
+    text = modelfile(gguf_name, job.chat, [eos] if eos else [], sampling_params(), adapter_name)
     (tmp / "Modelfile").write_text(text, encoding="utf-8")
+    job.files["Modelfile"] = {"kind": "Ollama Modelfile", "quant": None}
+    job.ollama_name = model_name(f"{Path(job.inputs.model_name).name}-{job.inputs.run_dir.name}")
     job.record(verify.Check("ollama_template", True,
                             f"Modelfile TEMPLATE ({job.chat.family.name}) renders {job.chat.checked} probe "
                             "conversations exactly as the tokenizer's chat template",
@@ -124,6 +160,10 @@ TARGETS: dict[str, ExportTarget] = {t.name: t for t in (
     ExportTarget("ollama", "Ollama",
                  "A GGUF and a Modelfile with the chat template and stop tokens: 'ollama create NAME -f Modelfile'.",
                  GGUF_QUANTS, "q8_0", True, _build_ollama),
+    ExportTarget("ollama-lora", "Ollama (base + LoRA GGUF)",
+                 "The base model as GGUF, the LoRA as a llama.cpp adapter GGUF, and a Modelfile with FROM base "
+                 "and ADAPTER: keep one base and swap adapters (also 'llama-cli -m base --lora adapter').",
+                 GGUF_QUANTS, "q8_0", False, _build_ollama_lora),
 )}
 
 
@@ -149,13 +189,17 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
     target = check_options(fmt, quant)
     job = Job(load_inputs(run_dir), fmt, quant or target.default_quant)
     check_adapter_weights(job.inputs.adapter_dir)  # damaged or non-finite adapters: refused for every format
-    if target.needs_merge:
+    if target.needs_merge or fmt == "ollama-lora":
         job.adapter = load_adapter(job.inputs.adapter_dir)
         check_mergeable(job.inputs.base_dir, job.adapter)
-    if fmt in ("gguf", "ollama"):
+    if fmt == "ollama-lora":
+        from studio.export.lora_gguf import lora_tensors
+
+        lora_tensors(job.adapter, job.inputs.config)  # refuses what a LoRA GGUF cannot carry, before any work
+    if fmt in GGUF_FORMATS:
         check_supported(job.inputs.config)
         build_vocab(job.inputs.base_dir, job.inputs.config, job.inputs.trust_remote_code)
-    if fmt == "ollama":
+    if fmt in ("ollama", "ollama-lora"):
         from transformers import AutoTokenizer
 
         job.chat = detect_chat(AutoTokenizer.from_pretrained(str(job.inputs.base_dir),
@@ -170,8 +214,12 @@ def estimate_bytes(job: Job) -> int:
         return sum(f.stat().st_size for f in job.inputs.adapter_dir.iterdir() if f.is_file())
     if job.fmt == "merged":
         return base
-    params = verify.model_bytes(job.inputs.base_dir, 1)
-    return base + int(params * _GGUF_BYTES_PER_PARAM[job.quant])
+    if job.fmt == "ollama-lora":
+        base = sum(f.stat().st_size for f in job.inputs.adapter_dir.iterdir() if f.is_file()) * 2  # f32 adapter
+    from studio.export.gguf_writer import check_supported, nbytes, plan_tensors
+
+    plan = plan_tensors(job.inputs.base_dir, job.inputs.config, check_supported(job.inputs.config), job.quant)
+    return base + sum(nbytes(p.shape, p.qtype) for p in plan)
 
 
 def check_free_space(dest: Path, need: int) -> None:
@@ -202,8 +250,10 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
         with atomic_dir(final, overwrite=force) as tmp:
             TARGETS[fmt].build(job, tmp)
             _fail_on_checks(job)
-            _write_report(job, tmp)
-            files = _list_files(tmp)
+            command = (f"ollama create {job.ollama_name} -f {final / 'Modelfile'}" if job.ollama_name else None)
+            source = _source(job)
+            _write_report(job, tmp, command, source)
+            files = _list_files(tmp, job.files)
     except Exception as e:  # OSError, or safetensors' SafetensorError; numpy's tofile says only "requested and 0 written"
         from studio.train.errors import disk_full, is_write_error
 
@@ -211,7 +261,7 @@ def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None =
             raise DiskError(f"the disk filled up while writing {final}; nothing was left behind",
                             "free some space or choose another folder with --out") from None
         raise
-    return ExportResult(final, fmt, job.quant, files, [c.to_dict() for c in job.checks])
+    return ExportResult(final, fmt, job.quant, files, [c.to_dict() for c in job.checks], command, source)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -264,25 +314,56 @@ def _nearly_full(final: Path) -> bool:
 
 def _fail_on_checks(job: Job) -> None:
     for check in job.checks:
-        lossy = check.name == "gguf_greedy" and job.quant == "q4_0"  # 4-bit may change greedy picks: reported
+        lossy = check.name == "gguf_greedy" and job.quant in LOSSY_GREEDY  # may change greedy picks: reported
         if check.ok is False and not lossy:
             raise VerificationFailed(f"verification failed: {check.summary}",
                                      "the output was not kept; please report this with the run folder")
 
 
-def _write_report(job: Job, tmp: Path) -> None:
+def _source(job: Job) -> dict:
+    """Which run, step and adapter the export came from: the adapter hash is over its weights and config."""
     state = runs.read_state(job.inputs.run_dir)
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        with open(job.inputs.adapter_dir / name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return {"run": str(job.inputs.run_dir), "run_id": job.inputs.run_dir.name,
+            "step": state.get("adapter_step", state.get("step")),
+            "status": state.get("status"), "adapter": str(job.inputs.adapter_dir),
+            "adapter_sha256": digest.hexdigest()}
+
+
+def _write_report(job: Job, tmp: Path, command: str | None, source: dict) -> None:
     report = {"format": job.fmt, "quant": job.quant, "run": str(job.inputs.run_dir),
-              "step": state.get("adapter_step", state.get("step")), "run_status": state.get("status"),
+              "step": source.get("step"), "run_status": source.get("status"),
+              "adapter_sha256": source.get("adapter_sha256"),
               "base_model": str(job.inputs.base_dir), "model": job.inputs.model_name,
               "created": _dt.datetime.now().isoformat(timespec="seconds"),
+              "files": _list_files(tmp, job.files), "next_command": command, "source": source,
               "checks": [c.to_dict() for c in job.checks]}
     (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
-def _list_files(folder: Path) -> list[dict]:
-    return [{"name": str(p.relative_to(folder)), "bytes": p.stat().st_size}
-            for p in sorted(folder.rglob("*")) if p.is_file()]
+def _list_files(folder: Path, described: dict | None = None) -> list[dict]:
+    """Every file with its size, and what it is and its quantisation where the builder said so."""
+    described = described or {}
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        name = str(p.relative_to(folder))
+        info = described.get(name) or next((v for k, v in described.items() if p.match(k)), None)
+        row = {"name": name, "bytes": p.stat().st_size}
+        if info:
+            row.update(info)
+        out.append(row)
+    return out
+
+
+def _dtype_name(config: dict) -> str | None:
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    return {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}.get(str(dtype), dtype)
 
 
 def _model_title(job: Job) -> str:

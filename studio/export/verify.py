@@ -20,7 +20,11 @@ PROMPTS = ("What is 2 plus 3?", "Write one sentence about the sea.", "Name three
 LOGIT_RTOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 # A greedy token may differ from the merged model's only where the merged model itself hesitates:
 # its logit for the GGUF's token is within this much of its top logit (relative to the logit spread).
-TIE_RTOL = {"f16": 0.02, "bf16": 0.05, "q8_0": 0.05, "q4_0": 0.25}
+TIE_RTOL = {"f16": 0.02, "bf16": 0.05, "q8_0": 0.05, "q4_0": 0.25, "q6_k": 0.05, "q5_k_m": 0.1, "q4_k_m": 0.25}
+# Largest accepted error of one tensor read back from the GGUF (dequantised by the gguf package):
+# ||read - merged|| / ||merged||, by GGML type. About twice what each type gives on Gaussian weights.
+WEIGHT_RTOL = {"F32": 1e-6, "F16": 1e-3, "BF16": 8e-3, "Q8_0": 0.012, "Q6_K": 0.04, "Q5_K": 0.08, "Q5_1": 0.09,
+               "Q5_0": 0.09, "Q4_K": 0.15, "Q4_0": 0.18}
 
 
 @dataclass
@@ -114,7 +118,8 @@ def greedy(model: Any, prompts: list[list[int]], n: int, pad_id: int) -> list[li
     return out[:, width:].tolist()
 
 
-def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8, trust: bool = False) -> Check:
+def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8, source: str = "merged",
+               trust: bool = False) -> Check:
     """Greedy tokens of the GGUF (read back by transformers) == those of the merged model.
 
     Where they differ, the merged model's own margin at that step is reported: a flip between two
@@ -142,11 +147,57 @@ def check_gguf(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 
     exact = sum(a == b for a, b in zip(want, got))
     near = _near_ties(merged_dir, ids, want, got, quant, trust) if exact < len(ids) else 0
     passed = same_tokenizer and exact + near == len(ids)
-    summary = (f"GGUF greedy tokens vs merged model: {exact}/{len(ids)} prompts identical"
+    summary = (f"GGUF greedy tokens vs {source} model: {exact}/{len(ids)} prompts identical"
                + (f", {near} differ only at a near-tie" if near else "")
                + ("" if same_tokenizer else "; the GGUF tokenizer splits text differently"))
     return Check("gguf_greedy", passed, summary, {"identical": exact, "near_ties": near, "prompts": len(ids),
                                                    "tokens_per_prompt": new_tokens, "tokenizer_match": same_tokenizer})
+
+
+def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: str = "merged") -> Check:
+    """Every tensor of the GGUF, dequantised by the ``gguf`` package (not by our encoder), matches the
+    merged model's weight within its type's error bound; the worst tensor per type is reported."""
+    import json
+
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from studio.export.gguf_writer import check_supported, oriented, plan_tensors
+    from studio.export.safetensors_io import read_tensor
+
+    config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
+    arch = check_supported(config)
+    reader = GGUFReader(str(gguf_path))
+    stored = {t.name: t for t in reader.tensors}
+    worst: dict[str, tuple[float, str]] = {}
+    bad, missing = [], []
+    for p in plan_tensors(Path(merged_dir), config, arch, quant):
+        t = stored.get(p.gguf_name)
+        if t is None or p.meta is None:
+            if p.meta is not None:
+                missing.append(p.gguf_name)
+            continue
+        kind = t.tensor_type.name
+        ref = oriented(p, read_tensor(p.meta), config, arch).float().numpy()  # same q/k permutation, float
+        got = dequantize(np.asarray(t.data), t.tensor_type).reshape(ref.shape)
+        norm = float(np.linalg.norm(ref)) or 1.0
+        err = float(np.linalg.norm(got - ref)) / norm
+        if not math.isfinite(err) or err > WEIGHT_RTOL.get(kind, 0.2):
+            bad.append(f"{p.gguf_name} ({kind}): {err:.3g}")
+        if err >= worst.get(kind, (-1.0, ""))[0]:
+            worst[kind] = (err, p.gguf_name)
+    counts: dict[str, int] = {}
+    for t in reader.tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+    passed = not bad and not missing
+    types = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    summary = (f"GGUF weights read back (gguf package) vs {source}: {len(reader.tensors)} tensors ({types}) "
+               + ("within each type's error bound" if passed else
+                  f"{len(bad)} over the bound, {len(missing)} missing: {'; '.join((bad + missing)[:3])}"))
+    details = {"types": counts, "worst_rel_error": {k: {"error": v[0], "tensor": v[1]} for k, v in worst.items()},
+               "bounds": {k: WEIGHT_RTOL.get(k) for k in counts}, "over_bound": bad, "missing": missing}
+    return Check("gguf_weights", passed, summary, details)
 
 
 def _near_ties(merged_dir: Path, ids: list[list[int]], want: list[list[int]], got: list[list[int]], quant: str,
@@ -183,3 +234,51 @@ def check_adapter(original: Path, exported: Path) -> Check:
     pairs = sum(1 for n in names[1] if ".lora_A" in n or ".lora_embedding_A" in n)
     summary = f"peft reads the adapter ({cfg.peft_type}, r={getattr(cfg, 'r', '?')}, {pairs} LoRA pairs)"
     return Check("adapter_files", same, summary, {"pairs": pairs, "base_model": cfg.base_model_name_or_path})
+
+
+def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
+    """The LoRA GGUF read back (gguf package) carries llama.cpp's adapter keys and, applied the way
+    llama.cpp applies it (``alpha / r * b @ a``, rows of ``a`` for embeddings), gives each weight's update."""
+    import json
+
+    import numpy as np
+
+    from studio.export.gguf_writer import check_supported, permute_qk
+    from studio.export.lora_gguf import lora_tensors, read_lora_gguf
+
+    config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
+    arch = check_supported(config)
+    meta, pairs = read_lora_gguf(lora_path)
+    keys_ok = (meta.get("general.type") == "adapter" and meta.get("adapter.type") == "lora"
+               and meta.get("general.architecture") == arch.arch and "adapter.lora.alpha" in meta)
+    alpha = float(meta.get("adapter.lora.alpha", 0.0))
+    import gguf
+
+    names = {g for g, _, _ in lora_tensors(adapter, config)}
+    worst, missing = 0.0, sorted(names - set(pairs))
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], int(config["num_hidden_layers"]))
+    for hf_name, d in adapter.deltas.items():
+        gname = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gname not in pairs or any(x is None for x in pairs[gname]):
+            continue
+        a, b = pairs[gname]
+        want = d.delta().numpy()
+        if d.embedding:
+            got = alpha / a.shape[1] * (a @ b.T)
+        else:
+            got = alpha / a.shape[0] * (b @ a)
+            if arch.permute_qk and ".attn_q." in gname:
+                want = permute_qk(want, int(config["num_attention_heads"]))
+            elif arch.permute_qk and ".attn_k." in gname:
+                want = permute_qk(want, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
+        scale = float(np.abs(want).max()) or 1.0
+        worst = max(worst, float(np.abs(got - want).max()) / scale if got.shape == want.shape else float("inf"))
+    missing += sorted(g for g, (a, b) in pairs.items() if a is None or b is None)
+    passed = keys_ok and not missing and len(pairs) == len(names) and worst <= 1e-4
+    summary = (f"LoRA GGUF read back: {len(pairs)} adapted weights, alpha {alpha:g}; updates rebuilt as llama.cpp "
+               f"applies them match the adapter (max relative diff {worst:.1e})"
+               + ("" if keys_ok else "; adapter metadata keys are wrong")
+               + (f"; missing {', '.join(missing[:3])}" if missing else ""))
+    return Check("lora_gguf", passed, summary, {"pairs": len(pairs), "alpha": alpha, "max_rel_diff": worst,
+                                                "metadata_ok": keys_ok, "missing": missing})
+

@@ -398,3 +398,30 @@ def test_data_page_maps_roles_and_shows_what_was_left_out(window, qtbot):
     with qtbot.waitSignal(window.session.sig_data, timeout=10000):
         page.label_filter.setChecked(False)
     assert "<b>5</b> usable" in page.summary.text() and window.session.recipe.data.label_filter is False
+
+
+def test_export_page_shows_what_was_written_and_the_ollama_command(window, qtbot, monkeypatch, tmp_path):
+    from PySide6.QtGui import QDesktopServices, QGuiApplication
+
+    page = window.export_page
+    window.show_page(page)
+    assert page.result.isHidden()
+    command = f"ollama create smollm2-run1 -f {tmp_path / 'Modelfile'}"
+    done = {"status": "exported", "path": str(tmp_path), "format": "ollama", "quant": "q4_k_m",
+            "files": [{"name": "model-q4_k_m.gguf", "bytes": 105_400_000, "kind": "merged model (GGUF)",
+                       "quant": "q4_k_m"}, {"name": "Modelfile", "bytes": 410, "kind": "Ollama Modelfile"}],
+            "checks": [], "next_command": command, "source": {"run_id": "run1", "step": 12}}
+    page.controller.sig_done.emit(done)
+    assert not page.result.isHidden()
+    texts = [page.files_grid.itemAt(i).widget().text() for i in range(page.files_grid.count())]
+    assert texts[:3] == ["model-q4_k_m.gguf", "105.4 MB", "merged model (GGUF), q4_k_m"]
+    assert "step 12" in page.result_head.text() and str(tmp_path) in page.folder_label.text()
+    assert page.command.text() == command and page.copy_btn.isVisibleTo(page)
+    page.copy_btn.click()
+    assert QGuiApplication.clipboard().text() == command
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
+    page.open_result_btn.click()
+    assert opened == [str(tmp_path)]
+    page.controller.sig_done.emit({**done, "format": "gguf", "next_command": None})
+    assert page.command.isHidden() and page.copy_btn.isHidden()

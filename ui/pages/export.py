@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QUrl
-from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton,
-                               QWidget)
+from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLineEdit, QPlainTextEdit, QProgressBar,
+                               QPushButton, QWidget)
 
 from studio import runs
 from studio.export import TARGETS, ExportTarget
@@ -59,6 +59,7 @@ class ExportPage(Page):
         self.content.addLayout(prog)
         self.banner = Banner()
         self.content.addWidget(self.banner)
+        self._make_result_card()
         self.log = QPlainTextEdit()
         self.log.setObjectName("log")
         self.log.setReadOnly(True)
@@ -123,6 +124,7 @@ class ExportPage(Page):
         if not run_dir or self.controller.running:
             return
         self.banner.hide()
+        self.result.hide()
         self.log.clear()
         self.progress.setRange(0, 0)
         for b in self.buttons.values():
@@ -135,9 +137,68 @@ class ExportPage(Page):
         self.progress.setValue(done)
         self.progress.setFormat(f"{phase}: %p%" if total else phase)
 
+    def _make_result_card(self) -> None:
+        """What the last export wrote: files with sizes and quantisation, its folder, the next command."""
+        self.result = Card("Exported")
+        self.result_head = label("", wrap=True)
+        self.result.body.addWidget(self.result_head)
+        self.files_grid = QGridLayout()
+        self.result.body.addLayout(self.files_grid)
+        row = QHBoxLayout()
+        self.folder_label = label("", "muted", wrap=True)
+        row.addWidget(self.folder_label, 1)
+        self.open_result_btn = QPushButton("Open folder")
+        self.open_result_btn.clicked.connect(self.open_result)
+        row.addWidget(self.open_result_btn)
+        self.result.body.addLayout(row)
+        cmd = QHBoxLayout()
+        self.command = QLineEdit()
+        self.command.setReadOnly(True)
+        self.command.setToolTip("Run this in a terminal to add the model to Ollama")
+        self.copy_btn = QPushButton("Copy")
+        self.copy_btn.setToolTip("Copy the ollama command")
+        self.copy_btn.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.command.text()))
+        cmd.addWidget(self.command, 1)
+        cmd.addWidget(self.copy_btn)
+        self.result.body.addLayout(cmd)
+        self.result.hide()
+        self.result_path: Path | None = None
+        self.content.addWidget(self.result)
+
     def _done(self, d: dict) -> None:
         where = d.get("path") or d.get("output") or ""
         self.log.appendPlainText(f"done{': ' + str(where) if where else ''}")
+        if d.get("status", "exported") == "exported" and where:
+            self.show_result(d)
+
+    def show_result(self, d: dict) -> None:
+        """Fill the result card from the worker's done event."""
+        while self.files_grid.count():
+            item = self.files_grid.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        quant = f" ({d['quant']})" if d.get("quant") else ""
+        source = d.get("source") or {}
+        step = source.get("step")
+        origin = (f" from run {source.get('run_id')}" + (f", step {step}" if step is not None else "")) if source else ""
+        self.result_head.setText(f"{d.get('format', '')}{quant}{origin}")
+        for i, f in enumerate(d.get("files") or []):
+            self.files_grid.addWidget(label(str(f.get("name", ""))), i, 0)
+            self.files_grid.addWidget(label(human_size(int(f.get("bytes") or 0))), i, 1)
+            what = ", ".join(str(x) for x in (f.get("kind"), f.get("quant")) if x)
+            self.files_grid.addWidget(label(what, "muted"), i, 2)
+        self.files_grid.setColumnStretch(2, 1)
+        self.result_path = Path(d["path"])
+        self.folder_label.setText(f"Folder: {self.result_path}")
+        command = d.get("next_command") or ""
+        self.command.setText(command)
+        self.command.setVisible(bool(command))
+        self.copy_btn.setVisible(bool(command))
+        self.result.show()
+
+    def open_result(self) -> None:
+        if self.result_path is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.result_path)))
 
     def _finished(self, code: int, saw_done: bool) -> None:
         for b in self.buttons.values():
@@ -154,3 +215,13 @@ class ExportPage(Page):
             folder = Path(run_dir) / runs.EXPORTS
             folder.mkdir(exist_ok=True)
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+
+def human_size(n: int) -> str:
+    """Bytes in decimal units, as the CLI prints them."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"

@@ -1,0 +1,159 @@
+"""Wall time and peak RSS of LoRA Studio's GGUF writer (f16, q8_0, q4_k_m) on one model folder,
+and of llama.cpp's own tools on the same folder when a llama.cpp checkout is given.
+
+    python bench/export_speed.py                          # the demo model (SmolLM2-135M-Instruct)
+    python bench/export_speed.py --model DIR              # any merged model folder GGUF export supports
+    python bench/export_speed.py --llama-cpp ~/llama.cpp  # also convert_hf_to_gguf.py (+ llama-quantize)
+
+Each conversion runs in a fresh subprocess, so its peak RSS (ru_maxrss from wait4) is its own.
+llama.cpp's converter writes f16 and q8_0 itself; its q4_k_m is convert (f16) + ``llama-quantize``,
+timed together, and measured only when a built ``llama-quantize`` is found in the checkout
+(build/bin, bin or the top folder). Without ``--llama-cpp`` those rows are skipped. The converter
+needs llama.cpp's Python requirements (its ``requirements/requirements-convert_hf_to_gguf.txt``,
+e.g. mistral_common); a PYTHONPATH you set is passed on to every subprocess.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUANTS = ("f16", "q8_0", "q4_k_m")
+
+
+def child(model: Path, out: Path, quant: str) -> None:
+    """One export with the studio's writer, timed from the first tensor read (imports excluded);
+    quant "none" only imports, for the baseline RSS of the interpreter with its libraries."""
+    import gguf  # noqa: F401
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+
+    from studio.export.gguf_writer import write_gguf
+
+    if quant == "none":
+        print(json.dumps({"seconds": 0.0}))
+        return
+    start = time.perf_counter()
+    write_gguf(model, out, quant, name=model.name)
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def measure(argv: list[str], env: dict) -> dict:
+    """Wall time and peak RSS of ``argv``, run under a small intermediate interpreter that runs only
+    that command, so its RUSAGE_CHILDREN peak is that command's own (this process may be large)."""
+    wrapper = [sys.executable, __file__, "--measure", json.dumps(argv)]
+    proc = subprocess.run(wrapper, capture_output=True, env=env, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def _measure_main(argv: list[str]) -> None:
+    import resource
+
+    start = time.perf_counter()
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        print(f"{Path(argv[1] if len(argv) > 1 else argv[0]).name} failed (exit {proc.returncode}): "
+              + " | ".join(tail), file=sys.stderr)
+        raise SystemExit(1)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+
+
+def find_quantize(llama_dir: Path) -> Path | None:
+    for rel in ("build/bin/llama-quantize", "bin/llama-quantize", "llama-quantize", "build/bin/quantize"):
+        if (llama_dir / rel).is_file() and os.access(llama_dir / rel, os.X_OK):
+            return llama_dir / rel
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="a merged model folder (default: the demo model)")
+    parser.add_argument("--llama-cpp", type=Path, help="a llama.cpp source checkout, to compare with its converter")
+    parser.add_argument("--work", type=Path, help="where to write the GGUFs (default: a temp folder, removed after)")
+    parser.add_argument("--child", nargs=3, metavar=("MODEL", "OUT", "QUANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(Path(args.child[0]), Path(args.child[1]), args.child[2])
+        return
+    if args.measure:
+        _measure_main(json.loads(args.measure))
+        return
+    paths = [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if args.model:
+        model = args.model.resolve()
+    else:
+        sys.path.insert(0, str(ROOT))
+        from studio.demo import ensure_demo_model
+
+        model = ensure_demo_model()
+    from studio.export.safetensors_io import model_tensors
+
+    params = sum(m.nbytes for m in model_tensors(model))
+    largest = max(m.nbytes for m in model_tensors(model))
+    print(f"model: {model} ({params / 2**20:.0f} MiB of weights, largest tensor {largest / 2**20:.0f} MiB)")
+    work = args.work or Path(tempfile.mkdtemp(prefix="export-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        base = measure([sys.executable, __file__, "--child", str(model), str(work / "none.gguf"), "none"], env)
+        print(f"baseline: the interpreter with torch, numpy and gguf imported peaks at "
+              f"{base.get('peak_rss_mb', float('nan')):.0f} MiB")
+        for q in QUANTS:
+            out = work / f"studio-{q}.gguf"
+            r = measure([sys.executable, __file__, "--child", str(model), str(out), q], env)
+            rows.append(("lora-studio", q, r, out))
+        llama = args.llama_cpp.expanduser().resolve() if args.llama_cpp else None
+        if llama is None:
+            print("llama.cpp: not given (--llama-cpp DIR); its rows are skipped")
+        elif not (llama / "convert_hf_to_gguf.py").is_file():
+            print(f"llama.cpp: {llama} has no convert_hf_to_gguf.py; its rows are skipped")
+        else:
+            lenv = dict(env, PYTHONPATH=f"{llama / 'gguf-py'}{os.pathsep}{env.get('PYTHONPATH', '')}")
+            for q in ("f16", "q8_0"):
+                out = work / f"llama-{q}.gguf"
+                r = measure([sys.executable, str(llama / "convert_hf_to_gguf.py"), str(model), "--outtype", q,
+                             "--outfile", str(out)], lenv)
+                rows.append(("llama.cpp convert", q, r, out))
+            quantize = find_quantize(llama)
+            f16 = work / "llama-f16.gguf"
+            if quantize is None:
+                print(f"llama.cpp: no built llama-quantize in {llama}; its q4_k_m row is skipped")
+            elif not f16.is_file():
+                print("llama.cpp: its f16 conversion failed, so its q4_k_m row is skipped")
+            else:
+                out = work / "llama-q4_k_m.gguf"
+                r = measure([str(quantize), str(f16), str(out), "Q4_K_M"], lenv)
+                conv = next(x[2] for x in rows if x[0] == "llama.cpp convert" and x[1] == "f16")
+                if "error" not in r and "error" not in conv:
+                    r = {"wall_s": r["wall_s"] + conv["wall_s"], "peak_rss_mb": max(r["peak_rss_mb"], conv["peak_rss_mb"])}
+                rows.append(("llama.cpp convert+quantize", "q4_k_m", r, out))
+        print(f"{'tool':<28}{'quant':<8}{'wall (s)':>10}{'peak RSS (MiB)':>16}{'above baseline':>16}{'file (MiB)':>12}")
+        for tool, q, r, out in rows:
+            if "error" in r:
+                print(f"{tool:<28}{q:<8}  failed: {r['error']}")
+                continue
+            size = out.stat().st_size / 2**20 if out.is_file() else float("nan")
+            extra = r["peak_rss_mb"] - base.get("peak_rss_mb", float("nan"))
+            print(f"{tool:<28}{q:<8}{r['wall_s']:>10.1f}{r['peak_rss_mb']:>16.0f}{extra:>16.0f}{size:>12.1f}")
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
