@@ -236,7 +236,8 @@ def test_ollama_export_template_renders_like_the_chat_template(qlora_run, tmp_pa
 
     res = export(qlora_run, "ollama", "q8_0", out=tmp_path / "ollama")
     checks = {c["name"]: c for c in res.checks}
-    assert checks["gguf_greedy"]["ok"] and checks["ollama_template"]["ok"]
+    assert checks["gguf_weights"]["ok"] and checks["gguf_vocab"]["ok"] and checks["ollama_template"]["ok"]
+    assert checks["gguf_greedy"]["ok"] is None and "llama.cpp is not installed" in checks["gguf_greedy"]["summary"]
     text = (res.path / "Modelfile").read_text()
     assert text.startswith("FROM ./model-q8_0.gguf\n") and (res.path / "model-q8_0.gguf").is_file()
     assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER temperature 0" in text and "SYSTEM" not in text
@@ -445,3 +446,27 @@ def test_ollama_chat_families(tiny_model_dir):
     tok.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
     with pytest.raises(UnsupportedModel, match="not one the Ollama export can translate"):
         detect_chat(tok)
+
+
+def test_the_vocabulary_check_catches_a_tokenizer_that_is_not_the_gguf_s(qlora_run, tmp_path):
+    """check_gguf_vocab reads the GGUF back: against another tokenizer's files it names the first difference."""
+    import json
+
+    from studio.export import export
+    from studio.export.verify import check_gguf_vocab
+
+    res = export(qlora_run, "gguf", "f16", out=tmp_path / "gguf")
+    base = Path(runs.read_state(qlora_run)["base_model"])
+    assert check_gguf_vocab(base, res.path / "model-f16.gguf").ok
+    other = tmp_path / "other"
+    other.mkdir()
+    tok = json.loads((base / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[100:102]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # two tokens swapped: same size, different ids
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (base / name).is_file():
+            (other / name).write_text((base / name).read_text())
+    check = check_gguf_vocab(other, res.path / "model-f16.gguf")
+    assert check.ok is False and "2 token(s) differ" in check.summary

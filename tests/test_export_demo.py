@@ -21,8 +21,8 @@ def test_demo_model_ollama_export_round_trips(demo_model, tmp_path):
     run_dir = make_run(tmp_path / "runs", demo_model, four_bit=False, r=4, targets=["q_proj", "v_proj"])
     res = export(run_dir, "ollama", "f16")
     checks = {c["name"]: c for c in res.checks}
-    assert checks["gguf_greedy"]["ok"] and checks["gguf_greedy"]["details"]["identical"] == 3
-    assert checks["gguf_greedy"]["details"]["tokenizer_match"]
+    assert checks["gguf_weights"]["ok"] and checks["gguf_vocab"]["ok"]
+    assert checks["gguf_vocab"]["details"]["pre_tokenizer"] == "smollm"
 
     gguf_path = res.path / "model-f16.gguf"
     meta = _gguf_fields(gguf_path)
