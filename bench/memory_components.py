@@ -62,35 +62,34 @@ BASE = {"quant.mode": "none", "quant.double_quant": True, "quant.compute_dtype":
 DROPOUT = 0.05
 
 
+# The slice tests/test_memory_components.py runs (a few seconds): a dense family in 4-bit with dropout, the
+# soft-capped family with eager attention and checkpointing, and the mixture of experts.
+QUICK = (("llama", {"quant.mode": "4bit"}), ("gemma2", {"quant.mode": "4bit", "train.grad_ckpt": True}),
+         ("mixtral", {"train.optimizer": "adamw_8bit"}))
+
+
 def grid(quick: bool = False) -> list[tuple[str, dict, float]]:
     """(family, settings, dropout): each family at the base point, then one change at a time."""
-    variations = [{}, {"quant.mode": "4bit"}, {"quant.mode": "4bit", "train.grad_ckpt": True}]
-    if not quick:
-        variations += [
-            {"quant.mode": "8bit"}, {"quant.mode": "4bit", "quant.double_quant": False},
-            {"train.attn": "eager"}, {"train.grad_ckpt": True}, {"train.grad_ckpt": True, "train.attn": "eager"},
-            {"lora.rank": 32}, {"lora.targets": ["q_proj", "v_proj"]}, {"train.micro_batch": 4},
-            {"train.seq_len": 128}, {"train.optimizer": "adamw_8bit"}, {"quant.mode": "4bit", "lora.rank": 4},
-        ]
-    points = []
-    families = ("llama", "gemma2", "mixtral") if quick else tuple(FAMILIES)
-    for fam in families:
-        for v in variations:
-            s = {**BASE, **v}
-            if fam == "gemma2" and s["train.attn"] == "sdpa":
-                s["train.attn"] = "eager"  # transformers has no sdpa path for soft-capped attention
-            if fam == "phi3" and s["lora.targets"] == ["q_proj", "v_proj"]:
-                s["lora.targets"] = ["qkv_proj", "o_proj"]  # Phi-3 fuses q, k, v
-            # peft refuses dropout on fused expert weights (ParamWrapper), so the MoE family trains without it
-            dropout = 0.0 if v.get("lora.rank") == 4 or fam == "mixtral" else DROPOUT
-            points.append((fam, s, dropout))
-    unique, seen = [], set()
-    for p in points:
-        key = json.dumps([p[0], p[1], p[2]], sort_keys=True)
+    variations = [{}, {"quant.mode": "4bit"}, {"quant.mode": "4bit", "train.grad_ckpt": True},
+                  {"quant.mode": "8bit"}, {"quant.mode": "4bit", "quant.double_quant": False},
+                  {"train.attn": "eager"}, {"train.grad_ckpt": True}, {"train.grad_ckpt": True, "train.attn": "eager"},
+                  {"lora.rank": 32}, {"lora.targets": ["q_proj", "v_proj"]}, {"train.micro_batch": 4},
+                  {"train.seq_len": 128}, {"train.optimizer": "adamw_8bit"}, {"quant.mode": "4bit", "lora.rank": 4}]
+    pairs = QUICK if quick else [(fam, v) for fam in FAMILIES for v in variations]
+    points, seen = [], set()
+    for fam, v in pairs:
+        s = {**BASE, **v}
+        if fam == "gemma2" and s["train.attn"] == "sdpa":
+            s["train.attn"] = "eager"  # transformers has no sdpa path for soft-capped attention
+        if fam == "phi3" and s["lora.targets"] == ["q_proj", "v_proj"]:
+            s["lora.targets"] = ["qkv_proj", "o_proj"]  # Phi-3 fuses q, k, v
+        # peft refuses dropout on fused expert weights (ParamWrapper), so the MoE family trains without it
+        dropout = 0.0 if v.get("lora.rank") == 4 or fam == "mixtral" else DROPOUT
+        key = json.dumps([fam, s, dropout], sort_keys=True)
         if key not in seen:
             seen.add(key)
-            unique.append(p)
-    return unique
+            points.append((fam, s, dropout))
+    return points
 
 
 def build(family: str, folder: Path) -> Path:

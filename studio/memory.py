@@ -32,7 +32,8 @@ NF4_BLOCK = 64             # bnb 4-bit: one absmax per 64 weights
 NESTED_BLOCK = 256         # double quant: the absmax are quantised to 8 bit in blocks of 256
 NF4_CODE = 16 * 4          # each 4-bit layer keeps its own 16-entry fp32 NF4 code book
 OPT8_MIN_NUMEL = 4096      # bnb 8-bit optimizers keep 32-bit state for tensors smaller than this
-OPT8_BLOCK = 2048          # bnb blockwise 8-bit optimizer state: one fp32 absmax per 2048 values
+OPT8_BLOCK = 256           # bnb (0.50) blockwise 8-bit optimizer state: one fp32 absmax per 256 values
+OPT8_QMAPS = 2 * 256 * 4   # the two 256-entry fp32 quantisation maps, shared by every tensor of the optimizer
 LOGITS_BYTES_PER_VOCAB = 12  # per token at the backward start: fp32 log-softmax out + its grad + grad input
 
 PAGED = ("paged_adamw_8bit", "paged_adamw_32bit")
@@ -153,9 +154,9 @@ def _optimizer_state_bytes(info, s: dict) -> int:
     tensors = lora_tensors(info, s["lora.rank"], s["lora.targets"])
     if s["train.optimizer"] not in EIGHT_BIT_OPT:  # two fp32 moments, and torch keeps "step" as an fp32 tensor
         return sum((8 * n + 4) * c for n, c in tensors)
-    total = 0
+    total = OPT8_QMAPS if any(n >= OPT8_MIN_NUMEL for n, _ in tensors) else 0
     for numel, count in tensors:  # bitsandbytes keeps "step" as a Python int
-        if numel >= OPT8_MIN_NUMEL:  # two uint8 moments, one fp32 absmax per block each (+ the 256-entry code maps)
+        if numel >= OPT8_MIN_NUMEL:  # two uint8 moments, one fp32 absmax per block each
             total += (2 * numel + 8 * math.ceil(numel / OPT8_BLOCK)) * count
         else:
             total += 8 * numel * count

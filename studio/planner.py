@@ -282,8 +282,11 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
         out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
                    "soft-capped), so the score matrix of each layer is kept.")
     if info.num_experts and not any(g.name.startswith(("w1", "experts")) for g in info.linears):
-        out.append("Mixture-of-experts weights are fused tensors that bitsandbytes does not quantise and LoRA "
-                   "all-linear does not adapt; they stay in 16-bit.")
+        text = "Mixture-of-experts weights are fused tensors that bitsandbytes does not quantise; they stay in 16-bit"
+        if memory.experts_adapted(info, s["lora.targets"]):
+            text += (". LoRA all-linear adapts them (peft's ParamWrapper), which keeps a merged copy of each layer's "
+                     "expert weights for backward and allows no LoRA dropout")
+        out.append(text + ".")
     return out
 
 

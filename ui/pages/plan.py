@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QProcess, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
                                QLineEdit, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from studio import hardware
+from studio import hardware, procs, speed
 from studio import recipe as rc
 from studio.planner import Plan
 from ui.session import GIB, Session
@@ -155,6 +155,9 @@ class PlanPage(Page):
         self.bar = MemoryBar()
         pred.body.addWidget(self.bar)
         self.fit_label = label("Choose a model to see a plan.", "muted", wrap=True)
+        self.speed_label = label("", "muted", wrap=True)
+        self.speed_label.setToolTip("From a FLOPs model of the training step and a measured rate for this device")
+        self._probe: QProcess | None = None
         fit_row = QHBoxLayout()
         fit_row.addWidget(self.fit_label, 1)
         self.suggest_btn = QToolButton()
@@ -164,6 +167,7 @@ class PlanPage(Page):
         self.suggest_btn.hide()
         fit_row.addWidget(self.suggest_btn)
         pred.body.addLayout(fit_row)
+        pred.body.addWidget(self.speed_label)
         self.content.addWidget(pred)
 
         settings = Card("Fitted settings")
@@ -231,15 +235,19 @@ class PlanPage(Page):
 
     # -- budget -------------------------------------------------------------------------------
     def detect_hardware(self) -> None:
-        """Default the budget to the detected GPU (24 GiB when there is none)."""
+        """Default the budget to the detected GPU; without one, plan for the CPU with system RAM as the budget."""
         gpus = hardware.detect_gpus()
-        budget = gpus[0].total_bytes if gpus else hardware.DEFAULT_BUDGET
+        budget = gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes()
         self.gpu_name = gpus[0].name if gpus else ""
         if gpus:
             g = gpus[0]
             self.gpu_label.setText(f"{g.name}: {human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free.")
         else:
-            self.gpu_label.setText(f"No NVIDIA GPU detected ({gpus.reason}): planning for a {human_bytes(budget)} card.")
+            self.gpu_label.setText(f"No NVIDIA GPU detected ({gpus.reason}): training runs on the CPU, so the budget "
+                                   f"is this computer's memory ({human_bytes(budget)} after what the system and "
+                                   "the studio need) and the plan uses 4-bit QLoRA with short steps.")
+            self._probe_cpu()
+        self.session.set_device(hardware.training_device(gpus), self.gpu_name)
         self.slider.setMaximum(max(80 * 4, int(budget / STEP)))
         self.set_budget_bytes(budget)
 
@@ -279,12 +287,36 @@ class PlanPage(Page):
         if plan.suggestion and not fits:
             verdict += f" {plan.suggestion}"
         self.fit_label.setText(verdict)
+        self.speed_label.setText(self._speed_text(plan))
         self._suggestion = (plan.suggestion_change or {}) if not fits else {}
         self.suggest_btn.setText(self._suggestion_text(self._suggestion))
         self.suggest_btn.setVisible(bool(self.suggest_btn.text()))
         self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(f"<li>{r}</li>" for r in plan.reasons)
                              + "</ul>" if plan.reasons else "")
         self._sync_editors()
+
+    @staticmethod
+    def _speed_text(plan: Plan) -> str:
+        est = plan.estimate
+        if not est:
+            return "Speed: measuring this CPU (a few seconds, once)…" if plan.device == "cpu" else ""
+        text = f"Expected speed: about {est['tokens_per_s']:,.0f} tokens/s, {est['step_seconds']:.1f} s per step"
+        if est.get("seconds") is not None:
+            text += f"; the run about {speed.duration(est['seconds'])} ({est['steps']} steps)"
+        return text + "."
+
+    def _probe_cpu(self) -> None:
+        """Measure this CPU's training speed once in the background (cached per machine), then re-plan."""
+        if speed.cpu_rates() is not None or self._probe is not None:
+            return
+        argv = procs.worker_argv("studio.speed")
+        self._probe = QProcess(self)
+        env = self._probe.processEnvironment()
+        for key, value in procs.worker_env().items():
+            env.insert(key, value)
+        self._probe.setProcessEnvironment(env)
+        self._probe.finished.connect(lambda *_: self.session.refit())
+        self._probe.start(argv[0], argv[1:])
 
     @staticmethod
     def _suggestion_text(change: dict) -> str:
