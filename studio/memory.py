@@ -124,8 +124,10 @@ def _weights(info, s: dict, stack: Stack) -> tuple[dict, dict]:
                                   if s["quant.double_quant"] else "one fp32 absmax per 64 weights") + \
             ", and per layer the 16-entry NF4 code book (+ the 256-entry nested code book and offset)"
     elif s["quant.mode"] == "8bit":
-        c["base_weights_8bit"] = qn + 4 * rows
-        src["base_weights_8bit"] = f"{qn:,} linear weights x 1 byte (LLM.int8) + one fp32 scale per output row"
+        c["base_weights_8bit"] = qn
+        src["base_weights_8bit"] = f"{qn:,} linear weights x 1 byte (LLM.int8)"
+        c["quant_constants"] = 4 * rows
+        src["quant_constants"] = "one fp32 scale per output row (LLM.int8)"
     else:
         c["base_weights_16bit"] = qn * a
         src["base_weights_16bit"] = f"{qn:,} linear weights x {a} bytes ({s['quant.compute_dtype']})"
@@ -204,7 +206,8 @@ def layer_bytes_per_token(info, s: dict, dropout: float, device: str = "cuda") -
         # Sliding-window layers longer than their window get a (batch, 1, S, S) mask that sdpa keeps,
         # and with a mask transformers repeats k and v to every head (no grouped-query kernel).
         attn += info.sliding_layers / max(1, info.layers) * a * (s["train.seq_len"] + 2 * (qd - kvd))
-    if any(g.name in FUSED_QKV for g in info.linears):  # v is a view of the fused q|k|v output, which stays whole
+    if s["train.attn"] != "eager" and not _masked(info, s) and any(g.name in FUSED_QKV for g in info.linears):
+        # sdpa keeps v, a view of the fused q|k|v output, which so stays whole (eager and masked sdpa copy v)
         attn += a * (qd + kvd)
     if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
         attn += 4 * (qd + kvd) + 4 * (info.heads + info.kv_heads)
@@ -214,6 +217,8 @@ def layer_bytes_per_token(info, s: dict, dropout: float, device: str = "cuda") -
         # router: its input, logits, top-k ids (int64), weights; experts: token ids (3 x int64), the tokens
         # gathered, gate|up, act, act*up, the routing weight and the expert output of each routed token
         mlp = a * (h + E + 1 + k) + 8 * k + 3 * 8 * k + a * k * (2 * h + 4 * i + 1)
+        if not experts_adapted(info, s["lora.targets"]):  # frozen experts keep neither their inputs nor the product
+            mlp -= a * h + a * k * (h + i)
     lora = 0.0
     inputs: dict[str, float] = {}
     mask = a if device == "cpu" else 1  # dropout's mask: the input's dtype on the CPU, bool on CUDA
@@ -224,8 +229,10 @@ def layer_bytes_per_token(info, s: dict, dropout: float, device: str = "cuda") -
             lora += per_layer * (a + mask) * g.in_features  # the dropped copy lora_A keeps, and the mask
         else:  # lora_A keeps its input itself, one copy per distinct input
             inputs[INPUT_OF.get(g.name, g.name)] = per_layer * a * g.in_features
-    if s["train.attn"] != "eager":
-        inputs.pop("attn_out", None)  # sdpa's output, already kept for its backward, is o_proj's input (a view)
+    if s["train.attn"] != "eager" and not any(g.name in FUSED_QKV for g in info.linears):
+        # sdpa's output, kept for its backward, is o_proj's input (a view: its layout follows q, which is
+        # (B, S, H, D) in memory unless q was sliced out of a fused q|k|v)
+        inputs.pop("attn_out", None)
     lora += sum(inputs.values())
     per_score = 4 + (a if a != 4 else 0)  # fp32 softmax output, and its copy in the compute dtype
     per_score += a if getattr(info, "attn_softcap", False) else 0  # tanh output of soft-capped scores
@@ -253,6 +260,12 @@ def _first_layer_savings(info, s: dict, dropout: float, device: str) -> float:
     a = dtype_bytes(s["quant.compute_dtype"])
     mask = a if device == "cpu" else 1
     first = 4 * info.hidden + 4
+    names = {g.name for g in targeted(info, s["lora.targets"])}
+    if not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
+        if getattr(info, "qk_norm", False):
+            first += 4 * info.kv_dim + 4 * info.kv_heads  # so the key norm keeps nothing
+        if s["train.attn"] == "eager":
+            first += a * info.q_dim  # and q @ k^T keeps no q
     if dropout > 0:
         first += sum(mask * g.in_features * g.count / max(1, info.layers)
                      for g in targeted(info, s["lora.targets"]) if INPUT_OF.get(g.name) == "attn_in")
@@ -262,8 +275,10 @@ def _first_layer_savings(info, s: dict, dropout: float, device: str) -> float:
 def merged_expert_bytes(info, s: dict) -> int:
     """Per layer: peft's ParamWrapper adds B @ A to the fused expert and router weights in every forward,
     and the grouped matmuls keep those merged copies (plus one int32 count per expert) for backward."""
-    if not experts_adapted(info, s["lora.targets"]):
+    if not info.num_experts:
         return 0
+    if not experts_adapted(info, s["lora.targets"]):
+        return 4 * info.num_experts  # the int32 token count per expert
     a, E = dtype_bytes(s["quant.compute_dtype"]), info.num_experts
     return a * E * info.hidden * (3 * info.intermediate + 1) + 4 * E
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from studio.commands import add_setting_args, settings_from_args
@@ -77,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
     report = _dataset_report(args.dataset, info) if args.dataset else None
     plan = planner.fit(info, budget, dataset_report=report, fixed=settings_from_args(args, PLANNED),
                        effective_batch=args.effective_batch, device=device)
+    if device == "cpu":
+        from studio import speed
+
+        if speed.cpu_rates() is None:
+            print("Measuring this CPU's training speed once (a few seconds; cached for next time)...", file=sys.stderr)
     planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "", steps=args.steps,
                               examples=getattr(report, "usable", None), measure=True)
     if args.dataset and getattr(report, "tokens", None) is None:
