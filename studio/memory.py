@@ -25,7 +25,11 @@ MiB = 1024 ** 2
 # --- the few fitted coefficients (docs/planner.md says how they were chosen) -----------------------
 ACT_SCALE = 1.0            # multiplies the counted saved-tensor bytes (autograd keeps a few we do not list)
 ALLOCATOR_OVERHEAD = 0.15  # reserved = allocated * (1 + this); least squares over the published max-length rows (0.158)
-CUDA_CONTEXT = 600 * MiB   # CUDA context + cuBLAS/bitsandbytes kernels, outside the PyTorch allocator
+# CUDA context + cuBLAS/bitsandbytes kernels, outside the PyTorch allocator. A bare context measured 287 MB with
+# lazy module loading and 667 MB without (github.com/pytorch/pytorch/pull/86509, which made lazy loading PyTorch's
+# default; CUDA 12.2+ defaults to it, docs.nvidia.com/cuda "Lazy Loading"); cuBLAS's workspace and the kernels a
+# training step loads come on top. GPU-only: bench/calibrate_memory.py measures it on the first GPU.
+CUDA_CONTEXT = 600 * MiB
 
 # --- bitsandbytes and loss-code facts -----------------------------------------------------------------
 NF4_BLOCK = 64             # bnb 4-bit: one absmax per 64 weights
