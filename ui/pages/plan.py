@@ -295,11 +295,14 @@ class PlanPage(Page):
                              + "</ul>" if plan.reasons else "")
         self._sync_editors()
 
-    @staticmethod
-    def _speed_text(plan: Plan) -> str:
+    def _speed_text(self, plan: Plan) -> str:
         est = plan.estimate
         if not est:
-            return "Speed: measuring this CPU (a few seconds, once)…" if plan.device == "cpu" else ""
+            if plan.device != "cpu":
+                return ""
+            if self._probe is not None and self._probe.state() == QProcess.ProcessState.NotRunning:
+                return "Speed unknown: measuring this CPU failed (python -m studio.speed shows why)."
+            return "Speed: measuring this CPU (a few seconds, once)…"
         text = f"Expected speed: about {est['tokens_per_s']:,.0f} tokens/s, {est['step_seconds']:.1f} s per step"
         if est.get("seconds") is not None:
             text += f"; the run about {speed.duration(est['seconds'])} ({est['steps']} steps)"
