@@ -136,6 +136,7 @@ class PlanPage(Page):
     # -- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
         budget = Card("GPU memory budget")
+        self._budget_heading = budget.findChild(QLabel)
         row = QHBoxLayout()
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(4, 80 * 4)  # 1 GiB to 80 GiB in quarter steps
@@ -246,6 +247,8 @@ class PlanPage(Page):
             self.gpu_label.setText(f"No NVIDIA GPU detected ({gpus.reason}): training runs on the CPU, so the budget "
                                    f"is this computer's memory ({human_bytes(budget)} after what the system and "
                                    "the studio need) and the plan uses 4-bit QLoRA with short steps.")
+            self._budget_heading.setText("Memory budget (training runs on the CPU)")
+            self.slider.setToolTip("How much of this computer's memory the run may use")
             self._probe_cpu()
         self.session.set_device(hardware.training_device(gpus), self.gpu_name)
         self.slider.setMaximum(max(80 * 4, int(budget / STEP)))
@@ -318,8 +321,11 @@ class PlanPage(Page):
         for key, value in procs.worker_env().items():
             env.insert(key, value)
         self._probe.setProcessEnvironment(env)
-        self._probe.finished.connect(lambda *_: self.session.refit())
+        self._probe.finished.connect(self._probe_done)
         self._probe.start(argv[0], argv[1:])
+
+    def _probe_done(self, *_args) -> None:
+        self.session.refit()
 
     @staticmethod
     def _suggestion_text(change: dict) -> str:
