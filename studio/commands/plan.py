@@ -1,7 +1,7 @@
-"""`lora-studio plan`: settings that fit a GPU budget, with the predicted memory and why.
+"""`lora-studio plan`: settings that fit a GPU (or CPU) budget, with the predicted memory, speed and why.
 
 Given settings are used as they are; the missing ones are fitted. ``--json`` prints the plan
-object (fits, budget_bytes, settings, predicted, components, sources, reasons, suggestion).
+object (fits, device, estimate, budget_bytes, settings, predicted, components, sources, reasons, suggestion).
 """
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ BAR_WIDTH = 30
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("plan", help="Fit QLoRA settings to your GPU memory and show the predicted peak.",
-                              description="Predict peak GPU memory and choose settings that fit the budget. "
-                                          "Settings you give are kept; the rest are fitted.")
+    p = subparsers.add_parser("plan", help="Fit QLoRA settings to your GPU (or, without one, your computer's) memory "
+                                           "and show the predicted peak and the run's expected speed.",
+                              description="Predict peak memory and choose settings that fit the budget, with the "
+                                          "expected tokens/s and duration. Settings you give are kept; the rest are "
+                                          "fitted. Without an NVIDIA GPU the plan is for training on the CPU.")
     p.add_argument("--model", required=True, help="'demo', a model folder, a Hugging Face cache id or a catalog id")
     p.add_argument("--vram-gb", type=float, help="GPU budget in GiB (default: the detected GPU's memory)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
