@@ -33,6 +33,7 @@ from studio import memory
 # Architecture" whitepaper v1.01, appendix table for the RTX 40 series and RTX 6000 Ada; "NVIDIA Ampere GA102 GPU
 # Architecture" whitepaper for the RTX 30 series and RTX A6000; "NVIDIA RTX Blackwell GPU Architecture" for the
 # RTX 5090). The first name that is a substring of the GPU's NVML name wins, so longer names come first.
+# Approximate: A10G (AWS publishes no tensor figure; scaled from its FP32 rate) and RTX 5080.
 GPU_PEAK_TFLOPS = (
     ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0),
     ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0), ("T4", 65.0), ("V100", 125.0),
