@@ -40,9 +40,10 @@ def timed(fn, repeat: int = 7) -> float:
 
 def main() -> int:
     info = models.resolve(MODEL)
-    fixed = dict(quant="4bit", double_quant=True, rank=16, alpha=32, targets=["all-linear"], micro_batch=1,
-                 grad_accum=16, seq_len=2048, grad_ckpt=True, attn="sdpa", optimizer="adamw_8bit",
-                 compute_dtype="bfloat16")
+    fixed = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 16, "lora.alpha": 32,
+             "lora.targets": ["all-linear"], "train.micro_batch": 1, "train.grad_accum": 16, "train.seq_len": 2048,
+             "train.grad_ckpt": True, "train.attn": "sdpa", "train.optimizer": "adamw_8bit",
+             "quant.compute_dtype": "bfloat16"}
     print(f"model: {info.summary()}")
     print(f"one prediction (memory.estimate):           {timed(lambda: memory.estimate(info, fixed), 50):8.2f} ms")
     for gb in (24, 48, 80):

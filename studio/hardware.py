@@ -99,6 +99,29 @@ def default_budget_bytes() -> int:
     return gpus[0].total_bytes if gpus else DEFAULT_BUDGET
 
 
+# What a CPU run may not use of the computer's memory: the OS and other programs keep 15% (at least 2 GiB),
+# and the studio's window plus the training worker's libraries (torch, transformers: about 1 GiB resident)
+# another 1.5 GiB. The planner's components are the tensors; these are everything else.
+OS_RESERVE_FRACTION = 0.15
+OS_RESERVE_MIN = 2 * GiB
+APP_RESERVE = 3 * GiB // 2
+
+
+def cpu_budget_bytes(total: int | None = None) -> int:
+    """System RAM a CPU run may use: the total minus what the OS, the window and the worker's libraries need."""
+    if total is None:
+        import psutil
+
+        total = int(psutil.virtual_memory().total)
+    return max(GiB // 2, total - max(OS_RESERVE_MIN, int(total * OS_RESERVE_FRACTION)) - APP_RESERVE)
+
+
+def training_device(gpus: GpuList | None = None) -> str:
+    """"cuda" when NVML sees an NVIDIA GPU, else "cpu" (where the worker then trains)."""
+    gpus = detect_gpus() if gpus is None else gpus
+    return "cuda" if gpus else "cpu"
+
+
 def gpu_memory_used(index: int = 0) -> int | None:
     """Device memory in use on GPU ``index`` as nvidia-smi shows it, or None without a GPU (cheap: one query)."""
     try:

@@ -16,6 +16,7 @@ Pure arithmetic: no torch import, so the planner can call it thousands of times 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 GiB = 1024 ** 3
@@ -24,13 +25,19 @@ MiB = 1024 ** 2
 # --- the few fitted coefficients (docs/planner.md says how they were chosen) -----------------------
 ACT_SCALE = 1.0            # multiplies the counted saved-tensor bytes (autograd keeps a few we do not list)
 ALLOCATOR_OVERHEAD = 0.15  # reserved = allocated * (1 + this); least squares over the published max-length rows (0.158)
-CUDA_CONTEXT = 600 * MiB   # CUDA context + cuBLAS/bitsandbytes kernels, outside the PyTorch allocator
+# CUDA context + cuBLAS/bitsandbytes kernels, outside the PyTorch allocator. A bare context measured 287 MB with
+# lazy module loading and 667 MB without (github.com/pytorch/pytorch/pull/86509, which made lazy loading PyTorch's
+# default; CUDA 12.2+ defaults to it, docs.nvidia.com/cuda "Lazy Loading"); cuBLAS's workspace and the kernels a
+# training step loads come on top. GPU-only: bench/calibrate_memory.py measures it on the first GPU.
+CUDA_CONTEXT = 600 * MiB
 
 # --- bitsandbytes and loss-code facts -----------------------------------------------------------------
 NF4_BLOCK = 64             # bnb 4-bit: one absmax per 64 weights
 NESTED_BLOCK = 256         # double quant: the absmax are quantised to 8 bit in blocks of 256
+NF4_CODE = 16 * 4          # each 4-bit layer keeps its own 16-entry fp32 NF4 code book
 OPT8_MIN_NUMEL = 4096      # bnb 8-bit optimizers keep 32-bit state for tensors smaller than this
-OPT8_BLOCK = 2048          # bnb blockwise 8-bit optimizer state: one fp32 absmax per 2048 values
+OPT8_BLOCK = 256           # bnb (0.50) blockwise 8-bit optimizer state: one fp32 absmax per 256 values
+OPT8_QMAPS = 2 * 256 * 4   # the two 256-entry fp32 quantisation maps, shared by every tensor of the optimizer
 LOGITS_BYTES_PER_VOCAB = 12  # per token at the backward start: fp32 log-softmax out + its grad + grad input
 
 PAGED = ("paged_adamw_8bit", "paged_adamw_32bit")
@@ -77,9 +84,32 @@ def targeted(info, targets) -> list:
     return [g for g in info.linears if g.name in wanted and g.lora_all_linear]
 
 
+def experts_adapted(info, targets) -> bool:
+    """peft (0.17+) adapts the fused 3-D expert weights and the router of a transformers-5 MoE for 'all-linear'."""
+    names = [targets] if isinstance(targets, str) else list(targets)
+    return bool(info.num_experts) and "all-linear" in names and not any(
+        g.name.startswith(("w1", "experts")) for g in info.linears)
+
+
+def lora_tensors(info, rank: int, targets) -> list[tuple[int, int]]:
+    """(values, how many) of every adapter tensor: A (r x in) and B (out x r) per adapted layer.
+
+    Fused experts (E, 2I, h) and (E, h, I) get one A and B each with rank r x E (2r x E for the
+    fused gate|up, as peft's ParamWrapper does); the router (E x h) is an ordinary linear layer.
+    """
+    out = []
+    for g in targeted(info, targets):
+        out += [(rank * g.in_features, g.count), (rank * g.out_features, g.count)]
+    if experts_adapted(info, targets):
+        E, h, i, L = info.num_experts, info.hidden, info.intermediate, info.layers
+        out += [(2 * rank * E * h, L), (2 * rank * E * 2 * i, L), (rank * E * i, L), (rank * E * h, L),
+                (rank * h, L), (rank * E, L)]
+    return out
+
+
 def lora_params(info, rank: int, targets) -> int:
-    """A (r x in) plus B (out x r) for every adapted linear layer."""
-    return sum(rank * (g.in_features + g.out_features) * g.count for g in targeted(info, targets))
+    """A (r x in) plus B (out x r) for every adapted linear layer (and fused experts, see lora_tensors)."""
+    return sum(n * c for n, c in lora_tensors(info, rank, targets))
 
 
 # --- components ----------------------------------------------------------------------------------------
@@ -93,13 +123,15 @@ def _weights(info, s: dict, stack: Stack) -> tuple[dict, dict]:
     if s["quant.mode"] == "4bit":
         c["base_weights_4bit"] = qn // 2
         src["base_weights_4bit"] = f"{qn:,} linear weights x 4 bit (NF4, packed two per byte)"
-        per = (1 / NF4_BLOCK + 4 / (NF4_BLOCK * NESTED_BLOCK)) if s["quant.double_quant"] else 4 / NF4_BLOCK
-        c["quant_constants"] = int(qn * per)
+        c["quant_constants"] = quant_constant_bytes(info, s["quant.double_quant"])
         src["quant_constants"] = ("one 8-bit absmax per 64 weights + one fp32 per 256 blocks (double quant)"
-                                  if s["quant.double_quant"] else "one fp32 absmax per 64 weights")
+                                  if s["quant.double_quant"] else "one fp32 absmax per 64 weights") + \
+            ", and per layer the 16-entry NF4 code book (+ the 256-entry nested code book and offset)"
     elif s["quant.mode"] == "8bit":
-        c["base_weights_8bit"] = qn + 4 * rows
-        src["base_weights_8bit"] = f"{qn:,} linear weights x 1 byte (LLM.int8) + one fp32 scale per output row"
+        c["base_weights_8bit"] = qn
+        src["base_weights_8bit"] = f"{qn:,} linear weights x 1 byte (LLM.int8)"
+        c["quant_constants"] = 4 * rows
+        src["quant_constants"] = "one fp32 scale per output row (LLM.int8)"
     else:
         c["base_weights_16bit"] = qn * a
         src["base_weights_16bit"] = f"{qn:,} linear weights x {a} bytes ({s['quant.compute_dtype']})"
@@ -109,14 +141,31 @@ def _weights(info, s: dict, stack: Stack) -> tuple[dict, dict]:
     return c, src
 
 
-def _optimizer_state_bytes(info, s: dict) -> int:
-    if s["train.optimizer"] not in EIGHT_BIT_OPT:
-        return 8 * lora_params(info, s["lora.rank"], s["lora.targets"])
+def quant_constant_bytes(info, double_quant: bool) -> int:
+    """bitsandbytes' 4-bit state of every quantised layer, as it stores it (blocks rounded up per layer)."""
     total = 0
-    for g in targeted(info, s["lora.targets"]):
-        for numel in (s["lora.rank"] * g.in_features, s["lora.rank"] * g.out_features):
-            per = 2 + 8 / OPT8_BLOCK if numel >= OPT8_MIN_NUMEL else 8
-            total += int(numel * per) * g.count
+    for g in info.linears:
+        if not g.quantized:
+            continue
+        blocks = math.ceil(g.in_features * g.out_features / NF4_BLOCK)
+        if double_quant:  # uint8 absmax, fp32 absmax per 256 of them, fp32 offset, nested code book
+            per = blocks + 4 * math.ceil(blocks / NESTED_BLOCK) + 4 + 4 * 256 + NF4_CODE
+        else:
+            per = 4 * blocks + NF4_CODE
+        total += per * g.count
+    return total
+
+
+def _optimizer_state_bytes(info, s: dict) -> int:
+    tensors = lora_tensors(info, s["lora.rank"], s["lora.targets"])
+    if s["train.optimizer"] not in EIGHT_BIT_OPT:  # two fp32 moments, and torch keeps "step" as an fp32 tensor
+        return sum((8 * n + 4) * c for n, c in tensors)
+    total = OPT8_QMAPS if any(n >= OPT8_MIN_NUMEL for n, _ in tensors) else 0
+    for numel, count in tensors:  # bitsandbytes keeps "step" as a Python int
+        if numel >= OPT8_MIN_NUMEL:  # two uint8 moments, one fp32 absmax per block each
+            total += (2 * numel + 8 * math.ceil(numel / OPT8_BLOCK)) * count
+        else:
+            total += 8 * numel * count
     return total
 
 
@@ -134,32 +183,131 @@ def _trainable(info, s: dict) -> tuple[dict, dict]:
     return c, src
 
 
-def layer_bytes_per_token(info, s: dict, dropout: float) -> tuple[float, float, float]:
-    """Bytes one decoder layer saves for backward per token: (base, lora, eager scores)."""
+# Where each adapted linear layer's input comes from: layers sharing an input share its saved copy.
+INPUT_OF = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in", "Wqkv": "attn_in",
+            "o_proj": "attn_out", "dense": "attn_out", "gate_proj": "mlp_in", "up_proj": "mlp_in",
+            "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in", "down_proj": "mlp_out", "w2": "mlp_out"}
+
+
+FUSED_QKV = ("qkv_proj", "Wqkv", "query_key_value", "c_attn")
+
+
+def layer_bytes_per_token(info, s: dict, dropout: float, device: str = "cuda") -> tuple[float, float, float]:
+    """Bytes one decoder layer saves for backward per token: (base, lora, eager scores).
+
+    Counted from what autograd keeps (bench/memory_components.py meters it; docs/planner.md):
+    RMSNorm keeps its fp32 input and the reciprocal root; frozen linear layers keep no input.
+    """
     a = dtype_bytes(s["quant.compute_dtype"])
     h, qd, kvd = info.hidden, info.q_dim, info.kv_dim
     experts = max(1, info.experts_per_token) if info.num_experts else 1
-    norms = info.norms_per_layer * (4 * h + a * h)  # fp32 upcast saved for the variance, normalised output
-    attn = a * (3 * qd + 2 * kvd) + 4 * info.heads  # rotated q, k; v; attention output; o_proj input; lse
-    mlp = a * 4 * info.intermediate * experts  # gate, up, act(gate), act*up
+    norms = info.norms_per_layer * (4 * h + 4)  # fp32 input (for the variance) + 1/rms per token
+    if s["train.attn"] == "eager":  # q and the key/value repeated to every head, for the two matmuls
+        attn = a * 3 * qd
+    else:  # sdpa/flash: rotated q, k, v, the output and the fp32 log-sum-exp per head
+        attn = a * (2 * qd + 2 * kvd) + 4 * info.heads
+    if s["train.attn"] == "sdpa" and _masked(info, s):  # averaged over the layers
+        # Sliding-window layers longer than their window get a (batch, 1, S, S) mask that sdpa keeps,
+        # and with a mask transformers repeats k and v to every head (no grouped-query kernel).
+        attn += info.sliding_layers / max(1, info.layers) * a * (s["train.seq_len"] + 2 * (qd - kvd))
+    if s["train.attn"] != "eager" and not _masked(info, s) and any(g.name in FUSED_QKV for g in info.linears):
+        # sdpa keeps v, a view of the fused q|k|v output, which so stays whole (eager and masked sdpa copy v)
+        attn += a * (qd + kvd)
+    if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
+        attn += 4 * (qd + kvd) + 4 * (info.heads + info.kv_heads)
+    mlp = a * 3 * info.intermediate * experts  # gate (for the activation), act(gate), up
     if info.num_experts:
-        mlp += a * 2 * h * experts  # tokens gathered per expert and scattered back
+        k, i, E = experts, info.intermediate, info.num_experts
+        # router: its input, logits, top-k ids (int64), weights; experts: token ids (3 x int64), the tokens
+        # gathered, gate|up, act, act*up, the routing weight and the expert output of each routed token
+        mlp = a * (h + E + 1 + k) + 8 * k + 3 * 8 * k + a * k * (2 * h + 4 * i + 1)
+        if not experts_adapted(info, s["lora.targets"]):  # frozen experts keep neither their inputs nor the product
+            mlp -= a * h + a * k * (h + i)
     lora = 0.0
+    inputs: dict[str, float] = {}
+    mask = a if device == "cpu" else 1  # dropout's mask: the input's dtype on the CPU, bool on CUDA
     for g in targeted(info, s["lora.targets"]):
         per_layer = g.count / max(1, info.layers)
-        lora += per_layer * (a * s["lora.rank"] + ((a + 1) * g.in_features if dropout > 0 else 0))
-    per_score = 4 + a + (a if getattr(info, "attn_softcap", False) else 0)  # fp32 softmax, its copy, tanh output
+        lora += per_layer * a * s["lora.rank"]  # lora_B keeps A's output
+        if dropout > 0:
+            lora += per_layer * (a + mask) * g.in_features  # the dropped copy lora_A keeps, and the mask
+        else:  # lora_A keeps its input itself, one copy per distinct input
+            inputs[INPUT_OF.get(g.name, g.name)] = per_layer * a * g.in_features
+    if s["train.attn"] != "eager" and not any(g.name in FUSED_QKV for g in info.linears):
+        # sdpa's output, kept for its backward, is o_proj's input (a view: its layout follows q, which is
+        # (B, S, H, D) in memory unless q was sliced out of a fused q|k|v)
+        inputs.pop("attn_out", None)
+    lora += sum(inputs.values())
+    per_score = 4 + (a if a != 4 else 0)  # fp32 softmax output, and its copy in the compute dtype
+    per_score += a if getattr(info, "attn_softcap", False) else 0  # tanh output of soft-capped scores
     eager = info.heads * s["train.seq_len"] * per_score if s["train.attn"] == "eager" else 0.0
     return float(norms + attn + mlp), lora, float(eager)
 
 
-def _activations(info, s: dict, dropout: float, stack: Stack) -> tuple[dict, dict]:
+def saved_activations(info, s: dict, dropout: float, device: str = "cuda") -> int:
+    """Bytes the decoder layers save for backward in one micro-batch (what bench/memory_components.py meters)."""
+    parts = _activations(info, s, dropout, OURS, peak=False, device=device)[0]
+    return sum(v for k, v in parts.items() if k != "logits_and_loss")
+
+
+def _masked(info, s: dict) -> bool:
+    window = getattr(info, "sliding_window", 0)
+    return bool(window and getattr(info, "sliding_layers", 0) and s["train.seq_len"] > window)
+
+
+def _first_layer_savings(info, s: dict, dropout: float, device: str) -> float:
+    """Per token, what the first layer does not save without checkpointing: its input needs no gradient.
+
+    The embedding is frozen, so the first norm keeps nothing and the dropout masks of the first
+    attention inputs are not needed (checkpointing makes the embedding output require grad).
+    """
+    a = dtype_bytes(s["quant.compute_dtype"])
+    mask = a if device == "cpu" else 1
+    first = 4 * info.hidden + 4
+    names = {g.name for g in targeted(info, s["lora.targets"])}
+    if not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
+        if getattr(info, "qk_norm", False):
+            first += 4 * info.kv_dim + 4 * info.kv_heads  # so the key norm keeps nothing
+        if s["train.attn"] == "eager":
+            first += a * info.q_dim  # and q @ k^T keeps no q
+    if dropout > 0:
+        first += sum(mask * g.in_features * g.count / max(1, info.layers)
+                     for g in targeted(info, s["lora.targets"]) if INPUT_OF.get(g.name) == "attn_in")
+    return first
+
+
+def merged_expert_bytes(info, s: dict) -> int:
+    """Per layer: peft's ParamWrapper adds B @ A to the fused expert and router weights in every forward,
+    and the grouped matmuls keep those merged copies (plus one int32 count per expert) for backward."""
+    if not info.num_experts:
+        return 0
+    if not experts_adapted(info, s["lora.targets"]):
+        return 4 * info.num_experts  # the int32 token count per expert
+    a, E = dtype_bytes(s["quant.compute_dtype"]), info.num_experts
+    return a * E * info.hidden * (3 * info.intermediate + 1) + 4 * E
+
+
+def _rotary_bytes(info, s: dict) -> int:
+    """cos and sin of the rotary embedding, one copy for all layers (shared by the batch)."""
+    a, seq = dtype_bytes(s["quant.compute_dtype"]), s["train.seq_len"]
+    return 2 * seq * info.head_dim * a
+
+
+def logits_bytes(info, s: dict, stack: Stack = OURS) -> int:
+    """The loss's peak at the start of backward: fp32 log-softmax output, its gradient, the logits' gradient."""
+    a = dtype_bytes(s["quant.compute_dtype"])
+    per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
+    return int(s["train.micro_batch"] * s["train.seq_len"] * info.vocab * per_vocab)
+
+
+def _activations(info, s: dict, dropout: float, stack: Stack, peak: bool = True,
+                 device: str = "cuda") -> tuple[dict, dict]:
     a = dtype_bytes(s["quant.compute_dtype"])
     tokens = s["train.micro_batch"] * s["train.seq_len"]
-    base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout))
+    base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
     backward_ws = a * (2 * info.hidden + 2 * info.intermediate)  # grads flowing through the layer being done
     per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
-    logits = int(tokens * info.vocab * per_vocab)
+    logits = logits_bytes(info, s, stack)
     lsrc = (f"{tokens:,} tokens x vocab {info.vocab:,} x {per_vocab:g} bytes "
             "(fp32 log-softmax output, its gradient and the upcast logits' gradient"
             + (", plus the tanh output of the logit soft-capping)" if getattr(info, "logit_softcap", False) else ")"))
@@ -169,14 +317,17 @@ def _activations(info, s: dict, dropout: float, stack: Stack) -> tuple[dict, dic
         layer = int((base + backward_ws) * tokens)
         c = {"activations": ckpt, "logits_and_loss": logits}
         src = {"activations": f"gradient checkpointing: {L} layer inputs x {tokens:,} tokens x hidden {info.hidden} x {a} bytes"}
-        if layer + (lora + eager) * tokens > logits:  # the recomputed layer is the peak, not the loss
+        if peak and layer + (lora + eager) * tokens > logits:  # the recomputed layer is the peak, not the loss
             c.update(recomputed_layer=layer, logits_and_loss=0)
             src["recomputed_layer"] = "one decoder layer recomputed in backward, with its gradients"
             _add(c, src, "lora_activations", int(lora * tokens), "one layer's LoRA A outputs (and inputs after dropout)")
             _add(c, src, "attention_scores", int(eager * tokens), "eager attention keeps one layer's score matrix")
     else:
-        c = {"activations": int(L * base * tokens), "logits_and_loss": logits}
-        src = {"activations": f"no checkpointing: {L} layers x {base:,.0f} bytes saved per token x {tokens:,} tokens"}
+        saved = L * (base + lora) * tokens - _first_layer_savings(info, s, dropout, device) * tokens - L * lora * tokens
+        saved += L * merged_expert_bytes(info, s)
+        c = {"activations": int(saved + _rotary_bytes(info, s)), "logits_and_loss": logits}
+        src = {"activations": f"no checkpointing: {L} layers x {base:,.0f} bytes saved per token x {tokens:,} tokens "
+                              "(less the first layer's norm input, which needs no gradient; plus rotary cos/sin)"}
         _add(c, src, "lora_activations", int(L * lora * tokens),
              f"{L} layers' LoRA A outputs" + (f" and inputs after dropout {dropout}" if dropout > 0 else ""))
         _add(c, src, "attention_scores", int(L * eager * tokens),
@@ -200,20 +351,26 @@ def _transients(info, s: dict) -> tuple[dict, dict]:
 
 
 # --- the estimate -------------------------------------------------------------------------------------
-def static_bytes(info, settings: dict, stack: Stack = OURS) -> int:
+def static_bytes(info, settings: dict, stack: Stack = OURS, device: str = "cuda") -> int:
     """A lower bound of the device total that ignores activations: weights, adapter, optimizer, context."""
     parts = {**_weights(info, settings, stack)[0], **_trainable(info, settings)[0]}
+    if device == "cpu":
+        return int(sum(parts.values()))
     return int(sum(parts.values()) * (1 + ALLOCATOR_OVERHEAD)) + CUDA_CONTEXT
 
 
-def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS) -> Estimate:
-    """Predict the three peak figures for ``settings`` (the plan's settings dict) on ``info``."""
+def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, device: str = "cuda") -> Estimate:
+    """Predict the three peak figures for ``settings`` (the plan's settings dict) on ``info``.
+
+    ``device="cpu"``: the same components in system RAM, without the CUDA allocator's caching, the
+    CUDA context or paged optimizer memory (bitsandbytes falls back to ordinary memory on the CPU).
+    """
     s = settings
     comps, srcs = {}, {}
     for part in (_weights(info, s, stack), _trainable(info, s)):
         comps.update(part[0])
         srcs.update(part[1])
-    act, act_src = _activations(info, s, dropout, stack)
+    act, act_src = _activations(info, s, dropout, stack, device=device)
     tr, tr_src = _transients(info, s)
     train_phase = sum(act.values()) + sum(tr.values())
     n = lora_params(info, s["lora.rank"], s["lora.targets"])
@@ -227,6 +384,14 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS) -
         comps.update(tr)
         srcs.update(tr_src)
     allocated = sum(comps.values())
+    if device == "cpu":
+        paged = _optimizer_state_bytes(info, s) if s["train.optimizer"] in PAGED else 0
+        if paged:
+            comps["optimizer_state"] = paged
+            srcs["optimizer_state"] = f"{s['train.optimizer']}: not paged on the CPU (bitsandbytes falls back), in RAM"
+        total = allocated + paged
+        return Estimate(peak_allocated=total, peak_reserved=total, device_total=total, components=comps,
+                        sources=srcs, trainable_params=n)
     overhead = int(allocated * ALLOCATOR_OVERHEAD)
     comps["allocator_overhead"] = overhead
     srcs["allocator_overhead"] = f"caching allocator: {ALLOCATOR_OVERHEAD:.0%} of allocated (block rounding, fragmentation)"

@@ -80,6 +80,9 @@ class ModelInfo:
     supports_sdpa: bool = True  # False: transformers refuses attn_implementation="sdpa" (e.g. Gemma 2)
     logit_softcap: bool = False  # tanh soft-capping of the final logits (Gemma 2)
     attn_softcap: bool = False  # tanh soft-capping of the attention scores (Gemma 2, eager only)
+    qk_norm: bool = False  # RMSNorm on each head's query and key (Qwen3, Gemma 3)
+    sliding_window: int = 0  # local attention layers see this many tokens (a mask is built beyond it)
+    sliding_layers: int = 0  # how many layers use that local window
     path: str | None = None
     note: str = ""
 
@@ -361,7 +364,22 @@ def _info_from_config(c: dict, get: Any, name: str, source: str) -> ModelInfo:
         num_experts=int(get("num_local_experts", "num_experts", "n_routed_experts", default=0)),
         experts_per_token=int(get("num_experts_per_tok", "top_k", default=0)),
         norms_per_layer=4 if c.get("model_type") in ("gemma2", "gemma3", "gemma3_text", "olmo2") else 2,
-        logit_softcap=bool(c.get("final_logit_softcapping")), attn_softcap=bool(c.get("attn_logit_softcapping")))
+        logit_softcap=bool(c.get("final_logit_softcapping")), attn_softcap=bool(c.get("attn_logit_softcapping")),
+        qk_norm=c.get("model_type") in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"),
+        sliding_window=int(get("sliding_window", default=0) or 0) if c.get("use_sliding_window", True) else 0,
+        sliding_layers=_sliding_layers(c))
+
+
+def _sliding_layers(c: dict) -> int:
+    """Layers with a local window: those config.layer_types names so, else all of them when a window is set."""
+    if not c.get("sliding_window") or not c.get("use_sliding_window", True):
+        return 0
+    types = c.get("layer_types")
+    if isinstance(types, list):
+        return sum(1 for t in types if t == "sliding_attention")
+    if c.get("model_type") == "gemma2":
+        return int(c.get("num_hidden_layers", 0)) // 2  # alternating local/global
+    return int(c.get("num_hidden_layers", 0))
 
 
 # --- exact counts on the meta device ----------------------------------------------------------------

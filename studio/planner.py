@@ -37,6 +37,11 @@ DEFAULT_SEQ_LEN = 2048
 MIN_SEQ_LEN = 128
 MARGIN_FRACTION = 0.05
 MARGIN_MIN = 512 * MiB
+# On the CPU (no NVIDIA GPU) a step must take seconds, not minutes: 4-bit QLoRA as the README promises,
+# a small micro-batch, a capped length, modest ranks; the worker computes in float32 there.
+CPU_MICRO_BATCHES = (2, 1)
+CPU_MAX_SEQ_LEN = 512
+CPU_RANKS = (16, 8)
 
 
 def margin_bytes(budget: int) -> int:
@@ -61,10 +66,13 @@ class Plan:
     model: str = ""
     target_seq_len: int = 0
     dropout: float = 0.05
+    device: str = "cuda"  # "cpu" when there is no NVIDIA GPU: the budget is system RAM
+    estimate: dict | None = None  # speed.TimeEstimate.to_dict(), when the speed was estimated
 
     def to_dict(self) -> dict:
         """The JSON the CLI prints (``lora-studio plan --json``) and the run folder keeps."""
-        return {"fits": self.fits, "model": self.model, "budget_bytes": self.budget_bytes,
+        return {"fits": self.fits, "model": self.model, "device": self.device, "estimate": self.estimate,
+                "budget_bytes": self.budget_bytes,
                 "margin_bytes": self.margin_bytes, "settings": dict(self.settings), "predicted": dict(self.predicted),
                 "components": dict(self.components), "sources": dict(self.sources), "reasons": list(self.reasons),
                 "suggestion": self.suggestion, "suggestion_change": self.suggestion_change,
@@ -79,6 +87,25 @@ class Plan:
             value = self.settings[key]
             set_setting(r, key, _norm_targets(value) if key == "lora.targets" else value)
         return r
+
+
+def add_time_estimate(plan: Plan, info: Any, gpu_name: str = "", steps: int | None = None,
+                      examples: int | None = None, epochs: float = 1.0, measure: bool = False) -> None:
+    """Put the expected speed and duration into ``plan`` (``estimate``) and its reasons.
+
+    On the CPU the rates come from the cached probe; ``measure`` runs the probe (a few seconds, in a
+    subprocess) when there is none. The run's length is ``steps``, else ``epochs`` over ``examples``.
+    """
+    from studio import speed
+
+    s = plan.settings
+    rates = None
+    if plan.device == "cpu":
+        rates = speed.ensure_cpu_rates() if measure else speed.cpu_rates()
+    n = speed.run_steps(steps or -1, epochs, examples, s["train.micro_batch"] * s["train.grad_accum"])
+    est = speed.estimate(info, s, plan.device, gpu_name=gpu_name, rates=rates, steps=n)
+    plan.estimate = est.to_dict() if est is not None else None
+    plan.reasons.append(speed.describe(est))
 
 
 def fixed_from_recipe(recipe: Any) -> dict:
@@ -126,7 +153,7 @@ def _seq_candidates(target: int) -> list[int]:
     return out
 
 
-def _space(fixed: dict, target: int, effective_batch: int, info: Any = None) -> dict[str, list]:
+def _space(fixed: dict, target: int, effective_batch: int, info: Any = None, device: str = "cuda") -> dict[str, list]:
     """The candidate values of every setting; a fixed setting has exactly one."""
     attn = "sdpa" if getattr(info, "supports_sdpa", True) else "eager"
     space = {
@@ -136,6 +163,10 @@ def _space(fixed: dict, target: int, effective_batch: int, info: Any = None) -> 
         "train.seq_len": _seq_candidates(target), "train.grad_ckpt": [False, True], "train.attn": [attn],
         "train.optimizer": list(OPTIMIZERS), "quant.compute_dtype": ["bfloat16"],
     }
+    if device == "cpu":
+        space.update({"quant.mode": ["4bit"], "lora.rank": list(CPU_RANKS), "quant.compute_dtype": ["float32"],
+                      "train.micro_batch": [b for b in CPU_MICRO_BATCHES if b <= max(1, effective_batch)] or [1],
+                      "train.optimizer": ["adamw_torch"]})
     for key, value in fixed.items():
         if key in space and value is not None:
             space[key] = [_norm_targets(value) if key == "lora.targets" else value]
@@ -163,7 +194,7 @@ def _complete(s: dict, fixed: dict, effective_batch: int) -> dict:
 
 
 def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
-          dropout: float) -> tuple[dict | None, memory.Estimate | None]:
+          dropout: float, device: str = "cuda") -> tuple[dict | None, memory.Estimate | None]:
     """The best-scoring candidate whose device total is within ``limit`` (ordered search, early exit)."""
     keys = list(space)
     candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
@@ -173,21 +204,22 @@ def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effectiv
         s = _complete(cand, fixed, effective_batch)
         key = (s["quant.mode"], s["quant.double_quant"], s["lora.rank"], tuple(s["lora.targets"]), s["train.optimizer"], s["quant.compute_dtype"])
         if key not in floor:
-            floor[key] = memory.static_bytes(info, s)
+            floor[key] = memory.static_bytes(info, s, device=device)
         if floor[key] > limit:
             continue
-        est = memory.estimate(info, s, dropout=dropout)
+        est = memory.estimate(info, s, dropout=dropout, device=device)
         if est.device_total <= limit:
             return s, est
     return None, None
 
 
 def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: dict | None = None,
-        effective_batch: int = 16) -> Plan:
+        effective_batch: int = 16, device: str = "cuda") -> Plan:
     """Settings that fit ``budget_bytes`` (device total minus a margin), best quality first.
 
     ``fixed`` holds settings by their recipe names (``{"lora.rank": 8}``); recipe fields that do not
     change memory (``train.lr``) are accepted and play no part; any other name is a ValueError.
+    ``device="cpu"`` plans a CPU run: the budget is system RAM, 4-bit QLoRA in float32, short steps.
     """
     unknown = sorted(k for k in (fixed or {}) if not is_setting(k))
     if unknown:
@@ -199,26 +231,28 @@ def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: d
     if small_data:  # no point in a batch bigger than the dataset: 16 examples a step from 9 repeats them
         effective_batch = max(1, rows)
     target, target_why = target_length(model_info, dataset_report)
+    if device == "cpu" and target > CPU_MAX_SEQ_LEN:
+        target, target_why = CPU_MAX_SEQ_LEN, target_why + f", capped at {CPU_MAX_SEQ_LEN} on the CPU to keep steps short"
     if "train.seq_len" in fixed:
         target = int(fixed["train.seq_len"])
     margin = margin_bytes(budget_bytes)
-    space = _space(fixed, target, effective_batch, model_info)
-    settings, est = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout)
+    space = _space(fixed, target, effective_batch, model_info, device)
+    settings, est = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout, device)
     if settings is not None:
-        plan = _make_plan(model_info, True, budget_bytes, margin, settings, est, target, dropout)
+        plan = _make_plan(model_info, True, budget_bytes, margin, settings, est, target, dropout, device)
         plan.reasons = _reasons(model_info, plan, fixed, target_why, space)
         if small_data:
             plan.reasons.append(f"The dataset has {rows} usable example{'s' if rows != 1 else ''}, so a step "
                                 f"takes at most {effective_batch} (a bigger batch would repeat examples).")
         return plan
-    return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space)
+    return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space, device)
 
 
 def _make_plan(info: Any, fits: bool, budget: int, margin: int, settings: dict, est: memory.Estimate,
-               target: int, dropout: float) -> Plan:
+               target: int, dropout: float, device: str = "cuda") -> Plan:
     return Plan(fits=fits, budget_bytes=int(budget), margin_bytes=margin, settings=settings,
                 predicted={**est.predicted(), "device_total_bytes": est.device_total}, components=est.components,
-                sources=est.sources, model=info.name, target_seq_len=target, dropout=dropout)
+                sources=est.sources, model=info.name, target_seq_len=target, dropout=dropout, device=device)
 
 
 def _gib(x: float) -> str:
@@ -227,8 +261,15 @@ def _gib(x: float) -> str:
 
 def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -> list[str]:
     s, out = plan.settings, []
-    out.append(f"Predicted peak {_gib(plan.predicted['device_total_bytes'])} on the device (nvidia-smi), "
-               f"within the budget of {_gib(plan.budget_bytes)} minus a {_gib(plan.margin_bytes)} safety margin.")
+    if plan.device == "cpu":
+        out.append("Training runs on the CPU (no NVIDIA GPU found): the budget is this computer's memory, the base "
+                   "weights are 4-bit QLoRA, and the micro-batch and length are kept small so each step takes "
+                   "seconds; expect hours, not minutes, for real models.")
+        out.append(f"Predicted peak {_gib(plan.predicted['device_total_bytes'])} of memory (RAM), within the budget of "
+                   f"{_gib(plan.budget_bytes)} minus a {_gib(plan.margin_bytes)} safety margin.")
+    else:
+        out.append(f"Predicted peak {_gib(plan.predicted['device_total_bytes'])} on the device (nvidia-smi), "
+                   f"within the budget of {_gib(plan.budget_bytes)} minus a {_gib(plan.margin_bytes)} safety margin.")
     if s["train.seq_len"] >= plan.target_seq_len:
         out.append(f"Sequence length {s['train.seq_len']}: {target_why}.")
     else:
@@ -236,10 +277,11 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
                    "longer examples will be truncated; a bigger budget would cover them.")
     quant_why = {"none": "the budget allows 16-bit base weights, the most faithful choice",
                  "8bit": "16-bit base weights do not fit, 8-bit (LLM.int8) does",
-                 "4bit": "the base weights are quantised to 4-bit NF4 (QLoRA) to fit"}
+                 "4bit": "4-bit NF4 (QLoRA), the CPU plan" if plan.device == "cpu"
+                 else "the base weights are quantised to 4-bit NF4 (QLoRA) to fit"}
     for key, sentence in (("quant.mode", f"Base weights {s['quant.mode']}: {quant_why[s['quant.mode']]}."),
                           ("lora.rank", f"LoRA rank {s['lora.rank']} (alpha {s['lora.alpha']}) on {', '.join(s['lora.targets'])}: "
-                                   + ("the highest rank tried that fits." if s["lora.rank"] == RANKS[0]
+                                   + ("the highest rank tried that fits." if s["lora.rank"] == max(space["lora.rank"])
                                       else "higher ranks do not fit with the settings above.")),
                           ("train.micro_batch", f"Micro-batch {s['train.micro_batch']} x {s['train.grad_accum']} accumulation steps "
                                           f"= effective batch {s['train.micro_batch'] * s['train.grad_accum']}."),
@@ -253,61 +295,69 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
         out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
                    "soft-capped), so the score matrix of each layer is kept.")
     if info.num_experts and not any(g.name.startswith(("w1", "experts")) for g in info.linears):
-        out.append("Mixture-of-experts weights are fused tensors that bitsandbytes does not quantise and LoRA "
-                   "all-linear does not adapt; they stay in 16-bit.")
+        text = "Mixture-of-experts weights are fused tensors that bitsandbytes does not quantise; they stay in 16-bit"
+        if memory.experts_adapted(info, s["lora.targets"]):
+            text += (". LoRA all-linear adapts them (peft's ParamWrapper), which keeps a merged copy of each layer's "
+                     "expert weights for backward and allows no LoRA dropout")
+        out.append(text + ".")
     return out
 
 
 # --- when nothing fits ---------------------------------------------------------------------------------
-def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout: float) -> tuple[dict, memory.Estimate]:
+def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout: float,
+             device: str = "cuda") -> tuple[dict, memory.Estimate]:
     """The leanest settings (honouring fixed ones) at ``seq_len``."""
+    cpu = device == "cpu"
     base = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 8, "lora.targets": ["all-linear"], "train.micro_batch": 1,
             "train.seq_len": seq_len, "train.grad_ckpt": True, "train.attn": "sdpa" if getattr(info, "supports_sdpa", True) else "eager",
-            "train.optimizer": "paged_adamw_8bit", "quant.compute_dtype": "bfloat16"}
+            "train.optimizer": "adamw_8bit" if cpu else "paged_adamw_8bit", "quant.compute_dtype": "float32" if cpu else "bfloat16"}
     for k, v in fixed.items():
         if k in base:
             base[k] = _norm_targets(v) if k == "lora.targets" else v
     base["train.seq_len"] = seq_len
     s = _complete(base, fixed, effective_batch)
-    return s, memory.estimate(info, s, dropout=dropout)
+    return s, memory.estimate(info, s, dropout=dropout, device=device)
 
 
 def _no_fit(info: Any, budget: int, margin: int, fixed: dict, target: int, effective_batch: int,
-            dropout: float, space: dict) -> Plan:
-    s, est = _minimal(info, fixed, target, effective_batch, dropout)
-    plan = _make_plan(info, False, budget, margin, s, est, target, dropout)
+            dropout: float, space: dict, device: str = "cuda") -> Plan:
+    s, est = _minimal(info, fixed, target, effective_batch, dropout, device)
+    plan = _make_plan(info, False, budget, margin, s, est, target, dropout, device)
     limit = budget - margin
-    plan.reasons = [f"Nothing fits: even the leanest settings need {_gib(est.device_total)} on the device, "
+    where = "of memory (RAM; training runs on the CPU)" if device == "cpu" else "on the device"
+    plan.reasons = [f"Nothing fits: even the leanest settings need {_gib(est.device_total)} {where}, "
                     f"more than the budget of {_gib(budget)} minus the {_gib(margin)} margin."]
-    change = _suggest(info, fixed, target, effective_batch, dropout, limit, est)
+    change = _suggest(info, fixed, target, effective_batch, dropout, limit, est, device)
     plan.suggestion_change = change
-    plan.suggestion = _describe(change, info)
+    plan.suggestion = _describe(change, info, device)
     plan.reasons.append(plan.suggestion)
     return plan
 
 
 def _suggest(info: Any, fixed: dict, target: int, effective_batch: int, dropout: float, limit: int,
-             lean: memory.Estimate) -> dict:
+             lean: memory.Estimate, device: str = "cuda") -> dict:
     """The smallest single change that fits: unfix settings, a shorter length, a budget, a smaller model."""
     user_fixed = {k: v for k, v in fixed.items() if k not in ("train.seq_len",)}
     if user_fixed:
-        _, est = _minimal(info, {}, int(fixed.get("train.seq_len", target)), effective_batch, dropout)
+        _, est = _minimal(info, {}, int(fixed.get("train.seq_len", target)), effective_batch, dropout, device)
         if est.device_total <= limit:
             return {"unfix": sorted(user_fixed)}
-    seq = _longest_fitting(info, fixed, target, effective_batch, dropout, limit)
+    seq = _longest_fitting(info, fixed, target, effective_batch, dropout, limit, device)
     if seq is not None and seq >= min(target, 256):
         return {"train.seq_len": seq}
     budget = _budget_for(lean.device_total)
-    smaller = _smaller_model(info, budget_limit=limit, fixed=fixed, target=target, eb=effective_batch, dropout=dropout)
+    smaller = _smaller_model(info, budget_limit=limit, fixed=fixed, target=target, eb=effective_batch, dropout=dropout,
+                             device=device)
     return {"budget_bytes": budget, **({"model": smaller} if smaller else {})}
 
 
-def _longest_fitting(info: Any, fixed: dict, target: int, eb: int, dropout: float, limit: int) -> int | None:
+def _longest_fitting(info: Any, fixed: dict, target: int, eb: int, dropout: float, limit: int,
+                     device: str = "cuda") -> int | None:
     """The longest length (a multiple of 64, at least MIN_SEQ_LEN) whose leanest plan fits, by bisection."""
     lengths = list(range(MIN_SEQ_LEN, target + 1, 64))
 
     def fits(seq: int) -> bool:
-        return _minimal(info, fixed, seq, eb, dropout)[1].device_total <= limit
+        return _minimal(info, fixed, seq, eb, dropout, device)[1].device_total <= limit
 
     if not lengths or not fits(lengths[0]):
         return None
@@ -326,26 +376,30 @@ def _budget_for(device_total: int) -> int:
     return gib * GiB
 
 
-def _smaller_model(info: Any, budget_limit: int, fixed: dict, target: int, eb: int, dropout: float) -> str | None:
+def _smaller_model(info: Any, budget_limit: int, fixed: dict, target: int, eb: int, dropout: float,
+                   device: str = "cuda") -> str | None:
     """The biggest catalog model smaller than this one whose leanest plan fits."""
     best = None
     for entry in sorted(catalog(), key=lambda e: e.total_params, reverse=True):
         if entry.total_params >= info.total_params:
             continue
         cand = from_catalog(entry)
-        if _minimal(cand, fixed, min(target, cand.context), eb, dropout)[1].device_total <= budget_limit:
+        if _minimal(cand, fixed, min(target, cand.context), eb, dropout, device)[1].device_total <= budget_limit:
             best = entry.id
             break
     return best
 
 
-def _describe(change: dict, info: Any) -> str:
+def _describe(change: dict, info: Any, device: str = "cuda") -> str:
     if "unfix" in change:
         flags = ", ".join(setting_flag(k) for k in change["unfix"])
         return f"It fits if the planner may choose {', '.join(change['unfix'])} itself (drop {flags})."
     if "train.seq_len" in change:
         return f"It fits with a shorter sequence length: {setting_flag('train.seq_len')} {change['train.seq_len']} (longer examples are truncated)."
-    text = f"It needs a GPU budget of at least {change['budget_bytes'] / GiB:.0f} GiB (--vram-gb {change['budget_bytes'] // GiB})"
+    if device == "cpu":
+        text = f"It needs at least {change['budget_bytes'] / GiB:.0f} GiB of memory for training on the CPU"
+    else:
+        text = f"It needs a GPU budget of at least {change['budget_bytes'] / GiB:.0f} GiB (--vram-gb {change['budget_bytes'] // GiB})"
     if change.get("model"):
         text += f", or a smaller model such as {change['model']}"
     return text + "."

@@ -51,8 +51,31 @@ def test_text_output_has_a_bar_per_component(capsys):
     assert sum(1 for line in out.splitlines() if line.rstrip().endswith(("#", ".")) and "GiB" in line) >= 5
 
 
-def test_default_budget_without_a_gpu_is_24_gib(capsys):
-    assert run_json(capsys, "--model", "smollm2-135m-instruct")["budget_bytes"] == 24 * GiB
+@pytest.fixture(autouse=True)
+def _probed_cpu():
+    """This CPU's speed as if probed once (tests/test_speed.py runs the real probe)."""
+    from studio import speed
+    from studio.fsutil import atomic_write_json
+
+    path = speed._cache_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"flops_per_s": 3e10, "seconds_per_layer_pass": 0.01})
+
+
+def test_without_a_gpu_the_plan_is_for_the_cpu(capsys):
+    from studio import hardware
+
+    plan = run_json(capsys, "--model", "smollm2-135m-instruct")
+    assert plan["device"] == "cpu" and plan["budget_bytes"] == hardware.cpu_budget_bytes()
+    s = plan["settings"]
+    assert s["quant.mode"] == "4bit" and s["quant.compute_dtype"] == "float32"
+    assert s["train.micro_batch"] <= 2 and s["train.seq_len"] <= 512
+    assert "cuda_context" not in plan["components"] and "allocator_overhead" not in plan["components"]
+    assert plan["reasons"][0].startswith("Training runs on the CPU")
+    assert plan["estimate"]["tokens_per_s"] > 0 and plan["estimate"]["device"] == "cpu"
+    gpu = run_json(capsys, "--model", "smollm2-135m-instruct", "--vram-gb", "24")  # a GPU budget plans for a GPU
+    assert gpu["device"] == "cuda" and gpu["budget_bytes"] == 24 * GiB and "cuda_context" in gpu["components"]
+    assert gpu["estimate"]["tokens_per_s"] > plan["estimate"]["tokens_per_s"]
 
 
 @pytest.mark.parametrize("argv, words", [

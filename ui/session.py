@@ -39,6 +39,8 @@ class Session(QObject):
         self.dataset_report: DatasetReport | None = None
         self.plan: Plan | None = None
         self.budget = DEFAULT_BUDGET
+        self.device = "cuda"              # "cpu" when there is no NVIDIA GPU: the budget is then system RAM
+        self.gpu_name = ""
         self.fixed: dict[str, Any] = {}   # "section.field" -> value the user pinned in the advanced panel
         self.preparing_model = False      # the demo model is being converted by a subprocess
 
@@ -66,6 +68,11 @@ class Session(QObject):
         self.sig_budget.emit(self.budget)
         self.refit()
 
+    def set_device(self, device: str, gpu_name: str = "") -> None:
+        """Plan for the GPU or, without one, for the CPU (the plan page detects which)."""
+        self.device, self.gpu_name = device, gpu_name
+        self.refit()
+
     def use_recipe(self, recipe: Recipe, pin: dict | None = None) -> None:
         """Start from ``recipe`` (the demo's); the settings in ``pin`` stay as given while the rest are fitted."""
         self.recipe = copy.deepcopy(recipe)
@@ -89,7 +96,12 @@ class Session(QObject):
         if self.model_info is None:
             return
         try:
-            plan = planner.fit(self.model_info, self.budget, dataset_report=self.dataset_report, fixed=self.fixed)
+            plan = planner.fit(self.model_info, self.budget, dataset_report=self.dataset_report, fixed=self.fixed,
+                               device=self.device)
+            planner.add_time_estimate(plan, self.model_info, gpu_name=self.gpu_name,
+                                      steps=self.recipe.train.max_steps if self.recipe.train.max_steps > 0 else None,
+                                      examples=getattr(self.dataset_report, "usable", None),
+                                      epochs=self.recipe.train.epochs)
         except ValueError as e:  # the planner's own errors are user-facing messages
             self.plan = None
             self.sig_plan_error.emit(str(e))

@@ -1,12 +1,13 @@
-"""`lora-studio plan`: settings that fit a GPU budget, with the predicted memory and why.
+"""`lora-studio plan`: settings that fit a GPU (or CPU) budget, with the predicted memory, speed and why.
 
 Given settings are used as they are; the missing ones are fitted. ``--json`` prints the plan
-object (fits, budget_bytes, settings, predicted, components, sources, reasons, suggestion).
+object (fits, device, estimate, budget_bytes, settings, predicted, components, sources, reasons, suggestion).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from studio.commands import add_setting_args, settings_from_args
@@ -18,11 +19,20 @@ BAR_WIDTH = 30
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("plan", help="Fit QLoRA settings to your GPU memory and show the predicted peak.",
-                              description="Predict peak GPU memory and choose settings that fit the budget. "
-                                          "Settings you give are kept; the rest are fitted.")
+    p = subparsers.add_parser("plan", help="Fit QLoRA settings to your GPU (or, without one, your computer's) memory "
+                                           "and show the predicted peak and the run's expected speed.",
+                              description="Predict peak memory and choose settings that fit the budget, with the "
+                                          "expected tokens/s and duration. Settings you give are kept; the rest are "
+                                          "fitted. Without an NVIDIA GPU the plan is for training on the CPU.")
     p.add_argument("--model", required=True, help="'demo', a model folder, a Hugging Face cache id or a catalog id")
-    p.add_argument("--vram-gb", type=float, help="budget in GiB (default: the detected GPU's memory, else 24)")
+    p.add_argument("--vram-gb", type=float, help="GPU budget in GiB (default: the detected GPU's memory)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="plan for a GPU or for the CPU (default auto: the CPU when no NVIDIA GPU is found "
+                        "and no --vram-gb is given; on the CPU the budget is system RAM)")
+    p.add_argument("--ram-gb", type=float, help="CPU budget in GiB (default: this computer's memory minus what the "
+                                                 "OS and the studio need)")
+    p.add_argument("--steps", type=int, help="optimizer steps of the run, for its duration (default: one epoch "
+                                             "of --dataset)")
     add_setting_args(p, PLANNED)
     p.add_argument("--effective-batch", type=int, default=16, help="examples per optimizer step to keep (default 16)")
     p.add_argument("--dataset", help="a dataset file: its token lengths set the sequence length")
@@ -36,6 +46,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--effective-batch {args.effective_batch}: must be 1 or more")
     if args.vram_gb is not None and args.vram_gb <= 0:
         raise UserError(f"--vram-gb {args.vram_gb}: give the GPU memory in GiB, e.g. --vram-gb 24")
+    if args.ram_gb is not None and args.ram_gb <= 0:
+        raise UserError(f"--ram-gb {args.ram_gb}: give the memory in GiB, e.g. --ram-gb 8")
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps {args.steps}: must be 1 or more")
 
 
 def _dataset_report(path: str, info: Any) -> Any:
@@ -55,10 +69,24 @@ def run(args: argparse.Namespace) -> int:
         info = models.resolve(args.model, trust_remote_code=args.trust_remote_code)
     except models.ModelError as e:
         raise UserError(str(e)) from None
-    budget = int(args.vram_gb * GiB) if args.vram_gb else hardware.default_budget_bytes()
+    gpus = hardware.detect_gpus()
+    device = args.device
+    if device == "auto":
+        device = "cuda" if gpus or args.vram_gb else "cpu"
+    if device == "cpu":
+        budget = int(args.ram_gb * GiB) if args.ram_gb else hardware.cpu_budget_bytes()
+    else:
+        budget = int(args.vram_gb * GiB) if args.vram_gb else (gpus[0].total_bytes if gpus else hardware.DEFAULT_BUDGET)
     report = _dataset_report(args.dataset, info) if args.dataset else None
     plan = planner.fit(info, budget, dataset_report=report, fixed=settings_from_args(args, PLANNED),
-                       effective_batch=args.effective_batch)
+                       effective_batch=args.effective_batch, device=device)
+    if device == "cpu":
+        from studio import speed
+
+        if speed.cpu_rates() is None:
+            print("Measuring this CPU's training speed once (a few seconds; cached for next time)...", file=sys.stderr)
+    planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "", steps=args.steps,
+                              examples=getattr(report, "usable", None), measure=True)
     if args.dataset and getattr(report, "tokens", None) is None:
         plan.reasons.append("The dataset's token lengths need the model's tokenizer (a local model folder); "
                             "the default length was used.")
@@ -79,13 +107,18 @@ def render(plan: Any, info: Any) -> str:
     s, p = plan.settings, plan.predicted
     lines = [info.summary(), "",
              ("FITS" if plan.fits else "DOES NOT FIT") + f" in {plan.budget_bytes / GiB:.1f} GiB "
-             f"(margin {plan.margin_bytes / GiB:.1f} GiB)", "", "Settings:"]
+             + ("of RAM, on the CPU " if plan.device == "cpu" else "")
+             + f"(margin {plan.margin_bytes / GiB:.1f} GiB)", "", "Settings:"]
     lines += [f"  {k:<22}{', '.join(v) if isinstance(v, list) else v}" for k, v in s.items()]
     lines += ["", f"Memory (bar scale: budget {plan.budget_bytes / GiB:.1f} GiB):"]
     for name, value in sorted(plan.components.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {name:<26}{value / GiB:7.2f} GiB  {_bar(value, plan.budget_bytes)}")
-    lines += ["", f"  {'peak allocated':<26}{p['peak_allocated_bytes'] / GiB:7.2f} GiB  (torch.cuda.max_memory_allocated)",
-              f"  {'peak reserved':<26}{p['peak_reserved_bytes'] / GiB:7.2f} GiB  (torch.cuda.max_memory_reserved)",
-              f"  {'device total':<26}{p['device_total_bytes'] / GiB:7.2f} GiB  (nvidia-smi)", "", "Why:"]
+    if plan.device == "cpu":
+        lines += ["", f"  {'peak (RAM)':<26}{p['device_total_bytes'] / GiB:7.2f} GiB  (tensors; training runs on the CPU)",
+                  "", "Why:"]
+    else:
+        lines += ["", f"  {'peak allocated':<26}{p['peak_allocated_bytes'] / GiB:7.2f} GiB  (torch.cuda.max_memory_allocated)",
+                  f"  {'peak reserved':<26}{p['peak_reserved_bytes'] / GiB:7.2f} GiB  (torch.cuda.max_memory_reserved)",
+                  f"  {'device total':<26}{p['device_total_bytes'] / GiB:7.2f} GiB  (nvidia-smi)", "", "Why:"]
     lines += [f"  - {r}" for r in plan.reasons]
     return "\n".join(lines)

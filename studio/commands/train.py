@@ -67,9 +67,14 @@ def _predict(recipe: Recipe) -> dict | None:
     except ValueError:
         return None  # the worker reports an unusable model with its own error event
     t = recipe.train
-    plan = planner.fit(info, hardware.default_budget_bytes(), fixed=planner.fixed_from_recipe(recipe),
-                       effective_batch=t.micro_batch * t.grad_accum)
-    if not plan.fits and hardware.detect_gpus():
+    gpus = hardware.detect_gpus()
+    device = hardware.training_device(gpus)  # the worker trains on the CPU when there is no GPU
+    budget = gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes()
+    plan = planner.fit(info, budget, fixed=planner.fixed_from_recipe(recipe),
+                       effective_batch=t.micro_batch * t.grad_accum, device=device)
+    planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "",
+                              steps=t.max_steps if t.max_steps > 0 else None)  # the CPU's cached probe, if any
+    if not plan.fits and gpus:
         print(f"warning: the planner predicts {plan.predicted['device_total_bytes'] / 2**30:.1f} GiB, over the "
               f"{plan.budget_bytes / 2**30:.1f} GiB budget; {plan.suggestion or 'run lora-studio plan'}",
               file=sys.stderr)

@@ -31,3 +31,15 @@ def drop_path(window, path: Path) -> None:
 @pytest.fixture
 def drop():
     return drop_path
+
+
+@pytest.fixture(autouse=True)
+def _probed_cpu(_studio_home):
+    """This CPU's speed as if probed once, so the Plan page does not start the few-second probe in every test
+    (tests/test_speed.py runs the real probe)."""
+    from studio import speed
+    from studio.fsutil import atomic_write_json
+
+    path = speed._cache_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"flops_per_s": 3e10, "seconds_per_layer_pass": 0.01})

@@ -10,9 +10,10 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel,
                                QLineEdit, QSlider, QSpinBox, QToolButton, QWidget)
 
-from studio import hardware
+from studio import hardware, procs, speed
 from studio import recipe as rc
 from studio.planner import Plan
+from ui.controllers import CommandController
 from ui.session import GIB, Session
 from ui.widgets.common import Card, Page, human_bytes, label, primary_button
 from ui.widgets.memory_bar import MemoryBar
@@ -121,6 +122,7 @@ class PlanPage(Page):
         self.session = session
         self.editors: dict[str, FieldEditor] = {}
         self._suggestion: dict = {}
+        self._probe_started = self._probe_failed = False
         self._pending_budget = session.budget
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
@@ -139,6 +141,7 @@ class PlanPage(Page):
     # -- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
         budget = Card("GPU memory budget")
+        self._budget_heading = budget.findChild(QLabel)
         row = QHBoxLayout()
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(4, 80 * 4)  # 1 GiB to 80 GiB in quarter steps
@@ -158,6 +161,10 @@ class PlanPage(Page):
         self.bar = MemoryBar()
         pred.body.addWidget(self.bar)
         self.fit_label = label("Choose a model to see a plan.", "muted", wrap=True)
+        self.speed_label = label("", "muted", wrap=True)
+        self.speed_label.setToolTip("From a FLOPs model of the training step and a measured rate for this device")
+        self._probe = CommandController(self)  # python -m studio.speed: one done event with the rates
+        self._probe.sig_finished.connect(self._probe_done)
         fit_row = QHBoxLayout()
         fit_row.addWidget(self.fit_label, 1)
         self.suggest_btn = QToolButton()
@@ -167,6 +174,7 @@ class PlanPage(Page):
         self.suggest_btn.hide()
         fit_row.addWidget(self.suggest_btn)
         pred.body.addLayout(fit_row)
+        pred.body.addWidget(self.speed_label)
         self.content.addWidget(pred)
 
         settings = Card("Fitted settings")
@@ -238,15 +246,21 @@ class PlanPage(Page):
 
     # -- budget -------------------------------------------------------------------------------
     def detect_hardware(self) -> None:
-        """Default the budget to the detected GPU (24 GiB when there is none)."""
+        """Default the budget to the detected GPU; without one, plan for the CPU with system RAM as the budget."""
         gpus = hardware.detect_gpus()
-        budget = gpus[0].total_bytes if gpus else hardware.DEFAULT_BUDGET
+        budget = gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes()
         self.gpu_name = gpus[0].name if gpus else ""
         if gpus:
             g = gpus[0]
             self.gpu_label.setText(f"{g.name}: {human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free.")
         else:
-            self.gpu_label.setText(f"No NVIDIA GPU detected ({gpus.reason}): planning for a {human_bytes(budget)} card.")
+            self.gpu_label.setText(f"No NVIDIA GPU detected ({gpus.reason}): training runs on the CPU, so the budget "
+                                   f"is this computer's memory ({human_bytes(budget)} after what the system and "
+                                   "the studio need) and the plan uses 4-bit QLoRA with short steps.")
+            self._budget_heading.setText("Memory budget (training runs on the CPU)")
+            self.slider.setToolTip("How much of this computer's memory the run may use")
+            self._probe_cpu()
+        self.session.set_device(hardware.training_device(gpus), self.gpu_name)
         self.slider.setMaximum(max(80 * 4, int(budget / STEP)))
         self.set_budget_bytes(budget)
 
@@ -287,12 +301,37 @@ class PlanPage(Page):
             verdict += f" {plan.suggestion}"
         self.fit_label.setText(verdict)
         self.footer_fit.setText(f"Fits in {human_bytes(self.session.budget)}" if fits else "Does not fit the budget")
+        self.speed_label.setText(self._speed_text(plan))
         self._suggestion = (plan.suggestion_change or {}) if not fits else {}
         self.suggest_btn.setText(self._suggestion_text(self._suggestion))
         self.suggest_btn.setVisible(bool(self.suggest_btn.text()))
         self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(f"<li>{r}</li>" for r in plan.reasons)
                              + "</ul>" if plan.reasons else "")
         self._sync_editors()
+
+    def _speed_text(self, plan: Plan) -> str:
+        est = plan.estimate
+        if not est:
+            if plan.device != "cpu":
+                return ""
+            if self._probe_failed:
+                return "Speed unknown: measuring this CPU failed (python -m studio.speed shows why)."
+            return "Speed: measuring this CPU (a few seconds, once)…"
+        text = f"Expected speed: about {est['tokens_per_s']:,.0f} tokens/s, {est['step_seconds']:.1f} s per step"
+        if est.get("seconds") is not None:
+            text += f"; the run about {speed.duration(est['seconds'])} ({est['steps']} steps)"
+        return text + "."
+
+    def _probe_cpu(self) -> None:
+        """Measure this CPU's training speed once in the background (cached per machine), then re-plan."""
+        if speed.cpu_rates() is not None or self._probe.running or self._probe_started:
+            return
+        self._probe_started = True
+        self._probe.run_argv(procs.worker_argv("studio.speed"))
+
+    def _probe_done(self, _code: int, saw_done: bool) -> None:
+        self._probe_failed = not saw_done
+        self.session.refit()
 
     @staticmethod
     def _suggestion_text(change: dict) -> str:

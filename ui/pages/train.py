@@ -25,6 +25,17 @@ ERROR_TITLES = {"oom": "Out of GPU memory", "nan": "The loss became NaN", "data"
                 "internal": "The training worker failed"}
 
 
+def _expected_tokens_per_s(run_dir: Path) -> float | None:
+    """The plan's expected training speed (plan.json ``estimate``), if it made one."""
+    import json
+
+    try:
+        est = json.loads((Path(run_dir) / runs.PLAN).read_text(encoding="utf-8")).get("estimate") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return _num(est.get("tokens_per_s"))
+
+
 def _num(value) -> float | None:
     try:
         v = float(value)
@@ -212,6 +223,9 @@ class TrainPage(Page):
             self._on_error("internal", f"Could not start the training worker: {e}", "Check the Python runtime in Help ▸ About.")
             return
         self._t0 = time.monotonic()
+        self._expected_tps = _expected_tokens_per_s(self.run_dir)
+        if self.charts and self._expected_tps:
+            self.charts["throughput"].set_hline("planned", self._expected_tps)
         self._set_status("running", f"Running {self.run_dir.name}")
         self._set_buttons(True)
         self._eta_timer.start()
@@ -324,6 +338,10 @@ class TrainPage(Page):
         loss = _num(d.get("loss"))
         if loss is not None:
             self.status_label.setText(f"step {int(step)} · loss {loss:.4f}")
+        tps, expected = _num(d.get("tokens_per_s")), getattr(self, "_expected_tps", None)
+        if tps is not None and expected:  # the plan's estimate against the measured rate
+            self.status_label.setText(f"{self.status_label.text()} · {tps:,.0f} tokens/s "
+                                      f"(planned ≈ {expected:,.0f}, {tps / expected:.0%})")
 
     def show_eval(self, text: str) -> None:
         """The evaluation at the end of a run: the held-out score before → after, losses, one answer each."""

@@ -1,0 +1,294 @@
+"""Time before the run: expected tokens per second and the run's duration, from a FLOPs model of the step.
+
+The step's work per token (``step_flops``): the frozen base runs forward and backward (activation
+gradients only: its weights get none, so backward costs one forward of matmuls, twice for
+attention), gradient checkpointing recomputes every layer's forward once more, and the adapter
+costs 6 FLOPs per parameter (forward, input and weight gradients). The rate:
+
+- on a GPU: the GPU's dense BF16 tensor peak (datasheets, ``GPU_PEAK_TFLOPS``) times one
+  efficiency taken from a published measurement (``ANCHOR``);
+- on the CPU: a probe of a few seconds (``python -m studio.speed``) trains two tiny models through
+  the real loader (4-bit, LoRA) and fits ``seconds = FLOPs / rate + layer passes x overhead``; the
+  result is cached in the data folder per machine (``cpu_rates``).
+
+Pure arithmetic at import: no torch unless the probe runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from studio import memory
+
+# Dense (no sparsity) BF16/FP16 tensor-core peak with FP32 accumulate, TFLOPS, from NVIDIA's datasheets and
+# architecture whitepapers (H100/H200/A100/L4/L40S/A10/T4 product datasheets; "NVIDIA Ada Lovelace GPU
+# Architecture" whitepaper v1.01, appendix table for the RTX 40 series and RTX 6000 Ada; "NVIDIA Ampere GA102 GPU
+# Architecture" whitepaper for the RTX 30 series and RTX A6000; "NVIDIA RTX Blackwell GPU Architecture" for the
+# RTX 5090). The first name that is a substring of the GPU's NVML name wins, so longer names come first.
+# Approximate: A10G (AWS publishes no tensor figure; scaled from its FP32 rate) and RTX 5080.
+GPU_PEAK_TFLOPS = (
+    ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0),
+    ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0), ("T4", 65.0), ("V100", 125.0),
+    ("RTX 6000 Ada", 364.0), ("RTX A6000", 155.0), ("RTX 5090", 209.5), ("RTX 5080", 112.6),
+    ("RTX 4090", 165.2), ("RTX 4080", 97.5), ("RTX 4070 Ti", 80.2), ("RTX 4070", 58.3), ("RTX 4060 Ti", 44.1),
+    ("RTX 4060", 30.2), ("RTX 3090", 71.0), ("RTX 3080", 59.5), ("RTX 3070", 40.6), ("RTX 3060", 25.4),
+)
+# The published measurement the efficiency comes from: about 2,400 tokens/s for QLoRA of Llama 3.1 8B on one
+# RTX 4090 (the figure quoted in issue 17 of this project, HF transformers + peft + bitsandbytes stack). Its
+# settings as assumed here: 4-bit NF4, rank 16 on all linear layers, sequence 2048, gradient checkpointing on.
+ANCHOR = {"gpu": "RTX 4090", "model": "llama-3.1-8b-instruct", "tokens_per_s": 2400.0,
+          "settings": {"quant.mode": "4bit", "quant.double_quant": True, "quant.compute_dtype": "bfloat16",
+                       "lora.rank": 16, "lora.alpha": 32, "lora.targets": ["all-linear"], "train.micro_batch": 1,
+                       "train.grad_accum": 16, "train.seq_len": 2048, "train.grad_ckpt": True, "train.attn": "sdpa",
+                       "train.optimizer": "adamw_8bit"}}
+UNKNOWN_GPU = "RTX 4090"  # a GPU missing from the table is estimated as this class, and the plan says so
+PROBE_VERSION = 1
+
+
+@dataclass
+class TimeEstimate:
+    """Expected throughput and duration of a run on one device."""
+
+    device: str
+    tokens_per_s: float
+    step_seconds: float  # one optimizer step (micro-batch x accumulation)
+    seconds: float | None  # the whole run, when its length is known
+    steps: int | None
+    basis: str  # one sentence: where the rate comes from
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_flops(info: Any, s: dict) -> tuple[float, float]:
+    """(FLOPs per token of one training step, decoder-layer passes per micro-batch)."""
+    h, seq = info.hidden, s["train.seq_len"]
+    experts = max(1, info.experts_per_token) if info.num_experts else 1
+    layer_w = sum(g.weight_numel for g in info.linears if g.lora_all_linear)
+    if info.num_experts:  # only the routed experts' weights work for a token
+        layer_w += info.params.get("experts", 0) * experts / info.num_experts
+    head_w = h * info.vocab
+    keys = seq if s["train.attn"] == "eager" else seq / 2  # fused causal kernels skip the masked half
+    attn = 4 * info.layers * keys * info.q_dim  # q k^T and p v
+    forward = 2 * layer_w + 2 * head_w + attn
+    backward = 2 * layer_w + 2 * head_w + 2 * attn  # activation gradients only: the base is frozen
+    recompute = 2 * layer_w + attn if s["train.grad_ckpt"] else 0.0
+    adapter = 6 * memory.lora_params(info, s["lora.rank"], s["lora.targets"])
+    passes = info.layers * (3 if s["train.grad_ckpt"] else 2)
+    return forward + backward + recompute + adapter, passes
+
+
+def gpu_peak(name: str) -> tuple[float, str, bool]:
+    """(dense BF16 TFLOPS, the class used, whether the GPU was found in the table)."""
+    for key, tflops in GPU_PEAK_TFLOPS:
+        if key.lower() in (name or "").lower():
+            return tflops, key, True
+    return dict(GPU_PEAK_TFLOPS)[UNKNOWN_GPU], UNKNOWN_GPU, False
+
+
+def gpu_efficiency() -> float:
+    """Achieved / peak FLOPs of the published measurement (ANCHOR)."""
+    from studio.models import find_catalog, from_catalog
+
+    info = from_catalog(find_catalog(ANCHOR["model"]))
+    per_token, _ = step_flops(info, ANCHOR["settings"])
+    return ANCHOR["tokens_per_s"] * per_token / (gpu_peak(ANCHOR["gpu"])[0] * 1e12)
+
+
+def estimate_gpu(info: Any, s: dict, gpu_name: str) -> tuple[float, str]:
+    """Tokens per second on ``gpu_name``, and the sentence saying where it comes from."""
+    tflops, cls, known = gpu_peak(gpu_name)
+    eff = gpu_efficiency()
+    per_token, _ = step_flops(info, s)
+    rate = eff * tflops * 1e12 / per_token
+    where = (f"{cls} ({tflops:g} TFLOPS dense BF16)" if known
+             else f"{gpu_name or 'an unknown GPU'} (not in the table: estimated as an {cls})")
+    return rate, (f"FLOPs of the step on {where} at {eff:.0%} efficiency, the efficiency of a published "
+                  f"{ANCHOR['tokens_per_s']:,.0f} tokens/s for Llama 3.1 8B QLoRA on an {ANCHOR['gpu']}")
+
+
+def estimate_cpu(info: Any, s: dict, rates: dict) -> tuple[float, str]:
+    """Tokens per second on this CPU from the probe's rates."""
+    per_token, passes = step_flops(info, s)
+    tokens = s["train.micro_batch"] * s["train.seq_len"]
+    seconds = tokens * per_token / rates["flops_per_s"] + passes * rates["seconds_per_layer_pass"]
+    return tokens / seconds, (f"FLOPs of the step at this CPU's measured {rates['flops_per_s'] / 1e9:.1f} GFLOP/s "
+                              f"plus {rates['seconds_per_layer_pass'] * 1e3:.1f} ms per layer pass (probed once)")
+
+
+def run_steps(max_steps: int, epochs: float, examples: int | None, effective_batch: int) -> int | None:
+    """Optimizer steps of the run: max_steps, else epochs over the examples (None when unknown)."""
+    if max_steps and max_steps > 0:
+        return int(max_steps)
+    if examples:
+        return max(1, math.ceil(epochs * examples / max(1, effective_batch)))
+    return None
+
+
+def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | None = None,
+             steps: int | None = None) -> TimeEstimate | None:
+    """The run's expected speed on ``device`` ("cuda" or "cpu"); None on a CPU that was never probed."""
+    if device == "cpu":
+        if rates is None:
+            return None
+        rate, basis = estimate_cpu(info, s, rates)
+    else:
+        rate, basis = estimate_gpu(info, s, gpu_name)
+    per_step = s["train.micro_batch"] * s["train.grad_accum"] * s["train.seq_len"] / rate
+    return TimeEstimate(device=device, tokens_per_s=rate, step_seconds=per_step,
+                        seconds=per_step * steps if steps else None, steps=steps, basis=basis)
+
+
+def describe(est: TimeEstimate | None) -> str:
+    """One sentence for the plan."""
+    if est is None:
+        return "Speed not estimated yet: this CPU has not been measured (a few seconds, once)."
+    text = f"Expected speed about {est.tokens_per_s:,.0f} tokens/s ({est.step_seconds:.1f} s per optimizer step"
+    if est.seconds is not None:
+        text += f"; {est.steps} steps take about {duration(est.seconds)}"
+    return text + f"): {est.basis}."
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --- the CPU probe ---------------------------------------------------------------------------------------
+def machine_key() -> str:
+    """The CPU model, core count, OS and torch-free Python build: a new machine gets a new probe."""
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    raw = f"{platform.node()}|{model}|{os.cpu_count()}|{platform.system()}|{platform.machine()}|{PROBE_VERSION}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _cache_file() -> Path:
+    from studio.paths import data_dir
+
+    return data_dir() / "cache" / "speed" / f"cpu-{machine_key()}.json"
+
+
+def cpu_rates() -> dict | None:
+    """This machine's cached probe result, or None."""
+    try:
+        raw = json.loads(_cache_file().read_text(encoding="utf-8"))
+        return {k: float(raw[k]) for k in ("flops_per_s", "seconds_per_layer_pass")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+PROBE_SHAPES = ({"hidden": 64, "layers": 2, "seq": 64}, {"hidden": 256, "layers": 2, "seq": 256})
+
+
+def probe_cpu(workdir: Path, steps: int = 5) -> dict:
+    """Time real 4-bit LoRA steps of two tiny models on this CPU and fit the two rates (needs torch)."""
+    rows = []
+    for shape in PROBE_SHAPES:
+        info, seconds, s = time_steps(workdir / f"h{shape['hidden']}", shape["hidden"], shape["layers"],
+                                      shape["seq"], steps=steps)
+        per_token, passes = step_flops(info, s)
+        rows.append((s["train.micro_batch"] * s["train.seq_len"] * per_token, passes, seconds))
+    (f1, p1, t1), (f2, p2, t2) = rows
+    # t = f / rate + p * c, two equations; guard against a noisy, overhead-bound second point
+    c = max(0.0, (t1 * f2 - t2 * f1) / (p1 * f2 - p2 * f1)) if p1 * f2 != p2 * f1 else 0.0
+    rate = f2 / max(1e-9, t2 - p2 * c)
+    return {"flops_per_s": rate, "seconds_per_layer_pass": c}
+
+
+def time_steps(folder: Path, hidden: int, layers: int, seq: int, steps: int = 5, micro_batch: int = 1) -> tuple:
+    """(ModelInfo, seconds of one micro-batch step, settings): a tiny model trained as the worker does on the CPU."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio.models import from_folder
+    from studio.recipe import Recipe
+    from studio.train.loading import load_model
+
+    if not (folder / "config.json").is_file():
+        config = AutoConfig.for_model("llama", vocab_size=512, hidden_size=hidden, intermediate_size=2 * hidden,
+                                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=max(512, seq), tie_word_embeddings=False)
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    r = Recipe()
+    r.quant.mode, r.quant.compute_dtype, r.lora.rank, r.lora.alpha = "4bit", "float32", 8, 16
+    r.train.seq_len, r.train.micro_batch, r.train.grad_ckpt = seq, micro_batch, False
+    model = load_model(folder, r, "cpu")
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(0, 512, (micro_batch, seq))
+    times = []
+    for _ in range(steps + 1):  # the first step warms up kernels and allocations
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    info = from_folder(folder)
+    s = {"quant.mode": "4bit", "quant.double_quant": True, "quant.compute_dtype": "float32", "lora.rank": 8,
+         "lora.alpha": 16, "lora.targets": ["all-linear"], "train.micro_batch": micro_batch, "train.grad_accum": 1,
+         "train.seq_len": seq, "train.grad_ckpt": False, "train.attn": "sdpa", "train.optimizer": "adamw_torch"}
+    return info, min(times[1:]), s  # the fastest step: other programs only ever add time
+
+
+def measure_and_cache() -> dict:
+    """Run the probe in this process and cache its result for this machine."""
+    import tempfile
+
+    from studio.fsutil import atomic_write_json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rates = probe_cpu(Path(tmp))
+    path = _cache_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**rates, "machine": machine_key(), "probe_version": PROBE_VERSION,
+                             "measured_at": time.time()})
+    return rates
+
+
+def ensure_cpu_rates() -> dict | None:
+    """The cached rates, else measure them in a subprocess (the worker interpreter has torch); None on failure."""
+    rates = cpu_rates()
+    if rates is not None:
+        return rates
+    import subprocess
+
+    from studio.procs import worker_argv, worker_env
+
+    try:
+        subprocess.run(worker_argv("studio.speed"), env=worker_env(), capture_output=True, timeout=300, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return cpu_rates()
+
+
+def main() -> int:
+    """``python -m studio.speed``: probe this CPU, cache the result, answer with one ``done`` event."""
+    from studio import events
+
+    emitter = events.Emitter(stream=events.reserve_stdout())  # library prints go to stderr
+    emitter.emit(events.DONE, rates=measure_and_cache())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
