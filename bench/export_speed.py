@@ -45,6 +45,23 @@ def child(model: Path, out: Path, quant: str) -> None:
     print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
+def full_child(run: Path, out: Path, quant: str) -> None:
+    """The whole export a user runs (checks, merge, GGUF, verification), timed from the first step;
+    the verification's share is the time from the first 'verify' progress to the end."""
+    from studio.export import export
+
+    start, marks = time.perf_counter(), {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        marks.setdefault(phase, time.perf_counter())
+
+    result = export(run, "gguf", quant, out=out, progress=progress)
+    end = time.perf_counter()
+    verify_s = end - marks.get("verify", end)
+    print(json.dumps({"seconds": end - start, "verify_s": verify_s,
+                      "checks": {c["name"]: c["ok"] for c in result.checks}}))
+
+
 def measure(argv: list[str], env: dict) -> dict:
     """Wall time and peak RSS of ``argv``, run under a small intermediate interpreter that runs only
     that command, so its RUSAGE_CHILDREN peak is that command's own (this process may be large)."""
@@ -60,7 +77,7 @@ def _measure_main(argv: list[str]) -> None:
     import resource
 
     start = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
@@ -68,7 +85,14 @@ def _measure_main(argv: list[str]) -> None:
               + " | ".join(tail), file=sys.stderr)
         raise SystemExit(1)
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "peak_rss_mb": rss}))
+    inner = {}
+    for line in reversed(proc.stdout.decode(errors="replace").splitlines()):
+        try:
+            inner = json.loads(line)
+            break
+        except ValueError:
+            continue
+    print(json.dumps({"wall_s": wall, "peak_rss_mb": rss, **(inner if isinstance(inner, dict) else {})}))
 
 
 def find_quantize(llama_dir: Path) -> Path | None:
@@ -83,11 +107,17 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a merged model folder (default: the demo model)")
     parser.add_argument("--llama-cpp", type=Path, help="a llama.cpp source checkout, to compare with its converter")
     parser.add_argument("--work", type=Path, help="where to write the GGUFs (default: a temp folder, removed after)")
+    parser.add_argument("--run", type=Path, help="a trained run folder: also time the whole export (merge, GGUF, "
+                                                 "verification) of f16 and q8_0, as a user runs it")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "OUT", "QUANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--full-child", nargs=3, metavar=("RUN", "OUT", "QUANT"), help=argparse.SUPPRESS)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(Path(args.child[0]), Path(args.child[1]), args.child[2])
+        return
+    if args.full_child:
+        full_child(Path(args.full_child[0]), Path(args.full_child[1]), args.full_child[2])
         return
     if args.measure:
         _measure_main(json.loads(args.measure))
@@ -117,6 +147,15 @@ def main() -> None:
             out = work / f"studio-{q}.gguf"
             r = measure([sys.executable, __file__, "--child", str(model), str(out), q], env)
             rows.append(("lora-studio", q, r, out))
+        if args.run:
+            for q in ("f16", "q8_0"):
+                out = work / f"export-{q}"
+                r = measure([sys.executable, __file__, "--full-child", str(args.run.resolve()), str(out), q], env)
+                gguf = out / f"model-{q}.gguf"
+                rows.append(("lora-studio export (all)", q, r, gguf))
+                if "verify_s" in r:
+                    print(f"whole export {q}: {r['wall_s']:.1f} s, of which verification {r['verify_s']:.1f} s "
+                          f"({r['verify_s'] / r['wall_s']:.0%}; target <= 25%); checks {r['checks']}")
         llama = args.llama_cpp.expanduser().resolve() if args.llama_cpp else None
         if llama is None:
             print("llama.cpp: not given (--llama-cpp DIR); its rows are skipped")
