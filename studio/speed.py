@@ -227,7 +227,7 @@ def time_steps(folder: Path, hidden: int, layers: int, seq: int, steps: int = 5,
                                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                                       max_position_embeddings=max(512, seq), tie_word_embeddings=False)
         torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+        AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False).save_pretrained(folder)
     r = Recipe()
     r.quant.mode, r.quant.compute_dtype, r.lora.rank, r.lora.alpha = "4bit", "float32", 8, 16
     r.train.seq_len, r.train.micro_batch, r.train.grad_ckpt = seq, micro_batch, False

@@ -80,13 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     window.show_page(window.plan_page)
     shoot(app, window, "plan", args.out)
 
-    # A short run: small steps so a CPU-only machine renders the Train page in a few minutes.
+    # A short run: small steps so a CPU-only machine renders the Train page in a few minutes; the
+    # held-out answers before and after training fill the Evaluation card (the "before" ones are cached).
     for key, value in (("train.max_steps", args.steps), ("train.eval_steps", max(1, args.steps // 4)),
                        ("train.save_steps", args.steps), ("train.micro_batch", 4), ("train.grad_accum", 1),
                        ("train.lr", 1e-3)):
         window.session.pin(key, value)
-    if hasattr(window.session.recipe.data, "heldout"):
-        window.session.recipe.data.heldout = ""  # skip the before/after sampling: minutes on a CPU
     train = window.train_page
     window.show_page(train)
     from studio import runs
@@ -103,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     window.show_page(window.runs_page)
     window.runs_page.table.selectAll()
     shoot(app, window, "runs", args.out)
+    if train.run_dir is not None and train.status == "finished":
+        play = window.playground_page
+        window.show_page(play)
+        play.select_run(train.run_dir)
+        play.max_new.setValue(60)
+        answers: list = []
+        play.controller.sig_answer.connect(answers.append)
+        if play.send("Why is the sky blue?"):
+            wait_until(app, lambda: len(answers) >= 2, 300)
+        shoot(app, window, "playground", args.out)
+        play.shutdown()
     window.show_page(window.export_page)
     shoot(app, window, "export", args.out)
     window.close()

@@ -105,8 +105,10 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
                trust=job.inputs.trust_remote_code)
     job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": job.quant}
     job.progress("verify", 0, 1)
-    job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant))
-    job.record(verify.check_gguf_vocab(job.inputs.base_dir, gguf_path))
+    reader = verify.gguf_reader(gguf_path)  # parsed once for both checks
+    job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant, reader=reader))
+    job.record(verify.check_gguf_vocab(job.inputs.base_dir, gguf_path, reader=reader))
+    del reader  # its memory map closes before the folder is renamed
     job.record(verify.check_gguf_llama(scratch, gguf_path, job.quant, trust=job.inputs.trust_remote_code))
     shutil.rmtree(scratch)
     return gguf_path
@@ -130,8 +132,10 @@ def _build_ollama_lora(job: Job, tmp: Path) -> None:
     job.files[lora_path.name] = {"kind": "LoRA adapter (GGUF)", "quant": "f32"}
     job.progress("verify", 0, 1)
     job.record(verify.check_lora_gguf(job.adapter, job.inputs.base_dir, lora_path))
-    job.record(verify.check_gguf_weights(job.inputs.base_dir, base_path, job.quant, source="base"))
-    job.record(verify.check_gguf_vocab(job.inputs.base_dir, base_path))
+    reader = verify.gguf_reader(base_path)
+    job.record(verify.check_gguf_weights(job.inputs.base_dir, base_path, job.quant, source="base", reader=reader))
+    job.record(verify.check_gguf_vocab(job.inputs.base_dir, base_path, reader=reader))
+    del reader
     job.record(verify.check_gguf_llama(job.inputs.base_dir, base_path, job.quant, source="base",
                                        trust=job.inputs.trust_remote_code))
     _write_modelfile(job, tmp, base_path.name, lora_path.name)

@@ -18,6 +18,7 @@ from studio.export.safetensors_io import _SIZES, model_tensors
 PROMPTS = ("What is 2 plus 3?", "Write one sentence about the sea.", "Name three colours.")
 # Largest logit difference accepted, relative to the largest reference logit, by weight dtype.
 LOGIT_RTOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+SAMPLE_ROWS = 64  # rows of a large matrix read back and compared (first, last, evenly spaced)
 # Largest accepted error of one tensor read back from the GGUF (dequantised by the gguf package):
 # ||read - merged|| / ||merged||, by GGML type. About twice what each type gives on Gaussian weights.
 WEIGHT_RTOL = {"F32": 1e-6, "F16": 1e-3, "BF16": 8e-3, "Q8_0": 0.012, "Q6_K": 0.04, "Q5_K": 0.08, "Q5_1": 0.09,
@@ -115,13 +116,17 @@ def greedy(model: Any, prompts: list[list[int]], n: int, pad_id: int) -> list[li
     return out[:, width:].tolist()
 
 
-def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: str = "merged") -> Check:
+def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: str = "merged",
+                       reader: Any = None) -> Check:
     """Every tensor of the GGUF, dequantised by the ``gguf`` package (not by our encoder), matches the
-    merged model's weight within its type's error bound; the worst tensor per type is reported."""
+    merged model's weight within its type's error bound; the worst tensor per type is reported.
+
+    A large matrix is compared on SAMPLE_ROWS rows (the first, the last and evenly spaced ones): an
+    encoder or layout bug shows in every row, and reading back every row was most of an export's time.
+    """
     import json
 
     import numpy as np
-    from gguf import GGUFReader
     from gguf.quants import dequantize
 
     from studio.export.gguf_writer import check_supported, oriented, plan_tensors
@@ -129,7 +134,7 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
 
     config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
-    reader = GGUFReader(str(gguf_path))
+    reader = reader if reader is not None else gguf_reader(gguf_path)
     stored = {t.name: t for t in reader.tensors}
     worst: dict[str, tuple[float, str]] = {}
     bad, missing = [], []
@@ -140,8 +145,15 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
                 missing.append(p.gguf_name)
             continue
         kind = t.tensor_type.name
-        ref = oriented(p, read_tensor(p.meta), config, arch).float().numpy()  # same q/k permutation, float
-        got = dequantize(np.asarray(t.data), t.tensor_type).reshape(ref.shape)
+        full = oriented(p, read_tensor(p.meta), config, arch)  # same q/k permutation as the writer
+        data = np.asarray(t.data)
+        if full.dim() == 2 and data.ndim == 2 and data.shape[0] == full.shape[0] > SAMPLE_ROWS:
+            rows = np.unique(np.linspace(0, full.shape[0] - 1, SAMPLE_ROWS).round().astype(np.int64))
+            ref = full[rows].float().numpy()  # a row of the GGUF is a row of the tensor (whole blocks)
+            got = dequantize(data[rows], t.tensor_type).reshape(ref.shape)
+        else:
+            ref = full.float().numpy()
+            got = dequantize(data, t.tensor_type).reshape(ref.shape)
         norm = float(np.linalg.norm(ref)) or 1.0
         err = float(np.linalg.norm(got - ref)) / norm
         if not math.isfinite(err) or err > WEIGHT_RTOL.get(kind, 0.2):
@@ -225,15 +237,14 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
 
 
 
-def check_gguf_vocab(model_dir: Path, gguf_path: Path) -> Check:
+def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None) -> Check:
     """The GGUF's vocabulary, special tokens and chat template equal the model folder's tokenizer files,
     read back with the ``gguf`` package's reader and the ``tokenizers`` package (no model is loaded)."""
-    from gguf import GGUFReader
     from tokenizers import Tokenizer
 
     from studio.data.light_tokenizer import LightTokenizer
 
-    meta = _gguf_fields(GGUFReader(str(gguf_path)))
+    meta = _gguf_fields(reader if reader is not None else gguf_reader(gguf_path))
     folder = Path(model_dir)
     problems: list[str] = []
     tokens = meta.get("tokenizer.ggml.tokens") or []
@@ -262,6 +273,14 @@ def check_gguf_vocab(model_dir: Path, gguf_path: Path) -> Check:
                + ("identical" if not problems else "differ: " + "; ".join(problems)))
     return Check("gguf_vocab", not problems, summary,
                  {"tokens": len(tokens), "pre_tokenizer": meta.get("tokenizer.ggml.pre"), "problems": problems})
+
+
+def gguf_reader(path: Path) -> Any:
+    """The gguf package's reader of ``path``. Parsing takes seconds (a vocabulary is tens of thousands
+    of fields): an export parses its file once and hands the reader to every check."""
+    from gguf import GGUFReader
+
+    return GGUFReader(str(path))
 
 
 def _gguf_fields(reader: Any) -> dict[str, Any]:
