@@ -317,6 +317,41 @@ def _shape_from_config(config: dict, name: str, source: str) -> ModelInfo:
         logit_softcap=bool(c.get("final_logit_softcapping")), attn_softcap=bool(c.get("attn_logit_softcapping")))
 
 
+# --- an estimate from config.json alone (search results: no torch, no weights) --------------------------
+def estimate_from_config(config: dict, name: str, source: str = "hub") -> ModelInfo:
+    """Shapes and parameter groups of a Llama-style decoder from its config, without building it.
+
+    For models not in the catalog and not downloaded (a search result): the planner needs linear
+    layers and parameter groups; this counts them as a dense or mixture-of-experts Llama would have
+    them (q/k/v/o, gate/up/down or experts held as 3D parameters, embeddings, lm_head). Exact counts
+    come from the meta device once the model is downloaded.
+    """
+    info = _shape_from_config(config, name=name, source=source)
+    c = _text_config(config)
+    h, q, kv, L = info.hidden, info.q_dim, info.kv_dim, info.layers
+    moe_inter = int(c.get("moe_intermediate_size") or info.intermediate)
+    dense_inter = int(c.get("intermediate_size") or 4 * h)
+    bias = bool(c.get("attention_bias"))
+    linears = [LinearGroup("q_proj", h, q, L, bias), LinearGroup("k_proj", h, kv, L, bias),
+               LinearGroup("v_proj", h, kv, L, bias), LinearGroup("o_proj", q, h, L)]
+    params = {"embeddings": info.vocab * h, "attention": L * (2 * h * q + 2 * h * kv) + (L * (q + 2 * kv) if bias else 0),
+              "norms": L * info.norms_per_layer * h + h}
+    if info.num_experts:
+        params["experts"] = L * info.num_experts * 3 * h * moe_inter
+        params["router"] = L * info.num_experts * h
+        linears.append(LinearGroup("gate", h, info.num_experts, L, quantized=False, lora_all_linear=False))
+    else:
+        linears += [LinearGroup("gate_proj", h, dense_inter, L), LinearGroup("up_proj", h, dense_inter, L),
+                    LinearGroup("down_proj", dense_inter, h, L)]
+        params["mlp"] = L * 3 * h * dense_inter
+    if not info.tied:
+        params["lm_head"] = info.vocab * h
+        linears.append(LinearGroup("lm_head", h, info.vocab, 1, quantized=False, lora_all_linear=False))
+    info.params, info.linears = params, linears
+    info.note = "shapes estimated from config.json (exact counts once downloaded)"
+    return info
+
+
 # --- exact counts on the meta device ----------------------------------------------------------------
 def count_parameters(config: dict, folder: Path | None = None,
                      trust_remote_code: bool = False) -> tuple[dict[str, int], list[LinearGroup]]:
