@@ -351,6 +351,8 @@ class MainWindow(QMainWindow):
             self.train_page.controller.detach()
         if self._built(5) is not None:
             self._built(5).controller.kill_now()
+        if self._built(0) is not None:  # a download in progress: its partial file is kept for the next one
+            self._built(0).downloader.kill_now()
         self.remember_choices()
         event.accept()
 
