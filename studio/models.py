@@ -228,7 +228,25 @@ def from_catalog(entry: CatalogEntry) -> ModelInfo:
     info.linears = [LinearGroup(**g) for g in entry.linears]
     info.supports_sdpa = entry.supports_sdpa
     info.has_chat_template = entry.chat_template
+    info.note = moe_note(info)
     return info
+
+
+def moe_note(info: ModelInfo) -> str:
+    """Why a mixture-of-experts model is not really 4-bit with the pinned libraries, and what fits instead.
+
+    transformers 5 keeps each layer's experts as 3D parameters (``gate_up_proj``, ``down_proj``), not
+    ``nn.Linear``; bitsandbytes quantises only linear layers, so the experts stay in 16-bit even when
+    the recipe says 4bit (the planner counts them that way).
+    """
+    experts = info.params.get("experts", 0)
+    if not experts or any(g.name.startswith(("w1", "experts")) and g.quantized for g in info.linears):
+        return ""
+    share = experts / max(1, info.total_params)
+    return (f"Mixture of experts: its {experts / 1e9:.1f}B expert parameters ({share:.0%} of the model) are 3D "
+            "tensors that bitsandbytes does not quantise, so they stay in 16-bit even with 4-bit quantisation "
+            f"(about {experts * 2 / (1 << 30):.0f} GiB). For a 24 GB card pick a dense model of similar quality "
+            "instead (e.g. Qwen3 8B or 14B).")
 
 
 def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "folder",
@@ -246,6 +264,7 @@ def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "fo
     info.path = str(folder.resolve())
     info.has_chat_template = _folder_has_chat_template(folder)
     info.params, info.linears, info.supports_sdpa = _cached_counts(cfg_file, config, folder, trust_remote_code)
+    info.note = moe_note(info)
     return info
 
 
