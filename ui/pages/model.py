@@ -193,6 +193,10 @@ class ModelPage(Page):
     def populate(self) -> None:
         """Fill the list: demo, catalog, HF cache (cheap: config files only)."""
         self.list.clear()
+        if self._hits:  # what the user just searched for comes first
+            self._header(f"Hub search: {self.search_box.text().strip()}")
+            for repo_id, hit in self._hits.items():
+                self._item(HUB_PREFIX + repo_id, _hit_text(hit), f"{repo_id}: {_hit_tip(hit)}")
         self._header("Built in")
         self._item("demo", "SmolLM2-135M-Instruct (demo)", "A 135M-parameter chat model shipped with the studio.")
         self._header("Catalog")
@@ -208,10 +212,6 @@ class ModelPage(Page):
             self._header("Local folders")
             for p in recent:
                 self._item(p, Path(p).name, p)
-        if self._hits:
-            self._header(f"Hub search: {self.search_box.text().strip()}")
-            for repo_id, hit in self._hits.items():
-                self._item(HUB_PREFIX + repo_id, _hit_text(hit), f"{repo_id}: {_hit_tip(hit)}")
 
     def _header(self, text: str) -> None:
         item = QListWidgetItem(text.upper())
@@ -353,10 +353,7 @@ class ModelPage(Page):
                                    f"{human_bytes(result.get('budget'))})." if hits else
                                    f"No text-generation model with safetensors weights matches {result.get('query')!r}.")
         self.populate()
-        for i in range(self.list.count()):
-            if str(self.list.item(i).data(ROLE_ID) or "").startswith(HUB_PREFIX):
-                self.list.scrollToItem(self.list.item(i))
-                break
+        self.list.scrollToTop()
 
     def _search_failed(self, message: str) -> None:
         self.search_btn.setEnabled(True)
