@@ -402,7 +402,8 @@ class ModelPage(Page):
         self.progress.show()
         self.progress_text.setText(f"Starting the download of {self._hub_id}…")
         self.progress_text.show()
-        self.downloader.run_command("models", "download", self._hub_id)
+        pickle = ["--allow-pickle"] if self.session.recipe.model.allow_pickle else []  # the recipe's choice
+        self.downloader.run_command("models", "download", self._hub_id, *pickle)
 
     def _download_event(self, event: ev.Event) -> None:
         d = event.data
