@@ -1,6 +1,7 @@
 """A local HTTP server that answers like the Hugging Face Hub's file API (for HF_ENDPOINT in tests).
 
-It serves ``/api/models/OWNER/NAME[/revision/REV]`` (model info with file sizes), HEAD and GET of
+It serves ``/api/models/OWNER/NAME[/revision/REV]`` (repo info), ``/api/models/OWNER/NAME/tree/REV``
+(the file tree with sizes, as ``snapshot_download`` reads it), HEAD and GET of
 ``/OWNER/NAME/resolve/REV/FILE`` (with ETag, X-Repo-Commit, Range requests) and ``/api/models``
 (a recorded search answer). It records every byte range it sends, so a test can prove a resumed
 download did not fetch a byte twice. ``delay_s`` slows the body down so a test can stop it midway.
@@ -62,6 +63,15 @@ class HubServer:
                 server.requests.append((self.command, self.path))
                 if path == "/api/models":
                     return self._json(server.search_answer)
+                m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/.*)?", path)
+                if m:
+                    repo = server.repos.get(m.group(1))
+                    if repo is None:
+                        return self._error(404, "RepoNotFound", "Repository not found")
+                    dirs = sorted({n.rsplit("/", 1)[0] for n in repo.files if "/" in n})
+                    return self._json([{"type": "directory", "oid": "0" * 40, "size": 0, "path": d} for d in dirs] +
+                                      [{"type": "file", "oid": hashlib.sha1(b).hexdigest(), "size": len(b), "path": n}
+                                       for n, b in repo.files.items()])
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
                 if m:
                     repo = server.repos.get(m.group(1))

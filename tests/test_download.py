@@ -100,6 +100,7 @@ def test_download_reports_progress_and_takes_only_what_training_needs(server, tm
     assert [d for d in (p["done"] for p in prog)] == sorted(p["done"] for p in prog)
     assert not any(n in ("model.gguf", "onnx/model.onnx", "original/consolidated.00.pth", "README.md")
                    for n, _, _ in server.served)
+    assert any("/tree/" in p for _, p in server.requests)  # the file list comes as snapshot_download reads it
     # studio.models finds it in the standard cache, as other tools do
     assert _resolved() == str(snap)
 

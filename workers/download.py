@@ -151,17 +151,23 @@ def _hub_error(repo_id: str, e: Exception) -> hub.HubError:
 def download(repo_id: str, revision: str | None, allow_pickle: bool, progress_for, log) -> dict:
     """Fetch the files and return what the ``done`` event says; raises HubError or Cancelled."""
     hub.online()  # also when run in-process by 'lora-studio models download --events'
-    from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub import HfApi, constants, errors, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.file_download import http_get, repo_folder_name
     from huggingface_hub.utils import build_hf_headers
 
-    try:
-        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+    api = HfApi()
+    try:  # the calls snapshot_download makes: the commit of the revision, then the file tree at that commit
+        info = api.repo_info(repo_id, revision=revision)
+        commit = info.sha or revision or "main"
+        try:
+            listed = [hub.RemoteFile(f.path, int(f.size or 0))
+                      for f in api.list_repo_tree(repo_id, recursive=True, revision=commit) if isinstance(f, RepoFile)]
+        except errors.HfHubHTTPError:  # a server without the tree listing: the repo info's file names will do
+            listed = [hub.RemoteFile(s.rfilename, int(s.size or 0)) for s in (info.siblings or [])]
     except Exception as e:
         raise _hub_error(repo_id, e) from None
-    listed = [hub.RemoteFile(s.rfilename, int(s.size or 0)) for s in (info.siblings or [])]
     files = hub.select_files(repo_id, listed, allow_pickle)
-    commit = info.sha or revision or "main"
     storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
     snapshot = storage / "snapshots" / commit
 
