@@ -178,15 +178,19 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool, progress_fo
             meta = get_hf_file_metadata(hf_hub_url(repo_id, f.name, revision=commit), retry_on_errors=True)
         except Exception as e:
             raise _hub_error(repo_id, e) from None
-        size = int(meta.size if meta.size is not None else f.size)
+        if not meta.etag:
+            raise hub.HubError(f"{hub.model_page(repo_id)}: the server sent no ETag for {f.name}, so the file "
+                               "cannot be placed in the Hugging Face cache", kind="io")
+        size = meta.size if meta.size is not None else (f.size or None)  # None: the server does not say
         blob = storage / "blobs" / str(meta.etag)
         partial = blob.with_name(blob.name + ".incomplete")
-        got = size if (snapshot / f.name).exists() or blob.exists() else (partial.stat().st_size if partial.exists() else 0)
-        if got > size:  # not this file's bytes: start it over
-            partial.unlink()
+        done = (snapshot / f.name).exists() or blob.exists()
+        got = (size or 0) if done else (partial.stat().st_size if partial.exists() else 0)
+        if size is None or got > size:  # unknown length, or not this file's bytes: start it over
+            partial.unlink(missing_ok=True)
             got = 0
         plan.append((f.name, size, blob, partial, meta.location))
-        total, have = total + size, have + min(got, size)
+        total, have = total + (size or 0), have + got
     hub.check_disk(repo_id, storage, total, have)
     if have:
         log(f"{hub.gib(have)} of {hub.gib(total)} already in the cache; continuing from there")
@@ -203,10 +207,10 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool, progress_fo
             try:
                 with open(partial, "ab") as fh:
                     start = fh.tell()
-                    if start < size:
+                    if size is None or start < size:
                         http_get(url, fh, resume_size=start, headers=headers, expected_size=size,
                                  displayed_filename=name, tqdm_class=bar)
-                if partial.stat().st_size != size:
+                if size is not None and partial.stat().st_size != size:
                     raise hub.HubError(f"{name}: the server sent {partial.stat().st_size} bytes, expected {size}; "
                                        "download again to continue", kind="io")
                 os.replace(partial, blob)
