@@ -195,8 +195,8 @@ def resolve(name_or_path: str, trust_remote_code: bool = False) -> ModelInfo:
     if entry is not None:
         return from_catalog(entry)
     raise ModelError(f"model '{name}' not found: it is not a folder, not in the local Hugging Face cache and not "
-                     "a catalog id. Download it first (huggingface-cli download ID), give its folder, or pick one "
-                     "from 'lora-studio models'")
+                     "a catalog id. Download it first (lora-studio models download OWNER/NAME, or the Model page), "
+                     "give its folder, or pick one from 'lora-studio models'")
 
 
 def _resolve_demo() -> ModelInfo:

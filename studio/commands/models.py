@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             print(info.summary())
             for group, n in info.params.items():
                 print(f"  {group:<12}{n:>16,}")
+            if info.note:
+                print(info.note)
         return 0
     entries = models.catalog()
     if args.json:

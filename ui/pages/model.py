@@ -478,7 +478,8 @@ class ModelPage(Page):
         if info.source == "catalog":
             entry = models.find_catalog(name)
             hf_id = entry.hf_id if entry else name
-            return f"catalog entry: plan with it now; to train, download {hf_id} into your Hugging Face cache"
+            return (f"catalog entry: plan with it now; to train, download {hf_id} into your Hugging Face cache "
+                    "(the Download button)")
         return name
 
     def _show_fit(self) -> None:
