@@ -11,6 +11,12 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] == "gui":
+        from lora_studio import qtcheck
+
+        problem = qtcheck.check()  # before Qt: its own abort names the wrong library
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
         try:
             from ui.app import run_app
         except ImportError as e:  # a core-only install (no 'gui' extra): say so, do not crash

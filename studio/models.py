@@ -198,8 +198,8 @@ def resolve(name_or_path: str, trust_remote_code: bool = False) -> ModelInfo:
     if entry is not None:
         return from_catalog(entry)
     raise ModelError(f"model '{name}' not found: it is not a folder, not in the local Hugging Face cache and not "
-                     "a catalog id. Download it first (huggingface-cli download ID), give its folder, or pick one "
-                     "from 'lora-studio models'")
+                     "a catalog id. Download it first (lora-studio models download OWNER/NAME, or the Model page), "
+                     "give its folder, or pick one from 'lora-studio models'")
 
 
 def _resolve_demo() -> ModelInfo:
@@ -231,7 +231,25 @@ def from_catalog(entry: CatalogEntry) -> ModelInfo:
     info.linears = [LinearGroup(**g) for g in entry.linears]
     info.supports_sdpa = entry.supports_sdpa
     info.has_chat_template = entry.chat_template
+    info.note = moe_note(info)
     return info
+
+
+def moe_note(info: ModelInfo) -> str:
+    """Why a mixture-of-experts model is not really 4-bit with the pinned libraries, and what fits instead.
+
+    transformers 5 keeps each layer's experts as 3D parameters (``gate_up_proj``, ``down_proj``), not
+    ``nn.Linear``; bitsandbytes quantises only linear layers, so the experts stay in 16-bit even when
+    the recipe says 4bit (the planner counts them that way).
+    """
+    experts = info.params.get("experts", 0)
+    if not experts or any(g.name.startswith(("w1", "experts")) and g.quantized for g in info.linears):
+        return ""
+    share = experts / max(1, info.total_params)
+    return (f"Mixture of experts: its {experts / 1e9:.1f}B expert parameters ({share:.0%} of the model) are 3D "
+            "tensors that bitsandbytes does not quantise, so they stay in 16-bit even with 4-bit quantisation "
+            f"(about {experts * 2 / (1 << 30):.0f} GiB). For a 24 GB card pick a dense model of similar quality "
+            "instead (e.g. Qwen3 8B or 14B).")
 
 
 def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "folder",
@@ -244,6 +262,7 @@ def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "fo
     info.path = str(folder.resolve())
     info.has_chat_template = _folder_has_chat_template(folder)
     info.params, info.linears, info.supports_sdpa = _cached_counts(cfg_file, config, folder, trust_remote_code)
+    info.note = moe_note(info)
     return info
 
 
@@ -380,6 +399,41 @@ def _sliding_layers(c: dict) -> int:
     if c.get("model_type") == "gemma2":
         return int(c.get("num_hidden_layers", 0)) // 2  # alternating local/global
     return int(c.get("num_hidden_layers", 0))
+
+
+# --- an estimate from config.json alone (search results: no torch, no weights) --------------------------
+def estimate_from_config(config: dict, name: str, source: str = "hub") -> ModelInfo:
+    """Shapes and parameter groups of a Llama-style decoder from its config, without building it.
+
+    For models not in the catalog and not downloaded (a search result): the planner needs linear
+    layers and parameter groups; this counts them as a dense or mixture-of-experts Llama would have
+    them (q/k/v/o, gate/up/down or experts held as 3D parameters, embeddings, lm_head). Exact counts
+    come from the meta device once the model is downloaded.
+    """
+    info = _shape_from_config(config, name=name, source=source)
+    c = _text_config(config)
+    h, q, kv, L = info.hidden, info.q_dim, info.kv_dim, info.layers
+    moe_inter = int(c.get("moe_intermediate_size") or info.intermediate)
+    dense_inter = int(c.get("intermediate_size") or 4 * h)
+    bias = bool(c.get("attention_bias"))
+    linears = [LinearGroup("q_proj", h, q, L, bias), LinearGroup("k_proj", h, kv, L, bias),
+               LinearGroup("v_proj", h, kv, L, bias), LinearGroup("o_proj", q, h, L)]
+    params = {"embeddings": info.vocab * h, "attention": L * (2 * h * q + 2 * h * kv) + (L * (q + 2 * kv) if bias else 0),
+              "norms": L * info.norms_per_layer * h + h}
+    if info.num_experts:
+        params["experts"] = L * info.num_experts * 3 * h * moe_inter
+        params["router"] = L * info.num_experts * h
+        linears.append(LinearGroup("gate", h, info.num_experts, L, quantized=False, lora_all_linear=False))
+    else:
+        linears += [LinearGroup("gate_proj", h, dense_inter, L), LinearGroup("up_proj", h, dense_inter, L),
+                    LinearGroup("down_proj", dense_inter, h, L)]
+        params["mlp"] = L * 3 * h * dense_inter
+    if not info.tied:
+        params["lm_head"] = info.vocab * h
+        linears.append(LinearGroup("lm_head", h, info.vocab, 1, quantized=False, lora_all_linear=False))
+    info.params, info.linears = params, linears
+    info.note = "shapes estimated from config.json (exact counts once downloaded)"
+    return info
 
 
 # --- exact counts on the meta device ----------------------------------------------------------------

@@ -14,7 +14,7 @@ PACKAGES = ("lora_studio", "studio", "ui", "workers")
 ML = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "safetensors", "gguf")
 # (package, what it must never import, why)
 CONTRACTS = (
-    ("studio", ("PySide6", "pyqtgraph", "ui", "lora_studio"), "the core runs without Qt (CLI, workers, tests)"),
+    ("studio", ("PySide6", "pyqtgraph", "ui", "lora_studio", "workers"), "the core runs without Qt and below its workers"),
     ("ui", (*ML, "studio.commands", "workers", "lora_studio"), "the window opens in a second and never loads torch"),
     ("workers", ("PySide6", "pyqtgraph", "ui", "lora_studio"), "workers run under the ML runtime, without Qt"),
 )

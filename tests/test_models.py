@@ -33,6 +33,14 @@ def test_catalog_sizes_match_model_cards_and_span_half_to_70b():
     assert min(sizes) < 0.6e9 and max(sizes) > 70e9
     families = {e.family for e in entries}
     assert {"Llama 3", "Qwen2.5", "Mistral", "Gemma 2", "Phi-3", "SmolLM2"} <= families
+    assert {"Qwen3", "Gemma 3", "Phi-4", "SmolLM3", "gpt-oss"} <= families  # the families fine-tuned in 2026
+
+
+def test_moe_models_say_why_their_experts_stay_16_bit():
+    note = models.from_catalog(models.find_catalog("qwen3-30b-a3b")).note
+    assert "29.0B expert parameters" in note and "16-bit" in note and "dense model" in note
+    assert models.from_catalog(models.find_catalog("gpt-oss-20b")).note
+    assert not models.from_catalog(models.find_catalog("qwen3-8b")).note
 
 
 def _expected_llama_groups(cfg: dict) -> dict:

@@ -367,6 +367,8 @@ class MainWindow(QMainWindow):
             self._built(5).controller.kill_now()
         if self._built(6) is not None:
             self._built(6).controller.kill_now()  # an answer is disposable; the model reloads next time
+        if self._built(0) is not None:  # a download in progress: its partial file is kept for the next one
+            self._built(0).downloader.kill_now()
         self.remember_choices()
         event.accept()
 

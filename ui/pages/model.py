@@ -3,6 +3,11 @@
 Choosing one resolves it with ``studio.models.resolve`` (config.json only) and shows its shape
 and whether it fits the current budget. The demo model is converted from its GGUF by a
 ``lora-studio demo-model`` subprocess the first time (conversion needs torch, the window does not).
+
+The Hub: a search box (``lora-studio models search TEXT --events``), a Download button for catalog
+models and search results (``lora-studio models download REPO --events``: progress in bytes,
+speed, ETA, Cancel), and a token field (``lora-studio models login``, huggingface_hub's own token
+file). Each is a subprocess through ``CommandController``; nothing here touches the network.
 """
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                               QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-from studio import models
+from studio import events as ev
+from studio import models, procs
 from studio.demo import demo_model_dir, is_converted
 from studio.models import ModelInfo
 from ui.controllers import CommandController
@@ -22,6 +28,18 @@ from ui.session import Session
 from ui.widgets.common import Busy, Card, Page, human_bytes, human_count, label
 
 ROLE_ID = Qt.ItemDataRole.UserRole
+HUB_PREFIX = "hub:"  # list items of search results: hub:OWNER/NAME
+
+
+def human_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating time left"
+    seconds = int(seconds)
+    if seconds < 90:
+        return f"{seconds} s left"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min left"
+    return f"{seconds / 3600:.1f} h left"
 
 
 def hf_cache_models() -> list[tuple[str, str]]:
@@ -60,6 +78,22 @@ class ModelPage(Page):
         self.prober.sig_error.connect(lambda _kind, message, _hint: self._probe_failed(message))
         self.prober.sig_finished.connect(self._probe_ended)
         self.prober.sig_busy.connect(self.sig_busy)
+        self._hits: dict[str, dict] = {}
+        self._hub_id: str | None = None  # the Hugging Face repo the card's Download button fetches
+        self.searcher = CommandController(self)
+        self.searcher.sig_done.connect(self._searched)
+        self.searcher.sig_error.connect(lambda _k, message, hint: self._search_failed(f"{message} {hint}".strip()))
+        self.searcher.sig_finished.connect(lambda code, done: None if done or self.searcher.saw_error else
+                                           self._search_failed(f"The search failed (exit code {code})."))
+        self.downloader = CommandController(self, stop_grace_s=10, term_grace_s=5)
+        self.downloader.sig_event.connect(self._download_event)
+        self.downloader.sig_error.connect(lambda _k, message, hint: self._download_failed(message, hint))
+        self.downloader.sig_finished.connect(self._download_finished)
+        self.downloader.sig_busy.connect(self.sig_busy)
+        self.login = CommandController(self)
+        self.login.sig_done.connect(lambda d: self.token_status.setText(
+            f"Token saved for {d.get('account') or 'your account'}."))
+        self.login.sig_error.connect(lambda _k, message, hint: self.token_status.setText(f"{message} {hint}".strip()))
         self._build()
         session.sig_plan.connect(lambda _p: self._show_fit())
         session.sig_budget.connect(lambda _b: self._show_fit())
@@ -67,6 +101,22 @@ class ModelPage(Page):
     def _build(self) -> None:
         row = QHBoxLayout()
         left = QVBoxLayout()
+        search = QHBoxLayout()
+        self.search_box = QLineEdit()
+        self.search_box.setObjectName("hub-search")
+        self.search_box.setPlaceholderText("Search the Hugging Face Hub (e.g. qwen3, llama 3.2)…")
+        self.search_box.setClearButtonEnabled(True)
+        self.search_box.returnPressed.connect(self.search)
+        search.addWidget(self.search_box, 1)
+        self.search_btn = QPushButton("Search")
+        self.search_btn.setToolTip("Text-generation models with safetensors weights, most downloaded first, "
+                                   "with whether each fits your GPU budget. Uses the network.")
+        self.search_btn.clicked.connect(self.search)
+        search.addWidget(self.search_btn)
+        left.addLayout(search)
+        self.search_status = label("", "muted", wrap=True)
+        self.search_status.hide()
+        left.addWidget(self.search_status)
         self.list = QListWidget()
         self.list.setObjectName("models")
         self.list.setMinimumWidth(320)
@@ -93,11 +143,49 @@ class ModelPage(Page):
             self.fields[key] = label("–", "value", wrap=True)
             form.addRow(text + ":", self.fields[key])
         card.body.addLayout(form)
+        dl = QHBoxLayout()
+        self.download_btn = QPushButton("Download")
+        self.download_btn.setObjectName("download")
+        self.download_btn.setToolTip("Download the weights, config and tokenizer into your Hugging Face cache "
+                                     "(resumable: a stopped download continues where it stopped).")
+        self.download_btn.clicked.connect(self.download)
+        self.download_btn.hide()
+        dl.addWidget(self.download_btn)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.clicked.connect(self.downloader.stop)
+        self.cancel_btn.hide()
+        dl.addWidget(self.cancel_btn)
+        dl.addStretch(1)
+        card.body.addLayout(dl)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("download-progress")
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        card.body.addWidget(self.progress)
+        self.progress_text = label("", "muted")
+        self.progress_text.hide()
+        card.body.addWidget(self.progress_text)
         self.busy = Busy()
         card.body.addWidget(self.busy)
         self.status = label("", "muted", wrap=True)
         card.body.addWidget(self.status)
         card.body.addStretch(1)
+        token = QHBoxLayout()
+        self.token = QLineEdit()
+        self.token.setObjectName("hf-token")
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token.setPlaceholderText("Hugging Face token, for gated and private models")
+        self.token.returnPressed.connect(self.save_token)
+        token.addWidget(self.token, 1)
+        save = QPushButton("Save token")
+        save.setToolTip("Checked with the Hub and stored in huggingface_hub's own token file (other tools use it "
+                        "too). Create a 'Read' token at huggingface.co/settings/tokens.")
+        save.clicked.connect(self.save_token)
+        token.addWidget(save)
+        card.body.addLayout(token)
+        self.token_status = label("", "muted", wrap=True)
+        card.body.addWidget(self.token_status)
         row.addWidget(card, 3)
         self.content.addLayout(row, 1)
 
@@ -105,6 +193,10 @@ class ModelPage(Page):
     def populate(self) -> None:
         """Fill the list: demo, catalog, HF cache (cheap: config files only)."""
         self.list.clear()
+        if self._hits:  # what the user just searched for comes first
+            self._header(f"Hub search: {self.search_box.text().strip()}")
+            for repo_id, hit in self._hits.items():
+                self._item(HUB_PREFIX + repo_id, _hit_text(hit), f"{repo_id}: {_hit_tip(hit)}")
         self._header("Built in")
         self._item("demo", "SmolLM2-135M-Instruct (demo)", "A 135M-parameter chat model shipped with the studio.")
         self._header("Catalog")
@@ -162,6 +254,9 @@ class ModelPage(Page):
         in-process from stored counts; folders are counted on torch's meta device, so they go
         through ``lora-studio models NAME --events`` in a subprocess while a busy bar shows.
         """
+        if name_or_path.startswith(HUB_PREFIX):
+            self._show_hit(name_or_path[len(HUB_PREFIX):])
+            return
         if name_or_path == "demo":
             info = models.from_catalog(models.find_catalog(models.DEMO_CATALOG_ID))
             info.name, info.source = "demo", "demo"
@@ -200,6 +295,8 @@ class ModelPage(Page):
     def _accept(self, name_or_path: str, info: ModelInfo) -> None:
         self.status.setText(info.note)
         self._show_info(name_or_path, info)
+        entry = models.find_catalog(name_or_path) if info.source == "catalog" else None
+        self._offer_download(entry.hf_id if entry else None)
         self.session.set_model(name_or_path, info)
         self._select(name_or_path)
 
@@ -237,6 +334,126 @@ class ModelPage(Page):
             self.status.setText(f"The demo model could not be prepared (exit code {code}). "
                                 "Run 'lora-studio demo-model' in a terminal to see why.")
 
+    # -- the Hub: search, download, token -------------------------------------------------------
+    def search(self) -> None:
+        text = self.search_box.text().strip()
+        if not text:
+            return
+        self.search_status.setText(f"Searching the Hugging Face Hub for {text!r}…")
+        self.search_status.show()
+        self.search_btn.setEnabled(False)
+        self.searcher.run_command("models", "search", text)
+
+    def _searched(self, result: dict) -> None:
+        self.search_btn.setEnabled(True)
+        hits = result.get("hits") or []
+        self._hits = {h["repo_id"]: h for h in hits}
+        self.search_status.setText(f"{len(hits)} model{'s' if len(hits) != 1 else ''} on the Hub match "
+                                   f"{result.get('query', '')!r} (most downloaded first; fit judged for "
+                                   f"{human_bytes(result.get('budget'))})." if hits else
+                                   f"No text-generation model with safetensors weights matches {result.get('query')!r}.")
+        self.populate()
+        self.list.scrollToTop()
+
+    def _search_failed(self, message: str) -> None:
+        self.search_btn.setEnabled(True)
+        self.search_status.setText(message)
+        self.search_status.show()
+
+    def _show_hit(self, repo_id: str) -> None:
+        """A search result: the catalog's card when the catalog knows it, the cache's when downloaded."""
+        hit = self._hits.get(repo_id, {})
+        if hit.get("catalog_id"):
+            self.choose(hit["catalog_id"])
+            self._select(HUB_PREFIX + repo_id)
+            return
+        if repo_id in dict(hf_cache_models()):
+            self.choose(repo_id)
+            return
+        f = self.fields
+        self._show_info(repo_id, None)
+        f["params"].setText(human_count(hit["params"]) if hit.get("params") else "–")
+        f["path"].setText(f"on the Hugging Face Hub ({hit.get('license', 'unknown')} licence"
+                          f"{', gated: accept its licence on its page first' if hit.get('gated') else ''})")
+        fits = hit.get("fits")
+        f["fit"].setText("unknown (no config.json to plan with)" if fits is None else
+                         (f"yes: about {human_bytes(hit['peak_bytes'])} (estimated from config.json)" if fits else
+                          f"no: needs about {human_bytes(hit['peak_bytes'])} (estimated from config.json)"))
+        f["fit"].setStyleSheet("" if fits is None else f"color: {'#1A7F37' if fits else '#CF222E'};")
+        self.status.setText("Download it to read its exact shape and train with it.")
+        self._offer_download(repo_id)
+
+    def _offer_download(self, repo_id: str | None) -> None:
+        if self.downloader.running:
+            return
+        self._hub_id = repo_id
+        cached = repo_id is not None and repo_id in dict(hf_cache_models())
+        self.download_btn.setVisible(repo_id is not None and not cached)
+        if repo_id is not None:
+            self.download_btn.setText(f"Download {repo_id}")
+
+    def download(self) -> None:
+        if not self._hub_id or self.downloader.running:
+            return
+        self._downloading = self._hub_id
+        self.download_btn.setEnabled(False)
+        self.cancel_btn.show()
+        self.progress.setValue(0)
+        self.progress.show()
+        self.progress_text.setText(f"Starting the download of {self._hub_id}…")
+        self.progress_text.show()
+        pickle = ["--allow-pickle"] if self.session.recipe.model.allow_pickle else []  # the recipe's choice
+        # The download worker speaks the protocol itself (the one worker allowed online).
+        self.downloader.run_argv(procs.worker_argv("workers.download", self._hub_id, *pickle))
+
+    def _download_event(self, event: ev.Event) -> None:
+        d = event.data
+        if event.type == ev.PROGRESS and d.get("total"):
+            done, total = int(d.get("done") or 0), int(d["total"])
+            self.progress.setValue(int(1000 * done / total))
+            speed = float(d.get("speed_bps") or 0)
+            self.progress_text.setText(f"{human_bytes(done)} of {human_bytes(total)}"
+                                       + (f" · {human_bytes(speed)}/s · {human_eta(d.get('eta_s'))}" if speed else ""))
+        elif event.type == ev.LOG:
+            self.progress_text.setText(str(d.get("message", "")))
+        elif event.type == ev.DONE:
+            if d.get("status") == "downloaded":
+                self.progress_text.setText(f"Downloaded {d.get('repo_id')} ({human_bytes(d.get('bytes'))}) into "
+                                           "your Hugging Face cache.")
+            else:
+                self.progress_text.setText(str(d.get("message") or "Download cancelled."))
+
+    def _download_failed(self, message: str, hint: str) -> None:
+        self.progress_text.setText(f"{message} {hint}".strip())
+        self.progress_text.show()
+
+    def _download_finished(self, code: int, saw_done: bool) -> None:
+        repo_id = getattr(self, "_downloading", None)
+        self.download_btn.setEnabled(True)
+        self.cancel_btn.hide()
+        if not (code == 0 and saw_done):
+            self.progress.hide()
+            if not saw_done and not self.downloader.saw_error:
+                self.progress_text.setText(f"The download stopped (exit code {code}); download again to continue.")
+            return
+        self.populate()
+        if repo_id and repo_id in dict(hf_cache_models()):
+            self.download_btn.hide()
+            self.choose(repo_id)
+
+    def save_token(self) -> None:
+        token = self.token.text().strip()
+        if self.login.running:
+            return
+        if not token:
+            self.token_status.setText("Paste a token from huggingface.co/settings/tokens first.")
+            return
+        self.token.clear()
+        self.token_status.setText("Checking the token with the Hub…")
+        env = procs.worker_env()
+        env["HF_TOKEN"] = token  # the environment, not the command line, which other users can read
+        self.login.start(procs.worker_argv("studio.cli", "models", "login", "--events"), env=env)
+
     # -- display ------------------------------------------------------------------------------
     def _show_info(self, name: str, info: ModelInfo | None) -> None:
         f = self.fields
@@ -262,7 +479,8 @@ class ModelPage(Page):
         if info.source == "catalog":
             entry = models.find_catalog(name)
             hf_id = entry.hf_id if entry else name
-            return f"catalog entry: plan with it now; to train, download {hf_id} into your Hugging Face cache"
+            return (f"catalog entry: plan with it now; to train, download {hf_id} into your Hugging Face cache "
+                    "(the Download button)")
         return name
 
     def _show_fit(self) -> None:
@@ -277,3 +495,14 @@ class ModelPage(Page):
         self.fields["fit"].setText(text)
         self.fields["fit"].setStyleSheet(f"color: {'#1A7F37' if fits else '#CF222E'};")
 
+
+
+def _hit_text(hit: dict) -> str:
+    size = human_count(hit["params"]) if hit.get("params") else "?"
+    fit = {True: "fits", False: "too big"}.get(hit.get("fits"), "")
+    return "  ·  ".join(t for t in (hit["repo_id"], size, fit, "gated" if hit.get("gated") else "") if t)
+
+
+def _hit_tip(hit: dict) -> str:
+    return (f"{hit.get('license', 'unknown')} licence, {hit.get('downloads', 0):,} downloads"
+            + (", gated" if hit.get("gated") else ""))

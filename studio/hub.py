@@ -1,0 +1,210 @@
+"""The Hugging Face Hub, the studio's only network use: which files a download takes, search results.
+
+Nothing here touches the network at import time, and nothing here is called by a training or
+export worker (those stay offline, ``studio.procs.OFFLINE_ENV``). The download worker
+(``workers/download.py``) and ``lora-studio models search`` / ``login`` are the callers; each is
+something the user asked for.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+# What training needs besides the weights: config, tokenizer, generation config, chat template.
+META_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "tokenizer.model", "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+              "vocab.txt", "chat_template.jinja", "chat_template.json", "*.tiktoken")
+SAFETENSORS = ("*.safetensors", "model.safetensors.index.json")
+PICKLE = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
+# Everything else (GGUF, ONNX, .pt/.pth, Mistral's consolidated.safetensors, subfolders) is never taken.
+CONFIG = "config.json"
+DISK_MARGIN_BYTES = 64 << 20  # the cache's locks and symlinks, and not filling a disk to the last byte
+
+
+class HubError(Exception):
+    """A download or search that cannot go on; the message says what to do."""
+
+    def __init__(self, message: str, kind: str = "io", hint: str = "") -> None:
+        super().__init__(message)
+        self.kind, self.hint = kind, hint
+
+
+@dataclass
+class RemoteFile:
+    name: str
+    size: int
+
+
+def online() -> None:
+    """Lift the offline switch for this process, explicitly: the studio asked for the network.
+
+    Workers and the window's commands run with HF_HUB_OFFLINE=1 (``studio.procs.OFFLINE_ENV``);
+    huggingface_hub reads it once, at import, so its constant is set too when already imported.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "0"
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = False
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def select_files(repo_id: str, files: list[RemoteFile], allow_pickle: bool = False) -> list[RemoteFile]:
+    """The files a fine-tune needs, ``config.json`` last (its arrival marks the model as complete).
+
+    Only top-level files: subfolders hold other variants (``original/``, ``onnx/``, ``gguf/``).
+    ``.bin`` weights (pickle, can run code when loaded) only with ``allow_pickle`` and only when the
+    repo has no safetensors.
+    """
+    top = [f for f in files if "/" not in f.name]
+    names = {f.name for f in top}
+    if CONFIG not in names:
+        raise HubError(f"{repo_id} has no config.json at its top level: it is not a Transformers model "
+                       "(a GGUF-only or adapter-only repo cannot be fine-tuned here)", kind="config")
+    has_st = any(fnmatch.fnmatchcase(n, "*.safetensors") and not n.startswith("consolidated") for n in names)
+    weights: tuple[str, ...] = SAFETENSORS
+    if not has_st:
+        if not any(_matches(n, PICKLE) for n in names):
+            raise HubError(f"{repo_id} has no safetensors weights (only: {', '.join(sorted(names)[:8])}); "
+                           "the studio fine-tunes Transformers models with safetensors weights", kind="config")
+        if not allow_pickle:
+            raise HubError(f"{repo_id} has only pytorch_model*.bin weights (pickle files, which can run code when "
+                           "loaded) and no safetensors",
+                           kind="config", hint="If you trust this model, set allow_pickle in the recipe "
+                                               "(or pass --allow-pickle) and download again.")
+        weights = PICKLE
+    picked = [f for f in top
+              if (_matches(f.name, weights) and not f.name.startswith("consolidated")) or
+              _matches(f.name, META_FILES)]
+    return sorted(picked, key=lambda f: (f.name == CONFIG, f.name))
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk holding ``folder`` (its nearest existing parent)."""
+    folder = Path(folder)
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_disk(repo_id: str, folder: Path, total: int, have: int) -> None:
+    """Raise before the first byte when the rest of the download cannot fit on the disk."""
+    need = max(0, total - have)
+    free = free_bytes(folder)
+    if need + DISK_MARGIN_BYTES > free:
+        kept = f", {gib(have)} of it already downloaded" if have else ""
+        raise HubError(f"Not enough free disk space to download {repo_id}: it needs {gib(need)} more "
+                       f"({gib(total)} in all{kept}) and only {gib(free)} is free in {folder}.",
+                       kind="io", hint="Free some space, or point HF_HUB_CACHE (or HF_HOME) at a disk with room "
+                                       "and download again.")
+
+
+def gib(n: float) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{int(n)} bytes" if n < 1024 else f"{n / 1024:.1f} KiB"
+
+
+def cache_dir() -> Path:
+    """The standard Hugging Face hub cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def model_page(repo_id: str) -> str:
+    """The model's page on the Hub (or on HF_ENDPOINT's server), where its licence is accepted."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return f"{endpoint}/{repo_id}"
+
+
+def access_error(repo_id: str, status: int | None, gated: bool) -> HubError:
+    """The words for a 401/403: which page to open, and where the token goes."""
+    page = model_page(repo_id)
+    if gated or status == 403:
+        return HubError(f"{repo_id} is gated: open {page} while logged in, accept its licence, then download again "
+                        "with a token of that account saved.", kind="config",
+                        hint="Save a token (huggingface.co/settings/tokens, 'Read' access) in the Model page's "
+                             "token field or with 'lora-studio models login'.")
+    return HubError(f"{repo_id} needs a token (HTTP {status}): it is private, gated or does not exist. Check the id "
+                    f"at {page}; if it is yours or gated, save a token that may read it.", kind="config",
+                    hint="Save a token in the Model page's token field or with 'lora-studio models login'.")
+
+
+# --- search ------------------------------------------------------------------------------------
+@dataclass
+class SearchHit:
+    """One Hub model from a search, with what the studio can say about it without downloading."""
+
+    repo_id: str
+    downloads: int
+    likes: int
+    params: int  # from the safetensors metadata the Hub reports; 0 when unknown
+    license: str
+    gated: bool
+    fits: bool | None = None  # the planner's verdict at the default recipe and the given budget
+    peak_bytes: int = 0
+    catalog_id: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def hit_from_model_info(m) -> SearchHit:
+    """A SearchHit from huggingface_hub's ``ModelInfo`` (list_models with expand=...)."""
+    st = getattr(m, "safetensors", None)
+    params = int(getattr(st, "total", 0) or 0) if st is not None else 0
+    card = getattr(m, "card_data", None) or getattr(m, "cardData", None)
+    lic = ""
+    if card is not None:
+        lic = str((card.get("license") if isinstance(card, dict) else getattr(card, "license", "")) or "")
+    if not lic:
+        lic = next((t.split(":", 1)[1] for t in (getattr(m, "tags", None) or []) if t.startswith("license:")), "")
+    gated = getattr(m, "gated", False)
+    return SearchHit(repo_id=m.id, downloads=int(getattr(m, "downloads", 0) or 0), likes=int(getattr(m, "likes", 0)
+                     or 0), params=params, license=lic or "unknown", gated=bool(gated and gated != "False"))
+
+
+def search(text: str, limit: int = 20) -> list[SearchHit]:
+    """The Hub's text-generation models with safetensors matching ``text``, most downloaded first."""
+    online()
+    from huggingface_hub import HfApi
+
+    try:
+        found = HfApi().list_models(search=text, pipeline_tag="text-generation", filter="safetensors",
+                                    sort="downloads", limit=limit,
+                                    expand=["downloads", "likes", "gated", "safetensors", "cardData", "tags"])
+        return [hit_from_model_info(m) for m in found]
+    except (TypeError, AttributeError, KeyError):  # a bug, not the network
+        raise
+    except Exception as e:  # network down, offline switch, proxy: say so in one line
+        raise HubError(f"searching the Hugging Face Hub failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                       kind="io", hint="Check the network connection (search is the studio's only use of it besides "
+                                       "downloads).") from None
+
+
+def save_token(token: str) -> str:
+    """Check ``token`` with the Hub and store it in huggingface_hub's own token file; returns the account name."""
+    online()
+    from huggingface_hub import login, whoami
+
+    token = token.strip()
+    if not token:
+        raise HubError("no token given", kind="config")
+    try:
+        login(token=token, add_to_git_credential=False)
+        return str(whoami(token).get("name", ""))
+    except Exception as e:
+        raise HubError(f"the token was not accepted: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                       kind="config", hint="Create a 'Read' token at huggingface.co/settings/tokens.") from None
