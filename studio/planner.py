@@ -90,7 +90,8 @@ class Plan:
 
 
 def add_time_estimate(plan: Plan, info: Any, gpu_name: str = "", steps: int | None = None,
-                      examples: int | None = None, epochs: float = 1.0, measure: bool = False) -> None:
+                      examples: int | None = None, epochs: float = 1.0, measure: bool = False,
+                      dataset_report: Any = None) -> None:
     """Put the expected speed and duration into ``plan`` (``estimate``) and its reasons.
 
     On the CPU the rates come from the cached probe; ``measure`` runs the probe (a few seconds, in a
@@ -103,7 +104,8 @@ def add_time_estimate(plan: Plan, info: Any, gpu_name: str = "", steps: int | No
     if plan.device == "cpu":
         rates = speed.ensure_cpu_rates() if measure else speed.cpu_rates()
     n = speed.run_steps(steps or -1, epochs, examples, s["train.micro_batch"] * s["train.grad_accum"])
-    est = speed.estimate(info, s, plan.device, gpu_name=gpu_name, rates=rates, steps=n)
+    est = speed.estimate(info, s, plan.device, gpu_name=gpu_name, rates=rates, steps=n,
+                         example_tokens=_tokens_stat(dataset_report, "p95"))
     plan.estimate = est.to_dict() if est is not None else None
     plan.reasons.append(speed.describe(est))
 

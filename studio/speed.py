@@ -115,10 +115,10 @@ def estimate_gpu(info: Any, s: dict, gpu_name: str) -> tuple[float, str]:
                   f"{ANCHOR['tokens_per_s']:,.0f} tokens/s for Llama 3.1 8B QLoRA on an {ANCHOR['gpu']}")
 
 
-def estimate_cpu(info: Any, s: dict, rates: dict) -> tuple[float, str]:
-    """Tokens per second on this CPU from the probe's rates."""
+def estimate_cpu(info: Any, s: dict, rates: dict, length: int | None = None) -> tuple[float, str]:
+    """Tokens per second on this CPU from the probe's rates (``length``: tokens per example)."""
     per_token, passes = step_flops(info, s)
-    tokens = s["train.micro_batch"] * s["train.seq_len"]
+    tokens = s["train.micro_batch"] * (length or s["train.seq_len"])
     seconds = tokens * per_token / rates["flops_per_s"] + passes * rates["seconds_per_layer_pass"]
     return tokens / seconds, (f"FLOPs of the step at this CPU's measured {rates['flops_per_s'] / 1e9:.1f} GFLOP/s "
                               f"plus {rates['seconds_per_layer_pass'] * 1e3:.1f} ms per layer pass (probed once)")
@@ -134,15 +134,20 @@ def run_steps(max_steps: int, epochs: float, examples: int | None, effective_bat
 
 
 def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | None = None,
-             steps: int | None = None) -> TimeEstimate | None:
-    """The run's expected speed on ``device`` ("cuda" or "cpu"); None on a CPU that was never probed."""
+             steps: int | None = None, example_tokens: int | None = None) -> TimeEstimate | None:
+    """The run's expected speed on ``device`` ("cuda" or "cpu"); None on a CPU that was never probed.
+
+    ``example_tokens``: how long a padded micro-batch's examples really are (the dataset's 95th
+    percentile): batches are padded to their longest example, not to the sequence length.
+    """
+    length = min(s["train.seq_len"], example_tokens) if example_tokens else s["train.seq_len"]
     if device == "cpu":
         if rates is None:
             return None
-        rate, basis = estimate_cpu(info, s, rates)
+        rate, basis = estimate_cpu(info, s, rates, length)
     else:
         rate, basis = estimate_gpu(info, s, gpu_name)
-    per_step = s["train.micro_batch"] * s["train.grad_accum"] * s["train.seq_len"] / rate
+    per_step = s["train.micro_batch"] * s["train.grad_accum"] * length / rate
     return TimeEstimate(device=device, tokens_per_s=rate, step_seconds=per_step,
                         seconds=per_step * steps if steps else None, steps=steps, basis=basis)
 

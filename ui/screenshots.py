@@ -113,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(app, lambda: len(answers) >= 2, 300)
         shoot(app, window, "playground", args.out)
         play.shutdown()
-    window.show_page(window.export_page)
+    export = window.export_page
+    window.show_page(export)
+    if train.run_dir is not None and train.status == "finished":
+        export.select_run(train.run_dir)
+        export.export("ollama", "q4_k_m")  # a real export: the page then shows the files and the next command
+        wait_until(app, lambda: export.controller.running, 10)
+        wait_until(app, lambda: not export.controller.running, 600)
     shoot(app, window, "export", args.out)
     window.close()
     return 0 if train.status == "finished" else 1

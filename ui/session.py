@@ -101,7 +101,7 @@ class Session(QObject):
             planner.add_time_estimate(plan, self.model_info, gpu_name=self.gpu_name,
                                       steps=self.recipe.train.max_steps if self.recipe.train.max_steps > 0 else None,
                                       examples=getattr(self.dataset_report, "usable", None),
-                                      epochs=self.recipe.train.epochs)
+                                      epochs=self.recipe.train.epochs, dataset_report=self.dataset_report)
         except ValueError as e:  # the planner's own errors are user-facing messages
             self.plan = None
             self.sig_plan_error.emit(str(e))

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         if speed.cpu_rates() is None:
             print("Measuring this CPU's training speed once (a few seconds; cached for next time)...", file=sys.stderr)
     planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "", steps=args.steps,
-                              examples=getattr(report, "usable", None), measure=True)
+                              examples=getattr(report, "usable", None), measure=True, dataset_report=report)
     if args.dataset and getattr(report, "tokens", None) is None:
         plan.reasons.append("The dataset's token lengths need the model's tokenizer (a local model folder); "
                             "the default length was used.")

@@ -19,6 +19,7 @@ from ui.widgets.common import Card, Page, human_bytes, label, primary_button
 from ui.widgets.memory_bar import MemoryBar
 
 STEP = GIB // 4            # the slider moves in quarter GiB
+PROBE_RETRY_MS = 2000      # the CPU speed probe waits for the demo model's conversion to finish
 ADVANCED = ("lora", "quant", "train")
 ADV_COLUMNS = 3  # fields per row in the advanced panel
 PLAN_ROWS = [("Quantisation", "quant.mode"), ("LoRA rank / alpha", "lora.rank"), ("Sequence length", "train.seq_len"),
@@ -325,6 +326,9 @@ class PlanPage(Page):
     def _probe_cpu(self) -> None:
         """Measure this CPU's training speed once in the background (cached per machine), then re-plan."""
         if speed.cpu_rates() is not None or self._probe.running or self._probe_started:
+            return
+        if self.session.preparing_model:  # converting the demo model takes the cores: the figure would be wrong
+            QTimer.singleShot(PROBE_RETRY_MS, self._probe_cpu)
             return
         self._probe_started = True
         self._probe.run_argv(procs.worker_argv("studio.speed"))
