@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any, Callable, Iterable
 
 PROTOCOL_VERSION = 1
 EVENT_KEYS = ("v", "type", "seq", "ts", "run", "data")
@@ -235,3 +236,37 @@ def commands_from(lines: Iterable[bytes]) -> Iterable[dict]:
         cmd = decode_command(line)
         if cmd is not None:
             yield cmd
+
+
+def read_commands(on_line: Callable[[bytes], None], on_close: Callable[[], None] | None = None,
+                  fd: int | None = None) -> threading.Thread:
+    """Hand every line of a worker's stdin to ``on_line`` on a daemon thread; ``on_close`` at its end.
+
+    The raw descriptor is read with os.read: a daemon thread blocked inside the buffered sys.stdin
+    holds its lock and makes interpreter shutdown abort.
+    """
+    def run() -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(sys.stdin.fileno() if fd is None else fd, 65536)
+            except (OSError, ValueError):
+                chunk = b""
+            if not chunk:
+                if on_close is not None:
+                    on_close()
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                on_line(line)
+            buf = buf[-MAX_LINE_BYTES:]  # a line with no end is garbage: never let it grow
+
+    thread = threading.Thread(target=run, daemon=True, name="commands")
+    thread.start()
+    return thread
+
+
+def stop_requested(line: bytes) -> bool:
+    """Whether a command line asks the worker to stop."""
+    return (decode_command(line) or {}).get("cmd") == "stop"

@@ -29,7 +29,7 @@ import threading  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from studio.events import ANSWER, DONE, ERROR, HELLO, LOG, TOKEN, Emitter, decode_command, reserve_stdout  # noqa: E402
+from studio.events import ANSWER, DONE, ERROR, HELLO, LOG, TOKEN, Emitter, decode_command, read_commands, reserve_stdout  # noqa: E402
 
 
 def _base_recipe(run: Path | None, model: str | None):
@@ -58,24 +58,12 @@ class ChatWorker:
 
     # -- commands (reader thread) ------------------------------------------------------------------
     def listen(self, fd: int) -> None:
-        threading.Thread(target=self._read, args=(fd,), daemon=True, name="commands").start()
+        read_commands(lambda line: line.strip() and self.handle(line), on_close=self._closed, fd=fd)
 
-    def _read(self, fd: int) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.stop.set()
-                self.jobs.put(None)  # stdin closed: finish and exit
-                return
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    self.handle(line)
+    def _closed(self) -> None:
+        """stdin closed: finish and exit."""
+        self.stop.set()
+        self.jobs.put(None)
 
     def handle(self, line: bytes) -> None:
         cmd = decode_command(line)

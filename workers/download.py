@@ -35,7 +35,7 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from studio import hub  # noqa: E402
-from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, decode_command, reserve_stdout  # noqa: E402
+from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
 REPORT_EVERY_S = 0.25
@@ -95,21 +95,8 @@ def _bar_class(progress: Progress):
 
 
 def listen_for_stop(cancel: threading.Event) -> None:
-    def read() -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(sys.stdin.fileno(), 4096)
-            except (OSError, ValueError):
-                return
-            if not chunk:
-                return
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            if any((decode_command(line) or {}).get("cmd") == "stop" for line in lines):
-                cancel.set()
-
-    threading.Thread(target=read, daemon=True, name="commands").start()
+    """A ``stop`` command on stdin cancels."""
+    read_commands(lambda line: stop_requested(line) and cancel.set())
 
 
 def _on_signal(cancel: threading.Event):

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from studio import runs
-from studio.events import MEMORY, METRIC, PROGRESS, Emitter, decode_command
+from studio.events import MEMORY, METRIC, PROGRESS, Emitter, decode_command, read_commands
 from studio.hardware import gpu_memory_used
 
 
@@ -24,27 +22,8 @@ class Control:
         self.paused = threading.Event()
 
     def listen(self, fd: int | None = None) -> None:
-        """Read commands from ``fd`` (stdin) on a daemon thread.
-
-        It reads the raw descriptor with os.read: a daemon thread blocked inside the buffered
-        sys.stdin holds its lock and makes interpreter shutdown abort.
-        """
-        fd = sys.stdin.fileno() if fd is None else fd
-        threading.Thread(target=self._read, args=(fd,), daemon=True, name="commands").start()
-
-    def _read(self, fd: int) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                return
-            if not chunk:
-                return  # stdin closed: the controller went away; keep training (events.jsonl is the record)
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                self.handle(decode_command(line))
+        """Take commands from ``fd`` (stdin); when it closes the controller went away: keep training."""
+        read_commands(lambda line: self.handle(decode_command(line)), fd=fd)
 
     def watch(self, path: Path, interval_s: float = 0.3) -> None:
         """Also take commands appended to ``path`` from now on (a reattached window has no stdin to us)."""
