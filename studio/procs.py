@@ -95,3 +95,24 @@ def pump_events(proc: subprocess.Popen, reader: Any, on_event: Any) -> bool:
     for event in reader.feed(chunk):
         on_event(event)
     return True
+
+
+def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str) -> int:
+    """Start a worker, hand its events to ``on_event`` until it ends; the first Ctrl-C asks it to stop
+    (``stopping`` is printed), a second ends it at once. Returns its exit code."""
+    from studio.events import EventReader
+
+    proc = start_worker(argv, stderr=stderr)
+    reader, asked = EventReader(), False
+    while True:
+        try:
+            if not pump_events(proc, reader, on_event):
+                break
+        except KeyboardInterrupt:
+            if asked:
+                proc.kill()
+            else:
+                print(f"\n{stopping}", file=sys.stderr)
+                asked = True
+                send_command(proc, "stop")
+    return proc.wait()

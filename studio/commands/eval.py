@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from studio.events import DONE, ERROR, PROGRESS, EventReader
-from studio.procs import pump_events, send_command, start_worker, worker_argv
+from studio.events import DONE, ERROR, PROGRESS
+from studio.procs import follow_worker, worker_argv
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         except PromptFileError as e:
             raise UserError(str(e)) from None
     extra = ["--prompts", str(args.prompts.resolve())] if args.prompts else []
-    reader, result = EventReader(), {}
+    result: dict = {}
 
     def on_event(ev) -> None:
         d = ev.data
@@ -50,27 +50,15 @@ def run(args: argparse.Namespace) -> int:
             result[ev.type] = d
 
     with open(run_dir / "eval.log", "ab") as log:
-        proc = start_worker(worker_argv("workers.evaluate", run_dir, *extra), stderr=log)
-        stopping = False
-        while True:
-            try:
-                if not pump_events(proc, reader, on_event):
-                    break
-            except KeyboardInterrupt:
-                if stopping:
-                    proc.kill()
-                else:
-                    print("\nstopping the answers (Ctrl-C again to end at once)", file=sys.stderr)
-                    stopping = True
-                    send_command(proc, "stop")
-        proc.wait()
+        code = follow_worker(worker_argv("workers.evaluate", run_dir, *extra), log, on_event,
+                             "stopping the answers (Ctrl-C again to end at once)")
     if ERROR in result:
         err = result[ERROR]
         print(f"eval failed ({err.get('kind')}): {err.get('message')}\nwhat to do: {err.get('hint')}\n"
               f"log: {run_dir / 'eval.log'}", file=sys.stderr)
         return 1
     if DONE not in result:
-        print(f"the eval worker ended without a result (exit code {proc.returncode}); log: {run_dir / 'eval.log'}",
+        print(f"the eval worker ended without a result (exit code {code}); log: {run_dir / 'eval.log'}",
               file=sys.stderr)
         return 1
     report = evalreport.read(run_dir)

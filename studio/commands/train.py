@@ -7,8 +7,8 @@ from pathlib import Path
 
 from studio import runs
 from studio.demo import demo_recipe
-from studio.events import ERROR, METRIC, PROGRESS, WARNING, EventReader
-from studio.procs import pump_events, send_command, start_worker, worker_argv
+from studio.events import ERROR, METRIC, PROGRESS, WARNING
+from studio.procs import follow_worker, worker_argv
 from studio.errors import UserError
 from studio.recipe import Recipe, RecipeError
 
@@ -85,30 +85,18 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
     """Start the worker detached from our terminal and show its events until it ends."""
     from tqdm import tqdm
 
-    reader, bar, result = EventReader(), None, {"samples": {}}
+    bar, result = None, {"samples": {}}
 
     def on_event(ev) -> None:
         nonlocal bar
         bar = _show(ev, bar, result, tqdm)
 
     with open(run_dir / "worker.log", "ab") as log:
-        proc = start_worker(worker_argv("workers.train", run_dir, *worker_args), stderr=log)
-        stopping = False
-        while True:
-            try:
-                if not pump_events(proc, reader, on_event):
-                    break
-            except KeyboardInterrupt:
-                if stopping:
-                    proc.kill()
-                else:
-                    print("\nstopping: saving the adapter (Ctrl-C again to end at once)", file=sys.stderr)
-                    stopping = True
-                    send_command(proc, "stop")
-        proc.wait()
+        code = follow_worker(worker_argv("workers.train", run_dir, *worker_args), log, on_event,
+                             "stopping: saving the adapter (Ctrl-C again to end at once)")
     if bar:
         bar.close()
-    result["returncode"] = proc.returncode
+    result["returncode"] = code
     return result
 
 
