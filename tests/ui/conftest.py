@@ -33,6 +33,20 @@ def drop():
     return drop_path
 
 
+@pytest.fixture
+def window(qtbot):
+    """The studio window, shown; afterwards every worker it started is killed (downloads, chats, runs)."""
+    from ui.controllers import WorkerController
+    from ui.main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    for c in w.findChildren(WorkerController):
+        c.kill_now()
+
+
 @pytest.fixture(autouse=True)
 def _probed_cpu(_studio_home):
     """This CPU's speed as if probed once, so the Plan page does not start the few-second probe in every test

@@ -13,7 +13,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hubserver import HubServer, Repo  # noqa: E402
 
-from ui.main_window import MainWindow  # noqa: E402
 from ui.pages.model import HUB_PREFIX, hf_cache_models  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -32,17 +31,6 @@ def hub(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     yield s
     s.stop()
-
-
-@pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    p = w.model_page
-    for c in (p.converter, p.prober, p.searcher, p.downloader):
-        c.kill_now()
 
 
 def test_search_then_download_opens_the_model_from_the_cache(window, qtbot, hub, tmp_path):

@@ -4,19 +4,8 @@ from __future__ import annotations
 import pytest
 
 from studio import hardware
-from ui.main_window import MainWindow
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    for c in (w.train_page.controller, w.export_page.controller, w.model_page.converter):
-        c.kill_now()
 
 
 def test_the_plan_page_plans_for_the_cpu_without_a_gpu(window, qtbot, monkeypatch):

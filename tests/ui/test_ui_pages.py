@@ -25,16 +25,6 @@ GIB = 1024 ** 3
 CATALOG_MODEL = "qwen2.5-7b-instruct"
 
 
-@pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    for c in (w.train_page.controller, w.export_page.controller, w.model_page.converter):
-        c.kill_now()
-
-
 def test_window_title_pages_and_shortcuts(window):
     assert window.windowTitle().startswith("LoRA Studio") and APP_TITLE == "LoRA Studio"
     assert [p.title for p in window.pages] == ["Model", "Data", "Plan", "Train", "Runs", "Export", "Playground"]
