@@ -240,7 +240,6 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
 def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None) -> Check:
     """The GGUF's vocabulary, special tokens and chat template equal the model folder's tokenizer files,
     read back with the ``gguf`` package's reader and the ``tokenizers`` package (no model is loaded)."""
-    from tokenizers import Tokenizer
 
     from studio.data.light_tokenizer import LightTokenizer
 
@@ -248,8 +247,9 @@ def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None) -> Ch
     folder = Path(model_dir)
     problems: list[str] = []
     tokens = meta.get("tokenizer.ggml.tokens") or []
-    if (folder / "tokenizer.json").is_file():
-        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if LightTokenizer.can_read(folder):
+        light = LightTokenizer(folder)
+        tok = light.backend_tokenizer  # tokenizer.json, read once
         known = [i for i in range(min(len(tokens), tok.get_vocab_size(with_added_tokens=True)))
                  if tok.id_to_token(i) is not None]
         wrong = [i for i in known if tokens[i] != tok.id_to_token(i)]
@@ -257,7 +257,6 @@ def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None) -> Ch
             i = wrong[0]
             problems.append(f"{len(wrong)} token(s) differ, e.g. id {i}: {tokens[i]!r} in the GGUF, "
                             f"{tok.id_to_token(i)!r} in tokenizer.json")
-        light = LightTokenizer(folder)
         for name in ("bos", "eos"):
             text = getattr(light, f"{name}_token")
             want = tok.token_to_id(text) if text else None
