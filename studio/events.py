@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any, Callable
 
 PROTOCOL_VERSION = 1
 EVENT_KEYS = ("v", "type", "seq", "ts", "run", "data")
@@ -229,13 +229,6 @@ def decode_command(line: bytes | str) -> dict | None:
     if isinstance(obj, dict) and obj.get("cmd") in COMMANDS:
         return obj
     return None
-
-
-def commands_from(lines: Iterable[bytes]) -> Iterable[dict]:
-    for line in lines:
-        cmd = decode_command(line)
-        if cmd is not None:
-            yield cmd
 
 
 def read_commands(on_line: Callable[[bytes], None], on_close: Callable[[], None] | None = None,
