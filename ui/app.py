@@ -26,7 +26,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model", help="preselect a model: 'demo', a folder or a catalog id")
     p.add_argument("--data", help="preselect a dataset file")
     p.add_argument("--page", choices=PAGES, help="open on this page")
-    p.add_argument("--quit-after-shown", action="store_true", help=argparse.SUPPRESS)  # bench/gui_startup.py
     p.add_argument("--quit-when-ready", action="store_true", help=argparse.SUPPRESS)  # bench/gui_startup.py
     return p.parse_args(argv)
 
@@ -89,10 +88,6 @@ def run_app(argv: list[str]) -> int:
 
     window = MainWindow()
     window.show()
-    if args.quit_after_shown:
-        app.processEvents()
-        print(f"shown_after_s={time.perf_counter() - T0:.3f}", flush=True)
-        return 0
     steps = [*window.startup_steps(), lambda: apply_choices(window, args), window.park_long_lived]
     longest: list[float] = []
     if args.quit_when_ready:
@@ -100,7 +95,9 @@ def run_app(argv: list[str]) -> int:
     run_in_turns(steps, longest)
     if args.quit_when_ready:
         _probe_input(app, window)
-    return app.exec()
+    code = app.exec()
+    window.end_workers()  # also when the loop ended without closing the window (app.quit)
+    return code
 
 
 def run_in_turns(steps: list, longest: list[float] | None = None) -> None:

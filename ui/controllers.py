@@ -131,6 +131,9 @@ class WorkerController(QObject):
     sig_malformed = Signal(int, str)          # count so far, last bad line
     sig_finished = Signal(int, bool)          # exit code, whether a `done` event was seen
     sig_busy = Signal(bool)
+    # False: the window ends this worker when it closes (exports, chats, downloads, probes are disposable
+    # or resumable). True: it may run on (a training run the user kept; the atomic demo conversion).
+    outlives_window = False
 
     def __init__(self, parent: QObject | None = None, stop_grace_s: float = 30.0, term_grace_s: float = 5.0,
                  parser: Callable[[], Any] = ev.EventReader) -> None:
@@ -430,6 +433,8 @@ def _int(value) -> int:
 
 class TrainController(WorkerController):
     """Runs ``workers.train RUN_DIR``; stderr goes to ``RUN_DIR/worker.log`` so the run can outlive us."""
+
+    outlives_window = True  # closing the window asks first: stop it, or keep it running
 
     def __init__(self, parent: QObject | None = None, **kw) -> None:
         super().__init__(parent, **kw)

@@ -17,6 +17,7 @@ from studio import __version__, paths
 from studio.models import looks_like_model
 from ui import theme
 from ui.prefs import settings
+from ui.controllers import WorkerController
 from ui.session import Session
 from ui.widgets.common import Busy
 
@@ -363,14 +364,16 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
             self.train_page.controller.detach()
-        if self._built(5) is not None:
-            self._built(5).controller.kill_now()
-        if self._built(6) is not None:
-            self._built(6).controller.kill_now()  # an answer is disposable; the model reloads next time
-        if self._built(0) is not None:  # a download in progress: its partial file is kept for the next one
-            self._built(0).downloader.kill_now()
+        self.end_workers()
         self.remember_choices()
         event.accept()
+
+    def end_workers(self) -> None:
+        """End every worker that does not outlive the window (a download keeps its partial file for the next
+        one; a chat's model reloads next time; a probe runs again)."""
+        for controller in self.findChildren(WorkerController):
+            if not controller.outlives_window:
+                controller.kill_now()
 
     def ask_close_choice(self) -> str:
         """Ask what to do with a run that is still training: 'stop', 'keep' or 'cancel'."""

@@ -70,6 +70,7 @@ class ModelPage(Page):
         self.session = session
         self._pending: str | None = None
         self.converter = CommandController(self, stop_grace_s=1, term_grace_s=2)
+        self.converter.outlives_window = True  # the conversion is atomic: let it finish for next time
         self.converter.sig_finished.connect(self._conversion_finished)
         self.converter.sig_busy.connect(self.sig_busy)
         self.converter.sig_progress.connect(self._conversion_progress)
