@@ -65,7 +65,7 @@ DROPOUT = 0.05
 # The slice tests/test_memory_components.py runs (a few seconds): a dense family in 4-bit with dropout, the
 # soft-capped family with eager attention and checkpointing, and the mixture of experts.
 QUICK = (("llama", {"quant.mode": "4bit"}), ("gemma2", {"quant.mode": "4bit", "train.grad_ckpt": True}),
-         ("mixtral", {"train.optimizer": "adamw_8bit"}))
+         ("mixtral", {"train.optimizer": "adamw_8bit"}), ("mixtral", {"quant.mode": "4bit"}))
 
 
 def grid(quick: bool = False) -> list[tuple[str, dict, float]]:
@@ -137,12 +137,15 @@ def _unique_bytes(tensors) -> int:
 
 
 def _quant_tensors(module) -> list:
-    """The bitsandbytes quantisation state of one layer: absmax, offset, code books (nested too)."""
-    qs = getattr(getattr(module, "weight", None), "quant_state", None)
+    """The bitsandbytes quantisation state of one layer: absmax, offset, code books (nested too);
+    for 4-bit experts (studio.train.moe4bit) the state of every expert."""
+    states = [getattr(getattr(module, "weight", None), "quant_state", None)]
+    states += [st for per in getattr(module, "lora_studio_nf4_states", {}).values() for st in per]
     out = []
-    while qs is not None:
-        out += [getattr(qs, k, None) for k in ("absmax", "code", "offset")]
-        qs = getattr(qs, "state2", None)
+    for qs in states:
+        while qs is not None:
+            out += [getattr(qs, k, None) for k in ("absmax", "code", "offset")]
+            qs = getattr(qs, "state2", None)
     scb = getattr(getattr(module, "weight", None), "SCB", None)  # LLM.int8: one fp32 scale per row
     return [t for t in [*out, scb] if t is not None]
 

@@ -165,7 +165,6 @@ class ChatEngine:
 
     def __init__(self, base: Path, recipe: Any, device: str | None = None, quant: str = "auto") -> None:
         import torch
-        from transformers import AutoModelForCausalLM
 
         from studio.train import loading
 
@@ -182,7 +181,7 @@ class ChatEngine:
             recipe.quant.mode = self.quant
             kwargs["quantization_config"] = loading.quantization_config(recipe, dtype)
             kwargs["device_map"] = {"": 0} if self.device == "cuda" else {"": "cpu"}
-        model = AutoModelForCausalLM.from_pretrained(str(self.base_path), **kwargs)
+        model = loading.from_pretrained(self.base_path, kwargs)
         if "quantization_config" not in kwargs:
             model.to(self.device)
         model.eval()

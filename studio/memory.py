@@ -75,41 +75,57 @@ def dtype_bytes(compute_dtype: str) -> int:
     return 4 if compute_dtype in ("float32", "fp32") else 2
 
 
-def targeted(info, targets) -> list:
+# With 4-bit experts, 'all-linear' leaves out the names peft maps onto fused experts (studio.train.moe4bit).
+MOE_PEFT_NAMES = {"gate", "w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"}
+
+
+def targeted(info, targets, quant_mode: str = "none") -> list:
     """The linear groups peft adapts for ``targets`` ('all-linear' or a list of module names)."""
     names = [targets] if isinstance(targets, str) else list(targets)
     if names == ["all-linear"] or "all-linear" in names:
-        return [g for g in info.linears if g.lora_all_linear]
+        skip = MOE_PEFT_NAMES if experts_4bit(info, quant_mode) else set()
+        return [g for g in info.linears if g.lora_all_linear and g.name not in skip]
     wanted = {n.strip() for n in names}
     return [g for g in info.linears if g.name in wanted and g.lora_all_linear]
 
 
-def experts_adapted(info, targets) -> bool:
-    """peft (0.17+) adapts the fused 3-D expert weights and the router of a transformers-5 MoE for 'all-linear'."""
-    names = [targets] if isinstance(targets, str) else list(targets)
-    return bool(info.num_experts) and "all-linear" in names and not any(
+def fused_experts(info) -> bool:
+    """A transformers-5 MoE: its experts are 3-D parameters, not linear layers."""
+    return bool(info.num_experts) and info.params.get("experts", 0) > 0 and not any(
         g.name.startswith(("w1", "experts")) for g in info.linears)
 
 
-def lora_tensors(info, rank: int, targets) -> list[tuple[int, int]]:
+def experts_4bit(info, quant_mode: str) -> bool:
+    """Fused experts loaded in 4-bit are NF4 and frozen (studio.train.moe4bit)."""
+    return quant_mode == "4bit" and fused_experts(info)
+
+
+def experts_adapted(info, targets, quant_mode: str = "none") -> bool:
+    """peft (0.17+) adapts the fused 3-D expert weights and the router of a transformers-5 MoE for 'all-linear'
+    (in 16 and 8 bit; 4-bit experts are frozen)."""
+    names = [targets] if isinstance(targets, str) else list(targets)
+    return fused_experts(info) and "all-linear" in names and not experts_4bit(info, quant_mode)
+
+
+def lora_tensors(info, rank: int, targets, quant_mode: str = "none") -> list[tuple[int, int]]:
     """(values, how many) of every adapter tensor: A (r x in) and B (out x r) per adapted layer.
 
     Fused experts (E, 2I, h) and (E, h, I) get one A and B each with rank r x E (2r x E for the
     fused gate|up, as peft's ParamWrapper does); the router (E x h) is an ordinary linear layer.
     """
     out = []
-    for g in targeted(info, targets):
+    for g in targeted(info, targets, quant_mode):
         out += [(rank * g.in_features, g.count), (rank * g.out_features, g.count)]
-    if experts_adapted(info, targets):
+    if experts_adapted(info, targets, quant_mode):
         E, h, i, L = info.num_experts, info.hidden, info.intermediate, info.layers
         out += [(2 * rank * E * h, L), (2 * rank * E * 2 * i, L), (rank * E * i, L), (rank * E * h, L),
                 (rank * h, L), (rank * E, L)]
     return out
 
 
-def lora_params(info, rank: int, targets) -> int:
+def lora_params(info, rank: int, targets, quant_mode: str = "none") -> int:
     """A (r x in) plus B (out x r) for every adapted linear layer (and fused experts, see lora_tensors)."""
-    return sum(n * c for n, c in lora_tensors(info, rank, targets))
+    return sum(n * c for n, c in lora_tensors(info, rank, targets, quant_mode))
 
 
 # --- components ----------------------------------------------------------------------------------------
@@ -117,13 +133,16 @@ def _weights(info, s: dict, stack: Stack) -> tuple[dict, dict]:
     a = dtype_bytes(s["quant.compute_dtype"])
     qn = sum(g.weight_numel for g in info.linears if g.quantized)
     rows = sum(g.out_features * g.count for g in info.linears if g.quantized)
+    experts = info.params.get("experts", 0) if experts_4bit(info, s["quant.mode"]) else 0
+    qn += experts  # NF4 per expert (studio.train.moe4bit)
     rest = info.total_params - qn
     rest_bytes = 4 if stack.upcast_unquantized_fp32 else a
     c, src = {}, {}
     if s["quant.mode"] == "4bit":
         c["base_weights_4bit"] = qn // 2
-        src["base_weights_4bit"] = f"{qn:,} linear weights x 4 bit (NF4, packed two per byte)"
-        c["quant_constants"] = quant_constant_bytes(info, s["quant.double_quant"])
+        src["base_weights_4bit"] = f"{qn:,} linear weights x 4 bit (NF4, packed two per byte)" + (
+            f", {experts:,} of them expert weights (one NF4 block set per expert)" if experts else "")
+        c["quant_constants"] = quant_constant_bytes(info, s["quant.double_quant"], experts=bool(experts))
         src["quant_constants"] = ("one 8-bit absmax per 64 weights + one fp32 per 256 blocks (double quant)"
                                   if s["quant.double_quant"] else "one fp32 absmax per 64 weights") + \
             ", and per layer the 16-entry NF4 code book (+ the 256-entry nested code book and offset)"
@@ -141,23 +160,27 @@ def _weights(info, s: dict, stack: Stack) -> tuple[dict, dict]:
     return c, src
 
 
-def quant_constant_bytes(info, double_quant: bool) -> int:
-    """bitsandbytes' 4-bit state of every quantised layer, as it stores it (blocks rounded up per layer)."""
-    total = 0
-    for g in info.linears:
-        if not g.quantized:
-            continue
-        blocks = math.ceil(g.in_features * g.out_features / NF4_BLOCK)
+def quant_constant_bytes(info, double_quant: bool, experts: bool = False) -> int:
+    """bitsandbytes' 4-bit state of every quantised layer, as it stores it (blocks rounded up per layer).
+
+    With ``experts`` the fused experts count too: each expert's gate|up (2/3 of its weights) and down
+    projection (1/3) is quantised on its own, as studio.train.moe4bit does.
+    """
+    def state(numel: int) -> int:
+        blocks = math.ceil(numel / NF4_BLOCK)
         if double_quant:  # uint8 absmax, fp32 absmax per 256 of them, fp32 offset, nested code book
-            per = blocks + 4 * math.ceil(blocks / NESTED_BLOCK) + 4 + 4 * 256 + NF4_CODE
-        else:
-            per = 4 * blocks + NF4_CODE
-        total += per * g.count
+            return blocks + 4 * math.ceil(blocks / NESTED_BLOCK) + 4 + 4 * 256 + NF4_CODE
+        return 4 * blocks + NF4_CODE
+
+    total = sum(state(g.in_features * g.out_features) * g.count for g in info.linears if g.quantized)
+    if experts and info.num_experts and info.layers:
+        per_expert = info.params.get("experts", 0) // (info.num_experts * info.layers)
+        total += (state(2 * per_expert // 3) + state(per_expert // 3)) * info.num_experts * info.layers
     return total
 
 
 def _optimizer_state_bytes(info, s: dict) -> int:
-    tensors = lora_tensors(info, s["lora.rank"], s["lora.targets"])
+    tensors = lora_tensors(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
     if s["train.optimizer"] not in EIGHT_BIT_OPT:  # two fp32 moments, and torch keeps "step" as an fp32 tensor
         return sum((8 * n + 4) * c for n, c in tensors)
     total = OPT8_QMAPS if any(n >= OPT8_MIN_NUMEL for n, _ in tensors) else 0
@@ -170,7 +193,7 @@ def _optimizer_state_bytes(info, s: dict) -> int:
 
 
 def _trainable(info, s: dict) -> tuple[dict, dict]:
-    n = lora_params(info, s["lora.rank"], s["lora.targets"])
+    n = lora_params(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
     opt = _optimizer_state_bytes(info, s)
     paged = s["train.optimizer"] in PAGED
     c = {"lora_weights": 4 * n, "lora_grads": 4 * n, "optimizer_state": 0 if paged else opt}
@@ -221,12 +244,12 @@ def layer_bytes_per_token(info, s: dict, dropout: float, device: str = "cuda") -
         # router: its input, logits, top-k ids (int64), weights; experts: token ids (3 x int64), the tokens
         # gathered, gate|up, act, act*up, the routing weight and the expert output of each routed token
         mlp = a * (h + E + 1 + k) + 8 * k + 3 * 8 * k + a * k * (2 * h + 4 * i + 1)
-        if not experts_adapted(info, s["lora.targets"]):  # frozen experts keep neither their inputs nor the product
+        if not experts_adapted(info, s["lora.targets"], s["quant.mode"]):  # frozen experts keep neither their inputs nor the product
             mlp -= a * h + a * k * (h + i)
     lora = 0.0
     inputs: dict[str, float] = {}
     mask = a if device == "cpu" else 1  # dropout's mask: the input's dtype on the CPU, bool on CUDA
-    for g in targeted(info, s["lora.targets"]):
+    for g in targeted(info, s["lora.targets"], s["quant.mode"]):
         per_layer = g.count / max(1, info.layers)
         lora += per_layer * a * s["lora.rank"]  # lora_B keeps A's output
         if dropout > 0:
@@ -264,7 +287,7 @@ def _first_layer_savings(info, s: dict, dropout: float, device: str) -> float:
     a = dtype_bytes(s["quant.compute_dtype"])
     mask = a if device == "cpu" else 1
     first = 4 * info.hidden + 4
-    names = {g.name for g in targeted(info, s["lora.targets"])}
+    names = {g.name for g in targeted(info, s["lora.targets"], s["quant.mode"])}
     if not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
         if getattr(info, "qk_norm", False):
             first += 4 * info.kv_dim + 4 * info.kv_heads  # so the key norm keeps nothing
@@ -272,7 +295,7 @@ def _first_layer_savings(info, s: dict, dropout: float, device: str) -> float:
             first += a * info.q_dim  # and q @ k^T keeps no q
     if dropout > 0:
         first += sum(mask * g.in_features * g.count / max(1, info.layers)
-                     for g in targeted(info, s["lora.targets"]) if INPUT_OF.get(g.name) == "attn_in")
+                     for g in targeted(info, s["lora.targets"], s["quant.mode"]) if INPUT_OF.get(g.name) == "attn_in")
     return first
 
 
@@ -281,7 +304,7 @@ def merged_expert_bytes(info, s: dict) -> int:
     and the grouped matmuls keep those merged copies (plus one int32 count per expert) for backward."""
     if not info.num_experts:
         return 0
-    if not experts_adapted(info, s["lora.targets"]):
+    if not experts_adapted(info, s["lora.targets"], s["quant.mode"]):
         return 4 * info.num_experts  # the int32 token count per expert
     a, E = dtype_bytes(s["quant.compute_dtype"]), info.num_experts
     return a * E * info.hidden * (3 * info.intermediate + 1) + 4 * E
@@ -346,6 +369,8 @@ def _transients(info, s: dict) -> tuple[dict, dict]:
     if s["quant.mode"] == "none":
         return {}, {}
     biggest = max((g.in_features * g.out_features for g in info.linears if g.quantized), default=0)
+    if experts_4bit(info, s["quant.mode"]) and info.num_experts and info.layers:  # one expert's gate|up
+        biggest = max(biggest, 2 * info.params.get("experts", 0) // (3 * info.num_experts * info.layers))
     return ({"dequant_workspace": biggest * a},
             {"dequant_workspace": f"the largest quantised weight ({biggest:,}) dequantised to {a}-byte for its matmul"})
 
@@ -373,7 +398,7 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, d
     act, act_src = _activations(info, s, dropout, stack, device=device)
     tr, tr_src = _transients(info, s)
     train_phase = sum(act.values()) + sum(tr.values())
-    n = lora_params(info, s["lora.rank"], s["lora.targets"])
+    n = lora_params(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
     step_phase = 4 * n if s["train.optimizer"] == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
     if step_phase > train_phase:
         comps["optimizer_step_temp"] = step_phase

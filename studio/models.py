@@ -236,20 +236,20 @@ def from_catalog(entry: CatalogEntry) -> ModelInfo:
 
 
 def moe_note(info: ModelInfo) -> str:
-    """Why a mixture-of-experts model is not really 4-bit with the pinned libraries, and what fits instead.
+    """What training a transformers-5 mixture-of-experts model does with its experts.
 
     transformers 5 keeps each layer's experts as 3D parameters (``gate_up_proj``, ``down_proj``), not
-    ``nn.Linear``; bitsandbytes quantises only linear layers, so the experts stay in 16-bit even when
-    the recipe says 4bit (the planner counts them that way).
+    ``nn.Linear``. In 4-bit the studio quantises them per expert to NF4 and keeps them frozen
+    (studio.train.moe4bit); in 16 and 8 bit they stay in 16-bit and LoRA all-linear adapts them.
     """
     experts = info.params.get("experts", 0)
-    if not experts or any(g.name.startswith(("w1", "experts")) and g.quantized for g in info.linears):
+    if not experts or any(g.name.startswith(("w1", "experts")) for g in info.linears):
         return ""
     share = experts / max(1, info.total_params)
-    return (f"Mixture of experts: its {experts / 1e9:.1f}B expert parameters ({share:.0%} of the model) are 3D "
-            "tensors that bitsandbytes does not quantise, so they stay in 16-bit even with 4-bit quantisation "
-            f"(about {experts * 2 / (1 << 30):.0f} GiB). For a 24 GB card pick a dense model of similar quality "
-            "instead (e.g. Qwen3 8B or 14B).")
+    return (f"Mixture of experts: {experts / 1e9:.1f}B of its parameters ({share:.0%}) are experts. In 4-bit they are "
+            f"quantised to NF4 per expert (about {experts * 0.53 / (1 << 30):.0f} GiB instead of "
+            f"{experts * 2 / (1 << 30):.0f} GiB in 16-bit) and stay frozen: LoRA adapts the attention and the "
+            "other linear layers. In 16 or 8 bit the experts stay 16-bit and LoRA all-linear adapts them too.")
 
 
 def from_folder(folder: Path, trust_remote_code: bool = False, source: str = "folder",

@@ -296,11 +296,15 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
     if s["train.attn"] == "eager" and "train.attn" not in fixed and not getattr(info, "supports_sdpa", True):
         out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
                    "soft-capped), so the score matrix of each layer is kept.")
-    if info.num_experts and not any(g.name.startswith(("w1", "experts")) for g in info.linears):
-        text = "Mixture-of-experts weights are fused tensors that bitsandbytes does not quantise; they stay in 16-bit"
-        if memory.experts_adapted(info, s["lora.targets"]):
-            text += (". LoRA all-linear adapts them (peft's ParamWrapper), which keeps a merged copy of each layer's "
-                     "expert weights for backward and allows no LoRA dropout")
+    if memory.fused_experts(info):
+        if memory.experts_4bit(info, s["quant.mode"]):
+            text = ("Mixture of experts in 4-bit: the experts are quantised to NF4 one expert at a time and stay "
+                    "frozen; LoRA adapts the attention and the other linear layers")
+        else:
+            text = "Mixture-of-experts weights are fused tensors that stay in 16-bit outside 4-bit mode"
+            if memory.experts_adapted(info, s["lora.targets"], s["quant.mode"]):
+                text += (". LoRA all-linear adapts them (peft's ParamWrapper), which keeps a merged copy of each "
+                         "layer's expert weights for backward and allows no LoRA dropout")
         out.append(text + ".")
     return out
 

@@ -88,7 +88,6 @@ def load_tokenizer(folder: Path, recipe: Recipe) -> Any:
 def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     """The quantised (or 16-bit) base with LoRA attached, ready for the Trainer."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     check_weights_are_safe(folder, recipe.model.allow_pickle)
     dtype = compute_dtype(recipe)
@@ -100,13 +99,13 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
         kwargs["quantization_config"] = qconf
         kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        model = from_pretrained(folder, kwargs)
     except ValueError as e:
         if kwargs["attn_implementation"] == "eager" or "attn" not in str(e).lower():
             raise
         # Some architectures (Gemma 2 in transformers 5) refuse sdpa/flash; the planner predicts eager for them.
         kwargs["attn_implementation"] = "eager"
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        model = from_pretrained(folder, kwargs)
     if qconf is None:
         model.to(device)
     model.config.use_cache = False
@@ -117,6 +116,19 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
         model.enable_input_require_grads()
     torch.manual_seed(recipe.train.seed)
     return attach_lora(model, recipe)
+
+
+def from_pretrained(folder: Path, kwargs: dict) -> Any:
+    """``AutoModelForCausalLM.from_pretrained``; in 4-bit the fused experts of an MoE are 4-bit too (moe4bit)."""
+    from transformers import AutoModelForCausalLM
+
+    qconf = kwargs.get("quantization_config")
+    if qconf is not None and getattr(qconf, "load_in_4bit", False):
+        from studio.train.moe4bit import experts_in_4bit
+
+        with experts_in_4bit():
+            return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
 
 
 def keep_cpu_4bit_layout(model: Any) -> None:
@@ -136,8 +148,18 @@ def keep_cpu_4bit_layout(model: Any) -> None:
 def attach_lora(model: Any, recipe: Recipe) -> Any:
     from peft import LoraConfig, get_peft_model
 
+    from studio.train import moe4bit
+
     targets = recipe.lora.targets
-    target_modules = "all-linear" if targets == ["all-linear"] or targets == "all-linear" else list(targets)
+    all_linear = targets == ["all-linear"] or targets == "all-linear"
+    target_modules = "all-linear" if all_linear else list(targets)
+    if moe4bit.quantized_experts(model):
+        # The experts are frozen 4-bit weights: 'all-linear' is every other linear layer (docs/planner.md).
+        target_modules = moe4bit.lora_targets(model) if all_linear else target_modules
+    elif recipe.lora.dropout > 0 and all_linear and moe4bit.has_fused_experts(model):
+        raise LoadError(f"lora.dropout {recipe.lora.dropout}: peft adapts the fused experts of this mixture-of-experts "
+                        "model directly (no dropout there). Set lora.dropout to 0, or train with quant.mode 4bit, "
+                        "where the experts stay frozen in 4-bit and LoRA adapts the attention")
     config = LoraConfig(r=recipe.lora.rank, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
                         target_modules=target_modules, task_type="CAUSAL_LM")
     try:
