@@ -202,12 +202,28 @@ class ChatEngine:
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path}: no adapter_config.json here; give a run's adapter/ folder or "
                                     "one of its checkpoints")
+        self._check_experts(path)
         if isinstance(self.model, PeftModel):
             self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         else:
             self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
         self.model.eval()
         self.adapters[name] = path
+
+    def _check_experts(self, path: Path) -> None:
+        """An adapter of the fused experts cannot sit on experts held in 4-bit (studio.train.moe4bit)."""
+        import json
+
+        from studio.train import moe4bit
+
+        try:
+            config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # peft reports an unreadable config itself
+        if config.get("target_parameters") and moe4bit.quantized_experts(self.model):
+            raise SettingsError(f"{path}: this adapter adapts the mixture-of-experts weights themselves (trained in "
+                                "16 or 8 bit), which are 4-bit here; load the base in 16-bit (quantisation 'none') "
+                                "or '8bit' to use it")
 
     def variant(self, name: str | None) -> contextlib.AbstractContextManager:
         """A context in which the model answers as ``name`` (an adapter) or as the bare base."""

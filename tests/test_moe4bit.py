@@ -100,3 +100,18 @@ def test_qlora_moe_run_trains_and_its_adapter_loads_on_the_16bit_base(moe_dir, c
                                       str(run_dir / "adapter"))
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=torch.tensor([[5, 17, 42]])).logits).all()
+
+
+def test_playground_loads_the_moe_in_4bit_and_refuses_an_adapter_of_the_experts(moe_dir, tmp_path):
+    import json
+
+    from studio.inference import ChatEngine, SettingsError
+
+    engine = ChatEngine(moe_dir, moe_recipe(moe_dir), device="cpu", quant="4bit")
+    assert moe4bit.quantized_experts(engine.model)
+    adapter = tmp_path / "experts-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "target_modules": ["q_proj"], "target_parameters": ["gate_up_proj"]}))
+    with pytest.raises(SettingsError, match="16-bit"):
+        engine.add_adapter("a", adapter)
