@@ -205,6 +205,52 @@ def test_gguf_other_llama_family_architectures(arch, tmp_path):
     torch.testing.assert_close(_logits(got, IDS), _logits(want, IDS), atol=2e-3, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["qwen3", "qwen3_moe", "mixtral"])
+def test_gguf_qwen3_and_mixture_of_experts(arch, tmp_path):
+    """Dense Qwen3 and the MoE families: experts stacked per layer, as llama.cpp reads them
+    (greedy text identical to transformers in llama-simple: docs/export.md)."""
+    import numpy as np
+    import torch
+    from gguf import GGUFReader
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio.export.gguf_writer import write_gguf
+    from studio.export.verify import check_gguf_weights
+
+    folder = tmp_path / arch
+    tok = tiny.make_tokenizer(folder)
+    extra = {"qwen3": dict(intermediate_size=128, head_dim=16),
+             "qwen3_moe": dict(intermediate_size=128, moe_intermediate_size=32, head_dim=16, num_experts=4,
+                               num_experts_per_tok=2, norm_topk_prob=True),
+             "mixtral": dict(intermediate_size=32, num_local_experts=4, num_experts_per_tok=2)}[arch]
+    config = AutoConfig.for_model(arch, vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
+                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **extra)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    path = write_gguf(folder, tmp_path / "m.gguf", "f16")
+    meta = _gguf_fields(path)
+    gguf_arch = {"qwen3": "qwen3", "qwen3_moe": "qwen3moe", "mixtral": "llama"}[arch]
+    assert meta["general.architecture"] == gguf_arch
+    if arch != "mixtral":
+        assert meta[f"{gguf_arch}.attention.key_length"] == 16
+    reader = GGUFReader(str(path))
+    tensors = {t.name: t for t in reader.tensors}
+    if arch == "qwen3":
+        assert "blk.0.attn_q_norm.weight" in tensors and not any("_exps" in n for n in tensors)
+    else:
+        assert meta[f"{gguf_arch}.expert_count"] == 4 and meta[f"{gguf_arch}.expert_used_count"] == 2
+        sd = load_file(str(folder / "model.safetensors"))
+        one = "mlp.experts.{}.up_proj" if arch == "qwen3_moe" else "block_sparse_moe.experts.{}.w3"
+        want = torch.stack([sd[f"model.layers.1.{one.format(e)}.weight"] for e in range(4)])
+        got = np.asarray(tensors["blk.1.ffn_up_exps.weight"].data)
+        assert got.shape == tuple(want.shape)  # (experts, rows, columns), experts outermost
+        np.testing.assert_array_equal(got, want.numpy().astype(np.float16))
+        assert "blk.1.ffn_gate_inp.weight" in tensors
+    assert check_gguf_weights(folder, path, "f16").ok
+
+
 def test_unsupported_architecture_fails_before_any_work(qlora_run, tiny_model_dir, tmp_path):
     from studio.export import UnsupportedModel, export
 
@@ -218,7 +264,7 @@ def test_unsupported_architecture_fails_before_any_work(qlora_run, tiny_model_di
     runs.write_state(run_dir, base_model=str(base))
     with pytest.raises(UnsupportedModel, match="gpt_neox") as e:
         export(run_dir, "gguf")
-    assert "llama, mistral, qwen2" in e.value.hint
+    assert "llama, mistral, mixtral, qwen2, qwen3, qwen3_moe" in e.value.hint
     assert not (run_dir / "exports").exists()
 
 

@@ -1,6 +1,7 @@
 """Write a merged model folder as one GGUF file with the ``gguf`` package (no llama.cpp checkout).
 
-Supported: the Llama family (``llama``, ``mistral``, ``qwen2``; SmolLM is ``llama``). Facts about
+Supported: the Llama family (``llama``, ``mistral``, ``qwen2``, ``qwen3``; SmolLM is ``llama``) and the
+mixture-of-experts ``mixtral`` and ``qwen3_moe`` (each layer's experts stacked into one tensor). Facts about
 the format follow llama.cpp's ``convert_hf_to_gguf.py`` (key names, the q/k rotary permutation for
 llama-arch, F32 for 1-D tensors, pre-tokenizer names); the code here is our own. Tensors are read
 from the safetensors files one at a time and written as soon as they are converted.
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,14 @@ class GgufArch:
 ARCHES = {a.model_type: a for a in (
     GgufArch("llama", "llama", True),
     GgufArch("mistral", "llama", True),  # llama.cpp writes Mistral as llama-arch
+    GgufArch("mixtral", "llama", True),  # llama-arch with experts (ffn_*_exps) and a router (ffn_gate_inp)
     GgufArch("qwen2", "qwen2", False),  # NeoX rotary: no permutation; q/k/v carry biases
+    GgufArch("qwen3", "qwen3", False),  # NeoX rotary, per-head q/k norms
+    GgufArch("qwen3_moe", "qwen3moe", False),  # Qwen3 with experts
 )}
+# A checkpoint keeps one tensor per expert (model.layers.N.mlp.experts.E.gate_proj.weight); llama.cpp keeps
+# each layer's experts stacked in one 3-D tensor (blk.N.ffn_gate_exps.weight, experts outermost).
+_EXPERT = re.compile(r"^(?P<layer>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>\w+)\.weight$")
 SUPPORTED_ROPE = ("default", "linear", "llama3")
 
 
@@ -126,6 +134,21 @@ class PlannedTensor:
     shape: tuple[int, ...]
     qtype: Any
     meta: TensorMeta | None  # None for tensors computed here (rope_freqs)
+    experts: list[TensorMeta] = field(default_factory=list)  # stacked, in expert order, when not empty
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes read from the model folder for this tensor."""
+        return sum(m.nbytes for m in self.experts) if self.experts else (self.meta.nbytes if self.meta else 0)
+
+
+def read_planned(p: PlannedTensor, config: dict):
+    """The float tensor ``p`` is written from: one checkpoint tensor, the stacked experts, or rope factors."""
+    if p.experts:
+        import torch
+
+        return torch.stack([read_tensor(m) for m in p.experts])
+    return read_tensor(p.meta) if p.meta else llama3_rope_factors(config)
 
 
 def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str) -> list[PlannedTensor]:
@@ -141,8 +164,13 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str) -> list
     if freqs is not None:
         name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
         out.append(PlannedTensor("", name, tuple(freqs.shape), gguf.GGMLQuantizationType.F32, None))
+    stacks: dict[str, list[TensorMeta]] = {}
     for m in metas:
         if m.name.endswith("rotary_emb.inv_freq") or (tied and m.name == "lm_head.weight"):
+            continue
+        expert = _EXPERT.match(m.name)
+        if expert:  # gathered below, once every expert of the layer is known
+            stacks.setdefault(f"{expert['layer']}.{expert['proj']}", []).append(m)
             continue
         gname = name_map.get_name(m.name, try_suffixes=(".weight", ".bias"))
         if gname is None:
@@ -150,7 +178,22 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str) -> list
                                    "export --format merged instead")
         qtype = tensor_type(gname, tuple(m.shape), quant, n_layers, has_output)
         out.append(PlannedTensor(m.name, gname, tuple(m.shape), qtype, m))
+    for stacked, parts in stacks.items():
+        parts.sort(key=lambda m: int(_EXPERT.match(m.name)["expert"]))
+        base = name_map.get_name(stacked)
+        shapes = {tuple(m.shape) for m in parts}
+        if base is None or len(shapes) != 1 or len(parts) != int(_expert_count(config)):
+            raise UnsupportedModel(f"GGUF export: cannot stack the experts {stacked}.* of {arch.model_type} "
+                                   f"({len(parts)} tensors, shapes {sorted(shapes)})", "export --format merged instead")
+        shape = (len(parts), *shapes.pop())
+        gname = base + ".weight"
+        out.append(PlannedTensor(stacked, gname, shape, tensor_type(gname, shape, quant, n_layers, has_output),
+                                 parts[0], experts=parts))
     return out
+
+
+def _expert_count(config: dict) -> int:
+    return int(config.get("num_local_experts") or config.get("num_experts") or 0)
 
 
 def llama3_rope_factors(config: dict):
@@ -196,12 +239,17 @@ def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
     w.add_embedding_length(int(config["hidden_size"]))
     w.add_block_count(int(config["num_hidden_layers"]))
     w.add_feed_forward_length(int(config["intermediate_size"]))
+    if _expert_count(config):
+        w.add_expert_count(_expert_count(config))
+        w.add_expert_used_count(int(config["num_experts_per_tok"]))
+        if config.get("moe_intermediate_size"):
+            w.add_expert_feed_forward_length(int(config["moe_intermediate_size"]))
     w.add_head_count(n_head)
     w.add_head_count_kv(int(config.get("num_key_value_heads") or n_head))
     w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     w.add_rope_freq_base(float(rope["rope_theta"]))
     w.add_rope_dimension_count(head_dim)
-    if head_dim != int(config["hidden_size"]) // n_head:
+    if config.get("head_dim") or head_dim != int(config["hidden_size"]) // n_head:  # as llama.cpp's converter
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
     w.add_vocab_size(vocab_size)
@@ -252,13 +300,12 @@ def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "",
 
 
 def _write_data(w, plan: list[PlannedTensor], config: dict, arch: GgufArch, progress: Progress) -> None:
-    total = sum(p.meta.nbytes for p in plan if p.meta)
+    total = sum(p.nbytes for p in plan)
     done = 0
     progress("gguf", 0, total)
     for p in plan:
-        t = read_tensor(p.meta) if p.meta else llama3_rope_factors(config)
-        w.write_tensor_data(convert_tensor(p, t, config, arch))
-        done += p.meta.nbytes if p.meta else 0
+        w.write_tensor_data(convert_tensor(p, read_planned(p, config), config, arch))
+        done += p.nbytes
         progress("gguf", done, total)
     w.flush()
     for fh in w.fout or []:

@@ -129,8 +129,7 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
     import numpy as np
     from gguf.quants import dequantize
 
-    from studio.export.gguf_writer import check_supported, oriented, plan_tensors
-    from studio.export.safetensors_io import read_tensor
+    from studio.export.gguf_writer import check_supported, oriented, plan_tensors, read_planned
 
     config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
@@ -145,8 +144,10 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
                 missing.append(p.gguf_name)
             continue
         kind = t.tensor_type.name
-        full = oriented(p, read_tensor(p.meta), config, arch)  # same q/k permutation as the writer
+        full = oriented(p, read_planned(p, config), config, arch)  # same q/k permutation as the writer
         data = np.asarray(t.data)
+        if full.dim() == 3 and data.ndim == 3:  # stacked experts: rows of every expert, one after another
+            full, data = full.reshape(-1, full.shape[-1]), data.reshape(-1, data.shape[-1])
         if full.dim() == 2 and data.ndim == 2 and data.shape[0] == full.shape[0] > SAMPLE_ROWS:
             rows = np.unique(np.linspace(0, full.shape[0] - 1, SAMPLE_ROWS).round().astype(np.int64))
             ref = full[rows].float().numpy()  # a row of the GGUF is a row of the tensor (whole blocks)
@@ -337,8 +338,10 @@ def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: 
     same = 0
     for prompt, text in zip(ids, want):
         rendered = tok.decode(prompt, skip_special_tokens=False)
+        # Token pieces can split a UTF-8 character (byte tokens); undecodable bytes read as U+FFFD, as in
+        # transformers' decode, instead of failing the export.
         out = subprocess.run([str(exe), "-m", str(gguf_path), "-n", str(new_tokens), rendered],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, errors="replace", timeout=300)
         same += out.returncode == 0 and out.stdout.split(rendered, 1)[-1].strip() == text.strip()
     # One flip at a near-tie (quantisation noise) can change a short greedy answer; none matching is a broken file.
     passed = same > 0
