@@ -115,3 +115,10 @@ def test_playground_loads_the_moe_in_4bit_and_refuses_an_adapter_of_the_experts(
         {"peft_type": "LORA", "target_modules": ["q_proj"], "target_parameters": ["gate_up_proj"]}))
     with pytest.raises(SettingsError, match="16-bit"):
         engine.add_adapter("a", adapter)
+
+
+def test_lora_on_4bit_experts_is_refused_with_what_works(moe_dir):
+    r = moe_recipe(moe_dir)
+    r.lora.targets = ["q_proj", "gate_up_proj"]
+    with pytest.raises(loading.LoadError, match=r"\['gate_up_proj'\].*frozen.*quant.mode 8bit or none"):
+        loading.load_model(moe_dir, r, "cpu")

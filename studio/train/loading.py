@@ -155,6 +155,11 @@ def attach_lora(model: Any, recipe: Recipe) -> Any:
     target_modules = "all-linear" if all_linear else list(targets)
     if moe4bit.quantized_experts(model):
         # The experts are frozen 4-bit weights: 'all-linear' is every other linear layer (docs/planner.md).
+        expert_names = sorted(set(target_modules if not all_linear else []) & moe4bit.EXPERT_TARGET_NAMES)
+        if expert_names:
+            raise LoadError(f"lora.targets {expert_names}: the experts of this mixture-of-experts model are held "
+                            "in 4-bit and stay frozen. Adapt the attention (e.g. q_proj, k_proj, v_proj, o_proj), "
+                            "or train with quant.mode 8bit or none to adapt the experts too")
         target_modules = moe4bit.lora_targets(model) if all_linear else target_modules
     elif recipe.lora.dropout > 0 and all_linear and moe4bit.has_fused_experts(model):
         raise LoadError(f"lora.dropout {recipe.lora.dropout}: peft adapts the fused experts of this mixture-of-experts "

@@ -35,6 +35,8 @@ EXPERT_PARAMS = ("gate_up_proj", "up_proj", "down_proj")
 # peft maps these leaf names of a transformers-4 MoE onto the fused 3-D experts of transformers 5
 # (peft.utils.transformers_weight_conversion), so with frozen 4-bit experts they are not targeted.
 _PEFT_MOE_NAMES = {"gate", "w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"}
+# Target names that mean the experts: refused while they are 4-bit (studio.train.loading.attach_lora).
+EXPERT_TARGET_NAMES = _PEFT_MOE_NAMES | set(EXPERT_PARAMS) | {"experts"}
 
 
 def is_fused_experts(module: Any) -> bool:
