@@ -195,19 +195,30 @@ def run(runs_root: Path | None = None, on_event: Callable[[Any], None] | None = 
             entry = _next(root)
             if entry is None:
                 break
+            stale = bool(entry.get("run"))  # a run an earlier runner started and could not see to its end
             run_dir, extra = _prepare(entry, root)
-            if runs.read_state(run_dir).get("status") in ("finished", "stopped") and not extra:
-                status = runs.read_state(run_dir)["status"]  # it ended before the last runner could say so
+            state = runs.read_state(run_dir)
+            if on_start:
+                on_start(entry, run_dir)
+            if stale and state.get("status") == "running" and runs.pid_alive(state.get("pid")):
+                _wait_for(int(state["pid"]), should_stop)  # its worker outlived the runner: let it finish
+            elif stale and state.get("status") in ("finished", "stopped", "failed"):
+                pass  # it ended before the last runner could say so
             else:
-                if on_start:
-                    on_start(entry, run_dir)
                 with open(run_dir / "worker.log", "ab") as log:
                     follow_worker(worker_argv("workers.train", run_dir, *extra), log, on_event or (lambda e: None),
                                   "stopping the queue's current run: saving its adapter (Ctrl-C again to end at once)")
-                status = runs.read_state(run_dir).get("status") or "failed"
-                status = status if status in ("finished", "stopped") else "failed"
+            status = runs.summarize(run_dir).status if runs.summarize(run_dir) else "failed"
+            status = status if status in ("finished", "stopped") else "failed"
             done.append(update(entry["id"], root, status=status, ended=_now()))
             if status == "stopped":
                 break  # the user stopped the run: the queue waits for them rather than starting the next
         (root / RUNNER_LOCK).write_text("")
     return done
+
+
+def _wait_for(pid: int, should_stop: Callable[[], bool], interval_s: float = 1.0) -> None:
+    import time
+
+    while runs.pid_alive(pid) and not should_stop():
+        time.sleep(interval_s)
