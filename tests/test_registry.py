@@ -36,12 +36,12 @@ def swept(tiny_model_dir, chat_jsonl, tmp_path_factory):
     base = tmp_path_factory.mktemp("sweep")
     recipe = tiny_recipe(tiny_model_dir, chat_jsonl, max_steps=3)
     recipe.save(base / "tiny.json")
-    proc = _cli_proc(["sweep", str(base / "tiny.json"), "--rank", "4,8", "--runs-dir", str(base / "runs")],
-                     base / "home")
+    root = base / "home" / "runs"  # the studio's own runs folder when LORA_STUDIO_HOME is base/home
+    proc = _cli_proc(["sweep", str(base / "tiny.json"), "--rank", "4,8", "--runs-dir", str(root)], base / "home")
     out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err.decode()[-3000:]
-    run_dirs = sorted(p for p in (base / "runs").iterdir() if (p / runs.RECIPE).is_file())
-    return base / "runs", out.decode(), run_dirs
+    run_dirs = sorted(p for p in root.iterdir() if (p / runs.RECIPE).is_file())
+    return root, out.decode(), run_dirs
 
 
 def test_sweep_of_two_ranks_makes_two_runs_and_a_ranked_table(swept):
@@ -217,3 +217,53 @@ def test_queue_runs_in_order_and_survives_a_killed_runner(tiny_model_dir, chat_j
     assert runs.read_state(first)["finished"] <= runs.read_state(second)["started"]
     assert json.loads((second / runs.RECIPE).read_text())["name"] == "second"
     assert {s.id for s in runs.list_runs(root)} == {first.name, second.name}  # normal runs
+
+
+def test_runs_page_overlays_any_metric_diffs_settings_and_sorts(swept, qtbot, monkeypatch):
+    from ui.pages.runs import RunsPage
+    from ui.session import Session
+
+    root, _, run_dirs = swept
+    monkeypatch.setenv("LORA_STUDIO_HOME", str(root.parent))
+    page = RunsPage(Session())
+    qtbot.addWidget(page)
+    page.show()
+    page.on_enter()
+    assert page.model.rowCount() == 2
+    page.metric_box.setCurrentIndex(page.metric_box.findData("eval_loss"))
+    page.table.selectAll()
+    assert sorted(s.n for s in page.chart.series.values()) == [1, 1]  # the Trainer's validation loss at the end
+    page.metric_box.setCurrentIndex(page.metric_box.findData("learning_rate"))
+    page.axis_box.setCurrentText("time (s)")
+    assert sorted(s.n for s in page.chart.series.values()) == [3, 3]
+    assert page.chart.getPlotItem().getAxis("bottom").labelText == "seconds"
+    diff = page.diff_view.toPlainText()
+    assert "lora.rank" in diff and "lora.alpha" in diff and "train.lr" not in diff
+    page.sort_box.setCurrentText("validation loss (lowest first)")
+    vals = [registry.row(s)["val_loss"] for s in page.summaries]
+    assert vals == sorted(vals)
+    page.table.selectRow(0)
+    first = page.summaries[0].id
+    page.delete_selected()
+    assert first not in {s.id for s in page.summaries} and page.undo_btn.isEnabled()
+    page.undo_delete()
+    assert first in {s.id for s in page.summaries}
+    assert "waiting" not in page.queue_list.item(0).text() and page.queue_list.count() == 2  # the sweep's entries
+
+
+def test_plan_page_sweep_refuses_before_any_starts(tiny_model_dir, chat_jsonl, qtbot, monkeypatch, tmp_path):
+    from studio import paths
+    from ui.pages.plan import PlanPage
+    from ui.session import Session
+
+    session = Session()
+    session.recipe = tiny_recipe(tiny_model_dir, chat_jsonl, max_steps=2)
+    session.budget = 1 << 20  # 1 MiB: no variant fits
+    page = PlanPage(session)
+    qtbot.addWidget(page)
+    with qtbot.waitSignal(page._sweep_cmd.sig_finished, timeout=60000):
+        page.start_sweep("4,8")
+    assert "none was started" in page.footer_fit.text()
+    assert runqueue.read(paths.runs_dir()) == []
+    page.add_to_queue()
+    assert [e["status"] for e in runqueue.read(paths.runs_dir())] == ["waiting"]

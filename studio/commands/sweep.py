@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         from studio.commands.demo_model import ensure_with_progress
 
         ensure_with_progress()
-    budget = int(args.budget_gib * 2**30) if args.budget_gib else None
+    if args.budget_gib is not None and not args.budget_gib > 0:
+        raise UserError(f"--budget-gib {args.budget_gib}: give a size in GiB greater than 0")
+    budget = max(1, int(args.budget_gib * 2**30)) if args.budget_gib is not None else None
     checks = sweep.check_fits(variants, budget)
     _say(args, f"sweep of {len(variants)} variant(s); the planner's check:\n{sweep.summary_text(checks)}")
     bad = [c["name"] for c in checks if not c["fits"]]
