@@ -314,7 +314,10 @@ def row(s: runs.RunSummary) -> dict:
             "score": (ev_["score_adapter"] / ev_["score_total"]) if ev_.get("score_total") else None,
             "duration_s": meta.get("duration_s", training_seconds(s.path)),
             "created": s.created, "adapter": str(s.path / runs.ADAPTER) if (s.path / runs.ADAPTER).is_dir() else None,
-            "path": str(s.path)}
+            "dataset_fingerprint": (meta.get("dataset") or {}).get("fingerprint")
+            or runs.read_state(s.path).get("data_fingerprint"),
+            "base_model_sha256": (meta.get("base_model") or {}).get("sha256"),
+            "studio_version": meta.get("studio_version"), "path": str(s.path)}
 
 
 def rank_key(r: dict, by: str = "val_loss") -> tuple:

@@ -89,6 +89,7 @@ def test_runs_list_json_and_labels(swept, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {r["id"] for r in rows} == {d.name for d in run_dirs}
     assert all(isinstance(r["val_loss"], float) and r["rank"] in (4, 8) for r in rows)
+    assert all(len(r["dataset_fingerprint"]) == 64 and len(r["base_model_sha256"]) == 64 for r in rows)
     target = run_dirs[1]
     assert cli(["runs", "rename", target.name, "the-best", "--runs-dir", str(root)]) == 0
     assert cli(["runs", "tag", "the-best", "keep", "--runs-dir", str(root)]) == 0
