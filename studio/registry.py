@@ -102,6 +102,9 @@ def metric_series(run_dir: Path, metric: str, axis: str = "step") -> tuple[list[
         if e.type != kind or not _num(value) or not _num(step):
             continue
         x = float(step) if axis == "step" else elapsed + (e.ts - (session_start if session_start is not None else e.ts))
+        if axis == "step" and xs and xs[-1] == x:
+            ys[-1] = float(value)  # the same step reported twice (the last eval_steps and the final evaluation)
+            continue
         xs.append(x)
         ys.append(float(value))
     return xs, ys

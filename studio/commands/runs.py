@@ -141,7 +141,7 @@ def compare_text(result: dict) -> str:
             ("best training loss", ra["best_loss"], rb["best_loss"]),
             ("validation loss (adapter)", ra["val_loss"], rb["val_loss"]),
             ("validation loss (base)", ra["val_loss_base"], rb["val_loss_base"]),
-            ("held-out score", ra["score"], rb["score"]),
+            ("held-out score", _pct(ra["score"]), _pct(rb["score"])),
             ("training time", _duration(ra["duration_s"]), _duration(rb["duration_s"]))]
     width = max(len(k) for k, *_ in rows)
 
@@ -157,6 +157,10 @@ def compare_text(result: dict) -> str:
     kw = max((len(d["key"]) for d in result["diff"]), default=0)
     out += [f"  {d['key']:{kw}}  {json.dumps(d['a'])}  ->  {json.dumps(d['b'])}" for d in result["diff"]]
     return "\n".join(out)
+
+
+def _pct(v) -> str:
+    return f"{v:.0%}" if isinstance(v, (int, float)) else ""
 
 
 def _better(ra: dict, rb: dict) -> str:
