@@ -268,3 +268,20 @@ def test_plan_page_sweep_refuses_before_any_starts(tiny_model_dir, chat_jsonl, q
     assert runqueue.read(paths.runs_dir()) == []
     page.add_to_queue()
     assert [e["status"] for e in runqueue.read(paths.runs_dir())] == ["waiting"]
+
+
+def test_eval_rewrites_the_adapter_metadata(swept, tmp_path):
+    from studio.procs import worker_argv
+
+    _, _, run_dirs = swept
+    run_dir = run_dirs[0]
+    meta_file = run_dir / "adapter" / registry.META_FILE
+    stale = json.loads(meta_file.read_text())
+    stale["eval"] = stale["eval_report"] = None  # as if the run had been stopped before its evaluation
+    meta_file.write_text(json.dumps(stale))
+    proc = subprocess.run(worker_argv("workers.evaluate", run_dir), capture_output=True, timeout=240,
+                          env=worker_env({**os.environ, "LORA_STUDIO_HOME": str(tmp_path)}))
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    meta = registry.read_metadata(run_dir)
+    assert meta["eval"]["val_loss_adapter"] == pytest.approx(json.loads((run_dir / "eval.json").read_text())["val_loss"]["adapter"], abs=1e-5)
+    assert meta["eval_report"]["heldout"]["total"] >= 1
