@@ -23,7 +23,6 @@ from typing import Any
 from studio import paths, runs
 from studio.errors import UserError
 from studio.fsutil import atomic_write_json, read_json
-from studio.train.trackers import TB_DIR  # noqa: F401 - RUN/tensorboard, the event files
 
 META_FILE = "lora_studio.json"   # inside adapter/
 META_VERSION = 1

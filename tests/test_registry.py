@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cli_proc(args: list[str], home: Path, **kw) -> subprocess.Popen:
-    env = worker_env({**os.environ, "LORA_STUDIO_HOME": str(home), "MLFLOW_ALLOW_FILE_STORE": "true"})
+    env = worker_env({**os.environ, "LORA_STUDIO_HOME": str(home), "MLFLOW_ALLOW_FILE_STORE": "true",
+                      "LORA_STUDIO_MLFLOW": "1"})  # conftest turns MLflow off for the other tests
     return subprocess.Popen([sys.executable, "-m", "studio.cli", *args], env=env, cwd=str(ROOT),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
@@ -150,7 +151,8 @@ def test_mlflow_local_file_store(swept):
     mlflow = pytest.importorskip("mlflow")
     root, _, run_dirs = swept
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    client = mlflow.tracking.MlflowClient(tracking_uri=(root / "mlruns").resolve().as_uri())
+    assert not (root / "mlruns").exists()  # the runs folder holds runs; the store is in the data folder
+    client = mlflow.tracking.MlflowClient(tracking_uri=(root.parent / "mlruns").resolve().as_uri())
     exp = client.get_experiment_by_name("lora-studio")
     found = client.search_runs([exp.experiment_id])
     names = {r.info.run_name for r in found}

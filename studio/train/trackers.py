@@ -2,7 +2,7 @@
 
 TensorBoard event files go to ``RUN/tensorboard/`` (the Trainer's ``TensorBoardCallback``, told
 where by ``TENSORBOARD_LOGGING_DIR``). MLflow is the optional ``mlflow`` extra: when ``mlflow`` is
-importable the run is logged to a local file store in the runs folder (``RUNS/mlruns``), or to
+importable the run is logged to a local file store in the studio's data folder (``mlruns``), or to
 ``MLFLOW_TRACKING_URI`` when the user set one; ``LORA_STUDIO_MLFLOW=0`` turns it off. Nothing is
 sent anywhere unless the user configured a remote tracking URI.
 """
@@ -25,9 +25,12 @@ def mlflow_available() -> bool:
     return importlib.util.find_spec("mlflow") is not None
 
 
-def mlflow_uri(runs_root: Path) -> str:
-    """The tracking URI MLflow will use: the user's, else a file store beside the run folders."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or (Path(runs_root).resolve() / MLRUNS).as_uri()
+def mlflow_uri() -> str:
+    """The tracking URI MLflow will use: the user's, else a file store in the studio's data folder
+    (not in the runs folder, which holds run folders only)."""
+    from studio import paths
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or (paths.data_dir().resolve() / MLRUNS).as_uri()
 
 
 def report_to(run_dir: Path, warn: Callable[[str], None]) -> list[str]:
@@ -41,7 +44,7 @@ def report_to(run_dir: Path, warn: Callable[[str], None]) -> list[str]:
         warn("tensorboard is not installed in the training runtime, so this run writes no TensorBoard event files; "
              "'pip install tensorboard' adds them to the next run")
     if mlflow_available() and os.environ.get("LORA_STUDIO_MLFLOW", "1") != "0":
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri(run_dir.parent)
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri()
         # MLflow 3 keeps the file store working behind this switch (its default is now a database,
         # which needs the full mlflow package); the lighter mlflow-skinny extra writes files.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
