@@ -13,6 +13,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# MLflow logs every run when the optional extra is installed; only tests/test_registry.py wants it.
+os.environ.setdefault("LORA_STUDIO_MLFLOW", "0")
 
 import tiny  # noqa: E402
 

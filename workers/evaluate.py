@@ -72,6 +72,9 @@ def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, 
                               adapter=str(adapter), base_model=str(base))
     path = evalreport.write(run_dir, report)
     runs.write_state(run_dir, eval=evalreport.summary(report))
+    from studio import registry
+
+    registry.write_metadata(run_dir)  # the adapter's metadata carries the new evaluation
     return path
 
 

@@ -184,8 +184,11 @@ class TrainingRun:
         from studio.train.arguments import training_arguments
 
         dtype = self.model.get_base_model().dtype if hasattr(self.model, "get_base_model") else torch.float32
+        from studio.train import trackers
+
         args = training_arguments(self.recipe, self.run_dir / runs.CHECKPOINTS, device, dtype,
-                                  use_eval=data.val is not None)
+                                  use_eval=data.val is not None, run_name=self.run_dir.name,
+                                  report_to=trackers.report_to(self.run_dir, self._warn_once))
         plan = read_json(self.run_dir / runs.PLAN, default={}) or {}
         predicted = (plan.get("predicted") or {}).get("device_total_bytes")
         self.callback = EventCallback(self.em, self.ctl, self.run_dir, budget=plan.get("budget_bytes"),
@@ -355,11 +358,31 @@ class TrainingRun:
                 self.em.emit(LOG, message=f"the held-out answers could not be kept for the next run ({e})")
         return answers
 
+    def _warn_once(self, message: str) -> None:
+        """A warning event said once per worker (the Trainer is rebuilt after an out-of-memory step-down)."""
+        said = self.__dict__.setdefault("_warned", set())
+        if message not in said:
+            said.add(message)
+            self.em.emit(WARNING, message=message)
+
     # -- cleanup ----------------------------------------------------------------------------
     def finish(self, status: str) -> None:
         state = runs.write_state(self.run_dir, status=status, pid=None,
                                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self._write_registry()
         self.em.emit(DONE, status=status, adapter=str(self.run_dir / runs.ADAPTER),
                      step=state.get("step"), last_loss=state.get("last_loss"),
                      heldout_before=state.get("heldout_before"), heldout_after=state.get("heldout_after"),
                      eval=state.get("eval") if status == "finished" else None)
+
+    def _write_registry(self) -> None:
+        """adapter/lora_studio.json: the adapter explains itself (base, data, recipe, metrics, eval)."""
+        from studio import registry
+
+        try:
+            path = registry.write_metadata(self.run_dir)
+        except OSError as e:
+            self.em.emit(WARNING, message=f"the adapter's metadata ({registry.META_FILE}) could not be written: {e}")
+            return
+        if path is not None:
+            self.em.emit(LOG, message=f"adapter metadata: {path}", path=str(path))

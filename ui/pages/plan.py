@@ -197,6 +197,7 @@ class PlanPage(Page):
         self.train_btn.setToolTip("Go to Train and start (Ctrl+R)")
         self.train_btn.clicked.connect(self.sig_train)
         self.footer.addWidget(self.train_btn)
+        self._build_queue_buttons()
 
         adv = Card("")
         head = QHBoxLayout()
@@ -373,3 +374,67 @@ class PlanPage(Page):
                   "train.lr": f"{t.lr:g} ({t.scheduler}, warm-up {t.warmup_ratio:g})"}
         for key, text in values.items():
             self.plan_values[key].setText(text + ("  (fixed)" if key in self.session.fixed else ""))
+
+    # -- the queue and sweeps (RUNS/queue.json; the Runs page shows it) -------------------------
+    def _build_queue_buttons(self) -> None:
+        from PySide6.QtWidgets import QPushButton
+
+        self.queue_btn = QPushButton("Add to queue")
+        self.queue_btn.setToolTip("Queue this recipe: the queue trains recipes one after another (Runs page)")
+        self.queue_btn.clicked.connect(self.add_to_queue)
+        self.sweep_btn = QPushButton("Sweep…")
+        self.sweep_btn.setToolTip("Queue this recipe at several LoRA ranks and learning rates; every variant is "
+                                  "checked to fit before any starts, and they run one after another")
+        self.sweep_btn.clicked.connect(self.ask_sweep)
+        self._sweep_cmd = CommandController(self)
+        self._sweep_cmd.sig_done.connect(self._sweep_done)
+        self._sweep_cmd.sig_error.connect(lambda _k, message, _h: self.footer_fit.setText(message))
+        self._sweep_cmd.sig_log.connect(lambda text: self.footer_fit.setText(text.splitlines()[0]))
+        self.footer.insertWidget(self.footer.indexOf(self.train_btn), self.sweep_btn)
+        self.footer.insertWidget(self.footer.indexOf(self.train_btn), self.queue_btn)
+
+    def add_to_queue(self) -> None:
+        from studio import runqueue
+        from studio.errors import UserError
+
+        try:
+            entry = runqueue.add(self.session.resolved_recipe())
+        except UserError as e:
+            self.footer_fit.setText(str(e).splitlines()[0])
+            return
+        self.footer_fit.setText(f"Queued {entry['label']}: the Runs page runs the queue.")
+
+    def ask_sweep(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        r = self.session.resolved_recipe()
+        ranks, ok = QInputDialog.getText(self, "Sweep", "LoRA ranks (comma-separated):",
+                                         text=",".join(str(x) for x in (r.lora.rank // 2, r.lora.rank, r.lora.rank * 2)))
+        if not ok:
+            return
+        lrs, ok = QInputDialog.getText(self, "Sweep", "Learning rates (comma-separated; empty keeps this one):")
+        if ok:
+            self.start_sweep(ranks, lrs)
+
+    def start_sweep(self, ranks: str, lrs: str = "") -> None:
+        """``lora-studio sweep`` with this recipe: the planner checks every variant, then a background runner trains them."""
+        import datetime as dt
+
+        from studio import paths
+
+        folder = paths.data_dir() / "sweeps"
+        folder.mkdir(parents=True, exist_ok=True)
+        recipe_file = folder / f"recipe-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+        self.session.resolved_recipe().save(recipe_file)
+        args = ["sweep", str(recipe_file), "--detach", "--runs-dir", str(paths.runs_dir()),
+                "--budget-gib", f"{self.session.budget / GIB:.6g}"]
+        if ranks.strip():
+            args += ["--rank", ranks.strip()]
+        if lrs.strip():
+            args += ["--lr", lrs.strip()]
+        self.footer_fit.setText("Checking that every variant fits…")
+        self._sweep_cmd.run_command(*args)
+
+    def _sweep_done(self, data: dict) -> None:
+        n = len(data.get("entries") or [])
+        self.footer_fit.setText(f"{data.get('sweep')}: {n} variants queued and running; the Runs page shows them.")

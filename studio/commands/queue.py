@@ -1,0 +1,157 @@
+"""`lora-studio queue add|list|run|cancel|clear`: recipes run one after another, the queue kept on disk."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from studio import paths, runqueue
+from studio.commands import add_events_flag
+from studio.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("queue", help="queue recipes to train one after another (the queue lives on disk)",
+                       description="The queue is RUNS/queue.json: it survives closing the window and restarting "
+                                   "the studio. 'queue run' trains the waiting entries in order, each as a normal "
+                                   "run; with --detach it keeps going after the terminal (or the window) closes. "
+                                   "A runner that was killed leaves its entry running: the next runner resumes "
+                                   "that run from its last checkpoint.")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+
+    def verb(name: str, help_: str, func) -> argparse.ArgumentParser:
+        v = verbs.add_parser(name, help=help_, description=help_)
+        v.add_argument("--runs-dir", type=Path, help="the runs folder holding the queue (default: the studio's data folder)")
+        v.set_defaults(func=func)
+        return v
+
+    v = verb("add", "add recipe files (or the demo) to the end of the queue", _add)
+    v.add_argument("recipes", nargs="*", type=Path, metavar="RECIPE")
+    v.add_argument("--demo", action="store_true", help="add the demo recipe")
+    v.add_argument("--max-steps", type=int, help="stop each after N optimizer steps (overrides the recipes)")
+    add_events_flag(v)
+    v = verb("list", "the queue's entries in order, with their status and run folder", _list)
+    v.add_argument("--json", action="store_true", help="print a JSON list")
+    v = verb("run", "train the waiting entries in order until none waits", _run)
+    v.add_argument("--detach", action="store_true",
+                   help="run in the background, independent of this terminal; its output goes to RUNS/queue.log")
+    v.add_argument("--limit", type=int, help="stop after N entries")
+    add_events_flag(v)
+    v = verb("cancel", "take a waiting entry off the queue", _cancel)
+    v.add_argument("entry", metavar="ENTRY_ID", help="an entry id (or its end) as 'queue list' shows it")
+    verb("clear", "forget the entries that ended (their runs stay)", _clear)
+    p.set_defaults(func=lambda a: _list(argparse.Namespace(runs_dir=None, json=False)))
+
+
+def _root(args) -> Path:
+    return Path(args.runs_dir) if getattr(args, "runs_dir", None) else paths.runs_dir()
+
+
+def _add(args) -> int:
+    from studio.commands.train import _recipe_from
+
+    if not args.recipes and not args.demo:
+        raise UserError("give recipe files, or --demo")
+    sources = [None] if args.demo else []
+    sources += list(args.recipes)
+    added = []
+    for src in sources:
+        recipe = _recipe_from(argparse.Namespace(demo=src is None, recipe=src, max_steps=args.max_steps))
+        added.append(runqueue.add(recipe, _root(args)))
+    for e in added:
+        if args.emitter is None:
+            print(f"queued {e['id']}: {e['label']}")
+    if args.emitter is not None:
+        args.emitter.emit("done", entries=[e["id"] for e in added])
+    elif runqueue.runner_pid(_root(args)) is None:
+        print("no runner works this queue now: 'lora-studio queue run' (or --detach) starts one")
+    return 0
+
+
+def _list(args) -> int:
+    entries = runqueue.read(_root(args))
+    if args.json:
+        print(json.dumps(entries, indent=1, ensure_ascii=False))
+        return 0
+    pid = runqueue.runner_pid(_root(args))
+    print(f"queue {_root(args) / runqueue.QUEUE_FILE}: " + (f"a runner (pid {pid}) works it" if pid else "no runner"))
+    for e in entries:
+        print(f"  {e['id']}  {e['status']:<9}  {e['label']}" + (f"  -> {e['run']}" if e.get("run") else ""))
+    if not entries:
+        print("  (empty)")
+    return 0
+
+
+def _run(args) -> int:
+    root = _root(args)
+    if args.detach:
+        return _detach(args, root)
+    from studio.commands.train import _show
+
+    pid = runqueue.runner_pid(root)
+    if pid:
+        raise UserError(f"a queue runner (pid {pid}) already works this queue; entries added now are run by it")
+    state: dict = {"bar": None}
+
+    def close_bar() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
+
+    def on_start(entry: dict, run_dir: Path) -> None:
+        close_bar()
+        if args.emitter is not None:
+            args.emitter.emit("log", message=f"queue: {entry['label']} -> {run_dir}", entry=entry["id"], run=str(run_dir))
+        else:
+            print(f"\n== {entry['id']}: {entry['label']}\nrun folder: {run_dir}", flush=True)
+        state["bar"], state["result"] = None, {"samples": {}}
+
+    def on_event(ev) -> None:
+        if args.emitter is None:
+            from tqdm import tqdm
+
+            state["bar"] = _show(ev, state["bar"], state["result"], tqdm)
+
+    done = runqueue.run(root, on_event=on_event, on_start=on_start, limit=args.limit)
+    close_bar()
+    if args.emitter is not None:
+        args.emitter.emit("done", entries=done)
+    else:
+        print(f"\nqueue: {len(done)} run(s) ended: " + ", ".join(f"{e['label']} {e['status']}" for e in done)
+              if done else "queue: nothing waits")
+    return 0 if all(e["status"] != "failed" for e in done) else 1
+
+
+def _detach(args, root: Path) -> int:
+    """A runner in its own session (it outlives this terminal and any window), output to RUNS/queue.log."""
+    from studio.procs import worker_argv, worker_env
+
+    pid = runqueue.runner_pid(root)
+    if pid:
+        message = f"a queue runner (pid {pid}) already works this queue"
+    else:
+        argv = worker_argv("studio.cli", "queue", "run", "--runs-dir", str(root),
+                           *(["--limit", str(args.limit)] if args.limit else []))
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / runqueue.RUNNER_LOG, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=worker_env(),
+                                    start_new_session=True, close_fds=True)
+        pid, message = proc.pid, f"queue runner started (pid {proc.pid}); its output: {root / runqueue.RUNNER_LOG}"
+    if args.emitter is not None:
+        args.emitter.emit("done", pid=pid, log=str(root / runqueue.RUNNER_LOG), message=message)
+    else:
+        print(message, file=sys.stderr)
+    return 0
+
+
+def _cancel(args) -> int:
+    e = runqueue.cancel(args.entry, _root(args))
+    print(f"cancelled {e['id']} ({e['label']})")
+    return 0
+
+
+def _clear(args) -> int:
+    print(f"forgot {runqueue.clear_done(_root(args))} ended entr(ies)")
+    return 0
