@@ -21,7 +21,7 @@ $(VENV)/.ml-installed: $(VENV)/bin/python pyproject.toml $(LOCK)
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.ml-installed
-	$(PIP) install -c $(LOCK) -e ".[ml,gui,dev]"
+	$(PIP) install -c $(LOCK) -e ".[ml,gui,dev,mlflow]"
 	touch $@
 
 # Opens the studio with the demo model (converted once, with a progress bar) and dataset selected.
