@@ -90,6 +90,9 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from studio.train.peft_methods import check_supported
+
+    check_supported(recipe, device)  # a method peft cannot train on this base is refused before loading
     check_weights_are_safe(folder, recipe.model.allow_pickle)
     dtype = compute_dtype(recipe)
     kwargs: dict[str, Any] = dict(dtype=dtype, attn_implementation=recipe.train.attn,
@@ -134,13 +137,17 @@ def keep_cpu_4bit_layout(model: Any) -> None:
 
 
 def attach_lora(model: Any, recipe: Recipe) -> Any:
-    from peft import LoraConfig, get_peft_model
+    """The recipe's adapter method (lora.method) attached with peft (studio/train/peft_methods.py)."""
+    from peft import get_peft_model
+
+    from studio import methods
+    from studio.train.peft_methods import peft_config
 
     targets = recipe.lora.targets
-    target_modules = "all-linear" if targets == ["all-linear"] or targets == "all-linear" else list(targets)
-    config = LoraConfig(r=recipe.lora.rank, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
-                        target_modules=target_modules, task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        return get_peft_model(model, peft_config(recipe))
     except ValueError as e:
+        if not methods.get(recipe.lora.method).low_rank:
+            raise LoadError(f"lora.method {recipe.lora.method}: peft cannot attach it to this model ({e}). "
+                            "Choose a low-rank method such as --peft lora") from None
         raise LoadError(f"lora.targets {targets}: {e}. Use ['all-linear'] or module names of this model") from None
