@@ -507,6 +507,6 @@ def _method_transients(info, s: dict) -> tuple[dict, dict]:
         return {}, {}
     a = dtype_bytes(s["quant.compute_dtype"])
     biggest = max((g.in_features * g.out_features for g in targeted(info, s["lora.targets"])), default=0)
-    return ({"dora_weight_norm": biggest * (a + 8)},
-            {"dora_weight_norm": f"DoRA (estimate): the largest adapted weight ({biggest:,}) dequantised, plus B @ A "
-                                 "and their sum in fp32, for the norm of each output row"})
+    return ({"dora_weight_norm": 3 * biggest * a},
+            {"dora_weight_norm": f"DoRA (estimate): the largest adapted weight ({biggest:,}) dequantised, B @ A and "
+                                 f"their sum, each {a} bytes a value, for the norm of each output row"})

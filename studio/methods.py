@@ -80,6 +80,11 @@ def from_adapter_config(cfg: dict) -> str:
     return {"ADALORA": "adalora", "PREFIX_TUNING": "prefix", "PROMPT_TUNING": "prompt"}.get(kind, kind.lower())
 
 
+def needs_no_grad_ckpt(method: str) -> bool:
+    """peft refuses prefix tuning on a model with gradient checkpointing."""
+    return method == "prefix"
+
+
 def refusal(method: str, quant_mode: str, device: str) -> tuple[str, str] | None:
     """(what, fix) when peft cannot train ``method`` on this base and device, else None."""
     if method == "dora" and quant_mode == "8bit" and device == "cpu":
@@ -89,12 +94,16 @@ def refusal(method: str, quant_mode: str, device: str) -> tuple[str, str] | None
     return None
 
 
-def recipe_problems(method: str, quant_mode: str, targets: object) -> list[tuple[str, str, str]]:
+def recipe_problems(method: str, quant_mode: str, targets: object, grad_ckpt: object = False) -> list[tuple[str, str, str]]:
     """(field, message, hint) for combinations no device can train (checked by Recipe.validate)."""
     out = []
     m = METHODS.get(method)
     if m is None:
         return out  # the choices check names it
+    if method == "prefix" and grad_ckpt is True:  # peft's get_peft_model raises for this combination
+        out.append(("train.grad_ckpt", "peft's prefix tuning does not work with gradient checkpointing",
+                    "set train.grad_ckpt to false (prefix tuning then keeps every layer's activations), "
+                    "or choose --peft prompt"))
     if not m.low_rank and isinstance(targets, list) and targets and targets != ["all-linear"]:
         out.append(("lora.targets", f"{m.label} adapts no linear layer, so targets {', '.join(map(str, targets))} "
                                     "would be ignored",

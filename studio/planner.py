@@ -175,6 +175,8 @@ def _space(fixed: dict, target: int, effective_batch: int, info: Any = None, dev
             space[key] = [_norm_targets(value) if key == "lora.targets" else value]
     if not methods.get(space["lora.method"][0]).low_rank and "lora.rank" not in fixed:
         space["lora.rank"] = [space["lora.rank"][-1]]  # prefix/prompt tuning: the rank plays no part
+    if methods.needs_no_grad_ckpt(space["lora.method"][0]) and "train.grad_ckpt" not in fixed:
+        space["train.grad_ckpt"] = [False]  # peft refuses prefix tuning with checkpointing
     return space
 
 
@@ -316,6 +318,8 @@ def _method_reasons(plan: Plan) -> list[str]:
     s = plan.settings
     name = s.get("lora.method") or "lora"
     out = [f"Method {methods.describe(name)}"]
+    if methods.needs_no_grad_ckpt(name):
+        out.append("peft's prefix tuning does not work with gradient checkpointing, so it stays off.")
     if not methods.get(name).low_rank:
         out.append(f"{methods.get(name).label} uses {s.get('lora.virtual_tokens')} virtual tokens "
                    f"({setting_flag('lora.virtual_tokens')}); lora.rank, alpha and targets play no part.")
@@ -337,6 +341,8 @@ def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout
     for k, v in fixed.items():
         if k in base:
             base[k] = _norm_targets(v) if k == "lora.targets" else v
+    if methods.needs_no_grad_ckpt(base["lora.method"]) and "train.grad_ckpt" not in fixed:
+        base["train.grad_ckpt"] = False
     base["train.seq_len"] = seq_len
     s = _complete(base, fixed, effective_batch)
     return s, memory.estimate(info, s, dropout=dropout, device=device)

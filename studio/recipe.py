@@ -331,7 +331,7 @@ def _check_required(r: Recipe) -> list[Problem]:
 
 def _check_method(r: Recipe) -> list[Problem]:
     """Adapter-method combinations no device can train (device-specific refusals come from the worker)."""
-    return [Problem(*p) for p in _method_problems(r.lora.method, r.quant.mode, r.lora.targets)]
+    return [Problem(*p) for p in _method_problems(r.lora.method, r.quant.mode, r.lora.targets, r.train.grad_ckpt)]
 
 
 _CHECKS = (_check_required, _check_types, _check_choices, _check_bounds, _check_ranges, _check_method)

@@ -59,3 +59,12 @@ def test_the_plan_names_the_method_and_its_estimates():
     assert not any(r.startswith("LoRA rank") for r in prompt.reasons)
     assert any("50 virtual tokens" in r for r in prompt.reasons)
     assert prompt.apply(Recipe()).lora.method == "prompt"
+
+
+def test_prefix_tuning_plans_without_checkpointing():
+    info = models.from_catalog(models.find_catalog("qwen2.5-7b-instruct"))
+    plan = planner.fit(info, 24 * 2**30, fixed={"lora.method": "prefix"})
+    assert plan.settings["train.grad_ckpt"] is False
+    assert any("prefix tuning does not work with gradient checkpointing" in r for r in plan.reasons)
+    assert plan.apply(Recipe()).validate() == [] or all(p.field in ("model.name_or_path", "data.path")
+                                                         for p in plan.apply(Recipe()).validate())

@@ -116,3 +116,33 @@ def test_every_method_has_one_sentence():
         assert methods.describe(name).startswith(m.label)
         assert m.mergeable or m.why_not_merged
         assert m.gguf_adapter or m.why_no_gguf_adapter
+
+
+def test_prefix_tuning_with_gradient_checkpointing_is_refused_with_a_fix():
+    r = Recipe()
+    r.model.name_or_path, r.data.path = "demo", "x.jsonl"
+    r.lora.method, r.train.grad_ckpt = "prefix", True
+    problem = next(p for p in r.validate() if p.field == "train.grad_ckpt")
+    assert "gradient checkpointing" in problem.message and "false" in problem.hint
+    r.train.grad_ckpt = False
+    assert r.validate() == []
+
+
+def test_train_peft_prefix_turns_checkpointing_off_and_says_so(capsys, tmp_path):
+    import argparse
+
+    from studio.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers())
+    r = Recipe()
+    r.model.name_or_path, r.data.path = "demo", "x.jsonl"
+    assert r.train.grad_ckpt is True
+    r.save(tmp_path / "r.json")
+    args = parser.parse_args(["train", str(tmp_path / "r.json"), "--peft", "prefix"])
+    recipe = train._recipe_from(args)
+    assert recipe.lora.method == "prefix" and recipe.train.grad_ckpt is False and recipe.validate() == []
+    assert "gradient checkpointing" in capsys.readouterr().err
+    args = parser.parse_args(["train", "--demo", "--peft", "dora", "--virtual-tokens", "7"])
+    recipe = train._recipe_from(args)
+    assert recipe.lora.method == "dora" and recipe.lora.virtual_tokens == 7

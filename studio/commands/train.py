@@ -47,6 +47,12 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
         recipe.train.max_steps = args.max_steps
     for key, value in settings_from_args(args, METHOD_SETTINGS).items():
         set_setting(recipe, key, value)
+    from studio.methods import needs_no_grad_ckpt
+
+    if getattr(args, "lora.method", None) and needs_no_grad_ckpt(recipe.lora.method) and recipe.train.grad_ckpt:
+        recipe.train.grad_ckpt = False  # said, not silent: the user asked for the method, not for checkpointing
+        print("note: prefix tuning does not work with gradient checkpointing (peft); train.grad_ckpt is off for "
+              "this run, so every layer's activations are kept", file=sys.stderr)
     return recipe
 
 
