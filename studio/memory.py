@@ -252,7 +252,7 @@ def saved_activations(info, s: dict, dropout: float, device: str = "cuda") -> in
     """Bytes the decoder layers save for backward in one micro-batch (what bench/memory_components.py meters)."""
     s = effective_settings(s)
     parts = {**_activations(info, s, dropout, OURS, peak=False, device=device)[0],
-             **_method_activations(info, s, device)[0]}
+             **_method_activations(info, s, device, peak=False)[0]}
     return sum(v for k, v in parts.items() if k != "logits_and_loss")
 
 
@@ -329,7 +329,9 @@ def _activations(info, s: dict, dropout: float, stack: Stack, peak: bool = True,
             _add(c, src, "lora_activations", int(lora * tokens), "one layer's LoRA A outputs (and inputs after dropout)")
             _add(c, src, "attention_scores", int(eager * tokens), "eager attention keeps one layer's score matrix")
     else:
-        saved = L * (base + lora) * tokens - _first_layer_savings(info, s, dropout, device) * tokens - L * lora * tokens
+        # prompt tuning's virtual embeddings need gradients, so the first layer keeps its norm input too
+        first = 0.0 if method_of(s) == "prompt" else _first_layer_savings(info, s, dropout, device)
+        saved = L * (base + lora) * tokens - first * tokens - L * lora * tokens
         saved += L * merged_expert_bytes(info, s)
         c = {"activations": int(saved + _rotary_bytes(info, s)), "logits_and_loss": logits}
         src = {"activations": f"no checkpointing: {L} layers x {base:,.0f} bytes saved per token x {tokens:,} tokens "
@@ -480,24 +482,38 @@ def _adapter_words(s: dict) -> str:
     return f"rank {s['lora.rank']}" + {"dora": ", DoRA magnitudes", "rslora": ", rsLoRA"}.get(method, "")
 
 
-def _method_activations(info, s: dict, device: str = "cuda") -> tuple[dict, dict]:
-    """What a method saves for backward beyond LoRA's activations (per micro-batch)."""
+DORA_SAVED_PER_OUT = 2.5  # values per output and token DoRA keeps (fitted: bench/memory_components.py --methods)
+
+
+def _method_activations(info, s: dict, device: str = "cuda", peak: bool = True) -> tuple[dict, dict]:
+    """What a method saves for backward beyond LoRA's activations (per micro-batch).
+
+    With checkpointing DoRA's extra lives only in the one layer recomputed in backward (``peak``);
+    the forward saves nothing more than the layer inputs.
+    """
     method, a = method_of(s), dtype_bytes(s["quant.compute_dtype"])
     batch, seq = s["train.micro_batch"], s["train.seq_len"]
-    layers = 1 if s["train.grad_ckpt"] else info.layers  # checkpointing keeps one layer's at a time
     if method == "dora":
-        # peft's DoRA keeps the base output and the LoRA output of every adapted layer for the magnitude's gradient
-        per_token = sum(2 * a * g.out_features * g.count / max(1, info.layers) for g in targeted(info, s["lora.targets"]))
+        if s["train.grad_ckpt"] and not peak:
+            return {}, {}
+        layers = 1 if s["train.grad_ckpt"] else info.layers
+        # peft's DoRA keeps the base and LoRA outputs of every adapted layer for the magnitude's gradient
+        per_token = sum(DORA_SAVED_PER_OUT * a * g.out_features * g.count / max(1, info.layers)
+                        for g in targeted(info, s["lora.targets"]))
         return ({"dora_activations": int(layers * per_token * batch * seq)},
-                {"dora_activations": f"DoRA (estimate): base and LoRA outputs of each adapted layer kept for the "
-                                     f"magnitude's gradient, {layers} layer(s) x {batch * seq:,} tokens"})
+                {"dora_activations": f"DoRA (estimate, fitted on the CPU): about {DORA_SAVED_PER_OUT:g} values per "
+                                     f"output of each adapted layer kept for the magnitude's gradient, {layers} "
+                                     f"layer(s) x {batch * seq:,} tokens"})
     if method == "prefix":
-        p = _virtual(s)
-        kv = batch * p * info.layers * 2 * info.kv_dim * (4 + a)  # fp32 prompt encoder output + the cast copies
-        mask = batch * seq * (seq + p) * (1 if device == "cuda" else a)  # sdpa needs an explicit mask with a prefix
-        return ({"prefix_key_values": int(kv + mask)},
-                {"prefix_key_values": f"prefix tuning (estimate): {p} past keys/values per layer for {batch} sequences "
-                                      f"(fp32 and compute-dtype copies) and the {seq}x{seq + p} attention mask"})
+        p, L = _virtual(s), info.layers
+        encoder = batch * p * L * 2 * info.kv_dim * (4 + a)  # the fp32 prompt encoder output and its cast copies
+        # with a prefix the attention mask is explicit, so transformers repeats k and v to every head, over S + P keys
+        keys = L * batch * ((seq + p) * 2 * info.q_dim - seq * 2 * info.kv_dim) * a
+        mask = batch * seq * (seq + p) * (1 if device == "cuda" else a)
+        return ({"prefix_key_values": int(encoder + keys + mask)},
+                {"prefix_key_values": f"prefix tuning (estimate, checked on the CPU): {p} past keys/values per layer "
+                                      f"for {batch} sequences, keys and values repeated to every head over "
+                                      f"{seq}+{p} positions, and the {seq}x{seq + p} attention mask"})
     return {}, {}
 
 
