@@ -146,3 +146,33 @@ def test_train_peft_prefix_turns_checkpointing_off_and_says_so(capsys, tmp_path)
     args = parser.parse_args(["train", "--demo", "--peft", "dora", "--virtual-tokens", "7"])
     recipe = train._recipe_from(args)
     assert recipe.lora.method == "dora" and recipe.lora.virtual_tokens == 7
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_prefix_and_prompt_start_as_if_a_real_text_preceded_the_prompt(method, tiny_model_dir):
+    """Not random vectors: at step 0 the model answers exactly as the base does after INIT_TEXT."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from studio.train.loading import load_model, load_tokenizer
+    from studio.train.peft_methods import INIT_TEXT
+
+    r = Recipe()
+    r.lora.method, r.lora.virtual_tokens, r.quant.mode, r.train.grad_ckpt = method, 7, "none", False
+    model = load_model(tiny_model_dir, r, "cpu").eval()
+    tok = load_tokenizer(tiny_model_dir, r)
+    text = tok(INIT_TEXT, add_special_tokens=method == "prompt")["input_ids"]
+    text = (text * 7)[:7]
+    ids = torch.tensor([[5, 17, 42, 9, 77, 3]])
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = base(input_ids=torch.tensor([text + ids[0].tolist()])).logits[:, -ids.shape[1]:]
+        got = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -ids.shape[1]:]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # eval.json's validation loss counts the text's tokens only (prompt tuning adds logits for its own)
+    from studio import evalreport
+
+    row = ids[0].tolist()
+    loss, n = evalreport.validation_loss(model, [{"input_ids": row, "labels": row}], pad_id=0)
+    ref, m = evalreport.validation_loss(base, [{"input_ids": text + row, "labels": [-100] * 8 + row[1:]}], pad_id=0)
+    assert n == m == len(row) - 1 and loss == pytest.approx(ref, abs=1e-4)

@@ -119,7 +119,7 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     torch.manual_seed(recipe.train.seed)
-    return attach_lora(model, recipe)
+    return attach_lora(model, recipe, folder)
 
 
 def keep_cpu_4bit_layout(model: Any) -> None:
@@ -136,16 +136,26 @@ def keep_cpu_4bit_layout(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def attach_lora(model: Any, recipe: Recipe) -> Any:
-    """The recipe's adapter method (lora.method) attached with peft (studio/train/peft_methods.py)."""
+def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
+    """The recipe's adapter method (lora.method) attached with peft (studio/train/peft_methods.py).
+
+    With the model ``folder``, prefix and prompt tuning start from a real text's activations/embeddings.
+    """
     from peft import get_peft_model
 
     from studio import methods
-    from studio.train.peft_methods import peft_config
+    from studio.train.peft_methods import init_prefix_from_text, peft_config
 
     targets = recipe.lora.targets
     try:
-        return get_peft_model(model, peft_config(recipe))
+        peft_model = get_peft_model(model, peft_config(recipe, base=folder))
+        if recipe.lora.method == "prefix" and folder is not None:
+            if not init_prefix_from_text(peft_model, load_tokenizer(folder, recipe)):
+                import warnings
+
+                warnings.warn("prefix tuning starts from peft's random init: this model's key/value cache has "
+                              "another shape than peft's prefix", stacklevel=2)
+        return peft_model
     except ValueError as e:
         if not methods.get(recipe.lora.method).low_rank:
             raise LoadError(f"lora.method {recipe.lora.method}: peft cannot attach it to this model ({e}). "
