@@ -46,7 +46,7 @@ def test_each_method_learns_saves_and_reloads(reference, tiny_model_dir):
     got = losses(run_dir)
     steps = [got[s] for s in sorted(got)]
     assert len(steps) == MAX_STEPS
-    assert sum(steps[-3:]) / 3 < sum(steps[:3]) / 3 - 0.01, steps
+    assert sum(steps[-3:]) / 3 < steps[0] - 0.02, steps  # below where it started
     trainable = next(e.data for e in events if e.type == "log" and "trainable_params" in e.data)
     assert trainable["method"] == method and trainable["message"].startswith(methods.get(method).label)
     cfg = json.loads((run_dir / runs.ADAPTER / "adapter_config.json").read_text())
