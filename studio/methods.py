@@ -37,7 +37,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "fine-tuning at low ranks, for about 10-30% more activation memory and a slower step.", "LORA",
            gguf_adapter=False,
            why_no_gguf_adapter="a DoRA update rescales each output by a learned magnitude, which llama.cpp's LoRA "
-                               "adapter format (scale * B @ A) cannot express; export the merged GGUF instead"),
+                               "adapter format (scale * B @ A) cannot express"),
     Method("adalora", "AdaLoRA", "LoRA that moves its rank budget to the layers that matter most during training: "
            "use it when one rank for every layer seems wasteful; it starts at 1.5x the rank, so a little more "
            "memory.", "ADALORA"),
