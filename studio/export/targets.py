@@ -83,7 +83,11 @@ class ExportResult:
 def _build_adapter(job: Job, tmp: Path) -> None:
     job.progress("adapter", 0, 1)
     copy_adapter(job.inputs.adapter_dir, tmp, job.inputs.base_dir)
-    job.files["adapter_model.safetensors"] = {"kind": "LoRA adapter (PEFT)", "quant": None}
+    from studio import methods
+
+    cfg = read_json(job.inputs.adapter_dir / "adapter_config.json", default={}) or {}
+    label = methods.get(methods.from_adapter_config(cfg)).label
+    job.files["adapter_model.safetensors"] = {"kind": f"{label} adapter (PEFT)", "quant": None}
     job.progress("adapter", 1, 1)
     job.progress("verify", 0, 1)
     job.record(verify.check_adapter(job.inputs.adapter_dir, tmp))
