@@ -325,7 +325,8 @@ def _method_reasons(plan: Plan) -> list[str]:
                    f"({setting_flag('lora.virtual_tokens')}); lora.rank, alpha and targets play no part.")
     estimated = [k for k, v in plan.sources.items() if "(estimate" in v]
     if estimated:
-        out.append(f"Estimated, not yet measured on a GPU: {', '.join(estimated)} (counted from peft's code).")
+        out.append(f"Estimated, not yet measured on a GPU: {', '.join(estimated)} (counted from peft's code and "
+                   "checked on the CPU by bench/memory_components.py --methods).")
     return out
 
 
