@@ -21,6 +21,7 @@ same quantisation, LoRA and checkpointing code), given the Trainer's own optimiz
 
     python bench/memory_components.py            # the whole grid (a few minutes on 2 cores)
     python bench/memory_components.py --quick    # the slice that tests/test_memory_components.py runs
+    python bench/memory_components.py --methods  # the adapter methods (lora.method) on the Llama family
 
 The last line is ``worst component error: N%``. The CPU runs the compute dtype the worker uses
 there (float32); docs/planner.md says what this does and does not check about the GPU.
@@ -68,14 +69,21 @@ QUICK = (("llama", {"quant.mode": "4bit"}), ("gemma2", {"quant.mode": "4bit", "t
          ("mixtral", {"train.optimizer": "adamw_8bit"}), ("mixtral", {"quant.mode": "4bit"}))
 
 
-def grid(quick: bool = False) -> list[tuple[str, dict, float]]:
+# The adapter methods other than LoRA, on the Llama family (the method axis of the grid).
+METHODS = (("llama", {"lora.method": "rslora"}), ("llama", {"lora.method": "dora"}),
+           ("llama", {"lora.method": "dora", "quant.mode": "4bit", "train.grad_ckpt": True}),
+           ("llama", {"lora.method": "adalora"}), ("llama", {"lora.method": "prefix"}),
+           ("llama", {"lora.method": "prompt"}), ("llama", {"lora.method": "prompt", "train.grad_ckpt": True}))
+
+
+def grid(quick: bool = False, methods_only: bool = False) -> list[tuple[str, dict, float]]:
     """(family, settings, dropout): each family at the base point, then one change at a time."""
     variations = [{}, {"quant.mode": "4bit"}, {"quant.mode": "4bit", "train.grad_ckpt": True},
                   {"quant.mode": "8bit"}, {"quant.mode": "4bit", "quant.double_quant": False},
                   {"train.attn": "eager"}, {"train.grad_ckpt": True}, {"train.grad_ckpt": True, "train.attn": "eager"},
                   {"lora.rank": 32}, {"lora.targets": ["q_proj", "v_proj"]}, {"train.micro_batch": 4},
                   {"train.seq_len": 128}, {"train.optimizer": "adamw_8bit"}, {"quant.mode": "4bit", "lora.rank": 4}]
-    pairs = QUICK if quick else [(fam, v) for fam in FAMILIES for v in variations]
+    pairs = QUICK if quick else METHODS if methods_only else [(fam, v) for fam in FAMILIES for v in variations] + list(METHODS)
     points, seen = [], set()
     for fam, v in pairs:
         s = {**BASE, **v}
@@ -118,6 +126,7 @@ def recipe_for(folder: Path, s: dict, dropout: float) -> Recipe:
     r.lora.rank, r.lora.alpha, r.lora.targets, r.lora.dropout = s["lora.rank"], s["lora.alpha"], list(s["lora.targets"]), dropout
     r.train.micro_batch, r.train.grad_accum, r.train.seq_len = s["train.micro_batch"], 1, s["train.seq_len"]
     r.train.grad_ckpt, r.train.attn, r.train.optimizer = s["train.grad_ckpt"], s["train.attn"], s["train.optimizer"]
+    r.lora.method, r.lora.virtual_tokens = s.get("lora.method", "lora"), s.get("lora.virtual_tokens", 20)
     return r
 
 
@@ -267,7 +276,7 @@ def predict(info, s: dict, dropout: float) -> dict:
     return {"weights": sum(v for k, v in c.items() if k.startswith("base_weights") or k == "unquantized_weights"),
             "quant_constants": c.get("quant_constants", 0), "lora_weights": c["lora_weights"],
             "lora_grads": c["lora_grads"], "optimizer_state": c["optimizer_state"],
-            "activations": acts, "logits_and_loss": memory.logits_bytes(info, s)}
+            "activations": acts, "logits_and_loss": memory.logits_bytes(info, memory.effective_settings(s))}
 
 
 def run(points, workdir: Path, out=print) -> float:
@@ -282,7 +291,7 @@ def run(points, workdir: Path, out=print) -> float:
             warnings.simplefilter("ignore")
             measured = measure(folder, s, dropout)
         predicted = predict(info, s, dropout)
-        label = (f"{fam} {s['quant.mode']}{'' if s['quant.double_quant'] else '-nodq'} r{s['lora.rank']} "
+        label = (f"{fam} {s.get('lora.method', 'lora')} {s['quant.mode']}{'' if s['quant.double_quant'] else '-nodq'} r{s['lora.rank']} "
                  f"{'+'.join(s['lora.targets'])} b{s['train.micro_batch']} s{s['train.seq_len']} "
                  f"{'ckpt' if s['train.grad_ckpt'] else 'nockpt'} {s['train.attn']} {s['train.optimizer']} drop{dropout}")
         out(label)
@@ -297,9 +306,10 @@ def run(points, workdir: Path, out=print) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the small slice the test runs")
+    ap.add_argument("--methods", action="store_true", help="only the adapter methods (lora.method) on Llama")
     ns = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        worst = run(grid(quick=ns.quick), Path(tmp))
+        worst = run(grid(quick=ns.quick, methods_only=ns.methods), Path(tmp))
     print(f"worst component error: {worst:.2%}")
     return 0
 

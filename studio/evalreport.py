@@ -50,6 +50,7 @@ def validation_loss(model: Any, rows: Sequence[dict], pad_id: int, batch_size: i
             mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
             with torch.no_grad():
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logits = logits[:, -width:]  # prompt tuning prepends its virtual tokens' logits: not the text's
             shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
             shift_labels = labels[:, 1:].reshape(-1).to(device)
             total += float(F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum"))

@@ -12,7 +12,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 BASE = "base"  # the variant name of the bare base model (adapters disabled)
 QUANT_MODES = ("auto", "4bit", "8bit", "none")
@@ -160,6 +160,22 @@ class _Streamer:
         self._send(self.tok.decode(self.ids, skip_special_tokens=True))
 
 
+PROMPT_KINDS = ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING")  # wrap the base; change no layer
+KIND_LABELS = {"LORA": "LoRA/rsLoRA/DoRA", "ADALORA": "AdaLoRA", "PREFIX_TUNING": "prefix tuning",
+               "PROMPT_TUNING": "prompt tuning"}
+
+
+def adapter_kind(path: Path) -> str:
+    """The peft_type of an adapter folder (``LORA`` when the config does not say)."""
+    import json
+
+    try:
+        cfg = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SettingsError(f"{path}: adapter_config.json cannot be read ({e})") from None
+    return str(cfg.get("peft_type") or "LORA").upper() if isinstance(cfg, dict) else "LORA"
+
+
 class ChatEngine:
     """A base model kept warm, with named adapters switched per answer."""
 
@@ -186,8 +202,25 @@ class ChatEngine:
             model.to(self.device)
         model.eval()
         model.config.use_cache = True
-        self.model: Any = model
+        self.base: Any = model  # the bare model; every PeftModel below wraps this one copy
+        # One PeftModel per adapter kind (peft_type): peft keeps one kind per model. LoRA-kind adapters
+        # (LoRA, rsLoRA, DoRA) share one; AdaLoRA has its own and cannot sit beside them (both are
+        # injected into the same layers); prefix and prompt tuning wrap the base without touching it.
+        self.groups: dict[str, Any] = {}
+        self.kinds: dict[str, str] = {}  # adapter name -> peft_type
+        self._active: Any = None
         self.adapters: dict[str, Path] = {}
+
+    @property
+    def model(self) -> Any:
+        """The model that answers now: the one ``variant()`` chose, else the weight-adapter model, else the base."""
+        if self._active is not None:
+            return self._active
+        return self._injected() or next(iter(self.groups.values()), self.base)
+
+    def _injected(self) -> Any:
+        """The PeftModel whose adapters live inside the base's layers (LoRA kinds, AdaLoRA), if any."""
+        return next((m for kind, m in self.groups.items() if kind not in PROMPT_KINDS), None)
 
     # -- adapters -------------------------------------------------------------------------------
     def add_adapter(self, name: str, path: Path) -> None:
@@ -203,11 +236,21 @@ class ChatEngine:
             raise FileNotFoundError(f"{path}: no adapter_config.json here; give a run's adapter/ folder or "
                                     "one of its checkpoints")
         self._check_experts(path)
-        if isinstance(self.model, PeftModel):
-            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        kind = adapter_kind(path)
+        injected = self._injected()
+        if kind not in PROMPT_KINDS and injected is not None and kind not in self.groups:
+            have = next(k for k in self.groups if k not in PROMPT_KINDS)
+            raise SettingsError(f"{path}: a {KIND_LABELS.get(kind, kind)} adapter cannot be attached beside the "
+                                f"{KIND_LABELS.get(have, have)} adapters already here: peft puts both into the same "
+                                "layers. Compare it in a separate Playground session, or export it merged")
+        group = self.groups.get(kind)
+        if group is not None:
+            group.load_adapter(str(path), adapter_name=name, is_trainable=False)
         else:
-            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
-        self.model.eval()
+            group = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
+            self.groups[kind] = group
+        group.eval()
+        self.kinds[name] = kind
         self.adapters[name] = path
 
     def _check_experts(self, path: Path) -> None:
@@ -220,24 +263,34 @@ class ChatEngine:
             config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return  # peft reports an unreadable config itself
-        if config.get("target_parameters") and moe4bit.quantized_experts(self.model):
+        if config.get("target_parameters") and moe4bit.quantized_experts(self.base):
             raise SettingsError(f"{path}: this adapter adapts the mixture-of-experts weights themselves (trained in "
                                 "16 or 8 bit), which are 4-bit here; load the base in 16-bit (quantisation 'none') "
                                 "or '8bit' to use it")
 
-    def variant(self, name: str | None) -> contextlib.AbstractContextManager:
-        """A context in which the model answers as ``name`` (an adapter) or as the bare base."""
+    @contextlib.contextmanager
+    def variant(self, name: str | None) -> Iterator[Any]:
+        """A context in which ``self.model`` (also yielded) answers as ``name`` (an adapter) or as the bare base."""
         name = name or BASE
-        if name == BASE:
-            return self.model.disable_adapter() if self.adapters else contextlib.nullcontext()
-        if name not in self.adapters:
+        if name != BASE and name not in self.adapters:
             raise SettingsError(f"no adapter named {name!r}; attached: {', '.join(self.adapters) or 'none'}")
-        self.model.set_adapter(name)
-        return contextlib.nullcontext()
+        injected = self._injected()
+        kind = self.kinds.get(name)
+        model = self.base if name == BASE else self.groups[kind]
+        if name != BASE:
+            model.set_adapter(name)
+        # the base, and prefix/prompt adapters, answer with the weight adapters in the layers switched off
+        off = injected is not None and (name == BASE or kind in PROMPT_KINDS)
+        with injected.disable_adapter() if off else contextlib.nullcontext():
+            self._active = model
+            try:
+                yield model
+            finally:
+                self._active = None
 
     def base_parameter_count(self) -> int:
-        """Parameters that are not LoRA weights: one copy of the base however many adapters are attached."""
-        return sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n)
+        """Parameters that are not adapter weights: one copy of the base however many adapters are attached."""
+        return sum(p.numel() for n, p in self.base.named_parameters() if "lora_" not in n)
 
     # -- answers --------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], settings: GenSettings) -> Any:
@@ -279,8 +332,8 @@ class ChatEngine:
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
-        with self.variant(variant), torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        with self.variant(variant) as model, torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
         t1 = time.perf_counter()
         new = out[0, input_ids.shape[1]:].tolist()
         text = self.tokenizer.decode(new, skip_special_tokens=True)

@@ -180,7 +180,7 @@ def quant_constant_bytes(info, double_quant: bool, experts: bool = False) -> int
 
 
 def _optimizer_state_bytes(info, s: dict) -> int:
-    tensors = lora_tensors(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
+    tensors = adapter_tensors(info, s)
     if s["train.optimizer"] not in EIGHT_BIT_OPT:  # two fp32 moments, and torch keeps "step" as an fp32 tensor
         return sum((8 * n + 4) * c for n, c in tensors)
     total = OPT8_QMAPS if any(n >= OPT8_MIN_NUMEL for n, _ in tensors) else 0
@@ -193,16 +193,20 @@ def _optimizer_state_bytes(info, s: dict) -> int:
 
 
 def _trainable(info, s: dict) -> tuple[dict, dict]:
-    n = lora_params(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
+    n = adapter_params(info, s)
     opt = _optimizer_state_bytes(info, s)
     paged = s["train.optimizer"] in PAGED
     c = {"lora_weights": 4 * n, "lora_grads": 4 * n, "optimizer_state": 0 if paged else opt}
-    src = {"lora_weights": f"{n:,} adapter parameters (rank {s['lora.rank']}) x 4 bytes (peft keeps them in fp32)",
+    src = {"lora_weights": f"{n:,} adapter parameters ({_adapter_words(s)}) x 4 bytes (peft keeps them in fp32)",
            "lora_grads": f"{n:,} fp32 gradients, kept across {s['train.grad_accum']} accumulation steps",
            "optimizer_state": (f"{s['train.optimizer']}: two moments per adapter parameter "
                                + ("in 8 bit (blockwise)" if s["train.optimizer"] in EIGHT_BIT_OPT else "in fp32"))}
     if paged:
         src["optimizer_state"] = f"{s['train.optimizer']}: in paged (unified) memory, outside the PyTorch allocator"
+    if method_of(s) == "adalora":  # the rank allocator's importance, its average and its uncertainty per parameter
+        c["adalora_importance"] = 12 * n
+        src["adalora_importance"] = (f"AdaLoRA's rank allocator: 3 fp32 values (importance, its moving average and "
+                                     f"uncertainty) per adapter parameter, {n:,} of them")
     return c, src
 
 
@@ -269,7 +273,9 @@ def layer_bytes_per_token(info, s: dict, dropout: float, device: str = "cuda") -
 
 def saved_activations(info, s: dict, dropout: float, device: str = "cuda") -> int:
     """Bytes the decoder layers save for backward in one micro-batch (what bench/memory_components.py meters)."""
-    parts = _activations(info, s, dropout, OURS, peak=False, device=device)[0]
+    s = effective_settings(s)
+    parts = {**_activations(info, s, dropout, OURS, peak=False, device=device)[0],
+             **_method_activations(info, s, device, peak=False)[0]}
     return sum(v for k, v in parts.items() if k != "logits_and_loss")
 
 
@@ -346,7 +352,9 @@ def _activations(info, s: dict, dropout: float, stack: Stack, peak: bool = True,
             _add(c, src, "lora_activations", int(lora * tokens), "one layer's LoRA A outputs (and inputs after dropout)")
             _add(c, src, "attention_scores", int(eager * tokens), "eager attention keeps one layer's score matrix")
     else:
-        saved = L * (base + lora) * tokens - _first_layer_savings(info, s, dropout, device) * tokens - L * lora * tokens
+        # prompt tuning's virtual embeddings need gradients, so the first layer keeps its norm input too
+        first = 0.0 if method_of(s) == "prompt" else _first_layer_savings(info, s, dropout, device)
+        saved = L * (base + lora) * tokens - first * tokens - L * lora * tokens
         saved += L * merged_expert_bytes(info, s)
         c = {"activations": int(saved + _rotary_bytes(info, s)), "logits_and_loss": logits}
         src = {"activations": f"no checkpointing: {L} layers x {base:,.0f} bytes saved per token x {tokens:,} tokens "
@@ -378,6 +386,7 @@ def _transients(info, s: dict) -> tuple[dict, dict]:
 # --- the estimate -------------------------------------------------------------------------------------
 def static_bytes(info, settings: dict, stack: Stack = OURS, device: str = "cuda") -> int:
     """A lower bound of the device total that ignores activations: weights, adapter, optimizer, context."""
+    settings = effective_settings(settings)
     parts = {**_weights(info, settings, stack)[0], **_trainable(info, settings)[0]}
     if device == "cpu":
         return int(sum(parts.values()))
@@ -390,15 +399,21 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, d
     ``device="cpu"``: the same components in system RAM, without the CUDA allocator's caching, the
     CUDA context or paged optimizer memory (bitsandbytes falls back to ordinary memory on the CPU).
     """
-    s = settings
+    s = effective_settings(settings)
     comps, srcs = {}, {}
     for part in (_weights(info, s, stack), _trainable(info, s)):
         comps.update(part[0])
         srcs.update(part[1])
     act, act_src = _activations(info, s, dropout, stack, device=device)
+    for part in (_method_activations(info, s, device),):
+        act.update(part[0])
+        act_src.update(part[1])
     tr, tr_src = _transients(info, s)
+    for part in (_method_transients(info, s),):
+        tr.update(part[0])
+        tr_src.update(part[1])
     train_phase = sum(act.values()) + sum(tr.values())
-    n = lora_params(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
+    n = adapter_params(info, s)
     step_phase = 4 * n if s["train.optimizer"] == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
     if step_phase > train_phase:
         comps["optimizer_step_temp"] = step_phase
@@ -429,3 +444,110 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, d
         srcs["paged_optimizer_state"] = f"{s['train.optimizer']} state in unified memory (resident on the GPU while it fits)"
     return Estimate(peak_allocated=allocated, peak_reserved=reserved, device_total=reserved + CUDA_CONTEXT + paged,
                     components=comps, sources=srcs, trainable_params=n)
+
+
+# --- adapter methods (studio.methods) ---------------------------------------------------------------
+# The methods other than LoRA change what is trained and saved. What follows is counted from peft 0.21's
+# code; the parts marked "estimate" in their sources are not yet metered by bench/memory_components.py.
+def method_of(s: dict) -> str:
+    return s.get("lora.method") or "lora"
+
+
+def effective_settings(s: dict) -> dict:
+    """The settings as the LoRA arithmetic above sees each method (idempotent).
+
+    AdaLoRA trains every layer at its initial rank (1.5 x lora.rank) until the end; prefix and prompt
+    tuning adapt no linear layer (targets []); prompt tuning's virtual tokens lengthen every sequence.
+    """
+    method = method_of(s)
+    if method == "lora" or s.get("_effective"):
+        return s
+    from studio import methods
+
+    out = dict(s, _effective=True)
+    if method == "adalora":
+        out["lora.rank"] = methods.adalora_init_rank(int(s["lora.rank"]))
+    elif method in ("prefix", "prompt"):
+        out["lora.targets"] = []
+        if method == "prompt":
+            out["train.seq_len"] = int(s["train.seq_len"]) + _virtual(s)
+    return out
+
+
+def _virtual(s: dict) -> int:
+    return int(s.get("lora.virtual_tokens") or 20)
+
+
+def adapter_tensors(info, s: dict) -> list[tuple[int, int]]:
+    """(values, how many) of every trainable tensor of the recipe's method."""
+    s = effective_settings(s)
+    method = method_of(s)
+    out = lora_tensors(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
+    if method == "dora":  # one magnitude per output row of each adapted layer
+        out += [(g.out_features, g.count) for g in targeted(info, s["lora.targets"], s["quant.mode"])]
+    elif method == "adalora":  # E: one singular value per rank
+        out += [(s["lora.rank"], g.count) for g in targeted(info, s["lora.targets"], s["quant.mode"])]
+    elif method == "prefix":  # a key and a value vector per virtual token and layer (no reparameterisation)
+        out.append((_virtual(s) * info.layers * 2 * info.kv_dim, 1))
+    elif method == "prompt":  # one embedding per virtual token
+        out.append((_virtual(s) * info.hidden, 1))
+    return out
+
+
+def adapter_params(info, s: dict) -> int:
+    return sum(n * c for n, c in adapter_tensors(info, s))
+
+
+def _adapter_words(s: dict) -> str:
+    method = method_of(s)
+    if method in ("prefix", "prompt"):
+        return f"{method} tuning, {_virtual(s)} virtual tokens"
+    if method == "adalora":
+        return f"AdaLoRA at its initial rank {s['lora.rank']}, with E"
+    return f"rank {s['lora.rank']}" + {"dora": ", DoRA magnitudes", "rslora": ", rsLoRA"}.get(method, "")
+
+
+DORA_SAVED_PER_OUT = 2.5  # values per output and token DoRA keeps (fitted: bench/memory_components.py --methods)
+
+
+def _method_activations(info, s: dict, device: str = "cuda", peak: bool = True) -> tuple[dict, dict]:
+    """What a method saves for backward beyond LoRA's activations (per micro-batch).
+
+    With checkpointing DoRA's extra lives only in the one layer recomputed in backward (``peak``);
+    the forward saves nothing more than the layer inputs.
+    """
+    method, a = method_of(s), dtype_bytes(s["quant.compute_dtype"])
+    batch, seq = s["train.micro_batch"], s["train.seq_len"]
+    if method == "dora":
+        if s["train.grad_ckpt"] and not peak:
+            return {}, {}
+        layers = 1 if s["train.grad_ckpt"] else info.layers
+        # peft's DoRA keeps the base and LoRA outputs of every adapted layer for the magnitude's gradient
+        per_token = sum(DORA_SAVED_PER_OUT * a * g.out_features * g.count / max(1, info.layers)
+                        for g in targeted(info, s["lora.targets"], s["quant.mode"]))
+        return ({"dora_activations": int(layers * per_token * batch * seq)},
+                {"dora_activations": f"DoRA (estimate, fitted on the CPU): about {DORA_SAVED_PER_OUT:g} values per "
+                                     f"output of each adapted layer kept for the magnitude's gradient, {layers} "
+                                     f"layer(s) x {batch * seq:,} tokens"})
+    if method == "prefix":
+        p, L = _virtual(s), info.layers
+        encoder = batch * p * L * 2 * info.kv_dim * (4 + a)  # the fp32 prompt encoder output and its cast copies
+        # with a prefix the attention mask is explicit, so transformers repeats k and v to every head, over S + P keys
+        keys = L * batch * ((seq + p) * 2 * info.q_dim - seq * 2 * info.kv_dim) * a
+        mask = batch * seq * (seq + p) * (1 if device == "cuda" else a)
+        return ({"prefix_key_values": int(encoder + keys + mask)},
+                {"prefix_key_values": f"prefix tuning (estimate, checked on the CPU): {p} past keys/values per layer "
+                                      f"for {batch} sequences, keys and values repeated to every head over "
+                                      f"{seq}+{p} positions, and the {seq}x{seq + p} attention mask"})
+    return {}, {}
+
+
+def _method_transients(info, s: dict) -> tuple[dict, dict]:
+    """DoRA rebuilds W + scale * B @ A of each adapted layer for its weight norm, one layer at a time."""
+    if method_of(s) != "dora":
+        return {}, {}
+    a = dtype_bytes(s["quant.compute_dtype"])
+    biggest = max((g.in_features * g.out_features for g in targeted(info, s["lora.targets"], s["quant.mode"])), default=0)
+    return ({"dora_weight_norm": 3 * biggest * a},
+            {"dora_weight_norm": f"DoRA (estimate): the largest adapted weight ({biggest:,}) dequantised, B @ A and "
+                                 f"their sum, each {a} bytes a value, for the norm of each output row"})

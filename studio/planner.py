@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio import memory
+from studio import memory, methods
 from studio.memory import GiB, MiB
 from studio.models import catalog, from_catalog
 from studio.recipe import PLANNED, get_setting, is_setting, set_setting, setting_flag
@@ -164,6 +164,7 @@ def _space(fixed: dict, target: int, effective_batch: int, info: Any = None, dev
                                     if effective_batch < MICRO_BATCHES[0] else set(MICRO_BATCHES), reverse=True),
         "train.seq_len": _seq_candidates(target), "train.grad_ckpt": [False, True], "train.attn": [attn],
         "train.optimizer": list(OPTIMIZERS), "quant.compute_dtype": ["bfloat16"],
+        "lora.method": ["lora"], "lora.virtual_tokens": [20],
     }
     if device == "cpu":
         space.update({"quant.mode": ["4bit"], "lora.rank": list(CPU_RANKS), "quant.compute_dtype": ["float32"],
@@ -172,6 +173,10 @@ def _space(fixed: dict, target: int, effective_batch: int, info: Any = None, dev
     for key, value in fixed.items():
         if key in space and value is not None:
             space[key] = [_norm_targets(value) if key == "lora.targets" else value]
+    if not methods.get(space["lora.method"][0]).low_rank and "lora.rank" not in fixed:
+        space["lora.rank"] = [space["lora.rank"][-1]]  # prefix/prompt tuning: the rank plays no part
+    if methods.needs_no_grad_ckpt(space["lora.method"][0]) and "train.grad_ckpt" not in fixed:
+        space["train.grad_ckpt"] = [False]  # peft refuses prefix tuning with checkpointing
     return space
 
 
@@ -292,7 +297,10 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
                            else "Gradient checkpointing off: activations fit, so training runs faster."),
                           ("train.optimizer", f"Optimizer {s['train.optimizer']}" + (": 8-bit states to save memory." if "8bit" in
                                         s["train.optimizer"] else ".") )):
+        if key == "lora.rank" and not methods.get(s.get("lora.method") or "lora").low_rank:
+            continue  # prefix/prompt tuning: _method_reasons says what sizes them
         out.append(sentence + (" (fixed)" if key in fixed else ""))
+    out.extend(_method_reasons(plan))
     if s["train.attn"] == "eager" and "train.attn" not in fixed and not getattr(info, "supports_sdpa", True):
         out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
                    "soft-capped), so the score matrix of each layer is kept.")
@@ -309,6 +317,23 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
     return out
 
 
+def _method_reasons(plan: Plan) -> list[str]:
+    """The adapter method in one sentence, and which of its memory components are estimates."""
+    s = plan.settings
+    name = s.get("lora.method") or "lora"
+    out = [f"Method {methods.describe(name)}"]
+    if methods.needs_no_grad_ckpt(name):
+        out.append("peft's prefix tuning does not work with gradient checkpointing, so it stays off.")
+    if not methods.get(name).low_rank:
+        out.append(f"{methods.get(name).label} uses {s.get('lora.virtual_tokens')} virtual tokens "
+                   f"({setting_flag('lora.virtual_tokens')}); lora.rank, alpha and targets play no part.")
+    estimated = [k for k, v in plan.sources.items() if "(estimate" in v]
+    if estimated:
+        out.append(f"Estimated, not yet measured on a GPU: {', '.join(estimated)} (counted from peft's code and "
+                   "checked on the CPU by bench/memory_components.py --methods).")
+    return out
+
+
 # --- when nothing fits ---------------------------------------------------------------------------------
 def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout: float,
              device: str = "cuda") -> tuple[dict, memory.Estimate]:
@@ -316,10 +341,13 @@ def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout
     cpu = device == "cpu"
     base = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 8, "lora.targets": ["all-linear"], "train.micro_batch": 1,
             "train.seq_len": seq_len, "train.grad_ckpt": True, "train.attn": "sdpa" if getattr(info, "supports_sdpa", True) else "eager",
-            "train.optimizer": "adamw_8bit" if cpu else "paged_adamw_8bit", "quant.compute_dtype": "float32" if cpu else "bfloat16"}
+            "train.optimizer": "adamw_8bit" if cpu else "paged_adamw_8bit", "quant.compute_dtype": "float32" if cpu else "bfloat16",
+            "lora.method": "lora", "lora.virtual_tokens": 20}
     for k, v in fixed.items():
         if k in base:
             base[k] = _norm_targets(v) if k == "lora.targets" else v
+    if methods.needs_no_grad_ckpt(base["lora.method"]) and "train.grad_ckpt" not in fixed:
+        base["train.grad_ckpt"] = False
     base["train.seq_len"] = seq_len
     s = _complete(base, fixed, effective_batch)
     return s, memory.estimate(info, s, dropout=dropout, device=device)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from studio.fsutil import atomic_write_text
+from studio.methods import NAMES as METHOD_NAMES
+from studio.methods import recipe_problems as _method_problems
 
 SCHEMA_VERSION = 1
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; a megabyte is not one
@@ -42,6 +44,7 @@ TRAIN_ON = ("assistant", "all")
 PLANNED = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
            "lora.dropout", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.grad_ckpt", "train.attn",
            "train.optimizer")
+PLANNED += ("lora.method", "lora.virtual_tokens")  # fixed by the user, never chosen by the planner
 
 
 def _f(default: Any, doc: str, **kw: Any) -> Any:
@@ -82,6 +85,11 @@ class LoraSpec:
     alpha: int = _f(32, "LoRA alpha: the update is scaled by alpha / rank.", min=1, max=65536)
     dropout: float = _f(0.05, "Dropout on the LoRA input during training.", min=0.0, lt=1.0)
     targets: list = _f(["all-linear"], "Modules to adapt: ['all-linear'] or names such as q_proj, v_proj.")
+    method: str = _f("lora", "Adapter method: lora, rslora (rank-stabilised), dora (weight-decomposed), adalora "
+                     "(adaptive rank), prefix (prefix tuning) or prompt (prompt tuning).", choices=METHOD_NAMES,
+                     flag="--peft")
+    virtual_tokens: int = _f(20, "Learned virtual tokens of prefix and prompt tuning (per layer for prefix).",
+                             min=1, max=1024)
 
 
 @dataclass
@@ -321,7 +329,12 @@ def _check_required(r: Recipe) -> list[Problem]:
     return out
 
 
-_CHECKS = (_check_required, _check_types, _check_choices, _check_bounds, _check_ranges)
+def _check_method(r: Recipe) -> list[Problem]:
+    """Adapter-method combinations no device can train (device-specific refusals come from the worker)."""
+    return [Problem(*p) for p in _method_problems(r.lora.method, r.quant.mode, r.lora.targets, r.train.grad_ckpt)]
+
+
+_CHECKS = (_check_required, _check_types, _check_choices, _check_bounds, _check_ranges, _check_method)
 
 
 def setting_field(key: str) -> dataclasses.Field:

@@ -81,7 +81,7 @@ def step_flops(info: Any, s: dict) -> tuple[float, float]:
     forward = 2 * layer_w + 2 * head_w + attn
     backward = 2 * layer_w + 2 * head_w + 2 * attn  # activation gradients only: the base is frozen
     recompute = 2 * layer_w + attn if s["train.grad_ckpt"] else 0.0
-    adapter = 6 * memory.lora_params(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
+    adapter = 6 * memory.adapter_params(info, s)
     passes = info.layers * (3 if s["train.grad_ckpt"] else 2)
     return forward + backward + recompute + adapter, passes
 

@@ -10,7 +10,11 @@ from studio.demo import demo_recipe
 from studio.events import ERROR, METRIC, PROGRESS, WARNING
 from studio.procs import follow_worker, worker_argv
 from studio.errors import UserError
-from studio.recipe import Recipe, RecipeError
+from studio.commands import add_setting_args, settings_from_args
+from studio.recipe import Recipe, RecipeError, set_setting
+
+# The adapter method and its size, as flags that override the recipe (studio.methods lists the methods).
+METHOD_SETTINGS = ("lora.method", "lora.virtual_tokens")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fine-tune the embedded demo model (SmolLM2-135M-Instruct) on the demo dataset")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the recipe)")
     p.add_argument("--runs-dir", type=Path, help="where run folders go (default: the studio's data folder)")
+    add_setting_args(p, METHOD_SETTINGS)  # --peft METHOD, --virtual-tokens N (override the recipe)
     p.set_defaults(func=run)
 
 
@@ -40,6 +45,14 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
             print(f"warning: {w}", file=sys.stderr)
     if args.max_steps is not None:
         recipe.train.max_steps = args.max_steps
+    for key, value in settings_from_args(args, METHOD_SETTINGS).items():
+        set_setting(recipe, key, value)
+    from studio.methods import needs_no_grad_ckpt
+
+    if getattr(args, "lora.method", None) and needs_no_grad_ckpt(recipe.lora.method) and recipe.train.grad_ckpt:
+        recipe.train.grad_ckpt = False  # said, not silent: the user asked for the method, not for checkpointing
+        print("note: prefix tuning does not work with gradient checkpointing (peft); train.grad_ckpt is off for "
+              "this run, so every layer's activations are kept", file=sys.stderr)
     return recipe
 
 

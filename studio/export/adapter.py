@@ -2,7 +2,15 @@
 
 A LoRA weight update is ``scale * B @ A`` with ``scale = alpha / r`` (or ``alpha / sqrt(r)`` with
 rsLoRA), where ``r`` and ``alpha`` may be overridden per module by ``rank_pattern`` and
-``alpha_pattern`` (peft's own matching rule is reused for those).
+``alpha_pattern`` (peft's own matching rule is reused for those). The other low-rank methods merge
+the way peft itself computes them:
+
+- AdaLoRA: ``B @ (A * E) * alpha / (init_r + 1e-5)`` (peft keeps ``ranknum`` at ``init_r`` even
+  after the rank pattern cut a module's rank down; ``alpha`` is ``init_r`` when it is 0);
+- DoRA: ``m / ||W + scale * B @ A|| * (W + scale * B @ A)``, the norm taken per output row of the
+  base weight the merge reads, ``m`` the learned magnitude vector.
+
+Prefix and prompt tuning change no weight: there is nothing to merge (``studio.methods`` says why).
 """
 from __future__ import annotations
 
@@ -24,19 +32,24 @@ class LoraDelta:
     b: object  # torch.Tensor (out, r); for embeddings (dim, r)
     scale: float
     embedding: bool = False
+    magnitude: object = None  # DoRA: the learned norm of each output row (out,)
 
     def delta(self):
-        """The dense update in float32, shaped like the base weight."""
+        """The dense update in float32, shaped like the base weight (DoRA's rescaling is in add_to)."""
         a, b = self.a.float(), self.b.float()
         d = (b @ a) * self.scale
         return d.T if self.embedding else d
 
     def add_to(self, w) -> None:
-        """``w += scale * B @ A`` in place (``w`` float32): no second weight-sized tensor."""
+        """``w += scale * B @ A`` in place (``w`` float32): no second weight-sized tensor; DoRA then rescales rows."""
         if self.embedding:
             w.add_(self.delta())
         else:
             w.addmm_(self.b.float(), self.a.float(), alpha=self.scale)
+        if self.magnitude is not None:
+            import torch
+
+            w.mul_((self.magnitude.float() / torch.linalg.norm(w, dim=1)).unsqueeze(1))
 
 
 @dataclass
@@ -68,7 +81,12 @@ def load_adapter(adapter_dir: Path) -> Adapter:
         if a is None or b is None:
             raise UnsupportedModel(f"{adapter_dir}: module {module} has only half of its LoRA pair",
                                    "the adapter file is damaged; export from a checkpoint or train again")
-        deltas[f"{module}.weight"] = LoraDelta(a, b, _scale(cfg, module), emb)
+        if "lora_E" in p:  # AdaLoRA: the singular values scale A's rows
+            a = a.float() * p["lora_E"].float()
+        if "lora_magnitude_vector" in p and emb:
+            raise UnsupportedModel(f"{adapter_dir}: DoRA on the embedding {module} is not merged by this exporter",
+                                   "export it with --format adapter")
+        deltas[f"{module}.weight"] = LoraDelta(a, b, _scale(cfg, module), emb, p.get("lora_magnitude_vector"))
     return Adapter(cfg, deltas, replacements)
 
 
@@ -104,13 +122,15 @@ def check_adapter_weights(adapter_dir: Path) -> int:
 
 
 def _check_config(cfg: dict, where: Path) -> None:
+    from studio import methods
+
     peft_type = str(cfg.get("peft_type", "LORA")).upper()
-    if peft_type != "LORA":
-        raise UnsupportedModel(f"{where}: adapter type {peft_type} cannot be merged (only LoRA)",
-                               "export it with --format adapter instead")
-    if cfg.get("use_dora"):
-        raise UnsupportedModel(f"{where}: DoRA adapters are not merged by this exporter",
-                               "export it with --format adapter, or train without DoRA")
+    method = methods.METHODS.get(methods.from_adapter_config(cfg))
+    if method is not None and not method.mergeable:
+        raise UnsupportedModel(f"{where}: {method.why_not_merged}", "export it with --format adapter instead")
+    if peft_type not in ("LORA", "ADALORA"):
+        raise UnsupportedModel(f"{where}: adapter type {peft_type} cannot be merged (only LoRA, rsLoRA, DoRA "
+                               "and AdaLoRA)", "export it with --format adapter instead")
     if cfg.get("fan_in_fan_out"):
         raise UnsupportedModel(f"{where}: fan_in_fan_out adapters (GPT-2 style Conv1D) are not supported",
                                "export it with --format adapter")
@@ -119,12 +139,10 @@ def _check_config(cfg: dict, where: Path) -> None:
 def _split_key(key: str, where: Path) -> tuple[str, str | None]:
     """``base_model.model.X.lora_A.weight`` -> (``X``, ``lora_A``); full tensors -> (weight name, None)."""
     name = key.removeprefix(PREFIX)
-    for part in ("lora_embedding_A", "lora_embedding_B", "lora_A", "lora_B"):
+    for part in ("lora_embedding_A", "lora_embedding_B", "lora_A", "lora_B", "lora_E", "lora_magnitude_vector"):
         for suffix in (f".{part}.weight", f".{part}"):
             if name.endswith(suffix):
                 return name[: -len(suffix)], part
-    if "lora_magnitude_vector" in name:
-        raise UnsupportedModel(f"{where}: DoRA magnitude vectors cannot be merged", "export with --format adapter")
     if ".modules_to_save." in name or name.endswith((".weight", ".bias")):
         return name.replace(".modules_to_save", ""), None
     raise UnsupportedModel(f"{where}: adapter tensor {key} is not a LoRA weight this exporter knows",
@@ -132,6 +150,10 @@ def _split_key(key: str, where: Path) -> tuple[str, str | None]:
 
 
 def _scale(cfg: dict, module: str) -> float:
+    if str(cfg.get("peft_type", "")).upper() == "ADALORA":  # peft: scaling / (ranknum + 1e-5), ranknum = init_r
+        init_r = float(cfg.get("init_r", 12))
+        alpha = float(cfg.get("lora_alpha") or 0) or init_r
+        return alpha / (init_r + 1e-5)
     r = int(cfg.get("r", 8))
     alpha = float(cfg.get("lora_alpha", r))
     ranks, alphas = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}

@@ -10,9 +10,12 @@ rows llama.cpp gathers from ``lora_a``, ``lora_a`` is PEFT's lora_embedding_A tr
 ((vocab, r)) and ``lora_b`` its lora_embedding_B ((dim, r)). llama-arch q/k weights are stored with
 their rows permuted for llama.cpp's rotary layout, so ``lora_b`` of q/k gets the same permutation.
 
-Adapters whose scale is not ``alpha / r`` for every module (rsLoRA, ``rank_pattern``,
-``alpha_pattern``) are written exactly all the same: the file's alpha is the adapter's
+Adapters whose scale is not ``alpha / r`` for every module (rsLoRA's ``alpha / sqrt(r)``,
+``rank_pattern``, ``alpha_pattern``) are written exactly all the same: the file's alpha is the adapter's
 ``lora_alpha`` and each ``lora_b`` is multiplied by its module's true scale over ``alpha / r``.
+AdaLoRA is written the same way (its singular values folded into ``lora_a``, its scale into
+``lora_b``; a module pruned to rank 0 is left out). DoRA, prefix and prompt tuning are refused with
+the reason ``studio.methods`` gives: the format has no magnitude vector and no virtual tokens.
 """
 from __future__ import annotations
 
@@ -33,8 +36,15 @@ def lora_tensors(adapter: Adapter, config: dict):
     import gguf
     import numpy as np
 
+    from studio import methods
     from studio.export.gguf_writer import check_supported, permute_qk
 
+    method = methods.get(methods.from_adapter_config(adapter.config))
+    if not method.gguf_adapter:  # DoRA, prefix/prompt: not scale * B @ A per weight
+        hint = ("export --format ollama or gguf (merged) instead" if method.mergeable
+                else "export --format adapter and load it with peft")
+        raise UnsupportedModel(f"a {method.label} adapter cannot be a llama.cpp LoRA adapter: "
+                               f"{method.why_no_gguf_adapter}", hint)
     if adapter.replacements:
         names = ", ".join(sorted(adapter.replacements)[:3])
         raise UnsupportedModel(f"the adapter replaces whole weights ({names}): a LoRA GGUF can only carry LoRA pairs",
@@ -56,6 +66,8 @@ def lora_tensors(adapter: Adapter, config: dict):
                                    "export --format ollama or gguf (merged) instead")
         a, b = d.a.float(), d.b.float()
         rank = a.shape[0]
+        if rank == 0:  # AdaLoRA pruned every rank of this module: it changes nothing
+            continue
         b = b * (d.scale / (alpha / rank))  # 1.0 unless rsLoRA or a rank/alpha pattern changed the scale
         if d.embedding:
             a = a.T.contiguous()  # (vocab, r): llama.cpp gathers token rows from lora_a

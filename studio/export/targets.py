@@ -23,7 +23,7 @@ from studio.export.gguf_writer import check_supported, write_gguf
 from studio.export.inputs import ExportInputs, load_inputs
 from studio.export.merge import check_mergeable, merge_to_folder, tokenizer_eos_id
 from studio.export.ollama import detect_chat, model_name, modelfile, sampling_params
-from studio.fsutil import atomic_dir
+from studio.fsutil import atomic_dir, read_json
 
 GGUF_QUANTS = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 # quantisations whose greedy tokens may drift from the float model's: a greedy mismatch is a warning
@@ -83,10 +83,19 @@ class ExportResult:
 def _build_adapter(job: Job, tmp: Path) -> None:
     job.progress("adapter", 0, 1)
     copy_adapter(job.inputs.adapter_dir, tmp, job.inputs.base_dir)
-    job.files["adapter_model.safetensors"] = {"kind": "LoRA adapter (PEFT)", "quant": None}
+    from studio import methods
+
+    cfg = read_json(job.inputs.adapter_dir / "adapter_config.json", default={}) or {}
+    label = methods.get(methods.from_adapter_config(cfg)).label
+    job.files["adapter_model.safetensors"] = {"kind": f"{label} adapter (PEFT)", "quant": None}
     job.progress("adapter", 1, 1)
     job.progress("verify", 0, 1)
     job.record(verify.check_adapter(job.inputs.adapter_dir, tmp))
+    missing = unavailable(job.inputs.run_dir)
+    if missing:  # prefix/prompt tuning (or DoRA for ollama-lora): say what this adapter cannot become, and why
+        why = " / ".join(dict.fromkeys(missing.values()))
+        job.record(verify.Check("other_formats", None, f"{', '.join(missing)} unavailable for this run: {why}",
+                                {"unavailable": missing}))
 
 
 def _build_merged(job: Job, tmp: Path) -> None:
@@ -190,10 +199,42 @@ def check_options(fmt: str, quant: str | None) -> ExportTarget:
     return target
 
 
+def unavailable(run_dir: Path) -> dict[str, str]:
+    """Targets this run's adapter method cannot give, each with the reason (torch-free: the Export page reads it).
+
+    Prefix and prompt tuning change no weight, so nothing can be merged (merged, GGUF, Ollama); DoRA
+    has no llama.cpp LoRA adapter form (ollama-lora). The adapter itself is always available.
+    """
+    from studio import methods
+
+    cfg = read_json(Path(run_dir) / runs.ADAPTER / "adapter_config.json", default=None)
+    if not isinstance(cfg, dict):
+        return {}
+    method = methods.get(methods.from_adapter_config(cfg))
+    out = {}
+    for name, target in TARGETS.items():
+        if (target.needs_merge or name == "ollama-lora") and not method.mergeable:
+            out[name] = method.why_not_merged
+        elif name == "ollama-lora" and not method.gguf_adapter:
+            out[name] = method.why_no_gguf_adapter
+    return out
+
+
+def check_method(run_dir: Path, fmt: str) -> None:
+    """Refuse a target the run's adapter method cannot give, saying why and what it can give."""
+    why = unavailable(run_dir).get(fmt)
+    if why:
+        can_merge = "merged" not in unavailable(run_dir)
+        hint = ("export --format ollama or gguf (merged) instead" if can_merge
+                else "export --format adapter (the PEFT folder; load it with peft on the base model)")
+        raise ConfigError(f"--format {fmt} is not available for this run: {why}", hint)
+
+
 def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
     """Every check that needs no writing: fails fast, before any work, with what to do."""
     target = check_options(fmt, quant)
     job = Job(load_inputs(run_dir), fmt, quant or target.default_quant)
+    check_method(job.inputs.run_dir, fmt)
     check_adapter_weights(job.inputs.adapter_dir)  # damaged or non-finite adapters: refused for every format
     if target.needs_merge or fmt == "ollama-lora":
         job.adapter = load_adapter(job.inputs.adapter_dir)

@@ -186,7 +186,11 @@ def check_adapter(original: Path, exported: Path) -> Check:
             names.append(sorted(f.keys()))
     same = names[0] == names[1]
     pairs = sum(1 for n in names[1] if ".lora_A" in n or ".lora_embedding_A" in n)
-    summary = f"peft reads the adapter ({cfg.peft_type}, r={getattr(cfg, 'r', '?')}, {pairs} LoRA pairs)"
+    if getattr(cfg, "num_virtual_tokens", None) and not pairs:  # prefix / prompt tuning
+        kind = getattr(cfg.peft_type, "value", cfg.peft_type)
+        summary = f"peft reads the adapter ({kind}, {cfg.num_virtual_tokens} virtual tokens)"
+    else:
+        summary = f"peft reads the adapter ({cfg.peft_type}, r={getattr(cfg, 'r', '?')}, {pairs} LoRA pairs)"
     return Check("adapter_files", same, summary, {"pairs": pairs, "base_model": cfg.base_model_name_or_path})
 
 

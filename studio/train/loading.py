@@ -89,6 +89,9 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     """The quantised (or 16-bit) base with LoRA attached, ready for the Trainer."""
     import torch
 
+    from studio.train.peft_methods import check_supported
+
+    check_supported(recipe, device)  # a method peft cannot train on this base is refused before loading
     check_weights_are_safe(folder, recipe.model.allow_pickle)
     dtype = compute_dtype(recipe)
     kwargs: dict[str, Any] = dict(dtype=dtype, attn_implementation=recipe.train.attn,
@@ -115,7 +118,7 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     torch.manual_seed(recipe.train.seed)
-    return attach_lora(model, recipe)
+    return attach_lora(model, recipe, folder)
 
 
 def from_pretrained(folder: Path, kwargs: dict) -> Any:
@@ -145,29 +148,44 @@ def keep_cpu_4bit_layout(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def attach_lora(model: Any, recipe: Recipe) -> Any:
-    from peft import LoraConfig, get_peft_model
+def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
+    """The recipe's adapter method (lora.method) attached with peft (studio/train/peft_methods.py).
 
+    With the model ``folder``, prefix and prompt tuning start from a real text's activations/embeddings.
+    """
+    from peft import get_peft_model
+
+    from studio import methods
     from studio.train import moe4bit
+    from studio.train.peft_methods import init_prefix_from_text, peft_config
 
     targets = recipe.lora.targets
     all_linear = targets == ["all-linear"] or targets == "all-linear"
-    target_modules = "all-linear" if all_linear else list(targets)
+    target_modules = None  # the recipe's (peft_methods.target_modules)
     if moe4bit.quantized_experts(model):
         # The experts are frozen 4-bit weights: 'all-linear' is every other linear layer (docs/planner.md).
-        expert_names = sorted(set(target_modules if not all_linear else []) & moe4bit.EXPERT_TARGET_NAMES)
+        expert_names = sorted(set([] if all_linear else targets) & moe4bit.EXPERT_TARGET_NAMES)
         if expert_names:
             raise LoadError(f"lora.targets {expert_names}: the experts of this mixture-of-experts model are held "
                             "in 4-bit and stay frozen. Adapt the attention (e.g. q_proj, k_proj, v_proj, o_proj), "
                             "or train with quant.mode 8bit or none to adapt the experts too")
-        target_modules = moe4bit.lora_targets(model) if all_linear else target_modules
-    elif recipe.lora.dropout > 0 and all_linear and moe4bit.has_fused_experts(model):
+        target_modules = moe4bit.lora_targets(model) if all_linear else None
+    elif recipe.lora.dropout > 0 and all_linear and moe4bit.has_fused_experts(model) and \
+            methods.get(recipe.lora.method).low_rank:
         raise LoadError(f"lora.dropout {recipe.lora.dropout}: peft adapts the fused experts of this mixture-of-experts "
                         "model directly (no dropout there). Set lora.dropout to 0, or train with quant.mode 4bit, "
                         "where the experts stay frozen in 4-bit and LoRA adapts the attention")
-    config = LoraConfig(r=recipe.lora.rank, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
-                        target_modules=target_modules, task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, peft_config(recipe, base=folder, targets=target_modules))
+        if recipe.lora.method == "prefix" and folder is not None:
+            if not init_prefix_from_text(peft_model, load_tokenizer(folder, recipe)):
+                import warnings
+
+                warnings.warn("prefix tuning starts from peft's random init: this model's key/value cache has "
+                              "another shape than peft's prefix", stacklevel=2)
+        return peft_model
     except ValueError as e:
+        if not methods.get(recipe.lora.method).low_rank:
+            raise LoadError(f"lora.method {recipe.lora.method}: peft cannot attach it to this model ({e}). "
+                            "Choose a low-rank method such as --peft lora") from None
         raise LoadError(f"lora.targets {targets}: {e}. Use ['all-linear'] or module names of this model") from None

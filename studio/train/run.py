@@ -174,8 +174,11 @@ class TrainingRun:
 
     def _log_trainable(self) -> None:
         trainable, total = self.model.get_nb_trainable_parameters()
-        self.em.emit(LOG, message=f"LoRA: {trainable:,} trainable of {total:,} parameters",
-                     trainable_params=trainable, total_params=total)
+        from studio import methods
+
+        self.em.emit(LOG, message=f"{methods.get(self.recipe.lora.method).label}: {trainable:,} trainable of "
+                                  f"{total:,} parameters", trainable_params=trainable, total_params=total,
+                     method=self.recipe.lora.method)
 
     def _build_trainer(self, data: Any, device: str) -> Any:
         import torch
@@ -204,6 +207,10 @@ class TrainingRun:
                                 callbacks=[self.callback, SaveOnStop(self.ctl)], run_dir=self.run_dir, emitter=self.em,
                                 keep=self.recipe.train.keep_checkpoints, settings=settings_of(self.recipe))
         trainer.remove_callback(PrinterCallback)  # it prints log dicts; our events carry them
+        from studio.train import peft_methods
+
+        if peft_methods.is_adalora(self.model):  # the rank allocator runs after every optimizer step
+            trainer.add_callback(peft_methods.AdaLoraCallback(self.model))
         return trainer
 
     # -- train ------------------------------------------------------------------------------
@@ -349,7 +356,8 @@ class TrainingRun:
                                       "prompts, quantisation, generation settings and library versions)")
             return list(cached["answers"])
         t0 = time.time()
-        answers = self._answer(self.heldout, "sample-before")
+        with self.model.disable_adapter():  # the base's answers: a fresh prefix/prompt adapter is not a no-op
+            answers = self._answer(self.heldout, "sample-before")
         self.before_seconds = time.time() - t0
         if not self.ctl.stop.is_set():
             try:

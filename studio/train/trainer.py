@@ -19,7 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
-from studio.train import checkpoint, recovery
+from studio.train import checkpoint, peft_methods, recovery
 from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights, is_write_error
 
 
@@ -88,7 +88,9 @@ class StudioTrainer(Trainer):
         real_output = self.args.output_dir
         try:
             self.args.output_dir = str(staging)  # the Trainer writes staging/checkpoint-N
-            super()._save_checkpoint(model, trial)
+            with peft_methods.full_rank_checkpoint(self.model):
+                super()._save_checkpoint(model, trial)
+            peft_methods.save_method_state(self.model, staging / f"checkpoint-{step}")
             self.args.output_dir = real_output
             final = checkpoint.commit(staging / f"checkpoint-{step}", self.run_dir, step, self.settings)
         except Exception as exc:  # torch.save: RuntimeError; safetensors: SafetensorError; else OSError
@@ -105,6 +107,8 @@ class StudioTrainer(Trainer):
         self.phase = "step"
 
     def _load_optimizer_and_scheduler(self, ck: str | None) -> None:
+        if ck is not None:
+            peft_methods.load_method_state(self.model, Path(ck))  # AdaLoRA's allocator, with the optimizer
         if ck is None or not self.fresh_optimizer:
             return super()._load_optimizer_and_scheduler(ck)
         # A different optimizer cannot take the old one's state; the schedule continues where it was.

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLineEdit, QPlainTextEdit, QProgressBar,
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
                                QPushButton, QWidget)
 
 from studio import runs
 from studio.export import TARGETS, ExportTarget
+from studio.export.targets import unavailable
 from ui.controllers import ExportController
 from ui.session import Session
 from ui.widgets.common import Banner, Card, Page, label
@@ -29,6 +30,7 @@ class ExportPage(Page):
         self.session = session
         self.controller = ExportController(self, stop_grace_s=2, term_grace_s=3)
         self.buttons: dict[str, QPushButton] = {}
+        self.descs: dict[str, QLabel] = {}
         self.targets: list[ExportTarget] = list(TARGETS.values())
         row = QHBoxLayout()
         row.addWidget(label("Run:"))
@@ -36,6 +38,7 @@ class ExportPage(Page):
         self.run_combo.setMinimumWidth(420)
         self.run_combo.setToolTip("Runs that saved an adapter")
         row.addWidget(self.run_combo, 1)
+        self.run_combo.currentIndexChanged.connect(lambda _i: self._apply_availability())
         self.open_btn = QPushButton("Open exports folder")
         self.open_btn.clicked.connect(self.open_exports)
         row.addWidget(self.open_btn)
@@ -92,6 +95,21 @@ class ExportPage(Page):
         if not self.buttons:
             self._make_buttons()
         self.empty.setText("" if self.run_combo.count() else "No run with a saved adapter yet: train one first.")
+        self._apply_availability()
+
+    def _apply_availability(self) -> None:
+        """Targets the run's adapter method cannot give (prefix/prompt tuning: nothing to merge) are
+        disabled, with the reason in place of their description."""
+        run_dir = self.run_combo.currentData()
+        missing = unavailable(Path(run_dir)) if run_dir else {}
+        busy = self.controller.running
+        for t in self.targets:
+            b, why = self.buttons.get(t.name), missing.get(t.name)
+            if b is None:
+                continue
+            b.setEnabled(not busy and not why)
+            b.setToolTip(f"Unavailable for this run: {why}" if why else t.description)
+            self.descs[t.name].setText(f"Unavailable for this run: {why}" if why else t.description)
 
     def select_run(self, run_dir: Path) -> None:
         self.reload()
@@ -115,7 +133,8 @@ class ExportPage(Page):
             self.grid.addWidget(b, i, 0)
             if quant:
                 self.grid.addWidget(quant, i, 1)
-            self.grid.addWidget(label(t.description, "muted", wrap=True), i, 2)
+            self.descs[t.name] = label(t.description, "muted", wrap=True)
+            self.grid.addWidget(self.descs[t.name], i, 2)
             self.buttons[t.name] = b
         self.grid.setColumnStretch(2, 1)
 
@@ -201,9 +220,8 @@ class ExportPage(Page):
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.result_path)))
 
     def _finished(self, code: int, saw_done: bool) -> None:
-        for b in self.buttons.values():
-            b.setEnabled(True)
         self.cancel_btn.setEnabled(False)
+        self._apply_availability()
         self.progress.setRange(0, 1)
         ok = saw_done and code == 0
         self.progress.setValue(1 if ok else 0)

@@ -7,10 +7,10 @@ import dataclasses
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QSlider, QSpinBox, QToolButton, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QRadioButton, QSlider, QSpinBox, QToolButton, QWidget)
 
-from studio import hardware, procs, speed
+from studio import hardware, methods, procs, speed
 from studio import recipe as rc
 from studio.planner import Plan
 from ui.controllers import CommandController
@@ -22,7 +22,7 @@ STEP = GIB // 4            # the slider moves in quarter GiB
 PROBE_RETRY_MS = 2000      # the CPU speed probe waits for the demo model's conversion to finish
 ADVANCED = ("lora", "quant", "train")
 ADV_COLUMNS = 3  # fields per row in the advanced panel
-PLAN_ROWS = [("Quantisation", "quant.mode"), ("LoRA rank / alpha", "lora.rank"), ("Sequence length", "train.seq_len"),
+PLAN_ROWS = [("Method", "lora.method"), ("Quantisation", "quant.mode"), ("LoRA rank / alpha", "lora.rank"), ("Sequence length", "train.seq_len"),
              ("Micro-batch × accumulation", "train.micro_batch"), ("Gradient checkpointing", "train.grad_ckpt"),
              ("Optimizer", "train.optimizer"), ("Learning rate", "train.lr")]
 
@@ -178,6 +178,7 @@ class PlanPage(Page):
         pred.body.addWidget(self.speed_label)
         self.content.addWidget(pred)
 
+        self._build_methods()
         settings = Card("Fitted settings")
         grid = QGridLayout()
         grid.setColumnStretch(1, 1)
@@ -241,6 +242,34 @@ class PlanPage(Page):
         self.content.addWidget(adv)
         self.content.addStretch(1)
         self._sync_editors()
+
+    def _build_methods(self) -> None:
+        """The adapter methods (studio.methods), each with its one sentence; choosing one fixes lora.method."""
+        card = Card("Adapter method")
+        grid = QGridLayout()
+        grid.setColumnStretch(1, 1)
+        grid.setVerticalSpacing(2)
+        self.method_group = QButtonGroup(self)
+        self.method_buttons: dict[str, QRadioButton] = {}
+        for i, m in enumerate(methods.METHODS.values()):
+            b = QRadioButton(m.label)
+            b.setToolTip(f"lora.method = {m.name} (--peft {m.name})")
+            self.method_group.addButton(b, i)
+            self.method_buttons[m.name] = b
+            grid.addWidget(b, i, 0, Qt.AlignmentFlag.AlignTop)
+            text = m.when + ("" if m.mergeable else " Export gives the adapter only (nothing to merge).")
+            grid.addWidget(label(text, "muted", wrap=True), i, 1)
+        self.method_group.idClicked.connect(self._method_chosen)
+        card.body.addLayout(grid)
+        self.content.addWidget(card)
+
+    def _method_chosen(self, index: int) -> None:
+        name = methods.NAMES[index]
+        if name == methods.DEFAULT:
+            self.session.unpin("lora.method")  # the default needs no pin
+            self._sync_editors()
+        else:
+            self.session.pin("lora.method", name)
 
     def _toggle_advanced(self, on: bool) -> None:
         self.adv_body.setVisible(on)
@@ -367,7 +396,12 @@ class PlanPage(Page):
             section, name = key.split(".", 1)
             ed.set_value(getattr(getattr(recipe, section), name), key in self.session.fixed)
         t, lo, q = recipe.train, recipe.lora, recipe.quant
-        values = {"quant.mode": f"{q.mode}" + (f" ({q.quant_type}{', double quant' if q.double_quant else ''})" if q.mode == "4bit" else ""),
+        chosen = self.method_buttons.get(lo.method)
+        if chosen is not None and not chosen.isChecked():
+            chosen.setChecked(True)
+        m = methods.get(lo.method)
+        values = {"lora.method": m.label + ("" if m.low_rank else f" ({lo.virtual_tokens} virtual tokens)"),
+                  "quant.mode": f"{q.mode}" + (f" ({q.quant_type}{', double quant' if q.double_quant else ''})" if q.mode == "4bit" else ""),
                   "lora.rank": f"{lo.rank} / {lo.alpha}  on {', '.join(lo.targets)}",
                   "train.seq_len": f"{t.seq_len} tokens", "train.micro_batch": f"{t.micro_batch} × {t.grad_accum} = {t.micro_batch * t.grad_accum} examples per step",
                   "train.grad_ckpt": "on" if t.grad_ckpt else "off", "train.optimizer": t.optimizer,
