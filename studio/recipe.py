@@ -336,7 +336,7 @@ def _check_objective(r: Recipe) -> list[Problem]:
     t = r.train
     if t.packing is True and t.objective in PREFERENCE_OBJECTIVES:
         return [Problem("train.packing", f"packing applies to the sft objective, not {t.objective}",
-                        f"turn train.packing off (--no-packing) or use train.objective 'sft'")]
+                        "turn train.packing off (--no-packing) or use train.objective 'sft'")]
     return []
 
 

@@ -9,6 +9,7 @@
   PeftModel it is given into a frozen "ref" adapter (meant for re-training a trained adapter); ours
   is freshly initialised (LoRA's B = 0, so it adds exactly nothing), so we drop that copy and TRL
   then takes the reference inside ``disable_adapter()``: one copy of the base weights, no second model.
+- TRL's DPOTrainer casts a quantised model's adapter to bf16; we keep it in fp32 as SFT does.
 """
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def drop_reference_copy(model: Any) -> None:
         model.delete_adapter(REF_ADAPTER)
 
 
+def keep_adapter_dtype(model: Any, kept: dict) -> None:
+    """Undo TRL's cast of a quantised model's adapter to bf16: the studio trains adapters in fp32 for
+    every objective (what the planner predicts, and what a checkpoint restores bit-exactly)."""
+    for name, param in model.named_parameters():
+        if name in kept and param.data.dtype != kept[name].dtype:
+            param.data = kept[name]
+
+
 def trainer_class(objective: str, studio_trainer: type) -> type:
     """``studio_trainer`` in front of TRL's trainer for ``objective`` (cooperative ``super()`` calls)."""
     if objective == "dpo":
@@ -36,8 +45,11 @@ def trainer_class(objective: str, studio_trainer: type) -> type:
 
         class StudioDPOTrainer(studio_trainer, DPOTrainer):  # type: ignore[misc, valid-type]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
+                model = kwargs["model"]
+                kept = {n: p.data for n, p in model.named_parameters() if p.requires_grad}
                 super().__init__(*args, **kwargs)
                 drop_reference_copy(self.model)
+                keep_adapter_dtype(self.model, kept)
 
             def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
                 if "prompt_ids" in dataset.column_names:  # tokenised by studio.data.pairs with our masks
