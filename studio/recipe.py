@@ -40,6 +40,8 @@ QUANT_TYPES = ("nf4", "fp4")
 TRAIN_ON = ("assistant", "all")
 OBJECTIVES = ("sft", "dpo", "orpo")  # docs/objectives.md; dpo and orpo need chosen/rejected pairs
 PREFERENCE_OBJECTIVES = ("dpo", "orpo")
+# What the adapter is trained on and how sequences are built: `train` and `plan` take them as flags.
+OBJECTIVE_SETTINGS = ("train.objective", "train.pref_beta", "train.packing")
 # The settings the planner chooses (and a run's memory depends on), by their recipe names.
 PLANNED = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
            "lora.dropout", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.grad_ckpt", "train.attn",
