@@ -200,6 +200,13 @@ class TrainingRun:
         from transformers.trainer_callback import PrinterCallback
 
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
+        if self.recipe.train.packing:  # one sequence per micro-batch, attention kept within each example
+            from studio.train import packing
+
+            packing.check(self.model, self.recipe.train.attn, len(self.tokenizer))
+            collator = packing.collator()
+            self.em.emit(LOG, message="packing: each micro-batch is one sequence without padding; attention "
+                                      "stays within each example (checked on this model)")
         from studio.train.recovery import settings_of
         from studio.train.trainer import SaveOnStop
 
