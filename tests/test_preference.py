@@ -133,3 +133,23 @@ def test_orpo_trains_and_reports_its_odds_ratio(tiny_model_dir, pref_jsonl, tmp_
     assert nll[-1] < nll[0]
     assert all(t > 0 for t in _metric_series(events, "tokens_per_s"))  # ORPO's tokens are counted too
     assert (run_dir / runs.ADAPTER / "adapter_model.safetensors").is_file()
+
+
+def test_the_planner_predicts_the_pairs_the_reference_forward_and_packing():
+    from studio import memory, models, planner
+
+    info = models.resolve("demo")
+    base = {"quant.mode": "4bit", "quant.double_quant": True, "quant.compute_dtype": "bfloat16", "lora.rank": 16,
+            "lora.alpha": 32, "lora.targets": ["all-linear"], "train.micro_batch": 2, "train.grad_accum": 8,
+            "train.seq_len": 512, "train.grad_ckpt": False, "train.attn": "sdpa", "train.optimizer": "adamw_torch"}
+    sft = memory.estimate(info, base)
+    orpo = memory.estimate(info, {**base, "train.objective": "orpo"})
+    dpo = memory.estimate(info, {**base, "train.objective": "dpo"})
+    doubled = memory.estimate(info, {**base, "train.micro_batch": 4})
+    assert orpo.components["activations"] == doubled.components["activations"] > sft.components["activations"]
+    assert dpo.peak_allocated > orpo.peak_allocated and "estimate" in dpo.sources["reference_forward"]
+    packed = memory.estimate(info, {**base, "train.packing": True})
+    assert packed.components["packed_attention_mask"] == (2 * 512) ** 2
+    plan = planner.fit(info, 24 * 2**30, fixed={"train.objective": "dpo"})
+    assert plan.settings["train.objective"] == "dpo" and "reference_forward" in plan.components
+    assert any("Objective dpo" in r for r in plan.reasons)
