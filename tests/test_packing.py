@@ -77,3 +77,17 @@ def test_packing_is_for_sft_only():
     r = Recipe()
     r.model.name_or_path, r.data.path, r.train.packing, r.train.objective = "demo", "x.jsonl", True, "orpo"
     assert any(p.field == "train.packing" for p in r.validate())
+
+
+def test_data_inspect_shows_the_packed_micro_batch_and_the_padding_it_removes(tiny_model_dir, chat_jsonl):
+    from studio.data import inspect
+    from studio.data.tokens import PACK_BOUNDARY
+
+    report = inspect(str(chat_jsonl), tokenizer=str(tiny_model_dir), seq_len=64, packing=3)
+    assert report.packing["micro_batch"] == 3 and report.packing["padding_packed"] == 0
+    assert report.packing["padding_unpacked"] > 0
+    view = report.mask_view
+    assert [t for t, _ in view].count(PACK_BOUNDARY) == 2  # three examples, two boundaries
+    starts = [0] + [i + 1 for i, (t, _) in enumerate(view) if t == PACK_BOUNDARY]
+    assert not any(view[i][1] for i in starts)  # no example's first token carries the loss
+    assert report.to_dict()["packing"] == report.packing
