@@ -94,6 +94,14 @@ def test_dpo_trains_the_margin_grows_and_the_adapter_is_plain_lora(tiny_model_di
     assert json.loads((run_dir / "eval.json").read_text())["val_loss"]["adapter"] is not None
     log = " ".join(e.data.get("message", "") for e in events if e.type == "log")
     assert "dpo: 29 chosen/rejected pairs for training, 3 for validation" in log
+    import subprocess
+
+    from studio.procs import worker_argv, worker_env
+
+    (run_dir / "eval.json").unlink()
+    again = subprocess.run(worker_argv("workers.evaluate", run_dir), env=worker_env(), capture_output=True, timeout=240)
+    assert again.returncode == 0, again.stderr.decode()[-3000:]  # lora-studio eval works on a DPO run too
+    assert json.loads((run_dir / "eval.json").read_text())["val_tokens"] > 0
 
 
 def test_dpo_reference_is_the_base_with_the_adapter_disabled(tiny_model_dir, tiny_tokenizer_dir, pref_jsonl):

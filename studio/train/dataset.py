@@ -21,6 +21,11 @@ class TrainData:
     val_lm: Any | None = None  # preference objectives: the chosen conversations, tokenised for eval.json's loss
     pairs: Any | None = None  # preference objectives: studio.data.pairs.PairStats of the training split
 
+    def lm_rows(self) -> list[dict]:
+        """The validation rows with labels (eval.json's loss): the chosen conversations for DPO/ORPO."""
+        rows = self.val_lm if self.pairs is not None else self.val
+        return [rows[i] for i in range(len(rows))] if rows else []
+
 
 def _encode_all(tokenizer: Any, examples: list[dict], recipe: Recipe) -> tuple[list[dict], int, int]:
     """Encoded rows, how many were truncated, and how many the chat template refused."""

@@ -104,7 +104,10 @@ def config_overrides(recipe: Recipe) -> dict:
     """TRL's settings for our recipe. TRL's own defaults that differ from transformers' are undone:
     gradient checkpointing is switched on the model by loading.py, never by the Trainer."""
     t = recipe.train
-    out = {"beta": t.pref_beta, "max_length": t.seq_len, "gradient_checkpointing": False}
+    # TRL switches checkpointing off around DPO's reference forward and on again with these kwargs:
+    # the same non-reentrant checkpointing loading.py enabled.
+    out = {"beta": t.pref_beta, "max_length": t.seq_len, "gradient_checkpointing": False,
+           "gradient_checkpointing_kwargs": {"use_reentrant": False}}
     if t.objective == "orpo":
         out["include_num_input_tokens_seen"] = "no"  # counted by StudioORPOTrainer.training_step
     return out

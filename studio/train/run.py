@@ -277,9 +277,7 @@ class TrainingRun:
         """eval.json: validation loss of base and adapter on the same tokens, held-out answers of both."""
         from studio import evalreport
 
-        # Preference objectives: the loss on the chosen conversations (the pairs themselves have no labels).
-        lm = self.data.val_lm if self.recipe.train.objective in PREFERENCE_OBJECTIVES else self.data.val
-        val = [lm[i] for i in range(len(lm))] if lm else []
+        val = self.data.lm_rows()  # DPO/ORPO: the chosen conversations (the pairs themselves have no labels)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.em.emit(PROGRESS, phase="eval-loss", done=0, total=2)
         loss_adapter, tokens = evalreport.validation_loss(self.model, val, pad, self.recipe.train.micro_batch)

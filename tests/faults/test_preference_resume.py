@@ -31,3 +31,13 @@ def test_a_killed_preference_run_resumes_bit_exactly(tmp_path, tiny_model_dir, o
     assert margins == want_margins
     resumed = [e for e in read_events(run_dir / runs.EVENTS) if e.type == "log" and "resumed_from_step" in e.data]
     assert resumed and resumed[0].data["resumed_from_step"] in (2, 4)
+
+
+def test_a_nan_loss_in_a_dpo_run_stops_it_naming_the_step_and_the_last_checkpoint(tmp_path, tiny_model_dir):
+    data = write_preference_jsonl(tmp_path / "pref.jsonl")
+    run_dir = new_run(tmp_path, tiny_model_dir, data, objective="dpo", grad_ckpt=True)
+    rc, events = run_worker(run_dir, fault="nan@step=5")
+    assert rc == 1
+    error = next(e for e in events if e.type == "error")
+    assert error.data["kind"] == "nan" and error.data["step"] == 5
+    assert error.data["last_good_checkpoint"].endswith("step-4")
