@@ -161,3 +161,21 @@ def test_the_planner_predicts_the_pairs_the_reference_forward_and_packing():
     plan = planner.fit(info, 24 * 2**30, fixed={"train.objective": "dpo"})
     assert plan.settings["train.objective"] == "dpo" and "reference_forward" in plan.components
     assert any("Objective dpo" in r for r in plan.reasons)
+
+
+def test_the_demo_preference_set_is_what_build_py_writes_chosen_cards_rejected_not():
+    import importlib.util
+
+    from studio.demo import demo_preference_set
+    from studio.evaluate import FORMAT_PATTERN
+
+    demo = Path(__file__).resolve().parent.parent / "resources" / "demo"
+    spec = importlib.util.spec_from_file_location("demo_build_pref", demo / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    rows = build.preference_rows()
+    assert demo_preference_set().read_text(encoding="utf-8") == build.to_jsonl(rows)
+    assert len(rows) > 300
+    assert all(FORMAT_PATTERN.search(r["chosen"]) and not FORMAT_PATTERN.search(r["rejected"]) for r in rows)
+    examples, report = load_examples(str(demo_preference_set()))
+    assert report.format == "preference" and all(ex["rejected"] for ex in examples)
