@@ -179,3 +179,13 @@ def test_the_demo_preference_set_is_what_build_py_writes_chosen_cards_rejected_n
     assert all(FORMAT_PATTERN.search(r["chosen"]) and not FORMAT_PATTERN.search(r["rejected"]) for r in rows)
     examples, report = load_examples(str(demo_preference_set()))
     assert report.format == "preference" and all(ex["rejected"] for ex in examples)
+
+
+def test_the_oom_ladder_measures_pair_lengths_for_its_sequence_length_rung():
+    from datasets import Dataset
+
+    from studio.train.recovery import p95_length
+
+    rows = [{"prompt_ids": [1] * 10, "chosen_ids": [2] * n, "rejected_ids": [3] * 5} for n in range(1, 101)]
+    assert p95_length(Dataset.from_list(rows)) == 10 + 96  # the longer side of each pair, with its prompt
+    assert p95_length(Dataset.from_list([{"input_ids": [1] * 7}])) == 7

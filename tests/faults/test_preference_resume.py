@@ -41,3 +41,13 @@ def test_a_nan_loss_in_a_dpo_run_stops_it_naming_the_step_and_the_last_checkpoin
     error = next(e for e in events if e.type == "error")
     assert error.data["kind"] == "nan" and error.data["step"] == 5
     assert error.data["last_good_checkpoint"].endswith("step-4")
+
+
+def test_out_of_memory_in_an_orpo_run_steps_down_the_ladder_and_finishes(tmp_path, tiny_model_dir):
+    data = write_preference_jsonl(tmp_path / "pref.jsonl")
+    run_dir = new_run(tmp_path, tiny_model_dir, data, objective="orpo")
+    rc, events = run_worker(run_dir, fault="oom@step=3")
+    assert rc == 0, (run_dir / "worker.log").read_text()[-3000:]
+    recovery = [e for e in events if e.type == "warning" and e.data.get("kind") == "oom_recovery"]
+    assert recovery and recovery[0].data["settings"]["micro_batch"] == 1
+    assert events[-1].type == "done" and events[-1].data["step"] == MAX_STEPS
