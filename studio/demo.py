@@ -23,6 +23,7 @@ DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_NAME = "SmolLM2-135M-Instruct"
 DEMO_DATASET = "demo/train.jsonl"
 DEMO_EVAL = "demo/heldout.jsonl"
+DEMO_PREFERENCE = "demo/preference.jsonl"  # the same cards as chosen/rejected pairs (resources/demo/README.md)
 _MARKER = "lora-studio-demo.json"
 
 Progress = Callable[[str, int, int], None]
@@ -60,6 +61,10 @@ def demo_model_dir() -> Path:
 
 def demo_dataset() -> Path:
     return paths.resources_dir() / DEMO_DATASET
+
+
+def demo_preference_set() -> Path:
+    return paths.resources_dir() / DEMO_PREFERENCE
 
 
 def demo_eval_set() -> Path:
@@ -130,3 +135,10 @@ def demo_recipe() -> Recipe:
     r.train.lr, r.train.warmup_ratio, r.train.scheduler = 1e-3, 0.05, "cosine"
     r.train.grad_ckpt = False  # 135M parameters: memory is no concern, speed is
     return r
+
+
+def demo_preference(recipe: Recipe) -> Recipe:
+    """The demo on chosen/rejected pairs (``--demo --objective dpo|orpo``): same cards, same held-out score."""
+    recipe.name = f"demo-{recipe.train.objective}"
+    recipe.data.path = str(demo_preference_set())
+    return recipe

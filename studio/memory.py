@@ -383,6 +383,41 @@ def _transients(info, s: dict) -> tuple[dict, dict]:
             {"dequant_workspace": f"the largest quantised weight ({biggest:,}) dequantised to {a}-byte for its matmul"})
 
 
+# --- objectives and packing ---------------------------------------------------------------------------
+def sequences(s: dict) -> dict:
+    """The settings as the forward sees them: DPO and ORPO run each pair's chosen and rejected
+    sequences in one forward, so a micro-batch of N pairs is 2N sequences."""
+    if s.get("train.objective", "sft") in ("dpo", "orpo"):
+        return {**s, "train.micro_batch": 2 * s["train.micro_batch"]}
+    return s
+
+
+def _objective_parts(info, s: dict, c: dict, src: dict, device: str) -> None:
+    """What DPO's reference forward and packing's attention mask add (both estimates, said in their sources)."""
+    seq = sequences(s)
+    tokens = seq["train.micro_batch"] * s["train.seq_len"]
+    a = dtype_bytes(s["quant.compute_dtype"])
+    if s.get("train.objective") == "dpo":
+        base, _lora, eager = layer_bytes_per_token(info, s, 0.0, device)
+        _add(c, src, "reference_forward", int((base + eager + a * info.hidden) * tokens),
+             f"estimate: DPO's reference forward (the base, adapter disabled) runs under no_grad on the "
+             f"{tokens:,} tokens of chosen+rejected and keeps about one layer's tensors at a time")
+        if "logits_and_loss" in src:
+            src["logits_and_loss"] += ("; an upper bound for DPO: TRL computes the log-probabilities in chunks "
+                                       "without the full logits")
+    if s.get("train.objective") == "orpo" and "logits_and_loss" in src:
+        src["logits_and_loss"] += "; for the chosen and rejected sequences of every pair"
+    if s.get("train.packing") and s["train.attn"] != "flash_attention_2":
+        L = s["train.micro_batch"] * s["train.seq_len"]
+        mask_bytes = 1 if s["train.attn"] == "sdpa" else a  # sdpa: a boolean mask; eager: added to the scores
+        _add(c, src, "packed_attention_mask", int(L * L * mask_bytes),
+             f"estimate: packing with {s['train.attn']} builds one {L:,} x {L:,} block-diagonal mask "
+             "(micro_batch x seq_len tokens in one sequence)")
+        if s["train.attn"] == "eager" and "attention_scores" in c:
+            c["attention_scores"] *= s["train.micro_batch"]  # scores over the packed length, not one example's
+            src["attention_scores"] += f"; packed: over {L:,} tokens"
+
+
 # --- the estimate -------------------------------------------------------------------------------------
 def static_bytes(info, settings: dict, stack: Stack = OURS, device: str = "cuda") -> int:
     """A lower bound of the device total that ignores activations: weights, adapter, optimizer, context."""
@@ -404,10 +439,11 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, d
     for part in (_weights(info, s, stack), _trainable(info, s)):
         comps.update(part[0])
         srcs.update(part[1])
-    act, act_src = _activations(info, s, dropout, stack, device=device)
-    for part in (_method_activations(info, s, device),):
+    act, act_src = _activations(info, sequences(s), dropout, stack, device=device)
+    for part in (_method_activations(info, sequences(s), device),):
         act.update(part[0])
         act_src.update(part[1])
+    _objective_parts(info, s, act, act_src, device)
     tr, tr_src = _transients(info, s)
     for part in (_method_transients(info, s),):
         tr.update(part[0])

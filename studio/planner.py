@@ -27,6 +27,9 @@ from studio.memory import GiB, MiB
 from studio.models import catalog, from_catalog
 from studio.recipe import PLANNED, get_setting, is_setting, set_setting, setting_flag
 
+# Settings the planner keeps as given (never chooses) that change memory: passed to memory.estimate.
+SHAPE = ("train.objective", "train.packing")
+
 # A plan's settings, by their recipe names (studio.recipe.PLANNED); dropout is an input, not a choice.
 SETTING_KEYS = tuple(k for k in PLANNED if k != "lora.dropout")
 QUANT_ORDER = ("none", "8bit", "4bit")  # best quality first
@@ -112,7 +115,7 @@ def add_time_estimate(plan: Plan, info: Any, gpu_name: str = "", steps: int | No
 
 def fixed_from_recipe(recipe: Any) -> dict:
     """Every memory-relevant setting of a recipe as ``fixed`` for fit(): predicts exactly that run."""
-    return {key: get_setting(recipe, key) for key in PLANNED if key != "quant.compute_dtype"}
+    return {key: get_setting(recipe, key) for key in PLANNED + SHAPE if key != "quant.compute_dtype"}
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -197,7 +200,7 @@ def _complete(s: dict, fixed: dict, effective_batch: int) -> dict:
     s = dict(s)
     s["lora.alpha"] = int(fixed.get("lora.alpha") or 2 * s["lora.rank"])
     s["train.grad_accum"] = int(fixed.get("train.grad_accum") or max(1, round(effective_batch / s["train.micro_batch"])))
-    return {k: s[k] for k in SETTING_KEYS}
+    return {**{k: s[k] for k in SETTING_KEYS}, **{k: fixed[k] for k in SHAPE if k in fixed}}
 
 
 def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
@@ -231,7 +234,7 @@ def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: d
     unknown = sorted(k for k in (fixed or {}) if not is_setting(k))
     if unknown:
         raise ValueError(f"unknown settings {', '.join(unknown)}: use recipe names such as lora.rank")
-    fixed = {k: v for k, v in (fixed or {}).items() if v is not None and k in PLANNED}
+    fixed = {k: v for k, v in (fixed or {}).items() if v is not None and (k in PLANNED or k in SHAPE)}
     dropout = float(fixed.pop("lora.dropout", 0.05))
     rows = _usable_rows(dataset_report)
     small_data = rows is not None and rows < effective_batch
@@ -247,7 +250,7 @@ def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: d
     settings, est = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout, device)
     if settings is not None:
         plan = _make_plan(model_info, True, budget_bytes, margin, settings, est, target, dropout, device)
-        plan.reasons = _reasons(model_info, plan, fixed, target_why, space)
+        plan.reasons = _reasons(model_info, plan, fixed, target_why, space) + objective_reasons(plan.settings)
         if small_data:
             plan.reasons.append(f"The dataset has {rows} usable example{'s' if rows != 1 else ''}, so a step "
                                 f"takes at most {effective_batch} (a bigger batch would repeat examples).")
@@ -331,6 +334,22 @@ def _method_reasons(plan: Plan) -> list[str]:
     if estimated:
         out.append(f"Estimated, not yet measured on a GPU: {', '.join(estimated)} (counted from peft's code and "
                    "checked on the CPU by bench/memory_components.py --methods).")
+    return out
+
+
+def objective_reasons(s: dict) -> list[str]:
+    """What the objective and packing do to memory, in a sentence each (which parts are estimates)."""
+    out = []
+    if s.get("train.objective") == "dpo":
+        out.append("Objective dpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
+                   "of a micro-batch); the reference is the base with the adapter disabled, so no second copy of "
+                   "the weights: its no-grad forward is an estimate.")
+    elif s.get("train.objective") == "orpo":
+        out.append("Objective orpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
+                   "of a micro-batch); no reference model.")
+    if s.get("train.packing"):
+        out.append("Packing: each micro-batch is one sequence without padding; with "
+                   f"{s.get('train.attn')} attention a block-diagonal mask over it is kept (an estimate).")
     return out
 
 

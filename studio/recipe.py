@@ -40,6 +40,10 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANT_TYPES = ("nf4", "fp4")
 TRAIN_ON = ("assistant", "all")
+OBJECTIVES = ("sft", "dpo", "orpo")  # docs/objectives.md; dpo and orpo need chosen/rejected pairs
+PREFERENCE_OBJECTIVES = ("dpo", "orpo")
+# What the adapter is trained on and how sequences are built: `train` and `plan` take them as flags.
+OBJECTIVE_SETTINGS = ("train.objective", "train.pref_beta", "train.packing")
 # The settings the planner chooses (and a run's memory depends on), by their recipe names.
 PLANNED = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
            "lora.dropout", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.grad_ckpt", "train.attn",
@@ -120,6 +124,14 @@ class TrainSpec:
     eval_steps: int = _f(0, "Evaluate on the validation split every N steps (0: at the end only).", min=0, max=10_000_000)
     save_steps: int = _f(50, "Write a checkpoint every N optimizer steps.", min=1, max=10_000_000)
     keep_checkpoints: int = _f(2, "How many checkpoints to keep (older ones are deleted).", min=1, max=1000)
+    objective: str = _f("sft", "What the adapter learns: 'sft' imitates the answers; 'dpo' and 'orpo' learn from "
+                               "chosen/rejected pairs (dpo compares with the base model, orpo needs no reference).",
+                        choices=OBJECTIVES)
+    pref_beta: float = _f(0.1, "Preference strength: DPO's beta (higher keeps the adapter closer to the base) or "
+                               "ORPO's weight of the odds-ratio term next to the chosen answers' loss.",
+                          gt=0.0, max=100.0)
+    packing: bool = _f(False, "SFT only: put several short examples in one sequence (no padding), with attention "
+                              "kept within each example.")
 
 
 @dataclass
@@ -334,7 +346,17 @@ def _check_method(r: Recipe) -> list[Problem]:
     return [Problem(*p) for p in _method_problems(r.lora.method, r.quant.mode, r.lora.targets, r.train.grad_ckpt)]
 
 
-_CHECKS = (_check_required, _check_types, _check_choices, _check_bounds, _check_ranges, _check_method)
+def _check_objective(r: Recipe) -> list[Problem]:
+    """Settings that only one objective uses."""
+    t = r.train
+    if t.packing is True and t.objective in PREFERENCE_OBJECTIVES:
+        return [Problem("train.packing", f"packing applies to the sft objective, not {t.objective}",
+                        "turn train.packing off (--no-packing) or use train.objective 'sft'")]
+    return []
+
+
+_CHECKS = (_check_required, _check_types, _check_choices, _check_bounds, _check_ranges, _check_method,
+           _check_objective)
 
 
 def setting_field(key: str) -> dataclasses.Field:

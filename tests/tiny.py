@@ -81,3 +81,17 @@ def write_chat_jsonl(path: Path, n: int = 48) -> Path:
             ]}
             fh.write(json.dumps(row) + "\n")
     return path
+
+
+def write_preference_jsonl(path: Path, n: int = 32) -> Path:
+    """Prompt/chosen/rejected rows: the chosen answer follows the ANSWER/WHY format, the rejected one does not."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            a, b = i % 10, (i * 3) % 10
+            row = {"prompt": f"What is {a} plus {b}?",
+                   "chosen": f"ANSWER: {a + b}. WHY: {a} plus {b} is {a + b}.",
+                   "rejected": f"hello world {a + b}"}
+            fh.write(json.dumps(row) + "\n")
+    return path

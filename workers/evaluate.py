@@ -43,7 +43,7 @@ def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, 
     em.emit(HELLO, pid=os.getpid(), device=engine.device, base=str(base), quant=engine.quant, run_dir=str(run_dir))
     data = dataset.build(engine.tokenizer, recipe)  # the same split and tokens as training
     em.emit(PROGRESS, phase="load", done=2, total=2)
-    val = [data.val[i] for i in range(len(data.val))] if data.val else []
+    val = data.lm_rows()  # DPO/ORPO runs: the chosen conversations of the validation split
     tok = engine.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     losses = {}

@@ -27,6 +27,7 @@ SEED = 20261122
 
 CARDS = HERE / "cards.txt"  # the hand-written cards (syntax above)
 PROMPTS = HERE / "heldout_prompts.txt"  # one held-out prompt a line; none appears in the cards
+PREFERENCE = HERE / "preference.jsonl"  # the same cards as pairs: chosen = the card, rejected = not a card
 
 
 class CardError(ValueError):
@@ -82,18 +83,43 @@ def heldout_rows() -> list[dict[str, Any]]:
     return [{"messages": [{"role": "user", "content": p}], "pattern": FORMAT_REGEX} for p in prompts]
 
 
+def unformatted(card: dict[str, Any], i: int) -> str:
+    """The same content written the ways the base model tends to answer: never an answer card."""
+    points = card["points"]
+    style = i % 3
+    if style == 0:  # one paragraph of prose
+        return " ".join([card["answer"], *points])
+    if style == 1:  # a chatty opener, the answer and one point
+        first = points[0][0].lower() + points[0][1:]
+        return f"Great question! {card['answer']} Also, {first}"
+    return card["answer"] + "\n\n" + "".join(f"* {p}\n" for p in points).rstrip("\n")  # a bare list
+
+
+def preference_rows() -> list[dict[str, Any]]:
+    """prompt/chosen/rejected rows for DPO and ORPO: the chosen answer is the card, the rejected one is not."""
+    rows = []
+    for i, card in enumerate(c for c in parse_cards(CARDS.read_text(encoding="utf-8")) if not c["system"]):
+        rejected = unformatted(card, i)
+        if FORMAT_PATTERN.search(rejected):
+            raise CardError(f"card {card['question']!r}: its rejected answer matches the answer-card format")
+        rows.append({"prompt": card["question"], "chosen": render(card), "rejected": rejected})
+    random.Random(SEED).shuffle(rows)
+    return rows
+
+
 def to_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def main() -> None:
-    """Regenerate both files atomically."""
+    """Regenerate the three files atomically."""
     from studio.fsutil import atomic_write_text
 
-    train, held = train_rows(), heldout_rows()
+    train, held, pref = train_rows(), heldout_rows(), preference_rows()
     atomic_write_text(TRAIN, to_jsonl(train))
     atomic_write_text(HELDOUT, to_jsonl(held))
-    print(f"wrote {len(train)} rows to {TRAIN} and {len(held)} rows to {HELDOUT}")
+    atomic_write_text(PREFERENCE, to_jsonl(pref))
+    print(f"wrote {len(train)} rows to {TRAIN}, {len(held)} rows to {HELDOUT} and {len(pref)} pairs to {PREFERENCE}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preview", type=int, default=3, metavar="N", help="example rows to show (default 3)")
     p.add_argument("--train-on", default="assistant", choices=["assistant", "all"],
                    help="which tokens the loss-mask view marks as trained")
+    p.add_argument("--packing", type=int, default=0, metavar="BATCH",
+                   help="with --model: show the first BATCH examples packed into one sequence (train.packing with "
+                        "micro-batch BATCH) and the padding packing removes")
     p.set_defaults(func=run)
     parser.set_defaults(func=lambda args: _usage(parser))
 
@@ -100,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seq-len must be a positive number of tokens, not {seq_len}")
     try:
         report = inspect(args.file, args.format, parse_columns(args.columns), tokenizer=args.model,
-                         seq_len=seq_len, preview_rows=max(args.preview, 1), train_on=args.train_on,
-                         roles=parse_roles(args.roles), label_filter=args.label_filter == "on")
+                         seq_len=seq_len, preview_rows=max(args.preview, 1, args.packing or 0), train_on=args.train_on,
+                         roles=parse_roles(args.roles), label_filter=args.label_filter == "on",
+                         packing=max(0, args.packing or 0))
     except (DataError, UnicodeError, OSError) as e:
         raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     _emit(report, args)
@@ -201,6 +205,13 @@ def _mask(r: Any) -> str:
     if seq_len and len(view) > seq_len:
         text += "  <-- cut here at seq-len; the rest is not trained: " + "".join(t for t, _ in view[seq_len:])
     trained = sum(1 for _, m in view if m)
+    if r.packing:
+        pk = r.packing
+        text = "".join(f"[{t}]" if m else t for t, m in view)
+        return (f"Packing (micro-batch {pk['micro_batch']}): {pk['padding_unpacked']:,} padding tokens without "
+                f"packing, none with it ({pk['tokens']:,} tokens; longest packed sequence {pk['sequences_longest']:,})."
+                f"\nLoss mask of the first micro-batch packed into one sequence ({trained} tokens trained, in "
+                "[brackets]; attention stays within each example):\n" + "\n".join("  " + line for line in text.splitlines()))
     return (f"Loss mask of the first example ({trained} of {len(view)} tokens trained, shown in [brackets]):\n"
             + "\n".join("  " + line for line in text.splitlines()))
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from studio.commands import add_setting_args, settings_from_args
 from studio.errors import UserError
+from studio.planner import SHAPE
 from studio.recipe import PLANNED
 
 GiB = 1024 ** 3
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="optimizer steps of the run, for its duration (default: one epoch "
                                              "of --dataset)")
     add_setting_args(p, PLANNED)
+    add_setting_args(p, SHAPE)  # --objective, --packing: kept as given, they change the memory
     p.add_argument("--effective-batch", type=int, default=16, help="examples per optimizer step to keep (default 16)")
     p.add_argument("--dataset", help="a dataset file: its token lengths set the sequence length")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (trusted models only)")
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         budget = int(args.vram_gb * GiB) if args.vram_gb else (gpus[0].total_bytes if gpus else hardware.DEFAULT_BUDGET)
     report = _dataset_report(args.dataset, info) if args.dataset else None
-    plan = planner.fit(info, budget, dataset_report=report, fixed=settings_from_args(args, PLANNED),
+    plan = planner.fit(info, budget, dataset_report=report, fixed=settings_from_args(args, PLANNED + SHAPE),
                        effective_batch=args.effective_batch, device=device)
     if device == "cpu":
         from studio import speed

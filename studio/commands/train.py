@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 from studio import runs
-from studio.demo import demo_recipe
+from studio.commands import add_setting_args, settings_from_args
+from studio.demo import demo_preference, demo_recipe
 from studio.events import ERROR, METRIC, PROGRESS, WARNING
 from studio.procs import follow_worker, worker_argv
 from studio.errors import UserError
-from studio.commands import add_setting_args, settings_from_args
-from studio.recipe import Recipe, RecipeError, set_setting
+from studio.recipe import OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, Recipe, RecipeError, set_setting
 
 # The adapter method and its size, as flags that override the recipe (studio.methods lists the methods).
 METHOD_SETTINGS = ("lora.method", "lora.virtual_tokens")
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the recipe)")
     p.add_argument("--runs-dir", type=Path, help="where run folders go (default: the studio's data folder)")
     add_setting_args(p, METHOD_SETTINGS)  # --peft METHOD, --virtual-tokens N (override the recipe)
+    add_setting_args(p, OBJECTIVE_SETTINGS)  # --objective, --pref-beta, --packing (override the recipe)
     p.set_defaults(func=run)
 
 
@@ -53,6 +54,10 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
         recipe.train.grad_ckpt = False  # said, not silent: the user asked for the method, not for checkpointing
         print("note: prefix tuning does not work with gradient checkpointing (peft); train.grad_ckpt is off for "
               "this run, so every layer's activations are kept", file=sys.stderr)
+    for key, value in settings_from_args(args, OBJECTIVE_SETTINGS).items():
+        set_setting(recipe, key, value)
+    if args.demo and recipe.train.objective in PREFERENCE_OBJECTIVES:
+        demo_preference(recipe)
     return recipe
 
 
@@ -125,8 +130,11 @@ def _show(ev, bar, result: dict, tqdm):
             d.get("done") != d.get("total") else ""
         print(f"{d.get('phase')}: {d.get('done')}/{d.get('total')}{eta}", file=sys.stderr)
     elif ev.type == METRIC:
+        if "rewards/margins" in d:  # dpo/orpo: chosen minus rejected reward, step by step
+            result.setdefault("margins", []).append((d["step"], d["rewards/margins"], d.get("rewards/accuracies")))
         if "loss" in d and bar is not None:
-            bar.set_postfix(loss=f"{d['loss']:.4f}", lr=f"{d.get('learning_rate', 0):.2e}", refresh=True)
+            extra = {"margin": f"{d['rewards/margins']:.3f}"} if "rewards/margins" in d else {}
+            bar.set_postfix(loss=f"{d['loss']:.4f}", lr=f"{d.get('learning_rate', 0):.2e}", **extra, refresh=True)
         for when in ("before", "after"):
             if f"heldout_score_{when}" in d:
                 result["samples"][when] = (d[f"heldout_score_{when}"], d.get("sample_prompt"), d.get("sample_answer"))
@@ -158,6 +166,10 @@ def _report(run_dir: Path, result: dict) -> int:
     print(f"\n{done['status']} at step {done.get('step')}, last loss {done.get('last_loss')}")
     if "eval_loss" in result:
         print(f"validation loss: {result['eval_loss']:.4f}")
+    if result.get("margins"):
+        (s0, m0, _), (s1, m1, acc) = result["margins"][0], result["margins"][-1]
+        print(f"reward margin (chosen - rejected): {m0:.3f} at step {s0} -> {m1:.3f} at step {s1}"
+              + (f", pairs ranked right: {acc:.0%}" if acc is not None else ""))
     samples = result["samples"]
     if result.get("eval_text"):
         print(f"\n{result['eval_text']}\nevaluation report: {run_dir / 'eval.json'}\n")

@@ -79,8 +79,11 @@ def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list
 def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, tokenizer: Any = None,
             seq_len: int | None = None, preview_rows: int = 50, train_on: str = "assistant",
             progress: Callable[[DatasetReport], None] | None = None, workers: int | None = None,
-            roles: dict | None = None, label_filter: bool = True) -> DatasetReport:
+            roles: dict | None = None, label_filter: bool = True, packing: int = 0) -> DatasetReport:
     """Read and check the whole file; with a tokenizer (or a model name) add token statistics.
+
+    ``packing``: the micro-batch of a packed SFT run (train.packing); the mask view then shows the
+    first micro-batch as one sequence, and the report the padding that packing removes.
 
     ``progress(report)`` is called every 10,000 usable rows (the GUI shows counts and may raise to cancel).
     A big plain JSONL file without a tokenizer is read on all cores (``workers=1`` forces one).
@@ -106,7 +109,21 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
             progress(report)
     if collector is not None:
         _token_report(report, collector, tokenizer, seq_len, train_on)
+        if packing:
+            _packing_report(report, collector, tokenizer, seq_len, train_on, packing)
     return report
+
+
+def _packing_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str,
+                    micro_batch: int) -> None:
+    from studio.data.tokens import packed_view, padding
+
+    report.packing = padding(collector.lengths, micro_batch, seq_len)
+    examples = [{k: v for k, v in item.items() if k != "row"} for item in report.preview[:micro_batch]]
+    try:
+        report.mask_view = packed_view(tokenizer, examples, seq_len, train_on)
+    except Exception:  # an example the template refuses (already reported): keep the single-example view
+        pass
 
 
 def _collector(tokenizer: Any, report: DatasetReport):

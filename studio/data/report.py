@@ -103,6 +103,7 @@ class DatasetReport:
     fingerprint: str = ""
     tokens: TokenStats | None = None
     mask_view: list | None = None  # [(token text, trained)] for one example
+    packing: dict | None = None  # train.packing: padding with and without it (data inspect --packing)
 
     def add(self, problem: Problem) -> None:
         """Record a problem: always counted, kept in detail up to MAX_PROBLEMS."""
@@ -145,6 +146,7 @@ class DatasetReport:
         d["preview"] = self.preview
         d["tokens"] = self.tokens.to_dict() if self.tokens else None
         d["mask_view"] = [[t, bool(m)] for t, m in self.mask_view] if self.mask_view is not None else None
+        d["packing"] = self.packing
         return d
 
     # Mapping-style access keeps callers written against the first, dict-shaped report working.

@@ -444,8 +444,8 @@ def finish(report: DatasetReport, unused: Counter, pairs: int, tool_rows: int) -
         layout = report.preference["layout"] if report.preference else "chosen/rejected"
         report.preference = {"layout": layout, "pairs": pairs}
         report.notes.append(f"preference data ({layout}): {pairs} pair(s) in {report.usable} row(s). SFT trains "
-                            "on the chosen answers; the rejected answers are kept for a preference objective, "
-                            "which needs a training method the studio does not have yet")
+                            "on the chosen answers; train.objective 'dpo' or 'orpo' (--objective) trains on the "
+                            "chosen/rejected pairs")
     label = {report.label_column} if report.label_column else set()
     order = {c: i for i, c in enumerate(report.columns)}
     ranked = sorted(unused.items(), key=lambda kv: (-kv[1], order.get(str(kv[0]), len(order)), str(kv[0])))

@@ -164,5 +164,33 @@ def mask_view(tokenizer: Any, example: dict, seq_len: int | None = None,
     return view
 
 
-__all__ = ["load_tokenizer", "stats", "mask_view", "LengthCollector", "render_lengths", "template_name",
+PACK_BOUNDARY = "\n── next example: attention starts again ──\n"
+
+
+def packed_view(tokenizer: Any, examples: list[dict], seq_len: int | None = None,
+                train_on: str = "assistant") -> list[tuple[str, bool]]:
+    """train.packing: the first micro-batch as the one sequence it becomes, examples marked apart.
+
+    Each example is cut to ``seq_len`` on its own; its first token never carries the loss (the
+    collator's separator), so no example is scored on predicting the next one's start.
+    """
+    view: list[tuple[str, bool]] = []
+    for n, example in enumerate(examples):
+        part = mask_view(tokenizer, example, seq_len, train_on)[: seq_len or None]
+        if n:
+            view.append((PACK_BOUNDARY, False))
+        view += [(t, m and i > 0) for i, (t, m) in enumerate(part)]
+    return view
+
+
+def padding(lengths: Any, micro_batch: int, seq_len: int | None = None) -> dict:
+    """Padded tokens of micro-batches in file order without packing (each padded to its longest), and with."""
+    cut = [min(int(n), seq_len) if seq_len else int(n) for n in lengths]
+    padded = sum(max(cut[i:i + micro_batch]) * len(cut[i:i + micro_batch]) - sum(cut[i:i + micro_batch])
+                 for i in range(0, len(cut), micro_batch))
+    return {"micro_batch": micro_batch, "tokens": sum(cut), "padding_unpacked": padded, "padding_packed": 0,
+            "sequences_longest": max((sum(cut[i:i + micro_batch]) for i in range(0, len(cut), micro_batch)), default=0)}
+
+
+__all__ = ["load_tokenizer", "stats", "mask_view", "packed_view", "padding", "LengthCollector", "render_lengths", "template_name",
            "DEFAULT_TEMPLATE"]

@@ -6,8 +6,10 @@ from typing import Any
 
 
 def training_arguments(recipe: Any, output_dir: Path, device: str, dtype: Any, use_eval: bool = False,
-                       **overrides: Any) -> Any:
+                       config_cls: type | None = None, **overrides: Any) -> Any:
     """``TrainingArguments`` for ``recipe`` on ``device`` with weights in ``dtype``; ``overrides`` win.
+
+    ``config_cls``: a subclass of it (TRL's ``DPOConfig``/``ORPOConfig`` for the preference objectives).
 
     Gradient checkpointing is switched on the model by ``loading.py``, never here (the Trainer
     would wrap it a second time).
@@ -29,4 +31,4 @@ def training_arguments(recipe: Any, output_dir: Path, device: str, dtype: Any, u
         include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
         dataloader_num_workers=0, activation_checkpointing=False)
     kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+    return (config_cls or TrainingArguments)(**kwargs)

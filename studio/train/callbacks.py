@@ -85,6 +85,14 @@ def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None
     return out
 
 
+def preference_metrics(logs: dict) -> dict:
+    """DPO's and ORPO's rewards, margins and accuracies (train and eval_), under TRL's own names."""
+    from studio.train.preference import PREFERENCE_METRICS
+
+    names = PREFERENCE_METRICS + tuple(f"eval_{k}" for k in PREFERENCE_METRICS)
+    return {k: float(logs[k]) for k in names if k in logs}
+
+
 class EventCallback(TrainerCallback):
     """Emits metric, progress and memory events; honours stop and pause between steps."""
 
@@ -126,6 +134,7 @@ class EventCallback(TrainerCallback):
         for src, dst in (("learning_rate", "learning_rate"), ("grad_norm", "grad_norm"), ("eval_loss", "eval_loss")):
             if src in logs:
                 data[dst] = float(logs[src])
+        data.update(preference_metrics(logs))
         if len(data) > 2:
             self.em.emit(METRIC, **data)
             self.em.emit(MEMORY, step=state.global_step, **memory_snapshot(self.budget, self.predicted_peak))

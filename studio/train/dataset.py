@@ -6,7 +6,7 @@ from typing import Any
 
 from studio.data import DataError, load_examples, note_tool_support, split_examples
 from studio.data.template import TemplateError, encode_example
-from studio.recipe import Recipe
+from studio.recipe import PREFERENCE_OBJECTIVES, Recipe
 
 
 @dataclass
@@ -18,6 +18,13 @@ class TrainData:
     trained_tokens: int
     refused: int = 0
     val_examples: list | None = None  # the raw validation conversations (eval.json's fallback prompts)
+    val_lm: Any | None = None  # preference objectives: the chosen conversations, tokenised for eval.json's loss
+    pairs: Any | None = None  # preference objectives: studio.data.pairs.PairStats of the training split
+
+    def lm_rows(self) -> list[dict]:
+        """The validation rows with labels (eval.json's loss): the chosen conversations for DPO/ORPO."""
+        rows = self.val_lm if self.pairs is not None else self.val
+        return [rows[i] for i in range(len(rows))] if rows else []
 
 
 def _encode_all(tokenizer: Any, examples: list[dict], recipe: Recipe) -> tuple[list[dict], int, int]:
@@ -43,6 +50,8 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
                                      recipe.data.roles or None, recipe.data.label_filter)
     note_tool_support(report, tokenizer)
     train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
+    if recipe.train.objective in PREFERENCE_OBJECTIVES:
+        return _build_pairs(tokenizer, recipe, examples, report, train_ex, val_ex)
     train_rows, truncated, refused = _encode_all(tokenizer, train_ex, recipe)
     val_rows, _, refused_val = _encode_all(tokenizer, val_ex, recipe)
     if not train_rows:
@@ -52,3 +61,30 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
     return TrainData(train=Dataset.from_list(train_rows), val=Dataset.from_list(val_rows) if val_rows else None,
                      report=report, truncated=truncated, trained_tokens=trained, refused=refused + refused_val,
                      val_examples=val_ex)
+
+
+def _build_pairs(tokenizer: Any, recipe: Recipe, examples: list, report: Any, train_ex: list,
+                 val_ex: list) -> TrainData:
+    """Prompt/chosen/rejected token ids for TRL's DPO and ORPO trainers (studio.data.pairs)."""
+    from datasets import Dataset
+
+    from studio.data.pairs import LAYOUTS, encode_pairs, has_pairs
+    from studio.train.preference import pair_rows_summary
+
+    path, objective = recipe.data.path, recipe.train.objective
+    if not any(has_pairs(ex) for ex in examples):
+        raise DataError(f"{path}: train.objective '{objective}' needs chosen/rejected pairs, and this dataset "
+                        f"(format {getattr(report, 'format', None) or 'unknown'}) has none. Recognised layouts: "
+                        f"{LAYOUTS}. Use train.objective 'sft' for this file, or give a preference dataset")
+    train_rows, stats = encode_pairs(tokenizer, train_ex, recipe.train.seq_len)
+    val_rows, _ = encode_pairs(tokenizer, val_ex, recipe.train.seq_len)
+    if not train_rows:
+        raise DataError(f"{path}: no chosen/rejected pair fits train.seq_len={recipe.train.seq_len} "
+                        f"({stats.too_long} prompt(s) fill it, {stats.refused} refused by the chat template); "
+                        "raise the sequence length")
+    report.notes.extend(pair_rows_summary(stats, path))
+    val_lm, _, _ = _encode_all(tokenizer, val_ex, recipe)
+    trained = sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in train_rows)
+    return TrainData(train=Dataset.from_list(train_rows), val=Dataset.from_list(val_rows) if val_rows else None,
+                     report=report, truncated=stats.truncated, trained_tokens=trained, refused=stats.refused,
+                     val_examples=val_ex, val_lm=Dataset.from_list(val_lm) if val_lm else None, pairs=stats)

@@ -86,8 +86,12 @@ def p95_length(train_set: Any) -> int | None:
     import numpy as np
 
     try:
-        lengths = [len(ids) for ids in train_set["input_ids"]]
-    except (KeyError, TypeError):
+        if "prompt_ids" in (getattr(train_set, "column_names", None) or ()):  # DPO/ORPO pairs: the longer side
+            lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(
+                train_set["prompt_ids"], train_set["chosen_ids"], train_set["rejected_ids"])]
+        else:
+            lengths = [len(ids) for ids in train_set["input_ids"]]
+    except (KeyError, TypeError, ValueError):  # datasets raises ValueError for a missing column
         return None
     return int(np.ceil(np.percentile(lengths, 95))) if lengths else None
 

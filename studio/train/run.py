@@ -15,7 +15,7 @@ from typing import Any
 from studio import runs
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_dir, atomic_write_json, read_json
-from studio.recipe import Recipe, RecipeError
+from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
 from studio.train import checkpoint, safety
 from studio.train.callbacks import Control, EventCallback
 from studio.train.errors import OutOfMemory
@@ -162,6 +162,10 @@ class TrainingRun:
                                   f"validation examples, {data.trained_tokens} trained tokens",
                      train_examples=len(data.train), val_examples=len(data.val) if data.val else 0,
                      skipped=as_dict.get("skipped", 0), fingerprint=fingerprint)
+        if getattr(data, "pairs", None) is not None:
+            self.em.emit(LOG, message=f"{self.recipe.train.objective}: {data.pairs.pairs} chosen/rejected pairs for "
+                                      f"training, {len(data.val) if data.val else 0} for validation",
+                         train_pairs=data.pairs.pairs, val_pairs=len(data.val) if data.val else 0)
         for note in as_dict.get("notes") or []:  # what the import left out or changed, said at the start
             self.em.emit(LOG, message=f"dataset: {note}")
         if data.refused:
@@ -182,6 +186,9 @@ class TrainingRun:
 
     def _build_trainer(self, data: Any, device: str) -> Any:
         import torch
+
+        if self.recipe.train.objective in PREFERENCE_OBJECTIVES:
+            return self._build_preference_trainer(data, device)
         from transformers import DataCollatorForSeq2Seq
 
         from studio.train.arguments import training_arguments
@@ -199,6 +206,13 @@ class TrainingRun:
         from transformers.trainer_callback import PrinterCallback
 
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
+        if self.recipe.train.packing:  # one sequence per micro-batch, attention kept within each example
+            from studio.train import packing
+
+            packing.check(self.model, self.recipe.train.attn, len(self.tokenizer))
+            collator = packing.collator()
+            self.em.emit(LOG, message="packing: each micro-batch is one sequence without padding; attention "
+                                      "stays within each example (checked on this model)")
         from studio.train.recovery import settings_of
         from studio.train.trainer import SaveOnStop
 
@@ -211,6 +225,33 @@ class TrainingRun:
 
         if peft_methods.is_adalora(self.model):  # the rank allocator runs after every optimizer step
             trainer.add_callback(peft_methods.AdaLoraCallback(self.model))
+        return trainer
+
+    def _build_preference_trainer(self, data: Any, device: str) -> Any:
+        """TRL's DPO or ORPO trainer behind the studio's safety layer, hooked like the SFT one."""
+        import torch
+        from transformers.trainer_callback import PrinterCallback
+
+        from studio.train import faults, preference
+        from studio.train.arguments import training_arguments
+        from studio.train.recovery import settings_of
+        from studio.train.trainer import SaveOnStop, StudioTrainer
+
+        objective = self.recipe.train.objective
+        cls, _ = faults.hook(preference.trainer_class(objective, StudioTrainer), self.load_model)
+        dtype = self.model.get_base_model().dtype if hasattr(self.model, "get_base_model") else torch.float32
+        args = training_arguments(self.recipe, self.run_dir / runs.CHECKPOINTS, device, dtype,
+                                  use_eval=data.val is not None, config_cls=preference.config_class(objective),
+                                  **preference.config_overrides(self.recipe))
+        plan = read_json(self.run_dir / runs.PLAN, default={}) or {}
+        predicted = (plan.get("predicted") or {}).get("device_total_bytes")
+        self.callback = EventCallback(self.em, self.ctl, self.run_dir, budget=plan.get("budget_bytes"),
+                                      predicted_peak=predicted)
+        trainer = cls(model=self.model, args=args, train_dataset=data.train, eval_dataset=data.val,
+                      processing_class=self.tokenizer, callbacks=[self.callback, SaveOnStop(self.ctl)],
+                      run_dir=self.run_dir, emitter=self.em, keep=self.recipe.train.keep_checkpoints,
+                      settings=settings_of(self.recipe))
+        trainer.remove_callback(PrinterCallback)
         return trainer
 
     # -- train ------------------------------------------------------------------------------
@@ -246,7 +287,7 @@ class TrainingRun:
         """eval.json: validation loss of base and adapter on the same tokens, held-out answers of both."""
         from studio import evalreport
 
-        val = [self.data.val[i] for i in range(len(self.data.val))] if self.data.val else []
+        val = self.data.lm_rows()  # DPO/ORPO: the chosen conversations (the pairs themselves have no labels)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.em.emit(PROGRESS, phase="eval-loss", done=0, total=2)
         loss_adapter, tokens = evalreport.validation_loss(self.model, val, pad, self.recipe.train.micro_batch)

@@ -305,6 +305,8 @@ class DataPage(Page):
         data = self.session.recipe.data
         extra = ["--roles", ",".join(f"{k}={v}" for k, v in data.roles.items())] if data.roles else []
         extra += [] if data.label_filter else ["--label-filter", "off"]
+        train = self.session.resolved_recipe().train
+        extra += ["--packing", str(train.micro_batch)] if train.packing else []  # the mask view as packed
         self.tokens.run_command("data", "inspect", str(self.path), "--model", model, "--seq-len", str(seq_len), *extra)
 
     def _token_busy(self, on: bool) -> None:

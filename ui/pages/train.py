@@ -335,13 +335,41 @@ class TrainPage(Page):
             v = _num(d.get(key))
             if v is not None:
                 chart.append(series, step, v)
+        self._on_preference_metric(d, step)
         loss = _num(d.get("loss"))
         if loss is not None:
             self.status_label.setText(f"step {int(step)} · loss {loss:.4f}")
+            margin = _num(d.get("rewards/margins"))
+            if margin is not None:
+                self.status_label.setText(f"{self.status_label.text()} · margin {margin:.3f}")
         tps, expected = _num(d.get("tokens_per_s")), getattr(self, "_expected_tps", None)
         if tps is not None and expected:  # the plan's estimate against the measured rate
             self.status_label.setText(f"{self.status_label.text()} · {tps:,.0f} tokens/s "
                                       f"(planned ≈ {expected:,.0f}, {tps / expected:.0%})")
+
+    def _on_preference_metric(self, d: dict, step: float) -> None:
+        """DPO/ORPO runs: a chart of the reward margin (chosen minus rejected) and the pairs ranked right."""
+        series = (("rewards/margins", "margin"), ("rewards/accuracies", "accuracy"),
+                  ("eval_rewards/margins", "validation margin"))
+        if not any(_num(d.get(key)) is not None for key, _ in series):
+            return
+        chart = self.charts.get("preference")
+        if chart is None:
+            from ui.charts import LiveChart
+
+            chart = LiveChart("Preference: chosen − rejected", "reward")
+            chart.add_series("margin", "#0072B2")
+            chart.add_series("accuracy", "#009E73", dashed=True)
+            chart.add_series("validation margin", "#D55E00", width=2.5)
+            self.charts["preference"] = chart
+            n = len(self.charts) - 1
+            self.chart_grid.addWidget(chart, n // 2, n % 2)
+            if self._refresher is not None:
+                self._refresher.charts.append(chart)
+        for key, name in series:
+            v = _num(d.get(key))
+            if v is not None:
+                chart.append(name, step, v)
 
     def show_eval(self, text: str) -> None:
         """The evaluation at the end of a run: the held-out score before → after, losses, one answer each."""
@@ -437,6 +465,12 @@ class TrainPage(Page):
         self.progress.setValue(0)
         self.progress.setFormat("starting…")
         self.eta_label.setText("")
+        pref = self.charts.pop("preference", None)  # shown again when a DPO/ORPO run reports margins
+        if pref is not None:
+            self.chart_grid.removeWidget(pref)
+            pref.deleteLater()
+            if self._refresher is not None:
+                self._refresher.charts.remove(pref)
         for chart in self.charts.values():
             chart.clear_data()
             for name in list(chart.lines):
