@@ -97,12 +97,16 @@ def pump_events(proc: subprocess.Popen, reader: Any, on_event: Any) -> bool:
     return True
 
 
-def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str) -> int:
+def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str, env: dict | None = None) -> int:
     """Start a worker, hand its events to ``on_event`` until it ends; the first Ctrl-C asks it to stop
-    (``stopping`` is printed), a second ends it at once. Returns its exit code."""
-    from studio.events import EventReader
+    (``stopping`` is printed), a second ends it at once, with every process it started (torchrun's
+    ranks). Returns its exit code."""
+    import signal
 
-    proc = start_worker(argv, stderr=stderr)
+    from studio.events import EventReader
+    from studio.launch import kill_group
+
+    proc = start_worker(argv, stderr=stderr, env=env)
     reader, asked = EventReader(), False
     while True:
         try:
@@ -110,7 +114,7 @@ def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str) ->
                 break
         except KeyboardInterrupt:
             if asked:
-                proc.kill()
+                kill_group(proc.pid, signal.SIGKILL)
             else:
                 print(f"\n{stopping}", file=sys.stderr)
                 asked = True

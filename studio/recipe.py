@@ -38,6 +38,7 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANT_TYPES = ("nf4", "fp4")
 TRAIN_ON = ("assistant", "all")
+STRATEGIES = ("auto", "ddp", "fsdp")
 # The settings the planner chooses (and a run's memory depends on), by their recipe names.
 PLANNED = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
            "lora.dropout", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.grad_ckpt", "train.attn",
@@ -112,6 +113,14 @@ class TrainSpec:
     eval_steps: int = _f(0, "Evaluate on the validation split every N steps (0: at the end only).", min=0, max=10_000_000)
     save_steps: int = _f(50, "Write a checkpoint every N optimizer steps.", min=1, max=10_000_000)
     keep_checkpoints: int = _f(2, "How many checkpoints to keep (older ones are deleted).", min=1, max=1000)
+    # Several processes (GPUs) under torchrun: docs/multi-gpu.md.
+    nproc: int = _f(1, "Training processes, one per GPU, started with torchrun (1: a single process).",
+                    min=1, max=1024)
+    gpus: str = _f("", "GPU indices to train on, comma-separated ('0,1'); empty: the first nproc GPUs. "
+                       "Sets CUDA_VISIBLE_DEVICES; nproc follows its length.")
+    strategy: str = _f("auto", "With several processes: ddp (a full copy of the model per GPU: faster), fsdp "
+                               "(weights and optimizer state sharded: for models no single GPU holds), or auto "
+                               "(the planner's choice).", choices=STRATEGIES)
 
 
 @dataclass
@@ -307,6 +316,14 @@ def _check_ranges(r: Recipe) -> list[Problem]:
         out.append(Problem("train.max_steps", f"{t.max_steps} steps would train nothing", "use -1 (epochs) or a positive number"))
     if t.max_steps == -1 and isinstance(t.epochs, (int, float)) and t.epochs == 0:
         out.append(Problem("train.epochs", f"{t.epochs} epochs would train nothing", "use a positive number such as 1"))
+    if isinstance(t.gpus, str) and t.gpus.strip():
+        ids = [g.strip() for g in t.gpus.split(",")]
+        if not all(g.isdigit() for g in ids) or len(set(ids)) != len(ids):
+            out.append(Problem("train.gpus", f"{t.gpus!r} is not a list of distinct GPU indices",
+                               "write them comma-separated, e.g. '0,1' ('lora-studio doctor' lists the GPUs)"))
+        elif isinstance(t.nproc, int) and t.nproc not in (1, len(ids)):
+            out.append(Problem("train.nproc", f"{t.nproc} processes for {len(ids)} GPUs ({t.gpus})",
+                               f"use nproc {len(ids)} (one process per GPU), or leave train.gpus empty"))
     if isinstance(lo.targets, list) and not lo.targets:
         out.append(Problem("lora.targets", "no modules to adapt", "use ['all-linear'] or names such as q_proj, v_proj"))
     return out

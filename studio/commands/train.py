@@ -8,7 +8,7 @@ from pathlib import Path
 from studio import runs
 from studio.demo import demo_recipe
 from studio.events import ERROR, METRIC, PROGRESS, WARNING
-from studio.procs import follow_worker, worker_argv
+from studio.procs import follow_worker
 from studio.errors import UserError
 from studio.recipe import Recipe, RecipeError
 
@@ -22,7 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fine-tune the embedded demo model (SmolLM2-135M-Instruct) on the demo dataset")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the recipe)")
     p.add_argument("--runs-dir", type=Path, help="where run folders go (default: the studio's data folder)")
+    from studio.commands import add_setting_args
+
+    multi = p.add_argument_group("several GPUs (torchrun; docs/multi-gpu.md)")
+    add_setting_args(multi, MULTI_GPU)
     p.set_defaults(func=run)
+
+
+MULTI_GPU = ("train.nproc", "train.gpus", "train.strategy")
 
 
 def _recipe_from(args: argparse.Namespace) -> Recipe:
@@ -40,6 +47,15 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
             print(f"warning: {w}", file=sys.stderr)
     if args.max_steps is not None:
         recipe.train.max_steps = args.max_steps
+    from studio.commands import settings_from_args
+    from studio.recipe import set_setting
+
+    for key, value in settings_from_args(args, MULTI_GPU).items():
+        set_setting(recipe, key, value)
+    if getattr(args, "train.gpus", None) and getattr(args, "train.nproc", None) is None:
+        from studio.launch import gpu_list
+
+        recipe.train.nproc = max(1, len(gpu_list(recipe.train.gpus)))  # --gpus 0,1 means two processes
     return recipe
 
 
@@ -48,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     problems = recipe.validate()
     if problems:
         raise UserError("the recipe has problems:\n  " + "\n  ".join(str(p) for p in problems))
+    from studio.launch import unsupported
+
+    why = unsupported(recipe.train)
+    if why:
+        raise UserError(why)
     if recipe.model.name_or_path == "demo":
         from studio.commands.demo_model import ensure_with_progress
 
@@ -91,9 +112,11 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
         nonlocal bar
         bar = _show(ev, bar, result, tqdm)
 
-    with open(run_dir / "worker.log", "ab") as log:
-        code = follow_worker(worker_argv("workers.train", run_dir, *worker_args), log, on_event,
-                             "stopping: saving the adapter (Ctrl-C again to end at once)")
+    from studio.launch import train_argv, train_env
+
+    with open(run_dir / "worker.log", "ab") as log:  # one process, or torchrun and one per GPU (train.nproc)
+        code = follow_worker(train_argv(run_dir, *worker_args), log, on_event,
+                             "stopping: saving the adapter (Ctrl-C again to end at once)", env=train_env(run_dir))
     if bar:
         bar.close()
     result["returncode"] = code

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def training_arguments(recipe: Any, output_dir: Path, device: str, dtype: Any, use_eval: bool = False,
-                       **overrides: Any) -> Any:
+                       strategy: str = "single", **overrides: Any) -> Any:
     """``TrainingArguments`` for ``recipe`` on ``device`` with weights in ``dtype``; ``overrides`` win.
 
     Gradient checkpointing is switched on the model by ``loading.py``, never here (the Trainer
@@ -28,5 +28,24 @@ def training_arguments(recipe: Any, output_dir: Path, device: str, dtype: Any, u
         bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
         include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
         dataloader_num_workers=0, activation_checkpointing=False)
+    kwargs.update(distributed_arguments(strategy, device))
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def distributed_arguments(strategy: str, device: str) -> dict:
+    """The Trainer's arguments for several processes under torchrun (it reads the ranks from the environment).
+
+    DDP: every rank holds the whole model; only LoRA weights have gradients, and all of them take
+    part in every step, so no search for unused parameters. FSDP: the base weights (4-bit ones are
+    stored as bf16 blocks, quant.storage) and the optimizer state are sharded layer by layer;
+    ``use_orig_params`` lets frozen and trainable weights share a shard (peft's FSDP+QLoRA recipe).
+    """
+    if strategy not in ("ddp", "fsdp"):
+        return {}
+    out: dict = {"ddp_backend": "gloo" if device == "cpu" else "nccl", "ddp_find_unused_parameters": False}
+    if strategy == "fsdp":
+        out["fsdp"] = "full_shard auto_wrap"
+        out["fsdp_config"] = {"use_orig_params": True, "sync_module_states": True, "cpu_ram_efficient_loading": False,
+                              "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "activation_checkpointing": False}
+    return out

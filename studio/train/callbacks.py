@@ -20,6 +20,7 @@ class Control:
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.paused = threading.Event()
+        self.agreed_stop: bool | None = None  # several processes: the stop every rank agreed on this step
 
     def listen(self, fd: int | None = None) -> None:
         """Take commands from ``fd`` (stdin); when it closes the controller went away: keep training."""
@@ -64,6 +65,23 @@ class Control:
         while self.paused.is_set() and not self.stop.is_set():
             time.sleep(0.2)
 
+    def agree(self) -> bool:
+        """Several processes: stop and pause as one. Rank 0 reads the commands; each step every rank
+        all-reduces its (stop, pause) flags, so all stop (or wait paused) at the same step. Returns stop."""
+        from studio.train import dist
+
+        if not dist.distributed():
+            self.wait_while_paused()
+            return self.stop.is_set()
+        stop, pause = dist.agree_flags(self.stop.is_set(), self.paused.is_set())
+        while pause and not stop:
+            time.sleep(0.2)
+            stop, pause = dist.agree_flags(self.stop.is_set(), self.paused.is_set())
+        if stop:
+            self.stop.set()
+        self.agreed_stop = stop
+        return stop
+
 
 def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None) -> dict:
     """Allocator figures on a GPU (what the planner predicts); process RSS on the CPU."""
@@ -105,8 +123,7 @@ class EventCallback(TrainerCallback):
         self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps)
 
     def on_step_end(self, args, state, control, **kw):
-        self.ctl.wait_while_paused()
-        if self.ctl.stop.is_set():
+        if self.ctl.agree():
             control.should_training_stop = True
         self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps,
                      eta_s=self._eta(state))
@@ -128,9 +145,20 @@ class EventCallback(TrainerCallback):
                 data[dst] = float(logs[src])
         if len(data) > 2:
             self.em.emit(METRIC, **data)
-            self.em.emit(MEMORY, step=state.global_step, **memory_snapshot(self.budget, self.predicted_peak))
+            self._memory(state.global_step)
             runs.write_state(self.run_dir, step=state.global_step, last_loss=self.last_loss)
         return control
+
+    def _memory(self, step: int) -> None:
+        """One memory event; with several processes it carries every rank's figures (``gpus``, by rank)
+        and rank 0's at the top level, as in a single-process run."""
+        from studio.train import dist
+
+        mine = memory_snapshot(self.budget, self.predicted_peak)
+        every = dist.gather({"rank": dist.rank(), **{k: v for k, v in mine.items()
+                                                    if k not in ("budget", "predicted_peak")}})
+        extra = {"gpus": every} if dist.distributed() else {}
+        self.em.emit(MEMORY, step=step, **mine, **extra)
 
     def _eta(self, state) -> float | None:
         done = state.global_step - self._step0

@@ -98,7 +98,9 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     qconf = quantization_config(recipe, dtype)
     if qconf is not None:
         kwargs["quantization_config"] = qconf
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+        from studio.train.dist import local_rank
+
+        kwargs["device_map"] = {"": local_rank()} if device == "cuda" else {"": "cpu"}  # torchrun: this rank's GPU
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except ValueError as e:

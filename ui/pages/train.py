@@ -233,10 +233,10 @@ class TrainPage(Page):
 
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped or interrupted run from its last good checkpoint (``--resume``)."""
-        from studio.procs import worker_argv
+        from studio.launch import train_argv
 
-        if not self.controller.running:
-            self.start_run_dir(Path(run_dir), argv=worker_argv("workers.train", str(run_dir), "--resume"))
+        if not self.controller.running:  # the same number of processes as the run started with
+            self.start_run_dir(Path(run_dir), argv=train_argv(Path(run_dir), "--resume"))
 
     @staticmethod
     def can_resume(run_dir: Path | None) -> bool:
