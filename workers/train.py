@@ -31,6 +31,10 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
     if isinstance(exc, TrainingFault):  # nan, oom after the ladder, checkpoint writes: they explain themselves
         return exc.kind, exc.hint
+    if peer_lost(exc):
+        return "internal", ("another process of this run ended (killed, out of memory, or a crash: its error is in "
+                            "worker.log); every process has stopped. 'lora-studio resume RUN' continues from the "
+                            "last checkpoint")
     name = type(exc).__name__
     if name == "OutOfMemoryError" or "out of memory" in str(exc).lower():
         return "oom", "lower the micro-batch or sequence length, or let the planner fit the settings again"
@@ -52,6 +56,15 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, LoadError):
         return "config", "pick a local model folder with safetensors weights, or 'demo'"
     return "internal", "this is a bug in LoRA Studio: the traceback is in the log (stderr)"
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether a collective failed because another rank went away (gloo: connection reset; NCCL: DistBackendError)."""
+    from studio.train import dist
+
+    text = str(exc).lower()
+    return dist.distributed() and (type(exc).__name__ in ("DistBackendError", "DistNetworkError") or any(
+        w in text for w in ("connection reset by peer", "connection closed by peer", "broken pipe")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +150,9 @@ def _train(run_dir: Path, emitter: Emitter, control, resume: bool) -> int:
         if isinstance(exc, SystemExit):
             raise
         kind, hint = classify(exc)
-        if kind == "internal":
+        if peer_lost(exc):
+            exc = RuntimeError(f"rank {dist.rank()} lost contact with the other processes of this run ({exc})")
+        elif kind == "internal":
             traceback.print_exc(file=sys.stderr)
         message = str(exc) or type(exc).__name__
         details = getattr(exc, "details", {}) or {}

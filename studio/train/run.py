@@ -264,6 +264,13 @@ class TrainingRun:
         from studio.train import recovery
 
         ck = recovery.resume_point(self.run_dir, self.em) if dist.is_main() else None
+        if ck is not None:
+            saved = len(list(ck.path.glob("rng_state_*.pth"))) or 1  # one RNG state per process that saved it
+            if saved != dist.world_size():
+                self.em.emit(WARNING, message=f"checkpoint {ck.path.name} was written by {saved} process(es) and this "
+                                              f"run has {dist.world_size()}: training continues, but the data order "
+                                              f"and dropout differ from an uninterrupted run (resume with train.nproc "
+                                              f"{saved} for a bit-exact continuation)", saved_world_size=saved)
         found = dist.broadcast([str(ck.path), ck.step] if ck else None)
         return checkpoint.Checkpoint(Path(found[0]), int(found[1])) if found else None
 
