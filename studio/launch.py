@@ -10,13 +10,12 @@ its command line and environment from here, so a run starts the same way whereve
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from studio import runs
-from studio.procs import worker_argv, worker_env
+from studio.procs import kill_group, worker_argv, worker_env  # noqa: F401 - kill_group: the launch's own stop
 
 TORCHRUN_MODULE = "torch.distributed.run"
 WORKER_MODULE = "workers.train"
@@ -110,29 +109,3 @@ def unsupported(train: Any, gpus: list | None = None, platform: str | None = Non
                 "the slowest card and the planner cannot size one batch for all; pick GPUs of one model with "
                 "train.gpus, or train on the largest one alone")
     return None
-
-
-def kill_group(pid: int, sig: int) -> None:
-    """Send ``sig`` to the launcher ``pid``, its process group and every descendant.
-
-    torchrun starts each rank in a session of its own, so a signal to the launcher's group alone
-    would miss the ranks; the ranks also die with their launcher (PR_SET_PDEATHSIG, workers/train.py).
-    """
-    import psutil
-
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        children = []
-    try:
-        os.killpg(pid, sig)
-    except OSError:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-    for child in children:
-        try:
-            child.send_signal(sig)
-        except psutil.Error:
-            pass

@@ -104,7 +104,6 @@ def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str, en
     import signal
 
     from studio.events import EventReader
-    from studio.launch import kill_group
 
     proc = start_worker(argv, stderr=stderr, env=env)
     reader, asked = EventReader(), False
@@ -120,3 +119,29 @@ def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str, en
                 asked = True
                 send_command(proc, "stop")
     return proc.wait()
+
+
+def kill_group(pid: int, sig: int) -> None:
+    """Send ``sig`` to the launcher ``pid``, its process group and every descendant.
+
+    torchrun starts each rank in a session of its own, so a signal to the launcher's group alone
+    would miss the ranks; the ranks also die with their launcher (PR_SET_PDEATHSIG, workers/train.py).
+    """
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    for child in children:
+        try:
+            child.send_signal(sig)
+        except psutil.Error:
+            pass

@@ -330,7 +330,7 @@ class WorkerController(QObject):
                 pass
             return
         if sig == signal.SIGKILL:  # torchrun starts each rank in a session of its own: reach them too
-            launch.kill_group(self.proc.pid, sig)
+            procs.kill_group(self.proc.pid, sig)
             return
         try:
             os.killpg(self.proc.pid, sig)  # the worker leads its own session (torchrun forwards SIGTERM)

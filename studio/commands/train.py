@@ -91,8 +91,16 @@ def _predict(recipe: Recipe) -> dict | None:
     gpus = hardware.detect_gpus()
     device = hardware.training_device(gpus)  # the worker trains on the CPU when there is no GPU
     budget = gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes()
-    plan = planner.fit(info, budget, fixed=planner.fixed_from_recipe(recipe),
-                       effective_batch=t.micro_batch * t.grad_accum, device=device)
+    from studio.launch import gpu_list, processes
+
+    n = processes(t)
+    picked = gpu_list(t.gpus) or list(range(n))
+    budgets = [gpus[i].total_bytes for i in picked if i < len(gpus)] if gpus else [budget // n] * n
+    plan = planner.fit_gpus(info, budgets or [budget], fixed=planner.fixed_from_recipe(recipe),
+                            effective_batch=t.micro_batch * t.grad_accum * n, device=device)
+    if n > 1 and t.strategy != "auto" and plan.strategy != t.strategy:
+        print(f"note: the planner would use {plan.strategy} on {n} processes; the recipe asks for {t.strategy}",
+              file=sys.stderr)
     planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "",
                               steps=t.max_steps if t.max_steps > 0 else None)  # the CPU's cached probe, if any
     if not plan.fits and gpus:
