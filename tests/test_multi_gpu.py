@@ -149,3 +149,45 @@ def test_sigkill_of_torchrun_leaves_no_rank_behind(tiny_model_dir, chat_jsonl, t
     os.kill(proc.pid, signal.SIGKILL)  # only the launcher: its ranks must not keep running
     proc.wait(timeout=30)
     assert gone(ranks), "ranks outlived a killed torchrun"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cluster_export_scripts_check_and_run_locally(tiny_model_dir, chat_jsonl, tmp_path):
+    import sys
+
+    from studio import cluster
+    from studio.procs import worker_env
+
+    source = runs.create(recipe(tiny_model_dir, chat_jsonl, nproc=1, micro_batch=2, max_steps=2), tmp_path / "runs")
+    done = cluster.export(source, tmp_path / "cluster", nodes=3, gpus_per_node=4)
+    for script in (done.run_sh, done.sbatch):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    assert "#SBATCH --nodes=3" in done.sbatch.read_text() and "--gpus-per-node=4" in done.sbatch.read_text()
+    assert "--nnodes 3 --nproc-per-node 4" in done.torchrun
+    assert (done.folder / "data" / chat_jsonl.name).read_bytes() == chat_jsonl.read_bytes()  # a copy
+    assert Recipe.load(done.run_dir / "recipe.json").data.path == f"data/{chat_jsonl.name}"
+    env = {**worker_env(), "LORA_STUDIO_PYTHON": sys.executable, "NNODES": "1", "NPROC_PER_NODE": "2",
+           "MASTER_PORT": str(_free_port())}
+    proc = subprocess.run([str(done.run_sh)], env=env, capture_output=True, timeout=240)
+    assert proc.returncode == 0, (done.run_dir / f"worker-{os.uname().nodename}.log").read_text()[-3000:]
+    events = events_of(proc.stdout)
+    assert events[0].data["world_size"] == 2 and events[-1].data["status"] == "finished"
+    assert runs.read_state(done.run_dir)["status"] == "finished"
+    assert (done.run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def test_a_run_on_another_host_is_followed_through_its_state(tmp_path):
+    from studio import attach
+
+    run_dir = runs.create(Recipe(name="remote"), tmp_path)
+    runs.write_state(run_dir, status="running", pid=1, host="gpu-node-07")
+    assert attach.worker_pid(run_dir) is None and attach.remote_worker(run_dir) == "gpu-node-07"
+    runs.write_state(run_dir, status="finished")
+    assert attach.remote_worker(run_dir) is None

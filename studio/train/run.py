@@ -55,6 +55,7 @@ class TrainingRun:
         if dist.is_main():
             checkpoint.clean_partial(self.run_dir)  # staging folders of a worker that was killed
         runs.write_state(self.run_dir, status="running", pid=os.getpid(), device=device, error=None,
+                         host=platform.node(),  # a run on a cluster node is followed through shared storage
                          started=time.strftime("%Y-%m-%dT%H:%M:%S"))  # error=None: a resume clears the last one
         from studio.train import dataset, loading
 
