@@ -191,3 +191,38 @@ def test_a_run_on_another_host_is_followed_through_its_state(tmp_path):
     assert attach.worker_pid(run_dir) is None and attach.remote_worker(run_dir) == "gpu-node-07"
     runs.write_state(run_dir, status="finished")
     assert attach.remote_worker(run_dir) is None
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.device_count() >= 2",
+                    reason="FSDP needs two GPUs: accelerate applies its FSDP plugin to accelerator process groups "
+                           "only, so on the CPU (gloo) the processes run DDP and the worker says so")
+@pytest.mark.parametrize("quant", ["none", "4bit"])
+def test_fsdp_two_gpus_shards_and_saves_one_adapter(tiny_model_dir, chat_jsonl, tmp_path, quant):
+    r = recipe(tiny_model_dir, chat_jsonl, nproc=2, micro_batch=2, strategy="fsdp", save_steps=2)
+    r.quant.mode = quant
+    run_dir = runs.create(r, tmp_path)
+    proc = run(run_dir)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    events = events_of(proc.stdout)
+    assert any(e.data.get("sharded_modules", 0) > 0 for e in events if e.type == "log")
+    assert events[-1].data["status"] == "finished" and len(losses(events)) == 4
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (run_dir / "adapter" / "training_args.bin").exists()
+
+
+def test_fsdp_arguments_and_4bit_storage(monkeypatch):
+    import torch
+
+    from studio.train.arguments import distributed_arguments
+    from studio.train.loading import quantization_config
+
+    assert distributed_arguments("single", "cuda") == {}
+    assert distributed_arguments("ddp", "cpu")["ddp_backend"] == "gloo"
+    fsdp = distributed_arguments("fsdp", "cuda")
+    assert fsdp["fsdp"] is True and fsdp["fsdp_config"]["version"] == 2 and fsdp["ddp_backend"] == "nccl"
+    r = Recipe()
+    r.quant.mode, r.train.strategy = "4bit", "fsdp"
+    assert quantization_config(r, torch.bfloat16).bnb_4bit_quant_storage in ("uint8", torch.uint8)  # one process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    storage = quantization_config(r, torch.bfloat16).bnb_4bit_quant_storage
+    assert storage in (torch.bfloat16, "bfloat16")  # FSDP shards one dtype: 4-bit blocks stored as bf16

@@ -37,15 +37,16 @@ def distributed_arguments(strategy: str, device: str) -> dict:
     """The Trainer's arguments for several processes under torchrun (it reads the ranks from the environment).
 
     DDP: every rank holds the whole model; only LoRA weights have gradients, and all of them take
-    part in every step, so no search for unused parameters. FSDP: the base weights (4-bit ones are
-    stored as bf16 blocks, quant.storage) and the optimizer state are sharded layer by layer;
-    ``use_orig_params`` lets frozen and trainable weights share a shard (peft's FSDP+QLoRA recipe).
+    part in every step, so no search for unused parameters. FSDP (version 2, ``fully_shard`` per
+    decoder layer): the base weights (4-bit ones stored as blocks of the compute dtype,
+    ``bnb_4bit_quant_storage``), the adapter and the optimizer state are sharded; a full state dict
+    is gathered for checkpoints and the adapter, so they look like a single process's.
     """
     if strategy not in ("ddp", "fsdp"):
         return {}
     out: dict = {"ddp_backend": "gloo" if device == "cpu" else "nccl", "ddp_find_unused_parameters": False}
     if strategy == "fsdp":
-        out["fsdp"] = "full_shard auto_wrap"
-        out["fsdp_config"] = {"use_orig_params": True, "sync_module_states": True, "cpu_ram_efficient_loading": False,
-                              "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "activation_checkpointing": False}
+        out["fsdp"] = True
+        out["fsdp_config"] = {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "reshard_after_forward": True,
+                              "cpu_ram_efficient_loading": False, "state_dict_type": "FULL_STATE_DICT"}
     return out

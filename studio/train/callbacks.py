@@ -10,7 +10,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from studio import runs
-from studio.events import MEMORY, METRIC, PROGRESS, Emitter, decode_command, read_commands
+from studio.events import LOG, MEMORY, METRIC, PROGRESS, Emitter, decode_command, read_commands
 from studio.hardware import gpu_memory_used
 
 
@@ -120,6 +120,7 @@ class EventCallback(TrainerCallback):
         self._t0 = self._last_t = time.time()
         self._last_tokens = state.num_input_tokens_seen
         self._step0 = state.global_step
+        self._say_how(kw.get("model"))
         self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps)
 
     def on_step_end(self, args, state, control, **kw):
@@ -148,6 +149,18 @@ class EventCallback(TrainerCallback):
             self._memory(state.global_step)
             runs.write_state(self.run_dir, step=state.global_step, last_loss=self.last_loss)
         return control
+
+    def _say_how(self, model: Any) -> None:
+        """Several processes: say how the model is spread (the wrapping the Trainer really did)."""
+        from studio.train import dist
+
+        if not dist.distributed() or model is None:
+            return
+        sharded = sum(1 for m in model.modules() if type(m).__name__.startswith("FSDP"))
+        how = (f"FSDP: {sharded} modules sharded over {dist.world_size()} processes" if sharded
+               else f"DDP: a full copy of the model in each of {dist.world_size()} processes")
+        self.em.emit(LOG, message=f"training on {dist.world_size()} processes, {how}", world_size=dist.world_size(),
+                     sharded_modules=sharded)
 
     def _memory(self, step: int) -> None:
         """One memory event; with several processes it carries every rank's figures (``gpus``, by rank)

@@ -69,8 +69,12 @@ def quantization_config(recipe: Recipe, dtype: Any) -> Any:
 
     q = recipe.quant
     if q.mode == "4bit":
+        from studio.train.dist import distributed
+
+        # FSDP shards parameters of one dtype: 4-bit blocks are then stored as the compute dtype (peft's FSDP+QLoRA).
+        storage = {"bnb_4bit_quant_storage": dtype} if distributed() and recipe.train.strategy == "fsdp" else {}
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
-                                  bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype)
+                                  bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype, **storage)
     if q.mode == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return None

@@ -51,6 +51,7 @@ class TrainingRun:
         import torch
 
         device = self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._fix_strategy()
         self._hello(device)
         if dist.is_main():
             checkpoint.clean_partial(self.run_dir)  # staging folders of a worker that was killed
@@ -163,6 +164,21 @@ class TrainingRun:
         if dist.distributed():
             runs.write_state(self.run_dir, world_size=dist.world_size(), launcher_pid=os.getppid(),
                              strategy=self.strategy())
+
+    def _fix_strategy(self) -> None:
+        """The recipe's 'auto' becomes what this run does, so loading (quant storage) and the Trainer agree.
+
+        FSDP shards on GPUs only (accelerate applies its FSDP plugin to accelerator process groups, not
+        to gloo on the CPU): on the CPU the processes say so and run DDP.
+        """
+        if not dist.distributed():
+            return
+        chosen = self.strategy()
+        if chosen == "fsdp" and self.device == "cpu":
+            self.em.emit(WARNING, message="FSDP shards the model across GPUs only; on the CPU the processes each "
+                                          "hold a full copy (DDP)", kind="strategy")
+            chosen = "ddp"
+        self.recipe.train.strategy = chosen
 
     def strategy(self) -> str:
         """single, ddp or fsdp: how the processes share the work (the recipe's, or the planner's for auto)."""
@@ -375,6 +391,8 @@ class TrainingRun:
         if dist.is_main():
             import shutil
 
+            for extra in ("training_args.bin", "README.md"):  # a pickle has no place in an adapter folder
+                (Path(tmp) / extra).unlink(missing_ok=True)
             cfg_path = Path(tmp) / "adapter_config.json"
             cfg = read_json(cfg_path, default={})
             cfg["base_model_name_or_path"] = str(self.base)
