@@ -62,7 +62,7 @@ def gone(pids: list[int], within: float = 20.0) -> bool:
 
 
 def test_ddp_two_processes_match_one_process(tiny_model_dir, chat_jsonl, tmp_path):
-    two = runs.create(recipe(tiny_model_dir, chat_jsonl, nproc=2, micro_batch=2, save_steps=2), tmp_path)
+    two = runs.create(recipe(tiny_model_dir, chat_jsonl, nproc=2, micro_batch=4, save_steps=2), tmp_path)
     argv = launch.train_argv(two)
     assert argv[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node" in argv
     proc = run(two)
@@ -73,13 +73,15 @@ def test_ddp_two_processes_match_one_process(tiny_model_dir, chat_jsonl, tmp_pat
     assert hello["world_size"] == 2 and [r["rank"] for r in hello["ranks"]] == [0, 1]
     assert events[-1].type == "done" and events[-1].data["status"] == "finished"
     assert [e.seq for e in read_events(two / "events.jsonl")] == [e.seq for e in events]
+    split = next(e.data for e in events if e.type == "log" and "share the effective batch" in e.data["message"])
+    assert (split["micro_batch"], split["grad_accum"]) == (2, 1)  # two processes share the batch of 4
     memory = next(e.data for e in events if e.type == "memory")
     assert [g["rank"] for g in memory["gpus"]] == [0, 1] and all(g["allocated"] > 0 for g in memory["gpus"])
     state = runs.read_state(two)
     assert state["status"] == "finished" and state["world_size"] == 2 and state["pid"] is None
     assert (two / "adapter" / "adapter_model.safetensors").is_file()
 
-    one = runs.create(recipe(tiny_model_dir, chat_jsonl, nproc=1, micro_batch=4), tmp_path)
+    one = runs.create(recipe(tiny_model_dir, chat_jsonl, nproc=1, micro_batch=4), tmp_path)  # the same recipe
     assert launch.train_argv(one)[1:3] == ["-m", "workers.train"]
     single = run(one)
     assert single.returncode == 0, single.stderr.decode()[-3000:]
@@ -226,3 +228,18 @@ def test_fsdp_arguments_and_4bit_storage(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     storage = quantization_config(r, torch.bfloat16).bnb_4bit_quant_storage
     assert storage in (torch.bfloat16, "bfloat16")  # FSDP shards one dtype: 4-bit blocks stored as bf16
+
+
+def test_out_of_memory_on_several_processes_steps_all_down_at_the_resume(tiny_model_dir, chat_jsonl, tmp_path):
+    from studio.train.recovery import EFFECTIVE_RECIPE
+
+    run_dir = runs.create(recipe(tiny_model_dir, chat_jsonl, nproc=2, micro_batch=4, save_steps=2), tmp_path)
+    env = {**launch.train_env(run_dir), "LORA_STUDIO_TEST_FAULT": "oom@step=3"}
+    proc = subprocess.run(launch.train_argv(run_dir), env=env, capture_output=True, timeout=240)
+    assert proc.returncode != 0
+    error = next(e.data for e in events_of(proc.stdout) if e.type == "error")
+    assert error["kind"] == "oom" and "every process stopped" in error["message"] and "resume" in error["hint"]
+    stepped = Recipe.load(run_dir / EFFECTIVE_RECIPE).train
+    # each process had micro-batch 2 of the 4; it steps down to 1 x 2, recorded for all: 2 x 2 of the whole batch
+    assert (stepped.micro_batch, stepped.grad_accum, stepped.nproc) == (2, 2, 2)
+    assert launch.train_argv(run_dir, "--resume")[1:3] == ["-m", "torch.distributed.run"]

@@ -44,6 +44,7 @@ class TrainingRun:
         self.answers: dict[str, list[str]] = {}  # held-out answers "before" and "after" training
         self.before_seconds = 0.0  # how long the base model's held-out answers took (or took when cached)
         self.callback: EventCallback | None = None
+        self.batch_split: tuple[str, int] | None = None  # several processes: which train field was divided, by what
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -53,6 +54,7 @@ class TrainingRun:
         device = self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._fix_strategy()
         self._hello(device)
+        self._split_batch()
         if dist.is_main():
             checkpoint.clean_partial(self.run_dir)  # staging folders of a worker that was killed
         runs.write_state(self.run_dir, status="running", pid=os.getpid(), device=device, error=None,
@@ -179,6 +181,26 @@ class TrainingRun:
                                           "hold a full copy (DDP)", kind="strategy")
             chosen = "ddp"
         self.recipe.train.strategy = chosen
+
+    def _split_batch(self) -> None:
+        """Several processes share the recipe's effective batch (micro_batch x grad_accum) rather than
+        multiply it, so the training maths and the losses are those of one process: the micro-batch
+        is divided when it can be, else the accumulation."""
+        n = dist.world_size()
+        t = self.recipe.train
+        if n <= 1:
+            return
+        name = "micro_batch" if t.micro_batch % n == 0 else "grad_accum" if t.grad_accum % n == 0 else None
+        if name is None:
+            self.em.emit(WARNING, message=f"the effective batch {t.micro_batch} x {t.grad_accum} cannot be shared by "
+                                          f"{n} processes: each takes the whole, so a step sees "
+                                          f"{t.micro_batch * t.grad_accum * n} examples", kind="batch")
+            return
+        setattr(t, name, getattr(t, name) // n)
+        self.batch_split = (name, n)
+        self.em.emit(LOG, message=f"{n} processes share the effective batch {t.micro_batch * t.grad_accum * n}: each "
+                                  f"takes micro-batch {t.micro_batch} x {t.grad_accum} accumulation",
+                     micro_batch=t.micro_batch, grad_accum=t.grad_accum, world_size=n)
 
     def strategy(self) -> str:
         """single, ddp or fsdp: how the processes share the work (the recipe's, or the planner's for auto)."""
