@@ -44,6 +44,29 @@ def worker_pid(run_dir: Path) -> int | None:
     return int(pid)
 
 
+def remote_worker(run_dir: Path, fresh_s: float = 900.0) -> str | None:
+    """The host of a run training on another machine (a cluster node writing to shared storage), or None.
+
+    Its pid means nothing here, so a run counts as live while state.json says ``running``, names
+    another host, and was updated within ``fresh_s`` (rank 0 writes it at every logged step).
+    """
+    import datetime
+    import platform
+
+    try:
+        state = runs.read_state(run_dir)
+    except (OSError, ValueError):
+        return None
+    host = state.get("host")
+    if state.get("status") != "running" or not host or host == platform.node():
+        return None
+    try:
+        age = (datetime.datetime.now() - datetime.datetime.fromisoformat(state.get("updated", ""))).total_seconds()
+    except (TypeError, ValueError):
+        return None
+    return host if age <= fresh_s else None
+
+
 def live_runs(runs_root: Path | None = None) -> list[runs.RunSummary]:
     """Runs whose worker is still training (newest first)."""
     return [s for s in runs.list_runs(runs_root) if s.status == "running" and worker_pid(s.path)]
@@ -96,8 +119,9 @@ def follow(run_dir: Path, offset: int = 0, poll_s: float = 0.25) -> Iterator[Eve
     """Yield the run's events from ``offset`` until its worker has exited and the file is drained."""
     tail = EventTail(run_dir, offset)
     pid = worker_pid(run_dir)  # the process, not state.json: the worker writes "finished" before its last event
+    remote = pid is None and remote_worker(run_dir) is not None  # a cluster node: follow state.json instead
     while True:
-        alive = runs.pid_alive(pid)
+        alive = remote_worker(run_dir) is not None if remote else runs.pid_alive(pid)
         events = tail.poll()
         yield from events
         if not events and not alive:

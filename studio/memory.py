@@ -587,3 +587,61 @@ def _method_transients(info, s: dict) -> tuple[dict, dict]:
     return ({"dora_weight_norm": 3 * biggest * a},
             {"dora_weight_norm": f"DoRA (estimate): the largest adapted weight ({biggest:,}) dequantised, B @ A and "
                                  f"their sum, each {a} bytes a value, for the norm of each output row"})
+
+
+# --- several GPUs -------------------------------------------------------------------------------------
+MULTI_STRATEGIES = ("single", "ddp", "fsdp")
+SHARDED = ("base_weights_4bit", "base_weights_16bit", "quant_constants", "unquantized_weights", "lora_weights",
+           "lora_grads", "optimizer_state", "paged_optimizer_state")
+FSDP_LAYERS_IN_FLIGHT = 2  # the layer computing and the next one being gathered (forward and backward prefetch)
+_OUTSIDE_ALLOCATOR = ("allocator_overhead", "cuda_context", "paged_optimizer_state")
+
+
+def per_gpu(info, settings: dict, strategy: str, nproc: int, dropout: float = 0.05, device: str = "cuda") -> Estimate:
+    """What each of ``nproc`` GPUs holds under ``strategy`` (single, ddp, fsdp), with each component's source.
+
+    DDP keeps a whole copy of everything on every GPU, plus its gradient buckets (the reducer's flat
+    fp32 copy of the trainable gradients that it all-reduces). FSDP (full shard) keeps 1/N of the
+    weights (4-bit ones stored as bf16 blocks), the adapter, its gradients and the optimizer state,
+    and gathers whole layers while it computes them. Activations are per GPU either way: each
+    processes its own micro-batch.
+    """
+    est = estimate(info, settings, dropout=dropout, device=device)
+    if strategy == "single" or nproc <= 1:
+        return est
+    comps, srcs = dict(est.components), dict(est.sources)
+    if strategy == "ddp":
+        comps["ddp_grad_buckets"] = 4 * est.trainable_params
+        srcs["ddp_grad_buckets"] = (f"DDP gradient buckets: a second fp32 copy of the {est.trainable_params:,} adapter "
+                                    f"gradients, all-reduced across {nproc} GPUs (nothing else is shared)")
+    elif strategy == "fsdp":
+        weights = sum(comps.get(k, 0) for k in ("base_weights_4bit", "base_weights_16bit", "quant_constants",
+                                                "base_weights_8bit"))
+        for name in SHARDED:
+            if name in comps:
+                comps[name] = math.ceil(comps[name] / nproc)
+                srcs[name] = srcs.get(name, "") + f"; sharded by FSDP: 1/{nproc} on each GPU"
+        layers = max(1, int(getattr(info, "layers", 1) or 1))
+        comps["fsdp_gathered_layers"] = FSDP_LAYERS_IN_FLIGHT * math.ceil(weights / layers)
+        srcs["fsdp_gathered_layers"] = (f"FSDP gathers each decoder layer's full weights while it runs: "
+                                        f"{FSDP_LAYERS_IN_FLIGHT} of {layers} layers in flight")
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(MULTI_STRATEGIES)}")
+    return _totals(comps, srcs, est.trainable_params, device, flat=SHARDED if strategy == "fsdp" else ())
+
+
+def _totals(comps: dict, srcs: dict, trainable: int, device: str, flat: tuple = ()) -> Estimate:
+    """The three figures again after per_gpu changed components (the same rules as estimate()).
+
+    ``flat``: components FSDP keeps in one flat buffer per layer unit, which the caching allocator
+    does not fragment, so they carry no allocator overhead.
+    """
+    if device == "cpu":
+        total = sum(comps.values())
+        return Estimate(total, total, total, comps, srcs, trainable)
+    allocated = sum(v for k, v in comps.items() if k not in _OUTSIDE_ALLOCATOR)
+    comps["allocator_overhead"] = int(sum(v for k, v in comps.items()
+                                          if k not in _OUTSIDE_ALLOCATOR and k not in flat) * ALLOCATOR_OVERHEAD)
+    reserved = allocated + comps["allocator_overhead"]
+    total = reserved + comps.get("cuda_context", 0) + comps.get("paged_optimizer_state", 0)
+    return Estimate(allocated, reserved, total, comps, srcs, trainable)

@@ -71,6 +71,9 @@ class Plan:
     dropout: float = 0.05
     device: str = "cuda"  # "cpu" when there is no NVIDIA GPU: the budget is system RAM
     estimate: dict | None = None  # speed.TimeEstimate.to_dict(), when the speed was estimated
+    strategy: str = "single"  # several GPUs: ddp or fsdp (fit_gpus); predicted is then per GPU
+    nproc: int = 1
+    per_gpu: dict | None = None  # device total per GPU of these settings under each strategy
 
     def to_dict(self) -> dict:
         """The JSON the CLI prints (``lora-studio plan --json``) and the run folder keeps."""
@@ -79,7 +82,8 @@ class Plan:
                 "margin_bytes": self.margin_bytes, "settings": dict(self.settings), "predicted": dict(self.predicted),
                 "components": dict(self.components), "sources": dict(self.sources), "reasons": list(self.reasons),
                 "suggestion": self.suggestion, "suggestion_change": self.suggestion_change,
-                "target_seq_len": self.target_seq_len}
+                "target_seq_len": self.target_seq_len, "strategy": self.strategy, "nproc": self.nproc,
+                "per_gpu": self.per_gpu}
 
     def apply(self, recipe: Any) -> Any:
         """A copy of ``recipe`` with this plan's settings written in (the worker then does exactly this)."""
@@ -456,3 +460,93 @@ def _describe(change: dict, info: Any, device: str = "cuda") -> str:
     if change.get("model"):
         text += f", or a smaller model such as {change['model']}"
     return text + "."
+
+
+# --- several GPUs ---------------------------------------------------------------------------------------
+def fit_gpus(model_info: Any, budgets: list[int], dataset_report: Any = None, fixed: dict | None = None,
+             effective_batch: int = 16, device: str = "cuda") -> Plan:
+    """One GPU, DDP or FSDP over the GPUs whose budgets are given, with per-GPU memory and why.
+
+    DDP when the model fits each card (a full copy per GPU: N times the examples per second);
+    FSDP with a 4-bit (or 16-bit) base when it fits no single card but does sharded; otherwise the
+    single-GPU plan (which then says it does not fit). ``predicted`` is per GPU; ``effective_batch``
+    is per optimizer step over all GPUs, so each GPU's share is ``effective_batch / N``.
+    """
+    n = len(budgets)
+    budget = min(budgets) if budgets else 0
+    if n <= 1:
+        return fit(model_info, budget, dataset_report, fixed, effective_batch, device)
+    share = max(1, round(effective_batch / n))
+    one = fit(model_info, budget, dataset_report, fixed, share, device)
+    margin = margin_bytes(budget)
+    fixed = {k: v for k, v in (fixed or {}).items() if v is not None and k in PLANNED}
+    dropout = float(fixed.pop("lora.dropout", 0.05))
+    target = one.target_seq_len or DEFAULT_SEQ_LEN
+    space = _space(fixed, target, share, model_info, device)
+    sharded = dict(space, **{"quant.mode": [q for q in space["quant.mode"] if q in ("none", "4bit")] or ["4bit"],
+                             "train.optimizer": ["adamw_torch"]})  # FSDP shards neither int8 weights nor 8-bit states
+    fsdp_settings, fsdp = _best_for("fsdp", model_info, sharded, budget - margin, target, fixed, share, dropout, n,
+                                    device)
+    if one.fits:
+        settings, ddp = _best_for("ddp", model_info, space, budget - margin, target, fixed, share, dropout, n, device)
+        longer = fsdp_settings is not None and settings is not None and \
+            fsdp_settings["train.seq_len"] > settings["train.seq_len"]
+        if settings is not None and not longer:
+            plan = _make_plan(model_info, True, budget, margin, settings, ddp, target, dropout, device)
+            plan.reasons = one.reasons
+            return _as_multi(model_info, plan, "ddp", n, ddp, [
+                f"The model fits each {_gib(budget)} GPU, so each of the {n} GPUs trains a full copy on its own "
+                f"micro-batches (DDP): about {n}x the examples per second. DDP adds "
+                f"{_gib(ddp.components['ddp_grad_buckets'])} of gradient buckets per GPU; FSDP would need less "
+                "memory per GPU but gathers every layer's weights each step, so it is slower."])
+        if settings is not None:
+            plan = _make_plan(model_info, True, budget, margin, fsdp_settings, fsdp, target, dropout, device)
+            return _as_multi(model_info, plan, "fsdp", n, fsdp, [
+                f"A full copy per GPU (DDP) fits only {settings['train.seq_len']} tokens per example; sharding the "
+                f"weights and optimizer state over {n} GPUs (FSDP) fits {fsdp_settings['train.seq_len']}: "
+                f"{_gib(fsdp.device_total)} per GPU. FSDP is slower per step than DDP (it gathers each layer)."])
+        if fsdp_settings is None:
+            return _as_multi(model_info, one, "single", 1, None, [
+                "The model fits one GPU but not with DDP's gradient buckets on top: train on one GPU."])
+    settings, est = fsdp_settings, fsdp
+    if settings is None:
+        one.reasons.append(f"Even sharded over {n} GPUs with FSDP and a 4-bit base it does not fit "
+                           f"{_gib(budget)} per GPU: a smaller model, or more GPUs.")
+        one.nproc = n
+        return one
+    plan = _make_plan(model_info, True, budget, margin, settings, est, target, dropout, device)
+    words = "4-bit" if settings["quant.mode"] == "4bit" else "16-bit"
+    return _as_multi(model_info, plan, "fsdp", n, est, [
+        f"The model fits no single {_gib(budget)} GPU (it needs at least "
+        f"{_gib(_minimal_total(one))} there), so FSDP shards its {words} base weights, the adapter and the optimizer "
+        f"state over {n} GPUs: {_gib(est.device_total)} per GPU (each GPU gathers the layer it computes)."])
+
+
+def _minimal_total(plan: Plan) -> int:
+    return int(plan.predicted.get("device_total_bytes", 0))
+
+
+def _best_for(strategy: str, info: Any, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
+              dropout: float, n: int, device: str) -> tuple[dict | None, memory.Estimate | None]:
+    """The best-scoring candidate whose per-GPU total under ``strategy`` is within ``limit``."""
+    keys = list(space)
+    candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
+    candidates.sort(key=lambda c: _score(c, target), reverse=True)
+    for cand in candidates:
+        s = _complete(cand, fixed, effective_batch)
+        est = memory.per_gpu(info, s, strategy, n, dropout, device)
+        if est.device_total <= limit:
+            return s, est
+    return None, None
+
+
+def _as_multi(info: Any, plan: Plan, strategy: str, n: int, est: memory.Estimate | None, why: list[str]) -> Plan:
+    """``plan`` turned into the plan of ``n`` GPUs under ``strategy`` (per-GPU figures and components)."""
+    plan.strategy, plan.nproc = strategy, n
+    if est is not None:
+        plan.predicted = {**est.predicted(), "device_total_bytes": est.device_total}
+        plan.components, plan.sources = est.components, est.sources
+        plan.per_gpu = {name: memory.per_gpu(info, plan.settings, name, n, plan.dropout, plan.device).device_total
+                        for name in memory.MULTI_STRATEGIES}
+    plan.reasons = why + plan.reasons
+    return plan

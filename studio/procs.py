@@ -97,12 +97,15 @@ def pump_events(proc: subprocess.Popen, reader: Any, on_event: Any) -> bool:
     return True
 
 
-def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str) -> int:
+def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str, env: dict | None = None) -> int:
     """Start a worker, hand its events to ``on_event`` until it ends; the first Ctrl-C asks it to stop
-    (``stopping`` is printed), a second ends it at once. Returns its exit code."""
+    (``stopping`` is printed), a second ends it at once, with every process it started (torchrun's
+    ranks). Returns its exit code."""
+    import signal
+
     from studio.events import EventReader
 
-    proc = start_worker(argv, stderr=stderr)
+    proc = start_worker(argv, stderr=stderr, env=env)
     reader, asked = EventReader(), False
     while True:
         try:
@@ -110,9 +113,35 @@ def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str) ->
                 break
         except KeyboardInterrupt:
             if asked:
-                proc.kill()
+                kill_group(proc.pid, signal.SIGKILL)
             else:
                 print(f"\n{stopping}", file=sys.stderr)
                 asked = True
                 send_command(proc, "stop")
     return proc.wait()
+
+
+def kill_group(pid: int, sig: int) -> None:
+    """Send ``sig`` to the launcher ``pid``, its process group and every descendant.
+
+    torchrun starts each rank in a session of its own, so a signal to the launcher's group alone
+    would miss the ranks; the ranks also die with their launcher (PR_SET_PDEATHSIG, workers/train.py).
+    """
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    for child in children:
+        try:
+            child.send_signal(sig)
+        except psutil.Error:
+            pass

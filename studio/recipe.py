@@ -44,6 +44,7 @@ OBJECTIVES = ("sft", "dpo", "orpo")  # docs/objectives.md; dpo and orpo need cho
 PREFERENCE_OBJECTIVES = ("dpo", "orpo")
 # What the adapter is trained on and how sequences are built: `train` and `plan` take them as flags.
 OBJECTIVE_SETTINGS = ("train.objective", "train.pref_beta", "train.packing")
+STRATEGIES = ("auto", "ddp", "fsdp")
 # The settings the planner chooses (and a run's memory depends on), by their recipe names.
 PLANNED = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
            "lora.dropout", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.grad_ckpt", "train.attn",
@@ -132,6 +133,14 @@ class TrainSpec:
                           gt=0.0, max=100.0)
     packing: bool = _f(False, "SFT only: put several short examples in one sequence (no padding), with attention "
                               "kept within each example.")
+    # Several processes (GPUs) under torchrun: docs/multi-gpu.md.
+    nproc: int = _f(1, "Training processes, one per GPU, started with torchrun (1: a single process).",
+                    min=1, max=1024)
+    gpus: str = _f("", "GPU indices to train on, comma-separated ('0,1'); empty: the first nproc GPUs. "
+                       "Sets CUDA_VISIBLE_DEVICES; nproc follows its length.")
+    strategy: str = _f("auto", "With several processes: ddp (a full copy of the model per GPU: faster), fsdp "
+                               "(weights and optimizer state sharded: for models no single GPU holds), or auto "
+                               "(the planner's choice).", choices=STRATEGIES)
 
 
 @dataclass
@@ -327,6 +336,14 @@ def _check_ranges(r: Recipe) -> list[Problem]:
         out.append(Problem("train.max_steps", f"{t.max_steps} steps would train nothing", "use -1 (epochs) or a positive number"))
     if t.max_steps == -1 and isinstance(t.epochs, (int, float)) and t.epochs == 0:
         out.append(Problem("train.epochs", f"{t.epochs} epochs would train nothing", "use a positive number such as 1"))
+    if isinstance(t.gpus, str) and t.gpus.strip():
+        ids = [g.strip() for g in t.gpus.split(",")]
+        if not all(g.isdigit() for g in ids) or len(set(ids)) != len(ids):
+            out.append(Problem("train.gpus", f"{t.gpus!r} is not a list of distinct GPU indices",
+                               "write them comma-separated, e.g. '0,1' ('lora-studio doctor' lists the GPUs)"))
+        elif isinstance(t.nproc, int) and t.nproc not in (1, len(ids)):
+            out.append(Problem("train.nproc", f"{t.nproc} processes for {len(ids)} GPUs ({t.gpus})",
+                               f"use nproc {len(ids)} (one process per GPU), or leave train.gpus empty"))
     if isinstance(lo.targets, list) and not lo.targets:
         out.append(Problem("lora.targets", "no modules to adapt", "use ['all-linear'] or names such as q_proj, v_proj"))
     return out

@@ -79,7 +79,12 @@ def read_state(run_dir: Path) -> dict:
 
 
 def write_state(run_dir: Path, **updates: Any) -> dict:
-    """Merge ``updates`` into state.json atomically; returns the new state."""
+    """Merge ``updates`` into state.json atomically; returns the new state.
+
+    Under torchrun only rank 0 writes (docs/ARCHITECTURE.md, "rank 0 writes"): another rank reads.
+    """
+    if os.environ.get("RANK", "0") not in ("", "0") and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        return read_state(run_dir)
     state = read_state(run_dir)
     state.update(updates)
     state["updated"] = _dt.datetime.now().isoformat(timespec="seconds")

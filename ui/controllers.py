@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from studio import events as ev
-from studio import procs, runs
+from studio import launch, procs, runs
 
 READ_CHUNK = 1 << 16
 EXPORT_LOG = "export.log"
@@ -329,8 +329,11 @@ class WorkerController(QObject):
             except OSError:
                 pass
             return
+        if sig == signal.SIGKILL:  # torchrun starts each rank in a session of its own: reach them too
+            procs.kill_group(self.proc.pid, sig)
+            return
         try:
-            os.killpg(self.proc.pid, sig)  # the worker leads its own session: its children go too
+            os.killpg(self.proc.pid, sig)  # the worker leads its own session (torchrun forwards SIGTERM)
         except (ProcessLookupError, PermissionError, OSError):
             try:
                 self.proc.send_signal(sig)
@@ -442,8 +445,8 @@ class TrainController(WorkerController):
 
     def start_run(self, run_dir: Path, argv: Sequence[str] | None = None) -> None:
         self.run_dir = Path(run_dir)
-        argv = list(argv) if argv else procs.worker_argv("workers.train", str(self.run_dir))
-        self.start(argv, env=procs.worker_env(), stderr_path=self.run_dir / "worker.log")
+        argv = list(argv) if argv else launch.train_argv(self.run_dir)  # torchrun when train.nproc > 1
+        self.start(argv, env=launch.train_env(self.run_dir), stderr_path=self.run_dir / "worker.log")
 
 
 class ExportController(WorkerController):

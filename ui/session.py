@@ -96,8 +96,11 @@ class Session(QObject):
         if self.model_info is None:
             return
         try:
-            plan = planner.fit(self.model_info, self.budget, dataset_report=self.dataset_report, fixed=self.fixed,
-                               device=self.device)
+            from studio.launch import processes
+
+            n = processes(self.recipe.train)  # several GPUs picked: one GPU, DDP or FSDP, per-GPU memory
+            plan = planner.fit_gpus(self.model_info, [self.budget] * n, dataset_report=self.dataset_report,
+                                    fixed=self.fixed, device=self.device)
             planner.add_time_estimate(plan, self.model_info, gpu_name=self.gpu_name,
                                       steps=self.recipe.train.max_steps if self.recipe.train.max_steps > 0 else None,
                                       examples=getattr(self.dataset_report, "usable", None),

@@ -31,6 +31,10 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
     if isinstance(exc, TrainingFault):  # nan, oom after the ladder, checkpoint writes: they explain themselves
         return exc.kind, exc.hint
+    if peer_lost(exc):
+        return "internal", ("another process of this run ended (killed, out of memory, or a crash: its error is in "
+                            "worker.log); every process has stopped. 'lora-studio resume RUN' continues from the "
+                            "last checkpoint")
     name = type(exc).__name__
     if name == "OutOfMemoryError" or "out of memory" in str(exc).lower():
         return "oom", "lower the micro-batch or sequence length, or let the planner fit the settings again"
@@ -54,6 +58,15 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "internal", "this is a bug in LoRA Studio: the traceback is in the log (stderr)"
 
 
+def peer_lost(exc: BaseException) -> bool:
+    """Whether a collective failed because another rank went away (gloo: connection reset; NCCL: DistBackendError)."""
+    from studio.train import dist
+
+    text = str(exc).lower()
+    return dist.distributed() and (type(exc).__name__ in ("DistBackendError", "DistNetworkError") or any(
+        w in text for w in ("connection reset by peer", "connection closed by peer", "broken pipe")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.train", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder holding recipe.json")
@@ -63,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (run_dir / runs.RECIPE).is_file():
         print(f"{run_dir}: no {runs.RECIPE} here; create a run with 'lora-studio train'", file=sys.stderr)
         return 2
+    from studio.train import dist
+
+    dist.die_with_parent()  # under torchrun: a killed launcher takes every rank with it
+    if not dist.is_main():  # rank 0 alone holds the lock, reads commands and writes the run folder
+        return _rank_main(run_dir, args.resume)
     from studio.attach import hold_run_lock, last_seq
 
     try:
@@ -94,11 +112,36 @@ def main(argv: list[str] | None = None) -> int:
     control.watch(run_dir / runs.COMMANDS)
     # SIGTERM is a polite stop (save the adapter, exit 0); the controller escalates to SIGKILL.
     signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
+    return _train(run_dir, emitter, control, args.resume)
+
+
+def _rank_main(run_dir: Path, resume: bool) -> int:
+    """A rank other than 0: trains in step with rank 0, writes nothing; its stdout goes to stderr.
+
+    Commands reach it through rank 0 (an all-reduce each step, studio.train.dist.agree_flags);
+    SIGTERM (torchrun forwards it to every rank) is the same polite stop as on rank 0.
+    """
+    import io
+
+    from studio.train.callbacks import Control
+
+    reserve_stdout().close()  # nothing but rank 0's events may reach the protocol stream
+    emitter = Emitter(run=run_dir.name, stream=io.BytesIO())
+    emitter.stdout_ok = False
+    control = Control()
+    signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
+    return _train(run_dir, emitter, control, resume)
+
+
+def _train(run_dir: Path, emitter: Emitter, control, resume: bool) -> int:
+    from studio.train import dist
+
     run = None
     try:
+        dist.init()
         from studio.train.run import TrainingRun
 
-        run = TrainingRun(run_dir, emitter, control, resume=args.resume)
+        run = TrainingRun(run_dir, emitter, control, resume=resume)
         run.setup()
         status = run.train()
         run.finish(status)
@@ -107,15 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, SystemExit):
             raise
         kind, hint = classify(exc)
-        if kind == "internal":
+        if peer_lost(exc):
+            exc = RuntimeError(f"rank {dist.rank()} lost contact with the other processes of this run ({exc})")
+        elif kind == "internal":
             traceback.print_exc(file=sys.stderr)
         message = str(exc) or type(exc).__name__
         details = getattr(exc, "details", {}) or {}
+        if not dist.is_main():
+            print(f"rank {dist.rank()}: {kind} error: {message}", file=sys.stderr)
         emitter.emit(ERROR, kind=kind, message=message, hint=hint, **details)
         runs.write_state(run_dir, status="failed", pid=None, error={"kind": kind, "message": message})
         return 1
     finally:
         emitter.close()
+        dist.shutdown()
 
 
 if __name__ == "__main__":

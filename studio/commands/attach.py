@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _pick(args: argparse.Namespace) -> Path:
     if args.run_dir is not None:
         run_dir = args.run_dir.expanduser().resolve()
-        if attach.worker_pid(run_dir) is None:
+        if attach.worker_pid(run_dir) is None and attach.remote_worker(run_dir) is None:
             summary = runs.summarize(run_dir)  # "interrupted" when state.json says running but the worker died
             status = summary.status if summary else runs.read_state(run_dir).get("status", "unknown")
             raise UserError(f"{run_dir}: no worker is training it (status: {status}); "
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = _pick(args)
     if args.stop:
-        attach.request_stop(run_dir)
+        if not attach.request_stop(run_dir):  # on another machine (a cluster): through the run's inbox
+            runs.send_command(run_dir, "stop")
         print(f"asked {run_dir.name} to stop; it saves a checkpoint and its adapter, then exits")
         return 0
     print(f"attached to {run_dir} (Ctrl-C detaches; the run goes on)")

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="a dataset file: its token lengths set the sequence length")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (trusted models only)")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    p.add_argument("--num-gpus", type=int, metavar="N",
+                   help="plan for N GPUs of the budget each: one GPU, DDP (a copy per GPU) or FSDP (sharded), "
+                        "with the memory per GPU (default: 1; docs/multi-gpu.md)")
     p.set_defaults(func=run)
 
 
@@ -80,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         budget = int(args.vram_gb * GiB) if args.vram_gb else (gpus[0].total_bytes if gpus else hardware.DEFAULT_BUDGET)
     report = _dataset_report(args.dataset, info) if args.dataset else None
-    plan = planner.fit(info, budget, dataset_report=report, fixed=settings_from_args(args, PLANNED + SHAPE),
-                       effective_batch=args.effective_batch, device=device)
+    if args.num_gpus is not None and args.num_gpus < 1:
+        raise UserError(f"--num-gpus {args.num_gpus}: give 1 or more")
+    plan = planner.fit_gpus(info, [budget] * (args.num_gpus or 1), dataset_report=report,
+                            fixed=settings_from_args(args, PLANNED + SHAPE), effective_batch=args.effective_batch, device=device)
     if device == "cpu":
         from studio import speed
 
@@ -123,4 +128,7 @@ def render(plan: Any, info: Any) -> str:
                   f"  {'peak reserved':<26}{p['peak_reserved_bytes'] / GiB:7.2f} GiB  (torch.cuda.max_memory_reserved)",
                   f"  {'device total':<26}{p['device_total_bytes'] / GiB:7.2f} GiB  (nvidia-smi)", "", "Why:"]
     lines += [f"  - {r}" for r in plan.reasons]
+    if getattr(plan, "per_gpu", None):
+        lines += ["", f"Per GPU with these settings on {plan.nproc} GPUs (chosen: {plan.strategy}):"]
+        lines += [f"  {name:<26}{value / GiB:7.2f} GiB" for name, value in plan.per_gpu.items()]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from studio import runs
 from studio.commands import add_setting_args, settings_from_args
 from studio.demo import demo_preference, demo_recipe
 from studio.events import ERROR, METRIC, PROGRESS, WARNING
-from studio.procs import follow_worker, worker_argv
+from studio.procs import follow_worker
 from studio.errors import UserError
 from studio.recipe import OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, Recipe, RecipeError, set_setting
 
@@ -28,7 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", type=Path, help="where run folders go (default: the studio's data folder)")
     add_setting_args(p, METHOD_SETTINGS)  # --peft METHOD, --virtual-tokens N (override the recipe)
     add_setting_args(p, OBJECTIVE_SETTINGS)  # --objective, --pref-beta, --packing (override the recipe)
+    multi = p.add_argument_group("several GPUs (torchrun; docs/multi-gpu.md)")
+    add_setting_args(multi, MULTI_GPU)
     p.set_defaults(func=run)
+
+
+MULTI_GPU = ("train.nproc", "train.gpus", "train.strategy")
 
 
 def _recipe_from(args: argparse.Namespace) -> Recipe:
@@ -58,6 +63,12 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
         set_setting(recipe, key, value)
     if args.demo and recipe.train.objective in PREFERENCE_OBJECTIVES:
         demo_preference(recipe)
+    for key, value in settings_from_args(args, MULTI_GPU).items():
+        set_setting(recipe, key, value)
+    if getattr(args, "train.gpus", None) and getattr(args, "train.nproc", None) is None:
+        from studio.launch import gpu_list
+
+        recipe.train.nproc = max(1, len(gpu_list(recipe.train.gpus)))  # --gpus 0,1 means two processes
     return recipe
 
 
@@ -66,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     problems = recipe.validate()
     if problems:
         raise UserError("the recipe has problems:\n  " + "\n  ".join(str(p) for p in problems))
+    from studio.launch import unsupported
+
+    why = unsupported(recipe.train)
+    if why:
+        raise UserError(why)
     if recipe.model.name_or_path == "demo":
         from studio.commands.demo_model import ensure_with_progress
 
@@ -88,8 +104,16 @@ def _predict(recipe: Recipe) -> dict | None:
     gpus = hardware.detect_gpus()
     device = hardware.training_device(gpus)  # the worker trains on the CPU when there is no GPU
     budget = gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes()
-    plan = planner.fit(info, budget, fixed=planner.fixed_from_recipe(recipe),
-                       effective_batch=t.micro_batch * t.grad_accum, device=device)
+    from studio.launch import gpu_list, processes
+
+    n = processes(t)
+    picked = gpu_list(t.gpus) or list(range(n))
+    budgets = [gpus[i].total_bytes for i in picked if i < len(gpus)] if gpus else [budget // n] * n
+    plan = planner.fit_gpus(info, budgets or [budget], fixed=planner.fixed_from_recipe(recipe),
+                            effective_batch=t.micro_batch * t.grad_accum * n, device=device)
+    if n > 1 and t.strategy != "auto" and plan.strategy != t.strategy:
+        print(f"note: the planner would use {plan.strategy} on {n} processes; the recipe asks for {t.strategy}",
+              file=sys.stderr)
     planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "",
                               steps=t.max_steps if t.max_steps > 0 else None)  # the CPU's cached probe, if any
     if not plan.fits and gpus:
@@ -109,9 +133,11 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
         nonlocal bar
         bar = _show(ev, bar, result, tqdm)
 
-    with open(run_dir / "worker.log", "ab") as log:
-        code = follow_worker(worker_argv("workers.train", run_dir, *worker_args), log, on_event,
-                             "stopping: saving the adapter (Ctrl-C again to end at once)")
+    from studio.launch import train_argv, train_env
+
+    with open(run_dir / "worker.log", "ab") as log:  # one process, or torchrun and one per GPU (train.nproc)
+        code = follow_worker(train_argv(run_dir, *worker_args), log, on_event,
+                             "stopping: saving the adapter (Ctrl-C again to end at once)", env=train_env(run_dir))
     if bar:
         bar.close()
     result["returncode"] = code

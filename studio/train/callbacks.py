@@ -10,7 +10,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from studio import runs
-from studio.events import MEMORY, METRIC, PROGRESS, Emitter, decode_command, read_commands
+from studio.events import LOG, MEMORY, METRIC, PROGRESS, Emitter, decode_command, read_commands
 from studio.hardware import gpu_memory_used
 
 
@@ -20,6 +20,7 @@ class Control:
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.paused = threading.Event()
+        self.agreed_stop: bool | None = None  # several processes: the stop every rank agreed on this step
 
     def listen(self, fd: int | None = None) -> None:
         """Take commands from ``fd`` (stdin); when it closes the controller went away: keep training."""
@@ -63,6 +64,23 @@ class Control:
     def wait_while_paused(self) -> None:
         while self.paused.is_set() and not self.stop.is_set():
             time.sleep(0.2)
+
+    def agree(self) -> bool:
+        """Several processes: stop and pause as one. Rank 0 reads the commands; each step every rank
+        all-reduces its (stop, pause) flags, so all stop (or wait paused) at the same step. Returns stop."""
+        from studio.train import dist
+
+        if not dist.distributed():
+            self.wait_while_paused()
+            return self.stop.is_set()
+        stop, pause = dist.agree_flags(self.stop.is_set(), self.paused.is_set())
+        while pause and not stop:
+            time.sleep(0.2)
+            stop, pause = dist.agree_flags(self.stop.is_set(), self.paused.is_set())
+        if stop:
+            self.stop.set()
+        self.agreed_stop = stop
+        return stop
 
 
 def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None) -> dict:
@@ -110,11 +128,11 @@ class EventCallback(TrainerCallback):
         self._t0 = self._last_t = time.time()
         self._last_tokens = state.num_input_tokens_seen
         self._step0 = state.global_step
+        self._say_how(kw.get("model"))
         self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps)
 
     def on_step_end(self, args, state, control, **kw):
-        self.ctl.wait_while_paused()
-        if self.ctl.stop.is_set():
+        if self.ctl.agree():
             control.should_training_stop = True
         self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps,
                      eta_s=self._eta(state))
@@ -137,9 +155,32 @@ class EventCallback(TrainerCallback):
         data.update(preference_metrics(logs))
         if len(data) > 2:
             self.em.emit(METRIC, **data)
-            self.em.emit(MEMORY, step=state.global_step, **memory_snapshot(self.budget, self.predicted_peak))
+            self._memory(state.global_step)
             runs.write_state(self.run_dir, step=state.global_step, last_loss=self.last_loss)
         return control
+
+    def _say_how(self, model: Any) -> None:
+        """Several processes: say how the model is spread (the wrapping the Trainer really did)."""
+        from studio.train import dist
+
+        if not dist.distributed() or model is None:
+            return
+        sharded = sum(1 for m in model.modules() if type(m).__name__.startswith("FSDP"))
+        how = (f"FSDP: {sharded} modules sharded over {dist.world_size()} processes" if sharded
+               else f"DDP: a full copy of the model in each of {dist.world_size()} processes")
+        self.em.emit(LOG, message=f"training on {dist.world_size()} processes, {how}", world_size=dist.world_size(),
+                     sharded_modules=sharded)
+
+    def _memory(self, step: int) -> None:
+        """One memory event; with several processes it carries every rank's figures (``gpus``, by rank)
+        and rank 0's at the top level, as in a single-process run."""
+        from studio.train import dist
+
+        mine = memory_snapshot(self.budget, self.predicted_peak)
+        every = dist.gather({"rank": dist.rank(), **{k: v for k, v in mine.items()
+                                                    if k not in ("budget", "predicted_peak")}})
+        extra = {"gpus": every} if dist.distributed() else {}
+        self.em.emit(MEMORY, step=step, **mine, **extra)
 
     def _eta(self, state) -> float | None:
         done = state.global_step - self._step0

@@ -82,7 +82,9 @@ def verify(folder: Path) -> str | None:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         return "no readable manifest.json"
     files: dict = manifest["files"]
-    missing = [name for name in REQUIRED if name not in files]
+    # Several processes save one RNG state each (rng_state_<rank>.pth) instead of rng_state.pth.
+    per_rank = any(re.fullmatch(r"rng_state_\d+\.pth", name) for name in files)
+    missing = [name for name in REQUIRED if name not in files and not (name == "rng_state.pth" and per_rank)]
     if missing:
         return f"the manifest does not list {', '.join(missing)}"
     for name, entry in files.items():

@@ -69,8 +69,12 @@ def quantization_config(recipe: Recipe, dtype: Any) -> Any:
 
     q = recipe.quant
     if q.mode == "4bit":
+        from studio.train.dist import distributed
+
+        # FSDP shards parameters of one dtype: 4-bit blocks are then stored as the compute dtype (peft's FSDP+QLoRA).
+        storage = {"bnb_4bit_quant_storage": dtype} if distributed() and recipe.train.strategy == "fsdp" else {}
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
-                                  bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype)
+                                  bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype, **storage)
     if q.mode == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
@@ -100,7 +104,9 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     qconf = quantization_config(recipe, dtype)
     if qconf is not None:
         kwargs["quantization_config"] = qconf
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+        from studio.train.dist import local_rank
+
+        kwargs["device_map"] = {"": local_rank()} if device == "cuda" else {"": "cpu"}  # torchrun: this rank's GPU
     try:
         model = from_pretrained(folder, kwargs)
     except ValueError as e:

@@ -10,6 +10,7 @@ are recorded in ``effective_recipe.json``, which a later resume uses instead of 
 """
 from __future__ import annotations
 
+import copy
 import gc
 import time
 from dataclasses import dataclass, field
@@ -201,6 +202,10 @@ def train_with_recovery(run: Any, start: checkpoint.Checkpoint | None) -> None:
         change = next_change(run.recipe, p95_length(run.data.train), run.device)
         if change is None:
             raise exhausted(run.recipe, where, step, tried)
+        from studio.train import dist
+
+        if dist.distributed():
+            raise _step_down_all(run, change, where, step)
         tried.append(change.words)
         record(run.run_dir, run.recipe, change, where, step)
         start = checkpoint.latest_good(run.run_dir)
@@ -209,3 +214,22 @@ def train_with_recovery(run: Any, start: checkpoint.Checkpoint | None) -> None:
                                      f"continuing from {origin}", kind="oom_recovery", where=where, step=step,
                     fields=change.fields, settings=settings_of(run.recipe))
         run.rebuild(reload_data=change.needs_data)
+
+
+def _step_down_all(run: Any, change: Change, where: str, step: int) -> OutOfMemory:
+    """Several processes: the others are blocked in a collective this rank will never join, so the
+    group cannot step down in place. This rank records the next rung (the one file a rank other than
+    0 may write: only it knows it ran out) and the run ends; a resume starts every process with it."""
+    from studio.train import dist
+
+    whole = copy.deepcopy(run.recipe)  # undo the share of each process: a resume divides again
+    if getattr(run, "batch_split", None):
+        name, n = run.batch_split
+        setattr(whole.train, name, getattr(whole.train, name) * n)
+    whole.save(Path(run.run_dir) / EFFECTIVE_RECIPE)
+    return OutOfMemory(
+        f"out of memory during {where} at step {step} in process {dist.rank()} of {dist.world_size()}; "
+        f"every process stopped. The next try uses {change.words}",
+        "resume the run ('lora-studio resume RUN' or Resume on the Train page): every process continues from the "
+        "last checkpoint with the smaller settings (effective_recipe.json)",
+        where=where, step=step, settings=settings_of(run.recipe), change=change.fields)

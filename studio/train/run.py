@@ -16,7 +16,7 @@ from studio import runs
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_dir, atomic_write_json, read_json
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
-from studio.train import checkpoint, safety
+from studio.train import checkpoint, dist, safety
 from studio.train.callbacks import Control, EventCallback
 from studio.train.errors import OutOfMemory
 
@@ -44,6 +44,7 @@ class TrainingRun:
         self.answers: dict[str, list[str]] = {}  # held-out answers "before" and "after" training
         self.before_seconds = 0.0  # how long the base model's held-out answers took (or took when cached)
         self.callback: EventCallback | None = None
+        self.batch_split: tuple[str, int] | None = None  # several processes: which train field was divided, by what
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -51,15 +52,23 @@ class TrainingRun:
         import torch
 
         device = self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._fix_strategy()
         self._hello(device)
-        checkpoint.clean_partial(self.run_dir)  # staging folders of a worker that was killed
+        self._split_batch()
+        if dist.is_main():
+            checkpoint.clean_partial(self.run_dir)  # staging folders of a worker that was killed
         runs.write_state(self.run_dir, status="running", pid=os.getpid(), device=device, error=None,
+                         host=platform.node(),  # a run on a cluster node is followed through shared storage
                          started=time.strftime("%Y-%m-%dT%H:%M:%S"))  # error=None: a resume clears the last one
         from studio.train import dataset, loading
 
         self.em.emit(PROGRESS, phase="load", done=0, total=3)
         safety.check_model_path(self.recipe.model.name_or_path)
+        if not dist.is_main():
+            dist.barrier()  # rank 0 resolves first: 'demo' is converted once, not once per rank
         self.base = loading.resolve_base(self.recipe)
+        if dist.is_main():
+            dist.barrier()
         self._check_config()
         for w in safety.check_remote_code(self.base, self.recipe.model.trust_remote_code):
             self.em.emit(WARNING, message=w)
@@ -146,16 +155,68 @@ class TrainingRun:
         import torch
         import transformers
 
-        name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
+        name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+        ranks = dist.gather({"rank": dist.rank(), "pid": os.getpid(), "device_name": name,
+                             "host": platform.node()})
+        extra = {"ranks": ranks, "strategy": self.strategy(), "launcher_pid": os.getppid()} if dist.distributed() else {}
         self.em.emit(HELLO, pid=os.getpid(), device=device, device_name=name, python=platform.python_version(),
                      versions={"torch": torch.__version__, "transformers": transformers.__version__,
                                "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__},
-                     run_dir=str(self.run_dir))
+                     run_dir=str(self.run_dir), world_size=dist.world_size(), **extra)
+        if dist.distributed():
+            runs.write_state(self.run_dir, world_size=dist.world_size(), launcher_pid=os.getppid(),
+                             strategy=self.strategy())
+
+    def _fix_strategy(self) -> None:
+        """The recipe's 'auto' becomes what this run does, so loading (quant storage) and the Trainer agree.
+
+        FSDP shards on GPUs only (accelerate applies its FSDP plugin to accelerator process groups, not
+        to gloo on the CPU): on the CPU the processes say so and run DDP.
+        """
+        if not dist.distributed():
+            return
+        chosen = self.strategy()
+        if chosen == "fsdp" and self.device == "cpu":
+            self.em.emit(WARNING, message="FSDP shards the model across GPUs only; on the CPU the processes each "
+                                          "hold a full copy (DDP)", kind="strategy")
+            chosen = "ddp"
+        self.recipe.train.strategy = chosen
+
+    def _split_batch(self) -> None:
+        """Several processes share the recipe's effective batch (micro_batch x grad_accum) rather than
+        multiply it, so the training maths and the losses are those of one process: the micro-batch
+        is divided when it can be, else the accumulation."""
+        n = dist.world_size()
+        t = self.recipe.train
+        if n <= 1:
+            return
+        name = "micro_batch" if t.micro_batch % n == 0 else "grad_accum" if t.grad_accum % n == 0 else None
+        if name is None:
+            self.em.emit(WARNING, message=f"the effective batch {t.micro_batch} x {t.grad_accum} cannot be shared by "
+                                          f"{n} processes: each takes the whole, so a step sees "
+                                          f"{t.micro_batch * t.grad_accum * n} examples", kind="batch")
+            return
+        setattr(t, name, getattr(t, name) // n)
+        self.batch_split = (name, n)
+        self.em.emit(LOG, message=f"{n} processes share the effective batch {t.micro_batch * t.grad_accum * n}: each "
+                                  f"takes micro-batch {t.micro_batch} x {t.grad_accum} accumulation",
+                     micro_batch=t.micro_batch, grad_accum=t.grad_accum, world_size=n)
+
+    def strategy(self) -> str:
+        """single, ddp or fsdp: how the processes share the work (the recipe's, or the planner's for auto)."""
+        if not dist.distributed():
+            return "single"
+        chosen = self.recipe.train.strategy if self.recipe else "auto"
+        if chosen == "auto":
+            plan = read_json(self.run_dir / runs.PLAN, default={}) or {}
+            chosen = plan.get("strategy") if plan.get("strategy") in ("ddp", "fsdp") else "ddp"
+        return chosen
 
     def _report_data(self, data: Any) -> None:
         report = data.report
         as_dict = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-        atomic_write_json(self.run_dir / "data_report.json", as_dict)
+        if dist.is_main():
+            atomic_write_json(self.run_dir / "data_report.json", as_dict)
         fingerprint = as_dict.get("fingerprint")
         runs.write_state(self.run_dir, data_fingerprint=fingerprint)
         self.em.emit(LOG, message=f"dataset: {len(data.train)} training and {len(data.val) if data.val else 0} "
@@ -198,7 +259,8 @@ class TrainingRun:
 
         args = training_arguments(self.recipe, self.run_dir / runs.CHECKPOINTS, device, dtype,
                                   use_eval=data.val is not None, run_name=self.run_dir.name,
-                                  report_to=trackers.report_to(self.run_dir, self._warn_once))
+                                  report_to=trackers.report_to(self.run_dir, self._warn_once),
+                                  strategy=self.strategy())
         plan = read_json(self.run_dir / runs.PLAN, default={}) or {}
         predicted = (plan.get("predicted") or {}).get("device_total_bytes")
         self.callback = EventCallback(self.em, self.ctl, self.run_dir, budget=plan.get("budget_bytes"),
@@ -240,8 +302,12 @@ class TrainingRun:
         objective = self.recipe.train.objective
         cls, _ = faults.hook(preference.trainer_class(objective, StudioTrainer), self.load_model)
         dtype = self.model.get_base_model().dtype if hasattr(self.model, "get_base_model") else torch.float32
+        from studio.train import trackers
+
         args = training_arguments(self.recipe, self.run_dir / runs.CHECKPOINTS, device, dtype,
                                   use_eval=data.val is not None, config_cls=preference.config_class(objective),
+                                  run_name=self.run_dir.name, strategy=self.strategy(),
+                                  report_to=trackers.report_to(self.run_dir, self._warn_once),
                                   **preference.config_overrides(self.recipe))
         plan = read_json(self.run_dir / runs.PLAN, default={}) or {}
         predicted = (plan.get("predicted") or {}).get("device_total_bytes")
@@ -263,15 +329,20 @@ class TrainingRun:
         """
         from studio.train import recovery
 
-        before = self._sample("before")
+        before = self._sample("before") if dist.is_main() else None  # the others wait: rank 0 alone answers
+        dist.barrier()
         if self.callback is not None:  # answering them again after training takes about as long
             self.callback.after_train_s = round(self.before_seconds * (2 if self.data.val else 1), 1)
-        start = recovery.resume_point(self.run_dir, self.em) if self.resume else None
+        start = self._resume_point() if self.resume else None
         recovery.train_with_recovery(self, start)
-        stopped = self.ctl.stop.is_set()
+        stopped = dist.agree_flags(self.ctl.stop.is_set())[0]  # every rank ends the same way
+        if stopped:
+            self.ctl.stop.set()
         if self.trainer.eval_dataset is not None and not stopped:
             self.trainer.evaluate()  # the callback reports eval_loss as a metric event
         self.save_adapter()
+        if dist.distributed():
+            return self._finish_ranks(stopped, before)
         if stopped:
             self.em.emit(LOG, message=f"stopped: the held-out answers and eval.json were skipped; "
                                       f"'lora-studio eval {self.run_dir}' writes them")
@@ -282,6 +353,42 @@ class TrainingRun:
         if not self.ctl.stop.is_set():
             self.write_eval()
         return "stopped" if self.ctl.stop.is_set() else "finished"
+
+    def _resume_point(self) -> Any:
+        """Rank 0 picks the checkpoint (setting damaged ones aside); every rank resumes from the same one."""
+        from studio.train import recovery
+
+        ck = recovery.resume_point(self.run_dir, self.em) if dist.is_main() else None
+        if ck is not None:
+            saved = len(list(ck.path.glob("rng_state_*.pth"))) or 1  # one RNG state per process that saved it
+            if saved != dist.world_size():
+                self.em.emit(WARNING, message=f"checkpoint {ck.path.name} was written by {saved} process(es) and this "
+                                              f"run has {dist.world_size()}: training continues, but the data order "
+                                              f"and dropout differ from an uninterrupted run (resume with train.nproc "
+                                              f"{saved} for a bit-exact continuation)", saved_world_size=saved)
+        found = dist.broadcast([str(ck.path), ck.step] if ck else None)
+        return checkpoint.Checkpoint(Path(found[0]), int(found[1])) if found else None
+
+    def _finish_ranks(self, stopped: bool, before: float | None) -> str:
+        """After training on several processes: rank 0 answers the held-out prompts and writes eval.json
+        on its own copy of the model (DDP); the others wait. FSDP shards the model, so evaluation is
+        left to 'lora-studio eval RUN' (one process)."""
+        status = "stopped" if stopped else "finished"
+        if dist.is_main():
+            if stopped:
+                self.em.emit(LOG, message=f"stopped: the held-out answers and eval.json were skipped; "
+                                          f"'lora-studio eval {self.run_dir}' writes them")
+            elif self.strategy() == "fsdp":
+                self.em.emit(LOG, message=f"the model is sharded across {dist.world_size()} processes: held-out "
+                                          f"answers and eval.json come from 'lora-studio eval {self.run_dir}'")
+            else:
+                after = self._sample("after")
+                if before is not None and after is not None:
+                    runs.write_state(self.run_dir, heldout_before=before, heldout_after=after)
+                if not self.ctl.stop.is_set():
+                    self.write_eval()
+        dist.barrier()
+        return status
 
     def write_eval(self) -> None:
         """eval.json: validation loss of base and adapter on the same tokens, held-out answers of both."""
@@ -331,6 +438,10 @@ class TrainingRun:
         final = self.run_dir / runs.ADAPTER
         step = self.trainer.state.global_step if self.trainer is not None else 0
         check_finite_adapter(self.model, self.run_dir, step, "final adapter")
+        if dist.distributed() and self.strategy() == "fsdp":
+            return self._save_sharded_adapter(final, step)
+        if not dist.is_main():
+            return final
         try:
             with atomic_dir(final, overwrite=True) as tmp:
                 self.model.save_pretrained(str(tmp), safe_serialization=True)
@@ -346,6 +457,32 @@ class TrainingRun:
             raise AdapterWriteError(final, self.run_dir, exc) from exc
         runs.write_state(self.run_dir, adapter_step=step)  # export.json records which step it exported
         self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final), step=step)
+        return final
+
+    def _save_sharded_adapter(self, final: Path, step: int) -> Path:
+        """FSDP: every rank takes part in gathering the adapter's full state; rank 0 writes it."""
+        import torch.distributed as td
+
+        tmp = dist.broadcast(str(final.with_name(f".{final.name}.tmp-{os.getpid()}")))
+        self.trainer.save_model(tmp)  # the Trainer gathers the sharded LoRA weights (all ranks), rank 0 saves
+        td.barrier()
+        if dist.is_main():
+            import shutil
+
+            for extra in ("training_args.bin", "README.md"):  # a pickle has no place in an adapter folder
+                (Path(tmp) / extra).unlink(missing_ok=True)
+            cfg_path = Path(tmp) / "adapter_config.json"
+            cfg = read_json(cfg_path, default={})
+            cfg["base_model_name_or_path"] = str(self.base)
+            atomic_write_json(cfg_path, cfg)
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+            runs.write_state(self.run_dir, adapter_step=step)
+            self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final), step=step)
+        td.barrier()
         return final
 
     def _sample(self, when: str) -> float | None:
@@ -416,6 +553,8 @@ class TrainingRun:
 
     # -- cleanup ----------------------------------------------------------------------------
     def finish(self, status: str) -> None:
+        if not dist.is_main():
+            return
         state = runs.write_state(self.run_dir, status=status, pid=None,
                                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self._write_registry()

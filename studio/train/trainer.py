@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
-from studio.train import checkpoint, peft_methods, recovery
+from studio.train import checkpoint, dist, peft_methods, recovery
 from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights, is_write_error
 
 
@@ -44,7 +43,8 @@ class SaveOnStop(TrainerCallback):
         self.ctl = control
 
     def on_step_end(self, args, state, control, **kw):
-        if self.ctl.stop.is_set():
+        agreed = getattr(self.ctl, "agreed_stop", None)  # several processes: what every rank agreed on
+        if agreed if agreed is not None else self.ctl.stop.is_set():
             control.should_save = True
             control.should_training_stop = True
         return control
@@ -67,7 +67,7 @@ class StudioTrainer(Trainer):
         step = self.state.global_step + 1
         loss = super().training_step(model, inputs, num_items_in_batch)
         value = float(loss.detach().float().item())
-        if not math.isfinite(value):
+        if not dist.all_finite(value):  # several processes: every rank stops at the same micro-step
             last = checkpoint.latest_good(self.run_dir)
             raise NonFiniteLoss(step, value, last.path if last else None)
         return loss
@@ -84,7 +84,8 @@ class StudioTrainer(Trainer):
         self.phase = "save"
         step = self.state.global_step
         check_finite_adapter(model, self.run_dir, step, f"checkpoint of step {step}")
-        staging = checkpoint.staging_dir(self.run_dir, step)
+        # One staging folder for every rank (each writes its own RNG state there); rank 0 commits it.
+        staging = Path(dist.broadcast(str(checkpoint.staging_dir(self.run_dir, step)) if dist.is_main() else None))
         real_output = self.args.output_dir
         try:
             self.args.output_dir = str(staging)  # the Trainer writes staging/checkpoint-N
@@ -92,6 +93,11 @@ class StudioTrainer(Trainer):
                 super()._save_checkpoint(model, trial)
             peft_methods.save_method_state(self.model, staging / f"checkpoint-{step}")
             self.args.output_dir = real_output
+            dist.barrier()
+            if not dist.is_main():
+                dist.barrier()  # rank 0 commits; the next save or a resume sees the final folder
+                self.phase = "step"
+                return
             final = checkpoint.commit(staging / f"checkpoint-{step}", self.run_dir, step, self.settings)
         except Exception as exc:  # torch.save: RuntimeError; safetensors: SafetensorError; else OSError
             if recovery.is_oom(exc) or not (isinstance(exc, RuntimeError) or is_write_error(exc)):
@@ -99,11 +105,13 @@ class StudioTrainer(Trainer):
             raise CheckpointWriteError(step, self.run_dir, exc) from exc
         finally:
             self.args.output_dir = real_output
-            shutil.rmtree(staging, ignore_errors=True)
+            if dist.is_main():
+                shutil.rmtree(staging, ignore_errors=True)
         deleted = checkpoint.prune(self.run_dir, self.keep)
         kept = [c.step for c in checkpoint.list_checkpoints(self.run_dir)]
         self.em.emit(CHECKPOINT, step=step, path=str(final), bytes=checkpoint.size_bytes(final),
                      kept=kept, deleted=deleted)
+        dist.barrier()
         self.phase = "step"
 
     def _load_optimizer_and_scheduler(self, ck: str | None) -> None:

@@ -156,6 +156,12 @@ class PlanPage(Page):
         budget.body.addLayout(row)
         self.gpu_label = label("Detecting GPUs…", "muted", wrap=True)
         budget.body.addWidget(self.gpu_label)
+        self.gpu_row = QHBoxLayout()  # the GPU picker: one box per GPU (train.gpus), filled by detect_hardware
+        self.gpu_boxes: list[QCheckBox] = []
+        budget.body.addLayout(self.gpu_row)
+        self.gpu_note = label("", "muted", wrap=True)
+        self.gpu_note.setVisible(False)
+        budget.body.addWidget(self.gpu_note)
         self.content.addWidget(budget)
 
         pred = Card("Predicted memory")
@@ -271,6 +277,49 @@ class PlanPage(Page):
         else:
             self.session.pin("lora.method", name)
 
+    # -- several GPUs ---------------------------------------------------------------------------
+    def _fill_gpu_picker(self, gpus: list) -> None:
+        """One check box per GPU when there are several (train.gpus); otherwise a line saying why not."""
+        import sys
+
+        for box in self.gpu_boxes:
+            box.deleteLater()
+        self.gpu_boxes = []
+        self._gpus = gpus
+        if len(gpus) < 2 or sys.platform.startswith("win"):
+            why = ("Training on several GPUs needs NCCL, which PyTorch does not ship for Windows: this run uses one "
+                   "GPU (Linux, WSL2 or 'lora-studio cluster export' can use several)."
+                   if len(gpus) >= 2 else "Several GPUs: this machine has "
+                   + ("one GPU" if gpus else "none") + ", so the run uses " + ("it" if gpus else "the CPU")
+                   + "; 'lora-studio cluster export' runs the same recipe on a cluster.")
+            self.gpu_note.setText(why)
+            self.gpu_note.setVisible(True)
+            return
+        self.gpu_row.addWidget(QLabel("Train on:"))
+        for g in gpus:
+            box = QCheckBox(f"GPU {g.index}: {g.name}")
+            box.setChecked(g.index == 0)
+            box.setToolTip(f"{human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free; two or more: "
+                           "torchrun starts one process per GPU (DDP, or FSDP when the model fits no single card)")
+            box.toggled.connect(self._gpus_picked)
+            self.gpu_row.addWidget(box)
+            self.gpu_boxes.append(box)
+        self.gpu_row.addStretch(1)
+
+    def _gpus_picked(self, _on: bool = False) -> None:
+        from studio.launch import unsupported
+
+        picked = [g.index for g, box in zip(self._gpus, self.gpu_boxes) if box.isChecked()]
+        self.session.pin("train.gpus", ",".join(map(str, picked)) if len(picked) > 1 else "")
+        self.session.pin("train.nproc", max(1, len(picked)))
+        why = unsupported(self.session.recipe.train, self._gpus)
+        plan = self.session.plan
+        if why:
+            self.gpu_note.setText(why)
+        elif len(picked) > 1 and plan is not None:
+            self.gpu_note.setText(f"{len(picked)} GPUs: {plan.strategy.upper()}. " + (plan.reasons[0] if plan.reasons else ""))
+        self.gpu_note.setVisible(bool(why) or len(picked) > 1)
+
     def _toggle_advanced(self, on: bool) -> None:
         self.adv_body.setVisible(on)
         self.adv_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
@@ -284,7 +333,8 @@ class PlanPage(Page):
         if gpus:
             g = gpus[0]
             self.gpu_label.setText(f"{g.name}: {human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free.")
-        else:
+        self._fill_gpu_picker(list(gpus))
+        if not gpus:
             self.gpu_label.setText(f"No NVIDIA GPU detected ({gpus.reason}): training runs on the CPU, so the budget "
                                    f"is this computer's memory ({human_bytes(budget)} after what the system and "
                                    "the studio need) and the plan uses 4-bit QLoRA with short steps.")

@@ -233,10 +233,10 @@ class TrainPage(Page):
 
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped or interrupted run from its last good checkpoint (``--resume``)."""
-        from studio.procs import worker_argv
+        from studio.launch import train_argv
 
-        if not self.controller.running:
-            self.start_run_dir(Path(run_dir), argv=worker_argv("workers.train", str(run_dir), "--resume"))
+        if not self.controller.running:  # the same number of processes as the run started with
+            self.start_run_dir(Path(run_dir), argv=train_argv(Path(run_dir), "--resume"))
 
     @staticmethod
     def can_resume(run_dir: Path | None) -> bool:
@@ -407,6 +407,11 @@ class TrainPage(Page):
             self._mem_on_cpu = on_cpu
             mem.getPlotItem().setTitle("Memory (no GPU: the worker process)" if on_cpu else "GPU memory",
                                        color=mem.getPlotItem().titleLabel.opts.get("color"), size="10pt")
+        ranks = d.get("gpus") if isinstance(d.get("gpus"), list) else []
+        for r in ranks if len(ranks) > 1 else []:  # several processes: one line per GPU (per process on the CPU)
+            v = _num(r.get("reserved")) if isinstance(r, dict) else None
+            if v is not None:
+                mem.append(f"{'process' if on_cpu else 'GPU'} {r.get('rank')} reserved", t, v / GIB)
         budget, peak = _num(d.get("budget")), _num(d.get("predicted_peak"))
         mem.set_hline("budget", budget / GIB if budget else None, "#CF222E", below=True)
         mem.set_hline("predicted peak", peak / GIB if peak else None, "#8250DF")

@@ -1,0 +1,43 @@
+"""`lora-studio cluster export RUN_OR_RECIPE --nodes N --gpus-per-node G --out DIR`: the same run on a cluster."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from studio.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cluster", help="run a recipe on a cluster (torchrun on several nodes, SLURM)",
+                       description="Pack a run or recipe into a folder a cluster with the studio installed can run: "
+                                   "the recipe, a copy of the dataset, a torchrun command line for several nodes "
+                                   "(run.sh) and a SLURM script (job.sbatch). Its run folder is an ordinary one: "
+                                   "follow it with 'lora-studio attach', export and resume it as usual. "
+                                   "See docs/multi-gpu.md.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    e = actions.add_parser("export", help="write the cluster folder",
+                           description="Write OUT/recipe.json, OUT/data/, OUT/runs/<id>/, OUT/run.sh, OUT/job.sbatch "
+                                       "and OUT/README.txt.")
+    e.add_argument("source", type=Path, metavar="RUN_OR_RECIPE", help="a run folder or a recipe JSON file")
+    e.add_argument("--nodes", type=int, required=True, help="machines to train on")
+    e.add_argument("--gpus-per-node", type=int, required=True, help="GPUs (training processes) on each machine")
+    e.add_argument("--out", type=Path, required=True, help="a new folder, on storage every node sees")
+    e.add_argument("--data-path", help="where the dataset is on the cluster (default: copy it into OUT/data)")
+    e.add_argument("--model", help="the base model's folder or id on the cluster (default: the recipe's)")
+    e.add_argument("--port", type=int, default=29400, help="torchrun's rendezvous port on the first node")
+    e.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from studio import cluster
+
+    if not args.source.exists():
+        raise UserError(f"{args.source}: not found; give a run folder or a recipe JSON file")
+    done = cluster.export(args.source, args.out, args.nodes, args.gpus_per_node, data_path=args.data_path,
+                          model=args.model, port=args.port)
+    print(f"cluster folder: {done.folder}\nrun folder:     {done.run_dir}\n"
+          f"SLURM:          cd {done.folder} && sbatch job.sbatch\n"
+          f"without SLURM:  MASTER_ADDR=<first node> {done.run_sh}   (on every node)\n"
+          f"one node here:  NNODES=1 NPROC_PER_NODE=2 {done.run_sh}\n"
+          f"follow it:      lora-studio attach {done.run_dir}")
+    return 0
