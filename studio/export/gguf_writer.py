@@ -221,15 +221,16 @@ def file_type(quant: str) -> int:
 
 
 def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "", progress: Progress = no_progress,
-               extra_kv: dict | None = None, trust: bool = False) -> Path:
-    """Write ``folder`` (a merged model) as ``out_path`` in GGUF; returns the path."""
+               extra_kv: dict | None = None, trust: bool = False, vocab: Any = None) -> Path:
+    """Write ``folder`` (a merged model) as ``out_path`` in GGUF; returns the path. ``vocab``: the
+    folder's ``build_vocab`` when the caller already read it (a merge copies the tokenizer files unchanged)."""
     import gguf
 
     if quant not in QUANTS:
         raise UnsupportedModel(f"GGUF quantisation '{quant}' is not supported", f"choose one of {', '.join(QUANTS)}")
     config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
-    vocab = build_vocab(Path(folder), config, trust)
+    vocab = vocab if vocab is not None else build_vocab(Path(folder), config, trust)
     plan = plan_tensors(Path(folder), config, arch, quant)
     w = gguf.GGUFWriter(str(out_path), arch.arch)
     w.add_name(name or Path(folder).name)
