@@ -182,8 +182,8 @@ def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | 
     if calibration and calibration.get("factor"):
         per_step *= calibration["factor"]
         n = calibration["runs"]
-        basis += (f", times {calibration['factor']:.2f}: the measured/predicted step time of the last "
-                  f"{n} run{'s' if n != 1 else ''} on this machine")
+        basis += (f", times {calibration['factor']:.2f}: the measured/predicted step time of the "
+                  + (f"last {n} runs" if n != 1 else "last run") + " on this machine")
     real = min(mean_tokens, length) if mean_tokens else length
     return TimeEstimate(device=device, tokens_per_s=s["train.micro_batch"] * s["train.grad_accum"] * real / per_step,
                         step_seconds=per_step, seconds=per_step * steps if steps else None, steps=steps, basis=basis)

@@ -54,3 +54,27 @@ def test_finite_check_catches_every_non_finite_value(dtype):
     both = t.clone()
     both[0, 0], both[1, 1] = float("inf"), float("-inf")
     assert not _finite(both)
+
+
+def test_merged_in_memory_equals_the_merged_folder(tiny_model_dir, tmp_path):
+    """A GGUF export merges as it converts (no merged copy on disk); the model its llama.cpp check
+    answers with must be exactly the merged folder's model."""
+    from test_export import make_run
+    from transformers import AutoModelForCausalLM
+
+    from studio.export.adapter import load_adapter
+    from studio.export.merge import MergedWeights, merge_to_folder
+
+    run = make_run(tmp_path / "runs", tiny_model_dir, targets=["q_proj", "v_proj", "down_proj"])
+    adapter = load_adapter(run / "adapter")
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    merge_to_folder(tiny_model_dir, adapter, folder)
+    want = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).state_dict()
+    weights = MergedWeights(tiny_model_dir, adapter)
+    got = verify.merged_in_memory(weights).state_dict()
+    assert set(got) == set(want)
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).state_dict()
+    assert not torch.equal(base["model.layers.0.self_attn.q_proj.weight"], got["model.layers.0.self_attn.q_proj.weight"])

@@ -54,6 +54,26 @@ def check_mergeable(base_dir: Path, adapter: Adapter) -> list[TensorMeta]:
     return metas
 
 
+@dataclass
+class MergedWeights:
+    """The merged model's tensors computed from the base and the adapter as they are read, never written:
+    a GGUF export converts and checks them straight from the base folder (no merged copy on disk)."""
+
+    base_dir: Path
+    adapter: Adapter
+
+    def metas(self) -> list[TensorMeta]:
+        return check_mergeable(self.base_dir, self.adapter)
+
+    def read(self, meta: TensorMeta, fh=None):
+        """One merged tensor in the base dtype, checked finite (as ``merge_to_folder`` writes it)."""
+        return merged_tensor(meta, read_tensor(meta, fh), self.adapter, MergeReport(out_dir=self.base_dir))
+
+    def changed(self) -> set[str]:
+        """Names of the base weights the adapter changes."""
+        return set(self.adapter.deltas) | set(self.adapter.replacements)
+
+
 def plan_shards(metas: list[TensorMeta], max_bytes: int) -> list[list[TensorMeta]]:
     """Group tensors, in order, into output shards of at most ``max_bytes`` (a bigger tensor gets its own)."""
     shards: list[list[TensorMeta]] = [[]]

@@ -119,12 +119,13 @@ def greedy(model: Any, prompts: list[list[int]], n: int, pad_id: int) -> list[li
 
 
 def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: str = "merged",
-                       reader: Any = None) -> Check:
+                       reader: Any = None, weights: Any = None) -> Check:
     """Every tensor of the GGUF, dequantised by the ``gguf`` package (not by our encoder), matches the
     merged model's weight within its type's error bound; the worst tensor per type is reported.
 
     A large matrix is compared on SAMPLE_ROWS rows (the first, the last and evenly spaced ones): an
     encoder or layout bug shows in every row, and reading back every row was most of an export's time.
+    ``weights``: the merged tensors when they are not in ``merged_dir``'s files (``merge.MergedWeights``).
     """
     import json
 
@@ -140,14 +141,15 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
     stored = {t.name: t for t in reader.tensors}
     worst: dict[str, tuple[float, str]] = {}
     bad, missing = [], []
-    for p in plan_tensors(Path(merged_dir), config, arch, quant):
+    read = weights.read if weights is not None else read_tensor
+    for p in plan_tensors(Path(merged_dir), config, arch, quant, metas=weights.metas() if weights is not None else None):
         t = stored.get(p.gguf_name)
         if t is None or p.meta is None:
             if p.meta is not None:
                 missing.append(p.gguf_name)
             continue
         kind = t.tensor_type.name
-        full = oriented(p, read_tensor(p.meta), config, arch)  # same q/k permutation as the writer
+        full = oriented(p, read(p.meta), config, arch)  # same q/k permutation as the writer
         data = np.asarray(t.data)
         if full.dim() == 2 and data.ndim == 2 and data.shape[0] == full.shape[0] > SAMPLE_ROWS:
             rows = np.unique(np.linspace(0, full.shape[0] - 1, SAMPLE_ROWS).round().astype(np.int64))
@@ -417,10 +419,34 @@ def llama_simple() -> Path | None:
     return Path(found) if found else None
 
 
+def merged_in_memory(weights: Any, trust: bool = False) -> Any:
+    """The merged model in transformers (float32): the base loaded, each weight the adapter changes set
+    to its merged value in the base dtype, exactly as a merged folder would load."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(weights.base_dir), dtype=torch.float32, trust_remote_code=trust)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    changed = weights.changed()
+    metas = {m.name: m for m in weights.metas() if m.name in changed}
+    missing = sorted(changed - set(params))
+    if missing:
+        from studio.export.errors import VerificationFailed
+
+        raise VerificationFailed(f"the loaded model has no parameter {missing[0]} for the adapter's update",
+                                 "export with --format merged and report this model")
+    with torch.no_grad():
+        for name, meta in metas.items():
+            params[name].copy_(weights.read(meta).float().reshape(params[name].shape))
+    return model
+
+
 def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8,
-                     source: str = "merged", trust: bool = False) -> Check:
+                     source: str = "merged", trust: bool = False, weights: Any = None) -> Check:
     """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers, when
-    llama.cpp is installed; otherwise skipped, saying so (the weights and vocabulary are checked anyway)."""
+    llama.cpp is installed; otherwise skipped, saying so (the weights and vocabulary are checked anyway).
+    ``weights`` (``merge.MergedWeights``): the merged model is the base loaded by transformers with the
+    changed weights replaced by their merged values, when ``merged_dir`` holds no weight files."""
     import subprocess
 
     exe = llama_simple()
@@ -440,7 +466,10 @@ def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: 
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for prompt in prompts]
     try:
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, trust_remote_code=trust)
+        if weights is None:
+            merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, trust_remote_code=trust)
+        else:
+            merged = merged_in_memory(weights, trust)
         want = [tok.decode(seq, skip_special_tokens=False) for seq in greedy(merged, ids, new_tokens, pad)]
         del merged
         same = 0
