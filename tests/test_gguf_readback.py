@@ -56,15 +56,25 @@ def test_finite_check_catches_every_non_finite_value(dtype):
     assert not _finite(both)
 
 
-def test_merged_in_memory_equals_the_merged_folder(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_merged_in_memory_equals_the_merged_folder(tiny_model_dir, tmp_path, dtype):
     """A GGUF export merges as it converts (no merged copy on disk); the model its llama.cpp check
-    answers with must be exactly the merged folder's model."""
+    answers with must be exactly the merged folder's model, also when the base is 16-bit."""
+    import shutil
+
     from test_export import make_run
     from transformers import AutoModelForCausalLM
 
     from studio.export.adapter import load_adapter
     from studio.export.merge import MergedWeights, merge_to_folder
 
+    if dtype != "float32":
+        base = tmp_path / dtype
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=getattr(torch, dtype)).save_pretrained(base)
+        for f in tiny_model_dir.iterdir():
+            if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+                shutil.copy2(f, base / f.name)
+        tiny_model_dir = base
     run = make_run(tmp_path / "runs", tiny_model_dir, targets=["q_proj", "v_proj", "down_proj"])
     adapter = load_adapter(run / "adapter")
     folder = tmp_path / "merged"

@@ -435,9 +435,17 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
 
         raise VerificationFailed(f"the loaded model has no parameter {missing[0]} for the adapter's update",
                                  "export with --format merged and report this model")
-    with torch.no_grad():
+    from studio.export.safetensors_io import DTYPES
+
+    with torch.no_grad():  # the merge's own arithmetic on the loaded float32 values, no second read
         for name, meta in metas.items():
-            params[name].copy_(weights.read(meta).float().reshape(params[name].shape))
+            w, dtype = params[name].data, getattr(torch, DTYPES[meta.dtype])
+            if name in weights.adapter.replacements:
+                w.copy_(weights.adapter.replacements[name].to(dtype).reshape(w.shape).float())
+                continue
+            weights.adapter.deltas[name].add_to(w)  # float32 in place, as merge.merged_tensor does
+            if dtype != torch.float32:
+                w.copy_(w.to(dtype).float())  # the merged folder holds it in the base dtype
     return model
 
 
