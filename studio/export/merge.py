@@ -65,9 +65,10 @@ class MergedWeights:
     def metas(self) -> list[TensorMeta]:
         return check_mergeable(self.base_dir, self.adapter)
 
-    def read(self, meta: TensorMeta, fh=None):
-        """One merged tensor in the base dtype, checked finite (as ``merge_to_folder`` writes it)."""
-        return merged_tensor(meta, read_tensor(meta, fh), self.adapter, MergeReport(out_dir=self.base_dir))
+    def read(self, meta: TensorMeta, fh=None, check: bool = True):
+        """One merged tensor in the base dtype, checked finite (as ``merge_to_folder`` writes it) unless
+        ``check`` is False (a second read of what the writer already checked)."""
+        return merged_tensor(meta, read_tensor(meta, fh), self.adapter, MergeReport(out_dir=self.base_dir), check)
 
     def changed(self) -> set[str]:
         """Names of the base weights the adapter changes."""
@@ -126,7 +127,7 @@ def _write_shard(path: Path, group: list[TensorMeta], adapter: Adapter, report: 
             writer.fh.close()
 
 
-def merged_tensor(meta: TensorMeta, t, adapter: Adapter, report: MergeReport):
+def merged_tensor(meta: TensorMeta, t, adapter: Adapter, report: MergeReport, check: bool = True):
     """One base tensor after its LoRA update (or replacement), in the base dtype, checked finite."""
     report.tensors += 1
     if meta.name in adapter.replacements:
@@ -137,7 +138,7 @@ def merged_tensor(meta: TensorMeta, t, adapter: Adapter, report: MergeReport):
         adapter.deltas[meta.name].add_to(w)
         t = w.to(t.dtype)  # back to the base dtype (an fp16 overflow shows up as inf just below)
         report.merged += 1
-    if meta.dtype in _FLOATS and t.numel() and not _finite(t):
+    if check and meta.dtype in _FLOATS and t.numel() and not _finite(t):
         raise VerificationFailed(f"merged tensor {meta.name} has NaN or infinite values",
                                  "the adapter is damaged (training diverged?); export an earlier checkpoint",
                                  kind="nan")
