@@ -111,8 +111,10 @@ def add_time_estimate(plan: Plan, info: Any, gpu_name: str = "", steps: int | No
     if plan.device == "cpu":
         rates = speed.ensure_cpu_rates() if measure else speed.cpu_rates()
     n = speed.run_steps(steps or -1, epochs, examples, s["train.micro_batch"] * s["train.grad_accum"])
+    mean = _tokens_stat(dataset_report, "mean")
     est = speed.estimate(info, s, plan.device, gpu_name=gpu_name, rates=rates, steps=n,
-                         example_tokens=_tokens_stat(dataset_report, "p95"))
+                         example_tokens=_tokens_stat(dataset_report, "p95"), mean_tokens=mean,
+                         calibration=speed.calibration(plan.device, gpu_name, rates))
     plan.estimate = est.to_dict() if est is not None else None
     plan.reasons.append(speed.describe(est))
 

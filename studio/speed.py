@@ -7,9 +7,16 @@ costs 6 FLOPs per parameter (forward, input and weight gradients). The rate:
 
 - on a GPU: the GPU's dense BF16 tensor peak (datasheets, ``GPU_PEAK_TFLOPS``) times one
   efficiency taken from a published measurement (``ANCHOR``);
-- on the CPU: a probe of a few seconds (``python -m studio.speed``) trains two tiny models through
-  the real loader (4-bit, LoRA) and fits ``seconds = FLOPs / rate + layer passes x overhead``; the
-  result is cached in the data folder per machine (``cpu_rates``).
+- on the CPU: a probe of a few seconds (``python -m studio.speed``) measures this CPU's matrix
+  multiply rate (the best of several rounds at training-like shapes) and the costs that FLOPs miss
+  (per micro-batch, per layer pass, per activation element) from three tiny 4-bit LoRA models
+  trained through the real loader, timed in interleaved rounds, the fastest round of each kept: a
+  busy moment only ever adds time, so the minimum is the machine's own speed. The result is cached
+  in the data folder per machine for ``PROBE_MAX_AGE_S``, then measured again.
+- calibration (any device): every training run on this machine records its measured seconds per
+  optimizer step against this module's prediction for the same settings (``record_run``); later
+  estimates are scaled by the median ratio of the last runs (``calibration``), which absorbs what a
+  FLOPs model cannot know (this machine's memory speed, the dataset's padding, the load it usually has).
 
 Pure arithmetic at import: no torch unless the probe runs.
 """
@@ -50,7 +57,10 @@ ANCHOR = {"gpu": "RTX 4090", "model": "llama-3.1-8b-instruct", "tokens_per_s": 2
                        "train.grad_accum": 16, "train.seq_len": 2048, "train.grad_ckpt": True, "train.attn": "sdpa",
                        "train.optimizer": "adamw_8bit"}}
 UNKNOWN_GPU = "RTX 4090"  # a GPU missing from the table is estimated as this class, and the plan says so
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: matmul rate + three overhead terms (1 fitted two rates from two models)
+PROBE_MAX_AGE_S = 30 * 86400  # a probe older than this is measured again (a new torch, BIOS, power plan...)
+CALIBRATION_RUNS = 5  # the estimate is scaled by the median measured/predicted ratio of this many last runs
+CALIBRATION_KEEP = 20  # records kept per machine and device
 
 
 @dataclass
@@ -115,13 +125,30 @@ def estimate_gpu(info: Any, s: dict, gpu_name: str) -> tuple[float, str]:
                   f"{ANCHOR['tokens_per_s']:,.0f} tokens/s for Llama 3.1 8B QLoRA on an {ANCHOR['gpu']}")
 
 
-def estimate_cpu(info: Any, s: dict, rates: dict, length: int | None = None) -> tuple[float, str]:
-    """Tokens per second on this CPU from the probe's rates (``length``: tokens per example)."""
+def activation_elements(info: Any, s: dict, tokens: float) -> float:
+    """Elements the step's element-wise work (norms, activations, residuals, rotary) touches for
+    ``tokens`` tokens of a micro-batch: per layer pass, each token's hidden and MLP-width vectors."""
+    _, passes = step_flops(info, s)
+    experts = max(1, info.experts_per_token) if info.num_experts else 1
+    return tokens * passes * (info.hidden + info.intermediate * experts)
+
+
+def micro_batch_seconds(info: Any, s: dict, rates: dict, length: int) -> float:
+    """Seconds of one micro-batch of ``length`` tokens per example on the probed CPU (uncalibrated)."""
     per_token, passes = step_flops(info, s)
-    tokens = s["train.micro_batch"] * (length or s["train.seq_len"])
-    seconds = tokens * per_token / rates["flops_per_s"] + passes * rates["seconds_per_layer_pass"]
-    return tokens / seconds, (f"FLOPs of the step at this CPU's measured {rates['flops_per_s'] / 1e9:.1f} GFLOP/s "
-                              f"plus {rates['seconds_per_layer_pass'] * 1e3:.1f} ms per layer pass (probed once)")
+    tokens = s["train.micro_batch"] * length
+    return (tokens * per_token / rates["flops_per_s"] + activation_elements(info, s, tokens) * rates.get(
+        "seconds_per_element", 0.0) + passes * rates["seconds_per_layer_pass"]
+        + rates.get("seconds_per_micro_batch", 0.0))
+
+
+def estimate_cpu(info: Any, s: dict, rates: dict, length: int | None = None) -> tuple[float, str]:
+    """Tokens per second on this CPU from the probe's rates (``length``: tokens per example), before calibration."""
+    length = length or s["train.seq_len"]
+    seconds = micro_batch_seconds(info, s, rates, length)
+    return s["train.micro_batch"] * length / seconds, (
+        f"FLOPs of the step at this CPU's measured {rates['flops_per_s'] / 1e9:.1f} GFLOP/s plus "
+        f"{rates['seconds_per_layer_pass'] * 1e3:.1f} ms per layer pass and the element-wise work (probed)")
 
 
 def run_steps(max_steps: int, epochs: float, examples: int | None, effective_batch: int) -> int | None:
@@ -134,11 +161,15 @@ def run_steps(max_steps: int, epochs: float, examples: int | None, effective_bat
 
 
 def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | None = None,
-             steps: int | None = None, example_tokens: int | None = None) -> TimeEstimate | None:
+             steps: int | None = None, example_tokens: int | None = None, calibration: dict | None = None,
+             mean_tokens: float | None = None) -> TimeEstimate | None:
     """The run's expected speed on ``device`` ("cuda" or "cpu"); None on a CPU that was never probed.
 
     ``example_tokens``: how long a padded micro-batch's examples really are (the dataset's 95th
     percentile): batches are padded to their longest example, not to the sequence length.
+    ``calibration``: ``calibration(device)``, this machine's measured/predicted ratio from earlier runs.
+    ``mean_tokens``: the dataset's mean example length: tokens/s then counts real tokens (no padding),
+    as the worker measures them.
     """
     length = min(s["train.seq_len"], example_tokens) if example_tokens else s["train.seq_len"]
     if device == "cpu":
@@ -148,8 +179,14 @@ def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | 
     else:
         rate, basis = estimate_gpu(info, s, gpu_name)
     per_step = s["train.micro_batch"] * s["train.grad_accum"] * length / rate
-    return TimeEstimate(device=device, tokens_per_s=rate, step_seconds=per_step,
-                        seconds=per_step * steps if steps else None, steps=steps, basis=basis)
+    if calibration and calibration.get("factor"):
+        per_step *= calibration["factor"]
+        n = calibration["runs"]
+        basis += (f", times {calibration['factor']:.2f}: the measured/predicted step time of the "
+                  + (f"last {n} runs" if n != 1 else "last run") + " on this machine")
+    real = min(mean_tokens, length) if mean_tokens else length
+    return TimeEstimate(device=device, tokens_per_s=s["train.micro_batch"] * s["train.grad_accum"] * real / per_step,
+                        step_seconds=per_step, seconds=per_step * steps if steps else None, steps=steps, basis=basis)
 
 
 def describe(est: TimeEstimate | None) -> str:
@@ -191,35 +228,113 @@ def _cache_file() -> Path:
     return data_dir() / "cache" / "speed" / f"cpu-{machine_key()}.json"
 
 
+RATE_KEYS = ("flops_per_s", "seconds_per_layer_pass", "seconds_per_element", "seconds_per_micro_batch")
+
+
 def cpu_rates() -> dict | None:
-    """This machine's cached probe result, or None."""
+    """This machine's cached probe result, or None when there is none, it is from another probe
+    version, or it is older than PROBE_MAX_AGE_S (then the caller measures again)."""
     try:
         raw = json.loads(_cache_file().read_text(encoding="utf-8"))
-        return {k: float(raw[k]) for k in ("flops_per_s", "seconds_per_layer_pass")}
+        if int(raw.get("probe_version", 0)) != PROBE_VERSION or time.time() - float(raw["measured_at"]) > PROBE_MAX_AGE_S:
+            return None
+        rates = {k: float(raw[k]) for k in RATE_KEYS}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if not all(math.isfinite(v) and v >= 0 for v in rates.values()) or rates["flops_per_s"] <= 0:
+        return None
+    return {**rates, "measured_at": float(raw["measured_at"])}
 
 
-PROBE_SHAPES = ({"hidden": 64, "layers": 2, "seq": 64}, {"hidden": 256, "layers": 2, "seq": 256})
+# Three tiny models whose steps separate the costs FLOPs miss: few layers, more layers (per layer
+# pass), wider and longer (per activation element); and the matrix shapes the rate is measured at
+# (tokens x hidden @ hidden x out, as the demo's and a 1B model's layers have them).
+PROBE_SHAPES = ({"hidden": 64, "layers": 2, "seq": 64}, {"hidden": 64, "layers": 6, "seq": 64},
+                {"hidden": 256, "layers": 2, "seq": 512})
+GEMM_SHAPES = ((384, 576, 1536), (512, 1024, 1024), (1024, 2048, 2048))
 
 
-def probe_cpu(workdir: Path, steps: int = 5) -> dict:
-    """Time real 4-bit LoRA steps of two tiny models on this CPU and fit the two rates (needs torch)."""
+def matmul_rounds(shapes: tuple = GEMM_SHAPES) -> list:
+    """One timing function per shape: ``F.linear`` in float32 (the CPU's compute dtype), returns seconds."""
+    import torch
+
+    def timer(m: int, k: int, n: int):
+        a, w = torch.randn(m, k), torch.randn(n, k)
+
+        def run() -> float:
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(a, w)
+            return time.perf_counter() - t0
+        return run
+    return [timer(*shape) for shape in shapes]
+
+
+def best_times(runners: list, rounds: int) -> list[float]:
+    """The fastest of ``rounds`` timings of each runner, run in interleaved rounds after one warm-up
+    round: a busy moment slows one round of everything alike, and only ever adds time."""
+    best = [math.inf] * len(runners)
+    for r in range(rounds + 1):
+        for i, run in enumerate(runners):
+            t = run()
+            if r:
+                best[i] = min(best[i], t)
+    return best
+
+
+def fit_overheads(rows: list[tuple[float, float, float, float]]) -> dict:
+    """Non-negative (per micro-batch, per layer pass, per element) seconds that best explain each
+    row's ``seconds left after the FLOPs`` from its (1, passes, elements); rows: (left, 1, passes, elements)."""
+    import itertools
+
+    import numpy as np
+
+    y = np.array([r[0] for r in rows])
+    x = np.array([r[1:] for r in rows], dtype=float)
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    xs = x / scale
+    best, best_err = np.zeros(3), float(np.sum(y ** 2))
+    for k in range(1, 4):  # every subset of the three costs: the best fit whose costs are all >= 0
+        for cols in itertools.combinations(range(3), k):
+            sol = np.linalg.lstsq(xs[:, cols], y, rcond=None)[0]
+            if np.any(sol < 0):
+                continue
+            full = np.zeros(3)
+            full[list(cols)] = sol
+            err = float(np.sum((xs @ full - y) ** 2))
+            if err < best_err:
+                best, best_err = full, err
+    c0, c, e = (best / scale).tolist()
+    return {"seconds_per_micro_batch": c0, "seconds_per_layer_pass": c, "seconds_per_element": e}
+
+
+def probe_cpu(workdir: Path, rounds: int = 7, extra: list | None = None) -> dict:
+    """This CPU's rates (needs torch): the matmul rate, then the overheads from the tiny models' steps.
+
+    ``extra``: more step runners (``step_runner``) timed in the same rounds; their best times come back
+    as ``extra_seconds`` (a test predicts one of them from the rates).
+    """
+    runners = [step_runner(workdir / f"h{p['hidden']}l{p['layers']}", p["hidden"], p["layers"], p["seq"])
+               for p in PROBE_SHAPES] + list(extra or [])
+    gemms = matmul_rounds()
+    times = best_times([r[2] for r in runners] + gemms, rounds)
+    steps, gemm = times[:len(runners)], times[len(runners):]
+    rates_per_shape = sorted(2 * m * k * n / t for (m, k, n), t in zip(GEMM_SHAPES, gemm))
+    rate = rates_per_shape[len(rates_per_shape) // 2]
     rows = []
-    for shape in PROBE_SHAPES:
-        info, seconds, s = time_steps(workdir / f"h{shape['hidden']}", shape["hidden"], shape["layers"],
-                                      shape["seq"], steps=steps)
+    for (info, s, _), seconds in zip(runners[:len(PROBE_SHAPES)], steps):
         per_token, passes = step_flops(info, s)
-        rows.append((s["train.micro_batch"] * s["train.seq_len"] * per_token, passes, seconds))
-    (f1, p1, t1), (f2, p2, t2) = rows
-    # t = f / rate + p * c, two equations; guard against a noisy, overhead-bound second point
-    c = max(0.0, (t1 * f2 - t2 * f1) / (p1 * f2 - p2 * f1)) if p1 * f2 != p2 * f1 else 0.0
-    rate = f2 / max(1e-9, t2 - p2 * c)
-    return {"flops_per_s": rate, "seconds_per_layer_pass": c}
+        tokens = s["train.micro_batch"] * s["train.seq_len"]
+        rows.append((seconds - tokens * per_token / rate, 1.0, passes, activation_elements(info, s, tokens)))
+    out = {"flops_per_s": rate, **fit_overheads(rows)}
+    if extra:
+        out["extra_seconds"] = steps[len(PROBE_SHAPES):]
+    return out
 
 
-def time_steps(folder: Path, hidden: int, layers: int, seq: int, steps: int = 5, micro_batch: int = 1) -> tuple:
-    """(ModelInfo, seconds of one micro-batch step, settings): a tiny model trained as the worker does on the CPU."""
+def step_runner(folder: Path, hidden: int, layers: int, seq: int, micro_batch: int = 1) -> tuple:
+    """(ModelInfo, settings, run): ``run()`` trains one micro-batch step of a tiny model as the worker
+    does on the CPU (4-bit, LoRA on all linear layers, AdamW) and returns its seconds."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -240,19 +355,20 @@ def time_steps(folder: Path, hidden: int, layers: int, seq: int, steps: int = 5,
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, 512, (micro_batch, seq))
-    times = []
-    for _ in range(steps + 1):  # the first step warms up kernels and allocations
+
+    def run() -> float:
         t0 = time.perf_counter()
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
     info = from_folder(folder)
     s = {"quant.mode": "4bit", "quant.double_quant": True, "quant.compute_dtype": "float32", "lora.rank": 8,
          "lora.alpha": 16, "lora.targets": ["all-linear"], "train.micro_batch": micro_batch, "train.grad_accum": 1,
          "train.seq_len": seq, "train.grad_ckpt": False, "train.attn": "sdpa", "train.optimizer": "adamw_torch"}
-    return info, min(times[1:]), s  # the fastest step: other programs only ever add time
+    return info, s, run
 
 
 def measure_and_cache() -> dict:
@@ -263,11 +379,11 @@ def measure_and_cache() -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         rates = probe_cpu(Path(tmp))
+    now = time.time()
     path = _cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {**rates, "machine": machine_key(), "probe_version": PROBE_VERSION,
-                             "measured_at": time.time()})
-    return rates
+    atomic_write_json(path, {**rates, "machine": machine_key(), "probe_version": PROBE_VERSION, "measured_at": now})
+    return {**rates, "measured_at": now}
 
 
 def ensure_cpu_rates() -> dict | None:
@@ -284,6 +400,58 @@ def ensure_cpu_rates() -> dict | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return cpu_rates()
+
+
+# --- calibration from real runs --------------------------------------------------------------------------
+def device_key(device: str, gpu_name: str = "") -> str:
+    return "cpu" if device == "cpu" else f"cuda:{gpu_peak(gpu_name)[1]}"
+
+
+def _calibration_file() -> Path:
+    from studio.paths import data_dir
+
+    return data_dir() / "cache" / "speed" / f"calibration-{machine_key()}.json"
+
+
+def _records() -> list[dict]:
+    try:
+        raw = json.loads(_calibration_file().read_text(encoding="utf-8"))
+        return [r for r in raw.get("records", []) if isinstance(r, dict)]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def record_run(run: str, device: str, predicted_s: float, measured_s: float, steps: int, gpu_name: str = "",
+               probe: float | None = None) -> None:
+    """Remember one run's measured seconds per optimizer step against the uncalibrated prediction for
+    the same settings (``probe``: the CPU probe's ``measured_at`` the prediction used)."""
+    from studio.fsutil import atomic_write_json
+
+    if not (predicted_s > 0 and measured_s > 0 and math.isfinite(predicted_s) and math.isfinite(measured_s)):
+        return
+    records = [r for r in _records() if r.get("run") != run]
+    records.append({"run": run, "device": device_key(device, gpu_name), "predicted_s": predicted_s,
+                    "measured_s": measured_s, "steps": steps, "probe": probe, "ts": time.time()})
+    path = _calibration_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"machine": machine_key(), "records": records[-CALIBRATION_KEEP:]})
+
+
+def calibration(device: str, gpu_name: str = "", rates: dict | None = None) -> dict | None:
+    """{"factor": median measured/predicted of the last CALIBRATION_RUNS runs, "runs": how many}, or None.
+    On the CPU only runs predicted from the current probe (``rates["measured_at"]``) count."""
+    key = device_key(device, gpu_name)
+    probe = (rates or {}).get("measured_at") if device == "cpu" else None
+    ratios = [r["measured_s"] / r["predicted_s"] for r in _records()
+              if r.get("device") == key and (device != "cpu" or r.get("probe") == probe)
+              and isinstance(r.get("measured_s"), (int, float)) and isinstance(r.get("predicted_s"), (int, float))
+              and r["predicted_s"] > 0][-CALIBRATION_RUNS:]
+    if not ratios:
+        return None
+    ratios.sort()
+    mid = len(ratios) // 2
+    factor = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return {"factor": factor, "runs": len(ratios)}
 
 
 def main() -> int:

@@ -50,6 +50,15 @@ def logits(model_dir: Path, adapter: Path | None):
 
 
 def test_qlora_run_learns_saves_and_reloads(tiny_model_dir, chat_jsonl, tmp_path):
+    import time
+
+    from studio import speed
+    from studio.fsutil import atomic_write_json
+
+    probe = {"flops_per_s": 3e10, "seconds_per_layer_pass": 0.01, "seconds_per_element": 1e-8,
+             "seconds_per_micro_batch": 0.002, "probe_version": speed.PROBE_VERSION, "measured_at": time.time()}
+    speed._cache_file().parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(speed._cache_file(), probe)  # a probed CPU: the run records its speed against it
     run_dir = runs.create(tiny_recipe(tiny_model_dir, chat_jsonl, max_steps=12), tmp_path)
     proc = run_worker(run_dir)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
@@ -72,6 +81,8 @@ def test_qlora_run_learns_saves_and_reloads(tiny_model_dir, chat_jsonl, tmp_path
     # the quantised model trained with 4-bit, but the adapter applies to the full-precision base too
     base, tuned = logits(tiny_model_dir, None), logits(tiny_model_dir, run_dir / "adapter")
     assert (base - tuned).abs().max() > 1e-3
+    cal = speed.calibration("cpu", rates=speed.cpu_rates())  # the measured step time, for the next estimate
+    assert cal is not None and cal["runs"] == 1 and cal["factor"] > 0
 
 
 def test_stop_mid_run_leaves_a_loadable_adapter(tiny_model_dir, chat_jsonl, tmp_path):

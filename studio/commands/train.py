@@ -115,12 +115,28 @@ def _predict(recipe: Recipe) -> dict | None:
         print(f"note: the planner would use {plan.strategy} on {n} processes; the recipe asks for {t.strategy}",
               file=sys.stderr)
     planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "",
-                              steps=t.max_steps if t.max_steps > 0 else None)  # the CPU's cached probe, if any
+                              steps=t.max_steps if t.max_steps > 0 else None,  # the CPU's cached probe, if any
+                              dataset_report=_lengths_report(recipe, info))
     if not plan.fits and gpus:
         print(f"warning: the planner predicts {plan.predicted['device_total_bytes'] / 2**30:.1f} GiB, over the "
               f"{plan.budget_bytes / 2**30:.1f} GiB budget; {plan.suggestion or 'run lora-studio plan'}",
               file=sys.stderr)
     return plan.to_dict()
+
+
+def _lengths_report(recipe: Recipe, info) -> object:
+    """The dataset's report with its token lengths (the estimate times padded batches of real examples,
+    as the Plan page does), or None: the worker reports a dataset it cannot read with its own error."""
+    if not info.path or not recipe.data.path:
+        return None
+    from studio.data import inspect
+
+    try:
+        d = recipe.data
+        return inspect(d.path, fmt=d.format, columns=d.columns or None, tokenizer=info.path, seq_len=recipe.train.seq_len,
+                       roles=d.roles or None, label_filter=d.label_filter)
+    except (ValueError, OSError):
+        return None
 
 
 def follow(run_dir: Path, *worker_args: str) -> dict:

@@ -142,22 +142,27 @@ class PlannedTensor:
         return sum(m.nbytes for m in self.experts) if self.experts else (self.meta.nbytes if self.meta else 0)
 
 
-def read_planned(p: PlannedTensor, config: dict):
-    """The float tensor ``p`` is written from: one checkpoint tensor, the stacked experts, or rope factors."""
+def read_planned(p: PlannedTensor, config: dict, read: Any = None):
+    """The float tensor ``p`` is written from: one checkpoint tensor, the stacked experts, or rope factors.
+
+    ``read`` reads one checkpoint tensor (default: as stored; an export passes the merging reader)."""
+    read = read or read_tensor
     if p.experts:
         import torch
 
-        return torch.stack([read_tensor(m) for m in p.experts])
-    return read_tensor(p.meta) if p.meta else llama3_rope_factors(config)
+        return torch.stack([read(m) for m in p.experts])
+    return read(p.meta) if p.meta else llama3_rope_factors(config)
 
 
-def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str) -> list[PlannedTensor]:
+def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
+                 metas: list[TensorMeta] | None = None) -> list[PlannedTensor]:
+    """What goes into the GGUF, in order: ``metas`` (default: the folder's weights) under llama.cpp's names."""
     import gguf
 
     n_layers = int(config["num_hidden_layers"])
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], n_layers)
     tied = bool(config.get("tie_word_embeddings", False))
-    metas = model_tensors(folder)
+    metas = metas if metas is not None else model_tensors(folder)
     has_output = not tied and any(m.name == "lm_head.weight" for m in metas)
     out: list[PlannedTensor] = []
     freqs = llama3_rope_factors(config)
@@ -269,16 +274,19 @@ def file_type(quant: str) -> int:
 
 
 def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "", progress: Progress = no_progress,
-               extra_kv: dict | None = None, trust: bool = False) -> Path:
-    """Write ``folder`` (a merged model) as ``out_path`` in GGUF; returns the path."""
+               extra_kv: dict | None = None, trust: bool = False, vocab: Any = None, weights: Any = None) -> Path:
+    """Write ``folder`` (a merged model) as ``out_path`` in GGUF; returns the path. ``vocab``: the
+    folder's ``build_vocab`` when the caller already read it (a merge copies the tokenizer files unchanged).
+    ``weights``: where the tensors come from instead of the folder's files (``merge.MergedWeights``:
+    merged as they are read); the folder then gives config and tokenizer only."""
     import gguf
 
     if quant not in QUANTS:
         raise UnsupportedModel(f"GGUF quantisation '{quant}' is not supported", f"choose one of {', '.join(QUANTS)}")
     config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
-    vocab = build_vocab(Path(folder), config, trust)
-    plan = plan_tensors(Path(folder), config, arch, quant)
+    vocab = vocab if vocab is not None else build_vocab(Path(folder), config, trust)
+    plan = plan_tensors(Path(folder), config, arch, quant, metas=weights.metas() if weights is not None else None)
     w = gguf.GGUFWriter(str(out_path), arch.arch)
     w.add_name(name or Path(folder).name)
     w.add_file_type(file_type(quant))
@@ -293,18 +301,19 @@ def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "",
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
-        _write_data(w, plan, config, arch, progress)
+        _write_data(w, plan, config, arch, progress, weights.read if weights is not None else read_tensor)
     finally:
         w.close()
     return out_path
 
 
-def _write_data(w, plan: list[PlannedTensor], config: dict, arch: GgufArch, progress: Progress) -> None:
+def _write_data(w, plan: list[PlannedTensor], config: dict, arch: GgufArch, progress: Progress,
+                read: Any = read_tensor) -> None:
     total = sum(p.nbytes for p in plan)
     done = 0
     progress("gguf", 0, total)
     for p in plan:
-        w.write_tensor_data(convert_tensor(p, read_planned(p, config), config, arch))
+        w.write_tensor_data(convert_tensor(p, read_planned(p, config, read), config, arch))
         done += p.nbytes
         progress("gguf", done, total)
     w.flush()

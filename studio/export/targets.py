@@ -21,7 +21,7 @@ from studio.export.errors import ConfigError, DiskError, Progress, VerificationF
 from studio.export.gguf_vocab import build_vocab
 from studio.export.gguf_writer import check_supported, write_gguf
 from studio.export.inputs import ExportInputs, load_inputs
-from studio.export.merge import check_mergeable, merge_to_folder, tokenizer_eos_id
+from studio.export.merge import MergedWeights, check_mergeable, copy_side_files, merge_to_folder, tokenizer_eos_id
 from studio.export.ollama import detect_chat, model_name, modelfile, sampling_params
 from studio.fsutil import atomic_dir, read_json
 
@@ -45,6 +45,7 @@ class Job:
     on_check: Callable[[Any], None] = lambda check: None
     files: dict = field(default_factory=dict)  # file name -> {"kind", "quant"} for the report
     ollama_name: str | None = None  # the model name in the `ollama create` command
+    vocab: Any = None  # gguf_vocab.GgufVocab, read once by prepare() and written by every GGUF
 
     def record(self, check: "verify.Check") -> None:
         self.checks.append(check)
@@ -108,17 +109,21 @@ def _build_merged(job: Job, tmp: Path) -> None:
 def _build_gguf(job: Job, tmp: Path) -> Path:
     scratch = tmp / ".merged"  # inside the temp folder: cancel or failure removes it with the rest
     scratch.mkdir()
-    merge_to_folder(job.inputs.base_dir, job.adapter, scratch, job.progress)  # checked by the GGUF comparison
+    # The merged model's config and tokenizer files only: its weights are merged as the GGUF writer reads
+    # them (MergedWeights), so no merged copy is written and read back; the checks merge them the same way.
+    copy_side_files(job.inputs.base_dir, scratch)
+    weights = MergedWeights(job.inputs.base_dir, job.adapter)
     gguf_path = tmp / f"model-{job.quant}.gguf"
-    write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress,
-               trust=job.inputs.trust_remote_code)
+    write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress, vocab=job.vocab,
+               trust=job.inputs.trust_remote_code, weights=weights)
     job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": job.quant}
     job.progress("verify", 0, 1)
-    reader = verify.gguf_reader(gguf_path)  # parsed once for both checks
-    job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant, reader=reader))
+    reader = verify.gguf_reader(gguf_path)  # read once for both checks
+    job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant, reader=reader, weights=weights))
     job.record(verify.check_gguf_vocab(job.inputs.base_dir, gguf_path, reader=reader))
     del reader  # its memory map closes before the folder is renamed
-    job.record(verify.check_gguf_llama(scratch, gguf_path, job.quant, trust=job.inputs.trust_remote_code))
+    job.record(verify.check_gguf_llama(scratch, gguf_path, job.quant, trust=job.inputs.trust_remote_code,
+                                       weights=weights))
     shutil.rmtree(scratch)
     return gguf_path
 
@@ -133,7 +138,7 @@ def _build_ollama_lora(job: Job, tmp: Path) -> None:
 
     base_name = Path(job.inputs.model_name).name
     base_path = tmp / f"base-{job.quant}.gguf"
-    write_gguf(job.inputs.base_dir, base_path, job.quant, name=base_name, progress=job.progress,
+    write_gguf(job.inputs.base_dir, base_path, job.quant, name=base_name, progress=job.progress, vocab=job.vocab,
                trust=job.inputs.trust_remote_code)
     job.files[base_path.name] = {"kind": "base model (GGUF)", "quant": job.quant}
     lora_path = tmp / "adapter-f32.gguf"
@@ -245,7 +250,7 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
         lora_tensors(job.adapter, job.inputs.config)  # refuses what a LoRA GGUF cannot carry, before any work
     if fmt in GGUF_FORMATS:
         check_supported(job.inputs.config)
-        build_vocab(job.inputs.base_dir, job.inputs.config, job.inputs.trust_remote_code)
+        job.vocab = build_vocab(job.inputs.base_dir, job.inputs.config, job.inputs.trust_remote_code)
     if fmt in ("ollama", "ollama-lora"):
         from transformers import AutoTokenizer
 

@@ -1,7 +1,9 @@
 """Checks run after every export, before the output gets its final name.
 
 * merged model vs base + adapter (peft, on the original 16/32-bit base): logits on fixed prompts;
-* GGUF loaded back with transformers (``gguf_file=``) vs the merged model: greedy tokens;
+* GGUF read back (``gguf_reader``): every tensor, dequantised by the ``gguf`` package, vs the merged
+  model's; vocabulary, special tokens and chat template vs the tokenizer files; greedy text in
+  llama.cpp itself vs the merged model in transformers, when llama.cpp is installed;
 * Ollama TEMPLATE vs the tokenizer's chat template (see ollama.py).
 
 A check that would need more memory than is free is skipped with the reason, never silently.
@@ -117,12 +119,13 @@ def greedy(model: Any, prompts: list[list[int]], n: int, pad_id: int) -> list[li
 
 
 def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: str = "merged",
-                       reader: Any = None) -> Check:
+                       reader: Any = None, weights: Any = None) -> Check:
     """Every tensor of the GGUF, dequantised by the ``gguf`` package (not by our encoder), matches the
     merged model's weight within its type's error bound; the worst tensor per type is reported.
 
     A large matrix is compared on SAMPLE_ROWS rows (the first, the last and evenly spaced ones): an
     encoder or layout bug shows in every row, and reading back every row was most of an export's time.
+    ``weights``: the merged tensors when they are not in ``merged_dir``'s files (``merge.MergedWeights``).
     """
     import json
 
@@ -130,6 +133,7 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
     from gguf.quants import dequantize
 
     from studio.export.gguf_writer import check_supported, oriented, plan_tensors, read_planned
+    from studio.export.safetensors_io import read_tensor
 
     config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
@@ -137,14 +141,17 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
     stored = {t.name: t for t in reader.tensors}
     worst: dict[str, tuple[float, str]] = {}
     bad, missing = [], []
-    for p in plan_tensors(Path(merged_dir), config, arch, quant):
+    def read(meta: Any) -> Any:  # the writer checked every merged tensor finite: not a second time here
+        return weights.read(meta, check=False) if weights is not None else read_tensor(meta)
+
+    for p in plan_tensors(Path(merged_dir), config, arch, quant, metas=weights.metas() if weights is not None else None):
         t = stored.get(p.gguf_name)
         if t is None or p.meta is None:
             if p.meta is not None:
                 missing.append(p.gguf_name)
             continue
         kind = t.tensor_type.name
-        full = oriented(p, read_planned(p, config), config, arch)  # same q/k permutation as the writer
+        full = oriented(p, read_planned(p, config, read), config, arch)  # same q/k permutation as the writer
         data = np.asarray(t.data)
         if full.dim() == 3 and data.ndim == 3:  # stacked experts: rows of every expert, one after another
             full, data = full.reshape(-1, full.shape[-1]), data.reshape(-1, data.shape[-1])
@@ -166,7 +173,7 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
         counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
     passed = not bad and not missing
     types = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    summary = (f"GGUF weights read back (gguf package) vs {source}: {len(reader.tensors)} tensors ({types}) "
+    summary = (f"GGUF weights read back (dequantised by the gguf package) vs {source}: {len(reader.tensors)} tensors ({types}) "
                + ("within each type's error bound" if passed else
                   f"{len(bad)} over the bound, {len(missing)} missing: {'; '.join((bad + missing)[:3])}"))
     details = {"types": counts, "worst_rel_error": {k: {"error": v[0], "tensor": v[1]} for k, v in worst.items()},
@@ -244,7 +251,7 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
 
 def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None) -> Check:
     """The GGUF's vocabulary, special tokens and chat template equal the model folder's tokenizer files,
-    read back with the ``gguf`` package's reader and the ``tokenizers`` package (no model is loaded)."""
+    read back with ``gguf_reader`` and the ``tokenizers`` package (no model is loaded)."""
 
     from studio.data.light_tokenizer import LightTokenizer
 
@@ -279,28 +286,128 @@ def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None) -> Ch
                  {"tokens": len(tokens), "pre_tokenizer": meta.get("tokenizer.ggml.pre"), "problems": problems})
 
 
-def gguf_reader(path: Path) -> Any:
-    """The gguf package's reader of ``path``. Parsing takes seconds (a vocabulary is tens of thousands
-    of fields): an export parses its file once and hands the reader to every check."""
-    from gguf import GGUFReader
+@dataclass
+class GgufTensor:
+    """One tensor of a GGUF file as read back: ``data`` is a read-only view of the file's bytes, shaped
+    like the ``gguf`` package's reader shapes it (float types by element, quantised types as rows of bytes)."""
 
-    return GGUFReader(str(path))
+    name: str
+    tensor_type: Any  # gguf.GGMLQuantizationType
+    shape: tuple  # GGUF order (innermost first)
+    data: Any  # numpy array
 
 
-def _gguf_fields(reader: Any) -> dict[str, Any]:
-    """The tokenizer fields of a GGUF as Python values (strings decoded, arrays as lists)."""
+@dataclass
+class GgufFile:
+    """What the checks read back from a written GGUF: its key/value fields and its tensors."""
+
+    fields: dict[str, Any]
+    tensors: list[GgufTensor]
+
+
+# GGUF value types (the gguf package's GGUFValueType numbering) -> numpy dtype, little-endian as written
+_SCALARS = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8",
+            12: "<f8"}
+_STRING, _ARRAY = 8, 9
+
+
+def gguf_reader(path: Path) -> GgufFile:
+    """Read a GGUF's fields and tensor table in one pass over its header; tensor data stays memory-mapped.
+
+    The gguf package's ``GGUFReader`` builds a numpy view for every part of every field, which takes
+    seconds for a 50k-token vocabulary (most of an export's verification); this reads the same format
+    (GGUF v2/v3, little-endian) with numpy slices for numeric arrays and one loop for string arrays.
+    A test checks that it returns exactly what ``GGUFReader`` returns. Strings are decoded; numeric
+    arrays are numpy arrays; scalars are Python numbers.
+    """
+    import struct
+
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf.quants import quant_shape_to_byte_shape
+
+    mm = np.memmap(str(path), dtype=np.uint8, mode="r")
+    buf = memoryview(mm)
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        out = struct.unpack_from(fmt, buf, pos)
+        pos += struct.calcsize(fmt)
+        return out[0]
+
+    def string() -> str:
+        nonlocal pos
+        n = take("<Q")
+        pos += n
+        return bytes(buf[pos - n:pos]).decode("utf-8")
+
+    def value(kind: int):
+        nonlocal pos
+        if kind == _STRING:
+            return string()
+        if kind == _ARRAY:
+            sub, count = take("<I"), take("<Q")
+            if sub == _STRING:
+                return [string() for _ in range(count)]
+            if sub == _ARRAY:
+                return [value(_ARRAY) for _ in range(count)]
+            dt = np.dtype(_SCALARS[sub])
+            arr = np.frombuffer(buf, dtype=dt, count=count, offset=pos)
+            pos += count * dt.itemsize
+            return arr.astype(bool) if sub == 7 else arr
+        if kind not in _SCALARS:
+            raise ValueError(f"{path}: unknown GGUF value type {kind} at byte {pos}")
+        dt = np.dtype(_SCALARS[kind])
+        pos += dt.itemsize
+        item = np.frombuffer(buf, dtype=dt, count=1, offset=pos - dt.itemsize)[0].item()
+        return bool(item) if kind == 7 else item
+
+    if bytes(buf[:4]) != b"GGUF":
+        raise ValueError(f"{path}: not a GGUF file (no GGUF magic)")
+    pos = 4
+    version = take("<I")
+    if version not in (2, 3):
+        raise ValueError(f"{path}: GGUF version {version} is not read here (2 and 3 are)")
+    n_tensors, n_kv = take("<Q"), take("<Q")
+    fields: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = string()
+        fields[key] = value(take("<I"))
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = tuple(take("<Q") for _ in range(take("<I")))
+        infos.append((name, GGMLQuantizationType(take("<I")), dims, take("<Q")))
+    align = int(fields.get("general.alignment", 32))
+    start = (pos + align - 1) // align * align
+    q = GGMLQuantizationType
+    floats = {q.F32: np.float32, q.F16: np.float16, q.F64: np.float64, q.I8: np.int8, q.I16: np.int16,
+              q.I32: np.int32, q.I64: np.int64}  # typed as the gguf package types them; the rest as bytes
+    tensors = []
+    for name, kind, dims, offset in infos:
+        n = int(np.prod(dims)) if dims else 1
+        block, size = GGML_QUANT_SIZES[kind]
+        shape = tuple(reversed(dims))
+        if kind in floats:
+            dt, count = floats[kind], n
+        else:
+            dt, count, shape = np.uint8, n * size // block, quant_shape_to_byte_shape(shape, kind)
+        data = np.frombuffer(buf, dtype=dt, count=count, offset=start + offset).reshape(shape)
+        tensors.append(GgufTensor(name, kind, dims, data))
+    return GgufFile(fields, tensors)
+
+
+def _gguf_fields(reader: GgufFile) -> dict[str, Any]:
+    """The tokenizer fields of a GGUF (merges, scores and token types as their counts)."""
     out: dict[str, Any] = {}
-    for name, f in reader.fields.items():
+    for name, v in reader.fields.items():
         if not name.startswith("tokenizer."):
             continue
-        if name == "tokenizer.ggml.tokens":
-            out[name] = [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-        elif name == "tokenizer.ggml.merges" or name.endswith(("token_type", "scores")):
-            out[name] = len(f.data)
-        elif f.types and f.types[0].name == "STRING":
-            out[name] = bytes(f.parts[f.data[0]]).decode("utf-8")
-        elif f.data:
-            out[name] = f.parts[f.data[0]].tolist()[0]
+        if name == "tokenizer.ggml.merges" or name.endswith(("token_type", "scores")):
+            out[name] = len(v)
+        else:
+            out[name] = v
     return out
 
 
@@ -320,10 +427,42 @@ def llama_simple() -> Path | None:
     return Path(found) if found else None
 
 
+def merged_in_memory(weights: Any, trust: bool = False) -> Any:
+    """The merged model in transformers (float32): the base loaded, each weight the adapter changes set
+    to its merged value in the base dtype, exactly as a merged folder would load."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(weights.base_dir), dtype=torch.float32, trust_remote_code=trust)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    changed = weights.changed()
+    metas = {m.name: m for m in weights.metas() if m.name in changed}
+    missing = sorted(changed - set(params))
+    if missing:
+        from studio.export.errors import VerificationFailed
+
+        raise VerificationFailed(f"the loaded model has no parameter {missing[0]} for the adapter's update",
+                                 "export with --format merged and report this model")
+    from studio.export.safetensors_io import DTYPES
+
+    with torch.no_grad():  # the merge's own arithmetic on the loaded float32 values, no second read
+        for name, meta in metas.items():
+            w, dtype = params[name].data, getattr(torch, DTYPES[meta.dtype])
+            if name in weights.adapter.replacements:
+                w.copy_(weights.adapter.replacements[name].to(dtype).reshape(w.shape).float())
+                continue
+            weights.adapter.deltas[name].add_to(w)  # float32 in place, as merge.merged_tensor does
+            if dtype != torch.float32:
+                w.copy_(w.to(dtype).float())  # the merged folder holds it in the base dtype
+    return model
+
+
 def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8,
-                     source: str = "merged", trust: bool = False) -> Check:
+                     source: str = "merged", trust: bool = False, weights: Any = None) -> Check:
     """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers, when
-    llama.cpp is installed; otherwise skipped, saying so (the weights and vocabulary are checked anyway)."""
+    llama.cpp is installed; otherwise skipped, saying so (the weights and vocabulary are checked anyway).
+    ``weights`` (``merge.MergedWeights``): the merged model is the base loaded by transformers with the
+    changed weights replaced by their merged values, when ``merged_dir`` holds no weight files."""
     import subprocess
 
     exe = llama_simple()
@@ -335,18 +474,30 @@ def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: 
 
     tok = AutoTokenizer.from_pretrained(str(merged_dir), trust_remote_code=trust)
     ids = prompt_ids(tok)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, trust_remote_code=trust)
-    want = [tok.decode(seq, skip_special_tokens=False) for seq in greedy(merged, ids, new_tokens, pad)]
-    del merged
-    same = 0
-    for prompt, text in zip(ids, want):
-        rendered = tok.decode(prompt, skip_special_tokens=False)
-        # Token pieces can split a UTF-8 character (byte tokens); undecodable bytes read as U+FFFD, as in
-        # transformers' decode, instead of failing the export.
-        out = subprocess.run([str(exe), "-m", str(gguf_path), "-n", str(new_tokens), rendered],
-                             capture_output=True, text=True, errors="replace", timeout=300)
-        same += out.returncode == 0 and out.stdout.split(rendered, 1)[-1].strip() == text.strip()
+    prompts = [tok.decode(prompt, skip_special_tokens=False) for prompt in ids]
+    # llama.cpp answers every prompt in its own process, all started before transformers loads the
+    # merged model and answers them (the two sides share nothing but the prompts): each llama.cpp run
+    # mostly loads the file, so they overlap well, and our process never holds both models.
+    procs = [subprocess.Popen([str(exe), "-m", str(gguf_path), "-n", str(new_tokens), prompt],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace")
+             for prompt in prompts]  # a token piece can split a UTF-8 character: U+FFFD, as transformers decodes
+    try:
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        if weights is None:
+            merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, trust_remote_code=trust)
+        else:
+            merged = merged_in_memory(weights, trust)
+        want = [tok.decode(seq, skip_special_tokens=False) for seq in greedy(merged, ids, new_tokens, pad)]
+        del merged
+        same = 0
+        for proc, prompt, text in zip(procs, prompts, want):
+            out, _ = proc.communicate(timeout=300)
+            same += proc.returncode == 0 and out.split(prompt, 1)[-1].strip() == text.strip()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     # One flip at a near-tie (quantisation noise) can change a short greedy answer; none matching is a broken file.
     passed = same > 0
     return Check("gguf_greedy", passed, f"GGUF greedy text in llama.cpp ({exe.name}) vs {source} model: "

@@ -278,9 +278,14 @@ class TrainingRun:
         from studio.train.recovery import settings_of
         from studio.train.trainer import SaveOnStop
 
+        from studio.train.speedlog import StepTimes, example_lengths
+
+        timer = StepTimes(self.run_dir, self.recipe, device, example_lengths(data.train),
+                          gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
+                          model=str(getattr(self, "base", None) or self.recipe.model.name_or_path))
         trainer = self.trainer_cls(model=self.model, args=args, train_dataset=data.train,
                                 eval_dataset=data.val, data_collator=collator,
-                                callbacks=[self.callback, SaveOnStop(self.ctl)], run_dir=self.run_dir, emitter=self.em,
+                                callbacks=[self.callback, SaveOnStop(self.ctl), timer], run_dir=self.run_dir, emitter=self.em,
                                 keep=self.recipe.train.keep_checkpoints, settings=settings_of(self.recipe))
         trainer.remove_callback(PrinterCallback)  # it prints log dicts; our events carry them
         from studio.train import peft_methods
