@@ -75,7 +75,8 @@ def dtype_bytes(compute_dtype: str) -> int:
     return 4 if compute_dtype in ("float32", "fp32") else 2
 
 
-# With 4-bit experts, 'all-linear' leaves out the names peft maps onto fused experts (studio.train.moe4bit).
+# With 4-bit experts, 'all-linear' leaves out the names peft maps onto fused experts (studio.train.moe4bit
+# targets the same set).
 MOE_PEFT_NAMES = {"gate", "w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"}
 
 

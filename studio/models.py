@@ -242,9 +242,11 @@ def moe_note(info: ModelInfo) -> str:
     ``nn.Linear``. In 4-bit the studio quantises them per expert to NF4 and keeps them frozen
     (studio.train.moe4bit); in 16 and 8 bit they stay in 16-bit and LoRA all-linear adapts them.
     """
-    experts = info.params.get("experts", 0)
-    if not experts or any(g.name.startswith(("w1", "experts")) for g in info.linears):
+    from studio.memory import fused_experts
+
+    if not fused_experts(info):
         return ""
+    experts = info.params["experts"]
     share = experts / max(1, info.total_params)
     return (f"Mixture of experts: {experts / 1e9:.1f}B of its parameters ({share:.0%}) are experts. In 4-bit they are "
             f"quantised to NF4 per expert (about {experts * 0.53 / (1 << 30):.0f} GiB instead of "

@@ -28,13 +28,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from studio.memory import MOE_PEFT_NAMES
+
 IMPLEMENTATION = "lora_studio_nf4"
 BLOCK = 64  # weights per absmax, as Linear4bit (bitsandbytes' default)
 STATES = "lora_studio_nf4_states"  # the attribute of an experts module that holds its quantisation states
 EXPERT_PARAMS = ("gate_up_proj", "up_proj", "down_proj")
 # peft maps these leaf names of a transformers-4 MoE onto the fused 3-D experts of transformers 5
-# (peft.utils.transformers_weight_conversion), so with frozen 4-bit experts they are not targeted.
-_PEFT_MOE_NAMES = {"gate", "w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"}
+# (peft.utils.transformers_weight_conversion), so with frozen 4-bit experts they are not targeted;
+# the planner leaves out the same names (one set, in the torch-free memory model).
+_PEFT_MOE_NAMES = MOE_PEFT_NAMES
 # Target names that mean the experts: refused while they are 4-bit (studio.train.loading.attach_lora).
 EXPERT_TARGET_NAMES = _PEFT_MOE_NAMES | set(EXPERT_PARAMS) | {"experts"}
 
