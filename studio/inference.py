@@ -104,21 +104,9 @@ def choose_quant(requested: str, device: str, recipe_mode: str | None, weights_1
 
 def weights_16bit_bytes(folder: Path) -> int:
     """Bytes of the base weights in 16 bits (from the safetensors headers: no tensor is read)."""
-    import json
-    import struct
+    from studio.export.verify import model_bytes
 
-    total = 0
-    for f in Path(folder).glob("*.safetensors"):
-        with open(f, "rb") as fh:
-            n = struct.unpack("<Q", fh.read(8))[0]
-            header = json.loads(fh.read(n))
-        for name, meta in header.items():
-            if name != "__metadata__":
-                count = 1
-                for d in meta.get("shape", []):
-                    count *= d
-                total += 2 * count
-    return total
+    return model_bytes(folder, bytes_per_param=2)
 
 
 class _Streamer:
