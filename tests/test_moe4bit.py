@@ -96,6 +96,9 @@ def test_qlora_moe_run_trains_and_its_adapter_loads_on_the_16bit_base(moe_dir, c
     events = stdout_events(proc)
     losses = [e.data["loss"] for e in events if e.type == "metric" and "loss" in e.data]
     assert len(losses) == 8 and sum(losses[-3:]) < sum(losses[:3])
+    said = [e.data["message"] for e in events if e.type == "log" and "mixture of experts" in e.data.get("message", "")]
+    assert said == ["mixture of experts: the experts of 2 layers are held in 4-bit (NF4) and stay frozen; "
+                    "LoRA adapts k_proj, o_proj, q_proj, v_proj"]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(moe_dir), dtype=torch.float32),
                                       str(run_dir / "adapter"))
     with torch.no_grad():

@@ -122,6 +122,18 @@ class TrainingRun:
                               f"What may fit: {recovery.what_might_fit(self.recipe)}",
                               "use quant.mode '4bit' or a smaller model, and close other programs using the GPU",
                               where="load") from None
+        self._say_experts()
+
+    def _say_experts(self) -> None:
+        """A 4-bit MoE trains without its experts (frozen NF4): said in the run each time the model loads, not left to the plan alone."""
+        from studio.train import moe4bit
+
+        held = moe4bit.quantized_experts(self.model)
+        if held:
+            adapted = sorted({n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in self.model.named_parameters()
+                              if p.requires_grad and ".lora_" in n})
+            self.em.emit(LOG, message=f"mixture of experts: the experts of {len(held)} layers are held in 4-bit (NF4) "
+                                      f"and stay frozen; LoRA adapts {', '.join(adapted) or 'no layer'}")
 
     def rebuild(self, reload_data: bool = False) -> None:
         """Load the model and Trainer again with the current (stepped-down) settings after an OOM."""
