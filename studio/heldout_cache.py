@@ -49,7 +49,7 @@ def key(base: Path, heldout: Path, load: dict, generation: dict, chat_template: 
     """The cache key: everything the base model's greedy answers depend on."""
     facts = {"version": VERSION, "weights": weights_fingerprint(base),
              "prompts": hashlib.sha256(Path(heldout).read_bytes()).hexdigest(), "load": load,
-             "generation": generation, "template": chat_template or "", "libraries": _versions()}
+             "generation": generation, "template": chat_template or "", "libraries": versions()}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -71,9 +71,10 @@ def save(cache_key: str, answers: list[str], seconds: float, run: str) -> None:
                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def _versions() -> dict[str, Any]:
+def versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, Any]:
+    """The installed version of each library (None when it is not installed): part of every cache key."""
     out = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -4,6 +4,9 @@ Byte-level BPE (GPT-2 style, as SmolLM, Qwen2 and Llama 3 use) is read from ``to
 SentencePiece (Llama 2, Mistral) from ``tokenizer.model`` or a byte-fallback ``tokenizer.json``
 through the ``gguf`` package's own vocab readers. Special ids, merges, add-BOS/EOS and the chat
 template come from ``gguf.SpecialVocab``, the same reader llama.cpp's converter uses.
+
+How the tokenizer runs is what transformers makes of the folder (as training saw it); that part is
+kept in the export cache (``studio.export.cache``), so only the first export of a tokenizer loads it.
 """
 from __future__ import annotations
 
@@ -47,12 +50,41 @@ class GgufVocab:
 
 
 def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
-    """Read the folder's tokenizer the way llama.cpp expects it; unknown kinds fail before any writing."""
-    import gguf
+    """Read the folder's tokenizer the way llama.cpp expects it; unknown kinds fail before any writing.
 
-    from transformers import AutoTokenizer
+    What transformers decides (see ``_read_with_transformers``) is kept in the export cache, keyed by the
+    tokenizer files and the library versions: the next export of a model with the same tokenizer skips
+    the seconds transformers takes to import and load it, and gets the same vocabulary."""
+    from studio.export import cache
 
     n_vocab = int(config["vocab_size"])
+    key = cache.vocab_key(folder, n_vocab, trust)
+    entry = cache.load("vocab", key)
+    facts = entry["value"] if entry is not None and _complete(entry["value"], n_vocab) else None
+    if facts is not None:
+        note = f"the tokenizer's GGUF vocabulary came from the export cache (built {entry.get('created', '?')})"
+    else:
+        facts = _read_with_transformers(folder, n_vocab, trust)
+        why = cache.save("vocab", key, facts)
+        note = f"the tokenizer's GGUF vocabulary was read with transformers; {why}" if why else \
+            "the tokenizer's GGUF vocabulary was read with transformers and kept in the export cache"
+    vocab = _assemble(folder, n_vocab, facts)
+    vocab.notes.append(note)
+    return vocab
+
+
+_FACTS = ("model", "pre", "tokens", "types", "scores", "load_merges", "add_bos", "add_eos", "chat_template")
+
+
+def _complete(facts: dict, n_vocab: int) -> bool:
+    return (all(k in facts for k in _FACTS) and isinstance(facts["tokens"], list) and len(facts["tokens"]) == n_vocab
+            and isinstance(facts["types"], list) and len(facts["types"]) == n_vocab)
+
+
+def _read_with_transformers(folder: Path, n_vocab: int, trust: bool) -> dict:
+    """The vocabulary facts as transformers runs the tokenizer (JSON-able, for the cache)."""
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
     # The tokenizer as transformers runs it, which is what training saw: transformers 5 may rebuild
     # it by model class (a qwen2 folder gets Qwen2's split regex whatever tokenizer.json says).
@@ -62,15 +94,34 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     if model.get("type") == "BPE" and not model.get("byte_fallback") and \
             ((tok_json.get("decoder") or {}).get("type") == "ByteLevel"):
         tokens, types = _bpe_tokens(tok_json, n_vocab)
-        special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=n_vocab)
-        vocab = GgufVocab("gpt2", detect_pre(tok_json, tokens), tokens, types, None, special)
+        facts = {"model": "gpt2", "pre": detect_pre(tok_json, tokens), "tokens": tokens, "types": types,
+                 "scores": None, "load_merges": True}
     elif (folder / "tokenizer.model").is_file() or model.get("byte_fallback"):
-        vocab = _sentencepiece(folder, n_vocab)
+        facts = _sentencepiece(folder, n_vocab)
     else:
         raise UnsupportedModel(f"{folder / 'tokenizer.json'}: tokenizer kind '{model.get('type')}' cannot be "
                                "written to GGUF", "supported: byte-level BPE and SentencePiece (llama) tokenizers")
-    _set_add_special(tok, vocab)
-    return vocab
+    # whether the tokenizer adds BOS/EOS, seen by watching it encode, and the chat template it uses
+    ids = tok("a")["input_ids"]
+    facts["add_bos"] = bool(tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id])
+    facts["add_eos"] = bool(tok.eos_token_id is not None and ids[-1:] == [tok.eos_token_id] and len(ids) > 1)
+    template = getattr(tok, "chat_template", None)
+    facts["chat_template"] = template if isinstance(template, str) else None
+    return facts
+
+
+def _assemble(folder: Path, n_vocab: int, facts: dict) -> GgufVocab:
+    """The vocabulary from its facts; special ids and merges read from the files by ``gguf.SpecialVocab``."""
+    import gguf
+
+    special = gguf.SpecialVocab(folder, load_merges=bool(facts["load_merges"]), n_vocab=n_vocab)
+    special.add_special_token["bos"] = bool(facts["add_bos"])
+    special.add_special_token["eos"] = bool(facts["add_eos"])
+    if special.chat_template is None and facts["chat_template"]:
+        special.chat_template = facts["chat_template"]
+    scores = [float(x) for x in facts["scores"]] if facts["scores"] is not None else None
+    return GgufVocab(facts["model"], facts["pre"], list(facts["tokens"]), [int(t) for t in facts["types"]],
+                     scores, special)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -138,7 +189,7 @@ def _name_for_regex(regex: str | None) -> str | None:
     return names[0] if names else None
 
 
-def _sentencepiece(folder: Path, n_vocab: int) -> GgufVocab:
+def _sentencepiece(folder: Path, n_vocab: int) -> dict:
     import gguf
 
     reader = gguf.SentencePieceVocab if (folder / "tokenizer.model").is_file() else gguf.LlamaHfVocab
@@ -159,15 +210,5 @@ def _sentencepiece(folder: Path, n_vocab: int) -> GgufVocab:
         tokens.append(f"[PAD{len(tokens)}]")
         scores.append(-1000.0)
         types.append(int(gguf.TokenType.UNUSED))
-    special = gguf.SpecialVocab(folder, load_merges=from_json, n_vocab=n_vocab)
-    return GgufVocab("llama", "default", tokens[:n_vocab], types[:n_vocab], scores[:n_vocab], special)
-
-
-def _set_add_special(tok: Any, vocab: GgufVocab) -> None:
-    """Record whether the tokenizer adds BOS/EOS by watching it encode, and the chat template it uses."""
-    ids = tok("a")["input_ids"]
-    vocab.special.add_special_token["bos"] = bool(tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id])
-    vocab.special.add_special_token["eos"] = bool(tok.eos_token_id is not None and ids[-1:] == [tok.eos_token_id]
-                                                  and len(ids) > 1)
-    if vocab.special.chat_template is None and getattr(tok, "chat_template", None):
-        vocab.special.chat_template = tok.chat_template
+    return {"model": "llama", "pre": "default", "tokens": tokens[:n_vocab], "types": types[:n_vocab],
+            "scores": scores[:n_vocab], "load_merges": from_json}
