@@ -48,6 +48,21 @@ class LightTokenizer:
         """A ``tokenizer.json`` is there (legacy sentencepiece-only folders need transformers)."""
         return (Path(folder) / "tokenizer.json").is_file()
 
+    @property
+    def bos_token_id(self) -> int | None:
+        return self._id(self.bos_token)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self._id(self.eos_token)
+
+    @property
+    def pad_token_id(self) -> int | None:
+        return self._id(self.pad_token)
+
+    def _id(self, text: str | None) -> int | None:
+        return self.backend_tokenizer.token_to_id(text) if text else None
+
     # -- tokenising ---------------------------------------------------------------------------------
     def __call__(self, text: str | list[str], add_special_tokens: bool = True,
                  return_offsets_mapping: bool = False) -> dict:

@@ -46,10 +46,23 @@ class LoraDelta:
             w.add_(self.delta())
         else:
             w.addmm_(self.b.float(), self.a.float(), alpha=self.scale)
-        if self.magnitude is not None:
+        self._rescale(w, None)
+
+    def add_rows_to(self, w, rows) -> None:
+        """``add_to`` for some rows of the weight only (``w``: those rows, float32; ``rows``: their indices):
+        the same update, at the cost of the rows (the weight check samples rows of every matrix)."""
+        if self.embedding:
+            w.add_((self.a.float()[:, rows].T @ self.b.float().T) * self.scale)
+        else:
+            w.addmm_(self.b.float()[rows], self.a.float(), alpha=self.scale)
+        self._rescale(w, rows)
+
+    def _rescale(self, w, rows) -> None:
+        if self.magnitude is not None:  # DoRA: each output row to its learned norm (a row's own property)
             import torch
 
-            w.mul_((self.magnitude.float() / torch.linalg.norm(w, dim=1)).unsqueeze(1))
+            m = self.magnitude.float() if rows is None else self.magnitude.float()[rows]
+            w.mul_((m / torch.linalg.norm(w, dim=1)).unsqueeze(1))
 
 
 @dataclass

@@ -70,6 +70,23 @@ class MergedWeights:
         ``check`` is False (a second read of what the writer already checked)."""
         return merged_tensor(meta, read_tensor(meta, fh), self.adapter, MergeReport(out_dir=self.base_dir), check)
 
+    def read_rows(self, meta: TensorMeta, rows):
+        """Rows ``rows`` (indices) of one merged tensor in the base dtype, computed as ``read`` computes them
+        (not checked finite: the writer did that): the weight check compares sampled rows."""
+        import torch
+
+        from studio.export.safetensors_io import DTYPES, read_rows
+
+        if meta.name in self.adapter.replacements:
+            dtype = getattr(torch, DTYPES[meta.dtype])
+            return self.adapter.replacements[meta.name].to(dtype).reshape(meta.shape)[rows]
+        t = read_rows(meta, rows)
+        if meta.name not in self.adapter.deltas:
+            return t
+        w = t.float()
+        self.adapter.deltas[meta.name].add_rows_to(w, rows)
+        return w.to(t.dtype)
+
     def changed(self) -> set[str]:
         """Names of the base weights the adapter changes."""
         return set(self.adapter.deltas) | set(self.adapter.replacements)

@@ -107,6 +107,21 @@ def read_tensor(meta: TensorMeta, fh: IO[bytes] | None = None):
     return torch.frombuffer(buf, dtype=dtype).reshape(meta.shape)
 
 
+def read_rows(meta: TensorMeta, rows):
+    """Rows ``rows`` (indices, any order) of a 2-D tensor, read one by one: a sample costs its rows only."""
+    import torch
+
+    dtype = getattr(torch, DTYPES[meta.dtype])
+    row_bytes = meta.nbytes // meta.shape[0]
+    buf = bytearray(row_bytes * len(rows))
+    view = memoryview(buf)
+    with open(meta.file, "rb") as fh:
+        for i, r in enumerate(int(r) for r in rows):
+            fh.seek(meta.start + r * row_bytes)
+            fh.readinto(view[i * row_bytes:(i + 1) * row_bytes])
+    return torch.frombuffer(buf, dtype=dtype).reshape(len(rows), *meta.shape[1:])
+
+
 def dtype_code(tensor) -> str:
     """The safetensors spelling of a torch tensor's dtype."""
     name = str(tensor.dtype).removeprefix("torch.")

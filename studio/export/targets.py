@@ -118,12 +118,16 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
                trust=job.inputs.trust_remote_code, weights=weights)
     job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": job.quant}
     job.progress("verify", 0, 1)
+    greedy = verify.GreedyCheck(scratch, gguf_path, trust=job.inputs.trust_remote_code, weights=weights,
+                                adapter_dir=job.inputs.adapter_dir)
+    greedy.start()  # llama.cpp answers while the weights and the vocabulary are checked
     reader = verify.gguf_reader(gguf_path)  # read once for both checks
     job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant, reader=reader, weights=weights))
-    job.record(verify.check_gguf_vocab(job.inputs.base_dir, gguf_path, reader=reader))
+    job.record(_with_vocab_source(verify.check_gguf_vocab(job.inputs.base_dir, gguf_path, reader=reader,
+                                                          light=greedy.light), job.vocab))
     del reader  # its memory map closes before the folder is renamed
-    job.record(verify.check_gguf_llama(scratch, gguf_path, job.quant, trust=job.inputs.trust_remote_code,
-                                       weights=weights))
+    job.vocab = None  # written: its memory is the reference model's now (an Ollama export reads no more of it)
+    job.record(greedy.finish())
     shutil.rmtree(scratch)
     return gguf_path
 
@@ -145,14 +149,25 @@ def _build_ollama_lora(job: Job, tmp: Path) -> None:
     write_lora_gguf(job.adapter, job.inputs.base_dir, lora_path, name=f"{base_name} LoRA {job.inputs.run_dir.name}")
     job.files[lora_path.name] = {"kind": "LoRA adapter (GGUF)", "quant": "f32"}
     job.progress("verify", 0, 1)
+    greedy = verify.GreedyCheck(job.inputs.base_dir, base_path, source="base", trust=job.inputs.trust_remote_code)
+    greedy.start()
     job.record(verify.check_lora_gguf(job.adapter, job.inputs.base_dir, lora_path))
     reader = verify.gguf_reader(base_path)
     job.record(verify.check_gguf_weights(job.inputs.base_dir, base_path, job.quant, source="base", reader=reader))
-    job.record(verify.check_gguf_vocab(job.inputs.base_dir, base_path, reader=reader))
+    job.record(_with_vocab_source(verify.check_gguf_vocab(job.inputs.base_dir, base_path, reader=reader,
+                                                          light=greedy.light), job.vocab))
     del reader
-    job.record(verify.check_gguf_llama(job.inputs.base_dir, base_path, job.quant, source="base",
-                                       trust=job.inputs.trust_remote_code))
+    job.record(greedy.finish())
     _write_modelfile(job, tmp, base_path.name, lora_path.name)
+
+
+def _with_vocab_source(check: "verify.Check", vocab: Any) -> "verify.Check":
+    """Say where the written vocabulary came from (read with transformers, or the export cache)."""
+    if vocab is not None and vocab.notes:
+        check.details["vocabulary_source"] = vocab.notes[-1]
+        if "export cache" in vocab.notes[-1] and "came from" in vocab.notes[-1]:
+            check.summary += " (the vocabulary written came from the export cache)"
+    return check
 
 
 def _write_modelfile(job: Job, tmp: Path, gguf_name: str, adapter_name: str | None = None) -> None:

@@ -105,19 +105,6 @@ def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: bool
     return Check("merge_logits", passed, summary, details)
 
 
-def greedy(model: Any, prompts: list[list[int]], n: int, pad_id: int) -> list[list[int]]:
-    """``n`` greedy tokens for each prompt, generated as one left-padded batch (both models alike)."""
-    import torch
-
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                             do_sample=False, pad_token_id=pad_id)
-    return out[:, width:].tolist()
-
-
 def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: str = "merged",
                        reader: Any = None, weights: Any = None) -> Check:
     """Every tensor of the GGUF, dequantised by the ``gguf`` package (not by our encoder), matches the
@@ -130,10 +117,11 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
     import json
 
     import numpy as np
+    import torch
     from gguf.quants import dequantize
 
     from studio.export.gguf_writer import check_supported, oriented, plan_tensors, read_planned
-    from studio.export.safetensors_io import read_tensor
+    from studio.export.safetensors_io import read_rows, read_tensor
 
     config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
@@ -151,17 +139,28 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
                 missing.append(p.gguf_name)
             continue
         kind = t.tensor_type.name
-        full = oriented(p, read_planned(p, config, read), config, arch)  # same q/k permutation as the writer
         data = np.asarray(t.data)
-        if full.dim() == 3 and data.ndim == 3:  # stacked experts: rows of every expert, one after another
-            full, data = full.reshape(-1, full.shape[-1]), data.reshape(-1, data.shape[-1])
-        if full.dim() == 2 and data.ndim == 2 and data.shape[0] == full.shape[0] > SAMPLE_ROWS:
-            rows = np.unique(np.linspace(0, full.shape[0] - 1, SAMPLE_ROWS).round().astype(np.int64))
-            ref = full[rows].float().numpy()  # a row of the GGUF is a row of the tensor (whole blocks)
-            got = dequantize(data[rows], t.tensor_type).reshape(ref.shape)
+        n_rows = p.shape[0] if len(p.shape) == 2 else 0
+        if not p.experts and n_rows > SAMPLE_ROWS and data.ndim == 2 and data.shape[0] == n_rows:
+            rows = np.unique(np.linspace(0, n_rows - 1, SAMPLE_ROWS).round().astype(np.int64))
+            # the base rows these GGUF rows come from (the writer's q/k permutation applied to row numbers),
+            # merged for those rows only; a row of the GGUF is a row of the tensor (whole blocks)
+            base_rows = oriented(p, np.arange(n_rows), config, arch)[rows]
+            part = weights.read_rows(p.meta, torch.from_numpy(base_rows)) if weights is not None \
+                else read_rows(p.meta, base_rows)
+            ref = part.float().numpy()
+            got = dequantize(t.read_rows(rows) if t.path is not None else data[rows], t.tensor_type).reshape(ref.shape)
         else:
-            ref = full.float().numpy()
-            got = dequantize(data, t.tensor_type).reshape(ref.shape)
+            full = oriented(p, read_planned(p, config, read), config, arch)  # same q/k permutation as the writer
+            if full.dim() == 3 and data.ndim == 3:  # stacked experts: rows of every expert, one after another
+                full, data = full.reshape(-1, full.shape[-1]), data.reshape(-1, data.shape[-1])
+            if full.dim() == 2 and data.ndim == 2 and data.shape[0] == full.shape[0] > SAMPLE_ROWS:
+                rows = np.unique(np.linspace(0, full.shape[0] - 1, SAMPLE_ROWS).round().astype(np.int64))
+                ref = full[rows].float().numpy()
+                got = dequantize(data[rows], t.tensor_type).reshape(ref.shape)
+            else:
+                ref = full.float().numpy()
+                got = dequantize(data, t.tensor_type).reshape(ref.shape)
         norm = float(np.linalg.norm(ref)) or 1.0
         err = float(np.linalg.norm(got - ref)) / norm
         if not math.isfinite(err) or err > WEIGHT_RTOL.get(kind, 0.2):
@@ -249,9 +248,10 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
 
 
 
-def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None) -> Check:
+def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None, light: Any = None) -> Check:
     """The GGUF's vocabulary, special tokens and chat template equal the model folder's tokenizer files,
-    read back with ``gguf_reader`` and the ``tokenizers`` package (no model is loaded)."""
+    read back with ``gguf_reader`` and the ``tokenizers`` package (no model is loaded). ``light``: the
+    folder's ``LightTokenizer`` when the caller has it already."""
 
     from studio.data.light_tokenizer import LightTokenizer
 
@@ -259,8 +259,8 @@ def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None) -> Ch
     folder = Path(model_dir)
     problems: list[str] = []
     tokens = meta.get("tokenizer.ggml.tokens") or []
-    if LightTokenizer.can_read(folder):
-        light = LightTokenizer(folder)
+    if light is not None or LightTokenizer.can_read(folder):
+        light = light if light is not None else LightTokenizer(folder)
         tok = light.backend_tokenizer  # tokenizer.json, read once
         known = [i for i in range(min(len(tokens), tok.get_vocab_size(with_added_tokens=True)))
                  if tok.id_to_token(i) is not None]
@@ -295,6 +295,24 @@ class GgufTensor:
     tensor_type: Any  # gguf.GGMLQuantizationType
     shape: tuple  # GGUF order (innermost first)
     data: Any  # numpy array
+    offset: int = 0  # where the data starts in the file
+    path: Path | None = None  # the file
+
+    def read_rows(self, rows: Any) -> Any:
+        """Rows ``rows`` of ``data`` (first axis), read from the file one by one instead of through the
+        memory map: touching a row of a mapped file maps the kernel's whole page-cache block around it
+        (the whole tensor, for a freshly written file), which a sample of rows does not need."""
+        import numpy as np
+
+        row_bytes = self.data.nbytes // self.data.shape[0]
+        out = np.empty((len(rows), *self.data.shape[1:]), dtype=self.data.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        with open(self.path, "rb", buffering=0) as fh:
+            for i, r in enumerate(rows):
+                fh.seek(self.offset + int(r) * row_bytes)
+                if fh.readinto(view[i * row_bytes:(i + 1) * row_bytes]) != row_bytes:
+                    raise ValueError(f"{self.path}: tensor {self.name} is cut short")
+        return out
 
 
 @dataclass
@@ -303,6 +321,7 @@ class GgufFile:
 
     fields: dict[str, Any]
     tensors: list[GgufTensor]
+    path: Path | None = None
 
 
 # GGUF value types (the gguf package's GGUFValueType numbering) -> numpy dtype, little-endian as written
@@ -394,8 +413,8 @@ def gguf_reader(path: Path) -> GgufFile:
         else:
             dt, count, shape = np.uint8, n * size // block, quant_shape_to_byte_shape(shape, kind)
         data = np.frombuffer(buf, dtype=dt, count=count, offset=start + offset).reshape(shape)
-        tensors.append(GgufTensor(name, kind, dims, data))
-    return GgufFile(fields, tensors)
+        tensors.append(GgufTensor(name, kind, dims, data, start + offset, Path(path)))
+    return GgufFile(fields, tensors, Path(path))
 
 
 def _gguf_fields(reader: GgufFile) -> dict[str, Any]:
@@ -458,48 +477,247 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
 
 
 def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8,
-                     source: str = "merged", trust: bool = False, weights: Any = None) -> Check:
-    """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers, when
-    llama.cpp is installed; otherwise skipped, saying so (the weights and vocabulary are checked anyway).
+                     source: str = "merged", trust: bool = False, weights: Any = None,
+                     adapter_dir: Path | None = None) -> Check:
+    """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers (``GreedyCheck``)."""
+    greedy_check = GreedyCheck(merged_dir, gguf_path, new_tokens, source, trust, weights, adapter_dir)
+    greedy_check.start()
+    return greedy_check.finish()
+
+
+class GreedyCheck:
+    """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers, when llama.cpp
+    is installed; otherwise skipped, saying so (the weights and vocabulary are checked anyway).
+
+    llama.cpp answers each fixed prompt greedily; the merged model then reads the prompt and llama.cpp's
+    answer in one forward pass (teacher forcing), and the answer is the merged model's own greedy answer
+    when, at every position, its most likely next token is the one llama.cpp wrote (and, where
+    llama.cpp ended the answer early, an end-of-turn token): one pass instead of a token-by-token
+    generation. Where that pass cannot decide (a divergence, or a text that does not tokenise back into
+    the same tokens, such as a UTF-8 character cut at the token cap), the merged model generates its
+    own answer and the texts are compared; a divergence says where it happened and by how many logits
+    the merged model preferred its own token (a near-tie is quantisation noise; a wide gap, a broken file).
+
+    In three steps, so that the waits overlap: created and ``start()``-ed once the GGUF is written (the
+    prompts rendered, one llama.cpp process per prompt started), then the other checks run while
+    llama.cpp answers, and ``finish()`` comes last. An answer confirmed this way depends only on the
+    base weights, the adapter's files, the prompt and the library versions: the export cache keeps it,
+    and the next export of the run (another quantisation, Ollama) whose llama.cpp answers are the same
+    needs no transformers at all (its answers that differ need none either: the cached answer is the
+    merged model's). Importing transformers on a thread while the GGUF is written was tried: the writer
+    slowed down by as much as the import saved.
+
     ``weights`` (``merge.MergedWeights``): the merged model is the base loaded by transformers with the
-    changed weights replaced by their merged values, when ``merged_dir`` holds no weight files."""
-    import subprocess
+    changed weights replaced by their merged values, when ``merged_dir`` holds no weight files;
+    ``adapter_dir``: the adapter those weights come from (None: ``merged_dir`` is the model itself).
+    """
 
-    exe = llama_simple()
-    if exe is None:
-        return Check("gguf_greedy", None, "skipped: llama.cpp is not installed (set LORA_STUDIO_LLAMA_CPP to its "
-                                          "build folder to compare greedy answers in llama.cpp itself)")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, merged_dir: Path, gguf_path: Path, new_tokens: int = 8, source: str = "merged",
+                 trust: bool = False, weights: Any = None, adapter_dir: Path | None = None) -> None:
+        self.merged_dir, self.gguf_path, self.new_tokens = Path(merged_dir), Path(gguf_path), new_tokens
+        self.source, self.trust, self.weights = source, trust, weights
+        self.exe = llama_simple()
+        self.procs: list = []
+        if self.exe is None:
+            return
+        from studio.export import cache
 
-    tok = AutoTokenizer.from_pretrained(str(merged_dir), trust_remote_code=trust)
-    ids = prompt_ids(tok)
-    prompts = [tok.decode(prompt, skip_special_tokens=False) for prompt in ids]
-    # llama.cpp answers every prompt in its own process, all started before transformers loads the
-    # merged model and answers them (the two sides share nothing but the prompts): each llama.cpp run
-    # mostly loads the file, so they overlap well, and our process never holds both models.
-    procs = [subprocess.Popen([str(exe), "-m", str(gguf_path), "-n", str(new_tokens), prompt],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace")
-             for prompt in prompts]  # a token piece can split a UTF-8 character: U+FFFD, as transformers decodes
-    try:
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        if weights is None:
-            merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, trust_remote_code=trust)
+        self.tok = tokenizer_for(self.merged_dir, trust)
+        self.ids = prompt_ids(self.tok)
+        self.prompts = [self.tok.decode(prompt, skip_special_tokens=False) for prompt in self.ids]
+        base_dir = weights.base_dir if weights is not None else self.merged_dir
+        self.key = cache.reference_key(base_dir, adapter_dir or base_dir, self.ids, new_tokens)
+        entry = cache.load("reference", self.key)
+        known = entry["value"].get("answers") if entry is not None else None
+        ok = isinstance(known, list) and len(known) == len(self.ids)
+        self.known: list[str | None] = [a if ok and isinstance(a, str) else None for a in (known or [None] * len(self.ids))]
+        self.created = entry.get("created") if entry is not None else None
+
+    @property
+    def light(self) -> Any:
+        """The folder's ``LightTokenizer`` when this check read one (the vocabulary check reuses it)."""
+        from studio.data.light_tokenizer import LightTokenizer
+
+        tok = getattr(self, "tok", None)
+        return tok if isinstance(tok, LightTokenizer) else None
+
+    def start(self) -> None:
+        """llama.cpp answers every prompt in its own process (each mostly loads the file, so they overlap)."""
+        import os
+        import subprocess
+
+        if self.exe is None:
+            return
+        # The cores shared out between the runs: llama-simple has no thread option and starts 4 threads, and
+        # with more threads than cores every step waits on a descheduled one (on 2 cores, 3 runs: 0.65 s at 4
+        # threads each, 0.38 s at 1). A build with OpenMP (the default) honours the limit; idle threads sleep.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        env = dict(os.environ, OMP_THREAD_LIMIT=str(max(1, cores // len(self.prompts))), OMP_WAIT_POLICY="PASSIVE")
+        self.procs = [subprocess.Popen([str(self.exe), "-m", str(self.gguf_path), "-n", str(self.new_tokens), prompt],
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace",
+                                       env=env)
+                      for prompt in self.prompts]  # a piece can split a UTF-8 character: U+FFFD, as transformers decodes
+
+    def finish(self) -> Check:
+        if self.exe is None:
+            return Check("gguf_greedy", None, "skipped: llama.cpp is not installed (set LORA_STUDIO_LLAMA_CPP to its "
+                                              "build folder to compare greedy answers in llama.cpp itself)")
+        answers: list[str | None] = []
+        try:
+            for proc, prompt in zip(self.procs, self.prompts):
+                out, _ = proc.communicate(timeout=300)
+                # llama-simple prints the prompt, the answer, then one newline
+                text = out.split(prompt, 1)[1] if proc.returncode == 0 and prompt in out else None
+                answers.append(text[:-1] if text is not None and text.endswith("\n") else text)
+        finally:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        verdicts: list[dict] = [{"identical": False, "why": "llama.cpp failed"} if a is None else
+                                {"identical": a == k, "why": "the cached reference answer"} if k is not None else {}
+                                for a, k in zip(answers, self.known)]
+        origin = f"; reference answers from the export cache ({self.created})" if all(verdicts) else ""
+        if not all(verdicts):
+            base = self.weights.base_dir if self.weights is not None else self.merged_dir
+            ok, why = memory_ok(model_bytes(base, 4))
+            if not ok:
+                return Check("gguf_greedy", None, f"skipped: the {self.source} model in float32 {why}")
+            verdicts, note = self._teacher_forced(answers, verdicts)
+            origin = note
+        same = sum(bool(v["identical"]) for v in verdicts)
+        gaps = [v for v in verdicts if "gap" in v]
+        worst = max(gaps, key=lambda v: v["gap"]) if gaps else None
+        # One flip at a near-tie (quantisation noise) can change a short greedy answer; none matching is a broken file.
+        return Check("gguf_greedy", same > 0,
+                     f"GGUF greedy text in llama.cpp ({self.exe.name}) vs {self.source} model: {same}/{len(self.ids)} "
+                     f"prompts identical" + (f" (the widest divergence: token {worst['at'] + 1}, the {self.source} model "
+                                             f"preferred its own by {worst['gap']:.3g} logits)" if worst else "")
+                     + origin,
+                     {"identical": same, "prompts": len(self.ids), "tokens_per_prompt": self.new_tokens,
+                      "llama_cpp": str(self.exe), "per_prompt": verdicts})
+
+    def _teacher_forced(self, answers: list[str | None], verdicts: list[dict]) -> tuple[list[dict], str]:
+        """Judge the answers the cache cannot: one forward pass of the merged model each, and a greedy
+        generation where that pass cannot decide; keep the merged model's answers in the export cache."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from studio.export import cache
+
+        _release_freed_memory()  # the writer's buffers, before the model takes their place
+        if self.weights is None:
+            model = AutoModelForCausalLM.from_pretrained(str(self.merged_dir), dtype=torch.float32,
+                                                         trust_remote_code=self.trust)
         else:
-            merged = merged_in_memory(weights, trust)
-        want = [tok.decode(seq, skip_special_tokens=False) for seq in greedy(merged, ids, new_tokens, pad)]
-        del merged
-        same = 0
-        for proc, prompt, text in zip(procs, prompts, want):
-            out, _ = proc.communicate(timeout=300)
-            same += proc.returncode == 0 and out.split(prompt, 1)[-1].strip() == text.strip()
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    # One flip at a near-tie (quantisation noise) can change a short greedy answer; none matching is a broken file.
-    passed = same > 0
-    return Check("gguf_greedy", passed, f"GGUF greedy text in llama.cpp ({exe.name}) vs {source} model: "
-                                        f"{same}/{len(ids)} prompts identical",
-                 {"identical": same, "prompts": len(ids), "tokens_per_prompt": new_tokens, "llama_cpp": str(exe)})
+            model = merged_in_memory(self.weights, self.trust)
+        ends = _turn_end_ids(self.tok, self.merged_dir)
+        out, known = [], list(self.known)
+        for i, (prompt, text, verdict) in enumerate(zip(self.ids, answers, verdicts)):
+            if not verdict:
+                cont = self.tok(text, add_special_tokens=False)["input_ids"]
+                with torch.no_grad():
+                    logits = model(torch.tensor([prompt + cont]), logits_to_keep=len(cont) + 1).logits[0]
+                best = logits.argmax(-1).tolist()
+                if _follows(best, cont, self.new_tokens, ends) and self.tok.decode(cont, skip_special_tokens=False) == text:
+                    verdict, known[i] = {"identical": True}, text
+                else:
+                    verdict = self._diverged(logits, best, cont, text, ends)
+                    if verdict is None:  # the pass cannot tell a divergence from a text tokenised another way
+                        verdict, known[i] = self._generated(model, prompt, text, cont, ends)
+            out.append(verdict)
+        del model
+        why = cache.save("reference", self.key, {"answers": known})
+        return out, (f"; the reference answers could not be kept: {why}" if why else "")
+
+    def _diverged(self, logits: Any, best: list[int], cont: list[int], text: str, ends: set[int]) -> dict | None:
+        """Where the merged model's greedy answer leaves llama.cpp's, when the forward pass proves it: the
+        model's preferred token is not how llama.cpp's text goes on. None when it could be the same text
+        tokenised another way (the preferred token's text starts the rest, or a UTF-8 character is cut)."""
+        j = next((k for k, (b, t) in enumerate(zip(best, cont)) if b != t), len(cont))
+        done = self.tok.decode(cont[:j], skip_special_tokens=False)
+        if not text.startswith(done):
+            return None
+        if j == len(cont):  # every token followed; llama.cpp ended the turn where the model goes on (or past the cap)
+            if len(cont) >= self.new_tokens or not ends:
+                return None
+            row = logits[j]
+            return {"identical": False, "at": j, "gap": float(row[best[j]] - max(row[e] for e in ends))}
+        piece = self.tok.decode([best[j]], skip_special_tokens=False)
+        if not piece or "\ufffd" in piece or text[len(done):].startswith(piece):
+            return None
+        return {"identical": False, "at": j, "gap": float(logits[j, best[j]] - logits[j, cont[j]])}
+
+    def _generated(self, model: Any, prompt: list[int], text: str, cont: list[int], ends: set[int]) -> tuple[dict, str]:
+        """The merged model's own greedy answer, stopping where llama.cpp stops (an end-of-turn token)."""
+        import torch
+
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else (self.tok.eos_token_id or 0)
+        with torch.no_grad():
+            gen = model.generate(torch.tensor([prompt]), max_new_tokens=self.new_tokens, do_sample=False,
+                                 eos_token_id=sorted(ends) or None, pad_token_id=pad, output_scores=True,
+                                 return_dict_in_generate=True)
+        own = gen.sequences[0, len(prompt):].tolist()
+        while own and own[-1] in ends:
+            own.pop()
+        answer = self.tok.decode(own, skip_special_tokens=False)
+        if answer == text:
+            return {"identical": True, "generated": True}, answer
+        at = next((j for j, (a, b) in enumerate(zip(own, cont)) if a != b), min(len(own), len(cont)))
+        verdict: dict = {"identical": False, "at": at}
+        if at < len(gen.scores) and at < len(cont) and at < len(own):
+            row = gen.scores[at][0]
+            verdict["gap"] = float(row[own[at]] - row[cont[at]])
+        return verdict, answer
+
+
+def _follows(best: list[int], cont: list[int], n: int, ends: set[int]) -> bool:
+    """Teacher forcing decided it: at every position the most likely next token (``best``, one per
+    position from the last prompt token on) is the one written next, and the answer stops where a
+    greedy generation of ``n`` tokens stops (the token cap, or a token that ends the turn)."""
+    if best[:len(cont)] != cont:
+        return False
+    return len(cont) == n or (len(cont) < n and best[len(cont)] in ends)
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by earlier steps back to the system. glibc keeps freed blocks of up to 32 MiB
+    in the process's heap for reuse (its mmap threshold grows after each large free), so the tensors the
+    writer read one by one still count in this process's memory when the check loads the whole model."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc only; elsewhere nothing to do
+        libc.malloc_trim(0)
+
+
+def _turn_end_ids(tok: Any, folder: Path) -> set[int]:
+    """Tokens that end a turn: the tokenizer's EOS and the generation config's (llama.cpp stops on them)."""
+    import json
+
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    try:
+        eos = json.loads((Path(folder) / "generation_config.json").read_text(encoding="utf-8")).get("eos_token_id")
+    except (OSError, ValueError):
+        eos = None
+    ids.update([eos] if isinstance(eos, int) else [i for i in (eos or []) if isinstance(i, int)])
+    return ids
+
+
+def tokenizer_for(folder: Path, trust: bool = False) -> Any:
+    """The folder's tokenizer for the fixed prompts: ``tokenizers`` + jinja2 (no transformers) when it has a
+    tokenizer.json (tests/test_light_tokenizer.py checks both render and tokenise alike), else transformers'."""
+    from studio.data.light_tokenizer import LightTokenizer
+
+    if LightTokenizer.can_read(folder):
+        return LightTokenizer(folder)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
