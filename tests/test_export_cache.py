@@ -154,6 +154,7 @@ def test_llama_cpp_answers_are_judged_by_the_merged_model(tiny_model_dir, tmp_pa
     _stand_in(tmp_path, {prompts[0]: right[0], prompts[1]: wrong, prompts[2]: "nonsense"}, monkeypatch)
     third = verify.check_gguf_llama(tiny_model_dir, gguf, "f16")
     assert third.ok and third.details["identical"] == 1
+    assert third.details["per_prompt"][1]["at"] == judged[1]["at"]  # the same answer, the same diagnosis
 
 
 def test_no_matching_answer_fails_the_check(tiny_model_dir, tmp_path, monkeypatch):

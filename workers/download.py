@@ -271,4 +271,6 @@ def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from workers import exit_now
+
+    exit_now(main())

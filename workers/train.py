@@ -167,4 +167,6 @@ def _train(run_dir: Path, emitter: Emitter, control, resume: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from workers import exit_now
+
+    exit_now(main())

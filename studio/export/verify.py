@@ -500,11 +500,11 @@ class GreedyCheck:
 
     In three steps, so that the waits overlap: created and ``start()``-ed once the GGUF is written (the
     prompts rendered, one llama.cpp process per prompt started), then the other checks run while
-    llama.cpp answers, and ``finish()`` comes last. An answer confirmed this way depends only on the
-    base weights, the adapter's files, the prompt and the library versions: the export cache keeps it,
-    and the next export of the run (another quantisation, Ollama) whose llama.cpp answers are the same
-    needs no transformers at all (its answers that differ need none either: the cached answer is the
-    merged model's). Importing transformers on a thread while the GGUF is written was tried: the writer
+    llama.cpp answers, and ``finish()`` comes last. The merged model's answers depend only on the base
+    weights, the adapter's files, the prompt and the library versions: the export cache keeps each one
+    confirmed or generated, and each verdict on an answer that differs (llama.cpp answers a given file
+    the same way every time), so the next export of the run (another quantisation, Ollama) needs no
+    transformers at all when every answer is decided by them. Importing transformers on a thread while the GGUF is written was tried: the writer
     slowed down by as much as the import saved.
 
     ``weights`` (``merge.MergedWeights``): the merged model is the base loaded by transformers with the
@@ -528,9 +528,14 @@ class GreedyCheck:
         base_dir = weights.base_dir if weights is not None else self.merged_dir
         self.key = cache.reference_key(base_dir, adapter_dir or base_dir, self.ids, new_tokens)
         entry = cache.load("reference", self.key)
-        known = entry["value"].get("answers") if entry is not None else None
-        ok = isinstance(known, list) and len(known) == len(self.ids)
-        self.known: list[str | None] = [a if ok and isinstance(a, str) else None for a in (known or [None] * len(self.ids))]
+        value = entry["value"] if entry is not None else {}
+        known, seen = value.get("answers"), value.get("verdicts")
+        n = len(self.ids)
+        known = known if isinstance(known, list) and len(known) == n else [None] * n
+        seen = seen if isinstance(seen, list) and len(seen) == n else [{}] * n
+        # per prompt: the merged model's own answer when known, and verdicts on llama.cpp answers it differs from
+        self.known: list[str | None] = [a if isinstance(a, str) else None for a in known]
+        self.seen: list[dict] = [dict(v) if isinstance(v, dict) else {} for v in seen]
         self.created = entry.get("created") if entry is not None else None
 
     @property
@@ -574,9 +579,7 @@ class GreedyCheck:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        verdicts: list[dict] = [{"identical": False, "why": "llama.cpp failed"} if a is None else
-                                {"identical": a == k, "why": "the cached reference answer"} if k is not None else {}
-                                for a, k in zip(answers, self.known)]
+        verdicts = [self._from_cache(a, k, seen) for a, k, seen in zip(answers, self.known, self.seen)]
         origin = f"; reference answers from the export cache ({self.created})" if all(verdicts) else ""
         if not all(verdicts):
             base = self.weights.base_dir if self.weights is not None else self.merged_dir
@@ -597,6 +600,22 @@ class GreedyCheck:
                      {"identical": same, "prompts": len(self.ids), "tokens_per_prompt": self.new_tokens,
                       "llama_cpp": str(self.exe), "per_prompt": verdicts})
 
+    @staticmethod
+    def _from_cache(answer: str | None, known: str | None, seen: dict) -> dict:
+        """The verdict on one llama.cpp answer from what the export cache holds, or {} when it cannot say."""
+        if answer is None:
+            return {"identical": False, "why": "llama.cpp failed"}
+        earlier = seen.get(answer)
+        if known is not None:
+            verdict = {"identical": answer == known}
+        elif isinstance(earlier, dict) and "identical" in earlier:
+            verdict = {"identical": bool(earlier["identical"])}
+        else:
+            return {}
+        if not verdict["identical"] and isinstance(earlier, dict):
+            verdict.update({k: earlier[k] for k in ("at", "gap") if k in earlier})
+        return dict(verdict, why="the export cache")
+
     def _teacher_forced(self, answers: list[str | None], verdicts: list[dict]) -> tuple[list[dict], str]:
         """Judge the answers the cache cannot: one forward pass of the merged model each, and a greedy
         generation where that pass cannot decide; keep the merged model's answers in the export cache."""
@@ -612,7 +631,7 @@ class GreedyCheck:
         else:
             model = merged_in_memory(self.weights, self.trust)
         ends = _turn_end_ids(self.tok, self.merged_dir)
-        out, known = [], list(self.known)
+        out, known, seen = [], list(self.known), [dict(v) for v in self.seen]
         for i, (prompt, text, verdict) in enumerate(zip(self.ids, answers, verdicts)):
             if not verdict:
                 cont = self.tok(text, add_special_tokens=False)["input_ids"]
@@ -625,9 +644,11 @@ class GreedyCheck:
                     verdict = self._diverged(logits, best, cont, text, ends)
                     if verdict is None:  # the pass cannot tell a divergence from a text tokenised another way
                         verdict, known[i] = self._generated(model, prompt, text, cont, ends)
+                if not verdict["identical"]:  # llama.cpp's answers are deterministic: the same file gives it again
+                    seen[i] = dict(list(seen[i].items())[-7:], **{text: verdict})
             out.append(verdict)
         del model
-        why = cache.save("reference", self.key, {"answers": known})
+        why = cache.save("reference", self.key, {"answers": known, "verdicts": seen})
         return out, (f"; the reference answers could not be kept: {why}" if why else "")
 
     def _diverged(self, logits: Any, best: list[int], cont: list[int], text: str, ends: set[int]) -> dict | None:
