@@ -65,6 +65,9 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
         note = f"the tokenizer's GGUF vocabulary came from the export cache (built {entry.get('created', '?')})"
     else:
         facts = _read_with_transformers(folder, n_vocab, trust)
+        from studio.export.verify import release_freed_memory
+
+        release_freed_memory()  # the tokenizer transformers built is gone; its memory goes back to the system
         why = cache.save("vocab", key, facts)
         note = f"the tokenizer's GGUF vocabulary was read with transformers; {why}" if why else \
             "the tokenizer's GGUF vocabulary was read with transformers and kept in the export cache"

@@ -624,7 +624,7 @@ class GreedyCheck:
 
         from studio.export import cache
 
-        _release_freed_memory()  # the writer's buffers, before the model takes their place
+        release_freed_memory()  # the writer's buffers, before the model takes their place
         if self.weights is None:
             model = AutoModelForCausalLM.from_pretrained(str(self.merged_dir), dtype=torch.float32,
                                                          trust_remote_code=self.trust)
@@ -701,7 +701,7 @@ def _follows(best: list[int], cont: list[int], n: int, ends: set[int]) -> bool:
     return len(cont) == n or (len(cont) < n and best[len(cont)] in ends)
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Hand memory freed by earlier steps back to the system. glibc keeps freed blocks of up to 32 MiB
     in the process's heap for reuse (its mmap threshold grows after each large free), so the tensors the
     writer read one by one still count in this process's memory when the check loads the whole model."""
