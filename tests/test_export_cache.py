@@ -101,6 +101,9 @@ STAND_IN = """#!{python}
 import json, sys
 from pathlib import Path
 answers = json.loads((Path(__file__).parent / "answers.json").read_text())
+if "fail" in answers:
+    print("llama_model_load: error loading model: " + answers["fail"], file=sys.stderr)
+    sys.exit(1)
 prompt = sys.argv[-1]
 print(prompt + answers[prompt], end="\\n")
 """
@@ -174,3 +177,12 @@ def test_one_teacher_forced_pass_decides_a_followed_answer():
     assert verify._follows([5, 6, 2], [5, 6], 3, ends)  # llama.cpp ended the turn early, and so does the model
     assert not verify._follows([5, 6, 4], [5, 6], 3, ends)  # llama.cpp ended early, the model goes on
     assert not verify._follows([5, 6, 7, 8, 9], [5, 6, 7, 8], 3, ends)  # longer than a greedy answer of 3
+
+
+def test_llama_cpp_that_cannot_run_the_file_says_why(tiny_model_dir, tmp_path, monkeypatch):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"")
+    _stand_in(tmp_path, {"fail": "tensor 'blk.0.attn_q.weight' has wrong shape"}, monkeypatch)
+    check = verify.check_gguf_llama(tiny_model_dir, gguf, "f16")
+    assert check.ok is False and check.details["identical"] == 0
+    assert "llama.cpp failed on 3 prompt(s) (exit code 1: llama_model_load: error loading model" in check.summary

@@ -559,7 +559,7 @@ class GreedyCheck:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         env = dict(os.environ, OMP_THREAD_LIMIT=str(max(1, cores // len(self.prompts))), OMP_WAIT_POLICY="PASSIVE")
         self.procs = [subprocess.Popen([str(self.exe), "-m", str(self.gguf_path), "-n", str(self.new_tokens), prompt],
-                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace",
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                                        env=env)
                       for prompt in self.prompts]  # a piece can split a UTF-8 character: U+FFFD, as transformers decodes
 
@@ -568,12 +568,16 @@ class GreedyCheck:
             return Check("gguf_greedy", None, "skipped: llama.cpp is not installed (set LORA_STUDIO_LLAMA_CPP to its "
                                               "build folder to compare greedy answers in llama.cpp itself)")
         answers: list[str | None] = []
+        failures: list[str] = []
         try:
             for proc, prompt in zip(self.procs, self.prompts):
-                out, _ = proc.communicate(timeout=300)
+                out, err = proc.communicate(timeout=300)
                 # llama-simple prints the prompt, the answer, then one newline
                 text = out.split(prompt, 1)[1] if proc.returncode == 0 and prompt in out else None
                 answers.append(text[:-1] if text is not None and text.endswith("\n") else text)
+                if text is None:
+                    last = [line for line in err.strip().splitlines() if line.strip()][-1:]
+                    failures.append(f"exit code {proc.returncode}" + (f": {last[0].strip()[:200]}" if last else ""))
         finally:
             for proc in self.procs:
                 if proc.poll() is None:
@@ -596,6 +600,7 @@ class GreedyCheck:
                      f"GGUF greedy text in llama.cpp ({self.exe.name}) vs {self.source} model: {same}/{len(self.ids)} "
                      f"prompts identical" + (f" (the widest divergence: token {worst['at'] + 1}, the {self.source} model "
                                              f"preferred its own by {worst['gap']:.3g} logits)" if worst else "")
+                     + (f"; llama.cpp failed on {len(failures)} prompt(s) ({failures[0]})" if failures else "")
                      + origin,
                      {"identical": same, "prompts": len(self.ids), "tokens_per_prompt": self.new_tokens,
                       "llama_cpp": str(self.exe), "per_prompt": verdicts})
