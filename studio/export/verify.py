@@ -628,6 +628,7 @@ class GreedyCheck:
         from transformers import AutoModelForCausalLM
 
         from studio.export import cache
+        from studio.heap import release_freed_memory
 
         release_freed_memory()  # the writer's buffers, before the model takes their place
         if self.weights is None:
@@ -704,24 +705,6 @@ def _follows(best: list[int], cont: list[int], n: int, ends: set[int]) -> bool:
     if best[:len(cont)] != cont:
         return False
     return len(cont) == n or (len(cont) < n and best[len(cont)] in ends)
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by earlier steps back to the system. glibc keeps freed blocks of up to 32 MiB
-    in the process's heap for reuse (its mmap threshold grows after each large free), so the tensors the
-    writer read one by one still count in this process's memory when the check loads the whole model."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        libc = None
-    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc only; elsewhere nothing to do
-        libc.malloc_trim(0)
 
 
 def _turn_end_ids(tok: Any, folder: Path) -> set[int]:
