@@ -50,7 +50,11 @@ def files_fingerprint(folder: Path, names: tuple[str, ...]) -> str:
 
 
 def _key(facts: dict) -> str:
-    return hashlib.sha256(json.dumps({"version": VERSION, **facts}, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    """A key that also changes with the studio's version: the vocabulary reader and the merge are its code."""
+    from studio import __version__
+
+    facts = {"version": VERSION, "studio": __version__, **facts}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def vocab_key(folder: Path, n_vocab: int, trust: bool) -> str:
