@@ -41,7 +41,7 @@ def find_run(text: str, runs_root: Path | None = None) -> Path | None:
     p = Path(text).expanduser()
     if (p / runs.RECIPE).is_file():
         return p.resolve()
-    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root = paths.runs_dir(runs_root)
     if "/" not in text and (root / text / runs.RECIPE).is_file():
         return (root / text).resolve()
     return None

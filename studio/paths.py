@@ -30,8 +30,9 @@ def data_dir() -> Path:
     return Path(user_data_dir(APP_NAME, appauthor=False))
 
 
-def runs_dir() -> Path:
-    return data_dir() / "runs"
+def runs_dir(root: Path | str | None = None) -> Path:
+    """``root`` when the user named a runs folder (``--runs-dir``, a caller's argument), else the data folder's."""
+    return Path(root) if root else data_dir() / "runs"
 
 
 def models_dir() -> Path:

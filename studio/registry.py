@@ -230,7 +230,7 @@ def set_labels(run_dir: Path, name: str | None = None, add_tags: list[str] = (),
 # -- finding runs, the trash -------------------------------------------------------------------
 def find_run(ref: str, runs_root: Path | None = None) -> Path:
     """A run named by its folder, its id, a unique start of its id, or its display name."""
-    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root = paths.runs_dir(runs_root)
     p = Path(ref).expanduser()
     if (p / runs.RECIPE).is_file():
         return p.resolve()
@@ -265,7 +265,7 @@ def trash(run_dir: Path) -> Path:
 
 def trashed(runs_root: Path | None = None) -> list[dict]:
     """The runs in the trash, newest deletion first: ``{"id", "path", "when"}``."""
-    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root = paths.runs_dir(runs_root)
     out = []
     for d in (root / TRASH).glob("*") if (root / TRASH).is_dir() else []:
         info = read_json(d / ".trashed.json", default={}) or {}
@@ -275,7 +275,7 @@ def trashed(runs_root: Path | None = None) -> list[dict]:
 
 def restore(run_id: str | None = None, runs_root: Path | None = None) -> Path:
     """Put a trashed run back (the last one deleted when ``run_id`` is None): the undo of ``trash``."""
-    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root = paths.runs_dir(runs_root)
     items = trashed(root)
     if not items:
         raise UserError(f"the trash of {root} is empty")
@@ -291,7 +291,7 @@ def restore(run_id: str | None = None, runs_root: Path | None = None) -> Path:
 
 
 def empty_trash(runs_root: Path | None = None) -> int:
-    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root = paths.runs_dir(runs_root)
     items = trashed(root)
     for i in items:
         shutil.rmtree(i["path"], ignore_errors=True)

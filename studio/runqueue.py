@@ -35,7 +35,7 @@ DONE_STATES = ("finished", "stopped", "failed", CANCELLED)
 
 
 def _root(runs_root: Path | None) -> Path:
-    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root = paths.runs_dir(runs_root)
     root.mkdir(parents=True, exist_ok=True)
     return root
 

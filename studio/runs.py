@@ -54,7 +54,7 @@ def send_command(run_dir: Path, name: str) -> None:
 
 def create(recipe: Recipe, runs_root: Path | None = None, plan: dict | None = None) -> Path:
     """Make a fresh run folder holding the recipe (and plan) as started."""
-    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root = paths.runs_dir(runs_root)
     root.mkdir(parents=True, exist_ok=True)
     run_id = new_run_id(recipe)
     run_dir = root / run_id
@@ -146,7 +146,7 @@ def summarize(run_dir: Path) -> RunSummary | None:
 
 def list_runs(runs_root: Path | None = None) -> list[RunSummary]:
     """Every readable run under the runs folder, newest first."""
-    root = Path(runs_root) if runs_root else paths.runs_dir()
+    root = paths.runs_dir(runs_root)
     if not root.is_dir():
         return []
     out = [s for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (s := summarize(d))]

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
+from studio import paths
 from studio.recipe import bounds_text, in_bounds, setting_field, setting_flag
 
 
@@ -11,6 +13,11 @@ def add_events_flag(parser: argparse.ArgumentParser) -> None:
     """``--events``: speak the worker protocol on stdout and end with a ``done`` event (for the window)."""
     parser.add_argument("--events", action="store_true",
                         help="JSON-lines events on stdout, ending with a 'done' event that carries the result")
+
+
+def runs_root(args: argparse.Namespace) -> Path:
+    """The runs folder a command works in: ``--runs-dir`` when given, else the data folder's."""
+    return paths.runs_dir(getattr(args, "runs_dir", None))
 
 
 def add_setting_args(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:

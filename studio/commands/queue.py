@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from studio import paths, runqueue
-from studio.commands import add_events_flag
+from studio import runqueue
+from studio.commands import add_events_flag, runs_root
 from studio.errors import UserError
 
 
@@ -45,10 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: _list(argparse.Namespace(runs_dir=None, json=False)))
 
 
-def _root(args) -> Path:
-    return Path(args.runs_dir) if getattr(args, "runs_dir", None) else paths.runs_dir()
-
-
 def _add(args) -> int:
     from studio.commands.train import _recipe_from
 
@@ -59,24 +55,24 @@ def _add(args) -> int:
     added = []
     for src in sources:
         recipe = _recipe_from(argparse.Namespace(demo=src is None, recipe=src, max_steps=args.max_steps))
-        added.append(runqueue.add(recipe, _root(args)))
+        added.append(runqueue.add(recipe, runs_root(args)))
     for e in added:
         if args.emitter is None:
             print(f"queued {e['id']}: {e['label']}")
     if args.emitter is not None:
         args.emitter.emit("done", entries=[e["id"] for e in added])
-    elif runqueue.runner_pid(_root(args)) is None:
+    elif runqueue.runner_pid(runs_root(args)) is None:
         print("no runner works this queue now: 'lora-studio queue run' (or --detach) starts one")
     return 0
 
 
 def _list(args) -> int:
-    entries = runqueue.read(_root(args))
+    entries = runqueue.read(runs_root(args))
     if args.json:
         print(json.dumps(entries, indent=1, ensure_ascii=False))
         return 0
-    pid = runqueue.runner_pid(_root(args))
-    print(f"queue {_root(args) / runqueue.QUEUE_FILE}: " + (f"a runner (pid {pid}) works it" if pid else "no runner"))
+    pid = runqueue.runner_pid(runs_root(args))
+    print(f"queue {runs_root(args) / runqueue.QUEUE_FILE}: " + (f"a runner (pid {pid}) works it" if pid else "no runner"))
     for e in entries:
         print(f"  {e['id']}  {e['status']:<9}  {e['label']}" + (f"  -> {e['run']}" if e.get("run") else ""))
     if not entries:
@@ -85,7 +81,7 @@ def _list(args) -> int:
 
 
 def _run(args) -> int:
-    root = _root(args)
+    root = runs_root(args)
     if args.detach:
         return _detach(args, root)
     from studio.commands.train import _show
@@ -147,11 +143,11 @@ def _detach(args, root: Path) -> int:
 
 
 def _cancel(args) -> int:
-    e = runqueue.cancel(args.entry, _root(args))
+    e = runqueue.cancel(args.entry, runs_root(args))
     print(f"cancelled {e['id']} ({e['label']})")
     return 0
 
 
 def _clear(args) -> int:
-    print(f"forgot {runqueue.clear_done(_root(args))} ended entr(ies)")
+    print(f"forgot {runqueue.clear_done(runs_root(args))} ended entr(ies)")
     return 0

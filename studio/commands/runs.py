@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from studio import paths, registry, runs
+from studio import registry, runs
+from studio.commands import runs_root
 from studio.errors import UserError
 
 LIST_COLUMNS = (("id", 30), ("name", 14), ("status", 11), ("rank", 4), ("lr", 8), ("steps", 5), ("loss", 7),
@@ -61,16 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--port", type=int, default=0, help="port on localhost (default: a free one)")
 
 
-def _root(args) -> Path:
-    return Path(args.runs_dir) if getattr(args, "runs_dir", None) else paths.runs_dir()
-
-
 def _find(args, ref: str) -> Path:
-    return registry.find_run(ref, _root(args))
+    return registry.find_run(ref, runs_root(args))
 
 
 def _list(args) -> int:
-    rows = [registry.row(s) for s in runs.list_runs(_root(args))]
+    rows = [registry.row(s) for s in runs.list_runs(runs_root(args))]
     if getattr(args, "tag", None):
         rows = [r for r in rows if args.tag in r["tags"]]
     sort = getattr(args, "sort", "date")
@@ -80,7 +77,7 @@ def _list(args) -> int:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return 0
     if not rows:
-        print(f"no runs in {_root(args)}")
+        print(f"no runs in {runs_root(args)}")
         return 0
     print(table(rows))
     return 0
@@ -200,16 +197,16 @@ def _delete(args) -> int:
 
 
 def _restore(args) -> int:
-    target = registry.restore(args.id, _root(args))
+    target = registry.restore(args.id, runs_root(args))
     print(f"restored {target}")
     return 0
 
 
 def _trash(args) -> int:
     if args.empty:
-        print(f"deleted {registry.empty_trash(_root(args))} run(s) for good")
+        print(f"deleted {registry.empty_trash(runs_root(args))} run(s) for good")
         return 0
-    items = registry.trashed(_root(args))
+    items = registry.trashed(runs_root(args))
     for i in items:
         print(f"{i['id']}  deleted {i['when']}")
     if not items:
@@ -233,7 +230,7 @@ def _tensorboard(args) -> int:
 
     if not trackers.tensorboard_available():
         raise UserError("tensorboard is not installed: 'pip install tensorboard' (it is part of the ml extra)")
-    root = _root(args)
+    root = runs_root(args)
     picked = [_find(args, r) for r in args.runs] if args.runs else [s.path for s in runs.list_runs(root)]
     logdirs = [p for p in picked if (p / trackers.TB_DIR).is_dir()]
     if not logdirs:

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from studio import paths, runqueue, sweep
-from studio.commands import add_events_flag
+from studio import runqueue, sweep
+from studio.commands import add_events_flag, runs_root
 from studio.errors import UserError
 
 
@@ -32,10 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the ranked table as JSON")
     add_events_flag(p)
     p.set_defaults(func=run)
-
-
-def _root(args) -> Path:
-    return Path(args.runs_dir) if args.runs_dir else paths.runs_dir()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                         f"({', '.join(bad)}); none was started. Drop those values, or lower train.micro_batch / "
                         "train.seq_len in the recipe")
     sweep_id = sweep.new_id()
-    root = _root(args)
+    root = runs_root(args)
     entries = [runqueue.add(v, root, label=v.name, plan=c["plan"], sweep=sweep_id) for v, c in zip(variants, checks)]
     _say(args, f"queued {len(entries)} run(s) as {sweep_id}")
     if args.detach or runqueue.runner_pid(root):
@@ -101,7 +97,7 @@ def _say(args, text: str) -> None:
 
 
 def _print_ranked(args, sweep_id: str) -> int:
-    rows = sweep.ranked(sweep_id, _root(args))
+    rows = sweep.ranked(sweep_id, runs_root(args))
     if args.emitter is not None:
         args.emitter.emit("done", sweep=sweep_id, ranked=rows)
         return 0
@@ -109,7 +105,7 @@ def _print_ranked(args, sweep_id: str) -> int:
         print(json.dumps({"sweep": sweep_id, "ranked": rows}, indent=1, ensure_ascii=False))
         return 0
     if not rows:
-        raise UserError(f"no runs of {sweep_id} in {_root(args)}")
+        raise UserError(f"no runs of {sweep_id} in {runs_root(args)}")
     from studio.commands.runs import table
 
     print(f"\n{sweep_id}: ranked by validation loss (lowest first)")
