@@ -107,19 +107,27 @@ def read_tensor(meta: TensorMeta, fh: IO[bytes] | None = None):
     return torch.frombuffer(buf, dtype=dtype).reshape(meta.shape)
 
 
-def read_rows(meta: TensorMeta, rows):
-    """Rows ``rows`` (indices, any order) of a 2-D tensor, read one by one: a sample costs its rows only."""
-    import torch
-
-    dtype = getattr(torch, DTYPES[meta.dtype])
-    row_bytes = meta.nbytes // meta.shape[0]
+def read_file_rows(path: Path, start: int, row_bytes: int, rows: Iterable[int]) -> bytearray:
+    """Rows ``rows`` (indices, any order) of the row-major array at byte ``start`` of ``path``, one read each,
+    without a memory map: a sample costs its rows only (a mapped file maps the kernel's whole page-cache
+    block around each row touched: the whole tensor, for a freshly written file)."""
+    rows = [int(r) for r in rows]
     buf = bytearray(row_bytes * len(rows))
     view = memoryview(buf)
-    with open(meta.file, "rb") as fh:
-        for i, r in enumerate(int(r) for r in rows):
-            fh.seek(meta.start + r * row_bytes)
-            fh.readinto(view[i * row_bytes:(i + 1) * row_bytes])
-    return torch.frombuffer(buf, dtype=dtype).reshape(len(rows), *meta.shape[1:])
+    with open(path, "rb", buffering=0) as fh:
+        for i, r in enumerate(rows):
+            fh.seek(start + r * row_bytes)
+            if fh.readinto(view[i * row_bytes:(i + 1) * row_bytes]) != row_bytes:
+                raise ValueError(f"{path}: the data at byte {start} is cut short (row {r})")
+    return buf
+
+
+def read_rows(meta: TensorMeta, rows):
+    """Rows ``rows`` (indices, any order) of a 2-D tensor as a torch tensor (``read_file_rows``)."""
+    import torch
+
+    buf = read_file_rows(meta.file, meta.start, meta.nbytes // meta.shape[0], rows)
+    return torch.frombuffer(buf, dtype=getattr(torch, DTYPES[meta.dtype])).reshape(-1, *meta.shape[1:])
 
 
 def dtype_code(tensor) -> str:

@@ -299,20 +299,14 @@ class GgufTensor:
     path: Path | None = None  # the file
 
     def read_rows(self, rows: Any) -> Any:
-        """Rows ``rows`` of ``data`` (first axis), read from the file one by one instead of through the
-        memory map: touching a row of a mapped file maps the kernel's whole page-cache block around it
-        (the whole tensor, for a freshly written file), which a sample of rows does not need."""
+        """Rows ``rows`` of ``data`` (first axis), read from the file (``safetensors_io.read_file_rows``)
+        instead of through the memory map."""
         import numpy as np
 
-        row_bytes = self.data.nbytes // self.data.shape[0]
-        out = np.empty((len(rows), *self.data.shape[1:]), dtype=self.data.dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        with open(self.path, "rb", buffering=0) as fh:
-            for i, r in enumerate(rows):
-                fh.seek(self.offset + int(r) * row_bytes)
-                if fh.readinto(view[i * row_bytes:(i + 1) * row_bytes]) != row_bytes:
-                    raise ValueError(f"{self.path}: tensor {self.name} is cut short")
-        return out
+        from studio.export.safetensors_io import read_file_rows
+
+        buf = read_file_rows(self.path, self.offset, self.data.nbytes // self.data.shape[0], rows)
+        return np.frombuffer(buf, dtype=self.data.dtype).reshape(-1, *self.data.shape[1:])
 
 
 @dataclass
