@@ -149,7 +149,7 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
             part = weights.read_rows(p.meta, torch.from_numpy(base_rows)) if weights is not None \
                 else read_rows(p.meta, base_rows)
             ref = part.float().numpy()
-            got = dequantize(t.read_rows(rows) if t.path is not None else data[rows], t.tensor_type).reshape(ref.shape)
+            got = dequantize(t.read_rows(rows), t.tensor_type).reshape(ref.shape)
         else:
             full = oriented(p, read_planned(p, config, read), config, arch)  # same q/k permutation as the writer
             if full.dim() == 3 and data.ndim == 3:  # stacked experts: rows of every expert, one after another
@@ -295,8 +295,8 @@ class GgufTensor:
     tensor_type: Any  # gguf.GGMLQuantizationType
     shape: tuple  # GGUF order (innermost first)
     data: Any  # numpy array
-    offset: int = 0  # where the data starts in the file
-    path: Path | None = None  # the file
+    offset: int  # where the data starts in the file
+    path: Path  # the file
 
     def read_rows(self, rows: Any) -> Any:
         """Rows ``rows`` of ``data`` (first axis), read from the file (``safetensors_io.read_file_rows``)
@@ -315,7 +315,6 @@ class GgufFile:
 
     fields: dict[str, Any]
     tensors: list[GgufTensor]
-    path: Path | None = None
 
 
 # GGUF value types (the gguf package's GGUFValueType numbering) -> numpy dtype, little-endian as written
@@ -408,7 +407,7 @@ def gguf_reader(path: Path) -> GgufFile:
             dt, count, shape = np.uint8, n * size // block, quant_shape_to_byte_shape(shape, kind)
         data = np.frombuffer(buf, dtype=dt, count=count, offset=start + offset).reshape(shape)
         tensors.append(GgufTensor(name, kind, dims, data, start + offset, Path(path)))
-    return GgufFile(fields, tensors, Path(path))
+    return GgufFile(fields, tensors)
 
 
 def _gguf_fields(reader: GgufFile) -> dict[str, Any]:
