@@ -37,7 +37,8 @@ class GgufVocab:
     types: list[int]
     scores: list[float] | None
     special: Any  # gguf.SpecialVocab
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how it was read (transformers, or the export cache)
+    cached: bool = False  # it came from the export cache
 
     def add_to(self, w) -> None:
         w.add_tokenizer_model(self.model)
@@ -61,7 +62,8 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     key = cache.vocab_key(folder, n_vocab, trust)
     entry = cache.load("vocab", key)
     facts = entry["value"] if entry is not None and _complete(entry["value"], n_vocab) else None
-    if facts is not None:
+    cached = facts is not None
+    if cached:
         note = f"the tokenizer's GGUF vocabulary came from the export cache (built {entry.get('created', '?')})"
     else:
         from studio.heap import release_freed_memory
@@ -78,6 +80,7 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
             "the tokenizer's GGUF vocabulary was read with transformers and kept in the export cache"
     vocab = _assemble(folder, n_vocab, facts)
     vocab.notes.append(note)
+    vocab.cached = cached
     return vocab
 
 

@@ -165,7 +165,7 @@ def _with_vocab_source(check: "verify.Check", vocab: Any) -> "verify.Check":
     """Say where the written vocabulary came from (read with transformers, or the export cache)."""
     if vocab is not None and vocab.notes:
         check.details["vocabulary_source"] = vocab.notes[-1]
-        if "export cache" in vocab.notes[-1] and "came from" in vocab.notes[-1]:
+        if vocab.cached:
             check.summary += " (the vocabulary written came from the export cache)"
     return check
 
