@@ -497,8 +497,8 @@ class GreedyCheck:
     weights, the adapter's files, the prompt and the library versions: the export cache keeps each one
     confirmed or generated, and each verdict on an answer that differs (llama.cpp answers a given file
     the same way every time), so the next export of the run (another quantisation, Ollama) needs no
-    transformers at all when every answer is decided by them. Importing transformers on a thread while the GGUF is written was tried: the writer
-    slowed down by as much as the import saved.
+    transformers at all when every answer is decided by them. Importing transformers on a thread while
+    the GGUF is written was tried: the writer slowed down by as much as the import saved.
 
     ``weights`` (``merge.MergedWeights``): the merged model is the base loaded by transformers with the
     changed weights replaced by their merged values, when ``merged_dir`` holds no weight files;
