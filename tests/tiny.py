@@ -68,30 +68,30 @@ def make_model(out_dir: Path, arch: str = "llama", hidden: int = 64, layers: int
     return out_dir
 
 
-def write_chat_jsonl(path: Path, n: int = 48) -> Path:
-    """A small messages-format dataset with a learnable pattern (answers follow a fixed format)."""
+def _sums(n: int):
+    """The fixture's questions: ``(a, b, the answer in the ANSWER/WHY format)`` for row 0..n-1."""
+    for i in range(n):
+        a, b = i % 10, (i * 3) % 10
+        yield a, b, f"ANSWER: {a + b}. WHY: {a} plus {b} is {a + b}."
+
+
+def _write_jsonl(path: Path, rows) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for i in range(n):
-            a, b = i % 10, (i * 3) % 10
-            row = {"messages": [
-                {"role": "user", "content": f"What is {a} plus {b}?"},
-                {"role": "assistant", "content": f"ANSWER: {a + b}. WHY: {a} plus {b} is {a + b}."},
-            ]}
+        for row in rows:
             fh.write(json.dumps(row) + "\n")
     return path
+
+
+def write_chat_jsonl(path: Path, n: int = 48) -> Path:
+    """A small messages-format dataset with a learnable pattern (answers follow a fixed format)."""
+    return _write_jsonl(path, ({"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                                             {"role": "assistant", "content": answer}]}
+                               for a, b, answer in _sums(n)))
 
 
 def write_preference_jsonl(path: Path, n: int = 32) -> Path:
     """Prompt/chosen/rejected rows: the chosen answer follows the ANSWER/WHY format, the rejected one does not."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for i in range(n):
-            a, b = i % 10, (i * 3) % 10
-            row = {"prompt": f"What is {a} plus {b}?",
-                   "chosen": f"ANSWER: {a + b}. WHY: {a} plus {b} is {a + b}.",
-                   "rejected": f"hello world {a + b}"}
-            fh.write(json.dumps(row) + "\n")
-    return path
+    return _write_jsonl(path, ({"prompt": f"What is {a} plus {b}?", "chosen": answer,
+                                "rejected": f"hello world {a + b}"} for a, b, answer in _sums(n)))
