@@ -1,4 +1,4 @@
-"""Atomic writes: temp file or folder in the destination, fsync, rename."""
+"""Atomic writes (temp file or folder in the destination, fsync, rename), and file hashes."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +8,18 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def sha256_files(*paths: Path) -> str:
+    """sha256 over the files' bytes, one after another, read 4 MiB at a time (never whole in memory)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from studio import paths, runs
 from studio.errors import UserError
-from studio.fsutil import atomic_write_json, read_json
+from studio.fsutil import atomic_write_json, read_json, sha256_files
 
 META_FILE = "lora_studio.json"   # inside adapter/
 META_VERSION = 1
@@ -68,11 +68,7 @@ def _file_sha256(path: Path) -> str:
     cache = cache if isinstance(cache, dict) else {}
     if isinstance(cache.get(key), str):
         return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    cache[key] = h.hexdigest()
+    cache[key] = sha256_files(path)
     try:
         atomic_write_json(cache_file, cache)
     except OSError:

@@ -62,9 +62,9 @@ def vocab_key(folder: Path, n_vocab: int, trust: bool) -> str:
                  "trust": trust, "libraries": versions(VOCAB_LIBRARIES)})
 
 
-def reference_key(base_dir: Path, adapter_dir: Path, prompts: list[list[int]], new_tokens: int) -> str:
-    return _key({"kind": "reference", "weights": weights_fingerprint(base_dir),
-                 "adapter": files_fingerprint(adapter_dir, ("adapter_config.json", "adapter_model.safetensors")),
+def reference_key(base_dir: Path, adapter_digest: str | None, prompts: list[list[int]], new_tokens: int) -> str:
+    """``adapter_digest``: sha256 of the adapter's config and weights (None: the base model alone)."""
+    return _key({"kind": "reference", "weights": weights_fingerprint(base_dir), "adapter": adapter_digest,
                  "prompts": prompts, "new_tokens": new_tokens, "libraries": versions(REFERENCE_LIBRARIES)})
 
 

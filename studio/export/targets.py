@@ -7,7 +7,6 @@ destination, verifies what it wrote, and only then renames the folder to its fin
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from studio.export.gguf_writer import check_supported, write_gguf
 from studio.export.inputs import ExportInputs, load_inputs
 from studio.export.merge import MergedWeights, check_mergeable, copy_side_files, merge_to_folder, tokenizer_eos_id
 from studio.export.ollama import detect_chat, model_name, modelfile, sampling_params
-from studio.fsutil import atomic_dir, read_json
+from studio.fsutil import atomic_dir, read_json, sha256_files
 
 GGUF_QUANTS = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 # quantisations whose greedy tokens may drift from the float model's: a greedy mismatch is a warning
@@ -31,6 +30,7 @@ LOSSY_GREEDY = ("q4_0", "q4_k_m", "q5_k_m")
 GGUF_FORMATS = ("gguf", "ollama", "ollama-lora")
 MARGIN_BYTES = 64 << 20
 REPORT = "export.json"
+ADAPTER_HASHED = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass
@@ -46,6 +46,14 @@ class Job:
     files: dict = field(default_factory=dict)  # file name -> {"kind", "quant"} for the report
     ollama_name: str | None = None  # the model name in the `ollama create` command
     vocab: Any = None  # gguf_vocab.GgufVocab, read once by prepare() and written by every GGUF
+    adapter_sha256: str | None = None  # see adapter_digest()
+
+    def adapter_digest(self) -> str:
+        """sha256 over the adapter's config and weights, read once per export: the report's adapter hash and
+        the key of the merged model's cached answers."""
+        if self.adapter_sha256 is None:
+            self.adapter_sha256 = sha256_files(*(self.inputs.adapter_dir / n for n in ADAPTER_HASHED))
+        return self.adapter_sha256
 
     def record(self, check: "verify.Check") -> None:
         self.checks.append(check)
@@ -119,7 +127,7 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
     job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": job.quant}
     job.progress("verify", 0, 1)
     greedy = verify.GreedyCheck(scratch, gguf_path, trust=job.inputs.trust_remote_code, weights=weights,
-                                adapter_dir=job.inputs.adapter_dir)
+                                adapter_digest=job.adapter_digest())
     greedy.start()  # llama.cpp answers while the weights and the vocabulary are checked
     reader = verify.gguf_reader(gguf_path)  # read once for both checks
     job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant, reader=reader, weights=weights))
@@ -390,15 +398,10 @@ def _fail_on_checks(job: Job) -> None:
 def _source(job: Job) -> dict:
     """Which run, step and adapter the export came from: the adapter hash is over its weights and config."""
     state = runs.read_state(job.inputs.run_dir)
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        with open(job.inputs.adapter_dir / name, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
     return {"run": str(job.inputs.run_dir), "run_id": job.inputs.run_dir.name,
             "step": state.get("adapter_step", state.get("step")),
             "status": state.get("status"), "adapter": str(job.inputs.adapter_dir),
-            "adapter_sha256": digest.hexdigest()}
+            "adapter_sha256": job.adapter_digest()}
 
 
 def _write_report(job: Job, tmp: Path, command: str | None, source: dict) -> None:

@@ -471,9 +471,9 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
 
 def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8,
                      source: str = "merged", trust: bool = False, weights: Any = None,
-                     adapter_dir: Path | None = None) -> Check:
+                     adapter_digest: str | None = None) -> Check:
     """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers (``GreedyCheck``)."""
-    greedy_check = GreedyCheck(merged_dir, gguf_path, new_tokens, source, trust, weights, adapter_dir)
+    greedy_check = GreedyCheck(merged_dir, gguf_path, new_tokens, source, trust, weights, adapter_digest)
     greedy_check.start()
     return greedy_check.finish()
 
@@ -502,11 +502,11 @@ class GreedyCheck:
 
     ``weights`` (``merge.MergedWeights``): the merged model is the base loaded by transformers with the
     changed weights replaced by their merged values, when ``merged_dir`` holds no weight files;
-    ``adapter_dir``: the adapter those weights come from (None: ``merged_dir`` is the model itself).
+    ``adapter_digest``: sha256 of the adapter those weights come from (None: ``merged_dir`` is the model).
     """
 
     def __init__(self, merged_dir: Path, gguf_path: Path, new_tokens: int = 8, source: str = "merged",
-                 trust: bool = False, weights: Any = None, adapter_dir: Path | None = None) -> None:
+                 trust: bool = False, weights: Any = None, adapter_digest: str | None = None) -> None:
         self.merged_dir, self.gguf_path, self.new_tokens = Path(merged_dir), Path(gguf_path), new_tokens
         self.source, self.trust, self.weights = source, trust, weights
         self.exe = llama_simple()
@@ -519,7 +519,7 @@ class GreedyCheck:
         self.ids = prompt_ids(self.tok)
         self.prompts = [self.tok.decode(prompt, skip_special_tokens=False) for prompt in self.ids]
         base_dir = weights.base_dir if weights is not None else self.merged_dir
-        self.key = cache.reference_key(base_dir, adapter_dir or base_dir, self.ids, new_tokens)
+        self.key = cache.reference_key(base_dir, adapter_digest, self.ids, new_tokens)
         entry = cache.load("reference", self.key)
         value = entry["value"] if entry is not None else {}
         known, seen = value.get("answers"), value.get("verdicts")

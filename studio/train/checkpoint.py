@@ -8,7 +8,6 @@ disk that lost or damaged a file after the fact is caught. Torch-free: the CLI u
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio import runs
-from studio.fsutil import atomic_write_json, fsync_dir, fsync_tree, read_json
+from studio.fsutil import atomic_write_json, fsync_dir, fsync_tree, read_json, sha256_files
 
 MANIFEST = "manifest.json"
 PREFIX = "step-"
@@ -51,21 +50,13 @@ def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step, reverse=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
 def write_manifest(folder: Path, step: int, settings: dict | None = None) -> dict:
     """Record size and sha256 of every file in ``folder`` (written last, atomically)."""
-    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_files(p)}
              for p in _files(folder)}
     manifest = {"version": MANIFEST_VERSION, "step": step, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "files": files, "settings": settings or {}}
@@ -103,7 +94,7 @@ def _check_file(folder: Path, name: str, entry: dict) -> str | None:
     size = path.stat().st_size
     if size != entry.get("size"):
         return f"{name} has {size} bytes, the manifest says {entry.get('size')} (truncated or overwritten)"
-    if _sha256(path) != entry.get("sha256"):
+    if sha256_files(path) != entry.get("sha256"):
         return f"{name} does not match its sha256 in the manifest (corrupted)"
     return None
 
