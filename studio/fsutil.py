@@ -1,4 +1,14 @@
-"""Atomic writes (temp file or folder in the destination, fsync, rename), and file hashes."""
+"""Atomic writes (temp file or folder in the destination, fsync, rename), and file hashes.
+
+Windows differs in three ways that matter here, and each helper below handles them:
+- ``os.fsync`` is ``FlushFileBuffers``, which needs a handle opened for writing (a read-only one
+  fails with EBADF), so files are flushed through a read-write handle there;
+- a directory cannot be opened to flush a rename, so ``fsync_dir`` is a no-op there (NTFS
+  journals its metadata);
+- a rename fails with a sharing violation while any process holds a file inside open without
+  FILE_SHARE_DELETE (an antivirus scanner, the search indexer, TensorBoard), usually for
+  milliseconds, so ``replace`` retries briefly before it gives up.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +16,51 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
+
+WINDOWS = os.name == "nt"
+# ERROR_ACCESS_DENIED and ERROR_SHARING_VIOLATION: what a rename meets while a handle is open inside
+_SHARING_ERRORS = (5, 32)
+REPLACE_RETRY_S = 2.0
+
+
+def replace(src: Path | str, dst: Path | str, retry_s: float = REPLACE_RETRY_S) -> None:
+    """``os.replace``, retried for up to ``retry_s`` on Windows' transient sharing violations.
+
+    POSIX renames do not depend on open handles, so a PermissionError there is final at once.
+    """
+    deadline = time.monotonic() + retry_s
+    delay = 0.01
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError as e:
+            if not WINDOWS or getattr(e, "winerror", None) not in _SHARING_ERRORS or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def fsync_file(path: Path | str) -> None:
+    """Flush one file's data to the disk (through a handle that Windows accepts for it).
+
+    A read-only file cannot be opened for writing on Windows; it was closed by its writer, so the
+    system writes it back on its own, and its flush is skipped rather than failing the checkpoint.
+    """
+    if WINDOWS:
+        try:
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        except PermissionError:
+            return
+    else:
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_files(*paths: Path) -> str:
@@ -23,7 +76,9 @@ def sha256_files(*paths: Path) -> str:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened: Windows)."""
+    if WINDOWS:
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -45,7 +100,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -71,8 +126,7 @@ def read_json(path: Path, default: Any = None) -> Any:
 def fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            with open(os.path.join(dirpath, name), "rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(os.path.join(dirpath, name))
         fsync_dir(Path(dirpath))
 
 
@@ -93,11 +147,11 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
         if final.exists():
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
+            replace(final, old)
+            replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, final)
+            replace(tmp, final)
         fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio import runs
-from studio.fsutil import atomic_write_json, fsync_dir, fsync_tree, read_json, sha256_files
+from studio.fsutil import atomic_write_json, fsync_dir, fsync_tree, read_json, replace, sha256_files
 
 MANIFEST = "manifest.json"
 PREFIX = "step-"
@@ -124,7 +124,7 @@ def commit(staged: Path, run_dir: Path, step: int, settings: dict | None = None)
     final = root(run_dir) / f"{PREFIX}{step}"
     if final.exists():  # left over from a run that went further before a crash: not the one we resume from
         _remove(final)
-    os.replace(staged, final)
+    replace(staged, final)
     fsync_dir(final.parent)
     return final
 
@@ -132,7 +132,7 @@ def commit(staged: Path, run_dir: Path, step: int, settings: dict | None = None)
 def _remove(folder: Path) -> None:
     """Rename first, then delete: a half-deleted folder never stands under a final name."""
     doomed = folder.with_name(f".deleting-{folder.name}-{os.getpid()}")
-    os.replace(folder, doomed)
+    replace(folder, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
@@ -148,7 +148,7 @@ def prune(run_dir: Path, keep: int) -> list[int]:
 def quarantine(ck: Checkpoint) -> Path:
     """Move a checkpoint that failed verification out of the way (kept for inspection)."""
     target = ck.path.with_name(f".corrupt-{ck.path.name}-{int(time.time())}")
-    os.replace(ck.path, target)
+    replace(ck.path, target)
     return target
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from studio import runs
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
-from studio.fsutil import atomic_dir, atomic_write_json, read_json
+from studio.fsutil import atomic_dir, atomic_write_json, read_json, replace
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
 from studio.train import checkpoint, dist, safety
 from studio.train.callbacks import Control, EventCallback
@@ -494,8 +494,8 @@ class TrainingRun:
             atomic_write_json(cfg_path, cfg)
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
+                replace(final, old)
+            replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
             runs.write_state(self.run_dir, adapter_step=step)
             self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final), step=step)
