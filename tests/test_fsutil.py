@@ -40,6 +40,8 @@ def test_fsync_opens_a_writable_handle_on_windows(tmp_path, monkeypatch):
     monkeypatch.setattr(fsutil, "WINDOWS", True)
     fsutil.fsync_file(f)
     assert seen and seen[0] & os.O_RDWR, "Windows flushes only through a handle opened for writing"
+    if os.name == "nt":  # the read-only handle is what fails there (EACCES): the bug this module fixes
+        return
     monkeypatch.setattr(fsutil, "WINDOWS", False)
     seen.clear()
     fsutil.fsync_file(f)
