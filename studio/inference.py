@@ -22,6 +22,10 @@ class SettingsError(ValueError):
     """A generation setting is out of range; the message names it and the allowed range."""
 
 
+class AdapterError(SettingsError):
+    """An adapter folder that cannot be attached; the message says what is wrong with it and what to do."""
+
+
 @dataclass
 class GenSettings:
     """Generation settings. ``temperature`` 0 means greedy decoding (the default)."""
@@ -172,8 +176,12 @@ class ChatEngine:
 
         from studio.train import loading
 
+        from studio.train.safety import check_remote_code
+
         self.base_path = Path(base)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # the same refusal (and, when trusted, the same notice) as training: never a silent auto_map
+        self.notices: list[str] = check_remote_code(self.base_path, recipe.model.trust_remote_code)
         loading.check_weights_are_safe(self.base_path, recipe.model.allow_pickle)
         free = torch.cuda.mem_get_info()[0] if self.device == "cuda" else None
         self.quant = choose_quant(quant, self.device, recipe.quant.mode, weights_16bit_bytes(self.base_path), free)
@@ -223,6 +231,7 @@ class ChatEngine:
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path}: no adapter_config.json here; give a run's adapter/ folder or "
                                     "one of its checkpoints")
+        self._check_adapter(path)
         self._check_experts(path)
         kind = adapter_kind(path)
         injected = self._injected()
@@ -232,14 +241,30 @@ class ChatEngine:
                                 f"{KIND_LABELS.get(have, have)} adapters already here: peft puts both into the same "
                                 "layers. Compare it in a separate Playground session, or export it merged")
         group = self.groups.get(kind)
-        if group is not None:
-            group.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        else:
-            group = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
-            self.groups[kind] = group
+        try:
+            if group is not None:
+                group.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            else:
+                group = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
+                self.groups[kind] = group
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:  # peft's words for a mismatched adapter
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise AdapterError(f"{path}: peft cannot attach this adapter to {self.base_path.name} ({first}); it was "
+                               "probably trained on another base model") from e
         group.eval()
         self.kinds[name] = kind
         self.adapters[name] = path
+
+    @staticmethod
+    def _check_adapter(path: Path) -> None:
+        """Export's adapter check (studio.export.adapter.check_adapter), in the chat's words."""
+        from studio.export.adapter import check_adapter
+        from studio.export.errors import ExportError
+
+        try:
+            check_adapter(path)
+        except ExportError as e:
+            raise AdapterError(f"{e.message}; {e.hint}" if e.hint else e.message) from None
 
     def _check_experts(self, path: Path) -> None:
         """An adapter of the fused experts cannot sit on experts held in 4-bit (studio.train.moe4bit)."""
