@@ -52,6 +52,7 @@ class GenSettings:
             if raw.get("system") is not None:
                 if not isinstance(raw["system"], str):
                     raise SettingsError("system must be a string")
+                _check_unicode(raw["system"], "the system prompt")
                 s.system = raw["system"]
             for name, conv in (("temperature", float), ("top_p", float), ("repetition_penalty", float),
                                ("max_new_tokens", int)):
@@ -76,6 +77,16 @@ class GenSettings:
         return s
 
 
+def _check_unicode(text: str, where: str) -> None:
+    """Text the tokenizer can take: a lone surrogate (bytes that were not UTF-8, e.g. in a terminal's
+    argument, kept by Python as U+DC80..U+DCFF) makes the tokenizer raise deep inside."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SettingsError(f"{where} holds bytes that are not UTF-8 text at character {e.start}; "
+                            "send the prompt as UTF-8") from None
+
+
 def check_messages(messages: Any) -> list[dict]:
     """A conversation that ends with a user turn; raises SettingsError naming what is wrong."""
     if not isinstance(messages, list) or not messages:
@@ -84,6 +95,7 @@ def check_messages(messages: Any) -> list[dict]:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
                 or not isinstance(m.get("content"), str):
             raise SettingsError(f"message {i} must have a role (system, user or assistant) and string content")
+        _check_unicode(m["content"], f"message {i}")
     if messages[-1]["role"] != "user":
         raise SettingsError("the conversation must end with a user message")
     return messages

@@ -281,3 +281,8 @@ def test_the_chat_worker_ends_when_the_cli_is_killed_mid_answer(tiny_run):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_prompt_that_is_not_utf8_is_refused_as_such(tiny_run):
+    out = cli("chat", tiny_run, "--prompt", os.fsdecode(b"hi \xff\xfe"), "--max-new-tokens", "2")
+    assert out.returncode == 2 and "not UTF-8 text" in out.stderr and "Traceback" not in out.stderr, out.stderr[-1500:]
