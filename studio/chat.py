@@ -6,13 +6,14 @@ A *variant* is what answers a prompt: ``base`` (the bare base model), a run (its
 from __future__ import annotations
 
 import itertools
-import tempfile
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from studio import paths, runs
-from studio.events import ANSWER, ERROR, HELLO, LOG, TOKEN, EventReader
+from studio.events import ANSWER, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, EventReader, encode_command
 from studio.fsutil import read_json
 from studio.procs import pump_events, send_command, start_worker, worker_argv
 
@@ -109,58 +110,122 @@ def worker_args(variants: list[Variant]) -> list[str]:
 
 
 class WorkerFailed(RuntimeError):
-    """The chat worker reported an error or ended; the message carries its words."""
+    """The chat worker reported an error, ended, or did not answer in time; the message carries its words."""
+
+
+# No event at all for this long while an answer is due means the worker is stuck: a CPU answer streams a
+# token every second or so, and even a long prompt's first token comes well within it.
+ANSWER_DEADLINE_S = 300.0
+LOAD_DEADLINE_S = 1800.0  # loading a large base from a slow disk (and quantising it) takes minutes
+KEEP_LOGS = 20  # chat logs kept in the data folder's logs/ (the newest)
+
+
+def new_log_path() -> Path:
+    """A fresh file for one chat worker's stderr, in the data folder's logs/ (the oldest beyond KEEP_LOGS go)."""
+    import os
+    import time
+
+    folder = paths.data_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    old = sorted(folder.glob("chat-*.log"), key=lambda p: p.stat().st_mtime)
+    for stale in old[:max(0, len(old) - KEEP_LOGS + 1)]:
+        stale.unlink(missing_ok=True)
+    return folder / f"chat-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
 class ChatClient:
-    """Starts ``workers.chat`` and answers prompts through it, one at a time (blocking)."""
+    """Starts ``workers.chat`` and answers prompts through it, one at a time (blocking).
 
-    def __init__(self, args: list[str]) -> None:
-        self._log = tempfile.TemporaryFile()
+    Events are read on a thread into a queue, so every wait has a deadline: a worker that says
+    nothing for ``deadline_s`` (``load_deadline_s`` while it loads) is ended and reported. Its
+    stderr is kept in ``log_path``, which every error that mentions the log names.
+    """
+
+    def __init__(self, args: list[str], deadline_s: float = ANSWER_DEADLINE_S,
+                 load_deadline_s: float = LOAD_DEADLINE_S) -> None:
+        self.deadline_s, self.load_deadline_s = deadline_s, load_deadline_s
+        self.log_path = new_log_path()
+        self._log = open(self.log_path, "ab")
         self.proc = start_worker(worker_argv("workers.chat", *args), stderr=self._log)
         self.reader = EventReader()
         self.hello: dict = {}
+        self.warnings: list[str] = []
         self._ids = itertools.count(1)
-        self._pending: list = []
+        self._events: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True, name="chat-events").start()
 
-    def _next(self):
-        while not self._pending:
-            if not pump_events(self.proc, self.reader, self._pending.append):
-                self.proc.wait()
-                raise WorkerFailed(f"the chat worker ended (exit code {self.proc.returncode}): {self.log_tail()}")
-        return self._pending.pop(0)
+    def _pump(self) -> None:
+        try:
+            while pump_events(self.proc, self.reader, self._events.put):
+                pass
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._events.put(None)  # the end of the stream
+
+    def _next(self, deadline_s: float | None = None):
+        deadline_s = self.deadline_s if deadline_s is None else deadline_s
+        try:
+            ev = self._events.get(timeout=deadline_s)
+        except queue.Empty:
+            self._end()
+            raise WorkerFailed(f"the chat worker did not answer within {deadline_s:g} s and was stopped "
+                               f"(log: {self.log_path})") from None
+        if ev is None:
+            self._events.put(None)  # every later wait sees the end too
+            self.proc.wait()
+            raise WorkerFailed(f"the chat worker ended (exit code {self.proc.returncode}): {self.log_tail()} "
+                               f"(log: {self.log_path})")
+        return ev
+
+    def _failed(self, data: dict) -> WorkerFailed:
+        """The worker's error in its words; the log named where its hint points there."""
+        hint = str(data.get("hint") or "")
+        where = f" (log: {self.log_path})" if "log" in hint or data.get("kind") == "internal" else ""
+        return WorkerFailed(f"{data.get('message')}" + (f"; {hint.replace(' (stderr)', '')}" if hint else "") + where)
 
     def log_tail(self, n: int = 1500) -> str:
-        self._log.seek(0, 2)
-        size = self._log.tell()
-        self._log.seek(max(0, size - n))
-        return self._log.read().decode("utf-8", "replace").strip()
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(max(0, fh.seek(0, 2) - n))
+                return fh.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
 
     def wait_ready(self) -> dict:
         while True:
-            ev = self._next()
+            ev = self._next(self.load_deadline_s)
             if ev.type == HELLO:
                 self.hello = ev.data
                 return ev.data
+            if ev.type == WARNING:
+                self.warnings.append(str(ev.data.get("message")))
             if ev.type == ERROR:
-                raise WorkerFailed(f"{ev.data.get('message')} ({ev.data.get('hint', '')})")
+                raise self._failed(ev.data)
+
+    def _send(self, name: str, **args: Any) -> None:
+        """Send one command; one the worker's line limit would refuse is refused here, before it is sent."""
+        size = len(encode_command(name, **args))
+        if size > MAX_LINE_BYTES:
+            raise WorkerFailed(f"the conversation is {size / (1 << 20):.1f} MiB as a command; the chat worker takes "
+                               f"at most {MAX_LINE_BYTES >> 20} MiB (far beyond any model's context): shorten it")
+        if not send_command(self.proc, name, **args):
+            raise WorkerFailed(f"the chat worker is gone: {self.log_tail()} (log: {self.log_path})")
 
     def add_adapter(self, name: str, path: Path) -> None:
-        send_command(self.proc, "adapter", adapter=name, path=str(path))
+        self._send("adapter", adapter=name, path=str(path))
         while True:
-            ev = self._next()
+            ev = self._next(self.load_deadline_s)
             if ev.type == LOG and ev.data.get("adapter") == name:
                 return
             if ev.type == ERROR and ev.data.get("adapter") == name:
-                raise WorkerFailed(str(ev.data.get("message")))
+                raise self._failed(ev.data)
 
     def generate(self, messages: list[dict], variant: str = BASE, settings: dict | None = None,
                  on_text: Callable[[str], None] | None = None, stop_on_interrupt: bool = False) -> dict:
         """The answer event's data; with ``stop_on_interrupt`` Ctrl-C ends the answer, not the program."""
         gid = f"q{next(self._ids)}"
-        if not send_command(self.proc, "generate", id=gid, variant=variant, messages=messages,
-                            settings=settings or {}):
-            raise WorkerFailed(f"the chat worker is gone: {self.log_tail()}")
+        self._send("generate", id=gid, variant=variant, messages=messages, settings=settings or {})
         while True:
             try:
                 ev = self._next()
@@ -170,6 +235,8 @@ class ChatClient:
                 stop_on_interrupt = False  # a second Ctrl-C leaves
                 self.stop()
                 continue
+            if ev.type == ERROR and not ev.data.get("id") and "adapter" not in ev.data:
+                raise self._failed(ev.data)  # one command is outstanding: an error with no id is about it
             if ev.data.get("id") != gid:
                 continue
             if ev.type == TOKEN and on_text:
@@ -177,10 +244,18 @@ class ChatClient:
             elif ev.type == ANSWER:
                 return ev.data
             elif ev.type == ERROR:
-                raise WorkerFailed(f"{ev.data.get('message')}")
+                raise self._failed(ev.data)
 
     def stop(self) -> None:
         send_command(self.proc, "stop")
+
+    def _end(self) -> None:
+        """End the worker at once (it is in a session of its own: nothing else reaches it)."""
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        self.proc.wait()
 
     def close(self) -> None:
         try:
@@ -188,8 +263,7 @@ class ChatClient:
                 self.proc.stdin.close()
             self.proc.wait(timeout=30)
         except Exception:  # noqa: BLE001
-            self.proc.kill()
-            self.proc.wait()
+            self._end()
         finally:
             self._log.close()
 

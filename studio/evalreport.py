@@ -90,7 +90,7 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
           answers: dict[str, Sequence[str]], source: str, scored: bool, stopped: bool = False,
           adapter: str = "", base_model: str = "") -> dict:
     """The report as a dict (see the module docstring); ``answers`` has ``base`` and ``adapter`` lists."""
-    from studio.evaluate import matches
+    from studio.evaluate import match_or_timeout
 
     items = []
     for i, row in enumerate(rows):
@@ -99,9 +99,15 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
         for who in ("base", "adapter"):
             text = answers.get(who, [""] * len(rows))[i] if i < len(answers.get(who, [])) else ""
             item[who] = text
-            item[f"{who}_match"] = bool(matches(text, row.get("pattern"))) if scored else None
+            found = match_or_timeout(text, row.get("pattern")) if scored else None
+            item[f"{who}_match"] = found  # None when scored: the pattern ran out of time (neither pass nor fail)
+            if scored and found is None:
+                item[f"{who}_timed_out"] = True
         items.append(item)
     matched = {w: sum(1 for it in items if it[f"{w}_match"]) for w in ("base", "adapter")} if scored else None
+    timed_out = {w: [n for n, it in enumerate(items, start=1) if it.get(f"{w}_timed_out")]
+                 for w in ("base", "adapter")} if scored else None
+    counted = {w: len(items) - len(timed_out[w]) for w in matched} if scored else None
     return {
         "version": EVAL_VERSION, "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "adapter": adapter, "base_model": base_model,
@@ -109,8 +115,9 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
         "val_loss": {k: (round(v, 6) if v is not None else None) for k, v in val_loss.items()},
         "perplexity": {k: _perplexity(v) for k, v in val_loss.items()},
         "heldout": {"source": source, "scored": scored, "total": len(items), "stopped": stopped,
-                    "matched": matched,
-                    "score": {w: matched[w] / len(items) for w in matched} if scored and items else None,
+                    "matched": matched, "timed_out": timed_out,
+                    "score": {w: matched[w] / counted[w] if counted[w] else None for w in matched}
+                    if scored and items else None,
                     "items": items},
     }
 
@@ -153,6 +160,10 @@ def format_text(report: dict) -> str:
         lines.append(f"validation loss {vl['base']:.4f} \u2192 {vl['adapter']:.4f} (perplexity "
                      f"{ppl.get('base', 0):.2f} \u2192 {ppl.get('adapter', 0):.2f}) on {report.get('val_tokens')} "
                      f"tokens")
+    for who, rows in (h.get("timed_out") or {}).items():
+        if rows:
+            lines.append(f"the pattern ran out of time on the {who} answer of row(s) {', '.join(map(str, rows))}: "
+                         "not scored (simplify the pattern)")
     if h.get("stopped"):
         lines.append("held-out answering was stopped before the end")
     items = h.get("items") or []

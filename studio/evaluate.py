@@ -4,14 +4,24 @@ A held-out file is chat JSONL where every row carries its prompt (``messages`` e
 turn) and, optionally, ``pattern``: the regular expression an answer must match. A row without a
 pattern is scored with ``FORMAT_PATTERN``, the demo's "answer card". Generation (torch) is imported
 only inside the functions that need it, so the UI and CLI can import this module cheaply.
+
+Patterns are the user's, and answers are a model's: a pattern that backtracks catastrophically
+(``^(a|a)*$`` against a long answer) would spin for ever, so every match runs under
+``MATCH_TIMEOUT_S`` (the ``regex`` package's ``timeout=``) and a match that runs out of time is
+reported as timed out, never as a pass or a fail. The prompts file is read only when it is a
+regular file of at most ``MAX_PROMPTS_BYTES`` and ``MAX_PROMPTS`` rows (a FIFO, a device or a
+folder is refused before it is opened).
 """
 from __future__ import annotations
 
 import json
-import re
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+import regex as re
 
 from studio.data.template import chat_template
 
@@ -27,10 +37,18 @@ FORMAT_REGEX = (
 FORMAT_PATTERN = re.compile(FORMAT_REGEX)
 
 ROLES = ("system", "user", "assistant")
+MATCH_TIMEOUT_S = 2.0  # one answer against one pattern; an honest pattern takes microseconds
+MAX_PROMPTS_BYTES = 64 << 20  # a held-out file is read whole; 64 MiB is far beyond any evaluation
+MAX_PROMPTS = 10_000  # every prompt is answered (twice by eval and compare): more is hours of CPU
+MAX_ROW_BYTES = 1 << 20  # one row is sent to the chat worker as one command line (studio.events.MAX_LINE_BYTES)
 
 
 class PromptFileError(ValueError):
     """A held-out file cannot be read; the message names the file, the line and the fix."""
+
+
+class PatternTimeout(Exception):
+    """A pattern ran longer than MATCH_TIMEOUT_S against an answer (catastrophic backtracking)."""
 
 
 @dataclass
@@ -40,22 +58,44 @@ class EvalResult:
     prompts: list[str]
     answers: list[str]
     matched: list[bool] = field(default_factory=list)
+    timed_out: list[int] = field(default_factory=list)  # 1-based rows whose pattern ran out of time
 
     @property
     def score(self) -> float:
-        """Fraction of answers that matched (0.0 for an empty set)."""
-        return sum(self.matched) / len(self.matched) if self.matched else 0.0
+        """Fraction of the answers that could be scored that matched (0.0 for an empty set);
+        a row whose pattern timed out is neither a pass nor a fail, so it is not counted."""
+        counted = len(self.matched) - len(self.timed_out)
+        return sum(self.matched) / counted if counted > 0 else 0.0
 
 
-def matches(answer: str, pattern: str | re.Pattern[str] | None = None) -> bool:
-    """Whether one answer matches its pattern (the answer card when ``pattern`` is None)."""
+def matches(answer: str, pattern: str | re.Pattern | None = None) -> bool:
+    """Whether one answer matches its pattern (the answer card when ``pattern`` is None).
+
+    Raises PatternTimeout when the match runs longer than MATCH_TIMEOUT_S.
+    """
     if pattern is None:
         rx = FORMAT_PATTERN
     elif isinstance(pattern, re.Pattern):
         rx = pattern
     else:
         rx = re.compile(pattern)
-    return rx.search(answer) is not None
+    try:
+        return rx.search(answer, timeout=MATCH_TIMEOUT_S) is not None
+    except TimeoutError:
+        raise PatternTimeout(f"the pattern {rx.pattern[:80]!r} ran longer than {MATCH_TIMEOUT_S:g} s against a "
+                             f"{len(answer)}-character answer (it backtracks catastrophically)") from None
+
+
+def match_or_timeout(answer: str, pattern: str | re.Pattern | None = None) -> bool | None:
+    """``matches``, with None for a pattern that ran out of time (report it as such, not as a fail)."""
+    try:
+        return matches(answer, pattern)
+    except PatternTimeout:
+        return None
+
+
+TIMEOUT_HINT = ("simplify the pattern: no nested or overlapping repetition such as ([\\w\\s]|[\\w\\s])* or (a+)+; "
+                "the row is reported as timed out, not scored")
 
 
 def score_answers(answers: Sequence[str], patterns: Sequence[str | None]) -> float:
@@ -65,7 +105,9 @@ def score_answers(answers: Sequence[str], patterns: Sequence[str | None]) -> flo
                          f"(or None) per answer")
     if not answers:
         return 0.0
-    return sum(matches(a, p) for a, p in zip(answers, patterns)) / len(answers)
+    found = [match_or_timeout(a, p) for a, p in zip(answers, patterns)]
+    counted = [f for f in found if f is not None]
+    return sum(counted) / len(counted) if counted else 0.0
 
 
 def _check_messages(messages: Any, where: str) -> None:
@@ -82,11 +124,17 @@ def _check_messages(messages: Any, where: str) -> None:
 
 def _parse_row(line: str, where: str) -> dict[str, Any]:
     """One held-out row: messages up to the last user turn, its pattern, any reference answer."""
+    if len(line) > MAX_ROW_BYTES:
+        raise PromptFileError(f"{where}: the row is over {MAX_ROW_BYTES >> 20} MiB; a prompt row may be at most "
+                              f"{MAX_ROW_BYTES >> 20} MiB (far beyond any model's context): shorten it")
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise PromptFileError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
                               f"each line must be one JSON object") from None
+    except RecursionError:  # [[[[... thousands deep: valid JSON the parser cannot hold
+        raise PromptFileError(f"{where}: the JSON is nested too deep to read; each line must be one flat "
+                              f'{{"messages": [...]}} object') from None
     if not isinstance(row, dict):
         raise PromptFileError(f"{where}: expected a JSON object with 'messages', "
                               f"got {type(row).__name__}")
@@ -99,6 +147,9 @@ def _parse_row(line: str, where: str) -> dict[str, Any]:
     if not messages or messages[-1]["role"] != "user":
         raise PromptFileError(f"{where}: the conversation must end with a user message "
                               f"(the prompt to answer)")
+    if len(json.dumps(messages)) > MAX_ROW_BYTES - (64 << 10):  # as the chat worker's command will carry it
+        raise PromptFileError(f"{where}: the conversation is over {MAX_ROW_BYTES >> 20} MiB as a command to the "
+                              "model (far beyond any model's context): shorten it")
     pattern = row.get("pattern")
     if pattern is not None:
         if not isinstance(pattern, str):
@@ -111,17 +162,44 @@ def _parse_row(line: str, where: str) -> dict[str, Any]:
     return {"messages": messages, "pattern": pattern, "reference": reference}
 
 
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file (checked before opening: a FIFO would block), bounded in size."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise PromptFileError(f"{path}: file not found; pass a JSONL file of prompts") from None
+    except OSError as exc:  # a symbolic link loop, a permission problem
+        raise PromptFileError(f"{path}: cannot be read ({exc.strerror or exc}); pass a JSONL file of prompts") from None
+    if stat.S_ISDIR(mode):
+        raise PromptFileError(f"{path}: a folder, not a file; pass a JSONL file of prompts")
+    if not stat.S_ISREG(mode):
+        raise PromptFileError(f"{path}: not a regular file (a pipe, device or socket); pass a JSONL file of prompts")
+    try:
+        with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)) as fh:
+            data = fh.read(MAX_PROMPTS_BYTES + 1)
+    except OSError as exc:
+        raise PromptFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_PROMPTS_BYTES:
+        raise PromptFileError(f"{path}: larger than {MAX_PROMPTS_BYTES >> 20} MiB; a held-out file holds at most "
+                              f"{MAX_PROMPTS:,} prompts: split it")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise PromptFileError(f"{path}:{line}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+
+
 def load_prompts(path: str | Path) -> list[dict[str, Any]]:
     """Read a held-out JSONL file into rows of ``messages``, ``pattern`` and ``reference``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PromptFileError(f"{path}: file not found; pass a JSONL file of prompts") from None
-    except UnicodeDecodeError as exc:
-        raise PromptFileError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
-    rows = [_parse_row(line, f"{path}:{n}")
-            for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    text = _read_text(path)
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            if len(rows) == MAX_PROMPTS:
+                raise PromptFileError(f"{path}:{n}: more than {MAX_PROMPTS:,} prompts; every prompt is answered by "
+                                      "the model, so split the file")
+            rows.append(_parse_row(line, f"{path}:{n}"))
     if not rows:
         raise PromptFileError(f"{path}: no prompts found; add one JSON object per line")
     return rows
@@ -131,9 +209,10 @@ def evaluate(answers: Sequence[str], rows: Sequence[dict[str, Any]]) -> EvalResu
     """Score answers against the rows they answer (as returned by ``load_prompts``)."""
     if len(answers) != len(rows):
         raise ValueError(f"{len(answers)} answers for {len(rows)} prompts")
+    found = [match_or_timeout(a, r.get("pattern")) for a, r in zip(answers, rows)]
     return EvalResult(prompts=[r["messages"][-1]["content"] for r in rows],
-                      answers=list(answers),
-                      matched=[matches(a, r.get("pattern")) for a, r in zip(answers, rows)])
+                      answers=list(answers), matched=[bool(f) for f in found],
+                      timed_out=[i for i, f in enumerate(found, start=1) if f is None])
 
 
 # Sample generation is greedy, so before/after comparisons are reproducible; the Ollama Modelfile

@@ -232,14 +232,21 @@ def decode_command(line: bytes | str) -> dict | None:
 
 
 def read_commands(on_line: Callable[[bytes], None], on_close: Callable[[], None] | None = None,
-                  fd: int | None = None) -> threading.Thread:
+                  fd: int | None = None,
+                  on_too_long: Callable[[bytes, int], None] | None = None) -> threading.Thread:
     """Hand every line of a worker's stdin to ``on_line`` on a daemon thread; ``on_close`` at its end.
 
-    The raw descriptor is read with os.read: a daemon thread blocked inside the buffered sys.stdin
-    holds its lock and makes interpreter shutdown abort.
+    A line longer than MAX_LINE_BYTES is never buffered whole nor handed on: it is skipped to its
+    newline and reported to ``on_too_long(head, size)`` (its first 4 KiB and its length), so the
+    worker can still answer it. The raw descriptor is read with os.read: a daemon thread blocked
+    inside the buffered sys.stdin holds its lock and makes interpreter shutdown abort.
     """
+    def too_long(head: bytes, size: int) -> None:
+        if on_too_long is not None:
+            on_too_long(head, size)
+
     def run() -> None:
-        buf = b""
+        buf, head, skipped = b"", b"", -1  # skipped >= 0: inside an over-long line, that many bytes dropped
         while True:
             try:
                 chunk = os.read(sys.stdin.fileno() if fd is None else fd, 65536)
@@ -252,8 +259,17 @@ def read_commands(on_line: Callable[[bytes], None], on_close: Callable[[], None]
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for line in lines:
-                on_line(line)
-            buf = buf[-MAX_LINE_BYTES:]  # a line with no end is garbage: never let it grow
+                if skipped >= 0:
+                    too_long(head, skipped + len(line))
+                    skipped = -1
+                elif len(line) > MAX_LINE_BYTES:
+                    too_long(line[:4096], len(line))
+                else:
+                    on_line(line)
+            if skipped >= 0:
+                skipped, buf = skipped + len(buf), b""
+            elif len(buf) > MAX_LINE_BYTES:  # a line with no end yet: never let it grow
+                head, skipped, buf = buf[:4096], len(buf), b""
 
     thread = threading.Thread(target=run, daemon=True, name="commands")
     thread.start()

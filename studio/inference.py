@@ -22,6 +22,10 @@ class SettingsError(ValueError):
     """A generation setting is out of range; the message names it and the allowed range."""
 
 
+class AdapterError(SettingsError):
+    """An adapter folder that cannot be attached; the message says what is wrong with it and what to do."""
+
+
 @dataclass
 class GenSettings:
     """Generation settings. ``temperature`` 0 means greedy decoding (the default)."""
@@ -48,6 +52,7 @@ class GenSettings:
             if raw.get("system") is not None:
                 if not isinstance(raw["system"], str):
                     raise SettingsError("system must be a string")
+                _check_unicode(raw["system"], "the system prompt")
                 s.system = raw["system"]
             for name, conv in (("temperature", float), ("top_p", float), ("repetition_penalty", float),
                                ("max_new_tokens", int)):
@@ -72,6 +77,16 @@ class GenSettings:
         return s
 
 
+def _check_unicode(text: str, where: str) -> None:
+    """Text the tokenizer can take: a lone surrogate (bytes that were not UTF-8, e.g. in a terminal's
+    argument, kept by Python as U+DC80..U+DCFF) makes the tokenizer raise deep inside."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SettingsError(f"{where} holds bytes that are not UTF-8 text at character {e.start}; "
+                            "send the prompt as UTF-8") from None
+
+
 def check_messages(messages: Any) -> list[dict]:
     """A conversation that ends with a user turn; raises SettingsError naming what is wrong."""
     if not isinstance(messages, list) or not messages:
@@ -80,6 +95,7 @@ def check_messages(messages: Any) -> list[dict]:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
                 or not isinstance(m.get("content"), str):
             raise SettingsError(f"message {i} must have a role (system, user or assistant) and string content")
+        _check_unicode(m["content"], f"message {i}")
     if messages[-1]["role"] != "user":
         raise SettingsError("the conversation must end with a user message")
     return messages
@@ -172,8 +188,12 @@ class ChatEngine:
 
         from studio.train import loading
 
+        from studio.train.safety import check_remote_code
+
         self.base_path = Path(base)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # the same refusal (and, when trusted, the same notice) as training: never a silent auto_map
+        self.notices: list[str] = check_remote_code(self.base_path, recipe.model.trust_remote_code)
         loading.check_weights_are_safe(self.base_path, recipe.model.allow_pickle)
         free = torch.cuda.mem_get_info()[0] if self.device == "cuda" else None
         self.quant = choose_quant(quant, self.device, recipe.quant.mode, weights_16bit_bytes(self.base_path), free)
@@ -223,6 +243,7 @@ class ChatEngine:
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path}: no adapter_config.json here; give a run's adapter/ folder or "
                                     "one of its checkpoints")
+        self._check_adapter(path)
         self._check_experts(path)
         kind = adapter_kind(path)
         injected = self._injected()
@@ -232,14 +253,30 @@ class ChatEngine:
                                 f"{KIND_LABELS.get(have, have)} adapters already here: peft puts both into the same "
                                 "layers. Compare it in a separate Playground session, or export it merged")
         group = self.groups.get(kind)
-        if group is not None:
-            group.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        else:
-            group = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
-            self.groups[kind] = group
+        try:
+            if group is not None:
+                group.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            else:
+                group = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
+                self.groups[kind] = group
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:  # peft's words for a mismatched adapter
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise AdapterError(f"{path}: peft cannot attach this adapter to {self.base_path.name} ({first}); it was "
+                               "probably trained on another base model") from e
         group.eval()
         self.kinds[name] = kind
         self.adapters[name] = path
+
+    @staticmethod
+    def _check_adapter(path: Path) -> None:
+        """Export's adapter check (studio.export.adapter.check_adapter), in the chat's words."""
+        from studio.export.adapter import check_adapter
+        from studio.export.errors import ExportError
+
+        try:
+            check_adapter(path)
+        except ExportError as e:
+            raise AdapterError(f"{e.message}; {e.hint}" if e.hint else e.message) from None
 
     def _check_experts(self, path: Path) -> None:
         """An adapter of the fused experts cannot sit on experts held in 4-bit (studio.train.moe4bit)."""

@@ -9,8 +9,9 @@ Commands on stdin, one JSON line each:
     {"v":1, "cmd":"stop"}        ends the running answer at once (the worker stays up)
 
 A ``generate`` while an answer is running is refused with an ``error`` event naming both ids; a
-line that is not a command gets an ``error`` event too. The worker exits (``done`` event) when
-stdin closes. Events go to stdout only; logs and tracebacks go to stderr.
+line that is not a command gets an ``error`` event too, and so does a line over the protocol's
+limit (studio.events.MAX_LINE_BYTES), with the id read from its head: every command is answered.
+The worker exits (``done`` event) when stdin closes. Events go to stdout only; logs and tracebacks go to stderr.
 """
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are 
 
 import argparse  # noqa: E402
 import queue  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from studio.events import ANSWER, DONE, ERROR, HELLO, LOG, TOKEN, Emitter, decode_command, read_commands, reserve_stdout  # noqa: E402
+from studio.events import (ANSWER, DONE, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, Emitter,  # noqa: E402
+                           decode_command, read_commands, reserve_stdout)
 
 
 def _base_recipe(run: Path | None, model: str | None):
@@ -47,6 +50,13 @@ def _base_recipe(run: Path | None, model: str | None):
     return recipe
 
 
+def _id_in(line: bytes) -> str:
+    """The ``"id"`` a command line names near its start (``""`` if none): an unreadable command is still
+    answered under its id, so the client waiting for it hears back."""
+    found = re.search(rb'"id"\s*:\s*"([^"\\]{1,64})"', line[:4096])
+    return found.group(1).decode("utf-8", "replace") if found else ""
+
+
 class ChatWorker:
     def __init__(self, emitter: Emitter, engine) -> None:
         self.em = emitter
@@ -58,7 +68,14 @@ class ChatWorker:
 
     # -- commands (reader thread) ------------------------------------------------------------------
     def listen(self, fd: int) -> None:
-        read_commands(lambda line: line.strip() and self.handle(line), on_close=self._closed, fd=fd)
+        read_commands(lambda line: line.strip() and self.handle(line), on_close=self._closed, fd=fd,
+                      on_too_long=self._too_long)
+
+    def _too_long(self, head: bytes, size: int) -> None:
+        """A line over the limit was dropped unread: answer it, with its id when its head names one."""
+        self.em.emit(ERROR, kind="config", id=_id_in(head),
+                     message=f"a command of {size / (1 << 20):.1f} MiB was refused: a command line may be at most "
+                             f"{MAX_LINE_BYTES >> 20} MiB", hint="shorten the prompt or the conversation")
 
     def _closed(self) -> None:
         """stdin closed: finish and exit."""
@@ -69,7 +86,7 @@ class ChatWorker:
         cmd = decode_command(line)
         if cmd is None:
             shown = line[:120].decode("utf-8", "replace")
-            self.em.emit(ERROR, kind="config", message=f"not a command: {shown!r}",
+            self.em.emit(ERROR, kind="config", message=f"not a command: {shown!r}", id=_id_in(line),
                          hint='send one JSON object per line, e.g. {"v":1,"cmd":"generate",...}')
             return
         name = cmd["cmd"]
@@ -178,11 +195,16 @@ def main(argv: list[str] | None = None) -> int:
 
         kind, hint = classify(e)
         if isinstance(e, ValueError) and kind == "internal":
-            kind, hint = "config", "pick a run folder with recipe.json, a local model folder, or 'demo'"
+            from studio.inference import AdapterError
+
+            kind, hint = "config", ("fix or replace the adapter named above" if isinstance(e, AdapterError) else
+                                    "pick a run folder with recipe.json, a local model folder, or 'demo'")
         if kind == "internal":
             traceback.print_exc(file=sys.stderr)
         em.emit(ERROR, kind=kind, message=str(e) or type(e).__name__, hint=hint)
         return 1
+    for notice in engine.notices:  # trusted remote code: the files that run, as training says
+        em.emit(WARNING, message=notice)
     em.emit(HELLO, pid=os.getpid(), device=engine.device, base=str(base), quant=engine.quant,
             adapters=list(engine.adapters), torch=torch.__version__,
             chat_template=bool(getattr(engine.tokenizer, "chat_template", None)))

@@ -94,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         path = evaluate_run(run_dir, args.prompts, em, control.stop.is_set, args.quant)
     except Exception as e:  # noqa: BLE001 - the worker reports every failure as an event
         from studio.evaluate import PromptFileError
+        from studio.inference import AdapterError
         from workers.train import classify
 
         kind, hint = classify(e)
         if isinstance(e, PromptFileError):
             kind, hint = "data", "fix the prompts file (one JSON object with 'messages' per line)"
+        elif isinstance(e, AdapterError):
+            kind, hint = "config", "the run's adapter named above cannot be used: train or resume the run again"
         if kind == "internal":
             traceback.print_exc(file=sys.stderr)
         em.emit(ERROR, kind=kind, message=str(e) or type(e).__name__, hint=hint)

@@ -64,6 +64,8 @@ def start(variants: list[chat.Variant]) -> chat.ChatClient:
     except chat.WorkerFailed as e:
         client.close()
         raise UserError(str(e)) from None
+    for warning in client.warnings:  # e.g. trusted remote code: which files run, as training says
+        print(f"warning: {warning}", file=sys.stderr)
     return client
 
 

@@ -48,7 +48,7 @@ def resolve_pair(a: str, b: str) -> tuple[chat.Variant, chat.Variant]:
 def run(args: argparse.Namespace) -> int:
     from studio.errors import UserError
     from studio.commands.chat import start
-    from studio.evaluate import PromptFileError, load_prompts, matches
+    from studio.evaluate import TIMEOUT_HINT, PromptFileError, load_prompts, match_or_timeout
 
     try:
         rows = load_prompts(args.prompts)
@@ -60,37 +60,48 @@ def run(args: argparse.Namespace) -> int:
     client = start([va, vb])
     settings = {"max_new_tokens": args.max_new_tokens}
     scored = any(r.get("pattern") for r in rows)
-    items = []
+    items, timed_out = [], []
     try:
         for i, row in enumerate(rows, start=1):
             item = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern")}
             for key, v in (("a", va), ("b", vb)):
                 ans = client.generate(row["messages"], v.name, settings, stop_on_interrupt=False)
+                found = match_or_timeout(ans["text"], row.get("pattern")) if scored else None
                 item[key] = {"text": ans["text"], "tokens": ans["tokens"],
                              "time_to_first_token_s": ans["time_to_first_token_s"],
-                             "tokens_per_s": ans["tokens_per_s"],
-                             "match": matches(ans["text"], row.get("pattern")) if scored else None}
+                             "tokens_per_s": ans["tokens_per_s"], "match": found,
+                             "pattern_timed_out": scored and found is None}
+                if scored and found is None:
+                    timed_out.append(f"row {i} ({key.upper()})")
             items.append(item)
             if not args.json:
                 print(f"[{i}/{len(rows)}] {item['prompt']}\n--- A: {va.label}"
-                      f"{_mark(item['a']['match'])} ---\n{item['a']['text'].strip()}\n--- B: {vb.label}"
-                      f"{_mark(item['b']['match'])} ---\n{item['b']['text'].strip()}\n")
+                      f"{_mark(item['a'])} ---\n{item['a']['text'].strip()}\n--- B: {vb.label}"
+                      f"{_mark(item['b'])} ---\n{item['b']['text'].strip()}\n")
             else:
                 print(f"{i}/{len(rows)}", file=sys.stderr)
     except chat.WorkerFailed as e:
         raise UserError(str(e)) from None
     finally:
         client.close()
-    score = ({"a": sum(bool(it["a"]["match"]) for it in items), "b": sum(bool(it["b"]["match"]) for it in items),
-              "total": len(items)} if scored else None)
+    score = ({**{k: sum(bool(it[k]["match"]) for it in items) for k in ("a", "b")}, "total": len(items),
+              **{f"timed_out_{k}": sum(it[k]["pattern_timed_out"] for it in items) for k in ("a", "b")}}
+             if scored else None)
+    if timed_out:
+        print(f"{args.prompts}: the pattern ran out of time on {', '.join(timed_out)}: reported as timed out, not "
+              f"scored; {TIMEOUT_HINT}", file=sys.stderr)
     if args.json:
         print(json.dumps({"a": va.label, "b": vb.label, "prompts": str(args.prompts), "score": score,
                           "items": items}, ensure_ascii=False, indent=1))
     elif score:
-        print(f"score (rows matching their pattern): A {va.label} {score['a']}/{score['total']}, "
-              f"B {vb.label} {score['b']}/{score['total']}")
+        print(f"score (rows matching their pattern): A {va.label} {score['a']}/{score['total'] - score['timed_out_a']}, "
+              f"B {vb.label} {score['b']}/{score['total'] - score['timed_out_b']}"
+              + (" (rows whose pattern timed out are not counted)" if timed_out else ""))
     return 0
 
 
-def _mark(match) -> str:
+def _mark(result: dict) -> str:
+    if result.get("pattern_timed_out"):
+        return " ? pattern timed out"
+    match = result.get("match")
     return "" if match is None else (" \u2713 matches" if match else " \u2717 no match")

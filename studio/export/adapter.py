@@ -134,6 +134,95 @@ def check_adapter_weights(adapter_dir: Path) -> int:
     return len(names)
 
 
+# peft rewrites the base weights when it attaches an adapter saved with these initialisations (the base
+# becomes the residual W - B0 @ A0): a shared base would then answer wrongly, and a merge onto W is wrong.
+BASE_REWRITING_INITS = ("pissa", "olora", "corda")
+RANK_FIELDS = ("r", "init_r", "target_r", "num_virtual_tokens")
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def check_adapter(adapter_dir: Path, weights: bool = True) -> dict:
+    """The one check of an adapter folder before anything loads it (export, chat, eval); its config.
+
+    Refuses, naming the file and what to do: a config that is not a JSON object, an adapter type
+    LoRA Studio does not load, an initialisation that rewrites the base weights (PiSSA, OLoRA,
+    CorDA), weights that are a pickle file (they can run code when loaded), ranks larger than any
+    tensor in the file (peft would allocate them first: rank 2**40 is a memory bomb), and with
+    ``weights`` damaged or non-finite tensors (``check_adapter_weights``).
+    """
+    from studio import methods
+
+    adapter_dir = Path(adapter_dir)
+    cfg = _read_config(adapter_dir / "adapter_config.json")
+    peft_type = cfg.get("peft_type", "LORA")
+    known = {m.peft_type: m.label for m in methods.METHODS.values()}
+    if not isinstance(peft_type, str) or peft_type.upper() not in known:
+        raise ConfigError(f"{adapter_dir / 'adapter_config.json'}: adapter type {str(peft_type)[:60]!r} is not one "
+                          f"LoRA Studio loads ({', '.join(sorted(set(known.values())))})",
+                          "use an adapter trained by LoRA Studio or with one of those peft methods")
+    init = cfg.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(BASE_REWRITING_INITS):
+        raise UnsupportedModel(f"{adapter_dir / 'adapter_config.json'}: the adapter was saved with "
+                               f"init_lora_weights={init!r}, which makes peft rewrite the base model's weights "
+                               "when it attaches the adapter (and fails on a 4-bit base)",
+                               "convert it to a plain LoRA adapter first (peft's save_pretrained with "
+                               "path_initial_model_for_weight_conversion)")
+    path = adapter_dir / "adapter_model.safetensors"
+    if not path.is_file():
+        pickles = sorted(p.name for p in adapter_dir.glob("adapter_model.*") if p.is_file())
+        if pickles:
+            raise ConfigError(f"{adapter_dir}: the adapter weights are a pickle file ({', '.join(pickles)}), which can "
+                              "run code when loaded; LoRA Studio reads adapter weights only from "
+                              "adapter_model.safetensors", "save the adapter again with peft's "
+                              "save_pretrained(..., safe_serialization=True), from a source you trust")
+        raise ConfigError(f"{adapter_dir}: no adapter_model.safetensors next to adapter_config.json",
+                          "give a run's adapter/ folder or one of its checkpoints")
+    if weights:
+        check_adapter_weights(adapter_dir)
+    _check_ranks(cfg, path)
+    return cfg
+
+
+def _read_config(path: Path) -> dict:
+    """adapter_config.json as a dict; a list, garbage, a huge or deeply nested file are named."""
+    hint = "use an intact adapter folder (a run's adapter/ or one of its checkpoints)"
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})", hint) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES >> 20} MiB, not an adapter config", hint)
+    try:
+        cfg = json.loads(raw)
+    except (ValueError, RecursionError):
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: not a readable JSON object (damaged?)", hint)
+    return cfg
+
+
+def _check_ranks(cfg: dict, weights: Path) -> None:
+    """Every rank the config declares is a positive integer no larger than the largest tensor dimension."""
+    from studio.export.safetensors_io import DamagedFile, read_header
+
+    try:
+        largest = max((max(t.shape, default=0) for t in read_header(weights)), default=0)
+    except DamagedFile as e:
+        raise ConfigError(str(e), "use an intact adapter folder") from None
+    declared = [(k, cfg.get(k)) for k in RANK_FIELDS if cfg.get(k) is not None]
+    pattern = cfg.get("rank_pattern")
+    if isinstance(pattern, dict):
+        declared += [(f"rank_pattern[{k!r}]", v) for k, v in pattern.items()]
+    for name, value in declared:
+        if isinstance(value, list):  # AdaLoRA's rank_pattern: a mask per module, not a number
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= max(largest, 1):
+            raise ConfigError(f"{weights.parent / 'adapter_config.json'}: {name} is {str(value)[:40]}, but the "
+                              f"adapter's weights are at most {largest} wide: the config does not match its weights",
+                              "use an intact adapter folder (a run's adapter/ or one of its checkpoints)")
+
+
 def _check_config(cfg: dict, where: Path) -> None:
     from studio import methods
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio import models, runs
+from studio.export.adapter import check_adapter
 from studio.export.errors import ConfigError
 from studio.fsutil import read_json
 from studio.export.safetensors_io import DamagedFile, model_files, read_header
@@ -35,9 +36,10 @@ def load_inputs(run_dir: Path) -> ExportInputs:
         raise ConfigError(f"{run_dir} is not a run folder (no {runs.RECIPE})",
                           "pass the folder of a training run, e.g. one listed by 'lora-studio runs'")
     adapter = run_dir / runs.ADAPTER
-    if not (adapter / "adapter_config.json").is_file() or not (adapter / "adapter_model.safetensors").is_file():
+    if not (adapter / "adapter_config.json").is_file():
         raise ConfigError(f"{adapter} has no adapter_config.json + adapter_model.safetensors",
                           "the run has not finished training; export it after training saves the adapter")
+    check_adapter(adapter, weights=False)  # the weights are read once, by every format (targets.export)
     base = _base_dir(run_dir, adapter)
     try:
         config = models.read_config(base)  # damaged, too deep, absurd (10,000 layers): named here

@@ -523,7 +523,14 @@ class TrainingRun:
             return None  # cut short: not a score
         self.answers[when] = answers
         # Rows without a pattern are samples to read, not a score (the default pattern is the demo's format).
-        value = evaluate(answers, self.heldout).score if any(r.get("pattern") for r in self.heldout) else None
+        result = evaluate(answers, self.heldout) if any(r.get("pattern") for r in self.heldout) else None
+        value = result.score if result is not None else None
+        if result is not None and result.timed_out:
+            from studio.evaluate import TIMEOUT_HINT
+
+            self.em.emit(WARNING, message=f"{self.recipe.data.heldout}: the pattern of row(s) "
+                                          f"{', '.join(map(str, result.timed_out))} ran out of time against the "
+                                          f"{when} answer: not scored", hint=TIMEOUT_HINT)
         self.em.emit(METRIC, step=self.trainer.state.global_step, **{f"heldout_score_{when}": value},
                      sample_prompt=self.heldout[0]["messages"][-1]["content"], sample_answer=answers[0].strip())
         return value
