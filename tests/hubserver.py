@@ -137,7 +137,7 @@ class HubServer:
                     start = int(rng.group(1))
                 payload = data[start:]
                 if body and server.gzip:
-                    payload = gzip.compress(payload, compresslevel=1)
+                    payload = server._gzipped(payload)
                 self.send_response(206 if rng else 200)
                 self.send_header("ETag", f'"{etag}"')
                 self.send_header("X-Repo-Commit", server.commit_header or repo.sha)
@@ -202,6 +202,14 @@ class HubServer:
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _gzipped(self, data: bytes) -> bytes:
+        """gzip of ``data``, made once per body (a 256 MiB bomb takes a second to compress)."""
+        cache = self.__dict__.setdefault("_gzip_cache", {})
+        key = hashlib.sha256(data).digest()
+        if key not in cache:
+            cache[key] = gzip.compress(data, compresslevel=9)
+        return cache[key]
 
     def stop(self) -> None:
         self._stopping.set()

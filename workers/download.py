@@ -217,12 +217,31 @@ def _default_timeout(request) -> None:
         request.extensions["timeout"] = httpx2.Timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT).as_dict()
 
 
+def _identity_only(response) -> None:
+    """A response hook: a file asked for as it is (``Accept-Encoding: identity``) must come as it is.
+
+    An encoded body's length says nothing about the file's, and a Range offset into it means
+    nothing; httpx would inflate it as it streams (``Capped`` would still stop it at the declared
+    size). Refused on the headers, before any of it is read.
+    """
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    request = response.request
+    if request.method == "GET" and request.headers.get("Accept-Encoding") == "identity" and encoding != "identity":
+        raise hub.HubError(f"{request.url}: the server sent a {encoding!r}-encoded body for a file asked for "
+                           "unencoded (Accept-Encoding: identity); refused before reading it", kind="io",
+                           hint="The server (HF_ENDPOINT, a mirror or a proxy) does not answer like the Hugging "
+                                "Face Hub: check HF_ENDPOINT and your proxy settings.")
+
+
 def _bound_waits() -> None:
+    """Install the two hooks on huggingface_hub's shared HTTP client (this process only)."""
     from huggingface_hub import get_session
 
-    hooks = get_session().event_hooks["request"]
-    if _default_timeout not in hooks:
-        hooks.append(_default_timeout)
+    hooks = get_session().event_hooks
+    if _default_timeout not in hooks["request"]:
+        hooks["request"].append(_default_timeout)
+    if _identity_only not in hooks["response"]:
+        hooks["response"].append(_identity_only)
 
 
 def _listing(repo_id: str, revision: str | None) -> tuple[str, list[hub.RemoteFile]]:
