@@ -8,10 +8,15 @@ something the user asked for.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from urllib.parse import urlsplit
+
+from studio.fsutil import sha256_files
 
 # What training needs besides the weights: config, tokenizer, generation config, chat template.
 META_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -21,6 +26,11 @@ SAFETENSORS = ("*.safetensors", "model.safetensors.index.json")
 PICKLE = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
 # Everything else (GGUF, ONNX, .pt/.pth, Mistral's consolidated.safetensors, subfolders) is never taken.
 CONFIG = "config.json"
+# What the Hub names things with: a commit is a 40-hex git sha; a file's ETag is its git blob sha1
+# (40 hex, plain git files) or its sha256 (64 hex, LFS files). huggingface_hub checks revisions with
+# the same pattern (file_download.REGEX_COMMIT_HASH) but names blobs after any ETag it is sent.
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+DIGEST_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 DISK_MARGIN_BYTES = 64 << 20  # the cache's locks and symlinks, and not filling a disk to the last byte
 
 
@@ -50,6 +60,87 @@ def online() -> None:
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
         constants.HF_HUB_OFFLINE = False
+
+
+# --- what a server says, checked before it names anything on disk ----------------------------------
+def _refuse(repo_id: str, what: str, value: object, why: str) -> HubError:
+    shown = repr(value) if len(repr(value)) <= 120 else repr(value)[:117] + "..."
+    return HubError(f"{model_page(repo_id)}: the server sent {what} {shown}, {why}; nothing was written for it",
+                    kind="io", hint="The server (HF_ENDPOINT, a mirror or a proxy) does not answer like the Hugging "
+                                    "Face Hub: check HF_ENDPOINT and your proxy settings, or report the repo.")
+
+
+def checked_commit(repo_id: str, sha: object) -> str:
+    """The repo's commit as the server says it, refused unless it is a 40-hex git sha (it names a folder)."""
+    if not isinstance(sha, str) or not COMMIT_RE.fullmatch(sha):
+        raise _refuse(repo_id, "the commit", sha, "which is not a git commit (40 hex digits)")
+    return sha
+
+
+def checked_etag(repo_id: str, name: str, etag: object) -> str:
+    """A file's ETag, refused unless it is a git sha1 or a sha256 in hex: it names the file's blob."""
+    if not isinstance(etag, str) or not DIGEST_RE.fullmatch(etag):
+        raise _refuse(repo_id, f"an ETag for {name!r} of", etag,
+                      "which is not a file digest (40 or 64 hex digits)")
+    return etag
+
+
+def checked_name(repo_id: str, name: object) -> str:
+    """A file name from the repo's listing, refused when it could leave the folder it is joined to.
+
+    A name is a relative POSIX path: no empty, ``.`` or ``..`` segment, no absolute or Windows
+    drive/UNC form, no backslash (a separator on Windows) and no control characters.
+    """
+    why = ""
+    if not isinstance(name, str) or not name:
+        why = "which is not a file name"
+    elif any(ord(c) < 32 or c == "\\" for c in name):
+        why = "which holds a backslash or a control character"
+    elif PurePosixPath(name).is_absolute() or any(PureWindowsPath(p).drive or PureWindowsPath(p).root
+                                                   for p in name.split("/")):
+        why = "which is an absolute path"
+    elif any(part in ("", ".", "..") for part in name.split("/")):
+        why = "which climbs out of the repo's folder"
+    if why:
+        raise _refuse(repo_id, "the file name", name, why)
+    return name
+
+
+def checked_size(repo_id: str, name: str, size: object) -> int:
+    """A file size from the listing or a response header: a whole number of bytes, not negative."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise _refuse(repo_id, f"a size for {name!r} of", size, "which is not a number of bytes")
+    return size
+
+
+def inside(repo_id: str, path: Path, root: Path) -> Path:
+    """``path`` when it resolves (links followed) inside ``root``; refused otherwise."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, top]) != top:
+        raise HubError(f"{repo_id}: {path} leads outside the Hugging Face cache ({root}) to {real}; refusing to "
+                       "write there", kind="io",
+                       hint="Something in the cache is a link that points elsewhere: delete the model's folder "
+                            f"{root} and download again.")
+    return path
+
+
+def same_origin(url: str, other: str) -> bool:
+    """Whether two URLs share scheme, host and port (where a token may go without leaving the Hub)."""
+    a, b = urlsplit(url), urlsplit(other)
+    ports = {"http": 80, "https": 443}
+    return (a.scheme, (a.hostname or "").lower(), a.port or ports.get(a.scheme)) == \
+        (b.scheme, (b.hostname or "").lower(), b.port or ports.get(b.scheme))
+
+
+def file_digest(path: Path, etag: str) -> str:
+    """The digest of ``path`` in the ETag's kind: sha256 (64 hex) or the git blob sha1 (40 hex)."""
+    if len(etag) == 64:
+        return sha256_files(path)
+    sha = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:

@@ -8,12 +8,23 @@ Events on stdout: ``hello``; ``progress`` (phase "download", done and total in b
 eta_s, file) a few times a second; ``done`` with the snapshot folder, or ``error`` (kind, message,
 hint). A ``stop`` command on stdin, SIGINT or SIGTERM cancels (exit 3).
 
-Resuming: the bytes of a file being downloaded go to ``blobs/<etag>.incomplete`` in the cache and
-a later run continues from its length with an HTTP Range request (huggingface_hub's own downloader
-writes each attempt to a new, unique temporary file and deletes it on failure, so it cannot resume
-across a killed process). A finished file is renamed into place and huggingface_hub links it into
-the snapshot. ``config.json`` comes last: until it is there the snapshot is not a model to the
-studio, so nothing half-downloaded is ever resolved.
+huggingface_hub does the talking: the repo info and tree listing (``HfApi``), each file's HEAD
+(``get_hf_file_metadata``: ETag, size, commit, relative redirects followed, none to another host)
+and the body (``http_get``: Range requests, retries, timeouts). What it lacks is kept here:
+
+- Resuming: the bytes of a file go to ``blobs/<etag>.incomplete`` and a later run continues from
+  its length (``hf_hub_download`` writes each attempt to a new, unique temporary file and deletes it
+  on failure, so it cannot resume across a killed process); progress events; a body cut at the
+  size the server declared.
+- The server is not trusted to name paths: the commit must be a git sha, an ETag a 40/64-hex
+  digest, a file name a relative path that stays in the repo, and every path must resolve inside
+  the cache (``hf_hub_download`` 2.4 names blobs after any ETag it is sent, so the worker links the
+  snapshot itself instead of handing the file to it). A finished file must match its ETag (sha256
+  of LFS files, the git blob sha1 of the others) or it is deleted. The token is sent only to the
+  Hub's own origin.
+
+``config.json`` comes last: until it is there the snapshot is not a model to the studio, so nothing
+half-downloaded is ever resolved.
 """
 from __future__ import annotations
 
@@ -33,6 +44,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
 
 from studio import hub  # noqa: E402
 from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
@@ -111,9 +123,10 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _hub_error(repo_id: str, e: Exception) -> hub.HubError:
-    """huggingface_hub's exceptions in the studio's words."""
-    from huggingface_hub import errors
+def _hub_error(repo_id: str, e: Exception, name: str = "") -> hub.HubError:
+    """huggingface_hub's (and httpx's) exceptions in the studio's words."""
+    import httpx2
+    from huggingface_hub import constants, errors
 
     if isinstance(e, hub.HubError):
         return e
@@ -131,53 +144,249 @@ def _hub_error(repo_id: str, e: Exception) -> hub.HubError:
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return hub.HubError("The disk filled up during the download; what arrived is kept and the next download "
                             "continues from there.", kind="io", hint="Free some space and download again.")
-    return hub.HubError(f"downloading {repo_id} failed: {_first_line(e)}", kind="io",
-                        hint="Check the network connection and download again: it continues where it stopped.")
+    what = f"{repo_id}/{name}" if name else repo_id
+    if isinstance(e, httpx2.TimeoutException):
+        return hub.HubError(f"downloading {what} failed: the server sent nothing for {constants.HF_HUB_DOWNLOAD_TIMEOUT:g} "
+                            "s, several times (HF_HUB_DOWNLOAD_TIMEOUT)", kind="io", hint=CONTINUE_HINT)
+    if isinstance(e, httpx2.TransportError):
+        return hub.HubError(f"downloading {what} failed: the connection broke ({_first_line(e)})", kind="io",
+                            hint=CONTINUE_HINT)
+    return hub.HubError(f"downloading {what} failed: {_first_line(e)}", kind="io", hint=CONTINUE_HINT)
+
+
+CONTINUE_HINT = "Check the network connection and download again: it continues where it stopped."
+
+
+class Capped:
+    """The partial file as ``http_get`` writes it, refusing bytes past the file's declared size.
+
+    ``http_get`` writes whatever the server streams and compares the length at the end; a body
+    longer than declared (or a compressed one that expands) would fill the disk past the free-space
+    check first. The first ``limit`` bytes are kept, so the next run checks them against the digest.
+    """
+
+    def __init__(self, fh, limit: int, repo_id: str, name: str) -> None:
+        self.fh, self.limit, self.repo_id, self.name = fh, limit, repo_id, name
+
+    def write(self, data: bytes) -> int:
+        room = self.limit - self.fh.tell()
+        if len(data) > room:
+            self.fh.write(data[:max(room, 0)])
+            self.fh.flush()
+            raise hub.HubError(f"{hub.model_page(self.repo_id)}: the server sent more than the {self.limit} bytes it "
+                               f"declared for {self.name}; stopped there (the first {self.limit} bytes are kept and "
+                               "checked against the file's digest by the next download)", kind="io",
+                               hint="Download again: it continues where it stopped. If this repeats, the server "
+                                    "(HF_ENDPOINT, a mirror or a proxy) does not answer like the Hugging Face Hub.")
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def seek(self, *args) -> int:
+        return self.fh.seek(*args)
+
+    def truncate(self, *args) -> int:
+        return self.fh.truncate(*args)
+
+
+def _check_request(repo_id: str, revision: str | None) -> None:
+    """The user's repo id and revision, before either is sent anywhere or names a folder."""
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except Exception as e:
+        raise hub.HubError(f"{repo_id!r} is not a Hugging Face model id: {_first_line(e)}", kind="config",
+                           hint="Write owner/name, e.g. Qwen/Qwen3-4B.") from None
+    if revision is not None:
+        try:
+            hub.checked_name(repo_id, revision)
+        except hub.HubError:
+            raise hub.HubError(f"--revision {revision!r} is not a branch, tag or commit name", kind="config",
+                               hint="Use a branch, tag or commit of the repo (default: main).") from None
+
+
+def _default_timeout(request) -> None:
+    """A request hook giving a time limit to requests sent without one: HfApi's repo info and tree
+    listing send none, so a server that stops answering would hold the download forever."""
+    if not any(request.extensions.get("timeout", {}).values()):
+        import httpx2
+        from huggingface_hub import constants
+
+        request.extensions["timeout"] = httpx2.Timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT).as_dict()
+
+
+def _identity_only(response) -> None:
+    """A response hook: a file asked for as it is (``Accept-Encoding: identity``) must come as it is.
+
+    An encoded body's length says nothing about the file's, and a Range offset into it means
+    nothing; httpx would inflate it as it streams (``Capped`` would still stop it at the declared
+    size). Refused on the headers, before any of it is read.
+    """
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    request = response.request
+    if request.method == "GET" and request.headers.get("Accept-Encoding") == "identity" and encoding != "identity":
+        raise hub.HubError(f"{request.url}: the server sent a {encoding!r}-encoded body for a file asked for "
+                           "unencoded (Accept-Encoding: identity); refused before reading it", kind="io",
+                           hint="The server (HF_ENDPOINT, a mirror or a proxy) does not answer like the Hugging "
+                                "Face Hub: check HF_ENDPOINT and your proxy settings.")
+
+
+def _bound_waits() -> None:
+    """Install the two hooks on huggingface_hub's shared HTTP client (this process only)."""
+    from huggingface_hub import get_session
+
+    hooks = get_session().event_hooks
+    if _default_timeout not in hooks["request"]:
+        hooks["request"].append(_default_timeout)
+    if _identity_only not in hooks["response"]:
+        hooks["response"].append(_identity_only)
+
+
+def _listing(repo_id: str, revision: str | None) -> tuple[str, list[hub.RemoteFile]]:
+    """The commit of the revision and the files at that commit (the calls snapshot_download makes), checked."""
+    from huggingface_hub import HfApi, errors
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi()
+    try:
+        info = api.repo_info(repo_id, revision=revision)
+        commit = hub.checked_commit(repo_id, info.sha)
+        try:
+            raw = [(f.path, f.size) for f in api.list_repo_tree(repo_id, recursive=True, revision=commit)
+                   if isinstance(f, RepoFile)]
+        except errors.HfHubHTTPError:  # a server without the tree listing: the repo info's file names will do
+            raw = [(s.rfilename, s.size) for s in (info.siblings or [])]
+    except Exception as e:
+        raise _hub_error(repo_id, e) from None
+    listed = []
+    for name, size in raw:
+        name = hub.checked_name(repo_id, name)
+        listed.append(hub.RemoteFile(name, hub.checked_size(repo_id, name, 0 if size is None else size)))
+    return commit, listed
+
+
+def _locate(repo_id: str, f: hub.RemoteFile, commit: str) -> tuple[str, str, int, dict]:
+    """ETag, download URL, size and request headers of one file, from a HEAD at the commit, checked.
+
+    The token goes only to the Hub's own origin: a file served from another host (the Hub's CDN, or
+    wherever a server redirects) gets no Authorization, as huggingface_hub does for LFS files.
+    """
+    from urllib.parse import urljoin
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(repo_id, f.name, revision=commit)
+    try:
+        meta = get_hf_file_metadata(url, retry_on_errors=True)
+    except Exception as e:
+        raise _hub_error(repo_id, e, f.name) from None
+    if meta.etag is None:
+        raise hub.HubError(f"{hub.model_page(repo_id)}: the server sent no ETag for {f.name}, so the file "
+                           "cannot be placed in the Hugging Face cache", kind="io")
+    etag = hub.checked_etag(repo_id, f.name, meta.etag)
+    if meta.commit_hash is not None and hub.checked_commit(repo_id, meta.commit_hash) != commit:
+        raise hub.HubError(f"{hub.model_page(repo_id)}: the server sent {f.name} from commit {meta.commit_hash}, "
+                           f"not from {commit} that it listed; nothing was written for it", kind="io",
+                           hint="The repo changed during the download: download again.")
+    size = hub.checked_size(repo_id, f.name, meta.size if meta.size is not None else f.size)
+    target = urljoin(url, meta.location or url)
+    if urlsplit(target).scheme not in ("http", "https"):
+        raise hub._refuse(repo_id, f"a download address for {f.name!r} of", meta.location, "which is not http(s)")
+    headers = build_hf_headers()
+    if not hub.same_origin(url, target):
+        headers.pop("authorization", None)
+    headers["Accept-Encoding"] = "identity"  # bytes as declared: no decompression to expand past the size
+    return etag, target, size, headers
+
+
+def _link(blob: Path, pointer: Path) -> None:
+    """snapshots/COMMIT/NAME -> ../../blobs/ETAG, relative, the cache layout huggingface_hub and
+    transformers read (the blob itself where the file system allows no links, as they do)."""
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(pointer):
+        pointer.unlink()
+    try:
+        os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+    except OSError:
+        os.replace(blob, pointer)
+
+
+def _fetch(repo_id: str, name: str, url: str, headers: dict, size: int, etag: str, partial: Path, blob: Path,
+           bar) -> None:
+    """Continue ``partial`` from its length (HTTP Range), never past ``size``; check the digest; rename to the blob."""
+    from huggingface_hub.file_download import http_get
+
+    try:
+        with open(partial, "ab") as fh:
+            start = fh.tell()
+            if start < size:
+                http_get(url, Capped(fh, size, repo_id, name), resume_size=start, headers=headers,
+                         expected_size=size, displayed_filename=name, tqdm_class=bar)
+    except (hub.HubError, Cancelled):
+        raise
+    except Exception as e:
+        raise _hub_error(repo_id, e, name) from None
+    got = partial.stat().st_size
+    if got != size:
+        raise hub.HubError(f"{name}: the server sent {got} bytes, expected {size}; download again to continue",
+                           kind="io", hint=CONTINUE_HINT)
+    digest = hub.file_digest(partial, etag)
+    if digest != etag:
+        partial.unlink()
+        raise hub.HubError(f"{hub.model_page(repo_id)}: {name} does not match its digest (the server declared "
+                           f"{etag}, the bytes that arrived hash to {digest}); the file was deleted", kind="io",
+                           hint="Download again. If this repeats, the server (HF_ENDPOINT, a mirror or a proxy) "
+                                "sends damaged or altered files.")
+    os.replace(partial, blob)
+
+
+def _record_ref(repo_id: str, storage: Path, revision: str | None, commit: str) -> None:
+    """refs/BRANCH holds the commit (what huggingface_hub and studio.models resolve 'main' through)."""
+    ref = revision or "main"
+    if hub.COMMIT_RE.fullmatch(ref):
+        return
+    path = hub.inside(repo_id, storage / "refs" / ref, storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != commit:
+        path.write_text(commit)
 
 
 def download(repo_id: str, revision: str | None, allow_pickle: bool, progress_for, log) -> dict:
-    """Fetch the files and return what the ``done`` event says; raises HubError or Cancelled."""
-    hub.online()  # also when run in-process by 'lora-studio models download --events'
-    from huggingface_hub import HfApi, constants, errors, get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.file_download import http_get, repo_folder_name
-    from huggingface_hub.utils import build_hf_headers
+    """Fetch the files and return what the ``done`` event says; raises HubError or Cancelled.
 
-    api = HfApi()
-    try:  # the calls snapshot_download makes: the commit of the revision, then the file tree at that commit
-        info = api.repo_info(repo_id, revision=revision)
-        commit = info.sha or revision or "main"
-        try:
-            listed = [hub.RemoteFile(f.path, int(f.size or 0))
-                      for f in api.list_repo_tree(repo_id, recursive=True, revision=commit) if isinstance(f, RepoFile)]
-        except errors.HfHubHTTPError:  # a server without the tree listing: the repo info's file names will do
-            listed = [hub.RemoteFile(s.rfilename, int(s.size or 0)) for s in (info.siblings or [])]
-    except Exception as e:
-        raise _hub_error(repo_id, e) from None
+    Every name the server chooses (commit, ETags, file names, download addresses) is checked before
+    it names a path, and every path is checked to resolve inside the cache (``studio.hub.inside``).
+    """
+    hub.online()  # also when run in-process by 'lora-studio models download --events'
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    _check_request(repo_id, revision)
+    _bound_waits()
+    commit, listed = _listing(repo_id, revision)
     files = hub.select_files(repo_id, listed, allow_pickle)
-    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    cache = Path(constants.HF_HUB_CACHE)
+    storage = hub.inside(repo_id, cache / repo_folder_name(repo_id=repo_id, repo_type="model"), cache)
     snapshot = storage / "snapshots" / commit
 
-    # What each file is on the server (etag names its blob) and what the cache already holds.
+    # What each file is on the server (its ETag names its blob) and what the cache already holds.
     plan, total, have = [], 0, 0
     for f in files:
-        try:
-            meta = get_hf_file_metadata(hf_hub_url(repo_id, f.name, revision=commit), retry_on_errors=True)
-        except Exception as e:
-            raise _hub_error(repo_id, e) from None
-        if not meta.etag:
-            raise hub.HubError(f"{hub.model_page(repo_id)}: the server sent no ETag for {f.name}, so the file "
-                               "cannot be placed in the Hugging Face cache", kind="io")
-        size = meta.size if meta.size is not None else (f.size or None)  # None: the server does not say
-        blob = storage / "blobs" / str(meta.etag)
-        partial = blob.with_name(blob.name + ".incomplete")
-        done = (snapshot / f.name).exists() or blob.exists()
-        got = (size or 0) if done else (partial.stat().st_size if partial.exists() else 0)
-        if size is None or got > size:  # unknown length, or not this file's bytes: start it over
-            partial.unlink(missing_ok=True)
+        etag, url, size, headers = _locate(repo_id, f, commit)
+        blob = hub.inside(repo_id, storage / "blobs" / etag, storage)
+        partial = hub.inside(repo_id, blob.with_name(blob.name + ".incomplete"), storage)
+        pointer = hub.inside(repo_id, snapshot / f.name, storage)
+        done = pointer.exists() or blob.exists()
+        got = size if done else (partial.stat().st_size if partial.exists() else 0)
+        if got > size:  # longer than the file: not its bytes, start it over
+            log(f"{f.name}: the partial download is longer than the file ({got} > {size} bytes); starting it over")
+            partial.unlink()
             got = 0
-        plan.append((f.name, size, blob, partial, meta.location))
-        total, have = total + (size or 0), have + got
+        plan.append((f.name, size, etag, url, headers, blob, partial, pointer))
+        total, have = total + size, have + got
     hub.check_disk(repo_id, storage, total, have)
     if have:
         log(f"{hub.gib(have)} of {hub.gib(total)} already in the cache; continuing from there")
@@ -185,33 +394,17 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool, progress_fo
     constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
     progress = progress_for(total, have)
     bar = _bar_class(progress)
-    headers = build_hf_headers()
-    blobs = storage / "blobs"
-    blobs.mkdir(parents=True, exist_ok=True)
-    for name, size, blob, partial, url in plan:
+    (storage / "blobs").mkdir(parents=True, exist_ok=True)
+    for name, size, etag, url, headers, blob, partial, pointer in plan:
         progress.file = name
-        if not (blob.exists() or (snapshot / name).exists()):
-            try:
-                with open(partial, "ab") as fh:
-                    start = fh.tell()
-                    if size is None or start < size:
-                        http_get(url, fh, resume_size=start, headers=headers, expected_size=size,
-                                 displayed_filename=name, tqdm_class=bar)
-                if size is not None and partial.stat().st_size != size:
-                    raise hub.HubError(f"{name}: the server sent {partial.stat().st_size} bytes, expected {size}; "
-                                       "download again to continue", kind="io")
-                os.replace(partial, blob)
-            except (hub.HubError, Cancelled):
-                raise
-            except Exception as e:
-                raise _hub_error(repo_id, e) from None
-        try:  # huggingface_hub links the blob into the snapshot and records the branch's commit
-            path = hf_hub_download(repo_id, name, revision=revision or "main")
-        except Exception as e:
-            raise _hub_error(repo_id, e) from None
+        if not pointer.exists():
+            if not blob.exists():
+                _fetch(repo_id, name, url, headers, size, etag, partial, blob, bar)
+            _link(blob, pointer)
+            hub.inside(repo_id, pointer, storage)
         progress.report(force=True)
-    folder = Path(path).parent
-    return {"status": "downloaded", "repo_id": repo_id, "revision": commit, "path": str(folder),
+    _record_ref(repo_id, storage, revision, commit)
+    return {"status": "downloaded", "repo_id": repo_id, "revision": commit, "path": str(snapshot),
             "files": [p[0] for p in plan], "bytes": total, "page": hub.model_page(repo_id)}
 
 

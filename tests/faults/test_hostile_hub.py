@@ -1,0 +1,258 @@
+"""The download worker and `lora-studio models download` against a Hub that lies (tests/hubserver.py).
+
+Every server-chosen name (ETag, commit, file names, redirect targets), the token on redirects,
+bodies longer than declared or compressed against the request, wrong digests, stalls and resets.
+Each attack must end in an error event with kind, message and hint, no traceback, a non-zero exit
+of the CLI with the message, and nothing written outside the cache folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hubserver import HubServer, Repo
+
+from studio import events, procs
+
+ROOT = Path(__file__).resolve().parents[2]
+REPO = "tiny-org/tiny-llama"
+SHA = Repo({}).sha
+WEIGHTS = os.urandom(3 << 20)
+FILES = {"config.json": json.dumps({"model_type": "llama"}).encode(), "model.safetensors": WEIGHTS,
+         "tokenizer.json": b'{"version": "1.0"}'}
+STORAGE = "models--tiny-org--tiny-llama"
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = HubServer(repos={REPO: Repo(dict(FILES))})
+    s.url = s.start()
+    yield s
+    s.stop()
+
+
+def _env(server: HubServer, cache: Path, **extra: str) -> dict:
+    env = procs.worker_env()
+    env.pop("HF_TOKEN", None)
+    env.update(HF_ENDPOINT=server.url, HF_HUB_CACHE=str(cache), HF_HOME=str(cache.parent / "hf-home"),
+               HF_HUB_DISABLE_XET="1", HF_HUB_DOWNLOAD_TIMEOUT="1", HF_HUB_ETAG_TIMEOUT="1")
+    env.update(extra)
+    return env
+
+
+def _worker(server: HubServer, cache: Path, *args: str, **extra: str) -> tuple[int, list[events.Event], str]:
+    code = "import sys; from workers.download import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, *(args or (REPO,))], capture_output=True, timeout=90,
+                          env=_env(server, cache, **extra), cwd=ROOT, stdin=subprocess.DEVNULL)
+    reader = events.EventReader()
+    return proc.returncode, reader.feed(proc.stdout) + reader.close(), proc.stderr.decode()
+
+
+def _cli(server: HubServer, cache: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lora_studio", "models", "download", *(args or (REPO,))],
+                          capture_output=True, text=True, timeout=90, env=_env(server, cache, **extra), cwd=ROOT,
+                          stdin=subprocess.DEVNULL)
+
+
+def _outside(tmp_path: Path, *caches: Path) -> list[Path]:
+    """Every file under tmp_path that is not inside one of the cache folders (or huggingface_hub's HF_HOME)."""
+    keep = [c.resolve() for c in caches] + [(c.parent / "hf-home").resolve() for c in caches]
+    return [p for p in tmp_path.rglob("*") if not p.is_dir() and not any(k in p.resolve().parents for k in keep)]
+
+
+def _refused(server: HubServer, tmp_path: Path, *args: str, words: str = "", **extra: str) -> dict:
+    """Run the worker and the CLI (each with a fresh cache); both must fail cleanly. Returns the error event."""
+    cache, cli_cache = tmp_path / "hub", tmp_path / "cli" / "hub"
+    code, evs, err = _worker(server, cache, *args, **extra)
+    assert code == 1, err
+    errors = [e.data for e in evs if e.type == events.ERROR]
+    assert errors, err
+    error = errors[-1]
+    assert error["kind"] in ("io", "config") and error["message"] and error["hint"], error
+    assert words in error["message"], error
+    assert "Traceback" not in err, err
+    assert not [e for e in evs if e.type == events.DONE]
+    cli = _cli(server, cli_cache, *args, **extra)
+    assert cli.returncode == 1, cli.stderr
+    assert "lora-studio models download: " in cli.stderr and words in cli.stderr, cli.stderr
+    assert "Traceback" not in cli.stderr, cli.stderr
+    assert _outside(tmp_path, cache, cli_cache) == []
+    for c in (cache, cli_cache):  # nothing half-written is ever a model
+        assert not list(c.glob(f"{STORAGE}/snapshots/*/config.json"))
+    return error
+
+
+# --- 1. path traversal in every server-chosen name --------------------------------------------------
+@pytest.mark.parametrize("etag", ["../../../evil.pth", "../../../../../evil.pth", "/tmp/evil.pth",
+                                  "..\\..\\..\\evil.pth", "a" * 63 + "/", "ABCDEF" + "0" * 58, ""])
+def test_etag_that_is_not_a_digest_is_refused(server, tmp_path, etag):
+    """The blob file is named after the ETag: ../../../evil.pth once landed in tmp_path (a .pth in
+    site-packages runs code at every Python start)."""
+    server.etag["model.safetensors"] = etag
+    error = _refused(server, tmp_path, words="model.safetensors")
+    assert "not a file digest" in error["message"]
+    assert not (tmp_path / "evil.pth").exists()
+
+
+@pytest.mark.parametrize("sha", ["../../../evil", "../../../../../evil", "/tmp/evil", "main", "0" * 39 + "/"])
+def test_commit_that_is_not_a_git_sha_is_refused(tmp_path, sha):
+    s = HubServer(repos={REPO: Repo(dict(FILES), sha=sha)})
+    s.url = s.start()
+    try:
+        _refused(s, tmp_path, words="not a git commit")
+    finally:
+        s.stop()
+
+
+def test_file_commit_header_other_than_the_listed_commit_is_refused(server, tmp_path):
+    server.commit_header = "../../../evil"
+    _refused(server, tmp_path, words="not a git commit")
+    server.commit_header = "f" * 40
+    _refused(server, tmp_path, words="from commit " + "f" * 40)
+
+
+@pytest.mark.parametrize("name", ["../evil.pth", "a/../../evil.pth", "/tmp/evil.pth", "..\\..\\evil.pth", "..",
+                                  "C:\\evil.pth", "C:evil.safetensors", "a//b", "./config.json", "x\0y"])
+def test_file_name_that_leaves_the_repo_is_refused(server, tmp_path, name):
+    server.repos[REPO].files[name] = b"import os  # runs at startup when it lands in site-packages\n"
+    _refused(server, tmp_path, words="the file name")
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "/../../../../evil.pth", "//%s/x" % "127.0.0.1:1",
+                                      "ftp://127.0.0.1/x"])
+def test_redirect_anywhere_writes_nothing_outside(server, tmp_path, location):
+    server.redirect["model.safetensors"] = location
+    _refused(server, tmp_path)
+
+
+def test_snapshot_link_pointing_out_of_the_cache_is_refused(server, tmp_path):
+    """A cache left with a snapshot link to a file elsewhere: not taken as the downloaded file."""
+    cache = tmp_path / "hub"
+    snap = cache / STORAGE / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    (tmp_path / "secret").write_text("not a model")
+    (snap / "model.safetensors").symlink_to(tmp_path / "secret")
+    code, evs, err = _worker(server, cache)
+    assert code == 1, err
+    error = [e.data for e in evs if e.type == events.ERROR][-1]
+    assert "outside the Hugging Face cache" in error["message"] and error["hint"]
+    assert (tmp_path / "secret").read_text() == "not a model"
+
+
+def test_repo_id_and_revision_with_traversal_are_refused(server, tmp_path):
+    error = _refused(server, tmp_path, "../evil", words="not a Hugging Face model id")
+    assert error["kind"] == "config"
+    code, evs, err = _worker(server, tmp_path / "hub", REPO, "--revision=../../../evil")
+    assert code == 1 and "not a branch, tag or commit" in [e for e in evs if e.type == events.ERROR][-1].data["message"]
+
+
+# --- 2. the token stays on the Hub's origin ------------------------------------------------------
+@pytest.mark.parametrize("get_only", [False, True])
+def test_token_does_not_follow_a_redirect_to_another_host(server, tmp_path, get_only):
+    """HEAD or GET of the file redirects to a second server (another origin): it must not see the token."""
+    cdn = HubServer(repos=server.repos)
+    cdn_url = cdn.start()
+    try:
+        server.redirect["model.safetensors"] = f"{cdn_url}/{REPO}/resolve/{SHA}/model.safetensors"
+        server.redirect_get_only = get_only
+        code, evs, err = _worker(server, tmp_path / "hub", HF_TOKEN="hf_secret_token")
+        assert code == 0, err
+        assert "Bearer hf_secret_token" in {a for _, a in server.auth}  # the Hub itself gets it
+        assert [a for _, a in cdn.auth if a] == []
+        assert any(n == "model.safetensors" for n, _, _ in cdn.served)
+        assert (tmp_path / "hub" / STORAGE / "snapshots" / SHA / "model.safetensors").read_bytes() == WEIGHTS
+    finally:
+        cdn.stop()
+
+
+# --- 3. bodies longer than declared ---------------------------------------------------------------
+def test_body_longer_than_declared_stops_at_the_declared_size_and_continues(server, tmp_path):
+    server.body["model.safetensors"] = WEIGHTS + os.urandom(24 << 20)
+    error = _refused(server, tmp_path, words="more than the 3145728 bytes it declared")
+    assert "continues" in error["hint"]
+    for p in tmp_path.rglob("*"):
+        assert p.is_dir() or p.stat().st_size <= len(WEIGHTS), p
+    # the hint is true: the next download continues (nothing fetched again), checks the digest, succeeds
+    server.body.clear()
+    before = len(server.served)
+    code, evs, err = _worker(server, tmp_path / "hub")
+    assert code == 0, err
+    assert not [s for s in server.served[before:] if s[0] == "model.safetensors"]
+    assert (tmp_path / "hub" / STORAGE / "snapshots" / SHA / "model.safetensors").read_bytes() == WEIGHTS
+
+
+def test_gzip_bomb_is_refused_before_its_body_is_read(server, tmp_path):
+    """3 MiB declared, 256 MiB of zeros once inflated (a 0.3 MiB body), against Accept-Encoding: identity."""
+    server.gzip = True
+    server.body["model.safetensors"] = WEIGHTS + bytes(256 << 20)
+    _refused(server, tmp_path, words="'gzip'-encoded body", HF_HUB_DOWNLOAD_TIMEOUT="30")
+    assert not [p for p in tmp_path.rglob("*.incomplete") if p.stat().st_size]
+
+
+def test_huge_declared_size_fails_the_disk_check_before_the_first_byte(server, tmp_path):
+    server.linked_size["model.safetensors"] = str(1 << 50)
+    _refused(server, tmp_path, words="Not enough free disk space")
+    assert not [s for s in server.served if s[0] == "model.safetensors"]
+
+
+@pytest.mark.parametrize("size", [-5, "abc", 1.5, None])
+def test_garbage_sizes_are_refused(server, tmp_path, size):
+    if size is None:
+        server.linked_size["model.safetensors"] = "-3"
+    else:
+        server.tree_size["model.safetensors"] = size
+    _refused(server, tmp_path, words="not a number of bytes")
+
+
+# --- 4. digests -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["model.safetensors", "tokenizer.json"])
+def test_file_not_matching_its_digest_is_deleted(server, tmp_path, name):
+    """sha256 (LFS files) or git blob sha1 (the others): same length, other bytes."""
+    data = FILES[name]
+    server.body[name] = bytes([data[0] ^ 1]) + data[1:]
+    error = _refused(server, tmp_path, words=f"{name} does not match its digest")
+    assert error["kind"] == "io"
+    assert not [p for p in (tmp_path / "hub").rglob("*") if p.is_file() and p.read_bytes() == server.body[name]]
+
+
+def test_digest_matches_what_the_registry_records(server, tmp_path):
+    code, _, err = _worker(server, tmp_path / "hub")
+    assert code == 0, err
+    blob = (tmp_path / "hub" / STORAGE / "snapshots" / SHA / "model.safetensors").resolve()
+    assert blob.name == hashlib.sha256(WEIGHTS).hexdigest() == hashlib.sha256(blob.read_bytes()).hexdigest()
+
+
+# --- stalls and resets ------------------------------------------------------------------------------
+def test_stalled_body_times_out_with_a_clear_error_and_resumes(server, tmp_path):
+    server.stall_at = 1 << 20
+    error = _refused(server, tmp_path, words="the server sent nothing for 1 s")
+    assert "continues where it stopped" in error["hint"]
+    server.stall_at = None
+    before = len(server.served)
+    code, _, err = _worker(server, tmp_path / "hub")
+    assert code == 0, err
+    assert [s[1] for s in server.served[before:] if s[0] == "model.safetensors"] == [1 << 20]
+
+
+def test_stalled_repo_info_times_out(server, tmp_path):
+    server.stall_api = True
+    _refused(server, tmp_path, words="the server sent nothing")
+
+
+def test_connection_reset_is_a_clear_error_and_resumes(server, tmp_path):
+    server.reset_at, server.delay_s = 1 << 20, 0.01
+    error = _refused(server, tmp_path, words="the connection broke")
+    assert "continues where it stopped" in error["hint"]
+    kept = sum(p.stat().st_size for p in (tmp_path / "hub").rglob("*.incomplete"))
+    assert kept > 0
+    server.reset_at, server.delay_s = None, 0.0
+    before = len(server.served)
+    code, _, err = _worker(server, tmp_path / "hub")
+    assert code == 0, err
+    assert [s[1] for s in server.served[before:] if s[0] == "model.safetensors"] == [kept]
+    assert (tmp_path / "hub" / STORAGE / "snapshots" / SHA / "model.safetensors").read_bytes() == WEIGHTS
