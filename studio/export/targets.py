@@ -16,7 +16,7 @@ from typing import Any, Callable
 from studio import runs
 from studio.data.chat_render import TemplateError, TemplateRunaway
 from studio.export import verify
-from studio.export.adapter import Adapter, check_adapter_weights, copy_adapter, load_adapter
+from studio.export.adapter import Adapter, check_adapter_weights, check_pair_shapes, copy_adapter, load_adapter
 from studio.export.errors import ConfigError, DiskError, Progress, VerificationFailed, no_progress
 from studio.export.gguf_vocab import build_vocab
 from studio.export.gguf_writer import check_supported, write_gguf
@@ -265,6 +265,7 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
     job = Job(load_inputs(run_dir), fmt, quant or target.default_quant)
     check_method(job.inputs.run_dir, fmt)
     check_adapter_weights(job.inputs.adapter_dir)  # damaged or non-finite adapters: refused for every format
+    check_pair_shapes(job.inputs.adapter_dir, job.inputs.base_dir)  # pairs that no merge and no peft can use
     if target.needs_merge or fmt == "ollama-lora":
         job.adapter = load_adapter(job.inputs.adapter_dir)
         check_mergeable(job.inputs.base_dir, job.adapter)
