@@ -38,6 +38,7 @@ from studio.data.sources import DataError
 SECONDS_ENV = "LORA_STUDIO_TEMPLATE_SECONDS"
 DEFAULT_SECONDS = 10.0  # a real template renders a conversation in well under a millisecond
 MAX_TEXT = 1 << 26  # characters (or list items) one operation, or the whole rendered text, may reach
+MAX_SOURCE = 1 << 22  # characters of template text (real ones are a few KB; jinja needs ~0.5 s per MB to compile)
 SPECIALS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 _WIDTH = re.compile(r"[%:][^%:a-zA-Z]*?(\d{7,})")  # a format width of a million characters or more
 
@@ -284,6 +285,9 @@ def render_source(source: str, where: Callable[[], str], **variables: Any) -> st
     from jinja2.exceptions import TemplateSyntaxError
 
     seconds = time_limit()
+    if len(source) > MAX_SOURCE:
+        raise TemplateRunaway(f"the chat template ({where()}) is {len(source):,} characters long; chat templates "
+                              "are a few kilobytes, so this file is not one. Replace it with the model's own")
     try:
         template = _compiled(source)
     except TemplateSyntaxError as e:

@@ -218,3 +218,10 @@ def test_export_cli_prints_no_traceback_for_a_rank_mismatch(tmp_path, tiny_model
     r = cli("export", str(run_dir), "--format", "merged")
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "disagrees on its rank" in out and "Traceback" not in out
+
+
+def test_a_template_file_of_many_megabytes_is_refused_before_compiling():
+    start = time.monotonic()
+    with pytest.raises(TemplateRunaway, match=r"\(T\.jinja\) is 5,000,000 characters long"):
+        render_source("x" * 5_000_000, _where, messages=[])
+    assert time.monotonic() - start < 1
