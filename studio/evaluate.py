@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import regex as re
 
-from studio.data.template import chat_template
+from studio.data.template import TemplateError, render
 
 # The demo's "answer card": one "Answer:" line, "Key points:" with 2 or 3 "- " bullets, then
 # "Confidence: high|medium|low". Leading/trailing whitespace and a final period are tolerated;
@@ -225,9 +225,8 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
     (``<|im_end|>``, ``<|eot_id|>``), when that is a token of its own."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     try:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "\u00a7"}],
-                                             tokenize=False, chat_template=chat_template(tokenizer))
-    except Exception:  # a template that refuses this tiny conversation: end-of-sequence only
+        text = render(tokenizer, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\u00a7"}])
+    except TemplateError:  # a template that refuses this tiny conversation: end-of-sequence only
         return ids
     marker = text.rsplit("\u00a7", 1)[-1].strip()
     token = tokenizer.convert_tokens_to_ids(marker) if marker else None
@@ -295,9 +294,8 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
     answers: list[str] = []
     try:
         for start in range(0, len(rows), max(1, batch_size)):
-            chunk = [tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True,
-                                                   return_dict=True, chat_template=chat_template(tokenizer)
-                                                   )["input_ids"]
+            chunk = [tokenizer(render(tokenizer, r["messages"], add_generation_prompt=True),
+                               add_special_tokens=False)["input_ids"]
                      for r in rows[start:start + max(1, batch_size)]]
             width = max(len(ids) for ids in chunk)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in chunk])

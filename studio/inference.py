@@ -319,14 +319,13 @@ class ChatEngine:
 
     # -- answers --------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], settings: GenSettings) -> Any:
-        from studio.data.template import chat_template
+        from studio.data.template import render
 
         msgs = list(messages)
         if settings.system and msgs[0]["role"] != "system":
             msgs = [{"role": "system", "content": settings.system}] + msgs
-        enc = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                                 return_tensors="pt", chat_template=chat_template(self.tokenizer))
-        return enc["input_ids"]
+        text = render(self.tokenizer, msgs, add_generation_prompt=True)  # studio.data.chat_render: sandbox + deadline
+        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
 
     def generate(self, messages: list[dict], variant: str | None = None, settings: GenSettings | None = None,
                  on_text: Callable[[str, int], None] | None = None,

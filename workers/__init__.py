@@ -14,3 +14,38 @@ def exit_now(code: int) -> NoReturn:
 
     gc.freeze()
     sys.exit(code)
+
+
+def die_with_parent(poll: float = 0.5) -> None:
+    """End this worker as soon as the process that started it is gone (its CLI or window killed, even by
+    SIGKILL, which leaves it no chance to stop us): a chat, export, evaluation or download has nobody to
+    report to then, and would otherwise spin on (a chat template that never ends) with no one to stop it.
+
+    Workers run in a session of their own (studio/procs.py), so a closed terminal reaches none of them;
+    training keeps that on purpose (a run outlives its window and is attached to again) and does not
+    call this. A watcher thread rather than PR_SET_PDEATHSIG: that signal follows the parent *thread*
+    that started the worker, so a worker started from a short-lived thread would die with the thread;
+    the watcher also works on macOS and Windows, and runs between the bytecodes of any Python loop.
+    """
+    import os
+    import threading
+    import time
+
+    import psutil
+
+    try:
+        parent = psutil.Process(os.getppid())
+    except psutil.Error:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll)
+            try:
+                alive = parent.is_running() and parent.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                alive = False
+            if not alive:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -141,6 +141,7 @@ class ChatWorker:
                      adapters=list(self.engine.adapters))
 
     def _generate(self, cmd: dict) -> None:
+        from studio.data.chat_render import TemplateError, TemplateRunaway
         from studio.inference import GenSettings, SettingsError
 
         gid, variant = str(cmd.get("id", "")), cmd.get("variant") or "base"
@@ -152,6 +153,10 @@ class ChatWorker:
                 should_stop=self.stop.is_set)
         except SettingsError as e:
             self._finish(ERROR, kind="config", id=gid, message=str(e), hint="fix the generate command")
+            return
+        except (TemplateError, TemplateRunaway) as e:  # the model's chat template: its file is named
+            self._finish(ERROR, kind="config", id=gid, message=str(e),
+                         hint="fix the model's chat template, or change the conversation it refuses")
             return
         except Exception as e:  # noqa: BLE001
             kind = "oom" if "out of memory" in str(e).lower() else "internal"
@@ -216,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from workers import exit_now
+    from workers import die_with_parent, exit_now
 
+    die_with_parent()  # nobody left to report to: end with the CLI or window (training does not)
     exit_now(main())

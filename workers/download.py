@@ -464,6 +464,7 @@ def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> 
 
 
 if __name__ == "__main__":
-    from workers import exit_now
+    from workers import die_with_parent, exit_now
 
+    die_with_parent()  # nobody left to report to: end with the CLI or window (training does not)
     exit_now(main())

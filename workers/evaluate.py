@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from workers import exit_now
+    from workers import die_with_parent, exit_now
 
+    die_with_parent()  # nobody left to report to: end with the CLI or window (training does not)
     exit_now(main())

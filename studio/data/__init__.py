@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.data import parallel
+from studio.data.chat_render import TemplateRunaway
 from studio.data.formats import FORMATS, describe
 from studio.data.report import ERROR, DatasetReport, Problem, TokenStats
 from studio.data.scan import detect, iter_examples
@@ -40,15 +41,20 @@ def readers() -> list[str]:
 
 
 def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None, roles: dict | None = None,
-                  label_filter: bool = True) -> tuple[list[dict], DatasetReport]:
+                  label_filter: bool = True, where: dict | None = None) -> tuple[list[dict], DatasetReport]:
     """Normalised examples (``{"messages": [...]}`` or ``{"text": ...}``) and the import report.
 
     ``roles`` maps role values to system/user/assistant/tool (``{"bing": "assistant"}``);
-    ``label_filter`` leaves out rows a good/bad label column marks bad (when the file has one).
+    ``label_filter`` leaves out rows a good/bad label column marks bad (when the file has one);
+    ``where``, when given, is filled with ``id(example) -> "line N"`` (or ``"row N"``) for messages about a row.
     """
     report = DatasetReport()
-    examples = [ex for _, _, ex in iter_examples(path, fmt or "auto", columns or None, report, roles=roles,
-                                                 label_filter=label_filter)]
+    examples = []
+    for row, line, ex in iter_examples(path, fmt or "auto", columns or None, report, roles=roles,
+                                       label_filter=label_filter):
+        examples.append(ex)
+        if where is not None:
+            where[id(ex)] = f"line {line}" if line is not None else f"row {row}"
     if not examples:
         raise DataError(_none_usable(report))
     return examples, report
@@ -122,12 +128,16 @@ def _packing_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_l
     examples = [{k: v for k, v in item.items() if k != "row"} for item in report.preview[:micro_batch]]
     try:
         report.mask_view = packed_view(tokenizer, examples, seq_len, train_on)
+    except TemplateRunaway:
+        raise
     except Exception:  # an example the template refuses (already reported): keep the single-example view
         pass
 
 
 def _collector(tokenizer: Any, report: DatasetReport):
     def on_error(exc: Exception, row: int, line: int | None) -> None:
+        if isinstance(exc, TemplateRunaway):  # the template itself is broken: stop, do not blame every row
+            raise exc
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         report.add(Problem(first,
                            "change the turns (e.g. make user and assistant alternate) or remove this row",
@@ -157,5 +167,7 @@ def _token_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len
         try:
             report.mask_view = mask_view(tokenizer, example, seq_len, train_on)
             break
+        except TemplateRunaway:
+            raise
         except Exception:  # this example fails the template (already reported); try the next
             continue

@@ -8,22 +8,18 @@ fraction of that. ``LightTokenizer`` offers the few members the studio's data co
 ``chat_template``), and ``tests/test_light_tokenizer.py`` checks that it renders, tokenises and masks
 exactly like the transformers tokenizer the training worker uses, on every fixture.
 
-The template environment follows what the Hugging Face chat-template documentation promises a
-template author: a sandboxed jinja2 environment with ``trim_blocks`` and ``lstrip_blocks``, the
-``loopcontrols`` extension, a ``tojson`` filter that keeps non-ASCII text, ``raise_exception`` and
-``strftime_now`` functions, ``{% generation %}`` blocks (rendered as their content), and the
-special tokens as variables.
+Templates are rendered by ``studio.data.chat_render``, the one renderer of the studio (a sandboxed
+environment as the Hugging Face chat-template documentation describes it, with size limits and a
+deadline), with the special tokens as variables.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from pathlib import Path
 from typing import Any
 
+from studio.data.chat_render import SPECIALS
 from studio.data.sources import DataError
-
-SPECIALS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 
 
 class LightTokenizer:
@@ -41,7 +37,6 @@ class LightTokenizer:
         for name in SPECIALS:
             setattr(self, name, _token_text(config.get(name)))
         self.chat_template = _chat_template(folder, config)
-        self._compiled: dict[str, Any] = {}
 
     @classmethod
     def can_read(cls, folder: Path) -> bool:
@@ -80,49 +75,11 @@ class LightTokenizer:
     def apply_chat_template(self, conversation: list[dict], tools: list | None = None, documents: list | None = None,
                             chat_template: str | None = None, add_generation_prompt: bool = False,
                             tokenize: bool = True, **kwargs: Any) -> Any:
-        source = chat_template or self.chat_template
-        if not source:
-            raise ValueError("this tokenizer has no chat template")
-        specials = {name: getattr(self, name) for name in SPECIALS if getattr(self, name)}
-        text = self._template(source).render(messages=conversation, tools=tools, documents=documents,
-                                             add_generation_prompt=add_generation_prompt, **specials, **kwargs)
+        from studio.data.chat_render import render_chat
+
+        text = render_chat(self, conversation, add_generation_prompt=add_generation_prompt, tools=tools,
+                           chat_template=chat_template, documents=documents, **kwargs)
         return self(text, add_special_tokens=False)["input_ids"] if tokenize else text
-
-    def _template(self, source: str) -> Any:
-        if source not in self._compiled:
-            self._compiled[source] = _environment().from_string(source)
-        return self._compiled[source]
-
-
-def _environment() -> Any:
-    from jinja2 import nodes
-    from jinja2.exceptions import TemplateError
-    from jinja2.ext import Extension
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class Generation(Extension):
-        """``{% generation %}…{% endgeneration %}`` marks what the assistant writes; here it renders as is."""
-
-        tags = {"generation"}
-
-        def parse(self, parser):  # noqa: ANN001, ANN201 - jinja2's extension API
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return nodes.Scope(body, lineno=lineno)
-
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-               sort_keys: bool = False) -> str:
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                       extensions=["jinja2.ext.loopcontrols", Generation])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: _dt.datetime.now().strftime(fmt)
-    return env
 
 
 def _read_json(path: Path) -> dict:

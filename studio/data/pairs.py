@@ -27,6 +27,7 @@ class PairStats:
     truncated: int = 0  # pairs whose endings were cut to the sequence length
     too_long: int = 0  # pairs whose prompt alone fills the sequence length: nothing to compare
     refused: int = 0  # the chat template refused the conversation
+    refusal: str = ""  # the template's message for the first refused pair
 
 
 def has_pairs(example: dict) -> bool:
@@ -80,8 +81,9 @@ def encode_pairs(tokenizer: Any, examples: list[dict], seq_len: int) -> tuple[li
         for rejected in ex["rejected"]:
             try:
                 row, cut = encode_pair(tokenizer, ex, rejected, seq_len)
-            except TemplateError:
+            except TemplateError as e:
                 stats.refused += 1
+                stats.refusal = stats.refusal or str(e)
                 continue
             if row is None or not row["chosen_ids"] or not row["rejected_ids"]:
                 stats.too_long += 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from studio.data.chat_render import TemplateError, render_chat
+
 IGNORE = -100
 
 # Used when a tokenizer has no chat template: ChatML, the most widely understood convention.
@@ -21,10 +23,6 @@ DEFAULT_TEMPLATE = (
 )
 
 
-class TemplateError(ValueError):
-    """The chat template cannot render this conversation so that turns can be masked."""
-
-
 def chat_template(tokenizer: Any) -> str:
     """The model's own template, or ChatML when it has none."""
     return getattr(tokenizer, "chat_template", None) or DEFAULT_TEMPLATE
@@ -32,14 +30,10 @@ def chat_template(tokenizer: Any) -> str:
 
 def render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False,
            tools: list | None = None) -> str:
-    """The conversation as the chat template writes it; a template that refuses it raises TemplateError."""
-    try:
-        extra = {"tools": tools} if tools else {}
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             chat_template=chat_template(tokenizer), **extra)
-    except Exception as e:  # jinja's own errors, or raise_exception() calls inside the template
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise TemplateError(f"the chat template cannot render this conversation: {first}") from e
+    """The conversation as the chat template writes it (``chat_render``: sandboxed, size-limited, with a
+    deadline); a template that refuses it raises TemplateError, one that never ends TemplateRunaway."""
+    return render_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt, tools=tools or None,
+                       chat_template=chat_template(tokenizer))
 
 
 # ------------------------------------------------------------------ tools
@@ -162,6 +156,16 @@ def example_text(tokenizer: Any, example: dict) -> str:
     if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
         text += tokenizer.eos_token
     return text
+
+
+def training_text(tokenizer: Any, example: dict) -> str:
+    """``example_text`` rendered the way training renders it: for a conversation also every prefix with
+    the generation prompt (the loss mask), so a template that refuses only those is caught by
+    ``data inspect`` too, not first by training."""
+    if "messages" in example:
+        messages, tools = prepare(tokenizer, example)
+        return assistant_spans(tokenizer, messages, tools)[0]
+    return example_text(tokenizer, example)
 
 
 def encode_with_offsets(tokenizer: Any, example: dict, train_on: str = "assistant") -> dict:

@@ -1,7 +1,7 @@
 """Token-level view of a dataset with a model's tokenizer: lengths, truncation, and a loss-mask view.
 
 transformers is not needed: ``load_tokenizer`` reads tokenizer.json with the ``tokenizers`` package. Texts are rendered with the model's chat
-template (``template.example_text``) and tokenised in batches by the fast (Rust) tokenizer, which
+template as training renders them (``template.training_text``) and tokenised in batches by the fast (Rust) tokenizer, which
 spreads each batch over all cores.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from studio.data.light_tokenizer import LightTokenizer
 from studio.train.safety import UnsafeInput, check_remote_code
 from studio.data.report import TokenStats
 from studio.data.sources import DataError
-from studio.data.template import DEFAULT_TEMPLATE, encode_with_offsets, example_text
+from studio.data.template import DEFAULT_TEMPLATE, encode_with_offsets, training_text
 from studio.demo import ensure_demo_model
 from studio.models import ModelError, resolve
 
@@ -105,7 +105,7 @@ class LengthCollector:
 
     def add(self, example: dict, row: int, line: int | None) -> None:
         try:
-            self.texts.append(example_text(self.tokenizer, example))
+            self.texts.append(training_text(self.tokenizer, example))
         except Exception as e:  # jinja raises its own errors for conversations a template rejects
             if self.on_error:
                 self.on_error(e, row, line)

@@ -99,7 +99,12 @@ def load_adapter(adapter_dir: Path) -> Adapter:
         if "lora_magnitude_vector" in p and emb:
             raise UnsupportedModel(f"{adapter_dir}: DoRA on the embedding {module} is not merged by this exporter",
                                    "export it with --format adapter")
-        deltas[f"{module}.weight"] = LoraDelta(a, b, _scale(cfg, module), emb, p.get("lora_magnitude_vector"))
+        scale = _scale(cfg, module)
+        if not math.isfinite(scale):
+            raise ConfigError(f"{adapter_dir / 'adapter_config.json'}: lora_alpha / r for {module} is {scale} "
+                              "(lora_alpha or r is infinite, NaN or zero), so no merged weight can be computed",
+                              "fix lora_alpha and r in adapter_config.json as training wrote them, or train again")
+        deltas[f"{module}.weight"] = LoraDelta(a, b, scale, emb, p.get("lora_magnitude_vector"))
     return Adapter(cfg, deltas, replacements)
 
 
@@ -223,6 +228,47 @@ def _check_ranks(cfg: dict, weights: Path) -> None:
                               "use an intact adapter folder (a run's adapter/ or one of its checkpoints)")
 
 
+def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
+    """Every LoRA pair agrees with itself (A's rank = B's rank) and with the base weight it updates.
+
+    Checked from the file headers for every format, before any work: a pair that does not fit cannot
+    be merged, and peft cannot load it either, so ``--format adapter`` must not hand it on as loadable.
+    """
+    from safetensors import safe_open
+
+    from studio.export.safetensors_io import model_tensors
+
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    try:
+        base = {m.name: tuple(m.shape) for m in model_tensors(base_dir)}
+    except Exception:  # an unreadable base is reported by the export's own checks, with its file
+        base = {}
+    pairs: dict[str, dict[str, tuple[str, tuple]]] = {}
+    for key, shape in shapes.items():
+        module, part = _split_key(key, adapter_dir)
+        if part in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B"):
+            pairs.setdefault(module, {})[part.rsplit("_", 1)[1]] = (key, shape)
+    hint = "the adapter file does not match its own config or its base model: export an earlier checkpoint, or train again"
+    for module, p in pairs.items():
+        if set(p) != {"A", "B"}:
+            continue  # a half pair is refused with its own message by the merge
+        (ka, a), (kb, b) = p["A"], p["B"]
+        if len(a) != 2 or len(b) != 2 or a[0] != b[1]:
+            raise UnsupportedModel(f"{path}: the LoRA pair of {module} disagrees on its rank: {ka} is "
+                                   f"{'x'.join(map(str, a))} and {kb} is {'x'.join(map(str, b))} (A must be "
+                                   "rank x in, B out x rank); neither a merge nor peft can use it", hint)
+        emb = "embedding" in ka
+        want = (a[1], b[0]) if emb else (b[0], a[1])
+        have = base.get(f"{module}.weight")
+        if have is not None and have != want:
+            raise UnsupportedModel(f"{path}: the LoRA pair of {module} ({ka} {'x'.join(map(str, a))}, {kb} "
+                                   f"{'x'.join(map(str, b))}) updates a {'x'.join(map(str, want))} weight, but "
+                                   f"the base weight {module}.weight is {'x'.join(map(str, have))}; neither a merge "
+                                   "nor peft can use it", "the adapter was trained on another model, or is damaged")
+
+
 def _check_config(cfg: dict, where: Path) -> None:
     from studio import methods
 
@@ -265,6 +311,8 @@ def _scale(cfg: dict, module: str) -> float:
         r = int(ranks.get(get_pattern_key(ranks.keys(), module), r))
     if alphas:
         alpha = float(alphas.get(get_pattern_key(alphas.keys(), module), alpha))
+    if r <= 0:
+        return math.nan
     return alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
 
 

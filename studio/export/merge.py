@@ -151,15 +151,35 @@ def merged_tensor(meta: TensorMeta, t, adapter: Adapter, report: MergeReport, ch
         t = adapter.replacements[meta.name].to(t.dtype).reshape(t.shape)
         report.replaced += 1
     elif meta.name in adapter.deltas:
+        base_ok = check and meta.dtype in _FLOATS and t.numel() and _finite(t)  # t.float() may be t itself
         w = t.float()
         adapter.deltas[meta.name].add_to(w)
-        t = w.to(t.dtype)  # back to the base dtype (an fp16 overflow shows up as inf just below)
+        merged = w.to(t.dtype)  # back to the base dtype (an fp16 overflow shows up as inf here)
+        if base_ok and not _finite(merged):  # finite base + finite adapter (checked first): an overflow
+            raise _overflow(meta, w, merged)
+        t = merged
         report.merged += 1
     if check and meta.dtype in _FLOATS and t.numel() and not _finite(t):
         raise VerificationFailed(f"merged tensor {meta.name} has NaN or infinite values",
                                  "the adapter is damaged (training diverged?); export an earlier checkpoint",
                                  kind="nan")
     return t
+
+
+def _overflow(meta: TensorMeta, w, merged) -> VerificationFailed:
+    """A finite base weight plus a finite adapter update that no longer fits: say which dtype and what to do."""
+    import torch
+
+    if _finite(w):
+        peak = float(w.abs().max())
+        where = (f"its largest value, {peak:.3g}, is beyond what {meta.dtype} holds "
+                 f"({float(torch.finfo(merged.dtype).max):.3g})")
+    else:
+        where = "W + scale * B @ A is beyond even float32"
+    return VerificationFailed(f"merged tensor {meta.name} overflows: {where}. The adapter's weights are finite but "
+                              "far larger than training gives",
+                              "check the training (a diverged run; lower train.lr) or the adapter's lora_alpha, and "
+                              "export an earlier checkpoint; --format adapter keeps the weights unmerged", kind="nan")
 
 
 def _finite(t) -> bool:

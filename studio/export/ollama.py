@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from studio.data.chat_render import render_chat
 from studio.evaluate import SAMPLE_PARAMS
 from studio.export.errors import UnsupportedModel
 
@@ -143,7 +144,7 @@ def ollama_render(family: ChatFamily, messages: list[dict], system: str | None) 
 
 def hf_render(tokenizer: Any, messages: list[dict]) -> str:
     """The tokenizer's rendering, without a BOS text the tokenizer would add again itself."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = render_chat(tokenizer, messages, add_generation_prompt=True)
     bos = tokenizer.bos_token
     adds_bos = bos and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
     return text[len(bos):] if adds_bos and text.startswith(bos) else text

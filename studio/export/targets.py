@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio import runs
+from studio.data.chat_render import TemplateError, TemplateRunaway
 from studio.export import verify
-from studio.export.adapter import Adapter, check_adapter_weights, copy_adapter, load_adapter
+from studio.export.adapter import Adapter, check_adapter_weights, check_pair_shapes, copy_adapter, load_adapter
 from studio.export.errors import ConfigError, DiskError, Progress, VerificationFailed, no_progress
 from studio.export.gguf_vocab import build_vocab
 from studio.export.gguf_writer import check_supported, write_gguf
@@ -264,6 +265,7 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
     job = Job(load_inputs(run_dir), fmt, quant or target.default_quant)
     check_method(job.inputs.run_dir, fmt)
     check_adapter_weights(job.inputs.adapter_dir)  # damaged or non-finite adapters: refused for every format
+    check_pair_shapes(job.inputs.adapter_dir, job.inputs.base_dir)  # pairs that no merge and no peft can use
     if target.needs_merge or fmt == "ollama-lora":
         job.adapter = load_adapter(job.inputs.adapter_dir)
         check_mergeable(job.inputs.base_dir, job.adapter)
@@ -310,7 +312,19 @@ def check_free_space(dest: Path, need: int) -> None:
 
 def export(run_dir: Path, fmt: str, quant: str | None = None, out: Path | None = None, force: bool = False,
            progress: Progress = no_progress, on_check: Callable[[Any], None] = lambda c: None) -> ExportResult:
-    """Export a run: prepare, check space, build in a temp folder, verify, rename; nothing partial remains."""
+    """Export a run: prepare, check space, build in a temp folder, verify, rename; nothing partial remains.
+
+    The chat template is rendered to pick the Ollama family and to verify the output: one that refuses
+    those conversations or never ends (studio.data.chat_render) is the model's, so a config error."""
+    try:
+        return _export(run_dir, fmt, quant, out, force, progress, on_check)
+    except (TemplateError, TemplateRunaway) as e:
+        raise ConfigError(str(e), "fix the chat template in the file named, or export a model whose template "
+                          "renders a plain user/assistant conversation") from None
+
+
+def _export(run_dir: Path, fmt: str, quant: str | None, out: Path | None, force: bool, progress: Progress,
+            on_check: Callable[[Any], None]) -> ExportResult:
     target = check_options(fmt, quant)
     final = Path(out) if out else default_out(Path(run_dir).resolve(), fmt, quant or target.default_quant)
     inputs = load_inputs(run_dir)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.data.chat_render import render_chat
 from studio.export.safetensors_io import _SIZES, model_tensors
 
 PROMPTS = ("What is 2 plus 3?", "Write one sentence about the sea.", "Name three colours.")
@@ -60,8 +61,7 @@ def prompt_ids(tokenizer: Any) -> list[list[int]]:
     out = []
     for text in PROMPTS:
         if getattr(tokenizer, "chat_template", None):
-            rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                     add_generation_prompt=True)
+            rendered = render_chat(tokenizer, [{"role": "user", "content": text}], add_generation_prompt=True)
             out.append(tokenizer(rendered, add_special_tokens=False)["input_ids"])
         else:
             out.append(tokenizer(text)["input_ids"])

@@ -242,9 +242,10 @@ class TrainingRun:
         for note in as_dict.get("notes") or []:  # what the import left out or changed, said at the start
             self.em.emit(LOG, message=f"dataset: {note}")
         if data.refused:
+            first = f" (first, {data.refusal})" if getattr(data, "refusal", "") else ""
             self.em.emit(WARNING, message=f"{data.refused} conversations were skipped because the model's chat "
-                                          "template refuses them; 'lora-studio data inspect FILE --model MODEL' "
-                                          "lists them")
+                                          f"template refuses them{first}; 'lora-studio data inspect FILE --model "
+                                          "MODEL' lists them")
         if data.truncated:
             self.em.emit(WARNING, message=f"{data.truncated} examples are longer than train.seq_len="
                                           f"{self.recipe.train.seq_len} tokens and were truncated")
