@@ -8,19 +8,18 @@ from a byte offset, so a reader that comes back later continues exactly where it
     for summary in live_runs():                 # RunSummary of each running run
         tail = EventTail(summary.path)          # or EventTail(path, offset=saved_offset)
         events = tail.poll()                    # new complete events; tail.offset to save
-    request_stop(run_dir)                       # polite stop (SIGTERM): checkpoint, adapter, exit
+    request_stop(run_dir)                       # polite stop (inbox + SIGTERM/CTRL_BREAK): checkpoint, adapter, exit
 """
 from __future__ import annotations
 
 import os
-import signal
 import time
 from pathlib import Path
 from typing import IO, Iterator
 
 import psutil
 
-from studio import runs
+from studio import procs, runs
 from studio.events import Event, EventReader
 
 _TAIL_BYTES = 1 << 16
@@ -132,11 +131,19 @@ def follow(run_dir: Path, offset: int = 0, poll_s: float = 0.25) -> Iterator[Eve
 
 
 def request_stop(run_dir: Path) -> bool:
-    """Ask a reattached worker to stop cleanly (it checkpoints and saves the adapter); False if none."""
+    """Ask a reattached worker to stop cleanly (it checkpoints and saves the adapter); False if none.
+
+    Both polite ways at once, so either suffices: the ``stop`` command in the run's inbox (which the
+    worker reads between steps on every platform) and the polite signal (``procs.ask_to_stop``).
+    """
     pid = worker_pid(run_dir)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    try:
+        runs.send_command(run_dir, "stop")
+    except OSError:
+        pass
+    procs.ask_to_stop(pid)
     return True
 
 

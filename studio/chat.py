@@ -15,7 +15,7 @@ from typing import Any, Callable
 from studio import paths, runs
 from studio.events import ANSWER, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, EventReader, encode_command
 from studio.fsutil import read_json
-from studio.procs import pump_events, send_command, start_worker, worker_argv
+from studio.procs import kill_tree, pump_events, send_command, start_worker, worker_argv
 
 BASE = "base"
 
@@ -250,11 +250,8 @@ class ChatClient:
         send_command(self.proc, "stop")
 
     def _end(self) -> None:
-        """End the worker at once (it is in a session of its own: nothing else reaches it)."""
-        try:
-            self.proc.kill()
-        except OSError:
-            pass
+        """End the worker at once (it is in a process group of its own: nothing else reaches it)."""
+        kill_tree(self.proc.pid)
         self.proc.wait()
 
     def close(self) -> None:

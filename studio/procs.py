@@ -63,15 +63,250 @@ def worker_env(base: dict | None = None) -> dict:
     return env
 
 
-def start_worker(argv: list[str], stderr: Any, env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
-    """A worker in its own session, stdin/stdout piped for commands and events.
+WINDOWS = os.name == "nt"
+# Windows process creation flags (winbase.h); subprocess exports them only on Windows.
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+DETACHED_PROCESS = 0x00000008
+CREATE_NO_WINDOW = 0x08000000
+CTRL_BREAK_EVENT = 1
 
-    Its own session means Ctrl-C in a terminal reaches only the CLI (which turns it into a stop
-    command), and a closed terminal or window does not kill a training run.
+# One escalation policy for every caller, the CLI's and the window's (docs/ARCHITECTURE.md,
+# "Process control"): the stop command, then the polite signal, then the end of the whole tree.
+STOP_GRACE_S = 10.0     # after the stop command: an export or a chat ends at once, a training saves first
+TERM_GRACE_S = 120.0    # after SIGTERM / CTRL_BREAK: the training worker writes a checkpoint and the adapter
+
+
+def _group_kwargs(outlive: bool, detached: bool = False) -> dict:
+    """Popen arguments that put a worker in a process group (and on Windows a console) of its own.
+
+    POSIX: a session of its own, so Ctrl-C in a terminal reaches only the CLI (which turns it into a
+    stop command) and a closed terminal does not end a training run.
+    Windows: ``CREATE_NEW_PROCESS_GROUP`` (Ctrl-C is disabled in the new group; CTRL_BREAK_EVENT
+    reaches it by its pid) with a console of its own that has no window (``CREATE_NO_WINDOW``): the
+    window's workers pop up no console, and closing the terminal does not send CTRL_CLOSE_EVENT to a
+    run that should ``outlive`` it. ``detached`` (the queue runner) has no console at all.
     """
-    return subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                            env=env if env is not None else worker_env(), cwd=cwd,
-                            start_new_session=True, close_fds=True)
+    if not WINDOWS:
+        return {"start_new_session": True}
+    flags = CREATE_NEW_PROCESS_GROUP | (DETACHED_PROCESS if detached else CREATE_NO_WINDOW)
+    return {"creationflags": flags}
+
+
+def start_worker(argv: list[str], stderr: Any, env: dict | None = None, cwd: str | None = None,
+                 outlive: bool = False) -> subprocess.Popen:
+    """A worker in a process group of its own, stdin/stdout piped for commands and events.
+
+    A worker that does not ``outlive`` its starter (chat, export, evaluation, download) ends with it:
+    on Windows it is put in a job object that ends every process in it when the studio's handle
+    closes, however the studio ends (the POSIX workers watch their parent: ``workers.die_with_parent``).
+    A training run outlives the window or terminal that started it (``lora-studio attach``).
+    """
+    proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                            env=env if env is not None else worker_env(), cwd=cwd, close_fds=True,
+                            **_group_kwargs(outlive))
+    if WINDOWS and not outlive:
+        _windows_job().add(proc)
+    return proc
+
+
+def start_detached(argv: list[str], log: Any, env: dict | None = None) -> subprocess.Popen:
+    """A process that outlives this one and every terminal (the queue runner): no stdin, output to ``log``."""
+    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            env=env if env is not None else worker_env(), close_fds=True,
+                            **_group_kwargs(outlive=True, detached=True))
+
+
+# --- processes by pid: existence, identity, stopping --------------------------------------------------
+def process_created(pid: Any) -> float | None:
+    """When process ``pid`` started (seconds since the epoch); None when there is no such process."""
+    import psutil
+
+    if not _is_pid(pid):
+        return None
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def _is_pid(pid: Any) -> bool:
+    return isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2 ** 31
+
+
+def pid_alive(pid: Any, created: float | None = None) -> bool:
+    """True while process ``pid`` runs (a zombie awaiting its parent has ended), and, given ``created``
+    (its ``process_created``), only while it is that very process and not a later one given the same pid.
+
+    Asked through psutil on every platform: ``os.kill(pid, 0)`` on Windows is not a probe, it sends
+    CTRL_C_EVENT to the process.
+    """
+    import psutil
+
+    if not _is_pid(pid):
+        return False  # absent, or no pid at all (a damaged state.json); never 0 or -1, which mean groups
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return created is None or abs(proc.create_time() - float(created)) < 1.0
+    except (psutil.Error, OSError, ValueError, TypeError):
+        return False
+
+
+def stop_signals() -> tuple:
+    """The signals a worker takes as a polite stop: SIGTERM, and on Windows SIGBREAK (CTRL_BREAK_EVENT,
+    which ``studio.procs.ask_to_stop`` sends there, since SIGTERM is TerminateProcess and runs no handler)."""
+    import signal
+
+    return tuple(getattr(signal, name) for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name))
+
+
+def on_stop_signal(handler) -> None:
+    """Install ``handler`` for every polite-stop signal of this platform (``stop_signals``)."""
+    import signal
+
+    for sig in stop_signals():
+        signal.signal(sig, handler)
+
+
+def ask_to_stop(pid: int) -> bool:
+    """The polite signal, which every worker handles as its stop (save, then exit): SIGTERM to the
+    worker's process group on POSIX; on Windows CTRL_BREAK_EVENT to its group (``TerminateProcess``,
+    which is what ``os.kill(pid, SIGTERM)`` does there, would run no handler). False if it is gone."""
+    if not pid_alive(pid):
+        return False
+    if WINDOWS:
+        return _ctrl_break(pid)
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGTERM)  # the worker leads its group; torchrun forwards SIGTERM to its ranks
+    except OSError:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            return False
+    return True
+
+
+def kill_tree(pid: int) -> None:
+    """End ``pid`` at once with every process it started (torchrun's ranks, pip, llama.cpp)."""
+    import psutil
+
+    if not _is_pid(pid):
+        return
+    try:
+        root = psutil.Process(pid)
+        family = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return
+    if not WINDOWS:
+        import signal
+
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the worker's group: torchrun's ranks lead sessions of their own
+        except OSError:
+            pass
+    for proc in family:
+        try:
+            proc.kill()  # SIGKILL, or TerminateProcess on Windows
+        except psutil.Error:
+            pass
+
+
+def kill_group(pid: int, sig: int | None = None) -> None:  # noqa: ARG001 - kept for the launch's callers
+    """End a launcher and everything it started (``kill_tree``); ``sig`` is ignored: it is always the end."""
+    kill_tree(pid)
+
+
+# A worker in a console of its own (CREATE_NO_WINDOW) is reached by CTRL_BREAK_EVENT only from a process
+# attached to that console; this child attaches, sends the event to the worker's group and exits, so the
+# studio's own console (or none, in the window) is never touched.
+_CTRL_BREAK_CHILD = (
+    "import ctypes,sys\n"
+    "k=ctypes.WinDLL('kernel32',use_last_error=True)\n"
+    "pid=int(sys.argv[1])\n"
+    "k.FreeConsole()\n"
+    "ok=k.AttachConsole(pid) and k.SetConsoleCtrlHandler(None,True) and k.GenerateConsoleCtrlEvent(1,pid)\n"
+    "sys.exit(0 if ok else 1)\n")
+
+
+def _ctrl_break(pid: int) -> bool:
+    try:
+        done = subprocess.run([worker_python(), "-c", _CTRL_BREAK_CHILD, str(pid)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+                              creationflags=DETACHED_PROCESS)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def end_process(proc: subprocess.Popen, ask: Any = None, stop_grace_s: float = STOP_GRACE_S,
+                term_grace_s: float = TERM_GRACE_S) -> int:
+    """The stop ladder for a caller that may block (the CLI): ``ask()`` (the stop command) and wait
+    ``stop_grace_s``; the polite signal and wait ``term_grace_s``; then the whole tree ends. Each step is
+    taken only if the process is still running. A Ctrl-C while waiting moves to the next step at once.
+    Returns the exit code."""
+    steps = [(ask, stop_grace_s), (lambda: ask_to_stop(proc.pid), term_grace_s)]
+    for step, grace in steps:
+        if step is None:
+            continue
+        if proc.poll() is not None:
+            return proc.returncode
+        step()
+        try:
+            return proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        except KeyboardInterrupt:
+            pass
+    kill_tree(proc.pid)
+    return proc.wait()
+
+
+class _WindowsJob:
+    """A job object that ends every process assigned to it when the studio's handle to it closes
+    (JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE): the workers that must not outlive the studio, and whatever
+    they start, end with it even when it is killed."""
+
+    def __init__(self) -> None:
+        import ctypes
+        from ctypes import wintypes
+
+        class _Basic(ctypes.Structure):
+            _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64), ("PerJobUserTimeLimit", ctypes.c_int64),
+                        ("LimitFlags", wintypes.DWORD), ("MinimumWorkingSetSize", ctypes.c_size_t),
+                        ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", wintypes.DWORD),
+                        ("Affinity", ctypes.c_size_t), ("PriorityClass", wintypes.DWORD),
+                        ("SchedulingClass", wintypes.DWORD)]
+
+        class _Extended(ctypes.Structure):
+            _fields_ = [("BasicLimitInformation", _Basic), ("IoInfo", ctypes.c_uint64 * 6),
+                        ("ProcessMemoryLimit", ctypes.c_size_t), ("JobMemoryLimit", ctypes.c_size_t),
+                        ("PeakProcessMemoryUsed", ctypes.c_size_t), ("PeakJobMemoryUsed", ctypes.c_size_t)]
+
+        self.k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        self.k32.CreateJobObjectW.restype = wintypes.HANDLE
+        self.k32.AssignProcessToJobObject.argtypes = [wintypes.HANDLE, wintypes.HANDLE]
+        self.handle = self.k32.CreateJobObjectW(None, None)
+        info = _Extended()
+        info.BasicLimitInformation.LimitFlags = 0x2000  # JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        self.ok = bool(self.handle) and bool(self.k32.SetInformationJobObject(
+            self.handle, 9, ctypes.byref(info), ctypes.sizeof(info)))  # 9: JobObjectExtendedLimitInformation
+
+    def add(self, proc: subprocess.Popen) -> bool:
+        """Assign ``proc``; False where the system refuses (the worker still watches its parent)."""
+        return self.ok and bool(self.k32.AssignProcessToJobObject(self.handle, int(proc._handle)))
+
+
+_JOB: _WindowsJob | None = None
+
+
+def _windows_job() -> _WindowsJob:
+    global _JOB
+    if _JOB is None:
+        _JOB = _WindowsJob()
+    return _JOB
 
 
 def send_command(proc: subprocess.Popen, name: str, **args: Any) -> bool:
@@ -97,15 +332,14 @@ def pump_events(proc: subprocess.Popen, reader: Any, on_event: Any) -> bool:
     return True
 
 
-def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str, env: dict | None = None) -> int:
+def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str, env: dict | None = None,
+                  outlive: bool = False) -> int:
     """Start a worker, hand its events to ``on_event`` until it ends; the first Ctrl-C asks it to stop
     (``stopping`` is printed), a second ends it at once, with every process it started (torchrun's
     ranks). Returns its exit code."""
-    import signal
-
     from studio.events import EventReader
 
-    proc = start_worker(argv, stderr=stderr, env=env)
+    proc = start_worker(argv, stderr=stderr, env=env, outlive=outlive)
     reader, asked = EventReader(), False
     while True:
         try:
@@ -113,35 +347,9 @@ def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str, en
                 break
         except KeyboardInterrupt:
             if asked:
-                kill_group(proc.pid, signal.SIGKILL)
+                kill_tree(proc.pid)
             else:
                 print(f"\n{stopping}", file=sys.stderr)
                 asked = True
                 send_command(proc, "stop")
     return proc.wait()
-
-
-def kill_group(pid: int, sig: int) -> None:
-    """Send ``sig`` to the launcher ``pid``, its process group and every descendant.
-
-    torchrun starts each rank in a session of its own, so a signal to the launcher's group alone
-    would miss the ranks; the ranks also die with their launcher (PR_SET_PDEATHSIG, workers/train.py).
-    """
-    import psutil
-
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        children = []
-    try:
-        os.killpg(pid, sig)
-    except OSError:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-    for child in children:
-        try:
-            child.send_signal(sig)
-        except psutil.Error:
-            pass

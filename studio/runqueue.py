@@ -207,7 +207,8 @@ def run(runs_root: Path | None = None, on_event: Callable[[Any], None] | None = 
             else:
                 with open(run_dir / "worker.log", "ab") as log:
                     follow_worker(worker_argv("workers.train", run_dir, *extra), log, on_event or (lambda e: None),
-                                  "stopping the queue's current run: saving its adapter (Ctrl-C again to end at once)")
+                                  "stopping the queue's current run: saving its adapter (Ctrl-C again to end at once)",
+                                  outlive=True)
             status = runs.summarize(run_dir).status if runs.summarize(run_dir) else "failed"
             status = status if status in ("finished", "stopped") else "failed"
             done.append(update(entry["id"], root, status=status, ended=_now()))

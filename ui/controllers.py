@@ -1,19 +1,20 @@
 """Controllers: one QObject per worker process, parsing ``studio.events`` into typed signals.
 
-Workers are started with ``subprocess.Popen(start_new_session=True)`` rather than ``QProcess``:
-``QProcess`` kills its child when it is destroyed, and a training run must be able to outlive the
-window ("keep running" when the user closes it). Two small reader threads turn the pipes into
+Workers are started by ``studio.procs.start_worker`` (a process group of its own; on Windows a
+console without a window) rather than ``QProcess``: ``QProcess`` kills its child when it is
+destroyed, and a training run must be able to outlive the window ("keep running" when the user
+closes it); the other workers end with the window (``outlive`` False). Two small reader threads turn the pipes into
 Qt signals (queued into the GUI thread), so nothing ever blocks the event loop. A worker whose
 stderr goes to a file (training: ``RUN/worker.log``) keeps working after the GUI is gone; the
 events it writes are always in ``RUN/events.jsonl`` too.
 
-Shutdown escalates like jupyter_client: a polite ``stop`` command on stdin, then SIGTERM, then
-SIGKILL, each after a grace period.
+Shutdown is ``studio.procs``' one ladder, like jupyter_client's: a polite ``stop`` command, then the
+polite signal (SIGTERM; CTRL_BREAK_EVENT on Windows), then the whole process tree ends, each after
+a grace period.
 """
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -231,7 +232,7 @@ class WorkerController(QObject):
             self._stderr_file = open(stderr_path, "ab")
             stderr = self._stderr_file
         try:
-            self.proc = procs.start_worker(argv, stderr=stderr, env=env, cwd=cwd)
+            self.proc = procs.start_worker(argv, stderr=stderr, env=env, cwd=cwd, outlive=self.outlives_window)
         except OSError:
             if self._stderr_file:
                 self._stderr_file.close()
@@ -272,11 +273,12 @@ class WorkerController(QObject):
         return procs.send_command(self.proc, name, **args)
 
     def stop(self) -> None:
-        """Ask politely (the worker saves and exits), then terminate, then kill."""
+        """The stop ladder (``studio.procs``): the stop command (stdin, or a followed run's inbox), then the
+        polite signal (SIGTERM; CTRL_BREAK_EVENT on Windows), then the end of the whole process tree."""
         if not self.running:
             return
         self._stage = 1
-        if self._follow_pid is not None or not self.send("stop"):  # a followed worker: SIGTERM is its stop
+        if not self.send("stop"):
             self._escalate_step()
             return
         self._escalate.start(int(self.stop_grace_s * 1000))
@@ -296,7 +298,7 @@ class WorkerController(QObject):
     def kill_now(self) -> None:
         """Terminate at once (window closing, tests); no grace."""
         if self.running:
-            self._signal(signal.SIGKILL)
+            procs.kill_tree(self.pid)
 
     def detach(self) -> None:
         """Let the worker run on without us: close our pipe ends; it keeps writing events.jsonl."""
@@ -317,28 +319,10 @@ class WorkerController(QObject):
             return
         if self._stage <= 1:
             self._stage = 2
-            self._signal(signal.SIGTERM)
+            procs.ask_to_stop(self.pid)
             self._escalate.start(int(self.term_grace_s * 1000))
         else:
-            self._signal(signal.SIGKILL)
-
-    def _signal(self, sig: int) -> None:
-        if self._follow_pid is not None:
-            try:
-                os.kill(self._follow_pid, sig)
-            except OSError:
-                pass
-            return
-        if sig == signal.SIGKILL:  # torchrun starts each rank in a session of its own: reach them too
-            procs.kill_group(self.proc.pid, sig)
-            return
-        try:
-            os.killpg(self.proc.pid, sig)  # the worker leads its own session (torchrun forwards SIGTERM)
-        except (ProcessLookupError, PermissionError, OSError):
-            try:
-                self.proc.send_signal(sig)
-            except OSError:
-                pass
+            procs.kill_tree(self.pid)
 
     # -- reading ------------------------------------------------------------------------------
     def _on_stdout(self, data: bytes) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
+from studio.procs import on_stop_signal, stop_signals  # noqa: F401 - the workers' polite-stop signals
+
 
 def exit_now(code: int) -> NoReturn:
     """Exit with ``code``, skipping the interpreter's last garbage collection over every object torch and

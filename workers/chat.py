@@ -26,13 +26,13 @@ for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are 
 import argparse  # noqa: E402
 import queue  # noqa: E402
 import re  # noqa: E402
-import signal  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from studio.events import (ANSWER, DONE, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, Emitter,  # noqa: E402
                            decode_command, read_commands, reserve_stdout)
+from workers import on_stop_signal  # noqa: E402
 
 
 def _base_recipe(run: Path | None, model: str | None):
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     stream = reserve_stdout()
     label = args.run.name if args.run else str(args.model)
     em = Emitter(run=label, stream=stream)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # nothing to save: an answer is disposable
+    on_stop_signal(lambda *_: os._exit(0))  # nothing to save: an answer is disposable
     try:
         import torch
 

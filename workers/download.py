@@ -48,6 +48,7 @@ from urllib.parse import urlsplit  # noqa: E402
 
 from studio import hub  # noqa: E402
 from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
+from workers import stop_signals  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
 REPORT_EVERY_S = 0.25
@@ -430,7 +431,7 @@ def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> 
     """Download with events on ``em``; stop on stdin, SIGINT or SIGTERM cancels. Returns the exit code."""
     cancel = threading.Event()
     listen_for_stop(cancel)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, *stop_signals()):
         signal.signal(sig, _on_signal(cancel))
     em.emit(HELLO, pid=os.getpid(), worker="download", python=platform.python_version(), repo_id=repo_id,
             revision=revision, endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
@@ -459,7 +460,7 @@ def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> 
                 hint="this is a bug in LoRA Studio: the traceback is in the log (stderr)")
         return EXIT_FAILED
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, *stop_signals()):
             signal.signal(sig, signal.SIG_DFL)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path  # noqa: E402
 
 from studio import notices  # noqa: E402
 from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, WARNING, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
+from workers import stop_signals  # noqa: E402
 from studio.export.errors import Cancelled, ExportError  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     notices.install(lambda sentence: em.emit(WARNING, message=sentence, kind="library"))
     cancel = threading.Event()
     listen_for_stop(cancel)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, *stop_signals()):
         signal.signal(sig, _on_signal(cancel))
     rep = Reporter(em, cancel)
     em.emit(HELLO, pid=os.getpid(), worker="export", python=platform.python_version(), run_dir=str(run_dir),

@@ -15,12 +15,12 @@ for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are 
     os.environ.setdefault(_k, _v)
 
 import argparse  # noqa: E402
-import signal  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from studio import notices, runs  # noqa: E402
 from studio.events import ERROR, WARNING, Emitter, reserve_stdout  # noqa: E402
+from workers import on_stop_signal  # noqa: E402
 from studio.recipe import RecipeError  # noqa: E402
 
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     control.listen()
     control.watch(run_dir / runs.COMMANDS)
     # SIGTERM is a polite stop (save the adapter, exit 0); the controller escalates to SIGKILL.
-    signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
+    on_stop_signal(lambda *_: control.stop.set())
     return _train(run_dir, emitter, control, args.resume)
 
 
@@ -129,7 +129,7 @@ def _rank_main(run_dir: Path, resume: bool) -> int:
     emitter = Emitter(run=run_dir.name, stream=io.BytesIO())
     emitter.stdout_ok = False
     control = Control()
-    signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
+    on_stop_signal(lambda *_: control.stop.set())
     return _train(run_dir, emitter, control, resume)
 
 

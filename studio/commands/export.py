@@ -14,7 +14,7 @@ from pathlib import Path
 from studio.errors import UserError
 from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader
 from studio.export.targets import GGUF_FORMATS, TARGETS
-from studio.procs import pump_events, send_command, start_worker, worker_argv
+from studio.procs import end_process, pump_events, send_command, start_worker, worker_argv
 
 FORMATS = tuple(TARGETS)
 QUANTS = tuple(dict.fromkeys(q for t in TARGETS.values() for q in t.quants))  # every target's, in order
@@ -80,17 +80,8 @@ def follow(run_dir: Path, extra: list[str]) -> dict:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Ask politely (stop command), then terminate, then kill."""
-    send_command(proc, "stop")
-    for escalate in (proc.terminate, proc.kill):
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-            return
-        except subprocess.TimeoutExpired:
-            escalate()
-        except KeyboardInterrupt:
-            escalate()
-    proc.wait()
+    """The stop ladder (``studio.procs.end_process``): the stop command, the polite signal, then the end."""
+    end_process(proc, ask=lambda: send_command(proc, "stop"), stop_grace_s=STOP_GRACE_S, term_grace_s=STOP_GRACE_S)
 
 
 def _remove_partials(run_dir: Path, extra: list[str]) -> None:

@@ -94,7 +94,7 @@ def _download(args: argparse.Namespace) -> int:
         raise UserError(f"{repo_id!r} is not a Hugging Face model id: write owner/name, e.g. Qwen/Qwen3-4B")
     if args.emitter is not None:
         raise UserError("the window runs 'python -m workers.download REPO_ID' itself; download --events is not needed")
-    from studio.procs import pump_events, send_command, start_worker, worker_argv
+    from studio.procs import end_process, pump_events, send_command, start_worker, worker_argv
 
     extra = ([f"--revision={args.revision}"] if args.revision else []) + (["--allow-pickle"] if args.allow_pickle else [])
     proc = start_worker(worker_argv("workers.download", repo_id, *extra), stderr=None)
@@ -105,7 +105,8 @@ def _download(args: argparse.Namespace) -> int:
                 break
         except KeyboardInterrupt:
             print("\ncancelling the download (what arrived is kept)...", file=sys.stderr)
-            send_command(proc, "stop")
+            end_process(proc, ask=lambda: send_command(proc, "stop"), term_grace_s=5.0)
+            break
     proc.wait()
     view.close()
     if view.error:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -122,7 +121,7 @@ def _run(args) -> int:
 
 def _detach(args, root: Path) -> int:
     """A runner in its own session (it outlives this terminal and any window), output to RUNS/queue.log."""
-    from studio.procs import worker_argv, worker_env
+    from studio.procs import start_detached, worker_argv
 
     pid = runqueue.runner_pid(root)
     if pid:
@@ -132,8 +131,7 @@ def _detach(args, root: Path) -> int:
                            *(["--limit", str(args.limit)] if args.limit else []))
         root.mkdir(parents=True, exist_ok=True)
         with open(root / runqueue.RUNNER_LOG, "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=worker_env(),
-                                    start_new_session=True, close_fds=True)
+            proc = start_detached(argv, log)
         pid, message = proc.pid, f"queue runner started (pid {proc.pid}); its output: {root / runqueue.RUNNER_LOG}"
     if args.emitter is not None:
         args.emitter.emit("done", pid=pid, log=str(root / runqueue.RUNNER_LOG), message=message)

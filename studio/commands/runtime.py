@@ -6,10 +6,9 @@ dialog can drive it as a QProcess and show progress, the current pip line and th
 from __future__ import annotations
 
 import json
-import signal
 import sys
 
-from studio import events
+from studio import events, procs
 from studio.commands import add_events_flag
 from studio.runtime import setup, state
 
@@ -31,7 +30,7 @@ def run(args) -> int:
         removed = setup.remove_runtime()
         print(f"removed {state.runtime_dir()}" if removed else f"no runtime at {state.runtime_dir()}")
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)  # the window's Cancel: stop pip, then report
+    procs.on_stop_signal(_interrupt)  # the window's Cancel (SIGTERM, CTRL_BREAK on Windows): stop pip, then report
     return _setup_events(args.emitter) if args.emitter else _setup_text()
 
 

@@ -153,7 +153,7 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
 
     with open(run_dir / "worker.log", "ab") as log:  # one process, or torchrun and one per GPU (train.nproc)
         code = follow_worker(train_argv(run_dir, *worker_args), log, on_event,
-                             "stopping: saving the adapter (Ctrl-C again to end at once)", env=train_env(run_dir))
+                             "stopping: saving the adapter (Ctrl-C again to end at once)", env=train_env(run_dir), outlive=True)
     if bar:
         bar.close()
     result["returncode"] = code

@@ -319,13 +319,12 @@ class RuntimeSetup:
             "torch_reason": self.torch.reason if self.torch else None, "versions": versions})
 
 
-def _end(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _end(proc: subprocess.Popen) -> None:
+    """pip and whatever it started end at once: the setup was cancelled, and what is installed stays."""
+    from studio.procs import kill_tree
+
+    kill_tree(proc.pid)
+    proc.wait()
 
 
 @contextlib.contextmanager
