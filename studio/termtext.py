@@ -40,5 +40,5 @@ def json_text(obj: Any, indent: int | None = 1) -> str:
     escapes is written as a JSON ``\\uXXXX`` escape, so the output parses to the same values."""
     import json
 
-    text = json.dumps(obj, indent=indent, ensure_ascii=False)
-    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in _UNSAFE else ch for ch in text)
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)  # escapes C0 inside strings; its own newlines stay
+    return "".join(f"\\u{ord(ch):04x}" if ch != "\n" and unicodedata.category(ch) in _UNSAFE else ch for ch in text)
