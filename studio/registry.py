@@ -168,7 +168,7 @@ def build_metadata(run_dir: Path) -> dict:
         "run_created": state.get("created"), "started": state.get("started"), "finished": state.get("finished"),
         "status": state.get("status"), "step": state.get("adapter_step", state.get("step")),
         "duration_s": training_seconds(run_dir),
-        "labels": _labels_or_none(run_dir),
+        "labels": read_labels(run_dir),  # a damaged labels.json must not stop the worker writing the rest
         "base_model": model,
         "dataset": {"path": runfiles.get(recipe, "data.path", "string", where_r),
                     "fingerprint": state.get("data_fingerprint") or data_report.get("fingerprint"),
@@ -200,25 +200,33 @@ def read_metadata(adapter_or_run: Path) -> dict | None:
     return None
 
 
-def _labels_or_none(run_dir: Path) -> dict | None:
-    """The labels for the metadata: a damaged labels.json must not stop the worker writing the rest."""
-    try:
-        return read_labels(run_dir)
-    except runfiles.Damaged:
-        return None
-
-
 # -- labels: name, tags, note ------------------------------------------------------------------
-def read_labels(run_dir: Path) -> dict:
-    """The run's name, tags and note; raises ``runfiles.Damaged`` naming the field when they are mistyped."""
+def read_labels(run_dir: Path, strict: bool = False) -> dict:
+    """The run's name, tags and note.
+
+    ``strict`` raises ``runfiles.Damaged`` naming the field when labels.json is damaged (``runs list``
+    skips and names such a run); otherwise a damaged field reads as empty, so the window and a
+    rename still work, and the next ``set_labels`` writes a sound file.
+    """
     where = Path(run_dir) / LABELS
-    raw = runfiles.load_object(where) or {}
-    tags = runfiles.get(raw, "tags", "list", where) or []
-    for t in tags:
-        if not isinstance(t, str):
-            raise runfiles.Damaged(where, "'tags' holds something other than strings")
-    return {"name": runfiles.get(raw, "name", "string", where) or "", "tags": list(tags),
-            "note": runfiles.get(raw, "note", "string", where) or ""}
+    try:
+        raw = runfiles.load_object(where) or {}
+    except runfiles.Damaged:
+        if strict:
+            raise
+        raw = {}
+    out: dict = {}
+    for key, kind, empty in (("name", "string", ""), ("tags", "list", []), ("note", "string", "")):
+        try:
+            value = runfiles.get(raw, key, kind, where)
+            if kind == "list" and value and not all(isinstance(t, str) for t in value):
+                raise runfiles.Damaged(where, f"'{key}' holds something other than strings")
+        except runfiles.Damaged:
+            if strict:
+                raise
+            value = None
+        out[key] = list(value) if isinstance(value, list) else (value or empty)
+    return out
 
 
 def set_labels(run_dir: Path, name: str | None = None, add_tags: list[str] = (), remove_tags: list[str] = (),
@@ -250,7 +258,7 @@ def find_run(ref: str, runs_root: Path | None = None) -> Path:
     if (root / ref / runs.RECIPE).is_file():
         return root / ref
     candidates = [s.path for s in runs.list_runs(root)
-                  if s.id.startswith(ref) or (_labels_or_none(s.path) or {}).get("name") == ref]
+                  if s.id.startswith(ref) or read_labels(s.path)["name"] == ref]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
@@ -335,7 +343,7 @@ def row(s: runs.RunSummary) -> dict:
     Raises ``runfiles.Damaged`` naming the file and field when labels.json, recipe.json or
     adapter/lora_studio.json holds the wrong type where the row reads it.
     """
-    labels = read_labels(s.path)
+    labels = read_labels(s.path, strict=True)
     meta_path = s.path / runs.ADAPTER / META_FILE
     meta = runfiles.load_object(meta_path, runfiles.LARGE) or {}
     recipe_path = s.path / runs.RECIPE

@@ -329,3 +329,16 @@ def test_a_reused_pid_with_the_same_command_line_is_not_the_worker(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def test_renaming_a_run_with_damaged_labels_writes_sound_ones(tmp_path, capsys):
+    root = tmp_path / "runs"
+    run = _run(root, "run")
+    (run / registry.LABELS).write_text(json.dumps({"name": "kept", "tags": "not-a-list", "note": 5}))
+    assert registry.read_labels(run) == {"name": "kept", "tags": [], "note": ""}  # the window still reads it
+    assert cli(["runs", "list", "--runs-dir", str(root)]) == 0
+    assert "'tags' is a string" in capsys.readouterr().err
+    assert cli(["runs", "tag", run.name, "fixed", "--runs-dir", str(root)]) == 0
+    assert registry.read_labels(run, strict=True) == {"name": "kept", "tags": ["fixed"], "note": ""}
+    assert cli(["runs", "list", "--runs-dir", str(root)]) == 0
+    assert run.name in capsys.readouterr().out
