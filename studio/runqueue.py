@@ -319,8 +319,9 @@ def run(runs_root: Path | None = None, on_event: Callable[[Any], None] | None = 
     done: list[dict] = []
     lock = _hold_runner_lock(root)
     if lock is None:
-        raise UserError(f"a queue runner already works {printable(root / QUEUE_FILE)} (pid {runner_pid(root)}); "
-                        "entries added now are run by it")
+        pid = runner_pid(root)
+        raise UserError(f"a queue runner already works {printable(root / QUEUE_FILE)} "
+                        f"(pid {pid if pid and pid > 0 else 'unknown'}); entries added now are run by it")
     try:
         _write_pid(root, lock, str(os.getpid()))
         while (limit is None or len(done) < limit) and not should_stop():

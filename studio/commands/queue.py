@@ -78,7 +78,7 @@ def _list(args) -> int:
         print(json_text(entries))
         return 0
     pid = runqueue.runner_pid(runs_root(args))
-    print(f"queue {printable(path)}: " + (f"a runner (pid {pid}) works it" if pid else "no runner"))
+    print(f"queue {printable(path)}: " + (f"a runner ({_pid_text(pid)}) works it" if pid else "no runner"))
     for e in entries:
         print(f"  {printable(e['id'], limit=60)}  {e['status']:<9}  {printable(e.get('label') or '', limit=60)}"
               + (f"  -> {printable(e['run'])}" if e.get("run") else "")
@@ -86,6 +86,11 @@ def _list(args) -> int:
     if not entries:
         print("  (empty)")
     return 0
+
+
+def _pid_text(pid: int) -> str:
+    """``runqueue.runner_pid`` as words: -1 is a runner holding the lock whose pid file is gone or not written yet."""
+    return f"pid {pid}" if pid > 0 else "pid unknown"
 
 
 def _run(args) -> int:
@@ -96,7 +101,7 @@ def _run(args) -> int:
 
     pid = runqueue.runner_pid(root)
     if pid:
-        raise UserError(f"a queue runner (pid {pid}) already works this queue; entries added now are run by it")
+        raise UserError(f"a queue runner ({_pid_text(pid)}) already works this queue; entries added now are run by it")
     state: dict = {"bar": None}
 
     def close_bar() -> None:
@@ -137,7 +142,7 @@ def _detach(args, root: Path) -> int:
 
     pid = runqueue.runner_pid(root)
     if pid:
-        message = f"a queue runner (pid {pid}) already works this queue"
+        message = f"a queue runner ({_pid_text(pid)}) already works this queue"
     else:
         argv = worker_argv("studio.cli", "queue", "run", "--runs-dir", str(root),
                            *(["--limit", str(args.limit)] if args.limit else []))
