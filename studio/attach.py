@@ -26,21 +26,44 @@ _TAIL_BYTES = 1 << 16
 
 
 def worker_pid(run_dir: Path) -> int | None:
-    """The pid of the live worker training ``run_dir``, or None (dead, finished, or a reused pid)."""
-    try:
-        state = runs.read_state(run_dir)
-    except (OSError, ValueError):  # a damaged state.json: not a run we can drive
-        return None
+    """The pid of the live worker training ``run_dir``, or None (dead, finished, or a reused pid).
+
+    state.json names the pid; the process must be a ``workers.train`` whose run folder argument is
+    this very folder (resolved, against the process's own working directory), and, where the run
+    recorded it (``pid_created``), must have started when the worker did: a pid the system reused
+    for another run's worker, or for anything else, is not this run's worker.
+    """
+    state = runs.read_state(run_dir)
     pid = state.get("pid")
     if state.get("status") != "running" or not runs.pid_alive(pid):
         return None
     try:
-        cmdline = " ".join(psutil.Process(int(pid)).cmdline())
-    except Exception:  # psutil.NoSuchProcess / AccessDenied: not ours to drive
+        proc = psutil.Process(pid)
+        started = proc.create_time()
+        if not _trains(proc.cmdline(), proc.cwd, Path(run_dir)):
+            return None
+    except (psutil.Error, OSError):  # gone, or not ours to inspect: not ours to drive
         return None
-    if "workers.train" not in cmdline or Path(run_dir).name not in cmdline:
-        return None  # the pid was reused by an unrelated process
-    return int(pid)
+    recorded = state.get("pid_created")
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and abs(started - recorded) > 0.5:
+        return None  # the pid was reused after the worker died
+    return pid
+
+
+def _trains(argv: list[str], cwd, run_dir: Path) -> bool:
+    """True when ``argv`` is ``... workers.train RUN_DIR ...`` for exactly this run folder."""
+    if "workers.train" not in argv:
+        return False
+    rest = [a for a in argv[argv.index("workers.train") + 1:] if not a.startswith("-")]
+    if not rest:
+        return False
+    arg = Path(rest[0])
+    if not arg.is_absolute():
+        arg = Path(cwd()) / arg  # a relative run folder (torchrun's, from the cluster's run.sh)
+    try:
+        return os.path.samefile(arg, run_dir)
+    except OSError:
+        return False
 
 
 def remote_worker(run_dir: Path, fresh_s: float = 900.0) -> str | None:
@@ -172,11 +195,22 @@ def hold_run_lock(run_dir: Path) -> "_DirLock | IO | None":
     on a file inside it: a lock file can be deleted and recreated, and the next worker would lock the
     new inode while the first still trains. The folder cannot be unlinked while it holds the run.
     """
+    return hold_folder_lock(run_dir, LOCK)
+
+
+def hold_folder_lock(folder: Path, windows_file: str) -> "_DirLock | IO | None":
+    """An exclusive, non-blocking lock on ``folder``'s own inode; None when another process holds it.
+
+    The one way the studio locks for a lifetime (a run's worker, the queue's runner): the lock
+    belongs to an open descriptor and ends with the process, and deleting any file cannot release it.
+    On Windows (no folder descriptors) it is a byte-range lock on ``folder/windows_file``, which
+    Windows refuses to delete while it is open.
+    """
     try:
         import fcntl
     except ImportError:  # Windows: a folder cannot be opened; msvcrt locks a byte range of a file, which
-        return _windows_lock(run_dir)  # Windows also refuses to delete while it is open
-    fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        return _windows_lock(folder, windows_file)  # Windows also refuses to delete while it is open
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -185,10 +219,10 @@ def hold_run_lock(run_dir: Path) -> "_DirLock | IO | None":
     return _DirLock(fd)
 
 
-def _windows_lock(run_dir: Path) -> IO | None:
+def _windows_lock(folder: Path, name: str) -> IO | None:
     import msvcrt
 
-    handle = open(Path(run_dir) / LOCK, "a+")
+    handle = open(Path(folder) / name, "a+")
     try:
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
     except OSError:

@@ -20,14 +20,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from studio import paths, runs
+from studio import paths, runfiles, runs
 from studio.errors import UserError
 from studio.fsutil import atomic_write_json, read_json, sha256_files
+from studio.termtext import printable
 
 META_FILE = "lora_studio.json"   # inside adapter/
 META_VERSION = 1
 LABELS = "labels.json"
 TRASH = ".trash"                 # inside the runs folder; list_runs skips dot-folders
+TRASHED = ".trashed.json"        # inside a trashed run: where it came from and when
 # The metrics a run's events carry, by name: (event type, key, label). The Runs page and compare read this.
 METRICS = {
     "loss": ("metric", "loss", "training loss"),
@@ -150,11 +152,13 @@ def build_metadata(run_dir: Path) -> dict:
     from studio import __version__, evalreport
 
     run_dir = Path(run_dir)
-    recipe = read_json(run_dir / runs.RECIPE, default={}) or {}
+    where_r, where_s = run_dir / runs.RECIPE, run_dir / runs.STATE
+    recipe = runfiles.load_object(where_r) or {}  # runfiles.Damaged names a hand-damaged file
     state = runs.read_state(run_dir)
-    data_report = read_json(run_dir / "data_report.json", default={}) or {}
-    base = state.get("base_model")
-    model = {"name_or_path": (recipe.get("model") or {}).get("name_or_path"), "folder": base}
+    data_report = read_json(run_dir / "data_report.json", default={})
+    data_report = data_report if isinstance(data_report, dict) else {}
+    base = runfiles.get(state, "base_model", "string", where_s)
+    model = {"name_or_path": runfiles.get(recipe, "model.name_or_path", "string", where_r), "folder": base}
     if base and Path(base).is_dir():
         model.update(weights_identity(Path(base)))
     report = evalreport.read(run_dir)
@@ -164,9 +168,9 @@ def build_metadata(run_dir: Path) -> dict:
         "run_created": state.get("created"), "started": state.get("started"), "finished": state.get("finished"),
         "status": state.get("status"), "step": state.get("adapter_step", state.get("step")),
         "duration_s": training_seconds(run_dir),
-        "labels": read_labels(run_dir),
+        "labels": read_labels(run_dir),  # a damaged labels.json must not stop the worker writing the rest
         "base_model": model,
-        "dataset": {"path": (recipe.get("data") or {}).get("path"),
+        "dataset": {"path": runfiles.get(recipe, "data.path", "string", where_r),
                     "fingerprint": state.get("data_fingerprint") or data_report.get("fingerprint"),
                     "format": data_report.get("format"), "usable": data_report.get("usable")},
         "recipe": recipe,
@@ -197,11 +201,32 @@ def read_metadata(adapter_or_run: Path) -> dict | None:
 
 
 # -- labels: name, tags, note ------------------------------------------------------------------
-def read_labels(run_dir: Path) -> dict:
-    raw = read_json(Path(run_dir) / LABELS, default={})
-    raw = raw if isinstance(raw, dict) else {}
-    tags = raw.get("tags") if isinstance(raw.get("tags"), list) else []
-    return {"name": str(raw.get("name") or ""), "tags": [str(t) for t in tags], "note": str(raw.get("note") or "")}
+def read_labels(run_dir: Path, strict: bool = False) -> dict:
+    """The run's name, tags and note.
+
+    ``strict`` raises ``runfiles.Damaged`` naming the field when labels.json is damaged (``runs list``
+    skips and names such a run); otherwise a damaged field reads as empty, so the window and a
+    rename still work, and the next ``set_labels`` writes a sound file.
+    """
+    where = Path(run_dir) / LABELS
+    try:
+        raw = runfiles.load_object(where) or {}
+    except runfiles.Damaged:
+        if strict:
+            raise
+        raw = {}
+    out: dict = {}
+    for key, kind, empty in (("name", "string", ""), ("tags", "list", []), ("note", "string", "")):
+        try:
+            value = runfiles.get(raw, key, kind, where)
+            if kind == "list" and value and not all(isinstance(t, str) for t in value):
+                raise runfiles.Damaged(where, f"'{key}' holds something other than strings")
+        except runfiles.Damaged:
+            if strict:
+                raise
+            value = None
+        out[key] = list(value) if isinstance(value, list) else (value or empty)
+    return out
 
 
 def set_labels(run_dir: Path, name: str | None = None, add_tags: list[str] = (), remove_tags: list[str] = (),
@@ -237,35 +262,49 @@ def find_run(ref: str, runs_root: Path | None = None) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise UserError(f"no run {ref!r} in {root}: give a run folder, its id or its name "
-                        "('lora-studio runs list' shows them)")
-    raise UserError(f"{ref!r} names {len(candidates)} runs ({', '.join(c.name for c in candidates[:5])}): "
-                    "give more of the id")
+        raise UserError(f"no run {printable(repr(ref))} in {printable(root)}: give a run folder, its id or its "
+                        "name ('lora-studio runs list' shows them)")
+    raise UserError(f"{printable(repr(ref))} names {len(candidates)} runs "
+                    f"({', '.join(printable(c.name) for c in candidates[:5])}): give more of the id")
 
 
 def trash(run_dir: Path) -> Path:
     """Move a run into the runs folder's trash (``restore`` undoes it); a live run is refused."""
     run_dir = Path(run_dir)
-    s = runs.summarize(run_dir)
-    if s is not None and s.live:
-        raise UserError(f"{run_dir.name} is training now: stop it before deleting it")
+    state = runs.read_state(run_dir)  # not summarize: a run with damaged files can be deleted too
+    if state.get("status") == "running" and runs.pid_alive(state.get("pid")):
+        raise UserError(f"{printable(run_dir.name)} is training now: stop it before deleting it")
     bin_ = run_dir.parent / TRASH
     bin_.mkdir(exist_ok=True)
     target = bin_ / run_dir.name
-    if target.exists():
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
         shutil.rmtree(target)  # an older copy of the same id, deleted before: the newer delete wins
     os.replace(run_dir, target)
-    atomic_write_json(target / ".trashed.json", {"from": str(run_dir), "when": _dt.datetime.now().isoformat(timespec="seconds")})
+    atomic_write_json(target / TRASHED, {"from": str(run_dir), "when": _dt.datetime.now().isoformat(timespec="seconds")})
     return target
 
 
 def trashed(runs_root: Path | None = None) -> list[dict]:
-    """The runs in the trash, newest deletion first: ``{"id", "path", "when"}``."""
+    """The runs in the trash, newest deletion first: ``{"id", "path", "when", "problem"}``.
+
+    A damaged ``.trashed.json`` does not hide the run: it is listed with no date (last) and
+    ``problem`` says what is wrong; ``problem`` is None otherwise.
+    """
     root = paths.runs_dir(runs_root)
     out = []
-    for d in (root / TRASH).glob("*") if (root / TRASH).is_dir() else []:
-        info = read_json(d / ".trashed.json", default={}) or {}
-        out.append({"id": d.name, "path": str(d), "when": info.get("when", "")})
+    bin_ = root / TRASH
+    for d in sorted(bin_.iterdir()) if bin_.is_dir() and not bin_.is_symlink() else []:
+        if not d.is_dir() or d.is_symlink():
+            continue  # only what trash() put there: run folders
+        when, problem = "", None
+        try:
+            info = runfiles.load_object(d / TRASHED) or {}
+            when = runfiles.get(info, "when", "string", d / TRASHED) or ""
+        except runfiles.Damaged as e:
+            problem = str(e)
+        out.append({"id": d.name, "path": str(d), "when": when, "problem": problem})
     return sorted(out, key=lambda x: x["when"], reverse=True)
 
 
@@ -274,15 +313,18 @@ def restore(run_id: str | None = None, runs_root: Path | None = None) -> Path:
     root = paths.runs_dir(runs_root)
     items = trashed(root)
     if not items:
-        raise UserError(f"the trash of {root} is empty")
+        raise UserError(f"the trash of {printable(root)} is empty")
     pick = items[0] if run_id is None else next((i for i in items if i["id"] == run_id), None)
     if pick is None:
-        raise UserError(f"no run {run_id!r} in the trash ({', '.join(i['id'] for i in items[:5])})")
+        raise UserError(f"no run {printable(repr(run_id))} in the trash "
+                        f"({', '.join(printable(i['id']) for i in items[:5])})")
     target = root / pick["id"]
-    if target.exists():
-        raise UserError(f"{target} exists: rename it before restoring {pick['id']}")
+    if target.exists() or target.is_symlink():
+        raise UserError(f"{printable(target)} exists: rename it before restoring {printable(pick['id'])}")
     os.replace(pick["path"], target)
-    (target / ".trashed.json").unlink(missing_ok=True)
+    marker = target / TRASHED
+    if marker.is_symlink() or marker.is_file():
+        marker.unlink()  # a folder of that name (hostile) stays: it is harmless in a run folder
     return target
 
 
@@ -296,26 +338,54 @@ def empty_trash(runs_root: Path | None = None) -> int:
 
 # -- rows, comparisons -------------------------------------------------------------------------
 def row(s: runs.RunSummary) -> dict:
-    """One run as the list shows it (``runs list --json``, the Runs page)."""
-    labels = read_labels(s.path)
-    meta = read_metadata(s.path) or {}
-    metrics = meta.get("metrics") or metrics_summary(s.path)
+    """One run as the list shows it (``runs list --json``, the Runs page).
+
+    Raises ``runfiles.Damaged`` naming the file and field when labels.json, recipe.json or
+    adapter/lora_studio.json holds the wrong type where the row reads it.
+    """
+    labels = read_labels(s.path, strict=True)
+    meta_path = s.path / runs.ADAPTER / META_FILE
+    meta = runfiles.load_object(meta_path, runfiles.LARGE) or {}
+    recipe_path = s.path / runs.RECIPE
+    recipe = runfiles.load_object(recipe_path) or {}
+
+    def m(key: str, kind: str = "number"):
+        return runfiles.get(meta, key, kind, meta_path)
+
+    if m("metrics", "object"):
+        best, final_eval = m("metrics.best_loss"), m("metrics.final_eval_loss")
+    else:  # no metadata yet (a run still training): from its events
+        metrics = metrics_summary(s.path)
+        best, final_eval = metrics.get("best_loss"), metrics.get("final_eval_loss")
     ev_ = s.eval or {}
-    recipe = read_json(s.path / runs.RECIPE, default={}) or {}
+    duration = m("duration_s") if "duration_s" in meta else training_seconds(s.path)
     return {"id": s.id, "name": labels["name"], "tags": labels["tags"], "note": labels["note"],
             "status": s.status, "model": s.model, "dataset": s.dataset, "step": s.step,
-            "rank": (recipe.get("lora") or {}).get("rank"), "lr": (recipe.get("train") or {}).get("lr"),
-            "final_loss": s.final_loss, "best_loss": metrics.get("best_loss"),
-            "eval_loss": metrics.get("final_eval_loss"),
-            "val_loss": ev_.get("val_loss_adapter", metrics.get("final_eval_loss")),
+            "rank": runfiles.get(recipe, "lora.rank", "number", recipe_path),
+            "lr": runfiles.get(recipe, "train.lr", "number", recipe_path),
+            "final_loss": s.final_loss, "best_loss": best, "eval_loss": final_eval,
+            "val_loss": ev_.get("val_loss_adapter", final_eval),
             "val_loss_base": ev_.get("val_loss_base"),
-            "score": (ev_["score_adapter"] / ev_["score_total"]) if ev_.get("score_total") else None,
-            "duration_s": meta.get("duration_s", training_seconds(s.path)),
+            "score": (ev_["score_adapter"] / ev_["score_total"])
+            if ev_.get("score_total") and isinstance(ev_.get("score_adapter"), (int, float)) else None,
+            "duration_s": duration,
             "created": s.created, "adapter": str(s.path / runs.ADAPTER) if (s.path / runs.ADAPTER).is_dir() else None,
-            "dataset_fingerprint": (meta.get("dataset") or {}).get("fingerprint")
-            or runs.read_state(s.path).get("data_fingerprint"),
-            "base_model_sha256": (meta.get("base_model") or {}).get("sha256"),
-            "studio_version": meta.get("studio_version"), "path": str(s.path)}
+            "dataset_fingerprint": m("dataset.fingerprint", "string")
+            or runfiles.get(runs.read_state(s.path), "data_fingerprint", "string", s.path / runs.STATE),
+            "base_model_sha256": m("base_model.sha256", "string"),
+            "studio_version": m("studio_version", "string"), "path": str(s.path)}
+
+
+def rows(runs_root: Path | None = None, skipped: list[runfiles.Damaged] | None = None) -> list[dict]:
+    """``row`` of every run, newest first; a damaged run is left out and its ``Damaged`` added to ``skipped``."""
+    out = []
+    for s in runs.list_runs(runs_root, skipped):
+        try:
+            out.append(row(s))
+        except runfiles.Damaged as e:
+            if skipped is not None:
+                skipped.append(e)
+    return out
 
 
 def rank_key(r: dict, by: str = "val_loss") -> tuple:
@@ -346,10 +416,10 @@ def config_diff(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
 
 def compare(a: Path, b: Path) -> dict:
     """Two runs side by side: their rows (metrics, eval) and the recipe settings that differ."""
-    sa, sb = runs.summarize(a), runs.summarize(b)
+    sa, sb = runs.summarize(a), runs.summarize(b)  # runfiles.Damaged (a UserError) names a damaged file
     if sa is None or sb is None:
-        raise UserError(f"{a if sa is None else b} is not a readable run folder (no recipe.json)")
-    ra = read_json(Path(a) / runs.RECIPE, default={}) or {}
-    rb = read_json(Path(b) / runs.RECIPE, default={}) or {}
+        raise UserError(f"{printable(a if sa is None else b)} is not a readable run folder (no recipe.json)")
+    ra = runfiles.load_object(Path(a) / runs.RECIPE) or {}
+    rb = runfiles.load_object(Path(b) / runs.RECIPE) or {}
     return {"a": row(sa), "b": row(sb),
             "diff": [{"key": k, "a": va, "b": vb} for k, va, vb in config_diff(ra, rb)]}

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio import paths
+from studio import paths, runfiles
+from studio.procs import pid_alive, process_created
 from studio.fsutil import atomic_write_json, read_json
 from studio.recipe import Recipe
 
@@ -81,33 +82,20 @@ def read_state(run_dir: Path) -> dict:
 def write_state(run_dir: Path, **updates: Any) -> dict:
     """Merge ``updates`` into state.json atomically; returns the new state.
 
-    Under torchrun only rank 0 writes (docs/ARCHITECTURE.md, "rank 0 writes"): another rank reads.
+    Writing a ``pid`` records that process's start time as ``pid_created`` beside it, so a pid the
+    system later reuses for another process is not taken for the run's worker. Under torchrun only rank 0 writes (docs/ARCHITECTURE.md, "rank 0 writes"): another rank reads.
     """
     if os.environ.get("RANK", "0") not in ("", "0") and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
         return read_state(run_dir)
+    if updates.get("pid") is not None and "pid_created" not in updates:
+        updates["pid_created"] = process_created(updates["pid"])  # attach.worker_pid tells a reused pid by it
+    elif "pid" in updates and updates["pid"] is None:
+        updates.setdefault("pid_created", None)
     state = read_state(run_dir)
     state.update(updates)
     state["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
     atomic_write_json(Path(run_dir) / STATE, state)
     return state
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True while process ``pid`` exists and has not exited (a zombie awaiting its parent has)."""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    import psutil
-
-    try:
-        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:  # gone between the two checks
-        return False
 
 
 @dataclass
@@ -128,26 +116,57 @@ class RunSummary:
 
 
 def summarize(run_dir: Path) -> RunSummary | None:
+    """What ``runs list`` shows of a run folder; None when it holds no recipe.json (not a run).
+
+    Raises ``runfiles.Damaged`` naming the file and the field when recipe.json or state.json is not
+    what the studio writes (a list for an object, a string for a number): ``list_runs`` skips that run.
+    """
     run_dir = Path(run_dir)
-    raw = read_json(run_dir / RECIPE)
-    if not isinstance(raw, dict):
+    raw = runfiles.load_object(run_dir / RECIPE)
+    if raw is None:
         return None
-    state = read_state(run_dir)
-    status = state.get("status", "created")
-    if status == "running" and not pid_alive(state.get("pid")):
+    state = runfiles.load_object(run_dir / STATE) or {}
+    where_r, where_s = run_dir / RECIPE, run_dir / STATE
+    status = runfiles.get(state, "status", "string", where_s) or "created"
+    pid = runfiles.get(state, "pid", "integer", where_s)
+    created = state.get("pid_created")  # a pid the system gave to a later process is not the run's worker
+    created = float(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else None
+    if status == "running" and not pid_alive(pid, created):
         status = "interrupted"  # the worker died without saying so (power loss, SIGKILL)
-    model = (raw.get("model") or {}).get("name_or_path", "?")
-    dataset = (raw.get("data") or {}).get("path", "")
-    created = state.get("created") or _dt.datetime.fromtimestamp(run_dir.stat().st_mtime).isoformat(timespec="seconds")
-    return RunSummary(path=run_dir, id=run_dir.name, status=status, model=str(model), dataset=str(dataset),
-                      final_loss=state.get("last_loss"), step=int(state.get("step", 0) or 0), created=created,
-                      eval=state.get("eval") if isinstance(state.get("eval"), dict) else None)
+    model = runfiles.get(raw, "model.name_or_path", "string", where_r) or "?"
+    dataset = runfiles.get(raw, "data.path", "string", where_r) or ""
+    for key in ("lora.rank", "train.lr"):  # the list's columns
+        runfiles.get(raw, key, "number", where_r)
+    created = (runfiles.get(state, "created", "string", where_s)
+               or _dt.datetime.fromtimestamp(run_dir.stat().st_mtime).isoformat(timespec="seconds"))
+    eval_ = runfiles.get(state, "eval", "object", where_s)
+    for key in ("val_loss_adapter", "val_loss_base", "score_adapter", "score_total"):
+        runfiles.get(state, f"eval.{key}", "number", where_s)
+    runfiles.get(state, "data_fingerprint", "string", where_s)
+    return RunSummary(path=run_dir, id=run_dir.name, status=status, model=model, dataset=dataset,
+                      final_loss=runfiles.get(state, "last_loss", "number", where_s),
+                      step=runfiles.get(state, "step", "integer", where_s) or 0, created=created, eval=eval_)
 
 
-def list_runs(runs_root: Path | None = None) -> list[RunSummary]:
-    """Every readable run under the runs folder, newest first."""
+def list_runs(runs_root: Path | None = None, skipped: list[runfiles.Damaged] | None = None) -> list[RunSummary]:
+    """Every readable run under the runs folder, newest first.
+
+    A run whose files are damaged is left out; its ``Damaged`` (run, file, field) is appended to
+    ``skipped`` for the caller to say so.
+    """
     root = paths.runs_dir(runs_root)
     if not root.is_dir():
         return []
-    out = [s for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (s := summarize(d))]
+    out = []
+    for d in root.iterdir():
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        try:
+            s = summarize(d)
+        except runfiles.Damaged as e:
+            if skipped is not None:
+                skipped.append(e)
+            continue
+        if s is not None:
+            out.append(s)
     return sorted(out, key=lambda s: s.id, reverse=True)

@@ -11,7 +11,7 @@ import datetime as _dt
 import itertools
 from pathlib import Path
 
-from studio import registry, runs
+from studio import registry
 from studio.errors import UserError
 from studio.recipe import Recipe, bounds_text, in_bounds, setting_field
 
@@ -80,9 +80,11 @@ def new_id() -> str:
     return "sweep-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def ranked(sweep_id: str, runs_root: Path | None = None) -> list[dict]:
-    """The sweep's runs as ``registry.row`` dicts, lowest validation loss first (runs without one last)."""
-    rows = [registry.row(s) for s in runs.list_runs(runs_root)]
+def ranked(sweep_id: str, runs_root: Path | None = None, skipped: list | None = None) -> list[dict]:
+    """The sweep's runs as ``registry.row`` dicts, lowest validation loss first (runs without one last).
+
+    Runs with damaged files are left out and named in ``skipped`` (``registry.rows``)."""
+    rows = registry.rows(runs_root, skipped)
     rows = [r for r in rows if sweep_id in r["tags"]]
     return sorted(rows, key=lambda r: (registry.rank_key(r, "val_loss"), r["id"]))
 

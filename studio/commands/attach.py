@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from studio import attach, runs
 from studio.errors import UserError
+from studio.termtext import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,12 +27,14 @@ def _pick(args: argparse.Namespace) -> Path:
         if attach.worker_pid(run_dir) is None and attach.remote_worker(run_dir) is None:
             summary = runs.summarize(run_dir)  # "interrupted" when state.json says running but the worker died
             status = summary.status if summary else runs.read_state(run_dir).get("status", "unknown")
-            raise UserError(f"{run_dir}: no worker is training it (status: {status}); "
-                            f"'lora-studio resume {run_dir}' continues a stopped or killed run")
+            shown = printable(run_dir)
+            raise UserError(f"{shown}: no worker is training it (status: {printable(status, limit=40)}); "
+                            f"'lora-studio resume {printable(shlex.quote(str(run_dir)))}' continues a stopped or "
+                            "killed run")
         return run_dir
     live = attach.live_runs(args.runs_dir)
     if len(live) != 1:
-        names = ", ".join(str(s.path) for s in live) or "none"
+        names = ", ".join(printable(s.path) for s in live) or "none"
         raise UserError(f"{len(live)} runs are training ({names}); name the one to follow")
     return live[0].path
 
@@ -44,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stop:
         if not attach.request_stop(run_dir):  # on another machine (a cluster): through the run's inbox
             runs.send_command(run_dir, "stop")
-        print(f"asked {run_dir.name} to stop; it saves a checkpoint and its adapter, then exits")
+        print(f"asked {printable(run_dir.name)} to stop; it saves a checkpoint and its adapter, then exits")
         return 0
-    print(f"attached to {run_dir} (Ctrl-C detaches; the run goes on)")
+    print(f"attached to {printable(run_dir)} (Ctrl-C detaches; the run goes on)")
     bar, result = None, {"samples": {}}
     try:
         for ev in attach.follow(run_dir):
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                 result = {"samples": {}}
             bar = _show(ev, bar, result, tqdm)
     except KeyboardInterrupt:
-        print(f"\ndetached; the run goes on. 'lora-studio attach {run_dir}' follows it again", file=sys.stderr)
+        print(f"\ndetached; the run goes on. 'lora-studio attach {printable(shlex.quote(str(run_dir)))}' follows it "
+              "again", file=sys.stderr)
         return 0
     if bar:
         bar.close()

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from studio.errors import UserError
+from studio.termtext import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,12 +34,13 @@ def run(args: argparse.Namespace) -> int:
     from studio import cluster
 
     if not args.source.exists():
-        raise UserError(f"{args.source}: not found; give a run folder or a recipe JSON file")
+        raise UserError(f"{printable(args.source)}: not found; give a run folder or a recipe JSON file")
     done = cluster.export(args.source, args.out, args.nodes, args.gpus_per_node, data_path=args.data_path,
                           model=args.model, port=args.port)
-    print(f"cluster folder: {done.folder}\nrun folder:     {done.run_dir}\n"
-          f"SLURM:          cd {done.folder} && sbatch job.sbatch\n"
-          f"without SLURM:  MASTER_ADDR=<first node> {done.run_sh}   (on every node)\n"
-          f"one node here:  NNODES=1 NPROC_PER_NODE=2 {done.run_sh}\n"
-          f"follow it:      lora-studio attach {done.run_dir}")
+    folder, run_sh, run_dir = (printable(shlex.quote(str(p))) for p in (done.folder, done.run_sh, done.run_dir))
+    print(f"cluster folder: {printable(done.folder)}\nrun folder:     {printable(done.run_dir)}\n"
+          f"SLURM:          cd {folder} && sbatch job.sbatch\n"
+          f"without SLURM:  MASTER_ADDR=<first node> {run_sh}   (on every node)\n"
+          f"one node here:  NNODES=1 NPROC_PER_NODE=2 {run_sh}\n"
+          f"follow it:      lora-studio attach {run_dir}")
     return 0

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from studio import runqueue
 from studio.commands import add_events_flag, runs_root
 from studio.errors import UserError
+from studio.termtext import json_text, printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +57,7 @@ def _add(args) -> int:
         added.append(runqueue.add(recipe, runs_root(args)))
     for e in added:
         if args.emitter is None:
-            print(f"queued {e['id']}: {e['label']}")
+            print(f"queued {e['id']}: {printable(e['label'])}")
     if args.emitter is not None:
         args.emitter.emit("done", entries=[e["id"] for e in added])
     elif runqueue.runner_pid(runs_root(args)) is None:
@@ -66,17 +66,30 @@ def _add(args) -> int:
 
 
 def _list(args) -> int:
-    entries = runqueue.read(runs_root(args))
+    entries, problems = runqueue.load(runs_root(args))
+    path = runs_root(args) / runqueue.QUEUE_FILE
+    if problems:
+        print(f"{printable(path)} is damaged: " + "; ".join(printable(p, limit=200) for p in problems[:5])
+              + ("; ..." if len(problems) > 5 else "") + ". Listed are the entries that could be read; the file "
+              f"stays as it is until the queue next changes, which keeps it as {runqueue.QUEUE_FILE}.damaged-<time> "
+              "beside it", file=sys.stderr)
     if args.json:
-        print(json.dumps(entries, indent=1, ensure_ascii=False))
+        print(json_text(entries))
         return 0
     pid = runqueue.runner_pid(runs_root(args))
-    print(f"queue {runs_root(args) / runqueue.QUEUE_FILE}: " + (f"a runner (pid {pid}) works it" if pid else "no runner"))
+    print(f"queue {printable(path)}: " + (f"a runner ({_pid_text(pid)}) works it" if pid else "no runner"))
     for e in entries:
-        print(f"  {e['id']}  {e['status']:<9}  {e['label']}" + (f"  -> {e['run']}" if e.get("run") else ""))
+        print(f"  {printable(e['id'], limit=60)}  {e['status']:<9}  {printable(e.get('label') or '', limit=60)}"
+              + (f"  -> {printable(e['run'])}" if e.get("run") else "")
+              + (f"  ({printable(e['error'], limit=300)})" if e.get("error") else ""))
     if not entries:
         print("  (empty)")
     return 0
+
+
+def _pid_text(pid: int) -> str:
+    """``runqueue.runner_pid`` as words: -1 is a runner holding the lock whose pid file is gone or not written yet."""
+    return f"pid {pid}" if pid > 0 else "pid unknown"
 
 
 def _run(args) -> int:
@@ -87,7 +100,7 @@ def _run(args) -> int:
 
     pid = runqueue.runner_pid(root)
     if pid:
-        raise UserError(f"a queue runner (pid {pid}) already works this queue; entries added now are run by it")
+        raise UserError(f"a queue runner ({_pid_text(pid)}) already works this queue; entries added now are run by it")
     state: dict = {"bar": None}
 
     def close_bar() -> None:
@@ -98,9 +111,11 @@ def _run(args) -> int:
     def on_start(entry: dict, run_dir: Path) -> None:
         close_bar()
         if args.emitter is not None:
-            args.emitter.emit("log", message=f"queue: {entry['label']} -> {run_dir}", entry=entry["id"], run=str(run_dir))
+            args.emitter.emit("log", message=f"queue: {entry.get('label')} -> {run_dir}", entry=entry["id"],
+                              run=str(run_dir))
         else:
-            print(f"\n== {entry['id']}: {entry['label']}\nrun folder: {run_dir}", flush=True)
+            print(f"\n== {printable(entry['id'])}: {printable(entry.get('label') or '')}\nrun folder: "
+                  f"{printable(run_dir)}", flush=True)
         state["bar"], state["result"] = None, {"samples": {}}
 
     def on_event(ev) -> None:
@@ -114,7 +129,8 @@ def _run(args) -> int:
     if args.emitter is not None:
         args.emitter.emit("done", entries=done)
     else:
-        print(f"\nqueue: {len(done)} run(s) ended: " + ", ".join(f"{e['label']} {e['status']}" for e in done)
+        print(f"\nqueue: {len(done)} run(s) ended: " + ", ".join(f"{printable(e.get('label') or e['id'])} {e['status']}"
+                                                            for e in done)
               if done else "queue: nothing waits")
     return 0 if all(e["status"] != "failed" for e in done) else 1
 
@@ -125,7 +141,7 @@ def _detach(args, root: Path) -> int:
 
     pid = runqueue.runner_pid(root)
     if pid:
-        message = f"a queue runner (pid {pid}) already works this queue"
+        message = f"a queue runner ({_pid_text(pid)}) already works this queue"
     else:
         argv = worker_argv("studio.cli", "queue", "run", "--runs-dir", str(root),
                            *(["--limit", str(args.limit)] if args.limit else []))
@@ -142,7 +158,7 @@ def _detach(args, root: Path) -> int:
 
 def _cancel(args) -> int:
     e = runqueue.cancel(args.entry, runs_root(args))
-    print(f"cancelled {e['id']} ({e['label']})")
+    print(f"cancelled {printable(e['id'])} ({printable(e.get('label') or '')})")
     return 0
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from studio import registry, runs
 from studio.commands import runs_root
 from studio.errors import UserError
+from studio.termtext import json_text, printable
 
 LIST_COLUMNS = (("id", 30), ("name", 14), ("status", 11), ("rank", 4), ("lr", 8), ("steps", 5), ("loss", 7),
                 ("val loss", 8), ("score", 5), ("time", 7), ("tags", 12))
+CELL_CHARS = 60  # a longer name, tag list or model id is cut (with an ellipsis) so the table stays a table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,20 +69,29 @@ def _find(args, ref: str) -> Path:
 
 
 def _list(args) -> int:
-    rows = [registry.row(s) for s in runs.list_runs(runs_root(args))]
+    skipped: list = []
+    rows = registry.rows(runs_root(args), skipped)
+    say_skipped(skipped)
     if getattr(args, "tag", None):
         rows = [r for r in rows if args.tag in r["tags"]]
     sort = getattr(args, "sort", "date")
     if sort != "date":
         rows.sort(key=lambda r: registry.rank_key(r, {"loss": "final_loss"}.get(sort, sort)))
     if getattr(args, "json", False):
-        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        print(json_text(rows))
         return 0
     if not rows:
-        print(f"no runs in {runs_root(args)}")
+        print(f"no runs in {printable(runs_root(args))}")
         return 0
     print(table(rows))
     return 0
+
+
+def say_skipped(skipped: list) -> None:
+    """One line on stderr for each run left out of a listing because a file of it is damaged."""
+    for e in skipped:
+        print(f"skipped a run with a damaged file: {e}; fix or delete that file, or 'lora-studio runs delete' "
+              "the run", file=sys.stderr)
 
 
 def table(rows: list[dict]) -> str:
@@ -96,7 +107,7 @@ def table(rows: list[dict]) -> str:
             return f"{v:.0e}" if isinstance(v, (int, float)) else ""
         if isinstance(v, float):
             return f"{v:.4f}"
-        return "" if v is None else str(v)
+        return "" if v is None else printable(v, limit=CELL_CHARS)  # from disk: no escape codes, one line
 
     cells = [[cell(r, c) for c, _ in LIST_COLUMNS] for r in rows]
     widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, (c, _) in enumerate(LIST_COLUMNS)]
@@ -115,17 +126,17 @@ def _duration(s) -> str:
 def _show(args) -> int:
     run_dir = _find(args, args.run)
     meta = registry.read_metadata(run_dir) or registry.build_metadata(run_dir)
-    print(json.dumps(meta, indent=1, ensure_ascii=False))
+    print(json_text(meta))
     return 0
 
 
 def _compare(args) -> int:
     a, b = _find(args, args.a), _find(args, args.b)
     if a == b:
-        raise UserError(f"A and B are the same run ({a.name})")
+        raise UserError(f"A and B are the same run ({printable(a.name)})")
     result = registry.compare(a, b)
     if args.json:
-        print(json.dumps(result, indent=1, ensure_ascii=False))
+        print(json_text(result))
         return 0
     print(compare_text(result))
     return 0
@@ -143,7 +154,7 @@ def compare_text(result: dict) -> str:
     width = max(len(k) for k, *_ in rows)
 
     def fmt(v) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else printable(v, limit=200))
 
     out = [f"{'':{width}}  A: {fmt(ra['id'])}\n{'':{width}}  B: {fmt(rb['id'])}", ""]
     out += [f"{k:{width}}  {fmt(va):<28}  {fmt(vb)}" for k, va, vb in rows[1:]]
@@ -152,7 +163,8 @@ def compare_text(result: dict) -> str:
         out.append(f"\nlower validation loss: {better}")
     out.append("\nsettings that differ:" if result["diff"] else "\nthe recipes are the same (apart from the name)")
     kw = max((len(d["key"]) for d in result["diff"]), default=0)
-    out += [f"  {d['key']:{kw}}  {json.dumps(d['a'])}  ->  {json.dumps(d['b'])}" for d in result["diff"]]
+    out += [f"  {printable(d['key']):{kw}}  {printable(json.dumps(d['a']), limit=200)}  ->  "
+            f"{printable(json.dumps(d['b']), limit=200)}" for d in result["diff"]]
     return "\n".join(out)
 
 
@@ -164,13 +176,13 @@ def _better(ra: dict, rb: dict) -> str:
     va, vb = ra.get("val_loss"), rb.get("val_loss")
     if not isinstance(va, (int, float)) or not isinstance(vb, (int, float)) or va == vb:
         return ""
-    return f"A ({ra['id']})" if va < vb else f"B ({rb['id']})"
+    return f"A ({printable(ra['id'])})" if va < vb else f"B ({printable(rb['id'])})"
 
 
 def _rename(args) -> int:
     run_dir = _find(args, args.run)
     registry.set_labels(run_dir, name=args.name)
-    print(f"{run_dir.name}: name {args.name!r}")
+    print(f"{printable(run_dir.name)}: name {printable(repr(args.name))}")
     return 0
 
 
@@ -178,27 +190,27 @@ def _tag(args) -> int:
     run_dir = _find(args, args.run)
     labels = (registry.set_labels(run_dir, remove_tags=args.tags) if args.remove
               else registry.set_labels(run_dir, add_tags=args.tags))
-    print(f"{run_dir.name}: tags {', '.join(labels['tags']) or '(none)'}")
+    print(f"{printable(run_dir.name)}: tags {printable(', '.join(labels['tags'])) or '(none)'}")
     return 0
 
 
 def _note(args) -> int:
     run_dir = _find(args, args.run)
     registry.set_labels(run_dir, note=args.text)
-    print(f"{run_dir.name}: note saved")
+    print(f"{printable(run_dir.name)}: note saved")
     return 0
 
 
 def _delete(args) -> int:
     run_dir = _find(args, args.run)
     target = registry.trash(run_dir)
-    print(f"{run_dir.name} moved to the trash ({target}); 'lora-studio runs restore' puts it back")
+    print(f"{printable(run_dir.name)} moved to the trash ({printable(target)}); 'lora-studio runs restore' puts it back")
     return 0
 
 
 def _restore(args) -> int:
     target = registry.restore(args.id, runs_root(args))
-    print(f"restored {target}")
+    print(f"restored {printable(target)}")
     return 0
 
 
@@ -208,7 +220,8 @@ def _trash(args) -> int:
         return 0
     items = registry.trashed(runs_root(args))
     for i in items:
-        print(f"{i['id']}  deleted {i['when']}")
+        print(f"{printable(i['id'])}  deleted {printable(i['when']) or '(date unknown)'}"
+              + (f"  ({i['problem']})" if i["problem"] else ""))
     if not items:
         print("the trash is empty")
     return 0
@@ -220,8 +233,8 @@ def _open(args) -> int:
     try:
         subprocess.Popen([*opener, str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError as e:
-        raise UserError(f"cannot open a file manager ({e}); the folder is {run_dir}") from None
-    print(run_dir)
+        raise UserError(f"cannot open a file manager ({e}); the folder is {printable(run_dir)}") from None
+    print(printable(run_dir))
     return 0
 
 
@@ -231,7 +244,9 @@ def _tensorboard(args) -> int:
     if not trackers.tensorboard_available():
         raise UserError("tensorboard is not installed: 'pip install tensorboard' (it is part of the ml extra)")
     root = runs_root(args)
-    picked = [_find(args, r) for r in args.runs] if args.runs else [s.path for s in runs.list_runs(root)]
+    skipped: list = []
+    picked = [_find(args, r) for r in args.runs] if args.runs else [s.path for s in runs.list_runs(root, skipped)]
+    say_skipped(skipped)
     logdirs = [p for p in picked if (p / trackers.TB_DIR).is_dir()]
     if not logdirs:
         raise UserError("none of these runs has TensorBoard event files (RUN/tensorboard): runs trained "

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
 
 from studio import runqueue, sweep
 from studio.commands import add_events_flag, runs_root
 from studio.errors import UserError
+from studio.termtext import json_text, printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", help="LoRA ranks, comma-separated (e.g. 8,16,32)")
     p.add_argument("--lr", help="learning rates, comma-separated (e.g. 1e-4,2e-4)")
     p.add_argument("--max-steps", type=int, help="stop each variant after N optimizer steps")
-    p.add_argument("--budget-gib", type=float, help="the memory budget each variant must fit (default: the GPU's "
+    p.add_argument("--budget-gib", type=_gib, help="the memory budget each variant must fit (default: the GPU's "
                                                     "memory, or the system RAM a CPU run may use)")
     p.add_argument("--runs-dir", type=Path, help="where run folders and the queue go (default: the studio's data folder)")
     p.add_argument("--detach", action="store_true", help="queue the variants and run them in the background")
@@ -32,6 +33,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the ranked table as JSON")
     add_events_flag(p)
     p.set_defaults(func=run)
+
+
+MAX_BUDGET_GIB = 2.0 ** 20  # a pebibyte: far beyond any machine, and still a whole number of bytes
+
+
+def _gib(text: str) -> float:
+    """``--budget-gib``: a finite size in GiB above 0 (not nan, inf, 1e309 or a negative)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_BUDGET_GIB:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size in GiB greater than 0 and at most "
+                                         f"{MAX_BUDGET_GIB:.0f}, e.g. 24") from None
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
         from studio.commands.demo_model import ensure_with_progress
 
         ensure_with_progress()
-    if args.budget_gib is not None and not args.budget_gib > 0:
-        raise UserError(f"--budget-gib {args.budget_gib}: give a size in GiB greater than 0")
     budget = max(1, int(args.budget_gib * 2**30)) if args.budget_gib is not None else None
     checks = sweep.check_fits(variants, budget)
     _say(args, f"sweep of {len(variants)} variant(s); the planner's check:\n{sweep.summary_text(checks)}")
@@ -97,17 +111,19 @@ def _say(args, text: str) -> None:
 
 
 def _print_ranked(args, sweep_id: str) -> int:
-    rows = sweep.ranked(sweep_id, runs_root(args))
+    skipped: list = []
+    rows = sweep.ranked(sweep_id, runs_root(args), skipped)
+    from studio.commands.runs import say_skipped, table
+
+    say_skipped(skipped)
     if args.emitter is not None:
         args.emitter.emit("done", sweep=sweep_id, ranked=rows)
         return 0
     if args.json:
-        print(json.dumps({"sweep": sweep_id, "ranked": rows}, indent=1, ensure_ascii=False))
+        print(json_text({"sweep": sweep_id, "ranked": rows}))
         return 0
     if not rows:
-        raise UserError(f"no runs of {sweep_id} in {runs_root(args)}")
-    from studio.commands.runs import table
-
-    print(f"\n{sweep_id}: ranked by validation loss (lowest first)")
+        raise UserError(f"no runs of {printable(sweep_id)} in {printable(runs_root(args))}")
+    print(f"\n{printable(sweep_id)}: ranked by validation loss (lowest first)")
     print(table(rows))
     return 0
