@@ -342,3 +342,25 @@ def test_renaming_a_run_with_damaged_labels_writes_sound_ones(tmp_path, capsys):
     assert registry.read_labels(run, strict=True) == {"name": "kept", "tags": ["fixed"], "note": ""}
     assert cli(["runs", "list", "--runs-dir", str(root)]) == 0
     assert run.name in capsys.readouterr().out
+
+
+def test_the_runs_page_names_damaged_runs_and_shows_the_rest(tmp_path, qtbot, monkeypatch):
+    """The window drops nothing in silence either: a damaged run is counted and named in the tooltip, and a
+    lora_studio.json with odd types below the checked fields does not break the page."""
+    from studio import paths
+    from ui.pages.runs import RunsPage
+    from ui.session import Session
+
+    root = paths.runs_dir()
+    good, odd, bad = _run(root, "good"), _run(root, "odd"), _run(root, "bad")
+    (bad / runs.STATE).write_text("[1, 2]")
+    meta = odd / "adapter" / "lora_studio.json"
+    meta.parent.mkdir(exist_ok=True)
+    meta.write_text(json.dumps({"recipe": [1], "duration_s": 61}))
+    page = RunsPage(Session())
+    qtbot.addWidget(page)
+    page.show()
+    page.on_enter()
+    assert {s.id for s in page.summaries} == {good.name, odd.name}
+    assert "1 damaged run(s) not shown" in page.count_label.text()
+    assert str(bad / runs.STATE) in page.count_label.toolTip()

@@ -39,14 +39,20 @@ def run_row(s: runs.RunSummary) -> dict:
 
 def _registry_cells(s: runs.RunSummary) -> dict:
     """The registry's columns: the user's labels, the rank and the training time (from the metadata)."""
-    labels = registry.read_labels(s.path)
-    meta = registry.read_metadata(s.path) or {}
-    rank = ((meta.get("recipe") or {}).get("lora") or {}).get("rank")
-    if rank is None:
-        from studio.fsutil import read_json
+    from studio.fsutil import read_json
 
-        rank = ((read_json(s.path / runs.RECIPE, default={}) or {}).get("lora") or {}).get("rank")
-    secs = meta.get("duration_s")
+    def dig(obj, *keys):  # a damaged file may hold any type at any level: only dicts are walked
+        for k in keys:
+            obj = obj.get(k) if isinstance(obj, dict) else None
+        return obj
+
+    labels = registry.read_labels(s.path)
+    meta = registry.read_metadata(s.path)
+    rank = dig(meta, "recipe", "lora", "rank")
+    if rank is None:
+        rank = dig(read_json(s.path / runs.RECIPE, default={}), "lora", "rank")
+    rank = rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+    secs = dig(meta, "duration_s")
     return {"name": labels["name"], "tags": ", ".join(labels["tags"]), "rank": rank,
             "time": f"{int(secs) // 60}m{int(secs) % 60:02d}s" if isinstance(secs, (int, float)) else ""}
 
@@ -245,13 +251,18 @@ class RunsPage(Page):
         self._queue_timer.start()
 
     def reload(self) -> None:
-        self.summaries = runs.list_runs()
+        damaged: list = []
+        self.summaries = runs.list_runs(skipped=damaged)
         by = SORTS.get(self.sort_box.currentText()) if hasattr(self, "sort_box") else None
         if by:
             self.summaries.sort(key=lambda s: sort_key(s, by))
         self.model.set_rows([run_row(s) for s in self.summaries], COLUMNS)
         self.table.resizeColumnsToContents()
-        self.count_label.setText(f"{len(self.summaries)} run(s) in {paths.runs_dir()}")
+        text = f"{len(self.summaries)} run(s) in {paths.runs_dir()}"
+        if damaged:  # nothing is left out in silence: say which runs and why
+            text += f"; {len(damaged)} damaged run(s) not shown (hover for why)"
+        self.count_label.setText(text)
+        self.count_label.setToolTip("\n".join(str(d) for d in damaged))
         self.undo_btn.setEnabled(bool(registry.trashed()))
         self.reload_queue()
 
