@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from studio import paths, runfiles, runs
+from studio import fsutil, paths, runfiles, runs
 from studio.errors import UserError
 from studio.fsutil import atomic_write_json, read_json, sha256_files
 from studio.termtext import printable
@@ -281,7 +281,7 @@ def trash(run_dir: Path) -> Path:
         target.unlink()
     elif target.exists():
         shutil.rmtree(target)  # an older copy of the same id, deleted before: the newer delete wins
-    os.replace(run_dir, target)
+    fsutil.replace(run_dir, target)
     atomic_write_json(target / TRASHED, {"from": str(run_dir), "when": _dt.datetime.now().isoformat(timespec="seconds")})
     return target
 
@@ -321,7 +321,7 @@ def restore(run_id: str | None = None, runs_root: Path | None = None) -> Path:
     target = root / pick["id"]
     if target.exists() or target.is_symlink():
         raise UserError(f"{printable(target)} exists: rename it before restoring {printable(pick['id'])}")
-    os.replace(pick["path"], target)
+    fsutil.replace(pick["path"], target)
     marker = target / TRASHED
     if marker.is_symlink() or marker.is_file():
         marker.unlink()  # a folder of that name (hostile) stays: it is harmless in a run folder

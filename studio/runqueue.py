@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from studio import paths, runfiles, runs
+from studio import fsutil, paths, runfiles, runs
 from studio.errors import UserError
 from studio.fsutil import atomic_write_json
 from studio.termtext import printable
@@ -161,7 +161,7 @@ def _set_aside(root: Path, entries: list[dict], problems: list[str]) -> Path:
     while aside.exists() or aside.is_symlink():
         n += 1
         aside = root / f"{QUEUE_FILE}.damaged-{stamp}-{n}"
-    os.replace(path, aside)
+    fsutil.replace(path, aside)
     atomic_write_json(path, {"version": 1, "entries": entries})  # what could be read goes on at once
     shown = "; ".join(printable(p, limit=200) for p in problems[:5]) + ("; ..." if len(problems) > 5 else "")
     report(f"{printable(path)} was damaged ({shown}). It is kept as {printable(aside)}; the queue goes on with "

@@ -46,7 +46,7 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
-from studio import hub  # noqa: E402
+from studio import fsutil, hub  # noqa: E402
 from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
 from workers import stop_signals  # noqa: E402
 
@@ -312,7 +312,7 @@ def _link(blob: Path, pointer: Path) -> None:
     try:
         os.symlink(os.path.relpath(blob, pointer.parent), pointer)
     except OSError:
-        os.replace(blob, pointer)
+        fsutil.replace(blob, pointer)
 
 
 def _fetch(repo_id: str, name: str, url: str, headers: dict, size: int, etag: str, partial: Path, blob: Path,
@@ -341,7 +341,7 @@ def _fetch(repo_id: str, name: str, url: str, headers: dict, size: int, etag: st
                            f"{etag}, the bytes that arrived hash to {digest}); the file was deleted", kind="io",
                            hint="Download again. If this repeats, the server (HF_ENDPOINT, a mirror or a proxy) "
                                 "sends damaged or altered files.")
-    os.replace(partial, blob)
+    fsutil.replace(partial, blob)
 
 
 def _record_ref(repo_id: str, storage: Path, revision: str | None, commit: str) -> None:
