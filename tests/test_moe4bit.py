@@ -112,10 +112,16 @@ def test_playground_loads_the_moe_in_4bit_and_refuses_an_adapter_of_the_experts(
 
     engine = ChatEngine(moe_dir, moe_recipe(moe_dir), device="cpu", quant="4bit")
     assert moe4bit.quantized_experts(engine.model)
+    import torch
+    from safetensors.torch import save_file
+
     adapter = tmp_path / "experts-adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "target_modules": ["q_proj"], "target_parameters": ["gate_up_proj"]}))
+        {"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"], "target_parameters": ["gate_up_proj"]}))
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"  # a well-formed file: the config is the point
+    save_file({f"{prefix}.lora_A.weight": torch.zeros(2, 8), f"{prefix}.lora_B.weight": torch.zeros(8, 2)},
+              str(adapter / "adapter_model.safetensors"))
     with pytest.raises(SettingsError, match="16-bit"):
         engine.add_adapter("a", adapter)
 

@@ -39,8 +39,13 @@ def load_inputs(run_dir: Path) -> ExportInputs:
     if not (adapter / "adapter_config.json").is_file():
         raise ConfigError(f"{adapter} has no adapter_config.json + adapter_model.safetensors",
                           "the run has not finished training; export it after training saves the adapter")
-    check_adapter(adapter, weights=False)  # the weights are read once, by every format (targets.export)
     base = _base_dir(run_dir, adapter)
+    recipe = read_json(run_dir / runs.RECIPE, default={})
+    recipe = recipe if isinstance(recipe, dict) else {}
+    model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    trust = model.get("trust_remote_code") is True
+    _check_remote_code(base, trust)  # first: a folder that asks to run code is refused before anything reads it
+    check_adapter(adapter, weights=False)  # the weights are read once, by every format (targets.export)
     try:
         config = models.read_config(base)  # damaged, too deep, absurd (10,000 layers): named here
         models._shape_from_config(config, name=str(base), source="folder")
@@ -58,12 +63,7 @@ def load_inputs(run_dir: Path) -> ExportInputs:
     if not files:
         raise ConfigError(f"{base} has no safetensors weights (model.safetensors or an index)",
                           "export needs the base model in safetensors format")
-    recipe = read_json(run_dir / runs.RECIPE, default={})
-    recipe = recipe if isinstance(recipe, dict) else {}
-    model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
     name = str(model.get("name_or_path") or base.name)
-    trust = model.get("trust_remote_code") is True
-    _check_remote_code(base, trust)
     return ExportInputs(run_dir, base, adapter, config, name, trust)
 
 

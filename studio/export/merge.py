@@ -155,7 +155,8 @@ def merged_tensor(meta: TensorMeta, t, adapter: Adapter, report: MergeReport, ch
         w = t.float()
         adapter.deltas[meta.name].add_to(w)
         merged = w.to(t.dtype)  # back to the base dtype (an fp16 overflow shows up as inf here)
-        if base_ok and not _finite(merged):  # finite base + finite adapter (checked first): an overflow
+        delta = adapter.deltas[meta.name]
+        if base_ok and not _finite(merged) and _finite(delta.a) and _finite(delta.b):  # finite + finite: overflow
             raise _overflow(meta, w, merged)
         t = merged
         report.merged += 1

@@ -41,7 +41,7 @@ MIN_PYTHON = (3, 10)
 # pull a different build of it.
 ML_PACKAGES = ("transformers", "peft", "bitsandbytes", "accelerate", "datasets", "safetensors",
                "gguf", "sentencepiece", "tokenizers", "jinja2", "tensorboard", "trl")
-CORE_PACKAGES = ("platformdirs", "nvidia-ml-py", "psutil", "tqdm", "numpy")
+CORE_PACKAGES = ("platformdirs", "nvidia-ml-py", "psutil", "tqdm", "numpy", "regex")
 # PyTorch's own wheel index for CPU-only builds: on Linux the plain PyPI wheel is the CUDA build
 # (several GB); the CPU build of the same version is on this index (pytorch.org "Get started").
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"

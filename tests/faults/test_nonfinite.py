@@ -94,5 +94,5 @@ def test_a_truncated_adapter_is_named_at_export(tmp_path, tiny_model_dir):
         "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(64, 2)})
     path = run_dir / runs.ADAPTER / "adapter_model.safetensors"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(ConfigError, match="adapter file is damaged and cannot be read"):
+    with pytest.raises(ConfigError, match=r"adapter_model\.safetensors: the safetensors file is damaged .*cut short"):
         export(run_dir, "adapter")

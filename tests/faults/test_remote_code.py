@@ -69,8 +69,13 @@ def test_export_refuses_a_base_model_that_asks_for_code(tmp_path, tiny_model_dir
     run_dir = runs.create(recipe, tmp_path / "runs")
     adapter = run_dir / runs.ADAPTER
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
-    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base), "r": 2}))
+    import torch
+    from safetensors.torch import save_file
+
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file({f"{prefix}.lora_A.weight": torch.zeros(2, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 2)},
+              str(adapter / "adapter_model.safetensors"))
     runs.write_state(run_dir, base_model=str(base))
     with pytest.raises(ConfigError, match=r"tokenization_evil\.py.*model\.trust_remote_code"):
         load_inputs(run_dir)

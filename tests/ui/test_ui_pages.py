@@ -278,9 +278,9 @@ def test_a_stopped_run_with_a_checkpoint_offers_resume(window, qtbot, tmp_path, 
 @pytest.mark.parametrize("stop", [False, True])
 def test_a_run_left_running_by_an_earlier_window_is_followed(window, qtbot, tmp_path, fake_argv, stop):
     run_dir = runs.create(Recipe(), runs.paths.runs_dir())
-    # "workers.train" on the command line: studio.attach only follows processes that are training workers
-    worker = subprocess.Popen(fake_argv("record", run_dir, 30 if stop else 5, "workers.train"), env=procs.worker_env(),
-                              start_new_session=True)
+    # "workers.train RUN_DIR" on the command line: studio.attach follows only this run's training worker
+    worker = subprocess.Popen(fake_argv("record", run_dir, 30 if stop else 5, "workers.train", run_dir),
+                              env=procs.worker_env(), start_new_session=True)
     threading.Thread(target=worker.wait, daemon=True).start()  # reap it as init would (no zombie)
     try:
         qtbot.waitUntil(lambda: runs.read_state(run_dir).get("status") == "running", timeout=10000)
@@ -293,7 +293,7 @@ def test_a_run_left_running_by_an_earlier_window_is_followed(window, qtbot, tmp_
         with qtbot.waitSignal(page.controller.sig_finished, timeout=20000) as done:
             if stop:
                 qtbot.waitUntil(lambda: page.charts["loss"].series["train"].total > 3, timeout=10000)
-                page.stop()  # SIGTERM: the worker saves and says done
+                page.stop()  # the inbox's stop (then SIGTERM): the worker saves and says done
         assert done.args == [0, True]
         assert page.status == ("stopped" if stop else "finished")
         assert page.charts["loss"].series["train"].total > 3 and page.charts["memory"].points("allocated") > 3

@@ -114,17 +114,22 @@ def record(run_dir: str, seconds: float) -> int:
     """A run started by an earlier window: events only in events.jsonl, state.json says running."""
     from pathlib import Path
 
-    from studio import runs
+    from studio import procs, runs
+    from studio.events import stop_requested
 
     run = Path(run_dir)
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    procs.on_stop_signal(lambda *_: stop.append(1))
     em = Emitter(run=run.name, log_path=run / runs.EVENTS, stream=open(os.devnull, "wb"))
     runs.write_state(run, status="running", pid=os.getpid())
     em.emit(HELLO, device="fake")
     t0 = time.monotonic()
     step = 0
+    inbox = run / runs.COMMANDS
     while time.monotonic() - t0 < seconds and not stop:
+        if inbox.is_file() and any(stop_requested(line) for line in inbox.read_bytes().splitlines()):
+            stop.append(1)  # the inbox's stop, as the real worker reads it between steps
+            break
         step += 1
         em.emit(METRIC, step=step, loss=1.0 / step)
         em.emit(MEMORY, step=step, allocated=GIB, reserved=GIB, device_used=None, budget=8 * GIB)
