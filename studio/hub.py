@@ -12,10 +12,12 @@ import hashlib
 import os
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlsplit
 
+from studio import termtext
 from studio.fsutil import sha256_files
 
 # What training needs besides the weights: config, tokenizer, generation config, chat template.
@@ -32,6 +34,19 @@ CONFIG = "config.json"
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 DIGEST_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 DISK_MARGIN_BYTES = 64 << 20  # the cache's locks and symlinks, and not filling a disk to the last byte
+# What a server's answers may be: the Hub's repo info and tree pages are a few MiB at most (1000 files
+# a page), and no model repo lists anywhere near 100,000 files.
+API_MAX_BYTES = 64 << 20
+MAX_PAGES = 200
+MAX_FILES = 100_000
+# One segment of a file name: 255 bytes is the most ext4, btrfs, APFS and NTFS take (NTFS counts UTF-16
+# units, never more than UTF-8 bytes).
+NAME_MAX_BYTES = 255
+# Names that open a device, not a file, on Windows, with any extension (Python 3.13's ntpath.isreserved).
+WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} |
+                            {f"{d}{n}" for d in ("COM", "LPT") for n in "123456789\u00b9\u00b2\u00b3"})
+NOT_THE_HUB = ("The server (HF_ENDPOINT, a mirror or a proxy) does not answer like the Hugging Face Hub: check "
+               "HF_ENDPOINT and your proxy settings, or report the repo.")
 
 
 class HubError(Exception):
@@ -66,8 +81,7 @@ def online() -> None:
 def _refuse(repo_id: str, what: str, value: object, why: str) -> HubError:
     shown = repr(value) if len(repr(value)) <= 120 else repr(value)[:117] + "..."
     return HubError(f"{model_page(repo_id)}: the server sent {what} {shown}, {why}; nothing was written for it",
-                    kind="io", hint="The server (HF_ENDPOINT, a mirror or a proxy) does not answer like the Hugging "
-                                    "Face Hub: check HF_ENDPOINT and your proxy settings, or report the repo.")
+                    kind="io", hint=NOT_THE_HUB)
 
 
 def checked_commit(repo_id: str, sha: object) -> str:
@@ -86,24 +100,64 @@ def checked_etag(repo_id: str, name: str, etag: object) -> str:
 
 
 def checked_name(repo_id: str, name: object) -> str:
-    """A file name from the repo's listing, refused when it could leave the folder it is joined to.
+    """A file name from the repo's listing, refused when it could leave the folder it is joined to,
+    when some file system the studio runs on cannot hold it, or when it would act on a terminal.
 
     A name is a relative POSIX path: no empty, ``.`` or ``..`` segment, no absolute or Windows
-    drive/UNC form, no backslash (a separator on Windows) and no control characters.
+    drive/UNC form, no backslash (a separator on Windows), no character ``termtext.printable``
+    escapes (C0 and C1 controls, DEL, bidi overrides, zero-width and line separators: the name is
+    shown in the progress line and the error), and each segment one a file can have (``_segment_problem``).
     """
     why = ""
     if not isinstance(name, str) or not name:
         why = "which is not a file name"
-    elif any(ord(c) < 32 or c == "\\" for c in name):
-        why = "which holds a backslash or a control character"
+    elif termtext.unsafe(name):
+        why = "which holds an invisible or control character"
+    elif "\\" in name:
+        why = "which holds a backslash (a folder separator on Windows)"
     elif PurePosixPath(name).is_absolute() or any(PureWindowsPath(p).drive or PureWindowsPath(p).root
                                                    for p in name.split("/")):
         why = "which is an absolute path"
     elif any(part in ("", ".", "..") for part in name.split("/")):
         why = "which climbs out of the repo's folder"
+    else:
+        why = next(filter(None, map(_segment_problem, name.split("/"))), "")
     if why:
         raise _refuse(repo_id, "the file name", name, why)
     return name
+
+
+def _segment_problem(part: str) -> str:
+    """Why one segment of a file name cannot be a file (of that name) everywhere; "" when it can."""
+    if len(os.fsencode(part)) > NAME_MAX_BYTES:
+        return f"which is longer than {NAME_MAX_BYTES} bytes, the most a file name may be"
+    if part[-1] in ". ":
+        return "which ends in a dot or a space, dropped on Windows (so it would name another file)"
+    if ":" in part:
+        return "which holds a colon, a hidden data stream on Windows"
+    if part.partition(".")[0].rstrip(" ").upper() in WINDOWS_DEVICES:
+        return "which is a device name on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9, with any extension)"
+    return ""
+
+
+def _caseless(name: str) -> str:
+    """``name`` as a case-insensitive file system compares it (Unicode's canonical caseless match:
+    Windows folds case, macOS also composed and decomposed accents)."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
+def distinct_names(repo_id: str, files: list[RemoteFile]) -> None:
+    """Refuse two files that would be one file on Windows or macOS: the second would overwrite the first."""
+    seen: dict[str, str] = {}
+    for f in files:
+        key = _caseless(f.name)
+        if key not in seen:
+            seen[key] = f.name
+        elif seen[key] == f.name:
+            raise _refuse(repo_id, "the file name", f.name, "which it lists twice")
+        else:
+            raise _refuse(repo_id, "the file names", (seen[key], f.name),
+                          "which differ only in case or accents: on Windows and macOS one would overwrite the other")
 
 
 def checked_size(repo_id: str, name: str, size: object) -> int:
@@ -174,6 +228,7 @@ def select_files(repo_id: str, files: list[RemoteFile], allow_pickle: bool = Fal
     picked = [f for f in top
               if (_matches(f.name, weights) and not f.name.startswith("consolidated")) or
               _matches(f.name, META_FILES)]
+    distinct_names(repo_id, picked)
     return sorted(picked, key=lambda f: (f.name == CONFIG, f.name))
 
 

@@ -28,6 +28,12 @@ def printable(value: Any, limit: int | None = None) -> str:
     return out + "…" if cut else out
 
 
+def unsafe(text: str) -> bool:
+    """Whether ``text`` holds a character ``printable`` would escape: one that acts on a terminal or
+    hides itself (a name from a server holding one is refused, ``studio.hub.checked_name``)."""
+    return any(unicodedata.category(ch) in _UNSAFE for ch in text)
+
+
 def _escape(ch: str) -> str:
     code = ord(ch)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)

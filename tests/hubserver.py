@@ -9,7 +9,8 @@ ETags are what the Hub sends: the sha256 of ``*.safetensors`` (LFS files), the g
 
 The hostile knobs (tests/faults/test_hostile_hub.py) make it lie the way a malicious server, mirror
 or proxy could: any ETag, commit or size, a redirect anywhere, a body other than the declared one,
-longer, gzip-compressed against the request, one that stalls or one cut by a connection reset.
+longer, gzip-compressed against the request, one that stalls or one cut by a connection reset,
+a tree listing whose next page points anywhere, a repo info too large to hold.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
@@ -54,6 +56,9 @@ class HubServer:
     stall_at: int | None = None  # stop sending a body at this offset of the file (until stop())
     reset_at: int | None = None  # reset the connection at this offset of the file
     stall_api: bool = False  # the repo info never answers
+    tree_next: Callable[[str], str] | None = None  # request path -> the Link rel="next" of the tree listing
+    api_flood: int = 0  # the repo info is a JSON text of this many bytes (a commit that long)
+    api_chunked: bool = False  # ... sent without Content-Length (chunked transfer encoding)
 
     def start(self) -> str:
         server = self
@@ -70,10 +75,12 @@ class HubServer:
             def do_GET(self) -> None:
                 self._answer(body=True)
 
-            def _json(self, obj, status: int = 200) -> None:
+            def _json(self, obj, status: int = 200, headers: dict | None = None) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -94,14 +101,17 @@ class HubServer:
                     if repo is None:
                         return self._error(404, "RepoNotFound", "Repository not found")
                     dirs = sorted({n.rsplit("/", 1)[0] for n in repo.files if "/" in n})
+                    link = {"Link": f'<{server.tree_next(self.path)}>; rel="next"'} if server.tree_next else {}
                     return self._json([{"type": "directory", "oid": "0" * 40, "size": 0, "path": d} for d in dirs] +
                                       [{"type": "file", "oid": git_sha1(b), "size": server.tree_size.get(n, len(b)),
-                                        "path": n} for n, b in repo.files.items()])
+                                        "path": n} for n, b in repo.files.items()], headers=link)
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
                 if m:
                     repo = server.repos.get(m.group(1))
                     if repo is None:
                         return self._error(404, "RepoNotFound", "Repository not found")
+                    if server.api_flood:
+                        return self._flood()
                     return self._json({"id": m.group(1), "modelId": m.group(1), "sha": repo.sha, "private": False,
                                        "gated": "manual" if repo.gated else False, "tags": [],
                                        "siblings": [{"rfilename": n, "size": len(b),
@@ -153,6 +163,28 @@ class HubServer:
                 if not body:
                     return
                 self._send_body(name, start, payload)
+
+            def _flood(self) -> None:
+                """A repo info whose commit is ``api_flood`` bytes long, made as it is sent (never held whole)."""
+                head, tail, piece = b'{"sha": "', b'"}', b"a" * (1 << 20)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if server.api_chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(server.api_flood))
+                self.end_headers()
+                left = server.api_flood - len(head) - len(tail)
+                parts = [head] + [piece] * (left // len(piece)) + [piece[:left % len(piece)], tail]
+                try:
+                    for part in filter(None, parts):  # an empty chunk would end a chunked body
+                        if server.api_chunked:
+                            part = b"%x\r\n%s\r\n" % (len(part), part)
+                        self.wfile.write(part)
+                    if server.api_chunked:
+                        self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def _send_body(self, name: str, start: int, payload: bytes) -> None:
                 """The body in chunks; stalls or resets at ``stall_at`` / ``reset_at`` (file offsets)."""

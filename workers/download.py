@@ -21,7 +21,11 @@ and the body (``http_get``: Range requests, retries, timeouts). What it lacks is
   the cache (``hf_hub_download`` 2.4 names blobs after any ETag it is sent, so the worker links the
   snapshot itself instead of handing the file to it). A finished file must match its ETag (sha256
   of LFS files, the git blob sha1 of the others) or it is deleted. The token is sent only to the
-  Hub's own origin.
+  Hub's own origin (a request hook drops it from any other, whoever addressed the request).
+- The server is not trusted to size or end its answers: a next page of the tree listing only on
+  the Hub's origin, each page once, at most ``hub.MAX_PAGES`` (huggingface_hub follows any
+  ``Link``, forever); no body but a file's read past ``hub.API_MAX_BYTES``. The hooks are on the
+  client huggingface_hub makes (``set_client_factory``), so a client made anew keeps them.
 
 ``config.json`` comes last: until it is there the snapshot is not a model to the studio, so nothing
 half-downloaded is ever resolved.
@@ -44,9 +48,11 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
+from urllib.parse import urljoin, urlsplit  # noqa: E402
 
-from studio import fsutil, hub  # noqa: E402
+import httpx2  # noqa: E402
+
+from studio import fsutil, hub, termtext  # noqa: E402
 from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
 from workers import stop_signals  # noqa: E402
 
@@ -234,15 +240,124 @@ def _identity_only(response) -> None:
                                 "Face Hub: check HF_ENDPOINT and your proxy settings.")
 
 
-def _bound_waits() -> None:
-    """Install the two hooks on huggingface_hub's shared HTTP client (this process only)."""
-    from huggingface_hub import get_session
+def _endpoint() -> str:
+    from huggingface_hub import constants
 
-    hooks = get_session().event_hooks
-    if _default_timeout not in hooks["request"]:
-        hooks["request"].append(_default_timeout)
-    if _identity_only not in hooks["response"]:
-        hooks["response"].append(_identity_only)
+    return constants.ENDPOINT
+
+
+def _is_api(url) -> bool:
+    """Whether ``url`` (an httpx URL) is one of the Hub's API answers (repo info, a tree page), not a file."""
+    base = urlsplit(_endpoint())
+    return hub.same_origin(str(url), _endpoint()) and url.path.startswith(base.path.rstrip("/") + "/api/")
+
+
+def _token_to_hub_only(request) -> None:
+    """A request hook: no Authorization to any origin but HF_ENDPOINT's, whoever addressed the request
+    (huggingface_hub resends its headers, the token included, to every next-page link)."""
+    if not hub.same_origin(str(request.url), _endpoint()):
+        request.headers.pop("authorization", None)
+
+
+def _api_unencoded(request) -> None:
+    """A request hook: API answers asked for as they are, so the bytes counted (``_bounded_body``) are
+    the bytes parsed; one sent encoded anyway is refused by ``_identity_only``."""
+    if _is_api(request.url):
+        request.headers["Accept-Encoding"] = "identity"
+
+
+def _too_large(url) -> hub.HubError:
+    return hub.HubError(f"{termtext.printable(str(url), 200)}: the server's answer is more than "
+                        f"{hub.API_MAX_BYTES >> 20} MiB, far more than the Hub sends for a repo's information or "
+                        "file list; refused without reading the rest", kind="io", hint=hub.NOT_THE_HUB)
+
+
+class _Counted(httpx2.SyncByteStream):
+    """A response body that raises once it passes ``hub.API_MAX_BYTES`` (a body without a Content-Length)."""
+
+    def __init__(self, stream, url) -> None:
+        self.stream, self.url = stream, url
+
+    def __iter__(self):
+        got = 0
+        for chunk in self.stream:
+            got += len(chunk)
+            if got > hub.API_MAX_BYTES:
+                raise _too_large(self.url)
+            yield chunk
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _bounded_body(response) -> None:
+    """A response hook: every body but a file's (which ``Capped`` bounds) stops at ``hub.API_MAX_BYTES``.
+
+    httpx reads a repo info, a tree page, a redirect or an error answer whole into memory: a 600 MB
+    repo info took 1.9 GB. Refused on its Content-Length before any of it is read, else counted.
+    """
+    request = response.request
+    if request.method == "HEAD" or (request.method == "GET" and response.status_code in (200, 206)
+                                    and not _is_api(request.url)):
+        return
+    length = response.headers.get("Content-Length", "").strip()
+    if length.isdigit() and int(length) > hub.API_MAX_BYTES:
+        raise _too_large(request.url)
+    response.stream = _Counted(response.stream, request.url)
+
+
+class _Pages:
+    """A response hook on the tree listing's next pages (``Link: <URL>; rel="next"``), which
+    huggingface_hub follows wherever and for as long as they lead: only on HF_ENDPOINT's origin,
+    each page once, at most ``hub.MAX_PAGES``. ``reset`` before each listing."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def reset(self) -> None:
+        self.seen.clear()
+
+    def __call__(self, response) -> None:
+        link = response.links.get("next", {}).get("url")
+        if link is None or not _is_api(response.request.url):
+            return
+        self.seen.add(str(response.request.url))
+        target = str(httpx2.URL(urljoin(str(response.request.url), link)))
+        why = ""
+        if not hub.same_origin(target, _endpoint()):
+            why = f"on another server than HF_ENDPOINT ({_endpoint()}); refused, and the token was not sent there"
+        elif target in self.seen:
+            why = "that it already sent (the listing would never end); refused"
+        elif len(self.seen) >= hub.MAX_PAGES:
+            why = f"after {hub.MAX_PAGES} pages (the Hub sends 1000 files a page); refused"
+        if why:
+            raise hub.HubError(f"{termtext.printable(str(response.request.url), 200)}: the server named a next page "
+                               f"of the file list {termtext.printable(target, 200)} {why}", kind="io",
+                               hint=hub.NOT_THE_HUB)
+
+
+PAGES = _Pages()
+
+
+def _client():
+    """huggingface_hub's own HTTP client with the worker's hooks (see ``_bound_waits``)."""
+    from huggingface_hub.utils._http import default_client_factory
+
+    client = default_client_factory()
+    client.event_hooks["request"].extend([_default_timeout, _token_to_hub_only, _api_unencoded])
+    client.event_hooks["response"].extend([_identity_only, _bounded_body, PAGES])
+    return client
+
+
+def _bound_waits() -> None:
+    """Have huggingface_hub make its shared HTTP client with the worker's hooks (this process only).
+
+    Through its client factory (``set_client_factory``), not on the client of the moment: after a
+    ConnectError the library closes that client and makes a new one, which would come without them.
+    """
+    from huggingface_hub import set_client_factory
+
+    set_client_factory(_client)
 
 
 def _listing(repo_id: str, revision: str | None) -> tuple[str, list[hub.RemoteFile]]:
@@ -251,12 +366,19 @@ def _listing(repo_id: str, revision: str | None) -> tuple[str, list[hub.RemoteFi
     from huggingface_hub.hf_api import RepoFile
 
     api = HfApi()
+    PAGES.reset()
     try:
         info = api.repo_info(repo_id, revision=revision)
         commit = hub.checked_commit(repo_id, info.sha)
         try:
-            raw = [(f.path, f.size) for f in api.list_repo_tree(repo_id, recursive=True, revision=commit)
-                   if isinstance(f, RepoFile)]
+            raw = []
+            for f in api.list_repo_tree(repo_id, recursive=True, revision=commit):
+                if isinstance(f, RepoFile):
+                    raw.append((f.path, f.size))
+                if len(raw) > hub.MAX_FILES:
+                    raise hub.HubError(f"{hub.model_page(repo_id)}: the server lists more than {hub.MAX_FILES} files "
+                                       "for the repo, far more than a model has; refused", kind="io",
+                                       hint=hub.NOT_THE_HUB)
         except errors.HfHubHTTPError:  # a server without the tree listing: the repo info's file names will do
             raw = [(s.rfilename, s.size) for s in (info.siblings or [])]
     except Exception as e:
@@ -274,7 +396,6 @@ def _locate(repo_id: str, f: hub.RemoteFile, commit: str) -> tuple[str, str, int
     The token goes only to the Hub's own origin: a file served from another host (the Hub's CDN, or
     wherever a server redirects) gets no Authorization, as huggingface_hub does for LFS files.
     """
-    from urllib.parse import urljoin
 
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
@@ -303,16 +424,25 @@ def _locate(repo_id: str, f: hub.RemoteFile, commit: str) -> tuple[str, str, int
     return etag, target, size, headers
 
 
-def _link(blob: Path, pointer: Path) -> None:
+def _link(blob: Path, pointer: Path, storage: Path) -> None:
     """snapshots/COMMIT/NAME -> ../../blobs/ETAG, relative, the cache layout huggingface_hub and
-    transformers read (the blob itself where the file system allows no links, as they do)."""
+    transformers read; the blob itself where the cache's file system takes no links, on
+    huggingface_hub's rules (``are_symlinks_supported`` tries one there, HF_HUB_DISABLE_SYMLINKS;
+    a link refused for permission). Any other failure (a name too long, a read-only folder) is an
+    error: moving the blob would fail the same way.
+    """
+    from huggingface_hub.file_download import are_symlinks_supported
+
     pointer.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(pointer):
         pointer.unlink()
-    try:
-        os.symlink(os.path.relpath(blob, pointer.parent), pointer)
-    except OSError:
-        fsutil.replace(blob, pointer)
+    if are_symlinks_supported(storage):
+        try:
+            os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+            return
+        except PermissionError:
+            pass
+    fsutil.replace(blob, pointer)
 
 
 def _fetch(repo_id: str, name: str, url: str, headers: dict, size: int, etag: str, partial: Path, blob: Path,
@@ -401,7 +531,7 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool, progress_fo
         if not pointer.exists():
             if not blob.exists():
                 _fetch(repo_id, name, url, headers, size, etag, partial, blob, bar)
-            _link(blob, pointer)
+            _link(blob, pointer, storage)
             hub.inside(repo_id, pointer, storage)
         progress.report(force=True)
     _record_ref(repo_id, storage, revision, commit)
@@ -453,6 +583,13 @@ def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> 
         return EXIT_CANCELLED
     except hub.HubError as e:
         em.emit(ERROR, kind=e.kind, message=str(e), hint=e.hint)
+        return EXIT_FAILED
+    except OSError as e:  # the cache's file system (the network's errors are HubErrors by now)
+        where = f": {e.filename}" if e.filename else ""
+        em.emit(ERROR, kind="io", message=f"writing the download into the Hugging Face cache failed: "
+                f"{e.strerror or e}{where}", hint="Check that the cache folder (HF_HUB_CACHE or HF_HOME) is "
+                "writable and not nested so deep that its paths pass the system's limit (4096 bytes on Linux, "
+                "260 characters on Windows without long paths), then download again.")
         return EXIT_FAILED
     except Exception as e:  # a bug: traceback to stderr
         traceback.print_exc(file=sys.stderr)

@@ -18,6 +18,7 @@ import sys
 from studio import events
 from studio.commands import add_events_flag
 from studio.errors import UserError
+from studio.termtext import printable
 
 ACTIONS = ("download", "search", "login")
 
@@ -110,8 +111,8 @@ def _download(args: argparse.Namespace) -> int:
     proc.wait()
     view.close()
     if view.error:
-        hint = f"\n  {view.error.get('hint')}" if view.error.get("hint") else ""
-        print(f"lora-studio models download: {view.error.get('message')}{hint}", file=sys.stderr)
+        hint = f"\n  {printable(view.error.get('hint'))}" if view.error.get("hint") else ""
+        print(f"lora-studio models download: {printable(view.error.get('message'))}{hint}", file=sys.stderr)
         return 1
     done = view.done or {}
     if done.get("status") == "downloaded":
@@ -139,10 +140,10 @@ class _DownloadView:
                 self.bar = tqdm(total=d.get("total") or None, initial=d.get("done", 0), unit="B", unit_scale=True,
                                 unit_divisor=1024, dynamic_ncols=True, file=sys.stderr, desc="download")
             self.bar.n = d.get("done", 0)
-            self.bar.set_postfix_str(str(d.get("file", "")), refresh=False)
+            self.bar.set_postfix_str(printable(d.get("file", ""), 80), refresh=False)
             self.bar.refresh()
         elif ev.type == events.LOG:
-            print(d.get("message", ""), file=sys.stderr)
+            print(printable(d.get("message", "")), file=sys.stderr)
         elif ev.type == events.ERROR:
             self.error = d
         elif ev.type == events.DONE:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hubserver import HubServer, Repo
 
-from studio import events, procs
+from studio import events, hub, procs
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "tiny-org/tiny-llama"
@@ -256,3 +256,116 @@ def test_connection_reset_is_a_clear_error_and_resumes(server, tmp_path):
     assert code == 0, err
     assert [s[1] for s in server.served[before:] if s[0] == "model.safetensors"] == [kept]
     assert (tmp_path / "hub" / STORAGE / "snapshots" / SHA / "model.safetensors").read_bytes() == WEIGHTS
+
+
+# --- the tree listing's next pages ----------------------------------------------------------------
+def test_next_page_on_another_origin_is_refused_before_it_is_asked(server, tmp_path):
+    """huggingface_hub sends its headers, Authorization included, to whatever Link: rel="next" names:
+    a capture server got the token and the download went on."""
+    other = HubServer()
+    other_url = other.start()
+    try:
+        server.tree_next = lambda path: f"{other_url}/steal?page=2"
+        _refused(server, tmp_path, words="next page", HF_TOKEN="hf_secret_token")
+        assert other.requests == []
+    finally:
+        other.stop()
+
+
+def test_token_is_dropped_from_any_request_to_another_origin(server, tmp_path):
+    """The worker's request hook, also on the client huggingface_hub makes anew after a ConnectError
+    (``close_session``): a request the library addresses elsewhere with the token goes without it."""
+    code = ("import sys; from workers import download; from huggingface_hub import close_session, get_session; "
+            "download._bound_waits(); close_session(); "
+            "get_session().get(sys.argv[1], headers={'authorization': 'Bearer hf_secret_token'})")
+    env = _env(server, tmp_path / "hub", HF_ENDPOINT="https://hub.invalid", HF_TOKEN="hf_secret_token")
+    proc = subprocess.run([sys.executable, "-c", code, f"{server.url}/api/models"], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert server.auth == [("/api/models", None)]
+
+
+@pytest.mark.parametrize("loop", ["itself", "endless"])
+def test_next_page_loop_is_refused(server, tmp_path, loop):
+    """A next page naming the page itself (962 requests in 45 s, never ending), or always a new one."""
+    count = iter(range(1 << 30))
+    server.tree_next = (lambda path: server.url + path) if loop == "itself" else \
+        (lambda path: f"{server.url}/api/models/{REPO}/tree/{SHA}?recursive=True&cursor={next(count)}")
+    _refused(server, tmp_path, words="next page")
+    assert len([p for _, p in server.requests if "/tree/" in p]) <= 2 * hub.MAX_PAGES
+
+
+# --- answers too large to hold ------------------------------------------------------------------
+@pytest.mark.parametrize("chunked", [False, True])
+def test_huge_repo_info_is_refused_without_reading_it_whole(server, tmp_path, chunked):
+    """A 200 MiB repo info (a 600 MB one took 1.9 GB of memory), with a Content-Length or chunked."""
+    server.api_flood, server.api_chunked = 200 << 20, chunked
+    _refused(server, tmp_path, words="more than 64 MiB")
+
+
+# --- file names the file system cannot hold, or the terminal would obey -------------------------------
+@pytest.mark.parametrize("name", ["a" * 300 + ".safetensors", "\u00e9" * 128 + ".json", "sub/" + "b" * 256])
+def test_file_name_longer_than_a_file_system_allows_is_refused(server, tmp_path, name):
+    """300 bytes: 'File name too long' was reported as a bug in LoRA Studio, with a traceback."""
+    server.repos[REPO].files[name] = b"x"
+    _refused(server, tmp_path, words="longer than 255 bytes")
+
+
+@pytest.mark.parametrize("name", ["\u202egnp.\x9b2J\x7f\u2028red.safetensors", "a\x9b2J.safetensors",
+                                  "a\x7f.safetensors", "a\u2029.json", "a\u200b.safetensors", "sub/\u202ex.json",
+                                  "a\udcff.json"])
+def test_invisible_or_control_characters_in_file_names_are_refused(server, tmp_path, name):
+    """C1 controls (\\x9b is a one-byte CSI), DEL, bidi overrides, zero-width and line/paragraph separators
+    were written into the snapshot and raw into the progress line."""
+    from studio.termtext import printable
+
+    server.repos[REPO].files[name] = b"x"
+    error = _refused(server, tmp_path, words="an invisible or control character")
+    assert printable(error["message"]) == error["message"]
+
+
+@pytest.mark.parametrize("name", ["CON.safetensors", "nul.safetensors", "Aux", "com1.json", "LPT9.tar.gz",
+                                  "sub/PRN.json", "CONIN$", "com\u00b9.json", "model.safetensors.",
+                                  "model.safetensors ", "model.safetensors:evil"])
+def test_windows_device_and_stream_names_are_refused(server, tmp_path, name):
+    """CON.safetensors opens the console on Windows, model.safetensors:evil writes a hidden stream, and a
+    trailing dot or space is dropped (so the name is another file's)."""
+    server.repos[REPO].files[name] = b"x"
+    _refused(server, tmp_path, words="on Windows")
+
+
+@pytest.mark.parametrize("names", [("Model.safetensors", "model.safetensors"),
+                                   ("STRASSE.safetensors", "stra\u00dfe.safetensors"),
+                                   ("caf\u00e9.safetensors", "cafe\u0301.safetensors")])
+def test_names_that_differ_only_in_case_are_refused(server, tmp_path, names):
+    """On Windows and macOS the second overwrites the first (macOS also folds accents composed or not)."""
+    for name in names:
+        server.repos[REPO].files[name] = name.encode()
+    _refused(server, tmp_path, words="differ only in case")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="builds a folder near Linux's PATH_MAX (4096 bytes)")
+def test_cache_too_deep_for_a_long_file_name_is_a_clear_error(server, tmp_path):
+    """A name any server may send (252 bytes) under a cache folder so deep that its snapshot path passes
+    the system's limit: 'File name too long' was a bug report with a traceback, from the worker and the CLI."""
+    server.repos[REPO].files["a" * 240 + ".safetensors"] = b"x"
+    deep = tmp_path
+    while len(os.fsencode(deep)) < 3800:
+        deep = deep / ("d" * 100)
+    code, evs, err = _worker(server, deep / "hub")
+    error = [e.data for e in evs if e.type == events.ERROR][-1]
+    assert code == 1 and "Traceback" not in err, err
+    assert error["kind"] == "io" and "File name too long" in error["message"] and "HF_HUB_CACHE" in error["hint"]
+    cli = _cli(server, deep / "cli" / "hub")
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr
+    assert "lora-studio models download: writing the download into the Hugging Face cache failed" in cli.stderr
+    assert _outside(tmp_path, deep / "hub", deep / "cli" / "hub") == []
+
+
+def test_snapshot_links_follow_huggingface_hubs_rule(server, tmp_path):
+    """Where the cache takes no links (HF_HUB_DISABLE_SYMLINKS, or huggingface_hub's probe fails), the
+    snapshot holds the files themselves; other failures to link are errors, not a move that fails alike."""
+    code, _, err = _worker(server, tmp_path / "hub", HF_HUB_DISABLE_SYMLINKS="1")
+    assert code == 0, err
+    pointer = tmp_path / "hub" / STORAGE / "snapshots" / SHA / "model.safetensors"
+    assert not pointer.is_symlink() and pointer.read_bytes() == WEIGHTS
