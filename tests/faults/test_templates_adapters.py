@@ -229,6 +229,38 @@ def test_data_inspect_stops_on_a_template_that_never_ends_and_names_its_file(tmp
     assert "Traceback" not in out
 
 
+HOSTILE = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31m\u202etxt.exe\U000e0041"
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_escape_sequences_in_a_template_refusal_reach_the_terminal_only_as_visible_escapes(tmp_path, tiny_model_dir,
+                                                                                          chat_jsonl, json_out):
+    """``raise_exception('\\x1b]0;…')`` used to set the terminal's title and clear the screen on every
+    problem line of ``data inspect``; the error line of the CLI printed user text raw too."""
+    base = _with_template(tmp_path, tiny_model_dir, "{{ raise_exception('" + HOSTILE + "') }}")
+    data = tmp_path / "chat\x1b[2J.jsonl"
+    shutil.copy(chat_jsonl, data)
+    r = cli("data", "inspect", str(data), "--model", str(base), *(["--json"] if json_out else []))
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    assert "refused this conversation" in out
+    for raw in ("\x1b", "\x07", "\u202e", "\U000e0041"):
+        assert raw not in out
+    if json_out:
+        report = json.loads(r.stdout)
+        assert HOSTILE in report["problems"][0]["message"]  # the values are kept, spelled as JSON escapes
+    else:
+        assert "\\x1b]0;PWNED-TITLE\\x07\\x1b[2J" in r.stdout and "\\u202etxt.exe" in r.stdout
+        assert "chat\\x1b[2J.jsonl: no usable rows" in r.stderr
+
+
+def test_the_cli_error_line_shows_escape_sequences_visibly(tmp_path):
+    r = cli("data", "inspect", str(tmp_path / ("no\x1b[2Jsuch\u202e.jsonl")))
+    assert r.returncode == 2
+    assert "\x1b" not in r.stderr and "\u202e" not in r.stderr
+    assert "no\\x1b[2Jsuch\\u202e.jsonl" in r.stderr
+
+
 def test_ollama_export_names_the_template_that_never_ends(tmp_path, tiny_model_dir, monkeypatch):
     from studio.export.errors import ConfigError
 
