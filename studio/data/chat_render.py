@@ -11,6 +11,10 @@ gigabytes would take the machine's memory. Every render therefore goes through `
   non-ASCII text, ``raise_exception``, ``strftime_now``, ``{% generation %}`` blocks;
 - ``*``, ``**``, ``+``, ``%`` and ``~`` refuse results longer than ``MAX_TEXT`` items before they
   are built, and the rendered text stops growing past ``MAX_TEXT`` characters;
+- every filter goes through one guard (``_guard_filter``) that checks its result and first
+  estimates the known expanders (``_FILTER_SIZES``; ``_METHOD_SIZES`` for str methods); single C
+  calls the deadline cannot interrupt (sort, sum, strftime) are bounded before they start; nothing
+  runs while compiling (no optimizer, no constant folding), and compiling is under the deadline;
 - a deadline: a pure-Python loop cannot be interrupted from outside by a thread join or a timeout
   on a future (the loop keeps the GIL and keeps spinning); it can by an exception raised in its own
   thread at the next bytecode, which a watchdog thread asks CPython for when the render is late
