@@ -18,6 +18,7 @@ import sys
 
 from studio import __version__, events
 from studio.errors import UserError
+from studio.termtext import printable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -43,13 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def shown(error: BaseException) -> str:
+    """An error's message for the terminal: its text names files, rows and template messages the user
+    does not control, so escape sequences and bidi controls are written visibly (its own line breaks stay)."""
+    return "\n".join(printable(line) for line in str(error).split("\n"))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UserError as e:
-        print(f"lora-studio: {e} (see lora-studio --help)", file=sys.stderr)
+        print(f"lora-studio: {shown(e)} (see lora-studio --help)", file=sys.stderr)
         return EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if args.emitter is not None:  # the window reads the error from the protocol, in the same words
             args.emitter.emit(events.ERROR, kind="config", message=str(e), hint="")
-        print(f"lora-studio {args.command}: {e}", file=sys.stderr)
+        print(f"lora-studio {args.command}: {shown(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -40,6 +40,9 @@ ROLES = ("system", "user", "assistant")
 MATCH_TIMEOUT_S = 2.0  # one answer against one pattern; an honest pattern takes microseconds
 MAX_PROMPTS_BYTES = 64 << 20  # a held-out file is read whole; 64 MiB is far beyond any evaluation
 MAX_PROMPTS = 10_000  # every prompt is answered (twice by eval and compare): more is hours of CPU
+MAX_PATTERN = 4096  # characters of one 'pattern' (an honest one is a line); compiling is not under the timeout
+MAX_EXPANSION = 100_000  # the regex package compiles a{1000}{1000} as a million copies (274 MiB, ~1 s)
+_COUNTED = re.compile(r"\{(\d*)(?:,(\d*))?\}")
 MAX_ROW_BYTES = 1 << 20  # one row is sent to the chat worker as one command line (studio.events.MAX_LINE_BYTES)
 
 
@@ -154,12 +157,69 @@ def _parse_row(line: str, where: str) -> dict[str, Any]:
     if pattern is not None:
         if not isinstance(pattern, str):
             raise PromptFileError(f"{where}: 'pattern' must be a string (a regular expression)")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise PromptFileError(f"{where}: 'pattern' is not a valid regular expression "
-                                  f"({exc}); fix or remove it") from None
+        _check_pattern(pattern, where)
     return {"messages": messages, "pattern": pattern, "reference": reference}
+
+
+def _check_pattern(pattern: str, where: str) -> None:
+    """Compile a row's pattern once, bounded first: compiling is one call the match timeout does not
+    cover, and a pattern 5,000 groups deep, a 100,000-way alternation or nested counted repeats
+    take the stack, seconds or gigabytes there."""
+    if len(pattern) > MAX_PATTERN:
+        raise PromptFileError(f"{where}: 'pattern' is {len(pattern):,} characters long; a pattern may be at most "
+                              f"{MAX_PATTERN:,} characters: shorten it")
+    if _expansion(pattern) > MAX_EXPANSION:
+        raise PromptFileError(f"{where}: 'pattern' repeats too much (counted repeats such as (a{{1000}}){{1000}} "
+                              f"expand to over {MAX_EXPANSION:,} items when compiled): use + or * instead")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise PromptFileError(f"{where}: 'pattern' is not a valid regular expression "
+                              f"({exc}); fix or remove it") from None
+    except (RecursionError, OverflowError, MemoryError) as exc:
+        raise PromptFileError(f"{where}: 'pattern' cannot be compiled ({type(exc).__name__}: it nests or repeats "
+                              "too much); simplify it") from None
+
+
+def _expansion(pattern: str) -> int:
+    """An upper bound of the items a pattern compiles to: counted repeats multiply what they repeat,
+    everything else adds (alternatives included). Escapes and character classes count as one item."""
+    stack = [[0, 0]]  # per open group: [items so far, items of the last atom]
+    i, n = 0, len(pattern)
+    while i < n:
+        c, size = pattern[i], 1
+        if c == "\\":
+            i += 2
+            if i < n and pattern[i - 1] in "pPNxgkuU" and pattern[i] == "{":  # \p{L}, \x{263a}, \g{name}
+                i = (pattern.find("}", i) + 1) or n
+        elif c == "[":
+            i += 2 if pattern.startswith("[^", i) else 1
+            i += pattern.startswith("]", i)  # a ']' first is a literal
+            while i < n and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            i += 1
+        elif c == "(":
+            stack.append([0, 0])
+            i += 1
+            continue
+        elif c == ")" and len(stack) > 1:
+            group = stack.pop()
+            size, i = max(1, group[0]), i + 1
+        elif c == "{" and (m := _COUNTED.match(pattern, i)) and (m.group(1) or m.group(2)):
+            digits = max(m.group(1) or "0", m.group(2) or "0", key=lambda d: (len(d.lstrip("0")), d.lstrip("0")))
+            count = int(digits) if len(digits.lstrip("0")) <= 9 else MAX_EXPANSION + 1
+            top = stack[-1]
+            top[0] += top[1] * (max(count, 1) - 1)
+            top[1] *= max(count, 1)
+            i = m.end()
+            if top[0] > MAX_EXPANSION:
+                return top[0]
+            continue
+        else:
+            i += 1
+        stack[-1][0] += size
+        stack[-1][1] = size
+    return sum(group[0] for group in stack)
 
 
 def _read_text(path: Path) -> str:

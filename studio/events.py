@@ -67,15 +67,27 @@ def encode(event: Event) -> bytes:
 
 
 def decode(line: bytes | str) -> Event:
-    """Parse one line; raises ValueError on anything that is not a protocol event."""
-    obj = json.loads(line)
+    """Parse one line; raises ValueError (only) on anything that is not a protocol event.
+
+    events.jsonl is a file anyone can edit: an integer of 5,000 digits, JSON nested 100,000 deep,
+    a ``seq`` that is a list or ``Infinity`` must read as a bad line, never as an exception of
+    another kind in the caller; ``seq`` and ``ts`` are checked to be the numbers the studio writes.
+    """
+    try:
+        obj = json.loads(line)
+    except (RecursionError, UnicodeDecodeError, TypeError) as e:
+        raise ValueError(f"not JSON ({type(e).__name__})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not isinstance(obj.get("data", {}), dict):
         raise ValueError("not an event object")
     v = obj.get("v", PROTOCOL_VERSION)
     if not isinstance(v, int) or v > PROTOCOL_VERSION:
         raise ValueError(f"unsupported protocol version {v!r}")
-    return Event(type=obj["type"], data=obj.get("data", {}), seq=int(obj.get("seq", 0)),
-                 ts=float(obj.get("ts", 0.0)), run=str(obj.get("run", "")), v=v)
+    seq, ts = obj.get("seq", 0), obj.get("ts", 0.0)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 1 << 63:
+        raise ValueError("'seq' is not a sequence number")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not -1e12 < ts < 1e12:
+        raise ValueError("'ts' is not a time")
+    return Event(type=obj["type"], data=obj.get("data", {}), seq=seq, ts=float(ts), run=str(obj.get("run", "")), v=v)
 
 
 class EventReader:

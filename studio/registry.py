@@ -108,7 +108,8 @@ def metric_series(run_dir: Path, metric: str, axis: str = "step") -> tuple[list[
 
 
 def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+    """A finite number ``float()`` can hold (an int of 400 digits in events.jsonl cannot: OverflowError)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e300
 
 
 def training_seconds(run_dir: Path) -> float | None:

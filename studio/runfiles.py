@@ -64,6 +64,8 @@ def load(path: Path, limit: int = SMALL, missing: Any = None) -> Any:
         raise Damaged(path, f"is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}; cut short?)") from None
     except RecursionError:
         raise Damaged(path, "is nested too deeply to be a file the studio wrote") from None
+    except ValueError as e:  # an integer of thousands of digits: Python's int parsing limit
+        raise Damaged(path, f"holds a value the studio never writes ({printable(e, limit=120)})") from None
 
 
 def load_object(path: Path, limit: int = SMALL) -> dict | None:
@@ -94,7 +96,9 @@ def get(obj: dict, dotted: str, kind: str, where: Path | str) -> Any:
 
 def finite(value: Any) -> bool:
     """A real number (not a bool) that is neither NaN nor infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 1e300 if isinstance(value, int) else math.isfinite(value)  # a 400-digit int: no float
 
 
 def _kind_of(value: Any) -> str:

@@ -47,4 +47,13 @@ def json_text(obj: Any, indent: int | None = 1) -> str:
     import json
 
     text = json.dumps(obj, indent=indent, ensure_ascii=False)  # escapes C0 inside strings; its own newlines stay
-    return "".join(f"\\u{ord(ch):04x}" if ch != "\n" and unicodedata.category(ch) in _UNSAFE else ch for ch in text)
+    return "".join(_json_escape(ch) if ch != "\n" and unicodedata.category(ch) in _UNSAFE else ch for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    """JSON's escape of one character; beyond U+FFFF (private use planes, tag characters) a surrogate pair."""
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"

@@ -15,6 +15,7 @@ from typing import Any
 from studio import events
 from studio.commands import add_events_flag
 from studio.errors import UserError
+from studio.termtext import json_text, printable
 
 SHOWN_PROBLEMS = 20
 
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     _emit(report, args)
     if report.usable == 0:
-        print(f"lora-studio data: {report.path}: no usable rows out of {report.rows}; fix the problems listed",
+        print(f"lora-studio data: {printable(report.path)}: no usable rows out of {report.rows}; fix the problems listed",
               file=sys.stderr)
         return 2
     return 0
@@ -124,7 +125,7 @@ def _emit(report: Any, args: argparse.Namespace) -> None:
         if args.emitter:
             args.emitter.emit(events.DONE, report=d)
             return
-        text = json.dumps(d, ensure_ascii=False)
+        text = json_text(d, indent=None)
     else:
         text = render(report, args.preview)
     try:
@@ -144,15 +145,15 @@ def render(report: Any, preview: int = 3) -> str:
 
 def _summary(r: Any) -> str:
     comp = f", {r.compression}" if r.compression else ""
-    lines = [f"{r.path}", f"  read as    {r.reader} ({r.encoding}{comp})",
+    lines = [printable(r.path), f"  read as    {r.reader} ({r.encoding}{comp})",
              f"  format     {r.format} (confidence {r.confidence:.2f})",
-             f"  columns    {', '.join(map(str, r.columns)) or '-'}" +
-             (f"  (mapped: {', '.join(f'{k}={v}' for k, v in r.column_map.items())})" if r.column_map else ""),
+             printable(f"  columns    {', '.join(map(str, r.columns)) or '-'}" +
+                       (f"  (mapped: {', '.join(f'{k}={v}' for k, v in r.column_map.items())})" if r.column_map else "")),
              f"  rows       {r.rows}: {r.usable} usable, {r.skipped} skipped, " +
              (f"{r.filtered} marked bad (left out), " if r.filtered else "") +
              f"{r.duplicates} duplicate(s), {r.warnings} warning(s)",
              f"  fingerprint {r.fingerprint[:16]}"]
-    lines += [f"  note: {n}" for n in r.notes]
+    lines += [f"  note: {printable(n)}" for n in r.notes]
     return "\n".join(lines)
 
 
@@ -163,8 +164,8 @@ def _groups(r: Any) -> str:
     lines = ["Problems by kind:"]
     for g in groups:
         where = f" [{g['field']}]" if g["field"] else ""
-        lines.append(f"  {g['count']:>7}x {g['severity']:<7} {g['example']}{where}\n"
-                     f"            fix: {g['hint']}")
+        lines.append(f"  {g['count']:>7}x {g['severity']:<7} {printable(g['example'])}{printable(where)}\n"
+                     f"            fix: {printable(g['hint'])}")
     return "\n".join(lines)
 
 
@@ -174,7 +175,7 @@ def _first_problems(r: Any) -> str:
     lines = [f"First problems (of {r.problems_total}; --json lists up to 1000):"]
     for p in r.problems[:SHOWN_PROBLEMS]:
         field = f" {p.field}:" if p.field else ""
-        lines.append(f"  {r.path}:{p.where()}:{field} {p.severity}: {p.message}")
+        lines.append(printable(f"  {r.path}:{p.where()}:{field} {p.severity}: {p.message}"))
     return "\n".join(lines)
 
 
@@ -184,7 +185,7 @@ def _tokens(r: Any) -> str:
         return ""
     if not t.count:
         return "Tokens: no example could be rendered with this model's chat template."
-    lines = [f"Tokens ({t.tokenizer}, {t.template} chat template), {t.count} examples:",
+    lines = [f"Tokens ({printable(t.tokenizer)}, {t.template} chat template), {t.count} examples:",
              f"  min {t.min}  p50 {t.p50}  p95 {t.p95}  max {t.max}  mean {t.mean}",
              f"  {t.truncated} example(s) longer than seq-len {t.seq_len} would be truncated"]
     counts, edges = t.histogram["counts"], t.histogram["edges"]
@@ -211,9 +212,9 @@ def _mask(r: Any) -> str:
         return (f"Packing (micro-batch {pk['micro_batch']}): {pk['padding_unpacked']:,} padding tokens without "
                 f"packing, none with it ({pk['tokens']:,} tokens; longest packed sequence {pk['sequences_longest']:,})."
                 f"\nLoss mask of the first micro-batch packed into one sequence ({trained} tokens trained, in "
-                "[brackets]; attention stays within each example):\n" + "\n".join("  " + line for line in text.splitlines()))
+                "[brackets]; attention stays within each example):\n" + "\n".join("  " + printable(line) for line in text.split("\n")))
     return (f"Loss mask of the first example ({trained} of {len(view)} tokens trained, shown in [brackets]):\n"
-            + "\n".join("  " + line for line in text.splitlines()))
+            + "\n".join("  " + printable(line) for line in text.split("\n")))
 
 
 def _preview(r: Any, n: int) -> str:
@@ -226,7 +227,7 @@ def _preview(r: Any, n: int) -> str:
             body = " | ".join(f"{m['role']}: {_short(_turn_text(m))}" for m in item["messages"])
         else:
             body = _short(item["text"])
-        lines.append(f"  row {item['row']}: {body}")
+        lines.append(f"  row {item['row']}: {printable(body)}")
     return "\n".join(lines)
 
 

@@ -233,6 +233,29 @@ def test_a_hostile_prompts_file_is_refused_naming_it(tmp_path, kind):
     assert str(path) in str(err.value) and time.monotonic() - t0 < 20
 
 
+@pytest.mark.parametrize("pattern, words", [
+    ("(" * 1500 + "a" + ")" * 1500, "cannot be compiled (RecursionError"),
+    ("(" * 5000 + "a" + ")" * 5000, "is 10,001 characters long"),
+    ("|".join(f"w{i}" for i in range(100_000)), "characters long; a pattern may be at most 4,096"),
+    ("(?:a{300}){1000}", "repeats too much"),
+    ("a{" + "9" * 4000 + "}", "repeats too much"),
+])
+def test_a_pattern_that_cannot_be_compiled_in_bounds_is_refused_naming_its_row(tmp_path, pattern, words):
+    """Compiling a pattern is not covered by the match timeout: 5,000 nested groups raised a
+    RecursionError traceback, a 100,000-way alternation took 6.6 s per row, and counted repeats
+    nested in each other are expanded by the regex package (a{1000}{1000}: 274 MiB)."""
+    from studio.evaluate import PromptFileError, load_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    ok = json.dumps({"messages": [{"role": "user", "content": "q"}], "pattern": r"^\d{4}-\d{2}$"})
+    path.write_text(ok + "\n" + json.dumps({"messages": [{"role": "user", "content": "q"}], "pattern": pattern}) + "\n")
+    t0 = time.monotonic()
+    with pytest.raises(PromptFileError, match=r"prompts\.jsonl:2: 'pattern' ") as err:
+        load_prompts(path)
+    assert words in str(err.value)
+    assert time.monotonic() - t0 < 3
+
+
 def test_compare_refuses_a_fifo_and_a_deeply_nested_file_without_a_traceback(tiny_run, tmp_path):
     fifo = tmp_path / "fifo.jsonl"
     os.mkfifo(fifo)

@@ -86,6 +86,45 @@ def test_a_run_with_a_mistyped_field_is_skipped_by_name_and_the_others_list(tmp_
     assert said in capsys.readouterr().err
 
 
+BIG = "9" * 5000  # past Python's int parsing limit (4,300 digits): json.loads raises a plain ValueError
+
+
+def test_a_5000_digit_number_in_state_json_or_queue_json_is_damage_not_a_crash(tmp_path, capsys):
+    root = tmp_path / "runs"
+    good, bad = _run(root, "good"), _run(root, "bad")
+    (bad / runs.STATE).write_text('{"status": "done", "step": ' + BIG + "}")
+    assert cli(["runs", "list", "--runs-dir", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert good.name in out and bad.name not in out
+    assert f"skipped a run with a damaged file: {bad / runs.STATE}: holds a value the studio never writes" in err
+    (root / runqueue.QUEUE_FILE).write_text('{"version": 1, "entries": [], "n": ' + BIG + "}")
+    proc = _cli_proc("queue", "list", "--runs-dir", str(root))
+    assert proc.returncode == 0 and "is damaged" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_events_with_huge_numbers_are_bad_lines_and_the_metrics_still_read(tmp_path):
+    from studio import events as ev
+    from ui.pages.runs import loss_curve
+
+    run = _run(tmp_path / "runs", "r")
+    good = [json.dumps({"v": 1, "type": "metric", "seq": i, "ts": 100.0 + i, "data": {"step": i, "loss": 2.0}})
+            for i in (1, 2)]
+    hostile = ['{"v": 1, "type": "metric", "seq": 3, "ts": 1, "data": {"step": ' + BIG + ', "loss": 1}}',
+               '{"v": 1, "type": "metric", "seq": 4, "ts": 1, "data": {"step": ' + "9" * 400 + ', "loss": 1}}',
+               '{"v": 1, "type": "metric", "seq": [5], "ts": 1, "data": {}}',
+               '{"v": 1, "type": "metric", "seq": Infinity, "ts": 1, "data": {}}',
+               '{"v": 1, "type": "metric", "seq": 6, "ts": ' + "9" * 400 + ', "data": {}}',
+               '{"v": 1, "type": "metric", "seq": ' + "9" * 400 + ', "ts": 1, "data": {}}']
+    (run / runs.EVENTS).write_text("\n".join(good[:1] + hostile + good[1:]) + "\n")
+    for line in hostile:
+        if "seq\": 4," not in line:
+            with pytest.raises(ValueError):
+                ev.decode(line)
+    assert attach.last_seq(run / runs.EVENTS) == 4  # a resumed worker does not continue at 10**400
+    assert registry.metric_series(run, "loss") == ([1.0, 2.0], [2.0, 2.0])  # the 400-digit step is left out
+    assert loss_curve(run) == ([1.0, 2.0], [2.0, 2.0])
+
+
 # -- 12: a damaged queue.json is reported, kept aside, and its readable entries kept -------------------
 def _entry(i: int, **kw) -> dict:
     return {"id": f"q-{i}", "label": f"entry {i}", "recipe": Recipe(name=f"r{i}").to_dict(), "plan": None,

@@ -69,6 +69,115 @@ def test_a_template_that_grows_without_bound_is_refused_before_it_takes_the_memo
     assert time.monotonic() - start < 5
 
 
+def _peak_mib(fn) -> float:
+    """Peak Python memory (MiB) while ``fn`` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+def test_a_filter_with_constant_arguments_is_not_run_while_compiling(monkeypatch):
+    """jinja's optimizer folded ``[1]|batch(N, 'x')|list`` into the compiled code, outside the deadline
+    and the size limits (2.3 GB and 7.5 s for N = 3,000,000); now filters run only while rendering."""
+    monkeypatch.setenv(SECONDS_ENV, "5")
+    template = '{% set x = [1]|batch(100000, "x")|list %}{{ x|length }} {{ x[0]|length }}'
+    out = []
+    peak = _peak_mib(lambda: out.append(render_source(template, _where, messages=[])))
+    assert out == ["1 100000"]
+    assert peak < 16, f"{peak:.0f} MiB: the filter was folded into the compiled code"  # was 77 MiB
+
+
+def test_compiling_a_template_counts_against_the_deadline(monkeypatch):
+    monkeypatch.setenv(SECONDS_ENV, "0.2")
+    template = "{% if a %}{{ b }}{% endif %}" * 3000 + "{# compile-deadline #}"  # about a second to compile
+    with pytest.raises(TemplateRunaway, match=r"did not finish in 0\.2 s \(T\.jinja\)"):
+        render_source(template, _where, messages=[])
+
+
+SMALL_LIMIT = 1 << 20  # the tests lower MAX_TEXT so that every attack stays a few MB
+
+
+@pytest.mark.parametrize("template", [
+    "{% set s = 'x' * 2000 %}{% set y = s|replace('x', s) %}{{ y|length }}",
+    "{% set y = range(1000)|list|join('y' * 5000) %}{{ y|length }}",
+    "{% set y = ('y' * 5000).join(range(1000)|map('string')) %}{{ y|length }}",
+    "{{ [1, [2, [3, [4]]]]|tojson(indent=400000)|length }}",
+    "{{ [1, [2, [3, [4]]]]|tojson(400000)|length }}",
+    "{{ ('\t' * 1000).expandtabs(5000)|length }}",
+    "{{ ('a ' * 50000)|wordwrap(1, wrapstring='y' * 100)|length }}",
+    "{{ ('%s' * 1000)|format(*(['x' * 5000] * 1000))|length }}",
+    "{{ (('%(a)s' * 1000) % {'a': 'x' * 5000})|length }}",
+    "{{ ('{0}' * 1000).format('x' * 5000)|length }}",
+    "{{ ('{0}' * 1000).format_map({'0': 'x' * 5000})|length }}",
+    "{{ ('%999999s' * 50)|format(*(['a'] * 50))|length }}",
+    "{{ [1]|batch(5000000, 'x')|first|length }}",
+    "{{ ('\"' * 300000)|escape|length }}",
+    "{{ (['x' * 5000] * 1000)|string|length }}",
+    "{{ ['x' * 5000] * 1000 }}",
+    "{{ (['x' * 5000] * 1000)|pprint|length }}",
+    "{{ ((['x' * 5000] * 1000)|list ~ '')|length }}",
+    "{{ lipsum(10000)|length }}",
+])
+def test_every_filter_result_is_checked_and_the_expanders_are_estimated_before_they_run(monkeypatch, template):
+    """Filters used to skip the size limit: ``s|replace('x', s)`` built 1.6e9 characters and rendered
+    "fine". Each attack here would build 4-20 times the (lowered) limit: it must be refused before
+    the text exists, so the peak stays under twice the limit."""
+    from studio.data import chat_render
+
+    monkeypatch.setattr(chat_render, "MAX_TEXT", SMALL_LIMIT)
+    render_source("{{ 1 }}", _where, messages=[])  # jinja's own imports and set-up are not the attack's
+    seen = []
+
+    def render():
+        with pytest.raises(TemplateRunaway, match=r"\(T\.jinja\) builds a text or list of more than 1,048,576"):
+            render_source(template, _where, messages=[])
+        seen.append(True)
+
+    peak = _peak_mib(render)
+    assert seen
+    assert peak < 2, f"refused only after {peak:.1f} MiB"  # the attacks build 5 MiB or more
+
+
+def test_sum_of_lists_is_one_pass_not_one_uninterruptible_quadratic_call(monkeypatch):
+    """``([l]*700)|sum(start=[])`` with l of 10,000 items took 25.7 s in one C call on a 2 s deadline."""
+    monkeypatch.setenv(SECONDS_ENV, "10")
+    template = "{% set l = range(2000)|list %}{{ ([l] * 1000)|sum(start=[])|length }} {{ [[1], [2]]|sum(start=[0]) }}"
+    start = time.monotonic()
+    assert render_source(template, _where, messages=[]) == "2000000 [0, 1, 2]"
+    assert time.monotonic() - start < 3  # was about 10 s on this machine (quadratic)
+
+
+@pytest.mark.parametrize("template, words", [
+    ("{{ strftime_now('%c' * 100000)|length }}", r"passes strftime_now a format of 200,000 characters"),
+    ("{{ (range(100000)|list * 50)|sort|length }}", r"sorts 5,000,000 items"),
+    ("{% set s = 'x' * 100000 %}{{ ([s ~ 'a', s ~ 'b'] * 5000)|sort|length }}", r"sorts 10,000 items of up to"),
+    ("{% set s = 'x' * 100000 %}{{ ([s ~ 'a', s ~ 'b'] * 5000)|unique|list|sort|length }}", None),
+])
+def test_single_c_calls_the_deadline_cannot_stop_are_bounded_before_they_start(template, words):
+    """A sort or a strftime is one C call: an exception from the watchdog waits until it returns
+    (``strftime_now('%c' * 30000000)`` took 58 s and 3.8 GB); their inputs are bounded instead."""
+    if words is None:
+        assert render_source(template, _where, messages=[]) == "2"  # small sorts still work
+        return
+    with pytest.raises(TemplateRunaway, match=r"\(T\.jinja\) " + words):
+        render_source(template, _where, messages=[])
+
+
+def test_real_templates_still_render_with_the_guarded_filters():
+    template = ("{% for m in messages %}{{ m.role|upper }}: {{ m.content|trim|replace('a', 'b') }}"
+                "{{ m|tojson(indent=2)|length > 0 }} {{ '%s-%d'|format('x', 3) }} {{ [3, 1, 2]|sort|join(',') }}"
+                "{{ messages|map(attribute='role')|join('|') }} {{ '{0}:{1}'.format(1, 2) }}"
+                "{{ '%s' % 'p' }} {{ strftime_now('%Y')|length }}{% endfor %}")
+    out = render_source(template, _where, messages=[{"role": "user", "content": " a "}])
+    assert out == "USER: bTrue x-3 1,2,3user 1:2p 4"
+
+
 @pytest.mark.parametrize("template", ["{{ messages.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
                                       "{{ messages.append(1) }}"])
 def test_the_sandbox_refuses_python_internals_and_mutation(template):
@@ -118,6 +227,38 @@ def test_data_inspect_stops_on_a_template_that_never_ends_and_names_its_file(tmp
     assert r.returncode != 0, out
     assert "did not finish in 2 s" in out and str(base / "chat_template.jinja") in out
     assert "Traceback" not in out
+
+
+HOSTILE = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31m\u202etxt.exe\U000e0041"
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_escape_sequences_in_a_template_refusal_reach_the_terminal_only_as_visible_escapes(tmp_path, tiny_model_dir,
+                                                                                          chat_jsonl, json_out):
+    """``raise_exception('\\x1b]0;…')`` used to set the terminal's title and clear the screen on every
+    problem line of ``data inspect``; the error line of the CLI printed user text raw too."""
+    base = _with_template(tmp_path, tiny_model_dir, "{{ raise_exception('" + HOSTILE + "') }}")
+    data = tmp_path / "chat\x1b[2J.jsonl"
+    shutil.copy(chat_jsonl, data)
+    r = cli("data", "inspect", str(data), "--model", str(base), *(["--json"] if json_out else []))
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    assert "refused this conversation" in out
+    for raw in ("\x1b", "\x07", "\u202e", "\U000e0041"):
+        assert raw not in out
+    if json_out:
+        report = json.loads(r.stdout)
+        assert HOSTILE in report["problems"][0]["message"]  # the values are kept, spelled as JSON escapes
+    else:
+        assert "\\x1b]0;PWNED-TITLE\\x07\\x1b[2J" in r.stdout and "\\u202etxt.exe" in r.stdout
+        assert "chat\\x1b[2J.jsonl: no usable rows" in r.stderr
+
+
+def test_the_cli_error_line_shows_escape_sequences_visibly(tmp_path):
+    r = cli("data", "inspect", str(tmp_path / ("no\x1b[2Jsuch\u202e.jsonl")))
+    assert r.returncode == 2
+    assert "\x1b" not in r.stderr and "\u202e" not in r.stderr
+    assert "no\\x1b[2Jsuch\\u202e.jsonl" in r.stderr
 
 
 def test_ollama_export_names_the_template_that_never_ends(tmp_path, tiny_model_dir, monkeypatch):

@@ -90,11 +90,16 @@ def _date(text: str) -> str:
         return str(text or "")
 
 
+def _floatable(v: object) -> bool:
+    """A number ``float()`` takes: events.jsonl can be edited to hold an int of 400 digits (OverflowError)."""
+    return isinstance(v, float) or isinstance(v, int) and abs(v) < 1e300
+
+
 def loss_curve(run_dir: Path) -> tuple[list[float], list[float]]:
     """(steps, losses) of a run from its events.jsonl."""
     xs, ys = [], []
     for e in ev.read_events(Path(run_dir) / runs.EVENTS):
-        if e.type == ev.METRIC and isinstance(e.data.get("loss"), (int, float)) and isinstance(e.data.get("step"), (int, float)):
+        if e.type == ev.METRIC and _floatable(e.data.get("loss")) and _floatable(e.data.get("step")):
             xs.append(float(e.data["step"]))
             ys.append(float(e.data["loss"]))
     return xs, ys
