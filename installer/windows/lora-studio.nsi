@@ -14,7 +14,9 @@
 ; - the uninstaller removes the program and keeps the user's runs, models and ML runtime unless
 ;   the user ticks them (or passes /REMOVEDATA to a silent uninstall: /S /REMOVEDATA).
 
-Unicode true
+; A 64-bit installer for a 64-bit app: it installs and registers without WOW64 redirection, and
+; the 32-bit stub would not even start on a 64-bit-only Wine.
+Target amd64-unicode
 ManifestDPIAware true
 !ifndef VERSION
   !error "pass -DVERSION=x.y.z (installer/windows/build.sh takes it from pyproject.toml)"
@@ -70,7 +72,6 @@ VIAddVersionKey "LegalCopyright" "Apache License 2.0"
 !include FileFunc.nsh
 !include Sections.nsh
 !include WinVer.nsh
-!include x64.nsh
 
 !define MUI_ICON "${REPO}/installer/lora-studio.ico"
 !define MUI_UNICON "${REPO}/installer/lora-studio.ico"
@@ -188,8 +189,7 @@ SectionEnd
 !insertmacro MUI_FUNCTION_DESCRIPTION_END
 
 Function .onInit
-  ${IfNot} ${RunningX64}
-  ${OrIfNot} ${AtLeastWin10}
+  ${IfNot} ${AtLeastWin10}
     MessageBox MB_OK|MB_ICONSTOP "${APP} needs 64-bit Windows 10 or 11." /SD IDOK
     Abort
   ${EndIf}
