@@ -62,10 +62,15 @@ class Wine:
         for var in ("LORA_STUDIO_HOME", "LORA_STUDIO_PYTHON", "PYTHONPATH", "PYTHONHOME"):
             self.env.pop(var, None)
         shutil.rmtree(prefix, ignore_errors=True)
-        self.run(["wineboot", "-i"], timeout=300, wine=False)
-        self.run(["winecfg", "/v", "win10"], timeout=120)  # a new prefix says Windows 7; Qt 6 and the installer need 10
+        prefix.mkdir(parents=True)
+        # One persistent wineserver, started first and detached: one that a `wine` call starts inherits
+        # that call's output pipe, and reading the output would wait for the server to exit.
         subprocess.Popen(["wineserver", "-p", "900"], env=self.env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(1)
+        subprocess.run(["wineboot", "-i"], env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=300)
+        self.run(["winecfg", "/v", "win10"], timeout=120)  # a new prefix says Windows 7; Qt 6 and the installer need 10
         system32 = prefix / "drive_c" / "windows" / "system32"
         for name in SHIMS:
             shutil.copy2(shims / name, system32 / name)
@@ -279,7 +284,7 @@ def uninstall(wine: Wine, check: Checks, instdir: Path, extra: list[str]) -> Non
     while instdir.exists() and time.monotonic() < deadline:
         time.sleep(1)
     left = [str(p.relative_to(instdir)) for p in instdir.rglob("*")][:10] if instdir.exists() else []
-    check(f"uninstall /S {' '.join(extra)}: the app folder is gone".replace("  ", " "),
+    check(f"uninstall {' '.join(['/S', *extra])}: the app folder is gone",
           out.returncode == 0 and not instdir.exists(), f"exit {out.returncode}; left: {left}")
 
 
