@@ -385,8 +385,8 @@ def test_embedded_python_becomes_a_venv_shaped_runtime(tmp_path):
     assert [s.key for s in steps] == ["venv", "pip", "packages"]
     assert steps[0].argv[:4] == [str(bundled / "python.exe"), "-I", "-c", setup.EMBEDDED_VENV]
     wheel = str(bundled / "pip-26.3-py3-none-any.whl")
-    assert steps[1].argv[1:3] == [f"{wheel}{os.sep}pip", "install"] and steps[1].argv[-1] == wheel
-    assert "--no-index" in steps[1].argv  # pip installs itself from the shipped wheel: no download
+    assert steps[1].argv[1:4] == ["-m", "pip", "install"] and steps[1].argv[-1] == wheel
+    assert steps[1].env["PYTHONPATH"] == wheel and "--no-index" in steps[1].argv  # from the shipped wheel, offline
 
     # the copy itself (plain Python, so it runs here too): a venv's layout, the ._pth left out
     subprocess.run([sys.executable, "-I", "-c", setup.EMBEDDED_VENV, str(bundled), str(root)], check=True,

@@ -59,7 +59,8 @@ class Wine:
         self.env = {**os.environ, "WINEPREFIX": str(prefix), "WINEDEBUG": "-all",
                     # the ucrtbase shim; no winemenubuilder, so the Linux desktop gets no menu entries
                     "WINEDLLOVERRIDES": "ucrtbase=n,b;winemenubuilder.exe=d"}
-        for var in ("LORA_STUDIO_HOME", "LORA_STUDIO_PYTHON", "PYTHONPATH", "PYTHONHOME"):
+        # Nothing of this Linux machine's Python or pip set-up leaks in (Wine passes the environment on).
+        for var in [v for v in self.env if v.startswith(("PIP_", "LORA_STUDIO_", "PYTHON", "VIRTUAL_ENV"))]:
             self.env.pop(var, None)
         shutil.rmtree(prefix, ignore_errors=True)
         prefix.mkdir(parents=True)

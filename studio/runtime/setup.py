@@ -237,10 +237,12 @@ def embedded_steps(folder: Path, root: Path) -> list[Step]:
         steps.append(Step("venv", "Creating the Python environment",
                           [str(folder / "python.exe"), "-I", "-c", EMBEDDED_VENV, str(folder), str(root)]))
     if not any((root / "Lib" / "site-packages").glob("pip-*.dist-info")):
-        # pip runs from its own wheel (a zip on sys.path) to install itself: no download, no ensurepip
+        # pip runs from its own wheel (a zip on PYTHONPATH) to install itself, as ensurepip does: no download.
+        # As `-m pip`: run as WHEEL\pip, pip on Windows refuses to replace itself ("To modify pip, ...").
         steps.append(Step("pip", "Installing pip",
-                          [str(python), str(wheel / "pip"), "install", "--disable-pip-version-check", "--no-input",
-                           "--progress-bar", "off", "--no-index", "--no-deps", str(wheel)]))
+                          [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+                           "--progress-bar", "off", "--no-index", "--no-deps", str(wheel)],
+                          env={**child_env(), "PYTHONPATH": str(wheel)}))
     return steps
 
 
