@@ -371,6 +371,16 @@ def test_windows_cuda_index_down_fails_instead_of_installing_the_cpu_build(monke
     assert "could not get torch==2.13.0+cu126, the CUDA build" in words and "http://127.0.0.1:9/whl/cu126" in words
 
 
+def test_settings_keep_windows_paths_whole():
+    """LORA_STUDIO_PIP_ARGS / LORA_STUDIO_BASE_PYTHON on Windows: backslashes are paths (found under Wine)."""
+    text = r'--no-index --find-links D:\wheels\win --proxy "http://proxy:3128"'
+    assert setup.split_setting(text, windows=True) == ["--no-index", "--find-links", r"D:\wheels\win", "--proxy",
+                                                       "http://proxy:3128"]
+    assert setup.split_setting(r'"C:\Program Files\Python311\python.exe" -X utf8', windows=True) == [
+        r"C:\Program Files\Python311\python.exe", "-X", "utf8"]
+    assert setup.split_setting("--find-links '/media/my wheels'", windows=False) == ["--find-links", "/media/my wheels"]
+
+
 def test_embedded_python_becomes_a_venv_shaped_runtime(tmp_path):
     """The installer's Python has no venv module: the setup copies it and bootstraps pip from its wheel."""
     bundled = tmp_path / "app" / "python"

@@ -246,11 +246,22 @@ def embedded_steps(folder: Path, root: Path) -> list[Step]:
     return steps
 
 
+def split_setting(text: str, windows: bool = os.name == "nt") -> list[str]:
+    """The words of a setting such as LORA_STUDIO_PIP_ARGS; quotes group words on every platform.
+
+    On Windows a backslash is a path separator, not an escape (POSIX splitting would turn
+    ``--find-links D:\\wheels`` into ``D:wheels``), and quotes around a word are removed.
+    """
+    if not windows:
+        return shlex.split(text)
+    return [w[1:-1] if len(w) >= 2 and w[0] == w[-1] and w[0] in "\"'" else w for w in shlex.split(text, posix=False)]
+
+
 def find_base_python() -> list[str]:
     """The command of a Python >= 3.10 that can create the environment (not the frozen app itself)."""
     explicit = os.environ.get("LORA_STUDIO_BASE_PYTHON")
     if explicit:
-        cmd = shlex.split(explicit, posix=os.name != "nt")
+        cmd = split_setting(explicit)
         if _python_ok(cmd):
             return cmd
         raise RuntimeSetupError(f"LORA_STUDIO_BASE_PYTHON={explicit!r} is not a working Python "
@@ -348,7 +359,7 @@ class RuntimeSetup:
         # The bundled Python (Windows installer) unless a base Python was named, here or in the environment.
         explicit = base_python is not None or os.environ.get("LORA_STUDIO_BASE_PYTHON")
         self.embedded = embedded if embedded is not None else (None if explicit else bundled_python())
-        env_args = shlex.split(os.environ.get("LORA_STUDIO_PIP_ARGS", ""))
+        env_args = split_setting(os.environ.get("LORA_STUDIO_PIP_ARGS", ""))
         self.pip_args = [*(pip_args or []), *env_args]
 
     @property
