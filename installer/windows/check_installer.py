@@ -208,6 +208,7 @@ def run_checks(wine: Wine, check: Checks, args, version: str) -> None:
 
     if args.runtime_wheels:
         first_run_runtime(wine, check, args.runtime_wheels, cli, data)
+        update_while_a_run_works(wine, check, setup, instdir, data)
 
     out = wine.run([setup, "/S"], timeout=900)
     check("update over the installed copy (silent) exits 0", out.returncode == 0, out.stdout)
@@ -272,10 +273,32 @@ def update_while_running(wine: Wine, check: Checks, setup: Path, instdir: Path) 
               running and out.returncode == 2 and (instdir / "lora-studio.exe").is_file()
               and (instdir / "_internal").is_dir(), f"app running: {running}, exit {out.returncode}")
     finally:
-        proc.kill()
-        proc.wait(timeout=60)
-        subprocess.run(["wine", "taskkill", "/f", "/im", "lora-studio.exe"], env=wine.env, capture_output=True, timeout=60)
-        time.sleep(2)
+        _end(wine, proc, "lora-studio.exe")
+        # what the window started under the runtime's Python (a probe, a run) outlives it: end it too
+        subprocess.run(["wine", "taskkill", "/f", "/im", "python.exe"], env=wine.env, capture_output=True, timeout=60)
+
+
+def update_while_a_run_works(wine: Wine, check: Checks, setup: Path, instdir: Path, data: Path) -> None:
+    """A worker under the runtime's Python (the app's folder on its PYTHONPATH, as studio.procs.worker_env
+    sets it) loads DLLs from the app's folder and outlives the window: an update must wait for it too."""
+    code = "import ctypes, ssl, time; print('working', flush=True); time.sleep(600)"
+    env = {**wine.env, "PYTHONPATH": wine.windows(instdir / "_internal")}
+    proc = subprocess.Popen(["wine", str(data / "runtime" / "Scripts" / "python.exe"), "-c", code], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        started = proc.stdout.readline().strip() == "working"
+        out = wine.run([setup, "/S"], timeout=900)
+        check("update while a training run holds the app's DLLs is refused (exit code 2), files intact",
+              started and out.returncode == 2 and (instdir / "_internal").is_dir(), f"run started: {started}, exit {out.returncode}")
+    finally:
+        _end(wine, proc, "python.exe")
+
+
+def _end(wine: Wine, proc: subprocess.Popen, image: str) -> None:
+    proc.kill()
+    proc.wait(timeout=60)
+    subprocess.run(["wine", "taskkill", "/f", "/im", image], env=wine.env, capture_output=True, timeout=60)
+    time.sleep(2)
 
 
 def uninstall(wine: Wine, check: Checks, instdir: Path, extra: list[str]) -> None:

@@ -94,7 +94,10 @@ VIAddVersionKey "LegalCopyright" "Apache License 2.0"
 !insertmacro MUI_UNPAGE_INSTFILES
 !insertmacro MUI_LANGUAGE "English"
 
-; A running copy holds its files: say so and wait, rather than fail half-way through an update.
+; A running copy holds its files: say so and wait, rather than fail half-way through an update or
+; leave half a folder behind. The programs are checked, and every DLL and extension module at the top
+; of _internal: a training run or runtime setup started from the app (under the runtime's Python, with
+; the app's folder on its PYTHONPATH) loads some of them, and goes on after the window is closed.
 !macro ENSURE_CLOSED un
 Function ${un}EnsureClosed
   ${ForEach} $1 0 1 + 1
@@ -103,17 +106,39 @@ Function ${un}EnsureClosed
     ${Else}
       StrCpy $2 "$INSTDIR\${CLI}"
     ${EndIf}
-    ${If} ${FileExists} $2
-      retry:
-      ClearErrors
-      FileOpen $0 $2 a
-      ${If} ${Errors}
-        MessageBox MB_RETRYCANCEL|MB_ICONEXCLAMATION "${APP} is running ($2).$\r$\nClose it, then click Retry." /SD IDCANCEL IDRETRY retry
-        Abort "${APP} is running: close it and run this again."
-      ${EndIf}
-      FileClose $0
-    ${EndIf}
+    Push $2
+    Call ${un}WaitUntilFree
   ${Next}
+  ${ForEach} $1 0 1 + 1
+    ${If} $1 == 0
+      StrCpy $5 "*.dll"
+    ${Else}
+      StrCpy $5 "*.pyd"
+    ${EndIf}
+    FindFirst $3 $4 "$INSTDIR\_internal\$5"
+    ${DoWhile} $4 != ""
+      Push "$INSTDIR\_internal\$4"
+      Call ${un}WaitUntilFree
+      FindNext $3 $4
+    ${Loop}
+    FindClose $3
+  ${Next}
+FunctionEnd
+
+Function ${un}WaitUntilFree   ; the path on the stack: in use (opened for writing fails) -> ask, retry or stop
+  Exch $2
+  ${If} ${FileExists} $2
+    retry:
+    ClearErrors
+    FileOpen $0 $2 a
+    ${If} ${Errors}
+      MessageBox MB_RETRYCANCEL|MB_ICONEXCLAMATION "${APP} is still running, or a training run or setup it started has not \
+        finished ($2 is in use).$\r$\nClose the window and stop or wait for the run, then click Retry." /SD IDCANCEL IDRETRY retry
+      Abort "${APP} is running: close it and run this again."
+    ${EndIf}
+    FileClose $0
+  ${EndIf}
+  Pop $2
 FunctionEnd
 !macroend
 !insertmacro ENSURE_CLOSED ""
