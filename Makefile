@@ -84,3 +84,15 @@ bench-export: $(VENV)/.ml-installed
 # GGUF export: wall time and peak RSS of f16/q8_0/q4_k_m on the demo model; LLAMA_CPP=DIR adds llama.cpp's converter.
 bench-export-speed: $(VENV)/.ml-installed
 	$(PY) bench/export_speed.py $(if $(LLAMA_CPP),--llama-cpp $(LLAMA_CPP))
+
+# The Windows installer, built on Linux (installer/README.md, "Windows"): the PyInstaller bundle under Wine,
+# then NSIS -> dist/windows/LoRA-Studio-<version>-Setup.exe. windows-installer-check installs it in a fresh
+# Wine prefix, checks it and uninstalls it (minutes; not part of make test). WINROOT: wine-setup.sh's folder.
+WINROOT ?= $(or $(TMPDIR),/tmp)/lora-studio-wine
+.PHONY: windows-installer windows-installer-check
+windows-installer:
+	WINROOT=$(WINROOT) nice -n 10 installer/windows/build.sh
+
+windows-installer-check:
+	WINROOT=$(WINROOT) python3 installer/windows/check_installer.py \
+		dist/windows/LoRA-Studio-$$(installer/windows/build.sh --print-version)-Setup.exe

@@ -118,3 +118,71 @@ def test_a_worker_started_without_a_runtime_fails_in_the_protocol():
     got = events.EventReader().feed(out.stdout)
     assert out.returncode == 2 and [e.type for e in got] == [events.ERROR]
     assert "needs the ML runtime" in got[0].data["message"] and "Set up the ML runtime" in got[0].data["hint"]
+
+
+# --- Windows installer (installer/windows): its inputs, compiled against a stand-in bundle -------------------
+
+NSI = ROOT / "installer" / "windows" / "lora-studio.nsi"
+BUILD_SH = ROOT / "installer" / "windows" / "build.sh"
+
+
+def _nsi_code() -> list[str]:
+    """The script's instructions, comments left out (they may name what the script does not do)."""
+    return [line.split(";", 1)[0] if not line.lstrip().startswith(";") else "" for line in NSI.read_text().splitlines()]
+
+
+def test_installer_version_is_the_apps():
+    import tomllib
+
+    out = subprocess.run(["bash", str(BUILD_SH), "--print-version"], capture_output=True, text=True, timeout=60)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert out.returncode == 0 and out.stdout.strip() == version == __version__
+    assert all(part.isdigit() for part in version.split(".")) and len(version.split(".")) == 3  # VIProductVersion
+
+
+def test_windows_installer_compiles_from_a_stand_in_bundle(tmp_path):
+    """Every file the script names exists (icon, includes) and it compiles: a 64-bit installer, in seconds."""
+    makensis = shutil.which("makensis")
+    if makensis is None:
+        pytest.skip("makensis is not installed (Debian: apt install nsis)")
+    dist = tmp_path / "lora-studio"
+    for rel in ("lora-studio.exe", "lora-studio-cli.exe", "_internal/studio/__init__.py", "python/python.exe",
+                "python/pip-26.3-py3-none-any.whl"):
+        (dist / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dist / rel).write_bytes(b"stand-in")
+    setup = tmp_path / "LoRA-Studio-Setup.exe"
+    out = subprocess.run([makensis, "-V2", "-NOCD", f"-DVERSION={__version__}", f"-DDIST={dist}", f"-DREPO={ROOT}",
+                          f"-DOUTFILE={setup}", str(NSI)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    head = setup.read_bytes()[:4096]
+    pe = struct.unpack_from("<I", head, 0x3C)[0]
+    assert head[:2] == b"MZ" and head[pe:pe + 4] == b"PE\0\0" and struct.unpack_from("<H", head, pe + 4)[0] == 0x8664
+
+
+def test_windows_installer_runs_no_script_and_downloads_nothing():
+    code = "\n".join(_nsi_code()).lower()
+    for word in ("powershell", "cmd.exe", "cmd /c", ".bat", ".cmd", ".ps1", ".vbs", "wscript", "cscript", "mshta",
+                 "execwait", "nsexec", "execshell", "inetc", "nsisdl", "urldownload"):
+        assert word not in code, word
+    assert "requestexecutionlevel user" in code and 'installdir "$localappdata\\programs\\${app}"' in code
+
+
+def test_uninstaller_knows_the_apps_data_folder(monkeypatch):
+    """The folder the uninstaller keeps (or deletes when ticked) is platformdirs' on Windows (studio/paths.py)."""
+    import platformdirs.windows as pw
+
+    from studio import paths
+
+    monkeypatch.setattr(pw, "get_win_folder", lambda csidl: {"CSIDL_LOCAL_APPDATA": r"C:\LOCALAPPDATA"}.get(csidl, "?"))
+    expected = pw.Windows(appname=paths.APP_NAME, appauthor=False).user_data_dir.replace("/", "\\")  # joined on Linux
+    assert expected == rf"C:\LOCALAPPDATA\{paths.APP_NAME}"
+    assert f'!define DATA_DIR "$LOCALAPPDATA\\{paths.APP_NAME}"' in NSI.read_text()
+
+
+def test_windows_installer_offers_the_dataset_types_and_leaves_csv_alone():
+    import re
+
+    claims = dict(re.findall(r"!insertmacro OPEN_WITH \"(\.\w+)\" ([01])", "\n".join(_nsi_code())))
+    assert claims == {".jsonl": "1", ".parquet": "1", ".csv": "0"}  # default program only where unclaimed
+    removed = set(re.findall(r"!insertmacro UN_OPEN_WITH \"(\.\w+)\"", NSI.read_text()))
+    assert removed == set(claims)

