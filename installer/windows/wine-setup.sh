@@ -51,7 +51,8 @@ fi
 
 # A persistent wineserver with its output detached: otherwise `wine ... | cat` waits for it, and every
 # call pays ~3 s of server start. It needs the prefix folder; it ends 2 minutes after its last client.
-server() { [ -d "$WINEPREFIX" ] && { (wineserver -p 120 </dev/null >/dev/null 2>&1 &); sleep 0.5; } || true; }
+# (Not holding the set-up lock, fd 9, or the next run waits for it.)
+server() { [ -d "$WINEPREFIX" ] && { (wineserver -p 120 </dev/null >/dev/null 2>&1 9>&- &); sleep 0.5; } || true; }
 server
 
 if ! done_ prefix "$KEY_PREFIX"; then
@@ -131,5 +132,5 @@ shift
 cd "$ROOT/proj"
 # Windows Python's output through a pipe (see above); its exit code is the script's.
 set +e
-wine "$PYW/python.exe" "$@" 2>&1 | cat
+wine "$PYW/python.exe" "$@" 9>&- 2>&1 | cat
 exit "${PIPESTATUS[0]}"

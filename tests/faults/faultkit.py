@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -57,7 +56,7 @@ def run_worker(run_dir: Path, *args: str, fault: str | None = None, timeout: flo
 
 
 def kill_at_step(run_dir: Path, step: int) -> int:
-    """Start the worker and SIGKILL it once it reports ``step``; returns the step last reported."""
+    """Start the worker and kill it (SIGKILL, TerminateProcess) once it reports ``step``; returns the step last reported."""
     proc = start_worker(run_dir)
     reader, seen = EventReader(), 0
     while True:
@@ -68,7 +67,7 @@ def kill_at_step(run_dir: Path, step: int) -> int:
             if ev.type == "progress" and ev.data.get("phase") == "train":
                 seen = max(seen, ev.data.get("done", 0))
         if seen >= step:
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.kill()  # SIGKILL; TerminateProcess on Windows: no handler runs either way
             break
     proc.wait(timeout=60)
     return seen
