@@ -36,8 +36,11 @@ done_() { [ -e "$STAMPS/$1.$2" ]; }
 stamp() { rm -f "$STAMPS/$1".*; touch "$STAMPS/$1.$2"; }
 
 mkdir -p "$ROOT" "$WHEELS" "$STAMPS"
-exec 9>"$ROOT/.lock"   # one set-up or test run per folder at a time: the copy in proj is shared
-flock 9
+# One set-up or test run per folder at a time (the copy in proj is shared). flock -o holds the lock in
+# flock itself: Wine's service processes outlive a run and would inherit a lock held by this shell.
+if [ "${LORA_WINE_LOCKED:-}" != "$ROOT" ]; then
+  LORA_WINE_LOCKED=$ROOT exec flock -o "$ROOT/.lock" bash "$HERE/wine-setup.sh" "$@"
+fi
 
 # 1. Wine and a MinGW compiler (three small shim DLLs); Qt runs offscreen, so no X server.
 if ! command -v wine >/dev/null || ! command -v wineserver >/dev/null || ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
@@ -49,10 +52,15 @@ if ! command -v wine >/dev/null || ! command -v wineserver >/dev/null || ! comma
 fi
 "$HOST_PYTHON" -m pip --version >/dev/null 2>&1 || { say "$HOST_PYTHON has no pip (set HOST_PYTHON to a Python that has)"; exit 2; }
 
-# A persistent wineserver with its output detached: otherwise `wine ... | cat` waits for it, and every
-# call pays ~3 s of server start. It needs the prefix folder; it ends 2 minutes after its last client.
-# (Not holding the set-up lock, fd 9, or the next run waits for it.)
-server() { [ -d "$WINEPREFIX" ] && { (wineserver -p 120 </dev/null >/dev/null 2>&1 9>&- &); sleep 0.5; } || true; }
+# A persistent wineserver, and Wine's service processes (started by the first program), with their output
+# detached: otherwise `wine ... | cat` waits until they end, and every call pays ~3 s of server start.
+# It needs the prefix folder; it ends (with the services) 2 minutes after its last client.
+server() {
+  [ -d "$WINEPREFIX" ] || return 0
+  (wineserver -p 120 </dev/null >/dev/null 2>&1 &)
+  sleep 0.5
+  wine wineboot </dev/null >/dev/null 2>&1 || true
+}
 server
 
 if ! done_ prefix "$KEY_PREFIX"; then
@@ -132,5 +140,5 @@ shift
 cd "$ROOT/proj"
 # Windows Python's output through a pipe (see above); its exit code is the script's.
 set +e
-wine "$PYW/python.exe" "$@" 9>&- 2>&1 | cat
+wine "$PYW/python.exe" "$@" 2>&1 | cat
 exit "${PIPESTATUS[0]}"
