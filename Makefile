@@ -37,8 +37,8 @@ test: $(VENV)/.dev-installed
 # on a fresh copy of this checkout. The Wine prefix and the Windows wheels are built once into
 # $${XDG_CACHE_HOME:-~/.cache}/lora-studio-wine (WINROOT=DIR elsewhere); this venv's pip downloads the wheels.
 test-windows: $(VENV)/bin/python
-	HOST_PYTHON=$(abspath $(PY)) installer/windows/wine-setup.sh -- -m pytest -m platform -q -p no:cacheprovider \
-		--timeout 600 -rfEX
+	HOST_PYTHON=$(abspath $(PY)) RESULT_FILE=build/windows-tests.xml installer/windows/wine-setup.sh -- \
+		-m pytest -m platform -q -p no:cacheprovider --timeout 600 -rfEX --junitxml=build/windows-tests.xml
 
 demo: $(VENV)/.ml-installed
 	$(VENV)/bin/lora-studio train --demo --max-steps 40

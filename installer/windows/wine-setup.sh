@@ -5,8 +5,8 @@
 # Usage: installer/windows/wine-setup.sh [-- PYTHON_ARGS...]
 #   Builds, or reuses, the Wine prefix in $WINROOT (default ${XDG_CACHE_HOME:-$HOME/.cache}/lora-studio-wine),
 #   then lays a fresh copy of this checkout in $WINROOT/proj. With `-- ARGS`, runs the Windows Python
-#   there (`python.exe ARGS`, output piped, because CPython under this Wine dies when stdout is a regular
-#   file) and exits with its exit code.
+#   there (`python.exe ARGS`, output piped, because CPython under this Wine dies when a standard stream is
+#   a regular file) and exits with its exit code (see RESULT_FILE below).
 # Every step leaves a stamp keyed by the hash of this script, its shim sources and (for the wheels) the
 # runtime lock: a second run only copies the checkout (seconds). The downloaded wheels are kept across
 # rebuilds. A cold run takes minutes (most of it pip under Wine). Needs root for apt-get only when Wine or
@@ -138,7 +138,17 @@ fi
 [ "${1:-}" = "--" ] || { say "ready: $ROOT (run with -- ARGS to start python.exe ARGS in $ROOT/proj)"; exit 0; }
 shift
 cd "$ROOT/proj"
-# Windows Python's output through a pipe (see above); its exit code is the script's.
+# Output through a pipe and stdin from /dev/null: CPython under this Wine dies at start when any of its
+# standard streams is a regular file. Its exit code is the script's. Under Wine a console control event
+# (a Ctrl-C that os.kill(pid, 0) sends to the whole console, for one) ends it at once with exit code 0:
+# with RESULT_FILE set (a path in the copy that the run writes last, such as pytest's --junitxml), a run
+# that exits 0 without writing it fails.
+[ -z "${RESULT_FILE:-}" ] || rm -f "$RESULT_FILE"
 set +e
-wine "$PYW/python.exe" "$@" 2>&1 | cat
-exit "${PIPESTATUS[0]}"
+wine "$PYW/python.exe" "$@" </dev/null 2>&1 | cat
+rc=${PIPESTATUS[0]}
+if [ "$rc" = 0 ] && [ -n "${RESULT_FILE:-}" ] && [ ! -s "$RESULT_FILE" ]; then
+  say "Windows Python exited 0 without writing $RESULT_FILE: it died mid-run (see the last test above)"
+  rc=1
+fi
+exit "$rc"
