@@ -143,10 +143,13 @@ cd "$ROOT/proj"
 # (a Ctrl-C that os.kill(pid, 0) sends to the whole console, for one) ends it at once with exit code 0:
 # with RESULT_FILE set (a path in the copy that the run writes last, such as pytest's --junitxml), a run
 # that exits 0 without writing it fails.
+# Windows processes the run left behind (a worker a failed test never stopped) hold the pipe open, and
+# `cat` would wait for them forever: once Python exits, every process of this prefix is ended.
 [ -z "${RESULT_FILE:-}" ] || rm -f "$RESULT_FILE"
+rm -f "$ROOT/.rc"
 set +e
-wine "$PYW/python.exe" "$@" </dev/null 2>&1 | cat
-rc=${PIPESTATUS[0]}
+{ wine "$PYW/python.exe" "$@" </dev/null 2>&1; echo $? > "$ROOT/.rc"; wineserver -k >/dev/null 2>&1; } | cat
+rc=$(cat "$ROOT/.rc" 2>/dev/null || echo 1)
 if [ "$rc" = 0 ] && [ -n "${RESULT_FILE:-}" ] && [ ! -s "$RESULT_FILE" ]; then
   say "Windows Python exited 0 without writing $RESULT_FILE: it died mid-run (see the last test above)"
   rc=1
