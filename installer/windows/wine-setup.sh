@@ -145,6 +145,9 @@ cd "$ROOT/proj"
 # that exits 0 without writing it fails.
 # Windows processes the run left behind (a worker a failed test never stopped) hold the pipe open, and
 # `cat` would wait for them forever: once Python exits, every process of this prefix is ended.
+# Wine's CreateSymbolicLink reports success and makes nothing: huggingface_hub would link its cache's
+# snapshots to nowhere. It copies instead, as on a Windows without developer mode, with this set.
+export HF_HUB_DISABLE_SYMLINKS=1
 [ -z "${RESULT_FILE:-}" ] || rm -f "$RESULT_FILE"
 rm -f "$ROOT/.rc"
 set +e
