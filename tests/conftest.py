@@ -62,6 +62,10 @@ WINDOWS_PENDING = {
         "attach.live_runs -> runs.pid_alive -> os.kill(pid, 0): WinError 12",
     "tests/faults/test_reattach.py::test_attach_to_a_run_that_is_not_training_says_how_to_continue":
         "lora-studio attach prints a traceback (pid_alive: WinError 12) and exits 1, not 2 with the message",
+    "tests/faults/test_resume.py::test_sigkill_at_a_random_step_then_resume_is_exact":
+        "after the kill (TerminateProcess) runs.summarize -> pid_alive of the dead worker: WinError 12",
+    "tests/faults/test_resume.py::test_truncated_checkpoint_is_skipped_and_resume_stays_exact":
+        "lora-studio resume: check_resumable -> attach.worker_pid -> pid_alive (WinError 12), a traceback, exit 1",
     "tests/faults/test_run_lock.py::test_a_live_worker_pid_in_state_json_is_refused_even_without_the_lock":
         "the worker dies in attach.worker_pid -> pid_alive (WinError 12) before its error event",
     "tests/faults/test_windows_paths.py::test_attach_stop_saves_the_adapter_runs_list_reads_it_and_resume_finishes":
