@@ -94,12 +94,14 @@ def test_icon_sizes_are_real_pngs(size):
     assert _png_size(ROOT / "resources" / "icons" / f"lora-studio-{size}.png") == (size, size)
 
 
+@pytest.mark.platform
 def test_entry_point_routes_arguments_to_the_cli():
     out = subprocess.run([sys.executable, str(ROOT / "installer" / "lora_studio_main.py"), "--version"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"lora-studio {__version__}"
 
 
+@pytest.mark.platform
 def test_smoke_test_opens_the_real_window_offscreen(tmp_path):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "LORA_STUDIO_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, str(ROOT / "installer" / "lora_studio_main.py"), "--smoke-test"],
@@ -110,6 +112,7 @@ def test_smoke_test_opens_the_real_window_offscreen(tmp_path):
     assert report["frozen"] is False and report["runtime"] == "missing" and report["needs_setup"] is False
 
 
+@pytest.mark.platform
 def test_a_worker_started_without_a_runtime_fails_in_the_protocol():
     from studio import events
 

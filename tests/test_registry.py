@@ -191,6 +191,7 @@ def test_trackers_warn_when_tensorboard_is_missing(tmp_path, monkeypatch):
     assert len(said) == 1 and "tensorboard is not installed" in said[0]
 
 
+@pytest.mark.platform
 def test_queue_runs_in_order_and_survives_a_killed_runner(tiny_model_dir, chat_jsonl, tmp_path):
     root = tmp_path / "runs"
     for name in ("first", "second"):
@@ -206,7 +207,10 @@ def test_queue_runs_in_order_and_survives_a_killed_runner(tiny_model_dir, chat_j
         time.sleep(0.2)
     else:
         pytest.fail("the first run never started")
-    os.killpg(runner.pid, signal.SIGKILL)
+    if os.name == "nt":  # no sessions there: TerminateProcess ends the runner only, as killpg does here
+        runner.kill()
+    else:
+        os.killpg(runner.pid, signal.SIGKILL)
     runner.wait()
     assert [e["status"] for e in runqueue.read(root)] == ["running", "waiting"]
     assert runqueue.runner_pid(root) is None

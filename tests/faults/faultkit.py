@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
+import sysconfig
 from pathlib import Path
 
 from studio import runs
 from studio.events import EventReader, read_events
+from studio import procs
 from studio.procs import worker_argv, worker_env
 from studio.recipe import Recipe
 
@@ -42,9 +42,9 @@ def start_worker(run_dir: Path, *args: str, fault: str | None = None) -> subproc
     env.pop("LORA_STUDIO_TEST_FAULT", None)
     if fault:
         env["LORA_STUDIO_TEST_FAULT"] = fault
-    return subprocess.Popen(worker_argv("workers.train", run_dir, *args), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=open(Path(run_dir) / "worker.log", "ab"), env=env,
-                            start_new_session=True)
+    # as the studio starts one (its own session or process group), so a stop reaches it the product's way
+    return procs.start_worker(worker_argv("workers.train", run_dir, *args),
+                              stderr=open(Path(run_dir) / "worker.log", "ab"), env=env)
 
 
 def run_worker(run_dir: Path, *args: str, fault: str | None = None, timeout: float = 240) -> tuple[int, list]:
@@ -56,7 +56,7 @@ def run_worker(run_dir: Path, *args: str, fault: str | None = None, timeout: flo
 
 
 def kill_at_step(run_dir: Path, step: int) -> int:
-    """Start the worker and SIGKILL it once it reports ``step``; returns the step last reported."""
+    """Start the worker and kill it (SIGKILL, TerminateProcess) once it reports ``step``; returns the step last reported."""
     proc = start_worker(run_dir)
     reader, seen = EventReader(), 0
     while True:
@@ -67,7 +67,7 @@ def kill_at_step(run_dir: Path, step: int) -> int:
             if ev.type == "progress" and ev.data.get("phase") == "train":
                 seen = max(seen, ev.data.get("done", 0))
         if seen >= step:
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.kill()  # SIGKILL; TerminateProcess on Windows: no handler runs either way
             break
     proc.wait(timeout=60)
     return seen
@@ -99,9 +99,14 @@ def of_type(events: list, kind: str) -> list:
     return [e for e in events if e.type == kind]
 
 
+def cli_exe() -> str:
+    """The installed ``lora-studio`` entry point, as a user runs it: beside python in a venv's bin/ on POSIX,
+    ``Scripts\\lora-studio.exe`` on Windows (where it is not in the interpreter's own folder)."""
+    return str(Path(sysconfig.get_path("scripts")) / ("lora-studio.exe" if os.name == "nt" else "lora-studio"))
+
+
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("lora-studio")  # the installed entry point, as a user runs it
-    return subprocess.run([str(exe), *args], capture_output=True, text=True,
+    return subprocess.run([cli_exe(), *args], capture_output=True, text=True,
                           timeout=timeout, env=worker_env())
 
 

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
-from faultkit import MAX_STEPS, adapter_tensors, losses, max_diff, tiny_recipe
+from faultkit import MAX_STEPS, adapter_tensors, cli_exe, losses, max_diff, tiny_recipe
 from studio import attach, runs
 from studio.events import read_events
 from studio.procs import worker_env
+
+pytestmark = pytest.mark.platform
 
 
 def _wait_for(predicate, timeout=180.0):
@@ -37,14 +38,15 @@ def test_killed_cli_leaves_the_worker_training_attach_follows_and_stops_it(tmp_p
                                                                            reference_run):
     tiny_recipe(tiny_model_dir, chat_jsonl).save(tmp_path / "recipe.json")
     root = tmp_path / "runs"
-    exe = Path(sys.executable).with_name("lora-studio")
+    exe = cli_exe()
     cli = subprocess.Popen([str(exe), "train", str(tmp_path / "recipe.json"), "--runs-dir", str(root)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=worker_env())
     run_dir = _wait_for(lambda: _first_metric(root))
     pid = runs.read_state(run_dir)["pid"]
-    os.kill(pid, signal.SIGSTOP)  # hold the worker still while we look (the test, not the product, needs this)
+    worker = psutil.Process(pid)
+    worker.suspend()  # hold the worker still while we look (SIGSTOP; NtSuspendProcess on Windows): the test needs it
     try:
-        cli.send_signal(signal.SIGKILL)  # the terminal (or the GUI) is gone
+        cli.kill()  # the terminal (or the GUI) is gone: SIGKILL, TerminateProcess on Windows
         cli.wait(timeout=30)
         live = attach.live_runs(root)
         assert [s.path for s in live] == [run_dir] and attach.worker_pid(run_dir) == pid
@@ -55,7 +57,7 @@ def test_killed_cli_leaves_the_worker_training_attach_follows_and_stops_it(tmp_p
         assert before and before[0].type == "hello" and any(e.type == "metric" for e in before)
         step_at_kill = max(e.data.get("done", 0) for e in before if e.type == "progress")
     finally:
-        os.kill(pid, signal.SIGCONT)
+        worker.resume()
     after, stop_sent = [], False
     for ev in attach.follow(run_dir, offset=tail.offset, poll_s=0.05):
         after.append(ev)
@@ -112,7 +114,7 @@ def test_attach_to_a_run_that_is_not_training_says_how_to_continue(tmp_path):
     run_dir.mkdir()
     (run_dir / runs.RECIPE).write_text("{}")
     runs.write_state(run_dir, status="running", pid=999999999)  # the worker died without saying so
-    exe = Path(sys.executable).with_name("lora-studio")
+    exe = cli_exe()
     out = subprocess.run([str(exe), "attach", str(run_dir)], capture_output=True, text=True, env=worker_env(),
                          timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr

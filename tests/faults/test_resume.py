@@ -5,11 +5,15 @@ import io
 import json
 import random
 
+import pytest
+
 from faultkit import (MAX_STEPS, adapter_tensors, cli, copy_run, kill_at_step, losses, max_diff, new_run,
                       of_type)
 from studio import runs
 from studio.events import EventReader, Emitter, read_events
 from studio.train import checkpoint, recovery
+
+pytestmark = pytest.mark.platform
 
 
 def _assert_same_as_reference(run_dir, reference_run):

@@ -263,6 +263,7 @@ print(json.dumps({{"heavy": heavy, "plan": w.session.plan is not None, "data": w
     assert result == {"heavy": [], "plan": True, "data": True}
 
 
+@pytest.mark.platform
 def test_a_stopped_run_with_a_checkpoint_offers_resume(window, qtbot, tmp_path, fake_argv):
     page = window.train_page
     run_dir = runs.create(Recipe(), tmp_path)
@@ -275,6 +276,7 @@ def test_a_stopped_run_with_a_checkpoint_offers_resume(window, qtbot, tmp_path, 
     assert page.status == "stopped" and not page.resume_btn.isHidden()
 
 
+@pytest.mark.platform
 @pytest.mark.parametrize("stop", [False, True])
 def test_a_run_left_running_by_an_earlier_window_is_followed(window, qtbot, tmp_path, fake_argv, stop):
     run_dir = runs.create(Recipe(), runs.paths.runs_dir())

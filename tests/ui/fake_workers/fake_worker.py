@@ -1,7 +1,7 @@
 """A fake worker: ``python fake_worker.py MODE [ARGS]``; speaks studio.events on stdout.
 
 Modes: ok (a short run), crash (dies mid-run without an error event), error (reports an error
-with a hint, exits 1), hang (ignores stop and SIGTERM), garbage (interleaves junk with events),
+with a hint, exits 1), hang (ignores stop, SIGTERM and SIGBREAK), garbage (interleaves junk with events),
 flood RATE SECONDS (metric+memory events at RATE per second), obey (waits for stop on stdin,
 then says done), stderr (writes lines to stderr).
 """
@@ -32,6 +32,8 @@ def crash(em: Emitter) -> int:
     em.emit(METRIC, step=1, loss=1.0)
     sys.stderr.write("Traceback (most recent call last):\n  boom\nRuntimeError: fake crash\n")
     sys.stderr.flush()
+    if os.name == "nt":  # no SIGKILL there: TerminateProcess (exit code 15), no clean-up either
+        os.kill(os.getpid(), signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGKILL)
     return 0
 
@@ -42,8 +44,13 @@ def error(em: Emitter) -> int:
     return 1
 
 
+# The polite signals: SIGTERM on POSIX; on Windows CTRL_BREAK_EVENT arrives as SIGBREAK.
+POLITE = [signal.SIGTERM, *([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])]
+
+
 def hang(em: Emitter) -> int:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in POLITE:
+        signal.signal(sig, signal.SIG_IGN)
     em.emit(HELLO, device="fake")
     while True:
         time.sleep(1)
