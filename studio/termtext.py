@@ -57,3 +57,15 @@ def _json_escape(ch: str) -> str:
         return f"\\u{code:04x}"
     code -= 0x10000
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def shell_arg(value: Any) -> str:
+    """``value`` as one argument of a command the user copies into this platform's terminal, printable:
+    POSIX shell quoting, or on Windows the rules Windows programs split their command line by (double
+    quotes where needed; single quotes mean nothing to cmd.exe)."""
+    import os
+    import shlex
+    import subprocess
+
+    text = str(value)
+    return printable(subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text))

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 from studio import attach, runs
 from studio.errors import UserError
-from studio.termtext import printable
+from studio.termtext import printable, shell_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +28,7 @@ def _pick(args: argparse.Namespace) -> Path:
             status = summary.status if summary else runs.read_state(run_dir).get("status", "unknown")
             shown = printable(run_dir)
             raise UserError(f"{shown}: no worker is training it (status: {printable(status, limit=40)}); "
-                            f"'lora-studio resume {printable(shlex.quote(str(run_dir)))}' continues a stopped or "
+                            f"'lora-studio resume {shell_arg(run_dir)}' continues a stopped or "
                             "killed run")
         return run_dir
     live = attach.live_runs(args.runs_dir)
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 result = {"samples": {}}
             bar = _show(ev, bar, result, tqdm)
     except KeyboardInterrupt:
-        print(f"\ndetached; the run goes on. 'lora-studio attach {printable(shlex.quote(str(run_dir)))}' follows it "
+        print(f"\ndetached; the run goes on. 'lora-studio attach {shell_arg(run_dir)}' follows it "
               "again", file=sys.stderr)
         return 0
     if bar:
