@@ -95,7 +95,7 @@ bench-export-speed: $(VENV)/.ml-installed
 # The Windows installer, built on Linux (installer/README.md, "Windows"): the PyInstaller bundle under Wine,
 # then NSIS -> dist/windows/LoRA-Studio-<version>-Setup.exe. windows-installer-check installs it in a fresh
 # Wine prefix, checks it and uninstalls it (minutes; not part of make test). WINROOT: wine-setup.sh's folder.
-WINROOT ?= $(or $(TMPDIR),/tmp)/lora-studio-wine
+WINROOT ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lora-studio-wine
 .PHONY: windows-installer windows-installer-check
 windows-installer:
 	WINROOT=$(WINROOT) nice -n 10 installer/windows/build.sh

@@ -8,14 +8,16 @@
 #   installer/windows/build.sh --sign FILE        # Authenticode-sign FILE (SIGN_PFX), used by makensis
 #
 # Needs: Wine with a Windows CPython 3.11 that has the project's locked Windows wheels and PyInstaller
-# (installer/windows/wine-setup.sh makes one: WINROOT below), makensis (Debian: apt install nsis),
+# (installer/windows/wine-setup.sh makes or refreshes it in WINROOT; this script runs it first when it is
+# there, and holds its lock while Wine builds, so a Windows test run cannot end Wine under the build),
+# makensis (Debian: apt install nsis),
 # python3 (3.11+, for tomllib) and pip (to fetch the Python that the app's ML runtime is made from).
 # Optional: SIGN_PFX=cert.pfx SIGN_PASS=... signs both programs, the uninstaller and the installer
 # with osslsigncode (Authenticode; unsigned programs are what antivirus tools flag first).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-WINROOT=${WINROOT:-${TMPDIR:-/tmp}/lora-studio-wine}   # the prefix and Python that wine-setup.sh made
+WINROOT=${WINROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/lora-studio-wine}   # wine-setup.sh's default folder
 WORK=${WORK:-${TMPDIR:-/tmp}/lora-studio-winbuild}      # staging copy, build folders, the bundle
 OUT=${OUT:-$REPO/dist/windows}
 # The ML runtime's Python ships inside the installer (Windows machines rarely have one): the official
@@ -36,6 +38,9 @@ winpath() { echo "Z:${1//\//\\}"; }   # Wine maps / to Z:
 
 export WINEPREFIX=$WINROOT/prefix WINEDEBUG=-all WINEDLLOVERRIDES="ucrtbase=n,b"
 PYW=$WINROOT/pyw
+if [ "${1:-}" != --installer-only ] && [ -f "$REPO/installer/windows/wine-setup.sh" ]; then
+    WINROOT=$WINROOT bash "$REPO/installer/windows/wine-setup.sh"   # seconds when the prefix is up to date
+fi
 if [ ! -f "$PYW/python.exe" ]; then
     echo "no Windows Python at $PYW: run installer/windows/wine-setup.sh first (WINROOT=$WINROOT), or set WINROOT" >&2
     exit 2
@@ -71,8 +76,9 @@ EOF
     # 3. The bundle: lora-studio.exe (windowed) and lora-studio-cli.exe (console) in one folder.
     echo "== PyInstaller bundle (under Wine)"
     t0=$(date +%s)
-    (cd "$WORK/src" && wine "$BPY/python.exe" -m PyInstaller --noconfirm --clean --log-level WARN \
-        --distpath "$(winpath "$WORK/dist")" --workpath "$(winpath "$WORK/build")" installer/lora-studio.spec 2>&1 | cat
+    (cd "$WORK/src" && flock -o "$WINROOT/.lock" wine "$BPY/python.exe" -m PyInstaller --noconfirm --clean \
+        --log-level WARN --distpath "$(winpath "$WORK/dist")" --workpath "$(winpath "$WORK/build")" \
+        installer/lora-studio.spec 2>&1 | cat
      exit "${PIPESTATUS[0]}")
     echo "bundle: $(( $(date +%s) - t0 )) s, $(du -sm "$DIST" | cut -f1) MB"
 
@@ -113,7 +119,7 @@ EOF
 
     # 5. The bundle answers before it is packed.
     echo "== bundle check"
-    wine "$DIST/lora-studio-cli.exe" --version 2>&1 | cat
+    flock -o "$WINROOT/.lock" wine "$DIST/lora-studio-cli.exe" --version 2>&1 | cat
 fi
 
 if [ "${1:-}" != --installer-only ]; then sign "$DIST/lora-studio.exe"; sign "$DIST/lora-studio-cli.exe"; fi

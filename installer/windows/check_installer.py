@@ -115,7 +115,8 @@ class Wine:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("setup", type=Path, help="the installer: LoRA-Studio-<version>-Setup.exe")
-    winroot = Path(os.environ.get("WINROOT", Path(os.environ.get("TMPDIR", "/tmp")) / "lora-studio-wine"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    winroot = Path(os.environ.get("WINROOT") or cache / "lora-studio-wine")  # wine-setup.sh's default
     ap.add_argument("--shims", type=Path, default=winroot / "shim", help="the shim DLLs (default: $WINROOT/shim)")
     ap.add_argument("--prefix", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "lora-studio-check-prefix",
                     help="the throw-away Wine prefix (deleted first)")
@@ -268,10 +269,11 @@ def update_while_running(wine: Wine, check: Checks, setup: Path, instdir: Path) 
     try:
         time.sleep(15)  # the window is up (offscreen)
         running = proc.poll() is None
+        before = _files(instdir)
         out = wine.run([setup, "/S"], timeout=900)
-        check("update while the app runs is refused (silent: exit code 2), files intact",
-              running and out.returncode == 2 and (instdir / "lora-studio.exe").is_file()
-              and (instdir / "_internal").is_dir(), f"app running: {running}, exit {out.returncode}")
+        lost = sorted(before - _files(instdir))
+        check("update while the app runs is refused (silent: exit code 2), no file touched",
+              running and out.returncode == 2 and not lost, f"app running: {running}, exit {out.returncode}, lost {lost[:5]}")
     finally:
         _end(wine, proc, "lora-studio.exe")
         # what the window started under the runtime's Python (a probe, a run) outlives it: end it too
@@ -287,9 +289,11 @@ def update_while_a_run_works(wine: Wine, check: Checks, setup: Path, instdir: Pa
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         started = proc.stdout.readline().strip() == "working"
+        before = _files(instdir)
         out = wine.run([setup, "/S"], timeout=900)
-        check("update while a training run holds the app's DLLs is refused (exit code 2), files intact",
-              started and out.returncode == 2 and (instdir / "_internal").is_dir(), f"run started: {started}, exit {out.returncode}")
+        lost = sorted(before - _files(instdir))
+        check("update while a training run holds the app's DLLs is refused (exit code 2), no file touched",
+              started and out.returncode == 2 and not lost, f"run started: {started}, exit {out.returncode}, lost {lost[:5]}")
     finally:
         _end(wine, proc, "python.exe")
 
@@ -310,6 +314,10 @@ def uninstall(wine: Wine, check: Checks, instdir: Path, extra: list[str]) -> Non
     left = [str(p.relative_to(instdir)) for p in instdir.rglob("*")][:10] if instdir.exists() else []
     check(f"uninstall {' '.join(['/S', *extra])}: the app folder is gone",
           out.returncode == 0 and not instdir.exists(), f"exit {out.returncode}; left: {left}")
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
 
 
 def du_mb(path: Path) -> float:
