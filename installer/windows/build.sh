@@ -46,8 +46,10 @@ if [ ! -f "$PYW/python.exe" ]; then
     exit 2
 fi
 command -v makensis >/dev/null || { echo "makensis not found: apt install nsis" >&2; exit 2; }
-# One persistent wineserver, detached, or every wine call waits for it (~3 s) and `| cat` hangs.
+# One persistent wineserver and Wine's service processes, started with their output detached: a service
+# that the first `wine ... | cat` starts holds that pipe open, and the build would wait for it to end.
 (wineserver -p 3600 </dev/null >/dev/null 2>&1 &) ; sleep 0.5
+wine wineboot </dev/null >/dev/null 2>&1 || true
 
 DIST=$WORK/dist/lora-studio
 started=$(date +%s)
