@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from studio import runs
-from studio.procs import kill_group, worker_argv, worker_env  # noqa: F401 - kill_group: the launch's own stop
+from studio.procs import kill_tree, worker_argv, worker_env  # noqa: F401 - kill_tree: the launch's own stop
 
 TORCHRUN_MODULE = "torch.distributed.run"
 WORKER_MODULE = "workers.train"

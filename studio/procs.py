@@ -214,11 +214,6 @@ def kill_tree(pid: int) -> None:
             pass
 
 
-def kill_group(pid: int, sig: int | None = None) -> None:  # noqa: ARG001 - kept for the launch's callers
-    """End a launcher and everything it started (``kill_tree``); ``sig`` is ignored: it is always the end."""
-    kill_tree(pid)
-
-
 # A worker in a console of its own (CREATE_NO_WINDOW) is reached by CTRL_BREAK_EVENT only from a process
 # attached to that console; this child attaches, sends the event to the worker's group and exits, so the
 # studio's own console (or none, in the window) is never touched.
