@@ -22,33 +22,33 @@ def _choose_model(window, qtbot, gpus) -> None:
     window.finish_startup()
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
         window.model_page.choose("llama-3.1-70b-instruct")
-    window.plan_page._fill_gpu_picker(gpus)
+    window.plan_page.fill_gpu_picker(gpus)
 
 
 def test_picking_two_gpus_plans_fsdp_per_gpu(window, qtbot, monkeypatch):
     _choose_model(window, qtbot, [_gpu(0), _gpu(1)])
     window.session.budget, window.session.device = 24 * GiB, "cuda"
     page = window.plan_page
-    assert [b.isChecked() for b in page.gpu_boxes] == [True, False]
-    page.gpu_boxes[1].setChecked(True)
+    assert [b.isChecked() for b in page.budget.gpu_boxes] == [True, False]
+    page.budget.gpu_boxes[1].setChecked(True)
     recipe = window.session.resolved_recipe()
     assert recipe.train.gpus == "0,1" and recipe.train.nproc == 2
     plan = window.session.plan
     assert plan.strategy == "fsdp" and plan.nproc == 2 and plan.fits
-    assert "FSDP" in page.gpu_note.text() and not page.gpu_note.isHidden()
-    page.gpu_boxes[1].setChecked(False)
+    assert "FSDP" in page.budget.gpu_note.text() and not page.budget.gpu_note.isHidden()
+    page.budget.gpu_boxes[1].setChecked(False)
     assert window.session.resolved_recipe().train.nproc == 1 and window.session.plan.strategy == "single"
 
 
 def test_mixed_gpus_and_a_single_gpu_say_what_works(window, qtbot, monkeypatch):
     _choose_model(window, qtbot, [_gpu(0), _gpu(1, "NVIDIA GeForce RTX 4090")])
-    window.plan_page.gpu_boxes[1].setChecked(True)
-    assert "different models" in window.plan_page.gpu_note.text()
-    window.plan_page._fill_gpu_picker([_gpu(0)])
-    assert "this machine has one GPU" in window.plan_page.gpu_note.text()
+    window.plan_page.budget.gpu_boxes[1].setChecked(True)
+    assert "different models" in window.plan_page.budget.gpu_note.text()
+    window.plan_page.fill_gpu_picker([_gpu(0)])
+    assert "this machine has one GPU" in window.plan_page.budget.gpu_note.text()
     monkeypatch.setattr(sys, "platform", "win32")
-    window.plan_page._fill_gpu_picker([_gpu(0), _gpu(1)])
-    assert "Windows" in window.plan_page.gpu_note.text()
+    window.plan_page.fill_gpu_picker([_gpu(0), _gpu(1)])
+    assert "Windows" in window.plan_page.budget.gpu_note.text()
 
 
 def test_train_page_draws_one_memory_line_per_gpu(window, qtbot, tmp_path):

@@ -19,26 +19,26 @@ def test_plan_page_offers_every_method_with_its_sentence_and_replans(window, qtb
     page = window.plan_page
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
         window.model_page.choose(CATALOG_MODEL)
-    assert list(page.method_buttons) == list(methods.NAMES)
+    assert list(page.methods.buttons) == list(methods.NAMES)
     texts = [w.text() for w in page.findChildren(QLabel)]
     for m in methods.METHODS.values():
         assert any(t.startswith(m.when) for t in texts), m.name
-    assert page.method_buttons["lora"].isChecked() and page.plan_values["lora.method"].text() == "LoRA"
+    assert page.methods.buttons["lora"].isChecked() and page.fitted.values["lora.method"].text() == "LoRA"
     lora_total = window.session.plan.predicted["device_total_bytes"]
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
-        page.method_buttons["dora"].click()
+        page.methods.buttons["dora"].click()
     assert window.session.fixed == {"lora.method": "dora"}
     plan = window.session.plan
     assert plan.settings["lora.method"] == "dora" and "dora_activations" in plan.components
     assert plan.predicted["device_total_bytes"] != lora_total  # re-fitted with DoRA's costs
-    assert page.plan_values["lora.method"].text().startswith("DoRA")
+    assert page.fitted.values["lora.method"].text().startswith("DoRA")
     assert any("DoRA" in r for r in plan.reasons)
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
-        page.method_buttons["prompt"].click()
+        page.methods.buttons["prompt"].click()
     assert window.session.resolved_recipe().lora.method == "prompt"
-    assert "virtual tokens" in page.plan_values["lora.method"].text()
+    assert "virtual tokens" in page.fitted.values["lora.method"].text()
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
-        page.method_buttons["lora"].click()
+        page.methods.buttons["lora"].click()
     assert window.session.fixed == {} and window.session.resolved_recipe().lora.method == "lora"
 
 

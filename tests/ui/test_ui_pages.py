@@ -39,18 +39,18 @@ def test_catalog_model_plan_and_budget(window, qtbot):
         window.model_page.choose(CATALOG_MODEL)
     assert window.model_page.fields["arch"].text() == "Qwen2ForCausalLM"
     assert "tokens" in window.model_page.fields["context"].text()
-    big = window.plan_page.bar.total
+    big = window.plan_page.prediction.bar.total
     assert window.session.plan.fits
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
         window.plan_page.set_budget_bytes(8 * GIB)
-    assert window.plan_page.bar.budget == 8 * GIB
-    assert window.plan_page.bar.total < big  # the planner re-fitted to the smaller budget
-    assert "4bit" in window.plan_page.plan_values["quant.mode"].text()
+    assert window.plan_page.prediction.bar.budget == 8 * GIB
+    assert window.plan_page.prediction.bar.total < big  # the planner re-fitted to the smaller budget
+    assert "4bit" in window.plan_page.fitted.values["quant.mode"].text()
 
 
 def test_a_pinned_setting_stays_while_the_rest_refits(window, qtbot):
     window.model_page.choose(CATALOG_MODEL)
-    editor = window.plan_page.editors["train.seq_len"]
+    editor = window.plan_page.advanced.editors["train.seq_len"]
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
         editor.editor.setValue(512)
     assert window.session.fixed == {"train.seq_len": 512}
@@ -61,22 +61,22 @@ def test_a_pinned_setting_stays_while_the_rest_refits(window, qtbot):
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
         editor.reset.click()
     assert window.session.fixed == {}
-    assert window.plan_page.editors["train.seq_len"].editor.toolTip().startswith("Longest example")
+    assert window.plan_page.advanced.editors["train.seq_len"].editor.toolTip().startswith("Longest example")
 
 
 def test_tab_walks_the_advanced_settings_in_reading_order(window, qtbot):
     page = window.plan_page
     window.show_page(page)
-    page.adv_toggle.setChecked(True)
-    editors = {ed.editor: key for key, ed in page.editors.items()}
-    order, widget = [], page.editors["lora.rank"].editor
+    page.advanced.toggle.setChecked(True)
+    editors = {ed.editor: key for key, ed in page.advanced.editors.items()}
+    order, widget = [], page.advanced.editors["lora.rank"].editor
     for _ in range(200):  # follow the focus chain from the first editor
         if widget in editors and editors[widget] not in order:
             order.append(editors[widget])
         widget = widget.nextInFocusChain()
-    grid = page.adv_body.layout()
-    cells = [grid.getItemPosition(grid.indexOf(page.editors[k]))[:2] for k in order]  # (row, column)
-    assert len(order) == len(page.editors) and cells == sorted(cells)  # row by row, left to right
+    grid = page.advanced.fields.layout()
+    cells = [grid.getItemPosition(grid.indexOf(page.advanced.editors[k]))[:2] for k in order]  # (row, column)
+    assert len(order) == len(page.advanced.editors) and cells == sorted(cells)  # row by row, left to right
 
 
 def test_the_window_demo_trains_what_the_readme_says(window, qtbot):
@@ -364,10 +364,10 @@ def test_a_plan_that_does_not_fit_offers_the_planners_fix(window, qtbot):
     window.plan_page.set_budget_bytes(12 * GIB)
     window.session.pin("train.seq_len", 8192)
     page = window.plan_page
-    assert not window.session.plan.fits and not page.suggest_btn.isHidden()
-    assert page.suggest_btn.text().startswith("Use sequence length")
-    page.suggest_btn.click()
-    assert window.session.plan.fits and page.suggest_btn.isHidden()
+    assert not window.session.plan.fits and not page.prediction.suggest_btn.isHidden()
+    assert page.prediction.suggest_btn.text().startswith("Use sequence length")
+    page.prediction.suggest_btn.click()
+    assert window.session.plan.fits and page.prediction.suggest_btn.isHidden()
     assert window.session.fixed["train.seq_len"] < 8192
 
 

@@ -5,6 +5,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea,
                                QSizePolicy, QVBoxLayout, QWidget)
 
+from studio.units import binary_bytes as human_bytes  # noqa: F401  (the pages' name for it)
+
 
 def label(text: str = "", role: str | None = None, wrap: bool = False) -> QLabel:
     w = QLabel(text)
@@ -125,17 +127,6 @@ class Busy(QProgressBar):
 
     def set_busy(self, busy: bool) -> None:
         self.setVisible(busy)
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "–"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KiB") else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
 
 
 def human_count(n: float | None) -> str:
