@@ -74,6 +74,12 @@ def create(recipe: Recipe, runs_root: Path | None = None, plan: dict | None = No
     return run_dir
 
 
+def read_plan(run_dir: Path) -> dict:
+    """The run's plan.json as the planner wrote it (``Plan.to_dict``); empty when missing or damaged."""
+    plan = read_json(Path(run_dir) / PLAN, default={})
+    return plan if isinstance(plan, dict) else {}
+
+
 def read_state(run_dir: Path) -> dict:
     state = read_json(Path(run_dir) / STATE, default={})
     return state if isinstance(state, dict) else {}  # damaged or hostile: read as no state

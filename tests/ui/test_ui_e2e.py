@@ -41,7 +41,7 @@ def test_drop_plan_train_to_completion(qtbot, tiny_model_dir, drop):
         assert page.charts["loss"].points("train") == 3
         assert page.charts["lr"].points("lr") == 3
         assert page.charts["memory"].points("allocated") >= 1
-        assert page.progress.value() == page.progress.maximum() == 3
+        assert page.progress.bar.value() == page.progress.bar.maximum() == 3
         assert (page.run_dir / runs.ADAPTER / "adapter_config.json").is_file()
         assert runs.read_state(page.run_dir)["status"] == "finished"
         w.runs_page.reload()

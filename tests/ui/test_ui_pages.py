@@ -270,10 +270,10 @@ def test_a_stopped_run_with_a_checkpoint_offers_resume(window, qtbot, tmp_path, 
     (run_dir / runs.CHECKPOINTS / "step-2").mkdir(parents=True)
     with qtbot.waitSignal(page.controller.sig_hello, timeout=10000):
         page.start_run_dir(run_dir, argv=fake_argv("obey"))
-    assert page.resume_btn.isHidden()
+    assert page.controls.resume_btn.isHidden()
     with qtbot.waitSignal(page.controller.sig_finished, timeout=10000):
         page.stop()
-    assert page.status == "stopped" and not page.resume_btn.isHidden()
+    assert page.status == "stopped" and not page.controls.resume_btn.isHidden()
 
 
 @pytest.mark.platform
@@ -288,7 +288,7 @@ def test_a_run_left_running_by_an_earlier_window_is_followed(window, qtbot, tmp_
         qtbot.waitUntil(lambda: runs.read_state(run_dir).get("status") == "running", timeout=10000)
         window.attach_live_run()
         page = window.train_page
-        assert page.training and page.status == "running" and page.pause_btn.isEnabled()  # through the inbox
+        assert page.training and page.status == "running" and page.controls.pause_btn.isEnabled()  # through the inbox
         page.toggle_pause()
         assert [ev.decode_command(line)["cmd"] for line in (run_dir / runs.COMMANDS).read_bytes().splitlines()] \
             == ["pause"] and page.status == "paused"

@@ -85,8 +85,8 @@ def test_train_page_shows_the_evaluation_of_a_finished_run(qtbot, tmp_path):
                       "    The capital of Italy is Rome.\n  fine-tuned:\n    Answer: Rome.")
     em.close()
     page = w.train_page
-    assert page.eval_card.isHidden()
+    assert page.monitor.eval_card.isHidden()
     assert page.show_run(run_dir)
-    assert not page.eval_card.isHidden()
-    assert "held-out format score 0/20 → 20/20" in page.eval_text.text()
-    assert "Answer: Rome." in page.eval_text.text()
+    assert not page.monitor.eval_card.isHidden()
+    assert "held-out format score 0/20 → 20/20" in page.monitor.eval_card.text.text()
+    assert "Answer: Rome." in page.monitor.eval_card.text.text()
