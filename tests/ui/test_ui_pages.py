@@ -405,15 +405,15 @@ def test_export_page_shows_what_was_written_and_the_ollama_command(window, qtbot
             "checks": [], "next_command": command, "source": {"run_id": "run1", "step": 12}}
     page.controller.sig_done.emit(done)
     assert not page.result.isHidden()
-    texts = [page.files_grid.itemAt(i).widget().text() for i in range(page.files_grid.count())]
+    texts = [page.result.files_grid.itemAt(i).widget().text() for i in range(page.result.files_grid.count())]
     assert texts[:3] == ["model-q4_k_m.gguf", "105.4 MB", "merged model (GGUF), q4_k_m"]
-    assert "step 12" in page.result_head.text() and str(tmp_path) in page.folder_label.text()
-    assert page.command.text() == command and page.copy_btn.isVisibleTo(page)
-    page.copy_btn.click()
+    assert "step 12" in page.result.head.text() and str(tmp_path) in page.result.folder_label.text()
+    assert page.result.command.text() == command and page.result.copy_btn.isVisibleTo(page)
+    page.result.copy_btn.click()
     assert QGuiApplication.clipboard().text() == command
     opened = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
-    page.open_result_btn.click()
+    page.result.open_btn.click()
     assert opened == [str(tmp_path)]
     page.controller.sig_done.emit({**done, "format": "gguf", "next_command": None})
-    assert page.command.isHidden() and page.copy_btn.isHidden()
+    assert page.result.command.isHidden() and page.result.copy_btn.isHidden()

@@ -22,7 +22,7 @@ class RunMonitor(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(10)
+        lay.setSpacing(12)  # as the page's own content
         self.status_label = status_label
         self.progress = RunProgress()
         self.banner = Banner()
