@@ -1,4 +1,5 @@
-"""What the Playground keeps in a run folder (torch-free): saved conversations and A/B votes.
+"""What the Playground keeps in a run folder (torch-free): saved conversations and A/B votes; and what
+its page lists and says (what can answer, the worker's and each answer's figures), without Qt.
 
     RUN/playground/conversations/<stamp>.json   one saved chat (both panes in side-by-side mode)
     RUN/playground/votes.jsonl                   one line per "A better / B better / tie" mark
@@ -6,11 +7,14 @@
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio import chat, runs
 from studio.fsutil import atomic_write_json
 
 FOLDER = "playground"
@@ -80,3 +84,83 @@ def tally_text(counts: dict[str, int]) -> str:
     if not any(counts.values()):
         return ""
     return f"A {counts['a']} · B {counts['b']} · tie {counts['tie']}"
+
+
+def sources(model: str) -> list[tuple[str, tuple[str, Any]]]:
+    """What can answer, as (label, ("run", folder) | ("model", name)): every run with an adapter or a
+    checkpoint that is not training, then the session's base model on its own."""
+    out: list[tuple[str, tuple[str, Any]]] = []
+    for s in runs.list_runs():
+        has = (s.path / runs.ADAPTER / "adapter_config.json").is_file() or (s.path / runs.CHECKPOINTS).is_dir()
+        if has and s.status != "running":
+            out.append((f"{s.id}  ({Path(s.model).name if '/' in s.model else s.model})", ("run", s.path)))
+    out.append((f"{model}  (base model only)", ("model", model)))
+    return out
+
+
+def variants(kind: str, value: Any) -> list[chat.Variant]:
+    """The variants of a source: a run's base, adapter and checkpoints; a bare model's base alone."""
+    if kind == "run":
+        return chat.run_variants(Path(value))
+    return [chat.Variant(chat.BASE, None, str(value), None)]
+
+
+def loaded_text(hello: dict) -> str:
+    """The status line once the chat worker has loaded the model."""
+    quant = "4-bit" if hello.get("quant") == "4bit" else hello.get("quant")
+    return f"Loaded on {hello.get('device')} ({quant} weights). Ask something."
+
+
+def answer_stats(answer: dict) -> str:
+    """Under a pane: the answer's length, time to first token, speed, and whether it was stopped."""
+    ttft, tps = answer.get("time_to_first_token_s"), answer.get("tokens_per_s")
+    stopped = " · stopped" if answer.get("stopped") else ""
+    return (f"{answer.get('tokens', 0)} tokens · first token {ttft if ttft is not None else '–'} s · "
+            f"{tps if tps is not None else '–'} tokens/s{stopped}")
+
+
+def pane_record(variant: chat.Variant | None, messages: list[dict]) -> dict[str, Any]:
+    """One pane of a saved conversation: what answered and the messages."""
+    return {"variant": variant.label if variant else "",
+            "adapter": str(variant.adapter) if variant and variant.adapter else None, "messages": messages}
+
+
+@dataclass
+class Round:
+    """One prompt put to each pane in turn ("a", then "b"): one worker answers one prompt at a time, so B
+    waits for A. It knows which generation is being answered and what each pane answered (for the vote)."""
+
+    prompt: str = ""
+    waiting: list[str] = field(default_factory=list)         # panes still to ask
+    current: tuple[str, str] | None = None                   # (generation id, pane) being answered
+    answers: dict[str, str] = field(default_factory=dict)    # pane -> its answer to ``prompt``
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.waiting)
+
+    @property
+    def complete(self) -> bool:
+        """Both panes answered: the answers can be compared."""
+        return len(self.answers) == 2
+
+    def ask(self, prompt: str, panes: list[str]) -> None:
+        self.prompt, self.waiting, self.answers = prompt, list(panes), {}
+
+    def take(self) -> tuple[str, str] | None:
+        """The next (generation id, pane) to ask; None when every pane has been asked."""
+        self.current = (f"p{next(self._ids)}", self.waiting.pop(0)) if self.waiting else None
+        return self.current
+
+    def pane_of(self, gid: object) -> str | None:
+        """The pane answering generation ``gid`` (None: not the current one, e.g. a stopped earlier answer)."""
+        return self.current[1] if self.current and self.current[0] == gid else None
+
+    def answered(self, text: str) -> None:
+        if self.current:
+            self.answers[self.current[1]] = text
+
+    def end(self) -> None:
+        """Nothing more to answer (stopped, failed, or the worker ended)."""
+        self.waiting, self.current = [], None

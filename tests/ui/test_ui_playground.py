@@ -37,7 +37,7 @@ def test_playground_streams_both_panes_votes_and_saves(qtbot, tiny_run):
         page.select_run(tiny_run)
         assert page.pane_a.current().label == "base" and page.pane_b.current().label == tiny_run.name
         assert page.side.isChecked()
-        page.max_new.setValue(12)
+        page.sampling.max_new.setValue(12)
         pieces: list[tuple[str, str]] = []
         page.controller.sig_token.connect(lambda _id, variant, text: pieces.append((variant, text)))
         answers: list[dict] = []
@@ -52,8 +52,8 @@ def test_playground_streams_both_panes_votes_and_saves(qtbot, tiny_run):
             assert "tokens/s" in pane.stats.text() and "first token" in pane.stats.text()
         assert answers[0]["text"] != answers[1]["text"]
         # Mark B better: kept in the run folder, tallied on the Runs page.
-        assert page.vote_b.isEnabled()
-        page.vote_b.click()
+        assert page.votes.vote_b.isEnabled()
+        page.votes.vote_b.click()
         assert playground.tally(tiny_run) == {"a": 0, "b": 1, "tie": 0}
         w.runs_page.reload()
         row = next(r for r in w.runs_page.model._rows if r["run"] == tiny_run.name)
