@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout
                                QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from studio import chat, playground
-from ui.widgets.common import Card, label, primary_button
+from ui.widgets.common import CONTENT_SPACING, Card, label, primary_button
 
 
 class Pane(QWidget):
@@ -83,6 +83,7 @@ class PanePair(QWidget):
         super().__init__(parent)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(CONTENT_SPACING)
         self.a, self.b = Pane("A"), Pane("B")
         lay.addWidget(self.a, 1)
         lay.addWidget(self.b, 1)
@@ -144,6 +145,7 @@ class SourceBar(QWidget):
         super().__init__(parent)
         top = QHBoxLayout(self)
         top.setContentsMargins(0, 0, 0, 0)
+        top.setSpacing(CONTENT_SPACING)
         top.addWidget(label("Run or model:"))
         self.source = QComboBox()
         self.source.setMinimumWidth(320)
@@ -183,6 +185,7 @@ class VoteBar(QWidget):
         super().__init__(parent)
         votes = QHBoxLayout(self)
         votes.setContentsMargins(0, 0, 0, 0)
+        votes.setSpacing(CONTENT_SPACING)
         self.vote_a, self.vote_b, self.vote_tie = QPushButton("A better"), QPushButton("B better"), QPushButton("Tie")
         for b, winner in ((self.vote_a, "a"), (self.vote_b, "b"), (self.vote_tie, "tie")):
             b.setEnabled(False)
@@ -210,6 +213,7 @@ class AskBar(QWidget):
         super().__init__(parent)
         ask = QHBoxLayout(self)
         ask.setContentsMargins(0, 0, 0, 0)
+        ask.setSpacing(CONTENT_SPACING)
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("Ask something and press Enter")
         ask.addWidget(self.prompt, 1)

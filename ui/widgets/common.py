@@ -7,6 +7,8 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushB
 
 from studio.units import binary_bytes as human_bytes  # noqa: F401  (the pages' name for it)
 
+CONTENT_SPACING = 12  # between a page's rows; a widget that holds several of them spaces them alike
+
 
 def label(text: str = "", role: str | None = None, wrap: bool = False) -> QLabel:
     w = QLabel(text)
@@ -62,7 +64,7 @@ class Page(QWidget):
         holder = QWidget()
         self.content = QVBoxLayout(holder)
         self.content.setContentsMargins(0, 6, 0, 0)
-        self.content.setSpacing(12)
+        self.content.setSpacing(CONTENT_SPACING)
         if scroll:
             area = QScrollArea()
             area.setWidgetResizable(True)

@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton, QWidget
 
 from studio.trainview import phase_text
-from ui.widgets.common import Card, label, primary_button
+from ui.widgets.common import CONTENT_SPACING, Card, label, primary_button
 
 LOG_MAX_LINES = 2000
 RESUMABLE = ("stopped", "failed", "interrupted")  # statuses after which a run may continue from a checkpoint
@@ -19,6 +19,7 @@ class RunControls(QWidget):
         super().__init__(parent)
         bar = QHBoxLayout(self)
         bar.setContentsMargins(0, 0, 0, 0)
+        bar.setSpacing(CONTENT_SPACING)
         self.start_btn = primary_button("Start training")
         self.start_btn.setToolTip("Create a run with the current plan and start it (Ctrl+R)")
         self.pause_btn = QPushButton("Pause")
@@ -59,6 +60,7 @@ class RunProgress(QWidget):
         super().__init__(parent)
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(CONTENT_SPACING)
         self.bar = QProgressBar()
         self.bar.setFormat("not started")
         self.bar.setRange(0, 1)

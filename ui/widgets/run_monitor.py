@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from studio import trainview
 from studio.units import number
-from ui.widgets.common import Banner
+from ui.widgets.common import CONTENT_SPACING, Banner
 from ui.widgets.run_charts import RunCharts
 from ui.widgets.run_controls import EvalCard, RunLog, RunProgress
 
@@ -22,7 +22,7 @@ class RunMonitor(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(12)  # as the page's own content
+        lay.setSpacing(CONTENT_SPACING)
         self.status_label = status_label
         self.progress = RunProgress()
         self.banner = Banner()
