@@ -5,6 +5,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea,
                                QSizePolicy, QVBoxLayout, QWidget)
 
+from studio.humanize import human_bytes, human_count  # noqa: F401  (the pages import them from here)
+
 
 def label(text: str = "", role: str | None = None, wrap: bool = False) -> QLabel:
     w = QLabel(text)
@@ -125,24 +127,3 @@ class Busy(QProgressBar):
 
     def set_busy(self, busy: bool) -> None:
         self.setVisible(busy)
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "–"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KiB") else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
-
-
-def human_count(n: float | None) -> str:
-    if n is None:
-        return "–"
-    n = float(n)
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}" if unit == "B" else f"{n / div:.1f}{unit}"
-    return f"{n:.0f}"
