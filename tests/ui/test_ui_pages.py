@@ -189,7 +189,7 @@ def test_runs_history_and_overlaid_loss_curves(window, qtbot):
     assert page.model.rowCount() == 2
     assert {page.model.data(page.model.index(r, 4)) for r in range(2)} == {"1.2000", "1.1000"}
     page.table.selectAll()
-    assert sorted(s.n for s in page.chart.series.values()) == [2, 3]
+    assert sorted(s.n for s in page.chart_view.chart.series.values()) == [2, 3]
 
 
 def test_choices_and_geometry_are_remembered(qtbot, chat_jsonl):
