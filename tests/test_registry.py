@@ -244,7 +244,7 @@ def test_runs_page_overlays_any_metric_diffs_settings_and_sorts(swept, qtbot, mo
     page.chart_view.axis_box.setCurrentText("time (s)")
     assert sorted(s.n for s in page.chart_view.chart.series.values()) == [3, 3]
     assert page.chart_view.chart.getPlotItem().getAxis("bottom").labelText == "seconds"
-    diff = page.diff.view.toPlainText()
+    diff = page.diff.toPlainText()
     assert "lora.rank" in diff and "lora.alpha" in diff and "train.lr" not in diff
     page.actions.sort_box.setCurrentText("validation loss (lowest first)")
     vals = [registry.row(s)["val_loss"] for s in page.summaries]
@@ -255,7 +255,7 @@ def test_runs_page_overlays_any_metric_diffs_settings_and_sorts(swept, qtbot, mo
     assert first not in {s.id for s in page.summaries} and page.actions.undo_btn.isEnabled()
     page.actions.undo_delete()
     assert first in {s.id for s in page.summaries}
-    assert "waiting" not in page.queue.list.item(0).text() and page.queue.list.count() == 2  # the sweep's entries
+    assert "waiting" not in page.queue.item(0).text() and page.queue.count() == 2  # the sweep's entries
 
 
 def test_plan_page_sweep_refuses_before_any_starts(tiny_model_dir, chat_jsonl, qtbot, monkeypatch, tmp_path):

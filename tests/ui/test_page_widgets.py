@@ -13,7 +13,7 @@ from ui.widgets.model_card import DownloadPanel
 from ui.widgets.model_list import ROLE_ID, ModelList, ModelListModel
 from ui.widgets.run_compare import DiffView, RunChart
 from ui.widgets.run_list import RunList, run_table
-from ui.widgets.run_queue import ENTRY_ID, QueuePanel
+from ui.widgets.run_queue import ENTRY_ID, QueueList
 
 HIT = {"repo_id": "acme/tiny", "params": 1_500_000, "fits": True, "gated": False, "license": "mit", "downloads": 3}
 
@@ -69,27 +69,27 @@ def test_the_runs_widgets_follow_the_run_list(qtbot):
     assert table.model().rowCount() == 2 and table.model().raw(0, 12) in (8, 16)  # the rank column
     run_list.select([0, 1])
     assert sorted(s.n for s in chart.chart.series.values()) == [3, 3]
-    assert "lora.rank:" in diff.view.toPlainText()
+    assert "lora.rank:" in diff.toPlainText()
     run_list.select([0])
-    assert len(chart.chart.series) == 1 and diff.view.toPlainText().startswith("Select two or more runs")
+    assert len(chart.chart.series) == 1 and diff.toPlainText().startswith("Select two or more runs")
     table.selectRow(1)
     assert [s.id for s in run_list.selected] == [run_list.summaries[1].id]  # the table selects on the list
 
 
-def test_the_queue_panel_lists_and_cancels_entries(qtbot):
-    panel = QueuePanel()
+def test_the_queue_list_lists_and_cancels_entries(qtbot):
+    panel = QueueList()
     qtbot.addWidget(panel)
     panel.reload()
-    assert panel.list.item(0).text() == "(empty)" and not panel.run_btn.isEnabled()
+    assert panel.item(0).text() == "(empty)" and not panel.run_btn.isEnabled()
     r = Recipe(name="q")
     r.model.name_or_path, r.data.path = "/models/tiny", "/data/chat.jsonl"
     entry = runqueue.add(r, None, "queued recipe")
     panel.reload()
-    assert panel.list.item(0).data(ENTRY_ID) == entry["id"] and "queued recipe" in panel.list.item(0).text()
+    assert panel.item(0).data(ENTRY_ID) == entry["id"] and "queued recipe" in panel.item(0).text()
     assert panel.run_btn.isEnabled()
-    panel.list.setCurrentRow(0)
+    panel.setCurrentRow(0)
     panel.cancel_entry()
-    assert not panel.list.item(0).text().startswith("waiting")
+    assert not panel.item(0).text().startswith("waiting")
 
 
 def test_the_dataset_tabs_show_a_report(qtbot):

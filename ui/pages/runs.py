@@ -1,7 +1,7 @@
 """Runs: the history from the runs folder, and the loss curves of selected runs overlaid.
 
 A composition: ``RunList`` (ui.widgets.run_list) holds the runs and the selection; the table,
-``RunActions`` (the registry bar), ``RunChart``, ``DiffView`` and ``QueuePanel`` are bound to it.
+``RunActions`` (the registry bar), ``RunChart``, ``DiffView`` and ``QueueList`` are bound to it.
 The cells, the order and the settings diff are ``studio.registry``'s.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ui.widgets.common import Page, label
 from ui.widgets.run_actions import RunActions
 from ui.widgets.run_compare import DiffView, RunChart
 from ui.widgets.run_list import RunList, run_table
-from ui.widgets.run_queue import QueuePanel
+from ui.widgets.run_queue import QueueList
 
 
 class RunsPage(Page):
@@ -77,10 +77,16 @@ class RunsPage(Page):
         right = QWidget()
         rv = QVBoxLayout(right)
         rv.setContentsMargins(0, 0, 0, 0)
+        rv.addWidget(label("Settings that differ", "muted"))
         self.diff = DiffView(self.run_list)
         rv.addWidget(self.diff, 1)
-        self.queue = QueuePanel()
+        self.queue = QueueList()
         self.queue.message.connect(self.actions.status.setText)
+        qrow = QHBoxLayout()
+        qrow.addWidget(label("Queue", "muted"), 1)
+        qrow.addWidget(self.queue.run_btn)
+        qrow.addWidget(self.queue.cancel_btn)
+        rv.addLayout(qrow)
         rv.addWidget(self.queue, 1)
         host.addWidget(right)
         host.setSizes([560, 340])

@@ -96,6 +96,7 @@ class HubSearch(QWidget):
         self.model = model
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(12)  # the page's spacing: the box reads as part of the page's column
         row = QHBoxLayout()
         self.search_box = QLineEdit()
         self.search_box.setObjectName("hub-search")

@@ -22,6 +22,7 @@ class RunActions(QWidget):
         self.tensorboard: QProcess | None = None
         bar = QHBoxLayout(self)
         bar.setContentsMargins(0, 0, 0, 0)
+        bar.setSpacing(12)  # the page's spacing, as when the bar was one of its rows
         buttons = (("Rename…", "Give the selected run a display name (its folder keeps its id)", self.rename),
                    ("Tags…", "Set the selected runs' tags, comma-separated", self.tag),
                    ("Note…", "Write a note on the selected run", self.note),

@@ -71,20 +71,16 @@ class RunChart(QWidget):
         self.chart.refresh()
 
 
-class DiffView(QWidget):
-    """'Settings that differ' between the selected runs, one line per setting."""
+class DiffView(QPlainTextEdit):
+    """'Settings that differ' between the selected runs, one line per setting (the page puts its heading above)."""
 
     def __init__(self, run_list: RunList, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.run_list = run_list
-        lay = _column(self)
-        lay.addWidget(label("Settings that differ", "muted"))
-        self.view = QPlainTextEdit()
-        self.view.setReadOnly(True)
-        self.view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.view.setPlainText(registry.diff_text([]))
-        lay.addWidget(self.view, 1)
+        self.setReadOnly(True)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.setPlainText(registry.diff_text([]))
         run_list.selection_changed.connect(self.redraw)
 
     def redraw(self) -> None:
-        self.view.setPlainText(registry.diff_text([Path(s.path) for s in self.run_list.selected]))
+        self.setPlainText(registry.diff_text([Path(s.path) for s in self.run_list.selected]))

@@ -1,29 +1,27 @@
 """The Runs page's queue: the entries of RUNS/queue.json, Run queue (a detached runner) and Cancel entry.
 
 Reads ``studio.runqueue`` every three seconds while shown; ``message`` carries what to tell the user.
+The list owns its two buttons; the page lays them out in its own row above it.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QListWidget, QListWidgetItem, QPushButton, QWidget
 
 from studio import paths, runqueue
 from studio.errors import UserError
 from ui.controllers import CommandController
-from ui.widgets.common import label
 
 ENTRY_ID = Qt.ItemDataRole.UserRole
 
 
-class QueuePanel(QWidget):
+class QueueList(QListWidget):
     message = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
-        row.addWidget(label("Queue", "muted"), 1)
+        self.setToolTip("RUNS/queue.json: add recipes from the Plan page (Add to queue, Sweep…) or "
+                        "with lora-studio queue add / sweep")
         self.run_btn = QPushButton("Run queue")
         self.run_btn.setToolTip("Train the waiting recipes one after another in a background process that "
                                 "keeps going when this window closes (lora-studio queue run --detach)")
@@ -31,13 +29,6 @@ class QueuePanel(QWidget):
         self.cancel_btn = QPushButton("Cancel entry")
         self.cancel_btn.setToolTip("Take the selected waiting entry off the queue")
         self.cancel_btn.clicked.connect(self.cancel_entry)
-        row.addWidget(self.run_btn)
-        row.addWidget(self.cancel_btn)
-        lay.addLayout(row)
-        self.list = QListWidget()
-        self.list.setToolTip("RUNS/queue.json: add recipes from the Plan page (Add to queue, Sweep…) or "
-                             "with lora-studio queue add / sweep")
-        lay.addWidget(self.list, 1)
         self.timer = QTimer(self)
         self.timer.setInterval(3000)
         self.timer.timeout.connect(self.reload)
@@ -50,13 +41,13 @@ class QueuePanel(QWidget):
             self.timer.stop()
         entries = runqueue.read()
         pid = runqueue.runner_pid() if entries else None
-        self.list.clear()
+        self.clear()
         for e in entries:
             item = QListWidgetItem(f"{e['status']:<9} {e['label']}  ({e['id']})")
             item.setData(ENTRY_ID, e["id"])
-            self.list.addItem(item)
+            self.addItem(item)
         if not entries:
-            self.list.addItem("(empty)")
+            self.addItem("(empty)")
         self.run_btn.setEnabled(not pid and any(e["status"] == runqueue.WAITING for e in entries))
         self.run_btn.setText(f"Runner pid {pid}" if pid else "Run queue")
 
@@ -65,7 +56,7 @@ class QueuePanel(QWidget):
         self.runner.run_command("queue", "run", "--detach", "--runs-dir", str(paths.runs_dir()))
 
     def cancel_entry(self) -> None:
-        item = self.list.currentItem()
+        item = self.currentItem()
         if item is None or not item.data(ENTRY_ID):
             return
         try:
