@@ -6,7 +6,7 @@ The cells, the order and the settings diff are ``studio.registry``'s.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal, SignalInstance
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, QWidget
 
@@ -92,7 +92,7 @@ class RunsPage(Page):
         host.setSizes([560, 340])
         return host
 
-    def _emit(self, signal: Signal) -> None:
+    def _emit(self, signal: SignalInstance) -> None:
         if self.run_list.selected:
             signal.emit(self.run_list.selected[0].path)
 
