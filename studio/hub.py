@@ -269,6 +269,22 @@ def cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
+def cached_models() -> list[tuple[str, str]]:
+    """(repo id, newest snapshot folder with a config.json) of every model in the local hub cache."""
+    out = []
+    try:
+        entries = sorted(cache_dir().iterdir())
+    except OSError:
+        return out
+    for repo in entries:
+        if not repo.name.startswith("models--"):
+            continue
+        snaps = sorted((repo / "snapshots").glob("*/config.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        if snaps:
+            out.append((repo.name[len("models--"):].replace("--", "/"), str(snaps[0].parent)))
+    return out
+
+
 def model_page(repo_id: str) -> str:
     """The model's page on the Hub (or on HF_ENDPOINT's server), where its licence is accepted."""
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from studio import fsutil, paths, runfiles, runs
+from studio import fsutil, paths, playground, runfiles, runs
 from studio.errors import UserError
 from studio.fsutil import atomic_write_json, read_json, sha256_files
 from studio.termtext import printable
@@ -249,6 +249,12 @@ def set_labels(run_dir: Path, name: str | None = None, add_tags: list[str] = (),
     return labels
 
 
+def replace_tags(run_dir: Path, tags: list[str]) -> None:
+    """Make ``tags`` the run's tags: the ones not in it are removed, the new ones added."""
+    old = read_labels(run_dir)["tags"]
+    set_labels(run_dir, add_tags=tags, remove_tags=[t for t in old if t not in tags])
+
+
 # -- finding runs, the trash -------------------------------------------------------------------
 def find_run(ref: str, runs_root: Path | None = None) -> Path:
     """A run named by its folder, its id, a unique start of its id, or its display name."""
@@ -408,11 +414,85 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def differing(recipes: list[dict]) -> list[tuple[str, list[Any]]]:
+    """The flattened recipe settings not equal in all of ``recipes``: ``(key, [value of each])``; ``name`` aside."""
+    flat = [flatten(r) for r in recipes]
+    keys = sorted({k for f in flat for k in f} - {"name"})
+    return [(k, values) for k in keys for values in [[f.get(k) for f in flat]] if any(v != values[0] for v in values)]
+
+
 def config_diff(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
     """The recipe settings that differ between two runs: ``(key, a's value, b's value)``; ``name`` aside."""
-    fa, fb = flatten(a), flatten(b)
-    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k) and k != "name"]
+    return [(k, va, vb) for k, (va, vb) in differing([a, b])]
+
+
+def diff_text(run_dirs: list[Path]) -> str:
+    """The settings that differ between runs, as the Runs page shows them: a letter per run, a line per setting."""
+    if len(run_dirs) < 2:
+        return "Select two or more runs to see the settings that differ."
+    differ = differing([read_json(d / runs.RECIPE, default={}) or {} for d in run_dirs])
+    if not differ:
+        return "The selected runs have the same settings."
+    letters = [chr(ord("A") + i) for i in range(len(run_dirs))]
+    lines = [f"{ch}: {d.name}" for ch, d in zip(letters, run_dirs)] + [""]
+    lines += [f"{k}: " + "  |  ".join(f"{ch} {v}" for ch, v in zip(letters, values)) for k, values in differ]
+    return "\n".join(lines)
+
+
+# -- the Runs page's table ----------------------------------------------------------------------
+TABLE_COLUMNS = ["run", "status", "model", "dataset", "last loss", "val loss", "score", "votes", "steps", "date",
+                 "name", "tags", "rank", "time"]  # a running run has no final loss
+
+
+def table_row(s: runs.RunSummary) -> dict:
+    """One run as the Runs page's table shows it: short names, losses and scores in words, labels, time.
+
+    Unlike ``row`` it never raises: a damaged labels or metadata file shows as empty cells.
+    """
+    loss, e = s.final_loss, s.eval or {}
+    vb, va = e.get("val_loss_base"), e.get("val_loss_adapter")
+    val = f"{vb:.3f} → {va:.3f}" if isinstance(vb, (int, float)) and isinstance(va, (int, float)) else ""
+    score = (f"{e['score_base']}/{e['score_total']} → {e['score_adapter']}/{e['score_total']}"
+             if e.get("score_total") else "")
+    return {"run": s.id, "status": s.status, "model": Path(s.model).name if "/" in s.model else s.model,
+            "dataset": Path(s.dataset).name if s.dataset else "",
+            "last loss": f"{loss:.4f}" if isinstance(loss, (int, float)) else "",
+            "val loss": val, "score": score, "votes": playground.tally_text(playground.tally(s.path)),
+            "steps": s.step, "date": _minute(s.created), **_label_cells(s)}
+
+
+def _dig(obj: Any, *keys: str) -> Any:
+    """``obj[k1][k2]…``; a damaged file may hold any type at any level: only dicts are walked."""
+    for k in keys:
+        obj = obj.get(k) if isinstance(obj, dict) else None
+    return obj
+
+
+def _label_cells(s: runs.RunSummary) -> dict:
+    """The user's labels, the rank and the training time (from the metadata, else the recipe)."""
+    labels, meta = read_labels(s.path), read_metadata(s.path)
+    rank = _dig(meta, "recipe", "lora", "rank")
+    if rank is None:
+        rank = _dig(read_json(s.path / runs.RECIPE, default={}), "lora", "rank")
+    secs = _dig(meta, "duration_s")
+    return {"name": labels["name"], "tags": ", ".join(labels["tags"]),
+            "rank": rank if isinstance(rank, int) and not isinstance(rank, bool) else None,
+            "time": f"{int(secs) // 60}m{int(secs) % 60:02d}s" if isinstance(secs, (int, float)) else ""}
+
+
+def _minute(text: str) -> str:
+    try:
+        return _dt.datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError):
+        return str(text or "")
+
+
+def summary_rank_key(s: runs.RunSummary, by: str) -> tuple:
+    """``rank_key`` of a summary: lowest validation loss or highest held-out score first; runs without one last."""
+    e = s.eval or {}
+    value = e.get("val_loss_adapter") if by == "val_loss" else (
+        e["score_adapter"] / e["score_total"] if e.get("score_total") else None)
+    return rank_key({by: value}, by)
 
 
 def compare(a: Path, b: Path) -> dict:

@@ -14,6 +14,17 @@ def binary_bytes(n: float | None) -> str:
     return f"{n:.2f} TiB"
 
 
+def human_count(n: float | None) -> str:
+    """A count in k/M/B (tokens, parameters, downloads); "–" for no figure."""
+    if n is None:
+        return "–"
+    n = float(n)
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}" if unit == "B" else f"{n / div:.1f}{unit}"
+    return f"{n:.0f}"
+
+
 def decimal_bytes(n: int) -> str:
     """Bytes in decimal units (MB), as file managers and the export CLI show file sizes."""
     size = float(n)
@@ -22,6 +33,9 @@ def decimal_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"
+
+
+human_bytes = binary_bytes  # the name the pages and studio.modelview use
 
 
 def clock(seconds: float) -> str:
@@ -39,3 +53,15 @@ def number(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if v == v and abs(v) != float("inf") else None
+
+
+def human_eta(seconds: float | None) -> str:
+    """Time left of a download: seconds under 90 s, minutes under 90 min, then hours."""
+    if seconds is None:
+        return "estimating time left"
+    seconds = int(seconds)
+    if seconds < 90:
+        return f"{seconds} s left"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min left"
+    return f"{seconds / 3600:.1f} h left"

@@ -237,25 +237,25 @@ def test_runs_page_overlays_any_metric_diffs_settings_and_sorts(swept, qtbot, mo
     page.show()
     page.on_enter()
     assert page.model.rowCount() == 2
-    page.metric_box.setCurrentIndex(page.metric_box.findData("eval_loss"))
+    page.chart_view.metric_box.setCurrentIndex(page.chart_view.metric_box.findData("eval_loss"))
     page.table.selectAll()
-    assert sorted(s.n for s in page.chart.series.values()) == [1, 1]  # the Trainer's validation loss at the end
-    page.metric_box.setCurrentIndex(page.metric_box.findData("learning_rate"))
-    page.axis_box.setCurrentText("time (s)")
-    assert sorted(s.n for s in page.chart.series.values()) == [3, 3]
-    assert page.chart.getPlotItem().getAxis("bottom").labelText == "seconds"
-    diff = page.diff_view.toPlainText()
+    assert sorted(s.n for s in page.chart_view.chart.series.values()) == [1, 1]  # the Trainer's validation loss at the end
+    page.chart_view.metric_box.setCurrentIndex(page.chart_view.metric_box.findData("learning_rate"))
+    page.chart_view.axis_box.setCurrentText("time (s)")
+    assert sorted(s.n for s in page.chart_view.chart.series.values()) == [3, 3]
+    assert page.chart_view.chart.getPlotItem().getAxis("bottom").labelText == "seconds"
+    diff = page.diff.toPlainText()
     assert "lora.rank" in diff and "lora.alpha" in diff and "train.lr" not in diff
-    page.sort_box.setCurrentText("validation loss (lowest first)")
+    page.actions.sort_box.setCurrentText("validation loss (lowest first)")
     vals = [registry.row(s)["val_loss"] for s in page.summaries]
     assert vals == sorted(vals)
     page.table.selectRow(0)
     first = page.summaries[0].id
-    page.delete_selected()
-    assert first not in {s.id for s in page.summaries} and page.undo_btn.isEnabled()
-    page.undo_delete()
+    page.actions.delete()
+    assert first not in {s.id for s in page.summaries} and page.actions.undo_btn.isEnabled()
+    page.actions.undo_delete()
     assert first in {s.id for s in page.summaries}
-    assert "waiting" not in page.queue_list.item(0).text() and page.queue_list.count() == 2  # the sweep's entries
+    assert "waiting" not in page.queue.item(0).text() and page.queue.count() == 2  # the sweep's entries
 
 
 def test_plan_page_sweep_refuses_before_any_starts(tiny_model_dir, chat_jsonl, qtbot, monkeypatch, tmp_path):

@@ -13,7 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hubserver import HubServer, Repo  # noqa: E402
 
-from ui.pages.model import HUB_PREFIX, hf_cache_models  # noqa: E402
+from studio.hub import cached_models  # noqa: E402
+from studio.modelview import HUB_PREFIX  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 REPO = "someone/tiny-chat"
@@ -36,40 +37,42 @@ def hub(tmp_path, monkeypatch, tiny_model_dir):
 def test_search_then_download_opens_the_model_from_the_cache(window, qtbot, hub, tmp_path):
     page = window.model_page
     window.finish_startup()
-    page.search_box.setText("tiny")
-    page.search()
-    qtbot.waitUntil(lambda: bool(page._hits), timeout=60000)
+    dl = page.download
+    page.hub.search_box.setText("tiny")
+    page.hub.search()
+    qtbot.waitUntil(lambda: bool(page.listing.hits), timeout=60000)
     items = [page.list.item(i) for i in range(page.list.count())]
     hit = next(i for i in items if i.data(0x0100) == HUB_PREFIX + REPO)
     assert "fits" in hit.text()
-    page._activated(hit)
-    assert page.download_btn.isVisible() and REPO in page.download_btn.text()
+    page.list.itemClicked.emit(hit)
+    assert dl.download_btn.isVisible() and REPO in dl.download_btn.text()
     assert "mit licence" in page.fields["path"].text()
     assert page.fields["fit"].text().startswith("yes")
     seen = []
-    page.downloader.sig_progress.connect(lambda _p, done, total: seen.append((done, total)))
-    page.download_btn.click()
-    assert page.cancel_btn.isVisible() and page.progress.isVisible()
-    qtbot.waitUntil(lambda: not page.downloader.running, timeout=60000)
+    dl.downloader.sig_progress.connect(lambda _p, done, total: seen.append((done, total)))
+    dl.download_btn.click()
+    assert dl.cancel_btn.isVisible() and dl.progress.isVisible()
+    qtbot.waitUntil(lambda: not dl.downloader.running, timeout=60000)
     assert seen and seen[-1][0] == seen[-1][1] > 0
-    assert "Downloaded" in page.progress_text.text()
-    assert REPO in dict(hf_cache_models())
+    assert "Downloaded" in dl.progress_text.text()
+    assert REPO in dict(cached_models())
     qtbot.waitUntil(lambda: window.session.model_info is not None and
                     window.session.model_info.source == "hf-cache", timeout=60000)
-    assert not page.download_btn.isVisible()
+    assert not dl.download_btn.isVisible()
 
 
 def test_cancel_keeps_nothing_that_looks_like_a_model(window, qtbot, hub):
     page = window.model_page
+    dl = page.download
     hub.delay_s = 0.2
     hub.repos[REPO].files["model.safetensors"] = b"x" * (2 << 20)
-    page._hits = {REPO: {"repo_id": REPO, "params": 1, "license": "mit", "gated": False, "fits": None}}
+    page.listing.hits = {REPO: {"repo_id": REPO, "params": 1, "license": "mit", "gated": False, "fits": None}}
     page.choose(HUB_PREFIX + REPO)
-    page.download_btn.click()
-    qtbot.waitUntil(lambda: page.progress.value() > 0, timeout=30000)
-    assert "/s" in page.progress_text.text()  # speed and time left
-    page.cancel_btn.click()
-    qtbot.waitUntil(lambda: not page.downloader.running, timeout=30000)
-    assert "cancelled" in page.progress_text.text() and "continues" in page.progress_text.text()
-    assert REPO not in dict(hf_cache_models())
-    assert page.download_btn.isVisible() and page.download_btn.isEnabled()
+    dl.download_btn.click()
+    qtbot.waitUntil(lambda: dl.progress.value() > 0, timeout=30000)
+    assert "/s" in dl.progress_text.text()  # speed and time left
+    dl.cancel_btn.click()
+    qtbot.waitUntil(lambda: not dl.downloader.running, timeout=30000)
+    assert "cancelled" in dl.progress_text.text() and "continues" in dl.progress_text.text()
+    assert REPO not in dict(cached_models())
+    assert dl.download_btn.isVisible() and dl.download_btn.isEnabled()

@@ -1,146 +1,114 @@
-"""The pages' widgets, each driven through the model it is bound to (napari's way: change the model,
-read the widget), without a window or a session."""
+"""The pages' widgets, each bound to its model: change the model, read the widget (napari's qt_dims style)."""
 from __future__ import annotations
 
-import pytest
-from PySide6.QtWidgets import QLabel
+import json
 
-from studio import hardware, models, planner, planview
+from PySide6.QtCore import Qt
+
+from studio import events as ev
+from studio import paths, runqueue, runs
 from studio.recipe import Recipe
-from ui.widgets.state import State
+from ui.widgets.data_tabs import DatasetTabs, TokenView
+from ui.widgets.model_card import DownloadPanel
+from ui.widgets.model_list import ROLE_ID, ModelList, ModelListModel
+from ui.widgets.run_compare import DiffView, RunChart
+from ui.widgets.run_list import RunList, run_table
+from ui.widgets.run_queue import ENTRY_ID, QueueList
 
-GiB = 1024 ** 3
-
-
-@pytest.fixture(scope="module")
-def plan():
-    return planner.fit(models.resolve("llama-3.1-8b-instruct"), 12 * GiB, fixed={"train.seq_len": 65536})
-
-
-def test_the_prediction_card_draws_the_view_it_is_bound_to(qtbot, plan):
-    from ui.widgets.plan_cards import PredictionCard
-
-    state = State(12 * GiB)
-    card = PredictionCard(state)
-    qtbot.addWidget(card)
-    state.set(12 * GiB)
-    assert card.bar.total == 0 and card.bar.budget == 12 * GiB and card.fit_label.text().startswith("No plan yet")
-    view = planview.plan_view(plan, 12 * GiB)
-    state.set(view)
-    assert card.bar.total == pytest.approx(view.total) and card.fit_label.text() == view.verdict
-    assert not card.suggest_btn.isHidden() and card.suggest_btn.text() == view.change_label
-    with qtbot.waitSignal(card.sig_apply) as applied:
-        card.suggest_btn.click()
-    assert applied.args == [view.change]
-    state.set(planview.plan_view(planner.fit(models.resolve("llama-3.1-8b-instruct"), 24 * GiB), 24 * GiB))
-    assert card.suggest_btn.isHidden()
+HIT = {"repo_id": "acme/tiny", "params": 1_500_000, "fits": True, "gated": False, "license": "mit", "downloads": 3}
 
 
-def test_the_fitted_card_and_the_advanced_fields_follow_the_recipe(qtbot):
-    from ui.widgets.field_editor import AdvancedCard
-    from ui.widgets.plan_cards import FittedCard
-
-    r = Recipe()
-    rows, values = State({}), State((r, {}))
-    fitted, advanced = FittedCard(rows), AdvancedCard(values)
-    qtbot.addWidget(fitted)
-    qtbot.addWidget(advanced)
-    rows.set(planview.fitted_rows(r, {"train.seq_len": 512}))
-    assert fitted.values["train.seq_len"].text() == f"{r.train.seq_len} tokens  (fixed)"
-    editor = advanced.editors["train.seq_len"]
-    assert editor.reset.isHidden() and editor.editor.value() == r.train.seq_len
-    r.train.seq_len = 512
-    values.set((r, {"train.seq_len": 512}))
-    assert editor.editor.value() == 512 and not editor.reset.isHidden() and editor.editor.font().bold()
-    with qtbot.waitSignal(advanced.sig_pin) as pinned:
-        editor.editor.setValue(1024)
-    assert pinned.args == ["train.seq_len", 1024]
-    with qtbot.waitSignal(advanced.sig_unpin) as unpinned:
-        editor.reset.click()
-    assert unpinned.args == ["train.seq_len"]
-    assert advanced.fields.isHidden()
-    advanced.toggle.setChecked(True)
-    assert not advanced.fields.isHidden()
+def test_the_model_list_follows_its_search(qtbot):
+    model = ModelListModel()
+    widget = ModelList(model)
+    qtbot.addWidget(widget)
+    widget.populate()
+    assert widget.item(0).text() == "BUILT IN" and "hub:acme/tiny" not in widget.idents()
+    model.set_search("tiny", [HIT])
+    assert widget.item(0).text() == "HUB SEARCH: TINY" and widget.idents()[:2] == ["hub:acme/tiny", "demo"]
+    assert not widget.item(0).flags() & Qt.ItemFlag.ItemIsEnabled  # a header cannot be chosen
+    with qtbot.waitSignal(widget.chosen) as chosen:
+        widget.itemClicked.emit(widget.item(1))
+    assert chosen.args == ["hub:acme/tiny"]
+    widget.select("demo")
+    assert widget.currentItem().data(ROLE_ID) == "demo"
 
 
-def test_the_budget_card_offers_one_box_per_gpu(qtbot):
-    from ui.widgets.plan_cards import BudgetCard
-
-    card = BudgetCard(24 * GiB)
-    qtbot.addWidget(card)
-    gpus = [hardware.GpuInfo(index=i, name="RTX", total_bytes=24 * GiB, free_bytes=GiB, used_bytes=GiB,
-                             utilization=0, temperature=40, driver="550") for i in range(2)]
-    card.fill_gpus(gpus, "")
-    assert [b.isChecked() for b in card.gpu_boxes] == [True, False] and card.gpu_note.isHidden()
-    with qtbot.waitSignal(card.sig_gpus) as picked:
-        card.gpu_boxes[1].setChecked(True)
-    assert picked.args == [[0, 1]]
-    card.fill_gpus(gpus[:1], "one GPU")
-    assert card.gpu_boxes == [] and card.gpu_note.text() == "one GPU" and not card.gpu_note.isHidden()
-    with qtbot.waitSignal(card.sig_budget) as budget:
-        card.slider.setValue(8 * 4)
-    assert budget.args == [8 * GiB] and card.value_label.text() == "8.00 GiB"
+def test_the_download_panel_shows_progress_and_hides_for_cached_models(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    panel = DownloadPanel(lambda: False)
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.offer("acme/tiny")
+    assert panel.download_btn.isVisible() and panel.download_btn.text() == "Download acme/tiny"
+    panel.show_event(ev.Event(ev.PROGRESS, {"done": 1 << 20, "total": 4 << 20}))
+    assert panel.progress.value() == 250 and panel.progress_text.text() == "1.00 MiB of 4.00 MiB"
+    snap = tmp_path / "models--acme--tiny" / "snapshots" / "a"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    panel.offer("acme/tiny")
+    assert not panel.download_btn.isVisible()
 
 
-def test_the_result_card_shows_the_done_event_it_is_bound_to(qtbot, tmp_path):
-    from ui.widgets.export_cards import ResultCard
-
-    state = State(None)
-    card = ResultCard(state)
-    qtbot.addWidget(card)
-    assert card.isHidden()
-    state.set({"path": str(tmp_path), "format": "gguf", "quant": "q8_0", "next_command": None,
-               "files": [{"name": "model.gguf", "bytes": 2_000_000, "kind": "merged model (GGUF)"}]})
-    texts = [card.files_grid.itemAt(i).widget().text() for i in range(card.files_grid.count())]
-    assert texts == ["model.gguf", "2.0 MB", "merged model (GGUF)"] and card.head.text() == "gguf (q8_0)"
-    assert card.command.isHidden() and str(tmp_path) in card.folder_label.text()
-    state.set(None)
-    assert card.isHidden()
+def _run(name: str, rank: int):
+    r = Recipe(name=name)
+    r.model.name_or_path, r.data.path, r.lora.rank = "/models/tiny", "/data/chat.jsonl", rank
+    d = runs.create(r, paths.runs_dir())
+    (d / runs.EVENTS).write_text("".join(json.dumps({"v": 1, "type": "metric", "seq": s, "ts": 1.0 + s,
+                                                     "data": {"step": s, "loss": 2.0 / s}}) + "\n" for s in (1, 2, 3)))
+    return d
 
 
-def test_the_run_monitor_draws_the_events_it_is_fed(qtbot):
-    from ui.widgets.run_monitor import RunMonitor
-
-    status = QLabel()
-    monitor = RunMonitor(status)
-    qtbot.addWidget(monitor)
-    monitor.on_metric({"step": 1, "loss": 1.0})  # before the charts exist: nothing drawn, nothing fails
-    monitor.run_charts.ensure()
-    monitor.reset()
-    monitor.expected_tps = 1000.0
-    for step in (1, 2):
-        monitor.on_metric({"step": step, "loss": 1.0 / step, "learning_rate": 1e-4, "tokens_per_s": 500})
-    charts = monitor.run_charts.charts
-    assert charts["loss"].points("train") == 2 and charts["lr"].points("lr") == 2 and "preference" not in charts
-    assert status.text() == "step 2 · loss 0.5000 · 500 tokens/s (planned ≈ 1,000, 50%)"
-    monitor.on_progress("train", 5, 10)
-    assert monitor.progress.bar.format() == "%v / %m steps" and monitor.progress.bar.value() == 5
-    monitor.on_progress("merge", 1, 4)
-    assert monitor.progress.eta_label.text() == "merge: 1/4"
-    monitor.on_error("oom", "CUDA out of memory", "Lower the budget.")
-    assert not monitor.banner.isHidden() and "Out of GPU memory" in monitor.banner.headline.text()
-    monitor.reset()
-    assert charts["loss"].points("train") == 0 and monitor.banner.isHidden() and monitor.log.blockCount() == 1
+def test_the_runs_widgets_follow_the_run_list(qtbot):
+    _run("a", 8), _run("b", 16)
+    run_list = RunList()
+    table, chart, diff = run_table(run_list), RunChart(run_list), DiffView(run_list)
+    for w in (table, chart, diff):
+        qtbot.addWidget(w)
+    run_list.reload()
+    assert table.model().rowCount() == 2 and table.model().raw(0, 12) in (8, 16)  # the rank column
+    run_list.select([0, 1])
+    assert sorted(s.n for s in chart.chart.series.values()) == [3, 3]
+    assert "lora.rank:" in diff.toPlainText()
+    run_list.select([0])
+    assert len(chart.chart.series) == 1 and diff.toPlainText().startswith("Select two or more runs")
+    table.selectRow(1)
+    assert [s.id for s in run_list.selected] == [run_list.summaries[1].id]  # the table selects on the list
 
 
-def test_the_vote_bar_and_the_panes(qtbot):
-    from studio import chat
-    from ui.widgets.chat_pane import PanePair, VoteBar
+def test_the_queue_list_lists_and_cancels_entries(qtbot):
+    panel = QueueList()
+    qtbot.addWidget(panel)
+    panel.reload()
+    assert panel.item(0).text() == "(empty)" and not panel.run_btn.isEnabled()
+    r = Recipe(name="q")
+    r.model.name_or_path, r.data.path = "/models/tiny", "/data/chat.jsonl"
+    entry = runqueue.add(r, None, "queued recipe")
+    panel.reload()
+    assert panel.item(0).data(ENTRY_ID) == entry["id"] and "queued recipe" in panel.item(0).text()
+    assert panel.run_btn.isEnabled()
+    panel.setCurrentRow(0)
+    panel.cancel_entry()
+    assert not panel.item(0).text().startswith("waiting")
 
-    votes, pair = VoteBar(), PanePair()
-    qtbot.addWidget(votes)
-    qtbot.addWidget(pair)
-    assert not votes.vote_b.isEnabled()
-    votes.allow(True)
-    with qtbot.waitSignal(votes.sig_vote) as voted:
-        votes.vote_b.click()
-    assert voted.args == ["b"]
-    base = chat.Variant(chat.BASE, None, "demo", None)
-    pair.show_variants([base])
-    assert pair.a.variant.itemText(0) == "base model" and pair.b.current() is base and pair.pane("b") is pair.b
-    pair.a.begin_answer("hi")
-    pair.a.add_text("hello")
-    pair.a.end_answer({"tokens": 1})
-    assert pair.a.history[-1] == {"role": "assistant", "content": "hello"} and pair.a.stats.text().startswith("1 tokens")
-    pair.clear()
-    assert pair.a.history == [] and pair.a.text.toPlainText() == ""
+
+def test_the_dataset_tabs_show_a_report(qtbot):
+    tabs = DatasetTabs()
+    qtbot.addWidget(tabs)
+    tabs.show_report({"rows": 3, "preview": [{"row": 1, "messages": [{"role": "user", "content": "hi"}]}],
+                      "problems": [{"line": 2, "message": "bad JSON"}], "problems_total": 1})
+    assert tabs.preview_model.rowCount() == 1 and tabs.tabText(0) == "Preview (1 of 3 rows)"
+    assert tabs.problems.item(0).text() == "line 2: bad JSON" and tabs.tabText(1) == "Problems (1)"
+    tabs.show_report({"rows": 4, "preview": []})
+    assert tabs.problems.item(0).text() == "No problems found: all 4 rows are usable." and tabs.tabText(1) == "Problems"
+
+
+def test_the_token_view_shows_and_clears_the_statistics(qtbot):
+    view = TokenView()
+    qtbot.addWidget(view)
+    tokens = {"count": 4, "p50": 10, "p95": 30, "max": 40, "histogram": {"edges": [0, 20, 40], "counts": [3, 1]}}
+    view.show_tokens(tokens, 20, [("hello", False), ("world", True)])
+    assert view.status.text().startswith("4 examples · median 10") and "about 1 longer than the planned 20" in view.status.text()
+    assert view.chart.lines["seq_len"].value() == 20 and "helloworld" in view.example.toPlainText()
+    view.clear("Waiting…")
+    assert view.tokens == {} and view.example.toPlainText() == "" and view.status.text() == "Waiting…"

@@ -113,7 +113,7 @@ def test_a_clean_file_says_no_problems_and_a_new_file_clears_the_old_tokens(wind
                                                       {"role": "assistant", "content": f"{2 * i}."}]}) + "\n"
                              for i in range(6)))
     page = window.data_page
-    page._tokens = {"count": 9, "p50": 12, "p95": 20, "max": 30}
+    page.token_view.tokens = {"count": 9, "p50": 12, "p95": 20, "max": 30}
     page.example.setHtml("<p>the previous file's example</p>")
     page.token_status.setText("9 examples · median 12 (previous file)")
     with qtbot.waitSignal(window.session.sig_data, timeout=10000):
@@ -121,7 +121,7 @@ def test_a_clean_file_says_no_problems_and_a_new_file_clears_the_old_tokens(wind
     problems = [page.problems.item(i).text() for i in range(page.problems.count())]
     assert problems == ["No problems found: all 6 rows are usable."]
     assert page.example.toPlainText() == "" and "previous file" not in page.token_status.text()
-    assert page._tokens == {}
+    assert page.token_view.tokens == {}
 
 
 def test_the_preview_table_model_handles_a_million_rows(qtbot):
@@ -189,7 +189,7 @@ def test_runs_history_and_overlaid_loss_curves(window, qtbot):
     assert page.model.rowCount() == 2
     assert {page.model.data(page.model.index(r, 4)) for r in range(2)} == {"1.2000", "1.1000"}
     page.table.selectAll()
-    assert sorted(s.n for s in page.chart.series.values()) == [2, 3]
+    assert sorted(s.n for s in page.chart_view.chart.series.values()) == [2, 3]
 
 
 def test_choices_and_geometry_are_remembered(qtbot, chat_jsonl):

@@ -5,7 +5,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea,
                                QSizePolicy, QVBoxLayout, QWidget)
 
-from studio.units import binary_bytes as human_bytes  # noqa: F401  (the pages' name for it)
+from studio.units import human_bytes, human_count  # noqa: F401  (the pages import them from here)
 
 CONTENT_SPACING = 12  # between a page's rows; a widget that holds several of them spaces them alike
 
@@ -129,13 +129,3 @@ class Busy(QProgressBar):
 
     def set_busy(self, busy: bool) -> None:
         self.setVisible(busy)
-
-
-def human_count(n: float | None) -> str:
-    if n is None:
-        return "–"
-    n = float(n)
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}" if unit == "B" else f"{n / div:.1f}{unit}"
-    return f"{n:.0f}"

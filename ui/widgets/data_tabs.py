@@ -1,0 +1,121 @@
+"""The Data page's tabs: Preview (the first rows), Problems (grouped, with row numbers) and Tokens
+(the length histogram against the sequence length, and one example with its trained tokens).
+
+Each shows the plain dicts of a dataset report and of the token answer through
+``studio.data.display``; a test hands them a dict and reads the widgets.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QApplication, QListWidget, QListWidgetItem, QSplitter, QTabWidget, QTextBrowser,
+                               QVBoxLayout, QWidget)
+
+from studio.data import display
+from ui.widgets.common import Busy, label
+from ui.widgets.table import RowsModel, fast_table
+
+
+class TokenView(QWidget):
+    """Token lengths as bars with the run's sequence length, and the example as the model sees it."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.tokens: dict = {}  # the last token statistics shown, {} while none
+        self.hist: dict = {}
+        self.seq_len = 0  # the line drawn on the histogram
+        self.chart = None  # made on first use: pyqtgraph loads then
+        tl = QVBoxLayout(self)
+        tl.setContentsMargins(6, 6, 6, 6)
+        self.status = label("Token lengths appear once a model is chosen.", "muted", wrap=True)
+        self.busy = Busy()
+        tl.addWidget(self.status)
+        tl.addWidget(self.busy)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.hist_host = QWidget()
+        self.hist_layout = QVBoxLayout(self.hist_host)
+        self.hist_layout.setContentsMargins(0, 0, 0, 0)
+        split.addWidget(self.hist_host)
+        self.example = QTextBrowser()
+        self.example.setPlaceholderText("One example rendered with the chat template; highlighted tokens carry the loss.")
+        split.addWidget(self.example)
+        split.setSizes([500, 500])
+        tl.addWidget(split, 1)
+
+    def clear(self, status: str) -> None:
+        """Nothing of the previous file stays while the next one is tokenised."""
+        self.tokens, self.hist = {}, {}
+        if self.chart is not None:
+            self.show_histogram({}, self.seq_len)
+        self.example.clear()
+        self.status.setText(status)
+
+    def show_tokens(self, tokens: dict, seq_len: int, mask_view: list | None) -> None:
+        self.tokens = tokens
+        self.show_histogram(tokens.get("histogram") or {}, seq_len)
+        dark = bool(QApplication.instance().property("studio_dark"))
+        self.example.setHtml(display.mask_html(mask_view, dark))
+
+    def show_histogram(self, hist: dict, seq_len: int) -> None:
+        """Token lengths as bars, with the sequence length the run would use (it follows the plan)."""
+        import pyqtgraph as pg
+
+        from ui.charts import LiveChart
+
+        self.hist, self.seq_len = hist, seq_len
+        if hist:
+            self.status.setText(display.token_summary(self.tokens, hist, seq_len))
+        if self.chart is None:
+            self.chart = LiveChart("Token length per example", "examples", x_label="tokens", count_y=True)
+            self.hist_layout.addWidget(self.chart)
+        plot = self.chart.getPlotItem()
+        for item in [i for i in plot.items if isinstance(i, pg.BarGraphItem)]:
+            plot.removeItem(item)
+        shape = display.bars(hist)
+        if shape is not None:
+            xs, heights, widths = shape
+            plot.addItem(pg.BarGraphItem(x=xs, height=heights, width=widths, brush=pg.mkBrush("#0072B2"),
+                                         pen=pg.mkPen("#0072B2")))
+        old = self.chart.lines.pop("seq_len", None)
+        if old is not None:
+            plot.removeItem(old)
+        if seq_len:
+            line = pg.InfiniteLine(pos=seq_len, angle=90, pen=pg.mkPen(display.RED, width=2), label=f"seq_len {seq_len}",
+                                   labelOpts={"position": 0.9, "color": display.RED})
+            plot.addItem(line)
+            self.chart.lines["seq_len"] = line
+
+
+class DatasetTabs(QTabWidget):
+    """Preview, Problems, Tokens; ``show_report`` fills the first two from a report's dict."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.preview_model = RowsModel()
+        self.preview = fast_table(self.preview_model)
+        self.addTab(self.preview, "Preview")
+        self.problems = QListWidget()
+        self.problems.setAlternatingRowColors(True)
+        self.addTab(self.problems, "Problems")
+        self.token_view = TokenView()
+        self.addTab(self.token_view, "Tokens")
+
+    def show_report(self, d: dict) -> None:
+        rows, columns, numbers = display.preview_table(d.get("preview") or [], d.get("columns") or [])
+        self.preview_model.set_rows(rows, columns, numbers)
+        if columns and columns[0] == "turns":
+            self.preview.setColumnWidth(0, self.preview.fontMetrics().horizontalAdvance("turns") + 24)
+        self.setTabText(0, f"Preview ({len(rows):,} of {d.get('rows', 0):,} rows)")
+        self.problems.clear()
+        for text, header in display.problem_lines(d):
+            item = QListWidgetItem(text)
+            if header:
+                f = item.font()
+                f.setBold(True)
+                item.setFont(f)
+            self.problems.addItem(item)
+        total = display.problems_total(d)
+        self.setTabText(1, f"Problems ({total:,})" if total else "Problems")
+        if not total and not d.get("problem_groups"):
+            item = QListWidgetItem(f"No problems found: all {d.get('rows', 0):,} rows are usable.")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.problems.addItem(item)
