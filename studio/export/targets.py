@@ -23,7 +23,7 @@ from studio.export.gguf_writer import check_supported, write_gguf
 from studio.export.inputs import ExportInputs, load_inputs
 from studio.export.merge import MergedWeights, check_mergeable, copy_side_files, merge_to_folder, tokenizer_eos_id
 from studio.export.ollama import detect_chat, model_name, modelfile, sampling_params
-from studio.fsutil import atomic_dir, read_json, sha256_files
+from studio.fsutil import atomic_dir, disk_full, is_write_error, read_json, sha256_files
 
 GGUF_QUANTS = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 # quantisations whose greedy tokens may drift from the float model's: a greedy mismatch is a warning
@@ -344,8 +344,6 @@ def _export(run_dir: Path, fmt: str, quant: str | None, out: Path | None, force:
             _write_report(job, tmp, command, source)
             files = _list_files(tmp, job.files)
     except Exception as e:  # OSError, or safetensors' SafetensorError; numpy's tofile says only "requested and 0 written"
-        from studio.train.errors import disk_full, is_write_error
-
         if is_write_error(e) and (disk_full(e) or _nearly_full(final)):
             raise DiskError(f"the disk filled up while writing {final}; nothing was left behind",
                             "free some space or choose another folder with --out") from None

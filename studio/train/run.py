@@ -16,7 +16,8 @@ from studio import runs
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_dir, atomic_write_json, read_json, replace
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
-from studio.train import checkpoint, dist, safety
+from studio import safety
+from studio.train import checkpoint, dist
 from studio.train.callbacks import Control, EventCallback
 from studio.train.errors import OutOfMemory
 
@@ -94,7 +95,7 @@ class TrainingRun:
     def _check_config(self) -> None:
         """A damaged or absurd config.json (10,000 layers) is refused before transformers spends minutes on it."""
         from studio import models
-        from studio.export.safetensors_io import DamagedFile, read_header
+        from studio.safetensors_io import DamagedFile, read_header
         from studio.train.loading import LoadError
 
         try:
@@ -468,7 +469,8 @@ class TrainingRun:
                 cfg["base_model_name_or_path"] = str(self.base)
                 atomic_write_json(cfg_path, cfg)
         except Exception as exc:  # OSError, or safetensors' own SafetensorError for a full disk
-            from studio.train.errors import AdapterWriteError, is_write_error
+            from studio.fsutil import is_write_error
+            from studio.train.errors import AdapterWriteError
 
             if not is_write_error(exc):
                 raise
