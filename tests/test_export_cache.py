@@ -47,7 +47,7 @@ def test_the_cached_vocabulary_writes_the_same_gguf(tiny_model_dir, tmp_path):
 
 def _adapter(base: Path) -> Adapter:
     """LoRA on q_proj, DoRA on v_proj, LoRA on the embedding and a replaced norm, with random factors."""
-    from studio.export.safetensors_io import model_tensors
+    from studio.safetensors_io import model_tensors
 
     shapes = {m.name: tuple(m.shape) for m in model_tensors(base)}
     g = torch.Generator().manual_seed(0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.data.chat_render import render_chat
-from studio.export.safetensors_io import _SIZES, model_tensors
+from studio.safetensors_io import _SIZES, model_tensors
 
 PROMPTS = ("What is 2 plus 3?", "Write one sentence about the sea.", "Name three colours.")
 # Largest logit difference accepted, relative to the largest reference logit, by weight dtype.
@@ -121,7 +121,7 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
     from gguf.quants import dequantize
 
     from studio.export.gguf_writer import check_supported, oriented, plan_tensors, read_planned
-    from studio.export.safetensors_io import read_rows, read_tensor
+    from studio.safetensors_io import read_rows, read_tensor
 
     config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
@@ -303,7 +303,7 @@ class GgufTensor:
         instead of through the memory map."""
         import numpy as np
 
-        from studio.export.safetensors_io import read_file_rows
+        from studio.safetensors_io import read_file_rows
 
         buf = read_file_rows(self.path, self.offset, self.data.nbytes // self.data.shape[0], rows)
         return np.frombuffer(buf, dtype=self.data.dtype).reshape(-1, *self.data.shape[1:])
@@ -455,7 +455,7 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
 
         raise VerificationFailed(f"the loaded model has no parameter {missing[0]} for the adapter's update",
                                  "export with --format merged and report this model")
-    from studio.export.safetensors_io import DTYPES
+    from studio.safetensors_io import DTYPES
 
     with torch.no_grad():  # the merge's own arithmetic on the loaded float32 values, no second read
         for name, meta in metas.items():
