@@ -170,7 +170,7 @@ class PlanPage(Page):
         self.fit_label = label("Choose a model to see a plan.", "muted", wrap=True)
         self.speed_label = label("", "muted", wrap=True)
         self.speed_label.setToolTip("From a FLOPs model of the training step and a measured rate for this device")
-        self._probe = CommandController(self)  # python -m studio.speed: one done event with the rates
+        self._probe = CommandController(self)  # python -m studio.train.cpu_probe: one done event with the rates
         self._probe.sig_finished.connect(self._probe_done)
         fit_row = QHBoxLayout()
         fit_row.addWidget(self.fit_label, 1)
@@ -396,7 +396,7 @@ class PlanPage(Page):
             if plan.device != "cpu":
                 return ""
             if self._probe_failed:
-                return "Speed unknown: measuring this CPU failed (python -m studio.speed shows why)."
+                return "Speed unknown: measuring this CPU failed (python -m studio.train.cpu_probe shows why)."
             return "Speed: measuring this CPU (a few seconds, once)…"
         text = f"Expected speed: about {est['tokens_per_s']:,.0f} tokens/s, {est['step_seconds']:.1f} s per step"
         if est.get("seconds") is not None:
@@ -411,7 +411,7 @@ class PlanPage(Page):
             QTimer.singleShot(PROBE_RETRY_MS, self._probe_cpu)
             return
         self._probe_started = True
-        self._probe.run_argv(procs.worker_argv("studio.speed"))
+        self._probe.run_argv(procs.worker_argv(speed.PROBE_MODULE))
 
     def _probe_done(self, _code: int, saw_done: bool) -> None:
         self._probe_failed = not saw_done
