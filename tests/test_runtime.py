@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from studio import events
+from studio import runtime_home
 from studio.runtime import setup, state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,7 +176,7 @@ def test_real_setup_installs_the_pinned_version_then_reports_a_failure_in_words(
                              capture_output=True, text=True, check=True).stdout.strip()
     assert version == "1.0"  # the lock, not the newest wheel
     assert state.status()["state"] == "outdated"  # made from a lock other than the shipped one
-    first_marker = (root / state.MARKER).read_text()
+    first_marker = (root / runtime_home.MARKER).read_text()
 
     with pytest.raises(setup.RuntimeSetupError) as info:
         _setup(offline, root, ["studiodoesnotexist"]).run()
@@ -184,12 +185,12 @@ def test_real_setup_installs_the_pinned_version_then_reports_a_failure_in_words(
     assert str(root.parent / "setup.log") in message and info.value.step == "packages"
     log = (root.parent / "setup.log").read_text()
     assert "studiodoesnotexist" in log and "exit code 1" in log
-    assert (root / state.MARKER).read_text() == first_marker  # a failed repair keeps the old marker
+    assert (root / runtime_home.MARKER).read_text() == first_marker  # a failed repair keeps the old marker
 
     with pytest.raises(setup.RuntimeSetupError, match="torch was installed but does not work"):
         _setup(offline, root, [], check=True).run()  # the probe runs for real: this venv has no torch
 
-    (root / state.MARKER).unlink()  # as after an interrupted first setup
+    (root / runtime_home.MARKER).unlink()  # as after an interrupted first setup
     assert state.status()["state"] == "incomplete" and state.runtime_python() is None
 
 

