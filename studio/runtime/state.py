@@ -16,6 +16,15 @@ from studio.runtime_home import marker, runtime_dir, runtime_python, venv_python
 LOCK_NAME = "runtime-lock.txt"
 
 
+class RuntimeSetupError(Exception):
+    """Setting up the runtime failed; the message says what, why and what to do, and names the log."""
+
+    def __init__(self, message: str, log_path: Path | None = None, step: str = "") -> None:
+        super().__init__(message)
+        self.log_path = log_path
+        self.step = step
+
+
 def log_path() -> Path:
     """The setup log lives outside the environment so it survives removing a broken one."""
     return paths.data_dir() / "logs" / "runtime-setup.log"
