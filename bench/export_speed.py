@@ -209,7 +209,7 @@ def main() -> None:
         from studio.demo import ensure_demo_model
 
         model = ensure_demo_model()
-    from studio.export.safetensors_io import model_tensors
+    from studio.safetensors_io import model_tensors
 
     params = sum(m.nbytes for m in model_tensors(model))
     largest = max(m.nbytes for m in model_tensors(model))

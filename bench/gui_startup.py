@@ -54,7 +54,7 @@ def main() -> int:
     empty = [sys.executable, "-c", EMPTY]
     # A user's second launch: the first one measured this CPU's training speed once (cached) and the
     # file cache is warm. Without the cache every launch would start that probe beside the window.
-    subprocess.run([sys.executable, "-m", "studio.speed"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    subprocess.run([sys.executable, "-m", "studio.train.cpu_probe"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=True)
     one_run(studio, env)
     ours, floor = [], []

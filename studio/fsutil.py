@@ -1,4 +1,5 @@
-"""Atomic writes (temp file or folder in the destination, fsync, rename), and file hashes.
+"""Atomic writes (temp file or folder in the destination, fsync, rename), file hashes, and what a failed
+write means (``is_write_error``, ``disk_full``: training and export tell a full disk apart alike).
 
 Windows differs in three ways that matter here, and each helper below handles them:
 - ``os.fsync`` is ``FlushFileBuffers``, which needs a handle opened for writing (a read-only one
@@ -12,6 +13,7 @@ Windows differs in three ways that matter here, and each helper below handles th
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -164,3 +166,15 @@ def existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
+
+
+def is_write_error(exc: BaseException) -> bool:
+    """An OSError, or safetensors' SafetensorError (it wraps the I/O error of a full disk in its own type)."""
+    return isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether a write failed for want of space: errno, or the words Rust and torch put it in."""
+    text = str(exc)
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text \
+        or "os error 28" in text or "Disk quota exceeded" in text

@@ -186,15 +186,14 @@ class ChatEngine:
     def __init__(self, base: Path, recipe: Any, device: str | None = None, quant: str = "auto") -> None:
         import torch
 
+        from studio.safety import check_remote_code, check_weights_are_safe
         from studio.train import loading
-
-        from studio.train.safety import check_remote_code
 
         self.base_path = Path(base)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # the same refusal (and, when trusted, the same notice) as training: never a silent auto_map
         self.notices: list[str] = check_remote_code(self.base_path, recipe.model.trust_remote_code)
-        loading.check_weights_are_safe(self.base_path, recipe.model.allow_pickle)
+        check_weights_are_safe(self.base_path, recipe.model.allow_pickle)
         free = torch.cuda.mem_get_info()[0] if self.device == "cuda" else None
         self.quant = choose_quant(quant, self.device, recipe.quant.mode, weights_16bit_bytes(self.base_path), free)
         self.tokenizer = loading.load_tokenizer(self.base_path, recipe)

@@ -83,7 +83,7 @@ def speed_text(plan: Plan, probe_failed: bool = False) -> str:
         if plan.device != "cpu":
             return ""
         if probe_failed:
-            return "Speed unknown: measuring this CPU failed (python -m studio.speed shows why)."
+            return "Speed unknown: measuring this CPU failed (python -m studio.train.cpu_probe shows why)."
         return "Speed: measuring this CPU (a few seconds, once)…"
     text = f"Expected speed: about {est['tokens_per_s']:,.0f} tokens/s, {est['step_seconds']:.1f} s per step"
     if est.get("seconds") is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from studio.events import encode_command
 from studio.paths import REPO_ROOT
-from studio.runtime.state import runtime_python
+from studio.runtime_home import runtime_python
 
 # Set before any import in the worker: no hub access unless the user asks for a download.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",

@@ -335,7 +335,7 @@ def test_not_enough_space_is_refused_before_writing(qlora_run, tmp_path, monkeyp
 
 def test_disk_full_while_writing_leaves_nothing(qlora_run, tmp_path, monkeypatch):
     from studio.export import DiskError, export
-    from studio.export.safetensors_io import StreamingWriter
+    from studio.safetensors_io import StreamingWriter
 
     real, calls = StreamingWriter.write, []
 

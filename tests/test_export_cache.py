@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from studio.export import verify
+from studio.export import llama_cpp, verify
 from studio.export.adapter import Adapter, LoraDelta
+from studio.export.gguf_readback import gguf_reader
 from studio.export.gguf_writer import write_gguf
 from studio.export.merge import MergedWeights
 
@@ -47,7 +48,7 @@ def test_the_cached_vocabulary_writes_the_same_gguf(tiny_model_dir, tmp_path):
 
 def _adapter(base: Path) -> Adapter:
     """LoRA on q_proj, DoRA on v_proj, LoRA on the embedding and a replaced norm, with random factors."""
-    from studio.export.safetensors_io import model_tensors
+    from studio.safetensors_io import model_tensors
 
     shapes = {m.name: tuple(m.shape) for m in model_tensors(base)}
     g = torch.Generator().manual_seed(0)
@@ -78,7 +79,7 @@ def test_sampled_rows_are_merged_as_the_whole_tensor(tiny_model_dir):
 def test_gguf_rows_read_from_the_file_equal_the_mapped_rows(tiny_model_dir, tmp_path):
     path = write_gguf(tiny_model_dir, tmp_path / "m.gguf", "q8_0")
     rows = np.array([5, 0, 63, 7])
-    for t in verify.gguf_reader(path).tensors:
+    for t in gguf_reader(path).tensors:
         if t.data.ndim == 2 and t.data.shape[0] > 63:
             assert np.array_equal(t.read_rows(rows), t.data[rows]), t.name
 
@@ -122,7 +123,7 @@ def _greedy_answers(model_dir: Path) -> tuple[list[str], list[list[int]], object
     the end-of-turn token, as llama-simple prints them) as token ids."""
     from transformers import AutoModelForCausalLM
 
-    tok = verify.tokenizer_for(model_dir)
+    tok = llama_cpp.tokenizer_for(model_dir)
     ids = verify.prompt_ids(tok)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     answers = []
@@ -143,7 +144,7 @@ def test_llama_cpp_answers_are_judged_by_the_merged_model(tiny_model_dir, tmp_pa
     assert wrong != right[1]
     _stand_in(tmp_path, {prompts[0]: right[0], prompts[1]: wrong, prompts[2]: right[2]}, monkeypatch)
 
-    first = verify.check_gguf_llama(tiny_model_dir, gguf, "f16")
+    first = llama_cpp.check_gguf_llama(tiny_model_dir, gguf, "f16")
     assert first.ok and first.details["identical"] == 2, first.summary
     judged = first.details["per_prompt"]
     assert judged[0]["identical"] and judged[2]["identical"] and judged[1]["identical"] is False
@@ -152,10 +153,10 @@ def test_llama_cpp_answers_are_judged_by_the_merged_model(tiny_model_dir, tmp_pa
     # the merged model's answers were kept: every later verdict comes from the cache, no model is loaded
     monkeypatch.setattr(verify, "memory_ok", lambda need: pytest.fail("the model was needed"))
     _stand_in(tmp_path, dict(zip(prompts, right)), monkeypatch)
-    second = verify.check_gguf_llama(tiny_model_dir, gguf, "f16")
+    second = llama_cpp.check_gguf_llama(tiny_model_dir, gguf, "f16")
     assert second.ok and second.details["identical"] == 3 and "from the export cache" in second.summary
     _stand_in(tmp_path, {prompts[0]: right[0], prompts[1]: wrong, prompts[2]: "nonsense"}, monkeypatch)
-    third = verify.check_gguf_llama(tiny_model_dir, gguf, "f16")
+    third = llama_cpp.check_gguf_llama(tiny_model_dir, gguf, "f16")
     assert third.ok and third.details["identical"] == 1
     assert third.details["per_prompt"][1]["at"] == judged[1]["at"]  # the same answer, the same diagnosis
 
@@ -166,23 +167,23 @@ def test_no_matching_answer_fails_the_check(tiny_model_dir, tmp_path, monkeypatc
     gguf.write_bytes(b"")
     garbled = {p: tok.decode([(a[0] + 7) % 100 + 5] + a[1:], skip_special_tokens=False) for p, a in zip(prompts, own)}
     _stand_in(tmp_path, garbled, monkeypatch)
-    check = verify.check_gguf_llama(tiny_model_dir, gguf, "f16")
+    check = llama_cpp.check_gguf_llama(tiny_model_dir, gguf, "f16")
     assert check.ok is False and check.details["identical"] == 0
 
 
 def test_one_teacher_forced_pass_decides_a_followed_answer():
     ends = {2}
-    assert verify._follows([5, 6, 7, 8], [5, 6, 7], 3, ends)  # the cap reached, every token the model's own
-    assert not verify._follows([5, 9, 7, 8], [5, 6, 7], 3, ends)  # the model preferred 9 at the second token
-    assert verify._follows([5, 6, 2], [5, 6], 3, ends)  # llama.cpp ended the turn early, and so does the model
-    assert not verify._follows([5, 6, 4], [5, 6], 3, ends)  # llama.cpp ended early, the model goes on
-    assert not verify._follows([5, 6, 7, 8, 9], [5, 6, 7, 8], 3, ends)  # longer than a greedy answer of 3
+    assert llama_cpp._follows([5, 6, 7, 8], [5, 6, 7], 3, ends)  # the cap reached, every token the model's own
+    assert not llama_cpp._follows([5, 9, 7, 8], [5, 6, 7], 3, ends)  # the model preferred 9 at the second token
+    assert llama_cpp._follows([5, 6, 2], [5, 6], 3, ends)  # llama.cpp ended the turn early, and so does the model
+    assert not llama_cpp._follows([5, 6, 4], [5, 6], 3, ends)  # llama.cpp ended early, the model goes on
+    assert not llama_cpp._follows([5, 6, 7, 8, 9], [5, 6, 7, 8], 3, ends)  # longer than a greedy answer of 3
 
 
 def test_llama_cpp_that_cannot_run_the_file_says_why(tiny_model_dir, tmp_path, monkeypatch):
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"")
     _stand_in(tmp_path, {"fail": "tensor 'blk.0.attn_q.weight' has wrong shape"}, monkeypatch)
-    check = verify.check_gguf_llama(tiny_model_dir, gguf, "f16")
+    check = llama_cpp.check_gguf_llama(tiny_model_dir, gguf, "f16")
     assert check.ok is False and check.details["identical"] == 0
     assert "llama.cpp failed on 3 prompt(s) (exit code 1: llama_model_load: error loading model" in check.summary

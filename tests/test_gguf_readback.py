@@ -1,4 +1,4 @@
-"""The export's own GGUF reader (verify.gguf_reader, fast) reads exactly what the gguf package's
+"""The export's own GGUF reader (gguf_readback.gguf_reader, fast) reads exactly what the gguf package's
 GGUFReader reads, and the merge's finiteness check catches every non-finite value."""
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from studio.export import verify
+from studio.export.gguf_readback import gguf_reader
 from studio.export.gguf_writer import write_gguf
+from studio.export.llama_cpp import merged_in_memory
 from studio.export.merge import _finite
 
 
@@ -16,7 +17,7 @@ def test_fast_reader_equals_the_gguf_package_reader(tiny_model_dir, tmp_path, qu
     from gguf import GGUFReader
 
     path = write_gguf(tiny_model_dir, tmp_path / f"m-{quant}.gguf", quant)
-    ours, ref = verify.gguf_reader(path), GGUFReader(str(path))
+    ours, ref = gguf_reader(path), GGUFReader(str(path))
     ref_fields = {k: f for k, f in ref.fields.items() if not k.startswith("GGUF.")}  # the header, not a field
     assert list(ours.fields) == list(ref_fields)
     for key, field in ref_fields.items():
@@ -38,7 +39,7 @@ def test_fast_reader_refuses_what_is_not_gguf(tmp_path):
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"NOPE" + bytes(64))
     with pytest.raises(ValueError, match="not a GGUF"):
-        verify.gguf_reader(bad)
+        gguf_reader(bad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -82,7 +83,7 @@ def test_merged_in_memory_equals_the_merged_folder(tiny_model_dir, tmp_path, dty
     merge_to_folder(tiny_model_dir, adapter, folder)
     want = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).state_dict()
     weights = MergedWeights(tiny_model_dir, adapter)
-    got = verify.merged_in_memory(weights).state_dict()
+    got = merged_in_memory(weights).state_dict()
     assert set(got) == set(want)
     for name in want:
         assert torch.equal(got[name], want[name]), name

@@ -21,7 +21,8 @@ import psutil
 import pytest
 
 from studio import events
-from studio.runtime import setup, state
+from studio import runtime_home
+from studio.runtime import setup, state, torch_choice
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +33,7 @@ def _names(requirements: list[str]) -> set[str]:
 
 def test_shipped_lock_pins_torch_and_every_runtime_package():
     pins = state.read_lock()
-    assert pins["torch"] == setup.TORCH_VERSION == "2.13.0"  # no local suffix: CPU or CUDA by index
+    assert pins["torch"] == torch_choice.TORCH_VERSION == "2.13.0"  # no local suffix: CPU or CUDA by index
     missing = [p for p in (*setup.ML_PACKAGES, *setup.CORE_PACKAGES) if state.normalise(p) not in pins]
     assert missing == []
 
@@ -56,7 +57,7 @@ NO_GPU = {"gpus": []}
 
 @pytest.mark.parametrize("gpus, system, variant, requirement, extra", [
     (GPU, "Linux", "cuda", "torch==2.13.0", []),                      # PyPI's Linux wheel is CUDA
-    (NO_GPU, "Linux", "cpu", "torch==2.13.0", ["--extra-index-url", setup.CPU_INDEX]),
+    (NO_GPU, "Linux", "cpu", "torch==2.13.0", ["--extra-index-url", torch_choice.CPU_INDEX]),
     # PyPI's Windows wheel is CPU: the CUDA build is pinned by its local version, from its own index
     # (no driver CUDA version known here: the build for the widest range of GPUs)
     (GPU, "Windows", "cuda", "torch==2.13.0+cu126", ["--extra-index-url", "https://download.pytorch.org/whl/cu126"]),
@@ -66,7 +67,7 @@ NO_GPU = {"gpus": []}
 def test_choose_torch_by_machine(monkeypatch, gpus, system, variant, requirement, extra):
     monkeypatch.delenv("LORA_STUDIO_TORCH_VARIANT", raising=False)
     monkeypatch.delenv("LORA_STUDIO_TORCH_INDEX", raising=False)
-    choice = setup.choose_torch(gpus, system)
+    choice = torch_choice.choose_torch(gpus, system)
     assert (choice.variant, choice.requirement, choice.pip_args) == (variant, requirement, extra)
 
 
@@ -89,7 +90,7 @@ RTX4090, GTX1080, RTX5090, GTX780 = ("RTX 4090", (8, 9)), ("GTX 1080", (6, 1)), 
     (_gpus("591.44", "13.1", GTX1080, RTX5090), "cu126"),  # no build runs on both: the first GPU decides
 ])
 def test_windows_cuda_build_follows_the_driver_and_the_gpus(gpus, build):
-    chosen, why = setup.torch_cuda_build(gpus)
+    chosen, why = torch_choice.torch_cuda_build(gpus)
     assert chosen.tag == build and gpus["driver"] in why
 
 
@@ -103,7 +104,7 @@ def test_a_driver_or_gpu_too_old_is_refused_in_words(monkeypatch, gpus, words):
     monkeypatch.delenv("LORA_STUDIO_TORCH_VARIANT", raising=False)
     monkeypatch.delenv("LORA_STUDIO_TORCH_INDEX", raising=False)
     with pytest.raises(setup.RuntimeSetupError) as info:
-        setup.choose_torch(gpus, "Windows")
+        torch_choice.choose_torch(gpus, "Windows")
     for text in words:
         assert text in str(info.value)
 
@@ -111,16 +112,16 @@ def test_a_driver_or_gpu_too_old_is_refused_in_words(monkeypatch, gpus, words):
 def test_choose_torch_settings_override(monkeypatch):
     monkeypatch.setenv("LORA_STUDIO_TORCH_VARIANT", "cpu")
     monkeypatch.setenv("LORA_STUDIO_TORCH_INDEX", "https://mirror.example/whl/cpu")
-    choice = setup.choose_torch(GPU, "Linux")
+    choice = torch_choice.choose_torch(GPU, "Linux")
     assert choice.variant == "cpu" and choice.pip_args == ["--extra-index-url", "https://mirror.example/whl/cpu"]
     monkeypatch.setenv("LORA_STUDIO_TORCH_VARIANT", "rocm")
     with pytest.raises(setup.RuntimeSetupError, match="LORA_STUDIO_TORCH_VARIANT"):
-        setup.choose_torch(GPU, "Linux")
+        torch_choice.choose_torch(GPU, "Linux")
 
 
 def test_unreachable_default_index_is_dropped(monkeypatch):
     monkeypatch.delenv("LORA_STUDIO_TORCH_INDEX", raising=False)
-    dead = setup.TorchChoice("cpu", "torch==2.13.0", ["--extra-index-url", "http://127.0.0.1:9/whl/cpu"], "x")
+    dead = torch_choice.TorchChoice("cpu", "torch==2.13.0", ["--extra-index-url", "http://127.0.0.1:9/whl/cpu"], "x")
     kept = setup.without_unreachable_index(dead)
     assert kept.pip_args == [] and "did not answer" in kept.reason
 
@@ -175,7 +176,7 @@ def test_real_setup_installs_the_pinned_version_then_reports_a_failure_in_words(
                              capture_output=True, text=True, check=True).stdout.strip()
     assert version == "1.0"  # the lock, not the newest wheel
     assert state.status()["state"] == "outdated"  # made from a lock other than the shipped one
-    first_marker = (root / state.MARKER).read_text()
+    first_marker = (root / runtime_home.MARKER).read_text()
 
     with pytest.raises(setup.RuntimeSetupError) as info:
         _setup(offline, root, ["studiodoesnotexist"]).run()
@@ -184,12 +185,12 @@ def test_real_setup_installs_the_pinned_version_then_reports_a_failure_in_words(
     assert str(root.parent / "setup.log") in message and info.value.step == "packages"
     log = (root.parent / "setup.log").read_text()
     assert "studiodoesnotexist" in log and "exit code 1" in log
-    assert (root / state.MARKER).read_text() == first_marker  # a failed repair keeps the old marker
+    assert (root / runtime_home.MARKER).read_text() == first_marker  # a failed repair keeps the old marker
 
     with pytest.raises(setup.RuntimeSetupError, match="torch was installed but does not work"):
         _setup(offline, root, [], check=True).run()  # the probe runs for real: this venv has no torch
 
-    (root / state.MARKER).unlink()  # as after an interrupted first setup
+    (root / runtime_home.MARKER).unlink()  # as after an interrupted first setup
     assert state.status()["state"] == "incomplete" and state.runtime_python() is None
 
 
@@ -333,8 +334,8 @@ def _windows_steps(monkeypatch, tmp_path, index: str, gpus: dict) -> dict[str, l
     monkeypatch.delenv("LORA_STUDIO_TORCH_VARIANT", raising=False)
     monkeypatch.delenv("LORA_STUDIO_TORCH_INDEX", raising=False)
     monkeypatch.delenv("LORA_STUDIO_PIP_ARGS", raising=False)
-    monkeypatch.setattr(setup, "PYTORCH_INDEX", f"{index}/whl")
-    runtime = setup.RuntimeSetup(root=tmp_path / "rt", lock=state.lock_path(), torch=setup.choose_torch(gpus, "Windows"),
+    monkeypatch.setattr(torch_choice, "PYTORCH_INDEX", f"{index}/whl")
+    runtime = setup.RuntimeSetup(root=tmp_path / "rt", lock=state.lock_path(), torch=torch_choice.choose_torch(gpus, "Windows"),
                                  packages=["bitsandbytes"], demo=False, check=False, base_python=["python"])
     return {step.key: step.argv for step in runtime.steps()}
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from studio import models, speed
+from studio.train import cpu_probe
 
 
 def test_the_published_anchor_is_reproduced_and_gpus_scale_by_their_peak():
@@ -51,8 +52,8 @@ def test_cpu_estimate_is_within_a_factor_of_1_5_of_a_measured_step(tmp_path):
     """
     ratios = []
     for attempt in range(3):
-        check = speed.step_runner(tmp_path / "check", hidden=128, layers=3, seq=128, micro_batch=2)
-        rates = speed.probe_cpu(tmp_path / f"probe{attempt}", rounds=5, extra=[check])
+        check = cpu_probe.step_runner(tmp_path / "check", hidden=128, layers=3, seq=128, micro_batch=2)
+        rates = cpu_probe.probe_cpu(tmp_path / f"probe{attempt}", rounds=5, extra=[check])
         info, s, _ = check
         rate, _ = speed.estimate_cpu(info, s, rates)
         ratios.append(s["train.micro_batch"] * s["train.seq_len"] / rate / rates["extra_seconds"][0])
@@ -65,12 +66,12 @@ def test_cpu_estimate_is_within_a_factor_of_1_5_of_a_measured_step(tmp_path):
 def test_the_overhead_fit_recovers_known_costs_and_never_goes_negative():
     c0, c, e = 0.003, 0.002, 2e-8
     rows = [(c0 + p * c + n * e, 1.0, p, n) for p, n in ((4, 2.4e5), (12, 7.4e5), (4, 3.1e6))]
-    fit = speed.fit_overheads(rows)
+    fit = cpu_probe.fit_overheads(rows)
     assert fit["seconds_per_micro_batch"] == pytest.approx(c0, rel=1e-6)
     assert fit["seconds_per_layer_pass"] == pytest.approx(c, rel=1e-6)
     assert fit["seconds_per_element"] == pytest.approx(e, rel=1e-6)
     noisy = [(0.010, 1.0, 4, 2.4e5), (0.009, 1.0, 12, 7.4e5), (0.030, 1.0, 4, 3.1e6)]  # more layers, less time
-    assert all(v >= 0 for v in speed.fit_overheads(noisy).values())
+    assert all(v >= 0 for v in cpu_probe.fit_overheads(noisy).values())
 
 
 RATES = {"flops_per_s": 2e10, "seconds_per_layer_pass": 0.02, "seconds_per_element": 1e-8,
@@ -79,8 +80,8 @@ RATES = {"flops_per_s": 2e10, "seconds_per_layer_pass": 0.02, "seconds_per_eleme
 
 def test_the_probe_is_cached_per_machine_and_measured_again_when_old(monkeypatch):
     assert speed.cpu_rates() is None
-    monkeypatch.setattr(speed, "probe_cpu", lambda workdir: dict(RATES))
-    measured = speed.measure_and_cache()
+    monkeypatch.setattr(cpu_probe, "probe_cpu", lambda workdir: dict(RATES))
+    measured = cpu_probe.measure_and_cache()
     assert {k: speed.cpu_rates()[k] for k in speed.RATE_KEYS} == RATES
     assert speed.cpu_rates()["measured_at"] == measured["measured_at"]
     assert speed.machine_key() in speed._cache_file().name

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from studio.data.light_tokenizer import LightTokenizer
-from studio.train.safety import UnsafeInput, check_remote_code
 from studio.data.report import TokenStats
 from studio.data.sources import DataError
 from studio.data.template import DEFAULT_TEMPLATE, encode_with_offsets, training_text
 from studio.demo import ensure_demo_model
 from studio.models import ModelError, resolve
+from studio.safety import UnsafeInput, check_remote_code
 
 BATCH = 1024
 BINS = 20

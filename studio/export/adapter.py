@@ -209,7 +209,7 @@ def _read_config(path: Path) -> dict:
 
 def _check_ranks(cfg: dict, weights: Path) -> None:
     """Every rank the config declares is a positive integer no larger than the largest tensor dimension."""
-    from studio.export.safetensors_io import DamagedFile, read_header
+    from studio.safetensors_io import DamagedFile, read_header
 
     try:
         largest = max((max(t.shape, default=0) for t in read_header(weights)), default=0)
@@ -236,7 +236,7 @@ def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
     """
     from safetensors import safe_open
 
-    from studio.export.safetensors_io import model_tensors
+    from studio.safetensors_io import model_tensors
 
     path = Path(adapter_dir) / "adapter_model.safetensors"
     with safe_open(str(path), "pt") as f:

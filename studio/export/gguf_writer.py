@@ -17,7 +17,7 @@ from typing import Any
 
 from studio.export.errors import Progress, UnsupportedModel, no_progress
 from studio.export.gguf_vocab import build_vocab
-from studio.export.safetensors_io import TensorMeta, model_tensors, read_tensor
+from studio.safetensors_io import TensorMeta, model_tensors, read_tensor
 
 QUANTS = ("f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 K_RECIPES = ("q4_k_m", "q5_k_m", "q6_k")  # mixed recipes: kquants.recipe_type picks each tensor's type

@@ -12,7 +12,8 @@ from studio import models, runs
 from studio.export.adapter import check_adapter
 from studio.export.errors import ConfigError
 from studio.fsutil import read_json
-from studio.export.safetensors_io import DamagedFile, model_files, read_header
+from studio.safetensors_io import DamagedFile, model_files, read_header
+from studio.safety import UnsafeInput, check_remote_code
 
 
 @dataclass
@@ -69,8 +70,6 @@ def load_inputs(run_dir: Path) -> ExportInputs:
 
 def _check_remote_code(base: Path, trust: bool) -> None:
     """The same refusal as training: a base folder that asks to run its own code needs the recipe's opt-in."""
-    from studio.train.safety import UnsafeInput, check_remote_code
-
     try:
         check_remote_code(base, trust)
     except UnsafeInput as e:

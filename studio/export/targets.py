@@ -15,15 +15,16 @@ from typing import Any, Callable
 
 from studio import runs
 from studio.data.chat_render import TemplateError, TemplateRunaway
-from studio.export import verify
+from studio.export import llama_cpp, verify
 from studio.export.adapter import Adapter, check_adapter_weights, check_pair_shapes, copy_adapter, load_adapter
 from studio.export.errors import ConfigError, DiskError, Progress, VerificationFailed, no_progress
+from studio.export.gguf_readback import gguf_reader
 from studio.export.gguf_vocab import build_vocab
 from studio.export.gguf_writer import check_supported, write_gguf
 from studio.export.inputs import ExportInputs, load_inputs
 from studio.export.merge import MergedWeights, check_mergeable, copy_side_files, merge_to_folder, tokenizer_eos_id
 from studio.export.ollama import detect_chat, model_name, modelfile, sampling_params
-from studio.fsutil import atomic_dir, read_json, sha256_files
+from studio.fsutil import atomic_dir, disk_full, is_write_error, read_json, sha256_files
 
 GGUF_QUANTS = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 # quantisations whose greedy tokens may drift from the float model's: a greedy mismatch is a warning
@@ -127,10 +128,10 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
                trust=job.inputs.trust_remote_code, weights=weights)
     job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": job.quant}
     job.progress("verify", 0, 1)
-    greedy = verify.GreedyCheck(scratch, gguf_path, trust=job.inputs.trust_remote_code, weights=weights,
+    greedy = llama_cpp.GreedyCheck(scratch, gguf_path, trust=job.inputs.trust_remote_code, weights=weights,
                                 adapter_digest=job.adapter_digest())
     greedy.start()  # llama.cpp answers while the weights and the vocabulary are checked
-    reader = verify.gguf_reader(gguf_path)  # read once for both checks
+    reader = gguf_reader(gguf_path)  # read once for both checks
     job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant, reader=reader, weights=weights))
     job.record(_with_vocab_source(verify.check_gguf_vocab(job.inputs.base_dir, gguf_path, reader=reader,
                                                           light=greedy.light), job.vocab))
@@ -158,10 +159,10 @@ def _build_ollama_lora(job: Job, tmp: Path) -> None:
     write_lora_gguf(job.adapter, job.inputs.base_dir, lora_path, name=f"{base_name} LoRA {job.inputs.run_dir.name}")
     job.files[lora_path.name] = {"kind": "LoRA adapter (GGUF)", "quant": "f32"}
     job.progress("verify", 0, 1)
-    greedy = verify.GreedyCheck(job.inputs.base_dir, base_path, source="base", trust=job.inputs.trust_remote_code)
+    greedy = llama_cpp.GreedyCheck(job.inputs.base_dir, base_path, source="base", trust=job.inputs.trust_remote_code)
     greedy.start()
     job.record(verify.check_lora_gguf(job.adapter, job.inputs.base_dir, lora_path))
-    reader = verify.gguf_reader(base_path)
+    reader = gguf_reader(base_path)
     job.record(verify.check_gguf_weights(job.inputs.base_dir, base_path, job.quant, source="base", reader=reader))
     job.record(_with_vocab_source(verify.check_gguf_vocab(job.inputs.base_dir, base_path, reader=reader,
                                                           light=greedy.light), job.vocab))
@@ -344,8 +345,6 @@ def _export(run_dir: Path, fmt: str, quant: str | None, out: Path | None, force:
             _write_report(job, tmp, command, source)
             files = _list_files(tmp, job.files)
     except Exception as e:  # OSError, or safetensors' SafetensorError; numpy's tofile says only "requested and 0 written"
-        from studio.train.errors import disk_full, is_write_error
-
         if is_write_error(e) and (disk_full(e) or _nearly_full(final)):
             raise DiskError(f"the disk filled up while writing {final}; nothing was left behind",
                             "free some space or choose another folder with --out") from None

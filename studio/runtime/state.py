@@ -1,4 +1,8 @@
-"""Where the managed runtime lives and whether it is ready; never imports torch."""
+"""Whether the managed runtime is ready (its lock, its state for the GUI); never imports torch.
+
+Where it lives and which interpreter a finished setup left (``studio.runtime_home``) stand below
+the launcher (``studio.procs``), which this package's setup and doctor use.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,23 +11,23 @@ import sys
 from pathlib import Path
 
 from studio import paths
-from studio.fsutil import read_json
+from studio.runtime_home import marker, runtime_dir, runtime_python, venv_python
 
 LOCK_NAME = "runtime-lock.txt"
-MARKER = "lora-studio-runtime.json"
 
 
-def runtime_dir() -> Path:
-    return paths.data_dir() / "runtime"
+class RuntimeSetupError(Exception):
+    """Setting up the runtime failed; the message says what, why and what to do, and names the log."""
+
+    def __init__(self, message: str, log_path: Path | None = None, step: str = "") -> None:
+        super().__init__(message)
+        self.log_path = log_path
+        self.step = step
 
 
 def log_path() -> Path:
     """The setup log lives outside the environment so it survives removing a broken one."""
     return paths.data_dir() / "logs" / "runtime-setup.log"
-
-
-def venv_python(root: Path) -> Path:
-    return root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def lock_path() -> Path:
@@ -64,20 +68,6 @@ def normalise(name: str) -> str:
 
 def lock_digest(path: Path | None = None) -> str:
     return hashlib.sha256(Path(path or lock_path()).read_bytes()).hexdigest()
-
-
-def marker(root: Path | None = None) -> dict | None:
-    data = read_json((root or runtime_dir()) / MARKER)
-    return data if isinstance(data, dict) and data.get("complete") else None
-
-
-def runtime_python() -> Path | None:
-    """The runtime's interpreter if a setup finished there and the interpreter still exists."""
-    root = runtime_dir()
-    if marker(root) is None:
-        return None
-    python = venv_python(root)
-    return python if python.exists() else None
 
 
 def status() -> dict:

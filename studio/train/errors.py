@@ -1,20 +1,11 @@
 """Failures the worker explains itself: each carries its protocol error kind, a hint and details."""
 from __future__ import annotations
 
-import errno
 import shutil
 from pathlib import Path
 
-
-class TrainingFault(RuntimeError):
-    """A failure with a user-facing message, an error ``kind`` of the protocol and a ``hint``."""
-
-    kind = "internal"
-
-    def __init__(self, message: str, hint: str, **details: object) -> None:
-        super().__init__(message)
-        self.hint = hint
-        self.details = details
+from studio.errors import Fault as TrainingFault
+from studio.fsutil import disk_full
 
 
 class NonFiniteLoss(TrainingFault):
@@ -62,17 +53,6 @@ class CheckpointWriteError(TrainingFault):
             f"'lora-studio resume {run_dir}'",
             step=step, errno=getattr(exc, "errno", None),
             last_good_checkpoint=str(previous[0].path) if previous else None)
-
-
-def is_write_error(exc: BaseException) -> bool:
-    """An OSError, or safetensors' SafetensorError (it wraps the I/O error of a full disk in its own type)."""
-    return isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError"
-
-
-def disk_full(exc: BaseException) -> bool:
-    text = str(exc)
-    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text \
-        or "os error 28" in text or "Disk quota exceeded" in text
 
 
 class AdapterWriteError(TrainingFault):

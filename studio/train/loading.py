@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from studio.demo import ensure_demo_model
+from studio.errors import LoadError
 from studio.models import ModelError, resolve
 from studio.recipe import Recipe
-
-
-class LoadError(RuntimeError):
-    """The base model cannot be loaded; the message says what to do."""
+from studio.safety import check_weights_are_safe
 
 
 def resolve_base(recipe: Recipe) -> Path:
@@ -38,19 +36,6 @@ def resolve_base(recipe: Recipe) -> Path:
 
 def _has_weights(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
-
-
-def check_weights_are_safe(folder: Path, allow_pickle: bool) -> None:
-    """Refuse pickle-based weights unless the user opted in for this model."""
-    if any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in [*folder.glob("*.bin"), *folder.glob("*.pt")])
-    if pickles and not allow_pickle:
-        raise LoadError(f"{folder}: weights are pickle files ({', '.join(pickles[:3])}), which can run code when "
-                        "loaded. Convert them to safetensors, or set model.allow_pickle if you trust this model "
-                        "(they are then loaded with weights_only=True)")
-    if not pickles:
-        raise LoadError(f"{folder}: no weights (*.safetensors) found")
 
 
 def compute_dtype(recipe: Recipe) -> Any:

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studio import runs
+from studio import runs, safety
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
-from studio.fsutil import atomic_dir, atomic_write_json, read_json, replace
+from studio.fsutil import atomic_write_json, read_json
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
-from studio.train import checkpoint, dist, safety
+from studio.train import checkpoint, dist
 from studio.train.callbacks import Control, EventCallback
 from studio.train.errors import OutOfMemory
 
@@ -94,7 +94,7 @@ class TrainingRun:
     def _check_config(self) -> None:
         """A damaged or absurd config.json (10,000 layers) is refused before transformers spends minutes on it."""
         from studio import models
-        from studio.export.safetensors_io import DamagedFile, read_header
+        from studio.safetensors_io import DamagedFile, read_header
         from studio.train.loading import LoadError
 
         try:
@@ -450,58 +450,11 @@ class TrainingRun:
                                       batch_size=len(rows))
 
     def save_adapter(self) -> Path:
-        """The PEFT adapter, written to a temp folder and renamed: never half a folder."""
-        from studio.train.trainer import check_finite_adapter
+        """The PEFT adapter, written to a temp folder and renamed: never half a folder (``adapter_save``)."""
+        from studio.train.adapter_save import save_adapter
 
-        final = self.run_dir / runs.ADAPTER
-        step = self.trainer.state.global_step if self.trainer is not None else 0
-        check_finite_adapter(self.model, self.run_dir, step, "final adapter")
-        if dist.distributed() and self.strategy() == "fsdp":
-            return self._save_sharded_adapter(final, step)
-        if not dist.is_main():
-            return final
-        try:
-            with atomic_dir(final, overwrite=True) as tmp:
-                self.model.save_pretrained(str(tmp), safe_serialization=True)
-                cfg_path = tmp / "adapter_config.json"
-                cfg = read_json(cfg_path, default={})
-                cfg["base_model_name_or_path"] = str(self.base)
-                atomic_write_json(cfg_path, cfg)
-        except Exception as exc:  # OSError, or safetensors' own SafetensorError for a full disk
-            from studio.train.errors import AdapterWriteError, is_write_error
-
-            if not is_write_error(exc):
-                raise
-            raise AdapterWriteError(final, self.run_dir, exc) from exc
-        runs.write_state(self.run_dir, adapter_step=step)  # export.json records which step it exported
-        self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final), step=step)
-        return final
-
-    def _save_sharded_adapter(self, final: Path, step: int) -> Path:
-        """FSDP: every rank takes part in gathering the adapter's full state; rank 0 writes it."""
-        import torch.distributed as td
-
-        tmp = dist.broadcast(str(final.with_name(f".{final.name}.tmp-{os.getpid()}")))
-        self.trainer.save_model(tmp)  # the Trainer gathers the sharded LoRA weights (all ranks), rank 0 saves
-        td.barrier()
-        if dist.is_main():
-            import shutil
-
-            for extra in ("training_args.bin", "README.md"):  # a pickle has no place in an adapter folder
-                (Path(tmp) / extra).unlink(missing_ok=True)
-            cfg_path = Path(tmp) / "adapter_config.json"
-            cfg = read_json(cfg_path, default={})
-            cfg["base_model_name_or_path"] = str(self.base)
-            atomic_write_json(cfg_path, cfg)
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            if final.exists():
-                replace(final, old)
-            replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-            runs.write_state(self.run_dir, adapter_step=step)
-            self.em.emit(LOG, message=f"adapter saved to {final}", path=str(final), step=step)
-        td.barrier()
-        return final
+        return save_adapter(self.model, self.trainer, self.run_dir, self.base, self.em,
+                            sharded=dist.distributed() and self.strategy() == "fsdp")
 
     def _sample(self, when: str) -> float | None:
         """Answer the held-out prompts (if the recipe has them) and report the score.

@@ -18,8 +18,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
+from studio.fsutil import is_write_error
 from studio.train import checkpoint, dist, peft_methods, recovery
-from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights, is_write_error
+from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights
 
 
 def nonfinite_params(model: Any) -> list[str]:

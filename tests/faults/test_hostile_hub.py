@@ -275,8 +275,8 @@ def test_next_page_on_another_origin_is_refused_before_it_is_asked(server, tmp_p
 def test_token_is_dropped_from_any_request_to_another_origin(server, tmp_path):
     """The worker's request hook, also on the client huggingface_hub makes anew after a ConnectError
     (``close_session``): a request the library addresses elsewhere with the token goes without it."""
-    code = ("import sys; from workers import download; from huggingface_hub import close_session, get_session; "
-            "download._bound_waits(); close_session(); "
+    code = ("import sys; from workers import download, download_fetch; "
+            "from huggingface_hub import close_session, get_session; download_fetch._bound_waits(); close_session(); "
             "get_session().get(sys.argv[1], headers={'authorization': 'Bearer hf_secret_token'})")
     env = _env(server, tmp_path / "hub", HF_ENDPOINT="https://hub.invalid", HF_TOKEN="hf_secret_token")
     proc = subprocess.run([sys.executable, "-c", code, f"{server.url}/api/models"], capture_output=True, text=True,

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from faultkit import cli, fake_run_with_adapter, new_run, of_type, run_worker
-from studio import models, runs
-from studio.train import safety
+from studio import models, runs, safety
 
 
 def _recipe(tmp_path, chat_jsonl, model="demo", **train) -> dict:

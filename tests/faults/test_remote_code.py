@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from studio import safety
 from studio.procs import worker_env
-from studio.train import safety
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from faultkit import new_run, of_type, run_worker
-from studio import runs
+from studio import runs, safety
 from studio.procs import worker_env
 from studio.recipe import Recipe
-from studio.train import loading, safety
+from studio.train import loading
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ class _Payload:
 def test_pickle_weights_are_refused_by_default(evil_pickle_model):
     folder, canary = evil_pickle_model
     with pytest.raises(loading.LoadError, match=r"pytorch_model\.bin.*can run code.*model\.allow_pickle"):
-        loading.check_weights_are_safe(folder, allow_pickle=False)
+        safety.check_weights_are_safe(folder, allow_pickle=False)
     with pytest.raises(loading.LoadError, match="is a pickle file, which can run code"):
         safety.check_model_path(str(folder / "pytorch_model.bin"))
     assert not canary.exists()

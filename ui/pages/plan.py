@@ -50,7 +50,7 @@ class PlanPage(Page):
         self.budget.sig_gpus.connect(self._gpus_picked)
         self.prediction = PredictionCard(self.view)
         self.prediction.sig_apply.connect(self._apply_suggestion)
-        self._probe = CommandController(self)  # python -m studio.speed: one done event with the rates
+        self._probe = CommandController(self)  # python -m studio.train.cpu_probe: one done event with the rates
         self._probe.sig_finished.connect(self._probe_done)
         self.methods = MethodCard()
         self.methods.sig_chosen.connect(self._method_chosen)
@@ -143,7 +143,7 @@ class PlanPage(Page):
             QTimer.singleShot(PROBE_RETRY_MS, self._probe_cpu)
             return
         self._probe_started = True
-        self._probe.run_argv(procs.worker_argv("studio.speed"))
+        self._probe.run_argv(procs.worker_argv(speed.PROBE_MODULE))
 
     def _probe_done(self, _code: int, saw_done: bool) -> None:
         self._probe_failed = not saw_done

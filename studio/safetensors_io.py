@@ -4,6 +4,8 @@ The safetensors library maps or loads whole files; here each tensor is read with
 ``readinto`` (no memory map whose pages would stay resident) and written as soon as it is
 ready, because offsets are known from the shapes before any data exists. The layout is the
 documented one: an 8-byte little-endian header length, a JSON header, then the raw bytes.
+It stands below export (merge, GGUF, verification) and training (a base's damaged headers are
+named before loading) alike, and imports neither.
 """
 from __future__ import annotations
 

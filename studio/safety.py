@@ -4,22 +4,23 @@ A model folder can ask transformers to import its own Python files (``auto_map``
 or tokenizer_config.json); that code runs with the user's rights. Pickle weights (.bin, .pt,
 .pkl) can run code while being loaded. Both are refused unless the recipe says otherwise for
 that model, and even then the user is told which files would run.
+
+Training, data inspection, export and the chat engine all check here before they read a model
+folder, so the checks stand below all of them and import none.
 """
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
-import stat
-
+from studio.errors import Fault, LoadError
 from studio.fsutil import read_json
-from studio.train.errors import TrainingFault
-from studio.train.loading import LoadError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 CODE_CONFIGS = ("config.json", "tokenizer_config.json", "processor_config.json")
 
 
-class UnsafeInput(TrainingFault):
+class UnsafeInput(Fault):
     kind = "config"
 
 
@@ -94,6 +95,19 @@ def check_remote_code(folder: Path, trusted: bool) -> list[str]:
                           "pick a model that runs with the code in transformers, or opt in for this model as "
                           "described above", files=files)
     return [f"model.trust_remote_code is on: transformers will run these files from {folder}: {listed}"]
+
+
+def check_weights_are_safe(folder: Path, allow_pickle: bool) -> None:
+    """Refuse pickle-based weights unless the user opted in for this model."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in [*folder.glob("*.bin"), *folder.glob("*.pt")])
+    if pickles and not allow_pickle:
+        raise LoadError(f"{folder}: weights are pickle files ({', '.join(pickles[:3])}), which can run code when "
+                        "loaded. Convert them to safetensors, or set model.allow_pickle if you trust this model "
+                        "(they are then loaded with weights_only=True)")
+    if not pickles:
+        raise LoadError(f"{folder}: no weights (*.safetensors) found")
 
 
 def check_model_path(name_or_path: str) -> None:

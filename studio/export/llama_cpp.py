@@ -1,0 +1,316 @@
+"""The GGUF in llama.cpp itself: greedy answers of ``llama-simple`` against the merged model's.
+
+``GreedyCheck`` starts one llama.cpp process per fixed prompt once the GGUF is written, lets the
+other checks (``studio.export.verify``) run while they answer, and judges their text against the
+merged model in transformers (or the export cache's earlier verdicts). Skipped, saying so, when
+llama.cpp is not installed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from studio.export import verify
+from studio.export.verify import Check
+
+
+def llama_simple() -> Path | None:
+    """llama.cpp's ``llama-simple`` (greedy generation), if installed: LORA_STUDIO_LLAMA_CPP (its folder
+    or a build with bin/) or on PATH."""
+    import os
+    import shutil
+
+    root = os.environ.get("LORA_STUDIO_LLAMA_CPP")
+    if root:
+        for cand in (Path(root) / "llama-simple", Path(root) / "bin" / "llama-simple",
+                     Path(root) / "build" / "bin" / "llama-simple"):
+            if cand.is_file():
+                return cand
+    found = shutil.which("llama-simple")
+    return Path(found) if found else None
+
+
+def merged_in_memory(weights: Any, trust: bool = False) -> Any:
+    """The merged model in transformers (float32): the base loaded, each weight the adapter changes set
+    to its merged value in the base dtype, exactly as a merged folder would load."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(weights.base_dir), dtype=torch.float32, trust_remote_code=trust)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    changed = weights.changed()
+    metas = {m.name: m for m in weights.metas() if m.name in changed}
+    missing = sorted(changed - set(params))
+    if missing:
+        from studio.export.errors import VerificationFailed
+
+        raise VerificationFailed(f"the loaded model has no parameter {missing[0]} for the adapter's update",
+                                 "export with --format merged and report this model")
+    from studio.safetensors_io import DTYPES
+
+    with torch.no_grad():  # the merge's own arithmetic on the loaded float32 values, no second read
+        for name, meta in metas.items():
+            w, dtype = params[name].data, getattr(torch, DTYPES[meta.dtype])
+            if name in weights.adapter.replacements:
+                w.copy_(weights.adapter.replacements[name].to(dtype).reshape(w.shape).float())
+                continue
+            weights.adapter.deltas[name].add_to(w)  # float32 in place, as merge.merged_tensor does
+            if dtype != torch.float32:
+                w.copy_(w.to(dtype).float())  # the merged folder holds it in the base dtype
+    return model
+
+
+def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8,
+                     source: str = "merged", trust: bool = False, weights: Any = None,
+                     adapter_digest: str | None = None) -> Check:
+    """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers (``GreedyCheck``)."""
+    greedy_check = GreedyCheck(merged_dir, gguf_path, new_tokens, source, trust, weights, adapter_digest)
+    greedy_check.start()
+    return greedy_check.finish()
+
+
+class GreedyCheck:
+    """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers, when llama.cpp
+    is installed; otherwise skipped, saying so (the weights and vocabulary are checked anyway).
+
+    llama.cpp answers each fixed prompt greedily; the merged model then reads the prompt and llama.cpp's
+    answer in one forward pass (teacher forcing), and the answer is the merged model's own greedy answer
+    when, at every position, its most likely next token is the one llama.cpp wrote (and, where
+    llama.cpp ended the answer early, an end-of-turn token): one pass instead of a token-by-token
+    generation. Where that pass cannot decide (a divergence, or a text that does not tokenise back into
+    the same tokens, such as a UTF-8 character cut at the token cap), the merged model generates its
+    own answer and the texts are compared; a divergence says where it happened and by how many logits
+    the merged model preferred its own token (a near-tie is quantisation noise; a wide gap, a broken file).
+
+    In three steps, so that the waits overlap: created and ``start()``-ed once the GGUF is written (the
+    prompts rendered, one llama.cpp process per prompt started), then the other checks run while
+    llama.cpp answers, and ``finish()`` comes last. The merged model's answers depend only on the base
+    weights, the adapter's files, the prompt and the library versions: the export cache keeps each one
+    confirmed or generated, and each verdict on an answer that differs (llama.cpp answers a given file
+    the same way every time), so the next export of the run (another quantisation, Ollama) needs no
+    transformers at all when every answer is decided by them. Importing transformers on a thread while
+    the GGUF is written was tried: the writer slowed down by as much as the import saved.
+
+    ``weights`` (``merge.MergedWeights``): the merged model is the base loaded by transformers with the
+    changed weights replaced by their merged values, when ``merged_dir`` holds no weight files;
+    ``adapter_digest``: sha256 of the adapter those weights come from (None: ``merged_dir`` is the model).
+    """
+
+    def __init__(self, merged_dir: Path, gguf_path: Path, new_tokens: int = 8, source: str = "merged",
+                 trust: bool = False, weights: Any = None, adapter_digest: str | None = None) -> None:
+        self.merged_dir, self.gguf_path, self.new_tokens = Path(merged_dir), Path(gguf_path), new_tokens
+        self.source, self.trust, self.weights = source, trust, weights
+        self.exe = llama_simple()
+        self.procs: list = []
+        if self.exe is None:
+            return
+        from studio.export import cache
+
+        self.tok = tokenizer_for(self.merged_dir, trust)
+        self.ids = verify.prompt_ids(self.tok)
+        self.prompts = [self.tok.decode(prompt, skip_special_tokens=False) for prompt in self.ids]
+        base_dir = weights.base_dir if weights is not None else self.merged_dir
+        self.key = cache.reference_key(base_dir, adapter_digest, self.ids, new_tokens)
+        entry = cache.load("reference", self.key)
+        value = entry["value"] if entry is not None else {}
+        known, seen = value.get("answers"), value.get("verdicts")
+        n = len(self.ids)
+        known = known if isinstance(known, list) and len(known) == n else [None] * n
+        seen = seen if isinstance(seen, list) and len(seen) == n else [{}] * n
+        # per prompt: the merged model's own answer when known, and verdicts on llama.cpp answers it differs from
+        self.known: list[str | None] = [a if isinstance(a, str) else None for a in known]
+        self.seen: list[dict] = [dict(v) if isinstance(v, dict) else {} for v in seen]
+        self.created = entry.get("created") if entry is not None else None
+
+    @property
+    def light(self) -> Any:
+        """The folder's ``LightTokenizer`` when this check read one (the vocabulary check reuses it)."""
+        from studio.data.light_tokenizer import LightTokenizer
+
+        tok = getattr(self, "tok", None)
+        return tok if isinstance(tok, LightTokenizer) else None
+
+    def start(self) -> None:
+        """llama.cpp answers every prompt in its own process (each mostly loads the file, so they overlap)."""
+        import os
+        import subprocess
+
+        if self.exe is None:
+            return
+        # The cores shared out between the runs: llama-simple has no thread option and starts 4 threads, and
+        # with more threads than cores every step waits on a descheduled one (on 2 cores, 3 runs: 0.65 s at 4
+        # threads each, 0.38 s at 1). A build with OpenMP (the default) honours the limit; idle threads sleep.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        env = dict(os.environ, OMP_THREAD_LIMIT=str(max(1, cores // len(self.prompts))), OMP_WAIT_POLICY="PASSIVE")
+        self.procs = [subprocess.Popen([str(self.exe), "-m", str(self.gguf_path), "-n", str(self.new_tokens), prompt],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                       env=env)
+                      for prompt in self.prompts]  # a piece can split a UTF-8 character: U+FFFD, as transformers decodes
+
+    def finish(self) -> Check:
+        if self.exe is None:
+            return Check("gguf_greedy", None, "skipped: llama.cpp is not installed (set LORA_STUDIO_LLAMA_CPP to its "
+                                              "build folder to compare greedy answers in llama.cpp itself)")
+        answers: list[str | None] = []
+        failures: list[str] = []
+        try:
+            for proc, prompt in zip(self.procs, self.prompts):
+                out, err = proc.communicate(timeout=300)
+                # llama-simple prints the prompt, the answer, then one newline
+                text = out.split(prompt, 1)[1] if proc.returncode == 0 and prompt in out else None
+                answers.append(text[:-1] if text is not None and text.endswith("\n") else text)
+                if text is None:
+                    last = [line for line in err.strip().splitlines() if line.strip()][-1:]
+                    failures.append(f"exit code {proc.returncode}" + (f": {last[0].strip()[:200]}" if last else ""))
+        finally:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        verdicts = [self._from_cache(a, k, seen) for a, k, seen in zip(answers, self.known, self.seen)]
+        origin = f"; reference answers from the export cache ({self.created})" if all(verdicts) else ""
+        if not all(verdicts):
+            base = self.weights.base_dir if self.weights is not None else self.merged_dir
+            ok, why = verify.memory_ok(verify.model_bytes(base, 4))
+            if not ok:
+                return Check("gguf_greedy", None, f"skipped: the {self.source} model in float32 {why}")
+            verdicts, note = self._teacher_forced(answers, verdicts)
+            origin = note
+        same = sum(bool(v["identical"]) for v in verdicts)
+        gaps = [v for v in verdicts if "gap" in v]
+        worst = max(gaps, key=lambda v: v["gap"]) if gaps else None
+        # One flip at a near-tie (quantisation noise) can change a short greedy answer; none matching is a broken file.
+        return Check("gguf_greedy", same > 0,
+                     f"GGUF greedy text in llama.cpp ({self.exe.name}) vs {self.source} model: {same}/{len(self.ids)} "
+                     f"prompts identical" + (f" (the widest divergence: token {worst['at'] + 1}, the {self.source} model "
+                                             f"preferred its own by {worst['gap']:.3g} logits)" if worst else "")
+                     + (f"; llama.cpp failed on {len(failures)} prompt(s) ({failures[0]})" if failures else "")
+                     + origin,
+                     {"identical": same, "prompts": len(self.ids), "tokens_per_prompt": self.new_tokens,
+                      "llama_cpp": str(self.exe), "per_prompt": verdicts})
+
+    @staticmethod
+    def _from_cache(answer: str | None, known: str | None, seen: dict) -> dict:
+        """The verdict on one llama.cpp answer from what the export cache holds, or {} when it cannot say."""
+        if answer is None:
+            return {"identical": False, "why": "llama.cpp failed"}
+        earlier = seen.get(answer)
+        if known is not None:
+            verdict = {"identical": answer == known}
+        elif isinstance(earlier, dict) and "identical" in earlier:
+            verdict = {"identical": bool(earlier["identical"])}
+        else:
+            return {}
+        if not verdict["identical"] and isinstance(earlier, dict):
+            verdict.update({k: earlier[k] for k in ("at", "gap") if k in earlier})
+        return dict(verdict, why="the export cache")
+
+    def _teacher_forced(self, answers: list[str | None], verdicts: list[dict]) -> tuple[list[dict], str]:
+        """Judge the answers the cache cannot: one forward pass of the merged model each, and a greedy
+        generation where that pass cannot decide; keep the merged model's answers in the export cache."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from studio.export import cache
+        from studio.heap import release_freed_memory
+
+        release_freed_memory()  # the writer's buffers, before the model takes their place
+        if self.weights is None:
+            model = AutoModelForCausalLM.from_pretrained(str(self.merged_dir), dtype=torch.float32,
+                                                         trust_remote_code=self.trust)
+        else:
+            model = merged_in_memory(self.weights, self.trust)
+        ends = _turn_end_ids(self.tok, self.merged_dir)
+        out, known, seen = [], list(self.known), [dict(v) for v in self.seen]
+        for i, (prompt, text, verdict) in enumerate(zip(self.ids, answers, verdicts)):
+            if not verdict:
+                cont = self.tok(text, add_special_tokens=False)["input_ids"]
+                with torch.no_grad():
+                    logits = model(torch.tensor([prompt + cont]), logits_to_keep=len(cont) + 1).logits[0]
+                best = logits.argmax(-1).tolist()
+                if _follows(best, cont, self.new_tokens, ends) and self.tok.decode(cont, skip_special_tokens=False) == text:
+                    verdict, known[i] = {"identical": True}, text
+                else:
+                    verdict = self._diverged(logits, best, cont, text, ends)
+                    if verdict is None:  # the pass cannot tell a divergence from a text tokenised another way
+                        verdict, known[i] = self._generated(model, prompt, text, cont, ends)
+                if not verdict["identical"]:  # llama.cpp's answers are deterministic: the same file gives it again
+                    seen[i] = dict(list(seen[i].items())[-7:], **{text: verdict})
+            out.append(verdict)
+        del model
+        why = cache.save("reference", self.key, {"answers": known, "verdicts": seen})
+        return out, (f"; the reference answers could not be kept: {why}" if why else "")
+
+    def _diverged(self, logits: Any, best: list[int], cont: list[int], text: str, ends: set[int]) -> dict | None:
+        """Where the merged model's greedy answer leaves llama.cpp's, when the forward pass proves it: the
+        model's preferred token is not how llama.cpp's text goes on. None when it could be the same text
+        tokenised another way (the preferred token's text starts the rest, or a UTF-8 character is cut)."""
+        j = next((k for k, (b, t) in enumerate(zip(best, cont)) if b != t), len(cont))
+        done = self.tok.decode(cont[:j], skip_special_tokens=False)
+        if not text.startswith(done):
+            return None
+        if j == len(cont):  # every token followed; llama.cpp ended the turn where the model goes on (or past the cap)
+            if len(cont) >= self.new_tokens or not ends:
+                return None
+            row = logits[j]
+            return {"identical": False, "at": j, "gap": float(row[best[j]] - max(row[e] for e in ends))}
+        piece = self.tok.decode([best[j]], skip_special_tokens=False)
+        if not piece or "\ufffd" in piece or text[len(done):].startswith(piece):
+            return None
+        return {"identical": False, "at": j, "gap": float(logits[j, best[j]] - logits[j, cont[j]])}
+
+    def _generated(self, model: Any, prompt: list[int], text: str, cont: list[int], ends: set[int]) -> tuple[dict, str]:
+        """The merged model's own greedy answer, stopping where llama.cpp stops (an end-of-turn token)."""
+        import torch
+
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else (self.tok.eos_token_id or 0)
+        with torch.no_grad():
+            gen = model.generate(torch.tensor([prompt]), max_new_tokens=self.new_tokens, do_sample=False,
+                                 eos_token_id=sorted(ends) or None, pad_token_id=pad, output_scores=True,
+                                 return_dict_in_generate=True)
+        own = gen.sequences[0, len(prompt):].tolist()
+        while own and own[-1] in ends:
+            own.pop()
+        answer = self.tok.decode(own, skip_special_tokens=False)
+        if answer == text:
+            return {"identical": True, "generated": True}, answer
+        at = next((j for j, (a, b) in enumerate(zip(own, cont)) if a != b), min(len(own), len(cont)))
+        verdict: dict = {"identical": False, "at": at}
+        if at < len(gen.scores) and at < len(cont) and at < len(own):
+            row = gen.scores[at][0]
+            verdict["gap"] = float(row[own[at]] - row[cont[at]])
+        return verdict, answer
+
+
+def _follows(best: list[int], cont: list[int], n: int, ends: set[int]) -> bool:
+    """Teacher forcing decided it: at every position the most likely next token (``best``, one per
+    position from the last prompt token on) is the one written next, and the answer stops where a
+    greedy generation of ``n`` tokens stops (the token cap, or a token that ends the turn)."""
+    if best[:len(cont)] != cont:
+        return False
+    return len(cont) == n or (len(cont) < n and best[len(cont)] in ends)
+
+
+def _turn_end_ids(tok: Any, folder: Path) -> set[int]:
+    """Tokens that end a turn: the tokenizer's EOS and the generation config's (llama.cpp stops on them)."""
+    import json
+
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    try:
+        eos = json.loads((Path(folder) / "generation_config.json").read_text(encoding="utf-8")).get("eos_token_id")
+    except (OSError, ValueError):
+        eos = None
+    ids.update([eos] if isinstance(eos, int) else [i for i in (eos or []) if isinstance(i, int)])
+    return ids
+
+
+def tokenizer_for(folder: Path, trust: bool = False) -> Any:
+    """The folder's tokenizer for the fixed prompts: ``tokenizers`` + jinja2 (no transformers) when it has a
+    tokenizer.json (tests/test_light_tokenizer.py checks both render and tokenise alike), else transformers'."""
+    from studio.data.light_tokenizer import LightTokenizer
+
+    if LightTokenizer.can_read(folder):
+        return LightTokenizer(folder)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
