@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 LOCK   := installer/runtime-lock.txt
 TORCH  := torch==2.13.0
 
-.PHONY: run test test-windows demo bench screenshots app app-test install-desktop clean bench-export-speed
+.PHONY: run test typecheck test-windows demo bench screenshots app app-test install-desktop clean bench-export-speed
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: $(VENV)/.ml-installed
 test: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check lora_studio studio ui workers tests bench installer resources
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
+
+# mypy over studio/ with the settings in pyproject.toml's [tool.mypy] (the ML libraries are not followed).
+typecheck: $(VENV)/.dev-installed
+	$(PY) -m mypy
 
 # The Windows leg (docs/windows.md): Windows CPython 3.11 under Wine runs the tests marked `platform`
 # on a fresh copy of this checkout. The Wine prefix and the Windows wheels are built once into

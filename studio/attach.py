@@ -13,6 +13,7 @@ from a byte offset, so a reader that comes back later continues exactly where it
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import IO, Iterator
@@ -206,10 +207,10 @@ def hold_folder_lock(folder: Path, windows_file: str) -> "_DirLock | IO | None":
     On Windows (no folder descriptors) it is a byte-range lock on ``folder/windows_file``, which
     Windows refuses to delete while it is open.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows: a folder cannot be opened; msvcrt locks a byte range of a file, which
+    if sys.platform == "win32":  # a folder cannot be opened; msvcrt locks a byte range of a file, which
         return _windows_lock(folder, windows_file)  # Windows also refuses to delete while it is open
+    import fcntl
+
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -220,6 +221,8 @@ def hold_folder_lock(folder: Path, windows_file: str) -> "_DirLock | IO | None":
 
 
 def _windows_lock(folder: Path, name: str) -> IO | None:
+    if sys.platform != "win32":  # msvcrt is Windows only; hold_folder_lock calls this only there
+        raise OSError("byte-range locks through msvcrt exist only on Windows")
     import msvcrt
 
     handle = open(Path(folder) / name, "a+")

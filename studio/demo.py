@@ -39,7 +39,7 @@ def find_gguf() -> Path:
         dist = importlib.metadata.distribution(DEMO_DIST)
         for f in dist.files or ():
             if f.name == DEMO_GGUF:
-                path = Path(dist.locate_file(f))
+                path = Path(str(dist.locate_file(f)))  # typed as a SimplePath, which need not be os.PathLike
                 if path.is_file():
                     return path
     except importlib.metadata.PackageNotFoundError:

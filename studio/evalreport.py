@@ -92,9 +92,9 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
     """The report as a dict (see the module docstring); ``answers`` has ``base`` and ``adapter`` lists."""
     from studio.evaluate import match_or_timeout
 
-    items = []
+    items: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
-        item = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern"),
+        item: dict[str, Any] = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern"),
                 "reference": row.get("reference")}
         for who in ("base", "adapter"):
             text = answers.get(who, [""] * len(rows))[i] if i < len(answers.get(who, [])) else ""
@@ -104,10 +104,16 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
             if scored and found is None:
                 item[f"{who}_timed_out"] = True
         items.append(item)
-    matched = {w: sum(1 for it in items if it[f"{w}_match"]) for w in ("base", "adapter")} if scored else None
-    timed_out = {w: [n for n, it in enumerate(items, start=1) if it.get(f"{w}_timed_out")]
-                 for w in ("base", "adapter")} if scored else None
-    counted = {w: len(items) - len(timed_out[w]) for w in matched} if scored else None
+    matched: dict[str, int] | None = None  # these three stay None unless the answers were scored
+    timed_out: dict[str, list[int]] | None = None
+    score: dict[str, float | None] | None = None
+    if scored:
+        matched = {w: sum(1 for it in items if it[f"{w}_match"]) for w in ("base", "adapter")}
+        timed_out = {w: [n for n, it in enumerate(items, start=1) if it.get(f"{w}_timed_out")]
+                     for w in ("base", "adapter")}
+        counted = {w: len(items) - len(timed_out[w]) for w in matched}
+        if items:
+            score = {w: matched[w] / counted[w] if counted[w] else None for w in matched}
     return {
         "version": EVAL_VERSION, "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "adapter": adapter, "base_model": base_model,
@@ -116,8 +122,7 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
         "perplexity": {k: _perplexity(v) for k, v in val_loss.items()},
         "heldout": {"source": source, "scored": scored, "total": len(items), "stopped": stopped,
                     "matched": matched, "timed_out": timed_out,
-                    "score": {w: matched[w] / counted[w] if counted[w] else None for w in matched}
-                    if scored and items else None,
+                    "score": score,
                     "items": items},
     }
 

@@ -19,7 +19,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypedDict
 
 import regex as re
 
@@ -113,8 +113,8 @@ def score_answers(answers: Sequence[str], patterns: Sequence[str | None]) -> flo
     return sum(counted) / len(counted) if counted else 0.0
 
 
-def _check_messages(messages: Any, where: str) -> None:
-    """Raise PromptFileError unless ``messages`` is a non-empty list of role/content objects."""
+def _check_messages(messages: Any, where: str) -> list[dict[str, Any]]:
+    """``messages``, checked: raise PromptFileError unless it is a non-empty list of role/content objects."""
     if not isinstance(messages, list) or not messages:
         raise PromptFileError(f"{where}: 'messages' must be a non-empty list of "
                               f'{{"role": ..., "content": ...}} objects')
@@ -123,6 +123,7 @@ def _check_messages(messages: Any, where: str) -> None:
                 or not isinstance(msg.get("content"), str):
             raise PromptFileError(f"{where}: message {i} must be an object with 'role' (one of "
                                   f"{', '.join(ROLES)}) and a string 'content'")
+    return messages
 
 
 def _parse_row(line: str, where: str) -> dict[str, Any]:
@@ -141,8 +142,7 @@ def _parse_row(line: str, where: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise PromptFileError(f"{where}: expected a JSON object with 'messages', "
                               f"got {type(row).__name__}")
-    messages = row.get("messages")
-    _check_messages(messages, where)
+    messages = _check_messages(row.get("messages"), where)
     reference = None
     if messages[-1]["role"] == "assistant":  # a training-style row: keep its answer as reference
         reference = messages[-1]["content"]
@@ -253,7 +253,7 @@ def load_prompts(path: str | Path) -> list[dict[str, Any]]:
     """Read a held-out JSONL file into rows of ``messages``, ``pattern`` and ``reference``."""
     path = Path(path)
     text = _read_text(path)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             if len(rows) == MAX_PROMPTS:
@@ -277,7 +277,13 @@ def evaluate(answers: Sequence[str], rows: Sequence[dict[str, Any]]) -> EvalResu
 
 # Sample generation is greedy, so before/after comparisons are reproducible; the Ollama Modelfile
 # records the same parameters.
-SAMPLE_PARAMS = {"temperature": 0.0, "max_new_tokens": 96, "do_sample": False}
+class SampleParams(TypedDict):
+    temperature: float
+    max_new_tokens: int
+    do_sample: bool
+
+
+SAMPLE_PARAMS: SampleParams = {"temperature": 0.0, "max_new_tokens": 96, "do_sample": False}
 
 
 def end_of_turn_ids(tokenizer: Any) -> list[int]:

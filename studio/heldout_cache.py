@@ -73,7 +73,7 @@ def save(cache_key: str, answers: list[str], seconds: float, run: str) -> None:
 
 def versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, Any]:
     """The installed version of each library (None when it is not installed): part of every cache key."""
-    out = {}
+    out: dict[str, str | None] = {}
     for name in names:
         try:
             out[name] = importlib.metadata.version(name)

@@ -15,6 +15,7 @@ import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 from urllib.parse import urlsplit
 
 from studio import termtext
@@ -72,7 +73,7 @@ def online() -> None:
     os.environ["HF_HUB_OFFLINE"] = "0"
     import sys
 
-    constants = sys.modules.get("huggingface_hub.constants")
+    constants: Any = sys.modules.get("huggingface_hub.constants")  # a module: its attributes are not known here
     if constants is not None:
         constants.HF_HUB_OFFLINE = False
 
@@ -108,10 +109,10 @@ def checked_name(repo_id: str, name: object) -> str:
     escapes (C0 and C1 controls, DEL, bidi overrides, zero-width and line separators: the name is
     shown in the progress line and the error), and each segment one a file can have (``_segment_problem``).
     """
-    why = ""
     if not isinstance(name, str) or not name:
-        why = "which is not a file name"
-    elif termtext.unsafe(name):
+        raise _refuse(repo_id, "the file name", name, "which is not a file name")
+    why = ""
+    if termtext.unsafe(name):
         why = "which holds an invisible or control character"
     elif "\\" in name:
         why = "which holds a backslash (a folder separator on Windows)"

@@ -299,8 +299,8 @@ class ChatEngine:
         if name != BASE and name not in self.adapters:
             raise SettingsError(f"no adapter named {name!r}; attached: {', '.join(self.adapters) or 'none'}")
         injected = self._injected()
-        kind = self.kinds.get(name)
-        model = self.base if name == BASE else self.groups[kind]
+        kind = None if name == BASE else self.kinds[name]  # attached (checked above), so it has a kind
+        model = self.base if kind is None else self.groups[kind]
         if name != BASE:
             model.set_adapter(name)
         # the base, and prefix/prompt adapters, answer with the weight adapters in the layers switched off

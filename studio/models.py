@@ -207,7 +207,10 @@ def _resolve_demo() -> ModelInfo:
     if demo.is_converted(folder):
         info = from_folder(folder, source="demo", name="demo")
         return info
-    info = from_catalog(find_catalog(DEMO_CATALOG_ID))  # same shapes as the converted demo
+    entry = find_catalog(DEMO_CATALOG_ID)
+    if entry is None:  # the catalog ships with the studio: without the demo's entry the install is damaged
+        raise ModelError(f"the model catalog ({catalog_path()}) has no '{DEMO_CATALOG_ID}' entry; reinstall LoRA Studio")
+    info = from_catalog(entry)  # same shapes as the converted demo
     info.name, info.source = "demo", "demo"
     info.note = "demo model not converted yet (lora-studio demo-model); shapes taken from the catalog"
     return info

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, TypeGuard
 
 from studio import fsutil, paths, playground, runfiles, runs
 from studio.errors import UserError
@@ -87,7 +87,8 @@ def metric_series(run_dir: Path, metric: str, axis: str = "step") -> tuple[list[
     from studio import events as ev
 
     kind, key, _ = METRICS[metric]
-    xs, ys = [], []
+    xs: list[float] = []
+    ys: list[float] = []
     elapsed, session_start, last_ts = 0.0, None, None
     for e in ev.read_events(Path(run_dir) / runs.EVENTS):
         if e.type == ev.HELLO:  # a new worker session (a resume)
@@ -107,7 +108,7 @@ def metric_series(run_dir: Path, metric: str, axis: str = "step") -> tuple[list[
     return xs, ys
 
 
-def _num(v: Any) -> bool:
+def _num(v: Any) -> TypeGuard[int | float]:
     """A finite number ``float()`` can hold (an int of 400 digits in events.jsonl cannot: OverflowError)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e300
 
@@ -230,7 +231,7 @@ def read_labels(run_dir: Path, strict: bool = False) -> dict:
     return out
 
 
-def set_labels(run_dir: Path, name: str | None = None, add_tags: list[str] = (), remove_tags: list[str] = (),
+def set_labels(run_dir: Path, name: str | None = None, add_tags: Sequence[str] = (), remove_tags: Sequence[str] = (),
                note: str | None = None) -> dict:
     """Change a run's display name, tags or note; the adapter's metadata follows."""
     labels = read_labels(run_dir)

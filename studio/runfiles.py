@@ -79,7 +79,7 @@ def load_object(path: Path, limit: int = SMALL) -> dict | None:
 def get(obj: dict, dotted: str, kind: str, where: Path | str) -> Any:
     """``obj["a"]["b"]`` for ``"a.b"``, checked to be ``kind`` (None when missing or null)."""
     value: Any = obj
-    walked = []
+    walked: list[str] = []
     for key in dotted.split("."):
         if value is None:
             return None

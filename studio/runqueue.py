@@ -71,14 +71,14 @@ def _file_lock(path: Path) -> Iterator[None]:
     while True:
         fh = open(path, "a+")
         try:
-            try:
-                import fcntl
-            except ImportError:  # Windows: an open file cannot be deleted there
+            if sys.platform == "win32":  # an open file cannot be deleted there
                 import msvcrt
 
                 msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
                 yield
                 return
+            import fcntl
+
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
@@ -104,14 +104,16 @@ def load(runs_root: Path | None = None) -> tuple[list[dict], list[str]]:
         return [], [e.what]
     if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list):
         return [], ["holds no list of 'entries'"]
-    entries, problems, seen = [], [], set()
-    for i, e in enumerate(raw["entries"], 1):
-        problem = _entry_problem(e)
-        if problem is None and e["id"] in seen:
-            problem = f"its id {e['id']!r} is used by an earlier entry"
+    entries: list[dict] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw["entries"], 1):
+        problem = _entry_problem(entry)
+        if problem is None and entry["id"] in seen:
+            problem = f"its id {entry['id']!r} is used by an earlier entry"
         if problem is None:
-            seen.add(e["id"])
-            entries.append(e)
+            seen.add(entry["id"])
+            entries.append(entry)
         else:
             problems.append(f"entry {i}: {problem}")
     return entries, problems
@@ -370,7 +372,7 @@ def _run_one(entry: dict, root: Path, on_event, on_start, should_stop) -> str:
         pass  # it ended before the last runner could say so
     else:
         with open(run_dir / "worker.log", "ab") as log:
-            follow_worker(worker_argv("workers.train", run_dir, *extra), log, on_event or (lambda e: None),
+            follow_worker(worker_argv("workers.train", str(run_dir), *extra), log, on_event or (lambda e: None),
                           "stopping the queue's current run: saving its adapter (Ctrl-C again to end at once)",
                           outlive=True)
     status = runs.read_state(run_dir).get("status")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from studio import paths
 from studio.recipe import bounds_text, in_bounds, setting_field, setting_flag
@@ -46,8 +47,8 @@ def _parse_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _bounded(kind: type, meta: dict, flag: str):
-    def parse(text: str):
+def _bounded(kind: type, meta: Mapping[str, Any], flag: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:

@@ -31,9 +31,11 @@ def resolve_pair(a: str, b: str) -> tuple[chat.Variant, chat.Variant]:
     try:
         if a == chat.BASE and b == chat.BASE:
             raise UserError("A and B are both 'base': name a run for at least one of them")
-        va = chat.resolve(a) if a != chat.BASE else None
-        vb = chat.resolve(b, base_of=va) if b != chat.BASE or va else None
-        if va is None:
+        if a != chat.BASE:
+            va = chat.resolve(a)
+            vb = chat.resolve(b, base_of=va)
+        else:  # B names a run (both 'base' was refused above): A is its base model
+            vb = chat.resolve(b)
             va = chat.resolve(a, base_of=vb)
     except chat.VariantError as e:
         raise UserError(str(e)) from None

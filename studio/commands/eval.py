@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             result[ev.type] = d
 
     with open(run_dir / "eval.log", "ab") as log:
-        code = follow_worker(worker_argv("workers.evaluate", run_dir, *extra), log, on_event,
+        code = follow_worker(worker_argv("workers.evaluate", str(run_dir), *extra), log, on_event,
                              "stopping the answers (Ctrl-C again to end at once)")
     if ERROR in result:
         err = result[ERROR]
@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     report = evalreport.read(run_dir)
+    if report is None:  # the worker wrote it, but it went (the run deleted meanwhile) or cannot be read
+        print(f"the eval worker finished but {run_dir / evalreport.EVAL_FILE} cannot be read; run the eval again",
+              file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
     else:

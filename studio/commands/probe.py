@@ -55,6 +55,17 @@ def require_gpu() -> Any:
     return gpus[0]
 
 
+def _catalog_config(name: str) -> dict:
+    """The catalog's config of a model that has no folder (resolve() gives one to all but catalog entries)."""
+    from studio.models import find_catalog
+
+    entry = find_catalog(name)
+    if entry is None:
+        raise UserError(f"{name}: no model folder and no catalog entry to take the model's shapes from; "
+                        "give a model folder")
+    return entry.config
+
+
 def random_model_folder(info: Any, out: Path, config_dict: dict | None = None) -> Path:
     """Save a randomly initialised model with ``info``'s config (or ``config_dict``) as safetensors."""
     import torch
@@ -63,9 +74,7 @@ def random_model_folder(info: Any, out: Path, config_dict: dict | None = None) -
     if config_dict is None and info.path:
         config = AutoConfig.from_pretrained(info.path, trust_remote_code=False)
     else:
-        from studio.models import find_catalog
-
-        raw = dict(config_dict or find_catalog(info.name).config)
+        raw = dict(config_dict or _catalog_config(info.name))
         config = AutoConfig.for_model(raw.pop("model_type"), **raw)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, trust_remote_code=False)
     model.save_pretrained(out, safe_serialization=True)

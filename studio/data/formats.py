@@ -106,7 +106,8 @@ def _content(value: Any, field: str, warn: Warn | None = None) -> str | None:
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list) and all(isinstance(p, (dict, str)) for p in value):
-        texts, media = [], {}
+        texts: list[str] = []
+        media: dict[str, int] = {}  # media group -> parts of it
         for p in value:
             if isinstance(p, str):
                 texts.append(p)
@@ -194,7 +195,7 @@ def tool_calls(value: Any, where: str) -> list[dict]:
     for k, call in enumerate(calls):
         fn = call.get("function", call) if isinstance(call, dict) else None
         name = fn.get("name") if isinstance(fn, dict) else None
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(fn, dict) or not isinstance(name, str) or not name.strip():
             raise RowProblem(f"tool call {k + 1} has no function name",
                              "write each call as {\"name\": ..., \"arguments\": {...}} (or OpenAI's "
                              "{\"function\": {\"name\": ..., \"arguments\": ...}})", where, code="tool_call")
@@ -238,7 +239,7 @@ def _turn(msg: Any, i: int, field: str, keys: tuple, roles: dict, warn: Warn) ->
     if role == "tool" and isinstance(raw, (dict, list)) and not _is_parts(raw):
         raw = json.dumps(raw, ensure_ascii=False)  # a structured tool result is written as JSON text
     content = _content(raw, f"{where}.{content_key}", warn)
-    out = {"role": role, "content": content or ""}
+    out: dict[str, Any] = {"role": role, "content": content or ""}
     if role == "assistant" and (msg.get("tool_calls") or msg.get("function_call")):
         key = "tool_calls" if msg.get("tool_calls") else "function_call"
         out["tool_calls"] = tool_calls(msg[key], f"{where}.{key}")
@@ -267,6 +268,7 @@ class Turns(list):
     without '<' in it, so the per-row checks for tools and media markers can skip it (speed)."""
 
     __slots__ = ("special",)
+    special: bool
 
 
 _PLAIN_ROLES = frozenset({"system", "user", "assistant"})

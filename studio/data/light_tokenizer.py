@@ -26,6 +26,14 @@ class LightTokenizer:
     """The fast tokenizer of a model folder, read with ``tokenizers`` and jinja2 only."""
 
     is_fast = True
+    # Set from tokenizer_config.json in __init__ (one per name in chat_render.SPECIALS): the text, or None.
+    bos_token: str | None
+    eos_token: str | None
+    unk_token: str | None
+    pad_token: str | None
+    sep_token: str | None
+    cls_token: str | None
+    mask_token: str | None
 
     def __init__(self, folder: Path) -> None:
         from tokenizers import Tokenizer

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.data.formats import FORMATS
-from studio.data.report import MAX_PROBLEMS, DatasetReport
+from studio.data.report import MAX_PROBLEMS, DatasetReport, Problem
 from studio.data.scan import (FINGERPRINT_SEED, Sink, digest, duplicate_problem, finish, judge, open_and_detect,
                               suggest_if_mostly_unusable)
 from studio.data.sources import Record, Source, TooLong, _parse_json_line, bounded_line
@@ -106,7 +106,7 @@ def inspect_parallel(path: str | Path, fmt: str, columns: dict | None, preview_r
                    for a, b in parts]
         results = [fut.result() for fut in futures]
     _merge(report, results, preview_rows)
-    unused = Counter()
+    unused: Counter = Counter()  # column -> rows where it went unused
     for res in results:
         unused.update(res["unused"])
     finish(report, unused, sum(r["pairs"] for r in results), sum(r["tool_rows"] for r in results))
@@ -141,8 +141,9 @@ def _merge(report: DatasetReport, results: list[dict], preview_rows: int) -> Non
     report.fingerprint = fingerprint.hexdigest()
 
 
-def _duplicates(report: DatasetReport, res: dict, seen: dict, row_off: int, line_off: int) -> list:
-    found, blob = [], res["digests"]
+def _duplicates(report: DatasetReport, res: dict, seen: dict, row_off: int, line_off: int) -> list[Problem]:
+    found: list[Problem] = []
+    blob = res["digests"]
     for i, (row, line) in enumerate(zip(res["rows"], res["row_lines"])):
         row += row_off
         first = seen.setdefault(blob[16 * i:16 * i + 16], row)

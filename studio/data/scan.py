@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from studio.data.formats import FORMATS, ROLE_TARGETS, ROLES, Format, canonical, kind_of, media_problem
 from studio.data.report import WARNING, DatasetReport, Problem, RowProblem
-from studio.data.sources import DataError, Record, Source, arrow_columns, open_source, records
+from studio.data.sources import DataError, Record, Records, Source, arrow_columns, open_source, records
 
 SAMPLE = 200  # readable records read ahead to detect the format
 SAMPLE_MAX = 5000  # records read ahead at most, however many are broken
@@ -214,7 +214,7 @@ class Sink:
 
 def open_and_detect(path: str | Path, fmt: str | None, columns: dict | None, report: DatasetReport,
                     roles: dict | None = None, label_filter: bool = True
-                    ) -> tuple[Source, Detection, list[Record], Iterator[Record]]:
+                    ) -> tuple[Source, Detection, list[Record], Records]:
     """Open the file, read ahead to detect the format and describe both in ``report``.
 
     ``det.colmap`` also carries what every row needs besides the format's columns: ``roles`` (the
@@ -517,9 +517,9 @@ def _named(name: Any, words: tuple) -> bool:
 def _candidates(dicts: list[dict], roles: dict) -> Iterator[dict]:
     names = list(dict.fromkeys(k for d in dicts for k in d))
     for name, f in FORMATS.items():  # a known layout whose role names need mapping
-        if name in ("messages", "sharegpt") and any(f.fits(d, {}) for d in dicts):
-            col, key = f.fits(next(d for d in dicts if f.fits(d, {})), {})[f.fields[0].name], \
-                ("role" if name == "messages" else "from")
+        colmap = next((m for d in dicts if (m := f.fits(d, {}))), None) if name in ("messages", "sharegpt") else None
+        if colmap:  # the first record that fits says which column holds the turns
+            col, key = colmap[f.fields[0].name], ("role" if name == "messages" else "from")
             guess = _guess_roles(dicts, col, key, roles)
             if guess:
                 yield {"format": name, "columns": {}, "roles": guess}
@@ -558,11 +558,12 @@ def _role_like(values: set) -> bool:
 
 def _guess_roles(dicts: list[dict], col: Any, role_key: Any, roles: dict) -> dict:
     """Unknown role values by where they stand: the one that ends conversations is the assistant's."""
-    last, first = set(), set()
+    last: set[str] = set()
+    first: set[str] = set()
     for d in dicts:
         value = d.get(col)
-        turns = [t.get(role_key) for t in value if isinstance(t, dict)] if isinstance(value, list) else []
-        turns = [t for t in turns if isinstance(t, str)]
+        said = [t.get(role_key) for t in value if isinstance(t, dict)] if isinstance(value, list) else []
+        turns = [t for t in said if isinstance(t, str)]
         if len(turns) >= 2:
             last.add(turns[-1])
             first.add(next((t for t in turns if roles.get(t) != "system"), turns[0]))

@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Generator, Iterator, NamedTuple
 
 from studio.data.report import WARNING, Problem
 
@@ -32,12 +32,20 @@ MAX_JSON_DOCUMENT_BYTES = 512 << 20
 class DataError(ValueError):
     """A dataset that cannot be used; the message names the file and what to do."""
 
+    # Set by scan.inspect when a layout other than the one asked for works on the first records
+    # ([{"format", "columns", "roles"}]); unset otherwise, so readers use getattr(e, "suggestions", None).
+    suggestions: list[dict]
+
 
 class Record(NamedTuple):
     row: int
     line: int | None
     value: Any
     problem: Problem | None
+
+
+# What a reader returns: a generator, so a caller that stops early can close() it and so close the file.
+Records = Generator[Record, None, None]
 
 
 @dataclass
@@ -51,7 +59,7 @@ class Source:
     notes: list = field(default_factory=list)
     cr_only: bool = False  # classic Mac line endings: lines end with CR alone
 
-    def open_binary(self) -> io.BufferedIOBase:
+    def open_binary(self) -> gzip.GzipFile | io.BufferedReader:
         """The raw bytes, decompressed; read-only."""
         return gzip.open(self.path, "rb") if self.compression == "gzip" else open(self.path, "rb")
 
@@ -225,7 +233,7 @@ def _looks_multiline_json(text: str) -> bool:
 
 # ---------------------------------------------------------------------------- readers
 
-def read_jsonl(src: Source) -> Iterator[Record]:
+def read_jsonl(src: Source) -> Records:
     """One JSON value per line; a bad line is a problem for that line, never the end of the import."""
     # Bytes are fastest for UTF-8; other encodings and old-Mac CR-only files go through text mode.
     binary = src.encoding in ("utf-8", "utf-8-sig") and not src.cr_only
@@ -294,7 +302,7 @@ _decode = json.JSONDecoder().decode
 
 def _parse_json_line(raw: bytes | str, row: int, line: int) -> Record:
     try:
-        return Record(row, line, _decode(raw.decode("utf-8") if type(raw) is bytes else raw), None)
+        return Record(row, line, _decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw), None)
     except UnicodeDecodeError:
         return Record(row, line, None, Problem(
             "the line is not valid UTF-8 text", "save the file as UTF-8, or fix the characters on this line",
@@ -303,7 +311,7 @@ def _parse_json_line(raw: bytes | str, row: int, line: int) -> Record:
         return _lenient(raw, row, line, e)
 
 
-def _lenient(raw: bytes | str, row: int, line: int, error: Exception) -> Record:
+def _lenient(raw: bytes | str, row: int, line: int, error: ValueError | RecursionError) -> Record:
     """Forgive what is clearly meant (a byte-order mark, a trailing comma) with a warning; else the error."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     text = text.strip().lstrip("\ufeff").strip()
@@ -320,7 +328,7 @@ def _lenient(raw: bytes | str, row: int, line: int, error: Exception) -> Record:
         row=row, line=line, severity=WARNING, code="trailing_comma"))
 
 
-def _json_problem(e: ValueError, row: int, line: int, raw: Any) -> Problem:
+def _json_problem(e: ValueError | RecursionError, row: int, line: int, raw: Any) -> Problem:
     if isinstance(e, RecursionError):
         return Problem("the JSON is nested too deeply to read", "flatten this record", row=row, line=line,
                        code="json")
@@ -342,13 +350,13 @@ def _json_problem(e: ValueError, row: int, line: int, raw: Any) -> Problem:
 def _json_msg(e: ValueError, with_line: bool) -> str:
     """'Expecting value at column 3' from a JSONDecodeError (its own text repeats the whole position)."""
     msg = getattr(e, "msg", str(e))
-    if not hasattr(e, "colno"):
+    if not isinstance(e, json.JSONDecodeError):  # e.g. an integer too long to convert: no position
         return msg
     where = f"line {e.lineno}, column {e.colno}" if with_line else f"column {e.colno}"
     return f"{msg} {where}" if msg.endswith(" at") else f"{msg} at {where}"
 
 
-def read_json(src: Source) -> Iterator[Record]:
+def read_json(src: Source) -> Records:
     """A JSON array, an object holding one, a single object, or concatenated objects."""
     text = _read_all_text(src)
     pos = _skip_ws(text, 0)
@@ -407,7 +415,8 @@ _WS = re.compile(r"[\s,]*")
 
 
 def _skip_ws(text: str, pos: int) -> int:
-    return _WS.match(text, pos).end()
+    found = _WS.match(text, pos)  # the pattern matches the empty string, so it always matches
+    return found.end() if found else pos
 
 
 def _walk(text: str, pos: int, close: str | None, src: Source) -> Iterator[Record]:
@@ -453,7 +462,7 @@ def _resync(text: str, start: int, err: int) -> int:
     return found.end() - 1 if found else len(text)
 
 
-def read_csv(src: Source, delimiter: str | None = None) -> Iterator[Record]:
+def read_csv(src: Source, delimiter: str | None = None) -> Records:
     """A header row then records; quoted fields may hold delimiters, quotes and newlines."""
     csv.field_size_limit(MAX_RECORD_BYTES - 1)
     with src.open_text(errors="replace") as fh:
@@ -468,7 +477,8 @@ class _CsvLines:
     """The file's lines for csv.reader, each at most MAX_RECORD_BYTES; over-long ones are cut and remembered."""
 
     def __init__(self, fh) -> None:
-        self.fh, self.line, self.too_long = fh, 0, {}
+        self.fh, self.line = fh, 0
+        self.too_long: dict[int, TooLong] = {}  # line number -> the cut line
 
     def __iter__(self):
         return self
@@ -484,7 +494,7 @@ class _CsvLines:
         return raw
 
 
-def read_tsv(src: Source) -> Iterator[Record]:
+def read_tsv(src: Source) -> Records:
     return read_csv(src, "\t")
 
 
@@ -492,7 +502,7 @@ def _delimiter(fh) -> str:
     first = fh.readline(SNIFF_BYTES)
     fh.seek(0)
     counts = {d: first.count(d) for d in (",", ";", "\t", "|")}
-    best = max(counts, key=counts.get)
+    best = max(counts, key=counts.__getitem__)
     return best if counts[best] else ","
 
 
@@ -564,7 +574,7 @@ def _csv_record(header: list[str], fields: list[str], row: int, line: int) -> Re
     return Record(row, line, value, None)
 
 
-def read_text(src: Source) -> Iterator[Record]:
+def read_text(src: Source) -> Records:
     """Plain text: paragraphs (separated by blank lines) are documents; without blank lines, lines are."""
     with src.open_text(errors="replace") as fh:
         head = fh.read(SNIFF_BYTES)
@@ -587,7 +597,8 @@ def _text_lines(fh) -> Iterator[Record]:
 
 
 def _paragraphs(fh) -> Iterator[Record]:
-    row, start, buf, size = 0, 0, [], 0
+    row, start, size = 0, 0, 0
+    buf: list[str] = []
     for line_no, line in enumerate(_bounded_lines(fh), 1):
         if isinstance(line, TooLong) or size + len(line) > MAX_RECORD_BYTES:
             row += 1  # the paragraph so far and this line: one record too big to keep
@@ -612,7 +623,7 @@ def _paragraphs(fh) -> Iterator[Record]:
         yield Record(row + 1, start, "\n".join(buf), None)
 
 
-def read_parquet(src: Source, batch_size: int = 2048) -> Iterator[Record]:
+def read_parquet(src: Source, batch_size: int = 2048) -> Records:
     """Streamed in record batches through Arrow, so big files are never loaded whole."""
     import pyarrow.parquet as pq
 
@@ -623,7 +634,7 @@ def read_parquet(src: Source, batch_size: int = 2048) -> Iterator[Record]:
     yield from _arrow_batches(pf.iter_batches(batch_size=batch_size), src)
 
 
-def read_arrow(src: Source, batch_size: int = 2048) -> Iterator[Record]:
+def read_arrow(src: Source, batch_size: int = 2048) -> Records:
     """A folder from datasets.save_to_disk: memory-mapped Arrow, read in batches (train split if several)."""
     import datasets
 
@@ -658,12 +669,12 @@ def arrow_columns(src: Source) -> list[str]:
     return []
 
 
-READERS: dict[str, Callable[[Source], Iterator[Record]]] = {
+READERS: dict[str, Callable[[Source], Records]] = {
     "jsonl": read_jsonl, "json": read_json, "csv": read_csv, "tsv": read_tsv,
     "text": read_text, "parquet": read_parquet, "arrow": read_arrow,
 }
 
 
-def records(src: Source) -> Iterator[Record]:
+def records(src: Source) -> Records:
     """All records of ``src`` in file order."""
     return READERS[src.kind](src)

@@ -40,7 +40,7 @@ def render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = F
 
 _PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool_zq", "description": "probe",
                                                 "parameters": {"type": "object", "properties": {}}}}
-_PROBE = [{"role": "user", "content": "hi"},
+_PROBE: list[dict] = [{"role": "user", "content": "hi"},
           {"role": "assistant", "content": "", "tool_calls": [
               {"type": "function", "function": {"name": "probe_call_zq", "arguments": {"x": 1}}}]},
           {"role": "tool", "content": "probe_result_zq", "name": "probe_call_zq"},
