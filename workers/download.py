@@ -33,7 +33,6 @@ half-downloaded is ever resolved.
 from __future__ import annotations
 
 import os
-import sys
 
 # The only worker that goes online: lift the offline switch explicitly, before huggingface_hub is imported.
 os.environ["HF_HUB_OFFLINE"] = "0"
@@ -43,20 +42,16 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 import argparse  # noqa: E402
 import errno  # noqa: E402
 import platform  # noqa: E402
-import signal  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import urljoin, urlsplit  # noqa: E402
 
 import httpx2  # noqa: E402
 
 from studio import fsutil, hub, termtext  # noqa: E402
-from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
-from workers import stop_signals  # noqa: E402
-
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
+from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, reserve_stdout  # noqa: E402
+from workers import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, cancellable, report_failure, run_worker  # noqa: E402
 REPORT_EVERY_S = 0.25
 # huggingface_hub reads the body in pieces of this size (10 MiB by default): smaller pieces give a
 # smoother progress bar and lose less on a kill (a piece is written to the partial file when complete).
@@ -111,18 +106,6 @@ def _bar_class(progress: Progress):
             return None
 
     return Bar
-
-
-def listen_for_stop(cancel: threading.Event) -> None:
-    """A ``stop`` command on stdin cancels."""
-    read_commands(lambda line: stop_requested(line) and cancel.set())
-
-
-def _on_signal(cancel: threading.Event):
-    def handler(signum, frame):  # noqa: ARG001
-        cancel.set()
-        raise Cancelled()
-    return handler
 
 
 def _first_line(e: BaseException) -> str:
@@ -560,9 +543,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> int:
     """Download with events on ``em``; stop on stdin, SIGINT or SIGTERM cancels. Returns the exit code."""
     cancel = threading.Event()
-    listen_for_stop(cancel)
-    for sig in (signal.SIGINT, *stop_signals()):
-        signal.signal(sig, _on_signal(cancel))
+    with cancellable(cancel, lambda signum: Cancelled()):
+        return _run(repo_id, revision, allow_pickle, em, cancel)
+
+
+def _run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter, cancel: threading.Event) -> int:
     em.emit(HELLO, pid=os.getpid(), worker="download", python=platform.python_version(), repo_id=repo_id,
             revision=revision, endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     state: dict = {}
@@ -592,17 +577,8 @@ def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> 
                 "260 characters on Windows without long paths), then download again.")
         return EXIT_FAILED
     except Exception as e:  # a bug: traceback to stderr
-        traceback.print_exc(file=sys.stderr)
-        em.emit(ERROR, kind="internal", message=f"{type(e).__name__}: {e}",
-                hint="this is a bug in LoRA Studio: the traceback is in the log (stderr)")
-        return EXIT_FAILED
-    finally:
-        for sig in (signal.SIGINT, *stop_signals()):
-            signal.signal(sig, signal.SIG_DFL)
+        return report_failure(em, e, message=f"{type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
-    from workers import die_with_parent, exit_now
-
-    die_with_parent()  # nobody left to report to: end with the CLI or window (training does not)
-    exit_now(main())
+    run_worker(main)
