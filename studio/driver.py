@@ -49,6 +49,10 @@ DOWNLOAD = Deadlines(stop_s=10.0, term_s=5.0)    # cancelled between chunks; wha
 CHAT = Deadlines(stop_s=5.0, term_s=2.0)         # nothing to save: an answer is disposable
 COMMAND = Deadlines(stop_s=0.1, term_s=1.0)      # a one-shot ``lora-studio … --events`` of the window
 
+# Every blocking wait is cut in slices this long: on Windows a lock or process wait is not interrupted by
+# Ctrl-C, which is raised only when the wait returns.
+SLICE_S = 0.5
+
 
 class StopLadder:
     """The escalation policy a step at a time, for a caller that must not block (the window's timer).
@@ -112,7 +116,14 @@ class Worker:
 
     def next_event(self, timeout: float | None = None) -> Event | None:
         """The next event; None once the worker's stdout has ended. Raises ``queue.Empty`` after ``timeout``."""
-        ev = self._events.get(timeout=timeout)
+        end = _due(timeout)
+        while True:
+            try:
+                ev = self._events.get(timeout=_slice(end))
+                break
+            except queue.Empty:
+                if end is not None and time.monotonic() >= end:
+                    raise
         if ev is None:
             self._events.put(None)  # every later call sees the end too
         return ev
@@ -153,9 +164,10 @@ class Worker:
         """Wait for the end, taking the ladder's next step whenever one is ``due``; the exit code."""
         while True:
             try:
-                return self.proc.wait(timeout=None if due is None else max(0.0, due - time.monotonic()))
+                return self.proc.wait(timeout=_slice(due))
             except subprocess.TimeoutExpired:
-                due = _due(self._next_step())
+                if due is not None and time.monotonic() >= due:
+                    due = _due(self._next_step())
             except KeyboardInterrupt:
                 due = self._interrupted(stopping, on_stop)
 
@@ -173,7 +185,7 @@ class Worker:
         due: float | None = None  # when the ladder takes its next step (monotonic)
         while True:
             try:
-                ev = self.next_event(None if due is None else max(0.0, due - time.monotonic()))
+                ev = self.next_event(None if due is None else max(0.0, due - time.monotonic()))  # Empty: due
                 if ev is None:
                     break
                 on_event(ev)
@@ -197,6 +209,11 @@ class Worker:
 
 def _due(wait: float | None) -> float | None:
     return None if wait is None else time.monotonic() + wait
+
+
+def _slice(end: float | None) -> float:
+    """How long one slice of a wait that ends at ``end`` (None: never) lasts."""
+    return SLICE_S if end is None else max(0.0, min(SLICE_S, end - time.monotonic()))
 
 
 def follow(argv: list[str], stderr: IO | Any, on_event: Callable[[Event], None], deadlines: Deadlines,
