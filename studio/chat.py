@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import itertools
 import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from studio import paths, runs
-from studio.events import ANSWER, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, EventReader, encode_command
+from studio import driver, paths, runs
+from studio.events import ANSWER, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, encode_command
 from studio.fsutil import read_json
-from studio.procs import kill_tree, pump_events, send_command, start_worker, worker_argv
+from studio.procs import worker_argv
 
 BASE = "base"
 
@@ -136,9 +135,11 @@ def new_log_path() -> Path:
 class ChatClient:
     """Starts ``workers.chat`` and answers prompts through it, one at a time (blocking).
 
-    Events are read on a thread into a queue, so every wait has a deadline: a worker that says
-    nothing for ``deadline_s`` (``load_deadline_s`` while it loads) is ended and reported. Its
-    stderr is kept in ``log_path``, which every error that mentions the log names.
+    The worker is a ``studio.driver.Worker``: every wait has a deadline, and a worker that says
+    nothing for ``deadline_s`` (``load_deadline_s`` while it loads) is ended and reported. ``close``
+    is the driver's ladder with the chat's deadlines: stdin closed (the worker's stop), the polite
+    signal, the end of the tree. Its stderr is kept in ``log_path``, which every error that mentions
+    the log names.
     """
 
     def __init__(self, args: list[str], deadline_s: float = ANSWER_DEADLINE_S,
@@ -146,33 +147,21 @@ class ChatClient:
         self.deadline_s, self.load_deadline_s = deadline_s, load_deadline_s
         self.log_path = new_log_path()
         self._log = open(self.log_path, "ab")
-        self.proc = start_worker(worker_argv("workers.chat", *args), stderr=self._log)
-        self.reader = EventReader()
+        self.worker = driver.Worker(worker_argv("workers.chat", *args), self._log, driver.CHAT)
+        self.proc = self.worker.proc
         self.hello: dict = {}
         self.warnings: list[str] = []
         self._ids = itertools.count(1)
-        self._events: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True, name="chat-events").start()
-
-    def _pump(self) -> None:
-        try:
-            while pump_events(self.proc, self.reader, self._events.put):
-                pass
-        except (OSError, ValueError):
-            pass
-        finally:
-            self._events.put(None)  # the end of the stream
 
     def _next(self, deadline_s: float | None = None):
         deadline_s = self.deadline_s if deadline_s is None else deadline_s
         try:
-            ev = self._events.get(timeout=deadline_s)
+            ev = self.worker.next_event(deadline_s)
         except queue.Empty:
-            self._end()
+            self.worker.kill()
             raise WorkerFailed(f"the chat worker did not answer within {deadline_s:g} s and was stopped "
                                f"(log: {self.log_path})") from None
         if ev is None:
-            self._events.put(None)  # every later wait sees the end too
             self.proc.wait()
             raise WorkerFailed(f"the chat worker ended (exit code {self.proc.returncode}): {self.log_tail()} "
                                f"(log: {self.log_path})")
@@ -209,7 +198,7 @@ class ChatClient:
         if size > MAX_LINE_BYTES:
             raise WorkerFailed(f"the conversation is {size / (1 << 20):.1f} MiB as a command; the chat worker takes "
                                f"at most {MAX_LINE_BYTES >> 20} MiB (far beyond any model's context): shorten it")
-        if not send_command(self.proc, name, **args):
+        if not self.worker.send(name, **args):
             raise WorkerFailed(f"the chat worker is gone: {self.log_tail()} (log: {self.log_path})")
 
     def add_adapter(self, name: str, path: Path) -> None:
@@ -247,20 +236,13 @@ class ChatClient:
                 raise self._failed(ev.data)
 
     def stop(self) -> None:
-        send_command(self.proc, "stop")
-
-    def _end(self) -> None:
-        """End the worker at once (it is in a process group of its own: nothing else reaches it)."""
-        kill_tree(self.proc.pid)
-        self.proc.wait()
+        """End the running answer (the worker stays up)."""
+        self.worker.send("stop")
 
     def close(self) -> None:
+        """End the worker: its stdin closed, then the driver's ladder (``driver.CHAT``)."""
         try:
-            if self.proc.stdin:
-                self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-        except Exception:  # noqa: BLE001
-            self._end()
+            self.worker.shutdown(ask=self.worker.close_stdin)
         finally:
             self._log.close()
 

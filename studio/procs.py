@@ -3,6 +3,10 @@
 Workers run under a configurable Python (DESIGN.md): ``LORA_STUDIO_PYTHON`` if set, else the
 managed ML runtime when one is installed (a packaged GUI has no torch of its own), else the
 interpreter running the studio.
+
+Also the platform's primitives for processes: a worker in a group of its own, the polite signal, the
+end of a whole tree, existence and identity. The one policy that ends a worker with them (the stop
+ladder) is ``studio.driver``.
 """
 from __future__ import annotations
 
@@ -69,12 +73,6 @@ CREATE_NEW_PROCESS_GROUP = 0x00000200
 DETACHED_PROCESS = 0x00000008
 CREATE_NO_WINDOW = 0x08000000
 CTRL_BREAK_EVENT = 1
-
-# One escalation policy for every caller, the CLI's and the window's (docs/ARCHITECTURE.md,
-# "Process control"): the stop command, then the polite signal, then the end of the whole tree.
-STOP_GRACE_S = 10.0     # after the stop command: an export or a chat ends at once, a training saves first
-TERM_GRACE_S = 120.0    # after SIGTERM / CTRL_BREAK: the training worker writes a checkpoint and the adapter
-
 
 def _group_kwargs(outlive: bool, detached: bool = False) -> dict:
     """Popen arguments that put a worker in a process group (and on Windows a console) of its own.
@@ -236,29 +234,6 @@ def _ctrl_break(pid: int) -> bool:
     return done.returncode == 0
 
 
-def end_process(proc: subprocess.Popen, ask: Any = None, stop_grace_s: float = STOP_GRACE_S,
-                term_grace_s: float = TERM_GRACE_S) -> int:
-    """The stop ladder for a caller that may block (the CLI): ``ask()`` (the stop command) and wait
-    ``stop_grace_s``; the polite signal and wait ``term_grace_s``; then the whole tree ends. Each step is
-    taken only if the process is still running. A Ctrl-C while waiting moves to the next step at once.
-    Returns the exit code."""
-    steps = [(ask, stop_grace_s), (lambda: ask_to_stop(proc.pid), term_grace_s)]
-    for step, grace in steps:
-        if step is None:
-            continue
-        if proc.poll() is not None:
-            return proc.returncode
-        step()
-        try:
-            return proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        except KeyboardInterrupt:
-            pass
-    kill_tree(proc.pid)
-    return proc.wait()
-
-
 class _WindowsJob:
     """A job object that ends every process assigned to it when the studio's handle to it closes
     (JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE): the workers that must not outlive the studio, and whatever
@@ -325,26 +300,3 @@ def pump_events(proc: subprocess.Popen, reader: Any, on_event: Any) -> bool:
     for event in reader.feed(chunk):
         on_event(event)
     return True
-
-
-def follow_worker(argv: list[str], stderr: Any, on_event: Any, stopping: str, env: dict | None = None,
-                  outlive: bool = False) -> int:
-    """Start a worker, hand its events to ``on_event`` until it ends; the first Ctrl-C asks it to stop
-    (``stopping`` is printed), a second ends it at once, with every process it started (torchrun's
-    ranks). Returns its exit code."""
-    from studio.events import EventReader
-
-    proc = start_worker(argv, stderr=stderr, env=env, outlive=outlive)
-    reader, asked = EventReader(), False
-    while True:
-        try:
-            if not pump_events(proc, reader, on_event):
-                break
-        except KeyboardInterrupt:
-            if asked:
-                kill_tree(proc.pid)
-            else:
-                print(f"\n{stopping}", file=sys.stderr)
-                asked = True
-                send_command(proc, "stop")
-    return proc.wait()

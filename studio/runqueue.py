@@ -358,7 +358,8 @@ def _write_pid(root: Path, lock: Any, text: str) -> None:
 def _run_one(entry: dict, root: Path, on_event, on_start, should_stop) -> str:
     """Train one claimed entry to its end; its final status (finished, stopped or failed)."""
     from studio.attach import worker_pid
-    from studio.procs import follow_worker, worker_argv
+    from studio import driver
+    from studio.procs import worker_argv
 
     stale = bool(entry.get("run"))  # a run an earlier runner started and could not see to its end
     run_dir, extra = _prepare(entry, root)
@@ -372,9 +373,9 @@ def _run_one(entry: dict, root: Path, on_event, on_start, should_stop) -> str:
         pass  # it ended before the last runner could say so
     else:
         with open(run_dir / "worker.log", "ab") as log:
-            follow_worker(worker_argv("workers.train", str(run_dir), *extra), log, on_event or (lambda e: None),
-                          "stopping the queue's current run: saving its adapter (Ctrl-C again to end at once)",
-                          outlive=True)
+            driver.follow(worker_argv("workers.train", str(run_dir), *extra), log, on_event or (lambda e: None),
+                          driver.TRAIN, "stopping the queue's current run: saving its adapter (Ctrl-C again to end "
+                          "at once)", outlive=True)
     status = runs.read_state(run_dir).get("status")
     return status if status in ("finished", "stopped") else "failed"
 

@@ -1,5 +1,5 @@
-"""One process-control module for both platforms (issue 32): start, polite stop, escalation, the end of
-the whole tree, existence and identity. Real child processes, no fakes; the same tests run under Windows
+"""One process-control module for both platforms (issue 32): start, polite stop, the end of the whole
+tree, existence and identity (the ladder that escalates through them: tests/test_driver.py). Real child processes, no fakes; the same tests run under Windows
 Python (``make test-windows``), where the polite signal is CTRL_BREAK_EVENT and the end a job object.
 """
 from __future__ import annotations
@@ -106,23 +106,6 @@ def test_the_polite_signal_never_ends_a_worker_without_its_handler(tmp_path):
         proc.wait()
     else:
         assert code == 0 and out.read_text() == "signal"
-
-
-def test_the_ladder_stops_with_the_command_first(tmp_path):
-    proc, out = _start(tmp_path, "commands")
-    code = procs.end_process(proc, ask=lambda: procs.send_command(proc, "stop"), stop_grace_s=20, term_grace_s=20)
-    assert code == 0 and out.read_text() == "command"
-
-
-def test_the_ladder_ends_a_worker_that_ignores_every_polite_stop_with_its_children(tmp_path):
-    proc, out = _start(tmp_path, "stubborn", child=True)
-    child = int((tmp_path / "child.pid").read_text())
-    assert procs.pid_alive(child)
-    started = time.monotonic()
-    code = procs.end_process(proc, ask=lambda: procs.send_command(proc, "stop"), stop_grace_s=0.5, term_grace_s=0.5)
-    assert code != 0 and not out.exists()
-    assert time.monotonic() - started < 20
-    assert _gone(child), "the worker's own child must end with it"
 
 
 def test_kill_tree_reaches_grandchildren(tmp_path):

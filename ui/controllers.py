@@ -8,9 +8,10 @@ Qt signals (queued into the GUI thread), so nothing ever blocks the event loop. 
 stderr goes to a file (training: ``RUN/worker.log``) keeps working after the GUI is gone; the
 events it writes are always in ``RUN/events.jsonl`` too.
 
-Shutdown is ``studio.procs``' one ladder, like jupyter_client's: a polite ``stop`` command, then the
-polite signal (SIGTERM; CTRL_BREAK_EVENT on Windows), then the whole process tree ends, each after
-a grace period.
+Shutdown is ``studio.driver``'s one ladder (``StopLadder``), the CLI's too, like jupyter_client's: a
+polite ``stop`` command, then the polite signal (SIGTERM; CTRL_BREAK_EVENT on Windows), then the whole
+process tree ends, each after its deadline (``driver.Deadlines``, named per worker); a timer takes
+the steps, so the event loop never blocks.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from studio import events as ev
-from studio import launch, procs, runs
+from studio import driver, launch, procs, runs
 
 READ_CHUNK = 1 << 16
 EXPORT_LOG = "export.log"
@@ -135,12 +136,15 @@ class WorkerController(QObject):
     # False: the window ends this worker when it closes (exports, chats, downloads, probes are disposable
     # or resumable). True: it may run on (a training run the user kept; the atomic demo conversion).
     outlives_window = False
+    # The stop ladder's deadlines (studio.driver); each subclass names its worker's, a caller may override them.
+    deadlines = driver.Deadlines(stop_s=30.0, term_s=5.0)
 
-    def __init__(self, parent: QObject | None = None, stop_grace_s: float = 30.0, term_grace_s: float = 5.0,
-                 parser: Callable[[], Any] = ev.EventReader) -> None:
+    def __init__(self, parent: QObject | None = None, stop_grace_s: float | None = None,
+                 term_grace_s: float | None = None, parser: Callable[[], Any] = ev.EventReader) -> None:
         super().__init__(parent)
-        self.stop_grace_s = stop_grace_s
-        self.term_grace_s = term_grace_s
+        d = self.deadlines
+        self.deadlines = driver.Deadlines(d.stop_s if stop_grace_s is None else stop_grace_s,
+                                          d.term_s if term_grace_s is None else term_grace_s)
         self.parser = parser  # makes the stdout parser of each start: feed(bytes) / close() -> events
         self.proc: subprocess.Popen | None = None
         self.reader = parser()
@@ -155,7 +159,7 @@ class WorkerController(QObject):
         self._escalate = QTimer(self)
         self._escalate.setSingleShot(True)
         self._escalate.timeout.connect(self._escalate_step)
-        self._stage = 0
+        self._ladder: driver.StopLadder | None = None
         self._follow_pid: int | None = None
         self._follow_dir: Path | None = None
         self._follow_tails: list[_FileTail] = []
@@ -174,20 +178,20 @@ class WorkerController(QObject):
             return self._follow_pid
         return self.proc.pid if self.proc else None
 
-    def follow(self, run_dir: Path, pid: int, term_grace_s: float = 120.0) -> None:
+    def follow(self, run_dir: Path, pid: int) -> None:
         """Attach to a run an earlier window left running: tail its events and log.
 
         Commands go through the run's inbox (``runs.send_command``): its stdin belonged to the window
-        that started it.
+        that started it. Its stop ladder has a training run's deadlines (``driver.TRAIN``).
         """
         run_dir = Path(run_dir)
         self.proc = None
         self._follow_dir = run_dir
         self._follow_pid = int(pid)
-        self.term_grace_s = term_grace_s  # the worker saves a checkpoint and the adapter on SIGTERM
+        self.deadlines = driver.TRAIN  # the worker saves a checkpoint and the adapter on SIGTERM
         self.reader = self.parser()
         self.saw_done = self.saw_error = self.detached = False
-        self._stage = 0
+        self._ladder = None
         events = _FileTail(run_dir / runs.EVENTS, self)
         events.chunk.connect(self._on_stdout)
         log = run_dir / "worker.log"
@@ -225,7 +229,7 @@ class WorkerController(QObject):
         self._follow_pid = None
         self.reader = self.parser()
         self.saw_done = self.saw_error = self.detached = False
-        self._stage = 0
+        self._ladder = None
         self._stderr_buf = ""
         stderr = subprocess.PIPE
         if stderr_path is not None:
@@ -273,20 +277,17 @@ class WorkerController(QObject):
         return procs.send_command(self.proc, name, **args)
 
     def stop(self) -> None:
-        """The stop ladder (``studio.procs``): the stop command (stdin, or a followed run's inbox), then the
-        polite signal (SIGTERM; CTRL_BREAK_EVENT on Windows), then the end of the whole process tree."""
-        if not self.running:
-            return
-        self._stage = 1
-        if not self.send("stop"):
-            self._escalate_step()
-            return
-        self._escalate.start(int(self.stop_grace_s * 1000))
+        """The stop ladder (``studio.driver.StopLadder``): the stop command (stdin, or a followed run's inbox),
+        then the polite signal (SIGTERM; CTRL_BREAK_EVENT on Windows), then the end of the whole process tree."""
+        self._begin_ladder(lambda: self.send("stop"))
 
     def terminate(self) -> None:
-        """Ask with SIGTERM (a command that reads no stdin: the runtime setup), then kill after the grace."""
-        if self.running:
-            self._stage = 1
+        """The ladder from its polite signal (a command that reads no stdin: the runtime setup)."""
+        self._begin_ladder(None)
+
+    def _begin_ladder(self, ask: Callable[[], bool] | None) -> None:
+        if self.running and self._ladder is None:
+            self._ladder = driver.StopLadder(self.pid, ask, self.deadlines)
             self._escalate_step()
 
     def pause(self) -> bool:
@@ -296,9 +297,11 @@ class WorkerController(QObject):
         return self.send("resume")
 
     def kill_now(self) -> None:
-        """Terminate at once (window closing, tests); no grace."""
+        """The ladder's last step at once (window closing, tests); no grace."""
         if self.running:
-            procs.kill_tree(self.pid)
+            self._escalate.stop()
+            self._ladder = self._ladder or driver.StopLadder(self.pid, None, self.deadlines)
+            self._ladder.end_now()
 
     def detach(self) -> None:
         """Let the worker run on without us: close our pipe ends; it keeps writing events.jsonl."""
@@ -315,14 +318,12 @@ class WorkerController(QObject):
                 pass
 
     def _escalate_step(self) -> None:
-        if not self.running:
+        """The ladder's next step, and the timer for the one after it."""
+        if not self.running or self._ladder is None:
             return
-        if self._stage <= 1:
-            self._stage = 2
-            procs.ask_to_stop(self.pid)
-            self._escalate.start(int(self.term_grace_s * 1000))
-        else:
-            procs.kill_tree(self.pid)
+        wait = self._ladder.step()
+        if wait is not None:
+            self._escalate.start(int(wait * 1000))
 
     # -- reading ------------------------------------------------------------------------------
     def _on_stdout(self, data: bytes) -> None:
@@ -422,6 +423,7 @@ class TrainController(WorkerController):
     """Runs ``workers.train RUN_DIR``; stderr goes to ``RUN_DIR/worker.log`` so the run can outlive us."""
 
     outlives_window = True  # closing the window asks first: stop it, or keep it running
+    deadlines = driver.TRAIN
 
     def __init__(self, parent: QObject | None = None, **kw) -> None:
         super().__init__(parent, **kw)
@@ -436,6 +438,8 @@ class TrainController(WorkerController):
 class ExportController(WorkerController):
     """Runs ``workers.export RUN_DIR --format F [--quant Q]``."""
 
+    deadlines = driver.EXPORT
+
     def start_export(self, run_dir: Path, fmt: str, quant: str | None = None) -> None:
         """Library output goes to ``RUN/export.log`` (as from the CLI), not to the page's log."""
         args = [str(run_dir), "--format", fmt] + (["--quant", quant] if quant else [])
@@ -447,8 +451,10 @@ class ChatController(WorkerController):
     """Runs ``workers.chat``: one warm base model, adapters attached on demand, one answer at a time.
 
     ``stop`` here ends the running answer (the worker stays up); ``shutdown`` ends the worker
-    (stdin closed, then the usual SIGTERM/SIGKILL escalation).
+    (the ladder with stdin closed as its first step, ``driver.CHAT``).
     """
+
+    deadlines = driver.CHAT
 
     sig_token = Signal(str, str, str)   # id, variant, text piece
     sig_answer = Signal(dict)           # the answer event's data (studio.events.ANSWER_KEYS)
@@ -456,7 +462,7 @@ class ChatController(WorkerController):
     sig_failed = Signal(str, str)       # id (or adapter name, or ""), message
 
     def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent, stop_grace_s=5.0, term_grace_s=2.0)
+        super().__init__(parent)
         self.sig_event.connect(self._on_chat_event)
         self.args: list[str] = []
 
@@ -475,15 +481,16 @@ class ChatController(WorkerController):
         self.send("stop")
 
     def shutdown(self) -> None:
-        if not self.running:
-            return
-        self._stage = 1
-        if self.proc is not None and self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()  # the worker exits when its stdin closes
-            except OSError:
-                pass
-        self._escalate.start(int(self.stop_grace_s * 1000))
+        self._begin_ladder(self._close_stdin)  # the worker exits when its stdin closes
+
+    def _close_stdin(self) -> bool:
+        if self.proc is None or self.proc.stdin is None:
+            return False
+        try:
+            self.proc.stdin.close()
+            return True
+        except OSError:
+            return False
 
     def _on_chat_event(self, event) -> None:
         d = event.data
@@ -504,8 +511,7 @@ class CommandController(WorkerController):
     one still running (the old process is killed and its signals never reach the page).
     """
 
-    def __init__(self, parent: QObject | None = None, **kw) -> None:
-        super().__init__(parent, **{"stop_grace_s": 0.1, "term_grace_s": 1.0, **kw})
+    deadlines = driver.COMMAND
 
     def run_command(self, *args: str) -> None:
         self.run_argv(procs.worker_argv("studio.cli", *args, "--events"))

@@ -1,10 +1,78 @@
-"""Subprocess entry points (``python -m workers.NAME``); each ends through ``exit_now``."""
+"""Subprocess entry points (``python -m workers.NAME``) and the one start-up they share.
+
+Every worker starts and ends the same way: ``go_offline`` before any library is imported (all but
+the download worker), its ``main`` run through ``run_worker`` (which watches the parent of a
+worker that must not outlive it, and ends through ``exit_now`` with ``main``'s code: ``EXIT_OK``,
+``EXIT_FAILED``, ``EXIT_CANCELLED``), its polite stop taken from ``studio.procs.on_stop_signal``
+(or ``cancellable`` for a worker that cancels: export, download), and a failure reported as its
+last event by ``report_failure``.
+"""
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from typing import NoReturn
+import threading
+from typing import Any, Callable, Iterator, NoReturn
 
-from studio.procs import on_stop_signal, stop_signals  # noqa: F401 - the workers' polite-stop signals
+from studio.events import ERROR, read_commands, stop_requested
+from studio.procs import OFFLINE_ENV, on_stop_signal, stop_signals  # noqa: F401 - the workers' polite-stop signals
+
+EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
+BUG_HINT = "this is a bug in LoRA Studio: the traceback is in the log (stderr)"
+
+
+def go_offline() -> None:
+    """No hub access unless the user asks for a download: set before transformers or the hub client are
+    imported (they read the switches at import)."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def run_worker(main: Callable[[], int], outlive: bool = False) -> NoReturn:
+    """The one entry of every worker (``if __name__ == "__main__": run_worker(main)``).
+
+    A worker that does not ``outlive`` its starter (chat, export, evaluation, download: nobody is left to
+    report to) ends with it; a training run outlives its window or terminal on purpose. Then ``main`` runs
+    and the process ends through ``exit_now`` with its code.
+    """
+    if not outlive:
+        die_with_parent()
+    exit_now(main())
+
+
+def report_failure(em: Any, exc: BaseException, kind: str = "internal", hint: str = BUG_HINT,
+                   message: str | None = None, **details: Any) -> int:
+    """A failure as the worker's ``error`` event (an internal one, a bug, also prints its traceback to
+    stderr, which the hint points to); returns ``EXIT_FAILED``. Call it inside the ``except`` block."""
+    if kind == "internal":
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    em.emit(ERROR, kind=kind, message=message or str(exc) or type(exc).__name__, hint=hint, **details)
+    return EXIT_FAILED
+
+
+@contextlib.contextmanager
+def cancellable(cancel: threading.Event, cancelled: Callable[[int], BaseException]) -> Iterator[None]:
+    """The stop of a worker that cancels (export, download): a ``stop`` command on stdin, SIGINT or the
+    polite signal sets ``cancel``, which the work checks at its next step; a signal also raises
+    ``cancelled(signum)`` at once, wherever the main thread is. The signal handlers are undone at the end."""
+    read_commands(lambda line: stop_requested(line) and cancel.set())
+
+    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+        cancel.set()
+        raise cancelled(signum)
+
+    signals = (signal.SIGINT, *stop_signals())
+    for sig in signals:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_DFL)
 
 
 def exit_now(code: int) -> NoReturn:

@@ -15,24 +15,21 @@ The worker exits (``done`` event) when stdin closes. Events go to stdout only; l
 """
 from __future__ import annotations
 
-import os
-import sys
+from workers import EXIT_OK, go_offline, on_stop_signal, report_failure, run_worker
 
-from studio.procs import OFFLINE_ENV
-
-for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are imported
-    os.environ.setdefault(_k, _v)
+go_offline()
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import queue  # noqa: E402
 import re  # noqa: E402
+import sys  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from studio.events import (ANSWER, DONE, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, Emitter,  # noqa: E402
                            decode_command, read_commands, reserve_stdout)
-from workers import on_stop_signal  # noqa: E402
 
 
 def _base_recipe(run: Path | None, model: str | None):
@@ -204,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
             kind, hint = "config", ("fix or replace the adapter named above" if isinstance(e, AdapterError) else
                                     "pick a run folder with recipe.json, a local model folder, or 'demo'")
-        if kind == "internal":
-            traceback.print_exc(file=sys.stderr)
-        em.emit(ERROR, kind=kind, message=str(e) or type(e).__name__, hint=hint)
-        return 1
+        return report_failure(em, e, kind, hint)
     for notice in engine.notices:  # trusted remote code: the files that run, as training says
         em.emit(WARNING, message=notice)
     em.emit(HELLO, pid=os.getpid(), device=engine.device, base=str(base), quant=engine.quant,
@@ -217,11 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     worker.listen(sys.stdin.fileno())
     worker.serve()
     em.emit(DONE, status="finished")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
-    from workers import die_with_parent, exit_now
-
-    die_with_parent()  # nobody left to report to: end with the CLI or window (training does not)
-    exit_now(main())
+    run_worker(main)

@@ -34,7 +34,6 @@ half-downloaded is ever resolved.
 from __future__ import annotations
 
 import os
-import sys
 
 # The only worker that goes online: lift the offline switch explicitly, before huggingface_hub is imported.
 os.environ["HF_HUB_OFFLINE"] = "0"
@@ -43,17 +42,14 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
-import signal  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 
 from studio import hub  # noqa: E402
-from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
-from workers import stop_signals  # noqa: E402
+from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, Emitter, reserve_stdout  # noqa: E402
+from workers import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, cancellable, report_failure, run_worker  # noqa: E402
 from workers.download_fetch import Cancelled, download  # noqa: E402
 
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
 REPORT_EVERY_S = 0.25
 
 
@@ -87,18 +83,6 @@ class Progress:
                      eta_s=None if eta is None else round(eta, 1), file=self.file)
 
 
-def listen_for_stop(cancel: threading.Event) -> None:
-    """A ``stop`` command on stdin cancels."""
-    read_commands(lambda line: stop_requested(line) and cancel.set())
-
-
-def _on_signal(cancel: threading.Event):
-    def handler(signum, frame):  # noqa: ARG001
-        cancel.set()
-        raise Cancelled()
-    return handler
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers.download", description=__doc__.splitlines()[0])
     parser.add_argument("repo_id", help="a Hugging Face model id, owner/name")
@@ -120,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> int:
     """Download with events on ``em``; stop on stdin, SIGINT or SIGTERM cancels. Returns the exit code."""
     cancel = threading.Event()
-    listen_for_stop(cancel)
-    for sig in (signal.SIGINT, *stop_signals()):
-        signal.signal(sig, _on_signal(cancel))
+    with cancellable(cancel, lambda signum: Cancelled()):
+        return _run(repo_id, revision, allow_pickle, em, cancel)
+
+
+def _run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter, cancel: threading.Event) -> int:
     em.emit(HELLO, pid=os.getpid(), worker="download", python=platform.python_version(), repo_id=repo_id,
             revision=revision, endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     state: dict = {}
@@ -152,17 +138,8 @@ def run(repo_id: str, revision: str | None, allow_pickle: bool, em: Emitter) -> 
                 "260 characters on Windows without long paths), then download again.")
         return EXIT_FAILED
     except Exception as e:  # a bug: traceback to stderr
-        traceback.print_exc(file=sys.stderr)
-        em.emit(ERROR, kind="internal", message=f"{type(e).__name__}: {e}",
-                hint="this is a bug in LoRA Studio: the traceback is in the log (stderr)")
-        return EXIT_FAILED
-    finally:
-        for sig in (signal.SIGINT, *stop_signals()):
-            signal.signal(sig, signal.SIG_DFL)
+        return report_failure(em, e, message=f"{type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
-    from workers import die_with_parent, exit_now
-
-    die_with_parent()  # nobody left to report to: end with the CLI or window (training does not)
-    exit_now(main())
+    run_worker(main)

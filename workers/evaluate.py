@@ -4,24 +4,21 @@ Loads the run's base model once (as ``workers.chat`` does) with the run's adapte
 measures the validation loss of the adapter and of the base (adapter disabled) on the run's own
 validation split, and answers the held-out prompts (``--prompts``, else the recipe's
 ``data.heldout``, else a few validation conversations) with both. Progress events per prompt;
-``stop`` on stdin ends the answers at the next token (the report then says it was stopped).
+``stop`` on stdin (or the polite signal) ends the answers at the next token (the report then says it
+was stopped).
 """
 from __future__ import annotations
 
-import os
-import sys
+from workers import EXIT_OK, go_offline, on_stop_signal, report_failure, run_worker
 
-from studio.procs import OFFLINE_ENV
-
-for _k, _v in OFFLINE_ENV.items():
-    os.environ.setdefault(_k, _v)
+go_offline()
 
 import argparse  # noqa: E402
-import traceback  # noqa: E402
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from studio import runs  # noqa: E402
-from studio.events import DONE, ERROR, HELLO, PROGRESS, Emitter, reserve_stdout  # noqa: E402
+from studio.events import DONE, HELLO, PROGRESS, Emitter, reserve_stdout  # noqa: E402
 
 
 def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, quant: str = "auto") -> Path:
@@ -90,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     control = Control()
     control.listen()
+    on_stop_signal(lambda *_: control.stop.set())  # the polite signal is the same stop as the command
     try:
         path = evaluate_run(run_dir, args.prompts, em, control.stop.is_set, args.quant)
     except Exception as e:  # noqa: BLE001 - the worker reports every failure as an event
@@ -102,16 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             kind, hint = "data", "fix the prompts file (one JSON object with 'messages' per line)"
         elif isinstance(e, AdapterError):
             kind, hint = "config", "the run's adapter named above cannot be used: train or resume the run again"
-        if kind == "internal":
-            traceback.print_exc(file=sys.stderr)
-        em.emit(ERROR, kind=kind, message=str(e) or type(e).__name__, hint=hint)
-        return 1
+        return report_failure(em, e, kind, hint)
     em.emit(DONE, status="stopped" if control.stop.is_set() else "finished", path=str(path))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
-    from workers import die_with_parent, exit_now
-
-    die_with_parent()  # nobody left to report to: end with the CLI or window (training does not)
-    exit_now(main())
+    run_worker(main)

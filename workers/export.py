@@ -9,27 +9,19 @@ folder is removed and nothing stands under the final name. Exit codes: 0 exporte
 """
 from __future__ import annotations
 
-import os
-import sys
+from workers import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, cancellable, go_offline, report_failure, run_worker
 
-from studio.procs import OFFLINE_ENV
-
-for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are imported
-    os.environ.setdefault(_k, _v)
+go_offline()
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
-import signal  # noqa: E402
 import threading  # noqa: E402
-import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from studio import notices  # noqa: E402
-from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, WARNING, Emitter, read_commands, reserve_stdout, stop_requested  # noqa: E402
-from workers import stop_signals  # noqa: E402
+from studio.events import DONE, ERROR, HELLO, LOG, PROGRESS, WARNING, Emitter, reserve_stdout  # noqa: E402
 from studio.export.errors import Cancelled, ExportError  # noqa: E402
-
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
 
 
 class Reporter:
@@ -50,18 +42,6 @@ class Reporter:
     def check(self, check) -> None:
         kind = LOG if check.ok else WARNING
         self.em.emit(kind, message=check.summary, check=check.name, ok=check.ok, details=check.details)
-
-
-def listen_for_stop(cancel: threading.Event) -> None:
-    """A ``stop`` command on stdin cancels."""
-    read_commands(lambda line: stop_requested(line) and cancel.set())
-
-
-def _on_signal(cancel: threading.Event):
-    def handler(signum, frame):  # noqa: ARG001
-        cancel.set()
-        raise Cancelled(f"export cancelled by signal {signum}")
-    return handler
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -98,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     em = Emitter(run=run_dir.name, stream=reserve_stdout())
     notices.install(lambda sentence: em.emit(WARNING, message=sentence, kind="library"))
     cancel = threading.Event()
-    listen_for_stop(cancel)
-    for sig in (signal.SIGINT, *stop_signals()):
-        signal.signal(sig, _on_signal(cancel))
+    try:
+        with cancellable(cancel, lambda signum: Cancelled(f"export cancelled by signal {signum}")):
+            return _export(run_dir, args, em, cancel)
+    finally:
+        em.close()
+
+
+def _export(run_dir: Path, args: argparse.Namespace, em: Emitter, cancel: threading.Event) -> int:
     rep = Reporter(em, cancel)
     em.emit(HELLO, pid=os.getpid(), worker="export", python=platform.python_version(), run_dir=str(run_dir),
             format=args.format, quant=args.quant)
@@ -114,20 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         em.emit(DONE, status="cancelled", path=None, message=f"{e.message}; nothing was written")
         return EXIT_CANCELLED
     except ExportError as e:
-        em.emit(ERROR, kind=e.kind, message=e.message, hint=e.hint)
+        em.emit(ERROR, kind=e.kind, message=e.message, hint=e.hint)  # it explains itself: no traceback
         return EXIT_FAILED
     except Exception as e:  # a bug: the traceback goes to stderr, the event says where to look
-        traceback.print_exc(file=sys.stderr)
-        em.emit(ERROR, kind="internal", message=f"{type(e).__name__}: {e}",
-                hint="this is a bug in LoRA Studio: the traceback is in the log (stderr)")
-        return EXIT_FAILED
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        em.close()
+        return report_failure(em, e, message=f"{type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
-    from workers import die_with_parent, exit_now
-
-    die_with_parent()  # nobody left to report to: end with the CLI or window (training does not)
-    exit_now(main())
+    run_worker(main)

@@ -6,21 +6,18 @@ finished or was stopped on request, 1 when it failed (after an ``error`` event w
 """
 from __future__ import annotations
 
-import os
-import sys
+from workers import EXIT_FAILED, EXIT_OK, go_offline, on_stop_signal, run_worker
 
-from studio.procs import OFFLINE_ENV
-
-for _k, _v in OFFLINE_ENV.items():  # before transformers or the hub client are imported
-    os.environ.setdefault(_k, _v)
+go_offline()
 
 import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from studio import notices, runs  # noqa: E402
 from studio.events import ERROR, WARNING, Emitter, reserve_stdout  # noqa: E402
-from workers import on_stop_signal  # noqa: E402
 from studio.recipe import RecipeError  # noqa: E402
 
 
@@ -145,7 +142,7 @@ def _train(run_dir: Path, emitter: Emitter, control, resume: bool) -> int:
         run.setup()
         status = run.train()
         run.finish(status)
-        return 0
+        return EXIT_OK
     except BaseException as exc:  # noqa: BLE001 - the worker reports every failure as an event
         if isinstance(exc, SystemExit):
             raise
@@ -160,13 +157,11 @@ def _train(run_dir: Path, emitter: Emitter, control, resume: bool) -> int:
             print(f"rank {dist.rank()}: {kind} error: {message}", file=sys.stderr)
         emitter.emit(ERROR, kind=kind, message=message, hint=hint, **details)
         runs.write_state(run_dir, status="failed", pid=None, error={"kind": kind, "message": message})
-        return 1
+        return EXIT_FAILED  # not report_failure: a lost peer is internal but its traceback says nothing
     finally:
         emitter.close()
         dist.shutdown()
 
 
 if __name__ == "__main__":
-    from workers import exit_now
-
-    exit_now(main())
+    run_worker(main, outlive=True)  # a run outlives its window or terminal (lora-studio attach)

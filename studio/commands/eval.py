@@ -6,8 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from studio import driver
 from studio.events import DONE, ERROR, PROGRESS
-from studio.procs import follow_worker, worker_argv
+from studio.procs import worker_argv
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             result[ev.type] = d
 
     with open(run_dir / "eval.log", "ab") as log:
-        code = follow_worker(worker_argv("workers.evaluate", str(run_dir), *extra), log, on_event,
+        code = driver.follow(worker_argv("workers.evaluate", str(run_dir), *extra), log, on_event, driver.EVALUATE,
                              "stopping the answers (Ctrl-C again to end at once)")
     if ERROR in result:
         err = result[ERROR]

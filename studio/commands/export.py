@@ -1,24 +1,24 @@
 """`lora-studio export RUN_DIR --format merged|adapter|gguf|ollama|ollama-lora`: run the export worker and report.
 
-Ctrl-C cancels: the worker is asked to stop, then terminated, then killed; its temporary folder
-is removed in every case, so nothing ever stands under the final name.
+Ctrl-C cancels through the stop ladder (``studio.driver``: the stop command, the polite signal, the
+end of the tree, ``driver.EXPORT`` apart); its temporary folder is removed in every case, so nothing
+ever stands under the final name.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from studio import driver
 from studio.errors import UserError
-from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING, EventReader
+from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING
 from studio.export.targets import GGUF_FORMATS, TARGETS
-from studio.procs import end_process, pump_events, send_command, start_worker, worker_argv
+from studio.procs import worker_argv
 
 FORMATS = tuple(TARGETS)
 QUANTS = tuple(dict.fromkeys(q for t in TARGETS.values() for q in t.quants))  # every target's, in order
-STOP_GRACE_S = 10.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,33 +55,24 @@ def run(args: argparse.Namespace) -> int:
 def follow(run_dir: Path, extra: list[str]) -> dict:
     """Start the worker in its own session, show its events, and cancel it cleanly on Ctrl-C."""
     log_path = run_dir / "export.log"
-    with open(log_path, "ab") as log:
-        proc = start_worker(worker_argv("workers.export", run_dir, *extra), stderr=log)
-        view, reader = _View(), EventReader()
-        result: dict = {"log": str(log_path)}
-        cancelled = False
-        while True:
-            try:
-                if not pump_events(proc, reader, lambda ev: view.show(ev, result)):
-                    break
-            except KeyboardInterrupt:
-                cancelled = True
-                view.close()
-                print("\ncancelling the export...", file=sys.stderr)
-                _stop(proc)
-                break
-        proc.wait()
-        view.close()
-    result["returncode"] = proc.returncode
-    if cancelled:
+    view, result = _View(), {"log": str(log_path)}
+
+    def on_event(ev) -> None:
+        if not result.get("cancelled"):  # once cancelled, its last events draw no bar
+            view.show(ev, result)
+
+    def on_stop() -> None:
         result["cancelled"] = True
+        view.close()
+        print("\ncancelling the export...", file=sys.stderr)
+
+    with open(log_path, "ab") as log:
+        worker = driver.Worker(worker_argv("workers.export", run_dir, *extra), log, driver.EXPORT)
+        result["returncode"] = worker.follow(on_event, on_stop=on_stop)
+        view.close()
+    if result.get("cancelled"):
         _remove_partials(run_dir, extra)
     return result
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The stop ladder (``studio.procs.end_process``): the stop command, the polite signal, then the end."""
-    end_process(proc, ask=lambda: send_command(proc, "stop"), stop_grace_s=STOP_GRACE_S, term_grace_s=STOP_GRACE_S)
 
 
 def _remove_partials(run_dir: Path, extra: list[str]) -> None:

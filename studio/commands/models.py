@@ -95,20 +95,13 @@ def _download(args: argparse.Namespace) -> int:
         raise UserError(f"{repo_id!r} is not a Hugging Face model id: write owner/name, e.g. Qwen/Qwen3-4B")
     if args.emitter is not None:
         raise UserError("the window runs 'python -m workers.download REPO_ID' itself; download --events is not needed")
-    from studio.procs import end_process, pump_events, send_command, start_worker, worker_argv
+    from studio import driver
+    from studio.procs import worker_argv
 
     extra = ([f"--revision={args.revision}"] if args.revision else []) + (["--allow-pickle"] if args.allow_pickle else [])
-    proc = start_worker(worker_argv("workers.download", repo_id, *extra), stderr=None)
-    view, reader = _DownloadView(), events.EventReader()
-    while True:
-        try:
-            if not pump_events(proc, reader, view.show):
-                break
-        except KeyboardInterrupt:
-            print("\ncancelling the download (what arrived is kept)...", file=sys.stderr)
-            end_process(proc, ask=lambda: send_command(proc, "stop"), term_grace_s=5.0)
-            break
-    proc.wait()
+    view = _DownloadView()
+    code = driver.follow(worker_argv("workers.download", repo_id, *extra), None, view.show, driver.DOWNLOAD,
+                         "cancelling the download (what arrived is kept)...")
     view.close()
     if view.error:
         hint = f"\n  {printable(view.error.get('hint'))}" if view.error.get("hint") else ""
@@ -119,7 +112,7 @@ def _download(args: argparse.Namespace) -> int:
         print(f"{repo_id}: {len(done['files'])} files in {done['path']}\n"
               f"train with it: lora-studio plan DATA --model {repo_id}")
         return 0
-    print(done.get("message") or f"the download worker exited with code {proc.returncode}", file=sys.stderr)
+    print(done.get("message") or f"the download worker exited with code {code}", file=sys.stderr)
     return 3 if done.get("status") == "cancelled" else 1
 
 

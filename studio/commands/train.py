@@ -5,11 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from studio import runs
+from studio import driver, runs
 from studio.commands import add_setting_args, settings_from_args
 from studio.demo import demo_preference, demo_recipe
 from studio.events import ERROR, METRIC, PROGRESS, WARNING
-from studio.procs import follow_worker
 from studio.errors import UserError
 from studio.recipe import OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, Recipe, RecipeError, set_setting
 
@@ -152,8 +151,9 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
     from studio.launch import train_argv, train_env
 
     with open(run_dir / "worker.log", "ab") as log:  # one process, or torchrun and one per GPU (train.nproc)
-        code = follow_worker(train_argv(run_dir, *worker_args), log, on_event,
-                             "stopping: saving the adapter (Ctrl-C again to end at once)", env=train_env(run_dir), outlive=True)
+        code = driver.follow(train_argv(run_dir, *worker_args), log, on_event, driver.TRAIN,
+                             "stopping: saving the adapter (Ctrl-C again to end at once)", env=train_env(run_dir),
+                             outlive=True)
     if bar:
         bar.close()
     result["returncode"] = code
