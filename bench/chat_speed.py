@@ -62,7 +62,7 @@ def plain(model_dir: Path, max_new: int, repeats: int) -> tuple[float, float, in
 def worker(adapter: Path | None, max_new: int, repeats: int) -> dict:
     import psutil
 
-    from studio.chat import ChatClient
+    from studio.chat_client import ChatClient
 
     out: dict = {}
     with ChatClient(["--model", "demo", "--quant", "none"]) as client:

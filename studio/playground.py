@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio import chat, runs
+from studio import chat_client, runs
 from studio.fsutil import atomic_write_json
 
 FOLDER = "playground"
@@ -98,11 +98,11 @@ def sources(model: str) -> list[tuple[str, tuple[str, Any]]]:
     return out
 
 
-def variants(kind: str, value: Any) -> list[chat.Variant]:
+def variants(kind: str, value: Any) -> list[chat_client.Variant]:
     """The variants of a source: a run's base, adapter and checkpoints; a bare model's base alone."""
     if kind == "run":
-        return chat.run_variants(Path(value))
-    return [chat.Variant(chat.BASE, None, str(value), None)]
+        return chat_client.run_variants(Path(value))
+    return [chat_client.Variant(chat_client.BASE, None, str(value), None)]
 
 
 def loaded_text(hello: dict) -> str:
@@ -119,7 +119,7 @@ def answer_stats(answer: dict) -> str:
             f"{tps if tps is not None else '–'} tokens/s{stopped}")
 
 
-def pane_record(variant: chat.Variant | None, messages: list[dict]) -> dict[str, Any]:
+def pane_record(variant: chat_client.Variant | None, messages: list[dict]) -> dict[str, Any]:
     """One pane of a saved conversation: what answered and the messages."""
     return {"variant": variant.label if variant else "",
             "adapter": str(variant.adapter) if variant and variant.adapter else None, "messages": messages}

@@ -1,4 +1,4 @@
-"""The registry of runs: what an adapter is, the user's labels, a trash with undo, and comparisons.
+"""What the user keeps about runs: what an adapter is, the user's labels, a trash with undo, and comparisons.
 
 ``RUN/adapter/lora_studio.json`` makes the adapter folder self-describing for whoever receives it
 alone: the base model (id, revision, sha256 of its weight files), the dataset (path, fingerprint),

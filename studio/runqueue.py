@@ -295,7 +295,7 @@ def _prepare(entry: dict, runs_root: Path) -> tuple[Path, list[str]]:
     """
     run_dir = _own_run_dir(entry, runs_root)
     if run_dir is not None and (run_dir / runs.RECIPE).is_file():
-        from studio.train import checkpoint
+        from studio import checkpoint
 
         return run_dir, (["--resume"] if checkpoint.latest_good(run_dir) is not None else [])
     recipe = _recipe(entry)

@@ -1,4 +1,4 @@
-"""The run folder and the registry of runs (DESIGN.md, "The run folder").
+"""The run folder: its layout, run ids, state and the listing of runs (DESIGN.md, "The run folder").
 
     runs/<run-id>/recipe.json  plan.json  events.jsonl  state.json  checkpoints/  adapter/  exports/
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.chat import ChatClient, WorkerFailed
+from studio.chat_client import ChatClient, WorkerFailed
 from studio.events import ANSWER_KEYS, TOKEN_KEYS, EventReader, encode_command
 from studio.procs import start_worker, worker_argv, worker_env
 

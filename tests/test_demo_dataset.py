@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from studio import evaluate
-from studio.evaluate import (FORMAT_PATTERN, EvalResult, PromptFileError, format_report,
+from studio import scoring
+from studio.scoring import (FORMAT_PATTERN, EvalResult, PromptFileError, format_report,
                              load_prompts, score_answers)
 
 DEMO = Path(__file__).resolve().parent.parent / "resources" / "demo"
@@ -127,7 +127,7 @@ def test_committed_files_match_build_script() -> None:
 # --- the scorer --------------------------------------------------------------------------------
 
 def test_score_answers_counts_matches() -> None:
-    assert score_answers([GOOD, "nope", GOOD, "x"], [None, None, evaluate.FORMAT_REGEX, "x"]) == 0.75
+    assert score_answers([GOOD, "nope", GOOD, "x"], [None, None, scoring.FORMAT_REGEX, "x"]) == 0.75
     assert score_answers([], []) == 0.0
     with pytest.raises(ValueError):
         score_answers([GOOD], [])
@@ -181,8 +181,8 @@ def test_generate_answers_batched_matches_one_by_one(tiny_model_dir: Path) -> No
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     rows = load_prompts(HELDOUT)[:2]
-    one = evaluate.generate_answers(model, tok, rows, max_new_tokens=4)
-    many = evaluate.generate_answers(model, tok, rows, max_new_tokens=4, batch_size=2)
+    one = scoring.generate_answers(model, tok, rows, max_new_tokens=4)
+    many = scoring.generate_answers(model, tok, rows, max_new_tokens=4, batch_size=2)
     assert len(one) == len(many) == 2 and all(isinstance(a, str) for a in one)
     assert "<|im_start|>" not in "".join(one)  # only the new tokens are decoded
     assert one == many

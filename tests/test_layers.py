@@ -19,10 +19,11 @@ CONTRACTS = (
     ("workers", ("PySide6", "pyqtgraph", "ui", "lora_studio"), "workers run under the ML runtime, without Qt"),
     # Inside the core: what reads a dataset, writes an export or scores answers stands below training and shares
     # its base concerns (trust checks, load errors, safetensors reading, disk errors) from below: studio.safety,
-    # studio.errors, studio.safetensors_io, studio.fsutil. (studio.inference and studio.chat load the base model
-    # and list checkpoints through training's own loader and checkpoint index: they stand above it.)
+    # studio.errors, studio.safetensors_io, studio.fsutil, studio.checkpoint (a run's checkpoint folders). (studio.inference
+    # loads the base model through training's own loader: it stands above it.)
     *((package, ("studio.train",), "it stands below training and imports none of it")
-      for package in ("studio.data", "studio.export", "studio.playground", "studio.evaluate", "studio.evalreport")),
+      for package in ("studio.data", "studio.export", "studio.playground", "studio.scoring", "studio.evalreport",
+                      "studio.chat_client")),
 )
 
 

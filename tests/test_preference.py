@@ -167,7 +167,7 @@ def test_the_demo_preference_set_is_what_build_py_writes_chosen_cards_rejected_n
     import importlib.util
 
     from studio.demo import demo_preference_set
-    from studio.evaluate import FORMAT_PATTERN
+    from studio.scoring import FORMAT_PATTERN
 
     demo = Path(__file__).resolve().parent.parent / "resources" / "demo"
     spec = importlib.util.spec_from_file_location("demo_build_pref", demo / "build.py")

@@ -23,7 +23,7 @@ from studio.events import DONE, HELLO, PROGRESS, Emitter, reserve_stdout  # noqa
 
 def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, quant: str = "auto") -> Path:
     from studio import evalreport
-    from studio.evaluate import load_prompts
+    from studio.scoring import load_prompts
     from studio.inference import ChatEngine
     from studio.train import dataset, loading
     from studio.train.recovery import load_recipe
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = evaluate_run(run_dir, args.prompts, em, control.stop.is_set, args.quant)
     except Exception as e:  # noqa: BLE001 - the worker reports every failure as an event
-        from studio.evaluate import PromptFileError
+        from studio.scoring import PromptFileError
         from studio.inference import AdapterError
         from workers.train import classify
 

@@ -2,7 +2,7 @@
 
 Every card was written for LoRA Studio. The behaviour it teaches is the "answer card": a one-line
 answer, two or three key points and a confidence word. Run ``python resources/demo/build.py`` after
-editing the cards; it checks each card against ``studio.evaluate.FORMAT_PATTERN`` and rewrites both
+editing the cards; it checks each card against ``studio.scoring.FORMAT_PATTERN`` and rewrites both
 files (the generated files are committed, so the build is only needed after an edit).
 
 Card syntax: blocks separated by blank lines; ``Q:`` the question, ``A:`` the one-sentence answer,
@@ -19,7 +19,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # run from a checkout without installing
 
-from studio.evaluate import FORMAT_PATTERN, FORMAT_REGEX  # noqa: E402
+from studio.scoring import FORMAT_PATTERN, FORMAT_REGEX  # noqa: E402
 
 TRAIN = HERE / "train.jsonl"
 HELDOUT = HERE / "heldout.jsonl"

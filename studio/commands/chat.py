@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from studio import chat
+from studio import chat_client
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,17 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def target_variant(args: argparse.Namespace) -> chat.Variant:
+def target_variant(args: argparse.Namespace) -> chat_client.Variant:
     from studio.errors import UserError
 
     spec = args.target + (f"@{args.checkpoint}" if args.checkpoint is not None else "")
     try:
-        v = chat.resolve(spec)
+        v = chat_client.resolve(spec)
         if args.base:
             if v.run_dir is None:
                 raise UserError(f"{args.target}: --base needs a run; a model on its own is already the base")
-            v = chat.resolve("base", base_of=v)
-    except chat.VariantError as e:
+            v = chat_client.resolve("base", base_of=v)
+    except chat_client.VariantError as e:
         raise UserError(str(e)) from None
     return v
 
@@ -51,17 +51,17 @@ def settings_of(args: argparse.Namespace) -> dict:
             "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
 
 
-def start(variants: list[chat.Variant]) -> chat.ChatClient:
+def start(variants: list[chat_client.Variant]) -> chat_client.ChatClient:
     from studio.errors import UserError
 
     if any(v.model == "demo" for v in variants):
         from studio.commands.demo_model import ensure_with_progress
 
         ensure_with_progress()
-    client = chat.ChatClient(chat.worker_args(variants))
+    client = chat_client.ChatClient(chat_client.worker_args(variants))
     try:
         client.wait_ready()
-    except chat.WorkerFailed as e:
+    except chat_client.WorkerFailed as e:
         client.close()
         raise UserError(str(e)) from None
     for warning in client.warnings:  # e.g. trusted remote code: which files run, as training says
@@ -93,13 +93,13 @@ def _stream(text: str) -> None:
     sys.stdout.flush()
 
 
-def _one(client: chat.ChatClient, variant: chat.Variant, prompt: str, settings: dict, as_json: bool) -> int:
+def _one(client: chat_client.ChatClient, variant: chat_client.Variant, prompt: str, settings: dict, as_json: bool) -> int:
     from studio.errors import UserError
 
     try:
         answer = client.generate([{"role": "user", "content": prompt}], variant.name, settings,
                                  on_text=None if as_json else _stream)
-    except chat.WorkerFailed as e:
+    except chat_client.WorkerFailed as e:
         raise UserError(str(e)) from None
     if as_json:
         print(json.dumps({k: answer.get(k) for k in ("text", "tokens", "time_to_first_token_s", "tokens_per_s",
@@ -111,7 +111,7 @@ def _one(client: chat.ChatClient, variant: chat.Variant, prompt: str, settings: 
     return 0
 
 
-def _interactive(client: chat.ChatClient, variant: chat.Variant, settings: dict) -> int:
+def _interactive(client: chat_client.ChatClient, variant: chat_client.Variant, settings: dict) -> int:
     print(f"chatting with {variant.label} on {client.hello.get('device')} ({client.hello.get('quant')}); "
           "/reset for a new conversation, /quit or Ctrl-D to leave", file=sys.stderr)
     history: list[dict] = []
@@ -136,7 +136,7 @@ def _interactive(client: chat.ChatClient, variant: chat.Variant, settings: dict)
         sys.stdout.write("model> ")
         try:
             answer = client.generate(history, variant.name, settings, on_text=_stream, stop_on_interrupt=True)
-        except chat.WorkerFailed as e:
+        except chat_client.WorkerFailed as e:
             print(f"\nerror: {e}", file=sys.stderr)
             history.pop()
             continue

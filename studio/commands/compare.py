@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from studio import chat
+from studio import chat_client
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,21 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_pair(a: str, b: str) -> tuple[chat.Variant, chat.Variant]:
+def resolve_pair(a: str, b: str) -> tuple[chat_client.Variant, chat_client.Variant]:
     from studio.errors import UserError
 
     try:
-        if a == chat.BASE and b == chat.BASE:
+        if a == chat_client.BASE and b == chat_client.BASE:
             raise UserError("A and B are both 'base': name a run for at least one of them")
-        if a != chat.BASE:
-            va = chat.resolve(a)
-            vb = chat.resolve(b, base_of=va)
+        if a != chat_client.BASE:
+            va = chat_client.resolve(a)
+            vb = chat_client.resolve(b, base_of=va)
         else:  # B names a run (both 'base' was refused above): A is its base model
-            vb = chat.resolve(b)
-            va = chat.resolve(a, base_of=vb)
-    except chat.VariantError as e:
+            vb = chat_client.resolve(b)
+            va = chat_client.resolve(a, base_of=vb)
+    except chat_client.VariantError as e:
         raise UserError(str(e)) from None
-    if not chat.same_base(va, vb):
+    if not chat_client.same_base(va, vb):
         raise UserError(f"{va.label} and {vb.label} have different base models ({va.model} and {vb.model}); "
                         "compare variants of one base model")
     if va.name == vb.name and va.adapter == vb.adapter:
@@ -50,7 +50,7 @@ def resolve_pair(a: str, b: str) -> tuple[chat.Variant, chat.Variant]:
 def run(args: argparse.Namespace) -> int:
     from studio.errors import UserError
     from studio.commands.chat import start
-    from studio.evaluate import TIMEOUT_HINT, PromptFileError, load_prompts, match_or_timeout
+    from studio.scoring import TIMEOUT_HINT, PromptFileError, load_prompts, match_or_timeout
 
     try:
         rows = load_prompts(args.prompts)
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     va, vb = resolve_pair(args.a, args.b)
     if va.adapter is not None and vb.adapter is not None and va.name == vb.name:
-        vb = chat.Variant(vb.label + " (B)", vb.run_dir, vb.model, vb.adapter)
+        vb = chat_client.Variant(vb.label + " (B)", vb.run_dir, vb.model, vb.adapter)
     client = start([va, vb])
     settings = {"max_new_tokens": args.max_new_tokens}
     scored = any(r.get("pattern") for r in rows)
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                       f"{_mark(item['b'])} ---\n{item['b']['text'].strip()}\n")
             else:
                 print(f"{i}/{len(rows)}", file=sys.stderr)
-    except chat.WorkerFailed as e:
+    except chat_client.WorkerFailed as e:
         raise UserError(str(e)) from None
     finally:
         client.close()

@@ -25,14 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio import chat, evalreport
+    from studio import chat_client, evalreport
     from studio.errors import UserError
 
-    run_dir = chat.find_run(str(args.run_dir))
+    run_dir = chat_client.find_run(str(args.run_dir))
     if run_dir is None:
         raise UserError(f"{args.run_dir}: not a run folder (no recipe.json)")
     if args.prompts is not None:
-        from studio.evaluate import PromptFileError, load_prompts
+        from studio.scoring import PromptFileError, load_prompts
 
         try:
             load_prompts(args.prompts)

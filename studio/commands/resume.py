@@ -34,7 +34,7 @@ def check_resumable(run_dir: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from studio.commands.train import _report, follow
-    from studio.train.checkpoint import list_checkpoints
+    from studio.checkpoint import list_checkpoints
 
     run_dir = check_resumable(args.run_dir)
     found = list_checkpoints(run_dir)

@@ -66,7 +66,7 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     if cached:
         note = f"the tokenizer's GGUF vocabulary came from the export cache (built {entry.get('created', '?')})"
     else:
-        from studio.heap import release_freed_memory
+        from studio.malloc_trim import release_freed_memory
 
         # Only the facts outlive the tokenizer transformers built; copied out of the heap it filled, and that
         # heap handed back, so the rest of the export does not keep its fragments (the peak is the reference

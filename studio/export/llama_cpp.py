@@ -212,7 +212,7 @@ class GreedyCheck:
         from transformers import AutoModelForCausalLM
 
         from studio.export import cache
-        from studio.heap import release_freed_memory
+        from studio.malloc_trim import release_freed_memory
 
         release_freed_memory()  # the writer's buffers, before the model takes their place
         if self.weights is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from studio.data.chat_render import render_chat
-from studio.evaluate import SAMPLE_PARAMS
+from studio.scoring import SAMPLE_PARAMS
 from studio.export.errors import UnsupportedModel
 
 

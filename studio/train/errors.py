@@ -41,7 +41,7 @@ class CheckpointWriteError(TrainingFault):
     kind = "io"
 
     def __init__(self, step: int, run_dir: Path, exc: BaseException) -> None:
-        from studio.train import checkpoint
+        from studio import checkpoint
 
         previous = checkpoint.list_checkpoints(run_dir)
         kept = f"the previous checkpoint {previous[0].path} is intact" if previous else "no earlier checkpoint exists"
@@ -59,7 +59,7 @@ class AdapterWriteError(TrainingFault):
     kind = "io"
 
     def __init__(self, final: Path, run_dir: Path, exc: BaseException) -> None:
-        from studio.train import checkpoint
+        from studio import checkpoint
 
         previous = checkpoint.list_checkpoints(run_dir)
         kept = f"the last checkpoint {previous[0].path} is intact" if previous else "no checkpoint exists"

@@ -21,7 +21,7 @@ from studio import runs
 from studio.events import LOG, WARNING, Emitter
 from studio.fsutil import read_json
 from studio.recipe import Recipe
-from studio.train import checkpoint
+from studio import checkpoint
 from studio.train.errors import OutOfMemory
 
 EFFECTIVE_RECIPE = "effective_recipe.json"

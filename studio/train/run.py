@@ -16,7 +16,8 @@ from studio import runs, safety
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_write_json, read_json
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
-from studio.train import checkpoint, dist
+from studio import checkpoint
+from studio.train import dist
 from studio.train.callbacks import Control, EventCallback
 from studio.train.errors import OutOfMemory
 
@@ -464,7 +465,7 @@ class TrainingRun:
         """
         if not self.recipe.data.heldout:
             return None
-        from studio.evaluate import SAMPLE_PARAMS, end_of_turn_ids, evaluate, load_prompts
+        from studio.scoring import SAMPLE_PARAMS, end_of_turn_ids, evaluate, load_prompts
 
         if not self.heldout:
             self.heldout = load_prompts(Path(self.recipe.data.heldout))
@@ -480,7 +481,7 @@ class TrainingRun:
         result = evaluate(answers, self.heldout) if any(r.get("pattern") for r in self.heldout) else None
         value = result.score if result is not None else None
         if result is not None and result.timed_out:
-            from studio.evaluate import TIMEOUT_HINT
+            from studio.scoring import TIMEOUT_HINT
 
             self.em.emit(WARNING, message=f"{self.recipe.data.heldout}: the pattern of row(s) "
                                           f"{', '.join(map(str, result.timed_out))} ran out of time against the "
@@ -493,7 +494,7 @@ class TrainingRun:
         """The held-out answers before training: the base model's (the fresh adapter adds exactly 0),
         from the cache when a run on the same base, prompts and settings already computed them."""
         from studio import heldout_cache
-        from studio.evaluate import SAMPLE_PARAMS
+        from studio.scoring import SAMPLE_PARAMS
         from studio.train.loading import compute_dtype
 
         q = self.recipe.quant

@@ -1,7 +1,7 @@
 """The Trainer with the studio's safety layer around its own checkpoint and resume machinery.
 
 - ``_save_checkpoint``: the Trainer writes its usual checkpoint into a staging folder; we add a
-  manifest, fsync and rename it to ``checkpoints/step-N`` (studio.train.checkpoint), keep the
+  manifest, fsync and rename it to ``checkpoints/step-N`` (studio.checkpoint), keep the
   last K and emit a ``checkpoint`` event. A failed write leaves nothing under a final name.
 - ``training_step``: a loss that is NaN or infinite stops the run before the optimizer applies
   that step, so no checkpoint ever holds the bad step's optimizer state.
@@ -19,7 +19,8 @@ from transformers import Trainer, TrainerCallback
 
 from studio.events import CHECKPOINT, Emitter
 from studio.fsutil import is_write_error
-from studio.train import checkpoint, dist, peft_methods, recovery
+from studio import checkpoint
+from studio.train import dist, peft_methods, recovery
 from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights
 
 

@@ -103,7 +103,7 @@ def test_chat_names_the_damaged_adapter_without_a_traceback(tiny_model_dir, tmp_
 
 
 def test_a_crashed_worker_is_reported_with_a_log_that_exists(tiny_model_dir):
-    from studio.chat import ChatClient, WorkerFailed
+    from studio.chat_client import ChatClient, WorkerFailed
 
     client = ChatClient(["--model", str(tiny_model_dir)])
     try:
@@ -155,7 +155,7 @@ def test_a_command_over_the_line_limit_is_answered_with_its_id(tiny_model_dir, t
 
 
 def test_the_client_refuses_a_huge_prompt_and_has_a_deadline(tiny_model_dir):
-    from studio.chat import ChatClient, WorkerFailed
+    from studio.chat_client import ChatClient, WorkerFailed
 
     client = ChatClient(["--model", str(tiny_model_dir)], deadline_s=5)
     try:
@@ -173,7 +173,7 @@ def test_the_client_refuses_a_huge_prompt_and_has_a_deadline(tiny_model_dir):
 
 def test_a_catastrophic_pattern_times_out_and_is_reported_not_scored():
     from studio import evalreport
-    from studio.evaluate import PatternTimeout, evaluate, matches
+    from studio.scoring import PatternTimeout, evaluate, matches
 
     slow = r"^([\w\s]|[\w\s])*$"
     answer = "word " * 30 + "!"
@@ -211,7 +211,7 @@ def _nested(path: Path) -> Path:
 
 @pytest.mark.parametrize("kind", ("nested", "folder", "fifo", "bad-utf8", "not-object", "too-many"))
 def test_a_hostile_prompts_file_is_refused_naming_it(tmp_path, kind):
-    from studio.evaluate import MAX_PROMPTS, PromptFileError, load_prompts
+    from studio.scoring import MAX_PROMPTS, PromptFileError, load_prompts
 
     path = tmp_path / "prompts.jsonl"
     if kind == "nested":
@@ -244,7 +244,7 @@ def test_a_pattern_that_cannot_be_compiled_in_bounds_is_refused_naming_its_row(t
     """Compiling a pattern is not covered by the match timeout: 5,000 nested groups raised a
     RecursionError traceback, a 100,000-way alternation took 6.6 s per row, and counted repeats
     nested in each other are expanded by the regex package (a{1000}{1000}: 274 MiB)."""
-    from studio.evaluate import PromptFileError, load_prompts
+    from studio.scoring import PromptFileError, load_prompts
 
     path = tmp_path / "prompts.jsonl"
     ok = json.dumps({"messages": [{"role": "user", "content": "q"}], "pattern": r"^\d{4}-\d{2}$"})

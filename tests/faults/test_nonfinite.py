@@ -10,7 +10,7 @@ import pytest
 from faultkit import fake_run_with_adapter as _fake_run_with_adapter, new_run, of_type, run_worker
 from studio import runs
 from studio.recipe import Recipe
-from studio.train import checkpoint
+from studio import checkpoint
 
 
 @pytest.mark.parametrize("field, value, words", [

@@ -11,7 +11,8 @@ from faultkit import (MAX_STEPS, adapter_tensors, cli, copy_run, kill_at_step, l
                       of_type)
 from studio import runs
 from studio.events import EventReader, Emitter, read_events
-from studio.train import checkpoint, recovery
+from studio import checkpoint
+from studio.train import recovery
 
 pytestmark = pytest.mark.platform
 

@@ -8,7 +8,8 @@ import pytest
 
 from faultkit import MAX_STEPS, losses, new_run, of_type, read_json, run_worker, start_worker
 from studio import runs
-from studio.train import checkpoint, recovery
+from studio import checkpoint
+from studio.train import recovery
 
 
 def _error(events):

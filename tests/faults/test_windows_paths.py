@@ -16,7 +16,7 @@ import pytest
 from faultkit import cli, new_run, of_type, run_worker
 from studio import procs, runs
 from studio.events import read_events
-from studio.train import checkpoint
+from studio import checkpoint
 
 pytestmark = pytest.mark.platform
 

@@ -124,7 +124,7 @@ def test_the_run_monitor_draws_the_events_it_is_fed(qtbot):
 
 
 def test_the_vote_bar_and_the_panes(qtbot):
-    from studio import chat
+    from studio import chat_client
     from ui.widgets.chat_pane import PanePair, VoteBar
 
     votes, pair = VoteBar(), PanePair()
@@ -135,7 +135,7 @@ def test_the_vote_bar_and_the_panes(qtbot):
     with qtbot.waitSignal(votes.sig_vote) as voted:
         votes.vote_b.click()
     assert voted.args == ["b"]
-    base = chat.Variant(chat.BASE, None, "demo", None)
+    base = chat_client.Variant(chat_client.BASE, None, "demo", None)
     pair.show_variants([base])
     assert pair.a.variant.itemText(0) == "base model" and pair.b.current() is base and pair.pane("b") is pair.b
     pair.a.begin_answer("hi")

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWidget
 
-from studio import chat, playground
+from studio import chat_client, playground
 from ui.controllers import ChatController
 from ui.session import Session
 from ui.widgets.chat_pane import AskBar, Pane, PanePair, SamplingCard, SourceBar, VoteBar
@@ -110,7 +110,7 @@ class PlaygroundPage(Page):
         self.attached = {v.name for v in wanted if v.adapter is not None}
         self.status.setText("Loading the model (once; it stays loaded while you chat)…")
         self._set_busy(True)
-        self.controller.start_chat(chat.worker_args(wanted or [chat.Variant(chat.BASE, None, key[1], None)]))
+        self.controller.start_chat(chat_client.worker_args(wanted or [chat_client.Variant(chat_client.BASE, None, key[1], None)]))
 
     @staticmethod
     def _retire(c: ChatController) -> None:

@@ -9,7 +9,7 @@ from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLineEdit,
                                QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from studio import chat, playground
+from studio import chat_client, playground
 from ui.widgets.common import CONTENT_SPACING, Card, label, primary_button
 
 
@@ -35,10 +35,10 @@ class Pane(QWidget):
         self.history: list[dict] = []
         self.partial = ""
 
-    def current(self) -> chat.Variant | None:
+    def current(self) -> chat_client.Variant | None:
         return self.variant.currentData()
 
-    def show_variants(self, variants: list[chat.Variant], index: int) -> None:
+    def show_variants(self, variants: list[chat_client.Variant], index: int) -> None:
         """What can answer in this pane (the base shows as "base model"), ``index`` chosen."""
         self.variant.blockSignals(True)
         self.variant.clear()
@@ -91,7 +91,7 @@ class PanePair(QWidget):
     def pane(self, key: str | None) -> Pane | None:
         return {"a": self.a, "b": self.b}.get(key or "")
 
-    def show_variants(self, variants: list[chat.Variant]) -> None:
+    def show_variants(self, variants: list[chat_client.Variant]) -> None:
         """Base vs fine-tuned by default: A = the base, B = the run's adapter (or its newest checkpoint)."""
         self.a.show_variants(variants, 0)
         self.b.show_variants(variants, 1 if len(variants) > 1 else 0)

@@ -53,7 +53,7 @@ def run_model(run_dir: Path) -> str:
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    from studio.train import checkpoint
+    from studio import checkpoint
 
     for ck in checkpoint.list_checkpoints(run_dir):
         if ck.step == step:
@@ -256,7 +256,7 @@ class ChatClient:
 def run_variants(run_dir: Path, runs_root: Path | None = None) -> list[Variant]:
     """What can answer in a run's Playground: its base, its adapter, its checkpoints, and the
     adapters of other runs on the same base model."""
-    from studio.train import checkpoint
+    from studio import checkpoint
 
     run_dir = Path(run_dir)
     model = run_model(run_dir)
