@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBo
 from studio import hardware, methods, procs, speed
 from studio import recipe as rc
 from studio.planner import Plan
+from studio.planning import budget_bytes
 from ui.controllers import CommandController
 from ui.session import GIB, Session
 from ui.widgets.common import Card, Page, human_bytes, label, primary_button
@@ -328,7 +329,7 @@ class PlanPage(Page):
     def detect_hardware(self) -> None:
         """Default the budget to the detected GPU; without one, plan for the CPU with system RAM as the budget."""
         gpus = hardware.detect_gpus()
-        budget = gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes()
+        budget = budget_bytes(gpus)
         self.gpu_name = gpus[0].name if gpus else ""
         if gpus:
             g = gpus[0]
@@ -383,7 +384,7 @@ class PlanPage(Page):
         self.fit_label.setText(verdict)
         self.footer_fit.setText(f"Fits in {human_bytes(self.session.budget)}" if fits else "Does not fit the budget")
         self.speed_label.setText(self._speed_text(plan))
-        self._suggestion = (plan.suggestion_change or {}) if not fits else {}
+        self._suggestion = plan.suggestion_change.to_dict() if plan.suggestion_change and not fits else {}
         self.suggest_btn.setText(self._suggestion_text(self._suggestion))
         self.suggest_btn.setVisible(bool(self.suggest_btn.text()))
         self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(f"<li>{r}</li>" for r in plan.reasons)
@@ -391,7 +392,7 @@ class PlanPage(Page):
         self._sync_editors()
 
     def _speed_text(self, plan: Plan) -> str:
-        est = plan.estimate
+        est = plan.estimate.to_dict() if plan.estimate is not None else None
         if not est:
             if plan.device != "cpu":
                 return ""
