@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from studio import methods
+from studio import methods, objectives
 from studio.adapted import (MOE_PEFT_NAMES, dtype_bytes, experts_4bit, experts_adapted, fused_experts, lora_params,
                             lora_tensors, targeted)
 from studio.models import ModelInfo
@@ -347,24 +347,22 @@ def _transients(info: ModelInfo, s: Effective) -> tuple[dict, dict]:
 def sequences(s: Effective) -> Effective:
     """The settings as the forward sees them: DPO and ORPO run each pair's chosen and rejected
     sequences in one forward, so a micro-batch of N pairs is 2N sequences."""
-    return s.replace(micro_batch=2 * s.micro_batch) if s.objective in ("dpo", "orpo") else s
+    return s.replace(micro_batch=2 * s.micro_batch) if objectives.get(s.objective).pairs else s
 
 
 def _objective_parts(info: ModelInfo, s: Effective, c: dict, src: dict, device: str) -> None:
-    """What DPO's reference forward and packing's attention mask add (both estimates, said in their sources)."""
+    """What a reference forward (DPO) and packing's attention mask add (both estimates, said in their sources)."""
+    objective = objectives.get(s.objective)
     seq = sequences(s)
     tokens = seq.micro_batch * s.seq_len
     a = dtype_bytes(s.compute_dtype)
-    if s.objective == "dpo":
+    if objective.reference_forward:
         base, _lora, eager = layer_bytes_per_token(info, s, 0.0, device)
         _add(c, src, "reference_forward", int((base + eager + a * info.hidden) * tokens),
-             f"estimate: DPO's reference forward (the base, adapter disabled) runs under no_grad on the "
+             f"estimate: {objective.label}'s reference forward (the base, adapter disabled) runs under no_grad on the "
              f"{tokens:,} tokens of chosen+rejected and keeps about one layer's tensors at a time")
-        if "logits_and_loss" in src:
-            src["logits_and_loss"] += ("; an upper bound for DPO: TRL computes the log-probabilities in chunks "
-                                       "without the full logits")
-    if s.objective == "orpo" and "logits_and_loss" in src:
-        src["logits_and_loss"] += "; for the chosen and rejected sequences of every pair"
+    if objective.loss_note and "logits_and_loss" in src:
+        src["logits_and_loss"] += objective.loss_note
     if s.packing and s.attn != "flash_attention_2":
         L = s.micro_batch * s.seq_len
         mask_bytes = 1 if s.attn == "sdpa" else a  # sdpa: a boolean mask; eager: added to the scores

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio import memory, methods
+from studio import memory, methods, objectives
 from studio.memory import GiB, MiB
 from studio.models import ModelInfo, catalog, from_catalog
 from studio.recipe import PLANNED, Recipe, get_setting, is_setting, set_setting, setting_flag
@@ -370,14 +370,8 @@ def _method_reasons(plan: Plan) -> list[str]:
 
 def objective_reasons(s: Settings) -> list[str]:
     """What the objective and packing do to memory, in a sentence each (which parts are estimates)."""
-    out = []
-    if s.objective == "dpo":
-        out.append("Objective dpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
-                   "of a micro-batch); the reference is the base with the adapter disabled, so no second copy of "
-                   "the weights: its no-grad forward is an estimate.")
-    elif s.objective == "orpo":
-        out.append("Objective orpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
-                   "of a micro-batch); no reference model.")
+    reason = objectives.get(s.objective).reason
+    out = [reason] if reason else []
     if s.packing:
         out.append("Packing: each micro-batch is one sequence without padding; with "
                    f"{s.attn} attention a block-diagonal mask over it is kept (an estimate).")
