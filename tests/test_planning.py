@@ -111,3 +111,16 @@ def test_every_registered_method_has_its_own_home_and_terms():
     assert methods.get("dora").transients(info, Settings(method="dora"))[0]["dora_weight_norm"] > 0
     assert methods.refusal("dora", "8bit", "cpu") and not methods.refusal("dora", "8bit", "cuda")
     assert methods.from_adapter_config({"peft_type": "PREFIX_TUNING"}) == "prefix"
+
+
+def test_the_objectives_table_says_which_run_pairs_and_which_a_reference():
+    from studio import objectives, recipe
+
+    info = models.resolve("llama-3.2-1b-instruct")
+    s = Settings(objective="orpo", micro_batch=2, grad_ckpt=False, compute_dtype="bfloat16")
+    orpo, doubled = memory.estimate(info, s), memory.estimate(info, s.replace(objective=None, micro_batch=4))
+    assert orpo.components["activations"] == doubled.components["activations"]  # 2 pairs: 4 sequences
+    assert "reference_forward" not in orpo.components
+    assert "reference_forward" in memory.estimate(info, s.replace(objective="dpo")).components
+    assert recipe.OBJECTIVES == objectives.NAMES and recipe.PREFERENCE_OBJECTIVES == ("dpo", "orpo")
+    assert objectives.get(None).name == "sft" and not planner.objective_reasons(s.replace(objective="sft"))
