@@ -93,12 +93,6 @@ def detect_gpus() -> GpuList:
             pass
 
 
-def default_budget_bytes() -> int:
-    """The first GPU's total memory, else 24 GiB (a common consumer card) for planning."""
-    gpus = detect_gpus()
-    return gpus[0].total_bytes if gpus else DEFAULT_BUDGET
-
-
 # What a CPU run may not use of the computer's memory: the OS and other programs keep 15% (at least 2 GiB),
 # and the studio's window plus the training worker's libraries (torch, transformers: about 1 GiB resident)
 # another 1.5 GiB. The planner's components are the tensors; these are everything else.

@@ -18,6 +18,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from studio import methods, objectives
+from studio.adapted import (MOE_PEFT_NAMES, dtype_bytes, experts_4bit, experts_adapted, fused_experts, lora_params,
+                            lora_tensors, targeted)
+from studio.models import ModelInfo
+from studio.settings import Effective, Settings
+
+# Re-exported: the planner, studio.speed and the benches read them here.
+__all__ = ["MOE_PEFT_NAMES", "dtype_bytes", "experts_4bit", "experts_adapted", "fused_experts", "lora_params",
+           "lora_tensors", "targeted", "Estimate", "Stack", "OURS", "estimate", "static_bytes", "per_gpu",
+           "adapter_params", "adapter_tensors", "effective_settings", "saved_activations", "layer_bytes_per_token",
+           "logits_bytes", "merged_expert_bytes", "quant_constant_bytes", "Parts", "Sources"]
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -44,6 +57,10 @@ PAGED = ("paged_adamw_8bit", "paged_adamw_32bit")
 EIGHT_BIT_OPT = ("adamw_8bit", "paged_adamw_8bit")
 
 
+Parts = dict[str, int]  # component name -> bytes
+Sources = dict[str, str]  # component name -> its one-line derivation
+
+
 @dataclass
 class Estimate:
     """The three predicted figures with the components that make them up."""
@@ -51,8 +68,8 @@ class Estimate:
     peak_allocated: int
     peak_reserved: int
     device_total: int
-    components: dict[str, int] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
+    components: Parts = field(default_factory=dict)
+    sources: Sources = field(default_factory=dict)
     trainable_params: int = 0
 
     def predicted(self) -> dict[str, int]:
@@ -71,97 +88,39 @@ class Stack:
 OURS = Stack()
 
 
-def dtype_bytes(compute_dtype: str) -> int:
-    return 4 if compute_dtype in ("float32", "fp32") else 2
-
-
-# With 4-bit experts, 'all-linear' leaves out the names peft maps onto fused experts (studio.train.moe4bit
-# targets the same set).
-MOE_PEFT_NAMES = {"gate", "w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"}
-
-
-def targeted(info, targets, quant_mode: str = "none") -> list:
-    """The linear groups peft adapts for ``targets`` ('all-linear' or a list of module names)."""
-    names = [targets] if isinstance(targets, str) else list(targets)
-    if names == ["all-linear"] or "all-linear" in names:
-        skip = MOE_PEFT_NAMES if experts_4bit(info, quant_mode) else set()
-        return [g for g in info.linears if g.lora_all_linear and g.name not in skip]
-    wanted = {n.strip() for n in names}
-    return [g for g in info.linears if g.name in wanted and g.lora_all_linear]
-
-
-def fused_experts(info) -> bool:
-    """A transformers-5 MoE: its experts are 3-D parameters, not linear layers."""
-    return bool(info.num_experts) and info.params.get("experts", 0) > 0 and not any(
-        g.name.startswith(("w1", "experts")) for g in info.linears)
-
-
-def experts_4bit(info, quant_mode: str) -> bool:
-    """Fused experts loaded in 4-bit are NF4 and frozen (studio.train.moe4bit)."""
-    return quant_mode == "4bit" and fused_experts(info)
-
-
-def experts_adapted(info, targets, quant_mode: str = "none") -> bool:
-    """peft (0.17+) adapts the fused 3-D expert weights and the router of a transformers-5 MoE for 'all-linear'
-    (in 16 and 8 bit; 4-bit experts are frozen)."""
-    names = [targets] if isinstance(targets, str) else list(targets)
-    return fused_experts(info) and "all-linear" in names and not experts_4bit(info, quant_mode)
-
-
-def lora_tensors(info, rank: int, targets, quant_mode: str = "none") -> list[tuple[int, int]]:
-    """(values, how many) of every adapter tensor: A (r x in) and B (out x r) per adapted layer.
-
-    Fused experts (E, 2I, h) and (E, h, I) get one A and B each with rank r x E (2r x E for the
-    fused gate|up, as peft's ParamWrapper does); the router (E x h) is an ordinary linear layer.
-    """
-    out = []
-    for g in targeted(info, targets, quant_mode):
-        out += [(rank * g.in_features, g.count), (rank * g.out_features, g.count)]
-    if experts_adapted(info, targets, quant_mode):
-        E, h, i, L = info.num_experts, info.hidden, info.intermediate, info.layers
-        out += [(2 * rank * E * h, L), (2 * rank * E * 2 * i, L), (rank * E * i, L), (rank * E * h, L),
-                (rank * h, L), (rank * E, L)]
-    return out
-
-
-def lora_params(info, rank: int, targets, quant_mode: str = "none") -> int:
-    """A (r x in) plus B (out x r) for every adapted linear layer (and fused experts, see lora_tensors)."""
-    return sum(n * c for n, c in lora_tensors(info, rank, targets, quant_mode))
-
-
 # --- components ----------------------------------------------------------------------------------------
-def _weights(info, s: dict, stack: Stack) -> tuple[dict, dict]:
-    a = dtype_bytes(s["quant.compute_dtype"])
+def _weights(info: ModelInfo, s: Effective, stack: Stack) -> tuple[dict, dict]:
+    a = dtype_bytes(s.compute_dtype)
     qn = sum(g.weight_numel for g in info.linears if g.quantized)
     rows = sum(g.out_features * g.count for g in info.linears if g.quantized)
-    experts = info.params.get("experts", 0) if experts_4bit(info, s["quant.mode"]) else 0
+    experts = info.params.get("experts", 0) if experts_4bit(info, s.quant_mode) else 0
     qn += experts  # NF4 per expert (studio.train.moe4bit)
     rest = info.total_params - qn
     rest_bytes = 4 if stack.upcast_unquantized_fp32 else a
     c, src = {}, {}
-    if s["quant.mode"] == "4bit":
+    if s.quant_mode == "4bit":
         c["base_weights_4bit"] = qn // 2
         src["base_weights_4bit"] = f"{qn:,} linear weights x 4 bit (NF4, packed two per byte)" + (
             f", {experts:,} of them expert weights (one NF4 block set per expert)" if experts else "")
-        c["quant_constants"] = quant_constant_bytes(info, s["quant.double_quant"], experts=bool(experts))
+        c["quant_constants"] = quant_constant_bytes(info, s.double_quant, experts=bool(experts))
         src["quant_constants"] = ("one 8-bit absmax per 64 weights + one fp32 per 256 blocks (double quant)"
-                                  if s["quant.double_quant"] else "one fp32 absmax per 64 weights") + \
+                                  if s.double_quant else "one fp32 absmax per 64 weights") + \
             ", and per layer the 16-entry NF4 code book (+ the 256-entry nested code book and offset)"
-    elif s["quant.mode"] == "8bit":
+    elif s.quant_mode == "8bit":
         c["base_weights_8bit"] = qn
         src["base_weights_8bit"] = f"{qn:,} linear weights x 1 byte (LLM.int8)"
         c["quant_constants"] = 4 * rows
         src["quant_constants"] = "one fp32 scale per output row (LLM.int8)"
     else:
         c["base_weights_16bit"] = qn * a
-        src["base_weights_16bit"] = f"{qn:,} linear weights x {a} bytes ({s['quant.compute_dtype']})"
+        src["base_weights_16bit"] = f"{qn:,} linear weights x {a} bytes ({s.compute_dtype})"
     c["unquantized_weights"] = rest * rest_bytes
     src["unquantized_weights"] = (f"{rest:,} embedding/lm_head/norm/bias/expert parameters x {rest_bytes} bytes "
                                   "(kept in the compute dtype, not quantised)")
     return c, src
 
 
-def quant_constant_bytes(info, double_quant: bool, experts: bool = False) -> int:
+def quant_constant_bytes(info: ModelInfo, double_quant: bool, experts: bool = False) -> int:
     """bitsandbytes' 4-bit state of every quantised layer, as it stores it (blocks rounded up per layer).
 
     With ``experts`` the fused experts count too: each expert's gate|up (2/3 of its weights) and down
@@ -180,9 +139,9 @@ def quant_constant_bytes(info, double_quant: bool, experts: bool = False) -> int
     return total
 
 
-def _optimizer_state_bytes(info, s: dict) -> int:
+def _optimizer_state_bytes(info: ModelInfo, s: Effective) -> int:
     tensors = adapter_tensors(info, s)
-    if s["train.optimizer"] not in EIGHT_BIT_OPT:  # two fp32 moments, and torch keeps "step" as an fp32 tensor
+    if s.optimizer not in EIGHT_BIT_OPT:  # two fp32 moments, and torch keeps "step" as an fp32 tensor
         return sum((8 * n + 4) * c for n, c in tensors)
     total = OPT8_QMAPS if any(n >= OPT8_MIN_NUMEL for n, _ in tensors) else 0
     for numel, count in tensors:  # bitsandbytes keeps "step" as a Python int
@@ -193,22 +152,19 @@ def _optimizer_state_bytes(info, s: dict) -> int:
     return total
 
 
-def _trainable(info, s: dict) -> tuple[dict, dict]:
-    n = adapter_params(info, s)
+def _trainable(info: ModelInfo, s: Effective) -> tuple[dict, dict]:
+    n, method = adapter_params(info, s), methods.get(s.method)
     opt = _optimizer_state_bytes(info, s)
-    paged = s["train.optimizer"] in PAGED
+    paged = s.optimizer in PAGED
     c = {"lora_weights": 4 * n, "lora_grads": 4 * n, "optimizer_state": 0 if paged else opt}
-    src = {"lora_weights": f"{n:,} adapter parameters ({_adapter_words(s)}) x 4 bytes (peft keeps them in fp32)",
-           "lora_grads": f"{n:,} fp32 gradients, kept across {s['train.grad_accum']} accumulation steps",
-           "optimizer_state": (f"{s['train.optimizer']}: two moments per adapter parameter "
-                               + ("in 8 bit (blockwise)" if s["train.optimizer"] in EIGHT_BIT_OPT else "in fp32"))}
+    src = {"lora_weights": f"{n:,} adapter parameters ({method.words(s)}) x 4 bytes (peft keeps them in fp32)",
+           "lora_grads": f"{n:,} fp32 gradients, kept across {s.grad_accum} accumulation steps",
+           "optimizer_state": (f"{s.optimizer}: two moments per adapter parameter "
+                               + ("in 8 bit (blockwise)" if s.optimizer in EIGHT_BIT_OPT else "in fp32"))}
     if paged:
-        src["optimizer_state"] = f"{s['train.optimizer']}: in paged (unified) memory, outside the PyTorch allocator"
-    if method_of(s) == "adalora":  # the rank allocator's importance, its average and its uncertainty per parameter
-        c["adalora_importance"] = 12 * n
-        src["adalora_importance"] = (f"AdaLoRA's rank allocator: 3 fp32 values (importance, its moving average and "
-                                     f"uncertainty) per adapter parameter, {n:,} of them")
-    return c, src
+        src["optimizer_state"] = f"{s.optimizer}: in paged (unified) memory, outside the PyTorch allocator"
+    extra, extra_src = method.trainable_terms(n)  # AdaLoRA's rank allocator
+    return {**c, **extra}, {**src, **extra_src}
 
 
 # Where each adapted linear layer's input comes from: layers sharing an input share its saved copy.
@@ -220,25 +176,26 @@ INPUT_OF = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_
 FUSED_QKV = ("qkv_proj", "Wqkv", "query_key_value", "c_attn")
 
 
-def layer_bytes_per_token(info, s: dict, dropout: float, device: str = "cuda") -> tuple[float, float, float]:
+def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda") -> tuple[float, float, float]:
     """Bytes one decoder layer saves for backward per token: (base, lora, eager scores).
 
     Counted from what autograd keeps (bench/memory_components.py meters it; docs/planner.md):
     RMSNorm keeps its fp32 input and the reciprocal root; frozen linear layers keep no input.
     """
-    a = dtype_bytes(s["quant.compute_dtype"])
+    s = Settings.of(settings)
+    a = dtype_bytes(s.compute_dtype)
     h, qd, kvd = info.hidden, info.q_dim, info.kv_dim
     experts = max(1, info.experts_per_token) if info.num_experts else 1
     norms = info.norms_per_layer * (4 * h + 4)  # fp32 input (for the variance) + 1/rms per token
-    if s["train.attn"] == "eager":  # q and the key/value repeated to every head, for the two matmuls
+    if s.attn == "eager":  # q and the key/value repeated to every head, for the two matmuls
         attn = a * 3 * qd
     else:  # sdpa/flash: rotated q, k, v, the output and the fp32 log-sum-exp per head
         attn = a * (2 * qd + 2 * kvd) + 4 * info.heads
-    if s["train.attn"] == "sdpa" and _masked(info, s):  # averaged over the layers
+    if s.attn == "sdpa" and _masked(info, s):  # averaged over the layers
         # Sliding-window layers longer than their window get a (batch, 1, S, S) mask that sdpa keeps,
         # and with a mask transformers repeats k and v to every head (no grouped-query kernel).
-        attn += info.sliding_layers / max(1, info.layers) * a * (s["train.seq_len"] + 2 * (qd - kvd))
-    if s["train.attn"] != "eager" and not _masked(info, s) and any(g.name in FUSED_QKV for g in info.linears):
+        attn += info.sliding_layers / max(1, info.layers) * a * (s.seq_len + 2 * (qd - kvd))
+    if s.attn != "eager" and not _masked(info, s) and any(g.name in FUSED_QKV for g in info.linears):
         # sdpa keeps v, a view of the fused q|k|v output, which so stays whole (eager and masked sdpa copy v)
         attn += a * (qd + kvd)
     if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
@@ -249,91 +206,93 @@ def layer_bytes_per_token(info, s: dict, dropout: float, device: str = "cuda") -
         # router: its input, logits, top-k ids (int64), weights; experts: token ids (3 x int64), the tokens
         # gathered, gate|up, act, act*up, the routing weight and the expert output of each routed token
         mlp = a * (h + E + 1 + k) + 8 * k + 3 * 8 * k + a * k * (2 * h + 4 * i + 1)
-        if not experts_adapted(info, s["lora.targets"], s["quant.mode"]):  # frozen experts keep neither their inputs nor the product
+        if not experts_adapted(info, s.targets, s.quant_mode):  # frozen experts keep neither their inputs nor the product
             mlp -= a * h + a * k * (h + i)
     lora = 0.0
-    inputs: dict[str, float] = {}
+    per_input: dict[str, float] = {}
     mask = a if device == "cpu" else 1  # dropout's mask: the input's dtype on the CPU, bool on CUDA
-    for g in targeted(info, s["lora.targets"], s["quant.mode"]):
+    for g in targeted(info, s.targets, s.quant_mode):
         per_layer = g.count / max(1, info.layers)
-        lora += per_layer * a * s["lora.rank"]  # lora_B keeps A's output
+        lora += per_layer * a * s.rank  # lora_B keeps A's output
         if dropout > 0:
             lora += per_layer * (a + mask) * g.in_features  # the dropped copy lora_A keeps, and the mask
         else:  # lora_A keeps its input itself, one copy per distinct input
-            inputs[INPUT_OF.get(g.name, g.name)] = per_layer * a * g.in_features
-    if s["train.attn"] != "eager" and not any(g.name in FUSED_QKV for g in info.linears):
+            per_input[INPUT_OF.get(g.name, g.name)] = per_layer * a * g.in_features
+    if s.attn != "eager" and not any(g.name in FUSED_QKV for g in info.linears):
         # sdpa's output, kept for its backward, is o_proj's input (a view: its layout follows q, which is
         # (B, S, H, D) in memory unless q was sliced out of a fused q|k|v)
-        inputs.pop("attn_out", None)
-    lora += sum(inputs.values())
+        per_input.pop("attn_out", None)
+    lora += sum(per_input.values())
     per_score = 4 + (a if a != 4 else 0)  # fp32 softmax output, and its copy in the compute dtype
     per_score += a if getattr(info, "attn_softcap", False) else 0  # tanh output of soft-capped scores
-    eager = info.heads * s["train.seq_len"] * per_score if s["train.attn"] == "eager" else 0.0
+    eager = info.heads * s.seq_len * per_score if s.attn == "eager" else 0.0
     return float(norms + attn + mlp), lora, float(eager)
 
 
-def saved_activations(info, s: dict, dropout: float, device: str = "cuda") -> int:
+def saved_activations(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda") -> int:
     """Bytes the decoder layers save for backward in one micro-batch (what bench/memory_components.py meters)."""
-    s = effective_settings(s)
+    s = effective_settings(settings)
     parts = {**_activations(info, s, dropout, OURS, peak=False, device=device)[0],
-             **_method_activations(info, s, device, peak=False)[0]}
+             **methods.get(s.method).activations(info, s, device, False)[0]}
     return sum(v for k, v in parts.items() if k != "logits_and_loss")
 
 
-def _masked(info, s: dict) -> bool:
+def _masked(info: ModelInfo, s: Effective) -> bool:
     window = getattr(info, "sliding_window", 0)
-    return bool(window and getattr(info, "sliding_layers", 0) and s["train.seq_len"] > window)
+    return bool(window and getattr(info, "sliding_layers", 0) and s.seq_len > window)
 
 
-def _first_layer_savings(info, s: dict, dropout: float, device: str) -> float:
+def _first_layer_savings(info: ModelInfo, s: Effective, dropout: float, device: str) -> float:
     """Per token, what the first layer does not save without checkpointing: its input needs no gradient.
 
     The embedding is frozen, so the first norm keeps nothing and the dropout masks of the first
     attention inputs are not needed (checkpointing makes the embedding output require grad).
     """
-    a = dtype_bytes(s["quant.compute_dtype"])
+    a = dtype_bytes(s.compute_dtype)
     mask = a if device == "cpu" else 1
     first = 4 * info.hidden + 4
-    names = {g.name for g in targeted(info, s["lora.targets"], s["quant.mode"])}
+    names = {g.name for g in targeted(info, s.targets, s.quant_mode)}
     if not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
         if getattr(info, "qk_norm", False):
             first += 4 * info.kv_dim + 4 * info.kv_heads  # so the key norm keeps nothing
-        if s["train.attn"] == "eager":
+        if s.attn == "eager":
             first += a * info.q_dim  # and q @ k^T keeps no q
     if dropout > 0:
         first += sum(mask * g.in_features * g.count / max(1, info.layers)
-                     for g in targeted(info, s["lora.targets"], s["quant.mode"]) if INPUT_OF.get(g.name) == "attn_in")
+                     for g in targeted(info, s.targets, s.quant_mode) if INPUT_OF.get(g.name) == "attn_in")
     return first
 
 
-def merged_expert_bytes(info, s: dict) -> int:
+def merged_expert_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any]) -> int:
     """Per layer: peft's ParamWrapper adds B @ A to the fused expert and router weights in every forward,
     and the grouped matmuls keep those merged copies (plus one int32 count per expert) for backward."""
+    s = Settings.of(settings)
     if not info.num_experts:
         return 0
-    if not experts_adapted(info, s["lora.targets"], s["quant.mode"]):
+    if not experts_adapted(info, s.targets, s.quant_mode):
         return 4 * info.num_experts  # the int32 token count per expert
-    a, E = dtype_bytes(s["quant.compute_dtype"]), info.num_experts
+    a, E = dtype_bytes(s.compute_dtype), info.num_experts
     return a * E * info.hidden * (3 * info.intermediate + 1) + 4 * E
 
 
-def _rotary_bytes(info, s: dict) -> int:
+def _rotary_bytes(info: ModelInfo, s: Effective) -> int:
     """cos and sin of the rotary embedding, one copy for all layers (shared by the batch)."""
-    a, seq = dtype_bytes(s["quant.compute_dtype"]), s["train.seq_len"]
+    a, seq = dtype_bytes(s.compute_dtype), s.seq_len
     return 2 * seq * info.head_dim * a
 
 
-def logits_bytes(info, s: dict, stack: Stack = OURS) -> int:
+def logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], stack: Stack = OURS) -> int:
     """The loss's peak at the start of backward: fp32 log-softmax output, its gradient, the logits' gradient."""
-    a = dtype_bytes(s["quant.compute_dtype"])
+    s = Settings.of(settings)
+    a = dtype_bytes(s.compute_dtype)
     per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
-    return int(s["train.micro_batch"] * s["train.seq_len"] * info.vocab * per_vocab)
+    return int(s.micro_batch * s.seq_len * info.vocab * per_vocab)
 
 
-def _activations(info, s: dict, dropout: float, stack: Stack, peak: bool = True,
+def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, peak: bool = True,
                  device: str = "cuda") -> tuple[dict, dict]:
-    a = dtype_bytes(s["quant.compute_dtype"])
-    tokens = s["train.micro_batch"] * s["train.seq_len"]
+    a = dtype_bytes(s.compute_dtype)
+    tokens = s.micro_batch * s.seq_len
     base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
     backward_ws = a * (2 * info.hidden + 2 * info.intermediate)  # grads flowing through the layer being done
     per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
@@ -342,7 +301,7 @@ def _activations(info, s: dict, dropout: float, stack: Stack, peak: bool = True,
             "(fp32 log-softmax output, its gradient and the upcast logits' gradient"
             + (", plus the tanh output of the logit soft-capping)" if getattr(info, "logit_softcap", False) else ")"))
     L = info.layers
-    if s["train.grad_ckpt"]:
+    if s.grad_ckpt:
         ckpt = int(L * a * info.hidden * tokens)
         layer = int((base + backward_ws) * tokens)
         c = {"activations": ckpt, "logits_and_loss": logits}
@@ -354,7 +313,7 @@ def _activations(info, s: dict, dropout: float, stack: Stack, peak: bool = True,
             _add(c, src, "attention_scores", int(eager * tokens), "eager attention keeps one layer's score matrix")
     else:
         # prompt tuning's virtual embeddings need gradients, so the first layer keeps its norm input too
-        first = 0.0 if method_of(s) == "prompt" else _first_layer_savings(info, s, dropout, device)
+        first = 0.0 if methods.get(s.method).input_needs_grad else _first_layer_savings(info, s, dropout, device)
         saved = L * (base + lora) * tokens - first * tokens - L * lora * tokens
         saved += L * merged_expert_bytes(info, s)
         c = {"activations": int(saved + _rotary_bytes(info, s)), "logits_and_loss": logits}
@@ -363,7 +322,7 @@ def _activations(info, s: dict, dropout: float, stack: Stack, peak: bool = True,
         _add(c, src, "lora_activations", int(L * lora * tokens),
              f"{L} layers' LoRA A outputs" + (f" and inputs after dropout {dropout}" if dropout > 0 else ""))
         _add(c, src, "attention_scores", int(L * eager * tokens),
-             f"eager attention: {L} layers x {info.heads} heads x {s['train.seq_len']}^2 scores (fp32 + copy)")
+             f"eager attention: {L} layers x {info.heads} heads x {s.seq_len}^2 scores (fp32 + copy)")
     src["logits_and_loss"] = lsrc
     return c, src
 
@@ -373,54 +332,50 @@ def _add(c: dict, src: dict, name: str, value: int, why: str) -> None:
         c[name], src[name] = value, why
 
 
-def _transients(info, s: dict) -> tuple[dict, dict]:
-    a = dtype_bytes(s["quant.compute_dtype"])
-    if s["quant.mode"] == "none":
+def _transients(info: ModelInfo, s: Effective) -> tuple[dict, dict]:
+    a = dtype_bytes(s.compute_dtype)
+    if s.quant_mode == "none":
         return {}, {}
     biggest = max((g.in_features * g.out_features for g in info.linears if g.quantized), default=0)
-    if experts_4bit(info, s["quant.mode"]) and info.num_experts and info.layers:  # one expert's gate|up
+    if experts_4bit(info, s.quant_mode) and info.num_experts and info.layers:  # one expert's gate|up
         biggest = max(biggest, 2 * info.params.get("experts", 0) // (3 * info.num_experts * info.layers))
     return ({"dequant_workspace": biggest * a},
             {"dequant_workspace": f"the largest quantised weight ({biggest:,}) dequantised to {a}-byte for its matmul"})
 
 
 # --- objectives and packing ---------------------------------------------------------------------------
-def sequences(s: dict) -> dict:
+def sequences(s: Effective) -> Effective:
     """The settings as the forward sees them: DPO and ORPO run each pair's chosen and rejected
     sequences in one forward, so a micro-batch of N pairs is 2N sequences."""
-    if s.get("train.objective", "sft") in ("dpo", "orpo"):
-        return {**s, "train.micro_batch": 2 * s["train.micro_batch"]}
-    return s
+    return s.replace(micro_batch=2 * s.micro_batch) if objectives.get(s.objective).pairs else s
 
 
-def _objective_parts(info, s: dict, c: dict, src: dict, device: str) -> None:
-    """What DPO's reference forward and packing's attention mask add (both estimates, said in their sources)."""
+def _objective_parts(info: ModelInfo, s: Effective, c: dict, src: dict, device: str) -> None:
+    """What a reference forward (DPO) and packing's attention mask add (both estimates, said in their sources)."""
+    objective = objectives.get(s.objective)
     seq = sequences(s)
-    tokens = seq["train.micro_batch"] * s["train.seq_len"]
-    a = dtype_bytes(s["quant.compute_dtype"])
-    if s.get("train.objective") == "dpo":
+    tokens = seq.micro_batch * s.seq_len
+    a = dtype_bytes(s.compute_dtype)
+    if objective.reference_forward:
         base, _lora, eager = layer_bytes_per_token(info, s, 0.0, device)
         _add(c, src, "reference_forward", int((base + eager + a * info.hidden) * tokens),
-             f"estimate: DPO's reference forward (the base, adapter disabled) runs under no_grad on the "
+             f"estimate: {objective.label}'s reference forward (the base, adapter disabled) runs under no_grad on the "
              f"{tokens:,} tokens of chosen+rejected and keeps about one layer's tensors at a time")
-        if "logits_and_loss" in src:
-            src["logits_and_loss"] += ("; an upper bound for DPO: TRL computes the log-probabilities in chunks "
-                                       "without the full logits")
-    if s.get("train.objective") == "orpo" and "logits_and_loss" in src:
-        src["logits_and_loss"] += "; for the chosen and rejected sequences of every pair"
-    if s.get("train.packing") and s["train.attn"] != "flash_attention_2":
-        L = s["train.micro_batch"] * s["train.seq_len"]
-        mask_bytes = 1 if s["train.attn"] == "sdpa" else a  # sdpa: a boolean mask; eager: added to the scores
+    if objective.loss_note and "logits_and_loss" in src:
+        src["logits_and_loss"] += objective.loss_note
+    if s.packing and s.attn != "flash_attention_2":
+        L = s.micro_batch * s.seq_len
+        mask_bytes = 1 if s.attn == "sdpa" else a  # sdpa: a boolean mask; eager: added to the scores
         _add(c, src, "packed_attention_mask", int(L * L * mask_bytes),
-             f"estimate: packing with {s['train.attn']} builds one {L:,} x {L:,} block-diagonal mask "
+             f"estimate: packing with {s.attn} builds one {L:,} x {L:,} block-diagonal mask "
              "(micro_batch x seq_len tokens in one sequence)")
-        if s["train.attn"] == "eager" and "attention_scores" in c:
-            c["attention_scores"] *= s["train.micro_batch"]  # scores over the packed length, not one example's
+        if s.attn == "eager" and "attention_scores" in c:
+            c["attention_scores"] *= s.micro_batch  # scores over the packed length, not one example's
             src["attention_scores"] += f"; packed: over {L:,} tokens"
 
 
 # --- the estimate -------------------------------------------------------------------------------------
-def static_bytes(info, settings: dict, stack: Stack = OURS, device: str = "cuda") -> int:
+def static_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], stack: Stack = OURS, device: str = "cuda") -> int:
     """A lower bound of the device total that ignores activations: weights, adapter, optimizer, context."""
     settings = effective_settings(settings)
     parts = {**_weights(info, settings, stack)[0], **_trainable(info, settings)[0]}
@@ -429,7 +384,7 @@ def static_bytes(info, settings: dict, stack: Stack = OURS, device: str = "cuda"
     return int(sum(parts.values()) * (1 + ALLOCATOR_OVERHEAD)) + CUDA_CONTEXT
 
 
-def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, device: str = "cuda") -> Estimate:
+def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float = 0.05, stack: Stack = OURS, device: str = "cuda") -> Estimate:
     """Predict the three peak figures for ``settings`` (the plan's settings dict) on ``info``.
 
     ``device="cpu"``: the same components in system RAM, without the CUDA allocator's caching, the
@@ -441,17 +396,17 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, d
         comps.update(part[0])
         srcs.update(part[1])
     act, act_src = _activations(info, sequences(s), dropout, stack, device=device)
-    for part in (_method_activations(info, sequences(s), device),):
+    for part in (methods.get(s.method).activations(info, sequences(s), device, True),):
         act.update(part[0])
         act_src.update(part[1])
     _objective_parts(info, s, act, act_src, device)
     tr, tr_src = _transients(info, s)
-    for part in (_method_transients(info, s),):
+    for part in (methods.get(s.method).transients(info, s),):
         tr.update(part[0])
         tr_src.update(part[1])
     train_phase = sum(act.values()) + sum(tr.values())
     n = adapter_params(info, s)
-    step_phase = 4 * n if s["train.optimizer"] == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
+    step_phase = 4 * n if s.optimizer == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
     if step_phase > train_phase:
         comps["optimizer_step_temp"] = step_phase
         srcs["optimizer_step_temp"] = "AdamW (foreach) temporaries at the optimizer step"
@@ -462,10 +417,10 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, d
         srcs.update(tr_src)
     allocated = sum(comps.values())
     if device == "cpu":
-        paged = _optimizer_state_bytes(info, s) if s["train.optimizer"] in PAGED else 0
+        paged = _optimizer_state_bytes(info, s) if s.optimizer in PAGED else 0
         if paged:
             comps["optimizer_state"] = paged
-            srcs["optimizer_state"] = f"{s['train.optimizer']}: not paged on the CPU (bitsandbytes falls back), in RAM"
+            srcs["optimizer_state"] = f"{s.optimizer}: not paged on the CPU (bitsandbytes falls back), in RAM"
         total = allocated + paged
         return Estimate(peak_allocated=total, peak_reserved=total, device_total=total, components=comps,
                         sources=srcs, trainable_params=n)
@@ -475,119 +430,37 @@ def estimate(info, settings: dict, dropout: float = 0.05, stack: Stack = OURS, d
     reserved = allocated + overhead
     comps["cuda_context"] = CUDA_CONTEXT
     srcs["cuda_context"] = "CUDA context and kernels (cuBLAS, bitsandbytes), outside the allocator"
-    paged = _optimizer_state_bytes(info, s) if s["train.optimizer"] in PAGED else 0
+    paged = _optimizer_state_bytes(info, s) if s.optimizer in PAGED else 0
     if paged:
         comps["paged_optimizer_state"] = paged
-        srcs["paged_optimizer_state"] = f"{s['train.optimizer']} state in unified memory (resident on the GPU while it fits)"
+        srcs["paged_optimizer_state"] = f"{s.optimizer} state in unified memory (resident on the GPU while it fits)"
     return Estimate(peak_allocated=allocated, peak_reserved=reserved, device_total=reserved + CUDA_CONTEXT + paged,
                     components=comps, sources=srcs, trainable_params=n)
 
 
 # --- adapter methods (studio.methods) ---------------------------------------------------------------
-# The methods other than LoRA change what is trained and saved. What follows is counted from peft 0.21's
-# code; the parts marked "estimate" in their sources are not yet metered by bench/memory_components.py.
-def method_of(s: dict) -> str:
-    return s.get("lora.method") or "lora"
-
-
-def effective_settings(s: dict) -> dict:
-    """The settings as the LoRA arithmetic above sees each method (idempotent).
+# The methods other than LoRA change what is trained and saved; each method's own terms live in its module
+# (studio/methods/<name>.py), counted from peft 0.21's code.
+def effective_settings(settings: Settings | Mapping[str, Any]) -> Effective:
+    """The settings as the LoRA arithmetic above sees their method (taking it twice changes nothing).
 
     AdaLoRA trains every layer at its initial rank (1.5 x lora.rank) until the end; prefix and prompt
     tuning adapt no linear layer (targets []); prompt tuning's virtual tokens lengthen every sequence.
     """
-    method = method_of(s)
-    if method == "lora" or s.get("_effective"):
+    s = Settings.of(settings)
+    if isinstance(s, Effective):
         return s
-    from studio import methods
-
-    out = dict(s, _effective=True)
-    if method == "adalora":
-        out["lora.rank"] = methods.adalora_init_rank(int(s["lora.rank"]))
-    elif method in ("prefix", "prompt"):
-        out["lora.targets"] = []
-        if method == "prompt":
-            out["train.seq_len"] = int(s["train.seq_len"]) + _virtual(s)
-    return out
+    return Effective.wrap(methods.get(s.method).effective(s))
 
 
-def _virtual(s: dict) -> int:
-    return int(s.get("lora.virtual_tokens") or 20)
-
-
-def adapter_tensors(info, s: dict) -> list[tuple[int, int]]:
+def adapter_tensors(info: ModelInfo, settings: Settings | Mapping[str, Any]) -> list[tuple[int, int]]:
     """(values, how many) of every trainable tensor of the recipe's method."""
-    s = effective_settings(s)
-    method = method_of(s)
-    out = lora_tensors(info, s["lora.rank"], s["lora.targets"], s["quant.mode"])
-    if method == "dora":  # one magnitude per output row of each adapted layer
-        out += [(g.out_features, g.count) for g in targeted(info, s["lora.targets"], s["quant.mode"])]
-    elif method == "adalora":  # E: one singular value per rank
-        out += [(s["lora.rank"], g.count) for g in targeted(info, s["lora.targets"], s["quant.mode"])]
-    elif method == "prefix":  # a key and a value vector per virtual token and layer (no reparameterisation)
-        out.append((_virtual(s) * info.layers * 2 * info.kv_dim, 1))
-    elif method == "prompt":  # one embedding per virtual token
-        out.append((_virtual(s) * info.hidden, 1))
-    return out
+    s = effective_settings(settings)
+    return lora_tensors(info, s.rank, s.targets, s.quant_mode) + methods.get(s.method).extra_tensors(info, s)
 
 
-def adapter_params(info, s: dict) -> int:
-    return sum(n * c for n, c in adapter_tensors(info, s))
-
-
-def _adapter_words(s: dict) -> str:
-    method = method_of(s)
-    if method in ("prefix", "prompt"):
-        return f"{method} tuning, {_virtual(s)} virtual tokens"
-    if method == "adalora":
-        return f"AdaLoRA at its initial rank {s['lora.rank']}, with E"
-    return f"rank {s['lora.rank']}" + {"dora": ", DoRA magnitudes", "rslora": ", rsLoRA"}.get(method, "")
-
-
-DORA_SAVED_PER_OUT = 2.5  # values per output and token DoRA keeps (fitted: bench/memory_components.py --methods)
-
-
-def _method_activations(info, s: dict, device: str = "cuda", peak: bool = True) -> tuple[dict, dict]:
-    """What a method saves for backward beyond LoRA's activations (per micro-batch).
-
-    With checkpointing DoRA's extra lives only in the one layer recomputed in backward (``peak``);
-    the forward saves nothing more than the layer inputs.
-    """
-    method, a = method_of(s), dtype_bytes(s["quant.compute_dtype"])
-    batch, seq = s["train.micro_batch"], s["train.seq_len"]
-    if method == "dora":
-        if s["train.grad_ckpt"] and not peak:
-            return {}, {}
-        layers = 1 if s["train.grad_ckpt"] else info.layers
-        # peft's DoRA keeps the base and LoRA outputs of every adapted layer for the magnitude's gradient
-        per_token = sum(DORA_SAVED_PER_OUT * a * g.out_features * g.count / max(1, info.layers)
-                        for g in targeted(info, s["lora.targets"], s["quant.mode"]))
-        return ({"dora_activations": int(layers * per_token * batch * seq)},
-                {"dora_activations": f"DoRA (estimate, fitted on the CPU): about {DORA_SAVED_PER_OUT:g} values per "
-                                     f"output of each adapted layer kept for the magnitude's gradient, {layers} "
-                                     f"layer(s) x {batch * seq:,} tokens"})
-    if method == "prefix":
-        p, L = _virtual(s), info.layers
-        encoder = batch * p * L * 2 * info.kv_dim * (4 + a)  # the fp32 prompt encoder output and its cast copies
-        # with a prefix the attention mask is explicit, so transformers repeats k and v to every head, over S + P keys
-        keys = L * batch * ((seq + p) * 2 * info.q_dim - seq * 2 * info.kv_dim) * a
-        mask = batch * seq * (seq + p) * (1 if device == "cuda" else a)
-        return ({"prefix_key_values": int(encoder + keys + mask)},
-                {"prefix_key_values": f"prefix tuning (estimate, checked on the CPU): {p} past keys/values per layer "
-                                      f"for {batch} sequences, keys and values repeated to every head over "
-                                      f"{seq}+{p} positions, and the {seq}x{seq + p} attention mask"})
-    return {}, {}
-
-
-def _method_transients(info, s: dict) -> tuple[dict, dict]:
-    """DoRA rebuilds W + scale * B @ A of each adapted layer for its weight norm, one layer at a time."""
-    if method_of(s) != "dora":
-        return {}, {}
-    a = dtype_bytes(s["quant.compute_dtype"])
-    biggest = max((g.in_features * g.out_features for g in targeted(info, s["lora.targets"], s["quant.mode"])), default=0)
-    return ({"dora_weight_norm": 3 * biggest * a},
-            {"dora_weight_norm": f"DoRA (estimate): the largest adapted weight ({biggest:,}) dequantised, B @ A and "
-                                 f"their sum, each {a} bytes a value, for the norm of each output row"})
+def adapter_params(info: ModelInfo, settings: Settings | Mapping[str, Any]) -> int:
+    return sum(n * c for n, c in adapter_tensors(info, settings))
 
 
 # --- several GPUs -------------------------------------------------------------------------------------
@@ -598,7 +471,7 @@ FSDP_LAYERS_IN_FLIGHT = 2  # the layer computing and the next one being gathered
 _OUTSIDE_ALLOCATOR = ("allocator_overhead", "cuda_context", "paged_optimizer_state")
 
 
-def per_gpu(info, settings: dict, strategy: str, nproc: int, dropout: float = 0.05, device: str = "cuda") -> Estimate:
+def per_gpu(info: ModelInfo, settings: Settings | Mapping[str, Any], strategy: str, nproc: int, dropout: float = 0.05, device: str = "cuda") -> Estimate:
     """What each of ``nproc`` GPUs holds under ``strategy`` (single, ddp, fsdp), with each component's source.
 
     DDP keeps a whole copy of everything on every GPU, plus its gradient buckets (the reducer's flat
@@ -631,7 +504,7 @@ def per_gpu(info, settings: dict, strategy: str, nproc: int, dropout: float = 0.
     return _totals(comps, srcs, est.trainable_params, device, flat=SHARDED if strategy == "fsdp" else ())
 
 
-def _totals(comps: dict, srcs: dict, trainable: int, device: str, flat: tuple = ()) -> Estimate:
+def _totals(comps: Parts, srcs: Sources, trainable: int, device: str, flat: tuple = ()) -> Estimate:
     """The three figures again after per_gpu changed components (the same rules as estimate()).
 
     ``flat``: components FSDP keeps in one flat buffer per layer unit, which the caching allocator

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from studio import demo, paths
+from studio.adapted import fused_experts
 from studio.fsutil import atomic_write_json, atomic_write_text
 from studio.paths import resources_dir
 
@@ -245,8 +246,6 @@ def moe_note(info: ModelInfo) -> str:
     ``nn.Linear``. In 4-bit the studio quantises them per expert to NF4 and keeps them frozen
     (studio.train.moe4bit); in 16 and 8 bit they stay in 16-bit and LoRA all-linear adapts them.
     """
-    from studio.memory import fused_experts
-
     if not fused_experts(info):
         return ""
     experts = info.params["experts"]

@@ -22,13 +22,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio import memory, methods
+from studio import memory, methods, objectives
 from studio.memory import GiB, MiB
-from studio.models import catalog, from_catalog
-from studio.recipe import PLANNED, get_setting, is_setting, set_setting, setting_flag
+from studio.models import ModelInfo, catalog, from_catalog
+from studio.recipe import PLANNED, Recipe, get_setting, is_setting, set_setting, setting_flag
+from studio.settings import ATTRIBUTE, SHAPE, Settings
+from studio.speed import TimeEstimate
 
-# Settings the planner keeps as given (never chooses) that change memory: passed to memory.estimate.
-SHAPE = ("train.objective", "train.packing")
+__all__ = ["SHAPE", "SETTING_KEYS", "Plan", "Suggestion", "Settings", "fit", "fit_gpus", "fixed_from_recipe",
+           "add_time_estimate", "margin_bytes", "objective_reasons", "target_length"]
 
 # A plan's settings, by their recipe names (studio.recipe.PLANNED); dropout is an input, not a choice.
 SETTING_KEYS = tuple(k for k in PLANNED if k != "lora.dropout")
@@ -52,6 +54,25 @@ def margin_bytes(budget: int) -> int:
     return max(MARGIN_MIN, int(budget * MARGIN_FRACTION))
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    """The smallest single change that makes a plan fit, exactly one kind of it: release the user's fixed
+    settings, a shorter sequence length, or a bigger budget (with a smaller catalog model as the other way)."""
+
+    unfix: tuple[str, ...] = ()  # recipe names of the settings to release
+    seq_len: int | None = None
+    budget_bytes: int | None = None
+    model: str | None = None  # a catalog id, beside budget_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """plan.json's ``suggestion_change``: {"unfix": [...]}, {"train.seq_len": n} or {"budget_bytes": b, "model"?}."""
+        if self.unfix:
+            return {"unfix": list(self.unfix)}
+        if self.seq_len is not None:
+            return {"train.seq_len": self.seq_len}
+        return {"budget_bytes": self.budget_bytes, **({"model": self.model} if self.model else {})}
+
+
 @dataclass
 class Plan:
     """Settings that fit (or the best try), the predicted memory and the reasons, in plain sentences."""
@@ -59,44 +80,46 @@ class Plan:
     fits: bool
     budget_bytes: int
     margin_bytes: int
-    settings: dict
-    predicted: dict
-    components: dict[str, int]
-    sources: dict[str, str]
+    settings: Settings
+    predicted: dict[str, int]
+    components: memory.Parts
+    sources: memory.Sources
     reasons: list[str] = field(default_factory=list)
     suggestion: str | None = None
-    suggestion_change: dict | None = None
+    suggestion_change: Suggestion | None = None
     model: str = ""
     target_seq_len: int = 0
     dropout: float = 0.05
     device: str = "cuda"  # "cpu" when there is no NVIDIA GPU: the budget is system RAM
-    estimate: dict | None = None  # speed.TimeEstimate.to_dict(), when the speed was estimated
+    estimate: TimeEstimate | None = None  # when the speed was estimated
     strategy: str = "single"  # several GPUs: ddp or fsdp (fit_gpus); predicted is then per GPU
     nproc: int = 1
-    per_gpu: dict | None = None  # device total per GPU of these settings under each strategy
+    per_gpu: dict[str, int] | None = None  # device total per GPU of these settings under each strategy
 
     def to_dict(self) -> dict:
         """The JSON the CLI prints (``lora-studio plan --json``) and the run folder keeps."""
-        return {"fits": self.fits, "model": self.model, "device": self.device, "estimate": self.estimate,
+        return {"fits": self.fits, "model": self.model, "device": self.device,
+                "estimate": self.estimate.to_dict() if self.estimate is not None else None,
                 "budget_bytes": self.budget_bytes,
-                "margin_bytes": self.margin_bytes, "settings": dict(self.settings), "predicted": dict(self.predicted),
+                "margin_bytes": self.margin_bytes, "settings": self.settings.to_dict(), "predicted": dict(self.predicted),
                 "components": dict(self.components), "sources": dict(self.sources), "reasons": list(self.reasons),
-                "suggestion": self.suggestion, "suggestion_change": self.suggestion_change,
+                "suggestion": self.suggestion,
+                "suggestion_change": self.suggestion_change.to_dict() if self.suggestion_change else None,
                 "target_seq_len": self.target_seq_len, "strategy": self.strategy, "nproc": self.nproc,
                 "per_gpu": self.per_gpu}
 
-    def apply(self, recipe: Any) -> Any:
+    def apply(self, recipe: Recipe) -> Recipe:
         """A copy of ``recipe`` with this plan's settings written in (the worker then does exactly this)."""
         r = copy.deepcopy(recipe)
         for key in SETTING_KEYS:
             if key == "quant.compute_dtype" and r.quant.compute_dtype == "auto":
                 continue  # "auto" picks the dtype on the device the run really gets
-            value = self.settings[key]
+            value = getattr(self.settings, ATTRIBUTE[key])
             set_setting(r, key, _norm_targets(value) if key == "lora.targets" else value)
         return r
 
 
-def add_time_estimate(plan: Plan, info: Any, gpu_name: str = "", steps: int | None = None,
+def add_time_estimate(plan: Plan, info: ModelInfo, gpu_name: str = "", steps: int | None = None,
                       examples: int | None = None, epochs: float = 1.0, measure: bool = False,
                       dataset_report: Any = None) -> None:
     """Put the expected speed and duration into ``plan`` (``estimate``) and its reasons.
@@ -110,16 +133,16 @@ def add_time_estimate(plan: Plan, info: Any, gpu_name: str = "", steps: int | No
     rates = None
     if plan.device == "cpu":
         rates = speed.ensure_cpu_rates() if measure else speed.cpu_rates()
-    n = speed.run_steps(steps or -1, epochs, examples, s["train.micro_batch"] * s["train.grad_accum"])
+    n = speed.run_steps(steps or -1, epochs, examples, s.micro_batch * s.grad_accum)
     mean = _tokens_stat(dataset_report, "mean")
-    est = speed.estimate(info, s, plan.device, gpu_name=gpu_name, rates=rates, steps=n,
+    est = speed.estimate(info, s.to_dict(), plan.device, gpu_name=gpu_name, rates=rates, steps=n,
                          example_tokens=_tokens_stat(dataset_report, "p95"), mean_tokens=mean,
                          calibration=speed.calibration(plan.device, gpu_name, rates))
-    plan.estimate = est.to_dict() if est is not None else None
+    plan.estimate = est
     plan.reasons.append(speed.describe(est))
 
 
-def fixed_from_recipe(recipe: Any) -> dict:
+def fixed_from_recipe(recipe: Recipe) -> dict[str, Any]:
     """Every memory-relevant setting of a recipe as ``fixed`` for fit(): predicts exactly that run."""
     return {key: get_setting(recipe, key) for key in PLANNED + SHAPE if key != "quant.compute_dtype"}
 
@@ -140,7 +163,7 @@ def _usable_rows(dataset_report: Any) -> int | None:
     return int(rows) if isinstance(rows, int) and rows > 0 else None
 
 
-def target_length(info: Any, dataset_report: Any = None) -> tuple[int, str]:
+def target_length(info: ModelInfo, dataset_report: Any = None) -> tuple[int, str]:
     """The sequence length to aim for, and why: the dataset's p95 (rounded up), else a default."""
     p95 = _tokens_stat(dataset_report, "p95")
     if p95:
@@ -164,7 +187,7 @@ def _seq_candidates(target: int) -> list[int]:
     return out
 
 
-def _space(fixed: dict, target: int, effective_batch: int, info: Any = None, device: str = "cuda") -> dict[str, list]:
+def _space(fixed: dict, target: int, effective_batch: int, info: ModelInfo | None = None, device: str = "cuda") -> dict[str, list]:
     """The candidate values of every setting; a fixed setting has exactly one."""
     attn = "sdpa" if getattr(info, "supports_sdpa", True) else "eager"
     space = {
@@ -195,30 +218,32 @@ def _norm_targets(value: Any) -> list[str]:
     return list(value)
 
 
-def _score(s: dict, target: int) -> tuple:
+def _score(s: Settings, target: int) -> tuple:
     """Bigger is better: coverage, less quantisation, rank, then speed."""
-    return (min(s["train.seq_len"], target), -QUANT_ORDER.index(s["quant.mode"]), s["lora.rank"], not s["train.grad_ckpt"],
-            s["train.micro_batch"], -OPTIMIZERS.index(s["train.optimizer"]) if s["train.optimizer"] in OPTIMIZERS else -9)
+    return (min(s.seq_len, target), -QUANT_ORDER.index(s.quant_mode), s.rank, not s.grad_ckpt,
+            s.micro_batch, -OPTIMIZERS.index(s.optimizer) if s.optimizer in OPTIMIZERS else -9)
 
 
 # --- search ---------------------------------------------------------------------------------------------
-def _complete(s: dict, fixed: dict, effective_batch: int) -> dict:
-    s = dict(s)
-    s["lora.alpha"] = int(fixed.get("lora.alpha") or 2 * s["lora.rank"])
-    s["train.grad_accum"] = int(fixed.get("train.grad_accum") or max(1, round(effective_batch / s["train.micro_batch"])))
-    return {**{k: s[k] for k in SETTING_KEYS}, **{k: fixed[k] for k in SHAPE if k in fixed}}
+def _complete(cand: dict, fixed: dict, effective_batch: int) -> Settings:
+    """A candidate (by recipe names) with alpha and accumulation filled in, and the shape the user gave."""
+    cand = dict(cand)
+    cand["lora.alpha"] = int(fixed.get("lora.alpha") or 2 * cand["lora.rank"])
+    cand["train.grad_accum"] = int(fixed.get("train.grad_accum")
+                                   or max(1, round(effective_batch / cand["train.micro_batch"])))
+    return Settings.from_dict({**{k: cand[k] for k in SETTING_KEYS}, **{k: fixed[k] for k in SHAPE if k in fixed}})
 
 
-def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
-          dropout: float, device: str = "cuda") -> tuple[dict | None, memory.Estimate | None]:
+def _best(info: ModelInfo, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
+          dropout: float, device: str = "cuda") -> tuple[Settings | None, memory.Estimate | None]:
     """The best-scoring candidate whose device total is within ``limit`` (ordered search, early exit)."""
     keys = list(space)
     candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
-    candidates.sort(key=lambda s: _score(s, target), reverse=True)
+    candidates.sort(key=lambda c: _score(Settings.from_dict(c), target), reverse=True)
     floor: dict[tuple, int] = {}  # weights + adapter + optimizer per (quant, rank, ...): skips hopeless ones cheaply
     for cand in candidates:
         s = _complete(cand, fixed, effective_batch)
-        key = (s["quant.mode"], s["quant.double_quant"], s["lora.rank"], tuple(s["lora.targets"]), s["train.optimizer"], s["quant.compute_dtype"])
+        key = (s.quant_mode, s.double_quant, s.rank, s.targets, s.optimizer, s.compute_dtype)
         if key not in floor:
             floor[key] = memory.static_bytes(info, s, device=device)
         if floor[key] > limit:
@@ -229,7 +254,7 @@ def _best(info: Any, space: dict, limit: int, target: int, fixed: dict, effectiv
     return None, None
 
 
-def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: dict | None = None,
+def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fixed: dict | None = None,
         effective_batch: int = 16, device: str = "cuda") -> Plan:
     """Settings that fit ``budget_bytes`` (device total minus a margin), best quality first.
 
@@ -264,7 +289,7 @@ def fit(model_info: Any, budget_bytes: int, dataset_report: Any = None, fixed: d
     return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space, device)
 
 
-def _make_plan(info: Any, fits: bool, budget: int, margin: int, settings: dict, est: memory.Estimate,
+def _make_plan(info: ModelInfo, fits: bool, budget: int, margin: int, settings: Settings, est: memory.Estimate,
                target: int, dropout: float, device: str = "cuda") -> Plan:
     return Plan(fits=fits, budget_bytes=int(budget), margin_bytes=margin, settings=settings,
                 predicted={**est.predicted(), "device_total_bytes": est.device_total}, components=est.components,
@@ -275,7 +300,7 @@ def _gib(x: float) -> str:
     return f"{x / GiB:.1f} GiB"
 
 
-def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -> list[str]:
+def _reasons(info: ModelInfo, plan: Plan, fixed: dict, target_why: str, space: dict) -> list[str]:
     s, out = plan.settings, []
     if plan.device == "cpu":
         out.append("Training runs on the CPU (no NVIDIA GPU found): the budget is this computer's memory, the base "
@@ -286,40 +311,40 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
     else:
         out.append(f"Predicted peak {_gib(plan.predicted['device_total_bytes'])} on the device (nvidia-smi), "
                    f"within the budget of {_gib(plan.budget_bytes)} minus a {_gib(plan.margin_bytes)} safety margin.")
-    if s["train.seq_len"] >= plan.target_seq_len:
-        out.append(f"Sequence length {s['train.seq_len']}: {target_why}.")
+    if s.seq_len >= plan.target_seq_len:
+        out.append(f"Sequence length {s.seq_len}: {target_why}.")
     else:
-        out.append(f"Sequence length {s['train.seq_len']} is shorter than the {plan.target_seq_len} wanted ({target_why}): "
+        out.append(f"Sequence length {s.seq_len} is shorter than the {plan.target_seq_len} wanted ({target_why}): "
                    "longer examples will be truncated; a bigger budget would cover them.")
     quant_why = {"none": "the budget allows 16-bit base weights, the most faithful choice",
                  "8bit": "16-bit base weights do not fit, 8-bit (LLM.int8) does",
                  "4bit": "4-bit NF4 (QLoRA), the CPU plan" if plan.device == "cpu"
                  else "the base weights are quantised to 4-bit NF4 (QLoRA) to fit"}
-    for key, sentence in (("quant.mode", f"Base weights {s['quant.mode']}: {quant_why[s['quant.mode']]}."),
-                          ("lora.rank", f"LoRA rank {s['lora.rank']} (alpha {s['lora.alpha']}) on {', '.join(s['lora.targets'])}: "
-                                   + ("the highest rank tried that fits." if s["lora.rank"] == max(space["lora.rank"])
+    for key, sentence in (("quant.mode", f"Base weights {s.quant_mode}: {quant_why[s.quant_mode]}."),
+                          ("lora.rank", f"LoRA rank {s.rank} (alpha {s.alpha}) on {', '.join(s.targets)}: "
+                                   + ("the highest rank tried that fits." if s.rank == max(space["lora.rank"])
                                       else "higher ranks do not fit with the settings above.")),
-                          ("train.micro_batch", f"Micro-batch {s['train.micro_batch']} x {s['train.grad_accum']} accumulation steps "
-                                          f"= effective batch {s['train.micro_batch'] * s['train.grad_accum']}."),
+                          ("train.micro_batch", f"Micro-batch {s.micro_batch} x {s.grad_accum} accumulation steps "
+                                          f"= effective batch {s.micro_batch * s.grad_accum}."),
                           ("train.grad_ckpt", "Gradient checkpointing on: activations are recomputed to save memory "
-                                        "(about 30% slower)." if s["train.grad_ckpt"]
+                                        "(about 30% slower)." if s.grad_ckpt
                            else "Gradient checkpointing off: activations fit, so training runs faster."),
-                          ("train.optimizer", f"Optimizer {s['train.optimizer']}" + (": 8-bit states to save memory." if "8bit" in
-                                        s["train.optimizer"] else ".") )):
-        if key == "lora.rank" and not methods.get(s.get("lora.method") or "lora").low_rank:
+                          ("train.optimizer", f"Optimizer {s.optimizer}" + (": 8-bit states to save memory." if "8bit" in
+                                        s.optimizer else ".") )):
+        if key == "lora.rank" and not methods.get(s.method).low_rank:
             continue  # prefix/prompt tuning: _method_reasons says what sizes them
         out.append(sentence + (" (fixed)" if key in fixed else ""))
     out.extend(_method_reasons(plan))
-    if s["train.attn"] == "eager" and "train.attn" not in fixed and not getattr(info, "supports_sdpa", True):
+    if s.attn == "eager" and "train.attn" not in fixed and not getattr(info, "supports_sdpa", True):
         out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
                    "soft-capped), so the score matrix of each layer is kept.")
     if memory.fused_experts(info):
-        if memory.experts_4bit(info, s["quant.mode"]):
+        if memory.experts_4bit(info, s.quant_mode):
             text = ("Mixture of experts in 4-bit: the experts are quantised to NF4 one expert at a time and stay "
                     "frozen; LoRA adapts the attention and the other linear layers")
         else:
             text = "Mixture-of-experts weights are fused tensors that stay in 16-bit outside 4-bit mode"
-            if memory.experts_adapted(info, s["lora.targets"], s["quant.mode"]):
+            if memory.experts_adapted(info, s.targets, s.quant_mode):
                 text += (". LoRA all-linear adapts them (peft's ParamWrapper), which keeps a merged copy of each "
                          "layer's expert weights for backward and allows no LoRA dropout")
         out.append(text + ".")
@@ -329,12 +354,12 @@ def _reasons(info: Any, plan: Plan, fixed: dict, target_why: str, space: dict) -
 def _method_reasons(plan: Plan) -> list[str]:
     """The adapter method in one sentence, and which of its memory components are estimates."""
     s = plan.settings
-    name = s.get("lora.method") or "lora"
+    name = s.method
     out = [f"Method {methods.describe(name)}"]
     if methods.needs_no_grad_ckpt(name):
         out.append("peft's prefix tuning does not work with gradient checkpointing, so it stays off.")
     if not methods.get(name).low_rank:
-        out.append(f"{methods.get(name).label} uses {s.get('lora.virtual_tokens')} virtual tokens "
+        out.append(f"{methods.get(name).label} uses {s.virtual_tokens} virtual tokens "
                    f"({setting_flag('lora.virtual_tokens')}); lora.rank, alpha and targets play no part.")
     estimated = [k for k, v in plan.sources.items() if "(estimate" in v]
     if estimated:
@@ -343,25 +368,19 @@ def _method_reasons(plan: Plan) -> list[str]:
     return out
 
 
-def objective_reasons(s: dict) -> list[str]:
+def objective_reasons(s: Settings) -> list[str]:
     """What the objective and packing do to memory, in a sentence each (which parts are estimates)."""
-    out = []
-    if s.get("train.objective") == "dpo":
-        out.append("Objective dpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
-                   "of a micro-batch); the reference is the base with the adapter disabled, so no second copy of "
-                   "the weights: its no-grad forward is an estimate.")
-    elif s.get("train.objective") == "orpo":
-        out.append("Objective orpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
-                   "of a micro-batch); no reference model.")
-    if s.get("train.packing"):
+    reason = objectives.get(s.objective).reason
+    out = [reason] if reason else []
+    if s.packing:
         out.append("Packing: each micro-batch is one sequence without padding; with "
-                   f"{s.get('train.attn')} attention a block-diagonal mask over it is kept (an estimate).")
+                   f"{s.attn} attention a block-diagonal mask over it is kept (an estimate).")
     return out
 
 
 # --- when nothing fits ---------------------------------------------------------------------------------
-def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout: float,
-             device: str = "cuda") -> tuple[dict, memory.Estimate]:
+def _minimal(info: ModelInfo, fixed: dict, seq_len: int, effective_batch: int, dropout: float,
+             device: str = "cuda") -> tuple[Settings, memory.Estimate]:
     """The leanest settings (honouring fixed ones) at ``seq_len``."""
     cpu = device == "cpu"
     base = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 8, "lora.targets": ["all-linear"], "train.micro_batch": 1,
@@ -378,7 +397,7 @@ def _minimal(info: Any, fixed: dict, seq_len: int, effective_batch: int, dropout
     return s, memory.estimate(info, s, dropout=dropout, device=device)
 
 
-def _no_fit(info: Any, budget: int, margin: int, fixed: dict, target: int, effective_batch: int,
+def _no_fit(info: ModelInfo, budget: int, margin: int, fixed: dict, target: int, effective_batch: int,
             dropout: float, space: dict, device: str = "cuda") -> Plan:
     s, est = _minimal(info, fixed, target, effective_batch, dropout, device)
     plan = _make_plan(info, False, budget, margin, s, est, target, dropout, device)
@@ -393,24 +412,24 @@ def _no_fit(info: Any, budget: int, margin: int, fixed: dict, target: int, effec
     return plan
 
 
-def _suggest(info: Any, fixed: dict, target: int, effective_batch: int, dropout: float, limit: int,
-             lean: memory.Estimate, device: str = "cuda") -> dict:
+def _suggest(info: ModelInfo, fixed: dict, target: int, effective_batch: int, dropout: float, limit: int,
+             lean: memory.Estimate, device: str = "cuda") -> Suggestion:
     """The smallest single change that fits: unfix settings, a shorter length, a budget, a smaller model."""
     user_fixed = {k: v for k, v in fixed.items() if k not in ("train.seq_len",)}
     if user_fixed:
         _, est = _minimal(info, {}, int(fixed.get("train.seq_len", target)), effective_batch, dropout, device)
         if est.device_total <= limit:
-            return {"unfix": sorted(user_fixed)}
+            return Suggestion(unfix=tuple(sorted(user_fixed)))
     seq = _longest_fitting(info, fixed, target, effective_batch, dropout, limit, device)
     if seq is not None and seq >= min(target, 256):
-        return {"train.seq_len": seq}
+        return Suggestion(seq_len=seq)
     budget = _budget_for(lean.device_total)
     smaller = _smaller_model(info, budget_limit=limit, fixed=fixed, target=target, eb=effective_batch, dropout=dropout,
                              device=device)
-    return {"budget_bytes": budget, **({"model": smaller} if smaller else {})}
+    return Suggestion(budget_bytes=budget, model=smaller)
 
 
-def _longest_fitting(info: Any, fixed: dict, target: int, eb: int, dropout: float, limit: int,
+def _longest_fitting(info: ModelInfo, fixed: dict, target: int, eb: int, dropout: float, limit: int,
                      device: str = "cuda") -> int | None:
     """The longest length (a multiple of 64, at least MIN_SEQ_LEN) whose leanest plan fits, by bisection."""
     lengths = list(range(MIN_SEQ_LEN, target + 1, 64))
@@ -435,7 +454,7 @@ def _budget_for(device_total: int) -> int:
     return gib * GiB
 
 
-def _smaller_model(info: Any, budget_limit: int, fixed: dict, target: int, eb: int, dropout: float,
+def _smaller_model(info: ModelInfo, budget_limit: int, fixed: dict, target: int, eb: int, dropout: float,
                    device: str = "cuda") -> str | None:
     """The biggest catalog model smaller than this one whose leanest plan fits."""
     best = None
@@ -449,23 +468,25 @@ def _smaller_model(info: Any, budget_limit: int, fixed: dict, target: int, eb: i
     return best
 
 
-def _describe(change: dict, info: Any, device: str = "cuda") -> str:
-    if "unfix" in change:
-        flags = ", ".join(setting_flag(k) for k in change["unfix"])
-        return f"It fits if the planner may choose {', '.join(change['unfix'])} itself (drop {flags})."
-    if "train.seq_len" in change:
-        return f"It fits with a shorter sequence length: {setting_flag('train.seq_len')} {change['train.seq_len']} (longer examples are truncated)."
+def _describe(change: Suggestion, info: ModelInfo, device: str = "cuda") -> str:
+    if change.unfix:
+        flags = ", ".join(setting_flag(k) for k in change.unfix)
+        return f"It fits if the planner may choose {', '.join(change.unfix)} itself (drop {flags})."
+    if change.seq_len is not None:
+        return (f"It fits with a shorter sequence length: {setting_flag('train.seq_len')} {change.seq_len} "
+                "(longer examples are truncated).")
+    budget = int(change.budget_bytes or 0)
     if device == "cpu":
-        text = f"It needs at least {change['budget_bytes'] / GiB:.0f} GiB of memory for training on the CPU"
+        text = f"It needs at least {budget / GiB:.0f} GiB of memory for training on the CPU"
     else:
-        text = f"It needs a GPU budget of at least {change['budget_bytes'] / GiB:.0f} GiB (--vram-gb {change['budget_bytes'] // GiB})"
-    if change.get("model"):
-        text += f", or a smaller model such as {change['model']}"
+        text = f"It needs a GPU budget of at least {budget / GiB:.0f} GiB (--vram-gb {budget // GiB})"
+    if change.model:
+        text += f", or a smaller model such as {change.model}"
     return text + "."
 
 
 # --- several GPUs ---------------------------------------------------------------------------------------
-def fit_gpus(model_info: Any, budgets: list[int], dataset_report: Any = None, fixed: dict | None = None,
+def fit_gpus(model_info: ModelInfo, budgets: list[int], dataset_report: Any = None, fixed: dict | None = None,
              effective_batch: int = 16, device: str = "cuda") -> Plan:
     """One GPU, DDP or FSDP over the GPUs whose budgets are given, with per-GPU memory and why.
 
@@ -492,7 +513,7 @@ def fit_gpus(model_info: Any, budgets: list[int], dataset_report: Any = None, fi
     if one.fits:
         settings, ddp = _best_for("ddp", model_info, space, budget - margin, target, fixed, share, dropout, n, device)
         longer = fsdp_settings is not None and settings is not None and \
-            fsdp_settings["train.seq_len"] > settings["train.seq_len"]
+            fsdp_settings.seq_len > settings.seq_len
         if settings is not None and not longer:
             plan = _make_plan(model_info, True, budget, margin, settings, ddp, target, dropout, device)
             plan.reasons = one.reasons
@@ -504,8 +525,8 @@ def fit_gpus(model_info: Any, budgets: list[int], dataset_report: Any = None, fi
         if settings is not None:
             plan = _make_plan(model_info, True, budget, margin, fsdp_settings, fsdp, target, dropout, device)
             return _as_multi(model_info, plan, "fsdp", n, fsdp, [
-                f"A full copy per GPU (DDP) fits only {settings['train.seq_len']} tokens per example; sharding the "
-                f"weights and optimizer state over {n} GPUs (FSDP) fits {fsdp_settings['train.seq_len']}: "
+                f"A full copy per GPU (DDP) fits only {settings.seq_len} tokens per example; sharding the "
+                f"weights and optimizer state over {n} GPUs (FSDP) fits {fsdp_settings.seq_len}: "
                 f"{_gib(fsdp.device_total)} per GPU. FSDP is slower per step than DDP (it gathers each layer)."])
         if fsdp_settings is None:
             return _as_multi(model_info, one, "single", 1, None, [
@@ -517,7 +538,7 @@ def fit_gpus(model_info: Any, budgets: list[int], dataset_report: Any = None, fi
         one.nproc = n
         return one
     plan = _make_plan(model_info, True, budget, margin, settings, est, target, dropout, device)
-    words = "4-bit" if settings["quant.mode"] == "4bit" else "16-bit"
+    words = "4-bit" if settings.quant_mode == "4bit" else "16-bit"
     return _as_multi(model_info, plan, "fsdp", n, est, [
         f"The model fits no single {_gib(budget)} GPU (it needs at least "
         f"{_gib(_minimal_total(one))} there), so FSDP shards its {words} base weights, the adapter and the optimizer "
@@ -528,12 +549,12 @@ def _minimal_total(plan: Plan) -> int:
     return int(plan.predicted.get("device_total_bytes", 0))
 
 
-def _best_for(strategy: str, info: Any, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
-              dropout: float, n: int, device: str) -> tuple[dict | None, memory.Estimate | None]:
+def _best_for(strategy: str, info: ModelInfo, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
+              dropout: float, n: int, device: str) -> tuple[Settings | None, memory.Estimate | None]:
     """The best-scoring candidate whose per-GPU total under ``strategy`` is within ``limit``."""
     keys = list(space)
     candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
-    candidates.sort(key=lambda c: _score(c, target), reverse=True)
+    candidates.sort(key=lambda c: _score(Settings.from_dict(c), target), reverse=True)
     for cand in candidates:
         s = _complete(cand, fixed, effective_batch)
         est = memory.per_gpu(info, s, strategy, n, dropout, device)
@@ -542,7 +563,7 @@ def _best_for(strategy: str, info: Any, space: dict, limit: int, target: int, fi
     return None, None
 
 
-def _as_multi(info: Any, plan: Plan, strategy: str, n: int, est: memory.Estimate | None, why: list[str]) -> Plan:
+def _as_multi(info: ModelInfo, plan: Plan, strategy: str, n: int, est: memory.Estimate | None, why: list[str]) -> Plan:
     """``plan`` turned into the plan of ``n`` GPUs under ``strategy`` (per-GPU figures and components)."""
     plan.strategy, plan.nproc = strategy, n
     if est is not None:

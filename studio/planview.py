@@ -6,11 +6,11 @@ to the planner's fields (a typed suggestion, a budget rule of its own) is met he
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from studio import hardware, methods, speed
-from studio.planner import Plan
+from studio import methods, speed
+from studio.planner import Plan, Suggestion
 from studio.recipe import Recipe
 from studio.units import binary_bytes
 
@@ -34,17 +34,12 @@ class PlanView:
     footer: str
     speed: str
     reasons: str                 # rich text (a list), empty without reasons
-    change: dict[str, Any] = field(default_factory=dict)   # what "apply the suggestion" does; empty: nothing
+    change: Suggestion | None = None   # what "apply the suggestion" does; None: nothing
     change_label: str = ""
 
     @property
     def total(self) -> float:
         return sum(b for _, b, _ in self.parts)
-
-
-def default_budget(gpus: Sequence[Any]) -> int:
-    """The budget the window starts with: the first GPU's memory, or the CPU's usable RAM without one."""
-    return int(gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes())
 
 
 def plan_view(plan: Plan, budget: int, probe_failed: bool = False) -> PlanView:
@@ -57,7 +52,7 @@ def plan_view(plan: Plan, budget: int, probe_failed: bool = False) -> PlanView:
                f"budget {binary_bytes(budget)}.")
     if plan.suggestion and not fits:
         verdict += f" {plan.suggestion}"
-    change = dict(plan.suggestion_change or {}) if not fits else {}
+    change = plan.suggestion_change if not fits else None
     reasons = ("<ul style='margin-left:-20px'>" + "".join(f"<li>{r}</li>" for r in plan.reasons) + "</ul>"
                if plan.reasons else "")
     return PlanView(parts=parts, budget=budget, fits=fits, verdict=verdict,
@@ -79,26 +74,28 @@ def memory_parts(plan: Plan) -> list[tuple[str, float, str]]:
 def speed_text(plan: Plan, probe_failed: bool = False) -> str:
     """The expected speed; on the CPU without a figure yet, that it is being (or could not be) measured."""
     est = plan.estimate
-    if not est:
+    if est is None:
         if plan.device != "cpu":
             return ""
         if probe_failed:
             return "Speed unknown: measuring this CPU failed (python -m studio.train.cpu_probe shows why)."
         return "Speed: measuring this CPU (a few seconds, once)…"
-    text = f"Expected speed: about {est['tokens_per_s']:,.0f} tokens/s, {est['step_seconds']:.1f} s per step"
-    if est.get("seconds") is not None:
-        text += f"; the run about {speed.duration(est['seconds'])} ({est['steps']} steps)"
+    text = f"Expected speed: about {est.tokens_per_s:,.0f} tokens/s, {est.step_seconds:.1f} s per step"
+    if est.seconds is not None:
+        text += f"; the run about {speed.duration(est.seconds)} ({est.steps} steps)"
     return text + "."
 
 
-def change_label(change: dict[str, Any]) -> str:
+def change_label(change: Suggestion | None) -> str:
     """The button text for the planner's smallest change that fits; empty when there is none."""
-    if "train.seq_len" in change:
-        return f"Use sequence length {change['train.seq_len']}"
-    if change.get("unfix"):
+    if change is None:
+        return ""
+    if change.seq_len is not None:
+        return f"Use sequence length {change.seq_len}"
+    if change.unfix:
         return "Release the fixed settings"
-    if "budget_bytes" in change:
-        return f"Set the budget to {binary_bytes(change['budget_bytes'])}"
+    if change.budget_bytes is not None:
+        return f"Set the budget to {binary_bytes(change.budget_bytes)}"
     return ""
 
 

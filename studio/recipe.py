@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio import objectives
 from studio.fsutil import atomic_write_text
 from studio.methods import NAMES as METHOD_NAMES
 from studio.methods import recipe_problems as _method_problems
@@ -40,8 +41,8 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANT_TYPES = ("nf4", "fp4")
 TRAIN_ON = ("assistant", "all")
-OBJECTIVES = ("sft", "dpo", "orpo")  # docs/objectives.md; dpo and orpo need chosen/rejected pairs
-PREFERENCE_OBJECTIVES = ("dpo", "orpo")
+OBJECTIVES = objectives.NAMES  # docs/objectives.md; dpo and orpo need chosen/rejected pairs
+PREFERENCE_OBJECTIVES = objectives.PAIRED
 # What the adapter is trained on and how sequences are built: `train` and `plan` take them as flags.
 OBJECTIVE_SETTINGS = ("train.objective", "train.pref_beta", "train.packing")
 STRATEGIES = ("auto", "ddp", "fsdp")

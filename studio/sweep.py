@@ -54,11 +54,11 @@ def variants(recipe: Recipe, ranks: list[int] | None = None, lrs: list[float] | 
 def check_fits(recipes: list[Recipe], budget_bytes: int | None = None) -> list[dict]:
     """The planner's prediction for each variant exactly as set: ``{"name", "fits", "predicted_bytes",
     "budget_bytes", "plan"}``. Raises UserError when the model cannot be read."""
-    from studio import hardware, models, planner
+    from studio import models, planner
+    from studio.planning import Machine, plan_for
 
-    gpus = hardware.detect_gpus()
-    device = hardware.training_device(gpus)
-    budget = budget_bytes or (gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes())
+    machine = Machine.detect(budget=budget_bytes)
+    budget = machine.budgets[0]
     out, infos = [], {}
     for r in recipes:
         name = str(r.model.name_or_path)
@@ -68,8 +68,8 @@ def check_fits(recipes: list[Recipe], budget_bytes: int | None = None) -> list[d
             except ValueError as e:
                 raise UserError(f"model.name_or_path: {e}") from None
         t = r.train
-        plan = planner.fit(infos[name], budget, fixed=planner.fixed_from_recipe(r),
-                           effective_batch=t.micro_batch * t.grad_accum, device=device)
+        plan = plan_for(infos[name], machine, planner.fixed_from_recipe(r),
+                        effective_batch=t.micro_batch * t.grad_accum, speed=False)
         out.append({"name": r.name, "fits": bool(plan.fits), "budget_bytes": int(budget),
                     "predicted_bytes": int(plan.predicted.get("device_total_bytes") or 0),
                     "suggestion": plan.suggestion, "plan": plan.to_dict()})

@@ -52,7 +52,7 @@ def test_each_method_costs_what_it_should():
 def test_the_plan_names_the_method_and_its_estimates():
     info = models.from_catalog(models.find_catalog("qwen2.5-7b-instruct"))
     plan = planner.fit(info, 24 * 2**30, fixed={"lora.method": "dora"})
-    assert plan.settings["lora.method"] == "dora"
+    assert plan.settings.method == "dora"
     assert any(r.startswith("Method DoRA: ") for r in plan.reasons)
     assert any("Estimated" in r and "dora_activations" in r for r in plan.reasons)
     prompt = planner.fit(info, 24 * 2**30, fixed={"lora.method": "prompt", "lora.virtual_tokens": 50})
@@ -64,7 +64,7 @@ def test_the_plan_names_the_method_and_its_estimates():
 def test_prefix_tuning_plans_without_checkpointing():
     info = models.from_catalog(models.find_catalog("qwen2.5-7b-instruct"))
     plan = planner.fit(info, 24 * 2**30, fixed={"lora.method": "prefix"})
-    assert plan.settings["train.grad_ckpt"] is False
+    assert plan.settings.grad_ckpt is False
     assert any("prefix tuning does not work with gradient checkpointing" in r for r in plan.reasons)
     assert plan.apply(Recipe()).validate() == [] or all(p.field in ("model.name_or_path", "data.path")
                                                          for p in plan.apply(Recipe()).validate())

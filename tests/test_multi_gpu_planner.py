@@ -8,7 +8,7 @@ GiB = 2**30
 
 
 def settings(info, **over):
-    s = planner.fit(info, 80 * GiB).settings
+    s = planner.fit(info, 80 * GiB).settings.to_dict()
     s.update({"quant.mode": "4bit", "train.seq_len": 1024, "lora.rank": 16, "train.micro_batch": 1,
               "train.grad_ckpt": True, "train.optimizer": "adamw_torch", **over})
     return s
@@ -44,7 +44,7 @@ def test_planner_picks_fsdp_with_a_4bit_base_when_no_single_card_holds_the_model
     info = models.resolve("llama-3.1-70b-instruct")
     assert not planner.fit(info, 24 * GiB).fits
     plan = planner.fit_gpus(info, [24 * GiB, 24 * GiB])
-    assert plan.fits and plan.strategy == "fsdp" and plan.settings["quant.mode"] == "4bit"
+    assert plan.fits and plan.strategy == "fsdp" and plan.settings.quant_mode == "4bit"
     assert plan.per_gpu["fsdp"] <= 24 * GiB - plan.margin_bytes < plan.per_gpu["single"]
     assert "fits no single" in plan.reasons[0] and "FSDP" in plan.reasons[0]
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 from studio import exportview, hardware, models, planner, planview, playground, runs, trainview, units
+from studio.planner import Suggestion
+from studio.planning import budget_bytes
 from studio.recipe import Problem, Recipe
+from studio.speed import TimeEstimate
 
 GiB = 1024 ** 3
 
@@ -24,7 +27,7 @@ def _gpu(i: int, name: str = "NVIDIA GeForce RTX 3090") -> hardware.GpuInfo:
 def test_a_plan_that_fits_shows_its_parts_verdict_and_no_suggestion(info):
     plan = planner.fit(info, 24 * GiB)
     view = planview.plan_view(plan, 24 * GiB)
-    assert view.fits and view.change == {} and view.change_label == ""
+    assert view.fits and view.change is None and view.change_label == ""
     assert view.total == pytest.approx(plan.predicted["device_total_bytes"])  # the bar adds up to the prediction
     assert [p[0] for p in view.parts][:len(plan.components)] == list(plan.components)
     assert view.verdict.startswith("<b style='color:#1A7F37'>Fits:</b>") and "of 24.00 GiB" in view.verdict
@@ -36,7 +39,7 @@ def test_a_plan_that_does_not_fit_offers_the_planners_change(info):
     view = planview.plan_view(plan, 12 * GiB)
     assert not view.fits and view.footer == "Does not fit the budget"
     assert plan.suggestion in view.verdict and "Does not fit:" in view.verdict
-    assert "train.seq_len" in view.change and view.change_label.startswith("Use sequence length")
+    assert view.change.seq_len is not None and view.change_label == f"Use sequence length {view.change.seq_len}"
 
 
 def test_the_cache_beyond_the_tensors_is_its_own_part(info):
@@ -50,9 +53,9 @@ def test_the_cache_beyond_the_tensors_is_its_own_part(info):
 
 
 def test_the_suggestion_button_says_what_it_will_do():
-    assert planview.change_label({"unfix": ["quant.mode"]}) == "Release the fixed settings"
-    assert planview.change_label({"budget_bytes": 40 * GiB}) == "Set the budget to 40.00 GiB"
-    assert planview.change_label({"model": "smaller"}) == ""
+    assert planview.change_label(Suggestion(unfix=("quant.mode",))) == "Release the fixed settings"
+    assert planview.change_label(Suggestion(budget_bytes=40 * GiB, model="smaller")) == "Set the budget to 40.00 GiB"
+    assert planview.change_label(Suggestion()) == "" and planview.change_label(None) == ""
 
 
 def test_speed_text_on_the_cpu_says_it_measures_or_failed(info):
@@ -62,7 +65,7 @@ def test_speed_text_on_the_cpu_says_it_measures_or_failed(info):
     assert planview.speed_text(plan, probe_failed=True).startswith("Speed unknown")
     plan.device = "cuda"
     assert planview.speed_text(plan) == ""
-    plan.estimate = {"tokens_per_s": 1234.5, "step_seconds": 2.25, "seconds": 90, "steps": 40}
+    plan.estimate = TimeEstimate(device="cuda", tokens_per_s=1234.5, step_seconds=2.25, seconds=90, steps=40, basis="")
     text = planview.speed_text(plan)
     assert text.startswith("Expected speed: about 1,234 tokens/s, 2.2 s per step; the run about") and "(40 steps)" in text
 
@@ -76,8 +79,8 @@ def test_fitted_rows_mark_what_the_user_fixed():
 
 
 def test_budget_rule_and_gpu_lines():
-    assert planview.default_budget([_gpu(0)]) == 24 * GiB
-    assert planview.default_budget([]) == hardware.cpu_budget_bytes()
+    assert budget_bytes([_gpu(0)]) == 24 * GiB  # the window's start: the one budget rule (studio.planning)
+    assert budget_bytes([]) == hardware.cpu_budget_bytes()
     assert planview.gpus_text([_gpu(0)], "", 0).startswith("NVIDIA GeForce RTX 3090: 24.00 GiB total")
     assert planview.gpus_text([], "no driver", 8 * GiB).startswith("No NVIDIA GPU detected (no driver)")
     assert planview.no_picker_reason([_gpu(0), _gpu(1)], windows=False) == ""

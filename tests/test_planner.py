@@ -29,10 +29,10 @@ def test_auto_fit_never_exceeds_budget_minus_margin(infos, model, gib):
         check = memory.estimate(info, plan.settings, dropout=plan.dropout)  # predict again, independently
         assert check.device_total == plan.predicted["device_total_bytes"]
         assert check.device_total <= budget - planner.margin_bytes(budget)
-        assert plan.settings["train.micro_batch"] * plan.settings["train.grad_accum"] >= 16
-        assert set(plan.settings) == set(planner.SETTING_KEYS)
+        assert plan.settings.micro_batch * plan.settings.grad_accum >= 16
+        assert set(plan.settings.to_dict()) == set(planner.SETTING_KEYS)
     else:
-        assert plan.suggestion and plan.suggestion_change
+        assert plan.suggestion and plan.suggestion_change.to_dict()
         assert plan.predicted["device_total_bytes"] > budget - planner.margin_bytes(budget)
 
 
@@ -58,29 +58,29 @@ def test_fixed_settings_are_honoured(infos, fixed):
     assert plan.fits
     for key, value in fixed.items():
         want = planner._norm_targets(value) if key == "lora.targets" else value
-        assert plan.settings[key] == want, key
+        assert plan.settings.to_dict()[key] == want, key
     assert any("(fixed)" in r for r in plan.reasons) or set(fixed) <= {"lora.alpha", "train.grad_accum", "train.attn",
                                                                                    "quant.double_quant", "lora.targets"}
 
 
 def test_prefers_quality_when_memory_allows(infos):
     roomy = planner.fit(infos["qwen2.5-0.5b-instruct"], 48 * GiB)
-    assert roomy.settings["quant.mode"] == "none" and roomy.settings["lora.rank"] == planner.RANKS[0]
-    assert roomy.settings["train.seq_len"] == planner.DEFAULT_SEQ_LEN
+    assert roomy.settings.quant_mode == "none" and roomy.settings.rank == planner.RANKS[0]
+    assert roomy.settings.seq_len == planner.DEFAULT_SEQ_LEN
     tight = planner.fit(infos["llama-3.1-8b-instruct"], 12 * GiB)
-    assert tight.fits and tight.settings["quant.mode"] == "4bit"
+    assert tight.fits and tight.settings.quant_mode == "4bit"
     assert any("4-bit" in r for r in tight.reasons)
 
 
 def test_dataset_p95_sets_the_length(infos):
     report = SimpleNamespace(tokens=SimpleNamespace(min=12, p50=150, p95=300, max=2000))
     plan = planner.fit(infos["llama-3.2-3b-instruct"], 24 * GiB, dataset_report=report)
-    assert plan.settings["train.seq_len"] == 320 and plan.target_seq_len == 320
+    assert plan.settings.seq_len == 320 and plan.target_seq_len == 320
     assert any("95th-percentile example is 300 tokens" in r for r in plan.reasons)
     as_dict = planner.fit(infos["llama-3.2-3b-instruct"], 24 * GiB, dataset_report={"tokens": {"p95": 300}})
     assert as_dict.settings == plan.settings
     no_tokens = planner.fit(infos["llama-3.2-3b-instruct"], 24 * GiB, dataset_report=SimpleNamespace(tokens=None))
-    assert no_tokens.settings["train.seq_len"] == planner.DEFAULT_SEQ_LEN
+    assert no_tokens.settings.seq_len == planner.DEFAULT_SEQ_LEN
 
 
 def test_length_is_capped_at_the_model_context(infos):
@@ -110,11 +110,11 @@ BUDGET = 12 * GiB
 def test_no_fit_names_a_change_that_then_fits(infos, model, fixed, kind):
     info = infos[model]
     plan = planner.fit(info, BUDGET, fixed=fixed)
-    assert not plan.fits and kind in plan.suggestion_change
+    assert not plan.fits and kind in plan.suggestion_change.to_dict()
     assert plan.suggestion in plan.reasons
-    assert _apply_change(info, plan.suggestion_change, fixed).fits
-    if "model" in plan.suggestion_change:
-        smaller = models.resolve(plan.suggestion_change["model"])
+    assert _apply_change(info, plan.suggestion_change.to_dict(), fixed).fits
+    if "model" in plan.suggestion_change.to_dict():
+        smaller = models.resolve(plan.suggestion_change.to_dict()["model"])
         assert smaller.total_params < info.total_params
         assert planner.fit(smaller, BUDGET).fits
 
@@ -123,7 +123,7 @@ def test_apply_writes_settings_into_a_recipe_copy(infos):
     plan = planner.fit(infos["llama-3.2-3b-instruct"], 16 * GiB, fixed={"lora.targets": ["q_proj", "v_proj"]})
     original = Recipe()
     recipe = plan.apply(original)
-    s = plan.settings
+    s = plan.settings.to_dict()
     assert (recipe.quant.mode, recipe.quant.double_quant) == (s["quant.mode"], s["quant.double_quant"])
     assert (recipe.lora.rank, recipe.lora.alpha, recipe.lora.targets) == (s["lora.rank"], s["lora.alpha"], ["q_proj", "v_proj"])
     t = recipe.train
@@ -142,9 +142,9 @@ def test_to_dict_has_the_cli_contract_keys(infos):
 
 def test_models_without_sdpa_get_eager_attention():
     plan = planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB)
-    assert plan.settings["train.attn"] == "eager" and any("no sdpa path" in r for r in plan.reasons)
-    assert planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB, fixed={"train.attn": "flash_attention_2"}).settings[
-        "train.attn"] == "flash_attention_2"
+    assert plan.settings.attn == "eager" and any("no sdpa path" in r for r in plan.reasons)
+    assert planner.fit(models.resolve("gemma-2-2b-it"), 24 * GiB, fixed={"train.attn": "flash_attention_2"}).settings.attn \
+        == "flash_attention_2"
 
 
 def test_a_tiny_dataset_caps_the_batch_at_its_size():
@@ -156,8 +156,8 @@ def test_a_tiny_dataset_caps_the_batch_at_its_size():
     report = DatasetReport()
     report.usable = 9
     plan = fit(info, 24 * 2**30, dataset_report=report)
-    s = plan.settings
+    s = plan.settings.to_dict()
     assert s["train.micro_batch"] <= 9 and s["train.micro_batch"] * s["train.grad_accum"] <= 9
     assert any("9 usable examples" in r for r in plan.reasons)
-    roomy = fit(info, 24 * 2**30).settings  # the same budget without the small dataset
+    roomy = fit(info, 24 * 2**30).settings.to_dict()  # the same budget without the small dataset
     assert roomy["train.micro_batch"] * roomy["train.grad_accum"] == 16

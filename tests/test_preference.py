@@ -159,7 +159,7 @@ def test_the_planner_predicts_the_pairs_the_reference_forward_and_packing():
     packed = memory.estimate(info, {**base, "train.packing": True})
     assert packed.components["packed_attention_mask"] == (2 * 512) ** 2
     plan = planner.fit(info, 24 * 2**30, fixed={"train.objective": "dpo"})
-    assert plan.settings["train.objective"] == "dpo" and "reference_forward" in plan.components
+    assert plan.settings.objective == "dpo" and "reference_forward" in plan.components
     assert any("Objective dpo" in r for r in plan.reasons)
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from studio import planner
 from studio.data.report import DatasetReport
 from studio.models import ModelInfo
 from studio.planner import Plan
+from studio.planning import Machine, plan_for
 from studio.recipe import Recipe, set_setting
 
 GIB = 1024 ** 3
@@ -99,12 +99,10 @@ class Session(QObject):
             from studio.launch import processes
 
             n = processes(self.recipe.train)  # several GPUs picked: one GPU, DDP or FSDP, per-GPU memory
-            plan = planner.fit_gpus(self.model_info, [self.budget] * n, dataset_report=self.dataset_report,
-                                    fixed=self.fixed, device=self.device)
-            planner.add_time_estimate(plan, self.model_info, gpu_name=self.gpu_name,
-                                      steps=self.recipe.train.max_steps if self.recipe.train.max_steps > 0 else None,
-                                      examples=getattr(self.dataset_report, "usable", None),
-                                      epochs=self.recipe.train.epochs, dataset_report=self.dataset_report)
+            t = self.recipe.train
+            plan = plan_for(self.model_info, Machine(self.device, (self.budget,) * n, self.gpu_name), self.fixed,
+                            dataset_report=self.dataset_report, steps=t.max_steps if t.max_steps > 0 else None,
+                            examples=getattr(self.dataset_report, "usable", None), epochs=t.epochs)
         except ValueError as e:  # the planner's own errors are user-facing messages
             self.plan = None
             self.sig_plan_error.emit(str(e))

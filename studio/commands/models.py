@@ -157,8 +157,9 @@ def _search(args: argparse.Namespace) -> int:
     except hub.HubError as e:
         raise UserError(f"{e} {e.hint}".strip()) from None
     from studio import hardware
+    from studio.planning import budget_bytes
 
-    budget = int(args.vram_gb * (1 << 30)) if args.vram_gb else hardware.default_budget_bytes()
+    budget = budget_bytes(hardware.detect_gpus(), int(args.vram_gb * (1 << 30)) if args.vram_gb else None, "cuda")
     judge_fits(hits, budget)
     if args.emitter:
         args.emitter.emit(events.DONE, query=text, budget=budget, hits=[h.to_dict() for h in hits])

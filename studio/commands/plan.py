@@ -68,7 +68,8 @@ def _dataset_report(path: str, info: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio import hardware, models, planner
+    from studio import hardware, models
+    from studio.planning import Machine, budget_bytes, plan_for
     _check(args)
     try:
         info = models.resolve(args.model, trust_remote_code=args.trust_remote_code)
@@ -78,22 +79,20 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if gpus or args.vram_gb else "cpu"
-    if device == "cpu":
-        budget = int(args.ram_gb * GiB) if args.ram_gb else hardware.cpu_budget_bytes()
-    else:
-        budget = int(args.vram_gb * GiB) if args.vram_gb else (gpus[0].total_bytes if gpus else hardware.DEFAULT_BUDGET)
+    given = args.ram_gb if device == "cpu" else args.vram_gb
+    budget = budget_bytes(gpus, int(given * GiB) if given else None, device)
     report = _dataset_report(args.dataset, info) if args.dataset else None
     if args.num_gpus is not None and args.num_gpus < 1:
         raise UserError(f"--num-gpus {args.num_gpus}: give 1 or more")
-    plan = planner.fit_gpus(info, [budget] * (args.num_gpus or 1), dataset_report=report,
-                            fixed=settings_from_args(args, PLANNED + SHAPE), effective_batch=args.effective_batch, device=device)
     if device == "cpu":
         from studio import speed
 
         if speed.cpu_rates() is None:
             print("Measuring this CPU's training speed once (a few seconds; cached for next time)...", file=sys.stderr)
-    planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "", steps=args.steps,
-                              examples=getattr(report, "usable", None), measure=True, dataset_report=report)
+    machine = Machine(device, (budget,) * (args.num_gpus or 1), gpus[0].name if gpus else "")
+    plan = plan_for(info, machine, settings_from_args(args, PLANNED + SHAPE), dataset_report=report,
+                    effective_batch=args.effective_batch, steps=args.steps, examples=getattr(report, "usable", None),
+                    measure=True)
     if args.dataset and getattr(report, "tokens", None) is None:
         plan.reasons.append("The dataset's token lengths need the model's tokenizer (a local model folder); "
                             "the default length was used.")
@@ -116,7 +115,7 @@ def render(plan: Any, info: Any) -> str:
              ("FITS" if plan.fits else "DOES NOT FIT") + f" in {plan.budget_bytes / GiB:.1f} GiB "
              + ("of RAM, on the CPU " if plan.device == "cpu" else "")
              + f"(margin {plan.margin_bytes / GiB:.1f} GiB)", "", "Settings:"]
-    lines += [f"  {k:<22}{', '.join(v) if isinstance(v, list) else v}" for k, v in s.items()]
+    lines += [f"  {k:<22}{', '.join(v) if isinstance(v, list) else v}" for k, v in s.to_dict().items()]
     lines += ["", f"Memory (bar scale: budget {plan.budget_bytes / GiB:.1f} GiB):"]
     for name, value in sorted(plan.components.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {name:<26}{value / GiB:7.2f} GiB  {_bar(value, plan.budget_bytes)}")

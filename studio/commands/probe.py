@@ -187,6 +187,7 @@ def compare(info: Any, settings: dict, measured: dict, dropout: float = 0.05) ->
 
 def run(args: argparse.Namespace) -> int:
     from studio import models, planner
+    from studio.planning import budget_bytes
     try:
         gpu = require_gpu()
     except NoGpu as e:
@@ -197,11 +198,12 @@ def run(args: argparse.Namespace) -> int:
         info = models.resolve(args.model)
     except models.ModelError as e:
         raise UserError(str(e)) from None
-    budget = int(args.vram_gb * GiB) if args.vram_gb else gpu.total_bytes
+    budget = budget_bytes([gpu], int(args.vram_gb * GiB) if args.vram_gb else None, "cuda")
     plan = planner.fit(info, budget, fixed=settings_from_args(args, PROBED))
-    measured = measure(info, plan.settings, steps=args.steps)
-    result = {"gpu": gpu.name, "model": info.name, "settings": plan.settings, "fits": plan.fits,
-              "comparison": compare(info, plan.settings, measured), "measured_steps": measured["steps"]}
+    settings = plan.settings.to_dict()  # the recipe names measure() and the JSON use
+    measured = measure(info, settings, steps=args.steps)
+    result = {"gpu": gpu.name, "model": info.name, "settings": settings, "fits": plan.fits,
+              "comparison": compare(info, settings, measured), "measured_steps": measured["steps"]}
     if args.json:
         print(json.dumps(result, indent=2))
     else:

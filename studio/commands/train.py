@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
 def _predict(recipe: Recipe) -> dict | None:
     """The planner's prediction for exactly this recipe (the charts draw it; a warning if it won't fit)."""
     from studio import hardware, models, planner
+    from studio.launch import gpu_list, processes
+    from studio.planning import Machine, plan_for
 
     try:
         info = models.resolve(str(recipe.model.name_or_path))
@@ -101,21 +103,14 @@ def _predict(recipe: Recipe) -> dict | None:
         return None  # the worker reports an unusable model with its own error event
     t = recipe.train
     gpus = hardware.detect_gpus()
-    device = hardware.training_device(gpus)  # the worker trains on the CPU when there is no GPU
-    budget = gpus[0].total_bytes if gpus else hardware.cpu_budget_bytes()
-    from studio.launch import gpu_list, processes
-
-    n = processes(t)
-    picked = gpu_list(t.gpus) or list(range(n))
-    budgets = [gpus[i].total_bytes for i in picked if i < len(gpus)] if gpus else [budget // n] * n
-    plan = planner.fit_gpus(info, budgets or [budget], fixed=planner.fixed_from_recipe(recipe),
-                            effective_batch=t.micro_batch * t.grad_accum * n, device=device)
+    n = processes(t)  # the worker trains on the CPU when there is no GPU
+    machine = Machine.detect(gpus, processes=n, picked=gpu_list(t.gpus))
+    plan = plan_for(info, machine, planner.fixed_from_recipe(recipe), dataset_report=_lengths_report(recipe, info),
+                    effective_batch=t.micro_batch * t.grad_accum * n,
+                    steps=t.max_steps if t.max_steps > 0 else None)  # the CPU's cached probe, if any
     if n > 1 and t.strategy != "auto" and plan.strategy != t.strategy:
         print(f"note: the planner would use {plan.strategy} on {n} processes; the recipe asks for {t.strategy}",
               file=sys.stderr)
-    planner.add_time_estimate(plan, info, gpu_name=gpus[0].name if gpus else "",
-                              steps=t.max_steps if t.max_steps > 0 else None,  # the CPU's cached probe, if any
-                              dataset_report=_lengths_report(recipe, info))
     if not plan.fits and gpus:
         print(f"warning: the planner predicts {plan.predicted['device_total_bytes'] / 2**30:.1f} GiB, over the "
               f"{plan.budget_bytes / 2**30:.1f} GiB budget; {plan.suggestion or 'run lora-studio plan'}",

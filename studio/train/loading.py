@@ -168,7 +168,7 @@ def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
                         "where the experts stay frozen in 4-bit and LoRA adapts the attention")
     try:
         peft_model = get_peft_model(model, peft_config(recipe, base=folder, targets=target_modules))
-        if recipe.lora.method == "prefix" and folder is not None:
+        if methods.get(recipe.lora.method).kv_from_text and folder is not None:
             if not init_prefix_from_text(peft_model, load_tokenizer(folder, recipe)):
                 import warnings
 

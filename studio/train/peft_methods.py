@@ -1,7 +1,7 @@
 """Each adapter method (studio.methods) as a peft config, and what a method needs around the Trainer.
 
-- ``peft_config``: LoraConfig (plain, ``use_rslora``, ``use_dora``), AdaLoraConfig,
-  PrefixTuningConfig or PromptTuningConfig from the recipe.
+- ``peft_config``: the method's peft config from the recipe, built by the method's own module
+  (studio/methods/<name>.py: LoraConfig, AdaLoraConfig, PrefixTuningConfig or PromptTuningConfig).
 - ``AdaLoraCallback``: peft's rank allocator must see every step's gradients
   (``AdaLoraModel.update_and_allocate`` after the optimizer step, before ``zero_grad``); the
   Trainer's ``on_optimizer_step`` is exactly that point. Its schedule (``total_step``, ``tinit``,
@@ -15,24 +15,18 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
 from transformers import TrainerCallback
 
 from studio import methods
+from studio.methods.adalora import adalora_schedule
+from studio.methods.prompting import INIT_TEXT
 from studio.recipe import Recipe
 from studio.train.errors import TrainingFault
 
 ADALORA_STATE = "adalora_state.pt"
-# Prefix and prompt tuning start from this text (repeated to fill the virtual tokens), not from random
-# vectors: random prefixes and prompts of unit scale wreck a model's answers (measured on the demo: the
-# validation loss went from 3.1 to 7.4 after 3 steps), a real text leaves it close to the base.
-INIT_TEXT = "Answer the request below helpfully, accurately and in the requested format."
-ADALORA_TINIT = 0.1  # fraction of the steps before AdaLoRA starts pruning ranks (warm-up)
-ADALORA_TFINAL = 0.2  # fraction at the end trained with the final rank pattern
-ADALORA_DELTA_T = 0.01  # re-allocate every this fraction of the steps (at least every step)
 
 
 class MethodRefused(TrainingFault):
@@ -47,40 +41,14 @@ def target_modules(recipe: Recipe) -> Any:
 
 
 def peft_config(recipe: Recipe, total_steps: int = 1000, base: Path | None = None, targets: Any = None) -> Any:
-    """The peft config of ``recipe.lora.method`` (AdaLoRA's schedule is finished in AdaLoraCallback).
+    """The peft config of ``recipe.lora.method``, built by the method's own home (studio/methods/<name>.py;
+    AdaLoRA's schedule is finished in AdaLoraCallback).
 
     ``targets`` replaces the recipe's module names (a 4-bit MoE's 'all-linear', studio.train.moe4bit).
     With ``base`` (the model folder) prompt tuning starts from the embeddings of INIT_TEXT (peft's
     TEXT init, the tokenizer read from that folder); without it from peft's random init.
     """
-    from peft import AdaLoraConfig, LoraConfig, PrefixTuningConfig, PromptTuningConfig
-
-    lo, method = recipe.lora, recipe.lora.method
-    if method == "prefix":
-        return PrefixTuningConfig(num_virtual_tokens=lo.virtual_tokens, task_type="CAUSAL_LM")
-    if method == "prompt":
-        if base is None:
-            return PromptTuningConfig(num_virtual_tokens=lo.virtual_tokens, task_type="CAUSAL_LM")
-        return PromptTuningConfig(num_virtual_tokens=lo.virtual_tokens, task_type="CAUSAL_LM",
-                                  prompt_tuning_init="TEXT", prompt_tuning_init_text=INIT_TEXT,
-                                  tokenizer_name_or_path=str(base),
-                                  tokenizer_kwargs={"trust_remote_code": recipe.model.trust_remote_code})
-    common = dict(lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets or target_modules(recipe),
-                  task_type="CAUSAL_LM")
-    if method == "adalora":
-        tinit, tfinal, delta = adalora_schedule(total_steps)
-        return AdaLoraConfig(init_r=methods.adalora_init_rank(lo.rank), target_r=lo.rank, total_step=total_steps,
-                             tinit=tinit, tfinal=tfinal, deltaT=delta, **common)
-    return LoraConfig(r=lo.rank, use_rslora=method == "rslora", use_dora=method == "dora", **common)
-
-
-def adalora_schedule(total_steps: int) -> tuple[int, int, int]:
-    """(tinit, tfinal, deltaT) for a run of ``total_steps``: warm up, prune, then train the final pattern."""
-    tinit = int(total_steps * ADALORA_TINIT)
-    tfinal = int(total_steps * ADALORA_TFINAL)
-    if total_steps - tinit - tfinal <= 0:
-        tinit = tfinal = 0
-    return tinit, tfinal, max(1, int(math.ceil(total_steps * ADALORA_DELTA_T)))
+    return methods.get(recipe.lora.method).peft_config(recipe, total_steps, base, targets or target_modules(recipe))
 
 
 def init_prefix_from_text(model: Any, tokenizer: Any, text: str = INIT_TEXT) -> bool:

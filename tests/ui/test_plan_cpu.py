@@ -17,7 +17,7 @@ def test_the_plan_page_plans_for_the_cpu_without_a_gpu(window, qtbot, monkeypatc
     plan = window.session.plan
     assert window.session.device == "cpu" and plan.device == "cpu"
     assert window.session.budget == hardware.cpu_budget_bytes()
-    assert plan.settings["quant.mode"] == "4bit" and "cuda_context" not in plan.components
+    assert plan.settings.quant_mode == "4bit" and "cuda_context" not in plan.components
     assert "training runs on the CPU" in window.plan_page.budget.gpu_label.text()
     assert "Training runs on the CPU" in window.plan_page.fitted.reasons.text()
     assert "tokens/s" in window.plan_page.prediction.speed_label.text()  # from the probe cached by tests/ui/conftest.py

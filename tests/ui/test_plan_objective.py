@@ -15,7 +15,7 @@ def test_choosing_dpo_on_the_plan_page_refits_with_its_memory_and_reason(window,
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
         window.session.pin("train.objective", "dpo")
     plan = window.session.plan
-    assert plan.settings["train.objective"] == "dpo" and "reference_forward" in plan.components
+    assert plan.settings.objective == "dpo" and "reference_forward" in plan.components
     assert any("Objective dpo" in r for r in plan.reasons) and "Objective dpo" in page.fitted.reasons.text()
     assert window.session.resolved_recipe().train.objective == "dpo"
     shot = os.environ.get("LORA_STUDIO_SHOT")

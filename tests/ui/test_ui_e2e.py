@@ -28,7 +28,7 @@ def test_drop_plan_train_to_completion(qtbot, tiny_model_dir, drop):
         for key, value in (("train.max_steps", 3), ("train.seq_len", 128), ("train.micro_batch", 2),
                            ("train.grad_accum", 1), ("train.eval_steps", 0), ("train.save_steps", 100)):
             w.session.pin(key, value)
-        assert w.session.plan.settings["train.seq_len"] == 128
+        assert w.session.plan.settings.seq_len == 128
 
         page = w.train_page
         with qtbot.waitSignal(page.controller.sig_finished, timeout=180000) as done:

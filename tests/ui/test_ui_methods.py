@@ -29,7 +29,7 @@ def test_plan_page_offers_every_method_with_its_sentence_and_replans(window, qtb
         page.methods.buttons["dora"].click()
     assert window.session.fixed == {"lora.method": "dora"}
     plan = window.session.plan
-    assert plan.settings["lora.method"] == "dora" and "dora_activations" in plan.components
+    assert plan.settings.method == "dora" and "dora_activations" in plan.components
     assert plan.predicted["device_total_bytes"] != lora_total  # re-fitted with DoRA's costs
     assert page.fitted.values["lora.method"].text().startswith("DoRA")
     assert any("DoRA" in r for r in plan.reasons)

@@ -54,7 +54,7 @@ def test_a_pinned_setting_stays_while_the_rest_refits(window, qtbot):
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
         editor.editor.setValue(512)
     assert window.session.fixed == {"train.seq_len": 512}
-    assert window.session.plan.settings["train.seq_len"] == 512
+    assert window.session.plan.settings.seq_len == 512
     with qtbot.waitSignal(window.session.sig_plan, timeout=5000):
         window.plan_page.set_budget_bytes(12 * GIB)
     assert window.session.resolved_recipe().train.seq_len == 512 and not editor.reset.isHidden()

@@ -13,7 +13,8 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QPushButton, QWidget
 
 from studio import hardware, methods, planview, procs, speed
-from studio.planner import Plan
+from studio.planner import Plan, Suggestion
+from studio.planning import budget_bytes
 from ui.controllers import CommandController
 from ui.session import GIB, Session
 from ui.widgets.common import Page, label, primary_button
@@ -110,7 +111,7 @@ class PlanPage(Page):
     def detect_hardware(self) -> None:
         """Default the budget to the detected GPU; without one, plan for the CPU with system RAM as the budget."""
         gpus = hardware.detect_gpus()
-        budget = planview.default_budget(gpus)
+        budget = budget_bytes(gpus)
         self.gpu_name = gpus[0].name if gpus else ""
         self.budget.gpu_label.setText(planview.gpus_text(gpus, getattr(gpus, "reason", ""), budget))
         self.fill_gpu_picker(gpus)
@@ -149,15 +150,17 @@ class PlanPage(Page):
         self._probe_failed = not saw_done
         self.session.refit()
 
-    def _apply_suggestion(self, change: dict) -> None:
+    def _apply_suggestion(self, change: Suggestion | None) -> None:
         """Do what the planner suggested: a shorter length, release pins, or a bigger budget."""
-        if "train.seq_len" in change:
-            self.session.pin("train.seq_len", int(change["train.seq_len"]))
-        elif change.get("unfix"):
-            for key in change["unfix"]:
+        if change is None:
+            return
+        if change.seq_len is not None:
+            self.session.pin("train.seq_len", change.seq_len)
+        elif change.unfix:
+            for key in change.unfix:
                 self.session.unpin(key)
-        elif "budget_bytes" in change:
-            self.set_budget_bytes(int(change["budget_bytes"]))
+        elif change.budget_bytes is not None:
+            self.set_budget_bytes(change.budget_bytes)
         self._sync_editors()
 
     def _sync_editors(self) -> None:

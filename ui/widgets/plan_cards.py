@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QButtonGroup, QCheckBox, QGridLayout, QHBoxLayout, QLabel, QRadioButton, QSlider, QToolButton, QWidget
 
 from studio import methods
+from studio.planner import Suggestion
 from studio.planview import FITTED_ROWS, PlanView
 from ui.widgets.common import Card, human_bytes, label
 from ui.widgets.memory_bar import MemoryBar
@@ -103,7 +104,7 @@ class BudgetCard(Card):
 class PredictionCard(Card):
     """The predicted memory as a stacked bar against the budget, the verdict, the suggestion, the speed."""
 
-    sig_apply = Signal(dict)  # the suggested change, to apply
+    sig_apply = Signal(object)  # the suggested change (studio.planner.Suggestion), to apply
 
     def __init__(self, state: State, parent: QWidget | None = None) -> None:
         super().__init__("Predicted memory", parent)
@@ -122,7 +123,7 @@ class PredictionCard(Card):
         row.addWidget(self.suggest_btn)
         self.body.addLayout(row)
         self.body.addWidget(self.speed_label)
-        self.change: dict = {}
+        self.change: Suggestion | None = None
         state.changed.connect(self.show_view)
 
     def show_view(self, view: PlanView | int) -> None:

@@ -1,0 +1,41 @@
+"""The training objectives (``train.objective``): one entry each, holding what the memory model and the
+planner need to know about it, so that neither branches on an objective's name.
+
+Torch-free and below studio.recipe (whose choices come from here). How each objective is trained
+(TRL's DPOTrainer and ORPOTrainer) is studio.train.preference; docs/objectives.md says why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    label: str
+    pairs: bool = False  # chosen and rejected answers run in one forward: a micro-batch of N pairs is 2N sequences
+    reference_forward: bool = False  # the base (adapter disabled) runs again under no_grad for the reference
+    loss_note: str = ""  # added to the logits-and-loss component's source
+    reason: str = ""  # the plan's sentence about it (planner.objective_reasons); empty: nothing to say
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("sft", "SFT"),
+    Objective("dpo", "DPO", pairs=True, reference_forward=True,
+              loss_note="; an upper bound for DPO: TRL computes the log-probabilities in chunks without the full "
+                        "logits",
+              reason="Objective dpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
+                     "of a micro-batch); the reference is the base with the adapter disabled, so no second copy of "
+                     "the weights: its no-grad forward is an estimate."),
+    Objective("orpo", "ORPO", pairs=True, loss_note="; for the chosen and rejected sequences of every pair",
+              reason="Objective orpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
+                     "of a micro-batch); no reference model."),
+)}
+NAMES = tuple(OBJECTIVES)
+DEFAULT = "sft"
+PAIRED = tuple(o.name for o in OBJECTIVES.values() if o.pairs)  # need chosen/rejected pairs
+
+
+def get(name: str | None) -> Objective:
+    """The objective ``name``; not given (or unknown: Recipe.validate names it) is plain SFT."""
+    return OBJECTIVES.get(name or DEFAULT) or OBJECTIVES[DEFAULT]
