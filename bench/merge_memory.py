@@ -68,7 +68,7 @@ def build_adapter(folder: Path, base: Path, rank: int = 16) -> None:
     import torch
     from peft import LoraConfig
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))

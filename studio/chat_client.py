@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from studio import driver, paths, runs
+from studio import checkpoint, driver, paths, runs
 from studio.events import ANSWER, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, encode_command
 from studio.fsutil import read_json
 from studio.procs import worker_argv
@@ -53,7 +53,6 @@ def run_model(run_dir: Path) -> str:
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    from studio import checkpoint
 
     for ck in checkpoint.list_checkpoints(run_dir):
         if ck.step == step:
@@ -256,7 +255,6 @@ class ChatClient:
 def run_variants(run_dir: Path, runs_root: Path | None = None) -> list[Variant]:
     """What can answer in a run's Playground: its base, its adapter, its checkpoints, and the
     adapters of other runs on the same base model."""
-    from studio import checkpoint
 
     run_dir = Path(run_dir)
     model = run_model(run_dir)

@@ -16,6 +16,7 @@ import importlib
 import pkgutil
 import sys
 
+import studio.commands as pkg
 from studio import __version__, events
 from studio.errors import UserError
 from studio.termtext import printable
@@ -36,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune an open LLM on your own GPU, privately. With no command, opens the studio window.")
     parser.add_argument("--version", action="version", version=f"lora-studio {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import studio.commands as pkg
 
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):

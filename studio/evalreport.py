@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from studio.fsutil import atomic_write_json, read_json
+from studio.scoring import generate_answers, match_or_timeout
 
 EVAL_FILE = "eval.json"
 EVAL_VERSION = 1
@@ -90,7 +91,6 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
           answers: dict[str, Sequence[str]], source: str, scored: bool, stopped: bool = False,
           adapter: str = "", base_model: str = "") -> dict:
     """The report as a dict (see the module docstring); ``answers`` has ``base`` and ``adapter`` lists."""
-    from studio.scoring import match_or_timeout
 
     items: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
@@ -184,7 +184,6 @@ def answer_rows(model: Any, tokenizer: Any, rows: Sequence[dict], phase: str,
                 progress: Callable[..., Any] | None, should_stop: Callable[[], bool] | None,
                 batch_size: int) -> list[str]:
     """Greedy answers to ``rows`` with per-prompt progress (``progress(phase=, done=, total=, eta_s=)``)."""
-    from studio.scoring import generate_answers
 
     total = len(rows)
     if progress:

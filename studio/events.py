@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field

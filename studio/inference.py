@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from studio.data.template import render
+from studio.export.adapter import check_adapter
+from studio.export.errors import ExportError
+from studio.export.verify import model_bytes
+from studio.safety import check_remote_code, check_weights_are_safe
+from studio.train import loading, moe4bit
+
 BASE = "base"  # the variant name of the bare base model (adapters disabled)
 QUANT_MODES = ("auto", "4bit", "8bit", "none")
 
@@ -120,7 +127,6 @@ def choose_quant(requested: str, device: str, recipe_mode: str | None, weights_1
 
 def weights_16bit_bytes(folder: Path) -> int:
     """Bytes of the base weights in 16 bits (from the safetensors headers: no tensor is read)."""
-    from studio.export.verify import model_bytes
 
     return model_bytes(folder, bytes_per_param=2)
 
@@ -186,8 +192,6 @@ class ChatEngine:
     def __init__(self, base: Path, recipe: Any, device: str | None = None, quant: str = "auto") -> None:
         import torch
 
-        from studio.safety import check_remote_code, check_weights_are_safe
-        from studio.train import loading
 
         self.base_path = Path(base)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -269,8 +273,6 @@ class ChatEngine:
     @staticmethod
     def _check_adapter(path: Path) -> None:
         """Export's adapter check (studio.export.adapter.check_adapter), in the chat's words."""
-        from studio.export.adapter import check_adapter
-        from studio.export.errors import ExportError
 
         try:
             check_adapter(path)
@@ -281,7 +283,6 @@ class ChatEngine:
         """An adapter of the fused experts cannot sit on experts held in 4-bit (studio.train.moe4bit)."""
         import json
 
-        from studio.train import moe4bit
 
         try:
             config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
@@ -318,7 +319,6 @@ class ChatEngine:
 
     # -- answers --------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], settings: GenSettings) -> Any:
-        from studio.data.template import render
 
         msgs = list(messages)
         if settings.system and msgs[0]["role"] != "system":

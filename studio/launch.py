@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from studio import runs
+from studio import hardware, runs
 from studio.procs import kill_tree, worker_argv, worker_env  # noqa: F401 - kill_tree: the launch's own stop
+from studio.recipe import Recipe
 
 TORCHRUN_MODULE = "torch.distributed.run"
 WORKER_MODULE = "workers.train"
@@ -34,7 +35,6 @@ def gpu_list(text: str) -> list[int]:
 
 
 def _recipe(run_dir: Path) -> Any:
-    from studio.recipe import Recipe
 
     effective = Path(run_dir) / "effective_recipe.json"  # the OOM ladder's settings win, as in the worker
     return Recipe.load(effective if effective.is_file() else Path(run_dir) / runs.RECIPE, [])
@@ -93,7 +93,6 @@ def unsupported(train: Any, gpus: list | None = None, platform: str | None = Non
                 "(train.nproc 1), or run the same recipe under Linux or WSL2, or on a cluster "
                 "('lora-studio cluster export')")
     if gpus is None:
-        from studio import hardware
 
         gpus = list(hardware.detect_gpus())
     if not gpus:

@@ -21,8 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from studio import methods, objectives
-from studio.adapted import (MOE_PEFT_NAMES, dtype_bytes, experts_4bit, experts_adapted, fused_experts, lora_params,
-                            lora_tensors, targeted)
+from studio.adapted import (
+    MOE_PEFT_NAMES,
+    dtype_bytes,
+    experts_4bit,
+    experts_adapted,
+    fused_experts,
+    lora_params,
+    lora_tensors,
+    targeted,
+)
 from studio.models import ModelInfo
 from studio.settings import Effective, Settings
 

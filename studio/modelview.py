@@ -12,8 +12,8 @@ from typing import NamedTuple
 from studio import events as ev
 from studio import hub, models
 from studio.demo import demo_model_dir
-from studio.units import human_bytes, human_count, human_eta
 from studio.models import ModelInfo
+from studio.units import human_bytes, human_count, human_eta
 
 HUB_PREFIX = "hub:"  # list entries of search results: hub:OWNER/NAME
 RECENT_KEEP = 8

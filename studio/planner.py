@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio import memory, methods, objectives
+from studio import memory, methods, objectives, speed
 from studio.memory import GiB, MiB
 from studio.models import ModelInfo, catalog, from_catalog
 from studio.recipe import PLANNED, Recipe, get_setting, is_setting, set_setting, setting_flag
@@ -127,7 +127,6 @@ def add_time_estimate(plan: Plan, info: ModelInfo, gpu_name: str = "", steps: in
     On the CPU the rates come from the cached probe; ``measure`` runs the probe (a few seconds, in a
     subprocess) when there is none. The run's length is ``steps``, else ``epochs`` over ``examples``.
     """
-    from studio import speed
 
     s = plan.settings
     rates = None

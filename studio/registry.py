@@ -20,7 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence, TypeGuard
 
-from studio import fsutil, paths, playground, runfiles, runs
+from studio import __version__, evalreport, fsutil, paths, playground, runfiles, runs
+from studio import events as ev
 from studio.errors import UserError
 from studio.fsutil import atomic_write_json, read_json, sha256_files
 from studio.termtext import printable
@@ -84,7 +85,6 @@ def metric_series(run_dir: Path, metric: str, axis: str = "step") -> tuple[list[
 
     Time counts training sessions only: the pause between a stop and a resume is left out.
     """
-    from studio import events as ev
 
     kind, key, _ = METRICS[metric]
     xs: list[float] = []
@@ -115,7 +115,6 @@ def _num(v: Any) -> TypeGuard[int | float]:
 
 def training_seconds(run_dir: Path) -> float | None:
     """Wall time the workers of this run spent, summed over its sessions (a resume adds one)."""
-    from studio import events as ev
 
     total, start, last = 0.0, None, None
     for e in ev.read_events(Path(run_dir) / runs.EVENTS):
@@ -151,7 +150,6 @@ def metrics_summary(run_dir: Path) -> dict:
 # -- the adapter's metadata --------------------------------------------------------------------
 def build_metadata(run_dir: Path) -> dict:
     """Everything that says what ``RUN/adapter`` is, from the run folder alone."""
-    from studio import __version__, evalreport
 
     run_dir = Path(run_dir)
     where_r, where_s = run_dir / runs.RECIPE, run_dir / runs.STATE

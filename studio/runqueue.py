@@ -24,9 +24,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from studio import fsutil, paths, runfiles, runs
+from studio import checkpoint, driver, fsutil, paths, registry, runfiles, runs
+from studio.attach import hold_folder_lock, worker_pid
 from studio.errors import UserError
 from studio.fsutil import atomic_write_json
+from studio.procs import worker_argv
+from studio.recipe import Recipe, RecipeError
 from studio.termtext import printable
 
 QUEUE_FILE = "queue.json"
@@ -222,7 +225,6 @@ def _hold_runner_lock(root: Path, tries: int = 10):
     Deleting .queue-runner.lock (it only holds the pid) cannot release it. A probe (``runner_pid``)
     holds the lock for an instant, so a runner starting then tries again for a moment.
     """
-    from studio.attach import hold_folder_lock
 
     for attempt in range(tries):
         held = hold_folder_lock(root, RUNNER_LOCK)
@@ -275,7 +277,6 @@ def _own_run_dir(entry: dict, root: Path) -> Path | None:
 
 
 def _recipe(entry: dict):
-    from studio.recipe import Recipe, RecipeError
 
     try:
         recipe = Recipe.from_dict(entry["recipe"])
@@ -295,14 +296,12 @@ def _prepare(entry: dict, runs_root: Path) -> tuple[Path, list[str]]:
     """
     run_dir = _own_run_dir(entry, runs_root)
     if run_dir is not None and (run_dir / runs.RECIPE).is_file():
-        from studio import checkpoint
 
         return run_dir, (["--resume"] if checkpoint.latest_good(run_dir) is not None else [])
     recipe = _recipe(entry)
     run_dir = runs.create(recipe, runs_root, plan=entry.get("plan"))
     runs.write_state(run_dir, queue=entry["id"], sweep=entry.get("sweep"))
     if entry.get("sweep"):
-        from studio import registry
 
         registry.set_labels(run_dir, add_tags=[entry["sweep"]])  # the Runs page and 'runs list --tag' group them
     update(entry["id"], runs_root, run=str(run_dir))
@@ -357,9 +356,6 @@ def _write_pid(root: Path, lock: Any, text: str) -> None:
 
 def _run_one(entry: dict, root: Path, on_event, on_start, should_stop) -> str:
     """Train one claimed entry to its end; its final status (finished, stopped or failed)."""
-    from studio.attach import worker_pid
-    from studio import driver
-    from studio.procs import worker_argv
 
     stale = bool(entry.get("run"))  # a run an earlier runner started and could not see to its end
     run_dir, extra = _prepare(entry, root)

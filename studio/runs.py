@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from studio import paths, runfiles
-from studio.procs import pid_alive, process_created
+from studio.events import encode_command
 from studio.fsutil import atomic_write_json, read_json
+from studio.procs import pid_alive, process_created
 from studio.recipe import Recipe
 
 STATUSES = ("created", "running", "stopped", "failed", "finished", "interrupted")
@@ -44,7 +45,6 @@ def send_command(run_dir: Path, name: str) -> None:
     The worker polls ``commands.jsonl`` as well as its stdin, so a window that reattached to a run
     (or ``lora-studio attach``) can drive it. Lines written before the worker started are ignored.
     """
-    from studio.events import encode_command
 
     fd = os.open(Path(run_dir) / COMMANDS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:

@@ -34,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from studio import memory
+from studio.fsutil import atomic_write_json
+from studio.models import find_catalog, from_catalog
+from studio.paths import data_dir
+from studio.procs import worker_argv, worker_env
 
 # Dense (no sparsity) BF16/FP16 tensor-core peak with FP32 accumulate, TFLOPS, from NVIDIA's datasheets and
 # architecture whitepapers (H100/H200/A100/L4/L40S/A10/T4 product datasheets; "NVIDIA Ada Lovelace GPU
@@ -107,7 +111,6 @@ def gpu_peak(name: str) -> tuple[float, str, bool]:
 
 def gpu_efficiency() -> float:
     """Achieved / peak FLOPs of the published measurement (ANCHOR)."""
-    from studio.models import find_catalog, from_catalog
 
     info = from_catalog(find_catalog(ANCHOR["model"]))
     per_token, _ = step_flops(info, ANCHOR["settings"])
@@ -224,7 +227,6 @@ def machine_key() -> str:
 
 
 def _cache_file() -> Path:
-    from studio.paths import data_dir
 
     return data_dir() / "cache" / "speed" / f"cpu-{machine_key()}.json"
 
@@ -249,7 +251,6 @@ def cpu_rates() -> dict | None:
 
 def store_cpu_rates(rates: dict) -> dict:
     """Cache a probe's rates for this machine (``studio.train.cpu_probe`` measures them); with ``measured_at``."""
-    from studio.fsutil import atomic_write_json
 
     now = time.time()
     path = _cache_file()
@@ -265,7 +266,6 @@ def ensure_cpu_rates() -> dict | None:
         return rates
     import subprocess
 
-    from studio.procs import worker_argv, worker_env
 
     try:
         subprocess.run(worker_argv(PROBE_MODULE), env=worker_env(), capture_output=True, timeout=300, check=True)
@@ -280,7 +280,6 @@ def device_key(device: str, gpu_name: str = "") -> str:
 
 
 def _calibration_file() -> Path:
-    from studio.paths import data_dir
 
     return data_dir() / "cache" / "speed" / f"calibration-{machine_key()}.json"
 
@@ -297,7 +296,6 @@ def record_run(run: str, device: str, predicted_s: float, measured_s: float, ste
                probe: float | None = None) -> None:
     """Remember one run's measured seconds per optimizer step against the uncalibrated prediction for
     the same settings (``probe``: the CPU probe's ``measured_at`` the prediction used)."""
-    from studio.fsutil import atomic_write_json
 
     if not (predicted_s > 0 and measured_s > 0 and math.isfinite(predicted_s) and math.isfinite(measured_s)):
         return

@@ -11,8 +11,9 @@ import datetime as _dt
 import itertools
 from pathlib import Path
 
-from studio import registry
+from studio import models, planner, registry
 from studio.errors import UserError
+from studio.planning import Machine, plan_for
 from studio.recipe import Recipe, bounds_text, in_bounds, setting_field
 
 
@@ -54,8 +55,6 @@ def variants(recipe: Recipe, ranks: list[int] | None = None, lrs: list[float] | 
 def check_fits(recipes: list[Recipe], budget_bytes: int | None = None) -> list[dict]:
     """The planner's prediction for each variant exactly as set: ``{"name", "fits", "predicted_bytes",
     "budget_bytes", "plan"}``. Raises UserError when the model cannot be read."""
-    from studio import models, planner
-    from studio.planning import Machine, plan_for
 
     machine = Machine.detect(budget=budget_bytes)
     budget = machine.budgets[0]

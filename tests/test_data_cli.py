@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tiny
+
 from studio.cli import main
 
 FIX = Path(__file__).parent / "fixtures" / "data"

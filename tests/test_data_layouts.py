@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 import tiny
+
 from studio.data import DataError, inspect, load_examples
 from studio.data.template import IGNORE, encode_example, fallback_messages, tool_support
 
@@ -365,9 +365,9 @@ def test_odd_values_anywhere_are_row_problems_not_crashes():
     import random
 
     from studio.data.formats import FORMATS
+    from studio.data.report import DatasetReport
     from studio.data.scan import Sink, _row_options, _sample, detect, judge, role_mapping
     from studio.data.sources import Record, open_source, records
-    from studio.data.report import DatasetReport
 
     kinds = [None, 1, 2.5, True, [], {}, "", "x", "<image>", ["a"], [{"a": 1}], {"type": "image"},
              [{"type": "text"}], "[1", "{}", [[1, 2]], [["a"]], {"role": "user"}]

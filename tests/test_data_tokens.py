@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 import tiny
+
 from studio.data import inspect, load_examples
 from studio.data.template import IGNORE, encode_example, encode_with_offsets
 from studio.data.tokens import mask_view

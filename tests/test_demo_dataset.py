@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from studio import scoring
-from studio.scoring import (FORMAT_PATTERN, EvalResult, PromptFileError, format_report,
-                             load_prompts, score_answers)
+from studio.scoring import FORMAT_PATTERN, EvalResult, PromptFileError, format_report, load_prompts, score_answers
 
 DEMO = Path(__file__).resolve().parent.parent / "resources" / "demo"
 TRAIN = DEMO / "train.jsonl"

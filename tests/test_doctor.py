@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from studio.runtime import doctor
 from studio.commands.doctor import format_report
+from studio.runtime import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 

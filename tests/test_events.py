@@ -1,8 +1,7 @@
 import io
 import json
 
-from studio.events import (EVENT_KEYS, Emitter, EventReader, decode, decode_command, encode, encode_command,
-                           read_events)
+from studio.events import EVENT_KEYS, Emitter, EventReader, decode, decode_command, encode, encode_command, read_events
 
 
 def test_event_has_exactly_the_protocol_keys(tmp_path):

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tiny
+
 from studio import runs
 from studio.recipe import Recipe
 
@@ -324,8 +324,7 @@ def test_existing_output_needs_force(qlora_run, tmp_path):
 
 
 def test_not_enough_space_is_refused_before_writing(qlora_run, tmp_path, monkeypatch):
-    from studio.export import DiskError, export
-    from studio.export import targets
+    from studio.export import DiskError, export, targets
 
     monkeypatch.setattr(targets.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(DiskError, match="free"):

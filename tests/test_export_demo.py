@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from test_export import _gguf_fields, make_run
 
 pytestmark = pytest.mark.slow

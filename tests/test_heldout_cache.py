@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
 
 from faultkit import run_worker, tiny_recipe  # noqa: E402
+
 from studio import heldout_cache, runs  # noqa: E402
 
 LOAD = {"quant": "4bit", "dtype": "torch.float32", "device": "cpu"}

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tiny
+
 from studio.data import load_examples
 from studio.data.light_tokenizer import LightTokenizer
 from studio.data.template import encode_with_offsets, render

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "faults"))
-from faultkit import (MAX_STEPS, adapter_tensors, cli, kill_at_step, losses, max_diff,  # noqa: E402
-                      run_worker, tiny_recipe)
+from faultkit import MAX_STEPS, adapter_tensors, cli, kill_at_step, losses, max_diff, run_worker, tiny_recipe  # noqa: E402
 
 from studio import methods, runs  # noqa: E402
 from studio.recipe import Recipe  # noqa: E402

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tiny
+
 from studio import models
 
 CATALOG_IDS = [e.id for e in models.catalog()]

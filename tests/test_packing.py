@@ -1,10 +1,10 @@
 """Packing for SFT: the same loss as padded micro-batches, no padding, attention kept within each example."""
 import pytest
+from test_train_worker import run_worker, tiny_recipe
 
 from studio import runs
 from studio.events import read_events
 from studio.recipe import Recipe
-from test_train_worker import run_worker, tiny_recipe
 
 
 def _batch_losses(model_dir, data, packed: bool, micro_batch: int = 4):

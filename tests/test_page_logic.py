@@ -10,9 +10,9 @@ import pytest
 from studio import events as ev
 from studio import hub, modelview, registry, runs, tboard
 from studio.data import display
-from studio.units import human_bytes, human_count, human_eta
 from studio.recipe import Recipe
 from studio.train.trackers import TB_DIR
+from studio.units import human_bytes, human_count, human_eta
 
 
 # -- figures ----------------------------------------------------------------------------------------

@@ -3,14 +3,14 @@ import json
 from pathlib import Path
 
 import pytest
+from test_train_worker import run_worker, stdout_events, tiny_recipe
+from tiny import write_preference_jsonl
 
 from studio import runs
 from studio.data import DataError, load_examples
 from studio.data.pairs import encode_pairs
 from studio.data.template import IGNORE, encode_with_offsets
 from studio.recipe import Recipe
-from test_train_worker import run_worker, stdout_events, tiny_recipe
-from tiny import write_preference_jsonl
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 import json
 
-from studio.recipe import SCHEMA_VERSION, Recipe, RecipeError, field_doc
-
 import pytest
+
+from studio.recipe import SCHEMA_VERSION, Recipe, RecipeError, field_doc
 
 
 def _ok() -> Recipe:

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train_worker import tiny_recipe
 
 from studio import registry, runqueue, runs, sweep
 from studio.cli import main as cli
 from studio.procs import worker_env
-from test_train_worker import tiny_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 

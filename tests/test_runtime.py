@@ -13,15 +13,14 @@ import re
 import subprocess
 import sys
 import time
-import tomllib
 import zipfile
 from pathlib import Path
 
 import psutil
 import pytest
+import tomllib
 
-from studio import events
-from studio import runtime_home
+from studio import events, runtime_home
 from studio.runtime import setup, state, torch_choice
 
 ROOT = Path(__file__).resolve().parent.parent

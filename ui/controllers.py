@@ -23,8 +23,8 @@ from typing import Any, Callable, Sequence
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from studio import events as ev
 from studio import driver, launch, procs, runs
+from studio import events as ev
 
 READ_CHUNK = 1 << 16
 EXPORT_LOG = "export.log"

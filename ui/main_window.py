@@ -10,14 +10,26 @@ from pathlib import Path
 from PySide6 import __version__ as PYSIDE_VERSION
 from PySide6.QtCore import QSize, QTimer, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
-                               QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio import __version__, paths
+from studio.attach import live_runs
 from studio.models import looks_like_model
+from studio.procs import worker_python
 from ui import theme
-from ui.prefs import settings
 from ui.controllers import WorkerController
+from ui.prefs import settings
 from ui.session import Session
 from ui.widgets.common import Busy
 
@@ -130,7 +142,6 @@ class MainWindow(QMainWindow):
 
     def attach_live_run(self) -> None:
         """Follow the newest run an earlier window left training, if any."""
-        from studio.attach import live_runs
 
         live = live_runs()
         if live and self.train_page.attach(live[0].path):
@@ -286,7 +297,6 @@ class MainWindow(QMainWindow):
             self.data_page.load(path)
 
     def about(self) -> None:
-        from studio.procs import worker_python
 
         QMessageBox.about(self, "About LoRA Studio", (
             f"<h3>LoRA Studio {__version__}</h3>"

@@ -14,6 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from studio import runs
+from ui.app import apply_choices, build_app, parse_args
+
 
 def wait_until(app, predicate, timeout_s: float) -> bool:
     """Process events until ``predicate()`` is true (or the time is up)."""
@@ -51,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ["LORA_STUDIO_HOME"] = str(args.home or tempfile.mkdtemp(prefix="lora-studio-shots-"))
     os.environ.setdefault("LORA_STUDIO_THEME", "light")
-    from ui.app import apply_choices, build_app, parse_args
     from ui.main_window import MainWindow
 
     app = build_app()
@@ -88,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         window.session.pin(key, value)
     train = window.train_page
     window.show_page(train)
-    from studio import runs
 
     finished = [r for r in runs.list_runs() if r.status == "finished"]
     if args.reuse and finished:

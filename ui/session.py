@@ -13,6 +13,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from studio.data.report import DatasetReport
+from studio.launch import processes
 from studio.models import ModelInfo
 from studio.planner import Plan
 from studio.planning import Machine, plan_for
@@ -96,7 +97,6 @@ class Session(QObject):
         if self.model_info is None:
             return
         try:
-            from studio.launch import processes
 
             n = processes(self.recipe.train)  # several GPUs picked: one GPU, DDP or FSDP, per-GPU memory
             t = self.recipe.train

@@ -15,7 +15,13 @@ The worker exits (``done`` event) when stdin closes. Events go to stdout only; l
 """
 from __future__ import annotations
 
+from studio.data.chat_render import TemplateError, TemplateRunaway
+from studio.inference import AdapterError, ChatEngine, GenSettings, SettingsError
+from studio.recipe import Recipe
+from studio.train import loading
+from studio.train.recovery import load_recipe
 from workers import EXIT_OK, go_offline, on_stop_signal, report_failure, run_worker
+from workers.train import classify
 
 go_offline()
 
@@ -28,16 +34,26 @@ import threading  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from studio.events import (ANSWER, DONE, ERROR, HELLO, LOG, MAX_LINE_BYTES, TOKEN, WARNING, Emitter,  # noqa: E402
-                           decode_command, read_commands, reserve_stdout)
+from studio.events import (  # noqa: E402
+    ANSWER,
+    DONE,
+    ERROR,
+    HELLO,
+    LOG,
+    MAX_LINE_BYTES,
+    TOKEN,
+    WARNING,
+    Emitter,
+    decode_command,
+    read_commands,
+    reserve_stdout,
+)
 
 
 def _base_recipe(run: Path | None, model: str | None):
     """The recipe that says how to load the base: the run's own, or a default one for a bare model."""
-    from studio.recipe import Recipe
 
     if run is not None:
-        from studio.train.recovery import load_recipe
 
         recipe, _ = load_recipe(run, [])
         return recipe
@@ -138,8 +154,6 @@ class ChatWorker:
                      adapters=list(self.engine.adapters))
 
     def _generate(self, cmd: dict) -> None:
-        from studio.data.chat_render import TemplateError, TemplateRunaway
-        from studio.inference import GenSettings, SettingsError
 
         gid, variant = str(cmd.get("id", "")), cmd.get("variant") or "base"
         try:
@@ -181,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from studio.inference import ChatEngine
-        from studio.train import loading
 
         recipe = _base_recipe(args.run.resolve() if args.run else None, args.model)
         base = loading.resolve_base(recipe)
@@ -193,11 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--adapter {spec!r}: write NAME=DIR")
             engine.add_adapter(name, Path(path))
     except Exception as e:  # noqa: BLE001 - the worker reports every failure as an event
-        from workers.train import classify
 
         kind, hint = classify(e)
         if isinstance(e, ValueError) and kind == "internal":
-            from studio.inference import AdapterError
 
             kind, hint = "config", ("fix or replace the adapter named above" if isinstance(e, AdapterError) else
                                     "pick a run folder with recipe.json, a local model folder, or 'demo'")

@@ -9,7 +9,13 @@ was stopped).
 """
 from __future__ import annotations
 
+from studio import evalreport, registry
+from studio.inference import AdapterError, ChatEngine
+from studio.scoring import PromptFileError, load_prompts
+from studio.train import dataset, loading
+from studio.train.recovery import load_recipe
 from workers import EXIT_OK, go_offline, on_stop_signal, report_failure, run_worker
+from workers.train import classify
 
 go_offline()
 
@@ -22,11 +28,6 @@ from studio.events import DONE, HELLO, PROGRESS, Emitter, reserve_stdout  # noqa
 
 
 def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, quant: str = "auto") -> Path:
-    from studio import evalreport
-    from studio.scoring import load_prompts
-    from studio.inference import ChatEngine
-    from studio.train import dataset, loading
-    from studio.train.recovery import load_recipe
 
     adapter = run_dir / runs.ADAPTER
     if not (adapter / "adapter_config.json").is_file():
@@ -69,7 +70,6 @@ def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, 
                               adapter=str(adapter), base_model=str(base))
     path = evalreport.write(run_dir, report)
     runs.write_state(run_dir, eval=evalreport.summary(report))
-    from studio import registry
 
     registry.write_metadata(run_dir)  # the adapter's metadata carries the new evaluation
     return path
@@ -91,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = evaluate_run(run_dir, args.prompts, em, control.stop.is_set, args.quant)
     except Exception as e:  # noqa: BLE001 - the worker reports every failure as an event
-        from studio.scoring import PromptFileError
-        from studio.inference import AdapterError
-        from workers.train import classify
 
         kind, hint = classify(e)
         if isinstance(e, PromptFileError):

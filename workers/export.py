@@ -9,6 +9,7 @@ folder is removed and nothing stands under the final name. Exit codes: 0 exporte
 """
 from __future__ import annotations
 
+from studio.export import TARGETS, export
 from workers import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, cancellable, go_offline, report_failure, run_worker
 
 go_offline()
@@ -62,7 +63,6 @@ def list_targets() -> int:
     """The registry as JSON (for a GUI that cannot import the core in its own process)."""
     import json
 
-    from studio.export import TARGETS
 
     rows = [{"name": t.name, "title": t.label, "description": t.description, "quants": list(t.quants),
              "default_quant": t.default_quant} for t in TARGETS.values()]
@@ -90,7 +90,6 @@ def _export(run_dir: Path, args: argparse.Namespace, em: Emitter, cancel: thread
     em.emit(HELLO, pid=os.getpid(), worker="export", python=platform.python_version(), run_dir=str(run_dir),
             format=args.format, quant=args.quant)
     try:
-        from studio.export import export
 
         result = export(run_dir, args.format, args.quant, args.out, args.force, rep.progress, rep.check)
         em.emit(DONE, status="exported", **result.to_dict())

@@ -6,6 +6,11 @@ finished or was stopped on request, 1 when it failed (after an ``error`` event w
 """
 from __future__ import annotations
 
+from studio.attach import hold_run_lock, last_seq, worker_pid
+from studio.data import DataError
+from studio.train import dist
+from studio.train.errors import TrainingFault, disk_full
+from studio.train.loading import LoadError
 from workers import EXIT_FAILED, EXIT_OK, go_offline, on_stop_signal, run_worker
 
 go_offline()
@@ -23,8 +28,6 @@ from studio.recipe import RecipeError  # noqa: E402
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """The error kind of the protocol and a hint that says what to do."""
-    from studio.data import DataError
-    from studio.train.errors import TrainingFault
 
     if isinstance(exc, TrainingFault):  # nan, oom after the ladder, checkpoint writes: they explain themselves
         return exc.kind, exc.hint
@@ -39,7 +42,6 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "data", "fix the dataset file (see 'lora-studio data inspect FILE') and start again"
     if isinstance(exc, RecipeError):
         return "config", "fix the recipe fields named above and start again"
-    from studio.train.errors import disk_full
 
     if (isinstance(exc, OSError) or name == "SafetensorError") and disk_full(exc):
         return "io", "free disk space; the last checkpoint is intact"
@@ -48,7 +50,6 @@ def classify(exc: BaseException) -> tuple[str, str]:
                           "restore it from its source, or resume from an earlier checkpoint")
     if isinstance(exc, OSError):
         return "io", "check the path and its permissions"
-    from studio.train.loading import LoadError
 
     if isinstance(exc, LoadError):
         return "config", "pick a local model folder with safetensors weights, or 'demo'"
@@ -57,7 +58,6 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 def peer_lost(exc: BaseException) -> bool:
     """Whether a collective failed because another rank went away (gloo: connection reset; NCCL: DistBackendError)."""
-    from studio.train import dist
 
     text = str(exc).lower()
     return dist.distributed() and (type(exc).__name__ in ("DistBackendError", "DistNetworkError") or any(
@@ -73,12 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (run_dir / runs.RECIPE).is_file():
         print(f"{run_dir}: no {runs.RECIPE} here; create a run with 'lora-studio train'", file=sys.stderr)
         return 2
-    from studio.train import dist
 
     dist.die_with_parent()  # under torchrun: a killed launcher takes every rank with it
     if not dist.is_main():  # rank 0 alone holds the lock, reads commands and writes the run folder
         return _rank_main(run_dir, args.resume)
-    from studio.attach import hold_run_lock, last_seq
 
     try:
         lock = hold_run_lock(run_dir)  # held until exit: one worker per run folder
@@ -91,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
             ERROR, kind="config", message=f"{run_dir}: another worker is already training this run",
             hint=f"follow it with 'lora-studio attach {run_dir}' instead of starting it again")
         return 1
-    from studio.attach import worker_pid
 
     other = worker_pid(run_dir)  # a second line of defence: the lock holder also records its pid
     if other is not None and other != os.getpid():
@@ -131,7 +128,6 @@ def _rank_main(run_dir: Path, resume: bool) -> int:
 
 
 def _train(run_dir: Path, emitter: Emitter, control, resume: bool) -> int:
-    from studio.train import dist
 
     run = None
     try:

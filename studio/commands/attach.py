@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from studio import attach, runs
+from studio.commands.train import _report, _show
 from studio.errors import UserError
 from studio.termtext import printable, shell_arg
 
@@ -41,7 +42,6 @@ def _pick(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from studio.commands.train import _report, _show
 
     run_dir = _pick(args)
     if args.stop:

@@ -6,6 +6,8 @@ import json
 import sys
 
 from studio import chat_client
+from studio.commands.demo_model import ensure_with_progress
+from studio.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def target_variant(args: argparse.Namespace) -> chat_client.Variant:
-    from studio.errors import UserError
 
     spec = args.target + (f"@{args.checkpoint}" if args.checkpoint is not None else "")
     try:
@@ -52,10 +53,8 @@ def settings_of(args: argparse.Namespace) -> dict:
 
 
 def start(variants: list[chat_client.Variant]) -> chat_client.ChatClient:
-    from studio.errors import UserError
 
     if any(v.model == "demo" for v in variants):
-        from studio.commands.demo_model import ensure_with_progress
 
         ensure_with_progress()
     client = chat_client.ChatClient(chat_client.worker_args(variants))
@@ -70,7 +69,6 @@ def start(variants: list[chat_client.Variant]) -> chat_client.ChatClient:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.errors import UserError
 
     if args.json and args.prompt is None:
         raise UserError("--json answers one prompt: add --prompt TEXT")
@@ -94,7 +92,6 @@ def _stream(text: str) -> None:
 
 
 def _one(client: chat_client.ChatClient, variant: chat_client.Variant, prompt: str, settings: dict, as_json: bool) -> int:
-    from studio.errors import UserError
 
     try:
         answer = client.generate([{"role": "user", "content": prompt}], variant.name, settings,

@@ -5,6 +5,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from studio import cluster
 from studio.errors import UserError
 from studio.termtext import printable
 
@@ -31,7 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio import cluster
 
     if not args.source.exists():
         raise UserError(f"{printable(args.source)}: not found; give a run folder or a recipe JSON file")

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from studio import chat_client
+from studio.commands.chat import start
+from studio.errors import UserError
+from studio.scoring import TIMEOUT_HINT, PromptFileError, load_prompts, match_or_timeout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_pair(a: str, b: str) -> tuple[chat_client.Variant, chat_client.Variant]:
-    from studio.errors import UserError
 
     try:
         if a == chat_client.BASE and b == chat_client.BASE:
@@ -48,9 +50,6 @@ def resolve_pair(a: str, b: str) -> tuple[chat_client.Variant, chat_client.Varia
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.errors import UserError
-    from studio.commands.chat import start
-    from studio.scoring import TIMEOUT_HINT, PromptFileError, load_prompts, match_or_timeout
 
     try:
         rows = load_prompts(args.prompts)

@@ -14,7 +14,10 @@ from typing import Any
 
 from studio import events
 from studio.commands import add_events_flag
+from studio.data import DataError, inspect
+from studio.data.formats import FORMATS, ROLE_TARGETS, canonical
 from studio.errors import UserError
+from studio.recipe import TrainSpec
 from studio.termtext import json_text, printable
 
 SHOWN_PROBLEMS = 20
@@ -22,7 +25,6 @@ SHOWN_PROBLEMS = 20
 
 def register(subparsers: Any) -> None:
     """Add `data` with its `inspect` action."""
-    from studio.data.formats import FORMATS, canonical
 
     parser = subparsers.add_parser("data", help="check a dataset file before training",
                                    description="Inspect dataset files: format, problems by row, token lengths.")
@@ -82,7 +84,6 @@ def parse_columns(text: str | None, option: str = "--columns",
 
 def parse_roles(text: str | None) -> dict:
     """``bing=assistant,human=user`` -> ``{"bing": "assistant", "human": "user"}`` (targets checked)."""
-    from studio.data.formats import ROLE_TARGETS
 
     roles = parse_columns(text, "--roles", "bing=assistant,human=user", "ROLE=system|user|assistant|tool")
     for k, v in roles.items():
@@ -93,11 +94,9 @@ def parse_roles(text: str | None) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Inspect the file and print the report; exit 2 when nothing in it is usable."""
-    from studio.data import DataError, inspect
 
     seq_len = args.seq_len
     if args.model and seq_len is None:
-        from studio.recipe import TrainSpec
 
         seq_len = TrainSpec().seq_len
     if seq_len is not None and seq_len < 1:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from studio import events
 from studio.commands import add_events_flag
+from studio.demo import DemoModelMissing, demo_model_dir, ensure_demo_model, is_converted
 from studio.errors import UserError
 
 
@@ -18,7 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def ensure_with_progress() -> Path:
-    from studio.demo import DemoModelMissing, demo_model_dir, ensure_demo_model, is_converted
 
     if is_converted(demo_model_dir()):
         return demo_model_dir()

@@ -6,9 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from studio import driver
+from studio import chat_client, driver, evalreport
+from studio.errors import UserError
 from studio.events import DONE, ERROR, PROGRESS
 from studio.procs import worker_argv
+from studio.scoring import PromptFileError, load_prompts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,14 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio import chat_client, evalreport
-    from studio.errors import UserError
 
     run_dir = chat_client.find_run(str(args.run_dir))
     if run_dir is None:
         raise UserError(f"{args.run_dir}: not a run folder (no recipe.json)")
     if args.prompts is not None:
-        from studio.scoring import PromptFileError, load_prompts
 
         try:
             load_prompts(args.prompts)

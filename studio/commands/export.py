@@ -14,7 +14,7 @@ from pathlib import Path
 from studio import driver
 from studio.errors import UserError
 from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING
-from studio.export.targets import GGUF_FORMATS, TARGETS
+from studio.export.targets import GGUF_FORMATS, TARGETS, default_out
 from studio.procs import worker_argv
 
 FORMATS = tuple(TARGETS)
@@ -77,7 +77,6 @@ def follow(run_dir: Path, extra: list[str]) -> dict:
 
 def _remove_partials(run_dir: Path, extra: list[str]) -> None:
     """A killed worker cannot clean up: remove its temporary folders (``.NAME.*.partial``) beside the output."""
-    from studio.export.targets import default_out
 
     args = dict(a.lstrip("-").split("=", 1) for a in extra if "=" in a)
     final = Path(args["out"]) if "out" in args else default_out(run_dir, args["format"], _quant(args))

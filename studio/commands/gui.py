@@ -6,6 +6,7 @@ script (``make run``) preselect the demo model and dataset or any other model an
 from __future__ import annotations
 
 import argparse
+
 from studio.errors import UserError
 
 

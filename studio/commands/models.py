@@ -15,9 +15,11 @@ import json
 import os
 import sys
 
-from studio import events
+from studio import driver, events, hardware, hub, models
 from studio.commands import add_events_flag
 from studio.errors import UserError
+from studio.planning import budget_bytes
+from studio.procs import worker_argv
 from studio.termtext import printable
 
 ACTIONS = ("download", "search", "login")
@@ -49,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if args.words:
         raise UserError(f"unexpected {' '.join(args.words)!r}: 'lora-studio models MODEL' takes one model "
                         f"(actions: {', '.join(ACTIONS)})")
-    from studio import models
 
     if args.model:
         try:
@@ -86,7 +87,6 @@ def _one(args: argparse.Namespace, what: str) -> str:
 # --- download ----------------------------------------------------------------------------------------
 def _download(args: argparse.Namespace) -> int:
     repo_id = _one(args, "REPO_ID (owner/name)")
-    from studio import models
 
     entry = models.find_catalog(repo_id)
     if entry is not None and "/" not in repo_id:
@@ -95,8 +95,6 @@ def _download(args: argparse.Namespace) -> int:
         raise UserError(f"{repo_id!r} is not a Hugging Face model id: write owner/name, e.g. Qwen/Qwen3-4B")
     if args.emitter is not None:
         raise UserError("the window runs 'python -m workers.download REPO_ID' itself; download --events is not needed")
-    from studio import driver
-    from studio.procs import worker_argv
 
     extra = ([f"--revision={args.revision}"] if args.revision else []) + (["--allow-pickle"] if args.allow_pickle else [])
     view = _DownloadView()
@@ -149,15 +147,12 @@ class _DownloadView:
 
 # --- search ------------------------------------------------------------------------------------------
 def _search(args: argparse.Namespace) -> int:
-    from studio import hub
 
     text = _one(args, "TEXT")
     try:
         hits = hub.search(text, limit=max(1, min(args.limit, 100)))
     except hub.HubError as e:
         raise UserError(f"{e} {e.hint}".strip()) from None
-    from studio import hardware
-    from studio.planning import budget_bytes
 
     budget = budget_bytes(hardware.detect_gpus(), int(args.vram_gb * (1 << 30)) if args.vram_gb else None, "cuda")
     judge_fits(hits, budget)
@@ -209,7 +204,6 @@ def _remote_config(repo_id: str) -> dict | None:
     import tempfile
 
     try:
-        from studio import hub
 
         hub.online()
         from huggingface_hub import hf_hub_download
@@ -225,7 +219,6 @@ def _remote_config(repo_id: str) -> dict | None:
 # --- login -------------------------------------------------------------------------------------------
 def _login(args: argparse.Namespace) -> int:
     """The token comes from HF_TOKEN or stdin (never the command line, where other users can read it)."""
-    from studio import hub
 
     if args.words:
         raise UserError("models login reads the token from stdin or HF_TOKEN, not from the command line")

@@ -10,9 +10,12 @@ import json
 import sys
 from typing import Any
 
+from studio import hardware, models, speed
 from studio.commands import add_setting_args, settings_from_args
+from studio.data import inspect
 from studio.errors import UserError
 from studio.planner import SHAPE
+from studio.planning import Machine, budget_bytes, plan_for
 from studio.recipe import PLANNED
 
 GiB = 1024 ** 3
@@ -58,7 +61,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _dataset_report(path: str, info: Any) -> Any:
-    from studio.data import inspect
 
     tokenizer = info.path if info.path else None
     try:
@@ -68,8 +70,6 @@ def _dataset_report(path: str, info: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio import hardware, models
-    from studio.planning import Machine, budget_bytes, plan_for
     _check(args)
     try:
         info = models.resolve(args.model, trust_remote_code=args.trust_remote_code)
@@ -85,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
     if args.num_gpus is not None and args.num_gpus < 1:
         raise UserError(f"--num-gpus {args.num_gpus}: give 1 or more")
     if device == "cpu":
-        from studio import speed
 
         if speed.cpu_rates() is None:
             print("Measuring this CPU's training speed once (a few seconds; cached for next time)...", file=sys.stderr)

@@ -14,9 +14,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from studio import models, planner
 from studio.commands import add_setting_args, settings_from_args
 from studio.errors import UserError
-from studio.recipe import PLANNED
+from studio.hardware import detect_gpus, gpu_memory_used
+from studio.memory import estimate
+from studio.models import find_catalog
+from studio.planner import Plan
+from studio.planning import budget_bytes
+from studio.recipe import PLANNED, Recipe
+from studio.train.arguments import training_arguments
+from studio.train.loading import load_model
 
 GiB = 1024 ** 3
 # Three steps measure memory, not learning: alpha, accumulation and dropout stay the planner's.
@@ -41,7 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def require_gpu() -> Any:
     """The first GPU, or NoGpu with the reason (driver missing, CPU-only torch, no device)."""
-    from studio.hardware import detect_gpus
 
     gpus = detect_gpus()
     if not gpus:
@@ -57,7 +64,6 @@ def require_gpu() -> Any:
 
 def _catalog_config(name: str) -> dict:
     """The catalog's config of a model that has no folder (resolve() gives one to all but catalog entries)."""
-    from studio.models import find_catalog
 
     entry = find_catalog(name)
     if entry is None:
@@ -84,8 +90,6 @@ def random_model_folder(info: Any, out: Path, config_dict: dict | None = None) -
 
 def recipe_for(settings: dict, dropout: float = 0.05) -> Any:
     """A Recipe carrying the plan's settings, as the studio would start the run."""
-    from studio.planner import Plan
-    from studio.recipe import Recipe
 
     recipe = Recipe()
     recipe.lora.dropout = dropout
@@ -102,7 +106,6 @@ class _PeakCallback:
     def __call__(self, step: int) -> None:
         import torch
 
-        from studio.hardware import gpu_memory_used
 
         torch.cuda.synchronize()
         self.rows.append({"step": step, "peak_allocated": torch.cuda.max_memory_allocated(),
@@ -113,7 +116,6 @@ class _PeakCallback:
 def _trainer(model: Any, recipe: Any, steps: int, data: Any, out: Path, on_step: Any) -> Any:
     from transformers import Trainer, TrainerCallback, default_data_collator
 
-    from studio.train.arguments import training_arguments
 
     # Exactly the worker's arguments (studio/train/run.py), only shorter and without checkpoints.
     args = training_arguments(recipe, out / "ckpt", "cuda", model.get_base_model().dtype, max_steps=steps,
@@ -144,7 +146,6 @@ def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, wo
     ``baseline`` is NVML's device use before this process touched CUDA (read here when not given),
     so that device use minus baseline is this run's share, CUDA context included.
     """
-    from studio.hardware import gpu_memory_used
 
     if baseline is None:
         baseline = gpu_memory_used(0)
@@ -153,7 +154,6 @@ def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, wo
 
     import torch
 
-    from studio.train.loading import load_model
 
     recipe = recipe_for(settings, dropout)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -174,7 +174,6 @@ def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, wo
 
 def compare(info: Any, settings: dict, measured: dict, dropout: float = 0.05) -> dict:
     """Predicted and measured side by side, with the relative error of each figure."""
-    from studio.memory import estimate
 
     est = estimate(info, settings, dropout=dropout)
     pairs = {"peak_allocated": est.peak_allocated, "peak_reserved": est.peak_reserved, "device_used": est.device_total}
@@ -186,8 +185,6 @@ def compare(info: Any, settings: dict, measured: dict, dropout: float = 0.05) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio import models, planner
-    from studio.planning import budget_bytes
     try:
         gpu = require_gpu()
     except NoGpu as e:

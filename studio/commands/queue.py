@@ -7,7 +7,9 @@ from pathlib import Path
 
 from studio import runqueue
 from studio.commands import add_events_flag, runs_root
+from studio.commands.train import _recipe_from, _show
 from studio.errors import UserError
+from studio.procs import start_detached, worker_argv
 from studio.termtext import json_text, printable
 
 
@@ -45,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add(args) -> int:
-    from studio.commands.train import _recipe_from
 
     if not args.recipes and not args.demo:
         raise UserError("give recipe files, or --demo")
@@ -96,7 +97,6 @@ def _run(args) -> int:
     root = runs_root(args)
     if args.detach:
         return _detach(args, root)
-    from studio.commands.train import _show
 
     pid = runqueue.runner_pid(root)
     if pid:
@@ -137,7 +137,6 @@ def _run(args) -> int:
 
 def _detach(args, root: Path) -> int:
     """A runner in its own session (it outlives this terminal and any window), output to RUNS/queue.log."""
-    from studio.procs import start_detached, worker_argv
 
     pid = runqueue.runner_pid(root)
     if pid:

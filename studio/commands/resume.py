@@ -5,6 +5,9 @@ import argparse
 from pathlib import Path
 
 from studio import runs
+from studio.attach import worker_pid
+from studio.checkpoint import list_checkpoints
+from studio.commands.train import _report, follow
 from studio.errors import UserError
 
 
@@ -19,7 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_resumable(run_dir: Path) -> Path:
     """The resolved run folder, or a UserError saying why it cannot be resumed."""
-    from studio.attach import worker_pid
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / runs.RECIPE).is_file():
         raise UserError(f"{run_dir}: not a run folder (no {runs.RECIPE}); give a folder listed by 'lora-studio runs'")
@@ -33,8 +35,6 @@ def check_resumable(run_dir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.commands.train import _report, follow
-    from studio.checkpoint import list_checkpoints
 
     run_dir = check_resumable(args.run_dir)
     found = list_checkpoints(run_dir)

@@ -11,6 +11,7 @@ from studio import registry, runs
 from studio.commands import runs_root
 from studio.errors import UserError
 from studio.termtext import json_text, printable
+from studio.train import trackers
 
 LIST_COLUMNS = (("id", 30), ("name", 14), ("status", 11), ("rank", 4), ("lr", 8), ("steps", 5), ("loss", 7),
                 ("val loss", 8), ("score", 5), ("time", 7), ("tags", 12))
@@ -239,7 +240,6 @@ def _open(args) -> int:
 
 
 def _tensorboard(args) -> int:
-    from studio.train import trackers
 
     if not trackers.tensorboard_available():
         raise UserError("tensorboard is not installed: 'pip install tensorboard' (it is part of the ml extra)")

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from studio import runqueue, sweep
 from studio.commands import add_events_flag, runs_root
+from studio.commands.demo_model import ensure_with_progress
+from studio.commands.queue import _detach, _run
+from studio.commands.runs import say_skipped, table
+from studio.commands.train import _recipe_from
 from studio.errors import UserError
 from studio.termtext import json_text, printable
 
@@ -55,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
         return _print_ranked(args, args.results)
     if not args.rank and not args.lr:
         raise UserError("give --rank and/or --lr with comma-separated values, e.g. --rank 8,16,32")
-    from studio.commands.train import _recipe_from
 
     recipe = _recipe_from(argparse.Namespace(demo=args.demo, recipe=args.recipe, max_steps=args.max_steps))
     ranks = sweep.parse_values(args.rank, "lora.rank") if args.rank else None
@@ -66,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             raise UserError(f"variant {v.name} has problems:\n  " + "\n  ".join(str(p) for p in problems))
     if recipe.model.name_or_path == "demo" and args.emitter is None:
-        from studio.commands.demo_model import ensure_with_progress
 
         ensure_with_progress()
     budget = max(1, int(args.budget_gib * 2**30)) if args.budget_gib is not None else None
@@ -83,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
     _say(args, f"queued {len(entries)} run(s) as {sweep_id}")
     if args.detach or runqueue.runner_pid(root):
         return _hand_over(args, root, sweep_id, entries)
-    from studio.commands.queue import _run
 
     code = _run(argparse.Namespace(runs_dir=root, detach=False, limit=None, emitter=None))
     _print_ranked(args, sweep_id)
@@ -92,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _hand_over(args, root: Path, sweep_id: str, entries: list[dict]) -> int:
     """Leave the variants to a background runner (started now, or the one already at work)."""
-    from studio.commands.queue import _detach
 
     if not runqueue.runner_pid(root):
         _detach(argparse.Namespace(limit=None, emitter=None), root)
@@ -113,7 +113,6 @@ def _say(args, text: str) -> None:
 def _print_ranked(args, sweep_id: str) -> int:
     skipped: list = []
     rows = sweep.ranked(sweep_id, runs_root(args), skipped)
-    from studio.commands.runs import say_skipped, table
 
     say_skipped(skipped)
     if args.emitter is not None:

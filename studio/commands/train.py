@@ -5,11 +5,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from studio import driver, runs
+from studio import driver, hardware, models, planner, runs
 from studio.commands import add_setting_args, settings_from_args
+from studio.commands.demo_model import ensure_with_progress
+from studio.data import inspect
 from studio.demo import demo_preference, demo_recipe
-from studio.events import ERROR, METRIC, PROGRESS, WARNING
 from studio.errors import UserError
+from studio.events import ERROR, METRIC, PROGRESS, WARNING
+from studio.launch import gpu_list, train_argv, train_env, unsupported
+from studio.methods import needs_no_grad_ckpt
+from studio.planning import Machine, plan_for
 from studio.recipe import OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, Recipe, RecipeError, set_setting
 
 # The adapter method and its size, as flags that override the recipe (studio.methods lists the methods).
@@ -52,7 +57,6 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
         recipe.train.max_steps = args.max_steps
     for key, value in settings_from_args(args, METHOD_SETTINGS).items():
         set_setting(recipe, key, value)
-    from studio.methods import needs_no_grad_ckpt
 
     if getattr(args, "lora.method", None) and needs_no_grad_ckpt(recipe.lora.method) and recipe.train.grad_ckpt:
         recipe.train.grad_ckpt = False  # said, not silent: the user asked for the method, not for checkpointing
@@ -65,7 +69,6 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
     for key, value in settings_from_args(args, MULTI_GPU).items():
         set_setting(recipe, key, value)
     if getattr(args, "train.gpus", None) and getattr(args, "train.nproc", None) is None:
-        from studio.launch import gpu_list
 
         recipe.train.nproc = max(1, len(gpu_list(recipe.train.gpus)))  # --gpus 0,1 means two processes
     return recipe
@@ -76,13 +79,11 @@ def run(args: argparse.Namespace) -> int:
     problems = recipe.validate()
     if problems:
         raise UserError("the recipe has problems:\n  " + "\n  ".join(str(p) for p in problems))
-    from studio.launch import unsupported
 
     why = unsupported(recipe.train)
     if why:
         raise UserError(why)
     if recipe.model.name_or_path == "demo":
-        from studio.commands.demo_model import ensure_with_progress
 
         ensure_with_progress()
     run_dir = runs.create(recipe, args.runs_dir, plan=_predict(recipe))
@@ -93,9 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict(recipe: Recipe) -> dict | None:
     """The planner's prediction for exactly this recipe (the charts draw it; a warning if it won't fit)."""
-    from studio import hardware, models, planner
     from studio.launch import gpu_list, processes
-    from studio.planning import Machine, plan_for
 
     try:
         info = models.resolve(str(recipe.model.name_or_path))
@@ -123,7 +122,6 @@ def _lengths_report(recipe: Recipe, info) -> object:
     as the Plan page does), or None: the worker reports a dataset it cannot read with its own error."""
     if not info.path or not recipe.data.path:
         return None
-    from studio.data import inspect
 
     try:
         d = recipe.data
@@ -143,7 +141,6 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
         nonlocal bar
         bar = _show(ev, bar, result, tqdm)
 
-    from studio.launch import train_argv, train_env
 
     with open(run_dir / "worker.log", "ab") as log:  # one process, or torchrun and one per GPU (train.nproc)
         code = driver.follow(train_argv(run_dir, *worker_args), log, on_event, driver.TRAIN,

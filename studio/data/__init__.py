@@ -21,7 +21,8 @@ from studio.data.formats import FORMATS, describe
 from studio.data.report import ERROR, DatasetReport, Problem, TokenStats
 from studio.data.scan import detect, iter_examples
 from studio.data.sources import READERS, DataError, open_source
-from studio.data.tokens import LengthCollector, load_tokenizer, mask_view, stats
+from studio.data.template import FALLBACK_NOTE, tool_support
+from studio.data.tokens import LengthCollector, load_tokenizer, mask_view, packed_view, padding, stats
 
 PROGRESS_EVERY = 10_000
 
@@ -122,7 +123,6 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
 
 def _packing_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str,
                     micro_batch: int) -> None:
-    from studio.data.tokens import packed_view, padding
 
     report.packing = padding(collector.lengths, micro_batch, seq_len)
     examples = [{k: v for k, v in item.items() if k != "row"} for item in report.preview[:micro_batch]]
@@ -150,7 +150,6 @@ def _collector(tokenizer: Any, report: DatasetReport):
 
 def note_tool_support(report: DatasetReport, tokenizer: Any) -> None:
     """Say how tool calls are rendered when the file has them and the model's template cannot write them."""
-    from studio.data.template import FALLBACK_NOTE, tool_support
 
     if report.tool_rows and not tool_support(tokenizer) and FALLBACK_NOTE not in report.notes:
         report.notes.append(FALLBACK_NOTE)

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from studio.data.chat_render import SPECIALS
+from studio.data.chat_render import SPECIALS, render_chat
 from studio.data.sources import DataError
 
 
@@ -83,7 +83,6 @@ class LightTokenizer:
     def apply_chat_template(self, conversation: list[dict], tools: list | None = None, documents: list | None = None,
                             chat_template: str | None = None, add_generation_prompt: bool = False,
                             tokenize: bool = True, **kwargs: Any) -> Any:
-        from studio.data.chat_render import render_chat
 
         text = render_chat(self, conversation, add_generation_prompt=add_generation_prompt, tools=tools,
                            chat_template=chat_template, documents=documents, **kwargs)

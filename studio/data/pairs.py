@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from studio.data.template import IGNORE, encode_with_offsets, prepare, render
+from studio.data.template import IGNORE, TemplateError, encode_with_offsets, prepare, render
 
 LAYOUTS = ("'chosen' + 'rejected' columns (with 'prompt', 'conversations', 'instruction'/'input', or a shared "
            "prompt inside both conversations), 'preferred_output' + 'non_preferred_output' after 'input', or a "
@@ -71,7 +71,6 @@ def encode_pair(tokenizer: Any, example: dict, rejected: list[dict], seq_len: in
 
 def encode_pairs(tokenizer: Any, examples: list[dict], seq_len: int) -> tuple[list[dict], PairStats]:
     """One row per (chosen, rejected) pair; a ranked list of N answers gives N-1 pairs against the best."""
-    from studio.data.template import TemplateError
 
     rows, stats = [], PairStats()
     for ex in examples:

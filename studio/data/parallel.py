@@ -20,8 +20,16 @@ from typing import Any
 
 from studio.data.formats import FORMATS
 from studio.data.report import MAX_PROBLEMS, DatasetReport, Problem
-from studio.data.scan import (FINGERPRINT_SEED, Sink, digest, duplicate_problem, finish, judge, open_and_detect,
-                              suggest_if_mostly_unusable)
+from studio.data.scan import (
+    FINGERPRINT_SEED,
+    Sink,
+    digest,
+    duplicate_problem,
+    finish,
+    judge,
+    open_and_detect,
+    suggest_if_mostly_unusable,
+)
 from studio.data.sources import Record, Source, TooLong, _parse_json_line, bounded_line
 
 MIN_BYTES = 64 << 20  # smaller files are done before worker processes would have started

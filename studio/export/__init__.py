@@ -4,9 +4,8 @@
     result = export(run_dir, "gguf", quant="q8_0")
 """
 from studio.export.errors import Cancelled, ConfigError, DiskError, ExportError, UnsupportedModel, VerificationFailed
-from studio.export.targets import TARGETS, ExportResult, ExportTarget, default_out, export, prepare
-
 from studio.export.gguf_writer import ARCHES as _ARCHES
+from studio.export.targets import TARGETS, ExportResult, ExportTarget, default_out, export, prepare
 
 SUPPORTED_GGUF_ARCHITECTURES = tuple(sorted(_ARCHES))  # model_type values; SmolLM is llama
 

@@ -20,7 +20,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio import methods
 from studio.export.errors import ConfigError, UnsupportedModel
+from studio.safetensors_io import DamagedFile, model_tensors, read_header
 
 PREFIX = "base_model.model."
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
@@ -155,7 +157,6 @@ def check_adapter(adapter_dir: Path, weights: bool = True) -> dict:
     tensor in the file (peft would allocate them first: rank 2**40 is a memory bomb), and with
     ``weights`` damaged or non-finite tensors (``check_adapter_weights``).
     """
-    from studio import methods
 
     adapter_dir = Path(adapter_dir)
     cfg = _read_config(adapter_dir / "adapter_config.json")
@@ -209,7 +210,6 @@ def _read_config(path: Path) -> dict:
 
 def _check_ranks(cfg: dict, weights: Path) -> None:
     """Every rank the config declares is a positive integer no larger than the largest tensor dimension."""
-    from studio.safetensors_io import DamagedFile, read_header
 
     try:
         largest = max((max(t.shape, default=0) for t in read_header(weights)), default=0)
@@ -236,7 +236,6 @@ def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
     """
     from safetensors import safe_open
 
-    from studio.safetensors_io import model_tensors
 
     path = Path(adapter_dir) / "adapter_model.safetensors"
     with safe_open(str(path), "pt") as f:
@@ -273,7 +272,6 @@ def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
 
 
 def _check_config(cfg: dict, where: Path) -> None:
-    from studio import methods
 
     peft_type = str(cfg.get("peft_type", "LORA")).upper()
     method = methods.METHODS.get(methods.from_adapter_config(cfg))

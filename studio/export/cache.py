@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studio import paths
+from studio import __version__, paths
 from studio.fsutil import atomic_write_json, read_json
 from studio.heldout_cache import versions, weights_fingerprint
 
@@ -51,7 +51,6 @@ def files_fingerprint(folder: Path, names: tuple[str, ...]) -> str:
 
 def _key(facts: dict) -> str:
     """A key that also changes with the studio's version: the vocabulary reader and the merge are its code."""
-    from studio import __version__
 
     facts = {"version": VERSION, "studio": __version__, **facts}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:32]

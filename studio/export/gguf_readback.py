@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studio.safetensors_io import read_file_rows
+
 
 @dataclass
 class GgufTensor:
@@ -27,7 +29,6 @@ class GgufTensor:
         instead of through the memory map."""
         import numpy as np
 
-        from studio.safetensors_io import read_file_rows
 
         buf = read_file_rows(self.path, self.offset, self.data.nbytes // self.data.shape[0], rows)
         return np.frombuffer(buf, dtype=self.data.dtype).reshape(-1, *self.data.shape[1:])

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.export import cache
 from studio.export.errors import UnsupportedModel
+from studio.malloc_trim import release_freed_memory
 
 # Vocabularies whose reference tokenizer is known even when the folder's tokenizer.json lost its
 # pre-tokenizer: the demo model is converted from a GGUF, and transformers rebuilds SmolLM's
@@ -56,7 +58,6 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     What transformers decides (see ``_read_with_transformers``) is kept in the export cache, keyed by the
     tokenizer files and the library versions: the next export of a model with the same tokenizer skips
     the seconds transformers takes to import and load it, and gets the same vocabulary."""
-    from studio.export import cache
 
     n_vocab = int(config["vocab_size"])
     key = cache.vocab_key(folder, n_vocab, trust)
@@ -66,7 +67,6 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     if cached:
         note = f"the tokenizer's GGUF vocabulary came from the export cache (built {entry.get('created', '?')})"
     else:
-        from studio.malloc_trim import release_freed_memory
 
         # Only the facts outlive the tokenizer transformers built; copied out of the heap it filled, and that
         # heap handed back, so the rest of the export does not keep its fragments (the peak is the reference

@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from studio.export import verify
+from studio.data.light_tokenizer import LightTokenizer
+from studio.export import cache, verify
+from studio.export.errors import VerificationFailed
 from studio.export.verify import Check
+from studio.malloc_trim import release_freed_memory
+from studio.safetensors_io import DTYPES
 
 
 def llama_simple() -> Path | None:
@@ -42,11 +46,9 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
     metas = {m.name: m for m in weights.metas() if m.name in changed}
     missing = sorted(changed - set(params))
     if missing:
-        from studio.export.errors import VerificationFailed
 
         raise VerificationFailed(f"the loaded model has no parameter {missing[0]} for the adapter's update",
                                  "export with --format merged and report this model")
-    from studio.safetensors_io import DTYPES
 
     with torch.no_grad():  # the merge's own arithmetic on the loaded float32 values, no second read
         for name, meta in metas.items():
@@ -104,7 +106,6 @@ class GreedyCheck:
         self.procs: list = []
         if self.exe is None:
             return
-        from studio.export import cache
 
         self.tok = tokenizer_for(self.merged_dir, trust)
         self.ids = verify.prompt_ids(self.tok)
@@ -125,7 +126,6 @@ class GreedyCheck:
     @property
     def light(self) -> Any:
         """The folder's ``LightTokenizer`` when this check read one (the vocabulary check reuses it)."""
-        from studio.data.light_tokenizer import LightTokenizer
 
         tok = getattr(self, "tok", None)
         return tok if isinstance(tok, LightTokenizer) else None
@@ -211,8 +211,6 @@ class GreedyCheck:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from studio.export import cache
-        from studio.malloc_trim import release_freed_memory
 
         release_freed_memory()  # the writer's buffers, before the model takes their place
         if self.weights is None:
@@ -307,7 +305,6 @@ def _turn_end_ids(tok: Any, folder: Path) -> set[int]:
 def tokenizer_for(folder: Path, trust: bool = False) -> Any:
     """The folder's tokenizer for the fixed prompts: ``tokenizers`` + jinja2 (no transformers) when it has a
     tokenizer.json (tests/test_light_tokenizer.py checks both render and tokenise alike), else transformers'."""
-    from studio.data.light_tokenizer import LightTokenizer
 
     if LightTokenizer.can_read(folder):
         return LightTokenizer(folder)

@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from studio import methods
 from studio.export.adapter import Adapter
 from studio.export.errors import UnsupportedModel
+from studio.export.gguf_writer import check_supported, permute_qk
 
 
 def file_alpha(adapter: Adapter) -> float:
@@ -36,8 +38,6 @@ def lora_tensors(adapter: Adapter, config: dict):
     import gguf
     import numpy as np
 
-    from studio import methods
-    from studio.export.gguf_writer import check_supported, permute_qk
 
     method = methods.get(methods.from_adapter_config(adapter.config))
     if not method.gguf_adapter:  # DoRA, prefix/prompt: not scale * B @ A per weight

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from studio.export.adapter import Adapter
 from studio.export.errors import Progress, UnsupportedModel, VerificationFailed, no_progress
-from studio.safetensors_io import StreamingWriter, TensorMeta, model_tensors, read_tensor
+from studio.safetensors_io import DTYPES, StreamingWriter, TensorMeta, model_tensors, read_rows, read_tensor
 
 INDEX = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 2 << 30
@@ -75,7 +75,6 @@ class MergedWeights:
         (not checked finite: the writer did that): the weight check compares sampled rows."""
         import torch
 
-        from studio.safetensors_io import DTYPES, read_rows
 
         if meta.name in self.adapter.replacements:
             dtype = getattr(torch, DTYPES[meta.dtype])

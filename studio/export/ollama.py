@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from studio.data.chat_render import render_chat
-from studio.scoring import SAMPLE_PARAMS
 from studio.export.errors import UnsupportedModel
+from studio.scoring import SAMPLE_PARAMS
 
 
 @dataclass(frozen=True)

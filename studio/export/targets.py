@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from studio import runs
+from studio import methods, runs
+from studio.attach import worker_pid
 from studio.data.chat_render import TemplateError, TemplateRunaway
 from studio.export import llama_cpp, verify
 from studio.export.adapter import Adapter, check_adapter_weights, check_pair_shapes, copy_adapter, load_adapter
@@ -22,6 +23,7 @@ from studio.export.gguf_readback import gguf_reader
 from studio.export.gguf_vocab import build_vocab
 from studio.export.gguf_writer import check_supported, write_gguf
 from studio.export.inputs import ExportInputs, load_inputs
+from studio.export.lora_gguf import lora_tensors, write_lora_gguf
 from studio.export.merge import MergedWeights, check_mergeable, copy_side_files, merge_to_folder, tokenizer_eos_id
 from studio.export.ollama import detect_chat, model_name, modelfile, sampling_params
 from studio.fsutil import atomic_dir, disk_full, is_write_error, read_json, sha256_files
@@ -94,7 +96,6 @@ class ExportResult:
 def _build_adapter(job: Job, tmp: Path) -> None:
     job.progress("adapter", 0, 1)
     copy_adapter(job.inputs.adapter_dir, tmp, job.inputs.base_dir)
-    from studio import methods
 
     cfg = read_json(job.inputs.adapter_dir / "adapter_config.json", default={}) or {}
     label = methods.get(methods.from_adapter_config(cfg)).label
@@ -148,7 +149,6 @@ def _build_ollama(job: Job, tmp: Path) -> None:
 
 def _build_ollama_lora(job: Job, tmp: Path) -> None:
     """The base model as GGUF (not merged), the LoRA as an adapter GGUF, and a Modelfile joining them."""
-    from studio.export.lora_gguf import write_lora_gguf
 
     base_name = Path(job.inputs.model_name).name
     base_path = tmp / f"base-{job.quant}.gguf"
@@ -235,7 +235,6 @@ def unavailable(run_dir: Path) -> dict[str, str]:
     Prefix and prompt tuning change no weight, so nothing can be merged (merged, GGUF, Ollama); DoRA
     has no llama.cpp LoRA adapter form (ollama-lora). The adapter itself is always available.
     """
-    from studio import methods
 
     cfg = read_json(Path(run_dir) / runs.ADAPTER / "adapter_config.json", default=None)
     if not isinstance(cfg, dict):
@@ -271,7 +270,6 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
         job.adapter = load_adapter(job.inputs.adapter_dir)
         check_mergeable(job.inputs.base_dir, job.adapter)
     if fmt == "ollama-lora":
-        from studio.export.lora_gguf import lora_tensors
 
         lora_tensors(job.adapter, job.inputs.config)  # refuses what a LoRA GGUF cannot carry, before any work
     if fmt in GGUF_FORMATS:
@@ -380,7 +378,6 @@ def check_out(final: Path, inputs: ExportInputs) -> None:
 
 def check_not_training(run_dir: Path) -> None:
     """A run whose worker is still training has no final adapter yet: refuse rather than export a stale one."""
-    from studio.attach import worker_pid
 
     pid = worker_pid(run_dir)
     if pid is not None:

@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from studio.data.chat_render import render_chat
+from studio.data.light_tokenizer import LightTokenizer
 from studio.export.gguf_readback import GgufFile, gguf_reader
-from studio.safetensors_io import _SIZES, model_tensors
+from studio.export.gguf_writer import check_supported, oriented, plan_tensors, read_planned
+from studio.export.lora_gguf import lora_tensors, read_lora_gguf
+from studio.safetensors_io import _SIZES, model_tensors, read_rows, read_tensor
 
 PROMPTS = ("What is 2 plus 3?", "Write one sentence about the sea.", "Name three colours.")
 # Largest logit difference accepted, relative to the largest reference logit, by weight dtype.
@@ -122,8 +125,6 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
     import torch
     from gguf.quants import dequantize
 
-    from studio.export.gguf_writer import check_supported, oriented, plan_tensors, read_planned
-    from studio.safetensors_io import read_rows, read_tensor
 
     config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
@@ -210,7 +211,6 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
     import numpy as np
 
     from studio.export.gguf_writer import check_supported, permute_qk
-    from studio.export.lora_gguf import lora_tensors, read_lora_gguf
 
     config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
     arch = check_supported(config)
@@ -255,7 +255,6 @@ def check_gguf_vocab(model_dir: Path, gguf_path: Path, reader: Any = None, light
     read back with ``gguf_reader`` and the ``tokenizers`` package (no model is loaded). ``light``: the
     folder's ``LightTokenizer`` when the caller has it already."""
 
-    from studio.data.light_tokenizer import LightTokenizer
 
     meta = _gguf_fields(reader if reader is not None else gguf_reader(gguf_path))
     folder = Path(model_dir)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from studio.methods.base import (Method, lora_kwargs, no_activations, no_tensors, no_trainable_terms,
-                                 no_transients, same)
+from studio.methods.base import Method, lora_kwargs, no_activations, no_tensors, no_trainable_terms, no_transients, same
 from studio.settings import Settings
 
 

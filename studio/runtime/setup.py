@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator
 
 from studio import __version__, events
 from studio.fsutil import atomic_write_json, existing_parent
-from studio.procs import undo_bundle_env, worker_env
+from studio.procs import kill_tree, undo_bundle_env, worker_env
 from studio.runtime.state import RuntimeSetupError, lock_digest, lock_path, log_path, status
 from studio.runtime.torch_choice import TORCH_VERSION, TorchChoice, choose_torch
 from studio.runtime_home import MARKER, runtime_dir, venv_python
@@ -346,7 +346,6 @@ class RuntimeSetup:
 
 def _end(proc: subprocess.Popen) -> None:
     """pip and whatever it started end at once: the setup was cancelled, and what is installed stays."""
-    from studio.procs import kill_tree
 
     kill_tree(proc.pid)
     proc.wait()

@@ -11,7 +11,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-from studio.hardware import nvidia_gpus
+from studio.hardware import detect_gpus, nvidia_gpus
 from studio.runtime.state import RuntimeSetupError
 
 TORCH_VERSION = "2.13.0"
@@ -136,7 +136,6 @@ def _version(text: str | None) -> tuple[int, int] | None:
 
 def _gpus_now() -> dict:
     """``hardware.nvidia_gpus()`` with each GPU's compute capability (which CUDA build has its kernels)."""
-    from studio.hardware import detect_gpus
 
     info = nvidia_gpus()
     capability = {g.index: g.compute_capability for g in detect_gpus()}

@@ -12,6 +12,8 @@ from transformers import TrainerCallback
 from studio import runs
 from studio.events import LOG, MEMORY, METRIC, PROGRESS, Emitter, decode_command, read_commands
 from studio.hardware import gpu_memory_used
+from studio.train import dist
+from studio.train.preference import PREFERENCE_METRICS
 
 
 class Control:
@@ -68,7 +70,6 @@ class Control:
     def agree(self) -> bool:
         """Several processes: stop and pause as one. Rank 0 reads the commands; each step every rank
         all-reduces its (stop, pause) flags, so all stop (or wait paused) at the same step. Returns stop."""
-        from studio.train import dist
 
         if not dist.distributed():
             self.wait_while_paused()
@@ -105,7 +106,6 @@ def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None
 
 def preference_metrics(logs: dict) -> dict:
     """DPO's and ORPO's rewards, margins and accuracies (train and eval_), under TRL's own names."""
-    from studio.train.preference import PREFERENCE_METRICS
 
     names = PREFERENCE_METRICS + tuple(f"eval_{k}" for k in PREFERENCE_METRICS)
     return {k: float(logs[k]) for k in names if k in logs}
@@ -161,7 +161,6 @@ class EventCallback(TrainerCallback):
 
     def _say_how(self, model: Any) -> None:
         """Several processes: say how the model is spread (the wrapping the Trainer really did)."""
-        from studio.train import dist
 
         if not dist.distributed() or model is None:
             return
@@ -174,7 +173,6 @@ class EventCallback(TrainerCallback):
     def _memory(self, step: int) -> None:
         """One memory event; with several processes it carries every rank's figures (``gpus``, by rank)
         and rank 0's at the top level, as in a single-process run."""
-        from studio.train import dist
 
         mine = memory_snapshot(self.budget, self.predicted_peak)
         every = dist.gather({"rank": dist.rank(), **{k: v for k, v in mine.items()

@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from studio import speed
-
+from studio import events, speed
+from studio.models import from_folder
+from studio.recipe import Recipe
+from studio.train.loading import load_model
 
 # Three tiny models whose steps separate the costs FLOPs miss: few layers, more layers (per layer
 # pass), wider and longer (per activation element); and the matrix shapes the rate is measured at
@@ -108,9 +110,6 @@ def step_runner(folder: Path, hidden: int, layers: int, seq: int, micro_batch: i
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from studio.models import from_folder
-    from studio.recipe import Recipe
-    from studio.train.loading import load_model
 
     if not (folder / "config.json").is_file():
         config = AutoConfig.for_model("llama", vocab_size=512, hidden_size=hidden, intermediate_size=2 * hidden,
@@ -151,7 +150,6 @@ def measure_and_cache() -> dict:
 
 def main() -> int:
     """``python -m studio.train.cpu_probe``: probe this CPU, cache the result, answer with one ``done`` event."""
-    from studio import events
 
     emitter = events.Emitter(stream=events.reserve_stdout())  # library prints go to stderr
     emitter.emit(events.DONE, rates=measure_and_cache())

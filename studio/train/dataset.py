@@ -5,8 +5,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from studio.data import DataError, load_examples, note_tool_support, split_examples
+from studio.data.pairs import LAYOUTS, encode_pairs, has_pairs
 from studio.data.template import TemplateError, encode_example
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe
+from studio.train.preference import pair_rows_summary
 
 
 @dataclass
@@ -77,8 +79,6 @@ def _build_pairs(tokenizer: Any, recipe: Recipe, examples: list, report: Any, tr
     """Prompt/chosen/rejected token ids for TRL's DPO and ORPO trainers (studio.data.pairs)."""
     from datasets import Dataset
 
-    from studio.data.pairs import LAYOUTS, encode_pairs, has_pairs
-    from studio.train.preference import pair_rows_summary
 
     path, objective = recipe.data.path, recipe.train.objective
     if not any(has_pairs(ex) for ex in examples):

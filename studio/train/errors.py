@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from studio import checkpoint
 from studio.errors import Fault as TrainingFault
 from studio.fsutil import disk_full
 
@@ -41,7 +42,6 @@ class CheckpointWriteError(TrainingFault):
     kind = "io"
 
     def __init__(self, step: int, run_dir: Path, exc: BaseException) -> None:
-        from studio import checkpoint
 
         previous = checkpoint.list_checkpoints(run_dir)
         kept = f"the previous checkpoint {previous[0].path} is intact" if previous else "no earlier checkpoint exists"
@@ -59,7 +59,6 @@ class AdapterWriteError(TrainingFault):
     kind = "io"
 
     def __init__(self, final: Path, run_dir: Path, exc: BaseException) -> None:
-        from studio import checkpoint
 
         previous = checkpoint.list_checkpoints(run_dir)
         kept = f"the last checkpoint {previous[0].path} is intact" if previous else "no checkpoint exists"

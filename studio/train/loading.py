@@ -9,11 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from studio import methods
 from studio.demo import ensure_demo_model
 from studio.errors import LoadError
 from studio.models import ModelError, resolve
 from studio.recipe import Recipe
 from studio.safety import check_weights_are_safe
+from studio.train import moe4bit
+from studio.train.dist import distributed, local_rank
+from studio.train.moe4bit import experts_in_4bit
 
 
 def resolve_base(recipe: Recipe) -> Path:
@@ -54,7 +58,6 @@ def quantization_config(recipe: Recipe, dtype: Any) -> Any:
 
     q = recipe.quant
     if q.mode == "4bit":
-        from studio.train.dist import distributed
 
         # FSDP shards parameters of one dtype: 4-bit blocks are then stored as the compute dtype (peft's FSDP+QLoRA).
         storage = {"bnb_4bit_quant_storage": dtype} if distributed() and recipe.train.strategy == "fsdp" else {}
@@ -89,7 +92,6 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     qconf = quantization_config(recipe, dtype)
     if qconf is not None:
         kwargs["quantization_config"] = qconf
-        from studio.train.dist import local_rank
 
         kwargs["device_map"] = {"": local_rank()} if device == "cuda" else {"": "cpu"}  # torchrun: this rank's GPU
     try:
@@ -118,7 +120,6 @@ def from_pretrained(folder: Path, kwargs: dict) -> Any:
 
     qconf = kwargs.get("quantization_config")
     if qconf is not None and getattr(qconf, "load_in_4bit", False):
-        from studio.train.moe4bit import experts_in_4bit
 
         with experts_in_4bit():
             return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
@@ -146,8 +147,6 @@ def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
     """
     from peft import get_peft_model
 
-    from studio import methods
-    from studio.train import moe4bit
     from studio.train.peft_methods import init_prefix_from_text, peft_config
 
     targets = recipe.lora.targets

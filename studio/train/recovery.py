@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio import runs
+from studio import checkpoint, runs
 from studio.events import LOG, WARNING, Emitter
 from studio.fsutil import read_json
 from studio.recipe import Recipe
-from studio import checkpoint
+from studio.train import dist
 from studio.train.errors import OutOfMemory
 
 EFFECTIVE_RECIPE = "effective_recipe.json"
@@ -202,7 +202,6 @@ def train_with_recovery(run: Any, start: checkpoint.Checkpoint | None) -> None:
         change = next_change(run.recipe, p95_length(run.data.train), run.device)
         if change is None:
             raise exhausted(run.recipe, where, step, tried)
-        from studio.train import dist
 
         if dist.distributed():
             raise _step_down_all(run, change, where, step)
@@ -220,7 +219,6 @@ def _step_down_all(run: Any, change: Change, where: str, step: int) -> OutOfMemo
     """Several processes: the others are blocked in a collective this rank will never join, so the
     group cannot step down in place. This rank records the next rung (the one file a rank other than
     0 may write: only it knows it ran out) and the run ends; a resume starts every process with it."""
-    from studio.train import dist
 
     whole = copy.deepcopy(run.recipe)  # undo the share of each process: a resume divides again
     if getattr(run, "batch_split", None):

@@ -12,14 +12,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studio import runs, safety
+from studio import checkpoint, evalreport, heldout_cache, methods, models, registry, runs, safety
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_write_json, read_json
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
-from studio import checkpoint
-from studio.train import dist
+from studio.safetensors_io import DamagedFile, read_header
+from studio.scoring import SAMPLE_PARAMS, TIMEOUT_HINT, end_of_turn_ids, evaluate, load_prompts
+from studio.train import dist, faults, loading, moe4bit, packing, recovery, trackers
+from studio.train.adapter_save import save_adapter
+from studio.train.arguments import training_arguments
 from studio.train.callbacks import Control, EventCallback
 from studio.train.errors import OutOfMemory
+from studio.train.loading import LoadError, compute_dtype
+from studio.train.recovery import settings_of
 
 
 class TrainingRun:
@@ -36,7 +41,6 @@ class TrainingRun:
         self.model: Any = None
         self.tokenizer: Any = None
         self.base: Path | None = None
-        from studio.train import faults, loading
         from studio.train.trainer import StudioTrainer
 
         # The one place tests/faults/ reach in: unchanged unless LORA_STUDIO_TEST_FAULT is set.
@@ -94,9 +98,6 @@ class TrainingRun:
 
     def _check_config(self) -> None:
         """A damaged or absurd config.json (10,000 layers) is refused before transformers spends minutes on it."""
-        from studio import models
-        from studio.safetensors_io import DamagedFile, read_header
-        from studio.train.loading import LoadError
 
         try:
             models._shape_from_config(models.read_config(self.base), name=str(self.base), source="folder")
@@ -108,7 +109,6 @@ class TrainingRun:
     def _load_model(self) -> None:
         from transformers import set_seed
 
-        from studio.train import recovery
 
         set_seed(self.recipe.train.seed)
         self.phase = "load"
@@ -127,7 +127,6 @@ class TrainingRun:
 
     def _say_experts(self) -> None:
         """A 4-bit MoE trains without its experts (frozen NF4): said in the run each time the model loads, not left to the plan alone."""
-        from studio.train import moe4bit
 
         held = moe4bit.quantized_experts(self.model)
         if held:
@@ -148,7 +147,6 @@ class TrainingRun:
         self.trainer = self._build_trainer(self.data, self.device)
 
     def _load_recipe(self) -> Recipe:
-        from studio.train import recovery
 
         warnings: list[str] = []
         recipe, effective = recovery.load_recipe(self.run_dir, warnings)
@@ -253,7 +251,6 @@ class TrainingRun:
 
     def _log_trainable(self) -> None:
         trainable, total = self.model.get_nb_trainable_parameters()
-        from studio import methods
 
         self.em.emit(LOG, message=f"{methods.get(self.recipe.lora.method).label}: {trainable:,} trainable of "
                                   f"{total:,} parameters", trainable_params=trainable, total_params=total,
@@ -266,10 +263,8 @@ class TrainingRun:
             return self._build_preference_trainer(data, device)
         from transformers import DataCollatorForSeq2Seq
 
-        from studio.train.arguments import training_arguments
 
         dtype = self.model.get_base_model().dtype if hasattr(self.model, "get_base_model") else torch.float32
-        from studio.train import trackers
 
         args = training_arguments(self.recipe, self.run_dir / runs.CHECKPOINTS, device, dtype,
                                   use_eval=data.val is not None, run_name=self.run_dir.name,
@@ -283,16 +278,13 @@ class TrainingRun:
 
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
         if self.recipe.train.packing:  # one sequence per micro-batch, attention kept within each example
-            from studio.train import packing
 
             packing.check(self.model, self.recipe.train.attn, len(self.tokenizer))
             collator = packing.collator()
             self.em.emit(LOG, message="packing: each micro-batch is one sequence without padding; attention "
                                       "stays within each example (checked on this model)")
-        from studio.train.recovery import settings_of
-        from studio.train.trainer import SaveOnStop
-
         from studio.train.speedlog import StepTimes, example_lengths
+        from studio.train.trainer import SaveOnStop
 
         timer = StepTimes(self.run_dir, self.recipe, device, example_lengths(data.train),
                           gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
@@ -314,14 +306,11 @@ class TrainingRun:
         from transformers.trainer_callback import PrinterCallback
 
         from studio.train import faults, preference
-        from studio.train.arguments import training_arguments
-        from studio.train.recovery import settings_of
         from studio.train.trainer import SaveOnStop, StudioTrainer
 
         objective = self.recipe.train.objective
         cls, _ = faults.hook(preference.trainer_class(objective, StudioTrainer), self.load_model)
         dtype = self.model.get_base_model().dtype if hasattr(self.model, "get_base_model") else torch.float32
-        from studio.train import trackers
 
         args = training_arguments(self.recipe, self.run_dir / runs.CHECKPOINTS, device, dtype,
                                   use_eval=data.val is not None, config_cls=preference.config_class(objective),
@@ -346,7 +335,6 @@ class TrainingRun:
         A finished run answers the held-out prompts again and writes eval.json; a stopped one
         only saves its adapter (the user asked to stop: 'lora-studio eval RUN' evaluates it later).
         """
-        from studio.train import recovery
 
         before = self._sample("before") if dist.is_main() else None  # the others wait: rank 0 alone answers
         dist.barrier()
@@ -375,7 +363,6 @@ class TrainingRun:
 
     def _resume_point(self) -> Any:
         """Rank 0 picks the checkpoint (setting damaged ones aside); every rank resumes from the same one."""
-        from studio.train import recovery
 
         ck = recovery.resume_point(self.run_dir, self.em) if dist.is_main() else None
         if ck is not None:
@@ -411,7 +398,6 @@ class TrainingRun:
 
     def write_eval(self) -> None:
         """eval.json: validation loss of base and adapter on the same tokens, held-out answers of both."""
-        from studio import evalreport
 
         val = self.data.lm_rows()  # DPO/ORPO: the chosen conversations (the pairs themselves have no labels)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -444,7 +430,6 @@ class TrainingRun:
                      eval_text=evalreport.format_text(report))
 
     def _answer(self, rows: list[dict], phase: str) -> list[str]:
-        from studio import evalreport
 
         return evalreport.answer_rows(self.model, self.tokenizer, rows, phase,
                                       lambda **kw: self.em.emit(PROGRESS, **kw), self.ctl.stop.is_set,
@@ -452,7 +437,6 @@ class TrainingRun:
 
     def save_adapter(self) -> Path:
         """The PEFT adapter, written to a temp folder and renamed: never half a folder (``adapter_save``)."""
-        from studio.train.adapter_save import save_adapter
 
         return save_adapter(self.model, self.trainer, self.run_dir, self.base, self.em,
                             sharded=dist.distributed() and self.strategy() == "fsdp")
@@ -465,7 +449,6 @@ class TrainingRun:
         """
         if not self.recipe.data.heldout:
             return None
-        from studio.scoring import SAMPLE_PARAMS, end_of_turn_ids, evaluate, load_prompts
 
         if not self.heldout:
             self.heldout = load_prompts(Path(self.recipe.data.heldout))
@@ -481,7 +464,6 @@ class TrainingRun:
         result = evaluate(answers, self.heldout) if any(r.get("pattern") for r in self.heldout) else None
         value = result.score if result is not None else None
         if result is not None and result.timed_out:
-            from studio.scoring import TIMEOUT_HINT
 
             self.em.emit(WARNING, message=f"{self.recipe.data.heldout}: the pattern of row(s) "
                                           f"{', '.join(map(str, result.timed_out))} ran out of time against the "
@@ -493,9 +475,7 @@ class TrainingRun:
     def _base_answers(self) -> list[str]:
         """The held-out answers before training: the base model's (the fresh adapter adds exactly 0),
         from the cache when a run on the same base, prompts and settings already computed them."""
-        from studio import heldout_cache
         from studio.scoring import SAMPLE_PARAMS
-        from studio.train.loading import compute_dtype
 
         q = self.recipe.quant
         load = {"quant": q.mode, "double_quant": q.double_quant, "quant_type": q.quant_type,
@@ -544,7 +524,6 @@ class TrainingRun:
 
     def _write_registry(self) -> None:
         """adapter/lora_studio.json: the adapter explains itself (base, data, recipe, metrics, eval)."""
-        from studio import registry
 
         try:
             path = registry.write_metadata(self.run_dir)

@@ -17,6 +17,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from studio import models, speed
+from studio.recipe import PLANNED, get_setting
+
 log = logging.getLogger(__name__)
 MIN_STEPS = 3  # steps measured (after the first) before a run says anything about this machine's speed
 
@@ -32,8 +35,6 @@ def predicted_step_seconds(recipe: Any, model_name: str, device: str, lengths: l
                            gpu_name: str = "") -> tuple[float, dict | None] | None:
     """(the uncalibrated predicted seconds per optimizer step, the CPU rates used) as the planner
     makes it for this recipe and dataset; None when nothing can be predicted (a CPU never probed)."""
-    from studio import models, speed
-    from studio.recipe import PLANNED, get_setting
 
     info = models.resolve(model_name)
     s = {key: get_setting(recipe, key) for key in PLANNED}

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from studio import paths
+
 TB_DIR = "tensorboard"
 MLRUNS = "mlruns"
 
@@ -28,7 +30,6 @@ def mlflow_available() -> bool:
 def mlflow_uri() -> str:
     """The tracking URI MLflow will use: the user's, else a file store in the studio's data folder
     (not in the runs folder, which holds run folders only)."""
-    from studio import paths
 
     return os.environ.get("MLFLOW_TRACKING_URI") or (paths.data_dir().resolve() / MLRUNS).as_uri()
 

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from studio import checkpoint
 from studio.events import CHECKPOINT, Emitter
 from studio.fsutil import is_write_error
-from studio import checkpoint
 from studio.train import dist, peft_methods, recovery
 from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from faultkit import kill_at_step, new_run, run_worker
 
 

@@ -12,9 +12,8 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
-from studio import runs
+from studio import procs, runs
 from studio.events import EventReader, read_events
-from studio import procs
 from studio.procs import worker_argv, worker_env
 from studio.recipe import Recipe
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from faultkit import cli, copy_run, of_type
+
 from studio import runs
 from studio.attach import EventTail, last_seq
 from studio.events import Emitter, Event, EventReader, encode, read_events

@@ -12,8 +12,8 @@ import subprocess
 import sys
 
 import pytest
-
 from faultkit import fake_run_with_adapter
+
 from studio import runs
 from studio.export.errors import ConfigError
 from studio.export.targets import REPORT, export

@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 from studio.attach import EventTail, last_seq
-from studio.events import MAX_LINE_BYTES, Emitter, EventReader, encode, Event
+from studio.events import MAX_LINE_BYTES, Emitter, Event, EventReader, encode
 
 FAKE_WORKER = textwrap.dedent("""
     import json, os, sys

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from faultkit import cli, fake_run_with_adapter, new_run, of_type, run_worker
+
 from studio import models, runs, safety
 
 

@@ -6,11 +6,11 @@ not leave through any export.
 from __future__ import annotations
 
 import pytest
+from faultkit import fake_run_with_adapter as _fake_run_with_adapter
+from faultkit import new_run, of_type, run_worker
 
-from faultkit import fake_run_with_adapter as _fake_run_with_adapter, new_run, of_type, run_worker
-from studio import runs
+from studio import checkpoint, runs
 from studio.recipe import Recipe
-from studio import checkpoint
 
 
 @pytest.mark.parametrize("field, value, words", [

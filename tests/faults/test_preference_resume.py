@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-
 from faultkit import MAX_STEPS, adapter_tensors, cli, kill_at_step, losses, max_diff, new_run, run_worker
+from tiny import write_preference_jsonl
+
 from studio import runs
 from studio.events import read_events
-from tiny import write_preference_jsonl
 
 
 # ORPO resumes through the same StudioTrainer checkpoint code; DPO alone keeps the suite's time budget

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from faultkit import MAX_STEPS, adapter_tensors, cli_exe, losses, max_diff, tiny_recipe
+
 from studio import attach, runs
 from studio.events import read_events
 from studio.procs import worker_env

@@ -6,12 +6,10 @@ import json
 import random
 
 import pytest
+from faultkit import MAX_STEPS, adapter_tensors, cli, copy_run, kill_at_step, losses, max_diff, new_run, of_type
 
-from faultkit import (MAX_STEPS, adapter_tensors, cli, copy_run, kill_at_step, losses, max_diff, new_run,
-                      of_type)
-from studio import runs
-from studio.events import EventReader, Emitter, read_events
-from studio import checkpoint
+from studio import checkpoint, runs
+from studio.events import Emitter, EventReader, read_events
 from studio.train import recovery
 
 pytestmark = pytest.mark.platform

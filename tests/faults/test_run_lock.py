@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from faultkit import run_worker
+
 from studio import attach, runs
 
 pytestmark = pytest.mark.platform

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from faultkit import new_run, of_type, run_worker
+
 from studio import runs, safety
 from studio.procs import worker_env
 from studio.recipe import Recipe

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from faultkit import cli, fake_run_with_adapter
+
 from studio.data.chat_render import SECONDS_ENV, TemplateError, TemplateRunaway, render_source
 from studio.export.errors import UnsupportedModel, VerificationFailed
 from studio.export.targets import export
@@ -202,10 +202,11 @@ def test_a_refusal_only_with_the_generation_prompt_is_found_by_data_inspect(tmp_
 
 def test_training_says_the_template_refused_every_row_with_its_message_and_line(tmp_path, tiny_model_dir,
                                                                                 chat_jsonl):
+    from faultkit import tiny_recipe
+
     from studio.data import DataError
     from studio.data.light_tokenizer import LightTokenizer
     from studio.train.dataset import build
-    from faultkit import tiny_recipe
 
     base = _with_template(tmp_path, tiny_model_dir, "{{ raise_exception('this model takes no chats') }}")
     recipe = tiny_recipe(base, chat_jsonl)

@@ -5,10 +5,9 @@ import math
 import subprocess
 
 import pytest
-
 from faultkit import MAX_STEPS, losses, new_run, of_type, read_json, run_worker, start_worker
-from studio import runs
-from studio import checkpoint
+
+from studio import checkpoint, runs
 from studio.train import recovery
 
 

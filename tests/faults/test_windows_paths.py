@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from faultkit import cli, new_run, of_type, run_worker
-from studio import procs, runs
+
+from studio import checkpoint, procs, runs
 from studio.events import read_events
-from studio import checkpoint
 
 pytestmark = pytest.mark.platform
 

@@ -7,7 +7,6 @@ hurt, and this check could not fail, so it runs only where it means something.
 import sys
 
 import pytest
-
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage, QPainter, QPen
 

@@ -19,8 +19,8 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout
 
 from studio import models, modelview
 from studio.demo import demo_model_dir, is_converted
-from studio.modelview import HUB_PREFIX
 from studio.models import ModelInfo
+from studio.modelview import HUB_PREFIX
 from ui.controllers import CommandController
 from ui.session import Session
 from ui.widgets.common import Page

@@ -12,7 +12,9 @@ import sys
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QPushButton, QWidget
 
-from studio import hardware, methods, planview, procs, speed
+from studio import hardware, methods, paths, planview, procs, runqueue, speed
+from studio.errors import UserError
+from studio.launch import unsupported
 from studio.planner import Plan, Suggestion
 from studio.planning import budget_bytes
 from ui.controllers import CommandController
@@ -92,7 +94,6 @@ class PlanPage(Page):
             self.session.pin("lora.method", name)
 
     def _gpus_picked(self, picked: list[int]) -> None:
-        from studio.launch import unsupported
 
         self.session.pin("train.gpus", ",".join(map(str, picked)) if len(picked) > 1 else "")
         self.session.pin("train.nproc", max(1, len(picked)))
@@ -172,8 +173,6 @@ class PlanPage(Page):
 
     # -- the queue and sweeps (RUNS/queue.json; the Runs page shows it) -------------------------
     def add_to_queue(self) -> None:
-        from studio import runqueue
-        from studio.errors import UserError
 
         try:
             entry = runqueue.add(self.session.resolved_recipe())
@@ -198,7 +197,6 @@ class PlanPage(Page):
         """``lora-studio sweep`` with this recipe: the planner checks every variant, then a background runner trains them."""
         import datetime as dt
 
-        from studio import paths
 
         folder = paths.data_dir() / "sweeps"
         folder.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from studio import runs, trainview
+from studio.events import read_events
+from studio.launch import train_argv
 from ui.controllers import TrainController
 from ui.session import Session
 from ui.widgets.common import Page
@@ -105,7 +107,6 @@ class TrainPage(Page):
 
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped or interrupted run from its last good checkpoint (``--resume``)."""
-        from studio.launch import train_argv
 
         if not self.controller.running:  # the same number of processes as the run started with
             self.start_run_dir(Path(run_dir), argv=train_argv(Path(run_dir), "--resume"))
@@ -128,7 +129,6 @@ class TrainPage(Page):
         """Draw a past run's charts and log from its events.jsonl (when nothing is training)."""
         if self.controller.running:
             return False
-        from studio.events import read_events
 
         self._open(run_dir)
         for event in read_events(self.run_dir / runs.EVENTS):
