@@ -30,6 +30,7 @@ from studio.procs import worker_python
 from ui import theme
 from ui.controllers import WorkerController
 from ui.prefs import settings
+from ui.runtime_dialog import attach as attach_runtime_ui
 from ui.session import Session
 from ui.widgets.common import Busy
 
@@ -252,8 +253,6 @@ class MainWindow(QMainWindow):
 
     def _attach_runtime_ui(self) -> None:
         # Help > Diagnostics and the first-run ML runtime offer (ui/runtime_dialog.py).
-        from ui.runtime_dialog import attach as attach_runtime_ui
-
         attach_runtime_ui(self)
 
     @staticmethod

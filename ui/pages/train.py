@@ -13,6 +13,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from studio import runs, trainview
+from studio.attach import worker_pid
 from studio.events import read_events
 from studio.launch import train_argv
 from ui.controllers import TrainController
@@ -115,9 +116,7 @@ class TrainPage(Page):
 
     def attach(self, run_dir: Path) -> bool:
         """Follow a run that an earlier window left running (its worker is alive); False if it is not."""
-        from studio.attach import worker_pid  # checks the pid really is this run's worker
-
-        pid = worker_pid(run_dir)
+        pid = worker_pid(run_dir)  # checks the pid really is this run's worker
         if self.controller.running or pid is None:
             return False
         self._open(run_dir, f"following {Path(run_dir)} (worker pid {pid}, started by an earlier window)")
