@@ -6,19 +6,51 @@ of a transformers-5 mixture of experts (studio.train.moe4bit targets the same se
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
+
+
+class LinearShape(Protocol):
+    """What the adapter arithmetic reads of a studio.models.LinearGroup (read-only, so that the frozen
+    fields of a dataclass satisfy it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def in_features(self) -> int: ...
+
+    @property
+    def out_features(self) -> int: ...
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def lora_all_linear(self) -> bool: ...
 
 
 class ModelShape(Protocol):
     """What the adapter arithmetic reads of a studio.models.ModelInfo (which imports this module, so
-    the methods below studio.recipe need not import studio.models)."""
+    the methods below studio.recipe need not import studio.models). Members are read-only properties:
+    the arithmetic never writes them, and a ModelInfo's list of LinearGroup then matches Sequence[LinearShape]."""
 
-    layers: int
-    hidden: int
-    intermediate: int
-    num_experts: int
-    params: dict[str, int]
-    linears: Sequence[Any]  # studio.models.LinearGroup
+    @property
+    def layers(self) -> int: ...
+
+    @property
+    def hidden(self) -> int: ...
+
+    @property
+    def intermediate(self) -> int: ...
+
+    @property
+    def num_experts(self) -> int: ...
+
+    @property
+    def params(self) -> Mapping[str, int]: ...
+
+    @property
+    def linears(self) -> Sequence[LinearShape]: ...
 
     @property
     def kv_dim(self) -> int: ...
@@ -32,7 +64,7 @@ class ModelShape(Protocol):
 MOE_PEFT_NAMES = {"gate", "w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"}
 
 __all__ = ["MOE_PEFT_NAMES", "dtype_bytes", "experts_4bit", "experts_adapted", "fused_experts", "lora_params",
-           "lora_tensors", "targeted", "ModelShape"]
+           "lora_tensors", "targeted", "LinearShape", "ModelShape"]
 
 
 def dtype_bytes(compute_dtype: str) -> int:
@@ -43,7 +75,7 @@ def _names(targets: str | Iterable[str]) -> list[str]:
     return [targets] if isinstance(targets, str) else list(targets)
 
 
-def targeted(info: ModelShape, targets: str | Iterable[str], quant_mode: str = "none") -> list[Any]:
+def targeted(info: ModelShape, targets: str | Iterable[str], quant_mode: str = "none") -> list[LinearShape]:
     """The linear groups peft adapts for ``targets`` ('all-linear' or a list of module names)."""
     names = _names(targets)
     if names == ["all-linear"] or "all-linear" in names:
@@ -77,7 +109,7 @@ def lora_tensors(info: ModelShape, rank: int, targets: str | Iterable[str],
     Fused experts (E, 2I, h) and (E, h, I) get one A and B each with rank r x E (2r x E for the
     fused gate|up, as peft's ParamWrapper does); the router (E x h) is an ordinary linear layer.
     """
-    out = []
+    out: list[tuple[int, int]] = []
     for g in targeted(info, targets, quant_mode):
         out += [(rank * g.in_features, g.count), (rank * g.out_features, g.count)]
     if experts_adapted(info, targets, quant_mode):

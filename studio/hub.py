@@ -272,7 +272,7 @@ def cache_dir() -> Path:
 
 def cached_models() -> list[tuple[str, str]]:
     """(repo id, newest snapshot folder with a config.json) of every model in the local hub cache."""
-    out = []
+    out: list[tuple[str, str]] = []
     try:
         entries = sorted(cache_dir().iterdir())
     except OSError:

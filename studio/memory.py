@@ -195,6 +195,7 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
     h, qd, kvd = info.hidden, info.q_dim, info.kv_dim
     experts = max(1, info.experts_per_token) if info.num_experts else 1
     norms = info.norms_per_layer * (4 * h + 4)  # fp32 input (for the variance) + 1/rms per token
+    attn: float  # bytes per token: whole per kind of layer, averaged over the layers with a mask
     if s.attn == "eager":  # q and the key/value repeated to every head, for the two matmuls
         attn = a * 3 * qd
     else:  # sdpa/flash: rotated q, k, v, the output and the fp32 log-sum-exp per head
@@ -245,7 +246,7 @@ def saved_activations(info: ModelInfo, settings: Settings | Mapping[str, Any], d
     return sum(v for k, v in parts.items() if k != "logits_and_loss")
 
 
-def _masked(info: ModelInfo, s: Effective) -> bool:
+def _masked(info: ModelInfo, s: Settings) -> bool:
     window = getattr(info, "sliding_window", 0)
     return bool(window and getattr(info, "sliding_layers", 0) and s.seq_len > window)
 
@@ -258,7 +259,7 @@ def _first_layer_savings(info: ModelInfo, s: Effective, dropout: float, device: 
     """
     a = dtype_bytes(s.compute_dtype)
     mask = a if device == "cpu" else 1
-    first = 4 * info.hidden + 4
+    first: float = 4 * info.hidden + 4  # per token; the dropout masks below are averaged over the layers
     names = {g.name for g in targeted(info, s.targets, s.quant_mode)}
     if not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
         if getattr(info, "qk_norm", False):

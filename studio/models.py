@@ -174,6 +174,15 @@ def find_catalog(name: str) -> CatalogEntry | None:
     return None
 
 
+def shipped_entry(entry_id: str) -> CatalogEntry:
+    """A catalog entry the studio itself relies on (the demo, the speed anchor): the catalog ships with the
+    studio, so without that entry the install is damaged (a ModelError that says so, not a None)."""
+    entry = find_catalog(entry_id)
+    if entry is None:
+        raise ModelError(f"the model catalog ({catalog_path()}) has no '{entry_id}' entry; reinstall LoRA Studio")
+    return entry
+
+
 # --- resolve -------------------------------------------------------------------------------------
 def resolve(name_or_path: str, trust_remote_code: bool = False) -> ModelInfo:
     """'demo', a local folder, a Hugging Face cache repo id or a catalog id -> ModelInfo."""
@@ -208,10 +217,7 @@ def _resolve_demo() -> ModelInfo:
     if demo.is_converted(folder):
         info = from_folder(folder, source="demo", name="demo")
         return info
-    entry = find_catalog(DEMO_CATALOG_ID)
-    if entry is None:  # the catalog ships with the studio: without the demo's entry the install is damaged
-        raise ModelError(f"the model catalog ({catalog_path()}) has no '{DEMO_CATALOG_ID}' entry; reinstall LoRA Studio")
-    info = from_catalog(entry)  # same shapes as the converted demo
+    info = from_catalog(shipped_entry(DEMO_CATALOG_ID))  # same shapes as the converted demo
     info.name, info.source = "demo", "demo"
     info.note = "demo model not converted yet (lora-studio demo-model); shapes taken from the catalog"
     return info

@@ -57,7 +57,7 @@ def is_cached(repo_id: str | None) -> bool:
 
 def hit_text(hit: dict) -> str:
     size = human_count(hit["params"]) if hit.get("params") else "?"
-    fit = {True: "fits", False: "too big"}.get(hit.get("fits"), "")
+    fit = {True: "fits", False: "too big", None: ""}.get(hit.get("fits"), "")  # None: no budget to judge by
     return "  ·  ".join(t for t in (hit["repo_id"], size, fit, "gated" if hit.get("gated") else "") if t)
 
 
@@ -77,7 +77,7 @@ def search_summary(result: dict) -> str:
 
 def demo_info() -> ModelInfo:
     """The demo's shape: its catalog entry's, under the name the session knows it by."""
-    info = models.from_catalog(models.find_catalog(models.DEMO_CATALOG_ID))
+    info = models.from_catalog(models.shipped_entry(models.DEMO_CATALOG_ID))
     info.name, info.source = "demo", "demo"
     return info
 

@@ -189,7 +189,7 @@ def _seq_candidates(target: int) -> list[int]:
 def _space(fixed: dict, target: int, effective_batch: int, info: ModelInfo | None = None, device: str = "cuda") -> dict[str, list]:
     """The candidate values of every setting; a fixed setting has exactly one."""
     attn = "sdpa" if getattr(info, "supports_sdpa", True) else "eager"
-    space = {
+    space: dict[str, list[Any]] = {
         "quant.mode": list(QUANT_ORDER), "quant.double_quant": [True], "lora.rank": list(RANKS), "lora.targets": [["all-linear"]],
         "train.micro_batch": sorted({b for b in MICRO_BATCHES if b <= effective_batch} | {max(1, effective_batch)}
                                     if effective_batch < MICRO_BATCHES[0] else set(MICRO_BATCHES), reverse=True),
@@ -234,8 +234,8 @@ def _complete(cand: dict, fixed: dict, effective_batch: int) -> Settings:
 
 
 def _best(info: ModelInfo, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
-          dropout: float, device: str = "cuda") -> tuple[Settings | None, memory.Estimate | None]:
-    """The best-scoring candidate whose device total is within ``limit`` (ordered search, early exit)."""
+          dropout: float, device: str = "cuda") -> tuple[Settings, memory.Estimate] | None:
+    """The best-scoring candidate whose device total is within ``limit`` (ordered search, early exit); None: none is."""
     keys = list(space)
     candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
     candidates.sort(key=lambda c: _score(Settings.from_dict(c), target), reverse=True)
@@ -250,7 +250,7 @@ def _best(info: ModelInfo, space: dict, limit: int, target: int, fixed: dict, ef
         est = memory.estimate(info, s, dropout=dropout, device=device)
         if est.device_total <= limit:
             return s, est
-    return None, None
+    return None
 
 
 def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fixed: dict | None = None,
@@ -267,9 +267,10 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
     fixed = {k: v for k, v in (fixed or {}).items() if v is not None and (k in PLANNED or k in SHAPE)}
     dropout = float(fixed.pop("lora.dropout", 0.05))
     rows = _usable_rows(dataset_report)
-    small_data = rows is not None and rows < effective_batch
-    if small_data:  # no point in a batch bigger than the dataset: 16 examples a step from 9 repeats them
-        effective_batch = max(1, rows)
+    small_data = False
+    if rows is not None and rows < effective_batch:
+        # no point in a batch bigger than the dataset: 16 examples a step from 9 repeats them
+        small_data, effective_batch = True, max(1, rows)
     target, target_why = target_length(model_info, dataset_report)
     if device == "cpu" and target > CPU_MAX_SEQ_LEN:
         target, target_why = CPU_MAX_SEQ_LEN, target_why + f", capped at {CPU_MAX_SEQ_LEN} on the CPU to keep steps short"
@@ -277,8 +278,9 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
         target = int(fixed["train.seq_len"])
     margin = margin_bytes(budget_bytes)
     space = _space(fixed, target, effective_batch, model_info, device)
-    settings, est = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout, device)
-    if settings is not None:
+    found = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout, device)
+    if found is not None:
+        settings, est = found
         plan = _make_plan(model_info, True, budget_bytes, margin, settings, est, target, dropout, device)
         plan.reasons = _reasons(model_info, plan, fixed, target_why, space) + objective_reasons(plan.settings)
         if small_data:
@@ -382,7 +384,7 @@ def _minimal(info: ModelInfo, fixed: dict, seq_len: int, effective_batch: int, d
              device: str = "cuda") -> tuple[Settings, memory.Estimate]:
     """The leanest settings (honouring fixed ones) at ``seq_len``."""
     cpu = device == "cpu"
-    base = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 8, "lora.targets": ["all-linear"], "train.micro_batch": 1,
+    base: dict[str, Any] = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 8, "lora.targets": ["all-linear"], "train.micro_batch": 1,
             "train.seq_len": seq_len, "train.grad_ckpt": True, "train.attn": "sdpa" if getattr(info, "supports_sdpa", True) else "eager",
             "train.optimizer": "adamw_8bit" if cpu else "paged_adamw_8bit", "quant.compute_dtype": "float32" if cpu else "bfloat16",
             "lora.method": "lora", "lora.virtual_tokens": 20}
@@ -507,13 +509,18 @@ def fit_gpus(model_info: ModelInfo, budgets: list[int], dataset_report: Any = No
     space = _space(fixed, target, share, model_info, device)
     sharded = dict(space, **{"quant.mode": [q for q in space["quant.mode"] if q in ("none", "4bit")] or ["4bit"],
                              "train.optimizer": ["adamw_torch"]})  # FSDP shards neither int8 weights nor 8-bit states
-    fsdp_settings, fsdp = _best_for("fsdp", model_info, sharded, budget - margin, target, fixed, share, dropout, n,
-                                    device)
+    fsdp_found = _best_for("fsdp", model_info, sharded, budget - margin, target, fixed, share, dropout, n, device)
     if one.fits:
-        settings, ddp = _best_for("ddp", model_info, space, budget - margin, target, fixed, share, dropout, n, device)
-        longer = fsdp_settings is not None and settings is not None and \
-            fsdp_settings.seq_len > settings.seq_len
-        if settings is not None and not longer:
+        ddp_found = _best_for("ddp", model_info, space, budget - margin, target, fixed, share, dropout, n, device)
+        if ddp_found is not None and fsdp_found is not None and fsdp_found[0].seq_len > ddp_found[0].seq_len:
+            fsdp_settings, fsdp = fsdp_found  # longer examples than DDP fits
+            plan = _make_plan(model_info, True, budget, margin, fsdp_settings, fsdp, target, dropout, device)
+            return _as_multi(model_info, plan, "fsdp", n, fsdp, [
+                f"A full copy per GPU (DDP) fits only {ddp_found[0].seq_len} tokens per example; sharding the "
+                f"weights and optimizer state over {n} GPUs (FSDP) fits {fsdp_settings.seq_len}: "
+                f"{_gib(fsdp.device_total)} per GPU. FSDP is slower per step than DDP (it gathers each layer)."])
+        if ddp_found is not None:
+            settings, ddp = ddp_found
             plan = _make_plan(model_info, True, budget, margin, settings, ddp, target, dropout, device)
             plan.reasons = one.reasons
             return _as_multi(model_info, plan, "ddp", n, ddp, [
@@ -521,21 +528,15 @@ def fit_gpus(model_info: ModelInfo, budgets: list[int], dataset_report: Any = No
                 f"micro-batches (DDP): about {n}x the examples per second. DDP adds "
                 f"{_gib(ddp.components['ddp_grad_buckets'])} of gradient buckets per GPU; FSDP would need less "
                 "memory per GPU but gathers every layer's weights each step, so it is slower."])
-        if settings is not None:
-            plan = _make_plan(model_info, True, budget, margin, fsdp_settings, fsdp, target, dropout, device)
-            return _as_multi(model_info, plan, "fsdp", n, fsdp, [
-                f"A full copy per GPU (DDP) fits only {settings.seq_len} tokens per example; sharding the "
-                f"weights and optimizer state over {n} GPUs (FSDP) fits {fsdp_settings.seq_len}: "
-                f"{_gib(fsdp.device_total)} per GPU. FSDP is slower per step than DDP (it gathers each layer)."])
-        if fsdp_settings is None:
+        if fsdp_found is None:
             return _as_multi(model_info, one, "single", 1, None, [
                 "The model fits one GPU but not with DDP's gradient buckets on top: train on one GPU."])
-    settings, est = fsdp_settings, fsdp
-    if settings is None:
+    if fsdp_found is None:
         one.reasons.append(f"Even sharded over {n} GPUs with FSDP and a 4-bit base it does not fit "
                            f"{_gib(budget)} per GPU: a smaller model, or more GPUs.")
         one.nproc = n
         return one
+    settings, est = fsdp_found
     plan = _make_plan(model_info, True, budget, margin, settings, est, target, dropout, device)
     words = "4-bit" if settings.quant_mode == "4bit" else "16-bit"
     return _as_multi(model_info, plan, "fsdp", n, est, [
@@ -549,8 +550,8 @@ def _minimal_total(plan: Plan) -> int:
 
 
 def _best_for(strategy: str, info: ModelInfo, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
-              dropout: float, n: int, device: str) -> tuple[Settings | None, memory.Estimate | None]:
-    """The best-scoring candidate whose per-GPU total under ``strategy`` is within ``limit``."""
+              dropout: float, n: int, device: str) -> tuple[Settings, memory.Estimate] | None:
+    """The best-scoring candidate whose per-GPU total under ``strategy`` is within ``limit``; None: none is."""
     keys = list(space)
     candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
     candidates.sort(key=lambda c: _score(Settings.from_dict(c), target), reverse=True)
@@ -559,7 +560,7 @@ def _best_for(strategy: str, info: ModelInfo, space: dict, limit: int, target: i
         est = memory.per_gpu(info, s, strategy, n, dropout, device)
         if est.device_total <= limit:
             return s, est
-    return None, None
+    return None
 
 
 def _as_multi(info: ModelInfo, plan: Plan, strategy: str, n: int, est: memory.Estimate | None, why: list[str]) -> Plan:

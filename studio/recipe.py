@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from studio import objectives
 from studio.fsutil import atomic_write_text
@@ -47,7 +47,7 @@ PREFERENCE_OBJECTIVES = objectives.PAIRED
 OBJECTIVE_SETTINGS = ("train.objective", "train.pref_beta", "train.packing")
 STRATEGIES = ("auto", "ddp", "fsdp")
 # The settings the planner chooses (and a run's memory depends on), by their recipe names.
-PLANNED = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
+PLANNED: tuple[str, ...] = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
            "lora.dropout", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.grad_ckpt", "train.attn",
            "train.optimizer")
 PLANNED += ("lora.method", "lora.virtual_tokens")  # fixed by the user, never chosen by the planner
@@ -61,7 +61,9 @@ def _f(default: Any, doc: str, **kw: Any) -> Any:
     Plan page's editors and the commands' argparse options all read these, nowhere else.
     """
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
+        def fresh() -> Any:  # each recipe gets its own copy of a mutable default
+            return type(default)(default)
+        return field(default_factory=fresh, metadata={"doc": doc, **kw})
     return field(default=default, metadata={"doc": doc, **kw})
 
 
@@ -274,14 +276,23 @@ def _check_types(r: Recipe) -> list[Problem]:
         obj = getattr(r, section)
         for f in dataclasses.fields(cls):
             value = getattr(obj, f.name)
-            want = type(f.default) if f.default is not dataclasses.MISSING else type(f.default_factory())
+            want = type(default_of(f))
             ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 ok = True
             if not ok:
                 out.append(Problem(f"{section}.{f.name}", f"expected {want.__name__}, got {value!r}",
-                                   f"set it to a {want.__name__}, e.g. {f.default if f.default is not dataclasses.MISSING else f.default_factory()!r}"))
+                                   f"set it to a {want.__name__}, e.g. {default_of(f)!r}"))
     return out
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A recipe field's default value (a fresh copy for a list or dict); every field has one (``_f``)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise TypeError(f"recipe field {f.name} has no default")
 
 
 def _fields() -> list[tuple[str, dataclasses.Field]]:
@@ -297,7 +308,7 @@ def _check_choices(r: Recipe) -> list[Problem]:
     return out
 
 
-def bounds_text(meta: dict) -> str:
+def bounds_text(meta: Mapping[str, Any]) -> str:
     """``at least 1 and at most 4096``, ``above 0 and below 1``: a field's range in words."""
     parts = [f"{word} {_num(meta[k])}" for k, word in (("min", "at least"), ("gt", "above"), ("max", "at most"),
                                                    ("lt", "below")) if k in meta]
@@ -308,7 +319,7 @@ def _num(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
 
 
-def in_bounds(value: float, meta: dict) -> bool:
+def in_bounds(value: float, meta: Mapping[str, Any]) -> bool:
     """Whether a number is finite and inside the field's bounds (NaN is never in bounds)."""
     if not math.isfinite(value):
         return False

@@ -8,16 +8,18 @@ tuning's longer sequences), so the step is done once and its result cannot be mi
 user's settings.
 
 Imports nothing of the project: studio.recipe (via studio.methods) sits above it.
-tests/test_settings.py checks that the names and defaults are the recipe's.
+tests/test_planning.py checks that the names and defaults are the recipe's.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 # The settings the planner keeps as given (never chooses) that change memory: in to_dict only when given.
 SHAPE = ("train.objective", "train.packing")
+
+_S = TypeVar("_S", bound="Settings")  # replace() keeps the kind: an Effective's copy is an Effective
 
 
 def _key(name: str, default: Any) -> Any:
@@ -45,7 +47,7 @@ class Settings:
     objective: str | None = _key("train.objective", None)  # None: not given (sft), left out of to_dict
     packing: bool | None = _key("train.packing", None)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self: _S, **changes: Any) -> _S:
         """A copy with ``changes`` (by attribute name), of the same kind (an Effective stays one)."""
         return dataclasses.replace(self, **changes)
 
@@ -62,7 +64,7 @@ class Settings:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "Settings":
         """From recipe names; a missing (or None) key keeps its default, other keys are ignored."""
-        kwargs = {}
+        kwargs: dict[str, Any] = {}  # values as the raw mapping holds them
         for f in dataclasses.fields(Settings):
             value = raw.get(f.metadata["key"])
             if value is not None:

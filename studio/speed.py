@@ -31,11 +31,11 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from studio import memory
 from studio.fsutil import atomic_write_json
-from studio.models import find_catalog, from_catalog
+from studio.models import from_catalog, shipped_entry
 from studio.paths import data_dir
 from studio.procs import worker_argv, worker_env
 
@@ -52,14 +52,25 @@ GPU_PEAK_TFLOPS = (
     ("RTX 4090", 165.2), ("RTX 4080", 97.5), ("RTX 4070 Ti", 80.2), ("RTX 4070", 58.3), ("RTX 4060 Ti", 44.1),
     ("RTX 4060", 30.2), ("RTX 3090", 71.0), ("RTX 3080", 59.5), ("RTX 3070", 40.6), ("RTX 3060", 25.4),
 )
+
+
+class Anchor(TypedDict):
+    """The published measurement the GPU efficiency is taken from."""
+
+    gpu: str
+    model: str  # its catalog id
+    tokens_per_s: float
+    settings: dict[str, Any]  # the plan's settings dict (recipe names)
+
+
 # The published measurement the efficiency comes from: about 2,400 tokens/s for QLoRA of Llama 3.1 8B on one
 # RTX 4090 (the figure quoted in issue 17 of this project, HF transformers + peft + bitsandbytes stack). Its
 # settings as assumed here: 4-bit NF4, rank 16 on all linear layers, sequence 2048, gradient checkpointing on.
-ANCHOR = {"gpu": "RTX 4090", "model": "llama-3.1-8b-instruct", "tokens_per_s": 2400.0,
-          "settings": {"quant.mode": "4bit", "quant.double_quant": True, "quant.compute_dtype": "bfloat16",
-                       "lora.rank": 16, "lora.alpha": 32, "lora.targets": ["all-linear"], "train.micro_batch": 1,
-                       "train.grad_accum": 16, "train.seq_len": 2048, "train.grad_ckpt": True, "train.attn": "sdpa",
-                       "train.optimizer": "adamw_8bit"}}
+ANCHOR: Anchor = {"gpu": "RTX 4090", "model": "llama-3.1-8b-instruct", "tokens_per_s": 2400.0,
+                  "settings": {"quant.mode": "4bit", "quant.double_quant": True, "quant.compute_dtype": "bfloat16",
+                               "lora.rank": 16, "lora.alpha": 32, "lora.targets": ["all-linear"], "train.micro_batch": 1,
+                               "train.grad_accum": 16, "train.seq_len": 2048, "train.grad_ckpt": True, "train.attn": "sdpa",
+                               "train.optimizer": "adamw_8bit"}}
 UNKNOWN_GPU = "RTX 4090"  # a GPU missing from the table is estimated as this class, and the plan says so
 PROBE_MODULE = "studio.train.cpu_probe"  # python -m it: trains tiny models through the real loader
 PROBE_VERSION = 2  # 2: matmul rate + three overhead terms (1 fitted two rates from two models)
@@ -112,7 +123,7 @@ def gpu_peak(name: str) -> tuple[float, str, bool]:
 def gpu_efficiency() -> float:
     """Achieved / peak FLOPs of the published measurement (ANCHOR)."""
 
-    info = from_catalog(find_catalog(ANCHOR["model"]))
+    info = from_catalog(shipped_entry(ANCHOR["model"]))
     per_token, _ = step_flops(info, ANCHOR["settings"])
     return ANCHOR["tokens_per_s"] * per_token / (gpu_peak(ANCHOR["gpu"])[0] * 1e12)
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from studio import models, planner, registry
 from studio.errors import UserError
 from studio.planning import Machine, plan_for
-from studio.recipe import Recipe, bounds_text, in_bounds, setting_field
+from studio.recipe import Recipe, bounds_text, default_of, in_bounds, setting_field
 
 
 def parse_values(text: str, key: str) -> list:
     """``"8,16,32"`` as values of the recipe setting ``key`` (its type and bounds), duplicates dropped."""
-    meta, kind = setting_field(key).metadata, type(setting_field(key).default)
+    f = setting_field(key)
+    meta, kind = f.metadata, type(default_of(f))
     out = []
     for part in (p.strip() for p in str(text).split(",")):
         if not part:

@@ -143,3 +143,15 @@ def test_planning_modules_import_without_torch_or_qt():
             "bad = [m for m in ('torch', 'transformers', 'PySide6') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_an_entry_the_studio_relies_on_missing_from_the_catalog_says_the_install_is_damaged(monkeypatch):
+    """The demo's shape (Model page) and the speed anchor read catalog entries the studio ships: without
+    them the error says to reinstall (it was an AttributeError on None)."""
+    from studio import modelview, speed
+
+    monkeypatch.setattr(models, "_CATALOG", [e for e in models.catalog()
+                                             if e.id not in (models.DEMO_CATALOG_ID, speed.ANCHOR["model"])])
+    for call in (modelview.demo_info, speed.gpu_efficiency):
+        with pytest.raises(models.ModelError, match="reinstall LoRA Studio"):
+            call()

@@ -63,7 +63,7 @@ def refusal(method: str, quant_mode: str, device: str) -> tuple[str, str] | None
 
 def recipe_problems(method: str, quant_mode: str, targets: object, grad_ckpt: object = False) -> list[tuple[str, str, str]]:
     """(field, message, hint) for combinations no device can train (checked by Recipe.validate)."""
-    out = []
+    out: list[tuple[str, str, str]] = []
     m = METHODS.get(method)
     if m is None:
         return out  # the choices check names it

@@ -14,7 +14,7 @@ Torch-free at import time (tests/test_layers.py): studio.memory and the Plan pag
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import KW_ONLY, dataclass, fields
 from typing import Any, Callable
 
 from studio.adapted import ModelShape
@@ -39,17 +39,20 @@ class Method:
     input_needs_grad: bool = False  # learned input embeddings: the first layer keeps its input for backward
     kv_from_text: bool = False  # learned keys/values start as a real text's (peft_methods.init_prefix_from_text)
     refused: tuple[tuple[str, str, str, str], ...] = ()  # (quant.mode, device, what, fix) peft cannot train
-    effective: Callable[[Settings], Settings] | None = None
-    extra_tensors: Callable[[ModelShape, Settings], list[tuple[int, int]]] | None = None
-    words: Callable[[Settings], str] | None = None
-    trainable_terms: Callable[[int], Terms] | None = None
-    activations: Callable[[ModelShape, Settings, str, bool], Terms] | None = None
-    transients: Callable[[ModelShape, Settings], Terms] | None = None
-    peft_config: Callable[[Any, int, Any, Any], Any] | None = None
+    # The hooks: required and keyword-only, so a method that leaves one out fails where it is written.
+    _: KW_ONLY
+    effective: Callable[[Settings], Settings]
+    extra_tensors: Callable[[ModelShape, Settings], list[tuple[int, int]]]
+    words: Callable[[Settings], str]
+    trainable_terms: Callable[[int], Terms]
+    activations: Callable[[ModelShape, Settings, str, bool], Terms]
+    transients: Callable[[ModelShape, Settings], Terms]
+    peft_config: Callable[[Any, int, Any, Any], Any]
 
 
 def register(table: dict[str, Method], method: Method) -> Method:
-    """Add ``method`` to ``table``; refused when a hook is missing or the name is taken."""
+    """Add ``method`` to ``table``; refused when a hook is missing (None or not callable: the type says
+    required, a dynamic caller can still pass None) or the name is taken."""
     missing = [h for h in HOOKS if not callable(getattr(method, h))]
     if missing:
         raise TypeError(f"adapter method {method.name!r} lacks {', '.join(missing)}: every method says each of "
