@@ -10,9 +10,11 @@ ladder) is ``studio.driver``.
 """
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,12 @@ def worker_python() -> str:
     return str(found) if found else sys.executable
 
 
-def worker_argv(module: str, *args: str) -> list[str]:
+def worker_argv(module: str, *args: str | os.PathLike[str]) -> list[str]:
     """The command line of a worker: ``[python, -m, module, *args]`` (no shell, ever)."""
     return [worker_python(), "-m", module, *[str(a) for a in args]]
 
 
-def undo_bundle_env(env: dict) -> dict:
+def undo_bundle_env(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` with PyInstaller's library path undone, for any program started from the bundle.
 
     The bootloader prepends its own folder to LD_LIBRARY_PATH (DYLD_LIBRARY_PATH on macOS) and
@@ -56,7 +58,7 @@ def undo_bundle_env(env: dict) -> dict:
     return env
 
 
-def worker_env(base: dict | None = None) -> dict:
+def worker_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a worker: offline by default, and the studio's code importable."""
     env = undo_bundle_env(os.environ if base is None else base)
     env.update(OFFLINE_ENV)
@@ -67,7 +69,8 @@ def worker_env(base: dict | None = None) -> dict:
     return env
 
 
-WINDOWS = os.name == "nt"
+# The Windows branches test sys.platform itself, which mypy narrows: each platform's are checked for it.
+
 # Windows process creation flags (winbase.h); subprocess exports them only on Windows.
 CREATE_NEW_PROCESS_GROUP = 0x00000200
 DETACHED_PROCESS = 0x00000008
@@ -84,7 +87,7 @@ def _group_kwargs(outlive: bool, detached: bool = False) -> dict:
     window's workers pop up no console, and closing the terminal does not send CTRL_CLOSE_EVENT to a
     run that should ``outlive`` it. ``detached`` (the queue runner) has no console at all.
     """
-    if not WINDOWS:
+    if sys.platform != "win32":
         return {"start_new_session": True}
     flags = CREATE_NEW_PROCESS_GROUP | (DETACHED_PROCESS if detached else CREATE_NO_WINDOW)
     return {"creationflags": flags}
@@ -102,7 +105,7 @@ def start_worker(argv: list[str], stderr: Any, env: dict | None = None, cwd: str
     proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                             env=env if env is not None else worker_env(), cwd=cwd, close_fds=True,
                             **_group_kwargs(outlive))
-    if WINDOWS and not outlive:
+    if sys.platform == "win32" and not outlive:
         _windows_job().add(proc)
     return proc
 
@@ -173,7 +176,7 @@ def ask_to_stop(pid: int) -> bool:
     which is what ``os.kill(pid, SIGTERM)`` does there, would run no handler). False if it is gone."""
     if not pid_alive(pid):
         return False
-    if WINDOWS:
+    if sys.platform == "win32":
         return _ctrl_break(pid)
     import signal
 
@@ -198,7 +201,7 @@ def kill_tree(pid: int) -> None:
         family = [*root.children(recursive=True), root]
     except psutil.Error:
         return
-    if not WINDOWS:
+    if sys.platform != "win32":
         import signal
 
         try:
@@ -240,6 +243,8 @@ class _WindowsJob:
     they start, end with it even when it is killed."""
 
     def __init__(self) -> None:
+        if sys.platform != "win32":
+            raise OSError("job objects exist on Windows only")
         import ctypes
         from ctypes import wintypes
 
@@ -266,7 +271,12 @@ class _WindowsJob:
 
     def add(self, proc: subprocess.Popen) -> bool:
         """Assign ``proc``; False where the system refuses (the worker still watches its parent)."""
-        return self.ok and bool(self.k32.AssignProcessToJobObject(self.handle, int(proc._handle)))
+        if sys.platform != "win32":
+            return False
+        # Popen's process handle; typeshed does not declare this Windows-only attribute (unused-ignore: the
+        # line is unreachable, so not flagged, when mypy checks for another platform)
+        handle = int(proc._handle)  # type: ignore[attr-defined, unused-ignore]
+        return self.ok and bool(self.k32.AssignProcessToJobObject(self.handle, handle))
 
 
 _JOB: _WindowsJob | None = None
@@ -280,10 +290,14 @@ def _windows_job() -> _WindowsJob:
 
 
 def send_command(proc: subprocess.Popen, name: str, **args: Any) -> bool:
-    """Write a protocol command to the worker's stdin; False when the worker is already gone."""
+    """Write a protocol command to the worker's stdin; False when the worker is already gone (or was
+    started without a command pipe)."""
+    stdin = proc.stdin
+    if stdin is None:
+        return False
     try:
-        proc.stdin.write(encode_command(name, **args))
-        proc.stdin.flush()
+        stdin.write(encode_command(name, **args))
+        stdin.flush()
         return True
     except (OSError, ValueError):
         return False
@@ -294,7 +308,10 @@ def pump_events(proc: subprocess.Popen, reader: Any, on_event: Any) -> bool:
 
     One chunk per call, so a caller can catch Ctrl-C between reads and keep following the worker.
     """
-    chunk = proc.stdout.read1(65536)
+    stdout = proc.stdout
+    if not isinstance(stdout, io.BufferedIOBase):  # start_worker pipes it, buffered: read1 takes what is there
+        raise TypeError(f"the worker's stdout is {stdout!r}, not the buffered pipe start_worker gives it")
+    chunk = stdout.read1(65536)
     if not chunk:
         return False
     for event in reader.feed(chunk):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from io import BufferedIOBase
 from pathlib import Path
-from typing import IO, Iterable
+from typing import Iterable
 
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
@@ -91,7 +92,7 @@ def model_tensors(folder: Path) -> list[TensorMeta]:
     return [m for f in model_files(folder) for m in read_header(f)]
 
 
-def read_tensor(meta: TensorMeta, fh: IO[bytes] | None = None):
+def read_tensor(meta: TensorMeta, fh: BufferedIOBase | None = None):
     """One tensor as a torch tensor that owns its memory."""
     import torch
 

@@ -105,6 +105,16 @@ def test_probe_says_there_is_no_gpu(capsys):
     assert "no NVIDIA GPU" in out and "nothing was run" in out
 
 
+def test_probe_recipe_carries_the_settings_it_measures():
+    """measure() takes the settings as recipe names (plan.settings.to_dict()); its recipe has each of them."""
+    from studio.commands.probe import recipe_for
+    from studio.settings import Settings
+
+    wanted = {**Settings().to_dict(), "train.micro_batch": 3, "train.seq_len": 384, "lora.rank": 32}
+    recipe = recipe_for(wanted, dropout=0.1)
+    assert (recipe.train.micro_batch, recipe.train.seq_len, recipe.lora.rank, recipe.lora.dropout) == (3, 384, 32, 0.1)
+
+
 def test_models_lists_the_catalog(capsys):
     assert main(["models", "--json"]) == 0
     ids = [e["id"] for e in json.loads(capsys.readouterr().out)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from studio import attach, runs
 from studio.commands.train import _report, _show
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"asked {printable(run_dir.name)} to stop; it saves a checkpoint and its adapter, then exits")
         return 0
     print(f"attached to {printable(run_dir)} (Ctrl-C detaches; the run goes on)")
-    bar, result = None, {"samples": {}}
+    bar = None
+    result: dict[str, Any] = {"samples": {}}
     try:
         for ev in attach.follow(run_dir):
             if ev.type == "hello":  # a new worker attempt (after a resume): earlier outcomes no longer count

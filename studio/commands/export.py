@@ -10,12 +10,16 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from studio import driver
 from studio.errors import UserError
 from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING
 from studio.export.targets import GGUF_FORMATS, TARGETS, default_out
 from studio.procs import worker_argv
+
+if TYPE_CHECKING:  # the bars load tqdm only when they draw
+    from tqdm import tqdm
 
 FORMATS = tuple(TARGETS)
 QUANTS = tuple(dict.fromkeys(q for t in TARGETS.values() for q in t.quants))  # every target's, in order
@@ -55,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 def follow(run_dir: Path, extra: list[str]) -> dict:
     """Start the worker in its own session, show its events, and cancel it cleanly on Ctrl-C."""
     log_path = run_dir / "export.log"
-    view, result = _View(), {"log": str(log_path)}
+    view = _View()
+    result: dict[str, Any] = {"log": str(log_path)}
 
     def on_event(ev) -> None:
         if not result.get("cancelled"):  # once cancelled, its last events draw no bar
@@ -95,8 +100,8 @@ class _View:
     """Progress bars per phase on stderr, verification lines as they come."""
 
     def __init__(self) -> None:
-        self.bar = None
-        self.phase = None
+        self.bar: tqdm | None = None  # the current phase's bar (tqdm loads at the first progress event)
+        self.phase: str | None = None
 
     def show(self, ev, result: dict) -> None:
         d = ev.data
@@ -115,7 +120,7 @@ class _View:
     def _progress(self, d: dict) -> None:
         from tqdm import tqdm
 
-        if d.get("phase") != self.phase:
+        if self.bar is None or d.get("phase") != self.phase:
             self.close()
             self.phase = d.get("phase")
             big = (d.get("total") or 0) > 1
@@ -179,7 +184,7 @@ def _print_done(done: dict) -> None:
         print(f"next: {done['next_command']}")
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

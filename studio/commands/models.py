@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from studio import driver, events, hardware, hub, models
 from studio.commands import add_events_flag
@@ -21,6 +22,9 @@ from studio.errors import UserError
 from studio.planning import budget_bytes
 from studio.procs import worker_argv
 from studio.termtext import printable
+
+if TYPE_CHECKING:  # the bar loads tqdm only when it draws
+    from tqdm import tqdm
 
 ACTIONS = ("download", "search", "login")
 
@@ -73,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([{"id": e.id, "name": e.name, "hf_id": e.hf_id, "params": e.total_params} for e in entries],
                          indent=2))
         return 0
-    for e in entries:
-        print(f"{e.id:<28}{e.total_params / 1e9:7.2f}B  {e.hf_id}")
+    for entry in entries:
+        print(f"{entry.id:<28}{entry.total_params / 1e9:7.2f}B  {entry.hf_id}")
     return 0
 
 
@@ -118,7 +122,7 @@ class _DownloadView:
     """One progress bar in bytes on stderr (tqdm shows speed and ETA)."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: tqdm | None = None  # made at the first progress event (tqdm loads only then)
         self.done: dict | None = None
         self.error: dict | None = None
 

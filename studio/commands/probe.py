@@ -23,6 +23,7 @@ from studio.models import find_catalog
 from studio.planner import Plan
 from studio.planning import budget_bytes
 from studio.recipe import PLANNED, Recipe
+from studio.settings import Settings
 from studio.train.arguments import training_arguments
 from studio.train.loading import load_model
 
@@ -88,12 +89,13 @@ def random_model_folder(info: Any, out: Path, config_dict: dict | None = None) -
     return out
 
 
-def recipe_for(settings: dict, dropout: float = 0.05) -> Any:
-    """A Recipe carrying the plan's settings, as the studio would start the run."""
+def recipe_for(settings: dict, dropout: float = 0.05) -> Recipe:
+    """A Recipe carrying the plan's settings (recipe names, as measure() takes them), as the studio
+    would start the run."""
 
     recipe = Recipe()
     recipe.lora.dropout = dropout
-    plan = Plan(fits=True, budget_bytes=0, margin_bytes=0, settings=settings, predicted={}, components={}, sources={})
+    plan = Plan(fits=True, budget_bytes=0, margin_bytes=0, settings=Settings.from_dict(settings), predicted={}, components={}, sources={})
     return plan.apply(recipe)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from studio import driver, hardware, models, planner, runs
 from studio.commands import add_setting_args, settings_from_args
@@ -135,7 +136,8 @@ def follow(run_dir: Path, *worker_args: str) -> dict:
     """Start the worker detached from our terminal and show its events until it ends."""
     from tqdm import tqdm
 
-    bar, result = None, {"samples": {}}
+    bar = None
+    result: dict[str, Any] = {"samples": {}}
 
     def on_event(ev) -> None:
         nonlocal bar

@@ -19,6 +19,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from studio import methods
 from studio.export.errors import ConfigError, UnsupportedModel
@@ -27,14 +28,17 @@ from studio.safetensors_io import DamagedFile, model_tensors, read_header
 PREFIX = "base_model.model."
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 
+if TYPE_CHECKING:  # torch loads only when an adapter is read: the annotations name its tensor type
+    from torch import Tensor
+
 
 @dataclass
 class LoraDelta:
-    a: object  # torch.Tensor (r, in) ; for embeddings (r, num_embeddings)
-    b: object  # torch.Tensor (out, r); for embeddings (dim, r)
+    a: Tensor  # (r, in) ; for embeddings (r, num_embeddings)
+    b: Tensor  # (out, r); for embeddings (dim, r)
     scale: float
     embedding: bool = False
-    magnitude: object = None  # DoRA: the learned norm of each output row (out,)
+    magnitude: Tensor | None = None  # DoRA: the learned norm of each output row (out,)
 
     def delta(self):
         """The dense update in float32, shaped like the base weight (DoRA's rescaling is in add_to)."""
@@ -71,7 +75,7 @@ class LoraDelta:
 class Adapter:
     config: dict
     deltas: dict[str, LoraDelta]  # base weight name -> update
-    replacements: dict[str, object]  # base weight name -> full tensor (modules_to_save)
+    replacements: dict[str, Tensor]  # base weight name -> full tensor (modules_to_save)
 
 
 def load_adapter(adapter_dir: Path) -> Adapter:
@@ -81,8 +85,8 @@ def load_adapter(adapter_dir: Path) -> Adapter:
     cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
     _check_config(cfg, adapter_dir)
     tensors = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
-    pairs: dict[str, dict[str, object]] = {}
-    replacements: dict[str, object] = {}
+    pairs: dict[str, dict[str, Tensor]] = {}
+    replacements: dict[str, Tensor] = {}
     for key, t in tensors.items():
         module, part = _split_key(key, adapter_dir)
         if part is None:

@@ -64,7 +64,7 @@ def gguf_reader(path: Path) -> GgufFile:
     from gguf.quants import quant_shape_to_byte_shape
 
     mm = np.memmap(str(path), dtype=np.uint8, mode="r")
-    buf = memoryview(mm)
+    buf = mm.data  # the mapped file as a memoryview (memoryview(mm) in numpy's typed form)
     pos = 0
 
     def take(fmt: str):

@@ -62,9 +62,9 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     n_vocab = int(config["vocab_size"])
     key = cache.vocab_key(folder, n_vocab, trust)
     entry = cache.load("vocab", key)
-    facts = entry["value"] if entry is not None and _complete(entry["value"], n_vocab) else None
-    cached = facts is not None
-    if cached:
+    cached = entry is not None and _complete(entry["value"], n_vocab)
+    if entry is not None and cached:
+        facts = entry["value"]
         note = f"the tokenizer's GGUF vocabulary came from the export cache (built {entry.get('created', '?')})"
     else:
 
@@ -100,8 +100,9 @@ def _read_with_transformers(folder: Path, n_vocab: int, trust: bool) -> dict:
     # The tokenizer as transformers runs it, which is what training saw: transformers 5 may rebuild
     # it by model class (a qwen2 folder gets Qwen2's split regex whatever tokenizer.json says).
     backend = getattr(tok, "backend_tokenizer", None)
-    tok_json = json.loads(backend.to_str()) if backend is not None else _read_json(folder / "tokenizer.json")
-    model = (tok_json or {}).get("model") or {}
+    tok_json: dict = (json.loads(backend.to_str()) if backend is not None
+                      else _read_json(folder / "tokenizer.json")) or {}
+    model = tok_json.get("model") or {}
     if model.get("type") == "BPE" and not model.get("byte_fallback") and \
             ((tok_json.get("decoder") or {}).get("type") == "ByteLevel"):
         tokens, types = _bpe_tokens(tok_json, n_vocab)

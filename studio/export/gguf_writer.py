@@ -169,13 +169,13 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
     if freqs is not None:
         name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
         out.append(PlannedTensor("", name, tuple(freqs.shape), gguf.GGMLQuantizationType.F32, None))
-    stacks: dict[str, list[TensorMeta]] = {}
+    stacks: dict[str, list[tuple[int, TensorMeta]]] = {}  # stacked name -> (expert number, tensor)
     for m in metas:
         if m.name.endswith("rotary_emb.inv_freq") or (tied and m.name == "lm_head.weight"):
             continue
         expert = _EXPERT.match(m.name)
         if expert:  # gathered below, once every expert of the layer is known
-            stacks.setdefault(f"{expert['layer']}.{expert['proj']}", []).append(m)
+            stacks.setdefault(f"{expert['layer']}.{expert['proj']}", []).append((int(expert["expert"]), m))
             continue
         gname = name_map.get_name(m.name, try_suffixes=(".weight", ".bias"))
         if gname is None:
@@ -183,8 +183,8 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
                                    "export --format merged instead")
         qtype = tensor_type(gname, tuple(m.shape), quant, n_layers, has_output)
         out.append(PlannedTensor(m.name, gname, tuple(m.shape), qtype, m))
-    for stacked, parts in stacks.items():
-        parts.sort(key=lambda m: int(_EXPERT.match(m.name)["expert"]))
+    for stacked, numbered in stacks.items():
+        parts = [m for _, m in sorted(numbered, key=lambda e: e[0])]
         base = name_map.get_name(stacked)
         shapes = {tuple(m.shape) for m in parts}
         if base is None or len(shapes) != 1 or len(parts) != int(_expert_count(config)):

@@ -43,7 +43,8 @@ def load_inputs(run_dir: Path) -> ExportInputs:
     base = _base_dir(run_dir, adapter)
     recipe = read_json(run_dir / runs.RECIPE, default={})
     recipe = recipe if isinstance(recipe, dict) else {}
-    model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    found = recipe.get("model")
+    model: dict = found if isinstance(found, dict) else {}
     trust = model.get("trust_remote_code") is True
     _check_remote_code(base, trust)  # first: a folder that asks to run code is refused before anything reads it
     check_adapter(adapter, weights=False)  # the weights are read once, by every format (targets.export)

@@ -79,7 +79,7 @@ def _six_bit(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative per-sub-block values (nb, 8) as an f16 super-block step and 6-bit integers."""
     top = values.max(axis=-1, keepdims=True)
     d = _f16(top / 63.0)
-    d32 = d.astype(np.float32)
+    d32: np.ndarray = d.astype(np.float32)
     q = np.where(d32 > 0, np.clip(np.rint(values / np.where(d32 > 0, d32, 1.0)), 0, 63), 0).astype(np.uint8)
     return d, q
 
@@ -139,7 +139,7 @@ def _encode_q6(blocks: np.ndarray) -> np.ndarray:
     scale = _fit_sym(x)
     top = np.abs(scale).max(axis=-1, keepdims=True)
     d = _f16(top / 127.0)
-    d32 = d.astype(np.float32)
+    d32: np.ndarray = d.astype(np.float32)
     sc = np.where(d32 > 0, np.clip(np.rint(scale / np.where(d32 > 0, d32, 1.0)), -127, 127), 0).astype(np.int8)
     step = (d32 * sc)[..., None]
     q = np.where(step != 0, np.clip(np.rint(x / np.where(step != 0, step, 1.0)), -32, 31), 0)

@@ -221,7 +221,7 @@ class GreedyCheck:
         ends = _turn_end_ids(self.tok, self.merged_dir)
         out, known, seen = [], list(self.known), [dict(v) for v in self.seen]
         for i, (prompt, text, verdict) in enumerate(zip(self.ids, answers, verdicts)):
-            if not verdict:
+            if not verdict and text is not None:  # the cache cannot judge it (a failed run is judged already)
                 cont = self.tok(text, add_special_tokens=False)["input_ids"]
                 with torch.no_grad():
                     logits = model(torch.tensor([prompt + cont]), logits_to_keep=len(cont) + 1).logits[0]
@@ -229,9 +229,11 @@ class GreedyCheck:
                 if _follows(best, cont, self.new_tokens, ends) and self.tok.decode(cont, skip_special_tokens=False) == text:
                     verdict, known[i] = {"identical": True}, text
                 else:
-                    verdict = self._diverged(logits, best, cont, text, ends)
-                    if verdict is None:  # the pass cannot tell a divergence from a text tokenised another way
+                    diverged = self._diverged(logits, best, cont, text, ends)
+                    if diverged is None:  # the pass cannot tell a divergence from a text tokenised another way
                         verdict, known[i] = self._generated(model, prompt, text, cont, ends)
+                    else:
+                        verdict = diverged
                 if not verdict["identical"]:  # llama.cpp's answers are deterministic: the same file gives it again
                     seen[i] = dict(list(seen[i].items())[-7:], **{text: verdict})
             out.append(verdict)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
+from io import BufferedIOBase
 from pathlib import Path
 
 from studio.export.adapter import Adapter
@@ -65,7 +66,7 @@ class MergedWeights:
     def metas(self) -> list[TensorMeta]:
         return check_mergeable(self.base_dir, self.adapter)
 
-    def read(self, meta: TensorMeta, fh=None, check: bool = True):
+    def read(self, meta: TensorMeta, fh: BufferedIOBase | None = None, check: bool = True):
         """One merged tensor in the base dtype, checked finite (as ``merge_to_folder`` writes it) unless
         ``check`` is False (a second read of what the writer already checked)."""
         return merged_tensor(meta, read_tensor(meta, fh), self.adapter, MergeReport(out_dir=self.base_dir), check)
@@ -127,7 +128,7 @@ def merge_to_folder(base_dir: Path, adapter: Adapter, out_dir: Path, progress: P
 def _write_shard(path: Path, group: list[TensorMeta], adapter: Adapter, report: MergeReport,
                  progress: Progress, total: int) -> None:
     writer = StreamingWriter(path, [(m.name, m.dtype, m.shape) for m in group])
-    handles: dict[Path, object] = {}
+    handles: dict[Path, BufferedIOBase] = {}
     try:
         for m in group:
             fh = handles.get(m.file) or handles.setdefault(m.file, open(m.file, "rb"))

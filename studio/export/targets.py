@@ -59,6 +59,18 @@ class Job:
             self.adapter_sha256 = sha256_files(*(self.inputs.adapter_dir / n for n in ADAPTER_HASHED))
         return self.adapter_sha256
 
+    def loaded_adapter(self) -> Adapter:
+        """The adapter read by prepare(), which reads it for every target that merges or converts it."""
+        if self.adapter is None:
+            raise RuntimeError(f"the {self.fmt} export needs the adapter that prepare() loads")
+        return self.adapter
+
+    def gguf_quant(self) -> str:
+        """The GGUF quantisation: prepare() gives every GGUF target its default when none was asked for."""
+        if self.quant is None:
+            raise RuntimeError(f"the {self.fmt} export needs a quantisation")
+        return self.quant
+
     def record(self, check: "verify.Check") -> None:
         self.checks.append(check)
         self.progress("verify", 1, 1)
@@ -73,7 +85,7 @@ class ExportTarget:
     quants: tuple[str, ...]
     default_quant: str | None
     needs_merge: bool
-    build: Callable[[Job, Path], None]
+    build: Callable[[Job, Path], object]  # writes the target into the temp folder; what it returns is not used
 
 
 @dataclass
@@ -111,7 +123,7 @@ def _build_adapter(job: Job, tmp: Path) -> None:
 
 
 def _build_merged(job: Job, tmp: Path) -> None:
-    merge_to_folder(job.inputs.base_dir, job.adapter, tmp, job.progress)
+    merge_to_folder(job.inputs.base_dir, job.loaded_adapter(), tmp, job.progress)
     job.files["*.safetensors"] = {"kind": "merged model", "quant": _dtype_name(job.inputs.config)}
     job.progress("verify", 0, 1)
     job.record(verify.check_merge(job.inputs.base_dir, job.inputs.adapter_dir, tmp, job.inputs.trust_remote_code))
@@ -123,17 +135,18 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
     # The merged model's config and tokenizer files only: its weights are merged as the GGUF writer reads
     # them (MergedWeights), so no merged copy is written and read back; the checks merge them the same way.
     copy_side_files(job.inputs.base_dir, scratch)
-    weights = MergedWeights(job.inputs.base_dir, job.adapter)
-    gguf_path = tmp / f"model-{job.quant}.gguf"
-    write_gguf(scratch, gguf_path, job.quant, name=_model_title(job), progress=job.progress, vocab=job.vocab,
+    weights = MergedWeights(job.inputs.base_dir, job.loaded_adapter())
+    quant = job.gguf_quant()
+    gguf_path = tmp / f"model-{quant}.gguf"
+    write_gguf(scratch, gguf_path, quant, name=_model_title(job), progress=job.progress, vocab=job.vocab,
                trust=job.inputs.trust_remote_code, weights=weights)
-    job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": job.quant}
+    job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": quant}
     job.progress("verify", 0, 1)
     greedy = llama_cpp.GreedyCheck(scratch, gguf_path, trust=job.inputs.trust_remote_code, weights=weights,
                                 adapter_digest=job.adapter_digest())
     greedy.start()  # llama.cpp answers while the weights and the vocabulary are checked
     reader = gguf_reader(gguf_path)  # read once for both checks
-    job.record(verify.check_gguf_weights(scratch, gguf_path, job.quant, reader=reader, weights=weights))
+    job.record(verify.check_gguf_weights(scratch, gguf_path, quant, reader=reader, weights=weights))
     job.record(_with_vocab_source(verify.check_gguf_vocab(job.inputs.base_dir, gguf_path, reader=reader,
                                                           light=greedy.light), job.vocab))
     del reader  # its memory map closes before the folder is renamed
@@ -151,19 +164,20 @@ def _build_ollama_lora(job: Job, tmp: Path) -> None:
     """The base model as GGUF (not merged), the LoRA as an adapter GGUF, and a Modelfile joining them."""
 
     base_name = Path(job.inputs.model_name).name
-    base_path = tmp / f"base-{job.quant}.gguf"
-    write_gguf(job.inputs.base_dir, base_path, job.quant, name=base_name, progress=job.progress, vocab=job.vocab,
+    quant, adapter = job.gguf_quant(), job.loaded_adapter()
+    base_path = tmp / f"base-{quant}.gguf"
+    write_gguf(job.inputs.base_dir, base_path, quant, name=base_name, progress=job.progress, vocab=job.vocab,
                trust=job.inputs.trust_remote_code)
-    job.files[base_path.name] = {"kind": "base model (GGUF)", "quant": job.quant}
+    job.files[base_path.name] = {"kind": "base model (GGUF)", "quant": quant}
     lora_path = tmp / "adapter-f32.gguf"
-    write_lora_gguf(job.adapter, job.inputs.base_dir, lora_path, name=f"{base_name} LoRA {job.inputs.run_dir.name}")
+    write_lora_gguf(adapter, job.inputs.base_dir, lora_path, name=f"{base_name} LoRA {job.inputs.run_dir.name}")
     job.files[lora_path.name] = {"kind": "LoRA adapter (GGUF)", "quant": "f32"}
     job.progress("verify", 0, 1)
     greedy = llama_cpp.GreedyCheck(job.inputs.base_dir, base_path, source="base", trust=job.inputs.trust_remote_code)
     greedy.start()
-    job.record(verify.check_lora_gguf(job.adapter, job.inputs.base_dir, lora_path))
+    job.record(verify.check_lora_gguf(adapter, job.inputs.base_dir, lora_path))
     reader = gguf_reader(base_path)
-    job.record(verify.check_gguf_weights(job.inputs.base_dir, base_path, job.quant, source="base", reader=reader))
+    job.record(verify.check_gguf_weights(job.inputs.base_dir, base_path, quant, source="base", reader=reader))
     job.record(_with_vocab_source(verify.check_gguf_vocab(job.inputs.base_dir, base_path, reader=reader,
                                                           light=greedy.light), job.vocab))
     del reader
@@ -271,7 +285,7 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
         check_mergeable(job.inputs.base_dir, job.adapter)
     if fmt == "ollama-lora":
 
-        lora_tensors(job.adapter, job.inputs.config)  # refuses what a LoRA GGUF cannot carry, before any work
+        lora_tensors(job.loaded_adapter(), job.inputs.config)  # refuses what a LoRA GGUF cannot carry, before any work
     if fmt in GGUF_FORMATS:
         check_supported(job.inputs.config)
         job.vocab = build_vocab(job.inputs.base_dir, job.inputs.config, job.inputs.trust_remote_code)
@@ -294,7 +308,7 @@ def estimate_bytes(job: Job) -> int:
         base = sum(f.stat().st_size for f in job.inputs.adapter_dir.iterdir() if f.is_file()) * 2  # f32 adapter
     from studio.export.gguf_writer import check_supported, nbytes, plan_tensors
 
-    plan = plan_tensors(job.inputs.base_dir, job.inputs.config, check_supported(job.inputs.config), job.quant)
+    plan = plan_tensors(job.inputs.base_dir, job.inputs.config, check_supported(job.inputs.config), job.gguf_quant())
     return base + sum(nbytes(p.shape, p.qtype) for p in plan)
 
 

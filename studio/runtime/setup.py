@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 from studio import __version__, events
 from studio.fsutil import atomic_write_json, existing_parent
@@ -144,8 +144,9 @@ def find_base_python() -> list[str]:
 def _python_candidates() -> Iterable[list[str]]:
     if not getattr(sys, "frozen", False):
         yield [sys.executable]
-    if os.name == "nt" and shutil.which("py"):
-        yield [shutil.which("py"), "-3"]
+    launcher = shutil.which("py") if os.name == "nt" else None  # the Windows launcher: py -3
+    if launcher:
+        yield [launcher, "-3"]
     for name in ("python3.13", "python3.12", "python3.11", "python3.10", "python3", "python"):
         found = shutil.which(name)
         if found:
@@ -162,7 +163,7 @@ def _python_ok(cmd: list[str]) -> bool:
     return out.returncode == 0 and len(parts) == 2 and tuple(map(int, parts)) >= MIN_PYTHON
 
 
-def child_env(base: dict | None = None) -> dict:
+def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """An environment for pip and the base Python: the bundle's library path and PYTHON* undone."""
     env = undo_bundle_env(os.environ if base is None else base)
     for var in ("PYTHONHOME", "PYTHONPATH", "PYTHONEXECUTABLE"):

@@ -124,21 +124,21 @@ class EventCallback(TrainerCallback):
         self.last_loss: float | None = None
         self.after_train_s = 0.0  # work after the last step (held-out answers, eval.json): part of the ETA
 
-    def on_train_begin(self, args, state, control, **kw):
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self._t0 = self._last_t = time.time()
         self._last_tokens = state.num_input_tokens_seen
         self._step0 = state.global_step
         self._say_how(kw.get("model"))
         self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps)
 
-    def on_step_end(self, args, state, control, **kw):
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
         if self.ctl.agree():
             control.should_training_stop = True
         self.em.emit(PROGRESS, phase="train", done=state.global_step, total=state.max_steps,
                      eta_s=self._eta(state))
         return control
 
-    def on_log(self, args, state, control, logs=None, **kw):
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> Any:
         logs = dict(logs or {})
         now = time.time()
         tokens = state.num_input_tokens_seen
@@ -180,7 +180,7 @@ class EventCallback(TrainerCallback):
         extra = {"gpus": every} if dist.distributed() else {}
         self.em.emit(MEMORY, step=step, **mine, **extra)
 
-    def _eta(self, state) -> float | None:
+    def _eta(self, state: Any) -> float | None:
         done = state.global_step - self._step0
         if not state.max_steps or done <= 0:
             return None

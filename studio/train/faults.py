@@ -57,7 +57,7 @@ def _faulty_load(load_model: Callable[..., Any]) -> Callable[..., Any]:
 def _faulty_trainer(base: type) -> type:
     import torch
 
-    class FaultyTrainer(base):  # type: ignore[misc, valid-type]
+    class FaultyTrainer(base):
         def compute_loss(self, model, inputs, *args: Any, **kwargs: Any):
             out = super().compute_loss(model, inputs, *args, **kwargs)
             if due("nan", f"step={self.state.global_step + 1}"):

@@ -43,7 +43,7 @@ def trainer_class(objective: str, studio_trainer: type) -> type:
     if objective == "dpo":
         from trl import DPOTrainer
 
-        class StudioDPOTrainer(studio_trainer, DPOTrainer):  # type: ignore[misc, valid-type]
+        class StudioDPOTrainer(studio_trainer, DPOTrainer):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 model = kwargs["model"]
                 kept = {n: p.data for n, p in model.named_parameters() if p.requires_grad}
@@ -63,7 +63,7 @@ def trainer_class(objective: str, studio_trainer: type) -> type:
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO lives in trl.experimental in TRL 1.x
         from trl.experimental.orpo import ORPOTrainer
 
-        class StudioORPOTrainer(studio_trainer, ORPOTrainer):  # type: ignore[misc, valid-type]
+        class StudioORPOTrainer(studio_trainer, ORPOTrainer):
             def tokenize_row(self, feature, model=None) -> dict:
                 if "prompt_ids" not in feature:
                     return super().tokenize_row(feature, model)

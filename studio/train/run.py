@@ -36,11 +36,11 @@ class TrainingRun:
         self.phase = "load"
         self.em = emitter
         self.ctl = control
-        self.recipe: Recipe | None = None
+        self._recipe: Recipe | None = None  # set by setup(): read through .recipe
         self.trainer: Any = None
         self.model: Any = None
         self.tokenizer: Any = None
-        self.base: Path | None = None
+        self._base: Path | None = None  # set by setup(): read through .base
         from studio.train.trainer import StudioTrainer
 
         # The one place tests/faults/ reach in: unchanged unless LORA_STUDIO_TEST_FAULT is set.
@@ -50,6 +50,28 @@ class TrainingRun:
         self.before_seconds = 0.0  # how long the base model's held-out answers took (or took when cached)
         self.callback: EventCallback | None = None
         self.batch_split: tuple[str, int] | None = None  # several processes: which train field was divided, by what
+
+    @property
+    def recipe(self) -> Recipe:
+        """The run's recipe; every step after setup() reads it, so reading it earlier is a programming error."""
+        if self._recipe is None:
+            raise RuntimeError("TrainingRun.setup() has not loaded the recipe yet")
+        return self._recipe
+
+    @recipe.setter
+    def recipe(self, recipe: Recipe) -> None:
+        self._recipe = recipe
+
+    @property
+    def base(self) -> Path:
+        """The resolved base model folder (setup() resolves 'demo' and hub names to it)."""
+        if self._base is None:
+            raise RuntimeError("TrainingRun.setup() has not resolved the base model yet")
+        return self._base
+
+    @base.setter
+    def base(self, base: Path) -> None:
+        self._base = base
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -217,10 +239,11 @@ class TrainingRun:
         """single, ddp or fsdp: how the processes share the work (the recipe's, or the planner's for auto)."""
         if not dist.distributed():
             return "single"
-        chosen = self.recipe.train.strategy if self.recipe else "auto"
+        chosen = self._recipe.train.strategy if self._recipe else "auto"
         if chosen == "auto":
             plan = read_json(self.run_dir / runs.PLAN, default={}) or {}
-            chosen = plan.get("strategy") if plan.get("strategy") in ("ddp", "fsdp") else "ddp"
+            planned = plan.get("strategy")
+            chosen = str(planned) if planned in ("ddp", "fsdp") else "ddp"
         return chosen
 
     def _report_data(self, data: Any) -> None:
@@ -288,7 +311,7 @@ class TrainingRun:
 
         timer = StepTimes(self.run_dir, self.recipe, device, example_lengths(data.train),
                           gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
-                          model=str(getattr(self, "base", None) or self.recipe.model.name_or_path))
+                          model=str(self._base or self.recipe.model.name_or_path))
         trainer = self.trainer_cls(model=self.model, args=args, train_dataset=data.train,
                                 eval_dataset=data.val, data_collator=collator,
                                 callbacks=[self.callback, SaveOnStop(self.ctl), timer], run_dir=self.run_dir, emitter=self.em,
