@@ -172,7 +172,10 @@ class Worker:
                 due = self._interrupted(stopping, on_stop)
 
     def _next_step(self) -> float | None:
-        return None if self.proc.poll() is not None else self.ladder.step()
+        """The ladder's next step while the process lives; None (nothing more to wait for) otherwise."""
+        if self.ladder is None or self.proc.poll() is not None:
+            return None
+        return self.ladder.step()
 
     def follow(self, on_event: Callable[[Event], None], stopping: str = "",
                on_stop: Callable[[], None] | None = None) -> int:

@@ -35,8 +35,10 @@ def load_tokenizer(model: str | Path) -> Any:
     try:
         check_remote_code(folder, trusted=False)
     except UnsafeInput as e:
+        files = e.details.get("files")
+        names = ", ".join(str(f) for f in files) if isinstance(files, (list, tuple)) else ""
         raise DataError(f"model '{model}': {folder} asks to run Python code shipped in its folder "
-                        f"({', '.join(e.details.get('files', []))}); data inspect never runs model code. "
+                        f"({names}); data inspect never runs model code. "
                         "Use a model whose tokenizer is built into transformers") from None
     if LightTokenizer.can_read(folder):
         try:
