@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proctools import gone
 
 from studio import driver, procs
 
@@ -81,15 +82,6 @@ def _ready(tmp_path: Path, mode: str, deadlines: driver.Deadlines = FAST,
     return worker, out
 
 
-def _gone(pid: int, within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if not procs.pid_alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_a_worker_that_honours_the_command_ends_at_the_first_step(tmp_path):
     worker, out = _ready(tmp_path, "command", driver.Deadlines(stop_s=30, term_s=30))
     started = time.monotonic()
@@ -120,7 +112,7 @@ def test_a_worker_that_ignores_every_polite_stop_ends_after_the_second_deadline_
     assert worker.ladder.stage == 3
     assert elapsed >= FAST.stop_s + FAST.term_s - 0.1, "the tree ended before the signal's deadline"
     assert elapsed < FAST.stop_s + FAST.term_s + 15
-    assert _gone(grandchild), "the worker's own child must end with it"
+    assert gone(grandchild), "the worker's own child must end with it"
 
 
 def test_closing_stdin_is_the_chats_first_step(tmp_path):
@@ -195,4 +187,4 @@ def test_a_second_ctrl_c_ends_the_tree_at_once(tmp_path):
     assert time.monotonic() - started < 20, "the second Ctrl-C must not wait for the deadlines"
     words = stdout.split()
     assert words[-1] == "3" and int(words[-2]) != 0 and not out.exists()
-    assert _gone(grandchild)
+    assert gone(grandchild)

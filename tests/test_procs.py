@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from proctools import gone
 
 from studio import procs
 
@@ -69,15 +70,6 @@ def _start(tmp_path, mode: str, child: bool = False, outlive: bool = False) -> t
     return proc, out
 
 
-def _gone(pid: int, within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if not procs.pid_alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.skipif(UNDER_WINE, reason="Wine 8's GenerateConsoleCtrlEvent fails with ERROR_INVALID_HANDLE for a "
                     "console it attached to: CTRL_BREAK_EVENT needs a real Windows machine (the stop command, "
                     "tested below, is the first step of every stop and works under Wine)")
@@ -113,7 +105,7 @@ def test_kill_tree_reaches_grandchildren(tmp_path):
     child = int((tmp_path / "child.pid").read_text())
     procs.kill_tree(proc.pid)
     proc.wait(timeout=30)
-    assert _gone(child)
+    assert gone(child)
 
 
 def test_pid_alive_knows_a_pid_by_its_start_time_and_never_signals():
@@ -159,7 +151,7 @@ def test_a_worker_ends_with_its_parent_unless_it_outlives_it(tmp_path, outlive):
             time.sleep(2)
             assert procs.pid_alive(worker), "a training run outlives the window or terminal that started it"
         else:
-            assert _gone(worker), "a chat, export or download worker must not outlive the studio"
+            assert gone(worker), "a chat, export or download worker must not outlive the studio"
     finally:
         procs.kill_tree(worker)
 
