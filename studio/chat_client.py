@@ -53,7 +53,6 @@ def run_model(run_dir: Path) -> str:
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
-
     for ck in checkpoint.list_checkpoints(run_dir):
         if ck.step == step:
             return ck.path

@@ -319,7 +319,6 @@ class ChatEngine:
 
     # -- answers --------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], settings: GenSettings) -> Any:
-
         msgs = list(messages)
         if settings.system and msgs[0]["role"] != "system":
             msgs = [{"role": "system", "content": settings.system}] + msgs

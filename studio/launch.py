@@ -35,7 +35,6 @@ def gpu_list(text: str) -> list[int]:
 
 
 def _recipe(run_dir: Path) -> Any:
-
     effective = Path(run_dir) / "effective_recipe.json"  # the OOM ladder's settings win, as in the worker
     return Recipe.load(effective if effective.is_file() else Path(run_dir) / runs.RECIPE, [])
 
@@ -93,7 +92,6 @@ def unsupported(train: Any, gpus: list | None = None, platform: str | None = Non
                 "(train.nproc 1), or run the same recipe under Linux or WSL2, or on a cluster "
                 "('lora-studio cluster export')")
     if gpus is None:
-
         gpus = list(hardware.detect_gpus())
     if not gpus:
         return None  # the CPU: torchrun with the gloo backend (slow, but the same code; tests use it)

@@ -277,7 +277,6 @@ def _own_run_dir(entry: dict, root: Path) -> Path | None:
 
 
 def _recipe(entry: dict):
-
     try:
         recipe = Recipe.from_dict(entry["recipe"])
     except (RecipeError, TypeError, ValueError) as e:
@@ -296,13 +295,11 @@ def _prepare(entry: dict, runs_root: Path) -> tuple[Path, list[str]]:
     """
     run_dir = _own_run_dir(entry, runs_root)
     if run_dir is not None and (run_dir / runs.RECIPE).is_file():
-
         return run_dir, (["--resume"] if checkpoint.latest_good(run_dir) is not None else [])
     recipe = _recipe(entry)
     run_dir = runs.create(recipe, runs_root, plan=entry.get("plan"))
     runs.write_state(run_dir, queue=entry["id"], sweep=entry.get("sweep"))
     if entry.get("sweep"):
-
         registry.set_labels(run_dir, add_tags=[entry["sweep"]])  # the Runs page and 'runs list --tag' group them
     update(entry["id"], runs_root, run=str(run_dir))
     return run_dir, []

@@ -238,7 +238,6 @@ def machine_key() -> str:
 
 
 def _cache_file() -> Path:
-
     return data_dir() / "cache" / "speed" / f"cpu-{machine_key()}.json"
 
 
@@ -291,7 +290,6 @@ def device_key(device: str, gpu_name: str = "") -> str:
 
 
 def _calibration_file() -> Path:
-
     return data_dir() / "cache" / "speed" / f"calibration-{machine_key()}.json"
 
 

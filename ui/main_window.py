@@ -296,7 +296,6 @@ class MainWindow(QMainWindow):
             self.data_page.load(path)
 
     def about(self) -> None:
-
         QMessageBox.about(self, "About LoRA Studio", (
             f"<h3>LoRA Studio {__version__}</h3>"
             "<p>Fine-tune an open LLM on your own GPU, privately and offline.</p>"

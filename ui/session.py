@@ -97,7 +97,6 @@ class Session(QObject):
         if self.model_info is None:
             return
         try:
-
             n = processes(self.recipe.train)  # several GPUs picked: one GPU, DDP or FSDP, per-GPU memory
             t = self.recipe.train
             plan = plan_for(self.model_info, Machine(self.device, (self.budget,) * n, self.gpu_name), self.fixed,

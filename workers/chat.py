@@ -54,7 +54,6 @@ def _base_recipe(run: Path | None, model: str | None):
     """The recipe that says how to load the base: the run's own, or a default one for a bare model."""
 
     if run is not None:
-
         recipe, _ = load_recipe(run, [])
         return recipe
     recipe = Recipe(name="chat")
@@ -154,7 +153,6 @@ class ChatWorker:
                      adapters=list(self.engine.adapters))
 
     def _generate(self, cmd: dict) -> None:
-
         gid, variant = str(cmd.get("id", "")), cmd.get("variant") or "base"
         try:
             settings = GenSettings.from_dict(cmd.get("settings"))
@@ -208,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
 
         kind, hint = classify(e)
         if isinstance(e, ValueError) and kind == "internal":
-
             kind, hint = "config", ("fix or replace the adapter named above" if isinstance(e, AdapterError) else
                                     "pick a run folder with recipe.json, a local model folder, or 'demo'")
         return report_failure(em, e, kind, hint)

@@ -28,7 +28,6 @@ from studio.events import DONE, HELLO, PROGRESS, Emitter, reserve_stdout  # noqa
 
 
 def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, quant: str = "auto") -> Path:
-
     adapter = run_dir / runs.ADAPTER
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{run_dir}: no adapter yet (adapter/adapter_config.json); "

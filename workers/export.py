@@ -90,7 +90,6 @@ def _export(run_dir: Path, args: argparse.Namespace, em: Emitter, cancel: thread
     em.emit(HELLO, pid=os.getpid(), worker="export", python=platform.python_version(), run_dir=str(run_dir),
             format=args.format, quant=args.quant)
     try:
-
         result = export(run_dir, args.format, args.quant, args.out, args.force, rep.progress, rep.check)
         em.emit(DONE, status="exported", **result.to_dict())
         return EXIT_OK

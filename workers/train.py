@@ -128,7 +128,6 @@ def _rank_main(run_dir: Path, resume: bool) -> int:
 
 
 def _train(run_dir: Path, emitter: Emitter, control, resume: bool) -> int:
-
     run = None
     try:
         dist.init()

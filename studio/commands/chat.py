@@ -34,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def target_variant(args: argparse.Namespace) -> chat_client.Variant:
-
     spec = args.target + (f"@{args.checkpoint}" if args.checkpoint is not None else "")
     try:
         v = chat_client.resolve(spec)
@@ -53,9 +52,7 @@ def settings_of(args: argparse.Namespace) -> dict:
 
 
 def start(variants: list[chat_client.Variant]) -> chat_client.ChatClient:
-
     if any(v.model == "demo" for v in variants):
-
         ensure_with_progress()
     client = chat_client.ChatClient(chat_client.worker_args(variants))
     try:
@@ -69,7 +66,6 @@ def start(variants: list[chat_client.Variant]) -> chat_client.ChatClient:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.json and args.prompt is None:
         raise UserError("--json answers one prompt: add --prompt TEXT")
     variant = target_variant(args)
@@ -92,7 +88,6 @@ def _stream(text: str) -> None:
 
 
 def _one(client: chat_client.ChatClient, variant: chat_client.Variant, prompt: str, settings: dict, as_json: bool) -> int:
-
     try:
         answer = client.generate([{"role": "user", "content": prompt}], variant.name, settings,
                                  on_text=None if as_json else _stream)

@@ -32,7 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if not args.source.exists():
         raise UserError(f"{printable(args.source)}: not found; give a run folder or a recipe JSON file")
     done = cluster.export(args.source, args.out, args.nodes, args.gpus_per_node, data_path=args.data_path,

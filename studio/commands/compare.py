@@ -29,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_pair(a: str, b: str) -> tuple[chat_client.Variant, chat_client.Variant]:
-
     try:
         if a == chat_client.BASE and b == chat_client.BASE:
             raise UserError("A and B are both 'base': name a run for at least one of them")
@@ -50,7 +49,6 @@ def resolve_pair(a: str, b: str) -> tuple[chat_client.Variant, chat_client.Varia
 
 
 def run(args: argparse.Namespace) -> int:
-
     try:
         rows = load_prompts(args.prompts)
     except PromptFileError as e:

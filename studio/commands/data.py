@@ -97,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
 
     seq_len = args.seq_len
     if args.model and seq_len is None:
-
         seq_len = TrainSpec().seq_len
     if seq_len is not None and seq_len < 1:
         raise UserError(f"--seq-len must be a positive number of tokens, not {seq_len}")

@@ -19,7 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def ensure_with_progress() -> Path:
-
     if is_converted(demo_model_dir()):
         return demo_model_dir()
     from tqdm import tqdm

@@ -27,12 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     run_dir = chat_client.find_run(str(args.run_dir))
     if run_dir is None:
         raise UserError(f"{args.run_dir}: not a run folder (no recipe.json)")
     if args.prompts is not None:
-
         try:
             load_prompts(args.prompts)
         except PromptFileError as e:

@@ -151,7 +151,6 @@ class _DownloadView:
 
 # --- search ------------------------------------------------------------------------------------------
 def _search(args: argparse.Namespace) -> int:
-
     text = _one(args, "TEXT")
     try:
         hits = hub.search(text, limit=max(1, min(args.limit, 100)))
@@ -208,7 +207,6 @@ def _remote_config(repo_id: str) -> dict | None:
     import tempfile
 
     try:
-
         hub.online()
         from huggingface_hub import hf_hub_download
 

@@ -61,7 +61,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _dataset_report(path: str, info: Any) -> Any:
-
     tokenizer = info.path if info.path else None
     try:
         return inspect(path, tokenizer=tokenizer)
@@ -85,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     if args.num_gpus is not None and args.num_gpus < 1:
         raise UserError(f"--num-gpus {args.num_gpus}: give 1 or more")
     if device == "cpu":
-
         if speed.cpu_rates() is None:
             print("Measuring this CPU's training speed once (a few seconds; cached for next time)...", file=sys.stderr)
     machine = Machine(device, (budget,) * (args.num_gpus or 1), gpus[0].name if gpus else "")

@@ -47,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add(args) -> int:
-
     if not args.recipes and not args.demo:
         raise UserError("give recipe files, or --demo")
     sources = [None] if args.demo else []

@@ -35,7 +35,6 @@ def check_resumable(run_dir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-
     run_dir = check_resumable(args.run_dir)
     found = list_checkpoints(run_dir)
     print(f"resuming {run_dir} (newest checkpoint: {found[0].path.name if found else 'none'})")

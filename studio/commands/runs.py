@@ -240,7 +240,6 @@ def _open(args) -> int:
 
 
 def _tensorboard(args) -> int:
-
     if not trackers.tensorboard_available():
         raise UserError("tensorboard is not installed: 'pip install tensorboard' (it is part of the ml extra)")
     root = runs_root(args)

@@ -69,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             raise UserError(f"variant {v.name} has problems:\n  " + "\n  ".join(str(p) for p in problems))
     if recipe.model.name_or_path == "demo" and args.emitter is None:
-
         ensure_with_progress()
     budget = max(1, int(args.budget_gib * 2**30)) if args.budget_gib is not None else None
     checks = sweep.check_fits(variants, budget)

@@ -70,7 +70,6 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
     for key, value in settings_from_args(args, MULTI_GPU).items():
         set_setting(recipe, key, value)
     if getattr(args, "train.gpus", None) and getattr(args, "train.nproc", None) is None:
-
         recipe.train.nproc = max(1, len(gpu_list(recipe.train.gpus)))  # --gpus 0,1 means two processes
     return recipe
 
@@ -85,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     if why:
         raise UserError(why)
     if recipe.model.name_or_path == "demo":
-
         ensure_with_progress()
     run_dir = runs.create(recipe, args.runs_dir, plan=_predict(recipe))
     print(f"run folder: {run_dir}")

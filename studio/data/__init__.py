@@ -123,7 +123,6 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
 
 def _packing_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str,
                     micro_batch: int) -> None:
-
     report.packing = padding(collector.lengths, micro_batch, seq_len)
     examples = [{k: v for k, v in item.items() if k != "row"} for item in report.preview[:micro_batch]]
     try:

@@ -83,7 +83,6 @@ class LightTokenizer:
     def apply_chat_template(self, conversation: list[dict], tools: list | None = None, documents: list | None = None,
                             chat_template: str | None = None, add_generation_prompt: bool = False,
                             tokenize: bool = True, **kwargs: Any) -> Any:
-
         text = render_chat(self, conversation, add_generation_prompt=add_generation_prompt, tools=tools,
                            chat_template=chat_template, documents=documents, **kwargs)
         return self(text, add_special_tokens=False)["input_ids"] if tokenize else text

@@ -276,7 +276,6 @@ def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
 
 
 def _check_config(cfg: dict, where: Path) -> None:
-
     peft_type = str(cfg.get("peft_type", "LORA")).upper()
     method = methods.METHODS.get(methods.from_adapter_config(cfg))
     if method is not None and not method.mergeable:

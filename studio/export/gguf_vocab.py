@@ -67,7 +67,6 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
         facts = entry["value"]
         note = f"the tokenizer's GGUF vocabulary came from the export cache (built {entry.get('created', '?')})"
     else:
-
         # Only the facts outlive the tokenizer transformers built; copied out of the heap it filled, and that
         # heap handed back, so the rest of the export does not keep its fragments (the peak is the reference
         # model's, later, and this kept it 20 MiB above the converter's).

@@ -46,7 +46,6 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
     metas = {m.name: m for m in weights.metas() if m.name in changed}
     missing = sorted(changed - set(params))
     if missing:
-
         raise VerificationFailed(f"the loaded model has no parameter {missing[0]} for the adapter's update",
                                  "export with --format merged and report this model")
 

@@ -284,7 +284,6 @@ def prepare(run_dir: Path, fmt: str, quant: str | None = None) -> Job:
         job.adapter = load_adapter(job.inputs.adapter_dir)
         check_mergeable(job.inputs.base_dir, job.adapter)
     if fmt == "ollama-lora":
-
         lora_tensors(job.loaded_adapter(), job.inputs.config)  # refuses what a LoRA GGUF cannot carry, before any work
     if fmt in GGUF_FORMATS:
         check_supported(job.inputs.config)

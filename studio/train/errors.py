@@ -42,7 +42,6 @@ class CheckpointWriteError(TrainingFault):
     kind = "io"
 
     def __init__(self, step: int, run_dir: Path, exc: BaseException) -> None:
-
         previous = checkpoint.list_checkpoints(run_dir)
         kept = f"the previous checkpoint {previous[0].path} is intact" if previous else "no earlier checkpoint exists"
         what = _why_write_failed(exc, checkpoint.root(run_dir), checkpoint.size_bytes(previous[0].path) if previous else 0)
@@ -59,7 +58,6 @@ class AdapterWriteError(TrainingFault):
     kind = "io"
 
     def __init__(self, final: Path, run_dir: Path, exc: BaseException) -> None:
-
         previous = checkpoint.list_checkpoints(run_dir)
         kept = f"the last checkpoint {previous[0].path} is intact" if previous else "no checkpoint exists"
         what = "the disk is full" if disk_full(exc) else f"the write failed ({getattr(exc, 'strerror', None) or exc})"

@@ -58,7 +58,6 @@ def quantization_config(recipe: Recipe, dtype: Any) -> Any:
 
     q = recipe.quant
     if q.mode == "4bit":
-
         # FSDP shards parameters of one dtype: 4-bit blocks are then stored as the compute dtype (peft's FSDP+QLoRA).
         storage = {"bnb_4bit_quant_storage": dtype} if distributed() and recipe.train.strategy == "fsdp" else {}
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
@@ -120,7 +119,6 @@ def from_pretrained(folder: Path, kwargs: dict) -> Any:
 
     qconf = kwargs.get("quantization_config")
     if qconf is not None and getattr(qconf, "load_in_4bit", False):
-
         with experts_in_4bit():
             return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)

@@ -169,7 +169,6 @@ class TrainingRun:
         self.trainer = self._build_trainer(self.data, self.device)
 
     def _load_recipe(self) -> Recipe:
-
         warnings: list[str] = []
         recipe, effective = recovery.load_recipe(self.run_dir, warnings)
         if effective:
@@ -453,7 +452,6 @@ class TrainingRun:
                      eval_text=evalreport.format_text(report))
 
     def _answer(self, rows: list[dict], phase: str) -> list[str]:
-
         return evalreport.answer_rows(self.model, self.tokenizer, rows, phase,
                                       lambda **kw: self.em.emit(PROGRESS, **kw), self.ctl.stop.is_set,
                                       batch_size=len(rows))
@@ -487,7 +485,6 @@ class TrainingRun:
         result = evaluate(answers, self.heldout) if any(r.get("pattern") for r in self.heldout) else None
         value = result.score if result is not None else None
         if result is not None and result.timed_out:
-
             self.em.emit(WARNING, message=f"{self.recipe.data.heldout}: the pattern of row(s) "
                                           f"{', '.join(map(str, result.timed_out))} ran out of time against the "
                                           f"{when} answer: not scored", hint=TIMEOUT_HINT)

@@ -94,7 +94,6 @@ class PlanPage(Page):
             self.session.pin("lora.method", name)
 
     def _gpus_picked(self, picked: list[int]) -> None:
-
         self.session.pin("train.gpus", ",".join(map(str, picked)) if len(picked) > 1 else "")
         self.session.pin("train.nproc", max(1, len(picked)))
         why = unsupported(self.session.recipe.train, self.budget.gpus)
@@ -173,7 +172,6 @@ class PlanPage(Page):
 
     # -- the queue and sweeps (RUNS/queue.json; the Runs page shows it) -------------------------
     def add_to_queue(self) -> None:
-
         try:
             entry = runqueue.add(self.session.resolved_recipe())
         except UserError as e:
