@@ -52,11 +52,12 @@ ALLOCATOR_OVERHEAD = 0.15  # reserved = allocated * (1 + this); least squares ov
 # default; CUDA 12.2+ defaults to it, docs.nvidia.com/cuda "Lazy Loading"); cuBLAS's workspace and the kernels a
 # training step loads come on top. GPU-only: bench/calibrate_memory.py measures it on the first GPU.
 CUDA_CONTEXT = 600 * MiB
-# The CPU's counterparts, in the worker's resident memory (VmHWM) beside the tensors: the interpreter and the
-# libraries the worker loads (torch, transformers, peft, bitsandbytes, datasets, the tokenizer), measured as
-# the worker's resident memory before the model's weights; and what the CPU kernels (oneDNN, OpenMP,
-# bitsandbytes) keep from the first step on, measured as resident memory above the live tensors
-# (bench/memory_components.py --lengths; docs/planner.md "Planning for the CPU").
+# The CPU's counterparts, in the worker's resident memory (VmHWM) beside its tensors: the interpreter and the
+# libraries the worker loads (torch, transformers, peft, bitsandbytes, datasets, the tokenizer) and what loading
+# leaves, measured as the demo run's resident memory when training starts less its weights and adapter; and what
+# the CPU kernels (oneDNN, OpenMP, bitsandbytes) keep from the first step on, measured as the first step's rise
+# above its live tensors at 512-8192 tokens (bench/memory_components.py --lengths; docs/planner.md "At the
+# lengths users train"). Both assume the worker hands freed tensors back (studio.malloc_trim.return_large_blocks).
 CPU_RUNTIME = 860 * MiB
 CPU_KERNEL_WORKSPACE = 150 * MiB
 
