@@ -274,6 +274,7 @@ def measure(folder: Path, s: dict, dropout: float, totals: bool = False) -> dict
         with record_function("backward start"):
             pass
         loss.backward()
+        del loss  # as the Trainer drops it: the graph (and what checkpointing held for it) goes before the step
         out["lora_grads"] = _unique_bytes(p.grad for p in trainable)
         with record_function("backward done"):
             pass
@@ -391,7 +392,7 @@ def run(points, workdir: Path, out=print, totals: dict | None = None) -> float:
                     totals[name] = max(totals.get(name, 0.0), abs(err))
             else:
                 worst = max(worst, abs(err))
-            out(f"  {name:<18}predicted {p:>14,}  measured {m:>14,}  {err:+7.2%}")
+            out(f"  {name:<22}predicted {p:>14,}  measured {m:>14,}  {err:+7.2%}")
     return worst
 
 
