@@ -94,15 +94,15 @@ def detect_gpus() -> GpuList:
 
 
 # What a CPU run may not use of the computer's memory: the OS and other programs keep 15% (at least 2 GiB),
-# and the studio's window plus the training worker's libraries (torch, transformers: about 1 GiB resident)
-# another 1.5 GiB. The planner's components are the tensors; these are everything else.
+# and the studio's window another 0.5 GiB. The planner's CPU prediction is the worker's whole resident peak
+# (its tensors, and its libraries and kernels' workspace: studio.memory.CPU_RUNTIME); these are everything else.
 OS_RESERVE_FRACTION = 0.15
 OS_RESERVE_MIN = 2 * GiB
-APP_RESERVE = 3 * GiB // 2
+APP_RESERVE = GiB // 2
 
 
 def cpu_budget_bytes(total: int | None = None) -> int:
-    """System RAM a CPU run may use: the total minus what the OS, the window and the worker's libraries need."""
+    """System RAM a CPU run's worker may use: the total minus what the OS and the window need."""
     if total is None:
         import psutil
 

@@ -38,7 +38,8 @@ from studio.settings import Effective, Settings
 __all__ = ["MOE_PEFT_NAMES", "dtype_bytes", "experts_4bit", "experts_adapted", "fused_experts", "lora_params",
            "lora_tensors", "targeted", "Estimate", "Stack", "OURS", "estimate", "static_bytes", "per_gpu",
            "adapter_params", "adapter_tensors", "effective_settings", "saved_activations", "layer_bytes_per_token",
-           "logits_bytes", "merged_expert_bytes", "quant_constant_bytes", "Parts", "Sources"]
+           "logits_bytes", "merged_expert_bytes", "quant_constant_bytes", "Parts", "Sources", "phase_peaks",
+           "forward_logits_bytes"]
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -51,6 +52,14 @@ ALLOCATOR_OVERHEAD = 0.15  # reserved = allocated * (1 + this); least squares ov
 # default; CUDA 12.2+ defaults to it, docs.nvidia.com/cuda "Lazy Loading"); cuBLAS's workspace and the kernels a
 # training step loads come on top. GPU-only: bench/calibrate_memory.py measures it on the first GPU.
 CUDA_CONTEXT = 600 * MiB
+# The CPU's counterparts, in the worker's resident memory (VmHWM) beside its tensors: the interpreter and the
+# libraries the worker loads (torch, transformers, peft, bitsandbytes, datasets, the tokenizer) and what loading
+# leaves, measured as the demo run's resident memory when training starts less its weights and adapter; and what
+# the CPU kernels (oneDNN, OpenMP, bitsandbytes) keep from the first step on, measured as the first step's rise
+# above its live tensors at 512-8192 tokens (bench/memory_components.py --lengths; docs/planner.md "At the
+# lengths users train"). Both assume the worker hands freed tensors back (studio.malloc_trim.return_large_blocks).
+CPU_RUNTIME = 860 * MiB
+CPU_KERNEL_WORKSPACE = 150 * MiB
 
 # --- bitsandbytes and loss-code facts -----------------------------------------------------------------
 NF4_BLOCK = 64             # bnb 4-bit: one absmax per 64 weights
@@ -336,6 +345,47 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
     return c, src
 
 
+def _recomputed_layer_bytes(info: ModelInfo, s: Effective, dropout: float, device: str) -> int:
+    """Under checkpointing, the layer recomputed in backward: its saved tensors, the gradients flowing through
+    it, its LoRA A outputs and eager attention's scores (the recomputed_layer/lora/scores terms above)."""
+    a = dtype_bytes(s.compute_dtype)
+    tokens = s.micro_batch * s.seq_len
+    base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
+    backward_ws = a * (2 * info.hidden + 2 * info.intermediate)
+    return int((base + backward_ws) * tokens) + int(lora * tokens) + int(eager * tokens)
+
+
+def forward_logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any]) -> int:
+    """The loss's peak at the end of the forward: the logits, their fp32 upcast (a copy unless the compute
+    dtype is fp32) and the fp32 log-softmax output (the soft-capped logits' tanh output too)."""
+    s = Settings.of(settings)
+    a = dtype_bytes(s.compute_dtype)
+    per_vocab = a + (4 if a != 4 else 0) + 4 + (a if getattr(info, "logit_softcap", False) else 0)
+    return int(s.micro_batch * s.seq_len * info.vocab * per_vocab)
+
+
+def phase_peaks(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float = 0.05,
+                device: str = "cuda") -> dict[str, int]:
+    """Live tensor bytes at the peak of each phase of a training step: the forward (to the loss), the backward
+    of the loss (through the output layer), the layers' backward (each one recomputed under checkpointing) and
+    the optimizer step. estimate()'s peak_allocated is the worst of them (bench/memory_components.py --lengths
+    measures each)."""
+    s = effective_settings(settings)
+    seq = sequences(s)
+    fixed = sum({**_weights(info, s, OURS)[0], **_trainable(info, s)[0]}.values())
+    act, src = _activations(info, seq, dropout, OURS, peak=False, device=device)
+    act.update(methods.get(s.method).activations(info, seq, device, True)[0])
+    _objective_parts(info, s, act, src, device)
+    logits = act.pop("logits_and_loss", 0)
+    during = fixed + sum(act.values()) + sum(_transients(info, s)[0].values()) \
+        + sum(methods.get(s.method).transients(info, s)[0].values())
+    layer = _recomputed_layer_bytes(info, seq, dropout, device) if s.grad_ckpt else 0
+    n = adapter_params(info, s)
+    return {"forward": during + forward_logits_bytes(info, seq), "loss_backward": during + logits,
+            "layers_backward": during + layer,
+            "optimizer_step": fixed + (4 * n if s.optimizer == "adamw_torch" else 0)}
+
+
 def _add(c: dict, src: dict, name: str, value: int, why: str) -> None:
     if value > 0:
         c[name], src[name] = value, why
@@ -389,7 +439,7 @@ def static_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], stack:
     settings = effective_settings(settings)
     parts = {**_weights(info, settings, stack)[0], **_trainable(info, settings)[0]}
     if device == "cpu":
-        return int(sum(parts.values()))
+        return int(sum(parts.values())) + sum(_cpu_process().values())
     return int(sum(parts.values()) * (1 + ALLOCATOR_OVERHEAD)) + CUDA_CONTEXT
 
 
@@ -397,7 +447,10 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
     """Predict the three peak figures for ``settings`` (the plan's settings dict) on ``info``.
 
     ``device="cpu"``: the same components in system RAM, without the CUDA allocator's caching, the
-    CUDA context or paged optimizer memory (bitsandbytes falls back to ordinary memory on the CPU).
+    CUDA context or paged optimizer memory (bitsandbytes falls back to ordinary memory on the CPU);
+    peak_allocated is the tensors, device_total the worker's peak resident memory (VmHWM): the tensors,
+    the process's libraries and the CPU kernels' workspace (the worker hands freed tensors straight back
+    to the system: studio.malloc_trim.return_large_blocks).
     """
     s = effective_settings(settings)
     comps, srcs = {}, {}
@@ -430,9 +483,11 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
         if paged:
             comps["optimizer_state"] = paged
             srcs["optimizer_state"] = f"{s.optimizer}: not paged on the CPU (bitsandbytes falls back), in RAM"
-        total = allocated + paged
-        return Estimate(peak_allocated=total, peak_reserved=total, device_total=total, components=comps,
-                        sources=srcs, trainable_params=n)
+        tensors = allocated + paged
+        comps.update(_cpu_process())
+        srcs.update(CPU_PROCESS_SOURCES)
+        return Estimate(peak_allocated=tensors, peak_reserved=tensors, device_total=tensors + sum(_cpu_process().values()),
+                        components=comps, sources=srcs, trainable_params=n)
     overhead = int(allocated * ALLOCATOR_OVERHEAD)
     comps["allocator_overhead"] = overhead
     srcs["allocator_overhead"] = f"caching allocator: {ALLOCATOR_OVERHEAD:.0%} of allocated (block rounding, fragmentation)"
@@ -445,6 +500,17 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
         srcs["paged_optimizer_state"] = f"{s.optimizer} state in unified memory (resident on the GPU while it fits)"
     return Estimate(peak_allocated=allocated, peak_reserved=reserved, device_total=reserved + CUDA_CONTEXT + paged,
                     components=comps, sources=srcs, trainable_params=n)
+
+
+CPU_PROCESS_SOURCES = {
+    "process_runtime": "the worker process itself: Python, torch, transformers, peft, bitsandbytes, datasets and the "
+                       "tokenizer, resident before the weights (measured)",
+    "cpu_kernel_workspace": "what the CPU kernels (oneDNN, OpenMP, bitsandbytes) keep from the first step on (measured)"}
+
+
+def _cpu_process() -> Parts:
+    """The worker's resident memory beside its tensors on the CPU (the peak RAM a user's system shows)."""
+    return {"process_runtime": CPU_RUNTIME, "cpu_kernel_workspace": CPU_KERNEL_WORKSPACE}
 
 
 # --- adapter methods (studio.methods) ---------------------------------------------------------------
@@ -478,6 +544,7 @@ SHARDED = ("base_weights_4bit", "base_weights_16bit", "quant_constants", "unquan
            "lora_grads", "optimizer_state", "paged_optimizer_state")
 FSDP_LAYERS_IN_FLIGHT = 2  # the layer computing and the next one being gathered (forward and backward prefetch)
 _OUTSIDE_ALLOCATOR = ("allocator_overhead", "cuda_context", "paged_optimizer_state")
+_CPU_PROCESS = ("process_runtime", "cpu_kernel_workspace")
 
 
 def per_gpu(info: ModelInfo, settings: Settings | Mapping[str, Any], strategy: str, nproc: int, dropout: float = 0.05, device: str = "cuda") -> Estimate:
@@ -520,8 +587,8 @@ def _totals(comps: Parts, srcs: Sources, trainable: int, device: str, flat: tupl
     does not fragment, so they carry no allocator overhead.
     """
     if device == "cpu":
-        total = sum(comps.values())
-        return Estimate(total, total, total, comps, srcs, trainable)
+        tensors = sum(v for k, v in comps.items() if k not in _CPU_PROCESS)
+        return Estimate(tensors, tensors, sum(comps.values()), comps, srcs, trainable)
     allocated = sum(v for k, v in comps.items() if k not in _OUTSIDE_ALLOCATOR)
     comps["allocator_overhead"] = int(sum(v for k, v in comps.items()
                                           if k not in _OUTSIDE_ALLOCATOR and k not in flat) * ALLOCATOR_OVERHEAD)

@@ -175,6 +175,8 @@ def build_metadata(run_dir: Path) -> dict:
                     "format": data_report.get("format"), "usable": data_report.get("usable")},
         "recipe": recipe,
         "metrics": metrics_summary(run_dir),
+        # the worker's measured peak against the plan's prediction (measured_peak / predicted_peak)
+        "memory": state.get("memory_peak") if isinstance(state.get("memory_peak"), dict) else None,
         "eval": evalreport.summary(report) if report else None,
         "eval_report": report,
     }

@@ -157,3 +157,24 @@ def test_soft_capping_adds_its_tanh_outputs():
     tokens = BASE["train.micro_batch"] * BASE["train.seq_len"]
     assert e.components["logits_and_loss"] == tokens * gemma.vocab * (memory.LOGITS_BYTES_PER_VOCAB + 2)
     assert e.components["attention_scores"] == gemma.layers * gemma.heads * BASE["train.seq_len"] * (4 + 2 + 2) * tokens
+
+
+@pytest.mark.parametrize("changes", [{}, {"grad_ckpt": True}, {"grad_ckpt": True, "attn": "eager"},
+                                     {"grad_ckpt": True, "seq_len": 8192, "micro_batch": 1},
+                                     {"seq_len": 64, "micro_batch": 1, "grad_ckpt": True}])
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_the_peak_is_the_worst_phase_of_the_step(llama8b, changes, device):
+    s = {**BASE, **{SHORT[k]: v for k, v in changes.items()}}
+    phases = memory.phase_peaks(llama8b, s, 0.05, device)
+    assert set(phases) == {"forward", "loss_backward", "layers_backward", "optimizer_step"}
+    assert memory.estimate(llama8b, s, 0.05, device=device).peak_allocated == max(phases.values())
+    assert phases["forward"] < phases["loss_backward"]  # the logits' gradients come on top of the loss's output
+
+
+def test_on_the_cpu_the_total_is_the_workers_resident_peak(llama8b):
+    cpu = memory.estimate(llama8b, {**BASE, "quant.compute_dtype": "float32"}, device="cpu")
+    beside = memory.CPU_RUNTIME + memory.CPU_KERNEL_WORKSPACE
+    assert cpu.device_total == cpu.peak_allocated + beside == cpu.peak_reserved + beside
+    assert cpu.components["process_runtime"] == memory.CPU_RUNTIME
+    assert sum(cpu.components.values()) == cpu.device_total
+    assert "process_runtime" not in est(llama8b).components  # on a GPU the context stands for it

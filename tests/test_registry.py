@@ -82,6 +82,16 @@ def test_adapter_metadata_written_and_read_back(swept, tiny_model_dir, chat_json
     assert m["final_eval_loss"] > 0 and m["mean_tokens_per_s"] > 0
     assert meta["eval"]["val_loss_adapter"] == pytest.approx(json.loads((run_dir / "eval.json").read_text())["val_loss"]["adapter"], abs=1e-5)
     assert meta["duration_s"] > 0 and meta["studio_version"] and meta["created"] and meta["status"] == "finished"
+    # every run a calibration point: the worker's measured peak against the plan's prediction
+    assert meta["memory"] == state["memory_peak"] and meta["memory"]["device"] == "cpu"
+    assert meta["memory"]["peak_ratio"] == round(meta["memory"]["measured_peak"] / meta["memory"]["predicted_peak"], 3)
+
+
+def test_runs_show_prints_the_measured_peak_over_the_prediction(swept, capsys):
+    root, _, run_dirs = swept
+    assert cli(["runs", "show", run_dirs[0].name, "--runs-dir", str(root)]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]
+    assert memory["measured_peak"] > 0 and memory["peak_ratio"] > 0
 
 
 def test_runs_list_json_and_labels(swept, capsys):

@@ -71,7 +71,12 @@ def test_qlora_run_learns_saves_and_reloads(tiny_model_dir, chat_jsonl, tmp_path
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05, losses
     metric = next(e.data for e in events if e.type == "metric" and "loss" in e.data)
     assert {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s"} <= set(metric)
-    assert any(e.type == "memory" for e in events)
+    memory = [e.data for e in events if e.type == "memory"]
+    assert memory and all(m["measured_peak"] >= m["allocated"] > 0 for m in memory)  # CPU: VmHWM over RSS
+    last = memory[-1]
+    assert last["peak_ratio"] == (round(last["measured_peak"] / last["predicted_peak"], 3) if last["predicted_peak"] else None)
+    assert runs.read_state(run_dir)["memory_peak"] == {k: last[k] for k in ("device", "predicted_peak", "measured_peak",
+                                                                             "peak_ratio")}
     # the record equals the stream
     assert [e.seq for e in read_events(run_dir / "events.jsonl")] == [e.seq for e in events]
     state = runs.read_state(run_dir)

@@ -117,7 +117,7 @@ def render(plan: Any, info: Any) -> str:
     for name, value in sorted(plan.components.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {name:<26}{value / GiB:7.2f} GiB  {_bar(value, plan.budget_bytes)}")
     if plan.device == "cpu":
-        lines += ["", f"  {'peak (RAM)':<26}{p['device_total_bytes'] / GiB:7.2f} GiB  (tensors; training runs on the CPU)",
+        lines += ["", f"  {'peak (RAM)':<26}{p['device_total_bytes'] / GiB:7.2f} GiB  (the worker's resident peak; training runs on the CPU)",
                   "", "Why:"]
     else:
         lines += ["", f"  {'peak allocated':<26}{p['peak_allocated_bytes'] / GiB:7.2f} GiB  (torch.cuda.max_memory_allocated)",

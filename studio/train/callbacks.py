@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from pathlib import Path
@@ -85,7 +86,10 @@ class Control:
 
 
 def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None) -> dict:
-    """Allocator figures on a GPU (what the planner predicts); process RSS on the CPU."""
+    """Allocator figures on a GPU (what the planner predicts); process RSS on the CPU. ``measured_peak`` is the
+    figure the prediction (the plan's device total) stands for, ``peak_ratio`` the one over the other: on a
+    GPU the allocator's reserved peak plus what the device holds outside it (context, kernels) now, on the CPU
+    the process's resident peak (VmHWM)."""
     import torch
 
     out: dict[str, Any] = {"budget": budget, "predicted_peak": predicted_peak}
@@ -96,12 +100,31 @@ def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None
             out["device_used"] = gpu_memory_used(torch.cuda.current_device())
         except Exception:  # NVML missing or failing never stops a run
             out["device_used"] = None
+        outside = max(0, out["device_used"] - out["reserved"]) if out["device_used"] else 0
+        out["measured_peak"] = out["peak_reserved"] + outside
     else:
         import psutil
 
         rss = psutil.Process().memory_info().rss
-        out.update(device="cpu", allocated=rss, reserved=rss, device_used=None)
+        out.update(device="cpu", allocated=rss, reserved=rss, device_used=None, measured_peak=resident_peak() or rss)
+    out["peak_ratio"] = round(out["measured_peak"] / predicted_peak, 3) if predicted_peak else None
     return out
+
+
+def resident_peak() -> int | None:
+    """The process's peak resident memory in bytes: VmHWM on Linux, ru_maxrss elsewhere (None without either)."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii", errors="replace"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB elsewhere
 
 
 def preference_metrics(logs: dict) -> dict:
@@ -179,6 +202,9 @@ class EventCallback(TrainerCallback):
                                                     if k not in ("budget", "predicted_peak")}})
         extra = {"gpus": every} if dist.distributed() else {}
         self.em.emit(MEMORY, step=step, **mine, **extra)
+        # every run a calibration point: the peak against the prediction, kept in state.json (runs show prints it)
+        runs.write_state(self.run_dir, memory_peak={k: mine.get(k) for k in ("device", "predicted_peak",
+                                                                              "measured_peak", "peak_ratio")})
 
     def _eta(self, state: Any) -> float | None:
         done = state.global_step - self._step0

@@ -15,6 +15,7 @@ from typing import Any
 from studio import checkpoint, evalreport, heldout_cache, methods, models, registry, runs, safety
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_write_json, read_json
+from studio.malloc_trim import return_large_blocks
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
 from studio.safetensors_io import DamagedFile, read_header
 from studio.scoring import SAMPLE_PARAMS, TIMEOUT_HINT, end_of_turn_ids, evaluate, load_prompts
@@ -79,6 +80,8 @@ class TrainingRun:
         import torch
 
         device = self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":  # tensors live in the process's heap: freed ones go back (the planner counts on it)
+            return_large_blocks()
         self._fix_strategy()
         self._hello(device)
         self._split_batch()

@@ -144,3 +144,19 @@ def test_the_vote_bar_and_the_panes(qtbot):
     assert pair.a.history[-1] == {"role": "assistant", "content": "hello"} and pair.a.stats.text().startswith("1 tokens")
     pair.clear()
     assert pair.a.history == [] and pair.a.text.toPlainText() == ""
+
+
+def test_the_memory_chart_compares_the_measured_peak_with_the_prediction(qtbot):
+    from ui.widgets.run_charts import RunCharts
+
+    charts = RunCharts()
+    qtbot.addWidget(charts)
+    charts.ensure()
+    charts.add_memory({"device": "cpu", "allocated": 2 * GiB, "reserved": 2 * GiB, "budget": 16 * GiB,
+                       "predicted_peak": 6 * GiB, "measured_peak": 6.3 * GiB, "peak_ratio": 1.05}, 1.0)
+    mem = charts.charts["memory"]
+    assert mem.lines["measured peak"].value() == pytest.approx(6.3) and mem.lines["predicted peak"].value() == 6
+    assert mem.getPlotItem().titleLabel.text == "Memory (no GPU: the worker process): peak 1.05× predicted"
+    charts.clear()
+    assert "measured peak" not in mem.lines
+    assert mem.getPlotItem().titleLabel.text == "Memory (no GPU: the worker process)"

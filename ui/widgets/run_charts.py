@@ -16,6 +16,12 @@ PREFERENCE_SERIES = (("rewards/margins", "margin"), ("rewards/accuracies", "accu
 MEMORY_SERIES = (("allocated", "allocated"), ("reserved", "reserved"), ("device_used", "device used"))
 
 
+def memory_title(on_cpu: bool, ratio: float | None) -> str:
+    """The memory chart's title: what it shows, and the measured peak over the predicted one when known."""
+    title = "Memory (no GPU: the worker process)" if on_cpu else "GPU memory"
+    return f"{title}: peak {ratio:.2f}× predicted" if ratio else title
+
+
 class RunCharts(QWidget):
     """Four charts in a grid (a fifth for preference runs); ``charts`` is empty until ``ensure`` builds them."""
 
@@ -29,6 +35,7 @@ class RunCharts(QWidget):
         self.charts: dict = {}
         self.refresher = None
         self._on_cpu = False
+        self._ratio: float | None = None
 
     def ensure(self) -> None:
         """Build the pyqtgraph charts (imports pyqtgraph; done once, after the window is up)."""
@@ -89,9 +96,10 @@ class RunCharts(QWidget):
             if v is not None:
                 mem.append(series, t, v / GIB)
         on_cpu = d.get("device") == "cpu"
-        if on_cpu != self._on_cpu:
-            self._on_cpu = on_cpu
-            mem.getPlotItem().setTitle("Memory (no GPU: the worker process)" if on_cpu else "GPU memory",
+        ratio = number(d.get("peak_ratio"))
+        if on_cpu != self._on_cpu or ratio != self._ratio:
+            self._on_cpu, self._ratio = on_cpu, ratio
+            mem.getPlotItem().setTitle(memory_title(on_cpu, ratio),
                                        color=mem.getPlotItem().titleLabel.opts.get("color"), size="10pt")
         ranks = d.get("gpus") if isinstance(d.get("gpus"), list) else []
         for r in ranks if len(ranks) > 1 else []:  # several processes: one line per GPU (per process on the CPU)
@@ -101,6 +109,8 @@ class RunCharts(QWidget):
         budget, peak = number(d.get("budget")), number(d.get("predicted_peak"))
         mem.set_hline("budget", budget / GIB if budget else None, "#CF222E", below=True)
         mem.set_hline("predicted peak", peak / GIB if peak else None, "#8250DF")
+        measured = number(d.get("measured_peak"))
+        mem.set_hline("measured peak", measured / GIB if measured else None, "#1A7F37", below=True)
 
     def set_planned(self, tokens_per_s: float | None) -> None:
         if self.charts and tokens_per_s:
@@ -122,3 +132,7 @@ class RunCharts(QWidget):
             chart.clear_data()
             for name in list(chart.lines):
                 chart.set_hline(name, None)
+        if "memory" in self.charts and self._ratio is not None:  # the last run's ratio is not the next one's
+            self._ratio = None
+            mem = self.charts["memory"].getPlotItem()
+            mem.setTitle(memory_title(self._on_cpu, None), color=mem.titleLabel.opts.get("color"), size="10pt")
