@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from studio.fsutil import atomic_write_json, read_json
-from studio.scoring import generate_answers, match_or_timeout
+from studio.scoring import generate_answers, match_or_timeout, prompt_length
 
 EVAL_FILE = "eval.json"
 EVAL_VERSION = 1
@@ -76,6 +76,17 @@ def fallback_rows(val_examples: Sequence[dict], n: int = FALLBACK_PROMPTS) -> li
         if len(rows) >= n:
             break
     return rows
+
+
+def within_length(tokenizer: Any, rows: Sequence[dict], max_tokens: int) -> tuple[list[dict], int]:
+    """The rows whose prompt fits in ``max_tokens`` (the run's sequence length), and how many did not.
+
+    Validation conversations can be far longer than the run trains on (their loss is computed on the first
+    ``seq_len`` tokens); answering one whole would prefill it in one batch, past what the planner fitted to
+    the budget, and ask the model about a context it never trained on.
+    """
+    kept = [r for r in rows if prompt_length(tokenizer, r["messages"]) <= max_tokens]
+    return kept, len(rows) - len(kept)
 
 
 def _perplexity(loss: float | None) -> float | None:

@@ -301,6 +301,11 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
+def prompt_length(tokenizer: Any, messages: list[dict]) -> int:
+    """Tokens of a prompt as ``generate_answers`` feeds it (chat template applied, generation prompt added)."""
+    return len(tokenizer(render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"])
+
+
 def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
                      max_new_tokens: int = SAMPLE_PARAMS["max_new_tokens"], batch_size: int = 1,
                      on_batch: Any = None, on_progress: Any = None, should_stop: Any = None) -> list[str]:
@@ -361,8 +366,7 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
     try:
         for start in range(0, len(rows), max(1, batch_size)):
             chunk = [tokenizer(render(tokenizer, r["messages"], add_generation_prompt=True),
-                               add_special_tokens=False)["input_ids"]
-                     for r in rows[start:start + max(1, batch_size)]]
+                               add_special_tokens=False)["input_ids"] for r in rows[start:start + max(1, batch_size)]]
             width = max(len(ids) for ids in chunk)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in chunk])
             mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])

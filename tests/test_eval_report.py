@@ -140,3 +140,20 @@ def test_a_stop_during_training_skips_the_heldout_answers(tiny_model_dir, chat_j
     assert (run_dir / runs.ADAPTER / "adapter_config.json").is_file()
     assert evalreport.read(run_dir) is None  # 'lora-studio eval RUN' writes it when asked
     assert any("lora-studio eval" in str(e.data.get("message", "")) for e in events if e.type == "log")
+
+
+def test_validation_prompts_longer_than_the_runs_length_are_not_answered(tmp_path):
+    """The fallback answers (no held-out file) prefill validation conversations in one batch: one longer than the
+    run's seq_len would take the worker past the memory the planner fitted (issue 36, at 512 tokens: 1.25x)."""
+    import tiny
+
+    from studio.scoring import prompt_length
+
+    tok = tiny.make_tokenizer(tmp_path / "tok")
+    short = {"messages": [{"role": "user", "content": "hi"}], "pattern": None, "reference": None}
+    long = {"messages": [{"role": "user", "content": "word " * 400}], "pattern": None, "reference": None}
+    limit = prompt_length(tok, short["messages"]) + 5
+    assert prompt_length(tok, long["messages"]) > limit
+    kept, longer = evalreport.within_length(tok, [long, short, long], limit)
+    assert kept == [short] and longer == 2
+    assert evalreport.within_length(tok, [short], limit) == ([short], 0)

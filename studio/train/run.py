@@ -437,6 +437,11 @@ class TrainingRun:
             answers = dict(self.answers)  # before = the fresh adapter (B = 0): exactly the base model
         else:
             rows, source = evalreport.fallback_rows(self.data.val_examples or []), "validation examples"
+            rows, longer = evalreport.within_length(self.tokenizer, rows, self.recipe.train.seq_len)
+            if longer:
+                self.em.emit(LOG, message=f"evaluation: {longer} validation prompt(s) longer than the run's sequence "
+                                          f"length ({self.recipe.train.seq_len} tokens) are not answered, only "
+                                          f"scored by the validation loss; {len(rows)} are answered")
             answers = {}
             if rows:
                 answers["adapter"] = self._answer(rows, "eval-adapter")
