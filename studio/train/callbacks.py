@@ -112,16 +112,21 @@ def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None
 
 
 def resident_peak() -> int | None:
-    """The process's peak resident memory in bytes: VmHWM on Linux, ru_maxrss elsewhere (None without either)."""
+    """The process's peak resident memory in bytes: VmHWM on Linux, the peak working set on Windows, ru_maxrss
+    elsewhere (None without any)."""
     try:
         for line in open("/proc/self/status", encoding="ascii", errors="replace"):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
+    if sys.platform == "win32":
+        import psutil
+
+        return int(getattr(psutil.Process().memory_info(), "peak_wset", 0)) or None
     try:
         import resource
-    except ImportError:  # Windows
+    except ImportError:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB elsewhere

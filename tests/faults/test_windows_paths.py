@@ -55,6 +55,11 @@ def test_three_steps_leave_a_verified_checkpoint_at_every_step(tmp_path, tiny_mo
     state = runs.read_state(run_dir)
     assert (state["status"], state["step"]) == ("finished", 3)
     assert (run_dir / runs.ADAPTER / "adapter_model.safetensors").is_file()
+    # the run's measured peak, read from the system (VmHWM on Linux, the peak working set on Windows), is at
+    # least what the worker held at any memory event: the figure every run is calibrated by (issue 36)
+    memory = of_type(events, "memory")
+    assert memory and all(e.data["measured_peak"] >= e.data["allocated"] > 0 for e in memory)
+    assert state["memory_peak"]["measured_peak"] >= max(e.data["allocated"] for e in memory)
 
 
 def _drain(proc: subprocess.Popen) -> threading.Thread:
