@@ -4,6 +4,9 @@ saved activations and the loss, each within 2%."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +32,21 @@ def test_every_component_within_two_percent(tmp_path):
 
 def test_at_a_length_users_train_the_step_totals_match(tmp_path):
     """The demo model's shape at 512 tokens (``--lengths`` also runs 2048 and 8192): every component within 2%,
-    the worst phase's live tensors within 2%, the first step's resident rise within 10%."""
-    bench = _bench()
-    lines: list[str] = []
-    totals: dict[str, float] = {}
-    worst = bench.run(bench.long_points()[:1], tmp_path, out=lines.append, totals=totals)
-    assert worst <= 0.02 and totals["peak_tensors"] <= 0.02 and totals["step_resident"] <= 0.10, "\n".join(lines)
-    assert all(f"  phase_{p} " in "\n".join(lines) for p in bench.PHASES)
+    the worst phase's live tensors within 2%, the first step's resident rise within 10%.
+
+    Measured in a fresh interpreter, as the worker is one: the resident rise of a process is what it takes
+    from the system, and a test process that already freed hundreds of MiB (the tests before this one) hands
+    the step its own freed memory back (16% under the prediction in the whole suite, 4% in a fresh process)."""
+    script = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('memory_components', {str(ROOT / 'bench' / 'memory_components.py')!r})\n"
+        "bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)\n"
+        "lines, totals = [], {}\n"
+        f"worst = bench.run(bench.long_points()[:1], __import__('pathlib').Path({str(tmp_path)!r}), out=lines.append, totals=totals)\n"
+        "print(json.dumps({'worst': worst, 'totals': totals, 'lines': lines, 'phases': list(bench.PHASES)}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    text, totals = "\n".join(result["lines"]), result["totals"]
+    assert result["worst"] <= 0.02 and totals["peak_tensors"] <= 0.02 and totals["step_resident"] <= 0.10, text
+    assert all(f"  phase_{p} " in text for p in result["phases"])
