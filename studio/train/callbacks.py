@@ -85,11 +85,12 @@ class Control:
         return stop
 
 
-def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None) -> dict:
+def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None, floor: int = 0) -> dict:
     """Allocator figures on a GPU (what the planner predicts); process RSS on the CPU. ``measured_peak`` is the
     figure the prediction (the plan's device total) stands for, ``peak_ratio`` the one over the other: on a
     GPU the allocator's reserved peak plus what the device holds outside it (context, kernels) now, on the CPU
-    the process's resident peak (VmHWM)."""
+    the process's resident peak (VmHWM; the peak working set on Windows). A peak never falls: it is at least
+    ``floor`` (the run's last measured peak) and what the process holds now."""
     import torch
 
     out: dict[str, Any] = {"budget": budget, "predicted_peak": predicted_peak}
@@ -101,12 +102,14 @@ def memory_snapshot(budget: int | None = None, predicted_peak: int | None = None
         except Exception:  # NVML missing or failing never stops a run
             out["device_used"] = None
         outside = max(0, out["device_used"] - out["reserved"]) if out["device_used"] else 0
-        out["measured_peak"] = out["peak_reserved"] + outside
+        out["measured_peak"] = max(out["peak_reserved"] + outside, floor)
     else:
         import psutil
 
         rss = psutil.Process().memory_info().rss
-        out.update(device="cpu", allocated=rss, reserved=rss, device_used=None, measured_peak=resident_peak() or rss)
+        # never below what the process holds now (Wine's peak working set reads a few MiB)
+        out.update(device="cpu", allocated=rss, reserved=rss, device_used=None,
+                   measured_peak=max(resident_peak() or 0, rss, floor))
     out["peak_ratio"] = round(out["measured_peak"] / predicted_peak, 3) if predicted_peak else None
     return out
 
@@ -146,6 +149,7 @@ class EventCallback(TrainerCallback):
                  predicted_peak: int | None = None) -> None:
         self.em, self.ctl, self.run_dir = emitter, control, run_dir
         self.budget, self.predicted_peak = budget, predicted_peak
+        self._peak = 0  # the run's measured peak so far (memory_snapshot never reports less)
         self._t0 = self._last_t = time.time()
         self._last_tokens = 0
         self._step0 = 0
@@ -202,7 +206,8 @@ class EventCallback(TrainerCallback):
         """One memory event; with several processes it carries every rank's figures (``gpus``, by rank)
         and rank 0's at the top level, as in a single-process run."""
 
-        mine = memory_snapshot(self.budget, self.predicted_peak)
+        mine = memory_snapshot(self.budget, self.predicted_peak, floor=self._peak)
+        self._peak = mine["measured_peak"]
         every = dist.gather({"rank": dist.rank(), **{k: v for k, v in mine.items()
                                                     if k not in ("budget", "predicted_peak")}})
         extra = {"gpus": every} if dist.distributed() else {}
