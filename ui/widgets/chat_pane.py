@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio import chat_client, playground
-from ui.widgets.common import CONTENT_SPACING, Card, label, primary_button
+from ui.widgets.common import Card, content_row, label, primary_button
 
 
 class Pane(QWidget):
@@ -92,9 +92,7 @@ class PanePair(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(CONTENT_SPACING)
+        lay = content_row(self)
         self.a, self.b = Pane("A"), Pane("B")
         lay.addWidget(self.a, 1)
         lay.addWidget(self.b, 1)
@@ -154,9 +152,7 @@ class SourceBar(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        top = QHBoxLayout(self)
-        top.setContentsMargins(0, 0, 0, 0)
-        top.setSpacing(CONTENT_SPACING)
+        top = content_row(self)
         top.addWidget(label("Run or model:"))
         self.source = QComboBox()
         self.source.setMinimumWidth(320)
@@ -194,9 +190,7 @@ class VoteBar(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        votes = QHBoxLayout(self)
-        votes.setContentsMargins(0, 0, 0, 0)
-        votes.setSpacing(CONTENT_SPACING)
+        votes = content_row(self)
         self.vote_a, self.vote_b, self.vote_tie = QPushButton("A better"), QPushButton("B better"), QPushButton("Tie")
         for b, winner in ((self.vote_a, "a"), (self.vote_b, "b"), (self.vote_tie, "tie")):
             b.setEnabled(False)
@@ -222,9 +216,7 @@ class AskBar(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        ask = QHBoxLayout(self)
-        ask.setContentsMargins(0, 0, 0, 0)
-        ask.setSpacing(CONTENT_SPACING)
+        ask = content_row(self)
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("Ask something and press Enter")
         ask.addWidget(self.prompt, 1)

@@ -28,6 +28,14 @@ def label(text: str = "", role: str | None = None, wrap: bool = False) -> QLabel
     return w
 
 
+def content_row(widget: QWidget) -> QHBoxLayout:
+    """A row that fills ``widget`` edge to edge, its items spaced like a page's rows (CONTENT_SPACING)."""
+    row = QHBoxLayout(widget)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.setSpacing(CONTENT_SPACING)
+    return row
+
+
 def primary_button(text: str) -> QPushButton:
     b = QPushButton(text)
     b.setProperty("primary", True)

@@ -3,10 +3,10 @@ progress bar with the time left, the run's log and its evaluation card. They sho
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QPlainTextEdit, QProgressBar, QPushButton, QWidget
+from PySide6.QtWidgets import QPlainTextEdit, QProgressBar, QPushButton, QWidget
 
 from studio.trainview import phase_text
-from ui.widgets.common import CONTENT_SPACING, Card, label, primary_button
+from ui.widgets.common import Card, content_row, label, primary_button
 
 LOG_MAX_LINES = 2000
 RESUMABLE = ("stopped", "failed", "interrupted")  # statuses after which a run may continue from a checkpoint
@@ -17,9 +17,7 @@ class RunControls(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        bar = QHBoxLayout(self)
-        bar.setContentsMargins(0, 0, 0, 0)
-        bar.setSpacing(CONTENT_SPACING)
+        bar = content_row(self)
         self.start_btn = primary_button("Start training")
         self.start_btn.setToolTip("Create a run with the current plan and start it (Ctrl+R)")
         self.pause_btn = QPushButton("Pause")
@@ -58,9 +56,7 @@ class RunProgress(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.setSpacing(CONTENT_SPACING)
+        row = content_row(self)
         self.bar = QProgressBar()
         self.bar.setFormat("not started")
         self.bar.setRange(0, 1)
