@@ -13,6 +13,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from studio.data.report import DatasetReport
+from studio.hardware import DEFAULT_BUDGET
 from studio.launch import processes
 from studio.models import ModelInfo
 from studio.planner import Plan
@@ -20,7 +21,6 @@ from studio.planning import Machine, plan_for
 from studio.recipe import Recipe, set_setting
 
 GIB = 1024 ** 3
-DEFAULT_BUDGET = 24 * GIB
 
 
 class Session(QObject):
@@ -39,7 +39,7 @@ class Session(QObject):
         self.model_info: ModelInfo | None = None
         self.dataset_report: DatasetReport | None = None
         self.plan: Plan | None = None
-        self.budget = DEFAULT_BUDGET
+        self.budget = DEFAULT_BUDGET  # the slider's start until the Plan page detects the device
         self.device = "cuda"              # "cpu" when there is no NVIDIA GPU: the budget is then system RAM
         self.gpu_name = ""
         self.fixed: dict[str, Any] = {}   # "section.field" -> value the user pinned in the advanced panel

@@ -17,6 +17,7 @@ from studio.errors import UserError
 from studio.events import DONE, ERROR, LOG, PROGRESS, WARNING
 from studio.export.targets import GGUF_FORMATS, TARGETS, default_out
 from studio.procs import worker_argv
+from studio.units import decimal_bytes
 
 if TYPE_CHECKING:  # the bars load tqdm only when they draw
     from tqdm import tqdm
@@ -175,18 +176,10 @@ def _print_done(done: dict) -> None:
     print("files:")
     for f in done.get("files", []):
         what = ", ".join(str(x) for x in (f.get("kind"), f.get("quant")) if x)
-        print(f"  {f['name']:<34} {_size(f['bytes']):>10}  {what}".rstrip())
+        print(f"  {f['name']:<34} {decimal_bytes(f['bytes']):>10}  {what}".rstrip())
     print(f"folder: {done['path']}")
     print("verification:")
     for c in done.get("checks", []):
         print(f"{_mark(c.get('ok'))} {c.get('summary')}")
     if done.get("next_command"):
         print(f"next: {done['next_command']}")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
