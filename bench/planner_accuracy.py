@@ -48,10 +48,12 @@ QWEN_DEVTO = "https://dev.to/sumanpro/qlora-fine-tuning-a-7b-model-on-a-16gb-gpu
 # Unsloth's benchmark settings for the Hugging Face + FA2 baseline: 4-bit QLoRA on all linear layers
 # (q, k, v, o, gate, up, down), rank 32, batch size 1, sequences padded to the length, bf16 on an
 # A100. Assumed where the page is silent: double quant on, adamw_8bit (Unsloth's notebooks), LoRA
-# dropout 0, gradient checkpointing on (HF's standard setting for long-context QLoRA).
+# dropout 0, gradient checkpointing on (HF's standard setting for long-context QLoRA). The baseline computes
+# the loss from the full logits (no tiled head).
 _UNSLOTH = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 32, "lora.alpha": 32,
             "lora.targets": ["all-linear"], "train.micro_batch": 1, "train.grad_accum": 4, "train.grad_ckpt": True,
-            "train.attn": "flash_attention_2", "train.optimizer": "adamw_8bit", "quant.compute_dtype": "bfloat16"}
+            "train.attn": "flash_attention_2", "train.optimizer": "adamw_8bit", "quant.compute_dtype": "bfloat16",
+            "train.tiled_head": False}
 
 
 def _maxlen(model: str, gib: int, seq: int, url: str, note: str = "", attn: str = "flash_attention_2") -> dict:

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from studio import methods, objectives
+from studio import kernels, methods, objectives
 from studio.adapted import (
     MOE_PEFT_NAMES,
     dtype_bytes,
@@ -39,7 +39,7 @@ __all__ = ["MOE_PEFT_NAMES", "dtype_bytes", "experts_4bit", "experts_adapted", "
            "lora_tensors", "targeted", "Estimate", "Stack", "OURS", "estimate", "static_bytes", "per_gpu",
            "adapter_params", "adapter_tensors", "effective_settings", "saved_activations", "layer_bytes_per_token",
            "logits_bytes", "merged_expert_bytes", "quant_constant_bytes", "Parts", "Sources", "phase_peaks",
-           "forward_logits_bytes"]
+           "forward_logits_bytes", "offloaded_bytes", "head_kind", "tiled_mlp", "LOSS_KEYS"]
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -69,6 +69,19 @@ OPT8_MIN_NUMEL = 4096      # bnb 8-bit optimizers keep 32-bit state for tensors 
 OPT8_BLOCK = 256           # bnb (0.50) blockwise 8-bit optimizer state: one fp32 absmax per 256 values
 OPT8_QMAPS = 2 * 256 * 4   # the two 256-entry fp32 quantisation maps, shared by every tensor of the optimizer
 LOGITS_BYTES_PER_VOCAB = 12  # per token at the backward start: fp32 log-softmax out + its grad + grad input
+# The tiled LM head (studio.train.long_context; TRL's trl.kernels.ChunkedLogProbFunction): tiles of at most
+# HEAD_TOKEN_TILE tokens x a vocabulary tile, in the compute dtype. On a GPU Triton folds a tile in place; on
+# the CPU the eager fold keeps a few fp32 copies of it at once (HEAD_CPU_TILE_COPIES, measured by
+# bench/memory_components.py --long-context).
+HEAD_TOKEN_TILE = 4096
+HEAD_VOCAB_TILE = {"cuda": 32768, "cpu": 2048}
+TRL_VOCAB_TILE = 32768     # TRL's own trainers (DPO) use its add_fused_lm_head with this tile
+HEAD_CPU_TILE_COPIES = 6
+MLP_TILE_TOKENS = 4096     # studio.train.long_context.MLP_TILE_TOKENS
+# Activation offloading (TRL's OffloadActivations): in backward the layer input being recomputed and the one
+# being copied back are on the device; in forward up to 5 offloaded tensors wait for their copies.
+OFFLOAD_RESIDENT_INPUTS = 2
+LOSS_KEYS = ("logits_and_loss", "tiled_loss_head")
 
 PAGED = ("paged_adamw_8bit", "paged_adamw_32bit")
 EIGHT_BIT_OPT = ("adamw_8bit", "paged_adamw_8bit")
@@ -88,6 +101,7 @@ class Estimate:
     components: Parts = field(default_factory=dict)
     sources: Sources = field(default_factory=dict)
     trainable_params: int = 0
+    host_offload: int = 0  # host RAM the offloaded activations take (not on the device; offloaded_bytes)
 
     def predicted(self) -> dict[str, int]:
         return {"peak_allocated_bytes": self.peak_allocated, "peak_reserved_bytes": self.peak_reserved,
@@ -203,7 +217,8 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
     a = dtype_bytes(s.compute_dtype)
     h, qd, kvd = info.hidden, info.q_dim, info.kv_dim
     experts = max(1, info.experts_per_token) if info.num_experts else 1
-    norms = info.norms_per_layer * (4 * h + 4)  # fp32 input (for the variance) + 1/rms per token
+    liger = s.kernels == "liger" and device == "cuda"  # studio.kernels: liger-kernel's fused layers
+    norms = info.norms_per_layer * ((a * h if liger else 4 * h) + 4)  # fp32 input (liger: as is) + 1/rms per token
     attn: float  # bytes per token: whole per kind of layer, averaged over the layers with a mask
     if s.attn == "eager":  # q and the key/value repeated to every head, for the two matmuls
         attn = a * 3 * qd
@@ -219,6 +234,11 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
     if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
         attn += 4 * (qd + kvd) + 4 * (info.heads + info.kv_heads)
     mlp = a * 3 * info.intermediate * experts  # gate (for the activation), act(gate), up
+    if liger and not info.num_experts and info.model_type in kernels.GLU_FAMILIES:
+        mlp = a * 2 * info.intermediate  # liger's SwiGLU keeps gate and up, recomputes the activation
+    tiled = tiled_mlp(info, s)
+    if tiled:  # the tiled MLP keeps only its input; its tiles are recomputed in backward (_mlp_tile_bytes)
+        mlp = a * h
     if info.num_experts:
         k, i, E = experts, info.intermediate, info.num_experts
         # router: its input, logits, top-k ids (int64), weights; experts: token ids (3 x int64), the tokens
@@ -230,6 +250,8 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
     per_input: dict[str, float] = {}
     mask = a if device == "cpu" else 1  # dropout's mask: the input's dtype on the CPU, bool on CUDA
     for g in targeted(info, s.targets, s.quant_mode):
+        if tiled and INPUT_OF.get(g.name, "").startswith("mlp"):
+            continue  # inside the tiled MLP: nothing kept between forward and backward
         per_layer = g.count / max(1, info.layers)
         lora += per_layer * a * s.rank  # lora_B keeps A's output
         if dropout > 0:
@@ -247,12 +269,56 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
     return float(norms + attn + mlp), lora, float(eager)
 
 
+def tiled_mlp(info: ModelInfo, s: Settings) -> bool:
+    """The MLP runs tiled (studio.train.long_context): asked for, on a dense model (experts are left as they are)."""
+    return bool(s.tiled_mlp and not info.num_experts)
+
+
+def _backward_ws(info: ModelInfo, s: Settings) -> tuple[float, int]:
+    """The gradients flowing through the layer being done in backward: (bytes per token, fixed bytes).
+    With the tiled MLP the MLP-width gradients, its recomputed tensors and its LoRA inputs exist for one
+    tile of tokens at a time."""
+    a = dtype_bytes(s.compute_dtype)
+    if not tiled_mlp(info, s):
+        return a * (2 * info.hidden + 2 * info.intermediate), 0
+    return a * 4 * info.hidden, _mlp_tile_bytes(info, s)
+
+
+def _mlp_tile_bytes(info: ModelInfo, s: Settings) -> int:
+    """One MLP tile recomputed with gradients: its intermediate tensors (gate, act(gate), up), the gradients
+    through them, the LoRA inputs of its layers, and the tile's input and output gradients."""
+    a = dtype_bytes(s.compute_dtype)
+    rows = min(s.micro_batch * s.seq_len, MLP_TILE_TOKENS)
+    i, h = info.intermediate, info.hidden
+    lora = sum(g.count / max(1, info.layers) * a * (s.rank + 2 * g.in_features)
+               for g in targeted(info, s.targets, s.quant_mode) if INPUT_OF.get(g.name, "").startswith("mlp"))
+    return int(rows * (a * 3 * i + a * 2 * i + lora + 4 * a * h))
+
+
+def offloaded(info: ModelInfo, s: Settings, device: str = "cuda") -> bool:
+    """Activation offloading runs: asked for, on a GPU, with gradient checkpointing."""
+    return bool(s.offload and s.grad_ckpt and device == "cuda")
+
+
+def offloaded_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> int:
+    """Host RAM the offloaded activations take (TRL's OffloadActivations under checkpointing): every tensor the
+    step keeps between forward and backward outside the recomputed layers: each layer's input, the final
+    norm's fp32 input and its 1/rms, and what the loss keeps (the tiled head's gathered hidden states)."""
+    s = effective_settings(settings)
+    if not offloaded(info, s, device):
+        return 0
+    seq = sequences(s)
+    a, tokens, h = dtype_bytes(s.compute_dtype), seq.micro_batch * seq.seq_len, info.hidden
+    head = _tiled_head(info, seq, device)[0] if head_kind(seq) != "full" else 0
+    return int(tokens * (info.layers * a * h + 4 * h + 4) + head)
+
+
 def saved_activations(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda") -> int:
     """Bytes the decoder layers save for backward in one micro-batch (what bench/memory_components.py meters)."""
     s = effective_settings(settings)
     parts = {**_activations(info, s, dropout, OURS, peak=False, device=device)[0],
              **methods.get(s.method).activations(info, s, device, False)[0]}
-    return sum(v for k, v in parts.items() if k != "logits_and_loss")
+    return sum(v for k, v in parts.items() if k not in LOSS_KEYS)
 
 
 def _masked(info: ModelInfo, s: Settings) -> bool:
@@ -299,12 +365,41 @@ def _rotary_bytes(info: ModelInfo, s: Effective) -> int:
     return 2 * seq * info.head_dim * a
 
 
-def logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], stack: Stack = OURS) -> int:
-    """The loss's peak at the start of backward: fp32 log-softmax output, its gradient, the logits' gradient."""
+def head_kind(s: Settings) -> str:
+    """How the loss meets the output layer: "tiled" (studio.train.long_context), "trl" (TRL's own tiled
+    head, in its DPO trainer) or "full" (the whole tokens x vocabulary logits)."""
+    kind = objectives.get(s.objective).head
+    if kind == "studio":
+        return "tiled" if s.tiled_head else "full"
+    return kind
+
+
+def _tiled_head(info: ModelInfo, s: Settings, device: str) -> tuple[int, int, int]:
+    """(kept from forward to backward, one tile's workspace, the backward's gradient buffers) of the tiled head."""
+    a = dtype_bytes(s.compute_dtype)
+    tokens, h = s.micro_batch * s.seq_len, info.hidden
+    cols = min(info.vocab, TRL_VOCAB_TILE if head_kind(s) == "trl" else HEAD_VOCAB_TILE.get(device, 32768))
+    tile = min(tokens, HEAD_TOKEN_TILE) * cols * a
+    copies = 1 if device == "cuda" else HEAD_CPU_TILE_COPIES + (1 if getattr(info, "logit_softcap", False) else 0)
+    saved = tokens * (a * h + 4 + 8)  # the labelled positions' hidden states (gathered), log-sum-exp, targets
+    grads = tokens * h * 4 + (tokens * h * a if a != 4 else 0)  # fp32 hidden-state gradient, and its cast
+    return saved, tile * copies, grads
+
+
+def logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], stack: Stack = OURS,
+                 device: str = "cuda") -> int:
+    """The loss's peak at the start of backward: fp32 log-softmax output, its gradient, the logits' gradient;
+    through a tiled head, what it kept, one tile and the hidden states' gradient."""
     s = Settings.of(settings)
+    if head_kind(s) != "full":
+        return sum(_tiled_head(info, s, device))
     a = dtype_bytes(s.compute_dtype)
     per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
     return int(s.micro_batch * s.seq_len * info.vocab * per_vocab)
+
+
+def loss_key(s: Settings) -> str:
+    return "logits_and_loss" if head_kind(s) == "full" else "tiled_loss_head"
 
 
 def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, peak: bool = True,
@@ -312,21 +407,36 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
     a = dtype_bytes(s.compute_dtype)
     tokens = s.micro_batch * s.seq_len
     base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
-    backward_ws = a * (2 * info.hidden + 2 * info.intermediate)  # grads flowing through the layer being done
+    backward_ws, tile_ws = _backward_ws(info, s)  # grads flowing through the layer being done
     per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
-    logits = logits_bytes(info, s, stack)
-    lsrc = (f"{tokens:,} tokens x vocab {info.vocab:,} x {per_vocab:g} bytes "
-            "(fp32 log-softmax output, its gradient and the upcast logits' gradient"
-            + (", plus the tanh output of the logit soft-capping)" if getattr(info, "logit_softcap", False) else ")"))
+    logits = logits_bytes(info, s, stack, device)
+    key = loss_key(s)
+    if key == "logits_and_loss":
+        lsrc = (f"{tokens:,} tokens x vocab {info.vocab:,} x {per_vocab:g} bytes "
+                "(fp32 log-softmax output, its gradient and the upcast logits' gradient"
+                + (", plus the tanh output of the logit soft-capping)" if getattr(info, "logit_softcap", False)
+                   else ")"))
+    else:
+        saved, ws, grads = _tiled_head(info, s, device)
+        who = "TRL's DPO trainer computes" if head_kind(s) == "trl" else "computed"
+        lsrc = (f"the loss {who} through the output layer a tile at a time, never the {tokens:,} x {info.vocab:,} "
+                f"logits: the hidden states it keeps ({saved / MiB:,.0f} MiB), their fp32 gradient "
+                f"({grads / MiB:,.0f} MiB) and one tile's workspace ({ws / MiB:,.0f} MiB)")
     L = info.layers
     if s.grad_ckpt:
         ckpt = int(L * a * info.hidden * tokens)
-        layer = int((base + backward_ws) * tokens)
-        c = {"activations": ckpt, "logits_and_loss": logits}
+        layer = int((base + backward_ws) * tokens) + tile_ws
+        c = {"activations": ckpt, key: logits}
         src = {"activations": f"gradient checkpointing: {L} layer inputs x {tokens:,} tokens x hidden {info.hidden} x {a} bytes"}
+        if offloaded(info, s, device):
+            c["activations"] = int(OFFLOAD_RESIDENT_INPUTS * a * info.hidden * tokens)
+            src["activations"] = (f"activation offloading: the {L} layer inputs live in host RAM; in backward the one "
+                                  f"recomputed and the one being copied back are here ({OFFLOAD_RESIDENT_INPUTS} x "
+                                  f"{tokens:,} tokens x hidden {info.hidden} x {a} bytes)")
         if peak and layer + (lora + eager) * tokens > logits:  # the recomputed layer is the peak, not the loss
-            c.update(recomputed_layer=layer, logits_and_loss=0)
-            src["recomputed_layer"] = "one decoder layer recomputed in backward, with its gradients"
+            c.update({"recomputed_layer": layer, key: 0})
+            src["recomputed_layer"] = "one decoder layer recomputed in backward, with its gradients" + (
+                f"; its MLP in tiles of {MLP_TILE_TOKENS:,} tokens" if tiled_mlp(info, s) else "")
             _add(c, src, "lora_activations", int(lora * tokens), "one layer's LoRA A outputs (and inputs after dropout)")
             _add(c, src, "attention_scores", int(eager * tokens), "eager attention keeps one layer's score matrix")
     else:
@@ -334,14 +444,14 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
         first = 0.0 if methods.get(s.method).input_needs_grad else _first_layer_savings(info, s, dropout, device)
         saved = L * (base + lora) * tokens - first * tokens - L * lora * tokens
         saved += L * merged_expert_bytes(info, s)
-        c = {"activations": int(saved + _rotary_bytes(info, s)), "logits_and_loss": logits}
+        c = {"activations": int(saved + _rotary_bytes(info, s)), key: logits}
         src = {"activations": f"no checkpointing: {L} layers x {base:,.0f} bytes saved per token x {tokens:,} tokens "
                               "(less the first layer's norm input, which needs no gradient; plus rotary cos/sin)"}
         _add(c, src, "lora_activations", int(L * lora * tokens),
              f"{L} layers' LoRA A outputs" + (f" and inputs after dropout {dropout}" if dropout > 0 else ""))
         _add(c, src, "attention_scores", int(L * eager * tokens),
              f"eager attention: {L} layers x {info.heads} heads x {s.seq_len}^2 scores (fp32 + copy)")
-    src["logits_and_loss"] = lsrc
+    src[key] = lsrc
     return c, src
 
 
@@ -351,14 +461,18 @@ def _recomputed_layer_bytes(info: ModelInfo, s: Effective, dropout: float, devic
     a = dtype_bytes(s.compute_dtype)
     tokens = s.micro_batch * s.seq_len
     base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
-    backward_ws = a * (2 * info.hidden + 2 * info.intermediate)
-    return int((base + backward_ws) * tokens) + int(lora * tokens) + int(eager * tokens)
+    backward_ws, tile_ws = _backward_ws(info, s)
+    return int((base + backward_ws) * tokens) + tile_ws + int(lora * tokens) + int(eager * tokens)
 
 
-def forward_logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any]) -> int:
+def forward_logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> int:
     """The loss's peak at the end of the forward: the logits, their fp32 upcast (a copy unless the compute
-    dtype is fp32) and the fp32 log-softmax output (the soft-capped logits' tanh output too)."""
+    dtype is fp32) and the fp32 log-softmax output (the soft-capped logits' tanh output too); through a
+    tiled head, what it keeps and one tile's workspace."""
     s = Settings.of(settings)
+    if head_kind(s) != "full":
+        saved, ws, _ = _tiled_head(info, s, device)
+        return saved + ws
     a = dtype_bytes(s.compute_dtype)
     per_vocab = a + (4 if a != 4 else 0) + 4 + (a if getattr(info, "logit_softcap", False) else 0)
     return int(s.micro_batch * s.seq_len * info.vocab * per_vocab)
@@ -376,12 +490,12 @@ def phase_peaks(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout
     act, src = _activations(info, seq, dropout, OURS, peak=False, device=device)
     act.update(methods.get(s.method).activations(info, seq, device, True)[0])
     _objective_parts(info, s, act, src, device)
-    logits = act.pop("logits_and_loss", 0)
+    logits = sum(act.pop(k, 0) for k in LOSS_KEYS)
     during = fixed + sum(act.values()) + sum(_transients(info, s)[0].values()) \
         + sum(methods.get(s.method).transients(info, s)[0].values())
     layer = _recomputed_layer_bytes(info, seq, dropout, device) if s.grad_ckpt else 0
     n = adapter_params(info, s)
-    return {"forward": during + forward_logits_bytes(info, seq), "loss_backward": during + logits,
+    return {"forward": during + forward_logits_bytes(info, seq, device), "loss_backward": during + logits,
             "layers_backward": during + layer,
             "optimizer_step": fixed + (4 * n if s.optimizer == "adamw_torch" else 0)}
 
@@ -499,7 +613,7 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
         comps["paged_optimizer_state"] = paged
         srcs["paged_optimizer_state"] = f"{s.optimizer} state in unified memory (resident on the GPU while it fits)"
     return Estimate(peak_allocated=allocated, peak_reserved=reserved, device_total=reserved + CUDA_CONTEXT + paged,
-                    components=comps, sources=srcs, trainable_params=n)
+                    components=comps, sources=srcs, trainable_params=n, host_offload=offloaded_bytes(info, s, device))
 
 
 CPU_PROCESS_SOURCES = {

@@ -16,18 +16,20 @@ class Objective:
     pairs: bool = False  # chosen and rejected answers run in one forward: a micro-batch of N pairs is 2N sequences
     reference_forward: bool = False  # the base (adapter disabled) runs again under no_grad for the reference
     loss_note: str = ""  # added to the logits-and-loss component's source
+    # How the loss meets the output layer: "studio" (the tiled head when train.tiled_head, else full logits),
+    # "trl" (TRL's trainer always computes it through its own tiled head) or "full" (the whole logits).
+    head: str = "studio"
     reason: str = ""  # the plan's sentence about it (planner.objective_reasons); empty: nothing to say
 
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("sft", "SFT"),
     Objective("dpo", "DPO", pairs=True, reference_forward=True,
-              loss_note="; an upper bound for DPO: TRL computes the log-probabilities in chunks without the full "
-                        "logits",
+              head="trl",
               reason="Objective dpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
                      "of a micro-batch); the reference is the base with the adapter disabled, so no second copy of "
                      "the weights: its no-grad forward is an estimate."),
-    Objective("orpo", "ORPO", pairs=True, loss_note="; for the chosen and rejected sequences of every pair",
+    Objective("orpo", "ORPO", pairs=True, head="full", loss_note="; for the chosen and rejected sequences of every pair",
               reason="Objective orpo: each pair's chosen and rejected answers run in one forward (twice the sequences "
                      "of a micro-batch); no reference model."),
 )}

@@ -40,6 +40,7 @@ MICRO_BATCHES = (16, 8, 4, 2, 1)
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")  # paged_adamw_32bit only when asked for
 DEFAULT_SEQ_LEN = 2048
 MIN_SEQ_LEN = 128
+MAX_CONTEXT = 1 << 20  # the longest context the planner looks for (train.seq_len's upper bound)
 MARGIN_FRACTION = 0.05
 MARGIN_MIN = 512 * MiB
 # On the CPU (no NVIDIA GPU) a step must take seconds, not minutes: 4-bit QLoRA as the README promises,
@@ -95,6 +96,8 @@ class Plan:
     strategy: str = "single"  # several GPUs: ddp or fsdp (fit_gpus); predicted is then per GPU
     nproc: int = 1
     per_gpu: dict[str, int] | None = None  # device total per GPU of these settings under each strategy
+    host_budget: int | None = None  # host RAM activation offloading may fill (None: not known here, not checked)
+    longest_seq_len: int | None = None  # the longest context these settings hold on the device (longest_context)
 
     def to_dict(self) -> dict:
         """The JSON the CLI prints (``lora-studio plan --json``) and the run folder keeps."""
@@ -106,7 +109,13 @@ class Plan:
                 "suggestion": self.suggestion,
                 "suggestion_change": self.suggestion_change.to_dict() if self.suggestion_change else None,
                 "target_seq_len": self.target_seq_len, "strategy": self.strategy, "nproc": self.nproc,
-                "per_gpu": self.per_gpu}
+                "per_gpu": self.per_gpu, "host_offload_bytes": self.host_offload, "host_budget_bytes": self.host_budget,
+                "longest_seq_len": self.longest_seq_len}
+
+    @property
+    def host_offload(self) -> int:
+        """Host RAM the offloaded activations take (0 without activation offloading)."""
+        return int(self.predicted.get("host_offload_bytes", 0))
 
     def apply(self, recipe: Recipe) -> Recipe:
         """A copy of ``recipe`` with this plan's settings written in (the worker then does exactly this)."""
@@ -196,6 +205,9 @@ def _space(fixed: dict, target: int, effective_batch: int, info: ModelInfo | Non
         "train.seq_len": _seq_candidates(target), "train.grad_ckpt": [False, True], "train.attn": [attn],
         "train.optimizer": list(OPTIMIZERS), "quant.compute_dtype": ["bfloat16"],
         "lora.method": ["lora"], "lora.virtual_tokens": [20],
+        # the long-sequence parts: off in the first search, allowed when a length needs them (LONG_CONTEXT)
+        "train.tiled_head": [True], "train.tiled_mlp": [False], "train.offload_activations": [False],
+        "train.kernels": [kernels_for(info, device)],
     }
     if device == "cpu":
         space.update({"quant.mode": ["4bit"], "lora.rank": list(CPU_RANKS), "quant.compute_dtype": ["float32"],
@@ -219,8 +231,34 @@ def _norm_targets(value: Any) -> list[str]:
 
 def _score(s: Settings, target: int) -> tuple:
     """Bigger is better: coverage, less quantisation, rank, then speed."""
-    return (min(s.seq_len, target), -QUANT_ORDER.index(s.quant_mode), s.rank, not s.grad_ckpt,
-            s.micro_batch, -OPTIMIZERS.index(s.optimizer) if s.optimizer in OPTIMIZERS else -9)
+    return (min(s.seq_len, target), -QUANT_ORDER.index(s.quant_mode), s.rank, not s.grad_ckpt, not s.tiled_mlp,
+            not s.offload, s.micro_batch, -OPTIMIZERS.index(s.optimizer) if s.optimizer in OPTIMIZERS else -9)
+
+
+# The parts that cost time and are worth it only when a length does not fit without them (studio.train.long_context).
+LONG_CONTEXT = ("train.tiled_mlp", "train.offload_activations")
+
+
+def kernels_for(info: ModelInfo | None, device: str) -> str:
+    """The layer kernels a run gets: liger on a GPU when liger-kernel is installed and knows the family."""
+    from studio import kernels
+
+    return "liger" if device == "cuda" and info is not None and kernels.liger_runs(info.model_type) else "torch"
+
+
+def _long_space(space: dict, fixed: dict, device: str) -> dict:
+    """``space`` with the long-sequence parts allowed (where the user did not fix them)."""
+    out = dict(space)
+    if "train.tiled_mlp" not in fixed:
+        out["train.tiled_mlp"] = [False, True]
+    if "train.offload_activations" not in fixed and device == "cuda":
+        out["train.offload_activations"] = [False, True]
+    return out
+
+
+def _valid(s: Settings) -> bool:
+    """Offloading moves what checkpointing keeps; the tiled MLP is for checkpointed long runs too."""
+    return s.grad_ckpt or not (s.offload or s.tiled_mlp)
 
 
 # --- search ---------------------------------------------------------------------------------------------
@@ -230,11 +268,12 @@ def _complete(cand: dict, fixed: dict, effective_batch: int) -> Settings:
     cand["lora.alpha"] = int(fixed.get("lora.alpha") or 2 * cand["lora.rank"])
     cand["train.grad_accum"] = int(fixed.get("train.grad_accum")
                                    or max(1, round(effective_batch / cand["train.micro_batch"])))
-    return Settings.from_dict({**{k: cand[k] for k in SETTING_KEYS}, **{k: fixed[k] for k in SHAPE if k in fixed}})
+    return Settings.from_dict({**{k: cand[k] for k in SETTING_KEYS if k in cand},
+                               **{k: fixed[k] for k in SHAPE if k in fixed}})
 
 
 def _best(info: ModelInfo, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
-          dropout: float, device: str = "cuda") -> tuple[Settings, memory.Estimate] | None:
+          dropout: float, device: str = "cuda", host_limit: int | None = None) -> tuple[Settings, memory.Estimate] | None:
     """The best-scoring candidate whose device total is within ``limit`` (ordered search, early exit); None: none is."""
     keys = list(space)
     candidates = [dict(zip(keys, vals)) for vals in itertools.product(*space.values())]
@@ -242,24 +281,41 @@ def _best(info: ModelInfo, space: dict, limit: int, target: int, fixed: dict, ef
     floor: dict[tuple, int] = {}  # weights + adapter + optimizer per (quant, rank, ...): skips hopeless ones cheaply
     for cand in candidates:
         s = _complete(cand, fixed, effective_batch)
+        if not _valid(s):
+            continue
         key = (s.quant_mode, s.double_quant, s.rank, s.targets, s.optimizer, s.compute_dtype)
         if key not in floor:
             floor[key] = memory.static_bytes(info, s, device=device)
         if floor[key] > limit:
             continue
         est = memory.estimate(info, s, dropout=dropout, device=device)
-        if est.device_total <= limit:
+        if est.device_total <= limit and (host_limit is None or est.host_offload <= host_limit):
             return s, est
     return None
 
 
+def _best_at_length(info: ModelInfo, space: dict, limit: int, target: int, fixed: dict, effective_batch: int,
+                    dropout: float, device: str, host_limit: int | None) -> tuple[Settings, memory.Estimate] | None:
+    """The best candidate without the long-sequence parts; with them only when they reach a longer length."""
+    found = _best(info, space, limit, target, fixed, effective_batch, dropout, device, host_limit)
+    if found is not None and found[0].seq_len >= target:
+        return found
+    longer = _best(info, _long_space(space, fixed, device), limit, target, fixed, effective_batch, dropout, device,
+                   host_limit)
+    if longer is not None and (found is None or longer[0].seq_len > found[0].seq_len):
+        return longer
+    return found
+
+
 def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fixed: dict | None = None,
-        effective_batch: int = 16, device: str = "cuda") -> Plan:
+        effective_batch: int = 16, device: str = "cuda", host_limit: int | None = None) -> Plan:
     """Settings that fit ``budget_bytes`` (device total minus a margin), best quality first.
 
     ``fixed`` holds settings by their recipe names (``{"lora.rank": 8}``); recipe fields that do not
     change memory (``train.lr``) are accepted and play no part; any other name is a ValueError.
     ``device="cpu"`` plans a CPU run: the budget is system RAM, 4-bit QLoRA in float32, short steps.
+    ``host_limit``: the host RAM activation offloading may fill (None: not known, so not checked; the plan
+    then says how much it needs).
     """
     unknown = sorted(k for k in (fixed or {}) if not is_setting(k))
     if unknown:
@@ -278,10 +334,14 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
         target = int(fixed["train.seq_len"])
     margin = margin_bytes(budget_bytes)
     space = _space(fixed, target, effective_batch, model_info, device)
-    found = _best(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout, device)
+    found = _best_at_length(model_info, space, budget_bytes - margin, target, fixed, effective_batch, dropout, device,
+                            host_limit)
     if found is not None:
         settings, est = found
         plan = _make_plan(model_info, True, budget_bytes, margin, settings, est, target, dropout, device)
+        plan.host_budget = host_limit
+        plan.longest_seq_len = longest_context(model_info, settings, budget_bytes - margin, dropout, device,
+                                               host_limit, fixed)
         plan.reasons = _reasons(model_info, plan, fixed, target_why, space) + objective_reasons(plan.settings)
         if small_data:
             plan.reasons.append(f"The dataset has {rows} usable example{'s' if rows != 1 else ''}, so a step "
@@ -290,10 +350,41 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
     return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space, device)
 
 
+def longest_context(info: ModelInfo, settings: Settings, limit: int, dropout: float, device: str,
+                    host_limit: int | None = None, fixed: dict | None = None) -> int:
+    """The longest sequence (a multiple of 64) these settings hold within ``limit``, with the long-sequence
+    parts the user did not switch off (tiled head, tiled MLP, offloading on a GPU within ``host_limit``)."""
+    fixed = fixed or {}
+    options = [settings]
+    for key, attr in (("train.tiled_mlp", "tiled_mlp"), ("train.offload_activations", "offload")):
+        if key not in fixed and (attr != "offload" or device == "cuda") and settings.grad_ckpt:
+            options = options + [o.replace(**{attr: True}) for o in options]
+    if "train.tiled_head" not in fixed:
+        options = [o.replace(tiled_head=True) for o in options]
+
+    def fits(seq: int) -> bool:
+        for o in options:
+            est = memory.estimate(info, o.replace(seq_len=seq), dropout=dropout, device=device)
+            if est.device_total <= limit and (host_limit is None or est.host_offload <= host_limit):
+                return True
+        return False
+
+    lo, hi = 0, 64
+    while fits(hi) and hi < MAX_CONTEXT:
+        lo, hi = hi, min(hi * 2, MAX_CONTEXT)
+    if fits(hi):
+        return hi
+    while hi - lo > 64:  # lo fits (or is 0), hi does not
+        mid = (lo + hi) // 2 // 64 * 64
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def _make_plan(info: ModelInfo, fits: bool, budget: int, margin: int, settings: Settings, est: memory.Estimate,
                target: int, dropout: float, device: str = "cuda") -> Plan:
+    host = {"host_offload_bytes": est.host_offload} if est.host_offload else {}
     return Plan(fits=fits, budget_bytes=int(budget), margin_bytes=margin, settings=settings,
-                predicted={**est.predicted(), "device_total_bytes": est.device_total}, components=est.components,
+                predicted={**est.predicted(), "device_total_bytes": est.device_total, **host}, components=est.components,
                 sources=est.sources, model=info.name, target_seq_len=target, dropout=dropout, device=device)
 
 
@@ -312,7 +403,9 @@ def _reasons(info: ModelInfo, plan: Plan, fixed: dict, target_why: str, space: d
     else:
         out.append(f"Predicted peak {_gib(plan.predicted['device_total_bytes'])} on the device (nvidia-smi), "
                    f"within the budget of {_gib(plan.budget_bytes)} minus a {_gib(plan.margin_bytes)} safety margin.")
-    if s.seq_len >= plan.target_seq_len:
+    if "train.seq_len" in fixed:
+        out.append(f"Sequence length {s.seq_len} (fixed).")
+    elif s.seq_len >= plan.target_seq_len:
         out.append(f"Sequence length {s.seq_len}: {target_why}.")
     else:
         out.append(f"Sequence length {s.seq_len} is shorter than the {plan.target_seq_len} wanted ({target_why}): "
@@ -336,6 +429,7 @@ def _reasons(info: ModelInfo, plan: Plan, fixed: dict, target_why: str, space: d
             continue  # prefix/prompt tuning: _method_reasons says what sizes them
         out.append(sentence + (" (fixed)" if key in fixed else ""))
     out.extend(_method_reasons(plan))
+    out.extend(long_context_reasons(info, plan))
     if s.attn == "eager" and "train.attn" not in fixed and not getattr(info, "supports_sdpa", True):
         out.append(f"Attention eager: transformers has no sdpa path for {info.architecture} (its attention is "
                    "soft-capped), so the score matrix of each layer is kept.")
@@ -349,6 +443,33 @@ def _reasons(info: ModelInfo, plan: Plan, fixed: dict, target_why: str, space: d
                 text += (". LoRA all-linear adapts them (peft's ParamWrapper), which keeps a merged copy of each "
                          "layer's expert weights for backward and allows no LoRA dropout")
         out.append(text + ".")
+    return out
+
+
+def long_context_reasons(info: ModelInfo, plan: Plan) -> list[str]:
+    """What the long-sequence parts and the kernels do in this plan, in words."""
+    s, out = plan.settings, []
+    kind = memory.head_kind(s)
+    if kind == "tiled":
+        out.append("Loss through a tiled output layer: the tokens x vocabulary logits are never built (the same "
+                   "loss; each tile is projected again in backward).")
+    elif kind == "trl":
+        out.append("Loss: TRL's DPO trainer computes the log-probabilities through its own tiled output layer.")
+    elif s.objective != "orpo":
+        out.append("Loss from the full logits (train.tiled_head off): they take "
+                   f"{_gib(plan.components.get('logits_and_loss', 0))} at the backward's start.")
+    if memory.tiled_mlp(info, s):
+        out.append(f"Tiled MLP: each layer's MLP runs {memory.MLP_TILE_TOKENS:,} tokens at a time and is recomputed "
+                   "in backward, so its wide intermediate tensors never exist for the whole sequence (an extra MLP "
+                   "forward per layer: a few percent slower).")
+    if memory.offloaded(info, s, plan.device):
+        out.append(f"Activation offloading: the layer inputs kept for backward ({_gib(plan.host_offload)}) live in "
+                   "pinned host RAM, copied on a side stream while the GPU computes"
+                   + ("." if plan.host_budget else "; this computer's RAM is not checked (planning for a GPU that "
+                      "is not here): the machine that trains needs that much free."))
+    if s.kernels == "liger":
+        out.append("Kernels: liger-kernel's fused RMSNorm, RoPE and SwiGLU (installed, and the family is supported): "
+                   "the norms keep their input in the compute dtype and the SwiGLU recomputes its activation.")
     return out
 
 
@@ -488,7 +609,7 @@ def _describe(change: Suggestion, info: ModelInfo, device: str = "cuda") -> str:
 
 # --- several GPUs ---------------------------------------------------------------------------------------
 def fit_gpus(model_info: ModelInfo, budgets: list[int], dataset_report: Any = None, fixed: dict | None = None,
-             effective_batch: int = 16, device: str = "cuda") -> Plan:
+             effective_batch: int = 16, device: str = "cuda", host_limit: int | None = None) -> Plan:
     """One GPU, DDP or FSDP over the GPUs whose budgets are given, with per-GPU memory and why.
 
     DDP when the model fits each card (a full copy per GPU: N times the examples per second);
@@ -499,7 +620,7 @@ def fit_gpus(model_info: ModelInfo, budgets: list[int], dataset_report: Any = No
     n = len(budgets)
     budget = min(budgets) if budgets else 0
     if n <= 1:
-        return fit(model_info, budget, dataset_report, fixed, effective_batch, device)
+        return fit(model_info, budget, dataset_report, fixed, effective_batch, device, host_limit)
     share = max(1, round(effective_batch / n))
     one = fit(model_info, budget, dataset_report, fixed, share, device)
     margin = margin_bytes(budget)

@@ -5,6 +5,8 @@
 GPU's name for the speed estimate. ``budget_bytes`` is the one budget rule: the user's budget if
 given, else on the CPU (no GPU, or the CPU asked for) the CPU budget of studio.hardware, else the first
 GPU's total memory; planning for a GPU that is not in this computer falls back to hardware.DEFAULT_BUDGET.
+``host_bytes`` is the host RAM activation offloading may fill: this computer's CPU budget when it plans for
+its own GPU, what the user says (``--ram-gb``) for another, else unknown (the plan then says what it needs).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class Machine:
     device: str  # "cuda" or "cpu" (the budget is then system RAM)
     budgets: tuple[int, ...]
     gpu_name: str = ""
+    host_bytes: int | None = None  # host RAM activation offloading may fill (None: unknown, not checked)
 
     @classmethod
     def detect(cls, gpus: Sequence[GpuInfo] | None = None, budget: int | None = None, device: str | None = None,
@@ -48,7 +51,8 @@ class Machine:
             budgets = [one] * n if budget or n == 1 else [one // n] * n
         else:
             budgets = [gpus[i].total_bytes for i in (list(picked) or range(n)) if i < len(gpus)] or [one]
-        return cls(device, tuple(budgets), gpus[0].name if gpus else "")
+        host = hardware.cpu_budget_bytes() if device == "cuda" and gpus else None  # this computer's RAM
+        return cls(device, tuple(budgets), gpus[0].name if gpus else "", host)
 
 
 def plan_for(info: ModelInfo, machine: Machine, fixed: Mapping[str, Any] | None = None, dataset_report: Any = None,
@@ -60,7 +64,7 @@ def plan_for(info: ModelInfo, machine: Machine, fixed: Mapping[str, Any] | None 
     Raises ValueError (a user-facing message) for an unknown setting name.
     """
     plan = planner.fit_gpus(info, list(machine.budgets), dataset_report=dataset_report, fixed=dict(fixed or {}),
-                            effective_batch=effective_batch, device=machine.device)
+                            effective_batch=effective_batch, device=machine.device, host_limit=machine.host_bytes)
     if speed:
         planner.add_time_estimate(plan, info, gpu_name=machine.gpu_name, steps=steps, examples=examples,
                                   epochs=epochs,

@@ -37,6 +37,7 @@ def _depth(value: Any) -> int:
 QUANT_MODES = ("4bit", "8bit", "none")
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 ATTN_IMPLS = ("sdpa", "eager", "flash_attention_2")
+KERNELS = ("auto", "torch", "liger")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANT_TYPES = ("nf4", "fp4")
@@ -49,7 +50,7 @@ STRATEGIES = ("auto", "ddp", "fsdp")
 # The settings the planner chooses (and a run's memory depends on), by their recipe names.
 PLANNED: tuple[str, ...] = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
            "lora.dropout", "train.micro_batch", "train.grad_accum", "train.seq_len", "train.grad_ckpt", "train.attn",
-           "train.optimizer")
+           "train.optimizer", "train.tiled_head", "train.tiled_mlp", "train.offload_activations", "train.kernels")
 PLANNED += ("lora.method", "lora.virtual_tokens")  # fixed by the user, never chosen by the planner
 
 
@@ -123,6 +124,16 @@ class TrainSpec:
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.", min=0.0, max=1e6)
     grad_ckpt: bool = _f(True, "Gradient checkpointing: recompute activations to save memory (about 30% slower).")
     attn: str = _f("sdpa", "Attention implementation: sdpa, eager or flash_attention_2.", choices=ATTN_IMPLS)
+    tiled_head: bool = _f(True, "Compute the loss through the output layer a tile at a time, never building the "
+                                "tokens x vocabulary logits (same loss; far less memory at long lengths).")
+    tiled_mlp: bool = _f(False, "Run each layer's MLP over the sequence in tiles and recompute them in backward: "
+                                "for very long sequences (the planner turns it on when a length needs it).")
+    offload_activations: bool = _f(False, "GPU only, with gradient checkpointing: keep each layer's saved input in "
+                                          "host RAM between forward and backward (the planner turns it on when a "
+                                          "length needs it and the machine has the RAM).")
+    kernels: str = _f("auto", "Layer kernels on the GPU: liger (liger-kernel's fused RMSNorm, RoPE and SwiGLU, when "
+                              "installed and the family is supported), torch, or auto (liger when it can run).",
+                      choices=KERNELS)
     seed: int = _f(42, "Seed for weights of the adapter, dropout and data order.", min=0, max=2**31 - 1)
     logging_steps: int = _f(1, "Emit a metric event every N optimizer steps.", min=1, max=1_000_000)
     eval_steps: int = _f(0, "Evaluate on the validation split every N steps (0: at the end only).", min=0, max=10_000_000)

@@ -44,6 +44,10 @@ class Settings:
     optimizer: str = _key("train.optimizer", "adamw_torch")
     method: str = _key("lora.method", "lora")
     virtual_tokens: int = _key("lora.virtual_tokens", 20)
+    tiled_head: bool = _key("train.tiled_head", True)
+    tiled_mlp: bool = _key("train.tiled_mlp", False)
+    offload: bool = _key("train.offload_activations", False)
+    kernels: str = _key("train.kernels", "auto")
     objective: str | None = _key("train.objective", None)  # None: not given (sft), left out of to_dict
     packing: bool | None = _key("train.packing", None)
 

@@ -38,6 +38,7 @@ from studio.fsutil import atomic_write_json
 from studio.models import from_catalog, shipped_entry
 from studio.paths import data_dir
 from studio.procs import worker_argv, worker_env
+from studio.settings import Settings
 
 # Dense (no sparsity) BF16/FP16 tensor-core peak with FP32 accumulate, TFLOPS, from NVIDIA's datasheets and
 # architecture whitepapers (H100/H200/A100/L4/L40S/A10/T4 product datasheets; "NVIDIA Ada Lovelace GPU
@@ -70,7 +71,7 @@ ANCHOR: Anchor = {"gpu": "RTX 4090", "model": "llama-3.1-8b-instruct", "tokens_p
                   "settings": {"quant.mode": "4bit", "quant.double_quant": True, "quant.compute_dtype": "bfloat16",
                                "lora.rank": 16, "lora.alpha": 32, "lora.targets": ["all-linear"], "train.micro_batch": 1,
                                "train.grad_accum": 16, "train.seq_len": 2048, "train.grad_ckpt": True, "train.attn": "sdpa",
-                               "train.optimizer": "adamw_8bit"}}
+                               "train.optimizer": "adamw_8bit", "train.tiled_head": False}}
 UNKNOWN_GPU = "RTX 4090"  # a GPU missing from the table is estimated as this class, and the plan says so
 PROBE_MODULE = "studio.train.cpu_probe"  # python -m it: trains tiny models through the real loader
 PROBE_VERSION = 2  # 2: matmul rate + three overhead terms (1 fitted two rates from two models)
@@ -107,9 +108,25 @@ def step_flops(info: Any, s: dict) -> tuple[float, float]:
     forward = 2 * layer_w + 2 * head_w + attn
     backward = 2 * layer_w + 2 * head_w + 2 * attn  # activation gradients only: the base is frozen
     recompute = 2 * layer_w + attn if s["train.grad_ckpt"] else 0.0
+    settings = Settings.of(s)
+    if memory.head_kind(settings) != "full":  # the tiled head projects each tile again in backward
+        recompute += 2 * head_w
+    if memory.tiled_mlp(info, settings):  # each MLP tile runs again in backward
+        recompute += 2 * sum(g.weight_numel for g in info.linears
+                             if g.lora_all_linear and memory.INPUT_OF.get(g.name, "").startswith("mlp"))
     adapter = 6 * memory.adapter_params(info, s)
     passes = info.layers * (3 if s["train.grad_ckpt"] else 2)
     return forward + backward + recompute + adapter, passes
+
+
+# Host <-> GPU copies of offloaded activations: pinned memory over PCIe 4.0 x16 moves about 25 GB/s each way in
+# practice (32 GB/s raw); the copies run on a side stream beside the compute (trl OffloadActivations).
+PCIE_BYTES_PER_S = 25e9
+
+
+def offload_seconds(info: Any, s: dict) -> float:
+    """Seconds one micro-batch's offloaded activations spend on the bus (there and back)."""
+    return 2 * memory.offloaded_bytes(info, s, "cuda") / PCIE_BYTES_PER_S
 
 
 def gpu_peak(name: str) -> tuple[float, str, bool]:
@@ -193,6 +210,12 @@ def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | 
         rate, basis = estimate_cpu(info, s, rates, length)
     else:
         rate, basis = estimate_gpu(info, s, gpu_name)
+        copies = offload_seconds(info, s)
+        if copies:  # the copies overlap the compute: a micro-batch takes the longer of the two
+            compute = s["train.micro_batch"] * length / rate
+            rate = s["train.micro_batch"] * length / max(compute, copies)
+            basis += (f"; activation offloading moves {2 * memory.offloaded_bytes(info, s, 'cuda') / 1e9:.1f} GB per "
+                      f"micro-batch over PCIe at {PCIE_BYTES_PER_S / 1e9:.0f} GB/s, beside the compute")
     per_step = s["train.micro_batch"] * s["train.grad_accum"] * length / rate
     if calibration and calibration.get("factor"):
         per_step *= calibration["factor"]

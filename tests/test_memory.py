@@ -24,7 +24,8 @@ def est(info, dropout=0.05, **changes):
 
 
 def test_doubling_batch_doubles_activations_not_weights(llama8b):
-    one, two = est(llama8b, micro_batch=2), est(llama8b, micro_batch=4)
+    full = {"train.tiled_head": False}  # the full logits' loss (the tiled head: test_long_context.py)
+    one, two = est(llama8b, micro_batch=2, **full), est(llama8b, micro_batch=4, **full)
     for name in ("logits_and_loss", "lora_activations"):
         assert two.components[name] == 2 * one.components[name]
     rotary = 2 * BASE["train.seq_len"] * llama8b.head_dim * 2  # cos and sin: one copy for the whole batch
@@ -102,7 +103,8 @@ def test_three_figures_add_up(llama8b):
 
 def test_vocabulary_drives_the_logits(llama8b):
     small = models.resolve("mistral-7b-instruct-v0.3")  # same layers, vocab 32768 instead of 128256
-    big_l, small_l = est(llama8b).components["logits_and_loss"], est(small).components["logits_and_loss"]
+    full = {"train.tiled_head": False}
+    big_l, small_l = est(llama8b, **full).components["logits_and_loss"], est(small, **full).components["logits_and_loss"]
     assert big_l / small_l == pytest.approx(128256 / 32768)
 
 
@@ -153,7 +155,7 @@ def test_static_bytes_is_a_lower_bound_of_the_device_total(llama8b):
 def test_soft_capping_adds_its_tanh_outputs():
     gemma = models.resolve("gemma-2-9b-it")
     assert gemma.logit_softcap and gemma.attn_softcap and not gemma.supports_sdpa
-    e = memory.estimate(gemma, {**BASE, "train.attn": "eager"})
+    e = memory.estimate(gemma, {**BASE, "train.attn": "eager", "train.tiled_head": False})
     tokens = BASE["train.micro_batch"] * BASE["train.seq_len"]
     assert e.components["logits_and_loss"] == tokens * gemma.vocab * (memory.LOGITS_BYTES_PER_VOCAB + 2)
     assert e.components["attention_scores"] == gemma.layers * gemma.heads * BASE["train.seq_len"] * (4 + 2 + 2) * tokens

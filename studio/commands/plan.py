@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="plan for a GPU or for the CPU (default auto: the CPU when no NVIDIA GPU is found "
                         "and no --vram-gb is given; on the CPU the budget is system RAM)")
     p.add_argument("--ram-gb", type=float, help="CPU budget in GiB (default: this computer's memory minus what the "
-                                                 "OS and the studio need)")
+                                                 "OS and the studio need); for a GPU, the host RAM that activation "
+                                                 "offloading may fill (default: this computer's, when it plans for "
+                                                 "its own GPU; else not checked, and the plan says what it needs)")
     p.add_argument("--steps", type=int, help="optimizer steps of the run, for its duration (default: one epoch "
                                              "of --dataset)")
     add_setting_args(p, PLANNED)
@@ -86,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
     if device == "cpu":
         if speed.cpu_rates() is None:
             print("Measuring this CPU's training speed once (a few seconds; cached for next time)...", file=sys.stderr)
-    machine = Machine(device, (budget,) * (args.num_gpus or 1), gpus[0].name if gpus else "")
+    host = None
+    if device == "cuda":
+        host = int(args.ram_gb * GiB) if args.ram_gb else hardware.cpu_budget_bytes() if gpus else None
+    machine = Machine(device, (budget,) * (args.num_gpus or 1), gpus[0].name if gpus else "", host)
     plan = plan_for(info, machine, settings_from_args(args, PLANNED + SHAPE), dataset_report=report,
                     effective_batch=args.effective_batch, steps=args.steps, examples=getattr(report, "usable", None),
                     measure=True)
@@ -112,7 +117,7 @@ def render(plan: Any, info: Any) -> str:
              ("FITS" if plan.fits else "DOES NOT FIT") + f" in {plan.budget_bytes / GiB:.1f} GiB "
              + ("of RAM, on the CPU " if plan.device == "cpu" else "")
              + f"(margin {plan.margin_bytes / GiB:.1f} GiB)", "", "Settings:"]
-    lines += [f"  {k:<22}{', '.join(v) if isinstance(v, list) else v}" for k, v in s.to_dict().items()]
+    lines += [f"  {k:<27}{', '.join(v) if isinstance(v, list) else v}" for k, v in s.to_dict().items()]
     lines += ["", f"Memory (bar scale: budget {plan.budget_bytes / GiB:.1f} GiB):"]
     for name, value in sorted(plan.components.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {name:<26}{value / GiB:7.2f} GiB  {_bar(value, plan.budget_bytes)}")
@@ -123,6 +128,14 @@ def render(plan: Any, info: Any) -> str:
         lines += ["", f"  {'peak allocated':<26}{p['peak_allocated_bytes'] / GiB:7.2f} GiB  (torch.cuda.max_memory_allocated)",
                   f"  {'peak reserved':<26}{p['peak_reserved_bytes'] / GiB:7.2f} GiB  (torch.cuda.max_memory_reserved)",
                   f"  {'device total':<26}{p['device_total_bytes'] / GiB:7.2f} GiB  (nvidia-smi)", "", "Why:"]
+    if plan.host_offload:
+        where = (f"of the {plan.host_budget / GiB:.1f} GiB this machine can spare" if plan.host_budget
+                 else "not checked: planning for a GPU that is not in this computer (give --ram-gb)")
+        lines.insert(lines.index("Why:") - 1, f"  {'host RAM (offloaded)':<26}{plan.host_offload / GiB:7.2f} GiB  "
+                                               f"(pinned, {where})")
+    if plan.longest_seq_len:
+        lines.insert(lines.index("Why:") - 1, f"  {'longest context':<26}{plan.longest_seq_len:>7,} tokens "
+                                               "(these settings, with the long-sequence parts where needed)")
     lines += [f"  - {r}" for r in plan.reasons]
     if getattr(plan, "per_gpu", None):
         lines += ["", f"Per GPU with these settings on {plan.nproc} GPUs (chosen: {plan.strategy}):"]

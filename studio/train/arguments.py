@@ -29,6 +29,7 @@ def training_arguments(recipe: Any, output_dir: Path, device: str, dtype: Any, u
         report_to="none", disable_tqdm=True, use_cpu=device == "cpu",
         bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
         include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        prediction_loss_only=True,  # evaluation reports the loss; no logits are gathered (tiled head: none exist)
         dataloader_num_workers=0, activation_checkpointing=False)
     kwargs.update(distributed_arguments(strategy, device))
     kwargs.update(overrides)

@@ -32,7 +32,8 @@ def settings_of(recipe: Recipe) -> dict:
     """The memory-relevant settings, as recorded in checkpoints and state.json."""
     t = recipe.train
     return {"micro_batch": t.micro_batch, "grad_accum": t.grad_accum, "grad_ckpt": t.grad_ckpt,
-            "seq_len": t.seq_len, "optimizer": t.optimizer}
+            "seq_len": t.seq_len, "optimizer": t.optimizer, "tiled_head": t.tiled_head, "tiled_mlp": t.tiled_mlp,
+            "offload_activations": t.offload_activations}
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -68,6 +69,19 @@ def next_change(recipe: Recipe, p95: int | None, device: str) -> Change | None:
         t.grad_ckpt = True
         return Change("gradient checkpointing turned on (activations are recomputed: about 30% slower)",
                       {"train.grad_ckpt": [False, True]})
+    # The long-sequence parts (studio.train.long_context) keep every token: tried before truncating.
+    if not t.tiled_head and recipe.train.objective == "sft":
+        t.tiled_head = True
+        return Change("the loss computed through a tiled output layer (no full logits; the same loss)",
+                      {"train.tiled_head": [False, True]})
+    if not t.tiled_mlp:
+        t.tiled_mlp = True
+        return Change("the MLP run in tiles of tokens and recomputed in backward (the same values; a little slower)",
+                      {"train.tiled_mlp": [False, True]})
+    if device == "cuda" and not t.offload_activations:
+        t.offload_activations = True
+        return Change("activation offloading: the layer inputs kept for backward move to host RAM",
+                      {"train.offload_activations": [False, True]})
     if p95 and p95 < t.seq_len:
         new = max(16, p95)
         change = Change(f"sequence length {t.seq_len} -> {new} tokens (95% of the examples fit; longer ones "

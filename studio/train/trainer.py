@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ from transformers import Trainer, TrainerCallback
 from studio import checkpoint
 from studio.events import CHECKPOINT, Emitter
 from studio.fsutil import is_write_error
-from studio.train import dist, peft_methods, recovery
+from studio.train import dist, long_context, peft_methods, recovery
 from studio.train.errors import CheckpointWriteError, NonFiniteLoss, NonFiniteWeights
 
 
@@ -54,8 +55,11 @@ class SaveOnStop(TrainerCallback):
 
 class StudioTrainer(Trainer):
     def __init__(self, *args: Any, run_dir: Path, emitter: Emitter, keep: int = 2,
-                 settings: dict | None = None, fresh_optimizer: bool = False, **kwargs: Any) -> None:
+                 settings: dict | None = None, fresh_optimizer: bool = False, recipe_train: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.recipe_train = recipe_train  # the recipe's train section: activation offloading
+        self._offload: Any = None
         self.run_dir = Path(run_dir)
         self.em = emitter
         self.keep = keep
@@ -63,11 +67,27 @@ class StudioTrainer(Trainer):
         self.fresh_optimizer = fresh_optimizer  # the optimizer type changed (OOM ladder): do not load its state
         self.phase = "step"
 
+    # -- the loss (studio.train.long_context) -------------------------------------------------
+    def compute_loss(self, model, inputs, *args: Any, **kwargs: Any):
+        if "labels" in inputs and long_context.has_tiled_head(self.model):
+            inputs = {**inputs, "tiled_loss": True}  # through the tiled output layer: no full logits
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def _offload_context(self) -> Any:
+        """TRL's activation offloading around the step when the recipe asks for it (GPU, checkpointing)."""
+        t = getattr(self, "recipe_train", None)
+        if t is None or not (t.offload_activations and t.grad_ckpt and self.args.device.type == "cuda"):
+            return contextlib.nullcontext()
+        if self._offload is None:
+            self._offload = long_context.offload_context(self.model)
+        return self._offload
+
     # -- NaN / inf ------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.phase = "step"
         step = self.state.global_step + 1
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        with self._offload_context():
+            loss = super().training_step(model, inputs, num_items_in_batch)
         value = float(loss.detach().float().item())
         if not dist.all_finite(value):  # several processes: every rank stops at the same micro-step
             last = checkpoint.latest_good(self.run_dir)
