@@ -147,6 +147,8 @@ def recipe_for(folder: Path, s: dict, dropout: float) -> Recipe:
     r.train.micro_batch, r.train.grad_accum, r.train.seq_len = s["train.micro_batch"], 1, s["train.seq_len"]
     r.train.grad_ckpt, r.train.attn, r.train.optimizer = s["train.grad_ckpt"], s["train.attn"], s["train.optimizer"]
     r.lora.method, r.lora.virtual_tokens = s.get("lora.method", "lora"), s.get("lora.virtual_tokens", 20)
+    r.train.tiled_head = s.get("train.tiled_head", True)
+    r.train.tiled_mlp = s.get("train.tiled_mlp", False)
     return r
 
 
@@ -198,7 +200,8 @@ class SavedMeter:
         base = model.get_base_model()
         body = base.model if hasattr(base, "model") else base
         self.hooks = [body.layers[0].register_forward_pre_hook(lambda *a: self._enter("layers")),
-                      body.norm.register_forward_pre_hook(lambda *a: self._enter("head"))]
+                      body.norm.register_forward_pre_hook(lambda *a: self._enter("head")),
+                      body.norm.register_forward_hook(lambda *a: self._enter("loss"))]
 
     def _enter(self, region: str) -> None:
         self.region = region
@@ -270,7 +273,7 @@ def measure(folder: Path, s: dict, dropout: float, totals: bool = False) -> dict
     mark = body.norm.register_full_backward_pre_hook(lambda *a: _marker("head backward done"))
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         with torch.autograd.graph.saved_tensors_hooks(meter.pack, lambda t: t):
-            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, **loss_kwargs(model)).loss
         with record_function("backward start"):
             pass
         loss.backward()
@@ -286,13 +289,22 @@ def measure(folder: Path, s: dict, dropout: float, totals: bool = False) -> dict
     vocab = model.config.vocab_size
     at_start, peak = _live_peak(prof, "backward start", "head backward done")
     out["activations"] = meter.bytes("layers")
-    out["logits_and_loss"] = peak - at_start + meter.bytes("head", last_dim=vocab)
+    tiled = bool(loss_kwargs(model))  # the tiled head keeps no vocabulary-wide tensor: all it saved counts
+    out["logits_and_loss"] = (peak - at_start + meter.bytes("loss", last_dim=None if tiled else vocab)
+                              + meter.bytes("head"))  # the final norm's saved input: alive until the loss is done
     out["optimizer_state"] = _state_bytes(optimizer)
     if totals:
         phases = _phase_peaks(prof, ("backward start", "head backward done", "backward done", "step done"))
         out.update({f"phase_{k}": before + v for k, v in phases.items()})
         out["peak_tensors"] = max(out[f"phase_{k}"] for k in phases)
     return out
+
+
+def loss_kwargs(model) -> dict:
+    """What the Trainer adds to a batch: the tiled head's switch (studio.train.trainer.compute_loss)."""
+    from studio.train import long_context
+
+    return {"tiled_loss": True} if long_context.has_tiled_head(model) else {}
 
 
 def _state_bytes(optimizer) -> int:
@@ -317,7 +329,7 @@ def first_step_rise(model, optimizer, ids) -> int:
     return_large_blocks()
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     before = _vm("VmRSS")
-    model(input_ids=ids, attention_mask=ids.new_ones(ids.shape), labels=ids).loss.backward()
+    model(input_ids=ids, attention_mask=ids.new_ones(ids.shape), labels=ids, **loss_kwargs(model)).loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return _vm("VmHWM") - before
@@ -355,8 +367,9 @@ def predict(info, s: dict, dropout: float) -> dict:
     acts = memory.saved_activations(info, s, dropout, device="cpu")
     return {"weights": sum(v for k, v in c.items() if k.startswith("base_weights") or k == "unquantized_weights"),
             "quant_constants": c.get("quant_constants", 0), "lora_weights": c["lora_weights"],
-            "lora_grads": c["lora_grads"], "optimizer_state": c["optimizer_state"],
-            "activations": acts, "logits_and_loss": memory.logits_bytes(info, memory.effective_settings(s)),
+            "lora_grads": c.get("lora_grads", c["lora_weights"]),  # absent at a layer peak: no grads yet
+            "optimizer_state": c["optimizer_state"],
+            "activations": acts, "logits_and_loss": memory.logits_bytes(info, memory.effective_settings(s), device="cpu"),
             "peak_tensors": est.peak_allocated, **{f"phase_{k}": v for k, v in memory.phase_peaks(info, s, dropout, "cpu").items()},
             # the step's rise above the weights and the adapter present before it, and the kernels' workspace
             "step_resident": est.peak_allocated - sum(c.get(k, 0) for k in WEIGHT_PARTS) + memory.CPU_KERNEL_WORKSPACE}

@@ -76,7 +76,7 @@ LOGITS_BYTES_PER_VOCAB = 12  # per token at the backward start: fp32 log-softmax
 HEAD_TOKEN_TILE = 4096
 HEAD_VOCAB_TILE = {"cuda": 32768, "cpu": 2048}
 TRL_VOCAB_TILE = 32768     # TRL's own trainers (DPO) use its add_fused_lm_head with this tile
-HEAD_CPU_TILE_COPIES = 6
+HEAD_CPU_TILE_COPIES = 7.25  # measured: 7.25 x rows x min(vocab, tile) x 4 bytes at 64-576 hidden, 128-6000 tokens
 MLP_TILE_TOKENS = 4096     # studio.train.long_context.MLP_TILE_TOKENS
 # Activation offloading (TRL's OffloadActivations): in backward the layer input being recomputed and the one
 # being copied back are on the device; in forward up to 5 offloaded tensors wait for their copies.
@@ -279,8 +279,8 @@ def _backward_ws(info: ModelInfo, s: Settings) -> tuple[float, int]:
     With the tiled MLP the MLP-width gradients, its recomputed tensors and its LoRA inputs exist for one
     tile of tokens at a time."""
     a = dtype_bytes(s.compute_dtype)
-    if not tiled_mlp(info, s):
-        return a * (2 * info.hidden + 2 * info.intermediate), 0
+    if not tiled_mlp(info, s):  # at the layer's peak: the incoming gradient and the two of the MLP's product
+        return a * (info.hidden + 2 * info.intermediate), 0
     return a * 4 * info.hidden, _mlp_tile_bytes(info, s)
 
 
@@ -375,15 +375,24 @@ def head_kind(s: Settings) -> str:
 
 
 def _tiled_head(info: ModelInfo, s: Settings, device: str) -> tuple[int, int, int]:
-    """(kept from forward to backward, one tile's workspace, the backward's gradient buffers) of the tiled head."""
+    """(kept from forward to backward, the tiles' workspace, the backward's gradient buffers) of the tiled head.
+
+    Counted from trl/kernels/chunked_logprob.py and measured (bench/memory_components.py): one tile buffer of
+    at most 4,096 rows x the vocabulary tile in the compute dtype; on a GPU Triton folds it in place, on the
+    CPU the eager fold keeps HEAD_CPU_TILE_COPIES fp32 copies of the tile's used part at once; the hidden
+    states' gradient accumulates in fp32 (and is cast back). Every position but a sequence's last has a
+    next-token label (the most the head projects; prompt tokens without a label are skipped)."""
     a = dtype_bytes(s.compute_dtype)
-    tokens, h = s.micro_batch * s.seq_len, info.hidden
-    cols = min(info.vocab, TRL_VOCAB_TILE if head_kind(s) == "trl" else HEAD_VOCAB_TILE.get(device, 32768))
-    tile = min(tokens, HEAD_TOKEN_TILE) * cols * a
-    copies = 1 if device == "cuda" else HEAD_CPU_TILE_COPIES + (1 if getattr(info, "logit_softcap", False) else 0)
+    tokens, h = s.micro_batch * max(1, s.seq_len - 1), info.hidden
+    chunk = TRL_VOCAB_TILE if head_kind(s) == "trl" else HEAD_VOCAB_TILE.get(device, HEAD_VOCAB_TILE["cuda"])
+    rows = min(tokens, HEAD_TOKEN_TILE)
+    ws = rows * chunk * a  # the tile buffer, allocated whole even when the vocabulary is smaller
+    if device != "cuda":
+        copies = HEAD_CPU_TILE_COPIES + (1 if getattr(info, "logit_softcap", False) else 0)
+        ws += int(copies * rows * min(info.vocab, chunk) * 4)
     saved = tokens * (a * h + 4 + 8)  # the labelled positions' hidden states (gathered), log-sum-exp, targets
     grads = tokens * h * 4 + (tokens * h * a if a != 4 else 0)  # fp32 hidden-state gradient, and its cast
-    return saved, tile * copies, grads
+    return saved, ws, grads
 
 
 def logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], stack: Stack = OURS,
@@ -392,10 +401,16 @@ def logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], stack:
     through a tiled head, what it kept, one tile and the hidden states' gradient."""
     s = Settings.of(settings)
     if head_kind(s) != "full":
-        return sum(_tiled_head(info, s, device))
+        return sum(_tiled_head(info, s, device)) + final_norm_bytes(info, s)
     a = dtype_bytes(s.compute_dtype)
     per_vocab = stack.logits_bytes_per_vocab + (a if getattr(info, "logit_softcap", False) else 0)
-    return int(s.micro_batch * s.seq_len * info.vocab * per_vocab)
+    return int(s.micro_batch * s.seq_len * info.vocab * per_vocab) + final_norm_bytes(info, s)
+
+
+def final_norm_bytes(info: ModelInfo, s: Settings) -> int:
+    """The final norm before the output layer keeps its fp32 input and 1/rms per token until the loss's
+    backward has passed it."""
+    return s.micro_batch * s.seq_len * (4 * info.hidden + 4)
 
 
 def loss_key(s: Settings) -> str:
@@ -403,7 +418,10 @@ def loss_key(s: Settings) -> str:
 
 
 def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, peak: bool = True,
-                 device: str = "cuda") -> tuple[dict, dict]:
+                 device: str = "cuda", absent_at_layer: int = 0) -> tuple[dict, dict]:
+    """The step's activation terms. ``peak``: under checkpointing, keep whichever of the loss's backward and the
+    first recomputed layer's backward is higher (``absent_at_layer``: bytes of the step that do not exist at the
+    layer's peak: the dequantised weight, and the adapter's gradients before any accumulation)."""
     a = dtype_bytes(s.compute_dtype)
     tokens = s.micro_batch * s.seq_len
     base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
@@ -433,7 +451,7 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
             src["activations"] = (f"activation offloading: the {L} layer inputs live in host RAM; in backward the one "
                                   f"recomputed and the one being copied back are here ({OFFLOAD_RESIDENT_INPUTS} x "
                                   f"{tokens:,} tokens x hidden {info.hidden} x {a} bytes)")
-        if peak and layer + (lora + eager) * tokens > logits:  # the recomputed layer is the peak, not the loss
+        if peak and layer + (lora + eager) * tokens - absent_at_layer > logits:  # the recomputed layer is the peak
             c.update({"recomputed_layer": layer, key: 0})
             src["recomputed_layer"] = "one decoder layer recomputed in backward, with its gradients" + (
                 f"; its MLP in tiles of {MLP_TILE_TOKENS:,} tokens" if tiled_mlp(info, s) else "")
@@ -472,10 +490,10 @@ def forward_logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any]
     s = Settings.of(settings)
     if head_kind(s) != "full":
         saved, ws, _ = _tiled_head(info, s, device)
-        return saved + ws
+        return saved + ws + final_norm_bytes(info, s)
     a = dtype_bytes(s.compute_dtype)
     per_vocab = a + (4 if a != 4 else 0) + 4 + (a if getattr(info, "logit_softcap", False) else 0)
-    return int(s.micro_batch * s.seq_len * info.vocab * per_vocab)
+    return int(s.micro_batch * s.seq_len * info.vocab * per_vocab) + final_norm_bytes(info, s)
 
 
 def phase_peaks(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float = 0.05,
@@ -495,8 +513,11 @@ def phase_peaks(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout
         + sum(methods.get(s.method).transients(info, s)[0].values())
     layer = _recomputed_layer_bytes(info, seq, dropout, device) if s.grad_ckpt else 0
     n = adapter_params(info, s)
+    # The layers' backward peaks in the first layer it reaches, right after its recomputation: no weight is
+    # dequantised then, and without accumulation no adapter gradient exists yet (measured: --lengths).
+    first_layer = during - sum(_transients(info, s)[0].values()) - (4 * n if s.grad_accum == 1 else 0)
     return {"forward": during + forward_logits_bytes(info, seq, device), "loss_backward": during + logits,
-            "layers_backward": during + layer,
+            "layers_backward": first_layer + layer,
             "optimizer_step": fixed + (4 * n if s.optimizer == "adamw_torch" else 0)}
 
 
@@ -571,12 +592,22 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
     for part in (_weights(info, s, stack), _trainable(info, s)):
         comps.update(part[0])
         srcs.update(part[1])
-    act, act_src = _activations(info, sequences(s), dropout, stack, device=device)
+    tr, tr_src = _transients(info, s)
+    grads_absent = 4 * adapter_params(info, s) if s.grad_accum == 1 else 0
+    act, act_src = _activations(info, sequences(s), dropout, stack, device=device,
+                                absent_at_layer=sum(tr.values()) + grads_absent)
     for part in (methods.get(s.method).activations(info, sequences(s), device, True),):
         act.update(part[0])
         act_src.update(part[1])
     _objective_parts(info, s, act, act_src, device)
-    tr, tr_src = _transients(info, s)
+    grads = (comps.get("lora_grads", 0), srcs.get("lora_grads", ""))
+    if "recomputed_layer" in act:
+        # the first recomputed layer's backward is the peak: no weight is dequantised then, and before any
+        # accumulation no adapter gradient exists yet (bench/memory_components.py --lengths)
+        tr, tr_src = {}, {}
+        if grads_absent:
+            comps.pop("lora_grads", None)
+            srcs.pop("lora_grads", None)
     for part in (methods.get(s.method).transients(info, s),):
         tr.update(part[0])
         tr_src.update(part[1])
@@ -584,6 +615,7 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
     n = adapter_params(info, s)
     step_phase = 4 * n if s.optimizer == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
     if step_phase > train_phase:
+        comps["lora_grads"], srcs["lora_grads"] = grads  # they exist at the step
         comps["optimizer_step_temp"] = step_phase
         srcs["optimizer_step_temp"] = "AdamW (foreach) temporaries at the optimizer step"
     else:
