@@ -372,7 +372,7 @@ def predict(info, s: dict, dropout: float) -> dict:
             "activations": acts, "logits_and_loss": memory.logits_bytes(info, memory.effective_settings(s), device="cpu"),
             "peak_tensors": est.peak_allocated, **{f"phase_{k}": v for k, v in memory.phase_peaks(info, s, dropout, "cpu").items()},
             # the step's rise above the weights and the adapter present before it, and the kernels' workspace
-            "step_resident": est.peak_allocated - sum(c.get(k, 0) for k in WEIGHT_PARTS) + memory.CPU_KERNEL_WORKSPACE}
+            "step_resident": est.peak_allocated - sum(c.get(k, 0) for k in WEIGHT_PARTS) + memory.cpu_kernel_workspace(memory.effective_settings(s))}
 
 
 WEIGHT_PARTS = ("base_weights_4bit", "base_weights_8bit", "base_weights_16bit", "unquantized_weights",

@@ -39,7 +39,7 @@ __all__ = ["MOE_PEFT_NAMES", "dtype_bytes", "experts_4bit", "experts_adapted", "
            "lora_tensors", "targeted", "Estimate", "Stack", "OURS", "estimate", "static_bytes", "per_gpu",
            "adapter_params", "adapter_tensors", "effective_settings", "saved_activations", "layer_bytes_per_token",
            "logits_bytes", "merged_expert_bytes", "quant_constant_bytes", "Parts", "Sources", "phase_peaks",
-           "forward_logits_bytes", "offloaded_bytes", "head_kind", "tiled_mlp", "LOSS_KEYS"]
+           "forward_logits_bytes", "offloaded_bytes", "head_kind", "tiled_mlp", "LOSS_KEYS", "cpu_kernel_workspace"]
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -58,8 +58,11 @@ CUDA_CONTEXT = 600 * MiB
 # the CPU kernels (oneDNN, OpenMP, bitsandbytes) keep from the first step on, measured as the first step's rise
 # above its live tensors at 512-8192 tokens (bench/memory_components.py --lengths; docs/planner.md "At the
 # lengths users train"). Both assume the worker hands freed tensors back (studio.malloc_trim.return_large_blocks).
+# With the tiled LM head the first step allocates no vocabulary-wide tensor, and the kernels keep less
+# (measured 115-132 MB at 512-8192 tokens; 150 MiB with the full logits).
 CPU_RUNTIME = 860 * MiB
 CPU_KERNEL_WORKSPACE = 150 * MiB
+CPU_KERNEL_WORKSPACE_TILED = 120 * MiB
 
 # --- bitsandbytes and loss-code facts -----------------------------------------------------------------
 NF4_BLOCK = 64             # bnb 4-bit: one absmax per 64 weights
@@ -435,11 +438,11 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
                 + (", plus the tanh output of the logit soft-capping)" if getattr(info, "logit_softcap", False)
                    else ")"))
     else:
-        saved, ws, grads = _tiled_head(info, s, device)
+        kept, ws, grads = _tiled_head(info, s, device)
         who = "TRL's DPO trainer computes" if head_kind(s) == "trl" else "computed"
         lsrc = (f"the loss {who} through the output layer a tile at a time, never the {tokens:,} x {info.vocab:,} "
-                f"logits: the hidden states it keeps ({saved / MiB:,.0f} MiB), their fp32 gradient "
-                f"({grads / MiB:,.0f} MiB) and one tile's workspace ({ws / MiB:,.0f} MiB)")
+                f"logits: the hidden states it keeps ({kept / MiB:,.0f} MiB), their fp32 gradient "
+                f"({grads / MiB:,.0f} MiB), one tile's workspace ({ws / MiB:,.0f} MiB) and the final norm's input")
     L = info.layers
     if s.grad_ckpt:
         ckpt = int(L * a * info.hidden * tokens)
@@ -476,7 +479,6 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
 def _recomputed_layer_bytes(info: ModelInfo, s: Effective, dropout: float, device: str) -> int:
     """Under checkpointing, the layer recomputed in backward: its saved tensors, the gradients flowing through
     it, its LoRA A outputs and eager attention's scores (the recomputed_layer/lora/scores terms above)."""
-    a = dtype_bytes(s.compute_dtype)
     tokens = s.micro_batch * s.seq_len
     base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
     backward_ws, tile_ws = _backward_ws(info, s)
@@ -574,7 +576,7 @@ def static_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], stack:
     settings = effective_settings(settings)
     parts = {**_weights(info, settings, stack)[0], **_trainable(info, settings)[0]}
     if device == "cpu":
-        return int(sum(parts.values())) + sum(_cpu_process().values())
+        return int(sum(parts.values())) + sum(_cpu_process(settings).values())
     return int(sum(parts.values()) * (1 + ALLOCATOR_OVERHEAD)) + CUDA_CONTEXT
 
 
@@ -630,9 +632,9 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
             comps["optimizer_state"] = paged
             srcs["optimizer_state"] = f"{s.optimizer}: not paged on the CPU (bitsandbytes falls back), in RAM"
         tensors = allocated + paged
-        comps.update(_cpu_process())
+        comps.update(_cpu_process(s))
         srcs.update(CPU_PROCESS_SOURCES)
-        return Estimate(peak_allocated=tensors, peak_reserved=tensors, device_total=tensors + sum(_cpu_process().values()),
+        return Estimate(peak_allocated=tensors, peak_reserved=tensors, device_total=tensors + sum(_cpu_process(s).values()),
                         components=comps, sources=srcs, trainable_params=n)
     overhead = int(allocated * ALLOCATOR_OVERHEAD)
     comps["allocator_overhead"] = overhead
@@ -654,9 +656,13 @@ CPU_PROCESS_SOURCES = {
     "cpu_kernel_workspace": "what the CPU kernels (oneDNN, OpenMP, bitsandbytes) keep from the first step on (measured)"}
 
 
-def _cpu_process() -> Parts:
+def _cpu_process(s: Settings) -> Parts:
     """The worker's resident memory beside its tensors on the CPU (the peak RAM a user's system shows)."""
-    return {"process_runtime": CPU_RUNTIME, "cpu_kernel_workspace": CPU_KERNEL_WORKSPACE}
+    return {"process_runtime": CPU_RUNTIME, "cpu_kernel_workspace": cpu_kernel_workspace(s)}
+
+
+def cpu_kernel_workspace(s: Settings) -> int:
+    return CPU_KERNEL_WORKSPACE if head_kind(s) == "full" else CPU_KERNEL_WORKSPACE_TILED
 
 
 # --- adapter methods (studio.methods) ---------------------------------------------------------------

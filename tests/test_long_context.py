@@ -13,7 +13,7 @@ from studio import memory, models, planner
 from studio.memory import GiB
 from studio.recipe import Recipe
 from studio.settings import Settings
-from studio.train import long_context, loading, recovery
+from studio.train import loading, long_context, recovery
 
 
 def _model(folder, tiled_head: bool, tiled_mlp: int = 0, dropout: float = 0.0, quant: str = "4bit"):

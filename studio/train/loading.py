@@ -117,9 +117,8 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
 def long_context_notes(model: Any, recipe: Recipe, device: str) -> list[str]:
     """Put the long-sequence parts the recipe asks for on the base (before peft wraps it:
     studio.train.long_context); returns what was asked and is not used here, in words."""
-    from studio.train import long_context  # torch at import: the worker's, not the planner's
-
     from studio import kernels
+    from studio.train import long_context  # torch at import: the worker's, not the planner's
 
     t, notes = recipe.train, []
     chosen, why = kernels.resolve(t.kernels, getattr(model.config, "model_type", ""), device)
