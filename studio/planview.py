@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from studio import methods, speed
-from studio.planner import Plan, Suggestion
+from studio import kernels, memory, methods, speed
+from studio.planner import MAX_CONTEXT, Plan, Suggestion
 from studio.recipe import Recipe
 from studio.units import binary_bytes
 
@@ -36,14 +36,16 @@ class PlanView:
     reasons: str                 # rich text (a list), empty without reasons
     change: Suggestion | None = None   # what "apply the suggestion" does; None: nothing
     change_label: str = ""
+    longest: str = ""                  # the longest context line; empty when the plan has no figure
+    context: tuple[tuple[str, str], ...] = ()  # (part, in words): the loss head, tiled MLP, offloading, kernels
 
     @property
     def total(self) -> float:
         return sum(b for _, b, _ in self.parts)
 
 
-def plan_view(plan: Plan, budget: int, probe_failed: bool = False) -> PlanView:
-    """Everything the page shows of ``plan`` against ``budget``."""
+def plan_view(plan: Plan, budget: int, probe_failed: bool = False, fixed: dict[str, Any] | None = None) -> PlanView:
+    """Everything the page shows of ``plan`` against ``budget``; ``fixed``: the settings the user pinned."""
     parts = memory_parts(plan)
     total = sum(b for _, b, _ in parts)
     fits = bool(plan.fits)
@@ -58,7 +60,67 @@ def plan_view(plan: Plan, budget: int, probe_failed: bool = False) -> PlanView:
     return PlanView(parts=parts, budget=budget, fits=fits, verdict=verdict,
                     footer=f"Fits in {binary_bytes(budget)}" if fits else "Does not fit the budget",
                     speed=speed_text(plan, probe_failed), reasons=reasons, change=change,
-                    change_label=change_label(change))
+                    change_label=change_label(change), longest=longest_text(plan, fixed or {}),
+                    context=context_rows(plan))
+
+
+def longest_text(plan: Plan, fixed: dict[str, Any]) -> str:
+    """The longest context the device holds with the plan's settings, and which parts that figure turns on."""
+    n = plan.longest_seq_len
+    if n is None:
+        return ""
+    where = "in this memory budget" if plan.device == "cpu" else "on this card"
+    figure = f"at least {n:,}" if n >= MAX_CONTEXT else f"{n:,}"
+    s = plan.settings
+    extra = [words for key, on, words in (("train.tiled_mlp", s.tiled_mlp, "the tiled MLP"),
+                                          ("train.offload_activations", s.offload, "activation offloading"))
+             if not on and key not in fixed and s.grad_ckpt and (key != "train.offload_activations"
+                                                                  or plan.device == "cuda")]
+    text = f"Longest context {where} with these settings: {figure} tokens"
+    if extra:  # planner.longest_context counts them: say so, or the figure reads as this plan's
+        text += f" (with {' and '.join(extra)} turned on where a length needs {'them' if len(extra) > 1 else 'it'})"
+    return text + "."
+
+
+def context_rows(plan: Plan) -> tuple[tuple[str, str], ...]:
+    """The long-sequence parts and the kernels of ``plan``, each in words: what runs and what it costs."""
+    s = plan.settings
+    head = memory.head_kind(s)
+    if head == "tiled":
+        head_text = "on: the loss goes through the output layer a tile at a time, never the whole logits"
+    elif head == "trl":
+        head_text = "TRL's own: its DPO trainer computes the log-probabilities a tile at a time"
+    else:
+        logits = plan.components.get("logits_and_loss")
+        head_text = ("off: " + ("ORPO's loss needs" if s.objective == "orpo" else "the loss comes from")
+                     + " the full tokens × vocabulary logits" + (f" ({binary_bytes(logits)})" if logits else ""))
+    mlp = (f"on: each layer's MLP runs {memory.MLP_TILE_TOKENS:,} tokens at a time, recomputed in backward "
+           "(a few percent slower)" if s.tiled_mlp else "off")
+    return (("Tiled loss head", head_text), ("Tiled MLP", mlp), ("Activation offloading", offload_text(plan)),
+            ("Kernels", kernels_text(s.kernels, plan.device)))
+
+
+def offload_text(plan: Plan) -> str:
+    """Offloading on or off; on, the host RAM it takes against what this computer can spare (when known)."""
+    if not plan.host_offload:
+        return "off" + (" (GPU only)" if plan.device == "cpu" else "")
+    text = f"on: the saved layer inputs take {binary_bytes(plan.host_offload)} of host RAM"
+    if plan.host_budget:
+        return text + f", of the {binary_bytes(plan.host_budget)} this computer can spare"
+    return text + "; this computer's RAM is not checked, so the machine that trains needs that much free"
+
+
+def kernels_text(kind: str, device: str) -> str:
+    """The layer kernels a run gets (train.kernels as the planner resolved it), and why not liger's."""
+    if kind == "liger":
+        return "liger-kernel's fused RMSNorm, RoPE and SwiGLU"
+    if kind == "auto":
+        return "liger-kernel's fused RMSNorm, RoPE and SwiGLU where they can run, else torch's"
+    if device != "cuda":
+        return "torch's kernels (liger-kernel runs on NVIDIA GPUs only)"
+    if not kernels.liger_installed():
+        return "torch's kernels (liger-kernel, which fuses RMSNorm, RoPE and SwiGLU, is not installed)"
+    return "torch's kernels"
 
 
 def memory_parts(plan: Plan) -> list[tuple[str, float, str]]:
@@ -97,6 +159,13 @@ def change_label(change: Suggestion | None) -> str:
     if change.budget_bytes is not None:
         return f"Set the budget to {binary_bytes(change.budget_bytes)}"
     return ""
+
+
+def longest_context(plan: Plan | None) -> tuple[int | None, str]:
+    """For the Data page: the longest context the plan's settings hold, and where ("this card")."""
+    if plan is None:
+        return None, ""
+    return plan.longest_seq_len, "this memory budget" if plan.device == "cpu" else "this card"
 
 
 def several_gpus_note(plan: Plan | None, picked: int) -> str:

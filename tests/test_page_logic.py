@@ -198,6 +198,24 @@ def test_token_line_counts_the_examples_the_sequence_length_cuts():
     assert display.bars({"edges": [0, 1], "counts": [1, 2]}) is None
 
 
+def test_the_lengths_against_the_longest_context_the_card_holds():
+    tokens = {"count": 480, "min": 100, "p50": 900, "p95": 7000, "max": 12000, "seq_len": 2048, "truncated": 40,
+              "histogram": {"edges": [100, 4100, 8100, 12001], "counts": [440, 28, 12]}}
+    assert display.longer_than(tokens, 2048) == (40, True)        # the length the statistics were counted at
+    assert display.longer_than(tokens, 12000) == (0, True) and display.longer_than(tokens, 99) == (480, True)
+    assert display.longer_than(tokens, 8099) == (12, True)        # a bin's edge: whole bins, exact
+    assert display.longer_than(tokens, 6099) == (26, False)       # half the second bin: read from the histogram
+    assert display.context_line(tokens, 8099, 2048) == (
+        "12 of 480 examples (2.5%) are longer than the 8,099 tokens this card holds with these settings; they would "
+        "be truncated. The plan's sequence length of 2,048 cuts 40 of 480 examples (8.3%); a longer one, up to "
+        "8,099, fits this card.")
+    assert display.context_line(tokens, 6099, 6099, "this memory budget") == (
+        "About 26 of 480 examples (5.4%) are longer than the 6,099 tokens this memory budget holds with these "
+        "settings; they would be truncated.")
+    assert display.context_line(tokens, 16384, 2048).startswith("All 480 examples fit in the 16,384 tokens")
+    assert display.context_line(tokens, None, 2048) == "" and display.context_line({}, 8099, 2048) == ""
+
+
 def test_the_mask_view_and_the_inspect_command():
     html = display.mask_html([("<s>", False), ("answer\n", True)], dark=False)
     assert "<span>&lt;s&gt;</span>" in html and "#FFE58F" in html and "answer↵<br>" in html

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from studio import exportview, hardware, models, planner, planview, playground, runs, trainview, units
+from studio import exportview, hardware, kernels, models, planner, planview, playground, runs, trainview, units
 from studio.planner import Suggestion
-from studio.planning import budget_bytes
+from studio.planning import Machine, budget_bytes, plan_for
 from studio.recipe import Problem, Recipe
 from studio.speed import TimeEstimate
 
@@ -76,6 +76,51 @@ def test_fitted_rows_mark_what_the_user_fixed():
     assert [key for _, key in planview.FITTED_ROWS] == list(rows)
     assert rows["train.seq_len"] == f"{r.train.seq_len} tokens  (fixed)" and "(fixed)" not in rows["train.lr"]
     assert rows["lora.method"] == "LoRA"
+
+
+def test_the_long_context_card_says_the_longest_length_and_what_runs(info):
+    """Issue 30: 80,000 tokens of Llama-3.1-8B on 24 GiB fit with the tiled MLP and offloading; the card says so."""
+    plan = plan_for(info, Machine("cuda", (24 * GiB,), "NVIDIA GeForce RTX 3090", 64 * GiB), {"train.seq_len": 80000},
+                    speed=False)
+    view = planview.plan_view(plan, 24 * GiB, fixed={"train.seq_len": 80000})
+    assert plan.fits and 80000 <= plan.longest_seq_len < planner.MAX_CONTEXT
+    assert view.longest == f"Longest context on this card with these settings: {plan.longest_seq_len:,} tokens."
+    rows = dict(view.context)
+    assert list(rows) == ["Tiled loss head", "Tiled MLP", "Activation offloading", "Kernels"]
+    assert rows["Tiled loss head"].startswith("on: ") and rows["Tiled MLP"].startswith("on: each layer's MLP runs 4,096")
+    host = units.binary_bytes(plan.host_offload)
+    assert rows["Activation offloading"] == (f"on: the saved layer inputs take {host} of host RAM, of the 64.00 GiB "
+                                             "this computer can spare")
+    assert rows["Kernels"] == planview.kernels_text(plan.settings.kernels, "cuda")
+    plan.host_budget = None  # planning for a GPU that is not here: the RAM is not checked, and the card says so
+    assert planview.offload_text(plan).endswith("the machine that trains needs that much free")
+
+
+def test_the_longest_line_says_which_parts_its_figure_turns_on(info):
+    plan = planner.fit(info, 24 * GiB)  # the default length: neither costly part is on
+    assert not plan.settings.tiled_mlp and not plan.settings.offload and plan.settings.grad_ckpt
+    assert planview.longest_text(plan, {}).endswith(
+        " tokens (with the tiled MLP and activation offloading turned on where a length needs them).")
+    pinned = {"train.offload_activations": False}
+    assert planview.longest_text(plan, pinned).endswith(" tokens (with the tiled MLP turned on where a length needs it).")
+    plan.device = "cpu"  # offloading is for GPUs; the CPU's budget is its memory
+    assert planview.longest_text(plan, {}).startswith("Longest context in this memory budget with these settings: ")
+    assert planview.offload_text(plan) == "off (GPU only)"
+    plan.longest_seq_len = None  # a plan that does not fit, or one of several GPUs, has no figure
+    assert planview.longest_text(plan, {}) == "" and planview.longest_context(plan) == (None, "this memory budget")
+    assert planview.longest_context(None) == (None, "")
+
+
+def test_the_kernels_in_words(info, monkeypatch):
+    assert planview.kernels_text("liger", "cuda") == "liger-kernel's fused RMSNorm, RoPE and SwiGLU"
+    assert planview.kernels_text("torch", "cpu") == "torch's kernels (liger-kernel runs on NVIDIA GPUs only)"
+    monkeypatch.setattr(kernels, "liger_installed", lambda: False)
+    assert planview.kernels_text("torch", "cuda").endswith("is not installed)")
+    monkeypatch.setattr(kernels, "liger_installed", lambda: True)
+    assert planview.kernels_text("torch", "cuda") == "torch's kernels"
+    plan = planner.fit(info, 80 * GiB, fixed={"train.tiled_head": False, "train.seq_len": 4096})
+    head = dict(planview.context_rows(plan))["Tiled loss head"]
+    assert head.startswith("off: the loss comes from the full tokens × vocabulary logits (") and "GiB)" in head
 
 
 def test_budget_rule_and_gpu_lines():

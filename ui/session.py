@@ -12,6 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from studio import hardware
 from studio.data.report import DatasetReport
 from studio.hardware import DEFAULT_BUDGET
 from studio.launch import processes
@@ -42,6 +43,7 @@ class Session(QObject):
         self.budget = DEFAULT_BUDGET  # the slider's start until the Plan page detects the device
         self.device = "cuda"              # "cpu" when there is no NVIDIA GPU: the budget is then system RAM
         self.gpu_name = ""
+        self.host_bytes: int | None = None  # host RAM activation offloading may fill: known for a GPU found here
         self.fixed: dict[str, Any] = {}   # "section.field" -> value the user pinned in the advanced panel
         self.preparing_model = False      # the demo model is being converted by a subprocess
 
@@ -70,8 +72,10 @@ class Session(QObject):
         self.refit()
 
     def set_device(self, device: str, gpu_name: str = "") -> None:
-        """Plan for the GPU or, without one, for the CPU (the plan page detects which)."""
+        """Plan for the GPU or, without one, for the CPU (the plan page detects which). A GPU found here
+        trains in this computer, so offloading may fill the RAM a CPU run could use (studio.planning.Machine)."""
         self.device, self.gpu_name = device, gpu_name
+        self.host_bytes = hardware.cpu_budget_bytes() if device == "cuda" and gpu_name else None
         self.refit()
 
     def use_recipe(self, recipe: Recipe, pin: dict | None = None) -> None:
@@ -99,7 +103,8 @@ class Session(QObject):
         try:
             n = processes(self.recipe.train)  # several GPUs picked: one GPU, DDP or FSDP, per-GPU memory
             t = self.recipe.train
-            plan = plan_for(self.model_info, Machine(self.device, (self.budget,) * n, self.gpu_name), self.fixed,
+            machine = Machine(self.device, (self.budget,) * n, self.gpu_name, self.host_bytes)
+            plan = plan_for(self.model_info, machine, self.fixed,
                             dataset_report=self.dataset_report, steps=t.max_steps if t.max_steps > 0 else None,
                             examples=getattr(self.dataset_report, "usable", None), epochs=t.epochs)
         except ValueError as e:  # the planner's own errors are user-facing messages

@@ -1,5 +1,6 @@
 """What the Data page says about a dataset report, without Qt: the summary line, the problem list,
-the preview table's rows and columns, the token-length line, the example with its trained tokens,
+the preview table's rows and columns, the token-length line, the lengths against the longest context the
+plan's device holds, the example with its trained tokens,
 and the ``data inspect`` command line that computes the token statistics.
 
 Everything takes the plain dicts of ``DatasetReport.to_dict()`` and of the ``data inspect --events``
@@ -100,9 +101,56 @@ def token_summary(tokens: dict, hist: dict, seq_len: int) -> str:
             f"{tokens.get('p95')} · longest {tokens.get('max')} tokens")
     if (tokens.get("max") or 0) <= seq_len:
         return text + f" · all fit in the planned sequence length of {seq_len}"
+    over, exact = longer_than({**tokens, "histogram": hist}, seq_len)
+    return text + f" · {'' if exact else 'about '}{over:,} longer than the planned {seq_len} (they are truncated)"
+
+
+def longer_than(tokens: dict, limit: int) -> tuple[int, bool]:
+    """How many examples are longer than ``limit`` tokens, and whether that count is exact.
+
+    Exact at the length the statistics were computed for (``truncated`` at ``seq_len``) and outside the
+    lengths seen; in between it is read from the histogram, the bin that holds ``limit`` shared in proportion.
+    """
+    if tokens.get("seq_len") == limit:
+        return int(tokens.get("truncated") or 0), True
+    if (tokens.get("max") or 0) <= limit:
+        return 0, True
+    if (tokens.get("min") or 0) > limit:
+        return int(tokens.get("count") or 0), True
+    hist = tokens.get("histogram") or {}
     edges, counts = hist.get("edges") or [], hist.get("counts") or []
-    over = sum(c for lo, c in zip(edges, counts) if lo >= seq_len)
-    return text + f" · about {over:,} longer than the planned {seq_len} (they are truncated)"
+    over, exact = 0.0, True
+    for lo, hi, c in zip(edges, edges[1:], counts):  # a bin holds the lengths lo .. hi - 1
+        if lo > limit:
+            over += c
+        elif hi - 1 > limit and c:
+            over, exact = over + c * (hi - 1 - limit) / (hi - lo), False
+    return round(over), exact
+
+
+def context_line(tokens: dict, longest: int | None, seq_len: int, where: str = "this card") -> str:
+    """The examples against the longest context ``where`` holds with the plan's settings, and what the
+    plan's shorter sequence length cuts beyond that; empty without token statistics or a longest context."""
+    total = int(tokens.get("count") or 0)
+    if not total or not longest:
+        return ""
+    n, exact = longer_than(tokens, longest)
+    if not n:
+        text = f"{'All' if exact else 'Nearly all'} {total:,} examples fit in the {longest:,} tokens {where} holds with these settings."
+    else:
+        share = _share(n, exact, total)
+        text = (f"{share[:1].upper()}{share[1:]} are longer than the {longest:,} tokens {where} holds with these "
+                "settings; they would be truncated.")
+    if seq_len < longest:
+        cut, cut_exact = longer_than(tokens, seq_len)
+        if cut > n:
+            text += (f" The plan's sequence length of {seq_len:,} cuts {_share(cut, cut_exact, total)}; "
+                     f"a longer one, up to {longest:,}, fits {where}.")
+    return text
+
+
+def _share(n: int, exact: bool, total: int) -> str:
+    return f"{'' if exact else 'about '}{n:,} of {total:,} examples ({n / total:.1%})"
 
 
 def bars(hist: dict) -> tuple[list[float], list[int], list[float]] | None:

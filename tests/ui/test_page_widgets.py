@@ -110,5 +110,10 @@ def test_the_token_view_shows_and_clears_the_statistics(qtbot):
     view.show_tokens(tokens, 20, [("hello", False), ("world", True)])
     assert view.status.text().startswith("4 examples · median 10") and "about 1 longer than the planned 20" in view.status.text()
     assert view.chart.lines["seq_len"].value() == 20 and "helloworld" in view.example.toPlainText()
+    assert view.context.isHidden() and "longest" not in view.chart.lines
+    view.show_context("1 of 4 examples (25.0%) are longer than the 30 tokens this card holds", 30)
+    assert not view.context.isHidden() and view.chart.lines["longest"].value() == 30
+    assert view.chart.lines["seq_len"].value() == 20  # redrawn with the histogram, not lost
     view.clear("Waiting…")
     assert view.tokens == {} and view.example.toPlainText() == "" and view.status.text() == "Waiting…"
+    assert view.context.isHidden()

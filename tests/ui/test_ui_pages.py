@@ -362,13 +362,13 @@ def test_double_clicking_a_past_run_shows_its_charts(window, qtbot):
 def test_a_plan_that_does_not_fit_offers_the_planners_fix(window, qtbot):
     window.model_page.choose(CATALOG_MODEL)
     window.plan_page.set_budget_bytes(12 * GIB)
-    window.session.pin("train.seq_len", 8192)
+    window.session.pin("train.seq_len", 32768)  # beyond the longest context 12 GiB holds even with the tiled head
     page = window.plan_page
     assert not window.session.plan.fits and not page.prediction.suggest_btn.isHidden()
     assert page.prediction.suggest_btn.text().startswith("Use sequence length")
     page.prediction.suggest_btn.click()
     assert window.session.plan.fits and page.prediction.suggest_btn.isHidden()
-    assert window.session.fixed["train.seq_len"] < 8192
+    assert window.session.fixed["train.seq_len"] < 32768
 
 
 def test_data_page_maps_roles_and_shows_what_was_left_out(window, qtbot):

@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLineEdit, QWidget
 
+from studio import planview
 from studio.data import display, inspect
 from studio.data.report import DatasetReport, TokenStats
 from ui.controllers import CommandController
@@ -61,8 +62,7 @@ class DataPage(Page):
         self.tokens.sig_error.connect(lambda _k, m, _h: self.token_status.setText(f"Token statistics unavailable: {m}"))
         self.tokens.sig_busy.connect(self._token_busy)
         session.sig_model.connect(lambda _i: self.request_tokens())
-        session.sig_plan.connect(lambda _p: self.token_view.hist and self.token_view.show_histogram(
-            self.token_view.hist, self._seq_len()))
+        session.sig_plan.connect(self._plan_changed)
 
     def _build(self) -> None:
         self.drop = DropZone()
@@ -187,6 +187,19 @@ class DataPage(Page):
         if d.get("notes"):  # with the model: how its template writes tool calls, among the rest
             self._show_notes(d["notes"])
         self.token_view.show_tokens(tokens, self._seq_len(), d.get("mask_view"))
+        self._show_context()
+
+    def _plan_changed(self, _plan: Any) -> None:
+        """A new plan: its sequence length on the histogram, and the lengths against its longest context."""
+        if self.token_view.hist:
+            self.token_view.show_histogram(self.token_view.hist, self._seq_len())
+        self._show_context()
+
+    def _show_context(self) -> None:
+        longest, where = planview.longest_context(self.session.plan)
+        tokens = self.token_view.tokens
+        self.token_view.show_context(display.context_line(tokens, longest, self._seq_len(), where) if tokens else "",
+                                     longest if tokens else None)
 
     def _attach_tokens(self, tokens: dict) -> None:
         """Give the in-process report its token statistics so the planner sees real lengths."""

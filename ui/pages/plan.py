@@ -21,7 +21,7 @@ from ui.controllers import CommandController
 from ui.session import GIB, Session
 from ui.widgets.common import Page, label, primary_button
 from ui.widgets.field_editor import AdvancedCard
-from ui.widgets.plan_cards import BudgetCard, FittedCard, MethodCard, PredictionCard
+from ui.widgets.plan_cards import BudgetCard, ContextCard, FittedCard, MethodCard, PredictionCard
 from ui.widgets.state import State
 
 PROBE_RETRY_MS = 2000      # the CPU speed probe waits for the demo model's conversion to finish
@@ -55,6 +55,7 @@ class PlanPage(Page):
         self.prediction.sig_apply.connect(self._apply_suggestion)
         self._probe = CommandController(self)  # python -m studio.train.cpu_probe: one done event with the rates
         self._probe.sig_finished.connect(self._probe_done)
+        self.long_context = ContextCard(self.view)
         self.methods = MethodCard()
         self.methods.sig_chosen.connect(self._method_chosen)
         self.fitted = FittedCard(self.rows)
@@ -62,7 +63,7 @@ class PlanPage(Page):
         self.advanced = AdvancedCard(self.values)
         self.advanced.sig_pin.connect(self.session.pin)
         self.advanced.sig_unpin.connect(self._unpin)
-        for card in (self.budget, self.prediction, self.methods, self.fitted, self.advanced):
+        for card in (self.budget, self.prediction, self.long_context, self.methods, self.fitted, self.advanced):
             self.content.addWidget(card)
         self.content.addStretch(1)
         self.footer_fit = label("", "muted")
@@ -131,7 +132,7 @@ class PlanPage(Page):
         if plan is None:
             self.view.set(self.session.budget)
         else:
-            view = planview.plan_view(plan, self.session.budget, self._probe_failed)
+            view = planview.plan_view(plan, self.session.budget, self._probe_failed, self.session.fixed)
             self.view.set(view)
             self.footer_fit.setText(view.footer)
         self._sync_editors()

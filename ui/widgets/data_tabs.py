@@ -31,12 +31,16 @@ class TokenView(QWidget):
         self.tokens: dict = {}  # the last token statistics shown, {} while none
         self.hist: dict = {}
         self.seq_len = 0  # the line drawn on the histogram
+        self.longest = 0  # the longest context the plan's device holds, drawn too (0: none)
         self.chart = None  # made on first use: pyqtgraph loads then
         tl = QVBoxLayout(self)
         tl.setContentsMargins(6, 6, 6, 6)
         self.status = label("Token lengths appear once a model is chosen.", "muted", wrap=True)
+        self.context = label("", "muted", wrap=True)  # the lengths against the longest context (planview)
+        self.context.setVisible(False)
         self.busy = Busy()
         tl.addWidget(self.status)
+        tl.addWidget(self.context)
         tl.addWidget(self.busy)
         split = QSplitter(Qt.Orientation.Horizontal)
         self.hist_host = QWidget()
@@ -56,6 +60,7 @@ class TokenView(QWidget):
             self.show_histogram({}, self.seq_len)
         self.example.clear()
         self.status.setText(status)
+        self.context.setVisible(False)
 
     def show_tokens(self, tokens: dict, seq_len: int, mask_view: list | None) -> None:
         self.tokens = tokens
@@ -83,14 +88,30 @@ class TokenView(QWidget):
             xs, heights, widths = shape
             plot.addItem(pg.BarGraphItem(x=xs, height=heights, width=widths, brush=pg.mkBrush("#0072B2"),
                                          pen=pg.mkPen("#0072B2")))
-        old = self.chart.lines.pop("seq_len", None)
+        self._line("seq_len", seq_len, pg.mkPen(display.RED, width=2), f"seq_len {seq_len}", display.RED, 0.9)
+        self._line("longest", self.longest if hist else 0, pg.mkPen("#6E7781", width=2, style=Qt.PenStyle.DashLine),
+                   f"longest context {self.longest}", "#6E7781", 0.75)
+
+    def show_context(self, text: str, longest: int | None) -> None:
+        """The line on the examples against the longest context, and that length on the histogram."""
+        self.context.setText(text)
+        self.context.setVisible(bool(text))
+        self.longest = int(longest or 0)
+        if self.chart is not None:
+            self.show_histogram(self.hist, self.seq_len)
+
+    def _line(self, key: str, x: int, pen: object, text: str, color: str, position: float) -> None:
+        """A vertical line at ``x`` tokens (none at 0), replacing the one of the same ``key``."""
+        import pyqtgraph as pg
+
+        plot = self.chart.getPlotItem()
+        old = self.chart.lines.pop(key, None)
         if old is not None:
             plot.removeItem(old)
-        if seq_len:
-            line = pg.InfiniteLine(pos=seq_len, angle=90, pen=pg.mkPen(display.RED, width=2), label=f"seq_len {seq_len}",
-                                   labelOpts={"position": 0.9, "color": display.RED})
+        if x:
+            line = pg.InfiniteLine(pos=x, angle=90, pen=pen, label=text, labelOpts={"position": position, "color": color})
             plot.addItem(line)
-            self.chart.lines["seq_len"] = line
+            self.chart.lines[key] = line
 
 
 class DatasetTabs(QTabWidget):

@@ -1,5 +1,5 @@
-"""The Plan page's cards: the budget (slider and GPU picker), the predicted memory, the adapter methods and
-the fitted settings. Each draws a value from ``studio.planview``, held in a ``State`` it is bound to, and
+"""The Plan page's cards: the budget (slider and GPU picker), the predicted memory, the long context, the
+adapter methods and the fitted settings. Each draws a value from ``studio.planview``, held in a ``State`` it is bound to, and
 says what the user asked for with a signal; none reads a ``Plan`` or talks to the session."""
 from __future__ import annotations
 
@@ -148,6 +148,39 @@ class PredictionCard(Card):
         self.change = view.change
         self.suggest_btn.setText(view.change_label)
         self.suggest_btn.setVisible(bool(view.change_label))
+
+
+class ContextCard(Card):
+    """The longest context the card holds with these settings, and the long-sequence parts and kernels that run."""
+
+    ROWS = ("Tiled loss head", "Tiled MLP", "Activation offloading", "Kernels")  # planview.context_rows' parts
+
+    def __init__(self, state: State, parent: QWidget | None = None) -> None:
+        super().__init__("Long context", parent)
+        self.longest = label("No plan yet.", "muted", wrap=True)
+        self.longest.setToolTip("The planner's search over lengths with the other settings of this plan kept")
+        self.body.addWidget(self.longest)
+        grid = QGridLayout()
+        grid.setColumnStretch(1, 1)
+        self.values: dict[str, QLabel] = {}
+        for i, title in enumerate(self.ROWS):
+            grid.addWidget(label(title + ":", "muted"), i, 0, Qt.AlignmentFlag.AlignTop)
+            self.values[title] = label("–", "value", wrap=True)
+            grid.addWidget(self.values[title], i, 1)
+        self.body.addLayout(grid)
+        state.changed.connect(self.show_view)
+
+    def show_view(self, view: PlanView | int) -> None:
+        """A plan's view, or (no plan) dashes."""
+        if not isinstance(view, PlanView):
+            self.longest.setText("No plan yet.")
+            for value in self.values.values():
+                value.setText("–")
+            return
+        self.longest.setText(view.longest or "No longest context for this plan (it does not fit, or runs on "
+                                             "several GPUs).")
+        for title, text in view.context:
+            self.values[title].setText(text)
 
 
 class MethodCard(Card):
