@@ -110,9 +110,39 @@ def test_probe_recipe_carries_the_settings_it_measures():
     from studio.commands.probe import recipe_for
     from studio.settings import Settings
 
-    wanted = {**Settings().to_dict(), "train.micro_batch": 3, "train.seq_len": 384, "lora.rank": 32}
+    wanted = {**Settings().to_dict(), "train.micro_batch": 3, "train.seq_len": 384, "lora.rank": 32,
+              "train.tiled_head": False, "train.tiled_mlp": True, "train.offload_activations": True,
+              "train.kernels": "torch"}
     recipe = recipe_for(wanted, dropout=0.1)
     assert (recipe.train.micro_batch, recipe.train.seq_len, recipe.lora.rank, recipe.lora.dropout) == (3, 384, 32, 0.1)
+    t = recipe.train
+    assert (t.tiled_head, t.tiled_mlp, t.offload_activations, t.kernels) == (False, True, True, "torch")
+
+
+def test_probe_trains_with_the_workers_trainer(tmp_path):
+    """The probe measures what the worker runs: on a random model saved from a config, its Trainer computes
+    the loss through the tiled head (no logits come back) and takes the recipe's offloading setting; one
+    real step trains on the CPU."""
+    from studio.commands.probe import _random_batches, _trainer, random_model_folder, recipe_for
+    from studio.settings import Settings
+    from studio.train.loading import load_model
+    from studio.train.trainer import StudioTrainer
+
+    settings = {**Settings().to_dict(), "train.micro_batch": 1, "train.grad_accum": 1, "train.seq_len": 32,
+                "train.tiled_head": True, "train.offload_activations": True}
+    recipe = recipe_for(settings)
+    config = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 384}
+    model = load_model(random_model_folder(None, tmp_path / "model", config), recipe, "cpu")
+    batches = _random_batches(model.config.vocab_size, 32, 1)
+    steps: list[int] = []
+    trainer = _trainer(model, recipe, 1, batches, tmp_path, steps.append, device="cpu")
+    assert isinstance(trainer, StudioTrainer) and trainer.recipe_train.offload_activations is True
+    batch = {k: v[None] for k, v in batches[0].items()}
+    loss, outputs = trainer.compute_loss(model, batch, return_outputs=True)
+    assert outputs.logits is None and float(loss.detach()) > 0
+    trainer.train()
+    assert steps == [1]
 
 
 def test_models_lists_the_catalog(capsys):
@@ -135,6 +165,35 @@ def test_calibration_script_without_a_gpu(capsys):
     assert cal.main(["--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(cal.VOCABS) * len(cal.LENGTHS) * len(cal.ATTNS) * len(cal.GC)
+
+
+def test_calibration_long_context_points_without_a_gpu(capsys):
+    """--long-context: 8B at each length with the planner's choice for 24 GiB and with both parts forced on;
+    the dry run prints each point's predictions (host memory and step time included) without a GPU."""
+    from studio import planner
+
+    cal = _bench("calibrate_memory")
+    assert cal.main(["--long-context"]) == 1
+    assert "needs an NVIDIA GPU" in capsys.readouterr().out
+    points = cal.long_context_grid()
+    assert cal.main(["--long-context", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(points) and all("host_pinned" in line and " s" in line for line in lines)
+    by_length: dict[int, list[dict]] = {}
+    for info, s, config in points:
+        assert (info.name, info.layers, info.vocab, config["hidden_size"]) == ("llama-3.1-8b-instruct", 32, 128256, 4096)
+        assert (s["quant.mode"], s["lora.rank"], s["train.micro_batch"], s["train.grad_accum"]) == ("4bit", 32, 1, 1)
+        assert s["train.grad_ckpt"] and s["train.attn"] == "sdpa" and s["train.tiled_head"]
+        by_length.setdefault(s["train.seq_len"], []).append(s)
+    assert sorted(by_length) == list(cal.LONG_LENGTHS)
+    for seq, chosen in by_length.items():
+        plan = planner.fit(info, cal.LONG_BUDGET, fixed={**cal.LONG_FIXED, "train.seq_len": seq})
+        assert plan.fits and chosen[0] == plan.settings.to_dict()
+        assert chosen[-1]["train.tiled_mlp"] and chosen[-1]["train.offload_activations"]
+        assert len(chosen) == (1 if chosen[0] == chosen[-1] else 2)
+    assert not by_length[16384][0]["train.offload_activations"]  # the planner offloads only where a length needs it
+    row = cal._row(info, by_length[65536][-1], None, cal.DRY_RUN_GPU)
+    assert row["predicted"]["host_pinned"] > 16 * GiB and row["predicted"]["step_seconds"] > 0
 
 
 def test_calibration_fit_recovers_known_coefficients():

@@ -2,15 +2,20 @@
 
 The model is built at random from the config (nothing is downloaded), saved as safetensors in a
 temporary folder, then loaded by the training code's own loader (``studio.train.loading``) with
-the plan's settings, and trained for a few steps with the same Trainer settings as the worker on
-fixed-length batches (the worst case of per-batch padding). Measured: torch's peak allocated
-and reserved memory and NVML's device memory in use. Without a GPU the probe says so and stops.
+the plan's settings, and trained for a few steps with the worker's Trainer (``StudioTrainer``: its
+tiled loss head and activation offloading, as the recipe asks) and arguments on fixed-length batches
+(the worst case of per-batch padding). Measured: torch's peak allocated and reserved memory, NVML's
+device memory in use, the pinned host memory activation offloading took, the process's resident
+memory rise and the step time. Without a GPU the probe says so and stops.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +78,11 @@ def _catalog_config(name: str) -> dict:
     return entry.config
 
 
-def random_model_folder(info: Any, out: Path, config_dict: dict | None = None) -> Path:
-    """Save a randomly initialised model with ``info``'s config (or ``config_dict``) as safetensors."""
+def random_model_folder(info: Any, out: Path, config_dict: dict | None = None, device: str = "cpu") -> Path:
+    """Save a randomly initialised model with ``info``'s config (or ``config_dict``) as safetensors.
+
+    ``device="cuda"`` draws the random weights on the GPU (an 8B model in seconds instead of minutes on
+    the CPU); the memory is given back before anything is measured."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -83,9 +91,12 @@ def random_model_folder(info: Any, out: Path, config_dict: dict | None = None) -
     else:
         raw = dict(config_dict or _catalog_config(info.name))
         config = AutoConfig.for_model(raw.pop("model_type"), **raw)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, trust_remote_code=False)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, trust_remote_code=False)
     model.save_pretrained(out, safe_serialization=True)
     del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return out
 
 
@@ -100,34 +111,63 @@ def recipe_for(settings: dict, dropout: float = 0.05) -> Recipe:
 
 
 class _PeakCallback:
-    """Reads torch's peaks and NVML's device use after every optimizer step."""
+    """Reads torch's peaks, NVML's device use, pinned host memory (activation offloading's copies), the
+    process's resident memory and the time after every optimizer step."""
 
     def __init__(self) -> None:
+        import psutil
+        import torch
+
         self.rows: list[dict] = []
+        self._process = psutil.Process()
+        self._host = hasattr(torch.cuda, "host_memory_stats")  # not in every torch the range allows: then None
+        if self._host:
+            torch.cuda.reset_peak_host_memory_stats()
+        self.rss_before = self._process.memory_info().rss  # the loaded model's; the steps' rise is on top
+        self.started = time.perf_counter()
 
     def __call__(self, step: int) -> None:
         import torch
 
-
         torch.cuda.synchronize()
+        host = torch.cuda.host_memory_stats() if self._host else {}
         self.rows.append({"step": step, "peak_allocated": torch.cuda.max_memory_allocated(),
                           "peak_reserved": torch.cuda.max_memory_reserved(),
-                          "device_used": gpu_memory_used(torch.cuda.current_device())})
+                          "device_used": gpu_memory_used(torch.cuda.current_device()),
+                          "host_pinned": host.get("active_bytes.peak"),
+                          "rss_rise": self._process.memory_info().rss - self.rss_before,
+                          "seconds": time.perf_counter() - self.started})
+
+    def summary(self) -> dict:
+        """The peaks over all steps, and the median step time after the first (which compiles and warms up)."""
+        out: dict[str, Any] = {k: max(r[k] or 0 for r in self.rows)
+                               for k in ("peak_allocated", "peak_reserved", "device_used", "rss_rise")}
+        out["host_pinned"] = max(r["host_pinned"] or 0 for r in self.rows) if self._host else None
+        times = [r["seconds"] for r in self.rows]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        out["step_seconds"] = statistics.median(gaps) if gaps else (times[0] if times else None)
+        return out
 
 
-def _trainer(model: Any, recipe: Any, steps: int, data: Any, out: Path, on_step: Any) -> Any:
-    from transformers import Trainer, TrainerCallback, default_data_collator
+def _trainer(model: Any, recipe: Any, steps: int, data: Any, out: Path, on_step: Any, device: str = "cuda") -> Any:
+    """The worker's Trainer (studio.train.trainer.StudioTrainer: the tiled loss head and activation offloading
+    as ``recipe.train`` asks) with exactly its arguments (studio/train/run.py), only shorter and without
+    checkpoints; its events go nowhere."""
+    from transformers import TrainerCallback, default_data_collator
 
+    from studio.events import Emitter
+    from studio.train.trainer import StudioTrainer
 
-    # Exactly the worker's arguments (studio/train/run.py), only shorter and without checkpoints.
-    args = training_arguments(recipe, out / "ckpt", "cuda", model.get_base_model().dtype, max_steps=steps,
+    args = training_arguments(recipe, out / "ckpt", device, model.get_base_model().dtype, max_steps=steps,
                               save_strategy="no", logging_steps=1)
 
     class Cb(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
             on_step(state.global_step)
 
-    return Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator, callbacks=[Cb()])
+    return StudioTrainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator,
+                         callbacks=[Cb()], run_dir=out, emitter=Emitter(stream=io.BytesIO()),
+                         recipe_train=recipe.train)
 
 
 def _random_batches(vocab: int, seq_len: int, count: int) -> list[dict]:
@@ -142,11 +182,12 @@ def _random_batches(vocab: int, seq_len: int, count: int) -> list[dict]:
 
 
 def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, workdir: Path | None = None,
-            config_dict: dict | None = None, baseline: int | None = None) -> dict:
+            config_dict: dict | None = None, baseline: int | None = None, model_folder: Path | None = None) -> dict:
     """Train ``steps`` optimizer steps of ``settings`` on a random ``info`` model; return measured peaks.
 
     ``baseline`` is NVML's device use before this process touched CUDA (read here when not given),
-    so that device use minus baseline is this run's share, CUDA context included.
+    so that device use minus baseline is this run's share, CUDA context included. ``model_folder``: a
+    random model already saved by random_model_folder() (several points of one shape share it).
     """
 
     if baseline is None:
@@ -159,18 +200,20 @@ def measure(info: Any, settings: dict, steps: int = 3, dropout: float = 0.05, wo
 
     recipe = recipe_for(settings, dropout)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        folder = random_model_folder(info, Path(tmp) / "model", config_dict)
+        folder = model_folder or random_model_folder(info, Path(tmp) / "model", config_dict)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         model = load_model(folder, recipe, "cuda")
         cb = _PeakCallback()
         data = _random_batches(info.vocab, settings["train.seq_len"], steps * settings["train.micro_batch"] * settings["train.grad_accum"])
         _trainer(model, recipe, steps, data, Path(tmp), cb).train()
-        result = {"steps": cb.rows, "baseline_device_used": baseline,
-                  **{k: max(r[k] or 0 for r in cb.rows) for k in ("peak_allocated", "peak_reserved", "device_used")}}
+        result = {"steps": cb.rows, "baseline_device_used": baseline, **cb.summary()}
         del model
         gc.collect()
         torch.cuda.empty_cache()
+        empty_host = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
+        if empty_host is not None:  # the next point's offloading pins its own host memory (its RSS rise shows)
+            empty_host()
     return result
 
 
@@ -179,6 +222,8 @@ def compare(info: Any, settings: dict, measured: dict, dropout: float = 0.05) ->
 
     est = estimate(info, settings, dropout=dropout)
     pairs = {"peak_allocated": est.peak_allocated, "peak_reserved": est.peak_reserved, "device_used": est.device_total}
+    if est.host_offload:  # activation offloading: the pinned host memory its copies took
+        pairs["host_pinned"] = est.host_offload
     got = dict(measured)
     if got.get("device_used") and got.get("baseline_device_used") is not None:
         got["device_used"] -= got["baseline_device_used"]  # this run's share of nvidia-smi's figure
