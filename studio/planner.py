@@ -347,7 +347,8 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
             plan.reasons.append(f"The dataset has {rows} usable example{'s' if rows != 1 else ''}, so a step "
                                 f"takes at most {effective_batch} (a bigger batch would repeat examples).")
         return plan
-    return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space, device)
+    return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space, device,
+                   host_limit)
 
 
 def longest_context(info: ModelInfo, settings: Settings, limit: int, dropout: float, device: str,
@@ -502,13 +503,15 @@ def objective_reasons(s: Settings) -> list[str]:
 
 # --- when nothing fits ---------------------------------------------------------------------------------
 def _minimal(info: ModelInfo, fixed: dict, seq_len: int, effective_batch: int, dropout: float,
-             device: str = "cuda") -> tuple[Settings, memory.Estimate]:
-    """The leanest settings (honouring fixed ones) at ``seq_len``."""
+             device: str = "cuda", host_limit: int | None = None) -> tuple[Settings, memory.Estimate]:
+    """The leanest settings (honouring fixed ones) at ``seq_len``: the long-sequence parts on (offloading
+    only within ``host_limit``)."""
     cpu = device == "cpu"
     base: dict[str, Any] = {"quant.mode": "4bit", "quant.double_quant": True, "lora.rank": 8, "lora.targets": ["all-linear"], "train.micro_batch": 1,
             "train.seq_len": seq_len, "train.grad_ckpt": True, "train.attn": "sdpa" if getattr(info, "supports_sdpa", True) else "eager",
             "train.optimizer": "adamw_8bit" if cpu else "paged_adamw_8bit", "quant.compute_dtype": "float32" if cpu else "bfloat16",
-            "lora.method": "lora", "lora.virtual_tokens": 20}
+            "lora.method": "lora", "lora.virtual_tokens": 20, "train.tiled_head": True, "train.tiled_mlp": True,
+            "train.offload_activations": not cpu, "train.kernels": kernels_for(info, device)}
     for k, v in fixed.items():
         if k in base:
             base[k] = _norm_targets(v) if k == "lora.targets" else v
@@ -516,18 +519,31 @@ def _minimal(info: ModelInfo, fixed: dict, seq_len: int, effective_batch: int, d
         base["train.grad_ckpt"] = False
     base["train.seq_len"] = seq_len
     s = _complete(base, fixed, effective_batch)
-    return s, memory.estimate(info, s, dropout=dropout, device=device)
+    if not _valid(s):
+        s = s.replace(tiled_mlp=False, offload=False)
+    est = memory.estimate(info, s, dropout=dropout, device=device)
+    if host_limit is not None and est.host_offload > host_limit and "train.offload_activations" not in fixed:
+        s = s.replace(offload=False)
+        est = memory.estimate(info, s, dropout=dropout, device=device)
+    return s, est
 
 
 def _no_fit(info: ModelInfo, budget: int, margin: int, fixed: dict, target: int, effective_batch: int,
-            dropout: float, space: dict, device: str = "cuda") -> Plan:
-    s, est = _minimal(info, fixed, target, effective_batch, dropout, device)
+            dropout: float, space: dict, device: str = "cuda", host_limit: int | None = None) -> Plan:
+    s, est = _minimal(info, fixed, target, effective_batch, dropout, device, host_limit)
     plan = _make_plan(info, False, budget, margin, s, est, target, dropout, device)
+    plan.host_budget = host_limit
     limit = budget - margin
     where = "of memory (RAM; training runs on the CPU)" if device == "cpu" else "on the device"
     plan.reasons = [f"Nothing fits: even the leanest settings need {_gib(est.device_total)} {where}, "
                     f"more than the budget of {_gib(budget)} minus the {_gib(margin)} margin."]
-    change = _suggest(info, fixed, target, effective_batch, dropout, limit, est, device)
+    if host_limit is not None and not s.offload and device == "cuda" and s.grad_ckpt:
+        unbound = _minimal(info, fixed, target, effective_batch, dropout, device)[1]
+        if unbound.device_total <= limit:
+            plan.reasons.append(f"With activation offloading the GPU would hold it, but offloading needs "
+                                f"{_gib(unbound.host_offload)} of host RAM and this computer can spare "
+                                f"{_gib(host_limit)}: more RAM, or a shorter length.")
+    change = _suggest(info, fixed, target, effective_batch, dropout, limit, est, device, host_limit)
     plan.suggestion_change = change
     plan.suggestion = _describe(change, info, device)
     plan.reasons.append(plan.suggestion)
@@ -535,14 +551,15 @@ def _no_fit(info: ModelInfo, budget: int, margin: int, fixed: dict, target: int,
 
 
 def _suggest(info: ModelInfo, fixed: dict, target: int, effective_batch: int, dropout: float, limit: int,
-             lean: memory.Estimate, device: str = "cuda") -> Suggestion:
+             lean: memory.Estimate, device: str = "cuda", host_limit: int | None = None) -> Suggestion:
     """The smallest single change that fits: unfix settings, a shorter length, a budget, a smaller model."""
     user_fixed = {k: v for k, v in fixed.items() if k not in ("train.seq_len",)}
     if user_fixed:
-        _, est = _minimal(info, {}, int(fixed.get("train.seq_len", target)), effective_batch, dropout, device)
+        _, est = _minimal(info, {}, int(fixed.get("train.seq_len", target)), effective_batch, dropout, device,
+                          host_limit)
         if est.device_total <= limit:
             return Suggestion(unfix=tuple(sorted(user_fixed)))
-    seq = _longest_fitting(info, fixed, target, effective_batch, dropout, limit, device)
+    seq = _longest_fitting(info, fixed, target, effective_batch, dropout, limit, device, host_limit)
     if seq is not None and seq >= min(target, 256):
         return Suggestion(seq_len=seq)
     budget = _budget_for(lean.device_total)
@@ -552,12 +569,12 @@ def _suggest(info: ModelInfo, fixed: dict, target: int, effective_batch: int, dr
 
 
 def _longest_fitting(info: ModelInfo, fixed: dict, target: int, eb: int, dropout: float, limit: int,
-                     device: str = "cuda") -> int | None:
+                     device: str = "cuda", host_limit: int | None = None) -> int | None:
     """The longest length (a multiple of 64, at least MIN_SEQ_LEN) whose leanest plan fits, by bisection."""
     lengths = list(range(MIN_SEQ_LEN, target + 1, 64))
 
     def fits(seq: int) -> bool:
-        return _minimal(info, fixed, seq, eb, dropout, device)[1].device_total <= limit
+        return _minimal(info, fixed, seq, eb, dropout, device, host_limit)[1].device_total <= limit
 
     if not lengths or not fits(lengths[0]):
         return None
