@@ -9,19 +9,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from studio import memory, models, planner
+from studio import memory, methods, models, planner
 from studio.memory import GiB
 from studio.recipe import Recipe
 from studio.settings import Settings
 from studio.train import loading, long_context, recovery
 
 
-def _model(folder, tiled_head: bool, tiled_mlp: int = 0, dropout: float = 0.0, quant: str = "4bit"):
+def _model(folder, tiled_head: bool, tiled_mlp: int = 0, dropout: float = 0.0, quant: str = "4bit",
+           method: str = "lora"):
     r = Recipe()
     r.model.name_or_path = str(folder)
     r.quant.mode = quant
-    r.lora.rank, r.lora.dropout = 8, dropout
-    r.train.grad_ckpt, r.train.tiled_head = True, tiled_head
+    r.lora.rank, r.lora.dropout, r.lora.method = 8, dropout, method
+    r.train.grad_ckpt, r.train.tiled_head = not methods.needs_no_grad_ckpt(method), tiled_head
     model = loading.load_model(folder, r, "cpu")
     if tiled_mlp:
         assert long_context.add_tiled_mlp(model.get_base_model(), tiled_mlp) == model.config.num_hidden_layers
@@ -68,6 +69,34 @@ def test_the_tiled_head_gives_the_same_loss_and_gradients(tiny_model_dir, quant)
     n = int((labels[:, 1:] != -100).sum()) * 3
     assert abs(_loss_and_grads(full, ids, labels, num_items_in_batch=n)[0]
                - _loss_and_grads(tiled, ids, labels, tiled_loss=True, num_items_in_batch=n)[0]) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["dora", "adalora", "prefix", "prompt"])
+def test_every_adapter_method_gets_the_same_loss(tiny_model_dir, method):
+    """Prompt learning pads the labels for its virtual tokens and prefix tuning passes its key/values:
+    both go through the tiled head's forward as through the model's own."""
+    full = _model(tiny_model_dir, tiled_head=False, quant="none", method=method)
+    tiled = _model(tiny_model_dir, tiled_head=True, quant="none", method=method)
+    ids, labels = _batch(full.config.vocab_size)
+    a, _ = _loss_and_grads(full, ids, labels)
+    b, _ = _loss_and_grads(tiled, ids, labels, tiled_loss=True)
+    assert abs(a - b) < 1e-4
+
+
+def test_packed_sequences_get_the_same_loss(tiny_model_dir):
+    """Packing (studio.train.packing): one row of examples, position ids restarting, -100 between them."""
+    from studio.train import packing
+
+    full = _model(tiny_model_dir, tiled_head=False)
+    tiled = _model(tiny_model_dir, tiled_head=True)
+    gen = torch.Generator().manual_seed(3)
+    rows = [{"input_ids": torch.randint(3, 300, (n,), generator=gen).tolist()} for n in (9, 14, 6)]
+    for row in rows:
+        row["labels"] = list(row["input_ids"])
+    batch = packing.collator()(rows)
+    a = float(full(**batch).loss)
+    b = float(tiled(**batch, tiled_loss=True).loss)
+    assert abs(a - b) < 1e-4
 
 
 def test_without_the_switch_the_model_is_untouched(tiny_model_dir):
@@ -164,3 +193,29 @@ def test_the_oom_ladder_tries_the_long_sequence_parts_before_truncating():
     while (change := recovery.next_change(r, p95=1024, device="cuda")) is not None:
         words.append(next(iter(change.fields)))
     assert words[:4] == ["train.tiled_head", "train.tiled_mlp", "train.offload_activations", "train.seq_len"]
+
+
+def test_liger_kernels_are_chosen_only_where_they_run():
+    from studio import kernels
+
+    assert kernels.resolve("auto", "llama", "cpu") == ("torch", "")  # Triton: NVIDIA GPUs only
+    chosen, why = kernels.resolve("liger", "llama", "cpu")
+    assert chosen == "torch" and "NVIDIA GPUs only" in why
+    chosen, why = kernels.resolve("liger", "phi", "cuda")
+    assert chosen == "torch" and "does not patch the phi family" in why
+    if not kernels.liger_installed():  # this machine: the extra is not installed
+        chosen, why = kernels.resolve("liger", "llama", "cuda")
+        assert chosen == "torch" and "lora-studio[liger]" in why
+        assert planner.kernels_for(models.resolve("llama-3.1-8b-instruct"), "cuda") == "torch"
+
+
+def test_liger_kernels_keep_less_per_layer():
+    info = models.resolve("llama-3.1-8b-instruct")
+    s = Settings(quant_mode="4bit", rank=32, micro_batch=1, seq_len=4096, compute_dtype="bfloat16")
+    torch_layer = memory.layer_bytes_per_token(info, s.replace(kernels="torch"), 0.0)[0]
+    liger_layer = memory.layer_bytes_per_token(info, s.replace(kernels="liger"), 0.0)[0]
+    # per token: the two norms keep bf16 inputs (2 x 2h less) and the SwiGLU no activation (one a*I less)
+    assert torch_layer - liger_layer == 2 * (4 - 2) * info.hidden + 2 * info.intermediate
+    # the CPU never runs them, whatever the setting says
+    assert memory.layer_bytes_per_token(info, s.replace(kernels="liger"), 0.0, device="cpu") == \
+        memory.layer_bytes_per_token(info, s.replace(kernels="torch"), 0.0, device="cpu")
