@@ -216,6 +216,12 @@ class SavedMeter:
         return sum(n for n, r, shape in self.saved.values()
                    if r == region and (last_dim is None or (shape and shape[-1] == last_dim)))
 
+    def offloadable(self) -> int:
+        """What activation offloading would move to host RAM: TRL's OffloadActivations takes every tensor saved
+        for backward of at least 1,024 bytes that is no parameter or buffer, once per storage (its rules; it
+        cannot run on the CPU, so the bytes its hooks would move are counted here)."""
+        return sum(n for n, _region, _shape in self.saved.values() if n >= OFFLOAD_MIN_BYTES)
+
     def close(self) -> None:
         for h in self.hooks:
             h.remove()
@@ -293,6 +299,8 @@ def measure(folder: Path, s: dict, dropout: float, totals: bool = False) -> dict
     out["logits_and_loss"] = (peak - at_start + meter.bytes("loss", last_dim=None if tiled else vocab)
                               + meter.bytes("head"))  # the final norm's saved input: alive until the loss is done
     out["optimizer_state"] = _state_bytes(optimizer)
+    if s["train.grad_ckpt"]:
+        out["offloaded"] = meter.offloadable()
     if totals:
         phases = _phase_peaks(prof, ("backward start", "head backward done", "backward done", "step done"))
         out.update({f"phase_{k}": before + v for k, v in phases.items()})
@@ -364,10 +372,13 @@ def predict(info, s: dict, dropout: float) -> dict:
     """The planner's components, grouped as measured."""
     est = memory.estimate(info, s, dropout=dropout, device="cpu")
     c = est.components
+    # offloading runs on a GPU only: the same step's host bytes as the planner counts them there
+    offloaded = memory.offloaded_bytes(info, {**s, "train.offload_activations": True}, "cuda")
     acts = memory.saved_activations(info, s, dropout, device="cpu")
     return {"weights": sum(v for k, v in c.items() if k.startswith("base_weights") or k == "unquantized_weights"),
             "quant_constants": c.get("quant_constants", 0), "lora_weights": c["lora_weights"],
             "lora_grads": c.get("lora_grads", c["lora_weights"]),  # absent at a layer peak: no grads yet
+            "offloaded": offloaded,
             "optimizer_state": c["optimizer_state"],
             "activations": acts, "logits_and_loss": memory.logits_bytes(info, memory.effective_settings(s), device="cpu"),
             "peak_tensors": est.peak_allocated, **{f"phase_{k}": v for k, v in memory.phase_peaks(info, s, dropout, "cpu").items()},
@@ -375,6 +386,7 @@ def predict(info, s: dict, dropout: float) -> dict:
             "step_resident": est.peak_allocated - sum(c.get(k, 0) for k in WEIGHT_PARTS) + memory.cpu_kernel_workspace(memory.effective_settings(s))}
 
 
+OFFLOAD_MIN_BYTES = 1024  # trl.models.activation_offloading: min_offload_size's default
 WEIGHT_PARTS = ("base_weights_4bit", "base_weights_8bit", "base_weights_16bit", "unquantized_weights",
                 "quant_constants", "lora_weights")
 TOTALS = ("peak_tensors", "step_resident")

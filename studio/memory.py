@@ -305,15 +305,21 @@ def offloaded(info: ModelInfo, s: Settings, device: str = "cuda") -> bool:
 
 def offloaded_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> int:
     """Host RAM the offloaded activations take (TRL's OffloadActivations under checkpointing): every tensor the
-    step keeps between forward and backward outside the recomputed layers: each layer's input, the final
-    norm's fp32 input and its 1/rms, and what the loss keeps (the tiled head's gathered hidden states)."""
+    step keeps between forward and backward outside the recomputed layers: each layer's input, the final norm's
+    fp32 input and its 1/rms, and what the loss keeps (the tiled head's gathered hidden states). The rotary
+    cos/sin stay with checkpointing's own closure. bench/memory_components.py counts what TRL's hooks would
+    move."""
     s = effective_settings(settings)
     if not offloaded(info, s, device):
         return 0
     seq = sequences(s)
     a, tokens, h = dtype_bytes(s.compute_dtype), seq.micro_batch * seq.seq_len, info.hidden
-    head = _tiled_head(info, seq, device)[0] if head_kind(seq) != "full" else 0
-    return int(tokens * (info.layers * a * h + 4 * h + 4) + head)
+    head = 0
+    if head_kind(seq) != "full":  # the gathered hidden states; log-sum-exp and targets from 1 KiB (TRL's minimum)
+        labelled = seq.micro_batch * max(1, seq.seq_len - 1)
+        head = labelled * a * h + sum(b * labelled for b in (4, 8) if b * labelled >= 1024)
+    norm = tokens * 4 * h + (4 * tokens if 4 * tokens >= 1024 else 0)  # the final norm's input and 1/rms
+    return int(tokens * info.layers * a * h + norm + head)
 
 
 def saved_activations(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda") -> int:
