@@ -44,7 +44,8 @@ def test_injected_oom_steps_down_the_ladder_and_resume_starts_from_the_settings_
     assert (effective["micro_batch"], effective["grad_accum"], effective["grad_ckpt"]) == (1, 4, True)
     state = runs.read_state(run_dir)
     assert state["settings"] == {"micro_batch": 1, "grad_accum": 4, "grad_ckpt": True, "seq_len": 48,
-                                 "optimizer": "adamw_torch"}
+                                 "optimizer": "adamw_torch", "tiled_head": True, "tiled_mlp": False,
+                                 "offload_activations": False}
     assert [r["step"] for r in state["oom_recoveries"]] == [3, 3]
     assert read_json(run_dir / runs.RECIPE)["train"]["micro_batch"] == 2  # the recipe as started is kept
     newest = checkpoint.list_checkpoints(run_dir)[0]
@@ -59,7 +60,8 @@ def test_injected_oom_steps_down_the_ladder_and_resume_starts_from_the_settings_
     assert rc == 1
     assert any("using the settings that last worked" in e.data["message"] for e in of_type(events, "warning"))
     assert [w.data["fields"] for w in of_type(events, "warning") if w.data.get("kind") == "oom_recovery"] == [
-        {"train.seq_len": [48, 41]}]  # the 95th percentile of this dataset's lengths
+        {"train.tiled_mlp": [False, True]},  # every token kept first (no offloading on the CPU)
+        {"train.seq_len": [48, 41]}]  # then the 95th percentile of this dataset's lengths
     err = _error(events)
     assert err["kind"] == "oom" and err["where"] == "step" and err["step"] == MAX_STEPS - 1
     assert err["message"].startswith(f"out of memory during step at step {MAX_STEPS - 1}, even with micro-batch 1, "
