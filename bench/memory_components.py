@@ -24,13 +24,14 @@ same quantisation, LoRA and checkpointing code), given the Trainer's own optimiz
     python bench/memory_components.py --methods  # the adapter methods (lora.method) on the Llama family
 
 At the lengths users train (``--lengths``: 512, 2048 and 8192 tokens on the demo model's shape, SmolLM2-135M
-at 2 of its 30 layers, 4-bit, rank 16, checkpointing, sdpa, batch 1) the same components are checked, and the
+at 2 of its 30 layers, 4-bit, rank 16, checkpointing, sdpa, batch 1, the tiled LM head; at 8192 also with the
+tiled MLP) the same components are checked, and the
 totals: the predicted tensor peak against the peak of live tensor bytes over the step's worst phase (forward,
 backward of the loss, recompute and backward of the layers, optimizer step; the profiler's allocation events),
 and the predicted resident peak above the weights against the rise of the process's VmHWM over its first step
 (the kernels' workspace included; glibc's mmap threshold fixed as the worker fixes it).
 
-    python bench/memory_components.py --lengths  # about 5 minutes on 2 cores; 6 GiB of RAM at 8192 tokens
+    python bench/memory_components.py --lengths  # about 8 minutes on 2 cores; 1 GiB of RAM at 8192 tokens
 
 The last line is ``worst component error: N%``. The CPU runs the compute dtype the worker uses
 there (float32); docs/planner.md says what this does and does not check about the GPU.
@@ -405,7 +406,7 @@ def run(points, workdir: Path, out=print, totals: dict | None = None) -> float:
             warnings.simplefilter("ignore")
             measured = measure(folder, s, dropout, totals=totals is not None)
         predicted = predict(info, s, dropout)
-        label = (f"{fam} {s.get('lora.method', 'lora')} {s['quant.mode']}{'' if s['quant.double_quant'] else '-nodq'} r{s['lora.rank']} "
+        label = (f"{fam} {s.get('lora.method', 'lora')}{' tiled-mlp' if s.get('train.tiled_mlp') else ''} {s['quant.mode']}{'' if s['quant.double_quant'] else '-nodq'} r{s['lora.rank']} "
                  f"{'+'.join(s['lora.targets'])} b{s['train.micro_batch']} s{s['train.seq_len']} "
                  f"{'ckpt' if s['train.grad_ckpt'] else 'nockpt'} {s['train.attn']} {s['train.optimizer']} drop{dropout}")
         out(label)
@@ -422,8 +423,10 @@ def run(points, workdir: Path, out=print, totals: dict | None = None) -> float:
 
 
 def long_points() -> list[tuple[str, dict, float]]:
-    """The demo model's shape at the lengths users train."""
-    return [("long", {**LONG, "train.seq_len": n}, DROPOUT) for n in LENGTHS]
+    """The demo model's shape at the lengths users train; at the longest also with the tiled MLP (tiles of
+    4,096 tokens: shorter sequences run the MLP as it is)."""
+    return [("long", {**LONG, "train.seq_len": n}, DROPOUT) for n in LENGTHS] + [
+        ("long", {**LONG, "train.seq_len": LENGTHS[-1], "train.tiled_mlp": True}, DROPOUT)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,8 +273,9 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
 
 
 def tiled_mlp(info: ModelInfo, s: Settings) -> bool:
-    """The MLP runs tiled (studio.train.long_context): asked for, on a dense model (experts are left as they are)."""
-    return bool(s.tiled_mlp and not info.num_experts)
+    """The MLP runs tiled (studio.train.long_context): asked for, on a dense model (experts are left as they are),
+    with more tokens in a micro-batch than one tile (fewer run the MLP as it is)."""
+    return bool(s.tiled_mlp and not info.num_experts and s.micro_batch * s.seq_len > MLP_TILE_TOKENS)
 
 
 def _backward_ws(info: ModelInfo, s: Settings) -> tuple[float, int]:
@@ -284,18 +285,19 @@ def _backward_ws(info: ModelInfo, s: Settings) -> tuple[float, int]:
     a = dtype_bytes(s.compute_dtype)
     if not tiled_mlp(info, s):  # at the layer's peak: the incoming gradient and the two of the MLP's product
         return a * (info.hidden + 2 * info.intermediate), 0
-    return a * 4 * info.hidden, _mlp_tile_bytes(info, s)
+    return a * 2 * info.hidden, _mlp_tile_bytes(info, s)  # the incoming gradient and the tiled MLP's input grad
 
 
 def _mlp_tile_bytes(info: ModelInfo, s: Settings) -> int:
     """One MLP tile recomputed with gradients: its intermediate tensors (gate, act(gate), up), the gradients
-    through them, the LoRA inputs of its layers, and the tile's input and output gradients."""
+    through them and the LoRA inputs of its layers (the tile's input and output gradients are views of the
+    whole sequence's; measured: bench/memory_components.py --lengths, the tiled-MLP point)."""
     a = dtype_bytes(s.compute_dtype)
     rows = min(s.micro_batch * s.seq_len, MLP_TILE_TOKENS)
-    i, h = info.intermediate, info.hidden
+    i = info.intermediate
     lora = sum(g.count / max(1, info.layers) * a * (s.rank + 2 * g.in_features)
                for g in targeted(info, s.targets, s.quant_mode) if INPUT_OF.get(g.name, "").startswith("mlp"))
-    return int(rows * (a * 3 * i + a * 2 * i + lora + 4 * a * h))
+    return int(rows * (a * 3 * i + a * 2 * i + lora))
 
 
 def offloaded(info: ModelInfo, s: Settings, device: str = "cuda") -> bool:

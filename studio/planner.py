@@ -353,13 +353,16 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
 
 def longest_context(info: ModelInfo, settings: Settings, limit: int, dropout: float, device: str,
                     host_limit: int | None = None, fixed: dict | None = None) -> int:
-    """The longest sequence (a multiple of 64) these settings hold within ``limit``, with the long-sequence
-    parts the user did not switch off (tiled head, tiled MLP, offloading on a GPU within ``host_limit``)."""
+    """The longest sequence (a multiple of 64) these settings hold within ``limit``, with what saves memory and
+    the user did not fix: gradient checkpointing, the tiled head, the tiled MLP and offloading on a GPU within
+    ``host_limit``."""
     fixed = fixed or {}
     options = [settings]
+    if not settings.grad_ckpt and "train.grad_ckpt" not in fixed and not methods.needs_no_grad_ckpt(settings.method):
+        options.append(settings.replace(grad_ckpt=True))
     for key, attr in (("train.tiled_mlp", "tiled_mlp"), ("train.offload_activations", "offload")):
-        if key not in fixed and (attr != "offload" or device == "cuda") and settings.grad_ckpt:
-            options = options + [o.replace(**{attr: True}) for o in options]
+        if key not in fixed and (attr != "offload" or device == "cuda"):
+            options = options + [o.replace(**{attr: True}) for o in options if o.grad_ckpt]
     if "train.tiled_head" not in fixed:
         options = [o.replace(tiled_head=True) for o in options]
 

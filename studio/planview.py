@@ -72,13 +72,16 @@ def longest_text(plan: Plan, fixed: dict[str, Any]) -> str:
     where = "in this memory budget" if plan.device == "cpu" else "on this card"
     figure = f"at least {n:,}" if n >= MAX_CONTEXT else f"{n:,}"
     s = plan.settings
-    extra = [words for key, on, words in (("train.tiled_mlp", s.tiled_mlp, "the tiled MLP"),
+    checkpointing = s.grad_ckpt or ("train.grad_ckpt" not in fixed and not methods.needs_no_grad_ckpt(s.method))
+    extra = [words for key, on, words in (("train.grad_ckpt", s.grad_ckpt, "gradient checkpointing"),
+                                          ("train.tiled_mlp", s.tiled_mlp, "the tiled MLP"),
                                           ("train.offload_activations", s.offload, "activation offloading"))
-             if not on and key not in fixed and s.grad_ckpt and (key != "train.offload_activations"
-                                                                  or plan.device == "cuda")]
+             if not on and key not in fixed and checkpointing and (key != "train.offload_activations"
+                                                                   or plan.device == "cuda")]
     text = f"Longest context {where} with these settings: {figure} tokens"
     if extra:  # planner.longest_context counts them: say so, or the figure reads as this plan's
-        text += f" (with {' and '.join(extra)} turned on where a length needs {'them' if len(extra) > 1 else 'it'})"
+        listed = ", ".join(extra[:-1]) + " and " + extra[-1] if len(extra) > 1 else extra[0]
+        text += f" (with {listed} turned on where a length needs {'them' if len(extra) > 1 else 'it'})"
     return text + "."
 
 

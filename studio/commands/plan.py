@@ -135,7 +135,7 @@ def render(plan: Any, info: Any) -> str:
                                                f"(pinned, {where})")
     if plan.longest_seq_len:
         lines.insert(lines.index("Why:") - 1, f"  {'longest context':<26}{plan.longest_seq_len:>7,} tokens "
-                                               "(these settings, with the long-sequence parts where needed)")
+                                               "(these settings; checkpointing and the long-sequence parts where needed)")
     lines += [f"  - {r}" for r in plan.reasons]
     if getattr(plan, "per_gpu", None):
         lines += ["", f"Per GPU with these settings on {plan.nproc} GPUs (chosen: {plan.strategy}):"]
