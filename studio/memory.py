@@ -77,10 +77,10 @@ LOGITS_BYTES_PER_VOCAB = 12  # per token at the backward start: fp32 log-softmax
 # the CPU the eager fold keeps a few fp32 copies of it at once (HEAD_CPU_TILE_COPIES, measured by
 # bench/memory_components.py --long-context).
 HEAD_TOKEN_TILE = 4096
-HEAD_VOCAB_TILE = {"cuda": 32768, "cpu": 2048}
+HEAD_VOCAB_TILE = {"cuda": 32768, "cpu": 2048}  # what studio.train.long_context projects at a time
 TRL_VOCAB_TILE = 32768     # TRL's own trainers (DPO) use its add_fused_lm_head with this tile
 HEAD_CPU_TILE_COPIES = 7.25  # measured: 7.25 x rows x min(vocab, tile) x 4 bytes at 64-576 hidden, 128-6000 tokens
-MLP_TILE_TOKENS = 4096     # studio.train.long_context.MLP_TILE_TOKENS
+MLP_TILE_TOKENS = 4096     # tokens per tile of the tiled MLP (studio.train.long_context runs this size)
 # Activation offloading (TRL's OffloadActivations): in backward the layer input being recomputed and the one
 # being copied back are on the device; in forward up to 5 offloaded tensors wait for their copies.
 OFFLOAD_RESIDENT_INPUTS = 2
@@ -519,13 +519,13 @@ def phase_peaks(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout
     act.update(methods.get(s.method).activations(info, seq, device, True)[0])
     _objective_parts(info, s, act, src, device)
     logits = sum(act.pop(k, 0) for k in LOSS_KEYS)
-    during = fixed + sum(act.values()) + sum(_transients(info, s)[0].values()) \
-        + sum(methods.get(s.method).transients(info, s)[0].values())
+    dequant = sum(_transients(info, s)[0].values())
+    during = fixed + sum(act.values()) + dequant + sum(methods.get(s.method).transients(info, s)[0].values())
     layer = _recomputed_layer_bytes(info, seq, dropout, device) if s.grad_ckpt else 0
     n = adapter_params(info, s)
     # The layers' backward peaks in the first layer it reaches, right after its recomputation: no weight is
     # dequantised then, and without accumulation no adapter gradient exists yet (measured: --lengths).
-    first_layer = during - sum(_transients(info, s)[0].values()) - (4 * n if s.grad_accum == 1 else 0)
+    first_layer = during - dequant - (4 * n if s.grad_accum == 1 else 0)
     return {"forward": during + forward_logits_bytes(info, seq, device), "loss_backward": during + logits,
             "layers_backward": first_layer + layer,
             "optimizer_step": fixed + (4 * n if s.optimizer == "adamw_torch" else 0)}
@@ -603,32 +603,29 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
         comps.update(part[0])
         srcs.update(part[1])
     tr, tr_src = _transients(info, s)
-    grads_absent = 4 * adapter_params(info, s) if s.grad_accum == 1 else 0
+    n = adapter_params(info, s)
+    grads_absent = 4 * n if s.grad_accum == 1 else 0
     act, act_src = _activations(info, sequences(s), dropout, stack, device=device,
                                 absent_at_layer=sum(tr.values()) + grads_absent)
     for part in (methods.get(s.method).activations(info, sequences(s), device, True),):
         act.update(part[0])
         act_src.update(part[1])
     _objective_parts(info, s, act, act_src, device)
-    grads = (comps.get("lora_grads", 0), srcs.get("lora_grads", ""))
-    if "recomputed_layer" in act:
-        # the first recomputed layer's backward is the peak: no weight is dequantised then, and before any
-        # accumulation no adapter gradient exists yet (bench/memory_components.py --lengths)
+    layer_peak = "recomputed_layer" in act
+    if layer_peak:  # the first recomputed layer's backward: no weight is dequantised then (--lengths)
         tr, tr_src = {}, {}
-        if grads_absent:
-            comps.pop("lora_grads", None)
-            srcs.pop("lora_grads", None)
     for part in (methods.get(s.method).transients(info, s),):
         tr.update(part[0])
         tr_src.update(part[1])
     train_phase = sum(act.values()) + sum(tr.values())
-    n = adapter_params(info, s)
     step_phase = 4 * n if s.optimizer == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
     if step_phase > train_phase:
-        comps["lora_grads"], srcs["lora_grads"] = grads  # they exist at the step
         comps["optimizer_step_temp"] = step_phase
         srcs["optimizer_step_temp"] = "AdamW (foreach) temporaries at the optimizer step"
     else:
+        if layer_peak and grads_absent:  # before any accumulation no adapter gradient exists yet
+            comps.pop("lora_grads", None)
+            srcs.pop("lora_grads", None)
         comps.update({k: v for k, v in act.items() if v})
         srcs.update({k: act_src[k] for k in act if act[k]})
         comps.update(tr)

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio import memory, methods, objectives, speed
+from studio import kernels, memory, methods, objectives, speed
 from studio.memory import GiB, MiB
 from studio.models import ModelInfo, catalog, from_catalog
 from studio.recipe import PLANNED, Recipe, get_setting, is_setting, set_setting, setting_flag
@@ -241,19 +241,25 @@ LONG_CONTEXT = ("train.tiled_mlp", "train.offload_activations")
 
 def kernels_for(info: ModelInfo | None, device: str) -> str:
     """The layer kernels a run gets: liger on a GPU when liger-kernel is installed and knows the family."""
-    from studio import kernels
-
     return "liger" if device == "cuda" and info is not None and kernels.liger_runs(info.model_type) else "torch"
+
+
+def _runs_here(key: str, device: str) -> bool:
+    return key != "train.offload_activations" or device == "cuda"  # offloading: GPU only
 
 
 def _long_space(space: dict, fixed: dict, device: str) -> dict:
     """``space`` with the long-sequence parts allowed (where the user did not fix them)."""
-    out = dict(space)
-    if "train.tiled_mlp" not in fixed:
-        out["train.tiled_mlp"] = [False, True]
-    if "train.offload_activations" not in fixed and device == "cuda":
-        out["train.offload_activations"] = [False, True]
-    return out
+    return {**space, **{key: [False, True] for key in LONG_CONTEXT if key not in fixed and _runs_here(key, device)}}
+
+
+def context_parts(settings: Settings, fixed: dict, device: str) -> tuple[str, ...]:
+    """The settings (recipe names) the longest context may turn on beyond ``settings``: off there, not fixed by
+    the user, able to run on ``device``; checkpointing first, which the other two need."""
+    if not (settings.grad_ckpt or ("train.grad_ckpt" not in fixed and not methods.needs_no_grad_ckpt(settings.method))):
+        return ()
+    return tuple(key for key in ("train.grad_ckpt", *LONG_CONTEXT)
+                 if not getattr(settings, ATTRIBUTE[key]) and key not in fixed and _runs_here(key, device))
 
 
 def _valid(s: Settings) -> bool:
@@ -358,11 +364,9 @@ def longest_context(info: ModelInfo, settings: Settings, limit: int, dropout: fl
     ``host_limit``."""
     fixed = fixed or {}
     options = [settings]
-    if not settings.grad_ckpt and "train.grad_ckpt" not in fixed and not methods.needs_no_grad_ckpt(settings.method):
-        options.append(settings.replace(grad_ckpt=True))
-    for key, attr in (("train.tiled_mlp", "tiled_mlp"), ("train.offload_activations", "offload")):
-        if key not in fixed and (attr != "offload" or device == "cuda"):
-            options = options + [o.replace(**{attr: True}) for o in options if o.grad_ckpt]
+    for key in context_parts(settings, fixed, device):
+        options += [o.replace(**{ATTRIBUTE[key]: True}) for o in options]
+    options = [o for o in options if _valid(o)]
     if "train.tiled_head" not in fixed:
         options = [o.replace(tiled_head=True) for o in options]
 

@@ -28,6 +28,16 @@ def budget_bytes(gpus: Sequence[GpuInfo], user_budget: int | None = None, device
     return int(gpus[0].total_bytes) if gpus else hardware.DEFAULT_BUDGET  # DEFAULT: a GPU that is not here
 
 
+def host_budget(device: str, gpu_here: bool, user_bytes: int | None = None) -> int | None:
+    """The host RAM activation offloading may fill (see the module docstring): what the user says, else this
+    computer's CPU budget when it trains on its own GPU; None (not checked) for a GPU that is not here."""
+    if device != "cuda":
+        return None
+    if user_bytes:
+        return int(user_bytes)
+    return hardware.cpu_budget_bytes() if gpu_here else None
+
+
 @dataclass(frozen=True)
 class Machine:
     """Where a run trains: ``budgets`` holds one budget per training process (one on the CPU)."""
@@ -51,8 +61,7 @@ class Machine:
             budgets = [one] * n if budget or n == 1 else [one // n] * n
         else:
             budgets = [gpus[i].total_bytes for i in (list(picked) or range(n)) if i < len(gpus)] or [one]
-        host = hardware.cpu_budget_bytes() if device == "cuda" and gpus else None  # this computer's RAM
-        return cls(device, tuple(budgets), gpus[0].name if gpus else "", host)
+        return cls(device, tuple(budgets), gpus[0].name if gpus else "", host_budget(device, bool(gpus)))
 
 
 def plan_for(info: ModelInfo, machine: Machine, fixed: Mapping[str, Any] | None = None, dataset_report: Any = None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from studio import kernels, memory, methods, speed
-from studio.planner import MAX_CONTEXT, Plan, Suggestion
+from studio.planner import MAX_CONTEXT, Plan, Suggestion, context_parts
 from studio.recipe import Recipe
 from studio.units import binary_bytes
 
@@ -64,6 +64,10 @@ def plan_view(plan: Plan, budget: int, probe_failed: bool = False, fixed: dict[s
                     context=context_rows(plan))
 
 
+CONTEXT_PART_WORDS = {"train.grad_ckpt": "gradient checkpointing", "train.tiled_mlp": "the tiled MLP",
+                      "train.offload_activations": "activation offloading"}
+
+
 def longest_text(plan: Plan, fixed: dict[str, Any]) -> str:
     """The longest context the device holds with the plan's settings, and which parts that figure turns on."""
     n = plan.longest_seq_len
@@ -71,13 +75,7 @@ def longest_text(plan: Plan, fixed: dict[str, Any]) -> str:
         return ""
     where = "in this memory budget" if plan.device == "cpu" else "on this card"
     figure = f"at least {n:,}" if n >= MAX_CONTEXT else f"{n:,}"
-    s = plan.settings
-    checkpointing = s.grad_ckpt or ("train.grad_ckpt" not in fixed and not methods.needs_no_grad_ckpt(s.method))
-    extra = [words for key, on, words in (("train.grad_ckpt", s.grad_ckpt, "gradient checkpointing"),
-                                          ("train.tiled_mlp", s.tiled_mlp, "the tiled MLP"),
-                                          ("train.offload_activations", s.offload, "activation offloading"))
-             if not on and key not in fixed and checkpointing and (key != "train.offload_activations"
-                                                                   or plan.device == "cuda")]
+    extra = [CONTEXT_PART_WORDS[key] for key in context_parts(plan.settings, fixed, plan.device)]
     text = f"Longest context {where} with these settings: {figure} tokens"
     if extra:  # planner.longest_context counts them: say so, or the figure reads as this plan's
         listed = ", ".join(extra[:-1]) + " and " + extra[-1] if len(extra) > 1 else extra[0]

@@ -131,7 +131,7 @@ def test_the_tiled_mlp_draws_the_same_dropout_masks_in_backward():
         return mlp(t)
 
     torch.manual_seed(5)
-    y = long_context._TiledMLP.apply(x, mlp, own, 4)
+    y = long_context._TiledMLP.apply(x, own, 4)
     (y * y).sum().backward()
     tiled_grad = x.grad.clone()
     # the reference: the same tiles with autograd all the way, from the same random state

@@ -125,6 +125,7 @@ def test_probe_trains_with_the_workers_trainer(tmp_path):
     real step trains on the CPU."""
     from studio.commands.probe import _random_batches, _trainer, random_model_folder, recipe_for
     from studio.settings import Settings
+    from studio.train import long_context
     from studio.train.loading import load_model
     from studio.train.trainer import StudioTrainer
 
@@ -137,7 +138,9 @@ def test_probe_trains_with_the_workers_trainer(tmp_path):
     batches = _random_batches(model.config.vocab_size, 32, 1)
     steps: list[int] = []
     trainer = _trainer(model, recipe, 1, batches, tmp_path, steps.append, device="cpu")
-    assert isinstance(trainer, StudioTrainer) and trainer.recipe_train.offload_activations is True
+    done = long_context.applied(model)  # the recipe's offloading reached the loader, which says the CPU needs none
+    assert isinstance(trainer, StudioTrainer) and done.tiled_head and not done.offload
+    assert any(n.startswith("train.offload_activations: not used, on the CPU") for n in done.notes)
     batch = {k: v[None] for k, v in batches[0].items()}
     loss, outputs = trainer.compute_loss(model, batch, return_outputs=True)
     assert outputs.logits is None and float(loss.detach()) > 0

@@ -12,13 +12,12 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from studio import hardware
 from studio.data.report import DatasetReport
 from studio.hardware import DEFAULT_BUDGET
 from studio.launch import processes
 from studio.models import ModelInfo
 from studio.planner import Plan
-from studio.planning import Machine, plan_for
+from studio.planning import Machine, host_budget, plan_for
 from studio.recipe import Recipe, set_setting
 
 GIB = 1024 ** 3
@@ -75,7 +74,7 @@ class Session(QObject):
         """Plan for the GPU or, without one, for the CPU (the plan page detects which). A GPU found here
         trains in this computer, so offloading may fill the RAM a CPU run could use (studio.planning.Machine)."""
         self.device, self.gpu_name = device, gpu_name
-        self.host_bytes = hardware.cpu_budget_bytes() if device == "cuda" and gpu_name else None
+        self.host_bytes = host_budget(device, bool(gpu_name))
         self.refit()
 
     def use_recipe(self, recipe: Recipe, pin: dict | None = None) -> None:

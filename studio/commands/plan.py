@@ -15,7 +15,7 @@ from studio.commands import add_setting_args, settings_from_args
 from studio.data import inspect
 from studio.errors import UserError
 from studio.planner import SHAPE
-from studio.planning import Machine, budget_bytes, plan_for
+from studio.planning import Machine, budget_bytes, host_budget, plan_for
 from studio.recipe import PLANNED
 
 GiB = 1024 ** 3
@@ -88,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if device == "cpu":
         if speed.cpu_rates() is None:
             print("Measuring this CPU's training speed once (a few seconds; cached for next time)...", file=sys.stderr)
-    host = None
-    if device == "cuda":
-        host = int(args.ram_gb * GiB) if args.ram_gb else hardware.cpu_budget_bytes() if gpus else None
+    host = host_budget(device, bool(gpus), int(args.ram_gb * GiB) if args.ram_gb else None)
     machine = Machine(device, (budget,) * (args.num_gpus or 1), gpus[0].name if gpus else "", host)
     plan = plan_for(info, machine, settings_from_args(args, PLANNED + SHAPE), dataset_report=report,
                     effective_batch=args.effective_batch, steps=args.steps, examples=getattr(report, "usable", None),

@@ -151,7 +151,7 @@ class _PeakCallback:
 
 def _trainer(model: Any, recipe: Any, steps: int, data: Any, out: Path, on_step: Any, device: str = "cuda") -> Any:
     """The worker's Trainer (studio.train.trainer.StudioTrainer: the tiled loss head and activation offloading
-    as ``recipe.train`` asks) with exactly its arguments (studio/train/run.py), only shorter and without
+    as the loader applied them for ``recipe.train``) with exactly its arguments (studio/train/run.py), only shorter and without
     checkpoints; its events go nowhere."""
     from transformers import TrainerCallback, default_data_collator
 
@@ -166,8 +166,7 @@ def _trainer(model: Any, recipe: Any, steps: int, data: Any, out: Path, on_step:
             on_step(state.global_step)
 
     return StudioTrainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator,
-                         callbacks=[Cb()], run_dir=out, emitter=Emitter(stream=io.BytesIO()),
-                         recipe_train=recipe.train)
+                         callbacks=[Cb()], run_dir=out, emitter=Emitter(stream=io.BytesIO()))
 
 
 def _random_batches(vocab: int, seq_len: int, count: int) -> list[dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from studio import methods, objectives
+from studio import methods
 from studio.demo import ensure_demo_model
 from studio.errors import LoadError
 from studio.models import ModelError, resolve
@@ -109,38 +109,11 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     if recipe.train.grad_ckpt:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    long_context_notes(model, recipe, device)
-    torch.manual_seed(recipe.train.seed)
-    return attach_lora(model, recipe, folder)
-
-
-def long_context_notes(model: Any, recipe: Recipe, device: str) -> list[str]:
-    """Put the long-sequence parts the recipe asks for on the base (before peft wraps it:
-    studio.train.long_context); returns what was asked and is not used here, in words."""
-    from studio import kernels
     from studio.train import long_context  # torch at import: the worker's, not the planner's
 
-    t, notes = recipe.train, []
-    chosen, why = kernels.resolve(t.kernels, getattr(model.config, "model_type", ""), device)
-    if why:
-        notes.append(why)
-    if chosen == "liger":
-        kernels.apply_liger(model)
-        model._studio_kernels = "liger"
-    if t.tiled_head and objectives.get(t.objective).head == "studio":
-        why = long_context.tiled_head_refusal(model)
-        if why:
-            notes.append(f"train.tiled_head: the loss is computed from the full logits, because {why}")
-        else:
-            long_context.add_tiled_head(model, device)
-    if t.tiled_mlp and not long_context.add_tiled_mlp(model):
-        notes.append("train.tiled_mlp: this model has no dense MLP to tile (its experts run as they are)")
-    if t.offload_activations and (device != "cuda" or not t.grad_ckpt):
-        notes.append("train.offload_activations: not used, " + (
-            "on the CPU the activations are in RAM already" if device != "cuda"
-            else "it offloads the layer inputs that gradient checkpointing keeps (train.grad_ckpt is off)"))
-    model._studio_notes = notes
-    return notes
+    long_context.apply(model, recipe.train, device)  # before peft wraps the base
+    torch.manual_seed(recipe.train.seed)
+    return attach_lora(model, recipe, folder)
 
 
 def from_pretrained(folder: Path, kwargs: dict) -> Any:

@@ -2,7 +2,8 @@
 
 - **Tiled LM head** (``train.tiled_head``): the training and validation loss of a causal LM is computed
   by TRL's ``trl.kernels.ChunkedLogProbFunction``, which projects the hidden states through the output
-  layer a tile at a time (at most 4,096 tokens x ``vocab_chunk`` logits), folds each tile into an online
+  layer a tile at a time (at most 4,096 tokens x ``studio.memory.HEAD_VOCAB_TILE`` logits: small on the
+  CPU, whose eager fold keeps several fp32 copies of a tile), folds each tile into an online
   log-sum-exp and recomputes the tiles in backward: the ``(tokens x vocab)`` logits, their fp32 upcast,
   log-softmax and gradient are never built. TRL wires the same kernel into its own trainers through
   ``add_fused_lm_head``; the studio trains SFT with the plain ``Trainer`` and needs a tile size that fits
@@ -18,33 +19,85 @@
   tensors the step keeps between forward and backward (each layer's input) live in pinned host memory,
   copied on a side stream by TRL's ``OffloadActivations`` (``trl.models.activation_offloading``).
 
-The planner (studio.memory) counts what each of these keeps; bench/memory_components.py measures it.
+``apply`` puts what a recipe asks for on a loaded base and records it (``applied``); the planner
+(studio.memory, whose tile sizes this module uses) counts what each part keeps; bench/memory_components.py
+measures it.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import types
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-# Vocabulary tile of the LM head (columns per tile; TRL's token tile is 4,096 rows). On a GPU TRL's own
-# size: its Triton kernels fold a tile in place. On the CPU the fold is eager torch code that makes a few
-# fp32 copies of the tile, so the tile is kept small (32 MiB at 4,096 tokens).
-VOCAB_CHUNK = {"cuda": 32768, "cpu": 2048}
-TOKEN_TILE = 4096  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE (rows of one tile)
-# Tokens per MLP tile: the intermediate tensors of this many tokens exist at a time.
-MLP_TILE_TOKENS = 4096
+from studio import kernels, objectives
+from studio.memory import HEAD_VOCAB_TILE, MLP_TILE_TOKENS
+
 # Config attributes that scale the logits in a way this head does not reproduce: such a model keeps the
 # full head (said in the run log). Soft-capping and Cohere's logit_scale are reproduced.
 UNHANDLED_SCALING = ("logits_scaling", "output_multiplier", "lm_head_multiplier")
 
 
+@dataclass
+class Applied:
+    """What runs on a loaded base (``apply``): the run's log, the Trainer and the probe read it here."""
+
+    tiled_head: bool = False
+    tiled_mlp: int = 0  # how many MLPs run tiled
+    offload: bool = False
+    kernels: str = "torch"
+    notes: list[str] = field(default_factory=list)  # what the recipe asked and does not run, in words
+
+
+def applied(model: Any) -> Applied:
+    """The record of ``model`` (a peft model or its base); an untouched model's says nothing runs."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner, "_studio_long_context", None) or Applied()
+
+
+def _record(model: Any) -> Applied:
+    if getattr(model, "_studio_long_context", None) is None:
+        model._studio_long_context = Applied()
+    return model._studio_long_context
+
+
+def apply(model: Any, t: Any, device: str) -> Applied:
+    """Put the long-sequence parts ``t`` (the recipe's train section) asks for on the base, before peft wraps
+    it; what was asked and cannot run here goes into the record's notes."""
+    record = _record(model)
+    chosen, why = kernels.resolve(t.kernels, getattr(model.config, "model_type", ""), device)
+    if why:
+        record.notes.append(why)
+    if chosen == "liger":
+        kernels.apply_liger(model)
+        record.kernels = "liger"
+    if t.tiled_head and objectives.get(t.objective).head == "studio":
+        refusal = tiled_head_refusal(model)
+        if refusal:
+            record.notes.append(f"train.tiled_head: the loss is computed from the full logits, because {refusal}")
+        else:
+            add_tiled_head(model, device)
+    if t.tiled_mlp and not add_tiled_mlp(model):
+        record.notes.append("train.tiled_mlp: this model has no dense MLP to tile (its experts run as they are)")
+    if t.offload_activations:
+        record.offload = device == "cuda" and t.grad_ckpt
+        if not record.offload:
+            record.notes.append("train.offload_activations: not used, " + (
+                "on the CPU the activations are in RAM already" if device != "cuda"
+                else "it offloads the layer inputs that gradient checkpointing keeps (train.grad_ckpt is off)"))
+    return record
+
+
+def _text_config(model: Any) -> Any:
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+
 def tiled_head_refusal(model: Any) -> str:
     """Why this model cannot use the tiled head ('' when it can)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = _text_config(model)
     odd = [name for name in UNHANDLED_SCALING if getattr(config, name, None) not in (None, 1, 1.0)]
     if odd:
         return f"its config scales the logits ({', '.join(odd)})"
@@ -61,10 +114,10 @@ def add_tiled_head(model: Any, device: str) -> None:
     from trl.kernels import ChunkedLogProbFunction
 
     original = model.forward
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = _text_config(model)
     softcap = getattr(config, "final_logit_softcapping", None)
     scale = float(getattr(config, "logit_scale", None) or 1.0)
-    chunk = VOCAB_CHUNK["cuda" if device == "cuda" else "cpu"]
+    chunk = HEAD_VOCAB_TILE["cuda" if device == "cuda" else "cpu"]
 
     @functools.wraps(type(model).forward)  # generate() checks its model kwargs against this signature
     def forward(self: Any, *args: Any, tiled_loss: bool = False, labels: Any = None,
@@ -102,12 +155,11 @@ def add_tiled_head(model: Any, device: str) -> None:
         return CausalLMOutputWithPast(loss=loss)
 
     model.forward = types.MethodType(forward, model)
-    model._studio_tiled_head = True
+    _record(model).tiled_head = True
 
 
 def has_tiled_head(model: Any) -> bool:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(inner, "_studio_tiled_head", False))
+    return applied(model).tiled_head
 
 
 # --- the tiled MLP ------------------------------------------------------------------------------------------
@@ -116,8 +168,8 @@ class _TiledMLP(torch.autograd.Function):
     again with gradients (the adapter's gradients accumulate in their ``.grad``, as in any backward)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, mlp: Any, forward: Any, tokens: int) -> torch.Tensor:
-        ctx.mlp, ctx.forward, ctx.tokens = mlp, forward, tokens
+    def forward(ctx: Any, x: torch.Tensor, forward: Any, tokens: int) -> torch.Tensor:
+        ctx.forward, ctx.tokens = forward, tokens
         ctx.rng = _rng_state(x.device)
         ctx.save_for_backward(x)
         flat = x.reshape(-1, x.shape[-1])
@@ -138,7 +190,7 @@ class _TiledMLP(torch.autograd.Function):
                 torch.autograd.backward(out, grads[start:start + ctx.tokens])
                 if grad_x is not None:
                     grad_x[start:start + ctx.tokens] = piece.grad
-        return (None if grad_x is None else grad_x.view_as(x)), None, None, None
+        return (None if grad_x is None else grad_x.view_as(x)), None, None
 
 
 def _rng_state(device: torch.device) -> tuple:
@@ -176,10 +228,10 @@ def add_tiled_mlp(model: Any, tokens: int = MLP_TILE_TOKENS) -> int:
         def forward(self: Any, x: torch.Tensor, _own: Any = own) -> torch.Tensor:
             if not torch.is_grad_enabled() or x.shape[:-1].numel() <= tokens:
                 return _own(x)
-            return _TiledMLP.apply(x, self, _own, tokens)
+            return _TiledMLP.apply(x, _own, tokens)
 
         mlp.forward = types.MethodType(forward, mlp)
-    model._studio_tiled_mlp = len(mlps)
+    _record(model).tiled_mlp = len(mlps)
     return len(mlps)
 
 
@@ -189,7 +241,3 @@ def offload_context(model: Any) -> Any:
     from trl.models.activation_offloading import get_act_offloading_ctx_manager
 
     return get_act_offloading_ctx_manager(model, warn_if_no_head=False)
-
-
-def tiles(tokens: int, size: int) -> int:
-    return max(1, math.ceil(tokens / size))

@@ -155,22 +155,16 @@ class TrainingRun:
         """Which long-sequence parts run (studio.train.long_context), and any asked for that cannot, in the log."""
         from studio.train import long_context
 
-        t, used = self.recipe.train, []
-        if long_context.has_tiled_head(self.model):
-            used.append("the loss through a tiled output layer (no full logits)")
-        if getattr(self._base_model(), "_studio_tiled_mlp", 0):
-            used.append(f"the MLP in tiles of {long_context.MLP_TILE_TOKENS:,} tokens")
-        if t.offload_activations and self.device == "cuda" and t.grad_ckpt:
-            used.append("activation offloading to host RAM")
-        if getattr(self._base_model(), "_studio_kernels", "") == "liger":
-            used.append("liger-kernel's fused RMSNorm, RoPE and SwiGLU")
+        done = long_context.applied(self.model)
+        used = [words for on, words in (
+            (done.tiled_head, "the loss through a tiled output layer (no full logits)"),
+            (done.tiled_mlp, f"the MLP in tiles of {long_context.MLP_TILE_TOKENS:,} tokens"),
+            (done.offload, "activation offloading to host RAM"),
+            (done.kernels == "liger", "liger-kernel's fused RMSNorm, RoPE and SwiGLU")) if on]
         if used:
             self.em.emit(LOG, message="long sequences: " + "; ".join(used))
-        for note in getattr(self._base_model(), "_studio_notes", []):
+        for note in done.notes:
             self.em.emit(LOG, message=note)
-
-    def _base_model(self) -> Any:
-        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def _say_experts(self) -> None:
         """A 4-bit MoE trains without its experts (frozen NF4): said in the run each time the model loads, not left to the plan alone."""
@@ -339,8 +333,7 @@ class TrainingRun:
         trainer = self.trainer_cls(model=self.model, args=args, train_dataset=data.train,
                                 eval_dataset=data.val, data_collator=collator,
                                 callbacks=[self.callback, SaveOnStop(self.ctl), timer], run_dir=self.run_dir, emitter=self.em,
-                                keep=self.recipe.train.keep_checkpoints, settings=settings_of(self.recipe),
-                                recipe_train=self.recipe.train)
+                                keep=self.recipe.train.keep_checkpoints, settings=settings_of(self.recipe))
         trainer.remove_callback(PrinterCallback)  # it prints log dicts; our events carry them
         from studio.train import peft_methods
 
@@ -372,7 +365,7 @@ class TrainingRun:
         trainer = cls(model=self.model, args=args, train_dataset=data.train, eval_dataset=data.val,
                       processing_class=self.tokenizer, callbacks=[self.callback, SaveOnStop(self.ctl)],
                       run_dir=self.run_dir, emitter=self.em, keep=self.recipe.train.keep_checkpoints,
-                      settings=settings_of(self.recipe), recipe_train=self.recipe.train)
+                      settings=settings_of(self.recipe))
         trainer.remove_callback(PrinterCallback)
         return trainer
 

@@ -55,10 +55,8 @@ class SaveOnStop(TrainerCallback):
 
 class StudioTrainer(Trainer):
     def __init__(self, *args: Any, run_dir: Path, emitter: Emitter, keep: int = 2,
-                 settings: dict | None = None, fresh_optimizer: bool = False, recipe_train: Any = None,
-                 **kwargs: Any) -> None:
+                 settings: dict | None = None, fresh_optimizer: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.recipe_train = recipe_train  # the recipe's train section: activation offloading
         self._offload: Any = None
         self.run_dir = Path(run_dir)
         self.em = emitter
@@ -74,9 +72,8 @@ class StudioTrainer(Trainer):
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def _offload_context(self) -> Any:
-        """TRL's activation offloading around the step when the recipe asks for it (GPU, checkpointing)."""
-        t = getattr(self, "recipe_train", None)
-        if t is None or not (t.offload_activations and t.grad_ckpt and self.args.device.type == "cuda"):
+        """TRL's activation offloading around the step when the loader turned it on (GPU, checkpointing)."""
+        if not long_context.applied(self.model).offload:
             return contextlib.nullcontext()
         if self._offload is None:
             self._offload = long_context.offload_context(self.model)
