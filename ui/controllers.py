@@ -3,8 +3,9 @@
 Workers are started by ``studio.procs.start_worker`` (a process group of its own; on Windows a
 console without a window) rather than ``QProcess``: ``QProcess`` kills its child when it is
 destroyed, and a training run must be able to outlive the window ("keep running" when the user
-closes it); the other workers end with the window (``outlive`` False). Two small reader threads turn the pipes into
-Qt signals (queued into the GUI thread), so nothing ever blocks the event loop. A worker whose
+closes it); the other workers end with the window (``outlive`` False). Two small reader threads
+drain the pipes into buffers that a GUI-thread timer turns into Qt signals (the threads never touch a
+QObject), so nothing ever blocks the event loop. A worker whose
 stderr goes to a file (training: ``RUN/worker.log``) keeps working after the GUI is gone; the
 events it writes are always in ``RUN/events.jsonl`` too.
 
@@ -32,55 +33,64 @@ STDERR_TAIL_MS = 250
 
 
 class _PipeReader(QObject):
-    """Reads one pipe on a daemon thread and hands the bytes to the GUI thread in batches.
+    """Reads one pipe on a daemon thread; the GUI thread collects the bytes on a short timer.
 
-    The thread only appends to a buffer; it posts one ``ready`` signal when the buffer goes from
-    empty to non-empty, so a flood of small writes costs the event loop one call per batch,
-    never one per line (timers and repaints keep running).
+    The thread touches nothing of Qt: it appends to a buffer under a lock and marks the end of the
+    pipe. A thread that emitted a signal itself could do so while the GUI thread deletes this object
+    (the controller goes away while its worker is still writing its last lines), and emitting on a
+    QObject being destroyed crashes the process. The timer belongs to this object, so it stops with
+    it; ``ready`` and ``closed`` are emitted in the GUI thread, one ``ready`` per batch of bytes, so a
+    flood of small writes costs the event loop one call per tick, never one per line.
     """
 
     ready = Signal()
     closed = Signal()
+    POLL_MS = 30
 
     def __init__(self, stream, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._stream = stream
         self._lock = threading.Lock()
         self._buf = bytearray()
-        self._posted = False
+        self._eof = False
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._timer = QTimer(self)
+        self._timer.setInterval(self.POLL_MS)
+        self._timer.timeout.connect(self._poll)
 
     def start(self) -> None:
         self._thread.start()
+        self._timer.start()
 
     def take(self) -> bytes:
         """Everything read so far (called in the GUI thread)."""
         with self._lock:
             data = bytes(self._buf)
             self._buf.clear()
-            self._posted = False
         return data
 
+    def _poll(self) -> None:
+        with self._lock:
+            pending, eof = bool(self._buf), self._eof
+        if eof:
+            self._timer.stop()
+            self.closed.emit()
+        elif pending:
+            self.ready.emit()
+
     def _loop(self) -> None:
-        fd = self._stream.fileno()
         try:
+            fd = self._stream.fileno()
             while True:
                 data = os.read(fd, READ_CHUNK)
                 if not data:
                     break
                 with self._lock:
                     self._buf.extend(data)
-                    post, self._posted = not self._posted, True
-                if post:
-                    self.ready.emit()
         except (OSError, ValueError):
             pass
-        except RuntimeError:  # the QObject went away (application shutting down)
-            return
-        try:
-            self.closed.emit()
-        except RuntimeError:
-            pass
+        with self._lock:
+            self._eof = True
 
 
 class _FileTail(QObject):

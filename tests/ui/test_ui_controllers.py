@@ -121,6 +121,26 @@ def test_a_flood_is_parsed_completely(qtbot, fake_argv):
     assert len(rec.metrics) == 2000 and rec.malformed == 0
 
 
+def test_a_controller_deleted_while_its_worker_writes_does_not_crash(qtbot, fake_argv):
+    """The page (and with it the controller) goes away while the worker still floods its pipes: the
+    reader threads drain them to the end without touching the deleted QObjects (a thread that emitted a
+    signal on an object the GUI thread was deleting crashed the whole test run once)."""
+    import shiboken6
+
+    c = WorkerController()
+    c.start(fake_argv("flood", 2000, 1), env=procs.worker_env())
+    proc, readers = c.proc, list(c._readers)
+    threads = [r._thread for r in readers]
+    qtbot.waitUntil(lambda: any(r._buf for r in readers) or proc.poll() is not None, timeout=10000)
+    shiboken6.delete(c)
+    assert not any(shiboken6.isValid(r) for r in readers)
+    proc.wait(timeout=20)
+    for t in threads:
+        t.join(timeout=10)
+        assert not t.is_alive()
+    qtbot.wait(200)  # the event loop runs on with nothing pending for the dead objects
+
+
 def test_a_detached_worker_outlives_its_window(tmp_path, fake_argv):
     """The GUI process exits after detach (\"keep running\"); the worker finishes on its own."""
     marker = tmp_path / "finished.txt"
