@@ -1,7 +1,8 @@
 """Write a merged model folder as one GGUF file with the ``gguf`` package (no llama.cpp checkout).
 
-Supported: the Llama family (``llama``, ``mistral``, ``qwen2``, ``qwen3``; SmolLM is ``llama``) and the
-mixture-of-experts ``mixtral`` and ``qwen3_moe`` (each layer's experts stacked into one tensor). Facts about
+Each supported transformers ``model_type`` has an entry in ``studio.export.arches`` (one module per
+family: its llama.cpp architecture, how tensors and keys differ from a Llama); mixture-of-experts
+layers have their experts stacked into one tensor. Facts about
 the format follow llama.cpp's ``convert_hf_to_gguf.py`` (key names, the q/k rotary permutation for
 llama-arch, F32 for 1-D tensors, pre-tokenizer names); the code here is our own. Tensors are read
 from the safetensors files one at a time and written as soon as they are converted.
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.export.arches import ARCHES, GgufArch, head_dim, permute_qk, rope_params, text_config, text_name
 from studio.export.errors import Progress, UnsupportedModel, no_progress
 from studio.export.gguf_vocab import build_vocab
 from studio.safetensors_io import TensorMeta, model_tensors, read_tensor
@@ -23,23 +25,6 @@ QUANTS = ("f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 K_RECIPES = ("q4_k_m", "q5_k_m", "q6_k")  # mixed recipes: kquants.recipe_type picks each tensor's type
 
 
-@dataclass(frozen=True)
-class GgufArch:
-    """How one transformers ``model_type`` is written: llama.cpp arch name and the q/k permutation."""
-
-    model_type: str
-    arch: str  # gguf MODEL_ARCH name
-    permute_qk: bool  # llama-arch files store q/k rows interleaved for llama.cpp's rotary layout
-
-
-ARCHES = {a.model_type: a for a in (
-    GgufArch("llama", "llama", True),
-    GgufArch("mistral", "llama", True),  # llama.cpp writes Mistral as llama-arch
-    GgufArch("mixtral", "llama", True),  # llama-arch with experts (ffn_*_exps) and a router (ffn_gate_inp)
-    GgufArch("qwen2", "qwen2", False),  # NeoX rotary: no permutation; q/k/v carry biases
-    GgufArch("qwen3", "qwen3", False),  # NeoX rotary, per-head q/k norms
-    GgufArch("qwen3_moe", "qwen3moe", False),  # Qwen3 with experts
-)}
 # A checkpoint keeps one tensor per expert (model.layers.N.mlp.experts.E.gate_proj.weight); llama.cpp keeps
 # each layer's experts stacked in one 3-D tensor (blk.N.ffn_gate_exps.weight, experts outermost).
 _EXPERT = re.compile(r"^(?P<layer>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>\w+)\.weight$")
@@ -48,6 +33,7 @@ SUPPORTED_ROPE = ("default", "linear", "llama3")
 
 def check_supported(config: dict) -> GgufArch:
     """The architecture entry for ``config``, or a clear error before any work starts."""
+    config = text_config(config)
     arch = ARCHES.get(str(config.get("model_type")))
     if arch is None:
         raise UnsupportedModel(
@@ -58,25 +44,12 @@ def check_supported(config: dict) -> GgufArch:
     if kind not in SUPPORTED_ROPE:
         raise UnsupportedModel(f"GGUF export does not support rope scaling '{kind}'",
                                f"supported: {', '.join(SUPPORTED_ROPE)}; export --format merged instead")
+    if arch.check is not None:
+        arch.check(config)
     return arch
 
 
-def rope_params(config: dict) -> dict:
-    """transformers 5 keeps rope settings in ``rope_parameters``; older configs use rope_theta/rope_scaling."""
-    params = dict(config.get("rope_parameters") or {})
-    scaling = config.get("rope_scaling") or {}
-    params = {**scaling, **params}
-    params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
-    return params
-
-
 # -- tensors -------------------------------------------------------------------------------------
-
-def permute_qk(w, n_head: int):
-    """HF (rotate-half) row order -> llama.cpp's interleaved pairs; transformers' GGUF loader undoes it."""
-    rows = w.shape[0]
-    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
 
 def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str, n_layers: int = 0, has_output: bool = True):
     """The GGML type of one tensor: 1-D stays F32; quantised types fall back where rows don't fit blocks.
@@ -159,6 +132,7 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
     """What goes into the GGUF, in order: ``metas`` (default: the folder's weights) under llama.cpp's names."""
     import gguf
 
+    config = text_config(config)
     n_layers = int(config["num_hidden_layers"])
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], n_layers)
     tied = bool(config.get("tie_word_embeddings", False))
@@ -173,11 +147,15 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
     for m in metas:
         if m.name.endswith("rotary_emb.inv_freq") or (tied and m.name == "lm_head.weight"):
             continue
-        expert = _EXPERT.match(m.name)
+        text = text_name(m.name, config)
+        if text is None or (arch.skip is not None and arch.skip(text)):
+            continue
+        hf_name = arch.rename(text) if arch.rename is not None else text
+        expert = _EXPERT.match(hf_name)
         if expert:  # gathered below, once every expert of the layer is known
             stacks.setdefault(f"{expert['layer']}.{expert['proj']}", []).append((int(expert["expert"]), m))
             continue
-        gname = name_map.get_name(m.name, try_suffixes=(".weight", ".bias"))
+        gname = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gname is None:
             raise UnsupportedModel(f"GGUF export: no llama.cpp name for tensor {m.name} of {arch.model_type}",
                                    "export --format merged instead")
@@ -205,10 +183,11 @@ def llama3_rope_factors(config: dict):
     """llama.cpp keeps Llama-3.1 style rope scaling as a ``rope_freqs`` tensor of per-frequency factors."""
     import torch
 
+    config = text_config(config)
     rope = rope_params(config)
     if (rope.get("rope_type") or rope.get("type")) != "llama3":
         return None
-    dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+    dim = head_dim(config)
     base = float(rope["rope_theta"])
     factor, low, high = float(rope["factor"]), float(rope["low_freq_factor"]), float(rope["high_freq_factor"])
     old_ctx = float(rope["original_max_position_embeddings"])
@@ -220,13 +199,26 @@ def llama3_rope_factors(config: dict):
                        torch.where(wavelen > old_ctx / low, torch.full_like(freqs, factor), mid))
 
 
-def oriented(p: PlannedTensor, t, config: dict, arch: GgufArch):
-    """The float tensor in llama.cpp's layout (q/k rows permuted for llama-arch), before encoding."""
+def permuted(p: PlannedTensor, t, config: dict, arch: GgufArch):
+    """``t``'s rows in llama.cpp's order (q/k rows permuted for llama-arch); also maps row numbers."""
+    config = text_config(config)
     if arch.permute_qk and ".attn_q." in p.gguf_name:
         t = permute_qk(t, int(config["num_attention_heads"]))
     elif arch.permute_qk and ".attn_k." in p.gguf_name:
         t = permute_qk(t, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
     return t
+
+
+def valued(p: PlannedTensor, t, config: dict, arch: GgufArch):
+    """The family's value change (a norm's +1, a scale) on rows already in llama.cpp's order; row-wise, so
+    the read-back may apply it to sampled rows."""
+    config = text_config(config)
+    return arch.tensor(p.gguf_name, t, config) if arch.tensor is not None else t
+
+
+def oriented(p: PlannedTensor, t, config: dict, arch: GgufArch):
+    """The float tensor in llama.cpp's layout, before encoding."""
+    return valued(p, permuted(p, t, config, arch), config, arch)
 
 
 def convert_tensor(p: PlannedTensor, t, config: dict, arch: GgufArch):
@@ -237,6 +229,7 @@ def convert_tensor(p: PlannedTensor, t, config: dict, arch: GgufArch):
 
 def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
     """Hyper-parameters under llama.cpp's key names."""
+    config = text_config(config)
     n_head = int(config["num_attention_heads"])
     head_dim = int(config.get("head_dim") or config["hidden_size"] // n_head)
     rope = rope_params(config)
@@ -263,6 +256,8 @@ def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
 
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(float(rope["factor"]))
+    if arch.hparams is not None:
+        arch.hparams(w, config)
 
 
 def file_type(quant: str) -> int:
@@ -283,7 +278,7 @@ def write_gguf(folder: Path, out_path: Path, quant: str = "f16", name: str = "",
 
     if quant not in QUANTS:
         raise UnsupportedModel(f"GGUF quantisation '{quant}' is not supported", f"choose one of {', '.join(QUANTS)}")
-    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    config = text_config(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")))
     arch = check_supported(config)
     vocab = vocab if vocab is not None else build_vocab(Path(folder), config, trust)
     plan = plan_tensors(Path(folder), config, arch, quant, metas=weights.metas() if weights is not None else None)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from studio import methods
 from studio.export.adapter import Adapter
+from studio.export.arches import text_config, text_name
 from studio.export.errors import UnsupportedModel
 from studio.export.gguf_writer import check_supported, permute_qk
 
@@ -49,6 +50,7 @@ def lora_tensors(adapter: Adapter, config: dict):
         names = ", ".join(sorted(adapter.replacements)[:3])
         raise UnsupportedModel(f"the adapter replaces whole weights ({names}): a LoRA GGUF can only carry LoRA pairs",
                                "export --format ollama or gguf (merged) instead")
+    config = text_config(config)
     arch = check_supported(config)
     n_layers = int(config["num_hidden_layers"])
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], n_layers)
@@ -60,7 +62,9 @@ def lora_tensors(adapter: Adapter, config: dict):
             raise UnsupportedModel("the adapter changes lm_head, which this model ties to its embeddings "
                                    "(llama.cpp has no separate output tensor to apply it to)",
                                    "export --format ollama or gguf (merged) instead")
-        gname = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        text = text_name(hf_name, config)
+        gname = None if text is None else name_map.get_name(arch.rename(text) if arch.rename else text,
+                                                            try_suffixes=(".weight", ".bias"))
         if gname is None:
             raise UnsupportedModel(f"LoRA GGUF: no llama.cpp name for the adapted weight {hf_name}",
                                    "export --format ollama or gguf (merged) instead")

@@ -19,7 +19,7 @@ from typing import Any
 from studio.data.chat_render import render_chat
 from studio.data.light_tokenizer import LightTokenizer
 from studio.export.gguf_readback import GgufFile, gguf_reader
-from studio.export.gguf_writer import check_supported, oriented, plan_tensors, read_planned
+from studio.export.gguf_writer import check_supported, oriented, permuted, plan_tensors, read_planned, valued
 from studio.export.lora_gguf import lora_tensors, read_lora_gguf
 from studio.safetensors_io import _SIZES, model_tensors, read_rows, read_tensor
 
@@ -125,8 +125,9 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
     import torch
     from gguf.quants import dequantize
 
+    from studio.export.arches import text_config
 
-    config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
+    config = text_config(json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8")))
     arch = check_supported(config)
     reader = reader if reader is not None else gguf_reader(gguf_path)
     stored = {t.name: t for t in reader.tensors}
@@ -148,10 +149,10 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
             rows = np.unique(np.linspace(0, n_rows - 1, SAMPLE_ROWS).round().astype(np.int64))
             # the base rows these GGUF rows come from (the writer's q/k permutation applied to row numbers),
             # merged for those rows only; a row of the GGUF is a row of the tensor (whole blocks)
-            base_rows = oriented(p, np.arange(n_rows), config, arch)[rows]
+            base_rows = permuted(p, np.arange(n_rows), config, arch)[rows]
             part = weights.read_rows(p.meta, torch.from_numpy(base_rows)) if weights is not None \
                 else read_rows(p.meta, base_rows)
-            ref = part.float().numpy()
+            ref = valued(p, part.float(), config, arch).numpy()  # the family's row-wise change, as written
             got = dequantize(t.read_rows(rows), t.tensor_type).reshape(ref.shape)
         else:
             full = oriented(p, read_planned(p, config, read), config, arch)  # same q/k permutation as the writer
@@ -210,9 +211,10 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
 
     import numpy as np
 
+    from studio.export.arches import text_config, text_name
     from studio.export.gguf_writer import check_supported, permute_qk
 
-    config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
+    config = text_config(json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8")))
     arch = check_supported(config)
     meta, pairs = read_lora_gguf(lora_path)
     keys_ok = (meta.get("general.type") == "adapter" and meta.get("adapter.type") == "lora"
@@ -224,8 +226,10 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
     worst, missing = 0.0, sorted(names - set(pairs))
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], int(config["num_hidden_layers"]))
     for hf_name, d in adapter.deltas.items():
-        gname = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if gname not in pairs or any(x is None for x in pairs[gname]):
+        text = text_name(hf_name, config)
+        gname = None if text is None else name_map.get_name(arch.rename(text) if arch.rename else text,
+                                                            try_suffixes=(".weight", ".bias"))
+        if gname is None or gname not in pairs or any(x is None for x in pairs[gname]):
             continue
         a, b = pairs[gname]
         want = d.delta().numpy()
