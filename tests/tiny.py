@@ -95,3 +95,28 @@ def write_preference_jsonl(path: Path, n: int = 32) -> Path:
     """Prompt/chosen/rejected rows: the chosen answer follows the ANSWER/WHY format, the rejected one does not."""
     return _write_jsonl(path, ({"prompt": f"What is {a} plus {b}?", "chosen": answer,
                                 "rejected": f"hello world {a + b}"} for a, b, answer in _sums(n)))
+
+
+def make_multimodal(out_dir: Path, model_type: str = "qwen3_5", seed: int = 0) -> Path:
+    """A tiny random image-text checkpoint (``*ForConditionalGeneration``: qwen3_5, gemma3 or gemma4) with the
+    tokenizer above: a 4-layer language model beside a one-layer vision tower, saved as transformers saves it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    out_dir = Path(out_dir)
+    tok = make_tokenizer(out_dir)
+    text = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                vocab_size=len(tok), head_dim=16, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    kw: dict = {
+        "qwen3_5": dict(text_config=dict(text, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                                         linear_value_head_dim=16),
+                        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)),
+        "gemma3": dict(text_config=text, vision_config=dict(vision, image_size=32, patch_size=8), mm_tokens_per_image=4),
+        "gemma4": dict(text_config=text, vision_config=vision),
+    }[model_type]
+    config = AutoConfig.for_model(model_type, **kw)
+    torch.manual_seed(seed)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(out_dir)
+    return out_dir

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from studio import methods
+from studio import methods, multimodal
 from studio.export.errors import ConfigError, UnsupportedModel
 from studio.safetensors_io import DamagedFile, model_tensors, read_header
 
@@ -248,6 +248,7 @@ def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
         base = {m.name: tuple(m.shape) for m in model_tensors(base_dir)}
     except Exception:  # an unreadable base is reported by the export's own checks, with its file
         base = {}
+    where = multimodal.layout(base)  # a multimodal checkpoint's names for the language model's weights
     pairs: dict[str, dict[str, tuple[str, tuple]]] = {}
     for key, shape in shapes.items():
         try:
@@ -267,7 +268,7 @@ def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
                                    "rank x in, B out x rank); neither a merge nor peft can use it", hint)
         emb = "embedding" in ka
         want = (a[1], b[0]) if emb else (b[0], a[1])
-        have = base.get(f"{module}.weight")
+        have = base.get(f"{module}.weight", base.get(multimodal.to_checkpoint(f"{module}.weight", where)))
         if have is not None and have != want:
             raise UnsupportedModel(f"{path}: the LoRA pair of {module} ({ka} {'x'.join(map(str, a))}, {kb} "
                                    f"{'x'.join(map(str, b))}) updates a {'x'.join(map(str, want))} weight, but "

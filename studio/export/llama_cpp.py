@@ -38,10 +38,12 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
     """The merged model in transformers (float32): the base loaded, each weight the adapter changes set
     to its merged value in the base dtype, exactly as a merged folder would load."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(weights.base_dir), dtype=torch.float32, trust_remote_code=trust)
-    params = dict(model.named_parameters(remove_duplicate=False))
+    from studio import multimodal
+
+    model = multimodal.load_causal_lm(weights.base_dir, dict(dtype=torch.float32, trust_remote_code=trust))
+    where = multimodal.layout(m.name for m in weights.metas())  # the checkpoint's names for a text model's
+    params = {multimodal.to_checkpoint(n, where): p for n, p in model.named_parameters(remove_duplicate=False)}
     changed = weights.changed()
     metas = {m.name: m for m in weights.metas() if m.name in changed}
     missing = sorted(changed - set(params))
@@ -208,13 +210,12 @@ class GreedyCheck:
         """Judge the answers the cache cannot: one forward pass of the merged model each, and a greedy
         generation where that pass cannot decide; keep the merged model's answers in the export cache."""
         import torch
-        from transformers import AutoModelForCausalLM
 
+        from studio import multimodal
 
         release_freed_memory()  # the writer's buffers, before the model takes their place
         if self.weights is None:
-            model = AutoModelForCausalLM.from_pretrained(str(self.merged_dir), dtype=torch.float32,
-                                                         trust_remote_code=self.trust)
+            model = multimodal.load_causal_lm(self.merged_dir, dict(dtype=torch.float32, trust_remote_code=self.trust))
         else:
             model = merged_in_memory(self.weights, self.trust)
         ends = _turn_end_ids(self.tok, self.merged_dir)

@@ -11,7 +11,9 @@ import shutil
 from dataclasses import dataclass, field
 from io import BufferedIOBase
 from pathlib import Path
+from typing import Iterable
 
+from studio import multimodal
 from studio.export.adapter import Adapter
 from studio.export.errors import Progress, UnsupportedModel, VerificationFailed, no_progress
 from studio.safetensors_io import DTYPES, StreamingWriter, TensorMeta, model_tensors, read_rows, read_tensor
@@ -38,6 +40,7 @@ def check_mergeable(base_dir: Path, adapter: Adapter) -> list[TensorMeta]:
     """Every adapter update has a base weight of the right shape (checked before any writing)."""
     metas = model_tensors(base_dir)
     by_name = {m.name: m for m in metas}
+    on_checkpoint(adapter, by_name)
     for name, d in adapter.deltas.items():
         m = by_name.get(name)
         if m is None:
@@ -53,6 +56,21 @@ def check_mergeable(base_dir: Path, adapter: Adapter) -> list[TensorMeta]:
             raise UnsupportedModel(f"the adapter replaces {name}, which {base_dir} has no weight for",
                                    "export with --format adapter")
     return metas
+
+
+def on_checkpoint(adapter: Adapter, names: Iterable[str]) -> None:
+    """Name the adapter's updates as the base checkpoint does: an adapter trained on a multimodal checkpoint's
+    language model (``studio.multimodal``) names ``model.layers.N...``, the checkpoint ``model.language_model...``."""
+    names = set(names)
+    where = multimodal.layout(names)
+    if where is None:
+        return
+
+    def placed(name: str) -> str:
+        return name if name in names else multimodal.to_checkpoint(name, where)
+
+    adapter.deltas = {placed(n): d for n, d in adapter.deltas.items()}
+    adapter.replacements = {placed(n): t for n, t in adapter.replacements.items()}
 
 
 @dataclass

@@ -83,20 +83,22 @@ def _logits(model: Any, ids: list[list[int]]):
 def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: bool = False) -> Check:
     """Merged logits == base + adapter logits (peft, unmerged) within the dtype's tolerance."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from studio import multimodal
 
     ok, why = memory_ok(model_bytes(base_dir) * 2)
     if not ok:
         return Check("merge_logits", None, f"skipped: {why}")
     tok = AutoTokenizer.from_pretrained(str(merged_dir), trust_remote_code=trust)
     ids = prompt_ids(tok)
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype="auto", trust_remote_code=trust)
+    base = multimodal.load_causal_lm(base_dir, dict(dtype="auto", trust_remote_code=trust))
     dtype = str(base.dtype).removeprefix("torch.")
     plain = _logits(base, ids)
     peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
     ref = _logits(peft_model, ids)
     del peft_model, base
-    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype="auto", trust_remote_code=trust)
+    merged = multimodal.load_causal_lm(merged_dir, dict(dtype="auto", trust_remote_code=trust))
     out = _logits(merged, ids)
     del merged
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, out))

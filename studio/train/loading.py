@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from studio import methods
+from studio import methods, multimodal
 from studio.demo import ensure_demo_model
 from studio.errors import LoadError
 from studio.models import ModelError, resolve
@@ -117,14 +117,14 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
 
 
 def from_pretrained(folder: Path, kwargs: dict) -> Any:
-    """``AutoModelForCausalLM.from_pretrained``; in 4-bit the fused experts of an MoE are 4-bit too (moe4bit)."""
-    from transformers import AutoModelForCausalLM
+    """``AutoModelForCausalLM.from_pretrained``; in 4-bit the fused experts of an MoE are 4-bit too (moe4bit).
+    A multimodal checkpoint gives its language model alone (``studio.multimodal``)."""
+    import contextlib
 
     qconf = kwargs.get("quantization_config")
-    if qconf is not None and getattr(qconf, "load_in_4bit", False):
-        with experts_in_4bit():
-            return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-    return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    in_4bit = qconf is not None and getattr(qconf, "load_in_4bit", False)
+    with experts_in_4bit() if in_4bit else contextlib.nullcontext():
+        return multimodal.load_causal_lm(folder, kwargs)
 
 
 def keep_cpu_4bit_layout(model: Any) -> None:

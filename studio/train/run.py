@@ -150,6 +150,15 @@ class TrainingRun:
                               where="load") from None
         self._say_experts()
         self._say_long_context()
+        self._say_language_model()
+
+    def _say_language_model(self) -> None:
+        """A multimodal checkpoint trains its language model alone (studio.multimodal): said in the run log."""
+        from studio import multimodal
+
+        note = multimodal.training_note(self.base)
+        if note:
+            self.em.emit(LOG, message=note)
 
     def _say_long_context(self) -> None:
         """Which long-sequence parts run (studio.train.long_context), and any asked for that cannot, in the log."""

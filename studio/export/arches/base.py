@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from studio import multimodal
+
 # What a family hook receives: the GGUF tensor name, the float tensor (torch), the model's config.
 TensorHook = Callable[[str, Any, dict], Any]
 
@@ -54,9 +56,8 @@ def rope_params(config: dict) -> dict:
 
 
 # A multimodal checkpoint (``*ForConditionalGeneration``: Qwen3.5, Gemma 3 and 4, Mistral 3) keeps its
-# language model under this prefix and its vision/audio towers beside it; the GGUF holds the language model
-# only (llama.cpp reads the towers from a separate projector file).
-LANGUAGE_MODEL = "model.language_model."
+# language model beside its vision/audio towers (studio.multimodal); the GGUF holds the language model only
+# (llama.cpp reads the towers from a separate projector file).
 MULTIMODAL = "studio_multimodal"  # set in a flattened config: the checkpoint names tensors as above
 
 
@@ -75,10 +76,6 @@ def text_config(config: dict) -> dict:
 
 
 def text_name(name: str, config: dict) -> str | None:
-    """A checkpoint tensor's name as a text-only model has it, or None for a tensor outside the language
-    model (a multimodal checkpoint's vision/audio tower, its projector)."""
-    if not config.get(MULTIMODAL):
-        return name
-    if name.startswith(LANGUAGE_MODEL):
-        return "model." + name[len(LANGUAGE_MODEL):]
-    return name if name.startswith("lm_head.") else None
+    """A tensor's name as a text-only model has it, or None for a tensor outside the language model (a
+    multimodal checkpoint's vision/audio tower, its projector): ``studio.multimodal.to_text``."""
+    return multimodal.to_text(name) if config.get(MULTIMODAL) else name

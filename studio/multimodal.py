@@ -1,0 +1,132 @@
+"""Text training of a multimodal checkpoint: its language model alone, under the names a text model has.
+
+Qwen3.5, Gemma 3 (4B and up), Gemma 4 and Mistral Small 3.x are published as ``*ForConditionalGeneration``
+checkpoints: a language model beside a vision (and for Gemma 4 E2B/E4B an audio) tower. On text data the
+studio loads the language model only, as its own ``*ForCausalLM`` class from ``text_config``: the towers are
+never read, so they cost no memory on the card, the planner has nothing to count for them, and LoRA's
+``all-linear`` cannot reach into them. The adapter then names the text model's weights (``model.layers.N...``);
+the merge and the exports map those names back onto the checkpoint's (``to_checkpoint``), so the merged model
+is the whole multimodal checkpoint again, towers untouched, and the GGUF takes its language model
+(``to_text``).
+
+Two layouts exist on disk (transformers 5 reads both): ``model.language_model.*`` + ``lm_head.*`` (Qwen3.5,
+Gemma 4, checkpoints saved by transformers 5) and ``language_model.model.*`` + ``language_model.lm_head.*``
+(Gemma 3, Mistral 3 as released).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from studio.errors import LoadError
+
+# (the language model's body, its output layer) as a multimodal checkpoint names them
+LAYOUTS: tuple[tuple[str, str], ...] = (
+    ("model.language_model.", "lm_head."),
+    ("language_model.model.", "language_model.lm_head."),
+)
+_TOWER_WORDS = ("vision", "visual", "audio", "multi_modal", "mm_")
+
+
+def is_multimodal(config: dict) -> bool:
+    """A checkpoint whose language model sits in ``text_config`` beside other towers."""
+    return isinstance(config.get("text_config"), dict) and any(
+        str(a).endswith("ForConditionalGeneration") for a in config.get("architectures") or ())
+
+
+def training_note(folder: Path) -> str:
+    """What a run on ``folder`` trains, when it is a multimodal checkpoint (else "")."""
+    import json
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(config, dict) or not is_multimodal(config):
+        return ""
+    towers = [k.removesuffix("_config") for k in config if k.endswith("_config") and k != "text_config"
+              and isinstance(config[k], dict)]
+    return (f"{(config.get('architectures') or ['this'])[0]}: the language model trains on its own; the "
+            f"{' and '.join(towers) or 'other'} tower{'s are' if len(towers) != 1 else ' is'} not loaded (text data). "
+            "The merge and the exports put the adapter back on the whole checkpoint")
+
+
+def layout(names: Iterable[str]) -> tuple[str, str] | None:
+    """The layout a checkpoint's tensor names use, or None for a text model."""
+    names = list(names)
+    for body, head in LAYOUTS:
+        if any(n.startswith(body) for n in names):
+            return body, head
+    return None
+
+
+def to_text(name: str) -> str | None:
+    """A checkpoint name as the text model has it; a text model's own name unchanged; None for a tower's."""
+    for body, head in LAYOUTS:
+        if name.startswith(body):
+            return "model." + name[len(body):]
+        if name.startswith(head):
+            return "lm_head." + name[len(head):]
+    first_two = name.split(".")[:2]
+    if any(word in part for part in first_two for word in _TOWER_WORDS):
+        return None
+    return name
+
+
+def to_checkpoint(name: str, where: tuple[str, str] | None) -> str:
+    """A text model's name as the checkpoint of layout ``where`` has it (unchanged for a text checkpoint)."""
+    if where is None:
+        return name
+    body, head = where
+    if name.startswith("model."):
+        return body + name[len("model."):]
+    if name.startswith("lm_head."):
+        return head + name[len("lm_head."):]
+    return name
+
+
+def load_language_model(folder: Path, kwargs: dict, names: list[str]) -> Any:
+    """The language model of the multimodal checkpoint in ``folder`` as its ``*ForCausalLM`` class.
+
+    ``names``: the checkpoint's tensor names (their layout gives the key mapping). A weight of the language
+    model that is not found is an error, never a random initialisation."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=kwargs.get("trust_remote_code", False))
+    text = config.get_text_config()
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(text), None)
+    where = layout(names)
+    if cls is None or where is None:
+        raise LoadError(f"{folder}: a {config.model_type} checkpoint whose language model the studio cannot load on "
+                        f"its own ({type(text).__name__}; language model tensors "
+                        f"{'under ' + where[0] if where else 'not found'}). Choose a text model")
+    text.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", text.tie_word_embeddings))
+    body, head = where
+    mapping = {"^" + body.replace(".", r"\."): "model.", "^" + head.replace(".", r"\."): "lm_head."}
+    model, info = cls.from_pretrained(str(folder), config=text, key_mapping=mapping, output_loading_info=True,
+                                      **kwargs)
+    missing = [k for k in info.get("missing_keys", ()) if not (text.tie_word_embeddings and k.startswith("lm_head."))]
+    if missing:
+        raise LoadError(f"{folder}: the language model's weights {', '.join(sorted(missing)[:3])} were not found in "
+                        f"the checkpoint ({len(missing)} in all): it is incomplete; download it again")
+    return model
+
+
+def load_causal_lm(folder: Path, kwargs: dict) -> Any:
+    """The causal LM in ``folder`` (``from_pretrained`` keyword arguments ``kwargs``): the language model of a
+    multimodal checkpoint, or the whole model. Training, the Playground and the export checks load through here,
+    so an adapter always meets the model it was trained on."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from studio.safetensors_io import model_tensors
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}  # transformers reports a missing or damaged config with its file
+    if isinstance(config, dict) and is_multimodal(config):
+        return load_language_model(Path(folder), kwargs, [m.name for m in model_tensors(Path(folder))])
+    return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
