@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio import demo, paths
+from studio import demo, multimodal, paths
 from studio.adapted import fused_experts
 from studio.fsutil import atomic_write_json, atomic_write_text
 from studio.paths import resources_dir
@@ -316,6 +316,11 @@ def _check_limits(info: "ModelInfo", name: str) -> None:
                              f"(0 to {limit}); is the config damaged?")
 
 
+# Part of the count cache's key: a change in what is counted (issue 28: a multimodal checkpoint's language model
+# alone, as training loads it) must not be answered from counts made under the old rule.
+COUNTS_RULES = "language-model-only"
+
+
 def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code: bool) -> tuple[dict, list, bool]:
     """Meta-device counts, cached per config.json content and transformers version (building is slow)."""
     import hashlib
@@ -325,7 +330,7 @@ def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code
         version = importlib.metadata.version("transformers")
     except importlib.metadata.PackageNotFoundError:
         version = "none"
-    key = hashlib.sha256(cfg_file.read_bytes() + version.encode()).hexdigest()[:24]
+    key = hashlib.sha256(cfg_file.read_bytes() + version.encode() + COUNTS_RULES.encode()).hexdigest()[:24]
     cache = paths.data_dir() / "cache" / "model-counts" / f"{key}.json"
     try:
         raw = json.loads(cache.read_text(encoding="utf-8"))
@@ -469,6 +474,11 @@ def _meta_model(config: dict, folder: Path | None, trust_remote_code: bool) -> A
         else:
             kw = {k: v for k, v in config.items() if k != "model_type"}
             cfg = AutoConfig.for_model(config["model_type"], **kw)
+        if multimodal.is_multimodal(cfg.to_dict()):  # the language model alone, as training loads it
+            cls, text = multimodal.language_model_class(cfg)
+            if cls is not None:
+                with torch.device("meta"):
+                    return cls(text)
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
     except ValueError as e:

@@ -85,23 +85,30 @@ def to_checkpoint(name: str, where: tuple[str, str] | None) -> str:
     return name
 
 
+def language_model_class(config: Any) -> tuple[Any, Any]:
+    """(the ``*ForCausalLM`` class or None, its config) for a transformers multimodal config; the output layer
+    is tied as the outer config says (transformers ties ``lm_head`` to the language model's embeddings there)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    text = config.get_text_config()
+    text.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", text.tie_word_embeddings))
+    return MODEL_FOR_CAUSAL_LM_MAPPING.get(type(text), None), text
+
+
 def load_language_model(folder: Path, kwargs: dict, names: list[str]) -> Any:
     """The language model of the multimodal checkpoint in ``folder`` as its ``*ForCausalLM`` class.
 
     ``names``: the checkpoint's tensor names (their layout gives the key mapping). A weight of the language
     model that is not found is an error, never a random initialisation."""
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=kwargs.get("trust_remote_code", False))
-    text = config.get_text_config()
-    cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(text), None)
+    cls, text = language_model_class(config)
     where = layout(names)
     if cls is None or where is None:
         raise LoadError(f"{folder}: a {config.model_type} checkpoint whose language model the studio cannot load on "
                         f"its own ({type(text).__name__}; language model tensors "
                         f"{'under ' + where[0] if where else 'not found'}). Choose a text model")
-    text.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", text.tie_word_embeddings))
     body, head = where
     mapping = {"^" + body.replace(".", r"\."): "model.", "^" + head.replace(".", r"\."): "lm_head."}
     model, info = cls.from_pretrained(str(folder), config=text, key_mapping=mapping, output_loading_info=True,
