@@ -132,6 +132,12 @@ class CatalogEntry:
     param_groups: dict[str, int] = field(default_factory=dict)  # exact counts per group (meta device)
     linears: list[dict] = field(default_factory=list)
     supports_sdpa: bool = True
+    licence: str = ""  # the Hub's licence id ("apache-2.0", "llama3.1", "gemma"); "" where none was found
+    gated: bool | None = None  # the Hub asks to accept the licence before download; None: not known
+    sources: dict[str, str] = field(default_factory=dict)  # where each fact comes from (field -> source)
+    note: str = ""  # what a user should know before training it (a publisher's advice)
+    tower_params: int = 0  # a multimodal checkpoint's vision/audio towers (not loaded for text training)
+    active_params_b: float = 0.0  # a mixture of experts: parameters used per token, in billions (model card)
 
     @property
     def params(self) -> int:
@@ -241,7 +247,7 @@ def from_catalog(entry: CatalogEntry) -> ModelInfo:
     info.linears = [LinearGroup(**g) for g in entry.linears]
     info.supports_sdpa = entry.supports_sdpa
     info.has_chat_template = entry.chat_template
-    info.note = moe_note(info)
+    info.note = " ".join(n for n in (moe_note(info), entry.note) if n)  # the publisher's advice too
     return info
 
 
@@ -537,6 +543,17 @@ def _linear_groups(model: Any) -> list[LinearGroup]:
     return list(groups.values())
 
 
+def _tower_params(config: dict, language: int) -> int:
+    """Parameters of a multimodal checkpoint outside its language model (the whole model on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    cfg = AutoConfig.for_model(config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
+    with torch.device("meta"):
+        whole = AutoModelForImageTextToText.from_config(cfg)
+    return sum(p.numel() for p in whole.parameters()) - language
+
+
 def refresh_catalog(path: Path | None = None) -> int:
     """Recompute every catalog entry's counts on the meta device and rewrite the file atomically."""
     path = path or catalog_path()
@@ -545,6 +562,8 @@ def refresh_catalog(path: Path | None = None) -> int:
         model = _meta_model(e["config"], None, False)
         e["param_groups"], e["linears"] = _group_counts(model), [asdict(g) for g in _linear_groups(model)]
         e["supports_sdpa"] = _supports_sdpa(model)
+        if multimodal.is_multimodal(e["config"]):
+            e["tower_params"] = _tower_params(e["config"], sum(e["param_groups"].values()))
     atomic_write_text(path, json.dumps(raw, indent=1) + "\n")
     global _CATALOG
     _CATALOG = None

@@ -37,7 +37,7 @@ def sections(hits: dict[str, dict], query: str, recent: list[str]) -> list[tuple
                                              for r, h in hits.items()]))
     out.append(("Built in", [Entry("demo", "SmolLM2-135M-Instruct (demo)",
                                    "A 135M-parameter chat model shipped with the studio.")]))
-    out.append(("Catalog", [Entry(e.id, f"{e.name}  ·  {human_count(e.total_params)}", e.hf_id)
+    out.append(("Catalog", [Entry(e.id, f"{e.name}  ·  {human_count(e.total_params)}", f"{e.hf_id}: {licence_text(e)}")
                             for e in models.catalog()]))
     cached = [Entry(folder, repo_id, folder) for repo_id, folder in hub.cached_models()]
     folders = [Entry(p, Path(p).name, p) for p in recent if Path(p).is_dir()]
@@ -119,10 +119,20 @@ def location(name: str, info: ModelInfo) -> str:
         return f"{demo_model_dir()} (prepared from the bundled file on first use)"
     if info.source == "catalog":
         entry = models.find_catalog(name)
-        hf_id = entry.hf_id if entry else name
-        return (f"catalog entry: plan with it now; to train, download {hf_id} into your Hugging Face cache "
-                "(the Download button)")
+        if entry is None:
+            return name
+        towers = (f" Its {human_count(entry.tower_params)} vision/audio parameters are not loaded for text training."
+                  if entry.tower_params else "")
+        note = f" Note: {entry.note}" if entry.note else ""
+        return (f"catalog entry ({licence_text(entry)}): plan with it now; to train, download {entry.hf_id} into your "
+                f"Hugging Face cache (the Download button).{towers}{note}")
     return name
+
+
+def licence_text(entry: models.CatalogEntry) -> str:
+    """The entry's licence and whether the Hub gates it, in words."""
+    gated = {True: ", gated: accept its licence on its page first", False: "", None: ", gating not known"}[entry.gated]
+    return f"{entry.licence or 'unknown'} licence{gated}"
 
 
 def fit_text(peak: float, budget: float | None, fits: bool) -> str:

@@ -71,15 +71,35 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {group:<12}{n:>16,}")
             if info.note:
                 print(info.note)
+            _catalog_facts(args.model)
         return 0
     entries = models.catalog()
     if args.json:
-        print(json.dumps([{"id": e.id, "name": e.name, "hf_id": e.hf_id, "params": e.total_params} for e in entries],
-                         indent=2))
+        print(json.dumps([{"id": e.id, "name": e.name, "hf_id": e.hf_id, "params": e.total_params,
+                           "tower_params": e.tower_params, "licence": e.licence, "gated": e.gated, "note": e.note}
+                          for e in entries], indent=2))
         return 0
+    print(f"{'id':<38}{'params':>8}  {'licence':<16}{'gated':<7}hugging face id")
     for entry in entries:
-        print(f"{entry.id:<28}{entry.total_params / 1e9:7.2f}B  {entry.hf_id}")
+        gated = {True: "yes", False: "no", None: "?"}[entry.gated]
+        print(f"{entry.id:<38}{entry.total_params / 1e9:7.2f}B  {(entry.licence or '?')[:15]:<16}{gated:<7}{entry.hf_id}")
+    print("params: what trains (a multimodal checkpoint's language model); 'lora-studio models ID' for one model's facts")
     return 0
+
+
+def _catalog_facts(name: str) -> None:
+    """Licence, gating, towers and the publisher's advice of a catalog model, and where its facts come from."""
+    entry = models.find_catalog(name)
+    if entry is None:
+        return
+    gated = {True: "yes: accept the licence on its Hugging Face page first", False: "no", None: "not known"}[entry.gated]
+    print(f"licence: {entry.licence or 'not known'}; gated: {gated}")
+    if entry.tower_params:
+        print(f"towers: {entry.tower_params / 1e9:.2f}B parameters of vision/audio, not loaded for text training")
+    if entry.note:
+        print(f"note: {entry.note}")
+    for what, source in entry.sources.items():
+        print(f"source of {what}: {source}")
 
 
 def _one(args: argparse.Namespace, what: str) -> str:

@@ -111,7 +111,7 @@ def _bar(value: int, scale: int) -> str:
 def render(plan: Any, info: Any) -> str:
     """A readable table: settings, one bar per memory component, the totals and the reasons."""
     s, p = plan.settings, plan.predicted
-    lines = [info.summary(), "",
+    lines = [info.summary(), *([info.note] if getattr(info, "note", "") else []), "",
              ("FITS" if plan.fits else "DOES NOT FIT") + f" in {plan.budget_bytes / GiB:.1f} GiB "
              + ("of RAM, on the CPU " if plan.device == "cpu" else "")
              + f"(margin {plan.margin_bytes / GiB:.1f} GiB)", "", "Settings:"]
