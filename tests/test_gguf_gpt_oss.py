@@ -15,11 +15,11 @@ import pytest
 from tests.tiny import make_tokenizer
 
 HARMONY_SPECIALS = ["<|start|>", "<|message|>", "<|end|>", "<|channel|>", "<|return|>", "<|call|>"]
-PREAMBLE = "<|start|>system<|message|>Reasoning: medium\n\n# Valid channels: analysis, final.<|end|>"
+PREAMBLE = "<|start|>system<|message|>Current date: "  # then today's date, as the published template writes it
 HARMONY = (
-    PREAMBLE
-    + "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}<|start|>developer<|message|># Instructions\n\n{{ m['content'] }}<|end|>"
+    PREAMBLE + "{{ strftime_now('%Y-%m-%d') }}\n\nReasoning: medium\n\n# Valid channels: analysis, final.<|end|>"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'system' -%}<|start|>developer<|message|># Instructions\n\n{{ m['content'] }}\n\n<|end|>"
     "{%- elif m['role'] == 'assistant' -%}<|start|>assistant<|channel|>final<|message|>{{ m['content'] }}<|end|>"
     "{%- else -%}<|start|>{{ m['role'] }}<|message|>{{ m['content'] }}<|end|>{%- endif -%}"
     "{%- endfor -%}{%- if add_generation_prompt -%}<|start|>assistant{%- endif -%}"
@@ -206,7 +206,7 @@ def test_harmony_template_becomes_the_modelfile(mxfp4_dir):
 
     tok = AutoTokenizer.from_pretrained(str(mxfp4_dir))
     chat = detect_chat(tok)
-    assert chat.family.name == "harmony" and chat.family.template.startswith(PREAMBLE)
+    assert chat.family.name == "harmony" and chat.family.template.startswith(PREAMBLE + "{{ currentDate }}\n")
     assert all(ollama_render(chat.family, p, chat.system) == hf_render(tok, p) for p in PROBES)
     text = modelfile("m.gguf", chat, ["<|return|>"], {"top_k": 1})
     assert 'PARAMETER stop "<|return|>"' in text and 'PARAMETER stop "<|call|>"' in text

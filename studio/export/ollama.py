@@ -39,7 +39,7 @@ FAMILIES = (
     # writes its channels after "<|start|>assistant" and ends its answer with <|return|> (or <|call|>)
     ChatFamily("harmony",
                "{{ range .Messages }}{{ if eq .Role \"system\" }}<|start|>developer<|message|># Instructions\n\n"
-               "{{ .Content }}<|end|>{{ else }}{{ if eq .Role \"assistant\" }}<|start|>assistant<|channel|>final"
+               "{{ .Content }}\n\n<|end|>{{ else }}{{ if eq .Role \"assistant\" }}<|start|>assistant<|channel|>final"
                "<|message|>{{ .Content }}<|end|>{{ else }}<|start|>{{ .Role }}<|message|>{{ .Content }}<|end|>"
                "{{ end }}{{ end }}{{ end }}<|start|>assistant",
                ("<|return|>", "<|call|>"), preamble=True),
@@ -130,6 +130,8 @@ def _eval(nodes: list, dot: Any, root: dict) -> str:
     for node in nodes:
         if node[0] == "text":
             out.append(node[1])
+        elif node[0] == "field" and node[1] == "currentDate":  # Ollama's function: today, YYYY-MM-DD
+            out.append(_today())
         elif node[0] == "field":
             value = _lookup(node[1], dot, root)
             out.append("" if value is None else str(value))
@@ -183,13 +185,21 @@ def detect_chat(tokenizer: Any) -> OllamaChat:
                            f"supported: {', '.join(f.name for f in FAMILIES)}; export --format gguf instead")
 
 
+def _today() -> str:
+    import datetime
+
+    return datetime.date.today().isoformat()
+
+
 def _with_preamble(family: ChatFamily, tokenizer: Any) -> ChatFamily:
     """``family`` with the text the chat template puts before the first message in front of its template
-    (unchanged when the rendering does not end with the family's own: the probes then tell it is another)."""
+    (unchanged when the rendering does not end with the family's own: the probes then tell it is another).
+    Today's date in it (gpt-oss's "Current date:", from ``strftime_now``) becomes Ollama's ``currentDate``."""
     hf, own = hf_render(tokenizer, PROBES[0]), ollama_render(family, PROBES[0], None)
-    if not hf.endswith(own) or "{{" in hf[:len(hf) - len(own)]:
+    preamble = hf[:len(hf) - len(own)]
+    if not hf.endswith(own) or "{{" in preamble:
         return family
-    return replace(family, template=hf[:len(hf) - len(own)] + family.template)
+    return replace(family, template=preamble.replace(_today(), "{{ currentDate }}") + family.template)
 
 
 def _default_system(family: ChatFamily, tokenizer: Any) -> str | None:
