@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.export.arches import ARCHES, GgufArch, head_dim, permute_qk, rope_params, text_config, text_name
+from studio.export.arches import ARCHES, Derived, GgufArch, head_dim, permute_qk, rope_params, text_config, text_name
 from studio.export.errors import Progress, UnsupportedModel, no_progress
 from studio.export.gguf_vocab import build_vocab
 from studio.safetensors_io import TensorMeta, model_tensors, read_tensor
@@ -28,7 +28,9 @@ K_RECIPES = ("q4_k_m", "q5_k_m", "q6_k")  # mixed recipes: kquants.recipe_type p
 # A checkpoint keeps one tensor per expert (model.layers.N.mlp.experts.E.gate_proj.weight); llama.cpp keeps
 # each layer's experts stacked in one 3-D tensor (blk.N.ffn_gate_exps.weight, experts outermost).
 _EXPERT = re.compile(r"^(?P<layer>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>\w+)\.weight$")
-SUPPORTED_ROPE = ("default", "linear", "llama3")
+SUPPORTED_ROPE = ("default", "linear", "llama3", "yarn")
+# YaRN settings llama.cpp computes itself (its attention factor is 0.1 ln(factor) + 1, as transformers' default)
+_YARN_UNREAD = ("attention_factor", "attn_factor", "mscale", "mscale_all_dim")
 
 
 def check_supported(config: dict) -> GgufArch:
@@ -44,6 +46,10 @@ def check_supported(config: dict) -> GgufArch:
     if kind not in SUPPORTED_ROPE:
         raise UnsupportedModel(f"GGUF export does not support rope scaling '{kind}'",
                                f"supported: {', '.join(SUPPORTED_ROPE)}; export --format merged instead")
+    if kind == "yarn" and any(rope.get(k) is not None for k in _YARN_UNREAD):
+        raise UnsupportedModel("GGUF export does not support YaRN with a set attention factor or mscale",
+                               "llama.cpp derives the attention factor from the scaling factor; "
+                               "export --format merged instead")
     if arch.check is not None:
         arch.check(config)
     return arch
@@ -108,10 +114,13 @@ class PlannedTensor:
     qtype: Any
     meta: TensorMeta | None  # None for tensors computed here (rope_freqs)
     experts: list[TensorMeta] = field(default_factory=list)  # stacked, in expert order, when not empty
+    derived: Derived | None = None  # built by the family from several checkpoint tensors (arch.derive)
 
     @property
     def nbytes(self) -> int:
         """Bytes read from the model folder for this tensor."""
+        if self.derived is not None:
+            return sum(m.nbytes for m in self.derived.sources)
         return sum(m.nbytes for m in self.experts) if self.experts else (self.meta.nbytes if self.meta else 0)
 
 
@@ -120,6 +129,8 @@ def read_planned(p: PlannedTensor, config: dict, read: Any = None):
 
     ``read`` reads one checkpoint tensor (default: as stored; an export passes the merging reader)."""
     read = read or read_tensor
+    if p.derived is not None:
+        return p.derived.floats(read)
     if p.experts:
         import torch
 
@@ -134,7 +145,7 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
 
     config = text_config(config)
     n_layers = int(config["num_hidden_layers"])
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], n_layers)
+    name_map = gguf.get_tensor_name_map(arch.model_arch(), n_layers)
     tied = bool(config.get("tie_word_embeddings", False))
     metas = metas if metas is not None else model_tensors(folder)
     has_output = not tied and any(m.name == "lm_head.weight" for m in metas)
@@ -144,6 +155,8 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
         name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
         out.append(PlannedTensor("", name, tuple(freqs.shape), gguf.GGMLQuantizationType.F32, None))
     stacks: dict[str, list[tuple[int, TensorMeta]]] = {}  # stacked name -> (expert number, tensor)
+    derived, metas = _derived(metas, config, arch, quant, n_layers, has_output)
+    out += derived
     for m in metas:
         if m.name.endswith("rotary_emb.inv_freq") or (tied and m.name == "lm_head.weight"):
             continue
@@ -173,6 +186,28 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
         out.append(PlannedTensor(stacked, gname, shape, tensor_type(gname, shape, quant, n_layers, has_output),
                                  parts[0], experts=parts))
     return out
+
+
+def _derived(metas: list[TensorMeta], config: dict, arch: GgufArch, quant: str, n_layers: int,
+             has_output: bool) -> tuple[list[PlannedTensor], list[TensorMeta]]:
+    """The family's built tensors (``arch.derive``) and the checkpoint tensors left for the generic plan."""
+    if arch.derive is None:
+        return [], metas
+    import gguf
+
+    named = {}
+    for m in metas:
+        text = text_name(m.name, config)
+        if text is not None:
+            named[arch.rename(text) if arch.rename is not None else text] = m
+    out: list[PlannedTensor] = []
+    used: set[str] = set()
+    for d in arch.derive(named, config, quant):
+        qtype = gguf.GGMLQuantizationType[d.qtype] if d.qtype else tensor_type(d.gguf_name, d.shape, quant,
+                                                                                n_layers, has_output)
+        out.append(PlannedTensor(d.sources[0].name, d.gguf_name, d.shape, qtype, d.sources[0], derived=d))
+        used.update(m.name for m in d.sources)
+    return out, [m for m in metas if m.name not in used]
 
 
 def _expert_count(config: dict) -> int:
@@ -251,11 +286,18 @@ def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
     w.add_vocab_size(vocab_size)
-    if (rope.get("rope_type") or rope.get("type")) == "linear":
+    kind = rope.get("rope_type") or rope.get("type")
+    if kind in ("linear", "yarn"):
         import gguf
 
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR if kind == "linear" else gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(float(rope["factor"]))
+    if kind == "yarn":  # the keys llama.cpp reads; it computes the attention factor from the factor itself
+        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+        w.add_rope_scaling_yarn_beta_fast(float(rope.get("beta_fast", 32.0)))
+        w.add_rope_scaling_yarn_beta_slow(float(rope.get("beta_slow", 1.0)))
+        if rope.get("extrapolation_factor") is not None:
+            w.add_rope_scaling_yarn_ext_factor(float(rope["extrapolation_factor"]))
     if arch.hparams is not None:
         arch.hparams(w, config)
 
@@ -308,7 +350,10 @@ def _write_data(w, plan: list[PlannedTensor], config: dict, arch: GgufArch, prog
     done = 0
     progress("gguf", 0, total)
     for p in plan:
-        w.write_tensor_data(convert_tensor(p, read_planned(p, config, read), config, arch))
+        if p.derived is not None and p.derived.raw is not None:  # copied in its stored quantisation
+            w.write_tensor_data(p.derived.raw(read))
+        else:
+            w.write_tensor_data(convert_tensor(p, read_planned(p, config, read), config, arch))
         done += p.nbytes
         progress("gguf", done, total)
     w.flush()

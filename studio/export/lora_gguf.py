@@ -53,7 +53,7 @@ def lora_tensors(adapter: Adapter, config: dict):
     config = text_config(config)
     arch = check_supported(config)
     n_layers = int(config["num_hidden_layers"])
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], n_layers)
+    name_map = gguf.get_tensor_name_map(arch.model_arch(), n_layers)
     tied = bool(config.get("tie_word_embeddings", False))
     alpha = file_alpha(adapter)
     out = []

@@ -24,6 +24,9 @@ DEFAULT_SHARD_BYTES = 2 << 30
 _SIDE_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".py")
 _NOT_COPIED = {INDEX, "lora-studio-demo.json", "adapter_config.json"}
 _FLOATS = ("F64", "F32", "F16", "BF16")
+# Quantisations whose tensors the merge copies as stored (gpt-oss's MXFP4 experts, which LoRA leaves alone):
+# the merged folder keeps their quantization_config, which tells transformers how to read them.
+STORED_QUANTS = ("mxfp4",)
 
 
 @dataclass
@@ -43,6 +46,10 @@ def check_mergeable(base_dir: Path, adapter: Adapter) -> list[TensorMeta]:
     on_checkpoint(adapter, by_name)
     for name, d in adapter.deltas.items():
         m = by_name.get(name)
+        if m is None and f"{name}_blocks" in by_name:
+            raise UnsupportedModel(f"the adapter updates {name}, which {base_dir} stores as MXFP4 blocks "
+                                   "(gpt-oss's experts); the merge copies those as stored and does not re-quantise",
+                                   "train without the experts as targets, or export with --format adapter")
         if m is None:
             raise UnsupportedModel(f"the adapter updates {name}, which {base_dir} has no weight for",
                                    "tied embeddings cannot take a separate lm_head adapter; "
@@ -210,12 +217,13 @@ def _finite(t) -> bool:
 
 
 def copy_side_files(base_dir: Path, out_dir: Path) -> None:
-    """Config without quantisation settings, tokenizer, chat template, generation config with the EOS ids."""
+    """Config without quantisation settings (but those of tensors copied as stored), tokenizer, chat template, generation config with the EOS ids."""
     for src in sorted(Path(base_dir).iterdir()):
         if src.is_file() and src.suffix in _SIDE_SUFFIXES and src.name not in _NOT_COPIED:
             shutil.copy2(src, out_dir / src.name)
     cfg = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
-    cfg.pop("quantization_config", None)
+    if (cfg.get("quantization_config") or {}).get("quant_method") not in STORED_QUANTS:
+        cfg.pop("quantization_config", None)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     _fix_generation_config(out_dir, cfg)
 

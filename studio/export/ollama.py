@@ -1,14 +1,14 @@
 """Ollama Modelfile: FROM the GGUF, a TEMPLATE in Go-template syntax that renders conversations
 exactly as the model's chat template does, the stop tokens, and greedy sampling parameters.
 
-Supported chat formats: ChatML (SmolLM, Qwen2, ...) with or without a default system prompt, and
-Llama 3. The family is found by rendering probe conversations with the tokenizer's own template
+Supported chat formats: ChatML (SmolLM, Qwen2, ...) with or without a default system prompt,
+Llama 3, and gpt-oss's harmony format (its fixed system preamble found by rendering). The family is found by rendering probe conversations with the tokenizer's own template
 and checking that the Go template (rendered by the small evaluator below) gives the same text.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from studio.data.chat_render import render_chat
@@ -21,6 +21,9 @@ class ChatFamily:
     name: str
     template: str  # Ollama (Go text/template) syntax
     stops: tuple[str, ...]
+    # the chat template starts every conversation with a fixed text of the model's own (harmony's system
+    # preamble: reasoning effort, channels): found by rendering, it goes in front of ``template``
+    preamble: bool = False
 
 
 FAMILIES = (
@@ -32,6 +35,14 @@ FAMILIES = (
                "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
                "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
                ("<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>")),
+    # gpt-oss: a system prompt is a developer message; past answers are the final channel; the model
+    # writes its channels after "<|start|>assistant" and ends its answer with <|return|> (or <|call|>)
+    ChatFamily("harmony",
+               "{{ range .Messages }}{{ if eq .Role \"system\" }}<|start|>developer<|message|># Instructions\n\n"
+               "{{ .Content }}\n\n<|end|>{{ else }}{{ if eq .Role \"assistant\" }}<|start|>assistant<|channel|>final"
+               "<|message|>{{ .Content }}<|end|>{{ else }}<|start|>{{ .Role }}<|message|>{{ .Content }}<|end|>"
+               "{{ end }}{{ end }}{{ end }}<|start|>assistant",
+               ("<|return|>", "<|call|>"), preamble=True),
 )
 
 PROBES = (
@@ -69,7 +80,7 @@ def _tokens(template: str) -> list[tuple[str, str]]:
 
 
 def render_go(template: str, data: dict) -> str:
-    """Render ``template`` with ``data`` (supports text, .Field, range, if/else, end)."""
+    """Render ``template`` with ``data`` (supports text, .Field, range, if/else, eq .Field "text", end)."""
     tree, rest = _parse(_tokens(template), 0)
     if rest != len(_tokens(template)):
         raise ValueError("unbalanced {{ end }} in template")
@@ -106,11 +117,21 @@ def _lookup(expr: str, dot: Any, root: dict) -> Any:
     return value
 
 
+def _condition(expr: str, dot: Any, root: dict) -> Any:
+    """An ``if``'s value: a field, or ``eq FIELD "text"`` (Go's eq on a string literal)."""
+    m = re.fullmatch(r'eq\s+(\S+)\s+"((?:[^"\\]|\\.)*)"', expr)
+    if m:
+        return _lookup(m[1], dot, root) == m[2].replace('\\"', '"').replace("\\\\", "\\")
+    return _lookup(expr, dot, root)
+
+
 def _eval(nodes: list, dot: Any, root: dict) -> str:
     out = []
     for node in nodes:
         if node[0] == "text":
             out.append(node[1])
+        elif node[0] == "field" and node[1] == "currentDate":  # Ollama's function: today, YYYY-MM-DD
+            out.append(_today())
         elif node[0] == "field":
             value = _lookup(node[1], dot, root)
             out.append("" if value is None else str(value))
@@ -121,7 +142,7 @@ def _eval(nodes: list, dot: Any, root: dict) -> str:
             else:
                 out.append(_eval(node[3], dot, root))
         elif node[0] == "if":
-            out.append(_eval(node[2] if _lookup(node[1], dot, root) else node[3], dot, root))
+            out.append(_eval(node[2] if _condition(node[1], dot, root) else node[3], dot, root))
     return "".join(out)
 
 
@@ -156,11 +177,29 @@ def detect_chat(tokenizer: Any) -> OllamaChat:
         raise UnsupportedModel("the model has no chat template, so Ollama would not know how to format a chat",
                                "export --format gguf and write your own Modelfile TEMPLATE")
     for family in FAMILIES:
+        family = _with_preamble(family, tokenizer) if family.preamble else family
         system = _default_system(family, tokenizer)
         if all(ollama_render(family, p, system) == hf_render(tokenizer, p) for p in PROBES):
             return OllamaChat(family, system, len(PROBES))
     raise UnsupportedModel("the model's chat template is not one the Ollama export can translate",
                            f"supported: {', '.join(f.name for f in FAMILIES)}; export --format gguf instead")
+
+
+def _today() -> str:
+    import datetime
+
+    return datetime.date.today().isoformat()
+
+
+def _with_preamble(family: ChatFamily, tokenizer: Any) -> ChatFamily:
+    """``family`` with the text the chat template puts before the first message in front of its template
+    (unchanged when the rendering does not end with the family's own: the probes then tell it is another).
+    Today's date in it (gpt-oss's "Current date:", from ``strftime_now``) becomes Ollama's ``currentDate``."""
+    hf, own = hf_render(tokenizer, PROBES[0]), ollama_render(family, PROBES[0], None)
+    preamble = hf[:len(hf) - len(own)]
+    if not hf.endswith(own) or "{{" in preamble:
+        return family
+    return replace(family, template=preamble.replace(_today(), "{{ currentDate }}") + family.template)
 
 
 def _default_system(family: ChatFamily, tokenizer: Any) -> str | None:

@@ -30,7 +30,8 @@ SAMPLE_ROWS = 64  # rows of a large matrix read back and compared (first, last, 
 # Largest accepted error of one tensor read back from the GGUF (dequantised by the gguf package):
 # ||read - merged|| / ||merged||, by GGML type. About twice what each type gives on Gaussian weights.
 WEIGHT_RTOL = {"F32": 1e-6, "F16": 1e-3, "BF16": 8e-3, "Q8_0": 0.012, "Q6_K": 0.04, "Q5_K": 0.08, "Q5_1": 0.09,
-               "Q5_0": 0.09, "Q4_K": 0.15, "Q4_0": 0.18}
+               "Q5_0": 0.09, "Q4_K": 0.15, "Q4_0": 0.18,
+               "MXFP4": 0.25}
 
 
 @dataclass
@@ -147,7 +148,8 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
         kind = t.tensor_type.name
         data = np.asarray(t.data)
         n_rows = p.shape[0] if len(p.shape) == 2 else 0
-        if not p.experts and n_rows > SAMPLE_ROWS and data.ndim == 2 and data.shape[0] == n_rows:
+        if not p.experts and p.derived is None and n_rows > SAMPLE_ROWS and data.ndim == 2 \
+                and data.shape[0] == n_rows:
             rows = np.unique(np.linspace(0, n_rows - 1, SAMPLE_ROWS).round().astype(np.int64))
             # the base rows these GGUF rows come from (the writer's q/k permutation applied to row numbers),
             # merged for those rows only; a row of the GGUF is a row of the tensor (whole blocks)
@@ -226,7 +228,7 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
 
     names = {g for g, _, _ in lora_tensors(adapter, config)}
     worst, missing = 0.0, sorted(names - set(pairs))
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.arch.upper()], int(config["num_hidden_layers"]))
+    name_map = gguf.get_tensor_name_map(arch.model_arch(), int(config["num_hidden_layers"]))
     for hf_name, d in adapter.deltas.items():
         text = text_name(hf_name, config)
         gname = None if text is None else name_map.get_name(arch.rename(text) if arch.rename else text,

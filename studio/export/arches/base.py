@@ -15,6 +15,22 @@ from studio import multimodal
 
 # What a family hook receives: the GGUF tensor name, the float tensor (torch), the model's config.
 TensorHook = Callable[[str, Any, dict], Any]
+Reader = Callable[[Any], Any]  # reads one checkpoint tensor (a TensorMeta) as torch, merged where an adapter is
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A GGUF tensor that is not one checkpoint tensor row for row: a fused tensor split, a tensor stored
+    transposed, MXFP4 blocks joined with their scales. The family builds it from ``sources``."""
+
+    gguf_name: str
+    shape: tuple[int, ...]  # llama.cpp's tensor, outermost first (numpy order)
+    sources: tuple[Any, ...]  # the TensorMetas it is built from (read, counted for progress)
+    # read -> the float tensor in llama.cpp's layout: what is encoded, and what the read-back compares with
+    floats: Callable[[Reader], Any]
+    # read -> the tensor's bytes in ``qtype`` when it is copied as stored instead of encoded from ``floats``
+    raw: Callable[[Reader], Any] | None = None
+    qtype: str | None = None  # GGML type name it is written as whatever the requested quant (else the quant's)
 
 
 @dataclass(frozen=True)
@@ -34,6 +50,15 @@ class GgufArch:
     check: Callable[[dict], None] | None = None
     # the checkpoint name as gguf's tensor map knows it (a multimodal checkpoint's language model prefix).
     rename: Callable[[str], str] | None = None
+    # (tensors by checkpoint name, config, quant) -> tensors the family builds from several checkpoint tensors
+    # or parts of one (gpt-oss's fused MXFP4 experts); their sources are left out of the generic plan.
+    derive: Callable[[dict[str, Any], dict, str], list[Derived]] | None = None
+
+    def model_arch(self) -> Any:
+        """gguf's MODEL_ARCH member (its names use "_" where the architecture name has "-": gpt-oss)."""
+        import gguf
+
+        return gguf.MODEL_ARCH[self.arch.upper().replace("-", "_")]
 
 
 def head_dim(config: dict) -> int:
