@@ -39,22 +39,20 @@ def phi_tokenizer(folder: Path):
     return tok
 
 
-def _factors(n: int, seed: float) -> list[float]:
-    return [round(1.0 + seed * (i + 1), 3) for i in range(n)]
+def _longrope(pairs: int, short: float, long: float, **extra) -> dict:
+    """LongRoPE with distinct factors per frequency, the context 4x the original one (as Phi-3.5-mini)."""
+    return dict(max_position_embeddings=2048, original_max_position_embeddings=512, rope_parameters=dict(
+        rope_type="longrope", rope_theta=10000.0, original_max_position_embeddings=512, **extra,
+        short_factor=[round(1.0 + short * (i + 1), 3) for i in range(pairs)],
+        long_factor=[round(1.0 + long * (i + 1), 3) for i in range(pairs)]))
 
 
 CASES = {
     "phi": dict(partial_rotary_factor=0.5, num_key_value_heads=4),  # Phi-2: biases everywhere, 8 of 16 dims rotated
     "phi3": {},
-    # Phi-3.5-mini: LongRoPE, context 4x the original one
-    "phi3_longrope": dict(max_position_embeddings=2048, original_max_position_embeddings=512, rope_parameters=dict(
-        rope_type="longrope", rope_theta=10000.0, original_max_position_embeddings=512,
-        short_factor=_factors(PAIRS["rot"], 0.05), long_factor=_factors(PAIRS["rot"], 0.5))),
+    "phi3_longrope": _longrope(PAIRS["rot"], 0.05, 0.5),  # Phi-3.5-mini
     # Phi-4-mini: 3/4 of each head rotated, LongRoPE, output tied to the embeddings
-    "phi3_partial": dict(max_position_embeddings=2048, original_max_position_embeddings=512, tie_word_embeddings=True,
-                         rope_parameters=dict(
-        rope_type="longrope", rope_theta=10000.0, original_max_position_embeddings=512, partial_rotary_factor=0.75,
-        short_factor=_factors(PAIRS["rot75"], 0.1), long_factor=_factors(PAIRS["rot75"], 0.3))),
+    "phi3_partial": dict(_longrope(PAIRS["rot75"], 0.1, 0.3, partial_rotary_factor=0.75), tie_word_embeddings=True),
     "smollm3": dict(num_hidden_layers=4),  # layer 4 attends without rotary embeddings
 }
 
