@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.export.arches import ARCHES, Derived, GgufArch, head_dim, permute_qk, rope_params, text_config, text_name
+from studio.export.arches import ARCHES, Derived, GgufArch, head_dim, permute_qk, rope_params, rotary_dim, text_config, text_name
 from studio.export.errors import Progress, UnsupportedModel, no_progress
 from studio.export.gguf_vocab import build_vocab
 from studio.safetensors_io import TensorMeta, model_tensors, read_tensor
@@ -43,9 +43,10 @@ def check_supported(config: dict) -> GgufArch:
             f"supported: {', '.join(sorted(ARCHES))}; export --format merged or adapter instead")
     rope = rope_params(config)
     kind = rope.get("rope_type") or rope.get("type") or "default"
-    if kind not in SUPPORTED_ROPE:
-        raise UnsupportedModel(f"GGUF export does not support rope scaling '{kind}'",
-                               f"supported: {', '.join(SUPPORTED_ROPE)}; export --format merged instead")
+    if kind not in SUPPORTED_ROPE + arch.rope_types:  # a family may write more (Phi-3's longrope)
+        raise UnsupportedModel(f"GGUF export does not support rope scaling '{kind}' for {arch.model_type}",
+                               f"supported: {', '.join(SUPPORTED_ROPE + arch.rope_types)}; "
+                               "export --format merged instead")
     if kind == "yarn" and any(rope.get(k) is not None for k in _YARN_UNREAD):
         raise UnsupportedModel("GGUF export does not support YaRN with a set attention factor or mscale",
                                "llama.cpp derives the attention factor from the scaling factor; "
@@ -112,9 +113,10 @@ class PlannedTensor:
     gguf_name: str
     shape: tuple[int, ...]
     qtype: Any
-    meta: TensorMeta | None  # None for tensors computed here (rope_freqs)
+    meta: TensorMeta | None  # None for tensors computed here (rope_freqs, a family's ``computed``)
     experts: list[TensorMeta] = field(default_factory=list)  # stacked, in expert order, when not empty
     derived: Derived | None = None  # built by the family from several checkpoint tensors (arch.derive)
+    computed: Any = None  # the float tensor itself when ``meta`` is None
 
     @property
     def nbytes(self) -> int:
@@ -125,7 +127,7 @@ class PlannedTensor:
 
 
 def read_planned(p: PlannedTensor, config: dict, read: Any = None):
-    """The float tensor ``p`` is written from: one checkpoint tensor, the stacked experts, or rope factors.
+    """The float tensor ``p`` is written from: one checkpoint tensor, the stacked experts, or a computed one.
 
     ``read`` reads one checkpoint tensor (default: as stored; an export passes the merging reader)."""
     read = read or read_tensor
@@ -135,7 +137,7 @@ def read_planned(p: PlannedTensor, config: dict, read: Any = None):
         import torch
 
         return torch.stack([read(m) for m in p.experts])
-    return read(p.meta) if p.meta else llama3_rope_factors(config)
+    return read(p.meta) if p.meta else p.computed
 
 
 def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
@@ -153,7 +155,9 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
     freqs = llama3_rope_factors(config)
     if freqs is not None:
         name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
-        out.append(PlannedTensor("", name, tuple(freqs.shape), gguf.GGMLQuantizationType.F32, None))
+        out.append(PlannedTensor("", name, tuple(freqs.shape), gguf.GGMLQuantizationType.F32, None, computed=freqs))
+    for name, t in (arch.computed(config) if arch.computed is not None else {}).items():
+        out.append(PlannedTensor("", name, tuple(t.shape), gguf.GGMLQuantizationType.F32, None, computed=t))
     stacks: dict[str, list[tuple[int, TensorMeta]]] = {}  # stacked name -> (expert number, tensor)
     derived, metas = _derived(metas, config, arch, quant, n_layers, has_output)
     out += derived
@@ -281,7 +285,7 @@ def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
     w.add_head_count_kv(int(config.get("num_key_value_heads") or n_head))
     w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     w.add_rope_freq_base(float(rope["rope_theta"]))
-    w.add_rope_dimension_count(head_dim)
+    w.add_rope_dimension_count(rotary_dim(config))  # partial rotary (Phi-2, Phi-4-mini): fewer than head_dim
     if config.get("head_dim") or head_dim != int(config["hidden_size"]) // n_head:  # as llama.cpp's converter
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)

@@ -2,7 +2,8 @@
 exactly as the model's chat template does, the stop tokens, and greedy sampling parameters.
 
 Supported chat formats: ChatML (SmolLM, Qwen2, ...) with or without a default system prompt,
-Llama 3, and gpt-oss's harmony format (its fixed system preamble found by rendering). The family is found by rendering probe conversations with the tokenizer's own template
+Llama 3, Phi-3 / 3.5, Phi-4-mini, Phi-4 and gpt-oss's harmony format (its fixed system preamble found by rendering).
+The family is found by rendering probe conversations with the tokenizer's own template
 and checking that the Go template (rendered by the small evaluator below) gives the same text.
 """
 from __future__ import annotations
@@ -43,6 +44,18 @@ FAMILIES = (
                "<|message|>{{ .Content }}<|end|>{{ else }}<|start|>{{ .Role }}<|message|>{{ .Content }}<|end|>"
                "{{ end }}{{ end }}{{ end }}<|start|>assistant",
                ("<|return|>", "<|call|>"), preamble=True),
+    # Phi-3 / 3.5 (and Phi-4-mini below, without the newlines): <|role|> turns closed by <|end|>
+    ChatFamily("phi3",
+               "{{- range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n",
+               ("<|end|>", "<|user|>", "<|assistant|>")),
+    ChatFamily("phi4-mini",
+               "{{- range .Messages }}<|{{ .Role }}|>{{ .Content }}<|end|>{{ end }}<|assistant|>",
+               ("<|end|>", "<|user|>", "<|assistant|>")),
+    # Phi-4: ChatML with <|im_sep|> after the role instead of a newline
+    ChatFamily("phi4",
+               "{{- range .Messages }}<|im_start|>{{ .Role }}<|im_sep|>{{ .Content }}<|im_end|>{{ end }}"
+               "<|im_start|>assistant<|im_sep|>",
+               ("<|im_end|>", "<|im_start|>", "<|im_sep|>")),
 )
 
 PROBES = (

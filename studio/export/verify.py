@@ -141,14 +141,13 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
 
     for p in plan_tensors(Path(merged_dir), config, arch, quant, metas=weights.metas() if weights is not None else None):
         t = stored.get(p.gguf_name)
-        if t is None or p.meta is None:
-            if p.meta is not None:
-                missing.append(p.gguf_name)
+        if t is None:  # computed tensors (rope factors) too: read_planned gives them as the writer wrote them
+            missing.append(p.gguf_name)
             continue
         kind = t.tensor_type.name
         data = np.asarray(t.data)
         n_rows = p.shape[0] if len(p.shape) == 2 else 0
-        if not p.experts and p.derived is None and n_rows > SAMPLE_ROWS and data.ndim == 2 \
+        if p.meta is not None and not p.experts and p.derived is None and n_rows > SAMPLE_ROWS and data.ndim == 2 \
                 and data.shape[0] == n_rows:
             rows = np.unique(np.linspace(0, n_rows - 1, SAMPLE_ROWS).round().astype(np.int64))
             # the base rows these GGUF rows come from (the writer's q/k permutation applied to row numbers),

@@ -50,6 +50,11 @@ class GgufArch:
     check: Callable[[dict], None] | None = None
     # the checkpoint name as gguf's tensor map knows it (a multimodal checkpoint's language model prefix).
     rename: Callable[[str], str] | None = None
+    # rope scalings this family writes beyond the common ones (gguf_writer.SUPPORTED_ROPE): Phi-3's longrope.
+    rope_types: tuple[str, ...] = ()
+    # config -> {gguf name: float tensor}: tensors llama.cpp reads that the checkpoint does not have
+    # (Phi-3's rope_factors_long/short, computed from the config), written before the checkpoint's.
+    computed: Callable[[dict], dict[str, Any]] | None = None
     # (tensors by checkpoint name, config, quant) -> tensors the family builds from several checkpoint tensors
     # or parts of one (gpt-oss's fused MXFP4 experts); their sources are left out of the generic plan.
     derive: Callable[[dict[str, Any], dict, str], list[Derived]] | None = None
@@ -63,6 +68,13 @@ class GgufArch:
 
 def head_dim(config: dict) -> int:
     return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+def rotary_dim(config: dict) -> int:
+    """Dimensions of each head that rotary embeddings turn: all of them, or ``partial_rotary_factor`` of them
+    (Phi-2, Phi-4-mini). transformers 5 keeps the factor in ``rope_parameters``; older configs at the top."""
+    factor = rope_params(config).get("partial_rotary_factor", config.get("partial_rotary_factor"))
+    return int(head_dim(config) * float(1.0 if factor is None else factor))
 
 
 def permute_qk(w, n_head: int):
