@@ -1,9 +1,13 @@
 """Every model type the GGUF export writes, by transformers ``model_type`` (one module per family)."""
 from __future__ import annotations
 
-from studio.export.arches import llama
+from typing import Callable
+
+from studio.export.arches import gemma, llama
 from studio.export.arches.base import GgufArch, head_dim, permute_qk, rope_params, text_config, text_name
 
-ARCHES: dict[str, GgufArch] = {a.model_type: a for module in (llama,) for a in module.ARCHES}
+ARCHES: dict[str, GgufArch] = {a.model_type: a for module in (llama, gemma) for a in module.ARCHES}
+# model types known and refused with the reason (what llama.cpp needs that is not written): type -> raiser
+REFUSED: dict[str, Callable[[dict], None]] = {**gemma.REFUSED}
 
-__all__ = ["ARCHES", "GgufArch", "head_dim", "permute_qk", "rope_params", "text_config", "text_name"]
+__all__ = ["ARCHES", "REFUSED", "GgufArch", "head_dim", "permute_qk", "rope_params", "text_config", "text_name"]

@@ -47,6 +47,9 @@ def permute_qk(w, n_head: int):
 def rope_params(config: dict) -> dict:
     """transformers 5 keeps rope settings in ``rope_parameters``; older configs use rope_theta/rope_scaling."""
     params = dict(config.get("rope_parameters") or {})
+    # per layer type (Gemma 3 and 4: ``sliding_attention`` / ``full_attention``): the GGUF's rope keys are
+    # the full-attention layers'; a family writes the sliding layers' base itself (rope.freq_base_swa)
+    params = dict(params.get("full_attention") or params)
     scaling = config.get("rope_scaling") or {}
     params = {**scaling, **params}
     params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
@@ -57,6 +60,7 @@ def rope_params(config: dict) -> dict:
 # language model under this prefix and its vision/audio towers beside it; the GGUF holds the language model
 # only (llama.cpp reads the towers from a separate projector file).
 LANGUAGE_MODEL = "model.language_model."
+OLD_LANGUAGE_MODEL = "language_model."  # language_model.model.X, language_model.lm_head.weight
 MULTIMODAL = "studio_multimodal"  # set in a flattened config: the checkpoint names tensors as above
 
 
@@ -81,4 +85,6 @@ def text_name(name: str, config: dict) -> str | None:
         return name
     if name.startswith(LANGUAGE_MODEL):
         return "model." + name[len(LANGUAGE_MODEL):]
+    if name.startswith(OLD_LANGUAGE_MODEL):  # checkpoints saved before transformers 4.52 (Gemma 3 on the Hub)
+        return name[len("language_model."):]
     return name if name.startswith("lm_head.") else None
