@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.tiny import _CORPUS
+from tiny import _CORPUS
 
 # Gemma 3's chat template (a system message heads the first user turn), as google ships it, shortened
 # to string contents; Gemma 2's refuses a system message.
@@ -39,11 +38,12 @@ GEMMA2_TEMPLATE = (
     "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
 )
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+IMAGE_TOKENS = ("<start_of_image>", "<end_of_image>", "<image_soft_token>")
 IDS = [2, 40, 41, 90, 120, 7, 200, 33, 61, 150, 11, 77]  # longer than the tiny sliding window (4)
 
 
-def gemma_tokenizer(out_dir: Path, template: str = GEMMA3_TEMPLATE):
-    """A byte-level BPE with Gemma's special tokens, adding <bos> as Gemma's tokenizer does."""
+def gemma_tokenizer(out_dir: Path, template: str = GEMMA3_TEMPLATE, extra: tuple[str, ...] = ()):
+    """A byte-level BPE with Gemma's special tokens (and ``extra`` ones), adding <bos> as Gemma's does."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -57,6 +57,7 @@ def gemma_tokenizer(out_dir: Path, template: str = GEMMA3_TEMPLATE):
                                                        special_tokens=[("<bos>", 2)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                                    unk_token="<unk>")
+    fast.add_special_tokens({"additional_special_tokens": list(extra)})
     fast.chat_template = template
     fast.save_pretrained(out_dir)
     return fast
@@ -77,18 +78,20 @@ def _text_kw(vocab: int, model_type: str) -> dict:
     return kw
 
 
-def make_gemma(out_dir: Path, model_type: str, seed: int = 0, template: str = GEMMA3_TEMPLATE) -> Path:
+def make_gemma(out_dir: Path, model_type: str, seed: int = 0, template: str = GEMMA3_TEMPLATE,
+               norm_std: float = 0.4) -> Path:
     """A tiny Gemma of ``model_type`` (``gemma3`` is the multimodal checkpoint) with random norms."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     out_dir = Path(out_dir)
-    tok = gemma_tokenizer(out_dir, template)
+    # a multimodal Gemma 3's tokenizer has its image tokens (every id the model can answer is a token)
+    tok = gemma_tokenizer(out_dir, template, IMAGE_TOKENS if model_type == "gemma3" else ())
     if model_type == "gemma3":
-        text = _text_kw(len(tok) + 4, "gemma3_text")
+        boi, eoi, image = tok.convert_tokens_to_ids(list(IMAGE_TOKENS))
         config = AutoConfig.for_model(
-            "gemma3", text_config=text, mm_tokens_per_image=4, boi_token_index=len(tok),
-            eoi_token_index=len(tok) + 1, image_token_index=len(tok) + 2, tie_word_embeddings=True,
+            "gemma3", text_config=_text_kw(len(tok), "gemma3_text"), mm_tokens_per_image=4, boi_token_index=boi,
+            eoi_token_index=eoi, image_token_index=image, tie_word_embeddings=True,
             vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                image_size=56, patch_size=14))
         torch.manual_seed(seed)
@@ -100,7 +103,7 @@ def make_gemma(out_dir: Path, model_type: str, seed: int = 0, template: str = GE
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
-                p.normal_(0.0, 0.4)  # Gemma initialises them to 0 (a scale of 1): a missing +1 would not show
+                p.normal_(0.0, norm_std)  # Gemma initialises them to 0 (a scale of 1): a missing +1 would not show
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
@@ -202,3 +205,20 @@ def test_gemma_ollama_template(tmp_path, template, checked):
     assert hf_render(tok, PROBES[2]).startswith("<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n")
     text = modelfile("m.gguf", chat, ["<eos>"], {"temperature": 0})
     assert 'PARAMETER stop "<end_of_turn>"' in text and 'PARAMETER stop "<eos>"' in text
+
+
+def test_llama_cpp_prompt_has_one_bos(tmp_path):
+    """llama.cpp adds BOS itself where the tokenizer does: the prompt text given to it must not carry one
+    (a Gemma or Llama 3 template writes bos_token), or llama.cpp reads two."""
+    import tiny
+
+    from studio.export.llama_cpp import without_added_bos
+    from studio.export.verify import prompt_ids
+
+    tok = gemma_tokenizer(tmp_path / "g")
+    ids = prompt_ids(tok)[0]
+    assert ids[:2] == [tok.bos_token_id, tok.convert_tokens_to_ids("<start_of_turn>")]
+    assert without_added_bos(tok, ids) == ids[1:]
+    chatml = tiny.make_tokenizer(tmp_path / "c")  # its bos is not added by the tokenizer: kept
+    ids = prompt_ids(chatml)[0]
+    assert without_added_bos(chatml, ids) == ids

@@ -53,9 +53,8 @@ def _add_sliding(w: Any, config: dict, arch: str) -> None:
     kinds = _layer_types(config, arch)
     sliding = [k == "sliding_attention" for k in kinds]
     if not any(sliding) or not config.get("sliding_window"):
-        if arch == "gemma2":  # llama.cpp's gemma2 reader always slides: a window past the context is none
-            w.add_sliding_window(int(config.get("max_position_embeddings", 8192)))
-            w.add_sliding_window_pattern([False] * len(kinds))
+        if arch == "gemma2":  # llama.cpp's gemma2 reader needs sliding layers (none aborts): its default
+            w.add_sliding_window(int(config.get("max_position_embeddings", 8192)))  # ones, past the context
         return  # gemma3 without the key runs every layer global
     w.add_sliding_window(int(config["sliding_window"]))
     n = _DEFAULT_PATTERN[arch]
@@ -64,8 +63,6 @@ def _add_sliding(w: Any, config: dict, arch: str) -> None:
 
 
 def _common_keys(w: Any, config: dict) -> None:
-    w.add_key_length(head_dim(config))
-    w.add_value_length(head_dim(config))
     w.add_add_space_prefix(False)  # Gemma's SentencePiece tokenizer adds no leading space
 
 
