@@ -222,3 +222,22 @@ def test_llama_cpp_prompt_has_one_bos(tmp_path):
     chatml = tiny.make_tokenizer(tmp_path / "c")  # its bos is not added by the tokenizer: kept
     ids = prompt_ids(chatml)[0]
     assert without_added_bos(chatml, ids) == ids
+
+
+def test_gemma3_multimodal_run_exports(tmp_path, monkeypatch):
+    """A run on a multimodal Gemma 3 (LoRA on its language model and its vision tower) exports: transformers
+    saves the checkpoint as ``language_model.model.*`` / ``vision_tower.*`` while the adapter names the loaded
+    modules (``model.language_model.*``); the GGUF holds the merged language model only."""
+    from test_export import make_run
+
+    from studio.export import export
+
+    monkeypatch.delenv("LORA_STUDIO_LLAMA_CPP", raising=False)
+    base = make_gemma(tmp_path / "base", "gemma3")
+    names = __import__("safetensors").safe_open(str(base / "model.safetensors"), "pt").keys()
+    assert any(n.startswith("language_model.model.") for n in names)  # the older layout, as saved
+    run = make_run(tmp_path / "runs", base, four_bit=False, targets=["q_proj", "v_proj", "down_proj"])
+    res = export(run, "gguf", quant="f16")
+    checks = {c["name"]: c for c in res.checks}
+    assert checks["gguf_weights"]["ok"] and checks["gguf_vocab"]["ok"], res.checks
+    assert checks["gguf_weights"]["details"]["types"] == {"F16": 29, "F32": 25}  # no tower tensor

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from studio import methods
+from studio.export.arches.base import loaded_name
 from studio.export.errors import ConfigError, UnsupportedModel
 from studio.safetensors_io import DamagedFile, model_tensors, read_header
 
@@ -245,7 +246,7 @@ def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
     with safe_open(str(path), "pt") as f:
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     try:
-        base = {m.name: tuple(m.shape) for m in model_tensors(base_dir)}
+        base = {loaded_name(m.name): tuple(m.shape) for m in model_tensors(base_dir)}
     except Exception:  # an unreadable base is reported by the export's own checks, with its file
         base = {}
     pairs: dict[str, dict[str, tuple[str, tuple]]] = {}

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from io import BufferedIOBase
 from pathlib import Path
 
 from studio.export.adapter import Adapter
+from studio.export.arches.base import loaded_name
 from studio.export.errors import Progress, UnsupportedModel, VerificationFailed, no_progress
 from studio.safetensors_io import DTYPES, StreamingWriter, TensorMeta, model_tensors, read_rows, read_tensor
 
@@ -34,9 +35,15 @@ class MergeReport:
     shards: list[str] = field(default_factory=list)
 
 
+def loaded_tensors(base_dir: Path) -> list[TensorMeta]:
+    """The base folder's tensors under the names transformers loads them as (``arches.loaded_name``): an
+    adapter names those, and a merged folder written with them loads the same."""
+    return [replace(m, name=loaded_name(m.name)) for m in model_tensors(base_dir)]
+
+
 def check_mergeable(base_dir: Path, adapter: Adapter) -> list[TensorMeta]:
     """Every adapter update has a base weight of the right shape (checked before any writing)."""
-    metas = model_tensors(base_dir)
+    metas = loaded_tensors(base_dir)
     by_name = {m.name: m for m in metas}
     for name, d in adapter.deltas.items():
         m = by_name.get(name)

@@ -88,3 +88,18 @@ def text_name(name: str, config: dict) -> str | None:
     if name.startswith(OLD_LANGUAGE_MODEL):  # checkpoints saved before transformers 4.52 (Gemma 3 on the Hub)
         return name[len("language_model."):]
     return name if name.startswith("lm_head.") else None
+
+
+def loaded_name(name: str) -> str:
+    """A checkpoint tensor's name as transformers 5 names the loaded parameter, which is what an adapter
+    trained on it targets. Multimodal checkpoints saved in the older layout (Gemma 3 on the Hub, and
+    transformers 5 still saves them so) keep ``language_model.model.X``, ``language_model.lm_head``,
+    ``vision_tower.X`` and ``multi_modal_projector.X``, which load as ``model.language_model.X``,
+    ``lm_head``, ``model.vision_tower.X`` and ``model.multi_modal_projector.X``."""
+    if name.startswith(OLD_LANGUAGE_MODEL + "model."):
+        return LANGUAGE_MODEL + name[len(OLD_LANGUAGE_MODEL + "model."):]
+    if name.startswith(OLD_LANGUAGE_MODEL + "lm_head."):
+        return name[len(OLD_LANGUAGE_MODEL):]
+    if name.startswith(("vision_tower.", "multi_modal_projector.")):
+        return "model." + name
+    return name
