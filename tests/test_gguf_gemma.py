@@ -241,3 +241,30 @@ def test_gemma3_multimodal_run_exports(tmp_path, monkeypatch):
     checks = {c["name"]: c for c in res.checks}
     assert checks["gguf_weights"]["ok"] and checks["gguf_vocab"]["ok"], res.checks
     assert checks["gguf_weights"]["details"]["types"] == {"F16": 29, "F32": 25}  # no tower tensor
+
+
+def test_gemma3_hub_config_is_completed(tmp_path):
+    """The Hub's Gemma 3 4B config lists only what differs from Gemma3TextConfig (no head counts, vocab
+    size or rope bases; a legacy linear rope_scaling): the GGUF keys are transformers' values."""
+    import gguf
+
+    from studio.export.gguf_writer import add_hparams, check_supported
+
+    hub = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "mm_tokens_per_image": 256,
+           "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                           "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                           "sliding_window": 1024},
+           "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152}}
+    arch = check_supported(hub)
+    w = gguf.GGUFWriter(str(tmp_path / "k.gguf"), arch.arch)
+    add_hparams(w, hub, arch, 262208)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    f = _fields(tmp_path / "k.gguf")
+    assert (f["gemma3.attention.head_count"], f["gemma3.attention.head_count_kv"], f["gemma3.attention.key_length"]) \
+        == (8, 4, 256)
+    assert f["gemma3.rope.freq_base"] == pytest.approx(1e6) and f["gemma3.rope.freq_base_swa"] == pytest.approx(1e4)
+    assert f["gemma3.rope.scaling.type"] == "linear" and f["gemma3.rope.scaling.factor"] == pytest.approx(8.0)
+    assert f["gemma3.attention.sliding_window"] == 1024
+    assert "gemma3.attention.sliding_window_pattern" not in f  # every 6th layer global: llama.cpp's default
