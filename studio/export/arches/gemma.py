@@ -29,6 +29,7 @@ from studio.export.errors import UnsupportedModel
 _DEFAULT_PATTERN = {"gemma2": 2, "gemma3": 6}
 # layer counts llama.cpp takes for the 27B models, which scale queries by 1/sqrt(hidden/heads)
 _LAYERS_27B = {"gemma2": 46, "gemma3": 62}
+_NO_CAP = 1e6
 _GELU = ("gelu", "gelu_pytorch_tanh", "gelu_new", "gelu_fast")
 
 
@@ -72,10 +73,10 @@ def _gemma_hparams(w: Any, config: dict) -> None:
 
 def _gemma2_hparams(w: Any, config: dict) -> None:
     _common_keys(w, config)
-    if config.get("attn_logit_softcapping"):
-        w.add_attn_logit_softcapping(float(config["attn_logit_softcapping"]))
-    if config.get("final_logit_softcapping"):
-        w.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
+    # llama.cpp's gemma2 always caps (50 and 30 when the keys are absent); a config without a cap gets one
+    # so wide that tanh is the identity in float32
+    w.add_attn_logit_softcapping(float(config.get("attn_logit_softcapping") or _NO_CAP))
+    w.add_final_logit_softcapping(float(config.get("final_logit_softcapping") or _NO_CAP))
     _add_sliding(w, config, "gemma2")
 
 
