@@ -95,6 +95,16 @@ def language_model_class(config: Any) -> tuple[Any, Any]:
     return MODEL_FOR_CAUSAL_LM_MAPPING.get(type(text), None), text
 
 
+def on_checkpoint(name: str, names: set[str], where: tuple[str, str]) -> str:
+    """The checkpoint's name (one of ``names``, layout ``where``) for a weight an adapter names: as the text
+    model has it (trained here), as transformers 5 loads the whole multimodal model (``model.language_model.X``,
+    ``model.vision_tower.X``: trained elsewhere on the whole model), or already the checkpoint's. Unchanged
+    when none of these is in the checkpoint (the merge then says which weight has no base)."""
+    text = to_text(name)
+    candidates = [name, to_checkpoint(text, where) if text is not None else name, name.removeprefix("model.")]
+    return next((c for c in candidates if c in names), name)
+
+
 def load_language_model(folder: Path, kwargs: dict, names: list[str]) -> Any:
     """The language model of the multimodal checkpoint in ``folder`` as its ``*ForCausalLM`` class.
 

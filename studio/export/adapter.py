@@ -268,7 +268,8 @@ def check_pair_shapes(adapter_dir: Path, base_dir: Path) -> None:
                                    "rank x in, B out x rank); neither a merge nor peft can use it", hint)
         emb = "embedding" in ka
         want = (a[1], b[0]) if emb else (b[0], a[1])
-        have = base.get(f"{module}.weight", base.get(multimodal.to_checkpoint(f"{module}.weight", where)))
+        have = base.get(f"{module}.weight",
+                        base.get(multimodal.to_checkpoint(multimodal.to_text(f"{module}.weight") or module, where)))
         if have is not None and have != want:
             raise UnsupportedModel(f"{path}: the LoRA pair of {module} ({ka} {'x'.join(map(str, a))}, {kb} "
                                    f"{'x'.join(map(str, b))}) updates a {'x'.join(map(str, want))} weight, but "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.export import cache
+from studio.export.arches.base import text_config
 from studio.export.errors import UnsupportedModel
 from studio.malloc_trim import release_freed_memory
 
@@ -59,7 +60,7 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     tokenizer files and the library versions: the next export of a model with the same tokenizer skips
     the seconds transformers takes to import and load it, and gets the same vocabulary."""
 
-    n_vocab = int(config["vocab_size"])
+    n_vocab = int(text_config(config)["vocab_size"])  # a multimodal checkpoint's is its language model's
     key = cache.vocab_key(folder, n_vocab, trust)
     entry = cache.load("vocab", key)
     cached = entry is not None and _complete(entry["value"], n_vocab)

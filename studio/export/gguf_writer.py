@@ -16,7 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.export.arches import ARCHES, Derived, GgufArch, head_dim, permute_qk, rope_params, rotary_dim, text_config, text_name
+from studio.export.arches import (
+    ARCHES,
+    REFUSED,
+    Derived,
+    GgufArch,
+    head_dim,
+    permute_qk,
+    rope_params,
+    rotary_dim,
+    text_config,
+    text_name,
+)
 from studio.export.errors import Progress, UnsupportedModel, no_progress
 from studio.export.gguf_vocab import build_vocab
 from studio.safetensors_io import TensorMeta, model_tensors, read_tensor
@@ -37,6 +48,8 @@ def check_supported(config: dict) -> GgufArch:
     """The architecture entry for ``config``, or a clear error before any work starts."""
     config = text_config(config)
     arch = ARCHES.get(str(config.get("model_type")))
+    if arch is None and str(config.get("model_type")) in REFUSED:
+        REFUSED[str(config.get("model_type"))](config)
     if arch is None:
         raise UnsupportedModel(
             f"GGUF export does not support model type '{config.get('model_type')}'",
@@ -150,7 +163,7 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
     name_map = gguf.get_tensor_name_map(arch.model_arch(), n_layers)
     tied = bool(config.get("tie_word_embeddings", False))
     metas = metas if metas is not None else model_tensors(folder)
-    has_output = not tied and any(m.name == "lm_head.weight" for m in metas)
+    has_output = not tied and any(text_name(m.name, config) == "lm_head.weight" for m in metas)
     out: list[PlannedTensor] = []
     freqs = llama3_rope_factors(config)
     if freqs is not None:
@@ -162,10 +175,10 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
     derived, metas = _derived(metas, config, arch, quant, n_layers, has_output)
     out += derived
     for m in metas:
-        if m.name.endswith("rotary_emb.inv_freq") or (tied and m.name == "lm_head.weight"):
+        if m.name.endswith("rotary_emb.inv_freq"):
             continue
         text = text_name(m.name, config)
-        if text is None or (arch.skip is not None and arch.skip(text)):
+        if text is None or (tied and text == "lm_head.weight") or (arch.skip is not None and arch.skip(text)):
             continue
         hf_name = arch.rename(text) if arch.rename is not None else text
         expert = _EXPERT.match(hf_name)

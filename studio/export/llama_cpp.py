@@ -34,6 +34,15 @@ def llama_simple() -> Path | None:
     return Path(found) if found else None
 
 
+def without_added_bos(tok: Any, ids: list[int]) -> list[int]:
+    """The prompt as text for llama.cpp, which adds BOS itself when the tokenizer does (the GGUF's
+    add_bos_token): a chat template that writes ``bos_token`` (Llama 3, Gemma) would otherwise reach
+    llama.cpp with two BOS tokens, which transformers never saw."""
+    bos = getattr(tok, "bos_token_id", None)
+    adds = bos is not None and tok("a")["input_ids"][:1] == [bos]
+    return ids[1:] if adds and ids[:1] == [bos] else ids
+
+
 def merged_in_memory(weights: Any, trust: bool = False) -> Any:
     """The merged model in transformers (float32): the base loaded, each weight the adapter changes set
     to its merged value in the base dtype, exactly as a merged folder would load."""
@@ -110,7 +119,8 @@ class GreedyCheck:
 
         self.tok = tokenizer_for(self.merged_dir, trust)
         self.ids = verify.prompt_ids(self.tok)
-        self.prompts = [self.tok.decode(prompt, skip_special_tokens=False) for prompt in self.ids]
+        self.prompts = [self.tok.decode(without_added_bos(self.tok, prompt), skip_special_tokens=False)
+                        for prompt in self.ids]
         base_dir = weights.base_dir if weights is not None else self.merged_dir
         self.key = cache.reference_key(base_dir, adapter_digest, self.ids, new_tokens)
         entry = cache.load("reference", self.key)

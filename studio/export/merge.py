@@ -74,7 +74,7 @@ def on_checkpoint(adapter: Adapter, names: Iterable[str]) -> None:
         return
 
     def placed(name: str) -> str:
-        return name if name in names else multimodal.to_checkpoint(name, where)
+        return multimodal.on_checkpoint(name, names, where)
 
     adapter.deltas = {placed(n): d for n, d in adapter.deltas.items()}
     adapter.replacements = {placed(n): t for n, t in adapter.replacements.items()}

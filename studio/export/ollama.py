@@ -8,11 +8,12 @@ and checking that the Go template (rendered by the small evaluator below) gives 
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from studio.data.chat_render import render_chat
+from studio.data.chat_render import TemplateError, render_chat
 from studio.export.errors import UnsupportedModel
 from studio.scoring import SAMPLE_PARAMS
 
@@ -56,6 +57,16 @@ FAMILIES = (
                "{{- range .Messages }}<|im_start|>{{ .Role }}<|im_sep|>{{ .Content }}<|im_end|>{{ end }}"
                "<|im_start|>assistant<|im_sep|>",
                ("<|im_end|>", "<|im_start|>", "<|im_sep|>")),
+    # Gemma (1, 2, 3): turns ``<start_of_turn>user|model``; Gemma 3's template puts a system message at
+    # the head of the first user turn (Gemma 1 and 2 refuse one: their probes with it are not compared)
+    ChatFamily("gemma",
+               '{{- $system := "" }}{{- range .Messages }}'
+               '{{ if eq .Role "system" }}{{ $system = .Content }}'
+               '{{ else if eq .Role "user" }}<start_of_turn>user\n'
+               '{{ if $system }}{{ $system }}\n\n{{ $system = "" }}{{ end }}{{ .Content }}<end_of_turn>\n'
+               '{{ else }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n{{ end }}'
+               '{{ end }}<start_of_turn>model\n',
+               ("<end_of_turn>", "<start_of_turn>")),
 )
 
 PROBES = (
@@ -93,32 +104,77 @@ def _tokens(template: str) -> list[tuple[str, str]]:
 
 
 def render_go(template: str, data: dict) -> str:
-    """Render ``template`` with ``data`` (supports text, .Field, range, if/else, eq .Field "text", end)."""
-    tree, rest = _parse(_tokens(template), 0)
-    if rest != len(_tokens(template)):
+    """Render ``template`` with ``data``: text, fields (``.X``, ``$.X``), ``range``, ``if`` / ``else if``
+    / ``else``, ``end``, ``eq`` and ``not``, string literals, and variables (``$x := v``, ``$x = v``,
+    which Go keeps across ``range`` iterations)."""
+    tokens = _tokens(template)
+    tree, rest = _parse(tokens, 0)
+    if rest != len(tokens):
         raise ValueError("unbalanced {{ end }} in template")
-    return _eval(tree, data, data)
+    return _eval(tree, data, data, {})
 
 
 def _parse(tokens: list[tuple[str, str]], i: int) -> tuple[list, int]:
+    """Nodes up to the ``end`` / ``else`` that closes them; returns the nodes and that token's index."""
     nodes: list = []
     while i < len(tokens):
         kind, value = tokens[i]
         if kind == "text":
             nodes.append(("text", value))
-        elif value in ("end", "else"):
+        elif value == "end" or value.startswith("else"):
             return nodes, i
         elif value.startswith(("range ", "if ")):
             word, expr = value.split(None, 1)
-            body, i = _parse(tokens, i + 1)
-            other: list = []
-            if tokens[i][1] == "else":
-                other, i = _parse(tokens, i + 1)
-            nodes.append((word, expr, body, other))
+            node, i = _parse_block(tokens, i + 1, word, expr)
+            nodes.append(node)
+        elif _ASSIGN.fullmatch(value):
+            nodes.append(("set", *_ASSIGN.fullmatch(value).groups()))  # type: ignore[union-attr]
         else:
             nodes.append(("field", value))
         i += 1
     return nodes, i
+
+
+def _parse_block(tokens: list[tuple[str, str]], i: int, word: str, expr: str) -> tuple[tuple, int]:
+    """A range/if body and its else part (``else if`` nests an if that shares the ``end``); returns the
+    node and the index of its ``end``."""
+    body, i = _parse(tokens, i)
+    if i >= len(tokens):
+        raise ValueError(f"{{{{ {word} {expr} }}}} has no {{{{ end }}}}")
+    other: list = []
+    closer = tokens[i][1]
+    if closer.startswith("else if "):
+        nested, i = _parse_block(tokens, i + 1, "if", closer[len("else if "):])
+        other = [nested]
+    elif closer == "else":
+        other, i = _parse(tokens, i + 1)
+    if i >= len(tokens) or tokens[i][1] != "end":
+        raise ValueError(f"{{{{ {word} {expr} }}}} has no {{{{ end }}}}")
+    return (word, expr, body, other), i
+
+
+_ASSIGN = re.compile(r"(\$\w+)\s*:?=\s*(.+)")
+_ARG = re.compile(r'"(?:[^"\\]|\\.)*"|\S+')
+
+
+def _value(expr: str, dot: Any, root: dict, variables: dict) -> Any:
+    """An argument or a pipeline of one function (``eq a b``, ``not a``)."""
+    args = _ARG.findall(expr.strip())
+    if len(args) > 1:
+        values = [_value(a, dot, root, variables) for a in args[1:]]
+        if args[0] == "eq" and len(values) >= 2:
+            return any(values[0] == v for v in values[1:])
+        if args[0] == "not" and len(values) == 1:
+            return not values[0]
+        raise ValueError(f"unsupported template action {{{{ {expr} }}}}")
+    arg = args[0] if args else ""
+    if arg.startswith('"'):
+        return json.loads(arg)
+    if re.fullmatch(r"\$\w+", arg):
+        if arg not in variables:
+            raise ValueError(f"undefined variable {arg} in template")
+        return variables[arg]
+    return _lookup(arg, dot, root)
 
 
 def _lookup(expr: str, dot: Any, root: dict) -> Any:
@@ -130,15 +186,7 @@ def _lookup(expr: str, dot: Any, root: dict) -> Any:
     return value
 
 
-def _condition(expr: str, dot: Any, root: dict) -> Any:
-    """An ``if``'s value: a field, or ``eq FIELD "text"`` (Go's eq on a string literal)."""
-    m = re.fullmatch(r'eq\s+(\S+)\s+"((?:[^"\\]|\\.)*)"', expr)
-    if m:
-        return _lookup(m[1], dot, root) == m[2].replace('\\"', '"').replace("\\\\", "\\")
-    return _lookup(expr, dot, root)
-
-
-def _eval(nodes: list, dot: Any, root: dict) -> str:
+def _eval(nodes: list, dot: Any, root: dict, variables: dict) -> str:
     out = []
     for node in nodes:
         if node[0] == "text":
@@ -146,16 +194,18 @@ def _eval(nodes: list, dot: Any, root: dict) -> str:
         elif node[0] == "field" and node[1] == "currentDate":  # Ollama's function: today, YYYY-MM-DD
             out.append(_today())
         elif node[0] == "field":
-            value = _lookup(node[1], dot, root)
+            value = _value(node[1], dot, root, variables)
             out.append("" if value is None else str(value))
+        elif node[0] == "set":
+            variables[node[1]] = _value(node[2], dot, root, variables)
         elif node[0] == "range":
-            items = _lookup(node[1], dot, root) or []
+            items = _value(node[1], dot, root, variables) or []
             if items:
-                out.extend(_eval(node[2], item, root) for item in items)
+                out.extend(_eval(node[2], item, root, variables) for item in items)
             else:
-                out.append(_eval(node[3], dot, root))
+                out.append(_eval(node[3], dot, root, variables))
         elif node[0] == "if":
-            out.append(_eval(node[2] if _condition(node[1], dot, root) else node[3], dot, root))
+            out.append(_eval(node[2] if _value(node[1], dot, root, variables) else node[3], dot, root, variables))
     return "".join(out)
 
 
@@ -189,11 +239,12 @@ def detect_chat(tokenizer: Any) -> OllamaChat:
     if not getattr(tokenizer, "chat_template", None):
         raise UnsupportedModel("the model has no chat template, so Ollama would not know how to format a chat",
                                "export --format gguf and write your own Modelfile TEMPLATE")
+    probes = _renderable(tokenizer)
     for family in FAMILIES:
         family = _with_preamble(family, tokenizer) if family.preamble else family
         system = _default_system(family, tokenizer)
-        if all(ollama_render(family, p, system) == hf_render(tokenizer, p) for p in PROBES):
-            return OllamaChat(family, system, len(PROBES))
+        if all(ollama_render(family, p, system) == hf for p, hf in probes):
+            return OllamaChat(family, system, len(probes))
     raise UnsupportedModel("the model's chat template is not one the Ollama export can translate",
                            f"supported: {', '.join(f.name for f in FAMILIES)}; export --format gguf instead")
 
@@ -213,6 +264,17 @@ def _with_preamble(family: ChatFamily, tokenizer: Any) -> ChatFamily:
     if not hf.endswith(own) or "{{" in preamble:
         return family
     return replace(family, template=preamble.replace(_today(), "{{ currentDate }}") + family.template)
+def _renderable(tokenizer: Any) -> list[tuple[list[dict], str]]:
+    """The probes the tokenizer's template renders, with its text. A template may refuse a system
+    message (Gemma 1 and 2 raise); a conversation without one must render, or nothing is compared."""
+    out = []
+    for probe in PROBES:
+        try:
+            out.append((probe, hf_render(tokenizer, probe)))
+        except TemplateError:
+            if not any(m["role"] == "system" for m in probe):
+                raise
+    return out
 
 
 def _default_system(family: ChatFamily, tokenizer: Any) -> str | None:

@@ -8,7 +8,9 @@ and its ``conversion/`` modules (key names, tensor transforms); the code is our 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 from studio import multimodal
@@ -86,6 +88,9 @@ def permute_qk(w, n_head: int):
 def rope_params(config: dict) -> dict:
     """transformers 5 keeps rope settings in ``rope_parameters``; older configs use rope_theta/rope_scaling."""
     params = dict(config.get("rope_parameters") or {})
+    # per layer type (Gemma 3 and 4: ``sliding_attention`` / ``full_attention``): the GGUF's rope keys are
+    # the full-attention layers'; a family writes the sliding layers' base itself (rope.freq_base_swa)
+    params = dict(params.get("full_attention") or params)
     scaling = config.get("rope_scaling") or {}
     params = {**scaling, **params}
     params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
@@ -106,10 +111,26 @@ def text_config(config: dict) -> dict:
     text = config.get("text_config")
     if not isinstance(text, dict):
         return config
-    flat = dict(text)
+    flat = dict(json.loads(_completed(json.dumps(text, sort_keys=True))))
     flat["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
     flat[MULTIMODAL] = True
     return flat
+
+
+@lru_cache(maxsize=8)
+def _completed(text_json: str) -> str:
+    """A multimodal checkpoint's ``text_config`` with the keys it leaves out filled in as transformers fills
+    them (the Hub's Gemma 3 4B+ lists only what differs from Gemma3TextConfig: no head counts, vocab size
+    or rope bases, a legacy ``rope_scaling``); the keys given win. As given when transformers does not know
+    the type. JSON in and out, so the result is cached and never shared mutable."""
+    text = json.loads(text_json)
+    try:
+        from transformers import AutoConfig
+
+        full = AutoConfig.for_model(text["model_type"], **{k: v for k, v in text.items() if k != "model_type"})
+        return json.dumps({**full.to_dict(), **text}, default=str)
+    except Exception:  # an unknown or remote-code type: the keys given are all there is
+        return text_json
 
 
 def text_name(name: str, config: dict) -> str | None:
