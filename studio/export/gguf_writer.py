@@ -29,6 +29,9 @@ K_RECIPES = ("q4_k_m", "q5_k_m", "q6_k")  # mixed recipes: kquants.recipe_type p
 # each layer's experts stacked in one 3-D tensor (blk.N.ffn_gate_exps.weight, experts outermost).
 _EXPERT = re.compile(r"^(?P<layer>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>\w+)\.weight$")
 SUPPORTED_ROPE = ("default", "linear", "llama3")
+# Tensors llama.cpp keeps in F32 whatever the file type (its converter and quantizer agree): a state-space
+# convolution kernel (ggml's ssm_conv reads F32, and its rows are a few values long).
+ALWAYS_F32 = (".ssm_conv1d.",)
 
 
 def check_supported(config: dict) -> GgufArch:
@@ -60,6 +63,8 @@ def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str, n_layers: in
     import gguf
 
     T = gguf.GGMLQuantizationType
+    if any(part in gguf_name for part in ALWAYS_F32):
+        return T.F32
     if quant in K_RECIPES:
         from studio.export.kquants import recipe_type
 
@@ -124,7 +129,10 @@ def read_planned(p: PlannedTensor, config: dict, read: Any = None):
         import torch
 
         return torch.stack([read(m) for m in p.experts])
-    return read(p.meta) if p.meta else llama3_rope_factors(config)
+    if p.meta is None:
+        return llama3_rope_factors(config)
+    t = read(p.meta)
+    return t.reshape(p.shape) if tuple(t.shape) != p.shape else t  # the family's shape (a size-1 axis dropped)
 
 
 def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
@@ -159,8 +167,9 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
         if gname is None:
             raise UnsupportedModel(f"GGUF export: no llama.cpp name for tensor {m.name} of {arch.model_type}",
                                    "export --format merged instead")
-        qtype = tensor_type(gname, tuple(m.shape), quant, n_layers, has_output)
-        out.append(PlannedTensor(m.name, gname, tuple(m.shape), qtype, m))
+        shape = arch.shape(gname, tuple(m.shape), config) if arch.shape is not None else tuple(m.shape)
+        qtype = tensor_type(gname, shape, quant, n_layers, has_output)
+        out.append(PlannedTensor(m.name, gname, shape, qtype, m))
     for stacked, numbered in stacks.items():
         parts = [m for _, m in sorted(numbered, key=lambda e: e[0])]
         base = name_map.get_name(stacked)
@@ -200,19 +209,32 @@ def llama3_rope_factors(config: dict):
 
 
 def permuted(p: PlannedTensor, t, config: dict, arch: GgufArch):
-    """``t``'s rows in llama.cpp's order (q/k rows permuted for llama-arch); also maps row numbers."""
+    """``t``'s rows in llama.cpp's order (q/k rows permuted for llama-arch, the family's ``row_order``);
+    also maps row numbers (``t`` a numpy range)."""
     config = text_config(config)
     if arch.permute_qk and ".attn_q." in p.gguf_name:
         t = permute_qk(t, int(config["num_attention_heads"]))
     elif arch.permute_qk and ".attn_k." in p.gguf_name:
         t = permute_qk(t, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
-    return t
+    order = arch.row_order(p.gguf_name, int(t.shape[0]), config) if arch.row_order is not None else None
+    return t if order is None else t[_index(t, order)]
+
+
+def _index(t, order):
+    """``order`` as an index for ``t`` (a torch tensor or a numpy array)."""
+    import numpy as np
+    import torch
+
+    return order if isinstance(t, np.ndarray) else torch.as_tensor(order, dtype=torch.long)
 
 
 def valued(p: PlannedTensor, t, config: dict, arch: GgufArch):
-    """The family's value change (a norm's +1, a scale) on rows already in llama.cpp's order; row-wise, so
-    the read-back may apply it to sampled rows."""
+    """The family's column order and value change (a norm's +1, a scale) on rows already in llama.cpp's
+    order; row-wise, so the read-back may apply it to sampled rows."""
     config = text_config(config)
+    order = arch.col_order(p.gguf_name, int(t.shape[-1]), config) if arch.col_order is not None else None
+    if order is not None:
+        t = t[..., _index(t, order)]
     return arch.tensor(p.gguf_name, t, config) if arch.tensor is not None else t
 
 
@@ -246,7 +268,8 @@ def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
     w.add_head_count_kv(int(config.get("num_key_value_heads") or n_head))
     w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     w.add_rope_freq_base(float(rope["rope_theta"]))
-    w.add_rope_dimension_count(head_dim)
+    # a partial rotary embedding turns the first part of each head only (Phi, Qwen3.5): llama.cpp's n_rot
+    w.add_rope_dimension_count(int(head_dim * float(rope.get("partial_rotary_factor") or config.get("partial_rotary_factor") or 1.0)))
     if config.get("head_dim") or head_dim != int(config["hidden_size"]) // n_head:  # as llama.cpp's converter
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)

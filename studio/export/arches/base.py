@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 # What a family hook receives: the GGUF tensor name, the float tensor (torch), the model's config.
 TensorHook = Callable[[str, Any, dict], Any]
+# (gguf name, length of the axis, config) -> the new order of that axis (numpy int array), or None to keep it.
+OrderHook = Callable[[str, int, dict], Any]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,13 @@ class GgufArch:
     check: Callable[[dict], None] | None = None
     # the checkpoint name as gguf's tensor map knows it (a multimodal checkpoint's language model prefix).
     rename: Callable[[str], str] | None = None
+    # rows (axis 0) in another order than the checkpoint's (Qwen3.5's V heads regrouped for ggml's broadcast);
+    # applied with the q/k permutation, so the read-back maps row numbers through it too.
+    row_order: OrderHook | None = None
+    # columns (the last axis) in another order; commutes with picking rows, applied with ``tensor``.
+    col_order: OrderHook | None = None
+    # (gguf name, checkpoint shape, config) -> the shape llama.cpp expects (size-1 axes dropped: a conv kernel).
+    shape: Callable[[str, tuple[int, ...], dict], tuple[int, ...]] | None = None
 
 
 def head_dim(config: dict) -> int:
