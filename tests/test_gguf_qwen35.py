@@ -216,3 +216,43 @@ def test_rope_sections_cover_every_rotary_pair():
     assert rope_sections(config(0.5, sections=[2, 1, 1])) == [2, 1, 1, 0]
     assert rope_sections(config(0.5, sections=[4, 0, 0])) == [2, 1, 1, 0]  # leaves pairs 1 and 2 uncovered
     assert rope_sections(config(0.25)) == [1, 1, 0, 0]  # the default [11, 11, 10] is wider than the head
+
+
+def test_lora_gguf_pairs_follow_the_reordered_weights(dense, tmp_path):
+    """base GGUF + the LoRA GGUF applied as llama.cpp applies it == the merged model's GGUF, on the
+    V-head-reordered weights (rows of attn_qkv / attn_gate, columns of ssm_out) as on the others."""
+    import sys
+
+    import gguf
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_export import make_run
+
+    from studio.export.adapter import load_adapter
+    from studio.export.gguf_writer import write_gguf
+    from studio.export.lora_gguf import read_lora_gguf, write_lora_gguf
+    from studio.export.merge import merge_to_folder
+    from studio.export.verify import check_lora_gguf
+
+    run = make_run(tmp_path / "runs", dense, four_bit=False, r=4,
+                   targets=["in_proj_qkv", "in_proj_z", "out_proj", "q_proj", "down_proj"])
+    adapter = load_adapter(run / "adapter")
+    lora = write_lora_gguf(adapter, dense, tmp_path / "adapter.gguf")
+    check = check_lora_gguf(adapter, dense, lora)
+    assert check.ok, check.summary
+    meta, pairs = read_lora_gguf(lora)
+    assert {f"{n}.weight" for n in ("blk.0.attn_qkv", "blk.0.attn_gate", "blk.0.ssm_out", "blk.1.attn_q")} <= set(pairs)
+    merged_dir = tmp_path / "merged"
+    merged_dir.mkdir()
+    merge_to_folder(dense, adapter, merged_dir)
+    write_gguf(dense, tmp_path / "base.gguf", "f16")
+    write_gguf(merged_dir, tmp_path / "merged.gguf", "f16")
+
+    def read(path: Path) -> dict:
+        return {t.name: np.asarray(t.data, dtype=np.float32) for t in gguf.GGUFReader(str(path)).tensors}
+
+    base, merged = read(tmp_path / "base.gguf"), read(tmp_path / "merged.gguf")
+    alpha = meta["adapter.lora.alpha"]
+    for name, (a, b) in pairs.items():
+        assert np.abs(merged[name] - base[name]).max() > 1e-3
+        np.testing.assert_allclose(base[name] + alpha / a.shape[0] * (b @ a), merged[name], atol=4e-3)
