@@ -256,3 +256,31 @@ def test_lora_gguf_pairs_follow_the_reordered_weights(dense, tmp_path):
     for name, (a, b) in pairs.items():
         assert np.abs(merged[name] - base[name]).max() > 1e-3
         np.testing.assert_allclose(base[name] + alpha / a.shape[0] * (b @ a), merged[name], atol=4e-3)
+
+
+# Qwen3.5's chat template reduced to what the probes reach: ChatML turns, the reasoning of earlier
+# assistant turns dropped, and a generation prompt that opens <think> unless thinking is turned off.
+QWEN35_CHAT = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' %}"
+    "{%- set content = message.content.split('</think>')[-1].lstrip('\\n') %}"
+    "{{- '<|im_start|>assistant\\n' + content + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- else %}{{- '<think>\\n' }}{%- endif %}{%- endif %}"
+)
+
+
+def test_ollama_template_for_the_thinking_chat_format(tmp_path):
+    from studio.export.ollama import detect_chat, hf_render, ollama_render
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN35_CHAT
+    chat = detect_chat(tok)
+    assert chat.family.name == "chatml-think" and chat.system is None and chat.family.stops[0] == "<|im_end|>"
+    talk = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"}]
+    assert ollama_render(chat.family, talk, None) == hf_render(tok, talk)
+    assert ollama_render(chat.family, talk, None).endswith("<|im_start|>assistant\n<think>\n")
