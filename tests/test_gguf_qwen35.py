@@ -176,6 +176,23 @@ def test_moe_shared_expert(tmp_path):
     np.testing.assert_allclose(gate, hf["model.layers.2.mlp.shared_expert_gate.weight"][0], rtol=1e-6)
     np.testing.assert_allclose(got["blk.3.ffn_up_exps.weight"][2], hf["model.layers.3.mlp.experts.2.up_proj.weight"],
                                atol=0.02)
+    # a checkpoint with fused experts (3-D gate_up_proj, gate rows first) is written fused, as llama.cpp reads it
+    from safetensors.numpy import save_file
+
+    fused = {k: v for k, v in hf.items() if ".mlp.experts." not in k}
+    for layer in range(4):
+        pre = f"model.layers.{layer}.mlp.experts."
+        fused[pre + "gate_up_proj"] = np.stack([np.concatenate([hf[f"{pre}{e}.gate_proj.weight"],
+                                                                hf[f"{pre}{e}.up_proj.weight"]]) for e in range(4)])
+        fused[pre + "down_proj"] = np.stack([hf[f"{pre}{e}.down_proj.weight"] for e in range(4)])
+    save_file(fused, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _, reader = _write(folder, "f16")
+    got = _tensors(reader)
+    assert "blk.1.ffn_gate_exps.weight" not in got and got["blk.1.ffn_gate_up_exps.weight"].shape == (4, 64, 64)
+    np.testing.assert_allclose(got["blk.1.ffn_gate_up_exps.weight"][3, 32:],
+                               hf["model.layers.1.mlp.experts.3.up_proj.weight"], atol=2e-3)
+    np.testing.assert_allclose(got["blk.1.ffn_down_exps.weight"][3], hf["model.layers.1.mlp.experts.3.down_proj.weight"],
+                               atol=2e-3)
 
 
 def test_conditional_generation_writes_the_language_model_only(tmp_path):
