@@ -42,6 +42,9 @@ _EXPERT = re.compile(r"^(?P<layer>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>\w+)\.
 SUPPORTED_ROPE = ("default", "linear", "llama3", "yarn")
 # YaRN settings llama.cpp computes itself (its attention factor is 0.1 ln(factor) + 1, as transformers' default)
 _YARN_UNREAD = ("attention_factor", "attn_factor", "mscale", "mscale_all_dim")
+# Tensors llama.cpp keeps in F32 whatever the file type (its converter and quantizer agree): a state-space
+# convolution kernel (ggml's ssm_conv reads F32, and its rows are a few values long).
+ALWAYS_F32 = (".ssm_conv1d.",)
 
 
 def check_supported(config: dict) -> GgufArch:
@@ -80,6 +83,8 @@ def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str, n_layers: in
     import gguf
 
     T = gguf.GGMLQuantizationType
+    if any(part in gguf_name for part in ALWAYS_F32):
+        return T.F32
     if quant in K_RECIPES:
         from studio.export.kquants import recipe_type
 
@@ -150,7 +155,10 @@ def read_planned(p: PlannedTensor, config: dict, read: Any = None):
         import torch
 
         return torch.stack([read(m) for m in p.experts])
-    return read(p.meta) if p.meta else p.computed
+    if p.meta is None:
+        return p.computed
+    t = read(p.meta)
+    return t.reshape(p.shape) if tuple(t.shape) != p.shape else t  # the family's shape (a size-1 axis dropped)
 
 
 def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
@@ -189,8 +197,9 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
         if gname is None:
             raise UnsupportedModel(f"GGUF export: no llama.cpp name for tensor {m.name} of {arch.model_type}",
                                    "export --format merged instead")
-        qtype = tensor_type(gname, tuple(m.shape), quant, n_layers, has_output)
-        out.append(PlannedTensor(m.name, gname, tuple(m.shape), qtype, m))
+        shape = arch.shape(gname, tuple(m.shape), config) if arch.shape is not None else tuple(m.shape)
+        qtype = tensor_type(gname, shape, quant, n_layers, has_output)
+        out.append(PlannedTensor(m.name, gname, shape, qtype, m))
     for stacked, numbered in stacks.items():
         parts = [m for _, m in sorted(numbered, key=lambda e: e[0])]
         base = name_map.get_name(stacked)
@@ -252,19 +261,32 @@ def llama3_rope_factors(config: dict):
 
 
 def permuted(p: PlannedTensor, t, config: dict, arch: GgufArch):
-    """``t``'s rows in llama.cpp's order (q/k rows permuted for llama-arch); also maps row numbers."""
+    """``t``'s rows in llama.cpp's order (q/k rows permuted for llama-arch, the family's ``row_order``);
+    also maps row numbers (``t`` a numpy range)."""
     config = text_config(config)
     if arch.permute_qk and ".attn_q." in p.gguf_name:
         t = permute_qk(t, int(config["num_attention_heads"]))
     elif arch.permute_qk and ".attn_k." in p.gguf_name:
         t = permute_qk(t, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
-    return t
+    order = arch.row_order(p.gguf_name, int(t.shape[0]), config) if arch.row_order is not None else None
+    return t if order is None else t[_index(t, order)]
+
+
+def _index(t, order):
+    """``order`` as an index for ``t`` (a torch tensor or a numpy array)."""
+    import numpy as np
+    import torch
+
+    return order if isinstance(t, np.ndarray) else torch.as_tensor(order, dtype=torch.long)
 
 
 def valued(p: PlannedTensor, t, config: dict, arch: GgufArch):
-    """The family's value change (a norm's +1, a scale) on rows already in llama.cpp's order; row-wise, so
-    the read-back may apply it to sampled rows."""
+    """The family's column order and value change (a norm's +1, a scale) on rows already in llama.cpp's
+    order; row-wise, so the read-back may apply it to sampled rows."""
     config = text_config(config)
+    order = arch.col_order(p.gguf_name, int(t.shape[-1]), config) if arch.col_order is not None else None
+    if order is not None:
+        t = t[..., _index(t, order)]
     return arch.tensor(p.gguf_name, t, config) if arch.tensor is not None else t
 
 

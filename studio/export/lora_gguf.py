@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from studio import methods
 from studio.export.adapter import Adapter
@@ -75,15 +76,30 @@ def lora_tensors(adapter: Adapter, config: dict):
         b = b * (d.scale / (alpha / rank))  # 1.0 unless rsLoRA or a rank/alpha pattern changed the scale
         if d.embedding:
             a = a.T.contiguous()  # (vocab, r): llama.cpp gathers token rows from lora_a
-        elif arch.permute_qk and ".attn_q." in gname:
-            b = permute_qk(b, int(config["num_attention_heads"]))
-        elif arch.permute_qk and ".attn_k." in gname:
-            b = permute_qk(b, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
+        else:
+            a, b = lora_layout(arch, gname, a, b, config)
         out.append((gname, np.ascontiguousarray(a.numpy(), dtype=np.float32),
                     np.ascontiguousarray(b.numpy(), dtype=np.float32)))
     if not out:
         raise UnsupportedModel("the adapter has no LoRA pairs", "train again, or export --format adapter")
     return out
+
+
+def lora_layout(arch: Any, gname: str, a: Any, b: Any, config: dict) -> tuple[Any, Any]:
+    """``a`` (r, in) and ``b`` (out, r) of a weight the base GGUF stores in another layout: its rows
+    reordered (llama-arch q/k, the family's ``row_order``) reorder ``b``'s rows, its columns (``col_order``)
+    reorder ``a``'s columns, so that ``b @ a`` is the update of the weight as written. A weight llama.cpp
+    keeps as a vector (Qwen3.5's shared-expert gate) has no place for a pair: refused."""
+    if arch.shape is not None and len(arch.shape(gname, (int(b.shape[0]), int(a.shape[1])), config)) < 2:
+        raise UnsupportedModel(f"LoRA GGUF: llama.cpp keeps {gname} as a vector, which a LoRA pair cannot adapt",
+                               "train without that module, or export --format ollama or gguf (merged) instead")
+    if arch.permute_qk and ".attn_q." in gname:
+        b = permute_qk(b, int(config["num_attention_heads"]))
+    elif arch.permute_qk and ".attn_k." in gname:
+        b = permute_qk(b, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
+    rows = arch.row_order(gname, int(b.shape[0]), config) if arch.row_order is not None else None
+    cols = arch.col_order(gname, int(a.shape[1]), config) if arch.col_order is not None else None
+    return (a if cols is None else a[:, cols]), (b if rows is None else b[rows])
 
 
 def write_lora_gguf(adapter: Adapter, base_dir: Path, out_path: Path, name: str = "") -> Path:

@@ -1,10 +1,11 @@
 """Ollama Modelfile: FROM the GGUF, a TEMPLATE in Go-template syntax that renders conversations
 exactly as the model's chat template does, the stop tokens, and greedy sampling parameters.
 
-Supported chat formats: ChatML (SmolLM, Qwen2, ...) with or without a default system prompt,
-Llama 3, Phi-3 / 3.5, Phi-4-mini, Phi-4 and gpt-oss's harmony format (its fixed system preamble found by rendering).
-The family is found by rendering probe conversations with the tokenizer's own template
-and checking that the Go template (rendered by the small evaluator below) gives the same text.
+Supported chat formats: ChatML (SmolLM, Qwen2, ...) with or without a default system prompt, ChatML
+whose generation prompt opens a thinking block (Qwen3.5), Llama 3, Phi-3 / 3.5, Phi-4-mini, Phi-4,
+Gemma, and gpt-oss's harmony format (its fixed system preamble found by rendering). The family is found
+by rendering probe conversations with the tokenizer's own template and checking that the Go template
+(rendered by the small evaluator below) gives the same text.
 """
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ FAMILIES = (
     ChatFamily("chatml",
                "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
                "<|im_start|>assistant\n",
+               ("<|im_end|>", "<|im_start|>")),
+    # ChatML whose generation prompt opens a reasoning block (Qwen3.5, thinking models): the answer
+    # starts inside <think>, as the tokenizer's template has it with thinking on (its default)
+    ChatFamily("chatml-think",
+               "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+               "<|im_start|>assistant\n<think>\n",
                ("<|im_end|>", "<|im_start|>")),
     ChatFamily("llama3",
                "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"

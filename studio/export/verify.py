@@ -244,6 +244,10 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
                 want = permute_qk(want, int(config["num_attention_heads"]))
             elif arch.permute_qk and ".attn_k." in gname:
                 want = permute_qk(want, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
+            rows = arch.row_order(gname, want.shape[0], config) if arch.row_order is not None else None
+            cols = arch.col_order(gname, want.shape[1], config) if arch.col_order is not None else None
+            want = want if rows is None else want[rows]  # the weight as the base GGUF stores it
+            want = want if cols is None else want[:, cols]
         scale = float(np.abs(want).max()) or 1.0
         worst = max(worst, float(np.abs(got - want).max()) / scale if got.shape == want.shape else float("inf"))
     missing += sorted(g for g, (a, b) in pairs.items() if a is None or b is None)

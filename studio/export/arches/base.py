@@ -34,6 +34,9 @@ class Derived:
     raw: Callable[[Reader], Any] | None = None
     qtype: str | None = None  # GGML type name it is written as whatever the requested quant (else the quant's)
 
+# (gguf name, length of the axis, config) -> the new order of that axis (numpy int array), or None to keep it.
+OrderHook = Callable[[str, int, dict], Any]
+
 
 @dataclass(frozen=True)
 class GgufArch:
@@ -66,6 +69,13 @@ class GgufArch:
         import gguf
 
         return gguf.MODEL_ARCH[self.arch.upper().replace("-", "_")]
+    # rows (axis 0) in another order than the checkpoint's (Qwen3.5's V heads regrouped for ggml's broadcast);
+    # applied with the q/k permutation, so the read-back maps row numbers through it too.
+    row_order: OrderHook | None = None
+    # columns (the last axis) in another order; commutes with picking rows, applied with ``tensor``.
+    col_order: OrderHook | None = None
+    # (gguf name, checkpoint shape, config) -> the shape llama.cpp expects (size-1 axes dropped: a conv kernel).
+    shape: Callable[[str, tuple[int, ...], dict], tuple[int, ...]] | None = None
 
 
 def head_dim(config: dict) -> int:
