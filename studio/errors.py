@@ -26,4 +26,9 @@ class Fault(RuntimeError):
 
 
 class LoadError(RuntimeError):
-    """The base model cannot be loaded; the message says what to do."""
+    """The base model cannot be loaded; the message says what to do (``hint``: the one-line action, where it
+    is more precise than the worker's general one)."""
+
+    def __init__(self, message: str = "", hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint

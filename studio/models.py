@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio import demo, multimodal, paths
+from studio import demo, model_types, multimodal, paths
 from studio.adapted import fused_experts
 from studio.fsutil import atomic_write_json, atomic_write_text
 from studio.paths import resources_dir
@@ -35,7 +35,11 @@ def looks_like_model(path: str | Path) -> bool:
 
 
 class ModelError(ValueError):
-    """A model that cannot be found or read; the message says what to do."""
+    """A model that cannot be found or read; the message says what to do (``hint``: the action alone)."""
+
+    def __init__(self, message: str = "", hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass
@@ -370,7 +374,12 @@ def _text_config(config: dict) -> dict:
 
 
 def _shape_from_config(config: dict, name: str, source: str) -> ModelInfo:
-    """The shape facts straight from config.json (counts are filled in separately)."""
+    """The shape facts straight from config.json (counts are filled in separately). A downloaded model whose
+    type the installed transformers does not know is named as such first (studio.model_types)."""
+    if source in ("folder", "hf-cache") and not config.get("auto_map"):  # remote code: transformers' own check
+        newer = model_types.unknown_type(config, name)
+        if newer:
+            raise ModelError(newer, model_types.HINT)
     c = _text_config(config)
 
     def get(*keys: str, default: Any = None) -> Any:
@@ -474,6 +483,9 @@ def _meta_model(config: dict, folder: Path | None, trust_remote_code: bool) -> A
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    newer = model_types.unknown_type(config, str(folder or config.get("model_type")), trust_remote_code)
+    if newer:
+        raise ModelError(newer, model_types.HINT)
     try:
         if folder is not None:
             cfg = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)

@@ -138,12 +138,16 @@ def load_causal_lm(folder: Path, kwargs: dict) -> Any:
 
     from transformers import AutoModelForCausalLM
 
+    from studio.model_types import HINT, unknown_type
     from studio.safetensors_io import model_tensors
 
     try:
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         config = {}  # transformers reports a missing or damaged config with its file
+    newer = unknown_type(config, str(folder), bool(kwargs.get("trust_remote_code"))) if isinstance(config, dict) else None
+    if newer:
+        raise LoadError(newer, HINT)
     if isinstance(config, dict) and is_multimodal(config):
         return load_language_model(Path(folder), kwargs, [m.name for m in model_tensors(Path(folder))])
     return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)

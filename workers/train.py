@@ -52,7 +52,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "io", "check the path and its permissions"
 
     if isinstance(exc, LoadError):
-        return "config", "pick a local model folder with safetensors weights, or 'demo'"
+        return "config", exc.hint or "pick a local model folder with safetensors weights, or 'demo'"
     return "internal", "this is a bug in LoRA Studio: the traceback is in the log (stderr)"
 
 

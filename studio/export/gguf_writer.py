@@ -44,7 +44,8 @@ SUPPORTED_ROPE = ("default", "linear", "llama3", "yarn")
 _YARN_UNREAD = ("attention_factor", "attn_factor", "mscale", "mscale_all_dim")
 # Tensors llama.cpp keeps in F32 whatever the file type (its converter and quantizer agree): a state-space
 # convolution kernel (ggml's ssm_conv reads F32, and its rows are a few values long).
-ALWAYS_F32 = (".ssm_conv1d.",)
+# The routers of a mixture of experts too (ffn_gate_inp, ffn_gate_inp_shexp): llama-quantize never quantises them.
+ALWAYS_F32 = (".ssm_conv1d.", ".ffn_gate_inp.", ".ffn_gate_inp_shexp.")
 
 
 def check_supported(config: dict) -> GgufArch:

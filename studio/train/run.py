@@ -129,7 +129,7 @@ class TrainingRun:
             for f in sorted(self.base.glob("*.safetensors")):
                 read_header(f)  # a lying or cut-short header: named here, not as safetensors' own error
         except (models.ModelError, DamagedFile) as e:
-            raise LoadError(str(e)) from None
+            raise LoadError(str(e), getattr(e, "hint", "")) from None
 
     def _load_model(self) -> None:
         from transformers import set_seed
