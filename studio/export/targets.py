@@ -214,7 +214,8 @@ TARGETS: dict[str, ExportTarget] = {t.name: t for t in (
                  "The small LoRA adapter; load it on top of the base model with peft or a LoRA-capable server.",
                  (), None, False, _build_adapter),
     ExportTarget("gguf", "GGUF (llama.cpp)",
-                 "One file for llama.cpp, LM Studio and friends (Llama, Mistral, Qwen2, SmolLM).",
+                 "One file for llama.cpp, LM Studio and friends (Llama, Mistral, Qwen2/3/3.5, Gemma 1-3, Phi, "
+                 "SmolLM, gpt-oss and their MoE variants).",
                  GGUF_QUANTS, "q8_0", True, _build_gguf),
     ExportTarget("ollama", "Ollama",
                  "A GGUF and a Modelfile with the chat template and stop tokens: 'ollama create NAME -f Modelfile'.",
