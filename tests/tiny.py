@@ -114,7 +114,9 @@ def make_multimodal(out_dir: Path, model_type: str = "qwen3_5", seed: int = 0) -
                                          linear_value_head_dim=16),
                         vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)),
         "gemma3": dict(text_config=text, vision_config=dict(vision, image_size=32, patch_size=8), mm_tokens_per_image=4),
-        "gemma4": dict(text_config=text, vision_config=vision),
+        # per-layer input embeddings as small as the rest (the default table has 262,144 rows)
+        "gemma4": dict(text_config=dict(text, vocab_size_per_layer_input=len(tok), hidden_size_per_layer_input=16),
+                       vision_config=vision),
     }[model_type]
     config = AutoConfig.for_model(model_type, **kw)
     torch.manual_seed(seed)
