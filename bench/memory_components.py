@@ -66,6 +66,20 @@ FAMILIES = {
                    tie_word_embeddings=True),
     "phi3": dict(model_type="phi3", num_key_value_heads=4),
     "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2, intermediate_size=64),
+    # Qwen3.5: Gated DeltaNet linear-attention layers between gated full-attention ones (here 2 of each)
+    "qwen35": dict(model_type="qwen3_5_text", head_dim=16, num_hidden_layers=4, full_attention_interval=2,
+                   linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                   linear_value_head_dim=16),
+    "qwen35moe": dict(model_type="qwen3_5_moe_text", head_dim=16, num_hidden_layers=4, full_attention_interval=2,
+                      linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                      linear_value_head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                      shared_expert_intermediate_size=64),
+    # Gemma 4: sliding and global layers of different head sizes, per-layer input embeddings, and the last two
+    # layers reusing the keys and values of the layers before them
+    "gemma4": dict(model_type="gemma4_text", head_dim=16, global_head_dim=32, num_hidden_layers=4,
+                   layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                   sliding_window=32, hidden_size_per_layer_input=16, num_kv_shared_layers=2,
+                   tie_word_embeddings=True),
 }
 BASE = {"quant.mode": "none", "quant.double_quant": True, "quant.compute_dtype": "float32", "lora.rank": 8,
         "lora.alpha": 16, "lora.targets": ["all-linear"], "train.micro_batch": 2, "train.grad_accum": 1,
@@ -132,6 +146,8 @@ def build(family: str, folder: Path) -> Path:
         return folder
     tok = make_tokenizer(folder)
     kw = dict(LONG_SHAPE) if family == "long" else {**COMMON, **FAMILIES[family], "vocab_size": len(tok)}
+    if kw.get("hidden_size_per_layer_input"):
+        kw["vocab_size_per_layer_input"] = kw["vocab_size"]
     model_type = kw.pop("model_type")
     config = AutoConfig.for_model(model_type, bos_token_id=tok.bos_token_id,
                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **kw)

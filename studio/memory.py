@@ -204,21 +204,98 @@ def _trainable(info: ModelInfo, s: Effective) -> tuple[dict, dict]:
 # Where each adapted linear layer's input comes from: layers sharing an input share its saved copy.
 INPUT_OF = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in", "Wqkv": "attn_in",
             "o_proj": "attn_out", "dense": "attn_out", "gate_proj": "mlp_in", "up_proj": "mlp_in",
-            "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in", "down_proj": "mlp_out", "w2": "mlp_out"}
+            "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in", "down_proj": "mlp_out", "w2": "mlp_out",
+            # Qwen3.5's Gated DeltaNet layers: four projections of the layer input, one of the gated norm's output
+            "in_proj_qkv": "linear_in", "in_proj_z": "linear_in", "in_proj_b": "linear_in", "in_proj_a": "linear_in",
+            "out_proj": "linear_out", "shared_expert_gate": "mlp_in"}
 
 
 FUSED_QKV = ("qkv_proj", "Wqkv", "query_key_value", "c_attn")
 
 
-def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda") -> tuple[float, float, float]:
+GDN_CHUNK = 64  # tokens per chunk of the chunked delta rule (transformers' torch path and fla's kernel alike)
+
+
+def linear_attention_path(device: str) -> tuple[str, str]:
+    """(delta rule, causal convolution) a Gated DeltaNet layer runs: "fla"/"causal_conv1d" when the package is
+    importable here and the run is on a GPU (transformers picks them at import: hub_kernels'
+    use_kernel_func_from_hub_with_fallback), else "torch" (its reference code, which autograd records op by op)."""
+    if device != "cuda":
+        return "torch", "torch"
+    return ("fla" if kernels.fla_installed() else "torch",
+            "causal_conv1d" if kernels.causal_conv1d_installed() else "torch")
+
+
+def linear_attention_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> float:
+    """Per token, what one Gated DeltaNet layer keeps for backward outside its linear layers' LoRA inputs.
+
+    Every path: sigmoid(b) (beta) and the fp32 input of softplus(a + dt_bias) per value head, and the gated
+    RMSNorm of the output (fp32 copies of its input and of the gate z, silu(z), the normed input times the
+    weight in the compute dtype, 1/rms per head). The causal convolution over q|k|v (conv_dim = 2 key dims +
+    the value dim) keeps its input, and torch's conv1d also its padded output (silu's input); causal-conv1d
+    fuses the activation and keeps only its input. The delta rule: see _delta_rule_bytes.
+    """
+    s = Settings.of(settings)
+    a = dtype_bytes(s.compute_dtype)
+    B, T, K = max(1, s.micro_batch), max(1, s.seq_len), max(1, info.linear_conv)
+    hv, dv = info.linear_v_heads, info.linear_v_dim
+    conv_dim = 2 * info.linear_k_heads * info.linear_k_dim + hv * dv
+    rule, conv_kind = linear_attention_path(device)
+    conv = a * conv_dim * (1.0 if conv_kind == "causal_conv1d" else 2.0 + (K - 1) / T)
+    gates = (a + 4) * hv
+    norm = (12 + a) * hv * dv + 4 * hv
+    return conv + gates + norm + _delta_rule_bytes(info, a, B, T, rule)
+
+
+def _delta_rule_bytes(info: ModelInfo, a: int, B: int, T: int, rule: str) -> float:
+    """Per token, what the chunked gated delta rule keeps.
+
+    fla (flash-linear-attention's ChunkGatedDeltaRuleFunction, fla/ops/gated_delta_rule/chunk.py): one
+    autograd node that saves the L2-normed q and k (key heads) with their fp32 1/norm, v, the fp32 cumulative
+    decay, beta and the solved chunk matrix A (chunk x chunk per value head, in the compute dtype); it
+    recomputes the chunk states in backward.
+
+    torch (transformers' torch_chunk_gated_delta_rule): every op keeps its operands, all in fp32 and with q and
+    k repeated to the value heads: per token 5 chunk-wide tensors (decays, k.k, q.k, the triangular system and
+    the intra-chunk attention), 3 value-wide ones (v, the solved values, the per-chunk corrected values), 8-12
+    key-wide ones and 6 per-head scalars; per chunk its recurrent state (key dim x value dim per head). Which
+    key-wide tensors are copies and which views depends on the sequence's padding to whole chunks, the dtype
+    and the micro-batch (matmul folds a batch of one without copying): counted from the saved tensors
+    (bench/memory_components.py meters them; exact at every length and micro-batch but micro-batch 1 at one
+    chunk, where the views leave 5 fewer).
+    """
+    hk, hv, dk, dv, C = info.linear_k_heads, info.linear_v_heads, info.linear_k_dim, info.linear_v_dim, GDN_CHUNK
+    if rule == "fla":
+        return 2 * (a * hk * dk + 4 * hk) + a * hv * dv + 4 * hv + a * hv * C
+    chunks = math.ceil(T / C)
+    Tp = chunks * C  # the sequence padded to whole chunks
+    fresh = Tp != T or a != 4  # padding (or the fp32 cast) leaves fresh tensors that the chunking only views
+    if B == 1 or Tp != T:
+        copies = 2 * Tp  # the scan reads each chunk of the decayed q and k through views of the whole
+    else:
+        copies = C * (1 if chunks == 1 else 2 * chunks - (1 if a == 4 else 0))  # per-chunk copies for matmul
+    key_tokens = 2 * T + (4 if fresh else 8) * Tp + copies  # the two l2norm inputs are not padded
+    per_seq = 4 * hv * (dk * key_tokens + dv * 3 * Tp + C * 5 * Tp + 2 * T + 4 * Tp + chunks + dk * dv * chunks)
+    once = C * C + 4 * hv  # the causal chunk mask (bool) and -exp(A_log), once per layer and step
+    return per_seq / T + once / (B * T)
+
+
+def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda",
+                          kind: str = "mean") -> tuple[float, float, float]:
     """Bytes one decoder layer saves for backward per token: (base, lora, eager scores).
 
     Counted from what autograd keeps (bench/memory_components.py meters it; docs/planner.md):
     RMSNorm keeps its fp32 input and the reciprocal root; frozen linear layers keep no input.
+    A model with layers of two kinds (Qwen3.5: linear attention and full attention) gets the mean over its
+    layers (``kind="mean"``, what all layers save is layers x this), or one kind's own layer
+    (``"full"``/``"linear"``: the layer recomputed under checkpointing is the larger of the two).
     """
     s = Settings.of(settings)
     a = dtype_bytes(s.compute_dtype)
     h, qd, kvd = info.hidden, info.q_dim, info.kv_dim
+    L = max(1, info.layers)
+    share = {"mean": (info.full_layers / L, info.linear_layers / L), "full": (1.0, 0.0), "linear": (0.0, 1.0)}
+    full, linear = share[kind] if info.linear_layers else (1.0, 0.0)
     experts = max(1, info.experts_per_token) if info.num_experts else 1
     liger = s.kernels == "liger" and device == "cuda"  # studio.kernels: liger-kernel's fused layers
     norms = info.norms_per_layer * ((a * h if liger else 4 * h) + 4)  # fp32 input (liger: as is) + 1/rms per token
@@ -235,7 +312,12 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
         # sdpa keeps v, a view of the fused q|k|v output, which so stays whole (eager and masked sdpa copy v)
         attn += a * (qd + kvd)
     if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
-        attn += 4 * (qd + kvd) + 4 * (info.heads + info.kv_heads)
+        # a gated query is a view of q_proj's output, twice as wide: in fp32 the norm keeps all of it
+        q_in = 2 * qd if getattr(info, "attn_output_gate", False) and a == 4 else qd
+        attn += 4 * (q_in + kvd) + 4 * (info.heads + info.kv_heads)
+    if getattr(info, "attn_output_gate", False):  # attention output (made contiguous) times sigmoid(gate)
+        attn += a * 2 * qd
+    attn = full * attn + (linear * linear_attention_bytes(info, s, device) if linear else 0.0)
     mlp = a * 3 * info.intermediate * experts  # gate (for the activation), act(gate), up
     if liger and not info.num_experts and info.model_type in kernels.GLU_FAMILIES:
         mlp = a * 2 * info.intermediate  # liger's SwiGLU keeps gate and up, recomputes the activation
@@ -249,27 +331,43 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
         mlp = a * (h + E + 1 + k) + 8 * k + 3 * 8 * k + a * k * (2 * h + 4 * i + 1)
         if not experts_adapted(info, s.targets, s.quant_mode):  # frozen experts keep neither their inputs nor the product
             mlp -= a * h + a * k * (h + i)
+        if getattr(info, "shared_expert", 0):  # the shared expert's gate, act(gate) and up, its output and sigmoid gate
+            mlp += a * (3 * info.shared_expert + h + 1)
     lora = 0.0
     per_input: dict[str, float] = {}
     mask = a if device == "cpu" else 1  # dropout's mask: the input's dtype on the CPU, bool on CUDA
     for g in targeted(info, s.targets, s.quant_mode):
         if tiled and INPUT_OF.get(g.name, "").startswith("mlp"):
             continue  # inside the tiled MLP: nothing kept between forward and backward
-        per_layer = g.count / max(1, info.layers)
+        per_layer = _group_share(info, g.name, g.count, kind)
         lora += per_layer * a * s.rank  # lora_B keeps A's output
         if dropout > 0:
             lora += per_layer * (a + mask) * g.in_features  # the dropped copy lora_A keeps, and the mask
         else:  # lora_A keeps its input itself, one copy per distinct input
             per_input[INPUT_OF.get(g.name, g.name)] = per_layer * a * g.in_features
-    if s.attn != "eager" and not any(g.name in FUSED_QKV for g in info.linears):
+    if s.attn != "eager" and not any(g.name in FUSED_QKV for g in info.linears) \
+            and not getattr(info, "attn_output_gate", False):
         # sdpa's output, kept for its backward, is o_proj's input (a view: its layout follows q, which is
-        # (B, S, H, D) in memory unless q was sliced out of a fused q|k|v)
+        # (B, S, H, D) in memory unless q was sliced out of a fused q|k|v; a gated output is a new tensor)
         per_input.pop("attn_out", None)
     lora += sum(per_input.values())
     per_score = 4 + (a if a != 4 else 0)  # fp32 softmax output, and its copy in the compute dtype
     per_score += a if getattr(info, "attn_softcap", False) else 0  # tanh output of soft-capped scores
-    eager = info.heads * s.seq_len * per_score if s.attn == "eager" else 0.0
+    eager = full * info.heads * s.seq_len * per_score if s.attn == "eager" else 0.0
     return float(norms + attn + mlp), lora, float(eager)
+
+
+def _group_share(info: ModelInfo, name: str, count: int, kind: str) -> float:
+    """How many of a linear group's layers one decoder layer holds: the mean over all layers, or, for one kind of
+    layer, its own (the linear-attention projections are in the linear layers only, q/k/v/o in the others)."""
+    if kind == "mean" or not info.linear_layers:
+        return count / max(1, info.layers)
+    linear = INPUT_OF.get(name, "").startswith("linear")
+    attention = INPUT_OF.get(name, "").startswith("attn")
+    if linear or attention:
+        mine = linear == (kind == "linear")
+        return count / max(1, info.linear_layers if linear else info.full_layers) if mine else 0.0
+    return count / max(1, info.layers)
 
 
 def tiled_mlp(info: ModelInfo, s: Settings) -> bool:
@@ -347,14 +445,22 @@ def _first_layer_savings(info: ModelInfo, s: Effective, dropout: float, device: 
     mask = a if device == "cpu" else 1
     first: float = 4 * info.hidden + 4  # per token; the dropout masks below are averaged over the layers
     names = {g.name for g in targeted(info, s.targets, s.quant_mode)}
-    if not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
+    first_in = "linear_in" if getattr(info, "linear_leading", 0) else "attn_in"
+    if first_in == "linear_in" and not any(INPUT_OF.get(n, "").startswith(("linear", "mlp")) for n in names):
+        # linear-attention first layers with no adapter in them (LoRA on q/v only): nothing in them needs a
+        # gradient, and the first full-attention layer after them is a first layer as above
+        base, lora, _ = layer_bytes_per_token(info, s, dropout, device, kind="linear")
+        first += info.linear_leading * (base + lora)  # and the full-attention layer's norm keeps nothing (above)
+        first_in = "attn_in"
+    if first_in == "attn_in" and not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
         if getattr(info, "qk_norm", False):
             first += 4 * info.kv_dim + 4 * info.kv_heads  # so the key norm keeps nothing
         if s.attn == "eager":
             first += a * info.q_dim  # and q @ k^T keeps no q
-    if dropout > 0:
-        first += sum(mask * g.in_features * g.count / max(1, info.layers)
-                     for g in targeted(info, s.targets, s.quant_mode) if INPUT_OF.get(g.name) == "attn_in")
+    if dropout > 0:  # the first layer's own attention (or linear-attention) inputs
+        first += sum(mask * g.in_features * _group_share(info, g.name, g.count, "linear" if first_in == "linear_in"
+                                                         else "full")
+                     for g in targeted(info, s.targets, s.quant_mode) if INPUT_OF.get(g.name) == first_in)
     return first
 
 
