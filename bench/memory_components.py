@@ -1,7 +1,8 @@
 """Every memory component the planner predicts, measured through the real training code on the CPU.
 
 For a grid of tiny models built from the configs of every catalog family (Llama, Qwen2, Qwen3,
-Mistral, Gemma 2 with soft-capping, Gemma 3, Phi-3, Mixtral as transformers loads it today) and
+Mistral, Gemma 2 with soft-capping, Gemma 3, Phi-3, Mixtral as transformers loads it today; Qwen3.5 dense and MoE
+with their Gated DeltaNet layers, Gemma 4 with its global layers, per-layer inputs and shared keys/values) and
 of settings (quantisation none/8-bit/4-bit NF4, rank, targets, micro-batch, sequence length,
 gradient checkpointing, eager/sdpa attention, AdamW and bitsandbytes' 8-bit AdamW), the model is
 saved as safetensors, loaded by ``studio.train.loading.load_model`` (the worker's loader: the
@@ -99,9 +100,11 @@ TOTAL_TOLERANCE = 0.10  # the resident peak: the issue's target for the worker's
 
 
 # The slice tests/test_memory_components.py runs (a few seconds): a dense family in 4-bit with dropout, the
-# soft-capped family with eager attention and checkpointing, and the mixture of experts.
+# soft-capped family with eager attention and checkpointing, the mixture of experts, and Qwen3.5's linear-attention
+# layers (transformers' torch path, the one the CPU takes).
 QUICK = (("llama", {"quant.mode": "4bit"}), ("gemma2", {"quant.mode": "4bit", "train.grad_ckpt": True}),
-         ("mixtral", {"train.optimizer": "adamw_8bit"}), ("mixtral", {"quant.mode": "4bit"}))
+         ("mixtral", {"train.optimizer": "adamw_8bit"}), ("mixtral", {"quant.mode": "4bit"}),
+         ("qwen35", {"quant.mode": "4bit"}))
 
 
 # The adapter methods other than LoRA, on the Llama family (the method axis of the grid).
@@ -390,7 +393,9 @@ def predict(info, s: dict, dropout: float) -> dict:
     est = memory.estimate(info, s, dropout=dropout, device="cpu")
     c = est.components
     # offloading runs on a GPU only: the same step's host bytes as the planner counts them there
-    offloaded = memory.offloaded_bytes(info, {**s, "train.offload_activations": True}, "cuda")
+    # (measured here on the CPU, where dropout's mask is in the input's dtype: a bool on CUDA)
+    offloaded = memory.offloaded_bytes(info, {**s, "train.offload_activations": True}, "cuda", dropout=dropout,
+                                       mask_bytes=memory.dtype_bytes(s["quant.compute_dtype"]))
     acts = memory.saved_activations(info, s, dropout, device="cpu")
     return {"weights": sum(v for k, v in c.items() if k.startswith("base_weights") or k == "unquantized_weights"),
             "quant_constants": c.get("quant_constants", 0), "lora_weights": c["lora_weights"],

@@ -85,6 +85,7 @@ MLP_TILE_TOKENS = 4096     # tokens per tile of the tiled MLP (studio.train.long
 # being copied back are on the device; in forward up to 5 offloaded tensors wait for their copies.
 OFFLOAD_RESIDENT_INPUTS = 2
 LOSS_KEYS = ("logits_and_loss", "tiled_loss_head")
+OUTSIDE_LAYERS = ("per_layer_inputs",)  # activation terms kept before the first decoder layer
 
 PAGED = ("paged_adamw_8bit", "paged_adamw_32bit")
 EIGHT_BIT_OPT = ("adamw_8bit", "paged_adamw_8bit")
@@ -207,7 +208,12 @@ INPUT_OF = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_
             "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in", "down_proj": "mlp_out", "w2": "mlp_out",
             # Qwen3.5's Gated DeltaNet layers: four projections of the layer input, one of the gated norm's output
             "in_proj_qkv": "linear_in", "in_proj_z": "linear_in", "in_proj_b": "linear_in", "in_proj_a": "linear_in",
-            "out_proj": "linear_out", "shared_expert_gate": "mlp_in"}
+            "out_proj": "linear_out", "shared_expert_gate": "mlp_in",
+            # Gemma 4's per-layer input: a gate on the layer's output, a projection of the gated product
+            "per_layer_input_gate": "ple_in", "per_layer_projection": "ple_mid",
+            # outside the decoder layers: Gemma 4's projection of the embeddings to every layer's per-layer input
+            # (its LoRA input, at most hidden + rank values per token for the whole model, is not counted)
+            "per_layer_model_projection": "model"}
 
 
 FUSED_QKV = ("qkv_proj", "Wqkv", "query_key_value", "c_attn")
@@ -292,33 +298,21 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
     """
     s = Settings.of(settings)
     a = dtype_bytes(s.compute_dtype)
-    h, qd, kvd = info.hidden, info.q_dim, info.kv_dim
+    h = info.hidden
     L = max(1, info.layers)
     share = {"mean": (info.full_layers / L, info.linear_layers / L), "full": (1.0, 0.0), "linear": (0.0, 1.0)}
     full, linear = share[kind] if info.linear_layers else (1.0, 0.0)
     experts = max(1, info.experts_per_token) if info.num_experts else 1
     liger = s.kernels == "liger" and device == "cuda"  # studio.kernels: liger-kernel's fused layers
-    norms = info.norms_per_layer * ((a * h if liger else 4 * h) + 4)  # fp32 input (liger: as is) + 1/rms per token
-    attn: float  # bytes per token: whole per kind of layer, averaged over the layers with a mask
-    if s.attn == "eager":  # q and the key/value repeated to every head, for the two matmuls
-        attn = a * 3 * qd
-    else:  # sdpa/flash: rotated q, k, v, the output and the fp32 log-sum-exp per head
-        attn = a * (2 * qd + 2 * kvd) + 4 * info.heads
-    if s.attn == "sdpa" and _masked(info, s):  # averaged over the layers
-        # Sliding-window layers longer than their window get a (batch, 1, S, S) mask that sdpa keeps,
-        # and with a mask transformers repeats k and v to every head (no grouped-query kernel).
-        attn += info.sliding_layers / max(1, info.layers) * a * (s.seq_len + 2 * (qd - kvd))
-    if s.attn != "eager" and not _masked(info, s) and any(g.name in FUSED_QKV for g in info.linears):
-        # sdpa keeps v, a view of the fused q|k|v output, which so stays whole (eager and masked sdpa copy v)
-        attn += a * (qd + kvd)
-    if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
-        # a gated query is a view of q_proj's output, twice as wide: in fp32 the norm keeps all of it
-        q_in = 2 * qd if getattr(info, "attn_output_gate", False) and a == 4 else qd
-        attn += 4 * (q_in + kvd) + 4 * (info.heads + info.kv_heads)
-    if getattr(info, "attn_output_gate", False):  # attention output (made contiguous) times sigmoid(gate)
-        attn += a * 2 * qd
+    # fp32 input (liger: as is) and 1/rms per token (Gemma 4: the mean square and its power)
+    norms = info.norms_per_layer * ((a * h if liger else 4 * h) + 4 * _norm_scalars(info))
+    attn = _softmax_attention(info, s, kind)
     attn = full * attn + (linear * linear_attention_bytes(info, s, device) if linear else 0.0)
     mlp = a * 3 * info.intermediate * experts  # gate (for the activation), act(gate), up
+    if info.per_layer_input:  # Gemma 4's per-layer input: its gate's output and activation (its norm is one of
+        # norms_per_layer), and the model's (tokens, layers x width) per-layer inputs, one tensor that every layer
+        # multiplies a slice of: per layer, its width
+        mlp += a * 2 * info.per_layer_input + a * info.per_layer_input
     if liger and not info.num_experts and info.model_type in kernels.GLU_FAMILIES:
         mlp = a * 2 * info.intermediate  # liger's SwiGLU keeps gate and up, recomputes the activation
     tiled = tiled_mlp(info, s)
@@ -335,16 +329,23 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
             mlp += a * (3 * info.shared_expert + h + 1)
     lora = 0.0
     per_input: dict[str, float] = {}
+    per_name: dict[tuple[str, str], float] = {}
     mask = a if device == "cpu" else 1  # dropout's mask: the input's dtype on the CPU, bool on CUDA
     for g in targeted(info, s.targets, s.quant_mode):
+        if INPUT_OF.get(g.name) == "model":
+            continue  # not in a decoder layer
         if tiled and INPUT_OF.get(g.name, "").startswith("mlp"):
             continue  # inside the tiled MLP: nothing kept between forward and backward
         per_layer = _group_share(info, g.name, g.count, kind)
         lora += per_layer * a * s.rank  # lora_B keeps A's output
         if dropout > 0:
             lora += per_layer * (a + mask) * g.in_features  # the dropped copy lora_A keeps, and the mask
-        else:  # lora_A keeps its input itself, one copy per distinct input
-            per_input[INPUT_OF.get(g.name, g.name)] = per_layer * a * g.in_features
+        else:  # lora_A keeps its input itself, one copy per distinct input (a name's groups of other shapes
+            # are in other layers: Gemma 4's global q_proj, so their shares add up)
+            per_name[(INPUT_OF.get(g.name, g.name), g.name)] = \
+                per_name.get((INPUT_OF.get(g.name, g.name), g.name), 0.0) + per_layer * a * g.in_features
+    for (source, _name), value in per_name.items():
+        per_input[source] = max(per_input.get(source, 0.0), value)
     if s.attn != "eager" and not any(g.name in FUSED_QKV for g in info.linears) \
             and not getattr(info, "attn_output_gate", False):
         # sdpa's output, kept for its backward, is o_proj's input (a view: its layout follows q, which is
@@ -355,6 +356,65 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
     per_score += a if getattr(info, "attn_softcap", False) else 0  # tanh output of soft-capped scores
     eager = full * info.heads * s.seq_len * per_score if s.attn == "eager" else 0.0
     return float(norms + attn + mlp), lora, float(eager)
+
+
+POW_NORMS = ("gemma4", "gemma4_text")  # RMSNorm through torch.pow: it keeps the mean square and its power per row
+
+
+def _norm_scalars(info: ModelInfo) -> int:
+    """fp32 values per row an RMSNorm keeps beside its fp32 input: 1/rms, or (Gemma 4) the mean square and its
+    power."""
+    return 2 if info.model_type in POW_NORMS else 1
+
+
+def _softmax_attention(info: ModelInfo, s: Settings, kind: str = "mean") -> float:
+    """Per token, what a softmax-attention layer keeps: the mean over those layers weighted by their kinds
+    (sliding or global, with their own keys and values or reusing an earlier layer's: Gemma 4), or the
+    largest kind (``kind`` other than "mean": the one layer recomputed under checkpointing).
+
+    The sliding layers' mask is one tensor that every such layer's sdpa keeps: counted once per model."""
+    a = dtype_bytes(s.compute_dtype)
+    S = info.sliding_layers
+    F = max(0, info.full_layers - S)
+    rows = [(S - info.kv_shared_sliding, True, False), (info.kv_shared_sliding, True, True),
+            (F - info.kv_shared_full, False, False), (info.kv_shared_full, False, True)]
+    masked = s.attn == "sdpa" and _masked(info, s)
+    mask = a * s.seq_len if masked else 0
+    if kind != "mean":
+        return max(_attention_layer(info, s, a, sliding, shared) for n, sliding, shared in rows if n > 0) + mask
+    per = sum(n * _attention_layer(info, s, a, sliding, shared) for n, sliding, shared in rows if n > 0)
+    return per / max(1, info.full_layers) + mask / max(1, info.full_layers)
+
+
+def _attention_layer(info: ModelInfo, s: Settings, a: int, sliding: bool, shared: bool) -> float:
+    """Per token, one softmax-attention layer of a kind: local (``sliding``) or global, which may have its own
+    head size and key/value heads (Gemma 4), with its own keys and values or ``shared`` from an earlier layer."""
+    hd = info.full_head_dim if info.full_head_dim and not sliding else info.head_dim
+    kvh = info.full_kv_heads if info.full_kv_heads and not sliding else info.kv_heads
+    H = info.heads
+    qd, kvd = H * hd, kvh * hd
+    masked = sliding and s.attn == "sdpa" and _masked(info, s)
+    if s.attn == "eager":  # q and the key/value repeated to every head, for the two matmuls
+        attn = float(a * 3 * qd)
+    else:  # sdpa/flash: rotated q, k, v, the output and the fp32 log-sum-exp per head
+        attn = a * (2 * qd + 2 * kvd) + 4 * H
+        if masked:  # with a mask transformers repeats k and v to every head (no grouped-query kernel)
+            attn += a * 2 * (qd - kvd)
+        elif shared:  # the keys and values are the earlier layer's, kept there
+            attn -= a * 2 * kvd
+    if s.attn != "eager" and not masked and any(g.name in FUSED_QKV for g in info.linears):
+        # sdpa keeps v, a view of the fused q|k|v output, which so stays whole (eager and masked sdpa copy v)
+        attn += a * (qd + kvd)
+    r = 4 * _norm_scalars(info)
+    if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
+        # a gated query is a view of q_proj's output, twice as wide: in fp32 the norm keeps all of it
+        q_in = 2 * qd if getattr(info, "attn_output_gate", False) and a == 4 else qd
+        attn += 4 * q_in + r * H + (0 if shared else 4 * kvd + r * kvh)
+    if info.model_type in POW_NORMS and not shared:  # Gemma 4 normalises the values too (no scale)
+        attn += 4 * kvd + r * kvh
+    if getattr(info, "attn_output_gate", False):  # attention output (made contiguous) times sigmoid(gate)
+        attn += a * 2 * qd
+    return attn
 
 
 def _group_share(info: ModelInfo, name: str, count: int, kind: str) -> float:
@@ -403,7 +463,22 @@ def offloaded(info: ModelInfo, s: Settings, device: str = "cuda") -> bool:
     return bool(s.offload and s.grad_ckpt and device == "cuda")
 
 
-def offloaded_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> int:
+def per_layer_input_bytes(info: ModelInfo, s: Settings, dropout: float, mask_bytes: int = 1) -> float:
+    """Per token, what Gemma 4's per-layer inputs keep outside the decoder layers: the projection of the embeddings
+    to every layer's input (its LoRA input, dropout copy and mask, A's output) and the norm of the projection (fp32
+    input, two values per layer). The (tokens, layers x width) result that the layers multiply is counted with the
+    layers. ``mask_bytes``: dropout's mask per value (a bool on CUDA, the input's dtype on the CPU)."""
+    if not info.per_layer_input:
+        return 0.0
+    a, h, P = dtype_bytes(s.compute_dtype), info.hidden, info.per_layer_input
+    lora = 0.0
+    if any(INPUT_OF.get(g.name) == "model" for g in targeted(info, s.targets, s.quant_mode)):
+        lora = a * s.rank + a * h + (mask_bytes * h if dropout > 0 else 0)
+    return lora + 4 * info.layers * P + 4 * _norm_scalars(info) * info.layers
+
+
+def offloaded_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda",
+                    dropout: float = 0.05, mask_bytes: int = 1) -> int:
     """Host RAM the offloaded activations take (TRL's OffloadActivations under checkpointing): every tensor the
     step keeps between forward and backward outside the recomputed layers: each layer's input, the final norm's
     fp32 input and its 1/rms, and what the loss keeps (the tiled head's gathered hidden states). The rotary
@@ -419,7 +494,9 @@ def offloaded_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], dev
         labelled = seq.micro_batch * max(1, seq.seq_len - 1)
         head = labelled * a * h + sum(b * labelled for b in (4, 8) if b * labelled >= 1024)
     norm = tokens * 4 * h + (4 * tokens if 4 * tokens >= 1024 else 0)  # the final norm's input and 1/rms
-    return int(tokens * info.layers * a * h + norm + head)
+    # Gemma 4: the per-layer inputs that every layer takes a slice of, and what made them
+    ple = tokens * (a * info.layers * info.per_layer_input + per_layer_input_bytes(info, s, dropout, mask_bytes))
+    return int(tokens * info.layers * a * h + norm + head + ple)
 
 
 def saved_activations(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda") -> int:
@@ -427,7 +504,7 @@ def saved_activations(info: ModelInfo, settings: Settings | Mapping[str, Any], d
     s = effective_settings(settings)
     parts = {**_activations(info, s, dropout, OURS, peak=False, device=device)[0],
              **methods.get(s.method).activations(info, s, device, False)[0]}
-    return sum(v for k, v in parts.items() if k not in LOSS_KEYS)
+    return sum(v for k, v in parts.items() if k not in LOSS_KEYS and k not in OUTSIDE_LAYERS)
 
 
 def _masked(info: ModelInfo, s: Settings) -> bool:
@@ -443,7 +520,7 @@ def _first_layer_savings(info: ModelInfo, s: Effective, dropout: float, device: 
     """
     a = dtype_bytes(s.compute_dtype)
     mask = a if device == "cpu" else 1
-    first: float = 4 * info.hidden + 4  # per token; the dropout masks below are averaged over the layers
+    first: float = 4 * info.hidden + 4 * _norm_scalars(info)  # per token; the dropout masks below are averaged over the layers
     names = {g.name for g in targeted(info, s.targets, s.quant_mode)}
     first_in = "linear_in" if getattr(info, "linear_leading", 0) else "attn_in"
     if first_in == "linear_in" and not any(INPUT_OF.get(n, "").startswith(("linear", "mlp")) for n in names):
@@ -457,10 +534,9 @@ def _first_layer_savings(info: ModelInfo, s: Effective, dropout: float, device: 
             first += 4 * info.kv_dim + 4 * info.kv_heads  # so the key norm keeps nothing
         if s.attn == "eager":
             first += a * info.q_dim  # and q @ k^T keeps no q
-    if dropout > 0:  # the first layer's own attention (or linear-attention) inputs
-        first += sum(mask * g.in_features * _group_share(info, g.name, g.count, "linear" if first_in == "linear_in"
-                                                         else "full")
-                     for g in targeted(info, s.targets, s.quant_mode) if INPUT_OF.get(g.name) == first_in)
+    if dropout > 0:  # the first layer's own attention (or linear-attention) inputs: one of each name
+        first += sum(mask * n for n in {g.name: g.in_features for g in targeted(info, s.targets, s.quant_mode)
+                                        if INPUT_OF.get(g.name) == first_in}.values())
     return first
 
 
@@ -479,7 +555,7 @@ def merged_expert_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any])
 def _rotary_bytes(info: ModelInfo, s: Effective) -> int:
     """cos and sin of the rotary embedding, one copy for all layers (shared by the batch)."""
     a, seq = dtype_bytes(s.compute_dtype), s.seq_len
-    return 2 * seq * info.head_dim * a
+    return 2 * seq * (info.head_dim + info.full_head_dim) * a  # Gemma 4: its global layers' own, too
 
 
 def head_kind(s: Settings) -> str:
@@ -558,8 +634,10 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
                 f"logits: the hidden states it keeps ({kept / MiB:,.0f} MiB), their fp32 gradient "
                 f"({grads / MiB:,.0f} MiB), one tile's workspace ({ws / MiB:,.0f} MiB) and the final norm's input")
     L = info.layers
-    if s.grad_ckpt:
-        ckpt = int(L * a * info.hidden * tokens)
+    ple = int(a * L * info.per_layer_input * tokens)  # Gemma 4's per-layer inputs, one tensor for every layer
+    if s.grad_ckpt:  # the layer recomputed in backward: the heaviest kind of layer
+        base, lora, eager = (x * ACT_SCALE for x in peak_layer_bytes_per_token(info, s, dropout, device))
+        ckpt = int(L * a * info.hidden * tokens) + ple
         layer = int((base + backward_ws) * tokens) + tile_ws
         c = {"activations": ckpt, key: logits}
         src = {"activations": f"gradient checkpointing: {L} layer inputs x {tokens:,} tokens x hidden {info.hidden} x {a} bytes"}
@@ -587,6 +665,11 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
         _add(c, src, "attention_scores", int(L * eager * tokens),
              f"eager attention: {L} layers x {info.heads} heads x {s.seq_len}^2 scores (fp32 + copy)")
     src[key] = lsrc
+    if info.per_layer_input:
+        _add(c, src, "per_layer_inputs", int(per_layer_input_bytes(info, s, dropout, a if device == "cpu" else 1)
+                                             * tokens),
+             "Gemma 4's per-layer inputs before the first layer: the embeddings' projection to every layer (its LoRA "
+             "input) and the fp32 input of its norm")
     return c, src
 
 
@@ -594,9 +677,21 @@ def _recomputed_layer_bytes(info: ModelInfo, s: Effective, dropout: float, devic
     """Under checkpointing, the layer recomputed in backward: its saved tensors, the gradients flowing through
     it, its LoRA A outputs and eager attention's scores (the recomputed_layer/lora/scores terms above)."""
     tokens = s.micro_batch * s.seq_len
-    base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
+    base, lora, eager = (x * ACT_SCALE for x in peak_layer_bytes_per_token(info, s, dropout, device))
     backward_ws, tile_ws = _backward_ws(info, s)
     return int((base + backward_ws) * tokens) + tile_ws + int(lora * tokens) + int(eager * tokens)
+
+
+def peak_layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float,
+                               device: str = "cuda") -> tuple[float, float, float]:
+    """layer_bytes_per_token of the heaviest kind of layer (linear or full attention; for full attention its
+    heaviest kind: local or global, own keys or shared), the one that sets the peak when it is recomputed.
+    A model of one kind of layer gets its layer as the mean counts it."""
+    if not info.linear_layers and not info.kv_shared_sliding + info.kv_shared_full and not info.full_head_dim:
+        return layer_bytes_per_token(info, settings, dropout, device)
+    kinds = [layer_bytes_per_token(info, settings, dropout, device, kind=k)
+             for k in ("full", "linear") if k == "full" and info.full_layers or k == "linear" and info.linear_layers]
+    return max(kinds, key=lambda k: k[0] + k[1] + k[2])
 
 
 def forward_logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> int:
@@ -758,7 +853,7 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
         comps["paged_optimizer_state"] = paged
         srcs["paged_optimizer_state"] = f"{s.optimizer} state in unified memory (resident on the GPU while it fits)"
     return Estimate(peak_allocated=allocated, peak_reserved=reserved, device_total=reserved + CUDA_CONTEXT + paged,
-                    components=comps, sources=srcs, trainable_params=n, host_offload=offloaded_bytes(info, s, device))
+                    components=comps, sources=srcs, trainable_params=n, host_offload=offloaded_bytes(info, s, device, dropout))
 
 
 CPU_PROCESS_SOURCES = {

@@ -96,6 +96,14 @@ class ModelInfo:
     linear_conv: int = 0  # the causal convolution's kernel width
     attn_output_gate: bool = False  # full attention's output is multiplied by sigmoid(gate), q_proj twice as wide
     shared_expert: int = 0  # intermediate size of an MoE's always-on shared expert, gated per token (Qwen3.5-MoE)
+    # Gemma 4: global layers with their own head size and key/value heads (0: as the others), the last layers
+    # reusing an earlier layer's keys and values (how many of them sliding, how many global), and the width of
+    # the per-layer input each layer adds (its per-layer embeddings)
+    full_head_dim: int = 0
+    full_kv_heads: int = 0
+    kv_shared_sliding: int = 0
+    kv_shared_full: int = 0
+    per_layer_input: int = 0
     path: str | None = None
     note: str = ""
 
@@ -416,12 +424,40 @@ def _info_from_config(c: dict, get: Any, name: str, source: str) -> ModelInfo:
         tied=bool(c.get("tie_word_embeddings", True)), has_chat_template=False,
         num_experts=int(get("num_local_experts", "num_experts", "n_routed_experts", default=0)),
         experts_per_token=int(get("num_experts_per_tok", "top_k", default=0)),
-        norms_per_layer=4 if c.get("model_type") in ("gemma2", "gemma3", "gemma3_text", "olmo2") else 2,
+        norms_per_layer=(4 if c.get("model_type") in ("gemma2", "gemma3", "gemma3_text", "olmo2", *GEMMA4_TYPES) else 2)
+        + (1 if c.get("model_type") in GEMMA4_TYPES and c.get("hidden_size_per_layer_input") else 0),
         logit_softcap=bool(c.get("final_logit_softcapping")), attn_softcap=bool(c.get("attn_logit_softcapping")),
-        qk_norm=c.get("model_type") in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2", *QWEN35_TYPES),
+        qk_norm=c.get("model_type") in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2", *QWEN35_TYPES,
+                                        *GEMMA4_TYPES),
         sliding_window=int(get("sliding_window", default=0) or 0) if c.get("use_sliding_window", True) else 0,
         sliding_layers=_sliding_layers(c), shared_expert=int(get("shared_expert_intermediate_size", default=0) or 0),
-        **_linear_attention(c))
+        **_linear_attention(c), **_gemma4(c))
+
+
+GEMMA4_TYPES = ("gemma4", "gemma4_text")
+
+
+def _gemma4(c: dict) -> dict[str, Any]:
+    """Gemma 4's per-kind attention and per-layer inputs, as Gemma4TextConfig derives them (transformers 5.23:
+    global layers take global_head_dim, default 512, and num_global_key_value_heads when attention_k_eq_v;
+    the last num_kv_shared_layers layers reuse the keys and values of the last earlier layer of their kind)."""
+    if c.get("model_type") not in GEMMA4_TYPES:
+        return {}
+    types = layer_types(c) or ["sliding_attention" if (i + 1) % 6 else "full_attention"
+                               for i in range(int(c.get("num_hidden_layers", 0)))]
+    shared = types[len(types) - int(c.get("num_kv_shared_layers") or 0):] if c.get("num_kv_shared_layers") else []
+    kv = c.get("num_global_key_value_heads") if c.get("attention_k_eq_v") else None
+    head_dim = c.get("global_head_dim") or 512
+    per_layer = c.get("per_layer_config")  # what transformers saves once it has derived the global layers' shape
+    if isinstance(per_layer, dict):
+        glob = [v for k, v in per_layer.items() if isinstance(v, dict) and str(k).isdigit()
+                and int(k) < len(types) and types[int(k)] == "full_attention"]
+        head_dim = next((g["head_dim"] for g in glob if g.get("head_dim")), head_dim)
+        kv = next((g["num_key_value_heads"] for g in glob if g.get("num_key_value_heads")), kv)
+    return {"full_head_dim": int(head_dim), "full_kv_heads": int(kv or 0),
+            "kv_shared_sliding": sum(1 for t in shared if t == "sliding_attention"),
+            "kv_shared_full": sum(1 for t in shared if t != "sliding_attention"),
+            "per_layer_input": int(c.get("hidden_size_per_layer_input") or 0)}
 
 
 # Qwen3.5 (transformers 5.23): Gated DeltaNet layers between full-attention layers whose output is gated
