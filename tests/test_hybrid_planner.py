@@ -69,3 +69,18 @@ def test_a_gemma4_config_gives_its_global_layers_and_per_layer_inputs():
     assert (info.full_head_dim, info.per_layer_input, info.sliding_layers) == (512, 256, 4)
     assert (info.kv_shared_sliding, info.kv_shared_full) == (1, 1)
     assert info.norms_per_layer == 5
+
+
+def test_the_run_log_names_the_linear_attention_path(monkeypatch):
+    """The worker says which code runs the linear-attention layers when the model loads (CPU: transformers' torch)."""
+    from types import SimpleNamespace
+
+    from studio.train.run import TrainingRun
+
+    said: list[str] = []
+    run = SimpleNamespace(device="cpu", em=SimpleNamespace(emit=lambda kind, message: said.append(message)),
+                          model=SimpleNamespace(config=SimpleNamespace(
+                              layer_types=["linear_attention", "full_attention"] * 2)))
+    TrainingRun._say_linear_attention(run)  # type: ignore[arg-type]
+    assert said == [f"linear attention (2 of 4 layers): {kernels.linear_attention_words('cpu')}"]
+    assert "torch code" in said[0]
