@@ -56,8 +56,8 @@ def linear_attention_words(device: str) -> str:
         conv = "causal-conv1d's" if causal_conv1d_installed() else "torch's (causal-conv1d is not installed)"
         return f"flash-linear-attention's chunked delta rule for the linear-attention layers, {conv} convolution"
     return ("transformers' torch code for the linear-attention layers: flash-linear-attention is not installed "
-            "(pip install flash-linear-attention causal-conv1d), so they run several times slower and keep more "
-            "for backward")
+            "(pip install flash-linear-attention causal-conv1d), so their delta rule runs in fp32, chunk by chunk, "
+            "slower and keeping more for backward")
 
 
 def liger_runs(model_type: str) -> bool:
