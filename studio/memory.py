@@ -370,20 +370,16 @@ def _norm_scalars(info: ModelInfo) -> int:
 def _softmax_attention(info: ModelInfo, s: Settings, kind: str = "mean") -> float:
     """Per token, what a softmax-attention layer keeps: the mean over those layers weighted by their kinds
     (sliding or global, with their own keys and values or reusing an earlier layer's: Gemma 4), or the
-    largest kind (``kind`` other than "mean": the one layer recomputed under checkpointing).
-
-    The sliding layers' mask is one tensor that every such layer's sdpa keeps: counted once per model."""
+    largest kind (``kind`` other than "mean": the one layer recomputed under checkpointing)."""
     a = dtype_bytes(s.compute_dtype)
     S = info.sliding_layers
     F = max(0, info.full_layers - S)
     rows = [(S - info.kv_shared_sliding, True, False), (info.kv_shared_sliding, True, True),
             (F - info.kv_shared_full, False, False), (info.kv_shared_full, False, True)]
-    masked = s.attn == "sdpa" and _masked(info, s)
-    mask = a * s.seq_len if masked else 0
     if kind != "mean":
-        return max(_attention_layer(info, s, a, sliding, shared) for n, sliding, shared in rows if n > 0) + mask
+        return max(_attention_layer(info, s, a, sliding, shared) for n, sliding, shared in rows if n > 0)
     per = sum(n * _attention_layer(info, s, a, sliding, shared) for n, sliding, shared in rows if n > 0)
-    return per / max(1, info.full_layers) + mask / max(1, info.full_layers)
+    return per / max(1, info.full_layers)
 
 
 def _attention_layer(info: ModelInfo, s: Settings, a: int, sliding: bool, shared: bool) -> float:
@@ -398,8 +394,9 @@ def _attention_layer(info: ModelInfo, s: Settings, a: int, sliding: bool, shared
         attn = float(a * 3 * qd)
     else:  # sdpa/flash: rotated q, k, v, the output and the fp32 log-sum-exp per head
         attn = a * (2 * qd + 2 * kvd) + 4 * H
-        if masked:  # with a mask transformers repeats k and v to every head (no grouped-query kernel)
-            attn += a * 2 * (qd - kvd)
+        if masked:  # a (batch, 1, S, S) mask that sdpa keeps (a float copy per layer), and with a mask
+            # transformers repeats k and v to every head (no grouped-query kernel)
+            attn += a * (s.seq_len + 2 * (qd - kvd))
         elif shared:  # the keys and values are the earlier layer's, kept there
             attn -= a * 2 * kvd
     if s.attn != "eager" and not masked and any(g.name in FUSED_QKV for g in info.linears):
