@@ -1,7 +1,8 @@
 """Every memory component the planner predicts, measured through the real training code on the CPU.
 
 For a grid of tiny models built from the configs of every catalog family (Llama, Qwen2, Qwen3,
-Mistral, Gemma 2 with soft-capping, Gemma 3, Phi-3, Mixtral as transformers loads it today) and
+Mistral, Gemma 2 with soft-capping, Gemma 3, Phi-3, Mixtral as transformers loads it today; Qwen3.5 dense and MoE
+with their Gated DeltaNet layers, Gemma 4 with its global layers, per-layer inputs and shared keys/values) and
 of settings (quantisation none/8-bit/4-bit NF4, rank, targets, micro-batch, sequence length,
 gradient checkpointing, eager/sdpa attention, AdamW and bitsandbytes' 8-bit AdamW), the model is
 saved as safetensors, loaded by ``studio.train.loading.load_model`` (the worker's loader: the
@@ -66,6 +67,20 @@ FAMILIES = {
                    tie_word_embeddings=True),
     "phi3": dict(model_type="phi3", num_key_value_heads=4),
     "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2, intermediate_size=64),
+    # Qwen3.5: Gated DeltaNet linear-attention layers between gated full-attention ones (here 2 of each)
+    "qwen35": dict(model_type="qwen3_5_text", head_dim=16, num_hidden_layers=4, full_attention_interval=2,
+                   linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                   linear_value_head_dim=16),
+    "qwen35moe": dict(model_type="qwen3_5_moe_text", head_dim=16, num_hidden_layers=4, full_attention_interval=2,
+                      linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                      linear_value_head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                      shared_expert_intermediate_size=64),
+    # Gemma 4: sliding and global layers of different head sizes, per-layer input embeddings, and the last two
+    # layers reusing the keys and values of the layers before them
+    "gemma4": dict(model_type="gemma4_text", head_dim=16, global_head_dim=32, num_hidden_layers=4,
+                   layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                   sliding_window=32, hidden_size_per_layer_input=16, num_kv_shared_layers=2,
+                   tie_word_embeddings=True),
 }
 BASE = {"quant.mode": "none", "quant.double_quant": True, "quant.compute_dtype": "float32", "lora.rank": 8,
         "lora.alpha": 16, "lora.targets": ["all-linear"], "train.micro_batch": 2, "train.grad_accum": 1,
@@ -85,9 +100,11 @@ TOTAL_TOLERANCE = 0.10  # the resident peak: the issue's target for the worker's
 
 
 # The slice tests/test_memory_components.py runs (a few seconds): a dense family in 4-bit with dropout, the
-# soft-capped family with eager attention and checkpointing, and the mixture of experts.
+# soft-capped family with eager attention and checkpointing, the mixture of experts, and Qwen3.5's linear-attention
+# layers (transformers' torch path, the one the CPU takes).
 QUICK = (("llama", {"quant.mode": "4bit"}), ("gemma2", {"quant.mode": "4bit", "train.grad_ckpt": True}),
-         ("mixtral", {"train.optimizer": "adamw_8bit"}), ("mixtral", {"quant.mode": "4bit"}))
+         ("mixtral", {"train.optimizer": "adamw_8bit"}), ("mixtral", {"quant.mode": "4bit"}),
+         ("qwen35", {"quant.mode": "4bit"}))
 
 
 # The adapter methods other than LoRA, on the Llama family (the method axis of the grid).
@@ -132,6 +149,8 @@ def build(family: str, folder: Path) -> Path:
         return folder
     tok = make_tokenizer(folder)
     kw = dict(LONG_SHAPE) if family == "long" else {**COMMON, **FAMILIES[family], "vocab_size": len(tok)}
+    if kw.get("hidden_size_per_layer_input"):
+        kw["vocab_size_per_layer_input"] = kw["vocab_size"]
     model_type = kw.pop("model_type")
     config = AutoConfig.for_model(model_type, bos_token_id=tok.bos_token_id,
                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **kw)
@@ -374,7 +393,9 @@ def predict(info, s: dict, dropout: float) -> dict:
     est = memory.estimate(info, s, dropout=dropout, device="cpu")
     c = est.components
     # offloading runs on a GPU only: the same step's host bytes as the planner counts them there
-    offloaded = memory.offloaded_bytes(info, {**s, "train.offload_activations": True}, "cuda")
+    # (measured here on the CPU, where dropout's mask is in the input's dtype: a bool on CUDA)
+    offloaded = memory.offloaded_bytes(info, {**s, "train.offload_activations": True}, "cuda", dropout=dropout,
+                                       mask_bytes=memory.dtype_bytes(s["quant.compute_dtype"]))
     acts = memory.saved_activations(info, s, dropout, device="cpu")
     return {"weights": sum(v for k, v in c.items() if k.startswith("base_weights") or k == "unquantized_weights"),
             "quant_constants": c.get("quant_constants", 0), "lora_weights": c["lora_weights"],

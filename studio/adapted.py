@@ -96,10 +96,17 @@ def experts_4bit(info: ModelShape, quant_mode: str) -> bool:
     return quant_mode == "4bit" and fused_experts(info)
 
 
+# MoE families born fused in transformers 5: peft reaches fused experts for 'all-linear' only through transformers'
+# v4-to-v5 weight conversion mapping (peft.utils.transformers_weight_conversion), which these have none of, so
+# their experts and router stay frozen in every mode (measured: bench/memory_components.py, qwen35moe).
+EXPERTS_NEVER_ADAPTED = frozenset({"qwen3_5_moe", "qwen3_5_moe_text"})
+
+
 def experts_adapted(info: ModelShape, targets: str | Iterable[str], quant_mode: str = "none") -> bool:
     """peft (0.17+) adapts the fused 3-D expert weights and the router of a transformers-5 MoE for 'all-linear'
-    (in 16 and 8 bit; 4-bit experts are frozen)."""
-    return fused_experts(info) and "all-linear" in _names(targets) and not experts_4bit(info, quant_mode)
+    (in 16 and 8 bit; 4-bit experts are frozen; never for EXPERTS_NEVER_ADAPTED)."""
+    return (fused_experts(info) and "all-linear" in _names(targets) and not experts_4bit(info, quant_mode)
+            and getattr(info, "model_type", "") not in EXPERTS_NEVER_ADAPTED)
 
 
 def lora_tensors(info: ModelShape, rank: int, targets: str | Iterable[str],

@@ -13,6 +13,7 @@ Torch-free: the planner asks it thousands of times.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 # The text model types liger-kernel 0.8.5 patches (liger_kernel/transformers/monkey_patch.py,
@@ -29,6 +30,34 @@ GLU_FAMILIES = LIGER_FAMILIES - {"phi3"}  # Phi-3's fused gate_up_proj keeps tor
 
 def liger_installed() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
+
+
+# Qwen3.5's Gated DeltaNet layers (transformers' modeling_qwen3_5): the delta rule and its causal convolution come
+# from flash-linear-attention ("fla", Triton) and causal-conv1d (CUDA) when they are importable, else from
+# transformers' torch reference code. transformers decides at import, on whether the package imports
+# (integrations/hub_kernels.py, use_kernel_func_from_hub_with_fallback); the planner asks the same question of
+# this environment, which is the worker's. Both run on NVIDIA GPUs only.
+@functools.lru_cache(maxsize=1)
+def fla_installed() -> bool:
+    return importlib.util.find_spec("fla") is not None
+
+
+@functools.lru_cache(maxsize=1)
+def causal_conv1d_installed() -> bool:
+    return importlib.util.find_spec("causal_conv1d") is not None
+
+
+def linear_attention_words(device: str) -> str:
+    """Which code runs a Gated DeltaNet layer on ``device``, in words (the plan and the run log say it)."""
+    if device != "cuda":
+        return ("transformers' torch code for the linear-attention layers (flash-linear-attention and causal-conv1d "
+                "run on NVIDIA GPUs only): slow, and it keeps more for backward")
+    if fla_installed():
+        conv = "causal-conv1d's" if causal_conv1d_installed() else "torch's (causal-conv1d is not installed)"
+        return f"flash-linear-attention's chunked delta rule for the linear-attention layers, {conv} convolution"
+    return ("transformers' torch code for the linear-attention layers: flash-linear-attention is not installed "
+            "(pip install flash-linear-attention causal-conv1d), so their delta rule runs in fp32, chunk by chunk, "
+            "slower and keeping more for backward")
 
 
 def liger_runs(model_type: str) -> bool:

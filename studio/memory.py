@@ -85,6 +85,7 @@ MLP_TILE_TOKENS = 4096     # tokens per tile of the tiled MLP (studio.train.long
 # being copied back are on the device; in forward up to 5 offloaded tensors wait for their copies.
 OFFLOAD_RESIDENT_INPUTS = 2
 LOSS_KEYS = ("logits_and_loss", "tiled_loss_head")
+OUTSIDE_LAYERS = ("per_layer_inputs",)  # activation terms kept before the first decoder layer
 
 PAGED = ("paged_adamw_8bit", "paged_adamw_32bit")
 EIGHT_BIT_OPT = ("adamw_8bit", "paged_adamw_8bit")
@@ -204,39 +205,114 @@ def _trainable(info: ModelInfo, s: Effective) -> tuple[dict, dict]:
 # Where each adapted linear layer's input comes from: layers sharing an input share its saved copy.
 INPUT_OF = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in", "Wqkv": "attn_in",
             "o_proj": "attn_out", "dense": "attn_out", "gate_proj": "mlp_in", "up_proj": "mlp_in",
-            "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in", "down_proj": "mlp_out", "w2": "mlp_out"}
+            "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in", "down_proj": "mlp_out", "w2": "mlp_out",
+            # Qwen3.5's Gated DeltaNet layers: four projections of the layer input, one of the gated norm's output
+            "in_proj_qkv": "linear_in", "in_proj_z": "linear_in", "in_proj_b": "linear_in", "in_proj_a": "linear_in",
+            "out_proj": "linear_out", "shared_expert_gate": "mlp_in",
+            # Gemma 4's per-layer input: a gate on the layer's output, a projection of the gated product
+            "per_layer_input_gate": "ple_in", "per_layer_projection": "ple_mid",
+            # outside the decoder layers: Gemma 4's projection of the embeddings to every layer's per-layer input
+            # (its LoRA input, at most hidden + rank values per token for the whole model, is not counted)
+            "per_layer_model_projection": "model"}
 
 
 FUSED_QKV = ("qkv_proj", "Wqkv", "query_key_value", "c_attn")
 
 
-def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda") -> tuple[float, float, float]:
+GDN_CHUNK = 64  # tokens per chunk of the chunked delta rule (transformers' torch path and fla's kernel alike)
+
+
+def linear_attention_path(device: str) -> tuple[str, str]:
+    """(delta rule, causal convolution) a Gated DeltaNet layer runs: "fla"/"causal_conv1d" when the package is
+    importable here and the run is on a GPU (transformers picks them at import: hub_kernels'
+    use_kernel_func_from_hub_with_fallback), else "torch" (its reference code, which autograd records op by op)."""
+    if device != "cuda":
+        return "torch", "torch"
+    return ("fla" if kernels.fla_installed() else "torch",
+            "causal_conv1d" if kernels.causal_conv1d_installed() else "torch")
+
+
+def linear_attention_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> float:
+    """Per token, what one Gated DeltaNet layer keeps for backward outside its linear layers' LoRA inputs.
+
+    Every path: sigmoid(b) (beta) and the fp32 input of softplus(a + dt_bias) per value head, and the gated
+    RMSNorm of the output (fp32 copies of its input and of the gate z, silu(z), the normed input times the
+    weight in the compute dtype, 1/rms per head). The causal convolution over q|k|v (conv_dim = 2 key dims +
+    the value dim) keeps its input, and torch's conv1d also its padded output (silu's input); causal-conv1d
+    fuses the activation and keeps only its input. The delta rule: see _delta_rule_bytes.
+    """
+    s = Settings.of(settings)
+    a = dtype_bytes(s.compute_dtype)
+    B, T, K = max(1, s.micro_batch), max(1, s.seq_len), max(1, info.linear_conv)
+    hv, dv = info.linear_v_heads, info.linear_v_dim
+    conv_dim = 2 * info.linear_k_heads * info.linear_k_dim + hv * dv
+    rule, conv_kind = linear_attention_path(device)
+    conv = a * conv_dim * (1.0 if conv_kind == "causal_conv1d" else 2.0 + (K - 1) / T)
+    gates = (a + 4) * hv
+    norm = (12 + a) * hv * dv + 4 * hv
+    return conv + gates + norm + _delta_rule_bytes(info, a, B, T, rule)
+
+
+def _delta_rule_bytes(info: ModelInfo, a: int, B: int, T: int, rule: str) -> float:
+    """Per token, what the chunked gated delta rule keeps.
+
+    fla (flash-linear-attention's ChunkGatedDeltaRuleFunction, fla/ops/gated_delta_rule/chunk.py): one
+    autograd node that saves the L2-normed q and k (key heads) with their fp32 1/norm, v, the fp32 cumulative
+    decay, beta and the solved chunk matrix A (chunk x chunk per value head, in the compute dtype); it
+    recomputes the chunk states in backward.
+
+    torch (transformers' torch_chunk_gated_delta_rule): every op keeps its operands, all in fp32 and with q and
+    k repeated to the value heads: per token 5 chunk-wide tensors (decays, k.k, q.k, the triangular system and
+    the intra-chunk attention), 3 value-wide ones (v, the solved values, the per-chunk corrected values), 8-12
+    key-wide ones and 6 per-head scalars; per chunk its recurrent state (key dim x value dim per head). Which
+    key-wide tensors are copies and which views depends on the sequence's padding to whole chunks, the dtype
+    and the micro-batch (matmul folds a batch of one without copying): counted from the saved tensors
+    (bench/memory_components.py meters them; exact at every length and micro-batch but micro-batch 1 at one
+    chunk, where the views leave 5 fewer).
+    """
+    hk, hv, dk, dv, C = info.linear_k_heads, info.linear_v_heads, info.linear_k_dim, info.linear_v_dim, GDN_CHUNK
+    if rule == "fla":
+        return 2 * (a * hk * dk + 4 * hk) + a * hv * dv + 4 * hv + a * hv * C
+    chunks = math.ceil(T / C)
+    Tp = chunks * C  # the sequence padded to whole chunks
+    fresh = Tp != T or a != 4  # padding (or the fp32 cast) leaves fresh tensors that the chunking only views
+    if B == 1 or Tp != T:
+        copies = 2 * Tp  # the scan reads each chunk of the decayed q and k through views of the whole
+    else:
+        copies = C * (1 if chunks == 1 else 2 * chunks - (1 if a == 4 else 0))  # per-chunk copies for matmul
+    key_tokens = 2 * T + (4 if fresh else 8) * Tp + copies  # the two l2norm inputs are not padded
+    per_seq = 4 * hv * (dk * key_tokens + dv * 3 * Tp + C * 5 * Tp + 2 * T + 4 * Tp + chunks + dk * dv * chunks)
+    once = C * C + 4 * hv  # the causal chunk mask (bool) and -exp(A_log), once per layer and step
+    return per_seq / T + once / (B * T)
+
+
+def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda",
+                          kind: str = "mean") -> tuple[float, float, float]:
     """Bytes one decoder layer saves for backward per token: (base, lora, eager scores).
 
     Counted from what autograd keeps (bench/memory_components.py meters it; docs/planner.md):
     RMSNorm keeps its fp32 input and the reciprocal root; frozen linear layers keep no input.
+    A model with layers of two kinds (Qwen3.5: linear attention and full attention) gets the mean over its
+    layers (``kind="mean"``, what all layers save is layers x this), or one kind's own layer
+    (``"full"``/``"linear"``: the layer recomputed under checkpointing is the larger of the two).
     """
     s = Settings.of(settings)
     a = dtype_bytes(s.compute_dtype)
-    h, qd, kvd = info.hidden, info.q_dim, info.kv_dim
+    h = info.hidden
+    L = max(1, info.layers)
+    share = {"mean": (info.full_layers / L, info.linear_layers / L), "full": (1.0, 0.0), "linear": (0.0, 1.0)}
+    full, linear = share[kind] if info.linear_layers else (1.0, 0.0)
     experts = max(1, info.experts_per_token) if info.num_experts else 1
     liger = s.kernels == "liger" and device == "cuda"  # studio.kernels: liger-kernel's fused layers
-    norms = info.norms_per_layer * ((a * h if liger else 4 * h) + 4)  # fp32 input (liger: as is) + 1/rms per token
-    attn: float  # bytes per token: whole per kind of layer, averaged over the layers with a mask
-    if s.attn == "eager":  # q and the key/value repeated to every head, for the two matmuls
-        attn = a * 3 * qd
-    else:  # sdpa/flash: rotated q, k, v, the output and the fp32 log-sum-exp per head
-        attn = a * (2 * qd + 2 * kvd) + 4 * info.heads
-    if s.attn == "sdpa" and _masked(info, s):  # averaged over the layers
-        # Sliding-window layers longer than their window get a (batch, 1, S, S) mask that sdpa keeps,
-        # and with a mask transformers repeats k and v to every head (no grouped-query kernel).
-        attn += info.sliding_layers / max(1, info.layers) * a * (s.seq_len + 2 * (qd - kvd))
-    if s.attn != "eager" and not _masked(info, s) and any(g.name in FUSED_QKV for g in info.linears):
-        # sdpa keeps v, a view of the fused q|k|v output, which so stays whole (eager and masked sdpa copy v)
-        attn += a * (qd + kvd)
-    if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
-        attn += 4 * (qd + kvd) + 4 * (info.heads + info.kv_heads)
+    # fp32 input (liger: as is) and 1/rms per token (Gemma 4: the mean square and its power)
+    norms = info.norms_per_layer * ((a * h if liger else 4 * h) + 4 * _norm_scalars(info))
+    attn = _softmax_attention(info, s, kind)
+    attn = full * attn + (linear * linear_attention_bytes(info, s, device) if linear else 0.0)
     mlp = a * 3 * info.intermediate * experts  # gate (for the activation), act(gate), up
+    if info.per_layer_input:  # Gemma 4's per-layer input: its gate's output and activation (its norm is one of
+        # norms_per_layer), and the model's (tokens, layers x width) per-layer inputs, one tensor that every layer
+        # multiplies a slice of: per layer, its width
+        mlp += a * 2 * info.per_layer_input + a * info.per_layer_input
     if liger and not info.num_experts and info.model_type in kernels.GLU_FAMILIES:
         mlp = a * 2 * info.intermediate  # liger's SwiGLU keeps gate and up, recomputes the activation
     tiled = tiled_mlp(info, s)
@@ -249,27 +325,106 @@ def layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any
         mlp = a * (h + E + 1 + k) + 8 * k + 3 * 8 * k + a * k * (2 * h + 4 * i + 1)
         if not experts_adapted(info, s.targets, s.quant_mode):  # frozen experts keep neither their inputs nor the product
             mlp -= a * h + a * k * (h + i)
+        if getattr(info, "shared_expert", 0):  # the shared expert's gate, act(gate) and up, its output and sigmoid gate
+            mlp += a * (3 * info.shared_expert + h + 1)
     lora = 0.0
     per_input: dict[str, float] = {}
+    per_name: dict[tuple[str, str], float] = {}
     mask = a if device == "cpu" else 1  # dropout's mask: the input's dtype on the CPU, bool on CUDA
     for g in targeted(info, s.targets, s.quant_mode):
+        if INPUT_OF.get(g.name) == "model":
+            continue  # not in a decoder layer
         if tiled and INPUT_OF.get(g.name, "").startswith("mlp"):
             continue  # inside the tiled MLP: nothing kept between forward and backward
-        per_layer = g.count / max(1, info.layers)
+        per_layer = _group_share(info, g.name, g.count, kind)
         lora += per_layer * a * s.rank  # lora_B keeps A's output
         if dropout > 0:
             lora += per_layer * (a + mask) * g.in_features  # the dropped copy lora_A keeps, and the mask
-        else:  # lora_A keeps its input itself, one copy per distinct input
-            per_input[INPUT_OF.get(g.name, g.name)] = per_layer * a * g.in_features
-    if s.attn != "eager" and not any(g.name in FUSED_QKV for g in info.linears):
+        else:  # lora_A keeps its input itself, one copy per distinct input (a name's groups of other shapes
+            # are in other layers: Gemma 4's global q_proj, so their shares add up)
+            per_name[(INPUT_OF.get(g.name, g.name), g.name)] = \
+                per_name.get((INPUT_OF.get(g.name, g.name), g.name), 0.0) + per_layer * a * g.in_features
+    for (source, _name), value in per_name.items():
+        per_input[source] = max(per_input.get(source, 0.0), value)
+    if s.attn != "eager" and not any(g.name in FUSED_QKV for g in info.linears) \
+            and not getattr(info, "attn_output_gate", False):
         # sdpa's output, kept for its backward, is o_proj's input (a view: its layout follows q, which is
-        # (B, S, H, D) in memory unless q was sliced out of a fused q|k|v)
+        # (B, S, H, D) in memory unless q was sliced out of a fused q|k|v; a gated output is a new tensor)
         per_input.pop("attn_out", None)
     lora += sum(per_input.values())
     per_score = 4 + (a if a != 4 else 0)  # fp32 softmax output, and its copy in the compute dtype
     per_score += a if getattr(info, "attn_softcap", False) else 0  # tanh output of soft-capped scores
-    eager = info.heads * s.seq_len * per_score if s.attn == "eager" else 0.0
+    eager = full * info.heads * s.seq_len * per_score if s.attn == "eager" else 0.0
     return float(norms + attn + mlp), lora, float(eager)
+
+
+POW_NORMS = ("gemma4", "gemma4_text")  # RMSNorm through torch.pow: it keeps the mean square and its power per row
+
+
+def _norm_scalars(info: ModelInfo) -> int:
+    """fp32 values per row an RMSNorm keeps beside its fp32 input: 1/rms, or (Gemma 4) the mean square and its
+    power."""
+    return 2 if info.model_type in POW_NORMS else 1
+
+
+def _softmax_attention(info: ModelInfo, s: Settings, kind: str = "mean") -> float:
+    """Per token, what a softmax-attention layer keeps: the mean over those layers weighted by their kinds
+    (sliding or global, with their own keys and values or reusing an earlier layer's: Gemma 4), or the
+    largest kind (``kind`` other than "mean": the one layer recomputed under checkpointing)."""
+    a = dtype_bytes(s.compute_dtype)
+    S = info.sliding_layers
+    F = max(0, info.full_layers - S)
+    rows = [(S - info.kv_shared_sliding, True, False), (info.kv_shared_sliding, True, True),
+            (F - info.kv_shared_full, False, False), (info.kv_shared_full, False, True)]
+    if kind != "mean":
+        return max(_attention_layer(info, s, a, sliding, shared) for n, sliding, shared in rows if n > 0)
+    per = sum(n * _attention_layer(info, s, a, sliding, shared) for n, sliding, shared in rows if n > 0)
+    return per / max(1, info.full_layers)
+
+
+def _attention_layer(info: ModelInfo, s: Settings, a: int, sliding: bool, shared: bool) -> float:
+    """Per token, one softmax-attention layer of a kind: local (``sliding``) or global, which may have its own
+    head size and key/value heads (Gemma 4), with its own keys and values or ``shared`` from an earlier layer."""
+    hd = info.full_head_dim if info.full_head_dim and not sliding else info.head_dim
+    kvh = info.full_kv_heads if info.full_kv_heads and not sliding else info.kv_heads
+    H = info.heads
+    qd, kvd = H * hd, kvh * hd
+    masked = sliding and s.attn == "sdpa" and _masked(info, s)
+    if s.attn == "eager":  # q and the key/value repeated to every head, for the two matmuls
+        attn = float(a * 3 * qd)
+    else:  # sdpa/flash: rotated q, k, v, the output and the fp32 log-sum-exp per head
+        attn = a * (2 * qd + 2 * kvd) + 4 * H
+        if masked:  # a (batch, 1, S, S) mask that sdpa keeps (a float copy per layer), and with a mask
+            # transformers repeats k and v to every head (no grouped-query kernel)
+            attn += a * (s.seq_len + 2 * (qd - kvd))
+        elif shared:  # the keys and values are the earlier layer's, kept there
+            attn -= a * 2 * kvd
+    if s.attn != "eager" and not masked and any(g.name in FUSED_QKV for g in info.linears):
+        # sdpa keeps v, a view of the fused q|k|v output, which so stays whole (eager and masked sdpa copy v)
+        attn += a * (qd + kvd)
+    r = 4 * _norm_scalars(info)
+    if getattr(info, "qk_norm", False):  # fp32 inputs and 1/rms of the per-head query and key norms
+        # a gated query is a view of q_proj's output, twice as wide: in fp32 the norm keeps all of it
+        q_in = 2 * qd if getattr(info, "attn_output_gate", False) and a == 4 else qd
+        attn += 4 * q_in + r * H + (0 if shared else 4 * kvd + r * kvh)
+    if info.model_type in POW_NORMS and not shared:  # Gemma 4 normalises the values too (no scale)
+        attn += 4 * kvd + r * kvh
+    if getattr(info, "attn_output_gate", False):  # attention output (made contiguous) times sigmoid(gate)
+        attn += a * 2 * qd
+    return attn
+
+
+def _group_share(info: ModelInfo, name: str, count: int, kind: str) -> float:
+    """How many of a linear group's layers one decoder layer holds: the mean over all layers, or, for one kind of
+    layer, its own (the linear-attention projections are in the linear layers only, q/k/v/o in the others)."""
+    if kind == "mean" or not info.linear_layers:
+        return count / max(1, info.layers)
+    linear = INPUT_OF.get(name, "").startswith("linear")
+    attention = INPUT_OF.get(name, "").startswith("attn")
+    if linear or attention:
+        mine = linear == (kind == "linear")
+        return count / max(1, info.linear_layers if linear else info.full_layers) if mine else 0.0
+    return count / max(1, info.layers)
 
 
 def tiled_mlp(info: ModelInfo, s: Settings) -> bool:
@@ -305,7 +460,22 @@ def offloaded(info: ModelInfo, s: Settings, device: str = "cuda") -> bool:
     return bool(s.offload and s.grad_ckpt and device == "cuda")
 
 
-def offloaded_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> int:
+def per_layer_input_bytes(info: ModelInfo, s: Settings, dropout: float, mask_bytes: int = 1) -> float:
+    """Per token, what Gemma 4's per-layer inputs keep outside the decoder layers: the projection of the embeddings
+    to every layer's input (its LoRA input, dropout copy and mask, A's output) and the norm of the projection (fp32
+    input, two values per layer). The (tokens, layers x width) result that the layers multiply is counted with the
+    layers. ``mask_bytes``: dropout's mask per value (a bool on CUDA, the input's dtype on the CPU)."""
+    if not info.per_layer_input:
+        return 0.0
+    a, h, P = dtype_bytes(s.compute_dtype), info.hidden, info.per_layer_input
+    lora = 0.0
+    if any(INPUT_OF.get(g.name) == "model" for g in targeted(info, s.targets, s.quant_mode)):
+        lora = a * s.rank + a * h + (mask_bytes * h if dropout > 0 else 0)
+    return lora + 4 * info.layers * P + 4 * _norm_scalars(info) * info.layers
+
+
+def offloaded_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda",
+                    dropout: float = 0.05, mask_bytes: int = 1) -> int:
     """Host RAM the offloaded activations take (TRL's OffloadActivations under checkpointing): every tensor the
     step keeps between forward and backward outside the recomputed layers: each layer's input, the final norm's
     fp32 input and its 1/rms, and what the loss keeps (the tiled head's gathered hidden states). The rotary
@@ -321,7 +491,9 @@ def offloaded_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], dev
         labelled = seq.micro_batch * max(1, seq.seq_len - 1)
         head = labelled * a * h + sum(b * labelled for b in (4, 8) if b * labelled >= 1024)
     norm = tokens * 4 * h + (4 * tokens if 4 * tokens >= 1024 else 0)  # the final norm's input and 1/rms
-    return int(tokens * info.layers * a * h + norm + head)
+    # Gemma 4: the per-layer inputs that every layer takes a slice of, and what made them
+    ple = tokens * (a * info.layers * info.per_layer_input + per_layer_input_bytes(info, s, dropout, mask_bytes))
+    return int(tokens * info.layers * a * h + norm + head + ple)
 
 
 def saved_activations(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float, device: str = "cuda") -> int:
@@ -329,7 +501,7 @@ def saved_activations(info: ModelInfo, settings: Settings | Mapping[str, Any], d
     s = effective_settings(settings)
     parts = {**_activations(info, s, dropout, OURS, peak=False, device=device)[0],
              **methods.get(s.method).activations(info, s, device, False)[0]}
-    return sum(v for k, v in parts.items() if k not in LOSS_KEYS)
+    return sum(v for k, v in parts.items() if k not in LOSS_KEYS and k not in OUTSIDE_LAYERS)
 
 
 def _masked(info: ModelInfo, s: Settings) -> bool:
@@ -345,16 +517,23 @@ def _first_layer_savings(info: ModelInfo, s: Effective, dropout: float, device: 
     """
     a = dtype_bytes(s.compute_dtype)
     mask = a if device == "cpu" else 1
-    first: float = 4 * info.hidden + 4  # per token; the dropout masks below are averaged over the layers
+    first: float = 4 * info.hidden + 4 * _norm_scalars(info)  # per token; the dropout masks below are averaged over the layers
     names = {g.name for g in targeted(info, s.targets, s.quant_mode)}
-    if not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
+    first_in = "linear_in" if getattr(info, "linear_leading", 0) else "attn_in"
+    if first_in == "linear_in" and not any(INPUT_OF.get(n, "").startswith(("linear", "mlp")) for n in names):
+        # linear-attention first layers with no adapter in them (LoRA on q/v only): nothing in them needs a
+        # gradient, and the first full-attention layer after them is a first layer as above
+        base, lora, _ = layer_bytes_per_token(info, s, dropout, device, kind="linear")
+        first += info.linear_leading * (base + lora)  # and the full-attention layer's norm keeps nothing (above)
+        first_in = "attn_in"
+    if first_in == "attn_in" and not names & {"k_proj", *FUSED_QKV}:  # the first layer's keys need no gradient either
         if getattr(info, "qk_norm", False):
             first += 4 * info.kv_dim + 4 * info.kv_heads  # so the key norm keeps nothing
         if s.attn == "eager":
             first += a * info.q_dim  # and q @ k^T keeps no q
-    if dropout > 0:
-        first += sum(mask * g.in_features * g.count / max(1, info.layers)
-                     for g in targeted(info, s.targets, s.quant_mode) if INPUT_OF.get(g.name) == "attn_in")
+    if dropout > 0:  # the first layer's own attention (or linear-attention) inputs: one of each name
+        first += sum(mask * n for n in {g.name: g.in_features for g in targeted(info, s.targets, s.quant_mode)
+                                        if INPUT_OF.get(g.name) == first_in}.values())
     return first
 
 
@@ -373,7 +552,7 @@ def merged_expert_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any])
 def _rotary_bytes(info: ModelInfo, s: Effective) -> int:
     """cos and sin of the rotary embedding, one copy for all layers (shared by the batch)."""
     a, seq = dtype_bytes(s.compute_dtype), s.seq_len
-    return 2 * seq * info.head_dim * a
+    return 2 * seq * (info.head_dim + info.full_head_dim) * a  # Gemma 4: its global layers' own, too
 
 
 def head_kind(s: Settings) -> str:
@@ -452,8 +631,10 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
                 f"logits: the hidden states it keeps ({kept / MiB:,.0f} MiB), their fp32 gradient "
                 f"({grads / MiB:,.0f} MiB), one tile's workspace ({ws / MiB:,.0f} MiB) and the final norm's input")
     L = info.layers
-    if s.grad_ckpt:
-        ckpt = int(L * a * info.hidden * tokens)
+    ple = int(a * L * info.per_layer_input * tokens)  # Gemma 4's per-layer inputs, one tensor for every layer
+    if s.grad_ckpt:  # the layer recomputed in backward: the heaviest kind of layer
+        base, lora, eager = (x * ACT_SCALE for x in peak_layer_bytes_per_token(info, s, dropout, device))
+        ckpt = int(L * a * info.hidden * tokens) + ple
         layer = int((base + backward_ws) * tokens) + tile_ws
         c = {"activations": ckpt, key: logits}
         src = {"activations": f"gradient checkpointing: {L} layer inputs x {tokens:,} tokens x hidden {info.hidden} x {a} bytes"}
@@ -481,6 +662,11 @@ def _activations(info: ModelInfo, s: Effective, dropout: float, stack: Stack, pe
         _add(c, src, "attention_scores", int(L * eager * tokens),
              f"eager attention: {L} layers x {info.heads} heads x {s.seq_len}^2 scores (fp32 + copy)")
     src[key] = lsrc
+    if info.per_layer_input:
+        _add(c, src, "per_layer_inputs", int(per_layer_input_bytes(info, s, dropout, a if device == "cpu" else 1)
+                                             * tokens),
+             "Gemma 4's per-layer inputs before the first layer: the embeddings' projection to every layer (its LoRA "
+             "input) and the fp32 input of its norm")
     return c, src
 
 
@@ -488,9 +674,21 @@ def _recomputed_layer_bytes(info: ModelInfo, s: Effective, dropout: float, devic
     """Under checkpointing, the layer recomputed in backward: its saved tensors, the gradients flowing through
     it, its LoRA A outputs and eager attention's scores (the recomputed_layer/lora/scores terms above)."""
     tokens = s.micro_batch * s.seq_len
-    base, lora, eager = (x * ACT_SCALE for x in layer_bytes_per_token(info, s, dropout, device))
+    base, lora, eager = (x * ACT_SCALE for x in peak_layer_bytes_per_token(info, s, dropout, device))
     backward_ws, tile_ws = _backward_ws(info, s)
     return int((base + backward_ws) * tokens) + tile_ws + int(lora * tokens) + int(eager * tokens)
+
+
+def peak_layer_bytes_per_token(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: float,
+                               device: str = "cuda") -> tuple[float, float, float]:
+    """layer_bytes_per_token of the heaviest kind of layer (linear or full attention; for full attention its
+    heaviest kind: local or global, own keys or shared), the one that sets the peak when it is recomputed.
+    A model of one kind of layer gets its layer as the mean counts it."""
+    if not info.linear_layers and not info.kv_shared_sliding + info.kv_shared_full and not info.full_head_dim:
+        return layer_bytes_per_token(info, settings, dropout, device)
+    kinds = [layer_bytes_per_token(info, settings, dropout, device, kind=k)
+             for k in ("full", "linear") if k == "full" and info.full_layers or k == "linear" and info.linear_layers]
+    return max(kinds, key=lambda k: k[0] + k[1] + k[2])
 
 
 def forward_logits_bytes(info: ModelInfo, settings: Settings | Mapping[str, Any], device: str = "cuda") -> int:
@@ -652,7 +850,7 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
         comps["paged_optimizer_state"] = paged
         srcs["paged_optimizer_state"] = f"{s.optimizer} state in unified memory (resident on the GPU while it fits)"
     return Estimate(peak_allocated=allocated, peak_reserved=reserved, device_total=reserved + CUDA_CONTEXT + paged,
-                    components=comps, sources=srcs, trainable_params=n, host_offload=offloaded_bytes(info, s, device))
+                    components=comps, sources=srcs, trainable_params=n, host_offload=offloaded_bytes(info, s, device, dropout))
 
 
 CPU_PROCESS_SOURCES = {

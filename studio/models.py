@@ -88,6 +88,26 @@ class ModelInfo:
     qk_norm: bool = False  # RMSNorm on each head's query and key (Qwen3, Gemma 3)
     sliding_window: int = 0  # local attention layers see this many tokens (a mask is built beyond it)
     sliding_layers: int = 0  # how many layers use that local window
+    # Linear-attention (Gated DeltaNet) layers between the full-attention ones (Qwen3.5): how many, and their shape.
+    # Each keeps a causal convolution over q|k|v and a chunked delta-rule state instead of attention scores
+    # (studio.memory.linear_attention_bytes); heads/dims as config.json names them (linear_*).
+    linear_layers: int = 0
+    linear_leading: int = 0  # linear-attention layers before the first full-attention one (their input needs no grad)
+    linear_k_heads: int = 0
+    linear_v_heads: int = 0
+    linear_k_dim: int = 0
+    linear_v_dim: int = 0
+    linear_conv: int = 0  # the causal convolution's kernel width
+    attn_output_gate: bool = False  # full attention's output is multiplied by sigmoid(gate), q_proj twice as wide
+    shared_expert: int = 0  # intermediate size of an MoE's always-on shared expert, gated per token (Qwen3.5-MoE)
+    # Gemma 4: global layers with their own head size and key/value heads (0: as the others), the last layers
+    # reusing an earlier layer's keys and values (how many of them sliding, how many global), and the width of
+    # the per-layer input each layer adds (its per-layer embeddings)
+    full_head_dim: int = 0
+    full_kv_heads: int = 0
+    kv_shared_sliding: int = 0
+    kv_shared_full: int = 0
+    per_layer_input: int = 0
     path: str | None = None
     note: str = ""
 
@@ -102,6 +122,11 @@ class ModelInfo:
     @property
     def kv_dim(self) -> int:
         return self.kv_heads * self.head_dim
+
+    @property
+    def full_layers(self) -> int:
+        """Decoder layers with softmax attention (all of them but the linear-attention ones)."""
+        return self.layers - self.linear_layers
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -328,7 +353,7 @@ def _check_limits(info: "ModelInfo", name: str) -> None:
 
 # Part of the count cache's key: a change in what is counted (issue 28: a multimodal checkpoint's language model
 # alone, as training loads it) must not be answered from counts made under the old rule.
-COUNTS_RULES = "language-model-only"
+COUNTS_RULES = "language-model-only;shared-expert-is-mlp"
 
 
 def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code: bool) -> tuple[dict, list, bool]:
@@ -405,18 +430,81 @@ def _info_from_config(c: dict, get: Any, name: str, source: str) -> ModelInfo:
     return ModelInfo(
         name=name, source=source, architecture=archs[0], model_type=str(c.get("model_type", "")),
         vocab=int(c["vocab_size"]), layers=int(get("num_hidden_layers", "n_layer", default=0)), hidden=hidden,
-        intermediate=int(get("intermediate_size", "moe_intermediate_size", "n_inner", default=4 * hidden)),
+        # an MoE's experts are what is wide: their own size (Qwen3-MoE and Qwen3.5-MoE give both sizes)
+        intermediate=int(get(*(("moe_intermediate_size",) if get("num_local_experts", "num_experts", "n_routed_experts")
+                               else ()), "intermediate_size", "moe_intermediate_size", "n_inner", default=4 * hidden)),
         heads=heads, kv_heads=int(get("num_key_value_heads", default=heads)),
         head_dim=int(get("head_dim", default=hidden // heads)),
         context=int(get("max_position_embeddings", "n_positions", "seq_length", default=2048)),
         tied=bool(c.get("tie_word_embeddings", True)), has_chat_template=False,
         num_experts=int(get("num_local_experts", "num_experts", "n_routed_experts", default=0)),
         experts_per_token=int(get("num_experts_per_tok", "top_k", default=0)),
-        norms_per_layer=4 if c.get("model_type") in ("gemma2", "gemma3", "gemma3_text", "olmo2") else 2,
+        norms_per_layer=(4 if c.get("model_type") in ("gemma2", "gemma3", "gemma3_text", "olmo2", *GEMMA4_TYPES) else 2)
+        + (1 if c.get("model_type") in GEMMA4_TYPES and c.get("hidden_size_per_layer_input") else 0),
         logit_softcap=bool(c.get("final_logit_softcapping")), attn_softcap=bool(c.get("attn_logit_softcapping")),
-        qk_norm=c.get("model_type") in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"),
+        qk_norm=c.get("model_type") in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2", *QWEN35_TYPES,
+                                        *GEMMA4_TYPES),
         sliding_window=int(get("sliding_window", default=0) or 0) if c.get("use_sliding_window", True) else 0,
-        sliding_layers=_sliding_layers(c))
+        sliding_layers=_sliding_layers(c), shared_expert=int(get("shared_expert_intermediate_size", default=0) or 0),
+        **_linear_attention(c), **_gemma4(c))
+
+
+GEMMA4_TYPES = ("gemma4", "gemma4_text")
+
+
+def _gemma4(c: dict) -> dict[str, Any]:
+    """Gemma 4's per-kind attention and per-layer inputs, as Gemma4TextConfig derives them (transformers 5.23:
+    global layers take global_head_dim, default 512, and num_global_key_value_heads when attention_k_eq_v;
+    the last num_kv_shared_layers layers reuse the keys and values of the last earlier layer of their kind)."""
+    if c.get("model_type") not in GEMMA4_TYPES:
+        return {}
+    types = layer_types(c) or ["sliding_attention" if (i + 1) % 6 else "full_attention"
+                               for i in range(int(c.get("num_hidden_layers", 0)))]
+    shared = types[len(types) - int(c.get("num_kv_shared_layers") or 0):] if c.get("num_kv_shared_layers") else []
+    kv = c.get("num_global_key_value_heads") if c.get("attention_k_eq_v") else None
+    head_dim = c.get("global_head_dim") or 512
+    per_layer = c.get("per_layer_config")  # what transformers saves once it has derived the global layers' shape
+    if isinstance(per_layer, dict):
+        glob = [v for k, v in per_layer.items() if isinstance(v, dict) and str(k).isdigit()
+                and int(k) < len(types) and types[int(k)] == "full_attention"]
+        head_dim = next((g["head_dim"] for g in glob if g.get("head_dim")), head_dim)
+        kv = next((g["num_key_value_heads"] for g in glob if g.get("num_key_value_heads")), kv)
+    return {"full_head_dim": int(head_dim), "full_kv_heads": int(kv or 0),
+            "kv_shared_sliding": sum(1 for t in shared if t == "sliding_attention"),
+            "kv_shared_full": sum(1 for t in shared if t != "sliding_attention"),
+            "per_layer_input": int(c.get("hidden_size_per_layer_input") or 0)}
+
+
+# Qwen3.5 (transformers 5.23): Gated DeltaNet layers between full-attention layers whose output is gated
+QWEN35_TYPES = ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")
+
+
+def layer_types(c: dict) -> list[str]:
+    """Each decoder layer's kind as config.json gives it (layer_types), or as transformers derives it from
+    full_attention_interval (every n-th layer full attention, the others linear: Qwen3_5TextConfig)."""
+    types = c.get("layer_types")
+    if isinstance(types, list):
+        return [str(t) for t in types]
+    interval = c.get("full_attention_interval")
+    if c.get("model_type") in QWEN35_TYPES or interval:
+        n, every = int(c.get("num_hidden_layers", 0)), int(interval or 4)
+        return ["linear_attention" if (i + 1) % every else "full_attention" for i in range(n)]
+    return []
+
+
+def _linear_attention(c: dict) -> dict[str, Any]:
+    """The linear-attention facts of ModelInfo (none for a model without such layers)."""
+    types = layer_types(c)
+    count = sum(1 for t in types if t == "linear_attention")
+    gate = c.get("model_type") in QWEN35_TYPES or bool(c.get("attn_output_gate"))  # transformers always gates Qwen3.5
+    if not count:
+        return {"attn_output_gate": gate}
+    return {"linear_layers": count, "linear_leading": next((i for i, t in enumerate(types) if t != "linear_attention"), len(types)), "attn_output_gate": gate,
+            "linear_k_heads": int(c.get("linear_num_key_heads", 16)),
+            "linear_v_heads": int(c.get("linear_num_value_heads", 32)),
+            "linear_k_dim": int(c.get("linear_key_head_dim", 128)),
+            "linear_v_dim": int(c.get("linear_value_head_dim", 128)),
+            "linear_conv": int(c.get("linear_conv_kernel_dim", 4))}
 
 
 def _sliding_layers(c: dict) -> int:
@@ -510,7 +598,7 @@ def _group_of(name: str, is_moe: bool) -> str:
     n = name.lower()
     if "norm" in n or re.search(r"(^|\.)ln_", n):
         return "norms"
-    if "expert" in n:
+    if "expert" in n and "shared_expert" not in n:  # a shared expert is an ordinary MLP of linear layers
         return "experts"
     if is_moe and re.search(r"\.(gate|router)(\.|$)", n):
         return "router"

@@ -98,6 +98,7 @@ class Plan:
     per_gpu: dict[str, int] | None = None  # device total per GPU of these settings under each strategy
     host_budget: int | None = None  # host RAM activation offloading may fill (None: not known here, not checked)
     longest_seq_len: int | None = None  # the longest context these settings hold on the device (longest_context)
+    linear_attention: str = ""  # which code runs the model's linear-attention layers, in words ("": it has none)
 
     def to_dict(self) -> dict:
         """The JSON the CLI prints (``lora-studio plan --json``) and the run folder keeps."""
@@ -110,7 +111,7 @@ class Plan:
                 "suggestion_change": self.suggestion_change.to_dict() if self.suggestion_change else None,
                 "target_seq_len": self.target_seq_len, "strategy": self.strategy, "nproc": self.nproc,
                 "per_gpu": self.per_gpu, "host_offload_bytes": self.host_offload, "host_budget_bytes": self.host_budget,
-                "longest_seq_len": self.longest_seq_len}
+                "longest_seq_len": self.longest_seq_len, "linear_attention": self.linear_attention}
 
     @property
     def host_offload(self) -> int:
@@ -478,6 +479,12 @@ def long_context_reasons(info: ModelInfo, plan: Plan) -> list[str]:
     if s.kernels == "liger":
         out.append("Kernels: liger-kernel's fused RMSNorm, RoPE and SwiGLU (installed, and the family is supported): "
                    "the norms keep their input in the compute dtype and the SwiGLU recomputes its activation.")
+    if getattr(info, "linear_layers", 0):
+        plan.linear_attention = kernels.linear_attention_words(plan.device)
+        per = memory.linear_attention_bytes(info, s, plan.device)
+        out.append(f"Linear attention ({info.linear_layers} of {info.layers} layers, Gated DeltaNet): "
+                   f"{kernels.linear_attention_words(plan.device)}; each keeps {per / 1024:,.1f} KiB per token "
+                   "for backward (counted in the activations).")
     return out
 
 

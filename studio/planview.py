@@ -97,8 +97,11 @@ def context_rows(plan: Plan) -> tuple[tuple[str, str], ...]:
                      + " the full tokens × vocabulary logits" + (f" ({binary_bytes(logits)})" if logits else ""))
     mlp = (f"on: each layer's MLP runs {memory.MLP_TILE_TOKENS:,} tokens at a time, recomputed in backward "
            "(a few percent slower)" if s.tiled_mlp else "off")
-    return (("Tiled loss head", head_text), ("Tiled MLP", mlp), ("Activation offloading", offload_text(plan)),
+    rows: tuple[tuple[str, str], ...] = (("Tiled loss head", head_text), ("Tiled MLP", mlp), ("Activation offloading", offload_text(plan)),
             ("Kernels", kernels_text(s.kernels, plan.device)))
+    if plan.linear_attention:  # Qwen3.5: which code runs its linear-attention layers
+        rows += (("Linear attention", plan.linear_attention),)
+    return rows
 
 
 def offload_text(plan: Plan) -> str:

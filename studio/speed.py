@@ -95,7 +95,29 @@ class TimeEstimate:
         return asdict(self)
 
 
-def step_flops(info: Any, s: dict) -> tuple[float, float]:
+# Qwen3.5's Gated DeltaNet layers on a GPU without flash-linear-attention: transformers' torch code casts the delta
+# rule to fp32, so its matmuls run on the FP32 units, not the BF16 tensor cores the rest of the step uses (NVIDIA's
+# datasheets: H100 SXM 989 TFLOPS dense BF16 vs 67 FP32, 15x; RTX 4090, Ada whitepaper: 165 vs 82.6, 2x), and
+# it walks the chunks in a Python loop of small matmuls. An estimate between those ratios, which the run's own
+# calibration (record_run) then corrects on the machine that trains.
+TORCH_DELTA_RULE_SLOWDOWN = 6.0
+
+
+def linear_attention_flops(info: Any, s: dict, device: str = "cuda") -> float:
+    """FLOPs per token of the delta rule in the Gated DeltaNet layers (forward; backward twice that), counted from
+    the chunked algorithm's matmuls per value head: k.k and q.k within a chunk, the triangular solve for the values
+    and the decayed keys, the intra-chunk attention times the values, and the recurrent state read by q and k and
+    updated by k and v. On a GPU without fla it is weighted by TORCH_DELTA_RULE_SLOWDOWN."""
+    if not getattr(info, "linear_layers", 0):
+        return 0.0
+    C, dk, dv = memory.GDN_CHUNK, info.linear_k_dim, info.linear_v_dim
+    per_head = 2 * (2 * C * dk + C * (dv + dk) + C * dv + 3 * dk * dv)
+    flops = info.linear_layers * info.linear_v_heads * per_head
+    rule, _conv = memory.linear_attention_path(device)
+    return flops * (TORCH_DELTA_RULE_SLOWDOWN if device == "cuda" and rule == "torch" else 1.0)
+
+
+def step_flops(info: Any, s: dict, device: str = "cuda") -> tuple[float, float]:
     """(FLOPs per token of one training step, decoder-layer passes per micro-batch)."""
     h, seq = info.hidden, s["train.seq_len"]
     experts = max(1, info.experts_per_token) if info.num_experts else 1
@@ -104,7 +126,9 @@ def step_flops(info: Any, s: dict) -> tuple[float, float]:
         layer_w += info.params.get("experts", 0) * experts / info.num_experts
     head_w = h * info.vocab
     keys = seq if s["train.attn"] == "eager" else seq / 2  # fused causal kernels skip the masked half
-    attn = 4 * info.layers * keys * info.q_dim  # q k^T and p v
+    # q k^T and p v in the softmax-attention layers, and the linear-attention layers' delta rule
+    attn = 4 * (info.layers - getattr(info, "linear_layers", 0)) * keys * info.q_dim
+    attn += linear_attention_flops(info, s, device)
     forward = 2 * layer_w + 2 * head_w + attn
     backward = 2 * layer_w + 2 * head_w + 2 * attn  # activation gradients only: the base is frozen
     recompute = 2 * layer_w + attn if s["train.grad_ckpt"] else 0.0
@@ -160,14 +184,14 @@ def estimate_gpu(info: Any, s: dict, gpu_name: str) -> tuple[float, str]:
 def activation_elements(info: Any, s: dict, tokens: float) -> float:
     """Elements the step's element-wise work (norms, activations, residuals, rotary) touches for
     ``tokens`` tokens of a micro-batch: per layer pass, each token's hidden and MLP-width vectors."""
-    _, passes = step_flops(info, s)
+    _, passes = step_flops(info, s, "cpu")
     experts = max(1, info.experts_per_token) if info.num_experts else 1
     return tokens * passes * (info.hidden + info.intermediate * experts)
 
 
 def micro_batch_seconds(info: Any, s: dict, rates: dict, length: int) -> float:
     """Seconds of one micro-batch of ``length`` tokens per example on the probed CPU (uncalibrated)."""
-    per_token, passes = step_flops(info, s)
+    per_token, passes = step_flops(info, s, "cpu")
     tokens = s["train.micro_batch"] * length
     return (tokens * per_token / rates["flops_per_s"] + activation_elements(info, s, tokens) * rates.get(
         "seconds_per_element", 0.0) + passes * rates["seconds_per_layer_pass"]

@@ -95,7 +95,7 @@ def probe_cpu(workdir: Path, rounds: int = 7, extra: list | None = None) -> dict
     rate = rates_per_shape[len(rates_per_shape) // 2]
     rows = []
     for (info, s, _), seconds in zip(runners[:len(PROBE_SHAPES)], steps):
-        per_token, passes = speed.step_flops(info, s)
+        per_token, passes = speed.step_flops(info, s, "cpu")
         tokens = s["train.micro_batch"] * s["train.seq_len"]
         rows.append((seconds - tokens * per_token / rate, 1.0, passes, speed.activation_elements(info, s, tokens)))
     out = {"flops_per_s": rate, **fit_overheads(rows)}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from studio import methods, multimodal
+from studio.adapted import EXPERTS_NEVER_ADAPTED
 from studio.demo import ensure_demo_model
 from studio.errors import LoadError
 from studio.models import ModelError, resolve
@@ -162,7 +163,8 @@ def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
                             "or train with quant.mode 8bit or none to adapt the experts too")
         target_modules = moe4bit.lora_targets(model) if all_linear else None
     elif recipe.lora.dropout > 0 and all_linear and moe4bit.has_fused_experts(model) and \
-            methods.get(recipe.lora.method).low_rank:
+            methods.get(recipe.lora.method).low_rank and \
+            getattr(model.config, "model_type", "") not in EXPERTS_NEVER_ADAPTED:
         raise LoadError(f"lora.dropout {recipe.lora.dropout}: peft adapts the fused experts of this mixture-of-experts "
                         "model directly (no dropout there). Set lora.dropout to 0, or train with quant.mode 4bit, "
                         "where the experts stay frozen in 4-bit and LoRA adapts the attention")

@@ -151,6 +151,18 @@ class TrainingRun:
         self._say_experts()
         self._say_long_context()
         self._say_language_model()
+        self._say_linear_attention()
+
+    def _say_linear_attention(self) -> None:
+        """Which code runs Qwen3.5's linear-attention layers (fla's kernels or transformers' torch path): it changes
+        the speed and the memory the plan counted (studio.memory.linear_attention_bytes), so the log names it."""
+        from studio import kernels
+
+        types = getattr(getattr(self.model, "config", None), "layer_types", None) or []
+        count = sum(1 for t in types if t == "linear_attention")
+        if count:
+            self.em.emit(LOG, message=f"linear attention ({count} of {len(types)} layers): "
+                                      f"{kernels.linear_attention_words(self.device)}")
 
     def _say_language_model(self) -> None:
         """A multimodal checkpoint trains its language model alone (studio.multimodal): said in the run log."""
