@@ -313,7 +313,7 @@ def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
     w.add_feed_forward_length(int(config["intermediate_size"]))
     if _expert_count(config):
         w.add_expert_count(_expert_count(config))
-        w.add_expert_used_count(int(config["num_experts_per_tok"]))
+        w.add_expert_used_count(int(config.get("num_experts_per_tok") or config["top_k_experts"]))  # Gemma 4: top_k
         if config.get("moe_intermediate_size"):
             w.add_expert_feed_forward_length(int(config["moe_intermediate_size"]))
     w.add_head_count(n_head)
