@@ -167,3 +167,39 @@ def test_gemma4_refusals(change, match):
                   "text_config": {k: v for k, v in {**BASE, **change}.items()}}
     with pytest.raises(UnsupportedModel, match=match):
         check_supported(multimodal)
+
+
+# Gemma 4's chat template as google ships it (26B/31B), shortened to string contents without tools or images:
+# a system turn of its own, and with thinking off an empty thought channel after the generation prompt
+GEMMA4_TEMPLATE = (
+    "{{- bos_token -}}{%- set loop_messages = messages -%}"
+    "{%- if messages[0]['role'] in ['system', 'developer'] -%}"
+    "{{- '<|turn>system\\n' -}}{{- messages[0]['content'] | trim -}}{{- '<turn|>\\n' -}}"
+    "{%- set loop_messages = messages[1:] -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{- '<|turn>' + role + '\\n' -}}{{- message['content'] | trim -}}{{- '<turn|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|turn>model\\n' -}}"
+    "{%- if not enable_thinking | default(false) -%}{{- '<|channel>thought\\n<channel|>' -}}{%- endif -%}"
+    "{%- endif -%}"
+)
+TURN_TOKENS = ("<|turn>", "<turn|>", "<|channel>", "<channel|>")
+
+
+@pytest.mark.parametrize("channel", [True, False], ids=["thought-channel", "plain"])
+def test_gemma4_ollama_template(tmp_path, channel):
+    from test_gguf_gemma import gemma_tokenizer
+
+    from studio.export.ollama import PROBES, detect_chat, modelfile, ollama_render
+
+    template = GEMMA4_TEMPLATE if channel else GEMMA4_TEMPLATE.replace("<|channel>thought\\n<channel|>", "")
+    tok = gemma_tokenizer(tmp_path, template, TURN_TOKENS)
+    chat = detect_chat(tok)
+    assert chat.family.name == ("gemma4" if channel else "gemma4-plain") and chat.system is None
+    assert chat.checked == len(PROBES)  # a system turn of its own: every probe compared
+    assert ollama_render(chat.family, PROBES[1], None) == (
+        "<|turn>system\nAnswer briefly.<turn|>\n<|turn>user\nName a colour.<turn|>\n<|turn>model\n"
+        + ("<|channel>thought\n<channel|>" if channel else ""))
+    text = modelfile("m.gguf", chat, ["<eos>"], {"temperature": 0})
+    assert 'PARAMETER stop "<turn|>"' in text and 'PARAMETER stop "<eos>"' in text
