@@ -9,6 +9,7 @@ a key written for the wrong kind shows. transformers cannot load a gemma4 GGUF: 
 check is run on the export (see docs/export.md), not here."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,58 @@ def test_gemma4_ollama_template(tmp_path, channel):
         + ("<|channel>thought\n<channel|>" if channel else ""))
     text = modelfile("m.gguf", chat, ["<eos>"], {"temperature": 0})
     assert 'PARAMETER stop "<turn|>"' in text and 'PARAMETER stop "<eos>"' in text
+
+
+def spm_bpe_tokenizer(out_dir: Path):
+    """Gemma 4's tokenizer kind, small: BPE over raw UTF-8 with spaces as '▁' (a normalizer, no
+    pre-tokenizer), byte-fallback tokens <0x00>..<0xFF> in the vocabulary, special and turn tokens added."""
+    import tiny
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", *TURN_TOKENS]
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials + [f"<0x{i:02X}>" for i in range(256)],
+                                  show_progress=False)
+    tok.train_from_iterator([t.replace(" ", "▁") for t in tiny._CORPUS * 4], trainer=trainer)
+    data = json.loads(tok.to_str())
+    data["added_tokens"] = [a for a in data["added_tokens"] if not a["content"].startswith("<0x")]  # vocabulary
+    tok = Tokenizer.from_str(json.dumps(data))
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    fast.chat_template = GEMMA4_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def test_gemma4_tokenizer_model(tmp_path):
+    """A byte-fallback BPE tokenizer.json on Gemma 4 is written as llama.cpp's ``gemma4`` tokenizer model
+    (BPE merges over raw UTF-8, spaces as '▁'), not as SentencePiece: byte tokens BYTE, turn tokens whole
+    (CONTROL), the thought-channel markers printed (USER_DEFINED) as llama.cpp's converter marks them."""
+    import gguf
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio.export.gguf_writer import write_gguf
+    from studio.export.verify import check_gguf_vocab
+
+    tok = spm_bpe_tokenizer(tmp_path)
+    config = AutoConfig.for_model("gemma4_text", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                  global_head_dim=16, hidden_size_per_layer_input=0, pad_token_id=0, eos_token_id=1,
+                                  bos_token_id=2, layer_types=["sliding_attention", "full_attention"])
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(tmp_path)
+    out = write_gguf(tmp_path, tmp_path / "t.gguf", "f16")
+    check = check_gguf_vocab(tmp_path, out)
+    assert check.ok, check.summary
+    f = _fields(_reader(out))
+    assert (f["tokenizer.ggml.model"], f["tokenizer.ggml.pre"]) == ("gemma4", "gemma4")
+    assert len(f["tokenizer.ggml.merges"]) > 100 and f["tokenizer.ggml.add_bos_token"] is True
+    kinds = dict(zip(f["tokenizer.ggml.tokens"], f["tokenizer.ggml.token_type"]))
+    T = gguf.TokenType
+    assert kinds["<0x0A>"] == T.BYTE and kinds["<bos>"] == T.CONTROL and kinds["<|turn>"] == T.CONTROL
+    assert kinds["<|channel>"] == T.USER_DEFINED and kinds["<channel|>"] == T.USER_DEFINED
+    assert any("▁" in t and kinds[t] == T.NORMAL for t in kinds)
