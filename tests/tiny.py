@@ -114,8 +114,11 @@ def make_multimodal(out_dir: Path, model_type: str = "qwen3_5", seed: int = 0) -
                                          linear_value_head_dim=16),
                         vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)),
         "gemma3": dict(text_config=text, vision_config=dict(vision, image_size=32, patch_size=8), mm_tokens_per_image=4),
-        # per-layer input embeddings as small as the rest (the default table has 262,144 rows)
-        "gemma4": dict(text_config=dict(text, vocab_size_per_layer_input=len(tok), hidden_size_per_layer_input=16),
+        # E2B-shaped (per-layer embeddings, the last two layers reading the KV of the two before), small: the
+        # defaults would give a 262144-row per-layer table and 512-wide global heads
+        "gemma4": dict(text_config=dict(text, hidden_size_per_layer_input=8, vocab_size_per_layer_input=len(tok),
+                                        global_head_dim=32, num_kv_shared_layers=2, sliding_window=4,
+                                        layer_types=["sliding_attention", "full_attention"] * 2),
                        vision_config=vision),
     }[model_type]
     config = AutoConfig.for_model(model_type, **kw)

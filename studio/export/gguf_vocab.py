@@ -30,6 +30,13 @@ KNOWN_VOCABS = {
 # llama.cpp's name for each pre-tokenizer regex transformers knows (GGUF_PRE_TOKENIZER_SPLITS maps
 # names to regexes; several names share one regex, the first of these wins).
 _PREFERRED_NAMES = ("llama-bpe", "qwen2", "gpt-4o", "tekken", "qwen35")
+# Architectures whose SentencePiece-style BPE (spaces as '▁' by a normalizer, byte-fallback tokens, merges in
+# tokenizer.json) llama.cpp runs as BPE over raw UTF-8 under a tokenizer model of their own (its
+# ``tokenizer.ggml.model``, also the pre-tokenizer): Gemma 4. Elsewhere such a tokenizer is SentencePiece.
+SPM_BPE = {"gemma4_text": "gemma4"}
+# Tokens llama.cpp must print in the text (its chat parser reads them), marked USER_DEFINED as its converter does
+_VISIBLE = {"gemma4": frozenset({"<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|tool_response>",
+                                 "<tool_response|>", '<|"|>'})}
 
 
 @dataclass
@@ -61,6 +68,7 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
     the seconds transformers takes to import and load it, and gets the same vocabulary."""
 
     n_vocab = int(text_config(config)["vocab_size"])  # a multimodal checkpoint's is its language model's
+    spm_bpe = SPM_BPE.get(str(text_config(config).get("model_type")))
     key = cache.vocab_key(folder, n_vocab, trust)
     entry = cache.load("vocab", key)
     cached = entry is not None and _complete(entry["value"], n_vocab)
@@ -71,7 +79,7 @@ def build_vocab(folder: Path, config: dict, trust: bool = False) -> GgufVocab:
         # Only the facts outlive the tokenizer transformers built; copied out of the heap it filled, and that
         # heap handed back, so the rest of the export does not keep its fragments (the peak is the reference
         # model's, later, and this kept it 20 MiB above the converter's).
-        blob = json.dumps(_read_with_transformers(folder, n_vocab, trust))
+        blob = json.dumps(_read_with_transformers(folder, n_vocab, trust, spm_bpe))
         release_freed_memory()
         facts = json.loads(blob)
         del blob
@@ -92,8 +100,9 @@ def _complete(facts: dict, n_vocab: int) -> bool:
             and isinstance(facts["types"], list) and len(facts["types"]) == n_vocab)
 
 
-def _read_with_transformers(folder: Path, n_vocab: int, trust: bool) -> dict:
-    """The vocabulary facts as transformers runs the tokenizer (JSON-able, for the cache)."""
+def _read_with_transformers(folder: Path, n_vocab: int, trust: bool, spm_bpe: str | None = None) -> dict:
+    """The vocabulary facts as transformers runs the tokenizer (JSON-able, for the cache). ``spm_bpe``: the
+    architecture's own tokenizer model for a SentencePiece-style BPE (``SPM_BPE``), if it has one."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
@@ -108,6 +117,9 @@ def _read_with_transformers(folder: Path, n_vocab: int, trust: bool) -> dict:
         tokens, types = _bpe_tokens(tok_json, n_vocab)
         facts = {"model": "gpt2", "pre": detect_pre(tok_json, tokens), "tokens": tokens, "types": types,
                  "scores": None, "load_merges": True}
+    elif spm_bpe and model.get("type") == "BPE" and model.get("byte_fallback") and (folder / "tokenizer.json").is_file():
+        facts = _sentencepiece(folder, n_vocab, from_json=True)
+        facts.update(model=spm_bpe, pre=spm_bpe, types=_added_types(tok_json, facts, _VISIBLE.get(spm_bpe, frozenset())))
     elif (folder / "tokenizer.model").is_file() or model.get("byte_fallback"):
         facts = _sentencepiece(folder, n_vocab)
     else:
@@ -201,10 +213,30 @@ def _name_for_regex(regex: str | None) -> str | None:
     return names[0] if names else None
 
 
-def _sentencepiece(folder: Path, n_vocab: int) -> dict:
+def _added_types(tok_json: dict, facts: dict, visible: frozenset) -> list[int]:
+    """Token types where tokenizer.json's added tokens say more than the converter's reader does: an added
+    token transformers matches whole (``<|turn>``) is CONTROL when special, USER_DEFINED otherwise, so that
+    llama.cpp matches it whole too (the reader calls NORMAL whatever is not bos/eos/unk/pad); ``visible``
+    ones are USER_DEFINED (printed in the text)."""
     import gguf
 
-    reader = gguf.SentencePieceVocab if (folder / "tokenizer.model").is_file() else gguf.LlamaHfVocab
+    added = {a["content"]: bool(a.get("special")) for a in tok_json.get("added_tokens", [])}
+    out = []
+    for token, kind in zip(facts["tokens"], facts["types"]):
+        if token in visible:
+            kind = int(gguf.TokenType.USER_DEFINED)
+        elif token in added and kind == int(gguf.TokenType.NORMAL):
+            kind = int(gguf.TokenType.CONTROL if added[token] else gguf.TokenType.USER_DEFINED)
+        out.append(kind)
+    return out
+
+
+def _sentencepiece(folder: Path, n_vocab: int, from_json: bool = False) -> dict:
+    """Tokens, scores and types of a SentencePiece model (tokenizer.model), or of a byte-fallback BPE
+    tokenizer.json read the way llama.cpp's converter reads it (``from_json``, or no tokenizer.model)."""
+    import gguf
+
+    reader = gguf.SentencePieceVocab if (folder / "tokenizer.model").is_file() and not from_json else gguf.LlamaHfVocab
     try:
         sp = reader(folder)
     except (FileNotFoundError, ValueError, ImportError) as e:

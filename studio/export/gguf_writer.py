@@ -44,8 +44,12 @@ SUPPORTED_ROPE = ("default", "linear", "llama3", "yarn")
 _YARN_UNREAD = ("attention_factor", "attn_factor", "mscale", "mscale_all_dim")
 # Tensors llama.cpp keeps in F32 whatever the file type (its converter and quantizer agree): a state-space
 # convolution kernel (ggml's ssm_conv reads F32, and its rows are a few values long).
-# The routers of a mixture of experts too (ffn_gate_inp, ffn_gate_inp_shexp): llama-quantize never quantises them.
+# A mixture-of-experts router (``ffn_gate_inp``, the shared expert's ``ffn_gate_inp_shexp``) too: llama.cpp's
+# quantizer leaves it unquantised, since a rounded router picks other experts where two are close.
 ALWAYS_F32 = (".ssm_conv1d.", ".ffn_gate_inp.", ".ffn_gate_inp_shexp.")
+# Left at 16 bits in a quantised file, as llama.cpp's quantizer leaves them: Gemma 4's per-layer input
+# projection (every layer's input comes through it; small beside the embeddings).
+KEEP_16_BIT = ("per_layer_model_proj.",)
 
 
 def check_supported(config: dict) -> GgufArch:
@@ -86,6 +90,8 @@ def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str, n_layers: in
     T = gguf.GGMLQuantizationType
     if any(part in gguf_name for part in ALWAYS_F32):
         return T.F32
+    if any(part in gguf_name for part in KEEP_16_BIT) and len(shape) > 1:
+        return T.BF16 if quant == "bf16" else T.F16
     if quant in K_RECIPES:
         from studio.export.kquants import recipe_type
 
@@ -314,7 +320,7 @@ def add_hparams(w, config: dict, arch: GgufArch, vocab_size: int) -> None:
     w.add_feed_forward_length(int(config["intermediate_size"]))
     if _expert_count(config):
         w.add_expert_count(_expert_count(config))
-        w.add_expert_used_count(int(config["num_experts_per_tok"]))
+        w.add_expert_used_count(int(config.get("num_experts_per_tok") or config["top_k_experts"]))  # Gemma 4: top_k
         if config.get("moe_intermediate_size"):
             w.add_expert_feed_forward_length(int(config["moe_intermediate_size"]))
     w.add_head_count(n_head)

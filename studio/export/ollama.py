@@ -3,7 +3,7 @@ exactly as the model's chat template does, the stop tokens, and greedy sampling 
 
 Supported chat formats: ChatML (SmolLM, Qwen2, ...) with or without a default system prompt, ChatML
 whose generation prompt opens a thinking block (Qwen3.5), Llama 3, Phi-3 / 3.5, Phi-4-mini, Phi-4,
-Gemma, and gpt-oss's harmony format (its fixed system preamble found by rendering). The family is found
+Gemma (1-3), Gemma 4, and gpt-oss's harmony format (its fixed system preamble found by rendering). The family is found
 by rendering probe conversations with the tokenizer's own template and checking that the Go template
 (rendered by the small evaluator below) gives the same text.
 """
@@ -74,6 +74,16 @@ FAMILIES = (
                '{{ else }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n{{ end }}'
                '{{ end }}<start_of_turn>model\n',
                ("<end_of_turn>", "<start_of_turn>")),
+    # Gemma 4: ``<|turn>system|user|model`` turns closed by ``<turn|>``, a system turn of its own; with
+    # thinking off (the template's default) the 26B/31B generation prompt holds an empty thought channel
+    ChatFamily("gemma4",
+               '{{- range .Messages }}<|turn>{{ if eq .Role "assistant" }}model{{ else }}{{ .Role }}{{ end }}\n'
+               '{{ .Content }}<turn|>\n{{ end }}<|turn>model\n<|channel>thought\n<channel|>',
+               ("<turn|>", "<|turn>")),
+    ChatFamily("gemma4-plain",
+               '{{- range .Messages }}<|turn>{{ if eq .Role "assistant" }}model{{ else }}{{ .Role }}{{ end }}\n'
+               '{{ .Content }}<turn|>\n{{ end }}<|turn>model\n',
+               ("<turn|>", "<|turn>")),
 )
 
 PROBES = (

@@ -168,6 +168,8 @@ def check_gguf_weights(merged_dir: Path, gguf_path: Path, quant: str, source: st
             else:
                 ref = full.float().numpy()
                 got = dequantize(data, t.tensor_type).reshape(ref.shape)
+        # in float64: Gemma 4's rope factors hold 1e30 (a pair left unturned), whose square overflows float32
+        ref, got = ref.astype(np.float64), got.astype(np.float64)
         norm = float(np.linalg.norm(ref)) or 1.0
         err = float(np.linalg.norm(got - ref)) / norm
         if not math.isfinite(err) or err > WEIGHT_RTOL.get(kind, 0.2):

@@ -1,5 +1,5 @@
 """The Gemma families: Gemma (2B/7B), Gemma 2, Gemma 3 (text, and the language model of a multimodal
-Gemma 3 checkpoint); Gemma 4 is refused, naming what llama.cpp's reader needs that is not written here.
+Gemma 3 checkpoint); Gemma 4 is ``studio.export.arches.gemma4``.
 
 What differs from a Llama, as llama.cpp's converter and its gemma/gemma2/gemma3 readers have it:
 
@@ -130,28 +130,12 @@ def _check_query_scale(config: dict, arch: str) -> None:
             f"llama.cpp would use {llama_cpp} for this shape", "export --format merged instead")
 
 
-def _refuse_gemma4(config: dict) -> None:
-    """Gemma 4's text model needs more than this writer has (named, so the user knows why)."""
-    features = ["its own tokenizer model ('gemma4')",
-                "per-layer-type head sizes and rotary dims (proportional rope as a rope_freqs tensor)"]
-    if config.get("hidden_size_per_layer_input"):
-        features.append("per-layer embeddings (hidden_size_per_layer_input)")
-    if config.get("num_kv_shared_layers"):
-        features.append("KV cache shared across layers (num_kv_shared_layers)")
-    if config.get("enable_moe_block"):
-        features.append("mixture-of-experts blocks")
-    if config.get("attention_k_eq_v"):
-        features.append("attention with keys as values (attention_k_eq_v)")
-    raise UnsupportedModel("GGUF export does not write Gemma 4 yet: llama.cpp's gemma4 reader needs "
-                           + ", ".join(features),
-                           "export --format merged (transformers) or adapter instead")
-
-
 ARCHES = (
     GgufArch("gemma", "gemma", tensor=plus_one_norms, hparams=_gemma_hparams, check=_check("gemma", True)),
     GgufArch("gemma2", "gemma2", tensor=plus_one_norms, hparams=_gemma2_hparams, check=_check("gemma2", True)),
     GgufArch("gemma3_text", "gemma3", tensor=plus_one_norms, hparams=_gemma3_hparams,
              check=_check("gemma3", False)),
 )
-# model types known and refused with a reason (check_supported raises it instead of "not supported")
-REFUSED = {"gemma4_text": _refuse_gemma4, "gemma4": _refuse_gemma4}
+# model types known and refused with a reason (check_supported raises it instead of "not supported");
+# Gemma 4 is written by studio.export.arches.gemma4
+REFUSED: dict = {}
