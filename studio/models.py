@@ -650,7 +650,7 @@ def _tower_params(config: dict, language: int) -> int:
 
     cfg = AutoConfig.for_model(config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
     with torch.device("meta"):
-        whole = AutoModelForImageTextToText.from_config(cfg)
+        whole = AutoModelForImageTextToText.from_config(cfg, trust_remote_code=False)
     return sum(p.numel() for p in whole.parameters()) - language
 
 
