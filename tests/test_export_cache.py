@@ -187,3 +187,12 @@ def test_llama_cpp_that_cannot_run_the_file_says_why(tiny_model_dir, tmp_path, m
     check = llama_cpp.check_gguf_llama(tiny_model_dir, gguf, "f16")
     assert check.ok is False and check.details["identical"] == 0
     assert "llama.cpp failed on 3 prompt(s) (exit code 1: llama_model_load: error loading model" in check.summary
+
+
+def test_an_answer_with_a_nul_token_is_compared_as_llama_simple_prints_it(tiny_model_dir):
+    """llama-simple prints each piece with printf("%s"): a token that decodes to a NUL byte prints nothing, so
+    the merged model's answer is compared without it (a random model's answers hold such tokens)."""
+    tok = llama_cpp.tokenizer_for(tiny_model_dir)
+    nul = next(i for i in range(384) if tok.decode([i], skip_special_tokens=False) == "\x00")  # the tiny vocabulary
+    a, b = tok("sea", add_special_tokens=False)["input_ids"][0], tok("sun", add_special_tokens=False)["input_ids"][0]
+    assert llama_cpp.printed(tok, [a, nul, b]) == tok.decode([a, b]) != tok.decode([a, nul, b])

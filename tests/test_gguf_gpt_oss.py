@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.tiny import make_tokenizer
+from tiny import make_tokenizer
 
 HARMONY_SPECIALS = ["<|start|>", "<|message|>", "<|end|>", "<|channel|>", "<|return|>", "<|call|>"]
 PREAMBLE = "<|start|>system<|message|>Current date: "  # then today's date, as the published template writes it

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.tiny import make_tokenizer
+from tiny import make_tokenizer
 
 LAYERS = ["linear_attention", "full_attention", "linear_attention", "full_attention"]
 TILED = [0, 2, 1, 3]  # V heads grouped by key head (k0: v0 v1, k1: v2 v3) as llama.cpp tiles them

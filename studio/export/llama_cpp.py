@@ -228,9 +228,15 @@ class GreedyCheck:
             model = multimodal.load_causal_lm(self.merged_dir, dict(dtype=torch.float32, trust_remote_code=self.trust))
         else:
             model = merged_in_memory(self.weights, self.trust)
+        # The prompts as transformers tokenises them (what training saw, and what the GGUF's pre-tokenizer
+        # reproduces in llama.cpp): the light tokenizer reads tokenizer.json as it is, while transformers may
+        # rebuild it by model class (Qwen3.5 splits every digit from the space before it).
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(str(self.merged_dir), trust_remote_code=self.trust)
         ends = _turn_end_ids(self.tok, self.merged_dir)
         out, known, seen = [], list(self.known), [dict(v) for v in self.seen]
-        for i, (prompt, text, verdict) in enumerate(zip(self.ids, answers, verdicts)):
+        for i, (prompt, text, verdict) in enumerate(zip(verify.prompt_ids(self.tok), answers, verdicts)):
             if not verdict and text is not None:  # the cache cannot judge it (a failed run is judged already)
                 cont = self.tok(text, add_special_tokens=False)["input_ids"]
                 with torch.no_grad():
@@ -265,8 +271,8 @@ class GreedyCheck:
             row = logits[j]
             return {"identical": False, "at": j, "gap": float(row[best[j]] - max(row[e] for e in ends))}
         piece = self.tok.decode([best[j]], skip_special_tokens=False)
-        if not piece or "\ufffd" in piece or text[len(done):].startswith(piece):
-            return None
+        if not piece or "\ufffd" in piece or "\x00" in piece or text[len(done):].startswith(piece):
+            return None  # (a NUL byte: llama-simple prints nothing of it, so the text cannot show it)
         return {"identical": False, "at": j, "gap": float(logits[j, best[j]] - logits[j, cont[j]])}
 
     def _generated(self, model: Any, prompt: list[int], text: str, cont: list[int], ends: set[int]) -> tuple[dict, str]:
@@ -281,7 +287,7 @@ class GreedyCheck:
         own = gen.sequences[0, len(prompt):].tolist()
         while own and own[-1] in ends:
             own.pop()
-        answer = self.tok.decode(own, skip_special_tokens=False)
+        answer = printed(self.tok, own)
         if answer == text:
             return {"identical": True, "generated": True}, answer
         at = next((j for j, (a, b) in enumerate(zip(own, cont)) if a != b), min(len(own), len(cont)))
@@ -290,6 +296,13 @@ class GreedyCheck:
             row = gen.scores[at][0]
             verdict["gap"] = float(row[own[at]] - row[cont[at]])
         return verdict, answer
+
+
+def printed(tok: Any, ids: list[int]) -> str:
+    """Token ids as text the way llama-simple prints them: each piece through C's ``printf("%s")``, which ends
+    at a NUL byte, so a token that decodes to NUL shows nothing (a random model's answer can hold one)."""
+    return tok.decode([t for t in ids if "\x00" not in tok.decode([t], skip_special_tokens=False)],
+                      skip_special_tokens=False)
 
 
 def _follows(best: list[int], cont: list[int], n: int, ends: set[int]) -> bool:
