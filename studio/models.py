@@ -359,12 +359,8 @@ COUNTS_RULES = "language-model-only;shared-expert-is-mlp"
 def _cached_counts(cfg_file: Path, config: dict, folder: Path, trust_remote_code: bool) -> tuple[dict, list, bool]:
     """Meta-device counts, cached per config.json content and transformers version (building is slow)."""
     import hashlib
-    import importlib.metadata
 
-    try:
-        version = importlib.metadata.version("transformers")
-    except importlib.metadata.PackageNotFoundError:
-        version = "none"
+    version = model_types.installed_transformers()
     key = hashlib.sha256(cfg_file.read_bytes() + version.encode() + COUNTS_RULES.encode()).hexdigest()[:24]
     cache = paths.data_dir() / "cache" / "model-counts" / f"{key}.json"
     try:

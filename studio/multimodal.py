@@ -15,6 +15,7 @@ Gemma 4, checkpoints saved by transformers 5) and ``language_model.model.*`` + `
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -34,15 +35,19 @@ def is_multimodal(config: dict) -> bool:
         str(a).endswith("ForConditionalGeneration") for a in config.get("architectures") or ())
 
 
-def training_note(folder: Path) -> str:
-    """What a run on ``folder`` trains, when it is a multimodal checkpoint (else "")."""
-    import json
-
+def _config(folder: Path) -> dict:
+    """``folder``'s config.json, or {} when it is missing or damaged (transformers then reports it with its file)."""
     try:
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
-    if not isinstance(config, dict) or not is_multimodal(config):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def training_note(folder: Path) -> str:
+    """What a run on ``folder`` trains, when it is a multimodal checkpoint (else "")."""
+    config = _config(folder)
+    if not is_multimodal(config):
         return ""
     towers = [k.removesuffix("_config") for k in config if k.endswith("_config") and k != "text_config"
               and isinstance(config[k], dict)]
@@ -134,20 +139,16 @@ def load_causal_lm(folder: Path, kwargs: dict) -> Any:
     """The causal LM in ``folder`` (``from_pretrained`` keyword arguments ``kwargs``): the language model of a
     multimodal checkpoint, or the whole model. Training, the Playground and the export checks load through here,
     so an adapter always meets the model it was trained on."""
-    import json
 
     from transformers import AutoModelForCausalLM
 
     from studio.model_types import HINT, unknown_type
     from studio.safetensors_io import model_tensors
 
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}  # transformers reports a missing or damaged config with its file
-    newer = unknown_type(config, str(folder), bool(kwargs.get("trust_remote_code"))) if isinstance(config, dict) else None
+    config = _config(folder)
+    newer = unknown_type(config, str(folder), bool(kwargs.get("trust_remote_code")))
     if newer:
         raise LoadError(newer, HINT)
-    if isinstance(config, dict) and is_multimodal(config):
+    if is_multimodal(config):
         return load_language_model(Path(folder), kwargs, [m.name for m in model_tensors(Path(folder))])
     return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)

@@ -230,9 +230,9 @@ def _derived(metas: list[TensorMeta], config: dict, arch: GgufArch, quant: str, 
 
     named = {}
     for m in metas:
-        text = text_name(m.name, config)
-        if text is not None:
-            named[arch.rename(text) if arch.rename is not None else text] = m
+        name = arch.source_name(m.name, config)
+        if name is not None:
+            named[name] = m
     out: list[PlannedTensor] = []
     used: set[str] = set()
     for d in arch.derive(named, config, quant):

@@ -25,7 +25,7 @@ from typing import Any
 
 from studio import methods
 from studio.export.adapter import Adapter
-from studio.export.arches import text_config, text_name
+from studio.export.arches import text_config
 from studio.export.errors import UnsupportedModel
 from studio.export.gguf_writer import check_supported, permute_qk
 
@@ -63,9 +63,8 @@ def lora_tensors(adapter: Adapter, config: dict):
             raise UnsupportedModel("the adapter changes lm_head, which this model ties to its embeddings "
                                    "(llama.cpp has no separate output tensor to apply it to)",
                                    "export --format ollama or gguf (merged) instead")
-        text = text_name(hf_name, config)
-        gname = None if text is None else name_map.get_name(arch.rename(text) if arch.rename else text,
-                                                            try_suffixes=(".weight", ".bias"))
+        source = arch.source_name(hf_name, config)
+        gname = None if source is None else name_map.get_name(source, try_suffixes=(".weight", ".bias"))
         if gname is None:
             raise UnsupportedModel(f"LoRA GGUF: no llama.cpp name for the adapted weight {hf_name}",
                                    "export --format ollama or gguf (merged) instead")

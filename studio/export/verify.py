@@ -216,7 +216,7 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
 
     import numpy as np
 
-    from studio.export.arches import text_config, text_name
+    from studio.export.arches import text_config
     from studio.export.gguf_writer import check_supported, permute_qk
 
     config = text_config(json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8")))
@@ -231,9 +231,8 @@ def check_lora_gguf(adapter: Any, base_dir: Path, lora_path: Path) -> Check:
     worst, missing = 0.0, sorted(names - set(pairs))
     name_map = gguf.get_tensor_name_map(arch.model_arch(), int(config["num_hidden_layers"]))
     for hf_name, d in adapter.deltas.items():
-        text = text_name(hf_name, config)
-        gname = None if text is None else name_map.get_name(arch.rename(text) if arch.rename else text,
-                                                            try_suffixes=(".weight", ".bias"))
+        source = arch.source_name(hf_name, config)
+        gname = None if source is None else name_map.get_name(source, try_suffixes=(".weight", ".bias"))
         if gname is None or gname not in pairs or any(x is None for x in pairs[gname]):
             continue
         a, b = pairs[gname]

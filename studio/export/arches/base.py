@@ -64,6 +64,12 @@ class GgufArch:
     # or parts of one (gpt-oss's fused MXFP4 experts); their sources are left out of the generic plan.
     derive: Callable[[dict[str, Any], dict, str], list[Derived]] | None = None
 
+    def source_name(self, name: str, config: dict) -> str | None:
+        """A checkpoint tensor's name as gguf's tensor map knows it: the text model's name (``text_name``),
+        then the family's ``rename``; None for a tensor outside the language model."""
+        text = text_name(name, config)
+        return text if text is None or self.rename is None else self.rename(text)
+
     def model_arch(self) -> Any:
         """gguf's MODEL_ARCH member (its names use "_" where the architecture name has "-": gpt-oss)."""
         import gguf
