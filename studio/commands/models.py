@@ -16,7 +16,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from studio import driver, events, hardware, hub, models
+from studio import driver, events, hardware, hub, models, modelview
 from studio.commands import add_events_flag
 from studio.errors import UserError
 from studio.planning import budget_bytes
@@ -92,8 +92,7 @@ def _catalog_facts(name: str) -> None:
     entry = models.find_catalog(name)
     if entry is None:
         return
-    gated = {True: "yes: accept the licence on its Hugging Face page first", False: "no", None: "not known"}[entry.gated]
-    print(f"licence: {entry.licence or 'not known'}; gated: {gated}")
+    print(modelview.licence_text(entry))
     if entry.tower_params:
         print(f"towers: {entry.tower_params / 1e9:.2f}B parameters of vision/audio, not loaded for text training")
     if entry.note:
