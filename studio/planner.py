@@ -394,7 +394,8 @@ def _make_plan(info: ModelInfo, fits: bool, budget: int, margin: int, settings: 
     host = {"host_offload_bytes": est.host_offload} if est.host_offload else {}
     return Plan(fits=fits, budget_bytes=int(budget), margin_bytes=margin, settings=settings,
                 predicted={**est.predicted(), "device_total_bytes": est.device_total, **host}, components=est.components,
-                sources=est.sources, model=info.name, target_seq_len=target, dropout=dropout, device=device)
+                sources=est.sources, model=info.name, target_seq_len=target, dropout=dropout, device=device,
+                linear_attention=kernels.linear_attention_words(device) if getattr(info, "linear_layers", 0) else "")
 
 
 def _gib(x: float) -> str:
@@ -479,11 +480,10 @@ def long_context_reasons(info: ModelInfo, plan: Plan) -> list[str]:
     if s.kernels == "liger":
         out.append("Kernels: liger-kernel's fused RMSNorm, RoPE and SwiGLU (installed, and the family is supported): "
                    "the norms keep their input in the compute dtype and the SwiGLU recomputes its activation.")
-    if getattr(info, "linear_layers", 0):
-        plan.linear_attention = kernels.linear_attention_words(plan.device)
+    if plan.linear_attention:
         per = memory.linear_attention_bytes(info, s, plan.device)
         out.append(f"Linear attention ({info.linear_layers} of {info.layers} layers, Gated DeltaNet): "
-                   f"{kernels.linear_attention_words(plan.device)}; each keeps {per / 1024:,.1f} KiB per token "
+                   f"{plan.linear_attention}; each keeps {per / 1024:,.1f} KiB per token "
                    "for backward (counted in the activations).")
     return out
 

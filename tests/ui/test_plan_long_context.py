@@ -84,3 +84,18 @@ def test_the_data_page_sets_the_lengths_against_the_longest_context(qtbot, sessi
         page.grab().save(shot.replace(".png", "-data.png"))
     page.token_view.clear("Waiting…")
     assert page.token_view.context.isHidden()
+
+
+def test_the_linear_attention_row_shows_for_qwen35_only(qtbot, session):
+    """A model with linear-attention layers adds a row to the card (which path runs them); others do not show it."""
+    from ui.pages.plan import PlanPage
+
+    page = PlanPage(session)
+    qtbot.addWidget(page)
+    card = page.long_context
+    assert card.values["Linear attention"].isHidden() and card.titles["Linear attention"].isHidden()
+    with qtbot.waitSignal(session.sig_plan, timeout=10000):
+        session.set_model("qwen3.5-9b", models.resolve("qwen3.5-9b"))
+    assert not card.values["Linear attention"].isHidden() and "linear-attention layers" in card.values[
+        "Linear attention"].text()
+    assert not card.values["Kernels"].isHidden()

@@ -153,7 +153,8 @@ class PredictionCard(Card):
 class ContextCard(Card):
     """The longest context the card holds with these settings, and the long-sequence parts and kernels that run."""
 
-    ROWS = ("Tiled loss head", "Tiled MLP", "Activation offloading", "Kernels")  # planview.context_rows' parts
+    # planview.context_rows' parts; the last only for a model with linear-attention layers (Qwen3.5)
+    ROWS = ("Tiled loss head", "Tiled MLP", "Activation offloading", "Kernels", "Linear attention")
 
     def __init__(self, state: State, parent: QWidget | None = None) -> None:
         super().__init__("Long context", parent)
@@ -163,8 +164,10 @@ class ContextCard(Card):
         grid = QGridLayout()
         grid.setColumnStretch(1, 1)
         self.values: dict[str, QLabel] = {}
+        self.titles: dict[str, QLabel] = {}
         for i, title in enumerate(self.ROWS):
-            grid.addWidget(label(title + ":", "muted"), i, 0, Qt.AlignmentFlag.AlignTop)
+            self.titles[title] = label(title + ":", "muted")
+            grid.addWidget(self.titles[title], i, 0, Qt.AlignmentFlag.AlignTop)
             self.values[title] = label("–", "value", wrap=True)
             grid.addWidget(self.values[title], i, 1)
         self.body.addLayout(grid)
@@ -179,8 +182,11 @@ class ContextCard(Card):
             return
         self.longest.setText(view.longest or "No longest context for this plan (it does not fit, or runs on "
                                              "several GPUs).")
-        for title, text in view.context:
-            self.values[title].setText(text)
+        given = dict(view.context)
+        for title in self.ROWS:  # a part the plan does not name (no linear-attention layers) is not shown
+            self.values[title].setText(given.get(title, "–"))
+            self.titles[title].setVisible(title in given)
+            self.values[title].setVisible(title in given)
 
 
 class MethodCard(Card):
