@@ -123,9 +123,9 @@ def location(name: str, info: ModelInfo) -> str:
             return name
         towers = (f" Its {human_count(entry.tower_params)} vision/audio parameters are not loaded for text training."
                   if entry.tower_params else "")
-        note = f" Note: {entry.note}" if entry.note else ""
+        # the publisher's advice is in the model's note, which the page shows below the card
         return (f"catalog entry ({licence_text(entry)}): plan with it now; to train, download {entry.hf_id} into your "
-                f"Hugging Face cache (the Download button).{towers}{note}")
+                f"Hugging Face cache (the Download button).{towers}")
     return name
 
 
