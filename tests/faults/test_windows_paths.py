@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from faultkit import cli, new_run, of_type, run_worker
 
@@ -81,7 +82,14 @@ def test_attach_stop_saves_the_adapter_runs_list_reads_it_and_resume_finishes(tm
     _drain(proc)
     try:
         _wait_for(lambda: _steps_done(run_dir) >= 1)
-        asked = cli("attach", str(run_dir), "--stop", timeout=120)  # another terminal
+        # Hold the worker still while the other terminal starts (seconds under Wine: once the whole run ended
+        # before the CLI sent its stop); the stop it sends is taken when the worker goes on, at its next step.
+        worker = psutil.Process(runs.read_state(run_dir)["pid"])  # the worker itself, not a venv launcher
+        worker.suspend()
+        try:
+            asked = cli("attach", str(run_dir), "--stop", timeout=120)  # another terminal
+        finally:
+            worker.resume()
         assert asked.returncode == 0, asked.stderr[-3000:]
         assert f"asked {run_dir.name} to stop" in asked.stdout
         assert proc.wait(timeout=180) == 0, _log(run_dir)
