@@ -32,7 +32,8 @@ run: $(VENV)/.ml-installed
 test: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check lora_studio studio ui workers tests bench installer resources
 	$(PY) -m mypy
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider --durations=25
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -n auto -m "not solo" --durations=25
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m solo --durations=5
 
 # mypy over studio/ with the settings in pyproject.toml's [tool.mypy] (the ML libraries are not followed).
 typecheck: $(VENV)/.dev-installed

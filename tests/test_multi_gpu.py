@@ -18,7 +18,9 @@ from studio import launch, runs
 from studio.events import EventReader, read_events
 from studio.recipe import Recipe
 
-pytestmark = pytest.mark.slow
+# Alone, after the rest (make test): a two-rank run beside another xdist worker on two cores once hung past its
+# timeout (test_kill_one_rank_ends_all_and_resume_continues_then_stops); each rank is a whole training process.
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 
 def recipe(model: Path, data: Path, nproc: int, micro_batch: int, **train) -> Recipe:
