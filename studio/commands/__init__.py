@@ -27,7 +27,8 @@ def add_setting_args(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> 
         f = setting_field(key)
         meta, kind = f.metadata, type(f.default) if f.default is not dataclasses.MISSING else list
         bounds = bounds_text(meta)
-        kw: dict = {"dest": key, "default": None, "help": meta.get("doc", "") + (f" ({bounds})" if bounds else "")}
+        text = meta.get("doc", "") + (f" ({bounds})" if bounds else "")
+        kw: dict = {"dest": key, "default": None, "help": text.replace("%", "%%")}  # argparse %-formats help
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif meta.get("choices"):
