@@ -107,22 +107,24 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
     for i, row in enumerate(rows):
         item: dict[str, Any] = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern"),
                 "reference": row.get("reference")}
+        row_scored = scored and bool(row.get("pattern"))  # only a row's own pattern scores it
         for who in ("base", "adapter"):
             text = answers.get(who, [""] * len(rows))[i] if i < len(answers.get(who, [])) else ""
             item[who] = text
-            found = match_or_timeout(text, row.get("pattern")) if scored else None
+            found = match_or_timeout(text, row["pattern"]) if row_scored else None
             item[f"{who}_match"] = found  # None when scored: the pattern ran out of time (neither pass nor fail)
-            if scored and found is None:
+            if row_scored and found is None:
                 item[f"{who}_timed_out"] = True
         items.append(item)
     matched: dict[str, int] | None = None  # these three stay None unless the answers were scored
     timed_out: dict[str, list[int]] | None = None
     score: dict[str, float | None] | None = None
+    scored_rows = sum(1 for row in rows if row.get("pattern")) if scored else 0
     if scored:
         matched = {w: sum(1 for it in items if it[f"{w}_match"]) for w in ("base", "adapter")}
         timed_out = {w: [n for n, it in enumerate(items, start=1) if it.get(f"{w}_timed_out")]
                      for w in ("base", "adapter")}
-        counted = {w: len(items) - len(timed_out[w]) for w in matched}
+        counted = {w: scored_rows - len(timed_out[w]) for w in matched}
         if items:
             score = {w: matched[w] / counted[w] if counted[w] else None for w in matched}
     return {
@@ -131,7 +133,8 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
         "val_examples": val_examples, "val_tokens": val_tokens,
         "val_loss": {k: (round(v, 6) if v is not None else None) for k, v in val_loss.items()},
         "perplexity": {k: _perplexity(v) for k, v in val_loss.items()},
-        "heldout": {"source": source, "scored": scored, "total": len(items), "stopped": stopped,
+        "heldout": {"source": source, "scored": scored, "total": len(items), "scored_rows": scored_rows,
+                    "stopped": stopped,
                     "matched": matched, "timed_out": timed_out,
                     "score": score,
                     "items": items},
@@ -156,7 +159,8 @@ def summary(report: dict | None) -> dict:
     vl, h = report.get("val_loss") or {}, report.get("heldout") or {}
     out = {"val_loss_base": vl.get("base"), "val_loss_adapter": vl.get("adapter")}
     if h.get("scored") and h.get("matched") is not None:
-        out.update(score_base=h["matched"]["base"], score_adapter=h["matched"]["adapter"], score_total=h["total"])
+        out.update(score_base=h["matched"]["base"], score_adapter=h["matched"]["adapter"],
+                   score_total=h.get("scored_rows", h["total"]))  # reports before scored_rows: every row
     return out
 
 
@@ -169,8 +173,9 @@ def format_text(report: dict) -> str:
     lines = []
     h = report.get("heldout") or {}
     if h.get("scored") and h.get("matched") is not None:
-        lines.append(f"held-out format score {h['matched']['base']}/{h['total']} \u2192 "
-                     f"{h['matched']['adapter']}/{h['total']}")
+        of = h.get("scored_rows", h["total"])
+        lines.append(f"held-out format score {h['matched']['base']}/{of} \u2192 {h['matched']['adapter']}/{of}"
+                     + (f" ({h['total'] - of} row(s) without a pattern answered, not scored)" if h["total"] > of else ""))
     vl, ppl = report.get("val_loss") or {}, report.get("perplexity") or {}
     if vl.get("base") is not None and vl.get("adapter") is not None:
         lines.append(f"validation loss {vl['base']:.4f} \u2192 {vl['adapter']:.4f} (perplexity "

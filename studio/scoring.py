@@ -1,8 +1,9 @@
 """Held-out scoring: does each answer follow the expected format?
 
 A held-out file is chat JSONL where every row carries its prompt (``messages`` ending with a user
-turn) and, optionally, ``pattern``: the regular expression an answer must match. A row without a
-pattern is scored with ``FORMAT_PATTERN``, the demo's "answer card". Generation (torch) is imported
+turn) and, optionally, ``pattern``: the regular expression an answer must match. Only rows that carry
+a pattern are scored (``evaluate``, the eval report, ``compare``); the others are answered as samples to
+read. ``matches`` with no pattern tests ``FORMAT_PATTERN``, the demo's "answer card". Generation (torch) is imported
 only inside the functions that need it, so the UI and CLI can import this module cheaply.
 
 Patterns are the user's, and answers are a model's: a pattern that backtracks catastrophically
@@ -62,12 +63,14 @@ class EvalResult:
     answers: list[str]
     matched: list[bool] = field(default_factory=list)
     timed_out: list[int] = field(default_factory=list)  # 1-based rows whose pattern ran out of time
+    unscored: list[int] = field(default_factory=list)  # 1-based rows without a pattern: answered, not scored
 
     @property
     def score(self) -> float:
         """Fraction of the answers that could be scored that matched (0.0 for an empty set);
-        a row whose pattern timed out is neither a pass nor a fail, so it is not counted."""
-        counted = len(self.matched) - len(self.timed_out)
+        a row whose pattern timed out is neither a pass nor a fail, and a row without a pattern is a
+        sample to read, so neither is counted."""
+        counted = len(self.matched) - len(self.timed_out) - len(self.unscored)
         return sum(self.matched) / counted if counted > 0 else 0.0
 
 
@@ -269,10 +272,12 @@ def evaluate(answers: Sequence[str], rows: Sequence[dict[str, Any]]) -> EvalResu
     """Score answers against the rows they answer (as returned by ``load_prompts``)."""
     if len(answers) != len(rows):
         raise ValueError(f"{len(answers)} answers for {len(rows)} prompts")
-    found = [match_or_timeout(a, r.get("pattern")) for a, r in zip(answers, rows)]
+    patterned = [bool(r.get("pattern")) for r in rows]  # only a row's own pattern scores it
+    found = [match_or_timeout(a, r["pattern"]) if p else False for a, r, p in zip(answers, rows, patterned)]
     return EvalResult(prompts=[r["messages"][-1]["content"] for r in rows],
                       answers=list(answers), matched=[bool(f) for f in found],
-                      timed_out=[i for i, f in enumerate(found, start=1) if f is None])
+                      timed_out=[i for i, f in enumerate(found, start=1) if f is None],
+                      unscored=[i for i, p in enumerate(patterned, start=1) if not p])
 
 
 # Sample generation is greedy, so before/after comparisons are reproducible; the Ollama Modelfile

@@ -50,11 +50,16 @@ def test_chat_json_answers_with_the_adapter_or_the_base(tiny_run):
 def test_compare_scores_both_variants(tiny_run, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q}], "pattern": r"\S"}) + "\n"
-                               for q in ("What is two plus two?", "Hello world")))
+                               for q in ("What is two plus two?", "Hello world"))
+                       + json.dumps({"messages": [{"role": "user", "content": "Name a colour."}]}) + "\n")
     out = cli("compare", "base", tiny_run, "--prompts", prompts, "--max-new-tokens", "6", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
-    assert doc["a"] == "base" and doc["b"] == tiny_run.name and doc["score"]["total"] == 2
+    assert doc["a"] == "base" and doc["b"] == tiny_run.name
+    # the row without a pattern is answered, not scored (not against the demo's answer card)
+    assert (doc["score"]["total"], doc["score"]["unscored"]) == (2, 1) and doc["score"]["a"] == doc["score"]["b"] == 2
+    assert doc["items"][2]["a"]["match"] is None and doc["items"][2]["b"]["match"] is None
+    assert doc["items"][2]["a"]["text"]
     assert all(it["a"]["text"] != it["b"]["text"] for it in doc["items"])
     bad = cli("compare", "base", "base", "--prompts", prompts)
     assert bad.returncode == 2 and "both 'base'" in bad.stderr and "Traceback" not in bad.stderr

@@ -185,3 +185,31 @@ def test_generate_answers_batched_matches_one_by_one(tiny_model_dir: Path) -> No
     assert len(one) == len(many) == 2 and all(isinstance(a, str) for a in one)
     assert "<|im_start|>" not in "".join(one)  # only the new tokens are decoded
     assert one == many
+
+
+def test_only_rows_with_a_pattern_are_scored() -> None:
+    """A held-out file where some rows carry a pattern: the others are samples to read, not scored against the
+    demo's answer card (even an answer that is a perfect card)."""
+    rows = [{"messages": [{"role": "user", "content": "q1"}], "pattern": r"\Ayes\Z"},
+            {"messages": [{"role": "user", "content": "q2"}], "pattern": None},
+            {"messages": [{"role": "user", "content": "q3"}], "pattern": r"\Ano\Z"}]
+    result = scoring.evaluate(["yes", GOOD, "maybe"], rows)
+    assert result.unscored == [2] and result.timed_out == []
+    assert result.score == 0.5  # 1 of the 2 rows with a pattern; the card in row 2 is not counted
+    assert scoring.evaluate([GOOD, GOOD, "no"], rows).score == 0.5
+
+
+def test_the_eval_report_counts_rows_with_a_pattern() -> None:
+    from studio import evalreport
+
+    rows = [{"messages": [{"role": "user", "content": "q1"}], "pattern": r"\Ayes\Z"},
+            {"messages": [{"role": "user", "content": "q2"}], "pattern": None}]
+    report = evalreport.build({"base": 1.0, "adapter": 0.5}, 10, 2, rows,
+                              {"base": ["no", GOOD], "adapter": ["yes", GOOD]}, "heldout", scored=True)
+    h = report["heldout"]
+    assert (h["total"], h["scored_rows"], h["matched"], h["score"]) == (2, 1, {"base": 0, "adapter": 1},
+                                                                        {"base": 0.0, "adapter": 1.0})
+    assert h["items"][1]["base_match"] is None and h["items"][1]["adapter_match"] is None
+    assert evalreport.summary(report)["score_total"] == 1
+    assert "held-out format score 0/1 \u2192 1/1 (1 row(s) without a pattern answered, not scored)" in \
+        evalreport.format_text(report)

@@ -65,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
             item = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern")}
             for key, v in (("a", va), ("b", vb)):
                 ans = client.generate(row["messages"], v.name, settings, stop_on_interrupt=False)
-                found = match_or_timeout(ans["text"], row.get("pattern")) if scored else None
+                row_scored = bool(row.get("pattern"))  # a row without one is answered, not scored
+                found = match_or_timeout(ans["text"], row["pattern"]) if row_scored else None
                 item[key] = {"text": ans["text"], "tokens": ans["tokens"],
                              "time_to_first_token_s": ans["time_to_first_token_s"],
                              "tokens_per_s": ans["tokens_per_s"], "match": found,
-                             "pattern_timed_out": scored and found is None}
-                if scored and found is None:
+                             "pattern_timed_out": row_scored and found is None}
+                if row_scored and found is None:
                     timed_out.append(f"row {i} ({key.upper()})")
             items.append(item)
             if not args.json:
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     finally:
         client.close()
-    score = ({**{k: sum(bool(it[k]["match"]) for it in items) for k in ("a", "b")}, "total": len(items),
+    score = ({**{k: sum(bool(it[k]["match"]) for it in items) for k in ("a", "b")},
+              "total": sum(1 for it in items if it["pattern"]), "unscored": sum(1 for it in items if not it["pattern"]),
               **{f"timed_out_{k}": sum(it[k]["pattern_timed_out"] for it in items) for k in ("a", "b")}}
              if scored else None)
     if timed_out:
@@ -95,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     elif score:
         print(f"score (rows matching their pattern): A {va.label} {score['a']}/{score['total'] - score['timed_out_a']}, "
               f"B {vb.label} {score['b']}/{score['total'] - score['timed_out_b']}"
-              + (" (rows whose pattern timed out are not counted)" if timed_out else ""))
+              + (" (rows whose pattern timed out are not counted)" if timed_out else "")
+              + (f"; {score['unscored']} row(s) without a pattern answered, not scored" if score["unscored"] else ""))
     return 0
 
 
