@@ -149,6 +149,9 @@ def speed_text(plan: Plan, probe_failed: bool = False) -> str:
     text = f"Expected speed: about {est.tokens_per_s:,.0f} tokens/s, {est.step_seconds:.1f} s per step"
     if est.seconds is not None:
         text += f"; the run about {speed.duration(est.seconds)} ({est.steps} steps)"
+    if getattr(est, "assumed", False):  # (a plan read from an older file has no such field)
+        text += (". An assumption, not a measurement: one quoted GPU figure scaled by this GPU's peak, until a run "
+                 "here calibrates it")
     return text + "."
 
 

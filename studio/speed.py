@@ -6,7 +6,9 @@ attention), gradient checkpointing recomputes every layer's forward once more, a
 costs 6 FLOPs per parameter (forward, input and weight gradients). The rate:
 
 - on a GPU: the GPU's dense BF16 tensor peak (datasheets, ``GPU_PEAK_TFLOPS``) times one
-  efficiency taken from a published measurement (``ANCHOR``);
+  efficiency taken from one quoted figure (``ANCHOR``). That is an **assumption**: no GPU run of this
+  project has measured it, so the estimate says so (``TimeEstimate.assumed``) until this machine's own
+  runs calibrate it (below);
 - on the CPU: a probe of a few seconds (``python -m studio.train.cpu_probe``, above the loader it
   trains through; this module only reads and writes its cache) measures this CPU's matrix
   multiply rate (the best of several rounds at training-like shapes) and the costs that FLOPs miss
@@ -64,9 +66,10 @@ class Anchor(TypedDict):
     settings: dict[str, Any]  # the plan's settings dict (recipe names)
 
 
-# The published measurement the efficiency comes from: about 2,400 tokens/s for QLoRA of Llama 3.1 8B on one
-# RTX 4090 (the figure quoted in issue 17 of this project, HF transformers + peft + bitsandbytes stack). Its
-# settings as assumed here: 4-bit NF4, rank 16 on all linear layers, sequence 2048, gradient checkpointing on.
+# ASSUMPTION, not a measurement: the GPU efficiency comes from one quoted figure, about 2,400 tokens/s for QLoRA of
+# Llama 3.1 8B on one RTX 4090 (quoted in issue 17 of this project, HF transformers + peft + bitsandbytes stack),
+# which no GPU run of this project has reproduced. Its settings as assumed here: 4-bit NF4, rank 16 on all linear
+# layers, sequence 2048, gradient checkpointing on. A run's measured step time calibrates it (``calibration``).
 ANCHOR: Anchor = {"gpu": "RTX 4090", "model": "llama-3.1-8b-instruct", "tokens_per_s": 2400.0,
                   "settings": {"quant.mode": "4bit", "quant.double_quant": True, "quant.compute_dtype": "bfloat16",
                                "lora.rank": 16, "lora.alpha": 32, "lora.targets": ["all-linear"], "train.micro_batch": 1,
@@ -90,6 +93,7 @@ class TimeEstimate:
     seconds: float | None  # the whole run, when its length is known
     steps: int | None
     basis: str  # one sentence: where the rate comes from
+    assumed: bool = False  # a GPU rate that rests on ANCHOR alone, not calibrated by a run on this machine
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,7 +166,7 @@ def gpu_peak(name: str) -> tuple[float, str, bool]:
 
 
 def gpu_efficiency() -> float:
-    """Achieved / peak FLOPs of the published measurement (ANCHOR)."""
+    """Achieved / peak FLOPs of the quoted figure (ANCHOR): an assumed efficiency, not a measured one."""
 
     info = from_catalog(shipped_entry(ANCHOR["model"]))
     per_token, _ = step_flops(info, ANCHOR["settings"])
@@ -177,8 +181,9 @@ def estimate_gpu(info: Any, s: dict, gpu_name: str) -> tuple[float, str]:
     rate = eff * tflops * 1e12 / per_token
     where = (f"{cls} ({tflops:g} TFLOPS dense BF16)" if known
              else f"{gpu_name or 'an unknown GPU'} (not in the table: estimated as an {cls})")
-    return rate, (f"FLOPs of the step on {where} at {eff:.0%} efficiency, the efficiency of a published "
-                  f"{ANCHOR['tokens_per_s']:,.0f} tokens/s for Llama 3.1 8B QLoRA on an {ANCHOR['gpu']}")
+    return rate, (f"an assumption until a run on this GPU calibrates it: FLOPs of the step on {where} at {eff:.0%} "
+                  f"efficiency, the efficiency of one quoted figure ({ANCHOR['tokens_per_s']:,.0f} tokens/s for "
+                  f"Llama 3.1 8B QLoRA on an {ANCHOR['gpu']}) that no GPU run of this project has measured")
 
 
 def activation_elements(info: Any, s: dict, tokens: float) -> float:
@@ -241,21 +246,25 @@ def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | 
             basis += (f"; activation offloading moves {2 * memory.offloaded_bytes(info, s, 'cuda') / 1e9:.1f} GB per "
                       f"micro-batch over PCIe at {PCIE_BYTES_PER_S / 1e9:.0f} GB/s, beside the compute")
     per_step = s["train.micro_batch"] * s["train.grad_accum"] * length / rate
+    assumed = device != "cpu"
     if calibration and calibration.get("factor"):
+        assumed = False
         per_step *= calibration["factor"]
         n = calibration["runs"]
         basis += (f", times {calibration['factor']:.2f}: the measured/predicted step time of the "
                   + (f"last {n} runs" if n != 1 else "last run") + " on this machine")
     real = min(mean_tokens, length) if mean_tokens else length
     return TimeEstimate(device=device, tokens_per_s=s["train.micro_batch"] * s["train.grad_accum"] * real / per_step,
-                        step_seconds=per_step, seconds=per_step * steps if steps else None, steps=steps, basis=basis)
+                        step_seconds=per_step, seconds=per_step * steps if steps else None, steps=steps, basis=basis,
+                        assumed=assumed)
 
 
 def describe(est: TimeEstimate | None) -> str:
     """One sentence for the plan."""
     if est is None:
         return "Speed not estimated yet: this CPU has not been measured (a few seconds, once)."
-    text = f"Expected speed about {est.tokens_per_s:,.0f} tokens/s ({est.step_seconds:.1f} s per optimizer step"
+    text = (f"{'Assumed' if est.assumed else 'Expected'} speed about {est.tokens_per_s:,.0f} tokens/s "
+            f"({est.step_seconds:.1f} s per optimizer step")
     if est.seconds is not None:
         text += f"; {est.steps} steps take about {duration(est.seconds)}"
     return text + f"): {est.basis}."

@@ -9,10 +9,14 @@ from studio import models, speed
 from studio.train import cpu_probe
 
 
-def test_the_published_anchor_is_reproduced_and_gpus_scale_by_their_peak():
+def test_the_gpu_rate_is_an_assumption_scaled_by_each_gpus_peak():
+    """The GPU efficiency is derived from one quoted figure (speed.ANCHOR) that no GPU run of this project has
+    measured, so its own figure coming back is a consistency check of the FLOPs model, not evidence of a real
+    speed; what is tested is that GPUs scale by their peak and that every estimate says it is assumed."""
     info = models.resolve(speed.ANCHOR["model"])
     rate, basis = speed.estimate_gpu(info, speed.ANCHOR["settings"], "NVIDIA GeForce RTX 4090")
-    assert rate == pytest.approx(speed.ANCHOR["tokens_per_s"])
+    assert rate == pytest.approx(speed.ANCHOR["tokens_per_s"])  # consistency only (the efficiency comes from it)
+    assert basis.startswith("an assumption until a run on this GPU calibrates it")
     h100, _ = speed.estimate_gpu(info, speed.ANCHOR["settings"], "NVIDIA H100 80GB HBM3")
     assert h100 / rate == pytest.approx(989 / 165.2)
     unknown, text = speed.estimate_gpu(info, speed.ANCHOR["settings"], "Some Future GPU")
@@ -139,3 +143,22 @@ def test_the_worker_records_its_measured_step_time(tiny_model_dir, monkeypatch):
     short.durations = [3.0, 0.2]
     short.record()  # too few steps to say anything
     assert speed.calibration("cpu", rates={"measured_at": 5.0})["runs"] == 1
+
+
+def test_a_gpu_estimate_says_it_is_assumed_until_runs_calibrate_it():
+    from studio import planview
+
+    info = models.resolve("llama-3.1-8b-instruct")
+    s = dict(speed.ANCHOR["settings"])
+    est = speed.estimate(info, s, "cuda", "NVIDIA GeForce RTX 4090", steps=100)
+    assert est.assumed and speed.describe(est).startswith("Assumed speed about")
+    calibrated = speed.estimate(info, s, "cuda", "NVIDIA GeForce RTX 4090", steps=100,
+                                calibration={"factor": 1.25, "runs": 3})
+    assert not calibrated.assumed and speed.describe(calibrated).startswith("Expected speed about")
+    assert calibrated.step_seconds == pytest.approx(est.step_seconds * 1.25)
+
+    class _Plan:
+        device, estimate = "cuda", est
+    assert "An assumption, not a measurement" in planview.speed_text(_Plan())
+    _Plan.estimate = calibrated
+    assert "assumption" not in planview.speed_text(_Plan()).lower()
