@@ -40,6 +40,14 @@ def test_the_hub_cache_lists_models_with_a_config_only(tmp_path, monkeypatch):
     assert modelview.is_cached("acme/tiny") and not modelview.is_cached("acme/empty")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "missing"))
     assert hub.cached_models() == []
+    # the older name huggingface_hub still honours, and HF_HOME/hub, are where the scan looks too
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path))
+    assert hub.cached_models() == [("acme/tiny", str(folder))]
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    _cache_model(tmp_path / "home" / "hub", "acme/other")
+    assert [r for r, _ in hub.cached_models()] == ["acme/other"]
 
 
 def test_the_model_list_puts_the_search_first_and_skips_empty_sections(tmp_path, monkeypatch):

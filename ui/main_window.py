@@ -342,13 +342,16 @@ class MainWindow(QMainWindow):
             s.setValue("model", self.session.recipe.model.name_or_path)
         if self.session.recipe.data.path:
             s.setValue("dataset", self.session.recipe.data.path)
-        s.setValue("budget", self.session.budget)
+        # per device: a GPU's memory and this computer's RAM are different budgets (a CPU-only machine that
+        # once restored a saved GPU budget planned a run for memory it does not have)
+        s.setValue(f"budget/{self.session.device}", self.session.budget)
         s.sync()
 
     def restore_choices(self) -> None:
-        """Re-open the last model, dataset and budget (unless the command line chose others)."""
+        """Re-open the last model, dataset and budget (unless the command line chose others); the budget is the
+        one last set for the device this computer trains on (detected before this runs)."""
         s = self.settings
-        budget = s.value("budget")
+        budget = s.value(f"budget/{self.session.device}")
         if budget:
             self.plan_page.set_budget_bytes(int(budget))
         model = s.value("model")

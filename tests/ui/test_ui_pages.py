@@ -204,7 +204,9 @@ def test_choices_and_geometry_are_remembered(qtbot, chat_jsonl):
     qtbot.waitUntil(lambda: w.height() == 640, timeout=2000)
     w.remember_choices()
     s = settings()
-    assert s.value("model") == CATALOG_MODEL and s.value("dataset") == str(chat_jsonl) and int(s.value("budget")) == 10 * GIB
+    device = w.session.device
+    assert s.value("model") == CATALOG_MODEL and s.value("dataset") == str(chat_jsonl)
+    assert int(s.value(f"budget/{device}")) == 10 * GIB
     w2 = MainWindow()
     qtbot.addWidget(w2)
     w2.show()
@@ -213,6 +215,16 @@ def test_choices_and_geometry_are_remembered(qtbot, chat_jsonl):
     with qtbot.waitSignal(w2.session.sig_data, timeout=10000):
         w2.restore_choices()
     assert w2.session.recipe.model.name_or_path == CATALOG_MODEL and w2.session.budget == 10 * GIB
+    # a budget kept for the other device (a GPU's on a machine that now trains on the CPU) is not restored
+    other = "cpu" if device == "cuda" else "cuda"
+    s.setValue(f"budget/{other}", 3 * GIB)
+    s.remove(f"budget/{device}")
+    w3 = MainWindow()
+    qtbot.addWidget(w3)
+    w3.session.device = device
+    before = w3.session.budget
+    w3.restore_choices()
+    assert w3.session.budget == before != 3 * GIB
 
 
 @pytest.mark.parametrize("choice", ["keep", "cancel", "stop"])
