@@ -13,6 +13,7 @@ from typing import Any
 from studio.data.light_tokenizer import LightTokenizer
 from studio.export import cache, verify
 from studio.export.errors import VerificationFailed
+from studio.export.gguf_readback import gguf_reader
 from studio.export.verify import Check
 from studio.malloc_trim import release_freed_memory
 from studio.safetensors_io import DTYPES
@@ -76,7 +77,7 @@ def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: 
                      source: str = "merged", trust: bool = False, weights: Any = None,
                      adapter_digest: str | None = None) -> Check:
     """Greedy text of the GGUF in llama.cpp itself == the merged model's in transformers (``GreedyCheck``)."""
-    greedy_check = GreedyCheck(merged_dir, gguf_path, new_tokens, source, trust, weights, adapter_digest)
+    greedy_check = GreedyCheck(merged_dir, gguf_path, new_tokens, source, trust, weights, adapter_digest, quant)
     greedy_check.start()
     return greedy_check.finish()
 
@@ -94,6 +95,12 @@ class GreedyCheck:
     own answer and the texts are compared; a divergence says where it happened and by how many logits
     the merged model preferred its own token (a near-tie is quantisation noise; a wide gap, a broken file).
 
+    When no answer is the merged model's and the GGUF is quantised (``quant``), the merged model is given the
+    GGUF's rounding (``add_gguf_rounding``: its quantised tensors read back) and reads llama.cpp's answers
+    again: an answer it then writes itself is the quantisation's doing (a model whose next tokens are near
+    ties, such as a random one), and the check passes when that explains every answer. A broken file (a
+    wrong layout, a wrong hyper-parameter) is not explained by its own weights in transformers.
+
     In three steps, so that the waits overlap: created and ``start()``-ed once the GGUF is written (the
     prompts rendered, one llama.cpp process per prompt started), then the other checks run while
     llama.cpp answers, and ``finish()`` comes last. The merged model's answers depend only on the base
@@ -109,8 +116,10 @@ class GreedyCheck:
     """
 
     def __init__(self, merged_dir: Path, gguf_path: Path, new_tokens: int = 8, source: str = "merged",
-                 trust: bool = False, weights: Any = None, adapter_digest: str | None = None) -> None:
+                 trust: bool = False, weights: Any = None, adapter_digest: str | None = None,
+                 quant: str | None = None) -> None:
         self.merged_dir, self.gguf_path, self.new_tokens = Path(merged_dir), Path(gguf_path), new_tokens
+        self.quant = quant
         self.source, self.trust, self.weights = source, trust, weights
         self.exe = llama_simple()
         self.procs: list = []
@@ -178,7 +187,10 @@ class GreedyCheck:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        verdicts = [self._from_cache(a, k, seen) for a, k, seen in zip(answers, self.known, self.seen)]
+        verdicts = [self._from_cache(a, k, seen, self.quant) for a, k, seen in zip(answers, self.known, self.seen)]
+        if self.quant and not any(v.get("identical") for v in verdicts):  # whether this file's rounding explains them
+            verdicts = [{} if v.get("why") == "the export cache" and v.get("quant") != self.quant else v
+                        for v in verdicts]
         origin = f"; reference answers from the export cache ({self.created})" if all(verdicts) else ""
         if not all(verdicts):
             base = self.weights.base_dir if self.weights is not None else self.merged_dir
@@ -188,21 +200,30 @@ class GreedyCheck:
             verdicts, note = self._teacher_forced(answers, verdicts)
             origin = note
         same = sum(bool(v["identical"]) for v in verdicts)
+        rounded = sum(bool(not v["identical"] and v.get("rounding")) for v in verdicts)
+        ties = sum("near_tie" in v for v in verdicts)
         gaps = [v for v in verdicts if "gap" in v]
         worst = max(gaps, key=lambda v: v["gap"]) if gaps else None
-        # One flip at a near-tie (quantisation noise) can change a short greedy answer; none matching is a broken file.
-        return Check("gguf_greedy", same > 0,
+        # One flip at a near-tie (quantisation noise) can change a short greedy answer; none matching is a broken
+        # file, unless the merged model given the GGUF's own rounding writes every one of llama.cpp's answers.
+        return Check("gguf_greedy", same > 0 or rounded == len(verdicts),
                      f"GGUF greedy text in llama.cpp ({self.exe.name}) vs {self.source} model: {same}/{len(self.ids)} "
                      f"prompts identical" + (f" (the widest divergence: token {worst['at'] + 1}, the {self.source} model "
                                              f"preferred its own by {worst['gap']:.3g} logits)" if worst else "")
+                     + (f"; the GGUF's rounding explains {rounded} of the others (its quantised weights read "
+                        f"back and given to the {self.source} model: {rounded - ties} answered as llama.cpp did, "
+                        f"{ties} left its own answer at a near tie, by under {TIE_FACTOR:g}x the logits the "
+                        f"rounding moves)" if rounded else "")
                      + (f"; llama.cpp failed on {len(failures)} prompt(s) ({failures[0]})" if failures else "")
                      + origin,
                      {"identical": same, "prompts": len(self.ids), "tokens_per_prompt": self.new_tokens,
                       "llama_cpp": str(self.exe), "per_prompt": verdicts})
 
     @staticmethod
-    def _from_cache(answer: str | None, known: str | None, seen: dict) -> dict:
-        """The verdict on one llama.cpp answer from what the export cache holds, or {} when it cannot say."""
+    def _from_cache(answer: str | None, known: str | None, seen: dict, quant: str | None = None) -> dict:
+        """The verdict on one llama.cpp answer from what the export cache holds, or {} when it cannot say.
+        Whether the GGUF's rounding explains a divergent answer belongs to one quantisation (the writer gives
+        the same file for it each time): a verdict on another one's rounding is judged again."""
         if answer is None:
             return {"identical": False, "why": "llama.cpp failed"}
         earlier = seen.get(answer)
@@ -213,7 +234,9 @@ class GreedyCheck:
         else:
             return {}
         if not verdict["identical"] and isinstance(earlier, dict):
-            verdict.update({k: earlier[k] for k in ("at", "gap") if k in earlier})
+            same_file = earlier.get("quant") == quant
+            verdict.update({k: earlier[k] for k in ("at", "gap", "rounding", "quant", "near_tie") if k in earlier
+                            and (same_file or k in ("at", "gap"))})
         return dict(verdict, why="the export cache")
 
     def _teacher_forced(self, answers: list[str | None], verdicts: list[dict]) -> tuple[list[dict], str]:
@@ -250,12 +273,55 @@ class GreedyCheck:
                         verdict, known[i] = self._generated(model, prompt, text, cont, ends)
                     else:
                         verdict = diverged
-                if not verdict["identical"]:  # llama.cpp's answers are deterministic: the same file gives it again
-                    seen[i] = dict(list(seen[i].items())[-7:], **{text: verdict})
             out.append(verdict)
+        if self.quant and not any(v.get("identical") for v in out):
+            self._with_rounding(model, answers, out)
+        for i, (text, verdict) in enumerate(zip(answers, out)):
+            if text is not None and not verdict.get("identical") and (verdict.get("why") != "the export cache"
+                                                                    or "rounding" in verdict):
+                # llama.cpp's answers are deterministic: the same file gives the same answer again
+                seen[i] = dict(list(seen[i].items())[-7:], **{text: verdict})
         del model
         why = cache.save("reference", self.key, {"answers": known, "verdicts": seen})
         return out, (f"; the reference answers could not be kept: {why}" if why else "")
+
+    def _with_rounding(self, model: Any, answers: list[str | None], verdicts: list[dict]) -> None:
+        """Judge each divergent answer again with the GGUF's rounding given to the merged model (in place):
+        explained when the rounded model writes it itself, or when it leaves the merged model's answer at a
+        near tie, by fewer logits than twice what the rounding moves them (``_within_rounding``)."""
+        import torch
+
+        texts = {i: a for i, (a, v) in enumerate(zip(answers, verdicts)) if a is not None and not v.get("identical")}
+        if not texts or not self.quant:
+            return
+        todo = sorted(texts)
+        prompts = verify.prompt_ids(self.tok)
+        conts = {i: self.tok(texts[i], add_special_tokens=False)["input_ids"] for i in todo}
+
+        def forced(i: int) -> Any:  # teacher forcing on llama.cpp's answer
+            with torch.no_grad():
+                return model(torch.tensor([prompts[i] + conts[i]]), logits_to_keep=len(conts[i]) + 1).logits[0]
+
+        before = {i: forced(i) for i in todo}
+        done, _left = add_gguf_rounding(model, self.merged_dir, self.gguf_path, self.quant, self.weights)
+        if not done:  # nothing quantised (f16): no rounding explains a divergence
+            for i in todo:
+                verdicts[i] = dict(verdicts[i], quant=self.quant, rounding=False)
+            return
+        ends = _turn_end_ids(self.tok, self.merged_dir)
+        for i in todo:
+            cont, after = conts[i], forced(i)
+            follows = _follows(after.argmax(-1).tolist(), cont, self.new_tokens, ends) and \
+                self.tok.decode(cont, skip_special_tokens=False) == texts[i]
+            if not follows:  # or the same text tokenised another way: the rounded model's own answer decides
+                follows = self._generated(model, prompts[i], texts[i], cont, ends)[0]["identical"]
+            verdict = dict(verdicts[i], quant=self.quant, rounding=follows)
+            tie = None if follows else _within_rounding(before[i], after, cont)
+            if tie is not None and "\ufffd" in self.tok.decode(cont[:tie["at"] + 1], skip_special_tokens=False):
+                tie = None  # a cut UTF-8 character: the tokens read back from the text are not llama.cpp's
+            if tie is not None:
+                verdict.update(rounding=True, near_tie=tie)
+            verdicts[i] = verdict
 
     def _diverged(self, logits: Any, best: list[int], cont: list[int], text: str, ends: set[int]) -> dict | None:
         """Where the merged model's greedy answer leaves llama.cpp's, when the forward pass proves it: the
@@ -298,6 +364,25 @@ class GreedyCheck:
         return verdict, answer
 
 
+# ggml multiplies a quantised weight by activations it rounds to 8 bits in blocks as well (Q8_0 / Q8_K): the
+# rounding of the weights alone, which the merged model is given, moves the logits about half as far
+TIE_FACTOR = 2.0
+
+
+def _within_rounding(before: Any, after: Any, cont: list[int]) -> dict | None:
+    """Where the merged model (``before``: its teacher-forced logits on llama.cpp's tokens ``cont``) first
+    prefers another token than llama.cpp wrote: the margin it prefers it by, and the largest logit change the
+    GGUF's rounding causes up to there (``after``: the rounded model's logits on the same tokens). A near tie,
+    returned, when the margin is under TIE_FACTOR times that change; None for a decided token."""
+    best = before.argmax(-1).tolist()
+    j = next((k for k, (b, t) in enumerate(zip(best, cont)) if b != t), None)
+    if j is None:
+        return None
+    gap = float(before[j, best[j]] - before[j, cont[j]])
+    shift = float((after[:j + 1] - before[:j + 1]).abs().max())
+    return {"at": j, "gap": round(gap, 4), "shift": round(shift, 4)} if gap <= TIE_FACTOR * shift else None
+
+
 def printed(tok: Any, ids: list[int]) -> str:
     """Token ids as text the way llama-simple prints them: each piece through C's ``printf("%s")``, which ends
     at a NUL byte, so a token that decodes to NUL shows nothing (a random model's answer can hold one)."""
@@ -336,3 +421,119 @@ def tokenizer_for(folder: Path, trust: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
+
+
+_FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
+
+
+def _checkpoint_view(params: dict[str, Any], name: str, shape: tuple[int, ...]) -> Any:
+    """The part of the loaded model's parameters that holds checkpoint tensor ``name`` (of ``shape``), as a
+    writable view, or None. Transformers may fuse a checkpoint's experts into one parameter on load
+    (``experts.E.gate_proj`` and ``up_proj`` as halves of ``experts.gate_up_proj[E]``; ``down_proj[E]``)."""
+    import re
+
+    p = params.get(name)
+    if p is not None:
+        return p.data if tuple(p.shape) == tuple(shape) else None
+    m = re.fullmatch(r"(.*\.experts)\.(\d+)\.(gate|up|down)_proj\.weight", name)
+    if m is None:
+        return None
+    prefix, e, part = m.group(1), int(m.group(2)), m.group(3)
+    fused = params.get(f"{prefix}.{'down_proj' if part == 'down' else 'gate_up_proj'}")
+    if fused is None or fused.dim() != 3 or e >= fused.shape[0]:
+        return None
+    w = fused.data[e]
+    if part == "down":
+        return w if tuple(w.shape) == tuple(shape) else None
+    half = w.shape[0] // 2
+    if w.shape[0] % 2 or (half, w.shape[1]) != tuple(shape):
+        return None
+    return w[:half] if part == "gate" else w[half:]
+
+
+def add_gguf_rounding(model: Any, folder: Path, gguf_path: Path, quant: str, weights: Any = None) -> tuple[int, int]:
+    """Give the merged model in memory the rounding of the GGUF's quantised tensors: each one read back
+    (dequantised by the gguf package), its difference from the model's own weight put back into the
+    checkpoint's layout (the writer's row and column orders undone) and added. What the model then answers
+    is what the GGUF's weights answer, up to llama.cpp's arithmetic, so a divergence it reproduces is the
+    quantisation's, not the file's. Returns (tensors given their rounding, quantised tensors left as they
+    are: built from several checkpoint tensors, or held by no parameter of the loaded model)."""
+    import json
+
+    import numpy as np
+    import torch
+    from gguf.quants import dequantize
+
+    from studio import multimodal
+    from studio.export.arches import text_config
+    from studio.export.gguf_writer import check_supported, oriented, permuted, plan_tensors
+
+    config = text_config(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")))
+    arch = check_supported(config)
+    metas = weights.metas() if weights is not None else None
+    plan = plan_tensors(Path(folder), config, arch, quant, metas=metas)
+    where = multimodal.layout(m.name for m in (metas if metas is not None else [p.meta for p in plan if p.meta]))
+    params = {multimodal.to_checkpoint(n, where): p for n, p in model.named_parameters(remove_duplicate=False)}
+    stored = {t.name: t for t in gguf_reader(gguf_path).tensors}
+    done = left = 0
+    kinds: dict[int, str] = {}  # where each rounded weight's storage starts -> its GGUF type
+    with torch.no_grad():
+        for p in plan:
+            t = stored.get(p.gguf_name)
+            if t is None or t.tensor_type.name in _FLOAT_TYPES:
+                continue
+            sources = p.experts or ([p.meta] if p.meta is not None and p.derived is None else [])
+            views = [_checkpoint_view(params, m.name, tuple(m.shape)) for m in sources]
+            if not sources or any(v is None for v in views):
+                left += 1
+                continue
+            current = torch.stack([v.float() for v in views]) if p.experts else views[0].float()
+            ref = oriented(p, current, config, arch).float()
+            got = torch.from_numpy(np.ascontiguousarray(dequantize(np.asarray(t.data), t.tensor_type))).float()
+            if got.numel() != ref.numel():
+                left += 1
+                continue
+            delta = got.reshape(ref.shape) - ref  # in the GGUF's layout: undo its column, then its row order
+            order = arch.col_order(p.gguf_name, int(ref.shape[-1]), config) if arch.col_order is not None else None
+            if order is not None:
+                back = torch.empty_like(delta)
+                back[..., torch.as_tensor(order, dtype=torch.long)] = delta
+                delta = back
+            if not p.experts and delta.dim() >= 1:
+                rows = torch.as_tensor(permuted(p, np.arange(delta.shape[0]), config, arch), dtype=torch.long)
+                back = torch.empty_like(delta)
+                back[rows] = delta
+                delta = back
+            for v, d in zip(views, delta if p.experts else [delta]):
+                v.add_(d.reshape(v.shape).to(v.dtype))
+                kinds[v.data_ptr()] = t.tensor_type.name
+            done += 1
+    # ggml multiplies a quantised weight by the activations rounded to 8 bits as well: the same on the inputs
+    # of the linear layers that hold one (experts fused by transformers are not layers: their weights only)
+    for module in model.modules():
+        kind = kinds.get(module.weight.data_ptr()) if isinstance(module, torch.nn.Linear) else None
+        if kind is not None:
+            module.register_forward_pre_hook(lambda _m, args, kind=kind: (round_activations(args[0], kind), *args[1:]))
+    return done, left
+
+
+def round_activations(x: Any, weight_type: str) -> Any:
+    """``x`` (activations, blocks along the last axis) as ggml's CPU backend rounds them before a dot product
+    with a weight of ``weight_type``: Q8_0 (blocks of 32, an f16 scale) for Q8_0, Q4_0, Q5_0/1 and MXFP4
+    weights, Q8_K (blocks of 256, the largest magnitude at -127, a float scale) for the K-quants."""
+    import torch
+
+    block = 256 if weight_type.endswith("_K") else 32
+    if x.shape[-1] % block:
+        return x
+    b = x.float().reshape(*x.shape[:-1], -1, block)
+    if block == 32:
+        d = b.abs().amax(-1, keepdim=True) / 127
+        q = torch.where(d > 0, torch.round(b / torch.where(d > 0, d, 1)), 0).clamp(-127, 127)
+        d = d.half().float()  # rounded with the exact scale, stored with an f16 one (quantize_row_q8_0)
+    else:  # the signed value of largest magnitude maps to -127 (quantize_row_q8_K)
+        at = b.abs().argmax(-1, keepdim=True)
+        big = b.gather(-1, at)
+        d = -big / 127
+        q = torch.where(big != 0, torch.round(b / torch.where(big != 0, d, 1)), 0).clamp(max=127)
+    return (q * d).reshape(x.shape).to(x.dtype)

@@ -143,7 +143,7 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
     job.files[gguf_path.name] = {"kind": "merged model (GGUF)", "quant": quant}
     job.progress("verify", 0, 1)
     greedy = llama_cpp.GreedyCheck(scratch, gguf_path, trust=job.inputs.trust_remote_code, weights=weights,
-                                adapter_digest=job.adapter_digest())
+                                adapter_digest=job.adapter_digest(), quant=quant)
     greedy.start()  # llama.cpp answers while the weights and the vocabulary are checked
     reader = gguf_reader(gguf_path)  # read once for both checks
     job.record(verify.check_gguf_weights(scratch, gguf_path, quant, reader=reader, weights=weights))
@@ -173,7 +173,8 @@ def _build_ollama_lora(job: Job, tmp: Path) -> None:
     write_lora_gguf(adapter, job.inputs.base_dir, lora_path, name=f"{base_name} LoRA {job.inputs.run_dir.name}")
     job.files[lora_path.name] = {"kind": "LoRA adapter (GGUF)", "quant": "f32"}
     job.progress("verify", 0, 1)
-    greedy = llama_cpp.GreedyCheck(job.inputs.base_dir, base_path, source="base", trust=job.inputs.trust_remote_code)
+    greedy = llama_cpp.GreedyCheck(job.inputs.base_dir, base_path, source="base", trust=job.inputs.trust_remote_code,
+                                quant=quant)
     greedy.start()
     job.record(verify.check_lora_gguf(adapter, job.inputs.base_dir, lora_path))
     reader = gguf_reader(base_path)

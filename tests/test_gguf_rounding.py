@@ -1,0 +1,131 @@
+"""The greedy check's answer to a model whose next tokens are near ties: the merged model given the GGUF's own
+rounding (``llama_cpp.add_gguf_rounding``) reads llama.cpp's answers again.
+
+A random tiny Qwen3.5 MoE at Q8_0 is such a model: every greedy answer of the merged model changes once its
+weights carry the Q8_0 rounding, which is what llama.cpp answered for the same file (bench/gguf_families.py).
+The rounding is put back through the writer's own layout (Qwen3.5's V-head row and column orders, the experts
+that transformers fuses on load): read back and laid out again, the model's weights are the GGUF's.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_export_cache import _stand_in
+from test_gguf_qwen35 import make_qwen35
+
+from studio import multimodal
+from studio.export import llama_cpp, verify
+from studio.export.gguf_readback import gguf_reader
+from studio.export.gguf_writer import check_supported, oriented, plan_tensors, write_gguf
+
+
+@pytest.fixture(scope="module")
+def moe_q8(tmp_path_factory):
+    folder = make_qwen35(tmp_path_factory.mktemp("q35moe") / "model", moe=True)
+    gguf = write_gguf(folder, folder.parent / "m-q8_0.gguf", "q8_0")
+    return folder, gguf
+
+
+def _load(folder):
+    return multimodal.load_causal_lm(folder, dict(dtype=torch.float32))
+
+
+def _answers(model, tok) -> list[str]:
+    """Greedy answers as llama-simple prints them, to the prompts as transformers tokenises them (what the
+    GGUF's pre-tokenizer reproduces in llama.cpp; Qwen3.5's tokenizer class splits digits)."""
+    out = []
+    for p in verify.prompt_ids(tok):
+        ids = model.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False,
+                             pad_token_id=tok.pad_token_id or 0)[0, len(p):].tolist()
+        ids = ids[:ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids
+        out.append(llama_cpp.printed(tok, ids))
+    return out
+
+
+def test_the_rounded_model_holds_exactly_the_gguf_weights(moe_q8):
+    from gguf.quants import dequantize
+
+    from studio.export.arches import text_config
+
+    folder, gguf = moe_q8
+    model = _load(folder)
+    done, left = llama_cpp.add_gguf_rounding(model, folder, gguf, "q8_0")
+    stored = {t.name: t for t in gguf_reader(gguf).tensors}
+    quantised = [n for n, t in stored.items() if t.tensor_type.name == "Q8_0"]
+    assert (done, left) == (len(quantised), 0) and done > 30  # experts, V-head reordered rows and columns included
+
+    import json
+    config = text_config(json.loads((folder / "config.json").read_text()))
+    arch = check_supported(config)
+    where = multimodal.layout(n for n, _ in model.named_parameters())
+    params = {multimodal.to_checkpoint(n, where): p for n, p in model.named_parameters(remove_duplicate=False)}
+    worst = 0.0
+    for p in plan_tensors(folder, config, arch, "q8_0"):
+        if p.gguf_name not in quantised:
+            continue
+        views = [llama_cpp._checkpoint_view(params, m.name, tuple(m.shape)) for m in (p.experts or [p.meta])]
+        now = torch.stack(views) if p.experts else views[0]
+        t = stored[p.gguf_name]
+        got = torch.from_numpy(np.ascontiguousarray(dequantize(np.asarray(t.data), t.tensor_type))).float()
+        laid = oriented(p, now, config, arch).float()
+        worst = max(worst, float((laid - got.reshape(laid.shape)).abs().max()))
+    assert worst < 1e-6
+
+
+def test_near_ties_the_gguf_rounding_explains_pass_and_a_broken_answer_still_fails(moe_q8, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    folder, gguf = moe_q8
+    light = llama_cpp.tokenizer_for(folder)  # the prompts' text as the check gives it to llama.cpp
+    prompts = [light.decode(llama_cpp.without_added_bos(light, p), skip_special_tokens=False)
+               for p in verify.prompt_ids(light)]
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = _load(folder)
+    merged = _answers(model, tok)
+    llama_cpp.add_gguf_rounding(model, folder, gguf, "q8_0")
+    rounded = _answers(model, tok)
+    assert all(a != b for a, b in zip(merged, rounded))  # Q8_0 changes every answer of this random model
+
+    (tmp_path / "ok").mkdir()
+    _stand_in(tmp_path / "ok", dict(zip(prompts, rounded)), monkeypatch)
+    check = llama_cpp.check_gguf_llama(folder, gguf, "q8_0")
+    assert check.ok, check.summary
+    assert check.details["identical"] == 0 and all(v["rounding"] for v in check.details["per_prompt"])
+    assert "the GGUF's rounding explains 3 of the others" in check.summary and "3 answered as llama.cpp did" in check.summary
+    # the verdicts were kept: the same answers again are judged from the export cache, without the model
+    with monkeypatch.context() as m:  # (undo() would also end the test's own data folder)
+        m.setattr(verify, "memory_ok", lambda need: pytest.fail("the model was needed"))
+        again = llama_cpp.check_gguf_llama(folder, gguf, "q8_0")
+    assert again.ok and "export cache" in again.summary
+
+    # an answer the model would never write (its least likely word first): a broken file fails as before
+    def unlikely(ids: list[int]) -> str:
+        with torch.no_grad():
+            row = _load(folder)(torch.tensor([ids])).logits[0, -1]
+        words = [t for t in row.argsort().tolist() if tok.decode([t]).strip().isalnum()]
+        return tok.decode([words[0]])
+
+    garbled = [unlikely(ids) + " sea" for ids in verify.prompt_ids(tok)]
+    (tmp_path / "bad").mkdir()
+    _stand_in(tmp_path / "bad", dict(zip(prompts, garbled)), monkeypatch)
+    bad = llama_cpp.check_gguf_llama(folder, gguf, "q8_0")
+    assert bad.ok is False and bad.details["identical"] == 0, bad.summary
+    judged = bad.details["per_prompt"]
+    assert [v["rounding"] for v in judged] == [False] * 3 and all(v["at"] == 0 and v["gap"] > 5 for v in judged)
+
+    # an f16 file has no rounding to give: the rule never applies
+    f16 = write_gguf(folder, tmp_path / "m-f16.gguf", "f16")
+    _stand_in(tmp_path / "bad", dict(zip(prompts, rounded)), monkeypatch)
+    assert llama_cpp.check_gguf_llama(folder, f16, "f16").ok is False
+
+
+def test_a_near_tie_is_a_margin_the_rounding_itself_could_close():
+    before = torch.tensor([[0.0, 1.0, 0.8], [0.0, 0.0, 0.0]])  # prefers token 1 by 0.2 over llama.cpp's token 2
+    moved = torch.tensor([[0.0, 0.0, 0.15], [0.0, 0.0, 0.0]])  # the rounding moves a logit by 0.15 there
+    tie = llama_cpp._within_rounding(before, before + moved, [2])
+    assert tie is not None and tie["at"] == 0 and tie["gap"] == pytest.approx(0.2) and tie["shift"] == pytest.approx(0.15)
+    assert llama_cpp._within_rounding(before, before + moved / 3, [2]) is None  # 0.2 > 2 x 0.05: decided
+    assert llama_cpp._within_rounding(before, before + moved, [1]) is None  # no divergence to explain
+    # the shift counted up to the divergence only: what the rounding does to the tokens after it explains nothing
+    assert llama_cpp._within_rounding(before, before + torch.tensor([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]]), [2, 0]) is None
