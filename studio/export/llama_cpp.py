@@ -302,8 +302,13 @@ class GreedyCheck:
             with torch.no_grad():
                 return model(torch.tensor([prompts[i] + conts[i]]), logits_to_keep=len(conts[i]) + 1).logits[0]
 
-        before = {i: forced(i) for i in todo}
-        done, _left = add_gguf_rounding(model, self.merged_dir, self.gguf_path, self.quant, self.weights)
+        done = 0
+        if self.quant not in UNROUNDED:
+            before = {i: forced(i) for i in todo}
+            try:
+                done, _left = add_gguf_rounding(model, self.merged_dir, self.gguf_path, self.quant, self.weights)
+            except (OSError, ValueError, KeyError):  # a file the weight check fails anyway: no rounding to give
+                done = 0
         if not done:  # nothing quantised (f16): no rounding explains a divergence
             for i in todo:
                 verdicts[i] = dict(verdicts[i], quant=self.quant, rounding=False)
@@ -424,6 +429,7 @@ def tokenizer_for(folder: Path, trust: bool = False) -> Any:
 
 
 _FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
+UNROUNDED = ("f16", "bf16", "f32")  # quantisations whose files hold no quantised tensor
 
 
 def _checkpoint_view(params: dict[str, Any], name: str, shape: tuple[int, ...]) -> Any:
@@ -529,11 +535,18 @@ def round_activations(x: Any, weight_type: str) -> Any:
     b = x.float().reshape(*x.shape[:-1], -1, block)
     if block == 32:
         d = b.abs().amax(-1, keepdim=True) / 127
-        q = torch.where(d > 0, torch.round(b / torch.where(d > 0, d, 1)), 0).clamp(-127, 127)
+        q = torch.where(d > 0, _roundf(b / torch.where(d > 0, d, 1)), 0).clamp(-127, 127)
         d = d.half().float()  # rounded with the exact scale, stored with an f16 one (quantize_row_q8_0)
     else:  # the signed value of largest magnitude maps to -127 (quantize_row_q8_K)
         at = b.abs().argmax(-1, keepdim=True)
         big = b.gather(-1, at)
         d = -big / 127
-        q = torch.where(big != 0, torch.round(b / torch.where(big != 0, d, 1)), 0).clamp(max=127)
+        q = torch.where(big != 0, _roundf(b / torch.where(big != 0, d, 1)), 0).clamp(max=127)
     return (q * d).reshape(x.shape).to(x.dtype)
+
+
+def _roundf(t: Any) -> Any:
+    """C's roundf (halves away from zero), as ggml rounds; torch.round rounds halves to even."""
+    import torch
+
+    return torch.sign(t) * torch.floor(t.abs() + 0.5)
