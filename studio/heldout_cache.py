@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studio import paths
+from studio import paths, weights_hash
 from studio.fsutil import atomic_write_json, read_json
 
-VERSION = 1
-EDGE = 1 << 20  # bytes hashed at each end of a weight file: a changed file changes there (header, last tensors)
+VERSION = 2  # 2: the weights keyed by their full content hash (1: name, size, first and last MiB)
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
@@ -29,20 +28,9 @@ def cache_dir() -> Path:
 
 
 def weights_fingerprint(folder: Path) -> str:
-    """config.json and every weight file's name, size and first and last MiB: cheap for a 70B model,
-    and a different or re-converted model never matches (the header lists every tensor's offsets)."""
-    h = hashlib.sha256()
-    folder = Path(folder)
-    config = folder / "config.json"
-    h.update(config.read_bytes() if config.is_file() else b"")
-    for f in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(EDGE))
-            fh.seek(max(0, size - EDGE))
-            h.update(fh.read(EDGE))
-    return h.hexdigest()
+    """config.json and the sha256 of every weight file's bytes (``weights_hash.folder_digest``: each file hashed
+    once and remembered by path, size and mtime), so "the same weights" means the same bytes."""
+    return weights_hash.folder_digest(folder)
 
 
 def key(base: Path, heldout: Path, load: dict, generation: dict, chat_template: str | None) -> str:

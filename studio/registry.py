@@ -14,8 +14,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence, TypeGuard
@@ -23,8 +21,9 @@ from typing import Any, Sequence, TypeGuard
 from studio import __version__, evalreport, fsutil, paths, playground, runfiles, runs
 from studio import events as ev
 from studio.errors import UserError
-from studio.fsutil import atomic_write_json, read_json, sha256_files
+from studio.fsutil import atomic_write_json, read_json
 from studio.termtext import printable
+from studio.weights_hash import file_sha256
 
 META_FILE = "lora_studio.json"   # inside adapter/
 META_VERSION = 1
@@ -40,7 +39,6 @@ METRICS = {
     "grad_norm": ("metric", "grad_norm", "gradient norm"),
     "memory": ("memory", "allocated", "memory allocated (bytes)"),
 }
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # -- the base model's identity -----------------------------------------------------------------
@@ -54,29 +52,9 @@ def weights_identity(base: Path) -> dict:
     base = Path(base)
     revision = base.name if base.parent.name == "snapshots" else None
     files = sorted(p for p in base.glob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file())
-    digests = {p.name: _file_sha256(p) for p in files}
+    digests = {p.name: file_sha256(p) for p in files}
     combined = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest() if digests else None
     return {"revision": revision, "files": digests, "sha256": combined}
-
-
-def _file_sha256(path: Path) -> str:
-    if path.is_symlink():
-        target = Path(os.readlink(path)).name
-        if _HEX64.match(target):  # the hub cache's blob name is the file's sha256 (LFS files)
-            return target
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    cache_file = paths.data_dir() / "weights-sha256.json"
-    cache = read_json(cache_file, default={})
-    cache = cache if isinstance(cache, dict) else {}
-    if isinstance(cache.get(key), str):
-        return cache[key]
-    cache[key] = sha256_files(path)
-    try:
-        atomic_write_json(cache_file, cache)
-    except OSError:
-        pass  # a read-only data folder: the hash is still right, only not remembered
-    return cache[key]
 
 
 # -- metrics from events.jsonl -----------------------------------------------------------------

@@ -71,3 +71,26 @@ def test_a_second_run_on_the_same_base_takes_the_answers_before_training_from_th
     one, two = (json.loads((d / "eval.json").read_text()) for d in (first, second))
     answers = [[item["base"] for item in e["heldout"]["items"]] for e in (one, two)]
     assert answers[0] == answers[1] and len(answers[0]) == 2
+
+
+def test_the_weights_are_keyed_by_every_byte_and_hashed_once_per_file(tmp_path, monkeypatch):
+    """A merged copy whose changed tensor sits mid-file (same size, same first and last MiB) is another model; the
+    hash of an unchanged file is remembered by its path, size and mtime, so no weight is read twice."""
+    import os
+
+    from studio import weights_hash
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = folder / "model.safetensors"
+    data = bytearray(os.urandom(3 << 20))
+    weights.write_bytes(bytes(data))
+    first = heldout_cache.weights_fingerprint(folder)
+    with monkeypatch.context() as m:
+        m.setattr(weights_hash, "sha256_files", lambda *p: (_ for _ in ()).throw(AssertionError("read again")))
+        assert heldout_cache.weights_fingerprint(folder) == first  # remembered
+    data[(3 << 20) // 2] ^= 0xFF  # one byte in the middle
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(1, 1))
+    assert heldout_cache.weights_fingerprint(folder) != first
