@@ -46,7 +46,7 @@ def test_planner_picks_fsdp_with_a_4bit_base_when_no_single_card_holds_the_model
     plan = planner.fit_gpus(info, [24 * GiB, 24 * GiB])
     assert plan.fits and plan.strategy == "fsdp" and plan.settings.quant_mode == "4bit"
     assert plan.per_gpu["fsdp"] <= 24 * GiB - plan.margin_bytes < plan.per_gpu["single"]
-    assert "fits no single" in plan.reasons[0] and "FSDP" in plan.reasons[0]
+    assert "fits no single" in plan.reasons[0] and "FSDP" in plan.reasons[0] and planner.FSDP_NOT_RUN in plan.reasons
 
 
 def test_one_gpu_is_the_plain_plan_and_too_big_says_so():
@@ -81,3 +81,41 @@ def test_recipe_gpus_field():
     assert [p.field for p in r.validate()] == ["train.gpus"]
     r.train.gpus, r.train.nproc = "0,1", 3
     assert [p.field for p in r.validate()] == ["train.nproc"]
+
+
+def test_a_mixture_of_experts_is_never_sharded_in_4bit_and_every_fsdp_plan_says_it_has_not_run():
+    """An MoE's 4-bit experts are stored as bytes and the rest of a sharded 4-bit base as the compute dtype: FSDP
+    would mix them (the worker refuses it), so the planner shards an MoE only with a 16-bit base, which for a 30B
+    MoE on two 16 GB cards does not fit: it says so instead of planning the mix."""
+    info = models.resolve("qwen3-30b-a3b")
+    for gib in (12, 16):
+        plan = planner.fit_gpus(info, [gib * GiB, gib * GiB])
+        assert not (plan.strategy == "fsdp" and plan.settings.quant_mode == "4bit")
+        assert not plan.fits and "Even sharded over 2 GPUs" in plan.reasons[-1]
+    dense = planner.fit_gpus(models.resolve("llama-3.1-70b-instruct"), [24 * GiB, 24 * GiB])
+    assert dense.strategy == "fsdp" and planner.FSDP_NOT_RUN in dense.reasons
+
+
+def test_the_worker_refuses_sharded_4bit_experts_before_loading(tmp_path):
+    import json
+
+    import pytest
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from studio.errors import LoadError
+    from studio.train.loading import refuse_sharded_4bit_experts
+
+    sharded = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_storage=torch.bfloat16)
+    plain = BitsAndBytesConfig(load_in_4bit=True)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_moe", "num_experts": 4}))
+    with pytest.raises(LoadError) as e:
+        refuse_sharded_4bit_experts(tmp_path, sharded)
+    assert "4 experts" in str(e.value) and "--strategy ddp" in e.value.hint
+    refuse_sharded_4bit_experts(tmp_path, plain)  # one process: 4-bit experts as bytes, like every 4-bit weight
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_5_moe",
+                                                      "text_config": {"num_experts": 8}}))
+    with pytest.raises(LoadError):
+        refuse_sharded_4bit_experts(tmp_path, sharded)  # a multimodal checkpoint's language model
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    refuse_sharded_4bit_experts(tmp_path, sharded)  # a dense model shards in 4-bit

@@ -92,6 +92,7 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     qconf = quantization_config(recipe, dtype)
     if qconf is not None:
         kwargs["quantization_config"] = qconf
+        refuse_sharded_4bit_experts(folder, qconf)
 
         kwargs["device_map"] = {"": local_rank()} if device == "cuda" else {"": "cpu"}  # torchrun: this rank's GPU
     try:
@@ -115,6 +116,28 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     long_context.apply(model, recipe.train, device)  # before peft wraps the base
     torch.manual_seed(recipe.train.seed)
     return attach_lora(model, recipe, folder)
+
+
+def refuse_sharded_4bit_experts(folder: Path, qconf: Any) -> None:
+    """FSDP shards parameters of one dtype, so a sharded 4-bit base stores its blocks as the compute dtype; the
+    fused experts of an MoE are 4-bit blocks stored as bytes (``moe4bit``), which would mix dtypes under FSDP."""
+    import json
+
+    storage = getattr(qconf, "bnb_4bit_quant_storage", None)
+    if not getattr(qconf, "load_in_4bit", False) or storage in (None, "uint8") or "uint8" in str(storage):
+        return
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    parts = [c for c in (config, config.get("text_config")) if isinstance(c, dict)]  # a multimodal one's language model
+    experts = max((int(v) for c in parts for k in ("num_local_experts", "num_experts", "n_routed_experts")
+                   if isinstance(v := c.get(k), int) and not isinstance(v, bool)), default=0)
+    if experts:
+        raise LoadError(f"this model's {experts} experts are loaded in 4-bit as bytes, while FSDP needs every 4-bit "
+                        f"weight stored as {storage}: sharding would mix the two",
+                        hint="train this mixture-of-experts model with --strategy ddp (each GPU holds it), or with "
+                             "--quant none under FSDP")
 
 
 def from_pretrained(folder: Path, kwargs: dict) -> Any:
