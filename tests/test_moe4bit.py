@@ -39,7 +39,6 @@ def moe_recipe(folder: Path, quant: str = "4bit", dropout: float = 0.05) -> Reci
 
 def test_experts_are_nf4_and_compute_like_their_dequantised_weights(moe_dir):
     import torch
-    from transformers import AutoModelForCausalLM
 
     model = loading.load_model(moe_dir, moe_recipe(moe_dir), "cpu")
     experts = moe4bit.quantized_experts(model)
@@ -50,9 +49,49 @@ def test_experts_are_nf4_and_compute_like_their_dequantised_weights(moe_dir):
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trained and not any("experts" in n or ".gate." in n for n in trained)  # experts stay frozen
     assert {n.split(".")[-4] for n in trained} == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    _assert_computes_like_dequantised(model, moe_dir)
 
-    # The same model in fp32 with every 4-bit weight replaced by its dequantised values, eager experts.
+
+# The other MoE families the docs name (docs/ARCHITECTURE.md, moe4bit): Mixtral (gate and up fused, no bias),
+# gpt-oss (transposed experts with biases, its own gated activation) and Qwen2-MoE (a shared expert beside them).
+FAMILIES = {
+    "mixtral": dict(intermediate_size=64, num_local_experts=4, num_experts_per_tok=2),
+    "gpt_oss": dict(intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, head_dim=16,
+                    layer_types=["sliding_attention", "full_attention"], sliding_window=8),
+    "qwen2_moe": dict(intermediate_size=128, moe_intermediate_size=64, shared_expert_intermediate_size=64,
+                      num_experts=4, num_experts_per_tok=2),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_moe_family_loads_nf4_experts_that_compute_like_their_dequantised_weights(family, tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tok = make_tokenizer(tmp_path)
+    config = AutoConfig.for_model(
+        family, vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **FAMILIES[family])
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(tmp_path)
+    model = loading.load_model(tmp_path, moe_recipe(tmp_path), "cpu")
+    experts = moe4bit.quantized_experts(model)
+    assert len(experts) == 2  # every layer's experts, not left in 16-bit
+    for module in experts:
+        stored = [getattr(module, n) for n in moe4bit.EXPERT_PARAMS if isinstance(getattr(module, n, None), torch.Tensor)]
+        assert stored and all(p.dtype == torch.uint8 for p in stored)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and not any(".experts." in n for n in trained)  # experts stay frozen
+    _assert_computes_like_dequantised(model, tmp_path)
+
+
+def _assert_computes_like_dequantised(model, folder: Path) -> None:
+    """The 4-bit model's logits equal those of the same model in fp32 whose every 4-bit weight (experts and
+    linear layers) is replaced by its dequantised values, run with transformers' own eager experts."""
     import bitsandbytes.functional as F
+    import torch
+    from transformers import AutoModelForCausalLM
 
     base = model.get_base_model()
     state = {}
@@ -65,7 +104,7 @@ def test_experts_are_nf4_and_compute_like_their_dequantised_weights(moe_dir):
     for name, p in base.named_parameters():
         if p.dtype.is_floating_point and "lora_" not in name:
             state.setdefault(name.replace(".base_layer", ""), p.data)
-    ref = AutoModelForCausalLM.from_pretrained(str(moe_dir), dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     missing = ref.load_state_dict(state, strict=False)
     assert not missing.missing_keys, missing.missing_keys
     ids = torch.tensor([[5, 17, 42, 9, 77, 3, 11, 12]])
