@@ -79,11 +79,13 @@ def check_supported(config: dict) -> GgufArch:
 
 # -- tensors -------------------------------------------------------------------------------------
 
-def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str, n_layers: int = 0, has_output: bool = True):
+def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str, n_layers: int = 0, has_output: bool = True,
+                ctx: Any = None):
     """The GGML type of one tensor: 1-D stays F32; quantised types fall back where rows don't fit blocks.
 
     The K recipes (q4_k_m, q5_k_m, q6_k) mix types by tensor and layer (``kquants.recipe_type``),
-    which needs the layer count and whether the output layer is its own tensor.
+    which needs the layer count, whether the output layer is its own tensor and, for llama.cpp's counted and
+    model-wide rules, the tensor's ``kquants.RecipeContext`` (``plan_tensors`` gives it).
     """
     import gguf
 
@@ -95,7 +97,7 @@ def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str, n_layers: in
     if quant in K_RECIPES:
         from studio.export.kquants import recipe_type
 
-        return T[recipe_type(gguf_name, shape, quant, n_layers, has_output)]
+        return T[recipe_type(gguf_name, shape, quant, n_layers, has_output, ctx)]
     if len(shape) <= 1:
         return T.F32
     wanted = {"f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}[quant]
@@ -218,6 +220,13 @@ def plan_tensors(folder: Path, config: dict, arch: GgufArch, quant: str,
         gname = base + ".weight"
         out.append(PlannedTensor(stacked, gname, shape, tensor_type(gname, shape, quant, n_layers, has_output),
                                  parts[0], experts=parts))
+    if quant in K_RECIPES:  # llama.cpp's rules that look past one tensor: its attn_v count, experts, a 70B
+        from studio.export.kquants import recipe_context
+
+        ctxs = recipe_context([p.gguf_name for p in out], config, arch.arch)
+        for p in out:
+            if p.meta is not None and not (p.derived is not None and p.derived.qtype):
+                p.qtype = tensor_type(p.gguf_name, p.shape, quant, n_layers, has_output, ctxs[p.gguf_name])
     return out
 
 

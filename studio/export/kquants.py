@@ -26,6 +26,7 @@ the memory on top of the tensor is a few times one chunk.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -204,16 +205,68 @@ def _layer(gguf_name: str) -> int | None:
     return None
 
 
-def recipe_type(gguf_name: str, shape: tuple[int, ...], recipe: str, n_layers: int, has_output: bool) -> str:
-    """The GGML type name of one tensor under ``recipe`` (q4_k_m, q5_k_m, q6_k).
+@dataclass(frozen=True)
+class RecipeContext:
+    """What llama.cpp's recipe reads beyond one tensor's name and shape (``llama_tensor_get_type``): where the
+    tensor stands among the attn_v-like tensors in file order (attn_v, attn_qkv, attn_kv_b: llama.cpp counts
+    them, so a hybrid model's linear-attention attn_qkv count too), the expert count, and whether llama.cpp
+    takes the model for a 70B (llama with 80 layers and grouped KV heads, qwen2 with 80 layers)."""
+
+    attn_v_index: int | None = None
+    attn_v_count: int = 0
+    n_expert: int = 0
+    is_70b: bool = False
+
+
+def category(gguf_name: str) -> str:
+    """llama.cpp's broad tensor category (``tensor_get_category``), by substring in its order."""
+    if gguf_name == "output.weight":
+        return "output"
+    if gguf_name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "token_embd"
+    for part, cat in (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"), ("attn_v.weight", "attn_v"),
+                      ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
+                      ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+        if part in gguf_name:
+            return cat
+    return "other"
+
+
+def _order_layer(gguf_name: str) -> int:
+    layer = _layer(gguf_name)
+    return -1 if layer is None else layer
+
+
+def recipe_context(names: list[str], config: dict, arch: str) -> dict[str, RecipeContext]:
+    """Each tensor's ``RecipeContext``, from the file's tensor names in order."""
+    n_layers = int(config.get("num_hidden_layers") or 0)
+    heads, kv = config.get("num_attention_heads"), config.get("num_key_value_heads")
+    is_70b = n_layers == 80 and (arch == "qwen2" or (arch == "llama" and kv is not None and kv != heads))
+    n_expert = int(config.get("num_local_experts") or config.get("num_experts") or 0)
+    # in llama.cpp's order: by layer, then by name (llama_model_loader's weight_name_comparer)
+    v_like = sorted((n for n in names if category(n) == "attn_v"), key=lambda n: (_order_layer(n), n))
+    where = {n: i for i, n in enumerate(v_like)}
+    return {n: RecipeContext(where.get(n), len(v_like), n_expert, is_70b) for n in names}
+
+
+def recipe_type(gguf_name: str, shape: tuple[int, ...], recipe: str, n_layers: int, has_output: bool,
+                ctx: RecipeContext | None = None) -> str:
+    """The GGML type name of one tensor under ``recipe`` (q4_k_m, q5_k_m, q6_k), as llama.cpp's quantiser
+    (``llama_tensor_get_type`` in llama-quant.cpp) picks it for these recipes:
 
     * 1-D tensors (norms, biases, rope factors) stay F32;
     * the output layer, or the token embeddings when the output is tied to them, gets Q6_K
       (Q8_0 when its rows are not a multiple of 256);
-    * with the _M recipes, attn_v and ffn_down of the layers ``more_bits`` picks get Q6_K;
+    * attn_v-like tensors (attn_v, attn_qkv, attn_kv_b), with the _M recipes, get Q6_K where ``more_bits``
+      picks their position among them; a 70B's Q4_K ones get Q5_K; with 8 experts all get Q8_0;
+    * with 8 experts, attn_k gets Q8_0 and, in q4_k_m, attn_output Q5_K;
+    * every ffn_down (the experts' and a shared expert's too), with the _M recipes, gets Q6_K in the layers
+      ``more_bits`` picks;
     * everything else gets the recipe's type;
     * a K-type that does not divide a row falls back: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
       and to F16 when even 32 does not divide it.
+
+    Without ``ctx`` an attn_v-like tensor's position is its layer (a model with one per layer).
     """
     if len(shape) <= 1:
         return "F32"
@@ -222,12 +275,24 @@ def recipe_type(gguf_name: str, shape: tuple[int, ...], recipe: str, n_layers: i
     is_output = gguf_name == "output.weight" or (not has_output and gguf_name == "token_embd.weight")
     if is_output:
         return "Q6_K" if width % QK_K == 0 else "Q8_0"
-    layer = _layer(gguf_name)
-    if recipe in ("q4_k_m", "q5_k_m") and layer is not None and n_layers > 0 and (
-            ".attn_v." in gguf_name or ".ffn_down." in gguf_name) and more_bits(layer, n_layers):
+    ctx = ctx or RecipeContext()
+    cat, layer, mixed = category(gguf_name), _layer(gguf_name), recipe in ("q4_k_m", "q5_k_m")
+    if cat == "attn_v":
+        i, n = (ctx.attn_v_index, ctx.attn_v_count) if ctx.attn_v_index is not None else (layer, n_layers)
+        if mixed and i is not None and n > 0 and more_bits(i, n):
+            want = "Q6_K"
+        if ctx.is_70b and want == "Q4_K":
+            want = "Q5_K"
+        if ctx.n_expert == 8:
+            want = "Q8_0"
+    elif cat == "attn_k" and ctx.n_expert == 8:
+        want = "Q8_0"
+    elif cat == "ffn_down" and mixed and layer is not None and n_layers > 0 and more_bits(layer, n_layers):
         want = "Q6_K"
-    if width % QK_K:
+    elif cat == "attn_output" and ctx.n_expert == 8 and recipe == "q4_k_m":
+        want = "Q5_K"
+    if width % QK_K and want in FALLBACK:
         want = FALLBACK[want]
-        if width % 32:
-            want = "F16"
+    if width % 32:
+        want = "F16"
     return want
