@@ -48,8 +48,9 @@ def make_tokenizer(out_dir: Path, vocab_size: int = 384):
 
 
 def make_model(out_dir: Path, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0,
-               tie: bool = False, dtype: str = "float32") -> Path:
-    """Save a tiny randomly initialised model and its tokenizer into ``out_dir``."""
+               tie: bool = False, dtype: str = "float32", **config: object) -> Path:
+    """Save a tiny randomly initialised model and its tokenizer into ``out_dir`` (``config``: more of the family's
+    config fields, such as the experts of a mixture-of-experts family)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
@@ -59,7 +60,7 @@ def make_model(out_dir: Path, arch: str = "llama", hidden: int = 64, layers: int
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
               tie_word_embeddings=tie, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
               pad_token_id=tok.pad_token_id)
-    config = AutoConfig.for_model(arch, **kw)
+    config = AutoConfig.for_model(arch, **{**kw, **config})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.save_pretrained(out_dir, safe_serialization=True)
