@@ -202,6 +202,7 @@ class GreedyCheck:
         same = sum(bool(v["identical"]) for v in verdicts)
         rounded = sum(bool(not v["identical"] and v.get("rounding")) for v in verdicts)
         ties = sum("near_tie" in v for v in verdicts)
+        unstable = sum(bool(v.get("unstable")) for v in verdicts)
         gaps = [v for v in verdicts if "gap" in v]
         worst = max(gaps, key=lambda v: v["gap"]) if gaps else None
         # One flip at a near-tie (quantisation noise) can change a short greedy answer; none matching is a broken
@@ -211,9 +212,10 @@ class GreedyCheck:
                      f"prompts identical" + (f" (the widest divergence: token {worst['at'] + 1}, the {self.source} model "
                                              f"preferred its own by {worst['gap']:.3g} logits)" if worst else "")
                      + (f"; the GGUF's rounding explains {rounded} of the others (its quantised weights read "
-                        f"back and given to the {self.source} model: {rounded - ties} answered as llama.cpp did, "
-                        f"{ties} left its own answer at a near tie, by under {TIE_FACTOR:g}x the logits the "
-                        f"rounding moves)" if rounded else "")
+                        f"back and given to the {self.source} model: {rounded - ties - unstable} answered as llama.cpp "
+                        f"did, {ties} left its own answer at a near tie, by under {TIE_FACTOR:g}x the logits the "
+                        f"rounding moves, {unstable} changed its own answer: greedy text cannot judge the file on "
+                        f"those, the weights were checked tensor by tensor)" if rounded else "")
                      + (f"; llama.cpp failed on {len(failures)} prompt(s) ({failures[0]})" if failures else "")
                      + origin,
                      {"identical": same, "prompts": len(self.ids), "tokens_per_prompt": self.new_tokens,
@@ -235,7 +237,7 @@ class GreedyCheck:
             return {}
         if not verdict["identical"] and isinstance(earlier, dict):
             same_file = earlier.get("quant") == quant
-            verdict.update({k: earlier[k] for k in ("at", "gap", "rounding", "quant", "near_tie") if k in earlier
+            verdict.update({k: earlier[k] for k in ("at", "gap", "rounding", "quant", "near_tie", "unstable") if k in earlier
                             and (same_file or k in ("at", "gap"))})
         return dict(verdict, why="the export cache")
 
@@ -287,8 +289,10 @@ class GreedyCheck:
 
     def _with_rounding(self, model: Any, answers: list[str | None], verdicts: list[dict]) -> None:
         """Judge each divergent answer again with the GGUF's rounding given to the merged model (in place):
-        explained when the rounded model writes it itself, or when it leaves the merged model's answer at a
-        near tie, by fewer logits than twice what the rounding moves them (``_within_rounding``)."""
+        explained when the rounded model writes it itself, when it leaves the merged model's answer at a near
+        tie, by fewer logits than twice what the rounding moves them (``_within_rounding``), or when the
+        rounding alone changes the merged model's own answer in transformers (``unstable``): greedy text cannot
+        judge a file on such a prompt (a random model's), which the weight check has judged tensor by tensor."""
         import torch
 
         texts = {i: a for i, (a, v) in enumerate(zip(answers, verdicts)) if a is not None and not v.get("identical")}
@@ -303,8 +307,10 @@ class GreedyCheck:
                 return model(torch.tensor([prompts[i] + conts[i]]), logits_to_keep=len(conts[i]) + 1).logits[0]
 
         done = 0
+        ends = _turn_end_ids(self.tok, self.merged_dir)
         if self.quant not in UNROUNDED:
             before = {i: forced(i) for i in todo}
+            own = {i: self._generated(model, prompts[i], texts[i], conts[i], ends)[1] for i in todo}
             try:
                 done, _left = add_gguf_rounding(model, self.merged_dir, self.gguf_path, self.quant, self.weights)
             except (OSError, ValueError, KeyError):  # a file the weight check fails anyway: no rounding to give
@@ -313,19 +319,22 @@ class GreedyCheck:
             for i in todo:
                 verdicts[i] = dict(verdicts[i], quant=self.quant, rounding=False)
             return
-        ends = _turn_end_ids(self.tok, self.merged_dir)
         for i in todo:
             cont, after = conts[i], forced(i)
             follows = _follows(after.argmax(-1).tolist(), cont, self.new_tokens, ends) and \
                 self.tok.decode(cont, skip_special_tokens=False) == texts[i]
+            rounded_own = texts[i]
             if not follows:  # or the same text tokenised another way: the rounded model's own answer decides
-                follows = self._generated(model, prompts[i], texts[i], cont, ends)[0]["identical"]
+                generated, rounded_own = self._generated(model, prompts[i], texts[i], cont, ends)
+                follows = generated["identical"]
             verdict = dict(verdicts[i], quant=self.quant, rounding=follows)
             tie = None if follows else _within_rounding(before[i], after, cont)
             if tie is not None and "\ufffd" in self.tok.decode(cont[:tie["at"] + 1], skip_special_tokens=False):
                 tie = None  # a cut UTF-8 character: the tokens read back from the text are not llama.cpp's
             if tie is not None:
                 verdict.update(rounding=True, near_tie=tie)
+            elif not follows and rounded_own != own[i]:
+                verdict.update(rounding=True, unstable=True)
             verdicts[i] = verdict
 
     def _diverged(self, logits: Any, best: list[int], cont: list[int], text: str, ends: set[int]) -> dict | None:
