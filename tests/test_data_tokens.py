@@ -126,3 +126,30 @@ def test_tokenizer_without_template_uses_chatml_and_says_so(tok_dir):
     r = inspect(FIX / "alpaca.jsonl", tokenizer=_tok(tok_dir, None), seq_len=512)
     assert r.tokens.template == "default (ChatML)" and r.tokens.count == 3
     assert any("ChatML" in n for n in r.notes)
+
+
+def test_rows_cut_and_rows_left_out_are_counted_apart_for_each_split(tok_dir):
+    """A row cut to train.seq_len is kept (its tail is not trained); a row whose every assistant token falls past
+    it is left out, and so is one with nothing to learn; the run says which, for training and validation apart."""
+    from studio.recipe import Recipe
+    from studio.train.dataset import TrainData, _encode_all, length_warnings
+
+    tok = _tok(tok_dir)
+    long = " ".join(["word"] * 200)
+    examples = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+                {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": long}]},  # cut
+                {"messages": [{"role": "user", "content": long}, {"role": "assistant", "content": "ok"}]},  # past it
+                {"messages": [{"role": "user", "content": "only a question"}]}]  # nothing to learn
+    r = Recipe()
+    r.train.seq_len = 48
+    enc = _encode_all(tok, examples, r)
+    assert (len(enc.rows), enc.cut, enc.dropped_long, enc.dropped_empty, enc.refused) == (2, 1, 1, 1, 0)
+    assert all(len(row["input_ids"]) <= 48 for row in enc.rows)
+
+    data = TrainData(train=enc.rows, val=None, report=None, truncated=enc.cut, trained_tokens=1,
+                     dropped=enc.dropped_long, dropped_empty=enc.dropped_empty, val_cut=2, val_dropped=0)
+    assert length_warnings(data, 48) == [
+        "1 training example(s) longer than train.seq_len=48 tokens were cut to it: their tail is not trained",
+        "1 training example(s) were left out: every assistant token falls past it (raise train.seq_len to use them)",
+        "2 validation example(s) longer than train.seq_len=48 tokens were cut to it: their tail is not scored",
+        "1 example(s) were left out: they have no assistant tokens to learn"]

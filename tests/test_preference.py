@@ -191,3 +191,20 @@ def test_the_oom_ladder_measures_pair_lengths_for_its_sequence_length_rung():
     rows = [{"prompt_ids": [1] * 10, "chosen_ids": [2] * n, "rejected_ids": [3] * 5} for n in range(1, 101)]
     assert p95_length(Dataset.from_list(rows)) == 10 + 96  # the longer side of each pair, with its prompt
     assert p95_length(Dataset.from_list([{"input_ids": [1] * 7}])) == 7
+
+
+def test_validation_pairs_cut_to_the_length_are_reported_not_thrown_away(tokenizer, pref_jsonl):
+    from studio.train.dataset import build, length_warnings
+
+    examples, _ = load_examples(str(pref_jsonl))
+    full, _ = encode_pairs(tokenizer, examples, seq_len=256)
+    r = Recipe()
+    r.data.path, r.train.objective, r.data.val_fraction = str(pref_jsonl), "dpo", 0.5
+    r.train.seq_len = max(len(x["prompt_ids"]) for x in full) + 2  # every answer cut, no prompt fills it
+    data = build(tokenizer, r)
+    assert data.val_pairs is not None and data.val_pairs.pairs == len(data.val) > 0
+    assert data.val_cut == data.val_pairs.truncated == len(data.val) and data.val_dropped == 0
+    said = length_warnings(data, r.train.seq_len)
+    assert said == [f"{len(data.val)} validation pair(s) longer than train.seq_len={r.train.seq_len} tokens were cut "
+                    "to it: their tail is not scored"]  # the training pairs are said in the dataset notes
+    assert any("had an answer cut to train.seq_len" in note for note in data.report.notes)

@@ -12,17 +12,34 @@ from studio.train.preference import pair_rows_summary
 
 
 @dataclass
+class Encoded:
+    """What encoding one split did to its rows (``_encode_all``)."""
+
+    rows: list
+    cut: int = 0  # kept, cut to train.seq_len: their tail is not trained or scored
+    dropped_long: int = 0  # left out: every trainable token falls past train.seq_len
+    dropped_empty: int = 0  # left out: no token to learn at all (no assistant turn)
+    refused: int = 0  # the chat template refused them
+    first: str = ""  # where and why, for the first refusal
+
+
+@dataclass
 class TrainData:
     train: Any  # datasets.Dataset with input_ids, labels, attention_mask
     val: Any | None
     report: Any
-    truncated: int
+    truncated: int  # training rows kept but cut to train.seq_len
     trained_tokens: int
     refused: int = 0
     refusal: str = ""  # the first refusal: where and the template's message
     val_examples: list | None = None  # the raw validation conversations (eval.json's fallback prompts)
     val_lm: Any | None = None  # preference objectives: the chosen conversations, tokenised for eval.json's loss
     pairs: Any | None = None  # preference objectives: studio.data.pairs.PairStats of the training split
+    dropped: int = 0  # training rows left out: every trainable token past train.seq_len
+    dropped_empty: int = 0  # training rows left out: nothing to learn
+    val_cut: int = 0  # the same for the validation split
+    val_dropped: int = 0
+    val_pairs: Any | None = None  # preference objectives: PairStats of the validation split
 
     def lm_rows(self) -> list[dict]:
         """The validation rows with labels (eval.json's loss): the chosen conversations for DPO/ORPO."""
@@ -30,22 +47,26 @@ class TrainData:
         return [rows[i] for i in range(len(rows))] if rows else []
 
 
-def _encode_all(tokenizer: Any, examples: list[dict], recipe: Recipe,
-                where: dict | None = None) -> tuple[list[dict], int, int, str]:
-    """Encoded rows, how many were truncated, how many the chat template refused, and the first refusal
-    (``where`` maps an example's id to its line in the file)."""
-    rows, truncated, refused, first = [], 0, 0, ""
+def _encode_all(tokenizer: Any, examples: list[dict], recipe: Recipe, where: dict | None = None) -> Encoded:
+    """Encoded rows, and how many were cut, left out (nothing to learn within train.seq_len, or at all) or
+    refused by the chat template, with the first refusal (``where`` maps an example's id to its line)."""
+    out = Encoded([])
     for ex in examples:
         try:
             enc = encode_example(tokenizer, ex, recipe.train.seq_len, recipe.data.train_on)
         except TemplateError as e:  # reported row by row by `data inspect --model`; skipped here, counted
-            refused += 1
-            first = first or f"{(where or {}).get(id(ex), 'a row')}: {e}"
+            out.refused += 1
+            out.first = out.first or f"{(where or {}).get(id(ex), 'a row')}: {e}"
             continue
-        truncated += enc.pop("truncated")
-        if any(label != -100 for label in enc["labels"]):  # nothing to learn after truncation: skip
-            rows.append(enc)
-    return rows, truncated, refused, first
+        cut = bool(enc.pop("truncated"))
+        if any(label != -100 for label in enc["labels"]):
+            out.rows.append(enc)
+            out.cut += cut
+        elif cut:  # its assistant tokens all fall past the sequence length
+            out.dropped_long += 1
+        else:
+            out.dropped_empty += 1
+    return out
 
 
 def build(tokenizer: Any, recipe: Recipe) -> TrainData:
@@ -59,19 +80,21 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
     train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
     if recipe.train.objective in PREFERENCE_OBJECTIVES:
         return _build_pairs(tokenizer, recipe, examples, report, train_ex, val_ex)
-    train_rows, truncated, refused, first = _encode_all(tokenizer, train_ex, recipe, where)
-    val_rows, _, refused_val, first_val = _encode_all(tokenizer, val_ex, recipe, where)
-    if not train_rows and refused == len(train_ex):
+    tr = _encode_all(tokenizer, train_ex, recipe, where)
+    va = _encode_all(tokenizer, val_ex, recipe, where)
+    train_rows, val_rows = tr.rows, va.rows
+    if not train_rows and tr.refused == len(train_ex):
         raise DataError(f"{recipe.data.path}: the model's chat template refused every training example "
-                        f"({refused}); first, {first}. Fix the template or the rows "
+                        f"({tr.refused}); first, {tr.first}. Fix the template or the rows "
                         "('lora-studio data inspect FILE --model MODEL' lists them)")
     if not train_rows:
         raise DataError(f"{recipe.data.path}: no example has assistant tokens within train.seq_len="
                         f"{recipe.train.seq_len}; raise the sequence length")
     trained = sum(sum(1 for x in r["labels"] if x != -100) for r in train_rows)
     return TrainData(train=Dataset.from_list(train_rows), val=Dataset.from_list(val_rows) if val_rows else None,
-                     report=report, truncated=truncated, trained_tokens=trained, refused=refused + refused_val,
-                     refusal=first or first_val, val_examples=val_ex)
+                     report=report, truncated=tr.cut, trained_tokens=trained, refused=tr.refused + va.refused,
+                     refusal=tr.first or va.first, val_examples=val_ex, dropped=tr.dropped_long,
+                     dropped_empty=tr.dropped_empty + va.dropped_empty, val_cut=va.cut, val_dropped=va.dropped_long)
 
 
 def _build_pairs(tokenizer: Any, recipe: Recipe, examples: list, report: Any, train_ex: list,
@@ -86,7 +109,7 @@ def _build_pairs(tokenizer: Any, recipe: Recipe, examples: list, report: Any, tr
                         f"(format {getattr(report, 'format', None) or 'unknown'}) has none. Recognised layouts: "
                         f"{LAYOUTS}. Use train.objective 'sft' for this file, or give a preference dataset")
     train_rows, stats = encode_pairs(tokenizer, train_ex, recipe.train.seq_len)
-    val_rows, _ = encode_pairs(tokenizer, val_ex, recipe.train.seq_len)
+    val_rows, val_stats = encode_pairs(tokenizer, val_ex, recipe.train.seq_len)
     if not train_rows and stats.refused and not stats.too_long:
         raise DataError(f"{path}: the model's chat template refused every chosen/rejected pair ({stats.refused}); "
                         f"first: {stats.refusal}. Fix the template or the rows")
@@ -95,8 +118,28 @@ def _build_pairs(tokenizer: Any, recipe: Recipe, examples: list, report: Any, tr
                         f"({stats.too_long} prompt(s) fill it, {stats.refused} refused by the chat template); "
                         "raise the sequence length")
     report.notes.extend(pair_rows_summary(stats, path))
-    val_lm = _encode_all(tokenizer, val_ex, recipe)[0]
+    val_lm = _encode_all(tokenizer, val_ex, recipe).rows
     trained = sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in train_rows)
     return TrainData(train=Dataset.from_list(train_rows), val=Dataset.from_list(val_rows) if val_rows else None,
-                     report=report, truncated=stats.truncated, trained_tokens=trained, refused=stats.refused,
-                     val_examples=val_ex, val_lm=Dataset.from_list(val_lm) if val_lm else None, pairs=stats)
+                     report=report, truncated=stats.truncated, trained_tokens=trained,
+                     refused=stats.refused + val_stats.refused, val_examples=val_ex,
+                     val_lm=Dataset.from_list(val_lm) if val_lm else None, pairs=stats, dropped=stats.too_long,
+                     val_cut=val_stats.truncated, val_dropped=val_stats.too_long, val_pairs=val_stats)
+
+
+def length_warnings(data: TrainData, seq_len: int) -> list[str]:
+    """What train.seq_len did to the rows, for training and validation apart: rows cut (kept, their tail not
+    trained or scored) and rows left out (nothing to learn within it), each counted once."""
+    unit = "pair(s)" if data.pairs is not None else "example(s)"
+    out = []
+    splits = [("training", data.truncated, data.dropped)] if data.pairs is None else []  # (pairs: said in the notes)
+    for split, cut, dropped in splits + [("validation", data.val_cut, data.val_dropped)]:
+        if cut:
+            out.append(f"{cut} {split} {unit} longer than train.seq_len={seq_len} tokens were cut to it: their "
+                       "tail is not " + ("trained" if split == "training" else "scored"))
+        if dropped:
+            what = "the prompt alone fills it" if data.pairs is not None else "every assistant token falls past it"
+            out.append(f"{dropped} {split} {unit} were left out: {what} (raise train.seq_len to use them)")
+    if data.dropped_empty:
+        out.append(f"{data.dropped_empty} example(s) were left out: they have no assistant tokens to learn")
+    return out

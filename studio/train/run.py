@@ -307,9 +307,11 @@ class TrainingRun:
             self.em.emit(WARNING, message=f"{data.refused} conversations were skipped because the model's chat "
                                           f"template refuses them{first}; 'lora-studio data inspect FILE --model "
                                           "MODEL' lists them")
-        if data.truncated:
-            self.em.emit(WARNING, message=f"{data.truncated} examples are longer than train.seq_len="
-                                          f"{self.recipe.train.seq_len} tokens and were truncated")
+        from studio.train.dataset import length_warnings
+
+        for text in length_warnings(data, self.recipe.train.seq_len):  # cut and left out, train and validation apart
+            self.em.emit(WARNING, message=text, kind="length", train_cut=data.truncated, train_dropped=data.dropped,
+                         val_cut=data.val_cut, val_dropped=data.val_dropped)
 
     def _log_trainable(self) -> None:
         trainable, total = self.model.get_nb_trainable_parameters()
