@@ -20,7 +20,7 @@ from typing import Any
 from studio import checkpoint, runs
 from studio.events import LOG, WARNING, Emitter
 from studio.fsutil import read_json
-from studio.recipe import Recipe
+from studio.recipe import Recipe, get_setting
 from studio.train import dist
 from studio.train.errors import OutOfMemory
 
@@ -28,12 +28,19 @@ EFFECTIVE_RECIPE = "effective_recipe.json"
 PAGED_OPTIMIZER = "paged_adamw_8bit"
 
 
+# The memory-relevant settings, by their recipe names (the plan's, the CLI's and the events' vocabulary)
+MEMORY_SETTINGS = ("train.micro_batch", "train.grad_accum", "train.grad_ckpt", "train.seq_len", "train.optimizer",
+                   "train.tiled_head", "train.tiled_mlp", "train.offload_activations")
+
+
 def settings_of(recipe: Recipe) -> dict:
-    """The memory-relevant settings, as recorded in checkpoints and state.json."""
-    t = recipe.train
-    return {"micro_batch": t.micro_batch, "grad_accum": t.grad_accum, "grad_ckpt": t.grad_ckpt,
-            "seq_len": t.seq_len, "optimizer": t.optimizer, "tiled_head": t.tiled_head, "tiled_mlp": t.tiled_mlp,
-            "offload_activations": t.offload_activations}
+    """The memory-relevant settings, as recorded in checkpoints, state.json and out-of-memory events."""
+    return {key: get_setting(recipe, key) for key in MEMORY_SETTINGS}
+
+
+def recorded_setting(settings: dict, key: str) -> Any:
+    """One setting from a record ``settings_of`` wrote; records before the recipe names used the bare name."""
+    return settings[key] if key in settings else settings.get(key.split(".", 1)[1])
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -194,7 +201,7 @@ def _fresh_optimizer(ck: checkpoint.Checkpoint | None, recipe: Recipe) -> bool:
     if ck is None:
         return False
     manifest = read_json(ck.path / checkpoint.MANIFEST, default={}) or {}
-    saved = (manifest.get("settings") or {}).get("optimizer")
+    saved = recorded_setting(manifest.get("settings") or {}, "train.optimizer")
     return saved is not None and saved != recipe.train.optimizer
 
 

@@ -51,5 +51,5 @@ def test_out_of_memory_in_an_orpo_run_steps_down_the_ladder_and_finishes(tmp_pat
     rc, events = run_worker(run_dir, fault="oom@step=3")
     assert rc == 0, (run_dir / "worker.log").read_text()[-3000:]
     recovery = [e for e in events if e.type == "warning" and e.data.get("kind") == "oom_recovery"]
-    assert recovery and recovery[0].data["settings"]["micro_batch"] == 1
+    assert recovery and recovery[0].data["settings"]["train.micro_batch"] == 1
     assert events[-1].type == "done" and events[-1].data["step"] == MAX_STEPS

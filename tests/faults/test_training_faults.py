@@ -43,13 +43,13 @@ def test_injected_oom_steps_down_the_ladder_and_resume_starts_from_the_settings_
     effective = read_json(run_dir / recovery.EFFECTIVE_RECIPE)["train"]
     assert (effective["micro_batch"], effective["grad_accum"], effective["grad_ckpt"]) == (1, 4, True)
     state = runs.read_state(run_dir)
-    assert state["settings"] == {"micro_batch": 1, "grad_accum": 4, "grad_ckpt": True, "seq_len": 48,
-                                 "optimizer": "adamw_torch", "tiled_head": True, "tiled_mlp": False,
-                                 "offload_activations": False}
+    assert state["settings"] == {"train.micro_batch": 1, "train.grad_accum": 4, "train.grad_ckpt": True,
+                                 "train.seq_len": 48, "train.optimizer": "adamw_torch", "train.tiled_head": True,
+                                 "train.tiled_mlp": False, "train.offload_activations": False}
     assert [r["step"] for r in state["oom_recoveries"]] == [3, 3]
     assert read_json(run_dir / runs.RECIPE)["train"]["micro_batch"] == 2  # the recipe as started is kept
     newest = checkpoint.list_checkpoints(run_dir)[0]
-    assert read_json(newest.path / checkpoint.MANIFEST)["settings"]["micro_batch"] == 1
+    assert read_json(newest.path / checkpoint.MANIFEST)["settings"]["train.micro_batch"] == 1
     got, want = losses(run_dir), losses(reference_run)
     assert [got[1], got[2]] == [want[1], want[2]]  # the steps before the OOM were kept, not redone
     assert all(math.isfinite(got[s]) for s in range(3, newest.step + 1))
