@@ -9,6 +9,7 @@ answer, so a test reads the words without a window.
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 from studio.data.formats import ROLE_TARGETS
@@ -176,9 +177,57 @@ def mask_html(mask_view: list | None, dark: bool) -> str:
 
 
 def inspect_args(path: Path, model: str, seq_len: int, roles: dict, label_filter: bool,
-                 packing_micro_batch: int | None) -> list[str]:
-    """``lora-studio data inspect`` arguments for the token statistics of ``path`` as the recipe would train it."""
-    extra = ["--roles", ",".join(f"{k}={v}" for k, v in roles.items())] if roles else []
+                 packing_micro_batch: int | None, fmt: str = "auto", columns: dict | None = None) -> list[str]:
+    """``lora-studio data inspect`` arguments for the token statistics of ``path`` as the recipe would train it
+    (its format and column mapping too, when the user chose them)."""
+    extra = ["--format", fmt] if fmt and fmt != "auto" else []
+    extra += ["--columns", json.dumps(columns)] if columns else []  # JSON: a column name may hold a comma
+    extra += ["--roles", ",".join(f"{k}={v}" for k, v in roles.items())] if roles else []
     extra += [] if label_filter else ["--label-filter", "off"]
     extra += ["--packing", str(packing_micro_batch)] if packing_micro_batch else []  # the mask view as packed
     return ["data", "inspect", str(path), "--model", model, "--seq-len", str(seq_len), *extra]
+
+
+# -- the format menu, the column mapping and the suggestions (the CLI's --format, --columns, --roles) -----------
+def format_choices(d: dict | None) -> list[tuple[str, str]]:
+    """(label, value) for the format menu: detection first, saying what it found and how sure it is."""
+    from studio.data.formats import FORMATS
+
+    found = (d or {}).get("format")
+    conf = (d or {}).get("confidence")
+    detected = "Detect automatically" + (f" (found {found}" + (f", {float(conf):.0%} sure" if conf else "") + ")"
+                                         if found else "")
+    return [(detected, "auto"), *((f"{name}: {f.description}", name) for name, f in FORMATS.items())]
+
+
+def mapping_fields(fmt: str) -> list[tuple[str, bool]]:
+    """The fields a format reads from a row's columns, (name, required), in the format's order; none for 'auto'."""
+    from studio.data.formats import FORMATS
+
+    f = FORMATS.get(fmt)
+    return [(fld.name, fld.required) for fld in f.fields] if f is not None else []
+
+
+def column_choices(d: dict | None, field: str, current: str | None = None) -> list[tuple[str, str]]:
+    """(label, value) for one field's column menu: what detection took, or none (the empty value), then each
+    column."""
+    taken = ((d or {}).get("column_map") or {}).get(field)
+    cols = [str(c) for c in (d or {}).get("columns") or []]
+    if current and current not in cols:
+        cols.append(current)  # a mapping the user typed earlier stays visible even if the column is gone
+    return [(f"(detected: {taken})" if taken else "(none)", ""), *((c, c) for c in cols)]
+
+
+def suggestion_label(s: dict) -> str:
+    """A suggestion the import tried on the first rows, in words for its button."""
+    parts = [f"Use {s['format']}"]
+    if s.get("columns"):
+        parts.append(", ".join(f"{k} from {v}" for k, v in s["columns"].items()))
+    if s.get("roles"):
+        parts.append("roles " + ", ".join(f"{k} \u2192 {v}" for k, v in s["roles"].items()))
+    return ": ".join(parts[:1] + ["; ".join(parts[1:])]) if len(parts) > 1 else parts[0]
+
+
+def roles_text(roles: dict | None) -> str:
+    """The role field's text for a mapping (the inverse of ``roles_from_text``)."""
+    return ", ".join(f"{k}={v}" for k, v in (roles or {}).items())

@@ -228,7 +228,9 @@ def open_and_detect(path: str | Path, fmt: str | None, columns: dict | None, rep
     try:
         det = detect(sample, fmt or "auto", columns, src.path)
     except DataError as e:
-        found = suggestions([r.value for r in sample if isinstance(r.value, dict)], role_map)
+        dicts = [r.value for r in sample if isinstance(r.value, dict)]
+        e.columns = list(dict.fromkeys(str(k) for d in dicts for k in d))  # the window's column menus offer them
+        found = suggestions(dicts, role_map)
         if found and not getattr(e, "suggestions", None):
             e.suggestions = found
             e.args = (f"{e.args[0]}; this works: {as_flags(found[0])}",)

@@ -35,6 +35,8 @@ class DataError(ValueError):
     # Set by scan.inspect when a layout other than the one asked for works on the first records
     # ([{"format", "columns", "roles"}]); unset otherwise, so readers use getattr(e, "suggestions", None).
     suggestions: list[dict]
+    # Set with them: the sampled records' column names (the window's column menus offer them).
+    columns: list[str]
 
 
 class Record(NamedTuple):

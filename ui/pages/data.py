@@ -1,5 +1,8 @@
 """Data: drop a file (anywhere on the window) or pick one; see the format, a preview, the problems
 with their row numbers, token lengths against the sequence length, and which tokens are trained on.
+The format menu (detection first, with how sure it is), a column menu per field the format reads and the
+role names are the CLI's --format, --columns and --roles: each change reads the file again, so the preview
+shows it at once; the mappings the import tried on the first rows are buttons that apply them.
 
 ``studio.data.inspect`` (pure Python) runs on a background thread so a large file never freezes
 the window; token statistics need the model's tokenizer (transformers), so they come from a
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLineEdit, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QWidget
 
 from studio import planview
 from studio.data import display, inspect
@@ -29,16 +32,20 @@ class _Inspector(QObject):
     """Runs ``studio.data.inspect`` on a daemon thread; the result arrives in the GUI thread."""
 
     done = Signal(object, object)   # path, report
-    failed = Signal(object, str)    # path, message
+    failed = Signal(object, str, object)    # path, message, what the failure knows ({"columns", "suggestions"})
 
-    def run(self, path: Path, fmt: str = "auto", roles: dict | None = None, label_filter: bool = True) -> None:
-        threading.Thread(target=self._work, args=(path, fmt, roles or {}, label_filter), daemon=True).start()
+    def run(self, path: Path, fmt: str = "auto", roles: dict | None = None, label_filter: bool = True,
+            columns: dict | None = None) -> None:
+        threading.Thread(target=self._work, args=(path, fmt, roles or {}, label_filter, columns or {}),
+                         daemon=True).start()
 
-    def _work(self, path: Path, fmt: str, roles: dict, label_filter: bool) -> None:
+    def _work(self, path: Path, fmt: str, roles: dict, label_filter: bool, columns: dict) -> None:
         try:
-            self.done.emit(path, inspect(path, fmt=fmt, roles=roles or None, label_filter=label_filter))
+            self.done.emit(path, inspect(path, fmt=fmt, columns=columns or None, roles=roles or None,
+                                         label_filter=label_filter))
         except Exception as e:  # DataError and friends carry a user-facing message
-            self.failed.emit(path, str(e))
+            self.failed.emit(path, str(e), {"columns": list(getattr(e, "columns", None) or []),
+                                            "suggestions": list(getattr(e, "suggestions", None) or [])})
 
 
 class DataPage(Page):
@@ -75,6 +82,25 @@ class DataPage(Page):
         self.notes = label("", "muted", wrap=True)  # what the import left out or changed (never silent)
         self.notes.hide()
         self.content.addWidget(self.notes)
+        mapping = QHBoxLayout()
+        self.format = QComboBox()
+        self.format.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.format.setMinimumContentsLength(28)  # the descriptions are long: the menu shows them whole
+        self.format.setToolTip("How to read the rows (like --format): detection, or a format you choose")
+        self._fill_formats(None)
+        self.format.activated.connect(self._format_chosen)
+        mapping.addWidget(label("Format", "muted"))
+        mapping.addWidget(self.format, 2)
+        self.fields = QHBoxLayout()  # one column menu per field the format reads (like --columns)
+        mapping.addLayout(self.fields, 3)
+        self.content.addLayout(mapping)
+        self.field_menus: dict[str, QComboBox] = {}
+        self.extra_columns = label("", "muted", wrap=True)  # mapped keys no menu shows (a turn's role/content)
+        self.extra_columns.hide()
+        self.content.addWidget(self.extra_columns)
+        self.suggest_row = QHBoxLayout()  # the mappings the import tried on the first rows, as buttons
+        self.content.addLayout(self.suggest_row)
+        self.suggest_buttons: list[QPushButton] = []
         options = QHBoxLayout()
         self.roles = QLineEdit()
         self.roles.setPlaceholderText("Role names, e.g. bing=assistant, human=user")
@@ -105,6 +131,9 @@ class DataPage(Page):
 
     def load(self, path: Path) -> None:
         """Inspect ``path`` in the background; the page fills in when the report arrives."""
+        data = self.session.recipe.data
+        if self.path is not None and Path(path) != self.path and (data.format != "auto" or data.columns):
+            data.format, data.columns = "auto", {}  # another file: the old one's format and columns do not apply
         self.path = Path(path)
         self.drop.headline.setText(self.path.name)
         self.drop.detail.setText(str(self.path))
@@ -112,8 +141,88 @@ class DataPage(Page):
         self.busy.set_busy(True)
         self.sig_busy.emit(True)
         self.token_view.clear(f"Waiting for {self.path.name} to be read…")
+        self._inspector.run(self.path, fmt=data.format or "auto", roles=dict(data.roles or {}),
+                            label_filter=bool(data.label_filter), columns=dict(data.columns or {}))
+
+    # -- format, columns and suggestions ----------------------------------------------------------
+    def _fill_formats(self, d: dict | None) -> None:
+        self.format.blockSignals(True)
+        self.format.clear()
+        for text, value in display.format_choices(d):
+            self.format.addItem(text, value)
+        self.format.setCurrentIndex(max(0, self.format.findData(self.session.recipe.data.format or "auto")))
+        self.format.blockSignals(False)
+
+    def _fill_fields(self, d: dict | None) -> None:
+        """A column menu per field of the format in use (the chosen one, else the detected one)."""
+        while self.fields.count():
+            item = self.fields.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.field_menus = {}
         data = self.session.recipe.data
-        self._inspector.run(self.path, roles=dict(data.roles or {}), label_filter=bool(data.label_filter))
+        fmt = data.format if data.format and data.format != "auto" else (d or {}).get("format") or ""
+        columns = dict(data.columns or {})
+        for name, required in display.mapping_fields(fmt):
+            menu = QComboBox()
+            menu.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            menu.setMinimumContentsLength(12)
+            menu.setToolTip(f"The column {fmt} reads as '{name}'" + ("" if required else " (optional)"))
+            for text, value in display.column_choices(d, name, columns.get(name)):
+                menu.addItem(f"{name}: {text}", value)
+            menu.setCurrentIndex(max(0, menu.findData(columns.get(name, ""))))
+            menu.activated.connect(lambda _i, field=name: self._column_chosen(field))
+            self.fields.addWidget(menu)
+            self.field_menus[name] = menu
+        rest = {k: v for k, v in columns.items() if k not in self.field_menus}
+        self.extra_columns.setText("Also mapped: " + ", ".join(f"{k} from {v}" for k, v in rest.items()) if rest else "")
+        self.extra_columns.setVisible(bool(rest))
+
+    def _fill_suggestions(self, d: dict | None) -> None:
+        for b in self.suggest_buttons:
+            b.deleteLater()
+        self.suggest_buttons = []
+        for s in (d or {}).get("suggestions") or []:
+            button = QPushButton(display.suggestion_label(s))
+            button.setToolTip("Tried on the first rows, where it makes most of them usable")
+            button.clicked.connect(lambda _c=False, s=s: self.apply_suggestion(s))
+            self.suggest_row.addWidget(button)
+            self.suggest_buttons.append(button)
+
+    def _format_chosen(self, _index: int) -> None:
+        data = self.session.recipe.data
+        value = self.format.currentData() or "auto"
+        if value == (data.format or "auto"):
+            return
+        data.format, data.columns = value, {}  # another format reads other fields
+        if self.path is not None:
+            self.load(self.path)
+
+    def _column_chosen(self, field: str) -> None:
+        data = self.session.recipe.data
+        value = self.field_menus[field].currentData() or ""
+        columns = dict(data.columns or {})
+        if value:
+            columns[field] = value
+        else:
+            columns.pop(field, None)
+        if columns == dict(data.columns or {}):
+            return
+        if data.format in (None, "", "auto") and self.report is not None:
+            data.format = self.report.format  # a column mapping belongs to a format: keep the one it was made for
+        data.columns = columns
+        if self.path is not None:
+            self.load(self.path)
+
+    def apply_suggestion(self, s: dict) -> None:
+        """Use a mapping the import tried on the first rows: its format, columns and role names."""
+        data = self.session.recipe.data
+        data.format, data.columns = s["format"], dict(s.get("columns") or {})
+        if s.get("roles"):
+            data.roles = dict(s["roles"])
+            self.roles.setText(display.roles_text(data.roles))
+        if self.path is not None:
+            self.load(self.path)
 
     def _options_changed(self, *_: Any) -> None:
         """Role mapping or label filter changed: store them in the recipe and read the file again."""
@@ -140,11 +249,15 @@ class DataPage(Page):
         self.sig_loaded.emit(report)
         self.request_tokens()
 
-    def _failed(self, path: Path, message: str) -> None:
+    def _failed(self, path: Path, message: str, known: dict | None = None) -> None:
         self._end_busy()
         if path != self.path:
             return
         self.summary.setText(display.red(message))
+        # no report, but the columns and the mappings that work are known: choose a format and map them here
+        self._fill_formats(None)
+        self._fill_fields({"columns": (known or {}).get("columns") or []})
+        self._fill_suggestions(known)
 
     def _end_busy(self) -> None:
         self.busy.set_busy(False)
@@ -152,6 +265,9 @@ class DataPage(Page):
 
     def show_report(self, d: dict) -> None:
         self.summary.setText(display.summary_html(d))
+        self._fill_formats(d)
+        self._fill_fields(d)
+        self._fill_suggestions(d)
         self._show_notes(d.get("notes") or [])
         self.label_filter.setVisible(bool(d.get("label_column")))
         self.tabs.show_report(d)
@@ -172,7 +288,8 @@ class DataPage(Page):
         data, train = self.session.recipe.data, self.session.resolved_recipe().train
         self.tokens.run_command(*display.inspect_args(self.path, model, train.seq_len, dict(data.roles or {}),
                                                       bool(data.label_filter),
-                                                      train.micro_batch if train.packing else None))
+                                                      train.micro_batch if train.packing else None,
+                                                      data.format or "auto", dict(data.columns or {})))
 
     def _token_busy(self, on: bool) -> None:
         self.token_view.busy.set_busy(on)
