@@ -162,3 +162,14 @@ def test_a_gpu_estimate_says_it_is_assumed_until_runs_calibrate_it():
     assert "An assumption, not a measurement" in planview.speed_text(_Plan())
     _Plan.estimate = calibrated
     assert "assumption" not in planview.speed_text(_Plan()).lower()
+
+
+def test_the_anchor_speaks_the_plans_vocabulary_with_its_defaults():
+    """One vocabulary: the anchor's settings are a plan's settings dict, every key the plan has, its stated values
+    kept and the rest the plan's defaults (no second set of defaults in speed.py)."""
+    from studio.settings import Settings
+
+    anchor = speed.ANCHOR["settings"]
+    assert list(anchor) == list(Settings().to_dict())
+    assert Settings.from_dict(anchor).to_dict() == anchor
+    assert (anchor["train.seq_len"], anchor["lora.rank"], anchor["train.optimizer"]) == (2048, 16, "adamw_8bit")
