@@ -5,6 +5,7 @@ marked slow; together they take about a minute on two cores.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,8 +40,28 @@ def recipe(model: Path, data: Path, nproc: int, micro_batch: int, **train) -> Re
 
 
 def run(run_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(launch.train_argv(run_dir, *args), env=launch.train_env(run_dir), capture_output=True,
-                          timeout=timeout)
+    """torchrun on ``run_dir``; past ``timeout``, every process still alive prints its threads' stacks
+    (workers.dump_stacks_on_signal) into the failure, and the tree is killed."""
+    argv = launch.train_argv(run_dir, *args)
+    proc = subprocess.Popen(argv, env=launch.train_env(run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        alive = [(p.pid, " ".join(p.cmdline()[-3:])) for p in tree if p.is_running()]
+        for p in tree[1:]:  # the ranks (torchrun itself would end on the signal, taking them with it)
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        out, err = proc.communicate()
+        events = events_of(out) if out else []
+        last = f"{events[-1].type} {str(events[-1].data)[:200]}" if events else "none"
+        raise AssertionError(f"torchrun did not end in {timeout:.0f} s; alive: {alive}; last event: {last}; "
+                             f"stderr (stacks of the live processes at the end):\n{err.decode(errors='replace')[-12000:]}") from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def events_of(stdout: bytes) -> list:

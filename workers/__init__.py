@@ -39,7 +39,21 @@ def run_worker(main: Callable[[], int], outlive: bool = False) -> NoReturn:
     """
     if not outlive:
         die_with_parent()
+    dump_stacks_on_signal()
     exit_now(main())
+
+
+def dump_stacks_on_signal() -> None:
+    """POSIX: ``kill -USR1 PID`` prints every thread's Python stack to the worker's stderr (its log), without
+    stopping it: what a hung worker is doing, for the user's report and for the tests' own timeouts."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (ValueError, OSError, RuntimeError):  # no usable stderr: nothing to print to
+            pass
 
 
 def report_failure(em: Any, exc: BaseException, kind: str = "internal", hint: str = BUG_HINT,
