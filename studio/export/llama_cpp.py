@@ -471,7 +471,8 @@ def add_gguf_rounding(model: Any, folder: Path, gguf_path: Path, quant: str, wei
     (dequantised by the gguf package), its difference from the model's own weight put back into the
     checkpoint's layout (the writer's row and column orders undone) and added. What the model then answers
     is what the GGUF's weights answer, up to llama.cpp's arithmetic, so a divergence it reproduces is the
-    quantisation's, not the file's. Returns (tensors given their rounding, quantised tensors left as they
+    quantisation's, not the file's. The linear layers' inputs are rounded as ggml's dot products round them and
+    the attention's keys and values as llama.cpp's F16 cache holds them. Returns (tensors given their rounding, quantised tensors left as they
     are: built from several checkpoint tensors, or held by no parameter of the loaded model)."""
     import json
 
@@ -525,10 +526,14 @@ def add_gguf_rounding(model: Any, folder: Path, gguf_path: Path, quant: str, wei
             done += 1
     # ggml multiplies a quantised weight by the activations rounded to 8 bits as well: the same on the inputs
     # of the linear layers that hold one (experts fused by transformers are not layers: their weights only)
-    for module in model.modules():
+    for name, module in model.named_modules():
         kind = kinds.get(module.weight.data_ptr()) if isinstance(module, torch.nn.Linear) else None
         if kind is not None:
             module.register_forward_pre_hook(lambda _m, args, kind=kind: (round_activations(args[0], kind), *args[1:]))
+        # llama.cpp keeps keys and values in an F16 cache (llama-simple's default): the values exactly as the
+        # projection gives them, the keys after their norm and rotation, here before (close: the same rounding)
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in ("k_proj", "v_proj"):
+            module.register_forward_hook(lambda _m, _args, out: out.half().float().to(out.dtype))
     return done, left
 
 
