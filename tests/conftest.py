@@ -58,11 +58,6 @@ def demo_model(tmp_path_factory) -> Path:
 WINDOWS_PENDING: dict[str, str] = {}
 # Fails under Windows, but not the same way each time: expected to fail, not required to (strict=False).
 WINDOWS_PENDING_FLAKY = {
-    # commands.jsonl after the worker's stdin closed: one run took pause and resume, then the stop never ended
-    # the worker (120 s); another took pause, then never resume (60 s). Not pinned down: the inbox thread
-    # (studio.train.callbacks.Control._poll) beside the stdin reader at EOF, or the stop's save.
-    "tests/faults/test_reattach.py::test_a_worker_without_its_window_takes_pause_and_stop_from_the_run_inbox":
-        "the worker stops taking inbox commands after a pause",
     # Passed in 3 of 4 full Windows legs this session and alone under Wine; once the reattached reader never sent
     # its stop (the run had no 'progress' two steps past the kill, or request_stop found no live worker).
     # Same family as above (a worker whose CLI is gone, stopped through the run folder); not pinned down.

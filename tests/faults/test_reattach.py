@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -134,6 +135,9 @@ def test_a_worker_without_its_window_takes_pause_and_stop_from_the_run_inbox(tmp
     runs.send_command(run_dir, "stop")  # written before the worker started: must be ignored
     proc = start_worker(run_dir)
     proc.stdin.close()  # the window that started it went away
+    # Its stdout is still read, as the window's pipe reader does until it closes: a pipe nobody reads fills (4 KiB
+    # under Windows) and the worker blocks writing an event, which looked like a pause that never resumed.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
     _wait_for(lambda: _steps_done(run_dir) >= 2)
     runs.send_command(run_dir, "pause")
     time.sleep(1.5)  # the step in flight finishes, then the worker waits
