@@ -59,8 +59,7 @@ def test_the_rounded_model_holds_exactly_the_gguf_weights(moe_q4):
     import json
     config = text_config(json.loads((folder / "config.json").read_text()))
     arch = check_supported(config)
-    where = multimodal.layout(n for n, _ in model.named_parameters())
-    params = {multimodal.to_checkpoint(n, where): p for n, p in model.named_parameters(remove_duplicate=False)}
+    params = llama_cpp.checkpoint_params(model, [n for n, _ in model.named_parameters()])
     worst = 0.0
     for p in plan_tensors(folder, config, arch, "q4_0"):
         if p.gguf_name not in quantised:

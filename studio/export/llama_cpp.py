@@ -52,8 +52,7 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
     from studio import multimodal
 
     model = multimodal.load_causal_lm(weights.base_dir, dict(dtype=torch.float32, trust_remote_code=trust))
-    where = multimodal.layout(m.name for m in weights.metas())  # the checkpoint's names for a text model's
-    params = {multimodal.to_checkpoint(n, where): p for n, p in model.named_parameters(remove_duplicate=False)}
+    params = checkpoint_params(model, [m.name for m in weights.metas()])
     changed = weights.changed()
     metas = {m.name: m for m in weights.metas() if m.name in changed}
     missing = sorted(changed - set(params))
@@ -71,6 +70,15 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
             if dtype != torch.float32:
                 w.copy_(w.to(dtype).float())  # the merged folder holds it in the base dtype
     return model
+
+
+def checkpoint_params(model: Any, names: list[str]) -> dict[str, Any]:
+    """The loaded (text) model's parameters under the checkpoint's names ``names`` use (a multimodal one's
+    language-model prefix), tied ones under each name."""
+    from studio import multimodal
+
+    where = multimodal.layout(names)
+    return {multimodal.to_checkpoint(n, where): p for n, p in model.named_parameters(remove_duplicate=False)}
 
 
 def check_gguf_llama(merged_dir: Path, gguf_path: Path, quant: str, new_tokens: int = 8,
@@ -480,7 +488,6 @@ def add_gguf_rounding(model: Any, folder: Path, gguf_path: Path, quant: str, wei
     import torch
     from gguf.quants import dequantize
 
-    from studio import multimodal
     from studio.export.arches import text_config
     from studio.export.gguf_writer import check_supported, oriented, permuted, plan_tensors
 
@@ -488,8 +495,7 @@ def add_gguf_rounding(model: Any, folder: Path, gguf_path: Path, quant: str, wei
     arch = check_supported(config)
     metas = weights.metas() if weights is not None else None
     plan = plan_tensors(Path(folder), config, arch, quant, metas=metas)
-    where = multimodal.layout(m.name for m in (metas if metas is not None else [p.meta for p in plan if p.meta]))
-    params = {multimodal.to_checkpoint(n, where): p for n, p in model.named_parameters(remove_duplicate=False)}
+    params = checkpoint_params(model, [m.name for m in (metas if metas is not None else [p.meta for p in plan if p.meta])])
     stored = {t.name: t for t in gguf_reader(gguf_path).tensors}
     done = left = 0
     kinds: dict[int, str] = {}  # where each rounded weight's storage starts -> its GGUF type
