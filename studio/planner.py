@@ -167,8 +167,21 @@ def _tokens_stat(dataset_report: Any, key: str) -> int | None:
     return int(value) if value else None
 
 
+def _report_value(dataset_report: Any, key: str) -> Any:
+    if isinstance(dataset_report, dict):
+        return dataset_report.get(key)
+    return getattr(dataset_report, key, None)
+
+
 def _usable_rows(dataset_report: Any) -> int | None:
-    rows = dataset_report.get("usable") if isinstance(dataset_report, dict) else getattr(dataset_report, "usable", None)
+    """Training examples: the usable rows, or for documents their chunks."""
+    docs = _report_value(dataset_report, "documents")
+    if isinstance(docs, dict) and isinstance(docs.get("chunks"), int):  # DatasetReport.documents
+        rows = docs["chunks"]
+    elif isinstance(docs, int) and isinstance(_report_value(dataset_report, "chunks"), int):  # its to_dict()
+        rows = _report_value(dataset_report, "chunks")
+    else:
+        rows = _report_value(dataset_report, "usable")
     return int(rows) if isinstance(rows, int) and rows > 0 else None
 
 
@@ -177,6 +190,8 @@ def target_length(info: ModelInfo, dataset_report: Any = None) -> tuple[int, str
     p95 = _tokens_stat(dataset_report, "p95")
     if p95:
         want, why = max(MIN_SEQ_LEN, _round_up(p95, 64)), f"the dataset's 95th-percentile example is {p95} tokens"
+        if _report_value(dataset_report, "format") == "documents":  # chunks are cut to the inspected length
+            why = f"the documents are cut into chunks, 95% of them up to {p95} tokens"
     else:
         want, why = DEFAULT_SEQ_LEN, f"no dataset given, so the default length {DEFAULT_SEQ_LEN}"
     if info.context and want > info.context:

@@ -77,14 +77,21 @@ class ModelSpec:
 
 @dataclass
 class DataSpec:
-    path: str = _f("", "Dataset file or folder (JSONL, JSON, CSV, TSV, Parquet, text, datasets folder).")
+    path: str = _f("", "Dataset file or folder (JSONL, JSON, CSV, TSV, Parquet, text, datasets folder), or a folder of "
+                       "documents (PDF, DOCX, ODT, EPUB, HTML, Markdown, text) for continued pre-training.")
     format: str = _f("auto", "Dataset format, or 'auto' to detect it.")
     columns: dict = _f({}, "Column mapping override, e.g. {'prompt': 'question', 'completion': 'answer'}.")
     roles: dict = _f({}, "Role value mapping, e.g. {'bing': 'assistant', 'human': 'user'}.")
     label_filter: bool = _f(True, "Train only rows a good/bad label column (KTO label, tag) marks good, when found.")
     val_fraction: float = _f(0.05, "Fraction of examples held out for validation (0 to disable).", min=0.0, lt=0.5)
     seed: int = _f(42, "Seed for the train/validation split and shuffling.", min=0, max=2**31 - 1)
-    train_on: str = _f("assistant", "Which tokens carry the loss: 'assistant' turns only, or 'all'.", choices=TRAIN_ON)
+    train_on: str = _f("assistant", "Which tokens of a conversation carry the loss: 'assistant' turns only, or "
+                       "'all'. Documents and plain text always carry it on every token (continued pre-training).",
+                       choices=TRAIN_ON)
+    mix: str = _f("", "Chat rows (a dataset file) mixed into the training set, so a run on documents keeps the "
+                  "model answering; their tokens follow data.train_on.")
+    mix_ratio: float = _f(0.2, "Share of the training examples taken from data.mix (0.2: one in five).",
+                          min=0.0, max=0.9)
     heldout: str = _f("", "Optional held-out prompts (JSONL) answered before and after training to show the change.")
 
 

@@ -31,11 +31,15 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     p = actions.add_parser("inspect", help="read a dataset and report its format, problems and token statistics",
                            description="Read FILE (JSONL, JSON, CSV, TSV, Parquet, text, a datasets folder; "
-                                       "gzip and UTF-16 too) and report what training would see.")
-    p.add_argument("file", metavar="FILE", help="dataset file or datasets.save_to_disk folder")
+                                       "gzip and UTF-16 too) or a folder of documents (PDF, DOCX, ODT, EPUB, "
+                                       "HTML, Markdown, text: docs/documents.md) and report what training "
+                                       "would see.")
+    p.add_argument("file", metavar="FILE", help="dataset file, datasets.save_to_disk folder, or a folder of "
+                                                "documents (or one PDF/DOCX/ODT/EPUB/HTML file)")
     p.add_argument("--model", help="model whose tokenizer and chat template count tokens ('demo', a folder, an id)")
     p.add_argument("--seq-len", type=int, default=None, metavar="S",
-                   help="sequence length to count truncated examples against (default: the recipe's 1024)")
+                   help="sequence length to count truncated examples against, and documents' chunk length "
+                        "(default: the recipe's 1024)")
     p.add_argument("--format", default="auto", type=canonical, choices=["auto", *FORMATS],
                    help="format override (default: detect)")
     p.add_argument("--columns", default=None, metavar="MAP",
@@ -142,6 +146,8 @@ def render(report: Any, preview: int = 3) -> str:
 
 
 def _summary(r: Any) -> str:
+    if r.documents is not None:
+        return _documents(r)
     comp = f", {r.compression}" if r.compression else ""
     lines = [printable(r.path), f"  read as    {r.reader} ({r.encoding}{comp})",
              f"  format     {r.format} (confidence {r.confidence:.2f})",
@@ -155,7 +161,33 @@ def _summary(r: Any) -> str:
     return "\n".join(lines)
 
 
+def _documents(r: Any) -> str:
+    """A folder of documents: what was read, what was skipped and why, what cleaning dropped."""
+    d = r.documents
+    t = r.tokens
+    tokens = (f"about {t.total} tokens (estimated at 4 characters per token; --model counts them)"
+              if t is not None and t.estimated else f"{t.total if t else 0} tokens")
+    lines = [printable(r.path), f"  format     documents: {d['documents']} read, {len(d['skipped_files'])} skipped",
+             f"  text       {d['pages']} page(s), {d['characters']} characters, {tokens}",
+             f"  chunks     {d['chunks']} of up to {d['chunk_tokens']} tokens (overlapping a little; every token "
+             "trained: continued pre-training)",
+             f"  duplicates {d['exact_duplicates']} exact and {d['near_duplicates']} near-duplicate passage(s) dropped",
+             f"  fingerprint {r.fingerprint[:16]}", "", "Documents:"]
+    for f in d["files"]:
+        extra = f", {f['tables']} table(s)" if f["tables"] else ""
+        extra += f", {f['header_footer_lines_removed']} header/footer line(s) removed" if f[
+            "header_footer_lines_removed"] else ""
+        lines.append(printable(f"  {f['file']}  {f['kind']}, {f['pages']} page(s), {f['characters']} characters, "
+                               f"{f['tokens']} tokens, {f['chunks']} chunk(s){extra}"))
+    if d["skipped_files"]:
+        lines += ["", "Skipped:"] + [printable(f"  {s['file']}: {s['reason']}") for s in d["skipped_files"]]
+    lines += [f"  note: {printable(n)}" for n in r.notes]
+    return "\n".join(lines)
+
+
 def _groups(r: Any) -> str:
+    if r.documents is not None:
+        return ""  # the skipped files are listed with the documents
     groups = r.groups()
     if not groups:
         return "No problems found."
@@ -168,7 +200,7 @@ def _groups(r: Any) -> str:
 
 
 def _first_problems(r: Any) -> str:
-    if not r.problems:
+    if not r.problems or r.documents is not None:
         return ""
     lines = [f"First problems (of {r.problems_total}; --json lists up to 1000):"]
     for p in r.problems[:SHOWN_PROBLEMS]:
@@ -181,6 +213,9 @@ def _tokens(r: Any) -> str:
     t = r.tokens
     if t is None:
         return ""
+    if r.documents is not None:
+        return "\n".join([f"Chunk lengths ({printable(t.tokenizer)}), {t.count} chunks:",
+                          f"  min {t.min}  p50 {t.p50}  p95 {t.p95}  max {t.max}  mean {t.mean}"])
     if not t.count:
         return "Tokens: no example could be rendered with this model's chat template."
     lines = [f"Tokens ({printable(t.tokenizer)}, {t.template} chat template), {t.count} examples:",

@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_setting_args(p, PLANNED)
     add_setting_args(p, SHAPE)  # --objective, --packing: kept as given, they change the memory
     p.add_argument("--effective-batch", type=int, default=16, help="examples per optimizer step to keep (default 16)")
-    p.add_argument("--dataset", help="a dataset file: its token lengths set the sequence length")
+    p.add_argument("--dataset", help="a dataset file (or a folder of documents: their chunks): its token lengths "
+                                     "set the sequence length")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (trusted models only)")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.add_argument("--num-gpus", type=int, metavar="N",

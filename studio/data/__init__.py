@@ -10,11 +10,13 @@ tokenisation import them when they run.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from studio.data import documents as docs
 from studio.data import parallel
 from studio.data.chat_render import TemplateRunaway
 from studio.data.formats import FORMATS, describe
@@ -49,6 +51,13 @@ def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = No
     ``label_filter`` leaves out rows a good/bad label column marks bad (when the file has one);
     ``where``, when given, is filled with ``id(example) -> "line N"`` (or ``"row N"``) for messages about a row.
     """
+    if docs.is_documents(path):
+        report, examples = documents_report(path, fmt, None, None)
+        if not report.usable:
+            skipped = report.documents["skipped_files"] if report.documents else []
+            why = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3]) or "the folder has no files"
+            raise DataError(f"{report.path}: no document with text in it ({len(skipped)} file(s) skipped: {why})")
+        return examples, report
     report = DatasetReport()
     examples = []
     for row, line, ex in iter_examples(path, fmt or "auto", columns or None, report, roles=roles,
@@ -94,7 +103,12 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
 
     ``progress(report)`` is called every 10,000 usable rows (the GUI shows counts and may raise to cancel).
     A big plain JSONL file without a tokenizer is read on all cores (``workers=1`` forces one).
+    A folder of documents (or one PDF, DOCX, ODT, EPUB or HTML file) is read by ``studio.data.documents``.
     """
+    if docs.is_documents(path):
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = load_tokenizer(tokenizer)
+        return documents_report(path, fmt, tokenizer, seq_len, preview_rows)[0]
     if tokenizer is None and progress is None and workers != 1:
         if parallel.eligible(open_source(path), tokenizer):
             try:
@@ -119,6 +133,45 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
         if packing:
             _packing_report(report, collector, tokenizer, seq_len, train_on, packing)
     return report
+
+
+def documents_report(path: str | Path, fmt: str | None, tokenizer: Any, seq_len: int | None,
+                     preview_rows: int = 3) -> tuple[DatasetReport, list[dict]]:
+    """Read a folder of documents: the report (format 'documents') and the examples, one per document with
+    its whole cleaned text (``{"text", "source"}``), which training chunks with the model's tokenizer."""
+    col = docs.read(path, docs.progress_printer())
+    report = DatasetReport(path=str(Path(path).expanduser()), reader="documents", encoding="text layer",
+                           format=docs.FORMAT, confidence=1.0)
+    if fmt and fmt not in ("auto", docs.FORMAT):
+        report.notes.append(f"format '{fmt}' does not apply to a folder of documents: read as documents")
+    lengths, chunk_preview = docs.count(tokenizer, col, seq_len)
+    if tokenizer is not None:
+        report.tokens = stats(lengths, seq_len, tokenizer)
+    elif lengths:
+        report.tokens = stats(lengths, seq_len)
+        report.tokens.estimated = True
+        report.tokens.tokenizer = f"estimate: {docs.CHARS_PER_TOKEN:g} characters per token (give a model to count)"
+    files = col.documents
+    report.rows = len(files) + len(col.skipped)
+    report.usable, report.skipped = len(files), len(col.skipped)
+    report.duplicates = col.exact_duplicates + col.near_duplicates
+    report.notes.extend(col.notes)
+    for s in col.skipped:
+        report.add(Problem(s["reason"], "the other files are read; fix or convert this one to use it",
+                           field=s["file"], severity=ERROR, code="document"))
+    report.preview = [{"row": i, "text": d.text[:docs.PREVIEW_CHARS], "source": d.source}
+                      for i, d in enumerate(files[:preview_rows])]
+    digest = hashlib.sha256()
+    for d in files:
+        digest.update(d.source.encode() + b"\0" + d.text.encode() + b"\0")
+    report.fingerprint = digest.hexdigest()
+    limit = docs.chunk_limit(seq_len or 1024)
+    report.documents = {
+        "documents": len(files), "pages": sum(d.pages for d in files), "characters": sum(d.chars for d in files),
+        "chunks": len(lengths), "chunk_tokens": limit, "exact_duplicates": col.exact_duplicates,
+        "near_duplicates": col.near_duplicates, "files": [d.to_dict() for d in files],
+        "skipped_files": col.skipped, "chunk_preview": chunk_preview}
+    return report, [{"text": d.text, "source": d.source} for d in files]
 
 
 def _packing_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str,

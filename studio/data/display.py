@@ -63,6 +63,8 @@ def red(text: str) -> str:
 
 def summary_html(d: dict) -> str:
     """Format, reader, rows, usable, skipped, duplicates, left out: one line of rich text."""
+    if d.get("format") == "documents" and isinstance(d.get("documents"), int):
+        return documents_summary_html(d)
     fmt, conf = d.get("format") or "?", d.get("confidence")
     rows, usable, skipped = d.get("rows", 0), d.get("usable", 0), d.get("skipped", 0)
     parts = [f"<b>{html.escape(str(fmt))}</b>" + (f" ({float(conf):.0%} sure)" if conf else ""),
@@ -231,3 +233,58 @@ def suggestion_label(s: dict) -> str:
 def roles_text(roles: dict | None) -> str:
     """The role field's text for a mapping (the inverse of ``roles_from_text``)."""
     return ", ".join(f"{k}={v}" for k, v in (roles or {}).items())
+
+
+# ------------------------------------------------------------------ a folder of documents
+
+def _tokens_total(d: dict) -> str:
+    t = d.get("tokens") or {}
+    if not t.get("total"):
+        return ""
+    return f"about {t['total']:,} tokens (estimated)" if t.get("estimated") else f"{t['total']:,} tokens"
+
+
+def documents_summary_html(d: dict) -> str:
+    """Documents read and skipped, pages, characters, tokens and chunks: one line of rich text."""
+    skipped = len(d.get("skipped_files") or [])
+    parts = ["<b>documents</b> (continued pre-training: every token trained)", f"<b>{d['documents']:,}</b> read"]
+    if skipped:
+        parts.append(f"<span style='color:{RED}'>{skipped:,} skipped</span>")
+    parts += [f"{d.get('pages') or 0:,} pages", f"{d.get('characters') or 0:,} characters"]
+    if _tokens_total(d):
+        parts.append(_tokens_total(d))
+    parts.append(f"{d.get('chunks') or 0:,} chunks of up to {d.get('chunk_tokens') or 0:,} tokens")
+    dups = (d.get("exact_duplicates") or 0) + (d.get("near_duplicates") or 0)
+    if dups:
+        parts.append(f"{dups:,} repeated passages dropped")
+    return " · ".join(parts)
+
+
+def document_items(d: dict) -> list[tuple[str, str]]:
+    """The Documents tab's list: (the file and its counts, its extracted text), then each skipped file and why."""
+    out = []
+    for f in d.get("files") or []:
+        counts = [f"{f.get('pages') or 0} page(s)", f"{f.get('characters') or 0:,} characters"]
+        if f.get("tokens") is not None:
+            counts.append(f"{f['tokens']:,} tokens, {f.get('chunks') or 0} chunk(s)")
+        if f.get("tables"):
+            counts.append(f"{f['tables']} table(s)")
+        if f.get("header_footer_lines_removed"):
+            counts.append(f"{f['header_footer_lines_removed']} header/footer line(s) removed")
+        text = str(f.get("text") or "")
+        if f.get("text_truncated"):
+            text += "\n\n[… the first characters only; training reads it all]"
+        out.append((f"{f['file']}  ·  {f.get('kind', '')} · " + ", ".join(counts), text))
+    for s in d.get("skipped_files") or []:
+        out.append((f"{s['file']}  ·  skipped", f"Skipped: {s['reason']}"))
+    return out
+
+
+def chunk_items(d: dict) -> list[tuple[str, str]]:
+    """The first chunks training will read: (file and token count, text); empty until a model counted them."""
+    out = [(f"{c['file']}  ·  {c['tokens']:,} tokens", str(c.get("text") or "")) for c in d.get("chunk_preview") or []]
+    more = (d.get("chunks") or 0) - len(out)
+    if out and more > 0:
+        out.append((f"… and {more:,} more chunk(s)", "The preview shows the first chunks of the first documents; "
+                                                    "training reads them all."))
+    return out

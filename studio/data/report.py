@@ -64,6 +64,8 @@ class TokenStats:
     histogram: dict = field(default_factory=lambda: {"edges": [], "counts": []})
     template: str = "model"  # "model" or "default (ChatML)" when the tokenizer has none
     tokenizer: str = ""
+    total: int = 0  # all examples' tokens together
+    estimated: bool = False  # documents without a model: lengths from characters (documents.CHARS_PER_TOKEN)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -104,6 +106,10 @@ class DatasetReport:
     tokens: TokenStats | None = None
     mask_view: list | None = None  # [(token text, trained)] for one example
     packing: dict | None = None  # train.packing: padding with and without it (data inspect --packing)
+    documents: dict | None = None  # a folder of documents (studio.data.documents): files, skipped, chunks
+
+    DOCUMENT_KEYS = ("documents", "pages", "characters", "chunks", "chunk_tokens", "exact_duplicates",
+                     "near_duplicates", "files", "skipped_files", "chunk_preview")
 
     def add(self, problem: Problem) -> None:
         """Record a problem: always counted, kept in detail up to MAX_PROBLEMS."""
@@ -147,6 +153,8 @@ class DatasetReport:
         d["tokens"] = self.tokens.to_dict() if self.tokens else None
         d["mask_view"] = [[t, bool(m)] for t, m in self.mask_view] if self.mask_view is not None else None
         d["packing"] = self.packing
+        if self.documents is not None:  # a documents dataset: its counts at the top, as `data inspect` says them
+            d.update({k: self.documents.get(k) for k in self.DOCUMENT_KEYS})
         return d
 
     # Mapping-style access keeps callers written against the first, dict-shaped report working.

@@ -148,8 +148,9 @@ def _head(src: Source) -> bytes:
 def _folder_source(path: Path) -> Source:
     if any((path / n).is_file() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
         return Source(path, "arrow", encoding="binary")
-    raise DataError(f"{path}: a folder is read only when datasets.save_to_disk wrote it "
-                    "(it has dataset_info.json); pass the data file inside instead")
+    raise DataError(f"{path}: a folder is read when it holds documents (PDF, DOCX, ODT, EPUB, HTML, Markdown, "
+                    "text) or when datasets.save_to_disk wrote it (it has dataset_info.json); this one has "
+                    "neither: pass the data file inside instead")
 
 
 def _encoding(head: bytes, notes: list) -> str:

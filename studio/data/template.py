@@ -153,7 +153,8 @@ def example_text(tokenizer: Any, example: dict) -> str:
         messages, tools = prepare(tokenizer, example)
         return render(tokenizer, messages, tools=tools)
     text = example["text"]
-    if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
+    # a document's chunk before its last does not end the document: no end-of-sequence token after it
+    if example.get("eos", True) and tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
         text += tokenizer.eos_token
     return text
 

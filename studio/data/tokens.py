@@ -143,6 +143,7 @@ def stats(lengths: Iterable[int], seq_len: int | None, tokenizer: Any = None) ->
         return out
     out.count = int(arr.size)
     out.min, out.max, out.mean = int(arr.min()), int(arr.max()), round(float(arr.mean()), 1)
+    out.total = int(arr.sum())
     out.p50 = int(np.percentile(arr, 50, method="higher"))
     out.p95 = int(np.percentile(arr, 95, method="higher"))
     out.truncated = int((arr > seq_len).sum()) if seq_len else 0

@@ -1,10 +1,12 @@
 """The training set: the dataset-import path (studio.data) tokenised for the Trainer."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from studio.data import DataError, load_examples, note_tool_support, split_examples
+from studio.data import documents as docs
 from studio.data.pairs import LAYOUTS, encode_pairs, has_pairs
 from studio.data.template import TemplateError, encode_example
 from studio.recipe import PREFERENCE_OBJECTIVES, Recipe
@@ -77,16 +79,28 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
     examples, report = load_examples(recipe.data.path, recipe.data.format, recipe.data.columns or None,
                                      recipe.data.roles or None, recipe.data.label_filter, where)
     note_tool_support(report, tokenizer)
-    train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
+    documents = getattr(report, "format", "") == docs.FORMAT
+    if documents and recipe.train.objective in PREFERENCE_OBJECTIVES:
+        raise DataError(f"{recipe.data.path}: train.objective '{recipe.train.objective}' needs chosen/rejected "
+                        "pairs, and a folder of documents has none. Use train.objective 'sft' for documents")
+    if documents:
+        train_ex, val_ex = document_split(tokenizer, examples, recipe, report)
+    else:
+        train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
     if recipe.train.objective in PREFERENCE_OBJECTIVES:
         return _build_pairs(tokenizer, recipe, examples, report, train_ex, val_ex)
     tr = _encode_all(tokenizer, train_ex, recipe, where)
     va = _encode_all(tokenizer, val_ex, recipe, where)
     train_rows, val_rows = tr.rows, va.rows
+    if recipe.data.mix and recipe.data.mix_ratio > 0 and train_rows:
+        train_rows = train_rows + _mix_rows(tokenizer, recipe, len(train_rows), report)
     if not train_rows and tr.refused == len(train_ex):
         raise DataError(f"{recipe.data.path}: the model's chat template refused every training example "
                         f"({tr.refused}); first, {tr.first}. Fix the template or the rows "
                         "('lora-studio data inspect FILE --model MODEL' lists them)")
+    if not train_rows and documents:
+        raise DataError(f"{recipe.data.path}: no document chunk is left to train after the validation slice; "
+                        "add documents or set data.val_fraction to 0")
     if not train_rows:
         raise DataError(f"{recipe.data.path}: no example has assistant tokens within train.seq_len="
                         f"{recipe.train.seq_len}; raise the sequence length")
@@ -95,6 +109,59 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
                      report=report, truncated=tr.cut, trained_tokens=trained, refused=tr.refused + va.refused,
                      refusal=tr.first or va.first, val_examples=val_ex, dropped=tr.dropped_long,
                      dropped_empty=tr.dropped_empty + va.dropped_empty, val_cut=va.cut, val_dropped=va.dropped_long)
+
+
+def document_split(tokenizer: Any, documents: list[dict], recipe: Recipe, report: Any) -> tuple[list, list]:
+    """Training and validation chunks of a documents dataset (studio.data.documents).
+
+    Whole documents are held out when there are enough of them (the seeded split of data.val_fraction
+    gives at least one); with fewer, a seeded slice of all the chunks is, and the note says so (a held-out
+    chunk may share its small overlap with a trained neighbour)."""
+    seq_len, frac, seed = recipe.train.seq_len, recipe.data.val_fraction, recipe.data.seed
+    train_docs, val_docs = split_examples(documents, frac, seed)
+    if val_docs or frac <= 0:
+        train, val = docs.chunk_examples(tokenizer, train_docs, seq_len), docs.chunk_examples(tokenizer, val_docs,
+                                                                                              seq_len)
+        if val:
+            report.notes.append(f"validation: {len(val_docs)} whole document(s) held out ({len(val)} chunk(s))")
+        return train, val
+    chunks = docs.chunk_examples(tokenizer, documents, seq_len)
+    if len(chunks) < 2:
+        report.notes.append("validation: none (one chunk in all; add documents to measure perplexity)")
+        return chunks, []
+    order = list(range(len(chunks)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:max(1, round(len(chunks) * frac))])
+    report.notes.append(f"validation: {len(held)} of {len(chunks)} chunk(s) held out (too few documents for "
+                        f"data.val_fraction {frac:g} to hold out a whole one)")
+    return ([c for i, c in enumerate(chunks) if i not in held], [c for i, c in enumerate(chunks) if i in held])
+
+
+def _mix_rows(tokenizer: Any, recipe: Recipe, n_main: int, report: Any) -> list[dict]:
+    """Rows of data.mix (chat rows, tokens per data.train_on) for a data.mix_ratio share of the training set.
+
+    Drawn without repeats, seeded; when the file has fewer than the share asks for, all of them, and the
+    note says the share reached. They are training rows only: validation stays on data.path."""
+    ratio = recipe.data.mix_ratio
+    want = round(n_main * ratio / (1 - ratio))
+    try:
+        examples, mix_report = load_examples(recipe.data.mix, "auto", None, recipe.data.roles or None,
+                                             recipe.data.label_filter)
+    except DataError as e:
+        raise DataError(f"data.mix: {e}") from None
+    if getattr(mix_report, "format", "") == docs.FORMAT:
+        raise DataError(f"data.mix {recipe.data.mix}: give chat rows (a dataset file) to mix in, not documents")
+    rows = _encode_all(tokenizer, examples, recipe).rows
+    if not rows:
+        raise DataError(f"data.mix {recipe.data.mix}: no row has tokens to train within train.seq_len")
+    picked = random.Random(recipe.data.seed).sample(rows, min(want, len(rows)))
+    share = len(picked) / (len(picked) + n_main)
+    note = (f"data.mix: {len(picked)} chat row(s) from {recipe.data.mix} mixed in with {n_main} example(s) "
+            f"({share:.0%} of training; data.mix_ratio {ratio:g})")
+    if len(picked) < want:
+        note += f"; the file has {len(rows)} usable row(s), fewer than the {want} the ratio asks for"
+    report.notes.append(note)
+    return picked
 
 
 def _build_pairs(tokenizer: Any, recipe: Recipe, examples: list, report: Any, train_ex: list,

@@ -103,6 +103,33 @@ def test_the_dataset_tabs_show_a_report(qtbot):
     assert tabs.problems.item(0).text() == "No problems found: all 4 rows are usable." and tabs.tabText(1) == "Problems"
 
 
+def test_a_folder_of_documents_shows_each_text_the_skipped_files_and_the_chunks(qtbot):
+    tabs = DatasetTabs()
+    qtbot.addWidget(tabs)
+    report = {"format": "documents", "documents": 1, "rows": 2, "chunks": 3, "chunk_tokens": 62,
+              "files": [{"file": "a/lease.pdf", "kind": "pdf", "pages": 2, "characters": 40, "tokens": 12,
+                         "chunks": 3, "tables": 0, "header_footer_lines_removed": 4, "text": "Clause 1. Rent.",
+                         "text_truncated": False}],
+              "skipped_files": [{"file": "scan.pdf", "reason": "no text layer: it looks like a scan"}],
+              "chunk_preview": [{"file": "a/lease.pdf", "tokens": 9, "text": "Clause 1."}],
+              "problem_groups": [], "problems": [], "problems_total": 1, "preview": []}
+    tabs.show_report(report)
+    names = [tabs.tabText(i) for i in range(tabs.count())]
+    assert names[:3] == ["Preview (0 of 2 documents)", "Documents (1)", "Chunks (3)"]
+    assert names[3] == "Problems (1)"
+    docs = tabs.documents
+    assert docs.items.count() == 2 and docs.items.item(0).text().startswith("a/lease.pdf")
+    assert "4 header/footer line(s) removed" in docs.items.item(0).text()
+    assert docs.text.toPlainText() == "Clause 1. Rent."
+    docs.items.setCurrentRow(1)
+    assert docs.text.toPlainText() == "Skipped: no text layer: it looks like a scan"
+    chunks = tabs.chunks
+    assert chunks.items.item(0).text() == "a/lease.pdf  ·  9 tokens" and chunks.text.toPlainText() == "Clause 1."
+    assert chunks.items.item(1).text() == "… and 2 more chunk(s)"
+    tabs.show_report({"rows": 4, "preview": []})  # a file of rows again: the two tabs go
+    assert [tabs.tabText(i) for i in range(tabs.count())] == ["Preview (0 of 4 rows)", "Problems", "Tokens"]
+
+
 def test_the_token_view_shows_and_clears_the_statistics(qtbot):
     view = TokenView()
     qtbot.addWidget(view)

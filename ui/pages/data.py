@@ -1,5 +1,7 @@
 """Data: drop a file (anywhere on the window) or pick one; see the format, a preview, the problems
 with their row numbers, token lengths against the sequence length, and which tokens are trained on.
+A dropped folder of documents (PDF, DOCX, ...) shows each document's extracted text beside its name, the
+files skipped and why (Problems), and with the model's tokenizer the chunks training reads.
 The format menu (detection first, with how sure it is), a column menu per field the format reads and the
 role names are the CLI's --format, --columns and --roles: each change reads the file again, so the preview
 shows it at once; the mappings the import tried on the first rows are buttons that apply them.
@@ -113,6 +115,11 @@ class DataPage(Page):
         self.label_filter.hide()
         self.label_filter.toggled.connect(self._options_changed)
         options.addWidget(self.label_filter)
+        self.open_folder = QPushButton("Open a folder of documents…")
+        self.open_folder.setToolTip("PDF, Word (DOCX), ODT, EPUB, HTML, Markdown and text files: the model learns "
+                                    "their text (continued pre-training). Dropping a folder does the same.")
+        self.open_folder.clicked.connect(self.browse_folder)
+        options.addWidget(self.open_folder)
         self.content.addLayout(options)
         self.tabs = DatasetTabs()
         self.content.addWidget(self.tabs, 1)
@@ -122,7 +129,13 @@ class DataPage(Page):
     # -- loading ------------------------------------------------------------------------------
     def browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a dataset", "",
-                                              "Datasets (*.jsonl *.json *.csv *.tsv *.parquet *.txt);;All files (*)")
+                                              "Datasets (*.jsonl *.json *.csv *.tsv *.parquet *.txt);;"
+                                              "Documents (*.pdf *.docx *.odt *.epub *.html *.htm);;All files (*)")
+        if path:
+            self.load(Path(path))
+
+    def browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a folder of documents")
         if path:
             self.load(Path(path))
 
@@ -265,6 +278,9 @@ class DataPage(Page):
 
     def show_report(self, d: dict) -> None:
         self.summary.setText(display.summary_html(d))
+        documents = d.get("format") == "documents"
+        for widget in (self.format, self.roles):  # a folder of documents has no rows to map
+            widget.setEnabled(not documents)
         self._fill_formats(d)
         self._fill_fields(d)
         self._fill_suggestions(d)
@@ -301,6 +317,12 @@ class DataPage(Page):
             self.token_status.setText("No token statistics in the answer.")
             return
         self._attach_tokens(tokens)
+        if d.get("format") == "documents" and self.report is not None and isinstance(d.get("documents"), int):
+            # the model's tokenizer counted every document and cut the chunks: exact figures replace the estimate
+            self.report.documents = {k: d.get(k) for k in DatasetReport.DOCUMENT_KEYS}
+            self.summary.setText(display.summary_html(d))
+            self.tabs.show_documents(d)
+            self.session.set_dataset(self.path, self.report)
         if d.get("notes"):  # with the model: how its template writes tool calls, among the rest
             self._show_notes(d["notes"])
         self.token_view.show_tokens(tokens, self._seq_len(), d.get("mask_view"))

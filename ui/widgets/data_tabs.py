@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QListWidget,
     QListWidgetItem,
+    QPlainTextEdit,
     QSplitter,
     QTabWidget,
     QTextBrowser,
@@ -114,6 +115,43 @@ class TokenView(QWidget):
             self.chart.lines[key] = line
 
 
+class TextList(QWidget):
+    """A list of titles beside the text of the chosen one (the Documents and Chunks tabs)."""
+
+    def __init__(self, empty: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.items = QListWidget()
+        self.items.setAlternatingRowColors(True)
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        split.addWidget(self.items)
+        split.addWidget(self.text)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        layout.addWidget(split)
+        self.empty = empty
+        self._texts: list[str] = []
+        self.items.currentRowChanged.connect(self._show)
+
+    def set_items(self, items: list[tuple[str, str]]) -> None:
+        self.items.clear()
+        self._texts = [text for _, text in items]
+        for title, _ in items:
+            item = QListWidgetItem(title)
+            item.setToolTip(title)
+            self.items.addItem(item)
+        if items:
+            self.items.setCurrentRow(0)
+        else:
+            self.text.setPlainText(self.empty)
+
+    def _show(self, row: int) -> None:
+        self.text.setPlainText(self._texts[row] if 0 <= row < len(self._texts) else "")
+
+
 class DatasetTabs(QTabWidget):
     """Preview, Problems, Tokens; ``show_report`` fills the first two from a report's dict."""
 
@@ -127,13 +165,35 @@ class DatasetTabs(QTabWidget):
         self.addTab(self.problems, "Problems")
         self.token_view = TokenView()
         self.addTab(self.token_view, "Tokens")
+        # a folder of documents: each file's extracted text, and the chunks training reads (with a model)
+        self.documents = TextList("No documents.")
+        self.chunks = TextList("The chunks and their token counts appear once the model's tokenizer has counted them.")
+
+    def show_documents(self, d: dict) -> None:
+        """Show (or, for a dataset of rows, hide) the Documents and Chunks tabs."""
+        is_docs = d.get("format") == "documents" and isinstance(d.get("documents"), int)
+        for i, (widget, name) in enumerate(((self.documents, "Documents"), (self.chunks, "Chunks"))):
+            at = self.indexOf(widget)
+            if is_docs and at < 0:
+                self.insertTab(1 + i, widget, name)
+            elif not is_docs and at >= 0:
+                self.removeTab(at)
+        if not is_docs:
+            return
+        self.documents.set_items(display.document_items(d))
+        self.setTabText(self.indexOf(self.documents), f"Documents ({d['documents']:,})")
+        chunks = display.chunk_items(d)
+        self.chunks.set_items(chunks)
+        self.setTabText(self.indexOf(self.chunks), f"Chunks ({d.get('chunks') or 0:,})" if chunks else "Chunks")
 
     def show_report(self, d: dict) -> None:
+        self.show_documents(d)
         rows, columns, numbers = display.preview_table(d.get("preview") or [], d.get("columns") or [])
         self.preview_model.set_rows(rows, columns, numbers)
         if columns and columns[0] == "turns":
             self.preview.setColumnWidth(0, self.preview.fontMetrics().horizontalAdvance("turns") + 24)
-        self.setTabText(0, f"Preview ({len(rows):,} of {d.get('rows', 0):,} rows)")
+        unit = "documents" if d.get("format") == "documents" else "rows"
+        self.setTabText(0, f"Preview ({len(rows):,} of {d.get('rows', 0):,} {unit})")
         self.problems.clear()
         for text, header in display.problem_lines(d):
             item = QListWidgetItem(text)
@@ -143,7 +203,7 @@ class DatasetTabs(QTabWidget):
                 item.setFont(f)
             self.problems.addItem(item)
         total = display.problems_total(d)
-        self.setTabText(1, f"Problems ({total:,})" if total else "Problems")
+        self.setTabText(self.indexOf(self.problems), f"Problems ({total:,})" if total else "Problems")
         if not total and not d.get("problem_groups"):
             item = QListWidgetItem(f"No problems found: all {d.get('rows', 0):,} rows are usable.")
             item.setFlags(Qt.ItemFlag.NoItemFlags)

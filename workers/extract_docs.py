@@ -1,0 +1,75 @@
+"""Document text worker: ``python -m workers.extract_docs [--memory-mb N]``.
+
+Reads one request per line on stdin (``{"path": ...}``) and answers each with one JSON line on stdout:
+``{"path", "ok": true, "kind", "pages", "scanned_pages", "tables"}`` or ``{"path", "ok": false, "reason"}``
+(``studio.data.extract`` does the reading). It says ``{"ready": true}`` once, when it can take files, and
+ends when stdin closes.
+
+The studio (``studio.data.documents.Extractor``) gives each file a time limit and ends and restarts this
+worker when a file passes it, or passes the memory limit, or the worker dies: a hostile file fails alone.
+``--memory-mb`` is also set as the process's own address-space limit where the platform has one (POSIX),
+so an allocation past it fails here as a MemoryError, named, before the machine swaps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from workers import EXIT_OK, go_offline, run_worker
+
+
+def _limit_memory(mb: int) -> None:
+    try:
+        import resource
+    except ImportError:  # Windows: the studio watches the worker's memory from outside
+        return
+    limit = mb * 1024 * 1024
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ValueError, OSError):  # not permitted here: the outside watch still holds
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.extract_docs")
+    parser.add_argument("--memory-mb", type=int, default=0)
+    args = parser.parse_args()
+    out = sys.stdout
+    from studio.data import extract  # imports pypdf and python-docx lazily, per kind
+
+    if args.memory_mb > 0:
+        _limit_memory(args.memory_mb)
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            path = json.loads(line)["path"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        try:
+            answer = {"path": path, "ok": True, **extract.extract(path)}
+        except extract.Refused as e:
+            answer = {"path": path, "ok": False, "reason": str(e)}
+        except MemoryError:
+            answer = {"path": path, "ok": False,
+                      "reason": f"reading it needed more than {args.memory_mb} MB of memory (a zip bomb or a "
+                                "damaged file?); refused"}
+        except RecursionError:
+            answer = {"path": path, "ok": False, "reason": "its structure nests too deep to read (a damaged or "
+                                                            "hostile file?); refused"}
+        except OSError as e:
+            answer = {"path": path, "ok": False, "reason": f"cannot be read ({e.strerror or e})"}
+        except Exception as e:  # a library's own error on a damaged file: named, the next file goes on
+            answer = {"path": path, "ok": False, "reason": f"cannot be read ({type(e).__name__}: {e})"[:300]}
+        out.write(json.dumps(answer, ensure_ascii=True) + "\n")
+        out.flush()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    go_offline()
+    run_worker(main)
