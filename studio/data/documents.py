@@ -304,6 +304,7 @@ _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _DIGITS = re.compile(r"\d+")
 _PAGE_NUMBER = re.compile(r"^(page\s*)?#(\s*(of|/)\s*#)?$|^[-\u2013\u2014]\s*#\s*[-\u2013\u2014]$|^[ivxlc]+$")
 _HYPHEN = re.compile(r"(\w)[-\u00ad]\n(?=[a-z\u00e0-\u00ff])")
+_LEADER = re.compile(r"(?:\s*\.){4,}\s*")  # a table of contents' dot leaders: ". . . . . . 12"
 _END = ".!?:;\"\u201d)\u2019]"
 
 
@@ -370,7 +371,9 @@ def _pdf_paragraphs(lines: list[str]) -> list[str]:
                 paras.append(cur)
                 cur = []
             continue
-        if cur and re.match(r"^([-*\u2022\u25aa\u2013]|\d+[.)]|[a-z][.)])\s", ln):
+        starts_item = re.match(r"^([-*\u2022\u25aa\u2013]|\d+[.)]|[a-z][.)])\s", ln)
+        after_heading = cur and len(cur[-1]) < 0.5 * full and ln[:1].isupper()  # "1 Introduction", then text
+        if cur and (starts_item or after_heading):
             paras.append(cur)
             cur = []
         cur.append(ln)
@@ -379,7 +382,7 @@ def _pdf_paragraphs(lines: list[str]) -> list[str]:
             cur = []
     if cur:
         paras.append(cur)
-    return [_HYPHEN.sub(r"\1", "\n".join(p)).replace("\n", " ") for p in paras]
+    return [_LEADER.sub(" \u2026 ", _HYPHEN.sub(r"\1", "\n".join(p)).replace("\n", " ")) for p in paras]
 
 
 def clean(pages: list[str], kind: str) -> tuple[str, int]:
