@@ -125,7 +125,8 @@ def test_exact_and_near_duplicate_passages_are_counted_and_dropped(tmp_path):
     para = "Patients must fast for eight hours before the procedure and bring a list of their medicines."
     (tmp_path / "a.md").write_text(f"{para}\n\nFirst document's own words stay here today.\n", encoding="utf-8")
     (tmp_path / "b.md").write_text(f"{para}\n\nAnother passage, said once, in the second file.\n", encoding="utf-8")
-    near = para.upper().replace("eight", "8").replace(" and ", "  and,  ")
+    near = para.replace("eight hours", "eight (8) hours").replace(" and ", "  and,  ").upper()  # case, digits,
+    # punctuation and spacing differ
     (tmp_path / "c.txt").write_text(f"{near}\n", encoding="utf-8")
     (tmp_path / "d.txt").write_text(f"{para}\n", encoding="utf-8")  # nothing left once its duplicate is gone
     r = inspect(tmp_path).to_dict()
@@ -162,10 +163,12 @@ def test_chunks_respect_the_length_fall_on_boundaries_and_overlap(tiny_tokenizer
 def test_the_reader_has_a_time_and_a_memory_limit_and_goes_on_after_either(tmp_path):
     big = tmp_path / "big.txt"
     big.write_bytes((b"word " * 20 + b"\n") * (1 << 20))  # 100 MiB of text
+    long = tmp_path / "long.txt"
+    long.write_bytes((b"word " * 20 + b"\n") * (1 << 18))  # 25 MiB: within the size limits, slow to answer
     ok = tmp_path / "ok.md"
     ok.write_bytes(b"still read afterwards\n")
     with documents.Extractor(time_limit=0.05) as ex:
-        slow = ex.read(big)
+        slow = ex.read(long)
         assert not slow["ok"] and "took longer than" in slow["reason"]
         assert ex.read(ok)["pages"] == ["still read afterwards\n"]  # a fresh worker took over
     with documents.Extractor(memory_mb=160) as ex:
@@ -215,3 +218,49 @@ def test_a_two_step_run_on_a_folder_reports_validation_perplexity(folder, tiny_m
         assert math.isclose(report["perplexity"][who], math.exp(report["val_loss"][who]), rel_tol=1e-3)
     saved = json.loads((run_dir / "data_report.json").read_text(encoding="utf-8"))
     assert saved["format"] == "documents" and saved["documents"] == 6
+
+
+@pytest.mark.platform  # the AES PDF needs the cryptography wheel in the Windows runtime too
+def test_figures_equal_cells_and_real_world_shapes_are_kept(tmp_path):
+    """Passages of figures are not near duplicates of each other; a table's equal neighbouring cells stay; an
+    EPUB chapter in a subfolder with an escaped name, an unclosed <head>, paragraphs inside a cell, and an
+    AES-encrypted PDF with an empty user password are all read."""
+    import zipfile
+
+    from pypdf import PdfReader, PdfWriter
+
+    figures = ["2021 | 10 | 20 | 30 | 40 | 50 | 60 | 70 | 80", "2022 | 11 | 21 | 31 | 41 | 51 | 61 | 71 | 81"]
+    (tmp_path / "figures.md").write_text("\n\n".join(figures) + "\n", encoding="utf-8")
+    write_docx(tmp_path / "votes.docx", ["Votes by member."], table=[["Q1", "Yes", "Yes", "No"]])
+    with zipfile.ZipFile(tmp_path / "book.epub", "w") as zf:
+        zf.writestr("META-INF/container.xml", '<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+                    '<rootfiles><rootfile full-path="OPS/pkg/book.opf"/></rootfiles></container>')
+        zf.writestr("OPS/pkg/book.opf", '<package xmlns="http://www.idpf.org/2007/opf"><manifest>'
+                    '<item id="a" href="../text/chapter%201.xhtml#start"/><item id="b" href="gone.xhtml"/>'
+                    '</manifest><spine><itemref idref="a"/><itemref idref="b"/></spine></package>')
+        zf.writestr("OPS/text/chapter 1.xhtml", "<html><body><p>The first chapter.</p></body></html>")
+    (tmp_path / "page.html").write_text("<html><head><title>T</title><body><table><tr><td><p>one</p><p>two</p>"
+                                        "</td><td>three</td></tr></table>", encoding="utf-8")
+    write_pdf(tmp_path / "plain.pdf", [["A protected notice about parking."]])
+    writer = PdfWriter(clone_from=PdfReader(tmp_path / "plain.pdf"))
+    writer.encrypt(user_password="", owner_password="owner", algorithm="AES-128")
+    with open(tmp_path / "protected.pdf", "wb") as fh:
+        writer.write(fh)
+    (tmp_path / "plain.pdf").unlink()
+    r = inspect(tmp_path).to_dict()
+    texts = {f["file"]: f["text"] for f in r["files"]}
+    assert r["near_duplicates"] == 0 and texts["figures.md"] == "\n\n".join(figures)
+    assert "Q1 | Yes | Yes | No" in texts["votes.docx"]
+    assert texts["book.epub"] == "The first chapter."
+    assert any("book.epub: 1 chapter(s)" in n and "gone.xhtml" in n for n in r["notes"])
+    assert texts["page.html"] == "one two | three"
+    assert texts["protected.pdf"] == "A protected notice about parking."
+
+
+def test_a_downloaded_dataset_folder_with_a_readme_is_not_documents(tmp_path):
+    (tmp_path / "README.md").write_text("# My dataset\n\nRows of chats.\n", encoding="utf-8")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"text": "a"}\n', encoding="utf-8")
+    assert not documents.is_documents(tmp_path)
+    with pytest.raises(DataError, match="pass the data file inside"):
+        load_examples(tmp_path)

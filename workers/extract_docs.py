@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from workers import EXIT_OK, go_offline, run_worker
@@ -38,7 +39,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.extract_docs")
     parser.add_argument("--memory-mb", type=int, default=0)
     args = parser.parse_args()
-    out = sys.stdout
+    # answers go to a stream of their own: anything a library prints lands on stderr (the log), never
+    # between two answers
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", newline="\n")
+    sys.stdout = sys.stderr
     from studio.data import extract  # imports pypdf and python-docx lazily, per kind
 
     if args.memory_mb > 0:

@@ -48,6 +48,7 @@ PREVIEW_CHARS = 4000  # of each document's cleaned text, in the report
 CHARS_PER_TOKEN = 4.0  # the estimate `data inspect` gives without a model (said as an estimate)
 SINGLE_FILE_KINDS = ("pdf", "docx", "odt", "epub", "html")  # one such file is a documents dataset by itself
 FORMAT = "documents"
+DATA_FILES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq", ".arrow")
 
 
 @dataclass
@@ -95,7 +96,10 @@ def is_documents(path: str | Path) -> bool:
     if not path.is_dir() or any((path / n).is_file() for n in ("dataset_info.json", "state.json",
                                                                 "dataset_dict.json")):
         return False
-    return any(kind_of(p) for p in _walk(path))
+    files = list(_walk(path))
+    if any(p.suffix.lower() in DATA_FILES or p.name.lower().endswith((".jsonl.gz", ".csv.gz")) for p in files):
+        return False  # rows beside a README (a downloaded dataset): the file of rows is the dataset, not the README
+    return any(kind_of(p) for p in files)
 
 
 def _walk(root: Path):
@@ -180,7 +184,7 @@ class Extractor:
             watched = None
         while True:
             try:
-                raw = self.lines.get(timeout=0.2)
+                raw = self.lines.get(timeout=min(0.2, max(0.01, deadline - time.monotonic())))
             except queue.Empty:
                 if time.monotonic() > deadline:
                     return "time"
@@ -193,9 +197,11 @@ class Extractor:
             if raw is None:
                 return "died"
             try:
-                return json.loads(raw)
+                answer = json.loads(raw)
             except ValueError:
-                continue  # a library that printed to stdout: not an answer
+                continue
+            if isinstance(answer, dict):
+                return answer
 
     def read(self, path: Path) -> dict:
         """``extract.extract``'s answer for ``path``, or ``{"ok": False, "reason"}``; never raises for the file."""
@@ -281,6 +287,7 @@ def read(path: str | Path, progress: Callable[[int, int, str], None] | None = No
                           else "no text in it")
                 col.skipped.append({"file": rel, "reason": reason})
                 continue
+            col.notes.extend(f"{rel}: {note}" for note in answer.get("notes") or [])
             if doc.scanned_pages:
                 col.notes.append(f"{rel}: {doc.scanned_pages} of {doc.pages} page(s) have no text layer (scanned "
                                  "images); their content is not read (no OCR)")
@@ -422,11 +429,13 @@ def dedupe(col: Collection) -> None:
             if len(para.split()) < MIN_DUP_WORDS:
                 kept.append(para)
                 continue
+            key = _near_key(para)
             e = hashlib.blake2b(para.encode(), digest_size=16).digest()
-            n = hashlib.blake2b(_near_key(para).encode(), digest_size=16).digest()
+            # a passage of figures has few words once digits go: only its exact repeat is a duplicate
+            n = hashlib.blake2b(key.encode(), digest_size=16).digest() if len(key.split()) >= MIN_DUP_WORDS else e
             if e in exact:
                 col.exact_duplicates += 1
-            elif n in near:
+            elif n in near and n != e:
                 col.near_duplicates += 1
             else:
                 kept.append(para)
@@ -458,6 +467,8 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
 def chunk(tokenizer: Any, text: str, limit: int, overlap: int | None = None) -> list[str]:
     """``text`` cut into pieces of at most ``limit`` tokens on paragraph, else sentence, else word boundaries;
     each piece after the first starts about ``overlap`` tokens before the previous one ended."""
+    if limit < 1:
+        raise ValueError(f"a chunk holds at least one token, not {limit}")
     overlap = overlap_tokens(limit) if overlap is None else overlap
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [tuple(o) for o in enc["offset_mapping"]]

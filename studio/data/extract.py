@@ -18,13 +18,17 @@ Every zip container is checked before it is opened: a member that would expand p
 """
 from __future__ import annotations
 
+import posixpath
 import re
 import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 from xml.etree import ElementTree
 
 MAX_EXPANDED = 512 * 1024 * 1024  # all members of a DOCX/ODT/EPUB together, uncompressed
+MAX_CHARS = 40_000_000  # about 10 million tokens, some 15,000 pages: the cleaning after it runs in the studio
+MAX_TEXT_BYTES = 200 * 1024 * 1024  # an HTML, Markdown or text file
 MAX_RATIO = 200  # uncompressed / compressed for any member over 1 MiB (real XML: 5 to 20)
 KINDS = {".pdf": "pdf", ".docx": "docx", ".odt": "odt", ".epub": "epub", ".html": "html", ".htm": "html",
          ".xhtml": "html", ".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
@@ -46,8 +50,15 @@ def extract(path: str | Path) -> dict:
         raise Refused(f"not a document type the studio reads ({path.suffix or 'no extension'})")
     if path.stat().st_size == 0:
         raise Refused("the file is empty")
+    if kind in ("html", "markdown", "text") and path.stat().st_size > MAX_TEXT_BYTES:
+        raise Refused(f"{path.stat().st_size / 2**20:.0f} MiB of text is more than one document the studio reads "
+                      f"({MAX_TEXT_BYTES // 2**20} MiB); split it into several files")
     out = {"pdf": _pdf, "docx": _docx, "odt": _odt, "epub": _epub, "html": _html_file, "markdown": _plain,
            "text": _plain}[kind](path)
+    chars = sum(len(p) for p in out["pages"])
+    if chars > MAX_CHARS:
+        raise Refused(f"it holds {chars:,} characters of text, more than one document the studio reads "
+                      f"({MAX_CHARS:,}); split it into several files")
     out["kind"] = kind
     return out
 
@@ -56,7 +67,14 @@ def extract(path: str | Path) -> dict:
 
 def _pdf(path: Path) -> dict:
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, LimitReachedError, PdfReadError, PdfStreamError, PyPdfError
+    from pypdf.errors import (
+        DependencyError,
+        FileNotDecryptedError,
+        LimitReachedError,
+        PdfReadError,
+        PdfStreamError,
+        PyPdfError,
+    )
 
     with open(path, "rb") as fh:
         if not fh.read(1024).lstrip().startswith(b"%PDF"):
@@ -75,6 +93,9 @@ def _pdf(path: Path) -> dict:
         raise
     except FileNotDecryptedError:
         raise Refused("the PDF is encrypted with a password; save an unprotected copy") from None
+    except DependencyError:  # AES needs the 'cryptography' package (pypdf[crypto], a dependency of the studio)
+        raise Refused("the PDF is encrypted with AES and the 'cryptography' package is missing from the studio's "
+                      "runtime; reinstall the runtime, or save an unprotected copy") from None
     except LimitReachedError:  # pypdf's own bound on what a stream may inflate to
         raise Refused("a compressed stream in it expands past pypdf's safety limit (a decompression bomb?); "
                       "refused") from None
@@ -146,8 +167,16 @@ def _docx(path: Path) -> dict:
             if isinstance(block, Paragraph):
                 lines.append(block.text)
             elif isinstance(block, Table):
-                tables += 1  # one block, a line per row
-                lines.append("\n".join(_table_rows([[cell.text for cell in row.cells] for row in block.rows])))
+                tables += 1  # one block, a line per row; python-docx repeats a merged cell in every column
+                rows = []  # it spans: said once (the same underlying cell), equal neighbours kept
+                for row in block.rows:
+                    cells, seen = [], None
+                    for cell in row.cells:
+                        if cell._tc is not seen:
+                            cells.append(cell.text)
+                        seen = cell._tc
+                    rows.append(cells)
+                lines.append("\n".join(_table_rows(rows)))
     except Refused:
         raise
     except Exception as e:  # python-docx raises KeyError, ValueError, lxml errors, PackageNotFoundError...
@@ -165,14 +194,10 @@ def _paragraph_breaks(lines: list[str]) -> list[str]:
 
 
 def _table_rows(rows: list[list[str]]) -> list[str]:
-    """A table kept as text: one line per row, cells joined by ' | ', merged cells said once."""
+    """A table kept as text: one line per row, cells joined by ' | '."""
     out = []
     for cells in rows:
-        kept: list[str] = []
-        for c in cells:
-            c = " ".join(c.split())
-            if not kept or c != kept[-1]:  # python-docx repeats a merged cell in every column it spans
-                kept.append(c)
+        kept = [" ".join(c.split()) for c in cells]
         if any(kept):
             out.append(" | ".join(kept))
     return out
@@ -243,18 +268,28 @@ def _epub(path: Path) -> dict:
         if not rootfile:
             raise Refused("not a valid EPUB: META-INF/container.xml names no package file")
         opf = _xml(_read_member(zf, rootfile, "EPUB"), rootfile)
-        base = rootfile.rsplit("/", 1)[0] + "/" if "/" in rootfile else ""
+        base = posixpath.dirname(rootfile)
         manifest = {el.get("id"): el.get("href") for el in opf.iter() if el.tag.endswith("}item")}
         spine = [el.get("idref") for el in opf.iter() if el.tag.endswith("}itemref")]
-        pages, tables = [], 0
+        pages, tables, missing = [], 0, []
+        names = set(zf.namelist())
         for idref in spine:
             href = manifest.get(idref)
             if not href:
                 continue
-            page = _html(_read_member(zf, base + href, "EPUB").decode("utf-8", "replace"))
+            # an href is a URL relative to the package file: %-escapes, ./ and ../, a #fragment
+            name = posixpath.normpath(posixpath.join(base, unquote(href.split("#", 1)[0])))
+            if name not in names:
+                missing.append(href)
+                continue
+            page = _html(_read_member(zf, name, "EPUB").decode("utf-8", "replace"))
             tables += page["tables"]
             pages.append(page["pages"][0])
-    return {"pages": ["\n\n".join(pages)], "scanned_pages": 0, "tables": tables}
+    if not pages and missing:
+        raise Refused(f"not a valid EPUB: its chapters are missing from it (first: {missing[0]})")
+    return {"pages": ["\n\n".join(pages)], "scanned_pages": 0, "tables": tables,
+            "notes": [f"{len(missing)} chapter(s) named in its spine are missing from it (first: {missing[0]})"]
+            if missing else []}
 
 
 def _xml(data: bytes, name: str):
@@ -273,9 +308,12 @@ _SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "ifram
 
 
 class _HTMLText(HTMLParser):
+    """Text by block: each block's parts are joined once at the end (adding to a string would copy it each
+    time: quadratic on a long page); a table's rows become lines, its cells joined by ' | '."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.lines: list[str] = [""]
+        self.blocks: list[list[str]] = [[]]
         self.skip = 0
         self.rows: list[list[str]] | None = None
         self.cell: list[str] | None = None
@@ -283,6 +321,8 @@ class _HTMLText(HTMLParser):
         self.depth = 0  # of nested tables: an inner table's cells read as text of the outer cell
 
     def handle_starttag(self, tag, attrs):
+        if tag == "body":  # a <head> (or anything skipped) never closed ends where the body starts
+            self.skip = 0
         if tag in _SKIP:
             self.skip += 1
         elif tag == "table":
@@ -294,8 +334,11 @@ class _HTMLText(HTMLParser):
             self.rows.append([])
         elif self.depth == 1 and tag in ("td", "th"):
             self.cell = []
-        elif tag in _BLOCK and self.depth == 0:
-            self.lines.append("")
+        elif tag in _BLOCK:
+            if self.depth == 0:
+                self.blocks.append([])
+            elif self.cell is not None:
+                self.cell.append(" ")  # <p>one</p><p>two</p> in a cell: two words
 
     def handle_endtag(self, tag):
         if tag in _SKIP:
@@ -303,15 +346,18 @@ class _HTMLText(HTMLParser):
         elif tag == "table" and self.depth:
             self.depth -= 1
             if self.depth == 0 and self.rows is not None:
-                self.lines += ["\n".join(_table_rows(self.rows)), ""]
+                self.blocks += [["\n".join(_table_rows(self.rows))], []]
                 self.rows = None
         elif self.depth == 1 and tag in ("td", "th") and self.cell is not None and self.rows is not None:
             if not self.rows:
                 self.rows.append([])
             self.rows[-1].append("".join(self.cell))
             self.cell = None
-        elif tag in _BLOCK and self.depth == 0:
-            self.lines.append("")
+        elif tag in _BLOCK:
+            if self.depth == 0:
+                self.blocks.append([])
+            elif self.cell is not None:
+                self.cell.append(" ")
 
     def handle_data(self, data):
         if self.skip:
@@ -320,15 +366,16 @@ class _HTMLText(HTMLParser):
             if self.cell is not None:
                 self.cell.append(data)
             return
-        self.lines[-1] += data
+        self.blocks[-1].append(data)
 
 
 def _html(text: str) -> dict:
     parser = _HTMLText()
     parser.feed(text)
     parser.close()
-    lines = ["\n".join(" ".join(row.split()) for row in line.split("\n")) for line in parser.lines]
-    return {"pages": ["\n\n".join(line for line in lines if line)], "scanned_pages": 0, "tables": parser.tables}
+    lines = ["\n".join(" ".join(row.split()) for row in "".join(parts).split("\n")) for parts in parser.blocks]
+    return {"pages": ["\n\n".join(line for line in lines if line.strip())], "scanned_pages": 0,
+            "tables": parser.tables}
 
 
 def _html_file(path: Path) -> dict:
