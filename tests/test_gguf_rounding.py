@@ -9,6 +9,9 @@ that transformers fuses on load): read back and laid out again, the model's weig
 """
 from __future__ import annotations
 
+import json
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +180,61 @@ def test_activations_are_rounded_as_ggml_rounds_them():
     at = blocks.abs().argmax(-1, keepdim=True)
     assert torch.allclose(k.gather(-1, at), blocks.gather(-1, at))
     assert torch.equal(llama_cpp.round_activations(x[:, :100], "Q8_0"), x[:, :100])  # not whole blocks: as is
+
+
+BYTES_STAND_IN = """#!{python}
+# Answers like llama-simple, as raw bytes (a random model's answer can be bytes that are no UTF-8).
+import json, sys
+from pathlib import Path
+answers = json.loads((Path(__file__).parent / "answers.json").read_text())
+prompt = sys.argv[-1]
+sys.stdout.buffer.write(prompt.encode() + bytes.fromhex(answers[prompt]) + b"\\n")
+"""
+
+
+def test_an_answer_that_is_no_utf8_is_followed_byte_by_byte(tiny_model_dir, tmp_path, monkeypatch):
+    """llama.cpp can print byte tokens that are no UTF-8: its text then shows U+FFFD, which no tokenizer reads
+    back into its tokens. The check follows the bytes instead and finds where the answer really leaves the
+    merged model's (here, the token swapped for a lone 0xFF byte), not where the re-read text does."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = _load(tiny_model_dir)
+    vocab = llama_cpp.token_bytes(tok)
+    assert all(bytes([b]) in vocab for b in range(256))  # byte-level BPE: every byte is a token
+    ff = vocab[b"\xff"][0]
+    ends = llama_cpp._turn_end_ids(tok, tiny_model_dir)
+    prompts = verify.prompt_ids(tok)
+    own = []
+    for p in prompts:
+        ids = model.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False, pad_token_id=0)[0, len(p):].tolist()
+        own.append(ids[:ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids)
+    piece = {i: b for b, ids in vocab.items() for i in ids}
+    for p, ids in zip(prompts, own):  # its own answer: followed to the end, token for token
+        followed = llama_cpp.follow_bytes(model, tok, p, b"".join(piece[t] for t in ids), 8, ends)
+        assert followed == {"ids": ids, "at": None, "gap": 0.0}
+    k = max(range(len(own)), key=lambda i: len(own[i]))  # the longest answer gets a token swapped mid-way
+    j = len(own[k]) // 2
+    assert j >= 1 and ff not in own[k]
+    swapped = own[k][:j] + [ff] + own[k][j + 1:]
+    data = b"".join(piece[t] for t in swapped)
+    followed = llama_cpp.follow_bytes(model, tok, prompts[k], data, 8, ends)
+    assert followed["at"] == j and followed["gap"] > 0 and followed["ids"][j] == ff
+
+    # through the whole check, with a stand-in llama-simple that prints those bytes for the first prompt
+    light = llama_cpp.tokenizer_for(tiny_model_dir)
+    texts = [light.decode(llama_cpp.without_added_bos(light, p), skip_special_tokens=False)
+             for p in verify.prompt_ids(light)]
+    answers = [data if i == k else b"".join(piece[t] for t in ids) for i, ids in enumerate(own)]
+    exe = tmp_path / "llama-simple"
+    exe.write_text(BYTES_STAND_IN.format(python=sys.executable))
+    exe.chmod(0o755)
+    (tmp_path / "answers.json").write_text(json.dumps({t: a.hex() for t, a in zip(texts, answers)}))
+    monkeypatch.setenv("LORA_STUDIO_LLAMA_CPP", str(tmp_path))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"")  # the stand-in does not read it
+    check = llama_cpp.check_gguf_llama(tiny_model_dir, gguf, None)
+    judged = check.details["per_prompt"][k]
+    assert check.ok and check.details["identical"] == 2, check.summary
+    assert judged["identical"] is False and judged["at"] == j
+    assert judged["gap"] == pytest.approx(followed["gap"], abs=1e-3)

@@ -170,10 +170,11 @@ class GreedyCheck:
         # threads each, 0.38 s at 1). A build with OpenMP (the default) honours the limit; idle threads sleep.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         env = dict(os.environ, OMP_THREAD_LIMIT=str(max(1, cores // len(self.prompts))), OMP_WAIT_POLICY="PASSIVE")
+        # read as bytes: a random model's answer can be bytes that are no UTF-8 (byte tokens), which a text
+        # shows as U+FFFD and no tokenizer can read back (answer_bytes)
         self.procs = [subprocess.Popen([str(self.exe), "-m", str(self.gguf_path), "-n", str(self.new_tokens), prompt],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                                       env=env)
-                      for prompt in self.prompts]  # a piece can split a UTF-8 character: U+FFFD, as transformers decodes
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                      for prompt in self.prompts]
 
     def finish(self) -> Check:
         if self.exe is None:
@@ -181,12 +182,19 @@ class GreedyCheck:
                                               "build folder to compare greedy answers in llama.cpp itself)")
         answers: list[str | None] = []
         failures: list[str] = []
+        self.raw: list[bytes | None] = []
         try:
             for proc, prompt in zip(self.procs, self.prompts):
-                out, err = proc.communicate(timeout=300)
+                out_b, err_b = proc.communicate(timeout=300)
+                err = err_b.decode("utf-8", "replace")
                 # llama-simple prints the prompt, the answer, then one newline
-                text = out.split(prompt, 1)[1] if proc.returncode == 0 and prompt in out else None
-                answers.append(text[:-1] if text is not None and text.endswith("\n") else text)
+                head = prompt.encode("utf-8")
+                raw = out_b.split(head, 1)[1] if proc.returncode == 0 and head in out_b else None
+                raw = raw[:-1] if raw is not None and raw.endswith(b"\n") else raw
+                self.raw.append(raw)
+                # a piece can split a UTF-8 character: U+FFFD, as transformers decodes
+                text = raw.decode("utf-8", "replace") if raw is not None else None
+                answers.append(text)
                 if text is None:
                     last = [line for line in err.strip().splitlines() if line.strip()][-1:]
                     failures.append(f"exit code {proc.returncode}" + (f": {last[0].strip()[:200]}" if last else ""))
@@ -229,6 +237,10 @@ class GreedyCheck:
                      {"identical": same, "prompts": len(self.ids), "tokens_per_prompt": self.new_tokens,
                       "llama_cpp": str(self.exe), "per_prompt": verdicts})
 
+    def _raw(self, i: int) -> bytes | None:
+        raw = getattr(self, "raw", [])
+        return raw[i] if i < len(raw) else None
+
     @staticmethod
     def _from_cache(answer: str | None, known: str | None, seen: dict, quant: str | None = None) -> dict:
         """The verdict on one llama.cpp answer from what the export cache holds, or {} when it cannot say.
@@ -269,7 +281,17 @@ class GreedyCheck:
         self.tok = AutoTokenizer.from_pretrained(str(self.merged_dir), trust_remote_code=self.trust)
         ends = _turn_end_ids(self.tok, self.merged_dir)
         out, known, seen = [], list(self.known), [dict(v) for v in self.seen]
+        self.exact: dict[int, list[int]] = {}  # llama.cpp's own tokens, where its text cannot be read back
         for i, (prompt, text, verdict) in enumerate(zip(verify.prompt_ids(self.tok), answers, verdicts)):
+            raw = self._raw(i)
+            if not verdict and text is not None and raw is not None and not _utf8(raw):
+                followed = follow_bytes(model, self.tok, prompt, raw, self.new_tokens, ends)
+                if followed is not None:
+                    self.exact[i] = followed["ids"]
+                    verdict = ({"identical": True} if followed["at"] is None else
+                               {"identical": False, "at": followed["at"], "gap": followed["gap"]})
+                    if verdict["identical"]:
+                        known[i] = text
             if not verdict and text is not None:  # the cache cannot judge it (a failed run is judged already)
                 cont = self.tok(text, add_special_tokens=False)["input_ids"]
                 with torch.no_grad():
@@ -308,7 +330,8 @@ class GreedyCheck:
             return
         todo = sorted(texts)
         prompts = verify.prompt_ids(self.tok)
-        conts = {i: self.tok(texts[i], add_special_tokens=False)["input_ids"] for i in todo}
+        exact = getattr(self, "exact", {})
+        conts = {i: exact.get(i) or self.tok(texts[i], add_special_tokens=False)["input_ids"] for i in todo}
 
         def forced(i: int) -> Any:  # teacher forcing on llama.cpp's answer
             with torch.no_grad():
@@ -332,12 +355,17 @@ class GreedyCheck:
             follows = _follows(after.argmax(-1).tolist(), cont, self.new_tokens, ends) and \
                 self.tok.decode(cont, skip_special_tokens=False) == texts[i]
             rounded_own = texts[i]
-            if not follows:  # or the same text tokenised another way: the rounded model's own answer decides
+            if i in exact:  # bytes that are no UTF-8: whether the rounded model writes them itself
+                raw = self._raw(i)
+                again = follow_bytes(model, self.tok, prompts[i], raw, self.new_tokens, ends) if raw else None
+                follows = again is not None and again["at"] is None
+            elif not follows:  # or the same text tokenised another way: the rounded model's own answer decides
                 generated, rounded_own = self._generated(model, prompts[i], texts[i], cont, ends)
                 follows = generated["identical"]
             verdict = dict(verdicts[i], quant=self.quant, rounding=follows)
             tie = None if follows else _within_rounding(before[i], after, cont)
-            if tie is not None and "\ufffd" in self.tok.decode(cont[:tie["at"] + 1], skip_special_tokens=False):
+            if tie is not None and i not in exact and \
+                    "\ufffd" in self.tok.decode(cont[:tie["at"] + 1], skip_special_tokens=False):
                 tie = None  # a cut UTF-8 character: the tokens read back from the text are not llama.cpp's
             if tie is not None:
                 verdict.update(rounding=True, near_tie=tie)
@@ -403,6 +431,81 @@ def _within_rounding(before: Any, after: Any, cont: list[int]) -> dict | None:
     gap = float(before[j, best[j]] - before[j, cont[j]])
     shift = float((after[:j + 1] - before[:j + 1]).abs().max())
     return {"at": j, "gap": round(gap, 4), "shift": round(shift, 4)} if gap <= TIE_FACTOR * shift else None
+
+
+def token_bytes(tok: Any) -> dict[bytes, list[int]]:
+    """Each token's bytes as llama.cpp prints it -> the token ids that print them. Byte-level BPE vocabularies
+    (GPT-2's byte-to-character map) and SentencePiece ones (``▁`` for a space, ``<0xNN>`` byte tokens)."""
+    import json
+
+    decoder = json.loads(tok.backend_tokenizer.to_str()).get("decoder") or {}
+    kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders") or []}
+    chars = _byte_level_chars() if "ByteLevel" in kinds else None
+    out: dict[bytes, list[int]] = {}
+    for piece, i in tok.get_vocab().items():
+        if chars is not None and all(c in chars for c in piece):
+            data = bytes(chars[c] for c in piece)
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            data = bytes([int(piece[3:5], 16)])
+        else:
+            data = piece.replace("\u2581", " ").encode("utf-8")
+        out.setdefault(data, []).append(i)
+    return out
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _byte_level_chars() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte: the printable bytes stand for themselves, the other 68
+    (controls, space, and a few Latin-1 ones) for the characters from U+0100 on, in byte order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    out = {chr(b): b for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in out.values():
+            out[chr(256 + extra)] = b
+            extra += 1
+    return out
+
+
+def follow_bytes(model: Any, tok: Any, prompt: list[int], data: bytes, n: int, ends: set[int]) -> dict | None:
+    """Teacher forcing on the bytes llama.cpp printed, for an answer that is no UTF-8 (its text cannot be
+    tokenised back). Step by step, the token the model writes is the most likely one whose bytes go on the
+    answer; where its most likely token does not, that is where it leaves llama.cpp's answer, by the gap
+    between the two. ``{"ids", "at", "gap"}`` (``at`` None: the model writes the answer itself, stopping
+    where it stops), or None when no token goes on the bytes (a piece with a NUL byte: printf cut it)."""
+    import torch
+
+    vocab = getattr(tok, "_studio_token_bytes", None)
+    if vocab is None:
+        vocab = token_bytes(tok)
+        tok._studio_token_bytes = vocab
+    longest = max((len(b) for b in vocab), default=1)
+    ids: list[int] = []
+    pos, at, gap = 0, None, 0.0
+    while True:
+        with torch.no_grad():
+            row = model(torch.tensor([prompt + ids])).logits[0, -1].float()
+        best = int(row.argmax())
+        if pos >= len(data) or len(ids) >= n:  # the answer is over: the model must stop here too
+            if len(ids) < n and ends and best not in ends and at is None:
+                at, gap = len(ids), float(row[best] - max(row[e] for e in ends))
+            break
+        fits = [(t, k) for k in range(1, min(longest, len(data) - pos) + 1) for t in vocab.get(data[pos:pos + k], [])]
+        if not fits:
+            return None
+        chosen, size = max(fits, key=lambda f: float(row[f[0]]))
+        if chosen != best and at is None:
+            at, gap = len(ids), float(row[best] - row[chosen])
+        ids.append(chosen)
+        pos += size
+    return {"ids": ids, "at": at, "gap": round(gap, 4)}
 
 
 def printed(tok: Any, ids: list[int]) -> str:
