@@ -239,7 +239,8 @@ def test_figures_equal_cells_and_real_world_shapes_are_kept(tmp_path):
                     '<item id="a" href="../text/chapter%201.xhtml#start"/><item id="b" href="gone.xhtml"/>'
                     '</manifest><spine><itemref idref="a"/><itemref idref="b"/></spine></package>')
         zf.writestr("OPS/text/chapter 1.xhtml", "<html><body><p>The first chapter.</p></body></html>")
-    (tmp_path / "page.html").write_text("<html><head><title>T</title><body><table><tr><td><p>one</p><p>two</p>"
+    (tmp_path / "page.html").write_text("<html><head><title>T</title><body><p>Wrapped\nin the source</p>"
+                                        "<pre>kept\nlines</pre><table><tr><td><p>one</p><p>two</p>"
                                         "</td><td>three</td></tr></table>", encoding="utf-8")
     write_pdf(tmp_path / "plain.pdf", [["A protected notice about parking."]])
     writer = PdfWriter(clone_from=PdfReader(tmp_path / "plain.pdf"))
@@ -253,7 +254,7 @@ def test_figures_equal_cells_and_real_world_shapes_are_kept(tmp_path):
     assert "Q1 | Yes | Yes | No" in texts["votes.docx"]
     assert texts["book.epub"] == "The first chapter."
     assert any("book.epub: 1 chapter(s)" in n and "gone.xhtml" in n for n in r["notes"])
-    assert texts["page.html"] == "one two | three"
+    assert texts["page.html"] == "Wrapped in the source\n\nkept\nlines\n\none two | three"
     assert texts["protected.pdf"] == "A protected notice about parking."
 
 

@@ -319,10 +319,13 @@ class _HTMLText(HTMLParser):
         self.cell: list[str] | None = None
         self.tables = 0
         self.depth = 0  # of nested tables: an inner table's cells read as text of the outer cell
+        self.pre = 0  # inside <pre>: line breaks are the text's; elsewhere they are only spacing
 
     def handle_starttag(self, tag, attrs):
         if tag == "body":  # a <head> (or anything skipped) never closed ends where the body starts
             self.skip = 0
+        if tag == "pre":
+            self.pre += 1
         if tag in _SKIP:
             self.skip += 1
         elif tag == "table":
@@ -341,6 +344,8 @@ class _HTMLText(HTMLParser):
                 self.cell.append(" ")  # <p>one</p><p>two</p> in a cell: two words
 
     def handle_endtag(self, tag):
+        if tag == "pre":
+            self.pre = max(0, self.pre - 1)
         if tag in _SKIP:
             self.skip = max(0, self.skip - 1)
         elif tag == "table" and self.depth:
@@ -366,7 +371,7 @@ class _HTMLText(HTMLParser):
             if self.cell is not None:
                 self.cell.append(data)
             return
-        self.blocks[-1].append(data)
+        self.blocks[-1].append(data if self.pre else data.replace("\r", " ").replace("\n", " "))
 
 
 def _html(text: str) -> dict:
