@@ -95,7 +95,8 @@ def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list
 def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, tokenizer: Any = None,
             seq_len: int | None = None, preview_rows: int = 50, train_on: str = "assistant",
             progress: Callable[[DatasetReport], None] | None = None, workers: int | None = None,
-            roles: dict | None = None, label_filter: bool = True, packing: int = 0) -> DatasetReport:
+            roles: dict | None = None, label_filter: bool = True, packing: int = 0,
+            files_progress: Callable[[int, int, str], None] | None = None) -> DatasetReport:
     """Read and check the whole file; with a tokenizer (or a model name) add token statistics.
 
     ``packing``: the micro-batch of a packed SFT run (train.packing); the mask view then shows the
@@ -103,12 +104,13 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
 
     ``progress(report)`` is called every 10,000 usable rows (the GUI shows counts and may raise to cancel).
     A big plain JSONL file without a tokenizer is read on all cores (``workers=1`` forces one).
-    A folder of documents (or one PDF, DOCX, ODT, EPUB or HTML file) is read by ``studio.data.documents``.
+    A folder of documents (or one PDF, DOCX, ODT, EPUB or HTML file) is read by ``studio.data.documents``;
+    ``files_progress(i, n, name)`` is called before each file (it may raise to cancel; the reader ends).
     """
     if docs.is_documents(path):
         if isinstance(tokenizer, (str, Path)):
             tokenizer = load_tokenizer(tokenizer)
-        return documents_report(path, fmt, tokenizer, seq_len, preview_rows)[0]
+        return documents_report(path, fmt, tokenizer, seq_len, preview_rows, files_progress)[0]
     if tokenizer is None and progress is None and workers != 1:
         if parallel.eligible(open_source(path), tokenizer):
             try:
@@ -136,10 +138,11 @@ def inspect(path: str | Path, fmt: str = "auto", columns: dict | None = None, to
 
 
 def documents_report(path: str | Path, fmt: str | None, tokenizer: Any, seq_len: int | None,
-                     preview_rows: int = 3) -> tuple[DatasetReport, list[dict]]:
+                     preview_rows: int = 3, files_progress: Callable[[int, int, str], None] | None = None
+                     ) -> tuple[DatasetReport, list[dict]]:
     """Read a folder of documents: the report (format 'documents') and the examples, one per document with
     its whole cleaned text (``{"text", "source"}``), which training chunks with the model's tokenizer."""
-    col = docs.read(path, docs.progress_printer())
+    col = docs.read(path, files_progress or docs.progress_printer())
     report = DatasetReport(path=str(Path(path).expanduser()), reader="documents", encoding="text layer",
                            format=docs.FORMAT, confidence=1.0)
     if fmt and fmt not in ("auto", docs.FORMAT):

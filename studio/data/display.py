@@ -288,3 +288,8 @@ def chunk_items(d: dict) -> list[tuple[str, str]]:
         out.append((f"… and {more:,} more chunk(s)", "The preview shows the first chunks of the first documents; "
                                                     "training reads them all."))
     return out
+
+
+def reading_text(i: int, n: int, name: str) -> str:
+    """The Data page's line while a folder of documents is read, file by file."""
+    return f"Reading documents: {i + 1:,} of {n:,} ({html.escape(name)})…"

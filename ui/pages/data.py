@@ -30,21 +30,38 @@ from ui.widgets.data_tabs import DatasetTabs
 from ui.widgets.drop_zone import DropZone
 
 
+class _Superseded(Exception):
+    """Another dataset was chosen while a folder was being read: its reader stops."""
+
+
 class _Inspector(QObject):
     """Runs ``studio.data.inspect`` on a daemon thread; the result arrives in the GUI thread."""
 
     done = Signal(object, object)   # path, report
     failed = Signal(object, str, object)    # path, message, what the failure knows ({"columns", "suggestions"})
+    progress = Signal(object, int, int, str)  # path, files read, files in all, the file now (a folder of documents)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.current: Path | None = None  # the newest path: an older folder's read stops at its next file
 
     def run(self, path: Path, fmt: str = "auto", roles: dict | None = None, label_filter: bool = True,
             columns: dict | None = None) -> None:
+        self.current = path
         threading.Thread(target=self._work, args=(path, fmt, roles or {}, label_filter, columns or {}),
                          daemon=True).start()
 
     def _work(self, path: Path, fmt: str, roles: dict, label_filter: bool, columns: dict) -> None:
+        def files(i: int, n: int, name: str) -> None:
+            if self.current != path:
+                raise _Superseded(path)
+            self.progress.emit(path, i, n, name)
+
         try:
             self.done.emit(path, inspect(path, fmt=fmt, columns=columns or None, roles=roles or None,
-                                         label_filter=label_filter))
+                                         label_filter=label_filter, files_progress=files))
+        except _Superseded:
+            return  # another dataset was chosen meanwhile: nothing to say about this one
         except Exception as e:  # DataError and friends carry a user-facing message
             self.failed.emit(path, str(e), {"columns": list(getattr(e, "columns", None) or []),
                                             "suggestions": list(getattr(e, "suggestions", None) or [])})
@@ -65,6 +82,7 @@ class DataPage(Page):
         self._inspector = _Inspector(self)
         self._inspector.done.connect(self._inspected)
         self._inspector.failed.connect(self._failed)
+        self._inspector.progress.connect(self._reading)
         self._build()
         self.tokens = CommandController(self)
         self.tokens.sig_done.connect(lambda d: self._tokens_ready(d["report"]))
@@ -271,6 +289,10 @@ class DataPage(Page):
         self._fill_formats(None)
         self._fill_fields({"columns": (known or {}).get("columns") or []})
         self._fill_suggestions(known)
+
+    def _reading(self, path: Path, i: int, n: int, name: str) -> None:
+        if path == self.path:
+            self.summary.setText(display.reading_text(i, n, name))
 
     def _end_busy(self) -> None:
         self.busy.set_busy(False)
