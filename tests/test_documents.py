@@ -265,3 +265,18 @@ def test_a_downloaded_dataset_folder_with_a_readme_is_not_documents(tmp_path):
     assert not documents.is_documents(tmp_path)
     with pytest.raises(DataError, match="pass the data file inside"):
         load_examples(tmp_path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need a privilege under Windows")
+def test_links_are_named_not_followed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "note.md").write_text("A note that is read once.\n", encoding="utf-8")
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)  # a loop: walking it would never end
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("Not in the folder.\n", encoding="utf-8")
+    (tmp_path / "outside.txt").symlink_to(outside)
+    r = inspect(tmp_path).to_dict()
+    assert [f["file"] for f in r["files"]] == ["sub/note.md"]
+    reasons = {s["file"]: s["reason"] for s in r["skipped_files"]}
+    assert "a link to a folder, not followed" in reasons["sub/up"]
+    assert "a link to a file outside the folder" in reasons["outside.txt"]

@@ -102,9 +102,14 @@ def is_documents(path: str | Path) -> bool:
     return any(kind_of(p) for p in files)
 
 
-def _walk(root: Path):
-    for folder, dirs, files in os.walk(root, followlinks=False):  # a link loop cannot make it endless
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+def _walk(root: Path, links: list | None = None):
+    """The files under ``root`` in name order; links to folders are not followed (a loop cannot make the walk
+    endless) but put in ``links``, to be named."""
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        linked = [d for d in dirs if (Path(folder) / d).is_symlink()]
+        if links is not None:
+            links += [Path(folder) / d for d in sorted(linked) if not d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
         for name in sorted(files):
             if not name.startswith("."):
                 yield Path(folder) / name
@@ -115,8 +120,10 @@ def gather(path: str | Path) -> tuple[Path, list[Path], list[dict]]:
     path = Path(path).expanduser()
     if path.is_file():
         return path.parent, [path], []
-    files, skipped = [], []
-    for p in _walk(path):
+    files: list[Path] = []
+    skipped: list[dict] = []
+    links: list[Path] = []
+    for p in _walk(path, links):
         rel = p.relative_to(path).as_posix()
         if p.is_symlink() and not p.resolve().is_relative_to(path.resolve()):
             skipped.append({"file": rel, "reason": "a link to a file outside the folder; copy the file in instead"})
@@ -128,6 +135,8 @@ def gather(path: str | Path) -> tuple[Path, list[Path], list[dict]]:
             skipped.append({"file": rel, "reason": f"not a document type the studio reads ({ext}); it reads {kinds}"})
         else:
             files.append(p)
+    skipped += [{"file": p.relative_to(path).as_posix(), "reason": "a link to a folder, not followed; copy the "
+                 "folder in to read it"} for p in links]
     return path, files, skipped
 
 
