@@ -33,6 +33,19 @@ def drop():
     return drop_path
 
 
+@pytest.fixture()
+def data_page(qtbot):
+    """The Data page alone, shown at a window's size (its tests read its widgets)."""
+    from ui.pages.data import DataPage
+    from ui.session import Session
+
+    p = DataPage(Session())
+    qtbot.addWidget(p)
+    p.resize(1100, 700)
+    p.show()
+    return p
+
+
 @pytest.fixture
 def window(qtbot):
     """The studio window, shown; afterwards every worker it started is killed (downloads, chats, runs)."""
