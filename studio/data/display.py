@@ -84,6 +84,10 @@ def notes_html(notes: list) -> str:
 
 def problem_lines(d: dict) -> list[tuple[str, bool]]:
     """The Problems tab: (text, is a group header) per line; a clean file says so in one line."""
+    if d.get("format") == "documents" and isinstance(d.get("skipped_files"), list) and d["skipped_files"]:
+        skipped = d["skipped_files"]  # a folder: one line per file not used, with its reason
+        return [(f"{len(skipped):,} file(s) skipped; the others are read. Fix or convert a file to use it", True)] + [
+            (f"{s['file']}: {s['reason']}", False) for s in skipped]
     out = [(f"{g['count']:,} × {g.get('field') or 'row'}: {g['example']}" + (f"  →  {g['hint']}" if g.get("hint") else ""),
             True) for g in d.get("problem_groups") or []]
     for p in d.get("problems") or []:

@@ -117,6 +117,9 @@ def test_a_folder_of_documents_shows_each_text_the_skipped_files_and_the_chunks(
     names = [tabs.tabText(i) for i in range(tabs.count())]
     assert names[:3] == ["Preview (0 of 2 documents)", "Documents (1)", "Chunks (3)"]
     assert names[3] == "Problems (1)"
+    assert [tabs.problems.item(i).text() for i in range(tabs.problems.count())] == [
+        "1 file(s) skipped; the others are read. Fix or convert a file to use it",
+        "scan.pdf: no text layer: it looks like a scan"]
     docs = tabs.documents
     assert docs.items.count() == 2 and docs.items.item(0).text().startswith("a/lease.pdf")
     assert "4 header/footer line(s) removed" in docs.items.item(0).text()
