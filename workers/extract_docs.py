@@ -69,10 +69,27 @@ def main() -> int:
             answer = {"path": path, "ok": False, "reason": f"cannot be read ({e.strerror or e})"}
         except Exception as e:  # a library's own error on a damaged file: named, the next file goes on
             answer = {"path": path, "ok": False, "reason": f"cannot be read ({type(e).__name__}: {e})"[:300]}
+        if args.memory_mb > 0 and _peak_mb() > args.memory_mb:
+            # read faster than the studio's watch looks (Windows has no address-space limit): the peak says it;
+            # this worker's peak stays that high, so it ends and the studio starts a fresh one
+            answer = {"path": path, "ok": False, "restart": True,
+                      "reason": f"reading it needed more than {args.memory_mb} MB of memory (a zip bomb or a "
+                                "damaged file?); refused"}
         out.write(json.dumps(answer, ensure_ascii=True) + "\n")
         out.flush()
+        if answer.get("restart"):
+            break
     return EXIT_OK
 
+
+def _peak_mb() -> float:
+    """Windows: the most memory this process has held, in MB (its peak working set). Elsewhere 0: Linux has the
+    address-space limit, and a POSIX peak RSS (ru_maxrss) carries over the parent's from before exec."""
+    if sys.platform != "win32":
+        return 0.0
+    import psutil
+
+    return float(getattr(psutil.Process().memory_info(), "peak_wset", 0)) / 2**20
 
 if __name__ == "__main__":
     go_offline()

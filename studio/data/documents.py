@@ -224,6 +224,8 @@ class Extractor:
             pass  # it died at the last file's end: the answer below says so
         answer = self._answer(self.time_limit)
         if isinstance(answer, dict):
+            if answer.get("restart"):  # the worker ends after a file that took it past the memory limit
+                self.close()
             return answer
         tail = self._log_tail() if answer == "died" else ""
         self.close()
