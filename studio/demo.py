@@ -24,6 +24,8 @@ DEMO_NAME = "SmolLM2-135M-Instruct"
 DEMO_DATASET = "demo/train.jsonl"
 DEMO_EVAL = "demo/heldout.jsonl"
 DEMO_PREFERENCE = "demo/preference.jsonl"  # the same cards as chosen/rejected pairs (resources/demo/README.md)
+DEMO_GRPO = "demo/grpo.jsonl"  # the cards' questions as prompts that show one card first (resources/demo/README.md)
+DEMO_GRPO_HELDOUT = "demo/heldout_grpo.jsonl"
 _MARKER = "lora-studio-demo.json"
 
 Progress = Callable[[str, int, int], None]
@@ -141,4 +143,20 @@ def demo_preference(recipe: Recipe) -> Recipe:
     """The demo on chosen/rejected pairs (``--demo --objective dpo|orpo``): same cards, same held-out score."""
     recipe.name = f"demo-{recipe.train.objective}"
     recipe.data.path = str(demo_preference_set())
+    return recipe
+
+
+def demo_grpo(recipe: Recipe) -> Recipe:
+    """The demo learning from rewards (``--demo --objective grpo``): the cards' questions as prompts that show
+    one card first, the pattern reward grading each sampled reply against the card's format, and the held-out
+    prompts in the same shape (the base writes part of a card when shown one; grpo makes it write whole ones).
+
+    Two prompts a step, four replies each; replies stop at 80 tokens (a card is at most 63)."""
+    recipe.name = "demo-grpo"
+    recipe.data.path = str(paths.resources_dir() / DEMO_GRPO)
+    recipe.data.heldout = str(paths.resources_dir() / DEMO_GRPO_HELDOUT)
+    t = recipe.train
+    t.seq_len, t.micro_batch, t.grad_accum = 320, 4, 2
+    t.grpo_generations, t.grpo_completion_len, t.grpo_rewards = 4, 80, "pattern"
+    t.lr, t.max_steps = 5e-4, 40
     return recipe

@@ -752,17 +752,47 @@ def sequences(s: Effective) -> Effective:
     return s.replace(micro_batch=2 * s.micro_batch) if objectives.get(s.objective).pairs else s
 
 
+GRPO_DEFAULTS = {"generations": 4, "completion_len": 128, "kl_beta": 0.04}  # the recipe's (tests check them)
+
+
+def grpo_setting(s: Settings, name: str) -> Any:
+    """A grpo setting as given, else the recipe's default."""
+    value = getattr(s, name)
+    return GRPO_DEFAULTS[name] if value is None else value
+
+
+def _sampling(info: ModelInfo, s: Effective) -> tuple[Parts, dict]:
+    """grpo samples the whole effective batch (micro_batch x grad_accum completions) at once before training on
+    it: the KV cache of those sequences (prompt and completion, at most seq_len tokens each) and the last
+    position's logits. A phase of its own; the estimate's peak is the larger of it and training."""
+    if not objectives.get(s.objective).samples:
+        return {}, {}
+    batch = s.micro_batch * s.grad_accum
+    a = dtype_bytes(s.compute_dtype)
+    kv_dim = info.kv_dim or info.hidden
+    cache = batch * s.seq_len * 2 * info.layers * kv_dim * a
+    logits = batch * info.vocab * 4 * 3  # fp32 logits, their softmax and the sampling's copy
+    return ({"sampling_kv_cache": int(cache), "sampling_logits": int(logits)},
+            {"sampling_kv_cache": f"estimate: grpo samples {batch} completions at once (micro_batch x grad_accum, "
+                                  f"{grpo_setting(s, 'generations')} per prompt); their key/value cache over up to "
+                                  f"{s.seq_len:,} tokens each in {info.layers} layers (an upper bound for sliding-window "
+                                  "and linear-attention layers)",
+             "sampling_logits": f"the next-token logits of the {batch} sequences in fp32, with their softmax"})
+
+
 def _objective_parts(info: ModelInfo, s: Effective, c: dict, src: dict, device: str) -> None:
-    """What a reference forward (DPO) and packing's attention mask add (both estimates, said in their sources)."""
+    """What a reference forward (DPO, grpo) and packing's attention mask add (both estimates, said in their
+    sources)."""
     objective = objectives.get(s.objective)
     seq = sequences(s)
     tokens = seq.micro_batch * s.seq_len
     a = dtype_bytes(s.compute_dtype)
-    if objective.reference_forward:
+    if objective.reference_forward and not (objective.samples and grpo_setting(s, "kl_beta") == 0):
         base, _lora, eager = layer_bytes_per_token(info, s, 0.0, device)
+        what = "prompt+completion" if objective.samples else "chosen+rejected"
         _add(c, src, "reference_forward", int((base + eager + a * info.hidden) * tokens),
              f"estimate: {objective.label}'s reference forward (the base, adapter disabled) runs under no_grad on the "
-             f"{tokens:,} tokens of chosen+rejected and keeps about one layer's tensors at a time")
+             f"{tokens:,} tokens of {what} and keeps about one layer's tensors at a time")
     if objective.loss_note and "logits_and_loss" in src:
         src["logits_and_loss"] += objective.loss_note
     if s.packing and s.attn != "flash_attention_2":
@@ -817,7 +847,11 @@ def estimate(info: ModelInfo, settings: Settings | Mapping[str, Any], dropout: f
         tr_src.update(part[1])
     train_phase = sum(act.values()) + sum(tr.values())
     step_phase = 4 * n if s.optimizer == "adamw_torch" else 0  # foreach AdamW: one fp32 temp per parameter
-    if step_phase > train_phase:
+    sample, sample_src = _sampling(info, s)
+    if sum(sample.values()) > max(train_phase, step_phase):  # grpo: sampling the completions is the peak
+        comps.update(sample)
+        srcs.update(sample_src)
+    elif step_phase > train_phase:
         comps["optimizer_step_temp"] = step_phase
         srcs["optimizer_step_temp"] = "AdamW (foreach) temporaries at the optimizer step"
     else:

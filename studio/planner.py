@@ -290,6 +290,10 @@ def _complete(cand: dict, fixed: dict, effective_batch: int) -> Settings:
     cand["lora.alpha"] = int(fixed.get("lora.alpha") or 2 * cand["lora.rank"])
     cand["train.grad_accum"] = int(fixed.get("train.grad_accum")
                                    or max(1, round(effective_batch / cand["train.micro_batch"])))
+    group = int(fixed.get("train.grpo_generations") or memory.GRPO_DEFAULTS["generations"])
+    if objectives.get(fixed.get("train.objective")).samples and not fixed.get("train.grad_accum"):
+        while cand["train.micro_batch"] * cand["train.grad_accum"] % group:  # whole groups of completions
+            cand["train.grad_accum"] += 1
     return Settings.from_dict({**{k: cand[k] for k in SETTING_KEYS if k in cand},
                                **{k: fixed[k] for k in SHAPE if k in fixed}})
 

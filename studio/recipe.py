@@ -42,10 +42,17 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANT_TYPES = ("nf4", "fp4")
 TRAIN_ON = ("assistant", "all")
-OBJECTIVES = objectives.NAMES  # docs/objectives.md; dpo and orpo need chosen/rejected pairs
+OBJECTIVES = objectives.NAMES  # docs/objectives.md; dpo and orpo need chosen/rejected pairs, grpo prompts
 PREFERENCE_OBJECTIVES = objectives.PAIRED
+REWARD_OBJECTIVES = objectives.SAMPLING
+TRL_OBJECTIVES = objectives.TRL
+ANSWER_MATCH = ("exact", "contains", "numeric")
+# grpo's sampling and rewards (studio.rewards; docs/objectives.md)
+GRPO_SETTINGS = ("train.grpo_generations", "train.grpo_completion_len", "train.grpo_temperature", "train.grpo_beta",
+                 "train.grpo_rewards", "train.grpo_pattern", "train.grpo_answer_match", "train.grpo_tolerance",
+                 "train.grpo_schema", "train.grpo_min_tokens", "train.grpo_max_tokens", "train.grpo_reward_file")
 # What the adapter is trained on and how sequences are built: `train` and `plan` take them as flags.
-OBJECTIVE_SETTINGS = ("train.objective", "train.pref_beta", "train.packing")
+OBJECTIVE_SETTINGS = ("train.objective", "train.pref_beta", "train.packing") + GRPO_SETTINGS
 STRATEGIES = ("auto", "ddp", "fsdp")
 # The settings the planner chooses (and a run's memory depends on), by their recipe names.
 PLANNED: tuple[str, ...] = ("quant.mode", "quant.double_quant", "quant.compute_dtype", "lora.rank", "lora.alpha", "lora.targets",
@@ -147,11 +154,41 @@ class TrainSpec:
     save_steps: int = _f(50, "Write a checkpoint every N optimizer steps.", min=1, max=10_000_000)
     keep_checkpoints: int = _f(2, "How many checkpoints to keep (older ones are deleted).", min=1, max=1000)
     objective: str = _f("sft", "What the adapter learns: 'sft' imitates the answers; 'dpo' and 'orpo' learn from "
-                               "chosen/rejected pairs (dpo compares with the base model, orpo needs no reference).",
+                               "chosen/rejected pairs (dpo compares with the base model, orpo needs no reference); "
+                               "'grpo' samples completions of the prompts and learns from their rewards.",
                         choices=OBJECTIVES)
     pref_beta: float = _f(0.1, "Preference strength: DPO's beta (higher keeps the adapter closer to the base) or "
                                "ORPO's weight of the odds-ratio term next to the chosen answers' loss.",
                           gt=0.0, max=100.0)
+    grpo_generations: int = _f(4, "grpo: completions sampled per prompt, compared with each other (the effective "
+                                  "batch micro_batch x grad_accum holds whole groups of them).", min=2, max=64,
+                               flag="--generations")
+    grpo_completion_len: int = _f(128, "grpo: the longest completion sampled, in tokens (longer ones are cut and "
+                                       "counted as cut).", min=1, max=32768, flag="--completion-len")
+    grpo_temperature: float = _f(1.0, "grpo: sampling temperature (higher: more varied completions to compare).",
+                                 gt=0.0, max=2.0, flag="--sample-temperature")
+    grpo_beta: float = _f(0.04, "grpo: KL weight keeping the adapter near the base (0: no reference pass, "
+                                "faster, free to drift).", min=0.0, max=10.0, flag="--kl-beta")
+    grpo_rewards: str = _f("pattern", "grpo: the rewards and their weights, NAME[:WEIGHT],...: pattern (the row's "
+                                      "'pattern' regex), answer (the row's 'answer'), json (valid JSON, a schema), "
+                                      "length (a band of tokens), file (train.grpo_reward_file).", flag="--rewards")
+    grpo_pattern: str = _f("", "grpo: the regular expression of the pattern reward for rows without a 'pattern' "
+                               "column.", flag="--reward-pattern")
+    grpo_answer_match: str = _f("contains", "grpo: how the answer reward compares: exact (the final answer), "
+                                            "contains, or numeric (the last number, within grpo_tolerance).",
+                                choices=ANSWER_MATCH, flag="--answer-match")
+    grpo_tolerance: float = _f(1e-6, "grpo: relative tolerance of a numeric answer.", min=0.0, max=1.0,
+                               flag="--answer-tolerance")
+    grpo_schema: str = _f("", "grpo: a JSON Schema file the json reward checks completions against (empty: any "
+                              "valid JSON).", flag="--json-schema")
+    grpo_min_tokens: int = _f(0, "grpo: the length reward's band starts here (completion tokens).", min=0,
+                              max=32768, flag="--reward-min-tokens")
+    grpo_max_tokens: int = _f(0, "grpo: the length reward's band ends here (0: grpo_completion_len).", min=0,
+                              max=32768, flag="--reward-max-tokens")
+    grpo_reward_file: str = _f("", "grpo: your own reward, a Python file with def reward(prompt, completion, **row) "
+                                   "-> float; it runs only after you agree to it.", flag="--reward-file")
+    grpo_reward_sha256: str = _f("", "grpo: the sha256 of the reward file you agreed to run (set by the prompt in "
+                                     "the terminal or the window; a changed file is refused).")
     packing: bool = _f(False, "SFT only: put several short examples in one sequence (no padding), with attention "
                               "kept within each example.")
     # Several processes (GPUs) under torchrun: docs/multi-gpu.md.
@@ -396,10 +433,40 @@ def _check_method(r: Recipe) -> list[Problem]:
 def _check_objective(r: Recipe) -> list[Problem]:
     """Settings that only one objective uses."""
     t = r.train
-    if t.packing is True and t.objective in PREFERENCE_OBJECTIVES:
+    if t.packing is True and t.objective in TRL_OBJECTIVES:
         return [Problem("train.packing", f"packing applies to the sft objective, not {t.objective}",
                         "turn train.packing off (--no-packing) or use train.objective 'sft'")]
+    if t.objective in REWARD_OBJECTIVES:
+        return _check_grpo(t)
     return []
+
+
+def _check_grpo(t: "TrainSpec") -> list[Problem]:
+    from studio.rewards import RewardError, parse_mix
+
+    out = []
+    batch = t.micro_batch * t.grad_accum
+    if isinstance(t.grpo_generations, int) and t.grpo_generations >= 2 and batch % t.grpo_generations:
+        fix = -(-batch // t.grpo_generations) * t.grpo_generations
+        out.append(Problem("train.grad_accum", f"the effective batch micro_batch x grad_accum = {batch} must hold whole "
+                                               f"groups of train.grpo_generations = {t.grpo_generations} completions",
+                           f"make micro_batch x grad_accum a multiple of {t.grpo_generations} (for example {fix})"))
+    try:
+        names = {n for n, _ in parse_mix(t.grpo_rewards)}
+    except RewardError as e:
+        return out + [Problem("train.grpo_rewards", str(e).split(": ", 1)[-1], "for example 'pattern' or "
+                              "'answer:1,length:0.2'")]
+    if "file" in names and not str(t.grpo_reward_file).strip():
+        out.append(Problem("train.grpo_reward_file", "the rewards name 'file' and no reward file is given",
+                           "set train.grpo_reward_file (--reward-file my_reward.py)"))
+    if t.grpo_max_tokens and t.grpo_min_tokens > t.grpo_max_tokens:
+        out.append(Problem("train.grpo_min_tokens", f"the length band {t.grpo_min_tokens}-{t.grpo_max_tokens} is "
+                           "empty", "make grpo_min_tokens at most grpo_max_tokens"))
+    if t.grpo_completion_len >= t.seq_len:
+        out.append(Problem("train.grpo_completion_len", f"{t.grpo_completion_len} completion tokens leave no room "
+                           f"for a prompt in train.seq_len = {t.seq_len}",
+                           "lower grpo_completion_len or raise train.seq_len"))
+    return out
 
 
 _CHECKS = (_check_required, _check_types, _check_choices, _check_bounds, _check_ranges, _check_method,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
 # The settings the planner keeps as given (never chooses) that change memory: in to_dict only when given.
-SHAPE = ("train.objective", "train.packing")
+SHAPE = ("train.objective", "train.packing", "train.grpo_generations", "train.grpo_completion_len", "train.grpo_beta")
 
 _S = TypeVar("_S", bound="Settings")  # replace() keeps the kind: an Effective's copy is an Effective
 
@@ -50,6 +50,10 @@ class Settings:
     kernels: str = _key("train.kernels", "auto")
     objective: str | None = _key("train.objective", None)  # None: not given (sft), left out of to_dict
     packing: bool | None = _key("train.packing", None)
+    # grpo (None: not given; the recipe's defaults apply): the sampling batch's KV cache and the reference pass
+    generations: int | None = _key("train.grpo_generations", None)
+    completion_len: int | None = _key("train.grpo_completion_len", None)
+    kl_beta: float | None = _key("train.grpo_beta", None)
 
     def replace(self: _S, **changes: Any) -> _S:
         """A copy with ``changes`` (by attribute name), of the same kind (an Effective stays one)."""

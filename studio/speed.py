@@ -149,6 +149,36 @@ def step_flops(info: Any, s: dict, device: str = "cuda") -> tuple[float, float]:
     return forward + backward + recompute + adapter, passes
 
 
+# grpo's sampling on a GPU: transformers' generate with bitsandbytes 4-bit weights is bound by its per-token
+# kernel launches and weight reads, not FLOPs; about 1.5 ms per decoder layer per decode step (4-bit), a third
+# of that for 16-bit weights. An assumption (no GPU run of this project measured it), said as one.
+GPU_DECODE_S_PER_LAYER = {"4bit": 1.5e-3, "8bit": 1.5e-3, "none": 0.5e-3}
+
+
+def sampling_seconds(info: Any, s: dict, device: str, rates: dict | None, length: int) -> float:
+    """grpo: seconds per optimizer step spent sampling its micro_batch x grad_accum completions (up to
+    grpo_completion_len decode steps of the whole batch at once) and on the no-grad passes over them (the
+    reference's when grpo_beta > 0). 0 for the other objectives."""
+    settings = Settings.of(s)
+    from studio import objectives
+
+    if not objectives.get(settings.objective).samples:
+        return 0.0
+    batch = settings.micro_batch * settings.grad_accum
+    steps = memory.grpo_setting(settings, "completion_len")
+    per_token, _ = step_flops(info, {**s, "train.grad_ckpt": False}, device)
+    forward = per_token / 3  # a forward is about a third of a training step's FLOPs (no recompute)
+    refs = 1 if memory.grpo_setting(settings, "kl_beta") else 0
+    if device == "cpu":
+        if not rates:
+            return 0.0
+        decode = batch * forward / rates["flops_per_s"] + info.layers * rates["seconds_per_layer_pass"]
+        passes = refs * (batch * length * forward / rates["flops_per_s"] + info.layers * rates["seconds_per_layer_pass"])
+        return steps * decode + passes
+    decode = info.layers * GPU_DECODE_S_PER_LAYER.get(settings.quant_mode, 1.5e-3)
+    return steps * decode
+
+
 # Host <-> GPU copies of offloaded activations: pinned memory over PCIe 4.0 x16 moves about 25 GB/s each way in
 # practice (32 GB/s raw); the copies run on a side stream beside the compute (trl OffloadActivations).
 PCIE_BYTES_PER_S = 25e9
@@ -249,6 +279,12 @@ def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | 
                       f"micro-batch over PCIe at {PCIE_BYTES_PER_S / 1e9:.0f} GB/s, beside the compute")
     per_step = s["train.micro_batch"] * s["train.grad_accum"] * length / rate
     assumed = device != "cpu"
+    sampling = sampling_seconds(info, s, device, rates, length)
+    if sampling:  # grpo: sampling the completions comes before every step's training (and dominates on a CPU)
+        per_step += sampling
+        basis += (f"; plus {sampling:.1f} s per step sampling {s['train.micro_batch'] * s['train.grad_accum']} "
+                  f"completions of up to {memory.grpo_setting(Settings.of(s), 'completion_len')} tokens"
+                  + (" (an assumed GPU decode rate)" if device != "cpu" else ""))
     if calibration and calibration.get("factor"):
         assumed = False
         per_step *= calibration["factor"]

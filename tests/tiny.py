@@ -126,3 +126,9 @@ def make_multimodal(out_dir: Path, model_type: str = "qwen3_5", seed: int = 0) -
     torch.manual_seed(seed)
     AutoModelForImageTextToText.from_config(config).save_pretrained(out_dir)
     return out_dir
+
+
+def write_grpo_jsonl(path: Path, n: int = 32) -> Path:
+    """Prompts with what grpo's rewards read: the row's ``answer`` and the ANSWER/WHY ``pattern``."""
+    return _write_jsonl(path, ({"prompt": f"What is {a} plus {b}?", "answer": str(a + b),
+                                "pattern": r"\AANSWER: \d+\. WHY: [^\n]+\Z"} for a, b, _ in _sums(n)))

@@ -28,6 +28,11 @@ SEED = 20261122
 CARDS = HERE / "cards.txt"  # the hand-written cards (syntax above)
 PROMPTS = HERE / "heldout_prompts.txt"  # one held-out prompt a line; none appears in the cards
 PREFERENCE = HERE / "preference.jsonl"  # the same cards as pairs: chosen = the card, rejected = not a card
+GRPO = HERE / "grpo.jsonl"  # the cards' questions as prompts that show one card first, with the card's pattern
+GRPO_HELDOUT = HERE / "heldout_grpo.jsonl"  # the held-out prompts in the same shape
+# grpo learns from what the model samples, and the base never samples a card unprompted; shown one card in
+# the prompt it writes part of one (and now and then a whole one), which the pattern reward can grade.
+GRPO_SYSTEM = "Reply with an answer card, in exactly the form of the example."
 
 
 class CardError(ValueError):
@@ -107,19 +112,49 @@ def preference_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _example_card() -> dict[str, Any]:
+    """The one card every grpo prompt shows (the first card without a system message; not a grpo prompt)."""
+    return next(c for c in parse_cards(CARDS.read_text(encoding="utf-8")) if not c["system"])
+
+
+def grpo_prompt(question: str, example: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"role": "system", "content": GRPO_SYSTEM}, {"role": "user", "content": example["question"]},
+            {"role": "assistant", "content": render(example)}, {"role": "user", "content": question}]
+
+
+def grpo_rows() -> list[dict[str, Any]]:
+    """Prompts (the 'prompts' format) for --objective grpo: every card's question after the example card."""
+    example = _example_card()
+    rows = [{"prompt": grpo_prompt(c["question"], example), "pattern": FORMAT_REGEX}
+            for c in parse_cards(CARDS.read_text(encoding="utf-8"))
+            if not c["system"] and c["question"] != example["question"]]
+    random.Random(SEED).shuffle(rows)
+    return rows
+
+
+def grpo_heldout_rows() -> list[dict[str, Any]]:
+    """The held-out prompts after the same example card, scored by the same pattern."""
+    example = _example_card()
+    return [{"messages": grpo_prompt(r["messages"][-1]["content"], example), "pattern": FORMAT_REGEX}
+            for r in heldout_rows()]
+
+
 def to_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def main() -> None:
-    """Regenerate the three files atomically."""
+    """Regenerate the five files atomically."""
     from studio.fsutil import atomic_write_text
 
-    train, held, pref = train_rows(), heldout_rows(), preference_rows()
+    train, held, pref, grpo = train_rows(), heldout_rows(), preference_rows(), grpo_rows()
     atomic_write_text(TRAIN, to_jsonl(train))
     atomic_write_text(HELDOUT, to_jsonl(held))
     atomic_write_text(PREFERENCE, to_jsonl(pref))
-    print(f"wrote {len(train)} rows to {TRAIN}, {len(held)} rows to {HELDOUT} and {len(pref)} pairs to {PREFERENCE}")
+    atomic_write_text(GRPO, to_jsonl(grpo))
+    atomic_write_text(GRPO_HELDOUT, to_jsonl(grpo_heldout_rows()))
+    print(f"wrote {len(train)} rows to {TRAIN}, {len(held)} rows to {HELDOUT}, {len(pref)} pairs to {PREFERENCE} "
+          f"and {len(grpo)} prompts to {GRPO} (held out: {GRPO_HELDOUT})")
 
 
 if __name__ == "__main__":

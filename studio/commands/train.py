@@ -10,13 +10,14 @@ from studio import driver, hardware, models, planner, runs
 from studio.commands import add_setting_args, settings_from_args
 from studio.commands.demo_model import ensure_with_progress
 from studio.data import inspect
-from studio.demo import demo_preference, demo_recipe
+from studio.demo import demo_grpo, demo_preference, demo_recipe
 from studio.errors import UserError
 from studio.events import ERROR, METRIC, PROGRESS, WARNING
 from studio.launch import gpu_list, train_argv, train_env, unsupported
 from studio.methods import needs_no_grad_ckpt
 from studio.planning import Machine, plan_for
-from studio.recipe import OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, Recipe, RecipeError, set_setting
+from studio.recipe import (OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, REWARD_OBJECTIVES, Recipe, RecipeError,
+                           set_setting)
 
 # The adapter method and its size, as flags that override the recipe (studio.methods lists the methods).
 METHOD_SETTINGS = ("lora.method", "lora.virtual_tokens")
@@ -32,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the recipe)")
     p.add_argument("--runs-dir", type=Path, help="where run folders go (default: the studio's data folder)")
     add_setting_args(p, METHOD_SETTINGS)  # --peft METHOD, --virtual-tokens N (override the recipe)
-    add_setting_args(p, OBJECTIVE_SETTINGS)  # --objective, --pref-beta, --packing (override the recipe)
+    add_setting_args(p, OBJECTIVE_SETTINGS)  # --objective, --pref-beta, --packing, grpo's (override the recipe)
+    p.add_argument("--trust-reward-file", action="store_true",
+                   help="grpo: run the --reward-file without asking (you have read it); its sha256 is kept in the "
+                        "run and a changed file is refused")
     multi = p.add_argument_group("several GPUs (torchrun; docs/multi-gpu.md)")
     add_setting_args(multi, MULTI_GPU)
     p.set_defaults(func=run)
@@ -67,11 +71,52 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
         set_setting(recipe, key, value)
     if args.demo and recipe.train.objective in PREFERENCE_OBJECTIVES:
         demo_preference(recipe)
+    if args.demo and recipe.train.objective in REWARD_OBJECTIVES:
+        demo_grpo(recipe)
+        for key, value in settings_from_args(args, OBJECTIVE_SETTINGS).items():  # the user's flags win
+            set_setting(recipe, key, value)
+        if args.max_steps is not None:
+            recipe.train.max_steps = args.max_steps
+    _reward_file(args, recipe)
     for key, value in settings_from_args(args, MULTI_GPU).items():
         set_setting(recipe, key, value)
     if getattr(args, "train.gpus", None) and getattr(args, "train.nproc", None) is None:
         recipe.train.nproc = max(1, len(gpu_list(recipe.train.gpus)))  # --gpus 0,1 means two processes
     return recipe
+
+
+def _reward_file(args: argparse.Namespace, recipe: Recipe) -> None:
+    """grpo's own reward file is Python code: it runs only after an explicit yes (asked here on a terminal, or
+    --trust-reward-file), bound to the file's sha256, so an edited file is asked about again."""
+    from studio import rewards
+
+    t = recipe.train
+    given = getattr(args, "train.grpo_reward_file", None)
+    if given and getattr(args, "train.grpo_rewards", None) is None and "file" not in t.grpo_rewards:
+        t.grpo_rewards = "file"  # --reward-file alone: your reward is the reward
+    if not t.grpo_reward_file:
+        return
+    if t.objective not in REWARD_OBJECTIVES:
+        raise UserError(f"--reward-file is for train.objective 'grpo'; this run's objective is '{t.objective}' "
+                        "(add --objective grpo)")
+    path = Path(t.grpo_reward_file).expanduser().resolve()
+    try:
+        digest = rewards.file_sha256(path)
+    except rewards.RewardError as e:
+        raise UserError(str(e)) from None
+    t.grpo_reward_file = str(path)
+    if t.grpo_reward_sha256 == digest:
+        return  # agreed before, to these exact bytes (a saved recipe)
+    if not args.trust_reward_file:
+        if not sys.stdin.isatty():
+            raise UserError(f"{path} is Python code, and it runs in the training worker with your rights. Read it, "
+                            f"then pass --trust-reward-file to run it (sha256 {digest})")
+        print(f"The reward file {path} is Python code ({path.stat().st_size:,} bytes, sha256 {digest}).\n"
+              "It runs inside the training worker with your rights: only run a file you have read or written.",
+              file=sys.stderr)
+        if input("Run it for this training? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise UserError(f"not running {path}: nothing was started")
+    t.grpo_reward_sha256 = digest
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,8 +211,12 @@ def _show(ev, bar, result: dict, tqdm):
     elif ev.type == METRIC:
         if "rewards/margins" in d:  # dpo/orpo: chosen minus rejected reward, step by step
             result.setdefault("margins", []).append((d["step"], d["rewards/margins"], d.get("rewards/accuracies")))
+        if "reward" in d:  # grpo: the mean reward of the step's completions
+            result.setdefault("rewards", []).append((d["step"], d["reward"]))
         if "loss" in d and bar is not None:
             extra = {"margin": f"{d['rewards/margins']:.3f}"} if "rewards/margins" in d else {}
+            if "reward" in d:
+                extra = {"reward": f"{d['reward']:.3f}", "kl": f"{d.get('kl', 0):.4f}"}
             bar.set_postfix(loss=f"{d['loss']:.4f}", lr=f"{d.get('learning_rate', 0):.2e}", **extra, refresh=True)
         for when in ("before", "after"):
             if f"heldout_score_{when}" in d:
@@ -204,6 +253,11 @@ def _report(run_dir: Path, result: dict) -> int:
         (s0, m0, _), (s1, m1, acc) = result["margins"][0], result["margins"][-1]
         print(f"reward margin (chosen - rejected): {m0:.3f} at step {s0} -> {m1:.3f} at step {s1}"
               + (f", pairs ranked right: {acc:.0%}" if acc is not None else ""))
+    if result.get("rewards"):
+        first, last = result["rewards"][0], result["rewards"][-1]
+        tail = result["rewards"][-5:]
+        print(f"mean reward: {first[1]:.3f} at step {first[0]} -> {last[1]:.3f} at step {last[0]} (last "
+              f"{len(tail)} steps: {sum(r for _, r in tail) / len(tail):.3f})")
     samples = result["samples"]
     if result.get("eval_text"):
         print(f"\n{result['eval_text']}\nevaluation report: {run_dir / 'eval.json'}\n")

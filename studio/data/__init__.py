@@ -44,12 +44,14 @@ def readers() -> list[str]:
 
 
 def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None, roles: dict | None = None,
-                  label_filter: bool = True, where: dict | None = None) -> tuple[list[dict], DatasetReport]:
+                  label_filter: bool = True, where: dict | None = None,
+                  keep_row: bool = False) -> tuple[list[dict], DatasetReport]:
     """Normalised examples (``{"messages": [...]}`` or ``{"text": ...}``) and the import report.
 
     ``roles`` maps role values to system/user/assistant/tool (``{"bing": "assistant"}``);
     ``label_filter`` leaves out rows a good/bad label column marks bad (when the file has one);
-    ``where``, when given, is filled with ``id(example) -> "line N"`` (or ``"row N"``) for messages about a row.
+    ``where``, when given, is filled with ``id(example) -> "line N"`` (or ``"row N"``) for messages about a row;
+    ``keep_row``: each example keeps its record's columns (``scan.ROW_KEY``) for grpo's rewards.
     """
     if docs.is_documents(path):
         report, examples = documents_report(path, fmt, None, None)
@@ -61,7 +63,7 @@ def load_examples(path: str | Path, fmt: str = "auto", columns: dict | None = No
     report = DatasetReport()
     examples = []
     for row, line, ex in iter_examples(path, fmt or "auto", columns or None, report, roles=roles,
-                                       label_filter=label_filter):
+                                       label_filter=label_filter, keep_row=keep_row):
         examples.append(ex)
         if where is not None:
             where[id(ex)] = f"line {line}" if line is not None else f"row {row}"

@@ -439,6 +439,33 @@ def _prompt_completion(record: dict, colmap: dict, warn: Warn) -> dict:
     return _pair(record, colmap, warn, "prompt", "completion")
 
 
+# Columns that hold an answer to imitate: a row with one is not "prompts alone".
+_ANSWER_COLUMNS = frozenset({"completion", "response", "chosen", "output", "messages", "conversations",
+                             "conversation", "rejected", "text"})
+
+
+def _prompts(record: dict, colmap: dict, warn: Warn) -> dict:
+    """A prompt alone (grpo samples the answers): the user turn, after an optional system prompt; a prompt
+    given as turns ({role, content}, ending with a user turn) is kept as it is."""
+    value = _get(record, colmap, "prompt")
+    field = colmap["prompt"]
+    if isinstance(value, list):
+        ok = value and all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                           and isinstance(m.get("content"), str) for m in value)
+        if not ok or value[-1]["role"] != "user":
+            raise RowProblem(f"'{field}' is a list but not of {{role, content}} turns ending with a user turn",
+                             "write the prompt as text, or as turns whose last one is the user's", field,
+                             code="prompt")
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in value]}
+    user = _text(value, field, what=f"'{field}'")
+    msgs = _with_system(record, colmap, user, "")["messages"][:-1]
+    return {"messages": msgs}
+
+
+def _prompts_fit(record: dict, colmap: dict, columns: dict) -> bool:
+    return not (_ANSWER_COLUMNS & {str(k).strip().lower() for k in record})
+
+
 def _question_answer(record: dict, colmap: dict, warn: Warn) -> dict:
     return _pair(record, colmap, warn, "question", "answer")
 
@@ -606,6 +633,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
                   False),
             Field("input", ("input",), False), SYSTEM, TOOLS),
            _preference, probe=_preference_fits),
+    Format("prompts", "Prompts alone, for train.objective 'grpo' (it samples the answers and learns from their "
+                      "rewards); other columns (answer, pattern, ...) reach the rewards",
+           (Field("prompt", ("prompt", "problem", "instruction", "query")), SYSTEM), _prompts, probe=_prompts_fit),
     Format("text", "Plain text for continued pre-training (a 'text' column or a .txt file)",
            (Field("text", ("text", "content", "document", "body", "passage")),), _text_format),
 )}

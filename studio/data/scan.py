@@ -116,7 +116,7 @@ def _single_column(dicts: list[dict], path: Any) -> Detection:
                         f"--format messages --columns messages={col},role=KEY,content=KEY")
     raise DataError(f"{path}: no known format: the columns are {', '.join(map(str, names[:12]))}; name the format "
                     "with --format (messages, sharegpt, alpaca, prompt_completion, question_answer, preference, "
-                    "text) and map its fields to your columns with --columns FIELD=COLUMN,…")
+                    "prompts, text) and map its fields to your columns with --columns FIELD=COLUMN,…")
 
 
 def _turn_keys(dicts: list[dict]) -> tuple[str, list[str]] | None:
@@ -241,10 +241,17 @@ def open_and_detect(path: str | Path, fmt: str | None, columns: dict | None, rep
     return src, det, sample, stream
 
 
+ROW_KEY = "_row"  # iter_examples(keep_row=True): the record's own columns
+
+
 def iter_examples(path: str | Path, fmt: str = "auto", columns: dict | None = None,
                   report: DatasetReport | None = None, preview_rows: int = 0, dedupe: bool = True,
-                  roles: dict | None = None, label_filter: bool = True) -> Iterator[tuple[int, int | None, dict]]:
-    """Yield ``(row, line, example)`` for every usable record while ``report`` collects the rest."""
+                  roles: dict | None = None, label_filter: bool = True,
+                  keep_row: bool = False) -> Iterator[tuple[int, int | None, dict]]:
+    """Yield ``(row, line, example)`` for every usable record while ``report`` collects the rest.
+
+    ``keep_row``: each example also carries its record's columns under ``ROW_KEY`` (grpo's rewards read a
+    row's ``pattern``, ``answer`` and whatever a reward file asks for)."""
     report = report if report is not None else DatasetReport()
     src, det, sample, stream = open_and_detect(path, fmt, columns, report, roles, label_filter)
     f, colmap = FORMATS[det.format], det.colmap
@@ -252,6 +259,8 @@ def iter_examples(path: str | Path, fmt: str = "auto", columns: dict | None = No
     for rec in itertools.chain(sample, stream):
         example = judge(rec, f, colmap, sink)
         if example is not None:
+            if keep_row and isinstance(rec.value, dict):
+                example[ROW_KEY] = rec.value
             yield rec.row, rec.line, example
     report.fingerprint = sink.hash.hexdigest()
     report.notes.extend(n for n in src.notes if n not in report.notes)

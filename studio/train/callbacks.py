@@ -14,7 +14,7 @@ from studio import runs
 from studio.events import LOG, MEMORY, METRIC, PROGRESS, Emitter, decode_command, read_commands
 from studio.hardware import gpu_memory_used
 from studio.train import dist
-from studio.train.preference import PREFERENCE_METRICS
+from studio.train.preference import GRPO_METRICS, PREFERENCE_METRICS
 
 
 class Control:
@@ -142,6 +142,13 @@ def preference_metrics(logs: dict) -> dict:
     return {k: float(logs[k]) for k in names if k in logs}
 
 
+def grpo_metrics(logs: dict) -> dict:
+    """GRPO's reward mean and spread, KL, completion lengths and the share cut at the length limit, and each
+    reward's own mean and spread (``rewards/<name>/mean``), under TRL's names; None (no value) is left out."""
+    keys = [k for k in logs if k in GRPO_METRICS or (k.startswith("rewards/") and k.endswith(("/mean", "/std")))]
+    return {k: float(logs[k]) for k in keys if isinstance(logs[k], (int, float))}
+
+
 class EventCallback(TrainerCallback):
     """Emits metric, progress and memory events; honours stop and pause between steps."""
 
@@ -155,6 +162,7 @@ class EventCallback(TrainerCallback):
         self._step0 = 0
         self.last_loss: float | None = None
         self.after_train_s = 0.0  # work after the last step (held-out answers, eval.json): part of the ETA
+        self.trainer: Any = None  # set by the run: a grpo trainer's shown_samples go into the metric events
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self._t0 = self._last_t = time.time()
@@ -185,6 +193,11 @@ class EventCallback(TrainerCallback):
             if src in logs:
                 data[dst] = float(logs[src])
         data.update(preference_metrics(logs))
+        data.update(grpo_metrics(logs))
+        samples = getattr(self.trainer, "shown_samples", None) if self.trainer is not None else None
+        if samples and "loss" in data:  # grpo: the latest prompt's completions with their rewards, shown once
+            data["samples"] = samples
+            self.trainer.shown_samples = None
         if len(data) > 2:
             self.em.emit(METRIC, **data)
             self._memory(state.global_step)

@@ -9,7 +9,7 @@ from studio.data import DataError, load_examples, note_tool_support, split_examp
 from studio.data import documents as docs
 from studio.data.pairs import LAYOUTS, encode_pairs, has_pairs
 from studio.data.template import TemplateError, encode_example
-from studio.recipe import PREFERENCE_OBJECTIVES, Recipe
+from studio.recipe import PREFERENCE_OBJECTIVES, REWARD_OBJECTIVES, Recipe
 from studio.train.preference import pair_rows_summary
 
 
@@ -42,10 +42,11 @@ class TrainData:
     val_cut: int = 0  # the same for the validation split
     val_dropped: int = 0
     val_pairs: Any | None = None  # preference objectives: PairStats of the validation split
+    prompts: int | None = None  # grpo: training prompts (each sampled train.grpo_generations times a step)
 
     def lm_rows(self) -> list[dict]:
         """The validation rows with labels (eval.json's loss): the chosen conversations for DPO/ORPO."""
-        rows = self.val_lm if self.pairs is not None else self.val
+        rows = self.val_lm if self.pairs is not None or self.prompts is not None else self.val
         return [rows[i] for i in range(len(rows))] if rows else []
 
 
@@ -76,19 +77,29 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
     from datasets import Dataset
 
     where: dict = {}
+    rewards = recipe.train.objective in REWARD_OBJECTIVES
     examples, report = load_examples(recipe.data.path, recipe.data.format, recipe.data.columns or None,
-                                     recipe.data.roles or None, recipe.data.label_filter, where)
+                                     recipe.data.roles or None, recipe.data.label_filter, where, keep_row=rewards)
     note_tool_support(report, tokenizer)
     documents = getattr(report, "format", "") == docs.FORMAT
     if documents and recipe.train.objective in PREFERENCE_OBJECTIVES:
         raise DataError(f"{recipe.data.path}: train.objective '{recipe.train.objective}' needs chosen/rejected "
                         "pairs, and a folder of documents has none. Use train.objective 'sft' for documents")
+    if getattr(report, "format", "") == "prompts" and not rewards:
+        raise DataError(f"{recipe.data.path}: the rows are prompts alone (format 'prompts'), with no answers for "
+                        f"train.objective '{recipe.train.objective}' to learn from. Use train.objective 'grpo' "
+                        "(--objective grpo), which samples the answers and learns from their rewards")
+    if documents and rewards:
+        raise DataError(f"{recipe.data.path}: train.objective 'grpo' needs prompts (chat rows or a prompt column), "
+                        "and a folder of documents has none. Use train.objective 'sft' for documents")
     if documents:
         train_ex, val_ex = document_split(tokenizer, examples, recipe, report)
     else:
         train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
     if recipe.train.objective in PREFERENCE_OBJECTIVES:
         return _build_pairs(tokenizer, recipe, examples, report, train_ex, val_ex)
+    if rewards:
+        return _build_prompts(tokenizer, recipe, report, train_ex, val_ex, where)
     tr = _encode_all(tokenizer, train_ex, recipe, where)
     va = _encode_all(tokenizer, val_ex, recipe, where)
     train_rows, val_rows = tr.rows, va.rows
@@ -194,12 +205,114 @@ def _build_pairs(tokenizer: Any, recipe: Recipe, examples: list, report: Any, tr
                      val_cut=val_stats.truncated, val_dropped=val_stats.too_long, val_pairs=val_stats)
 
 
+@dataclass
+class Prompts:
+    """What turning one split's rows into grpo prompts did (``_prompt_rows``)."""
+
+    rows: list
+    no_prompt: int = 0  # plain text, or no user turn
+    too_long: int = 0  # the prompt leaves fewer than grpo_completion_len tokens of train.seq_len
+    refused: int = 0  # the chat template refused it
+    missing: dict | None = None  # reason -> [count, first row]
+    first: str = ""
+
+
+def _prompt_rows(tokenizer: Any, examples: list, recipe: Recipe, settings: Any, where: dict) -> Prompts:
+    """grpo's rows: the conversation up to its last user turn (role and text only), the row's own columns as
+    JSON for the rewards, and where it came from; rows the reward mix cannot score are counted by reason."""
+    import json
+
+    from studio import scoring
+    from studio.data.scan import ROW_KEY
+    from studio.data.template import render
+    from studio.rewards import row_problems
+
+    out = Prompts([], missing={})
+    room = recipe.train.seq_len - recipe.train.grpo_completion_len
+    for ex in examples:
+        msgs = ex.get("messages") or []
+        users = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
+        if not users:
+            out.no_prompt += 1
+            continue
+        prompt = [{"role": m["role"], "content": m["content"] if isinstance(m.get("content"), str) else
+                   str(m.get("content") or "")} for m in msgs[:users[-1] + 1]]
+        row = ex.get(ROW_KEY) or {}
+        line = where.get(id(ex), "a row")
+        why = row_problems(settings, row)
+        if not why and isinstance(row.get("pattern"), str) and "pattern" in {n for n, _ in settings.mix}:
+            try:
+                scoring._check_pattern(row["pattern"], f"{recipe.data.path} {line}")
+            except scoring.PromptFileError as e:
+                raise DataError(str(e)) from None
+        if why:
+            count = out.missing.setdefault(why, [0, line])
+            count[0] += 1
+            continue
+        try:
+            n = len(tokenizer(render(tokenizer, prompt, add_generation_prompt=True),
+                              add_special_tokens=False)["input_ids"])
+        except TemplateError as e:
+            out.refused += 1
+            out.first = out.first or f"{line}: {e}"
+            continue
+        if n > room:
+            out.too_long += 1
+            continue
+        out.rows.append({"prompt": prompt, "studio_row": json.dumps(row, ensure_ascii=False, default=str),
+                         "studio_where": line})
+    return out
+
+
+def _build_prompts(tokenizer: Any, recipe: Recipe, report: Any, train_ex: list, val_ex: list,
+                   where: dict) -> TrainData:
+    """Prompts for TRL's GRPOTrainer (studio.rewards scores their completions)."""
+    from datasets import Dataset
+
+    from studio.rewards import RewardError, settings_from
+
+    path, t = recipe.data.path, recipe.train
+    try:
+        settings = settings_from(recipe)
+    except RewardError as e:
+        raise DataError(str(e)) from None
+    tr = _prompt_rows(tokenizer, train_ex, recipe, settings, where)
+    va = _prompt_rows(tokenizer, val_ex, recipe, settings, where)
+    for why, (count, first) in (tr.missing or {}).items():
+        report.notes.append(f"{count} row(s) left out of grpo: {why} (first: {first})")
+    if tr.no_prompt:
+        report.notes.append(f"{tr.no_prompt} row(s) have no user turn to use as a prompt and are left out of grpo")
+    if tr.too_long:
+        report.notes.append(f"{tr.too_long} prompt(s) left out: with train.grpo_completion_len={t.grpo_completion_len} "
+                            f"they do not fit train.seq_len={t.seq_len} (raise it to use them)")
+    if tr.refused:
+        report.notes.append(f"{tr.refused} prompt(s) refused by the chat template (first, {tr.first})")
+    if not tr.rows:
+        reasons = [f"{c} {w} (first: {f})" for w, (c, f) in (tr.missing or {}).items()]
+        reasons += [f"{tr.no_prompt} without a user turn"] * bool(tr.no_prompt)
+        reasons += [f"{tr.too_long} too long for train.seq_len"] * bool(tr.too_long)
+        raise DataError(f"{path}: no row can be a grpo prompt with the rewards '{t.grpo_rewards}': "
+                        f"{'; '.join(reasons) or 'no rows'}. Give chat rows (or a prompt column) with the columns "
+                        "the rewards read, or change train.grpo_rewards")
+    unused = getattr(report, "unused_columns", None) or {}
+    handed = sorted(k for k in unused if k not in ("prompt", "completion"))
+    if handed:  # the import said "not used"; for grpo they are the rewards' row fields
+        report.notes[:] = [n for n in report.notes if not n.startswith("column(s) not used: ")]
+        report.notes.append("for grpo, every row's columns reach the rewards (" + ", ".join(handed) + ")")
+    val_lm = _encode_all(tokenizer, val_ex, recipe).rows
+    return TrainData(train=Dataset.from_list(tr.rows), val=None, report=report, truncated=0, trained_tokens=0,
+                     refused=tr.refused + va.refused, refusal=tr.first or va.first, val_examples=val_ex,
+                     val_lm=Dataset.from_list(val_lm) if val_lm else None, prompts=len(tr.rows),
+                     dropped=tr.too_long)
+
+
 def length_warnings(data: TrainData, seq_len: int) -> list[str]:
     """What train.seq_len did to the rows, for training and validation apart: rows cut (kept, their tail not
     trained or scored) and rows left out (nothing to learn within it), each counted once."""
     unit = "pair(s)" if data.pairs is not None else "example(s)"
     out = []
-    splits = [("training", data.truncated, data.dropped)] if data.pairs is None else []  # (pairs: said in the notes)
+    said = data.pairs is not None or data.prompts is not None  # pairs and grpo prompts: said in the notes
+    splits = [] if said else [("training", data.truncated, data.dropped)]
     for split, cut, dropped in splits + [("validation", data.val_cut, data.val_dropped)]:
         if cut:
             out.append(f"{cut} {split} {unit} longer than train.seq_len={seq_len} tokens were cut to it: their "

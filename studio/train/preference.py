@@ -1,4 +1,4 @@
-"""Preference objectives (DPO, ORPO) with TRL's own trainers inside the studio's safety layer.
+"""The objectives TRL trains (DPO, ORPO, GRPO) with TRL's own trainers inside the studio's safety layer.
 
 - The data: the importer's chosen/rejected pairs (``studio.data.pairs``), tokenised by us with the
   model's chat template exactly like SFT examples, handed to TRL already tokenised.
@@ -10,6 +10,9 @@
   is freshly initialised (LoRA's B = 0, so it adds exactly nothing), so we drop that copy and TRL
   then takes the reference inside ``disable_adapter()``: one copy of the base weights, no second model.
 - TRL's DPOTrainer casts a quantised model's adapter to bf16; we keep it in fp32 as SFT does.
+- GRPO: TRL's ``GRPOTrainer`` samples ``train.grpo_generations`` completions per prompt and scores them
+  with ``studio.rewards``; the reference (KL) is again the base with the adapter disabled, and the
+  adapter stays fp32. Each logged step carries a few of the latest completions with their rewards.
 """
 from __future__ import annotations
 
@@ -21,6 +24,11 @@ from studio.recipe import Recipe
 PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                       "logps/chosen", "logps/rejected", "nll_loss", "log_odds_ratio", "log_odds_chosen")
 REF_ADAPTER = "ref"
+# GRPO's metrics forwarded in metric events (besides each reward's rewards/<name>/mean and /std).
+GRPO_METRICS = ("reward", "reward_std", "kl", "entropy", "frac_reward_zero_std", "completions/mean_length",
+                "completions/max_length", "completions/clipped_ratio", "completions/mean_terminated_length")
+SHOWN_SAMPLES = 3  # the best, a middle and the worst completion of the latest prompt
+SAMPLE_CHARS = 600
 
 
 def drop_reference_copy(model: Any) -> None:
@@ -76,6 +84,24 @@ def trainer_class(objective: str, studio_trainer: type) -> type:
                 return super().training_step(model, inputs, num_items_in_batch)
 
         return StudioORPOTrainer
+    if objective == "grpo":
+        from trl import GRPOTrainer
+
+        class StudioGRPOTrainer(studio_trainer, GRPOTrainer):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                model = kwargs["model"]
+                kept = {n: p.data for n, p in model.named_parameters() if p.requires_grad}
+                super().__init__(*args, **kwargs)
+                drop_reference_copy(self.model)
+                keep_adapter_dtype(self.model, kept)
+
+            def log(self, logs: dict, start_time: float | None = None) -> None:
+                if "loss" in logs and self.model.training:  # read by EventCallback.on_log, not by trackers
+                    self.shown_samples = latest_samples(self._logs, self.reward_weights.tolist(),
+                                                        self.num_generations)
+                super().log(logs, start_time)
+
+        return StudioGRPOTrainer
     raise ValueError(f"no preference trainer for objective {objective!r}")
 
 
@@ -90,7 +116,41 @@ def orpo_row(feature: dict) -> dict:
     return out
 
 
+def latest_samples(logs: dict, weights: list[float], group: int) -> list[dict]:
+    """The latest prompt's completions, best, middle and worst, with their weighted reward (GRPOTrainer._logs)."""
+    prompts, completions = list(logs.get("prompt") or []), list(logs.get("completion") or [])
+    per_func = logs.get("rewards") or {}
+    n = min(len(prompts), len(completions))
+    if not n:
+        return []
+    names = list(per_func)
+    start = max(0, n - group)
+    shown = []
+    for i in range(start, n):
+        parts = {name: float(list(per_func[name])[i]) for name in names if i < len(per_func[name])}
+        total = sum(w * parts.get(name, 0.0) for name, w in zip(names, weights))
+        shown.append({"prompt": _words(prompts[i])[-SAMPLE_CHARS:], "completion": _words(completions[i])[:SAMPLE_CHARS],
+                      "reward": round(total, 4), "rewards": {k: round(v, 4) for k, v in parts.items()}})
+    shown.sort(key=lambda d: -d["reward"])
+    picks = sorted({0, len(shown) // 2, len(shown) - 1})[:SHOWN_SAMPLES]
+    return [shown[i] for i in picks]
+
+
+def _words(value: Any) -> str:
+    """A prompt or completion as text: the last user turn of a conversation, or the assistant's content."""
+    if isinstance(value, list):
+        turns = [m for m in value if isinstance(m, dict)]
+        users = [m for m in turns if m.get("role") == "user"]
+        pick = users[-1:] if users else turns
+        return "".join(str(m.get("content", "")) for m in pick)
+    return str(value)
+
+
 def config_class(objective: str) -> type:
+    if objective == "grpo":
+        from trl import GRPOConfig
+
+        return GRPOConfig
     if objective == "dpo":
         from trl import DPOConfig
 
@@ -104,6 +164,8 @@ def config_overrides(recipe: Recipe) -> dict:
     """TRL's settings for our recipe. TRL's own defaults that differ from transformers' are undone:
     gradient checkpointing is switched on the model by loading.py, never by the Trainer."""
     t = recipe.train
+    if t.objective == "grpo":
+        return grpo_overrides(recipe)
     # TRL switches checkpointing off around DPO's reference forward and on again with these kwargs:
     # the same non-reentrant checkpointing loading.py enabled.
     out = {"beta": t.pref_beta, "max_length": t.seq_len, "gradient_checkpointing": False,
@@ -111,6 +173,23 @@ def config_overrides(recipe: Recipe) -> dict:
     if t.objective == "orpo":
         out["include_num_input_tokens_seen"] = "no"  # counted by StudioORPOTrainer.training_step
     return out
+
+
+def grpo_overrides(recipe: Recipe) -> dict:
+    """GRPOConfig for the recipe: sampling and KL from train.grpo_*, the reward weights of the mix.
+
+    The generation batch is the effective batch (micro_batch x grad_accum completions, whole groups of
+    grpo_generations: Recipe.validate checks it), sampled once per optimizer step. No evaluation pass
+    through GRPO (it would sample the validation prompts too); eval.json scores the held-out prompts."""
+    from studio.rewards import parse_mix
+
+    t = recipe.train
+    return {"num_generations": t.grpo_generations, "max_completion_length": t.grpo_completion_len,
+            "temperature": t.grpo_temperature, "beta": t.grpo_beta,
+            "reward_weights": [w for _, w in parse_mix(t.grpo_rewards)],
+            "log_completions": False, "gradient_checkpointing": False,
+            "include_num_input_tokens_seen": "no",  # GRPO counts prompt and completion tokens itself
+            "gradient_checkpointing_kwargs": {"use_reentrant": False}, "eval_strategy": "no"}
 
 
 def pair_rows_summary(stats: Any, path: str) -> list[str]:

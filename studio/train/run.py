@@ -16,7 +16,7 @@ from studio import checkpoint, evalreport, heldout_cache, methods, models, regis
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_write_json, read_json
 from studio.malloc_trim import return_large_blocks
-from studio.recipe import PREFERENCE_OBJECTIVES, Recipe, RecipeError
+from studio.recipe import TRL_OBJECTIVES, Recipe, RecipeError
 from studio.safetensors_io import DamagedFile, read_header
 from studio.scoring import SAMPLE_PARAMS, TIMEOUT_HINT, end_of_turn_ids, evaluate, load_prompts
 from studio.train import dist, faults, loading, moe4bit, packing, recovery, trackers
@@ -300,6 +300,16 @@ class TrainingRun:
             self.em.emit(LOG, message=f"{self.recipe.train.objective}: {data.pairs.pairs} chosen/rejected pairs for "
                                       f"training, {len(data.val) if data.val else 0} for validation",
                          train_pairs=data.pairs.pairs, val_pairs=len(data.val) if data.val else 0)
+        if getattr(data, "prompts", None) is not None:
+            t = self.recipe.train
+            from studio import rewards
+
+            self.em.emit(LOG, message=f"grpo: {data.prompts} prompts; each optimizer step samples "
+                                      f"{t.grpo_generations} completions (up to {t.grpo_completion_len} tokens, "
+                                      f"temperature {t.grpo_temperature:g}) of each of "
+                                      f"{t.micro_batch * t.grad_accum // t.grpo_generations} prompt(s); rewards: "
+                                      f"{rewards.describe(rewards.settings_from(self.recipe))}; KL weight "
+                                      f"{t.grpo_beta:g}", train_prompts=data.prompts)
         for note in as_dict.get("notes") or []:  # what the import left out or changed, said at the start
             self.em.emit(LOG, message=f"dataset: {note}")
         if data.refused:
@@ -323,7 +333,7 @@ class TrainingRun:
     def _build_trainer(self, data: Any, device: str) -> Any:
         import torch
 
-        if self.recipe.train.objective in PREFERENCE_OBJECTIVES:
+        if self.recipe.train.objective in TRL_OBJECTIVES:
             return self._build_preference_trainer(data, device)
         from transformers import DataCollatorForSeq2Seq
 
@@ -365,7 +375,7 @@ class TrainingRun:
         return trainer
 
     def _build_preference_trainer(self, data: Any, device: str) -> Any:
-        """TRL's DPO or ORPO trainer behind the studio's safety layer, hooked like the SFT one."""
+        """TRL's DPO, ORPO or GRPO trainer behind the studio's safety layer, hooked like the SFT one."""
         import torch
         from transformers.trainer_callback import PrinterCallback
 
@@ -385,12 +395,37 @@ class TrainingRun:
         predicted = (plan.get("predicted") or {}).get("device_total_bytes")
         self.callback = EventCallback(self.em, self.ctl, self.run_dir, budget=plan.get("budget_bytes"),
                                       predicted_peak=predicted)
+        extra = {"reward_funcs": self._reward_functions()} if objective == "grpo" else {}
         trainer = cls(model=self.model, args=args, train_dataset=data.train, eval_dataset=data.val,
                       processing_class=self.tokenizer, callbacks=[self.callback, SaveOnStop(self.ctl)],
                       run_dir=self.run_dir, emitter=self.em, keep=self.recipe.train.keep_checkpoints,
-                      settings=settings_of(self.recipe))
+                      settings=settings_of(self.recipe), **extra)
         trainer.remove_callback(PrinterCallback)
+        self.callback.trainer = trainer
         return trainer
+
+    def _reward_functions(self) -> list:
+        """grpo's rewards (studio.rewards); a user's reward file is loaded here, in the worker, and its sha256
+        goes into state.json (and so the adapter's metadata)."""
+        from studio import rewards
+
+        try:
+            built = rewards.Rewards(rewards.settings_from(self.recipe), on_timeout=self._pattern_timeout)
+        except rewards.RewardError as e:
+            raise RecipeError(str(e)) from None
+        if built.sha256:
+            runs.write_state(self.run_dir, reward_file={"path": str(self.recipe.train.grpo_reward_file),
+                                                        "sha256": built.sha256})
+            self.em.emit(WARNING, message=f"running your reward function from {self.recipe.train.grpo_reward_file} "
+                                          f"(sha256 {built.sha256}), as you agreed", kind="reward_file",
+                         sha256=built.sha256)
+        return built.functions()
+
+    def _pattern_timeout(self, where: str) -> None:
+        from studio.scoring import MATCH_TIMEOUT_S, TIMEOUT_HINT
+
+        self._warn_once(f"the pattern reward ran out of time ({MATCH_TIMEOUT_S:g} s) on a completion of dataset {where}: "
+                        f"scored 0 and counted as not matching; {TIMEOUT_HINT}")
 
     # -- train ------------------------------------------------------------------------------
     def train(self) -> str:

@@ -1,0 +1,390 @@
+"""Rewards for the grpo objective: the presets, their mix, and a user's own reward file.
+
+Torch-free. Each preset scores one completion against its dataset row and returns a float in [0, 1]:
+
+- ``pattern``: 1 when the completion (outside ``<think>`` sections) matches the row's ``pattern`` (or
+  ``train.grpo_pattern``); otherwise partial credit, half the share of the completion that is still the
+  start of a match (the ``regex`` package's ``partial=True``), so a model that gets the format half right
+  learns from it. Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
+  scores 0 for that completion and is counted, never hangs the run.
+- ``answer``: the row's ``answer`` in the final answer (``\\boxed{..}``, an ``Answer:`` line, or the text
+  after ``</think>``): ``exact``, ``contains`` or ``numeric`` (within ``train.grpo_tolerance``, relative).
+- ``json``: the completion is a JSON value (a Markdown code fence around it is allowed); with
+  ``train.grpo_schema`` it must also validate against that JSON Schema (valid JSON that does not: 0.5).
+- ``length``: 1 inside ``[train.grpo_min_tokens, train.grpo_max_tokens]`` completion tokens, falling off
+  linearly outside.
+- ``file``: ``reward(prompt, completion, **row) -> float`` from ``train.grpo_reward_file``, run only when
+  ``train.grpo_reward_sha256`` holds that file's sha256 (the opt-in, bound to the file's exact bytes).
+
+``train.grpo_rewards`` mixes them: ``"pattern"`` or ``"pattern:1,length:0.25"``; TRL's GRPOTrainer sums
+them with those weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re as stdre
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from studio.errors import Fault
+
+PRESETS = ("pattern", "answer", "json", "length", "file")
+ANSWER_MODES = ("exact", "contains", "numeric")
+MAX_REWARD_FILE_BYTES = 1 << 20  # a reward function is a page of Python
+MAX_SCHEMA_BYTES = 1 << 20
+_THINK = stdre.compile(r"<think>.*?(?:</think>|\Z)", stdre.S)
+_BOXED = stdre.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
+_ANSWER_LINE = stdre.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:\-]\s*(.+?)\s*$")
+_NUMBER = stdre.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
+_FENCE = stdre.compile(r"\A\s*```[A-Za-z0-9_-]*\s*\n(.*?)\n?```\s*\Z", stdre.S)
+
+
+class RewardError(ValueError):
+    """The reward settings cannot work (a name, a weight, a file); the message says which and how to fix it."""
+
+
+class RewardFault(Fault):
+    """A reward stopped the run: the user's function raised or returned a non-finite value."""
+
+    kind = "config"
+
+
+def parse_mix(text: str) -> list[tuple[str, float]]:
+    """``"pattern:1,length:0.25"`` -> [("pattern", 1.0), ("length", 0.25)]; a name alone weighs 1."""
+    out: list[tuple[str, float]] = []
+    for part in (p.strip() for p in str(text or "").split(",")):
+        if not part:
+            continue
+        name, _, weight = part.partition(":")
+        name = name.strip().lower()
+        if name not in PRESETS:
+            raise RewardError(f"train.grpo_rewards: unknown reward {name!r}; choose from {', '.join(PRESETS)} "
+                              "(for example 'pattern' or 'answer:1,length:0.2')")
+        try:
+            w = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            raise RewardError(f"train.grpo_rewards: the weight of {name!r} is {weight!r}, not a number") from None
+        if not math.isfinite(w) or w < 0 or w > 100:
+            raise RewardError(f"train.grpo_rewards: the weight of {name!r} must be between 0 and 100, not {weight}")
+        if any(n == name for n, _ in out):
+            raise RewardError(f"train.grpo_rewards names {name!r} twice")
+        out.append((name, w))
+    if not out:
+        raise RewardError("train.grpo_rewards is empty: name at least one reward (pattern, answer, json, length "
+                          "or file)")
+    if not any(w > 0 for _, w in out):
+        raise RewardError("train.grpo_rewards: every weight is 0, so nothing would be learned")
+    return out
+
+
+def strip_thinking(text: str) -> str:
+    """The completion without its ``<think>..</think>`` sections (an unclosed one runs to the end)."""
+    return _THINK.sub("", text).strip()
+
+
+def final_answer(text: str) -> str:
+    """The answer a completion gives: the last ``\\boxed{..}``, else the last ``Answer:`` line, else the text
+    after any thinking."""
+    rest = strip_thinking(text)
+    boxed = _BOXED.findall(rest)
+    if boxed:
+        return boxed[-1].strip()
+    lines = _ANSWER_LINE.findall(rest)
+    if lines:
+        return lines[-1].strip()
+    return rest
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).casefold().split()).strip(" .!?;:")
+
+
+def _number(text: str) -> float | None:
+    found = _NUMBER.findall(str(text))
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+# -- the presets, one completion each -----------------------------------------------------------------
+def pattern_reward(completion: str, pattern: Any) -> tuple[float, bool]:
+    """(reward, timed_out) for one completion against a compiled ``regex`` pattern."""
+    from studio.scoring import MATCH_TIMEOUT_S
+
+    text = strip_thinking(completion)
+    try:
+        if pattern.search(text, timeout=MATCH_TIMEOUT_S) is not None:
+            return 1.0, False
+        if not text:
+            return 0.0, False
+        lo, hi = 0, len(text)  # the longest prefix that can still grow into a match (viability is monotone)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if pattern.fullmatch(text[:mid], partial=True, timeout=MATCH_TIMEOUT_S) is not None:
+                lo = mid
+            else:
+                hi = mid - 1
+        return 0.5 * lo / len(text), False
+    except TimeoutError:
+        return 0.0, True
+
+
+def answer_reward(completion: str, answer: Any, mode: str, tolerance: float) -> float:
+    got = final_answer(completion)
+    if mode == "numeric":
+        want, have = _number(answer), _number(got)
+        if want is None or have is None:
+            return 0.0
+        return 1.0 if abs(have - want) <= tolerance * max(1.0, abs(want)) else 0.0
+    if mode == "exact":
+        return 1.0 if _norm(got) == _norm(answer) else 0.0
+    target = _norm(answer)
+    return 1.0 if target and target in _norm(strip_thinking(completion)) else 0.0
+
+
+def json_reward(completion: str, validator: Any | None) -> float:
+    text = strip_thinking(completion)
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return 0.0
+    if validator is None:
+        return 1.0
+    try:
+        return 1.0 if validator.is_valid(value) else 0.5
+    except RecursionError:
+        return 0.5
+
+
+def length_reward(tokens: int, low: int, high: int) -> float:
+    if low <= tokens <= high:
+        return 1.0
+    if tokens < low:
+        return tokens / low if low > 0 else 1.0
+    return max(0.0, 1.0 - (tokens - high) / max(high, 1))
+
+
+# -- loading what the presets need --------------------------------------------------------------------
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(_read_small(Path(path), MAX_REWARD_FILE_BYTES, "train.grpo_reward_file")).hexdigest()
+
+
+def _read_small(path: Path, limit: int, field: str) -> bytes:
+    if not path.is_file():
+        raise RewardError(f"{field}: {path} is not a file")
+    size = path.stat().st_size
+    if size > limit:
+        raise RewardError(f"{field}: {path} is {size:,} bytes; at most {limit:,} are read")
+    return path.read_bytes()
+
+
+def load_schema(path: str | Path) -> Any:
+    """A ``jsonschema`` validator for the schema file, checked as a schema (its own draft)."""
+    import jsonschema
+
+    raw = _read_small(Path(path), MAX_SCHEMA_BYTES, "train.grpo_schema")
+    try:
+        schema = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise RewardError(f"train.grpo_schema: {path} is not JSON ({e})") from None
+    cls = jsonschema.validators.validator_for(schema) if isinstance(schema, dict) else None
+    if cls is None:
+        raise RewardError(f"train.grpo_schema: {path} holds {type(schema).__name__}, not a JSON Schema object")
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise RewardError(f"train.grpo_schema: {path} is not a valid JSON Schema: {e.message}") from None
+    return cls(schema)
+
+
+def load_user_reward(path: str | Path, trusted_sha256: str) -> tuple[Callable, str]:
+    """``reward`` from the user's file, and the file's sha256; refused unless ``trusted_sha256`` matches."""
+    path = Path(path)
+    raw = _read_small(path, MAX_REWARD_FILE_BYTES, "train.grpo_reward_file")
+    digest = hashlib.sha256(raw).hexdigest()
+    if not trusted_sha256:
+        raise RewardError(f"train.grpo_reward_file: {path} is Python code and runs only after you agree to it: "
+                          f"'lora-studio train' asks (or pass --trust-reward-file), the window asks when you pick it. "
+                          f"Its sha256 is {digest}")
+    if digest != trusted_sha256.strip().lower():
+        raise RewardError(f"train.grpo_reward_file: {path} changed since you agreed to run it (sha256 now {digest}, "
+                          f"agreed {trusted_sha256}); read it again and agree to this version")
+    try:
+        code = compile(raw, str(path), "exec")
+    except SyntaxError as e:
+        raise RewardError(f"{path}:{e.lineno}: the reward file does not compile: {e.msg}") from None
+    namespace: dict[str, Any] = {"__name__": "lora_studio_reward", "__file__": str(path)}
+    try:
+        exec(code, namespace)  # noqa: S102 - the user's own file, after their explicit opt-in for these bytes
+    except Exception as e:  # noqa: BLE001 - whatever the file raises at import is named with its line
+        raise RewardError(f"{_user_line(e, path)}: the reward file raised {type(e).__name__} while loading: "
+                          f"{e}") from None
+    fn = namespace.get("reward")
+    if not callable(fn):
+        raise RewardError(f"train.grpo_reward_file: {path} defines no function 'reward'; write "
+                          "def reward(prompt, completion, **row) -> float")
+    return fn, digest
+
+
+def _user_line(exc: BaseException, path: Path) -> str:
+    """``FILE:LINE`` of the innermost frame of the user's file in ``exc``'s traceback."""
+    where = f"{path}"
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename) == path or frame.filename == str(path):
+            where = f"{path}:{frame.lineno}"
+    return where
+
+
+# -- the reward functions TRL calls ----------------------------------------------------------------------
+@dataclass
+class RewardSettings:
+    mix: list[tuple[str, float]]
+    pattern: str = ""
+    answer_mode: str = "contains"
+    tolerance: float = 1e-6
+    schema: str = ""
+    min_tokens: int = 0
+    max_tokens: int = 0
+    reward_file: str = ""
+    reward_sha256: str = ""
+
+
+def settings_from(recipe: Any) -> RewardSettings:
+    t = recipe.train
+    return RewardSettings(parse_mix(t.grpo_rewards), t.grpo_pattern, t.grpo_answer_match, t.grpo_tolerance,
+                          t.grpo_schema, t.grpo_min_tokens, t.grpo_max_tokens or t.grpo_completion_len,
+                          t.grpo_reward_file, t.grpo_reward_sha256)
+
+
+def row_problems(settings: RewardSettings, row: dict) -> str:
+    """Why one dataset row cannot be rewarded (a column the mix needs is missing), or ''."""
+    names = {n for n, _ in settings.mix}
+    if "pattern" in names and not (row.get("pattern") or settings.pattern):
+        return "no 'pattern' column (and train.grpo_pattern is empty) for the pattern reward"
+    if "answer" in names and (row.get("answer") is None or str(row.get("answer")).strip() == ""):
+        return "no 'answer' column for the answer reward"
+    if "pattern" in names and row.get("pattern") is not None and not isinstance(row.get("pattern"), str):
+        return "its 'pattern' is not text"
+    return ""
+
+
+def _text(completion: Any) -> str:
+    """TRL hands conversational completions as [{"role": "assistant", "content": ...}]."""
+    if isinstance(completion, list):
+        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+def _last_user(prompt: Any) -> str:
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return str(users[-1]) if users else ""
+    return str(prompt)
+
+
+class Rewards:
+    """The reward functions for TRL's GRPOTrainer, built once per run (``functions()``, ``weights()``).
+
+    Every function takes TRL's keyword arguments: ``completions``, ``completion_ids`` and the dataset's
+    columns as lists; ``studio_row`` is the row as JSON and ``studio_where`` its line in the file.
+    ``on_timeout(row_where)`` is called for a pattern that ran out of time."""
+
+    def __init__(self, settings: RewardSettings, on_timeout: Callable[[str], None] | None = None) -> None:
+        import regex
+
+        self.s = settings
+        self.on_timeout = on_timeout or (lambda where: None)
+        self._compiled: dict[str, Any] = {}
+        self._regex = regex
+        self.validator = load_schema(settings.schema) if settings.schema and any(
+            n == "json" for n, _ in settings.mix) else None
+        self.user: Callable | None = None
+        self.sha256 = ""
+        if any(n == "file" for n, _ in settings.mix):
+            if not settings.reward_file:
+                raise RewardError("train.grpo_rewards names 'file' and train.grpo_reward_file is empty: give the "
+                                  "Python file with def reward(prompt, completion, **row)")
+            self.user, self.sha256 = load_user_reward(settings.reward_file, settings.reward_sha256)
+
+    def weights(self) -> list[float]:
+        return [w for _, w in self.s.mix]
+
+    def functions(self) -> list[Callable]:
+        return [self._function(name) for name, _ in self.s.mix]
+
+    def _pattern(self, text: str) -> Any:
+        rx = self._compiled.get(text)
+        if rx is None:
+            rx = self._compiled[text] = self._regex.compile(text)
+        return rx
+
+    def _function(self, name: str) -> Callable:
+        def reward(completions: list, completion_ids: list | None = None, prompts: list | None = None,
+                   studio_row: list | None = None, studio_where: list | None = None, **_: Any) -> list[float]:
+            rows = [json.loads(r) for r in studio_row] if studio_row else [{} for _ in completions]
+            where = studio_where or ["a row"] * len(completions)
+            ids = completion_ids or [[] for _ in completions]
+            prompts_ = prompts or [""] * len(completions)
+            return [self.score(name, _text(c), len(i), p, r, w)
+                    for c, i, p, r, w in zip(completions, ids, prompts_, rows, where)]
+
+        reward.__name__ = name  # TRL names the metric rewards/<name>/mean after it
+        return reward
+
+    def score(self, name: str, completion: str, tokens: int, prompt: Any, row: dict, where: str) -> float:
+        s = self.s
+        if name == "pattern":
+            value, timed_out = pattern_reward(completion, self._pattern(row.get("pattern") or s.pattern))
+            if timed_out:
+                self.on_timeout(where)
+            return value
+        if name == "answer":
+            return answer_reward(completion, row.get("answer"), s.answer_mode, s.tolerance)
+        if name == "json":
+            return json_reward(completion, self.validator)
+        if name == "length":
+            return length_reward(tokens, s.min_tokens, s.max_tokens)
+        return self._user(completion, prompt, row, where)
+
+    def _user(self, completion: str, prompt: Any, row: dict, where: str) -> float:
+        path = Path(self.s.reward_file)
+        fields = {k: v for k, v in row.items() if k not in ("prompt", "completion")}
+        try:
+            value = self.user(_last_user(prompt), completion, **fields)  # type: ignore[misc]
+        except Exception as e:  # noqa: BLE001 - the user's code: any failure stops the run, named
+            raise RewardFault(f"{_user_line(e, path)}: reward() raised {type(e).__name__}: {e} (dataset {where})",
+                              f"fix {path} (it ran on the completion shown in the run log) and start the run again",
+                              file=str(path), row=where, completion=completion[:500]) from None
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise RewardFault(f"{path}: reward() returned {type(value).__name__} {str(value)[:80]!r}, not a number "
+                              f"(dataset {where})", "return a float from reward()", file=str(path),
+                              row=where) from None
+        if not math.isfinite(value):
+            raise RewardFault(f"{path}: reward() returned {value} for dataset {where}, not a finite number",
+                              "return a finite float from reward() (clip it, or guard the division)",
+                              file=str(path), row=where, completion=completion[:500])
+        return value
+
+
+def describe(settings: RewardSettings) -> str:
+    """The mix in words, for the run log."""
+    pattern = settings.pattern[:60] if settings.pattern else "each row's pattern"
+    words = {"pattern": f"pattern ({pattern})",
+             "answer": f"answer ({settings.answer_mode})",
+             "json": "json" + (f" (schema {Path(settings.schema).name})" if settings.schema else ""),
+             "length": f"length ({settings.min_tokens}-{settings.max_tokens} tokens)",
+             "file": f"file ({settings.reward_file})"}
+    return ", ".join(f"{words[n]} x{w:g}" for n, w in settings.mix)
+
