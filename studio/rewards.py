@@ -188,9 +188,72 @@ def _read_small(path: Path, limit: int, field: str) -> bytes:
     return path.read_bytes()
 
 
+class PatternTimedOut(Exception):
+    """A schema's regular expression ran out of time against a completion's string."""
+
+
+def _search(pattern: str, text: str) -> bool:
+    """The schema's regular expressions under the same time limit as the pattern reward."""
+    import regex
+
+    from studio.scoring import MATCH_TIMEOUT_S
+
+    try:
+        return regex.search(pattern, text, timeout=MATCH_TIMEOUT_S) is not None
+    except TimeoutError:
+        raise PatternTimedOut(pattern) from None
+
+
+def _timed_keywords() -> dict:
+    """jsonschema's three keywords that match regular expressions (with ``re``, which cannot be stopped),
+    matched with ``regex`` and a time limit instead; everything else is jsonschema's own."""
+    from jsonschema import ValidationError
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: dict) -> Any:
+        if validator.is_type(instance, "string") and not _search(patrn, instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def pattern_properties(validator: Any, patterns: dict, instance: Any, schema: dict) -> Any:
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for key, value in instance.items():
+                if _search(patrn, key):
+                    yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+
+    def additional_properties(validator: Any, extra: Any, instance: Any, schema: dict) -> Any:
+        if not validator.is_type(instance, "object"):
+            return
+        known, patterns = schema.get("properties", {}), list(schema.get("patternProperties", {}))
+        extras = [k for k in instance if k not in known and not any(_search(p, k) for p in patterns)]
+        if validator.is_type(extra, "object"):
+            for key in extras:
+                yield from validator.descend(instance[key], extra, path=key)
+        elif extra is False and extras:
+            yield ValidationError(f"additional properties are not allowed ({', '.join(map(repr, sorted(extras)))})")
+
+    return {"pattern": pattern, "patternProperties": pattern_properties, "additionalProperties": additional_properties}
+
+
+class _Schema:
+    """A schema validator whose regular expressions cannot hang a run (``is_valid``: False on a time-out)."""
+
+    def __init__(self, validator: Any) -> None:
+        self.validator = validator
+
+    def is_valid(self, value: Any) -> bool:
+        try:
+            return self.validator.is_valid(value)
+        except PatternTimedOut:
+            return False
+
+
 def load_schema(path: str | Path) -> Any:
-    """A ``jsonschema`` validator for the schema file, checked as a schema (its own draft)."""
+    """A validator for the schema file (checked as a schema of its own draft), its regular expressions
+    bounded like the held-out patterns and matched under a time limit."""
     import jsonschema
+
+    from studio.scoring import PromptFileError, _check_pattern
 
     raw = _read_small(Path(path), MAX_SCHEMA_BYTES, "train.grpo_schema")
     try:
@@ -204,7 +267,29 @@ def load_schema(path: str | Path) -> Any:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
         raise RewardError(f"train.grpo_schema: {path} is not a valid JSON Schema: {e.message}") from None
-    return cls(schema)
+    for patrn in _schema_patterns(schema):
+        try:
+            _check_pattern(patrn, f"train.grpo_schema {path}")
+        except PromptFileError as e:
+            raise RewardError(str(e)) from None
+    timed = jsonschema.validators.extend(cls, _timed_keywords())
+    return _Schema(timed(schema))
+
+
+def _schema_patterns(schema: Any) -> list[str]:
+    """Every regular expression a schema holds (``pattern`` values and ``patternProperties`` keys)."""
+    out, stack = [], [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                out.append(node["pattern"])
+            if isinstance(node.get("patternProperties"), dict):
+                out.extend(str(k) for k in node["patternProperties"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
 
 
 def load_user_reward(path: str | Path, trusted_sha256: str) -> tuple[Callable, str]:

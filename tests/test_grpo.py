@@ -58,6 +58,15 @@ def test_the_json_reward_checks_the_value_and_a_schema(tmp_path):
     validator = rewards.load_schema(schema)
     assert rewards.json_reward('{"name": "x"}', validator) == 1.0
     assert rewards.json_reward('{"name": 3}', validator) == 0.5
+    schema.write_text(json.dumps({"type": "object", "properties": {"s": {"type": "string", "pattern": r"\A(a|a)*\Z"}},
+                                  "patternProperties": {"^x": {"type": "integer"}}, "additionalProperties": False}))
+    validator = rewards.load_schema(schema)
+    t0 = time.monotonic()
+    assert rewards.json_reward(json.dumps({"s": "a" * 40 + "b"}), validator) == 0.5  # timed out: not valid
+    assert time.monotonic() - t0 < 30
+    assert rewards.json_reward('{"s": "aa", "x1": 3}', validator) == 1.0
+    assert rewards.json_reward('{"s": "aa", "x1": "3"}', validator) == 0.5
+    assert rewards.json_reward('{"s": "aa", "y": 3}', validator) == 0.5
     schema.write_text(json.dumps({"type": "no-such-type"}))
     with pytest.raises(rewards.RewardError, match="not a valid JSON Schema"):
         rewards.load_schema(schema)

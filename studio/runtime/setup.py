@@ -47,7 +47,8 @@ MIN_PYTHON = (3, 10)
 ML_PACKAGES = ("transformers", "peft", "bitsandbytes", "accelerate", "datasets", "safetensors",
                "gguf", "sentencepiece", "tokenizers", "jinja2", "tensorboard", "trl")
 # pypdf's [crypto] extra is the cryptography package (AES-encrypted PDFs); pip reads the extra, the lock pins both
-CORE_PACKAGES = ("platformdirs", "nvidia-ml-py", "psutil", "tqdm", "numpy", "regex", "pypdf[crypto]", "python-docx")
+CORE_PACKAGES = ("platformdirs", "nvidia-ml-py", "psutil", "tqdm", "numpy", "regex", "pypdf[crypto]", "python-docx",
+                 "jsonschema")
 FREE_GB_NEEDED = {"cpu": 3.0, "cuda": 8.0}
 
 Progress = Callable[[int, int, str], None]
