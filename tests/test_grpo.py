@@ -264,3 +264,16 @@ def test_a_reward_file_that_raises_stops_the_run_naming_file_line_and_row(tiny_m
     assert runs.read_state(run_dir)["reward_file"]["sha256"] == rewards.file_sha256(path)
     warned = [e.data["message"] for e in events if e.type == "warning"]
     assert any("running your reward function" in w for w in warned)
+
+
+def test_the_oom_ladder_samples_fewer_completions_before_anything_else():
+    from studio.train.recovery import next_change
+
+    r = Recipe()
+    r.train.objective, r.train.micro_batch, r.train.grad_accum, r.train.grpo_generations = "grpo", 4, 4, 4
+    first = next_change(r, None, "cpu")
+    assert "completions sampled per step 16 -> 8 (2 prompt(s) x 4)" in first.words
+    assert (r.train.micro_batch, r.train.grad_accum) == (4, 2)
+    next_change(r, None, "cpu")
+    assert r.train.micro_batch * r.train.grad_accum == 4  # one prompt's group: the whole groups stay
+    assert "micro-batch 4 -> 2" in next_change(r, None, "cpu").words

@@ -1,6 +1,9 @@
 """Out-of-memory recovery and resume: find where to continue from, and step down a memory ladder.
 
-The ladder keeps the effective batch (micro_batch x grad_accum) and so the training maths:
+grpo first samples fewer completions per step (half the prompts, down to one prompt's group): the
+sampling batch is the whole effective batch, so its KV cache halves; each step then learns from fewer
+prompts (said in the change). From there the ladder keeps the effective batch (micro_batch x grad_accum)
+and so the training maths:
 1. halve the micro-batch and double gradient accumulation (down to a micro-batch of 1),
 2. enable gradient checkpointing,
 3. shorten the sequence length to the dataset's 95th percentile,
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio import checkpoint, runs
+from studio import checkpoint, objectives, runs
 from studio.events import LOG, WARNING, Emitter
 from studio.fsutil import read_json
 from studio.recipe import Recipe, get_setting
@@ -61,9 +64,31 @@ def _smaller_micro_batch(mb: int) -> int:
     return next(d for d in range(mb // 2, 0, -1) if mb % d == 0)
 
 
+def _fewer_samples(t: Any) -> Change | None:
+    """grpo: half the prompts per step (whole groups of grpo_generations completions), the micro-batch kept
+    when it divides the new batch; None when a step already samples one prompt's group, or not grpo."""
+    if not objectives.get(t.objective).samples:
+        return None
+    group, batch = t.grpo_generations, t.micro_batch * t.grad_accum
+    prompts = batch // group
+    if prompts <= 1:
+        return None
+    new = (prompts // 2) * group
+    mb = max(d for d in range(1, min(t.micro_batch, new) + 1) if new % d == 0)
+    ga = new // mb
+    change = Change(f"completions sampled per step {batch} -> {new} ({prompts // 2} prompt(s) x {group}): the "
+                    "sampling's memory halves, and each step learns from fewer prompts",
+                    {"train.micro_batch": [t.micro_batch, mb], "train.grad_accum": [t.grad_accum, ga]})
+    t.micro_batch, t.grad_accum = mb, ga
+    return change
+
+
 def next_change(recipe: Recipe, p95: int | None, device: str) -> Change | None:
     """Apply the next rung of the ladder to ``recipe``; None when nothing is left to try."""
     t = recipe.train
+    fewer = _fewer_samples(t)
+    if fewer is not None:
+        return fewer
     if t.micro_batch > 1:
         mb = _smaller_micro_batch(t.micro_batch)
         ga = t.grad_accum * (t.micro_batch // mb)
