@@ -277,3 +277,62 @@ def test_the_oom_ladder_samples_fewer_completions_before_anything_else():
     next_change(r, None, "cpu")
     assert r.train.micro_batch * r.train.grad_accum == 4  # one prompt's group: the whole groups stay
     assert "micro-batch 4 -> 2" in next_change(r, None, "cpu").words
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+def _train_args(*argv: str):
+    import argparse
+
+    from studio.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers())
+    return train, parser.parse_args(["train", *argv])
+
+
+def test_the_cli_runs_a_reward_file_only_after_a_yes(tmp_path, monkeypatch, capsys):
+    from studio.errors import UserError
+
+    path = _reward_file(tmp_path, "def reward(prompt, completion, **row):\n    return 1.0\n")
+    train, args = _train_args("--demo", "--objective", "grpo", "--reward-file", str(path))
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(UserError, match="--trust-reward-file"):
+        train._recipe_from(args)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    with pytest.raises(UserError, match="nothing was started"):
+        train._recipe_from(args)
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    recipe = train._recipe_from(args)
+    asked = capsys.readouterr().err
+    assert rewards.file_sha256(path) in asked and "with your rights" in asked
+    assert recipe.train.grpo_rewards == "file" and recipe.train.grpo_reward_sha256 == rewards.file_sha256(path)
+    assert recipe.data.path.endswith("grpo.jsonl") and recipe.validate() == []  # the grpo demo, the user's reward
+    _, args = _train_args("--demo", "--objective", "grpo", "--reward-file", str(path), "--trust-reward-file",
+                          "--rewards", "pattern:1,file:0.5")
+    recipe = train._recipe_from(args)
+    assert recipe.train.grpo_rewards == "pattern:1,file:0.5" and recipe.train.grpo_reward_sha256
+    _, args = _train_args("--demo", "--reward-file", str(path), "--trust-reward-file")
+    with pytest.raises(UserError, match="add --objective grpo"):
+        train._recipe_from(args)
+
+
+def test_the_grpo_demo_set_is_what_build_py_writes_and_its_prompts_show_one_card():
+    import importlib.util
+
+    from studio.demo import DEMO_GRPO, DEMO_GRPO_HELDOUT
+    from studio.paths import resources_dir
+    from studio.scoring import FORMAT_PATTERN, load_prompts
+
+    demo = Path(__file__).resolve().parent.parent / "resources" / "demo"
+    spec = importlib.util.spec_from_file_location("demo_build_grpo", demo / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    rows = build.grpo_rows()
+    assert (resources_dir() / DEMO_GRPO).read_text(encoding="utf-8") == build.to_jsonl(rows) and len(rows) > 300
+    assert all(FORMAT_PATTERN.search(r["prompt"][2]["content"]) and r["prompt"][-1]["role"] == "user" for r in rows)
+    held = load_prompts(resources_dir() / DEMO_GRPO_HELDOUT)
+    asked = {r["prompt"][-1]["content"] for r in rows}
+    assert len(held) == 20 and not asked & {h["messages"][-1]["content"] for h in held}
+    examples, report = load_examples(str(resources_dir() / DEMO_GRPO), keep_row=True)
+    assert report.format == "prompts" and len(examples) == len(rows)
