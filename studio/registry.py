@@ -155,6 +155,8 @@ def build_metadata(run_dir: Path) -> dict:
         "metrics": metrics_summary(run_dir),
         # the worker's measured peak against the plan's prediction (measured_peak / predicted_peak)
         "memory": state.get("memory_peak") if isinstance(state.get("memory_peak"), dict) else None,
+        # grpo with the user's own reward: which code scored the completions ({"path", "sha256"})
+        "reward_file": state.get("reward_file") if isinstance(state.get("reward_file"), dict) else None,
         "eval": evalreport.summary(report) if report else None,
         "eval_report": report,
     }

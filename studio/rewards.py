@@ -3,9 +3,9 @@
 Torch-free. Each preset scores one completion against its dataset row and returns a float in [0, 1]:
 
 - ``pattern``: 1 when the completion (outside ``<think>`` sections) matches the row's ``pattern`` (or
-  ``train.grpo_pattern``); otherwise partial credit, half the share of the completion that is still the
-  start of a match (the ``regex`` package's ``partial=True``), so a model that gets the format half right
-  learns from it. Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
+  ``train.grpo_pattern``); otherwise partial credit: half its longest prefix that can still grow into a
+  match (the ``regex`` package's ``partial=True``), measured against the furthest any completion of the
+  step got, so a model that gets the format half right learns from it and stopping early never pays. Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
   scores 0 for that completion and is counted, never hangs the run.
 - ``answer``: the row's ``answer`` in the final answer (``\\boxed{..}``, an ``Answer:`` line, or the text
   after ``</think>``): ``exact``, ``contains`` or ``numeric`` (within ``train.grpo_tolerance``, relative).
@@ -114,16 +114,25 @@ def _number(text: str) -> float | None:
 
 
 # -- the presets, one completion each -----------------------------------------------------------------
-def pattern_reward(completion: str, pattern: Any) -> tuple[float, bool]:
-    """(reward, timed_out) for one completion against a compiled ``regex`` pattern."""
+@dataclass
+class Progress:
+    """How far one completion got into a pattern: matched, or the length of its longest prefix that can still
+    grow into a match (``viable``) out of ``length`` characters (thinking removed)."""
+
+    matched: bool
+    viable: int
+    length: int
+    timed_out: bool = False
+
+
+def pattern_progress(completion: str, pattern: Any) -> Progress:
+    """A completion against a compiled ``regex`` pattern, each match under the held-out time limit."""
     from studio.scoring import MATCH_TIMEOUT_S
 
     text = strip_thinking(completion)
     try:
         if pattern.search(text, timeout=MATCH_TIMEOUT_S) is not None:
-            return 1.0, False
-        if not text:
-            return 0.0, False
+            return Progress(True, len(text), len(text))
         lo, hi = 0, len(text)  # the longest prefix that can still grow into a match (viability is monotone)
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -131,9 +140,19 @@ def pattern_reward(completion: str, pattern: Any) -> tuple[float, bool]:
                 lo = mid
             else:
                 hi = mid - 1
-        return 0.5 * lo / len(text), False
+        return Progress(False, lo, len(text))
     except TimeoutError:
-        return 0.0, True
+        return Progress(False, 0, len(text), timed_out=True)
+
+
+def pattern_rewards(progress: list[Progress]) -> list[float]:
+    """1 for a match; otherwise half the completion's viable prefix, measured against the longer of the
+    completion itself and the furthest any completion of the same step got (a match counts whole). A
+    completion that stops early with a correct start ("Answer: Rome.") then earns little beside one that
+    wrote more of the format, so cutting the answer short is never the easy half-reward."""
+    furthest = max((p.viable for p in progress), default=0)
+    return [1.0 if p.matched else 0.0 if not p.viable else 0.5 * p.viable / max(p.length, furthest, 1)
+            for p in progress]
 
 
 def answer_reward(completion: str, answer: Any, mode: str, tolerance: float) -> float:
@@ -418,6 +437,8 @@ class Rewards:
                    studio_row: list | None = None, studio_where: list | None = None, **_: Any) -> list[float]:
             rows = [json.loads(r) for r in studio_row] if studio_row else [{} for _ in completions]
             where = studio_where or ["a row"] * len(completions)
+            if name == "pattern":  # graded against the step's furthest completion (pattern_rewards)
+                return pattern_rewards([self.progress(_text(c), r, w) for c, r, w in zip(completions, rows, where)])
             ids = completion_ids or [[] for _ in completions]
             prompts_ = prompts or [""] * len(completions)
             return [self.score(name, _text(c), len(i), p, r, w)
@@ -426,13 +447,15 @@ class Rewards:
         reward.__name__ = name  # TRL names the metric rewards/<name>/mean after it
         return reward
 
+    def progress(self, completion: str, row: dict, where: str) -> Progress:
+        found = pattern_progress(completion, self._pattern(row.get("pattern") or self.s.pattern))
+        if found.timed_out:
+            self.on_timeout(where)
+        return found
+
     def score(self, name: str, completion: str, tokens: int, prompt: Any, row: dict, where: str) -> float:
+        """One completion's reward by a preset other than ``pattern`` (which grades a step's completions together)."""
         s = self.s
-        if name == "pattern":
-            value, timed_out = pattern_reward(completion, self._pattern(row.get("pattern") or s.pattern))
-            if timed_out:
-                self.on_timeout(where)
-            return value
         if name == "answer":
             return answer_reward(completion, row.get("answer"), s.answer_mode, s.tolerance)
         if name == "json":

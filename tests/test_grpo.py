@@ -25,19 +25,25 @@ def grpo_jsonl(tmp_path_factory) -> Path:
 # -- presets ----------------------------------------------------------------------------------------------
 def test_the_pattern_reward_is_one_for_a_match_and_grades_how_far_a_miss_got():
     rx = regex.compile(FORMAT_REGEX)
-    assert rewards.pattern_reward(CARD, rx) == (1.0, False)
-    assert rewards.pattern_reward("<think>the user wants a card</think>\n" + CARD, rx) == (1.0, False)
-    half, _ = rewards.pattern_reward("Answer: Rome.\nKey points:\n- one\nThen I wander off for a while", rx)
-    start, _ = rewards.pattern_reward("Answer: Rome.", rx)  # the start of a card, cut short: all of it viable
-    assert 0.0 < half < start == 0.5
-    assert rewards.pattern_reward("Rome is the capital of Italy.", rx) == (0.0, False)
+    texts = [CARD, "<think>the user wants a card</think>\n" + CARD,
+             "Answer: Rome.\nKey points:\n- one\nThen I wander off for a while",
+             "Answer: Rome.", "Rome is the capital of Italy."]
+    progress = [rewards.pattern_progress(t, rx) for t in texts]
+    assert [p.matched for p in progress] == [True, True, False, False, False]
+    assert progress[2].viable == len("Answer: Rome.\nKey points:\n- one\n") and progress[4].viable == 0
+    full, thought, half, stopped, prose = rewards.pattern_rewards(progress)
+    assert full == thought == 1.0 and prose == 0.0
+    assert 0.0 < stopped < half < 0.5  # stopping after a correct start earns less than writing more of the card
+    assert stopped == 0.5 * len("Answer: Rome.") / len(CARD)  # measured against the furthest: the whole card
+    alone = rewards.pattern_rewards([rewards.pattern_progress("Answer: Rome.", rx)])
+    assert alone == [0.5]  # the furthest of its step: nothing better to compare with
 
 
 def test_a_pattern_that_backtracks_for_ever_scores_zero_in_bounded_time():
     evil = regex.compile(r"\A(a|a)*\Z")
     t0 = time.monotonic()
-    value, timed_out = rewards.pattern_reward("a" * 40 + "b", evil)
-    assert (value, timed_out) == (0.0, True)
+    found = rewards.pattern_progress("a" * 40 + "b", evil)
+    assert found.timed_out and rewards.pattern_rewards([found]) == [0.0]
     assert time.monotonic() - t0 < 30  # each match is cut at MATCH_TIMEOUT_S
 
 
@@ -262,6 +268,9 @@ def test_a_reward_file_that_raises_stops_the_run_naming_file_line_and_row(tiny_m
     assert err["kind"] == "config" and f"{path}:2" in err["message"] and "ValueError: no score for" in err["message"]
     assert "(dataset line " in err["message"] and str(path) in err["hint"]
     assert runs.read_state(run_dir)["reward_file"]["sha256"] == rewards.file_sha256(path)
+    from studio import registry
+
+    assert registry.build_metadata(run_dir)["reward_file"] == {"path": str(path), "sha256": rewards.file_sha256(path)}
     warned = [e.data["message"] for e in events if e.type == "warning"]
     assert any("running your reward function" in w for w in warned)
 

@@ -462,8 +462,12 @@ def finish(report: DatasetReport, unused: Counter, pairs: int, tool_rows: int) -
     ranked = sorted(unused.items(), key=lambda kv: (-kv[1], order.get(str(kv[0]), len(order)), str(kv[0])))
     report.unused_columns = {str(k): n for k, n in ranked if str(k) not in label}
     if report.unused_columns:
-        report.notes.append("column(s) not used: " + ", ".join(
-            f"{k} ({n} row(s))" for k, n in report.unused_columns.items()))
+        listed = ", ".join(f"{k} ({n} row(s))" for k, n in report.unused_columns.items())
+        if report.format == "prompts":  # prompts alone are grpo's, and its rewards read every column
+            report.notes.append(f"prompts alone, for train.objective 'grpo': its rewards read the other column(s): "
+                                f"{listed}")
+        else:
+            report.notes.append("column(s) not used: " + listed)
 
 
 def _describe(report: DatasetReport, src: Source, det: Detection, sample: list[Record]) -> None:
