@@ -62,7 +62,8 @@ def validation_loss(model: Any, rows: Sequence[dict], pad_id: int, batch_size: i
 
 
 def fallback_rows(val_examples: Sequence[dict], n: int = FALLBACK_PROMPTS) -> list[dict]:
-    """Held-out rows made from validation conversations (up to their last user turn), unscored."""
+    """Held-out rows made from validation conversations (up to their last user turn), unscored unless a grpo
+    row carries its own pattern."""
     rows = []
     for ex in val_examples:
         msgs = ex.get("messages") if isinstance(ex, dict) else None
@@ -72,10 +73,27 @@ def fallback_rows(val_examples: Sequence[dict], n: int = FALLBACK_PROMPTS) -> li
         if last_user is None:
             continue
         reference = next((m["content"] for m in msgs[last_user + 1:] if m.get("role") == "assistant"), None)
-        rows.append({"messages": msgs[:last_user + 1], "pattern": None, "reference": reference})
+        rows.append({"messages": msgs[:last_user + 1], "pattern": _row_pattern(ex), "reference": reference})
         if len(rows) >= n:
             break
     return rows
+
+
+def _row_pattern(example: dict) -> str | None:
+    """A grpo row's own ``pattern`` column (kept with its columns, studio.data.scan.ROW_KEY), when it is a
+    pattern the held-out scoring accepts: its validation prompts are then scored before and after."""
+    from studio.data.scan import ROW_KEY
+    from studio.scoring import PromptFileError, _check_pattern
+
+    row = example.get(ROW_KEY)
+    pattern = row.get("pattern") if isinstance(row, dict) else None
+    if not isinstance(pattern, str) or not pattern:
+        return None
+    try:
+        _check_pattern(pattern, "validation row")
+    except PromptFileError:
+        return None
+    return pattern
 
 
 def within_length(tokenizer: Any, rows: Sequence[dict], max_tokens: int) -> tuple[list[dict], int]:

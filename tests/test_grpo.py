@@ -247,6 +247,8 @@ def test_grpo_trains_with_rewards_and_reports_them(tiny_model_dir, grpo_jsonl, t
     log = " ".join(e.data.get("message", "") for e in events if e.type == "log")
     assert "grpo: 29 prompts; each optimizer step samples 4 completions" in log
     assert (run_dir / runs.ADAPTER / "adapter_model.safetensors").is_file()
+    heldout = json.loads((run_dir / "eval.json").read_text())["heldout"]
+    assert heldout["scored"] and heldout["scored_rows"] == heldout["total"] > 0  # the rows' own patterns score them
     adapter_keys = json.loads((run_dir / runs.ADAPTER / "adapter_config.json").read_text())
     assert adapter_keys["peft_type"] == "LORA"
     assert [c.name for c in (run_dir / runs.CHECKPOINTS).iterdir()] and not list(
