@@ -121,6 +121,8 @@ def test_committed_files_match_build_script() -> None:
     spec.loader.exec_module(build)
     assert build.to_jsonl(build.train_rows()) == TRAIN.read_text(encoding="utf-8")
     assert build.to_jsonl(build.heldout_rows()) == HELDOUT.read_text(encoding="utf-8")
+    assert build.to_jsonl(build.grpo_rows()) == (DEMO / "grpo.jsonl").read_text(encoding="utf-8")
+    assert build.to_jsonl(build.grpo_heldout_rows()) == (DEMO / "heldout_grpo.jsonl").read_text(encoding="utf-8")
 
 
 # --- the scorer --------------------------------------------------------------------------------

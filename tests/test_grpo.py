@@ -328,19 +328,14 @@ def test_the_cli_runs_a_reward_file_only_after_a_yes(tmp_path, monkeypatch, caps
         train._recipe_from(args)
 
 
-def test_the_grpo_demo_set_is_what_build_py_writes_and_its_prompts_show_one_card():
-    import importlib.util
-
+def test_the_grpo_demo_prompts_show_one_card_and_hold_no_held_out_question():
     from studio.demo import DEMO_GRPO, DEMO_GRPO_HELDOUT
     from studio.paths import resources_dir
     from studio.scoring import FORMAT_PATTERN, load_prompts
 
-    demo = Path(__file__).resolve().parent.parent / "resources" / "demo"
-    spec = importlib.util.spec_from_file_location("demo_build_grpo", demo / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    rows = build.grpo_rows()
-    assert (resources_dir() / DEMO_GRPO).read_text(encoding="utf-8") == build.to_jsonl(rows) and len(rows) > 300
+    # the files are build.py's (tests/test_demo_dataset.py checks that)
+    rows = [json.loads(line) for line in (resources_dir() / DEMO_GRPO).read_text(encoding="utf-8").splitlines()]
+    assert len(rows) > 300
     assert all(FORMAT_PATTERN.search(r["prompt"][2]["content"]) and r["prompt"][-1]["role"] == "user" for r in rows)
     held = load_prompts(resources_dir() / DEMO_GRPO_HELDOUT)
     asked = {r["prompt"][-1]["content"] for r in rows}

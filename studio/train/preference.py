@@ -46,19 +46,28 @@ def keep_adapter_dtype(model: Any, kept: dict) -> None:
             param.data = kept[name]
 
 
+def base_is_reference(studio_trainer: type, trl_trainer: type) -> type:
+    """``studio_trainer`` before a TRL trainer that takes its reference from a PeftModel (DPO, GRPO): TRL's
+    copy of our fresh adapter is dropped, so the reference is the base with the adapter disabled, and the
+    adapter keeps its fp32 tensors."""
+
+    class BaseIsReference(studio_trainer, trl_trainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            model = kwargs["model"]
+            kept = {n: p.data for n, p in model.named_parameters() if p.requires_grad}
+            super().__init__(*args, **kwargs)
+            drop_reference_copy(self.model)
+            keep_adapter_dtype(self.model, kept)
+
+    return BaseIsReference
+
+
 def trainer_class(objective: str, studio_trainer: type) -> type:
     """``studio_trainer`` in front of TRL's trainer for ``objective`` (cooperative ``super()`` calls)."""
     if objective == "dpo":
         from trl import DPOTrainer
 
-        class StudioDPOTrainer(studio_trainer, DPOTrainer):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                model = kwargs["model"]
-                kept = {n: p.data for n, p in model.named_parameters() if p.requires_grad}
-                super().__init__(*args, **kwargs)
-                drop_reference_copy(self.model)
-                keep_adapter_dtype(self.model, kept)
-
+        class StudioDPOTrainer(base_is_reference(studio_trainer, DPOTrainer)):
             def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
                 if "prompt_ids" in dataset.column_names:  # tokenised by studio.data.pairs with our masks
                     return dataset
@@ -87,14 +96,7 @@ def trainer_class(objective: str, studio_trainer: type) -> type:
     if objective == "grpo":
         from trl import GRPOTrainer
 
-        class StudioGRPOTrainer(studio_trainer, GRPOTrainer):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                model = kwargs["model"]
-                kept = {n: p.data for n, p in model.named_parameters() if p.requires_grad}
-                super().__init__(*args, **kwargs)
-                drop_reference_copy(self.model)
-                keep_adapter_dtype(self.model, kept)
-
+        class StudioGRPOTrainer(base_is_reference(studio_trainer, GRPOTrainer)):
             def log(self, logs: dict, start_time: float | None = None) -> None:
                 if "loss" in logs and self.model.training:  # read by EventCallback.on_log, not by trackers
                     self.shown_samples = latest_samples(self._logs, self.reward_weights.tolist(),
