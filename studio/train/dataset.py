@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from studio.data import DataError, load_examples, note_tool_support, split_examples
@@ -213,7 +213,7 @@ class Prompts:
     no_prompt: int = 0  # plain text, or no user turn
     too_long: int = 0  # the prompt leaves fewer than grpo_completion_len tokens of train.seq_len
     refused: int = 0  # the chat template refused it
-    missing: dict | None = None  # reason -> [count, first row]
+    missing: dict = field(default_factory=dict)  # reason -> [count, first row]
     first: str = ""
 
 
@@ -227,7 +227,7 @@ def _prompt_rows(tokenizer: Any, examples: list, recipe: Recipe, settings: Any, 
     from studio.data.template import render
     from studio.rewards import row_problems
 
-    out = Prompts([], missing={})
+    out = Prompts([])
     room = recipe.train.seq_len - recipe.train.grpo_completion_len
     for ex in examples:
         msgs = ex.get("messages") or []
@@ -278,7 +278,7 @@ def _build_prompts(tokenizer: Any, recipe: Recipe, report: Any, train_ex: list, 
         raise DataError(str(e)) from None
     tr = _prompt_rows(tokenizer, train_ex, recipe, settings, where)
     va = _prompt_rows(tokenizer, val_ex, recipe, settings, where)
-    for why, (count, first) in (tr.missing or {}).items():
+    for why, (count, first) in tr.missing.items():
         report.notes.append(f"{count} row(s) left out of grpo: {why} (first: {first})")
     if tr.no_prompt:
         report.notes.append(f"{tr.no_prompt} row(s) have no user turn to use as a prompt and are left out of grpo")
@@ -288,7 +288,7 @@ def _build_prompts(tokenizer: Any, recipe: Recipe, report: Any, train_ex: list, 
     if tr.refused:
         report.notes.append(f"{tr.refused} prompt(s) refused by the chat template (first, {tr.first})")
     if not tr.rows:
-        reasons = [f"{c} {w} (first: {f})" for w, (c, f) in (tr.missing or {}).items()]
+        reasons = [f"{c} {w} (first: {f})" for w, (c, f) in tr.missing.items()]
         reasons += [f"{tr.no_prompt} without a user turn"] * bool(tr.no_prompt)
         reasons += [f"{tr.too_long} too long for train.seq_len"] * bool(tr.too_long)
         raise DataError(f"{path}: no row can be a grpo prompt with the rewards '{t.grpo_rewards}': "

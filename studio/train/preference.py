@@ -67,7 +67,9 @@ def trainer_class(objective: str, studio_trainer: type) -> type:
     if objective == "dpo":
         from trl import DPOTrainer
 
-        class StudioDPOTrainer(base_is_reference(studio_trainer, DPOTrainer)):
+        dpo_base: Any = base_is_reference(studio_trainer, DPOTrainer)
+
+        class StudioDPOTrainer(dpo_base):
             def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
                 if "prompt_ids" in dataset.column_names:  # tokenised by studio.data.pairs with our masks
                     return dataset
@@ -96,7 +98,9 @@ def trainer_class(objective: str, studio_trainer: type) -> type:
     if objective == "grpo":
         from trl import GRPOTrainer
 
-        class StudioGRPOTrainer(base_is_reference(studio_trainer, GRPOTrainer)):
+        grpo_base: Any = base_is_reference(studio_trainer, GRPOTrainer)
+
+        class StudioGRPOTrainer(grpo_base):
             def log(self, logs: dict, start_time: float | None = None) -> None:
                 if "loss" in logs and self.model.training:  # read by EventCallback.on_log, not by trackers
                     self.shown_samples = latest_samples(self._logs, self.reward_weights.tolist(),
@@ -127,7 +131,7 @@ def latest_samples(logs: dict, weights: list[float], group: int) -> list[dict]:
         return []
     names = list(per_func)
     start = max(0, n - group)
-    shown = []
+    shown: list[dict[str, Any]] = []
     for i in range(start, n):
         parts = {name: float(list(per_func[name])[i]) for name in names if i < len(per_func[name])}
         total = sum(w * parts.get(name, 0.0) for name, w in zip(names, weights))
