@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from studio.data import sources
 from studio.data.extract import KINDS, kind_of
 
 TIME_LIMIT_S = 120.0  # per file, reading only; a 1,000-page text PDF takes about 30 s on one core
@@ -48,7 +49,6 @@ PREVIEW_CHARS = 4000  # of each document's cleaned text, in the report
 CHARS_PER_TOKEN = 4.0  # the estimate `data inspect` gives without a model (said as an estimate)
 SINGLE_FILE_KINDS = ("pdf", "docx", "odt", "epub", "html")  # one such file is a documents dataset by itself
 FORMAT = "documents"
-DATA_FILES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq", ".arrow")
 
 
 @dataclass
@@ -93,11 +93,11 @@ def is_documents(path: str | Path) -> bool:
     path = Path(path).expanduser()
     if path.is_file():
         return kind_of(path) in SINGLE_FILE_KINDS
-    if not path.is_dir() or any((path / n).is_file() for n in ("dataset_info.json", "state.json",
-                                                                "dataset_dict.json")):
+    if not path.is_dir() or sources.is_saved_dataset(path):
         return False
     files = list(_walk(path))
-    if any(p.suffix.lower() in DATA_FILES or p.name.lower().endswith((".jsonl.gz", ".csv.gz")) for p in files):
+    rows = sources.row_file_suffixes()
+    if any(p.name.lower().endswith(rows) for p in files):
         return False  # rows beside a README (a downloaded dataset): the file of rows is the dataset, not the README
     return any(kind_of(p) for p in files)
 
@@ -478,6 +478,11 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
 def chunk(tokenizer: Any, text: str, limit: int, overlap: int | None = None) -> list[str]:
     """``text`` cut into pieces of at most ``limit`` tokens on paragraph, else sentence, else word boundaries;
     each piece after the first starts about ``overlap`` tokens before the previous one ended."""
+    return chunk_counted(tokenizer, text, limit, overlap)[0]
+
+
+def chunk_counted(tokenizer: Any, text: str, limit: int, overlap: int | None = None) -> tuple[list[str], int]:
+    """``chunk``, and how many tokens the whole text is (it is tokenised once for both)."""
     if limit < 1:
         raise ValueError(f"a chunk holds at least one token, not {limit}")
     overlap = overlap_tokens(limit) if overlap is None else overlap
@@ -485,7 +490,7 @@ def chunk(tokenizer: Any, text: str, limit: int, overlap: int | None = None) -> 
     offsets = [tuple(o) for o in enc["offset_mapping"]]
     n = len(offsets)
     if n <= limit:
-        return [text] if text.strip() else []
+        return ([text] if text.strip() else []), n
     ends = [o[1] for o in offsets]  # character end of each token
 
     def token_at(char: int) -> int:
@@ -521,7 +526,7 @@ def chunk(tokenizer: Any, text: str, limit: int, overlap: int | None = None) -> 
         back = max(s + 1, e - overlap)  # the next start: the earliest boundary within the overlap
         nxt = first(paragraphs, back, e) or first(sentences, back, e) or first(words, back, e)
         s = nxt if nxt is not None and overlap else e
-    return pieces
+    return pieces, n
 
 
 def chunk_examples(tokenizer: Any, documents: list[dict], seq_len: int) -> list[dict]:
@@ -549,8 +554,7 @@ def count(tokenizer: Any, col: Collection, seq_len: int | None) -> tuple[list[in
             doc.chunks = 1 if doc.tokens <= limit else 1 + -(-(doc.tokens - limit) // step)
             lengths += [limit] * (doc.chunks - 1) + [doc.tokens - (doc.chunks - 1) * step + 1]
             continue
-        doc.tokens = len(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
-        pieces = chunk(tokenizer, doc.text, limit)
+        pieces, doc.tokens = chunk_counted(tokenizer, doc.text, limit)
         doc.chunks = len(pieces)
         sizes = [len(ids) for ids in tokenizer(pieces, add_special_tokens=False)["input_ids"]] if pieces else []
         if sizes:

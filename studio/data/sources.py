@@ -145,8 +145,23 @@ def _head(src: Source) -> bytes:
     return b"".join(chunks)
 
 
+# The files datasets' save_to_disk writes beside its Arrow files: a folder holding one is a dataset.
+SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+def is_saved_dataset(path: Path) -> bool:
+    return any((path / n).is_file() for n in SAVED_DATASET_MARKERS)
+
+
+def row_file_suffixes() -> tuple[str, ...]:
+    """The names of files that hold rows (a folder with one beside a README is a dataset, not documents):
+    the row containers of EXTENSIONS, their gzip forms, and Arrow files."""
+    rows = tuple(e for e, kind in EXTENSIONS.items() if kind != "text")
+    return rows + tuple(e + ".gz" for e in rows) + (".arrow",)
+
+
 def _folder_source(path: Path) -> Source:
-    if any((path / n).is_file() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
+    if is_saved_dataset(path):
         return Source(path, "arrow", encoding="binary")
     raise DataError(f"{path}: a folder is read when it holds documents (PDF, DOCX, ODT, EPUB, HTML, Markdown, "
                     "text) or when datasets.save_to_disk wrote it (it has dataset_info.json); this one has "
