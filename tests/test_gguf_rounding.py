@@ -211,14 +211,14 @@ def test_an_answer_that_is_no_utf8_is_followed_byte_by_byte(tiny_model_dir, tmp_
         own.append(ids[:ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids)
     piece = {i: b for b, ids in vocab.items() for i in ids}
     for p, ids in zip(prompts, own):  # its own answer: followed to the end, token for token
-        followed = llama_cpp.follow_bytes(model, tok, p, b"".join(piece[t] for t in ids), 8, ends)
+        followed = llama_cpp.follow_bytes(model, vocab, p, b"".join(piece[t] for t in ids), 8, ends)
         assert followed == {"ids": ids, "at": None, "gap": 0.0}
     k = max(range(len(own)), key=lambda i: len(own[i]))  # the longest answer gets a token swapped mid-way
     j = len(own[k]) // 2
     assert j >= 1 and ff not in own[k]
     swapped = own[k][:j] + [ff] + own[k][j + 1:]
     data = b"".join(piece[t] for t in swapped)
-    followed = llama_cpp.follow_bytes(model, tok, prompts[k], data, 8, ends)
+    followed = llama_cpp.follow_bytes(model, vocab, prompts[k], data, 8, ends)
     assert followed["at"] == j and followed["gap"] > 0 and followed["ids"][j] == ff
 
     # through the whole check, with a stand-in llama-simple that prints those bytes for the first prompt

@@ -241,6 +241,12 @@ class GreedyCheck:
         raw = getattr(self, "raw", [])
         return raw[i] if i < len(raw) else None
 
+    def _token_bytes(self) -> dict[bytes, list[int]]:
+        """Every token's bytes (token_bytes), built once per check: only answers that are no UTF-8 need them."""
+        if getattr(self, "_vocab", None) is None:
+            self._vocab = token_bytes(self.tok)
+        return self._vocab
+
     @staticmethod
     def _from_cache(answer: str | None, known: str | None, seen: dict, quant: str | None = None) -> dict:
         """The verdict on one llama.cpp answer from what the export cache holds, or {} when it cannot say.
@@ -285,7 +291,7 @@ class GreedyCheck:
         for i, (prompt, text, verdict) in enumerate(zip(verify.prompt_ids(self.tok), answers, verdicts)):
             raw = self._raw(i)
             if not verdict and text is not None and raw is not None and not _utf8(raw):
-                followed = follow_bytes(model, self.tok, prompt, raw, self.new_tokens, ends)
+                followed = follow_bytes(model, self._token_bytes(), prompt, raw, self.new_tokens, ends)
                 if followed is not None:
                     self.exact[i] = followed["ids"]
                     verdict = ({"identical": True} if followed["at"] is None else
@@ -357,7 +363,7 @@ class GreedyCheck:
             rounded_own = texts[i]
             if i in exact:  # bytes that are no UTF-8: whether the rounded model writes them itself
                 raw = self._raw(i)
-                again = follow_bytes(model, self.tok, prompts[i], raw, self.new_tokens, ends) if raw else None
+                again = follow_bytes(model, self._token_bytes(), prompts[i], raw, self.new_tokens, ends) if raw else None
                 follows = again is not None and again["at"] is None
             elif not follows:  # or the same text tokenised another way: the rounded model's own answer decides
                 generated, rounded_own = self._generated(model, prompts[i], texts[i], cont, ends)
@@ -474,18 +480,16 @@ def _byte_level_chars() -> dict[str, int]:
     return out
 
 
-def follow_bytes(model: Any, tok: Any, prompt: list[int], data: bytes, n: int, ends: set[int]) -> dict | None:
+def follow_bytes(model: Any, vocab: dict[bytes, list[int]], prompt: list[int], data: bytes, n: int,
+                 ends: set[int]) -> dict | None:
     """Teacher forcing on the bytes llama.cpp printed, for an answer that is no UTF-8 (its text cannot be
     tokenised back). Step by step, the token the model writes is the most likely one whose bytes go on the
     answer; where its most likely token does not, that is where it leaves llama.cpp's answer, by the gap
     between the two. ``{"ids", "at", "gap"}`` (``at`` None: the model writes the answer itself, stopping
-    where it stops), or None when no token goes on the bytes (a piece with a NUL byte: printf cut it)."""
+    where it stops), or None when no token goes on the bytes (a piece with a NUL byte: printf cut it).
+    ``vocab``: ``token_bytes(tokenizer)``, built once by the caller."""
     import torch
 
-    vocab = getattr(tok, "_studio_token_bytes", None)
-    if vocab is None:
-        vocab = token_bytes(tok)
-        tok._studio_token_bytes = vocab
     longest = max((len(b) for b in vocab), default=1)
     ids: list[int] = []
     pos, at, gap = 0, None, 0.0
