@@ -3,9 +3,10 @@
 Torch-free. Each preset scores one completion against its dataset row and returns a float in [0, 1]:
 
 - ``pattern``: 1 when the completion (outside ``<think>`` sections) matches the row's ``pattern`` (or
-  ``train.grpo_pattern``); otherwise partial credit: half its longest prefix that can still grow into a
+  ``train.grpo_pattern``); otherwise partial credit: half its whole lines that can still grow into a
   match (the ``regex`` package's ``partial=True``), measured against the furthest any completion of the
-  step got, so a model that gets the format half right learns from it and stopping early never pays. Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
+  step got, so a model that gets the format half right learns from it, and neither stopping early nor
+  rambling on one line until the length limit pays. Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
   scores 0 for that completion and is counted, never hangs the run.
 - ``answer``: the row's ``answer`` in the final answer (``\\boxed{..}``, an ``Answer:`` line, or the text
   after ``</think>``): ``exact``, ``contains`` or ``numeric`` (within ``train.grpo_tolerance``, relative).
@@ -123,6 +124,8 @@ class Progress:
     viable: int
     length: int
     timed_out: bool = False
+    lines: int = 0  # the viable prefix up to its last line break: the whole lines that still fit
+
 
 
 def pattern_progress(completion: str, pattern: Any) -> Progress:
@@ -140,18 +143,19 @@ def pattern_progress(completion: str, pattern: Any) -> Progress:
                 lo = mid
             else:
                 hi = mid - 1
-        return Progress(False, lo, len(text))
+        return Progress(False, lo, len(text), lines=text.rfind("\n", 0, lo) + 1)
     except TimeoutError:
         return Progress(False, 0, len(text), timed_out=True)
 
 
 def pattern_rewards(progress: list[Progress]) -> list[float]:
-    """1 for a match; otherwise half the completion's viable prefix, measured against the longer of the
-    completion itself and the furthest any completion of the same step got (a match counts whole). A
-    completion that stops early with a correct start ("Answer: Rome.") then earns little beside one that
-    wrote more of the format, so cutting the answer short is never the easy half-reward."""
-    furthest = max((p.viable for p in progress), default=0)
-    return [1.0 if p.matched else 0.0 if not p.viable else 0.5 * p.viable / max(p.length, furthest, 1)
+    """1 for a match; otherwise half the completion's complete lines that still fit the pattern, measured
+    against the longer of the completion itself and the furthest any completion of the same step got (a match
+    counts whole). Only whole lines count: a first line that rambles on until the length limit cut it earns
+    nothing, and a completion that stops after a correct start ("Answer: Rome.") earns little beside one that
+    wrote more of the format. A pattern of one line therefore gives no partial credit, only matches."""
+    furthest = max((p.viable if p.matched else p.lines for p in progress), default=0)
+    return [1.0 if p.matched else 0.0 if not p.lines else 0.5 * p.lines / max(p.length, furthest, 1)
             for p in progress]
 
 

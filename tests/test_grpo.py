@@ -27,16 +27,17 @@ def test_the_pattern_reward_is_one_for_a_match_and_grades_how_far_a_miss_got():
     rx = regex.compile(FORMAT_REGEX)
     texts = [CARD, "<think>the user wants a card</think>\n" + CARD,
              "Answer: Rome.\nKey points:\n- one\nThen I wander off for a while",
-             "Answer: Rome.", "Rome is the capital of Italy."]
+             "Answer: Rome.\n", "Answer: Rome is a city that " + "goes on " * 30, "Rome is the capital of Italy."]
     progress = [rewards.pattern_progress(t, rx) for t in texts]
-    assert [p.matched for p in progress] == [True, True, False, False, False]
-    assert progress[2].viable == len("Answer: Rome.\nKey points:\n- one\n") and progress[4].viable == 0
-    full, thought, half, stopped, prose = rewards.pattern_rewards(progress)
-    assert full == thought == 1.0 and prose == 0.0
+    assert [p.matched for p in progress] == [True, True, False, False, False, False]
+    assert progress[2].lines == len("Answer: Rome.\nKey points:\n- one\n") and progress[5].viable == 0
+    assert progress[4].viable == len(texts[4].strip()) and progress[4].lines == 0  # viable, but not one whole line
+    full, thought, half, stopped, rambling, prose = rewards.pattern_rewards(progress)
+    assert full == thought == 1.0 and prose == rambling == 0.0
     assert 0.0 < stopped < half < 0.5  # stopping after a correct start earns less than writing more of the card
-    assert stopped == 0.5 * len("Answer: Rome.") / len(CARD)  # measured against the furthest: the whole card
-    alone = rewards.pattern_rewards([rewards.pattern_progress("Answer: Rome.", rx)])
-    assert alone == [0.5]  # the furthest of its step: nothing better to compare with
+    assert stopped == 0.5 * len("Answer: Rome.\n") / len(CARD)  # measured against the furthest: the whole card
+    alone = rewards.pattern_rewards([rewards.pattern_progress("Answer: Rome.\nKey", rx)])
+    assert alone == [0.5 * len("Answer: Rome.\n") / len("Answer: Rome.\nKey")]  # nothing better to compare with
 
 
 def test_a_pattern_that_backtracks_for_ever_scores_zero_in_bounded_time():
