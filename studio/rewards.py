@@ -132,7 +132,7 @@ def pattern_progress(completion: str, pattern: Any) -> Progress:
     """A completion against a compiled ``regex`` pattern, each match under the held-out time limit."""
     from studio.scoring import MATCH_TIMEOUT_S
 
-    text = strip_thinking(completion)
+    text = _THINK.sub("", completion).lstrip().rstrip(" \t")  # a last line break is a whole line's end
     try:
         if pattern.search(text, timeout=MATCH_TIMEOUT_S) is not None:
             return Progress(True, len(text), len(text))
