@@ -1,5 +1,6 @@
 """What the Train page makes of a run's events, without Qt: the status line, the phase and time left, the
-error titles, and the clock of a followed run (its events' own times, so a replayed run keeps them)."""
+error titles, a grpo run's sampled completions, and the clock of a followed run (its events' own times, so a
+replayed run keeps them)."""
 from __future__ import annotations
 
 import time
@@ -15,6 +16,8 @@ ERROR_TITLES = {"oom": "Out of GPU memory", "nan": "The loss became NaN", "data"
                 "internal": "The training worker failed"}
 TRAIN_PHASES = ("train", "training", "step", "steps")
 PROGRESS_KEPT = 50  # the last progress points the time left is measured over
+SAMPLE_RANKS = {1: ("",), 2: ("best", "worst"), 3: ("best", "middle", "worst")}  # the worker sorts them by reward
+PROMPT_CHARS = 160  # a sample's prompt is shown by its end (the question), the whole of it in a tooltip
 
 
 def error_title(kind: str) -> str:
@@ -42,18 +45,47 @@ def problems_message(problems: list[Any]) -> tuple[str, str]:
 
 def metric_status(d: dict, expected_tps: float | None, shown: str) -> str:
     """The status line after a metric event (``shown`` is the line before): step and loss, the preference
-    margin, the measured speed against the plan's."""
+    margin or grpo's mean reward, the measured speed against the plan's."""
     step, loss = number(d.get("step")), number(d.get("loss"))
     text = shown
     if step is not None and loss is not None:
         text = f"step {int(step)} · loss {loss:.4f}"
-        margin = number(d.get("rewards/margins"))
-        if margin is not None:
-            text += f" · margin {margin:.3f}"
+        for key, name in (("rewards/margins", "margin"), ("reward", "mean reward")):
+            value = number(d.get(key))
+            if value is not None:
+                text += f" · {name} {value:.3f}"
     tps = number(d.get("tokens_per_s"))
     if tps is not None and expected_tps:  # the plan's estimate against the measured rate
         text += f" · {tps:,.0f} tokens/s (planned ≈ {expected_tps:,.0f}, {tps / expected_tps:.0%})"
     return text
+
+
+def metric_samples(d: dict) -> list[dict]:
+    """A grpo metric's sampled completions (best, middle and worst of the latest prompt), malformed ones left out."""
+    samples = d.get("samples")
+    return [s for s in samples if isinstance(s, dict)][:max(SAMPLE_RANKS)] if isinstance(samples, list) else []
+
+
+def sample_rank(i: int, n: int) -> str:
+    """Where the ``i``-th of ``n`` shown samples ranks by reward ("best", "middle", "worst")."""
+    return SAMPLE_RANKS[n][i]
+
+
+def sample_heading(sample: dict, rank: str) -> str:
+    """"Best · reward 0.439 (pattern 0.439)": the rank, the weighted reward and each reward's own score."""
+    total = number(sample.get("reward"))
+    given = sample.get("rewards")
+    parts: dict = given if isinstance(given, dict) else {}
+    scores = ", ".join(f"{name} {v:.3f}" for name, v in ((n, number(v)) for n, v in parts.items()) if v is not None)
+    text = f"reward {total:.3f}" if total is not None else "no reward"
+    text = f"{rank.capitalize()} · {text}" if rank else text.capitalize()
+    return f"{text} ({scores})" if scores else text
+
+
+def short_prompt(prompt: str) -> str:
+    """A sample's prompt on one line, its end kept (where the question usually is)."""
+    text = " ".join(str(prompt).split())
+    return text if len(text) <= PROMPT_CHARS else "…" + text[-PROMPT_CHARS:]
 
 
 def phase_text(phase: str, done: int, total: int, eta_s: float | None) -> str:

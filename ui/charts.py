@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QApplication
 MAX_POINTS = 4096
 REFRESH_MS = 250
 FEW_POINTS = 40  # up to this many points a curve also draws its points: one point is visible
+LEGEND_ROWS = 3  # a legend of more series goes in two columns, so that it covers less of a low chart
 
 # Colours that read on both light and dark backgrounds (Okabe-Ito, colour-blind safe).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442"]
@@ -93,10 +94,11 @@ class LiveChart(pg.PlotWidget):
     gets a readable range instead of pyqtgraph's ±0.5 around it, and axis labels never switch to SI
     prefixes (the learning rate stays "lr", not "lr (x0.001)" in one run and "lr" in the next).
     ``count_x``/``count_y``: that axis counts whole things (steps, examples): integer ticks only.
+    ``y_range``: a fixed y range (a share in percent reads against 0–100, not against its own wobble).
     """
 
     def __init__(self, title: str, y_label: str = "", x_label: str = "step", parent=None,
-                 count_x: bool | None = None, count_y: bool = False) -> None:
+                 count_x: bool | None = None, count_y: bool = False, y_range: tuple[float, float] | None = None) -> None:
         count_x = x_label == "step" if count_x is None else count_x
         axes = {k: CountAxis(orientation=k) for k, on in (("bottom", count_x), ("left", count_y)) if on}
         super().__init__(parent=parent, background=_bg(), axisItems=axes)
@@ -123,6 +125,7 @@ class LiveChart(pg.PlotWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         self._named: set[str] = set()  # series shown in the legend (they have points)
         self.lines: dict[str, pg.InfiniteLine] = {}
+        self.y_range = y_range
         self._dirty = False
 
     def add_series(self, name: str, color: str | None = None, dashed: bool = False, width: float = 2.0) -> None:
@@ -174,11 +177,15 @@ class LiveChart(pg.PlotWidget):
             if s.n:
                 lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
         self.legend.setVisible(len(self._named) > 1)
+        self.legend.setColumnCount(2 if len(self._named) > LEGEND_ROWS else 1)
         self._fit_flat(lo, hi)
 
     def _fit_flat(self, lo: float, hi: float) -> None:
         """A flat curve (one point, a constant learning rate) gets a range around its value."""
         vb = self.getPlotItem().getViewBox()
+        if self.y_range is not None:
+            vb.setYRange(*self.y_range, padding=0.05)
+            return
         if not math.isfinite(lo) or hi - lo > 1e-9 * max(abs(hi), abs(lo), 1e-300):
             vb.enableAutoRange(axis="y")
             return

@@ -156,7 +156,7 @@ def test_the_memory_chart_compares_the_measured_peak_with_the_prediction(qtbot):
                        "predicted_peak": 6 * GiB, "measured_peak": 6.3 * GiB, "peak_ratio": 1.05}, 1.0)
     mem = charts.charts["memory"]
     assert mem.lines["measured peak"].value() == pytest.approx(6.3) and mem.lines["predicted peak"].value() == 6
-    assert mem.getPlotItem().titleLabel.text == "Memory (no GPU: the worker process): peak 1.05× predicted"
+    assert mem.getPlotItem().titleLabel.text == "Process memory (no GPU): peak 1.05× predicted"
     charts.clear()
     assert "measured peak" not in mem.lines
-    assert mem.getPlotItem().titleLabel.text == "Memory (no GPU: the worker process)"
+    assert mem.getPlotItem().titleLabel.text == "Process memory (no GPU)"

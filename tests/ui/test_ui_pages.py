@@ -70,7 +70,7 @@ def test_tab_walks_the_advanced_settings_in_reading_order(window, qtbot):
     page.advanced.toggle.setChecked(True)
     editors = {ed.editor: key for key, ed in page.advanced.editors.items()}
     order, widget = [], page.advanced.editors["lora.rank"].editor
-    for _ in range(200):  # follow the focus chain from the first editor
+    for _ in range(400):  # follow the focus chain from the first editor
         if widget in editors and editors[widget] not in order:
             order.append(editors[widget])
         widget = widget.nextInFocusChain()

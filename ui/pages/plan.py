@@ -17,6 +17,7 @@ from studio.errors import UserError
 from studio.launch import unsupported
 from studio.planner import Plan, Suggestion
 from studio.planning import budget_bytes
+from ui import reward_file
 from ui.controllers import CommandController
 from ui.session import GIB, Session
 from ui.widgets.common import Page, label, primary_button
@@ -61,7 +62,7 @@ class PlanPage(Page):
         self.fitted = FittedCard(self.rows)
         self.view.changed.connect(lambda v: self.fitted.reasons.setText(v.reasons) if isinstance(v, planview.PlanView) else None)
         self.advanced = AdvancedCard(self.values)
-        self.advanced.sig_pin.connect(self.session.pin)
+        self.advanced.sig_pin.connect(self._pin)
         self.advanced.sig_unpin.connect(self._unpin)
         for card in (self.budget, self.prediction, self.long_context, self.methods, self.fitted, self.advanced):
             self.content.addWidget(card)
@@ -93,6 +94,36 @@ class PlanPage(Page):
             self._sync_editors()
         else:
             self.session.pin("lora.method", name)
+
+    def _pin(self, key: str, value) -> None:
+        """A setting changed in the advanced card; a reward file is asked about before it is pinned."""
+        if key == reward_file.FILE:
+            self.set_reward_file(str(value))
+        else:
+            self.session.pin(key, value)
+
+    def set_reward_file(self, path: str) -> None:
+        """grpo's own reward file, pinned once the user agrees to run it (``ui.reward_file``): a No clears it, a
+        file that cannot be read stays set and is shown as an error. Unless the rewards were chosen, the file
+        becomes the reward (as ``--reward-file`` alone does in the CLI)."""
+        agreed = self.session.resolved_recipe().train.grpo_reward_sha256
+        d = reward_file.decide(path, agreed, lambda p, size, digest: reward_file.ask(self, p, size, digest))
+        if d.message:
+            self.session.pin(reward_file.FILE, path if d.error else "")
+            self.advanced.show_note(d.message if d.error else f"{d.message} The reward file setting was cleared.", True)
+        elif not d.pins:
+            self.session.pin(reward_file.FILE, "")
+            self.advanced.show_note("")
+        else:
+            pins = dict(d.pins)
+            if reward_file.MIX not in self.session.fixed and not reward_file.mixes_file(self.session.recipe.train.grpo_rewards):
+                pins[reward_file.MIX] = "file"
+            for key, value in pins.items():
+                self.session.pin(key, value)
+            digest = self.session.resolved_recipe().train.grpo_reward_sha256
+            note = f"{pins[reward_file.FILE]} runs as you agreed (sha256 {digest}); if it changes, you are asked again."
+            self.advanced.show_note(note + (" It is now the reward (grpo rewards: file)." if reward_file.MIX in pins else ""))
+        self._sync_editors()
 
     def _gpus_picked(self, picked: list[int]) -> None:
         self.session.pin("train.gpus", ",".join(map(str, picked)) if len(picked) > 1 else "")

@@ -16,6 +16,7 @@ from studio import runs, trainview
 from studio.attach import worker_pid
 from studio.events import read_events
 from studio.launch import train_argv
+from ui import reward_file
 from ui.controllers import TrainController
 from ui.session import Session
 from ui.widgets.common import Page
@@ -84,6 +85,9 @@ class TrainPage(Page):
         if problems:
             self.banner.show_message(*trainview.problems_message(problems))
             return
+        if not self._reward_file_agreed(recipe.train):
+            return
+        recipe = self.session.resolved_recipe()  # with the agreed reward file's sha256
         if self.session.plan is not None and getattr(self.session.plan, "fits", True) is False:
             answer = QMessageBox.question(
                 self, "The plan does not fit", "The planner predicts this run needs more memory than the budget. "
@@ -92,6 +96,22 @@ class TrainPage(Page):
             if answer != QMessageBox.StandardButton.Yes:
                 return
         self.start_run_dir(runs.create(recipe, plan=self.session.plan_dict()))
+
+    def _reward_file_agreed(self, train) -> bool:
+        """grpo's own reward file runs only as the user agreed to it (``ui.reward_file``): a file changed since
+        is asked about again; a No, or a file that cannot be read, starts nothing."""
+        if not reward_file.runs_file(train):
+            return True
+        d = reward_file.decide(train.grpo_reward_file, train.grpo_reward_sha256,
+                               lambda p, size, digest: reward_file.ask(self, p, size, digest))
+        if d.message:
+            self.banner.show_message(f"{d.message} Nothing was started.",
+                                     "Set train.grpo_reward_file on the Plan page (advanced settings, GRPO)."
+                                     if d.error else "Read the file, then start again and answer Yes.")
+            return False
+        for key, value in d.pins.items():
+            self.session.pin(key, value)
+        return True
 
     def start_run_dir(self, run_dir: Path, argv: list[str] | None = None) -> None:
         """Launch the worker on an existing run folder (a fresh run, or a resume)."""

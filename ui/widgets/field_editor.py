@@ -3,6 +3,7 @@ where a change pins the value and ↺ releases it. Bound to a ``State`` holding 
 from __future__ import annotations
 
 import dataclasses
+import html
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -24,7 +25,9 @@ from ui.widgets.common import Card, label
 from ui.widgets.state import State
 
 SECTIONS = ("lora", "quant", "train", "data")
-HIDDEN = {"data": ("path", "format", "columns", "heldout", "roles", "label_filter")}  # set on the Data page
+# Set elsewhere: on the Data page, or by the answer to the reward file's question (ui.reward_file).
+HIDDEN = {"data": ("path", "format", "columns", "heldout", "roles", "label_filter"), "train": ("grpo_reward_sha256",)}
+GRPO_HEADING = "GRPO: SAMPLING AND REWARDS"
 COLUMNS = 3  # fields per row
 
 
@@ -133,6 +136,11 @@ class AdvancedCard(Card):
         head.addWidget(self.toggle)
         head.addWidget(label("A field you change stays fixed; the planner re-fits the rest. ↺ releases it.", "muted"), 1)
         self.body.addLayout(head)
+        self.note = label("", wrap=True)
+        self.note.setTextFormat(Qt.TextFormat.RichText)
+        self.note.hide()
+        self.body.addWidget(self.note)
+        self.grpo_widgets: list[QWidget] = []  # shown only while the objective is grpo
         self.fields = QWidget()
         self._fill(QGridLayout(self.fields))
         self.fields.setVisible(False)
@@ -144,14 +152,15 @@ class AdvancedCard(Card):
 
     def _fill(self, grid: QGridLayout) -> None:
         """Sections one under the other, fields left to right: Tab then moves the way a reader does, and
-        the page scrolls one way instead of jumping between the tops and bottoms of columns."""
+        the page scrolls one way instead of jumping between the tops and bottoms of columns. grpo's settings
+        are a block of their own after the train section, shown for that objective only."""
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setHorizontalSpacing(10)
         row = 0
-        for section in SECTIONS:
-            grid.addWidget(label(section.upper(), "muted"), row, 0, 1, 2 * COLUMNS)
+        for heading, section, fields in self._blocks():
+            widgets = [label(heading, "muted")]
+            grid.addWidget(widgets[0], row, 0, 1, 2 * COLUMNS)
             row += 1
-            fields = [f for f in dataclasses.fields(rc.SECTIONS[section]) if f.name not in HIDDEN.get(section, ())]
             for i, f in enumerate(fields):
                 ed = FieldEditor(section, f, self.sig_pin.emit, self.sig_unpin.emit)
                 self.editors[ed.key] = ed
@@ -162,9 +171,24 @@ class AdvancedCard(Card):
                 r, c = row + i // COLUMNS, 2 * (i % COLUMNS)
                 grid.addWidget(lab, r, c)
                 grid.addWidget(ed, r, c + 1)
+                widgets += [lab, ed]
             row += (len(fields) + COLUMNS - 1) // COLUMNS
+            if heading == GRPO_HEADING:
+                self.grpo_widgets = widgets
         for c in range(COLUMNS):
             grid.setColumnStretch(2 * c + 1, 1)
+
+    @staticmethod
+    def _blocks() -> list[tuple[str, str, list[dataclasses.Field]]]:
+        """(heading, section, fields) in the order shown: each section, grpo's fields split off the train one."""
+        out = []
+        for section in SECTIONS:
+            fields = [f for f in dataclasses.fields(rc.SECTIONS[section]) if f.name not in HIDDEN.get(section, ())]
+            grpo = [f for f in fields if f"{section}.{f.name}" in rc.GRPO_SETTINGS]
+            out.append((section.upper(), section, [f for f in fields if f not in grpo]))
+            if grpo:
+                out.append((GRPO_HEADING, section, grpo))
+        return out
 
     def unfold(self, on: bool) -> None:
         self.fields.setVisible(on)
@@ -176,3 +200,11 @@ class AdvancedCard(Card):
         for key, ed in self.editors.items():
             section, name = key.split(".", 1)
             ed.set_value(getattr(getattr(recipe, section), name), key in fixed)
+        for w in self.grpo_widgets:
+            w.setVisible(recipe.train.objective in rc.REWARD_OBJECTIVES)
+
+    def show_note(self, text: str, error: bool = False) -> None:
+        """A line under the heading: what became of a setting the page checked (the reward file's agreement)."""
+        text = html.escape(text)
+        self.note.setText(f"<span style='color:#CF222E'>{text}</span>" if error else text)
+        self.note.setVisible(bool(text))

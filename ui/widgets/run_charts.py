@@ -1,6 +1,7 @@
-"""The Train page's live charts (loss, learning rate, throughput, memory, and a preference chart for DPO/ORPO
-runs), fed with the worker's metric and memory events. The charts are pyqtgraph (``ui.charts``), built on
-the first run so that opening the studio stays fast."""
+"""The Train page's live charts (loss, learning rate, throughput, memory; a preference chart for DPO/ORPO
+runs; reward, KL, completion length and the share cut at the length limit for grpo runs), fed with the
+worker's metric and memory events. The charts are pyqtgraph (``ui.charts``), built on the first run so that
+opening the studio stays fast; an objective's own charts are built on the first metric that carries them."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import QGridLayout, QWidget
@@ -13,17 +14,33 @@ METRIC_SERIES = (("loss", "loss", "train"), ("eval_loss", "loss", "validation"),
                  ("tokens_per_s", "throughput", "tokens/s"))  # (event key, chart, series)
 PREFERENCE_SERIES = (("rewards/margins", "margin"), ("rewards/accuracies", "accuracy"),
                      ("eval_rewards/margins", "validation margin"))
+GRPO_SERIES = (("reward", "reward", "mean", 1), ("reward_std", "reward", "spread", 1), ("kl", "kl", "KL", 1),
+               ("completions/mean_length", "completions", "mean", 1),
+               ("completions/max_length", "completions", "longest", 1),
+               ("completions/clipped_ratio", "cut", "cut", 100))  # (event key, chart, series, scale)
+# An objective's charts: title, y label, fixed y range, series (name, colour, dashed, width).
+EXTRA_CHARTS = {
+    "preference": ("Preference: chosen − rejected", "reward", None,
+                   (("margin", "#0072B2", False, 2.0), ("accuracy", "#009E73", True, 2.0),
+                    ("validation margin", "#D55E00", False, 2.5))),
+    "reward": ("Reward", "reward", None, (("mean", "#0072B2", False, 2.5), ("spread", "#0072B2", True, 1.5))),
+    "kl": ("KL to the base", "KL", None, (("KL", "#D55E00", False, 2.0),)),
+    "completions": ("Completions", "tokens", None, (("mean", "#009E73", False, 2.0), ("longest", "#009E73", True, 1.5))),
+    "cut": ("Cut at the length limit", "% of completions", (0, 100), (("cut", "#CC79A7", False, 2.0),)),
+}
+WIDE = 6  # more charts than this: three columns, so that a grpo run's eight stay readable on one screen
+MIN_HEIGHT = {1: 160, 2: 160, 3: 120}  # a chart's, by rows of charts: three rows share the page with the samples
 MEMORY_SERIES = (("allocated", "allocated"), ("reserved", "reserved"), ("device_used", "device used"))
 
 
 def memory_title(on_cpu: bool, ratio: float | None) -> str:
     """The memory chart's title: what it shows, and the measured peak over the predicted one when known."""
-    title = "Memory (no GPU: the worker process)" if on_cpu else "GPU memory"
+    title = "Process memory (no GPU)" if on_cpu else "GPU memory"  # short: a chart can be a third of the page wide
     return f"{title}: peak {ratio:.2f}× predicted" if ratio else title
 
 
 class RunCharts(QWidget):
-    """Four charts in a grid (a fifth for preference runs); ``charts`` is empty until ``ensure`` builds them."""
+    """Four charts in a grid (more for DPO/ORPO and grpo runs); ``charts`` is empty until ``ensure`` builds them."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -56,9 +73,20 @@ class RunCharts(QWidget):
         mem.add_series("reserved", "#E69F00")
         mem.add_series("device used", "#009E73")
         self.charts.update({"loss": loss, "lr": lr, "throughput": tput, "memory": mem})
-        for i, chart in enumerate(self.charts.values()):
-            self.grid.addWidget(chart, i // 2, i % 2)
+        self._place()
         self.refresher = ChartRefresher(list(self.charts.values()), self)
+
+    def _place(self) -> None:
+        """Lay the charts out in order, two columns (three when there are many of them)."""
+        cols = 3 if len(self.charts) > WIDE else 2
+        rows = -(-len(self.charts) // cols)
+        for chart in self.charts.values():
+            self.grid.removeWidget(chart)
+        for i, chart in enumerate(self.charts.values()):
+            self.grid.addWidget(chart, i // cols, i % cols)
+            chart.setMinimumHeight(MIN_HEIGHT[rows])
+        for c in range(3):  # a column left from three: no width
+            self.grid.setColumnStretch(c, 1 if c < cols else 0)
 
     def add_metric(self, d: dict, step: float) -> None:
         for key, chart, series in METRIC_SERIES:
@@ -66,23 +94,37 @@ class RunCharts(QWidget):
             if v is not None:
                 self.charts[chart].append(series, step, v)
         if any(number(d.get(key)) is not None for key, _ in PREFERENCE_SERIES):
-            chart = self.charts.get("preference") or self._add_preference()
             for key, name in PREFERENCE_SERIES:
                 v = number(d.get(key))
                 if v is not None:
-                    chart.append(name, step, v)
+                    self._extra("preference").append(name, step, v)
+        if number(d.get("reward")) is not None:
+            self._add_grpo(d, step)
 
-    def _add_preference(self):
-        """DPO/ORPO runs: a chart of the reward margin (chosen minus rejected) and the pairs ranked right."""
+    def _add_grpo(self, d: dict, step: float) -> None:
+        """grpo runs: the completions' reward (mean and spread, and each reward's mean when several are mixed),
+        the KL to the base, the completions' length and the share cut at the length limit."""
+        for key, chart, series, scale in GRPO_SERIES:
+            v = number(d.get(key))
+            if v is not None:
+                self._extra(chart).append(series, step, v * scale)
+        presets = {k[len("rewards/"):-len("/mean")]: number(v) for k, v in d.items()
+                   if k.startswith("rewards/") and k.endswith("/mean") and number(v) is not None}
+        for name, v in presets.items() if len(presets) > 1 else ():
+            self._extra("reward").append(name, step, v)
+
+    def _extra(self, name: str):
+        """An objective's chart (``EXTRA_CHARTS``), built when its first point arrives."""
+        if name in self.charts:
+            return self.charts[name]
         from ui.charts import LiveChart
 
-        chart = LiveChart("Preference: chosen − rejected", "reward")
-        chart.add_series("margin", "#0072B2")
-        chart.add_series("accuracy", "#009E73", dashed=True)
-        chart.add_series("validation margin", "#D55E00", width=2.5)
-        self.charts["preference"] = chart
-        n = len(self.charts) - 1
-        self.grid.addWidget(chart, n // 2, n % 2)
+        title, y_label, y_range, series = EXTRA_CHARTS[name]
+        chart = LiveChart(title, y_label, y_range=y_range)
+        for s, color, dashed, width in series:
+            chart.add_series(s, color, dashed=dashed, width=width)
+        self.charts[name] = chart
+        self._place()
         if self.refresher is not None:
             self.refresher.charts.append(chart)
         return chart
@@ -121,13 +163,15 @@ class RunCharts(QWidget):
             chart.refresh()
 
     def clear(self) -> None:
-        """Empty every chart for the next run; the preference chart goes until a run reports margins."""
-        pref = self.charts.pop("preference", None)
-        if pref is not None:
-            self.grid.removeWidget(pref)
-            pref.deleteLater()
+        """Empty every chart for the next run; an objective's charts go until a run reports their metrics."""
+        for name in [n for n in self.charts if n in EXTRA_CHARTS]:
+            chart = self.charts.pop(name)
+            self.grid.removeWidget(chart)
+            chart.deleteLater()
             if self.refresher is not None:
-                self.refresher.charts.remove(pref)
+                self.refresher.charts.remove(chart)
+        if self.charts:
+            self._place()
         for chart in self.charts.values():
             chart.clear_data()
             for name in list(chart.lines):

@@ -1,6 +1,6 @@
 """Everything the Train page shows of the run it follows, drawn from the worker's events: the progress and
-time left, the error banner, the evaluation, the charts and the log. The page owns the run's lifecycle
-(start, stop, resume); the monitor only renders, so a test feeds it events and reads it."""
+time left, the error banner, the evaluation, the charts, a grpo run's sampled completions and the log. The page
+owns the run's lifecycle (start, stop, resume); the monitor only renders, so a test feeds it events and reads it."""
 from __future__ import annotations
 
 import time
@@ -13,10 +13,13 @@ from studio.units import number
 from ui.widgets.common import CONTENT_SPACING, Banner
 from ui.widgets.run_charts import RunCharts
 from ui.widgets.run_controls import EvalCard, RunLog, RunProgress
+from ui.widgets.run_samples import SamplesPanel
+
+LOG_MIN_HEIGHT = 48  # three lines: with a grpo run's charts and samples, the page still fits a 900-pixel screen
 
 
 class RunMonitor(QWidget):
-    """Progress, banner, evaluation, charts and log of one run; ``status_label`` gets the metric line."""
+    """Progress, banner, evaluation, charts, samples and log of one run; ``status_label`` gets the metric line."""
 
     def __init__(self, status_label: QLabel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -27,13 +30,14 @@ class RunMonitor(QWidget):
         self.progress = RunProgress()
         self.banner = Banner()
         self.eval_card = EvalCard()
-        split = QSplitter(Qt.Orientation.Vertical)
+        self.split = split = QSplitter(Qt.Orientation.Vertical)
         self.run_charts = RunCharts()
+        self.samples = SamplesPanel()
         self.log = RunLog()
-        split.addWidget(self.run_charts)
-        split.addWidget(self.log)
-        split.setStretchFactor(0, 4)
-        split.setStretchFactor(1, 1)
+        self.log.setMinimumHeight(LOG_MIN_HEIGHT)
+        for i, (w, stretch) in enumerate(((self.run_charts, 4), (self.samples, 2), (self.log, 1))):
+            split.addWidget(w)
+            split.setStretchFactor(i, stretch)
         for w in (self.progress, self.banner, self.eval_card):
             lay.addWidget(w)
         lay.addWidget(split, 1)
@@ -67,6 +71,7 @@ class RunMonitor(QWidget):
         self.train_total, self.paused = 0, False
         self.progress.reset()
         self.run_charts.clear()
+        self.samples.clear()
 
     def append_log(self, line: str) -> None:
         self.log.appendPlainText(line)
@@ -86,7 +91,22 @@ class RunMonitor(QWidget):
         if step is None or not self.run_charts.charts:
             return
         self.run_charts.add_metric(d, step)
+        samples = trainview.metric_samples(d)
+        if samples:
+            appears = self.samples.isHidden()
+            self.samples.show_samples(int(step), samples)
+            if appears:
+                self._make_room()
         self.status_label.setText(trainview.metric_status(d, self.expected_tps, self.status_label.text()))
+
+    def _make_room(self) -> None:
+        """The samples panel appears mid-run: it gets a fifth of the height, the log a tenth at most, the charts
+        the rest (the splitter keeps each above its minimum)."""
+        sizes = self.split.sizes()
+        total = sum(sizes)
+        samples = max(self.samples.minimumSizeHint().height(), total // 5)
+        log = max(min(sizes[2], total // 10), self.log.minimumHeight())
+        self.split.setSizes([total - samples - log, samples, log])
 
     def show_eval(self, text: str) -> None:
         """The evaluation at the end of a run: the held-out score before → after, losses, one answer each."""
