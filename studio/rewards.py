@@ -6,7 +6,7 @@ Torch-free. Each preset scores one completion against its dataset row and return
   ``train.grpo_pattern``); otherwise partial credit: half its whole lines that can still grow into a
   match (the ``regex`` package's ``partial=True``), measured against the furthest any completion of the
   step got, so a model that gets the format half right learns from it, and neither stopping early nor
-  rambling on one line until the length limit pays. Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
+  rambling until the length limit pays (a completion cut at ``grpo_completion_len`` earns no partial credit). Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
   scores 0 for that completion and is counted, never hangs the run.
 - ``answer``: the row's ``answer`` in the final answer (``\\boxed{..}``, an ``Answer:`` line, or the text
   after ``</think>``): ``exact``, ``contains`` or ``numeric`` (within ``train.grpo_tolerance``, relative).
@@ -315,18 +315,54 @@ def _schema_patterns(schema: Any) -> list[str]:
     return out
 
 
+# The reward files this user agreed to run, by full path and sha256. Kept in the user's data folder, never in a
+# recipe: a recipe (shared, queued, written by someone else) that names a file and its hash is not an agreement.
+AGREEMENTS = "reward_files_agreed.json"
+MAX_AGREEMENTS = 1000
+
+
+def _agreements_path() -> Path:
+    from studio import paths
+
+    return paths.data_dir() / AGREEMENTS
+
+
+def _agreements() -> list[dict]:
+    from studio.fsutil import read_json
+
+    found = read_json(_agreements_path(), default=[])
+    return [a for a in found if isinstance(a, dict)] if isinstance(found, list) else []
+
+
+def agree(path: str | Path, digest: str) -> None:
+    """Record that this user agreed to run ``path`` with exactly these bytes (``digest``)."""
+    from studio.fsutil import atomic_write_json
+
+    entry = {"path": str(Path(path).expanduser().resolve()), "sha256": digest.strip().lower()}
+    kept = [a for a in _agreements() if a != entry][-(MAX_AGREEMENTS - 1):]
+    _agreements_path().parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(_agreements_path(), kept + [entry])
+
+
+def agreed(path: str | Path, digest: str) -> bool:
+    """Whether this user agreed to run ``path`` with these bytes."""
+    entry = {"path": str(Path(path).expanduser().resolve()), "sha256": digest.strip().lower()}
+    return entry in _agreements()
+
+
 def load_user_reward(path: str | Path, trusted_sha256: str) -> tuple[Callable, str]:
-    """``reward`` from the user's file, and the file's sha256; refused unless ``trusted_sha256`` matches."""
+    """``reward`` from the user's file, and the file's sha256; refused unless ``trusted_sha256`` (the recipe's:
+    which version this run is for) matches the file and this user agreed to that file and hash (``agree``)."""
     path = Path(path)
     raw = _read_small(path, MAX_REWARD_FILE_BYTES, "train.grpo_reward_file")
     digest = hashlib.sha256(raw).hexdigest()
-    if not trusted_sha256:
-        raise RewardError(f"train.grpo_reward_file: {path} is Python code and runs only after you agree to it: "
-                          f"'lora-studio train' asks (or pass --trust-reward-file), the window asks when you pick it. "
-                          f"Its sha256 is {digest}")
-    if digest != trusted_sha256.strip().lower():
+    if trusted_sha256 and digest != trusted_sha256.strip().lower():
         raise RewardError(f"train.grpo_reward_file: {path} changed since you agreed to run it (sha256 now {digest}, "
                           f"agreed {trusted_sha256}); read it again and agree to this version")
+    if not trusted_sha256 or not agreed(path, digest):
+        raise RewardError(f"train.grpo_reward_file: {path} is Python code and runs only after you agree to it on "
+                          f"this computer: 'lora-studio train' asks (or pass --trust-reward-file), the window asks "
+                          f"when you pick it; a recipe that names the file is not enough. Its sha256 is {digest}")
     try:
         code = compile(raw, str(path), "exec")
     except SyntaxError as e:
@@ -365,13 +401,14 @@ class RewardSettings:
     max_tokens: int = 0
     reward_file: str = ""
     reward_sha256: str = ""
+    completion_len: int = 1 << 30  # grpo_completion_len: a completion this long was cut, not finished
 
 
 def settings_from(recipe: Any) -> RewardSettings:
     t = recipe.train
     return RewardSettings(parse_mix(t.grpo_rewards), t.grpo_pattern, t.grpo_answer_match, t.grpo_tolerance,
                           t.grpo_schema, t.grpo_min_tokens, t.grpo_max_tokens or t.grpo_completion_len,
-                          t.grpo_reward_file, t.grpo_reward_sha256)
+                          t.grpo_reward_file, t.grpo_reward_sha256, t.grpo_completion_len)
 
 
 def row_problems(settings: RewardSettings, row: dict) -> str:
@@ -441,9 +478,10 @@ class Rewards:
                    studio_row: list | None = None, studio_where: list | None = None, **_: Any) -> list[float]:
             rows = [json.loads(r) for r in studio_row] if studio_row else [{} for _ in completions]
             where = studio_where or ["a row"] * len(completions)
-            if name == "pattern":  # graded against the step's furthest completion (pattern_rewards)
-                return pattern_rewards([self.progress(_text(c), r, w) for c, r, w in zip(completions, rows, where)])
             ids = completion_ids or [[] for _ in completions]
+            if name == "pattern":  # graded against the step's furthest completion (pattern_rewards)
+                return pattern_rewards([self.progress(_text(c), r, w, len(i) >= self.s.completion_len)
+                                        for c, i, r, w in zip(completions, ids, rows, where)])
             prompts_ = prompts or [""] * len(completions)
             return [self.score(name, _text(c), len(i), p, r, w)
                     for c, i, p, r, w in zip(completions, ids, prompts_, rows, where)]
@@ -451,10 +489,13 @@ class Rewards:
         reward.__name__ = name  # TRL names the metric rewards/<name>/mean after it
         return reward
 
-    def progress(self, completion: str, row: dict, where: str) -> Progress:
+    def progress(self, completion: str, row: dict, where: str, cut: bool = False) -> Progress:
+        """How far ``completion`` got; one cut at grpo_completion_len earns no partial credit (it never finished)."""
         found = pattern_progress(completion, self._pattern(row.get("pattern") or self.s.pattern))
         if found.timed_out:
             self.on_timeout(where)
+        if cut and not found.matched:
+            found.lines = 0
         return found
 
     def score(self, name: str, completion: str, tokens: int, prompt: Any, row: dict, where: str) -> float:

@@ -40,6 +40,13 @@ def test_the_pattern_reward_is_one_for_a_match_and_grades_how_far_a_miss_got():
     assert alone == [0.5 * len("Answer: Rome.\n") / len("Answer: Rome.\nKey")]  # nothing better to compare with
 
 
+def test_a_completion_cut_at_the_length_limit_earns_no_partial_credit():
+    fn = rewards.Rewards(rewards.RewardSettings([("pattern", 1.0)], pattern=FORMAT_REGEX, completion_len=5)).functions()[0]
+    start = "Answer: Rome.\nKey points:\n- one\n"
+    got = fn(completions=[start, start, CARD], completion_ids=[[0] * 5, [0] * 3, [0] * 5])
+    assert got[0] == 0.0 and 0.0 < got[1] < 0.5 and got[2] == 1.0  # cut, finished early, a match
+
+
 def test_a_pattern_that_backtracks_for_ever_scores_zero_in_bounded_time():
     evil = regex.compile(r"\A(a|a)*\Z")
     t0 = time.monotonic()
@@ -118,6 +125,9 @@ def test_a_reward_file_runs_only_for_the_bytes_agreed_to(tmp_path):
     with pytest.raises(rewards.RewardError, match="runs only after you agree"):
         rewards.load_user_reward(path, "")
     digest = rewards.file_sha256(path)
+    with pytest.raises(rewards.RewardError, match="a recipe that names the file is not enough"):
+        rewards.load_user_reward(path, digest)  # a recipe carrying the right sha256 is not this user's yes
+    rewards.agree(path, digest)
     fn, sha = rewards.load_user_reward(path, digest)
     assert sha == digest and fn("q", "abc") == 0.3
     path.write_text("def reward(prompt, completion, **row):\n    return 1.0\n", encoding="utf-8")
@@ -129,6 +139,7 @@ def test_a_reward_that_raises_or_returns_nan_names_the_file_line_and_row(tmp_pat
     path = _reward_file(tmp_path, "import math\n\ndef reward(prompt, completion, **row):\n"
                                   "    if row['answer'] == '3':\n        return math.nan\n"
                                   "    return 1 / int(row['answer'])\n")
+    rewards.agree(path, rewards.file_sha256(path))
     s = rewards.RewardSettings([("file", 1.0)], reward_file=str(path), reward_sha256=rewards.file_sha256(path))
     built = rewards.Rewards(s)
     fn = built.functions()[0]
@@ -264,6 +275,7 @@ def test_a_reward_file_that_raises_stops_the_run_naming_file_line_and_row(tiny_m
                          grpo_reward_sha256=rewards.file_sha256(path))
     recipe.quant.mode = "none"
     run_dir = runs.create(recipe, tmp_path / "runs")
+    rewards.agree(path, rewards.file_sha256(path))  # the worker shares this test's data folder
     proc = run_worker(run_dir)
     assert proc.returncode == 1
     events = stdout_events(proc)
@@ -327,6 +339,12 @@ def test_the_cli_runs_a_reward_file_only_after_a_yes(tmp_path, monkeypatch, caps
     _, args = _train_args("--demo", "--reward-file", str(path), "--trust-reward-file")
     with pytest.raises(UserError, match="add --objective grpo"):
         train._recipe_from(args)
+    r = train._recipe_from(_train_args("--demo", "--objective", "grpo", "--reward-file", str(path))[1])
+    assert r.train.grpo_reward_sha256 == rewards.file_sha256(path)  # agreed before on this computer: not asked again
+    path.write_text("def reward(prompt, completion, **row):\n    return 0.0\n", encoding="utf-8")
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    with pytest.raises(UserError, match="nothing was started"):  # changed bytes: asked again
+        train._recipe_from(_train_args("--demo", "--objective", "grpo", "--reward-file", str(path))[1])
 
 
 def test_the_grpo_demo_prompts_show_one_card_and_hold_no_held_out_question():

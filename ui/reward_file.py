@@ -1,8 +1,9 @@
 """The window's opt-in for grpo's own reward file (``train.grpo_reward_file``).
 
 The file is Python code that runs inside the training worker with the user's rights, so it runs only after the
-user agrees to these exact bytes: the agreement is the file's sha256 in ``train.grpo_reward_sha256``, and a file
-that changed is asked about again (as ``lora-studio train`` asks on a terminal, ``studio.commands.train``).
+user agrees to these exact bytes: the agreement is kept in the user's data folder (``studio.rewards.agree``), the
+run's recipe carries the sha256 it is for (``train.grpo_reward_sha256``), and a file that changed is asked about
+again (as ``lora-studio train`` asks on a terminal, ``studio.commands.train``).
 ``decide`` is the logic; ``ask`` is the dialog, which tests replace.
 """
 from __future__ import annotations
@@ -38,10 +39,11 @@ def decide(path: str, agreed: str, ask: Callable[[Path, int, str], bool]) -> Dec
         digest = rewards.file_sha256(p)
     except rewards.RewardError as e:
         return Decision(message=str(e), error=True)
-    if digest == agreed.strip().lower():
+    if digest == agreed.strip().lower() and rewards.agreed(p, digest):
         return Decision({FILE: str(p)})
     if not ask(p, p.stat().st_size, digest):
         return Decision(message=f"Not running {p}: you did not agree to run it.")
+    rewards.agree(p, digest)  # kept in the user's data folder: the worker runs only files agreed to there
     return Decision({FILE: str(p), SHA256: digest})
 
 

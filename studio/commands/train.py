@@ -16,7 +16,8 @@ from studio.events import ERROR, METRIC, PROGRESS, WARNING
 from studio.launch import gpu_list, train_argv, train_env, unsupported
 from studio.methods import needs_no_grad_ckpt
 from studio.planning import Machine, plan_for
-from studio.recipe import OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, REWARD_OBJECTIVES, Recipe, RecipeError, set_setting
+from studio.recipe import (OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, REWARD_OBJECTIVES, Recipe, RecipeError,
+                           set_setting, setting_field)
 
 # The adapter method and its size, as flags that override the recipe (studio.methods lists the methods).
 METHOD_SETTINGS = ("lora.method", "lora.virtual_tokens")
@@ -84,6 +85,9 @@ def _recipe_from(args: argparse.Namespace) -> Recipe:
     return recipe
 
 
+DEFAULT_REWARDS = setting_field("train.grpo_rewards").default
+
+
 def _reward_file(args: argparse.Namespace, recipe: Recipe) -> None:
     """grpo's own reward file is Python code: it runs only after an explicit yes (asked here on a terminal, or
     --trust-reward-file), bound to the file's sha256, so an edited file is asked about again."""
@@ -92,7 +96,12 @@ def _reward_file(args: argparse.Namespace, recipe: Recipe) -> None:
     t = recipe.train
     given = getattr(args, "train.grpo_reward_file", None)
     if given and getattr(args, "train.grpo_rewards", None) is None and "file" not in t.grpo_rewards:
+        if t.grpo_rewards != DEFAULT_REWARDS:
+            raise UserError(f"--reward-file: the recipe's rewards are '{t.grpo_rewards}', without 'file'; add it with "
+                            f"--rewards '{t.grpo_rewards},file:1' (or --rewards file for your reward alone)")
         t.grpo_rewards = "file"  # --reward-file alone: your reward is the reward
+        print("note: --reward-file without --rewards: your reward file is the only reward (train.grpo_rewards "
+              "'file')", file=sys.stderr)
     if not t.grpo_reward_file:
         return
     if t.objective not in REWARD_OBJECTIVES:
@@ -104,9 +113,10 @@ def _reward_file(args: argparse.Namespace, recipe: Recipe) -> None:
     except rewards.RewardError as e:
         raise UserError(str(e)) from None
     t.grpo_reward_file = str(path)
-    if t.grpo_reward_sha256 == digest:
-        return  # agreed before, to these exact bytes (a saved recipe)
-    if not args.trust_reward_file:
+    if rewards.agreed(path, digest):
+        t.grpo_reward_sha256 = digest
+        return  # agreed before on this computer, to these exact bytes
+    if not getattr(args, "trust_reward_file", False):  # queue add and sweep build their own arguments
         if not sys.stdin.isatty():
             raise UserError(f"{path} is Python code, and it runs in the training worker with your rights. Read it, "
                             f"then pass --trust-reward-file to run it (sha256 {digest})")
@@ -115,6 +125,7 @@ def _reward_file(args: argparse.Namespace, recipe: Recipe) -> None:
               file=sys.stderr)
         if input("Run it for this training? [y/N] ").strip().lower() not in ("y", "yes"):
             raise UserError(f"not running {path}: nothing was started")
+    rewards.agree(path, digest)
     t.grpo_reward_sha256 = digest
 
 

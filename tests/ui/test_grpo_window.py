@@ -9,7 +9,7 @@ import hashlib
 import pytest
 from PySide6.QtWidgets import QLabel
 
-from studio import runs
+from studio import rewards, runs
 from studio.recipe import Recipe
 from ui import reward_file
 
@@ -169,15 +169,19 @@ def test_the_decision_pins_the_sha256_on_yes_only_and_asks_again_after_a_change(
     assert asked == [(f, f.stat().st_size, sha(f))]
     assert d.pins == {reward_file.FILE: str(f), reward_file.SHA256: sha(f)} and not d.message
     assert reward_file.decide(str(f), sha(f), ask(True)).pins == {reward_file.FILE: str(f)} and len(asked) == 1
+    assert rewards.agreed(f, sha(f))  # the yes is kept in the user's data folder, where the worker looks
+    other = tmp_path / "other.py"
+    other.write_text("def reward(prompt, completion, **row):\n    return 0.5\n")
+    assert reward_file.decide(str(other), sha(other), ask(False)).message  # a recipe's sha256 alone: asked
     f.write_text("def reward(prompt, completion, **row):\n    return 1.0\n")
     d = reward_file.decide(str(f), d.pins[reward_file.SHA256], ask(False))
-    assert len(asked) == 2 and d.pins == {} and "Not running" in d.message and not d.error
+    assert len(asked) == 3 and d.pins == {} and "Not running" in d.message and not d.error
     missing = reward_file.decide(str(tmp_path / "nope.py"), "", ask(True))
     big = tmp_path / "big.py"
     big.write_bytes(b"#" * (1 << 20) + b"\n")
     too_big = reward_file.decide(str(big), "", ask(True))
-    assert len(asked) == 2 and missing.error and "is not a file" in missing.message and too_big.error
-    assert reward_file.decide("", "", ask(True)) == reward_file.Decision() and len(asked) == 2
+    assert len(asked) == 3 and missing.error and "is not a file" in missing.message and too_big.error
+    assert reward_file.decide("", "", ask(True)) == reward_file.Decision() and len(asked) == 3
 
 
 def test_the_plan_page_asks_when_a_reward_file_is_set_and_shows_grpo_settings_for_grpo_only(qtbot, tmp_path, answers):
