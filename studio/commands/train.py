@@ -16,8 +16,15 @@ from studio.events import ERROR, METRIC, PROGRESS, WARNING
 from studio.launch import gpu_list, train_argv, train_env, unsupported
 from studio.methods import needs_no_grad_ckpt
 from studio.planning import Machine, plan_for
-from studio.recipe import (OBJECTIVE_SETTINGS, PREFERENCE_OBJECTIVES, REWARD_OBJECTIVES, Recipe, RecipeError,
-                           set_setting, setting_field)
+from studio.recipe import (
+    OBJECTIVE_SETTINGS,
+    PREFERENCE_OBJECTIVES,
+    REWARD_OBJECTIVES,
+    Recipe,
+    RecipeError,
+    set_setting,
+    setting_field,
+)
 
 # The adapter method and its size, as flags that override the recipe (studio.methods lists the methods).
 METHOD_SETTINGS = ("lora.method", "lora.virtual_tokens")
