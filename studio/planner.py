@@ -142,7 +142,10 @@ def add_time_estimate(plan: Plan, info: ModelInfo, gpu_name: str = "", steps: in
     rates = None
     if plan.device == "cpu":
         rates = speed.ensure_cpu_rates() if measure else speed.cpu_rates()
-    n = speed.run_steps(steps or -1, epochs, examples, s.micro_batch * s.grad_accum)
+    per_step = s.micro_batch * s.grad_accum
+    if objectives.get(s.objective).samples:  # grpo: a step takes micro_batch x grad_accum / generations prompts
+        per_step = max(1, per_step // memory.grpo_setting(s, "generations"))
+    n = speed.run_steps(steps or -1, epochs, examples, per_step)
     mean = _tokens_stat(dataset_report, "mean")
     est = speed.estimate(info, s.to_dict(), plan.device, gpu_name=gpu_name, rates=rates, steps=n,
                          example_tokens=_tokens_stat(dataset_report, "p95"), mean_tokens=mean,
@@ -185,10 +188,17 @@ def _usable_rows(dataset_report: Any) -> int | None:
     return int(rows) if isinstance(rows, int) and rows > 0 else None
 
 
-def target_length(info: ModelInfo, dataset_report: Any = None) -> tuple[int, str]:
-    """The sequence length to aim for, and why: the dataset's p95 (rounded up), else a default."""
+def target_length(info: ModelInfo, dataset_report: Any = None, fixed: dict | None = None) -> tuple[int, str]:
+    """The sequence length to aim for, and why: the dataset's p95 (rounded up), else a default; grpo adds the
+    completions it samples after each prompt (``train.grpo_completion_len``)."""
     p95 = _tokens_stat(dataset_report, "p95")
-    if p95:
+    fixed = fixed or {}
+    if p95 and objectives.get(fixed.get("train.objective")).samples:
+        completion = int(fixed.get("train.grpo_completion_len") or memory.GRPO_DEFAULTS["completion_len"])
+        want = max(MIN_SEQ_LEN, _round_up(p95 + completion, 64))
+        why = (f"the prompts' 95th percentile is {p95} tokens, and grpo samples completions of up to {completion} "
+               "after them")
+    elif p95:
         want, why = max(MIN_SEQ_LEN, _round_up(p95, 64)), f"the dataset's 95th-percentile example is {p95} tokens"
         if _report_value(dataset_report, "format") == "documents":  # chunks are cut to the inspected length
             why = f"the documents are cut into chunks, 95% of them up to {p95} tokens"
@@ -349,11 +359,13 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
     fixed = {k: v for k, v in (fixed or {}).items() if v is not None and (k in PLANNED or k in SHAPE)}
     dropout = float(fixed.pop("lora.dropout", 0.05))
     rows = _usable_rows(dataset_report)
+    if rows is not None and objectives.get(fixed.get("train.objective")).samples:  # a step samples completions
+        rows *= int(fixed.get("train.grpo_generations") or memory.GRPO_DEFAULTS["generations"])
     small_data = False
     if rows is not None and rows < effective_batch:
         # no point in a batch bigger than the dataset: 16 examples a step from 9 repeats them
         small_data, effective_batch = True, max(1, rows)
-    target, target_why = target_length(model_info, dataset_report)
+    target, target_why = target_length(model_info, dataset_report, fixed)
     if device == "cpu" and target > CPU_MAX_SEQ_LEN:
         target, target_why = CPU_MAX_SEQ_LEN, target_why + f", capped at {CPU_MAX_SEQ_LEN} on the CPU to keep steps short"
     if "train.seq_len" in fixed:

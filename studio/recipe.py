@@ -433,12 +433,13 @@ def _check_method(r: Recipe) -> list[Problem]:
 def _check_objective(r: Recipe) -> list[Problem]:
     """Settings that only one objective uses."""
     t = r.train
+    out = []
     if t.packing is True and t.objective in TRL_OBJECTIVES:
-        return [Problem("train.packing", f"packing applies to the sft objective, not {t.objective}",
-                        "turn train.packing off (--no-packing) or use train.objective 'sft'")]
+        out.append(Problem("train.packing", f"packing applies to the sft objective, not {t.objective}",
+                           "turn train.packing off (--no-packing) or use train.objective 'sft'"))
     if t.objective in REWARD_OBJECTIVES:
-        return _check_grpo(t)
-    return []
+        out += _check_grpo(t)
+    return out
 
 
 def _check_grpo(t: "TrainSpec") -> list[Problem]:
@@ -462,6 +463,16 @@ def _check_grpo(t: "TrainSpec") -> list[Problem]:
     if t.grpo_max_tokens and t.grpo_min_tokens > t.grpo_max_tokens:
         out.append(Problem("train.grpo_min_tokens", f"the length band {t.grpo_min_tokens}-{t.grpo_max_tokens} is "
                            "empty", "make grpo_min_tokens at most grpo_max_tokens"))
+    if str(t.grpo_pattern).strip():
+        from studio.scoring import PromptFileError, _check_pattern
+
+        try:
+            _check_pattern(t.grpo_pattern, "train.grpo_pattern")
+        except PromptFileError as e:
+            out.append(Problem("train.grpo_pattern", str(e).split(": ", 1)[-1], "fix the regular expression"))
+    if t.nproc > 1:
+        out.append(Problem("train.nproc", "grpo trains in one process in this version (the pattern reward compares "
+                           "each step's completions, which several processes would split)", "set train.nproc to 1"))
     if t.grpo_completion_len >= t.seq_len:
         out.append(Problem("train.grpo_completion_len", f"{t.grpo_completion_len} completion tokens leave no room "
                            f"for a prompt in train.seq_len = {t.seq_len}",

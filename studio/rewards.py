@@ -295,8 +295,28 @@ def load_schema(path: str | Path) -> Any:
             _check_pattern(patrn, f"train.grpo_schema {path}")
         except PromptFileError as e:
             raise RewardError(str(e)) from None
-    timed = jsonschema.validators.extend(cls, _timed_keywords())
-    return _Schema(timed(schema))
+    validator = jsonschema.validators.extend(cls, _timed_keywords())(schema)
+    for ref in _schema_refs(schema):  # resolved now: an unknown or remote one would fail every completion mid-run
+        try:
+            validator._resolver.lookup(ref)
+        except Exception as e:  # noqa: BLE001 - referencing's errors differ by kind (unresolvable, no such pointer)
+            raise RewardError(f"train.grpo_schema: {path}: the $ref {ref!r} cannot be resolved within the schema "
+                              f"({type(e).__name__}); refer only to the schema's own parts ('#/$defs/...')") from None
+    return _Schema(validator)
+
+
+def _schema_refs(schema: Any) -> list[str]:
+    out, stack = [], [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in ("$ref", "$dynamicRef"):
+                if isinstance(node.get(key), str):
+                    out.append(node[key])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
 
 
 def _schema_patterns(schema: Any) -> list[str]:
@@ -511,7 +531,8 @@ class Rewards:
 
     def _user(self, completion: str, prompt: Any, row: dict, where: str) -> float:
         path = Path(self.s.reward_file)
-        fields = {k: v for k, v in row.items() if k not in ("prompt", "completion")}
+        # the row's own prompt and completion columns (a reference answer) as row_prompt and row_completion
+        fields = {(f"row_{k}" if k in ("prompt", "completion") else k): v for k, v in row.items()}
         try:
             value = self.user(_last_user(prompt), completion, **fields)  # type: ignore[misc]
         except Exception as e:  # noqa: BLE001 - the user's code: any failure stops the run, named

@@ -81,6 +81,9 @@ def test_the_json_reward_checks_the_value_and_a_schema(tmp_path):
     assert rewards.json_reward('{"s": "aa", "x1": 3}', validator) == 1.0
     assert rewards.json_reward('{"s": "aa", "x1": "3"}', validator) == 0.5
     assert rewards.json_reward('{"s": "aa", "y": 3}', validator) == 0.5
+    schema.write_text(json.dumps({"properties": {"a": {"$ref": "#/$defs/missing"}}}))
+    with pytest.raises(rewards.RewardError, match="cannot be resolved"):  # not a crash at the first completion
+        rewards.load_schema(schema)
     schema.write_text(json.dumps({"type": "no-such-type"}))
     with pytest.raises(rewards.RewardError, match="not a valid JSON Schema"):
         rewards.load_schema(schema)
@@ -109,8 +112,11 @@ def test_grpo_settings_are_validated_with_fixes():
     problems = {p.field: str(p) for p in r.validate()}
     assert "multiple of 4" in problems["train.grad_accum"] and "bogus" in problems["train.grpo_rewards"]
     r.train.micro_batch, r.train.grpo_rewards, r.train.grpo_completion_len = 4, "file", 2000
+    r.train.grpo_pattern, r.train.nproc, r.train.packing = "(unclosed", 2, True
     problems = {p.field: str(p) for p in r.validate()}
     assert "--reward-file" in problems["train.grpo_reward_file"] and "train.grpo_completion_len" in problems
+    assert "not a valid regular expression" in problems["train.grpo_pattern"] and "one process" in problems["train.nproc"]
+    assert "train.packing" in problems  # every problem at once, packing's too
 
 
 # -- the user's reward file -------------------------------------------------------------------------------
@@ -176,6 +182,16 @@ def test_prompt_rows_are_their_own_format_and_keep_their_columns_for_the_rewards
     assert not any("not used" in n for n in data.report.notes)
 
 
+def test_the_prompts_format_keeps_an_instructions_input_and_leaves_text_rows_alone(tmp_path):
+    rows = tmp_path / "instr.jsonl"
+    rows.write_text(json.dumps({"instruction": "Sum them.", "input": "2 and 3", "answer": "5"}) + "\n")
+    examples, report = load_examples(str(rows))
+    assert report.format == "prompts" and examples[0]["messages"] == [{"role": "user", "content": "Sum them.\n\n2 and 3"}]
+    text = tmp_path / "text.jsonl"
+    text.write_text(json.dumps({"query": "q", "passage": "a long passage"}) + "\n")
+    assert load_examples(str(text))[1].format != "prompts"  # a passage is text to learn, not a prompt alone
+
+
 def test_rows_the_rewards_cannot_score_are_left_out_and_said(tmp_path, tiny_tokenizer_dir, chat_jsonl):
     from transformers import AutoTokenizer
 
@@ -195,6 +211,13 @@ def test_rows_the_rewards_cannot_score_are_left_out_and_said(tmp_path, tiny_toke
     r.data.path, r.train.grpo_rewards, r.data.val_fraction = str(mixed), "answer", 0.0
     data = build(tok, r)
     assert data.prompts == 5 and any("5 row(s) left out of grpo: no 'answer' column" in n for n in data.report.notes)
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": "1"}) + "\n" for i in range(3)))
+    r.data.path, r.train.micro_batch, r.train.grad_accum, r.train.grpo_generations = str(few), 4, 4, 4
+    with pytest.raises(DataError, match="3 prompt\\(s\\) for grpo, and one step takes 4"):
+        build(tok, r)  # TRL's sampler would give a run of no steps
+    r.train.grad_accum = 2
+    assert any("leaves out the last 1 of 3" in n for n in build(tok, r).report.notes)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "q", "pattern": "(unclosed"}) + "\n")
     r.data.path, r.train.grpo_rewards = str(bad), "pattern"
@@ -220,6 +243,21 @@ def test_the_planner_counts_sampling_and_keeps_whole_groups():
     plan = planner.fit(info, 24 * 2**30, fixed={"train.objective": "grpo", "train.grpo_generations": 6})
     assert plan.settings.micro_batch * plan.settings.grad_accum % 6 == 0
     assert any("Objective grpo" in r for r in plan.reasons)
+
+
+def test_the_planner_aims_at_prompt_plus_completion_and_counts_steps_in_prompts():
+    from studio import models, planner
+
+    info = models.resolve("demo")
+    report = {"usable": 400, "tokens": {"p95": 150, "mean": 120}}
+    fixed = {"train.objective": "grpo", "train.grpo_completion_len": 96, "train.grpo_generations": 4}
+    plan = planner.fit(info, 24 * 2**30, dataset_report=report, fixed=fixed)
+    assert plan.settings.seq_len >= 150 + 96 and any("grpo samples completions of up to 96" in r for r in plan.reasons)
+    sft = planner.fit(info, 24 * 2**30, dataset_report=report)
+    assert sft.settings.seq_len < plan.settings.seq_len
+    planner.add_time_estimate(plan, info, examples=400, epochs=1.0, dataset_report=report)
+    prompts = plan.settings.micro_batch * plan.settings.grad_accum // 4
+    assert plan.estimate.steps == -(-400 // prompts)  # a step takes prompts, not completions
 
 
 def test_the_time_estimate_counts_sampling_on_the_cpu():

@@ -441,7 +441,7 @@ def _prompt_completion(record: dict, colmap: dict, warn: Warn) -> dict:
 
 # Columns that hold an answer to imitate: a row with one is not "prompts alone".
 _ANSWER_COLUMNS = frozenset({"completion", "response", "chosen", "output", "messages", "conversations",
-                             "conversation", "rejected", "text"})
+                             "conversation", "rejected", "text", "content", "document", "body", "passage"})
 
 
 def _prompts(record: dict, colmap: dict, warn: Warn) -> dict:
@@ -458,6 +458,9 @@ def _prompts(record: dict, colmap: dict, warn: Warn) -> dict:
                              code="prompt")
         return {"messages": [{"role": m["role"], "content": m["content"]} for m in value]}
     user = _text(value, field, what=f"'{field}'")
+    if "input" in colmap:  # an instruction's input, as alpaca joins them
+        extra = _text(record.get(colmap["input"]), colmap["input"], required=False)
+        user = f"{user}\n\n{extra}" if extra else user
     msgs = _with_system(record, colmap, user, "")["messages"][:-1]
     return {"messages": msgs}
 
@@ -635,7 +638,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            _preference, probe=_preference_fits),
     Format("prompts", "Prompts alone, for train.objective 'grpo' (it samples the answers and learns from their "
                       "rewards); other columns (answer, pattern, ...) reach the rewards",
-           (Field("prompt", ("prompt", "problem", "instruction", "query")), SYSTEM), _prompts, probe=_prompts_fit),
+           (Field("prompt", ("prompt", "problem", "instruction", "query")), Field("input", ("input", "context"), False),
+            SYSTEM), _prompts, probe=_prompts_fit),
     Format("text", "Plain text for continued pre-training (a 'text' column or a .txt file)",
            (Field("text", ("text", "content", "document", "body", "passage")),), _text_format),
 )}

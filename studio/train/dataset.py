@@ -294,6 +294,15 @@ def _build_prompts(tokenizer: Any, recipe: Recipe, report: Any, train_ex: list, 
         raise DataError(f"{path}: no row can be a grpo prompt with the rewards '{t.grpo_rewards}': "
                         f"{'; '.join(reasons) or 'no rows'}. Give chat rows (or a prompt column) with the columns "
                         "the rewards read, or change train.grpo_rewards")
+    per_step = max(1, t.micro_batch * t.grad_accum // t.grpo_generations)
+    if len(tr.rows) < per_step:
+        raise DataError(f"{path}: {len(tr.rows)} prompt(s) for grpo, and one step takes {per_step} (micro_batch x "
+                        f"grad_accum / grpo_generations = {t.micro_batch} x {t.grad_accum} / {t.grpo_generations}): "
+                        "add prompts, or lower train.grad_accum or train.micro_batch")
+    if len(tr.rows) % per_step:
+        report.notes.append(f"each pass over the prompts leaves out the last {len(tr.rows) % per_step} of "
+                            f"{len(tr.rows)} (a step takes whole groups of {per_step} prompts); another pass "
+                            "shuffles them again")
     unused = getattr(report, "unused_columns", None) or {}
     handed = sorted(k for k in unused if k not in ("prompt", "completion"))
     if handed:  # the import said "not used"; for grpo they are the rewards' row fields

@@ -396,6 +396,8 @@ class TrainingRun:
         self.callback = EventCallback(self.em, self.ctl, self.run_dir, budget=plan.get("budget_bytes"),
                                       predicted_peak=predicted)
         extra = {"reward_funcs": self._reward_functions()} if objective == "grpo" else {}
+        if objective == "grpo":
+            self._sample_like_the_studio()
         trainer = cls(model=self.model, args=args, train_dataset=data.train, eval_dataset=data.val,
                       processing_class=self.tokenizer, callbacks=[self.callback, SaveOnStop(self.ctl)],
                       run_dir=self.run_dir, emitter=self.em, keep=self.recipe.train.keep_checkpoints,
@@ -420,6 +422,20 @@ class TrainingRun:
                                           f"(sha256 {built.sha256}), as you agreed", kind="reward_file",
                          sha256=built.sha256)
         return built.functions()
+
+    def _sample_like_the_studio(self) -> None:
+        """grpo samples through TRL, which renders prompts with the tokenizer's own template and stops at the
+        generation config's end of sequence: give it the template the studio renders with (ChatML for a model
+        without one) and the template's end-of-turn marker too, so completions end where an answer ends."""
+        from studio.data.template import chat_template
+        from studio.scoring import end_of_turn_ids
+
+        if not getattr(self.tokenizer, "chat_template", None):
+            self.tokenizer.chat_template = chat_template(self.tokenizer)
+        ends = end_of_turn_ids(self.tokenizer)
+        config = getattr(self.model, "generation_config", None)
+        if config is not None and ends:
+            config.eos_token_id = ends
 
     def _pattern_timeout(self, where: str) -> None:
         from studio.scoring import MATCH_TIMEOUT_S, TIMEOUT_HINT

@@ -3,6 +3,7 @@ with their rewards, replaced by each metric event that carries ``samples``, so t
 can be read while the run trains (the charts show only their numbers)."""
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
 
@@ -27,6 +28,7 @@ class SampleView(QWidget):
         self.completion.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.completion.setMinimumHeight(COMPLETION_MIN_HEIGHT)
         for w in (self.heading, self.prompt):
+            w.setTextFormat(Qt.TextFormat.PlainText)  # a dataset's prompt is shown as written, never as HTML
             lay.addWidget(w)
         lay.addWidget(self.completion, 1)
 
@@ -46,6 +48,7 @@ class SamplesPanel(Card):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("", parent)
         self.title = label("", "value", wrap=True)
+        self.title.setTextFormat(Qt.TextFormat.PlainText)  # it carries the shared prompt
         self.body.addWidget(self.title)
         row = QWidget()
         cols = content_row(row)
