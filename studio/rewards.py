@@ -6,7 +6,7 @@ Torch-free. Each preset scores one completion against its dataset row and return
   ``train.grpo_pattern``); otherwise partial credit: half its whole lines that can still grow into a
   match (the ``regex`` package's ``partial=True``), measured against the furthest any completion of the
   step got, so a model that gets the format half right learns from it, and neither stopping early nor
-  rambling until the length limit pays (a completion cut at ``grpo_completion_len`` earns no partial credit). Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
+  rambling until the length limit pays (a completion cut at ``grpo_completion_len`` counts half its lines). Every match runs under ``scoring.MATCH_TIMEOUT_S``: a pattern that backtracks for ever
   scores 0 for that completion and is counted, never hangs the run.
 - ``answer``: the row's ``answer`` in the final answer (``\\boxed{..}``, an ``Answer:`` line, or the text
   after ``</think>``): ``exact``, ``contains`` or ``numeric`` (within ``train.grpo_tolerance``, relative).
@@ -510,12 +510,12 @@ class Rewards:
         return reward
 
     def progress(self, completion: str, row: dict, where: str, cut: bool = False) -> Progress:
-        """How far ``completion`` got; one cut at grpo_completion_len earns no partial credit (it never finished)."""
+        """How far ``completion`` got; one cut at grpo_completion_len counts half its lines (it never finished)."""
         found = pattern_progress(completion, self._pattern(row.get("pattern") or self.s.pattern))
         if found.timed_out:
             self.on_timeout(where)
         if cut and not found.matched:
-            found.lines = 0
+            found.lines //= 2
         return found
 
     def score(self, name: str, completion: str, tokens: int, prompt: Any, row: dict, where: str) -> float:

@@ -40,11 +40,11 @@ def test_the_pattern_reward_is_one_for_a_match_and_grades_how_far_a_miss_got():
     assert alone == [0.5 * len("Answer: Rome.\n") / len("Answer: Rome.\nKey")]  # nothing better to compare with
 
 
-def test_a_completion_cut_at_the_length_limit_earns_no_partial_credit():
+def test_a_completion_cut_at_the_length_limit_earns_less_partial_credit():
     fn = rewards.Rewards(rewards.RewardSettings([("pattern", 1.0)], pattern=FORMAT_REGEX, completion_len=5)).functions()[0]
     start = "Answer: Rome.\nKey points:\n- one\n"
     got = fn(completions=[start, start, CARD], completion_ids=[[0] * 5, [0] * 3, [0] * 5])
-    assert got[0] == 0.0 and 0.0 < got[1] < 0.5 and got[2] == 1.0  # cut, finished early, a match
+    assert 0.0 < got[0] < got[1] < 0.5 and got[2] == 1.0  # cut: half the lines of the same start finished early
 
 
 def test_a_pattern_that_backtracks_for_ever_scores_zero_in_bounded_time():
