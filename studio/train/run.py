@@ -292,9 +292,10 @@ class TrainingRun:
             atomic_write_json(self.run_dir / "data_report.json", as_dict)
         fingerprint = as_dict.get("fingerprint")
         runs.write_state(self.run_dir, data_fingerprint=fingerprint)
-        self.em.emit(LOG, message=f"dataset: {len(data.train)} training and {len(data.val) if data.val else 0} "
-                                  f"validation examples, {data.trained_tokens} trained tokens",
-                     train_examples=len(data.train), val_examples=len(data.val) if data.val else 0,
+        n_val = len(data.val) if data.val else len(data.val_examples or []) if data.prompts is not None else 0
+        trained = f"{data.trained_tokens} trained tokens" if data.prompts is None else "the completions sampled"
+        self.em.emit(LOG, message=f"dataset: {len(data.train)} training and {n_val} validation examples, {trained}",
+                     train_examples=len(data.train), val_examples=n_val,
                      skipped=as_dict.get("skipped", 0), fingerprint=fingerprint)
         if getattr(data, "pairs", None) is not None:
             self.em.emit(LOG, message=f"{self.recipe.train.objective}: {data.pairs.pairs} chosen/rejected pairs for "
