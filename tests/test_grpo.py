@@ -399,3 +399,24 @@ def test_the_grpo_demo_prompts_show_one_card_and_hold_no_held_out_question():
     assert len(held) == 20 and not asked & {h["messages"][-1]["content"] for h in held}
     examples, report = load_examples(str(resources_dir() / DEMO_GRPO), keep_row=True)
     assert report.format == "prompts" and len(examples) == len(rows)
+
+
+def test_queue_and_sweep_recipes_with_a_reward_file_are_asked_about_not_a_crash(tmp_path, monkeypatch):
+    """queue add and sweep build their own arguments (no --trust-reward-file): the same question, or its refusal."""
+    import argparse
+
+    from studio.commands import train
+    from studio.errors import UserError
+
+    path = _reward_file(tmp_path, "def reward(prompt, completion, **row):\n    return 1.0\n")
+    r = Recipe()
+    r.model.name_or_path, r.data.path, r.train.objective = "demo", "x.jsonl", "grpo"
+    r.train.grpo_rewards, r.train.grpo_reward_file = "file", str(path)
+    r.train.grpo_reward_sha256 = rewards.file_sha256(path)  # a shared recipe that carries the hash: not a yes
+    r.save(tmp_path / "shared.json")
+    args = argparse.Namespace(demo=False, recipe=tmp_path / "shared.json", max_steps=None)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(UserError, match="--trust-reward-file"):
+        train._recipe_from(args)
+    rewards.agree(path, rewards.file_sha256(path))
+    assert train._recipe_from(args).train.grpo_reward_sha256 == rewards.file_sha256(path)
