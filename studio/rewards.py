@@ -443,14 +443,15 @@ def row_problems(settings: RewardSettings, row: dict) -> str:
     return ""
 
 
-def _text(completion: Any) -> str:
-    """TRL hands conversational completions as [{"role": "assistant", "content": ...}]."""
+def completion_text(completion: Any) -> str:
+    """A completion as text: TRL hands conversational ones as [{"role": "assistant", "content": ...}]."""
     if isinstance(completion, list):
         return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
     return str(completion)
 
 
-def _last_user(prompt: Any) -> str:
+def last_user_text(prompt: Any) -> str:
+    """A prompt as text: a conversation's last user turn (what the reward file and the samples panel show)."""
     if isinstance(prompt, list):
         users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
         return str(users[-1]) if users else ""
@@ -500,10 +501,10 @@ class Rewards:
             where = studio_where or ["a row"] * len(completions)
             ids = completion_ids or [[] for _ in completions]
             if name == "pattern":  # graded against the step's furthest completion (pattern_rewards)
-                return pattern_rewards([self.progress(_text(c), r, w, len(i) >= self.s.completion_len)
+                return pattern_rewards([self.progress(completion_text(c), r, w, len(i) >= self.s.completion_len)
                                         for c, i, r, w in zip(completions, ids, rows, where)])
             prompts_ = prompts or [""] * len(completions)
-            return [self.score(name, _text(c), len(i), p, r, w)
+            return [self.score(name, completion_text(c), len(i), p, r, w)
                     for c, i, p, r, w in zip(completions, ids, prompts_, rows, where)]
 
         reward.__name__ = name  # TRL names the metric rewards/<name>/mean after it
@@ -534,7 +535,7 @@ class Rewards:
         # the row's own prompt and completion columns (a reference answer) as row_prompt and row_completion
         fields = {(f"row_{k}" if k in ("prompt", "completion") else k): v for k, v in row.items()}
         try:
-            value = self.user(_last_user(prompt), completion, **fields)  # type: ignore[misc]
+            value = self.user(last_user_text(prompt), completion, **fields)  # type: ignore[misc]
         except Exception as e:  # noqa: BLE001 - the user's code: any failure stops the run, named
             raise RewardFault(f"{_user_line(e, path)}: reward() raised {type(e).__name__}: {e} (dataset {where})",
                               f"fix {path} (it ran on the completion shown in the run log) and start the run again",

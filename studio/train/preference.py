@@ -124,6 +124,8 @@ def orpo_row(feature: dict) -> dict:
 
 def latest_samples(logs: dict, weights: list[float], group: int) -> list[dict]:
     """The latest prompt's completions, best, middle and worst, with their weighted reward (GRPOTrainer._logs)."""
+    from studio.rewards import completion_text, last_user_text
+
     prompts, completions = list(logs.get("prompt") or []), list(logs.get("completion") or [])
     per_func = logs.get("rewards") or {}
     n = min(len(prompts), len(completions))
@@ -135,21 +137,12 @@ def latest_samples(logs: dict, weights: list[float], group: int) -> list[dict]:
     for i in range(start, n):
         parts = {name: float(list(per_func[name])[i]) for name in names if i < len(per_func[name])}
         total = sum(w * parts.get(name, 0.0) for name, w in zip(names, weights))
-        shown.append({"prompt": _words(prompts[i])[-SAMPLE_CHARS:], "completion": _words(completions[i])[:SAMPLE_CHARS],
+        shown.append({"prompt": last_user_text(prompts[i])[-SAMPLE_CHARS:],
+                      "completion": completion_text(completions[i])[:SAMPLE_CHARS],
                       "reward": round(total, 4), "rewards": {k: round(v, 4) for k, v in parts.items()}})
     shown.sort(key=lambda d: -d["reward"])
     picks = sorted({0, len(shown) // 2, len(shown) - 1})[:SHOWN_SAMPLES]
     return [shown[i] for i in picks]
-
-
-def _words(value: Any) -> str:
-    """A prompt or completion as text: the last user turn of a conversation, or the assistant's content."""
-    if isinstance(value, list):
-        turns = [m for m in value if isinstance(m, dict)]
-        users = [m for m in turns if m.get("role") == "user"]
-        pick = users[-1:] if users else turns
-        return "".join(str(m.get("content", "")) for m in pick)
-    return str(value)
 
 
 def config_class(objective: str) -> type:
