@@ -264,6 +264,38 @@ def test_cancel_stops_the_running_step_and_says_so(tmp_path):
     assert not psutil.pid_exists(step_pid) or psutil.Process(step_pid).status() == psutil.STATUS_ZOMBIE
 
 
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends itself SIGTERM")
+def test_a_cancel_while_a_step_starts_still_ends_that_step(tmp_path, monkeypatch):
+    """The signal lands inside Popen, after the fork (CI saw the step left sleeping): the step is ended anyway."""
+    import signal
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_cancel(argv, *args, **kwargs):
+        if argv != ["sleep", "60"]:  # platform.platform() starts processes of its own
+            return real_popen(argv, *args, **kwargs)
+        started.append(real_popen(argv, *args, **kwargs))
+        os.kill(os.getpid(), signal.SIGTERM)  # the window's Cancel, before Popen has returned
+        time.sleep(0.2)  # the handler runs here, on the main thread, as it would inside Popen
+        return started[-1]
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
+    monkeypatch.setattr(setup.subprocess, "Popen", popen_then_cancel)
+    job = setup.RuntimeSetup(root=tmp_path / "rt", log=tmp_path / "setup.log", packages=[], demo=False,
+                             check=False, embedded=None, base_python=[sys.executable])
+    monkeypatch.setattr(job, "steps", lambda: [setup.Step("venv", "Creating the Python environment",
+                                                          ["sleep", "60"])])
+    try:
+        setup.cancel_on_stop_signal()
+        with pytest.raises(state.RuntimeSetupError, match="cancelled at 'Creating the Python environment'"):
+            job.run()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert started and started[0].poll() is not None, "the step's process was left running"
+
 # --- Windows: which wheel the setup's pip commands take, against a local PEP 503 index -----------------
 
 WIN = "cp311-cp311-win_amd64"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from studio import events, procs
+from studio import events
 from studio.commands import add_events_flag
 from studio.runtime import setup, state
 
@@ -30,12 +30,8 @@ def run(args) -> int:
         removed = setup.remove_runtime()
         print(f"removed {state.runtime_dir()}" if removed else f"no runtime at {state.runtime_dir()}")
         return 0
-    procs.on_stop_signal(_interrupt)  # the window's Cancel (SIGTERM, CTRL_BREAK on Windows): stop pip, then report
+    setup.cancel_on_stop_signal()  # the window's Cancel (SIGTERM, CTRL_BREAK on Windows): stop pip, then report
     return _setup_events(args.emitter) if args.emitter else _setup_text()
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _status(as_json: bool) -> int:

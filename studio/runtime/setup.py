@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 from studio import __version__, events
 from studio.fsutil import atomic_write_json, existing_parent
-from studio.procs import kill_tree, undo_bundle_env, worker_env
+from studio.procs import kill_tree, on_stop_signal, undo_bundle_env, worker_env
 from studio.runtime.state import RuntimeSetupError, lock_digest, lock_path, log_path, status
 from studio.runtime.torch_choice import TORCH_VERSION, TorchChoice, choose_torch
 from studio.runtime_home import MARKER, runtime_dir, venv_python
@@ -305,18 +305,21 @@ class RuntimeSetup:
         log.write(f"\n=== {step.label}\n$ {shlex.join(step.argv)}\n")
         log.flush()
         started = time.monotonic()
+        _Cancel.starting = True  # a Cancel now waits until proc is known, or nobody would end the process
         try:
             proc = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=step.env or child_env(), text=True,
                                     encoding="utf-8", errors="replace", bufsize=1)
         except OSError as e:
+            _Cancel.take()
             log.write(f"FAILED to start: {e}\n")
             raise RuntimeSetupError(f"Setting up the ML runtime failed at '{step.label}': could not start "
                                     f"{step.argv[0]} ({e.strerror or e}). The log is {self.log}.",
                                     self.log, step.key) from None
-        assert proc.stdout is not None
         tail: list[str] = []
         try:
+            _Cancel.take()
+            assert proc.stdout is not None
             for line in proc.stdout:
                 sink(line.rstrip("\n"))
                 tail = (tail + [line])[-200:]
@@ -345,6 +348,36 @@ class RuntimeSetup:
             "complete": True, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "app_version": __version__,
             "lock_sha256": lock_digest(self.lock), "torch_variant": self.torch.variant if self.torch else None,
             "torch_reason": self.torch.reason if self.torch else None, "versions": versions})
+
+
+class _Cancel:
+    """The window's Cancel (a stop signal) as KeyboardInterrupt, held back while a step's process starts.
+
+    Raised inside ``Popen`` after the fork, or between ``Popen`` and the ``try`` that ends the process, it
+    would leave pip running on its own; held, it is raised by ``take`` once the process can be ended.
+    """
+
+    starting = False
+    pending = False
+
+    @classmethod
+    def on_signal(cls, signum, frame) -> None:
+        if cls.starting:
+            cls.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @classmethod
+    def take(cls) -> None:
+        cls.starting = False
+        if cls.pending:
+            cls.pending = False
+            raise KeyboardInterrupt
+
+
+def cancel_on_stop_signal() -> None:
+    """The polite stop (SIGTERM, CTRL_BREAK on Windows) cancels the setup: the running step ends, with its children."""
+    on_stop_signal(_Cancel.on_signal)
 
 
 def _end(proc: subprocess.Popen) -> None:
