@@ -45,6 +45,10 @@ def _read(folder: Path, name: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _int(value: Any, default: int) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else default
 
@@ -129,11 +133,11 @@ class ImageTokens:
 
 
 def _rule(kind: str, config: dict, pre: dict, proc: dict) -> Callable[[int, int], int] | None:
-    vision = config.get("vision_config") if isinstance(config.get("vision_config"), dict) else {}
+    vision = _dict(config.get("vision_config"))
     if kind in QWEN_TYPES:
         patch = _int(pre.get("patch_size"), _int(vision.get("patch_size"), 14))
         merge = _int(pre.get("merge_size"), _int(vision.get("spatial_merge_size"), 2))
-        size = pre.get("size") if isinstance(pre.get("size"), dict) else {}
+        size = _dict(pre.get("size"))
         lo = _int(pre.get("min_pixels"), _int(size.get("shortest_edge"), 56 * 56))
         hi = _int(pre.get("max_pixels"), _int(size.get("longest_edge"), 28 * 28 * 1280))
 
@@ -154,7 +158,7 @@ def _rule(kind: str, config: dict, pre: dict, proc: dict) -> Callable[[int, int]
             return (th // patch) * (tw // patch) // (pool * pool)
         return gemma4
     if kind == "llava":
-        crop = pre.get("crop_size") if isinstance(pre.get("crop_size"), dict) else {}
+        crop = _dict(pre.get("crop_size"))
         side = _int(crop.get("height"), _int(vision.get("image_size"), 336))
         patch = _int(proc.get("patch_size"), _int(vision.get("patch_size"), 14))
         n = (side // patch) * (_int(crop.get("width"), side) // patch)
@@ -170,10 +174,8 @@ def _rule(kind: str, config: dict, pre: dict, proc: dict) -> Callable[[int, int]
             scale = _int(config.get("scale_factor"), 2 if kind == "smolvlm" else 3)
             seq = int((side // patch) ** 2 / scale ** 2)
         split = bool(pre.get("do_image_splitting", True))
-        longest = _int((pre.get("size") or {}).get("longest_edge") if isinstance(pre.get("size"), dict) else None,
-                       4 * 364)
-        tile = _int((pre.get("max_image_size") or {}).get("longest_edge")
-                    if isinstance(pre.get("max_image_size"), dict) else None, 364)
+        longest = _int(_dict(pre.get("size")).get("longest_edge"), 4 * 364)
+        tile = _int(_dict(pre.get("max_image_size")).get("longest_edge"), 364)
 
         def idefics(w: int, h: int) -> int:
             rows, cols = _idefics_rows_cols(h, w, longest, tile) if split else (0, 0)
