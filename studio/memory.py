@@ -152,6 +152,10 @@ def _weights(info: ModelInfo, s: Effective, stack: Stack) -> tuple[dict, dict]:
     c["unquantized_weights"] = rest * rest_bytes
     src["unquantized_weights"] = (f"{rest:,} embedding/lm_head/norm/bias/expert parameters x {rest_bytes} bytes "
                                   "(kept in the compute dtype, not quantised)")
+    if info.vision_params:
+        c["vision_weights"] = info.vision_params * a
+        src["vision_weights"] = (f"{info.vision_params:,} vision tower and projector parameters x {a} bytes "
+                                 f"({s.compute_dtype}; images need them, and they are never quantised)")
     return c, src
 
 
@@ -929,7 +933,7 @@ def adapter_params(info: ModelInfo, settings: Settings | Mapping[str, Any]) -> i
 
 # --- several GPUs -------------------------------------------------------------------------------------
 MULTI_STRATEGIES = ("single", "ddp", "fsdp")
-SHARDED = ("base_weights_4bit", "base_weights_16bit", "quant_constants", "unquantized_weights", "lora_weights",
+SHARDED = ("base_weights_4bit", "base_weights_16bit", "quant_constants", "unquantized_weights", "vision_weights", "lora_weights",
            "lora_grads", "optimizer_state", "paged_optimizer_state")
 FSDP_LAYERS_IN_FLIGHT = 2  # the layer computing and the next one being gathered (forward and backward prefetch)
 _OUTSIDE_ALLOCATOR = ("allocator_overhead", "cuda_context", "paged_optimizer_state")

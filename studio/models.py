@@ -108,6 +108,9 @@ class ModelInfo:
     kv_shared_sliding: int = 0
     kv_shared_full: int = 0
     per_layer_input: int = 0
+    # An image run (a vision-language checkpoint on rows with images): its vision tower and projector, loaded
+    # beside the language model in the compute dtype, never quantised (studio.vision_plan sets it; 0 otherwise)
+    vision_params: int = 0
     path: str | None = None
     note: str = ""
 
@@ -581,6 +584,9 @@ def _meta_model(config: dict, folder: Path | None, trust_remote_code: bool) -> A
             if cls is not None:
                 with torch.device("meta"):
                     return cls(text)
+            part = multimodal.language_part(cfg)  # no causal LM class of its own: taken from the whole model
+            if part is not None:
+                return part
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
     except ValueError as e:

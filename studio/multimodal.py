@@ -96,8 +96,41 @@ def language_model_class(config: Any) -> tuple[Any, Any]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     text = config.get_text_config()
-    text.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", text.tie_word_embeddings))
+    # Qwen2-VL's text config has no tie_word_embeddings of its own (transformers 5 raises on reading it): the outer
+    # config's, else the text config's, else untied
+    text.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", getattr(text, "tie_word_embeddings", False)))
     return MODEL_FOR_CAUSAL_LM_MAPPING.get(type(text), None), text
+
+
+def language_part(config: Any) -> Any:
+    """The language model of a multimodal ``config`` on the meta device, under a causal LM's names (``model.*``,
+    ``lm_head.*``), for counting: built from the whole model where transformers has no ``*ForCausalLM`` class for
+    its text config (Qwen2-VL, Qwen2.5-VL, Qwen3-VL). None when transformers cannot build the whole model."""
+    import torch
+    from torch import nn
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        with torch.device("meta"):
+            whole = AutoModelForImageTextToText.from_config(config)
+    except ValueError:
+        return None
+
+    class LanguagePart(nn.Module):
+        _supports_sdpa = bool(getattr(type(whole), "_supports_sdpa", True))
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.lm_head, self.config = whole.get_decoder(), whole.get_output_embeddings(), \
+                config.get_text_config()
+
+        def get_input_embeddings(self) -> Any:
+            return self.model.get_input_embeddings()
+
+        def get_output_embeddings(self) -> Any:
+            return self.lm_head
+
+    return LanguagePart()
 
 
 def on_checkpoint(name: str, names: set[str], where: tuple[str, str]) -> str:

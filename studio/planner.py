@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio import kernels, memory, methods, objectives, speed
+from studio import kernels, memory, methods, objectives, speed, vision_plan
 from studio.memory import GiB, MiB
 from studio.models import ModelInfo, catalog, from_catalog
 from studio.recipe import PLANNED, Recipe, get_setting, is_setting, set_setting, setting_flag
@@ -356,6 +356,7 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
     unknown = sorted(k for k in (fixed or {}) if not is_setting(k))
     if unknown:
         raise ValueError(f"unknown settings {', '.join(unknown)}: use recipe names such as lora.rank")
+    model_info = vision_plan.for_images(model_info, dataset_report)  # rows with images load the vision tower too
     fixed = {k: v for k, v in (fixed or {}).items() if v is not None and (k in PLANNED or k in SHAPE)}
     dropout = float(fixed.pop("lora.dropout", 0.05))
     rows = _usable_rows(dataset_report)
