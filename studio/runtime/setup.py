@@ -48,7 +48,7 @@ ML_PACKAGES = ("transformers", "peft", "bitsandbytes", "accelerate", "datasets",
                "gguf", "sentencepiece", "tokenizers", "jinja2", "tensorboard", "trl")
 # pypdf's [crypto] extra is the cryptography package (AES-encrypted PDFs); pip reads the extra, the lock pins both
 CORE_PACKAGES = ("platformdirs", "nvidia-ml-py", "psutil", "tqdm", "numpy", "regex", "pypdf[crypto]", "python-docx",
-                 "jsonschema")
+                 "jsonschema", "pillow")
 FREE_GB_NEEDED = {"cpu": 3.0, "cuda": 8.0}
 
 Progress = Callable[[int, int, str], None]
