@@ -24,9 +24,13 @@ def preview_table(preview: list, columns: list) -> tuple[list, list, list | None
     numbers = [r.get("row", i + 1) for i, r in enumerate(preview)] if "row" in preview[0] else None
     if "messages" in preview[0]:
         rows = [_turns(r.get("messages") or []) for r in preview]
+        for row, r in zip(rows, preview):
+            if r.get("images"):  # the paths, shown as thumbnails on the Data page; <image> marks where in the turn
+                row["images"] = list(r["images"])
         roles = [role for role in ("system", "user", "assistant") if any(r.get(role) for r in rows)]
-        extra = sorted({k for r in rows for k in r} - {"system", "user", "assistant", "turns"})
-        return rows, ["turns", *extra, *roles], numbers  # the assistant's answer last: it gets the spare width
+        extra = sorted({k for r in rows for k in r} - {"system", "user", "assistant", "turns", "images"})
+        images = ["images"] if any(r.get("images") for r in rows) else []
+        return rows, ["turns", *images, *extra, *roles], numbers  # the assistant's answer last: the spare width
     cols = [c for c in (list(columns) or list(preview[0])) if c != "row"]
     cols += [k for k in preview[0] if k not in cols and k != "row"]
     return preview, cols, numbers
@@ -69,6 +73,8 @@ def summary_html(d: dict) -> str:
     rows, usable, skipped = d.get("rows", 0), d.get("usable", 0), d.get("skipped", 0)
     parts = [f"<b>{html.escape(str(fmt))}</b>" + (f" ({float(conf):.0%} sure)" if conf else ""),
              f"{d.get('reader', '')} file", f"{rows:,} rows", f"<b>{usable:,}</b> usable"]
+    if d.get("images"):
+        parts.append(f"{d['images']:,} images")
     if skipped:
         parts.append(f"<span style='color:{RED}'>{skipped:,} skipped</span>")
     if d.get("duplicates"):

@@ -103,6 +103,36 @@ def test_the_dataset_tabs_show_a_report(qtbot):
     assert tabs.problems.item(0).text() == "No problems found: all 4 rows are usable." and tabs.tabText(1) == "Problems"
 
 
+def test_a_preview_row_with_images_shows_a_thumbnail_and_every_path(qtbot, tmp_path):
+    from PIL import Image
+
+    big, small = tmp_path / "receipt.png", tmp_path / "chart.jpg"
+    Image.new("RGB", (640, 320), (10, 120, 200)).save(big)
+    Image.new("RGB", (20, 40), (200, 10, 10)).save(small)
+    tabs = DatasetTabs()
+    qtbot.addWidget(tabs)
+    chat = [{"role": "user", "content": "<image>What is the total?"}, {"role": "assistant", "content": "12.50"}]
+    tabs.show_report({"rows": 2, "images": 3, "preview": [
+        {"row": 1, "messages": chat, "images": [str(big)], "image_sizes": [[640, 320]]},
+        {"row": 2, "messages": [{"role": "user", "content": "<image><image>Compare"},
+                                {"role": "assistant", "content": "The first."}], "images": [str(small), str(big)]}]})
+    model = tabs.preview_model
+    col = model._columns.index("images")
+    assert model._columns[:2] == ["turns", "images"]
+    thumb = model.data(model.index(0, col), Qt.ItemDataRole.DecorationRole)
+    assert thumb is not None and (thumb.width(), thumb.height()) == (56, 28)  # scaled while read, aspect kept
+    second = model.data(model.index(1, col), Qt.ItemDataRole.DecorationRole)
+    assert (second.width(), second.height()) == (28, 56)
+    assert model.data(model.index(1, col), Qt.ItemDataRole.DisplayRole) == "2 images"
+    tip = model.data(model.index(1, col), Qt.ItemDataRole.ToolTipRole)
+    assert tip.splitlines() == [f"<image> 1: {small}", f"<image> 2: {big}"]
+    assert model.data(model.index(0, model._columns.index("user")), Qt.ItemDataRole.DisplayRole).startswith("<image>")
+    assert tabs.preview.verticalHeader().defaultSectionSize() >= 56
+    tabs.show_report({"rows": 1, "preview": [{"row": 1, "messages": chat}]})  # text rows again: no column
+    assert "images" not in tabs.preview_model._columns
+    assert tabs.preview.verticalHeader().defaultSectionSize() < 56
+
+
 def test_a_folder_of_documents_shows_each_text_the_skipped_files_and_the_chunks(qtbot):
     tabs = DatasetTabs()
     qtbot.addWidget(tabs)

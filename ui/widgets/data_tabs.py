@@ -6,7 +6,10 @@ Each shows the plain dicts of a dataset report and of the token answer through
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSize, Qt
+from PySide6.QtGui import QImageReader, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
     QListWidget,
@@ -152,13 +155,53 @@ class TextList(QWidget):
         self.text.setPlainText(self._texts[row] if 0 <= row < len(self._texts) else "")
 
 
+THUMB = 56  # pixels: a preview row with images is this tall
+
+
+def thumbnail(path: str, side: int = THUMB) -> QPixmap | None:
+    """``path`` scaled to fit ``side`` pixels, decoded at that size (QImageReader scales while reading, so a
+    large photo costs a thumbnail's memory); None when Qt cannot read it (the import names such rows)."""
+    reader = QImageReader(path)
+    reader.setAutoTransform(True)
+    size = reader.size()
+    if size.isValid() and size.width() > 0 and size.height() > 0:
+        size.scale(side, side, Qt.AspectRatioMode.KeepAspectRatio)
+        reader.setScaledSize(size)
+    image = reader.read()
+    return None if image.isNull() else QPixmap.fromImage(image)
+
+
+class PreviewModel(RowsModel):
+    """The preview rows; the ``images`` column shows the row's first image as a thumbnail, every path on hover."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thumbs: dict[str, QPixmap | None] = {}
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if index.isValid() and self._columns[index.column()] == "images":
+            paths = self.raw(index.row(), index.column()) or []
+            if role == Qt.ItemDataRole.DecorationRole and paths:
+                first = str(paths[0])
+                if first not in self._thumbs:
+                    self._thumbs[first] = thumbnail(first)
+                return self._thumbs[first]
+            if role == Qt.ItemDataRole.DisplayRole:
+                return f"{len(paths)} image{'s' if len(paths) != 1 else ''}" if len(paths) != 1 else ""
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return "\n".join(f"<image> {i + 1}: {p}" for i, p in enumerate(paths))
+            return None
+        return super().data(index, role)
+
+
 class DatasetTabs(QTabWidget):
     """Preview, Problems, Tokens; ``show_report`` fills the first two from a report's dict."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.preview_model = RowsModel()
+        self.preview_model = PreviewModel()
         self.preview = fast_table(self.preview_model)
+        self.preview.setIconSize(QSize(THUMB, THUMB))
         self.addTab(self.preview, "Preview")
         self.problems = QListWidget()
         self.problems.setAlternatingRowColors(True)
@@ -192,6 +235,12 @@ class DatasetTabs(QTabWidget):
         self.preview_model.set_rows(rows, columns, numbers)
         if columns and columns[0] == "turns":
             self.preview.setColumnWidth(0, self.preview.fontMetrics().horizontalAdvance("turns") + 24)
+        line = self.preview.fontMetrics().height() + 8
+        if "images" in columns:  # rows tall enough for a thumbnail; the column as wide as one
+            self.preview.verticalHeader().setDefaultSectionSize(max(line, THUMB + 6))
+            self.preview.setColumnWidth(columns.index("images"), THUMB + 70)
+        else:
+            self.preview.verticalHeader().setDefaultSectionSize(line)
         unit = "documents" if d.get("format") == "documents" else "rows"
         self.setTabText(0, f"Preview ({len(rows):,} of {d.get('rows', 0):,} {unit})")
         self.problems.clear()
