@@ -140,14 +140,24 @@ def test_alpaca_history_becomes_the_earlier_turns_in_order():
     assert r.unused_columns == {}
 
 
-def test_content_parts_joined_and_media_parts_named():
+def test_content_parts_joined_remote_images_refused_and_audio_named(tmp_path):
     r = inspect(FIX / "content_parts.jsonl", preview_rows=10)
     assert r.preview[0]["messages"][0]["content"] == "Describe a sunrise."
-    assert r.preview[1]["messages"][0]["content"] == "What animal is this?"
-    assert (r.usable, r.skipped) == (2, 1)
-    codes = {(p.row, p.code) for p in r.problems}
-    assert codes == {(2, "media_images"), (3, "only_media")}
-    assert "1 row(s) carry images; the images are not used (text-only training)" in r.notes
+    assert (r.usable, r.skipped) == (1, 2)
+    # image parts are kept now (vision training), but an image on the network is never fetched
+    codes = {(p.row, p.code, p.field) for p in r.problems}
+    assert codes == {(2, "image_remote", "messages[0].content"), (3, "image_remote", "messages[0].content")}
+    assert "http://x/cat.png" in r.problems[0].message and "network" in r.problems[0].message
+    assert "download the image" in r.problems[0].hint
+    audio = tmp_path / "audio.jsonl"
+    audio.write_text(json.dumps({"messages": [
+        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "..."}},
+                                     {"type": "text", "text": "What is said?"}]},
+        {"role": "assistant", "content": "Hello."}]}) + "\n", encoding="utf-8")
+    heard = inspect(audio, preview_rows=1)
+    assert heard.usable == 1 and heard.preview[0]["messages"][0]["content"] == "What is said?"
+    assert [(p.row, p.code) for p in heard.problems] == [(1, "media_audio")]
+    assert "1 row(s) carry audio; the audio are not used (training reads text and images only)" in heard.notes
     value = inspect(FIX / "content_parts_value.jsonl")
     assert value.usable == 2 and value.preview[0]["messages"][1]["content"] == "Shwmae!"
 
@@ -172,15 +182,31 @@ def test_a_file_of_rows_marked_bad_says_so(tmp_path):
         load_examples(path)
 
 
-def test_images_named_markers_removed_and_image_only_files_refused():
-    r = inspect(FIX / "images_sharegpt.json", preview_rows=10)
-    assert (r.usable, r.skipped) == (3, 1)
-    assert r.preview[0]["messages"][0]["content"] == "What colour is the car?"
-    assert r.preview[1]["messages"][0]["content"] == "Which picture is brighter?"
-    assert "2 row(s) carry images; the images are not used (text-only training)" in r.notes
-    assert r.media_columns == {"images": "images"} and "images" not in r.unused_columns
-    with pytest.raises(DataError, match="no usable rows out of 2.*holds only <image> markers"):
+def test_images_kept_when_present_and_missing_ones_are_row_errors(tmp_path):
+    r = inspect(FIX / "images_sharegpt.json", preview_rows=10)  # the fixture's images are not there
+    assert (r.usable, r.skipped, r.images) == (1, 3, 0)
+    missing = [(p.row, p.code, p.field) for p in r.problems]
+    assert missing == [(1, "image_missing", "images"), (2, "image_missing", "images[0]"),
+                       (3, "image_missing", "images")]
+    assert r.problems[0].message == f"image file {FIX / 'cars' / '1.jpg'} does not exist"
+    assert r.column_map["images"] == "images" and r.media_columns == {} and "images" not in r.unused_columns
+    with pytest.raises(DataError, match="no usable rows out of 2.*bridge.jpg does not exist"):
         load_examples(FIX / "images_only.json")
+    from PIL import Image
+
+    copy = tmp_path / "images_sharegpt.json"
+    copy.write_bytes((FIX / "images_sharegpt.json").read_bytes())
+    (tmp_path / "cars").mkdir()
+    for name in ("cars/1.jpg", "a.jpg", "b.jpg", "bridge.jpg"):
+        Image.new("RGB", (4, 3), "red").save(tmp_path / name, "JPEG")
+    r = inspect(copy, preview_rows=10)
+    assert (r.usable, r.skipped, r.images) == (4, 0, 4)
+    assert r.preview[0]["messages"][0]["content"] == "<image>\nWhat colour is the car?"
+    assert r.preview[0]["images"] == [str(tmp_path / "cars" / "1.jpg")]
+    assert r.preview[1]["messages"][0]["content"] == "<image><image>Which picture is brighter?"
+    assert r.preview[1]["images"] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert r.preview[2]["messages"][0]["content"] == "<image>" and r.preview[2]["image_sizes"] == [[4, 3]]
+    assert "images" not in r.preview[3]  # the row with an empty list is a text row
 
 
 def test_role_values_mapped():

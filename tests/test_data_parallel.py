@@ -28,6 +28,9 @@ def _messy_jsonl(path, n: int = 3000) -> None:
 def test_parallel_report_equals_serial(tmp_path, monkeypatch):
     path = tmp_path / "big.jsonl"
     _messy_jsonl(path)
+    from PIL import Image
+
+    Image.new("RGB", (5, 4), "blue").save(tmp_path / "x.jpg", "JPEG")  # the rows' image, beside the file
     monkeypatch.setattr(parallel, "MIN_BYTES", 0)
     serial = inspect(path, workers=1, preview_rows=7).to_dict()
     calls = []
@@ -37,7 +40,8 @@ def test_parallel_report_equals_serial(tmp_path, monkeypatch):
     assert len(calls) == 1
     assert serial["duplicates"] > 0 and serial["skipped"] > 0 and serial["warnings"] > serial["duplicates"]
     assert serial["filtered"] > 0 and serial["tool_rows"] > 0 and serial["unused_columns"]["id"] > 2000
-    assert serial["media_columns"] == {"images": "images"} and any("carry images" in n for n in serial["notes"])
+    assert serial["column_map"]["images"] == "images" and serial["images"] > 100
+    assert serial["image_sizes"]["max_width"] == 5 and any("image(s) in" in n for n in serial["notes"])
     assert multi == serial
 
 

@@ -176,7 +176,7 @@ def test_user_files_are_never_modified():
 
 def test_format_registry_lists_the_contract_names():
     assert list(formats()) == ["messages", "sharegpt", "alpaca", "prompt_completion", "question_answer",
-                               "preference", "prompts", "text"]
+                               "preference", "prompts", "image_text", "text"]
     assert all(isinstance(v, str) and v for v in formats().values())
 
 

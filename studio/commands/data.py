@@ -155,8 +155,13 @@ def _summary(r: Any) -> str:
                        (f"  (mapped: {', '.join(f'{k}={v}' for k, v in r.column_map.items())})" if r.column_map else "")),
              f"  rows       {r.rows}: {r.usable} usable, {r.skipped} skipped, " +
              (f"{r.filtered} marked bad (left out), " if r.filtered else "") +
-             f"{r.duplicates} duplicate(s), {r.warnings} warning(s)",
-             f"  fingerprint {r.fingerprint[:16]}"]
+             f"{r.duplicates} duplicate(s), {r.warnings} warning(s)"]
+    if r.images:
+        sizes = r.image_sizes or {}
+        lines.append(f"  images     {r.images} in {sizes.get('rows', '?')} row(s), checked; largest "
+                     f"{sizes.get('max_width')}x{sizes.get('max_height')}, median "
+                     f"{sizes.get('median_width')}x{sizes.get('median_height')}")
+    lines.append(f"  fingerprint {r.fingerprint[:16]}")
     lines += [f"  note: {printable(n)}" for n in r.notes]
     return "\n".join(lines)
 

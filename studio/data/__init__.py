@@ -2,7 +2,9 @@
 
 Training-facing API (the worker uses exactly this path, so what was inspected is what is trained):
 ``load_examples(path, fmt, columns) -> (examples, report)``, ``split_examples(examples, fraction, seed)``
-and ``template.encode_example(tokenizer, example, seq_len, train_on)``. The GUI and the CLI use
+and ``template.encode_example(tokenizer, example, seq_len, train_on)``. An example that carries images has
+``images`` (absolute paths) and ``image_sizes`` and an ``<image>`` marker at each image's place in its turns
+(``studio.data.images``); ``strip_images(example)`` is the copy a text-only model trains on. The GUI and the CLI use
 ``inspect(...) -> DatasetReport`` and ``formats()``.
 
 This package imports neither torch, transformers nor datasets at module level: readers and
@@ -20,6 +22,7 @@ from studio.data import documents as docs
 from studio.data import parallel
 from studio.data.chat_render import TemplateRunaway
 from studio.data.formats import FORMATS, describe
+from studio.data.images import strip_images
 from studio.data.report import ERROR, DatasetReport, Problem, TokenStats
 from studio.data.scan import detect, iter_examples
 from studio.data.sources import READERS, DataError, open_source
@@ -29,7 +32,7 @@ from studio.data.tokens import LengthCollector, load_tokenizer, mask_view, packe
 PROGRESS_EVERY = 10_000
 
 __all__ = ["DataError", "DatasetReport", "Problem", "TokenStats", "load_examples", "split_examples",
-           "note_tool_support",
+           "note_tool_support", "strip_images",
            "inspect", "formats", "readers", "iter_examples", "detect", "FORMATS"]
 
 

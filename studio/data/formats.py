@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from studio.data.images import IMAGE, IMAGE_COLUMNS, is_image_part, part_ref
 from studio.data.report import WARNING, Problem, RowProblem
 
 Warn = Callable[[Problem], None]
@@ -26,8 +27,8 @@ TURN_KEYS = ("role", "content")
 # Keys a turn may carry that are read (or deliberately carried along); any other key is named as unused.
 KNOWN_TURN_KEYS = frozenset({"role", "content", "from", "value", "tool_calls", "function_call", "name",
                              "tool_call_id", "id"})
-MEDIA_KINDS = {"image": "images", "image_url": "images", "input_image": "images", "audio": "audio",
-               "input_audio": "audio", "audio_url": "audio", "video": "video", "video_url": "video",
+# Content parts that are not text and not images (studio.data.images keeps those): named per row, not used.
+MEDIA_KINDS = {"audio": "audio", "input_audio": "audio", "audio_url": "audio", "video": "video", "video_url": "video",
                "file": "files", "input_file": "files"}
 
 
@@ -61,6 +62,10 @@ class Format:
         for key in TURN_KEYS:  # keys inside each turn, for conversation formats
             if key in columns:
                 colmap[key] = str(columns[key])
+        if "images" in columns and "images" not in colmap:  # --columns images=NAME: any format's image column
+            actual = keys.get(str(columns["images"]).strip().lower())
+            if actual is not None:
+                colmap["images"] = actual
         return colmap
 
     def fits(self, record: Any, columns: dict) -> dict | None:
@@ -100,7 +105,9 @@ def _text(value: Any, field: str, *, required: bool = True, what: str = "") -> s
 
 
 def _content(value: Any, field: str, warn: Warn | None = None) -> str | None:
-    """Message content: a string or a list of parts; text parts are joined, other parts counted (media)."""
+    """Message content: a string or a list of parts; text parts are joined, an image part becomes an
+    ``<image>`` marker at its place (what it names goes to ``warn.images`` when the caller collects them,
+    ``scan.RowWarnings``), other parts are counted (media)."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict):
@@ -116,11 +123,16 @@ def _content(value: Any, field: str, warn: Warn | None = None) -> str | None:
             if kind in ("text", "input_text", "output_text"):
                 text = p.get("text", p.get("value"))
                 texts.append(text if isinstance(text, str) else "")
+            elif is_image_part(p, kind):
+                texts.append(IMAGE)
+                images = getattr(warn, "images", None)
+                if images is not None:
+                    images.append((part_ref(p), field))
             else:
                 group = MEDIA_KINDS.get(kind, f"'{kind}' parts")
                 media[group] = media.get(group, 0) + 1
         text = "".join(texts)
-        if media and not text.strip():
+        if media and not text.strip():  # (an image alone is content: a vision model reads it)
             raise RowProblem(f"the turn holds only {' and '.join(media)}; text-only training cannot use it",
                              "remove this row, or add the text the answer relies on", field, code="only_media")
         for group in media:
@@ -132,7 +144,7 @@ def _content(value: Any, field: str, warn: Warn | None = None) -> str | None:
 
 def media_problem(group: str, field: str) -> Problem:
     """One warning per row and kind: what a text-only training leaves out."""
-    return Problem(f"the row carries {group}; the {group} are not used (text-only training)",
+    return Problem(f"the row carries {group}; the {group} are not used (training reads text and images only)",
                    "nothing to do for text training; remove them to silence this", field, severity=WARNING,
                    code=f"media_{group}")
 
@@ -441,7 +453,8 @@ def _prompt_completion(record: dict, colmap: dict, warn: Warn) -> dict:
 
 # Columns that hold an answer to imitate: a row with one is not "prompts alone".
 _ANSWER_COLUMNS = frozenset({"completion", "response", "chosen", "output", "messages", "conversations",
-                             "conversation", "rejected", "text", "content", "document", "body", "passage"})
+                             "conversation", "rejected", "text", "content", "document", "body", "passage",
+                             "caption", "description"})
 
 
 def _prompts(record: dict, colmap: dict, warn: Warn) -> dict:
@@ -471,6 +484,22 @@ def _prompts_fit(record: dict, colmap: dict, columns: dict) -> bool:
 
 def _question_answer(record: dict, colmap: dict, warn: Warn) -> dict:
     return _pair(record, colmap, warn, "question", "answer")
+
+
+def _has_image(record: dict) -> bool:
+    return any(record.get(k) not in (None, "", [], {}) for k in record if str(k).strip().lower() in IMAGE_COLUMNS)
+
+
+def _image_text(record: dict, colmap: dict, warn: Warn) -> dict:
+    """An image with its caption or answer (and an optional prompt): user = the prompt, which the image's
+    ``<image>`` marker is put in front of (studio.data.images.attach), assistant = the text."""
+    field = colmap["images"]
+    if record.get(field) in (None, "", [], {}):
+        raise RowProblem(f"'{field}' is empty", f"give the row's image in '{field}' or remove this row", field,
+                         code="empty")
+    answer = _text(_get(record, colmap, "answer"), colmap["answer"], what=f"'{colmap['answer']}'")
+    prompt = _text(record.get(colmap["prompt"]), colmap["prompt"], required=False) if "prompt" in colmap else ""
+    return _with_system(record, colmap, prompt, answer)
 
 
 def _text_format(record: Any, colmap: dict, warn: Warn) -> dict:
@@ -640,8 +669,14 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
                       "rewards); other columns (answer, pattern, ...) reach the rewards",
            (Field("prompt", ("prompt", "problem", "instruction", "query")), Field("input", ("input", "context"), False),
             SYSTEM), _prompts, probe=_prompts_fit),
+    Format("image_text", "An image with its caption or answer: an image column (image/images/image_path), "
+                         "'caption'/'text'/'description', optional 'prompt'/'question'",
+           (Field("images", IMAGE_COLUMNS), Field("answer", ("caption", "text", "description", "captions")),
+            Field("prompt", ("prompt", "question", "instruction", "query"), False), SYSTEM),
+           _image_text, probe=lambda r, m, cols: r.get(m["images"]) not in (None, "", [], {})),
     Format("text", "Plain text for continued pre-training (a 'text' column or a .txt file)",
-           (Field("text", ("text", "content", "document", "body", "passage")),), _text_format),
+           (Field("text", ("text", "content", "document", "body", "passage")),), _text_format,
+           probe=lambda r, m, cols: not _has_image(r)),  # text beside an image is its caption (image_text)
 )}
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.data.formats import FORMATS
+from studio.data.images import ImageTally
 from studio.data.report import MAX_PROBLEMS, DatasetReport, Problem
 from studio.data.scan import (
     FINGERPRINT_SEED,
@@ -97,7 +98,7 @@ def scan_range(path: str, start: int, end: int, fmt: str, colmap: dict, preview_
                 judge(_parse_json_line(raw, row, line), f, colmap, sink)
     return {"records": row, "lines": line, "usable": report.usable, "skipped": report.skipped,
             "filtered": report.filtered, "unused": sink.unused, "pairs": sink.pairs, "tool_rows": sink.tool_rows,
-            "counts": report.problem_counts, "examples": report.problem_examples, "problems": report.problems,
+            "images": sink.images, "counts": report.problem_counts, "examples": report.problem_examples, "problems": report.problems,
             "preview": report.preview, "digests": bytes(sink.digests), "rows": sink.rows, "row_lines": sink.lines}
 
 
@@ -115,9 +116,11 @@ def inspect_parallel(path: str | Path, fmt: str, columns: dict | None, preview_r
         results = [fut.result() for fut in futures]
     _merge(report, results, preview_rows)
     unused: Counter = Counter()  # column -> rows where it went unused
+    images = ImageTally()
     for res in results:
         unused.update(res["unused"])
-    finish(report, unused, sum(r["pairs"] for r in results), sum(r["tool_rows"] for r in results))
+        images.merge(res["images"])
+    finish(report, unused, sum(r["pairs"] for r in results), sum(r["tool_rows"] for r in results), images)
     suggest_if_mostly_unusable(report, sample, det.colmap)
     return report
 

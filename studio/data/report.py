@@ -93,7 +93,9 @@ class DatasetReport:
     roles: dict = field(default_factory=dict)  # --roles mapping applied (role value -> role)
     label_column: str | None = None  # a good/bad column (KTO label, tag) found in the file
     label_filter: bool = True  # rows marked bad are left out when a label column is found
-    media_columns: dict = field(default_factory=dict)  # column -> images/audio/video (not used in training)
+    media_columns: dict = field(default_factory=dict)  # column -> audio/video (not used in training)
+    images: int = 0  # images the usable rows carry (studio.data.images: each checked, kept in the examples)
+    image_sizes: dict | None = None  # count, rows, min/median/max width and height of those images
     tool_rows: int = 0  # usable conversations with tool calls, tool results or a tools schema
     preference: dict | None = None  # {"layout": ..., "pairs": N} for chosen/rejected data
     suggestions: list = field(default_factory=list)  # [{"format", "columns", "roles"}], each checked to work
@@ -141,8 +143,8 @@ class DatasetReport:
         d = {k: getattr(self, k) for k in (
             "path", "reader", "encoding", "compression", "format", "confidence", "detection", "column_map",
             "rows", "usable", "skipped", "filtered", "duplicates", "columns", "unused_columns", "roles",
-            "label_column", "label_filter", "media_columns", "tool_rows", "preference", "suggestions", "notes",
-            "fingerprint")}
+            "label_column", "label_filter", "media_columns", "images", "image_sizes", "tool_rows", "preference",
+            "suggestions", "notes", "fingerprint")}
         d["confidence"] = round(self.confidence, 3)
         d["warnings"] = self.warnings
         d["problems"] = [p.to_dict() for p in self.problems]

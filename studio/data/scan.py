@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from studio.data import images as imgs
 from studio.data.formats import FORMATS, ROLE_TARGETS, ROLES, Format, canonical, kind_of, media_problem
 from studio.data.report import WARNING, DatasetReport, Problem, RowProblem
 from studio.data.sources import DataError, Record, Records, Source, arrow_columns, open_source, records
@@ -116,7 +118,7 @@ def _single_column(dicts: list[dict], path: Any) -> Detection:
                         f"--format messages --columns messages={col},role=KEY,content=KEY")
     raise DataError(f"{path}: no known format: the columns are {', '.join(map(str, names[:12]))}; name the format "
                     "with --format (messages, sharegpt, alpaca, prompt_completion, question_answer, preference, "
-                    "prompts, text) and map its fields to your columns with --columns FIELD=COLUMN,…")
+                    "prompts, image_text, text) and map its fields to your columns with --columns FIELD=COLUMN,…")
 
 
 def _turn_keys(dicts: list[dict]) -> tuple[str, list[str]] | None:
@@ -148,6 +150,8 @@ def digest(example: dict) -> bytes:
             body += "\x1dtools\x1f" + json.dumps(example["tools"], sort_keys=True, ensure_ascii=False)
     else:
         body = "\x1dtext\x1f" + example["text"]
+    if "images" in example:  # the same question about another picture is another example
+        body += "\x1dimages\x1f" + "\x1f".join(example["images"])
     return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
@@ -172,6 +176,9 @@ class Sink:
         colmap = colmap or {}
         self.label: str | None = colmap.get("label")
         self.media: dict = colmap.get("media") or {}
+        self.image_column: str | None = colmap.get("images")
+        self.base: Path | None = colmap.get("base")
+        self.images = imgs.ImageTally()
         self.used = frozenset(used_columns(colmap))
         self.unused: Counter = Counter()
         self.pairs = self.tool_rows = 0
@@ -182,6 +189,8 @@ class Sink:
     def count(self, example: dict) -> None:
         """Per-example tallies the report states: preference pairs and conversations with tools."""
         if len(example) > 1:
+            if "image_sizes" in example:
+                self.images.add(example["image_sizes"])
             if "rejected" in example:
                 self.pairs += len(example["rejected"])
             if "tools" in example:
@@ -218,11 +227,13 @@ def open_and_detect(path: str | Path, fmt: str | None, columns: dict | None, rep
     """Open the file, read ahead to detect the format and describe both in ``report``.
 
     ``det.colmap`` also carries what every row needs besides the format's columns: ``roles`` (the
-    role names with the --roles mapping), ``label`` (a good/bad column to filter on) and ``media``
-    (image/audio/video columns, reported as unused).
+    role names with the --roles mapping), ``label`` (a good/bad column to filter on), ``media``
+    (audio/video columns, reported as unused), ``images`` (the column holding a row's images) and
+    ``base`` (the folder relative image paths are read from: the file's, or a datasets folder itself).
     """
     role_map = role_mapping(roles)
     src = open_source(path)
+    base = Path(os.path.abspath(src.path if src.path.is_dir() else src.path.parent))
     stream = records(src)
     sample = _sample(stream)
     try:
@@ -230,13 +241,13 @@ def open_and_detect(path: str | Path, fmt: str | None, columns: dict | None, rep
     except DataError as e:
         dicts = [r.value for r in sample if isinstance(r.value, dict)]
         e.columns = list(dict.fromkeys(str(k) for d in dicts for k in d))  # the window's column menus offer them
-        found = suggestions(dicts, role_map)
+        found = suggestions(dicts, role_map, base=base)
         if found and not getattr(e, "suggestions", None):
             e.suggestions = found
             e.args = (f"{e.args[0]}; this works: {as_flags(found[0])}",)
         raise
     dicts = [r.value for r in sample if isinstance(r.value, dict)]
-    det.colmap = {**det.colmap, **_row_options(det, dicts, role_map, label_filter, report)}
+    det.colmap = {**det.colmap, **_row_options(det, dicts, role_map, label_filter, report, base)}
     _describe(report, src, det, sample)
     return src, det, sample, stream
 
@@ -264,7 +275,7 @@ def iter_examples(path: str | Path, fmt: str = "auto", columns: dict | None = No
             yield rec.row, rec.line, example
     report.fingerprint = sink.hash.hexdigest()
     report.notes.extend(n for n in src.notes if n not in report.notes)
-    finish(report, sink.unused, sink.pairs, sink.tool_rows)
+    finish(report, sink.unused, sink.pairs, sink.tool_rows, sink.images)
     suggest_if_mostly_unusable(report, sample, colmap)
 
 
@@ -273,8 +284,8 @@ def suggest_if_mostly_unusable(report: DatasetReport, sample: list[Record], colm
     if report.usable * 2 >= report.rows - report.filtered:
         return
     dicts = [r.value for r in sample if isinstance(r.value, dict)]
-    current = {k: v for k, v in colmap.items() if isinstance(v, str)}
-    report.suggestions = [c for c in suggestions(dicts, colmap.get("roles") or ROLES)
+    current = {k: v for k, v in colmap.items() if isinstance(v, str) and k != "images"}
+    report.suggestions = [c for c in suggestions(dicts, colmap.get("roles") or ROLES, base=colmap.get("base"))
                           if not (c["format"] == report.format and c["columns"] == current and not c.get("roles"))]
     if report.suggestions:
         report.notes.append(f"most rows are unusable as read; this works on the first rows: "
@@ -308,12 +319,20 @@ def judge(rec: Record, f: Format, colmap: dict, sink: Sink) -> dict | None:
                                  "write true/false (or good/bad), or keep every row with --label-filter off",
                                  str(sink.label), code="label"), rec.row, rec.line)
                 return None
-    warnings: list[Problem] = []
+    warnings = RowWarnings()
     try:
-        example = f.normalise(value, colmap, warnings.append)
+        example = f.normalise(value, colmap, warnings)
         msgs = example.get("messages")
-        if msgs is not None and (sink.media or (getattr(msgs, "special", True) and _has_marker(msgs))):
-            _media(msgs, value, sink.media, warnings.append)
+        if msgs is not None:
+            special = getattr(msgs, "special", True)
+            if sink.media or (special and _has_marker(msgs)):
+                _media(msgs, value, sink.media, warnings)
+            column = sink.image_column
+            if warnings.images or (column is not None and type(value) is dict and value.get(column) is not None) \
+                    or (special and _has_image(msgs)):
+                sink.images.placed += imgs.attach(example, warnings.images,
+                                                  value.get(column) if column is not None else None, column,
+                                                  sink.base)
     except RowProblem as e:
         sink.bad(e.problem, rec.row, rec.line)
         return None
@@ -329,6 +348,21 @@ def judge(rec: Record, f: Format, colmap: dict, sink: Sink) -> dict | None:
     return example
 
 
+class RowWarnings(list):
+    """A row's warnings, called like ``list.append`` by the normalisers, and the images its content parts
+    name, in order: ``formats._content`` appends ``(what the part names, field)``, what being None for a
+    part that only marks the image's place."""
+
+    __slots__ = ("images",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list = []
+
+    def __call__(self, problem: Problem) -> None:
+        self.append(problem)
+
+
 # ------------------------------------------------------------------ labels, media, unused fields
 
 LABEL_COLUMNS = ("label", "kto_label", "kto_tag", "tag", "is_good", "desirable", "good", "thumbs_up")
@@ -336,10 +370,10 @@ GOOD = frozenset({"true", "1", "yes", "good", "positive", "pos", "desirable", "c
                   "correct", "thumbs_up", "up", "+1"})
 BAD = frozenset({"false", "0", "no", "bad", "negative", "neg", "undesirable", "rejected", "reject", "incorrect",
                  "wrong", "thumbs_down", "down", "-1"})
-MEDIA_COLUMNS = {"images": "images", "image": "images", "image_path": "images", "image_paths": "images",
-                 "image_url": "images", "videos": "video", "video": "video", "audios": "audio", "audio": "audio"}
-_MARKER = re.compile(r"<(image|video|audio)>\n?")
-_MARKER_GROUP = {"image": "images", "video": "video", "audio": "audio"}
+# Columns of media a row carries that no training here reads (images are read: studio.data.images).
+MEDIA_COLUMNS = {"videos": "video", "video": "video", "audios": "audio", "audio": "audio"}
+_MARKER = re.compile(r"<(video|audio)>\n?")
+_MARKER_GROUP = {"video": "video", "audio": "audio"}
 
 
 def label_verdict(value: Any) -> bool | None:
@@ -363,8 +397,13 @@ def _has_marker(messages: list[dict]) -> bool:
     return any("<" in m["content"] and _MARKER.search(m["content"]) for m in messages)
 
 
+def _has_image(messages: list[dict]) -> bool:
+    return any(imgs.IMAGE in m["content"] for m in messages)
+
+
 def _media(messages: list[dict], record: Any, media_cols: dict, warn: Any) -> None:
-    """Media a text-only run cannot use: named per row; their <image>-style markers taken out of the text."""
+    """Audio and video, which no training here uses: named per row; their <video>/<audio> markers taken out of
+    the text (``<image>`` markers stay: the images are kept)."""
     groups: dict[str, str] = {}
     if type(record) is dict:
         for col, group in media_cols.items():
@@ -379,15 +418,15 @@ def _media(messages: list[dict], record: Any, media_cols: dict, warn: Any) -> No
         m["content"] = _MARKER.sub("", content).strip()
         if not m["content"] and not m.get("tool_calls") and m["role"] in ("user", "assistant"):
             found = " ".join(sorted({f"<{k}>" for k in _MARKER.findall(content)}))
-            raise RowProblem(f"{m['role']} turn {i + 1} holds only {found} markers; text-only training cannot "
-                             "use it", "remove this row, or write out in text what the answer relies on",
+            raise RowProblem(f"{m['role']} turn {i + 1} holds only {found} markers; audio and video are not "
+                             "used", "remove this row, or write out in text what the answer relies on",
                              f"turn {i + 1}", code="only_media")
     for group, field in groups.items():
         warn(media_problem(group, field))
 
 
 def used_columns(colmap: dict) -> set:
-    """The columns of a record that are read: the format's, plus label and media columns."""
+    """The columns of a record that are read: the format's, plus the label, image and media columns."""
     used = {v for k, v in colmap.items() if isinstance(v, str) and k not in ("role", "content")}
     return used | set(colmap.get("media") or {})
 
@@ -406,9 +445,12 @@ def role_mapping(roles: dict | None) -> dict:
 
 
 def _row_options(det: Detection, dicts: list[dict], roles: dict, label_filter: bool,
-                 report: DatasetReport) -> dict:
-    """The label column (when its values all say good or bad) and media columns found in the sample."""
+                 report: DatasetReport, base: Path | None = None) -> dict:
+    """The label column (when its values all say good or bad), the image column and media columns found in the
+    sample, and the folder image paths are read from."""
     opts: dict = {"roles": roles} if roles is not ROLES else {}
+    if base is not None:
+        opts["base"] = base
     report.roles = {k: v for k, v in roles.items() if ROLES.get(k) != v} if roles is not ROLES else {}
     used = {v for v in det.colmap.values() if isinstance(v, str)}
     names = list(dict.fromkeys(k for d in dicts for k in d if k not in used))
@@ -421,6 +463,11 @@ def _row_options(det: Detection, dicts: list[dict], roles: dict, label_filter: b
                     if label_filter:
                         opts["label"] = name
                     break
+    if det.format != "text" and "images" not in det.colmap:
+        lower = {str(name).strip().lower(): name for name in names}
+        column = next((lower[c] for c in imgs.IMAGE_COLUMNS if c in lower), None)
+        if column is not None:
+            opts["images"] = column
     media = {name: MEDIA_COLUMNS[str(name).strip().lower()] for name in names
              if str(name).strip().lower() in MEDIA_COLUMNS and det.format != "text"}
     if media:
@@ -429,10 +476,14 @@ def _row_options(det: Detection, dicts: list[dict], roles: dict, label_filter: b
     return opts
 
 
-def finish(report: DatasetReport, unused: Counter, pairs: int, tool_rows: int) -> None:
+def finish(report: DatasetReport, unused: Counter, pairs: int, tool_rows: int,
+           images: imgs.ImageTally | None = None) -> None:
     """Counts and file-level notes: nothing the file carries goes unnamed."""
     report.rows = report.usable + report.skipped + report.filtered
     report.tool_rows = tool_rows
+    if images is not None:
+        report.images, report.image_sizes = images.images, images.summary()
+        report.notes.extend(images.notes())
     if report.roles:
         report.notes.append("roles mapped: " + ", ".join(f"{k}={v}" for k, v in report.roles.items()))
     if report.label_column:
@@ -446,7 +497,8 @@ def finish(report: DatasetReport, unused: Counter, pairs: int, tool_rows: int) -
     for (code, _sev, _field), n in sorted(report.problem_counts.items(), key=lambda kv: kv[0][0]):
         if code.startswith("media_"):
             group = code[len("media_"):]
-            report.notes.append(f"{n} row(s) carry {group}; the {group} are not used (text-only training)")
+            report.notes.append(f"{n} row(s) carry {group}; the {group} are not used (training reads text and "
+                                "images only)")
     if tool_rows:
         report.notes.append(f"{tool_rows} conversation(s) use tools: assistant tool calls are trained like any "
                             "assistant turn, tool results are not; both are written with the model's chat template "
@@ -512,12 +564,13 @@ def as_flags(suggestion: dict) -> str:
     return out
 
 
-def suggestions(dicts: list[dict], roles: dict | None = None, limit: int = 3) -> list[dict]:
-    """Mappings (format, columns, roles) that make most sampled records usable, each tried before it is offered."""
+def suggestions(dicts: list[dict], roles: dict | None = None, limit: int = 3, base: Path | None = None) -> list[dict]:
+    """Mappings (format, columns, roles) that make most sampled records usable, each tried before it is offered
+    (``base``: the folder the file's relative image paths are read from)."""
     roles = roles or ROLES
     out = []
     for cand in _candidates(dicts, roles):
-        if cand not in out and _works(cand, dicts, roles):
+        if cand not in out and _works(cand, dicts, roles, base):
             out.append(cand)
             if len(out) >= limit:
                 break
@@ -589,7 +642,7 @@ def _guess_roles(dicts: list[dict], col: Any, role_key: Any, roles: dict) -> dic
     return guess
 
 
-def _works(cand: dict, dicts: list[dict], roles: dict) -> bool:
+def _works(cand: dict, dicts: list[dict], roles: dict, base: Path | None = None) -> bool:
     """At least half the sampled records become usable examples with this mapping."""
     try:
         det = _forced(cand["format"], dicts, cand["columns"], "")
@@ -597,7 +650,7 @@ def _works(cand: dict, dicts: list[dict], roles: dict) -> bool:
     except DataError:
         return False
     trial = DatasetReport()
-    colmap = {**det.colmap, **_row_options(det, dicts, role_map, True, trial)}
+    colmap = {**det.colmap, **_row_options(det, dicts, role_map, True, trial, base)}
     sink = Sink(trial, 0, False, colmap)
     for i, d in enumerate(dicts):  # exactly the per-row checks a run makes
         judge(Record(i + 1, None, d, None), FORMATS[cand["format"]], colmap, sink)
