@@ -140,7 +140,7 @@ def test_split_is_seeded_and_reproducible():
 
 def test_package_import_stays_light():
     code = ("import sys, studio.data, studio.commands.data; "
-            "heavy = [m for m in ('torch', 'transformers', 'datasets', 'pyarrow', 'numpy') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'transformers', 'datasets', 'pyarrow', 'numpy', 'PIL') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
