@@ -14,8 +14,8 @@ count from the image's size and its own settings (``preprocessor_config.json``, 
 - Idefics3 / SmolVLM: split into tiles of ``max_image_size`` plus one global view, ``image_seq_len`` each,
   with the row and tile markers between them.
 
-Before the processor, the studio bounds every image by ``data.max_pixels`` (``bounded``), the same way in
-training, in the Playground and here.
+Before the processor, the studio bounds every image by ``data.max_pixels`` (``bounded``), and lowers a Qwen
+processor's own ``max_pixels`` to it, the same way in training, in the Playground and here.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
 IDEFICS_TYPES = ("idefics3", "smolvlm")
+DEFAULT_MAX_PIXELS = 512 * 28 * 28  # data.max_pixels' default: 512 of Qwen2-VL's 28x28 tokens
 
 
 def bounded(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
@@ -128,11 +129,11 @@ class ImageTokens:
         if isinstance(proc.get("image_processor"), dict):
             pre = {**proc["image_processor"], **pre}
         kind = str(config.get("model_type", ""))
-        rule = _rule(kind, config, pre, proc)
+        rule = _rule(kind, config, pre, proc, max_pixels)
         return None if rule is None else cls(kind, rule, max_pixels)
 
 
-def _rule(kind: str, config: dict, pre: dict, proc: dict) -> Callable[[int, int], int] | None:
+def _rule(kind: str, config: dict, pre: dict, proc: dict, max_pixels: int | None = None) -> Callable[[int, int], int] | None:
     vision = _dict(config.get("vision_config"))
     if kind in QWEN_TYPES:
         patch = _int(pre.get("patch_size"), _int(vision.get("patch_size"), 14))
@@ -140,6 +141,8 @@ def _rule(kind: str, config: dict, pre: dict, proc: dict) -> Callable[[int, int]
         size = _dict(pre.get("size"))
         lo = _int(pre.get("min_pixels"), _int(size.get("shortest_edge"), 56 * 56))
         hi = _int(pre.get("max_pixels"), _int(size.get("longest_edge"), 28 * 28 * 1280))
+        if max_pixels:  # the studio lowers the processor's own bound to data.max_pixels too (studio.vision)
+            hi = min(hi, max_pixels)
 
         def qwen(w: int, h: int) -> int:
             rh, rw = _qwen_resize(h, w, patch * merge, lo, hi)

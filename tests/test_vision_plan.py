@@ -44,3 +44,50 @@ def test_the_estimate_adds_exactly_the_tower_in_the_compute_dtype(vlm):
     with_tower = memory.estimate(info, Settings(), device="cuda")
     assert with_tower.components["vision_weights"] == info.vision_params * 2  # bf16 on a GPU
     assert with_tower.peak_allocated - base.peak_allocated == info.vision_params * 2
+
+
+def test_data_inspect_with_a_vision_model_counts_each_rows_image_tokens_into_its_length(vlm, tmp_path):
+    """The tiny Qwen2-VL's processor allows 56x56 pixels: a 40x30 image is one 28x28 cell (1 token), a 200x100 one
+    is 4 cells (2x2 after smart_resize within 3136 pixels, 1 token each); a text row gets none."""
+    import json
+
+    from PIL import Image
+
+    from studio.data import inspect
+    from studio.data.tokens import LengthCollector
+    from studio.image_tokens import ImageTokens
+
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "small.png")
+    Image.new("RGB", (200, 100), "blue").save(tmp_path / "wide.png")
+    rows = [{"messages": [{"role": "user", "content": [{"type": "image", "image": "small.png"},
+                                                       {"type": "text", "text": "What colour?"}]},
+                          {"role": "assistant", "content": "Red."}]},
+            {"messages": [{"role": "user", "content": [{"type": "image", "image": "wide.png"},
+                                                       {"type": "image", "image": "small.png"},
+                                                       {"type": "text", "text": "Which is wider?"}]},
+                          {"role": "assistant", "content": "The first."}]},
+            {"messages": [{"role": "user", "content": "No picture here."}, {"role": "assistant", "content": "Fine."}]}]
+    path = tmp_path / "pictures.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rule = ImageTokens.from_folder(vlm, max_pixels=401408)
+    per_row = [rule.count(40, 30), rule.count(200, 100) + rule.count(40, 30)]
+    assert per_row[0] > 0 and per_row[1] > per_row[0]
+    report = inspect(path, tokenizer=str(vlm), workers=1)
+    assert report.images == 3
+    assert report.image_tokens == {"rows": 2, "min": per_row[0], "p50": per_row[1], "max": per_row[1],
+                                   "total": sum(per_row)}
+    # the lengths are the text's tokens plus the images': the same rows counted by a collector that knows no rule
+    from studio.data import load_examples
+    from studio.data.tokens import load_tokenizer
+
+    examples, _ = load_examples(path)
+    tok = load_tokenizer(str(vlm))
+    counted, text_only = LengthCollector(tok, max_pixels=401408), LengthCollector(tok)
+    text_only._rule = False
+    for i, ex in enumerate(examples):
+        counted.add(ex, i + 1, i + 1)
+        text_only.add(ex, i + 1, i + 1)
+    counted.flush()
+    text_only.flush()
+    assert [a - b for a, b in zip(counted.lengths, text_only.lengths)] == [*per_row, 0]
+    assert report.tokens.max == max(counted.lengths)

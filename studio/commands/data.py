@@ -161,6 +161,10 @@ def _summary(r: Any) -> str:
         lines.append(f"  images     {r.images} in {sizes.get('rows', '?')} row(s), checked; largest "
                      f"{sizes.get('max_width')}x{sizes.get('max_height')}, median "
                      f"{sizes.get('median_width')}x{sizes.get('median_height')}")
+        if r.image_tokens:
+            it = r.image_tokens
+            lines.append(f"  image tokens per row {it['min']}-{it['max']} (median {it['p50']}) with the model's processor, "
+                         "counted in the row lengths")
     lines.append(f"  fingerprint {r.fingerprint[:16]}")
     lines += [f"  note: {printable(n)}" for n in r.notes]
     return "\n".join(lines)

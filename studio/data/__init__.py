@@ -28,6 +28,7 @@ from studio.data.scan import detect, iter_examples
 from studio.data.sources import READERS, DataError, open_source
 from studio.data.template import FALLBACK_NOTE, tool_support
 from studio.data.tokens import LengthCollector, load_tokenizer, mask_view, packed_view, padding, stats
+from studio.image_tokens import DEFAULT_MAX_PIXELS
 
 PROGRESS_EVERY = 10_000
 
@@ -205,7 +206,7 @@ def _collector(tokenizer: Any, report: DatasetReport):
         report.usable -= 1
         report.skipped += 1
 
-    return LengthCollector(tokenizer, on_error)
+    return LengthCollector(tokenizer, on_error, DEFAULT_MAX_PIXELS)
 
 
 def note_tool_support(report: DatasetReport, tokenizer: Any) -> None:
@@ -218,6 +219,11 @@ def note_tool_support(report: DatasetReport, tokenizer: Any) -> None:
 def _token_report(report: DatasetReport, collector: Any, tokenizer: Any, seq_len: int | None, train_on: str) -> None:
     collector.flush()
     report.tokens = stats(collector.lengths, seq_len, tokenizer)
+    if collector.image_tokens:
+        it = stats(collector.image_tokens, None)
+        report.image_tokens = {"rows": it.count, "min": it.min, "p50": it.p50, "max": it.max, "total": it.total}
+    if collector.image_note:
+        report.notes.append(collector.image_note)
     if report.tokens.template != "model":
         report.notes.append("the model has no chat template; conversations are rendered as ChatML")
     note_tool_support(report, tokenizer)

@@ -96,6 +96,9 @@ class DatasetReport:
     media_columns: dict = field(default_factory=dict)  # column -> audio/video (not used in training)
     images: int = 0  # images the usable rows carry (studio.data.images: each checked, kept in the examples)
     image_sizes: dict | None = None  # count, rows, min/median/max width and height of those images
+    # with a model: the tokens each row's images become with its processor (rows, min, p50, max, total); counted in
+    # the row lengths of ``tokens`` (studio.image_tokens)
+    image_tokens: dict | None = None
     tool_rows: int = 0  # usable conversations with tool calls, tool results or a tools schema
     preference: dict | None = None  # {"layout": ..., "pairs": N} for chosen/rejected data
     suggestions: list = field(default_factory=list)  # [{"format", "columns", "roles"}], each checked to work
@@ -143,7 +146,7 @@ class DatasetReport:
         d = {k: getattr(self, k) for k in (
             "path", "reader", "encoding", "compression", "format", "confidence", "detection", "column_map",
             "rows", "usable", "skipped", "filtered", "duplicates", "columns", "unused_columns", "roles",
-            "label_column", "label_filter", "media_columns", "images", "image_sizes", "tool_rows", "preference",
+            "label_column", "label_filter", "media_columns", "images", "image_sizes", "image_tokens", "tool_rows", "preference",
             "suggestions", "notes", "fingerprint")}
         d["confidence"] = round(self.confidence, 3)
         d["warnings"] = self.warnings

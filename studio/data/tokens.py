@@ -19,6 +19,7 @@ from studio.models import ModelError, resolve
 from studio.safety import UnsafeInput, check_remote_code
 
 BATCH = 1024
+IMAGE_MARKER = "<image>"  # where an image sits in a row's text (studio.data's contract with training)
 BINS = 20
 
 
@@ -96,7 +97,7 @@ class LengthCollector:
     batch (Python, jinja) overlaps with tokenising the previous one.
     """
 
-    def __init__(self, tokenizer: Any, on_error=None):
+    def __init__(self, tokenizer: Any, on_error=None, max_pixels: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         self.tokenizer, self.on_error = tokenizer, on_error
@@ -104,6 +105,36 @@ class LengthCollector:
         self.texts: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenise")
         self._pending: list = []
+        # rows with images: the tokens each row's images become with this model's processor (studio.image_tokens),
+        # added to the row's length; None until a row has images, False when the model's rule is not known
+        self.max_pixels = max_pixels
+        self._rule: Any = None
+        self._extra = array("I")  # per collected row, its image tokens (0 for a text row)
+        self.image_tokens = array("I")  # per row with images
+        self.image_note = ""
+
+    def _image_tokens(self, example: dict) -> int:
+        images = example.get("images")
+        if not images:
+            return 0
+        if self._rule is None:
+            from studio.image_tokens import ImageTokens
+
+            folder = getattr(self.tokenizer, "name_or_path", "") or ""
+            self._rule = (ImageTokens.from_folder(folder, self.max_pixels) if folder and Path(folder).is_dir()
+                          else None) or False
+            if not self._rule:
+                self.image_note = (f"the image tokens of {Path(folder).name or 'this model'} are not known to the "
+                                   "studio (not a vision-language model it knows): row lengths count the text only")
+        if not self._rule:
+            return 0
+        sizes = example.get("image_sizes") or []
+        try:
+            count = sum(self._rule.count(int(w), int(h)) for w, h in sizes)
+        except (TypeError, ValueError):  # a size the processor refuses (aspect over 200): training says so per row
+            count = 0
+        self.image_tokens.append(count)
+        return count
 
     def add(self, example: dict, row: int, line: int | None) -> None:
         try:
@@ -112,6 +143,7 @@ class LengthCollector:
             if self.on_error:
                 self.on_error(e, row, line)
             return
+        self._extra.append(self._image_tokens(example))
         if len(self.texts) >= BATCH:
             self._submit()
 
@@ -128,6 +160,10 @@ class LengthCollector:
             self.lengths.extend(fut.result())
         self._pending = []
         self._pool.shutdown(wait=True)
+        if any(self._extra):  # each image's marker in the text becomes the processor's image tokens
+            for i, extra in enumerate(self._extra):
+                self.lengths[i] += extra
+        self._extra = array("I")
 
 
 def stats(lengths: Iterable[int], seq_len: int | None, tokenizer: Any = None) -> TokenStats:
@@ -161,10 +197,46 @@ def mask_view(tokenizer: Any, example: dict, seq_len: int | None = None,
     enc = encode_with_offsets(tokenizer, example, train_on)
     text, view = enc["text"], []
     limit = seq_len or len(enc["input_ids"])
+    images = _image_spans(tokenizer, example, text)
+    shown: set[int] = set()
     for i, (tok, label, (start, end)) in enumerate(zip(enc["input_ids"], enc["labels"], enc["offsets"])):
+        k = next((k for k, (a, b, _) in enumerate(images) if start < b and end > a), None)
+        if k is not None:  # the tokens of an <image> marker: shown once, as what the processor puts there
+            if k not in shown:
+                shown.add(k)
+                a, b, words = images[k]
+                view.append((text[start:a] + words + text[b:end], False))
+            continue
         piece = text[start:end] if end > start else tokenizer.decode([tok])
         view.append((piece, label != -100 and i < limit))
     return view
+
+
+def _image_spans(tokenizer: Any, example: dict, text: str) -> list[tuple[int, int, str]]:
+    """Where each image's ``<image>`` marker sits in the rendered text, and how it is shown: its number, size and
+    the image tokens the model's processor makes of it (never trained)."""
+    import re
+
+    if not example.get("images"):
+        return []
+    from studio.image_tokens import ImageTokens
+
+    folder = getattr(tokenizer, "name_or_path", "") or ""
+    rule = ImageTokens.from_folder(folder) if folder and Path(folder).is_dir() else None
+    sizes = list(example.get("image_sizes") or [])
+    spans = []
+    for k, m in enumerate(re.finditer(re.escape(IMAGE_MARKER), text)):
+        words = f"[image {k + 1}"
+        if k < len(sizes):
+            w, h = sizes[k]
+            words += f", {w}x{h}"
+            if rule is not None:
+                try:
+                    words += f", {rule.count(int(w), int(h))} tokens"
+                except (TypeError, ValueError):
+                    pass
+        spans.append((m.start(), m.end(), words + "]"))
+    return spans
 
 
 PACK_BOUNDARY = "\n── next example: attention starts again ──\n"
