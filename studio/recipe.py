@@ -100,6 +100,9 @@ class DataSpec:
     mix_ratio: float = _f(0.2, "Share of the training examples taken from data.mix (0.2: one in five).",
                           min=0.0, max=0.9)
     heldout: str = _f("", "Optional held-out prompts (JSONL) answered before and after training to show the change.")
+    max_pixels: int = _f(512 * 28 * 28, "Rows with images: each image is shrunk (aspect kept) to at most this many "
+                         "pixels before the model's processor sees it (more pixels: more image tokens and memory).",
+                         min=28 * 28, max=16384 * 28 * 28)
 
 
 @dataclass
@@ -189,6 +192,9 @@ class TrainSpec:
                                    "-> float; it runs only after you agree to it.", flag="--reward-file")
     grpo_reward_sha256: str = _f("", "grpo: the sha256 of the reward file you agreed to run (set by the prompt in "
                                      "the terminal or the window; a changed file is refused).")
+    vision_lora: bool = _f(False, "Rows with images on a vision-language model: adapt the vision tower's linear "
+                                  "layers with LoRA too (by default the tower is frozen and only the language model "
+                                  "is adapted).")
     packing: bool = _f(False, "SFT only: put several short examples in one sequence (no padding), with attention "
                               "kept within each example.")
     # Several processes (GPUs) under torchrun: docs/multi-gpu.md.

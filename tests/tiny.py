@@ -132,3 +132,105 @@ def write_grpo_jsonl(path: Path, n: int = 32) -> Path:
     """Prompts with what grpo's rewards read: the row's ``answer`` and the ANSWER/WHY ``pattern``."""
     return _write_jsonl(path, ({"prompt": f"What is {a} plus {b}?", "answer": str(a + b),
                                 "pattern": r"\AANSWER: \d+\. WHY: [^\n]+\Z"} for a, b, _ in _sums(n)))
+
+
+# Chat templates that render content parts ({"type": "image"} / {"type": "text", "text": ...}) as the families'
+# own do, in small: an image part becomes the family's placeholder, which the processor expands to its tokens.
+_PARTS = ("{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+          "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ IMAGE }}"
+          "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}")
+VLM_TEMPLATES = {
+    "qwen2_vl": ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+                 + _PARTS.replace("{{ IMAGE }}", "<|vision_start|><|image_pad|><|vision_end|>")
+                 + "{{ '<|im_end|>\n' }}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+    "gemma3": ("{{ bos_token }}{% for message in messages %}"
+               "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' }}"
+               + _PARTS.replace("{{ IMAGE }}", "<start_of_image>")
+               + "{{ '<end_of_turn>\n' }}{% endfor %}"
+               "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"),
+}
+VLM_TOKENS = {
+    "qwen2_vl": {"vision_start": "<|vision_start|>", "vision_end": "<|vision_end|>", "image": "<|image_pad|>",
+                 "video": "<|video_pad|>"},
+    "gemma3": {"boi": "<start_of_image>", "eoi": "<end_of_image>", "image": "<image_soft_token>",
+               "turn_start": "<start_of_turn>", "turn_end": "<end_of_turn>"},
+}
+
+
+def make_vlm(out_dir: Path, family: str = "qwen2_vl", seed: int = 0, layers: int = 2, max_pixels: int = 56 * 56,
+             image_size: int = 32, mm_tokens: int = 4) -> Path:
+    """A tiny randomly initialised vision-language checkpoint with its processor (tokenizer with the family's
+    image tokens, image processor, a chat template that renders content parts), saved as transformers saves one.
+
+    ``qwen2_vl``: patches of 14 merged 2x2, so a 56x56 image (``max_pixels``) is a 4x4 grid, 4 image tokens;
+    ``gemma3``: a SigLIP tower on ``image_size`` pixels, pooled to ``mm_tokens`` image tokens."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    tokens = VLM_TOKENS[family]
+    base = make_tokenizer(out_dir)
+    extra = {f"{k}_token": v for k, v in tokens.items() if k in ("boi", "eoi", "image")} if family == "gemma3" else {}
+    tok = PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, bos_token=base.bos_token,
+                                  eos_token=base.eos_token, pad_token=base.pad_token, unk_token=base.unk_token,
+                                  extra_special_tokens=extra)
+    tok.add_special_tokens({"additional_special_tokens": list(tokens.values())})
+    ids = {k: tok.convert_tokens_to_ids(v) for k, v in tokens.items()}
+    template = VLM_TEMPLATES[family]
+    tok.chat_template = template
+    text = dict(hidden_size=64, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=128, vocab_size=len(tok), head_dim=16, bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_position_embeddings=512)
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLImageProcessorPil, Qwen2VLProcessor
+
+        config = AutoConfig.for_model(
+            "qwen2_vl", text_config=dict(text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                                "mrope_section": [2, 3, 3]}),
+            vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2),
+            image_token_id=ids["image"], video_token_id=ids["video"], vision_start_token_id=ids["vision_start"],
+            vision_end_token_id=ids["vision_end"], tie_word_embeddings=False)
+        from studio.vision import _images_only
+
+        with _images_only():  # its video processor needs torchvision, which the studio does not install
+            processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessorPil(min_pixels=28 * 28,
+                                                                                 max_pixels=max_pixels),
+                                         tokenizer=tok, video_processor=None, chat_template=template)
+    elif family == "gemma3":
+        from transformers import Gemma3ImageProcessorPil, Gemma3Processor
+
+        config = AutoConfig.for_model(
+            "gemma3", text_config=dict(text, sliding_window=16),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                               image_size=image_size, patch_size=8),
+            mm_tokens_per_image=mm_tokens, boi_token_index=ids["boi"], eoi_token_index=ids["eoi"],
+            image_token_index=ids["image"], tie_word_embeddings=True)
+        processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": image_size,
+                                                                                 "width": image_size}),
+                                    tokenizer=tok, chat_template=template, image_seq_length=mm_tokens)
+    else:
+        raise ValueError(f"make_vlm: no tiny {family}")
+    torch.manual_seed(seed)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    processor.image_processor.save_pretrained(out_dir)
+    (out_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
+    (out_dir / "processor_config.json").write_text(json.dumps(
+        {"processor_class": type(processor).__name__,
+         **({"image_seq_length": mm_tokens} if family == "gemma3" else {})}), encoding="utf-8")
+    GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id).save_pretrained(out_dir)
+    return out_dir
+
+
+def write_image(path: Path, size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 30, 30)) -> Path:
+    """A small solid-colour PNG with a darker square in one corner (PIL only)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, color)
+    img.paste(tuple(c // 3 for c in color), (0, 0, size[0] // 3, size[1] // 3))
+    img.save(path)
+    return path

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+from studio import vision
 from studio.data import DataError, load_examples, note_tool_support, split_examples
 from studio.data import documents as docs
 from studio.data.pairs import LAYOUTS, encode_pairs, has_pairs
@@ -43,6 +44,8 @@ class TrainData:
     val_dropped: int = 0
     val_pairs: Any | None = None  # preference objectives: PairStats of the validation split
     prompts: int | None = None  # grpo: training prompts (each sampled train.grpo_generations times a step)
+    vision: bool = False  # rows with images on a vision-language model: train/val are studio.vision.VisionDataset
+    images: int = 0  # images in the training rows (vision)
 
     def lm_rows(self) -> list[dict]:
         """The validation rows with labels (eval.json's loss): the chosen conversations for DPO/ORPO."""
@@ -72,14 +75,20 @@ def _encode_all(tokenizer: Any, examples: list[dict], recipe: Recipe, where: dic
     return out
 
 
-def build(tokenizer: Any, recipe: Recipe) -> TrainData:
-    """Load, split and tokenise the recipe's dataset exactly as `data inspect` sees it."""
+def build(tokenizer: Any, recipe: Recipe, processor: Callable[[], Any] | None = None, model: str = "") -> TrainData:
+    """Load, split and tokenise the recipe's dataset exactly as `data inspect` sees it.
+
+    ``processor``: called when the rows carry images, it gives the base's processor when the base is a
+    vision-language model (studio.vision), else None: the rows are then refused (``model`` names the base)."""
     from datasets import Dataset
 
     where: dict = {}
     rewards = recipe.train.objective in REWARD_OBJECTIVES
     examples, report = load_examples(recipe.data.path, recipe.data.format, recipe.data.columns or None,
                                      recipe.data.roles or None, recipe.data.label_filter, where, keep_row=rewards)
+    with_images = sum(1 for ex in examples if vision.image_count(ex))
+    if with_images:
+        return _build_vision(processor() if processor else None, recipe, examples, report, where, with_images, model)
     note_tool_support(report, tokenizer)
     documents = getattr(report, "format", "") == docs.FORMAT
     if documents and recipe.train.objective in PREFERENCE_OBJECTIVES:
@@ -120,6 +129,64 @@ def build(tokenizer: Any, recipe: Recipe) -> TrainData:
                      report=report, truncated=tr.cut, trained_tokens=trained, refused=tr.refused + va.refused,
                      refusal=tr.first or va.first, val_examples=val_ex, dropped=tr.dropped_long,
                      dropped_empty=tr.dropped_empty + va.dropped_empty, val_cut=va.cut, val_dropped=va.dropped_long)
+
+
+def _build_vision(processor: Any, recipe: Recipe, examples: list, report: Any, where: dict, with_images: int,
+                  model: str) -> TrainData:
+    """Rows with images, encoded by the vision-language model's processor (studio.vision): SFT only."""
+    path, t = recipe.data.path, recipe.train
+    if processor is None:
+        raise DataError(str(vision.text_model_refusal(path, model or str(recipe.model.name_or_path), with_images)))
+    if t.objective != "sft":
+        raise DataError(f"{path}: {with_images} row(s) carry images, and train.objective '{t.objective}' trains on "
+                        "text only in this version: rows with images train with train.objective 'sft'. Use "
+                        "--objective sft, or drop the images to train on the text alone")
+    if t.packing:
+        raise DataError(f"{path}: {with_images} row(s) carry images, and train.packing puts several examples in "
+                        "one sequence, which this version does not do with images. Turn packing off (--no-packing)")
+    train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
+    tr = _encode_vision(processor, train_ex, recipe, where)
+    va = _encode_vision(processor, val_ex, recipe, where)
+    if not tr.rows and tr.refused == len(train_ex):
+        raise DataError(f"{path}: every training example with images was refused ({tr.refused}); first, "
+                        f"{tr.first}. Fix the rows or the model's chat template")
+    if not tr.rows:
+        raise DataError(f"{path}: no example with images fits train.seq_len={t.seq_len} with its image tokens and "
+                        "an assistant token to learn; raise the sequence length or lower data.max_pixels")
+    report.notes.append(f"images: {sum(len(r.images) for r in tr.rows)} in {len(tr.rows)} training row(s), "
+                        f"at most {recipe.data.max_pixels:,} pixels each; the whole vision-language model trains "
+                        "(the sft objective)")
+    trained = sum(sum(1 for x in r.row["labels"] if x != -100) for r in tr.rows)
+    return TrainData(train=vision.VisionDataset(tr.rows), val=vision.VisionDataset(va.rows) if va.rows else None,
+                     report=report, truncated=tr.cut, trained_tokens=trained, refused=tr.refused + va.refused,
+                     refusal=tr.first or va.first, val_examples=val_ex, dropped=tr.dropped_long,
+                     dropped_empty=tr.dropped_empty + va.dropped_empty, val_cut=va.cut, val_dropped=va.dropped_long,
+                     vision=True, images=sum(len(r.images) for r in tr.rows))
+
+
+def _encode_vision(processor: Any, examples: list[dict], recipe: Recipe, where: dict) -> Encoded:
+    """``_encode_all`` for rows with images: a row whose image tokens pass train.seq_len is left out as too
+    long (never cut through an image); a refused template or an unreadable image is a refusal."""
+    out = Encoded([])
+    for ex in examples:
+        try:
+            enc = vision.encode_vision_example(processor, ex, recipe.train.seq_len, recipe.data.train_on,
+                                               recipe.data.max_pixels)
+        except vision.TooLong:
+            out.dropped_long += 1
+            continue
+        except (TemplateError, vision.VisionError) as e:
+            out.refused += 1
+            out.first = out.first or f"{where.get(id(ex), 'a row')}: {e}"
+            continue
+        if any(label != -100 for label in enc.row["labels"]):
+            out.rows.append(enc)
+            out.cut += enc.truncated
+        elif enc.truncated:
+            out.dropped_long += 1
+        else:
+            out.dropped_empty += 1
+    return out
 
 
 def document_split(tokenizer: Any, documents: list[dict], recipe: Recipe, report: Any) -> tuple[list, list]:

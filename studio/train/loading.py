@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from studio import methods, multimodal
+from studio import vision as studio_vision
 from studio.adapted import EXPERTS_NEVER_ADAPTED
 from studio.demo import ensure_demo_model
 from studio.errors import LoadError
@@ -77,8 +78,11 @@ def load_tokenizer(folder: Path, recipe: Recipe) -> Any:
     return tok
 
 
-def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
-    """The quantised (or 16-bit) base with LoRA attached, ready for the Trainer."""
+def load_model(folder: Path, recipe: Recipe, device: str, vision: bool = False) -> Any:
+    """The quantised (or 16-bit) base with LoRA attached, ready for the Trainer.
+
+    ``vision``: rows with images on a vision-language model: the whole model (studio.vision), LoRA on its
+    language model (and its vision tower with train.vision_lora)."""
     import torch
 
     from studio.train.peft_methods import check_supported
@@ -95,14 +99,15 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
         refuse_sharded_4bit_experts(folder, qconf)
 
         kwargs["device_map"] = {"": local_rank()} if device == "cuda" else {"": "cpu"}  # torchrun: this rank's GPU
+    load = (lambda kw: studio_vision.load_vlm(folder, kw)) if vision else (lambda kw: from_pretrained(folder, kw))
     try:
-        model = from_pretrained(folder, kwargs)
+        model = load(kwargs)
     except ValueError as e:
         if kwargs["attn_implementation"] == "eager" or "attn" not in str(e).lower():
             raise
         # Some architectures (Gemma 2 in transformers 5) refuse sdpa/flash; the planner predicts eager for them.
         kwargs["attn_implementation"] = "eager"
-        model = from_pretrained(folder, kwargs)
+        model = load(kwargs)
     if qconf is None:
         model.to(device)
     model.config.use_cache = False
@@ -111,6 +116,10 @@ def load_model(folder: Path, recipe: Recipe, device: str) -> Any:
     if recipe.train.grad_ckpt:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    torch.manual_seed(recipe.train.seed)
+    if vision:  # the tiled head and MLP patch a causal LM's layers; a VLM's forward is its own
+        return attach_lora(model, recipe, folder, modules=studio_vision.lora_targets(
+            model, recipe.lora.targets, recipe.train.vision_lora))
     from studio.train import long_context  # torch at import: the worker's, not the planner's
 
     long_context.apply(model, recipe.train, device)  # before peft wraps the base
@@ -165,10 +174,11 @@ def keep_cpu_4bit_layout(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
+def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None, modules: Any = None) -> Any:
     """The recipe's adapter method (lora.method) attached with peft (studio/train/peft_methods.py).
 
     With the model ``folder``, prefix and prompt tuning start from a real text's activations/embeddings.
+    ``modules``: peft's target_modules in place of the recipe's (a vision-language model's language model).
     """
     from peft import get_peft_model
 
@@ -176,8 +186,11 @@ def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
 
     targets = recipe.lora.targets
     all_linear = targets == ["all-linear"] or targets == "all-linear"
-    target_modules = None  # the recipe's (peft_methods.target_modules)
-    if moe4bit.quantized_experts(model):
+    target_modules = modules  # None: the recipe's (peft_methods.target_modules)
+    if modules is not None and not methods.get(recipe.lora.method).low_rank:
+        raise LoadError(f"lora.method {recipe.lora.method}: rows with images train a low-rank adapter in this "
+                        "version (lora, rslora, dora or adalora). Choose one such as --peft lora")
+    if modules is None and moe4bit.quantized_experts(model):
         # The experts are frozen 4-bit weights: 'all-linear' is every other linear layer (docs/planner.md).
         expert_names = sorted(set([] if all_linear else targets) & moe4bit.EXPERT_TARGET_NAMES)
         if expert_names:
@@ -185,7 +198,7 @@ def attach_lora(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
                             "in 4-bit and stay frozen. Adapt the attention (e.g. q_proj, k_proj, v_proj, o_proj), "
                             "or train with quant.mode 8bit or none to adapt the experts too")
         target_modules = moe4bit.lora_targets(model) if all_linear else None
-    elif recipe.lora.dropout > 0 and all_linear and moe4bit.has_fused_experts(model) and \
+    elif modules is None and recipe.lora.dropout > 0 and all_linear and moe4bit.has_fused_experts(model) and \
             methods.get(recipe.lora.method).low_rank and \
             getattr(model.config, "model_type", "") not in EXPERTS_NEVER_ADAPTED:
         raise LoadError(f"lora.dropout {recipe.lora.dropout}: peft adapts the fused experts of this mixture-of-experts "

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studio import checkpoint, evalreport, heldout_cache, methods, models, registry, runs, safety
+from studio import checkpoint, evalreport, heldout_cache, methods, models, registry, runs, safety, vision
 from studio.events import DONE, HELLO, LOG, METRIC, PROGRESS, WARNING, Emitter
 from studio.fsutil import atomic_write_json, read_json
 from studio.malloc_trim import return_large_blocks
@@ -41,6 +41,7 @@ class TrainingRun:
         self.trainer: Any = None
         self.model: Any = None
         self.tokenizer: Any = None
+        self.processor: Any = None  # rows with images on a vision-language model: its processor (studio.vision)
         self._base: Path | None = None  # set by setup(): read through .base
         from studio.train.trainer import StudioTrainer
 
@@ -107,7 +108,7 @@ class TrainingRun:
         self.em.emit(PROGRESS, phase="load", done=1, total=3)
         safety.check_input_path(self.recipe.data.path, "data.path")
         safety.check_input_path(self.recipe.data.heldout, "data.heldout")
-        data = self.data = dataset.build(self.tokenizer, self.recipe)
+        data = self.data = dataset.build(self.tokenizer, self.recipe, self._processor, str(self.base))
         started_with = runs.read_state(self.run_dir).get("data_fingerprint")
         self._report_data(data)
         now = runs.read_state(self.run_dir).get("data_fingerprint")
@@ -120,6 +121,18 @@ class TrainingRun:
         self._log_trainable()
         self.em.emit(PROGRESS, phase="load", done=3, total=3)
         self.trainer = self._build_trainer(data, device)
+
+    def _processor(self) -> Any:
+        """The base's processor, asked for by the dataset when its rows carry images (None: a text model)."""
+        if self.processor is None and vision.is_vlm(self.base):
+            self.processor = vision.load_processor(self.base, self.recipe.model.trust_remote_code,
+                                                   self.recipe.data.max_pixels)
+        return self.processor
+
+    @property
+    def vision(self) -> bool:
+        """This run trains the whole vision-language model on rows with images."""
+        return bool(getattr(self.data, "vision", False))
 
     def _check_config(self) -> None:
         """A damaged or absurd config.json (10,000 layers) is refused before transformers spends minutes on it."""
@@ -138,7 +151,8 @@ class TrainingRun:
         set_seed(self.recipe.train.seed)
         self.phase = "load"
         try:
-            self.model = self.load_model(self.base, self.recipe, self.device)
+            extra = {"vision": True} if self.vision else {}
+            self.model = self.load_model(self.base, self.recipe, self.device, **extra)
         except Exception as exc:
             if type(exc).__name__ == "UnpicklingError":  # weights_only=True refused what the pickle holds
                 raise safety.refused_pickle(self.base, exc) from None
@@ -168,7 +182,8 @@ class TrainingRun:
         """A multimodal checkpoint trains its language model alone (studio.multimodal): said in the run log."""
         from studio import multimodal
 
-        note = multimodal.training_note(self.base)
+        note = (vision.training_note(self.recipe.train.vision_lora, self.recipe.quant.mode) if self.vision
+                else multimodal.training_note(self.base))
         if note:
             self.em.emit(LOG, message=note)
 
@@ -204,7 +219,7 @@ class TrainingRun:
         self.trainer = self.model = None
         recovery.free_memory()
         if reload_data:
-            self.data = dataset.build(self.tokenizer, self.recipe)
+            self.data = dataset.build(self.tokenizer, self.recipe, self._processor, str(self.base))
         self._load_model()
         self.trainer = self._build_trainer(self.data, self.device)
 
@@ -352,7 +367,9 @@ class TrainingRun:
         from transformers.trainer_callback import PrinterCallback
 
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
-        if self.recipe.train.packing:  # one sequence per micro-batch, attention kept within each example
+        if self.vision:  # pads the ids and makes each batch's pixels (studio.vision)
+            collator = vision.VisionCollator(self.processor, self.recipe.data.max_pixels)
+        elif self.recipe.train.packing:  # one sequence per micro-batch, attention kept within each example
 
             packing.check(self.model, self.recipe.train.attn, len(self.tokenizer))
             collator = packing.collator()
@@ -361,7 +378,8 @@ class TrainingRun:
         from studio.train.speedlog import StepTimes, example_lengths
         from studio.train.trainer import SaveOnStop
 
-        timer = StepTimes(self.run_dir, self.recipe, device, example_lengths(data.train),
+        lengths = data.train.lengths() if self.vision else example_lengths(data.train)
+        timer = StepTimes(self.run_dir, self.recipe, device, lengths,
                           gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
                           model=str(self._base or self.recipe.model.name_or_path))
         trainer = self.trainer_cls(model=self.model, args=args, train_dataset=data.train,
@@ -517,15 +535,29 @@ class TrainingRun:
 
         val = self.data.lm_rows()  # DPO/ORPO: the chosen conversations (the pairs themselves have no labels)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        batch = self.recipe.train.micro_batch
+        if self.vision:  # with the images: the collator makes each batch's pixels
+            collator = vision.VisionCollator(self.processor, self.recipe.data.max_pixels)
+            rows = self.data.val or vision.VisionDataset([])
+
+            def loss() -> tuple[float | None, int]:
+                return vision.validation_loss(self.model, rows, collator, batch)
+        else:
+            def loss() -> tuple[float | None, int]:
+                return evalreport.validation_loss(self.model, val, pad, batch)
         self.em.emit(PROGRESS, phase="eval-loss", done=0, total=2)
-        loss_adapter, tokens = evalreport.validation_loss(self.model, val, pad, self.recipe.train.micro_batch)
+        loss_adapter, tokens = loss()
         self.em.emit(PROGRESS, phase="eval-loss", done=1, total=2)
         with self.model.disable_adapter():
-            loss_base, _ = evalreport.validation_loss(self.model, val, pad, self.recipe.train.micro_batch)
+            loss_base, _ = loss()
         self.em.emit(PROGRESS, phase="eval-loss", done=2, total=2)
         if self.heldout:
             rows, source = self.heldout, str(self.recipe.data.heldout)
             answers = dict(self.answers)  # before = the fresh adapter (B = 0): exactly the base model
+        elif self.vision:  # the validation prompts hold images; chat with one: 'lora-studio chat RUN --image'
+            rows, source, answers = [], "validation examples (with images: scored by the loss only)", {}
+            self.em.emit(LOG, message="evaluation: the validation rows carry images; they are scored by the "
+                                      "validation loss, not answered")
         else:
             rows, source = evalreport.fallback_rows(self.data.val_examples or []), "validation examples"
             rows, longer = evalreport.within_length(self.tokenizer, rows, self.recipe.train.seq_len)

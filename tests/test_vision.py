@@ -1,0 +1,260 @@
+"""Vision-language models on image + text rows (studio.vision): tiny checkpoints, labels, the collator, a 4-bit
+training run through the worker's own entry, the adapter on the base, and chat with an image."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import tiny
+
+from studio import vision
+
+COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 20)}
+
+
+@pytest.fixture(scope="module", params=["qwen2_vl", "gemma3"])
+def vlm(request, tmp_path_factory) -> Path:
+    return tiny.make_vlm(tmp_path_factory.mktemp(request.param), request.param)
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory) -> Path:
+    return tiny.make_vlm(tmp_path_factory.mktemp("qwen2_vl"), "qwen2_vl")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("images")
+    return {name: str(tiny.write_image(folder / f"{name}.png", (56, 56), rgb)) for name, rgb in COLOURS.items()}
+
+
+def example(image: str, question: str = "What colour is this?", answer: str = "Red.") -> dict:
+    return {"messages": [{"role": "user", "content": f"<image>{question}"},
+                         {"role": "assistant", "content": answer}],
+            "images": [image], "image_sizes": [[56, 56]]}
+
+
+def colour_rows(images: dict[str, str], n: int = 8) -> list[dict]:
+    names = sorted(images)
+    return [example(images[names[i % len(names)]], answer=f"It is {names[i % len(names)]}.") for i in range(n)]
+
+
+def test_the_tiny_vlm_loads_with_its_processor_and_reads_an_image(vlm, images):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    assert vision.is_vlm(vlm)
+    processor = vision.load_processor(vlm)
+    model = AutoModelForImageTextToText.from_pretrained(str(vlm))
+    enc = processor(text=[vision.render(processor, vision.part_messages(example(images["red"])["messages"][:1]),
+                                        add_generation_prompt=True)],
+                    images=[vision.load_image(images["red"])], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits
+    assert logits.shape[:2] == enc["input_ids"].shape and torch.isfinite(logits).all()
+
+
+def test_is_vlm_needs_a_vision_config_and_a_processor(tiny_model_dir, tmp_path):
+    assert not vision.is_vlm(tiny_model_dir)  # a text model
+    assert not vision.is_vlm(tiny.make_multimodal(tmp_path / "mm", "gemma3"))  # a tower, but no processor files
+
+
+@pytest.mark.parametrize("family, tokens", [("qwen2_vl", 4), ("gemma3", 4)])
+def test_labels_cover_the_answer_only_and_never_an_image_token(family, tokens, tmp_path, images):
+    folder = tiny.make_vlm(tmp_path / family, family)
+    processor = vision.load_processor(folder)
+    tok = processor.tokenizer
+    row = vision.encode_vision_example(processor, example(images["blue"], answer="It is blue."), 256)
+    ids, labels = row.row["input_ids"], row.row["labels"]
+    image_id = tok.convert_tokens_to_ids(tiny.VLM_TOKENS[family]["image"])
+    # as many image tokens as the processor's own count for this image
+    pixels = processor.image_processor(images=[vision.load_image(images["blue"])], return_tensors="pt")
+    if family == "qwen2_vl":
+        expected = int(pixels["image_grid_thw"][0].prod()) // processor.image_processor.merge_size ** 2
+    else:
+        expected = processor.image_seq_length
+    assert row.image_tokens == ids.count(image_id) == expected == tokens
+    assert all(label == -100 for t, label in zip(ids, labels) if t == image_id)
+    end = "<|im_end|>" if family == "qwen2_vl" else "<end_of_turn>"
+    assert tok.decode([x for x in labels if x != -100]) == "It is blue." + end
+    assert len(ids) == len(labels) == len(row.row["attention_mask"])
+    # train_on='all': the text carries the loss, the images still do not
+    everything = vision.encode_vision_example(processor, example(images["blue"]), 256, train_on="all").row
+    trained = [lab for lab in everything["labels"] if lab != -100]
+    assert image_id not in trained and all(lab in (t, -100) for t, lab in zip(everything["input_ids"],
+                                                                              everything["labels"]))
+    assert "What colour is this?" in tok.decode(trained) and "Red." in tok.decode(trained)
+
+
+def test_a_row_too_long_for_its_image_is_left_out_and_a_long_answer_is_cut(qwen, images):
+    processor = vision.load_processor(qwen)
+    full = vision.encode_vision_example(processor, example(images["red"], answer="It is red. " * 10), 512)
+    image_at = full.row["input_ids"].index(processor.image_token_id)
+    with pytest.raises(vision.TooLong):
+        vision.encode_vision_example(processor, example(images["red"]), image_at)  # the image's last token is cut
+    cut = vision.encode_vision_example(processor, example(images["red"], answer="It is red. " * 10), image_at + 12)
+    assert cut.truncated and len(cut.row["input_ids"]) == image_at + 12 and cut.image_tokens == full.image_tokens
+    assert cut.row["labels"] == full.row["labels"][:image_at + 12]
+
+
+def test_markers_must_match_the_images_and_a_missing_image_is_named(qwen, images, tmp_path):
+    from studio.data.chat_render import TemplateError
+
+    processor = vision.load_processor(qwen)
+    two = example(images["red"])
+    two["messages"][0]["content"] = "<image><image>Which?"
+    with pytest.raises(TemplateError, match="2 <image> marker"):
+        vision.encode_vision_example(processor, two, 256)
+    with pytest.raises(vision.VisionError, match="nope.png: image not found"):
+        vision.encode_vision_example(processor, example(str(tmp_path / "nope.png")), 256)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(vision.VisionError, match="bad.png: not an image"):
+        vision.load_image(tmp_path / "bad.png")
+
+
+def test_images_are_shrunk_to_max_pixels_keeping_their_aspect(tmp_path):
+    img = vision.load_image(tiny.write_image(tmp_path / "big.png", (400, 200)), max_pixels=20000)
+    assert img.size == (200, 100) and img.mode == "RGB"
+
+
+def test_the_collator_pads_and_gives_each_family_its_pixels(vlm, images):
+    processor = vision.load_processor(vlm)
+    rows = [vision.encode_vision_example(processor, example(images[c], answer="x" * n), 256)
+            for c, n in (("red", 1), ("green", 9))]
+    batch = vision.VisionCollator(processor)([vision.VisionDataset(rows)[i] for i in range(2)])
+    width = max(len(r.row["input_ids"]) for r in rows)
+    assert tuple(batch["input_ids"].shape) == tuple(batch["labels"].shape) == (2, width)
+    short = min(range(2), key=lambda i: len(rows[i].row["input_ids"]))
+    pad = width - len(rows[short].row["input_ids"])
+    assert pad > 0 and (batch["labels"][short, -pad:] == -100).all() and (batch["attention_mask"][short, -pad:] == 0).all()
+    if "image_grid_thw" in batch:  # Qwen2-VL: every image's patch rows one after another
+        assert tuple(batch["image_grid_thw"].shape) == (2, 3)
+        assert batch["pixel_values"].shape[0] == int(batch["image_grid_thw"].prod(-1).sum())
+    else:  # Gemma 3: one stacked image per row
+        assert tuple(batch["pixel_values"].shape) == (2, 3, 32, 32)
+        assert tuple(batch["token_type_ids"].shape) == (2, width)
+
+
+def test_lora_targets_the_language_model_and_the_tower_only_when_asked(vlm):
+    import re
+
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(str(vlm))
+    names = [n for n, _ in model.named_modules()]
+    text = [n for n in names if re.fullmatch(vision.lora_targets(model, ["all-linear"]), n)]
+    assert text and all(vision.in_language_model(n) and "language_model" in n for n in text)
+    assert not [n for n in text if "lm_head" in n]
+    both = [n for n in names if re.fullmatch(vision.lora_targets(model, ["all-linear"], vision_lora=True), n)]
+    tower = sorted(set(both) - set(text))
+    assert tower and all(vision.in_tower(n) for n in tower)
+    q_only = [n for n in names if re.fullmatch(vision.lora_targets(model, ["q_proj"]), n)]
+    assert q_only and all(n.endswith("q_proj") and vision.in_language_model(n) for n in q_only)
+
+
+# ------------------------------------------------------------------ a training run
+
+def _recipe(model: Path, data: Path, **train):
+    from studio.recipe import Recipe
+
+    r = Recipe(name="vision")
+    r.model.name_or_path, r.data.path = str(model), str(data)
+    r.data.val_fraction = 0.2
+    r.data.max_pixels = 56 * 56
+    r.lora.rank, r.lora.alpha, r.lora.dropout = 8, 16, 0.0
+    r.train.micro_batch, r.train.grad_accum, r.train.seq_len, r.train.lr = 4, 1, 96, 1e-2
+    r.train.scheduler = "constant"
+    r.train.warmup_ratio, r.train.save_steps, r.train.grad_ckpt = 0.0, 3, False
+    for k, v in train.items():
+        setattr(r.train, k, v)
+    return r
+
+
+def run_in_process(run_dir: Path, rows: list[dict], monkeypatch) -> tuple[int, list]:
+    """The worker's own entry (workers.train._train) in this process, the dataset loader handing over ``rows``
+    as studio.data will once it keeps images."""
+    from studio import runs
+    from studio.data.report import DatasetReport
+    from studio.events import Emitter, read_events
+    from studio.train import dataset
+    from studio.train.callbacks import Control
+    from workers.train import _train
+
+    def load_examples(path, *a, **k):
+        return [json.loads(json.dumps(r)) for r in rows], DatasetReport(path=str(path), format="chat", rows=len(rows))
+
+    monkeypatch.setattr(dataset, "load_examples", load_examples)
+    emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=io.BytesIO())
+    code = _train(run_dir, emitter, Control(), False)
+    return code, list(read_events(run_dir / runs.EVENTS))
+
+
+def test_a_4bit_run_on_image_rows_learns_and_adapts_the_language_model_only(qwen, images, tmp_path, monkeypatch):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from studio import runs
+
+    run_dir = runs.create(_recipe(qwen, tmp_path / "rows.jsonl", max_steps=10), tmp_path)
+    code, events = run_in_process(run_dir, colour_rows(images, 10), monkeypatch)
+    errors = [e.data for e in events if e.type == "error"]
+    assert code == 0, errors
+    losses = [e.data["loss"] for e in events if e.type == "metric" and "loss" in e.data]
+    assert len(losses) == 10 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.4, losses
+    print("vision run losses", losses)
+    logs = " ".join(e.data.get("message", "") for e in events if e.type == "log")
+    assert "vision-language model: the whole model loads, the language model in 4-bit NF4" in logs
+    assert "the vision tower is frozen" in logs
+    state = runs.read_state(run_dir)
+    assert state["status"] == "finished" and state["eval"]["val_loss_adapter"] < state["eval"]["val_loss_base"] - 0.2
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert weights and all("language_model" in k and vision.in_language_model(k) for k in weights)
+    assert any("checkpoint" in e.type for e in events)
+    base = AutoModelForImageTextToText.from_pretrained(str(qwen), dtype=torch.float32)
+    tuned = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+    processor = vision.load_processor(qwen)
+    row = vision.encode_vision_example(processor, colour_rows(images, 1)[0], 96)
+    batch = vision.VisionCollator(processor)([vision.VisionDataset([row])[0]])
+    batch.pop("labels")
+    with torch.no_grad():
+        after = tuned(**batch).logits
+        with tuned.disable_adapter():
+            before = tuned(**batch).logits
+    assert (after - before).abs().max() > 1e-2
+
+
+def test_vision_lora_adapts_the_tower_too(qwen, images, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from studio import runs
+
+    run_dir = runs.create(_recipe(qwen, tmp_path / "rows.jsonl", max_steps=1, vision_lora=True), tmp_path)
+    code, events = run_in_process(run_dir, colour_rows(images, 5), monkeypatch)
+    assert code == 0, [e.data for e in events if e.type == "error"]
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert any(vision.in_tower(k) for k in weights) and any("language_model" in k for k in weights)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("text-model", "4 row.s. carry images, and the model .*tiny-llama.* takes text only. Pick a vision model"),
+    ("dpo", "train.objective 'dpo' trains on text only"),
+    ("packing", "train.packing"),
+])
+def test_image_rows_where_they_cannot_train_are_refused_by_name(case, words, qwen, tiny_model_dir, images, tmp_path,
+                                                              monkeypatch):
+    from studio import runs
+
+    model = tiny_model_dir if case == "text-model" else qwen
+    extra = {"objective": "dpo"} if case == "dpo" else {"packing": True} if case == "packing" else {}
+    run_dir = runs.create(_recipe(model, tmp_path / "rows.jsonl", max_steps=1, **extra), tmp_path)
+    code, events = run_in_process(run_dir, colour_rows(images, 4), monkeypatch)
+    error = next(e.data for e in events if e.type == "error")
+    assert code != 0 and error["kind"] == "data"
+    assert str(tmp_path / "rows.jsonl") in error["message"]
+    import re
+
+    assert re.search(words, error["message"]), error["message"]
