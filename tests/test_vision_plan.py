@@ -91,3 +91,22 @@ def test_data_inspect_with_a_vision_model_counts_each_rows_image_tokens_into_its
     text_only.flush()
     assert [a - b for a, b in zip(counted.lengths, text_only.lengths)] == [*per_row, 0]
     assert report.tokens.max == max(counted.lengths)
+
+
+def test_the_loss_mask_view_shows_each_image_as_what_the_processor_puts_there(vlm, tmp_path):
+    from PIL import Image
+
+    from studio.data.tokens import load_tokenizer, mask_view
+
+    Image.new("RGB", (200, 100), "blue").save(tmp_path / "wide.png")
+    example = {"messages": [{"role": "user", "content": "<image>Which colour?"},
+                            {"role": "assistant", "content": "Blue."}],
+               "images": [str(tmp_path / "wide.png")], "image_sizes": [[200, 100]]}
+    view = mask_view(load_tokenizer(str(vlm)), example)
+    shown = [t for t, _ in view if "[image" in t]
+    from studio.image_tokens import ImageTokens
+
+    assert shown == [f"[image 1, 200x100, {ImageTokens.from_folder(vlm).count(200, 100)} tokens]"]
+    assert not any(trained for t, trained in view if "[image" in t)
+    assert "".join(t for t, _ in view).count("<image>") == 0
+    assert "".join(t for t, trained in view if trained).strip().startswith("Blue.")
