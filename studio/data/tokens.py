@@ -10,6 +10,7 @@ from array import array
 from pathlib import Path
 from typing import Any, Iterable
 
+from studio.data.images import IMAGE
 from studio.data.light_tokenizer import LightTokenizer
 from studio.data.report import TokenStats
 from studio.data.sources import DataError
@@ -19,7 +20,6 @@ from studio.models import ModelError, resolve
 from studio.safety import UnsafeInput, check_remote_code
 
 BATCH = 1024
-IMAGE_MARKER = "<image>"  # where an image sits in a row's text (studio.data's contract with training)
 BINS = 20
 
 
@@ -225,7 +225,7 @@ def _image_spans(tokenizer: Any, example: dict, text: str) -> list[tuple[int, in
     rule = ImageTokens.from_folder(folder) if folder and Path(folder).is_dir() else None
     sizes = list(example.get("image_sizes") or [])
     spans = []
-    for k, m in enumerate(re.finditer(re.escape(IMAGE_MARKER), text)):
+    for k, m in enumerate(re.finditer(re.escape(IMAGE), text)):
         words = f"[image {k + 1}"
         if k < len(sizes):
             w, h = sizes[k]
