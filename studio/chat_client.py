@@ -93,8 +93,9 @@ def same_base(a: Variant, b: Variant) -> bool:
     return a.model == b.model or (Path(a.model).expanduser().resolve() == Path(b.model).expanduser().resolve())
 
 
-def worker_args(variants: list[Variant]) -> list[str]:
-    """``workers.chat`` arguments that load the shared base once and attach every adapter."""
+def worker_args(variants: list[Variant], vision: bool = False) -> list[str]:
+    """``workers.chat`` arguments that load the shared base once and attach every adapter (``vision``: the whole
+    vision-language model with its processor, for prompts with images)."""
     first = variants[0]
     run = next((v.run_dir for v in variants if v.run_dir is not None), None)
     args = ["--run", str(run)] if run is not None else ["--model", first.model]
@@ -103,7 +104,7 @@ def worker_args(variants: list[Variant]) -> list[str]:
         if v.adapter is not None and v.name not in seen:
             seen.add(v.name)
             args += ["--adapter", f"{v.name}={v.adapter}"]
-    return args
+    return args + ["--vision"] * vision
 
 
 class WorkerFailed(RuntimeError):

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from studio import vision
 from studio.data.template import render
+from studio.errors import LoadError
 from studio.export.adapter import check_adapter
 from studio.export.errors import ExportError
 from studio.export.verify import model_bytes
@@ -95,7 +97,8 @@ def _check_unicode(text: str, where: str) -> None:
 
 
 def check_messages(messages: Any) -> list[dict]:
-    """A conversation that ends with a user turn; raises SettingsError naming what is wrong."""
+    """A conversation that ends with a user turn; raises SettingsError naming what is wrong. A message may carry
+    ``images`` (paths), one ``<image>`` marker in its content for each (studio.vision)."""
     if not isinstance(messages, list) or not messages:
         raise SettingsError("messages must be a non-empty list of {role, content} objects")
     for i, m in enumerate(messages):
@@ -103,6 +106,12 @@ def check_messages(messages: Any) -> list[dict]:
                 or not isinstance(m.get("content"), str):
             raise SettingsError(f"message {i} must have a role (system, user or assistant) and string content")
         _check_unicode(m["content"], f"message {i}")
+        images = m.get("images", [])
+        if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+            raise SettingsError(f"message {i}: images must be a list of image file paths")
+        if m["content"].count(vision.IMAGE) != len(images):
+            raise SettingsError(f"message {i} has {m['content'].count(vision.IMAGE)} {vision.IMAGE} marker(s) "
+                                f"for {len(images)} image(s)")
     if messages[-1]["role"] != "user":
         raise SettingsError("the conversation must end with a user message")
     return messages
@@ -189,7 +198,10 @@ def adapter_kind(path: Path) -> str:
 class ChatEngine:
     """A base model kept warm, with named adapters switched per answer."""
 
-    def __init__(self, base: Path, recipe: Any, device: str | None = None, quant: str = "auto") -> None:
+    def __init__(self, base: Path, recipe: Any, device: str | None = None, quant: str = "auto",
+                 vision_model: bool = False) -> None:
+        """``vision_model``: load the whole vision-language model and its processor, so prompts can carry images
+        (and adapters trained on image rows attach); else a multimodal checkpoint's language model alone."""
         import torch
 
 
@@ -208,7 +220,18 @@ class ChatEngine:
             recipe.quant.mode = self.quant
             kwargs["quantization_config"] = loading.quantization_config(recipe, dtype)
             kwargs["device_map"] = {"": 0} if self.device == "cuda" else {"": "cpu"}
-        model = loading.from_pretrained(self.base_path, kwargs)
+        self.processor: Any = None
+        if vision_model:
+            if not vision.is_vlm(self.base_path):
+                raise LoadError(f"{self.base_path}: this model takes text only, so it cannot read images",
+                                f"chat with images (--image) on a vision model (e.g. {vision.VISION_MODELS}) or a run "
+                                "trained on one; without --image this model answers text")
+            self.processor = vision.load_processor(self.base_path, recipe.model.trust_remote_code,
+                                                   getattr(recipe.data, "max_pixels", vision.DEFAULT_MAX_PIXELS))
+            self.tokenizer = self.processor.tokenizer
+            model = vision.load_vlm(self.base_path, kwargs)
+        else:
+            model = loading.from_pretrained(self.base_path, kwargs)
         if "quantization_config" not in kwargs:
             model.to(self.device)
         model.eval()
@@ -319,11 +342,29 @@ class ChatEngine:
 
     # -- answers --------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], settings: GenSettings) -> Any:
+        return self.prompt_inputs(messages, settings)["input_ids"]
+
+    def prompt_inputs(self, messages: list[dict], settings: GenSettings) -> dict:
+        """The model's inputs for the conversation: ``input_ids``, and with a vision model the images' tensors
+        (each message's ``images`` at its ``<image>`` markers, through the processor)."""
         msgs = list(messages)
         if settings.system and msgs[0]["role"] != "system":
             msgs = [{"role": "system", "content": settings.system}] + msgs
+        images = [p for m in msgs for p in m.get("images") or []]
+        if self.processor is not None:
+            text = vision.render(self.processor, vision.part_messages(msgs), add_generation_prompt=True)
+            pictures = [vision.load_image(p, self._max_pixels()) for p in images]
+            enc = self.processor(text=[text], images=pictures or None, return_tensors="pt", add_special_tokens=False)
+            return {k: v for k, v in enc.items() if k != "attention_mask"}
+        if images:
+            raise SettingsError(f"{self.base_path.name} was loaded for text: images need a vision-language model "
+                                "loaded with its processor (lora-studio chat ... --image)")
         text = render(self.tokenizer, msgs, add_generation_prompt=True)  # studio.data.chat_render: sandbox + deadline
-        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        return {"input_ids": self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]}
+
+    def _max_pixels(self) -> int:
+        bound = getattr(self.processor.image_processor, "max_pixels", None)
+        return int(bound) if isinstance(bound, int) and bound > 0 else vision.DEFAULT_MAX_PIXELS
 
     def generate(self, messages: list[dict], variant: str | None = None, settings: GenSettings | None = None,
                  on_text: Callable[[str, int], None] | None = None,
@@ -340,7 +381,9 @@ class ChatEngine:
             def __call__(self, input_ids, scores, **kw):
                 return torch.full((input_ids.shape[0],), bool(stop()), dtype=torch.bool, device=input_ids.device)
 
-        input_ids = self.prompt_ids(messages, settings).to(self._input_device())
+        device = self._input_device()
+        inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.prompt_inputs(messages, settings).items()}
+        input_ids = inputs.pop("input_ids")
         streamer = _Streamer(self.tokenizer, on_text or (lambda *_: None))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
@@ -355,7 +398,7 @@ class ChatEngine:
             torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
         with self.variant(variant) as model, torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **inputs, **kwargs)
         t1 = time.perf_counter()
         new = out[0, input_ids.shape[1]:].tolist()
         text = self.tokenizer.decode(new, skip_special_tokens=True)

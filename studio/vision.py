@@ -456,6 +456,17 @@ def validation_loss(model: Any, dataset: VisionDataset, collator: VisionCollator
     return (total / count if count else None), count
 
 
+def adapter_on_whole_vlm(path: Path) -> bool:
+    """The adapter in ``path`` was trained on a whole vision-language model (rows with images): its target
+    modules are the full names ``lora_targets`` writes, under the language model."""
+    try:
+        config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    targets = config.get("target_modules") if isinstance(config, dict) else None
+    return isinstance(targets, str) and "language_model" in targets
+
+
 def training_note(vision_lora: bool, quant: str) -> str:
     held = {"4bit": "in 4-bit NF4", "8bit": "in 8-bit", "none": "in 16-bit"}.get(quant, quant)
     return (f"vision-language model: the whole model loads, the language model {held}, the vision tower and "

@@ -258,3 +258,52 @@ def test_image_rows_where_they_cannot_train_are_refused_by_name(case, words, qwe
     import re
 
     assert re.search(words, error["message"]), error["message"]
+
+
+# ------------------------------------------------------------------ chat with an image
+
+@pytest.fixture(scope="module")
+def trained(qwen, images, tmp_path_factory) -> Path:
+    from studio import runs
+
+    folder = tmp_path_factory.mktemp("vision-runs")
+    run_dir = runs.create(_recipe(qwen, folder / "rows.jsonl", max_steps=10), folder)
+    with pytest.MonkeyPatch.context() as mp:
+        code, events = run_in_process(run_dir, colour_rows(images, 10), mp)
+    assert code == 0, [e.data for e in events if e.type == "error"]
+    return run_dir
+
+
+def chat(*args, timeout=180):
+    import subprocess
+    import sys
+
+    from studio.procs import worker_env
+
+    cli = [sys.executable, "-c", "import sys; from studio.cli import main; sys.exit(main())"]
+    return subprocess.run([*cli, *map(str, args)], env=worker_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_chat_answers_about_an_image_with_the_adapter_and_the_base(trained, images):
+    ask = ("--image", images["green"], "--prompt", "What colour is this?", "--max-new-tokens", "5", "--json")
+    tuned = chat("chat", trained, *ask)
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    answer = json.loads(tuned.stdout)
+    assert answer["tokens"] >= 1 and isinstance(answer["text"], str)
+    assert answer["text"].startswith("It is"), answer  # what the image rows taught it
+    base = chat("chat", trained, "--base", *ask)
+    assert base.returncode == 0, base.stderr[-3000:]
+    assert json.loads(base.stdout)["text"] != answer["text"]
+    again = chat("chat", trained, *ask)
+    assert json.loads(again.stdout)["text"] == answer["text"]  # greedy: the same answer
+
+
+def test_chat_refuses_an_image_it_cannot_read_or_a_text_model(tiny_model_dir, qwen, images, tmp_path):
+    missing = chat("chat", qwen, "--image", tmp_path / "gone.png", "--prompt", "Hi")
+    assert missing.returncode == 2 and "gone.png: image not found" in missing.stderr
+    text_only = chat("chat", tiny_model_dir, "--image", images["red"], "--prompt", "Hi", "--max-new-tokens", "2")
+    assert text_only.returncode == 2 and "takes text only, so it cannot read images" in text_only.stderr, \
+        text_only.stderr[-2000:]
+    no_prompt = chat("chat", qwen, "--image", images["red"])
+    assert no_prompt.returncode == 2 and "--prompt" in no_prompt.stderr

@@ -15,6 +15,7 @@ The worker exits (``done`` event) when stdin closes. Events go to stdout only; l
 """
 from __future__ import annotations
 
+from studio import vision
 from studio.data.chat_render import TemplateError, TemplateRunaway
 from studio.inference import AdapterError, ChatEngine, GenSettings, SettingsError
 from studio.recipe import Recipe
@@ -160,7 +161,7 @@ class ChatWorker:
                 cmd.get("messages"), variant, settings,
                 on_text=lambda text, i: self.em.emit(TOKEN, id=gid, variant=variant, index=i, text=text),
                 should_stop=self.stop.is_set)
-        except SettingsError as e:
+        except (SettingsError, vision.VisionError) as e:
             self._finish(ERROR, kind="config", id=gid, message=str(e), hint="fix the generate command")
             return
         except (TemplateError, TemplateRunaway) as e:  # the model's chat template: its file is named
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
                         help="attach an adapter folder under NAME (repeatable)")
     parser.add_argument("--quant", default="auto", choices=("auto", "4bit", "8bit", "none"))
+    parser.add_argument("--vision", action="store_true",
+                        help="load the whole vision-language model and its processor: prompts may carry images")
     args = parser.parse_args(argv)
     stream = reserve_stdout()
     label = args.run.name if args.run else str(args.model)
@@ -196,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
 
         recipe = _base_recipe(args.run.resolve() if args.run else None, args.model)
         base = loading.resolve_base(recipe)
-        engine = ChatEngine(base, recipe, quant=args.quant)
+        adapters = [Path(spec.partition("=")[2]) for spec in args.adapter]
+        wants_vlm = args.vision or any(vision.adapter_on_whole_vlm(a) for a in adapters)
+        engine = ChatEngine(base, recipe, quant=args.quant, vision_model=wants_vlm)
         for spec in args.adapter:
             name, sep, path = spec.partition("=")
             if not sep:

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--checkpoint", type=int, metavar="N", help="use the run's checkpoint at step N")
     which.add_argument("--base", action="store_true", help="use the run's base model without the adapter")
     p.add_argument("--prompt", help="answer this one prompt and exit")
+    p.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="with --prompt: an image the prompt is about (repeatable); needs a vision-language model "
+                        "(e.g. Qwen2.5-VL, Gemma 3 4B+, SmolVLM) or a run trained on one")
     p.add_argument("--system", default="", help="a system prompt")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -51,10 +54,10 @@ def settings_of(args: argparse.Namespace) -> dict:
             "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
 
 
-def start(variants: list[chat_client.Variant]) -> chat_client.ChatClient:
+def start(variants: list[chat_client.Variant], vision: bool = False) -> chat_client.ChatClient:
     if any(v.model == "demo" for v in variants):
         ensure_with_progress()
-    client = chat_client.ChatClient(chat_client.worker_args(variants))
+    client = chat_client.ChatClient(chat_client.worker_args(variants, vision=vision))
     try:
         client.wait_ready()
     except chat_client.WorkerFailed as e:
@@ -68,15 +71,18 @@ def start(variants: list[chat_client.Variant]) -> chat_client.ChatClient:
 def run(args: argparse.Namespace) -> int:
     if args.json and args.prompt is None:
         raise UserError("--json answers one prompt: add --prompt TEXT")
+    if args.image and args.prompt is None:
+        raise UserError("--image goes with one prompt: add --prompt TEXT")
+    images = checked_images(args.image)
     variant = target_variant(args)
     settings = settings_of(args)
     if not args.json:
         print(f"loading {variant.model} ({'adapter ' + variant.label if variant.adapter else 'base model'})…",
               file=sys.stderr)
-    client = start([variant])
+    client = start([variant], vision=bool(images))
     try:
         if args.prompt is not None:
-            return _one(client, variant, args.prompt, settings, args.json)
+            return _one(client, variant, args.prompt, settings, args.json, images)
         return _interactive(client, variant, settings)
     finally:
         client.close()
@@ -87,9 +93,34 @@ def _stream(text: str) -> None:
     sys.stdout.flush()
 
 
-def _one(client: chat_client.ChatClient, variant: chat_client.Variant, prompt: str, settings: dict, as_json: bool) -> int:
+def checked_images(paths: list[str]) -> list[str]:
+    """The --image files as absolute paths, each opened and decoded here first: a missing or unreadable one is
+    named before any model loads."""
+    from pathlib import Path
+
+    from studio.vision import load_image
+
+    out = []
+    for path in paths:
+        load_image(path)  # VisionError (a UserError) naming the file
+        out.append(str(Path(path).expanduser().resolve()))
+    return out
+
+
+def image_message(prompt: str, images: list[str]) -> dict:
+    """The user turn: one <image> marker per image ahead of the prompt (unless it places them itself)."""
+    from studio.vision import IMAGE
+
+    if not images:
+        return {"role": "user", "content": prompt}
+    content = prompt if prompt.count(IMAGE) == len(images) else IMAGE * len(images) + prompt.replace(IMAGE, "")
+    return {"role": "user", "content": content, "images": images}
+
+
+def _one(client: chat_client.ChatClient, variant: chat_client.Variant, prompt: str, settings: dict, as_json: bool,
+         images: list[str] | None = None) -> int:
     try:
-        answer = client.generate([{"role": "user", "content": prompt}], variant.name, settings,
+        answer = client.generate([image_message(prompt, images or [])], variant.name, settings,
                                  on_text=None if as_json else _stream)
     except chat_client.WorkerFailed as e:
         raise UserError(str(e)) from None
