@@ -307,3 +307,19 @@ def test_chat_refuses_an_image_it_cannot_read_or_a_text_model(tiny_model_dir, qw
         text_only.stderr[-2000:]
     no_prompt = chat("chat", qwen, "--image", images["red"])
     assert no_prompt.returncode == 2 and "--prompt" in no_prompt.stderr
+
+
+def test_a_gemma3_run_on_image_rows_trains_and_saves(images, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from studio import runs
+
+    gemma = tiny.make_vlm(tmp_path / "gemma3", "gemma3")
+    run_dir = runs.create(_recipe(gemma, tmp_path / "rows.jsonl", max_steps=6), tmp_path)
+    code, events = run_in_process(run_dir, colour_rows(images, 10), monkeypatch)
+    assert code == 0, [e.data for e in events if e.type == "error"]
+    losses = [e.data["loss"] for e in events if e.type == "metric" and "loss" in e.data]
+    print("gemma3 losses", losses)
+    assert len(losses) == 6 and losses[-1] < losses[0], losses
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert weights and all(vision.in_language_model(k) and "language_model" in k for k in weights)
