@@ -172,20 +172,17 @@ def _recipe(model: Path, data: Path, **train):
     return r
 
 
-def run_in_process(run_dir: Path, rows: list[dict], monkeypatch) -> tuple[int, list]:
-    """The worker's own entry (workers.train._train) in this process, the dataset loader handing over ``rows``
-    as studio.data will once it keeps images."""
+def run_in_process(run_dir: Path, rows: list[dict]) -> tuple[int, list]:
+    """The worker's own entry (workers.train._train) in this process, on ``rows`` written where the run's recipe
+    reads its data: messages with <image> markers beside an images column, read by studio.data like a user's file."""
     from studio import runs
-    from studio.data.report import DatasetReport
     from studio.events import Emitter, read_events
-    from studio.train import dataset
+    from studio.recipe import Recipe
     from studio.train.callbacks import Control
     from workers.train import _train
 
-    def load_examples(path, *a, **k):
-        return [json.loads(json.dumps(r)) for r in rows], DatasetReport(path=str(path), format="chat", rows=len(rows))
-
-    monkeypatch.setattr(dataset, "load_examples", load_examples)
+    data = Path(Recipe.load(run_dir / "recipe.json").data.path)
+    data.write_text("".join(json.dumps({"messages": r["messages"], "images": r["images"]}) + "\n" for r in rows))
     emitter = Emitter(run=run_dir.name, log_path=run_dir / runs.EVENTS, stream=io.BytesIO())
     code = _train(run_dir, emitter, Control(), False)
     return code, list(read_events(run_dir / runs.EVENTS))
@@ -200,7 +197,7 @@ def test_a_4bit_run_on_image_rows_learns_and_adapts_the_language_model_only(qwen
     from studio import runs
 
     run_dir = runs.create(_recipe(qwen, tmp_path / "rows.jsonl", max_steps=10), tmp_path)
-    code, events = run_in_process(run_dir, colour_rows(images, 10), monkeypatch)
+    code, events = run_in_process(run_dir, colour_rows(images, 10))
     errors = [e.data for e in events if e.type == "error"]
     assert code == 0, errors
     losses = [e.data["loss"] for e in events if e.type == "metric" and "loss" in e.data]
@@ -233,7 +230,7 @@ def test_vision_lora_adapts_the_tower_too(qwen, images, tmp_path, monkeypatch):
     from studio import runs
 
     run_dir = runs.create(_recipe(qwen, tmp_path / "rows.jsonl", max_steps=1, vision_lora=True), tmp_path)
-    code, events = run_in_process(run_dir, colour_rows(images, 5), monkeypatch)
+    code, events = run_in_process(run_dir, colour_rows(images, 5))
     assert code == 0, [e.data for e in events if e.type == "error"]
     weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert any(vision.in_tower(k) for k in weights) and any("language_model" in k for k in weights)
@@ -251,7 +248,7 @@ def test_image_rows_where_they_cannot_train_are_refused_by_name(case, words, qwe
     model = tiny_model_dir if case == "text-model" else qwen
     extra = {"objective": "dpo"} if case == "dpo" else {"packing": True} if case == "packing" else {}
     run_dir = runs.create(_recipe(model, tmp_path / "rows.jsonl", max_steps=1, **extra), tmp_path)
-    code, events = run_in_process(run_dir, colour_rows(images, 4), monkeypatch)
+    code, events = run_in_process(run_dir, colour_rows(images, 4))
     error = next(e.data for e in events if e.type == "error")
     assert code != 0 and error["kind"] == "data"
     assert str(tmp_path / "rows.jsonl") in error["message"]
@@ -268,8 +265,7 @@ def trained(qwen, images, tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("vision-runs")
     run_dir = runs.create(_recipe(qwen, folder / "rows.jsonl", max_steps=10), folder)
-    with pytest.MonkeyPatch.context() as mp:
-        code, events = run_in_process(run_dir, colour_rows(images, 10), mp)
+    code, events = run_in_process(run_dir, colour_rows(images, 10))
     assert code == 0, [e.data for e in events if e.type == "error"]
     return run_dir
 
@@ -316,7 +312,7 @@ def test_a_gemma3_run_on_image_rows_trains_and_saves(images, tmp_path, monkeypat
 
     gemma = tiny.make_vlm(tmp_path / "gemma3", "gemma3")
     run_dir = runs.create(_recipe(gemma, tmp_path / "rows.jsonl", max_steps=6), tmp_path)
-    code, events = run_in_process(run_dir, colour_rows(images, 10), monkeypatch)
+    code, events = run_in_process(run_dir, colour_rows(images, 10))
     assert code == 0, [e.data for e in events if e.type == "error"]
     losses = [e.data["loss"] for e in events if e.type == "metric" and "loss" in e.data]
     print("gemma3 losses", losses)
