@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +76,14 @@ def is_vlm(folder: Path | str) -> bool:
     folder = Path(folder)
     config = _config(folder)
     return (isinstance(config.get("vision_config"), dict) and _image_text_architecture(config)
+            and any((folder / name).is_file() for name in PROCESSOR_FILES))
+
+
+def takes_images(folder: Path | str) -> bool:
+    """What the window can know without transformers or torch: the checkpoint in ``folder`` has a
+    ``vision_config`` and a processor saved beside it (``is_vlm`` also asks transformers about the architecture)."""
+    folder = Path(folder)
+    return (isinstance(_config(folder).get("vision_config"), dict)
             and any((folder / name).is_file() for name in PROCESSOR_FILES))
 
 
@@ -162,6 +169,23 @@ def load_processor(folder: Path, trust_remote_code: bool = False, max_pixels: in
     return processor
 
 
+def processor_max_pixels(processor: Any) -> int:
+    """The pixel bound the processor was loaded with (``load_processor``'s ``max_pixels``), else the default."""
+    bound = getattr(processor.image_processor, "max_pixels", None)
+    return int(bound) if isinstance(bound, int) and bound > 0 else DEFAULT_MAX_PIXELS
+
+
+def prompt_inputs(processor: Any, messages: list[dict], max_pixels: int | None = None) -> dict:
+    """A conversation to answer as the model's inputs (``input_ids`` and the images' tensors, no attention mask):
+    rendered by the processor's chat template with the generation prompt, each message's ``images`` at its
+    ``<image>`` markers (a missing or unreadable image: VisionError naming it)."""
+    images = [p for m in messages for p in m.get("images") or []]
+    text = render(processor, part_messages(messages), add_generation_prompt=True)
+    pictures = [load_image(p, max_pixels or processor_max_pixels(processor)) for p in images]
+    enc = processor(text=[text], images=pictures or None, return_tensors="pt", add_special_tokens=False)
+    return {k: v for k, v in enc.items() if k != "attention_mask"}
+
+
 def bound_pixels(processor: Any, max_pixels: int) -> None:
     """Lower the image processor's own pixel bound to ``max_pixels`` (Qwen2-VL keeps it as ``max_pixels`` and
     ``size['longest_edge']``, counted in pixels); the rows are also resized before the processor sees them."""
@@ -176,22 +200,29 @@ def bound_pixels(processor: Any, max_pixels: int) -> None:
 
 
 def load_image(path: str | Path, max_pixels: int | None = None) -> Any:
-    """An RGB PIL image, shrunk (aspect kept) to at most ``max_pixels``; a missing or unreadable file is a
-    VisionError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    """An RGB PIL image, shrunk (aspect kept, ``image_tokens.bounded``: the planner counts the same size) to at
+    most ``max_pixels``. First checked as the data import checks every image (studio.data.images.check: missing,
+    not an image, truncated, or a header claiming more pixels than can be read); a failure is a VisionError
+    naming the file and what to do."""
+    from PIL import Image
+
+    from studio.data.images import check
+    from studio.data.report import RowProblem
+    from studio.image_tokens import bounded
 
     try:
+        check(str(path), "image")
         with Image.open(path) as img:
             img.load()
             rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise VisionError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except RowProblem as e:
+        raise VisionError(e.problem.message) from None  # the data import's hint speaks of rows
+    except (OSError, ValueError) as e:  # changed on disk since the check
         raise VisionError(f"{path}: not an image that can be read ({type(e).__name__}: {e})") from None
     w, h = rgb.size
-    if max_pixels and w * h > max_pixels:
-        scale = math.sqrt(max_pixels / (w * h))
-        rgb = rgb.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
+    size = bounded(w, h, max_pixels)
+    if size != (w, h):
+        rgb = rgb.resize(size, Image.Resampling.BICUBIC)
     return rgb
 
 

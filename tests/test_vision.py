@@ -107,10 +107,10 @@ def test_markers_must_match_the_images_and_a_missing_image_is_named(qwen, images
     two["messages"][0]["content"] = "<image><image>Which?"
     with pytest.raises(TemplateError, match="2 <image> marker"):
         vision.encode_vision_example(processor, two, 256)
-    with pytest.raises(vision.VisionError, match="nope.png: image not found"):
+    with pytest.raises(vision.VisionError, match="nope.png does not exist"):
         vision.encode_vision_example(processor, example(str(tmp_path / "nope.png")), 256)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(vision.VisionError, match="bad.png: not an image"):
+    with pytest.raises(vision.VisionError, match="bad.png is not an image Pillow can read"):
         vision.load_image(tmp_path / "bad.png")
 
 
@@ -297,7 +297,7 @@ def test_chat_answers_about_an_image_with_the_adapter_and_the_base(trained, imag
 
 def test_chat_refuses_an_image_it_cannot_read_or_a_text_model(tiny_model_dir, qwen, images, tmp_path):
     missing = chat("chat", qwen, "--image", tmp_path / "gone.png", "--prompt", "Hi")
-    assert missing.returncode == 2 and "gone.png: image not found" in missing.stderr
+    assert missing.returncode == 2 and "gone.png does not exist" in missing.stderr
     text_only = chat("chat", tiny_model_dir, "--image", images["red"], "--prompt", "Hi", "--max-new-tokens", "2")
     assert text_only.returncode == 2 and "takes text only, so it cannot read images" in text_only.stderr, \
         text_only.stderr[-2000:]
@@ -319,3 +319,23 @@ def test_a_gemma3_run_on_image_rows_trains_and_saves(images, tmp_path, monkeypat
     assert len(losses) == 6 and losses[-1] < losses[0], losses
     weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert weights and all(vision.in_language_model(k) and "language_model" in k for k in weights)
+
+
+def test_an_image_whose_header_claims_too_many_pixels_is_refused_before_decoding(tmp_path):
+    """chat --image and the Playground read what the user picks: the import's bomb check applies there too."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", 30000, 30000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "bomb.png").write_bytes(bytes(data))
+    with pytest.raises(vision.VisionError, match="bomb.png is too large"):
+        vision.load_image(tmp_path / "bomb.png")
+    img = vision.load_image(tiny.write_image(tmp_path / "wide.png", (400, 100)), max_pixels=10_000)
+    assert img.size == (200, 50)  # image_tokens.bounded: what the planner counts
