@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from studio import objectives
 from studio.fsutil import atomic_write_text
+from studio.image_tokens import DEFAULT_MAX_PIXELS
 from studio.methods import NAMES as METHOD_NAMES
 from studio.methods import recipe_problems as _method_problems
 
@@ -100,7 +101,7 @@ class DataSpec:
     mix_ratio: float = _f(0.2, "Share of the training examples taken from data.mix (0.2: one in five).",
                           min=0.0, max=0.9)
     heldout: str = _f("", "Optional held-out prompts (JSONL) answered before and after training to show the change.")
-    max_pixels: int = _f(512 * 28 * 28, "Rows with images: each image is shrunk (aspect kept) to at most this many "
+    max_pixels: int = _f(DEFAULT_MAX_PIXELS, "Rows with images: each image is shrunk (aspect kept) to at most this many "
                          "pixels before the model's processor sees it (more pixels: more image tokens and memory).",
                          min=28 * 28, max=16384 * 28 * 28)
 

@@ -29,12 +29,12 @@ from typing import Any, Iterator
 
 from studio.data.chat_render import TemplateError, render_chat
 from studio.errors import LoadError, UserError
+from studio.image_tokens import DEFAULT_MAX_PIXELS
 
 IMAGE = "<image>"  # the marker of an image in a normalised example's content
 IGNORE = -100
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 VISION_MODELS = "Qwen2.5-VL, Gemma 3 (4B and up) or SmolVLM"
-DEFAULT_MAX_PIXELS = 512 * 28 * 28
 # Module names of the towers and projectors of the image-text families transformers 5 loads (Qwen2/2.5/3-VL
 # 'visual', LLaVA/Gemma 3/Mistral 3 'vision_tower' + 'multi_modal_projector', Idefics3/SmolVLM 'vision_model' +
 # 'connector', Gemma 3n/4 'embed_vision'); under ``model.`` in transformers 5's layout, at the top in the old one.
