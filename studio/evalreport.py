@@ -13,6 +13,10 @@ summarising it (the CLI, the GUI) needs no torch.
                  "matched": {"base": 0, "adapter": 20}, "score": {"base": 0.0, "adapter": 1.0},
                  "items": [{"prompt": "...", "pattern": "...", "reference": null,
                             "base": "...", "adapter": "...", "base_match": false, "adapter_match": true}]}}
+
+A prompt with images (a vision-language run's validation rows, or a prompt file whose rows carry images as a
+dataset row does) is answered with them; its item also has ``"images": [path, ...]`` and its prompt keeps the
+``<image>`` markers where they stand.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from studio.fsutil import atomic_write_json, read_json
-from studio.scoring import generate_answers, match_or_timeout, prompt_length
+from studio.scoring import generate_answers, match_or_timeout, prompt_length, row_images
 
 EVAL_FILE = "eval.json"
 EVAL_VERSION = 1
@@ -73,6 +77,10 @@ def fallback_rows(val_examples: Sequence[dict], n: int = FALLBACK_PROMPTS) -> li
         if last_user is None:
             continue
         reference = next((m["content"] for m in msgs[last_user + 1:] if m.get("role") == "assistant"), None)
+        if ex.get("images"):  # each turn carries its own images, as a chat turn does
+            from studio.data.images import per_message
+
+            msgs = per_message(msgs, list(ex["images"]))
         rows.append({"messages": msgs[:last_user + 1], "pattern": _row_pattern(ex), "reference": reference})
         if len(rows) >= n:
             break
@@ -96,14 +104,15 @@ def _row_pattern(example: dict) -> str | None:
     return pattern
 
 
-def within_length(tokenizer: Any, rows: Sequence[dict], max_tokens: int) -> tuple[list[dict], int]:
+def within_length(tokenizer: Any, rows: Sequence[dict], max_tokens: int,
+                  processor: Any = None) -> tuple[list[dict], int]:
     """The rows whose prompt fits in ``max_tokens`` (the run's sequence length), and how many did not.
 
     Validation conversations can be far longer than the run trains on (their loss is computed on the first
     ``seq_len`` tokens); answering one whole would prefill it in one batch, past what the planner fitted to
     the budget, and ask the model about a context it never trained on.
     """
-    kept = [r for r in rows if prompt_length(tokenizer, r["messages"]) <= max_tokens]
+    kept = [r for r in rows if prompt_length(tokenizer, r["messages"], processor) <= max_tokens]
     return kept, len(rows) - len(kept)
 
 
@@ -125,6 +134,8 @@ def build(val_loss: dict[str, float | None], val_tokens: int, val_examples: int,
     for i, row in enumerate(rows):
         item: dict[str, Any] = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern"),
                 "reference": row.get("reference")}
+        if row_images(row):
+            item["images"] = row_images(row)
         row_scored = scored and bool(row.get("pattern"))  # only a row's own pattern scores it
         for who in ("base", "adapter"):
             text = answers.get(who, [""] * len(rows))[i] if i < len(answers.get(who, [])) else ""
@@ -209,19 +220,22 @@ def format_text(report: dict) -> str:
     if items:
         pick = next((i for i, it in enumerate(items) if it.get("adapter_match") and not it.get("base_match")), 0)
         it = items[pick]
-        lines += [f"prompt: {it['prompt']}", "  base:", _indent(it.get("base") or ""),
+        pictures = it.get("images") or []
+        lines += [f"prompt: {it['prompt']}" + (f" (image(s): {', '.join(Path(p).name for p in pictures)})"
+                                                if pictures else ""), "  base:", _indent(it.get("base") or ""),
                   "  fine-tuned:", _indent(it.get("adapter") or "")]
     return "\n".join(lines)
 
 
 def answer_rows(model: Any, tokenizer: Any, rows: Sequence[dict], phase: str,
                 progress: Callable[..., Any] | None, should_stop: Callable[[], bool] | None,
-                batch_size: int) -> list[str]:
-    """Greedy answers to ``rows`` with per-prompt progress (``progress(phase=, done=, total=, eta_s=)``)."""
+                batch_size: int, processor: Any = None) -> list[str]:
+    """Greedy answers to ``rows`` with per-prompt progress (``progress(phase=, done=, total=, eta_s=)``);
+    ``processor``: a whole vision-language model, the rows answered with their images."""
 
     total = len(rows)
     if progress:
         progress(phase=phase, done=0, total=total, eta_s=None)
-    return generate_answers(model, tokenizer, rows, batch_size=batch_size, should_stop=should_stop,
+    return generate_answers(model, tokenizer, rows, batch_size=batch_size, should_stop=should_stop, processor=processor,
                             on_progress=(lambda d, t, eta: progress(phase=phase, done=d, total=t, eta_s=eta))
                             if progress else None)

@@ -33,6 +33,18 @@ def weights_fingerprint(folder: Path) -> str:
     return weights_hash.folder_digest(folder)
 
 
+def files_fingerprint(files: list[str]) -> list[str]:
+    """The sha256 of each file's bytes, in order: a held-out prompt's images are part of what it asks (the
+    prompt file names them by path only)."""
+    out = []
+    for f in files:
+        try:
+            out.append(hashlib.sha256(Path(f).read_bytes()).hexdigest())
+        except OSError:
+            out.append(f"unreadable:{f}")
+    return out
+
+
 def key(base: Path, heldout: Path, load: dict, generation: dict, chat_template: str | None) -> str:
     """The cache key: everything the base model's greedy answers depend on."""
     facts = {"version": VERSION, "weights": weights_fingerprint(base),

@@ -350,21 +350,13 @@ class ChatEngine:
         msgs = list(messages)
         if settings.system and msgs[0]["role"] != "system":
             msgs = [{"role": "system", "content": settings.system}] + msgs
-        images = [p for m in msgs for p in m.get("images") or []]
         if self.processor is not None:
-            text = vision.render(self.processor, vision.part_messages(msgs), add_generation_prompt=True)
-            pictures = [vision.load_image(p, self._max_pixels()) for p in images]
-            enc = self.processor(text=[text], images=pictures or None, return_tensors="pt", add_special_tokens=False)
-            return {k: v for k, v in enc.items() if k != "attention_mask"}
-        if images:
+            return vision.prompt_inputs(self.processor, msgs)
+        if any(m.get("images") for m in msgs):
             raise SettingsError(f"{self.base_path.name} was loaded for text: images need a vision-language model "
                                 "loaded with its processor (lora-studio chat ... --image)")
         text = render(self.tokenizer, msgs, add_generation_prompt=True)  # studio.data.chat_render: sandbox + deadline
         return {"input_ids": self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]}
-
-    def _max_pixels(self) -> int:
-        bound = getattr(self.processor.image_processor, "max_pixels", None)
-        return int(bound) if isinstance(bound, int) and bound > 0 else vision.DEFAULT_MAX_PIXELS
 
     def generate(self, messages: list[dict], variant: str | None = None, settings: GenSettings | None = None,
                  on_text: Callable[[str, int], None] | None = None,

@@ -129,8 +129,53 @@ def _check_messages(messages: Any, where: str) -> list[dict[str, Any]]:
     return messages
 
 
-def _parse_row(line: str, where: str) -> dict[str, Any]:
-    """One held-out row: messages up to the last user turn, its pattern, any reference answer."""
+def row_images(row: dict[str, Any]) -> list[str]:
+    """The image paths a prompt row's messages carry, in order (none for a text prompt)."""
+    return [p for m in row.get("messages") or () for p in m.get("images") or ()]
+
+
+def _may_hold_images(row: dict) -> bool:
+    """The row names images the way a dataset row does: content parts, an image column, an <image> marker."""
+    from studio.data.images import IMAGE, IMAGE_COLUMNS
+
+    msgs = row.get("messages")
+    if any(str(k).strip().lower() in IMAGE_COLUMNS for k in row):
+        return True
+    return isinstance(msgs, list) and any(isinstance(m, dict) and (
+        isinstance(m.get("content"), (list, dict)) or IMAGE in str(m.get("content") or "")) for m in msgs)
+
+
+def _image_messages(row: dict, base: Path | None, where: str) -> Any:
+    """A prompt row's messages with images read as the data import reads a dataset row (studio.data): image
+    content parts (``{"type": "image", "image": PATH}``) or an image column beside ``<image>`` markers, paths
+    relative to the prompt file's folder, each image opened and checked; the row errors are the import's. Each
+    message then carries the images of its own markers (``images``), as a chat turn does."""
+    from studio.data import images as imgs
+    from studio.data.formats import _content
+    from studio.data.report import RowProblem
+    from studio.data.scan import RowWarnings
+
+    raw = row.get("messages")
+    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
+        return raw  # _check_messages names what is wrong
+    collected = RowWarnings()  # collects what each image content part names, in order
+    try:
+        msgs = [{**m, "content": _content(m.get("content"), f"messages[{i}].content", collected)}
+                for i, m in enumerate(raw)]
+        if not all(isinstance(m["content"], str) for m in msgs):
+            return msgs
+        column = next((k for k in row if str(k).strip().lower() in imgs.IMAGE_COLUMNS), None)
+        example: dict[str, Any] = {"messages": msgs}
+        imgs.attach(example, collected.images, row.get(column) if column is not None else None, column, base)
+    except RowProblem as e:
+        hint = f"; {e.problem.hint}" if e.problem.hint else ""
+        raise PromptFileError(f"{where}: {e.problem.message}{hint}") from None
+    return imgs.per_message(example["messages"], example.get("images") or [])
+
+
+def _parse_row(line: str, where: str, base: Path | None = None) -> dict[str, Any]:
+    """One held-out row: messages up to the last user turn, its pattern, any reference answer. A row may carry
+    images as a dataset row does (``_image_messages``; ``base``: the folder relative paths are read from)."""
     if len(line) > MAX_ROW_BYTES:
         raise PromptFileError(f"{where}: the row is over {MAX_ROW_BYTES >> 20} MiB; a prompt row may be at most "
                               f"{MAX_ROW_BYTES >> 20} MiB (far beyond any model's context): shorten it")
@@ -145,10 +190,14 @@ def _parse_row(line: str, where: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise PromptFileError(f"{where}: expected a JSON object with 'messages', "
                               f"got {type(row).__name__}")
-    messages = _check_messages(row.get("messages"), where)
+    messages = _check_messages(_image_messages(row, base, where) if _may_hold_images(row) else row.get("messages"),
+                               where)
     reference = None
     if messages[-1]["role"] == "assistant":  # a training-style row: keep its answer as reference
         reference = messages[-1]["content"]
+        if messages[-1].get("images"):
+            raise PromptFileError(f"{where}: the reference answer (the last, assistant turn) holds an image; "
+                                  "images may stand in the prompt only")
         messages = messages[:-1]
     if not messages or messages[-1]["role"] != "user":
         raise PromptFileError(f"{where}: the conversation must end with a user message "
@@ -262,7 +311,7 @@ def load_prompts(path: str | Path) -> list[dict[str, Any]]:
             if len(rows) == MAX_PROMPTS:
                 raise PromptFileError(f"{path}:{n}: more than {MAX_PROMPTS:,} prompts; every prompt is answered by "
                                       "the model, so split the file")
-            rows.append(_parse_row(line, f"{path}:{n}"))
+            rows.append(_parse_row(line, f"{path}:{n}", Path(os.path.abspath(path)).parent))
     if not rows:
         raise PromptFileError(f"{path}: no prompts found; add one JSON object per line")
     return rows
@@ -291,12 +340,19 @@ class SampleParams(TypedDict):
 SAMPLE_PARAMS: SampleParams = {"temperature": 0.0, "max_new_tokens": 96, "do_sample": False}
 
 
-def end_of_turn_ids(tokenizer: Any) -> list[int]:
+def end_of_turn_ids(tokenizer: Any, processor: Any = None) -> list[int]:
     """The token ids that end an answer: end-of-sequence and the chat template's end-of-turn marker
-    (``<|im_end|>``, ``<|eot_id|>``), when that is a token of its own."""
+    (``<|im_end|>``, ``<|eot_id|>``), when that is a token of its own (``processor``: a vision-language model's,
+    whose chat template renders the turns)."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\u00a7"}]
     try:
-        text = render(tokenizer, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\u00a7"}])
+        if processor is not None:
+            from studio import vision
+
+            text = vision.render(processor, vision.part_messages(turns))
+        else:
+            text = render(tokenizer, turns)
     except TemplateError:  # a template that refuses this tiny conversation: end-of-sequence only
         return ids
     marker = text.rsplit("\u00a7", 1)[-1].strip()
@@ -306,15 +362,25 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def prompt_length(tokenizer: Any, messages: list[dict]) -> int:
-    """Tokens of a prompt as ``generate_answers`` feeds it (chat template applied, generation prompt added)."""
+def prompt_length(tokenizer: Any, messages: list[dict], processor: Any = None) -> int:
+    """Tokens of a prompt as ``generate_answers`` feeds it (chat template applied, generation prompt added; with
+    a vision-language model's ``processor`` its images count as the tokens the processor makes of them)."""
+    if processor is not None:
+        from studio import vision
+
+        return int(vision.prompt_inputs(processor, messages)["input_ids"].shape[-1])
     return len(tokenizer(render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"])
 
 
 def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
                      max_new_tokens: int = SAMPLE_PARAMS["max_new_tokens"], batch_size: int = 1,
-                     on_batch: Any = None, on_progress: Any = None, should_stop: Any = None) -> list[str]:
+                     on_batch: Any = None, on_progress: Any = None, should_stop: Any = None,
+                     processor: Any = None) -> list[str]:
     """Greedy answers from a loaded causal LM (chat template applied, generation prompt added).
+
+    ``processor``: the model is a whole vision-language model and the rows' messages may carry ``images``
+    (``load_prompts``): each prompt is rendered by the processor with its images and answered on its own
+    (batch size 1: the images' tensors are per prompt).
 
     ``batch_size`` > 1 left-pads prompts and decodes them together: much faster on a CPU, with
     answers that can differ from one-at-a-time decoding only by floating-point rounding.
@@ -363,15 +429,26 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
         return round(per_step * (max(0, max_new_tokens - step_in_batch) + later * max_new_tokens), 1)
 
     device = next(model.parameters()).device
-    stop_ids = end_of_turn_ids(tokenizer)
+    if processor is not None:
+        tokenizer, batch_size = processor.tokenizer, 1
+    stop_ids = end_of_turn_ids(tokenizer, processor)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
     answers: list[str] = []
     try:
         for start in range(0, len(rows), max(1, batch_size)):
-            chunk = [tokenizer(render(tokenizer, r["messages"], add_generation_prompt=True),
-                               add_special_tokens=False)["input_ids"] for r in rows[start:start + max(1, batch_size)]]
+            extra: dict[str, Any] = {}
+            if processor is not None:
+                from studio import vision
+
+                extra = vision.prompt_inputs(processor, rows[start]["messages"])
+                chunk = [extra.pop("input_ids")[0].tolist()]
+                extra = {k: v.to(device) if hasattr(v, "to") else v for k, v in extra.items()}
+            else:
+                chunk = [tokenizer(render(tokenizer, r["messages"], add_generation_prompt=True),
+                                   add_special_tokens=False)["input_ids"]
+                         for r in rows[start:start + max(1, batch_size)]]
             width = max(len(ids) for ids in chunk)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in chunk])
             mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in chunk])
@@ -383,7 +460,7 @@ def generate_answers(model: Any, tokenizer: Any, rows: Iterable[dict[str, Any]],
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                      max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
                                      eos_token_id=stop_ids, use_cache=True,
-                                     stopping_criteria=StoppingCriteriaList([watch]))
+                                     stopping_criteria=StoppingCriteriaList([watch]), **extra)
             answers += [tokenizer.decode(seq[width:], skip_special_tokens=True) for seq in out]
             if on_progress and watch.reported < len(chunk):  # rows that ran to max_new_tokens
                 on_progress(len(answers), total, _eta(len(answers), max_new_tokens))

@@ -339,3 +339,88 @@ def test_an_image_whose_header_claims_too_many_pixels_is_refused_before_decoding
         vision.load_image(tmp_path / "bomb.png")
     img = vision.load_image(tiny.write_image(tmp_path / "wide.png", (400, 100)), max_pixels=10_000)
     assert img.size == (200, 50)  # image_tokens.bounded: what the planner counts
+
+
+# ------------------------------------------------------------------ prompt files and held-out answers with images
+
+def test_prompt_files_read_images_as_the_data_import_does(images, tmp_path):
+    """A prompt row's images: content parts or an images column beside <image> markers, paths relative to the
+    prompt file, each image checked; the row errors are the import's, named by file and line."""
+    import shutil
+
+    from studio.scoring import PromptFileError, load_prompts, row_images
+
+    shutil.copy(images["red"], tmp_path / "red.png")
+    rows = [{"messages": [{"role": "user", "content": [{"type": "image", "image": "red.png"},
+                                                       {"type": "text", "text": "What colour is this?"}]}],
+             "pattern": "red"},
+            {"messages": [{"role": "user", "content": "<image>What colour is this?"},
+                          {"role": "assistant", "content": "It is red."}], "images": ["red.png"]},
+            {"messages": [{"role": "user", "content": "No picture here."}]}]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first, second, third = load_prompts(path)
+    red = str(tmp_path / "red.png")
+    assert first["messages"] == [{"role": "user", "content": "<image>What colour is this?", "images": [red]}]
+    assert first["pattern"] == "red" and row_images(first) == [red]
+    assert second["messages"] == first["messages"] and second["reference"] == "It is red."
+    assert row_images(third) == [] and third["messages"] == [{"role": "user", "content": "No picture here."}]
+    for row, words in (({"messages": [{"role": "user", "content": "<image>Hi"}], "images": ["gone.png"]},
+                        r"prompts.jsonl:1: image file .*gone.png does not exist"),
+                       ({"messages": [{"role": "user", "content": "<image><image>Hi"}], "images": ["red.png"]},
+                        r"prompts.jsonl:1: the text holds 2 <image> marker\(s\) but column 'images' lists 1"),
+                       ({"messages": [{"role": "user", "content": "Hi <image>"}]},
+                        r"prompts.jsonl:1: the text holds 1 <image> marker")):
+        path.write_text(json.dumps(row) + "\n")
+        with pytest.raises(PromptFileError, match=words):
+            load_prompts(path)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": [{"type": "image", "image": "bad.png"}]}]})
+                    + "\n")
+    with pytest.raises(PromptFileError, match="prompts.jsonl:1: .*bad.png"):
+        load_prompts(path)
+
+
+def test_a_vision_run_answers_its_validation_prompts_with_their_images(trained):
+    """Part of every finished run: eval.json's held-out answers, base and adapter, of the validation rows with their
+    images (the Train page's Evaluation card reads them)."""
+    from studio import evalreport
+
+    report = evalreport.read(trained)
+    held = report["heldout"]
+    assert held["source"] == "validation examples" and held["total"] >= 1, held
+    for item in held["items"]:
+        assert item["prompt"] == "<image>What colour is this?"
+        assert len(item["images"]) == 1 and Path(item["images"][0]).is_file()
+        assert isinstance(item["base"], str) and item["adapter"].startswith("It is"), item
+        assert item["base"] != item["adapter"]
+    assert "(image(s): " in evalreport.format_text(report)
+    events = [json.loads(line) for line in (trained / "events.jsonl").read_text().splitlines()]
+    assert not any("scored by the validation loss, not answered" in str(e["data"].get("message")) for e in events)
+
+
+def test_compare_and_eval_answer_a_prompt_file_with_images(trained, images, tmp_path):
+    import shutil
+
+    for name in ("green", "blue"):
+        shutil.copy(images[name], tmp_path / f"{name}.png")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        json.dumps({"messages": [{"role": "user", "content": [{"type": "image", "image": "green.png"},
+                                                              {"type": "text", "text": "What colour is this?"}]}],
+                    "pattern": "^It is"}) + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "<image>What colour is this?"}],
+                      "images": ["blue.png"]}) + "\n")
+    compared = chat("compare", "base", trained, "--prompts", prompts, "--max-new-tokens", "6", "--json")
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    out = json.loads(compared.stdout)
+    assert [it["images"] for it in out["items"]] == [[str(tmp_path / "green.png")], [str(tmp_path / "blue.png")]]
+    assert all(it["b"]["text"].startswith("It is") for it in out["items"]), out["items"]
+    assert out["score"]["b"] == 1 and out["score"]["total"] == 1
+    evaluated = chat("eval", trained, "--prompts", prompts, "--json", timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads(evaluated.stdout)
+    held = report["heldout"]
+    assert held["source"] == str(prompts) and held["matched"]["adapter"] == 1
+    assert held["items"][1]["images"] == [str(tmp_path / "blue.png")]
+    assert report["val_loss"]["adapter"] < report["val_loss"]["base"]  # with the images, as training measured

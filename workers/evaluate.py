@@ -9,9 +9,9 @@ was stopped).
 """
 from __future__ import annotations
 
-from studio import evalreport, registry
+from studio import evalreport, registry, vision
 from studio.inference import AdapterError, ChatEngine
-from studio.scoring import PromptFileError, load_prompts
+from studio.scoring import PromptFileError, load_prompts, row_images
 from studio.train import dataset, loading
 from studio.train.recovery import load_recipe
 from workers import EXIT_OK, go_offline, on_stop_signal, report_failure, run_worker
@@ -35,26 +35,45 @@ def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, 
     recipe, _ = load_recipe(run_dir, [])
     em.emit(PROGRESS, phase="load", done=0, total=2)
     base = loading.resolve_base(recipe)
-    engine = ChatEngine(base, recipe, quant=quant)
-    engine.add_adapter("adapter", adapter)
-    em.emit(HELLO, pid=os.getpid(), device=engine.device, base=str(base), quant=engine.quant, run_dir=str(run_dir))
-    data = dataset.build(engine.tokenizer, recipe)  # the same split and tokens as training
-    em.emit(PROGRESS, phase="load", done=2, total=2)
-    val = data.lm_rows()  # DPO/ORPO runs: the chosen conversations of the validation split
-    tok = engine.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    losses = {}
-    for i, who in enumerate(("adapter", "base")):
-        em.emit(PROGRESS, phase="eval-loss", done=i, total=2)
-        with engine.variant(who):
-            losses[who], tokens = evalreport.validation_loss(engine.model, val, pad, recipe.train.micro_batch)
-    em.emit(PROGRESS, phase="eval-loss", done=2, total=2)
     if prompts is not None:
         rows, source = load_prompts(prompts), str(prompts)
     elif recipe.data.heldout:
         rows, source = load_prompts(Path(recipe.data.heldout)), str(recipe.data.heldout)
     else:
-        rows, source = evalreport.fallback_rows(data.val_examples or []), "validation examples"
+        rows, source = [], "validation examples"
+    # an adapter trained on image rows, or prompts with images: the whole vision-language model and its processor
+    whole = vision.adapter_on_whole_vlm(adapter) or any(row_images(r) for r in rows)
+    engine = ChatEngine(base, recipe, quant=quant, vision_model=whole)
+    engine.add_adapter("adapter", adapter)
+    em.emit(HELLO, pid=os.getpid(), device=engine.device, base=str(base), quant=engine.quant, run_dir=str(run_dir))
+    processor = engine.processor
+    data = dataset.build(engine.tokenizer, recipe, lambda: processor, str(base))  # the same split as training
+    em.emit(PROGRESS, phase="load", done=2, total=2)
+    tok = engine.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if data.vision:  # rows with images: the loss with their pixels (studio.vision)
+        collator = vision.VisionCollator(processor, recipe.data.max_pixels)
+        val_rows = data.val or vision.VisionDataset([])
+        n_val = len(val_rows)
+
+        def loss() -> tuple[float | None, int]:
+            return vision.validation_loss(engine.model, val_rows, collator, recipe.train.micro_batch)
+    else:
+        val = data.lm_rows()  # DPO/ORPO runs: the chosen conversations of the validation split
+        n_val = len(val)
+
+        def loss() -> tuple[float | None, int]:
+            return evalreport.validation_loss(engine.model, val, pad, recipe.train.micro_batch)
+    losses, tokens = {}, 0
+    for i, who in enumerate(("adapter", "base")):
+        em.emit(PROGRESS, phase="eval-loss", done=i, total=2)
+        with engine.variant(who):
+            losses[who], tokens = loss()
+    em.emit(PROGRESS, phase="eval-loss", done=2, total=2)
+    if prompts is None and not recipe.data.heldout:
+        rows = evalreport.fallback_rows(data.val_examples or [])
+        if processor is not None and rows:  # prompts whose images do not fit the run's sequence length: not answered
+            rows, _ = evalreport.within_length(tok, rows, recipe.train.seq_len, processor)
     answers = {}
 
     def progress(**kw) -> None:
@@ -63,8 +82,8 @@ def evaluate_run(run_dir: Path, prompts: Path | None, em: Emitter, should_stop, 
     for who in ("base", "adapter"):
         with engine.variant(who):
             answers[who] = evalreport.answer_rows(engine.model, tok, rows, f"eval-{who}", progress, should_stop,
-                                                  batch_size=min(len(rows), 20) or 1)
-    report = evalreport.build(losses, tokens if val else 0, len(val), rows, answers, source,
+                                                  batch_size=min(len(rows), 20) or 1, processor=processor)
+    report = evalreport.build(losses, tokens if n_val else 0, n_val, rows, answers, source,
                               scored=any(r.get("pattern") for r in rows), stopped=bool(should_stop()),
                               adapter=str(adapter), base_model=str(base))
     path = evalreport.write(run_dir, report)

@@ -9,7 +9,7 @@ from pathlib import Path
 from studio import chat_client
 from studio.commands.chat import start
 from studio.errors import UserError
-from studio.scoring import TIMEOUT_HINT, PromptFileError, load_prompts, match_or_timeout
+from studio.scoring import TIMEOUT_HINT, PromptFileError, load_prompts, match_or_timeout, row_images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     p.add_argument("--prompts", type=Path, required=True,
-                   help="JSONL: one {\"messages\": [...], \"pattern\": optional regex} per line")
+                   help="JSONL: one {\"messages\": [...], \"pattern\": optional regex} per line; a row may carry "
+                        "images as a dataset row does ({\"type\": \"image\", \"image\": PATH} content parts, or an "
+                        "'images' column beside <image> markers; paths relative to the file), answered by a "
+                        "vision-language model with its images")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -56,13 +59,16 @@ def run(args: argparse.Namespace) -> int:
     va, vb = resolve_pair(args.a, args.b)
     if va.adapter is not None and vb.adapter is not None and va.name == vb.name:
         vb = chat_client.Variant(vb.label + " (B)", vb.run_dir, vb.model, vb.adapter)
-    client = start([va, vb])
+    with_images = any(row_images(r) for r in rows)  # the whole vision-language model reads them
+    client = start([va, vb], vision=with_images)
     settings = {"max_new_tokens": args.max_new_tokens}
     scored = any(r.get("pattern") for r in rows)
     items, timed_out = [], []
     try:
         for i, row in enumerate(rows, start=1):
             item = {"prompt": row["messages"][-1]["content"], "pattern": row.get("pattern")}
+            if row_images(row):
+                item["images"] = row_images(row)
             for key, v in (("a", va), ("b", vb)):
                 ans = client.generate(row["messages"], v.name, settings, stop_on_interrupt=False)
                 row_scored = bool(row.get("pattern"))  # a row without one is answered, not scored
@@ -75,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                     timed_out.append(f"row {i} ({key.upper()})")
             items.append(item)
             if not args.json:
-                print(f"[{i}/{len(rows)}] {item['prompt']}\n--- A: {va.label}"
+                pictures = "".join(f" [{Path(p).name}]" for p in item.get("images", []))
+                print(f"[{i}/{len(rows)}] {item['prompt']}{pictures}\n--- A: {va.label}"
                       f"{_mark(item['a'])} ---\n{item['a']['text'].strip()}\n--- B: {vb.label}"
                       f"{_mark(item['b'])} ---\n{item['b']['text'].strip()}\n")
             else:

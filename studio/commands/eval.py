@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "else a few validation conversations), scoring rows that carry a 'pattern'. "
                                    "Writes RUN_DIR/eval.json.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--prompts", type=Path, help="held-out prompts: JSONL with messages and an optional pattern")
+    p.add_argument("--prompts", type=Path, help="held-out prompts: JSONL with messages and an optional pattern; a "
+                                                "row may carry images as a dataset row does (a vision-language run "
+                                                "answers them with their images)")
     p.add_argument("--json", action="store_true", help="print eval.json instead of a summary")
     p.set_defaults(func=run)
 

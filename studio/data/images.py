@@ -322,6 +322,18 @@ def attach(example: dict, part_refs: list, column: Any, column_name: str | None,
     return placed
 
 
+def per_message(messages: list[dict], images: list[str]) -> list[dict]:
+    """Copies of ``messages`` each carrying the images of its own ``<image>`` markers (``images`` in order of
+    appearance), as a chat turn does (``{"role", "content", "images"}``); turns without markers are kept as
+    they are."""
+    out, at = [], 0
+    for m in messages:
+        n = m["content"].count(IMAGE) if isinstance(m.get("content"), str) else 0
+        out.append({**m, "images": list(images[at:at + n])} if n else m)
+        at += n
+    return out
+
+
 def strip_images(example: dict) -> dict:
     """A copy of ``example`` for a text-only model: no ``images``/``image_sizes``, no ``<image>`` markers.
 

@@ -18,7 +18,7 @@ from studio.fsutil import atomic_write_json, read_json
 from studio.malloc_trim import return_large_blocks
 from studio.recipe import TRL_OBJECTIVES, Recipe, RecipeError
 from studio.safetensors_io import DamagedFile, read_header
-from studio.scoring import SAMPLE_PARAMS, TIMEOUT_HINT, end_of_turn_ids, evaluate, load_prompts
+from studio.scoring import SAMPLE_PARAMS, TIMEOUT_HINT, end_of_turn_ids, evaluate, load_prompts, row_images
 from studio.train import dist, faults, loading, moe4bit, packing, recovery, trackers
 from studio.train.adapter_save import save_adapter
 from studio.train.arguments import training_arguments
@@ -554,13 +554,10 @@ class TrainingRun:
         if self.heldout:
             rows, source = self.heldout, str(self.recipe.data.heldout)
             answers = dict(self.answers)  # before = the fresh adapter (B = 0): exactly the base model
-        elif self.vision:  # the validation prompts hold images; chat with one: 'lora-studio chat RUN --image'
-            rows, source, answers = [], "validation examples (with images: scored by the loss only)", {}
-            self.em.emit(LOG, message="evaluation: the validation rows carry images; they are scored by the "
-                                      "validation loss, not answered")
-        else:
+        else:  # a vision run's validation prompts are answered with their images (the processor renders them)
             rows, source = evalreport.fallback_rows(self.data.val_examples or []), "validation examples"
-            rows, longer = evalreport.within_length(self.tokenizer, rows, self.recipe.train.seq_len)
+            rows, longer = evalreport.within_length(self.tokenizer, rows, self.recipe.train.seq_len,
+                                                    self._vision_processor())
             if longer:
                 self.em.emit(LOG, message=f"evaluation: {longer} validation prompt(s) longer than the run's sequence "
                                           f"length ({self.recipe.train.seq_len} tokens) are not answered, only "
@@ -585,7 +582,12 @@ class TrainingRun:
     def _answer(self, rows: list[dict], phase: str) -> list[str]:
         return evalreport.answer_rows(self.model, self.tokenizer, rows, phase,
                                       lambda **kw: self.em.emit(PROGRESS, **kw), self.ctl.stop.is_set,
-                                      batch_size=len(rows))
+                                      batch_size=len(rows), processor=self._vision_processor())
+
+    def _vision_processor(self) -> Any:
+        """The processor prompts are rendered with when the whole vision-language model is loaded (their images
+        answered with them); None for a text run."""
+        return self.processor if self.vision else None
 
     def save_adapter(self) -> Path:
         """The PEFT adapter, written to a temp folder and renamed: never half a folder (``adapter_save``)."""
@@ -604,7 +606,14 @@ class TrainingRun:
 
         if not self.heldout:
             self.heldout = load_prompts(Path(self.recipe.data.heldout))
-            ends = ", ".join(self.tokenizer.convert_ids_to_tokens(end_of_turn_ids(self.tokenizer)))
+            with_images = sum(1 for r in self.heldout if row_images(r))
+            if with_images and not self.vision:
+                raise LoadError(f"{self.recipe.data.heldout}: {with_images} held-out prompt(s) carry images, and this "
+                                "run trains a text model (or text rows)",
+                                "give held-out prompts without images, or train a vision-language model on rows "
+                                "with images")
+            ends = ", ".join(self.tokenizer.convert_ids_to_tokens(end_of_turn_ids(self.tokenizer,
+                                                                                  self._vision_processor())))
             self.em.emit(LOG, message=f"held-out prompts: {len(self.heldout)}, answered greedily before and after "
                                       f"training, each ending at {ends} or after {SAMPLE_PARAMS['max_new_tokens']} "
                                       "new tokens")
@@ -631,7 +640,10 @@ class TrainingRun:
         q = self.recipe.quant
         load = {"quant": q.mode, "double_quant": q.double_quant, "quant_type": q.quant_type,
                 "dtype": str(compute_dtype(self.recipe)), "attn": self.recipe.train.attn, "device": self.device}
-        generation = {**SAMPLE_PARAMS, "batch": len(self.heldout), "stop_at": self.tokenizer.eos_token}
+        generation: dict[str, Any] = {**SAMPLE_PARAMS, "batch": len(self.heldout), "stop_at": self.tokenizer.eos_token}
+        pictures = [p for r in self.heldout for p in row_images(r)]
+        if pictures:  # the images are part of the prompts (the file names them by path only)
+            generation.update(images=heldout_cache.files_fingerprint(pictures), max_pixels=self.recipe.data.max_pixels)
         key = heldout_cache.key(self.base, Path(self.recipe.data.heldout), load, generation,
                                 getattr(self.tokenizer, "chat_template", None))
         n = len(self.heldout)
