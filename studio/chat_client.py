@@ -107,6 +107,28 @@ def worker_args(variants: list[Variant], vision: bool = False) -> list[str]:
     return args + ["--vision"] * vision
 
 
+def checked_images(paths: list[str]) -> list[str]:
+    """Image files as absolute paths, each opened and decoded here first: a missing or unreadable one is named
+    (studio.vision.VisionError, a UserError) before any model loads or any prompt is sent."""
+    from studio.vision import load_image
+
+    out = []
+    for path in paths:
+        load_image(path)
+        out.append(str(Path(path).expanduser().resolve()))
+    return out
+
+
+def image_message(prompt: str, images: list[str]) -> dict:
+    """The user turn: one <image> marker per image ahead of the prompt (unless it places them itself)."""
+    from studio.vision import IMAGE
+
+    if not images:
+        return {"role": "user", "content": prompt}
+    content = prompt if prompt.count(IMAGE) == len(images) else IMAGE * len(images) + prompt.replace(IMAGE, "")
+    return {"role": "user", "content": content, "images": list(images)}
+
+
 class WorkerFailed(RuntimeError):
     """The chat worker reported an error, ended, or did not answer in time; the message carries its words."""
 

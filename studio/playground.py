@@ -17,6 +17,10 @@ from typing import Any
 from studio import chat_client, runs
 from studio.fsutil import atomic_write_json
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")  # what the Image… button and a drop take
+IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in IMAGE_SUFFIXES) + ")"
+TEXT_ONLY = ("{model} reads text only: pick a vision-language model (e.g. {examples}) or a run trained on one to "
+             "ask about images")
 FOLDER = "playground"
 CONVERSATIONS = "conversations"
 VOTES = "votes.jsonl"
@@ -36,12 +40,16 @@ def save_conversation(run_dir: Path, conversation: dict[str, Any]) -> Path:
     return path
 
 
-def add_vote(run_dir: Path, winner: str, a: str, b: str, prompt: str, answers: dict[str, str]) -> dict:
-    """Append one vote (a single line, written and fsynced in one call) and return it."""
+def add_vote(run_dir: Path, winner: str, a: str, b: str, prompt: str, answers: dict[str, str],
+             images: list[str] | None = None) -> dict:
+    """Append one vote (a single line, written and fsynced in one call) and return it; ``images``: the paths of
+    the images the prompt asked about (kept in the record when there are any)."""
     if winner not in WINNERS:
         raise ValueError(f"winner must be one of {', '.join(WINNERS)}, not {winner!r}")
     record = {"ts": _dt.datetime.now().isoformat(timespec="seconds"), "winner": winner, "a": a, "b": b,
               "prompt": prompt, "answers": answers}
+    if images:
+        record["images"] = list(images)
     path = Path(run_dir) / FOLDER / VOTES
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
@@ -105,6 +113,45 @@ def variants(kind: str, value: Any) -> list[chat_client.Variant]:
     return [chat_client.Variant(chat_client.BASE, None, str(value), None)]
 
 
+def base_folder(kind: str, value: Any) -> Path | None:
+    """The base model's folder when it is known without loading anything: the folder a run's worker resolved
+    (``state.json`` base_model), or the recipe's / the model's own name when it is a folder. None otherwise."""
+    if kind == "run":
+        run_dir = Path(value)
+        for name in (runs.read_state(run_dir).get("base_model"), chat_client.run_model(run_dir)):
+            if name and Path(str(name)).expanduser().is_dir():
+                return Path(str(name)).expanduser()
+        return None
+    folder = Path(str(value)).expanduser()
+    return folder if folder.is_dir() else None
+
+
+def takes_images(kind: str, value: Any, chosen: list[chat_client.Variant]) -> bool:
+    """Whether the chat worker loads the whole vision-language model for these variants (``--vision``), read
+    without torch: the base has a ``vision_config`` and a processor beside it, and no chosen adapter was trained
+    on the language model alone (text rows on a VLM: it loads for text); or a chosen adapter was trained on the
+    whole VLM (image rows)."""
+    from studio import vision
+
+    adapters = [v.adapter for v in chosen if v.adapter is not None]
+    if any(vision.adapter_on_whole_vlm(a) for a in adapters):
+        return True
+    folder = base_folder(kind, value)
+    return folder is not None and vision.takes_images(folder) and not adapters
+
+
+def text_only_message(model: str) -> str:
+    from studio.vision import VISION_MODELS
+
+    return TEXT_ONLY.format(model=Path(model).name if "/" in model else model, examples=VISION_MODELS)
+
+
+def image_files(paths: list[str]) -> tuple[list[str], list[str]]:
+    """Dropped or chosen files split into those with an image's suffix and the others (named, not attached)."""
+    ok = [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+    return ok, [p for p in paths if p not in ok]
+
+
 def loaded_text(hello: dict) -> str:
     """The status line once the chat worker has loaded the model."""
     quant = "4-bit" if hello.get("quant") == "4bit" else hello.get("quant")
@@ -131,6 +178,7 @@ class Round:
     waits for A. It knows which generation is being answered and what each pane answered (for the vote)."""
 
     prompt: str = ""
+    images: list[str] = field(default_factory=list)          # the images the prompt asks about (absolute paths)
     waiting: list[str] = field(default_factory=list)         # panes still to ask
     current: tuple[str, str] | None = None                   # (generation id, pane) being answered
     answers: dict[str, str] = field(default_factory=dict)    # pane -> its answer to ``prompt``
@@ -145,8 +193,9 @@ class Round:
         """Both panes answered: the answers can be compared."""
         return len(self.answers) == 2
 
-    def ask(self, prompt: str, panes: list[str]) -> None:
-        self.prompt, self.waiting, self.answers = prompt, list(panes), {}
+    def ask(self, prompt: str, panes: list[str], images: list[str] | None = None) -> None:
+        """Put ``prompt`` (about ``images``, the same ones for every pane) to ``panes`` in turn."""
+        self.prompt, self.images, self.waiting, self.answers = prompt, list(images or []), list(panes), {}
 
     def take(self) -> tuple[str, str] | None:
         """The next (generation id, pane) to ask; None when every pane has been asked."""

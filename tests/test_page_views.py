@@ -211,6 +211,48 @@ def test_playground_texts_and_sources(tmp_path):
     assert base.adapter is None and base.model == "demo"
 
 
+def test_playground_knows_without_torch_which_variants_take_images(tmp_path):
+    """A base with a vision_config and a processor file takes images (the worker then loads the whole VLM); an
+    adapter trained on image rows does too, one trained on the language model alone (text rows) does not."""
+    import json
+
+    from studio import chat_client
+    from studio.recipe import Recipe
+
+    vlm = tmp_path / "vlm"
+    vlm.mkdir()
+    (vlm / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "vision_config": {"depth": 1}}))
+    (vlm / "preprocessor_config.json").write_text("{}")
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert playground.base_folder("model", str(vlm)) == vlm and playground.base_folder("model", "demo") is None
+    base = chat_client.Variant(chat_client.BASE, None, str(vlm), None)
+    assert playground.takes_images("model", str(vlm), [base])
+    assert not playground.takes_images("model", str(text), [base])
+    recipe = Recipe(name="v")
+    recipe.model.name_or_path = str(vlm)
+    run = runs.create(recipe, tmp_path / "runs")
+    assert playground.base_folder("run", run) == vlm
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"target_modules": ["q_proj", "v_proj"]}))
+    tuned = chat_client.Variant("run", run, str(vlm), adapter)
+    assert not playground.takes_images("run", run, [base, tuned])  # trained on text rows: it loads for text
+    (adapter / "adapter_config.json").write_text(json.dumps({"target_modules": "^(?:model\\.language_model\\.x)$"}))
+    assert playground.takes_images("run", run, [base, tuned])
+    assert playground.image_files(["a.PNG", "b.txt", "c.webp"]) == (["a.PNG", "c.webp"], ["b.txt"])
+    assert "text reads text only" in playground.text_only_message(str(text))
+    vote = playground.add_vote(run, "b", "base", "run", "<image>What colour?", {"a": "x", "b": "y"}, ["/p/red.png"])
+    assert vote["images"] == ["/p/red.png"] and playground.votes(run)[-1]["images"] == ["/p/red.png"]
+    assert "images" not in playground.add_vote(run, "a", "base", "run", "Hi", {"a": "x", "b": "y"})
+    r = playground.Round()
+    r.ask("What colour?", ["a", "b"], ["/p/red.png"])
+    assert r.images == ["/p/red.png"]
+    assert chat_client.image_message("What colour?", ["/p/red.png"]) == {
+        "role": "user", "content": "<image>What colour?", "images": ["/p/red.png"]}
+
+
 def test_units():
     assert units.binary_bytes(None) == "–" and units.binary_bytes(1536) == "2 KiB" and units.binary_bytes(3 * GiB) == "3.00 GiB"
     assert units.decimal_bytes(999) == "999 B" and units.decimal_bytes(1_500_000_000) == "1.5 GB"

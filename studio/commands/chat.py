@@ -93,28 +93,8 @@ def _stream(text: str) -> None:
     sys.stdout.flush()
 
 
-def checked_images(paths: list[str]) -> list[str]:
-    """The --image files as absolute paths, each opened and decoded here first: a missing or unreadable one is
-    named before any model loads."""
-    from pathlib import Path
-
-    from studio.vision import load_image
-
-    out = []
-    for path in paths:
-        load_image(path)  # VisionError (a UserError) naming the file
-        out.append(str(Path(path).expanduser().resolve()))
-    return out
-
-
-def image_message(prompt: str, images: list[str]) -> dict:
-    """The user turn: one <image> marker per image ahead of the prompt (unless it places them itself)."""
-    from studio.vision import IMAGE
-
-    if not images:
-        return {"role": "user", "content": prompt}
-    content = prompt if prompt.count(IMAGE) == len(images) else IMAGE * len(images) + prompt.replace(IMAGE, "")
-    return {"role": "user", "content": content, "images": images}
+checked_images = chat_client.checked_images  # the --image files, each read here before any model loads
+image_message = chat_client.image_message
 
 
 def _one(client: chat_client.ChatClient, variant: chat_client.Variant, prompt: str, settings: dict, as_json: bool,

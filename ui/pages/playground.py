@@ -6,15 +6,23 @@ side-by-side mode the same prompt goes to A, then to B (one worker answers one p
 each pane streaming as its answer arrives. Conversations and "A better / B better / tie" marks
 are kept in the run folder (studio.playground, which also says what can answer and keeps the round of
 answers). The bars, panes and sampling settings are widgets of ``ui.widgets.chat_pane``.
+
+Images: on a vision-language model (its base folder has a ``vision_config`` and a processor, or the run's adapter
+was trained on image rows) the prompt bar takes images (Image…, or files dropped on the page or the prompt); each
+is read before it is attached and again before sending, and the same images go with the prompt to both panes
+(``images`` and one ``<image>`` marker each in the user's turn). The worker then loads the whole model
+(``--vision``). A text model's Image… button is off and a dropped image is refused with a banner.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import QEvent, QObject, Signal
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QFileDialog, QWidget
 
 from studio import chat_client, playground
+from studio.errors import UserError
 from ui.controllers import ChatController
 from ui.session import Session
 from ui.widgets.chat_pane import AskBar, Pane, PanePair, SamplingCard, SourceBar, VoteBar
@@ -37,8 +45,11 @@ class PlaygroundPage(Page):
         self.attached: set[str] = set()
         self.round = playground.Round()
         self._hello: dict = {}
+        self.reads_images = False  # the chosen variants load the whole vision-language model (images allowed)
         self._build()
         self._wire()
+        self.setAcceptDrops(True)
+        self.ask.prompt.installEventFilter(self)  # a QLineEdit would take a dropped file as its text
 
     # -- layout -------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -62,6 +73,9 @@ class PlaygroundPage(Page):
         self.ask.send_btn.clicked.connect(self.send)
         self.ask.prompt.returnPressed.connect(self.send)
         self.ask.stop_btn.clicked.connect(self.stop)
+        self.ask.image_btn.clicked.connect(self.choose_images)
+        for pane in (self.pane_a, self.pane_b):
+            pane.variant.currentIndexChanged.connect(lambda _i: self._update_images())
         self.votes.new_btn.clicked.connect(self.new_chat)
         self.votes.save_btn.clicked.connect(self.save_conversation)
         self.votes.sig_vote.connect(self.vote)
@@ -90,13 +104,14 @@ class PlaygroundPage(Page):
         self.run_dir = Path(data[1]) if data[0] == "run" else None
         if len(variants) == 1:
             self.side.setChecked(False)
+        self._update_images()
         self.new_chat()
         self._update_votes()  # the model loads on the first prompt (a page visit starts nothing)
 
     def _ensure_worker(self) -> None:
         """Start (or restart for another base model) the worker with the chosen variants attached."""
         data = self.source.currentData()
-        key = (data[0], str(data[1])) if data else ()
+        key = (data[0], str(data[1]), self.reads_images) if data else ()
         if not key:
             return
         if key == self.loaded_key and self.controller.running:
@@ -110,7 +125,8 @@ class PlaygroundPage(Page):
         self.attached = {v.name for v in wanted if v.adapter is not None}
         self.status.setText("Loading the model (once; it stays loaded while you chat)…")
         self._set_busy(True)
-        self.controller.start_chat(chat_client.worker_args(wanted or [chat_client.Variant(chat_client.BASE, None, key[1], None)]))
+        self.controller.start_chat(chat_client.worker_args(
+            wanted or [chat_client.Variant(chat_client.BASE, None, key[1], None)], vision=self.reads_images))
 
     @staticmethod
     def _retire(c: ChatController) -> None:
@@ -139,11 +155,20 @@ class PlaygroundPage(Page):
         prompt = (text if isinstance(text, str) else self.ask.prompt.text()).strip()
         if not prompt or self.round.busy:
             return False
+        images = self.ask.images()
+        if images:
+            try:  # each one read again: a file moved or damaged since it was attached is named, nothing sent
+                images = chat_client.checked_images(images)
+            except UserError as e:
+                self.banner.show_message(f"The image cannot be sent: {e}", "attach it again, or remove it "
+                                         "(\u00d7 on its thumbnail) to send the prompt alone")
+                return False
         self._ensure_worker()
         self.banner.hide()
         self.ask.prompt.clear()
+        self.ask.clear_images()
         self.votes.allow(False)
-        self.round.ask(prompt, ["a", "b"] if self.side.isChecked() else ["a"])
+        self.round.ask(prompt, ["a", "b"] if self.side.isChecked() else ["a"], images)
         self._set_busy(True)
         if self.controller.running and "device" in self._hello:
             self._next()
@@ -163,12 +188,83 @@ class PlaygroundPage(Page):
         if v.adapter is not None and v.name not in self.attached:
             self.controller.attach_adapter(v.name, v.adapter)  # answered in order: the worker attaches first
             self.attached.add(v.name)
-        pane.begin_answer(self.round.prompt)
+        pane.begin_answer(self.round.prompt, self.round.images)
         self.controller.generate(gid, v.name, list(pane.history), self.sampling.settings())
 
     def stop(self) -> None:
         self.round.waiting = []
         self.controller.stop()
+
+    # -- images ---------------------------------------------------------------------------------------------
+    def _chosen(self) -> list[chat_client.Variant]:
+        return [v for v in (self.pane_a.current(), self.pane_b.current()) if v is not None]
+
+    def _update_images(self) -> None:
+        """Images allowed when the chosen variants load the whole vision-language model (read without torch)."""
+        data = self.source.currentData()
+        self.reads_images = bool(data) and playground.takes_images(data[0], data[1], self._chosen())
+        self.ask.allow_images(self.reads_images, self._text_only())
+
+    def _text_only(self) -> str:
+        data = self.source.currentData()
+        model = chat_client.run_model(Path(data[1])) if data and data[0] == "run" else str(data[1] if data else "")
+        return playground.text_only_message(model or "this model")
+
+    def choose_images(self) -> list[str]:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Attach images", "", playground.IMAGE_FILTER)
+        return self.attach_images(paths) if paths else []
+
+    def attach_images(self, paths: list[str]) -> list[str]:
+        """Attach the image files ``paths`` above the prompt, each read first; what cannot be attached (a text
+        model, a file that is not an image, one that cannot be read) is named in the banner. Returns the
+        attached paths."""
+        if not paths:
+            return []
+        if not self.reads_images:
+            self.banner.show_message("Images were not attached: " + self._text_only(), "")
+            return []
+        images, others = playground.image_files(paths)
+        done, refused = [], [f"{Path(p).name}: not an image file ({', '.join(playground.IMAGE_SUFFIXES)})"
+                             for p in others]
+        for path in images:
+            try:
+                done += chat_client.checked_images([path])
+            except UserError as e:
+                refused.append(str(e))
+        for path in done:
+            self.ask.attach(path)
+        if refused:
+            self.banner.show_message("Not attached: " + "; ".join(refused), "pick another image file")
+        elif done:
+            self.banner.hide()
+        return done
+
+    @staticmethod
+    def _dropped(event: QDropEvent | QDragEnterEvent) -> list[str]:
+        mime = event.mimeData()
+        return [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
+        if self._dropped(event):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
+        paths = self._dropped(event)
+        if paths:
+            event.acceptProposedAction()
+            self.attach_images(paths)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        """Files dropped on the prompt line are attached, not typed into it."""
+        if watched is self.ask.prompt and event.type() in (QEvent.Type.DragEnter, QEvent.Type.DragMove,
+                                                           QEvent.Type.Drop):
+            drop = event if isinstance(event, (QDragEnterEvent, QDropEvent)) else None
+            if drop is not None and self._dropped(drop):
+                drop.acceptProposedAction()
+                if event.type() == QEvent.Type.Drop:
+                    self.attach_images(self._dropped(drop))
+                return True
+        return super().eventFilter(watched, event)
 
     def new_chat(self) -> None:
         self.pair.clear()
@@ -229,7 +325,8 @@ class PlaygroundPage(Page):
             return None
         a, b = self.pane_a.current(), self.pane_b.current()
         rec = playground.add_vote(self.run_dir, winner, a.label if a else "", b.label if b else "", self.round.prompt,
-                                  {"a": self.round.answers.get("a", ""), "b": self.round.answers.get("b", "")})
+                                  {"a": self.round.answers.get("a", ""), "b": self.round.answers.get("b", "")},
+                                  self.round.images)
         self.round.answers = {}
         self._update_votes()
         self.sig_voted.emit(self.run_dir)

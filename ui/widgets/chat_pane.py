@@ -1,27 +1,43 @@
 """The Playground's widgets: the source bar, a pane that streams one variant's answers, the sampling
-settings, the vote bar and the prompt line. They show and ask; the page drives the chat worker."""
+settings, the vote bar and the prompt line with its attached images. They show and ask; the page drives the chat
+worker."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QTextCursor
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QImage, QImageReader, QPixmap, QTextCursor, QTextDocument, QTextImageFormat
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QGridLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QSpinBox,
+    QTextEdit,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from studio import chat_client, playground
 from ui.widgets.common import Card, content_row, label, primary_button
+
+THUMB = 64  # pixels: the longer side of an image's thumbnail (prompt bar and transcript)
+
+
+def thumbnail(path: str, side: int = THUMB) -> QImage:
+    """The image at ``path`` scaled to fit ``side`` x ``side`` (decoded at that size; a null image if unreadable)."""
+    reader = QImageReader(path)
+    reader.setAutoTransform(True)
+    size = reader.size()
+    if size.isValid() and max(size.width(), size.height()) > side:
+        reader.setScaledSize(size.scaled(QSize(side, side), Qt.AspectRatioMode.KeepAspectRatio))
+    return reader.read()
 
 
 class Pane(QWidget):
@@ -38,13 +54,15 @@ class Pane(QWidget):
                                 "or another run on the same base")
         head.addWidget(self.variant, 1)
         lay.addLayout(head)
-        self.text = QPlainTextEdit()
+        self.text = QTextEdit()
         self.text.setReadOnly(True)
+        self.text.setAcceptRichText(False)
         lay.addWidget(self.text, 1)
         self.stats = label("", "muted")
         lay.addWidget(self.stats)
         self.history: list[dict] = []
         self.partial = ""
+        self._images: list[str] = []  # the images shown in the transcript, in order
 
     def current(self) -> chat_client.Variant | None:
         return self.variant.currentData()
@@ -59,10 +77,16 @@ class Pane(QWidget):
         if variants:
             self.variant.setCurrentIndex(index)
 
-    def begin_answer(self, prompt: str) -> None:
-        self.history.append({"role": "user", "content": prompt})
+    def begin_answer(self, prompt: str, images: list[str] | None = None) -> None:
+        """The user's turn (``images`` in it, one ``<image>`` marker each, as ``chat_client.image_message``
+        writes it; their thumbnails shown in the transcript), then the answer streams after "Model: "."""
+        images = list(images or [])
+        self.history.append(chat_client.image_message(prompt, images))
         self.partial = ""
-        self._append(("\n\n" if self.text.toPlainText() else "") + f"You: {prompt}\n\nModel: ")
+        self._append(("\n\n" if self.text.toPlainText() else "") + "You: ")
+        for path in images:
+            self._append_image(path)
+        self._append(f"{' ' if images else ''}{prompt}\n\nModel: ")
 
     def add_text(self, piece: str) -> None:
         self.partial += piece
@@ -76,8 +100,32 @@ class Pane(QWidget):
     def clear(self) -> None:
         self.history = []
         self.partial = ""
+        self._images = []
         self.text.clear()
         self.stats.setText("")
+
+    def image_count(self) -> int:
+        """Thumbnails shown in the transcript."""
+        return len(self._images)
+
+    def _append_image(self, path: str) -> None:
+        """The image's thumbnail at the end of the transcript (its name where it cannot be read)."""
+        img = thumbnail(path)
+        if img.isNull():
+            self._append(f"[{Path(path).name}] ")
+            return
+        name = f"playground-image-{len(self._images)}-{Path(path).name}"
+        self.text.document().addResource(QTextDocument.ResourceType.ImageResource, QUrl(name), img)
+        fmt = QTextImageFormat()
+        fmt.setName(name)
+        fmt.setWidth(img.width())
+        fmt.setHeight(img.height())
+        fmt.setToolTip(path)
+        cursor = self.text.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertImage(fmt)
+        self.text.setTextCursor(cursor)
+        self._images.append(path)
 
     def _append(self, text: str) -> None:
         cursor = self.text.textCursor()
@@ -211,12 +259,54 @@ class VoteBar(QWidget):
             b.setEnabled(on)
 
 
+class Attachment(QWidget):
+    """One attached image above the prompt: its thumbnail (the path as tooltip) and a button that removes it."""
+
+    sig_remove = Signal(str)
+
+    def __init__(self, path: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.path = path
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        self.picture = QLabel()
+        img = thumbnail(path, 48)
+        if img.isNull():
+            self.picture.setText(Path(path).name)
+        else:
+            self.picture.setPixmap(QPixmap.fromImage(img))
+        self.picture.setToolTip(path)
+        lay.addWidget(self.picture)
+        self.remove_btn = QToolButton()
+        self.remove_btn.setText("\u00d7")
+        self.remove_btn.setToolTip(f"Remove {Path(path).name}")
+        self.remove_btn.setAutoRaise(True)
+        self.remove_btn.clicked.connect(lambda: self.sig_remove.emit(self.path))
+        lay.addWidget(self.remove_btn, 0, Qt.AlignmentFlag.AlignTop)
+
+
 class AskBar(QWidget):
-    """The prompt line, Send and Stop."""
+    """The attached images (thumbnails, each removable), then Image…, the prompt line, Send and Stop."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        ask = content_row(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(4)
+        self.strip = QWidget()
+        self.strip_row = QHBoxLayout(self.strip)
+        self.strip_row.setContentsMargins(0, 0, 0, 0)
+        self.strip_row.addStretch(1)
+        self.strip.hide()
+        outer.addWidget(self.strip)
+        row = QWidget()
+        ask = content_row(row)
+        outer.addWidget(row)
+        self.image_btn = QPushButton("Image\u2026")
+        self.image_btn.setToolTip("Attach an image the prompt is about (or drop image files here); both panes "
+                                  "answer about the same image")
+        ask.addWidget(self.image_btn)
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("Ask something and press Enter")
         ask.addWidget(self.prompt, 1)
@@ -226,3 +316,37 @@ class AskBar(QWidget):
         self.stop_btn.setToolTip("End the answer now (the model stays loaded)")
         ask.addWidget(self.send_btn)
         ask.addWidget(self.stop_btn)
+        self.attached: list[Attachment] = []
+
+    def images(self) -> list[str]:
+        return [a.path for a in self.attached]
+
+    def attach(self, path: str) -> None:
+        """Show ``path`` (absolute, already checked) above the prompt; an image attached twice shows once."""
+        if path in self.images():
+            return
+        item = Attachment(path)
+        item.sig_remove.connect(self.remove)
+        self.attached.append(item)
+        self.strip_row.insertWidget(len(self.attached) - 1, item)
+        self.strip.show()
+
+    def remove(self, path: str) -> None:
+        for item in [a for a in self.attached if a.path == path]:
+            self.attached.remove(item)
+            self.strip_row.removeWidget(item)
+            item.deleteLater()
+        self.strip.setVisible(bool(self.attached))
+
+    def clear_images(self) -> None:
+        for path in self.images():
+            self.remove(path)
+
+    def allow_images(self, on: bool, why: str = "") -> None:
+        """The Image… button on for a model that reads images; off, with ``why`` as its tooltip, for one that
+        reads text only (attached images are dropped then)."""
+        self.image_btn.setEnabled(on)
+        self.image_btn.setToolTip("Attach an image the prompt is about (or drop image files here); both panes "
+                                  "answer about the same image" if on else why)
+        if not on:
+            self.clear_images()
