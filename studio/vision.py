@@ -21,6 +21,7 @@ that of the text; the processor is deterministic, so the image token counts are 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -190,13 +191,19 @@ def bound_pixels(processor: Any, max_pixels: int) -> None:
     """Lower the image processor's own pixel bound to ``max_pixels`` (Qwen2-VL keeps it as ``max_pixels`` and
     ``size['longest_edge']``, counted in pixels); the rows are also resized before the processor sees them."""
     ip = processor.image_processor
-    if hasattr(ip, "max_pixels") or getattr(ip, "min_pixels", None) is not None:
+    # Qwen2-VL's image processor (Qwen2.5-VL's and Qwen3-VL's too) counts size in pixels; other families' sizes
+    # are side lengths, which the rows' own resizing (load_image) bounds instead
+    if type(ip).__name__.startswith("Qwen2VLImageProcessor") or hasattr(ip, "max_pixels"):
         ip.max_pixels = min(int(getattr(ip, "max_pixels", None) or max_pixels), max_pixels)
-        size = getattr(ip, "size", None)
+        size: Any = getattr(ip, "size", None)
         if isinstance(size, dict) and "longest_edge" in size:
             size["longest_edge"] = min(int(size["longest_edge"]), max_pixels)
             if size.get("shortest_edge", 0) > size["longest_edge"]:
                 size["shortest_edge"] = size["longest_edge"]
+        elif getattr(size, "longest_edge", None) and hasattr(size, "__dataclass_fields__"):  # transformers 5's SizeDict
+            longest = min(int(size.longest_edge), max_pixels)
+            ip.size = dataclasses.replace(size, longest_edge=longest,
+                                          shortest_edge=min(int(size.shortest_edge or longest), longest))
 
 
 def load_image(path: str | Path, max_pixels: int | None = None) -> Any:

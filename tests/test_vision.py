@@ -305,17 +305,18 @@ def test_chat_refuses_an_image_it_cannot_read_or_a_text_model(tiny_model_dir, qw
     assert no_prompt.returncode == 2 and "--prompt" in no_prompt.stderr
 
 
-def test_a_gemma3_run_on_image_rows_trains_and_saves(images, tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", ["gemma3", "llava"])
+def test_a_gemma3_or_llava_run_on_image_rows_trains_and_saves(family, images, tmp_path):
     from safetensors.torch import load_file
 
     from studio import runs
 
-    gemma = tiny.make_vlm(tmp_path / "gemma3", "gemma3")
-    run_dir = runs.create(_recipe(gemma, tmp_path / "rows.jsonl", max_steps=6), tmp_path)
+    model = tiny.make_vlm(tmp_path / family, family)
+    run_dir = runs.create(_recipe(model, tmp_path / "rows.jsonl", max_steps=6), tmp_path)
     code, events = run_in_process(run_dir, colour_rows(images, 10))
     assert code == 0, [e.data for e in events if e.type == "error"]
     losses = [e.data["loss"] for e in events if e.type == "metric" and "loss" in e.data]
-    print("gemma3 losses", losses)
+    print(family, "losses", losses)
     assert len(losses) == 6 and losses[-1] < losses[0], losses
     weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert weights and all(vision.in_language_model(k) and "language_model" in k for k in weights)
@@ -424,3 +425,21 @@ def test_compare_and_eval_answer_a_prompt_file_with_images(trained, images, tmp_
     assert held["source"] == str(prompts) and held["matched"]["adapter"] == 1
     assert held["items"][1]["images"] == [str(tmp_path / "blue.png")]
     assert report["val_loss"]["adapter"] < report["val_loss"]["base"]  # with the images, as training measured
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "gemma3", "llava"])
+def test_the_planners_image_tokens_are_the_ones_training_feeds_the_model(family, tmp_path):
+    """studio.image_tokens (what data inspect and the planner count, torch-free) against the image tokens the
+    processor really puts in a training row, for images of several sizes and the studio's max_pixels bound."""
+    from studio.image_tokens import ImageTokens
+
+    folder = tiny.make_vlm(tmp_path / family, family, max_pixels=28 * 28 * 16)
+    processor = vision.load_processor(folder, max_pixels=28 * 28 * 9)
+    rule = ImageTokens.from_folder(folder, max_pixels=28 * 28 * 9)
+    counts = []
+    for w, h in ((56, 56), (200, 60), (31, 300), (640, 480), (29, 29)):
+        image = str(tiny.write_image(tmp_path / f"{w}x{h}.png", (w, h)))
+        row = vision.encode_vision_example(processor, example(image), 512, max_pixels=28 * 28 * 9)
+        assert row.image_tokens == rule.count(w, h), (w, h)
+        counts.append(row.image_tokens)
+    assert len(set(counts)) > 1 if family == "qwen2_vl" else len(set(counts)) == 1, counts

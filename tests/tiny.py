@@ -149,12 +149,16 @@ VLM_TEMPLATES = {
                + _PARTS.replace("{{ IMAGE }}", "<start_of_image>")
                + "{{ '<end_of_turn>\n' }}{% endfor %}"
                "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"),
+    "llava": ("{% for message in messages %}{{ ('USER: ' if message['role'] == 'user' else 'ASSISTANT: ') }}"
+              + _PARTS.replace("{{ IMAGE }}", "<image>\n") + "{{ '<|im_end|>\n' }}{% endfor %}"
+              "{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}"),
 }
 VLM_TOKENS = {
     "qwen2_vl": {"vision_start": "<|vision_start|>", "vision_end": "<|vision_end|>", "image": "<|image_pad|>",
                  "video": "<|video_pad|>"},
     "gemma3": {"boi": "<start_of_image>", "eoi": "<end_of_image>", "image": "<image_soft_token>",
                "turn_start": "<start_of_turn>", "turn_end": "<end_of_turn>"},
+    "llava": {"image": "<image>"},  # LLaVA's placeholder is the studio's own marker, expanded by its processor
 }
 
 
@@ -164,7 +168,9 @@ def make_vlm(out_dir: Path, family: str = "qwen2_vl", seed: int = 0, layers: int
     image tokens, image processor, a chat template that renders content parts), saved as transformers saves one.
 
     ``qwen2_vl``: patches of 14 merged 2x2, so a 56x56 image (``max_pixels``) is a 4x4 grid, 4 image tokens;
-    ``gemma3``: a SigLIP tower on ``image_size`` pixels, pooled to ``mm_tokens`` image tokens."""
+    ``gemma3``: a SigLIP tower on ``image_size`` pixels, pooled to ``mm_tokens`` image tokens;
+    ``llava``: a CLIP tower on ``image_size``-pixel crops in patches of 14 (32 -> a 2x2 grid, 4 image tokens once
+    the CLS token is dropped) and a Llama language model."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedTokenizerFast
 
@@ -209,6 +215,21 @@ def make_vlm(out_dir: Path, family: str = "qwen2_vl", seed: int = 0, layers: int
         processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": image_size,
                                                                                  "width": image_size}),
                                     tokenizer=tok, chat_template=template, image_seq_length=mm_tokens)
+    elif family == "llava":
+        from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+        config = AutoConfig.for_model(
+            "llava", text_config=dict(text, model_type="llama"),
+            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=14,
+                               projection_dim=32),
+            image_token_index=ids["image"], vision_feature_select_strategy="default", vision_feature_layer=-2,
+            tie_word_embeddings=False)
+        side = {"height": image_size, "width": image_size}
+        processor = LlavaProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                                                         crop_size=side),
+                                   tokenizer=tok, chat_template=template, patch_size=14,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
     else:
         raise ValueError(f"make_vlm: no tiny {family}")
     torch.manual_seed(seed)
@@ -218,7 +239,9 @@ def make_vlm(out_dir: Path, family: str = "qwen2_vl", seed: int = 0, layers: int
     (out_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
     (out_dir / "processor_config.json").write_text(json.dumps(
         {"processor_class": type(processor).__name__,
-         **({"image_seq_length": mm_tokens} if family == "gemma3" else {})}), encoding="utf-8")
+         **({"image_seq_length": mm_tokens} if family == "gemma3" else {}),
+         **({"patch_size": 14, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
+            if family == "llava" else {})}), encoding="utf-8")
     GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                      pad_token_id=tok.pad_token_id).save_pretrained(out_dir)
     return out_dir
