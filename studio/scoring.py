@@ -3,7 +3,9 @@
 A held-out file is chat JSONL where every row carries its prompt (``messages`` ending with a user
 turn) and, optionally, ``pattern``: the regular expression an answer must match. Only rows that carry
 a pattern are scored (``evaluate``, the eval report, ``compare``); the others are answered as samples to
-read. ``matches`` with no pattern tests ``FORMAT_PATTERN``, the demo's "answer card". Generation (torch) is imported
+read. A row may carry images as a dataset row does (``{"type": "image", "image": PATH}`` content parts, or an
+``images`` column beside ``<image>`` markers; read by studio.data, paths relative to the file): each message then
+has its own ``images`` and a vision-language model answers with them. ``matches`` with no pattern tests ``FORMAT_PATTERN``, the demo's "answer card". Generation (torch) is imported
 only inside the functions that need it, so the UI and CLI can import this module cheaply.
 
 Patterns are the user's, and answers are a model's: a pattern that backtracks catastrophically
