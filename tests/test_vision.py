@@ -442,3 +442,26 @@ def test_the_planners_image_tokens_are_the_ones_training_feeds_the_model(family,
         assert row.image_tokens == rule.count(w, h), (w, h)
         counts.append(row.image_tokens)
     assert len(set(counts)) > 1 if family == "qwen2_vl" else len(set(counts)) == 1, counts
+
+
+def test_a_vision_runs_held_out_file_with_images_is_answered_before_and_after(qwen, images, tmp_path):
+    """data.heldout rows carrying images: answered with them before and after training (the score events and
+    eval.json's items), the base's answers cached with the images' bytes in the key."""
+    from studio import evalreport, runs
+
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "image", "image": images[name]}, {"type": "text", "text": "What colour is this?"}]}],
+        "pattern": "^It is"}) + "\n" for name in ("red", "blue")))
+    recipe = _recipe(qwen, tmp_path / "rows.jsonl", max_steps=4)
+    recipe.data.heldout = str(heldout)
+    run_dir = runs.create(recipe, tmp_path)
+    code, events = run_in_process(run_dir, colour_rows(images, 10))
+    assert code == 0, [e.data for e in events if e.type == "error"]
+    scores = {k: e.data[k] for e in events if e.type == "metric" for k in ("heldout_score_before",
+                                                                          "heldout_score_after") if k in e.data}
+    assert set(scores) == {"heldout_score_before", "heldout_score_after"}, scores
+    held = evalreport.read(run_dir)["heldout"]
+    assert held["source"] == str(heldout) and held["scored"] and held["total"] == 2
+    assert [it["images"] for it in held["items"]] == [[images["red"]], [images["blue"]]]
+    assert all(isinstance(it["base"], str) and isinstance(it["adapter"], str) for it in held["items"])
