@@ -133,14 +133,27 @@ def language_part(config: Any) -> Any:
     return LanguagePart()
 
 
-def on_checkpoint(name: str, names: set[str], where: tuple[str, str]) -> str:
-    """The checkpoint's name (one of ``names``, layout ``where``) for a weight an adapter names: as the text
-    model has it (trained here), as transformers 5 loads the whole multimodal model (``model.language_model.X``,
-    ``model.vision_tower.X``: trained elsewhere on the whole model), or already the checkpoint's. Unchanged
+def on_checkpoint(name: str, names: set[str], where: tuple[str, str] | None) -> str:
+    """The checkpoint's name (one of ``names``, layout ``where``; None: the flat layout) for a weight an adapter
+    names: as the text model has it (trained here), as transformers 5 loads the whole multimodal model
+    (``model.language_model.X``, ``model.vision_tower.X``: trained on image rows, ``studio.vision``), or already
+    the checkpoint's. Unchanged
     when none of these is in the checkpoint (the merge then says which weight has no base)."""
     text = to_text(name)
-    candidates = [name, to_checkpoint(text, where) if text is not None else name, name.removeprefix("model.")]
+    candidates = [name, to_checkpoint(text, where) if text is not None else name, name.removeprefix("model."),
+                  flat_name(name)]
     return next((c for c in candidates if c in names), name)
+
+
+def flat_name(name: str) -> str:
+    """A name of the whole model as transformers 5 loads it, in the flat layout Qwen2-VL and Qwen2.5-VL
+    checkpoints keep on disk (the language model at ``model.layers``, ``lm_head``, the tower at ``visual``):
+    ``model.language_model.X`` -> ``model.X``, ``model.visual.X`` -> ``visual.X``."""
+    if name.startswith("model.language_model."):
+        return "model." + name[len("model.language_model."):]
+    if name.startswith("model.visual."):
+        return name[len("model."):]
+    return name
 
 
 def load_language_model(folder: Path, kwargs: dict, names: list[str]) -> Any:

@@ -67,11 +67,14 @@ def check_mergeable(base_dir: Path, adapter: Adapter) -> list[TensorMeta]:
 
 def on_checkpoint(adapter: Adapter, names: Iterable[str]) -> None:
     """Name the adapter's updates as the base checkpoint does: an adapter trained on a multimodal checkpoint's
-    language model (``studio.multimodal``) names ``model.layers.N...``, the checkpoint ``model.language_model...``."""
+    language model (``studio.multimodal``) names ``model.layers.N...``, the checkpoint ``model.language_model...``;
+    one trained on image rows (``studio.vision``) names the whole model as transformers 5 loads it
+    (``model.language_model...``, ``model.visual...``), which a flat Qwen2-VL checkpoint keeps as ``model.layers...``,
+    ``visual...``."""
     names = set(names)
     where = multimodal.layout(names)
-    if where is None:
-        return
+    if where is None and all(n in names for n in (*adapter.deltas, *adapter.replacements)):
+        return  # a text model's adapter, or a flat-layout checkpoint's named as it is (nothing to place)
 
     def placed(name: str) -> str:
         return multimodal.on_checkpoint(name, names, where)

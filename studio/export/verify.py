@@ -1,6 +1,7 @@
 """Checks run after every export, before the output gets its final name.
 
-* merged model vs base + adapter (peft, on the original 16/32-bit base): logits on fixed prompts;
+* merged model vs base + adapter (peft, on the original 16/32-bit base): logits on fixed prompts (an
+  adapter trained on image rows: the whole vision-language model with its processor, on drawn pictures);
 * GGUF read back (``gguf_readback.gguf_reader``): every tensor, dequantised by the ``gguf`` package,
   vs the merged model's; vocabulary, special tokens and chat template vs the tokenizer files; greedy
   text in llama.cpp itself vs the merged model in transformers, when llama.cpp is installed
@@ -82,11 +83,15 @@ def _logits(model: Any, ids: list[list[int]]):
 
 
 def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: bool = False) -> Check:
-    """Merged logits == base + adapter logits (peft, unmerged) within the dtype's tolerance."""
+    """Merged logits == base + adapter logits (peft, unmerged) within the dtype's tolerance (an adapter trained
+    on image rows: ``check_vlm_merge``, on the whole vision-language model with pictures)."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from studio import multimodal
+    from studio import multimodal, vision
+
+    if vision.adapter_on_whole_vlm(adapter_dir):
+        return check_vlm_merge(base_dir, adapter_dir, merged_dir, trust)
 
     ok, why = memory_ok(model_bytes(base_dir) * 2)
     if not ok:
@@ -110,6 +115,86 @@ def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: bool
                "prompts": len(ids)}
     passed = diff <= tol and math.isfinite(diff)
     summary = f"merged vs base+adapter logits: max diff {diff:.2e} (tolerance {tol:.1e}; adapter changes them by {effect:.2e})"
+    return Check("merge_logits", passed, summary, details)
+
+
+# The whole-VLM check's probes: (drawn picture, question); small pictures, so any processor reads them quickly.
+IMAGE_PROBES = (("gradient", "Describe this image."), ("squares", "What colours do you see?"))
+
+
+def probe_image(kind: str, size: tuple[int, int] = (64, 48)) -> Any:
+    """A drawn RGB picture (no file): a colour gradient, or squares of four colours."""
+    from PIL import Image
+
+    w, h = size
+    img = Image.new("RGB", size)
+    for x in range(w):
+        for y in range(h):
+            if kind == "gradient":
+                img.putpixel((x, y), (255 * x // max(w - 1, 1), 255 * y // max(h - 1, 1), 128))
+            else:
+                img.putpixel((x, y), ((220, 20, 20), (20, 200, 20), (20, 20, 220), (230, 230, 20))[
+                    (x * 2 // w) + 2 * (y * 2 // h)])
+    return img
+
+
+def vlm_probe_inputs(processor: Any) -> list[dict]:
+    """The whole-VLM check's inputs: each probe picture with its question, and one question without a picture,
+    rendered by the processor's chat template (``studio.vision``)."""
+    from studio import vision
+
+    out = []
+    for kind, question in (*IMAGE_PROBES, (None, PROMPTS[0])):
+        content = (vision.IMAGE if kind else "") + question
+        text = vision.render(processor, vision.part_messages([{"role": "user", "content": content}]),
+                             add_generation_prompt=True)
+        images = [probe_image(kind)] if kind else None
+        out.append(dict(processor(text=[text], images=images, return_tensors="pt", add_special_tokens=False)))
+    return out
+
+
+def _vlm_logits(model: Any, inputs: list[dict]) -> list[Any]:
+    import torch
+
+    with torch.no_grad():
+        return [model(**batch).logits[0].float() for batch in inputs]
+
+
+def check_vlm_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: bool = False) -> Check:
+    """For an adapter trained on image rows: the merged folder is the whole vision-language model again. It loads
+    with ``AutoModelForImageTextToText`` and its processor (the processor files travelled), and its logits on
+    pictures with a question (and on one question alone) equal the base + adapter's (peft, unmerged) within
+    the dtype's tolerance: the language model's and, with train.vision_lora, the tower's updates are merged."""
+    from peft import PeftModel
+
+    from studio import vision
+
+    ok, why = memory_ok(model_bytes(base_dir) * 2)
+    if not ok:
+        return Check("merge_logits", None, f"skipped: {why}")
+    processor = vision.load_processor(merged_dir, trust)
+    inputs = vlm_probe_inputs(processor)
+    kwargs = dict(dtype="auto", trust_remote_code=trust)
+    base = vision.load_vlm(base_dir, kwargs)
+    dtype = str(base.dtype).removeprefix("torch.")
+    plain = _vlm_logits(base, inputs)
+    peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
+    ref = _vlm_logits(peft_model, inputs)
+    del peft_model, base
+    merged = vision.load_vlm(merged_dir, kwargs)
+    out = _vlm_logits(merged, inputs)
+    del merged
+    diff = max(float((a - b).abs().max()) for a, b in zip(ref, out))
+    effect = max(float((a - b).abs().max()) for a, b in zip(ref, plain))
+    scale = max(float(r.abs().max()) for r in ref)
+    tol = LOGIT_RTOL.get(dtype, 5e-2) * max(scale, 1.0)
+    pictures = sum(1 for kind, _ in IMAGE_PROBES if kind)
+    details = {"max_abs_diff": diff, "tolerance": tol, "adapter_effect": effect, "dtype": dtype,
+               "prompts": len(inputs), "image_prompts": pictures, "whole_vlm": True}
+    passed = diff <= tol and math.isfinite(diff)
+    summary = (f"merged vision-language model (loaded with its processor) vs base+adapter logits on {pictures} "
+               f"pictures with a question and 1 question alone: max diff {diff:.2e} (tolerance {tol:.1e}; adapter "
+               f"changes them by {effect:.2e})")
     return Check("merge_logits", passed, summary, details)
 
 
