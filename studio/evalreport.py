@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from studio.fsutil import atomic_write_json, read_json
 from studio.scoring import generate_answers, match_or_timeout, prompt_length, row_images
@@ -40,6 +40,24 @@ def validation_loss(model: Any, rows: Sequence[dict], pad_id: int, batch_size: i
     means instead, so it weighs short examples more).
     """
     import torch
+
+    def batches() -> Iterator[dict]:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            width = max(len(r["input_ids"]) for r in batch)
+            yield {"input_ids": torch.tensor([list(r["input_ids"]) + [pad_id] * (width - len(r["input_ids"]))
+                                              for r in batch]),
+                   "labels": torch.tensor([list(r["labels"]) + [-100] * (width - len(r["labels"])) for r in batch]),
+                   "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
+                                                   for r in batch])}
+
+    return summed_loss(model, batches())
+
+
+def summed_loss(model: Any, batches: Iterable[dict]) -> tuple[float | None, int]:
+    """Mean cross-entropy per label token over ``batches`` (the model's inputs plus ``labels``; a vision run's
+    carry their pixels), and the token count: the one loop ``validation_loss`` and studio.vision share."""
+    import torch
     import torch.nn.functional as F
 
     device = next(model.parameters()).device
@@ -47,15 +65,11 @@ def validation_loss(model: Any, rows: Sequence[dict], pad_id: int, batch_size: i
     model.eval()
     total, count = 0.0, 0
     try:
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start:start + batch_size]
-            width = max(len(r["input_ids"]) for r in batch)
-            ids = torch.tensor([list(r["input_ids"]) + [pad_id] * (width - len(r["input_ids"])) for r in batch])
-            labels = torch.tensor([list(r["labels"]) + [-100] * (width - len(r["labels"])) for r in batch])
-            mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
+        for batch in batches:
+            labels = batch.pop("labels")
             with torch.no_grad():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logits = logits[:, -width:]  # prompt tuning prepends its virtual tokens' logits: not the text's
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+            logits = logits[:, -labels.shape[1]:]  # prompt tuning prepends its virtual tokens' logits: not the text's
             shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
             shift_labels = labels[:, 1:].reshape(-1).to(device)
             total += float(F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum"))

@@ -469,29 +469,11 @@ def load_vlm(folder: Path, kwargs: dict, vision_lora: bool = False) -> Any:
 
 def validation_loss(model: Any, dataset: VisionDataset, collator: VisionCollator,
                     batch_size: int = 4) -> tuple[float | None, int]:
-    """Mean cross-entropy per label token with the images (studio.evalreport.validation_loss's rule)."""
-    import torch
-    import torch.nn.functional as F
+    """Mean cross-entropy per label token with the images (studio.evalreport's loop, the collator's batches)."""
+    from studio.evalreport import summed_loss
 
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        for start in range(0, len(dataset), batch_size):
-            batch = collator([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
-            labels = batch.pop("labels")
-            inputs = {k: v.to(device) for k, v in batch.items()}
-            with torch.no_grad():
-                logits = model(**inputs).logits.float()
-            logits = logits[:, -labels.shape[1]:]
-            shift_labels = labels[:, 1:].reshape(-1).to(device)
-            total += float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), shift_labels,
-                                           ignore_index=IGNORE, reduction="sum"))
-            count += int((shift_labels != IGNORE).sum())
-    finally:
-        model.train(was_training)
-    return (total / count if count else None), count
+    return summed_loss(model, (collator([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+                               for start in range(0, len(dataset), batch_size)))
 
 
 def adapter_on_whole_vlm(path: Path) -> bool:
