@@ -35,7 +35,7 @@ def is_multimodal(config: dict) -> bool:
         str(a).endswith("ForConditionalGeneration") for a in config.get("architectures") or ())
 
 
-def _config(folder: Path) -> dict:
+def folder_config(folder: Path | str) -> dict:
     """``folder``'s config.json, or {} when it is missing or damaged (transformers then reports it with its file)."""
     try:
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
@@ -46,7 +46,7 @@ def _config(folder: Path) -> dict:
 
 def training_note(folder: Path) -> str:
     """What a run on ``folder`` trains, when it is a multimodal checkpoint (else "")."""
-    config = _config(folder)
+    config = folder_config(folder)
     if not is_multimodal(config):
         return ""
     towers = [k.removesuffix("_config") for k in config if k.endswith("_config") and k != "text_config"
@@ -191,7 +191,7 @@ def load_causal_lm(folder: Path, kwargs: dict) -> Any:
     from studio.model_types import HINT, unknown_type
     from studio.safetensors_io import model_tensors
 
-    config = _config(folder)
+    config = folder_config(folder)
     newer = unknown_type(config, str(folder), bool(kwargs.get("trust_remote_code")))
     if newer:
         raise LoadError(newer, HINT)

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from studio.data.chat_render import TemplateError, render_chat
 from studio.errors import LoadError, UserError
 from studio.image_tokens import DEFAULT_MAX_PIXELS
+from studio.multimodal import folder_config
 
 IMAGE = "<image>"  # the marker of an image in a normalised example's content
 IGNORE = -100
@@ -51,14 +52,6 @@ class VisionError(UserError):
     """Images where the studio cannot take them (a text model, an objective without images, a bad file)."""
 
 
-def _config(folder: Path) -> dict:
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def _image_text_architecture(config: dict) -> bool:
     """An architecture transformers loads as image-text-to-text (its mapping when importable, else the name)."""
     archs = [str(a) for a in config.get("architectures") or ()]
@@ -75,7 +68,7 @@ def is_vlm(folder: Path | str) -> bool:
     """The checkpoint in ``folder`` takes images: a ``vision_config``, an image-text-to-text architecture, and a
     processor saved beside it (``preprocessor_config.json`` / ``processor_config.json``)."""
     folder = Path(folder)
-    config = _config(folder)
+    config = folder_config(folder)
     return (isinstance(config.get("vision_config"), dict) and _image_text_architecture(config)
             and any((folder / name).is_file() for name in PROCESSOR_FILES))
 
@@ -84,7 +77,7 @@ def takes_images(folder: Path | str) -> bool:
     """What the window can know without transformers or torch: the checkpoint in ``folder`` has a
     ``vision_config`` and a processor saved beside it (``is_vlm`` also asks transformers about the architecture)."""
     folder = Path(folder)
-    return (isinstance(_config(folder).get("vision_config"), dict)
+    return (isinstance(folder_config(folder).get("vision_config"), dict)
             and any((folder / name).is_file() for name in PROCESSOR_FILES))
 
 

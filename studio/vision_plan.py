@@ -10,7 +10,6 @@ The image tokens lengthen the rows themselves: ``data inspect --model`` counts t
 from __future__ import annotations
 
 import dataclasses
-import json
 from math import prod
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,7 @@ def dataset_images(dataset_report: Any) -> int:
 
 def reads_images(folder: str | Path) -> bool:
     """The checkpoint in ``folder`` has a vision tower (``vision_config`` in its config.json)."""
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and isinstance(config.get("vision_config"), dict)
+    return isinstance(multimodal.folder_config(folder).get("vision_config"), dict)
 
 
 def tower_params(folder: str | Path) -> int:
