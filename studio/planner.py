@@ -385,9 +385,22 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
         if small_data:
             plan.reasons.append(f"The dataset has {rows} usable example{'s' if rows != 1 else ''}, so a step "
                                 f"takes at most {effective_batch} (a bigger batch would repeat examples).")
+        if model_info.vision_params:
+            plan.reasons.append(vision_reason(model_info, plan.settings))
         return plan
     return _no_fit(model_info, budget_bytes, margin, fixed, target, effective_batch, dropout, space, device,
                    host_limit)
+
+
+def vision_reason(info: ModelInfo, settings: Settings) -> str:
+    """What an image run adds to the plan, and what it does not count yet (train.vision_lora's extras)."""
+    words = (f"Rows with images: the vision tower and projector ({info.vision_params:,} parameters) load beside the "
+             "language model, unquantised and frozen; each row's image tokens are in the lengths above.")
+    if settings.vision_lora:
+        words += (" train.vision_lora also adapts the tower: its adapter, gradients, optimizer state and the "
+                  "activations the tower then keeps are not in this prediction yet; leave headroom (the "
+                  "out-of-memory ladder steps down if they do not fit).")
+    return words
 
 
 def longest_context(info: ModelInfo, settings: Settings, limit: int, dropout: float, device: str,

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
 # The settings the planner keeps as given (never chooses) that change memory: in to_dict only when given.
-SHAPE = ("train.objective", "train.packing", "train.grpo_generations", "train.grpo_completion_len", "train.grpo_beta")
+SHAPE = ("train.objective", "train.packing", "train.grpo_generations", "train.grpo_completion_len", "train.grpo_beta",
+         "train.vision_lora")
 
 _S = TypeVar("_S", bound="Settings")  # replace() keeps the kind: an Effective's copy is an Effective
 
@@ -54,6 +55,8 @@ class Settings:
     generations: int | None = _key("train.grpo_generations", None)
     completion_len: int | None = _key("train.grpo_completion_len", None)
     kl_beta: float | None = _key("train.grpo_beta", None)
+    # an image run that adapts the vision tower too (None: not given)
+    vision_lora: bool | None = _key("train.vision_lora", None)
 
     def replace(self: _S, **changes: Any) -> _S:
         """A copy with ``changes`` (by attribute name), of the same kind (an Effective stays one)."""

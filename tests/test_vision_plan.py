@@ -110,3 +110,15 @@ def test_the_loss_mask_view_shows_each_image_as_what_the_processor_puts_there(vl
     assert not any(trained for t, trained in view if "[image" in t)
     assert "".join(t for t, _ in view).count("<image>") == 0
     assert "".join(t for t, trained in view if trained).strip().startswith("Blue.")
+
+
+def test_the_plan_says_what_an_image_run_adds_and_what_vision_lora_leaves_uncounted(vlm):
+    info = models.from_folder(vlm)
+    report = {"usable": 40, "images": 40, "tokens": {"p95": 200, "mean": 150}}
+    plain = planner.fit(info, 8 * 1024 ** 3, report, device="cpu")
+    assert any("vision tower and projector" in r and "vision_lora" not in r for r in plain.reasons)
+    adapted = planner.fit(info, 8 * 1024 ** 3, report, {"train.vision_lora": True}, device="cpu")
+    assert adapted.settings.vision_lora is True
+    assert any("train.vision_lora also adapts the tower" in r and "not in this prediction" in r for r in adapted.reasons)
+    text = planner.fit(info, 8 * 1024 ** 3, {**report, "images": 0}, device="cpu")
+    assert not any("vision tower" in r for r in text.reasons)
