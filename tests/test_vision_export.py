@@ -26,6 +26,10 @@ def _trained(folder: Path, family: str, images: dict[str, str], vision_lora: boo
     from studio import runs
 
     model = tiny.make_vlm(folder / family, family)
+    if family == "gemma3":  # attention scaled by the head size, as llama.cpp's gemma3 reads a small model
+        config = json.loads((model / "config.json").read_text())
+        config["text_config"]["query_pre_attn_scalar"] = config["text_config"]["head_dim"]
+        (model / "config.json").write_text(json.dumps(config))
     run_dir = runs.create(_recipe(model, folder / "rows.jsonl", max_steps=4, vision_lora=vision_lora), folder)
     code, events = run_in_process(run_dir, colour_rows(images, 8))
     assert code == 0, [e.data for e in events if e.type == "error"]
@@ -113,3 +117,54 @@ def test_the_adapter_export_of_an_image_run(trained):
     check = next(c for c in result.checks if c["name"] == "adapter_files")
     assert check["ok"], check
     assert (result.path / "adapter_model.safetensors").is_file()
+
+
+def test_gguf_of_an_image_run_is_the_language_model_and_the_vision_projector(trained):
+    """model-Q.gguf (the merged language model, llama.cpp's text architecture) + mmproj-f16.gguf (clip: the tower
+    and projector, merged), each read back; in llama-mtmd-cli when LORA_STUDIO_LLAMA_CPP is set."""
+    import os
+
+    from studio.export import export
+    from studio.export.gguf_readback import gguf_reader
+
+    result = export(trained, "ollama" if "qwen" in str(_base(trained)) else "gguf")
+    checks = {c["name"]: c for c in result.checks}
+    names = {f["name"] for f in result.files}
+    assert {"model-q8_0.gguf", "mmproj-f16.gguf"} <= names, names
+    assert checks["mmproj"]["ok"], checks["mmproj"]
+    assert checks["gguf_weights"]["ok"] and checks["gguf_vocab"]["ok"]
+    projector = gguf_reader(result.path / "mmproj-f16.gguf")
+    text = gguf_reader(result.path / "model-q8_0.gguf")
+    family = json.loads((_base(trained) / "config.json").read_text())["model_type"]
+    want = {"qwen2_vl": ("qwen2vl_merger", "qwen2vl"), "gemma3": ("gemma3", "gemma3")}[family]
+    assert (projector.fields["clip.projector_type"], text.fields["general.architecture"]) == want
+    assert projector.fields["general.architecture"] == "clip" and projector.fields["general.type"] == "mmproj"
+    assert projector.fields["clip.vision.projection_dim"] == 64  # the language model's width
+    tensors = {t.name for t in projector.tensors}
+    assert {"v.patch_embd.weight", "v.blk.0.attn_q.weight", "v.blk.0.ffn_down.weight"} <= tensors
+    assert not any(t.name.startswith("v.") for t in text.tensors)  # the tower is the projector file's only
+    if family == "qwen2_vl":
+        assert list(text.fields["qwen2vl.rope.dimension_sections"]) == [2, 3, 3, 0]
+        assert {"v.patch_embd.weight.1", "mm.0.weight", "mm.2.weight"} <= tensors
+        modelfile = (result.path / "Modelfile").read_text()
+        assert modelfile.startswith("FROM ./model-q8_0.gguf\nFROM ./mmproj-f16.gguf\n"), modelfile[:80]
+    else:
+        assert {"mm.input_projection.weight", "mm.soft_emb_norm.weight"} <= tensors
+        assert projector.fields["clip.vision.projector.scale_factor"] == 2  # 4x4 patches pooled to 2x2 tokens
+    mtmd = checks["mtmd"]
+    print(mtmd["summary"])
+    if not os.environ.get("LORA_STUDIO_LLAMA_CPP"):
+        assert mtmd["ok"] is None and "llama-mtmd-cli is not installed" in mtmd["summary"]
+    else:
+        assert mtmd["ok"], mtmd
+        assert mtmd["details"]["image_tokens"] > 0
+        if family == "gemma3":  # a fixed pooled grid: the same count as the processor's
+            assert mtmd["details"]["image_tokens"] == mtmd["details"]["processor_image_tokens"] == 4
+
+
+def test_a_family_without_a_llama_cpp_projector_is_refused_in_words():
+    from studio.export import mmproj
+    from studio.export.errors import UnsupportedModel
+
+    with pytest.raises(UnsupportedModel, match="idefics3 is not one of them"):
+        mmproj.plan_mmproj({"model_type": "idefics3", "vision_config": {}}, [])

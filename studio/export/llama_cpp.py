@@ -51,9 +51,10 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
 
     from studio import multimodal
 
-    model = multimodal.load_causal_lm(weights.base_dir, dict(dtype=torch.float32, trust_remote_code=trust))
+    model = load_text_model(weights.base_dir, trust)
     params = checkpoint_params(model, [m.name for m in weights.metas()])
-    changed = weights.changed()
+    # a tower's weights (an image run with train.vision_lora) are the projector file's, not the language model's
+    changed = {n for n in weights.changed() if multimodal.to_text(n) is not None}
     metas = {m.name: m for m in weights.metas() if m.name in changed}
     missing = sorted(changed - set(params))
     if missing:
@@ -70,6 +71,49 @@ def merged_in_memory(weights: Any, trust: bool = False) -> Any:
             if dtype != torch.float32:
                 w.copy_(w.to(dtype).float())  # the merged folder holds it in the base dtype
     return model
+
+
+# Vision-language models whose language model transformers has no causal-LM class for, and the text model it
+# is on text alone: Qwen2-VL's M-RoPE turns every pair by the one position when there is no image (the three
+# position axes are equal), so its language model answers text exactly as a Qwen2 with the same weights.
+TEXT_TWINS = {"qwen2_vl": "qwen2", "qwen2_5_vl": "qwen2"}
+
+
+def load_text_model(folder: Path, trust: bool = False) -> Any:
+    """The language model in ``folder`` in float32, as llama.cpp's GGUF holds it (``multimodal.load_causal_lm``;
+    for Qwen2-VL / Qwen2.5-VL, whose language model transformers loads only inside the whole model, its Qwen2
+    twin with the checkpoint's weights), for the greedy check's reference answers."""
+    import json
+
+    import torch
+
+    from studio import multimodal
+
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    twin = TEXT_TWINS.get(str(config.get("model_type")))
+    if twin is None:
+        return multimodal.load_causal_lm(folder, dict(dtype=torch.float32, trust_remote_code=trust))
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    whole = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=torch.float32, trust_remote_code=trust)
+    text = whole.config.get_text_config().to_dict()
+    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "hidden_act", "bos_token_id",
+            "eos_token_id", "pad_token_id")
+    rope = dict(text.get("rope_parameters") or {})
+    twin_config = AutoConfig.for_model(twin, **{k: text[k] for k in keep if k in text},
+                                       rope_parameters={"rope_type": "default",
+                                                        "rope_theta": float(rope.get("rope_theta", 10000.0))},
+                                       tie_word_embeddings=bool(getattr(whole.config, "tie_word_embeddings", False)))
+    model = AutoModelForCausalLM.from_config(twin_config, dtype=torch.float32)
+    state = {"model." + k: v for k, v in whole.get_decoder().state_dict().items()}
+    state.update({"lm_head." + k: v for k, v in whole.get_output_embeddings().state_dict().items()})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if [k for k in missing if "rotary" not in k] or unexpected:
+        raise VerificationFailed(f"{folder}: the language model does not fit a {twin} text model ({missing[:2]}, "
+                                 f"{unexpected[:2]})", "export with --format merged and report this model")
+    del whole
+    return model.eval()
 
 
 def checkpoint_params(model: Any, names: list[str]) -> dict[str, Any]:
@@ -272,11 +316,10 @@ class GreedyCheck:
         generation where that pass cannot decide; keep the merged model's answers in the export cache."""
         import torch
 
-        from studio import multimodal
 
         release_freed_memory()  # the writer's buffers, before the model takes their place
         if self.weights is None:
-            model = multimodal.load_causal_lm(self.merged_dir, dict(dtype=torch.float32, trust_remote_code=self.trust))
+            model = load_text_model(self.merged_dir, self.trust)
         else:
             model = merged_in_memory(self.weights, self.trust)
         # The prompts as transformers tokenises them (what training saw, and what the GGUF's pre-tokenizer
@@ -677,3 +720,79 @@ def _roundf(t: Any) -> Any:
     import torch
 
     return torch.sign(t) * torch.floor(t.abs() + 0.5)
+
+
+def llama_mtmd_cli() -> Path | None:
+    """llama.cpp's multimodal command line (``llama-mtmd-cli``), found as ``llama_simple`` finds its tool."""
+    import os
+    import shutil
+
+    root = os.environ.get("LORA_STUDIO_LLAMA_CPP")
+    if root:
+        for cand in (Path(root) / "llama-mtmd-cli", Path(root) / "bin" / "llama-mtmd-cli",
+                     Path(root) / "build" / "bin" / "llama-mtmd-cli"):
+            if cand.is_file():
+                return cand
+    found = shutil.which("llama-mtmd-cli")
+    return Path(found) if found else None
+
+
+MTMD_PROMPT = "What colours do you see?"
+
+
+def processor_image_tokens(folder: Path, image: Any) -> int:
+    """How many image tokens the checkpoint's processor gives ``image`` (a PIL image): what its language
+    model reads in place of the picture."""
+    from studio import vision
+
+    processor = vision.load_processor(Path(folder))
+    text = vision.render(processor, vision.part_messages([{"role": "user", "content": vision.IMAGE + MTMD_PROMPT}]),
+                         add_generation_prompt=True)
+    ids = processor(text=[text], images=[image], add_special_tokens=False)["input_ids"][0]
+    soft = getattr(processor.tokenizer, "image_token_id", None)  # as vision.encode_vision_example counts them
+    soft = soft if isinstance(soft, int) else getattr(processor, "image_token_id", None)
+    return sum(1 for t in ids if t == soft)
+
+
+def check_mtmd(base_dir: Path, gguf_path: Path, mmproj_path: Path, new_tokens: int = 4) -> Check:
+    """The language model's GGUF and the projector file in llama.cpp's ``llama-mtmd-cli``: both load, a drawn
+    picture is encoded (the log's image token count, beside the processor's for the same picture) and tokens
+    are generated greedily. llama.cpp resizes pictures its own way, so the counts and the answer may differ from
+    transformers'; the projector's tensors were compared one by one (``mmproj.check_mmproj``)."""
+    import re
+    import subprocess
+    import tempfile
+
+    from studio.export import mmproj
+
+    exe = llama_mtmd_cli()
+    if exe is None:
+        return Check("mtmd", None, "skipped: llama.cpp's llama-mtmd-cli is not installed (set LORA_STUDIO_LLAMA_CPP "
+                                   "to a build with it to run the GGUF and its projector file on a picture)")
+    import json
+
+    config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
+    image = verify.probe_image("squares")
+    want = processor_image_tokens(base_dir, image)
+    with tempfile.TemporaryDirectory(prefix="lora-studio-mtmd-") as folder:
+        png = Path(folder) / "probe.png"
+        image.save(png)
+        argv = [str(exe), "-m", str(gguf_path), "--mmproj", str(mmproj_path), "--image", str(png), "-p", MTMD_PROMPT,
+                "-n", str(new_tokens), "--temp", "0", "-t", "2", "-c", "512", "--no-warmup", "-v"]  # -v: the log counts the image tokens
+        if mmproj.projector_type(config) != "gemma3" and want:  # Qwen-VL: the processor's grid, as far as it goes
+            argv += ["--image-min-tokens", str(want), "--image-max-tokens", str(want)]
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=300, check=False)
+        except subprocess.TimeoutExpired:
+            return Check("mtmd", False, f"llama-mtmd-cli did not answer within 300 s ({exe})")
+    log = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    got = sum(int(n) for n in re.findall(r"decoding image batch \d+/\d+, n_tokens_batch = (\d+)", log))
+    answer = proc.stdout.decode("utf-8", "replace").strip()
+    ok = proc.returncode == 0 and got > 0
+    last = [line.strip() for line in log.splitlines() if line.strip()][-1:] or [""]
+    summary = (f"llama.cpp ({exe.name}) loads the GGUF and the projector file, encodes a drawn picture as {got} image "
+               f"tokens (the processor: {want}) and answers {answer[-60:]!r}" if ok else
+               f"llama.cpp ({exe.name}) failed on the GGUF and its projector file (exit code {proc.returncode}: "
+               f"{last[0][:200]})")
+    return Check("mtmd", ok, summary, {"image_tokens": got, "processor_image_tokens": want, "answer": answer[-200:],
+                                       "returncode": proc.returncode, "llama_cpp": str(exe)})

@@ -51,6 +51,7 @@ class Job:
     ollama_name: str | None = None  # the model name in the `ollama create` command
     vocab: Any = None  # gguf_vocab.GgufVocab, read once by prepare() and written by every GGUF
     adapter_sha256: str | None = None  # see adapter_digest()
+    mmproj: str | None = None  # the vision projector file written beside the GGUF (an image run)
 
     def adapter_digest(self) -> str:
         """sha256 over the adapter's config and weights, read once per export: the report's adapter hash and
@@ -152,8 +153,38 @@ def _build_gguf(job: Job, tmp: Path) -> Path:
     del reader  # its memory map closes before the folder is renamed
     job.vocab = None  # written: its memory is the reference model's now (an Ollama export reads no more of it)
     job.record(greedy.finish())
+    _build_mmproj(job, tmp, gguf_path, weights)
     shutil.rmtree(scratch)
     return gguf_path
+
+
+def _image_run(job: Job) -> bool:
+    from studio import vision
+
+    return vision.adapter_on_whole_vlm(job.inputs.adapter_dir)
+
+
+def _build_mmproj(job: Job, tmp: Path, gguf_path: Path, weights: MergedWeights) -> None:
+    """A run trained on image rows: beside the language model's GGUF, the vision projector file llama.cpp's
+    multimodal tools load (``mmproj``), its tower merged; where llama.cpp has no projector for the family, or
+    the adapter changed the tower where the file cannot carry it, a skipped check says why and nothing is written."""
+    from studio.export import mmproj
+    from studio.export.errors import UnsupportedModel
+
+    if not _image_run(job):
+        return
+    path = tmp / mmproj.mmproj_name()
+    try:
+        mmproj.write_mmproj(job.inputs.base_dir, job.inputs.config, path, weights=weights,
+                            name=f"{_model_title(job)} vision projector", progress=job.progress)
+    except UnsupportedModel as e:
+        path.unlink(missing_ok=True)
+        job.record(verify.Check("mmproj", None, f"skipped: {e.message}; {e.hint}"))
+        return
+    job.files[path.name] = {"kind": "vision projector (GGUF, llama.cpp mtmd)", "quant": "f16"}
+    job.record(mmproj.check_mmproj(job.inputs.base_dir, job.inputs.config, path, weights=weights))
+    job.record(llama_cpp.check_mtmd(job.inputs.base_dir, gguf_path, path))
+    job.mmproj = path.name
 
 
 def _build_ollama(job: Job, tmp: Path) -> None:
@@ -198,6 +229,9 @@ def _with_vocab_source(check: "verify.Check", vocab: Any) -> "verify.Check":
 def _write_modelfile(job: Job, tmp: Path, gguf_name: str, adapter_name: str | None = None) -> None:
     eos = _token_text(job.inputs.base_dir, tokenizer_eos_id(job.inputs.base_dir))
     text = modelfile(gguf_name, job.chat, [eos] if eos else [], sampling_params(), adapter_name)
+    if job.mmproj:  # Ollama takes a vision model's projector file as a second FROM line
+        first = text.index("\n") + 1
+        text = text[:first] + f"FROM ./{job.mmproj}\n" + text[first:]
     (tmp / "Modelfile").write_text(text, encoding="utf-8")
     job.files["Modelfile"] = {"kind": "Ollama Modelfile", "quant": None}
     job.ollama_name = model_name(f"{Path(job.inputs.model_name).name}-{job.inputs.run_dir.name}")
