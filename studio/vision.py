@@ -41,7 +41,8 @@ VISION_MODELS = "Qwen2.5-VL, Gemma 3 (4B and up) or SmolVLM"
 # 'visual', LLaVA/Gemma 3/Mistral 3 'vision_tower' + 'multi_modal_projector', Idefics3/SmolVLM 'vision_model' +
 # 'connector', Gemma 3n/4 'embed_vision'); under ``model.`` in transformers 5's layout, at the top in the old one.
 TOWERS = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder")
-PROJECTORS = ("multi_modal_projector", "connector", "mm_projector", "embed_vision")
+# the projectors: their own modules, or inside the tower (Qwen2-VL's visual.merger)
+PROJECTORS = ("multi_modal_projector", "connector", "mm_projector", "embed_vision", "merger")
 _TOWER_RE = re.compile(r"(?:^|\.)(?:" + "|".join(TOWERS) + r")(?:\.|$)")
 _PROJECTOR_RE = re.compile(r"(?:^|\.)(?:" + "|".join(PROJECTORS) + r")(?:\.|$)")
 # what the processor gives besides the text's ids: made again per batch from the images
@@ -434,7 +435,7 @@ def lora_targets(model: Any, targets: Any, vision_lora: bool = False) -> str:
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear) and type(module).__name__ not in ("Linear4bit", "Linear8bitLt"):
             continue
-        if not (in_language_model(name) or (vision_lora and in_tower(name))):
+        if not (in_language_model(name) or (vision_lora and in_tower(name) and not _PROJECTOR_RE.search(name))):
             continue
         if wanted and name.rsplit(".", 1)[-1] not in wanted:
             continue

@@ -150,6 +150,7 @@ def test_lora_targets_the_language_model_and_the_tower_only_when_asked(vlm):
     both = [n for n in names if re.fullmatch(vision.lora_targets(model, ["all-linear"], vision_lora=True), n)]
     tower = sorted(set(both) - set(text))
     assert tower and all(vision.in_tower(n) for n in tower)
+    assert not [n for n in tower if "merger" in n or "projector" in n]  # the projector is never adapted
     q_only = [n for n in names if re.fullmatch(vision.lora_targets(model, ["q_proj"]), n)]
     assert q_only and all(n.endswith("q_proj") and vision.in_language_model(n) for n in q_only)
 
