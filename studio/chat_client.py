@@ -114,8 +114,9 @@ def checked_images(paths: list[str]) -> list[str]:
 
     out = []
     for path in paths:
-        load_image(path)
-        out.append(str(Path(path).expanduser().resolve()))
+        full = str(Path(path).expanduser().resolve())  # --image ~/x.png from a shell that did not expand it
+        load_image(full)
+        out.append(full)
     return out
 
 

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from studio.data.chat_render import TemplateError, render_chat
+from studio.data.images import IMAGE
 from studio.errors import LoadError, UserError
 from studio.image_tokens import DEFAULT_MAX_PIXELS
 from studio.multimodal import folder_config
 
-IMAGE = "<image>"  # the marker of an image in a normalised example's content
 IGNORE = -100
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-VISION_MODELS = "Qwen2.5-VL, Gemma 3 (4B and up) or SmolVLM"
+VISION_MODELS = "Qwen2-VL, Qwen2.5-VL, Gemma 3 (4B and up) or a LLaVA model"
 # Module names of the towers and projectors of the image-text families transformers 5 loads (Qwen2/2.5/3-VL
 # 'visual', LLaVA/Gemma 3/Mistral 3 'vision_tower' + 'multi_modal_projector', Idefics3/SmolVLM 'vision_model' +
 # 'connector', Gemma 3n/4 'embed_vision'); under ``model.`` in transformers 5's layout, at the top in the old one.
@@ -161,11 +161,30 @@ def load_processor(folder: Path, trust_remote_code: bool = False, max_pixels: in
         raise LoadError(f"{folder}: the processor has no chat template to render images with")
     if max_pixels:
         bound_pixels(processor, max_pixels)
+        processor.studio_max_pixels = pixel_bound(processor, max_pixels)
     return processor
+
+
+def pixel_bound(processor: Any, max_pixels: int | None) -> int | None:
+    """``max_pixels`` as this processor should see it: a family that resizes every image to one fixed size
+    (Gemma 3: 896x896, LLaVA: its crop) makes the same tokens from any image, so shrinking below that size would
+    only lose detail; its images are bounded at that size instead."""
+    if not max_pixels:
+        return max_pixels
+    ip, native = processor.image_processor, 0
+    for size in (getattr(ip, "size", None), getattr(ip, "crop_size", None)):
+        get = size.get if isinstance(size, dict) else (lambda k, s=size: getattr(s, k, None))
+        h, w = get("height"), get("width")
+        if isinstance(h, int) and isinstance(w, int):
+            native = max(native, h * w)
+    return max(max_pixels, native)
 
 
 def processor_max_pixels(processor: Any) -> int:
     """The pixel bound the processor was loaded with (``load_processor``'s ``max_pixels``), else the default."""
+    loaded = getattr(processor, "studio_max_pixels", None)
+    if isinstance(loaded, int) and loaded > 0:
+        return loaded
     bound = getattr(processor.image_processor, "max_pixels", None)
     return int(bound) if isinstance(bound, int) and bound > 0 else DEFAULT_MAX_PIXELS
 
@@ -207,13 +226,13 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Any:
     naming the file and what to do."""
     from PIL import Image
 
-    from studio.data.images import check
+    from studio.data.images import FORMATS, check
     from studio.data.report import RowProblem
     from studio.image_tokens import bounded
 
     try:
         check(str(path), "image")
-        with Image.open(path) as img:
+        with Image.open(path, formats=FORMATS) as img:
             img.load()
             rgb = img.convert("RGB")
     except RowProblem as e:
@@ -242,7 +261,10 @@ def content_parts(text: str) -> list[dict]:
 
 
 def part_messages(messages: list[dict]) -> list[dict]:
-    return [{"role": m["role"], "content": content_parts(str(m.get("content") or ""))} for m in messages]
+    """The turns as the processor's template takes them: content as parts (every turn: some templates iterate over
+    a turn's parts), the rest of each turn (tool calls, names) kept; the image paths travel beside, not in it."""
+    return [{**{k: v for k, v in m.items() if k != "images"}, "content": content_parts(str(m.get("content") or ""))}
+            for m in messages]
 
 
 def render(processor: Any, messages: list[dict], add_generation_prompt: bool = False) -> str:
@@ -314,7 +336,7 @@ def encode_vision_example(processor: Any, example: dict, seq_len: int, train_on:
     text, spans = assistant_spans(processor, messages)
     if train_on == "all":
         spans = [(0, len(text))]
-    images = [load_image(p, max_pixels) for p in paths]
+    images = [load_image(p, pixel_bound(processor, max_pixels)) for p in paths]
     enc = processor(text=[text], images=images or None, return_offsets_mapping=True,
                     return_text_replacement_offsets=True, add_special_tokens=False)
     ids = list(_first(enc["input_ids"]))
@@ -399,7 +421,8 @@ class VisionCollator:
             rows = [list(f[key]) for f in features]
             out[key] = torch.tensor([[pad] * (width - len(r)) + r if self.left else r + [pad] * (width - len(r))
                                      for r in rows], dtype=torch.long)
-        images = [load_image(p, self.max_pixels) for f in features for p in f.get("studio_images") or []]
+        bound = pixel_bound(self.processor, self.max_pixels)
+        images = [load_image(p, bound) for f in features for p in f.get("studio_images") or []]
         if images:
             pixels = self.processor.image_processor(images=images, return_tensors="pt")
             for key, value in pixels.items():

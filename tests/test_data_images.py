@@ -230,7 +230,7 @@ def test_each_broken_image_is_a_row_error_naming_the_row_and_the_file(tmp_path, 
                       (7, "bigger.png"), (8, "huge.png")):
         assert str(tmp_path / name) in by_row[row].message and by_row[row].field == "image"
     assert by_row[2].message.endswith("does not exist") and "fix the path" in by_row[2].hint
-    assert "not an image" in by_row[3].message and "convert it" in by_row[3].hint
+    assert "is not a PNG, JPEG, WebP, GIF or BMP image" in by_row[3].message and "convert it" in by_row[3].hint
     assert "is truncated" in by_row[4].message and "in full" in by_row[4].hint
     assert "9000x9000" in by_row[6].message and "too large" in by_row[6].message and "scale" in by_row[6].hint
     assert "400,000,000 pixels" in by_row[8].message
@@ -315,3 +315,38 @@ def test_strip_images_gives_a_text_copy_and_leaves_the_example(tmp_path):
     assert text == {"messages": [_turn("user", "What?"), _turn("assistant", "Red.")]}
     assert vision["messages"][0]["content"] == "<image>\nWhat?" and vision["images"]  # untouched
     assert strip_images(plain) is plain and "images" not in plain
+
+
+def test_formats_that_run_programs_or_decode_slowly_network_shares_huge_uris_and_images_outside_user_turns(tmp_path):
+    """An EPS renamed .png would make Pillow start Ghostscript and a TIFF decodes through libtiff: only PNG, JPEG,
+    WebP, GIF and BMP are opened, whatever the name says. A Windows network share would connect to another machine.
+    A data: URI is bounded before it is decoded. An image in an assistant or system turn is refused, not dropped."""
+    eps = tmp_path / "chart.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(buf, "TIFF")
+    (tmp_path / "scan.png").write_bytes(buf.getvalue())
+    _png(tmp_path / "ok.png")
+    huge = "data:image/png;base64," + "A" * (images.MAX_EMBEDDED * 4 // 3 + 4096)
+    rows = [{"messages": [_turn("user", [{"type": "image", "image": "chart.png"}, {"type": "text", "text": "?"}]),
+                          _turn("assistant", "a")]},
+            {"messages": [_turn("user", [{"type": "image", "image": "scan.png"}, {"type": "text", "text": "?"}]),
+                          _turn("assistant", "b")]},
+            {"messages": [_turn("user", [{"type": "image", "image": "//fileserver/share/x.png"},
+                                         {"type": "text", "text": "?"}]), _turn("assistant", "c")]},
+            {"messages": [_turn("user", [{"type": "image", "image": "\\\\fileserver\\share\\x.png"},
+                                         {"type": "text", "text": "?"}]), _turn("assistant", "d")]},
+            {"messages": [_turn("user", [{"type": "image", "image": huge}, {"type": "text", "text": "?"}]),
+                          _turn("assistant", "e")]},
+            {"messages": [_turn("user", "What is this?"),
+                          _turn("assistant", [{"type": "image", "image": "ok.png"}, {"type": "text", "text": "f"}])]},
+            {"messages": [_turn("user", [{"type": "image", "image": "ok.png"}, {"type": "text", "text": "?"}]),
+                          _turn("assistant", "fine")]}]
+    report = inspect(_jsonl(tmp_path / "rows.jsonl", rows), workers=1)
+    by_row = {p.row: p for p in report.problems}
+    assert report.usable == 1 and report.images == 1
+    assert by_row[1].code == "image_invalid" and "chart.png is not a PNG, JPEG, WebP, GIF or BMP" in by_row[1].message
+    assert by_row[2].code == "image_invalid" and "scan.png" in by_row[2].message
+    assert by_row[3].code == by_row[4].code == "image_remote" and "network share" in by_row[3].message
+    assert by_row[5].code == "image_too_large" and "data: URI" in by_row[5].message
+    assert by_row[6].code == "image_count" and "assistant turn" in by_row[6].message

@@ -110,7 +110,7 @@ def test_markers_must_match_the_images_and_a_missing_image_is_named(qwen, images
     with pytest.raises(vision.VisionError, match="nope.png does not exist"):
         vision.encode_vision_example(processor, example(str(tmp_path / "nope.png")), 256)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(vision.VisionError, match="bad.png is not an image Pillow can read"):
+    with pytest.raises(vision.VisionError, match="bad.png is not a PNG, JPEG, WebP, GIF or BMP image"):
         vision.load_image(tmp_path / "bad.png")
 
 
@@ -466,3 +466,14 @@ def test_a_vision_runs_held_out_file_with_images_is_answered_before_and_after(qw
     assert held["source"] == str(heldout) and held["scored"] and held["total"] == 2
     assert [it["images"] for it in held["items"]] == [[images["red"]], [images["blue"]]]
     assert all(isinstance(it["base"], str) and isinstance(it["adapter"], str) for it in held["items"])
+
+
+def test_a_fixed_size_family_is_never_shrunk_below_its_own_input_size(tmp_path):
+    """Gemma 3 and LLaVA make the same tokens from any image: data.max_pixels below their input size would only
+    lose detail, so their bound is their size; Qwen2-VL's tokens grow with the pixels, so it keeps the setting."""
+    gemma = vision.load_processor(tiny.make_vlm(tmp_path / "g", "gemma3"), max_pixels=28 * 28)
+    assert vision.pixel_bound(gemma, 28 * 28) == 32 * 32 == vision.processor_max_pixels(gemma)
+    llava = vision.load_processor(tiny.make_vlm(tmp_path / "l", "llava"), max_pixels=28 * 28)
+    assert vision.pixel_bound(llava, 28 * 28) == 32 * 32
+    qwen = vision.load_processor(tiny.make_vlm(tmp_path / "q", "qwen2_vl"), max_pixels=28 * 28 * 2)
+    assert vision.pixel_bound(qwen, 28 * 28 * 2) == 28 * 28 * 2 == vision.processor_max_pixels(qwen)

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", help="answer this one prompt and exit")
     p.add_argument("--image", action="append", default=[], metavar="PATH",
                    help="with --prompt: an image the prompt is about (repeatable); needs a vision-language model "
-                        "(e.g. Qwen2.5-VL, Gemma 3 4B+, SmolVLM) or a run trained on one")
+                        "(e.g. Qwen2.5-VL, Gemma 3 4B+, a LLaVA model) or a run trained on one")
     p.add_argument("--system", default="", help="a system prompt")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

@@ -4,7 +4,7 @@ Training-facing API (the worker uses exactly this path, so what was inspected is
 ``load_examples(path, fmt, columns) -> (examples, report)``, ``split_examples(examples, fraction, seed)``
 and ``template.encode_example(tokenizer, example, seq_len, train_on)``. An example that carries images has
 ``images`` (absolute paths) and ``image_sizes`` and an ``<image>`` marker at each image's place in its turns
-(``studio.data.images``); ``strip_images(example)`` is the copy a text-only model trains on. The GUI and the CLI use
+(``studio.data.images``); ``strip_images(example)`` gives an example's text-only copy (a run on a text model refuses image rows). The GUI and the CLI use
 ``inspect(...) -> DatasetReport`` and ``formats()``.
 
 This package imports neither torch, transformers nor datasets at module level: readers and

@@ -25,6 +25,7 @@ import io
 import os
 import re
 import stat
+import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ from studio.fsutil import atomic_write_bytes
 
 IMAGE = "<image>"
 MAX_PIXELS = 8192 * 8192  # 64 megapixels: larger headers are refused before any pixel is decoded
+# The formats an image may be in, whatever its name or a data: URI says: Pillow picks a decoder from the bytes, and
+# some it knows run an outside program (EPS: Ghostscript) or decode slowly into a lot of memory (JPEG 2000, TIFF)
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+MAX_EMBEDDED = 64 << 20  # bytes of one image carried in a row (a data: URI's text, a Parquet struct's bytes)
+_VERIFY_LOCK = threading.Lock()  # _verify flips Pillow's global LOAD_TRUNCATED_IMAGES for its decode
 CACHE_FOLDER = "image_cache"
 CHECK_CACHE = 100_000  # checked files remembered per process (oldest forgotten first)
 # Columns that hold a row's images (LLaVA 'image', ShareGPT/LLaMA-Factory 'images', HF 'image' structs).
@@ -105,6 +111,10 @@ def resolve(value: Any, base: Path | None, field: str) -> str:
         raise RowProblem(f"the image in '{field}' is a network address ({_short(text)}); nothing enters or leaves "
                          "this machine over the network", "download the image and give the file's path instead",
                          field, code="image_remote")
+    if text[:2] in ("\\\\", "//") and text[2:3] not in ("", "/", "\\", ".", "?"):
+        raise RowProblem(f"the image in '{field}' is on a network share ({_short(text)}); nothing enters or leaves "
+                         "this machine over the network", "copy the image to this computer and give that path",
+                         field, code="image_remote")
     path = Path(text).expanduser()
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
@@ -117,6 +127,10 @@ def _data_uri(text: str, field: str) -> bytes:
         raise RowProblem(f"'{field}' is a data: URI that is not a base64 image ({_short(text)})",
                          "write it as data:image/png;base64,... or give the image's file path", field,
                          code="image_value")
+    if len(payload) > MAX_EMBEDDED * 4 // 3 + 1024:
+        raise RowProblem(f"'{field}' is a data: URI of {len(payload):,} characters; an image carried in a row is "
+                         f"read up to {MAX_EMBEDDED >> 20} MiB", "save the image as a file and give its path", field,
+                         code="image_too_large")
     try:
         return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError):
@@ -136,6 +150,10 @@ def cache_dir() -> Path:
 
 def _cached(data: bytes, field: str) -> str:
     """The cache file holding ``data``: checked in full first, then written once, atomically."""
+    if len(data) > MAX_EMBEDDED:
+        raise RowProblem(f"the image bytes in '{field}' are {len(data):,} bytes; an image carried in a row is read up "
+                         f"to {MAX_EMBEDDED >> 20} MiB", "save the image as a file and give its path", field,
+                         code="image_too_large")
     digest = hashlib.sha256(data).hexdigest()
     folder = cache_dir()
     known = _written.get((str(folder), digest))
@@ -194,6 +212,12 @@ def _remember(key: tuple, value: tuple[int, int] | _Failed) -> None:
 
 def _verify(opener: Callable[[], Any], what: str) -> tuple[int, int, str] | _Failed:
     """Open and decode the whole image: (width, height, format), or why it cannot be used."""
+
+    with _VERIFY_LOCK:  # the Data page's inspect thread and the Playground check images at the same time
+        return _decode(opener, what)
+
+
+def _decode(opener: Callable[[], Any], what: str) -> tuple[int, int, str] | _Failed:
     from PIL import Image, ImageFile
 
     truncated = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -201,7 +225,7 @@ def _verify(opener: Callable[[], Any], what: str) -> tuple[int, int, str] | _Fai
         ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut file is an error, never grey pixels
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with opener() as fh, Image.open(fh) as img:
+            with opener() as fh, Image.open(fh, formats=FORMATS) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     return _bomb(what, f"{width}x{height}")
@@ -211,7 +235,7 @@ def _verify(opener: Callable[[], Any], what: str) -> tuple[int, int, str] | _Fai
         size = re.search(r"\((\d+) pixels\)", str(e))
         return _bomb(what, f"{int(size.group(1)):,} pixels" if size else "too many pixels")
     except Image.UnidentifiedImageError:
-        return _Failed(f"{what} is not an image Pillow can read",
+        return _Failed(f"{what} is not a PNG, JPEG, WebP, GIF or BMP image (the formats the studio reads)",
                        "convert it to PNG or JPEG, or remove this row", "image_invalid")
     except MemoryError:
         return _bomb(what, "more pixels than fit in memory")
@@ -312,6 +336,10 @@ def attach(example: dict, part_refs: list, column: Any, column_name: str | None,
                              "image per marker in the list", column_name or "content", code="image_count")
     if not refs:
         return False
+    elsewhere = sorted({m["role"] for m in msgs if m["role"] != "user" and IMAGE in str(m.get("content") or "")})
+    if elsewhere:  # chat templates render a system turn's text only, and the answer is what the model writes
+        raise RowProblem(f"an image stands in a {' and a '.join(elsewhere)} turn; images are read in user turns only",
+                         "move the image into the user turn it belongs to", "content", code="image_count")
     images, sizes = [], []
     for ref, where in refs:
         path = resolve(ref, base, where)

@@ -219,10 +219,10 @@ def _image_spans(tokenizer: Any, example: dict, text: str) -> list[tuple[int, in
 
     if not example.get("images"):
         return []
-    from studio.image_tokens import ImageTokens
+    from studio.image_tokens import DEFAULT_MAX_PIXELS, ImageTokens
 
     folder = getattr(tokenizer, "name_or_path", "") or ""
-    rule = ImageTokens.from_folder(folder) if folder and Path(folder).is_dir() else None
+    rule = ImageTokens.from_folder(folder, DEFAULT_MAX_PIXELS) if folder and Path(folder).is_dir() else None
     sizes = list(example.get("image_sizes") or [])
     spans = []
     for k, m in enumerate(re.finditer(re.escape(IMAGE), text)):

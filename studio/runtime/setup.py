@@ -316,6 +316,9 @@ class RuntimeSetup:
             raise RuntimeSetupError(f"Setting up the ML runtime failed at '{step.label}': could not start "
                                     f"{step.argv[0]} ({e.strerror or e}). The log is {self.log}.",
                                     self.log, step.key) from None
+        except BaseException:  # anything else (a bad argument, MemoryError): the hold ends with it
+            _Cancel.starting = _Cancel.pending = False
+            raise
         tail: list[str] = []
         try:
             _Cancel.take()

@@ -144,6 +144,10 @@ def _build_vision(processor: Any, recipe: Recipe, examples: list, report: Any, w
     if t.packing:
         raise DataError(f"{path}: {with_images} row(s) carry images, and train.packing puts several examples in "
                         "one sequence, which this version does not do with images. Turn packing off (--no-packing)")
+    if recipe.data.mix:
+        raise DataError(f"{path}: {with_images} row(s) carry images, and data.mix ({recipe.data.mix}) mixes in rows "
+                        "of another dataset, which this version does not do with images. Clear data.mix, or merge "
+                        "the two files into one")
     train_ex, val_ex = split_examples(examples, recipe.data.val_fraction, recipe.data.seed)
     tr = _encode_vision(processor, train_ex, recipe, where)
     va = _encode_vision(processor, val_ex, recipe, where)
@@ -175,8 +179,8 @@ def _encode_vision(processor: Any, examples: list[dict], recipe: Recipe, where: 
         except vision.TooLong:
             out.dropped_long += 1
             continue
-        except (TemplateError, vision.VisionError) as e:
-            out.refused += 1
+        except (TemplateError, vision.VisionError, ValueError) as e:  # ValueError: the processor's own refusals
+            out.refused += 1  # (an aspect ratio over 200, placeholders the template lost): that row, not the run
             out.first = out.first or f"{where.get(id(ex), 'a row')}: {e}"
             continue
         if any(label != -100 for label in enc.row["labels"]):

@@ -56,7 +56,7 @@ def test_a_text_model_takes_no_images_and_bad_files_are_named(window, tiny_model
     (tmp_path / "broken.png").write_bytes(b"not a png")
     assert page.attach_images([str(tmp_path / "notes.txt"), str(tmp_path / "broken.png")]) == []
     words = page.banner.headline.text()
-    assert "notes.txt: not an image file" in words and "broken.png is not an image" in words
+    assert "notes.txt: not an image file" in words and "broken.png is not a PNG, JPEG" in words
     # dropped on the prompt line: attached, not typed into it; shown as a removable thumbnail
     blue = tiny.write_image(tmp_path / "blue.png", (30, 40), (20, 20, 220))
     assert page.eventFilter(page.ask.prompt, dropped([red, blue]))
