@@ -432,7 +432,7 @@ class VisionCollator:
 
 # ------------------------------------------------------------------ the model
 
-def skip_modules(model_type: str = "") -> list[str]:
+def skip_modules() -> list[str]:
     """Patterns (transformers' ``llm_int8_skip_modules``: matched from the start at a module boundary, or as a
     suffix) of what stays in the compute dtype: the towers, the projectors and the output layer."""
     return [rf"(?:model\.)?(?:{'|'.join(TOWERS + PROJECTORS)})", "lm_head"]
