@@ -267,21 +267,23 @@ def part_messages(messages: list[dict]) -> list[dict]:
             for m in messages]
 
 
-def render(processor: Any, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    """Content-part messages rendered by the processor's chat template (the studio's sandbox and deadline)."""
-    return render_chat(processor.tokenizer, messages, add_generation_prompt=add_generation_prompt,
+def render(processor: Any, messages: list[dict], add_generation_prompt: bool = False,
+           tools: list | None = None) -> str:
+    """Content-part messages rendered by the processor's chat template (the studio's sandbox and deadline), with
+    the row's ``tools`` schema as the text path renders it."""
+    return render_chat(processor.tokenizer, messages, add_generation_prompt=add_generation_prompt, tools=tools,
                        chat_template=processor.chat_template)
 
 
-def assistant_spans(processor: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(processor: Any, messages: list[dict], tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The rendered text and each assistant turn's character span (as studio.data.template finds them)."""
-    text = render(processor, messages)
+    text = render(processor, messages, tools=tools)
     spans = []
     for i, msg in enumerate(messages):
         if msg.get("role") != "assistant":
             continue
-        start = len(render(processor, messages[:i], add_generation_prompt=True)) if i else 0
-        upto = render(processor, messages[:i + 1])
+        start = len(render(processor, messages[:i], add_generation_prompt=True, tools=tools)) if i else 0
+        upto = render(processor, messages[:i + 1], tools=tools)
         if not text.startswith(upto):
             raise TemplateError("the chat template renders a conversation differently from its prefixes; "
                                 "train with train_on='all' or pick a model with a standard template")
@@ -333,7 +335,7 @@ def encode_vision_example(processor: Any, example: dict, seq_len: int, train_on:
     markers = sum(str(m.get("content") or "").count(IMAGE) for m in example["messages"])
     if markers != len(paths):
         raise TemplateError(f"{markers} {IMAGE} marker(s) for {len(paths)} image(s)")
-    text, spans = assistant_spans(processor, messages)
+    text, spans = assistant_spans(processor, messages, example.get("tools"))
     if train_on == "all":
         spans = [(0, len(text))]
     images = [load_image(p, pixel_bound(processor, max_pixels)) for p in paths]

@@ -477,3 +477,17 @@ def test_a_fixed_size_family_is_never_shrunk_below_its_own_input_size(tmp_path):
     assert vision.pixel_bound(llava, 28 * 28) == 32 * 32
     qwen = vision.load_processor(tiny.make_vlm(tmp_path / "q", "qwen2_vl"), max_pixels=28 * 28 * 2)
     assert vision.pixel_bound(qwen, 28 * 28 * 2) == 28 * 28 * 2 == vision.processor_max_pixels(qwen)
+
+
+def test_a_rows_tools_schema_reaches_the_processors_template(qwen, images):
+    """Tools beside an image row are rendered as the text path renders them, not dropped."""
+    processor = vision.load_processor(qwen)
+    processor.chat_template = "{% if tools %}TOOLS {{ tools | length }}\n{% endif %}" + processor.chat_template
+    row = example(images["red"])
+    with_tools = vision.encode_vision_example(processor, {**row, "tools": [{"type": "function", "function": {
+        "name": "colour", "parameters": {"type": "object", "properties": {}}}}]}, 256)
+    plain = vision.encode_vision_example(processor, row, 256)
+    text = processor.tokenizer.decode(with_tools.row["input_ids"])
+    assert text.startswith("TOOLS 1") and len(with_tools.row["input_ids"]) > len(plain.row["input_ids"])
+    trained = [t for t, lab in zip(with_tools.row["input_ids"], with_tools.row["labels"]) if lab != -100]
+    assert processor.tokenizer.decode(trained).startswith("Red.")
