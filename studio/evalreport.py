@@ -23,9 +23,10 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from studio.fsutil import atomic_write_json, read_json
+from studio.losses import summed_loss
 from studio.scoring import generate_answers, match_or_timeout, prompt_length, row_images
 
 EVAL_FILE = "eval.json"
@@ -52,31 +53,6 @@ def validation_loss(model: Any, rows: Sequence[dict], pad_id: int, batch_size: i
                                                    for r in batch])}
 
     return summed_loss(model, batches())
-
-
-def summed_loss(model: Any, batches: Iterable[dict]) -> tuple[float | None, int]:
-    """Mean cross-entropy per label token over ``batches`` (the model's inputs plus ``labels``; a vision run's
-    carry their pixels), and the token count: the one loop ``validation_loss`` and studio.vision share."""
-    import torch
-    import torch.nn.functional as F
-
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        for batch in batches:
-            labels = batch.pop("labels")
-            with torch.no_grad():
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-            logits = logits[:, -labels.shape[1]:]  # prompt tuning prepends its virtual tokens' logits: not the text's
-            shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
-            shift_labels = labels[:, 1:].reshape(-1).to(device)
-            total += float(F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum"))
-            count += int((shift_labels != -100).sum())
-    finally:
-        model.train(was_training)
-    return (total / count if count else None), count
 
 
 def fallback_rows(val_examples: Sequence[dict], n: int = FALLBACK_PROMPTS) -> list[dict]:

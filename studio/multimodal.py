@@ -112,7 +112,7 @@ def language_part(config: Any) -> Any:
 
     try:
         with torch.device("meta"):
-            whole = AutoModelForImageTextToText.from_config(config)
+            whole = AutoModelForImageTextToText.from_config(config, trust_remote_code=False)
     except ValueError:
         return None
 

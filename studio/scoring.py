@@ -152,7 +152,7 @@ def _image_messages(row: dict, base: Path | None, where: str) -> Any:
     content parts (``{"type": "image", "image": PATH}``) or an image column beside ``<image>`` markers, paths
     relative to the prompt file's folder, each image opened and checked; the row errors are the import's. Each
     message then carries the images of its own markers (``images``), as a chat turn does."""
-    from studio.data import images as imgs
+    import studio.data.images as imgs
     from studio.data.formats import _content
     from studio.data.report import RowProblem
     from studio.data.scan import RowWarnings

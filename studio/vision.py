@@ -489,7 +489,7 @@ def load_vlm(folder: Path, kwargs: dict, vision_lora: bool = False) -> Any:
 def validation_loss(model: Any, dataset: VisionDataset, collator: VisionCollator,
                     batch_size: int = 4) -> tuple[float | None, int]:
     """Mean cross-entropy per label token with the images (studio.evalreport's loop, the collator's batches)."""
-    from studio.evalreport import summed_loss
+    from studio.losses import summed_loss
 
     return summed_loss(model, (collator([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
                                for start in range(0, len(dataset), batch_size)))

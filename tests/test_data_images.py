@@ -317,7 +317,8 @@ def test_strip_images_gives_a_text_copy_and_leaves_the_example(tmp_path):
     assert strip_images(plain) is plain and "images" not in plain
 
 
-def test_formats_that_run_programs_or_decode_slowly_network_shares_huge_uris_and_images_outside_user_turns(tmp_path):
+def test_formats_that_run_programs_or_decode_slowly_network_shares_huge_uris_and_images_outside_user_turns(
+        tmp_path, monkeypatch):
     """An EPS renamed .png would make Pillow start Ghostscript and a TIFF decodes through libtiff: only PNG, JPEG,
     WebP, GIF and BMP are opened, whatever the name says. A Windows network share would connect to another machine.
     A data: URI is bounded before it is decoded. An image in an assistant or system turn is refused, not dropped."""
@@ -327,7 +328,8 @@ def test_formats_that_run_programs_or_decode_slowly_network_shares_huge_uris_and
     Image.new("RGB", (4, 4), "red").save(buf, "TIFF")
     (tmp_path / "scan.png").write_bytes(buf.getvalue())
     _png(tmp_path / "ok.png")
-    huge = "data:image/png;base64," + "A" * (images.MAX_EMBEDDED * 4 // 3 + 4096)
+    monkeypatch.setattr(images, "MAX_EMBEDDED", 1 << 20)  # 1 MiB here, so the row stays under the record limit
+    huge = "data:image/png;base64," + "A" * ((1 << 20) * 4 // 3 + 4096)
     rows = [{"messages": [_turn("user", [{"type": "image", "image": "chart.png"}, {"type": "text", "text": "?"}]),
                           _turn("assistant", "a")]},
             {"messages": [_turn("user", [{"type": "image", "image": "scan.png"}, {"type": "text", "text": "?"}]),

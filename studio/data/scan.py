@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from studio.data import images as imgs
+import studio.data.images as imgs
 from studio.data.formats import FORMATS, ROLE_TARGETS, ROLES, Format, canonical, kind_of, media_problem
 from studio.data.report import WARNING, DatasetReport, Problem, RowProblem
 from studio.data.sources import DataError, Record, Records, Source, arrow_columns, open_source, records

@@ -105,7 +105,7 @@ def load_text_model(folder: Path, trust: bool = False) -> Any:
                                        rope_parameters={"rope_type": "default",
                                                         "rope_theta": float(rope.get("rope_theta", 10000.0))},
                                        tie_word_embeddings=bool(getattr(whole.config, "tie_word_embeddings", False)))
-    model = AutoModelForCausalLM.from_config(twin_config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(twin_config, dtype=torch.float32, trust_remote_code=False)
     state = {"model." + k: v for k, v in whole.get_decoder().state_dict().items()}
     state.update({"lm_head." + k: v for k, v in whole.get_output_embeddings().state_dict().items()})
     missing, unexpected = model.load_state_dict(state, strict=False)
