@@ -155,12 +155,21 @@ CLI = textwrap.dedent("""
 """)
 
 
+def _fresh_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _cli(tmp_path: Path, mode: str, stop_s: float, child: bool = False) -> tuple[subprocess.Popen, Path]:
     script = tmp_path / "cli.py"
     script.write_text(CLI)
     argv, out = _argv(tmp_path, mode, child)
+    # as a shell starts the CLI: Ctrl-C's signal neither blocked nor ignored, whatever an earlier test in this
+    # pytest worker left in the process (a child inherits the signal mask and ignored signals across exec)
+    reset = None if os.name == "nt" else _fresh_signals
     cli = subprocess.Popen([sys.executable, str(script), str(stop_s), *argv], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, env=procs.worker_env(), text=True)
+                           stderr=subprocess.PIPE, env=procs.worker_env(), text=True, preexec_fn=reset)
     assert cli.stdout.readline().strip() == "ready"
     return cli, out
 
