@@ -22,16 +22,20 @@ from studio.safetensors_io import DTYPES
 def llama_simple() -> Path | None:
     """llama.cpp's ``llama-simple`` (greedy generation), if installed: LORA_STUDIO_LLAMA_CPP (its folder
     or a build with bin/) or on PATH."""
+    return llama_tool("llama-simple")
+
+
+def llama_tool(name: str) -> Path | None:
+    """The llama.cpp program ``name``: in LORA_STUDIO_LLAMA_CPP (the folder, its bin/ or build/bin/), else on PATH."""
     import os
     import shutil
 
     root = os.environ.get("LORA_STUDIO_LLAMA_CPP")
     if root:
-        for cand in (Path(root) / "llama-simple", Path(root) / "bin" / "llama-simple",
-                     Path(root) / "build" / "bin" / "llama-simple"):
+        for cand in (Path(root) / name, Path(root) / "bin" / name, Path(root) / "build" / "bin" / name):
             if cand.is_file():
                 return cand
-    found = shutil.which("llama-simple")
+    found = shutil.which(name)
     return Path(found) if found else None
 
 
@@ -724,17 +728,7 @@ def _roundf(t: Any) -> Any:
 
 def llama_mtmd_cli() -> Path | None:
     """llama.cpp's multimodal command line (``llama-mtmd-cli``), found as ``llama_simple`` finds its tool."""
-    import os
-    import shutil
-
-    root = os.environ.get("LORA_STUDIO_LLAMA_CPP")
-    if root:
-        for cand in (Path(root) / "llama-mtmd-cli", Path(root) / "bin" / "llama-mtmd-cli",
-                     Path(root) / "build" / "bin" / "llama-mtmd-cli"):
-            if cand.is_file():
-                return cand
-    found = shutil.which("llama-mtmd-cli")
-    return Path(found) if found else None
+    return llama_tool("llama-mtmd-cli")
 
 
 MTMD_PROMPT = "What colours do you see?"
