@@ -85,7 +85,6 @@ def _logits(model: Any, ids: list[list[int]]):
 def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: bool = False) -> Check:
     """Merged logits == base + adapter logits (peft, unmerged) within the dtype's tolerance (an adapter trained
     on image rows: ``check_vlm_merge``, on the whole vision-language model with pictures)."""
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
     from studio import multimodal, vision
@@ -98,24 +97,35 @@ def check_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: bool
         return Check("merge_logits", None, f"skipped: {why}")
     tok = AutoTokenizer.from_pretrained(str(merged_dir), trust_remote_code=trust)
     ids = prompt_ids(tok)
-    base = multimodal.load_causal_lm(base_dir, dict(dtype="auto", trust_remote_code=trust))
+    details = _merge_logits(lambda folder: multimodal.load_causal_lm(folder, dict(dtype="auto", trust_remote_code=trust)),
+                            lambda model: _logits(model, ids), base_dir, adapter_dir, merged_dir)
+    details["prompts"] = len(ids)
+    diff, tol, effect = details["max_abs_diff"], details["tolerance"], details["adapter_effect"]
+    passed = diff <= tol and math.isfinite(diff)
+    summary = f"merged vs base+adapter logits: max diff {diff:.2e} (tolerance {tol:.1e}; adapter changes them by {effect:.2e})"
+    return Check("merge_logits", passed, summary, details)
+
+
+def _merge_logits(load: Any, logits: Any, base_dir: Path, adapter_dir: Path, merged_dir: Path) -> dict:
+    """The merge check's figures, for a text model or a whole vision-language model: ``load(folder)`` gives a
+    model, ``logits(model)`` its logits on the probes; the base with the adapter (peft, unmerged) against the
+    merged folder, and what the adapter changes at all (one model in memory at a time beside the base)."""
+    from peft import PeftModel
+
+    base = load(base_dir)
     dtype = str(base.dtype).removeprefix("torch.")
-    plain = _logits(base, ids)
+    plain = logits(base)
     peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
-    ref = _logits(peft_model, ids)
+    ref = logits(peft_model)
     del peft_model, base
-    merged = multimodal.load_causal_lm(merged_dir, dict(dtype="auto", trust_remote_code=trust))
-    out = _logits(merged, ids)
+    merged = load(merged_dir)
+    out = logits(merged)
     del merged
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, out))
     effect = max(float((a - b).abs().max()) for a, b in zip(ref, plain))
     scale = max(float(r.abs().max()) for r in ref)
-    tol = LOGIT_RTOL.get(dtype, 5e-2) * max(scale, 1.0)
-    details = {"max_abs_diff": diff, "tolerance": tol, "adapter_effect": effect, "dtype": dtype,
-               "prompts": len(ids)}
-    passed = diff <= tol and math.isfinite(diff)
-    summary = f"merged vs base+adapter logits: max diff {diff:.2e} (tolerance {tol:.1e}; adapter changes them by {effect:.2e})"
-    return Check("merge_logits", passed, summary, details)
+    return {"max_abs_diff": diff, "tolerance": LOGIT_RTOL.get(dtype, 5e-2) * max(scale, 1.0),
+            "adapter_effect": effect, "dtype": dtype}
 
 
 # The whole-VLM check's probes: (drawn picture, question); small pictures, so any processor reads them quickly.
@@ -165,7 +175,6 @@ def check_vlm_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: 
     with ``AutoModelForImageTextToText`` and its processor (the processor files travelled), and its logits on
     pictures with a question (and on one question alone) equal the base + adapter's (peft, unmerged) within
     the dtype's tolerance: the language model's and, with train.vision_lora, the tower's updates are merged."""
-    from peft import PeftModel
 
     from studio import vision
 
@@ -175,22 +184,11 @@ def check_vlm_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, trust: 
     processor = vision.load_processor(merged_dir, trust)
     inputs = vlm_probe_inputs(processor)
     kwargs = dict(dtype="auto", trust_remote_code=trust)
-    base = vision.load_vlm(base_dir, kwargs)
-    dtype = str(base.dtype).removeprefix("torch.")
-    plain = _vlm_logits(base, inputs)
-    peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
-    ref = _vlm_logits(peft_model, inputs)
-    del peft_model, base
-    merged = vision.load_vlm(merged_dir, kwargs)
-    out = _vlm_logits(merged, inputs)
-    del merged
-    diff = max(float((a - b).abs().max()) for a, b in zip(ref, out))
-    effect = max(float((a - b).abs().max()) for a, b in zip(ref, plain))
-    scale = max(float(r.abs().max()) for r in ref)
-    tol = LOGIT_RTOL.get(dtype, 5e-2) * max(scale, 1.0)
+    details = _merge_logits(lambda folder: vision.load_vlm(folder, kwargs), lambda model: _vlm_logits(model, inputs),
+                            base_dir, adapter_dir, merged_dir)
     pictures = sum(1 for kind, _ in IMAGE_PROBES if kind)
-    details = {"max_abs_diff": diff, "tolerance": tol, "adapter_effect": effect, "dtype": dtype,
-               "prompts": len(inputs), "image_prompts": pictures, "whole_vlm": True}
+    details.update(prompts=len(inputs), image_prompts=pictures, whole_vlm=True)
+    diff, tol, effect = details["max_abs_diff"], details["tolerance"], details["adapter_effect"]
     passed = diff <= tol and math.isfinite(diff)
     summary = (f"merged vision-language model (loaded with its processor) vs base+adapter logits on {pictures} "
                f"pictures with a question and 1 question alone: max diff {diff:.2e} (tolerance {tol:.1e}; adapter "
