@@ -7,8 +7,8 @@ import pytest
 from studio import runs
 from studio.recipe import Recipe
 from studio.train import loading, moe4bit
-from tests.test_train_worker import run_worker, stdout_events
-from tests.tiny import make_tokenizer
+from test_train_worker import run_worker, stdout_events
+from tiny import make_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 
 from studio import memory, models, planner, vision_plan
 from studio.settings import Settings
-from tests.tiny import make_model, make_vlm
+from tiny import make_model, make_vlm
 
 
 @pytest.fixture(scope="module")

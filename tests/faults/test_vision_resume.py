@@ -25,7 +25,7 @@ from faultkit import (
 from studio import runs
 from studio.events import EventReader
 from studio.train import recovery
-from tests.tiny import make_vlm, write_image
+from tiny import make_vlm, write_image
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
 
