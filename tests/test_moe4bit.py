@@ -3,12 +3,12 @@ dequantised weights compute, and a QLoRA run trains, saves an adapter that loads
 from pathlib import Path
 
 import pytest
+from test_train_worker import run_worker, stdout_events
+from tiny import make_tokenizer
 
 from studio import runs
 from studio.recipe import Recipe
 from studio.train import loading, moe4bit
-from test_train_worker import run_worker, stdout_events
-from tiny import make_tokenizer
 
 
 @pytest.fixture(scope="module")

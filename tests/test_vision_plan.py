@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
+from tiny import make_model, make_vlm
 
 from studio import memory, models, planner, vision_plan
 from studio.settings import Settings
-from tiny import make_model, make_vlm
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,11 @@ from faultkit import (
     start_worker,
     tiny_recipe,
 )
+from tiny import make_vlm, write_image
 
 from studio import runs
 from studio.events import EventReader
 from studio.train import recovery
-from tiny import make_vlm, write_image
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
 
