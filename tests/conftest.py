@@ -25,6 +25,16 @@ os.environ.setdefault("LORA_STUDIO_MLFLOW", "0")
 import tiny  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory):
+    """The data folder of session- and module-scoped fixtures, which train before any test's own is set: without
+    it their workers wrote calibration records, answer caches and MLflow runs into the user's real data folder."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LORA_STUDIO_HOME", str(tmp_path_factory.mktemp("session-home")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _studio_home(tmp_path_factory, monkeypatch):
     """Every test gets its own data folder; the converted demo model is shared (see demo_model)."""
