@@ -289,8 +289,9 @@ def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | 
         assumed = False
         per_step *= calibration["factor"]
         n = calibration["runs"]
+        kind = f"{Settings.of(s).objective} " if sampling else ""
         basis += (f", times {calibration['factor']:.2f}: the measured/predicted step time of the "
-                  + (f"last {n} runs" if n != 1 else "last run") + " on this machine")
+                  + (f"last {n} {kind}runs" if n != 1 else f"last {kind}run") + " on this machine")
     real = min(mean_tokens, length) if mean_tokens else length
     return TimeEstimate(device=device, tokens_per_s=s["train.micro_batch"] * s["train.grad_accum"] * real / per_step,
                         step_seconds=per_step, seconds=per_step * steps if steps else None, steps=steps, basis=basis,
@@ -379,8 +380,12 @@ def ensure_cpu_rates() -> dict | None:
 
 
 # --- calibration from real runs --------------------------------------------------------------------------
-def device_key(device: str, gpu_name: str = "") -> str:
-    return "cpu" if device == "cpu" else f"cuda:{gpu_peak(gpu_name)[1]}"
+def device_key(device: str, gpu_name: str = "", sampling: bool = False) -> str:
+    """The calibration records' key. Runs that sample (grpo) keep their own ratio: their steps are mostly decoding,
+    which the estimate models apart from training (``sampling_seconds``), so an SFT run's ratio says nothing about
+    them, nor theirs about SFT."""
+    key = "cpu" if device == "cpu" else f"cuda:{gpu_peak(gpu_name)[1]}"
+    return key + "|sampling" if sampling else key
 
 
 def _calibration_file() -> Path:
@@ -396,24 +401,25 @@ def _records() -> list[dict]:
 
 
 def record_run(run: str, device: str, predicted_s: float, measured_s: float, steps: int, gpu_name: str = "",
-               probe: float | None = None) -> None:
+               probe: float | None = None, sampling: bool = False) -> None:
     """Remember one run's measured seconds per optimizer step against the uncalibrated prediction for
-    the same settings (``probe``: the CPU probe's ``measured_at`` the prediction used)."""
+    the same settings (``probe``: the CPU probe's ``measured_at`` the prediction used; ``sampling``: a grpo run)."""
 
     if not (predicted_s > 0 and measured_s > 0 and math.isfinite(predicted_s) and math.isfinite(measured_s)):
         return
     records = [r for r in _records() if r.get("run") != run]
-    records.append({"run": run, "device": device_key(device, gpu_name), "predicted_s": predicted_s,
+    records.append({"run": run, "device": device_key(device, gpu_name, sampling), "predicted_s": predicted_s,
                     "measured_s": measured_s, "steps": steps, "probe": probe, "ts": time.time()})
     path = _calibration_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"machine": machine_key(), "records": records[-CALIBRATION_KEEP:]})
 
 
-def calibration(device: str, gpu_name: str = "", rates: dict | None = None) -> dict | None:
+def calibration(device: str, gpu_name: str = "", rates: dict | None = None, sampling: bool = False) -> dict | None:
     """{"factor": median measured/predicted of the last CALIBRATION_RUNS runs, "runs": how many}, or None.
-    On the CPU only runs predicted from the current probe (``rates["measured_at"]``) count."""
-    key = device_key(device, gpu_name)
+    On the CPU only runs predicted from the current probe (``rates["measured_at"]``) count; ``sampling``: the
+    ratio of earlier grpo runs (``device_key``)."""
+    key = device_key(device, gpu_name, sampling)
     probe = (rates or {}).get("measured_at") if device == "cpu" else None
     ratios = [r["measured_s"] / r["predicted_s"] for r in _records()
               if r.get("device") == key and (device != "cpu" or r.get("probe") == probe)

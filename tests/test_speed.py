@@ -110,8 +110,10 @@ def test_runs_calibrate_the_next_estimate():
         speed.record_run(run, "cpu", predicted_s=1.0, measured_s=measured, steps=10, probe=1000.0)
     speed.record_run("other-probe", "cpu", predicted_s=1.0, measured_s=9.0, steps=10, probe=999.0)
     speed.record_run("gpu", "cuda", predicted_s=1.0, measured_s=9.0, steps=10, gpu_name="RTX 4090")
+    speed.record_run("grpo", "cpu", predicted_s=1.0, measured_s=0.05, steps=10, probe=1000.0, sampling=True)
     cal = speed.calibration("cpu", rates=rates)
-    assert cal == {"factor": 0.3, "runs": 3}  # the median; other probes and devices do not count
+    assert cal == {"factor": 0.3, "runs": 3}  # the median; other probes, devices and grpo runs do not count
+    assert speed.calibration("cpu", rates=rates, sampling=True) == {"factor": 0.05, "runs": 1}
     est = speed.estimate(info, s, "cpu", rates=rates, example_tokens=96, calibration=cal, mean_tokens=80)
     assert est.step_seconds == pytest.approx(0.3 * raw.step_seconds)
     assert est.tokens_per_s == pytest.approx(4 * 80 / est.step_seconds)  # real tokens, as the worker counts them
@@ -143,6 +145,34 @@ def test_the_worker_records_its_measured_step_time(tiny_model_dir, monkeypatch):
     short.durations = [3.0, 0.2]
     short.record()  # too few steps to say anything
     assert speed.calibration("cpu", rates={"measured_at": 5.0})["runs"] == 1
+
+
+def test_a_grpo_run_calibrates_the_grpo_estimate_and_not_the_sft_one(tiny_model_dir, monkeypatch):
+    """A grpo step is mostly decoding, which the estimate models apart (sampling_seconds): its measured/predicted
+    ratio is kept under a key of its own, predicted with the sampling the planner counts for it."""
+    from studio.recipe import PLANNED, Recipe, get_setting
+    from studio.settings import SHAPE
+    from studio.train.speedlog import StepTimes
+
+    monkeypatch.setattr(speed, "cpu_rates", lambda: {**RATES, "measured_at": 5.0})
+    r = Recipe()
+    r.model.name_or_path = str(tiny_model_dir)
+    r.quant.mode, r.quant.compute_dtype, r.train.seq_len, r.train.micro_batch = "4bit", "float32", 128, 4
+    r.train.objective, r.train.grpo_generations, r.train.grpo_completion_len = "grpo", 4, 32
+    timer = StepTimes(Path("/runs/grpo-1"), r, "cpu", [], p95=60)
+    timer.durations = [9.0, 2.0, 2.2, 2.1]
+    timer.record()
+    rates = {"measured_at": 5.0}
+    assert speed.calibration("cpu", rates=rates) is None  # SFT estimates keep their own ratio
+    cal = speed.calibration("cpu", rates=rates, sampling=True)
+    info = models.resolve(str(tiny_model_dir))
+    settings = {k: get_setting(r, k) for k in PLANNED + SHAPE}
+    raw = speed.estimate(info, settings, "cpu", rates=RATES, example_tokens=60)
+    assert speed.sampling_seconds(info, settings, "cpu", RATES, 60) > 0  # the prediction counted the sampling
+    assert cal == {"factor": pytest.approx(2.1 / raw.step_seconds), "runs": 1}
+    est = speed.estimate(info, settings, "cpu", rates=RATES, example_tokens=60, calibration=cal)
+    assert est.step_seconds == pytest.approx(2.1)
+    assert "the last grpo run on this machine" in est.basis
 
 
 def test_a_gpu_estimate_says_it_is_assumed_until_runs_calibrate_it():

@@ -415,10 +415,19 @@ class TrainingRun:
         self.callback = EventCallback(self.em, self.ctl, self.run_dir, budget=plan.get("budget_bytes"),
                                       predicted_peak=predicted)
         extra = {"reward_funcs": self._reward_functions()} if objective == "grpo" else {}
+        callbacks = [self.callback, SaveOnStop(self.ctl)]
         if objective == "grpo":
             self._sample_like_the_studio()
+            from studio.train.speedlog import StepTimes
+
+            # grpo's steps are mostly sampling: they calibrate the next grpo estimate (speed.device_key). The
+            # planner sized them from the imported prompts' 95th percentile, so the record is predicted from it too.
+            tokens = getattr(data.report, "tokens", None)
+            callbacks.append(StepTimes(self.run_dir, self.recipe, device, [], p95=getattr(tokens, "p95", None),
+                                       gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
+                                       model=str(self._base or self.recipe.model.name_or_path)))
         trainer = cls(model=self.model, args=args, train_dataset=data.train, eval_dataset=data.val,
-                      processing_class=self.tokenizer, callbacks=[self.callback, SaveOnStop(self.ctl)],
+                      processing_class=self.tokenizer, callbacks=callbacks,
                       run_dir=self.run_dir, emitter=self.em, keep=self.recipe.train.keep_checkpoints,
                       settings=settings_of(self.recipe), **extra)
         trainer.remove_callback(PrinterCallback)

@@ -17,10 +17,16 @@ def _rewards(run_dir):
 
 
 def test_a_killed_grpo_run_resumes_bit_exactly(tmp_path, tiny_model_dir):
+    from studio import speed
+
+    speed.store_cpu_rates({"flops_per_s": 2e10, "seconds_per_layer_pass": 0.02, "seconds_per_element": 1e-8,
+                           "seconds_per_micro_batch": 0.001})  # a probed CPU: the run records its step time
     data = write_grpo_jsonl(tmp_path / "grpo.jsonl")
     reference = new_run(tmp_path / "reference", tiny_model_dir, data, **GRPO)
     rc, _ = run_worker(reference)
     assert rc == 0, (reference / "worker.log").read_text()[-3000:]
+    # the uninterrupted run calibrates the next grpo estimate, apart from SFT's (speed.device_key)
+    assert [r["device"] for r in speed._records() if r["run"] == reference.name] == ["cpu|sampling"]
     run_dir = new_run(tmp_path / "killed", tiny_model_dir, data, **GRPO)
     assert kill_at_step(run_dir, 5) < MAX_STEPS
     result = cli("resume", str(run_dir))
