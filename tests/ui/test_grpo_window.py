@@ -79,6 +79,7 @@ def test_a_grpo_run_charts_reward_kl_length_and_the_share_cut(monitor):
     assert ys(charts["kl"], "KL") == pytest.approx([0.0, 0.004])
     assert ys(charts["completions"], "mean") == [52.875, 61.0] and ys(charts["completions"], "longest") == [80.0, 80.0]
     assert ys(charts["cut"], "cut") == [50.0, 25.0]  # percent
+    assert ys(charts["cut"], "no signal") == [0.0, 0.0]  # every prompt's completions scored differently
     assert monitor.status_label.text().startswith("step 2 · loss -0.0342 · mean reward 0.200")
     grid = monitor.run_charts.grid
     assert grid.getItemPosition(grid.indexOf(charts["cut"]))[:2] == (2, 1)  # eight charts: three columns
@@ -97,6 +98,7 @@ def test_several_rewards_get_one_line_each(monitor):
     chart = monitor.run_charts.charts["reward"]
     assert ys(chart, "answer") == [0.125, 0.0] and ys(chart, "length") == [1.0, 1.0] and ys(chart, "pattern") == [0, 0]
     assert ys(chart, "mean") == pytest.approx([0.325, 0.2])
+    assert ys(monitor.run_charts.charts["cut"], "no signal") == [50.0, 100.0]  # step 2: every group scored alike
 
 
 def test_the_samples_panel_shows_the_latest_completions_with_their_rewards(monitor):

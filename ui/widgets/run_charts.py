@@ -1,5 +1,6 @@
 """The Train page's live charts (loss, learning rate, throughput, memory; a preference chart for DPO/ORPO
-runs; reward, KL, completion length and the share cut at the length limit for grpo runs), fed with the
+runs; reward, KL, completion length, the share cut at the length limit and the share of prompts whose
+completions all scored alike for grpo runs), fed with the
 worker's metric and memory events. The charts are pyqtgraph (``ui.charts``), built on the first run so that
 opening the studio stays fast; an objective's own charts are built on the first metric that carries them."""
 from __future__ import annotations
@@ -17,7 +18,9 @@ PREFERENCE_SERIES = (("rewards/margins", "margin"), ("rewards/accuracies", "accu
 GRPO_SERIES = (("reward", "reward", "mean", 1), ("reward_std", "reward", "spread", 1), ("kl", "kl", "KL", 1),
                ("completions/mean_length", "completions", "mean", 1),
                ("completions/max_length", "completions", "longest", 1),
-               ("completions/clipped_ratio", "cut", "cut", 100))  # (event key, chart, series, scale)
+               ("completions/clipped_ratio", "cut", "cut", 100),
+               # TRL's share of prompts whose completions all scored alike: a group that teaches nothing
+               ("frac_reward_zero_std", "cut", "no signal", 100))  # (event key, chart, series, scale)
 # An objective's charts: title, y label, fixed y range, series (name, colour, dashed, width).
 EXTRA_CHARTS = {
     "preference": ("Preference: chosen − rejected", "reward", None,
@@ -26,7 +29,8 @@ EXTRA_CHARTS = {
     "reward": ("Reward", "reward", None, (("mean", "#0072B2", False, 2.5), ("spread", "#0072B2", True, 1.5))),
     "kl": ("KL to the base", "KL", None, (("KL", "#D55E00", False, 2.0),)),
     "completions": ("Completions", "tokens", None, (("mean", "#009E73", False, 2.0), ("longest", "#009E73", True, 1.5))),
-    "cut": ("Cut at the length limit", "% of completions", (0, 100), (("cut", "#CC79A7", False, 2.0),)),
+    "cut": ("Cut at the limit · prompts with no signal", "%", (0, 100),
+            (("cut", "#CC79A7", False, 2.0), ("no signal", "#7F7F7F", True, 1.5))),
 }
 WIDE = 6  # more charts than this: three columns, so that a grpo run's eight stay readable on one screen
 MIN_HEIGHT = {1: 160, 2: 160, 3: 120}  # a chart's, by rows of charts: three rows share the page with the samples
@@ -103,7 +107,8 @@ class RunCharts(QWidget):
 
     def _add_grpo(self, d: dict, step: float) -> None:
         """grpo runs: the completions' reward (mean and spread, and each reward's mean when several are mixed),
-        the KL to the base, the completions' length and the share cut at the length limit."""
+        the KL to the base, the completions' length, the share cut at the length limit and the share of prompts
+        whose completions all scored the same (no signal: grpo learns from differences within a group)."""
         for key, chart, series, scale in GRPO_SERIES:
             v = number(d.get(key))
             if v is not None:
