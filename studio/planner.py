@@ -149,7 +149,8 @@ def add_time_estimate(plan: Plan, info: ModelInfo, gpu_name: str = "", steps: in
     mean = _tokens_stat(dataset_report, "mean")
     est = speed.estimate(info, s.to_dict(), plan.device, gpu_name=gpu_name, rates=rates, steps=n,
                          example_tokens=_tokens_stat(dataset_report, "p95"), mean_tokens=mean,
-                         calibration=speed.calibration(plan.device, gpu_name, rates))
+                         calibration=speed.calibration(plan.device, gpu_name, rates,
+                                                     sampling=objectives.get(s.objective).samples))
     plan.estimate = est
     plan.reasons.append(speed.describe(est))
 
@@ -194,7 +195,7 @@ def target_length(info: ModelInfo, dataset_report: Any = None, fixed: dict | Non
     p95 = _tokens_stat(dataset_report, "p95")
     fixed = fixed or {}
     if p95 and objectives.get(fixed.get("train.objective")).samples:
-        completion = int(fixed.get("train.grpo_completion_len") or memory.GRPO_DEFAULTS["completion_len"])
+        completion = _grpo_fixed(fixed, "completion_len")
         want = max(MIN_SEQ_LEN, _round_up(p95 + completion, 64))
         why = (f"the prompts' 95th percentile is {p95} tokens, and grpo samples completions of up to {completion} "
                "after them")
@@ -207,6 +208,11 @@ def target_length(info: ModelInfo, dataset_report: Any = None, fixed: dict | Non
     if info.context and want > info.context:
         want, why = info.context, why + f", capped at the model's context of {info.context}"
     return int(want), why
+
+
+def _grpo_fixed(fixed: dict, name: str) -> int:
+    """A grpo setting from ``fixed`` (train.grpo_<name>), else the recipe's default (memory.grpo_setting for Settings)."""
+    return int(fixed.get(f"train.grpo_{name}") or memory.GRPO_DEFAULTS[name])
 
 
 def _round_up(x: int, to: int) -> int:
@@ -300,7 +306,7 @@ def _complete(cand: dict, fixed: dict, effective_batch: int) -> Settings:
     cand["lora.alpha"] = int(fixed.get("lora.alpha") or 2 * cand["lora.rank"])
     cand["train.grad_accum"] = int(fixed.get("train.grad_accum")
                                    or max(1, round(effective_batch / cand["train.micro_batch"])))
-    group = int(fixed.get("train.grpo_generations") or memory.GRPO_DEFAULTS["generations"])
+    group = _grpo_fixed(fixed, "generations")
     if objectives.get(fixed.get("train.objective")).samples and not fixed.get("train.grad_accum"):
         while cand["train.micro_batch"] * cand["train.grad_accum"] % group:  # whole groups of completions
             cand["train.grad_accum"] += 1
@@ -361,7 +367,7 @@ def fit(model_info: ModelInfo, budget_bytes: int, dataset_report: Any = None, fi
     dropout = float(fixed.pop("lora.dropout", 0.05))
     rows = _usable_rows(dataset_report)
     if rows is not None and objectives.get(fixed.get("train.objective")).samples:  # a step samples completions
-        rows *= int(fixed.get("train.grpo_generations") or memory.GRPO_DEFAULTS["generations"])
+        rows *= _grpo_fixed(fixed, "generations")
     small_data = False
     if rows is not None and rows < effective_batch:
         # no point in a batch bigger than the dataset: 16 examples a step from 9 repeats them
