@@ -96,6 +96,7 @@ class TimeEstimate:
     steps: int | None
     basis: str  # one sentence: where the rate comes from
     assumed: bool = False  # a GPU rate that rests on ANCHOR alone, not calibrated by a run on this machine
+    example_tokens: int | None = None  # the example length the step was timed at (the dataset's p95), when known
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -295,7 +296,7 @@ def estimate(info: Any, s: dict, device: str, gpu_name: str = "", rates: dict | 
     real = min(mean_tokens, length) if mean_tokens else length
     return TimeEstimate(device=device, tokens_per_s=s["train.micro_batch"] * s["train.grad_accum"] * real / per_step,
                         step_seconds=per_step, seconds=per_step * steps if steps else None, steps=steps, basis=basis,
-                        assumed=assumed)
+                        assumed=assumed, example_tokens=example_tokens)
 
 
 def describe(est: TimeEstimate | None) -> str:

@@ -420,10 +420,11 @@ class TrainingRun:
             self._sample_like_the_studio()
             from studio.train.speedlog import StepTimes
 
-            # grpo's steps are mostly sampling: they calibrate the next grpo estimate (speed.device_key). The
-            # planner sized them from the imported prompts' 95th percentile, so the record is predicted from it too.
-            tokens = getattr(data.report, "tokens", None)
-            callbacks.append(StepTimes(self.run_dir, self.recipe, device, [], p95=getattr(tokens, "p95", None),
+            # grpo's steps are mostly sampling: they calibrate the next grpo estimate (speed.device_key), predicted
+            # at the length the plan timed them at (the inspected rows' 95th percentile, kept in plan.json).
+            timed = (read_json(self.run_dir / runs.PLAN, default={}) or {}).get("estimate") or {}
+            p95 = timed.get("example_tokens") if isinstance(timed, dict) else None
+            callbacks.append(StepTimes(self.run_dir, self.recipe, device, [], p95=p95 if isinstance(p95, int) else None,
                                        gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
                                        model=str(self._base or self.recipe.model.name_or_path)))
         trainer = cls(model=self.model, args=args, train_dataset=data.train, eval_dataset=data.val,
