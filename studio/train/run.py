@@ -375,13 +375,10 @@ class TrainingRun:
             collator = packing.collator()
             self.em.emit(LOG, message="packing: each micro-batch is one sequence without padding; attention "
                                       "stays within each example (checked on this model)")
-        from studio.train.speedlog import StepTimes, example_lengths
+        from studio.train.speedlog import example_lengths
         from studio.train.trainer import SaveOnStop
 
-        lengths = data.train.lengths() if self.vision else example_lengths(data.train)
-        timer = StepTimes(self.run_dir, self.recipe, device, lengths,
-                          gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
-                          model=str(self._base or self.recipe.model.name_or_path))
+        timer = self._step_timer(device, data.train.lengths() if self.vision else example_lengths(data.train))
         trainer = self.trainer_cls(model=self.model, args=args, train_dataset=data.train,
                                 eval_dataset=data.val, data_collator=collator,
                                 callbacks=[self.callback, SaveOnStop(self.ctl), timer], run_dir=self.run_dir, emitter=self.em,
@@ -418,15 +415,11 @@ class TrainingRun:
         callbacks = [self.callback, SaveOnStop(self.ctl)]
         if objective == "grpo":
             self._sample_like_the_studio()
-            from studio.train.speedlog import StepTimes
-
             # grpo's steps are mostly sampling: they calibrate the next grpo estimate (speed.device_key), predicted
             # at the length the plan timed them at (the inspected rows' 95th percentile, kept in plan.json).
-            timed = (read_json(self.run_dir / runs.PLAN, default={}) or {}).get("estimate") or {}
+            timed = plan.get("estimate")
             p95 = timed.get("example_tokens") if isinstance(timed, dict) else None
-            callbacks.append(StepTimes(self.run_dir, self.recipe, device, [], p95=p95 if isinstance(p95, int) else None,
-                                       gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
-                                       model=str(self._base or self.recipe.model.name_or_path)))
+            callbacks.append(self._step_timer(device, [], p95 if isinstance(p95, int) else None))
         trainer = cls(model=self.model, args=args, train_dataset=data.train, eval_dataset=data.val,
                       processing_class=self.tokenizer, callbacks=callbacks,
                       run_dir=self.run_dir, emitter=self.em, keep=self.recipe.train.keep_checkpoints,
@@ -434,6 +427,16 @@ class TrainingRun:
         trainer.remove_callback(PrinterCallback)
         self.callback.trainer = trainer
         return trainer
+
+    def _step_timer(self, device: str, lengths: list[int], p95: int | None = None) -> Any:
+        """The callback that times the optimizer steps and records them against the estimate (studio.train.speedlog)."""
+        import torch
+
+        from studio.train.speedlog import StepTimes
+
+        return StepTimes(self.run_dir, self.recipe, device, lengths, p95=p95,
+                         gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else "",
+                         model=str(self._base or self.recipe.model.name_or_path))
 
     def _reward_functions(self) -> list:
         """grpo's rewards (studio.rewards); a user's reward file is loaded here, in the worker, and its sha256

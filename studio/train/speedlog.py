@@ -35,8 +35,8 @@ def example_lengths(train: Any) -> list[int]:
 def predicted_step_seconds(recipe: Any, model_name: str, device: str, lengths: list[int],
                            gpu_name: str = "", p95: int | None = None) -> tuple[float, dict | None] | None:
     """(the uncalibrated predicted seconds per optimizer step, the CPU rates used) as the planner
-    makes it for this recipe and dataset (``p95``: the dataset report's, where ``lengths`` are not the planner's
-    measure, as for grpo prompts); None when nothing can be predicted (a CPU never probed)."""
+    makes it for this recipe and dataset (``p95``: the length the plan timed the step at, from plan.json, where
+    ``lengths`` are not the planner's measure, as for grpo prompts); None when nothing can be predicted (a CPU never probed)."""
 
     info = models.resolve(model_name)
     s = {key: get_setting(recipe, key) for key in PLANNED + SHAPE}
